@@ -1,0 +1,108 @@
+package api
+
+import "time"
+
+// Host states.
+const (
+	HostReady    = "ready"
+	HostNotReady = "notready" // heartbeat lost
+)
+
+// Host is a machine that runs VMs through an agent.
+type Host struct {
+	Meta
+	Spec   HostSpec   `json:"spec"`
+	Status HostStatus `json:"status"`
+}
+
+// HostSpec is the desired state of a host.
+type HostSpec struct {
+	// Unschedulable keeps the scheduler from placing new VMs on the host.
+	Unschedulable bool `json:"unschedulable,omitempty"`
+}
+
+// HostStatus is what the host's agent reports, plus the server's view of
+// its liveness and allocation.
+type HostStatus struct {
+	State         string    `json:"state"`
+	CPUs          int       `json:"cpus"`
+	MemoryMiB     int64     `json:"memoryMiB"`
+	DiskTotalMiB  int64     `json:"diskTotalMiB"`
+	DiskFreeMiB   int64     `json:"diskFreeMiB"`
+	Accel         string    `json:"accel"` // kvm or tcg
+	QEMUVersion   string    `json:"qemuVersion,omitempty"`
+	AgentVersion  string    `json:"agentVersion,omitempty"`
+	Address       string    `json:"address,omitempty"`
+	Drivers       []string  `json:"drivers,omitempty"`
+	LastHeartbeat time.Time `json:"lastHeartbeat,omitzero"`
+	// Allocated is the sum of the specs of the VMs placed on the host.
+	Allocated Allocation `json:"allocated"`
+}
+
+// Allocation is a sum of VM sizes.
+type Allocation struct {
+	VCPUs     int   `json:"vcpus"`
+	MemoryMiB int64 `json:"memoryMiB"`
+	VMs       int   `json:"vms"`
+}
+
+// JoinToken is a single-use, expiring secret a new host's agent presents to
+// register. The secret is returned once, at creation.
+type JoinToken struct {
+	ID        string    `json:"id"`
+	Token     string    `json:"token,omitempty"`
+	ExpiresAt time.Time `json:"expiresAt"`
+	// CAFingerprint is the SHA-256 of the server's CA certificate, so the
+	// agent can trust the server before it has the CA.
+	CAFingerprint string `json:"caFingerprint"`
+}
+
+// JoinTokenCreate is the body of POST /v1/hosts/join-tokens.
+type JoinTokenCreate struct {
+	TTLSeconds int `json:"ttlSeconds,omitempty"` // default 3600
+}
+
+// AgentRegister is the body of POST /v1/agent/register.
+type AgentRegister struct {
+	JoinToken string     `json:"joinToken"`
+	Host      string     `json:"host"`
+	Status    HostStatus `json:"status"`
+}
+
+// AgentCredentials are returned to an agent that registered.
+type AgentCredentials struct {
+	Host   string `json:"host"`
+	Token  string `json:"token"`
+	CACert string `json:"caCert"` // PEM
+}
+
+// AgentMessage is one message on an agent's watch stream
+// (GET /v1/agent/hosts/{name}/watch): a VM placed on the host changed, was
+// removed, or a console stream is wanted.
+type AgentMessage struct {
+	Type string `json:"type"` // vm, vm-removed, stream, synced
+	VM   *VM    `json:"vm,omitempty"`
+	Name string `json:"name,omitempty"`
+	// Stream asks the agent to dial /v1/agent/streams/{id} and splice it to
+	// a console of the named VM.
+	Stream *StreamRequest `json:"stream,omitempty"`
+}
+
+// StreamRequest asks an agent to open a byte stream to a VM console.
+type StreamRequest struct {
+	ID      string `json:"id"`
+	VM      string `json:"vm"`
+	Console string `json:"console"` // serial, vnc or log
+	// Bytes bounds a log stream: the agent writes that many bytes of the
+	// recorded serial output, then closes.
+	Bytes int64 `json:"bytes,omitempty"`
+}
+
+// Agent message types.
+const (
+	AgentMsgVM        = "vm"
+	AgentMsgVMRemoved = "vm-removed"
+	AgentMsgStream    = "stream"
+	AgentMsgSynced    = "synced" // every VM of the host has been sent once
+	AgentMsgPing      = "ping"   // keeps an idle stream alive
+)

@@ -1,0 +1,35 @@
+package api
+
+import "time"
+
+// Meta is the identity and bookkeeping part shared by every stored object.
+type Meta struct {
+	// Name is the object's unique name within its kind (a DNS label for VMs).
+	Name string `json:"name"`
+	// UID never changes and is never reused, even when a name is.
+	UID string `json:"uid"`
+	// Labels are free-form key/value pairs used by label selectors.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Version is the store revision of the last write (optimistic concurrency).
+	Version int64 `json:"version"`
+	// Generation increases with every change to the desired state (spec).
+	Generation int64     `json:"generation"`
+	CreatedAt  time.Time `json:"createdAt"`
+	UpdatedAt  time.Time `json:"updatedAt"`
+}
+
+// List is the envelope of every paginated list response.
+type List[T any] struct {
+	Items []T `json:"items"`
+	// Continue, when not empty, is passed back as ?continue= to get the next page.
+	Continue string `json:"continue,omitempty"`
+}
+
+// ListOptions are the query parameters every list route accepts.
+type ListOptions struct {
+	Limit    int    // ?limit= (default 100, max 1000)
+	Continue string // ?continue=
+	Selector string // ?selector=k=v,k!=v,k (label selector)
+	Host     string // ?host= (VMs only)
+	State    string // ?state= (VMs: power state; operations: status)
+}

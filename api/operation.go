@@ -1,0 +1,83 @@
+package api
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Operation statuses.
+const (
+	OpPending   = "pending"
+	OpRunning   = "running"
+	OpSucceeded = "succeeded"
+	OpFailed    = "failed"
+	OpCancelled = "cancelled"
+)
+
+// Operation kinds.
+const (
+	OpVMCreate    = "vm.create"
+	OpVMStart     = "vm.start"
+	OpVMStop      = "vm.stop"
+	OpVMRestart   = "vm.restart"
+	OpVMPause     = "vm.pause"
+	OpVMResume    = "vm.resume"
+	OpVMDelete    = "vm.delete"
+	OpImageImport = "image.import"
+	OpImageDelete = "image.delete"
+)
+
+// Operation is an asynchronous action: every mutation returns one.
+type Operation struct {
+	ID     string `json:"id"`
+	Kind   string `json:"kind"`
+	Target Ref    `json:"target"`
+	Status string `json:"status"`
+	// Progress is 0-100.
+	Progress int    `json:"progress"`
+	Message  string `json:"message,omitempty"`
+	Error    *Error `json:"error,omitempty"`
+	// Params are the action's parameters (a stop's timeout, a delete's keepDisks).
+	Params json.RawMessage `json:"params,omitempty"`
+	// TargetGeneration is the spec generation whose observation completes
+	// the operation (VM operations).
+	TargetGeneration int64     `json:"targetGeneration,omitempty"`
+	Version          int64     `json:"version"`
+	CreatedAt        time.Time `json:"createdAt"`
+	StartedAt        time.Time `json:"startedAt,omitzero"`
+	FinishedAt       time.Time `json:"finishedAt,omitzero"`
+	Deadline         time.Time `json:"deadline,omitzero"`
+}
+
+// Done tells whether the operation reached a final status.
+func (o *Operation) Done() bool {
+	return o.Status == OpSucceeded || o.Status == OpFailed || o.Status == OpCancelled
+}
+
+// Ref names an object.
+type Ref struct {
+	Kind string `json:"kind"` // vm, image, host
+	Name string `json:"name"`
+	UID  string `json:"uid,omitempty"`
+}
+
+// Event types.
+const (
+	EventVM        = "vm"        // a VM was created, changed or deleted
+	EventHost      = "host"      // a host registered, changed state
+	EventImage     = "image"     // an image changed
+	EventOperation = "operation" // an operation changed
+)
+
+// Event is one item of GET /v1/events (newline-delimited JSON).
+type Event struct {
+	Type string    `json:"type"`
+	Time time.Time `json:"time"`
+	// Action is created, updated or deleted.
+	Action    string     `json:"action"`
+	Object    Ref        `json:"object"`
+	VM        *VM        `json:"vm,omitempty"`
+	Host      *Host      `json:"host,omitempty"`
+	Image     *Image     `json:"image,omitempty"`
+	Operation *Operation `json:"operation,omitempty"`
+}

@@ -1,0 +1,172 @@
+package api
+
+import "time"
+
+// Power states. Desired states are running, stopped and paused; observed
+// states add the transient and failure states.
+const (
+	PowerRunning  = "running"
+	PowerStopped  = "stopped"
+	PowerPaused   = "paused"
+	PowerStarting = "starting"
+	PowerStopping = "stopping"
+	PowerError    = "error"
+	PowerUnknown  = "unknown" // the host does not report (down or unreachable)
+	PowerPending  = "pending" // not yet seen by its host
+)
+
+// Network names for NICs.
+const (
+	// NetworkUser is QEMU user-mode NAT: no host setup, outbound only.
+	NetworkUser = "user"
+)
+
+// VM is a virtual machine: its desired state (Spec) and what its host last
+// observed (Status).
+type VM struct {
+	Meta
+	Spec   VMSpec   `json:"spec"`
+	Status VMStatus `json:"status"`
+}
+
+// VMSpec is the desired state of a VM. Only the server writes it.
+type VMSpec struct {
+	// Host is where the VM is placed: the pin given at create, or the
+	// scheduler's choice.
+	Host      string     `json:"host"`
+	VCPUs     int        `json:"vcpus"`
+	MemoryMiB int64      `json:"memoryMiB"`
+	Disks     []Disk     `json:"disks,omitempty"`
+	NICs      []NIC      `json:"nics,omitempty"`
+	Boot      Boot       `json:"boot"`
+	CloudInit *CloudInit `json:"cloudInit,omitempty"`
+	// PowerState is the desired power state: running, stopped or paused.
+	PowerState string `json:"powerState"`
+	// StopTimeoutSeconds bounds a graceful (ACPI) stop before it is forced.
+	StopTimeoutSeconds int `json:"stopTimeoutSeconds"`
+	// ForceStop makes the pending stop skip the graceful shutdown; the stop
+	// action sets it and the next start clears it.
+	ForceStop bool `json:"forceStop,omitempty"`
+	// RestartCount is raised by every restart action; the host restarts the
+	// VM when it is above the count it last observed.
+	RestartCount int64 `json:"restartCount,omitempty"`
+	// Deletion, when set, asks the host to stop the VM and remove it.
+	Deletion *Deletion `json:"deletion,omitempty"`
+}
+
+// Disk is a VM disk: a copy-on-write overlay of an image, or blank.
+type Disk struct {
+	// Name is unique within the VM ("root", "data"); defaults to disk0, disk1...
+	Name string `json:"name"`
+	// Image, when set, makes the disk a qcow2 overlay of that image.
+	Image string `json:"image,omitempty"`
+	// SizeMiB is the size of a blank disk, or the grown size of an overlay
+	// (0 keeps the image's virtual size).
+	SizeMiB int64 `json:"sizeMiB,omitempty"`
+}
+
+// NIC is a virtual network interface.
+type NIC struct {
+	// Network is "user" (user-mode NAT) on the embedded default.
+	Network string `json:"network"`
+	// MAC is generated when empty (locally administered, 52:54:00 prefix).
+	MAC string `json:"mac,omitempty"`
+}
+
+// Boot says how a VM boots: from its first disk through firmware (Kernel
+// empty), or directly from a kernel image with an optional initrd.
+type Boot struct {
+	Kernel  string `json:"kernel,omitempty"`  // image name of kind kernel
+	Initrd  string `json:"initrd,omitempty"`  // image name of kind initrd
+	Cmdline string `json:"cmdline,omitempty"` // kernel command line
+}
+
+// CloudInit is NoCloud data delivered to the guest as a seed ISO (label cidata).
+type CloudInit struct {
+	UserData      string `json:"userData,omitempty"`
+	MetaData      string `json:"metaData,omitempty"`
+	NetworkConfig string `json:"networkConfig,omitempty"`
+}
+
+// Deletion records a requested delete.
+type Deletion struct {
+	KeepDisks   bool      `json:"keepDisks,omitempty"`
+	RequestedAt time.Time `json:"requestedAt"`
+}
+
+// VMStatus is what the VM's host last observed. Only the host writes it.
+type VMStatus struct {
+	PowerState string `json:"powerState"`
+	// ObservedGeneration is the spec generation the host has converged to.
+	ObservedGeneration int64 `json:"observedGeneration"`
+	// ObservedRestartCount is the last restart request the host carried out.
+	ObservedRestartCount int64 `json:"observedRestartCount,omitempty"`
+	// Error is set when the host failed to converge to a generation.
+	Error *VMError `json:"error,omitempty"`
+	// PID is the hypervisor process id (QEMU) on the host.
+	PID     int          `json:"pid,omitempty"`
+	Console Console      `json:"console"`
+	IPs     []string     `json:"ips,omitempty"`
+	Disks   []DiskStatus `json:"disks,omitempty"`
+	// Driver names the hypervisor driver running the VM ("qemu").
+	Driver string `json:"driver,omitempty"`
+	// Reason explains the last transition ("guest shut down", "qemu exited").
+	Reason    string    `json:"reason,omitempty"`
+	StartedAt time.Time `json:"startedAt,omitzero"`
+	UpdatedAt time.Time `json:"updatedAt,omitzero"`
+}
+
+// VMError is a failure to converge to a spec generation.
+type VMError struct {
+	Generation int64  `json:"generation"`
+	Message    string `json:"message"`
+}
+
+// Console lists the console endpoints the host offers, as host-local paths.
+type Console struct {
+	Serial string `json:"serial,omitempty"` // unix socket of the serial console
+	VNC    string `json:"vnc,omitempty"`    // unix socket of the VNC server
+}
+
+// DiskStatus describes a disk as it exists on its host.
+type DiskStatus struct {
+	Name    string `json:"name"`
+	Path    string `json:"path"`
+	Format  string `json:"format"`
+	SizeMiB int64  `json:"sizeMiB"`
+}
+
+// VMCreate is the body of POST /v1/vms.
+type VMCreate struct {
+	Name      string            `json:"name"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	VCPUs     int               `json:"vcpus"`
+	MemoryMiB int64             `json:"memoryMiB"`
+	Disks     []Disk            `json:"disks,omitempty"`
+	NICs      []NIC             `json:"nics,omitempty"`
+	Boot      Boot              `json:"boot,omitzero"`
+	CloudInit *CloudInit        `json:"cloudInit,omitempty"`
+	// PowerState is the desired state after create: running (default) or stopped.
+	PowerState string `json:"powerState,omitempty"`
+	// Host pins the VM to a host; empty lets the scheduler choose.
+	Host               string `json:"host,omitempty"`
+	StopTimeoutSeconds int    `json:"stopTimeoutSeconds,omitempty"`
+}
+
+// VMStop is the optional body of POST /v1/vms/{name}/stop and /restart.
+type VMStop struct {
+	// TimeoutSeconds bounds the graceful shutdown before it is forced
+	// (default: the VM's stopTimeoutSeconds).
+	TimeoutSeconds int `json:"timeoutSeconds,omitempty"`
+	// Force skips the graceful shutdown.
+	Force bool `json:"force,omitempty"`
+}
+
+// VM actions, as in POST /v1/vms/{name}/{action}.
+const (
+	ActionStart   = "start"
+	ActionStop    = "stop"
+	ActionRestart = "restart"
+	ActionPause   = "pause"
+	ActionResume  = "resume"
+)
