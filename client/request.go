@@ -1,0 +1,191 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/polyvisor/polyvisor/api"
+)
+
+// request describes one API call.
+type request struct {
+	method string
+	// path is the escaped route path, as made by route().
+	path  string
+	query url.Values
+	// body, when not nil, is sent as JSON.
+	body any
+	// raw, when not nil, is sent as is with contentType and size (-1: unknown).
+	raw         io.Reader
+	contentType string
+	size        int64
+	header      http.Header
+	accept      string
+	// noAuth leaves the bearer token out (registration, health).
+	noAuth bool
+}
+
+// route builds an escaped path from a format whose %s verbs are filled
+// with path-escaped arguments: route("/v1/vms/%s", name).
+func route(format string, args ...string) string {
+	esc := make([]any, len(args))
+	for i, a := range args {
+		esc[i] = url.PathEscape(a)
+	}
+	return fmt.Sprintf(format, esc...)
+}
+
+// url returns the absolute URL of an escaped path and query.
+func (c *Client) url(path string, query url.Values) *url.URL {
+	u := c.base
+	raw := c.base.EscapedPath() + path
+	if p, err := url.PathUnescape(raw); err == nil {
+		u.Path = p
+	}
+	u.RawPath = raw
+	if len(query) > 0 {
+		u.RawQuery = query.Encode()
+	}
+	return &u
+}
+
+// headers returns the headers every request carries.
+func (c *Client) headers(noAuth bool) http.Header {
+	h := http.Header{}
+	h.Set("User-Agent", c.userAgent)
+	if c.token != "" && !noAuth {
+		h.Set("Authorization", "Bearer "+c.token)
+	}
+	return h
+}
+
+// send performs r and returns the response of a 2xx answer, whose body the
+// caller closes. Any other answer is read, closed and returned as a
+// *StatusError.
+func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
+	var body io.Reader
+	h := c.headers(r.noAuth)
+	for k, vs := range r.header {
+		h[k] = vs
+	}
+	size := int64(0)
+	switch {
+	case r.raw != nil:
+		body, size = r.raw, r.size
+		h.Set("Content-Type", r.contentType)
+	case r.body != nil:
+		b, err := json.Marshal(r.body)
+		if err != nil {
+			return nil, fmt.Errorf("encode request body: %w", err)
+		}
+		body, size = bytes.NewReader(b), int64(len(b))
+		h.Set("Content-Type", "application/json")
+	}
+	accept := r.accept
+	if accept == "" {
+		accept = "application/json"
+	}
+	h.Set("Accept", accept)
+
+	req, err := http.NewRequestWithContext(ctx, r.method, c.url(r.path, r.query).String(), body)
+	if err != nil {
+		return nil, fmt.Errorf("make request: %w", err)
+	}
+	req.Header = h
+	switch {
+	case body == nil:
+	case size == 0:
+		req.Body, req.ContentLength = http.NoBody, 0
+	case size < 0:
+		req.ContentLength = -1 // sent chunked
+	default:
+		req.ContentLength = size
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return nil, fmt.Errorf("%s %s: %w", r.method, r.path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		return nil, decodeError(resp)
+	}
+	return resp, nil
+}
+
+// call performs r and decodes a JSON answer into out (unless out is nil).
+func (c *Client) call(ctx context.Context, r request, out any) error {
+	resp, err := c.send(ctx, r)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode answer of %s %s: %w", r.method, r.path, err)
+	}
+	return nil
+}
+
+// listQuery makes the query of a list route.
+func listQuery(opts api.ListOptions) url.Values {
+	q := url.Values{}
+	if opts.Limit > 0 {
+		q.Set("limit", strconv.Itoa(opts.Limit))
+	}
+	if opts.Continue != "" {
+		q.Set("continue", opts.Continue)
+	}
+	if opts.Selector != "" {
+		q.Set("selector", opts.Selector)
+	}
+	if opts.Host != "" {
+		q.Set("host", opts.Host)
+	}
+	if opts.State != "" {
+		q.Set("state", opts.State)
+	}
+	return q
+}
+
+// list fetches one page of a list route.
+func list[T any](ctx context.Context, c *Client, path string, opts api.ListOptions) (*api.List[T], error) {
+	var l api.List[T]
+	if err := c.call(ctx, request{method: http.MethodGet, path: path, query: listQuery(opts)}, &l); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
+// listAll fetches every page of a list route, from opts.Continue on, with
+// opts.Limit as the page size.
+func listAll[T any](ctx context.Context, c *Client, path string, opts api.ListOptions) ([]T, error) {
+	var all []T
+	for {
+		page, err := list[T](ctx, c, path, opts)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page.Items...)
+		if page.Continue == "" {
+			return all, nil
+		}
+		if page.Continue == opts.Continue {
+			return nil, fmt.Errorf("list %s: server repeated continue token %q", path, page.Continue)
+		}
+		opts.Continue = page.Continue
+	}
+}
