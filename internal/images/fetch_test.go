@@ -1,0 +1,238 @@
+package images
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func fetchServer(t *testing.T, body []byte) *httptest.Server {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/img", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Accept-Encoding") != "identity" {
+			t.Errorf("Accept-Encoding = %q", r.Header.Get("Accept-Encoding"))
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		for b := body; len(b) > 0; {
+			n := min(len(b), 256<<10)
+			w.Write(b[:n])
+			w.(http.Flusher).Flush()
+			b = b[n:]
+		}
+	})
+	mux.HandleFunc("/chunked", func(w http.ResponseWriter, r *http.Request) {
+		for b := body; len(b) > 0; {
+			n := min(len(b), 256<<10)
+			w.Write(b[:n])
+			w.(http.Flusher).Flush() // no Content-Length: chunked
+			b = b[n:]
+		}
+	})
+	mux.HandleFunc("/short", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.Write(body[:len(body)/2])
+		w.(http.Flusher).Flush()
+		// Abort: the connection is closed mid-body.
+		panic(http.ErrAbortHandler)
+	})
+	mux.HandleFunc("/stall", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.Write(body[:1024])
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	mux.HandleFunc("/missing", http.NotFound)
+	mux.HandleFunc("/broken", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "oops", http.StatusBadGateway)
+	})
+	mux.HandleFunc("/to-file", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "file:///etc/passwd", http.StatusFound)
+	})
+	mux.HandleFunc("/to-img", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/img", http.StatusFound)
+	})
+	mux.HandleFunc("/loop", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/loop", http.StatusFound)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func testBody(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i * 31)
+	}
+	return b
+}
+
+func TestFetch(t *testing.T) {
+	body := testBody(3<<20 + 17)
+	srv := fetchServer(t, body)
+	for _, path := range []string{"/img", "/chunked", "/to-img"} {
+		t.Run(path, func(t *testing.T) {
+			dst := filepath.Join(t.TempDir(), "dl", "src")
+			var got []int
+			n, err := Fetch(context.Background(), srv.URL+path, dst, func(p int) { got = append(got, p) })
+			if err != nil {
+				t.Fatalf("Fetch: %v", err)
+			}
+			if n != int64(len(body)) {
+				t.Fatalf("Fetch = %d bytes, want %d", n, len(body))
+			}
+			b, _ := os.ReadFile(dst)
+			if !bytes.Equal(b, body) {
+				t.Fatal("fetched bytes differ")
+			}
+			if len(got) == 0 || got[len(got)-1] != 100 {
+				t.Fatalf("progress %v does not end at 100", got)
+			}
+			if path != "/chunked" && len(got) < 3 {
+				t.Fatalf("progress %v: want intermediate values with a Content-Length", got)
+			}
+			if entries, _ := os.ReadDir(filepath.Dir(dst)); len(entries) != 1 {
+				t.Fatalf("download directory holds %d entries", len(entries))
+			}
+		})
+	}
+}
+
+func TestFetchLimit(t *testing.T) {
+	body := testBody(1 << 20)
+	srv := fetchServer(t, body)
+	for _, path := range []string{"/img", "/chunked"} {
+		dst := filepath.Join(t.TempDir(), "src")
+		_, err := Fetch(context.Background(), srv.URL+path, dst, nil, WithMaxBytes(1000))
+		if !IsReject(err) || !strings.Contains(err.Error(), "over the limit") {
+			t.Fatalf("%s: Fetch over the limit = %v, want a refusal", path, err)
+		}
+		assertNothingLeft(t, dst)
+
+		dst = filepath.Join(t.TempDir(), "src")
+		if n, err := Fetch(context.Background(), srv.URL+path, dst, nil, WithMaxBytes(int64(len(body)))); err != nil || n != int64(len(body)) {
+			t.Fatalf("%s: Fetch at exactly the limit = %d, %v", path, n, err)
+		}
+	}
+}
+
+func TestFetchRefuses(t *testing.T) {
+	srv := fetchServer(t, testBody(1000))
+	tests := []struct {
+		url, want string
+		reject    bool
+	}{
+		{"ftp://example.com/x.img", `unsupported url scheme "ftp"`, true},
+		{"file:///etc/passwd", `unsupported url scheme "file"`, true},
+		{"/etc/passwd", "want an absolute http or https url", true},
+		{"", "want an absolute http or https url", true},
+		{"http://", "no host", true},
+		{"http://%zz", "invalid url", true},
+		{srv.URL + "/missing", "404 Not Found", true},
+		{srv.URL + "/to-file", `redirected to unsupported scheme "file"`, true},
+		{srv.URL + "/loop", "more than 10 redirects", true},
+		{srv.URL + "/broken", "502 Bad Gateway", false},
+		{srv.URL + "/short", "unexpected EOF", false},
+		{"http://u:s3cret@%zz", "invalid url", true},
+		{"http://127.0.0.1:1/x", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			dst := filepath.Join(t.TempDir(), "src")
+			_, err := Fetch(context.Background(), tt.url, dst, nil)
+			if err == nil {
+				t.Fatal("Fetch succeeded")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not contain %q", err, tt.want)
+			}
+			t.Logf("error: %v", err)
+			if IsReject(err) != tt.reject {
+				t.Fatalf("IsReject(%v) = %v, want %v", err, !tt.reject, tt.reject)
+			}
+			assertNothingLeft(t, dst)
+		})
+	}
+}
+
+func TestFetchHidesPassword(t *testing.T) {
+	srv := fetchServer(t, nil)
+	u := strings.Replace(srv.URL, "http://", "http://user:s3cret@", 1) + "/missing"
+	_, err := Fetch(context.Background(), u, filepath.Join(t.TempDir(), "x"), nil)
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("error %v shows the password", err)
+	}
+}
+
+func TestFetchCancelled(t *testing.T) {
+	srv := fetchServer(t, testBody(1<<20))
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	dst := filepath.Join(t.TempDir(), "src")
+	_, err := Fetch(ctx, srv.URL+"/stall", dst, nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Fetch = %v, want context.Canceled", err)
+	}
+	assertNothingLeft(t, dst)
+}
+
+func TestFetchOverPlaceholder(t *testing.T) {
+	body := testBody(100)
+	srv := fetchServer(t, body)
+	dir := t.TempDir()
+	f, err := os.CreateTemp(dir, ".fetch-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("placeholder")
+	f.Close()
+	if _, err := Fetch(context.Background(), srv.URL+"/missing", f.Name(), nil); err == nil {
+		t.Fatal("Fetch of a 404 succeeded")
+	}
+	if b, _ := os.ReadFile(f.Name()); string(b) != "placeholder" {
+		t.Fatal("a failed Fetch changed dst")
+	}
+	if _, err := Fetch(context.Background(), srv.URL+"/img", f.Name(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(f.Name()); !bytes.Equal(b, body) {
+		t.Fatal("dst does not hold the body")
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("directory holds %d entries, want 1", len(entries))
+	}
+}
+
+// ExampleFetch shows the download-then-import path of POST /v1/images.
+func ExampleFetch() {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(bytes.Repeat([]byte{0}, 4096)) // a tiny raw disk
+	}))
+	defer srv.Close()
+	dir, _ := os.MkdirTemp("", "example")
+	defer os.RemoveAll(dir)
+
+	ctx := context.Background()
+	src := filepath.Join(dir, "download")
+	if _, err := Fetch(ctx, srv.URL+"/disk.img", src, nil, WithMaxBytes(1<<30)); err != nil {
+		fmt.Println(err)
+		return
+	}
+	res, err := Import(ctx, src, filepath.Join(dir, "disk.qcow2"), "disk", nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(res.SourceFormat, "->", res.Format, res.VirtualSizeBytes)
+	// Output: raw -> qcow2 4096
+}
