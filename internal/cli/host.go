@@ -1,0 +1,138 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/polyvisor/polyvisor/api"
+)
+
+func (a *app) hostCommand() *cobra.Command {
+	cmd := group("host", "Manage the hosts that run VMs", "hosts")
+	cmd.AddCommand(a.hostListCommand(), a.hostShowCommand(), a.hostJoinTokenCommand())
+	return cmd
+}
+
+func (a *app) hostListCommand() *cobra.Command {
+	var opts api.ListOptions
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List hosts",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _, err := a.client()
+			if err != nil {
+				return err
+			}
+			var hosts []api.Host
+			if opts.Limit > 0 {
+				page, err := c.ListHosts(cmd.Context(), opts)
+				if err != nil {
+					return err
+				}
+				hosts = page.Items
+			} else if hosts, err = c.ListAllHosts(cmd.Context(), opts); err != nil {
+				return err
+			}
+			return a.print(cmd.OutOrStdout(), api.List[api.Host]{Items: nonNil(hosts)}, func(tw *tabwriter.Writer) {
+				row(tw, "NAME", "STATE", "ACCEL", "VMS", "VCPUS", "MEMORY", "DISK FREE", "HEARTBEAT")
+				for _, h := range hosts {
+					st := h.Status
+					row(tw, h.Name, hostState(&h), orDash(st.Accel), st.Allocated.VMs,
+						fmt.Sprintf("%d/%d", st.Allocated.VCPUs, st.CPUs),
+						formatMiB(st.Allocated.MemoryMiB)+"/"+formatMiB(st.MemoryMiB),
+						formatMiB(st.DiskFreeMiB), age(st.LastHeartbeat))
+				}
+			})
+		},
+	}
+	addListFlags(cmd, &opts)
+	return cmd
+}
+
+// hostState is the host's state, marked when it takes no new VMs.
+func hostState(h *api.Host) string {
+	s := orDash(h.Status.State)
+	if h.Spec.Unschedulable {
+		s += ",unschedulable"
+	}
+	return s
+}
+
+func (a *app) hostShowCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "show NAME",
+		Aliases: []string{"get"},
+		Short:   "Show a host",
+		Args:    exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := a.client()
+			if err != nil {
+				return err
+			}
+			h, err := c.GetHost(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return a.print(cmd.OutOrStdout(), h, func(tw *tabwriter.Writer) {
+				st := h.Status
+				row(tw, "Name:", h.Name)
+				row(tw, "Labels:", labels(h.Labels))
+				row(tw, "State:", hostState(h))
+				row(tw, "Address:", orDash(st.Address))
+				row(tw, "Accelerator:", orDash(st.Accel))
+				row(tw, "CPUs:", fmt.Sprintf("%d (%d allocated)", st.CPUs, st.Allocated.VCPUs))
+				row(tw, "Memory:", fmt.Sprintf("%s (%s allocated)", formatMiB(st.MemoryMiB), formatMiB(st.Allocated.MemoryMiB)))
+				row(tw, "Disk:", fmt.Sprintf("%s free of %s", formatMiB(st.DiskFreeMiB), formatMiB(st.DiskTotalMiB)))
+				row(tw, "VMs:", st.Allocated.VMs)
+				row(tw, "Drivers:", orDash(strings.Join(st.Drivers, ", ")))
+				row(tw, "QEMU:", orDash(st.QEMUVersion))
+				row(tw, "Agent:", orDash(st.AgentVersion))
+				row(tw, "Heartbeat:", when(st.LastHeartbeat))
+				row(tw, "Registered:", when(h.CreatedAt))
+			})
+		},
+	}
+}
+
+func (a *app) hostJoinTokenCommand() *cobra.Command {
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "join-token",
+		Short: "Make a single-use token for a new host to join, and print its command",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ttl < time.Second {
+				return usagef("--ttl: must be at least 1s")
+			}
+			c, cfg, err := a.client()
+			if err != nil {
+				return err
+			}
+			tok, err := c.CreateJoinToken(cmd.Context(), api.JoinTokenCreate{TTLSeconds: int(ttl / time.Second)})
+			if err != nil {
+				return err
+			}
+			return a.print(cmd.OutOrStdout(), tok, func(tw *tabwriter.Writer) {
+				server := cfg.Server
+				if !strings.HasPrefix(server, "https://") {
+					// A unix socket or plain HTTP is no address for another machine.
+					server = "https://SERVER:PORT"
+				}
+				fmt.Fprintf(tw, "Join token (single use, expires %s; it is not shown again):\n\n  %s\n\n",
+					tok.ExpiresAt.Local().Format(time.RFC3339), tok.Token)
+				if tok.CAFingerprint != "" {
+					fmt.Fprintf(tw, "Server CA fingerprint (SHA-256): %s\n\n", tok.CAFingerprint)
+				}
+				fmt.Fprintf(tw, "Run on the new host:\n\n  polyvisor agent --server %s --join-token %s\n", server, tok.Token)
+			})
+		},
+	}
+	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token stays valid")
+	return cmd
+}

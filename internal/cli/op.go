@@ -1,0 +1,137 @@
+package cli
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/polyvisor/polyvisor/api"
+)
+
+func (a *app) opCommand() *cobra.Command {
+	cmd := group("op", "Follow operations: the asynchronous actions of every mutation", "ops", "operation", "operations")
+	cmd.AddCommand(a.opListCommand(), a.opShowCommand(), a.opWaitCommand(), a.opCancelCommand())
+	return cmd
+}
+
+func (a *app) opListCommand() *cobra.Command {
+	var opts api.ListOptions
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List operations",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _, err := a.client()
+			if err != nil {
+				return err
+			}
+			var ops []api.Operation
+			if opts.Limit > 0 {
+				page, err := c.ListOperations(cmd.Context(), opts)
+				if err != nil {
+					return err
+				}
+				ops = page.Items
+			} else if ops, err = c.ListAllOperations(cmd.Context(), opts); err != nil {
+				return err
+			}
+			return a.print(cmd.OutOrStdout(), api.List[api.Operation]{Items: nonNil(ops)}, func(tw *tabwriter.Writer) {
+				row(tw, "ID", "KIND", "TARGET", "STATUS", "PROGRESS", "AGE", "MESSAGE")
+				for _, op := range ops {
+					row(tw, op.ID, op.Kind, op.Target.Kind+"/"+op.Target.Name, op.Status,
+						fmt.Sprintf("%d%%", op.Progress), age(op.CreatedAt), opMessage(&op))
+				}
+			})
+		},
+	}
+	addListFlags(cmd, &opts)
+	cmd.Flags().StringVar(&opts.State, "state", "", "only the operations of this status (pending, running, succeeded, failed, cancelled)")
+	return cmd
+}
+
+// opMessage is an operation's error, else its message.
+func opMessage(op *api.Operation) string {
+	if op.Error != nil {
+		return op.Error.Error()
+	}
+	return orDash(op.Message)
+}
+
+// describeOperation writes an operation's details.
+func describeOperation(tw *tabwriter.Writer, op *api.Operation) {
+	row(tw, "ID:", op.ID)
+	row(tw, "Kind:", op.Kind)
+	row(tw, "Target:", op.Target.Kind+"/"+op.Target.Name)
+	row(tw, "Status:", op.Status)
+	row(tw, "Progress:", fmt.Sprintf("%d%%", op.Progress))
+	if op.Message != "" {
+		row(tw, "Message:", op.Message)
+	}
+	if op.Error != nil {
+		row(tw, "Error:", fmt.Sprintf("%s (%s)", op.Error.Error(), op.Error.Code))
+	}
+	if len(op.Params) > 0 && string(op.Params) != "null" {
+		row(tw, "Params:", string(op.Params))
+	}
+	row(tw, "Created:", when(op.CreatedAt))
+	row(tw, "Started:", when(op.StartedAt))
+	row(tw, "Finished:", when(op.FinishedAt))
+}
+
+func (a *app) opShowCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "show ID",
+		Aliases: []string{"get"},
+		Short:   "Show an operation",
+		Args:    exactArgs(1, "ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := a.client()
+			if err != nil {
+				return err
+			}
+			op, err := c.GetOperation(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return a.print(cmd.OutOrStdout(), op, func(tw *tabwriter.Writer) { describeOperation(tw, op) })
+		},
+	}
+}
+
+func (a *app) opWaitCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "wait ID",
+		Short: "Wait for an operation to end; the exit code follows its outcome",
+		Args:  exactArgs(1, "ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := a.client()
+			if err != nil {
+				return err
+			}
+			return a.finish(cmd, c, &api.Operation{ID: args[0]}, false)
+		},
+	}
+}
+
+func (a *app) opCancelCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a pending operation",
+		Args:  exactArgs(1, "ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := a.client()
+			if err != nil {
+				return err
+			}
+			op, err := c.CancelOperation(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return a.print(cmd.OutOrStdout(), op, func(tw *tabwriter.Writer) {
+				fmt.Fprintf(tw, "%s %s\n", describeOp(op), op.Status)
+			})
+		},
+	}
+}

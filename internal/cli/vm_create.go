@@ -1,0 +1,152 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/client"
+)
+
+// vmCreateFlags are the flags of vm create.
+type vmCreateFlags struct {
+	vcpus          int
+	memoryMiB      int64
+	image          string
+	diskSizeMiB    int64
+	blankDisks     []int64
+	kernel         string
+	initrd         string
+	cmdline        string
+	userData       string
+	metaData       string
+	networkConfig  string
+	nics           []string
+	labels         map[string]string
+	host           string
+	stopped        bool
+	stopTimeout    time.Duration
+	idempotencyKey string
+	noWait         bool
+}
+
+func (a *app) vmCreateCommand() *cobra.Command {
+	f := vmCreateFlags{vcpus: 1, memoryMiB: 512}
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a VM, and start it unless --stopped",
+		Example: "  polyvisor vm create web1 --image debian-12 --disk-size 10G --memory 2G --vcpus 2 \\\n" +
+			"      --user-data cloud-init.yaml --label env=prod\n" +
+			"  polyvisor vm create tiny --kernel vmlinuz --initrd initrd --cmdline 'console=ttyS0' --memory 256M",
+		Args: exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req, err := f.request(args[0])
+			if err != nil {
+				return err
+			}
+			c, _, err := a.client()
+			if err != nil {
+				return err
+			}
+			op, err := c.CreateVM(cmd.Context(), req, client.CreateOptions{IdempotencyKey: f.idempotencyKey})
+			if err != nil {
+				return err
+			}
+			return a.finish(cmd, c, op, f.noWait)
+		},
+	}
+	fl := cmd.Flags()
+	fl.IntVar(&f.vcpus, "vcpus", f.vcpus, "number of virtual CPUs")
+	fl.Var(sizeValue{&f.memoryMiB}, "memory", "memory, e.g. 512M or 2G (a bare number is MiB)")
+	fl.StringVar(&f.image, "image", "", "disk `image` of the root disk, a copy-on-write overlay")
+	fl.Var(sizeValue{&f.diskSizeMiB}, "disk-size", "grow the root disk to this size, e.g. 10G (default: the image's size)")
+	fl.Var(sizeListValue{&f.blankDisks}, "blank-disk", "add a blank disk of this size (repeatable)")
+	fl.StringVar(&f.kernel, "kernel", "", "kernel `image` to boot directly")
+	fl.StringVar(&f.initrd, "initrd", "", "initrd `image` for --kernel")
+	fl.StringVar(&f.cmdline, "cmdline", "", "kernel command line for --kernel")
+	fl.StringVar(&f.userData, "user-data", "", "cloud-init user-data `file`")
+	fl.StringVar(&f.metaData, "meta-data", "", "cloud-init meta-data `file`")
+	fl.StringVar(&f.networkConfig, "network-config", "", "cloud-init network-config `file`")
+	fl.StringArrayVar(&f.nics, "nic", nil, "add a NIC on this `network` (repeatable; default one on \"user\"; \"none\" for no NIC)")
+	fl.Var(labelsValue{&f.labels}, "label", "add a label (repeatable)")
+	fl.StringVar(&f.host, "host", "", "place the VM on this host (default: the scheduler chooses)")
+	fl.BoolVar(&f.stopped, "stopped", false, "create the VM without starting it")
+	fl.DurationVar(&f.stopTimeout, "stop-timeout", 0, "how long a graceful stop may take before it is forced (default: the server's)")
+	fl.StringVar(&f.idempotencyKey, "idempotency-key", "", "a retried create with the same key makes no second VM")
+	addNoWait(cmd, &f.noWait)
+	return cmd
+}
+
+// request builds the VMCreate of the flags, reading the cloud-init files.
+func (f *vmCreateFlags) request(name string) (api.VMCreate, error) {
+	req := api.VMCreate{
+		Name:      name,
+		Labels:    f.labels,
+		VCPUs:     f.vcpus,
+		MemoryMiB: f.memoryMiB,
+		Host:      f.host,
+		Boot:      api.Boot{Kernel: f.kernel, Initrd: f.initrd, Cmdline: f.cmdline},
+	}
+	if f.vcpus < 1 {
+		return req, usagef("--vcpus: must be at least 1")
+	}
+	if f.stopTimeout < 0 {
+		return req, usagef("--stop-timeout: must not be negative")
+	}
+	req.StopTimeoutSeconds = int((f.stopTimeout + time.Second - 1) / time.Second)
+	if f.kernel == "" && (f.initrd != "" || f.cmdline != "") {
+		return req, usagef("--initrd and --cmdline need --kernel")
+	}
+	if f.stopped {
+		req.PowerState = api.PowerStopped
+	}
+	switch {
+	case f.image != "":
+		req.Disks = append(req.Disks, api.Disk{Name: "root", Image: f.image, SizeMiB: f.diskSizeMiB})
+	case f.diskSizeMiB > 0:
+		return req, usagef("--disk-size: needs --image (use --blank-disk for a blank disk)")
+	}
+	for _, size := range f.blankDisks {
+		req.Disks = append(req.Disks, api.Disk{SizeMiB: size})
+	}
+	nics := f.nics
+	if len(nics) == 0 {
+		nics = []string{api.NetworkUser}
+	}
+	for _, n := range nics {
+		switch {
+		case n == "none" && len(nics) == 1:
+		case n == "none":
+			return req, usagef("--nic: none cannot be combined with other NICs")
+		case n == "":
+			return req, usagef("--nic: empty network name")
+		default:
+			req.NICs = append(req.NICs, api.NIC{Network: n})
+		}
+	}
+	ci := api.CloudInit{}
+	for _, file := range []struct {
+		flag, path string
+		dst        *string
+	}{
+		{"--user-data", f.userData, &ci.UserData},
+		{"--meta-data", f.metaData, &ci.MetaData},
+		{"--network-config", f.networkConfig, &ci.NetworkConfig},
+	} {
+		if file.path == "" {
+			continue
+		}
+		b, err := os.ReadFile(file.path)
+		if err != nil {
+			return req, fmt.Errorf("%s: %w", file.flag, err)
+		}
+		*file.dst = string(b)
+	}
+	if ci != (api.CloudInit{}) {
+		req.CloudInit = &ci
+	}
+	return req, nil
+}
