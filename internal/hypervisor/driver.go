@@ -1,0 +1,174 @@
+// Package hypervisor defines the contract between the host agent and the
+// hypervisor drivers that run VMs: a small core interface every driver
+// implements, optional capability interfaces, and a Capabilities value so a
+// driver says honestly what it can do.
+package hypervisor
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// Driver is the core every hypervisor driver implements.
+//
+// A driver keeps no state of its own that matters across restarts: what it
+// needs to find a VM again lives in the Handle, which the agent persists.
+type Driver interface {
+	// Name is the driver's registered name ("qemu").
+	Name() string
+	// Capabilities says what the driver can do on this host.
+	Capabilities() Capabilities
+	// Info describes the host as the driver sees it (accelerator, version).
+	Info(ctx context.Context) (Info, error)
+
+	// Create prepares a VM (directory, disks, seed ISO) without starting it,
+	// and returns its handle. It rolls back what it made if it fails.
+	Create(ctx context.Context, cfg VMConfig) (*Handle, error)
+	// Start boots a created, stopped VM. The VM's process must not be tied
+	// to ctx: ctx bounds only the start itself.
+	Start(ctx context.Context, h *Handle, cfg VMConfig) error
+	// Stop shuts the VM down: gracefully (ACPI) within opts.Timeout, then
+	// forced. Force skips the graceful step.
+	Stop(ctx context.Context, h *Handle, opts StopOptions) error
+	// State reports the VM's current power state.
+	State(ctx context.Context, h *Handle) (Status, error)
+	// Recover re-attaches to a VM after an agent restart. It must never
+	// start a second process for a VM that still runs.
+	Recover(ctx context.Context, h *Handle) (Status, error)
+	// Destroy stops the VM if needed and removes what Create made; disks
+	// are kept when keepDisks is true.
+	Destroy(ctx context.Context, h *Handle, keepDisks bool) error
+	// Events delivers state changes the driver sees by itself (guest
+	// shutdown, process exit) until ctx ends.
+	Events(ctx context.Context, h *Handle) (<-chan StateEvent, error)
+}
+
+// Pauser is implemented by drivers that can pause and resume a running VM.
+type Pauser interface {
+	Pause(ctx context.Context, h *Handle) error
+	Resume(ctx context.Context, h *Handle) error
+}
+
+// Consoler is implemented by drivers that offer consoles.
+type Consoler interface {
+	// OpenConsole connects to a console ("serial" or "vnc") as a byte stream.
+	OpenConsole(ctx context.Context, h *Handle, kind string) (io.ReadWriteCloser, error)
+	// ConsoleLog returns the serial output recorded so far (up to max bytes
+	// from the end).
+	ConsoleLog(ctx context.Context, h *Handle, max int64) ([]byte, error)
+}
+
+// Capabilities lists what a driver can do. Actions a driver cannot do are
+// refused by the API with 422 naming the capability.
+type Capabilities struct {
+	Pause         bool `json:"pause"`
+	SerialConsole bool `json:"serialConsole"`
+	VNCConsole    bool `json:"vncConsole"`
+	KernelBoot    bool `json:"kernelBoot"`
+	CloudInit     bool `json:"cloudInit"`
+	LiveMigration bool `json:"liveMigration"`
+	Snapshots     bool `json:"snapshots"`
+}
+
+// Info describes what a driver found on its host.
+type Info struct {
+	Accel   string // kvm or tcg
+	Version string // hypervisor version ("QEMU 7.2.0")
+}
+
+// Power states a driver reports.
+const (
+	StateRunning = "running"
+	StatePaused  = "paused"
+	StateStopped = "stopped"
+)
+
+// Status is a VM's state as a driver sees it.
+type Status struct {
+	State     string
+	PID       int
+	StartedAt time.Time
+	Serial    string // serial console endpoint (unix socket path)
+	VNC       string // VNC endpoint (unix socket path)
+}
+
+// StateEvent is a change a driver observed without being asked.
+type StateEvent struct {
+	State  string
+	Reason string // "guest shut down", "process exited", "paused", "resumed"
+}
+
+// StopOptions controls Stop.
+type StopOptions struct {
+	Timeout time.Duration
+	Force   bool
+}
+
+// VMConfig is a VM's desired configuration as resolved on its host: images
+// are local file paths.
+type VMConfig struct {
+	Name      string
+	UID       string
+	VCPUs     int
+	MemoryMiB int64
+	Disks     []DiskConfig
+	NICs      []NICConfig
+	Kernel    string // path, empty for firmware boot
+	Initrd    string // path
+	Cmdline   string
+	CloudInit *CloudInitConfig
+	// StartPaused starts the VM with its CPUs stopped.
+	StartPaused bool
+}
+
+// DiskConfig is a disk to make: an overlay of BackingFile, or blank.
+type DiskConfig struct {
+	Name        string
+	BackingFile string // local qcow2 path of the image, empty for blank
+	SizeMiB     int64
+}
+
+// NICConfig is a network interface.
+type NICConfig struct {
+	Network string
+	MAC     string
+}
+
+// CloudInitConfig is NoCloud seed data.
+type CloudInitConfig struct {
+	UserData      string
+	MetaData      string
+	NetworkConfig string
+}
+
+// HandleVersion is the current version of the persisted handle format.
+const HandleVersion = 1
+
+// Handle is what a driver needs to find a VM again. The agent persists it
+// (JSON, in the VM's directory) and hands it back after a restart.
+type Handle struct {
+	Version int    `json:"version"`
+	Driver  string `json:"driver"`
+	Name    string `json:"name"`
+	UID     string `json:"uid"`
+	Dir     string `json:"dir"`
+	// PID and PIDStart (the process start time in clock ticks since boot)
+	// identify the hypervisor process, guarding against PID reuse.
+	PID      int               `json:"pid,omitempty"`
+	PIDStart uint64            `json:"pidStart,omitempty"`
+	Disks    []DiskFile        `json:"disks,omitempty"`
+	Extra    map[string]string `json:"extra,omitempty"`
+}
+
+// DiskFile is a disk file made by Create.
+type DiskFile struct {
+	Name    string `json:"name"`
+	Path    string `json:"path"`
+	Format  string `json:"format"`
+	SizeMiB int64  `json:"sizeMiB"`
+}
+
+// ErrNotSupported is returned (wrapped) for an action a driver cannot do.
+var ErrNotSupported = errors.New("not supported by this driver")

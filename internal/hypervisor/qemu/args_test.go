@@ -1,0 +1,179 @@
+package qemu
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/polyvisor/polyvisor/internal/hypervisor"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+const testUID = "0b7e6a4c-3f1d-4e8a-9c2b-5d6f7a8b9c0d"
+
+func testPaths(disks ...hypervisor.DiskFile) Paths {
+	dir := "/var/lib/polyvisor/vms/" + testUID
+	return Paths{
+		Dir:        dir,
+		QMP:        dir + "/qmp.sock",
+		Serial:     dir + "/serial.sock",
+		VNC:        dir + "/vnc.sock",
+		ConsoleLog: dir + "/console.log",
+		PIDFile:    dir + "/qemu.pid",
+		Disks:      disks,
+	}
+}
+
+func disk(name string) hypervisor.DiskFile {
+	return hypervisor.DiskFile{Name: name, Path: "/var/lib/polyvisor/vms/" + testUID + "/" + name + ".qcow2", Format: "qcow2", SizeMiB: 1024}
+}
+
+func TestBuildArgsGolden(t *testing.T) {
+	base := hypervisor.VMConfig{Name: "web-1", UID: testUID, VCPUs: 1, MemoryMiB: 256}
+	tests := []struct {
+		name  string
+		cfg   func(c *hypervisor.VMConfig)
+		paths Paths
+		accel string
+	}{
+		{
+			name: "kernel-boot",
+			cfg: func(c *hypervisor.VMConfig) {
+				c.Kernel, c.Initrd, c.Cmdline = "/images/vmlinuz", "/images/initrd.img", "console=ttyS0 quiet"
+			},
+			paths: testPaths(disk("root")),
+			accel: "tcg",
+		},
+		{
+			name:  "firmware-disk-boot-kvm",
+			cfg:   func(c *hypervisor.VMConfig) { c.VCPUs, c.MemoryMiB = 4, 4096 },
+			paths: testPaths(disk("root")),
+			accel: "kvm",
+		},
+		{
+			name:  "blank-and-overlay-disks",
+			cfg:   func(c *hypervisor.VMConfig) {},
+			paths: testPaths(disk("root"), disk("data"), disk("scratch")),
+			accel: "tcg",
+		},
+		{
+			name: "cloud-init-seed",
+			cfg:  func(c *hypervisor.VMConfig) { c.CloudInit = &hypervisor.CloudInitConfig{} },
+			paths: func() Paths {
+				p := testPaths(disk("root"))
+				p.Seed = p.Dir + "/seed.iso"
+				return p
+			}(),
+			accel: "tcg",
+		},
+		{
+			name: "two-nics",
+			cfg: func(c *hypervisor.VMConfig) {
+				c.NICs = []hypervisor.NICConfig{{Network: "user", MAC: "52:54:00:aa:bb:cc"}, {Network: "user"}}
+			},
+			paths: testPaths(disk("root")),
+			accel: "tcg",
+		},
+		{
+			name: "start-paused",
+			cfg: func(c *hypervisor.VMConfig) {
+				c.StartPaused = true
+				c.Kernel = "/images/vmlinuz"
+			},
+			paths: testPaths(),
+			accel: "tcg",
+		},
+		{
+			name: "defaults-and-escaping",
+			cfg: func(c *hypervisor.VMConfig) {
+				c.Name, c.UID, c.VCPUs, c.MemoryMiB = "odd,name", "not-a-uuid", 0, 0
+			},
+			paths: func() Paths {
+				p := testPaths(hypervisor.DiskFile{Name: "root", Path: "/data/a,b/root.qcow2"})
+				p.Serial = "/run/polyvisor/0123456789abcdef/serial.sock"
+				return p
+			}(),
+			accel: "tcg",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := base
+			tt.cfg(&cfg)
+			got := strings.Join(BuildArgs(cfg, tt.paths, tt.accel), "\n") + "\n"
+			golden := filepath.Join("testdata", tt.name+".golden")
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("reading golden file (run with -update to create it): %v", err)
+			}
+			if got != string(want) {
+				t.Errorf("args differ from %s (run with -update to accept):\n--- got\n%s--- want\n%s", golden, got, want)
+			}
+		})
+	}
+}
+
+func TestBuildArgsIsDeterministic(t *testing.T) {
+	cfg := hypervisor.VMConfig{Name: "a", UID: testUID, NICs: []hypervisor.NICConfig{{}}}
+	a := strings.Join(BuildArgs(cfg, testPaths(), "tcg"), " ")
+	b := strings.Join(BuildArgs(cfg, testPaths(), "tcg"), " ")
+	if a != b {
+		t.Fatalf("BuildArgs is not deterministic:\n%s\n%s", a, b)
+	}
+	if !strings.Contains(a, "mac="+MACFor(testUID, 0)) {
+		t.Errorf("generated MAC missing: %s", a)
+	}
+	if strings.Contains(a, "-cpu") {
+		t.Errorf("tcg must keep the default cpu model: %s", a)
+	}
+}
+
+func TestParseProcStat(t *testing.T) {
+	// The command name may contain spaces and parentheses.
+	line := "4242 (qemu (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 3 0 987654 100000 200 0\n"
+	st, err := parseProcStat([]byte(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != 'S' || st.Start != 987654 {
+		t.Errorf("got %+v", st)
+	}
+	if _, err := parseProcStat([]byte("1 (x) S 1")); err == nil {
+		t.Error("want error for a short line")
+	}
+	self, err := readProcStat(os.Getpid())
+	if err != nil || self.Start == 0 {
+		t.Fatalf("own stat: %+v, %v", self, err)
+	}
+	if !processAlive(os.Getpid(), self.Start) || processAlive(os.Getpid(), self.Start+1) {
+		t.Error("processAlive does not check the start time")
+	}
+}
+
+func TestValidate(t *testing.T) {
+	bad := []hypervisor.VMConfig{
+		{UID: "../x"},
+		{UID: "kept"},
+		{UID: "a", Disks: []hypervisor.DiskConfig{{Name: "d", SizeMiB: 1}, {Name: "d", SizeMiB: 1}}},
+		{UID: "a", Disks: []hypervisor.DiskConfig{{Name: "blank"}}},
+		{UID: "a", NICs: []hypervisor.NICConfig{{Network: "br0"}}},
+		{UID: "a", Initrd: "/x"},
+	}
+	for _, c := range bad {
+		if err := validate(c); err == nil {
+			t.Errorf("validate(%+v) = nil, want error", c)
+		}
+	}
+	if err := validate(hypervisor.VMConfig{UID: testUID, Disks: []hypervisor.DiskConfig{{SizeMiB: 8}}}); err != nil {
+		t.Errorf("valid config: %v", err)
+	}
+}

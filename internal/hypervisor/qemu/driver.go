@@ -1,0 +1,363 @@
+// Package qemu is Polyvisor's QEMU driver: it runs each VM as its own
+// qemu-system-x86_64 process, under KVM when /dev/kvm is usable and under
+// TCG otherwise.
+//
+// A VM lives in StateDir/<uid>: its disks, NoCloud seed ISO, the persisted
+// handle (handle.json), QEMU's log (qemu.log), the serial console's
+// recording (console.log) and unix sockets for QMP, the serial console and
+// VNC. QEMU processes run in their own session and outlive the agent; a
+// restarted agent finds them again with Recover, which identifies a process
+// by PID and start time and never starts a second one.
+package qemu
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/polyvisor/polyvisor/internal/hypervisor"
+	"github.com/polyvisor/polyvisor/internal/qmp"
+)
+
+// DriverName is the name the driver registers under.
+const DriverName = "qemu"
+
+var (
+	_ hypervisor.Driver   = (*Driver)(nil)
+	_ hypervisor.Pauser   = (*Driver)(nil)
+	_ hypervisor.Consoler = (*Driver)(nil)
+)
+
+// Config configures the driver.
+type Config struct {
+	// StateDir holds one directory per VM, StateDir/<uid>.
+	StateDir string
+	// QEMUBinary and QEMUImgBinary default to qemu-system-x86_64 and
+	// qemu-img found on PATH.
+	QEMUBinary    string
+	QEMUImgBinary string
+	Logger        *slog.Logger
+	// Accel is "kvm", "tcg", or "" to pick kvm when /dev/kvm opens
+	// read-write and tcg otherwise.
+	Accel string
+	// RunDir holds short symlinks to VM directories whose socket paths
+	// would not fit in a unix socket address; default /run/polyvisor.
+	RunDir string
+	// StartTimeout bounds Start when its ctx has no deadline; default 60s.
+	StartTimeout time.Duration
+}
+
+// Driver is the QEMU hypervisor driver. It is safe for concurrent use;
+// lifecycle calls for one VM are expected to be serialized by the caller.
+type Driver struct {
+	cfg   Config
+	log   *slog.Logger
+	accel string
+
+	runOnce sync.Once
+	run     string
+
+	attachMu sync.Mutex // serializes QMP connects (QEMU serves one client)
+	mu       sync.Mutex
+	vms      map[string]*vm                                 // by uid, while attached
+	subs     map[string]map[chan hypervisor.StateEvent]bool // Events subscribers by uid
+}
+
+// vm is the driver's live connection to one running QEMU.
+type vm struct {
+	uid    string
+	pid    int
+	start  uint64
+	qmp    *qmp.Client
+	exited chan struct{} // closed once the process is gone
+	child  bool          // started by this driver, reaped by it
+
+	mu            sync.Mutex
+	guestShutdown bool // the guest asked to shut down (SHUTDOWN guest=true)
+	detached      bool // Close dropped the connection, or a newer connection replaced it: no exit event
+}
+
+// New returns a driver. It checks that the QEMU binaries exist and that
+// the accelerator is known, and does not touch any VM.
+func New(cfg Config) (*Driver, error) {
+	if cfg.StateDir == "" {
+		return nil, errors.New("configuring qemu driver: no state dir")
+	}
+	if cfg.QEMUBinary == "" {
+		cfg.QEMUBinary = "qemu-system-x86_64"
+	}
+	if cfg.QEMUImgBinary == "" {
+		cfg.QEMUImgBinary = "qemu-img"
+	}
+	for _, b := range []*string{&cfg.QEMUBinary, &cfg.QEMUImgBinary} {
+		p, err := exec.LookPath(*b)
+		if err != nil {
+			return nil, fmt.Errorf("configuring qemu driver: %w", err)
+		}
+		*b = p
+	}
+	switch cfg.Accel {
+	case "", "kvm", "tcg":
+	default:
+		return nil, fmt.Errorf("configuring qemu driver: unknown accelerator %q", cfg.Accel)
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 60 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	accel := cfg.Accel
+	if accel == "" {
+		accel = detectAccel()
+	}
+	return &Driver{
+		cfg:   cfg,
+		log:   log.With("driver", DriverName),
+		accel: accel,
+		vms:   map[string]*vm{},
+		subs:  map[string]map[chan hypervisor.StateEvent]bool{},
+	}, nil
+}
+
+// detectAccel picks kvm when /dev/kvm opens read-write, else tcg.
+func detectAccel() string {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return "tcg"
+	}
+	f.Close()
+	return "kvm"
+}
+
+// Name returns "qemu".
+func (d *Driver) Name() string { return DriverName }
+
+// Accel is the accelerator VMs run under: "kvm" or "tcg".
+func (d *Driver) Accel() string { return d.accel }
+
+// Capabilities says what the driver can do.
+func (d *Driver) Capabilities() hypervisor.Capabilities {
+	return hypervisor.Capabilities{
+		Pause:         true,
+		SerialConsole: true,
+		VNCConsole:    true,
+		KernelBoot:    true,
+		CloudInit:     true,
+	}
+}
+
+// Info reports the accelerator and QEMU's version line.
+func (d *Driver) Info(ctx context.Context) (hypervisor.Info, error) {
+	out, err := exec.CommandContext(ctx, d.cfg.QEMUBinary, "--version").Output()
+	if err != nil {
+		return hypervisor.Info{}, fmt.Errorf("asking qemu for its version: %w", err)
+	}
+	line, _, _ := strings.Cut(string(out), "\n")
+	return hypervisor.Info{Accel: d.accel, Version: strings.TrimSpace(line)}, nil
+}
+
+// Close drops the driver's QMP connections without touching the VMs, which
+// keep running (as when the agent exits). A new driver finds them again
+// with Recover.
+func (d *Driver) Close() error {
+	d.mu.Lock()
+	vms := make([]*vm, 0, len(d.vms))
+	for _, v := range d.vms {
+		vms = append(vms, v)
+	}
+	d.vms = map[string]*vm{}
+	d.mu.Unlock()
+	for _, v := range vms {
+		v.mu.Lock()
+		v.detached = true
+		v.mu.Unlock()
+		v.qmp.Close()
+	}
+	return nil
+}
+
+func (d *Driver) runDirOnce() string {
+	d.runOnce.Do(func() { d.run = d.resolveRunDir() })
+	return d.run
+}
+
+// attached returns the driver's live connection to h's process, dialing
+// QMP if there is none yet. It returns nil, nil when the process is gone.
+func (d *Driver) attached(ctx context.Context, h *hypervisor.Handle) (*vm, error) {
+	if !processAlive(h.PID, h.PIDStart) {
+		return nil, nil
+	}
+	d.attachMu.Lock()
+	defer d.attachMu.Unlock()
+	d.mu.Lock()
+	v := d.vms[h.UID]
+	d.mu.Unlock()
+	if v != nil && v.pid == h.PID && v.start == h.PIDStart {
+		select {
+		case <-v.qmp.Done():
+		default:
+			return v, nil
+		}
+	}
+	if h.Extra[extraQMP] == "" {
+		if err := d.sockets(h); err != nil {
+			return nil, err
+		}
+	}
+	if err := ensureSockLink(h); err != nil {
+		return nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := qmp.Dial(dctx, h.Extra[extraQMP])
+	if err != nil {
+		if !processAlive(h.PID, h.PIDStart) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("connecting to qemu of vm %s: %w", h.UID, err)
+	}
+	nv := &vm{uid: h.UID, pid: h.PID, start: h.PIDStart, qmp: c, exited: make(chan struct{})}
+	if v != nil && v.pid == h.PID && v.start == h.PIDStart {
+		// Reconnect after a dropped connection: keep the exit watcher, and
+		// let the new connection's monitor report the exit.
+		nv.exited, nv.child = v.exited, v.child
+		v.mu.Lock()
+		v.detached = true
+		nv.guestShutdown = v.guestShutdown
+		v.mu.Unlock()
+	} else {
+		go pollExit(nv)
+	}
+	d.register(nv)
+	return nv, nil
+}
+
+// pollExit closes v.exited once a process that is not our child is gone.
+func pollExit(v *vm) {
+	for processAlive(v.pid, v.start) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	close(v.exited)
+}
+
+func (d *Driver) register(v *vm) {
+	d.mu.Lock()
+	d.vms[v.uid] = v
+	d.mu.Unlock()
+	go d.monitor(v)
+}
+
+// monitor turns QMP events and the process's exit into StateEvents.
+func (d *Driver) monitor(v *vm) {
+	log := d.log.With("vm", v.uid, "pid", v.pid)
+	for ev := range v.qmp.Events() {
+		log.Debug("qmp event", "event", ev.Name, "data", string(ev.Data))
+		switch ev.Name {
+		case "STOP":
+			d.broadcast(v.uid, hypervisor.StateEvent{State: hypervisor.StatePaused, Reason: "paused"})
+		case "RESUME":
+			d.broadcast(v.uid, hypervisor.StateEvent{State: hypervisor.StateRunning, Reason: "resumed"})
+		case "SHUTDOWN":
+			var data struct {
+				Guest bool `json:"guest"`
+			}
+			if json.Unmarshal(ev.Data, &data) == nil && data.Guest {
+				v.mu.Lock()
+				v.guestShutdown = true
+				v.mu.Unlock()
+			}
+		}
+	}
+	v.mu.Lock()
+	detached := v.detached
+	v.mu.Unlock()
+	if detached {
+		return
+	}
+	// The connection ended: QEMU exits, or someone closed it. Wait for the
+	// process; a live process means only the connection went away.
+	select {
+	case <-v.exited:
+	case <-time.After(10 * time.Second):
+		if processAlive(v.pid, v.start) {
+			log.Warn("qmp connection closed but qemu still runs")
+			d.mu.Lock()
+			if d.vms[v.uid] == v {
+				delete(d.vms, v.uid)
+			}
+			d.mu.Unlock()
+			return
+		}
+	}
+	v.mu.Lock()
+	reason := "process exited"
+	if v.guestShutdown {
+		reason = "guest shut down"
+	}
+	detached = v.detached
+	v.mu.Unlock()
+	if detached {
+		return
+	}
+	log.Info("qemu exited", "reason", reason)
+	d.mu.Lock()
+	if d.vms[v.uid] == v {
+		delete(d.vms, v.uid)
+	}
+	d.mu.Unlock()
+	d.broadcast(v.uid, hypervisor.StateEvent{State: hypervisor.StateStopped, Reason: reason})
+}
+
+func (d *Driver) broadcast(uid string, ev hypervisor.StateEvent) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for ch := range d.subs[uid] {
+		select {
+		case ch <- ev:
+		default:
+			d.log.Warn("dropping state event for a slow reader", "vm", uid, "state", ev.State)
+		}
+	}
+}
+
+// Events delivers the VM's state changes (pause, resume, guest shutdown,
+// process exit) until ctx ends, across stops and starts. The channel is
+// closed when ctx ends.
+func (d *Driver) Events(ctx context.Context, h *hypervisor.Handle) (<-chan hypervisor.StateEvent, error) {
+	if err := checkHandle(h); err != nil {
+		return nil, err
+	}
+	ch := make(chan hypervisor.StateEvent, 64)
+	d.mu.Lock()
+	if d.subs[h.UID] == nil {
+		d.subs[h.UID] = map[chan hypervisor.StateEvent]bool{}
+	}
+	d.subs[h.UID][ch] = true
+	d.mu.Unlock()
+	// Attach so events flow for a VM that runs but was not yet seen.
+	if _, err := d.attached(ctx, h); err != nil {
+		d.log.Warn("attaching for events", "vm", h.UID, "err", err)
+	}
+	context.AfterFunc(ctx, func() {
+		d.mu.Lock()
+		delete(d.subs[h.UID], ch)
+		if len(d.subs[h.UID]) == 0 {
+			delete(d.subs, h.UID)
+		}
+		close(ch)
+		d.mu.Unlock()
+	})
+	return ch, nil
+}
+
+// errNotRunning is returned for actions that need a running VM.
+var errNotRunning = errors.New("vm is not running")

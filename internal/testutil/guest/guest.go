@@ -1,0 +1,184 @@
+// Package guest gives tests Polyvisor's tiny test guest: a Debian cloud
+// kernel, a busybox initramfs and a small qcow2 disk, built by
+// scripts/build-guest.sh once per machine into a shared cache directory.
+//
+// The guest prints POLYVISOR-GUEST-READY on ttyS0 about 2-3 s after boot
+// under TCG, then "polyvisor-guest: disk vdX <sectors>" per disk,
+// "polyvisor-guest: seed instance-id=<id>" when a NoCloud seed is attached,
+// and "polyvisor-tick N" every 0.2 s; the ACPI power button makes it print
+// AcpiPoweroffLine and power off.
+package guest
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// Lines the guest prints on its serial console.
+const (
+	ReadyMarker      = "POLYVISOR-GUEST-READY"
+	TickPrefix       = "polyvisor-tick "
+	SeedPrefix       = "polyvisor-guest: seed instance-id="
+	DiskPrefix       = "polyvisor-guest: disk "
+	AcpiPoweroffLine = "polyvisor-guest: acpi power button, powering off"
+)
+
+// Cmdline is the kernel command line the guest is meant to boot with.
+const Cmdline = "console=ttyS0 quiet"
+
+// Paths are the built guest's files.
+type Paths struct {
+	Kernel string // vmlinuz
+	Initrd string // initrd.img
+	Disk   string // disk.qcow2, a blank 64 MiB image to use as a backing file
+	Dir    string // the directory holding them
+}
+
+var (
+	mu    sync.Mutex
+	built *Paths
+)
+
+// Build returns the test guest, building it on first use. The directory is
+// $POLYVISOR_GUEST_DIR when set (used as is when it holds a guest, built
+// into otherwise), else $TMPDIR/polyvisor-guest-cache. A guest built by the
+// current script is reused without running it again; builds from several
+// test processes are serialized with a file lock. Build fails the test
+// when the guest cannot be built.
+func Build(t testing.TB) Paths {
+	t.Helper()
+	mu.Lock()
+	defer mu.Unlock()
+	if built != nil {
+		return *built
+	}
+	dir := os.Getenv("POLYVISOR_GUEST_DIR")
+	explicit := dir != ""
+	if !explicit {
+		dir = filepath.Join(os.TempDir(), "polyvisor-guest-cache")
+	}
+	p := Paths{
+		Kernel: filepath.Join(dir, "vmlinuz"),
+		Initrd: filepath.Join(dir, "initrd.img"),
+		Disk:   filepath.Join(dir, "disk.qcow2"),
+		Dir:    dir,
+	}
+	if explicit && complete(p) {
+		built = &p
+		return p
+	}
+	script, err := findScript()
+	if err != nil {
+		t.Fatalf("building test guest: %v", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("building test guest: %v", err)
+	}
+	unlock, err := lock(filepath.Join(dir, ".lock"))
+	if err != nil {
+		t.Fatalf("building test guest: %v", err)
+	}
+	defer unlock()
+	if !complete(p) || !builtBy(dir, script) {
+		t.Logf("building test guest into %s with %s", dir, script)
+		var out bytes.Buffer
+		cmd := exec.Command("bash", script, dir)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("building test guest: %s %s: %v\n%s", script, dir, err, out.String())
+		}
+	}
+	if !complete(p) {
+		t.Fatalf("building test guest: %s did not produce %s", script, dir)
+	}
+	built = &p
+	return p
+}
+
+// RequireQEMU skips the test when QEMU is not installed.
+func RequireQEMU(t testing.TB) {
+	t.Helper()
+	for _, b := range []string{"qemu-system-x86_64", "qemu-img"} {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Skipf("%s is not installed (apt-get install qemu-system-x86 qemu-utils)", b)
+		}
+	}
+}
+
+func complete(p Paths) bool {
+	for _, f := range []string{p.Kernel, p.Initrd, p.Disk} {
+		if fi, err := os.Stat(f); err != nil || fi.Size() == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// builtBy reports whether dir's stamp ("<kernel package> <script sha256>")
+// names the current script, so an unchanged guest needs no apt at all.
+func builtBy(dir, script string) bool {
+	stamp, err := os.ReadFile(filepath.Join(dir, ".stamp"))
+	if err != nil {
+		return false
+	}
+	b, err := os.ReadFile(script)
+	if err != nil {
+		return false
+	}
+	sum := sha256.Sum256(b)
+	f := strings.Fields(string(stamp))
+	return len(f) == 2 && f[1] == hex.EncodeToString(sum[:])
+}
+
+// findScript locates scripts/build-guest.sh in the module root, looking up
+// from the working directory, then from this source file.
+func findScript() (string, error) {
+	var starts []string
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	if _, file, _, ok := runtime.Caller(0); ok {
+		starts = append(starts, filepath.Dir(file))
+	}
+	for _, dir := range starts {
+		for {
+			s := filepath.Join(dir, "scripts", "build-guest.sh")
+			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+				if _, err := os.Stat(s); err == nil {
+					return s, nil
+				}
+			}
+			parent := filepath.Dir(dir)
+			if parent == dir {
+				break
+			}
+			dir = parent
+		}
+	}
+	return "", fmt.Errorf("scripts/build-guest.sh not found above %v", starts)
+}
+
+func lock(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening build lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("taking build lock: %w", err)
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
