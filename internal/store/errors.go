@@ -1,0 +1,44 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Every error the store returns for a failed precondition
+// wraps one of these in a *KeyError, so callers test with errors.Is and find
+// the object with errors.As.
+var (
+	// ErrExists is returned when creating a key that already exists.
+	ErrExists = errors.New("already exists")
+	// ErrConflict is returned when an object changed since the version the
+	// caller read (optimistic concurrency).
+	ErrConflict = errors.New("version conflict")
+	// ErrNotFound is returned when the object or key does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrInvalidContinue is returned by List for a continue token it did not
+	// issue.
+	ErrInvalidContinue = errors.New("invalid continue token")
+	// ErrClosed is returned by calls made after Close.
+	ErrClosed = errors.New("store closed")
+	// ErrNotStarted is returned by writes made before Start: they could not
+	// wait for the index to see them.
+	ErrNotStarted = errors.New("store not started")
+)
+
+// KeyError names the object a failed precondition concerns.
+type KeyError struct {
+	Op   string // what was being done: create, update, delete
+	Kind string // collection kind; empty for a raw key
+	Name string // object name, or the raw key
+	Err  error  // one of the sentinel errors
+}
+
+func (e *KeyError) Error() string {
+	if e.Kind == "" {
+		return fmt.Sprintf("%s key %q: %v", e.Op, e.Name, e.Err)
+	}
+	return fmt.Sprintf("%s %s %q: %v", e.Op, e.Kind, e.Name, e.Err)
+}
+
+func (e *KeyError) Unwrap() error { return e.Err }

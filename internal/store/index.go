@@ -1,0 +1,170 @@
+package store
+
+import (
+	"context"
+	"slices"
+	"sync"
+
+	"github.com/google/btree"
+)
+
+// The methods in this file implement indexer; only the watch loop calls
+// them, so they touch tree and pending without locking.
+
+func (c *Collection[T]) applyPut(name string, value []byte, rev int64) {
+	obj, ok := c.decode(name, value, rev)
+	if !ok {
+		// The key no longer holds an object; an older value must not
+		// stand in for it (a reload would drop it too).
+		c.applyDelete(name, rev)
+		return
+	}
+	prev, had := c.tree.ReplaceOrInsert(&entry[T]{name: name, rev: rev, obj: obj})
+	ch := Change[T]{Type: Put, Name: name, Obj: obj, Rev: rev}
+	if had {
+		ch.Prev = prev.obj
+	}
+	c.pending = append(c.pending, ch)
+	c.dirty = true
+}
+
+func (c *Collection[T]) applyDelete(name string, rev int64) {
+	old, had := c.tree.Delete(&entry[T]{name: name})
+	if !had {
+		return
+	}
+	c.pending = append(c.pending, Change[T]{Type: Delete, Name: name, Obj: old.obj, Rev: rev})
+	c.dirty = true
+}
+
+// replace swaps in a freshly loaded tree. Objects whose revision did not
+// change are kept without decoding them again. Subscribers get the
+// difference as changes: puts at each object's revision, deletes at the
+// load's revision.
+func (c *Collection[T]) replace(kvs []rawKV, rev int64) {
+	old := c.tree
+	fresh := btree.NewG(btreeDegree, lessEntry[T])
+	var changes []Change[T]
+	for _, kv := range kvs {
+		oe, had := old.Get(&entry[T]{name: kv.name})
+		if had && oe.rev == kv.rev {
+			fresh.ReplaceOrInsert(oe)
+			continue
+		}
+		obj, ok := c.decode(kv.name, kv.value, kv.rev)
+		if !ok {
+			continue
+		}
+		fresh.ReplaceOrInsert(&entry[T]{name: kv.name, rev: kv.rev, obj: obj})
+		ch := Change[T]{Type: Put, Name: kv.name, Obj: obj, Rev: kv.rev}
+		if had {
+			ch.Prev = oe.obj
+		}
+		changes = append(changes, ch)
+	}
+	old.Ascend(func(oe *entry[T]) bool {
+		if !fresh.Has(oe) {
+			changes = append(changes, Change[T]{Type: Delete, Name: oe.name, Obj: oe.obj, Rev: rev})
+		}
+		return true
+	})
+	slices.SortStableFunc(changes, func(a, b Change[T]) int {
+		switch {
+		case a.Rev < b.Rev:
+			return -1
+		case a.Rev > b.Rev:
+			return 1
+		}
+		return 0
+	})
+	c.tree = fresh
+	c.pending = append(c.pending, changes...)
+	c.dirty = true
+}
+
+// publish makes the applied changes visible: first to readers, then to
+// subscribers, so a subscriber that reads the index on a change sees it.
+func (c *Collection[T]) publish() {
+	if !c.dirty {
+		return
+	}
+	c.snap.Store(c.tree.Clone())
+	c.dirty = false
+	if len(c.pending) == 0 {
+		return
+	}
+	c.subMu.Lock()
+	for sub := range c.subs {
+		sub.push(c.pending)
+	}
+	c.subMu.Unlock()
+	clear(c.pending)
+	c.pending = c.pending[:0]
+}
+
+// subscriber is one Subscribe call: an unbounded queue drained by its own
+// goroutine, so a slow reader never holds up the index or other readers.
+type subscriber[T any] struct {
+	mu     sync.Mutex
+	queue  []Change[T]
+	signal chan struct{} // capacity 1: "the queue is not empty"
+}
+
+func (sub *subscriber[T]) push(changes []Change[T]) {
+	sub.mu.Lock()
+	sub.queue = append(sub.queue, changes...)
+	sub.mu.Unlock()
+	select {
+	case sub.signal <- struct{}{}:
+	default:
+	}
+}
+
+// Subscribe returns every change to the collection made after the call, in
+// revision order. The channel is closed when ctx ends or the store closes.
+// After the watch had to reload (its history was compacted), the changes
+// are the difference between the old and the new contents rather than
+// every intermediate write.
+func (c *Collection[T]) Subscribe(ctx context.Context) <-chan Change[T] {
+	out := make(chan Change[T])
+	sub := &subscriber[T]{signal: make(chan struct{}, 1)}
+	c.subMu.Lock()
+	c.subs[sub] = struct{}{}
+	c.subMu.Unlock()
+
+	go func() {
+		defer close(out)
+		defer func() {
+			c.subMu.Lock()
+			delete(c.subs, sub)
+			c.subMu.Unlock()
+		}()
+		done := c.s.ctx.Done()
+		for {
+			sub.mu.Lock()
+			batch := sub.queue
+			sub.queue = nil
+			sub.mu.Unlock()
+			if len(batch) == 0 {
+				select {
+				case <-sub.signal:
+					continue
+				case <-ctx.Done():
+					return
+				case <-done:
+					return
+				}
+			}
+			for _, ch := range batch {
+				select {
+				case out <- ch:
+				case <-ctx.Done():
+					return
+				case <-done:
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
