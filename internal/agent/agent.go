@@ -1,0 +1,261 @@
+// Package agent is Polyvisor's host agent. It registers its host with the
+// server, heartbeats, watches the VMs placed on its host, converges each to
+// its desired state through a hypervisor driver, and reports what it
+// observes. It talks only to the server's API (through package client),
+// never to the store. VM processes outlive the agent: a restarted agent
+// re-attaches to them through their persisted handles.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/hypervisor"
+)
+
+// Config configures an agent.
+type Config struct {
+	Client *client.Client
+	// Host is this host's name, as registered.
+	Host string
+	// StateDir holds the agent's handles and image cache.
+	StateDir string
+	Driver   hypervisor.Driver
+	// Address is reported to the server as the host's address.
+	Address           string
+	HeartbeatInterval time.Duration
+	Logger            *slog.Logger
+}
+
+// Agent runs the VMs the server places on one host.
+type Agent struct {
+	cfg    Config
+	log    *slog.Logger
+	c      *client.Client
+	driver hypervisor.Driver
+	info   hypervisor.Info
+	cache  *imageCache
+
+	mu      sync.Mutex
+	workers map[string]*worker           // by VM name
+	handles map[string]*hypervisor.Handle // recovered handles not yet claimed, by VM UID
+}
+
+// New makes an agent; Run starts it.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = 5 * time.Second
+	}
+	for _, d := range []string{cfg.StateDir, handleDir(cfg.StateDir), filepath.Join(cfg.StateDir, "images")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("creating agent state dir: %w", err)
+		}
+	}
+	a := &Agent{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		c:       cfg.Client,
+		driver:  cfg.Driver,
+		workers: map[string]*worker{},
+		handles: map[string]*hypervisor.Handle{},
+	}
+	a.cache = newImageCache(a.c, filepath.Join(cfg.StateDir, "images"))
+	return a, nil
+}
+
+// Run re-attaches to the VMs that kept running, then heartbeats and
+// follows the server until ctx ends. VMs keep running when it returns.
+func (a *Agent) Run(ctx context.Context) error {
+	info, err := a.driver.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("reading hypervisor info: %w", err)
+	}
+	a.info = info
+	if err := a.recover(ctx); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.heartbeat(ctx)
+	}()
+	a.follow(ctx)
+	wg.Wait()
+	a.mu.Lock()
+	for _, w := range a.workers {
+		w.stop()
+	}
+	a.mu.Unlock()
+	return nil
+}
+
+// recover loads persisted handles and re-attaches to their VMs. A VM whose
+// process still runs is adopted as it is; nothing is started here.
+func (a *Agent) recover(ctx context.Context) error {
+	hs, err := loadHandles(a.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	for _, h := range hs {
+		st, err := a.driver.Recover(ctx, h)
+		if err != nil {
+			a.log.Warn("re-attaching to vm", "vm", h.Name, "err", err)
+		} else {
+			a.log.Info("re-attached to vm", "vm", h.Name, "state", st.State, "pid", st.PID)
+		}
+		a.handles[h.UID] = h
+	}
+	return nil
+}
+
+// heartbeat reports the host's status until ctx ends.
+func (a *Agent) heartbeat(ctx context.Context) {
+	t := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		if _, err := a.c.PutHostStatus(ctx, a.cfg.Host, a.hostStatus()); err != nil && ctx.Err() == nil {
+			a.log.Warn("heartbeat failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// follow watches the host's VMs, reconnecting with backoff.
+func (a *Agent) follow(ctx context.Context) {
+	backoff := 200 * time.Millisecond
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := a.watchOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > 10*time.Second {
+			backoff = 200 * time.Millisecond
+		}
+		a.log.Warn("watch ended; reconnecting", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+func (a *Agent) watchOnce(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	msgs, errs := a.c.WatchHost(ctx, a.cfg.Host)
+	seen := map[string]bool{} // UIDs of the VMs the server places here
+	synced := false
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errs:
+			if err == nil {
+				err = errors.New("watch stream closed")
+			}
+			return err
+		case m, ok := <-msgs:
+			if !ok {
+				return errors.New("watch stream closed")
+			}
+			switch m.Type {
+			case api.AgentMsgVM:
+				if m.VM == nil {
+					continue
+				}
+				if !synced {
+					seen[m.VM.UID] = true
+				}
+				a.workerFor(ctx, m.VM).update(m.VM)
+			case api.AgentMsgVMRemoved:
+				a.forget(m.Name)
+			case api.AgentMsgSynced:
+				synced = true
+				a.reapOrphans(ctx, seen)
+			case api.AgentMsgStream:
+				if m.Stream != nil {
+					go a.serveStream(ctx, *m.Stream)
+				}
+			}
+		}
+	}
+}
+
+// workerFor returns the VM's worker, starting one (with its recovered
+// handle, if any) the first time.
+func (a *Agent) workerFor(ctx context.Context, vm *api.VM) *worker {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if w, ok := a.workers[vm.Name]; ok && w.uid == vm.UID {
+		return w
+	} else if ok {
+		w.stop() // the name now belongs to another VM
+	}
+	h := a.handles[vm.UID]
+	delete(a.handles, vm.UID)
+	w := newWorker(a, vm.Name, vm.UID, h)
+	a.workers[vm.Name] = w
+	go w.run(context.WithoutCancel(ctx))
+	return w
+}
+
+func (a *Agent) worker(name string) (*worker, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	w, ok := a.workers[name]
+	return w, ok
+}
+
+// forget drops the worker of a VM the server no longer has.
+func (a *Agent) forget(name string) {
+	a.mu.Lock()
+	w, ok := a.workers[name]
+	if ok {
+		delete(a.workers, name)
+	}
+	a.mu.Unlock()
+	if ok {
+		w.stop()
+	}
+}
+
+// reapOrphans destroys VMs this host still has but the server does not
+// (a create rolled back, or a VM deleted, while the agent was away).
+func (a *Agent) reapOrphans(ctx context.Context, seen map[string]bool) {
+	a.mu.Lock()
+	var orphans []*hypervisor.Handle
+	for uid, h := range a.handles {
+		if !seen[uid] {
+			orphans = append(orphans, h)
+			delete(a.handles, uid)
+		}
+	}
+	a.mu.Unlock()
+	for _, h := range orphans {
+		a.log.Warn("removing vm the server does not know", "vm", h.Name, "uid", h.UID)
+		if err := a.driver.Destroy(ctx, h, false); err != nil {
+			a.log.Error("removing orphaned vm", "vm", h.Name, "err", err)
+			continue
+		}
+		removeHandle(a.cfg.StateDir, h.UID)
+	}
+}

@@ -1,0 +1,60 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/hypervisor"
+)
+
+// serveStream dials the server back for a console stream and connects it
+// to the VM's console, or writes the recorded serial log and closes.
+func (a *Agent) serveStream(ctx context.Context, req api.StreamRequest) {
+	log := a.log.With("vm", req.VM, "console", req.Console, "stream", req.ID)
+	conn, err := a.c.DialStream(ctx, req.ID)
+	if err != nil {
+		log.Warn("dialling back for a console stream", "err", err)
+		return
+	}
+	defer conn.Close()
+	if err := a.pipeConsole(ctx, conn, req); err != nil {
+		log.Warn("console stream", "err", err)
+		_, _ = fmt.Fprintf(conn, "\r\npolyvisor: %v\r\n", err)
+	}
+}
+
+func (a *Agent) pipeConsole(ctx context.Context, conn net.Conn, req api.StreamRequest) error {
+	w, ok := a.worker(req.VM)
+	var h *hypervisor.Handle
+	if ok {
+		h = w.currentHandle()
+	}
+	if h == nil {
+		return fmt.Errorf("vm %q has no console on this host", req.VM)
+	}
+	cons, ok := a.driver.(hypervisor.Consoler)
+	if !ok {
+		return fmt.Errorf("driver %s offers no console: %w", a.driver.Name(), hypervisor.ErrNotSupported)
+	}
+	if req.Console == "log" {
+		data, err := cons.ConsoleLog(ctx, h, req.Bytes)
+		if err != nil {
+			return err
+		}
+		_, err = conn.Write(data)
+		return err
+	}
+	c, err := cons.OpenConsole(ctx, h, req.Console)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(c, conn); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(conn, c); done <- struct{}{} }()
+	<-done
+	return nil
+}

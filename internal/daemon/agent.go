@@ -1,0 +1,127 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/pki"
+	"github.com/polyvisor/polyvisor/internal/server"
+)
+
+// DefaultAgentDir is where a joined agent keeps its state.
+const DefaultAgentDir = "/var/lib/polyvisor-agent"
+
+// AgentCommand returns `polyvisor agent`.
+func AgentCommand() *cobra.Command {
+	var (
+		serverURL, joinToken, dataDir, name, address string
+		logs                                         logFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run a host agent that joins a Polyvisor server",
+		Long: `Run the host agent on a machine that should run VMs. The first start joins
+the server with a single-use join token (from 'polyvisor host join-token'),
+which also pins the server's CA; later starts reuse the saved credentials.`,
+		Example: "  polyvisor agent --server https://pv.example.com:7443 --join-token pvj_...",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logs.logger()
+			if err != nil {
+				return err
+			}
+			if name == "" {
+				name = defaultHostName()
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			credPath := filepath.Join(dataDir, "credentials.json")
+			creds, err := loadCredentials(credPath)
+			switch {
+			case errors.Is(err, os.ErrNotExist):
+				if serverURL == "" || joinToken == "" {
+					return errors.New("this agent has not joined yet: give --server and --join-token")
+				}
+				creds, err = join(ctx, serverURL, joinToken, name, address)
+				if err != nil {
+					return err
+				}
+				if err := saveCredentials(credPath, creds); err != nil {
+					return err
+				}
+				log.Info("joined", "server", serverURL, "host", creds.Host)
+			case err != nil:
+				return err
+			}
+			c, err := client.New(client.Config{URL: creds.Server, Token: creds.Token, CACert: []byte(creds.CACert)})
+			if err != nil {
+				return err
+			}
+			return runAgent(ctx, c, creds.Host, dataDir, address, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&serverURL, "server", "", "the server's URL (https://host:7443)")
+	f.StringVar(&joinToken, "join-token", "", "a join token from 'polyvisor host join-token'")
+	f.StringVar(&dataDir, "data-dir", DefaultAgentDir, "directory for the agent's credentials, VMs and image cache")
+	f.StringVar(&name, "name", "", "this host's name (default: the hostname)")
+	f.StringVar(&address, "address", "", "this host's address, as reported to the server")
+	logs.register(cmd)
+	return cmd
+}
+
+// join registers with a server over TLS, trusting it through the CA
+// fingerprint the join token carries.
+func join(ctx context.Context, serverURL, joinToken, host, address string) (*credentials, error) {
+	_, fp := server.SplitJoinToken(joinToken)
+	if fp == "" {
+		return nil, errors.New("--join-token: this token carries no CA fingerprint; copy it whole from 'polyvisor host join-token'")
+	}
+	tc, err := pki.PinnedTLSConfig(fp)
+	if err != nil {
+		return nil, fmt.Errorf("--join-token: %w", err)
+	}
+	c, err := client.New(client.Config{URL: serverURL, TLSConfig: tc})
+	if err != nil {
+		return nil, err
+	}
+	ac, err := register(ctx, c, joinToken, host, address)
+	if err != nil {
+		return nil, err
+	}
+	return &credentials{Server: serverURL, Host: ac.Host, Token: ac.Token, CACert: ac.CACert}, nil
+}
+
+func register(ctx context.Context, c *client.Client, joinToken, host, address string) (*api.AgentCredentials, error) {
+	ac, err := c.Register(ctx, api.AgentRegister{JoinToken: joinToken, Host: host, Status: api.HostStatus{Address: address}})
+	if err != nil {
+		return nil, fmt.Errorf("registering host %q: %w", host, err)
+	}
+	return ac, nil
+}
+
+var nonLabel = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// sanitizeHostName turns a hostname into a valid host name (a DNS label).
+func sanitizeHostName(h string) string {
+	h, _, _ = strings.Cut(strings.ToLower(h), ".")
+	h = strings.Trim(nonLabel.ReplaceAllString(h, "-"), "-")
+	if len(h) > 63 {
+		h = strings.Trim(h[:63], "-")
+	}
+	if h == "" {
+		return "localhost"
+	}
+	return h
+}

@@ -1,0 +1,196 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/agent"
+	"github.com/polyvisor/polyvisor/internal/hypervisor/qemu"
+	"github.com/polyvisor/polyvisor/internal/server"
+)
+
+// DefaultDataDir is where the server keeps its state.
+const DefaultDataDir = "/var/lib/polyvisor"
+
+// ServerCommand returns `polyvisor server`.
+func ServerCommand() *cobra.Command {
+	var (
+		cfg       server.Config
+		logs      logFlags
+		hostName  string
+		noAgent   bool
+		advertise []string
+	)
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the control plane (with an embedded store and a built-in agent by default)",
+		Long: `Run Polyvisor's control plane: the REST API on TLS and a unix socket, the
+operation controller and, unless --no-agent, a built-in agent that runs VMs on
+this host. State lives in an etcd embedded under --data-dir, or in the external
+cluster named by --etcd-endpoints.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logs.logger()
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			cfg.AdvertiseAddresses = advertise
+			if cfg.Socket == "" {
+				cfg.Socket = filepath.Join(cfg.DataDir, "polyvisor.sock")
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			srv, err := server.New(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			if err := srv.Start(ctx); err != nil {
+				return err
+			}
+			printHowTo(cmd, srv, cfg)
+			if noAgent {
+				<-ctx.Done()
+				return nil
+			}
+			if hostName == "" {
+				hostName = defaultHostName()
+			}
+			return runBuiltinAgent(ctx, srv, cfg, hostName)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", DefaultDataDir, "directory for the embedded store, TLS material, tokens and images")
+	f.StringVar(&cfg.Listen, "listen", ":7443", "TLS address of the API (empty disables TCP)")
+	f.StringVar(&cfg.Socket, "socket", "", "unix socket for local root use (default <data-dir>/polyvisor.sock)")
+	f.StringSliceVar(&cfg.EtcdEndpoints, "etcd-endpoints", nil, "external etcd endpoints (default: embedded etcd)")
+	f.StringSliceVar(&advertise, "advertise-address", nil, "extra DNS names or IPs agents use to reach this server (added to its certificate)")
+	f.StringVar(&hostName, "host-name", "", "name of this host for the built-in agent (default: the hostname)")
+	f.BoolVar(&noAgent, "no-agent", false, "run no built-in agent (VMs run only on joined hosts)")
+	f.Float64Var(&cfg.Scheduler.CPUOvercommit, "cpu-overcommit", 0, "vCPUs offered per physical CPU (default 4)")
+	f.Float64Var(&cfg.Scheduler.MemoryOvercommit, "memory-overcommit", 0, "memory overcommit ratio (default 1)")
+	logs.register(cmd)
+	return cmd
+}
+
+func printHowTo(cmd *cobra.Command, srv *server.Server, cfg server.Config) {
+	out := cmd.ErrOrStderr()
+	fmt.Fprintf(out, "Polyvisor server is running.\n")
+	fmt.Fprintf(out, "  Local root uses the socket %s with no further setup:\n", cfg.Socket)
+	fmt.Fprintf(out, "    export POLYVISOR_SERVER=unix://%s\n", cfg.Socket)
+	if a := srv.Addr(); a != nil {
+		port := strconv.Itoa(a.(*net.TCPAddr).Port)
+		fmt.Fprintf(out, "  Elsewhere, point the CLI at the TLS API:\n")
+		fmt.Fprintf(out, "    export POLYVISOR_SERVER=https://%s\n", net.JoinHostPort(defaultHostName(), port))
+		fmt.Fprintf(out, "    export POLYVISOR_CA_FILE=%s\n", srv.CAFile())
+		fmt.Fprintf(out, "    export POLYVISOR_TOKEN=$(cat %s)\n", srv.AdminTokenFile())
+		fmt.Fprintf(out, "  (or put server, ca-file and token in ~/.config/polyvisor/config.yaml)\n")
+	}
+}
+
+func defaultHostName() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	return sanitizeHostName(h)
+}
+
+// credentials are what an agent keeps after it registered.
+type credentials struct {
+	Server string `json:"server"`
+	Host   string `json:"host"`
+	Token  string `json:"token"`
+	CACert string `json:"caCert"`
+}
+
+func loadCredentials(path string) (*credentials, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var c credentials
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return nil, fmt.Errorf("decoding %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+func saveCredentials(path string, c *credentials) error {
+	raw, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
+		return fmt.Errorf("saving credentials: %w", err)
+	}
+	return os.Rename(tmp, path)
+}
+
+// runBuiltinAgent runs this host's agent in-process. It is an ordinary
+// agent that talks to the server over the unix socket with a host token;
+// its first start registers with a join token the server mints for it.
+func runBuiltinAgent(ctx context.Context, srv *server.Server, cfg server.Config, host string) error {
+	stateDir := filepath.Join(cfg.DataDir, "agent")
+	credPath := filepath.Join(stateDir, "credentials.json")
+	url := "unix://" + cfg.Socket
+	creds, err := loadCredentials(credPath)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if creds == nil || creds.Host != host {
+		jt, err := srv.MintJoinToken(ctx)
+		if err != nil {
+			return err
+		}
+		c, err := client.New(client.Config{URL: url})
+		if err != nil {
+			return err
+		}
+		ac, err := register(ctx, c, jt, host, "")
+		if err != nil {
+			return err
+		}
+		creds = &credentials{Server: url, Host: ac.Host, Token: ac.Token, CACert: ac.CACert}
+		if err := saveCredentials(credPath, creds); err != nil {
+			return err
+		}
+	}
+	c, err := client.New(client.Config{URL: url, Token: creds.Token})
+	if err != nil {
+		return err
+	}
+	return runAgent(ctx, c, host, stateDir, "", cfg.Logger)
+}
+
+func runAgent(ctx context.Context, c *client.Client, host, stateDir, address string, logger *slog.Logger) error {
+	drv, err := qemu.New(qemu.Config{StateDir: filepath.Join(stateDir, "vms"), Logger: logger.With("component", "qemu")})
+	if err != nil {
+		return fmt.Errorf("starting the qemu driver: %w", err)
+	}
+	a, err := agent.New(agent.Config{
+		Client: c, Host: host, StateDir: stateDir, Driver: drv, Address: address,
+		Logger: logger.With("component", "agent", "host", host),
+	})
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}

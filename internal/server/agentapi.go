@@ -1,0 +1,273 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/store"
+)
+
+// The agent routes: what a host's agent may do, each limited to its host.
+func (s *Server) agentRoutes() []route {
+	return []route{
+		{"POST", "/v1/agent/register", auth.Public, s.registerAgent},
+		{"PUT", "/v1/agent/hosts/{name}/status", auth.OwnHost("name"), s.putHostStatus},
+		{"GET", "/v1/agent/hosts/{name}/watch", auth.OwnHost("name"), s.watchHost},
+		{"PUT", "/v1/agent/vms/{name}/status", s.vmOnOwnHost, s.putVMStatus},
+		{"POST", "/v1/agent/vms/{name}/removed", s.vmOnOwnHost, s.vmRemoved},
+		{"GET", "/v1/agent/streams/{id}", auth.AnyHost, s.attachStream},
+	}
+}
+
+// vmOnOwnHost allows the admin, and a host for the VMs placed on it. A VM
+// on another host looks like no VM at all.
+func (s *Server) vmOnOwnHost(id auth.Identity, r *http.Request) error {
+	if err := auth.AnyHost(id, r); err != nil {
+		return err
+	}
+	if id.IsAdmin() {
+		return nil
+	}
+	name := r.PathValue("name")
+	vm, ok := s.vms.Get(name)
+	if !ok || !id.IsHost(vm.Spec.Host) {
+		return api.NotFound("vm", name)
+	}
+	return nil
+}
+
+func (s *Server) registerAgent(w http.ResponseWriter, r *http.Request) {
+	var req api.AgentRegister
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := validateName("host", req.Host); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.consumeJoinToken(r.Context(), req.JoinToken); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if _, err := s.upsertHost(r.Context(), req.Host, req.Status); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	tok, err := s.tokens.mint(r.Context(), auth.PrefixHost, auth.Identity{Kind: auth.KindHost, Name: req.Host}, 0)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("host registered", "host", req.Host, "address", req.Status.Address)
+	writeJSON(w, http.StatusOK, api.AgentCredentials{Host: req.Host, Token: tok, CACert: string(s.caPEM)})
+}
+
+// upsertHost creates or updates a host from its agent's report and records
+// the heartbeat. The store is written only when something other than the
+// heartbeat time changed, or the stored heartbeat is old.
+func (s *Server) upsertHost(ctx context.Context, name string, st api.HostStatus) (*api.Host, error) {
+	now := time.Now().UTC()
+	s.live.beat(name, now)
+	for range 10 {
+		cur, ok := s.hosts.Get(name)
+		if !ok {
+			h := &api.Host{Meta: api.Meta{Name: name, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now}}
+			h.Status = st
+			h.Status.State, h.Status.LastHeartbeat = hostState(st), now
+			h.Status.Allocated = api.Allocation{}
+			if _, err := s.hosts.Create(ctx, name, h); err != nil {
+				if errors.Is(err, store.ErrExists) {
+					continue
+				}
+				return nil, fmt.Errorf("registering host %q: %w", name, err)
+			}
+			return h, nil
+		}
+		next := store.Clone(cur)
+		next.Status = st
+		next.Status.State, next.Status.LastHeartbeat = hostState(st), cur.Status.LastHeartbeat
+		next.Status.Allocated = api.Allocation{}
+		if hostStatusEqual(next.Status, cur.Status) && now.Sub(cur.Status.LastHeartbeat) < heartbeatPersist {
+			return cur, nil
+		}
+		next.Status.LastHeartbeat = now
+		next.UpdatedAt = now
+		if _, err := s.hosts.Update(ctx, name, next, cur.Version); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				continue
+			}
+			return nil, fmt.Errorf("updating host %q: %w", name, err)
+		}
+		return next, nil
+	}
+	return nil, api.Conflict("host %q is being updated concurrently", name)
+}
+
+// hostState is the state of a host that just reported: ready once its
+// agent has reported what the host has (a registration alone does not).
+func hostState(st api.HostStatus) string {
+	if st.CPUs > 0 && st.MemoryMiB > 0 {
+		return api.HostReady
+	}
+	return api.HostNotReady
+}
+
+// heartbeatPersist is how often a heartbeat that changes nothing else is
+// written to the store (liveness itself is tracked in memory).
+const heartbeatPersist = 30 * time.Second
+
+func hostStatusEqual(a, b api.HostStatus) bool {
+	a.LastHeartbeat, b.LastHeartbeat = time.Time{}, time.Time{}
+	a.Allocated, b.Allocated = api.Allocation{}, api.Allocation{}
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
+
+func (s *Server) putHostStatus(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var st api.HostStatus
+	if err := decodeJSON(w, r, &st, false); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if _, ok := s.hosts.Get(name); !ok {
+		s.writeError(w, r, api.NotFound("host", name))
+		return
+	}
+	h, err := s.upsertHost(r.Context(), name, st)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.withAllocation(h))
+}
+
+// watchHost streams the VMs placed on a host, then every change to them,
+// and the console streams wanted from the host.
+func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
+	host := r.PathValue("name")
+	if _, ok := s.hosts.Get(host); !ok {
+		s.writeError(w, r, api.NotFound("host", host))
+		return
+	}
+	ctx := r.Context()
+	changes := s.vms.Subscribe(ctx)
+	requests, unregister := s.streams.register(host)
+	defer unregister()
+
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	flush := func() {
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+	}
+	for _, vm := range listAll(s.vms, func(vm *api.VM) bool { return vm.Spec.Host == host }) {
+		if enc.Encode(api.AgentMessage{Type: api.AgentMsgVM, VM: vm}) != nil {
+			return
+		}
+	}
+	if enc.Encode(api.AgentMessage{Type: api.AgentMsgSynced}) != nil {
+		return
+	}
+	flush()
+	ping := time.NewTicker(15 * time.Second)
+	defer ping.Stop()
+	for {
+		var msg api.AgentMessage
+		select {
+		case <-ctx.Done():
+			return
+		case c, ok := <-changes:
+			if !ok {
+				return
+			}
+			switch {
+			case c.Type == store.Delete && c.Obj.Spec.Host == host:
+				msg = api.AgentMessage{Type: api.AgentMsgVMRemoved, Name: c.Name}
+			case c.Type == store.Put && c.Obj.Spec.Host == host:
+				msg = api.AgentMessage{Type: api.AgentMsgVM, VM: c.Obj}
+			default:
+				continue
+			}
+		case req := <-requests:
+			msg = api.AgentMessage{Type: api.AgentMsgStream, Stream: &req}
+		case <-ping.C:
+			msg = api.AgentMessage{Type: api.AgentMsgPing}
+		}
+		if err := enc.Encode(msg); err != nil {
+			return
+		}
+		flush()
+	}
+}
+
+func (s *Server) putVMStatus(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var st api.VMStatus
+	if err := decodeJSON(w, r, &st, false); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	for range 20 {
+		cur, ok := s.vms.Get(name)
+		if !ok {
+			s.writeError(w, r, api.NotFound("vm", name))
+			return
+		}
+		next := store.Clone(cur)
+		next.Status = st
+		next.Status.UpdatedAt = time.Now().UTC()
+		// A guest that shut itself down stays off: the desired state
+		// follows, as it would after a stop.
+		if st.Reason == guestShutdownReason && st.PowerState == api.PowerStopped &&
+			next.Spec.PowerState != api.PowerStopped && next.Spec.Deletion == nil &&
+			st.ObservedGeneration == next.Generation {
+			next.Spec.PowerState = api.PowerStopped
+			next.Generation++
+			next.Status.ObservedGeneration = next.Generation
+		}
+		if _, err := s.vms.Update(r.Context(), name, next, cur.Version); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				continue
+			}
+			s.writeError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, next)
+		return
+	}
+	s.writeError(w, r, api.Conflict("vm %q is being updated concurrently", name))
+}
+
+// guestShutdownReason is the status reason an agent reports when the guest
+// powered itself off.
+const guestShutdownReason = "guest shut down"
+
+func (s *Server) vmRemoved(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	vm, ok := s.vms.Get(name)
+	if !ok {
+		s.writeError(w, r, api.NotFound("vm", name))
+		return
+	}
+	if vm.Spec.Deletion == nil {
+		s.writeError(w, r, api.Conflict("vm %q is not being deleted", name))
+		return
+	}
+	if err := s.vms.Delete(r.Context(), name, 0); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("vm removed", "vm", name, "host", vm.Spec.Host)
+	writeJSON(w, http.StatusOK, struct{}{})
+}

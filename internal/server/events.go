@@ -1,0 +1,101 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/store"
+)
+
+var eventTypes = []string{api.EventVM, api.EventHost, api.EventImage, api.EventOperation}
+
+func action(c store.ChangeType, prev bool) string {
+	switch {
+	case c == store.Delete:
+		return "deleted"
+	case prev:
+		return "updated"
+	}
+	return "created"
+}
+
+// streamEvents streams lifecycle and operation events as NDJSON.
+func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
+	want := map[string]bool{}
+	if v := r.URL.Query().Get("types"); v != "" {
+		for _, t := range strings.Split(v, ",") {
+			t = strings.TrimSpace(t)
+			ok := false
+			for _, known := range eventTypes {
+				ok = ok || t == known
+			}
+			if !ok {
+				s.writeError(w, r, api.Invalid("types", "unknown event type %q (known: %s)", t, strings.Join(eventTypes, ", ")))
+				return
+			}
+			want[t] = true
+		}
+	} else {
+		for _, t := range eventTypes {
+			want[t] = true
+		}
+	}
+	ctx := r.Context()
+	events := make(chan api.Event, 256)
+	if want[api.EventVM] {
+		go forward(ctx, s.vms.Subscribe(ctx), events, func(c store.Change[api.VM]) api.Event {
+			return api.Event{Type: api.EventVM, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "vm", Name: c.Name, UID: c.Obj.UID}, VM: c.Obj}
+		})
+	}
+	if want[api.EventHost] {
+		go forward(ctx, s.hosts.Subscribe(ctx), events, func(c store.Change[api.Host]) api.Event {
+			return api.Event{Type: api.EventHost, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "host", Name: c.Name, UID: c.Obj.UID}, Host: c.Obj}
+		})
+	}
+	if want[api.EventImage] {
+		go forward(ctx, s.images.Subscribe(ctx), events, func(c store.Change[api.Image]) api.Event {
+			return api.Event{Type: api.EventImage, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "image", Name: c.Name, UID: c.Obj.UID}, Image: c.Obj}
+		})
+	}
+	if want[api.EventOperation] {
+		go forward(ctx, s.ops.Subscribe(ctx), events, func(c store.Change[api.Operation]) api.Event {
+			return api.Event{Type: api.EventOperation, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "operation", Name: c.Name}, Operation: c.Obj}
+		})
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	enc := json.NewEncoder(w)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-events:
+			if err := enc.Encode(ev); err != nil {
+				return
+			}
+			if flusher != nil && len(events) == 0 {
+				flusher.Flush()
+			}
+		}
+	}
+}
+
+// forward turns store changes into events until the subscription ends.
+func forward[T any](ctx interface{ Done() <-chan struct{} }, ch <-chan store.Change[T], out chan<- api.Event, mk func(store.Change[T]) api.Event) {
+	for c := range ch {
+		ev := mk(c)
+		ev.Time = time.Now().UTC()
+		select {
+		case out <- ev:
+		case <-ctx.Done():
+			return
+		}
+	}
+}

@@ -1,0 +1,157 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/labels"
+	"github.com/polyvisor/polyvisor/internal/pki"
+	"github.com/polyvisor/polyvisor/internal/store"
+)
+
+func (s *Server) hostRoutes() []route {
+	return []route{
+		{"GET", "/v1/hosts", auth.Admin, s.listHosts},
+		{"GET", "/v1/hosts/{name}", auth.Admin, s.getHost},
+		{"POST", "/v1/hosts/join-tokens", auth.Admin, s.createJoinToken},
+	}
+}
+
+// withAllocation returns a host with its allocation filled in.
+func (s *Server) withAllocation(h *api.Host) api.Host {
+	out := *h
+	out.Status.Allocated = s.place.allocation(h.Name)
+	return out
+}
+
+func (s *Server) listHosts(w http.ResponseWriter, r *http.Request) {
+	opts, err := listOptions(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	sel, err := labels.Parse(opts.Selector)
+	if err != nil {
+		s.writeError(w, r, api.Invalid("selector", "%v", err))
+		return
+	}
+	filter := func(h *api.Host) bool {
+		return sel.Matches(h.Labels) && (opts.State == "" || h.Status.State == opts.State)
+	}
+	items, next, err := s.hosts.List(store.ListOptions[api.Host]{Limit: opts.Limit, Continue: opts.Continue, Filter: filter})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := api.List[api.Host]{Items: make([]api.Host, len(items)), Continue: next}
+	for i, h := range items {
+		out.Items[i] = s.withAllocation(h)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getHost(w http.ResponseWriter, r *http.Request) {
+	h, ok := s.hosts.Get(r.PathValue("name"))
+	if !ok {
+		s.writeError(w, r, api.NotFound("host", r.PathValue("name")))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.withAllocation(h))
+}
+
+// joinRecord is a stored join token: single use, expiring, hash only.
+type joinRecord struct {
+	Hash      string    `json:"hash"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+func joinKey(id string) string { return "jointokens/" + id }
+
+const (
+	defaultJoinTTL = time.Hour
+	maxJoinTTL     = 7 * 24 * time.Hour
+)
+
+func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request) {
+	var req api.JoinTokenCreate
+	if err := decodeJSON(w, r, &req, true); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ttl := defaultJoinTTL
+	if req.TTLSeconds != 0 {
+		ttl = time.Duration(req.TTLSeconds) * time.Second
+		if ttl < time.Minute || ttl > maxJoinTTL {
+			s.writeError(w, r, api.Invalid("ttlSeconds", "must be from 60 to %d, not %d", int(maxJoinTTL.Seconds()), req.TTLSeconds))
+			return
+		}
+	}
+	jt, err := s.mintJoinToken(r.Context(), ttl)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, jt)
+}
+
+// mintJoinToken stores a new join token. The token handed out carries the
+// CA fingerprint after a dot, so an agent can pin the server's CA.
+func (s *Server) mintJoinToken(ctx context.Context, ttl time.Duration) (*api.JoinToken, error) {
+	tok, id := auth.NewToken(auth.PrefixJoin)
+	rec := joinRecord{Hash: auth.Hash(tok), ExpiresAt: time.Now().UTC().Add(ttl)}
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.st.CreateKey(ctx, joinKey(id), raw, ttl); err != nil {
+		return nil, fmt.Errorf("storing join token: %w", err)
+	}
+	fp := pki.Fingerprint(s.caPEM)
+	return &api.JoinToken{ID: id, Token: tok + "." + fp, ExpiresAt: rec.ExpiresAt, CAFingerprint: fp}, nil
+}
+
+// SplitJoinToken separates a join token from the CA fingerprint it carries.
+func SplitJoinToken(t string) (token, caFingerprint string) {
+	token, caFingerprint, _ = strings.Cut(strings.TrimSpace(t), ".")
+	return token, caFingerprint
+}
+
+// consumeJoinToken checks a join token and deletes it, so it works once.
+func (s *Server) consumeJoinToken(ctx context.Context, t string) error {
+	tok, _ := SplitJoinToken(t)
+	_, id, ok := auth.ParseToken(tok)
+	bad := &api.Error{Code: api.CodeUnauthorized, Message: "invalid, used or expired join token"}
+	if !ok {
+		return bad
+	}
+	raw, err := s.st.GetKey(ctx, joinKey(id))
+	if err != nil {
+		return bad
+	}
+	var rec joinRecord
+	if err := json.Unmarshal(raw, &rec); err != nil || !auth.Verify(tok, rec.Hash) || time.Now().After(rec.ExpiresAt) {
+		return bad
+	}
+	// Deleting is the single use: of two racing registrations only one
+	// deletes the key.
+	if err := s.st.DeleteKey(ctx, joinKey(id)); err != nil {
+		return bad
+	}
+	return nil
+}
+
+// MintJoinToken makes a join token for an agent started next to the
+// server (the built-in agent's first start).
+func (s *Server) MintJoinToken(ctx context.Context) (string, error) {
+	jt, err := s.mintJoinToken(ctx, 10*time.Minute)
+	if err != nil {
+		return "", err
+	}
+	return jt.Token, nil
+}

@@ -1,0 +1,383 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/images"
+	"github.com/polyvisor/polyvisor/internal/labels"
+	"github.com/polyvisor/polyvisor/internal/store"
+)
+
+// maxImageBytes bounds an uploaded or fetched image.
+const maxImageBytes = 256 << 30
+
+func (s *Server) imageRoutes() []route {
+	return []route{
+		{"GET", "/v1/images", auth.Admin, s.listImages},
+		{"POST", "/v1/images", auth.Admin, s.createImage},
+		{"GET", "/v1/images/{name}", auth.AnyHost, s.getImage},
+		{"DELETE", "/v1/images/{name}", auth.Admin, s.deleteImage},
+		{"GET", "/v1/images/{name}/content", auth.AnyHost, s.imageContent},
+	}
+}
+
+func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
+	opts, err := listOptions(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	sel, err := labels.Parse(opts.Selector)
+	if err != nil {
+		s.writeError(w, r, api.Invalid("selector", "%v", err))
+		return
+	}
+	filter := func(i *api.Image) bool { return sel.Matches(i.Labels) && (opts.State == "" || i.State == opts.State) }
+	items, next, err := s.images.List(store.ListOptions[api.Image]{Limit: opts.Limit, Continue: opts.Continue, Filter: filter})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := api.List[api.Image]{Items: make([]api.Image, len(items)), Continue: next}
+	for i, img := range items {
+		out.Items[i] = *img
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getImage(w http.ResponseWriter, r *http.Request) {
+	img, ok := s.images.Get(r.PathValue("name"))
+	if !ok {
+		s.writeError(w, r, api.NotFound("image", r.PathValue("name")))
+		return
+	}
+	writeJSON(w, http.StatusOK, img)
+}
+
+// imagePath is where an image's file is stored.
+func (s *Server) imagePath(img *api.Image) string {
+	return filepath.Join(s.imageDir, img.UID)
+}
+
+// createImage imports an image: from a URL the server fetches (JSON body),
+// or from the request body itself (application/octet-stream). An upload is
+// received and inspected before the answer, so a refused image is a 400;
+// the conversion then runs as the operation.
+func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	var req api.ImageCreate
+	upload := ct == "application/octet-stream"
+	if upload {
+		q := r.URL.Query()
+		req.Name, req.Kind = q.Get("name"), q.Get("kind")
+	} else if err := decodeJSON(w, r, &req, false); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := validateImageCreate(&req, upload); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if _, ok := s.images.Get(req.Name); ok {
+		s.writeError(w, r, api.Conflict("image %q already exists", req.Name))
+		return
+	}
+	var src string
+	if upload {
+		f, err := os.CreateTemp(s.imageDir, ".upload-*")
+		if err != nil {
+			s.writeError(w, r, fmt.Errorf("receiving upload: %w", err))
+			return
+		}
+		src = f.Name()
+		_, err = io.Copy(f, http.MaxBytesReader(w, r.Body, maxImageBytes))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = images.Inspect(r.Context(), src, req.Kind)
+		}
+		if err != nil {
+			os.Remove(src)
+			s.writeError(w, r, imageError(err))
+			return
+		}
+		req.URL = ""
+	}
+	op, err := s.startImport(r.Context(), &req, src)
+	if err != nil {
+		if src != "" {
+			os.Remove(src)
+		}
+		s.writeError(w, r, err)
+		return
+	}
+	writeOperation(w, op)
+}
+
+func validateImageCreate(req *api.ImageCreate, upload bool) error {
+	if err := validateName("name", req.Name); err != nil {
+		return err
+	}
+	switch req.Kind {
+	case "":
+		req.Kind = api.ImageDisk
+	case api.ImageDisk, api.ImageKernel, api.ImageInitrd:
+	default:
+		return api.Invalid("kind", "must be disk, kernel or initrd, not %q", req.Kind)
+	}
+	if key, err := labels.Validate(req.Labels); err != nil {
+		return api.Invalid("labels."+key, "%v", err)
+	}
+	if !upload && req.URL == "" {
+		return api.Invalid("url", "is required (or upload the file as application/octet-stream)")
+	}
+	return nil
+}
+
+// imageError turns an image problem into a 400 naming it.
+func imageError(err error) error {
+	if images.IsReject(err) {
+		return api.Invalid("image", "%v", err)
+	}
+	return err
+}
+
+// importer tracks the imports running in this server so they can be
+// cancelled.
+type importer struct {
+	mu      sync.Mutex
+	running map[string]context.CancelFunc
+}
+
+func (im *importer) cancel(opID string) bool {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	c, ok := im.running[opID]
+	if ok {
+		c()
+	}
+	return ok
+}
+
+// startImport stores the image (importing) and its operation, and runs the
+// import in the background.
+func (s *Server) startImport(ctx context.Context, req *api.ImageCreate, src string) (*api.Operation, error) {
+	now := time.Now().UTC()
+	img := &api.Image{
+		Meta:   api.Meta{Name: req.Name, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
+		Kind:   req.Kind,
+		State:  api.ImageImporting,
+		Source: req.URL,
+	}
+	if img.Source == "" {
+		img.Source = "upload"
+	}
+	op := newOperation(api.OpImageImport, api.Ref{Kind: "image", Name: img.Name, UID: img.UID}, nil)
+	op.Status, op.StartedAt = api.OpRunning, now
+	if _, err := s.st.Txn(ctx, s.images.OpCreate(img.Name, img), s.ops.OpCreate(op.ID, op)); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return nil, api.Conflict("image %q already exists", img.Name)
+		}
+		return nil, fmt.Errorf("storing image %q: %w", img.Name, err)
+	}
+	s.metrics.opStarted(op.Kind)
+	ictx, cancel := context.WithCancel(context.Background())
+	s.imports.mu.Lock()
+	s.imports.running[op.ID] = cancel
+	s.imports.mu.Unlock()
+	s.goBG(func() {
+		defer func() {
+			s.imports.mu.Lock()
+			delete(s.imports.running, op.ID)
+			s.imports.mu.Unlock()
+			cancel()
+		}()
+		s.runImport(ictx, img, op, src)
+	})
+	return op, nil
+}
+
+// runImport fetches (when needed) and converts an image, then records the
+// outcome. A failed import leaves neither the image nor a file behind.
+func (s *Server) runImport(ctx context.Context, img *api.Image, op *api.Operation, src string) {
+	log := s.log.With("image", img.Name, "op", op.ID)
+	prog := newProgressWriter(s, op.ID)
+	err := func() error {
+		if src == "" {
+			f, err := os.CreateTemp(s.imageDir, ".fetch-*")
+			if err != nil {
+				return fmt.Errorf("fetching image: %w", err)
+			}
+			f.Close()
+			src = f.Name()
+			if _, err := images.Fetch(ctx, img.Source, src, func(p int) { prog.set(p/2, "downloading") }, images.WithMaxBytes(maxImageBytes)); err != nil {
+				return err
+			}
+		}
+		defer os.Remove(src)
+		res, err := images.Import(ctx, src, s.imagePath(img), img.Kind, func(p int) { prog.set(50+p/2, "converting") })
+		if err != nil {
+			return err
+		}
+		ready := store.Clone(img)
+		ready.State, ready.SourceFormat, ready.Format = api.ImageReady, res.SourceFormat, res.Format
+		ready.SizeBytes, ready.VirtualSizeBytes, ready.SHA256 = res.SizeBytes, res.VirtualSizeBytes, res.SHA256
+		ready.UpdatedAt = time.Now().UTC()
+		cur, ok := s.images.Get(img.Name)
+		if !ok {
+			return errors.New("image record vanished during import")
+		}
+		done := s.currentOp(op.ID)
+		done.Status, done.Progress, done.FinishedAt, done.Message = api.OpSucceeded, 100, time.Now().UTC(), ""
+		if _, err := s.st.Txn(context.Background(), s.images.OpUpdate(img.Name, ready, cur.Version), s.ops.OpUpdate(op.ID, done, done.Version)); err != nil {
+			return fmt.Errorf("recording imported image: %w", err)
+		}
+		s.metrics.opFinished(op.Kind, api.OpSucceeded)
+		return nil
+	}()
+	if err == nil {
+		log.Info("image imported")
+		return
+	}
+	if src != "" {
+		os.Remove(src)
+	}
+	os.Remove(s.imagePath(img))
+	status := api.OpFailed
+	if ctx.Err() != nil {
+		status = api.OpCancelled
+	}
+	log.Warn("image import failed", "err", err)
+	failed := s.currentOp(op.ID)
+	failed.Status, failed.FinishedAt, failed.Error = status, time.Now().UTC(), toAPIError(imageError(err))
+	if failed.Error.Code == api.CodeInternal {
+		failed.Error.Message = err.Error()
+	}
+	if _, terr := s.st.Txn(context.Background(), s.images.OpDelete(img.Name, 0), s.ops.OpUpdate(op.ID, failed, failed.Version)); terr != nil {
+		log.Error("recording failed import", "err", terr)
+	}
+	s.metrics.opFinished(op.Kind, status)
+}
+
+func (s *Server) currentOp(id string) *api.Operation {
+	op, _ := s.ops.Get(id)
+	return store.Clone(op)
+}
+
+// progressWriter records an operation's progress, at most twice a second.
+type progressWriter struct {
+	s    *Server
+	id   string
+	last time.Time
+	pct  int
+}
+
+func newProgressWriter(s *Server, id string) *progressWriter { return &progressWriter{s: s, id: id} }
+
+func (p *progressWriter) set(pct int, msg string) {
+	if pct <= p.pct || (time.Since(p.last) < 500*time.Millisecond && pct < 100) {
+		return
+	}
+	p.pct, p.last = pct, time.Now()
+	op := p.s.currentOp(p.id)
+	op.Progress, op.Message = pct, msg
+	if _, err := p.s.ops.Update(context.Background(), p.id, op, op.Version); err != nil {
+		p.s.log.Debug("recording progress", "op", p.id, "err", err)
+	}
+}
+
+// recoverImports fails the imports a previous server left unfinished.
+func (s *Server) recoverImports(ctx context.Context) {
+	for _, op := range listAll(s.ops, func(o *api.Operation) bool { return !o.Done() && o.Kind == api.OpImageImport }) {
+		failed := store.Clone(op)
+		failed.Status, failed.FinishedAt = api.OpFailed, time.Now().UTC()
+		failed.Error = &api.Error{Code: api.CodeUnavailable, Message: "the server restarted during the import; import the image again"}
+		txn := []store.Op{s.ops.OpUpdate(op.ID, failed, op.Version)}
+		if img, ok := s.images.Get(op.Target.Name); ok && img.State == api.ImageImporting {
+			os.Remove(s.imagePath(img))
+			txn = append(txn, s.images.OpDelete(img.Name, img.Version))
+		}
+		if _, err := s.st.Txn(ctx, txn...); err != nil {
+			s.log.Warn("failing interrupted import", "op", op.ID, "err", err)
+		}
+	}
+	if tmps, _ := filepath.Glob(filepath.Join(s.imageDir, ".*")); len(tmps) > 0 {
+		for _, t := range tmps {
+			os.Remove(t)
+		}
+	}
+}
+
+// imageInUse names a VM that uses the image, if any.
+func (s *Server) imageInUse(name string) (string, bool) {
+	users := listAll(s.vms, func(vm *api.VM) bool {
+		if vm.Spec.Boot.Kernel == name || vm.Spec.Boot.Initrd == name {
+			return true
+		}
+		return slices.ContainsFunc(vm.Spec.Disks, func(d api.Disk) bool { return d.Image == name })
+	})
+	if len(users) == 0 {
+		return "", false
+	}
+	return users[0].Name, true
+}
+
+func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	img, ok := s.images.Get(name)
+	if !ok {
+		s.writeError(w, r, api.NotFound("image", name))
+		return
+	}
+	if img.State == api.ImageImporting {
+		s.writeError(w, r, api.Conflict("image %q is being imported", name))
+		return
+	}
+	if vm, used := s.imageInUse(name); used {
+		s.writeError(w, r, api.Conflict("image %q is used by vm %q", name, vm))
+		return
+	}
+	now := time.Now().UTC()
+	op := newOperation(api.OpImageDelete, api.Ref{Kind: "image", Name: name, UID: img.UID}, nil)
+	op.Status, op.StartedAt, op.FinishedAt, op.Progress = api.OpSucceeded, now, now, 100
+	if _, err := s.st.Txn(r.Context(), s.images.OpDelete(name, img.Version), s.ops.OpCreate(op.ID, op)); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := os.Remove(s.imagePath(img)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("removing image file", "image", name, "err", err)
+	}
+	s.metrics.opFinished(op.Kind, op.Status)
+	writeOperation(w, op)
+}
+
+// imageContent serves a ready image's file (to agents and admins).
+func (s *Server) imageContent(w http.ResponseWriter, r *http.Request) {
+	img, ok := s.images.Get(r.PathValue("name"))
+	if !ok || img.State != api.ImageReady {
+		s.writeError(w, r, api.NotFound("image", r.PathValue("name")))
+		return
+	}
+	f, err := os.Open(s.imagePath(img))
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("opening image %q: %w", img.Name, err))
+		return
+	}
+	defer f.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("X-Polyvisor-SHA256", img.SHA256)
+	http.ServeContent(w, r, "", img.UpdatedAt, f)
+}

@@ -1,0 +1,101 @@
+package server
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/polyvisor/polyvisor/api"
+)
+
+// metrics holds the server's Prometheus registry. Counters are updated as
+// things happen; VM and host gauges are read from the index at scrape time.
+type metrics struct {
+	reg       *prometheus.Registry
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	opsStart  *prometheus.CounterVec
+	opsFinish *prometheus.CounterVec
+	handler   http.Handler
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "polyvisor_api_requests_total", Help: "API requests by route and status code.",
+		}, []string{"route", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "polyvisor_api_request_duration_seconds", Help: "API request latency by route (streams excluded).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"route"}),
+		opsStart: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "polyvisor_operations_started_total", Help: "Operations started by kind.",
+		}, []string{"kind"}),
+		opsFinish: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "polyvisor_operations_finished_total", Help: "Operations finished by kind and outcome.",
+		}, []string{"kind", "status"}),
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.opsStart, m.opsFinish,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&inventoryCollector{s: s})
+	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	return m
+}
+
+func (m *metrics) serve(w http.ResponseWriter, r *http.Request) { m.handler.ServeHTTP(w, r) }
+
+func (m *metrics) observeRequest(route string, code int, d time.Duration) {
+	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	m.latency.WithLabelValues(route).Observe(d.Seconds())
+}
+
+func (m *metrics) opStarted(kind string) { m.opsStart.WithLabelValues(kind).Inc() }
+
+func (m *metrics) opFinished(kind, status string) { m.opsFinish.WithLabelValues(kind, status).Inc() }
+
+var (
+	descVMs        = prometheus.NewDesc("polyvisor_vms", "VMs by observed power state.", []string{"state"}, nil)
+	descHostReady  = prometheus.NewDesc("polyvisor_host_ready", "1 when the host's agent heartbeats.", []string{"host"}, nil)
+	descHostCPUs   = prometheus.NewDesc("polyvisor_host_cpus", "Physical CPUs of the host.", []string{"host"}, nil)
+	descHostMem    = prometheus.NewDesc("polyvisor_host_memory_bytes", "Memory of the host.", []string{"host"}, nil)
+	descAllocVCPUs = prometheus.NewDesc("polyvisor_host_allocated_vcpus", "vCPUs of the VMs placed on the host.", []string{"host"}, nil)
+	descAllocMem   = prometheus.NewDesc("polyvisor_host_allocated_memory_bytes", "Memory of the VMs placed on the host.", []string{"host"}, nil)
+	descAllocVMs   = prometheus.NewDesc("polyvisor_host_vms", "VMs placed on the host.", []string{"host"}, nil)
+)
+
+// inventoryCollector reads VM and host figures from the index at scrape time.
+type inventoryCollector struct{ s *Server }
+
+func (c *inventoryCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descVMs, descHostReady, descHostCPUs, descHostMem, descAllocVCPUs, descAllocMem, descAllocVMs} {
+		ch <- d
+	}
+}
+
+func (c *inventoryCollector) Collect(ch chan<- prometheus.Metric) {
+	byState := map[string]int{}
+	for _, vm := range listAll(c.s.vms, nil) {
+		byState[vm.Status.PowerState]++
+	}
+	for state, n := range byState {
+		ch <- prometheus.MustNewConstMetric(descVMs, prometheus.GaugeValue, float64(n), state)
+	}
+	for _, h := range listAll(c.s.hosts, nil) {
+		ready := 0.0
+		if h.Status.State == api.HostReady {
+			ready = 1
+		}
+		a := c.s.place.allocation(h.Name)
+		ch <- prometheus.MustNewConstMetric(descHostReady, prometheus.GaugeValue, ready, h.Name)
+		ch <- prometheus.MustNewConstMetric(descHostCPUs, prometheus.GaugeValue, float64(h.Status.CPUs), h.Name)
+		ch <- prometheus.MustNewConstMetric(descHostMem, prometheus.GaugeValue, float64(h.Status.MemoryMiB<<20), h.Name)
+		ch <- prometheus.MustNewConstMetric(descAllocVCPUs, prometheus.GaugeValue, float64(a.VCPUs), h.Name)
+		ch <- prometheus.MustNewConstMetric(descAllocMem, prometheus.GaugeValue, float64(a.MemoryMiB<<20), h.Name)
+		ch <- prometheus.MustNewConstMetric(descAllocVMs, prometheus.GaugeValue, float64(a.VMs), h.Name)
+	}
+}

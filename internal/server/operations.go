@@ -1,0 +1,112 @@
+package server
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/store"
+)
+
+const maxWait = 5 * time.Minute
+
+func (s *Server) operationRoutes() []route {
+	return []route{
+		{"GET", "/v1/operations", auth.Admin, s.listOperations},
+		{"GET", "/v1/operations/{id}", auth.Admin, s.getOperation},
+		{"DELETE", "/v1/operations/{id}", auth.Admin, s.cancelOperation},
+	}
+}
+
+var opStatuses = []string{api.OpPending, api.OpRunning, api.OpSucceeded, api.OpFailed, api.OpCancelled}
+
+func (s *Server) listOperations(w http.ResponseWriter, r *http.Request) {
+	opts, err := listOptions(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if opts.State != "" && !slices.Contains(opStatuses, opts.State) {
+		s.writeError(w, r, api.Invalid("state", "must be one of %s, not %q", strings.Join(opStatuses, ", "), opts.State))
+		return
+	}
+	filter := func(o *api.Operation) bool { return opts.State == "" || o.Status == opts.State }
+	items, next, err := s.ops.List(store.ListOptions[api.Operation]{Limit: opts.Limit, Continue: opts.Continue, Filter: filter})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := api.List[api.Operation]{Items: make([]api.Operation, len(items)), Continue: next}
+	for i, o := range items {
+		out.Items[i] = *o
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getOperation(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if v := r.URL.Query().Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > maxWait {
+			s.writeError(w, r, api.Invalid("wait", "must be a duration up to %s such as 30s, not %q", maxWait, v))
+			return
+		}
+		op, err := s.opctl.wait(r.Context(), id, d)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, op)
+		return
+	}
+	op, ok := s.ops.Get(id)
+	if !ok {
+		s.writeError(w, r, api.NotFound("operation", id))
+		return
+	}
+	writeJSON(w, http.StatusOK, op)
+}
+
+// cancelOperation cancels a pending VM operation or a running image import.
+func (s *Server) cancelOperation(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	op, ok := s.ops.Get(id)
+	if !ok {
+		s.writeError(w, r, api.NotFound("operation", id))
+		return
+	}
+	if op.Done() {
+		s.writeError(w, r, api.Conflict("operation %s already %s", id, op.Status))
+		return
+	}
+	switch {
+	case op.Kind == api.OpImageImport:
+		if !s.imports.cancel(id) {
+			s.writeError(w, r, api.Conflict("operation %s is not running here", id))
+			return
+		}
+		op, _ = s.opctl.wait(r.Context(), id, 30*time.Second)
+	case op.Target.Kind == "vm":
+		unlock := s.opctl.lockVM(op.Target.Name)
+		cur, ok := s.ops.Get(id)
+		if !ok || cur.Status != api.OpPending {
+			unlock()
+			s.writeError(w, r, api.Conflict("operation %s is %s: only pending operations can be cancelled", id, op.Status))
+			return
+		}
+		err := s.opctl.finishLocked(r.Context(), cur, api.OpCancelled, nil)
+		unlock()
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		op, _ = s.opctl.wait(r.Context(), id, 0)
+	default:
+		s.writeError(w, r, api.Conflict("operation %s cannot be cancelled", id))
+		return
+	}
+	writeJSON(w, http.StatusOK, op)
+}

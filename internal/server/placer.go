@@ -1,0 +1,175 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/scheduler"
+	"github.com/polyvisor/polyvisor/internal/store"
+)
+
+// placer keeps the allocation of every host, fed by the VM index, and
+// places new VMs. A placement holds a reservation until the VM shows up in
+// the index (or its create fails), so two concurrent creates never see the
+// same free room.
+type placer struct {
+	s *Server
+
+	mu       sync.Mutex
+	byVM     map[string]vmSize // placed VMs, by name
+	reserved map[string]vmSize // placements whose VM is not in the index yet
+	ready    chan struct{}
+}
+
+type vmSize struct {
+	host   string
+	vcpus  int
+	memory int64
+}
+
+func newPlacer(s *Server) *placer {
+	p := &placer{s: s, byVM: map[string]vmSize{}, reserved: map[string]vmSize{}, ready: make(chan struct{})}
+	return p
+}
+
+func sizeOf(vm *api.VM) vmSize {
+	return vmSize{host: vm.Spec.Host, vcpus: vm.Spec.VCPUs, memory: vm.Spec.MemoryMiB}
+}
+
+// run follows the VM index. It subscribes before it reads the index so
+// that no change falls between the two; replayed changes are idempotent.
+func (p *placer) run(ctx context.Context) {
+	ch := p.s.vms.Subscribe(ctx)
+	p.mu.Lock()
+	for _, vm := range listAll(p.s.vms, nil) {
+		p.byVM[vm.Name] = sizeOf(vm)
+	}
+	p.mu.Unlock()
+	close(p.ready)
+	for c := range ch {
+		p.mu.Lock()
+		if c.Type == store.Delete {
+			delete(p.byVM, c.Name)
+		} else {
+			p.byVM[c.Name] = sizeOf(c.Obj)
+			delete(p.reserved, c.Name)
+		}
+		p.mu.Unlock()
+	}
+}
+
+// allocations sums VM sizes per host, reservations included.
+func (p *placer) allocationsLocked() map[string]api.Allocation {
+	out := map[string]api.Allocation{}
+	add := func(v vmSize) {
+		a := out[v.host]
+		a.VCPUs += v.vcpus
+		a.MemoryMiB += v.memory
+		a.VMs++
+		out[v.host] = a
+	}
+	for _, v := range p.byVM {
+		add(v)
+	}
+	for name, v := range p.reserved {
+		if _, dup := p.byVM[name]; !dup {
+			add(v)
+		}
+	}
+	return out
+}
+
+// allocation returns what is allocated on one host.
+func (p *placer) allocation(host string) api.Allocation {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var a api.Allocation
+	for _, v := range p.byVM {
+		if v.host == host {
+			a.VCPUs += v.vcpus
+			a.MemoryMiB += v.memory
+			a.VMs++
+		}
+	}
+	return a
+}
+
+// snapshot builds the scheduler's view of the cluster.
+func (p *placer) snapshotLocked() scheduler.Snapshot {
+	alloc := p.allocationsLocked()
+	var snap scheduler.Snapshot
+	for _, h := range listAll(p.s.hosts, nil) {
+		a := alloc[h.Name]
+		snap.Hosts = append(snap.Hosts, scheduler.HostInfo{
+			Name:               h.Name,
+			Ready:              h.Status.State == api.HostReady,
+			Unschedulable:      h.Spec.Unschedulable,
+			CPUs:               h.Status.CPUs,
+			MemoryMiB:          h.Status.MemoryMiB,
+			AllocatedVCPUs:     a.VCPUs,
+			AllocatedMemoryMiB: a.MemoryMiB,
+			Labels:             h.Labels,
+		})
+	}
+	return snap
+}
+
+// limits returns the largest VM any host could run, for validation.
+func (p *placer) limits() hostLimits {
+	p.mu.Lock()
+	snap := p.snapshotLocked()
+	p.mu.Unlock()
+	return hostLimits{
+		maxVCPUs:     scheduler.MaxVCPUs(snap),
+		maxMemoryMiB: scheduler.MaxMemoryMiB(snap),
+		hostExists: func(name string) bool {
+			_, ok := p.s.hosts.Get(name)
+			return ok
+		},
+	}
+}
+
+// place picks a host for a new VM and reserves its room. release must be
+// called once the create is written (ok) or abandoned.
+func (p *placer) place(ctx context.Context, name string, req scheduler.Request) (string, func(ok bool), error) {
+	select {
+	case <-p.ready:
+	case <-ctx.Done():
+		return "", nil, ctx.Err()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	host, err := scheduler.Place(p.s.cfg.Scheduler, p.snapshotLocked(), req)
+	if err != nil {
+		var nr *scheduler.NoRoomError
+		var uh *scheduler.UnknownHostError
+		switch {
+		case errors.As(err, &nr):
+			return "", nil, &api.Error{Code: api.CodeUnprocessable, Message: nr.Error(), Details: nr.Details()}
+		case errors.As(err, &uh):
+			return "", nil, api.Invalid("host", "%v", uh)
+		}
+		return "", nil, err
+	}
+	p.reserved[name] = vmSize{host: host, vcpus: req.VCPUs, memory: req.MemoryMiB}
+	release := func(ok bool) {
+		if ok {
+			return // the index subscription drops the reservation
+		}
+		p.mu.Lock()
+		delete(p.reserved, name)
+		p.mu.Unlock()
+	}
+	return host, release, nil
+}
+
+// listAll returns every object of a collection that passes filter.
+func listAll[T any](c *store.Collection[T], filter func(*T) bool) []*T {
+	items, _, err := c.List(store.ListOptions[T]{Filter: filter})
+	if err != nil {
+		return nil
+	}
+	return items
+}

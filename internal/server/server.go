@@ -1,0 +1,263 @@
+// Package server is Polyvisor's control plane: the /v1 REST API, the
+// operation controller that turns desired-state changes into tracked
+// operations, host liveness, the console stream broker and metrics. All
+// state lives in the store; the server keeps only caches and the in-flight
+// bookkeeping it can rebuild from the store at start.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/pki"
+	"github.com/polyvisor/polyvisor/internal/scheduler"
+	"github.com/polyvisor/polyvisor/internal/store"
+)
+
+// Config configures a server.
+type Config struct {
+	// DataDir holds the embedded store, TLS material, the admin token and
+	// the image store.
+	DataDir string
+	// Listen is the TLS TCP address ("" disables TCP).
+	Listen string
+	// Socket is the unix socket path for local root use ("" disables it).
+	Socket string
+	// EtcdEndpoints points at an external etcd cluster; empty embeds one.
+	EtcdEndpoints []string
+	// AdvertiseAddresses are extra DNS names or IPs for the server
+	// certificate (the addresses agents dial).
+	AdvertiseAddresses []string
+	// Scheduler holds the overcommit ratios.
+	Scheduler scheduler.Config
+	// HeartbeatTimeout marks a host not ready when it has not reported for
+	// that long (default 15s).
+	HeartbeatTimeout time.Duration
+	Logger           *slog.Logger
+}
+
+// Server is a running control plane.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	st     *store.Store
+	vms    *store.Collection[api.VM]
+	hosts  *store.Collection[api.Host]
+	images *store.Collection[api.Image]
+	ops    *store.Collection[api.Operation]
+	idem   *store.Collection[idempotencyRecord]
+
+	opctl   *opController
+	live    *liveness
+	streams *streamBroker
+	tokens  *tokenCache
+	metrics *metrics
+	place   *placer
+	imports *importer
+
+	imageDir   string
+	adminToken string
+	caPEM      []byte
+	tlsConfig  *tls.Config
+
+	mu        sync.Mutex
+	listeners []net.Listener
+	httpSrvs  []*http.Server
+	bg        sync.WaitGroup
+	cancel    context.CancelFunc
+}
+
+// New opens the store, prepares TLS material and the admin token, and loads
+// the in-flight bookkeeping. It does not listen yet.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.HeartbeatTimeout == 0 {
+		cfg.HeartbeatTimeout = 15 * time.Second
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data dir: %w", err)
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		imageDir: filepath.Join(cfg.DataDir, "images"),
+	}
+	if err := os.MkdirAll(s.imageDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating image dir: %w", err)
+	}
+	if err := s.setupTLS(); err != nil {
+		return nil, err
+	}
+	st, err := store.Open(ctx, store.Config{
+		DataDir:   cfg.DataDir,
+		Endpoints: cfg.EtcdEndpoints,
+		Logger:    cfg.Logger.With("component", "store"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening store: %w", err)
+	}
+	s.st = st
+	s.vms = store.NewCollection(st, "vms", func(v *api.VM, rev int64) { v.Version = rev })
+	s.hosts = store.NewCollection(st, "hosts", func(h *api.Host, rev int64) { h.Version = rev })
+	s.images = store.NewCollection(st, "images", func(i *api.Image, rev int64) { i.Version = rev })
+	s.ops = store.NewCollection(st, "operations", func(o *api.Operation, rev int64) { o.Version = rev })
+	s.idem = store.NewCollection(st, "idempotency", func(r *idempotencyRecord, rev int64) { r.Version = rev })
+	if err := st.Start(ctx); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("loading the store: %w", err)
+	}
+	s.tokens = newTokenCache(st)
+	if err := s.ensureAdminToken(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	s.metrics = newMetrics(s)
+	s.place = newPlacer(s)
+	s.live = newLiveness(s)
+	s.streams = newStreamBroker()
+	s.opctl = newOpController(s)
+	s.imports = &importer{running: map[string]context.CancelFunc{}}
+	s.recoverImports(ctx)
+	return s, nil
+}
+
+func (s *Server) setupTLS() error {
+	dir := filepath.Join(s.cfg.DataDir, "pki")
+	if _, err := pki.EnsureCA(dir); err != nil {
+		return fmt.Errorf("creating the CA: %w", err)
+	}
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if hn, err := os.Hostname(); err == nil {
+		hosts = append(hosts, hn)
+	}
+	hosts = append(hosts, s.cfg.AdvertiseAddresses...)
+	if err := pki.EnsureServerCert(dir, hosts); err != nil {
+		return fmt.Errorf("creating the server certificate: %w", err)
+	}
+	tc, err := pki.ServerTLSConfig(dir)
+	if err != nil {
+		return fmt.Errorf("loading TLS material: %w", err)
+	}
+	ca, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		return fmt.Errorf("reading the CA certificate: %w", err)
+	}
+	s.tlsConfig, s.caPEM = tc, ca
+	return nil
+}
+
+// CAFile is the path of the server's CA certificate.
+func (s *Server) CAFile() string { return filepath.Join(s.cfg.DataDir, "pki", "ca.crt") }
+
+// AdminTokenFile is the path of the first-start admin token (0600).
+func (s *Server) AdminTokenFile() string { return filepath.Join(s.cfg.DataDir, "admin.token") }
+
+// AdminToken returns the admin token.
+func (s *Server) AdminToken() string { return s.adminToken }
+
+// Start listens on the configured addresses and runs the background loops
+// until ctx ends or Close is called.
+func (s *Server) Start(ctx context.Context) error {
+	ctx, s.cancel = context.WithCancel(ctx)
+	handler := s.Handler()
+	if s.cfg.Socket != "" {
+		_ = os.Remove(s.cfg.Socket)
+		if err := os.MkdirAll(filepath.Dir(s.cfg.Socket), 0o755); err != nil {
+			return fmt.Errorf("creating socket dir: %w", err)
+		}
+		l, err := net.Listen("unix", s.cfg.Socket)
+		if err != nil {
+			return fmt.Errorf("listening on %s: %w", s.cfg.Socket, err)
+		}
+		if err := os.Chmod(s.cfg.Socket, 0o660); err != nil {
+			l.Close()
+			return fmt.Errorf("securing %s: %w", s.cfg.Socket, err)
+		}
+		s.serve(l, handler, true)
+	}
+	if s.cfg.Listen != "" {
+		l, err := net.Listen("tcp", s.cfg.Listen)
+		if err != nil {
+			s.Close()
+			return fmt.Errorf("listening on %s: %w", s.cfg.Listen, err)
+		}
+		s.serve(tls.NewListener(l, s.tlsConfig), handler, false)
+	}
+	s.goBG(func() { s.opctl.run(ctx) })
+	s.goBG(func() { s.live.run(ctx) })
+	s.goBG(func() { s.place.run(ctx) })
+	return nil
+}
+
+func (s *Server) goBG(f func()) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		f()
+	}()
+}
+
+func (s *Server) serve(l net.Listener, h http.Handler, local bool) {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext:       connContext(local),
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.mu.Lock()
+	s.listeners = append(s.listeners, l)
+	s.httpSrvs = append(s.httpSrvs, srv)
+	s.mu.Unlock()
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("serving", "addr", l.Addr(), "err", err)
+		}
+	}()
+}
+
+// Addr returns the TCP address the server listens on, once started.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.listeners {
+		if l.Addr().Network() == "tcp" {
+			return l.Addr()
+		}
+	}
+	return nil
+}
+
+// Close stops serving and closes the store. VMs keep running: they belong
+// to their hosts.
+func (s *Server) Close() error {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.mu.Lock()
+	srvs := s.httpSrvs
+	s.httpSrvs = nil
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, srv := range srvs {
+		if err := srv.Shutdown(ctx); err != nil {
+			srv.Close()
+		}
+	}
+	s.streams.closeAll()
+	s.bg.Wait()
+	return s.st.Close()
+}

@@ -1,0 +1,230 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/auth"
+)
+
+// streamBroker joins a client that wants a VM console to the agent of the
+// VM's host. The server never dials a host: it asks the host's agent, on
+// the agent's watch stream, to dial back /v1/agent/streams/{id}, and then
+// splices the two websockets.
+type streamBroker struct {
+	mu      sync.Mutex
+	hosts   map[string]chan api.StreamRequest // the newest watch of each host
+	pending map[string]*pendingStream
+	closed  bool
+}
+
+type pendingStream struct {
+	host string
+	conn chan net.Conn // the agent's end, once it dials back
+	done chan struct{} // closed when the splice ends
+}
+
+// streamDialTimeout bounds how long an agent has to dial back.
+const streamDialTimeout = 10 * time.Second
+
+func newStreamBroker() *streamBroker {
+	return &streamBroker{hosts: map[string]chan api.StreamRequest{}, pending: map[string]*pendingStream{}}
+}
+
+// register makes a host's watch the one that receives stream requests.
+func (b *streamBroker) register(host string) (<-chan api.StreamRequest, func()) {
+	ch := make(chan api.StreamRequest, 16)
+	b.mu.Lock()
+	b.hosts[host] = ch
+	b.mu.Unlock()
+	return ch, func() {
+		b.mu.Lock()
+		if b.hosts[host] == ch {
+			delete(b.hosts, host)
+		}
+		b.mu.Unlock()
+	}
+}
+
+// open asks host's agent for a stream and waits for it to dial back. The
+// returned release must be called when the caller is done with the conn.
+func (b *streamBroker) open(ctx context.Context, host string, req api.StreamRequest) (net.Conn, func(), error) {
+	req.ID = newUID()
+	p := &pendingStream{host: host, conn: make(chan net.Conn, 1), done: make(chan struct{})}
+	b.mu.Lock()
+	ch, ok := b.hosts[host]
+	if ok && !b.closed {
+		b.pending[req.ID] = p
+	}
+	b.mu.Unlock()
+	if !ok {
+		return nil, nil, &api.Error{Code: api.CodeUnavailable, Message: "the agent of host " + strconv.Quote(host) + " is not connected"}
+	}
+	cleanup := func() {
+		b.mu.Lock()
+		delete(b.pending, req.ID)
+		b.mu.Unlock()
+	}
+	select {
+	case ch <- req:
+	default:
+		cleanup()
+		return nil, nil, &api.Error{Code: api.CodeUnavailable, Message: "the agent of host " + strconv.Quote(host) + " is busy"}
+	}
+	timer := time.NewTimer(streamDialTimeout)
+	defer timer.Stop()
+	select {
+	case c := <-p.conn:
+		cleanup()
+		var once sync.Once
+		return c, func() { once.Do(func() { c.Close(); close(p.done) }) }, nil
+	case <-timer.C:
+		cleanup()
+		return nil, nil, &api.Error{Code: api.CodeUnavailable, Message: "the agent of host " + strconv.Quote(host) + " did not open the console in time"}
+	case <-ctx.Done():
+		cleanup()
+		return nil, nil, ctx.Err()
+	}
+}
+
+// attach hands an agent's dialled-back conn to the waiting client. It
+// returns a channel closed when the client is done with it.
+func (b *streamBroker) attach(id, host string, c net.Conn) (<-chan struct{}, bool) {
+	b.mu.Lock()
+	p, ok := b.pending[id]
+	if ok && p.host == host {
+		delete(b.pending, id)
+	}
+	b.mu.Unlock()
+	if !ok || p.host != host {
+		return nil, false
+	}
+	p.conn <- c
+	return p.done, true
+}
+
+func (b *streamBroker) closeAll() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+}
+
+const wsReadLimit = 4 << 20
+
+// attachStream is the agent's end of a console stream.
+func (s *Server) attachStream(w http.ResponseWriter, r *http.Request) {
+	id := auth.FromContext(r.Context())
+	host := id.Name
+	if id.IsAdmin() {
+		host = r.URL.Query().Get("host")
+	}
+	ws, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return
+	}
+	ws.SetReadLimit(wsReadLimit)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	conn := websocket.NetConn(ctx, ws, websocket.MessageBinary)
+	done, ok := s.streams.attach(r.PathValue("id"), host, conn)
+	if !ok {
+		ws.Close(websocket.StatusPolicyViolation, "unknown stream")
+		return
+	}
+	<-done
+}
+
+// vmConsole connects a client websocket to a VM's serial or VNC console.
+func (s *Server) vmConsole(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	vm, ok := s.vms.Get(name)
+	if !ok {
+		s.writeError(w, r, api.NotFound("vm", name))
+		return
+	}
+	kind := r.URL.Query().Get("type")
+	switch kind {
+	case "":
+		kind = "serial"
+	case "serial", "vnc":
+	default:
+		s.writeError(w, r, api.Invalid("type", "must be serial or vnc, not %q", kind))
+		return
+	}
+	if vm.Status.PowerState != api.PowerRunning && vm.Status.PowerState != api.PowerPaused {
+		s.writeError(w, r, api.Conflict("vm %q is %s: its console is available while it runs", name, vm.Status.PowerState))
+		return
+	}
+	agentConn, release, err := s.streams.open(r.Context(), vm.Spec.Host, api.StreamRequest{VM: name, Console: kind})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer release()
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"binary"}})
+	if err != nil {
+		return
+	}
+	ws.SetReadLimit(wsReadLimit)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := websocket.NetConn(ctx, ws, websocket.MessageBinary)
+	splice(client, agentConn)
+}
+
+// splice copies both ways until either side ends.
+func splice(a, b net.Conn) {
+	done := make(chan struct{}, 2)
+	cp := func(dst, src net.Conn) {
+		_, _ = io.Copy(dst, src)
+		done <- struct{}{}
+	}
+	go cp(a, b)
+	go cp(b, a)
+	<-done
+	a.Close()
+	b.Close()
+	<-done
+}
+
+// vmConsoleLog returns the serial output the VM's host recorded.
+func (s *Server) vmConsoleLog(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	vm, ok := s.vms.Get(name)
+	if !ok {
+		s.writeError(w, r, api.NotFound("vm", name))
+		return
+	}
+	n := int64(64 << 10)
+	if v := r.URL.Query().Get("bytes"); v != "" {
+		var err error
+		n, err = strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 || n > 16<<20 {
+			s.writeError(w, r, api.Invalid("bytes", "must be from 1 to %d, not %q", 16<<20, v))
+			return
+		}
+	}
+	conn, release, err := s.streams.open(r.Context(), vm.Spec.Host, api.StreamRequest{VM: name, Console: "log", Bytes: n})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer release()
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	data, err := io.ReadAll(io.LimitReader(conn, n))
+	if err != nil && !errors.Is(err, io.EOF) && len(data) == 0 {
+		s.writeError(w, r, &api.Error{Code: api.CodeUnavailable, Message: "reading the console log from host " + strconv.Quote(vm.Spec.Host) + " failed"})
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write(data)
+}
