@@ -1,0 +1,146 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/client"
+)
+
+func tickCount(t *testing.T, c *client.Client, vm string) int {
+	t.Helper()
+	b, err := c.ConsoleLog(context.Background(), vm, 1<<20)
+	if err != nil {
+		t.Fatalf("reading console log: %v", err)
+	}
+	return strings.Count(string(b), "polyvisor-tick")
+}
+
+// TestVMLifecycle drives one VM through its whole life on real QEMU.
+func TestVMLifecycle(t *testing.T) {
+	requireQEMU(t)
+	srv := startServer(t, t.TempDir())
+	c := srv.c
+	ctx := context.Background()
+	importGuest(t, c)
+
+	req := guestVM("life")
+	req.CloudInit = &api.CloudInit{MetaData: "instance-id: iid-life\nlocal-hostname: life\n", UserData: "#cloud-config\n"}
+	req.Labels = map[string]string{"suite": "e2e"}
+	op, err := c.CreateVM(ctx, req, client.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	waitOK(t, c, op)
+	vm, err := c.GetVM(ctx, "life")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vm.Status.PowerState != api.PowerRunning || vm.Status.PID == 0 || vm.Spec.Host != "local" {
+		t.Fatalf("after create: %+v", vm.Status)
+	}
+
+	// The marker, and the seed delivered as cloud-init NoCloud data.
+	log := waitConsole(t, c, "life", marker, 1)
+	waitConsole(t, c, "life", "seed instance-id=iid-life", 1)
+	_ = log
+
+	// The interactive serial console streams the guest's output live.
+	conn, err := c.Console(ctx, "life", "serial")
+	if err != nil {
+		t.Fatalf("opening the serial console: %v", err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	sc := bufio.NewScanner(conn)
+	live := false
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "polyvisor-tick") {
+			live = true
+			break
+		}
+	}
+	conn.Close()
+	if !live {
+		t.Fatalf("no tick line through the console websocket: %v", sc.Err())
+	}
+
+	// Pause: the guest stops printing. Resume: it goes on.
+	waitOK(t, c, mustOp(t)(c.PauseVM(ctx, "life")))
+	if vm, _ := c.GetVM(ctx, "life"); vm.Status.PowerState != api.PowerPaused {
+		t.Fatalf("after pause: %s", vm.Status.PowerState)
+	}
+	n1 := tickCount(t, c, "life")
+	time.Sleep(1500 * time.Millisecond)
+	if n2 := tickCount(t, c, "life"); n2 != n1 {
+		t.Fatalf("a paused guest printed %d tick lines", n2-n1)
+	}
+	waitOK(t, c, mustOp(t)(c.ResumeVM(ctx, "life")))
+	eventually(t, 10*time.Second, "ticks resume", func() error {
+		if tickCount(t, c, "life") > n1 {
+			return nil
+		}
+		return errNotYet
+	})
+
+	// A graceful stop goes through the guest's ACPI path.
+	pid := vm.Status.PID
+	waitOK(t, c, mustOp(t)(c.StopVM(ctx, "life", &api.VMStop{TimeoutSeconds: 60})))
+	vm, _ = c.GetVM(ctx, "life")
+	if vm.Status.PowerState != api.PowerStopped {
+		t.Fatalf("after stop: %s", vm.Status.PowerState)
+	}
+	waitConsole(t, c, "life", "acpi power button, powering off", 1)
+	if alive(pid) {
+		t.Fatalf("qemu %d still runs after stop", pid)
+	}
+
+	// Start again: a second boot, a new process.
+	waitOK(t, c, mustOp(t)(c.StartVM(ctx, "life")))
+	waitConsole(t, c, "life", marker, 2)
+	vm, _ = c.GetVM(ctx, "life")
+	if vm.Status.PID == 0 || vm.Status.PID == pid {
+		t.Fatalf("after start: pid %d (was %d)", vm.Status.PID, pid)
+	}
+
+	// Restart: graceful stop then start, a third boot.
+	waitOK(t, c, mustOp(t)(c.RestartVM(ctx, "life", nil)))
+	waitConsole(t, c, "life", marker, 3)
+
+	// Delete: the VM and its files are gone.
+	dir := srv.vmDir(vm.UID)
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("vm dir: %v", err)
+	}
+	waitOK(t, c, mustOp(t)(c.DeleteVM(ctx, "life", false)))
+	if _, err := c.GetVM(ctx, "life"); !client.IsNotFound(err) {
+		t.Fatalf("get after delete: %v", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("vm dir after delete: %v", err)
+	}
+	if pids := qemuPIDs(vm.UID); len(pids) != 0 {
+		t.Fatalf("qemu processes left: %v", pids)
+	}
+}
+
+type notYet struct{}
+
+func (notYet) Error() string { return "not yet" }
+
+var errNotYet error = notYet{}
+
+// mustOp turns an (op, err) pair into an op, failing the test on error.
+func mustOp(t *testing.T) func(*api.Operation, error) *api.Operation {
+	return func(op *api.Operation, err error) *api.Operation {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("request failed: %v", err)
+		}
+		return op
+	}
+}

@@ -1,0 +1,83 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/client"
+)
+
+// TestServerRestart kills the server (and its built-in agent) with SIGKILL
+// while a VM runs. The VM keeps running; the restarted server has every
+// object and operation; the restarted agent adopts the VM (same QEMU pid)
+// and starts no second QEMU.
+func TestServerRestart(t *testing.T) {
+	requireQEMU(t)
+	dir := t.TempDir()
+	srv := startServer(t, dir)
+	c := srv.c
+	ctx := context.Background()
+	importGuest(t, c)
+
+	waitOK(t, c, mustOp(t)(c.CreateVM(ctx, guestVM("survivor"), client.CreateOptions{})))
+	sleeper := guestVM("sleeper")
+	sleeper.PowerState = api.PowerStopped
+	sleeper.Labels = map[string]string{"tier": "db"}
+	waitOK(t, c, mustOp(t)(c.CreateVM(ctx, sleeper, client.CreateOptions{})))
+	waitConsole(t, c, "survivor", marker, 1)
+	before, err := c.GetVM(ctx, "survivor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := before.Status.PID
+	opsBefore, _ := c.ListAllOperations(ctx, api.ListOptions{})
+	imagesBefore, _ := c.ListAllImages(ctx, api.ListOptions{})
+
+	srv.kill9()
+	time.Sleep(500 * time.Millisecond)
+	if !alive(pid) {
+		t.Fatalf("qemu %d died with the agent", pid)
+	}
+
+	srv.start()
+	eventually(t, 30*time.Second, "the restarted agent reports the adopted vm", func() error {
+		vm, err := c.GetVM(ctx, "survivor")
+		if err != nil {
+			return err
+		}
+		if vm.Status.PowerState != api.PowerRunning || vm.Status.PID != pid {
+			return &api.Error{Message: "state " + vm.Status.PowerState}
+		}
+		return nil
+	})
+	if pids := qemuPIDs(before.UID); len(pids) != 1 || pids[0] != pid {
+		t.Fatalf("qemu processes for the vm: %v, want only %d", pids, pid)
+	}
+	sl, err := c.GetVM(ctx, "sleeper")
+	if err != nil || sl.Labels["tier"] != "db" || sl.Spec.PowerState != api.PowerStopped {
+		t.Fatalf("sleeper after restart: %+v %v", sl, err)
+	}
+	opsAfter, _ := c.ListAllOperations(ctx, api.ListOptions{})
+	byID := map[string]api.Operation{}
+	for _, op := range opsAfter {
+		byID[op.ID] = op
+	}
+	for _, op := range opsBefore {
+		got, ok := byID[op.ID]
+		if !ok || got.Status != op.Status || got.Kind != op.Kind {
+			t.Errorf("operation %s (%s %s) after restart: %+v", op.ID, op.Kind, op.Status, got)
+		}
+	}
+	imagesAfter, _ := c.ListAllImages(ctx, api.ListOptions{})
+	if len(imagesAfter) != len(imagesBefore) {
+		t.Errorf("images: %d before, %d after", len(imagesBefore), len(imagesAfter))
+	}
+
+	// The adopted VM is still under control.
+	waitOK(t, c, mustOp(t)(c.StopVM(ctx, "survivor", &api.VMStop{TimeoutSeconds: 60})))
+	if alive(pid) {
+		t.Fatalf("qemu %d runs after stop", pid)
+	}
+}

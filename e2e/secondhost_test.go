@@ -1,0 +1,180 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/client"
+)
+
+// netns is a network namespace with a veth link to the root namespace.
+type netns struct {
+	name, hostIP, nsIP string
+}
+
+func sh(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+func newNetns(t *testing.T) *netns {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the second-host test makes a network namespace and needs root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("ip (iproute2) is not installed (scripts/test.sh installs it)")
+	}
+	id := strconv.Itoa(os.Getpid() % 200)
+	n := &netns{name: "pv-e2e-" + id, hostIP: "10.213." + id + ".1", nsIP: "10.213." + id + ".2"}
+	veth, peer := "pve"+id+"a", "pve"+id+"b"
+	exec.Command("ip", "netns", "del", n.name).Run()
+	exec.Command("ip", "link", "del", veth).Run()
+	sh(t, "ip", "netns", "add", n.name)
+	t.Cleanup(func() {
+		exec.Command("ip", "netns", "del", n.name).Run()
+		exec.Command("ip", "link", "del", veth).Run()
+	})
+	sh(t, "ip", "link", "add", veth, "type", "veth", "peer", "name", peer)
+	sh(t, "ip", "link", "set", peer, "netns", n.name)
+	sh(t, "ip", "addr", "add", n.hostIP+"/24", "dev", veth)
+	sh(t, "ip", "link", "set", veth, "up")
+	sh(t, "ip", "netns", "exec", n.name, "ip", "addr", "add", n.nsIP+"/24", "dev", peer)
+	sh(t, "ip", "netns", "exec", n.name, "ip", "link", "set", peer, "up")
+	sh(t, "ip", "netns", "exec", n.name, "ip", "link", "set", "lo", "up")
+	return n
+}
+
+// agentProc is a `polyvisor agent` in a network namespace.
+type agentProc struct {
+	cmd  *exec.Cmd
+	log  *bytes.Buffer
+	done chan struct{}
+}
+
+func startAgent(t *testing.T, ns *netns, args ...string) *agentProc {
+	t.Helper()
+	a := &agentProc{log: &bytes.Buffer{}, done: make(chan struct{})}
+	a.cmd = exec.Command("ip", append([]string{"netns", "exec", ns.name, binary, "agent", "--log-level", "debug"}, args...)...)
+	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = a.cmd.Wait(); close(a.done) }()
+	t.Cleanup(func() {
+		_ = a.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-a.done:
+		case <-time.After(10 * time.Second):
+			_ = a.cmd.Process.Kill()
+		}
+		if t.Failed() {
+			t.Logf("agent log:\n%s", a.log)
+		}
+	})
+	return a
+}
+
+func netnsInode(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// TestSecondHost: an agent in its own network namespace joins over TLS
+// with a join token; a VM pinned to it runs there and its console reaches
+// the API through the agent. Killing that agent with SIGKILL leaves the VM
+// running, and the restarted agent adopts it.
+func TestSecondHost(t *testing.T) {
+	requireQEMU(t)
+	ns := newNetns(t)
+	port := freePort(t)
+	srv := startServerOn(t, t.TempDir(), port, "--listen", "0.0.0.0:"+strconv.Itoa(port), "--advertise-address", ns.hostIP)
+	c := srv.c
+	ctx := context.Background()
+	importGuest(t, c)
+
+	jt, err := c.CreateJoinToken(ctx, api.JoinTokenCreate{TTLSeconds: 600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentDir := t.TempDir()
+	t.Cleanup(func() { killQEMUs(agentDir) })
+	url := fmt.Sprintf("https://%s:%d", ns.hostIP, srv.port)
+	a := startAgent(t, ns, "--server", url, "--join-token", jt.Token, "--data-dir", agentDir, "--name", "host2", "--address", ns.nsIP)
+	eventually(t, 30*time.Second, "host2 joins and is ready", func() error {
+		h, err := c.GetHost(ctx, "host2")
+		if err != nil {
+			return err
+		}
+		if h.Status.State != api.HostReady {
+			return fmt.Errorf("host2 is %s", h.Status.State)
+		}
+		return nil
+	})
+
+	// The join token was single use.
+	if _, err := c.Register(ctx, api.AgentRegister{JoinToken: jt.Token, Host: "host3"}); client.HTTPStatus(err) != 401 {
+		t.Fatalf("reusing a join token: %v, want 401", err)
+	}
+
+	req := guestVM("remote")
+	req.Host = "host2"
+	waitOK(t, c, mustOp(t)(c.CreateVM(ctx, req, client.CreateOptions{})))
+	vm, err := c.GetVM(ctx, "remote")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vm.Spec.Host != "host2" || vm.Status.PID == 0 {
+		t.Fatalf("remote vm: host %s pid %d", vm.Spec.Host, vm.Status.PID)
+	}
+	if got, want := netnsInode(t, fmt.Sprintf("/proc/%d/ns/net", vm.Status.PID)), netnsInode(t, filepath.Join("/run/netns", ns.name)); got != want {
+		t.Fatalf("qemu %d runs in netns inode %d, want host2's %d", vm.Status.PID, got, want)
+	}
+	if !strings.HasPrefix(vm.Status.Console.Serial, agentDir) {
+		t.Fatalf("console %q is not under host2's data dir %s", vm.Status.Console.Serial, agentDir)
+	}
+	waitConsole(t, c, "remote", marker, 1)
+
+	// kill -9 the agent: the VM keeps running; the restarted agent adopts it.
+	pid := vm.Status.PID
+	_ = a.cmd.Process.Kill()
+	<-a.done
+	time.Sleep(300 * time.Millisecond)
+	if !alive(pid) {
+		t.Fatalf("qemu %d died with the agent", pid)
+	}
+	startAgent(t, ns, "--data-dir", agentDir)
+	eventually(t, 30*time.Second, "the restarted agent reports the vm", func() error {
+		vm, err := c.GetVM(ctx, "remote")
+		if err != nil {
+			return err
+		}
+		if vm.Status.PID != pid || vm.Status.PowerState != api.PowerRunning || vm.Status.UpdatedAt.Before(time.Now().Add(-5*time.Second)) {
+			return fmt.Errorf("pid %d state %s", vm.Status.PID, vm.Status.PowerState)
+		}
+		return nil
+	})
+	if pids := qemuPIDs(vm.UID); len(pids) != 1 {
+		t.Fatalf("qemu processes for the vm: %v, want one", pids)
+	}
+	waitOK(t, c, mustOp(t)(c.DeleteVM(ctx, "remote", false)))
+	if alive(pid) {
+		t.Fatalf("qemu %d runs after delete", pid)
+	}
+}

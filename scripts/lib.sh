@@ -1,0 +1,33 @@
+# Shared helpers of Polyvisor's scripts (sourced, not run).
+
+# need_root_or_sudo runs a command as root.
+as_root() {
+	if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# apt_install installs the Debian packages that are missing.
+apt_install() {
+	local missing=()
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	echo "==> installing ${missing[*]}"
+	as_root apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# ensure_go puts Go on PATH (the toolchain lives in /usr/local/go).
+ensure_go() {
+	if ! command -v go >/dev/null 2>&1; then
+		export PATH="/usr/local/go/bin:$PATH"
+	fi
+	if ! command -v go >/dev/null 2>&1; then
+		echo "Go is not installed: install Go 1.26 or later into /usr/local/go (https://go.dev/dl/)" >&2
+		exit 1
+	fi
+	export PATH="$(go env GOPATH)/bin:$PATH"
+}
+
+# The packages Polyvisor's QEMU hosts need.
+HOST_PACKAGES=(qemu-system-x86 qemu-utils busybox-static ca-certificates)
