@@ -18,9 +18,20 @@ import (
 	"github.com/polyvisor/polyvisor/client"
 )
 
+// rawRequestH sends a bodiless request with extra headers.
+func rawRequestH(t *testing.T, srv *serverProc, method, path string, headers map[string]string) (int, *api.Error) {
+	t.Helper()
+	return rawRequestFull(t, srv, method, path, "application/json", nil, headers)
+}
+
 // rawRequest sends a request over TLS with the admin token and decodes
 // the error.
 func rawRequest(t *testing.T, srv *serverProc, method, path, contentType string, body []byte) (int, *api.Error) {
+	t.Helper()
+	return rawRequestFull(t, srv, method, path, contentType, body, nil)
+}
+
+func rawRequestFull(t *testing.T, srv *serverProc, method, path, contentType string, body []byte, headers map[string]string) (int, *api.Error) {
 	t.Helper()
 	admin := srv.adminClient(t)
 	tok, _ := os.ReadFile(filepath.Join(srv.dataDir, "admin.token"))
@@ -30,6 +41,9 @@ func rawRequest(t *testing.T, srv *serverProc, method, path, contentType string,
 	}
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
 	resp, err := admin.HTTPClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -39,6 +53,18 @@ func rawRequest(t *testing.T, srv *serverProc, method, path, contentType string,
 	var eb api.ErrorBody
 	_ = json.Unmarshal(raw, &eb)
 	return resp.StatusCode, eb.Error
+}
+
+// fetchMetrics reads the server's Prometheus metrics.
+func fetchMetrics(t *testing.T, srv *serverProc) string {
+	t.Helper()
+	resp, err := srv.adminClient(t).HTTPClient().Get(fmt.Sprintf("https://127.0.0.1:%d/metrics", srv.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 func listDir(t *testing.T, dir string) []string {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -28,6 +29,19 @@ func TestVMLifecycle(t *testing.T) {
 	c := srv.c
 	ctx := context.Background()
 	importGuest(t, c)
+
+	// Follow the event stream for the whole test.
+	evCtx, stopEvents := context.WithCancel(ctx)
+	defer stopEvents()
+	events, _ := c.Events(evCtx, api.EventVM, api.EventOperation)
+	seenEvents := make(chan []api.Event, 1)
+	go func() {
+		var all []api.Event
+		for ev := range events {
+			all = append(all, ev)
+		}
+		seenEvents <- all
+	}()
 
 	req := guestVM("life")
 	req.CloudInit = &api.CloudInit{MetaData: "instance-id: iid-life\nlocal-hostname: life\n", UserData: "#cloud-config\n"}
@@ -67,6 +81,24 @@ func TestVMLifecycle(t *testing.T) {
 	conn.Close()
 	if !live {
 		t.Fatalf("no tick line through the console websocket: %v", sc.Err())
+	}
+
+	// The graphical console: QEMU's VNC server through the same path.
+	vnc, err := c.Console(ctx, "life", "vnc")
+	if err != nil {
+		t.Fatalf("opening the vnc console: %v", err)
+	}
+	_ = vnc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	banner := make([]byte, 12)
+	if _, err := io.ReadFull(vnc, banner); err != nil || !strings.HasPrefix(string(banner), "RFB 003.") {
+		t.Fatalf("vnc banner %q: %v", banner, err)
+	}
+	vnc.Close()
+
+	// An action based on a stale version is a conflict.
+	status, apiErr := rawRequestH(t, srv, "POST", "/v1/vms/life/pause", map[string]string{"If-Match": `"1"`})
+	if status != 409 || !strings.Contains(apiErr.Message, "changed since version 1") {
+		t.Fatalf("stale If-Match: %d %+v", status, apiErr)
 	}
 
 	// Pause: the guest stops printing. Resume: it goes on.
@@ -111,6 +143,34 @@ func TestVMLifecycle(t *testing.T) {
 	waitOK(t, c, mustOp(t)(c.RestartVM(ctx, "life", nil)))
 	waitConsole(t, c, "life", marker, 3)
 
+	// Actions on one VM are serialized: a stop and a start sent back to
+	// back run one after the other, the start waiting as pending.
+	stopOp := mustOp(t)(c.StopVM(ctx, "life", nil))
+	startOp := mustOp(t)(c.StartVM(ctx, "life"))
+	if startOp.Status != api.OpPending {
+		t.Fatalf("a start sent while a stop runs is %s, want pending", startOp.Status)
+	}
+	stopDone, startDone := waitOK(t, c, stopOp), waitOK(t, c, startOp)
+	if startDone.StartedAt.Before(stopDone.FinishedAt) {
+		t.Fatalf("start began at %s, before the stop ended at %s", startDone.StartedAt, stopDone.FinishedAt)
+	}
+	waitConsole(t, c, "life", marker, 4)
+
+	// Metrics tell what happened.
+	metrics := fetchMetrics(t, srv)
+	for _, want := range []string{
+		`polyvisor_api_requests_total{code="202",route="POST /v1/vms"} 1`,
+		`polyvisor_operations_finished_total{kind="vm.create",status="succeeded"} 1`,
+		`polyvisor_operations_finished_total{kind="vm.pause",status="succeeded"} 1`,
+		`polyvisor_vms{state="running"} 1`,
+		`polyvisor_host_cpus{host="local"}`,
+		`polyvisor_host_allocated_memory_bytes{host="local"} 2.68435456e+08`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+
 	// Delete: the VM and its files are gone.
 	dir := srv.vmDir(vm.UID)
 	if _, err := os.Stat(dir); err != nil {
@@ -125,6 +185,23 @@ func TestVMLifecycle(t *testing.T) {
 	}
 	if pids := qemuPIDs(vm.UID); len(pids) != 0 {
 		t.Fatalf("qemu processes left: %v", pids)
+	}
+
+	// The event stream saw the VM come and go and its operations finish.
+	stopEvents()
+	var created, deleted, createDone bool
+	for _, ev := range <-seenEvents {
+		switch {
+		case ev.Type == api.EventVM && ev.Object.Name == "life" && ev.Action == "created":
+			created = true
+		case ev.Type == api.EventVM && ev.Object.Name == "life" && ev.Action == "deleted":
+			deleted = true
+		case ev.Type == api.EventOperation && ev.Operation.Kind == api.OpVMCreate && ev.Operation.Status == api.OpSucceeded:
+			createDone = true
+		}
+	}
+	if !created || !deleted || !createDone {
+		t.Fatalf("events: vm created %v, deleted %v, create succeeded %v", created, deleted, createDone)
 	}
 }
 

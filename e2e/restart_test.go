@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -27,9 +28,15 @@ func TestServerRestart(t *testing.T) {
 	sleeper.Labels = map[string]string{"tier": "db"}
 	waitOK(t, c, mustOp(t)(c.CreateVM(ctx, sleeper, client.CreateOptions{})))
 	waitConsole(t, c, "survivor", marker, 1)
+	// A restart before the crash must not be carried out again after it.
+	waitOK(t, c, mustOp(t)(c.RestartVM(ctx, "survivor", nil)))
+	waitConsole(t, c, "survivor", marker, 2)
 	before, err := c.GetVM(ctx, "survivor")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if before.Spec.RestartCount != 1 || before.Status.ObservedRestartCount != 1 {
+		t.Fatalf("restart count: spec %d, observed %d", before.Spec.RestartCount, before.Status.ObservedRestartCount)
 	}
 	pid := before.Status.PID
 	opsBefore, _ := c.ListAllOperations(ctx, api.ListOptions{})
@@ -41,17 +48,22 @@ func TestServerRestart(t *testing.T) {
 		t.Fatalf("qemu %d died with the agent", pid)
 	}
 
+	restarted := time.Now()
 	srv.start()
 	eventually(t, 30*time.Second, "the restarted agent reports the adopted vm", func() error {
 		vm, err := c.GetVM(ctx, "survivor")
 		if err != nil {
 			return err
 		}
+		if vm.Status.UpdatedAt.Before(restarted) {
+			return errNotYet // still the status from before the crash
+		}
 		if vm.Status.PowerState != api.PowerRunning || vm.Status.PID != pid {
-			return &api.Error{Message: "state " + vm.Status.PowerState}
+			return fmt.Errorf("state %s pid %d, want running pid %d", vm.Status.PowerState, vm.Status.PID, pid)
 		}
 		return nil
 	})
+	time.Sleep(time.Second) // room for a wrong second start to show
 	if pids := qemuPIDs(before.UID); len(pids) != 1 || pids[0] != pid {
 		t.Fatalf("qemu processes for the vm: %v, want only %d", pids, pid)
 	}

@@ -104,7 +104,7 @@ func TestSecondHost(t *testing.T) {
 	requireQEMU(t)
 	ns := newNetns(t)
 	port := freePort(t)
-	srv := startServerOn(t, t.TempDir(), port, "--listen", "0.0.0.0:"+strconv.Itoa(port), "--advertise-address", ns.hostIP)
+	srv := startServerOn(t, t.TempDir(), port, "--listen", "0.0.0.0:"+strconv.Itoa(port), "--advertise-address", ns.hostIP, "--heartbeat-timeout", "3s")
 	c := srv.c
 	ctx := context.Background()
 	importGuest(t, c)
@@ -116,7 +116,7 @@ func TestSecondHost(t *testing.T) {
 	agentDir := t.TempDir()
 	t.Cleanup(func() { killQEMUs(agentDir) })
 	url := fmt.Sprintf("https://%s:%d", ns.hostIP, srv.port)
-	a := startAgent(t, ns, "--server", url, "--join-token", jt.Token, "--data-dir", agentDir, "--name", "host2", "--address", ns.nsIP)
+	a := startAgent(t, ns, "--heartbeat-interval", "500ms", "--server", url, "--join-token", jt.Token, "--data-dir", agentDir, "--name", "host2", "--address", ns.nsIP)
 	eventually(t, 30*time.Second, "host2 joins and is ready", func() error {
 		h, err := c.GetHost(ctx, "host2")
 		if err != nil {
@@ -159,14 +159,32 @@ func TestSecondHost(t *testing.T) {
 	if !alive(pid) {
 		t.Fatalf("qemu %d died with the agent", pid)
 	}
-	startAgent(t, ns, "--data-dir", agentDir)
+	// The dead host is noticed: not ready, its VM's state unknown.
+	eventually(t, 15*time.Second, "host2 is marked not ready", func() error {
+		h, err := c.GetHost(ctx, "host2")
+		if err != nil {
+			return err
+		}
+		vm, err := c.GetVM(ctx, "remote")
+		if err != nil {
+			return err
+		}
+		if h.Status.State != api.HostNotReady || vm.Status.PowerState != api.PowerUnknown {
+			return fmt.Errorf("host %s, vm %s", h.Status.State, vm.Status.PowerState)
+		}
+		return nil
+	})
+	startAgent(t, ns, "--heartbeat-interval", "500ms", "--data-dir", agentDir)
 	eventually(t, 30*time.Second, "the restarted agent reports the vm", func() error {
 		vm, err := c.GetVM(ctx, "remote")
 		if err != nil {
 			return err
 		}
-		if vm.Status.PID != pid || vm.Status.PowerState != api.PowerRunning || vm.Status.UpdatedAt.Before(time.Now().Add(-5*time.Second)) {
+		if vm.Status.PID != pid || vm.Status.PowerState != api.PowerRunning {
 			return fmt.Errorf("pid %d state %s", vm.Status.PID, vm.Status.PowerState)
+		}
+		if h, err := c.GetHost(ctx, "host2"); err != nil || h.Status.State != api.HostReady {
+			return fmt.Errorf("host2 not ready again: %v", err)
 		}
 		return nil
 	})

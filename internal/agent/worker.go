@@ -32,6 +32,7 @@ type worker struct {
 	doneGen         int64 // the generation last converged (or failed)
 	observedGen     int64 // the generation last converged successfully
 	observedRestart int64
+	primed          bool // observed* were read from the server's status
 	events          <-chan hypervisor.StateEvent
 	stopEvents      context.CancelFunc
 	retryAt         time.Time
@@ -105,8 +106,13 @@ func (w *worker) run(ctx context.Context) {
 		if vm == nil {
 			continue
 		}
-		if w.observedGen == 0 {
+		if !w.primed {
+			// What the server last heard from this host, possibly from
+			// before an agent restart: a restart already carried out is
+			// not carried out again.
 			w.observedGen = vm.Status.ObservedGeneration
+			w.observedRestart = vm.Status.ObservedRestartCount
+			w.primed = true
 		}
 		due := !w.retryAt.IsZero() && !time.Now().Before(w.retryAt)
 		if vm.Generation != w.doneGen || due {

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -27,6 +28,7 @@ func AgentCommand() *cobra.Command {
 	var (
 		serverURL, joinToken, dataDir, name, address string
 		logs                                         logFlags
+		heartbeat                                    time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -68,7 +70,7 @@ which also pins the server's CA; later starts reuse the saved credentials.`,
 			if err != nil {
 				return err
 			}
-			return runAgent(ctx, c, creds.Host, dataDir, address, log)
+			return runAgent(ctx, c, agentOptions{host: creds.Host, stateDir: dataDir, address: address, heartbeat: heartbeat, logger: log})
 		},
 	}
 	f := cmd.Flags()
@@ -77,6 +79,7 @@ which also pins the server's CA; later starts reuse the saved credentials.`,
 	f.StringVar(&dataDir, "data-dir", DefaultAgentDir, "directory for the agent's credentials, VMs and image cache")
 	f.StringVar(&name, "name", "", "this host's name (default: the hostname)")
 	f.StringVar(&address, "address", "", "this host's address, as reported to the server")
+	f.DurationVar(&heartbeat, "heartbeat-interval", 5*time.Second, "how often to report to the server (keep it well below the server's --heartbeat-timeout)")
 	logs.register(cmd)
 	return cmd
 }

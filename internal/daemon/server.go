@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -80,6 +81,7 @@ cluster named by --etcd-endpoints.`,
 	f.StringSliceVar(&advertise, "advertise-address", nil, "extra DNS names or IPs agents use to reach this server (added to its certificate)")
 	f.StringVar(&hostName, "host-name", "", "name of this host for the built-in agent (default: the hostname)")
 	f.BoolVar(&noAgent, "no-agent", false, "run no built-in agent (VMs run only on joined hosts)")
+	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", 15*time.Second, "mark a host not ready when its agent has not reported for this long")
 	f.Float64Var(&cfg.Scheduler.CPUOvercommit, "cpu-overcommit", 0, "vCPUs offered per physical CPU (default 4)")
 	f.Float64Var(&cfg.Scheduler.MemoryOvercommit, "memory-overcommit", 0, "memory overcommit ratio (default 1)")
 	logs.register(cmd)
@@ -177,17 +179,27 @@ func runBuiltinAgent(ctx context.Context, srv *server.Server, cfg server.Config,
 	if err != nil {
 		return err
 	}
-	return runAgent(ctx, c, host, stateDir, "", cfg.Logger)
+	// Heartbeat well within the server's timeout.
+	return runAgent(ctx, c, agentOptions{host: host, stateDir: stateDir, heartbeat: min(5*time.Second, cfg.HeartbeatTimeout/3), logger: cfg.Logger})
 }
 
-func runAgent(ctx context.Context, c *client.Client, host, stateDir, address string, logger *slog.Logger) error {
+// agentOptions are what runAgent needs besides the client.
+type agentOptions struct {
+	host, stateDir, address string
+	heartbeat               time.Duration
+	logger                  *slog.Logger
+}
+
+func runAgent(ctx context.Context, c *client.Client, o agentOptions) error {
+	host, stateDir, address, logger := o.host, o.stateDir, o.address, o.logger
 	drv, err := qemu.New(qemu.Config{StateDir: filepath.Join(stateDir, "vms"), Logger: logger.With("component", "qemu")})
 	if err != nil {
 		return fmt.Errorf("starting the qemu driver: %w", err)
 	}
 	a, err := agent.New(agent.Config{
 		Client: c, Host: host, StateDir: stateDir, Driver: drv, Address: address,
-		Logger: logger.With("component", "agent", "host", host),
+		HeartbeatInterval: o.heartbeat,
+		Logger:            logger.With("component", "agent", "host", host),
 	})
 	if err != nil {
 		return err

@@ -91,12 +91,18 @@ func (c *opController) removeActive(vm, id string) {
 
 // submit queues a VM operation, applying it at once when the VM has none
 // running. An action that cannot apply now is refused with its error.
-func (c *opController) submit(ctx context.Context, name, kind string, params any) (*api.Operation, error) {
+//
+// ifMatch, when not zero, is the VM version the client last read (the
+// If-Match header): a VM changed since is a conflict.
+func (c *opController) submit(ctx context.Context, name, kind string, params any, ifMatch int64) (*api.Operation, error) {
 	unlock := c.lockVM(name)
 	defer unlock()
 	vm, ok := c.s.vms.Get(name)
 	if !ok {
 		return nil, api.NotFound("vm", name)
+	}
+	if ifMatch != 0 && vm.Version != ifMatch {
+		return nil, api.Conflict("vm %q changed since version %d (it is now at version %d)", name, ifMatch, vm.Version)
 	}
 	if vm.Spec.Deletion != nil {
 		return nil, api.Conflict("vm %q is being deleted", name)

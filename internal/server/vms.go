@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
@@ -72,7 +74,22 @@ func (s *Server) getVM(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.NotFound("vm", r.PathValue("name")))
 		return
 	}
+	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(vm.Version, 10)))
 	writeJSON(w, http.StatusOK, vm)
+}
+
+// ifMatchVersion reads the optional If-Match header: the VM version (its
+// ETag) the client's action is based on.
+func ifMatchVersion(r *http.Request) (int64, error) {
+	v := r.Header.Get("If-Match")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(strings.Trim(v, `" `), 10, 64)
+	if err != nil || n <= 0 {
+		return 0, api.Invalid("If-Match", "must be a version as in the ETag of GET /v1/vms/{name}, not %q", v)
+	}
+	return n, nil
 }
 
 // idempotencyRecord maps a client's Idempotency-Key to the operation its
@@ -195,7 +212,12 @@ func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Invalid("keepDisks", "must be true or false, not %q", v))
 		return
 	}
-	op, err := s.opctl.submit(r.Context(), r.PathValue("name"), api.OpVMDelete, map[string]bool{"keepDisks": keep})
+	ifMatch, err := ifMatchVersion(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	op, err := s.opctl.submit(r.Context(), r.PathValue("name"), api.OpVMDelete, map[string]bool{"keepDisks": keep}, ifMatch)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -231,7 +253,12 @@ func (s *Server) vmActionHandler(action string) http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		op, err := s.opctl.submit(r.Context(), r.PathValue("name"), kind, params)
+		ifMatch, err := ifMatchVersion(r)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		op, err := s.opctl.submit(r.Context(), r.PathValue("name"), kind, params, ifMatch)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
