@@ -45,7 +45,7 @@ type Agent struct {
 	cache  *imageCache
 
 	mu      sync.Mutex
-	workers map[string]*worker           // by VM name
+	workers map[string]*worker            // by VM name
 	handles map[string]*hypervisor.Handle // recovered handles not yet claimed, by VM UID
 }
 

@@ -73,7 +73,9 @@ func TestValidateVMCreateErrorsNameTheField(t *testing.T) {
 		{"bad power state", func(r *api.VMCreate) { r.PowerState = "on" }, "powerState", "running, stopped or paused"},
 		{"bad label", func(r *api.VMCreate) { r.Labels = map[string]string{"ok": "no spaces"} }, "labels.ok", "not valid"},
 		{"unknown host", func(r *api.VMCreate) { r.Host = "h9" }, "host", "not found"},
-		{"huge user-data", func(r *api.VMCreate) { r.CloudInit = &api.CloudInit{UserData: strings.Repeat("x", maxCloudInitBytes+1)} }, "cloudInit.userData", "more than"},
+		{"huge user-data", func(r *api.VMCreate) {
+			r.CloudInit = &api.CloudInit{UserData: strings.Repeat("x", maxCloudInitBytes+1)}
+		}, "cloudInit.userData", "more than"},
 		{"stop timeout", func(r *api.VMCreate) { r.StopTimeoutSeconds = -1 }, "stopTimeoutSeconds", "from 1"},
 	}
 	for _, c := range cases {
