@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,9 @@ func TestVMLifecycle(t *testing.T) {
 	c := srv.c
 	ctx := context.Background()
 	importGuest(t, c)
+	if fi, err := os.Stat(filepath.Join(srv.dataDir, "admin.token")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin token file: %v %v, want mode 0600", fi, err)
+	}
 
 	// Follow the event stream for the whole test.
 	evCtx, stopEvents := context.WithCancel(ctx)

@@ -82,6 +82,25 @@ func TestServerRestart(t *testing.T) {
 			t.Errorf("operation %s (%s %s) after restart: %+v", op.ID, op.Kind, op.Status, got)
 		}
 	}
+	// Lists filter by label, state and host.
+	for _, f := range []struct {
+		opts api.ListOptions
+		want string
+	}{
+		{api.ListOptions{Selector: "tier=db"}, "[sleeper]"},
+		{api.ListOptions{Selector: "tier!=db"}, "[survivor]"},
+		{api.ListOptions{State: api.PowerRunning}, "[survivor]"},
+		{api.ListOptions{Host: "local"}, "[sleeper survivor]"},
+		{api.ListOptions{Host: "elsewhere"}, "[]"},
+	} {
+		vms, err := c.ListAllVMs(ctx, f.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(names(vms)); got != f.want {
+			t.Errorf("list %+v: %s, want %s", f.opts, got, f.want)
+		}
+	}
 	imagesAfter, _ := c.ListAllImages(ctx, api.ListOptions{})
 	if len(imagesAfter) != len(imagesBefore) {
 		t.Errorf("images: %d before, %d after", len(imagesBefore), len(imagesAfter))

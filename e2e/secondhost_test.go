@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -87,6 +88,30 @@ func startAgent(t *testing.T, ns *netns, args ...string) *agentProc {
 	return a
 }
 
+// hostCredentialsClient is a client with the host token an agent saved.
+func hostCredentialsClient(t *testing.T, agentDir string, srv *serverProc) *client.Client {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(agentDir, "credentials.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var creds struct {
+		Token  string `json:"token"`
+		CACert string `json:"caCert"`
+	}
+	if err := json.Unmarshal(raw, &creds); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(filepath.Join(agentDir, "credentials.json")); fi.Mode().Perm() != 0o600 {
+		t.Errorf("credentials.json mode %v, want 0600", fi.Mode().Perm())
+	}
+	c, err := client.New(client.Config{URL: fmt.Sprintf("https://127.0.0.1:%d", srv.port), Token: creds.Token, CACert: []byte(creds.CACert)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func netnsInode(t *testing.T, path string) uint64 {
 	t.Helper()
 	var st syscall.Stat_t
@@ -131,6 +156,27 @@ func TestSecondHost(t *testing.T) {
 	// The join token was single use.
 	if _, err := c.Register(ctx, api.AgentRegister{JoinToken: jt.Token, Host: "host3"}); client.HTTPStatus(err) != 401 {
 		t.Fatalf("reusing a join token: %v, want 401", err)
+	}
+
+	// A host sees only what is its own.
+	hostClient := hostCredentialsClient(t, agentDir, srv)
+	local := guestVM("on-local")
+	local.Host, local.PowerState = "local", api.PowerStopped
+	waitOK(t, c, mustOp(t)(c.CreateVM(ctx, local, client.CreateOptions{})))
+	if _, err := hostClient.ListVMs(ctx, api.ListOptions{}); client.HTTPStatus(err) != 403 {
+		t.Errorf("host2 listing vms: %v, want 403", err)
+	}
+	if _, err := hostClient.PutVMStatus(ctx, "on-local", api.VMStatus{PowerState: api.PowerRunning}); client.HTTPStatus(err) != 404 {
+		t.Errorf("host2 reporting another host's vm: %v, want 404", err)
+	}
+	if _, err := hostClient.PutHostStatus(ctx, "local", api.HostStatus{CPUs: 1, MemoryMiB: 1}); client.HTTPStatus(err) != 403 {
+		t.Errorf("host2 reporting for host local: %v, want 403", err)
+	}
+	if _, err := hostClient.CreateJoinToken(ctx, api.JoinTokenCreate{}); client.HTTPStatus(err) != 403 {
+		t.Errorf("host2 minting a join token: %v, want 403", err)
+	}
+	if _, err := hostClient.GetImage(ctx, imgDisk); err != nil {
+		t.Errorf("host2 reading an image it may need: %v", err)
 	}
 
 	req := guestVM("remote")
