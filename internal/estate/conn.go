@@ -1,0 +1,316 @@
+package estate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/provider"
+	"github.com/polyvisor/polyvisor/internal/store"
+)
+
+// conn is the connection to one provider and the mirror of its inventory.
+type conn struct {
+	m    *Manager
+	log  *slog.Logger
+	name string
+	typ  string
+	spec api.ProviderSpec
+
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	prov  provider.Provider      // nil while disconnected
+	vmIDs map[string]string      // native VM id -> Polyvisor name
+	hosts map[string]string      // native host id -> Polyvisor name
+	seen  map[string]provider.VM // native VM id -> last seen
+	other api.ProviderInventory  // datacenters, clusters, datastores, networks
+	caps  provider.Capabilities
+}
+
+func newConn(m *Manager, p *api.Provider) *conn {
+	c := &conn{
+		m: m, log: m.log.With("provider", p.Name), name: p.Name, typ: p.Spec.Type, spec: p.Spec,
+		done: make(chan struct{}), vmIDs: map[string]string{}, hosts: map[string]string{}, seen: map[string]provider.VM{},
+	}
+	// Names given before a restart stay the same.
+	for _, vm := range listAll(m.cfg.VMs) {
+		if ref := vm.Spec.Provider; ref != nil && ref.Name == p.Name && ref.ID != "" {
+			c.vmIDs[ref.ID] = vm.Name
+		}
+	}
+	for _, h := range listAll(m.cfg.Hosts) {
+		if h.Provider != nil && h.Provider.Name == p.Name {
+			c.hosts[h.Provider.ID] = h.Name
+		}
+	}
+	return c
+}
+
+func (c *conn) stop() {
+	if c.cancel != nil {
+		c.cancel()
+		<-c.done
+	}
+}
+
+func (c *conn) provider() provider.Provider {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.prov
+}
+
+func (c *conn) inventory() *api.ProviderInventory {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	inv := c.other
+	return &inv
+}
+
+// run connects, syncs and follows changes; when the connection is lost it
+// marks the inventory stale and reconnects with backoff.
+func (c *conn) run(parent context.Context) {
+	ctx, cancel := context.WithCancel(parent)
+	c.cancel = cancel
+	defer close(c.done)
+	backoff := time.Second
+	for ctx.Err() == nil {
+		err := c.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		c.log.Warn("provider connection lost", "err", err, "retry_in", backoff)
+		c.markStale(ctx, err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+// session is one connection: connect, sync, then follow events and resync
+// periodically until the provider is lost.
+func (c *conn) session(ctx context.Context) error {
+	p0, ok := c.m.cfg.Providers.Get(c.name)
+	if !ok {
+		return errors.New("provider removed")
+	}
+	cfg, err := c.m.providerConfig(p0)
+	if err != nil {
+		return err
+	}
+	p, err := c.m.cfg.Factory(c.typ, cfg, c.log)
+	if err != nil {
+		return err
+	}
+	c.setState(ctx, api.ProviderConnecting, "", nil)
+	if err := p.Connect(ctx); err != nil {
+		return fmt.Errorf("connecting: %w", err)
+	}
+	defer p.Close()
+	c.mu.Lock()
+	c.prov, c.caps = p, p.Capabilities()
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.prov = nil
+		c.mu.Unlock()
+	}()
+	if err := c.fullSync(ctx, p); err != nil {
+		return err
+	}
+	c.log.Info("provider connected and synced")
+	// Work that waited for the connection.
+	for _, vm := range listAll(c.m.cfg.VMs) {
+		if vm.Spec.Provider != nil && vm.Spec.Provider.Name == c.name && needsWork(vm) {
+			c.m.kick(ctx, vm.Name)
+		}
+	}
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	resync := make(chan struct{}, 1)
+	watchErr := make(chan error, 1)
+	go func() {
+		watchErr <- p.Watch(wctx, func(ch provider.Change) {
+			if ch.Resync {
+				select {
+				case resync <- struct{}{}:
+				default:
+				}
+				return
+			}
+			c.apply(wctx, ch)
+		})
+	}()
+	tick := time.NewTicker(c.m.cfg.ResyncInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-watchErr:
+			if err == nil {
+				err = errors.New("event stream ended")
+			}
+			return err
+		case <-resync:
+		case <-tick.C:
+		}
+		if err := c.fullSync(ctx, p); err != nil {
+			return err
+		}
+	}
+}
+
+// fullSync mirrors the whole inventory: what is new or changed is written,
+// what is gone is removed.
+func (c *conn) fullSync(ctx context.Context, p provider.Provider) error {
+	inv, err := p.Inventory(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the inventory: %w", err)
+	}
+	c.mu.Lock()
+	c.other = otherInventory(inv)
+	c.mu.Unlock()
+	liveHosts := map[string]bool{}
+	for i := range inv.Hosts {
+		liveHosts[inv.Hosts[i].ID] = true
+		c.upsertHost(ctx, &inv.Hosts[i], inv)
+	}
+	liveVMs := map[string]bool{}
+	vms := 0
+	for i := range inv.VMs {
+		if inv.VMs[i].Template {
+			continue
+		}
+		vms++
+		liveVMs[inv.VMs[i].ID] = true
+		c.upsertVM(ctx, &inv.VMs[i])
+	}
+	for _, vm := range listAll(c.m.cfg.VMs) {
+		if ref := vm.Spec.Provider; ref != nil && ref.Name == c.name && ref.ID != "" && !liveVMs[ref.ID] {
+			c.deleteVM(ctx, ref.ID)
+		}
+	}
+	for _, h := range listAll(c.m.cfg.Hosts) {
+		if h.Provider != nil && h.Provider.Name == c.name && !liveHosts[h.Provider.ID] {
+			if err := c.m.cfg.Hosts.Delete(ctx, h.Name, 0); err != nil && !errors.Is(err, store.ErrNotFound) {
+				c.log.Warn("removing a host gone from the provider", "host", h.Name, "err", err)
+			}
+		}
+	}
+	counts := api.ProviderCounts{
+		Datacenters: len(inv.Datacenters), Clusters: len(inv.Clusters), Hosts: len(inv.Hosts),
+		Datastores: len(inv.Datastores), Networks: len(inv.Networks), VMs: vms,
+	}
+	c.setState(ctx, api.ProviderConnected, "", &counts)
+	return nil
+}
+
+func otherInventory(inv *provider.Inventory) api.ProviderInventory {
+	out := api.ProviderInventory{
+		Datacenters: []api.InventoryItem{}, Clusters: []api.InventoryItem{},
+		Datastores: []api.InventoryItem{}, Networks: []api.InventoryItem{}, Templates: []api.InventoryItem{},
+	}
+	for _, d := range inv.Datacenters {
+		out.Datacenters = append(out.Datacenters, api.InventoryItem{ID: d.ID, Name: d.Name})
+	}
+	for _, cl := range inv.Clusters {
+		out.Clusters = append(out.Clusters, api.InventoryItem{ID: cl.ID, Name: cl.Name, Datacenter: cl.Datacenter})
+	}
+	for _, d := range inv.Datastores {
+		out.Datastores = append(out.Datastores, api.InventoryItem{ID: d.ID, Name: d.Name, Datacenter: d.Datacenter, CapacityBytes: d.CapacityBytes, FreeBytes: d.FreeBytes})
+	}
+	for _, n := range inv.Networks {
+		out.Networks = append(out.Networks, api.InventoryItem{ID: n.ID, Name: n.Name, Datacenter: n.Datacenter})
+	}
+	for _, v := range inv.VMs {
+		if v.Template {
+			out.Templates = append(out.Templates, api.InventoryItem{ID: v.ID, Name: v.Name, Datacenter: v.Datacenter})
+		}
+	}
+	return out
+}
+
+// apply mirrors one change the provider reported.
+func (c *conn) apply(ctx context.Context, ch provider.Change) {
+	switch {
+	case ch.VM != nil && ch.VM.Template:
+		// A VM turned into a template is no longer a VM to run.
+		c.deleteVM(ctx, ch.VM.ID)
+	case ch.VM != nil:
+		c.upsertVM(ctx, ch.VM)
+	case ch.DeletedVM != "":
+		c.deleteVM(ctx, ch.DeletedVM)
+	case ch.Host != nil:
+		c.upsertHost(ctx, ch.Host, nil)
+	}
+}
+
+// setState records the connection's state on the provider object.
+func (c *conn) setState(ctx context.Context, state, msg string, counts *api.ProviderCounts) {
+	c.mu.Lock()
+	caps := c.caps
+	c.mu.Unlock()
+	for range 10 {
+		cur, ok := c.m.cfg.Providers.Get(c.name)
+		if !ok {
+			return
+		}
+		next := store.Clone(cur)
+		next.Status.State, next.Status.Message = state, msg
+		if state == api.ProviderConnected {
+			next.Status.Stale = false
+			next.Status.LastSync = time.Now().UTC()
+			next.Status.Capabilities = api.ProviderCapabilities(caps)
+		}
+		if counts != nil {
+			next.Status.Inventory = *counts
+		}
+		if state == api.ProviderDisconnected {
+			next.Status.Stale = true
+		}
+		if reflect.DeepEqual(next.Status, cur.Status) {
+			return
+		}
+		if _, err := c.m.cfg.Providers.Update(ctx, c.name, next, cur.Version); err == nil || !errors.Is(err, store.ErrConflict) {
+			return
+		}
+	}
+}
+
+// markStale keeps the last inventory but says it is stale: the provider
+// is disconnected, its hosts not ready, its VMs' state unknown.
+func (c *conn) markStale(ctx context.Context, cause error) {
+	msg := ""
+	if cause != nil {
+		msg = cause.Error()
+	}
+	c.setState(ctx, api.ProviderDisconnected, msg, nil)
+	for _, h := range listAll(c.m.cfg.Hosts) {
+		if h.Provider == nil || h.Provider.Name != c.name || h.Provider.Stale {
+			continue
+		}
+		next := store.Clone(h)
+		next.Provider.Stale = true
+		next.Status.State = api.HostNotReady
+		_, _ = c.m.cfg.Hosts.Update(ctx, h.Name, next, h.Version)
+	}
+	for _, vm := range listAll(c.m.cfg.VMs) {
+		if vm.Spec.Provider == nil || vm.Spec.Provider.Name != c.name || vm.Spec.Provider.Stale {
+			continue
+		}
+		next := store.Clone(vm)
+		next.Spec.Provider.Stale = true
+		next.Status.Reason = "provider " + c.name + " is disconnected; last known state"
+		_, _ = c.m.cfg.VMs.Update(ctx, vm.Name, next, vm.Version)
+	}
+}

@@ -1,0 +1,200 @@
+package estate
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/provider"
+	"github.com/polyvisor/polyvisor/internal/store"
+)
+
+// hostName returns (assigning the first time) the Polyvisor name of a
+// native host.
+func (c *conn) hostName(id, native string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n, ok := c.hosts[id]; ok {
+		return n
+	}
+	n := uniqueName(native, c.name, id, func(n string) bool {
+		h, ok := c.m.cfg.Hosts.Get(n)
+		return ok && (h.Provider == nil || h.Provider.Name != c.name || h.Provider.ID != id)
+	})
+	c.hosts[id] = n
+	return n
+}
+
+func (c *conn) knownHost(id string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hosts[id]
+}
+
+// upsertHost mirrors a provider host as a Polyvisor host.
+func (c *conn) upsertHost(ctx context.Context, ph *provider.Host, inv *provider.Inventory) {
+	name := c.hostName(ph.ID, ph.Name)
+	ref := &api.ProviderRef{Name: c.name, Type: c.typ, ID: ph.ID, Path: ph.Name, Datacenter: ph.Datacenter, Cluster: ph.Cluster}
+	state := api.HostReady
+	if ph.State != provider.HostConnected {
+		state = api.HostNotReady
+	}
+	for range 10 {
+		now := time.Now().UTC()
+		cur, ok := c.m.cfg.Hosts.Get(name)
+		next := &api.Host{Meta: api.Meta{Name: name, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now}}
+		if ok {
+			next = store.Clone(cur)
+		}
+		next.Provider = ref
+		next.Status.State, next.Status.CPUs, next.Status.MemoryMiB = state, ph.CPUs, ph.MemoryMiB
+		next.Status.QEMUVersion, next.Status.Drivers = ph.Version, []string{c.typ}
+		next.Status.LastHeartbeat = time.Time{}
+		if ok && reflect.DeepEqual(next.Status, cur.Status) && reflect.DeepEqual(next.Provider, cur.Provider) {
+			return
+		}
+		var err error
+		if ok {
+			next.UpdatedAt = now
+			_, err = c.m.cfg.Hosts.Update(ctx, name, next, cur.Version)
+		} else {
+			_, err = c.m.cfg.Hosts.Create(ctx, name, next)
+		}
+		if err == nil || !(errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrExists)) {
+			if err != nil {
+				c.log.Warn("mirroring host", "host", name, "err", err)
+			}
+			return
+		}
+	}
+}
+
+// vmName returns the Polyvisor name of a native VM, assigning one the first
+// time. ok is false for a VM Polyvisor is itself creating and has not
+// recorded the id of yet: that one is left to its create.
+func (c *conn) vmName(pv *provider.VM) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n, ok := c.vmIDs[pv.ID]; ok {
+		return n, true
+	}
+	if vm, ok := c.m.cfg.VMs.Get(sanitize(pv.Name)); ok && vm.Spec.Provider != nil &&
+		vm.Spec.Provider.Name == c.name && vm.Spec.Provider.ID == "" && vm.Name == pv.Name {
+		return "", false
+	}
+	n := uniqueName(pv.Name, c.name, pv.ID, func(n string) bool {
+		_, taken := c.m.cfg.VMs.Get(n)
+		return taken
+	})
+	c.vmIDs[pv.ID] = n
+	return n, true
+}
+
+// observedStatus is what a provider VM's status says of it.
+func (c *conn) observedStatus(pv *provider.VM, base api.VMStatus) api.VMStatus {
+	st := base
+	st.PowerState = pv.PowerState
+	st.Driver = c.typ
+	st.IPs = pv.IPs
+	st.Disks = nil
+	for _, d := range pv.Disks {
+		st.Disks = append(st.Disks, api.DiskStatus{Name: d.Name, Path: d.Path, Format: d.Format, SizeMiB: d.SizeBytes >> 20})
+	}
+	st.Reason = ""
+	return st
+}
+
+// upsertVM mirrors a provider VM. Its status always follows the provider;
+// its desired state follows too (an out-of-band change) unless Polyvisor
+// is itself changing the VM.
+func (c *conn) upsertVM(ctx context.Context, pv *provider.VM) {
+	c.mu.Lock()
+	c.seen[pv.ID] = *pv
+	c.mu.Unlock()
+	name, ok := c.vmName(pv)
+	if !ok {
+		return
+	}
+	host := c.knownHost(pv.Host)
+	for range 10 {
+		now := time.Now().UTC()
+		cur, exists := c.m.cfg.VMs.Get(name)
+		if exists && (cur.Spec.Provider == nil || cur.Spec.Provider.Name != c.name || cur.Spec.Provider.ID != pv.ID) {
+			// The name now belongs to another VM; name this one anew.
+			c.mu.Lock()
+			delete(c.vmIDs, pv.ID)
+			c.mu.Unlock()
+			name, _ = c.vmName(pv)
+			continue
+		}
+		var next *api.VM
+		if exists {
+			next = store.Clone(cur)
+		} else {
+			next = &api.VM{Meta: api.Meta{Name: name, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now}}
+			next.Spec.StopTimeoutSeconds = 30
+		}
+		ref := next.Spec.Provider
+		if ref == nil {
+			ref = &api.ProviderRef{}
+		}
+		next.Spec.Provider = &api.ProviderRef{Name: c.name, Type: c.typ, ID: pv.ID, Path: pv.Path, Datacenter: pv.Datacenter,
+			Cluster: pv.Cluster, GuestOS: pv.GuestOS, Template: ref.Template, Datastore: ref.Datastore}
+		if host != "" {
+			next.Spec.Host = host
+		}
+		next.Status = c.observedStatus(pv, next.Status)
+		settled := !exists || (!c.m.cfg.Busy(name) && cur.Status.ObservedGeneration >= cur.Generation && cur.Spec.Deletion == nil)
+		if settled {
+			desired := next.Spec
+			desired.PowerState, desired.VCPUs, desired.MemoryMiB = pv.PowerState, pv.VCPUs, pv.MemoryMiB
+			desired.NICs = nil
+			for _, n := range pv.NICs {
+				desired.NICs = append(desired.NICs, api.NIC{Network: n.Network, MAC: n.MAC})
+			}
+			if !reflect.DeepEqual(desired, next.Spec) {
+				next.Spec = desired
+				if exists {
+					next.Generation++
+				}
+			}
+			next.Status.ObservedGeneration = next.Generation
+		}
+		var err error
+		if exists {
+			if reflect.DeepEqual(next, cur) {
+				return
+			}
+			next.UpdatedAt = now
+			_, err = c.m.cfg.VMs.Update(ctx, name, next, cur.Version)
+		} else {
+			_, err = c.m.cfg.VMs.Create(ctx, name, next)
+		}
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrExists) {
+			c.log.Warn("mirroring vm", "vm", name, "err", err)
+			return
+		}
+	}
+}
+
+// deleteVM removes a VM that is gone from the provider.
+func (c *conn) deleteVM(ctx context.Context, id string) {
+	c.mu.Lock()
+	name, ok := c.vmIDs[id]
+	delete(c.vmIDs, id)
+	delete(c.seen, id)
+	c.mu.Unlock()
+	if !ok {
+		return
+	}
+	if vm, ok := c.m.cfg.VMs.Get(name); ok && vm.Spec.Provider != nil && vm.Spec.Provider.ID == id {
+		if err := c.m.cfg.VMs.Delete(ctx, name, vm.Version); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrConflict) {
+			c.log.Warn("removing a vm gone from the provider", "vm", name, "err", err)
+		}
+	}
+}
