@@ -244,6 +244,10 @@ func (a *Agent) reapOrphans(ctx context.Context, seen map[string]bool) {
 	a.mu.Lock()
 	var orphans []*hypervisor.Handle
 	for uid, h := range a.handles {
+		if host := h.Extra[extraHost]; host != "" && host != a.cfg.Host {
+			a.log.Warn("leaving alone a vm made for another host name", "vm", h.Name, "uid", uid, "host", host)
+			continue
+		}
 		if !seen[uid] {
 			orphans = append(orphans, h)
 			delete(a.handles, uid)

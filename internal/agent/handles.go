@@ -14,6 +14,10 @@ import (
 // <state>/handles/<uid>.json, written atomically, so that a restarted agent
 // finds the VMs that kept running.
 
+// extraHost records in a handle the host the VM was made for, so that an
+// agent started under another name never takes it for its own.
+const extraHost = "polyvisor.host"
+
 func handleDir(stateDir string) string { return filepath.Join(stateDir, "handles") }
 
 func handlePath(stateDir, uid string) string {
@@ -23,6 +27,10 @@ func handlePath(stateDir, uid string) string {
 // persist saves the worker's handle after a driver call that may have
 // changed it.
 func (w *worker) persist(h *hypervisor.Handle) error {
+	if h.Extra == nil {
+		h.Extra = map[string]string{}
+	}
+	h.Extra[extraHost] = w.a.cfg.Host
 	w.setHandle(h)
 	raw, err := json.MarshalIndent(h, "", "  ")
 	if err != nil {

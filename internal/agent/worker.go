@@ -115,10 +115,15 @@ func (w *worker) run(ctx context.Context) {
 			w.primed = true
 		}
 		due := !w.retryAt.IsZero() && !time.Now().Before(w.retryAt)
-		if vm.Generation != w.doneGen || due {
+		switch {
+		case vm.Generation != w.doneGen || due:
 			if done := w.converge(ctx, vm); done {
 				return
 			}
+		case vm.Status.PowerState == api.PowerUnknown:
+			// The server lost track of this host for a while: tell it
+			// again what it missed.
+			w.report(ctx, vm, vm.Status.Error)
 		}
 		if !w.retryAt.IsZero() {
 			retry.Reset(max(time.Until(w.retryAt), 0))
@@ -130,6 +135,9 @@ func (w *worker) run(ctx context.Context) {
 // returns true when the VM is gone and the worker should end.
 func (w *worker) converge(ctx context.Context, vm *api.VM) bool {
 	w.doneGen = vm.Generation
+	// A hypervisor that stops answering must not hold the VM forever.
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(vm.Spec.StopTimeoutSeconds)*time.Second+convergeTimeout)
+	defer cancel()
 	if vm.Spec.Deletion != nil {
 		if err := w.remove(ctx, vm.Spec.Deletion.KeepDisks); err != nil {
 			w.fail(ctx, vm, err)
@@ -349,6 +357,9 @@ func (w *worker) onEvent(ctx context.Context, ev hypervisor.StateEvent) {
 	}
 	w.report(ctx, vm, nil)
 }
+
+// convergeTimeout bounds one convergence, besides the stop timeout.
+const convergeTimeout = 3 * time.Minute
 
 // guestShutdown is the reason a driver gives when the guest powered off.
 const guestShutdown = "guest shut down"

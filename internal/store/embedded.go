@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -72,10 +74,22 @@ func startEmbedded(ctx context.Context, dataDir string, log *slog.Logger) (*embe
 	cfg.Name = embeddedName
 	cfg.Dir = filepath.Join(dataDir, "etcd")
 
-	clientURL := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
-	if sock := filepath.Join(dataDir, "etcd.sock"); len(sock) <= maxUnixPath {
-		clientURL = url.URL{Scheme: "unix", Path: sock}
+	// Clients reach the embedded etcd only through a unix socket that only
+	// this user can open: etcd has no authentication here. A data dir too
+	// deep for a socket path gets one in a private run dir instead.
+	sock := filepath.Join(dataDir, "etcd.sock")
+	if len(sock) > maxUnixPath {
+		sum := sha256.Sum256([]byte(dataDir))
+		run := filepath.Join(os.TempDir(), fmt.Sprintf("polyvisor-%d", os.Getuid()))
+		if err := os.MkdirAll(run, 0o700); err != nil {
+			return nil, fmt.Errorf("making the etcd socket dir: %w", err)
+		}
+		if err := os.Chmod(run, 0o700); err != nil {
+			return nil, fmt.Errorf("securing the etcd socket dir: %w", err)
+		}
+		sock = filepath.Join(run, "etcd-"+hex.EncodeToString(sum[:8])+".sock")
 	}
+	clientURL := url.URL{Scheme: "unix", Path: sock}
 	cfg.ListenClientUrls = []url.URL{clientURL}
 	// Advertised URLs are only published in the member list, which nothing
 	// reads; etcd insists they be host:port.

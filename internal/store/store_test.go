@@ -47,14 +47,19 @@ func TestEmbeddedEndpoint(t *testing.T) {
 		t.Errorf("create after the refused open: %v", err)
 	}
 
-	// A data dir too deep for a unix socket falls back to a loopback port.
+	// A data dir too deep for a unix socket gets one in a private run dir,
+	// never an unauthenticated TCP port.
 	deep := filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 40))
 	s2 := openStore(t, Config{DataDir: deep, Logger: testLogger(t)})
-	if ep := s2.Endpoints(); len(ep) != 1 || !strings.HasPrefix(ep[0], "http://127.0.0.1:") || strings.HasSuffix(ep[0], ":0") {
-		t.Errorf("endpoints with a long data dir = %v, want a 127.0.0.1 port", ep)
+	ep = s2.Endpoints()
+	if len(ep) != 1 || !strings.HasPrefix(ep[0], "unix://") {
+		t.Fatalf("endpoints with a long data dir = %v, want a unix socket", ep)
+	}
+	if fi, err := os.Stat(filepath.Dir(strings.TrimPrefix(ep[0], "unix://"))); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("socket dir: %v %v, want mode 0700", fi, err)
 	}
 	if _, err := s2.vms.Create(ctx, "x", newVM("x")); err != nil {
-		t.Errorf("create over tcp: %v", err)
+		t.Errorf("create over the socket: %v", err)
 	}
 }
 

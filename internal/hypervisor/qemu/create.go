@@ -77,6 +77,17 @@ func (d *Driver) Create(ctx context.Context, cfg hypervisor.VMConfig) (h *hyperv
 		return nil, fmt.Errorf("making state dir: %w", err)
 	}
 	dir := filepath.Join(stateDir, cfg.UID)
+	if _, err := os.Stat(dir); err == nil {
+		// Left by a create the agent did not see finish. Nothing can run
+		// from it unless a QEMU names it: then refuse rather than clobber.
+		if _, _, running := runningFromPidfile(&hypervisor.Handle{Dir: dir, UID: cfg.UID}); running {
+			return nil, fmt.Errorf("creating vm %s: a qemu already runs from %s", cfg.UID, dir)
+		}
+		d.log.Warn("removing a half-made vm dir", "dir", dir)
+		if err := os.RemoveAll(dir); err != nil {
+			return nil, fmt.Errorf("removing a half-made vm dir: %w", err)
+		}
+	}
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("making vm dir: %w", err)
 	}

@@ -28,6 +28,11 @@ func (d *Driver) Start(ctx context.Context, h *hypervisor.Handle, cfg hypervisor
 	if processAlive(h.PID, h.PIDStart) {
 		return fmt.Errorf("starting vm %s: already running as pid %d", h.UID, h.PID)
 	}
+	if d.adopt(h) {
+		// A QEMU for this VM already runs (its start outlived the agent
+		// that made it): never start a second one.
+		return nil
+	}
 	cfg.UID = h.UID
 	if err := validate(cfg); err != nil {
 		return err
@@ -306,7 +311,7 @@ func (d *Driver) Recover(ctx context.Context, h *hypervisor.Handle) (hypervisor.
 	if err := checkHandle(h); err != nil {
 		return hypervisor.Status{}, err
 	}
-	if !processAlive(h.PID, h.PIDStart) {
+	if !processAlive(h.PID, h.PIDStart) && !d.adopt(h) {
 		if err := d.markStopped(h); err != nil {
 			return hypervisor.Status{}, err
 		}
