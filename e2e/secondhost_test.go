@@ -175,8 +175,8 @@ func TestSecondHost(t *testing.T) {
 	if _, err := hostClient.CreateJoinToken(ctx, api.JoinTokenCreate{}); client.HTTPStatus(err) != 403 {
 		t.Errorf("host2 minting a join token: %v, want 403", err)
 	}
-	if _, err := hostClient.GetImage(ctx, imgDisk); err != nil {
-		t.Errorf("host2 reading an image it may need: %v", err)
+	if _, err := hostClient.GetImage(ctx, imgDisk); !client.IsNotFound(err) {
+		t.Errorf("host2 reading an image none of its vms uses: %v, want 404", err)
 	}
 
 	req := guestVM("remote")
@@ -196,6 +196,9 @@ func TestSecondHost(t *testing.T) {
 		t.Fatalf("console %q is not under host2's data dir %s", vm.Status.Console.Serial, agentDir)
 	}
 	waitConsole(t, c, "remote", marker, 1)
+	if _, err := hostClient.GetImage(ctx, imgDisk); err != nil {
+		t.Errorf("host2 reading an image its vm uses: %v", err)
+	}
 
 	// kill -9 the agent: the VM keeps running; the restarted agent adopts it.
 	pid := vm.Status.PID

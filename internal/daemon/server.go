@@ -19,6 +19,7 @@ import (
 	"github.com/polyvisor/polyvisor/client"
 	"github.com/polyvisor/polyvisor/internal/agent"
 	"github.com/polyvisor/polyvisor/internal/hypervisor/qemu"
+	"github.com/polyvisor/polyvisor/internal/provider/registry"
 	"github.com/polyvisor/polyvisor/internal/server"
 )
 
@@ -49,6 +50,7 @@ cluster named by --etcd-endpoints.`,
 			}
 			cfg.Logger = log
 			cfg.AdvertiseAddresses = advertise
+			cfg.ProviderFactory = registry.New
 			if cfg.Socket == "" {
 				cfg.Socket = filepath.Join(cfg.DataDir, "polyvisor.sock")
 			}
@@ -82,6 +84,7 @@ cluster named by --etcd-endpoints.`,
 	f.StringVar(&hostName, "host-name", "", "name of this host for the built-in agent (default: the hostname)")
 	f.BoolVar(&noAgent, "no-agent", false, "run no built-in agent (VMs run only on joined hosts)")
 	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", 15*time.Second, "mark a host not ready when its agent has not reported for this long")
+	f.DurationVar(&cfg.ProviderResync, "provider-resync", time.Minute, "how often a provider's inventory is fully resynced besides its events")
 	f.Float64Var(&cfg.Scheduler.CPUOvercommit, "cpu-overcommit", 0, "vCPUs offered per physical CPU (default 4)")
 	f.Float64Var(&cfg.Scheduler.MemoryOvercommit, "memory-overcommit", 0, "memory overcommit ratio (default 1)")
 	logs.register(cmd)
@@ -157,7 +160,10 @@ func runBuiltinAgent(ctx context.Context, srv *server.Server, cfg server.Config,
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	if creds == nil || creds.Host != host {
+	if creds != nil && creds.Host != host {
+		return fmt.Errorf("the built-in agent in %s is registered as host %q: start the server with --host-name %s (a host cannot be renamed)", stateDir, creds.Host, creds.Host)
+	}
+	if creds == nil {
 		jt, err := srv.MintJoinToken(ctx)
 		if err != nil {
 			return err

@@ -52,6 +52,15 @@ func (s *Server) registerAgent(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if h, ok := s.hosts.Get(req.Host); ok && h.Provider != nil {
+		s.writeError(w, r, api.Conflict("host %q belongs to provider %q; choose another name", req.Host, h.Provider.Name))
+		return
+	} else if ok && h.Status.State == api.HostReady {
+		// A live host cannot be taken over with a join token; a dead one
+		// can be replaced (its agent lost its credentials).
+		s.writeError(w, r, api.Conflict("host %q is registered and ready; join under another name", req.Host))
+		return
+	}
 	if err := s.consumeJoinToken(r.Context(), req.JoinToken); err != nil {
 		s.writeError(w, r, err)
 		return
@@ -138,7 +147,7 @@ func (s *Server) putHostStatus(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if _, ok := s.hosts.Get(name); !ok {
+	if h, ok := s.hosts.Get(name); !ok || h.Provider != nil {
 		s.writeError(w, r, api.NotFound("host", name))
 		return
 	}

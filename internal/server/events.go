@@ -10,7 +10,7 @@ import (
 	"github.com/polyvisor/polyvisor/internal/store"
 )
 
-var eventTypes = []string{api.EventVM, api.EventHost, api.EventImage, api.EventOperation}
+var eventTypes = []string{api.EventVM, api.EventHost, api.EventImage, api.EventOperation, api.EventProvider}
 
 func action(c store.ChangeType, prev bool) string {
 	switch {
@@ -63,6 +63,11 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
 	if want[api.EventOperation] {
 		go forward(ctx, s.ops.Subscribe(ctx), events, func(c store.Change[api.Operation]) api.Event {
 			return api.Event{Type: api.EventOperation, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "operation", Name: c.Name}, Operation: c.Obj}
+		})
+	}
+	if want[api.EventProvider] {
+		go forward(ctx, s.providers.Subscribe(ctx), events, func(c store.Change[api.Provider]) api.Event {
+			return api.Event{Type: api.EventProvider, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "provider", Name: c.Name, UID: c.Obj.UID}, Provider: c.Obj}
 		})
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")

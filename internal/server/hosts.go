@@ -42,7 +42,7 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	filter := func(h *api.Host) bool {
-		return sel.Matches(h.Labels) && (opts.State == "" || h.Status.State == opts.State)
+		return sel.Matches(h.Labels) && (opts.State == "" || h.Status.State == opts.State) && providerMatches(opts.Provider, h.Provider)
 	}
 	items, next, err := s.hosts.List(store.ListOptions[api.Host]{Limit: opts.Limit, Continue: opts.Continue, Filter: filter})
 	if err != nil {

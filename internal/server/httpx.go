@@ -127,6 +127,17 @@ func jsonError(err error) *api.Error {
 	return api.Invalid("body", "malformed JSON: %v", err)
 }
 
+// providerMatches applies the ?provider= filter to an object's provider.
+func providerMatches(filter string, ref *api.ProviderRef) bool {
+	switch filter {
+	case "":
+		return true
+	case "none":
+		return ref == nil
+	}
+	return ref != nil && ref.Name == filter
+}
+
 // listOptions parses the common list query parameters.
 func listOptions(r *http.Request) (api.ListOptions, error) {
 	q := r.URL.Query()
@@ -135,6 +146,7 @@ func listOptions(r *http.Request) (api.ListOptions, error) {
 		Selector: q.Get("selector"),
 		Host:     q.Get("host"),
 		State:    q.Get("state"),
+		Provider: q.Get("provider"),
 		Limit:    100,
 	}
 	if v := q.Get("limit"); v != "" {

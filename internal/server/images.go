@@ -27,10 +27,30 @@ func (s *Server) imageRoutes() []route {
 	return []route{
 		{"GET", "/v1/images", auth.Admin, s.listImages},
 		{"POST", "/v1/images", auth.Admin, s.createImage},
-		{"GET", "/v1/images/{name}", auth.AnyHost, s.getImage},
+		{"GET", "/v1/images/{name}", s.imageForOwnHost, s.getImage},
 		{"DELETE", "/v1/images/{name}", auth.Admin, s.deleteImage},
-		{"GET", "/v1/images/{name}/content", auth.AnyHost, s.imageContent},
+		{"GET", "/v1/images/{name}/content", s.imageForOwnHost, s.imageContent},
 	}
+}
+
+// imageForOwnHost allows the admin, and a host for the images its VMs use;
+// to a host any other image does not exist.
+func (s *Server) imageForOwnHost(id auth.Identity, r *http.Request) error {
+	if err := auth.AnyHost(id, r); err != nil {
+		return err
+	}
+	if id.IsAdmin() {
+		return nil
+	}
+	name := r.PathValue("name")
+	uses := listAll(s.vms, func(vm *api.VM) bool {
+		return id.IsHost(vm.Spec.Host) && (vm.Spec.Boot.Kernel == name || vm.Spec.Boot.Initrd == name ||
+			slices.ContainsFunc(vm.Spec.Disks, func(d api.Disk) bool { return d.Image == name }))
+	})
+	if len(uses) == 0 {
+		return api.NotFound("image", name)
+	}
+	return nil
 }
 
 func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
@@ -194,7 +214,9 @@ func (s *Server) startImport(ctx context.Context, req *api.ImageCreate, src stri
 		return nil, fmt.Errorf("storing image %q: %w", img.Name, err)
 	}
 	s.metrics.opStarted(op.Kind)
-	ictx, cancel := context.WithCancel(context.Background())
+	// The import belongs to the server, not to the request: it ends
+	// with the server (a restart fails it cleanly).
+	ictx, cancel := context.WithCancel(s.life)
 	s.imports.mu.Lock()
 	s.imports.running[op.ID] = cancel
 	s.imports.mu.Unlock()

@@ -46,7 +46,8 @@ func (l *liveness) run(ctx context.Context) {
 
 func (l *liveness) check(ctx context.Context, now time.Time) {
 	timeout := l.s.cfg.HeartbeatTimeout
-	for _, h := range listAll(l.s.hosts, func(h *api.Host) bool { return h.Status.State != api.HostNotReady }) {
+	// A provider's hosts have no agent: their state comes from the provider.
+	for _, h := range listAll(l.s.hosts, func(h *api.Host) bool { return h.Provider == nil && h.Status.State != api.HostNotReady }) {
 		l.mu.Lock()
 		last, ok := l.last[h.Name]
 		l.mu.Unlock()

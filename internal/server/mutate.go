@@ -25,6 +25,16 @@ func deadlineFor(kind string, vm *api.VM) time.Duration {
 	return deadlineAction
 }
 
+// direct tells whether an operation is carried out by the server itself
+// (through the VM's provider) rather than through the VM's desired state.
+func direct(kind string) bool {
+	switch kind {
+	case api.OpVMSnapshotCreate, api.OpVMSnapshotRevert, api.OpVMSnapshotDelete:
+		return true
+	}
+	return false
+}
+
 // applyAction changes a VM's desired state for an operation. It refuses
 // (409) an action that makes no sense for the VM's desired state.
 func applyAction(vm *api.VM, op *api.Operation) error {
@@ -68,6 +78,22 @@ func applyAction(vm *api.VM, op *api.Operation) error {
 			return api.Conflict("vm %q is stopped: start it instead of resuming it", vm.Name)
 		}
 		spec.PowerState = api.PowerRunning
+	case api.OpVMReconfigure:
+		if spec.PowerState != api.PowerStopped {
+			return api.Conflict("vm %q is %s: cpus and memory change while it is stopped", vm.Name, spec.PowerState)
+		}
+		var rc api.VMReconfigure
+		if err := json.Unmarshal(op.Params, &rc); err != nil {
+			return fmt.Errorf("decoding reconfigure parameters: %w", err)
+		}
+		if rc.VCPUs > 0 {
+			spec.VCPUs = rc.VCPUs
+		}
+		if rc.MemoryMiB > 0 {
+			spec.MemoryMiB = rc.MemoryMiB
+		}
+	case api.OpVMSnapshotCreate, api.OpVMSnapshotRevert, api.OpVMSnapshotDelete:
+		// Carried out directly by the VM's provider; no desired state.
 	case api.OpVMDelete:
 		var p struct {
 			KeepDisks bool `json:"keepDisks"`

@@ -27,8 +27,9 @@ type opController struct {
 
 	locks [64]sync.Mutex // striped per-VM locks
 
-	mu     sync.Mutex
-	active map[string][]string // VM name -> ids of its unfinished operations, oldest first
+	mu        sync.Mutex
+	active    map[string][]string // VM name -> ids of its unfinished operations, oldest first
+	executing map[string]bool     // direct operations running in this process
 
 	bcastMu sync.Mutex
 	bcast   chan struct{} // closed and replaced whenever an operation changes
@@ -41,7 +42,7 @@ const (
 )
 
 func newOpController(s *Server) *opController {
-	return &opController{s: s, active: map[string][]string{}, bcast: make(chan struct{})}
+	return &opController{s: s, active: map[string][]string{}, executing: map[string]bool{}, bcast: make(chan struct{})}
 }
 
 func newOperation(kind string, target api.Ref, params any) *api.Operation {
@@ -107,14 +108,29 @@ func (c *opController) submit(ctx context.Context, name, kind string, params any
 	if vm.Spec.Deletion != nil {
 		return nil, api.Conflict("vm %q is being deleted", name)
 	}
+	if err := c.s.capable(vm, kind); err != nil {
+		return nil, err
+	}
 	op := newOperation(kind, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID}, params)
 	if len(c.activeOf(name)) > 0 {
 		op.Message = "waiting for the vm's earlier operations"
 		if _, err := c.s.ops.Create(ctx, op.ID, op); err != nil {
 			return nil, fmt.Errorf("storing operation: %w", err)
 		}
-	} else if err := c.startLocked(ctx, vm, op, true); err != nil {
-		return nil, err
+	} else {
+		// The VM's status may change under us (its host or provider
+		// reports); retry on the newest version.
+		err := c.startLocked(ctx, vm, op, true)
+		for i := 0; i < 10 && errors.Is(err, store.ErrConflict); i++ {
+			if vm, ok = c.s.vms.Get(name); !ok {
+				return nil, api.NotFound("vm", name)
+			}
+			op.Status = api.OpPending
+			err = c.startLocked(ctx, vm, op, true)
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	c.addActiveLocked(name, op.ID)
 	c.s.metrics.opStarted(kind)
@@ -149,7 +165,42 @@ func (c *opController) startLocked(ctx context.Context, vm *api.VM, op *api.Oper
 	if _, err := c.s.st.Txn(ctx, txn...); err != nil {
 		return fmt.Errorf("starting %s on vm %q: %w", op.Kind, vm.Name, err)
 	}
+	if direct(op.Kind) {
+		c.runDirect(nv, op)
+	}
 	return nil
+}
+
+// runDirect carries out a direct operation in the background and records
+// its outcome; the VM's queue waits for it.
+func (c *opController) runDirect(vm *api.VM, op *api.Operation) {
+	c.mu.Lock()
+	c.executing[op.ID] = true
+	c.mu.Unlock()
+	var snap api.SnapshotCreate
+	_ = json.Unmarshal(op.Params, &snap)
+	go func() {
+		ctx, cancel := context.WithDeadline(context.Background(), op.Deadline)
+		defer cancel()
+		err := c.s.estate.Exec(ctx, vm, op.Kind, snap)
+		unlock := c.lockVM(vm.Name)
+		defer unlock()
+		c.mu.Lock()
+		delete(c.executing, op.ID)
+		c.mu.Unlock()
+		cur, ok := c.s.ops.Get(op.ID)
+		if !ok || cur.Done() {
+			return
+		}
+		status := api.OpSucceeded
+		if err != nil {
+			status = api.OpFailed
+		}
+		if ferr := c.finishLocked(context.Background(), cur, status, err); ferr != nil {
+			c.s.log.Warn("recording a direct operation", "op", op.ID, "err", ferr)
+		}
+		go c.reconcile(context.Background(), vm.Name)
+	}()
 }
 
 // finishLocked records an operation's outcome.
@@ -228,6 +279,15 @@ func (c *opController) step(ctx context.Context, name string, op *api.Operation)
 		}
 		return true, c.finishLocked(ctx, op, api.OpFailed, api.Conflict("vm %q was deleted", name))
 	}
+	if direct(op.Kind) {
+		c.mu.Lock()
+		executing := c.executing[op.ID]
+		c.mu.Unlock()
+		if !executing {
+			return true, c.finishLocked(ctx, op, api.OpFailed, &api.Error{Code: api.CodeUnavailable, Message: "the server restarted while the operation ran; check the vm and try again"})
+		}
+		return false, nil
+	}
 	st := vm.Status
 	switch {
 	case st.Error != nil && st.Error.Generation >= op.TargetGeneration:
@@ -239,12 +299,20 @@ func (c *opController) step(ctx context.Context, name string, op *api.Operation)
 	case op.Kind != api.OpVMDelete && st.ObservedGeneration >= op.TargetGeneration:
 		return true, c.finishLocked(ctx, op, api.OpSucceeded, nil)
 	case !op.Deadline.IsZero() && time.Now().After(op.Deadline):
-		return true, c.finishLocked(ctx, op, api.OpFailed, fmt.Errorf("timed out: host %q did not carry out %s by %s", vm.Spec.Host, op.Kind, op.Deadline.Format(time.RFC3339)))
+		return true, c.failLocked(ctx, vm, op, fmt.Errorf("timed out: host %q did not carry out %s by %s", vm.Spec.Host, op.Kind, op.Deadline.Format(time.RFC3339)))
 	}
-	if h, ok := c.s.hosts.Get(vm.Spec.Host); ok && h.Status.State == api.HostNotReady {
-		return true, c.finishLocked(ctx, op, api.OpFailed, api.Unprocessable("host %q is not ready (no heartbeat since %s)", h.Name, h.Status.LastHeartbeat.Format(time.RFC3339)))
+	if h, ok := c.s.hosts.Get(vm.Spec.Host); ok && h.Status.State == api.HostNotReady && h.Provider == nil {
+		return true, c.failLocked(ctx, vm, op, api.Unprocessable("host %q is not ready (no heartbeat since %s)", h.Name, h.Status.LastHeartbeat.Format(time.RFC3339)))
 	}
 	return false, nil
+}
+
+// failLocked fails an operation; a failed create is rolled back.
+func (c *opController) failLocked(ctx context.Context, vm *api.VM, op *api.Operation, cause error) error {
+	if op.Kind == api.OpVMCreate {
+		return c.failCreateLocked(ctx, vm, op, cause)
+	}
+	return c.finishLocked(ctx, op, api.OpFailed, cause)
 }
 
 // failCreateLocked fails a create and rolls it back: the VM is marked for

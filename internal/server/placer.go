@@ -96,11 +96,26 @@ func (p *placer) allocation(host string) api.Allocation {
 	return a
 }
 
-// snapshot builds the scheduler's view of the cluster.
-func (p *placer) snapshotLocked() scheduler.Snapshot {
+// hostFilter picks the hosts a VM may go to: Polyvisor's own hosts, or
+// those of one provider (and cluster).
+type hostFilter func(*api.Host) bool
+
+// ownHosts are the hosts Polyvisor runs itself, through agents.
+func ownHosts(h *api.Host) bool { return h.Provider == nil }
+
+// providerHosts are the hosts of one provider, in one cluster if given
+// (by native id or name).
+func providerHosts(provider, cluster string) hostFilter {
+	return func(h *api.Host) bool {
+		return h.Provider != nil && h.Provider.Name == provider && (cluster == "" || h.Provider.Cluster == cluster)
+	}
+}
+
+// snapshot builds the scheduler's view of the hosts that pass filter.
+func (p *placer) snapshotLocked(filter hostFilter) scheduler.Snapshot {
 	alloc := p.allocationsLocked()
 	var snap scheduler.Snapshot
-	for _, h := range listAll(p.s.hosts, nil) {
+	for _, h := range listAll(p.s.hosts, filter) {
 		a := alloc[h.Name]
 		snap.Hosts = append(snap.Hosts, scheduler.HostInfo{
 			Name:               h.Name,
@@ -116,24 +131,24 @@ func (p *placer) snapshotLocked() scheduler.Snapshot {
 	return snap
 }
 
-// limits returns the largest VM any host could run, for validation.
-func (p *placer) limits() hostLimits {
+// limits returns the largest VM any of the hosts could run, for validation.
+func (p *placer) limits(filter hostFilter) hostLimits {
 	p.mu.Lock()
-	snap := p.snapshotLocked()
+	snap := p.snapshotLocked(filter)
 	p.mu.Unlock()
 	return hostLimits{
 		maxVCPUs:     scheduler.MaxVCPUs(snap),
 		maxMemoryMiB: scheduler.MaxMemoryMiB(snap),
 		hostExists: func(name string) bool {
-			_, ok := p.s.hosts.Get(name)
-			return ok
+			h, ok := p.s.hosts.Get(name)
+			return ok && filter(h)
 		},
 	}
 }
 
 // place picks a host for a new VM and reserves its room. release must be
 // called once the create is written (ok) or abandoned.
-func (p *placer) place(ctx context.Context, name string, req scheduler.Request) (string, func(ok bool), error) {
+func (p *placer) place(ctx context.Context, name string, req scheduler.Request, filter hostFilter) (string, func(ok bool), error) {
 	select {
 	case <-p.ready:
 	case <-ctx.Done():
@@ -141,7 +156,7 @@ func (p *placer) place(ctx context.Context, name string, req scheduler.Request) 
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	host, err := scheduler.Place(p.s.cfg.Scheduler, p.snapshotLocked(), req)
+	host, err := scheduler.Place(p.s.cfg.Scheduler, p.snapshotLocked(filter), req)
 	if err != nil {
 		var nr *scheduler.NoRoomError
 		var uh *scheduler.UnknownHostError

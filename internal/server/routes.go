@@ -26,6 +26,8 @@ func (s *Server) routes() []route {
 	rs = append(rs, s.imageRoutes()...)
 	rs = append(rs, s.operationRoutes()...)
 	rs = append(rs, s.agentRoutes()...)
+	rs = append(rs, s.providerRoutes()...)
+	rs = append(rs, s.vmExtraRoutes()...)
 	return rs
 }
 

@@ -19,8 +19,11 @@ import (
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/estate"
 	"github.com/polyvisor/polyvisor/internal/pki"
+	"github.com/polyvisor/polyvisor/internal/provider"
 	"github.com/polyvisor/polyvisor/internal/scheduler"
+	"github.com/polyvisor/polyvisor/internal/secrets"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
 
@@ -44,6 +47,12 @@ type Config struct {
 	// that long (default 15s).
 	HeartbeatTimeout time.Duration
 	Logger           *slog.Logger
+	// ProviderFactory makes provider connections (vSphere, libvirt); nil
+	// refuses every provider.
+	ProviderFactory estate.Factory
+	// ProviderResync is how often a provider's inventory is fully resynced
+	// besides its events (default 1m).
+	ProviderResync time.Duration
 }
 
 // Server is a running control plane.
@@ -57,6 +66,11 @@ type Server struct {
 	images *store.Collection[api.Image]
 	ops    *store.Collection[api.Operation]
 	idem   *store.Collection[idempotencyRecord]
+
+	providers *store.Collection[api.Provider]
+	creds     *store.Collection[estate.Credential]
+	estate    *estate.Manager
+	secrets   *secrets.Box
 
 	opctl   *opController
 	live    *liveness
@@ -76,6 +90,7 @@ type Server struct {
 	httpSrvs  []*http.Server
 	bg        sync.WaitGroup
 	cancel    context.CancelFunc
+	life      context.Context // ends when the server closes
 }
 
 // New opens the store, prepares TLS material and the admin token, and loads
@@ -115,9 +130,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.images = store.NewCollection(st, "images", func(i *api.Image, rev int64) { i.Version = rev })
 	s.ops = store.NewCollection(st, "operations", func(o *api.Operation, rev int64) { o.Version = rev })
 	s.idem = store.NewCollection(st, "idempotency", func(r *idempotencyRecord, rev int64) { r.Version = rev })
+	s.providers = store.NewCollection(st, "providers", func(p *api.Provider, rev int64) { p.Version = rev })
+	s.creds = store.NewCollection(st, "credentials", func(c *estate.Credential, rev int64) { c.Version = rev })
 	if err := st.Start(ctx); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("loading the store: %w", err)
+	}
+	if s.secrets, err = secrets.Load(filepath.Join(cfg.DataDir, "secret.key")); err != nil {
+		st.Close()
+		return nil, err
 	}
 	s.tokens = newTokenCache(st)
 	if err := s.ensureAdminToken(ctx); err != nil {
@@ -129,6 +150,18 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.live = newLiveness(s)
 	s.streams = newStreamBroker()
 	s.opctl = newOpController(s)
+	factory := cfg.ProviderFactory
+	if factory == nil {
+		factory = func(typ string, _ provider.Config, _ *slog.Logger) (provider.Provider, error) {
+			return nil, fmt.Errorf("provider type %q: %w", typ, provider.ErrUnsupported)
+		}
+	}
+	s.estate = estate.New(estate.Config{
+		Store: st, Providers: s.providers, Credentials: s.creds, Hosts: s.hosts, VMs: s.vms,
+		Secrets: s.secrets, Factory: factory, ResyncInterval: cfg.ProviderResync,
+		Busy:   func(vm string) bool { return len(s.opctl.activeOf(vm)) > 0 },
+		Logger: cfg.Logger.With("component", "estate"),
+	})
 	s.imports = &importer{running: map[string]context.CancelFunc{}}
 	s.recoverImports(ctx)
 	return s, nil
@@ -172,6 +205,7 @@ func (s *Server) AdminToken() string { return s.adminToken }
 // until ctx ends or Close is called.
 func (s *Server) Start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
+	s.life = ctx
 	handler := s.Handler()
 	if s.cfg.Socket != "" {
 		_ = os.Remove(s.cfg.Socket)
@@ -199,6 +233,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.goBG(func() { s.opctl.run(ctx) })
 	s.goBG(func() { s.live.run(ctx) })
 	s.goBG(func() { s.place.run(ctx) })
+	s.goBG(func() { s.estate.Run(ctx) })
 	return nil
 }
 

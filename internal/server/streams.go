@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/estate"
 )
 
 // streamBroker joins a client that wants a VM console to the agent of the
@@ -31,6 +33,17 @@ type pendingStream struct {
 	host string
 	conn chan net.Conn // the agent's end, once it dials back
 	done chan struct{} // closed when the splice ends
+}
+
+// abandon ends a stream nobody waits for any more: an agent conn handed
+// over in the meantime is closed and its handler released.
+func (p *pendingStream) abandon() {
+	select {
+	case c := <-p.conn:
+		c.Close()
+	default:
+	}
+	close(p.done)
 }
 
 // streamDialTimeout bounds how long an agent has to dial back.
@@ -89,9 +102,11 @@ func (b *streamBroker) open(ctx context.Context, host string, req api.StreamRequ
 		return c, func() { once.Do(func() { c.Close(); close(p.done) }) }, nil
 	case <-timer.C:
 		cleanup()
+		p.abandon()
 		return nil, nil, &api.Error{Code: api.CodeUnavailable, Message: "the agent of host " + strconv.Quote(host) + " did not open the console in time"}
 	case <-ctx.Done():
 		cleanup()
+		p.abandon()
 		return nil, nil, ctx.Err()
 	}
 }
@@ -140,7 +155,10 @@ func (s *Server) attachStream(w http.ResponseWriter, r *http.Request) {
 		ws.Close(websocket.StatusPolicyViolation, "unknown stream")
 		return
 	}
-	<-done
+	select {
+	case <-done:
+	case <-r.Context().Done():
+	}
 }
 
 // vmConsole connects a client websocket to a VM's serial or VNC console.
@@ -164,7 +182,21 @@ func (s *Server) vmConsole(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Conflict("vm %q is %s: its console is available while it runs", name, vm.Status.PowerState))
 		return
 	}
-	agentConn, release, err := s.streams.open(r.Context(), vm.Spec.Host, api.StreamRequest{VM: name, Console: kind})
+	var (
+		agentConn net.Conn
+		release   func()
+		err       error
+	)
+	if vm.Spec.Provider != nil {
+		agentConn, err = s.providerConsole(r, vm, kind)
+		release = func() {
+			if agentConn != nil {
+				agentConn.Close()
+			}
+		}
+	} else {
+		agentConn, release, err = s.streams.open(r.Context(), vm.Spec.Host, api.StreamRequest{VM: name, Console: kind})
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -179,6 +211,31 @@ func (s *Server) vmConsole(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	client := websocket.NetConn(ctx, ws, websocket.MessageBinary)
 	splice(client, agentConn)
+}
+
+// providerConsole dials the VNC console a provider offers for a VM (libvirt
+// VNC). Consoles a provider serves itself (vSphere WebMKS) are reached
+// through their ticket instead.
+func (s *Server) providerConsole(r *http.Request, vm *api.VM, kind string) (net.Conn, error) {
+	if kind != "vnc" {
+		return nil, api.Unprocessable("vm %q of provider %q has no %s console here; use type=vnc or its console ticket", vm.Name, vm.Spec.Provider.Name, kind)
+	}
+	if caps, _ := s.estate.Capabilities(vm.Spec.Provider.Name); !caps.Console {
+		return nil, api.Unprocessable("provider %q lacks the capability \"console\"", vm.Spec.Provider.Name)
+	}
+	con, err := s.estate.Console(r.Context(), vm)
+	if err != nil {
+		return nil, estate.MapError(err)
+	}
+	if con.Type != "vnc" || con.Port == 0 {
+		return nil, api.Unprocessable("the console of vm %q is %s: get it from /v1/vms/%s/console/ticket", vm.Name, con.Type, vm.Name)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(r.Context(), "tcp", net.JoinHostPort(con.Host, strconv.Itoa(con.Port)))
+	if err != nil {
+		return nil, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("connecting to the console of vm %q: %v", vm.Name, err)}
+	}
+	return c, nil
 }
 
 // splice copies both ways until either side ends.
@@ -202,6 +259,10 @@ func (s *Server) vmConsoleLog(w http.ResponseWriter, r *http.Request) {
 	vm, ok := s.vms.Get(name)
 	if !ok {
 		s.writeError(w, r, api.NotFound("vm", name))
+		return
+	}
+	if vm.Spec.Provider != nil {
+		s.writeError(w, r, api.Unprocessable("vm %q of provider %q has no serial log recorded by Polyvisor", name, vm.Spec.Provider.Name))
 		return
 	}
 	n := int64(64 << 10)

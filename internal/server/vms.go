@@ -54,6 +54,9 @@ func (s *Server) listVMs(w http.ResponseWriter, r *http.Request) {
 		if opts.State != "" && vm.Status.PowerState != opts.State {
 			return false
 		}
+		if !providerMatches(opts.Provider, vm.Spec.Provider) {
+			return false
+		}
 		return sel.Matches(vm.Labels)
 	}
 	items, next, err := s.vms.List(store.ListOptions[api.VM]{Limit: opts.Limit, Continue: opts.Continue, Filter: filter})
@@ -119,12 +122,6 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Invalid("Idempotency-Key", "is longer than 255 characters"))
 		return
 	}
-	if key != "" {
-		if op, ok := s.idempotentOp(key); ok {
-			writeOperation(w, op)
-			return
-		}
-	}
 	op, err := s.doCreateVM(r.Context(), &req, key)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -143,7 +140,23 @@ func (s *Server) idempotentOp(key string) (*api.Operation, bool) {
 }
 
 func (s *Server) doCreateVM(ctx context.Context, req *api.VMCreate, idemKey string) (*api.Operation, error) {
-	if err := validateVMCreate(req, s.readyImage, s.place.limits()); err != nil {
+	// Creates of one name serialize, so a retried create finds the first
+	// one's record or its VM, never half of it.
+	unlock := s.opctl.lockVM(req.Name)
+	defer unlock()
+	if idemKey != "" {
+		if op, ok := s.idempotentOp(idemKey); ok {
+			return op, nil
+		}
+	}
+	filter := hostFilter(ownHosts)
+	var ref *api.ProviderRef
+	if req.Provider != "" || req.Template != "" || req.Cluster != "" || req.Datastore != "" {
+		var err error
+		if ref, filter, err = s.validateProviderCreate(req); err != nil {
+			return nil, err
+		}
+	} else if err := validateVMCreate(req, s.readyImage, s.place.limits(filter)); err != nil {
 		return nil, err
 	}
 	if _, exists := s.vms.Get(req.Name); exists {
@@ -154,7 +167,7 @@ func (s *Server) doCreateVM(ctx context.Context, req *api.VMCreate, idemKey stri
 			req.NICs[i].MAC = randomMAC()
 		}
 	}
-	host, release, err := s.place.place(ctx, req.Name, scheduler.Request{VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Host: req.Host})
+	host, release, err := s.place.place(ctx, req.Name, scheduler.Request{VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Host: req.Host}, filter)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +177,7 @@ func (s *Server) doCreateVM(ctx context.Context, req *api.VMCreate, idemKey stri
 		Spec: api.VMSpec{
 			Host: host, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Disks: req.Disks, NICs: req.NICs,
 			Boot: req.Boot, CloudInit: req.CloudInit, PowerState: req.PowerState,
-			StopTimeoutSeconds: req.StopTimeoutSeconds,
+			StopTimeoutSeconds: req.StopTimeoutSeconds, Provider: ref,
 		},
 		Status: api.VMStatus{PowerState: api.PowerPending},
 	}
@@ -174,8 +187,6 @@ func (s *Server) doCreateVM(ctx context.Context, req *api.VMCreate, idemKey stri
 	op.Progress = 10
 	op.Message = "placed on host " + host
 
-	unlock := s.opctl.lockVM(vm.Name)
-	defer unlock()
 	txn := []store.Op{s.vms.OpCreate(vm.Name, vm), s.ops.OpCreate(op.ID, op)}
 	if idemKey != "" {
 		txn = append(txn, s.idem.OpCreate(idempotencyName(idemKey), &idempotencyRecord{Name: idempotencyName(idemKey), OperationID: op.ID, CreatedAt: now}))
@@ -183,7 +194,7 @@ func (s *Server) doCreateVM(ctx context.Context, req *api.VMCreate, idemKey stri
 	if _, err := s.st.Txn(ctx, txn...); err != nil {
 		release(false)
 		var ke *store.KeyError
-		if errors.As(err, &ke) && ke.Kind == "idempotency" && idemKey != "" {
+		if idemKey != "" {
 			if prev, ok := s.idempotentOp(idemKey); ok {
 				return prev, nil
 			}

@@ -1,0 +1,145 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/estate"
+)
+
+// Routes for what some VMs' drivers or providers offer beyond the power
+// actions: reconfiguration, snapshots, provider consoles.
+func (s *Server) vmExtraRoutes() []route {
+	return []route{
+		{"POST", "/v1/vms/{name}/reconfigure", auth.Admin, s.reconfigureVM},
+		{"GET", "/v1/vms/{name}/snapshots", auth.Admin, s.listSnapshots},
+		{"POST", "/v1/vms/{name}/snapshots", auth.Admin, s.createSnapshot},
+		{"POST", "/v1/vms/{name}/snapshots/{snapshot}/revert", auth.Admin, s.snapshotAction(api.OpVMSnapshotRevert)},
+		{"DELETE", "/v1/vms/{name}/snapshots/{snapshot}", auth.Admin, s.snapshotAction(api.OpVMSnapshotDelete)},
+		{"GET", "/v1/vms/{name}/console/ticket", auth.Admin, s.consoleTicket},
+	}
+}
+
+func (s *Server) reconfigureVM(w http.ResponseWriter, r *http.Request) {
+	var req api.VMReconfigure
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	filter := hostFilter(ownHosts)
+	if vm, ok := s.vms.Get(r.PathValue("name")); ok && vm.Spec.Provider != nil {
+		filter = providerHosts(vm.Spec.Provider.Name, "")
+	}
+	limits := s.place.limits(filter)
+	switch {
+	case req.VCPUs == 0 && req.MemoryMiB == 0:
+		s.writeError(w, r, api.Invalid("vcpus", "give vcpus, memoryMiB or both"))
+		return
+	case req.VCPUs < 0 || (limits.maxVCPUs > 0 && req.VCPUs > limits.maxVCPUs):
+		s.writeError(w, r, api.Invalid("vcpus", "must be from 1 to %d, not %d", limits.maxVCPUs, req.VCPUs))
+		return
+	case req.MemoryMiB != 0 && (req.MemoryMiB < minMemoryMiB || (limits.maxMemoryMiB > 0 && req.MemoryMiB > limits.maxMemoryMiB)):
+		s.writeError(w, r, api.Invalid("memoryMiB", "must be from %d to %d, not %d", minMemoryMiB, limits.maxMemoryMiB, req.MemoryMiB))
+		return
+	}
+	ifMatch, err := ifMatchVersion(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	op, err := s.opctl.submit(r.Context(), r.PathValue("name"), api.OpVMReconfigure, req, ifMatch)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeOperation(w, op)
+}
+
+func (s *Server) providerVM(w http.ResponseWriter, r *http.Request) (*api.VM, bool) {
+	name := r.PathValue("name")
+	vm, ok := s.vms.Get(name)
+	if !ok {
+		s.writeError(w, r, api.NotFound("vm", name))
+		return nil, false
+	}
+	return vm, true
+}
+
+func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) {
+	vm, ok := s.providerVM(w, r)
+	if !ok {
+		return
+	}
+	if err := s.capable(vm, api.OpVMSnapshotCreate); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	snaps, err := s.estate.Snapshots(r.Context(), vm)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.List[api.Snapshot]{Items: snaps})
+}
+
+func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
+	var req api.SnapshotCreate
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := validateName("name", req.Name); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if len(req.Description) > 1024 {
+		s.writeError(w, r, api.Invalid("description", "is longer than 1024 bytes"))
+		return
+	}
+	op, err := s.opctl.submit(r.Context(), r.PathValue("name"), api.OpVMSnapshotCreate, req, 0)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeOperation(w, op)
+}
+
+func (s *Server) snapshotAction(kind string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		snap := r.PathValue("snapshot")
+		if err := validateName("snapshot", snap); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		op, err := s.opctl.submit(r.Context(), r.PathValue("name"), kind, api.SnapshotCreate{Name: snap}, 0)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		writeOperation(w, op)
+	}
+}
+
+// consoleTicket says how to reach the console of a VM whose provider
+// serves it (vSphere WebMKS); the console websocket proxies VNC itself.
+func (s *Server) consoleTicket(w http.ResponseWriter, r *http.Request) {
+	vm, ok := s.providerVM(w, r)
+	if !ok {
+		return
+	}
+	if vm.Spec.Provider == nil {
+		s.writeError(w, r, api.Unprocessable("vm %q runs on a Polyvisor host: open its console at /v1/vms/%s/console", vm.Name, vm.Name))
+		return
+	}
+	if caps, _ := s.estate.Capabilities(vm.Spec.Provider.Name); !caps.Console {
+		s.writeError(w, r, api.Unprocessable("provider %q lacks the capability \"console\"", vm.Spec.Provider.Name))
+		return
+	}
+	con, err := s.estate.Console(r.Context(), vm)
+	if err != nil {
+		s.writeError(w, r, estate.MapError(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, api.ConsoleTicket{Type: con.Type, Host: con.Host, Port: con.Port, Ticket: con.Ticket, URL: con.URL})
+}
