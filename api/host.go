@@ -13,6 +13,9 @@ type Host struct {
 	Meta
 	Spec   HostSpec   `json:"spec"`
 	Status HostStatus `json:"status"`
+	// Provider is set for a host of a connected estate, which runs no
+	// Polyvisor agent.
+	Provider *ProviderRef `json:"provider,omitempty"`
 }
 
 // HostSpec is the desired state of a host.

@@ -32,4 +32,7 @@ type ListOptions struct {
 	Selector string // ?selector=k=v,k!=v,k (label selector)
 	Host     string // ?host= (VMs only)
 	State    string // ?state= (VMs: power state; operations: status)
+	// Provider filters VMs and hosts by provider name (?provider=);
+	// "none" keeps those on Polyvisor's own hosts.
+	Provider string
 }

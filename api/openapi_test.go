@@ -260,6 +260,22 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"OperationList":    reflect.TypeFor[api.List[api.Operation]](),
 		"Ref":              reflect.TypeFor[api.Ref](),
 		"Event":            reflect.TypeFor[api.Event](),
+		// Providers (connected estates) and what their VMs offer.
+		"Provider":             reflect.TypeFor[api.Provider](),
+		"ProviderSpec":         reflect.TypeFor[api.ProviderSpec](),
+		"ProviderStatus":       reflect.TypeFor[api.ProviderStatus](),
+		"ProviderCounts":       reflect.TypeFor[api.ProviderCounts](),
+		"ProviderCapabilities": reflect.TypeFor[api.ProviderCapabilities](),
+		"ProviderCreate":       reflect.TypeFor[api.ProviderCreate](),
+		"ProviderRef":          reflect.TypeFor[api.ProviderRef](),
+		"ProviderList":         reflect.TypeFor[api.List[api.Provider]](),
+		"ProviderInventory":    reflect.TypeFor[api.ProviderInventory](),
+		"InventoryItem":        reflect.TypeFor[api.InventoryItem](),
+		"Snapshot":             reflect.TypeFor[api.Snapshot](),
+		"SnapshotList":         reflect.TypeFor[api.List[api.Snapshot]](),
+		"SnapshotCreate":       reflect.TypeFor[api.SnapshotCreate](),
+		"VMReconfigure":        reflect.TypeFor[api.VMReconfigure](),
+		"ConsoleTicket":        reflect.TypeFor[api.ConsoleTicket](),
 	}
 	schemas := doc["components"].(map[string]any)["schemas"].(map[string]any)
 	for name, s := range schemas {

@@ -67,6 +67,7 @@ const (
 	EventHost      = "host"      // a host registered, changed state
 	EventImage     = "image"     // an image changed
 	EventOperation = "operation" // an operation changed
+	EventProvider  = "provider"  // a provider connected, synced or was lost
 )
 
 // Event is one item of GET /v1/events (newline-delimited JSON).
@@ -80,4 +81,5 @@ type Event struct {
 	Host      *Host      `json:"host,omitempty"`
 	Image     *Image     `json:"image,omitempty"`
 	Operation *Operation `json:"operation,omitempty"`
+	Provider  *Provider  `json:"provider,omitempty"`
 }

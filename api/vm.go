@@ -52,6 +52,9 @@ type VMSpec struct {
 	RestartCount int64 `json:"restartCount,omitempty"`
 	// Deletion, when set, asks the host to stop the VM and remove it.
 	Deletion *Deletion `json:"deletion,omitempty"`
+	// Provider is set for a VM of a connected estate (vSphere, libvirt):
+	// which provider runs it and its native identity.
+	Provider *ProviderRef `json:"provider,omitempty"`
 }
 
 // Disk is a VM disk: a copy-on-write overlay of an image, or blank.
@@ -151,6 +154,15 @@ type VMCreate struct {
 	// Host pins the VM to a host; empty lets the scheduler choose.
 	Host               string `json:"host,omitempty"`
 	StopTimeoutSeconds int    `json:"stopTimeoutSeconds,omitempty"`
+	// Provider, Cluster and Template create the VM in a connected estate:
+	// vSphere clones Template (a template's name or inventory path);
+	// libvirt makes a disk backed by Template (an image path on the
+	// libvirt host). Host may name one of the provider's hosts, and
+	// nics[0].network one of its networks.
+	Provider  string `json:"provider,omitempty"`
+	Cluster   string `json:"cluster,omitempty"`
+	Template  string `json:"template,omitempty"`
+	Datastore string `json:"datastore,omitempty"`
 }
 
 // VMStop is the optional body of POST /v1/vms/{name}/stop and /restart.
@@ -169,4 +181,12 @@ const (
 	ActionRestart = "restart"
 	ActionPause   = "pause"
 	ActionResume  = "resume"
+)
+
+// VM operation kinds beyond the power actions.
+const (
+	OpVMReconfigure    = "vm.reconfigure"
+	OpVMSnapshotCreate = "vm.snapshot.create"
+	OpVMSnapshotRevert = "vm.snapshot.revert"
+	OpVMSnapshotDelete = "vm.snapshot.delete"
 )

@@ -8,7 +8,8 @@ import (
 	"github.com/polyvisor/polyvisor/api"
 )
 
-// ListHosts returns one page of hosts.
+// ListHosts returns one page of hosts; opts.Provider (a provider's name,
+// or "none" for Polyvisor's own hosts) filters it.
 func (c *Client) ListHosts(ctx context.Context, opts api.ListOptions) (*api.List[api.Host], error) {
 	l, err := list[api.Host](ctx, c, "/v1/hosts", opts)
 	if err != nil {

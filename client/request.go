@@ -158,6 +158,9 @@ func listQuery(opts api.ListOptions) url.Values {
 	if opts.State != "" {
 		q.Set("state", opts.State)
 	}
+	if opts.Provider != "" {
+		q.Set("provider", opts.Provider)
+	}
 	return q
 }
 

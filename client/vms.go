@@ -43,7 +43,9 @@ func (c *Client) GetVM(ctx context.Context, name string) (*api.VM, error) {
 	return &vm, nil
 }
 
-// ListVMs returns one page of VMs; opts.Host and opts.State filter it.
+// ListVMs returns one page of VMs; opts.Host, opts.State and opts.Provider
+// (a provider's name, or "none" for the VMs on Polyvisor's own hosts)
+// filter it.
 func (c *Client) ListVMs(ctx context.Context, opts api.ListOptions) (*api.List[api.VM], error) {
 	l, err := list[api.VM](ctx, c, "/v1/vms", opts)
 	if err != nil {
@@ -61,10 +63,36 @@ func (c *Client) ListAllVMs(ctx context.Context, opts api.ListOptions) ([]api.VM
 	return all, nil
 }
 
+// VMActionOptions are the options of the VM actions, delete and
+// reconfigure.
+type VMActionOptions struct {
+	// IfMatch, when not zero, is sent as the If-Match header: the VM
+	// version (api.Meta.Version, the ETag of GET /v1/vms/{name}) the
+	// action is based on. The server answers conflict when the VM has
+	// changed since.
+	IfMatch int64
+}
+
+// header returns the headers the options ask for, or nil.
+func (o VMActionOptions) header() http.Header {
+	if o.IfMatch == 0 {
+		return nil
+	}
+	return http.Header{"If-Match": {strconv.Quote(strconv.FormatInt(o.IfMatch, 10))}}
+}
+
 // DeleteVM asks for a VM's removal and returns its vm.delete operation.
 // keepDisks leaves the VM's disks on its host.
 func (c *Client) DeleteVM(ctx context.Context, name string, keepDisks bool) (*api.Operation, error) {
-	r := request{method: http.MethodDelete, path: route("/v1/vms/%s", name)}
+	return c.DeleteVMWithOptions(ctx, name, keepDisks, VMActionOptions{})
+}
+
+// DeleteVMWithOptions is DeleteVM with options (If-Match).
+func (c *Client) DeleteVMWithOptions(ctx context.Context, name string, keepDisks bool, opts VMActionOptions) (*api.Operation, error) {
+	if opts.IfMatch < 0 {
+		return nil, fmt.Errorf("delete VM %q: negative If-Match version %d", name, opts.IfMatch)
+	}
+	r := request{method: http.MethodDelete, path: route("/v1/vms/%s", name), header: opts.header()}
 	if keepDisks {
 		r.query = url.Values{"keepDisks": {"true"}}
 	}
@@ -78,12 +106,20 @@ func (c *Client) DeleteVM(ctx context.Context, name string, keepDisks bool) (*ap
 // VMAction asks for a lifecycle action (api.ActionStart...) on a VM and
 // returns its operation. stop is the optional body of stop and restart.
 func (c *Client) VMAction(ctx context.Context, name, action string, stop *api.VMStop) (*api.Operation, error) {
+	return c.VMActionWithOptions(ctx, name, action, stop, VMActionOptions{})
+}
+
+// VMActionWithOptions is VMAction with options (If-Match).
+func (c *Client) VMActionWithOptions(ctx context.Context, name, action string, stop *api.VMStop, opts VMActionOptions) (*api.Operation, error) {
 	switch action {
 	case api.ActionStart, api.ActionStop, api.ActionRestart, api.ActionPause, api.ActionResume:
 	default:
 		return nil, fmt.Errorf("%s VM %q: unknown action", action, name)
 	}
-	r := request{method: http.MethodPost, path: route("/v1/vms/%s/%s", name, action)}
+	if opts.IfMatch < 0 {
+		return nil, fmt.Errorf("%s VM %q: negative If-Match version %d", action, name, opts.IfMatch)
+	}
+	r := request{method: http.MethodPost, path: route("/v1/vms/%s/%s", name, action), header: opts.header()}
 	if stop != nil {
 		if action != api.ActionStop && action != api.ActionRestart {
 			return nil, fmt.Errorf("%s VM %q: only stop and restart take stop options", action, name)

@@ -6,10 +6,11 @@ import (
 	"context"
 	"os"
 
+	"github.com/polyvisor/polyvisor/internal/bench"
 	"github.com/polyvisor/polyvisor/internal/cli"
 	"github.com/polyvisor/polyvisor/internal/daemon"
 )
 
 func main() {
-	os.Exit(cli.Execute(context.Background(), daemon.ServerCommand(), daemon.AgentCommand()))
+	os.Exit(cli.Execute(context.Background(), daemon.ServerCommand(), daemon.AgentCommand(), bench.Command()))
 }

@@ -76,7 +76,7 @@ func NewRootCommand(extra ...*cobra.Command) *cobra.Command {
 	pf.StringVar(&a.configPath, "config", "", "config file (default $XDG_CONFIG_HOME/polyvisor/config.yaml)")
 	pf.VarP(&a.output, "output", "o", "output format: table, json or yaml")
 
-	root.AddCommand(a.vmCommand(), a.imageCommand(), a.hostCommand(), a.opCommand())
+	root.AddCommand(a.vmCommand(), a.imageCommand(), a.hostCommand(), a.opCommand(), a.providerCommand())
 	root.AddCommand(extra...)
 	return root
 }

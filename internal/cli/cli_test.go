@@ -120,7 +120,7 @@ func TestVMListOutputs(t *testing.T) {
 	if !strings.HasPrefix(lines[0], "NAME ") || !strings.Contains(lines[0], "STATE") || !strings.Contains(lines[0], "MEMORY") {
 		t.Errorf("header = %q", lines[0])
 	}
-	if fields := strings.Fields(lines[1]); strings.Join(fields, " ") != "web1 running running h1 2 2G 10.0.2.15 3h" {
+	if fields := strings.Fields(lines[1]); strings.Join(fields, " ") != "web1 running running h1 - 2 2G 10.0.2.15 3h" {
 		t.Errorf("row = %q", lines[1])
 	}
 	if fields := strings.Fields(lines[2]); fields[0] != "db1" || fields[1] != "pending" {

@@ -40,10 +40,10 @@ func (a *app) hostListCommand() *cobra.Command {
 				return err
 			}
 			return a.print(cmd.OutOrStdout(), api.List[api.Host]{Items: nonNil(hosts)}, func(tw *tabwriter.Writer) {
-				row(tw, "NAME", "STATE", "ACCEL", "VMS", "VCPUS", "MEMORY", "DISK FREE", "HEARTBEAT")
+				row(tw, "NAME", "STATE", "PROVIDER", "ACCEL", "VMS", "VCPUS", "MEMORY", "DISK FREE", "HEARTBEAT")
 				for _, h := range hosts {
 					st := h.Status
-					row(tw, h.Name, hostState(&h), orDash(st.Accel), st.Allocated.VMs,
+					row(tw, h.Name, hostState(&h), providerName(h.Provider), orDash(st.Accel), st.Allocated.VMs,
 						fmt.Sprintf("%d/%d", st.Allocated.VCPUs, st.CPUs),
 						formatMiB(st.Allocated.MemoryMiB)+"/"+formatMiB(st.MemoryMiB),
 						formatMiB(st.DiskFreeMiB), age(st.LastHeartbeat))
@@ -52,6 +52,7 @@ func (a *app) hostListCommand() *cobra.Command {
 		},
 	}
 	addListFlags(cmd, &opts)
+	addProviderFilter(cmd, &opts, "hosts")
 	return cmd
 }
 
@@ -84,6 +85,7 @@ func (a *app) hostShowCommand() *cobra.Command {
 				row(tw, "Name:", h.Name)
 				row(tw, "Labels:", labels(h.Labels))
 				row(tw, "State:", hostState(h))
+				describeProviderRef(tw, h.Provider)
 				row(tw, "Address:", orDash(st.Address))
 				row(tw, "Accelerator:", orDash(st.Accel))
 				row(tw, "CPUs:", fmt.Sprintf("%d (%d allocated)", st.CPUs, st.Allocated.VCPUs))

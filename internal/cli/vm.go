@@ -25,6 +25,9 @@ func (a *app) vmCommand() *cobra.Command {
 		a.vmDeleteCommand(),
 		a.vmConsoleCommand(),
 		a.vmConsoleLogCommand(),
+		a.vmReconfigureCommand(),
+		a.vmSnapshotCommand(),
+		a.vmConsoleTicketCommand(),
 	)
 	return cmd
 }
@@ -52,9 +55,9 @@ func (a *app) vmListCommand() *cobra.Command {
 				return err
 			}
 			return a.print(cmd.OutOrStdout(), api.List[api.VM]{Items: nonNil(vms)}, func(tw *tabwriter.Writer) {
-				row(tw, "NAME", "STATE", "DESIRED", "HOST", "VCPUS", "MEMORY", "IPS", "AGE")
+				row(tw, "NAME", "STATE", "DESIRED", "HOST", "PROVIDER", "VCPUS", "MEMORY", "IPS", "AGE")
 				for _, vm := range vms {
-					row(tw, vm.Name, vmState(&vm), orDash(vm.Spec.PowerState), orDash(vm.Spec.Host),
+					row(tw, vm.Name, vmState(&vm), orDash(vm.Spec.PowerState), orDash(vm.Spec.Host), providerName(vm.Spec.Provider),
 						vm.Spec.VCPUs, formatMiB(vm.Spec.MemoryMiB), orDash(strings.Join(vm.Status.IPs, ",")), age(vm.CreatedAt))
 				}
 			})
@@ -63,6 +66,7 @@ func (a *app) vmListCommand() *cobra.Command {
 	addListFlags(cmd, &opts)
 	cmd.Flags().StringVar(&opts.Host, "host", "", "only the VMs placed on this host")
 	cmd.Flags().StringVar(&opts.State, "state", "", "only the VMs in this power state (running, stopped, paused, error...)")
+	addProviderFilter(cmd, &opts, "VMs")
 	return cmd
 }
 
@@ -70,6 +74,11 @@ func (a *app) vmListCommand() *cobra.Command {
 func addListFlags(cmd *cobra.Command, opts *api.ListOptions) {
 	cmd.Flags().StringVarP(&opts.Selector, "selector", "l", "", "label selector: k=v,k!=v,k,!k")
 	cmd.Flags().IntVar(&opts.Limit, "limit", 0, "list at most this many (default: all)")
+}
+
+// addProviderFilter adds --provider to a list of VMs or hosts.
+func addProviderFilter(cmd *cobra.Command, opts *api.ListOptions, what string) {
+	cmd.Flags().StringVar(&opts.Provider, "provider", "", "only the "+what+" of this provider (none: only Polyvisor's own)")
 }
 
 // nonNil makes an empty list print as [] rather than null.
@@ -115,6 +124,7 @@ func describeVM(tw *tabwriter.Writer, vm *api.VM) {
 	row(tw, "UID:", orDash(vm.UID))
 	row(tw, "Labels:", labels(vm.Labels))
 	row(tw, "Host:", orDash(s.Host))
+	describeProviderRef(tw, s.Provider)
 	row(tw, "State:", fmt.Sprintf("%s (desired %s)", vmState(vm), orDash(s.PowerState)))
 	if st.Reason != "" {
 		row(tw, "Reason:", st.Reason)

@@ -31,6 +31,12 @@ type vmCreateFlags struct {
 	stopTimeout    time.Duration
 	idempotencyKey string
 	noWait         bool
+	// In a provider's estate.
+	provider  string
+	template  string
+	cluster   string
+	datastore string
+	network   string
 }
 
 func (a *app) vmCreateCommand() *cobra.Command {
@@ -40,7 +46,9 @@ func (a *app) vmCreateCommand() *cobra.Command {
 		Short: "Create a VM, and start it unless --stopped",
 		Example: "  polyvisor vm create web1 --image debian-12 --disk-size 10G --memory 2G --vcpus 2 \\\n" +
 			"      --user-data cloud-init.yaml --label env=prod\n" +
-			"  polyvisor vm create tiny --kernel vmlinuz --initrd initrd --cmdline 'console=ttyS0' --memory 256M",
+			"  polyvisor vm create tiny --kernel vmlinuz --initrd initrd --cmdline 'console=ttyS0' --memory 256M\n" +
+			"  polyvisor vm create web9 --provider vc1 --template ubuntu-22.04 --cluster C0 --datastore ds1 \\\n" +
+			"      --network 'VM Network' --vcpus 2 --memory 4G",
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req, err := f.request(args[0])
@@ -76,6 +84,11 @@ func (a *app) vmCreateCommand() *cobra.Command {
 	fl.BoolVar(&f.stopped, "stopped", false, "create the VM without starting it")
 	fl.DurationVar(&f.stopTimeout, "stop-timeout", 0, "how long a graceful stop may take before it is forced (default: the server's)")
 	fl.StringVar(&f.idempotencyKey, "idempotency-key", "", "a retried create with the same key makes no second VM")
+	fl.StringVar(&f.provider, "provider", "", "create the VM in this provider's estate (vSphere, libvirt) rather than on a Polyvisor host")
+	fl.StringVar(&f.template, "template", "", "with --provider: the `template` to clone (vSphere: name or inventory path; libvirt: image path on the host)")
+	fl.StringVar(&f.cluster, "cluster", "", "with --provider: the `cluster` to place the VM in (name or id)")
+	fl.StringVar(&f.datastore, "datastore", "", "with --provider: the `datastore` for the VM's disks")
+	fl.StringVar(&f.network, "network", "", "the `network` of the first NIC (with --provider: one of its networks)")
 	addNoWait(cmd, &f.noWait)
 	return cmd
 }
@@ -103,6 +116,9 @@ func (f *vmCreateFlags) request(name string) (api.VMCreate, error) {
 	if f.stopped {
 		req.PowerState = api.PowerStopped
 	}
+	if f.provider != "" || f.template != "" || f.cluster != "" || f.datastore != "" {
+		return f.providerRequest(req)
+	}
 	switch {
 	case f.image != "":
 		req.Disks = append(req.Disks, api.Disk{Name: "root", Image: f.image, SizeMiB: f.diskSizeMiB})
@@ -115,6 +131,12 @@ func (f *vmCreateFlags) request(name string) (api.VMCreate, error) {
 	nics := f.nics
 	if len(nics) == 0 {
 		nics = []string{api.NetworkUser}
+	}
+	if f.network != "" {
+		if len(f.nics) > 0 && f.nics[0] == "none" {
+			return req, usagef("--network: conflicts with --nic none")
+		}
+		nics = append([]string{f.network}, f.nics...)
 	}
 	for _, n := range nics {
 		switch {
@@ -147,6 +169,48 @@ func (f *vmCreateFlags) request(name string) (api.VMCreate, error) {
 	}
 	if ci != (api.CloudInit{}) {
 		req.CloudInit = &ci
+	}
+	return req, nil
+}
+
+// providerRequest finishes the VMCreate of a VM made in a provider's
+// estate: from the provider's template, so with no image, kernel or
+// cloud-init of Polyvisor's.
+func (f *vmCreateFlags) providerRequest(req api.VMCreate) (api.VMCreate, error) {
+	switch {
+	case f.provider == "":
+		return req, usagef("--template, --cluster and --datastore need --provider")
+	case f.template == "":
+		return req, usagef("--template: required with --provider")
+	}
+	for _, set := range []struct {
+		flag string
+		on   bool
+	}{
+		{"--image", f.image != ""}, {"--disk-size", f.diskSizeMiB > 0}, {"--blank-disk", len(f.blankDisks) > 0},
+		{"--kernel", f.kernel != ""}, {"--initrd", f.initrd != ""}, {"--cmdline", f.cmdline != ""},
+		{"--user-data", f.userData != ""}, {"--meta-data", f.metaData != ""}, {"--network-config", f.networkConfig != ""},
+	} {
+		if set.on {
+			return req, usagef("%s: a VM of provider %s is made from its template; leave %s out", set.flag, f.provider, set.flag)
+		}
+	}
+	req.Provider, req.Template, req.Cluster, req.Datastore = f.provider, f.template, f.cluster, f.datastore
+	req.Boot = api.Boot{}
+	// The provider connects the first NIC to a network of its own; with
+	// none given it keeps the template's (vSphere) or uses its default
+	// network (libvirt).
+	nics := f.nics
+	if f.network != "" {
+		nics = append([]string{f.network}, nics...)
+	}
+	switch {
+	case len(nics) > 1:
+		return req, usagef("--network: a VM of provider %s takes one network, its first NIC's", f.provider)
+	case len(nics) == 1 && (nics[0] == "" || nics[0] == "none"):
+		return req, usagef("--network: give the name of one of provider %s's networks", f.provider)
+	case len(nics) == 1:
+		req.NICs = []api.NIC{{Network: nics[0]}}
 	}
 	return req, nil
 }
