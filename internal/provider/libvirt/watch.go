@@ -46,6 +46,9 @@ func (p *Provider) Watch(ctx context.Context, fn func(provider.Change)) error {
 		case <-ctx.Done():
 			return nil
 		case <-lost:
+			if ctx.Err() != nil {
+				return nil
+			}
 			return fmt.Errorf("watch libvirt %s: connection lost: %w", p.cfg.URL, provider.ErrUnreachable)
 		case ev, ok := <-events:
 			if !ok {

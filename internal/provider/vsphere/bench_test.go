@@ -174,19 +174,3 @@ func BenchmarkInventory5000(b *testing.B) {
 		inv.Round(time.Millisecond), plain.Round(time.Millisecond), float64(inv)/float64(plain))
 }
 
-// TestInventoryCost holds Inventory to at most 1.5 times the time of a
-// plain govmomi listing of the VMs, on a smaller estate.
-func TestInventoryCost(t *testing.T) {
-	if testing.Short() {
-		t.Skip("timing test")
-	}
-	e := bigSim(t, 300)
-	p := e.connect(t)
-	inv, plain := inventoryTimes(t, e, p, 5)
-	ratio := float64(inv) / float64(plain)
-	t.Logf("%d vms: Inventory %v, govmomi view.Retrieve %v, ratio %.2f",
-		e.model.Count().Machine, inv, plain, ratio)
-	if ratio > 1.5 {
-		t.Errorf("Inventory takes %.2f times a plain listing, want at most 1.5", ratio)
-	}
-}

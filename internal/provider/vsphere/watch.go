@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 
 	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/vim25"
@@ -57,7 +58,10 @@ func (p *Provider) Watch(ctx context.Context, fn func(provider.Change)) error {
 		return fmt.Errorf("watch: create filter: %w", classify(err))
 	}
 
-	w := &watcher{p: p, c: c, fn: fn, ix: newIndex(0), props: map[types.ManagedObjectReference]map[string]any{}}
+	w := &watcher{p: p, c: c, fn: fn, ix: newIndex(0),
+		props:   map[types.ManagedObjectReference]map[string]any{},
+		entered: map[types.ManagedObjectReference]bool{},
+	}
 	req := types.WaitForUpdatesEx{
 		This:    pc.Reference(),
 		Options: &types.WaitOptions{MaxWaitSeconds: types.NewInt32(watchWait)},
@@ -76,10 +80,11 @@ func (p *Provider) Watch(ctx context.Context, fn func(provider.Change)) error {
 			continue // nothing changed in watchWait
 		}
 		req.Version = set.Version
-		if err := w.apply(ctx, set.FilterSet, started); err != nil {
+		truncated := set.Truncated != nil && *set.Truncated
+		if err := w.apply(ctx, set.FilterSet, started, truncated); err != nil {
 			return fmt.Errorf("watch: %w", err)
 		}
-		if !started && (set.Truncated == nil || !*set.Truncated) {
+		if !started && !truncated {
 			started = true
 			p.log.Debug("watch started", "objects", len(w.props))
 			fn(provider.Change{Resync: true})
@@ -95,6 +100,10 @@ type watcher struct {
 	fn    func(provider.Change)
 	ix    *index
 	props map[types.ManagedObjectReference]map[string]any
+	// The objects entered since the last complete answer, and whether
+	// one of them was known already: the server is sending it all again.
+	entered   map[types.ManagedObjectReference]bool
+	resending bool
 }
 
 // known is every property path the filter names, by object type.
@@ -109,52 +118,60 @@ var known = func() map[string]bool {
 }()
 
 // apply takes in one batch of updates and, when emit, reports them.
-func (w *watcher) apply(ctx context.Context, sets []types.PropertyFilterUpdate, emit bool) error {
+// truncated says more of the same answer follows.
+func (w *watcher) apply(ctx context.Context, sets []types.PropertyFilterUpdate, emit, truncated bool) error {
 	var touched []types.ObjectUpdate
 	tree := false // the tree changed: memoized paths are stale
 	resync := false
 	for _, fs := range sets {
 		for _, u := range fs.ObjectSet {
 			ref := u.Obj
-			switch u.Kind {
-			case types.ObjectUpdateKindLeave:
+			if u.Kind == types.ObjectUpdateKindLeave {
 				delete(w.props, ref)
 				w.ix.remove(ref)
 				tree = true
-			case types.ObjectUpdateKindEnter, types.ObjectUpdateKindModify:
-				m := w.props[ref]
-				if m == nil || u.Kind == types.ObjectUpdateKindEnter {
-					m = map[string]any{}
-					w.props[ref] = m
+				touched = append(touched, u)
+				continue
+			}
+			if u.Kind == types.ObjectUpdateKindEnter {
+				if w.props[ref] != nil && emit {
+					w.resending = true
 				}
-				refetch := false
-				for _, ch := range u.ChangeSet {
-					switch {
-					case !known[ch.Name]:
-						refetch = true // a nested change: read the object again
-					case ch.Op == types.PropertyChangeOpAssign:
-						m[ch.Name] = ch.Val
-					case ch.Op == types.PropertyChangeOpRemove, ch.Op == types.PropertyChangeOpIndirectRemove:
-						delete(m, ch.Name)
-					default:
-						refetch = true
-					}
-				}
-				if refetch {
-					if err := w.refetch(ctx, ref); err != nil {
-						return err
-					}
-				}
-				oc := w.content(ref)
-				if w.ix.put(&oc) {
-					tree = true
-					if ref.Type == "HostSystem" && u.Kind == types.ObjectUpdateKindModify {
-						resync = true // the host moved: its VMs' cluster changed
-					}
+				w.entered[ref] = true
+			}
+			changed, err := w.update(ctx, u)
+			if err != nil {
+				return err
+			}
+			if !changed {
+				continue
+			}
+			oc := w.content(ref)
+			if w.ix.put(&oc) {
+				tree = true
+				if ref.Type == "HostSystem" && u.Kind == types.ObjectUpdateKindModify {
+					resync = true // the host moved: its VMs' cluster changed
 				}
 			}
 			touched = append(touched, u)
 		}
+	}
+	if !truncated {
+		if w.resending {
+			// The server sent the whole view again (vcsim does when the
+			// view changes, and may then drop the leave of an object
+			// deleted at that moment): what it did not send is gone.
+			for ref := range w.props {
+				if !w.entered[ref] {
+					delete(w.props, ref)
+					w.ix.remove(ref)
+					tree = true
+					touched = append(touched, types.ObjectUpdate{Obj: ref, Kind: types.ObjectUpdateKindLeave})
+				}
+			}
+		}
+		w.resending = false
+		clear(w.entered)
 	}
 	if tree {
 		w.ix.invalidate()
@@ -184,6 +201,39 @@ func (w *watcher) apply(ctx context.Context, sets []types.PropertyFilterUpdate, 
 		w.fn(provider.Change{Resync: true})
 	}
 	return nil
+}
+
+// update applies one enter or modify to the object's properties, and
+// reports whether they changed (an object sent again as it was has not).
+func (w *watcher) update(ctx context.Context, u types.ObjectUpdate) (bool, error) {
+	old := w.props[u.Obj]
+	m := old
+	if m == nil || u.Kind == types.ObjectUpdateKindEnter {
+		m = make(map[string]any, len(u.ChangeSet))
+	}
+	w.props[u.Obj] = m
+	refetch := false
+	for _, ch := range u.ChangeSet {
+		switch {
+		case !known[ch.Name]:
+			refetch = true // a nested change: read the object again
+		case ch.Op == types.PropertyChangeOpAssign:
+			m[ch.Name] = ch.Val
+		case ch.Op == types.PropertyChangeOpRemove, ch.Op == types.PropertyChangeOpIndirectRemove:
+			delete(m, ch.Name)
+		default:
+			refetch = true
+		}
+	}
+	if refetch {
+		if err := w.refetch(ctx, u.Obj); err != nil {
+			return false, err
+		}
+	}
+	if u.Kind == types.ObjectUpdateKindEnter && old != nil {
+		return !reflect.DeepEqual(old, w.props[u.Obj]), nil
+	}
+	return true, nil
 }
 
 // content rebuilds an object's properties as a retrieval returns them.

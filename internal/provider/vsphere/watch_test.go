@@ -168,3 +168,61 @@ func TestWatchEnds(t *testing.T) {
 		}
 	})
 }
+
+// TestWatchResent: a server that sends the whole view again (as vcsim
+// does when the view changes) yields changes only for what differs, and
+// a deletion for what it no longer sends, even without a leave.
+func TestWatchResent(t *testing.T) {
+	var got []provider.Change
+	w := &watcher{fn: func(ch provider.Change) { got = append(got, ch) }, ix: newIndex(0),
+		props: map[types.ManagedObjectReference]map[string]any{}, entered: map[types.ManagedObjectReference]bool{}}
+	dc := types.ManagedObjectReference{Type: "Datacenter", Value: "datacenter-2"}
+	folder := types.ManagedObjectReference{Type: "Folder", Value: "group-v3"}
+	enter := func(ref types.ManagedObjectReference, props ...any) types.ObjectUpdate {
+		u := types.ObjectUpdate{Obj: ref, Kind: types.ObjectUpdateKindEnter}
+		for i := 0; i < len(props); i += 2 {
+			u.ChangeSet = append(u.ChangeSet, types.PropertyChange{Op: types.PropertyChangeOpAssign, Name: props[i].(string), Val: props[i+1]})
+		}
+		return u
+	}
+	vm := func(id, name string, power types.VirtualMachinePowerState) types.ObjectUpdate {
+		return enter(vmRef(id), "name", name, "parent", folder, "runtime.powerState", power)
+	}
+	batch := func(emit, truncated bool, us ...types.ObjectUpdate) {
+		t.Helper()
+		got = nil
+		must(t, w.apply(context.Background(), []types.PropertyFilterUpdate{{ObjectSet: us}}, emit, truncated))
+	}
+	on, off := types.VirtualMachinePowerStatePoweredOn, types.VirtualMachinePowerStatePoweredOff
+
+	// The first answer, in two pages.
+	batch(false, true, enter(dc, "name", "DC0"), enter(folder, "name", "vm", "parent", dc))
+	batch(false, false, vm("vm-1", "a", on), vm("vm-2", "b", on), vm("vm-3", "c", on))
+	if len(got) != 0 || len(w.props) != 5 {
+		t.Fatalf("initial: %d changes, %d objects", len(got), len(w.props))
+	}
+
+	// Everything again, in two pages: vm-2 now off, vm-3 gone, vm-4 new.
+	batch(true, true, enter(dc, "name", "DC0"), enter(folder, "name", "vm", "parent", dc), vm("vm-4", "d", on))
+	batch(true, false, vm("vm-1", "a", on), vm("vm-2", "b", off))
+	var changed, deleted []string
+	for _, ch := range got {
+		switch {
+		case ch.VM != nil:
+			changed = append(changed, ch.VM.ID+"="+ch.VM.PowerState)
+			if ch.VM.Path != "/DC0/vm/"+ch.VM.Name || ch.VM.Datacenter != "datacenter-2" {
+				t.Errorf("vm %+v", ch.VM)
+			}
+		case ch.DeletedVM != "":
+			deleted = append(deleted, ch.DeletedVM)
+		case ch.Resync:
+			t.Error("resync for an unchanged tree")
+		}
+	}
+	if len(changed) != 1 || changed[0] != "vm-2=stopped" || len(deleted) != 1 || deleted[0] != "vm-3" {
+		t.Fatalf("changed %v, deleted %v; want vm-2 stopped and vm-3 deleted", changed, deleted)
+	}
+	if _, ok := w.props[vmRef("vm-4")]; !ok {
+		t.Fatal("vm-4, sent in the first page, was dropped")
+	}
+}
