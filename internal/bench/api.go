@@ -35,8 +35,14 @@ type CreatePhase struct {
 	FromVMs int `json:"fromVMs"`
 	ToVMs   int `json:"toVMs"`
 	// ConvergeSeconds is from the batch's start until the agent had
-	// reported every VM stopped (the create operations done).
+	// reported every VM stopped (the create operations done), or until it
+	// stalled: then Converged is false and Stopped says how far it got.
 	ConvergeSeconds float64 `json:"convergeSeconds"`
+	Converged       bool    `json:"converged"`
+	Stopped         int     `json:"stopped"`
+	// ConvergeCPU is where the CPU went from the last create's answer
+	// until convergence.
+	ConvergeCPU CPUUse `json:"convergeCpu"`
 }
 
 // ReadPhase is latency of one read route at some VM count and concurrency.
@@ -44,6 +50,8 @@ type ReadPhase struct {
 	Route string `json:"route"`
 	VMs   int    `json:"vms"`
 	Throughput
+	// Bytes is the size of one answer, where measured.
+	Bytes int64 `json:"bytes,omitempty"`
 }
 
 // MemoryPhase is the server's memory with VMs stopped VMs stored.
@@ -77,6 +85,7 @@ type apiRun struct {
 	srv   *serverProc
 	agent *proc
 	c     *client.Client // the admin's client for setup and checks
+	meter *cpuMeter
 	log   io.Writer
 	first string // name of the first VM, and its create operation
 	opID  string
@@ -156,6 +165,7 @@ func (r *apiRun) start(ctx context.Context, cl *cleanups, bin, tmp, guestDir str
 	if err := waitHostReady(ctx, r.c, apiHost, r.srv.proc, r.agent); err != nil {
 		return err
 	}
+	r.meter = &cpuMeter{server: r.srv.pid(), agent: r.agent.pid()}
 	fmt.Fprintf(r.log, "importing the guest's kernel and initrd from %s\n", guestDir)
 	return importGuest(ctx, r.c, guestDir, false)
 }
@@ -201,10 +211,10 @@ func (r *apiRun) measure(ctx context.Context, rep *APIReport) error {
 	if rep.Create, err = r.creates(ctx, 0, o.vms); err != nil {
 		return err
 	}
-	fmt.Fprintf(r.log, "  %.0f creates/s, p99 %.1f ms; agent converged in %.1f s\n", rep.Create.PerSecond, rep.Create.Latency.P99Ms, rep.Create.ConvergeSeconds)
+	fmt.Fprintf(r.log, "  %.0f creates/s, p99 %.1f ms (CPUs: %s); agent converged in %.1f s\n", rep.Create.PerSecond, rep.Create.Latency.P99Ms, rep.Create.CPU, rep.Create.ConvergeSeconds)
 
 	fmt.Fprintf(r.log, "raw etcd: %d puts and %d create txns with %d concurrent callers\n", o.vms, o.vms, o.concurrency)
-	if rep.Etcd, err = rawEtcd(ctx, r.srv.dataDir, r.first, r.opID, o.vms, o.concurrency); err != nil {
+	if rep.Etcd, err = rawEtcd(ctx, r.meter, r.srv.dataDir, r.first, r.opID, o.vms, o.concurrency); err != nil {
 		return r.srv.failure(err)
 	}
 	fmt.Fprintf(r.log, "  %.0f puts/s, %.0f txns/s\n", rep.Etcd.Put.PerSecond, rep.Etcd.Txn.PerSecond)
@@ -218,7 +228,7 @@ func (r *apiRun) measure(ctx context.Context, rep *APIReport) error {
 		if rep.Grow, err = r.creates(ctx, o.vms, o.memoryVMs); err != nil {
 			return err
 		}
-		fmt.Fprintf(r.log, "  %.0f creates/s, p99 %.1f ms; agent converged in %.1f s\n", rep.Grow.PerSecond, rep.Grow.Latency.P99Ms, rep.Grow.ConvergeSeconds)
+		fmt.Fprintf(r.log, "  %.0f creates/s, p99 %.1f ms (CPUs: %s); agent converged in %.1f s\n", rep.Grow.PerSecond, rep.Grow.Latency.P99Ms, rep.Grow.CPU, rep.Grow.ConvergeSeconds)
 		if err := r.reads(ctx, rep, o.memoryVMs, false); err != nil {
 			return err
 		}
@@ -236,6 +246,7 @@ func (r *apiRun) creates(ctx context.Context, from, to int) (CreatePhase, error)
 	}
 	opIDs := make([]string, to-from)
 	start := time.Now()
+	cpu0 := r.meter.sample()
 	ds, wall, err := runConcurrent(ctx, to-from, r.opts.concurrency, func(ctx context.Context, w, i int) error {
 		op, err := cs[w].CreateVM(ctx, api.VMCreate{
 			Name: vmName(from + i), VCPUs: 1, MemoryMiB: 16, PowerState: api.PowerStopped,
@@ -250,19 +261,35 @@ func (r *apiRun) creates(ctx context.Context, from, to int) (CreatePhase, error)
 		return ph, r.srv.failure(err)
 	}
 	ph.Throughput = throughput(ds, r.opts.concurrency, wall)
+	ph.CPU = r.meter.since(cpu0)
 	if from == 0 {
 		r.first, r.opID = vmName(0), opIDs[0]
 	}
-	if err := r.waitStopped(ctx, to); err != nil {
+	cpu0 = r.meter.sample()
+	if ph.Stopped, err = r.waitStopped(ctx, to); err != nil {
 		return ph, err
 	}
+	ph.ConvergeCPU = r.meter.since(cpu0)
+	ph.Converged = ph.Stopped >= to
 	ph.ConvergeSeconds = time.Since(start).Seconds()
+	if !ph.Converged {
+		ph.ConvergeSeconds -= stallWindow.Seconds()
+		fmt.Fprintf(r.log, "  the agent stalled: %d of %d VMs reported stopped, no progress for %v\n", ph.Stopped, to, stallWindow)
+	}
 	return ph, nil
 }
 
-// waitStopped waits until the server counts n VMs observed stopped.
-func (r *apiRun) waitStopped(ctx context.Context, n int) error {
-	return poll(ctx, 30*time.Minute, 250*time.Millisecond, fmt.Sprintf("the agent to report %d VMs stopped", n), func() error {
+// stallWindow is how long the count of stopped VMs may stay put before
+// waitStopped gives up on the agent.
+const stallWindow = time.Minute
+
+// waitStopped waits until the server counts n VMs observed stopped, and
+// returns how many it counts. It gives up without error when the count
+// has not moved for stallWindow: a stuck agent is a finding to report, not
+// a reason to lose the rest of the run.
+func (r *apiRun) waitStopped(ctx context.Context, n int) (int, error) {
+	stopped, lastMove := -1, time.Now()
+	err := poll(ctx, 30*time.Minute, 250*time.Millisecond, fmt.Sprintf("the agent to report %d VMs stopped", n), func() error {
 		if done, werr := r.agent.exited(); done {
 			return &fatal{r.agent.failure(fmt.Errorf("agent exited: %v", werr))}
 		}
@@ -271,11 +298,15 @@ func (r *apiRun) waitStopped(ctx context.Context, n int) error {
 			return err
 		}
 		v, _ := metricValue(text, `polyvisor_vms{state="stopped"}`)
-		if int(v) < n {
-			return fmt.Errorf("%d of %d reported stopped", int(v), n)
+		if int(v) != stopped {
+			stopped, lastMove = int(v), time.Now()
 		}
-		return nil
+		if stopped >= n || time.Since(lastMove) > stallWindow {
+			return nil
+		}
+		return fmt.Errorf("%d of %d reported stopped", stopped, n)
 	})
+	return stopped, err
 }
 
 // reads measures GET /v1/vms/{name} (random names) and one page of 500 of
@@ -290,6 +321,7 @@ func (r *apiRun) reads(ctx context.Context, rep *APIReport, vms int, loaded bool
 		if err != nil {
 			return err
 		}
+		cpu0 := r.meter.sample()
 		ds, wall, err := runConcurrent(ctx, r.opts.getSamples, conc, func(ctx context.Context, w, _ int) error {
 			_, err := cs[w].GetVM(ctx, vmName(rand.IntN(vms)))
 			return err
@@ -298,6 +330,8 @@ func (r *apiRun) reads(ctx context.Context, rep *APIReport, vms int, loaded bool
 			return r.srv.failure(err)
 		}
 		get := ReadPhase{Route: "GET /v1/vms/{name}", VMs: vms, Throughput: throughput(ds, conc, wall)}
+		get.CPU = r.meter.since(cpu0)
+		cpu0 = r.meter.sample()
 		ds, wall, err = runConcurrent(ctx, r.opts.listSamples, conc, func(ctx context.Context, w, _ int) error {
 			l, err := cs[w].ListVMs(ctx, api.ListOptions{Limit: listPage})
 			if err == nil && len(l.Items) != min(listPage, vms) {
@@ -309,8 +343,17 @@ func (r *apiRun) reads(ctx context.Context, rep *APIReport, vms int, loaded bool
 			return r.srv.failure(err)
 		}
 		list := ReadPhase{Route: fmt.Sprintf("GET /v1/vms?limit=%d", listPage), VMs: vms, Throughput: throughput(ds, conc, wall)}
+		list.CPU = r.meter.since(cpu0)
 		rep.Reads = append(rep.Reads, get, list)
 		fmt.Fprintf(r.log, "  %d VMs, %d client(s): get p99 %.2f ms, list of %d p99 %.1f ms\n", vms, conc, get.Latency.P99Ms, listPage, list.Latency.P99Ms)
+		if conc == 1 {
+			raw, err := r.rawList(ctx, vms)
+			if err != nil {
+				return err
+			}
+			rep.Reads = append(rep.Reads, raw)
+			fmt.Fprintf(r.log, "  %d VMs, 1 client: list of %d to its last byte, undecoded (%d bytes): p99 %.1f ms\n", vms, listPage, raw.Bytes, raw.Latency.P99Ms)
+		}
 	}
 	return nil
 }

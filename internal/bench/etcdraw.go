@@ -42,6 +42,8 @@ type Throughput struct {
 	Seconds     float64 `json:"seconds"`
 	PerSecond   float64 `json:"perSecond"`
 	Latency     Latency `json:"latency"`
+	// CPU is where the machine's CPU went during the batch.
+	CPU CPUUse `json:"cpu"`
 }
 
 func throughput(ds []time.Duration, conc int, wall time.Duration) Throughput {
@@ -53,7 +55,7 @@ func throughput(ds []time.Duration, conc int, wall time.Duration) Throughput {
 // <data-dir>/etcd.sock). It puts count copies of a stored VM's JSON, then
 // commits count create-shaped txns, with conc concurrent callers on one
 // client (as the server has one), and deletes what it wrote.
-func rawEtcd(ctx context.Context, dataDir, vmName, opID string, count, conc int) (EtcdPhase, error) {
+func rawEtcd(ctx context.Context, meter *cpuMeter, dataDir, vmName, opID string, count, conc int) (EtcdPhase, error) {
 	ph := EtcdPhase{
 		Endpoint: "unix://" + filepath.Join(dataDir, "etcd.sock"),
 		Source:   "the server's own embedded etcd, through its client unix socket <data-dir>/etcd.sock (same process, same disk, same settings)",
@@ -83,6 +85,7 @@ func rawEtcd(ctx context.Context, dataDir, vmName, opID string, count, conc int)
 		_, _ = cli.Delete(dctx, rawPrefix, clientv3.WithPrefix())
 	}()
 
+	cpu0 := meter.sample()
 	ds, wall, err := runConcurrent(ctx, count, conc, func(ctx context.Context, _, i int) error {
 		_, err := cli.Put(ctx, fmt.Sprintf("%sput/vm-%06d", rawPrefix, i), vmJSON)
 		return err
@@ -91,7 +94,9 @@ func rawEtcd(ctx context.Context, dataDir, vmName, opID string, count, conc int)
 		return ph, fmt.Errorf("raw etcd puts: %w", err)
 	}
 	ph.Put = throughput(ds, conc, wall)
+	ph.Put.CPU = meter.since(cpu0)
 
+	cpu0 = meter.sample()
 	ds, wall, err = runConcurrent(ctx, count, conc, func(ctx context.Context, _, i int) error {
 		vk := fmt.Sprintf("%stxn/vms/vm-%06d", rawPrefix, i)
 		ok := fmt.Sprintf("%stxn/operations/op-%06d", rawPrefix, i)
@@ -109,6 +114,7 @@ func rawEtcd(ctx context.Context, dataDir, vmName, opID string, count, conc int)
 		return ph, fmt.Errorf("raw etcd txns: %w", err)
 	}
 	ph.Txn = throughput(ds, conc, wall)
+	ph.Txn.CPU = meter.since(cpu0)
 	return ph, nil
 }
 

@@ -46,6 +46,7 @@ func (r *lifecycleRun) exactBoot(ctx context.Context, i int) (BareBoot, error) {
 	if i == 1 {
 		r.exactArgs = append([]string{"qemu-system-x86_64"}, args...)
 	}
+	cpu0 := r.meter.sample()
 	t0 := time.Now()
 	proc, err := startProc("exact-args qemu", filepath.Join(dir, "qemu.log"), "qemu-system-x86_64", args...)
 	if err != nil {
@@ -59,5 +60,7 @@ func (r *lifecycleRun) exactBoot(ctx context.Context, i int) (BareBoot, error) {
 	b.TotalMs = msOf(mt.MarkerAt.Sub(t0))
 	b.QEMUUpMs = msOf(mt.FileAt.Sub(t0))
 	b.GuestMs = msOf(mt.MarkerAt.Sub(mt.FileAt))
+	proc.kill()
+	b.CPU = r.meter.since(cpu0)
 	return b, nil
 }

@@ -45,6 +45,8 @@ type PolyvisorBoot struct {
 	GuestMs float64 `json:"guestMs"`
 	// DeleteMs is from DELETE sent to its operation done (not in TotalMs).
 	DeleteMs float64 `json:"deleteMs"`
+	// CPU is where the machine's CPU went from create to deleted.
+	CPU CPUUse `json:"cpu"`
 }
 
 // BareBoot is one timed boot of QEMU started directly, in milliseconds
@@ -53,6 +55,8 @@ type BareBoot struct {
 	TotalMs  float64 `json:"totalMs"`
 	QEMUUpMs float64 `json:"qemuUpMs"`
 	GuestMs  float64 `json:"guestMs"`
+	// CPU is where the machine's CPU went from start to killed.
+	CPU CPUUse `json:"cpu"`
 }
 
 // LifecycleRound is one round: one boot of each, in Order.
@@ -93,6 +97,7 @@ type lifecycleRun struct {
 	guestDir  string
 	srv       *serverProc
 	c         *client.Client
+	meter     *cpuMeter
 	log       io.Writer
 	bareArgs  []string
 	pvArgs    []string
@@ -139,6 +144,7 @@ func runLifecycle(ctx context.Context, opts lifecycleOptions, log io.Writer) (re
 		return nil, err
 	}
 	r.c = r.srv.local
+	r.meter = &cpuMeter{server: r.srv.pid(), qemuDir: tmp}
 	if err := waitHostReady(ctx, r.c, lifecycleHost, r.srv.proc); err != nil {
 		return nil, err
 	}
@@ -240,6 +246,7 @@ func (r *lifecycleRun) polyvisorBoot(ctx context.Context, i int) (PolyvisorBoot,
 		Disks: []api.Disk{{Name: "root", Image: imageDisk}},
 		Boot:  api.Boot{Kernel: imageKernel, Initrd: imageInitrd, Cmdline: "console=ttyS0 quiet"},
 	}
+	cpu0 := r.meter.sample()
 	t0 := time.Now()
 	op, err := r.c.CreateVM(ctx, req, client.CreateOptions{})
 	if err != nil {
@@ -276,6 +283,7 @@ func (r *lifecycleRun) polyvisorBoot(ctx context.Context, i int) (PolyvisorBoot,
 		return b, r.srv.failure(err)
 	}
 	b.DeleteMs = msOf(time.Since(td))
+	b.CPU = r.meter.since(cpu0)
 	return b, nil
 }
 
@@ -312,6 +320,7 @@ func (r *lifecycleRun) bareBoot(ctx context.Context, i int) (BareBoot, error) {
 	if i == 1 {
 		r.bareArgs = append([]string{"qemu-system-x86_64"}, args...)
 	}
+	cpu0 := r.meter.sample()
 	t0 := time.Now()
 	p, err := startProc("bare qemu", filepath.Join(dir, "qemu.log"), "qemu-system-x86_64", args...)
 	if err != nil {
@@ -325,5 +334,7 @@ func (r *lifecycleRun) bareBoot(ctx context.Context, i int) (BareBoot, error) {
 	b.TotalMs = msOf(mt.MarkerAt.Sub(t0))
 	b.QEMUUpMs = msOf(mt.FileAt.Sub(t0))
 	b.GuestMs = msOf(mt.MarkerAt.Sub(mt.FileAt))
+	p.kill()
+	b.CPU = r.meter.since(cpu0)
 	return b, nil
 }

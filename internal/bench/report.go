@@ -80,6 +80,24 @@ func yesNo(met bool) string {
 	return "NO"
 }
 
+// cpuColumns formats CPU use per wall second as tab-separated columns:
+// server, agent, bench, others, idle.
+func cpuColumns(u CPUUse) string {
+	if u.WallSeconds <= 0 {
+		return "-\t-\t-\t-\t-"
+	}
+	per := func(v float64) string { return fmt.Sprintf("%.2f", v/u.WallSeconds) }
+	return strings.Join([]string{per(u.ServerSeconds), per(u.AgentSeconds), per(u.BenchSeconds), per(u.OtherSeconds), per(u.IdleSeconds)}, "\t")
+}
+
+// others formats the CPUs other processes kept busy during a phase.
+func others(u CPUUse) string {
+	if u.WallSeconds <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", u.OtherSeconds/u.WallSeconds)
+}
+
 func writeMachine(w io.Writer, m Machine) {
 	fmt.Fprintf(w, "Machine: %d CPUs (%s), %s RAM, Linux %s, %s, %s, KVM %v, %s\n",
 		m.CPUs, m.CPUModel, m.MemTotal, m.Kernel, m.GoVersion, m.QEMUVersion, m.KVM, m.Date)
@@ -89,10 +107,11 @@ func writeMachine(w io.Writer, m Machine) {
 func (rep *LifecycleReport) writeText(w io.Writer) error {
 	writeMachine(w, rep.Machine)
 	fmt.Fprintf(w, "\nPolyvisor: POST /v1/vms sent -> marker in console.log. Bare: qemu started -> marker in its serial file.\n")
-	fmt.Fprintf(w, "Both files polled every %.0f ms. Times in ms. \"up\" = serial file first seen, \"guest\" = up -> marker.\n\n", rep.PollEveryMs)
+	fmt.Fprintf(w, "Both files polled every %.0f ms. Times in ms. \"up\" = serial file first seen, \"guest\" = up -> marker.\n", rep.PollEveryMs)
+	fmt.Fprintf(w, "\"others\" = CPUs busy with processes not the benchmark's during that boot (of %d): interference on a shared machine.\n\n", rep.Machine.CPUs)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	exact := rep.Exact != nil
-	head := "round\torder\tpolyvisor\t202\tup\tguest\tdelete\tbare\tup\tguest\tratio\t"
+	head := "round\torder\tpolyvisor\t202\tup\tguest\tdelete\tothers\tbare\tup\tguest\tothers\tratio\t"
 	if exact {
 		head += "exact-args\tup\tguest\t"
 	}
@@ -102,9 +121,9 @@ func (rep *LifecycleReport) writeText(w io.Writer) error {
 		if r.Bare.TotalMs > 0 {
 			ratio = r.Polyvisor.TotalMs / r.Bare.TotalMs
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.3f\t", label, r.Order,
-			r.Polyvisor.TotalMs, r.Polyvisor.AcceptedMs, r.Polyvisor.QEMUUpMs, r.Polyvisor.GuestMs, r.Polyvisor.DeleteMs,
-			r.Bare.TotalMs, r.Bare.QEMUUpMs, r.Bare.GuestMs, ratio)
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%.0f\t%.0f\t%.0f\t%s\t%.0f\t%.0f\t%.0f\t%s\t%.3f\t", label, r.Order,
+			r.Polyvisor.TotalMs, r.Polyvisor.AcceptedMs, r.Polyvisor.QEMUUpMs, r.Polyvisor.GuestMs, r.Polyvisor.DeleteMs, others(r.Polyvisor.CPU),
+			r.Bare.TotalMs, r.Bare.QEMUUpMs, r.Bare.GuestMs, others(r.Bare.CPU), ratio)
 		if exact && r.Exact != nil {
 			fmt.Fprintf(tw, "%.0f\t%.0f\t%.0f\t", r.Exact.TotalMs, r.Exact.QEMUUpMs, r.Exact.GuestMs)
 		}
@@ -137,10 +156,10 @@ func (rep *APIReport) writeText(w io.Writer) error {
 	writeMachine(w, rep.Machine)
 	fmt.Fprintf(w, "API over %s, %d concurrent clients for creates; etcd: %s\n\n", rep.Transport, rep.Concurrency, rep.Etcd.Source)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "what\tVMs\tclients\tcount\tper s\tp50 ms\tp90 ms\tp99 ms\tmax ms\t")
+	fmt.Fprintln(tw, "what\tVMs\tclients\tcount\tper s\tp50 ms\tp90 ms\tp99 ms\tmax ms\t\tCPUs: server\tagent\tbench\tothers\tidle\t")
 	line := func(what string, vms int, t Throughput) {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t\n", what, vms, t.Concurrency, t.Count, t.PerSecond,
-			t.Latency.P50Ms, t.Latency.P90Ms, t.Latency.P99Ms, t.Latency.MaxMs)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t\t%s\t\n", what, vms, t.Concurrency, t.Count, t.PerSecond,
+			t.Latency.P50Ms, t.Latency.P90Ms, t.Latency.P99Ms, t.Latency.MaxMs, cpuColumns(t.CPU))
 	}
 	line("POST /v1/vms (202)", rep.Create.ToVMs, rep.Create.Throughput)
 	line(fmt.Sprintf("etcd put (%d B VM JSON)", rep.Etcd.PayloadBytes), rep.Create.ToVMs, rep.Etcd.Put)
@@ -154,12 +173,21 @@ func (rep *APIReport) writeText(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\nagent converged (all VMs reported stopped): %.1f s after the first %d creates began", rep.Create.ConvergeSeconds, rep.Create.ToVMs)
-	if rep.Grow.Count > 0 {
-		fmt.Fprintf(w, "; %.1f s after the growth to %d began", rep.Grow.ConvergeSeconds, rep.Grow.ToVMs)
+	fmt.Fprintf(w, "\n(CPUs: CPU-seconds per wall second used by each during the batch; the machine has %d)\n", rep.Machine.CPUs)
+	for _, ph := range []CreatePhase{rep.Create, rep.Grow} {
+		if ph.Count == 0 {
+			continue
+		}
+		if ph.Converged {
+			fmt.Fprintf(w, "agent reported all %d VMs stopped %.1f s after the creates %d->%d began (CPUs meanwhile: %s)\n",
+				ph.ToVMs, ph.ConvergeSeconds, ph.FromVMs, ph.ToVMs, ph.ConvergeCPU)
+		} else {
+			fmt.Fprintf(w, "agent STALLED after the creates %d->%d: %d of %d VMs reported stopped, none more in the last %v of waiting\n",
+				ph.FromVMs, ph.ToVMs, ph.Stopped, ph.ToVMs, stallWindow)
+		}
 	}
 	m := rep.Memory
-	fmt.Fprintf(w, "\n\nserver memory with %d stopped VMs: VmRSS %s, VmHWM %s, Go heap in use %s (alloc %s), %d goroutines\n",
+	fmt.Fprintf(w, "\nserver memory with %d stopped VMs: VmRSS %s, VmHWM %s, Go heap in use %s (alloc %s), %d goroutines\n",
 		m.VMs, mib(m.Server.RSSBytes), mib(m.Server.HWMBytes), mib(m.HeapInuseBytes), mib(m.HeapAllocBytes), m.GoroutineCount)
 	fmt.Fprintf(w, "server at start (no VMs): VmRSS %s; agent: VmRSS %s, VmHWM %s; etcd db file %s\n\n",
 		mib(m.ServerAtStart.RSSBytes), mib(m.Agent.RSSBytes), mib(m.Agent.HWMBytes), mib(m.EtcdDBBytes))

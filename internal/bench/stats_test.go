@@ -135,3 +135,18 @@ func TestParseProcStatus(t *testing.T) {
 		t.Error("status without VmHWM parsed without error")
 	}
 }
+
+func TestCPUParsing(t *testing.T) {
+	busy, idle := parseStatCPU("cpu  1000 50 450 8000 500 10 40 0 0 0")
+	if busy != 15.5 || idle != 85 {
+		t.Errorf("parseStatCPU: busy %v idle %v, want 15.5 and 85", busy, idle)
+	}
+	stat := "4242 (poly visor) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 30 20 20 0 12 0 100 0 0"
+	if got := parseProcStatCPU(stat); got != 3.5 {
+		t.Errorf("parseProcStatCPU = %v, want 3.5", got)
+	}
+	u := CPUUse{WallSeconds: 2, ServerSeconds: 3, BenchSeconds: 0.5, OtherSeconds: 0.2, IdleSeconds: 0.3}
+	if got, want := u.String(), "server 1.50, bench 0.25, others 0.10, idle 0.15"; got != want {
+		t.Errorf("CPUUse.String() = %q, want %q", got, want)
+	}
+}

@@ -173,4 +173,3 @@ func BenchmarkInventory5000(b *testing.B) {
 	b.Logf("median of 5 alternating rounds: Inventory %v, govmomi view.Retrieve %v, ratio %.2f",
 		inv.Round(time.Millisecond), plain.Round(time.Millisecond), float64(inv)/float64(plain))
 }
-
