@@ -186,15 +186,15 @@ func (c *conn) fullSync(ctx context.Context, p provider.Provider) error {
 		c.upsertHost(ctx, &inv.Hosts[i], inv)
 	}
 	liveVMs := map[string]bool{}
-	vms := 0
+	var vms []*provider.VM
 	for i := range inv.VMs {
 		if inv.VMs[i].Template {
 			continue
 		}
-		vms++
 		liveVMs[inv.VMs[i].ID] = true
-		c.upsertVM(ctx, &inv.VMs[i])
+		vms = append(vms, &inv.VMs[i])
 	}
+	c.mirrorVMs(ctx, vms)
 	for _, vm := range listAll(c.m.cfg.VMs) {
 		if ref := vm.Spec.Provider; ref != nil && ref.Name == c.name && ref.ID != "" && !liveVMs[ref.ID] {
 			c.deleteVM(ctx, ref.ID)
@@ -209,7 +209,7 @@ func (c *conn) fullSync(ctx context.Context, p provider.Provider) error {
 	}
 	counts := api.ProviderCounts{
 		Datacenters: len(inv.Datacenters), Clusters: len(inv.Clusters), Hosts: len(inv.Hosts),
-		Datastores: len(inv.Datastores), Networks: len(inv.Networks), VMs: vms,
+		Datastores: len(inv.Datastores), Networks: len(inv.Networks), VMs: len(vms),
 	}
 	c.setState(ctx, api.ProviderConnected, "", &counts)
 	return nil

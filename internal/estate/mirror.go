@@ -110,74 +110,109 @@ func (c *conn) observedStatus(pv *provider.VM, base api.VMStatus) api.VMStatus {
 // its desired state follows too (an out-of-band change) unless Polyvisor
 // is itself changing the VM.
 func (c *conn) upsertVM(ctx context.Context, pv *provider.VM) {
+	for range 10 {
+		op, ok := c.planVM(pv)
+		if !ok {
+			return
+		}
+		_, err := c.m.cfg.Store.Txn(ctx, op)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrExists) {
+			c.log.Warn("mirroring vm", "vm", pv.Name, "err", err)
+			return
+		}
+	}
+}
+
+// planVM works out the store write that mirrors a provider VM, or ok false
+// when there is nothing to write.
+func (c *conn) planVM(pv *provider.VM) (store.Op, bool) {
 	c.mu.Lock()
 	c.seen[pv.ID] = *pv
 	c.mu.Unlock()
 	name, ok := c.vmName(pv)
 	if !ok {
-		return
+		return store.Op{}, false
 	}
-	host := c.knownHost(pv.Host)
-	for range 10 {
-		now := time.Now().UTC()
-		cur, exists := c.m.cfg.VMs.Get(name)
-		if exists && (cur.Spec.Provider == nil || cur.Spec.Provider.Name != c.name || cur.Spec.Provider.ID != pv.ID) {
-			// The name now belongs to another VM; name this one anew.
-			c.mu.Lock()
-			delete(c.vmIDs, pv.ID)
-			c.mu.Unlock()
-			name, _ = c.vmName(pv)
+	now := time.Now().UTC()
+	cur, exists := c.m.cfg.VMs.Get(name)
+	if exists && (cur.Spec.Provider == nil || cur.Spec.Provider.Name != c.name || cur.Spec.Provider.ID != pv.ID) {
+		// The name now belongs to another VM; name this one anew.
+		c.mu.Lock()
+		delete(c.vmIDs, pv.ID)
+		c.mu.Unlock()
+		if name, ok = c.vmName(pv); !ok {
+			return store.Op{}, false
+		}
+		cur, exists = c.m.cfg.VMs.Get(name)
+	}
+	var next *api.VM
+	if exists {
+		next = store.Clone(cur)
+	} else {
+		next = &api.VM{Meta: api.Meta{Name: name, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now}}
+		next.Spec.StopTimeoutSeconds = 30
+	}
+	ref := next.Spec.Provider
+	if ref == nil {
+		ref = &api.ProviderRef{}
+	}
+	next.Spec.Provider = &api.ProviderRef{Name: c.name, Type: c.typ, ID: pv.ID, Path: pv.Path, Datacenter: pv.Datacenter,
+		Cluster: pv.Cluster, GuestOS: pv.GuestOS, Template: ref.Template, Datastore: ref.Datastore}
+	if host := c.knownHost(pv.Host); host != "" {
+		next.Spec.Host = host
+	}
+	next.Status = c.observedStatus(pv, next.Status)
+	settled := !exists || (!c.m.cfg.Busy(name) && cur.Status.ObservedGeneration >= cur.Generation && cur.Spec.Deletion == nil)
+	if settled {
+		desired := next.Spec
+		desired.PowerState, desired.VCPUs, desired.MemoryMiB = pv.PowerState, pv.VCPUs, pv.MemoryMiB
+		desired.NICs = nil
+		for _, n := range pv.NICs {
+			desired.NICs = append(desired.NICs, api.NIC{Network: n.Network, MAC: n.MAC})
+		}
+		if !reflect.DeepEqual(desired, next.Spec) {
+			next.Spec = desired
+			if exists {
+				next.Generation++
+			}
+		}
+		next.Status.ObservedGeneration = next.Generation
+	}
+	if !exists {
+		return c.m.cfg.VMs.OpCreate(name, next), true
+	}
+	if reflect.DeepEqual(next, cur) {
+		return store.Op{}, false
+	}
+	next.UpdatedAt = now
+	return c.m.cfg.VMs.OpUpdate(name, next, cur.Version), true
+}
+
+// syncBatch is how many VM writes a full sync puts in one transaction
+// (etcd allows 128 operations in one).
+const syncBatch = 100
+
+// mirrorVMs mirrors many VMs at once: their writes go in batched
+// transactions; a batch that loses a race is redone VM by VM.
+func (c *conn) mirrorVMs(ctx context.Context, vms []*provider.VM) {
+	for start := 0; start < len(vms); start += syncBatch {
+		batch := vms[start:min(start+syncBatch, len(vms))]
+		var ops []store.Op
+		for _, pv := range batch {
+			if op, ok := c.planVM(pv); ok {
+				ops = append(ops, op)
+			}
+		}
+		if len(ops) == 0 {
 			continue
 		}
-		var next *api.VM
-		if exists {
-			next = store.Clone(cur)
-		} else {
-			next = &api.VM{Meta: api.Meta{Name: name, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now}}
-			next.Spec.StopTimeoutSeconds = 30
-		}
-		ref := next.Spec.Provider
-		if ref == nil {
-			ref = &api.ProviderRef{}
-		}
-		next.Spec.Provider = &api.ProviderRef{Name: c.name, Type: c.typ, ID: pv.ID, Path: pv.Path, Datacenter: pv.Datacenter,
-			Cluster: pv.Cluster, GuestOS: pv.GuestOS, Template: ref.Template, Datastore: ref.Datastore}
-		if host != "" {
-			next.Spec.Host = host
-		}
-		next.Status = c.observedStatus(pv, next.Status)
-		settled := !exists || (!c.m.cfg.Busy(name) && cur.Status.ObservedGeneration >= cur.Generation && cur.Spec.Deletion == nil)
-		if settled {
-			desired := next.Spec
-			desired.PowerState, desired.VCPUs, desired.MemoryMiB = pv.PowerState, pv.VCPUs, pv.MemoryMiB
-			desired.NICs = nil
-			for _, n := range pv.NICs {
-				desired.NICs = append(desired.NICs, api.NIC{Network: n.Network, MAC: n.MAC})
+		if _, err := c.m.cfg.Store.Txn(ctx, ops...); err != nil {
+			for _, pv := range batch {
+				c.upsertVM(ctx, pv)
 			}
-			if !reflect.DeepEqual(desired, next.Spec) {
-				next.Spec = desired
-				if exists {
-					next.Generation++
-				}
-			}
-			next.Status.ObservedGeneration = next.Generation
-		}
-		var err error
-		if exists {
-			if reflect.DeepEqual(next, cur) {
-				return
-			}
-			next.UpdatedAt = now
-			_, err = c.m.cfg.VMs.Update(ctx, name, next, cur.Version)
-		} else {
-			_, err = c.m.cfg.VMs.Create(ctx, name, next)
-		}
-		if err == nil {
-			return
-		}
-		if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrExists) {
-			c.log.Warn("mirroring vm", "vm", name, "err", err)
-			return
 		}
 	}
 }
