@@ -10,16 +10,33 @@
 #                      POLYVISOR-GUEST-READY on ttyS0, reports its disks and
 #                      NoCloud seed, then prints "polyvisor-tick N" every 0.2 s
 #   OUTDIR/disk.qcow2  a small blank qcow2 disk (64 MiB)
+#   OUTDIR/boot.qcow2  the same guest on a bootable disk (64 MiB unless the
+#                      kernel and initramfs need more): an MBR with SYSLINUX's
+#                      boot code and one active FAT16 partition at 1 MiB that
+#                      holds SYSLINUX, vmlinuz, initrd.img and a syslinux.cfg
+#                      booting them at once (no prompt, no timeout) with
+#                      "console=ttyS0 quiet". For VMs booted by their firmware
+#                      (SeaBIOS; not UEFI) from virtio-blk, virtio-scsi, SATA
+#                      or IDE, e.g. libvirt domains; use it as a backing file.
 #
 # Boot it with:
 #   qemu-system-x86_64 -accel tcg -machine q35 -m 256 -nodefaults -display none \
 #     -serial stdio -kernel OUTDIR/vmlinuz -initrd OUTDIR/initrd.img \
 #     -append "console=ttyS0 quiet"
+# or through the firmware, from the disk (on an overlay or with -snapshot):
+#   qemu-system-x86_64 -accel tcg -machine q35 -m 256 -nodefaults -display none \
+#     -serial stdio -drive file=OUTDIR/boot.qcow2,if=virtio,format=qcow2,snapshot=on
+#
+# Host packages come from Debian, installed with --no-install-recommends when
+# missing: qemu-system-x86, qemu-utils, busybox-static, xz-utils, and for
+# boot.qcow2 syslinux, syslinux-common, mtools and dosfstools. Nothing is
+# mounted: the FAT partition is made and filled inside the image file.
 #
 # The script is idempotent: the downloaded .deb and its extraction are cached
 # ($XDG_CACHE_HOME/polyvisor-guest if XDG_CACHE_HOME is set, else
 # OUTDIR/.cache), and nothing is rebuilt when OUTDIR already holds a guest
-# built by this same script from the same kernel.
+# built by this same script from the same kernel. When only boot.qcow2 is
+# missing, it alone is made again from OUTDIR's kernel and initramfs.
 #
 # Environment:
 #   POLYVISOR_GUEST_KERNEL_PKG  force a kernel package (default: the one
@@ -62,6 +79,14 @@ apt_install() {
 }
 
 installed() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]; }
+
+# sbin_tool NAME finds a tool that lives in /usr/sbin, which a non-root PATH
+# may lack.
+sbin_tool() {
+	command -v "$1" 2>/dev/null ||
+		{ [[ -x /usr/sbin/$1 ]] && echo "/usr/sbin/$1"; } ||
+		{ [[ -x /sbin/$1 ]] && echo "/sbin/$1"; }
+}
 
 ensure_host_tools() {
 	local missing=()
@@ -108,13 +133,116 @@ pick_kernel() {
 	return 1
 }
 
+# The boot disk: an MBR, then one partition from BOOT_START (in 512-byte
+# sectors: 1 MiB, as partitioning tools align it) to the end of the disk.
+BOOT_START=2048
+BOOT_MIN_MIB=64
+# SYSLINUX's MBR boot code (Debian's syslinux-common): it loads the active
+# partition's boot sector, through the BIOS's EDD (LBA) calls when present.
+MBR_BIN=/usr/lib/syslinux/mbr/mbr.bin
+
+ensure_boot_tools() {
+	local missing=()
+	installed syslinux || missing+=(syslinux)
+	installed syslinux-common || missing+=(syslinux-common)
+	installed mtools || missing+=(mtools)
+	installed dosfstools || missing+=(dosfstools)
+	if [[ ${#missing[@]} -gt 0 ]]; then
+		apt_install "${missing[@]}"
+	fi
+	MKFS_FAT=$(sbin_tool mkfs.fat) || { log "mkfs.fat not found after installing dosfstools"; return 1; }
+	[[ -f "$MBR_BIN" ]] || { log "$MBR_BIN not found after installing syslinux-common"; return 1; }
+}
+
+# chs LBA prints the CHS address of a sector (255 heads, 63 sectors per
+# track, capped at cylinder 1023) as the 3 bytes of an MBR partition entry,
+# in printf's \x notation. SeaBIOS and SYSLINUX's MBR use the LBA fields;
+# the CHS ones are filled in for older tools.
+chs() {
+	local lba=$1 c h s
+	c=$((lba / (255 * 63)))
+	h=$((lba / 63 % 255))
+	s=$((lba % 63 + 1))
+	if ((c > 1023)); then
+		c=1023 h=254 s=63
+	fi
+	printf '\\x%02x\\x%02x\\x%02x' "$h" $(((c >> 8) << 6 | s)) $((c & 255))
+}
+
+# le32 N prints N as 4 little-endian bytes in printf's \x notation.
+le32() {
+	printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(($1 & 255)) $(($1 >> 8 & 255)) $(($1 >> 16 & 255)) $(($1 >> 24 & 255))
+}
+
+# write_mbr IMG START SECTORS writes SYSLINUX's boot code, the disk
+# signature "PVGS" and one active FAT16 (LBA, type 0x0e) partition entry
+# into IMG's first sector.
+write_mbr() {
+	local img=$1 start=$2 n=$3 entry
+	dd if="$MBR_BIN" of="$img" bs=440 count=1 conv=notrunc status=none
+	entry="\\x80$(chs "$start")\\x0e$(chs $((start + n - 1)))$(le32 "$start")$(le32 "$n")"
+	# shellcheck disable=SC2059 # the format is the bytes
+	printf "PVGS\\x00\\x00${entry}" | dd of="$img" bs=1 seek=440 conv=notrunc status=none
+	printf '\x55\xaa' | dd of="$img" bs=1 seek=510 conv=notrunc status=none
+}
+
+# build_boot KERNEL INITRD OUT writes the bootable disk image OUT (qcow2).
+# It works on a sparse raw image in $WORK and mounts nothing: mkfs.fat,
+# mtools and SYSLINUX's mtools-based installer all take the partition's
+# byte offset in the image file.
+build_boot() {
+	local kernel=$1 initrd=$2 out=$3 raw=$WORK/boot.raw cfg=$WORK/syslinux.cfg
+	local mib sectors off
+	ensure_boot_tools
+	# Room for the files plus 16 MiB and the 1 MiB before the partition.
+	mib=$((($(stat -c %s "$kernel") + $(stat -c %s "$initrd")) / 1048576 + 17))
+	if ((mib < BOOT_MIN_MIB)); then
+		mib=$BOOT_MIN_MIB
+	fi
+	sectors=$((mib * 2048 - BOOT_START))
+	off=$((BOOT_START * 512))
+	rm -f "$raw"
+	truncate -s "${mib}M" "$raw"
+	# -h: the partition's start, which the boot sector uses to find itself.
+	"$MKFS_FAT" -F 16 -n POLYVISOR -i 50564753 --offset "$BOOT_START" -h "$BOOT_START" \
+		"$raw" $((sectors / 2)) >/dev/null
+	cat >"$cfg" <<'EOF'
+DEFAULT polyvisor
+PROMPT 0
+TIMEOUT 0
+LABEL polyvisor
+  LINUX /vmlinuz
+  INITRD /initrd.img
+  APPEND console=ttyS0 quiet
+EOF
+	# MTOOLS_SKIP_CHECK: the image's geometry is not the point.
+	local f
+	for f in "$kernel:vmlinuz" "$initrd:initrd.img" "$cfg:syslinux.cfg"; do
+		MTOOLS_SKIP_CHECK=1 mcopy -o -i "$raw@@$off" "${f%:*}" "::/${f##*:}"
+	done
+	MTOOLS_SKIP_CHECK=1 syslinux --offset "$off" --install "$raw"
+	write_mbr "$raw" "$BOOT_START" "$sectors"
+	qemu-img convert -q -f raw -O qcow2 "$raw" "$out"
+	rm -f "$raw" "$cfg"
+}
+
 ensure_host_tools
 KPKG=$(pick_kernel)
 SELF_SUM=$(sha256sum "${BASH_SOURCE[0]}" | awk '{print $1}')
 STAMP="$KPKG $SELF_SUM"
 if [[ -f "$OUTDIR/vmlinuz" && -f "$OUTDIR/initrd.img" && -f "$OUTDIR/disk.qcow2" &&
 	"$(cat "$OUTDIR/.stamp" 2>/dev/null)" == "$STAMP" ]]; then
-	log "up to date in $OUTDIR ($KPKG)"
+	if [[ -f "$OUTDIR/boot.qcow2" ]]; then
+		log "up to date in $OUTDIR ($KPKG)"
+		exit 0
+	fi
+	# The kernel and initramfs are this script's: only the disk is missing.
+	log "making boot.qcow2 from $OUTDIR/vmlinuz and $OUTDIR/initrd.img"
+	WORK=$(mktemp -d "$CACHE/build.XXXXXX")
+	trap 'rm -rf "$WORK"' EXIT
+	build_boot "$OUTDIR/vmlinuz" "$OUTDIR/initrd.img" "$WORK/boot.qcow2"
+	mv -f "$WORK/boot.qcow2" "$OUTDIR/boot.qcow2"
+	log "boot disk ready in $OUTDIR ($KPKG)"
 	exit 0
 fi
 
@@ -272,7 +400,8 @@ chmod 0755 "$ROOT/init"
 (cd "$ROOT" && find . | busybox cpio -o -H newc 2>/dev/null) | gzip -9 >"$WORK/initrd.img"
 qemu-img create -q -f qcow2 "$WORK/disk.qcow2" 64M
 cp "$VMLINUZ" "$WORK/vmlinuz"
-for f in vmlinuz initrd.img disk.qcow2; do
+build_boot "$WORK/vmlinuz" "$WORK/initrd.img" "$WORK/boot.qcow2"
+for f in vmlinuz initrd.img disk.qcow2 boot.qcow2; do
 	mv -f "$WORK/$f" "$OUTDIR/$f"
 done
 echo "$STAMP" >"$OUTDIR/.stamp"

@@ -1,6 +1,13 @@
 // Package guest gives tests Polyvisor's tiny test guest: a Debian cloud
-// kernel, a busybox initramfs and a small qcow2 disk, built by
-// scripts/build-guest.sh once per machine into a shared cache directory.
+// kernel, a busybox initramfs, a small blank qcow2 disk and the same guest
+// on a bootable qcow2 disk, built by scripts/build-guest.sh once per machine
+// into a shared cache directory.
+//
+// Boot the guest directly (Kernel, Initrd and Cmdline), or through the
+// firmware from an overlay of Boot: SeaBIOS (QEMU's default on q35 and pc)
+// loads SYSLINUX from the disk's MBR and active FAT partition, which boots
+// the same kernel and initramfs with Cmdline at once. Boot works from
+// virtio-blk, virtio-scsi, SATA (AHCI) and IDE; it has no UEFI loader.
 //
 // The guest prints POLYVISOR-GUEST-READY on ttyS0 about 2-3 s after boot
 // under TCG, then "polyvisor-guest: disk vdX <sectors>" per disk,
@@ -41,7 +48,11 @@ type Paths struct {
 	Kernel string // vmlinuz
 	Initrd string // initrd.img
 	Disk   string // disk.qcow2, a blank 64 MiB image to use as a backing file
-	Dir    string // the directory holding them
+	// Boot is boot.qcow2, a 64 MiB BIOS-bootable disk of the same guest
+	// (MBR, one FAT16 partition with SYSLINUX, the kernel and the
+	// initramfs). Use it as a backing file: never boot it in place.
+	Boot string
+	Dir  string // the directory holding them
 }
 
 var (
@@ -71,6 +82,7 @@ func Build(t testing.TB) Paths {
 		Kernel: filepath.Join(dir, "vmlinuz"),
 		Initrd: filepath.Join(dir, "initrd.img"),
 		Disk:   filepath.Join(dir, "disk.qcow2"),
+		Boot:   filepath.Join(dir, "boot.qcow2"),
 		Dir:    dir,
 	}
 	if explicit && complete(p) {
@@ -116,7 +128,7 @@ func RequireQEMU(t testing.TB) {
 }
 
 func complete(p Paths) bool {
-	for _, f := range []string{p.Kernel, p.Initrd, p.Disk} {
+	for _, f := range []string{p.Kernel, p.Initrd, p.Disk, p.Boot} {
 		if fi, err := os.Stat(f); err != nil || fi.Size() == 0 {
 			return false
 		}

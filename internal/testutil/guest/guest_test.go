@@ -1,13 +1,20 @@
 package guest
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestBuildIsCachedAndComplete(t *testing.T) {
 	p := Build(t)
-	for _, f := range []string{p.Kernel, p.Initrd, p.Disk} {
+	for _, f := range []string{p.Kernel, p.Initrd, p.Disk, p.Boot} {
 		fi, err := os.Stat(f)
 		if err != nil || fi.Size() == 0 {
 			t.Fatalf("%s: %v", f, err)
@@ -24,5 +31,88 @@ func TestBuildIsCachedAndComplete(t *testing.T) {
 		if !builtBy(p.Dir, script) {
 			t.Errorf("%s is not stamped as built by %s", p.Dir, script)
 		}
+	}
+}
+
+// TestBootDiskBootsThroughSeaBIOS boots boot.qcow2 with no -kernel, as a
+// firmware-booted VM does, from a virtio-blk disk, from a SATA disk on
+// q35's AHCI controller and from an IDE disk on the pc machine, and waits
+// for the marker on the serial console.
+func TestBootDiskBootsThroughSeaBIOS(t *testing.T) {
+	RequireQEMU(t)
+	p := Build(t)
+
+	out, err := exec.Command("qemu-img", "info", "--output=json", "-f", "qcow2", p.Boot).Output()
+	if err != nil {
+		t.Fatalf("qemu-img info %s: %v", p.Boot, err)
+	}
+	var info struct {
+		Format      string `json:"format"`
+		VirtualSize int64  `json:"virtual-size"`
+		BackingFile string `json:"backing-filename"`
+	}
+	if err := json.Unmarshal(out, &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Format != "qcow2" || info.VirtualSize < 64<<20 || info.BackingFile != "" {
+		t.Fatalf("boot disk: %+v, want a standalone qcow2 of at least 64 MiB", info)
+	}
+
+	// disk attaches the overlay as the boot disk on a given bus.
+	disk := func(overlay, dev string) []string {
+		return []string{
+			"-blockdev", "driver=qcow2,node-name=d0,file.driver=file,file.filename=" + strings.ReplaceAll(overlay, ",", ",,"),
+			"-device", dev + ",drive=d0,bootindex=1",
+		}
+	}
+	for _, tc := range []struct {
+		name, machine, dev string
+	}{
+		{"virtio-blk", "q35", "virtio-blk-pci"},
+		{"sata", "q35", "ide-hd,bus=ide.0"},  // q35's ICH9 AHCI
+		{"pc-ide", "pc", "ide-hd,bus=ide.0"}, // PIIX IDE
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			overlay := filepath.Join(dir, "boot.qcow2")
+			if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2",
+				"-b", p.Boot, "-F", "qcow2", overlay).CombinedOutput(); err != nil {
+				t.Fatalf("making overlay: %v: %s", err, out)
+			}
+			serial := filepath.Join(dir, "serial.log")
+			args := append([]string{"-accel", "tcg", "-machine", tc.machine, "-m", "256",
+				"-nodefaults", "-no-user-config", "-display", "none",
+				"-serial", "file:" + serial}, disk(overlay, tc.dev)...)
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			var qlog bytes.Buffer
+			cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+			cmd.Stdout, cmd.Stderr = &qlog, &qlog
+			t0 := time.Now()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			defer func() {
+				cmd.Process.Kill()
+				<-done
+			}()
+			for {
+				b, _ := os.ReadFile(serial)
+				if bytes.Contains(b, []byte(ReadyMarker)) {
+					t.Logf("marker %v after starting qemu", time.Since(t0).Round(10*time.Millisecond))
+					return
+				}
+				select {
+				case err := <-done:
+					done <- err
+					t.Fatalf("qemu exited before the marker: %v\n%s\nserial:\n%s", err, qlog.String(), b)
+				case <-ctx.Done():
+					t.Fatalf("no %s on the serial console within 90s; serial:\n%s", ReadyMarker, b)
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		})
 	}
 }
