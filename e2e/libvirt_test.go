@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -193,6 +194,20 @@ func TestLibvirtProvider(t *testing.T) {
 		t.Fatalf("created domain: virsh says %q", st)
 	}
 	waitFileContains(t, filepath.Join("/var/log/libvirt/qemu", made+"-serial.log"), marker, 90*time.Second)
+	// Its graphical console, proxied by the server to the domain's VNC.
+	vnc, err := c.Console(ctx, made, "vnc")
+	if err != nil {
+		t.Fatalf("vnc console of a libvirt vm: %v", err)
+	}
+	_ = vnc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	banner := make([]byte, 12)
+	if _, err := io.ReadFull(vnc, banner); err != nil || !strings.HasPrefix(string(banner), "RFB 003.") {
+		t.Fatalf("vnc banner %q: %v", banner, err)
+	}
+	vnc.Close()
+	if _, err := c.ConsoleLog(ctx, made, 100); client.HTTPStatus(err) != 422 {
+		t.Fatalf("serial log of a libvirt vm: %v, want 422", err)
+	}
 	waitOK(t, c, mustOp(t)(c.DeleteVM(ctx, made, false)))
 	if out, _ := exec.Command("virsh", "-c", "qemu:///system", "dominfo", made).CombinedOutput(); !strings.Contains(string(out), "failed to get domain") {
 		t.Fatalf("virsh still knows %s: %s", made, out)

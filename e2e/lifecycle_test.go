@@ -99,6 +99,11 @@ func TestVMLifecycle(t *testing.T) {
 	}
 	vnc.Close()
 
+	// What the qemu driver cannot do is refused naming the capability.
+	if _, err := c.CreateSnapshot(ctx, "life", api.SnapshotCreate{Name: "s1"}); client.HTTPStatus(err) != 422 || !strings.Contains(err.Error(), "snapshots") {
+		t.Fatalf("snapshot of a qemu vm: %v, want 422 naming the capability", err)
+	}
+
 	// An action based on a stale version is a conflict.
 	status, apiErr := rawRequestH(t, srv, "POST", "/v1/vms/life/pause", map[string]string{"If-Match": `"1"`})
 	if status != 409 || !strings.Contains(apiErr.Message, "changed since version 1") {

@@ -184,6 +184,21 @@ func TestVSphereProvider(t *testing.T) {
 		t.Fatalf("a refused provider was stored: %v", ps)
 	}
 
+	// Two templates, made before Polyvisor connects (vcsim does not report
+	// a VM turned template as a change): one to clone, and one whose name
+	// a create will clash with on the vSphere side.
+	tmpl := sim.vm(t, "DC0_C0_RP0_VM1")
+	task(t)(tmpl.PowerOff(ctx))
+	if err := tmpl.MarkAsTemplate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clash := sim.vm(t, "DC0_C1_RP0_VM1")
+	task(t)(clash.PowerOff(ctx))
+	task(t)(clash.Rename(ctx, "clash-1"))
+	if err := clash.MarkAsTemplate(ctx); err != nil {
+		t.Fatal(err)
+	}
+
 	p, err := c.CreateProvider(ctx, api.ProviderCreate{Name: "vc1", Type: "vsphere", URL: sim.url, Username: vcUser, Password: vcPass, CACert: sim.ca})
 	if err != nil {
 		t.Fatalf("adding the provider: %v", err)
@@ -192,7 +207,9 @@ func TestVSphereProvider(t *testing.T) {
 	if strings.Contains(string(raw), vcPass) {
 		t.Fatal("the API returned the password")
 	}
-	wantHosts, wantVMs := 2*(2*2+1), 2*(2+1)*2 // per datacenter: 2 clusters of 2 hosts + 1 host; 2 VMs per pool
+	// Per datacenter: 2 clusters of 2 hosts + 1 host; 2 VMs per pool; less
+	// the two templates.
+	wantHosts, wantVMs := 2*(2*2+1), 2*(2+1)*2-2
 	eventually(t, 20*time.Second, "the inventory is mirrored", func() error {
 		p, err := c.GetProvider(ctx, "vc1")
 		if err != nil {
@@ -261,22 +278,6 @@ func TestVSphereProvider(t *testing.T) {
 	}
 
 	// Create from a template, and delete.
-	tmpl := sim.vm(t, "DC0_C0_RP0_VM1")
-	task(t)(tmpl.PowerOff(ctx))
-	if err := tmpl.MarkAsTemplate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// vcsim reports no property change for a VM made a template: ask for
-	// a resync, as a user would with `polyvisor provider refresh`.
-	if _, err := c.RefreshProvider(ctx, "vc1"); err != nil {
-		t.Fatalf("refresh: %v", err)
-	}
-	eventually(t, 5*time.Second, "the template leaves the vm list", func() error {
-		if _, err := polyVM(t, c, tmpl.Reference().Value); err == nil {
-			return fmt.Errorf("still listed")
-		}
-		return nil
-	})
 	waitOK(t, c, mustOp(t)(c.CreateVM(ctx, api.VMCreate{Name: "web-new", Provider: "vc1", Template: "DC0_C0_RP0_VM1", VCPUs: 1, MemoryMiB: 128}, client.CreateOptions{})))
 	made := sim.vm(t, "web-new")
 	if pr := sim.props(t, made); pr.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn || pr.Config.Hardware.MemoryMB != 128 {
@@ -285,8 +286,8 @@ func TestVSphereProvider(t *testing.T) {
 	if vm, err := c.GetVM(ctx, "web-new"); err != nil || vm.Spec.Provider == nil || vm.Spec.Provider.ID != made.Reference().Value {
 		t.Fatalf("polyvisor vm web-new: %+v %v", vm, err)
 	}
-	if _, v := countProviderObjects(t, c, "vc1"); v != wantVMs {
-		t.Fatalf("%d vms after create, want %d (one template out, one clone in)", v, wantVMs)
+	if _, v := countProviderObjects(t, c, "vc1"); v != wantVMs+1 {
+		t.Fatalf("%d vms after create, want %d", v, wantVMs+1)
 	}
 	waitOK(t, c, mustOp(t)(c.DeleteVM(ctx, "web-new", false)))
 	if _, err := sim.finder(t).VirtualMachine(ctx, "web-new"); err == nil {
@@ -305,6 +306,32 @@ func TestVSphereProvider(t *testing.T) {
 		}
 		return nil
 	})
+
+	// A name clash on the vSphere side: a template (templates are not
+	// Polyvisor VMs) holds the name. The create fails, nothing is left.
+	op = mustOp(t)(c.CreateVM(ctx, api.VMCreate{Name: "clash-1", Provider: "vc1", Template: "DC0_C0_RP0_VM1", VCPUs: 1, MemoryMiB: 64}, client.CreateOptions{}))
+	done, _ = c.WaitOperation(ctx, op.ID, nil)
+	if done.Status != api.OpFailed || done.Error == nil || !strings.Contains(done.Error.Message, "clash-1") {
+		t.Fatalf("create clashing with a vSphere name: %+v", done)
+	}
+	eventually(t, 10*time.Second, "the clashing create is rolled back", func() error {
+		if _, err := c.GetVM(ctx, "clash-1"); !client.IsNotFound(err) {
+			return fmt.Errorf("clash-1: %v", err)
+		}
+		return nil
+	})
+	if vms, _ := sim.finder(t).VirtualMachineList(ctx, "clash-1*"); len(vms) != 1 {
+		t.Fatalf("vcsim has %d vms named clash-1*, want only the template", len(vms))
+	}
+
+	// Capabilities: vcsim offers no WebMKS ticket; the API says so with 422.
+	running, _ := c.ListAllVMs(ctx, api.ListOptions{Provider: "vc1", State: api.PowerRunning})
+	if len(running) == 0 {
+		t.Fatal("no running vcsim vm")
+	}
+	if _, err := c.ConsoleTicket(ctx, running[0].Name); client.HTTPStatus(err) != 422 {
+		t.Fatalf("console ticket from vcsim: %v, want 422", err)
+	}
 
 	// Out of band: destroy a VM; it leaves Polyvisor.
 	gone := sim.vm(t, "DC0_C1_RP0_VM0")
@@ -336,6 +363,8 @@ func TestVSphereProvider(t *testing.T) {
 	// Connection loss: the provider is marked disconnected and its
 	// inventory stale but kept; on return it resyncs without duplicates.
 	_, before := countProviderObjects(t, c, "vc1")
+	bl, _ := c.ListAllVMs(ctx, api.ListOptions{Provider: "vc1"})
+	beforeNames := names(bl)
 	addr := sim.host
 	sim.server.Close()
 	eventually(t, 30*time.Second, "the provider is marked disconnected", func() error {
@@ -363,7 +392,8 @@ func TestVSphereProvider(t *testing.T) {
 		return nil
 	})
 	if _, n := countProviderObjects(t, c, "vc1"); n != before {
-		t.Fatalf("%d vms after reconnecting, had %d", n, before)
+		after, _ := c.ListAllVMs(ctx, api.ListOptions{Provider: "vc1"})
+		t.Fatalf("%d vms after reconnecting, had %d: %v (before: %v)", n, before, names(after), beforeNames)
 	}
 
 	// Removing the provider removes its inventory from Polyvisor only.

@@ -30,6 +30,7 @@ type conn struct {
 	vmIDs map[string]string      // native VM id -> Polyvisor name
 	hosts map[string]string      // native host id -> Polyvisor name
 	seen  map[string]provider.VM // native VM id -> last seen
+	acted map[string]time.Time   // native VM id -> when Polyvisor last changed it
 	other api.ProviderInventory  // datacenters, clusters, datastores, networks
 	caps  provider.Capabilities
 }
@@ -37,7 +38,7 @@ type conn struct {
 func newConn(m *Manager, p *api.Provider) *conn {
 	c := &conn{
 		m: m, log: m.log.With("provider", p.Name), name: p.Name, typ: p.Spec.Type, spec: p.Spec,
-		done: make(chan struct{}), vmIDs: map[string]string{}, hosts: map[string]string{}, seen: map[string]provider.VM{},
+		done: make(chan struct{}), vmIDs: map[string]string{}, hosts: map[string]string{}, seen: map[string]provider.VM{}, acted: map[string]time.Time{},
 	}
 	// Names given before a restart stay the same.
 	for _, vm := range listAll(m.cfg.VMs) {

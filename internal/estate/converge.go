@@ -65,6 +65,12 @@ func (m *Manager) converge(ctx context.Context, name string) {
 		return
 	}
 	created, err := c.carryOut(ctx, p, vm)
+	c.mu.Lock()
+	c.acted[vm.Spec.Provider.ID] = time.Now()
+	if created != nil {
+		c.acted[created.ID] = time.Now()
+	}
+	c.mu.Unlock()
 	if vm.Spec.Deletion != nil && err == nil {
 		c.mu.Lock()
 		delete(c.vmIDs, vm.Spec.Provider.ID)

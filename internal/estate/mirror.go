@@ -165,7 +165,14 @@ func (c *conn) planVM(pv *provider.VM) (store.Op, bool) {
 		next.Spec.Host = host
 	}
 	next.Status = c.observedStatus(pv, next.Status)
-	settled := !exists || (!c.m.cfg.Busy(name) && cur.Status.ObservedGeneration >= cur.Generation && cur.Spec.Deletion == nil)
+	c.mu.Lock()
+	acted := c.acted[pv.ID]
+	c.mu.Unlock()
+	// An event that arrives just after Polyvisor changed the VM may be
+	// older than the change: it updates the status, never the desired
+	// state.
+	settled := !exists || (!c.m.cfg.Busy(name) && cur.Status.ObservedGeneration >= cur.Generation &&
+		cur.Spec.Deletion == nil && time.Since(acted) > settleWindow)
 	if settled {
 		desired := next.Spec
 		desired.PowerState, desired.VCPUs, desired.MemoryMiB = pv.PowerState, pv.VCPUs, pv.MemoryMiB
@@ -190,6 +197,10 @@ func (c *conn) planVM(pv *provider.VM) (store.Op, bool) {
 	next.UpdatedAt = now
 	return c.m.cfg.VMs.OpUpdate(name, next, cur.Version), true
 }
+
+// settleWindow is how long after Polyvisor changed a VM the provider's
+// events are not taken for out-of-band changes.
+const settleWindow = 5 * time.Second
 
 // syncBatch is how many VM writes a full sync puts in one transaction
 // (etcd allows 128 operations in one).
