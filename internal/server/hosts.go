@@ -10,9 +10,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
-	"github.com/polyvisor/polyvisor/internal/labels"
 	"github.com/polyvisor/polyvisor/internal/pki"
-	"github.com/polyvisor/polyvisor/internal/store"
 )
 
 func (s *Server) hostRoutes() []route {
@@ -31,29 +29,9 @@ func (s *Server) withAllocation(h *api.Host) api.Host {
 }
 
 func (s *Server) listHosts(w http.ResponseWriter, r *http.Request) {
-	opts, err := listOptions(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	sel, err := labels.Parse(opts.Selector)
-	if err != nil {
-		s.writeError(w, r, api.Invalid("selector", "%v", err))
-		return
-	}
-	filter := func(h *api.Host) bool {
-		return sel.Matches(h.Labels) && (opts.State == "" || h.Status.State == opts.State) && providerMatches(opts.Provider, h.Provider)
-	}
-	items, next, err := s.hosts.List(store.ListOptions[api.Host]{Limit: opts.Limit, Continue: opts.Continue, Filter: filter})
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	out := api.List[api.Host]{Items: make([]api.Host, len(items)), Continue: next}
-	for i, h := range items {
-		out.Items[i] = s.withAllocation(h)
-	}
-	writeJSON(w, http.StatusOK, out)
+	serveList(s, w, r, s.hosts, func(q listQuery, h *api.Host) bool {
+		return (q.State == "" || h.Status.State == q.State) && providerMatches(q.Provider, h.Provider) && q.sel.Matches(h.Labels)
+	}, s.withAllocation)
 }
 
 func (s *Server) getHost(w http.ResponseWriter, r *http.Request) {

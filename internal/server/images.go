@@ -54,27 +54,9 @@ func (s *Server) imageForOwnHost(id auth.Identity, r *http.Request) error {
 }
 
 func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
-	opts, err := listOptions(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	sel, err := labels.Parse(opts.Selector)
-	if err != nil {
-		s.writeError(w, r, api.Invalid("selector", "%v", err))
-		return
-	}
-	filter := func(i *api.Image) bool { return sel.Matches(i.Labels) && (opts.State == "" || i.State == opts.State) }
-	items, next, err := s.images.List(store.ListOptions[api.Image]{Limit: opts.Limit, Continue: opts.Continue, Filter: filter})
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	out := api.List[api.Image]{Items: make([]api.Image, len(items)), Continue: next}
-	for i, img := range items {
-		out.Items[i] = *img
-	}
-	writeJSON(w, http.StatusOK, out)
+	serveList(s, w, r, s.images, func(q listQuery, img *api.Image) bool {
+		return (q.State == "" || img.State == q.State) && q.sel.Matches(img.Labels)
+	}, nil)
 }
 
 func (s *Server) getImage(w http.ResponseWriter, r *http.Request) {

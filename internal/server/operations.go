@@ -8,7 +8,6 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
-	"github.com/polyvisor/polyvisor/internal/store"
 )
 
 const maxWait = 5 * time.Minute
@@ -24,26 +23,13 @@ func (s *Server) operationRoutes() []route {
 var opStatuses = []string{api.OpPending, api.OpRunning, api.OpSucceeded, api.OpFailed, api.OpCancelled}
 
 func (s *Server) listOperations(w http.ResponseWriter, r *http.Request) {
-	opts, err := listOptions(r)
-	if err != nil {
-		s.writeError(w, r, err)
+	if st := r.URL.Query().Get("state"); st != "" && !slices.Contains(opStatuses, st) {
+		s.writeError(w, r, api.Invalid("state", "must be one of %s, not %q", strings.Join(opStatuses, ", "), st))
 		return
 	}
-	if opts.State != "" && !slices.Contains(opStatuses, opts.State) {
-		s.writeError(w, r, api.Invalid("state", "must be one of %s, not %q", strings.Join(opStatuses, ", "), opts.State))
-		return
-	}
-	filter := func(o *api.Operation) bool { return opts.State == "" || o.Status == opts.State }
-	items, next, err := s.ops.List(store.ListOptions[api.Operation]{Limit: opts.Limit, Continue: opts.Continue, Filter: filter})
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	out := api.List[api.Operation]{Items: make([]api.Operation, len(items)), Continue: next}
-	for i, o := range items {
-		out.Items[i] = *o
-	}
-	writeJSON(w, http.StatusOK, out)
+	serveList(s, w, r, s.ops, func(q listQuery, o *api.Operation) bool {
+		return q.State == "" || o.Status == q.State
+	}, nil)
 }
 
 func (s *Server) getOperation(w http.ResponseWriter, r *http.Request) {

@@ -27,21 +27,9 @@ func (s *Server) providerRoutes() []route {
 }
 
 func (s *Server) listProviders(w http.ResponseWriter, r *http.Request) {
-	opts, err := listOptions(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	items, next, err := s.providers.List(store.ListOptions[api.Provider]{Limit: opts.Limit, Continue: opts.Continue})
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	out := api.List[api.Provider]{Items: make([]api.Provider, len(items)), Continue: next}
-	for i, p := range items {
-		out.Items[i] = *p
-	}
-	writeJSON(w, http.StatusOK, out)
+	serveList(s, w, r, s.providers, func(q listQuery, p *api.Provider) bool {
+		return (q.State == "" || p.Status.State == q.State) && q.sel.Matches(p.Labels)
+	}, nil)
 }
 
 func (s *Server) getProvider(w http.ResponseWriter, r *http.Request) {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
-	"github.com/polyvisor/polyvisor/internal/labels"
 	"github.com/polyvisor/polyvisor/internal/scheduler"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
@@ -37,38 +36,11 @@ func (s *Server) vmRoutes() []route {
 }
 
 func (s *Server) listVMs(w http.ResponseWriter, r *http.Request) {
-	opts, err := listOptions(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	sel, err := labels.Parse(opts.Selector)
-	if err != nil {
-		s.writeError(w, r, api.Invalid("selector", "%v", err))
-		return
-	}
-	filter := func(vm *api.VM) bool {
-		if opts.Host != "" && vm.Spec.Host != opts.Host {
-			return false
-		}
-		if opts.State != "" && vm.Status.PowerState != opts.State {
-			return false
-		}
-		if !providerMatches(opts.Provider, vm.Spec.Provider) {
-			return false
-		}
-		return sel.Matches(vm.Labels)
-	}
-	items, next, err := s.vms.List(store.ListOptions[api.VM]{Limit: opts.Limit, Continue: opts.Continue, Filter: filter})
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	out := api.List[api.VM]{Items: make([]api.VM, len(items)), Continue: next}
-	for i, vm := range items {
-		out.Items[i] = *vm
-	}
-	writeJSON(w, http.StatusOK, out)
+	serveList(s, w, r, s.vms, func(q listQuery, vm *api.VM) bool {
+		return (q.Host == "" || vm.Spec.Host == q.Host) &&
+			(q.State == "" || vm.Status.PowerState == q.State) &&
+			providerMatches(q.Provider, vm.Spec.Provider) && q.sel.Matches(vm.Labels)
+	}, nil)
 }
 
 func (s *Server) getVM(w http.ResponseWriter, r *http.Request) {
