@@ -137,7 +137,10 @@ func benchGrowSim(tb testing.TB, n int) *benchSim {
 	start := time.Now()
 	e := benchNewSim(tb, benchBigModel())
 	ctx := context.Background()
-	const workers = 32
+	workers := 32
+	if benchRace {
+		workers = 1
+	}
 	e.c.DefaultTransport().MaxIdleConnsPerHost = workers
 
 	byParent := map[types.ManagedObjectReference][]mo.VirtualMachine{}

@@ -5,13 +5,15 @@ package estate_test
 // a sealed credential, and a vcsim (or libvirt test driver) on the other
 // end. They run only when asked (docs/BENCHMARKS.md, "Connected estates"):
 //
-//	go test -run '^$' -bench 'BenchmarkEstate' -benchtime 1x -timeout 60m ./internal/estate/
+//	go test -run '^$' -bench 'BenchmarkEstate' -benchtime 1x -count=1 -v -timeout 60m ./internal/estate/
 //	POLYVISOR_BENCH_ESTATE=1 go test -run 'TestEstateBench' -v -timeout 60m ./internal/estate/
 //
-// POLYVISOR_BENCH_VMS (default 5000), POLYVISOR_BENCH_ROUNDS (3) and
-// POLYVISOR_BENCH_CHANGES (50) change the sizes. TestEstateSmoke runs in
-// the normal suite: 200 VMs and 5 changes, checking what is mirrored,
-// never how fast.
+// (-v keeps the tables: without it go test cuts a benchmark's log short.)
+// POLYVISOR_BENCH_VMS (default 5000), POLYVISOR_BENCH_ROUNDS (3),
+// POLYVISOR_BENCH_CHANGES (50), POLYVISOR_BENCH_LARGE_VMS (1000) and
+// POLYVISOR_BENCH_LARGE_CHANGES (10) change the sizes. TestEstateSmoke
+// runs in the normal suite: 200 VMs and 5 changes, checking what is
+// mirrored, never how fast.
 
 import (
 	"context"

@@ -25,20 +25,23 @@ type conn struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu    sync.Mutex
-	prov  provider.Provider      // nil while disconnected
-	vmIDs map[string]string      // native VM id -> Polyvisor name
-	hosts map[string]string      // native host id -> Polyvisor name
-	seen  map[string]provider.VM // native VM id -> last seen
-	acted map[string]time.Time   // native VM id -> when Polyvisor last changed it
-	other api.ProviderInventory  // datacenters, clusters, datastores, networks
-	caps  provider.Capabilities
+	mu     sync.Mutex
+	prov   provider.Provider      // nil while disconnected
+	vmIDs  map[string]string      // native VM id -> Polyvisor name
+	hosts  map[string]string      // native host id -> Polyvisor name
+	seen   map[string]provider.VM // native VM id -> last seen
+	acted  map[string]time.Time   // native VM id -> when Polyvisor last changed it
+	resync chan struct{}          // asks the running session for a full sync
+	// touched is when the watch last reported a VM (by native id).
+	touched map[string]time.Time
+	other   api.ProviderInventory // datacenters, clusters, datastores, networks
+	caps    provider.Capabilities
 }
 
 func newConn(m *Manager, p *api.Provider) *conn {
 	c := &conn{
 		m: m, log: m.log.With("provider", p.Name), name: p.Name, typ: p.Spec.Type, spec: p.Spec,
-		done: make(chan struct{}), vmIDs: map[string]string{}, hosts: map[string]string{}, seen: map[string]provider.VM{}, acted: map[string]time.Time{},
+		done: make(chan struct{}), vmIDs: map[string]string{}, hosts: map[string]string{}, seen: map[string]provider.VM{}, acted: map[string]time.Time{}, touched: map[string]time.Time{},
 	}
 	// Names given before a restart stay the same.
 	for _, vm := range listAll(m.cfg.VMs) {
@@ -54,11 +57,16 @@ func newConn(m *Manager, p *api.Provider) *conn {
 	return c
 }
 
+// start runs the connection until stop.
+func (c *conn) start(parent context.Context) {
+	ctx, cancel := context.WithCancel(parent)
+	c.cancel = cancel
+	go c.run(ctx)
+}
+
 func (c *conn) stop() {
-	if c.cancel != nil {
-		c.cancel()
-		<-c.done
-	}
+	c.cancel()
+	<-c.done
 }
 
 func (c *conn) provider() provider.Provider {
@@ -76,9 +84,7 @@ func (c *conn) inventory() *api.ProviderInventory {
 
 // run connects, syncs and follows changes; when the connection is lost it
 // marks the inventory stale and reconnects with backoff.
-func (c *conn) run(parent context.Context) {
-	ctx, cancel := context.WithCancel(parent)
-	c.cancel = cancel
+func (c *conn) run(ctx context.Context) {
 	defer close(c.done)
 	backoff := time.Second
 	for ctx.Err() == nil {
@@ -138,6 +144,9 @@ func (c *conn) session(ctx context.Context) error {
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	resync := make(chan struct{}, 1)
+	c.mu.Lock()
+	c.resync = resync
+	c.mu.Unlock()
 	watchErr := make(chan error, 1)
 	go func() {
 		watchErr <- p.Watch(wctx, func(ch provider.Change) {
@@ -171,9 +180,27 @@ func (c *conn) session(ctx context.Context) error {
 	}
 }
 
+// resyncLater asks for a full sync once the settle window has passed, to
+// pick up what an event suppressed within it may have hidden.
+func (c *conn) resyncLater() {
+	time.AfterFunc(settleWindow, func() {
+		c.mu.Lock()
+		ch := c.resync
+		c.mu.Unlock()
+		if ch == nil {
+			return
+		}
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	})
+}
+
 // fullSync mirrors the whole inventory: what is new or changed is written,
 // what is gone is removed.
 func (c *conn) fullSync(ctx context.Context, p provider.Provider) error {
+	began := time.Now()
 	inv, err := p.Inventory(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the inventory: %w", err)
@@ -186,6 +213,13 @@ func (c *conn) fullSync(ctx context.Context, p provider.Provider) error {
 		liveHosts[inv.Hosts[i].ID] = true
 		c.upsertHost(ctx, &inv.Hosts[i], inv)
 	}
+	// What the watch reported while the inventory was read is newer than
+	// the inventory: the sync neither rewrites nor removes those VMs.
+	fresh := func(id string) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.touched[id].After(began)
+	}
 	liveVMs := map[string]bool{}
 	var vms []*provider.VM
 	for i := range inv.VMs {
@@ -193,11 +227,13 @@ func (c *conn) fullSync(ctx context.Context, p provider.Provider) error {
 			continue
 		}
 		liveVMs[inv.VMs[i].ID] = true
-		vms = append(vms, &inv.VMs[i])
+		if !fresh(inv.VMs[i].ID) {
+			vms = append(vms, &inv.VMs[i])
+		}
 	}
 	c.mirrorVMs(ctx, vms)
 	for _, vm := range listAll(c.m.cfg.VMs) {
-		if ref := vm.Spec.Provider; ref != nil && ref.Name == c.name && ref.ID != "" && !liveVMs[ref.ID] {
+		if ref := vm.Spec.Provider; ref != nil && ref.Name == c.name && ref.ID != "" && !liveVMs[ref.ID] && !fresh(ref.ID) {
 			c.deleteVM(ctx, ref.ID)
 		}
 	}
@@ -243,6 +279,15 @@ func otherInventory(inv *provider.Inventory) api.ProviderInventory {
 
 // apply mirrors one change the provider reported.
 func (c *conn) apply(ctx context.Context, ch provider.Change) {
+	id := ch.DeletedVM
+	if ch.VM != nil {
+		id = ch.VM.ID
+	}
+	if id != "" {
+		c.mu.Lock()
+		c.touched[id] = time.Now()
+		c.mu.Unlock()
+	}
 	switch {
 	case ch.VM != nil && ch.VM.Template:
 		// A VM turned into a template is no longer a VM to run.

@@ -66,7 +66,9 @@ func (m *Manager) converge(ctx context.Context, name string) {
 	}
 	created, err := c.carryOut(ctx, p, vm)
 	c.mu.Lock()
-	c.acted[vm.Spec.Provider.ID] = time.Now()
+	if vm.Spec.Provider.ID != "" {
+		c.acted[vm.Spec.Provider.ID] = time.Now()
+	}
 	if created != nil {
 		c.acted[created.ID] = time.Now()
 	}

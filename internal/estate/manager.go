@@ -155,16 +155,20 @@ func needsWork(vm *api.VM) bool {
 // the provider changed.
 func (m *Manager) ensure(ctx context.Context, p *api.Provider) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if c, ok := m.conns[p.Name]; ok {
-		if c.spec == p.Spec {
-			return
-		}
-		c.stop()
+	old, ok := m.conns[p.Name]
+	if ok && old.spec == p.Spec {
+		m.mu.Unlock()
+		return
 	}
 	c := newConn(m, p)
 	m.conns[p.Name] = c
-	go c.run(ctx)
+	m.mu.Unlock()
+	// Stopped outside the lock: a connection may be calling back into the
+	// manager as it ends.
+	if ok {
+		old.stop()
+	}
+	c.start(ctx)
 }
 
 func (m *Manager) conn(name string) (*conn, bool) {
@@ -176,8 +180,12 @@ func (m *Manager) conn(name string) (*conn, bool) {
 
 func (m *Manager) stopAll() {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	conns := make([]*conn, 0, len(m.conns))
 	for _, c := range m.conns {
+		conns = append(conns, c)
+	}
+	m.mu.Unlock()
+	for _, c := range conns {
 		c.stop()
 	}
 }
@@ -186,11 +194,12 @@ func (m *Manager) stopAll() {
 // Nothing on the hypervisor is touched.
 func (m *Manager) remove(ctx context.Context, name string) {
 	m.mu.Lock()
-	if c, ok := m.conns[name]; ok {
-		c.stop()
-		delete(m.conns, name)
-	}
+	c, ok := m.conns[name]
+	delete(m.conns, name)
 	m.mu.Unlock()
+	if ok {
+		c.stop()
+	}
 	m.purge(ctx, func(ref *api.ProviderRef) bool { return ref.Name == name })
 }
 

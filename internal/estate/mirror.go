@@ -120,7 +120,9 @@ func (c *conn) upsertVM(ctx context.Context, pv *provider.VM) {
 			return
 		}
 		if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrExists) {
-			c.log.Warn("mirroring vm", "vm", pv.Name, "err", err)
+			if ctx.Err() == nil {
+				c.log.Warn("mirroring vm", "vm", pv.Name, "err", err)
+			}
 			return
 		}
 	}
@@ -164,15 +166,22 @@ func (c *conn) planVM(pv *provider.VM) (store.Op, bool) {
 	if host := c.knownHost(pv.Host); host != "" {
 		next.Spec.Host = host
 	}
-	next.Status = c.observedStatus(pv, next.Status)
 	c.mu.Lock()
 	acted := c.acted[pv.ID]
 	c.mu.Unlock()
+	recent := exists && time.Since(acted) <= settleWindow
+	next.Status = c.observedStatus(pv, next.Status)
+	if recent && pv.PowerState != cur.Status.PowerState {
+		// Possibly older than Polyvisor's own change: keep the power
+		// state that change reported, and look again once it settled.
+		next.Status.PowerState = cur.Status.PowerState
+		c.resyncLater()
+	}
 	// An event that arrives just after Polyvisor changed the VM may be
 	// older than the change: it updates the status, never the desired
 	// state.
 	settled := !exists || (!c.m.cfg.Busy(name) && cur.Status.ObservedGeneration >= cur.Generation &&
-		cur.Spec.Deletion == nil && time.Since(acted) > settleWindow)
+		cur.Spec.Deletion == nil && !recent)
 	if settled {
 		desired := next.Spec
 		desired.PowerState, desired.VCPUs, desired.MemoryMiB = pv.PowerState, pv.VCPUs, pv.MemoryMiB
@@ -234,6 +243,7 @@ func (c *conn) deleteVM(ctx context.Context, id string) {
 	name, ok := c.vmIDs[id]
 	delete(c.vmIDs, id)
 	delete(c.seen, id)
+	delete(c.acted, id)
 	c.mu.Unlock()
 	if !ok {
 		return

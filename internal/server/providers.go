@@ -142,7 +142,7 @@ func (s *Server) deleteProvider(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.NotFound("provider", name))
 		return
 	}
-	txn := []store.Op{s.providers.OpDelete(name, p.Version)}
+	txn := []store.Op{s.providers.OpDelete(name, 0)} // its status changes all the time
 	if _, ok := s.creds.Get(name); ok {
 		txn = append(txn, s.creds.OpDelete(name, 0))
 	}
