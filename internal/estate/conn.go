@@ -180,21 +180,19 @@ func (c *conn) session(ctx context.Context) error {
 	}
 }
 
-// resyncLater asks for a full sync once the settle window has passed, to
-// pick up what an event suppressed within it may have hidden.
-func (c *conn) resyncLater() {
-	time.AfterFunc(settleWindow, func() {
-		c.mu.Lock()
-		ch := c.resync
-		c.mu.Unlock()
-		if ch == nil {
-			return
-		}
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	})
+// resyncSoon asks the running session for a full sync, whose inventory is
+// read after whatever Polyvisor changed.
+func (c *conn) resyncSoon() {
+	c.mu.Lock()
+	ch := c.resync
+	c.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
 }
 
 // fullSync mirrors the whole inventory: what is new or changed is written,
@@ -293,7 +291,7 @@ func (c *conn) apply(ctx context.Context, ch provider.Change) {
 		// A VM turned into a template is no longer a VM to run.
 		c.deleteVM(ctx, ch.VM.ID)
 	case ch.VM != nil:
-		c.upsertVM(ctx, ch.VM)
+		c.upsertVM(ctx, ch.VM, false)
 	case ch.DeletedVM != "":
 		c.deleteVM(ctx, ch.DeletedVM)
 	case ch.Host != nil:

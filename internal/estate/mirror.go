@@ -109,9 +109,9 @@ func (c *conn) observedStatus(pv *provider.VM, base api.VMStatus) api.VMStatus {
 // upsertVM mirrors a provider VM. Its status always follows the provider;
 // its desired state follows too (an out-of-band change) unless Polyvisor
 // is itself changing the VM.
-func (c *conn) upsertVM(ctx context.Context, pv *provider.VM) {
+func (c *conn) upsertVM(ctx context.Context, pv *provider.VM, fromSync bool) {
 	for range 10 {
-		op, ok := c.planVM(pv)
+		op, ok := c.planVM(pv, fromSync)
 		if !ok {
 			return
 		}
@@ -129,8 +129,10 @@ func (c *conn) upsertVM(ctx context.Context, pv *provider.VM) {
 }
 
 // planVM works out the store write that mirrors a provider VM, or ok false
-// when there is nothing to write.
-func (c *conn) planVM(pv *provider.VM) (store.Op, bool) {
+// when there is nothing to write. fromSync says pv was read by a full
+// sync, after any change Polyvisor had made: it is the truth, where an
+// event may be older than Polyvisor's own change.
+func (c *conn) planVM(pv *provider.VM, fromSync bool) (store.Op, bool) {
 	c.mu.Lock()
 	c.seen[pv.ID] = *pv
 	c.mu.Unlock()
@@ -169,13 +171,13 @@ func (c *conn) planVM(pv *provider.VM) (store.Op, bool) {
 	c.mu.Lock()
 	acted := c.acted[pv.ID]
 	c.mu.Unlock()
-	recent := exists && time.Since(acted) <= settleWindow
+	recent := exists && !fromSync && time.Since(acted) <= settleWindow
 	next.Status = c.observedStatus(pv, next.Status)
 	if recent && pv.PowerState != cur.Status.PowerState {
 		// Possibly older than Polyvisor's own change: keep the power
-		// state that change reported, and look again once it settled.
+		// state that change reported, and read the truth again now.
 		next.Status.PowerState = cur.Status.PowerState
-		c.resyncLater()
+		c.resyncSoon()
 	}
 	// An event that arrives just after Polyvisor changed the VM may be
 	// older than the change: it updates the status, never the desired
@@ -222,7 +224,7 @@ func (c *conn) mirrorVMs(ctx context.Context, vms []*provider.VM) {
 		batch := vms[start:min(start+syncBatch, len(vms))]
 		var ops []store.Op
 		for _, pv := range batch {
-			if op, ok := c.planVM(pv); ok {
+			if op, ok := c.planVM(pv, true); ok {
 				ops = append(ops, op)
 			}
 		}
@@ -231,7 +233,7 @@ func (c *conn) mirrorVMs(ctx context.Context, vms []*provider.VM) {
 		}
 		if _, err := c.m.cfg.Store.Txn(ctx, ops...); err != nil {
 			for _, pv := range batch {
-				c.upsertVM(ctx, pv)
+				c.upsertVM(ctx, pv, true)
 			}
 		}
 	}
