@@ -173,6 +173,7 @@ func TestVSphereProvider(t *testing.T) {
 		{"unreachable", api.ProviderCreate{Name: "bad", Type: "vsphere", URL: fmt.Sprintf("https://127.0.0.1:%d/sdk", closed), Username: vcUser, Password: vcPass, Insecure: true}, "url"},
 		{"untrusted certificate", api.ProviderCreate{Name: "bad", Type: "vsphere", URL: sim.url, Username: vcUser, Password: vcPass}, "caCert"},
 		{"unknown type", api.ProviderCreate{Name: "bad", Type: "hyperv", URL: sim.url}, "type"},
+		{"password in the URL", api.ProviderCreate{Name: "bad", Type: "vsphere", URL: strings.Replace(sim.url, "https://", "https://u:"+vcPass+"@", 1), Username: vcUser, Insecure: true}, "url"},
 	} {
 		_, err := c.CreateProvider(ctx, bad.req)
 		var ae *api.Error

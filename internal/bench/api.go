@@ -26,6 +26,7 @@ type apiOptions struct {
 	transport                   string
 	guestDir                    string
 	keep                        bool
+	settle                      time.Duration
 }
 
 // CreatePhase is a batch of creates.
@@ -52,18 +53,6 @@ type ReadPhase struct {
 	Throughput
 	// Bytes is the size of one answer, where measured.
 	Bytes int64 `json:"bytes,omitempty"`
-}
-
-// MemoryPhase is the server's memory with VMs stopped VMs stored.
-type MemoryPhase struct {
-	VMs            int    `json:"vms"`
-	Server         Memory `json:"server"`
-	HeapInuseBytes int64  `json:"heapInuseBytes"`
-	HeapAllocBytes int64  `json:"heapAllocBytes"`
-	GoroutineCount int64  `json:"goroutines"`
-	Agent          Memory `json:"agent"`
-	EtcdDBBytes    int64  `json:"etcdDBBytes"`
-	ServerAtStart  Memory `json:"serverAtStart"` // before any VM was created
 }
 
 // APIReport is the result of `bench api`.
@@ -355,37 +344,5 @@ func (r *apiRun) reads(ctx context.Context, rep *APIReport, vms int, loaded bool
 			fmt.Fprintf(r.log, "  %d VMs, 1 client: list of %d to its last byte, undecoded (%d bytes): p99 %.1f ms\n", vms, listPage, raw.Bytes, raw.Latency.P99Ms)
 		}
 	}
-	return nil
-}
-
-// memory reads the server's and the agent's memory, the server's Go heap
-// from its /metrics and the size of its etcd database.
-func (r *apiRun) memory(ctx context.Context, rep *APIReport) error {
-	m := &rep.Memory
-	m.VMs = r.opts.memoryVMs
-	var err error
-	if m.Server, err = procMemory(r.srv.pid()); err != nil {
-		return err
-	}
-	if m.Agent, err = procMemory(r.agent.pid()); err != nil {
-		return err
-	}
-	text, err := scrapeMetrics(ctx, r.srv.local, "http://polyvisor")
-	if err != nil {
-		return err
-	}
-	if v, ok := metricValue(text, "go_memstats_heap_inuse_bytes"); ok {
-		m.HeapInuseBytes = int64(v)
-	}
-	if v, ok := metricValue(text, "go_memstats_heap_alloc_bytes"); ok {
-		m.HeapAllocBytes = int64(v)
-	}
-	if v, ok := metricValue(text, "go_goroutines"); ok {
-		m.GoroutineCount = int64(v)
-	}
-	if fi, err := os.Stat(filepath.Join(r.srv.dataDir, "etcd", "member", "snap", "db")); err == nil {
-		m.EtcdDBBytes = fi.Size()
-	}
-	fmt.Fprintf(r.log, "  server with %d VMs: VmRSS %s, VmHWM %s, Go heap in use %s\n", m.VMs, mib(m.Server.RSSBytes), mib(m.Server.HWMBytes), mib(m.HeapInuseBytes))
 	return nil
 }

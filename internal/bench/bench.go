@@ -123,6 +123,7 @@ initrd, no disk), so no QEMU runs.`,
 	f.StringVar(&opts.transport, "transport", "tls", "how the clients reach the API: tls (127.0.0.1, admin token) or unix (the local socket)")
 	f.StringVar(&opts.guestDir, "guest-dir", "", "directory of the tiny guest (default $POLYVISOR_GUEST_DIR, else .cache/guest; built with scripts/build-guest.sh when missing)")
 	f.BoolVar(&opts.keep, "keep", false, "keep the temporary dir (logs, etcd) instead of removing it")
+	f.DurationVar(&opts.settle, "settle", 30*time.Second, "after growing, let the server idle this long and read its memory again (0 skips)")
 	return cmd
 }
 

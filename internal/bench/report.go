@@ -186,11 +186,8 @@ func (rep *APIReport) writeText(w io.Writer) error {
 				ph.FromVMs, ph.ToVMs, ph.Stopped, ph.ToVMs, stallWindow)
 		}
 	}
-	m := rep.Memory
-	fmt.Fprintf(w, "\nserver memory with %d stopped VMs: VmRSS %s, VmHWM %s, Go heap in use %s (alloc %s), %d goroutines\n",
-		m.VMs, mib(m.Server.RSSBytes), mib(m.Server.HWMBytes), mib(m.HeapInuseBytes), mib(m.HeapAllocBytes), m.GoroutineCount)
-	fmt.Fprintf(w, "server at start (no VMs): VmRSS %s; agent: VmRSS %s, VmHWM %s; etcd db file %s\n\n",
-		mib(m.ServerAtStart.RSSBytes), mib(m.Agent.RSSBytes), mib(m.Agent.HWMBytes), mib(m.EtcdDBBytes))
+	fmt.Fprintln(w)
+	writeMemory(w, rep.Memory)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "target\tgoal\tmeasured\tmet")
 	for _, t := range rep.Targets {

@@ -45,6 +45,11 @@ func validateProviderCreate(req *api.ProviderCreate) error {
 	if err := validateName("name", req.Name); err != nil {
 		return err
 	}
+	if u, err := url.Parse(req.URL); err == nil && u.User != nil {
+		if _, has := u.User.Password(); has {
+			return api.Invalid("url", "holds a password: give it as password, which is kept encrypted, not in the URL")
+		}
+	}
 	switch req.Type {
 	case api.ProviderVSphere:
 		u, err := url.Parse(req.URL)
