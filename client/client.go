@@ -84,7 +84,10 @@ func New(cfg Config) (*Client, error) {
 		TLSHandshakeTimeout:   10 * time.Second,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
-		MaxIdleConnsPerHost:   8,
+		// A busy client (an agent reporting for many VMs at once) reuses
+		// its connections instead of opening a TLS handshake per request.
+		MaxIdleConnsPerHost: 64,
+		MaxConnsPerHost:     64,
 	}
 	// HTTP/1.1 only: the console and stream routes are websockets, which
 	// upgrade an HTTP/1.1 connection.

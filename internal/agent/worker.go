@@ -308,8 +308,14 @@ func (w *worker) report(ctx context.Context, vm *api.VM, verr *api.VMError) {
 	if verr != nil && st.PowerState == api.PowerPending {
 		st.PowerState = api.PowerError
 	}
-	if _, err := w.a.c.PutVMStatus(ctx, w.name, st); err != nil && ctx.Err() == nil {
+	if _, err := w.a.c.PutVMStatus(ctx, w.name, st); err != nil && ctx.Err() == nil && !client.IsNotFound(err) {
+		// An unreported convergence leaves its operation waiting: go
+		// round again soon (converging again is a no-op, then reports).
 		w.log.Warn("reporting vm status", "err", err)
+		w.doneGen = 0
+		if w.retryAt.IsZero() || time.Until(w.retryAt) > 2*time.Second {
+			w.retryAt = time.Now().Add(2 * time.Second)
+		}
 	}
 }
 

@@ -211,12 +211,13 @@ func (c *conn) fullSync(ctx context.Context, p provider.Provider) error {
 		liveHosts[inv.Hosts[i].ID] = true
 		c.upsertHost(ctx, &inv.Hosts[i], inv)
 	}
-	// What the watch reported while the inventory was read is newer than
-	// the inventory: the sync neither rewrites nor removes those VMs.
+	// What the watch reported, or Polyvisor itself changed, while the
+	// inventory was read is newer than the inventory: the sync neither
+	// rewrites nor removes those VMs.
 	fresh := func(id string) bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return c.touched[id].After(began)
+		return c.touched[id].After(began) || c.acted[id].After(began)
 	}
 	liveVMs := map[string]bool{}
 	var vms []*provider.VM

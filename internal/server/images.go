@@ -43,11 +43,7 @@ func (s *Server) imageForOwnHost(id auth.Identity, r *http.Request) error {
 		return nil
 	}
 	name := r.PathValue("name")
-	uses := listAll(s.vms, func(vm *api.VM) bool {
-		return id.IsHost(vm.Spec.Host) && (vm.Spec.Boot.Kernel == name || vm.Spec.Boot.Initrd == name ||
-			slices.ContainsFunc(vm.Spec.Disks, func(d api.Disk) bool { return d.Image == name }))
-	})
-	if len(uses) == 0 {
+	if !s.place.hostUses(id.Name, name) {
 		return api.NotFound("image", name)
 	}
 	return nil

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 
 	"github.com/polyvisor/polyvisor/api"
@@ -18,8 +19,10 @@ type placer struct {
 	s *Server
 
 	mu       sync.Mutex
-	byVM     map[string]vmSize // placed VMs, by name
-	reserved map[string]vmSize // placements whose VM is not in the index yet
+	byVM     map[string]vmSize         // placed VMs, by name
+	totals   map[string]api.Allocation // sums of byVM per host
+	images   map[string]map[string]int // per host: image name -> VMs using it
+	reserved map[string]vmSize         // placements whose VM is not in the index yet
 	ready    chan struct{}
 }
 
@@ -27,15 +30,80 @@ type vmSize struct {
 	host   string
 	vcpus  int
 	memory int64
+	images []string // images the VM's host needs for it
 }
 
 func newPlacer(s *Server) *placer {
-	p := &placer{s: s, byVM: map[string]vmSize{}, reserved: map[string]vmSize{}, ready: make(chan struct{})}
+	p := &placer{s: s, byVM: map[string]vmSize{}, totals: map[string]api.Allocation{},
+		images: map[string]map[string]int{}, reserved: map[string]vmSize{}, ready: make(chan struct{})}
 	return p
 }
 
 func sizeOf(vm *api.VM) vmSize {
-	return vmSize{host: vm.Spec.Host, vcpus: vm.Spec.VCPUs, memory: vm.Spec.MemoryMiB}
+	v := vmSize{host: vm.Spec.Host, vcpus: vm.Spec.VCPUs, memory: vm.Spec.MemoryMiB}
+	for _, img := range []string{vm.Spec.Boot.Kernel, vm.Spec.Boot.Initrd} {
+		if img != "" {
+			v.images = append(v.images, img)
+		}
+	}
+	for _, d := range vm.Spec.Disks {
+		if d.Image != "" {
+			v.images = append(v.images, d.Image)
+		}
+	}
+	return v
+}
+
+// setLocked records a VM's size (or, with ok false, its removal) in the
+// per-host totals.
+func (p *placer) setLocked(name string, v vmSize, ok bool) {
+	if old, had := p.byVM[name]; had {
+		p.account(old, -1)
+		delete(p.byVM, name)
+	}
+	if ok {
+		p.byVM[name] = v
+		p.account(v, 1)
+	}
+}
+
+func (p *placer) account(v vmSize, sign int) {
+	a := p.totals[v.host]
+	a.VCPUs += sign * v.vcpus
+	a.MemoryMiB += int64(sign) * v.memory
+	a.VMs += sign
+	if a.VMs == 0 {
+		delete(p.totals, v.host)
+	} else {
+		p.totals[v.host] = a
+	}
+	imgs := p.images[v.host]
+	if imgs == nil {
+		imgs = map[string]int{}
+		p.images[v.host] = imgs
+	}
+	for _, img := range v.images {
+		imgs[img] += sign
+		if imgs[img] <= 0 {
+			delete(imgs, img)
+		}
+	}
+}
+
+// hostUses tells whether a VM placed on host uses the image.
+func (p *placer) hostUses(host, image string) bool {
+	<-p.ready
+	p.mu.Lock()
+	uses := p.images[host][image] > 0
+	p.mu.Unlock()
+	if uses {
+		return true
+	}
+	// The totals follow the index a moment behind it: a VM just placed may
+	// not be counted yet, so a miss is checked against the index itself.
+	return len(listAll(p.s.vms, func(vm *api.VM) bool {
+		return vm.Spec.Host == host && slices.Contains(sizeOf(vm).images, image)
+	})) > 0
 }
 
 // run follows the VM index. It subscribes before it reads the index so
@@ -44,38 +112,35 @@ func (p *placer) run(ctx context.Context) {
 	ch := p.s.vms.Subscribe(ctx)
 	p.mu.Lock()
 	for _, vm := range listAll(p.s.vms, nil) {
-		p.byVM[vm.Name] = sizeOf(vm)
+		p.setLocked(vm.Name, sizeOf(vm), true)
 	}
 	p.mu.Unlock()
 	close(p.ready)
 	for c := range ch {
 		p.mu.Lock()
 		if c.Type == store.Delete {
-			delete(p.byVM, c.Name)
+			p.setLocked(c.Name, vmSize{}, false)
 		} else {
-			p.byVM[c.Name] = sizeOf(c.Obj)
+			p.setLocked(c.Name, sizeOf(c.Obj), true)
 			delete(p.reserved, c.Name)
 		}
 		p.mu.Unlock()
 	}
 }
 
-// allocations sums VM sizes per host, reservations included.
+// allocationsLocked is what is allocated per host, reservations included.
 func (p *placer) allocationsLocked() map[string]api.Allocation {
-	out := map[string]api.Allocation{}
-	add := func(v vmSize) {
-		a := out[v.host]
-		a.VCPUs += v.vcpus
-		a.MemoryMiB += v.memory
-		a.VMs++
-		out[v.host] = a
-	}
-	for _, v := range p.byVM {
-		add(v)
+	out := make(map[string]api.Allocation, len(p.totals))
+	for h, a := range p.totals {
+		out[h] = a
 	}
 	for name, v := range p.reserved {
 		if _, dup := p.byVM[name]; !dup {
-			add(v)
+			a := out[v.host]
+			a.VCPUs += v.vcpus
+			a.MemoryMiB += v.memory
+			a.VMs++
+			out[v.host] = a
 		}
 	}
 	return out
@@ -85,15 +150,7 @@ func (p *placer) allocationsLocked() map[string]api.Allocation {
 func (p *placer) allocation(host string) api.Allocation {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var a api.Allocation
-	for _, v := range p.byVM {
-		if v.host == host {
-			a.VCPUs += v.vcpus
-			a.MemoryMiB += v.memory
-			a.VMs++
-		}
-	}
-	return a
+	return p.totals[host]
 }
 
 // hostFilter picks the hosts a VM may go to: Polyvisor's own hosts, or
