@@ -29,14 +29,8 @@ func (a *app) hostListCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var hosts []api.Host
-			if opts.Limit > 0 {
-				page, err := c.ListHosts(cmd.Context(), opts)
-				if err != nil {
-					return err
-				}
-				hosts = page.Items
-			} else if hosts, err = c.ListAllHosts(cmd.Context(), opts); err != nil {
+			hosts, err := listItems(cmd.Context(), opts, c.ListHosts, c.ListAllHosts)
+			if err != nil {
 				return err
 			}
 			return a.print(cmd.OutOrStdout(), api.List[api.Host]{Items: nonNil(hosts)}, func(tw *tabwriter.Writer) {

@@ -123,14 +123,8 @@ func (a *app) imageListCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var images []api.Image
-			if opts.Limit > 0 {
-				page, err := c.ListImages(cmd.Context(), opts)
-				if err != nil {
-					return err
-				}
-				images = page.Items
-			} else if images, err = c.ListAllImages(cmd.Context(), opts); err != nil {
+			images, err := listItems(cmd.Context(), opts, c.ListImages, c.ListAllImages)
+			if err != nil {
 				return err
 			}
 			return a.print(cmd.OutOrStdout(), api.List[api.Image]{Items: nonNil(images)}, func(tw *tabwriter.Writer) {

@@ -27,14 +27,8 @@ func (a *app) opListCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var ops []api.Operation
-			if opts.Limit > 0 {
-				page, err := c.ListOperations(cmd.Context(), opts)
-				if err != nil {
-					return err
-				}
-				ops = page.Items
-			} else if ops, err = c.ListAllOperations(cmd.Context(), opts); err != nil {
+			ops, err := listItems(cmd.Context(), opts, c.ListOperations, c.ListAllOperations)
+			if err != nil {
 				return err
 			}
 			return a.print(cmd.OutOrStdout(), api.List[api.Operation]{Items: nonNil(ops)}, func(tw *tabwriter.Writer) {

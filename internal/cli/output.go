@@ -1,6 +1,10 @@
 package cli
 
 import (
+	"context"
+
+	"github.com/polyvisor/polyvisor/api"
+
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -165,4 +169,18 @@ func row(w io.Writer, cells ...any) {
 		fmt.Fprint(w, c)
 	}
 	fmt.Fprintln(w)
+}
+
+// listItems fetches one page when --limit is given, else every page.
+func listItems[T any](ctx context.Context, opts api.ListOptions,
+	page func(context.Context, api.ListOptions) (*api.List[T], error),
+	all func(context.Context, api.ListOptions) ([]T, error)) ([]T, error) {
+	if opts.Limit > 0 {
+		p, err := page(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		return p.Items, nil
+	}
+	return all(ctx, opts)
 }

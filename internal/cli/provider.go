@@ -291,14 +291,8 @@ func (a *app) providerListCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var ps []api.Provider
-			if opts.Limit > 0 {
-				page, err := c.ListProviders(cmd.Context(), opts)
-				if err != nil {
-					return err
-				}
-				ps = page.Items
-			} else if ps, err = c.ListAllProviders(cmd.Context(), opts); err != nil {
+			ps, err := listItems(cmd.Context(), opts, c.ListProviders, c.ListAllProviders)
+			if err != nil {
 				return err
 			}
 			return a.print(cmd.OutOrStdout(), api.List[api.Provider]{Items: nonNil(ps)}, func(tw *tabwriter.Writer) {

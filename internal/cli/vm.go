@@ -44,14 +44,8 @@ func (a *app) vmListCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var vms []api.VM
-			if opts.Limit > 0 {
-				page, err := c.ListVMs(cmd.Context(), opts)
-				if err != nil {
-					return err
-				}
-				vms = page.Items
-			} else if vms, err = c.ListAllVMs(cmd.Context(), opts); err != nil {
+			vms, err := listItems(cmd.Context(), opts, c.ListVMs, c.ListAllVMs)
+			if err != nil {
 				return err
 			}
 			return a.print(cmd.OutOrStdout(), api.List[api.VM]{Items: nonNil(vms)}, func(tw *tabwriter.Writer) {
