@@ -1,11 +1,8 @@
 package cli
 
 import (
-	"context"
-
-	"github.com/polyvisor/polyvisor/api"
-
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +14,8 @@ import (
 
 	"golang.org/x/term"
 	"gopkg.in/yaml.v3"
+
+	"github.com/polyvisor/polyvisor/api"
 )
 
 // outputFormat is the value of -o.
