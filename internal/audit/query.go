@@ -1,0 +1,215 @@
+package audit
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+)
+
+// orderSlack is how far out of time order records are allowed to be when
+// whole segments are skipped by time.
+const orderSlack = 5 * time.Minute
+
+// Query calls fn with each record matching q, oldest first, until fn
+// returns false. With q.Limit above zero it calls fn with only the newest
+// q.Limit matching records, still oldest first. Every record whose Append
+// has returned is seen; the records fn gets are its own to keep.
+func (l *Log) Query(ctx context.Context, q api.AuditQuery, fn func(*api.AuditRecord) bool) error {
+	m := newMatcher(q)
+	segs := segmentsFor(l.snapshot(), q)
+	if q.Limit <= 0 {
+		for _, s := range segs {
+			stop, err := l.scan(ctx, s, m, fn)
+			if err != nil || stop {
+				return err
+			}
+		}
+		return nil
+	}
+	// The newest records are at the end: read the segments newest first,
+	// keeping from each only the last of the matches still wanted.
+	var chunks [][]*api.AuditRecord
+	for i, need := len(segs)-1, q.Limit; i >= 0 && need > 0; i-- {
+		r := ring{max: need}
+		if _, err := l.scan(ctx, segs[i], m, r.push); err != nil {
+			return err
+		}
+		chunk := r.ordered()
+		need -= len(chunk)
+		chunks = append(chunks, chunk)
+	}
+	for i := len(chunks) - 1; i >= 0; i-- {
+		for _, rec := range chunks[i] {
+			if !fn(rec) {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+// Export writes the records matching q to w as JSON lines, one record per
+// line as they are stored, oldest first.
+func (l *Log) Export(ctx context.Context, q api.AuditQuery, w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	enc := json.NewEncoder(bw)
+	var werr error
+	err := l.Query(ctx, q, func(rec *api.AuditRecord) bool {
+		werr = enc.Encode(rec)
+		return werr == nil
+	})
+	if err != nil {
+		return err
+	}
+	if werr == nil {
+		werr = bw.Flush()
+	}
+	if werr != nil {
+		return fmt.Errorf("exporting audit records: %w", werr)
+	}
+	return nil
+}
+
+// snapshot returns the segments as they are now, the last one's size being
+// what has been synced.
+func (l *Log) snapshot() []segment {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.segs)
+}
+
+// segmentsFor returns the segments that may hold records in [Since, Until):
+// a segment holds records from its start to the start of the next one.
+func segmentsFor(segs []segment, q api.AuditQuery) []segment {
+	var out []segment
+	for i, s := range segs {
+		if !q.Until.IsZero() && !time.Unix(0, s.start).Before(q.Until.Add(orderSlack)) {
+			break
+		}
+		if !q.Since.IsZero() && i+1 < len(segs) && time.Unix(0, segs[i+1].start).Before(q.Since.Add(-orderSlack)) {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// scan reads the records of one segment and calls emit with each that
+// matches, reporting whether emit asked to stop. A segment removed by
+// retention since the snapshot was taken has nothing left to give.
+func (l *Log) scan(ctx context.Context, s segment, m *matcher, emit func(*api.AuditRecord) bool) (stop bool, err error) {
+	path := l.path(s.start)
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("opening audit segment %s: %w", path, err)
+	}
+	defer f.Close()
+	lr := newLineReader(io.LimitReader(f, s.size))
+	bad := 0
+	defer func() {
+		if bad > 0 {
+			l.log.Warn("audit segment has malformed records; skipped them", "segment", path, "records", bad)
+		}
+	}()
+	for i := 0; ; i++ {
+		if i%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return false, fmt.Errorf("querying audit log: %w", err)
+			}
+		}
+		line, _, complete, err := lr.next()
+		if errors.Is(err, io.EOF) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("reading audit segment %s: %w", path, err)
+		}
+		rec := new(api.AuditRecord)
+		if !complete || json.Unmarshal(line, rec) != nil {
+			bad++
+			continue
+		}
+		if m.match(rec) && !emit(rec) {
+			return true, nil
+		}
+	}
+}
+
+// matcher tests records against a query.
+type matcher struct {
+	q            api.AuditQuery
+	kind, name   string // of q.Resource; kind empty for a bare name
+	actionPrefix bool
+}
+
+func newMatcher(q api.AuditQuery) *matcher {
+	m := &matcher{q: q, actionPrefix: strings.HasSuffix(q.Action, ".")}
+	if kind, name, ok := strings.Cut(q.Resource, "/"); ok {
+		m.kind, m.name = kind, name
+	} else {
+		m.name = q.Resource
+	}
+	return m
+}
+
+func (m *matcher) match(r *api.AuditRecord) bool {
+	q := &m.q
+	switch {
+	case !q.Since.IsZero() && r.Time.Before(q.Since),
+		!q.Until.IsZero() && !r.Time.Before(q.Until),
+		q.Actor != "" && r.Actor.Name != q.Actor,
+		q.Project != "" && r.Project != q.Project,
+		q.Outcome != "" && r.Outcome != q.Outcome:
+		return false
+	}
+	if q.Resource != "" {
+		if r.Resource.Name != m.name || (m.kind != "" && r.Resource.Kind != m.kind) {
+			return false
+		}
+	}
+	if q.Action != "" {
+		if m.actionPrefix {
+			return strings.HasPrefix(r.Action, q.Action)
+		}
+		return r.Action == q.Action
+	}
+	return true
+}
+
+// ring keeps the last max records pushed into it, growing only as needed.
+type ring struct {
+	buf  []*api.AuditRecord
+	next int // where the next push goes once full
+	max  int
+}
+
+func (r *ring) push(rec *api.AuditRecord) bool {
+	if len(r.buf) < r.max {
+		r.buf = append(r.buf, rec)
+		return true
+	}
+	r.buf[r.next] = rec
+	r.next = (r.next + 1) % r.max
+	return true
+}
+
+// ordered returns the records kept, oldest first.
+func (r *ring) ordered() []*api.AuditRecord {
+	if r.next == 0 {
+		return r.buf
+	}
+	return slices.Concat(r.buf[r.next:], r.buf[:r.next])
+}
