@@ -4,15 +4,16 @@ import "fmt"
 
 // Error codes. Each maps to exactly one HTTP status.
 const (
-	CodeInvalid       = "invalid"       // 400: a field of the request is wrong
-	CodeUnauthorized  = "unauthorized"  // 401: no or bad credentials
-	CodeForbidden     = "forbidden"     // 403: authenticated but not allowed
-	CodeNotFound      = "not_found"     // 404
-	CodeConflict      = "conflict"      // 409: name taken, stale version, object busy
-	CodeTooLarge      = "too_large"     // 413: request body over the limit
-	CodeUnprocessable = "unprocessable" // 422: valid, but cannot be met (no host has room)
-	CodeInternal      = "internal"      // 500
-	CodeUnavailable   = "unavailable"   // 503
+	CodeInvalid         = "invalid"           // 400: a field of the request is wrong
+	CodeUnauthorized    = "unauthorized"      // 401: no or bad credentials
+	CodeForbidden       = "forbidden"         // 403: authenticated but not allowed
+	CodeNotFound        = "not_found"         // 404
+	CodeConflict        = "conflict"          // 409: name taken, stale version, object busy
+	CodeTooLarge        = "too_large"         // 413: request body over the limit
+	CodeUnprocessable   = "unprocessable"     // 422: valid, but cannot be met (no host has room, over quota)
+	CodeTooManyRequests = "too_many_requests" // 429: rate limited; see Retry-After
+	CodeInternal        = "internal"          // 500
+	CodeUnavailable     = "unavailable"       // 503
 )
 
 // Error is the one error shape of the API: {"error": {...}}.

@@ -29,6 +29,8 @@ type Image struct {
 	State            string `json:"state"`
 	Message          string `json:"message,omitempty"`
 	Source           string `json:"source,omitempty"`
+	// Public images can be used by VMs of every project.
+	Public bool `json:"public,omitempty"`
 }
 
 // ImageCreate is the body of POST /v1/images when importing from a URL.
@@ -39,4 +41,5 @@ type ImageCreate struct {
 	Kind   string            `json:"kind,omitempty"` // default disk
 	URL    string            `json:"url"`
 	Labels map[string]string `json:"labels,omitempty"`
+	Public bool              `json:"public,omitempty"`
 }

@@ -1,11 +1,18 @@
 package api
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Meta is the identity and bookkeeping part shared by every stored object.
 type Meta struct {
-	// Name is the object's unique name within its kind (a DNS label for VMs).
+	// Name is the object's unique name within its kind and project (a DNS
+	// label for VMs).
 	Name string `json:"name"`
+	// Project owns the object (VMs, images, providers); empty for objects
+	// that belong to the whole installation (hosts, users, projects).
+	Project string `json:"project,omitempty"`
 	// UID never changes and is never reused, even when a name is.
 	UID string `json:"uid"`
 	// Labels are free-form key/value pairs used by label selectors.
@@ -16,6 +23,26 @@ type Meta struct {
 	Generation int64     `json:"generation"`
 	CreatedAt  time.Time `json:"createdAt"`
 	UpdatedAt  time.Time `json:"updatedAt"`
+}
+
+// Key is the object's store key: "<project>/<name>" for project objects,
+// the name otherwise.
+func (m *Meta) Key() string { return Key(m.Project, m.Name) }
+
+// Key is the store key of the object called name in project.
+func Key(project, name string) string {
+	if project == "" {
+		return name
+	}
+	return project + "/" + name
+}
+
+// SplitKey splits a key made by Key; project is empty for a bare name.
+func SplitKey(key string) (project, name string) {
+	if i := strings.IndexByte(key, '/'); i >= 0 {
+		return key[:i], key[i+1:]
+	}
+	return "", key
 }
 
 // List is the envelope of every paginated list response.
@@ -35,4 +62,9 @@ type ListOptions struct {
 	// Provider filters VMs and hosts by provider name (?provider=);
 	// "none" keeps those on Polyvisor's own hosts.
 	Provider string
+	// Project is the project listed (?project=; default "default").
+	// AllProjects lists every project the caller may read
+	// (?all-projects=true).
+	Project     string
+	AllProjects bool
 }

@@ -58,7 +58,9 @@ func (o *Operation) Done() bool {
 type Ref struct {
 	Kind string `json:"kind"` // vm, image, host
 	Name string `json:"name"`
-	UID  string `json:"uid,omitempty"`
+	// Project is the project of a project object.
+	Project string `json:"project,omitempty"`
+	UID     string `json:"uid,omitempty"`
 }
 
 // Event types.

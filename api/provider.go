@@ -77,6 +77,9 @@ type ProviderCreate struct {
 	Password string `json:"password,omitempty"`
 	CACert   string `json:"caCert,omitempty"`
 	Insecure bool   `json:"insecure,omitempty"`
+	// Project binds the provider to a project (default "default"): its VMs
+	// belong there, and that project's members may use it.
+	Project string `json:"project,omitempty"`
 }
 
 // ProviderRef ties a host or VM to the provider that runs it.

@@ -55,13 +55,18 @@ type VMSpec struct {
 	// Provider is set for a VM of a connected estate (vSphere, libvirt):
 	// which provider runs it and its native identity.
 	Provider *ProviderRef `json:"provider,omitempty"`
+	// Lease, when set, is when the VM expires: stopped at its expiry,
+	// deleted after the project's grace period.
+	Lease *Lease `json:"lease,omitempty"`
 }
 
 // Disk is a VM disk: a copy-on-write overlay of an image, or blank.
 type Disk struct {
 	// Name is unique within the VM ("root", "data"); defaults to disk0, disk1...
 	Name string `json:"name"`
-	// Image, when set, makes the disk a qcow2 overlay of that image.
+	// Image, when set, makes the disk a qcow2 overlay of that image: an
+	// image of the VM's project by name, or "<project>/<name>" for a public
+	// image of another project. The server stores the latter form.
 	Image string `json:"image,omitempty"`
 	// SizeMiB is the size of a blank disk, or the grown size of an overlay
 	// (0 keeps the image's virtual size).
@@ -163,6 +168,9 @@ type VMCreate struct {
 	Cluster   string `json:"cluster,omitempty"`
 	Template  string `json:"template,omitempty"`
 	Datastore string `json:"datastore,omitempty"`
+	// LeaseSeconds gives the VM a lease ending that long after its create
+	// (at most the project's maxLeaseSeconds; default that maximum).
+	LeaseSeconds int64 `json:"leaseSeconds,omitempty"`
 }
 
 // VMStop is the optional body of POST /v1/vms/{name}/stop and /restart.

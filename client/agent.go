@@ -43,9 +43,11 @@ func (c *Client) WatchHost(ctx context.Context, host string) (<-chan api.AgentMe
 }
 
 // PutVMStatus reports what the host observed of a VM and returns the VM.
-func (c *Client) PutVMStatus(ctx context.Context, name string, status api.VMStatus) (*api.VM, error) {
+// key is the VM's key, "<project>/<name>" (api.Meta.Key).
+func (c *Client) PutVMStatus(ctx context.Context, key string, status api.VMStatus) (*api.VM, error) {
 	var vm api.VM
-	r := request{method: http.MethodPut, path: route("/v1/agent/vms/%s/status", name), body: status}
+	project, name := agentVMPath(key)
+	r := request{method: http.MethodPut, path: route("/v1/agent/vms/%s/%s/status", project, name), body: status}
 	if err := c.call(ctx, r, &vm); err != nil {
 		return nil, fmt.Errorf("report status of VM %q: %w", name, err)
 	}
@@ -54,8 +56,9 @@ func (c *Client) PutVMStatus(ctx context.Context, name string, status api.VMStat
 
 // VMRemoved tells the server the host removed a VM being deleted, which
 // completes the deletion.
-func (c *Client) VMRemoved(ctx context.Context, name string) error {
-	r := request{method: http.MethodPost, path: route("/v1/agent/vms/%s/removed", name)}
+func (c *Client) VMRemoved(ctx context.Context, key string) error {
+	project, name := agentVMPath(key)
+	r := request{method: http.MethodPost, path: route("/v1/agent/vms/%s/%s/removed", project, name)}
 	if err := c.call(ctx, r, nil); err != nil {
 		return fmt.Errorf("report removal of VM %q: %w", name, err)
 	}
@@ -71,4 +74,13 @@ func (c *Client) DialStream(ctx context.Context, id string) (net.Conn, error) {
 		return nil, fmt.Errorf("dial stream %s: %w", id, err)
 	}
 	return conn, nil
+}
+
+// agentVMPath splits a VM key into its project and name.
+func agentVMPath(key string) (project, name string) {
+	project, name = api.SplitKey(key)
+	if project == "" {
+		project = api.DefaultProject
+	}
+	return project, name
 }

@@ -49,6 +49,9 @@ type Config struct {
 	TLSConfig *tls.Config
 	// UserAgent is sent in every request; DefaultUserAgent when empty.
 	UserAgent string
+	// Project is the project requests act in (sent as ?project=); the
+	// server's default project when empty.
+	Project string
 }
 
 // Client talks to one Polyvisor server. It is safe for concurrent use.
@@ -56,6 +59,7 @@ type Client struct {
 	base      url.URL // scheme, host and path prefix of every request
 	display   string  // the URL as configured, for messages
 	token     string
+	project   string
 	userAgent string
 	http      *http.Client
 	// pollInterval is the least time between two polls of WaitOperation,
@@ -97,6 +101,7 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{
 		display:      cfg.URL,
 		token:        cfg.Token,
+		project:      cfg.Project,
 		userAgent:    cfg.UserAgent,
 		pollInterval: time.Second,
 	}
@@ -180,3 +185,22 @@ func (c *Client) Health(ctx context.Context) error {
 	}
 	return resp.Body.Close()
 }
+
+// WithProject returns a client acting in project, sharing this one's
+// connections.
+func (c *Client) WithProject(project string) *Client {
+	cc := *c
+	cc.project = project
+	return &cc
+}
+
+// WithToken returns a client sending token, sharing this one's
+// connections.
+func (c *Client) WithToken(token string) *Client {
+	cc := *c
+	cc.token = token
+	return &cc
+}
+
+// Project returns the project the client acts in ("" for the default).
+func (c *Client) Project() string { return c.project }

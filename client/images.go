@@ -86,10 +86,17 @@ func (c *Client) UploadImage(ctx context.Context, name, kind string, r io.Reader
 
 // ImageContent streams an image's stored file. It returns the body, which
 // the caller closes, and its length (-1 when the server did not say).
+// name may be an image key, "<project>/<name>", as VM specs hold them.
 func (c *Client) ImageContent(ctx context.Context, name string) (io.ReadCloser, int64, error) {
+	var q url.Values
+	if p, n := api.SplitKey(name); p != "" {
+		q = url.Values{"project": {p}}
+		name = n
+	}
 	resp, err := c.send(ctx, request{
 		method: http.MethodGet,
 		path:   route("/v1/images/%s/content", name),
+		query:  q,
 		accept: "application/octet-stream",
 	})
 	if err != nil {

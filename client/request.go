@@ -50,6 +50,14 @@ func (c *Client) url(path string, query url.Values) *url.URL {
 		u.Path = p
 	}
 	u.RawPath = raw
+	if c.project != "" && query.Get("project") == "" && query.Get("all-projects") == "" {
+		q := url.Values{}
+		for k, v := range query {
+			q[k] = v
+		}
+		q.Set("project", c.project)
+		query = q
+	}
 	if len(query) > 0 {
 		u.RawQuery = query.Encode()
 	}
@@ -160,6 +168,12 @@ func listQuery(opts api.ListOptions) url.Values {
 	}
 	if opts.Provider != "" {
 		q.Set("provider", opts.Provider)
+	}
+	if opts.Project != "" {
+		q.Set("project", opts.Project)
+	}
+	if opts.AllProjects {
+		q.Set("all-projects", "true")
 	}
 	return q
 }

@@ -113,11 +113,11 @@ func TestAgentRoutes(t *testing.T) {
 			var st api.HostStatus
 			_ = json.NewDecoder(r.Body).Decode(&st)
 			writeJSON(w, 200, api.Host{Meta: api.Meta{Name: "h1"}, Status: st})
-		case "PUT /v1/agent/vms/a/status":
+		case "PUT /v1/agent/vms/p1/a/status":
 			var st api.VMStatus
 			_ = json.NewDecoder(r.Body).Decode(&st)
 			writeJSON(w, 200, api.VM{Meta: api.Meta{Name: "a"}, Status: st})
-		case "POST /v1/agent/vms/a/removed":
+		case "POST /v1/agent/vms/p1/a/removed":
 			w.WriteHeader(200)
 		default:
 			t.Errorf("unexpected %s %s", r.Method, r.URL.Path)
@@ -137,11 +137,11 @@ func TestAgentRoutes(t *testing.T) {
 	if err != nil || h.Status.CPUs != 4 {
 		t.Fatalf("PutHostStatus = %+v, %v", h, err)
 	}
-	vm, err := c.PutVMStatus(ctx, "a", api.VMStatus{PowerState: api.PowerRunning, ObservedGeneration: 3})
+	vm, err := c.PutVMStatus(ctx, "p1/a", api.VMStatus{PowerState: api.PowerRunning, ObservedGeneration: 3})
 	if err != nil || vm.Status.ObservedGeneration != 3 {
 		t.Fatalf("PutVMStatus = %+v, %v", vm, err)
 	}
-	if err := c.VMRemoved(ctx, "a"); err != nil {
+	if err := c.VMRemoved(ctx, "p1/a"); err != nil {
 		t.Fatalf("VMRemoved: %v", err)
 	}
 }

@@ -205,15 +205,16 @@ func (a *Agent) watchOnce(ctx context.Context) error {
 func (a *Agent) workerFor(ctx context.Context, vm *api.VM) *worker {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if w, ok := a.workers[vm.Name]; ok && w.uid == vm.UID {
+	key := vm.Key()
+	if w, ok := a.workers[key]; ok && w.uid == vm.UID {
 		return w
 	} else if ok {
 		w.stop() // the name now belongs to another VM
 	}
 	h := a.handles[vm.UID]
 	delete(a.handles, vm.UID)
-	w := newWorker(a, vm.Name, vm.UID, h)
-	a.workers[vm.Name] = w
+	w := newWorker(a, key, vm.UID, h)
+	a.workers[key] = w
 	go w.run(context.WithoutCancel(ctx))
 	return w
 }

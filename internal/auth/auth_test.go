@@ -3,8 +3,6 @@ package auth
 import (
 	"context"
 	"errors"
-	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -14,7 +12,7 @@ import (
 
 func TestNewToken(t *testing.T) {
 	seen := map[string]bool{}
-	for _, prefix := range []string{PrefixAdmin, PrefixHost, PrefixJoin, "x9_"} {
+	for _, prefix := range []string{PrefixAPI, PrefixHost, PrefixJoin, "x9_"} {
 		for range 50 {
 			tok, id := NewToken(prefix)
 			if !strings.HasPrefix(tok, prefix+id+"_") {
@@ -76,7 +74,7 @@ func TestParseTokenRejects(t *testing.T) {
 }
 
 func TestHashVerify(t *testing.T) {
-	tok, _ := NewToken(PrefixAdmin)
+	tok, _ := NewToken(PrefixAPI)
 	h := Hash(tok)
 	if len(h) != 64 || strings.ToLower(h) != h {
 		t.Fatalf("Hash = %q, want 64 lowercase hex chars", h)
@@ -88,7 +86,7 @@ func TestHashVerify(t *testing.T) {
 	if !Verify(tok, h) {
 		t.Fatal("Verify rejected the right token")
 	}
-	other, _ := NewToken(PrefixAdmin)
+	other, _ := NewToken(PrefixAPI)
 	for _, bad := range []struct{ tok, hash string }{{other, h}, {tok, Hash(other)}, {tok, ""}, {tok, h[:63]}, {"", h}} {
 		if Verify(bad.tok, bad.hash) {
 			t.Errorf("Verify(%q, %q) accepted", bad.tok, bad.hash)
@@ -110,61 +108,72 @@ func TestContext(t *testing.T) {
 	}
 }
 
-func TestPolicies(t *testing.T) {
-	admin := Identity{Kind: KindAdmin, Name: "root"}
+func TestAuthorize(t *testing.T) {
+	super := Identity{Kind: KindUser, Name: "root", Superadmin: true}
+	alice := Identity{Kind: KindUser, Name: "alice"}
+	narrowed := Identity{Kind: KindUser, Name: "alice", Project: "a", Role: api.RoleViewer}
+	superNarrowed := Identity{Kind: KindUser, Name: "root", Superadmin: true, Project: "a", Role: api.RoleOperator}
 	h1 := Identity{Kind: KindHost, Name: "h1"}
-	h2 := Identity{Kind: KindHost, Name: "h2"}
 	nameless := Identity{Kind: KindHost}
-	stranger := Identity{Kind: "robot", Name: "r"}
 	anon := Anonymous
-	zero := Identity{}
 
 	const (
 		ok     = ""
 		unauth = api.CodeUnauthorized
 		forb   = api.CodeForbidden
+		hidden = api.CodeNotFound
 	)
+	inA := func(role string) Facts { return Facts{Project: "a", ProjectExists: true, MemberRole: role} }
 	tests := []struct {
-		policy string
-		p      Policy
-		id     Identity
-		want   string
+		name string
+		rule Rule
+		id   Identity
+		f    Facts
+		want string
 	}{
-		{"public", Public, anon, ok},
-		{"public", Public, zero, ok},
-		{"public", Public, h1, ok},
-		{"admin", Admin, admin, ok},
-		{"admin", Admin, h1, forb},
-		{"admin", Admin, stranger, forb},
-		{"admin", Admin, anon, unauth},
-		{"admin", Admin, zero, unauth},
-		{"anyhost", AnyHost, admin, ok},
-		{"anyhost", AnyHost, h1, ok},
-		{"anyhost", AnyHost, h2, ok},
-		{"anyhost", AnyHost, nameless, forb},
-		{"anyhost", AnyHost, stranger, forb},
-		{"anyhost", AnyHost, anon, unauth},
-		{"ownhost", OwnHost("name"), admin, ok},
-		{"ownhost", OwnHost("name"), h1, ok},
-		{"ownhost", OwnHost("name"), h2, forb},
-		{"ownhost", OwnHost("name"), nameless, forb},
-		{"ownhost", OwnHost("name"), stranger, forb},
-		{"ownhost", OwnHost("name"), anon, unauth},
-		{"ownhost-otherparam", OwnHost("missing"), h1, forb},
+		{"public anon", Public, anon, Facts{}, ok},
+		{"public host", Public, h1, Facts{}, ok},
+		{"user anon", User, anon, Facts{}, unauth},
+		{"user alice", User, alice, Facts{}, ok},
+		{"user host", User, h1, Facts{}, forb},
+		{"superadmin super", Superadmin, super, Facts{}, ok},
+		{"superadmin alice", Superadmin, alice, Facts{}, forb},
+		{"superadmin narrowed", Superadmin, superNarrowed, Facts{}, forb},
+		{"superadmin host", Superadmin, h1, Facts{}, forb},
+		{"self own", Self, alice, Facts{User: "alice"}, ok},
+		{"self other", Self, alice, Facts{User: "bob"}, forb},
+		{"self super", Self, super, Facts{User: "bob"}, ok},
+		{"host own", Host, h1, Facts{Host: "h1"}, ok},
+		{"host other", Host, h1, Facts{Host: "h2"}, forb},
+		{"host unknown", Host, h1, Facts{}, forb},
+		{"host user", Host, super, Facts{Host: "h1"}, forb},
+		{"anyhost", AnyHost, h1, Facts{}, ok},
+		{"anyhost nameless", AnyHost, nameless, Facts{}, forb},
+		{"anyhost user", AnyHost, alice, Facts{}, forb},
+		{"project viewer reads", In(PermVMRead), alice, inA(api.RoleViewer), ok},
+		{"project viewer powers", In(PermVMPower), alice, inA(api.RoleViewer), forb},
+		{"project operator powers", In(PermVMPower), alice, inA(api.RoleOperator), ok},
+		{"project operator creates", In(PermVMCreate), alice, inA(api.RoleOperator), forb},
+		{"project member creates", In(PermVMCreate), alice, inA(api.RoleMember), ok},
+		{"project member manages", In(PermMemberManage), alice, inA(api.RoleMember), forb},
+		{"project admin manages", In(PermMemberManage), alice, inA(api.RoleAdmin), ok},
+		{"project stranger hidden", In(PermVMRead), alice, inA(""), hidden},
+		{"project missing hidden", In(PermVMRead), alice, Facts{Project: "zz"}, hidden},
+		{"project missing super", In(PermVMRead), super, Facts{Project: "zz"}, hidden},
+		{"project super", In(PermMemberManage), super, inA(""), ok},
+		{"project narrowed in scope", In(PermVMRead), narrowed, inA(api.RoleAdmin), ok},
+		{"project narrowed above role", In(PermVMPower), narrowed, inA(api.RoleAdmin), forb},
+		{"project narrowed other project", In(PermVMRead), narrowed, Facts{Project: "b", ProjectExists: true, MemberRole: api.RoleAdmin}, hidden},
+		{"project super narrowed", In(PermVMPower), superNarrowed, inA(""), ok},
+		{"project super narrowed above", In(PermVMCreate), superNarrowed, inA(""), forb},
+		{"project host", In(PermVMRead), h1, inA(""), forb},
+		{"project anon", In(PermVMRead), anon, inA(""), unauth},
+		{"project all-projects", In(PermVMRead), alice, Facts{AllProjects: true}, ok},
+		{"no rule", Rule{}, super, Facts{}, forb},
 	}
 	for _, tt := range tests {
-		t.Run(tt.policy+"/"+tt.id.String(), func(t *testing.T) {
-			// Route through a real ServeMux so PathValue is filled as in
-			// the server.
-			var got error
-			mux := http.NewServeMux()
-			mux.HandleFunc("PUT /v1/agent/hosts/{name}/status", func(_ http.ResponseWriter, r *http.Request) {
-				got = tt.p.Check(r)
-			})
-			req := httptest.NewRequestWithContext(WithIdentity(context.Background(), tt.id),
-				http.MethodPut, "/v1/agent/hosts/h1/status", nil)
-			mux.ServeHTTP(httptest.NewRecorder(), req)
-
+		t.Run(tt.name, func(t *testing.T) {
+			got := Authorize(tt.id, tt.rule, tt.f)
 			if tt.want == ok {
 				if got != nil {
 					t.Fatalf("denied: %v", got)
@@ -175,12 +184,26 @@ func TestPolicies(t *testing.T) {
 			if !errors.As(got, &apiErr) {
 				t.Fatalf("got %v (%T), want *api.Error %s", got, got, tt.want)
 			}
-			if apiErr.Code != tt.want {
-				t.Fatalf("code %q (%v), want %q", apiErr.Code, apiErr, tt.want)
-			}
-			if apiErr.Message == "" {
-				t.Fatal("empty message")
+			if apiErr.Code != tt.want || apiErr.Message == "" {
+				t.Fatalf("code %q (%v), want %q with a message", apiErr.Code, apiErr, tt.want)
 			}
 		})
+	}
+}
+
+func TestRolesAreCumulative(t *testing.T) {
+	for i := 1; i < len(api.Roles); i++ {
+		lower, higher := RolePermissions(api.Roles[i-1]), RolePermissions(api.Roles[i])
+		for _, p := range lower {
+			if !RoleAllows(api.Roles[i], p) {
+				t.Errorf("role %s lacks %s that %s has", api.Roles[i], p, api.Roles[i-1])
+			}
+		}
+		if len(higher) <= len(lower) {
+			t.Errorf("role %s adds nothing to %s", api.Roles[i], api.Roles[i-1])
+		}
+	}
+	if RolePermissions("root") != nil || ValidRole("root") {
+		t.Error("an unknown role has permissions")
 	}
 }

@@ -4,19 +4,31 @@ import "context"
 
 // Identity kinds.
 const (
-	KindAdmin     = "admin"
+	KindUser      = "user"
 	KindHost      = "host"
 	KindAnonymous = "anonymous"
+	// KindSystem is Polyvisor itself acting on its own (lease expiry).
+	KindSystem = "system"
 )
 
-// Identity is who a request comes from: an admin, a host's agent (Name is
-// the host's name), or nobody known.
+// Identity is who a request comes from: a user (through a session or API
+// token, or local root on the unix socket), a host's agent (Name is the
+// host's name), or nobody known.
 type Identity struct {
 	Kind string
 	Name string
+	// Superadmin is set for superadmin users; what they may do also
+	// depends on narrowing (see IsSuperadmin).
+	Superadmin bool
+	// TokenID is the id of the token presented, if any.
+	TokenID string
+	// Project and Role narrow a token: it acts only in Project, with at
+	// most Role there.
+	Project string
+	Role    string
 }
 
-// Anonymous is the identity of a request without valid credentials.
+// Anonymous is the identity of a request without credentials.
 var Anonymous = Identity{Kind: KindAnonymous}
 
 // Authenticated tells whether the identity is someone known. The zero
@@ -25,8 +37,14 @@ func (id Identity) Authenticated() bool {
 	return id.Kind != "" && id.Kind != KindAnonymous
 }
 
-// IsAdmin tells whether the identity is an admin.
-func (id Identity) IsAdmin() bool { return id.Kind == KindAdmin }
+// IsUser tells whether the identity is a user.
+func (id Identity) IsUser() bool { return id.Kind == KindUser && id.Name != "" }
+
+// IsSuperadmin tells whether the identity may do everything everywhere:
+// a superadmin user whose token is not narrowed to a project or role.
+func (id Identity) IsSuperadmin() bool {
+	return id.IsUser() && id.Superadmin && id.Project == "" && id.Role == ""
+}
 
 // IsHost tells whether the identity is the agent of the named host.
 func (id Identity) IsHost(name string) bool {

@@ -2,62 +2,233 @@ package auth
 
 import (
 	"fmt"
-	"net/http"
+	"slices"
 
 	"github.com/polyvisor/polyvisor/api"
 )
 
-// Policy decides whether id may make request r. It returns nil to allow,
-// or an *api.Error: unauthorized when id is anonymous, forbidden when id is
-// known but not allowed. The API's route table puts one Policy beside
-// every route; it is the single access-control hook.
-type Policy func(id Identity, r *http.Request) error
+// Permission names something a project role may do: "<kind>.<verb>".
+type Permission string
 
-// Check applies the policy to the identity carried by r's context.
-func (p Policy) Check(r *http.Request) error {
-	return p(FromContext(r.Context()), r)
+// Project permissions.
+const (
+	PermProjectRead     Permission = "project.read"
+	PermVMRead          Permission = "vm.read"
+	PermImageRead       Permission = "image.read"
+	PermOperationRead   Permission = "operation.read"
+	PermProviderRead    Permission = "provider.read"
+	PermVMPower         Permission = "vm.power"
+	PermVMConsole       Permission = "vm.console"
+	PermOperationCancel Permission = "operation.cancel"
+	PermVMCreate        Permission = "vm.create"
+	PermVMDelete        Permission = "vm.delete"
+	PermVMUpdate        Permission = "vm.update" // reconfigure, snapshots, lease
+	PermImageCreate     Permission = "image.create"
+	PermImageDelete     Permission = "image.delete"
+	PermProjectUpdate   Permission = "project.update"
+	PermMemberManage    Permission = "member.manage"
+	PermAuditRead       Permission = "audit.read"
+)
+
+// grants is the policy: what each project role adds to the roles before it
+// in api.Roles. It is the only place where roles get their meaning.
+var grants = map[string][]Permission{
+	api.RoleViewer:   {PermProjectRead, PermVMRead, PermImageRead, PermOperationRead, PermProviderRead},
+	api.RoleOperator: {PermVMPower, PermVMConsole, PermOperationCancel},
+	api.RoleMember:   {PermVMCreate, PermVMDelete, PermVMUpdate, PermImageCreate, PermImageDelete},
+	api.RoleAdmin:    {PermProjectUpdate, PermMemberManage, PermAuditRead},
 }
 
-// Public allows everyone, anonymous included.
-func Public(Identity, *http.Request) error { return nil }
+// RolePermissions returns every permission of a role, inherited ones
+// included, or nil for an unknown role.
+func RolePermissions(role string) []Permission {
+	i := slices.Index(api.Roles, role)
+	if i < 0 {
+		return nil
+	}
+	var out []Permission
+	for _, r := range api.Roles[:i+1] {
+		out = append(out, grants[r]...)
+	}
+	return out
+}
 
-// Admin allows admins only.
-func Admin(id Identity, _ *http.Request) error {
+// ValidRole tells whether role is a project role.
+func ValidRole(role string) bool { return slices.Contains(api.Roles, role) }
+
+// roleRank orders roles; 0 is no role.
+func roleRank(role string) int { return slices.Index(api.Roles, role) + 1 }
+
+// RoleAllows tells whether role holds permission p.
+func RoleAllows(role string, p Permission) bool {
+	return slices.Contains(RolePermissions(role), p)
+}
+
+// EffectiveRole is the role id acts with in project, given the role its
+// user holds there (memberRole, "" for none): a superadmin acts as admin
+// everywhere; a narrowed token acts only in its project and with at most
+// its role.
+func EffectiveRole(id Identity, project, memberRole string) string {
+	if !id.IsUser() {
+		return ""
+	}
+	role := memberRole
+	if id.Superadmin {
+		role = api.RoleAdmin
+	}
+	if id.Project != "" && id.Project != project {
+		return ""
+	}
+	if id.Role != "" && roleRank(id.Role) < roleRank(role) {
+		role = id.Role
+	}
+	return role
+}
+
+// Can tells whether id holds permission p in project, given the role its
+// user holds there.
+func Can(id Identity, project, memberRole string, p Permission) bool {
+	return RoleAllows(EffectiveRole(id, project, memberRole), p)
+}
+
+// Scope says whom a rule admits.
+type Scope int
+
+// Scopes.
+const (
+	// ScopePublic admits everyone, anonymous included.
+	ScopePublic Scope = iota + 1
+	// ScopeUser admits every signed-in user; what they see is then
+	// filtered by their roles (their own tokens, their projects).
+	ScopeUser
+	// ScopeProject admits users holding the rule's permission in the
+	// request's project. Those who may not even read the project are told
+	// it does not exist.
+	ScopeProject
+	// ScopeSuperadmin admits superadmins only.
+	ScopeSuperadmin
+	// ScopeSelf admits the user the request names, and superadmins.
+	ScopeSelf
+	// ScopeHost admits the agent of the host the request concerns.
+	ScopeHost
+	// ScopeAnyHost admits the agent of any host.
+	ScopeAnyHost
+)
+
+var scopeNames = map[Scope]string{
+	ScopePublic: "public", ScopeUser: "user", ScopeProject: "project", ScopeSuperadmin: "superadmin",
+	ScopeSelf: "self", ScopeHost: "host", ScopeAnyHost: "any-host",
+}
+
+func (s Scope) String() string { return scopeNames[s] }
+
+// Rule is one route's access policy: a scope and, for project routes, the
+// permission needed.
+type Rule struct {
+	Scope Scope
+	Perm  Permission
+}
+
+func (r Rule) String() string {
+	if r.Perm != "" {
+		return r.Scope.String() + ":" + string(r.Perm)
+	}
+	return r.Scope.String()
+}
+
+// Rule constructors, for route tables.
+var (
+	Public     = Rule{Scope: ScopePublic}
+	User       = Rule{Scope: ScopeUser}
+	Superadmin = Rule{Scope: ScopeSuperadmin}
+	Self       = Rule{Scope: ScopeSelf}
+	Host       = Rule{Scope: ScopeHost}
+	AnyHost    = Rule{Scope: ScopeAnyHost}
+)
+
+// In is the rule of a project route needing permission p.
+func In(p Permission) Rule { return Rule{Scope: ScopeProject, Perm: p} }
+
+// Facts are what the server learnt about a request that a rule may need.
+type Facts struct {
+	// Project is the project the request acts in, and ProjectExists
+	// whether there is one by that name.
+	Project       string
+	ProjectExists bool
+	// MemberRole is the caller's role in Project as its members list it.
+	MemberRole string
+	// AllProjects is set when a list asks across every project; the
+	// caller then sees what its roles let it read.
+	AllProjects bool
+	// Host is the host the request concerns (ScopeHost).
+	Host string
+	// User is the user the request names (ScopeSelf).
+	User string
+}
+
+// Authorize is the single access decision of the API: whether id may make
+// a request under rule, given the facts. It returns nil to allow, or an
+// *api.Error: unauthorized for anonymous callers, not found for a project
+// the caller may not see (so its existence does not leak), forbidden
+// otherwise.
+func Authorize(id Identity, rule Rule, f Facts) error {
+	if rule.Scope == ScopePublic {
+		return nil
+	}
 	if !id.Authenticated() {
 		return unauthorized()
 	}
-	if id.IsAdmin() {
-		return nil
-	}
-	return forbidden("%s may not do this: admin only", id)
-}
-
-// AnyHost allows admins and the agent of any host.
-func AnyHost(id Identity, _ *http.Request) error {
-	if !id.Authenticated() {
-		return unauthorized()
-	}
-	if id.IsAdmin() || (id.Kind == KindHost && id.Name != "") {
-		return nil
-	}
-	return forbidden("%s may not do this: admin or host only", id)
-}
-
-// OwnHost allows admins, and the agent of the host named by the request's
-// path parameter pathParam (as in "/v1/agent/hosts/{name}/status").
-func OwnHost(pathParam string) Policy {
-	return func(id Identity, r *http.Request) error {
-		if !id.Authenticated() {
-			return unauthorized()
-		}
-		if id.IsAdmin() {
+	switch rule.Scope {
+	case ScopeUser:
+		if id.IsUser() {
 			return nil
 		}
-		if target := r.PathValue(pathParam); id.IsHost(target) {
+	case ScopeSuperadmin:
+		if id.IsSuperadmin() {
 			return nil
 		}
-		return forbidden("%s may only act on its own host", id)
+		return forbidden("%s may not do this: superadmin only", id)
+	case ScopeSelf:
+		if id.IsSuperadmin() || (id.IsUser() && f.User != "" && id.Name == f.User) {
+			return nil
+		}
+		if id.IsUser() {
+			return forbidden("%s may only do this for itself", id)
+		}
+	case ScopeHost:
+		if id.Kind == KindHost && id.IsHost(f.Host) {
+			return nil
+		}
+		if id.Kind == KindHost {
+			return forbidden("%s may only act on its own host", id)
+		}
+	case ScopeAnyHost:
+		if id.Kind == KindHost && id.Name != "" {
+			return nil
+		}
+	case ScopeProject:
+		return authorizeProject(id, rule.Perm, f)
+	default:
+		return forbidden("no access rule")
 	}
+	return forbidden("%s may not do this", id)
+}
+
+func authorizeProject(id Identity, p Permission, f Facts) error {
+	if !id.IsUser() {
+		return forbidden("%s may not do this", id)
+	}
+	if f.AllProjects {
+		return nil
+	}
+	role := EffectiveRole(id, f.Project, f.MemberRole)
+	if !f.ProjectExists || !RoleAllows(role, PermProjectRead) {
+		return api.NotFound("project", f.Project)
+	}
+	if !RoleAllows(role, p) {
+		return forbidden("role %s in project %q does not allow %s", role, f.Project, p)
+	}
+	return nil
 }
 
 func unauthorized() *api.Error {

@@ -3,7 +3,7 @@
 // route.
 //
 // A token reads "<prefix><id>_<secret>": a readable prefix saying what it
-// is for (pva_ admin, pvh_ host, pvj_ join), a short non-secret id to look
+// is for (pva_ API, pvs_ login session, pvh_ host, pvj_ join), a short non-secret id to look
 // the token up by, and 256 random bits of secret, all in lowercase hex so a
 // token is safe in URLs, headers and shells. Only Hash(token) is stored.
 package auth
@@ -19,9 +19,10 @@ import (
 
 // Token prefixes.
 const (
-	PrefixAdmin = "pva_"
-	PrefixHost  = "pvh_"
-	PrefixJoin  = "pvj_"
+	PrefixAPI     = "pva_" // API tokens (the first superadmin's among them)
+	PrefixSession = "pvs_" // login sessions
+	PrefixHost    = "pvh_"
+	PrefixJoin    = "pvj_"
 )
 
 const (
@@ -31,7 +32,7 @@ const (
 
 // NewToken makes a new token with the given prefix, and returns it with
 // its id. The prefix must be lowercase letters and digits ending in "_"
-// (like PrefixAdmin); NewToken panics otherwise, as that is a programming
+// (like PrefixAPI); NewToken panics otherwise, as that is a programming
 // error.
 func NewToken(prefix string) (token, id string) {
 	if !validPrefix(prefix) {

@@ -87,6 +87,12 @@ cluster named by --etcd-endpoints.`,
 	f.DurationVar(&cfg.ProviderResync, "provider-resync", time.Minute, "how often a provider's inventory is fully resynced besides its events")
 	f.Float64Var(&cfg.Scheduler.CPUOvercommit, "cpu-overcommit", 0, "vCPUs offered per physical CPU (default 4)")
 	f.Float64Var(&cfg.Scheduler.MemoryOvercommit, "memory-overcommit", 0, "memory overcommit ratio (default 1)")
+	f.Float64Var(&cfg.RateLimit, "rate-limit", 50, "API requests per second each user (or anonymous client address) may make; 0 disables")
+	f.IntVar(&cfg.RateBurst, "rate-burst", 200, "requests a user may make at once above --rate-limit")
+	f.DurationVar(&cfg.SessionTTL, "session-ttl", 12*time.Hour, "how long a login session lasts")
+	f.DurationVar(&cfg.LeaseInterval, "lease-interval", 10*time.Second, "how often VM leases are checked for expiry")
+	f.Int64Var(&cfg.Audit.MaxBytes, "audit-max-bytes", 256<<20, "total size of the audit log kept; older records are dropped")
+	f.DurationVar(&cfg.Audit.MaxAge, "audit-max-age", 90*24*time.Hour, "how long audit records are kept")
 	logs.register(cmd)
 	return cmd
 }

@@ -784,10 +784,10 @@ func TestEstateSmoke(t *testing.T) {
 		mark := plog.mark()
 		benchVSphereToggle(t, ctx, sim, vm.Self, to)
 		state[id] = to
-		if _, err := plog.wait(mark, got[id].Name, to, time.Minute); err != nil {
+		if _, err := plog.wait(mark, got[id].Key(), to, time.Minute); err != nil {
 			t.Fatalf("change %d: %v", i+1, err)
 		}
-		sv, _ := env.vms.Get(got[id].Name)
+		sv, _ := env.vms.Get(got[id].Key())
 		if sv.Spec.PowerState != to || sv.Status.ObservedGeneration != sv.Generation {
 			t.Errorf("vm %s after the change: spec %s, observed generation %d of %d", sv.Name, sv.Spec.PowerState, sv.Status.ObservedGeneration, sv.Generation)
 		}

@@ -21,13 +21,16 @@ type conn struct {
 	name string
 	typ  string
 	spec api.ProviderSpec
+	// project is the project the provider is bound to: its VMs belong
+	// there.
+	project string
 
 	cancel context.CancelFunc
 	done   chan struct{}
 
 	mu     sync.Mutex
 	prov   provider.Provider      // nil while disconnected
-	vmIDs  map[string]string      // native VM id -> Polyvisor name
+	vmIDs  map[string]string      // native VM id -> Polyvisor key (project/name)
 	hosts  map[string]string      // native host id -> Polyvisor name
 	seen   map[string]provider.VM // native VM id -> last seen
 	acted  map[string]time.Time   // native VM id -> when Polyvisor last changed it
@@ -41,7 +44,8 @@ type conn struct {
 func newConn(m *Manager, p *api.Provider) *conn {
 	c := &conn{
 		m: m, log: m.log.With("provider", p.Name), name: p.Name, typ: p.Spec.Type, spec: p.Spec,
-		done: make(chan struct{}), vmIDs: map[string]string{}, hosts: map[string]string{}, seen: map[string]provider.VM{}, acted: map[string]time.Time{}, touched: map[string]time.Time{},
+		project: projectOf(p),
+		done:    make(chan struct{}), vmIDs: map[string]string{}, hosts: map[string]string{}, seen: map[string]provider.VM{}, acted: map[string]time.Time{}, touched: map[string]time.Time{},
 	}
 	// Names given before a restart stay the same.
 	for _, vm := range listAll(m.cfg.VMs) {
@@ -356,6 +360,14 @@ func (c *conn) markStale(ctx context.Context, cause error) {
 		next := store.Clone(vm)
 		next.Spec.Provider.Stale = true
 		next.Status.Reason = "provider " + c.name + " is disconnected; last known state"
-		_, _ = c.m.cfg.VMs.Update(ctx, vm.Name, next, vm.Version)
+		_, _ = c.m.cfg.VMs.Update(ctx, vm.Key(), next, vm.Version)
 	}
+}
+
+// projectOf is the project a provider's VMs belong to.
+func projectOf(p *api.Provider) string {
+	if p.Project == "" {
+		return api.DefaultProject
+	}
+	return p.Project
 }

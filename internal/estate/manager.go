@@ -215,7 +215,7 @@ func (m *Manager) purgeOrphans(ctx context.Context) {
 func (m *Manager) purge(ctx context.Context, match func(*api.ProviderRef) bool) {
 	for _, vm := range listAll(m.cfg.VMs) {
 		if vm.Spec.Provider != nil && match(vm.Spec.Provider) {
-			if err := m.cfg.VMs.Delete(ctx, vm.Name, 0); err != nil && !errors.Is(err, store.ErrNotFound) {
+			if err := m.cfg.VMs.Delete(ctx, vm.Key(), 0); err != nil && !errors.Is(err, store.ErrNotFound) {
 				m.log.Warn("removing provider vm", "vm", vm.Name, "err", err)
 			}
 		}

@@ -80,16 +80,17 @@ func (c *conn) vmName(pv *provider.VM) (string, bool) {
 	if n, ok := c.vmIDs[pv.ID]; ok {
 		return n, true
 	}
-	if vm, ok := c.m.cfg.VMs.Get(sanitize(pv.Name)); ok && vm.Spec.Provider != nil &&
+	if vm, ok := c.m.cfg.VMs.Get(api.Key(c.project, sanitize(pv.Name))); ok && vm.Spec.Provider != nil &&
 		vm.Spec.Provider.Name == c.name && vm.Spec.Provider.ID == "" && vm.Name == pv.Name {
 		return "", false
 	}
 	n := uniqueName(pv.Name, c.name, pv.ID, func(n string) bool {
-		_, taken := c.m.cfg.VMs.Get(n)
+		_, taken := c.m.cfg.VMs.Get(api.Key(c.project, n))
 		return taken
 	})
-	c.vmIDs[pv.ID] = n
-	return n, true
+	key := api.Key(c.project, n)
+	c.vmIDs[pv.ID] = key
+	return key, true
 }
 
 // observedStatus is what a provider VM's status says of it.
@@ -156,7 +157,8 @@ func (c *conn) planVM(pv *provider.VM, fromSync bool) (store.Op, bool) {
 	if exists {
 		next = store.Clone(cur)
 	} else {
-		next = &api.VM{Meta: api.Meta{Name: name, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now}}
+		project, short := api.SplitKey(name)
+		next = &api.VM{Meta: api.Meta{Name: short, Project: project, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now}}
 		next.Spec.StopTimeoutSeconds = 30
 	}
 	ref := next.Spec.Provider

@@ -16,31 +16,31 @@ import (
 // The agent routes: what a host's agent may do, each limited to its host.
 func (s *Server) agentRoutes() []route {
 	return []route{
-		{"POST", "/v1/agent/register", auth.Public, s.registerAgent},
-		{"PUT", "/v1/agent/hosts/{name}/status", auth.OwnHost("name"), s.putHostStatus},
-		{"GET", "/v1/agent/hosts/{name}/watch", auth.OwnHost("name"), s.watchHost},
-		{"PUT", "/v1/agent/vms/{name}/status", s.vmOnOwnHost, s.putVMStatus},
-		{"POST", "/v1/agent/vms/{name}/removed", s.vmOnOwnHost, s.vmRemoved},
-		{"GET", "/v1/agent/streams/{id}", auth.AnyHost, s.attachStream},
+		{method: "POST", path: "/v1/agent/register", rule: auth.Public, handler: s.registerAgent},
+		{method: "PUT", path: "/v1/agent/hosts/{name}/status", rule: auth.Host, handler: s.putHostStatus, hostOf: pathHost},
+		{method: "GET", path: "/v1/agent/hosts/{name}/watch", rule: auth.Host, handler: s.watchHost, hostOf: pathHost},
+		{method: "PUT", path: "/v1/agent/vms/{project}/{name}/status", rule: auth.Host, handler: s.putVMStatus, hostOf: s.vmHost},
+		{method: "POST", path: "/v1/agent/vms/{project}/{name}/removed", rule: auth.Host, handler: s.vmRemoved, hostOf: s.vmHost},
+		{method: "GET", path: "/v1/agent/streams/{id}", rule: auth.AnyHost, handler: s.attachStream},
 	}
 }
 
-// vmOnOwnHost allows the admin, and a host for the VMs placed on it. A VM
-// on another host looks like no VM at all.
-func (s *Server) vmOnOwnHost(id auth.Identity, r *http.Request) error {
-	if err := auth.AnyHost(id, r); err != nil {
-		return err
+// pathHost is the host a route's path names.
+func pathHost(r *http.Request, _ auth.Identity) string { return r.PathValue("name") }
+
+// vmHost is the host of the VM an agent route names. A VM that no longer
+// exists concerns the caller (its handler answers not found); one on
+// another host does not.
+func (s *Server) vmHost(r *http.Request, id auth.Identity) string {
+	vm, ok := s.vms.Get(agentVMKey(r))
+	if !ok {
+		return id.Name
 	}
-	if id.IsAdmin() {
-		return nil
-	}
-	name := r.PathValue("name")
-	vm, ok := s.vms.Get(name)
-	if !ok || !id.IsHost(vm.Spec.Host) {
-		return api.NotFound("vm", name)
-	}
-	return nil
+	return vm.Spec.Host
 }
+
+// agentVMKey is the store key of the VM an agent route names.
+func agentVMKey(r *http.Request) string { return api.Key(r.PathValue("project"), r.PathValue("name")) }
 
 func (s *Server) registerAgent(w http.ResponseWriter, r *http.Request) {
 	var req api.AgentRegister
@@ -69,11 +69,17 @@ func (s *Server) registerAgent(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	tok, err := s.tokens.mint(r.Context(), auth.PrefixHost, auth.Identity{Kind: auth.KindHost, Name: req.Host}, 0)
+	// The host's earlier tokens end here: an agent that registers again
+	// has lost them, and nobody else should hold them.
+	s.revokeHostTokens(r.Context(), req.Host)
+	tok, _, err := s.mintToken(r.Context(), auth.PrefixHost, &tokenRecord{Kind: tokenKindHost, Name: req.Host})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	rq := requestOf(r)
+	rq.actor = &api.AuditActor{Kind: auth.KindHost, Name: req.Host}
+	rq.resource = api.Ref{Kind: "host", Name: req.Host}
 	s.log.Info("host registered", "host", req.Host, "address", req.Status.Address)
 	writeJSON(w, http.StatusOK, api.AgentCredentials{Host: req.Host, Token: tok, CACert: string(s.caPEM)})
 }
@@ -221,7 +227,7 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) putVMStatus(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
+	name := agentVMKey(r)
 	var st api.VMStatus
 	if err := decodeJSON(w, r, &st, false); err != nil {
 		s.writeError(w, r, err)
@@ -263,7 +269,7 @@ func (s *Server) putVMStatus(w http.ResponseWriter, r *http.Request) {
 const guestShutdownReason = "guest shut down"
 
 func (s *Server) vmRemoved(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
+	name := agentVMKey(r)
 	vm, ok := s.vms.Get(name)
 	if !ok {
 		s.writeError(w, r, api.NotFound("vm", name))

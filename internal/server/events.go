@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/auth"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
 
@@ -45,29 +46,36 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	events := make(chan api.Event, 256)
+	// Each event is shown only to those who may read its object: the
+	// stream of a project member carries nothing of other projects.
+	visible := func(project string, p auth.Permission) bool { return s.can(r, project, p) }
 	if want[api.EventVM] {
-		go forward(ctx, s.vms.Subscribe(ctx), events, func(c store.Change[api.VM]) api.Event {
-			return api.Event{Type: api.EventVM, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "vm", Name: c.Name, UID: c.Obj.UID}, VM: c.Obj}
+		go forward(ctx, s.vms.Subscribe(ctx), events, func(c store.Change[api.VM]) (api.Event, bool) {
+			return api.Event{Type: api.EventVM, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "vm", Name: c.Obj.Name, UID: c.Obj.UID, Project: c.Obj.Project}, VM: c.Obj},
+				visible(c.Obj.Project, auth.PermVMRead)
 		})
 	}
 	if want[api.EventHost] {
-		go forward(ctx, s.hosts.Subscribe(ctx), events, func(c store.Change[api.Host]) api.Event {
-			return api.Event{Type: api.EventHost, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "host", Name: c.Name, UID: c.Obj.UID}, Host: c.Obj}
+		go forward(ctx, s.hosts.Subscribe(ctx), events, func(c store.Change[api.Host]) (api.Event, bool) {
+			return api.Event{Type: api.EventHost, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "host", Name: c.Name, UID: c.Obj.UID}, Host: c.Obj}, true
 		})
 	}
 	if want[api.EventImage] {
-		go forward(ctx, s.images.Subscribe(ctx), events, func(c store.Change[api.Image]) api.Event {
-			return api.Event{Type: api.EventImage, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "image", Name: c.Name, UID: c.Obj.UID}, Image: c.Obj}
+		go forward(ctx, s.images.Subscribe(ctx), events, func(c store.Change[api.Image]) (api.Event, bool) {
+			return api.Event{Type: api.EventImage, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "image", Name: c.Obj.Name, UID: c.Obj.UID, Project: c.Obj.Project}, Image: c.Obj},
+				c.Obj.Public || visible(c.Obj.Project, auth.PermImageRead)
 		})
 	}
 	if want[api.EventOperation] {
-		go forward(ctx, s.ops.Subscribe(ctx), events, func(c store.Change[api.Operation]) api.Event {
-			return api.Event{Type: api.EventOperation, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "operation", Name: c.Name}, Operation: c.Obj}
+		go forward(ctx, s.ops.Subscribe(ctx), events, func(c store.Change[api.Operation]) (api.Event, bool) {
+			return api.Event{Type: api.EventOperation, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "operation", Name: c.Name, Project: c.Obj.Target.Project}, Operation: c.Obj},
+				visible(c.Obj.Target.Project, auth.PermOperationRead)
 		})
 	}
 	if want[api.EventProvider] {
-		go forward(ctx, s.providers.Subscribe(ctx), events, func(c store.Change[api.Provider]) api.Event {
-			return api.Event{Type: api.EventProvider, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "provider", Name: c.Name, UID: c.Obj.UID}, Provider: c.Obj}
+		go forward(ctx, s.providers.Subscribe(ctx), events, func(c store.Change[api.Provider]) (api.Event, bool) {
+			return api.Event{Type: api.EventProvider, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "provider", Name: c.Name, UID: c.Obj.UID}, Provider: c.Obj},
+				visible(providerBinding(c.Obj), auth.PermProviderRead)
 		})
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -93,9 +101,12 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 // forward turns store changes into events until the subscription ends.
-func forward[T any](ctx interface{ Done() <-chan struct{} }, ch <-chan store.Change[T], out chan<- api.Event, mk func(store.Change[T]) api.Event) {
+func forward[T any](ctx interface{ Done() <-chan struct{} }, ch <-chan store.Change[T], out chan<- api.Event, mk func(store.Change[T]) (api.Event, bool)) {
 	for c := range ch {
-		ev := mk(c)
+		ev, ok := mk(c)
+		if !ok {
+			continue
+		}
 		ev.Time = time.Now().UTC()
 		select {
 		case out <- ev:

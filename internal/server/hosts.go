@@ -15,9 +15,11 @@ import (
 
 func (s *Server) hostRoutes() []route {
 	return []route{
-		{"GET", "/v1/hosts", auth.Admin, s.listHosts},
-		{"GET", "/v1/hosts/{name}", auth.Admin, s.getHost},
-		{"POST", "/v1/hosts/join-tokens", auth.Admin, s.createJoinToken},
+		// Hosts are the installation's shared capacity: every user sees
+		// them, to place VMs and read allocation.
+		{method: "GET", path: "/v1/hosts", rule: auth.User, handler: s.listHosts},
+		{method: "GET", path: "/v1/hosts/{name}", rule: auth.User, handler: s.getHost},
+		{method: "POST", path: "/v1/hosts/join-tokens", rule: auth.Superadmin, handler: s.createJoinToken},
 	}
 }
 

@@ -21,15 +21,16 @@ const maxBodyBytes = 1 << 20
 
 // statusOf maps an error code to its one HTTP status.
 var statusOf = map[string]int{
-	api.CodeInvalid:       http.StatusBadRequest,
-	api.CodeUnauthorized:  http.StatusUnauthorized,
-	api.CodeForbidden:     http.StatusForbidden,
-	api.CodeNotFound:      http.StatusNotFound,
-	api.CodeConflict:      http.StatusConflict,
-	api.CodeTooLarge:      http.StatusRequestEntityTooLarge,
-	api.CodeUnprocessable: http.StatusUnprocessableEntity,
-	api.CodeInternal:      http.StatusInternalServerError,
-	api.CodeUnavailable:   http.StatusServiceUnavailable,
+	api.CodeInvalid:         http.StatusBadRequest,
+	api.CodeUnauthorized:    http.StatusUnauthorized,
+	api.CodeForbidden:       http.StatusForbidden,
+	api.CodeNotFound:        http.StatusNotFound,
+	api.CodeConflict:        http.StatusConflict,
+	api.CodeTooLarge:        http.StatusRequestEntityTooLarge,
+	api.CodeUnprocessable:   http.StatusUnprocessableEntity,
+	api.CodeTooManyRequests: http.StatusTooManyRequests,
+	api.CodeInternal:        http.StatusInternalServerError,
+	api.CodeUnavailable:     http.StatusServiceUnavailable,
 }
 
 // toAPIError turns any error into the API's one error shape. Typed errors

@@ -25,40 +25,64 @@ const maxImageBytes = 256 << 30
 
 func (s *Server) imageRoutes() []route {
 	return []route{
-		{"GET", "/v1/images", auth.Admin, s.listImages},
-		{"POST", "/v1/images", auth.Admin, s.createImage},
-		{"GET", "/v1/images/{name}", s.imageForOwnHost, s.getImage},
-		{"DELETE", "/v1/images/{name}", auth.Admin, s.deleteImage},
-		{"GET", "/v1/images/{name}/content", s.imageForOwnHost, s.imageContent},
+		{method: "GET", path: "/v1/images", rule: auth.In(auth.PermImageRead), handler: s.listImages},
+		{method: "POST", path: "/v1/images", rule: auth.In(auth.PermImageCreate), handler: s.createImage},
+		{method: "GET", path: "/v1/images/{name}", rule: auth.In(auth.PermImageRead), handler: s.getImage},
+		{method: "DELETE", path: "/v1/images/{name}", rule: auth.In(auth.PermImageDelete), handler: s.deleteImage},
+		{method: "GET", path: "/v1/images/{name}/content", rule: auth.Host, handler: s.imageContent, hostOf: s.imageHost},
 	}
 }
 
-// imageForOwnHost allows the admin, and a host for the images its VMs use;
-// to a host any other image does not exist.
-func (s *Server) imageForOwnHost(id auth.Identity, r *http.Request) error {
-	if err := auth.AnyHost(id, r); err != nil {
-		return err
+// imageHost is, for an agent asking for an image's content, its own host
+// when one of its VMs uses the image; to a host any other image does not
+// exist.
+func (s *Server) imageHost(r *http.Request, id auth.Identity) string {
+	if s.place.hostUses(id.Name, imageKeyOf(r)) {
+		return id.Name
 	}
-	if id.IsAdmin() {
-		return nil
+	return ""
+}
+
+// imageKeyOf is the store key of the image a request's path names: in the
+// ?project= given, default "default".
+func imageKeyOf(r *http.Request) string {
+	p := r.URL.Query().Get("project")
+	if p == "" {
+		p = api.DefaultProject
 	}
-	name := r.PathValue("name")
-	if !s.place.hostUses(id.Name, name) {
-		return api.NotFound("image", name)
+	return api.Key(p, r.PathValue("name"))
+}
+
+// imageResolver finds the image a VM of project refers to: "name" in the
+// project itself, else a public image of that name in the default
+// project; "<project>/<name>" in that project, if it is the VM's own or
+// the image is public.
+func (s *Server) imageResolver(project string) imageLookup {
+	return func(ref string) (*api.Image, bool) {
+		if p, n := api.SplitKey(ref); p != "" {
+			img, ok := s.images.Get(api.Key(p, n))
+			return img, ok && (p == project || img.Public)
+		}
+		if img, ok := s.images.Get(api.Key(project, ref)); ok {
+			return img, true
+		}
+		img, ok := s.images.Get(api.Key(api.DefaultProject, ref))
+		return img, ok && img.Public
 	}
-	return nil
 }
 
 func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
 	serveList(s, w, r, s.images, func(q listQuery, img *api.Image) bool {
-		return (q.State == "" || img.State == q.State) && q.sel.Matches(img.Labels)
+		return (s.inProject(r, img.Project, auth.PermImageRead) || img.Public) &&
+			(q.State == "" || img.State == q.State) && q.sel.Matches(img.Labels)
 	}, nil)
 }
 
 func (s *Server) getImage(w http.ResponseWriter, r *http.Request) {
-	img, ok := s.images.Get(r.PathValue("name"))
+	name := r.PathValue("name")
+	img, ok := s.images.Get(api.Key(requestOf(r).project, name))
 	if !ok {
-		s.writeError(w, r, api.NotFound("image", r.PathValue("name")))
+		s.writeError(w, r, api.NotFound("image", name))
 		return
 	}
 	writeJSON(w, http.StatusOK, img)
@@ -88,7 +112,16 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if _, ok := s.images.Get(req.Name); ok {
+	rq := requestOf(r)
+	if q := r.URL.Query().Get("public"); upload && q != "" {
+		req.Public = q == "true"
+	}
+	if req.Public && !rq.id.IsSuperadmin() {
+		s.writeError(w, r, &api.Error{Code: api.CodeForbidden, Message: "only a superadmin may make an image public"})
+		return
+	}
+	rq.resource = api.Ref{Kind: "image", Name: req.Name, Project: rq.project}
+	if _, ok := s.images.Get(api.Key(rq.project, req.Name)); ok {
 		s.writeError(w, r, api.Conflict("image %q already exists", req.Name))
 		return
 	}
@@ -114,7 +147,7 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
 		}
 		req.URL = ""
 	}
-	op, err := s.startImport(r.Context(), &req, src)
+	op, err := s.startImport(r.Context(), rq.project, &req, src)
 	if err != nil {
 		if src != "" {
 			os.Remove(src)
@@ -172,10 +205,11 @@ func (im *importer) cancel(opID string) bool {
 
 // startImport stores the image (importing) and its operation, and runs the
 // import in the background.
-func (s *Server) startImport(ctx context.Context, req *api.ImageCreate, src string) (*api.Operation, error) {
+func (s *Server) startImport(ctx context.Context, project string, req *api.ImageCreate, src string) (*api.Operation, error) {
 	now := time.Now().UTC()
 	img := &api.Image{
-		Meta:   api.Meta{Name: req.Name, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
+		Meta:   api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
+		Public: req.Public,
 		Kind:   req.Kind,
 		State:  api.ImageImporting,
 		Source: req.URL,
@@ -183,9 +217,9 @@ func (s *Server) startImport(ctx context.Context, req *api.ImageCreate, src stri
 	if img.Source == "" {
 		img.Source = "upload"
 	}
-	op := newOperation(api.OpImageImport, api.Ref{Kind: "image", Name: img.Name, UID: img.UID}, nil)
+	op := newOperation(api.OpImageImport, api.Ref{Kind: "image", Name: img.Name, UID: img.UID, Project: project}, nil)
 	op.Status, op.StartedAt = api.OpRunning, now
-	if _, err := s.st.Txn(ctx, s.images.OpCreate(img.Name, img), s.ops.OpCreate(op.ID, op)); err != nil {
+	if _, err := s.st.Txn(ctx, s.images.OpCreate(img.Key(), img), s.ops.OpCreate(op.ID, op)); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return nil, api.Conflict("image %q already exists", img.Name)
 		}
@@ -236,13 +270,13 @@ func (s *Server) runImport(ctx context.Context, img *api.Image, op *api.Operatio
 		ready.State, ready.SourceFormat, ready.Format = api.ImageReady, res.SourceFormat, res.Format
 		ready.SizeBytes, ready.VirtualSizeBytes, ready.SHA256 = res.SizeBytes, res.VirtualSizeBytes, res.SHA256
 		ready.UpdatedAt = time.Now().UTC()
-		cur, ok := s.images.Get(img.Name)
+		cur, ok := s.images.Get(img.Key())
 		if !ok {
 			return errors.New("image record vanished during import")
 		}
 		done := s.currentOp(op.ID)
 		done.Status, done.Progress, done.FinishedAt, done.Message = api.OpSucceeded, 100, time.Now().UTC(), ""
-		if _, err := s.st.Txn(context.Background(), s.images.OpUpdate(img.Name, ready, cur.Version), s.ops.OpUpdate(op.ID, done, done.Version)); err != nil {
+		if _, err := s.st.Txn(context.Background(), s.images.OpUpdate(img.Key(), ready, cur.Version), s.ops.OpUpdate(op.ID, done, done.Version)); err != nil {
 			return fmt.Errorf("recording imported image: %w", err)
 		}
 		s.metrics.opFinished(op.Kind, api.OpSucceeded)
@@ -266,7 +300,7 @@ func (s *Server) runImport(ctx context.Context, img *api.Image, op *api.Operatio
 	if failed.Error.Code == api.CodeInternal {
 		failed.Error.Message = err.Error()
 	}
-	if _, terr := s.st.Txn(context.Background(), s.images.OpDelete(img.Name, 0), s.ops.OpUpdate(op.ID, failed, failed.Version)); terr != nil {
+	if _, terr := s.st.Txn(context.Background(), s.images.OpDelete(img.Key(), 0), s.ops.OpUpdate(op.ID, failed, failed.Version)); terr != nil {
 		log.Error("recording failed import", "err", terr)
 	}
 	s.metrics.opFinished(op.Kind, status)
@@ -306,9 +340,9 @@ func (s *Server) recoverImports(ctx context.Context) {
 		failed.Status, failed.FinishedAt = api.OpFailed, time.Now().UTC()
 		failed.Error = &api.Error{Code: api.CodeUnavailable, Message: "the server restarted during the import; import the image again"}
 		txn := []store.Op{s.ops.OpUpdate(op.ID, failed, op.Version)}
-		if img, ok := s.images.Get(op.Target.Name); ok && img.State == api.ImageImporting {
+		if img, ok := s.images.Get(targetKey(op.Target)); ok && img.State == api.ImageImporting {
 			os.Remove(s.imagePath(img))
-			txn = append(txn, s.images.OpDelete(img.Name, img.Version))
+			txn = append(txn, s.images.OpDelete(img.Key(), img.Version))
 		}
 		if _, err := s.st.Txn(ctx, txn...); err != nil {
 			s.log.Warn("failing interrupted import", "op", op.ID, "err", err)
@@ -321,7 +355,7 @@ func (s *Server) recoverImports(ctx context.Context) {
 	}
 }
 
-// imageInUse names a VM that uses the image, if any.
+// imageInUse names a VM that uses the image (by its key), if any.
 func (s *Server) imageInUse(name string) (string, bool) {
 	users := listAll(s.vms, func(vm *api.VM) bool {
 		if vm.Spec.Boot.Kernel == name || vm.Spec.Boot.Initrd == name {
@@ -332,12 +366,12 @@ func (s *Server) imageInUse(name string) (string, bool) {
 	if len(users) == 0 {
 		return "", false
 	}
-	return users[0].Name, true
+	return users[0].Key(), true
 }
 
 func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	img, ok := s.images.Get(name)
+	img, ok := s.images.Get(api.Key(requestOf(r).project, name))
 	if !ok {
 		s.writeError(w, r, api.NotFound("image", name))
 		return
@@ -346,14 +380,14 @@ func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Conflict("image %q is being imported", name))
 		return
 	}
-	if vm, used := s.imageInUse(name); used {
+	if vm, used := s.imageInUse(img.Key()); used {
 		s.writeError(w, r, api.Conflict("image %q is used by vm %q", name, vm))
 		return
 	}
 	now := time.Now().UTC()
-	op := newOperation(api.OpImageDelete, api.Ref{Kind: "image", Name: name, UID: img.UID}, nil)
+	op := newOperation(api.OpImageDelete, api.Ref{Kind: "image", Name: name, UID: img.UID, Project: img.Project}, nil)
 	op.Status, op.StartedAt, op.FinishedAt, op.Progress = api.OpSucceeded, now, now, 100
-	if _, err := s.st.Txn(r.Context(), s.images.OpDelete(name, img.Version), s.ops.OpCreate(op.ID, op)); err != nil {
+	if _, err := s.st.Txn(r.Context(), s.images.OpDelete(img.Key(), img.Version), s.ops.OpCreate(op.ID, op)); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -364,9 +398,10 @@ func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
 	writeOperation(w, op)
 }
 
-// imageContent serves a ready image's file (to agents and admins).
+// imageContent serves a ready image's file to the agents of the hosts
+// whose VMs use it.
 func (s *Server) imageContent(w http.ResponseWriter, r *http.Request) {
-	img, ok := s.images.Get(r.PathValue("name"))
+	img, ok := s.images.Get(imageKeyOf(r))
 	if !ok || img.State != api.ImageReady {
 		s.writeError(w, r, api.NotFound("image", r.PathValue("name")))
 		return

@@ -75,7 +75,7 @@ func (l *liveness) markVMsUnknown(ctx context.Context, host string) {
 		next := store.Clone(vm)
 		next.Status.PowerState = api.PowerUnknown
 		next.Status.Reason = "host " + host + " is not ready"
-		if _, err := l.s.vms.Update(ctx, vm.Name, next, vm.Version); err != nil && !errors.Is(err, store.ErrConflict) {
+		if _, err := l.s.vms.Update(ctx, vm.Key(), next, vm.Version); err != nil && !errors.Is(err, store.ErrConflict) {
 			l.s.log.Warn("marking vm unknown", "vm", vm.Name, "err", err)
 		}
 	}

@@ -28,7 +28,7 @@ type opController struct {
 	locks [64]sync.Mutex // striped per-VM locks
 
 	mu        sync.Mutex
-	active    map[string][]string // VM name -> ids of its unfinished operations, oldest first
+	active    map[string][]string // VM key -> ids of its unfinished operations, oldest first
 	executing map[string]bool     // direct operations running in this process
 
 	bcastMu sync.Mutex
@@ -111,7 +111,7 @@ func (c *opController) submit(ctx context.Context, name, kind string, params any
 	if err := c.s.capable(vm, kind); err != nil {
 		return nil, err
 	}
-	op := newOperation(kind, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID}, params)
+	op := newOperation(kind, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: vm.Project}, params)
 	if len(c.activeOf(name)) > 0 {
 		op.Message = "waiting for the vm's earlier operations"
 		if _, err := c.s.ops.Create(ctx, op.ID, op); err != nil {
@@ -155,7 +155,7 @@ func (c *opController) startLocked(ctx context.Context, vm *api.VM, op *api.Oper
 	op.Deadline = now.Add(deadlineFor(op.Kind, nv))
 	var txn []store.Op
 	if changed {
-		txn = append(txn, c.s.vms.OpUpdate(vm.Name, nv, vm.Version))
+		txn = append(txn, c.s.vms.OpUpdate(vm.Key(), nv, vm.Version))
 	}
 	if create {
 		txn = append(txn, c.s.ops.OpCreate(op.ID, op))
@@ -183,7 +183,7 @@ func (c *opController) runDirect(vm *api.VM, op *api.Operation) {
 		ctx, cancel := context.WithDeadline(context.Background(), op.Deadline)
 		defer cancel()
 		err := c.s.estate.Exec(ctx, vm, op.Kind, snap)
-		unlock := c.lockVM(vm.Name)
+		unlock := c.lockVM(vm.Key())
 		defer unlock()
 		c.mu.Lock()
 		delete(c.executing, op.ID)
@@ -199,7 +199,7 @@ func (c *opController) runDirect(vm *api.VM, op *api.Operation) {
 		if ferr := c.finishLocked(context.Background(), cur, status, err); ferr != nil {
 			c.s.log.Warn("recording a direct operation", "op", op.ID, "err", ferr)
 		}
-		go c.reconcile(context.Background(), vm.Name)
+		go c.reconcile(context.Background(), vm.Key())
 	}()
 }
 
@@ -322,7 +322,7 @@ func (c *opController) failCreateLocked(ctx context.Context, vm *api.VM, op *api
 	nv.Spec.Deletion = &api.Deletion{RequestedAt: time.Now().UTC()}
 	nv.Generation++
 	return c.finishLocked(ctx, op, api.OpFailed, fmt.Errorf("creating vm %q: %w (the vm is being removed)", vm.Name, cause),
-		c.s.vms.OpUpdate(vm.Name, nv, vm.Version))
+		c.s.vms.OpUpdate(vm.Key(), nv, vm.Version))
 }
 
 // changed returns a channel closed at the next operation change.
@@ -391,11 +391,11 @@ func (c *opController) run(ctx context.Context) {
 			c.broadcast()
 			if ch.Type != store.Delete && !ch.Obj.Done() && ch.Obj.Target.Kind == "vm" {
 				c.mu.Lock()
-				known := slices.Contains(c.active[ch.Obj.Target.Name], ch.Name)
+				known := slices.Contains(c.active[targetKey(ch.Obj.Target)], ch.Name)
 				c.mu.Unlock()
 				if !known {
-					unlock := c.lockVM(ch.Obj.Target.Name)
-					c.addActiveLocked(ch.Obj.Target.Name, ch.Name)
+					unlock := c.lockVM(targetKey(ch.Obj.Target))
+					c.addActiveLocked(targetKey(ch.Obj.Target), ch.Name)
 					unlock()
 				}
 			}
@@ -433,8 +433,8 @@ func (c *opController) rebuild() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, op := range ops {
-		if !slices.Contains(c.active[op.Target.Name], op.ID) {
-			c.active[op.Target.Name] = append(c.active[op.Target.Name], op.ID)
+		if !slices.Contains(c.active[targetKey(op.Target)], op.ID) {
+			c.active[targetKey(op.Target)] = append(c.active[targetKey(op.Target)], op.ID)
 		}
 	}
 }
@@ -451,3 +451,6 @@ func (c *opController) gc(ctx context.Context) {
 		_ = c.s.idem.Delete(ctx, rec.Name, rec.Version)
 	}
 }
+
+// targetKey is the store key of an operation's target.
+func targetKey(ref api.Ref) string { return api.Key(ref.Project, ref.Name) }

@@ -38,8 +38,8 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			t.Errorf("route %s is declared twice", key)
 		}
 		routed[key] = true
-		if rt.policy == nil {
-			t.Errorf("route %s has no policy", key)
+		if rt.rule.Scope == 0 {
+			t.Errorf("route %s has no access rule", key)
 		}
 	}
 	var missing, extra []string

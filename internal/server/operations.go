@@ -14,9 +14,9 @@ const maxWait = 5 * time.Minute
 
 func (s *Server) operationRoutes() []route {
 	return []route{
-		{"GET", "/v1/operations", auth.Admin, s.listOperations},
-		{"GET", "/v1/operations/{id}", auth.Admin, s.getOperation},
-		{"DELETE", "/v1/operations/{id}", auth.Admin, s.cancelOperation},
+		{method: "GET", path: "/v1/operations", rule: auth.In(auth.PermOperationRead), handler: s.listOperations},
+		{method: "GET", path: "/v1/operations/{id}", rule: auth.In(auth.PermOperationRead), handler: s.getOperation, projectOf: s.operationProject},
+		{method: "DELETE", path: "/v1/operations/{id}", rule: auth.In(auth.PermOperationCancel), handler: s.cancelOperation, projectOf: s.operationProject},
 	}
 }
 
@@ -28,7 +28,7 @@ func (s *Server) listOperations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	serveList(s, w, r, s.ops, func(q listQuery, o *api.Operation) bool {
-		return q.State == "" || o.Status == q.State
+		return s.inProject(r, o.Target.Project, auth.PermOperationRead) && (q.State == "" || o.Status == q.State)
 	}, nil)
 }
 
@@ -76,7 +76,7 @@ func (s *Server) cancelOperation(w http.ResponseWriter, r *http.Request) {
 		}
 		op, _ = s.opctl.wait(r.Context(), id, 30*time.Second)
 	case op.Target.Kind == "vm":
-		unlock := s.opctl.lockVM(op.Target.Name)
+		unlock := s.opctl.lockVM(targetKey(op.Target))
 		cur, ok := s.ops.Get(id)
 		if !ok || cur.Status != api.OpPending {
 			unlock()
@@ -95,4 +95,14 @@ func (s *Server) cancelOperation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, op)
+}
+
+// operationProject is the project of the operation a route names: an
+// operation is seen and acted on in its target's project, whatever the
+// request's ?project= says. An unknown id is left to the handler (404).
+func (s *Server) operationProject(r *http.Request) string {
+	if op, ok := s.ops.Get(r.PathValue("id")); ok && op.Target.Project != "" {
+		return op.Target.Project
+	}
+	return ""
 }

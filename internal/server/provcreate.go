@@ -8,12 +8,13 @@ import (
 // made from the provider's template, so it takes no images; it may name a
 // cluster and a host of that provider, or leave the choice to the
 // scheduler among the provider's hosts.
-func (s *Server) validateProviderCreate(req *api.VMCreate) (*api.ProviderRef, hostFilter, error) {
+func (s *Server) validateProviderCreate(project string, req *api.VMCreate) (*api.ProviderRef, hostFilter, error) {
 	if req.Provider == "" {
 		return nil, nil, api.Invalid("provider", "is required with template, cluster or datastore")
 	}
 	p, ok := s.providers.Get(req.Provider)
-	if !ok {
+	if !ok || providerBinding(p) != project {
+		// A provider bound to another project does not exist for this one.
 		return nil, nil, api.Invalid("provider", "provider %q not found", req.Provider)
 	}
 	if !p.Status.Capabilities.Create {

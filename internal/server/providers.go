@@ -17,18 +17,19 @@ import (
 
 func (s *Server) providerRoutes() []route {
 	return []route{
-		{"GET", "/v1/providers", auth.Admin, s.listProviders},
-		{"POST", "/v1/providers", auth.Admin, s.createProvider},
-		{"GET", "/v1/providers/{name}", auth.Admin, s.getProvider},
-		{"DELETE", "/v1/providers/{name}", auth.Admin, s.deleteProvider},
-		{"POST", "/v1/providers/{name}/refresh", auth.Admin, s.refreshProvider},
-		{"GET", "/v1/providers/{name}/inventory", auth.Admin, s.providerInventory},
+		{method: "GET", path: "/v1/providers", rule: auth.In(auth.PermProviderRead), handler: s.listProviders},
+		{method: "POST", path: "/v1/providers", rule: auth.Superadmin, handler: s.createProvider},
+		{method: "GET", path: "/v1/providers/{name}", rule: auth.In(auth.PermProviderRead), handler: s.getProvider, projectOf: s.providerProject},
+		{method: "DELETE", path: "/v1/providers/{name}", rule: auth.Superadmin, handler: s.deleteProvider},
+		{method: "POST", path: "/v1/providers/{name}/refresh", rule: auth.Superadmin, handler: s.refreshProvider},
+		{method: "GET", path: "/v1/providers/{name}/inventory", rule: auth.In(auth.PermProviderRead), handler: s.providerInventory, projectOf: s.providerProject},
 	}
 }
 
 func (s *Server) listProviders(w http.ResponseWriter, r *http.Request) {
 	serveList(s, w, r, s.providers, func(q listQuery, p *api.Provider) bool {
-		return (q.State == "" || p.Status.State == q.State) && q.sel.Matches(p.Labels)
+		return s.inProject(r, providerBinding(p), auth.PermProviderRead) &&
+			(q.State == "" || p.Status.State == q.State) && q.sel.Matches(p.Labels)
 	}, nil)
 }
 
@@ -103,6 +104,13 @@ func (s *Server) createProvider(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if req.Project == "" {
+		req.Project = api.DefaultProject
+	}
+	if _, ok := s.projects.Get(req.Project); !ok {
+		s.writeError(w, r, api.Invalid("project", "project %q not found", req.Project))
+		return
+	}
 	if _, ok := s.providers.Get(req.Name); ok {
 		s.writeError(w, r, api.Conflict("provider %q already exists", req.Name))
 		return
@@ -123,7 +131,7 @@ func (s *Server) createProvider(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now().UTC()
 	p := &api.Provider{
-		Meta:   api.Meta{Name: req.Name, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now},
+		Meta:   api.Meta{Name: req.Name, Project: req.Project, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now},
 		Spec:   api.ProviderSpec{Type: req.Type, URL: req.URL, Username: req.Username, CACert: req.CACert, Insecure: req.Insecure},
 		Status: api.ProviderStatus{State: api.ProviderConnecting, Capabilities: api.ProviderCapabilities(caps)},
 	}
@@ -185,4 +193,20 @@ func (s *Server) providerInventory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, inv)
+}
+
+// providerProject is the project a provider is bound to: its VMs belong
+// there, and its members may read it.
+func (s *Server) providerProject(r *http.Request) string {
+	if p, ok := s.providers.Get(r.PathValue("name")); ok {
+		return providerBinding(p)
+	}
+	return ""
+}
+
+func providerBinding(p *api.Provider) string {
+	if p.Project == "" {
+		return api.DefaultProject
+	}
+	return p.Project
 }

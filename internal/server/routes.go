@@ -1,20 +1,32 @@
 package server
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
 )
 
-// route is one API endpoint: its pattern, the access policy checked before
-// the handler runs, and the handler. Every route must name a policy.
+// route is one API endpoint: its pattern, the access rule checked before
+// the handler runs, and the handler. Every route must name a rule; the
+// one decision function, auth.Authorize, applies it.
 type route struct {
 	method  string
 	path    string
-	policy  auth.Policy
+	rule    auth.Rule
 	handler http.HandlerFunc
+	// hostOf, for host-scoped routes, names the host the request concerns
+	// ("" when there is none).
+	hostOf func(r *http.Request, id auth.Identity) string
+	// projectOf, for routes naming an object that carries its project
+	// (operations, providers), is that object's project; "" falls back
+	// to the request's.
+	projectOf func(r *http.Request) string
 }
 
 // routes is the whole API, one table per resource.
@@ -28,26 +40,31 @@ func (s *Server) routes() []route {
 	rs = append(rs, s.agentRoutes()...)
 	rs = append(rs, s.providerRoutes()...)
 	rs = append(rs, s.vmExtraRoutes()...)
+	rs = append(rs, s.projectRoutes()...)
+	rs = append(rs, s.userRoutes()...)
+	rs = append(rs, s.tokenRoutes()...)
+	rs = append(rs, s.auditRoutes()...)
 	return rs
 }
 
 func (s *Server) metaRoutes() []route {
 	return []route{
-		{"GET", "/healthz", auth.Public, func(w http.ResponseWriter, _ *http.Request) {
+		{method: "GET", path: "/healthz", rule: auth.Public, handler: func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/plain")
 			_, _ = w.Write([]byte("ok\n"))
 		}},
-		{"GET", "/metrics", auth.Public, s.metrics.serve},
-		{"GET", "/v1/openapi.json", auth.Public, func(w http.ResponseWriter, _ *http.Request) {
+		{method: "GET", path: "/metrics", rule: auth.Public, handler: s.metrics.serve},
+		{method: "GET", path: "/v1/openapi.json", rule: auth.Public, handler: func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write(api.OpenAPI)
 		}},
-		{"GET", "/v1/events", auth.Admin, s.streamEvents},
+		{method: "GET", path: "/v1/events", rule: auth.User, handler: s.streamEvents},
 	}
 }
 
 // Handler returns the API's HTTP handler: the route table on a ServeMux,
-// wrapped in authentication, the per-route policy and metrics.
+// each route wrapped in authentication, rate limiting, its rule, the audit
+// log and metrics.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
@@ -59,26 +76,146 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// wrap authenticates the caller, applies the route's policy and records
-// the request in the metrics.
+// request is what the API learnt about a request before its handler runs;
+// handlers read it with requestOf and add to what the audit log records.
+type request struct {
+	id      auth.Identity
+	facts   auth.Facts
+	reqID   string
+	project string // the project the request acts in ("" outside projects)
+
+	// Set by handlers for the audit record.
+	resource    api.Ref
+	operationID string
+	actor       *api.AuditActor // overrides the identity (a login names its user)
+	outcome     string          // overrides the outcome (a failed login is denied)
+	message     string
+}
+
+type requestKey struct{}
+
+// requestOf returns the request's bookkeeping; never nil inside a handler.
+func requestOf(r *http.Request) *request {
+	if rq, ok := r.Context().Value(requestKey{}).(*request); ok {
+		return rq
+	}
+	return &request{id: auth.FromContext(r.Context())}
+}
+
+// wrap authenticates the caller, applies the rate limit and the route's
+// rule, runs the handler, and records the request in the audit log (every
+// mutation and every refusal) and the metrics.
 func (s *Server) wrap(rt route) http.Handler {
 	pattern := rt.method + " " + rt.path
+	action := actionOf(rt.method, rt.path)
+	list := rt.method == "GET" && !strings.HasSuffix(rt.path, "}")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		defer func() { s.metrics.observeRequest(pattern, rec.status, time.Since(start)) }()
+		rq := &request{reqID: requestID(r)}
+		rec.Header().Set("X-Request-Id", rq.reqID)
+
 		id, err := s.authenticate(r)
+		rq.id = id
+		if err == nil {
+			err = s.rateLimit(rec, r, id)
+		}
+		if err == nil {
+			rq.facts, err = s.facts(rt, r, id, list)
+			rq.project = rq.facts.Project
+		}
+		if err == nil {
+			err = auth.Authorize(id, rt.rule, rq.facts)
+		}
 		if err != nil {
 			s.writeError(rec, r, err)
+			s.auditRequest(r, rt, action, rq, rec, api.AuditDenied)
 			return
 		}
-		r = r.WithContext(auth.WithIdentity(r.Context(), id))
-		if err := rt.policy(id, r); err != nil {
-			s.writeError(rec, r, err)
-			return
-		}
+		ctx := auth.WithIdentity(r.Context(), id)
+		ctx = context.WithValue(ctx, requestKey{}, rq)
+		r = r.WithContext(ctx)
 		rt.handler(rec, r)
+		if audited(rt, action) {
+			outcome := api.AuditSuccess
+			if rec.status >= 400 {
+				outcome = api.AuditFailure
+			}
+			if rq.outcome != "" {
+				outcome = rq.outcome
+			}
+			s.auditRequest(r, rt, action, rq, rec, outcome)
+		}
 	})
+}
+
+// facts gathers what the route's rule needs to decide.
+func (s *Server) facts(rt route, r *http.Request, id auth.Identity, list bool) (auth.Facts, error) {
+	var f auth.Facts
+	switch rt.rule.Scope {
+	case auth.ScopeProject:
+		q := r.URL.Query()
+		if v := q.Get("all-projects"); v != "" {
+			if v != "true" && v != "false" {
+				return f, api.Invalid("all-projects", "must be true or false, not %q", v)
+			}
+			if v == "true" {
+				if !list {
+					return f, api.Invalid("all-projects", "applies to lists only")
+				}
+				f.AllProjects = true
+				return f, nil
+			}
+		}
+		f.Project = r.PathValue("project")
+		if f.Project == "" && rt.projectOf != nil {
+			f.Project = rt.projectOf(r)
+		}
+		if f.Project == "" {
+			f.Project = q.Get("project")
+		}
+		if f.Project == "" {
+			f.Project = api.DefaultProject
+		}
+		if p, ok := s.projects.Get(f.Project); ok {
+			f.ProjectExists = true
+			if id.IsUser() {
+				f.MemberRole = p.Spec.Members[id.Name]
+			}
+		}
+	case auth.ScopeSelf:
+		f.User = r.PathValue("user")
+	case auth.ScopeHost:
+		if rt.hostOf != nil && id.Kind == auth.KindHost {
+			f.Host = rt.hostOf(r, id)
+		}
+	}
+	return f, nil
+}
+
+// can tells whether the caller of r holds permission p in project; list
+// handlers use it to keep what the caller may see.
+func (s *Server) can(r *http.Request, project string, p auth.Permission) bool {
+	id := auth.FromContext(r.Context())
+	role := ""
+	if pr, ok := s.projects.Get(project); ok && id.IsUser() {
+		role = pr.Spec.Members[id.Name]
+	} else if !ok {
+		return false
+	}
+	return auth.Can(id, project, role, p)
+}
+
+// inProject tells whether obj, of the request's project, is visible to
+// the request: in that project, or (for all-projects lists) in one the
+// caller may read with p.
+func (s *Server) inProject(r *http.Request, project string, p auth.Permission) bool {
+	rq := requestOf(r)
+	if rq.facts.AllProjects {
+		return s.can(r, project, p)
+	}
+	return project == rq.project
 }
 
 // statusRecorder remembers the status a handler wrote. It passes Flush and
@@ -100,3 +237,40 @@ func (r *statusRecorder) Flush() {
 }
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// rateLimit refuses a request over its identity's rate: users by name,
+// anonymous callers by address. Agents and local root are not limited.
+func (s *Server) rateLimit(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+	var key string
+	switch {
+	case id.Kind == auth.KindHost:
+		return nil
+	case id.IsUser() && id.TokenID == "":
+		return nil // local root on the unix socket
+	case id.IsUser():
+		key = "user:" + id.Name
+	default:
+		key = "ip:" + clientIP(r)
+	}
+	ok, wait := s.limiter.Load().Allow(key)
+	if ok {
+		return nil
+	}
+	writeRetryAfter(w, wait)
+	return &api.Error{Code: api.CodeTooManyRequests, Message: fmt.Sprintf("rate limit exceeded; retry in %s", roundUp(wait))}
+}
+
+// jsonLineEncoder writes values as JSON lines, flushing each.
+func jsonLineEncoder(w http.ResponseWriter) func(v any) error {
+	enc := json.NewEncoder(w)
+	flusher, _ := w.(http.Flusher)
+	return func(v any) error {
+		if err := enc.Encode(v); err != nil {
+			return err
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return nil
+	}
+}

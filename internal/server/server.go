@@ -16,15 +16,18 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/audit"
 	"github.com/polyvisor/polyvisor/internal/estate"
 	"github.com/polyvisor/polyvisor/internal/pki"
 	"github.com/polyvisor/polyvisor/internal/provider"
 	"github.com/polyvisor/polyvisor/internal/scheduler"
 	"github.com/polyvisor/polyvisor/internal/secrets"
 	"github.com/polyvisor/polyvisor/internal/store"
+	"github.com/polyvisor/polyvisor/internal/throttle"
 )
 
 // Config configures a server.
@@ -53,6 +56,17 @@ type Config struct {
 	// ProviderResync is how often a provider's inventory is fully resynced
 	// besides its events (default 1m).
 	ProviderResync time.Duration
+	// SessionTTL is how long a login lasts (default 12h).
+	SessionTTL time.Duration
+	// LeaseInterval is how often VM leases are checked (default 10s).
+	LeaseInterval time.Duration
+	// RateLimit is the requests per second each user (or, anonymous, each
+	// client address) may make, with bursts of RateBurst; 0 disables the
+	// limit. Agents are not limited.
+	RateLimit float64
+	RateBurst int
+	// Audit sets the audit log's retention.
+	Audit audit.Options
 }
 
 // Server is a running control plane.
@@ -67,6 +81,15 @@ type Server struct {
 	ops    *store.Collection[api.Operation]
 	idem   *store.Collection[idempotencyRecord]
 
+	projects  *store.Collection[api.Project]
+	users     *store.Collection[api.User]
+	passwords *store.Collection[passwordRecord]
+	tokens    *store.Collection[tokenRecord]
+	audit     *audit.Log
+	limiter   atomic.Pointer[throttle.Limiter]
+	logins    *throttle.Login
+	quota     *quotaGate
+
 	providers *store.Collection[api.Provider]
 	creds     *store.Collection[estate.Credential]
 	estate    *estate.Manager
@@ -75,7 +98,6 @@ type Server struct {
 	opctl   *opController
 	live    *liveness
 	streams *streamBroker
-	tokens  *tokenCache
 	metrics *metrics
 	place   *placer
 	imports *importer
@@ -101,6 +123,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.HeartbeatTimeout == 0 {
 		cfg.HeartbeatTimeout = 15 * time.Second
+	}
+	if cfg.SessionTTL == 0 {
+		cfg.SessionTTL = 12 * time.Hour
+	}
+	if cfg.LeaseInterval == 0 {
+		cfg.LeaseInterval = 10 * time.Second
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data dir: %w", err)
@@ -132,6 +160,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.idem = store.NewCollection(st, "idempotency", func(r *idempotencyRecord, rev int64) { r.Version = rev })
 	s.providers = store.NewCollection(st, "providers", func(p *api.Provider, rev int64) { p.Version = rev })
 	s.creds = store.NewCollection(st, "credentials", func(c *estate.Credential, rev int64) { c.Version = rev })
+	s.projects = store.NewCollection(st, "projects", func(p *api.Project, rev int64) { p.Version = rev })
+	s.users = store.NewCollection(st, "users", func(u *api.User, rev int64) { u.Version = rev })
+	s.passwords = store.NewCollection(st, "passwords", func(p *passwordRecord, rev int64) { p.Version = rev })
+	s.tokens = store.NewCollection(st, "tokens", func(t *tokenRecord, rev int64) { t.Version = rev })
 	if err := st.Start(ctx); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("loading the store: %w", err)
@@ -140,11 +172,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	s.tokens = newTokenCache(st)
-	if err := s.ensureAdminToken(ctx); err != nil {
+	if err := s.bootstrap(ctx); err != nil {
 		st.Close()
 		return nil, err
 	}
+	if s.audit, err = audit.Open(ctx, filepath.Join(cfg.DataDir, "audit"), cfg.Audit, cfg.Logger.With("component", "audit")); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("opening the audit log: %w", err)
+	}
+	s.limiter.Store(throttle.NewLimiter(cfg.RateLimit, cfg.RateBurst, 10*time.Minute))
+	s.logins = throttle.NewLogin(throttle.LoginConfig{})
+	s.quota = newQuotaGate(s)
 	s.metrics = newMetrics(s)
 	s.place = newPlacer(s)
 	s.live = newLiveness(s)
@@ -234,6 +272,8 @@ func (s *Server) Start(ctx context.Context) error {
 	s.goBG(func() { s.live.run(ctx) })
 	s.goBG(func() { s.place.run(ctx) })
 	s.goBG(func() { s.estate.Run(ctx) })
+	s.goBG(func() { s.runLeases(ctx) })
+	s.goBG(func() { s.pruneAudit(ctx) })
 	return nil
 }
 
@@ -294,5 +334,24 @@ func (s *Server) Close() error {
 	}
 	s.streams.closeAll()
 	s.bg.Wait()
+	if err := s.audit.Close(); err != nil {
+		s.log.Error("closing the audit log", "err", err)
+	}
 	return s.st.Close()
+}
+
+// pruneAudit applies the audit log's retention hourly.
+func (s *Server) pruneAudit(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.audit.Prune(ctx); err != nil {
+				s.log.Warn("pruning the audit log", "err", err)
+			}
+		}
+	}
 }

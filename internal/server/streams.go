@@ -137,11 +137,7 @@ const wsReadLimit = 4 << 20
 
 // attachStream is the agent's end of a console stream.
 func (s *Server) attachStream(w http.ResponseWriter, r *http.Request) {
-	id := auth.FromContext(r.Context())
-	host := id.Name
-	if id.IsAdmin() {
-		host = r.URL.Query().Get("host")
-	}
+	host := auth.FromContext(r.Context()).Name
 	ws, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		return
@@ -163,12 +159,11 @@ func (s *Server) attachStream(w http.ResponseWriter, r *http.Request) {
 
 // vmConsole connects a client websocket to a VM's serial or VNC console.
 func (s *Server) vmConsole(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	vm, ok := s.vms.Get(name)
+	vm, ok := s.vmOf(w, r)
 	if !ok {
-		s.writeError(w, r, api.NotFound("vm", name))
 		return
 	}
+	name := vm.Name
 	kind := r.URL.Query().Get("type")
 	switch kind {
 	case "":
@@ -195,7 +190,7 @@ func (s *Server) vmConsole(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	} else {
-		agentConn, release, err = s.streams.open(r.Context(), vm.Spec.Host, api.StreamRequest{VM: name, Console: kind})
+		agentConn, release, err = s.streams.open(r.Context(), vm.Spec.Host, api.StreamRequest{VM: vm.Key(), Console: kind})
 	}
 	if err != nil {
 		s.writeError(w, r, err)
@@ -255,12 +250,11 @@ func splice(a, b net.Conn) {
 
 // vmConsoleLog returns the serial output the VM's host recorded.
 func (s *Server) vmConsoleLog(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	vm, ok := s.vms.Get(name)
+	vm, ok := s.vmOf(w, r)
 	if !ok {
-		s.writeError(w, r, api.NotFound("vm", name))
 		return
 	}
+	name := vm.Name
 	if vm.Spec.Provider != nil {
 		s.writeError(w, r, api.Unprocessable("vm %q of provider %q has no serial log recorded by Polyvisor", name, vm.Spec.Provider.Name))
 		return
@@ -274,7 +268,7 @@ func (s *Server) vmConsoleLog(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	conn, release, err := s.streams.open(r.Context(), vm.Spec.Host, api.StreamRequest{VM: name, Console: "log", Bytes: n})
+	conn, release, err := s.streams.open(r.Context(), vm.Spec.Host, api.StreamRequest{VM: vm.Key(), Console: "log", Bytes: n})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -12,12 +12,12 @@ import (
 // actions: reconfiguration, snapshots, provider consoles.
 func (s *Server) vmExtraRoutes() []route {
 	return []route{
-		{"POST", "/v1/vms/{name}/reconfigure", auth.Admin, s.reconfigureVM},
-		{"GET", "/v1/vms/{name}/snapshots", auth.Admin, s.listSnapshots},
-		{"POST", "/v1/vms/{name}/snapshots", auth.Admin, s.createSnapshot},
-		{"POST", "/v1/vms/{name}/snapshots/{snapshot}/revert", auth.Admin, s.snapshotAction(api.OpVMSnapshotRevert)},
-		{"DELETE", "/v1/vms/{name}/snapshots/{snapshot}", auth.Admin, s.snapshotAction(api.OpVMSnapshotDelete)},
-		{"GET", "/v1/vms/{name}/console/ticket", auth.Admin, s.consoleTicket},
+		{method: "POST", path: "/v1/vms/{name}/reconfigure", rule: auth.In(auth.PermVMUpdate), handler: s.reconfigureVM},
+		{method: "GET", path: "/v1/vms/{name}/snapshots", rule: auth.In(auth.PermVMRead), handler: s.listSnapshots},
+		{method: "POST", path: "/v1/vms/{name}/snapshots", rule: auth.In(auth.PermVMUpdate), handler: s.createSnapshot},
+		{method: "POST", path: "/v1/vms/{name}/snapshots/{snapshot}/revert", rule: auth.In(auth.PermVMUpdate), handler: s.snapshotAction(api.OpVMSnapshotRevert)},
+		{method: "DELETE", path: "/v1/vms/{name}/snapshots/{snapshot}", rule: auth.In(auth.PermVMUpdate), handler: s.snapshotAction(api.OpVMSnapshotDelete)},
+		{method: "GET", path: "/v1/vms/{name}/console/ticket", rule: auth.In(auth.PermVMConsole), handler: s.consoleTicket},
 	}
 }
 
@@ -28,7 +28,11 @@ func (s *Server) reconfigureVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	filter := hostFilter(ownHosts)
-	if vm, ok := s.vms.Get(r.PathValue("name")); ok && vm.Spec.Provider != nil {
+	vm, ok := s.vmOf(w, r)
+	if !ok {
+		return
+	}
+	if vm.Spec.Provider != nil {
 		filter = providerHosts(vm.Spec.Provider.Name, "")
 	}
 	limits := s.place.limits(filter)
@@ -48,7 +52,11 @@ func (s *Server) reconfigureVM(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	op, err := s.opctl.submit(r.Context(), r.PathValue("name"), api.OpVMReconfigure, req, ifMatch)
+	if err := s.quota.checkResize(s.projectOfVM(vm), vm, req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	op, err := s.opctl.submit(r.Context(), vm.Key(), api.OpVMReconfigure, req, ifMatch)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -57,13 +65,7 @@ func (s *Server) reconfigureVM(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) providerVM(w http.ResponseWriter, r *http.Request) (*api.VM, bool) {
-	name := r.PathValue("name")
-	vm, ok := s.vms.Get(name)
-	if !ok {
-		s.writeError(w, r, api.NotFound("vm", name))
-		return nil, false
-	}
-	return vm, true
+	return s.vmOf(w, r)
 }
 
 func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) {

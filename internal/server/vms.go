@@ -21,32 +21,32 @@ import (
 
 func (s *Server) vmRoutes() []route {
 	return []route{
-		{"GET", "/v1/vms", auth.Admin, s.listVMs},
-		{"POST", "/v1/vms", auth.Admin, s.createVM},
-		{"GET", "/v1/vms/{name}", auth.Admin, s.getVM},
-		{"DELETE", "/v1/vms/{name}", auth.Admin, s.deleteVM},
-		{"POST", "/v1/vms/{name}/start", auth.Admin, s.vmActionHandler(api.ActionStart)},
-		{"POST", "/v1/vms/{name}/stop", auth.Admin, s.vmActionHandler(api.ActionStop)},
-		{"POST", "/v1/vms/{name}/restart", auth.Admin, s.vmActionHandler(api.ActionRestart)},
-		{"POST", "/v1/vms/{name}/pause", auth.Admin, s.vmActionHandler(api.ActionPause)},
-		{"POST", "/v1/vms/{name}/resume", auth.Admin, s.vmActionHandler(api.ActionResume)},
-		{"GET", "/v1/vms/{name}/console", auth.Admin, s.vmConsole},
-		{"GET", "/v1/vms/{name}/console/log", auth.Admin, s.vmConsoleLog},
+		{method: "GET", path: "/v1/vms", rule: auth.In(auth.PermVMRead), handler: s.listVMs},
+		{method: "POST", path: "/v1/vms", rule: auth.In(auth.PermVMCreate), handler: s.createVM},
+		{method: "GET", path: "/v1/vms/{name}", rule: auth.In(auth.PermVMRead), handler: s.getVM},
+		{method: "DELETE", path: "/v1/vms/{name}", rule: auth.In(auth.PermVMDelete), handler: s.deleteVM},
+		{method: "POST", path: "/v1/vms/{name}/start", rule: auth.In(auth.PermVMPower), handler: s.vmActionHandler(api.ActionStart)},
+		{method: "POST", path: "/v1/vms/{name}/stop", rule: auth.In(auth.PermVMPower), handler: s.vmActionHandler(api.ActionStop)},
+		{method: "POST", path: "/v1/vms/{name}/restart", rule: auth.In(auth.PermVMPower), handler: s.vmActionHandler(api.ActionRestart)},
+		{method: "POST", path: "/v1/vms/{name}/pause", rule: auth.In(auth.PermVMPower), handler: s.vmActionHandler(api.ActionPause)},
+		{method: "POST", path: "/v1/vms/{name}/resume", rule: auth.In(auth.PermVMPower), handler: s.vmActionHandler(api.ActionResume)},
+		{method: "GET", path: "/v1/vms/{name}/console", rule: auth.In(auth.PermVMConsole), handler: s.vmConsole},
+		{method: "GET", path: "/v1/vms/{name}/console/log", rule: auth.In(auth.PermVMConsole), handler: s.vmConsoleLog},
+		{method: "PUT", path: "/v1/vms/{name}/lease", rule: auth.In(auth.PermVMUpdate), handler: s.setLease},
 	}
 }
 
 func (s *Server) listVMs(w http.ResponseWriter, r *http.Request) {
 	serveList(s, w, r, s.vms, func(q listQuery, vm *api.VM) bool {
-		return (q.Host == "" || vm.Spec.Host == q.Host) &&
+		return s.inProject(r, vm.Project, auth.PermVMRead) && (q.Host == "" || vm.Spec.Host == q.Host) &&
 			(q.State == "" || vm.Status.PowerState == q.State) &&
 			providerMatches(q.Provider, vm.Spec.Provider) && q.sel.Matches(vm.Labels)
 	}, nil)
 }
 
 func (s *Server) getVM(w http.ResponseWriter, r *http.Request) {
-	vm, ok := s.vms.Get(r.PathValue("name"))
+	vm, ok := s.vmOf(w, r)
 	if !ok {
-		s.writeError(w, r, api.NotFound("vm", r.PathValue("name")))
 		return
 	}
 	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(vm.Version, 10)))
@@ -94,7 +94,9 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Invalid("Idempotency-Key", "is longer than 255 characters"))
 		return
 	}
-	op, err := s.doCreateVM(r.Context(), &req, key)
+	rq := requestOf(r)
+	rq.resource = api.Ref{Kind: "vm", Name: req.Name, Project: rq.project}
+	op, err := s.doCreateVM(r.Context(), rq.project, &req, key)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -111,27 +113,38 @@ func (s *Server) idempotentOp(key string) (*api.Operation, bool) {
 	return s.ops.Get(rec.OperationID)
 }
 
-func (s *Server) doCreateVM(ctx context.Context, req *api.VMCreate, idemKey string) (*api.Operation, error) {
+func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCreate, idemKey string) (*api.Operation, error) {
+	key := api.Key(project, req.Name)
 	// Creates of one name serialize, so a retried create finds the first
 	// one's record or its VM, never half of it.
-	unlock := s.opctl.lockVM(req.Name)
+	unlock := s.opctl.lockVM(key)
 	defer unlock()
 	if idemKey != "" {
+		idemKey = project + "\x00" + auth.FromContext(ctx).Name + "\x00" + idemKey
 		if op, ok := s.idempotentOp(idemKey); ok {
 			return op, nil
 		}
+	}
+	proj, ok := s.projects.Get(project)
+	if !ok {
+		return nil, api.NotFound("project", project)
 	}
 	filter := hostFilter(ownHosts)
 	var ref *api.ProviderRef
 	if req.Provider != "" || req.Template != "" || req.Cluster != "" || req.Datastore != "" {
 		var err error
-		if ref, filter, err = s.validateProviderCreate(req); err != nil {
+		if ref, filter, err = s.validateProviderCreate(project, req); err != nil {
 			return nil, err
 		}
-	} else if err := validateVMCreate(req, s.readyImage, s.place.limits(filter)); err != nil {
+	} else if err := validateVMCreate(req, s.imageResolver(project), s.place.limits(filter)); err != nil {
 		return nil, err
 	}
-	if _, exists := s.vms.Get(req.Name); exists {
+	canonicalImages(req, s.imageResolver(project))
+	lease, err := leaseFor(proj, req.LeaseSeconds, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if _, exists := s.vms.Get(key); exists {
 		return nil, api.Conflict("vm %q already exists", req.Name)
 	}
 	for i := range req.NICs {
@@ -139,27 +152,34 @@ func (s *Server) doCreateVM(ctx context.Context, req *api.VMCreate, idemKey stri
 			req.NICs[i].MAC = randomMAC()
 		}
 	}
-	host, release, err := s.place.place(ctx, req.Name, scheduler.Request{VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Host: req.Host}, filter)
+	// The quota check and the write are one step for the project: creates
+	// in a project with a quota serialize, so none can pass together.
+	unlockQuota, err := s.quota.admit(proj, s.usageOfCreate(project, req))
+	if err != nil {
+		return nil, err
+	}
+	defer unlockQuota()
+	host, release, err := s.place.place(ctx, key, scheduler.Request{VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Host: req.Host}, filter)
 	if err != nil {
 		return nil, err
 	}
 	now := time.Now().UTC()
 	vm := &api.VM{
-		Meta: api.Meta{Name: req.Name, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
+		Meta: api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
 		Spec: api.VMSpec{
 			Host: host, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Disks: req.Disks, NICs: req.NICs,
 			Boot: req.Boot, CloudInit: req.CloudInit, PowerState: req.PowerState,
-			StopTimeoutSeconds: req.StopTimeoutSeconds, Provider: ref,
+			StopTimeoutSeconds: req.StopTimeoutSeconds, Provider: ref, Lease: lease,
 		},
 		Status: api.VMStatus{PowerState: api.PowerPending},
 	}
-	op := newOperation(api.OpVMCreate, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID}, nil)
+	op := newOperation(api.OpVMCreate, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: project}, nil)
 	op.Status, op.StartedAt, op.TargetGeneration = api.OpRunning, now, 1
 	op.Deadline = now.Add(deadlineFor(op.Kind, vm))
 	op.Progress = 10
 	op.Message = "placed on host " + host
 
-	txn := []store.Op{s.vms.OpCreate(vm.Name, vm), s.ops.OpCreate(op.ID, op)}
+	txn := []store.Op{s.vms.OpCreate(key, vm), s.ops.OpCreate(op.ID, op)}
 	if idemKey != "" {
 		txn = append(txn, s.idem.OpCreate(idempotencyName(idemKey), &idempotencyRecord{Name: idempotencyName(idemKey), OperationID: op.ID, CreatedAt: now}))
 	}
@@ -177,13 +197,10 @@ func (s *Server) doCreateVM(ctx context.Context, req *api.VMCreate, idemKey stri
 		return nil, fmt.Errorf("storing vm %q: %w", vm.Name, err)
 	}
 	release(true)
-	s.opctl.addActiveLocked(vm.Name, op.ID)
+	s.opctl.addActiveLocked(key, op.ID)
 	s.metrics.opStarted(op.Kind)
 	return op, nil
 }
-
-// readyImage looks an image up by name for validation.
-func (s *Server) readyImage(name string) (*api.Image, bool) { return s.images.Get(name) }
 
 func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request) {
 	keep := false
@@ -200,7 +217,7 @@ func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	op, err := s.opctl.submit(r.Context(), r.PathValue("name"), api.OpVMDelete, map[string]bool{"keepDisks": keep}, ifMatch)
+	op, err := s.opctl.submit(r.Context(), s.vmKey(r), api.OpVMDelete, map[string]bool{"keepDisks": keep}, ifMatch)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -241,7 +258,7 @@ func (s *Server) vmActionHandler(action string) http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		op, err := s.opctl.submit(r.Context(), r.PathValue("name"), kind, params, ifMatch)
+		op, err := s.opctl.submit(r.Context(), s.vmKey(r), kind, params, ifMatch)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
@@ -264,4 +281,40 @@ func randomMAC() string {
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	return net.HardwareAddr{0x52, 0x54, 0x00, b[0], b[1], b[2]}.String()
+}
+
+// vmKey is the store key of the VM the request's path names, in the
+// request's project.
+func (s *Server) vmKey(r *http.Request) string {
+	return api.Key(requestOf(r).project, r.PathValue("name"))
+}
+
+// vmOf returns the VM the request's path names in the request's project,
+// or writes a not-found error. A VM of another project does not exist for
+// the request.
+func (s *Server) vmOf(w http.ResponseWriter, r *http.Request) (*api.VM, bool) {
+	vm, ok := s.vms.Get(s.vmKey(r))
+	if !ok {
+		s.writeError(w, r, api.NotFound("vm", r.PathValue("name")))
+		return nil, false
+	}
+	return vm, true
+}
+
+// canonicalImages rewrites a create's image references to the images'
+// keys ("<project>/<name>"), the form stored in the VM's spec.
+func canonicalImages(req *api.VMCreate, lookup imageLookup) {
+	canon := func(ref *string) {
+		if *ref == "" {
+			return
+		}
+		if img, ok := lookup(*ref); ok {
+			*ref = img.Key()
+		}
+	}
+	for i := range req.Disks {
+		canon(&req.Disks[i].Image)
+	}
+	canon(&req.Boot.Kernel)
+	canon(&req.Boot.Initrd)
 }

@@ -1,0 +1,287 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/auth"
+)
+
+// collections are the path segments that name a kind of object; an
+// action is "<kind>.<verb>", the kind being the last collection in the
+// route's path.
+var collections = map[string]string{
+	"vms": "vm", "images": "image", "operations": "operation", "providers": "provider",
+	"projects": "project", "members": "member", "users": "user", "tokens": "token",
+	"snapshots": "snapshot", "hosts": "host", "join-tokens": "join-token", "streams": "stream",
+}
+
+var methodVerbs = map[string]string{"GET": "read", "POST": "create", "PUT": "set", "PATCH": "update", "DELETE": "delete"}
+
+// actionOf names what a route does, for the audit log: "POST /v1/vms" is
+// vm.create, "POST /v1/vms/{name}/start" vm.start, "DELETE
+// /v1/vms/{name}/snapshots/{snapshot}" snapshot.delete.
+func actionOf(method, path string) string {
+	segs := strings.Split(strings.TrimPrefix(strings.TrimPrefix(path, "/"), "v1/"), "/")
+	kind, kindAt := "", -1
+	for i, s := range segs {
+		if k, ok := collections[s]; ok {
+			kind, kindAt = k, i
+		}
+	}
+	if kind == "" {
+		// A route of its own: /v1/login, /v1/agent/register, /v1/audit.
+		switch segs[len(segs)-1] {
+		case "login", "logout":
+			return "auth." + segs[len(segs)-1]
+		}
+		return strings.Join(segs, ".") + "." + methodVerbs[method]
+	}
+	var verb []string
+	for _, s := range segs[kindAt+1:] {
+		if !strings.HasPrefix(s, "{") {
+			verb = append(verb, s)
+		}
+	}
+	if len(verb) == 0 {
+		return kind + "." + methodVerbs[method]
+	}
+	return kind + "." + strings.Join(verb, ".")
+}
+
+// audited tells whether a request allowed through is recorded: every
+// mutation by a user, and every console opened. An agent's own reports
+// about its host and VMs are host traffic, not mutations anyone asked for;
+// they are recorded only when refused.
+func audited(rt route, action string) bool {
+	if rt.rule.Scope == auth.ScopeHost || rt.rule.Scope == auth.ScopeAnyHost {
+		return false
+	}
+	if rt.method != "GET" {
+		return true
+	}
+	return action == "vm.console" || action == "vm.console.ticket"
+}
+
+// requestID returns the request's id: the client's X-Request-Id when it is
+// sane, a new one otherwise.
+func requestID(r *http.Request) string {
+	if v := r.Header.Get("X-Request-Id"); v != "" && len(v) <= 64 && isTokenChars(v) {
+		return v
+	}
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func isTokenChars(s string) bool {
+	for _, c := range s {
+		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '-' && c != '_' && c != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+// actorOf is how an identity appears in the audit log.
+func actorOf(id auth.Identity) api.AuditActor {
+	if !id.Authenticated() {
+		return api.AuditActor{Kind: auth.KindAnonymous}
+	}
+	return api.AuditActor{Kind: id.Kind, Name: id.Name, Token: id.TokenID}
+}
+
+// auditRequest appends the record of one request.
+func (s *Server) auditRequest(r *http.Request, rt route, action string, rq *request, rec *statusRecorder, outcome string) {
+	ar := &api.AuditRecord{
+		Actor: actorOf(rq.id), Remote: r.RemoteAddr, RequestID: rq.reqID,
+		Method: r.Method, Path: r.URL.Path, Action: action, Project: rq.project,
+		Resource: rq.resource, OperationID: rq.operationID, Outcome: outcome, Status: rec.status,
+		Message: rq.message,
+	}
+	if rq.actor != nil {
+		ar.Actor = *rq.actor
+	}
+	if ar.Remote == "" || ar.Remote == "@" {
+		ar.Remote = "unix"
+	} else if host, _, err := net.SplitHostPort(ar.Remote); err == nil {
+		ar.Remote = host
+	}
+	if ar.OperationID == "" {
+		if loc := rec.Header().Get("Location"); strings.HasPrefix(loc, "/v1/operations/") {
+			ar.OperationID = strings.TrimPrefix(loc, "/v1/operations/")
+		}
+	}
+	if ar.Resource.Name == "" && ar.OperationID != "" {
+		if op, ok := s.ops.Get(ar.OperationID); ok {
+			ar.Resource = op.Target
+		}
+	}
+	if ar.Resource.Name == "" {
+		ar.Resource = resourceOf(r, action, rq.project)
+	}
+	if ar.Project == "" {
+		ar.Project = ar.Resource.Project
+	}
+	s.appendAudit(r.Context(), ar)
+}
+
+// resourceOf names the object a request's path points at.
+func resourceOf(r *http.Request, action, project string) api.Ref {
+	kind, _, _ := strings.Cut(action, ".")
+	for _, p := range []string{"snapshot", "user", "name", "id", "project"} {
+		if v := r.PathValue(p); v != "" {
+			if p == "project" {
+				return api.Ref{Kind: "project", Name: v}
+			}
+			return api.Ref{Kind: kind, Name: v, Project: project}
+		}
+	}
+	return api.Ref{}
+}
+
+// appendAudit writes a record; failing to is logged loudly but does not
+// fail the request, which has already happened.
+func (s *Server) appendAudit(ctx context.Context, ar *api.AuditRecord) {
+	if s.audit == nil {
+		return
+	}
+	if err := s.audit.Append(context.WithoutCancel(ctx), ar); err != nil {
+		s.log.Error("writing audit record", "action", ar.Action, "err", err)
+	}
+}
+
+// auditSystem records something Polyvisor did on its own (a lease's stop
+// or delete).
+func (s *Server) auditSystem(ctx context.Context, action string, target api.Ref, opID, outcome, msg string) {
+	s.appendAudit(ctx, &api.AuditRecord{
+		Actor: api.AuditActor{Kind: auth.KindSystem, Name: "lease"}, Action: action, Project: target.Project,
+		Resource: target, OperationID: opID, Outcome: outcome, Message: msg,
+	})
+}
+
+func (s *Server) auditRoutes() []route {
+	return []route{
+		{method: "GET", path: "/v1/audit", rule: auth.In(auth.PermAuditRead), handler: s.queryAudit},
+	}
+}
+
+// maxAuditList bounds one answer of GET /v1/audit; exports are not bounded.
+const maxAuditList = 10000
+
+func (s *Server) queryAudit(w http.ResponseWriter, r *http.Request) {
+	q, export, err := parseAuditQuery(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	rq := requestOf(r)
+	if !rq.facts.AllProjects {
+		q.Project = rq.project
+	}
+	visible := func(ar *api.AuditRecord) bool {
+		if q.Project != "" {
+			return true // the query filters on it
+		}
+		return rq.id.IsSuperadmin() || (ar.Project != "" && s.can(r, ar.Project, auth.PermAuditRead))
+	}
+	if export {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+		enc := jsonLineEncoder(w)
+		err = s.audit.Query(r.Context(), q, func(ar *api.AuditRecord) bool {
+			if visible(ar) {
+				return enc(ar) == nil
+			}
+			return true
+		})
+		if err != nil {
+			s.log.Warn("exporting the audit log", "err", err)
+		}
+		return
+	}
+	out := api.List[api.AuditRecord]{Items: []api.AuditRecord{}}
+	limit := q.Limit
+	q.Limit = 0
+	if limit == 0 {
+		limit = 100
+	}
+	// Keep the newest limit visible records, in time order.
+	err = s.audit.Query(r.Context(), q, func(ar *api.AuditRecord) bool {
+		if visible(ar) {
+			out.Items = append(out.Items, *ar)
+			if len(out.Items) > 2*limit {
+				out.Items = append(out.Items[:0], out.Items[len(out.Items)-limit:]...)
+			}
+		}
+		return true
+	})
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("reading the audit log: %w", err))
+		return
+	}
+	if len(out.Items) > limit {
+		out.Items = out.Items[len(out.Items)-limit:]
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// parseAuditQuery reads GET /v1/audit's query. since= and until= take a
+// time (RFC 3339) or a duration back from now ("1h").
+func parseAuditQuery(r *http.Request) (api.AuditQuery, bool, error) {
+	v := r.URL.Query()
+	q := api.AuditQuery{Actor: v.Get("actor"), Resource: v.Get("resource"), Action: v.Get("action"), Outcome: v.Get("outcome")}
+	var err error
+	if q.Since, err = parseWhen("since", v.Get("since")); err != nil {
+		return q, false, err
+	}
+	if q.Until, err = parseWhen("until", v.Get("until")); err != nil {
+		return q, false, err
+	}
+	switch q.Outcome {
+	case "", api.AuditSuccess, api.AuditFailure, api.AuditDenied:
+	default:
+		return q, false, api.Invalid("outcome", "must be success, failure or denied, not %q", q.Outcome)
+	}
+	if l := v.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > maxAuditList {
+			return q, false, api.Invalid("limit", "must be an integer from 1 to %d, not %q", maxAuditList, l)
+		}
+		q.Limit = n
+	}
+	export := false
+	switch f := v.Get("format"); f {
+	case "", "json":
+	case "jsonl":
+		export = true
+	default:
+		return q, false, api.Invalid("format", "must be json or jsonl, not %q", f)
+	}
+	return q, export, nil
+}
+
+func parseWhen(field, v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil {
+		if d < 0 {
+			return time.Time{}, api.Invalid(field, "must be a positive duration or a time, not %q", v)
+		}
+		return time.Now().Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}, api.Invalid(field, "must be a duration back from now (1h) or an RFC 3339 time, not %q", v)
+	}
+	return t, nil
+}

@@ -1,0 +1,273 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/polyvisor/polyvisor/api"
+)
+
+// policy is the access policy as this test states it, independently of the
+// route table: for each route, who may call it. A route missing here fails
+// the test, so no route can be added without saying who may use it.
+//
+// Values: "public"; "user" (any signed-in user); "superadmin"; "self" (the
+// user the path names, or a superadmin); "host" (the agent of the host
+// concerned); "anyhost"; or a project role (viewer, operator, member,
+// admin): that role or above in the request's project.
+var policy = map[string]string{
+	"GET /healthz":            "public",
+	"GET /metrics":            "public",
+	"GET /v1/openapi.json":    "public",
+	"GET /v1/events":          "user",
+	"POST /v1/agent/register": "public",
+	"POST /v1/login":          "public",
+	"POST /v1/logout":         "user",
+	"GET /v1/whoami":          "user",
+	"GET /v1/roles":           "user",
+
+	"GET /v1/hosts":                               "user",
+	"GET /v1/hosts/{name}":                        "user",
+	"POST /v1/hosts/join-tokens":                  "superadmin",
+	"PUT /v1/agent/hosts/{name}/status":           "host",
+	"GET /v1/agent/hosts/{name}/watch":            "host",
+	"PUT /v1/agent/vms/{project}/{name}/status":   "host",
+	"POST /v1/agent/vms/{project}/{name}/removed": "host",
+	"GET /v1/agent/streams/{id}":                  "anyhost",
+	"GET /v1/images/{name}/content":               "host",
+
+	"GET /v1/vms":                                     "viewer",
+	"GET /v1/vms/{name}":                              "viewer",
+	"GET /v1/vms/{name}/snapshots":                    "viewer",
+	"POST /v1/vms/{name}/start":                       "operator",
+	"POST /v1/vms/{name}/stop":                        "operator",
+	"POST /v1/vms/{name}/restart":                     "operator",
+	"POST /v1/vms/{name}/pause":                       "operator",
+	"POST /v1/vms/{name}/resume":                      "operator",
+	"GET /v1/vms/{name}/console":                      "operator",
+	"GET /v1/vms/{name}/console/log":                  "operator",
+	"GET /v1/vms/{name}/console/ticket":               "operator",
+	"POST /v1/vms":                                    "member",
+	"DELETE /v1/vms/{name}":                           "member",
+	"POST /v1/vms/{name}/reconfigure":                 "member",
+	"PUT /v1/vms/{name}/lease":                        "member",
+	"POST /v1/vms/{name}/snapshots":                   "member",
+	"POST /v1/vms/{name}/snapshots/{snapshot}/revert": "member",
+	"DELETE /v1/vms/{name}/snapshots/{snapshot}":      "member",
+
+	"GET /v1/images":           "viewer",
+	"GET /v1/images/{name}":    "viewer",
+	"POST /v1/images":          "member",
+	"DELETE /v1/images/{name}": "member",
+
+	"GET /v1/operations":         "viewer",
+	"GET /v1/operations/{id}":    "viewer",
+	"DELETE /v1/operations/{id}": "operator",
+
+	"GET /v1/providers":                  "viewer",
+	"GET /v1/providers/{name}":           "viewer",
+	"GET /v1/providers/{name}/inventory": "viewer",
+	"POST /v1/providers":                 "superadmin",
+	"DELETE /v1/providers/{name}":        "superadmin",
+	"POST /v1/providers/{name}/refresh":  "superadmin",
+
+	"GET /v1/projects":                             "user",
+	"POST /v1/projects":                            "superadmin",
+	"GET /v1/projects/{project}":                   "viewer",
+	"PATCH /v1/projects/{project}":                 "admin",
+	"DELETE /v1/projects/{project}":                "superadmin",
+	"GET /v1/projects/{project}/members":           "viewer",
+	"PUT /v1/projects/{project}/members/{user}":    "admin",
+	"DELETE /v1/projects/{project}/members/{user}": "admin",
+	"GET /v1/projects/{project}/quota":             "viewer",
+	"PUT /v1/projects/{project}/quota":             "superadmin",
+
+	"GET /v1/users":                 "superadmin",
+	"POST /v1/users":                "superadmin",
+	"GET /v1/users/{user}":          "self",
+	"PATCH /v1/users/{user}":        "superadmin",
+	"DELETE /v1/users/{user}":       "superadmin",
+	"PUT /v1/users/{user}/password": "self",
+
+	"GET /v1/tokens":         "user",
+	"POST /v1/tokens":        "user",
+	"DELETE /v1/tokens/{id}": "user",
+
+	"GET /v1/audit": "admin",
+}
+
+// callers are the identities the matrix tries: the env's users and hosts,
+// and nobody at all.
+var callers = []string{"anonymous", "h1", "h2", "nobody", api.RoleViewer, api.RoleOperator, api.RoleMember, api.RoleAdmin, "superadmin"}
+
+func rank(role string) int { return slices.Index(api.Roles, role) + 1 }
+
+// expect is the outcome the policy gives: "allow", "deny" (401/403) or
+// "hide" (404: the project does not exist for the caller).
+func expect(rule, who string, own bool) string {
+	if rule == "public" {
+		return "allow"
+	}
+	if who == "anonymous" {
+		return "deny"
+	}
+	isHost := who == "h1" || who == "h2"
+	switch rule {
+	case "user":
+		return map[bool]string{true: "deny", false: "allow"}[isHost]
+	case "superadmin":
+		return map[bool]string{true: "allow", false: "deny"}[who == "superadmin"]
+	case "self":
+		if who == "superadmin" || (!isHost && own) {
+			return "allow"
+		}
+		return "deny"
+	case "host":
+		// h1 holds the VMs and images the paths name; h2 holds none.
+		return map[bool]string{true: "allow", false: "deny"}[who == "h1"]
+	case "anyhost":
+		return map[bool]string{true: "allow", false: "deny"}[isHost]
+	}
+	// A project role.
+	switch {
+	case isHost:
+		return "deny"
+	case who == "superadmin":
+		return "allow"
+	case !own || who == "nobody":
+		return "hide"
+	case rank(who) >= rank(rule):
+		return "allow"
+	}
+	return "deny"
+}
+
+// requestFor builds the request a caller makes of a route, in its own
+// project ("pa", where the role users hold their roles) or a foreign one
+// ("pb"). Names of objects that do not exist are used wherever acting
+// would change state, and bodies are not JSON, so that what is allowed
+// fails in its handler (400, 404, 409) without changing anything.
+func requestFor(method, path, who string, own bool) (string, []byte) {
+	project := map[bool]string{true: "pa", false: "pb"}[own]
+	self := userOf(who)
+	if !own {
+		self = "bob"
+	}
+	if strings.Contains(path, "/members/") {
+		self = "ghost" // never take a caller's own membership away
+	}
+	r := strings.NewReplacer(
+		"{project}", project, "{user}", self, "{snapshot}", "s1", "{id}", "ghost")
+	p := r.Replace(path)
+	switch {
+	case strings.HasPrefix(path, "/v1/agent/hosts/"):
+		p = strings.Replace(p, "{name}", "h1", 1)
+	case strings.HasPrefix(path, "/v1/agent/vms/"):
+		p = strings.Replace(strings.Replace(path, "{project}", "pa", 1), "{name}", "vm1", 1)
+	case path == "/v1/images/{name}/content":
+		p = "/v1/images/img/content?project=pa"
+	case strings.HasPrefix(path, "/v1/hosts/"):
+		p = strings.Replace(p, "{name}", "h1", 1)
+	default:
+		p = strings.Replace(p, "{name}", "ghost", 1)
+	}
+	if !strings.Contains(path, "{project}") && !strings.Contains(p, "?") {
+		p += "?project=" + project
+	}
+	var body []byte
+	if method != http.MethodGet && method != http.MethodDelete {
+		body = []byte("not json")
+	}
+	return p, body
+}
+
+// outcomeOf classifies an answer.
+func outcomeOf(status int, body []byte) string {
+	switch status {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return "deny"
+	case http.StatusNotFound:
+		var eb api.ErrorBody
+		if json.Unmarshal(body, &eb) == nil && eb.Error != nil && strings.HasPrefix(eb.Error.Message, `project "`) {
+			return "hide"
+		}
+	}
+	return "allow"
+}
+
+// TestAuthorizationMatrix tries every route of the OpenAPI document as
+// every kind of caller, in its own project and in a foreign one, and holds
+// the answers against the policy above. It also checks that every refusal
+// left exactly one denied record in the audit log.
+func TestAuthorizationMatrix(t *testing.T) {
+	e := newEnv(t, Config{})
+	var doc struct {
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(api.OpenAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var routes []string
+	for path, item := range doc.Paths {
+		for m := range item {
+			switch m {
+			case "get", "put", "post", "delete", "patch":
+				routes = append(routes, strings.ToUpper(m)+" "+path)
+			}
+		}
+	}
+	for _, rt := range e.s.routes() {
+		if key := rt.method + " " + rt.path; !slices.Contains(routes, key) {
+			routes = append(routes, key)
+		}
+	}
+	slices.Sort(routes)
+	type denial struct{ reqID, what string }
+	var denied []denial
+	for _, key := range routes {
+		rule, ok := policy[key]
+		if !ok {
+			t.Errorf("route %s has no entry in the test's policy: say who may call it", key)
+			continue
+		}
+		method, path, _ := strings.Cut(key, " ")
+		for _, who := range callers {
+			for _, own := range []bool{true, false} {
+				want := expect(rule, who, own)
+				p, body := requestFor(method, path, who, own)
+				status, resp, reqID := e.do(method, p, e.tokens[who], body)
+				got := outcomeOf(status, resp)
+				if got != want {
+					t.Errorf("%s %s as %s: %s (%d %s), want %s", method, p, who, got, status, strings.TrimSpace(string(resp)), want)
+				}
+				if got != "allow" {
+					denied = append(denied, denial{reqID, fmt.Sprintf("%s %s as %s", method, p, who)})
+				}
+			}
+		}
+	}
+	for k := range policy {
+		if !slices.Contains(routes, k) {
+			t.Errorf("the test's policy names %s, which is not a route", k)
+		}
+	}
+	// Every refusal is in the audit log, once, as denied.
+	count := map[string]int{}
+	if err := e.s.audit.Query(context.Background(), api.AuditQuery{Outcome: api.AuditDenied}, func(r *api.AuditRecord) bool {
+		count[r.RequestID]++
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range denied {
+		if count[d.reqID] != 1 {
+			t.Errorf("%s: %d denied audit records for request %s, want 1", d.what, count[d.reqID], d.reqID)
+		}
+	}
+	t.Logf("%d routes, %d requests refused", len(routes), len(denied))
+}

@@ -1,0 +1,358 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/auth/password"
+	"github.com/polyvisor/polyvisor/internal/store"
+)
+
+// passwordRecord holds a user's password hash, apart from the user so
+// that no user object can carry it out through the API.
+type passwordRecord struct {
+	Hash    string `json:"hash"`
+	Version int64  `json:"-"`
+}
+
+func (s *Server) userRoutes() []route {
+	return []route{
+		{method: "GET", path: "/v1/users", rule: auth.Superadmin, handler: s.listUsers},
+		{method: "POST", path: "/v1/users", rule: auth.Superadmin, handler: s.createUser},
+		{method: "GET", path: "/v1/users/{user}", rule: auth.Self, handler: s.getUser},
+		{method: "PATCH", path: "/v1/users/{user}", rule: auth.Superadmin, handler: s.updateUser},
+		{method: "DELETE", path: "/v1/users/{user}", rule: auth.Superadmin, handler: s.deleteUser},
+		{method: "PUT", path: "/v1/users/{user}/password", rule: auth.Self, handler: s.setPassword},
+		{method: "POST", path: "/v1/login", rule: auth.Public, handler: s.login},
+		{method: "POST", path: "/v1/logout", rule: auth.User, handler: s.logout},
+		{method: "GET", path: "/v1/whoami", rule: auth.User, handler: s.whoami},
+		{method: "GET", path: "/v1/roles", rule: auth.User, handler: s.listRoles},
+	}
+}
+
+// rolesOf maps the projects a user belongs to to its role there.
+func (s *Server) rolesOf(user string) map[string]string {
+	out := map[string]string{}
+	for _, p := range listAll(s.projects, func(p *api.Project) bool { return p.Spec.Members[user] != "" }) {
+		out[p.Name] = p.Spec.Members[user]
+	}
+	return out
+}
+
+func (s *Server) userView(u *api.User) api.User {
+	out := *u
+	_, out.HasPassword = s.passwords.Get(u.Name)
+	out.Roles = s.rolesOf(u.Name)
+	return out
+}
+
+func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) {
+	serveList(s, w, r, s.users, func(q listQuery, u *api.User) bool { return q.sel.Matches(u.Labels) }, s.userView)
+}
+
+func (s *Server) getUser(w http.ResponseWriter, r *http.Request) {
+	u, ok := s.users.Get(r.PathValue("user"))
+	if !ok {
+		s.writeError(w, r, api.NotFound("user", r.PathValue("user")))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.userView(u))
+}
+
+func (s *Server) createUser(w http.ResponseWriter, r *http.Request) {
+	var req api.UserCreate
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	requestOf(r).resource = api.Ref{Kind: "user", Name: req.Name}
+	if err := validateName("name", req.Name); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ops := []store.Op{}
+	if req.Password != "" {
+		if err := password.Validate(req.Password); err != nil {
+			s.writeError(w, r, api.Invalid("password", "%v", err))
+			return
+		}
+		h, err := password.Hash(req.Password)
+		if err != nil {
+			s.writeError(w, r, fmt.Errorf("hashing the password: %w", err))
+			return
+		}
+		ops = append(ops, s.passwords.OpCreate(req.Name, &passwordRecord{Hash: h}))
+	}
+	now := time.Now().UTC()
+	u := &api.User{Meta: api.Meta{Name: req.Name, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now},
+		DisplayName: req.DisplayName, Superadmin: req.Superadmin}
+	if _, ok := s.passwords.Get(req.Name); ok {
+		// A password left by a user deleted half-way; the new one replaces it.
+		_ = s.passwords.Delete(r.Context(), req.Name, 0)
+	}
+	ops = append(ops, s.users.OpCreate(u.Name, u))
+	if _, err := s.st.Txn(r.Context(), ops...); err != nil {
+		var ke *store.KeyError
+		if errors.As(err, &ke) && errors.Is(err, store.ErrExists) {
+			err = api.Conflict("user %q already exists", u.Name)
+		}
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, s.userView(u))
+}
+
+func (s *Server) updateUser(w http.ResponseWriter, r *http.Request) {
+	var req api.UserUpdate
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	name := r.PathValue("user")
+	me := auth.FromContext(r.Context())
+	for range 10 {
+		cur, ok := s.users.Get(name)
+		if !ok {
+			s.writeError(w, r, api.NotFound("user", name))
+			return
+		}
+		next := store.Clone(cur)
+		if req.DisplayName != nil {
+			next.DisplayName = *req.DisplayName
+		}
+		if req.Superadmin != nil {
+			next.Superadmin = *req.Superadmin
+		}
+		if req.Disabled != nil {
+			next.Disabled = *req.Disabled
+		}
+		if name == me.Name && (!next.Superadmin || next.Disabled) {
+			s.writeError(w, r, api.Conflict("a superadmin cannot demote or disable itself; ask another superadmin"))
+			return
+		}
+		next.Generation++
+		next.UpdatedAt = time.Now().UTC()
+		if _, err := s.users.Update(r.Context(), name, next, cur.Version); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				continue
+			}
+			s.writeError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, s.userView(next))
+		return
+	}
+	s.writeError(w, r, api.Conflict("user %q is being changed concurrently", name))
+}
+
+// deleteUser removes a user, its password, its tokens and its roles.
+func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("user")
+	u, ok := s.users.Get(name)
+	if !ok {
+		s.writeError(w, r, api.NotFound("user", name))
+		return
+	}
+	if name == auth.FromContext(r.Context()).Name {
+		s.writeError(w, r, api.Conflict("a user cannot delete itself"))
+		return
+	}
+	// The user goes first: its tokens stop working at once.
+	if err := s.users.Delete(r.Context(), name, u.Version); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if _, ok := s.passwords.Get(name); ok {
+		_ = s.passwords.Delete(r.Context(), name, 0)
+	}
+	for _, t := range listAll(s.tokens, func(t *tokenRecord) bool { return t.user() == name && t.Kind != tokenKindHost }) {
+		s.deleteToken(r.Context(), t)
+	}
+	for _, p := range listAll(s.projects, func(p *api.Project) bool { return p.Spec.Members[name] != "" }) {
+		for range 10 {
+			cur, ok := s.projects.Get(p.Name)
+			if !ok {
+				break
+			}
+			next := store.Clone(cur)
+			delete(next.Spec.Members, name)
+			if _, err := s.projects.Update(r.Context(), p.Name, next, cur.Version); !errors.Is(err, store.ErrConflict) {
+				break
+			}
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// setPassword sets a password: a user changing its own gives the current
+// one (when it has one); a superadmin may set anyone's.
+func (s *Server) setPassword(w http.ResponseWriter, r *http.Request) {
+	var req api.PasswordSet
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	name := r.PathValue("user")
+	me := auth.FromContext(r.Context())
+	if _, ok := s.users.Get(name); !ok {
+		s.writeError(w, r, api.NotFound("user", name))
+		return
+	}
+	if err := password.Validate(req.Password); err != nil {
+		s.writeError(w, r, api.Invalid("password", "%v", err))
+		return
+	}
+	cur, has := s.passwords.Get(name)
+	if !me.IsSuperadmin() && has {
+		if ok, _ := password.Verify(req.Current, cur.Hash); !ok {
+			s.writeError(w, r, api.Invalid("current", "is not the current password"))
+			return
+		}
+	}
+	h, err := password.Hash(req.Password)
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("hashing the password: %w", err))
+		return
+	}
+	if has {
+		_, err = s.passwords.Update(r.Context(), name, &passwordRecord{Hash: h}, cur.Version)
+	} else {
+		_, err = s.passwords.Create(r.Context(), name, &passwordRecord{Hash: h})
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// errLogin is the one answer to a failed login, whatever failed.
+var errLogin = &api.Error{Code: api.CodeUnauthorized, Message: "invalid user name or password"}
+
+// login exchanges a user name and password for a session token. An
+// unknown user and a wrong password take the same path and answer; failed
+// attempts are throttled per user name and per client address.
+func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	var req api.Login
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	rq := requestOf(r)
+	rq.actor = &api.AuditActor{Kind: auth.KindUser, Name: req.User}
+	rq.resource = api.Ref{Kind: "user", Name: req.User}
+	if len(req.User) > 253 {
+		req.User = req.User[:253]
+	}
+	keys := []string{"user:" + req.User, "ip:" + clientIP(r)}
+	if wait, ok := s.logins.Check(keys...); !ok {
+		rq.outcome = api.AuditDenied
+		writeRetryAfter(w, wait)
+		s.writeError(w, r, &api.Error{Code: api.CodeTooManyRequests,
+			Message: fmt.Sprintf("too many failed logins; try again in %s", roundUp(wait))})
+		return
+	}
+	u, uok := s.users.Get(req.User)
+	pw, pok := s.passwords.Get(req.User)
+	good := false
+	if uok && pok {
+		good, _ = password.Verify(req.Password, pw.Hash)
+	} else {
+		password.VerifyDummy(req.Password)
+	}
+	if !good || u.Disabled {
+		s.logins.Failure(keys...)
+		rq.outcome = api.AuditDenied
+		s.writeError(w, r, errLogin)
+		return
+	}
+	s.logins.Success(keys...)
+	ttl := s.cfg.SessionTTL
+	tok, id, err := s.mintToken(r.Context(), auth.PrefixSession, &tokenRecord{
+		Kind: api.TokenSession, Name: "login", User: u.Name, ExpiresAt: time.Now().UTC().Add(ttl)})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	rq.actor.Token = id
+	writeJSON(w, http.StatusOK, api.Session{Token: tok, User: u.Name, ExpiresAt: time.Now().UTC().Add(ttl)})
+}
+
+// logout ends the session whose token made the request.
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
+	me := auth.FromContext(r.Context())
+	if t, ok := s.tokens.Get(me.TokenID); ok && t.Kind == api.TokenSession {
+		s.deleteToken(r.Context(), t)
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	me := auth.FromContext(r.Context())
+	out := api.WhoAmI{Kind: me.Kind, Name: me.Name, Superadmin: me.IsSuperadmin(), TokenID: me.TokenID,
+		Project: me.Project, Role: me.Role, Roles: map[string]string{}}
+	for _, p := range listAll(s.projects, nil) {
+		if role := auth.EffectiveRole(me, p.Name, p.Spec.Members[me.Name]); role != "" {
+			out.Roles[p.Name] = role
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) listRoles(w http.ResponseWriter, r *http.Request) {
+	out := api.List[api.Role]{}
+	for _, name := range api.Roles {
+		role := api.Role{Name: name}
+		for _, p := range auth.RolePermissions(name) {
+			role.Permissions = append(role.Permissions, string(p))
+		}
+		out.Items = append(out.Items, role)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// clientIP is the address a request came from ("unix" on the socket).
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil || host == "" {
+		return "unix"
+	}
+	return host
+}
+
+func writeRetryAfter(w http.ResponseWriter, d time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(roundUp(d).Seconds())))
+}
+
+// roundUp rounds a wait up to whole seconds, at least one.
+func roundUp(d time.Duration) time.Duration {
+	s := (d + time.Second - 1) / time.Second * time.Second
+	if s < time.Second {
+		s = time.Second
+	}
+	return s
+}
+
+// deleteToken removes a token record.
+func (s *Server) deleteToken(ctx context.Context, t *tokenRecord) {
+	if t.ID == "" {
+		return // written before tokens recorded their id; revoke by deleting the user
+	}
+	if err := s.tokens.Delete(ctx, t.ID, 0); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.Warn("revoking token", "token", t.ID, "err", err)
+	}
+}
+
+// revokeHostTokens removes the tokens of a host's earlier registrations.
+func (s *Server) revokeHostTokens(ctx context.Context, host string) {
+	for _, t := range listAll(s.tokens, func(t *tokenRecord) bool { return t.Kind == tokenKindHost && t.Name == host }) {
+		s.deleteToken(ctx, t)
+	}
+}
