@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
 )
 
@@ -48,6 +49,7 @@ type app struct {
 	server     string
 	token      string
 	caFile     string
+	project    string
 	output     outputFormat
 }
 
@@ -61,7 +63,9 @@ func NewRootCommand(extra ...*cobra.Command) *cobra.Command {
 		Long: "polyvisor manages VMs, images and hosts through a Polyvisor server.\n\n" +
 			"The server and credentials come from --server/--token/--ca-file, else from\n" +
 			"POLYVISOR_SERVER/POLYVISOR_TOKEN/POLYVISOR_CA_FILE, else from the config file\n" +
-			"($XDG_CONFIG_HOME/polyvisor/config.yaml, by default ~/.config/polyvisor/config.yaml).",
+			"($XDG_CONFIG_HOME/polyvisor/config.yaml, by default ~/.config/polyvisor/config.yaml).\n" +
+			"The project commands act in comes from --project, else POLYVISOR_PROJECT, else\n" +
+			"the config file's project: (set it with 'polyvisor project use'), else \"default\".",
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Args:          cobra.ArbitraryArgs,
@@ -74,9 +78,12 @@ func NewRootCommand(extra ...*cobra.Command) *cobra.Command {
 	pf.StringVar(&a.token, "token", "", "bearer token")
 	pf.StringVar(&a.caFile, "ca-file", "", "PEM file of the CA that signed the server's certificate")
 	pf.StringVar(&a.configPath, "config", "", "config file (default $XDG_CONFIG_HOME/polyvisor/config.yaml)")
+	pf.StringVar(&a.project, "project", "", "the `project` to act in (default: POLYVISOR_PROJECT, else the config's project, else \"default\")")
 	pf.VarP(&a.output, "output", "o", "output format: table, json or yaml")
 
 	root.AddCommand(a.vmCommand(), a.imageCommand(), a.hostCommand(), a.opCommand(), a.providerCommand())
+	root.AddCommand(a.loginCommand(), a.logoutCommand(), a.whoamiCommand(), a.projectCommand(), a.userCommand(),
+		a.tokenCommand(), a.roleCommand(), a.quotaCommand(), a.auditCommand())
 	root.AddCommand(extra...)
 	return root
 }
@@ -155,6 +162,12 @@ func (a *app) client() (*client.Client, Config, error) {
 	if err != nil {
 		return nil, cfg, err
 	}
+	return a.clientFor(cfg)
+}
+
+// clientFor makes a client from cfg, falling back to the local socket
+// when cfg names no server.
+func (a *app) clientFor(cfg Config) (*client.Client, Config, error) {
 	if cfg.Server == "" {
 		// A server started with its defaults on this machine serves local
 		// root on its socket.
@@ -166,7 +179,7 @@ func (a *app) client() (*client.Client, Config, error) {
 		path, _ := a.resolvedConfigPath()
 		return nil, cfg, fmt.Errorf("no server configured: give --server, set POLYVISOR_SERVER or write server: in %s", path)
 	}
-	c, err := client.New(client.Config{URL: cfg.Server, Token: cfg.Token, CAFile: cfg.CAFile, UserAgent: userAgent})
+	c, err := client.New(client.Config{URL: cfg.Server, Token: cfg.Token, CAFile: cfg.CAFile, UserAgent: userAgent, Project: cfg.Project})
 	if err != nil {
 		return nil, cfg, err
 	}
@@ -177,7 +190,13 @@ func (a *app) client() (*client.Client, Config, error) {
 // environment, then the flags.
 func (a *app) config() (Config, error) {
 	path, explicit := a.resolvedConfigPath()
-	cfg, err := loadConfigFile(path, explicit)
+	return a.configFrom(path, explicit)
+}
+
+// configFrom is config with the file at path, which must exist when
+// mustExist.
+func (a *app) configFrom(path string, mustExist bool) (Config, error) {
+	cfg, err := loadConfigFile(path, mustExist)
 	if err != nil {
 		return cfg, err
 	}
@@ -191,7 +210,25 @@ func (a *app) config() (Config, error) {
 	if a.caFile != "" {
 		cfg.CAFile = a.caFile
 	}
+	if a.project != "" {
+		cfg.Project = a.project
+	}
 	return cfg, nil
+}
+
+// projectInForce is the project commands act in, "default" when none is
+// configured.
+func projectInForce(cfg Config) string {
+	if cfg.Project == "" {
+		return api.DefaultProject
+	}
+	return cfg.Project
+}
+
+// projectGiven tells whether --project was given on the command line.
+func projectGiven(cmd *cobra.Command) bool {
+	f := cmd.Flags().Lookup("project")
+	return f != nil && f.Changed
 }
 
 // resolvedConfigPath returns the config file to read, and whether the user

@@ -74,7 +74,7 @@ func isolate(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	t.Setenv("XDG_CONFIG_HOME", dir)
-	for _, k := range []string{envServer, envToken, envCAFile, envConfig} {
+	for _, k := range []string{envServer, envToken, envCAFile, envConfig, envProject} {
 		t.Setenv(k, "")
 	}
 	return dir

@@ -14,10 +14,11 @@ import (
 
 // Environment variables that override the config file.
 const (
-	envServer = "POLYVISOR_SERVER"
-	envToken  = "POLYVISOR_TOKEN"
-	envCAFile = "POLYVISOR_CA_FILE"
-	envConfig = "POLYVISOR_CONFIG" // another config file
+	envServer  = "POLYVISOR_SERVER"
+	envToken   = "POLYVISOR_TOKEN"
+	envCAFile  = "POLYVISOR_CA_FILE"
+	envProject = "POLYVISOR_PROJECT"
+	envConfig  = "POLYVISOR_CONFIG" // another config file
 )
 
 // Config is what the CLI needs to reach a server: the content of
@@ -29,6 +30,9 @@ type Config struct {
 	// a relative path in the file is relative to the file's directory.
 	CAFile string `yaml:"ca-file,omitempty"`
 	Token  string `yaml:"token,omitempty"`
+	// Project is the project commands act in by default; empty for the
+	// server's default project.
+	Project string `yaml:"project,omitempty"`
 }
 
 // ConfigPath returns the default config file:
@@ -46,7 +50,7 @@ func ConfigPath() (string, error) {
 
 // LoadConfig reads the config file ($POLYVISOR_CONFIG, else ConfigPath;
 // a missing default file is no error) and applies the POLYVISOR_SERVER,
-// POLYVISOR_TOKEN and POLYVISOR_CA_FILE overrides.
+// POLYVISOR_TOKEN, POLYVISOR_CA_FILE and POLYVISOR_PROJECT overrides.
 func LoadConfig() (Config, error) {
 	path, explicit := os.Getenv(envConfig), true
 	if path == "" {
@@ -99,6 +103,9 @@ func (c *Config) applyEnv() {
 	}
 	if v := os.Getenv(envCAFile); v != "" {
 		c.CAFile = v
+	}
+	if v := os.Getenv(envProject); v != "" {
+		c.Project = v
 	}
 }
 

@@ -21,7 +21,7 @@ func (a *app) imageCommand() *cobra.Command {
 
 func (a *app) imageImportCommand() *cobra.Command {
 	var name, kind string
-	var noWait bool
+	var noWait, public bool
 	cmd := &cobra.Command{
 		Use:   "import FILE|URL",
 		Short: "Upload an image file, or have the server fetch an http(s) URL",
@@ -46,13 +46,16 @@ func (a *app) imageImportCommand() *cobra.Command {
 					return usagef("--name: cannot be derived from %q, give one", src)
 				}
 			}
+			if public && !isURL {
+				return usagef("--public: only an image imported from an http(s) URL can be made public here; an uploaded FILE cannot")
+			}
 			c, _, err := a.client()
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
 			if isURL {
-				op, err := c.ImportImageURL(ctx, api.ImageCreate{Name: name, Kind: kind, URL: src})
+				op, err := c.ImportImageURL(ctx, api.ImageCreate{Name: name, Kind: kind, URL: src, Public: public})
 				if err != nil {
 					return err
 				}
@@ -81,6 +84,7 @@ func (a *app) imageImportCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&name, "name", "", "image name (default: the file's name without extension)")
 	cmd.Flags().StringVar(&kind, "kind", api.ImageDisk, "image kind: disk, kernel or initrd")
+	cmd.Flags().BoolVar(&public, "public", false, "let VMs of every project use the image (URL imports only)")
 	addNoWait(cmd, &noWait)
 	return cmd
 }
@@ -119,6 +123,9 @@ func (a *app) imageListCommand() *cobra.Command {
 		Short:   "List images",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkAllProjects(cmd, opts); err != nil {
+				return err
+			}
 			c, _, err := a.client()
 			if err != nil {
 				return err
@@ -128,18 +135,31 @@ func (a *app) imageListCommand() *cobra.Command {
 				return err
 			}
 			return a.print(cmd.OutOrStdout(), api.List[api.Image]{Items: nonNil(images)}, func(tw *tabwriter.Writer) {
-				row(tw, "NAME", "KIND", "FORMAT", "SIZE", "VIRTUAL SIZE", "STATE", "AGE")
+				head := []any{"NAME", "KIND", "FORMAT", "SIZE", "VIRTUAL SIZE", "STATE", "AGE"}
+				if opts.AllProjects {
+					head = append([]any{"PROJECT"}, head...)
+				}
+				row(tw, head...)
 				for _, img := range images {
 					virtual := "-"
 					if img.VirtualSizeBytes > 0 {
 						virtual = formatBytes(img.VirtualSizeBytes)
 					}
-					row(tw, img.Name, img.Kind, orDash(img.Format), formatBytes(img.SizeBytes), virtual, img.State, age(img.CreatedAt))
+					name := img.Name
+					if img.Public {
+						name += " (public)"
+					}
+					cells := []any{name, img.Kind, orDash(img.Format), formatBytes(img.SizeBytes), virtual, img.State, age(img.CreatedAt)}
+					if opts.AllProjects {
+						cells = append([]any{orDash(img.Project)}, cells...)
+					}
+					row(tw, cells...)
 				}
 			})
 		},
 	}
 	addListFlags(cmd, &opts)
+	allProjectsFlag(cmd, &opts, "images")
 	return cmd
 }
 
@@ -160,6 +180,10 @@ func (a *app) imageShowCommand() *cobra.Command {
 			}
 			return a.print(cmd.OutOrStdout(), img, func(tw *tabwriter.Writer) {
 				row(tw, "Name:", img.Name)
+				if img.Project != "" {
+					row(tw, "Project:", img.Project)
+				}
+				row(tw, "Public:", yesNo(img.Public))
 				row(tw, "UID:", orDash(img.UID))
 				row(tw, "Labels:", labels(img.Labels))
 				row(tw, "Kind:", img.Kind)

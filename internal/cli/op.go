@@ -23,6 +23,9 @@ func (a *app) opListCommand() *cobra.Command {
 		Short:   "List operations",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkAllProjects(cmd, opts); err != nil {
+				return err
+			}
 			c, _, err := a.client()
 			if err != nil {
 				return err
@@ -32,15 +35,24 @@ func (a *app) opListCommand() *cobra.Command {
 				return err
 			}
 			return a.print(cmd.OutOrStdout(), api.List[api.Operation]{Items: nonNil(ops)}, func(tw *tabwriter.Writer) {
-				row(tw, "ID", "KIND", "TARGET", "STATUS", "PROGRESS", "AGE", "MESSAGE")
+				head := []any{"ID", "KIND", "TARGET", "STATUS", "PROGRESS", "AGE", "MESSAGE"}
+				if opts.AllProjects {
+					head = append([]any{"PROJECT"}, head...)
+				}
+				row(tw, head...)
 				for _, op := range ops {
-					row(tw, op.ID, op.Kind, op.Target.Kind+"/"+op.Target.Name, op.Status,
-						fmt.Sprintf("%d%%", op.Progress), age(op.CreatedAt), opMessage(&op))
+					cells := []any{op.ID, op.Kind, op.Target.Kind + "/" + op.Target.Name, op.Status,
+						fmt.Sprintf("%d%%", op.Progress), age(op.CreatedAt), opMessage(&op)}
+					if opts.AllProjects {
+						cells = append([]any{orDash(op.Target.Project)}, cells...)
+					}
+					row(tw, cells...)
 				}
 			})
 		},
 	}
 	addListFlags(cmd, &opts)
+	allProjectsFlag(cmd, &opts, "operations")
 	cmd.Flags().StringVar(&opts.State, "state", "", "only the operations of this status (pending, running, succeeded, failed, cancelled)")
 	return cmd
 }

@@ -183,3 +183,25 @@ func listItems[T any](ctx context.Context, opts api.ListOptions,
 	}
 	return all(ctx, opts)
 }
+
+// yesNo writes a flag for people.
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// outcome is what a command that returns no object prints with -o json
+// or yaml.
+type outcome struct {
+	Kind    string `json:"kind"`
+	Name    string `json:"name"`
+	Project string `json:"project,omitempty"`
+	Result  string `json:"result"`
+}
+
+// printOutcome prints an outcome: msg for people, the outcome for scripts.
+func (a *app) printOutcome(w io.Writer, o outcome, msg string) error {
+	return a.print(w, o, func(tw *tabwriter.Writer) { fmt.Fprintln(tw, msg) })
+}

@@ -28,6 +28,7 @@ func (a *app) vmCommand() *cobra.Command {
 		a.vmReconfigureCommand(),
 		a.vmSnapshotCommand(),
 		a.vmConsoleTicketCommand(),
+		a.vmLeaseCommand(),
 	)
 	return cmd
 }
@@ -40,6 +41,9 @@ func (a *app) vmListCommand() *cobra.Command {
 		Short:   "List VMs",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkAllProjects(cmd, opts); err != nil {
+				return err
+			}
 			c, _, err := a.client()
 			if err != nil {
 				return err
@@ -48,11 +52,26 @@ func (a *app) vmListCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			now, leases := time.Now(), anyLease(vms)
 			return a.print(cmd.OutOrStdout(), api.List[api.VM]{Items: nonNil(vms)}, func(tw *tabwriter.Writer) {
-				row(tw, "NAME", "STATE", "DESIRED", "HOST", "PROVIDER", "VCPUS", "MEMORY", "IPS", "AGE")
+				head := []any{"NAME", "STATE", "DESIRED", "HOST", "PROVIDER", "VCPUS", "MEMORY", "IPS", "AGE"}
+				if opts.AllProjects {
+					head = append([]any{"PROJECT"}, head...)
+				}
+				if leases {
+					head = append(head, "LEASE")
+				}
+				row(tw, head...)
 				for _, vm := range vms {
-					row(tw, vm.Name, vmState(&vm), orDash(vm.Spec.PowerState), orDash(vm.Spec.Host), providerName(vm.Spec.Provider),
-						vm.Spec.VCPUs, formatMiB(vm.Spec.MemoryMiB), orDash(strings.Join(vm.Status.IPs, ",")), age(vm.CreatedAt))
+					cells := []any{vm.Name, vmState(&vm), orDash(vm.Spec.PowerState), orDash(vm.Spec.Host), providerName(vm.Spec.Provider),
+						vm.Spec.VCPUs, formatMiB(vm.Spec.MemoryMiB), orDash(strings.Join(vm.Status.IPs, ",")), age(vm.CreatedAt)}
+					if opts.AllProjects {
+						cells = append([]any{orDash(vm.Project)}, cells...)
+					}
+					if leases {
+						cells = append(cells, leaseStatus(vm.Spec.Lease, now))
+					}
+					row(tw, cells...)
 				}
 			})
 		},
@@ -61,6 +80,7 @@ func (a *app) vmListCommand() *cobra.Command {
 	cmd.Flags().StringVar(&opts.Host, "host", "", "only the VMs placed on this host")
 	cmd.Flags().StringVar(&opts.State, "state", "", "only the VMs in this power state (running, stopped, paused, error...)")
 	addProviderFilter(cmd, &opts, "VMs")
+	allProjectsFlag(cmd, &opts, "VMs")
 	return cmd
 }
 
@@ -115,6 +135,9 @@ func (a *app) vmShowCommand() *cobra.Command {
 func describeVM(tw *tabwriter.Writer, vm *api.VM) {
 	s, st := vm.Spec, vm.Status
 	row(tw, "Name:", vm.Name)
+	if vm.Project != "" {
+		row(tw, "Project:", vm.Project)
+	}
 	row(tw, "UID:", orDash(vm.UID))
 	row(tw, "Labels:", labels(vm.Labels))
 	row(tw, "Host:", orDash(s.Host))
@@ -160,6 +183,10 @@ func describeVM(tw *tabwriter.Writer, vm *api.VM) {
 		row(tw, "Driver:", fmt.Sprintf("%s (pid %d)", st.Driver, st.PID))
 	}
 	row(tw, "Generation:", fmt.Sprintf("%d (observed %d)", vm.Generation, st.ObservedGeneration))
+	if l := s.Lease; l != nil {
+		row(tw, "Lease:", leaseStatus(l, time.Now()))
+		row(tw, "", "ends "+l.ExpiresAt.Local().Format(time.RFC3339)+", deletion "+l.DeleteAt.Local().Format(time.RFC3339))
+	}
 	if s.Deletion != nil {
 		row(tw, "Deleting:", when(s.Deletion.RequestedAt))
 	}

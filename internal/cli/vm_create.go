@@ -30,6 +30,7 @@ type vmCreateFlags struct {
 	stopped        bool
 	stopTimeout    time.Duration
 	idempotencyKey string
+	lease          time.Duration
 	noWait         bool
 	// In a provider's estate.
 	provider  string
@@ -84,6 +85,7 @@ func (a *app) vmCreateCommand() *cobra.Command {
 	fl.BoolVar(&f.stopped, "stopped", false, "create the VM without starting it")
 	fl.DurationVar(&f.stopTimeout, "stop-timeout", 0, "how long a graceful stop may take before it is forced (default: the server's)")
 	fl.StringVar(&f.idempotencyKey, "idempotency-key", "", "a retried create with the same key makes no second VM")
+	fl.Var(durationValue{&f.lease}, "lease", "give the VM a lease: stopped this long after its create (72h, 7d), deleted after the project's grace period (default: the project's maximum lease, if any)")
 	fl.StringVar(&f.provider, "provider", "", "create the VM in this provider's estate (vSphere, libvirt) rather than on a Polyvisor host")
 	fl.StringVar(&f.template, "template", "", "with --provider: the `template` to clone (vSphere: name or inventory path; libvirt: image path on the host)")
 	fl.StringVar(&f.cluster, "cluster", "", "with --provider: the `cluster` to place the VM in (name or id)")
@@ -110,6 +112,7 @@ func (f *vmCreateFlags) request(name string) (api.VMCreate, error) {
 		return req, usagef("--stop-timeout: must not be negative")
 	}
 	req.StopTimeoutSeconds = int((f.stopTimeout + time.Second - 1) / time.Second)
+	req.LeaseSeconds = seconds(f.lease)
 	if f.kernel == "" && (f.initrd != "" || f.cmdline != "") {
 		return req, usagef("--initrd and --cmdline need --kernel")
 	}
