@@ -52,6 +52,9 @@ type Config struct {
 	// Project is the project requests act in (sent as ?project=); the
 	// server's default project when empty.
 	Project string
+	// WrapTransport, when set, wraps the client's transport: to observe or
+	// decorate every request (tracing, recording).
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
 // Client talks to one Polyvisor server. It is safe for concurrent use.
@@ -139,7 +142,11 @@ func New(cfg Config) (*Client, error) {
 	default:
 		return nil, fmt.Errorf("create client: unsupported URL scheme %q (want https, http or unix)", u.Scheme)
 	}
-	c.http = &http.Client{Transport: tr}
+	var rt http.RoundTripper = tr
+	if cfg.WrapTransport != nil {
+		rt = cfg.WrapTransport(tr)
+	}
+	c.http = &http.Client{Transport: rt}
 	return c, nil
 }
 

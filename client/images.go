@@ -86,17 +86,22 @@ func (c *Client) UploadImage(ctx context.Context, name, kind string, r io.Reader
 
 // ImageContent streams an image's stored file. It returns the body, which
 // the caller closes, and its length (-1 when the server did not say).
-// name may be an image key, "<project>/<name>", as VM specs hold them.
 func (c *Client) ImageContent(ctx context.Context, name string) (io.ReadCloser, int64, error) {
-	var q url.Values
-	if p, n := api.SplitKey(name); p != "" {
-		q = url.Values{"project": {p}}
-		name = n
-	}
+	return c.imageContent(ctx, route("/v1/images/%s/content", name), name)
+}
+
+// AgentImageContent is ImageContent for the agent of a host that runs a VM
+// using the image; key is the image's key, "<project>/<name>", as VM specs
+// hold it.
+func (c *Client) AgentImageContent(ctx context.Context, key string) (io.ReadCloser, int64, error) {
+	project, name := agentVMPath(key)
+	return c.imageContent(ctx, route("/v1/agent/images/%s/%s/content", project, name), key)
+}
+
+func (c *Client) imageContent(ctx context.Context, path, name string) (io.ReadCloser, int64, error) {
 	resp, err := c.send(ctx, request{
 		method: http.MethodGet,
-		path:   route("/v1/images/%s/content", name),
-		query:  q,
+		path:   path,
 		accept: "application/octet-stream",
 	})
 	if err != nil {
@@ -119,4 +124,15 @@ func (p *progressReader) Read(b []byte) (int, error) {
 		p.progress(p.n)
 	}
 	return n, err
+}
+
+// AgentImage describes an image to the agent of a host that runs a VM
+// using it; key is the image's key, "<project>/<name>".
+func (c *Client) AgentImage(ctx context.Context, key string) (*api.Image, error) {
+	project, name := agentVMPath(key)
+	var img api.Image
+	if err := c.call(ctx, request{method: http.MethodGet, path: route("/v1/agent/images/%s/%s", project, name)}, &img); err != nil {
+		return nil, fmt.Errorf("get image %q: %w", key, err)
+	}
+	return &img, nil
 }

@@ -81,6 +81,7 @@ type serverProc struct {
 	cmd     *exec.Cmd
 	log     *bytes.Buffer
 	c       *client.Client // over the unix socket, as local root
+	rec     *auditRecorder // the mutations c made
 	done    chan struct{}
 }
 
@@ -126,7 +127,10 @@ func (s *serverProc) start() {
 	}
 	s.done = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(s.cmd, s.done)
-	c, err := client.New(client.Config{URL: "unix://" + s.socket})
+	if s.rec == nil {
+		s.rec = &auditRecorder{}
+	}
+	c, err := client.New(client.Config{URL: "unix://" + s.socket, WrapTransport: s.rec.wrap})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,11 +152,12 @@ func (s *serverProc) start() {
 	})
 }
 
-// stop ends the server gracefully.
+// stop ends the server gracefully, once its audit log was checked.
 func (s *serverProc) stop() {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return
 	}
+	s.checkAudit(s.t)
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.done:

@@ -166,7 +166,7 @@ func TestSecondHost(t *testing.T) {
 	if _, err := hostClient.ListVMs(ctx, api.ListOptions{}); client.HTTPStatus(err) != 403 {
 		t.Errorf("host2 listing vms: %v, want 403", err)
 	}
-	if _, err := hostClient.PutVMStatus(ctx, "on-local", api.VMStatus{PowerState: api.PowerRunning}); client.HTTPStatus(err) != 404 {
+	if _, err := hostClient.PutVMStatus(ctx, "default/on-local", api.VMStatus{PowerState: api.PowerRunning}); client.HTTPStatus(err) != 404 {
 		t.Errorf("host2 reporting another host's vm: %v, want 404", err)
 	}
 	if _, err := hostClient.PutHostStatus(ctx, "local", api.HostStatus{CPUs: 1, MemoryMiB: 1}); client.HTTPStatus(err) != 403 {
@@ -175,7 +175,7 @@ func TestSecondHost(t *testing.T) {
 	if _, err := hostClient.CreateJoinToken(ctx, api.JoinTokenCreate{}); client.HTTPStatus(err) != 403 {
 		t.Errorf("host2 minting a join token: %v, want 403", err)
 	}
-	if _, err := hostClient.GetImage(ctx, imgDisk); !client.IsNotFound(err) {
+	if _, err := hostClient.AgentImage(ctx, "default/"+imgDisk); !client.IsNotFound(err) {
 		t.Errorf("host2 reading an image none of its vms uses: %v, want 404", err)
 	}
 
@@ -196,7 +196,7 @@ func TestSecondHost(t *testing.T) {
 		t.Fatalf("console %q is not under host2's data dir %s", vm.Status.Console.Serial, agentDir)
 	}
 	waitConsole(t, c, "remote", marker, 1)
-	if _, err := hostClient.GetImage(ctx, imgDisk); err != nil {
+	if _, err := hostClient.AgentImage(ctx, "default/"+imgDisk); err != nil {
 		t.Errorf("host2 reading an image its vm uses: %v", err)
 	}
 

@@ -36,7 +36,7 @@ func newImageCache(c *client.Client, dir string) *imageCache {
 // path returns the local file of a ready image of the given kind, fetching
 // it from the server the first time.
 func (ic *imageCache) path(ctx context.Context, name, kind string) (string, error) {
-	img, err := ic.c.GetImage(ctx, name)
+	img, err := ic.c.AgentImage(ctx, name)
 	if err != nil {
 		return "", fmt.Errorf("looking up image %q: %w", name, err)
 	}
@@ -66,7 +66,7 @@ func (ic *imageCache) path(ctx context.Context, name, kind string) (string, erro
 }
 
 func (ic *imageCache) fetch(ctx context.Context, name, digest, path string) error {
-	body, _, err := ic.c.ImageContent(ctx, name)
+	body, _, err := ic.c.AgentImageContent(ctx, name)
 	if err != nil {
 		return fmt.Errorf("fetching image %q: %w", name, err)
 	}

@@ -145,7 +145,7 @@ func TestAuthorize(t *testing.T) {
 		{"self super", Self, super, Facts{User: "bob"}, ok},
 		{"host own", Host, h1, Facts{Host: "h1"}, ok},
 		{"host other", Host, h1, Facts{Host: "h2"}, forb},
-		{"host unknown", Host, h1, Facts{}, forb},
+		{"host unknown", Host, h1, Facts{}, hidden},
 		{"host user", Host, super, Facts{Host: "h1"}, forb},
 		{"anyhost", AnyHost, h1, Facts{}, ok},
 		{"anyhost nameless", AnyHost, nameless, Facts{}, forb},

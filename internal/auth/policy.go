@@ -160,7 +160,8 @@ type Facts struct {
 	// AllProjects is set when a list asks across every project; the
 	// caller then sees what its roles let it read.
 	AllProjects bool
-	// Host is the host the request concerns (ScopeHost).
+	// Host is the host the request concerns (ScopeHost); "" when it
+	// concerns an object of no host the caller may know of.
 	Host string
 	// User is the user the request names (ScopeSelf).
 	User string
@@ -198,6 +199,10 @@ func Authorize(id Identity, rule Rule, f Facts) error {
 	case ScopeHost:
 		if id.Kind == KindHost && id.IsHost(f.Host) {
 			return nil
+		}
+		if id.Kind == KindHost && f.Host == "" {
+			// What is not the host's does not exist for it.
+			return &api.Error{Code: api.CodeNotFound, Message: "not found on this host"}
 		}
 		if id.Kind == KindHost {
 			return forbidden("%s may only act on its own host", id)

@@ -30,13 +30,13 @@ func pathHost(r *http.Request, _ auth.Identity) string { return r.PathValue("nam
 
 // vmHost is the host of the VM an agent route names. A VM that no longer
 // exists concerns the caller (its handler answers not found); one on
-// another host does not.
+// another host concerns none ("": it does not exist for the caller).
 func (s *Server) vmHost(r *http.Request, id auth.Identity) string {
 	vm, ok := s.vms.Get(agentVMKey(r))
-	if !ok {
+	if !ok || vm.Spec.Host == id.Name {
 		return id.Name
 	}
-	return vm.Spec.Host
+	return ""
 }
 
 // agentVMKey is the store key of the VM an agent route names.

@@ -58,6 +58,17 @@ func (rec *tokenRecord) view(id string) api.Token {
 		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt}
 }
 
+// prefixOf is the prefix tokens of a kind carry.
+func prefixOf(kind string) string {
+	switch kind {
+	case tokenKindHost:
+		return auth.PrefixHost
+	case api.TokenSession:
+		return auth.PrefixSession
+	}
+	return auth.PrefixAPI
+}
+
 var errBadToken = errors.New("invalid, expired or revoked token")
 
 // identify resolves a bearer token to an identity. Tokens are read from
@@ -75,10 +86,10 @@ func (s *Server) identify(token string) (auth.Identity, error) {
 	if !rec.ExpiresAt.IsZero() && time.Now().After(rec.ExpiresAt) {
 		return auth.Anonymous, errBadToken
 	}
+	if prefix != prefixOf(rec.Kind) {
+		return auth.Anonymous, errBadToken
+	}
 	if rec.Kind == tokenKindHost {
-		if prefix != auth.PrefixHost {
-			return auth.Anonymous, errBadToken
-		}
 		return auth.Identity{Kind: auth.KindHost, Name: rec.Name, TokenID: id}, nil
 	}
 	u, ok := s.users.Get(rec.user())

@@ -29,7 +29,9 @@ func (s *Server) imageRoutes() []route {
 		{method: "POST", path: "/v1/images", rule: auth.In(auth.PermImageCreate), handler: s.createImage},
 		{method: "GET", path: "/v1/images/{name}", rule: auth.In(auth.PermImageRead), handler: s.getImage},
 		{method: "DELETE", path: "/v1/images/{name}", rule: auth.In(auth.PermImageDelete), handler: s.deleteImage},
-		{method: "GET", path: "/v1/images/{name}/content", rule: auth.Host, handler: s.imageContent, hostOf: s.imageHost},
+		{method: "GET", path: "/v1/images/{name}/content", rule: auth.In(auth.PermImageRead), handler: s.imageContent},
+		{method: "GET", path: "/v1/agent/images/{project}/{name}", rule: auth.Host, handler: s.agentImage, hostOf: s.imageHost},
+		{method: "GET", path: "/v1/agent/images/{project}/{name}/content", rule: auth.Host, handler: s.imageContent, hostOf: s.imageHost},
 	}
 }
 
@@ -43,14 +45,23 @@ func (s *Server) imageHost(r *http.Request, id auth.Identity) string {
 	return ""
 }
 
-// imageKeyOf is the store key of the image a request's path names: in the
-// ?project= given, default "default".
+// imageKeyOf is the store key of the image a route names: the project is
+// in an agent route's path, else the request's project.
 func imageKeyOf(r *http.Request) string {
-	p := r.URL.Query().Get("project")
-	if p == "" {
-		p = api.DefaultProject
+	if p := r.PathValue("project"); p != "" {
+		return api.Key(p, r.PathValue("name"))
 	}
-	return api.Key(p, r.PathValue("name"))
+	return api.Key(requestOf(r).project, r.PathValue("name"))
+}
+
+// agentImage describes an image to the agent of a host whose VMs use it.
+func (s *Server) agentImage(w http.ResponseWriter, r *http.Request) {
+	img, ok := s.images.Get(imageKeyOf(r))
+	if !ok {
+		s.writeError(w, r, api.NotFound("image", r.PathValue("name")))
+		return
+	}
+	writeJSON(w, http.StatusOK, img)
 }
 
 // imageResolver finds the image a VM of project refers to: "name" in the
@@ -398,8 +409,8 @@ func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
 	writeOperation(w, op)
 }
 
-// imageContent serves a ready image's file to the agents of the hosts
-// whose VMs use it.
+// imageContent serves a ready image's file: to the project's readers, and
+// to the agents of the hosts whose VMs use it.
 func (s *Server) imageContent(w http.ResponseWriter, r *http.Request) {
 	img, ok := s.images.Get(imageKeyOf(r))
 	if !ok || img.State != api.ImageReady {

@@ -95,10 +95,13 @@ func (c *opController) removeActive(vm, id string) {
 //
 // ifMatch, when not zero, is the VM version the client last read (the
 // If-Match header): a VM changed since is a conflict.
-func (c *opController) submit(ctx context.Context, name, kind string, params any, ifMatch int64) (*api.Operation, error) {
-	unlock := c.lockVM(name)
+//
+// key is the VM's store key ("<project>/<name>").
+func (c *opController) submit(ctx context.Context, key, kind string, params any, ifMatch int64) (*api.Operation, error) {
+	unlock := c.lockVM(key)
 	defer unlock()
-	vm, ok := c.s.vms.Get(name)
+	_, name := api.SplitKey(key)
+	vm, ok := c.s.vms.Get(key)
 	if !ok {
 		return nil, api.NotFound("vm", name)
 	}
@@ -112,7 +115,7 @@ func (c *opController) submit(ctx context.Context, name, kind string, params any
 		return nil, err
 	}
 	op := newOperation(kind, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: vm.Project}, params)
-	if len(c.activeOf(name)) > 0 {
+	if len(c.activeOf(key)) > 0 {
 		op.Message = "waiting for the vm's earlier operations"
 		if _, err := c.s.ops.Create(ctx, op.ID, op); err != nil {
 			return nil, fmt.Errorf("storing operation: %w", err)
@@ -122,7 +125,7 @@ func (c *opController) submit(ctx context.Context, name, kind string, params any
 		// reports); retry on the newest version.
 		err := c.startLocked(ctx, vm, op, true)
 		for i := 0; i < 10 && errors.Is(err, store.ErrConflict); i++ {
-			if vm, ok = c.s.vms.Get(name); !ok {
+			if vm, ok = c.s.vms.Get(key); !ok {
 				return nil, api.NotFound("vm", name)
 			}
 			op.Status = api.OpPending
@@ -132,7 +135,7 @@ func (c *opController) submit(ctx context.Context, name, kind string, params any
 			return nil, err
 		}
 	}
-	c.addActiveLocked(name, op.ID)
+	c.addActiveLocked(key, op.ID)
 	c.s.metrics.opStarted(kind)
 	return op, nil
 }

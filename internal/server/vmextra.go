@@ -99,7 +99,7 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Invalid("description", "is longer than 1024 bytes"))
 		return
 	}
-	op, err := s.opctl.submit(r.Context(), r.PathValue("name"), api.OpVMSnapshotCreate, req, 0)
+	op, err := s.opctl.submit(r.Context(), s.vmKey(r), api.OpVMSnapshotCreate, req, 0)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -114,7 +114,7 @@ func (s *Server) snapshotAction(kind string) http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		op, err := s.opctl.submit(r.Context(), r.PathValue("name"), kind, api.SnapshotCreate{Name: snap}, 0)
+		op, err := s.opctl.submit(r.Context(), s.vmKey(r), kind, api.SnapshotCreate{Name: snap}, 0)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
