@@ -108,7 +108,8 @@ func requestOf(r *http.Request) *request {
 func (s *Server) wrap(rt route) http.Handler {
 	pattern := rt.method + " " + rt.path
 	action := actionOf(rt.method, rt.path)
-	list := rt.method == "GET" && !strings.HasSuffix(rt.path, "}")
+	// Lists are the collection routes: no path parameter at all.
+	list := rt.method == "GET" && !strings.Contains(rt.path, "{")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
