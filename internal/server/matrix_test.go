@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/auth"
 )
 
 // policy is the access policy as this test states it, independently of the
@@ -283,4 +284,32 @@ func TestAuthorizationMatrix(t *testing.T) {
 		}
 	}
 	t.Logf("%d routes, %d requests refused", len(routes), len(denied))
+}
+
+// TestAllProjectsOnlyOnLists: ?all-projects=true widens only collection
+// lists (filtered by the caller's roles); on any other project route it is
+// refused, so it cannot open a project the caller has no role in.
+func TestAllProjectsOnlyOnLists(t *testing.T) {
+	e := newEnv(t, Config{})
+	for _, rt := range e.s.routes() {
+		if rt.rule.Scope != auth.ScopeProject || rt.method != http.MethodGet {
+			continue
+		}
+		p, _ := requestFor(rt.method, rt.path, "nobody", false)
+		p = strings.Replace(p, "?project=pb", "", 1)
+		sep := "?"
+		if strings.Contains(p, "?") {
+			sep = "&"
+		}
+		status, body, _ := e.do(rt.method, p+sep+"all-projects=true", e.tokens["nobody"], nil)
+		isList := !strings.Contains(rt.path, "{")
+		switch {
+		case isList && status != http.StatusOK:
+			t.Errorf("%s as nobody across projects: %d %s, want 200 (an empty list)", p, status, body)
+		case isList && strings.Contains(string(body), `"pb"`):
+			t.Errorf("%s as nobody across projects shows project pb: %s", p, body)
+		case !isList && status != http.StatusBadRequest:
+			t.Errorf("%s?all-projects=true as nobody: %d %s, want 400", p, status, body)
+		}
+	}
 }
