@@ -212,8 +212,32 @@ func (s *Server) authenticate(r *http.Request) (auth.Identity, error) {
 		}
 		return id, nil
 	}
+	// A browser cannot set headers on a websocket: it offers the token as
+	// the subprotocol "bearer.<token>" instead.
+	if tok, ok := websocketToken(r); ok {
+		id, err := s.identify(tok)
+		if err != nil {
+			return auth.Anonymous, &api.Error{Code: api.CodeUnauthorized, Message: err.Error()}
+		}
+		return id, nil
+	}
 	if uid, ok := r.Context().Value(connKey{}).(int); ok && (uid == 0 || uid == os.Getuid()) {
 		return auth.Identity{Kind: auth.KindUser, Name: fmt.Sprintf("uid:%d", uid), Superadmin: true}, nil
 	}
 	return auth.Anonymous, nil
+}
+
+// websocketToken finds a token offered as a websocket subprotocol.
+func websocketToken(r *http.Request) (string, bool) {
+	if r.Header.Get("Upgrade") == "" {
+		return "", false
+	}
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			if tok, ok := strings.CutPrefix(strings.TrimSpace(p), "bearer."); ok && tok != "" {
+				return tok, true
+			}
+		}
+	}
+	return "", false
 }

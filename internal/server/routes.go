@@ -73,6 +73,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &api.Error{Code: api.CodeNotFound, Message: "no route for " + r.Method + " " + r.URL.Path})
 	})
+	// Outside /v1, GET serves the browser console.
+	mux.Handle("GET /", s.uiHandler())
 	return mux
 }
 
