@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/polyvisor/polyvisor/api"
 	"path/filepath"
 	"time"
 
@@ -70,7 +71,7 @@ func rawEtcd(ctx context.Context, meter *cpuMeter, dataDir, vmName, opID string,
 	}
 	defer cli.Close()
 
-	vmJSON, err := getValue(ctx, cli, serverPrefix+"vms/"+vmName)
+	vmJSON, err := getValue(ctx, cli, serverPrefix+"vms/"+api.Key(api.DefaultProject, vmName))
 	if err != nil {
 		return ph, err
 	}
