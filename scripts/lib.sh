@@ -31,3 +31,14 @@ ensure_go() {
 
 # The packages Polyvisor's QEMU hosts need.
 HOST_PACKAGES=(qemu-system-x86 qemu-utils busybox-static ca-certificates)
+
+# build_web builds the browser console (web/dist), which `go build` embeds
+# into the binary. It needs Node.js 20 or later with npm; the packages
+# come from web/package-lock.json.
+build_web() {
+	if ! command -v npm >/dev/null 2>&1; then
+		apt_install nodejs npm
+	fi
+	echo "==> building the web console"
+	(cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)
+}

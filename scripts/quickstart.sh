@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 apt_install "${HOST_PACKAGES[@]}"
 ensure_go
 
+build_web
 echo "==> building polyvisor"
 mkdir -p bin
 go build -o bin/polyvisor ./cmd/polyvisor
@@ -83,6 +84,9 @@ Go on with the CLI (as root, through the local socket):
   $PV vm stop $VM; $PV vm delete $VM
   $PV op list                 # every action is an operation
   $PV host join-token         # add another host: run the printed 'polyvisor agent' there
-From another machine, use the TLS API on $LISTEN with the CA in $DATA/pki/ca.crt
-and the admin token in $DATA/admin.token. Server log: $DATA/server.log
+The web console is at https://<this host>$LISTEN/ (its certificate is signed
+by the CA in $DATA/pki/ca.crt): sign in with the admin token in
+$DATA/admin.token, or create users with '$PV user create'.
+From another machine, use the TLS API on $LISTEN with that CA and a token.
+Server log: $DATA/server.log
 EOT

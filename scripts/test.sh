@@ -2,15 +2,21 @@
 # Runs every Polyvisor test on a fresh Debian 12 machine: installs what the
 # tests need (QEMU, qemu-utils, busybox-static, iproute2 for the second-host
 # test, etcd-server for the external-etcd test, libvirtd as a real libvirt
-# peer), fetches the Go modules, builds the tiny test guest, and runs
-# `go vet` and `go test`.
+# peer, Chromium for the browser tests), fetches the Go modules and npm
+# packages, builds the web console and the tiny test guest, and runs the
+# web console's unit tests, `go vet` and `go test` (whose browser test
+# drives the console in Chromium against a real server and VM).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-apt_install "${HOST_PACKAGES[@]}" iproute2 etcd-server
+apt_install "${HOST_PACKAGES[@]}" iproute2 etcd-server chromium
 ensure_go
 go mod download
+build_web
+(cd web && npm test --silent)
+# The browser test must run here, not skip.
+export POLYVISOR_BROWSER_TESTS=1
 
 # The tiny guest (kernel, initrd, disk) every QEMU test boots, built once
 # from Debian packages and cached between runs.
