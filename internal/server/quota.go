@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -57,27 +58,47 @@ func (g *quotaGate) admit(p *api.Project, delta api.Usage) (func(), error) {
 	return unlock, nil
 }
 
-// checkResize checks a reconfigure against the quota. A resize needs a
-// stopped VM and is carried out by the VM's host, so only the change is
-// checked (two racing resizes of one project could pass together, and are
-// then both counted).
-func (g *quotaGate) checkResize(p *api.Project, vm *api.VM, rc api.VMReconfigure) error {
+// admitResize checks a reconfigure against the quota. Usage counts each
+// VM at the larger of its size and any resize still queued for it, so two
+// racing resizes cannot pass together either; the caller holds the
+// returned unlock until the resize operation is queued.
+func (g *quotaGate) admitResize(p *api.Project, vm *api.VM, rc api.VMReconfigure) (func(), error) {
 	if p == nil || !limited(p.Spec.Quota) {
-		return nil
-	}
-	var d api.Usage
-	if rc.VCPUs > 0 {
-		d.VCPUs = int64(rc.VCPUs - vm.Spec.VCPUs)
-	}
-	if rc.MemoryMiB > 0 {
-		d.MemoryMiB = rc.MemoryMiB - vm.Spec.MemoryMiB
-	}
-	if d.VCPUs <= 0 && d.MemoryMiB <= 0 {
-		return nil
+		return func() {}, nil
 	}
 	unlock := g.lock(p.Name)
-	defer unlock()
-	return exceeds(p.Name, p.Spec.Quota, g.s.usageOf(p.Name), d)
+	used := g.s.usageOf(p.Name)
+	cur := g.s.pendingSize(vm)
+	var d api.Usage
+	if rc.VCPUs > 0 {
+		d.VCPUs = max(0, int64(rc.VCPUs)-cur.VCPUs)
+	}
+	if rc.MemoryMiB > 0 {
+		d.MemoryMiB = max(0, rc.MemoryMiB-cur.MemoryMiB)
+	}
+	if err := exceeds(p.Name, p.Spec.Quota, used, d); err != nil {
+		unlock()
+		return nil, err
+	}
+	return unlock, nil
+}
+
+// pendingSize is the vCPUs and memory a VM counts for: the larger of its
+// spec and every resize queued for it.
+func (s *Server) pendingSize(vm *api.VM) api.Usage {
+	u := api.Usage{VCPUs: int64(vm.Spec.VCPUs), MemoryMiB: vm.Spec.MemoryMiB}
+	for _, id := range s.opctl.activeOf(vm.Key()) {
+		op, ok := s.ops.Get(id)
+		if !ok || op.Kind != api.OpVMReconfigure || op.Status != api.OpPending {
+			continue
+		}
+		var rc api.VMReconfigure
+		if json.Unmarshal(op.Params, &rc) == nil {
+			u.VCPUs = max(u.VCPUs, int64(rc.VCPUs))
+			u.MemoryMiB = max(u.MemoryMiB, rc.MemoryMiB)
+		}
+	}
+	return u
 }
 
 // exceeds returns a 422 naming the first limit that used+delta passes.
@@ -113,9 +134,10 @@ func (s *Server) usageOf(project string) api.Usage {
 	var u api.Usage
 	prefix := project + "/"
 	for _, vm := range listAll(s.vms, func(vm *api.VM) bool { return vm.Project == project }) {
+		size := s.pendingSize(vm)
 		u.VMs++
-		u.VCPUs += int64(vm.Spec.VCPUs)
-		u.MemoryMiB += vm.Spec.MemoryMiB
+		u.VCPUs += size.VCPUs
+		u.MemoryMiB += size.MemoryMiB
 		for _, d := range vm.Spec.Disks {
 			u.DiskMiB += s.diskMiB(d, func(ref string) (*api.Image, bool) {
 				if !strings.Contains(ref, "/") {

@@ -311,6 +311,27 @@ func TestQuotaRace(t *testing.T) {
 	if statusOfErr(err) != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), "vcpus") {
 		t.Errorf("resize over quota: %v, want 422 naming vcpus", err)
 	}
+	// Two resizes at once that together pass the quota: one gets in.
+	vms, err := member.ListAllVMs(ctx, api.ListOptions{})
+	if err != nil || len(vms) < 3 {
+		t.Fatalf("vms: %d %v", len(vms), err)
+	}
+	errs := make([]error, 2)
+	var rw sync.WaitGroup
+	for i := range errs {
+		rw.Add(1)
+		go func() {
+			defer rw.Done()
+			_, errs[i] = member.ReconfigureVM(ctx, vms[i+1].Name, api.VMReconfigure{VCPUs: 3}, client.VMActionOptions{})
+		}()
+	}
+	rw.Wait()
+	if (errs[0] == nil) == (errs[1] == nil) {
+		t.Errorf("two racing resizes of +2 vcpus under 2 left: %v / %v, want exactly one through", errs[0], errs[1])
+	}
+	if q, _ := member.GetQuota(ctx, "pa"); q == nil || q.Usage.VCPUs != 8 {
+		t.Errorf("usage after the resizes: %+v, want 8 vcpus counting the queued resize", q)
+	}
 }
 
 // stopped returns a copy of a VM whose desired state is stopped.

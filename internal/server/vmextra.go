@@ -52,10 +52,12 @@ func (s *Server) reconfigureVM(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if err := s.quota.checkResize(s.projectOfVM(vm), vm, req); err != nil {
+	unlockQuota, err := s.quota.admitResize(s.projectOfVM(vm), vm, req)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	defer unlockQuota()
 	op, err := s.opctl.submit(r.Context(), vm.Key(), api.OpVMReconfigure, req, ifMatch)
 	if err != nil {
 		s.writeError(w, r, err)
