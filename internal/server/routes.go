@@ -139,8 +139,7 @@ func (s *Server) wrap(rt route) http.Handler {
 		ctx := auth.WithIdentity(r.Context(), id)
 		ctx = context.WithValue(ctx, requestKey{}, rq)
 		r = r.WithContext(ctx)
-		rt.handler(rec, r)
-		if audited(rt, action) {
+		record := func() {
 			outcome := api.AuditSuccess
 			if rec.status >= 400 {
 				outcome = api.AuditFailure
@@ -149,6 +148,14 @@ func (s *Server) wrap(rt route) http.Handler {
 				outcome = rq.outcome
 			}
 			s.auditRequest(r, rt, action, rq, rec, outcome)
+		}
+		if audited(rt, action) {
+			// A console is recorded when it opens, not when it closes.
+			rec.onUpgrade = record
+		}
+		rt.handler(rec, r)
+		if audited(rt, action) && !rec.upgraded {
+			record()
 		}
 	})
 }
@@ -226,10 +233,17 @@ func (s *Server) inProject(r *http.Request, project string, p auth.Permission) b
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	// onUpgrade runs when a websocket is accepted (status 101).
+	onUpgrade func()
+	upgraded  bool
 }
 
 func (r *statusRecorder) WriteHeader(code int) {
 	r.status = code
+	if code == http.StatusSwitchingProtocols && r.onUpgrade != nil && !r.upgraded {
+		r.upgraded = true
+		r.onUpgrade()
+	}
 	r.ResponseWriter.WriteHeader(code)
 }
 
