@@ -97,6 +97,11 @@ func TestVMLifecycle(t *testing.T) {
 	if _, err := io.ReadFull(vnc, banner); err != nil || !strings.HasPrefix(string(banner), "RFB 003.") {
 		t.Fatalf("vnc banner %q: %v", banner, err)
 	}
+	// The VNC console is still open, and already in the audit log.
+	recs, err := c.ListAudit(ctx, api.AuditQuery{Action: "vm.console", Resource: "vm/life"})
+	if err != nil || len(recs) != 2 || recs[1].Status != 101 || recs[1].Outcome != api.AuditSuccess {
+		t.Errorf("audit records of the two consoles: %+v %v", recs, err)
+	}
 	vnc.Close()
 
 	// What the qemu driver cannot do is refused naming the capability.
