@@ -1,0 +1,70 @@
+// Searching, filtering and sorting the VM table.
+export interface VMRow {
+  name: string;
+  project?: string;
+  labels?: Record<string, string>;
+  spec: { host: string; vcpus: number; memoryMiB: number; provider?: { name: string } };
+  status: { powerState: string; ips?: string[] };
+}
+
+export interface VMQuery {
+  q: string; // free text: name, label key or value, IP
+  state: string;
+  host: string;
+  provider: string; // provider name, "polyvisor" for own hosts
+  label: string; // k=v or k
+  sort: string; // column, "-" prefix for descending
+}
+
+export const emptyQuery: VMQuery = { q: '', state: '', host: '', provider: '', label: '', sort: 'name' };
+
+export function providerOf(vm: VMRow): string {
+  return vm.spec.provider?.name ?? 'polyvisor';
+}
+
+export function matches(vm: VMRow, q: VMQuery): boolean {
+  if (q.state && vm.status.powerState !== q.state) return false;
+  if (q.host && vm.spec.host !== q.host) return false;
+  if (q.provider && providerOf(vm) !== q.provider) return false;
+  if (q.label) {
+    const [k, v] = q.label.split('=', 2);
+    const got = vm.labels?.[k];
+    if (got === undefined || (v !== undefined && got !== v)) return false;
+  }
+  if (q.q) {
+    const t = q.q.toLowerCase();
+    const hay = [vm.name, ...(vm.status.ips ?? []), ...Object.entries(vm.labels ?? {}).flat()];
+    if (!hay.some((h) => h.toLowerCase().includes(t))) return false;
+  }
+  return true;
+}
+
+const keys: Record<string, (vm: VMRow) => string | number> = {
+  name: (vm) => vm.name,
+  project: (vm) => vm.project ?? '',
+  state: (vm) => vm.status.powerState,
+  host: (vm) => vm.spec.host,
+  vcpus: (vm) => vm.spec.vcpus,
+  memory: (vm) => vm.spec.memoryMiB,
+  provider: (vm) => providerOf(vm),
+};
+
+export function sortVMs(vms: VMRow[], sort: string): VMRow[] {
+  const desc = sort.startsWith('-');
+  const key = keys[desc ? sort.slice(1) : sort] ?? keys.name;
+  const out = [...vms];
+  out.sort((a, b) => {
+    const x = key(a);
+    const y = key(b);
+    const c = typeof x === 'number' && typeof y === 'number' ? x - y : String(x).localeCompare(String(y));
+    return (desc ? -c : c) || a.name.localeCompare(b.name);
+  });
+  return out;
+}
+
+export function filterVMs(vms: VMRow[], q: VMQuery): VMRow[] {
+  return sortVMs(
+    vms.filter((vm) => matches(vm, q)),
+    q.sort,
+  );
+}
