@@ -5,7 +5,7 @@ import { visibleWindow } from './vwindow';
 import { allows } from './roles';
 import { leaseText, span } from './lease';
 import { wsProtocols, wsURL } from './wsproto';
-import { emptyQuery, filterVMs, type VMRow } from './vmfilter';
+import { emptyQuery, filterVMs, inventory, type VMRow } from './vmfilter';
 import { fromSearch, toSearch } from './urlstate';
 
 describe('LineSplitter', () => {
@@ -122,5 +122,20 @@ describe('url state', () => {
     expect(fromSearch(s, d)).toEqual({ q: 'web 1', state: 'running', sort: 'name' });
     expect(toSearch(d, d)).toBe('');
     expect(fromSearch('?other=1', d)).toEqual(d);
+  });
+});
+
+describe('inventory', () => {
+  it('groups by provider, datacenter/cluster and host', () => {
+    const mk = (name: string, host: string, provider?: { name: string; datacenter?: string; cluster?: string }): VMRow => ({
+      name,
+      spec: { host, vcpus: 1, memoryMiB: 1, provider },
+      status: { powerState: 'running' },
+    });
+    const t = inventory([mk('b', 'h1'), mk('a', 'h1'), mk('x', 'esx1', { name: 'vc', datacenter: 'DC0', cluster: 'C0' }), mk('u', '')]);
+    expect([...t.keys()].sort()).toEqual(['polyvisor', 'vc']);
+    expect(t.get('polyvisor')!.get('')!.get('h1')!.map((v) => v.name)).toEqual(['a', 'b']);
+    expect(t.get('polyvisor')!.get('')!.get('(unplaced)')!.length).toBe(1);
+    expect(t.get('vc')!.get('DC0/C0')!.get('esx1')!.map((v) => v.name)).toEqual(['x']);
   });
 });

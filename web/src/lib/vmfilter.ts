@@ -3,7 +3,7 @@ export interface VMRow {
   name: string;
   project?: string;
   labels?: Record<string, string>;
-  spec: { host: string; vcpus: number; memoryMiB: number; provider?: { name: string } };
+  spec: { host: string; vcpus: number; memoryMiB: number; provider?: { name: string; datacenter?: string; cluster?: string } };
   status: { powerState: string; ips?: string[] };
 }
 
@@ -67,4 +67,27 @@ export function filterVMs(vms: VMRow[], q: VMQuery): VMRow[] {
     vms.filter((vm) => matches(vm, q)),
     q.sort,
   );
+}
+
+// Inventory is the tree provider → datacenter/cluster → host → VMs; the
+// middle level is "" for Polyvisor's own hosts.
+export type Inventory = Map<string, Map<string, Map<string, VMRow[]>>>;
+
+export function inventory(vms: VMRow[]): Inventory {
+  const t: Inventory = new Map();
+  const get = <K, V>(m: Map<K, V>, k: K, mk: () => V): V => {
+    let v = m.get(k);
+    if (v === undefined) {
+      v = mk();
+      m.set(k, v);
+    }
+    return v;
+  };
+  for (const vm of [...vms].sort((a, b) => a.name.localeCompare(b.name))) {
+    const p = vm.spec.provider;
+    const place = p ? [p.datacenter, p.cluster].filter(Boolean).join('/') : '';
+    const hosts = get(get(t, providerOf(vm), () => new Map()), place, () => new Map());
+    get(hosts, vm.spec.host || '(unplaced)', () => [] as VMRow[]).push(vm);
+  }
+  return t;
 }

@@ -4,26 +4,12 @@ import { useEvents } from '../events';
 import { useSession } from '../session';
 import { Link, navigate, useLocation } from '../router';
 import { State } from '../ui';
-import { emptyQuery, filterVMs, providerOf, type VMQuery } from '../lib/vmfilter';
+import { emptyQuery, filterVMs, inventory, providerOf, type VMQuery } from '../lib/vmfilter';
 import { fromSearch, toSearch } from '../lib/urlstate';
 import { visibleWindow } from '../lib/vwindow';
 
 const rowHeight = 34;
 const states = ['running', 'stopped', 'paused', 'pending', 'starting', 'stopping', 'error', 'unknown'];
-
-// tree groups the VMs: provider → host → VM.
-function tree(vms: VM[]): Map<string, Map<string, VM[]>> {
-  const t = new Map<string, Map<string, VM[]>>();
-  for (const vm of vms) {
-    const p = providerOf(vm);
-    if (!t.has(p)) t.set(p, new Map());
-    const hosts = t.get(p)!;
-    const h = vm.spec.host || '(unplaced)';
-    if (!hosts.has(h)) hosts.set(h, []);
-    hosts.get(h)!.push(vm);
-  }
-  return t;
-}
 
 export function VMs() {
   const s = useSession();
@@ -75,28 +61,39 @@ export function VMs() {
       </button>
     </th>
   );
-  const t = tree(vms);
+  const t = inventory(vms);
 
   return (
     <div className="vms">
       <aside className="tree card" aria-label="Inventory">
         <h2>Inventory</h2>
         <ul>
-          {[...t.entries()].map(([p, hosts]) => (
+          {[...t.entries()].map(([p, places]) => (
             <li key={p}>
               <button className="link" onClick={() => set({ provider: p, host: '' })}>
                 {p === 'polyvisor' ? 'Polyvisor hosts' : `Provider ${p}`}
               </button>
-              <ul>
-                {[...hosts.entries()].map(([h, hv]) => (
-                  <li key={h}>
-                    <button className="link" onClick={() => set({ provider: p, host: h })}>
-                      {h}
-                    </button>{' '}
-                    <span className="muted">({hv.length})</span>
-                  </li>
-                ))}
-              </ul>
+              {[...places.entries()].map(([place, hosts]) => (
+                <ul key={place}>
+                  {place && <li className="muted">{place}</li>}
+                  {[...hosts.entries()].map(([h, hv]) => (
+                    <li key={h} className={place ? 'nested' : ''}>
+                      <button className="link" onClick={() => set({ provider: p, host: h })}>
+                        {h}
+                      </button>{' '}
+                      <span className="muted">({hv.length})</span>
+                      <ul>
+                        {hv.slice(0, 50).map((vm) => (
+                          <li key={`${vm.project}/${vm.name}`}>
+                            <Link to={`/vms/${encodeURIComponent(vm.project ?? 'default')}/${encodeURIComponent(vm.name)}`}>{vm.name}</Link>
+                          </li>
+                        ))}
+                        {hv.length > 50 && <li className="muted">and {hv.length - 50} more</li>}
+                      </ul>
+                    </li>
+                  ))}
+                </ul>
+              ))}
             </li>
           ))}
         </ul>
