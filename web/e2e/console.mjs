@@ -85,7 +85,7 @@ try {
 
   step('read the guest on the serial console');
   await tid(page, 'tab-serial').click();
-  await expectText(tid(page, 'serial-terminal'), /polyvisor-tick/, 90_000);
+  await expectText(tid(page, 'serial-terminal'), /POLYVISOR-GUEST-READY[\s\S]*polyvisor-tick/, 90_000);
   await page.screenshot({ path: join(shots, 'serial.png') });
 
   step('connect the graphical console');

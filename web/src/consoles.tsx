@@ -53,24 +53,40 @@ export function SerialConsole({ project, name }: { project: string; name: string
     term.loadAddon(fit);
     term.open(el.current);
     fit.fit();
-    const ws = new WebSocket(wsURL(location, consolePath(project, name, 'serial')), wsProtocols(getToken()));
-    ws.binaryType = 'arraybuffer';
-    ws.onopen = () => {
-      setStatus('connected');
-      term.focus();
-    };
-    ws.onclose = () => setStatus('disconnected');
-    ws.onmessage = (m) => term.write(new Uint8Array(m.data as ArrayBuffer));
+    let ws: WebSocket | undefined;
+    let closed = false;
     const enc = new TextEncoder();
     const sub = term.onData((d) => {
-      if (ws.readyState === WebSocket.OPEN) ws.send(enc.encode(d));
+      if (ws?.readyState === WebSocket.OPEN) ws.send(enc.encode(d));
     });
+    const connect = () => {
+      if (closed) return;
+      ws = new WebSocket(wsURL(location, consolePath(project, name, 'serial')), wsProtocols(getToken()));
+      ws.binaryType = 'arraybuffer';
+      ws.onopen = () => {
+        setStatus('connected');
+        term.focus();
+      };
+      ws.onclose = () => setStatus('disconnected');
+      ws.onmessage = (m) => term.write(new Uint8Array(m.data as ArrayBuffer));
+    };
+    // First what the guest wrote before the tab opened, then the live line.
+    fetch(`/v1/vms/${encodeURIComponent(name)}/console/log?bytes=16384&project=${encodeURIComponent(project)}`, {
+      headers: { Authorization: `Bearer ${getToken()}` },
+    })
+      .then((r) => (r.ok ? r.text() : ''))
+      .then((text) => {
+        if (!closed && text) term.write(text);
+      })
+      .catch(() => {})
+      .finally(connect);
     const onResize = () => fit.fit();
     window.addEventListener('resize', onResize);
     return () => {
+      closed = true;
       window.removeEventListener('resize', onResize);
       sub.dispose();
-      ws.close();
+      ws?.close();
       term.dispose();
     };
   }, [project, name]);
