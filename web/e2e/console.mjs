@@ -119,6 +119,23 @@ try {
     if (await tid(viewer.page, `action-${a}`).count()) throw new Error(`a viewer sees action-${a}`);
   }
   await viewer.page.screenshot({ path: join(shots, 'viewer.png'), fullPage: true });
+
+  step('views are URLs: a bookmarked filter applies on load');
+  await viewer.page.goto(`${base}/vms?state=running`);
+  await tid(viewer.page, 'vm-table').waitFor();
+  await viewer.page.waitForTimeout(500);
+  if (await tid(viewer.page, `vm-row-${keep}`).count()) throw new Error('a stopped vm under ?state=running');
+  await viewer.page.goto(`${base}/vms?state=stopped&q=${keep}`);
+  await tid(viewer.page, `vm-row-${keep}`).waitFor({ timeout: 15_000 });
+  if ((await tid(viewer.page, 'vm-filter-state').inputValue()) !== 'stopped') throw new Error('the state filter does not show the URL');
+
+  step('the theme toggles, by keyboard too');
+  const theme = () => viewer.page.evaluate(() => document.documentElement.dataset.theme);
+  const before = await theme();
+  await tid(viewer.page, 'theme-toggle').focus();
+  await viewer.page.keyboard.press('Enter');
+  if ((await theme()) === before) throw new Error(`theme still ${before}`);
+  await viewer.page.screenshot({ path: join(shots, 'theme.png'), fullPage: true });
   console.log('-- all steps passed');
 } finally {
   await browser.close();
