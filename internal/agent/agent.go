@@ -211,6 +211,15 @@ func (a *Agent) workerFor(ctx context.Context, vm *api.VM) *worker {
 	} else if ok {
 		w.stop() // the name now belongs to another VM
 	}
+	// The same VM under a new key (moved into a project by a server
+	// upgrade) keeps its worker and, with it, its running process.
+	for k, w := range a.workers {
+		if w.uid == vm.UID {
+			delete(a.workers, k)
+			a.workers[key] = w
+			return w
+		}
+	}
 	h := a.handles[vm.UID]
 	delete(a.handles, vm.UID)
 	w := newWorker(a, key, vm.UID, h)
@@ -226,17 +235,35 @@ func (a *Agent) worker(name string) (*worker, bool) {
 	return w, ok
 }
 
-// forget drops the worker of a VM the server no longer has.
+// forget drops the worker of a VM the server no longer has under this
+// key. Its handle, if the VM still exists here, goes back to the recovered
+// handles: the same VM may come back under another key, and one the
+// server no longer knows at all is removed as an orphan.
 func (a *Agent) forget(name string) {
 	a.mu.Lock()
 	w, ok := a.workers[name]
 	if ok {
 		delete(a.workers, name)
+		if h := w.currentHandle(); h != nil {
+			a.handles[w.uid] = h
+		}
 	}
 	a.mu.Unlock()
 	if ok {
 		w.stop()
 	}
+}
+
+// forgetWorker drops a worker, under whatever key it is kept.
+func (a *Agent) forgetWorker(w *worker) {
+	a.mu.Lock()
+	for k, x := range a.workers {
+		if x == w {
+			delete(a.workers, k)
+		}
+	}
+	a.mu.Unlock()
+	w.stop()
 }
 
 // reapOrphans destroys VMs this host still has but the server does not

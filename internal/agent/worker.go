@@ -143,7 +143,7 @@ func (w *worker) converge(ctx context.Context, vm *api.VM) bool {
 			w.fail(ctx, vm, err)
 			return false
 		}
-		w.a.forget(w.name)
+		w.a.forgetWorker(w)
 		return true
 	}
 	if err := w.apply(ctx, vm); err != nil {

@@ -176,6 +176,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	if err := s.migrateToProjects(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if s.audit, err = audit.Open(ctx, filepath.Join(cfg.DataDir, "audit"), cfg.Audit, cfg.Logger.With("component", "audit")); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("opening the audit log: %w", err)
