@@ -95,7 +95,7 @@ type AgentMessage struct {
 type StreamRequest struct {
 	ID      string `json:"id"`
 	VM      string `json:"vm"`
-	Console string `json:"console"` // serial, vnc or log
+	Console string `json:"console"` // serial, vnc, log, or stats (one api.VMStats as JSON)
 	// Bytes bounds a log stream: the agent writes that many bytes of the
 	// recorded serial output, then closes.
 	Bytes int64 `json:"bytes,omitempty"`

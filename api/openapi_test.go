@@ -241,6 +241,7 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"DiskStatus":       reflect.TypeFor[api.DiskStatus](),
 		"VMCreate":         reflect.TypeFor[api.VMCreate](),
 		"VMStop":           reflect.TypeFor[api.VMStop](),
+		"VMStats":          reflect.TypeFor[api.VMStats](),
 		"VMList":           reflect.TypeFor[api.List[api.VM]](),
 		"Host":             reflect.TypeFor[api.Host](),
 		"HostSpec":         reflect.TypeFor[api.HostSpec](),

@@ -198,3 +198,14 @@ const (
 	OpVMSnapshotRevert = "vm.snapshot.revert"
 	OpVMSnapshotDelete = "vm.snapshot.delete"
 )
+
+// VMStats is a sample of what a running VM uses on its host (GET
+// /v1/vms/{name}/stats). CPU time is cumulative: the CPU use between two
+// samples is the difference of their cpuSeconds over the time between them.
+type VMStats struct {
+	Time        time.Time `json:"time"`
+	CPUSeconds  float64   `json:"cpuSeconds"`
+	MemoryBytes int64     `json:"memoryBytes"`
+	VCPUs       int       `json:"vcpus"`
+	MemoryMiB   int64     `json:"memoryMiB"`
+}

@@ -191,3 +191,12 @@ func (c *Client) Console(ctx context.Context, name, kind string) (net.Conn, erro
 	}
 	return conn, nil
 }
+
+// VMStats samples what a running VM uses on its host.
+func (c *Client) VMStats(ctx context.Context, name string) (*api.VMStats, error) {
+	var st api.VMStats
+	if err := c.call(ctx, request{method: http.MethodGet, path: route("/v1/vms/%s/stats", name)}, &st); err != nil {
+		return nil, fmt.Errorf("get stats of VM %q: %w", name, err)
+	}
+	return &st, nil
+}

@@ -97,6 +97,10 @@ func TestVMLifecycle(t *testing.T) {
 	if _, err := io.ReadFull(vnc, banner); err != nil || !strings.HasPrefix(string(banner), "RFB 003.") {
 		t.Fatalf("vnc banner %q: %v", banner, err)
 	}
+	// What the running VM uses, sampled from its QEMU process.
+	if st, err := c.VMStats(ctx, "life"); err != nil || st.CPUSeconds <= 0 || st.MemoryBytes < 10<<20 || st.VCPUs != 1 {
+		t.Errorf("stats of a running vm: %+v %v", st, err)
+	}
 	// The VNC console is still open, and already in the audit log.
 	recs, err := c.ListAudit(ctx, api.AuditQuery{Action: "vm.console", Resource: "vm/life"})
 	if err != nil || len(recs) != 2 || recs[1].Status != 101 || recs[1].Outcome != api.AuditSuccess {

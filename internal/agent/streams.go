@@ -2,9 +2,11 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"time"
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/hypervisor"
@@ -34,6 +36,17 @@ func (a *Agent) pipeConsole(ctx context.Context, conn net.Conn, req api.StreamRe
 	}
 	if h == nil {
 		return fmt.Errorf("vm %q has no console on this host", req.VM)
+	}
+	if req.Console == "stats" {
+		st, ok := a.driver.(hypervisor.Statser)
+		if !ok {
+			return fmt.Errorf("driver %s reports no usage: %w", a.driver.Name(), hypervisor.ErrNotSupported)
+		}
+		sample, err := st.Stats(ctx, h)
+		if err != nil {
+			return err
+		}
+		return json.NewEncoder(conn).Encode(api.VMStats{Time: time.Now().UTC(), CPUSeconds: sample.CPUSeconds, MemoryBytes: sample.MemoryBytes})
 	}
 	cons, ok := a.driver.(hypervisor.Consoler)
 	if !ok {

@@ -51,6 +51,18 @@ type Pauser interface {
 	Resume(ctx context.Context, h *Handle) error
 }
 
+// Statser is implemented by drivers that can tell what a running VM uses.
+type Statser interface {
+	Stats(ctx context.Context, h *Handle) (Stats, error)
+}
+
+// Stats is a sample of a running VM's use of its host: cumulative CPU
+// time (to be differenced between samples) and resident memory.
+type Stats struct {
+	CPUSeconds  float64
+	MemoryBytes int64
+}
+
 // Consoler is implemented by drivers that offer consoles.
 type Consoler interface {
 	// OpenConsole connects to a console ("serial" or "vnc") as a byte stream.
@@ -169,6 +181,9 @@ type DiskFile struct {
 	Format  string `json:"format"`
 	SizeMiB int64  `json:"sizeMiB"`
 }
+
+// ErrNotRunning is returned (wrapped) for what needs a running VM.
+var ErrNotRunning = errors.New("not running")
 
 // ErrNotSupported is returned (wrapped) for an action a driver cannot do.
 var ErrNotSupported = errors.New("not supported by this driver")

@@ -46,6 +46,7 @@ var policy = map[string]string{
 	"GET /v1/vms":                                     "viewer",
 	"GET /v1/vms/{name}":                              "viewer",
 	"GET /v1/vms/{name}/snapshots":                    "viewer",
+	"GET /v1/vms/{name}/stats":                        "viewer",
 	"POST /v1/vms/{name}/start":                       "operator",
 	"POST /v1/vms/{name}/stop":                        "operator",
 	"POST /v1/vms/{name}/restart":                     "operator",

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -282,4 +283,34 @@ func (s *Server) vmConsoleLog(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = w.Write(data)
+}
+
+// vmStats samples what a running VM uses, from its host's driver.
+func (s *Server) vmStats(w http.ResponseWriter, r *http.Request) {
+	vm, ok := s.vmOf(w, r)
+	if !ok {
+		return
+	}
+	if vm.Spec.Provider != nil {
+		s.writeError(w, r, api.Unprocessable("provider %q reports no usage of its vms here", vm.Spec.Provider.Name))
+		return
+	}
+	if vm.Status.PowerState != api.PowerRunning && vm.Status.PowerState != api.PowerPaused {
+		s.writeError(w, r, api.Conflict("vm %q is %s: usage is sampled while it runs", vm.Name, vm.Status.PowerState))
+		return
+	}
+	conn, release, err := s.streams.open(r.Context(), vm.Spec.Host, api.StreamRequest{VM: vm.Key(), Console: "stats"})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer release()
+	_ = conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	var st api.VMStats
+	if err := json.NewDecoder(io.LimitReader(conn, 4096)).Decode(&st); err != nil {
+		s.writeError(w, r, &api.Error{Code: api.CodeUnavailable, Message: "sampling vm " + strconv.Quote(vm.Name) + " on host " + strconv.Quote(vm.Spec.Host) + " failed"})
+		return
+	}
+	st.VCPUs, st.MemoryMiB = vm.Spec.VCPUs, vm.Spec.MemoryMiB
+	writeJSON(w, http.StatusOK, st)
 }

@@ -33,6 +33,7 @@ func (s *Server) vmRoutes() []route {
 		{method: "GET", path: "/v1/vms/{name}/console", rule: auth.In(auth.PermVMConsole), handler: s.vmConsole},
 		{method: "GET", path: "/v1/vms/{name}/console/log", rule: auth.In(auth.PermVMConsole), handler: s.vmConsoleLog},
 		{method: "PUT", path: "/v1/vms/{name}/lease", rule: auth.In(auth.PermVMUpdate), handler: s.setLease},
+		{method: "GET", path: "/v1/vms/{name}/stats", rule: auth.In(auth.PermVMRead), handler: s.vmStats},
 	}
 }
 

@@ -81,6 +81,9 @@ try {
   step('watch it reach running');
   await page.waitForURL(new RegExp(`/vms/${project}/${vmName}`), { timeout: 30_000 });
   await expectText(tid(page, 'vm-state'), 'running', 180_000);
+  step('see its CPU and memory as sampled from its QEMU process');
+  await expectText(tid(page, 'spark-mem'), /Memory: \d+ MiB/, 30_000);
+  await expectText(tid(page, 'spark-cpu'), /CPU: [\d.]+ %/, 30_000);
   await page.screenshot({ path: join(shots, 'vm.png'), fullPage: true });
 
   step('read the guest on the serial console');

@@ -20,6 +20,9 @@ const clockTicks = 100
 type procStat struct {
 	State byte   // field 3: R, S, D, Z, ...
 	Start uint64 // field 22: start time in clock ticks since boot
+	// UTime and STime are the CPU time spent in user and kernel mode, in
+	// clock ticks.
+	UTime, STime uint64
 }
 
 // readProcStat parses /proc/<pid>/stat. The command name (field 2) may hold
@@ -46,7 +49,12 @@ func parseProcStat(b []byte) (procStat, error) {
 	if err != nil {
 		return procStat{}, fmt.Errorf("parsing process start time: %w", err)
 	}
-	return procStat{State: f[0][0], Start: start}, nil
+	utime, err1 := strconv.ParseUint(f[11], 10, 64)
+	stime, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return procStat{}, errors.New("parsing process cpu times")
+	}
+	return procStat{State: f[0][0], Start: start, UTime: utime, STime: stime}, nil
 }
 
 // processAlive reports whether pid is a live (not zombie) process that

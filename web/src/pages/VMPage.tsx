@@ -7,6 +7,7 @@ import { Confirm, ErrorBox, State, ago } from '../ui';
 import { leaseText } from '../lib/lease';
 import { SerialConsole, VNCConsole } from '../consoles';
 import { Snapshots } from './Snapshots';
+import { Usage } from './Usage';
 
 type Act = 'start' | 'stop' | 'restart' | 'pause' | 'resume' | 'delete';
 const confirmNeeded: Act[] = ['stop', 'restart', 'delete'];
@@ -99,7 +100,12 @@ export function VMPage({ project, name }: { project: string; name: string }) {
         ))}
       </div>
       <div role="tabpanel" className="card">
-        {tab === 'summary' && <Summary vm={vm} />}
+        {tab === 'summary' && (
+          <>
+            <Usage project={project} name={name} running={vm.status.powerState === 'running'} />
+            <Summary vm={vm} />
+          </>
+        )}
         {tab === 'console' && (s.can('console', project) ? <VNCConsole project={project} name={name} /> : <p>Your role cannot open consoles here.</p>)}
         {tab === 'serial' && (s.can('console', project) ? <SerialConsole project={project} name={name} /> : <p>Your role cannot open consoles here.</p>)}
         {tab === 'snapshots' && <Snapshots project={project} name={name} canEdit={s.can('update', project)} />}
