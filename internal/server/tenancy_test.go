@@ -199,6 +199,9 @@ func TestTokens(t *testing.T) {
 	if _, err := nc.CreateToken(ctx, api.TokenCreate{Name: "escalate"}); statusOfErr(err) != http.StatusForbidden {
 		t.Errorf("narrowed token making a token: %v, want 403", err)
 	}
+	if err := nc.RevokeToken(ctx, short.ID); statusOfErr(err) != http.StatusForbidden {
+		t.Errorf("narrowed token revoking its user's other token: %v, want 403", err)
+	}
 	// A superadmin's token narrowed to pa is no superadmin.
 	sn, err := e.super.CreateToken(ctx, api.TokenCreate{Name: "pa-op", Project: "pa", Role: api.RoleOperator})
 	if err != nil {

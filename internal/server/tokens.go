@@ -111,9 +111,14 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 // Someone else's token does not exist for the caller.
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	me := auth.FromContext(r.Context())
 	t, ok := s.tokens.Get(id)
-	if !ok || !ownToken(auth.FromContext(r.Context()), t) {
+	if !ok || !ownToken(me, t) {
 		s.writeError(w, r, api.NotFound("token", id))
+		return
+	}
+	if (me.Project != "" || me.Role != "") && id != me.TokenID {
+		s.writeError(w, r, &api.Error{Code: api.CodeForbidden, Message: "a narrowed token can revoke only itself"})
 		return
 	}
 	if err := s.tokens.Delete(r.Context(), id, t.Version); err != nil {
