@@ -122,6 +122,11 @@ func (s *Server) updateProject(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	// Like the quota, the lease policy binds the project's own admins.
+	if (req.MaxLeaseSeconds != nil || req.LeaseGraceSeconds != nil) && !auth.FromContext(r.Context()).IsSuperadmin() {
+		s.writeError(w, r, &api.Error{Code: api.CodeForbidden, Message: "only a superadmin changes a project's lease settings"})
+		return
+	}
 	p, err := s.changeProject(r, func(p *api.Project) error {
 		if req.Description != nil {
 			p.Spec.Description = *req.Description

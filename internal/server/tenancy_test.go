@@ -422,3 +422,31 @@ func TestRateLimit(t *testing.T) {
 		t.Errorf("another user: %d, want 200", status)
 	}
 }
+
+// TestProjectAdminBounds: a project admin edits its project and members,
+// but not the quota or lease policy set for it.
+func TestProjectAdminBounds(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	admin := e.as(api.RoleAdmin, "pa")
+	desc := "the web team"
+	if p, err := admin.UpdateProject(ctx, "pa", api.ProjectUpdate{Description: &desc}); err != nil || p.Spec.Description != desc {
+		t.Errorf("admin describing its project: %+v %v", p, err)
+	}
+	long := int64(10 * 365 * 24 * 3600)
+	if _, err := admin.UpdateProject(ctx, "pa", api.ProjectUpdate{MaxLeaseSeconds: &long}); statusOfErr(err) != http.StatusForbidden {
+		t.Errorf("admin lifting its lease maximum: %v, want 403", err)
+	}
+	if _, err := admin.SetQuota(ctx, "pa", api.Quota{}); statusOfErr(err) != http.StatusForbidden {
+		t.Errorf("admin setting its quota: %v, want 403", err)
+	}
+	if err := admin.SetMember(ctx, "pa", "nobody", api.RoleViewer); err != nil {
+		t.Errorf("admin adding a member: %v", err)
+	}
+	if err := admin.SetMember(ctx, "pb", "nobody", api.RoleViewer); statusOfErr(err) != http.StatusNotFound {
+		t.Errorf("admin of pa adding a member to pb: %v, want 404", err)
+	}
+	if _, err := e.super.UpdateProject(ctx, "pa", api.ProjectUpdate{MaxLeaseSeconds: &long}); err != nil {
+		t.Errorf("superadmin setting the lease maximum: %v", err)
+	}
+}
