@@ -1,8 +1,11 @@
 // Drives the web console in Debian's Chromium against a real server with
-// a real VM: log in, create a VM through the wizard (an invalid name first,
-// to see the API's error beside its field), watch it run, read its serial
-// console, connect its graphical console, stop and delete it; then check
-// that a viewer sees no mutating controls. Screenshots go to PV_SHOTS.
+// a real VM: a wrong password is refused, log in, create a VM through the
+// wizard (an invalid name first, to see the API's error beside its field),
+// follow its create operation, watch it run, read its serial console,
+// connect its graphical console, stop it (Escape cancelling the first
+// confirmation), delete it and find that on the operations page; then check
+// that a viewer sees no mutating controls and no console. Screenshots go
+// to PV_SHOTS.
 //
 // Environment: PV_URL, PV_USER, PV_PASSWORD, PV_VIEWER, PV_VIEWER_PASSWORD,
 // PV_PROJECT, PV_DISK, PV_KERNEL, PV_INITRD, PV_KEEP_VM, PV_SHOTS,
@@ -56,6 +59,19 @@ const browser = await chromium.launch({
     '--disable-component-update', '--disable-sync'],
 });
 try {
+  step('a wrong password is refused on the login page');
+  {
+    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    const page = await context.newPage();
+    await page.goto(`${base}/vms?state=running`);
+    await page.waitForURL(/\/login\?next=/, { timeout: 15_000 });
+    await tid(page, 'login-user').fill(env('PV_USER'));
+    await tid(page, 'login-password').fill('not-the-password');
+    await tid(page, 'login-submit').click();
+    await tid(page, 'login-error').waitFor({ timeout: 15_000 });
+    await context.close();
+  }
+
   step('log in and see the dashboard');
   const { page } = await login(browser, env('PV_USER'), env('PV_PASSWORD'));
   await tid(page, 'host-card').first().waitFor({ timeout: 30_000 });
@@ -80,6 +96,7 @@ try {
 
   step('watch it reach running');
   await page.waitForURL(new RegExp(`/vms/${project}/${vmName}`), { timeout: 30_000 });
+  await expectText(tid(page, 'op-status'), /vm\.create/, 15_000);
   await expectText(tid(page, 'vm-state'), 'running', 180_000);
   step('see its CPU and memory as sampled from its QEMU process');
   await expectText(tid(page, 'spark-mem'), /Memory: \d+ MiB/, 30_000);
@@ -101,6 +118,11 @@ try {
   step('stop it');
   await tid(page, 'tab-summary').click();
   await tid(page, 'action-stop').click();
+  await tid(page, 'confirm-ok').waitFor();
+  await page.keyboard.press('Escape');
+  await tid(page, 'confirm-ok').waitFor({ state: 'detached', timeout: 5_000 });
+  if ((await tid(page, 'vm-state').textContent()) !== 'running') throw new Error('Escape did not cancel the stop');
+  await tid(page, 'action-stop').click();
   await tid(page, 'confirm-ok').click();
   await expectText(tid(page, 'vm-state'), 'stopped', 180_000);
 
@@ -109,6 +131,11 @@ try {
   await tid(page, 'confirm-ok').click();
   await tid(page, 'vm-table').waitFor({ timeout: 60_000 });
   await tid(page, `vm-row-${vmName}`).waitFor({ state: 'detached', timeout: 120_000 });
+
+  step('the operations page lists what was done');
+  await tid(page, 'nav-operations').click();
+  await expectText(tid(page, 'ops-table'), new RegExp(`vm\\.delete[\\s\\S]*${vmName}`), 15_000);
+  if (await tid(page, 'nav-audit').count()) throw new Error('a member sees the audit link');
 
   step('a viewer sees no mutating controls');
   const viewer = await login(browser, env('PV_VIEWER'), env('PV_VIEWER_PASSWORD'));
@@ -121,6 +148,10 @@ try {
   for (const a of ['start', 'stop', 'restart', 'pause', 'resume', 'delete']) {
     if (await tid(viewer.page, `action-${a}`).count()) throw new Error(`a viewer sees action-${a}`);
   }
+  await tid(viewer.page, 'tab-serial').click();
+  await viewer.page.waitForTimeout(500);
+  if (await tid(viewer.page, 'serial-terminal').count()) throw new Error('a viewer gets a serial console');
+  await tid(viewer.page, 'tab-summary').click();
   await viewer.page.screenshot({ path: join(shots, 'viewer.png'), fullPage: true });
 
   step('views are URLs: a bookmarked filter applies on load');

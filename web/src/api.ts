@@ -2,6 +2,8 @@
 // the one error shape, paged lists and the event stream.
 import { APIError } from './lib/errors';
 import { LineSplitter } from './lib/ndjson';
+export type * from './types';
+import type { Event } from './types';
 
 const tokenKey = 'polyvisor.token';
 
@@ -15,17 +17,22 @@ export function setToken(t: string) {
 }
 
 // onUnauthorized is called when the API refuses the token.
-export let onUnauthorized: () => void = () => {};
+let onUnauthorized: () => void = () => {};
 export function setOnUnauthorized(f: () => void) {
   onUnauthorized = f;
 }
 
-export async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
-  const headers: Record<string, string> = { Accept: 'application/json' };
+function authHeaders(accept: string): Record<string, string> {
+  const h: Record<string, string> = { Accept: accept };
   const t = getToken();
-  if (t) headers.Authorization = `Bearer ${t}`;
+  if (t) h.Authorization = `Bearer ${t}`;
+  return h;
+}
+
+export async function call<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+  const headers = authHeaders('application/json');
   if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
   if (resp.status === 204) return undefined as T;
   const text = await resp.text();
   let data: unknown;
@@ -36,11 +43,12 @@ export async function call<T>(method: string, path: string, body?: unknown): Pro
   }
   if (!resp.ok) {
     const e = (data as { error?: { code: string; message: string } } | undefined)?.error ?? {
-      code: 'http_' + resp.status,
-      message: text || resp.statusText,
+      code: `http_${resp.status}`,
+      message: text.trim() || resp.statusText || `HTTP ${resp.status}`,
     };
-    if (resp.status === 401 && !path.startsWith('/v1/login')) onUnauthorized();
-    throw new APIError(resp.status, e);
+    if (resp.status === 401 && path !== '/v1/login') onUnauthorized();
+    const ra = Number(resp.headers.get('Retry-After') ?? '');
+    throw new APIError(resp.status, e, Number.isFinite(ra) && ra > 0 ? ra : undefined);
   }
   return data as T;
 }
@@ -53,136 +61,57 @@ export function q(params: Record<string, string | number | boolean | undefined>)
 }
 
 // listAll follows continue tokens to the end.
-export async function listAll<T>(path: string, params: Record<string, string | boolean | undefined> = {}): Promise<T[]> {
+export async function listAll<T>(path: string, params: Record<string, string | boolean | undefined> = {}, signal?: AbortSignal): Promise<T[]> {
   const out: T[] = [];
   let cont = '';
   for (;;) {
-    const page = await call<{ items: T[]; continue?: string }>('GET', path + q({ ...params, limit: '1000', continue: cont }));
+    const page = await call<{ items: T[] | null; continue?: string }>('GET', path + q({ ...params, limit: '1000', continue: cont }), undefined, signal);
     out.push(...(page.items ?? []));
     if (!page.continue || page.continue === cont) return out;
     cont = page.continue;
   }
 }
 
-export interface Meta {
-  name: string;
-  project?: string;
-  uid: string;
-  labels?: Record<string, string>;
-  version: number;
-  createdAt: string;
-}
-
-export interface VM extends Meta {
-  spec: {
-    host: string;
-    vcpus: number;
-    memoryMiB: number;
-    powerState: string;
-    disks?: { name: string; image?: string; sizeMiB?: number }[];
-    nics?: { network: string; mac?: string }[];
-    boot?: { kernel?: string; initrd?: string; cmdline?: string };
-    provider?: { name: string; id?: string };
-    lease?: { expiresAt: string; deleteAt: string; stoppedAt?: string };
-    deletion?: unknown;
-  };
-  status: { powerState: string; ips?: string[]; pid?: number; reason?: string; driver?: string; startedAt?: string; error?: { message: string } };
-}
-
-export interface Host extends Meta {
-  provider?: { name: string };
-  status: { state: string; cpus: number; memoryMiB: number; accel: string; allocated: { vcpus: number; memoryMiB: number; vms: number } };
-}
-
-export interface Operation {
-  id: string;
-  kind: string;
-  target: { kind: string; name: string; project?: string };
-  status: string;
-  progress: number;
-  message?: string;
-  error?: { message: string };
-  createdAt: string;
-  finishedAt?: string;
-}
-
-export interface Image extends Meta {
-  kind: string;
-  state: string;
-  public?: boolean;
-  virtualSizeBytes?: number;
-}
-
-export interface Provider extends Meta {
-  spec: { type: string };
-  status: { state: string; message?: string };
-}
-
-export interface WhoAmI {
-  kind: string;
-  name: string;
-  superadmin?: boolean;
-  roles?: Record<string, string>;
-}
-
-export interface Project extends Meta {
-  spec: { description?: string };
-}
-
-export interface AuditRecord {
-  id: string;
-  time: string;
-  actor: { kind: string; name?: string; token?: string };
-  remote?: string;
-  requestId?: string;
-  method?: string;
-  path?: string;
-  action: string;
-  project?: string;
-  resource?: { kind: string; name: string };
-  operationId?: string;
-  outcome: string;
-  status?: number;
-  message?: string;
-}
-
-export interface Event {
-  type: string;
-  action: string;
-  object: { kind: string; name: string; project?: string };
-  vm?: VM;
-  host?: Host;
-  operation?: Operation;
-  provider?: Provider;
+// scope is ?project= for one project, or ?all-projects=true.
+export function scope(project: string, all = false): Record<string, string | boolean> {
+  return all ? { 'all-projects': true } : { project };
 }
 
 // streamEvents follows /v1/events until the signal aborts, reconnecting
-// with backoff.
-export async function streamEvents(signal: AbortSignal, onEvent: (e: Event) => void) {
+// with backoff; onOpen tells each (re)connection, so views can reload what
+// they may have missed while the stream was down.
+export async function streamEvents(signal: AbortSignal, onEvent: (e: Event) => void, onOpen: (n: number) => void) {
   let delay = 500;
+  let opened = 0;
   while (!signal.aborted) {
     try {
-      const resp = await fetch('/v1/events?types=vm,host,operation,provider', {
-        headers: { Authorization: `Bearer ${getToken()}` },
-        signal,
-      });
+      const resp = await fetch('/v1/events?types=vm,host,operation,provider', { headers: authHeaders('application/x-ndjson'), signal });
       if (resp.status === 401) {
         onUnauthorized();
         return;
       }
-      if (!resp.ok || !resp.body) throw new Error(`events: ${resp.status}`);
+      if (!resp.ok || !resp.body) throw new Error(`events: HTTP ${resp.status}`);
       delay = 500;
+      onOpen(opened++);
       const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
       const split = new LineSplitter();
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
-        for (const line of split.push(value)) onEvent(JSON.parse(line) as Event);
+        for (const line of split.push(value)) {
+          let e: Event;
+          try {
+            e = JSON.parse(line) as Event;
+          } catch {
+            continue;
+          }
+          onEvent(e);
+        }
       }
     } catch {
       if (signal.aborted) return;
     }
-    await new Promise((r) => setTimeout(r, delay));
+    await new Promise((r) => setTimeout(r, delay + Math.random() * 250));
     delay = Math.min(delay * 2, 15000);
   }
 }

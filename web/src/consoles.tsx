@@ -6,49 +6,77 @@ import { Terminal } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
 import '@xterm/xterm/css/xterm.css';
 import { getToken } from './api';
-import { wsProtocols, wsURL } from './lib/wsproto';
+import { consolePath, wsProtocols, wsURL } from './lib/wsproto';
 
-function consolePath(project: string, name: string, type: string): string {
-  return `/v1/vms/${encodeURIComponent(name)}/console?type=${type}&project=${encodeURIComponent(project)}`;
-}
+type Status = 'connecting' | 'connected' | 'disconnected';
 
-export function VNCConsole({ project, name }: { project: string; name: string }) {
+function VNCConsole({ project, name }: { project: string; name: string }) {
   const el = useRef<HTMLDivElement>(null);
   const rfb = useRef<RFB | null>(null);
-  const [status, setStatus] = useState('connecting');
+  const [status, setStatus] = useState<Status>('connecting');
+  const [why, setWhy] = useState('');
+  const [attempt, setAttempt] = useState(0);
   useEffect(() => {
     if (!el.current) return;
-    const r = new RFB(el.current, wsURL(location, consolePath(project, name, 'vnc')), { wsProtocols: wsProtocols(getToken()) });
+    setStatus('connecting');
+    setWhy('');
+    let r: RFB;
+    try {
+      r = new RFB(el.current, wsURL(location, consolePath(project, name, 'vnc')), { wsProtocols: wsProtocols(getToken()) });
+    } catch (e) {
+      setStatus('disconnected');
+      setWhy(String(e));
+      return;
+    }
     r.scaleViewport = true;
+    r.background = 'transparent';
     r.addEventListener('connect', () => setStatus('connected'));
-    r.addEventListener('disconnect', () => setStatus('disconnected'));
+    r.addEventListener('disconnect', (e) => {
+      setStatus('disconnected');
+      if (!(e as CustomEvent<{ clean: boolean }>).detail?.clean) setWhy('the connection was lost or refused (is the VM running?)');
+    });
+    r.addEventListener('securityfailure', (e) => setWhy((e as CustomEvent<{ reason?: string }>).detail?.reason ?? 'security failure'));
     rfb.current = r;
     return () => {
       r.disconnect();
       rfb.current = null;
     };
-  }, [project, name]);
+  }, [project, name, attempt]);
   return (
     <div>
       <div className="row">
-        <span>
+        <span role="status">
           Screen: <strong data-testid="vnc-status">{status}</strong>
+          {why && <span className="muted"> · {why}</span>}
         </span>
-        <button onClick={() => rfb.current?.sendCtrlAltDel()} disabled={status !== 'connected'}>
+        <div className="spacer" />
+        <button type="button" data-testid="vnc-ctrl-alt-del" onClick={() => rfb.current?.sendCtrlAltDel()} disabled={status !== 'connected'}>
           Send Ctrl-Alt-Del
         </button>
+        <button type="button" data-testid="vnc-reconnect" onClick={() => setAttempt((n) => n + 1)} disabled={status === 'connecting'}>
+          {status === 'connected' ? 'Reconnect' : 'Connect'}
+        </button>
       </div>
-      <div className="vnc" data-testid="vnc-screen" ref={el} />
+      <div className="vnc" data-testid="vnc-screen" ref={el} aria-label={`Screen of ${name}`} />
+      <p className="muted small">Click the screen to type into it; keys go to the VM until you click elsewhere.</p>
     </div>
   );
 }
 
-export function SerialConsole({ project, name }: { project: string; name: string }) {
+function SerialConsole({ project, name }: { project: string; name: string }) {
   const el = useRef<HTMLDivElement>(null);
-  const [status, setStatus] = useState('connecting');
+  const [status, setStatus] = useState<Status>('connecting');
+  const [attempt, setAttempt] = useState(0);
   useEffect(() => {
     if (!el.current) return;
-    const term = new Terminal({ convertEol: true, fontSize: 13, scrollback: 5000 });
+    setStatus('connecting');
+    const dark = document.documentElement.dataset.theme === 'dark';
+    const term = new Terminal({
+      convertEol: true,
+      fontSize: 13,
+      scrollback: 5000,
+      theme: dark ? { background: '#0b0d10' } : { background: '#111418' },
+    });
     const fit = new FitAddon();
     term.loadAddon(fit);
     term.open(el.current);
@@ -59,43 +87,70 @@ export function SerialConsole({ project, name }: { project: string; name: string
     const sub = term.onData((d) => {
       if (ws?.readyState === WebSocket.OPEN) ws.send(enc.encode(d));
     });
+    const sub2 = term.onBinary((d) => {
+      if (ws?.readyState === WebSocket.OPEN) ws.send(Uint8Array.from(d, (c) => c.charCodeAt(0) & 0xff));
+    });
     const connect = () => {
       if (closed) return;
-      ws = new WebSocket(wsURL(location, consolePath(project, name, 'serial')), wsProtocols(getToken()));
+      try {
+        ws = new WebSocket(wsURL(location, consolePath(project, name, 'serial')), wsProtocols(getToken()));
+      } catch {
+        setStatus('disconnected');
+        return;
+      }
       ws.binaryType = 'arraybuffer';
       ws.onopen = () => {
         setStatus('connected');
         term.focus();
       };
-      ws.onclose = () => setStatus('disconnected');
-      ws.onmessage = (m) => term.write(new Uint8Array(m.data as ArrayBuffer));
+      ws.onclose = () => {
+        if (!closed) setStatus('disconnected');
+      };
+      ws.onmessage = (m) => term.write(typeof m.data === 'string' ? m.data : new Uint8Array(m.data as ArrayBuffer));
     };
     // First what the guest wrote before the tab opened, then the live line.
     fetch(`/v1/vms/${encodeURIComponent(name)}/console/log?bytes=16384&project=${encodeURIComponent(project)}`, {
       headers: { Authorization: `Bearer ${getToken()}` },
     })
-      .then((r) => (r.ok ? r.text() : ''))
-      .then((text) => {
-        if (!closed && text) term.write(text);
+      .then((r) => (r.ok ? r.arrayBuffer() : undefined))
+      .then((buf) => {
+        if (!closed && buf && buf.byteLength) term.write(new Uint8Array(buf));
       })
       .catch(() => {})
       .finally(connect);
-    const onResize = () => fit.fit();
-    window.addEventListener('resize', onResize);
+    const ro = new ResizeObserver(() => {
+      try {
+        fit.fit();
+      } catch {
+        // not laid out yet
+      }
+    });
+    ro.observe(el.current);
     return () => {
       closed = true;
-      window.removeEventListener('resize', onResize);
+      ro.disconnect();
       sub.dispose();
+      sub2.dispose();
       ws?.close();
       term.dispose();
     };
-  }, [project, name]);
+  }, [project, name, attempt]);
   return (
     <div>
-      <p>
-        Serial line: <strong>{status}</strong>
-      </p>
-      <div className="serial" data-testid="serial-terminal" ref={el} />
+      <div className="row">
+        <span role="status">
+          Serial line: <strong data-testid="serial-status">{status}</strong>
+        </span>
+        <div className="spacer" />
+        <button type="button" data-testid="serial-reconnect" onClick={() => setAttempt((n) => n + 1)} disabled={status === 'connecting'}>
+          {status === 'connected' ? 'Reconnect' : 'Connect'}
+        </button>
+      </div>
+      <div className="serial" data-testid="serial-terminal" ref={el} aria-label={`Serial console of ${name}`} />
     </div>
   );
+}
+
+export default function Consoles({ kind, project, name }: { kind: 'vnc' | 'serial'; project: string; name: string }) {
+  return kind === 'vnc' ? <VNCConsole project={project} name={name} /> : <SerialConsole project={project} name={name} />;
 }

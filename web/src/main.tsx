@@ -1,93 +1,89 @@
-import { StrictMode, useEffect, useState } from 'react';
+import { StrictMode, lazy, Suspense, useEffect } from 'react';
 import { createRoot } from 'react-dom/client';
 import './styles.css';
 import { SessionProvider, useSession } from './session';
 import { Link, useLocation } from './router';
+import { applyTheme } from './theme';
+import { TopBar } from './TopBar';
+import { ErrorBox } from './ui';
 import { Login } from './pages/Login';
 import { Dashboard } from './pages/Dashboard';
 import { VMs } from './pages/VMs';
-import { VMPage } from './pages/VMPage';
 import { CreateVM } from './pages/CreateVM';
 import { Operations } from './pages/Operations';
 import { Audit } from './pages/Audit';
 
-function useTheme(): [string, () => void] {
-  const initial = localStorage.getItem('polyvisor.theme') ?? (matchMedia('(prefers-color-scheme: dark)').matches ? 'dark' : 'light');
-  const [theme, setTheme] = useState(initial);
-  useEffect(() => {
-    document.documentElement.dataset.theme = theme;
-    localStorage.setItem('polyvisor.theme', theme);
-  }, [theme]);
-  return [theme, () => setTheme(theme === 'dark' ? 'light' : 'dark')];
-}
+// The VM page carries the consoles (noVNC, xterm.js): loaded when needed.
+const VMPage = lazy(() => import('./pages/VMPage'));
 
-function TopBar() {
-  const s = useSession();
-  const [theme, toggle] = useTheme();
-  const { path } = useLocation();
-  const nav = (to: string, id: string, label: string) => (
-    <Link to={to} data-testid={id} aria-current={path === to ? 'page' : undefined}>
-      {label}
-    </Link>
-  );
+function Page({ path }: { path: string }) {
+  const vm = path.match(/^\/vms\/([^/]+)\/([^/]+)\/?$/);
+  if (vm) return <VMPage project={decodeURIComponent(vm[1])} name={decodeURIComponent(vm[2])} />;
+  switch (path.replace(/\/$/, '') || '/') {
+    case '/':
+      return <Dashboard />;
+    case '/vms':
+      return <VMs />;
+    case '/create':
+      return <CreateVM />;
+    case '/operations':
+      return <Operations />;
+    case '/audit':
+      return <Audit />;
+  }
   return (
-    <header className="top">
-      <Link to="/" className="brand">
-        Polyvisor
-      </Link>
-      <nav aria-label="Main">
-        {nav('/', 'nav-dashboard', 'Dashboard')}
-        {nav('/vms', 'nav-vms', 'VMs')}
-        {nav('/operations', 'nav-operations', 'Operations')}
-        {s.can('audit') && nav('/audit', 'nav-audit', 'Audit')}
-      </nav>
-      <div className="spacer" />
-      <label className="inline">
-        Project{' '}
-        <select data-testid="project-switcher" value={s.project} onChange={(e) => s.setProject(e.target.value)}>
-          {s.projects.map((p) => (
-            <option key={p} value={p}>
-              {p} {s.me?.roles?.[p] ? `(${s.me.roles[p]})` : ''}
-            </option>
-          ))}
-        </select>
-      </label>
-      <button data-testid="theme-toggle" onClick={toggle} aria-label={`Switch to ${theme === 'dark' ? 'light' : 'dark'} theme`}>
-        {theme === 'dark' ? '☀' : '☾'}
-      </button>
-      <span className="who">{s.me?.name}</span>
-      <button data-testid="logout" onClick={() => void s.signOut()}>
-        Sign out
-      </button>
-    </header>
+    <div className="card">
+      <h1>Not found</h1>
+      <p>
+        There is no page at <code>{path}</code>. <Link to="/">Back to the dashboard</Link>
+      </p>
+    </div>
   );
 }
 
-function Routes() {
-  const { path } = useLocation();
+function App() {
+  const { path, search } = useLocation();
   const s = useSession();
+  // ?project= in a bookmarked URL selects that project.
+  const wanted = new URLSearchParams(search).get('project');
+  useEffect(() => {
+    if (wanted && s.me && wanted !== s.project && s.projects.includes(wanted)) s.setProject(wanted);
+  }, [wanted, s.me, s.project, s.projects, s]);
+
   if (path === '/login') return <Login />;
-  if (!s.me) return <main className="loading">Loading…</main>;
-  let page;
-  const vm = path.match(/^\/vms\/([^/]+)\/([^/]+)$/);
-  if (vm) page = <VMPage project={decodeURIComponent(vm[1])} name={decodeURIComponent(vm[2])} />;
-  else if (path === '/vms') page = <VMs />;
-  else if (path === '/create') page = <CreateVM />;
-  else if (path === '/operations') page = <Operations />;
-  else if (path === '/audit') page = <Audit />;
-  else page = <Dashboard />;
+  if (!s.me) {
+    return (
+      <main className="loading" id="main">
+        {s.loadError ? (
+          <>
+            <ErrorBox err={s.loadError} />
+            <button type="button" onClick={s.reload}>
+              Try again
+            </button>
+          </>
+        ) : (
+          'Loading…'
+        )}
+      </main>
+    );
+  }
   return (
     <>
       <TopBar />
-      <main>{page}</main>
+      <main id="main" tabIndex={-1}>
+        <Suspense fallback={<p className="muted">Loading…</p>}>
+          <Page path={path} />
+        </Suspense>
+      </main>
     </>
   );
 }
 
+applyTheme();
 createRoot(document.getElementById('root')!).render(
   <StrictMode>
     <SessionProvider>
-      <Routes />
+      <App />
     </SessionProvider>
   </StrictMode>,
 );

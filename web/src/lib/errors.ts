@@ -10,41 +10,82 @@ export class APIError extends Error {
   constructor(
     public status: number,
     public body: APIErrorBody,
+    public retryAfter?: number,
   ) {
-    super(body.message);
+    super(describe(status, body, retryAfter));
   }
   get field(): string | undefined {
     return this.body.field;
   }
+  get code(): string {
+    return this.body.code;
+  }
 }
 
-// fieldId turns an API field path ("disks[0].image") into the id of the
-// inline error beside its input ("disks-0-image").
+function describe(status: number, body: APIErrorBody, retryAfter?: number): string {
+  let m = body.message || `HTTP ${status}`;
+  if (status === 429 && retryAfter) m += ` (try again in ${retryAfter}s)`;
+  return m;
+}
+
+// fieldId turns an API field path ("disks[0].image") into the suffix of
+// the inline error's test id ("disks-0-image").
 export function fieldId(field: string): string {
   return field.replace(/\[(\d+)\]/g, '-$1').replace(/\./g, '-');
 }
 
-// The wizard's inputs, by the API field they fill.
-const wizardFields: Record<string, string> = {
+// The create wizard's inputs ("slots"), and which API fields each one
+// answers for. Only one disk and one NIC are made by the wizard, so an
+// error about any of them is shown at its one input.
+export type Slot = 'name' | 'vcpus' | 'memoryMiB' | 'image' | 'network' | 'userData' | 'host' | 'kernel' | 'initrd' | 'cmdline' | 'labels' | 'lease' | 'start';
+
+const exact: Record<string, Slot> = {
   name: 'name',
   vcpus: 'vcpus',
   memoryMiB: 'memoryMiB',
-  'disks-0-image': 'disks-0-image',
-  'disks-0': 'disks-0-image',
-  disks: 'disks-0-image',
-  'boot-kernel': 'boot-kernel',
-  'boot-initrd': 'boot-initrd',
-  'boot-cmdline': 'boot-cmdline',
-  'cloudInit-userData': 'cloudInit-userData',
-  cloudInit: 'cloudInit-userData',
+  disks: 'image',
+  nics: 'network',
   host: 'host',
-  'nics-0-network': 'nics-0-network',
-  leaseSeconds: 'leaseSeconds',
+  'boot.kernel': 'kernel',
+  'boot.initrd': 'initrd',
+  'boot.cmdline': 'cmdline',
+  boot: 'kernel',
+  cloudInit: 'userData',
+  labels: 'labels',
+  leaseSeconds: 'lease',
+  powerState: 'start',
 };
 
-// formField says which wizard field an error belongs to, or undefined for
-// an error shown at the top of the form.
-export function formField(err: unknown): string | undefined {
+const prefixes: [RegExp, Slot][] = [
+  [/^disks\[\d+\]/, 'image'],
+  [/^nics\[\d+\]/, 'network'],
+  [/^cloudInit\./, 'userData'],
+  [/^labels\./, 'labels'],
+];
+
+export function wizardSlot(field: string): Slot | undefined {
+  if (exact[field]) return exact[field];
+  for (const [re, slot] of prefixes) if (re.test(field)) return slot;
+  return undefined;
+}
+
+export interface FieldError {
+  slot: Slot;
+  testId: string; // data-testid of the inline message: "error-" + fieldId
+  message: string;
+}
+
+// fieldError places an API error beside a wizard input, or gives
+// undefined when it belongs in the form's general error box.
+export function fieldError(err: unknown): FieldError | undefined {
   if (!(err instanceof APIError) || !err.field) return undefined;
-  return wizardFields[fieldId(err.field)];
+  const slot = wizardSlot(err.field);
+  if (!slot) return undefined;
+  return { slot, testId: `error-${fieldId(err.field)}`, message: err.body.message };
+}
+
+// errorText is what to show for any failure.
+export function errorText(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
 }

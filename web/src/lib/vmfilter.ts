@@ -49,7 +49,7 @@ const keys: Record<string, (vm: VMRow) => string | number> = {
   provider: (vm) => providerOf(vm),
 };
 
-export function sortVMs(vms: VMRow[], sort: string): VMRow[] {
+export function sortVMs<T extends VMRow>(vms: T[], sort: string): T[] {
   const desc = sort.startsWith('-');
   const key = keys[desc ? sort.slice(1) : sort] ?? keys.name;
   const out = [...vms];
@@ -62,7 +62,7 @@ export function sortVMs(vms: VMRow[], sort: string): VMRow[] {
   return out;
 }
 
-export function filterVMs(vms: VMRow[], q: VMQuery): VMRow[] {
+export function filterVMs<T extends VMRow>(vms: T[], q: VMQuery): T[] {
   return sortVMs(
     vms.filter((vm) => matches(vm, q)),
     q.sort,
@@ -71,10 +71,10 @@ export function filterVMs(vms: VMRow[], q: VMQuery): VMRow[] {
 
 // Inventory is the tree provider → datacenter/cluster → host → VMs; the
 // middle level is "" for Polyvisor's own hosts.
-export type Inventory = Map<string, Map<string, Map<string, VMRow[]>>>;
+export type Inventory<T extends VMRow = VMRow> = Map<string, Map<string, Map<string, T[]>>>;
 
-export function inventory(vms: VMRow[]): Inventory {
-  const t: Inventory = new Map();
+export function inventory<T extends VMRow>(vms: T[]): Inventory<T> {
+  const t: Inventory<T> = new Map();
   const get = <K, V>(m: Map<K, V>, k: K, mk: () => V): V => {
     let v = m.get(k);
     if (v === undefined) {
@@ -87,7 +87,17 @@ export function inventory(vms: VMRow[]): Inventory {
     const p = vm.spec.provider;
     const place = p ? [p.datacenter, p.cluster].filter(Boolean).join('/') : '';
     const hosts = get(get(t, providerOf(vm), () => new Map()), place, () => new Map());
-    get(hosts, vm.spec.host || '(unplaced)', () => [] as VMRow[]).push(vm);
+    get(hosts, vm.spec.host || '(unplaced)', () => [] as T[]).push(vm);
   }
   return t;
+}
+
+// distinct lists the values a column takes, for a filter's choices.
+export function distinct<T extends VMRow>(vms: T[], f: (vm: T) => string): string[] {
+  return [...new Set(vms.map(f).filter(Boolean))].sort((a, b) => a.localeCompare(b));
+}
+
+// vmPath is the VM page's URL.
+export function vmPath(vm: { name: string; project?: string }): string {
+  return `/vms/${encodeURIComponent(vm.project || 'default')}/${encodeURIComponent(vm.name)}`;
 }

@@ -1,178 +1,178 @@
-import { useEffect, useState, type FormEvent, type ReactNode } from 'react';
+import { useEffect, useRef, useState, type FormEvent, type ReactNode } from 'react';
 import { call, listAll, q, type Host, type Image, type Operation } from '../api';
 import { useSession } from '../session';
-import { navigate } from '../router';
+import { Link, navigate } from '../router';
 import { ErrorBox } from '../ui';
-import { formField } from '../lib/errors';
-
-interface Form {
-  name: string;
-  image: string;
-  vcpus: string;
-  memory: string;
-  network: string;
-  userData: string;
-  host: string;
-  kernel: string;
-  initrd: string;
-  cmdline: string;
-  start: boolean;
-}
-
-const empty: Form = { name: '', image: '', vcpus: '1', memory: '512', network: 'user', userData: '', host: '', kernel: '', initrd: '', cmdline: '', start: true };
-
-// imageRef names an image as a VM of project refers to it.
-const imageRef = (img: Image, project: string) => (img.project === project ? img.name : `${img.project}/${img.name}`);
+import { fieldError, type FieldError, type Slot } from '../lib/errors';
+import { createBody, emptyWizard, imageRef, type WizardForm } from '../lib/wizard';
+import { vmPath } from '../lib/vmfilter';
 
 export function CreateVM() {
   const s = useSession();
-  const [f, setF] = useState<Form>(empty);
+  const project = s.project;
+  const [f, setF] = useState<WizardForm>(emptyWizard);
   const [images, setImages] = useState<Image[]>([]);
   const [hosts, setHosts] = useState<Host[]>([]);
-  const [field, setField] = useState<{ id: string; msg: string }>();
+  const [field, setField] = useState<FieldError>();
   const [err, setErr] = useState<unknown>();
   const [busy, setBusy] = useState(false);
+  const form = useRef<HTMLFormElement>(null);
 
   useEffect(() => {
-    listAll<Image>('/v1/images', { project: s.project }).then((l) => setImages(l.filter((i) => i.state === 'ready')), setErr);
-    listAll<Host>('/v1/hosts').then((l) => setHosts(l.filter((h) => !h.provider)), () => {});
-  }, [s.project]);
+    listAll<Image>('/v1/images', { project }).then((l) => setImages(l.filter((i) => i.state === 'ready')), setErr);
+    listAll<Host>('/v1/hosts').then((l) => setHosts(l.filter((h) => !h.provider).sort((a, b) => a.name.localeCompare(b.name))), () => {});
+  }, [project]);
 
-  const of = (kind: string) => images.filter((i) => i.kind === kind);
-  const set = (k: keyof Form) => (e: { target: { value: string } }) => setF({ ...f, [k]: e.target.value });
-  const fieldErr = (id: string) =>
-    field?.id === id ? (
-      <span className="field-error" data-testid={`error-${id}`} role="alert">
-        {field.msg}
-      </span>
-    ) : null;
+  // Move focus to the input whose error the API named.
+  useEffect(() => {
+    if (field) form.current?.querySelector<HTMLElement>(`[data-slot="${field.slot}"]`)?.focus();
+  }, [field]);
+
+  const of = (kind: string) => images.filter((i) => i.kind === kind).sort((a, b) => imageRef(a, project).localeCompare(imageRef(b, project)));
+  const set = (k: keyof WizardForm) => (e: { target: { value: string } }) => setF((cur) => ({ ...cur, [k]: e.target.value }));
+  const errFor = (slot: Slot) => (field?.slot === slot ? field : undefined);
 
   async function submit(e: FormEvent) {
     e.preventDefault();
     setField(undefined);
     setErr(undefined);
     setBusy(true);
-    const body = {
-      name: f.name.trim(),
-      vcpus: Number(f.vcpus),
-      memoryMiB: Number(f.memory),
-      disks: f.image ? [{ name: 'root', image: f.image }] : [],
-      nics: [{ network: f.network }],
-      boot: f.kernel ? { kernel: f.kernel, initrd: f.initrd || undefined, cmdline: f.cmdline || undefined } : undefined,
-      cloudInit: f.userData ? { userData: f.userData } : undefined,
-      host: f.host || undefined,
-      powerState: f.start ? 'running' : 'stopped',
-    };
+    const body = createBody(f);
     try {
-      await call<Operation>('POST', '/v1/vms' + q({ project: s.project }), body);
-      navigate(`/vms/${encodeURIComponent(s.project)}/${encodeURIComponent(body.name)}`);
+      const op = await call<Operation>('POST', '/v1/vms' + q({ project }), body);
+      navigate(`${vmPath({ project, name: String(body.name) })}?op=${encodeURIComponent(op.id)}`);
     } catch (x) {
-      const id = formField(x);
-      if (id) setField({ id, msg: (x as Error).message });
+      const fe = fieldError(x);
+      if (fe) setField(fe);
       else setErr(x);
     } finally {
       setBusy(false);
     }
   }
 
-  const row = (label: string, id: string, input: ReactNode) => (
-    <label className="field">
-      <span>{label}</span>
-      {input}
-      {fieldErr(id)}
-    </label>
-  );
+  // field lays out one labelled input with its help and inline error.
+  const fieldRow = (slot: Slot, label: string, input: (a: { id: string; 'data-slot': string; 'aria-invalid'?: boolean; 'aria-describedby'?: string }) => ReactNode, help?: string) => {
+    const fe = errFor(slot);
+    const id = `w-${slot}`;
+    const described = [help ? `${id}-help` : '', fe ? `${id}-err` : ''].filter(Boolean).join(' ') || undefined;
+    return (
+      <div className="field">
+        <label htmlFor={id}>{label}</label>
+        {input({ id, 'data-slot': slot, 'aria-invalid': fe ? true : undefined, 'aria-describedby': described })}
+        {help && (
+          <small id={`${id}-help`} className="muted help">
+            {help}
+          </small>
+        )}
+        {fe && (
+          <span id={`${id}-err`} className="field-error" data-testid={fe.testId} role="alert">
+            {fe.message}
+          </span>
+        )}
+      </div>
+    );
+  };
+
+  if (!s.can('create', project)) {
+    return (
+      <div className="card">
+        <h1>Create a VM</h1>
+        <p>
+          Your role in {project} ({s.role(project) || 'none'}) does not create VMs: members and admins do. Pick another project above, or go back to the <Link to="/vms">VM list</Link>.
+        </p>
+      </div>
+    );
+  }
+  const creatable = s.projects.filter((p) => s.can('create', p));
   return (
-    <form className="card wizard" onSubmit={submit} aria-labelledby="create-h">
-      <h1 id="create-h">Create a VM in {s.project}</h1>
-      <ErrorBox err={err} />
+    <form ref={form} className="card wizard" onSubmit={submit} aria-labelledby="create-h" noValidate>
+      <h1 id="create-h">Create a VM</h1>
+      <ErrorBox err={err} testId="wizard-error" />
       <fieldset>
         <legend>Machine</legend>
-        {row('Name', 'name', <input data-testid="wizard-name" value={f.name} onChange={set('name')} required aria-describedby="name-help" />)}
-        <small id="name-help" className="muted">
-          Lowercase letters, digits and '-'.
-        </small>
-        {row('vCPUs', 'vcpus', <input data-testid="wizard-vcpus" type="number" min={1} value={f.vcpus} onChange={set('vcpus')} />)}
-        {row('Memory (MiB)', 'memoryMiB', <input data-testid="wizard-memory" type="number" min={64} value={f.memory} onChange={set('memory')} />)}
+        <div className="field">
+          <label htmlFor="w-project">Project</label>
+          <select id="w-project" data-testid="wizard-project" value={project} onChange={(e) => s.setProject(e.target.value)}>
+            {creatable.map((p) => (
+              <option key={p} value={p}>
+                {p}
+              </option>
+            ))}
+          </select>
+        </div>
+        {fieldRow('name', 'Name', (a) => <input {...a} data-testid="wizard-name" value={f.name} onChange={set('name')} autoComplete="off" spellCheck={false} />, "Lowercase letters, digits and '-', up to 63.")}
+        {fieldRow('vcpus', 'vCPUs', (a) => <input {...a} data-testid="wizard-vcpus" type="number" inputMode="numeric" min={1} value={f.vcpus} onChange={set('vcpus')} />)}
+        {fieldRow('memoryMiB', 'Memory (MiB)', (a) => <input {...a} data-testid="wizard-memory" type="number" inputMode="numeric" min={16} step={64} value={f.memory} onChange={set('memory')} />)}
+        {fieldRow('labels', 'Labels', (a) => <input {...a} data-testid="wizard-labels" value={f.labels} onChange={set('labels')} placeholder="app=web, tier=front" />)}
       </fieldset>
       <fieldset>
         <legend>Disk and network</legend>
-        {row(
-          'Image',
-          'disks-0-image',
-          <select data-testid="wizard-image" value={f.image} onChange={set('image')}>
-            <option value="">(blank, no disk)</option>
+        {fieldRow('image', 'Image', (a) => (
+          <select {...a} data-testid="wizard-image" value={f.image} onChange={set('image')}>
+            <option value="">(none)</option>
             {of('disk').map((i) => (
-              <option key={`${i.project}/${i.name}`} value={imageRef(i, s.project)}>
-                {imageRef(i, s.project)}
+              <option key={`${i.project}/${i.name}`} value={imageRef(i, project)}>
+                {imageRef(i, project)}
+                {i.public ? ' (public)' : ''}
               </option>
             ))}
-          </select>,
-        )}
-        {row(
-          'Network',
-          'nics-0-network',
-          <select data-testid="wizard-network" value={f.network} onChange={set('network')}>
-            <option value="user">user (NAT)</option>
-          </select>,
-        )}
+          </select>
+        ), 'The root disk is a copy-on-write overlay of this image.')}
+        {fieldRow('network', 'Network', (a) => (
+          <select {...a} data-testid="wizard-network" value={f.network} onChange={set('network')}>
+            <option value="user">user (NAT, outbound only)</option>
+          </select>
+        ))}
       </fieldset>
       <fieldset>
         <legend>Cloud-init</legend>
-        {row('User data', 'cloudInit-userData', <textarea data-testid="wizard-user-data" rows={5} value={f.userData} onChange={set('userData')} placeholder="#cloud-config" />)}
+        {fieldRow('userData', 'User data', (a) => <textarea {...a} data-testid="wizard-user-data" rows={6} value={f.userData} onChange={set('userData')} placeholder="#cloud-config" spellCheck={false} />)}
       </fieldset>
       <fieldset>
         <legend>Placement</legend>
-        {row(
-          'Host',
-          'host',
-          <select data-testid="wizard-host" value={f.host} onChange={set('host')}>
+        {fieldRow('host', 'Host', (a) => (
+          <select {...a} data-testid="wizard-host" value={f.host} onChange={set('host')}>
             <option value="">automatic</option>
             {hosts.map((h) => (
               <option key={h.name} value={h.name}>
-                {h.name} ({h.status.state})
+                {h.name} ({h.status.state}, {h.status.cpus - (h.status.allocated?.vcpus ?? 0)} vCPUs and {h.status.memoryMiB - (h.status.allocated?.memoryMiB ?? 0)} MiB free)
               </option>
             ))}
-          </select>,
-        )}
+          </select>
+        ))}
       </fieldset>
-      <fieldset>
-        <legend>Direct kernel boot (optional)</legend>
-        {row(
-          'Kernel',
-          'boot-kernel',
-          <select data-testid="wizard-kernel" value={f.kernel} onChange={set('kernel')}>
-            <option value="">(boot from the disk)</option>
+      <fieldset className="advanced">
+        <legend>Advanced: direct kernel boot, lease</legend>
+        {fieldRow('kernel', 'Kernel image', (a) => (
+          <select {...a} data-testid="wizard-kernel" value={f.kernel} onChange={set('kernel')}>
+            <option value="">(boot the disk through firmware)</option>
             {of('kernel').map((i) => (
-              <option key={i.name} value={imageRef(i, s.project)}>
-                {imageRef(i, s.project)}
+              <option key={`${i.project}/${i.name}`} value={imageRef(i, project)}>
+                {imageRef(i, project)}
               </option>
             ))}
-          </select>,
-        )}
-        {row(
-          'Initrd',
-          'boot-initrd',
-          <select data-testid="wizard-initrd" value={f.initrd} onChange={set('initrd')}>
+          </select>
+        ))}
+        {fieldRow('initrd', 'Initrd image', (a) => (
+          <select {...a} data-testid="wizard-initrd" value={f.initrd} onChange={set('initrd')}>
             <option value="">(none)</option>
             {of('initrd').map((i) => (
-              <option key={i.name} value={imageRef(i, s.project)}>
-                {imageRef(i, s.project)}
+              <option key={`${i.project}/${i.name}`} value={imageRef(i, project)}>
+                {imageRef(i, project)}
               </option>
             ))}
-          </select>,
-        )}
-        {row('Kernel command line', 'boot-cmdline', <input data-testid="wizard-cmdline" value={f.cmdline} onChange={set('cmdline')} />)}
+          </select>
+        ))}
+        {fieldRow('cmdline', 'Kernel command line', (a) => <input {...a} data-testid="wizard-cmdline" value={f.cmdline} onChange={set('cmdline')} placeholder="console=ttyS0" spellCheck={false} />)}
+        {fieldRow('lease', 'Lease (hours)', (a) => <input {...a} data-testid="wizard-lease" type="number" min={0} step="any" value={f.leaseHours} onChange={set('leaseHours')} />, "Blank: the project's default.")}
       </fieldset>
-      <label className="inline">
-        <input type="checkbox" checked={f.start} onChange={(e) => setF({ ...f, start: e.target.checked })} /> Power on after create
-      </label>
+      {fieldRow('start', 'Power on after create', (a) => <input {...a} type="checkbox" data-testid="wizard-start" checked={f.start} onChange={(e) => setF((cur) => ({ ...cur, start: e.target.checked }))} />)}
       <div className="row end">
         <button type="button" onClick={() => navigate('/vms')}>
           Cancel
         </button>
-        <button data-testid="wizard-submit" className="primary" disabled={busy}>
-          Create
+        <button type="submit" data-testid="wizard-submit" className="primary" disabled={busy}>
+          {busy ? 'Creating…' : 'Create'}
         </button>
       </div>
     </form>

@@ -1,136 +1,144 @@
 import { useEffect, useState } from 'react';
 import { listAll, type Host, type Operation, type Provider, type VM } from '../api';
-import { useEvents } from '../events';
-import { useSession } from '../session';
+import { useLiveList } from '../live';
 import { Link } from '../router';
-import { Bar, State, ago } from '../ui';
+import { Bar, ErrorBox, State, ago } from '../ui';
 import { providerOf } from '../lib/vmfilter';
+import { alerts, countBy } from '../lib/alerts';
+import { keyOf } from '../lib/merge';
+import { newestFirst, targetLink } from '../lib/ops';
+import { mib } from '../lib/units';
 
-function count<T>(xs: T[], key: (x: T) => string): [string, number][] {
-  const m = new Map<string, number>();
-  for (const x of xs) m.set(key(x), (m.get(key(x)) ?? 0) + 1);
-  return [...m.entries()].sort();
+const byName = (x: { name: string }) => x.name;
+const byID = (x: { id: string }) => x.id;
+
+function HostCard({ h }: { h: Host }) {
+  return (
+    <article className="card host" data-testid="host-card" aria-label={`Host ${h.name}`}>
+      <h3>
+        {h.name} <State s={h.status.state} />
+      </h3>
+      <p className="muted">
+        {h.provider ? `${h.provider.type ?? 'provider'} ${h.provider.name}` : `Polyvisor host · ${h.status.accel || 'no accel'}`} · {h.status.allocated?.vms ?? 0} VMs
+        {h.spec?.unschedulable ? ' · unschedulable' : ''}
+      </p>
+      <Bar label="vCPUs" used={h.status.allocated?.vcpus ?? 0} total={h.status.cpus} />
+      <Bar label="Memory" used={h.status.allocated?.memoryMiB ?? 0} total={h.status.memoryMiB} fmt={mib} />
+      {h.status.lastHeartbeat && <p className="muted small">heartbeat {ago(h.status.lastHeartbeat)}</p>}
+    </article>
+  );
 }
 
-export function Dashboard() {
-  const s = useSession();
-  const [hosts, setHosts] = useState<Host[]>([]);
-  const [vms, setVMs] = useState<VM[]>([]);
-  const [ops, setOps] = useState<Operation[]>([]);
-  const [providers, setProviders] = useState<Provider[]>([]);
-
-  useEffect(() => {
-    listAll<Host>('/v1/hosts').then(setHosts, () => {});
-    listAll<VM>('/v1/vms', { 'all-projects': true }).then(setVMs, () => {});
-    listAll<Operation>('/v1/operations', { 'all-projects': true }).then((o) => setOps(o.sort((a, b) => b.createdAt.localeCompare(a.createdAt))), () => {});
-    listAll<Provider>('/v1/providers', { 'all-projects': true }).then(setProviders, () => {});
-  }, [s.project]);
-
-  useEvents((e) => {
-    if (e.host) {
-      const h = e.host;
-      setHosts((hs) => (e.action === 'deleted' ? hs.filter((x) => x.name !== h.name) : [...hs.filter((x) => x.name !== h.name), h].sort((a, b) => a.name.localeCompare(b.name))));
-    }
-    if (e.vm) {
-      const v = e.vm;
-      const same = (x: VM) => x.name === v.name && x.project === v.project;
-      setVMs((vs) => (e.action === 'deleted' ? vs.filter((x) => !same(x)) : [...vs.filter((x) => !same(x)), v]));
-    }
-    if (e.operation) {
-      const o = e.operation;
-      setOps((os) => [o, ...os.filter((x) => x.id !== o.id)].slice(0, 200));
-    }
-    if (e.provider) {
-      const p = e.provider;
-      setProviders((ps) => (e.action === 'deleted' ? ps.filter((x) => x.name !== p.name) : [...ps.filter((x) => x.name !== p.name), p]));
-    }
-  });
-
-  const hour = Date.now() - 3600_000;
-  const alerts = [
-    ...providers.filter((p) => p.status.state !== 'connected').map((p) => `Provider ${p.name} is ${p.status.state}${p.status.message ? ': ' + p.status.message : ''}`),
-    ...hosts.filter((h) => h.status.state !== 'ready').map((h) => `Host ${h.name} is ${h.status.state}`),
-    ...ops.filter((o) => o.status === 'failed' && Date.parse(o.createdAt) > hour).map((o) => `${o.kind} of ${o.target.name} failed: ${o.error?.message ?? ''}`),
-  ];
-
+function Counts({ title, rows, link }: { title: string; rows: [string, number][]; link: (k: string) => string }) {
   return (
-    <div data-testid="dashboard" className="dashboard">
-      <h1>Dashboard</h1>
-      <section aria-labelledby="alerts-h" data-testid="alerts" className="card">
-        <h2 id="alerts-h">Alerts</h2>
-        {alerts.length === 0 ? <p className="muted">Nothing needs attention.</p> : <ul className="alerts">{alerts.map((a, i) => <li key={i}>{a}</li>)}</ul>}
-      </section>
-      <section aria-labelledby="hosts-h">
-        <h2 id="hosts-h">Hosts</h2>
-        <div className="grid">
-          {hosts.map((h) => (
-            <article key={h.name} className="card" data-testid="host-card">
-              <h3>
-                {h.name} <State s={h.status.state} />
-              </h3>
-              <p className="muted">
-                {h.provider ? `provider ${h.provider.name}` : `Polyvisor host, ${h.status.accel}`} · {h.status.allocated.vms} VMs
-              </p>
-              <Bar label="vCPUs" used={h.status.allocated.vcpus} total={h.status.cpus} unit="" />
-              <Bar label="Memory" used={h.status.allocated.memoryMiB} total={h.status.memoryMiB} unit="MiB" />
-            </article>
-          ))}
-        </div>
-      </section>
-      <div className="grid two">
-        <section className="card" aria-labelledby="bystate-h">
-          <h2 id="bystate-h">VMs by state</h2>
-          <table>
-            <tbody>
-              {count(vms, (v) => v.status.powerState).map(([k, n]) => (
-                <tr key={k}>
-                  <td>
-                    <Link to={`/vms?state=${k}`}>
-                      <State s={k} />
-                    </Link>
-                  </td>
-                  <td>{n}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </section>
-        <section className="card" aria-labelledby="byprov-h">
-          <h2 id="byprov-h">VMs by provider</h2>
-          <table>
-            <tbody>
-              {count(vms, (v) => providerOf(v)).map(([k, n]) => (
-                <tr key={k}>
-                  <td>
-                    <Link to={`/vms?provider=${k}`}>{k}</Link>
-                  </td>
-                  <td>{n}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </section>
-      </div>
-      <section className="card" aria-labelledby="ops-h" data-testid="recent-ops">
-        <h2 id="ops-h">Recent operations</h2>
-        <table>
+    <section className="card" aria-label={title}>
+      <h2>{title}</h2>
+      {rows.length === 0 ? (
+        <p className="muted">No VMs.</p>
+      ) : (
+        <table className="compact">
           <tbody>
-            {ops.slice(0, 10).map((o) => (
-              <tr key={o.id}>
-                <td>{o.kind}</td>
+            {rows.map(([k, n]) => (
+              <tr key={k}>
                 <td>
-                  {o.target.project ? `${o.target.project}/` : ''}
-                  {o.target.name}
+                  <Link to={link(k)}>{k}</Link>
                 </td>
-                <td>
-                  <State s={o.status} /> {o.status === 'running' ? `${o.progress}%` : ''}
-                </td>
-                <td className="muted">{ago(o.createdAt)}</td>
+                <td className="num">{n}</td>
               </tr>
             ))}
           </tbody>
         </table>
+      )}
+    </section>
+  );
+}
+
+export function Dashboard() {
+  const all = { 'all-projects': true };
+  const hostList = useLiveList<Host>((sig) => listAll<Host>('/v1/hosts', {}, sig), (e) => e.host, byName, []);
+  const vmList = useLiveList<VM>((sig) => listAll<VM>('/v1/vms', all, sig), (e) => e.vm, keyOf, []);
+  const opList = useLiveList<Operation>((sig) => listAll<Operation>('/v1/operations', all, sig), (e) => e.operation, byID, []);
+  const provList = useLiveList<Provider>((sig) => listAll<Provider>('/v1/providers', all, sig), (e) => e.provider, keyOf, []);
+  const [hosts, vms, ops, providers] = [hostList.items, vmList.items, opList.items, provList.items];
+  const err = hostList.error ?? vmList.error;
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const t = setInterval(() => setNow(Date.now()), 15_000);
+    return () => clearInterval(t);
+  }, []);
+
+  const list = alerts({ providers, hosts, ops }, now);
+  const recent = newestFirst(ops).slice(0, 10);
+  const sortedHosts = [...hosts].sort((a, b) => a.name.localeCompare(b.name));
+
+  return (
+    <div data-testid="dashboard" className="dashboard">
+      <h1>Dashboard</h1>
+      <ErrorBox err={err} />
+      <section aria-labelledby="alerts-h" data-testid="alerts" className="card">
+        <h2 id="alerts-h">Alerts</h2>
+        {list.length === 0 ? (
+          <p className="muted">Nothing needs attention.</p>
+        ) : (
+          <ul className="alerts">
+            {list.map((a) => (
+              <li key={a.key} className={`alert-${a.level}`}>
+                {a.text}
+              </li>
+            ))}
+          </ul>
+        )}
       </section>
+      <section aria-labelledby="hosts-h">
+        <h2 id="hosts-h">Hosts</h2>
+        {sortedHosts.length === 0 && <p className="muted">No hosts yet.</p>}
+        <div className="grid">
+          {sortedHosts.map((h) => (
+            <HostCard key={h.name} h={h} />
+          ))}
+        </div>
+      </section>
+      <div className="grid two">
+        <Counts title="VMs by state" rows={countBy(vms, (v) => v.status.powerState || 'unknown')} link={(k) => `/vms?all=1&state=${encodeURIComponent(k)}`} />
+        <Counts title="VMs by provider" rows={countBy(vms, providerOf)} link={(k) => `/vms?all=1&provider=${encodeURIComponent(k)}`} />
+      </div>
+      <section className="card" aria-labelledby="ops-h" data-testid="recent-ops">
+        <h2 id="ops-h">Recent operations</h2>
+        {recent.length === 0 ? (
+          <p className="muted">No operations yet.</p>
+        ) : (
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">Operation</th>
+                <th scope="col">Target</th>
+                <th scope="col">Status</th>
+                <th scope="col">Started</th>
+              </tr>
+            </thead>
+            <tbody>
+              {recent.map((o) => {
+                const to = targetLink(o);
+                const name = `${o.target.project ? `${o.target.project}/` : ''}${o.target.name}`;
+                return (
+                  <tr key={o.id}>
+                    <td>{o.kind}</td>
+                    <td>{to ? <Link to={to}>{name}</Link> : name}</td>
+                    <td>
+                      <State s={o.status} /> {o.status === 'running' || o.status === 'pending' ? <progress max={100} value={o.progress} aria-label={`${o.kind} progress`} /> : null}
+                      {o.status === 'failed' && o.error ? <span className="muted"> {o.error.message}</span> : null}
+                    </td>
+                    <td className="muted">{ago(o.createdAt, now)}</td>
+                  </tr>
+                );
+              })}
+            </tbody>
+          </table>
+        )}
+      </section>
+      <p className="muted small">
+        <Link to="/operations">All operations</Link> · <Link to="/vms?all=1">All VMs</Link>
+      </p>
     </div>
   );
 }

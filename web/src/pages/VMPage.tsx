@@ -1,159 +1,200 @@
-import { useCallback, useEffect, useState } from 'react';
+import { lazy, Suspense, useCallback, useEffect, useRef, useState } from 'react';
 import { call, q, type Operation, type VM } from '../api';
-import { useEvents } from '../events';
+import { useEvents, useResync } from '../events';
 import { useSession } from '../session';
-import { navigate, useLocation } from '../router';
-import { Confirm, ErrorBox, State, ago } from '../ui';
-import { leaseText } from '../lib/lease';
-import { SerialConsole, VNCConsole } from '../consoles';
+import { Link, navigate, useLocation } from '../router';
+import { Confirm, ErrorBox, Tabs } from '../ui';
+import { needsConfirm, vmActions, type VMAction } from '../lib/roles';
+import { OpStatus, useOperation } from '../operation';
+import { APIError } from '../lib/errors';
+import { isDone } from '../lib/ops';
+import { VMSummary } from './VMSummary';
 import { Snapshots } from './Snapshots';
 import { Usage } from './Usage';
 
-type Act = 'start' | 'stop' | 'restart' | 'pause' | 'resume' | 'delete';
-const confirmNeeded: Act[] = ['stop', 'restart', 'delete'];
+const Consoles = lazy(() => import('../consoles'));
 
-function actionsFor(vm: VM): Act[] {
-  switch (vm.spec.powerState) {
-    case 'running':
-      return ['stop', 'restart', 'pause', 'delete'];
-    case 'paused':
-      return ['resume', 'stop', 'delete'];
-    default:
-      return ['start', 'delete'];
-  }
-}
+const tabs: [string, string][] = [
+  ['summary', 'Summary'],
+  ['console', 'Console'],
+  ['serial', 'Serial'],
+  ['snapshots', 'Snapshots'],
+];
 
-export function VMPage({ project, name }: { project: string; name: string }) {
+const title = (a: string) => a[0].toUpperCase() + a.slice(1);
+
+export default function VMPage({ project, name }: { project: string; name: string }) {
   const s = useSession();
   const { search } = useLocation();
-  const tab = new URLSearchParams(search).get('tab') ?? 'summary';
+  const params = new URLSearchParams(search);
+  const tab = tabs.some(([t]) => t === params.get('tab')) ? params.get('tab')! : 'summary';
+  const opID = params.get('op') ?? undefined;
   const [vm, setVM] = useState<VM>();
+  const [gone, setGone] = useState(false);
   const [err, setErr] = useState<unknown>();
-  const [ask, setAsk] = useState<Act>();
-  const [op, setOp] = useState<Operation>();
+  const [ask, setAsk] = useState<VMAction>();
+  const [started, setStarted] = useState<Operation>();
+  const op = useOperation(opID, started);
   const base = `/v1/vms/${encodeURIComponent(name)}`;
   const pq = q({ project });
+  const here = `/vms/${encodeURIComponent(project)}/${encodeURIComponent(name)}`;
 
-  const load = useCallback(() => call<VM>('GET', base + pq).then(setVM, setErr), [base, pq]);
+  // What the stream said last: a GET answered before it must not undo it.
+  const seen = useRef({ version: -1, gone: false });
+  const load = useCallback(() => {
+    call<VM>('GET', base + pq).then(
+      (v) => {
+        const last = seen.current;
+        if (v.version < last.version || (v.version === last.version && last.gone)) return;
+        seen.current = { version: v.version, gone: false };
+        setVM(v);
+        setGone(false);
+      },
+      (e) => {
+        if (e instanceof APIError && e.status === 404) setGone(true);
+        else setErr(e);
+      },
+    );
+  }, [base, pq]);
   useEffect(() => {
-    void load();
+    seen.current = { version: -1, gone: false };
+    setVM(undefined);
+    setGone(false);
+    setErr(undefined);
+    load();
   }, [load]);
+  useResync(load);
   useEvents((e) => {
-    if (e.vm && e.vm.name === name && e.vm.project === project) {
-      if (e.action === 'deleted') navigate('/vms');
-      else setVM(e.vm);
+    if (e.type !== 'vm' || e.object.name !== name || (e.object.project ?? e.vm?.project) !== project) return;
+    const version = e.vm?.version ?? seen.current.version;
+    if (e.action === 'deleted') {
+      seen.current = { version: Math.max(version, seen.current.version), gone: true };
+      setVM(undefined);
+      setGone(true);
+    } else if (e.vm && e.vm.version >= seen.current.version) {
+      seen.current = { version: e.vm.version, gone: false };
+      setVM(e.vm);
+      setGone(false);
     }
-    if (e.operation && op && e.operation.id === op.id) setOp(e.operation);
   });
 
-  async function act(a: Act) {
+  const onLeased = (v: VM) => {
+    if (v.version < seen.current.version) return;
+    seen.current = { version: v.version, gone: false };
+    setVM(v);
+  };
+
+  const url = (patch: Record<string, string | undefined>) => {
+    const p = new URLSearchParams(location.search);
+    for (const [k, v] of Object.entries(patch)) {
+      if (v) p.set(k, v);
+      else p.delete(k);
+    }
+    if (p.get('tab') === 'summary') p.delete('tab');
+    const s = p.toString();
+    return here + (s ? `?${s}` : '');
+  };
+
+  async function act(a: VMAction) {
     setAsk(undefined);
     setErr(undefined);
     try {
       const o = a === 'delete' ? await call<Operation>('DELETE', base + pq) : await call<Operation>('POST', `${base}/${a}${pq}`);
-      setOp(o);
-      if (a === 'delete') navigate('/vms');
+      setStarted(o);
+      if (a === 'delete') navigate(`/vms?project=${encodeURIComponent(project)}`);
+      else navigate(url({ op: o.id }), true);
     } catch (x) {
       setErr(x);
     }
   }
 
-  const setTab = (t: string) => navigate(`/vms/${encodeURIComponent(project)}/${encodeURIComponent(name)}${t === 'summary' ? '' : `?tab=${t}`}`, true);
-  if (!vm) return <div>{err ? <ErrorBox err={err} /> : 'Loading…'}</div>;
-  const mayPower = s.can('power', project);
-  const tabs: [string, string][] = [
-    ['summary', 'Summary'],
-    ['console', 'Console'],
-    ['serial', 'Serial'],
-    ['snapshots', 'Snapshots'],
-  ];
+  if (!vm) {
+    return (
+      <div>
+        <p>
+          <Link to="/vms">← Virtual machines</Link>
+        </p>
+        {gone && op && !isDone(op) ? (
+          <p className="muted">Waiting for {name} to appear…</p>
+        ) : gone ? (
+          <div className="card">
+            <h1>{name}</h1>
+            <p>
+              There is no VM {name} in project {project} (anymore).
+            </p>
+          </div>
+        ) : err ? (
+          <ErrorBox err={err} />
+        ) : (
+          <p className="muted">Loading…</p>
+        )}
+        {op && <OpStatus op={op} />}
+      </div>
+    );
+  }
+
+  const deleting = !!vm.spec.deletion;
+  const acts = deleting ? [] : vmActions(vm.spec.powerState, vm.status.powerState, s.role(project), !!s.me?.superadmin);
+  const mayConsole = s.can('console', project);
   return (
     <div className="vmpage">
+      <p className="crumbs">
+        <Link to={`/vms?project=${encodeURIComponent(project)}`}>Virtual machines</Link> / {project}
+      </p>
       <div className="row">
-        <h1>
-          {vm.name} <span className="muted">in {project}</span>
-        </h1>
-        <span data-testid="vm-state" className={`state state-${vm.status.powerState}`}>
+        <h1>{vm.name}</h1>
+        <span data-testid="vm-state" className={`state state-${vm.status.powerState}`} aria-label="Observed power state">
           {vm.status.powerState}
         </span>
+        {vm.spec.powerState !== vm.status.powerState && !deleting && <span className="muted">→ {vm.spec.powerState}</span>}
+        {deleting && <span className="state state-stopping">being deleted</span>}
         <div className="spacer" />
-        {mayPower &&
-          actionsFor(vm)
-            .filter((a) => a !== 'delete' || s.can('delete', project))
-            .map((a) => (
-              <button key={a} data-testid={`action-${a}`} className={a === 'delete' ? 'danger' : ''} onClick={() => (confirmNeeded.includes(a) ? setAsk(a) : void act(a))}>
-                {a[0].toUpperCase() + a.slice(1)}
-              </button>
-            ))}
+        <div className="actions" role="group" aria-label="Power actions">
+          {acts.map((a) => (
+            <button key={a} type="button" data-testid={`action-${a}`} className={a === 'delete' ? 'danger' : ''} onClick={() => (needsConfirm(a) ? setAsk(a) : void act(a))}>
+              {title(a)}
+            </button>
+          ))}
+        </div>
       </div>
       <ErrorBox err={err} />
-      {op && (
-        <p className="muted" aria-live="polite">
-          {op.kind}: <State s={op.status} /> {op.progress}% {op.message} {op.error?.message}
-        </p>
-      )}
-      <div role="tablist" className="tabs">
-        {tabs.map(([id, label]) => (
-          <button key={id} role="tab" aria-selected={tab === id} data-testid={`tab-${id}`} onClick={() => setTab(id)}>
-            {label}
-          </button>
-        ))}
-      </div>
-      <div role="tabpanel" className="card">
+      {op && <OpStatus op={op} />}
+      <Tabs label="VM views" tabs={tabs} current={tab} onSelect={(t) => navigate(url({ tab: t }), true)} />
+      <div role="tabpanel" id={`panel-${tab}`} aria-labelledby={`tab-${tab}`} className="card">
         {tab === 'summary' && (
           <>
             <Usage project={project} name={name} running={vm.status.powerState === 'running'} />
-            <Summary vm={vm} />
+            <VMSummary vm={vm} canLease={s.can('lease', project) && !deleting} onLeased={onLeased} />
           </>
         )}
-        {tab === 'console' && (s.can('console', project) ? <VNCConsole project={project} name={name} /> : <p>Your role cannot open consoles here.</p>)}
-        {tab === 'serial' && (s.can('console', project) ? <SerialConsole project={project} name={name} /> : <p>Your role cannot open consoles here.</p>)}
-        {tab === 'snapshots' && <Snapshots project={project} name={name} canEdit={s.can('update', project)} />}
+        {(tab === 'console' || tab === 'serial') &&
+          (mayConsole ? (
+            <Suspense fallback={<p className="muted">Loading the console…</p>}>
+              <Consoles kind={tab === 'console' ? 'vnc' : 'serial'} project={project} name={name} />
+            </Suspense>
+          ) : (
+            <p className="muted">Your role in {project} does not open consoles (operators and above do).</p>
+          ))}
+        {tab === 'snapshots' && <Snapshots project={project} name={name} canEdit={s.can('snapshot', project) && !deleting} />}
       </div>
       {ask && (
         <Confirm
-          title={ask[0].toUpperCase() + ask.slice(1)}
+          title={`${title(ask)} ${vm.name}?`}
+          okLabel={title(ask)}
           danger={ask === 'delete'}
-          body={<p>{ask === 'delete' ? `Delete ${vm.name} and its disks?` : `${ask[0].toUpperCase() + ask.slice(1)} ${vm.name}?`}</p>}
+          body={
+            <p>
+              {ask === 'delete'
+                ? `${vm.name} is stopped and deleted, with its disks. This cannot be undone.`
+                : ask === 'restart'
+                  ? `The guest of ${vm.name} is asked to shut down, then started again.`
+                  : `The guest of ${vm.name} is asked to shut down; it is forced off if it does not in time.`}
+            </p>
+          }
           onOK={() => void act(ask)}
           onCancel={() => setAsk(undefined)}
         />
       )}
     </div>
-  );
-}
-
-function Summary({ vm }: { vm: VM }) {
-  const [now, setNow] = useState(Date.now());
-  useEffect(() => {
-    const t = setInterval(() => setNow(Date.now()), 1000);
-    return () => clearInterval(t);
-  }, []);
-  const rows: [string, string][] = [
-    ['Desired state', vm.spec.powerState],
-    ['Observed state', vm.status.powerState + (vm.status.reason ? ` (${vm.status.reason})` : '')],
-    ['Host', vm.spec.host],
-    ['Provider', vm.spec.provider?.name ?? 'Polyvisor'],
-    ['vCPUs', String(vm.spec.vcpus)],
-    ['Memory', `${vm.spec.memoryMiB} MiB`],
-    ['Disks', (vm.spec.disks ?? []).map((d) => `${d.name}${d.image ? ` ← ${d.image}` : ''}${d.sizeMiB ? ` ${d.sizeMiB} MiB` : ''}`).join(', ')],
-    ['Networks', (vm.spec.nics ?? []).map((n) => `${n.network} ${n.mac ?? ''}`).join(', ')],
-    ['IPs', vm.status.ips?.join(', ') ?? ''],
-    ['Lease', leaseText(vm.spec.lease, now)],
-    ['Started', vm.status.startedAt ? ago(vm.status.startedAt) : ''],
-    ['Labels', Object.entries(vm.labels ?? {}).map(([k, v]) => `${k}=${v}`).join(', ')],
-  ];
-  return (
-    <>
-      {vm.status.error && <div className="error">{vm.status.error.message}</div>}
-      <dl className="summary">
-        {rows.map(([k, v]) => (
-          <div key={k}>
-            <dt>{k}</dt>
-            <dd>{v || '—'}</dd>
-          </div>
-        ))}
-      </dl>
-    </>
   );
 }

@@ -1,0 +1,42 @@
+import { describe, expect, it } from 'vitest';
+import { createBody, emptyWizard, imageRef, parseLabels } from './wizard';
+
+describe('create body', () => {
+  it('makes the test guest: kernel, initrd, disk and command line', () => {
+    const body = createBody({ ...emptyWizard, name: ' web-1 ', image: 'guest-disk', vcpus: '2', memory: '256', kernel: 'guest-kernel', initrd: 'guest-initrd', cmdline: 'console=ttyS0 quiet' });
+    expect(body).toEqual({
+      name: 'web-1',
+      vcpus: 2,
+      memoryMiB: 256,
+      nics: [{ network: 'user' }],
+      powerState: 'running',
+      disks: [{ name: 'root', image: 'guest-disk' }],
+      boot: { kernel: 'guest-kernel', initrd: 'guest-initrd', cmdline: 'console=ttyS0 quiet' },
+    });
+  });
+  it('leaves out what was not given, and lets the API judge bad numbers', () => {
+    const body = createBody({ ...emptyWizard, vcpus: '', memory: 'lots', start: false });
+    expect(body).toEqual({ name: '', vcpus: 0, memoryMiB: 0, nics: [{ network: 'user' }], powerState: 'stopped' });
+  });
+  it('sends an initrd without a kernel, for the API to name', () => {
+    expect(createBody({ ...emptyWizard, initrd: 'i' }).boot).toEqual({ initrd: 'i' });
+  });
+  it('adds cloud-init, placement, labels and a lease', () => {
+    const body = createBody({ ...emptyWizard, userData: '#cloud-config\n', host: 'h1', labels: 'app=web, tier = front\nflag', leaseHours: '1.5' });
+    expect(body.cloudInit).toEqual({ userData: '#cloud-config\n' });
+    expect(body.host).toBe('h1');
+    expect(body.labels).toEqual({ app: 'web', tier: 'front', flag: '' });
+    expect(body.leaseSeconds).toBe(5400);
+  });
+});
+
+describe('labels and images', () => {
+  it('parses k=v lists', () => {
+    expect(parseLabels('')).toEqual({});
+    expect(parseLabels('a=1,b=x=y')).toEqual({ a: '1', b: 'x=y' });
+  });
+  it('names images as the VM project sees them', () => {
+    expect(imageRef({ name: 'disk', project: 'shop' }, 'shop')).toBe('disk');
+    expect(imageRef({ name: 'ubuntu', project: 'default' }, 'shop')).toBe('default/ubuntu');
+  });
+});

@@ -1,0 +1,82 @@
+// The create wizard's form and the VMCreate body it makes.
+export interface WizardForm {
+  name: string;
+  image: string;
+  vcpus: string;
+  memory: string;
+  network: string;
+  userData: string;
+  host: string;
+  kernel: string;
+  initrd: string;
+  cmdline: string;
+  labels: string; // "k=v, k2=v2"
+  leaseHours: string; // blank: the project's default
+  start: boolean;
+}
+
+export const emptyWizard: WizardForm = {
+  name: '',
+  image: '',
+  vcpus: '1',
+  memory: '512',
+  network: 'user',
+  userData: '',
+  host: '',
+  kernel: '',
+  initrd: '',
+  cmdline: '',
+  labels: '',
+  leaseHours: '',
+  start: true,
+};
+
+// parseLabels reads "k=v, k2=v2" (commas or new lines between pairs).
+export function parseLabels(s: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of s.split(/[,\n]/)) {
+    const p = part.trim();
+    if (!p) continue;
+    const i = p.indexOf('=');
+    if (i < 0) out[p] = '';
+    else out[p.slice(0, i).trim()] = p.slice(i + 1).trim();
+  }
+  return out;
+}
+
+// num keeps what the user typed checkable by the server: an empty or
+// non-numeric field goes as 0, which the API names as the bad field.
+const num = (s: string) => {
+  const n = Number(s.trim());
+  return Number.isFinite(n) && s.trim() !== '' ? n : 0;
+};
+
+export function createBody(f: WizardForm): Record<string, unknown> {
+  const body: Record<string, unknown> = {
+    name: f.name.trim(),
+    vcpus: num(f.vcpus),
+    memoryMiB: num(f.memory),
+    nics: [{ network: f.network || 'user' }],
+    powerState: f.start ? 'running' : 'stopped',
+  };
+  if (f.image) body.disks = [{ name: 'root', image: f.image }];
+  if (f.kernel || f.initrd || f.cmdline.trim()) {
+    const boot: Record<string, string> = {};
+    if (f.kernel) boot.kernel = f.kernel;
+    if (f.initrd) boot.initrd = f.initrd;
+    if (f.cmdline.trim()) boot.cmdline = f.cmdline.trim();
+    body.boot = boot;
+  }
+  if (f.userData.trim()) body.cloudInit = { userData: f.userData };
+  if (f.host) body.host = f.host;
+  const labels = parseLabels(f.labels);
+  if (Object.keys(labels).length) body.labels = labels;
+  if (f.leaseHours.trim()) body.leaseSeconds = Math.round(num(f.leaseHours) * 3600);
+  return body;
+}
+
+// imageRef is how a VM of project names an image: bare in its own
+// project, "<project>/<name>" for a public image of another.
+export function imageRef(img: { name: string; project?: string }, project: string): string {
+  return !img.project || img.project === project ? img.name : `${img.project}/${img.name}`;
+}
