@@ -27,12 +27,14 @@ type HostSpec struct {
 // HostStatus is what the host's agent reports, plus the server's view of
 // its liveness and allocation.
 type HostStatus struct {
-	State         string    `json:"state"`
-	CPUs          int       `json:"cpus"`
-	MemoryMiB     int64     `json:"memoryMiB"`
-	DiskTotalMiB  int64     `json:"diskTotalMiB"`
-	DiskFreeMiB   int64     `json:"diskFreeMiB"`
-	Accel         string    `json:"accel"` // kvm or tcg
+	State        string `json:"state"`
+	CPUs         int    `json:"cpus"`
+	MemoryMiB    int64  `json:"memoryMiB"`
+	DiskTotalMiB int64  `json:"diskTotalMiB"`
+	DiskFreeMiB  int64  `json:"diskFreeMiB"`
+	Accel        string `json:"accel"` // kvm or tcg
+	// AccelReason says why: what the accelerator probe saw, or what was asked.
+	AccelReason   string    `json:"accelReason,omitempty"`
 	QEMUVersion   string    `json:"qemuVersion,omitempty"`
 	AgentVersion  string    `json:"agentVersion,omitempty"`
 	Address       string    `json:"address,omitempty"`

@@ -39,15 +39,19 @@ func (c *Client) dialWebsocket(ctx context.Context, path string, query url.Value
 func streamNDJSON[T any](ctx context.Context, c *Client, r request, what string) (<-chan T, <-chan error) {
 	items := make(chan T, 16)
 	errc := make(chan error, 1)
+	// The stream is open when this returns: the server subscribes before it
+	// answers, so nothing that happens after the call is missed.
+	r.accept = "application/x-ndjson"
+	resp, err := c.send(ctx, r)
+	if err != nil {
+		errc <- fmt.Errorf("open %s: %w", what, err)
+		close(errc)
+		close(items)
+		return items, errc
+	}
 	go func() {
 		defer close(errc)
 		defer close(items)
-		r.accept = "application/x-ndjson"
-		resp, err := c.send(ctx, r)
-		if err != nil {
-			errc <- fmt.Errorf("open %s: %w", what, err)
-			return
-		}
 		defer resp.Body.Close()
 		// A cancelled ctx ends a blocked read of the body.
 		dec := json.NewDecoder(resp.Body)

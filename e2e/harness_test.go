@@ -20,6 +20,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/testutil/devns"
 )
 
 var (
@@ -83,6 +84,9 @@ type serverProc struct {
 	c       *client.Client // over the unix socket, as local root
 	rec     *auditRecorder // the mutations c made
 	done    chan struct{}
+	// kvm, when set, runs the server with a private /dev holding that kind
+	// of /dev/kvm (none, or one that opens but runs no guest).
+	kvm devns.KVM
 }
 
 func freePort(t *testing.T) int {
@@ -106,7 +110,14 @@ func startServer(t *testing.T, dataDir string, args ...string) *serverProc {
 // it listens.
 func startServerOn(t *testing.T, dataDir string, port int, args ...string) *serverProc {
 	t.Helper()
-	s := &serverProc{t: t, dataDir: dataDir, socket: filepath.Join(dataDir, "polyvisor.sock"), port: port, args: args}
+	return startServerWith(t, &serverProc{t: t, dataDir: dataDir, port: port, args: args})
+}
+
+// startServerWith runs the server s describes, with its built-in agent.
+func startServerWith(t *testing.T, s *serverProc) *serverProc {
+	t.Helper()
+	dataDir := s.dataDir
+	s.socket = filepath.Join(dataDir, "polyvisor.sock")
 	s.start()
 	t.Cleanup(func() {
 		s.stop()
@@ -119,7 +130,11 @@ func (s *serverProc) start() {
 	t := s.t
 	t.Helper()
 	args := append([]string{"server", "--data-dir", s.dataDir, "--host-name", "local", "--log-level", "debug"}, s.args...)
-	s.cmd = exec.Command(binary, args...)
+	if s.kvm != "" {
+		s.cmd = devns.Command(t, s.kvm, binary, args...)
+	} else {
+		s.cmd = exec.Command(binary, args...)
+	}
 	s.log = &bytes.Buffer{}
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {

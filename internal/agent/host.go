@@ -18,6 +18,7 @@ func (a *Agent) hostStatus() api.HostStatus {
 		CPUs:         runtime.NumCPU(),
 		MemoryMiB:    memTotalMiB(),
 		Accel:        a.info.Accel,
+		AccelReason:  a.info.AccelReason,
 		QEMUVersion:  a.info.Version,
 		AgentVersion: version.Version,
 		Address:      a.cfg.Address,

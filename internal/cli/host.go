@@ -82,6 +82,9 @@ func (a *app) hostShowCommand() *cobra.Command {
 				describeProviderRef(tw, h.Provider)
 				row(tw, "Address:", orDash(st.Address))
 				row(tw, "Accelerator:", orDash(st.Accel))
+				if st.AccelReason != "" {
+					row(tw, "  Because:", st.AccelReason)
+				}
 				row(tw, "CPUs:", fmt.Sprintf("%d (%d allocated)", st.CPUs, st.Allocated.VCPUs))
 				row(tw, "Memory:", fmt.Sprintf("%s (%s allocated)", formatMiB(st.MemoryMiB), formatMiB(st.Allocated.MemoryMiB)))
 				row(tw, "Disk:", fmt.Sprintf("%s free of %s", formatMiB(st.DiskFreeMiB), formatMiB(st.DiskTotalMiB)))

@@ -27,6 +27,7 @@ const DefaultAgentDir = "/var/lib/polyvisor-agent"
 func AgentCommand() *cobra.Command {
 	var (
 		serverURL, joinToken, dataDir, name, address string
+		accel, confPath                              string
 		logs                                         logFlags
 		heartbeat                                    time.Duration
 	)
@@ -39,6 +40,9 @@ which also pins the server's CA; later starts reuse the saved credentials.`,
 		Example: "  polyvisor agent --server https://pv.example.com:7443 --join-token pvj_...",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyConfigFile(cmd, confPath, DefaultAgentConfig); err != nil {
+				return err
+			}
 			log, err := logs.logger()
 			if err != nil {
 				return err
@@ -70,7 +74,7 @@ which also pins the server's CA; later starts reuse the saved credentials.`,
 			if err != nil {
 				return err
 			}
-			return runAgent(ctx, c, agentOptions{host: creds.Host, stateDir: dataDir, address: address, heartbeat: heartbeat, logger: log})
+			return runAgent(ctx, c, agentOptions{host: creds.Host, stateDir: dataDir, address: address, accel: accel, heartbeat: heartbeat, logger: log})
 		},
 	}
 	f := cmd.Flags()
@@ -80,6 +84,8 @@ which also pins the server's CA; later starts reuse the saved credentials.`,
 	f.StringVar(&name, "name", "", "this host's name (default: the hostname)")
 	f.StringVar(&address, "address", "", "this host's address, as reported to the server")
 	f.DurationVar(&heartbeat, "heartbeat-interval", 5*time.Second, "how often to report to the server (keep it well below the server's --heartbeat-timeout)")
+	addAccelFlag(cmd, &accel)
+	addConfigFlag(cmd, &confPath, DefaultAgentConfig)
 	logs.register(cmd)
 	return cmd
 }

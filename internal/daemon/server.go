@@ -34,6 +34,8 @@ func ServerCommand() *cobra.Command {
 		hostName  string
 		noAgent   bool
 		advertise []string
+		accel     string
+		confPath  string
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -44,6 +46,9 @@ this host. State lives in an etcd embedded under --data-dir, or in the external
 cluster named by --etcd-endpoints.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyConfigFile(cmd, confPath, DefaultServerConfig); err != nil {
+				return err
+			}
 			log, err := logs.logger()
 			if err != nil {
 				return err
@@ -72,7 +77,7 @@ cluster named by --etcd-endpoints.`,
 			if hostName == "" {
 				hostName = defaultHostName()
 			}
-			return runBuiltinAgent(ctx, srv, cfg, hostName)
+			return runBuiltinAgent(ctx, srv, cfg, hostName, accel)
 		},
 	}
 	f := cmd.Flags()
@@ -83,6 +88,8 @@ cluster named by --etcd-endpoints.`,
 	f.StringSliceVar(&advertise, "advertise-address", nil, "extra DNS names or IPs agents use to reach this server (added to its certificate)")
 	f.StringVar(&hostName, "host-name", "", "name of this host for the built-in agent (default: the hostname)")
 	f.BoolVar(&noAgent, "no-agent", false, "run no built-in agent (VMs run only on joined hosts)")
+	addAccelFlag(cmd, &accel)
+	addConfigFlag(cmd, &confPath, DefaultServerConfig)
 	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", 15*time.Second, "mark a host not ready when its agent has not reported for this long")
 	f.DurationVar(&cfg.ProviderResync, "provider-resync", time.Minute, "how often a provider's inventory is fully resynced besides its events")
 	f.Float64Var(&cfg.Scheduler.CPUOvercommit, "cpu-overcommit", 0, "vCPUs offered per physical CPU (default 4)")
@@ -158,7 +165,7 @@ func saveCredentials(path string, c *credentials) error {
 // runBuiltinAgent runs this host's agent in-process. It is an ordinary
 // agent that talks to the server over the unix socket with a host token;
 // its first start registers with a join token the server mints for it.
-func runBuiltinAgent(ctx context.Context, srv *server.Server, cfg server.Config, host string) error {
+func runBuiltinAgent(ctx context.Context, srv *server.Server, cfg server.Config, host, accel string) error {
 	stateDir := filepath.Join(cfg.DataDir, "agent")
 	credPath := filepath.Join(stateDir, "credentials.json")
 	url := "unix://" + cfg.Socket
@@ -192,19 +199,25 @@ func runBuiltinAgent(ctx context.Context, srv *server.Server, cfg server.Config,
 		return err
 	}
 	// Heartbeat well within the server's timeout.
-	return runAgent(ctx, c, agentOptions{host: host, stateDir: stateDir, heartbeat: min(5*time.Second, cfg.HeartbeatTimeout/3), logger: cfg.Logger})
+	return runAgent(ctx, c, agentOptions{host: host, stateDir: stateDir, accel: accel, heartbeat: min(5*time.Second, cfg.HeartbeatTimeout/3), logger: cfg.Logger})
+}
+
+// addAccelFlag registers --accel on a command that runs an agent.
+func addAccelFlag(cmd *cobra.Command, accel *string) {
+	cmd.Flags().StringVar(accel, "accel", qemu.AccelAuto, "accelerator for guests: auto (run a probe guest under KVM at start, use KVM only if it ran), kvm (required: refuse to start without a working KVM) or tcg")
 }
 
 // agentOptions are what runAgent needs besides the client.
 type agentOptions struct {
 	host, stateDir, address string
+	accel                   string // auto, kvm or tcg
 	heartbeat               time.Duration
 	logger                  *slog.Logger
 }
 
 func runAgent(ctx context.Context, c *client.Client, o agentOptions) error {
 	host, stateDir, address, logger := o.host, o.stateDir, o.address, o.logger
-	drv, err := qemu.New(qemu.Config{StateDir: filepath.Join(stateDir, "vms"), Logger: logger.With("component", "qemu")})
+	drv, err := qemu.New(qemu.Config{StateDir: filepath.Join(stateDir, "vms"), Accel: o.accel, Logger: logger.With("component", "qemu")})
 	if err != nil {
 		return fmt.Errorf("starting the qemu driver: %w", err)
 	}

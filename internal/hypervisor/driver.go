@@ -86,8 +86,9 @@ type Capabilities struct {
 
 // Info describes what a driver found on its host.
 type Info struct {
-	Accel   string // kvm or tcg
-	Version string // hypervisor version ("QEMU 7.2.0")
+	Accel       string // kvm or tcg
+	AccelReason string // why: what the accelerator probe saw, or what was asked
+	Version     string // hypervisor version ("QEMU 7.2.0")
 }
 
 // Power states a driver reports.

@@ -1,6 +1,6 @@
 // Package qemu is Polyvisor's QEMU driver: it runs each VM as its own
-// qemu-system-x86_64 process, under KVM when /dev/kvm is usable and under
-// TCG otherwise.
+// qemu-system-x86_64 process, under KVM when a probe guest runs under it
+// and under TCG otherwise (see DecideAccel).
 //
 // A VM lives in StateDir/<uid>: its disks, NoCloud seed ISO, the persisted
 // handle (handle.json), QEMU's log (qemu.log), the serial console's
@@ -16,8 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -44,8 +44,8 @@ type Config struct {
 	QEMUBinary    string
 	QEMUImgBinary string
 	Logger        *slog.Logger
-	// Accel is "kvm", "tcg", or "" to pick kvm when /dev/kvm opens
-	// read-write and tcg otherwise.
+	// Accel is "kvm" (required: New fails when KVM does not run a guest),
+	// "tcg", or "auto"/"" to run the accelerator probe (DecideAccel).
 	Accel string
 	// RunDir holds short symlinks to VM directories whose socket paths
 	// would not fit in a unix socket address; default /run/polyvisor.
@@ -59,7 +59,7 @@ type Config struct {
 type Driver struct {
 	cfg   Config
 	log   *slog.Logger
-	accel string
+	accel AccelChoice
 
 	runOnce sync.Once
 	run     string
@@ -103,11 +103,6 @@ func New(cfg Config) (*Driver, error) {
 		}
 		*b = p
 	}
-	switch cfg.Accel {
-	case "", "kvm", "tcg":
-	default:
-		return nil, fmt.Errorf("configuring qemu driver: unknown accelerator %q", cfg.Accel)
-	}
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 60 * time.Second
 	}
@@ -115,10 +110,20 @@ func New(cfg Config) (*Driver, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	accel := cfg.Accel
-	if accel == "" {
-		accel = detectAccel()
+	runDir := cfg.RunDir
+	if runDir == "" {
+		runDir = defaultRunDir()
 	}
+	// The probe is bounded by its own timeout; New has no caller's context.
+	accel, err := DecideAccel(context.Background(), ProbeConfig{
+		Want:       cfg.Accel,
+		QEMUBinary: cfg.QEMUBinary,
+		CacheFile:  filepath.Join(runDir, "accel-probe.json"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("configuring qemu driver: %w", err)
+	}
+	log.Info("accelerator decided", "accel", accel.Accel, "reason", accel.Reason)
 	return &Driver{
 		cfg:   cfg,
 		log:   log.With("driver", DriverName),
@@ -128,21 +133,11 @@ func New(cfg Config) (*Driver, error) {
 	}, nil
 }
 
-// detectAccel picks kvm when /dev/kvm opens read-write, else tcg.
-func detectAccel() string {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return "tcg"
-	}
-	f.Close()
-	return "kvm"
-}
-
 // Name returns "qemu".
 func (d *Driver) Name() string { return DriverName }
 
 // Accel is the accelerator VMs run under: "kvm" or "tcg".
-func (d *Driver) Accel() string { return d.accel }
+func (d *Driver) Accel() string { return d.accel.Accel }
 
 // Capabilities says what the driver can do.
 func (d *Driver) Capabilities() hypervisor.Capabilities {
@@ -162,7 +157,7 @@ func (d *Driver) Info(ctx context.Context) (hypervisor.Info, error) {
 		return hypervisor.Info{}, fmt.Errorf("asking qemu for its version: %w", err)
 	}
 	line, _, _ := strings.Cut(string(out), "\n")
-	return hypervisor.Info{Accel: d.accel, Version: strings.TrimSpace(line)}, nil
+	return hypervisor.Info{Accel: d.accel.Accel, AccelReason: d.accel.Reason, Version: strings.TrimSpace(line)}, nil
 }
 
 // Close drops the driver's QMP connections without touching the VMs, which

@@ -57,7 +57,7 @@ func (d *Driver) Start(ctx context.Context, h *hypervisor.Handle, cfg hypervisor
 	for _, s := range []string{p.QMP, p.Serial, p.VNC, p.PIDFile} {
 		os.Remove(s) // stale from a QEMU that was killed
 	}
-	args := BuildArgs(cfg, p, d.accel)
+	args := BuildArgs(cfg, p, d.accel.Accel)
 
 	logPath := filepath.Join(h.Dir, qemuLog)
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -111,7 +111,7 @@ func (d *Driver) Start(ctx context.Context, h *hypervisor.Handle, cfg hypervisor
 		return fail(err)
 	}
 	d.register(&vm{uid: h.UID, pid: pid, start: st.Start, qmp: c, exited: exited, child: true})
-	log.Info("started vm", "accel", d.accel, "paused", cfg.StartPaused)
+	log.Info("started vm", "accel", d.accel.Accel, "paused", cfg.StartPaused)
 	return nil
 }
 
