@@ -51,6 +51,7 @@ func (c *conn) upsertHost(ctx context.Context, ph *provider.Host, inv *provider.
 		next.Provider = ref
 		next.Status.State, next.Status.CPUs, next.Status.MemoryMiB = state, ph.CPUs, ph.MemoryMiB
 		next.Status.QEMUVersion, next.Status.Drivers = ph.Version, []string{c.typ}
+		next.Status.Accel, next.Status.AccelReason = ph.Accel, ph.AccelReason
 		next.Status.LastHeartbeat = time.Time{}
 		if ok && reflect.DeepEqual(next.Status, cur.Status) && reflect.DeepEqual(next.Provider, cur.Provider) {
 			return

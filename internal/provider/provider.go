@@ -129,6 +129,9 @@ type Host struct {
 	MemoryMiB           int64
 	State               string
 	Version             string // "VMware ESXi 8.0.0", "QEMU 7.2.0"
+	// Accel is what the host's VMs run under (kvm, tcg), when the provider
+	// tells; AccelReason says why.
+	Accel, AccelReason string
 }
 
 type Datastore struct {

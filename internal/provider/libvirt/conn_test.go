@@ -104,7 +104,7 @@ func TestConnectionLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := watch(t, p)
-	rec.sync(t, rawConn(t, systemURI), virtType())
+	rec.sync(t, rawConn(t, systemURI), virtType(t))
 
 	killed := time.Now()
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -150,5 +150,5 @@ func TestConnectionLoss(t *testing.T) {
 		t.Errorf("the host id changed with the restart: %s, then %s", before.Hosts[0].ID, after.Hosts[0].ID)
 	}
 	rec = watch(t, p)
-	rec.sync(t, rawConn(t, systemURI), virtType())
+	rec.sync(t, rawConn(t, systemURI), virtType(t))
 }

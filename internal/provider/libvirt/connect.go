@@ -114,8 +114,9 @@ type capsXML struct {
 }
 
 // loadHostFacts reads the capabilities: the host's UUID and the best
-// virtualization type for x86_64 (or the host's architecture): kvm, else
-// qemu (TCG), else whatever the driver offers (test, xen).
+// virtualization type for x86_64 (or the host's architecture): kvm where
+// it works (decideVirtType), else qemu (TCG), else whatever the driver
+// offers (test, xen).
 func loadHostFacts(l *golibvirt.Libvirt, ep endpoint) (hostFacts, error) {
 	raw, err := l.ConnectGetCapabilities()
 	if err != nil {
@@ -145,16 +146,7 @@ func loadHostFacts(l *golibvirt.Libvirt, ep endpoint) (hostFacts, error) {
 	if types[h.arch] == nil {
 		h.arch = caps.Host.CPU.Arch
 	}
-	switch t := types[h.arch]; {
-	case t["kvm"]:
-		h.virtType = "kvm"
-	case t["qemu"]:
-		h.virtType = "qemu"
-	default:
-		for name := range t {
-			h.virtType = name
-			break
-		}
-	}
+	d := decideVirtType(l, h.arch, types[h.arch])
+	h.virtType, h.virtReason = d.virtType, d.reason
 	return h, nil
 }

@@ -109,7 +109,7 @@ func TestSystemCreateVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"<domain type='" + virtType() + "'>", "machine='pc-q35", "<source file='" + volPath + "'",
+		"<domain type='" + virtType(t) + "'>", "machine='pc-q35", "<source file='" + volPath + "'",
 		"<target dev='vda' bus='virtio'/>", "<graphics type='vnc'", "listen='127.0.0.1'",
 		"<serial type='pty'>", "<log file='/var/log/libvirt/qemu/" + name + "-serial.log'",
 		`<vm xmlns="https://polyvisor.dev/xmlns/libvirt/1" owner="polyvisor">`,
@@ -132,7 +132,7 @@ func TestSystemCreateVM(t *testing.T) {
 	if !strings.Contains(args, "qemu-system-x86_64") || !strings.Contains(args, "guest="+name) {
 		t.Errorf("qemu runs as %s", args)
 	}
-	if virtType() == "qemu" && !strings.Contains(args, "-accel tcg") {
+	if virtType(t) == "qemu" && !strings.Contains(args, "-accel tcg") {
 		t.Errorf("qemu does not run under tcg: %s", args)
 	}
 	if c, err := p.Console(ctx, vm.ID); err != nil {

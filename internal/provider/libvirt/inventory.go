@@ -66,7 +66,9 @@ func describeHost(l *golibvirt.Libvirt, facts hostFacts) (provider.Host, error) 
 		MemoryMiB: int64(memKiB >> 10),
 		State:     provider.HostConnected,
 		// libvirt encodes versions as major*1e6 + minor*1e3 + micro.
-		Version: fmt.Sprintf("%s %d.%d.%d", typ, ver/1000000, ver/1000%1000, ver%1000),
+		Version:     fmt.Sprintf("%s %d.%d.%d", typ, ver/1000000, ver/1000%1000, ver%1000),
+		Accel:       accelOf(facts.virtType),
+		AccelReason: facts.virtReason,
 	}, nil
 }
 

@@ -64,7 +64,9 @@ type Provider struct {
 type hostFacts struct {
 	id       string // host UUID from the capabilities, else the URI
 	arch     string // the guest architecture CreateVM uses
-	virtType string // "kvm" when offered, else "qemu" (or the driver's own)
+	virtType string // "kvm" when offered and working, else "qemu" (or the driver's own)
+	// virtReason says why virtType was chosen.
+	virtReason string
 }
 
 // New returns a provider for the libvirt URI cfg.URL. It does not connect:
@@ -141,7 +143,7 @@ func (p *Provider) Connect(ctx context.Context) error {
 	if old != nil {
 		old.Disconnect()
 	}
-	p.log.Info("connected to libvirt", "remote", ep.remote, "host", facts.id, "virt", facts.virtType)
+	p.log.Info("connected to libvirt", "remote", ep.remote, "host", facts.id, "virt", facts.virtType, "because", facts.virtReason)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,17 +23,31 @@ import (
 
 const systemURI = "qemu:///system"
 
-// virtType is the domain type the host runs: kvm when /dev/kvm exists.
-func virtType() string {
-	if _, err := os.Stat("/dev/kvm"); err == nil {
-		return "kvm"
+// virtType is the domain type Polyvisor's provider chooses on the test
+// host: from libvirt's domain capabilities and a probe domain, never from
+// the mere presence of /dev/kvm (which may open and run no guest).
+func virtType(t *testing.T) string {
+	t.Helper()
+	systemVirt.once.Do(func() {
+		facts, err := loadHostFacts(rawConn(t, systemURI), endpoint{uri: systemURI})
+		systemVirt.typ, systemVirt.err = facts.virtType, err
+		t.Logf("the provider runs %s domains here: %s", facts.virtType, facts.virtReason)
+	})
+	if systemVirt.err != nil {
+		t.Fatalf("deciding the domain type: %v", systemVirt.err)
 	}
-	return "qemu"
+	return systemVirt.typ
+}
+
+var systemVirt struct {
+	once sync.Once
+	typ  string
+	err  error
 }
 
 // guestDomainXML is a domain that boots the test guest's kernel and
 // initrd directly, with a qcow2 disk and its serial console in a file.
-func guestDomainXML(name string, g guest.Paths, disk, serial string) string {
+func guestDomainXML(t *testing.T, name string, g guest.Paths, disk, serial string) string {
 	return fmt.Sprintf(`<domain type='%s'>
   <name>%s</name>
   <memory unit='MiB'>256</memory>
@@ -54,7 +69,7 @@ func guestDomainXML(name string, g guest.Paths, disk, serial string) string {
     <serial type='file'><source path='%s'/></serial>
     <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/>
   </devices>
-</domain>`, virtType(), name, g.Kernel, g.Initrd, guest.Cmdline, disk, serial)
+</domain>`, virtType(t), name, g.Kernel, g.Initrd, guest.Cmdline, disk, serial)
 }
 
 func qemuImg(t *testing.T, args ...string) string {
@@ -88,7 +103,7 @@ func TestSystemGuest(t *testing.T) {
 	raw := rawConn(t, systemURI)
 	p := connect(t, systemURI)
 	rec := watch(t, p)
-	rec.sync(t, raw, virtType())
+	rec.sync(t, raw, virtType(t))
 	ctx := context.Background()
 
 	dir := t.TempDir()
@@ -100,7 +115,7 @@ func TestSystemGuest(t *testing.T) {
 
 	// Out of band: define and start with go-libvirt; the watch sees it.
 	mark := rec.mark()
-	dom, err := raw.DomainDefineXML(guestDomainXML(name, g, disk, serial))
+	dom, err := raw.DomainDefineXML(guestDomainXML(t, name, g, disk, serial))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,14 +313,14 @@ func TestSystemOutOfBandVirsh(t *testing.T) {
 	raw := rawConn(t, systemURI)
 	p := connect(t, systemURI)
 	rec := watch(t, p)
-	rec.sync(t, raw, virtType())
+	rec.sync(t, raw, virtType(t))
 
 	dir := t.TempDir()
 	name := uniqueName("pv-virsh")
 	disk := filepath.Join(dir, "disk.qcow2")
 	qemuImg(t, "create", "-q", "-f", "qcow2", "-b", g.Disk, "-F", "qcow2", disk)
 	xmlFile := filepath.Join(dir, "domain.xml")
-	if err := os.WriteFile(xmlFile, []byte(guestDomainXML(name, g, disk, filepath.Join(dir, "serial.log"))), 0o644); err != nil {
+	if err := os.WriteFile(xmlFile, []byte(guestDomainXML(t, name, g, disk, filepath.Join(dir, "serial.log"))), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { removeDomain(raw, name) })
