@@ -83,7 +83,7 @@ func BuildArgs(cfg hypervisor.VMConfig, p Paths, accel string) []string {
 			"driver="+format+",node-name="+node+",discard=unmap,file.driver=file,file.filename="+esc(d.Path))
 		dev := "virtio-blk-pci,drive=" + node + ",id=virtio-" + node
 		if d.Name != "" {
-			dev += ",serial=" + esc(serialFor(d.Name))
+			dev += ",serial=" + esc(hypervisor.DiskSerial(d.Name))
 		}
 		if firmwareBoot && i == 0 {
 			dev += ",bootindex=1"
@@ -125,15 +125,6 @@ func BuildArgs(cfg hypervisor.VMConfig, p Paths, accel string) []string {
 // esc escapes a value inside a QEMU option string, where ',' separates
 // options and is written ",,".
 func esc(s string) string { return strings.ReplaceAll(s, ",", ",,") }
-
-// serialFor makes a virtio-blk serial (at most 20 characters) from a disk
-// name, so the guest sees it under /dev/disk/by-id.
-func serialFor(name string) string {
-	if len(name) > 20 {
-		name = name[:20]
-	}
-	return name
-}
 
 // MACFor derives a stable, locally administered MAC (52:54:00 prefix) for a
 // VM's NIC from its UID and the NIC's index.
