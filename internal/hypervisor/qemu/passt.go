@@ -41,8 +41,8 @@ type userNet struct {
 // one, with its output in logf. A passt that cannot serve (no interface to
 // take the guest's network from, say) exits at once with its reason in
 // logf: alive checks that they all still run once QEMU is up.
-func (d *Driver) startUserNet(dir string, nics int, logf *os.File, cg *vmCgroup) (n *userNet, err error) {
-	n = &userNet{}
+func (d *Driver) startUserNet(dir string, nics int, logf *os.File, cg *vmCgroup) (_ *userNet, err error) {
+	n := &userNet{}
 	if nics == 0 {
 		return n, nil
 	}
