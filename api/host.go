@@ -42,6 +42,26 @@ type HostStatus struct {
 	LastHeartbeat time.Time `json:"lastHeartbeat,omitzero"`
 	// Allocated is the sum of the specs of the VMs placed on the host.
 	Allocated Allocation `json:"allocated"`
+	// Confinement says how the host confines its VMs' processes.
+	Confinement *HostConfinement `json:"confinement,omitempty"`
+}
+
+// HostConfinement says how a host confines its VMs' processes (QEMU and
+// the user-mode network of their NICs), and what it could not do there.
+type HostConfinement struct {
+	// User is the unprivileged user the processes run as; empty when they
+	// keep the agent's user.
+	User string `json:"user,omitempty"`
+	// Sandbox is the hypervisor's own sandbox ("seccomp"); empty for none.
+	Sandbox string `json:"sandbox,omitempty"`
+	// Cgroups is "v2" or "v1" when each VM has a cgroup with limits from
+	// its size; empty when not.
+	Cgroups string `json:"cgroups,omitempty"`
+	// Network is how user-mode NICs reach the network, and whether the
+	// host's loopback is closed to them.
+	Network string `json:"network,omitempty"`
+	// Notes name what is not confined on this host, and why.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Allocation is a sum of VM sizes.
