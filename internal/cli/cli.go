@@ -74,7 +74,7 @@ func NewRootCommand(extra ...*cobra.Command) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err: err} })
 
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.server, "server", "", "server URL: https://host:port or unix:///path/to/socket")
+	pf.StringVar(&a.server, "server", "", "server URL: https://host:port, host:port (https is assumed) or unix:///path/to/socket")
 	pf.StringVar(&a.token, "token", "", "bearer token")
 	pf.StringVar(&a.caFile, "ca-file", "", "PEM file of the CA that signed the server's certificate")
 	pf.StringVar(&a.configPath, "config", "", "config file (default $XDG_CONFIG_HOME/polyvisor/config.yaml)")
