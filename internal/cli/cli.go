@@ -71,7 +71,7 @@ func NewRootCommand(extra ...*cobra.Command) *cobra.Command {
 		Args:          cobra.ArbitraryArgs,
 		RunE:          groupRun,
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err: err} })
+	root.SetFlagErrorFunc(flagError)
 
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.server, "server", "", "server URL: https://host:port, host:port (https is assumed) or unix:///path/to/socket")
@@ -85,6 +85,7 @@ func NewRootCommand(extra ...*cobra.Command) *cobra.Command {
 	root.AddCommand(a.loginCommand(), a.logoutCommand(), a.whoamiCommand(), a.projectCommand(), a.userCommand(),
 		a.tokenCommand(), a.roleCommand(), a.quotaCommand(), a.auditCommand())
 	root.AddCommand(extra...)
+	a.explainErrors(root)
 	return root
 }
 
@@ -95,6 +96,10 @@ func groupRun(cmd *cobra.Command, args []string) error {
 		return cmd.Help()
 	}
 	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		// cobra sets its default only on the root's own lookup.
+		cmd.SuggestionsMinimumDistance = 2
+	}
 	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
 		msg += fmt.Sprintf(" (did you mean %q?)", s[0])
 	}
