@@ -195,9 +195,8 @@ func TestTLSErrorsSayWhichCAToPass(t *testing.T) {
 
 	// A name the certificate does not hold: it holds 127.0.0.1, not
 	// 127.0.0.2.
-	rs2 := startRealServer(t, server.Config{Listen: "127.0.0.2:0"})
-	other2 := "https://127.0.0.2:" + strconv.Itoa(rs2.port)
-	for _, ca := range []string{rs2.caFile, ""} {
+	other2 := "https://" + tcpProxy(t, "127.0.0.2:0", "127.0.0.1:"+strconv.Itoa(rs.port))
+	for _, ca := range []string{rs.caFile, ""} {
 		_, errOut, code = cli(t, "", "--server", other2, "--ca-file", ca, "vm", "list")
 		for _, want := range []string{`not valid for "127.0.0.2"`, "127.0.0.1", "localhost", "--advertise-address 127.0.0.2"} {
 			if code != ExitFailure || !strings.Contains(errOut, want) {
@@ -210,9 +209,9 @@ func TestTLSErrorsSayWhichCAToPass(t *testing.T) {
 		}
 	}
 
-	// With --advertise-address the name is in the certificate, and a bare
+	// The address a server listens on is in its certificate, and a bare
 	// HOST:PORT is https.
-	rs3 := startRealServer(t, server.Config{Listen: "127.0.0.2:0", AdvertiseAddresses: []string{"127.0.0.2"}})
+	rs3 := startRealServer(t, server.Config{Listen: "127.0.0.2:0"})
 	out, errOut, code := cli(t, "", "--server", "127.0.0.2:"+strconv.Itoa(rs3.port), "--ca-file", rs3.caFile, "--token", rs3.srv.AdminToken(), "vm", "list")
 	if code != ExitOK || !strings.HasPrefix(out, "NAME") {
 		t.Errorf("host:port with the CA: exit %d\n%s%s", code, out, errOut)

@@ -56,3 +56,33 @@ func startRealServer(t *testing.T, cfg server.Config) *realServer {
 func (r *realServer) asRoot(args ...string) []string {
 	return append([]string{"--server", "unix://" + r.socket}, args...)
 }
+
+// tcpProxy forwards connections from a listener on listen to target, so
+// that a client reaches a server by another address than its own.
+func tcpProxy(t *testing.T, listen, target string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				s, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer s.Close()
+				go func() { _, _ = io.Copy(s, c) }()
+				_, _ = io.Copy(c, s)
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
