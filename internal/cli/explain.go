@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"net/url"
 	"sort"
 	"strings"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/polyvisor/polyvisor/client"
 )
 
 // explainErrors makes the errors of cmd and its subcommands speak of the
@@ -35,6 +38,9 @@ func (a *app) explain(cmd *cobra.Command, err error) error {
 		return nil
 	}
 	err = withFieldSource(cmd, err)
+	if commandKey(cmd) == "login" && client.HTTPStatus(err) == http.StatusUnauthorized {
+		return err // a wrong password, not missing credentials
+	}
 	if hint := a.hintFor(err); hint != "" {
 		return &hintedError{err: err, hint: hint}
 	}
@@ -82,6 +88,14 @@ func (a *app) hintFor(err error) string {
 		return hint
 	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
 		return "the server's certificate has expired or is not valid yet: check the clocks of this machine and of the server."
+	}
+	if client.HTTPStatus(err) == http.StatusUnauthorized {
+		if cfg.Token == "" {
+			return fmt.Sprintf("the server wants to know who you are: log in with 'polyvisor login --user NAME', "+
+				"or give an API token with --token, POLYVISOR_TOKEN or token: in %s.", cfgPath)
+		}
+		return "the server refused the token in force (expired, revoked or mistyped): log in again with " +
+			"'polyvisor login --user NAME', or give another token."
 	}
 	var dial *net.OpError
 	if !errors.As(err, &dial) || dial.Op != "dial" {

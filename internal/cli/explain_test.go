@@ -242,3 +242,26 @@ func TestConnectionErrorsSayWhatIsWrong(t *testing.T) {
 		t.Errorf("a missing file got a hint about the server:\n%s", errOut)
 	}
 }
+
+// A server that wants credentials says how to give them; a wrong password
+// at login gets no such hint.
+func TestUnauthorizedSaysHowToSignIn(t *testing.T) {
+	dir := isolate(t)
+	rs := startRealServer(t, server.Config{})
+	tls := []string{"--server", rs.url, "--ca-file", rs.caFile}
+	_, errOut, code := cli(t, "", append(tls, "vm", "list")...)
+	for _, want := range []string{"authentication required", "Hint:", "polyvisor login --user NAME", "--token", "POLYVISOR_TOKEN",
+		"token: in " + filepath.Join(dir, "polyvisor", "config.yaml")} {
+		if code != ExitFailure || !strings.Contains(errOut, want) {
+			t.Errorf("no token: exit %d, want %q in\n%s", code, want, errOut)
+		}
+	}
+	_, errOut, code = cli(t, "", append(tls, "--token", "pva_000000000000_00", "vm", "list")...)
+	if code != ExitFailure || !strings.Contains(errOut, "refused the token in force") {
+		t.Errorf("a bad token: exit %d\n%s", code, errOut)
+	}
+	_, errOut, code = cli(t, "wrong\n", append(tls, "login", "--user", "admin", "--password-stdin")...)
+	if code != ExitFailure || strings.Contains(errOut, "Hint:") {
+		t.Errorf("a wrong password: exit %d\n%s", code, errOut)
+	}
+}
