@@ -85,8 +85,10 @@ func NewRootCommand(extra ...*cobra.Command) *cobra.Command {
 	root.AddCommand(a.loginCommand(), a.logoutCommand(), a.whoamiCommand(), a.projectCommand(), a.userCommand(),
 		a.tokenCommand(), a.roleCommand(), a.quotaCommand(), a.auditCommand())
 	root.AddCommand(a.versionCommand())
-	root.AddCommand(extra...)
+	// The client verbs' errors speak of the CLI's flags and config; the
+	// daemons have their own.
 	a.explainErrors(root)
+	root.AddCommand(extra...)
 	return root
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/polyvisor/polyvisor/client"
 	"github.com/polyvisor/polyvisor/internal/server"
 )
 
@@ -263,5 +264,24 @@ func TestUnauthorizedSaysHowToSignIn(t *testing.T) {
 	_, errOut, code = cli(t, "wrong\n", append(tls, "login", "--user", "admin", "--password-stdin")...)
 	if code != ExitFailure || strings.Contains(errOut, "Hint:") {
 		t.Errorf("a wrong password: exit %d\n%s", code, errOut)
+	}
+}
+
+// The daemons' errors are their own: no hint about the CLI's flags.
+func TestDaemonErrorsGetNoCLIHints(t *testing.T) {
+	isolate(t)
+	rs := startRealServer(t, server.Config{})
+	daemonCmd := &cobra.Command{Use: "agent", RunE: func(*cobra.Command, []string) error {
+		c, err := client.New(client.Config{URL: rs.url, CAFile: rs.caFile})
+		if err != nil {
+			return err
+		}
+		_, err = c.WhoAmI(t.Context())
+		return err
+	}}
+	var out, errOut strings.Builder
+	code := run(t.Context(), NewRootCommand(daemonCmd), []string{"agent"}, strings.NewReader(""), &out, &errOut)
+	if code != ExitFailure || !strings.Contains(errOut.String(), "authentication required") || strings.Contains(errOut.String(), "Hint:") {
+		t.Errorf("a daemon's error: exit %d\n%s", code, errOut.String())
 	}
 }
