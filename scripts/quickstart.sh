@@ -21,7 +21,7 @@ ensure_go
 build_web
 echo "==> building polyvisor"
 mkdir -p bin
-go build -o bin/polyvisor ./cmd/polyvisor
+go build -ldflags "-X github.com/polyvisor/polyvisor/internal/version.Commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" -o bin/polyvisor ./cmd/polyvisor
 PV=$PWD/bin/polyvisor
 # Put the CLI on PATH: /usr/local/bin as root, else ~/.local/bin.
 if [ "$(id -u)" = 0 ]; then
