@@ -80,6 +80,10 @@ type JoinToken struct {
 	// CAFingerprint is the SHA-256 of the server's CA certificate, so the
 	// agent can trust the server before it has the CA.
 	CAFingerprint string `json:"caFingerprint"`
+	// ServerURL is the https URL agents reach the server at (its first
+	// advertised address, else its listen address or host name, and its
+	// port); empty when the server does not listen on TCP.
+	ServerURL string `json:"serverURL,omitempty"`
 }
 
 // JoinTokenCreate is the body of POST /v1/hosts/join-tokens.

@@ -310,6 +310,7 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"AuditRecordList": reflect.TypeFor[api.List[api.AuditRecord]](),
 		"Lease":           reflect.TypeFor[api.Lease](),
 		"LeaseSet":        reflect.TypeFor[api.LeaseSet](),
+		"Version":         reflect.TypeFor[api.Version](),
 	}
 	schemas := doc["components"].(map[string]any)["schemas"].(map[string]any)
 	for name, s := range schemas {

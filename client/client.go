@@ -72,16 +72,9 @@ type Client struct {
 
 // New returns a client for cfg. It does not contact the server.
 func New(cfg Config) (*Client, error) {
-	raw := strings.TrimSpace(cfg.URL)
-	if raw == "" {
-		return nil, errors.New("create client: no server URL")
-	}
-	if strings.HasPrefix(raw, "/") {
-		raw = "unix://" + raw
-	}
-	u, err := url.Parse(raw)
+	u, err := parseServerURL(cfg.URL)
 	if err != nil {
-		return nil, fmt.Errorf("create client: parse server URL %q: %w", cfg.URL, err)
+		return nil, fmt.Errorf("create client: %w", err)
 	}
 
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
@@ -129,7 +122,7 @@ func New(cfg Config) (*Client, error) {
 		c.base = url.URL{Scheme: "http", Host: unixHost}
 	case "https", "http":
 		if u.Host == "" {
-			return nil, fmt.Errorf("create client: %q names no host", cfg.URL)
+			return nil, fmt.Errorf("create client: server URL %q names no host: %s", cfg.URL, urlForms)
 		}
 		c.base = url.URL{Scheme: u.Scheme, Host: u.Host, Path: strings.TrimRight(u.Path, "/")}
 		if u.Scheme == "https" {
@@ -140,7 +133,7 @@ func New(cfg Config) (*Client, error) {
 			tr.TLSClientConfig = tlsCfg
 		}
 	default:
-		return nil, fmt.Errorf("create client: unsupported URL scheme %q (want https, http or unix)", u.Scheme)
+		return nil, fmt.Errorf("create client: server URL %q: unsupported scheme %q: %s", cfg.URL, u.Scheme, urlForms)
 	}
 	var rt http.RoundTripper = tr
 	if cfg.WrapTransport != nil {

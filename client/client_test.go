@@ -57,6 +57,48 @@ func TestNewRejectsBadURLs(t *testing.T) {
 	}
 }
 
+func TestNewTakesHostPortAsHTTPS(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:17443":         "https://127.0.0.1:17443",
+		" pv.example.com:7443 ":   "https://pv.example.com:7443",
+		"localhost:7443":          "https://localhost:7443",
+		"[::1]:7443":              "https://[::1]:7443",
+		"https://h:8443/prefix":   "https://h:8443/prefix",
+		"unix:///run/pv.sock":     "http://polyvisor",
+		"/run/pv.sock":            "http://polyvisor",
+		"http://127.0.0.1:1/base": "http://127.0.0.1:1/base",
+	} {
+		c, err := New(Config{URL: in})
+		if err != nil {
+			t.Errorf("New(%q): %v", in, err)
+			continue
+		}
+		if got := c.base.String(); got != want {
+			t.Errorf("New(%q) talks to %q, want %q", in, got, want)
+		}
+	}
+	// What cannot be read says which forms are expected, never a URL
+	// parser's complaint about path segments.
+	for in, want := range map[string]string{
+		"pv.example.com":       "did you mean https://pv.example.com:7443?",
+		"127.0.0.1:0":          "want https://HOST:PORT, HOST:PORT",
+		"127.0.0.1:port":       "want https://HOST:PORT, HOST:PORT",
+		":7443":                "want https://HOST:PORT, HOST:PORT",
+		"ftp://pv.example.com": `unsupported scheme "ftp": want https://HOST:PORT`,
+		"https://":             "names no host: want https://HOST:PORT",
+		"://x":                 "want https://HOST:PORT",
+		"":                     "no server URL: want https://HOST:PORT",
+	} {
+		_, err := New(Config{URL: in})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("New(%q) = %v, want an error with %q", in, err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "first path segment") {
+			t.Errorf("New(%q) = %v: a parser's error, not a hint", in, err)
+		}
+	}
+}
+
 func TestCreateVMSendsHeadersAndBody(t *testing.T) {
 	var got api.VMCreate
 	c := newTestClient(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

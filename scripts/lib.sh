@@ -39,6 +39,13 @@ build_web() {
 	if ! command -v npm >/dev/null 2>&1; then
 		apt_install nodejs npm
 	fi
+	# Nothing to do when the built app is newer than everything it is built from.
+	if [ -f web/dist/index.html ] && [ -d web/node_modules ] &&
+		[ -z "$(find web/src web/public web/index.html web/package.json web/package-lock.json web/vite.config.ts web/tsconfig.json \
+			-newer web/dist/index.html -print -quit 2>/dev/null)" ]; then
+		echo "==> the web console is up to date"
+		return 0
+	fi
 	echo "==> building the web console"
 	(cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)
 }

@@ -139,7 +139,8 @@ func runLifecycle(ctx context.Context, opts lifecycleOptions, log io.Writer) (re
 	r := &lifecycleRun{opts: opts, bin: bin, tmp: tmp, guestDir: guestDir, log: log}
 
 	fmt.Fprintf(log, "starting polyvisor server (data dir %s)\n", filepath.Join(tmp, "server"))
-	r.srv, err = startServer(ctx, &cl, bin, filepath.Join(tmp, "server"), "--host-name", lifecycleHost)
+	r.srv, err = startServer(ctx, &cl, bin, filepath.Join(tmp, "server"), "--host-name", lifecycleHost,
+		"--accel", "tcg") // the bare QEMU runs TCG too: the same work on both sides
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/polyvisor/polyvisor/internal/hypervisor/qemu"
 )
 
 // Machine describes where a benchmark ran.
@@ -18,7 +20,10 @@ type Machine struct {
 	Kernel      string `json:"kernel"`
 	GoVersion   string `json:"goVersion"`
 	QEMUVersion string `json:"qemuVersion"`
+	// KVM is true when guests run under KVM here: the accelerator probe
+	// ran a guest under it (a /dev/kvm that only opens does not count).
 	KVM         bool   `json:"kvm"`
+	AccelReason string `json:"accelReason"`
 	Date        string `json:"date"`
 	// LoadStart and LoadEnd are /proc/loadavg's 1, 5 and 15 minute load
 	// averages when the benchmark began and ended: the machine may be
@@ -56,8 +61,8 @@ func describeMachine(ctx context.Context) Machine {
 	if out, err := exec.CommandContext(ctx, "qemu-system-x86_64", "--version").Output(); err == nil {
 		m.QEMUVersion, _, _ = strings.Cut(strings.TrimSpace(string(out)), "\n")
 	}
-	if _, err := os.Stat("/dev/kvm"); err == nil {
-		m.KVM = true
+	if c, err := qemu.DecideAccel(ctx, qemu.ProbeConfig{Want: qemu.AccelAuto, QEMUBinary: "qemu-system-x86_64"}); err == nil {
+		m.KVM, m.AccelReason = c.Accel == qemu.AccelKVM, c.Reason
 	}
 	return m
 }

@@ -99,8 +99,8 @@ func others(u CPUUse) string {
 }
 
 func writeMachine(w io.Writer, m Machine) {
-	fmt.Fprintf(w, "Machine: %d CPUs (%s), %s RAM, Linux %s, %s, %s, KVM %v, %s\n",
-		m.CPUs, m.CPUModel, m.MemTotal, m.Kernel, m.GoVersion, m.QEMUVersion, m.KVM, m.Date)
+	fmt.Fprintf(w, "Machine: %d CPUs (%s), %s RAM, Linux %s, %s, %s, KVM %v (%s), %s\n",
+		m.CPUs, m.CPUModel, m.MemTotal, m.Kernel, m.GoVersion, m.QEMUVersion, m.KVM, m.AccelReason, m.Date)
 	fmt.Fprintf(w, "Load average at start: %s; at end: %s\n", m.LoadStart, m.LoadEnd)
 }
 

@@ -257,7 +257,13 @@ func (a *app) whoamiCommand() *cobra.Command {
 // describeWhoAmI writes an identity and its project roles.
 func describeWhoAmI(tw *tabwriter.Writer, w *api.WhoAmI) {
 	row(tw, "Kind:", w.Kind)
-	row(tw, "Name:", w.Name)
+	name := w.Name
+	if w.Kind == "user" && w.TokenID == "" && strings.HasPrefix(name, "uid:") {
+		// The server's name for local root on its socket, as the audit
+		// log records it.
+		name += " (local root on the server's socket, not a user account)"
+	}
+	row(tw, "Name:", name)
 	row(tw, "Superadmin:", yesNo(w.Superadmin))
 	row(tw, "Token:", orDash(w.TokenID))
 	narrowing := "-"

@@ -71,10 +71,10 @@ func NewRootCommand(extra ...*cobra.Command) *cobra.Command {
 		Args:          cobra.ArbitraryArgs,
 		RunE:          groupRun,
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err: err} })
+	root.SetFlagErrorFunc(flagError)
 
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.server, "server", "", "server URL: https://host:port or unix:///path/to/socket")
+	pf.StringVar(&a.server, "server", "", "server URL: https://host:port, host:port (https is assumed) or unix:///path/to/socket")
 	pf.StringVar(&a.token, "token", "", "bearer token")
 	pf.StringVar(&a.caFile, "ca-file", "", "PEM file of the CA that signed the server's certificate")
 	pf.StringVar(&a.configPath, "config", "", "config file (default $XDG_CONFIG_HOME/polyvisor/config.yaml)")
@@ -84,6 +84,10 @@ func NewRootCommand(extra ...*cobra.Command) *cobra.Command {
 	root.AddCommand(a.vmCommand(), a.imageCommand(), a.hostCommand(), a.opCommand(), a.providerCommand())
 	root.AddCommand(a.loginCommand(), a.logoutCommand(), a.whoamiCommand(), a.projectCommand(), a.userCommand(),
 		a.tokenCommand(), a.roleCommand(), a.quotaCommand(), a.auditCommand())
+	root.AddCommand(a.versionCommand())
+	// The client verbs' errors speak of the CLI's flags and config; the
+	// daemons have their own.
+	a.explainErrors(root)
 	root.AddCommand(extra...)
 	return root
 }
@@ -95,6 +99,10 @@ func groupRun(cmd *cobra.Command, args []string) error {
 		return cmd.Help()
 	}
 	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		// cobra sets its default only on the root's own lookup.
+		cmd.SuggestionsMinimumDistance = 2
+	}
 	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
 		msg += fmt.Sprintf(" (did you mean %q?)", s[0])
 	}

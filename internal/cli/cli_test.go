@@ -293,7 +293,7 @@ func TestServerErrorsNameTheField(t *testing.T) {
 		reply(w, http.StatusNotFound, api.ErrorBody{Error: api.NotFound("VM", r.PathValue("name"))})
 	})
 	_, errOut, code := cli(t, "", "--server", f.srv.URL, "vm", "create", "web1", "--image", "nope")
-	if code != ExitFailure || !strings.Contains(errOut, `Error: create VM "web1": disks[0].image: image "nope" not found`) {
+	if code != ExitFailure || !strings.Contains(errOut, `Error: create VM "web1": --image: image "nope" not found`) {
 		t.Errorf("exit %d, stderr %q", code, errOut)
 	}
 	_, errOut, code = cli(t, "", "--server", f.srv.URL, "vm", "show", "ghost")

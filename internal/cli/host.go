@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"net"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -124,21 +126,41 @@ func (a *app) hostJoinTokenCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			server, note := joinServerURL(tok.ServerURL, cfg.Server)
 			return a.print(cmd.OutOrStdout(), tok, func(tw *tabwriter.Writer) {
-				server := cfg.Server
-				if !strings.HasPrefix(server, "https://") {
-					// A unix socket or plain HTTP is no address for another machine.
-					server = "https://SERVER:PORT"
-				}
 				fmt.Fprintf(tw, "Join token (single use, expires %s; it is not shown again):\n\n  %s\n\n",
 					tok.ExpiresAt.Local().Format(time.RFC3339), tok.Token)
 				if tok.CAFingerprint != "" {
 					fmt.Fprintf(tw, "Server CA fingerprint (SHA-256): %s\n\n", tok.CAFingerprint)
 				}
 				fmt.Fprintf(tw, "Run on the new host:\n\n  polyvisor agent --server %s --join-token %s\n", server, tok.Token)
+				if note != "" {
+					fmt.Fprintf(tw, "\n%s\n", note)
+				}
 			})
 		},
 	}
 	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token stays valid")
 	return cmd
+}
+
+// joinServerURL is the server URL to give a new host's agent: the one the
+// server advertises, else the https URL the CLI used; with a note when the
+// agent of another machine may not reach it.
+func joinServerURL(advertised, used string) (server, note string) {
+	server = advertised
+	if server == "" && strings.HasPrefix(used, "https://") {
+		server = used
+	}
+	if server == "" {
+		return "https://SERVER:7443", "The server does not listen on TCP (its --listen is empty): restart it with --listen :7443, " +
+			"and put its address in place of SERVER."
+	}
+	if u, err := url.Parse(server); err == nil {
+		if ip := net.ParseIP(u.Hostname()); (ip != nil && ip.IsLoopback()) || u.Hostname() == "localhost" {
+			note = fmt.Sprintf("The server is reached at %s, a loopback address: an agent on another machine cannot use it. "+
+				"Restart the server with --listen :%s --advertise-address NAME, NAME being how other machines reach it.", u.Host, orDash(u.Port()))
+		}
+	}
+	return server, note
 }

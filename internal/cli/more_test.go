@@ -190,8 +190,10 @@ func TestJoinTokenPrintsTheAgentCommand(t *testing.T) {
 	if code != 0 || ttl.TTLSeconds != 7200 {
 		t.Fatalf("exit %d, ttl %d: %s", code, ttl.TTLSeconds, errOut)
 	}
-	// The fake speaks plain HTTP, which is no address for an agent.
-	if !strings.Contains(out, "polyvisor agent --server https://SERVER:PORT --join-token pvjoin-secret\n") || !strings.Contains(out, "ab12") {
+	// The fake speaks plain HTTP, which is no address for an agent, and
+	// names no URL of its own: say what to put instead.
+	if !strings.Contains(out, "polyvisor agent --server https://SERVER:7443 --join-token pvjoin-secret\n") || !strings.Contains(out, "ab12") ||
+		!strings.Contains(out, "does not listen on TCP") {
 		t.Errorf("stdout:\n%s", out)
 	}
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"sort"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -20,8 +21,12 @@ func (a *app) opListCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
-		Short:   "List operations",
-		Args:    noArgs,
+		Short:   "List operations, oldest first: the newest is last",
+		Long: "List operations in the order they were made, oldest first, so that the newest\n" +
+			"is last, next to the prompt, as in a log ('op list | tail' shows the latest).\n" +
+			"The order is the server's and holds across pages: --limit N lists the N oldest.\n" +
+			"Finished operations are kept for a day.",
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkAllProjects(cmd, opts); err != nil {
 				return err
@@ -34,6 +39,7 @@ func (a *app) opListCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			sortOperations(ops)
 			return a.print(cmd.OutOrStdout(), api.List[api.Operation]{Items: nonNil(ops)}, func(tw *tabwriter.Writer) {
 				head := []any{"ID", "KIND", "TARGET", "STATUS", "PROGRESS", "AGE", "MESSAGE"}
 				if opts.AllProjects {
@@ -55,6 +61,18 @@ func (a *app) opListCommand() *cobra.Command {
 	allProjectsFlag(cmd, &opts, "operations")
 	cmd.Flags().StringVar(&opts.State, "state", "", "only the operations of this status (pending, running, succeeded, failed, cancelled)")
 	return cmd
+}
+
+// sortOperations orders operations oldest first. The server lists them
+// so already (their ids sort by time); this keeps the order of a server
+// that still holds operations of older, unordered ids.
+func sortOperations(ops []api.Operation) {
+	sort.SliceStable(ops, func(i, j int) bool {
+		if !ops[i].CreatedAt.Equal(ops[j].CreatedAt) {
+			return ops[i].CreatedAt.Before(ops[j].CreatedAt)
+		}
+		return ops[i].ID < ops[j].ID
+	})
 }
 
 // opMessage is an operation's error, else its message.

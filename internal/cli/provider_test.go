@@ -192,7 +192,7 @@ func TestProviderAddFailures(t *testing.T) {
 	}
 
 	_, errOut, code := cli(t, "", vs("vc1", "--password-file", pwFile)...)
-	if code != ExitFailure || !strings.Contains(errOut, "password: the provider refused the credentials") {
+	if code != ExitFailure || !strings.Contains(errOut, "--password-file: the provider refused the credentials") {
 		t.Errorf("bad credentials: exit %d, stderr %q", code, errOut)
 	}
 	if strings.Contains(errOut, testPassword) {

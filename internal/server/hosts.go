@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -93,7 +96,28 @@ func (s *Server) mintJoinToken(ctx context.Context, ttl time.Duration) (*api.Joi
 		return nil, fmt.Errorf("storing join token: %w", err)
 	}
 	fp := pki.Fingerprint(s.caPEM)
-	return &api.JoinToken{ID: id, Token: tok + "." + fp, ExpiresAt: rec.ExpiresAt, CAFingerprint: fp}, nil
+	return &api.JoinToken{ID: id, Token: tok + "." + fp, ExpiresAt: rec.ExpiresAt, CAFingerprint: fp, ServerURL: s.advertisedURL()}, nil
+}
+
+// advertisedURL is the https URL agents reach the server at: its first
+// advertised address, else the host of its listen address when that names
+// one, else its host name (all of which its certificate holds), with the
+// port it listens on. It is "" when the server does not listen on TCP.
+func (s *Server) advertisedURL() string {
+	addr, ok := s.Addr().(*net.TCPAddr)
+	if !ok {
+		return ""
+	}
+	host := "localhost"
+	if lh, _, err := net.SplitHostPort(s.cfg.Listen); err == nil && lh != "" && !net.ParseIP(lh).IsUnspecified() {
+		host = lh
+	} else if hn, err := os.Hostname(); err == nil && hn != "" {
+		host = hn
+	}
+	if len(s.cfg.AdvertiseAddresses) > 0 {
+		host = s.cfg.AdvertiseAddresses[0]
+	}
+	return "https://" + net.JoinHostPort(host, strconv.Itoa(addr.Port))
 }
 
 // SplitJoinToken separates a join token from the CA fingerprint it carries.

@@ -26,6 +26,7 @@ var policy = map[string]string{
 	"GET /metrics":            "public",
 	"GET /v1/openapi.json":    "public",
 	"GET /v1/events":          "user",
+	"GET /v1/version":         "user",
 	"POST /v1/agent/register": "public",
 	"POST /v1/login":          "public",
 	"POST /v1/logout":         "user",

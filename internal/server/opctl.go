@@ -46,7 +46,8 @@ func newOpController(s *Server) *opController {
 }
 
 func newOperation(kind string, target api.Ref, params any) *api.Operation {
-	op := &api.Operation{ID: newUID(), Kind: kind, Target: target, Status: api.OpPending, CreatedAt: time.Now().UTC()}
+	id, now := newOpID()
+	op := &api.Operation{ID: id, Kind: kind, Target: target, Status: api.OpPending, CreatedAt: now}
 	if params != nil {
 		if raw, err := json.Marshal(params); err == nil {
 			op.Params = raw

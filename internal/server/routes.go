@@ -10,6 +10,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/version"
 )
 
 // route is one API endpoint: its pattern, the access rule checked before
@@ -59,6 +60,9 @@ func (s *Server) metaRoutes() []route {
 			_, _ = w.Write(api.OpenAPI)
 		}},
 		{method: "GET", path: "/v1/events", rule: auth.User, handler: s.streamEvents},
+		{method: "GET", path: "/v1/version", rule: auth.User, handler: func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusOK, version.Get())
+		}},
 	}
 }
 

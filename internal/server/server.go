@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -217,6 +218,10 @@ func (s *Server) setupTLS() error {
 	hosts := []string{"localhost", "127.0.0.1", "::1"}
 	if hn, err := os.Hostname(); err == nil {
 		hosts = append(hosts, hn)
+	}
+	// A listen address that names one host is an address clients use.
+	if lh, _, err := net.SplitHostPort(s.cfg.Listen); err == nil && lh != "" && !net.ParseIP(lh).IsUnspecified() && !slices.Contains(hosts, lh) {
+		hosts = append(hosts, lh)
 	}
 	hosts = append(hosts, s.cfg.AdvertiseAddresses...)
 	if err := pki.EnsureServerCert(dir, hosts); err != nil {

@@ -1,0 +1,54 @@
+package server
+
+import (
+	"crypto/rand"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// opClock hands out operation ids that sort in the order the operations
+// were made, so that the store, which lists by key, lists operations
+// oldest first on every page.
+var opClock struct {
+	sync.Mutex
+	lastMS int64  // the millisecond of the last id
+	seq    uint16 // ids made in that millisecond, 12 bits
+}
+
+// newOpID returns an operation id and its creation time: a version 7
+// UUID, whose first 48 bits are the Unix time in milliseconds and next 12
+// a counter within the millisecond, then random bits. Ids made in one
+// process are strictly increasing even when the clock steps back.
+func newOpID() (string, time.Time) {
+	opClock.Lock()
+	now := time.Now().UTC()
+	ms := now.UnixMilli()
+	switch {
+	case ms > opClock.lastMS:
+		opClock.seq = 0
+	case opClock.seq < 0xfff:
+		ms = opClock.lastMS
+		opClock.seq++
+	default:
+		ms = opClock.lastMS + 1
+		opClock.seq = 0
+	}
+	opClock.lastMS = ms
+	seq := opClock.seq
+	opClock.Unlock()
+
+	var b [16]byte
+	_, _ = rand.Read(b[8:])
+	for i := range 6 {
+		b[i] = byte(ms >> (8 * (5 - i)))
+	}
+	b[6] = 0x70 | byte(seq>>8)&0x0f
+	b[7] = byte(seq)
+	b[8] = b[8]&0x3f | 0x80
+	id := fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+	if t := time.UnixMilli(ms).UTC(); t.After(now) {
+		now = t // the id's time, when the clock stepped back
+	}
+	return id, now
+}

@@ -1,0 +1,63 @@
+package server
+
+import (
+	"regexp"
+	"sort"
+	"sync"
+	"testing"
+
+	"github.com/polyvisor/polyvisor/api"
+)
+
+// Operation ids sort in the order they were made, also when many are made
+// in one millisecond and from many goroutines, and their creation times
+// sort the same way.
+func TestOperationIDsSortByCreation(t *testing.T) {
+	uuid7 := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	const n = 5000
+	ids := make([]string, 0, n)
+	prev := ""
+	for range n {
+		op := newOperation("vm.start", api.Ref{Kind: "vm", Name: "v"}, nil)
+		if !uuid7.MatchString(op.ID) {
+			t.Fatalf("id %q is not a version 7 UUID", op.ID)
+		}
+		if op.ID <= prev {
+			t.Fatalf("id %q made after %q sorts before it", op.ID, prev)
+		}
+		prev = op.ID
+		ids = append(ids, op.ID)
+	}
+
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	type made struct {
+		id string
+		at int64
+	}
+	var all []made
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 500 {
+				op := newOperation("vm.stop", api.Ref{Kind: "vm", Name: "v"}, nil)
+				mu.Lock()
+				all = append(all, made{op.ID, op.CreatedAt.UnixNano()})
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	sort.Slice(all, func(i, j int) bool { return all[i].id < all[j].id })
+	seen := map[string]bool{}
+	for i, m := range all {
+		if seen[m.id] {
+			t.Fatalf("id %q made twice", m.id)
+		}
+		seen[m.id] = true
+		if i > 0 && m.at < all[i-1].at {
+			t.Errorf("id %q sorts after %q but was made before it", m.id, all[i-1].id)
+		}
+	}
+}
