@@ -284,6 +284,13 @@ func TestQEMUConfinedRealQEMU(t *testing.T) {
 			}
 		}
 	}
+	for _, dir := range cgPaths {
+		for _, f := range []string{"memory.current", "memory.peak", "memory.usage_in_bytes", "memory.max_usage_in_bytes", "pids.current"} {
+			if b, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
+				t.Logf("%s: %s", f, strings.TrimSpace(string(b)))
+			}
+		}
+	}
 	for _, kind := range []string{"memory", "tasks", "cpu"} {
 		if !checked[kind] {
 			t.Errorf("the vm's cgroup %q has no %s limit", cgPaths, kind)
