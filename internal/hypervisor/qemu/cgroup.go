@@ -412,3 +412,10 @@ func removeCgroups(paths string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// RemoveCgroups removes the cgroups a VM's handle names, once the VM's
+// processes are gone. Stop and Destroy do it themselves; it is for a VM
+// whose processes were ended behind the driver's back, as tests do.
+func RemoveCgroups(h *hypervisor.Handle) error {
+	return removeCgroups(h.Extra[extraCgroup])
+}
