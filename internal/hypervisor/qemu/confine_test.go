@@ -285,7 +285,7 @@ func TestQEMUConfinedRealQEMU(t *testing.T) {
 		}
 	}
 	for _, dir := range cgPaths {
-		for _, f := range []string{"memory.current", "memory.peak", "memory.usage_in_bytes", "memory.max_usage_in_bytes", "pids.current"} {
+		for _, f := range []string{"memory.current", "memory.peak", "memory.usage_in_bytes", "memory.max_usage_in_bytes", "pids.current", "cpu.stat"} {
 			if b, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
 				t.Logf("%s: %s", f, strings.TrimSpace(string(b)))
 			}
