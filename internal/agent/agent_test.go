@@ -427,3 +427,32 @@ func TestConsoleOutlivesWatch(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	exchange("after")
 }
+
+// TestOrphanRemoved: a VM this host still has but the server forgot
+// while the agent was away is removed, with its handle; a VM the server
+// still has is kept.
+func TestOrphanRemoved(t *testing.T) {
+	h := newHarness(t)
+	kept, orphan := newVM("kept"), newVM("orphan")
+	h.cp.place(kept)
+	h.cp.place(orphan)
+	h.startAgent()
+	h.running(kept.Key(), 1)
+	h.running(orphan.Key(), 1)
+	h.stopAgent()
+
+	h.cp.mu.Lock()
+	delete(h.cp.vms, orphan.Key())
+	h.cp.mu.Unlock()
+	h.startAgent()
+	h.cp.until(5*time.Second, "orphan removed", func() bool {
+		_, ok := h.host.VM(orphan.UID)
+		return !ok
+	})
+	if _, err := os.Stat(handlePath(h.stateDir, orphan.UID)); !os.IsNotExist(err) {
+		t.Fatalf("orphan's handle: %v", err)
+	}
+	if fake, ok := h.host.VM(kept.UID); !ok || fake.PID == 0 || fake.Starts != 1 {
+		t.Fatalf("kept vm: %+v", fake)
+	}
+}
