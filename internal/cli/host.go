@@ -95,6 +95,9 @@ func (a *app) hostShowCommand() *cobra.Command {
 				row(tw, "QEMU:", orDash(st.QEMUVersion))
 				row(tw, "Agent:", orDash(st.AgentVersion))
 				row(tw, "Heartbeat:", when(st.LastHeartbeat))
+				for _, w := range st.Warnings {
+					row(tw, "Warning:", w)
+				}
 				row(tw, "Registered:", when(h.CreatedAt))
 			})
 		},

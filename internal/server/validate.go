@@ -95,6 +95,13 @@ func validateVMCreate(req *api.VMCreate, images imageLookup, limits hostLimits) 
 	case req.StopTimeoutSeconds < 0 || req.StopTimeoutSeconds > maxStopTimeout:
 		return api.Invalid("stopTimeoutSeconds", "must be from 1 to %d, not %d", maxStopTimeout, req.StopTimeoutSeconds)
 	}
+	switch req.OnCrash {
+	case "":
+		req.OnCrash = api.OnCrashRestart
+	case api.OnCrashRestart, api.OnCrashStop:
+	default:
+		return api.Invalid("onCrash", "must be restart or stop, not %q", req.OnCrash)
+	}
 	if req.Host != "" && (limits.hostExists == nil || !limits.hostExists(req.Host)) {
 		return api.Invalid("host", "host %q not found", req.Host)
 	}
