@@ -22,7 +22,8 @@ const (
 	PermOperationCancel Permission = "operation.cancel"
 	PermVMCreate        Permission = "vm.create"
 	PermVMDelete        Permission = "vm.delete"
-	PermVMUpdate        Permission = "vm.update" // reconfigure, snapshots, lease
+	PermVMUpdate        Permission = "vm.update"   // reconfigure, snapshots, lease
+	PermVMUserData      Permission = "vm.userdata" // read cloud-init user data back
 	PermImageCreate     Permission = "image.create"
 	PermImageDelete     Permission = "image.delete"
 	PermProjectUpdate   Permission = "project.update"
@@ -35,7 +36,7 @@ const (
 var grants = map[string][]Permission{
 	api.RoleViewer:   {PermProjectRead, PermVMRead, PermImageRead, PermOperationRead, PermProviderRead},
 	api.RoleOperator: {PermVMPower, PermVMConsole, PermOperationCancel},
-	api.RoleMember:   {PermVMCreate, PermVMDelete, PermVMUpdate, PermImageCreate, PermImageDelete},
+	api.RoleMember:   {PermVMCreate, PermVMDelete, PermVMUpdate, PermVMUserData, PermImageCreate, PermImageDelete},
 	api.RoleAdmin:    {PermProjectUpdate, PermMemberManage, PermAuditRead},
 }
 

@@ -43,7 +43,7 @@ func (s *Server) listVMs(w http.ResponseWriter, r *http.Request) {
 		return s.inProject(r, vm.Project, auth.PermVMRead) && (q.Host == "" || vm.Spec.Host == q.Host) &&
 			(q.State == "" || vm.Status.PowerState == q.State) &&
 			providerMatches(q.Provider, vm.Spec.Provider) && q.sel.Matches(vm.Labels)
-	}, nil)
+	}, func(vm *api.VM) api.VM { return *s.vmView(r, vm) })
 }
 
 func (s *Server) getVM(w http.ResponseWriter, r *http.Request) {
@@ -52,7 +52,7 @@ func (s *Server) getVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(vm.Version, 10)))
-	writeJSON(w, http.StatusOK, vm)
+	writeJSON(w, http.StatusOK, s.vmView(r, vm))
 }
 
 // ifMatchVersion reads the optional If-Match header: the VM version (its
