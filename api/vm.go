@@ -132,6 +132,10 @@ type CloudInit struct {
 	UserData      string `json:"userData,omitempty"`
 	MetaData      string `json:"metaData,omitempty"`
 	NetworkConfig string `json:"networkConfig,omitempty"`
+	// UserDataRedacted is set by the server, in place of UserData, for
+	// callers who may not read user data (viewers and operators): it
+	// often holds passwords. Never set in a request.
+	UserDataRedacted bool `json:"userDataRedacted,omitempty"`
 }
 
 // Deletion records a requested delete.

@@ -51,7 +51,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
 	visible := func(project string, p auth.Permission) bool { return s.can(r, project, p) }
 	if want[api.EventVM] {
 		go forward(ctx, s.vms.Subscribe(ctx), events, func(c store.Change[api.VM]) (api.Event, bool) {
-			return api.Event{Type: api.EventVM, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "vm", Name: c.Obj.Name, UID: c.Obj.UID, Project: c.Obj.Project}, VM: c.Obj},
+			return api.Event{Type: api.EventVM, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "vm", Name: c.Obj.Name, UID: c.Obj.UID, Project: c.Obj.Project}, VM: s.vmView(r, c.Obj)},
 				visible(c.Obj.Project, auth.PermVMRead)
 		})
 	}

@@ -86,7 +86,7 @@ func (s *Server) identify(token string) (auth.Identity, error) {
 	if !rec.ExpiresAt.IsZero() && time.Now().After(rec.ExpiresAt) {
 		return auth.Anonymous, errBadToken
 	}
-	if prefix != prefixOf(rec.Kind) {
+	if prefix != prefixOf(rec.Kind) || s.sessionEnded(rec) {
 		return auth.Anonymous, errBadToken
 	}
 	if rec.Kind == tokenKindHost {

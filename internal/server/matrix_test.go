@@ -17,10 +17,12 @@ import (
 // route table: for each route, who may call it. A route missing here fails
 // the test, so no route can be added without saying who may use it.
 //
-// Values: "public"; "user" (any signed-in user); "superadmin"; "self" (the
-// user the path names, or a superadmin); "host" (the agent of the host
-// concerned); "anyhost"; or a project role (viewer, operator, member,
-// admin): that role or above in the request's project.
+// Values: "public"; "user" (any signed-in user); "account" (any signed-in
+// user acting on its own account, with a token not narrowed); "superadmin";
+// "self" (the user the path names, or a superadmin, with a token not
+// narrowed); "host" (the agent of the host concerned); "anyhost"; or a
+// project role (viewer, operator, member, admin): that role or above in the
+// request's project.
 var policy = map[string]string{
 	"GET /healthz":            "public",
 	"GET /metrics":            "public",
@@ -99,16 +101,33 @@ var policy = map[string]string{
 	"DELETE /v1/users/{user}":       "superadmin",
 	"PUT /v1/users/{user}/password": "self",
 
-	"GET /v1/tokens":         "user",
-	"POST /v1/tokens":        "user",
-	"DELETE /v1/tokens/{id}": "user",
+	"GET /v1/tokens":         "account",
+	"POST /v1/tokens":        "account",
+	"DELETE /v1/tokens/{id}": "user", // a narrowed token may revoke itself only
 
 	"GET /v1/audit": "admin",
 }
 
 // callers are the identities the matrix tries: the env's users and hosts,
-// and nobody at all.
-var callers = []string{"anonymous", "h1", "h2", "nobody", api.RoleViewer, api.RoleOperator, api.RoleMember, api.RoleAdmin, "superadmin"}
+// tokens narrowed to viewer of project pa, and nobody at all.
+var callers = []string{"anonymous", "h1", "h2", "nobody", api.RoleViewer, api.RoleOperator, api.RoleMember, api.RoleAdmin, "superadmin",
+	"narrowed-admin", "narrowed-member"}
+
+// narrowed names the users whose tokens, narrowed to viewer of project pa,
+// the matrix tries: the first superadmin (which has no password) and a
+// member of pa.
+var narrowed = map[string]string{"narrowed-admin": bootstrapUser, "narrowed-member": "r-member"}
+
+// addNarrowedTokens makes the narrowed callers' tokens.
+func addNarrowedTokens(t *testing.T, e *env) {
+	for who, user := range narrowed {
+		tok, err := e.super.CreateToken(context.Background(), api.TokenCreate{Name: who, User: user, Project: "pa", Role: api.RoleViewer})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.tokens[who] = tok.Secret
+	}
+}
 
 func rank(role string) int { return slices.Index(api.Roles, role) + 1 }
 
@@ -122,12 +141,18 @@ func expect(rule, who string, own bool) string {
 		return "deny"
 	}
 	isHost := who == "h1" || who == "h2"
+	_, isNarrowed := narrowed[who]
 	switch rule {
 	case "user":
 		return map[bool]string{true: "deny", false: "allow"}[isHost]
+	case "account":
+		return map[bool]string{true: "deny", false: "allow"}[isHost || isNarrowed]
 	case "superadmin":
 		return map[bool]string{true: "allow", false: "deny"}[who == "superadmin"]
 	case "self":
+		if isNarrowed {
+			return "deny" // even for its own user, even a superadmin
+		}
 		if who == "superadmin" || (!isHost && own) {
 			return "allow"
 		}
@@ -145,7 +170,10 @@ func expect(rule, who string, own bool) string {
 	case "anyhost":
 		return map[bool]string{true: "allow", false: "deny"}[isHost]
 	}
-	// A project role.
+	// A project role; a narrowed token is a viewer of pa.
+	if isNarrowed {
+		who = api.RoleViewer
+	}
 	switch {
 	case isHost:
 		return "deny"
@@ -167,6 +195,9 @@ func expect(rule, who string, own bool) string {
 func requestFor(method, path, who string, own bool) (string, []byte) {
 	project := map[bool]string{true: "pa", false: "pb"}[own]
 	self := userOf(who)
+	if u, ok := narrowed[who]; ok {
+		self = u
+	}
 	if !own {
 		self = "bob"
 	}
@@ -219,6 +250,7 @@ func outcomeOf(status int, body []byte) string {
 // left exactly one denied record in the audit log.
 func TestAuthorizationMatrix(t *testing.T) {
 	e := newEnv(t, Config{})
+	addNarrowedTokens(t, e)
 	var doc struct {
 		Paths map[string]map[string]json.RawMessage `json:"paths"`
 	}

@@ -28,6 +28,10 @@ type route struct {
 	// (operations, providers), is that object's project; "" falls back
 	// to the request's.
 	projectOf func(r *http.Request) string
+	// notFound, beside projectOf, is the handler's error for a missing
+	// object; an object of a project the caller may not see answers as a
+	// missing one (see asMissing).
+	notFound func(r *http.Request) error
 }
 
 // routes is the whole API, one table per resource.
@@ -134,6 +138,9 @@ func (s *Server) wrap(rt route) http.Handler {
 		}
 		if err == nil {
 			err = auth.Authorize(id, rt.rule, rq.facts)
+			if rt.notFound != nil && isNotFound(err) && rt.projectOf(r) != "" {
+				err = s.asMissing(rt, r, id, list)
+			}
 		}
 		if err != nil {
 			s.writeError(rec, r, err)

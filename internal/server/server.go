@@ -91,6 +91,11 @@ type Server struct {
 	logins    *throttle.Login
 	quota     *quotaGate
 
+	// Logins: s.logins throttles failures per address and user, these
+	// per address, and hashing bounds the password hashes run at once.
+	loginAddrs *throttle.Login
+	hashing    *throttle.Gate
+
 	providers *store.Collection[api.Provider]
 	creds     *store.Collection[estate.Credential]
 	estate    *estate.Manager
@@ -186,7 +191,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("opening the audit log: %w", err)
 	}
 	s.limiter.Store(throttle.NewLimiter(cfg.RateLimit, cfg.RateBurst, 10*time.Minute))
-	s.logins = throttle.NewLogin(throttle.LoginConfig{})
+	s.logins = throttle.NewLogin(loginPairConfig)
+	s.loginAddrs = throttle.NewLogin(loginAddrConfig)
+	s.hashing = throttle.NewGate(hashSlots(), hashWait)
 	s.quota = newQuotaGate(s)
 	s.metrics = newMetrics(s)
 	s.place = newPlacer(s)
