@@ -113,11 +113,13 @@ const (
 	ScopeHost
 	// ScopeAnyHost admits the agent of any host.
 	ScopeAnyHost
+	// ScopeMetrics admits superadmins and the metrics token.
+	ScopeMetrics
 )
 
 var scopeNames = map[Scope]string{
 	ScopePublic: "public", ScopeUser: "user", ScopeProject: "project", ScopeSuperadmin: "superadmin",
-	ScopeSelf: "self", ScopeHost: "host", ScopeAnyHost: "any-host",
+	ScopeSelf: "self", ScopeHost: "host", ScopeAnyHost: "any-host", ScopeMetrics: "metrics",
 }
 
 func (s Scope) String() string { return scopeNames[s] }
@@ -144,6 +146,7 @@ var (
 	Self       = Rule{Scope: ScopeSelf}
 	Host       = Rule{Scope: ScopeHost}
 	AnyHost    = Rule{Scope: ScopeAnyHost}
+	Metrics    = Rule{Scope: ScopeMetrics}
 )
 
 // In is the rule of a project route needing permission p.
@@ -209,6 +212,10 @@ func Authorize(id Identity, rule Rule, f Facts) error {
 		}
 	case ScopeAnyHost:
 		if id.Kind == KindHost && id.Name != "" {
+			return nil
+		}
+	case ScopeMetrics:
+		if id.IsSuperadmin() || (id.Kind == KindMetrics && id.Name != "") {
 			return nil
 		}
 	case ScopeProject:

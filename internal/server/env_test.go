@@ -89,6 +89,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 	e.url = "https://" + s.Addr().String()
 	e.super = e.client(s.AdminToken(), "")
 	e.tokens["superadmin"] = s.AdminToken()
+	e.tokens["metrics"] = s.metricsToken
 
 	for _, p := range []string{"pa", "pb"} {
 		if _, err := e.super.CreateProject(ctx, api.ProjectCreate{Name: p}); err != nil {
