@@ -86,10 +86,12 @@ func (g *streamGuard) start(ctx context.Context) {
 		default:
 		}
 	}
-	follow(g.s, g.s.tokens.Subscribe(ctx), notify)
-	follow(g.s, g.s.users.Subscribe(ctx), notify)
-	follow(g.s, g.s.projects.Subscribe(ctx), notify)
-	follow(g.s, g.s.hosts.Subscribe(ctx), notify)
+	all := func(store.ChangeType) bool { return true }
+	follow(g.s, g.s.tokens.Subscribe(ctx), all, notify)
+	follow(g.s, g.s.users.Subscribe(ctx), all, notify)
+	follow(g.s, g.s.projects.Subscribe(ctx), all, notify)
+	// Heartbeats change hosts all the time; only a deleted host matters.
+	follow(g.s, g.s.hosts.Subscribe(ctx), func(t store.ChangeType) bool { return t == store.Delete }, notify)
 	g.s.goBG(func() {
 		for {
 			select {
@@ -102,11 +104,14 @@ func (g *streamGuard) start(ctx context.Context) {
 	})
 }
 
-// follow calls notify on every change of a subscription, until it ends.
-func follow[T any](s *Server, ch <-chan store.Change[T], notify func()) {
+// follow calls notify on the changes of a subscription that matter,
+// until it ends.
+func follow[T any](s *Server, ch <-chan store.Change[T], matters func(store.ChangeType) bool, notify func()) {
 	s.goBG(func() {
-		for range ch {
-			notify()
+		for c := range ch {
+			if matters(c.Type) {
+				notify()
+			}
 		}
 	})
 }

@@ -411,3 +411,38 @@ func TestStreamCapsPerUser(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// BenchmarkGuardCheckAll measures one re-check of 1000 open event streams
+// of 10 users, the work each change to tokens, users or projects costs.
+func BenchmarkGuardCheckAll(b *testing.B) {
+	e := newEnv(b, Config{})
+	ctx := context.Background()
+	var streams []*guardedStream
+	for u := range 10 {
+		name := "bench" + string(rune('a'+u))
+		tok := e.member(ctx, name, api.RoleViewer)
+		id, err := e.s.identify(tok)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range 100 {
+			streams = append(streams, &guardedStream{kind: streamEvents, token: tok, id: id,
+				still: e.s.rolesAccess(id), end: func(string) {}, released: make(chan struct{})})
+		}
+	}
+	e.s.guard.mu.Lock()
+	for _, gs := range streams {
+		e.s.guard.streams[gs] = struct{}{}
+	}
+	e.s.guard.mu.Unlock()
+	b.ResetTimer()
+	for b.Loop() {
+		e.s.guard.checkAll()
+	}
+	b.StopTimer()
+	for _, gs := range streams {
+		if gs.ended.Load() {
+			b.Fatal("a valid stream was ended")
+		}
+	}
+}
