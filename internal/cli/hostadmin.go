@@ -41,7 +41,8 @@ func (a *app) hostAdminCommands() []*cobra.Command {
 		Long: "Revoke a host: its token stops working at once, its agent's watch and\n" +
 			"console streams end, and the host is marked not ready (its VMs unknown).\n" +
 			"The VMs keep running on the host. To bring the host back, make a join token\n" +
-			"(polyvisor host join-token) and join its agent again under the same name.",
+			"(polyvisor host join-token), remove the agent's credentials.json from its\n" +
+			"data dir on the host, and start the agent with the new --join-token.",
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := a.client()
