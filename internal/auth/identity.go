@@ -9,6 +9,8 @@ const (
 	KindAnonymous = "anonymous"
 	// KindSystem is Polyvisor itself acting on its own (lease expiry).
 	KindSystem = "system"
+	// KindMetrics is a metrics scraper: it may read /metrics, nothing else.
+	KindMetrics = "metrics"
 )
 
 // Identity is who a request comes from: a user (through a session or API

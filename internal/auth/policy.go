@@ -118,11 +118,13 @@ const (
 	// ScopeAccount admits every signed-in user acting on its own account
 	// (its tokens), with a token that is not narrowed.
 	ScopeAccount
+	// ScopeMetrics admits superadmins and the metrics token.
+	ScopeMetrics
 )
 
 var scopeNames = map[Scope]string{
 	ScopePublic: "public", ScopeUser: "user", ScopeProject: "project", ScopeSuperadmin: "superadmin",
-	ScopeSelf: "self", ScopeHost: "host", ScopeAnyHost: "any-host", ScopeAccount: "account",
+	ScopeSelf: "self", ScopeHost: "host", ScopeAnyHost: "any-host", ScopeAccount: "account", ScopeMetrics: "metrics",
 }
 
 func (s Scope) String() string { return scopeNames[s] }
@@ -150,6 +152,7 @@ var (
 	Account    = Rule{Scope: ScopeAccount}
 	Host       = Rule{Scope: ScopeHost}
 	AnyHost    = Rule{Scope: ScopeAnyHost}
+	Metrics    = Rule{Scope: ScopeMetrics}
 )
 
 // In is the rule of a project route needing permission p.
@@ -225,6 +228,10 @@ func Authorize(id Identity, rule Rule, f Facts) error {
 		}
 	case ScopeAnyHost:
 		if id.Kind == KindHost && id.Name != "" {
+			return nil
+		}
+	case ScopeMetrics:
+		if id.IsSuperadmin() || (id.Kind == KindMetrics && id.Name != "") {
 			return nil
 		}
 	case ScopeProject:

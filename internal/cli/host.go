@@ -16,6 +16,7 @@ import (
 func (a *app) hostCommand() *cobra.Command {
 	cmd := group("host", "Manage the hosts that run VMs", "hosts")
 	cmd.AddCommand(a.hostListCommand(), a.hostShowCommand(), a.hostJoinTokenCommand())
+	cmd.AddCommand(a.hostAdminCommands()...)
 	return cmd
 }
 

@@ -173,7 +173,15 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.NotFound("host", host))
 		return
 	}
-	ctx := r.Context()
+	// The watch ends when the host's token is revoked or the host deleted.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	release, err := s.guard.open(r, streamAgent, s.hostAccess(host), func(string) { cancel() })
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer release()
 	changes := s.vms.Subscribe(ctx)
 	requests, unregister := s.streams.register(host)
 	defer unregister()

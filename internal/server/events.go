@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -44,7 +45,16 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
 			want[t] = true
 		}
 	}
-	ctx := r.Context()
+	// The stream ends when the caller's credentials or roles change, and
+	// each user may hold only so many open.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	release, err := s.guard.open(r, streamEvents, s.rolesAccess(auth.FromContext(ctx)), func(string) { cancel() })
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer release()
 	events := make(chan api.Event, 256)
 	// Each event is shown only to those who may read its object: the
 	// stream of a project member carries nothing of other projects.

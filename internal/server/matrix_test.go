@@ -22,10 +22,10 @@ import (
 // "self" (the user the path names, or a superadmin, with a token not
 // narrowed); "host" (the agent of the host concerned); "anyhost"; or a
 // project role (viewer, operator, member, admin): that role or above in the
-// request's project.
+// request's project; "metrics" (a superadmin or the metrics token).
 var policy = map[string]string{
 	"GET /healthz":            "public",
-	"GET /metrics":            "public",
+	"GET /metrics":            "metrics",
 	"GET /v1/openapi.json":    "public",
 	"GET /v1/events":          "user",
 	"GET /v1/version":         "user",
@@ -38,6 +38,10 @@ var policy = map[string]string{
 	"GET /v1/hosts":                                 "user",
 	"GET /v1/hosts/{name}":                          "user",
 	"POST /v1/hosts/join-tokens":                    "superadmin",
+	"POST /v1/hosts/{name}/cordon":                  "superadmin",
+	"POST /v1/hosts/{name}/uncordon":                "superadmin",
+	"POST /v1/hosts/{name}/revoke":                  "superadmin",
+	"DELETE /v1/hosts/{name}":                       "superadmin",
 	"PUT /v1/agent/hosts/{name}/status":             "host",
 	"GET /v1/agent/hosts/{name}/watch":              "host",
 	"PUT /v1/agent/vms/{project}/{name}/status":     "host",
@@ -110,7 +114,7 @@ var policy = map[string]string{
 
 // callers are the identities the matrix tries: the env's users and hosts,
 // tokens narrowed to viewer of project pa, and nobody at all.
-var callers = []string{"anonymous", "h1", "h2", "nobody", api.RoleViewer, api.RoleOperator, api.RoleMember, api.RoleAdmin, "superadmin",
+var callers = []string{"anonymous", "h1", "h2", "metrics", "nobody", api.RoleViewer, api.RoleOperator, api.RoleMember, api.RoleAdmin, "superadmin",
 	"narrowed-admin", "narrowed-member"}
 
 // narrowed names the users whose tokens, narrowed to viewer of project pa,
@@ -138,6 +142,13 @@ func expect(rule, who string, own bool) string {
 		return "allow"
 	}
 	if who == "anonymous" {
+		return "deny"
+	}
+	// The metrics token reads /metrics and nothing else.
+	if rule == "metrics" {
+		return map[bool]string{true: "allow", false: "deny"}[who == "superadmin" || who == "metrics"]
+	}
+	if who == "metrics" {
 		return "deny"
 	}
 	isHost := who == "h1" || who == "h2"
@@ -214,6 +225,8 @@ func requestFor(method, path, who string, own bool) (string, []byte) {
 		p = strings.Replace(strings.Replace(path, "{project}", "pa", 1), "{name}", "vm1", 1)
 	case strings.HasPrefix(path, "/v1/agent/images/"):
 		p = strings.Replace(strings.Replace(path, "{project}", "pa", 1), "{name}", "img", 1)
+	case strings.HasPrefix(path, "/v1/hosts/") && method != http.MethodGet:
+		p = strings.Replace(p, "{name}", "ghost", 1) // never take h1 out of service
 	case strings.HasPrefix(path, "/v1/hosts/"):
 		p = strings.Replace(p, "{name}", "h1", 1)
 	default:

@@ -58,7 +58,7 @@ func (s *Server) metaRoutes() []route {
 			w.Header().Set("Content-Type", "text/plain")
 			_, _ = w.Write([]byte("ok\n"))
 		}},
-		{method: "GET", path: "/metrics", rule: auth.Public, handler: s.metrics.serve},
+		{method: "GET", path: "/metrics", rule: auth.Metrics, handler: s.metrics.serve},
 		{method: "GET", path: "/v1/openapi.json", rule: auth.Public, handler: func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write(api.OpenAPI)
@@ -76,7 +76,7 @@ func (s *Server) metaRoutes() []route {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
-		mux.Handle(rt.method+" "+rt.path, s.wrap(rt))
+		mux.Handle(rt.method+" "+rt.path, s.routeHandler(rt))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &api.Error{Code: api.CodeNotFound, Message: "no route for " + r.Method + " " + r.URL.Path})

@@ -68,6 +68,9 @@ type Config struct {
 	RateBurst int
 	// Audit sets the audit log's retention.
 	Audit audit.Options
+	// Edge bounds connections, streams and request bodies, and places
+	// metrics and the server certificate.
+	Edge EdgeConfig
 }
 
 // Server is a running control plane.
@@ -112,6 +115,11 @@ type Server struct {
 	adminToken string
 	caPEM      []byte
 	tlsConfig  *tls.Config
+	cert       *pki.ServerCert
+	guard      *streamGuard
+
+	metricsToken string
+	metricsAddr  net.Addr
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -136,6 +144,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.LeaseInterval == 0 {
 		cfg.LeaseInterval = 10 * time.Second
 	}
+	cfg.Edge = cfg.Edge.withDefaults()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
@@ -186,6 +195,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	if err := s.ensureMetricsToken(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if s.audit, err = audit.Open(ctx, filepath.Join(cfg.DataDir, "audit"), cfg.Audit, cfg.Logger.With("component", "audit")); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("opening the audit log: %w", err)
@@ -199,6 +212,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.place = newPlacer(s)
 	s.live = newLiveness(s)
 	s.streams = newStreamBroker()
+	s.guard = newStreamGuard(s)
 	s.opctl = newOpController(s)
 	factory := cfg.ProviderFactory
 	if factory == nil {
@@ -231,18 +245,15 @@ func (s *Server) setupTLS() error {
 		hosts = append(hosts, lh)
 	}
 	hosts = append(hosts, s.cfg.AdvertiseAddresses...)
-	if err := pki.EnsureServerCert(dir, hosts); err != nil {
-		return fmt.Errorf("creating the server certificate: %w", err)
-	}
-	tc, err := pki.ServerTLSConfig(dir)
+	cert, err := pki.NewServerCert(dir, hosts, s.cfg.Edge.Cert)
 	if err != nil {
-		return fmt.Errorf("loading TLS material: %w", err)
+		return fmt.Errorf("preparing the server certificate: %w", err)
 	}
 	ca, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
 	if err != nil {
 		return fmt.Errorf("reading the CA certificate: %w", err)
 	}
-	s.tlsConfig, s.caPEM = tc, ca
+	s.cert, s.tlsConfig, s.caPEM = cert, cert.TLSConfig(), ca
 	return nil
 }
 
@@ -282,8 +293,14 @@ func (s *Server) Start(ctx context.Context) error {
 			s.Close()
 			return fmt.Errorf("listening on %s: %w", s.cfg.Listen, err)
 		}
-		s.serve(tls.NewListener(l, s.tlsConfig), handler, false)
+		s.serve(tls.NewListener(limitPerAddress(l, s.cfg.Edge.MaxConnsPerAddress, s.log), s.tlsConfig), handler, false)
 	}
+	if err := s.serveMetrics(); err != nil {
+		s.Close()
+		return err
+	}
+	s.guard.start(ctx)
+	s.goBG(func() { s.cert.Run(ctx) })
 	s.goBG(func() { s.opctl.run(ctx) })
 	s.goBG(func() { s.live.run(ctx) })
 	s.goBG(func() { s.place.run(ctx) })
@@ -302,12 +319,7 @@ func (s *Server) goBG(f func()) {
 }
 
 func (s *Server) serve(l net.Listener, h http.Handler, local bool) {
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ConnContext:       connContext(local),
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
+	srv := s.httpServer(h, local)
 	s.mu.Lock()
 	s.listeners = append(s.listeners, l)
 	s.httpSrvs = append(s.httpSrvs, srv)
@@ -324,7 +336,7 @@ func (s *Server) Addr() net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, l := range s.listeners {
-		if l.Addr().Network() == "tcp" {
+		if l.Addr().Network() == "tcp" && l.Addr() != s.metricsAddr {
 			return l.Addr()
 		}
 	}
