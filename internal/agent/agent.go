@@ -53,6 +53,8 @@ type Agent struct {
 	// life is Run's context: what lives as long as the agent (workers,
 	// console streams) lives under it, never under one watch connection.
 	life context.Context
+	// revoked ends Run with ErrRevoked; set by Run.
+	revoked func(error)
 
 	mu      sync.Mutex
 	workers map[string]*worker            // by VM name
@@ -105,6 +107,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.recover(ctx); err != nil {
 		return err
 	}
+	// A host whose credentials the server no longer takes (revoked, or the
+	// host deleted) stops: retrying cannot succeed, and the operator must
+	// join it again. Its VMs keep running.
+	ctx, revoke := context.WithCancelCause(ctx)
+	defer revoke(nil)
+	a.revoked = func(err error) { revoke(fmt.Errorf("%w: %w", ErrRevoked, err)) }
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -118,7 +126,21 @@ func (a *Agent) Run(ctx context.Context) error {
 		w.stop()
 	}
 	a.mu.Unlock()
+	if err := context.Cause(ctx); errors.Is(err, ErrRevoked) {
+		return err
+	}
 	return nil
+}
+
+// ErrRevoked is returned by Run when the server refuses the host's
+// credentials: the host was revoked or deleted and must join again.
+var ErrRevoked = errors.New("the server refuses this host's credentials (revoked, or the host was deleted)")
+
+// checkRevoked stops the agent when err is the server refusing its token.
+func (a *Agent) checkRevoked(err error) {
+	if client.ErrorCode(err) == api.CodeUnauthorized && a.revoked != nil {
+		a.revoked(err)
+	}
 }
 
 // recover loads persisted handles and re-attaches to their VMs. A VM whose
@@ -177,6 +199,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	for {
 		if _, err := a.c.PutHostStatus(ctx, a.cfg.Host, a.hostStatus()); err != nil && ctx.Err() == nil {
 			a.log.Warn("heartbeat failed", "err", err)
+			a.checkRevoked(err)
 		}
 		select {
 		case <-ctx.Done():
@@ -192,6 +215,7 @@ func (a *Agent) follow(ctx context.Context) {
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := a.watchOnce(ctx)
+		a.checkRevoked(err)
 		if ctx.Err() != nil {
 			return
 		}

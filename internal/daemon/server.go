@@ -208,7 +208,18 @@ func runBuiltinAgent(ctx context.Context, srv *server.Server, cfg server.Config,
 		return err
 	}
 	// Heartbeat well within the server's timeout.
-	return runAgent(ctx, c, agentOptions{host: host, stateDir: stateDir, accel: accel, heartbeat: min(5*time.Second, cfg.HeartbeatTimeout/3), logger: cfg.Logger})
+	err = runAgent(ctx, c, agentOptions{host: host, stateDir: stateDir, accel: accel, heartbeat: min(5*time.Second, cfg.HeartbeatTimeout/3), logger: cfg.Logger})
+	if !errors.Is(err, agent.ErrRevoked) {
+		return err
+	}
+	// This server's own host was revoked or deleted: the control plane
+	// goes on without it; the next start registers the host again.
+	if rerr := os.Rename(credPath, credPath+".revoked"); rerr != nil {
+		cfg.Logger.Error("setting the built-in agent's credentials aside", "err", rerr)
+	}
+	cfg.Logger.Error("the built-in agent stopped: its host was revoked or deleted; this server runs no VMs until it restarts", "host", host, "err", err)
+	<-ctx.Done()
+	return nil
 }
 
 // addAccelFlag registers --accel on a command that runs an agent.
