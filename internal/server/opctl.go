@@ -384,8 +384,8 @@ func (c *opController) run(ctx context.Context) {
 			if !ok {
 				return
 			}
-			if len(c.activeOf(ch.Name)) > 0 {
-				c.reconcile(ctx, ch.Name)
+			if key := ch.Obj.Key(); len(c.activeOf(key)) > 0 {
+				c.reconcile(ctx, key)
 			}
 		case ch, ok := <-opCh:
 			if !ok {

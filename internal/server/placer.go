@@ -15,11 +15,16 @@ import (
 // places new VMs. A placement holds a reservation until the VM shows up in
 // the index (or its create fails), so two concurrent creates never see the
 // same free room.
+//
+// Every map here is keyed by the VM's key, api.Meta.Key ("<project>/<name>",
+// the key it is stored under), whether the VM comes from a list of the
+// index or from one of its changes; a VM keyed two ways would count twice
+// and never leave.
 type placer struct {
 	s *Server
 
 	mu       sync.Mutex
-	byVM     map[string]vmSize         // placed VMs, by name
+	byVM     map[string]vmSize         // placed VMs, by key
 	totals   map[string]api.Allocation // sums of byVM per host
 	images   map[string]map[string]int // per host: image name -> VMs using it
 	reserved map[string]vmSize         // placements whose VM is not in the index yet
@@ -55,14 +60,14 @@ func sizeOf(vm *api.VM) vmSize {
 }
 
 // setLocked records a VM's size (or, with ok false, its removal) in the
-// per-host totals.
-func (p *placer) setLocked(name string, v vmSize, ok bool) {
-	if old, had := p.byVM[name]; had {
+// per-host totals; key is the VM's key.
+func (p *placer) setLocked(key string, v vmSize, ok bool) {
+	if old, had := p.byVM[key]; had {
 		p.account(old, -1)
-		delete(p.byVM, name)
+		delete(p.byVM, key)
 	}
 	if ok {
-		p.byVM[name] = v
+		p.byVM[key] = v
 		p.account(v, 1)
 	}
 }
@@ -112,17 +117,18 @@ func (p *placer) run(ctx context.Context) {
 	ch := p.s.vms.Subscribe(ctx)
 	p.mu.Lock()
 	for _, vm := range listAll(p.s.vms, nil) {
-		p.setLocked(vm.Name, sizeOf(vm), true)
+		p.setLocked(vm.Key(), sizeOf(vm), true)
 	}
 	p.mu.Unlock()
 	close(p.ready)
 	for c := range ch {
+		key := c.Obj.Key() // the last value on a delete
 		p.mu.Lock()
 		if c.Type == store.Delete {
-			p.setLocked(c.Name, vmSize{}, false)
+			p.setLocked(key, vmSize{}, false)
 		} else {
-			p.setLocked(c.Name, sizeOf(c.Obj), true)
-			delete(p.reserved, c.Name)
+			p.setLocked(key, sizeOf(c.Obj), true)
+			delete(p.reserved, key)
 		}
 		p.mu.Unlock()
 	}
@@ -134,8 +140,8 @@ func (p *placer) allocationsLocked() map[string]api.Allocation {
 	for h, a := range p.totals {
 		out[h] = a
 	}
-	for name, v := range p.reserved {
-		if _, dup := p.byVM[name]; !dup {
+	for key, v := range p.reserved {
+		if _, dup := p.byVM[key]; !dup {
 			a := out[v.host]
 			a.VCPUs += v.vcpus
 			a.MemoryMiB += v.memory
