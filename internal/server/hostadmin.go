@@ -93,7 +93,7 @@ func (s *Server) revokeHost(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.live.markVMsUnknown(r.Context(), name)
+	s.live.markVMsUnknown(r.Context()) // the host is not ready now: its VMs too
 	s.log.Warn("host credentials revoked", "host", name)
 	writeJSON(w, http.StatusOK, s.withAllocation(h))
 }

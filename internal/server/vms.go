@@ -204,7 +204,8 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 		}
 	}
 	// The quota check and the write are one step for the project: creates
-	// in a project with a quota serialize, so none can pass together.
+	// in a project with a quota serialize, so none can pass together. The
+	// project's lock is taken under the VM's (lock order: see lockVM).
 	unlockQuota, err := s.quota.admit(proj, s.usageOfCreate(project, req))
 	if err != nil {
 		return nil, err
