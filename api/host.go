@@ -42,6 +42,9 @@ type HostStatus struct {
 	LastHeartbeat time.Time `json:"lastHeartbeat,omitzero"`
 	// Allocated is the sum of the specs of the VMs placed on the host.
 	Allocated Allocation `json:"allocated"`
+	// Warnings are what the agent found wrong on its host and left for a
+	// person, such as a VM handle it could not read at start.
+	Warnings []string `json:"warnings,omitempty"`
 	// Confinement says how the host confines its VMs' processes.
 	Confinement *HostConfinement `json:"confinement,omitempty"`
 }

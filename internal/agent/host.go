@@ -23,6 +23,7 @@ func (a *Agent) hostStatus() api.HostStatus {
 		AgentVersion: version.Version,
 		Address:      a.cfg.Address,
 		Drivers:      []string{a.driver.Name()},
+		Warnings:     a.warnings(),
 	}
 	if c := a.info.Confinement; c.User != "" || c.Sandbox != "" || c.Cgroups != "" || c.Network != "" || len(c.Notes) > 0 {
 		st.Confinement = &api.HostConfinement{User: c.User, Sandbox: c.Sandbox, Cgroups: c.Cgroups, Network: c.Network, Notes: c.Notes}

@@ -100,6 +100,15 @@ cluster named by --etcd-endpoints.`,
 	f.DurationVar(&cfg.LeaseInterval, "lease-interval", 10*time.Second, "how often VM leases are checked for expiry")
 	f.Int64Var(&cfg.Audit.MaxBytes, "audit-max-bytes", 256<<20, "total size of the audit log kept; older records are dropped")
 	f.DurationVar(&cfg.Audit.MaxAge, "audit-max-age", 90*24*time.Hour, "how long audit records are kept")
+	f.StringVar(&cfg.Edge.MetricsListen, "metrics-listen", "", "also serve /metrics without authentication, over plain HTTP, on this address (one only the monitoring network reaches); on the API port /metrics needs the metrics token of <data-dir>/metrics.token")
+	f.DurationVar(&cfg.Edge.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "close a connection whose TLS handshake and request headers take longer")
+	f.DurationVar(&cfg.Edge.IdleTimeout, "idle-timeout", 90*time.Second, "close a kept-alive connection idle for this long")
+	f.DurationVar(&cfg.Edge.BodyReadTimeout, "body-read-timeout", 30*time.Second, "answer 400 when a request body does not arrive within this time (an upload: stalls this long); streams and consoles are exempt")
+	f.IntVar(&cfg.Edge.MaxConnsPerAddress, "max-conns-per-address", 256, "connections one client address may hold open on the API port; negative for no limit")
+	f.IntVar(&cfg.Edge.MaxEventStreamsPerUser, "max-event-streams-per-user", 16, "event streams one user may hold open; negative for no limit")
+	f.IntVar(&cfg.Edge.MaxConsolesPerUser, "max-consoles-per-user", 16, "console websockets one user may hold open; negative for no limit")
+	f.DurationVar(&cfg.Edge.Cert.Validity, "cert-validity", 365*24*time.Hour, "validity of the server certificates the server issues itself")
+	f.DurationVar(&cfg.Edge.Cert.RenewBefore, "cert-renew-before", 30*24*time.Hour, "renew the server certificate, while running, this long before it expires")
 	logs.register(cmd)
 	return cmd
 }
@@ -199,7 +208,18 @@ func runBuiltinAgent(ctx context.Context, srv *server.Server, cfg server.Config,
 		return err
 	}
 	// Heartbeat well within the server's timeout.
-	return runAgent(ctx, c, agentOptions{host: host, stateDir: stateDir, accel: accel, heartbeat: min(5*time.Second, cfg.HeartbeatTimeout/3), logger: cfg.Logger})
+	err = runAgent(ctx, c, agentOptions{host: host, stateDir: stateDir, accel: accel, heartbeat: min(5*time.Second, cfg.HeartbeatTimeout/3), logger: cfg.Logger})
+	if !errors.Is(err, agent.ErrRevoked) {
+		return err
+	}
+	// This server's own host was revoked or deleted: the control plane
+	// goes on without it; the next start registers the host again.
+	if rerr := os.Rename(credPath, credPath+".revoked"); rerr != nil {
+		cfg.Logger.Error("setting the built-in agent's credentials aside", "err", rerr)
+	}
+	cfg.Logger.Error("the built-in agent stopped: its host was revoked or deleted; this server runs no VMs until it restarts", "host", host, "err", err)
+	<-ctx.Done()
+	return nil
 }
 
 // addAccelFlag registers --accel on a command that runs an agent.

@@ -121,6 +121,9 @@ func jsonError(err error) *api.Error {
 		return api.Invalid(field, "must be %s, not JSON %s", te.Type, te.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		if name == "" {
+			return api.Invalid("body", "unknown field \"\"")
+		}
 		return api.Invalid(name, "unknown field %q", name)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return api.Invalid("body", "malformed JSON: unexpected end of input")

@@ -68,6 +68,9 @@ type Config struct {
 	RateBurst int
 	// Audit sets the audit log's retention.
 	Audit audit.Options
+	// Edge bounds connections, streams and request bodies, and places
+	// metrics and the server certificate.
+	Edge EdgeConfig
 }
 
 // Server is a running control plane.
@@ -91,6 +94,11 @@ type Server struct {
 	logins    *throttle.Login
 	quota     *quotaGate
 
+	// Logins: s.logins throttles failures per address and user, these
+	// per address, and hashing bounds the password hashes run at once.
+	loginAddrs *throttle.Login
+	hashing    *throttle.Gate
+
 	providers *store.Collection[api.Provider]
 	creds     *store.Collection[estate.Credential]
 	estate    *estate.Manager
@@ -107,6 +115,11 @@ type Server struct {
 	adminToken string
 	caPEM      []byte
 	tlsConfig  *tls.Config
+	cert       *pki.ServerCert
+	guard      *streamGuard
+
+	metricsToken string
+	metricsAddr  net.Addr
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -131,6 +144,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.LeaseInterval == 0 {
 		cfg.LeaseInterval = 10 * time.Second
 	}
+	cfg.Edge = cfg.Edge.withDefaults()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
@@ -181,17 +195,24 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	if err := s.ensureMetricsToken(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if s.audit, err = audit.Open(ctx, filepath.Join(cfg.DataDir, "audit"), cfg.Audit, cfg.Logger.With("component", "audit")); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("opening the audit log: %w", err)
 	}
 	s.limiter.Store(throttle.NewLimiter(cfg.RateLimit, cfg.RateBurst, 10*time.Minute))
-	s.logins = throttle.NewLogin(throttle.LoginConfig{})
+	s.logins = throttle.NewLogin(loginPairConfig)
+	s.loginAddrs = throttle.NewLogin(loginAddrConfig)
+	s.hashing = throttle.NewGate(hashSlots(), hashWait)
 	s.quota = newQuotaGate(s)
 	s.metrics = newMetrics(s)
 	s.place = newPlacer(s)
 	s.live = newLiveness(s)
 	s.streams = newStreamBroker()
+	s.guard = newStreamGuard(s)
 	s.opctl = newOpController(s)
 	factory := cfg.ProviderFactory
 	if factory == nil {
@@ -224,18 +245,15 @@ func (s *Server) setupTLS() error {
 		hosts = append(hosts, lh)
 	}
 	hosts = append(hosts, s.cfg.AdvertiseAddresses...)
-	if err := pki.EnsureServerCert(dir, hosts); err != nil {
-		return fmt.Errorf("creating the server certificate: %w", err)
-	}
-	tc, err := pki.ServerTLSConfig(dir)
+	cert, err := pki.NewServerCert(dir, hosts, s.cfg.Edge.Cert)
 	if err != nil {
-		return fmt.Errorf("loading TLS material: %w", err)
+		return fmt.Errorf("preparing the server certificate: %w", err)
 	}
 	ca, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
 	if err != nil {
 		return fmt.Errorf("reading the CA certificate: %w", err)
 	}
-	s.tlsConfig, s.caPEM = tc, ca
+	s.cert, s.tlsConfig, s.caPEM = cert, cert.TLSConfig(), ca
 	return nil
 }
 
@@ -275,8 +293,14 @@ func (s *Server) Start(ctx context.Context) error {
 			s.Close()
 			return fmt.Errorf("listening on %s: %w", s.cfg.Listen, err)
 		}
-		s.serve(tls.NewListener(l, s.tlsConfig), handler, false)
+		s.serve(tls.NewListener(limitPerAddress(l, s.cfg.Edge.MaxConnsPerAddress, s.log), s.tlsConfig), handler, false)
 	}
+	if err := s.serveMetrics(); err != nil {
+		s.Close()
+		return err
+	}
+	s.guard.start(ctx)
+	s.goBG(func() { s.cert.Run(ctx) })
 	s.goBG(func() { s.opctl.run(ctx) })
 	s.goBG(func() { s.live.run(ctx) })
 	s.goBG(func() { s.place.run(ctx) })
@@ -295,12 +319,7 @@ func (s *Server) goBG(f func()) {
 }
 
 func (s *Server) serve(l net.Listener, h http.Handler, local bool) {
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ConnContext:       connContext(local),
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
+	srv := s.httpServer(h, local)
 	s.mu.Lock()
 	s.listeners = append(s.listeners, l)
 	s.httpSrvs = append(s.httpSrvs, srv)
@@ -317,7 +336,7 @@ func (s *Server) Addr() net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, l := range s.listeners {
-		if l.Addr().Network() == "tcp" {
+		if l.Addr().Network() == "tcp" && l.Addr() != s.metricsAddr {
 			return l.Addr()
 		}
 	}

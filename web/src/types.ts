@@ -40,12 +40,14 @@ export interface VM extends Meta {
     provider?: ProviderRef;
     lease?: Lease;
     deletion?: { requestedAt: string };
+    onCrash?: string;
   };
   status: {
     powerState: string;
     ips?: string[];
     pid?: number;
     reason?: string;
+    stopCause?: string;
     driver?: string;
     startedAt?: string;
     updatedAt?: string;

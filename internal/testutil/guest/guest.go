@@ -13,7 +13,9 @@
 // under TCG, then "polyvisor-guest: disk vdX <sectors>" per disk,
 // "polyvisor-guest: seed instance-id=<id>" when a NoCloud seed is attached,
 // and "polyvisor-tick N" every 0.2 s; the ACPI power button makes it print
-// AcpiPoweroffLine and power off.
+// AcpiPoweroffLine and power off. A guest that prints CommandsLine powers
+// itself off (printing PoweroffLine) when PoweroffCommand and a newline
+// are typed on its serial console.
 //
 // Booted with RunCmdline(script), the guest also brings its NICs up with
 // DHCP (printing DHCPPrefix lines), runs the shell script with busybox in
@@ -45,8 +47,14 @@ const (
 	SeedPrefix       = "polyvisor-guest: seed instance-id="
 	DiskPrefix       = "polyvisor-guest: disk "
 	AcpiPoweroffLine = "polyvisor-guest: acpi power button, powering off"
-	DHCPPrefix       = "polyvisor-guest: dhcp "     // then "<nic> <address> gateway <gateway>"
-	RunExitPrefix    = "polyvisor-guest: run exit=" // then the script's exit status
+	// CommandsLine follows ReadyMarker in a guest that takes
+	// PoweroffCommand; guests built before it do not print it.
+	CommandsLine    = "polyvisor-guest: commands polyvisor-poweroff"
+	PoweroffCommand = "polyvisor-poweroff"
+	PoweroffLine    = "polyvisor-guest: powering off on request"
+	// With RunCmdline.
+	DHCPPrefix    = "polyvisor-guest: dhcp "     // then "<nic> <address> gateway <gateway>"
+	RunExitPrefix = "polyvisor-guest: run exit=" // then the script's exit status
 )
 
 // RunCmdline is Cmdline that makes the guest run script (a busybox sh
