@@ -91,7 +91,9 @@ func (d *Driver) startUserNet(dir string, nics int, logf *os.File, cg *vmCgroup)
 		}()
 		n.procs, n.exited = append(n.procs, cmd), append(n.exited, exited)
 		if cg != nil {
-			if err := cg.add(cmd.Process.Pid); err != nil {
+			if err := cg.add(cmd.Process.Pid); errors.Is(err, syscall.ESRCH) {
+				return nil, fmt.Errorf("passt of nic %d exited", i) // its reason is in logf
+			} else if err != nil {
 				return nil, err
 			}
 		}
