@@ -417,6 +417,10 @@ func (s *Server) runImport(ctx context.Context, img *api.Image, op *api.Operatio
 	log.Warn("image import failed", "err", images.Detail(err))
 	failed := s.currentOp(op.ID)
 	failed.Status, failed.FinishedAt, failed.Error = status, time.Now().UTC(), importFailure(err, op.ID, job.admin)
+	if status == api.OpCancelled {
+		// As for a cancelled VM operation: nothing failed.
+		failed.Error = nil
+	}
 	if terr := s.settleImport(job, func() error {
 		_, err := s.st.Txn(context.Background(), s.images.OpDelete(img.Key(), 0), s.ops.OpUpdate(op.ID, failed, failed.Version))
 		return err
