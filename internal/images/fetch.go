@@ -173,6 +173,13 @@ func requestError(ctx context.Context, shown string, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("fetching %s: %w", shown, ctx.Err())
 	}
+	// net/http masks the password of the URL it names, not the user.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if u, perr := url.Parse(ue.URL); perr == nil {
+			ue.URL = RedactURL(u)
+		}
+	}
 	return &FetchError{Msg: fmt.Sprintf("fetching %s: could not connect to the server", shown), Err: err}
 }
 

@@ -176,12 +176,24 @@ func TestFetchRefuses(t *testing.T) {
 	}
 }
 
-func TestFetchHidesPassword(t *testing.T) {
+// TestFetchHidesCredentials: neither the error nor its detail (for the
+// log) shows the user or password of the URL.
+func TestFetchHidesCredentials(t *testing.T) {
 	srv := fetchServer(t, nil)
-	u := strings.Replace(srv.URL, "http://", "http://user:s3cret@", 1) + "/missing"
-	_, err := Fetch(context.Background(), u, filepath.Join(t.TempDir(), "x"), nil, allowLoopback)
-	if err == nil || strings.Contains(err.Error(), "s3cret") {
-		t.Fatalf("error %v shows the password", err)
+	for _, u := range []string{
+		strings.Replace(srv.URL, "http://", "http://someuser:s3cret@", 1) + "/missing",
+		"http://someuser:s3cret@127.0.0.1:1/x", // connection refused
+		"http://someuser:s3cret@169.254.169.254/x",
+	} {
+		_, err := Fetch(context.Background(), u, filepath.Join(t.TempDir(), "x"), nil, allowLoopback)
+		if err == nil {
+			t.Fatalf("Fetch %s succeeded", u)
+		}
+		for _, s := range []string{err.Error(), Detail(err)} {
+			if strings.Contains(s, "s3cret") || strings.Contains(s, "someuser") {
+				t.Errorf("%q shows the credentials", s)
+			}
+		}
 	}
 }
 
