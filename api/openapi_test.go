@@ -256,6 +256,8 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"StreamRequest":    reflect.TypeFor[api.StreamRequest](),
 		"Image":            reflect.TypeFor[api.Image](),
 		"ImageCreate":      reflect.TypeFor[api.ImageCreate](),
+		"ImageUpdate":      reflect.TypeFor[api.ImageUpdate](),
+		"ImageSettings":    reflect.TypeFor[api.ImageSettings](),
 		"ImageList":        reflect.TypeFor[api.List[api.Image]](),
 		"Operation":        reflect.TypeFor[api.Operation](),
 		"OperationList":    reflect.TypeFor[api.List[api.Operation]](),

@@ -49,15 +49,21 @@ type Quota struct {
 	MemoryMiB *int64 `json:"memoryMiB,omitempty"`
 	DiskMiB   *int64 `json:"diskMiB,omitempty"`
 	VMs       *int64 `json:"vms,omitempty"`
+	// ImageStorageMiB limits the project's stored images together (their
+	// files, and the room held by imports under way).
+	ImageStorageMiB *int64 `json:"imageStorageMiB,omitempty"`
 }
 
 // Usage is what a project's VMs use: the sum over its VMs (those being
-// deleted included, until they are gone).
+// deleted included, until they are gone); and what its images take.
 type Usage struct {
 	VCPUs     int64 `json:"vcpus"`
 	MemoryMiB int64 `json:"memoryMiB"`
 	DiskMiB   int64 `json:"diskMiB"`
 	VMs       int64 `json:"vms"`
+	// ImageStorageMiB is what the project's images take, with the room
+	// held by its imports under way.
+	ImageStorageMiB int64 `json:"imageStorageMiB"`
 }
 
 // ProjectStatus is computed when a project is read.

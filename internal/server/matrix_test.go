@@ -75,6 +75,9 @@ var policy = map[string]string{
 	"GET /v1/images/{name}/content": "viewer",
 	"POST /v1/images":               "member",
 	"DELETE /v1/images/{name}":      "member",
+	"PATCH /v1/images/{name}":       "superadmin",
+	"GET /v1/image-settings":        "superadmin",
+	"PUT /v1/image-settings":        "superadmin",
 
 	"GET /v1/operations":         "viewer",
 	"GET /v1/operations/{id}":    "viewer",

@@ -89,6 +89,7 @@ type Server struct {
 	users     *store.Collection[api.User]
 	passwords *store.Collection[passwordRecord]
 	tokens    *store.Collection[tokenRecord]
+	settings  *store.Collection[settingsRecord]
 	audit     *audit.Log
 	limiter   atomic.Pointer[throttle.Limiter]
 	logins    *throttle.Login
@@ -110,6 +111,8 @@ type Server struct {
 	metrics *metrics
 	place   *placer
 	imports *importer
+	// imageGate bounds imports per project and their image storage.
+	imageGate *imageGate
 
 	imageDir   string
 	adminToken string
@@ -179,6 +182,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.users = store.NewCollection(st, "users", func(u *api.User, rev int64) { u.Version = rev })
 	s.passwords = store.NewCollection(st, "passwords", func(p *passwordRecord, rev int64) { p.Version = rev })
 	s.tokens = store.NewCollection(st, "tokens", func(t *tokenRecord, rev int64) { t.Version = rev })
+	s.settings = store.NewCollection(st, "settings", func(r *settingsRecord, rev int64) { r.Version = rev })
 	if err := st.Start(ctx); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("loading the store: %w", err)
@@ -227,6 +231,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Logger: cfg.Logger.With("component", "estate"),
 	})
 	s.imports = &importer{running: map[string]context.CancelFunc{}}
+	s.imageGate = newImageGate()
 	s.recoverImports(ctx)
 	return s, nil
 }
