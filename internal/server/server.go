@@ -67,6 +67,24 @@ type Config struct {
 	RateBurst int
 	// Audit sets the audit log's retention.
 	Audit audit.Options
+	// AuditDir holds the audit log (default <DataDir>/audit); a disk of its
+	// own keeps it apart from the data.
+	AuditDir string
+	// AuditFailClosed refuses audited requests (mutations, consoles) with
+	// 503 while the audit log cannot write records; by default they go on,
+	// with an alarm.
+	AuditFailClosed bool
+	// AuditFold folds repeated refusals into counted audit records.
+	AuditFold audit.AggregateOptions
+	// AddressRateLimit is the requests per second each client address may
+	// make, checked before authentication, with bursts of
+	// AddressRateBurst; 0 disables it. The unix socket is not limited.
+	AddressRateLimit float64
+	AddressRateBurst int
+	// MinFreeBytes is the free space kept on the disk of the data dir (and
+	// of the audit log): below it the server is read-only, with an alarm,
+	// until space is freed. 0 turns the guard off.
+	MinFreeBytes uint64
 }
 
 // Server is a running control plane.
@@ -86,6 +104,8 @@ type Server struct {
 	passwords *store.Collection[passwordRecord]
 	tokens    *store.Collection[tokenRecord]
 	audit     *audit.Log
+	auditFold *audit.Aggregator
+	guards    guards
 	limiter   atomic.Pointer[throttle.Limiter]
 	logins    *throttle.Login
 	quota     *quotaGate
@@ -150,7 +170,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Logger:    cfg.Logger.With("component", "store"),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("opening store: %w", err)
+		return nil, fmt.Errorf("opening store: %w", s.diskCause(err))
 	}
 	s.st = st
 	s.vms = store.NewCollection(st, "vms", func(v *api.VM, rev int64) { v.Version = rev })
@@ -180,7 +200,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	if s.audit, err = audit.Open(ctx, filepath.Join(cfg.DataDir, "audit"), cfg.Audit, cfg.Logger.With("component", "audit")); err != nil {
+	if s.audit, err = audit.Open(ctx, s.auditDir(), cfg.Audit, cfg.Logger.With("component", "audit")); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("opening the audit log: %w", err)
 	}
@@ -188,6 +208,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.logins = throttle.NewLogin(throttle.LoginConfig{})
 	s.quota = newQuotaGate(s)
 	s.metrics = newMetrics(s)
+	s.setupGuards()
 	s.place = newPlacer(s)
 	s.live = newLiveness(s)
 	s.streams = newStreamBroker()
@@ -278,6 +299,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.goBG(func() { s.estate.Run(ctx) })
 	s.goBG(func() { s.runLeases(ctx) })
 	s.goBG(func() { s.pruneAudit(ctx) })
+	s.goBG(func() { s.runGuards(ctx) })
 	return nil
 }
 
@@ -338,6 +360,7 @@ func (s *Server) Close() error {
 	}
 	s.streams.closeAll()
 	s.bg.Wait()
+	s.auditFold.Close()
 	if err := s.audit.Close(); err != nil {
 		s.log.Error("closing the audit log", "err", err)
 	}

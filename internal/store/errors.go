@@ -24,6 +24,9 @@ var (
 	// ErrNotStarted is returned by writes made before Start: they could not
 	// wait for the index to see them.
 	ErrNotStarted = errors.New("store not started")
+	// ErrReadOnly is wrapped by the error of a write refused while the
+	// store is read-only (SetReadOnly).
+	ErrReadOnly = errors.New("store is read-only")
 )
 
 // KeyError names the object a failed precondition concerns.

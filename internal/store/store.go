@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -57,6 +58,8 @@ type Store struct {
 	loadErr     error         // last load error, for Start to report
 
 	rev revTracker
+
+	readOnly atomic.Pointer[error] // why writes are refused, if they are
 
 	// watchCancel stops the running watch (guarded by mu); restartWatch
 	// uses it. beforeWatch, when set before Start, runs after every load
@@ -202,7 +205,20 @@ func (s *Store) usable() error {
 	case !s.started:
 		return ErrNotStarted
 	}
+	if ro := s.readOnly.Load(); ro != nil {
+		return fmt.Errorf("%w: %w", ErrReadOnly, *ro)
+	}
 	return nil
+}
+
+// SetReadOnly makes every write fail with an error wrapping ErrReadOnly and
+// reason (a full disk), until it is called with nil.
+func (s *Store) SetReadOnly(reason error) {
+	if reason == nil {
+		s.readOnly.Store(nil)
+		return
+	}
+	s.readOnly.Store(&reason)
 }
 
 // register adds a collection; it panics after Start or for a kind taken,
