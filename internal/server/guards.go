@@ -27,9 +27,10 @@ type guards struct {
 	disk *diskspace.Guard
 	addr atomic.Pointer[throttle.Limiter]
 
-	mu       sync.Mutex
-	readOnly map[string]error // why the store is read-only, by source
-	quota    *api.Alarm       // the store's database at its quota
+	mu        sync.Mutex
+	readOnly  map[string]error // why the store is read-only, by source
+	quota     *api.Alarm       // the store's database at its quota
+	reclaimAt time.Time        // when the store's space was last reclaimed
 
 	auditErrAt   atomic.Int64 // when a failed audit write was last logged
 	auditErrSkip atomic.Int64 // failed writes not logged since
@@ -58,10 +59,84 @@ func (s *Server) setupGuards() {
 	s.metrics.reg.MustRegister(&guardCollector{s: s})
 }
 
-// runGuards checks the disks every few seconds, so that the server goes
-// read-only (and back) even while no request comes.
+// runGuards checks the disks and the store's space alarm every few
+// seconds, so that the server goes read-only (and back) even while no
+// request comes.
 func (s *Server) runGuards(ctx context.Context) {
-	s.guards.disk.Run(ctx, 2*time.Second)
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		_ = s.guards.disk.Check()
+		s.checkStoreSpace(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// checkStoreSpace follows etcd's NOSPACE alarm: while it is raised the
+// server is read-only, and the embedded etcd's space is reclaimed
+// (compaction, defragmentation) until it takes writes again.
+func (s *Server) checkStoreSpace(ctx context.Context) {
+	on, err := s.st.SpaceAlarm(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("checking the store's space alarm", "err", err)
+		}
+		return
+	}
+	if on {
+		on = s.reclaimStoreSpace(ctx)
+	}
+	g := &s.guards
+	g.mu.Lock()
+	was := g.quota != nil
+	g.mu.Unlock()
+	switch {
+	case on && !was:
+		a := &api.Alarm{Name: api.AlarmStoreQuota, Since: time.Now(), Path: filepath.Join(s.cfg.DataDir, "etcd"),
+			Message: fmt.Sprintf("the store's database reached its quota (%s) and etcd refuses writes: changes are refused "+
+				"while Polyvisor compacts and defragments it; if it stays full, its live data needs a larger quota", diskspace.Bytes(uint64(s.st.Quota())))}
+		if len(s.cfg.EtcdEndpoints) > 0 {
+			a.Path = ""
+			a.Message = "the etcd cluster's database reached its quota and refuses writes: changes are refused until its operators compact, defragment and disarm it (etcdctl alarm disarm)"
+		}
+		s.log.Error("store at its quota: read-only", "alarm", a.Message)
+		g.mu.Lock()
+		g.quota = a
+		g.mu.Unlock()
+		s.setReadOnly(api.AlarmStoreQuota, errors.New(a.Message))
+	case !on && was:
+		s.log.Warn("store space reclaimed: writable again")
+		g.mu.Lock()
+		g.quota = nil
+		g.mu.Unlock()
+		s.setReadOnly(api.AlarmStoreQuota, nil)
+	}
+}
+
+// reclaimStoreSpace tries to bring the embedded etcd under its quota, and
+// reports whether its alarm is still raised.
+func (s *Server) reclaimStoreSpace(ctx context.Context) bool {
+	if len(s.cfg.EtcdEndpoints) > 0 {
+		return true
+	}
+	// Defragmenting stops etcd for a while: not more than once a minute.
+	if time.Since(s.guards.reclaimAt) < time.Minute {
+		return true
+	}
+	s.guards.reclaimAt = time.Now()
+	ok, size, err := s.st.ReclaimSpace(ctx)
+	if err != nil {
+		s.log.Warn("reclaiming the store's space", "err", err)
+		return true
+	}
+	if !ok {
+		s.log.Warn("the store's database is still near its quota after compaction", "bytes", size, "quota", s.st.Quota())
+	}
+	return !ok
 }
 
 // setReadOnly sets or clears (err nil) one reason for the store to refuse

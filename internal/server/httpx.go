@@ -53,6 +53,8 @@ func toAPIError(err error) *api.Error {
 		return &api.Error{Code: api.CodeNotFound, Message: err.Error()}
 	case errors.Is(err, store.ErrReadOnly):
 		return &api.Error{Code: api.CodeInsufficientStorage, Message: err.Error()}
+	case store.IsNoSpace(err):
+		return &api.Error{Code: api.CodeInsufficientStorage, Message: "the store's database is at its quota; changes are refused until space is reclaimed"}
 	case errors.Is(err, store.ErrInvalidContinue):
 		return api.Invalid("continue", "invalid continue token")
 	}

@@ -33,6 +33,9 @@ type Config struct {
 	// Logger receives the store's and the embedded etcd's logs (default
 	// slog.Default()).
 	Logger *slog.Logger
+	// QuotaBytes bounds the embedded etcd's database (default 4 GiB); at
+	// it etcd raises its NOSPACE alarm and refuses writes (ReclaimSpace).
+	QuotaBytes int64
 
 	// TLS for external endpoints: CAFile verifies the servers; CertFile and
 	// KeyFile are the client certificate.
@@ -103,7 +106,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			s.cancel()
 			return nil, errors.New("open store: neither a data dir nor endpoints given")
 		}
-		e, err := startEmbedded(ctx, cfg.DataDir, cfg.Logger.With("component", "etcd"))
+		e, err := startEmbedded(ctx, cfg.DataDir, cfg.QuotaBytes, cfg.Logger.With("component", "etcd"))
 		if err != nil {
 			s.cancel()
 			return nil, fmt.Errorf("start embedded etcd: %w", err)
