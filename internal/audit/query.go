@@ -152,7 +152,8 @@ func (l *Log) scan(ctx context.Context, s segment, m *matcher, emit func(*api.Au
 			off = end
 			continue
 		}
-		c.record(name, off, end, line, rec)
+		lk := linkOf(rec)
+		c.record(name, off, end, line, &lk)
 		off = end
 		if m.match(rec) && !emit(rec) {
 			return true, nil

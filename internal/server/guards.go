@@ -31,6 +31,8 @@ type guards struct {
 	readOnly  map[string]error // why the store is read-only, by source
 	quota     *api.Alarm       // the store's database at its quota
 	reclaimAt time.Time        // when the store's space was last reclaimed
+	// reclaimEvery spaces the attempts: defragmenting stops etcd a while.
+	reclaimEvery time.Duration
 
 	auditErrAt   atomic.Int64 // when a failed audit write was last logged
 	auditErrSkip atomic.Int64 // failed writes not logged since
@@ -47,6 +49,7 @@ func (s *Server) auditDir() string {
 // setupGuards makes the guards, once the store and the audit log are open.
 func (s *Server) setupGuards() {
 	s.guards.readOnly = map[string]error{}
+	s.guards.reclaimEvery = time.Minute
 	s.auditFold = audit.NewAggregator(s.audit, s.cfg.AuditFold)
 	s.guards.addr.Store(throttle.NewLimiter(s.cfg.AddressRateLimit, s.cfg.AddressRateBurst, 10*time.Minute))
 	paths := []string{s.cfg.DataDir}
@@ -123,11 +126,16 @@ func (s *Server) reclaimStoreSpace(ctx context.Context) bool {
 	if len(s.cfg.EtcdEndpoints) > 0 {
 		return true
 	}
-	// Defragmenting stops etcd for a while: not more than once a minute.
-	if time.Since(s.guards.reclaimAt) < time.Minute {
+	g := &s.guards
+	g.mu.Lock()
+	due := time.Since(g.reclaimAt) >= g.reclaimEvery
+	if due {
+		g.reclaimAt = time.Now()
+	}
+	g.mu.Unlock()
+	if !due {
 		return true
 	}
-	s.guards.reclaimAt = time.Now()
 	ok, size, err := s.st.ReclaimSpace(ctx)
 	if err != nil {
 		s.log.Warn("reclaiming the store's space", "err", err)

@@ -85,6 +85,8 @@ type Config struct {
 	// of the audit log): below it the server is read-only, with an alarm,
 	// until space is freed. 0 turns the guard off.
 	MinFreeBytes uint64
+	// StoreQuotaBytes bounds the embedded etcd's database (default 4 GiB).
+	StoreQuotaBytes int64
 }
 
 // Server is a running control plane.
@@ -168,6 +170,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		DataDir:   cfg.DataDir,
 		Endpoints: cfg.EtcdEndpoints,
 		Logger:    cfg.Logger.With("component", "store"),
+		// At its quota the server goes read-only and reclaims space.
+		QuotaBytes: cfg.StoreQuotaBytes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening store: %w", s.diskCause(err))
