@@ -191,6 +191,7 @@ func Open(ctx context.Context, dir string, opts Options, log *slog.Logger) (*Log
 		log.Warn("audit retention failed", "dir", dir, "err", err)
 	}
 	go l.run()
+	l.wake() // retention's notes, if it removed anything
 	bgCtx, cancel := context.WithCancel(context.Background())
 	l.bgCancel = cancel
 	if !opts.NoVerify {
