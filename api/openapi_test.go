@@ -312,6 +312,13 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"Lease":           reflect.TypeFor[api.Lease](),
 		"LeaseSet":        reflect.TypeFor[api.LeaseSet](),
 		"Version":         reflect.TypeFor[api.Version](),
+		// The audit log's state and verification, and alarms.
+		"AuditSpan":         reflect.TypeFor[api.AuditSpan](),
+		"AuditProblem":      reflect.TypeFor[api.AuditProblem](),
+		"AuditVerification": reflect.TypeFor[api.AuditVerification](),
+		"AuditStatus":       reflect.TypeFor[api.AuditStatus](),
+		"Alarm":             reflect.TypeFor[api.Alarm](),
+		"AlarmList":         reflect.TypeFor[api.List[api.Alarm]](),
 	}
 	schemas := doc["components"].(map[string]any)["schemas"].(map[string]any)
 	for name, s := range schemas {

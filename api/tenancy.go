@@ -248,6 +248,21 @@ type AuditRecord struct {
 	Outcome     string `json:"outcome"`
 	Status      int    `json:"status,omitempty"` // HTTP status
 	Message     string `json:"message,omitempty"`
+	// Seq is the record's place in the log: 1 for the first record
+	// written with a sequence number, one more for each after.
+	Seq uint64 `json:"seq,omitempty"`
+	// Prev is the SHA-256, in hex, of the previous record's line as
+	// stored: the records form one hash chain across segments.
+	Prev string `json:"prev,omitempty"`
+	// Count, on a record that stands for several, is how many: repeated
+	// refusals of the same caller, address and route, or records that
+	// could not be written. First and Last bound their times.
+	Count int64     `json:"count,omitempty"`
+	First time.Time `json:"first,omitzero"`
+	Last  time.Time `json:"last,omitzero"`
+	// Removed, on a record of the log's retention (action audit.prune),
+	// names the segment it removed and the records that segment held.
+	Removed *AuditSpan `json:"removed,omitempty"`
 }
 
 // AuditQuery filters GET /v1/audit (as query parameters since=, until=,

@@ -71,6 +71,26 @@ type Config struct {
 	// Edge bounds connections, streams and request bodies, and places
 	// metrics and the server certificate.
 	Edge EdgeConfig
+	// AuditDir holds the audit log (default <DataDir>/audit); a disk of its
+	// own keeps it apart from the data.
+	AuditDir string
+	// AuditFailClosed refuses audited requests (mutations, consoles) with
+	// 503 while the audit log cannot write records; by default they go on,
+	// with an alarm.
+	AuditFailClosed bool
+	// AuditFold folds repeated refusals into counted audit records.
+	AuditFold audit.AggregateOptions
+	// AddressRateLimit is the requests per second each client address may
+	// make, checked before authentication, with bursts of
+	// AddressRateBurst; 0 disables it. The unix socket is not limited.
+	AddressRateLimit float64
+	AddressRateBurst int
+	// MinFreeBytes is the free space kept on the disk of the data dir (and
+	// of the audit log): below it the server is read-only, with an alarm,
+	// until space is freed. 0 turns the guard off.
+	MinFreeBytes uint64
+	// StoreQuotaBytes bounds the embedded etcd's database (default 4 GiB).
+	StoreQuotaBytes int64
 }
 
 // Server is a running control plane.
@@ -91,6 +111,8 @@ type Server struct {
 	tokens    *store.Collection[tokenRecord]
 	settings  *store.Collection[settingsRecord]
 	audit     *audit.Log
+	auditFold *audit.Aggregator
+	guards    guards
 	limiter   atomic.Pointer[throttle.Limiter]
 	logins    *throttle.Login
 	quota     *quotaGate
@@ -166,9 +188,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		DataDir:   cfg.DataDir,
 		Endpoints: cfg.EtcdEndpoints,
 		Logger:    cfg.Logger.With("component", "store"),
+		// At its quota the server goes read-only and reclaims space.
+		QuotaBytes: cfg.StoreQuotaBytes,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("opening store: %w", err)
+		return nil, fmt.Errorf("opening store: %w", s.diskCause(err))
 	}
 	s.st = st
 	s.vms = store.NewCollection(st, "vms", func(v *api.VM, rev int64) { v.Version = rev })
@@ -203,7 +227,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	if s.audit, err = audit.Open(ctx, filepath.Join(cfg.DataDir, "audit"), cfg.Audit, cfg.Logger.With("component", "audit")); err != nil {
+	if s.audit, err = audit.Open(ctx, s.auditDir(), cfg.Audit, cfg.Logger.With("component", "audit")); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("opening the audit log: %w", err)
 	}
@@ -213,6 +237,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.hashing = throttle.NewGate(hashSlots(), hashWait)
 	s.quota = newQuotaGate(s)
 	s.metrics = newMetrics(s)
+	s.setupGuards()
 	s.place = newPlacer(s)
 	s.live = newLiveness(s)
 	s.streams = newStreamBroker()
@@ -312,6 +337,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.goBG(func() { s.estate.Run(ctx) })
 	s.goBG(func() { s.runLeases(ctx) })
 	s.goBG(func() { s.pruneAudit(ctx) })
+	s.goBG(func() { s.runGuards(ctx) })
 	return nil
 }
 
@@ -367,6 +393,7 @@ func (s *Server) Close() error {
 	}
 	s.streams.closeAll()
 	s.bg.Wait()
+	s.auditFold.Close()
 	if err := s.audit.Close(); err != nil {
 		s.log.Error("closing the audit log", "err", err)
 	}
