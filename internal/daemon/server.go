@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -152,6 +154,15 @@ type credentials struct {
 	Host   string `json:"host"`
 	Token  string `json:"token"`
 	CACert string `json:"caCert"`
+	// JoinedWith identifies the join token used (a hash), so that the same
+	// single-use token is not tried again after a revocation.
+	JoinedWith string `json:"joinedWith,omitempty"`
+}
+
+// joinTokenID is what credentials remember of a join token.
+func joinTokenID(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:8])
 }
 
 func loadCredentials(path string) (*credentials, error) {
