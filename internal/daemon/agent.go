@@ -85,7 +85,9 @@ which also pins the server's CA; later starts reuse the saved credentials.`,
 				if rerr := os.Rename(credPath, credPath+".revoked"); rerr != nil {
 					return fmt.Errorf("host %q: %w (and setting its credentials aside: %v)", creds.Host, err, rerr)
 				}
-				if joinToken == "" || rejoined {
+				// A join token is single use: the one this host joined with
+				// cannot bring it back.
+				if joinToken == "" || rejoined || creds.JoinedWith == joinTokenID(joinToken) {
 					return fmt.Errorf("host %q: %w: join it again with 'polyvisor agent --server %s --join-token T' (T from 'polyvisor host join-token'); its VMs keep running", creds.Host, err, creds.Server)
 				}
 				log.Warn("the server refuses this host's credentials: joining again with --join-token", "host", creds.Host, "err", err)
@@ -124,7 +126,7 @@ func join(ctx context.Context, serverURL, joinToken, host, address string) (*cre
 	if err != nil {
 		return nil, err
 	}
-	return &credentials{Server: serverURL, Host: ac.Host, Token: ac.Token, CACert: ac.CACert}, nil
+	return &credentials{Server: serverURL, Host: ac.Host, Token: ac.Token, CACert: ac.CACert, JoinedWith: joinTokenID(joinToken)}, nil
 }
 
 func register(ctx context.Context, c *client.Client, joinToken, host, address string) (*api.AgentCredentials, error) {

@@ -75,6 +75,9 @@ var policy = map[string]string{
 	"GET /v1/images/{name}/content": "viewer",
 	"POST /v1/images":               "member",
 	"DELETE /v1/images/{name}":      "member",
+	"PATCH /v1/images/{name}":       "superadmin",
+	"GET /v1/image-settings":        "superadmin",
+	"PUT /v1/image-settings":        "superadmin",
 
 	"GET /v1/operations":         "viewer",
 	"GET /v1/operations/{id}":    "viewer",
@@ -110,6 +113,10 @@ var policy = map[string]string{
 	"DELETE /v1/tokens/{id}": "user", // a narrowed token may revoke itself only
 
 	"GET /v1/audit": "admin",
+	// The audit log's state and verification, and alarms.
+	"GET /v1/audit/status": "superadmin",
+	"GET /v1/audit/verify": "superadmin",
+	"GET /v1/alarms":       "superadmin",
 }
 
 // callers are the identities the matrix tries: the env's users and hosts,

@@ -154,6 +154,7 @@ func (s *Server) usageOf(project string) api.Usage {
 			})
 		}
 	}
+	u.ImageStorageMiB = s.imageStorageMiB(project)
 	return u
 }
 

@@ -112,9 +112,11 @@ func requestOf(r *http.Request) *request {
 	return &request{id: auth.FromContext(r.Context())}
 }
 
-// wrap authenticates the caller, applies the rate limit and the route's
-// rule, runs the handler, and records the request in the audit log (every
-// mutation and every refusal) and the metrics.
+// wrap limits the client address's rate, authenticates the caller, applies
+// the user's rate limit, the route's rule and the guards (a full disk, an
+// audit log that cannot write when the server fails closed), runs the
+// handler, and records the request in the audit log (every mutation and
+// every refusal, repeated refusals folded into counts) and the metrics.
 func (s *Server) wrap(rt route) http.Handler {
 	pattern := rt.method + " " + rt.path
 	action := actionOf(rt.method, rt.path)
@@ -127,7 +129,13 @@ func (s *Server) wrap(rt route) http.Handler {
 		rq := &request{reqID: requestID(r)}
 		rec.Header().Set("X-Request-Id", rq.reqID)
 
-		id, err := s.authenticate(r)
+		// The address first: a flood of bad tokens costs no more than
+		// any other flood.
+		id := auth.Anonymous
+		err := s.rateLimitAddress(rec, r)
+		if err == nil {
+			id, err = s.authenticate(r)
+		}
 		rq.id = id
 		if err == nil {
 			err = s.rateLimit(rec, r, id)
@@ -141,6 +149,9 @@ func (s *Server) wrap(rt route) http.Handler {
 			if rt.notFound != nil && isNotFound(err) && rt.projectOf(r) != "" {
 				err = s.asMissing(rt, r, id, list)
 			}
+		}
+		if err == nil {
+			err = s.admit(rt, action)
 		}
 		if err != nil {
 			s.writeError(rec, r, err)

@@ -71,6 +71,26 @@ type Config struct {
 	// Edge bounds connections, streams and request bodies, and places
 	// metrics and the server certificate.
 	Edge EdgeConfig
+	// AuditDir holds the audit log (default <DataDir>/audit); a disk of its
+	// own keeps it apart from the data.
+	AuditDir string
+	// AuditFailClosed refuses audited requests (mutations, consoles) with
+	// 503 while the audit log cannot write records; by default they go on,
+	// with an alarm.
+	AuditFailClosed bool
+	// AuditFold folds repeated refusals into counted audit records.
+	AuditFold audit.AggregateOptions
+	// AddressRateLimit is the requests per second each client address may
+	// make, checked before authentication, with bursts of
+	// AddressRateBurst; 0 disables it. The unix socket is not limited.
+	AddressRateLimit float64
+	AddressRateBurst int
+	// MinFreeBytes is the free space kept on the disk of the data dir (and
+	// of the audit log): below it the server is read-only, with an alarm,
+	// until space is freed. 0 turns the guard off.
+	MinFreeBytes uint64
+	// StoreQuotaBytes bounds the embedded etcd's database (default 4 GiB).
+	StoreQuotaBytes int64
 }
 
 // Server is a running control plane.
@@ -89,7 +109,10 @@ type Server struct {
 	users     *store.Collection[api.User]
 	passwords *store.Collection[passwordRecord]
 	tokens    *store.Collection[tokenRecord]
+	settings  *store.Collection[settingsRecord]
 	audit     *audit.Log
+	auditFold *audit.Aggregator
+	guards    guards
 	limiter   atomic.Pointer[throttle.Limiter]
 	logins    *throttle.Login
 	quota     *quotaGate
@@ -110,6 +133,8 @@ type Server struct {
 	metrics *metrics
 	place   *placer
 	imports *importer
+	// imageGate bounds imports per project and their image storage.
+	imageGate *imageGate
 
 	imageDir   string
 	adminToken string
@@ -163,9 +188,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		DataDir:   cfg.DataDir,
 		Endpoints: cfg.EtcdEndpoints,
 		Logger:    cfg.Logger.With("component", "store"),
+		// At its quota the server goes read-only and reclaims space.
+		QuotaBytes: cfg.StoreQuotaBytes,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("opening store: %w", err)
+		return nil, fmt.Errorf("opening store: %w", s.diskCause(err))
 	}
 	s.st = st
 	s.vms = store.NewCollection(st, "vms", func(v *api.VM, rev int64) { v.Version = rev })
@@ -179,6 +206,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.users = store.NewCollection(st, "users", func(u *api.User, rev int64) { u.Version = rev })
 	s.passwords = store.NewCollection(st, "passwords", func(p *passwordRecord, rev int64) { p.Version = rev })
 	s.tokens = store.NewCollection(st, "tokens", func(t *tokenRecord, rev int64) { t.Version = rev })
+	s.settings = store.NewCollection(st, "settings", func(r *settingsRecord, rev int64) { r.Version = rev })
 	if err := st.Start(ctx); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("loading the store: %w", err)
@@ -199,7 +227,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	if s.audit, err = audit.Open(ctx, filepath.Join(cfg.DataDir, "audit"), cfg.Audit, cfg.Logger.With("component", "audit")); err != nil {
+	if s.audit, err = audit.Open(ctx, s.auditDir(), cfg.Audit, cfg.Logger.With("component", "audit")); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("opening the audit log: %w", err)
 	}
@@ -209,6 +237,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.hashing = throttle.NewGate(hashSlots(), hashWait)
 	s.quota = newQuotaGate(s)
 	s.metrics = newMetrics(s)
+	s.setupGuards()
 	s.place = newPlacer(s)
 	s.live = newLiveness(s)
 	s.streams = newStreamBroker()
@@ -227,6 +256,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Logger: cfg.Logger.With("component", "estate"),
 	})
 	s.imports = &importer{running: map[string]context.CancelFunc{}}
+	s.imageGate = newImageGate()
 	s.recoverImports(ctx)
 	return s, nil
 }
@@ -307,6 +337,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.goBG(func() { s.estate.Run(ctx) })
 	s.goBG(func() { s.runLeases(ctx) })
 	s.goBG(func() { s.pruneAudit(ctx) })
+	s.goBG(func() { s.runGuards(ctx) })
 	return nil
 }
 
@@ -362,6 +393,7 @@ func (s *Server) Close() error {
 	}
 	s.streams.closeAll()
 	s.bg.Wait()
+	s.auditFold.Close()
 	if err := s.audit.Close(); err != nil {
 		s.log.Error("closing the audit log", "err", err)
 	}
