@@ -73,7 +73,7 @@ export function CreateVM() {
     );
   };
 
-  if (!s.can('create', project)) {
+  if (!s.can('vm.create', project)) {
     return (
       <div className="card">
         <h1>Create a VM</h1>
@@ -83,7 +83,7 @@ export function CreateVM() {
       </div>
     );
   }
-  const creatable = s.projects.filter((p) => s.can('create', p));
+  const creatable = s.projects.filter((p) => s.can('vm.create', p));
   return (
     <form ref={form} className="card wizard" onSubmit={submit} aria-labelledby="create-h" noValidate>
       <h1 id="create-h">Create a VM</h1>
