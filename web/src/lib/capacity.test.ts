@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { carryServerView, hostUse, level, percent, ratio, type HostLike } from './capacity';
+import { capacityNote, carryServerView, free, hostUse, level, percent, ratio, type HostLike } from './capacity';
 
 const host = (cpus: number, vcpus: number, cap?: number, mem = 8192, memUsed = 1024, memCap?: number): HostLike => ({
   name: 'h',
@@ -56,5 +56,21 @@ describe('carryServerView', () => {
   it('takes a new host as it is', () => {
     const ev = host(2, 0, 8);
     expect(carryServerView(undefined, ev)).toBe(ev);
+  });
+});
+
+describe('capacityNote', () => {
+  it('tells the overcommit, or what is kept for the host', () => {
+    expect(capacityNote(hostUse(host(4, 8, 16)).vcpus)).toBe('4 physical × 4 overcommit');
+    expect(capacityNote(hostUse(host(4, 1, 16, 8192, 0, 7936)).memory, (n) => `${n} MiB`)).toBe('8192 MiB physical, less 256 MiB kept for the host');
+    expect(capacityNote(hostUse(host(4, 1, 4)).vcpus)).toBe('4 physical');
+    expect(capacityNote(hostUse(host(4, 1)).vcpus)).toBe('of 4 physical (the server does not tell what it offers)');
+  });
+});
+
+describe('free', () => {
+  it('is the room the scheduler still offers, not the physical CPUs left', () => {
+    expect(free(hostUse(host(4, 8, 16)).vcpus)).toBe(8);
+    expect(free(hostUse(host(4, 20, 16)).vcpus)).toBe(0);
   });
 });

@@ -61,6 +61,20 @@ export function ratio(u: Use): string {
   return `${Number.isInteger(r) ? r : r.toFixed(2).replace(/0+$/, '')}×`;
 }
 
+// capacityNote says how the capacity relates to the host's own amount:
+// multiplied by an overcommit, or less what is kept for the host.
+export function capacityNote(u: Use, f: (n: number) => string = String): string {
+  if (!u.known) return `of ${f(u.physical)} physical (the server does not tell what it offers)`;
+  if (u.capacity > u.physical) return `${f(u.physical)} physical × ${ratio(u).replace('×', '')} overcommit`;
+  if (u.capacity < u.physical) return `${f(u.physical)} physical, less ${f(u.physical - u.capacity)} kept for the host`;
+  return `${f(u.physical)} physical`;
+}
+
+// free is what is left of a use: room for more, never below zero.
+export function free(u: Use): number {
+  return Math.max(0, u.capacity - u.used);
+}
+
 // carryServerView: hosts in the event stream are the stored objects,
 // without what the server adds when it answers (allocation, capacity).
 // Until the host is read again, keep those of the copy shown.

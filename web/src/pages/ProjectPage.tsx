@@ -190,7 +190,7 @@ function Quota({ project, canEdit }: { project: string; canEdit: boolean }) {
             );
           }
           const pct = percent(r.used, r.limit);
-          return <CapacityBar key={r.key} label={r.label} testId={`quota-${r.key}`} fmt={fmt} use={{ used: r.used, capacity: r.limit, physical: r.limit, percent: pct, level: level(pct), known: false }} />;
+          return <CapacityBar key={r.key} plain label={r.label} testId={`quota-${r.key}`} fmt={fmt} use={{ used: r.used, capacity: r.limit, physical: r.limit, percent: pct, level: level(pct), known: false }} />;
         })}
       {editing && (
         <form ref={form.box} onSubmit={submit} noValidate aria-label="Quota">

@@ -25,7 +25,7 @@ function Items({ title, items, testId }: { title: string; items: InventoryItem[]
               <tr key={i.id}>
                 <td>{i.name}</td>
                 <td className="muted">{i.datacenter}</td>
-                {sized && <td className="num">{i.capacityBytes ? `${bytes(i.freeBytes)} free of ${bytes(i.capacityBytes)}` : ''}</td>}
+                {sized && <td className="wrap num">{i.capacityBytes ? `${bytes(i.freeBytes)} free of ${bytes(i.capacityBytes)}` : ''}</td>}
               </tr>
             ))}
           </tbody>
@@ -105,17 +105,18 @@ export function ProviderPage({ name }: { name: string }) {
   }
   const c = p.status.inventory;
   const caps = Object.entries(p.status.capabilities ?? {});
-  const rows: [string, string, string?][] = [
+  const all: [string, string, string?][] = [
     ['Type', p.spec.type],
     ['URL', p.spec.url ?? ''],
     ['User name', p.spec.username ?? ''],
-    ['Certificate', p.spec.insecure ? 'not checked (insecure)' : p.spec.caCert ? 'checked against the given CA' : 'checked against the system CAs'],
+    ['Certificate', p.spec.type !== 'vsphere' ? '' : p.spec.insecure ? 'not checked (insecure)' : p.spec.caCert ? 'checked against the given CA' : 'checked against the system CAs'],
     ['Project', p.project ?? ''],
     ['Last sync', p.status.lastSync ? `${ago(p.status.lastSync)} (${new Date(p.status.lastSync).toLocaleString()})` : 'not yet', 'provider-lastsync'],
     ['Inventory', c ? `${c.datacenters} datacenters, ${c.clusters} clusters, ${c.hosts} hosts, ${c.datastores ?? 0} datastores, ${c.networks ?? 0} networks, ${c.vms} VMs` : '', 'provider-counts'],
     ['Can', caps.filter(([, v]) => v).map(([k]) => k).join(', ') || 'nothing beyond reading', 'provider-caps'],
     ['Added', p.createdAt ? new Date(p.createdAt).toLocaleString() : ''],
   ];
+  const rows = all.filter(([k, v]) => v || k !== 'Certificate');
   return (
     <div>
       <p className="crumbs">
