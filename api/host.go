@@ -46,6 +46,9 @@ type HostStatus struct {
 	// and memory under the server's overcommit ratios and reservation.
 	// Filled in by the server where it fills in Allocated.
 	Capacity HostCapacity `json:"capacity,omitzero"`
+	// Warnings are what the agent found wrong on its host and left for a
+	// person, such as a VM handle it could not read at start.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // HostCapacity is what a host offers to VMs, to compare its allocation with.

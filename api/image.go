@@ -43,3 +43,45 @@ type ImageCreate struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	Public bool              `json:"public,omitempty"`
 }
+
+// ImageUpdate is the body of PATCH /v1/images/{name}?project=: the fields
+// present are changed. Only a superadmin changes an image's visibility.
+type ImageUpdate struct {
+	// Public makes the image usable by VMs of every project (true), or of
+	// its own project only (false, "private"). VMs of other projects
+	// that already use it keep their disks.
+	Public *bool `json:"public,omitempty"`
+}
+
+// Defaults of ImageSettings.
+const (
+	DefaultImageMaxVirtualBytes      int64 = 256 << 30
+	DefaultImageMaxImportsPerProject       = 2
+	DefaultImageConvertTimeoutSecs   int64 = 3600
+)
+
+// ImageSettings are the installation's rules for image imports (GET and
+// PUT /v1/image-settings, superadmins only). A zero number means its
+// default; GET shows the values in force.
+type ImageSettings struct {
+	// MaxVirtualBytes refuses disks whose virtual size is larger, before
+	// anything is converted (default 256 GiB). It also bounds an upload
+	// or a download, with room for the format's metadata.
+	MaxVirtualBytes int64 `json:"maxVirtualBytes"`
+	// MaxImportsPerProject bounds the imports running at once in one
+	// project, uploads being received included (default 2); more are
+	// refused with 429.
+	MaxImportsPerProject int `json:"maxImportsPerProject"`
+	// ConvertTimeoutSeconds bounds the conversion of one disk (default
+	// 3600).
+	ConvertTimeoutSeconds int64 `json:"convertTimeoutSeconds"`
+	// FetchAllowNetworks are networks (CIDR) that URL imports may reach
+	// although they are not public: by default the server fetches only
+	// from public internet addresses. Cloud metadata addresses are never
+	// reached.
+	FetchAllowNetworks []string `json:"fetchAllowNetworks,omitempty"`
+	// FetchAllowHosts are host names ("mirror.internal", or
+	// "*.internal") whose addresses URL imports may reach whatever they
+	// are.
+	FetchAllowHosts []string `json:"fetchAllowHosts,omitempty"`
+}

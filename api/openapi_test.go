@@ -257,6 +257,8 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"StreamRequest":    reflect.TypeFor[api.StreamRequest](),
 		"Image":            reflect.TypeFor[api.Image](),
 		"ImageCreate":      reflect.TypeFor[api.ImageCreate](),
+		"ImageUpdate":      reflect.TypeFor[api.ImageUpdate](),
+		"ImageSettings":    reflect.TypeFor[api.ImageSettings](),
 		"ImageList":        reflect.TypeFor[api.List[api.Image]](),
 		"Operation":        reflect.TypeFor[api.Operation](),
 		"OperationList":    reflect.TypeFor[api.List[api.Operation]](),
@@ -311,6 +313,13 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"Lease":           reflect.TypeFor[api.Lease](),
 		"LeaseSet":        reflect.TypeFor[api.LeaseSet](),
 		"Version":         reflect.TypeFor[api.Version](),
+		// The audit log's state and verification, and alarms.
+		"AuditSpan":         reflect.TypeFor[api.AuditSpan](),
+		"AuditProblem":      reflect.TypeFor[api.AuditProblem](),
+		"AuditVerification": reflect.TypeFor[api.AuditVerification](),
+		"AuditStatus":       reflect.TypeFor[api.AuditStatus](),
+		"Alarm":             reflect.TypeFor[api.Alarm](),
+		"AlarmList":         reflect.TypeFor[api.List[api.Alarm]](),
 	}
 	schemas := doc["components"].(map[string]any)["schemas"].(map[string]any)
 	for name, s := range schemas {

@@ -49,15 +49,21 @@ type Quota struct {
 	MemoryMiB *int64 `json:"memoryMiB,omitempty"`
 	DiskMiB   *int64 `json:"diskMiB,omitempty"`
 	VMs       *int64 `json:"vms,omitempty"`
+	// ImageStorageMiB limits the project's stored images together (their
+	// files, and the room held by imports under way).
+	ImageStorageMiB *int64 `json:"imageStorageMiB,omitempty"`
 }
 
 // Usage is what a project's VMs use: the sum over its VMs (those being
-// deleted included, until they are gone).
+// deleted included, until they are gone); and what its images take.
 type Usage struct {
 	VCPUs     int64 `json:"vcpus"`
 	MemoryMiB int64 `json:"memoryMiB"`
 	DiskMiB   int64 `json:"diskMiB"`
 	VMs       int64 `json:"vms"`
+	// ImageStorageMiB is what the project's images take, with the room
+	// held by its imports under way.
+	ImageStorageMiB int64 `json:"imageStorageMiB"`
 }
 
 // ProjectStatus is computed when a project is read.
@@ -242,6 +248,21 @@ type AuditRecord struct {
 	Outcome     string `json:"outcome"`
 	Status      int    `json:"status,omitempty"` // HTTP status
 	Message     string `json:"message,omitempty"`
+	// Seq is the record's place in the log: 1 for the first record
+	// written with a sequence number, one more for each after.
+	Seq uint64 `json:"seq,omitempty"`
+	// Prev is the SHA-256, in hex, of the previous record's line as
+	// stored: the records form one hash chain across segments.
+	Prev string `json:"prev,omitempty"`
+	// Count, on a record that stands for several, is how many: repeated
+	// refusals of the same caller, address and route, or records that
+	// could not be written. First and Last bound their times.
+	Count int64     `json:"count,omitempty"`
+	First time.Time `json:"first,omitzero"`
+	Last  time.Time `json:"last,omitzero"`
+	// Removed, on a record of the log's retention (action audit.prune),
+	// names the segment it removed and the records that segment held.
+	Removed *AuditSpan `json:"removed,omitempty"`
 }
 
 // AuditQuery filters GET /v1/audit (as query parameters since=, until=,

@@ -13,6 +13,40 @@ const (
 	PowerError    = "error"
 	PowerUnknown  = "unknown" // the host does not report (down or unreachable)
 	PowerPending  = "pending" // not yet seen by its host
+
+	// PowerCrashed is a VM that stopped without being asked: its
+	// hypervisor process died, or its guest hit an internal error or
+	// panicked. Status.StopCause and Status.Reason say why; the VM's
+	// OnCrash policy says what follows.
+	PowerCrashed = "crashed"
+)
+
+// Why a VM stopped or crashed, as VMStatus.StopCause says.
+const (
+	StopCauseRequested     = "requested"      // a stop, restart or delete asked for it
+	StopCauseGuestPoweroff = "guest-poweroff" // the guest powered itself off
+	StopCauseCrash         = "crash"          // the hypervisor process died unasked (killed, crashed)
+	StopCauseInternalError = "internal-error" // the hypervisor halted the VM on an internal error (KVM emulation failure)
+	StopCauseGuestPanic    = "guest-panic"    // the guest's kernel panicked
+)
+
+// IsCrash tells whether a stop cause is a crash, to which the VM's OnCrash
+// policy applies.
+func IsCrash(stopCause string) bool {
+	switch stopCause {
+	case StopCauseCrash, StopCauseInternalError, StopCauseGuestPanic:
+		return true
+	}
+	return false
+}
+
+// What a host does with a VM that crashed (VMSpec.OnCrash).
+const (
+	// OnCrashRestart starts the VM again, after a pause that doubles
+	// with each crash in a row (the default).
+	OnCrashRestart = "restart"
+	// OnCrashStop leaves it stopped: its desired state becomes stopped.
+	OnCrashStop = "stop"
 )
 
 // Network names for NICs.
@@ -58,6 +92,10 @@ type VMSpec struct {
 	// Lease, when set, is when the VM expires: stopped at its expiry,
 	// deleted after the project's grace period.
 	Lease *Lease `json:"lease,omitempty"`
+	// OnCrash is what the host does when the VM crashes: restart (the
+	// default, also when empty) or stop. A guest that powers itself off
+	// stays off either way.
+	OnCrash string `json:"onCrash,omitempty"`
 }
 
 // Disk is a VM disk: a copy-on-write overlay of an image, or blank.
@@ -94,6 +132,10 @@ type CloudInit struct {
 	UserData      string `json:"userData,omitempty"`
 	MetaData      string `json:"metaData,omitempty"`
 	NetworkConfig string `json:"networkConfig,omitempty"`
+	// UserDataRedacted is set by the server, in place of UserData, for
+	// callers who may not read user data (viewers and operators): it
+	// often holds passwords. Never set in a request.
+	UserDataRedacted bool `json:"userDataRedacted,omitempty"`
 }
 
 // Deletion records a requested delete.
@@ -118,8 +160,12 @@ type VMStatus struct {
 	Disks   []DiskStatus `json:"disks,omitempty"`
 	// Driver names the hypervisor driver running the VM ("qemu").
 	Driver string `json:"driver,omitempty"`
-	// Reason explains the last transition ("guest shut down", "qemu exited").
-	Reason    string    `json:"reason,omitempty"`
+	// Reason explains the last transition for people ("the guest powered
+	// itself off", "qemu was killed by signal 9").
+	Reason string `json:"reason,omitempty"`
+	// StopCause says why a stopped or crashed VM stopped (StopCause*
+	// values); empty while it runs.
+	StopCause string    `json:"stopCause,omitempty"`
 	StartedAt time.Time `json:"startedAt,omitzero"`
 	UpdatedAt time.Time `json:"updatedAt,omitzero"`
 }
@@ -171,6 +217,8 @@ type VMCreate struct {
 	// LeaseSeconds gives the VM a lease ending that long after its create
 	// (at most the project's maxLeaseSeconds; default that maximum).
 	LeaseSeconds int64 `json:"leaseSeconds,omitempty"`
+	// OnCrash is restart (default) or stop: see VMSpec.OnCrash.
+	OnCrash string `json:"onCrash,omitempty"`
 }
 
 // VMStop is the optional body of POST /v1/vms/{name}/stop and /restart.

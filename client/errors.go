@@ -61,6 +61,8 @@ func codeForStatus(status int) string {
 		return api.CodeUnprocessable
 	case http.StatusServiceUnavailable:
 		return api.CodeUnavailable
+	case http.StatusInsufficientStorage:
+		return api.CodeInsufficientStorage
 	default:
 		return api.CodeInternal
 	}

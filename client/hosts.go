@@ -45,3 +45,42 @@ func (c *Client) CreateJoinToken(ctx context.Context, req api.JoinTokenCreate) (
 	}
 	return &t, nil
 }
+
+// CordonHost marks a host unschedulable: no new VM is placed on it, pinned
+// ones included; the VMs it runs keep running. Superadmins only.
+func (c *Client) CordonHost(ctx context.Context, name string) (*api.Host, error) {
+	var h api.Host
+	if err := c.call(ctx, request{method: http.MethodPost, path: route("/v1/hosts/%s/cordon", name)}, &h); err != nil {
+		return nil, fmt.Errorf("cordon host %q: %w", name, err)
+	}
+	return &h, nil
+}
+
+// UncordonHost makes a cordoned host schedulable again.
+func (c *Client) UncordonHost(ctx context.Context, name string) (*api.Host, error) {
+	var h api.Host
+	if err := c.call(ctx, request{method: http.MethodPost, path: route("/v1/hosts/%s/uncordon", name)}, &h); err != nil {
+		return nil, fmt.Errorf("uncordon host %q: %w", name, err)
+	}
+	return &h, nil
+}
+
+// RevokeHost ends a host's credentials at once: its token stops working
+// and its agent's streams end. The host is marked not ready; its agent
+// must join again with a new join token.
+func (c *Client) RevokeHost(ctx context.Context, name string) (*api.Host, error) {
+	var h api.Host
+	if err := c.call(ctx, request{method: http.MethodPost, path: route("/v1/hosts/%s/revoke", name)}, &h); err != nil {
+		return nil, fmt.Errorf("revoke host %q: %w", name, err)
+	}
+	return &h, nil
+}
+
+// DeleteHost removes a host and its credentials. The server refuses while
+// VMs are placed on the host, and names them.
+func (c *Client) DeleteHost(ctx context.Context, name string) error {
+	if err := c.call(ctx, request{method: http.MethodDelete, path: route("/v1/hosts/%s", name)}, nil); err != nil {
+		return fmt.Errorf("delete host %q: %w", name, err)
+	}
+	return nil
+}

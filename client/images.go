@@ -136,3 +136,33 @@ func (c *Client) AgentImage(ctx context.Context, key string) (*api.Image, error)
 	}
 	return &img, nil
 }
+
+// UpdateImage changes an image of the client's project: its visibility
+// (superadmin), public or private.
+func (c *Client) UpdateImage(ctx context.Context, name string, u api.ImageUpdate) (*api.Image, error) {
+	var img api.Image
+	if err := c.call(ctx, request{method: http.MethodPatch, path: route("/v1/images/%s", name), body: u}, &img); err != nil {
+		return nil, fmt.Errorf("update image %q: %w", name, err)
+	}
+	return &img, nil
+}
+
+// ImageSettings returns the installation's image import rules in force
+// (superadmin).
+func (c *Client) ImageSettings(ctx context.Context) (*api.ImageSettings, error) {
+	var set api.ImageSettings
+	if err := c.call(ctx, request{method: http.MethodGet, path: "/v1/image-settings"}, &set); err != nil {
+		return nil, fmt.Errorf("get image settings: %w", err)
+	}
+	return &set, nil
+}
+
+// SetImageSettings replaces the installation's image import rules
+// (superadmin) and returns those in force.
+func (c *Client) SetImageSettings(ctx context.Context, set api.ImageSettings) (*api.ImageSettings, error) {
+	var out api.ImageSettings
+	if err := c.call(ctx, request{method: http.MethodPut, path: "/v1/image-settings", body: set}, &out); err != nil {
+		return nil, fmt.Errorf("set image settings: %w", err)
+	}
+	return &out, nil
+}

@@ -181,7 +181,10 @@ func (c *Client) DeleteUser(ctx context.Context, name string) error {
 	return nil
 }
 
-// SetPassword sets a user's password; current is needed for one's own.
+// SetPassword sets a user's password. current is needed to change one's
+// own (superadmins' too); a superadmin sets another user's, or a first
+// password, without it. The user's other login sessions end; a token
+// narrowed to a project is refused.
 func (c *Client) SetPassword(ctx context.Context, user, current, password string) error {
 	r := request{method: http.MethodPut, path: route("/v1/users/%s/password", user), body: api.PasswordSet{Current: current, Password: password}}
 	if err := c.call(ctx, r, nil); err != nil {

@@ -58,7 +58,17 @@ func rawRequestFull(t *testing.T, srv *serverProc, method, path, contentType str
 // fetchMetrics reads the server's Prometheus metrics.
 func fetchMetrics(t *testing.T, srv *serverProc) string {
 	t.Helper()
-	resp, err := srv.adminClient(t).HTTPClient().Get(fmt.Sprintf("https://127.0.0.1:%d/metrics", srv.port))
+	// /metrics answers a superadmin or the metrics token.
+	tok, err := os.ReadFile(filepath.Join(srv.dataDir, "metrics.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d/metrics", srv.port), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	resp, err := srv.adminClient(t).HTTPClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/polyvisor/polyvisor/api"
@@ -16,7 +17,8 @@ import (
 
 // TestImageImportFromURL: the server fetches an image over http, detects
 // its format (a vmdk here), stores qcow2 with its sha256, and serves it back
-// byte for byte.
+// byte for byte. The web server is on loopback, which the server fetches
+// from only once a superadmin allows it.
 func TestImageImportFromURL(t *testing.T) {
 	requireQEMU(t)
 	dir := t.TempDir()
@@ -30,6 +32,14 @@ func TestImageImportFromURL(t *testing.T) {
 	srv := startServer(t, t.TempDir())
 	c := srv.c
 	ctx := context.Background()
+	refused := mustOp(t)(c.ImportImageURL(ctx, api.ImageCreate{Name: "from-url", URL: web.URL + "/disk.vmdk"}))
+	if done, err := c.WaitOperation(ctx, refused.ID, nil); err != nil || done.Status != api.OpFailed ||
+		!strings.Contains(done.Error.Message, "a loopback address") {
+		t.Fatalf("import from loopback by default: %+v %v, want it refused", done, err)
+	}
+	if _, err := c.SetImageSettings(ctx, api.ImageSettings{FetchAllowNetworks: []string{"127.0.0.1/32"}}); err != nil {
+		t.Fatal(err)
+	}
 	waitOK(t, c, mustOp(t)(c.ImportImageURL(ctx, api.ImageCreate{Name: "from-url", URL: web.URL + "/disk.vmdk"})))
 	img, err := c.GetImage(ctx, "from-url")
 	if err != nil {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,20 +39,37 @@ func (c *cliEnv) must(stdin string, args ...string) string {
 }
 
 // TestTenancyWalkthrough runs the README's multi-tenant walk-through with
-// the CLI against a real server: a superadmin sets up a project with a
-// quota and a user; the user logs in over TLS, works in the project within
-// its quota and lease, and the superadmin reads the audit trail.
+// the CLI against a real server, as written: after the quickstart's
+// images are imported into the default project, a superadmin sets up a
+// project with a quota and a user and makes those images public; the
+// user logs in over TLS, boots a VM from the public images in her
+// project within its quota and lease, and the superadmin reads the audit
+// trail.
 func TestTenancyWalkthrough(t *testing.T) {
 	requireQEMU(t)
 	srv := startServer(t, t.TempDir())
 	// Clipped, so that each user's appends get their own copy.
 	base := slices.Clip(append(os.Environ(), "HOME="+t.TempDir(), "POLYVISOR_CONFIG=", "POLYVISOR_TOKEN=", "POLYVISOR_PROJECT="))
 	root := &cliEnv{t, append(base, "POLYVISOR_SERVER=unix://"+srv.socket, "XDG_CONFIG_HOME="+t.TempDir())}
-	root.must("", "project", "create", "web", "--description", "Web shop", "--vcpus", "2", "--memory", "1GiB", "--vms", "2", "--max-lease", "720h")
+	// What scripts/quickstart.sh imports.
+	for _, im := range []struct{ name, kind, file string }{
+		{"tiny-kernel", "kernel", "vmlinuz"}, {"tiny-initrd", "initrd", "initrd.img"}, {"tiny-disk", "disk", "disk.qcow2"},
+	} {
+		root.must("", "image", "import", filepath.Join(guestDir, im.file), "--name", im.name, "--kind", im.kind)
+	}
+
+	// The superadmin's part of the README.
+	root.must("", "project", "create", "web", "--description", "Web shop", "--vcpus", "16", "--memory", "32GiB", "--vms", "20",
+		"--image-storage", "100GiB", "--max-lease", "720h")
 	root.must("a-long-passphrase\n", "user", "create", "alice", "--password-stdin")
 	root.must("", "role", "grant", "alice", "member", "--project", "web")
 	if out := root.must("", "role", "list"); !strings.Contains(out, "vm.create") {
 		t.Errorf("role list does not show permissions:\n%s", out)
+	}
+	for _, img := range []string{"tiny-disk", "tiny-kernel", "tiny-initrd"} {
+		if out := root.must("", "image", "set", img, "--public"); !strings.Contains(out, "now public") {
+			t.Errorf("image set %s --public:\n%s", img, out)
+		}
 	}
 
 	aliceHome := t.TempDir()
@@ -71,18 +89,24 @@ func TestTenancyWalkthrough(t *testing.T) {
 	if out := alice.must("", "whoami"); !strings.Contains(out, "alice") || !strings.Contains(out, "member") {
 		t.Errorf("whoami:\n%s", out)
 	}
-	// Images of the default project are not alice's: she imports her own.
-	for _, im := range []struct{ name, kind, file string }{
-		{imgKernel, "kernel", "vmlinuz"}, {imgInitrd, "initrd", "initrd.img"}, {imgDisk, "disk", "disk.qcow2"},
-	} {
-		alice.must("", "image", "import", filepath.Join(guestDir, im.file), "--name", im.name, "--kind", im.kind)
+	// The public images show in her project's list, marked.
+	if out := alice.must("", "image", "list"); !strings.Contains(out, "default/tiny-disk (public)") {
+		t.Errorf("image list in web:\n%s", out)
 	}
-	create := func(name string) (string, error) {
-		return alice.run("", "vm", "create", name, "--vcpus", "1", "--memory", "256M", "--image", imgDisk,
-			"--kernel", imgKernel, "--initrd", imgInitrd, "--cmdline", "console=ttyS0 quiet", "--lease", "72h", "--stopped")
+	// Only a superadmin shares images.
+	if out, err := alice.run("", "image", "set", "tiny-disk", "--private", "--project", "default"); err == nil {
+		t.Errorf("alice making tiny-disk private: %s", out)
 	}
-	if out, err := create("shop-1"); err != nil {
-		t.Fatalf("vm create: %v\n%s", err, out)
+
+	// The README's VM, booted from the public images of the default
+	// project.
+	alice.must("", "vm", "create", "shop-1", "--vcpus", "2", "--memory", "1G", "--image", "tiny-disk",
+		"--kernel", "tiny-kernel", "--initrd", "tiny-initrd", "--cmdline", "console=ttyS0 quiet", "--lease", "72h")
+	web := srv.c.WithProject("web")
+	waitConsole(t, web, "shop-1", marker, 1)
+	vm, err := web.GetVM(context.Background(), "shop-1")
+	if err != nil || vm.Spec.Disks[0].Image != "default/tiny-disk" || vm.Spec.Boot.Kernel != "default/tiny-kernel" {
+		t.Fatalf("shop-1: %+v %v", vm, err)
 	}
 	if out := alice.must("", "vm", "show", "shop-1"); !strings.Contains(out, "expires in") {
 		t.Errorf("vm show has no lease countdown:\n%s", out)
@@ -91,15 +115,14 @@ func TestTenancyWalkthrough(t *testing.T) {
 	if out, err := alice.run("", "vm", "lease", "shop-1", "2000h"); err == nil || !strings.Contains(out, "720") {
 		t.Errorf("a lease over the project's maximum: %v\n%s", err, out)
 	}
-	if out, err := create("shop-2"); err != nil {
-		t.Fatalf("second vm: %v\n%s", err, out)
-	}
-	// A third VM passes the quota of 2 VMs.
-	if out, err := create("shop-3"); err == nil || !strings.Contains(out, "quota") {
-		t.Errorf("third vm over the quota: %v\n%s", err, out)
-	}
-	if out := alice.must("", "quota", "show"); !strings.Contains(out, "vms") {
+	if out := alice.must("", "quota", "show"); !strings.Contains(out, "vms") || !strings.Contains(out, "image-storage") {
 		t.Errorf("quota show:\n%s", out)
+	}
+	// A create that would pass the quota is refused, naming the limit.
+	root.must("", "quota", "set", "--project", "web", "--vms", "1")
+	if out, err := alice.run("", "vm", "create", "shop-2", "--vcpus", "1", "--memory", "256M", "--image", "tiny-disk",
+		"--kernel", "tiny-kernel", "--initrd", "tiny-initrd", "--stopped"); err == nil || !strings.Contains(out, "quota") {
+		t.Errorf("second vm over the quota: %v\n%s", err, out)
 	}
 	// Alice sees nothing of the default project.
 	if out, err := alice.run("", "vm", "list", "--project", "default"); err == nil {
@@ -116,6 +139,9 @@ func TestTenancyWalkthrough(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("audit list --actor alice lacks %s:\n%s", want, out)
 		}
+	}
+	if out := root.must("", "audit", "list", "--since", "1h", "--action", "image.update"); strings.Count(out, "image.update") < 3 {
+		t.Errorf("audit list --action image.update:\n%s", out)
 	}
 	export := filepath.Join(t.TempDir(), "audit.jsonl")
 	root.must("", "audit", "export", "--since", "1h", "--file", export)

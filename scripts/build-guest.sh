@@ -6,7 +6,8 @@
 #   OUTDIR/vmlinuz     the current linux-image-<abi>-cloud-amd64 kernel
 #   OUTDIR/initrd.img  a busybox initramfs (gzip'd newc cpio) whose /init loads
 #                      the virtio, ACPI button and iso9660 modules, runs acpid
-#                      so the ACPI power button powers the guest off, prints
+#                      so the ACPI power button powers the guest off, powers
+#                      off when "polyvisor-poweroff" is typed on ttyS0, prints
 #                      POLYVISOR-GUEST-READY on ttyS0, reports its disks and
 #                      NoCloud seed, then prints "polyvisor-tick N" every 0.2 s
 #   OUTDIR/disk.qcow2  a small blank qcow2 disk (64 MiB)
@@ -370,7 +371,19 @@ for m in $(cat /etc/modules); do
 	insmod "/lib/modules/$m.ko" || echo "polyvisor-guest: insmod $m failed"
 done
 acpid -c /etc/acpi -l /dev/null -p /tmp/acpid.pid || echo "polyvisor-guest: acpid failed"
+# The line polyvisor-poweroff typed on the serial console powers the guest
+# off from inside, as its own user would (tests of a guest's own poweroff).
+(while read -r line; do
+	case "$line" in
+	*polyvisor-poweroff*)
+		echo "polyvisor-guest: powering off on request"
+		sync
+		poweroff -f
+		;;
+	esac
+done </dev/ttyS0) &
 echo "POLYVISOR-GUEST-READY"
+echo "polyvisor-guest: commands polyvisor-poweroff"
 disks=0
 for b in /sys/block/vd*; do
 	[ -e "$b" ] || continue

@@ -34,3 +34,17 @@ go vet ./...
 # One package at a time: the QEMU, libvirt and e2e tests share the host's
 # libvirtd and CPUs, and TCG guests boot on time only when not starved.
 go test -p 1 -count=1 -timeout 25m "$@" ./...
+
+# A short run of every fuzz target: their seed corpora (testdata/fuzz) run
+# in go test above; here the fuzzer looks a little further each time.
+FUZZTIME=${POLYVISOR_FUZZTIME:-10s}
+fuzz() { # package target
+	echo "==> fuzzing $2 ($FUZZTIME)"
+	go test -run '^$' -fuzz "^$2\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 5s "$1"
+}
+for t in FuzzDecodeVMCreate FuzzDecodeImageCreate FuzzDecodeUserCreate FuzzDecodeTokenCreate FuzzDecodePassword; do
+	fuzz ./internal/server/ "$t"
+done
+for t in FuzzDetect FuzzInspect; do
+	fuzz ./internal/images/ "$t"
+done

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -33,6 +34,11 @@ type Config struct {
 	Address           string
 	HeartbeatInterval time.Duration
 	Logger            *slog.Logger
+	// RestartDelay is the pause before a crashed VM whose policy is
+	// restart is started again; it doubles with each crash in a row, up
+	// to MaxRestartDelay. Defaults: 2s and 5 minutes.
+	RestartDelay    time.Duration
+	MaxRestartDelay time.Duration
 }
 
 // Agent runs the VMs the server places on one host.
@@ -44,9 +50,16 @@ type Agent struct {
 	info   hypervisor.Info
 	cache  *imageCache
 
+	// life is Run's context: what lives as long as the agent (workers,
+	// console streams) lives under it, never under one watch connection.
+	life context.Context
+	// revoked ends Run with ErrRevoked; set by Run.
+	revoked func(error)
+
 	mu      sync.Mutex
 	workers map[string]*worker            // by VM name
 	handles map[string]*hypervisor.Handle // recovered handles not yet claimed, by VM UID
+	bad     map[string]badHandle          // handle files that could not be used, by VM UID
 }
 
 // New makes an agent; Run starts it.
@@ -56,6 +69,12 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = 5 * time.Second
+	}
+	if cfg.RestartDelay <= 0 {
+		cfg.RestartDelay = 2 * time.Second
+	}
+	if cfg.MaxRestartDelay <= 0 {
+		cfg.MaxRestartDelay = 5 * time.Minute
 	}
 	for _, d := range []string{cfg.StateDir, handleDir(cfg.StateDir), filepath.Join(cfg.StateDir, "images")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -69,6 +88,8 @@ func New(cfg Config) (*Agent, error) {
 		driver:  cfg.Driver,
 		workers: map[string]*worker{},
 		handles: map[string]*hypervisor.Handle{},
+		bad:     map[string]badHandle{},
+		life:    context.Background(),
 	}
 	a.cache = newImageCache(a.c, filepath.Join(cfg.StateDir, "images"))
 	return a, nil
@@ -77,6 +98,7 @@ func New(cfg Config) (*Agent, error) {
 // Run re-attaches to the VMs that kept running, then heartbeats and
 // follows the server until ctx ends. VMs keep running when it returns.
 func (a *Agent) Run(ctx context.Context) error {
+	a.life = ctx
 	info, err := a.driver.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("reading hypervisor info: %w", err)
@@ -85,6 +107,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.recover(ctx); err != nil {
 		return err
 	}
+	// A host whose credentials the server no longer takes (revoked, or the
+	// host deleted) stops: retrying cannot succeed, and the operator must
+	// join it again. Its VMs keep running.
+	ctx, revoke := context.WithCancelCause(ctx)
+	defer revoke(nil)
+	a.revoked = func(err error) { revoke(fmt.Errorf("%w: %w", ErrRevoked, err)) }
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -98,15 +126,37 @@ func (a *Agent) Run(ctx context.Context) error {
 		w.stop()
 	}
 	a.mu.Unlock()
+	if err := context.Cause(ctx); errors.Is(err, ErrRevoked) {
+		return err
+	}
 	return nil
 }
 
+// ErrRevoked is returned by Run when the server refuses the host's
+// credentials: the host was revoked or deleted and must join again.
+var ErrRevoked = errors.New("the server refuses this host's credentials (revoked, or the host was deleted)")
+
+// checkRevoked stops the agent when err is the server refusing its token.
+func (a *Agent) checkRevoked(err error) {
+	if client.ErrorCode(err) == api.CodeUnauthorized && a.revoked != nil {
+		a.revoked(err)
+	}
+}
+
 // recover loads persisted handles and re-attaches to their VMs. A VM whose
-// process still runs is adopted as it is; nothing is started here.
+// process still runs is adopted as it is; nothing is started here. A
+// handle file that cannot be used is skipped, logged and reported in the
+// host's status.
 func (a *Agent) recover(ctx context.Context) error {
-	hs, err := loadHandles(a.cfg.StateDir)
+	hs, bad, err := loadHandles(a.cfg.StateDir)
 	if err != nil {
 		return err
+	}
+	for _, b := range bad {
+		a.log.Error("skipping an unusable vm handle: its vm is neither adopted nor made again", "uid", b.UID, "path", b.Path, "err", b.Err)
+		a.mu.Lock()
+		a.bad[b.UID] = b
+		a.mu.Unlock()
 	}
 	for _, h := range hs {
 		st, err := a.driver.Recover(ctx, h)
@@ -115,9 +165,31 @@ func (a *Agent) recover(ctx context.Context) error {
 		} else {
 			a.log.Info("re-attached to vm", "vm", h.Name, "state", st.State, "pid", st.PID)
 		}
+		a.mu.Lock()
 		a.handles[h.UID] = h
+		a.mu.Unlock()
 	}
 	return nil
+}
+
+// badHandleOf returns the unusable handle file of a VM, if it had one.
+func (a *Agent) badHandleOf(uid string) (badHandle, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b, ok := a.bad[uid]
+	return b, ok
+}
+
+// warnings are what the host's status reports for a person to look at.
+func (a *Agent) warnings() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	for _, b := range a.bad {
+		out = append(out, b.String())
+	}
+	slices.Sort(out)
+	return out
 }
 
 // heartbeat reports the host's status until ctx ends.
@@ -127,6 +199,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	for {
 		if _, err := a.c.PutHostStatus(ctx, a.cfg.Host, a.hostStatus()); err != nil && ctx.Err() == nil {
 			a.log.Warn("heartbeat failed", "err", err)
+			a.checkRevoked(err)
 		}
 		select {
 		case <-ctx.Done():
@@ -142,6 +215,7 @@ func (a *Agent) follow(ctx context.Context) {
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := a.watchOnce(ctx)
+		a.checkRevoked(err)
 		if ctx.Err() != nil {
 			return
 		}
@@ -185,7 +259,7 @@ func (a *Agent) watchOnce(ctx context.Context) error {
 				if !synced {
 					seen[m.VM.UID] = true
 				}
-				a.workerFor(ctx, m.VM).update(m.VM)
+				a.workerFor(m.VM).update(m.VM)
 			case api.AgentMsgVMRemoved:
 				a.forget(m.Name)
 			case api.AgentMsgSynced:
@@ -193,7 +267,9 @@ func (a *Agent) watchOnce(ctx context.Context) error {
 				a.reapOrphans(ctx, seen)
 			case api.AgentMsgStream:
 				if m.Stream != nil {
-					go a.serveStream(ctx, *m.Stream)
+					// A console lives as long as the agent, not as
+					// long as this watch connection.
+					go a.serveStream(a.life, *m.Stream)
 				}
 			}
 		}
@@ -202,7 +278,7 @@ func (a *Agent) watchOnce(ctx context.Context) error {
 
 // workerFor returns the VM's worker, starting one (with its recovered
 // handle, if any) the first time.
-func (a *Agent) workerFor(ctx context.Context, vm *api.VM) *worker {
+func (a *Agent) workerFor(vm *api.VM) *worker {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	key := vm.Key()
@@ -222,9 +298,11 @@ func (a *Agent) workerFor(ctx context.Context, vm *api.VM) *worker {
 	}
 	h := a.handles[vm.UID]
 	delete(a.handles, vm.UID)
-	w := newWorker(a, key, vm.UID, h)
+	w := newWorker(a, key, vm, h)
 	a.workers[key] = w
-	go w.run(context.WithoutCancel(ctx))
+	// A worker ends when stopped, not with the agent's context: it never
+	// abandons a convergence half done.
+	go w.run(context.WithoutCancel(a.life))
 	return w
 }
 

@@ -23,6 +23,7 @@ func (a *Agent) hostStatus() api.HostStatus {
 		AgentVersion: version.Version,
 		Address:      a.cfg.Address,
 		Drivers:      []string{a.driver.Name()},
+		Warnings:     a.warnings(),
 	}
 	var fs syscall.Statfs_t
 	if syscall.Statfs(a.cfg.StateDir, &fs) == nil {

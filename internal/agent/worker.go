@@ -29,20 +29,40 @@ type worker struct {
 	once sync.Once
 
 	// Owned by the worker goroutine.
-	doneGen         int64 // the generation last converged (or failed)
-	observedGen     int64 // the generation last converged successfully
+	runCtx          context.Context // the worker's life: its event subscription lives under it
+	doneGen         int64           // the generation last converged (or failed)
+	observedGen     int64           // the generation last converged successfully
 	observedRestart int64
 	primed          bool // observed* were read from the server's status
 	events          <-chan hypervisor.StateEvent
 	stopEvents      context.CancelFunc
-	retryAt         time.Time
-	backoff         time.Duration
-	reason          string
+	retryAt         time.Time     // when a failed convergence is tried again
+	backoff         time.Duration // of failed convergences
+	reason          string        // for people: the last transition
+	life            lifeState
 }
 
-func newWorker(a *Agent, name, uid string, h *hypervisor.Handle) *worker {
+// lifeState is what the worker knows of how the VM's last process ended,
+// and what the restart policy does about it.
+type lifeState struct {
+	stopCause   hypervisor.Cause // why the VM last stopped; empty while it runs
+	crashed     bool             // it crashed and was not started since
+	crashes     int              // crashes in a row
+	crashGen    int64            // the generation it last crashed under
+	crashReason string           // why it last crashed
+	restartAt   time.Time        // when the restart policy starts it again
+	startedAt   time.Time        // when this agent last started it
+	handledPID  int              // the process whose end was handled
+	// settledGen is a generation whose outcome is a stopped VM although
+	// its desired state is running: the guest powered itself off, or it
+	// crashed under the stop policy. The server makes stopped the desired
+	// state; until then the VM is not started again for that generation.
+	settledGen int64
+}
+
+func newWorker(a *Agent, name string, vm *api.VM, h *hypervisor.Handle) *worker {
 	return &worker{
-		a: a, log: a.log.With("vm", name), name: name, uid: uid, handle: h,
+		a: a, log: a.log.With("vm", name), name: name, uid: vm.UID, handle: h, latest: vm,
 		kick: make(chan struct{}, 1), quit: make(chan struct{}),
 	}
 }
@@ -77,15 +97,17 @@ func (w *worker) setHandle(h *hypervisor.Handle) {
 }
 
 func (w *worker) run(ctx context.Context) {
-	defer w.unwatch()
-	if h := w.currentHandle(); h != nil {
-		if st, err := w.a.driver.State(ctx, h); err == nil && st.State != hypervisor.StateStopped {
-			w.watch(ctx)
-		}
-	}
+	w.runCtx = ctx
+	defer w.unsubscribe()
+	w.prime()
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
 	for {
+		// Follow the VM's events for as long as the worker has it: the
+		// subscription outlives every convergence and every start.
+		if w.events == nil && w.currentHandle() != nil {
+			w.subscribe()
+		}
 		select {
 		case <-w.quit:
 			return
@@ -94,27 +116,22 @@ func (w *worker) run(ctx context.Context) {
 		case <-w.kick:
 		case ev, ok := <-w.events:
 			if !ok {
-				w.events = nil
+				w.events = nil // ended by the driver: subscribe again
 				continue
 			}
 			w.onEvent(ctx, ev)
 		case <-retry.C:
 		}
+		w.prime()
 		w.mu.Lock()
 		vm := w.latest
 		w.mu.Unlock()
 		if vm == nil {
 			continue
 		}
-		if !w.primed {
-			// What the server last heard from this host, possibly from
-			// before an agent restart: a restart already carried out is
-			// not carried out again.
-			w.observedGen = vm.Status.ObservedGeneration
-			w.observedRestart = vm.Status.ObservedRestartCount
-			w.primed = true
-		}
-		due := !w.retryAt.IsZero() && !time.Now().Before(w.retryAt)
+		w.drainEvents(ctx)
+		now := time.Now()
+		due := (!w.retryAt.IsZero() && !now.Before(w.retryAt)) || (!w.life.restartAt.IsZero() && !now.Before(w.life.restartAt))
 		switch {
 		case vm.Generation != w.doneGen || due:
 			if done := w.converge(ctx, vm); done {
@@ -125,15 +142,50 @@ func (w *worker) run(ctx context.Context) {
 			// again what it missed.
 			w.report(ctx, vm, vm.Status.Error)
 		}
-		if !w.retryAt.IsZero() {
-			retry.Reset(max(time.Until(w.retryAt), 0))
+		if next := w.nextWake(); !next.IsZero() {
+			retry.Reset(max(time.Until(next), 0))
 		}
 	}
+}
+
+// prime reads what the server last heard from this host, possibly from
+// before an agent restart: a restart already carried out is not carried
+// out again, and no report goes back to an older generation.
+func (w *worker) prime() {
+	w.mu.Lock()
+	vm := w.latest
+	w.mu.Unlock()
+	if w.primed || vm == nil {
+		return
+	}
+	w.observedGen = vm.Status.ObservedGeneration
+	w.observedRestart = vm.Status.ObservedRestartCount
+	w.primed = true
+}
+
+// nextWake is the earliest of the pending retry and restart, or zero.
+func (w *worker) nextWake() time.Time {
+	a, b := w.retryAt, w.life.restartAt
+	switch {
+	case a.IsZero():
+		return b
+	case b.IsZero() || a.Before(b):
+		return a
+	}
+	return b
 }
 
 // converge brings the VM to its desired state and reports the outcome. It
 // returns true when the VM is gone and the worker should end.
 func (w *worker) converge(ctx context.Context, vm *api.VM) bool {
+	if vm.Generation != w.doneGen && vm.Generation != w.life.crashGen && w.life.crashGen != 0 {
+		// Someone acted on the VM since it crashed: their wish goes
+		// first, without waiting out the crash backoff.
+		w.life.restartAt, w.life.crashes, w.life.crashGen = time.Time{}, 0, 0
+	}
+	if !w.life.restartAt.IsZero() && !time.Now().Before(w.life.restartAt) {
+		w.life.restartAt = time.Time{} // due: this convergence starts it
+	}
 	w.doneGen = vm.Generation
 	// A hypervisor that stops answering must not hold the VM forever.
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(vm.Spec.StopTimeoutSeconds)*time.Second+convergeTimeout)
@@ -172,6 +224,9 @@ func (w *worker) apply(ctx context.Context, vm *api.VM) error {
 		return *cfg, nil
 	}
 	if h == nil {
+		if b, ok := w.a.badHandleOf(vm.UID); ok {
+			return fmt.Errorf("this host has an unusable handle for the vm (%s: %v); the vm is not made again, so that it never runs twice: repair or remove the file and restart the agent", b.Path, b.Err)
+		}
 		c, err := config()
 		if err != nil {
 			return err
@@ -182,9 +237,11 @@ func (w *worker) apply(ctx context.Context, vm *api.VM) error {
 		}
 		if err := w.persist(h); err != nil {
 			_ = d.Destroy(ctx, h, false)
+			w.setHandle(nil)
 			return err
 		}
 		w.log.Info("vm created", "dir", h.Dir)
+		w.subscribe()
 	}
 	st, err := d.State(ctx, h)
 	if err != nil {
@@ -201,25 +258,31 @@ func (w *worker) apply(ctx context.Context, vm *api.VM) error {
 		if err := d.Start(ctx, h, c); err != nil {
 			return fmt.Errorf("starting vm: %w", err)
 		}
-		w.reason = ""
-		if err := w.persist(h); err != nil {
-			return err
-		}
-		w.watch(ctx)
-		return nil
+		w.started()
+		return w.persist(h)
 	}
 	stop := func() error {
-		w.unwatch() // our own shutdown is not an event to react to
+		// Our own stop comes back as an event with the cause requested,
+		// which is no reason to act.
 		if err := d.Stop(ctx, h, stopOpts); err != nil {
 			return fmt.Errorf("stopping vm: %w", err)
 		}
-		w.reason = ""
+		w.stopped(hypervisor.CauseRequested)
 		return w.persist(h)
+	}
+	if st.State == hypervisor.StateCrashed {
+		if spec.PowerState == api.PowerStopped {
+			return stop()
+		}
+		w.onCrash(ctx, vm, hypervisor.StateEvent{State: st.State, Cause: st.Cause, Reason: st.Reason, PID: st.PID})
+		return nil
 	}
 	restart := spec.RestartCount > w.observedRestart
 	switch spec.PowerState {
 	case api.PowerRunning:
 		switch {
+		case st.State == hypervisor.StateStopped && w.holdStopped(vm):
+			// Stopped by the guest or by the crash policy: stays so.
 		case st.State == hypervisor.StateStopped:
 			err = start(false)
 		case restart:
@@ -234,10 +297,11 @@ func (w *worker) apply(ctx context.Context, vm *api.VM) error {
 			err = stop()
 		}
 	case api.PowerPaused:
-		switch st.State {
-		case hypervisor.StateStopped:
+		switch {
+		case st.State == hypervisor.StateStopped && w.holdStopped(vm):
+		case st.State == hypervisor.StateStopped:
 			err = start(true)
-		case hypervisor.StateRunning:
+		case st.State == hypervisor.StateRunning:
 			err = w.pauser(func(p hypervisor.Pauser) error { return p.Pause(ctx, h) })
 		}
 	default:
@@ -259,7 +323,7 @@ func (w *worker) pauser(f func(hypervisor.Pauser) error) error {
 
 // remove destroys the VM and tells the server it is gone.
 func (w *worker) remove(ctx context.Context, keepDisks bool) error {
-	w.unwatch()
+	w.unsubscribe()
 	if h := w.currentHandle(); h != nil {
 		if err := w.a.driver.Destroy(ctx, h, keepDisks); err != nil {
 			return fmt.Errorf("destroying vm: %w", err)
@@ -294,12 +358,26 @@ func (w *worker) report(ctx context.Context, vm *api.VM, verr *api.VMError) {
 	}
 	if h := w.currentHandle(); h != nil {
 		if ds, err := w.a.driver.State(ctx, h); err == nil {
-			st.PowerState = ds.State
+			st.PowerState = powerState(ds.State)
 			st.PID = ds.PID
 			st.StartedAt = ds.StartedAt
 			st.Console = api.Console{Serial: ds.Serial, VNC: ds.VNC}
+			switch {
+			case ds.State == hypervisor.StateCrashed:
+				// Seen before its event: the driver says why.
+				st.StopCause = string(ds.Cause)
+				if w.reason == "" || !w.life.crashed {
+					st.Reason = ds.Reason
+				}
+			case ds.State == hypervisor.StateStopped:
+				st.StopCause = string(w.life.stopCause)
+				if w.life.crashed {
+					st.PowerState = api.PowerCrashed
+				}
+			}
 		} else {
 			st.PowerState = api.PowerError
+			st.Reason = "reading its state: " + err.Error()
 		}
 		for _, d := range h.Disks {
 			st.Disks = append(st.Disks, api.DiskStatus{Name: d.Name, Path: d.Path, Format: d.Format, SizeMiB: d.SizeMiB})
@@ -319,53 +397,20 @@ func (w *worker) report(ctx context.Context, vm *api.VM, verr *api.VMError) {
 	}
 }
 
-// watch follows the driver's events for the VM's current process.
-func (w *worker) watch(ctx context.Context) {
-	w.unwatch()
-	h := w.currentHandle()
-	if h == nil {
-		return
+// powerState maps a driver's state to the API's.
+func powerState(s string) string {
+	switch s {
+	case hypervisor.StateRunning:
+		return api.PowerRunning
+	case hypervisor.StatePaused:
+		return api.PowerPaused
+	case hypervisor.StateStopped:
+		return api.PowerStopped
+	case hypervisor.StateCrashed:
+		return api.PowerCrashed
 	}
-	ectx, cancel := context.WithCancel(ctx)
-	ch, err := w.a.driver.Events(ectx, h)
-	if err != nil {
-		cancel()
-		w.log.Warn("following vm events", "err", err)
-		return
-	}
-	w.events, w.stopEvents = ch, cancel
-}
-
-func (w *worker) unwatch() {
-	if w.stopEvents != nil {
-		w.stopEvents()
-	}
-	w.events, w.stopEvents = nil, nil
-}
-
-// onEvent handles what the VM did by itself. A guest that shut down stays
-// off (the server makes that the desired state); a VM process that died
-// while it should run is started again after a pause.
-func (w *worker) onEvent(ctx context.Context, ev hypervisor.StateEvent) {
-	w.log.Info("vm event", "state", ev.State, "reason", ev.Reason)
-	w.mu.Lock()
-	vm := w.latest
-	w.mu.Unlock()
-	if vm == nil {
-		return
-	}
-	w.reason = ev.Reason
-	if ev.State == hypervisor.StateStopped {
-		w.unwatch()
-		if ev.Reason != guestShutdown && vm.Spec.PowerState != api.PowerStopped {
-			w.retryAt = time.Now().Add(2 * time.Second) // crash: start it again
-		}
-	}
-	w.report(ctx, vm, nil)
+	return api.PowerError
 }
 
 // convergeTimeout bounds one convergence, besides the stop timeout.
 const convergeTimeout = 3 * time.Minute
-
-// guestShutdown is the reason a driver gives when the guest powered off.
-const guestShutdown = "guest shut down"

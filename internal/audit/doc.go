@@ -16,6 +16,19 @@
 // at most 1 MiB. Records are appended to the newest segment only; when it
 // has reached Options.SegmentBytes the next record starts a new one.
 //
+// # Hash chain
+//
+// Every record carries a sequence number (Seq: 1 for the first, one more
+// for each after) and the SHA-256 of the line of the record before it
+// (Prev), across segments: the records form one chain. Verify (run in the
+// background at Open, and by polyvisor audit verify) follows the chain
+// through every segment and reports what is lost or damaged and where: the
+// segment, the byte range, the sequence numbers. Queries check the chain
+// of each segment they read, and log what they cannot read instead of
+// skipping it silently. Damage raises the audit-corrupt alarm. The chain
+// has no secret: it finds damage and crude tampering, not an intruder who
+// rewrites the files and recomputes it.
+//
 // Every record gets an ID of 24 hex digits: 16 for the Unix nanoseconds at
 // which it was written and 8 random ones. The nanoseconds strictly increase
 // from one record to the next (the clock is nudged forward by a nanosecond
@@ -35,18 +48,35 @@
 // process dies during a write, the newest segment can end with a partial
 // line; Open cuts the segment back to its last complete, well-formed record
 // (nothing after it had been acknowledged) and appending goes on from there.
-// Queries skip a malformed line anywhere else, and log that they did.
+//
+// When a write fails (a full disk), the segment is cut back to its last
+// good byte, the chain does not advance, Append returns the error, and the
+// log raises the audit-write alarm and counts the records it could not
+// write. It retries every Options.RetryInterval; the first record written
+// after an outage is its account (action audit.outage, with Count, First
+// and Last). Writable says whether records can be written now: the server
+// refuses mutations while they cannot, when it is set to fail closed.
 //
 // # Retention
 //
-// The oldest whole segments are deleted while the segments together take
-// more than Options.MaxBytes, and while the newest record of the oldest
-// segment is older than Options.MaxAge; the segment being written to is
-// never deleted, so the log can exceed MaxBytes by up to one segment and
-// keep records older than MaxAge while it is the newest. Retention runs when
-// the log is opened, whenever a new segment is started, and on each call to
-// Log.Prune, which the server calls periodically. A segment's newest record
-// is taken as its last one when the log is opened.
+// The oldest whole segments are deleted while the newest record of the
+// oldest segment is older than Options.MaxAge; the segment being written to
+// is never deleted. Each removal is recorded (action audit.prune, naming
+// the segment and the sequence numbers it held), so that verification
+// tells records retention removed from records lost. Size never removes a
+// record younger than MaxAge: past Options.MaxBytes the log raises the
+// audit-full alarm and keeps writing (WhenFull "alarm"), or refuses new
+// records until age makes room (WhenFull "refuse"). A flood of records
+// therefore cannot push real ones out. Retention runs when the log is
+// opened, whenever a new segment is started, and on each call to
+// Log.Prune, which the server calls periodically.
+//
+// # Aggregation
+//
+// An Aggregator in front of the log folds repeated records (the server
+// folds refusals by client address, caller, route and status): per key and
+// window, the first few are written and the rest counted into one record
+// written when the window ends.
 //
 // Nothing is kept in memory beyond a few numbers per segment: queries read
 // the segments from disk, holding at most the Limit records asked for.

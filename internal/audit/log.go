@@ -19,9 +19,10 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultMaxBytes     = 256 << 20
-	DefaultMaxAge       = 90 * 24 * time.Hour
-	DefaultSegmentBytes = 16 << 20
+	DefaultMaxBytes      = 256 << 20
+	DefaultMaxAge        = 90 * 24 * time.Hour
+	DefaultSegmentBytes  = 16 << 20
+	DefaultRetryInterval = 5 * time.Second
 )
 
 const (
@@ -37,19 +38,36 @@ const (
 // ErrClosed is returned by Append after Close.
 var ErrClosed = errors.New("audit log closed")
 
+// ErrFull is returned by Append for a record refused because the log is at
+// its size limit with records younger than its age limit (WhenFull
+// "refuse").
+var ErrFull = errors.New("audit log full")
+
 // Options bounds the log. Zero fields take the defaults; a negative MaxBytes
 // or MaxAge turns that limit off.
 type Options struct {
-	// MaxBytes bounds the total size of the segments kept (default 256 MiB).
+	// MaxBytes is the size the segments may take together (default 256
+	// MiB). Records younger than MaxAge are never dropped to stay under
+	// it: past it the log raises the audit-full alarm and, with WhenFull
+	// "refuse", refuses new records.
 	MaxBytes int64
 	// MaxAge is how long records are kept (default 90 days).
 	MaxAge time.Duration
 	// SegmentBytes is the size at which a new segment is started (default
 	// 16 MiB).
 	SegmentBytes int64
+	// WhenFull is api.AuditWhenFullAlarm (the default: keep writing past
+	// MaxBytes) or api.AuditWhenFullRefuse.
+	WhenFull string
+	// RetryInterval is how often the log retries writing while it cannot
+	// (default 5s).
+	RetryInterval time.Duration
+	// NoVerify skips the verification of the hash chain that Open starts
+	// in the background.
+	NoVerify bool
 }
 
-func (o Options) withDefaults() Options {
+func (o Options) withDefaults() (Options, error) {
 	if o.MaxBytes == 0 {
 		o.MaxBytes = DefaultMaxBytes
 	}
@@ -59,7 +77,17 @@ func (o Options) withDefaults() Options {
 	if o.SegmentBytes <= 0 {
 		o.SegmentBytes = DefaultSegmentBytes
 	}
-	return o
+	if o.RetryInterval <= 0 {
+		o.RetryInterval = DefaultRetryInterval
+	}
+	switch o.WhenFull {
+	case "":
+		o.WhenFull = api.AuditWhenFullAlarm
+	case api.AuditWhenFullAlarm, api.AuditWhenFullRefuse:
+	default:
+		return o, fmt.Errorf("audit whenFull: must be %s or %s, not %q", api.AuditWhenFullAlarm, api.AuditWhenFullRefuse, o.WhenFull)
+	}
+	return o, nil
 }
 
 // Log is an open audit log. Its methods are safe for concurrent use.
@@ -69,13 +97,19 @@ type Log struct {
 	log  *slog.Logger
 	now  func() time.Time
 
-	mu   sync.Mutex
-	segs []segment // oldest first; the last one is written to
+	mu     sync.Mutex
+	segs   []segment          // oldest first; the last one is written to
+	health health             // what is wrong, for alarms
+	sys    []*api.AuditRecord // the log's own records, written next
 
 	sendMu sync.RWMutex // held to send on reqs, and to close it
 	closed bool
 	reqs   chan *request
+	kick   chan struct{} // wakes the writer to write l.sys or retry
 	done   chan struct{} // closed when the writer has stopped
+
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup // the verification started by Open
 
 	// Owned by the writer goroutine (and by Open before it starts).
 	cur       *os.File // the last segment, nil until one is created
@@ -83,29 +117,52 @@ type Log struct {
 	lastNanos int64
 	buf       []byte
 	closeErr  error
+	seq       uint64  // of the last record written
+	prev      string  // hash of the last record written
+	trouble   *outage // set while records are not being written
 
 	syncs atomic.Int64 // file syncs made for records
+}
+
+// outage is a time during which records could not be written.
+type outage struct {
+	err         error
+	full        bool // refused for size, not failed
+	since, last time.Time
+	lost        int64
 }
 
 type request struct {
 	rec  api.AuditRecord
 	err  error
 	done chan error
+	sys  bool // written by the log itself; nobody waits
+	// outage marks the record of an outage, made anew at each attempt.
+	outage bool
+	// barrier carries no record: it is answered once what came before it
+	// was written.
+	barrier bool
 }
 
 // Open opens the audit log kept in dir, creating it if needed. It repairs a
-// partial last record left by a crash, applies retention, and starts the
-// goroutine that writes appended records; Close stops it.
+// partial last record left by a crash, applies retention, starts the
+// goroutine that writes appended records (Close stops it) and, unless
+// opts.NoVerify, a verification of the whole log in the background.
 func Open(ctx context.Context, dir string, opts Options, log *slog.Logger) (*Log, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	l := &Log{
 		dir:  dir,
-		opts: opts.withDefaults(),
+		opts: opts,
 		log:  log,
 		now:  time.Now,
 		reqs: make(chan *request, maxBatch),
+		kick: make(chan struct{}, 1),
 		done: make(chan struct{}),
 	}
 	if err := prepareDir(dir); err != nil {
@@ -116,10 +173,13 @@ func Open(ctx context.Context, dir string, opts Options, log *slog.Logger) (*Log
 		return nil, err
 	}
 	l.segs = segs
-	if n := len(segs); n > 0 {
-		for _, s := range segs {
-			l.lastNanos = max(l.lastNanos, s.lastID)
+	for _, s := range segs {
+		l.lastNanos = max(l.lastNanos, s.lastID)
+		if s.lastHash != "" {
+			l.seq, l.prev = s.lastSeq, s.lastHash
 		}
+	}
+	if n := len(segs); n > 0 {
 		last := segs[n-1]
 		f, err := os.OpenFile(l.path(last.start), os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
@@ -131,13 +191,26 @@ func Open(ctx context.Context, dir string, opts Options, log *slog.Logger) (*Log
 		log.Warn("audit retention failed", "dir", dir, "err", err)
 	}
 	go l.run()
+	l.wake() // retention's notes, if it removed anything
+	bgCtx, cancel := context.WithCancel(context.Background())
+	l.bgCancel = cancel
+	if !opts.NoVerify {
+		l.bg.Add(1)
+		go func() {
+			defer l.bg.Done()
+			if _, err := l.Verify(bgCtx); err != nil && bgCtx.Err() == nil {
+				l.log.Warn("verifying the audit log", "dir", dir, "err", err)
+			}
+		}()
+	}
 	return l, nil
 }
 
-// Append stamps rec with a new ID, and with the current time if its Time is
-// zero (a Time given is kept, in UTC), and returns once the record is
-// synced to disk. If ctx ends first Append returns its error, and the record
-// may or may not be in the log; rec is then left as it was.
+// Append stamps rec with a new ID, a sequence number and the hash of the
+// record before it, and with the current time if its Time is zero (a Time
+// given is kept, in UTC), and returns once the record is synced to disk.
+// If ctx ends first Append returns its error, and the record may or may
+// not be in the log; rec is then left as it was.
 func (l *Log) Append(ctx context.Context, rec *api.AuditRecord) error {
 	if rec == nil {
 		return errors.New("appending audit record: nil record")
@@ -160,17 +233,47 @@ func (l *Log) Append(ctx context.Context, rec *api.AuditRecord) error {
 		if err != nil {
 			return err
 		}
-		rec.ID, rec.Time = r.rec.ID, r.rec.Time
+		rec.ID, rec.Time, rec.Seq, rec.Prev = r.rec.ID, r.rec.Time, r.rec.Seq, r.rec.Prev
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("appending audit record: %w", ctx.Err())
 	}
 }
 
-// Prune deletes the segments retention no longer keeps. The server calls it
-// periodically, so that age applies even when nothing is appended.
+// Prune deletes the segments retention no longer keeps, and returns once
+// the log's records of what it removed are written (or could not be). The
+// server calls it periodically, so that age applies even when nothing is
+// appended.
 func (l *Log) Prune(ctx context.Context) error {
-	return l.retain(ctx)
+	err := l.retain(ctx)
+	// A request with no record: answered once the notes before it are out.
+	r := &request{barrier: true, done: make(chan error, 1)}
+	l.sendMu.RLock()
+	if l.closed {
+		l.sendMu.RUnlock()
+		return err
+	}
+	select {
+	case l.reqs <- r:
+		l.sendMu.RUnlock()
+	case <-ctx.Done():
+		l.sendMu.RUnlock()
+		return errors.Join(err, fmt.Errorf("pruning audit log: %w", ctx.Err()))
+	}
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		return errors.Join(err, fmt.Errorf("pruning audit log: %w", ctx.Err()))
+	}
+	return err
+}
+
+// wake asks the writer to write the log's own records, or to retry.
+func (l *Log) wake() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Close writes the records already appended and stops the log. Calls after
@@ -185,27 +288,52 @@ func (l *Log) Close() error {
 	l.closed = true
 	close(l.reqs)
 	l.sendMu.Unlock()
+	l.bgCancel()
+	l.bg.Wait()
 	<-l.done
 	return l.closeErr
 }
 
 // run is the writer goroutine: it takes every request waiting, writes and
-// syncs them together, and answers each.
+// syncs them together, and answers each. While records cannot be written
+// it retries every RetryInterval, so that the log recovers by itself.
 func (l *Log) run() {
 	defer close(l.done)
 	batch := make([]*request, 0, maxBatch)
-	for r := range l.reqs {
-		batch = append(batch[:0], r)
-	more:
-		for len(batch) < maxBatch {
-			select {
-			case r, ok := <-l.reqs:
-				if !ok {
+	var retry <-chan time.Time
+	for {
+		batch = batch[:0]
+		select {
+		case r, ok := <-l.reqs:
+			if !ok {
+				l.writeBatch(nil) // the log's own records still waiting
+				if l.cur != nil {
+					if err := l.cur.Close(); err != nil {
+						l.closeErr = fmt.Errorf("closing audit segment %s: %w", l.cur.Name(), err)
+					}
+					l.cur = nil
+				}
+				return
+			}
+			batch = append(batch, r)
+		more:
+			for len(batch) < maxBatch {
+				select {
+				case r, ok := <-l.reqs:
+					if !ok {
+						break more
+					}
+					batch = append(batch, r)
+				default:
 					break more
 				}
-				batch = append(batch, r)
-			default:
-				break more
+			}
+		case <-l.kick:
+		case <-retry:
+			if l.trouble != nil && l.trouble.full {
+				if err := l.retain(context.Background()); err != nil {
+					l.log.Warn("audit retention failed", "dir", l.dir, "err", err)
+				}
 			}
 		}
 		l.writeBatch(batch)
@@ -213,23 +341,52 @@ func (l *Log) run() {
 			r.done <- r.err
 		}
 		clear(batch)
-	}
-	if l.cur != nil {
-		if err := l.cur.Close(); err != nil {
-			l.closeErr = fmt.Errorf("closing audit segment %s: %w", l.cur.Name(), err)
+		retry = nil
+		if l.trouble != nil {
+			retry = time.After(l.opts.RetryInterval)
 		}
-		l.cur = nil
+		l.mu.Lock()
+		pending := len(l.sys) > 0
+		l.mu.Unlock()
+		if pending && l.trouble == nil {
+			l.wake()
+		}
 	}
 }
 
 // writeBatch writes a batch of records, starting new segments as they fill,
-// and sets each request's error.
+// and sets each request's error. The log's own records go first: the
+// account of records that could not be written, then retention's notes.
 func (l *Log) writeBatch(batch []*request) {
 	now := l.now()
-	pending := make([]*request, 0, len(batch)) // encoded in l.buf, not yet written
-	var newest int64
-	l.buf = l.buf[:0]
+	refuse := l.opts.WhenFull == api.AuditWhenFullRefuse && l.opts.MaxBytes > 0
+	if refuse && l.trouble != nil && l.trouble.full && l.total() > l.opts.MaxBytes-l.headroom() {
+		// Still full: nothing is written, not even the log's own records,
+		// until there is room for more than a few.
+		l.refuse(batch, now)
+		return
+	}
+	var all []*request
+	if l.trouble != nil {
+		all = append(all, &request{rec: l.outageRecord(now), sys: true, outage: true, done: make(chan error, 1)})
+	}
+	l.mu.Lock()
+	for _, rec := range l.sys {
+		all = append(all, &request{rec: *rec, sys: true, done: make(chan error, 1)})
+	}
+	l.sys = nil
+	l.mu.Unlock()
 	for _, r := range batch {
+		if !r.barrier {
+			all = append(all, r)
+		}
+	}
+
+	pending := make([]*request, 0, len(all)) // encoded in l.buf, not yet written
+	var newest int64
+	seq0, prev0 := l.seq, l.prev
+	l.buf = l.buf[:0]
+	for i, r := range all {
 		n := l.stamp(now)
 		r.rec.ID = newID(n)
 		if r.rec.Time.IsZero() {
@@ -237,6 +394,7 @@ func (l *Log) writeBatch(batch []*request) {
 		} else {
 			r.rec.Time = r.rec.Time.UTC()
 		}
+		r.rec.Seq, r.rec.Prev = l.seq+1, l.prev
 		line, err := json.Marshal(&r.rec)
 		if err != nil {
 			r.err = fmt.Errorf("encoding audit record: %w", err)
@@ -246,29 +404,42 @@ func (l *Log) writeBatch(batch []*request) {
 			r.err = fmt.Errorf("appending audit record: %d bytes encoded, more than the %d allowed", len(line)+1, maxRecordBytes)
 			continue
 		}
+		if refuse && l.total()+int64(len(l.buf)+len(line)+1) > l.opts.MaxBytes {
+			if l.flush(pending, newest, seq0, prev0) {
+				l.refuse(all[i:], now)
+			} else {
+				l.fail(all[i:], l.trouble.err, now)
+			}
+			return
+		}
 		if l.cur == nil || l.curSize+int64(len(l.buf)) >= l.opts.SegmentBytes {
-			l.flush(pending, newest)
+			if !l.flush(pending, newest, seq0, prev0) {
+				l.fail(all[i:], l.trouble.err, now)
+				return
+			}
 			pending, newest = pending[:0], 0
+			seq0, prev0 = l.seq, l.prev
 			if err := l.rotate(r.rec.Time); err != nil {
-				r.err = err
-				continue
+				l.fail(all[i:], err, now)
+				return
 			}
 		}
 		l.buf = append(append(l.buf, line...), '\n')
+		l.seq, l.prev = r.rec.Seq, lineHash(line)
 		pending = append(pending, r)
 		newest = max(newest, r.rec.Time.UnixNano())
 	}
-	l.flush(pending, newest)
+	l.flush(pending, newest, seq0, prev0)
 }
 
 // flush writes the encoded records of pending to the current segment and
-// syncs it, then makes them visible to queries. On failure the segment is
-// given up, so that the next record starts a new one after the last good
-// byte of this one.
-func (l *Log) flush(pending []*request, newest int64) {
+// syncs it, then makes them visible to queries, and reports whether it
+// did. On failure the chain goes back to seq0 and prev0, the segment is
+// cut back to its last good byte, and the records are counted as lost.
+func (l *Log) flush(pending []*request, newest int64, seq0 uint64, prev0 string) bool {
 	defer func() { l.buf = l.buf[:0] }()
 	if len(pending) == 0 {
-		return
+		return true
 	}
 	name := l.cur.Name()
 	_, err := l.cur.Write(l.buf)
@@ -276,23 +447,45 @@ func (l *Log) flush(pending []*request, newest int64) {
 		err = fmt.Errorf("writing audit segment %s: %w", name, err)
 	} else if err = l.cur.Sync(); err != nil {
 		err = fmt.Errorf("syncing audit segment %s: %w", name, err)
+		// After a failed sync the file's state is unknown: start anew.
+		l.abandon()
 	}
 	l.syncs.Add(1)
 	if err != nil {
-		l.log.Error("audit write failed; starting a new segment", "segment", name, "records", len(pending), "err", err)
-		_ = l.cur.Close()
-		l.cur = nil
-		for _, r := range pending {
-			r.err = err
+		l.seq, l.prev = seq0, prev0
+		if l.cur != nil {
+			if terr := l.cur.Truncate(l.curSize); terr != nil {
+				l.log.Error("cutting a failed write off the audit segment", "segment", name, "err", terr)
+				l.abandon()
+			}
 		}
-		return
+		l.fail(pending, err, l.now())
+		return false
 	}
 	l.curSize += int64(len(l.buf))
+	first, last := pending[0].rec, pending[len(pending)-1].rec
 	l.mu.Lock()
 	s := &l.segs[len(l.segs)-1]
 	s.size = l.curSize
 	s.newest = max(s.newest, newest)
+	if s.firstSeq == 0 {
+		s.firstSeq = first.Seq
+	}
+	s.lastSeq, s.lastHash = last.Seq, l.prev
+	l.updateFullLocked()
 	l.mu.Unlock()
+	if l.trouble != nil {
+		l.recovered()
+	}
+	return true
+}
+
+// abandon closes the current segment; the next record starts a new one.
+func (l *Log) abandon() {
+	if l.cur != nil {
+		_ = l.cur.Close()
+		l.cur = nil
+	}
 }
 
 // rotate closes the current segment and creates the next one, named after
@@ -306,29 +499,64 @@ func (l *Log) rotate(first time.Time) error {
 	}
 	start := max(first.UnixNano(), 0)
 	l.mu.Lock()
-	if n := len(l.segs); n > 0 {
+	n := len(l.segs)
+	if n > 0 {
 		start = max(start, l.segs[n-1].start+1)
+	}
+	// An empty last segment, left by a failed write, is written to again.
+	reuse := n > 0 && l.segs[n-1].size == 0
+	if reuse {
+		start = l.segs[n-1].start
 	}
 	l.mu.Unlock()
 	path := l.path(start)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL | os.O_APPEND
+	if reuse {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC | os.O_APPEND
+	}
+	f, err := os.OpenFile(path, flags, 0o600)
 	if err != nil {
 		return fmt.Errorf("creating audit segment %s: %w", path, err)
 	}
 	if err := syncDir(l.dir); err != nil {
 		_ = f.Close()
-		_ = os.Remove(path)
+		if !reuse {
+			_ = os.Remove(path)
+		}
 		return err
 	}
 	l.cur, l.curSize = f, 0
-	l.mu.Lock()
-	l.segs = append(l.segs, segment{start: start, newest: start})
-	l.mu.Unlock()
-	l.log.Debug("audit segment started", "segment", path)
+	if !reuse {
+		l.mu.Lock()
+		l.segs = append(l.segs, segment{start: start, newest: start})
+		l.mu.Unlock()
+		l.log.Debug("audit segment started", "segment", path)
+	}
 	if err := l.retain(context.Background()); err != nil {
 		l.log.Warn("audit retention failed", "dir", l.dir, "err", err)
 	}
 	return nil
+}
+
+// headroom is the room a full log needs before it takes records again:
+// a segment's worth, or a quarter of MaxBytes if that is less.
+func (l *Log) headroom() int64 {
+	return min(l.opts.SegmentBytes, l.opts.MaxBytes/4)
+}
+
+// total is the size of the segments.
+func (l *Log) total() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.totalLocked()
+}
+
+func (l *Log) totalLocked() int64 {
+	var total int64
+	for _, s := range l.segs {
+		total += s.size
+	}
+	return total
 }
 
 // stamp returns the Unix nanoseconds of the next record: now, unless that is

@@ -117,31 +117,44 @@ func (l *Log) scan(ctx context.Context, s segment, m *matcher, emit func(*api.Au
 		return false, fmt.Errorf("opening audit segment %s: %w", path, err)
 	}
 	defer f.Close()
-	lr := newLineReader(io.LimitReader(f, s.size))
-	bad := 0
+	// The chain is checked within the segment as it is read: damage is
+	// reported with what it cost, never skipped silently.
+	var c checker
+	name := segmentName(s.start)
 	defer func() {
-		if bad > 0 {
-			l.log.Warn("audit segment has malformed records; skipped them", "segment", path, "records", bad)
+		if len(c.problems) > 0 {
+			for _, p := range c.problems {
+				l.log.Error("audit log damaged; skipped what cannot be read", "kind", p.Kind, "problem", p.Message)
+			}
+			l.noteProblems(c.problems, false)
 		}
 	}()
+	lr := newLineReader(io.LimitReader(f, s.size))
+	var off int64
 	for i := 0; ; i++ {
 		if i%1024 == 0 {
 			if err := ctx.Err(); err != nil {
 				return false, fmt.Errorf("querying audit log: %w", err)
 			}
 		}
-		line, _, complete, err := lr.next()
+		line, n, complete, err := lr.next()
 		if errors.Is(err, io.EOF) {
+			c.finish(0)
 			return false, nil
 		}
 		if err != nil {
 			return false, fmt.Errorf("reading audit segment %s: %w", path, err)
 		}
+		end := off + int64(n)
 		rec := new(api.AuditRecord)
-		if !complete || json.Unmarshal(line, rec) != nil {
-			bad++
+		if !complete || json.Unmarshal(line, rec) != nil || rec.Time.IsZero() {
+			c.unreadable(name, off, end)
+			off = end
 			continue
 		}
+		lk := linkOf(rec)
+		c.record(name, off, end, line, &lk)
+		off = end
 		if m.match(rec) && !emit(rec) {
 			return true, nil
 		}

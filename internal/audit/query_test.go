@@ -281,7 +281,7 @@ func TestLastStamp(t *testing.T) {
 		{"only junk", "junk\n\x00\x00", ""},
 	}
 	for _, tt := range tests {
-		st, ok, err := lastStamp(strings.NewReader(tt.data), int64(len(tt.data)))
+		st, _, ok, err := lastStamp(strings.NewReader(tt.data), int64(len(tt.data)))
 		if err != nil {
 			t.Errorf("%s: %v", tt.name, err)
 			continue

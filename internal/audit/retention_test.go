@@ -2,6 +2,7 @@ package audit
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,24 +14,114 @@ import (
 	"github.com/polyvisor/polyvisor/api"
 )
 
-func TestRetentionBySize(t *testing.T) {
+// A flood of records past MaxBytes drops nothing younger than MaxAge: the
+// log keeps them all and raises the audit-full alarm. (Size used to drop
+// the oldest segments, so a flood of refusals erased real records.)
+func TestSizeLimitKeepsYoungRecords(t *testing.T) {
 	dir := t.TempDir()
 	const maxBytes = 4096
 	l := openLog(t, dir, Options{SegmentBytes: 1024, MaxBytes: maxBytes})
-	want := appendMsgs(t, l, msgs("r", 0, 100)...)
+	real := appendMsgs(t, l, "the record an attacker wants gone")
+	flood := appendMsgs(t, l, msgs("flood", 0, 100)...)
 	if err := l.Prune(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	got := userRecords(queryAll(t, l, api.AuditQuery{}))
+	if want := append(real, flood...); !slices.Equal(ids(got), ids(want)) {
+		t.Fatalf("kept %d of %d records (first %q): size dropped young records", len(got), len(want), messages(got[:1]))
+	}
+	if n := dirSize(t, dir); n <= maxBytes {
+		t.Fatalf("segments take %d bytes, want past MaxBytes %d for this test", n, maxBytes)
+	}
+	st := l.Status()
+	if st.Bytes <= maxBytes || !st.Writable {
+		t.Errorf("status %+v: want bytes past the limit and still writable (WhenFull alarm)", st)
+	}
+	if a := alarmNamed(l.Alarms(), api.AlarmAuditFull); a == nil || !strings.Contains(a.Message, "kept") {
+		t.Errorf("alarms %+v: want %s saying the records are kept", l.Alarms(), api.AlarmAuditFull)
+	}
+}
+
+// With WhenFull "refuse", records past MaxBytes are refused while every
+// record is younger than MaxAge; once age frees room the log writes again,
+// first a record counting what it refused.
+func TestSizeLimitRefuses(t *testing.T) {
+	dir := t.TempDir()
+	const maxBytes = 4096
+	l := openLog(t, dir, Options{SegmentBytes: 1024, MaxBytes: maxBytes, MaxAge: 24 * time.Hour,
+		WhenFull: api.AuditWhenFullRefuse, RetryInterval: 10 * time.Millisecond})
+	now := time.Now()
+	setNow := fakeClock(l, now.Add(-30*time.Hour))
+	var kept []*api.AuditRecord
+	refused := 0
+	for i := range 100 {
+		r := newRec("alice", "default", "vm/web", "vm.start", api.AuditSuccess, fmt.Sprint(i))
+		err := l.Append(t.Context(), r)
+		switch {
+		case err == nil && refused == 0:
+			kept = append(kept, r)
+		case errors.Is(err, ErrFull):
+			refused++
+		default:
+			t.Fatalf("append %d: %v (after %d refused)", i, err, refused)
+		}
+	}
+	if refused == 0 || len(kept) == 0 {
+		t.Fatalf("%d kept, %d refused: want both", len(kept), refused)
+	}
 	if n := dirSize(t, dir); n > maxBytes {
-		t.Errorf("segments take %d bytes, more than MaxBytes %d", n, maxBytes)
+		t.Errorf("segments take %d bytes, past MaxBytes %d", n, maxBytes)
 	}
-	got := queryAll(t, l, api.AuditQuery{})
-	if len(got) == 0 || len(got) > 50 {
-		t.Fatalf("%d records kept of 100, want some but not most", len(got))
+	if err := l.Writable(); !errors.Is(err, ErrFull) {
+		t.Errorf("Writable: %v, want ErrFull", err)
 	}
-	if tail := ids(want[len(want)-len(got):]); !slices.Equal(ids(got), tail) {
-		t.Errorf("kept %v, want the newest records %v", messages(got), messages(want[len(want)-len(got):]))
+	if a := alarmNamed(l.Alarms(), api.AlarmAuditFull); a == nil {
+		t.Errorf("alarms %+v: want %s", l.Alarms(), api.AlarmAuditFull)
 	}
+	if got := userRecords(queryAll(t, l, api.AuditQuery{})); !slices.Equal(ids(got), ids(kept)) {
+		t.Fatalf("kept %v, want %v", messages(got), messages(kept))
+	}
+
+	// A day later the first records are past MaxAge: retention makes room
+	// and the log writes again by itself.
+	setNow(now)
+	deadline := time.Now().Add(10 * time.Second)
+	for l.Writable() != nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := l.Writable(); err != nil {
+		t.Fatalf("still not writable after age made room: %v", err)
+	}
+	appendMsgs(t, l, "after")
+	var outage *api.AuditRecord
+	for _, r := range queryAll(t, l, api.AuditQuery{}) {
+		if r.Action == "audit.outage" {
+			outage = r
+		}
+	}
+	if outage == nil || outage.Count != int64(refused) || !strings.Contains(outage.Message, "full") {
+		t.Errorf("outage record %+v: want one counting the %d refused records", outage, refused)
+	}
+}
+
+func alarmNamed(alarms []api.Alarm, name string) *api.Alarm {
+	for i := range alarms {
+		if alarms[i].Name == name {
+			return &alarms[i]
+		}
+	}
+	return nil
+}
+
+// userRecords leaves out the log's own records.
+func userRecords(recs []*api.AuditRecord) []*api.AuditRecord {
+	var out []*api.AuditRecord
+	for _, r := range recs {
+		if r.Actor != systemActor {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 func TestRetentionByAge(t *testing.T) {
@@ -63,12 +154,33 @@ func TestRetentionByAge(t *testing.T) {
 		t.Fatal(err)
 	}
 	newest := before[len(before)-1]
-	if got := segmentFiles(t, dir); !slices.Equal(got, []string{newest}) {
-		t.Fatalf("after Prune: %v; want only the segment being written, %s", got, newest)
+	// The segment being written is kept; the records of the removals may
+	// have started newer ones.
+	if got := segmentFiles(t, dir); got[0] != newest {
+		t.Fatalf("after Prune: %v; want the segment being written, %s, as the oldest", got, newest)
 	}
-	kept := fileLines(t, newest)
-	if got := queryAll(t, l, api.AuditQuery{}); !slices.Equal(ids(got), ids(want[len(want)-len(kept):])) {
+	kept := userRecords(fileLines(t, newest))
+	all := queryAll(t, l, api.AuditQuery{})
+	if got := userRecords(all); !slices.Equal(ids(got), ids(want[len(want)-len(kept):])) {
 		t.Errorf("query returned %v, want the last records %v", messages(got), messages(kept))
+	}
+	// Each removal is in the log, naming the segment and its records.
+	var removed []string
+	var next uint64 = 1
+	for _, r := range all {
+		if r.Action == "audit.prune" {
+			removed = append(removed, filepath.Join(dir, r.Removed.Segment))
+			if r.Removed.FromSeq != next || r.Removed.ToSeq < next {
+				t.Errorf("prune record %+v: want records from %d", r.Removed, next)
+			}
+			next = r.Removed.ToSeq + 1
+		}
+	}
+	if !slices.Equal(removed, before[:len(before)-1]) {
+		t.Errorf("prune records name %v, want %v", removed, before[:len(before)-1])
+	}
+	if v, err := l.Verify(t.Context()); err != nil || !v.OK || v.Pruned == nil || v.Pruned.ToSeq != next-1 {
+		t.Errorf("Verify after pruning: %+v %v; want ok, records 1 to %d pruned", v, err, next-1)
 	}
 	appendMsgs(t, l, "fresh")
 	if got := queryAll(t, l, api.AuditQuery{}); got[len(got)-1].Message != "fresh" {

@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/polyvisor/polyvisor/api"
 )
 
 const (
@@ -30,12 +32,18 @@ type segment struct {
 	size   int64 // bytes of whole records (for the last segment, synced ones)
 	newest int64 // Unix nanoseconds of its newest record, start if none
 	lastID int64 // nanoseconds of its last record's ID, if known
+	// firstSeq and lastSeq are the sequence numbers of its first and last
+	// records (0: none, or written before records had them); lastHash is
+	// the hash of its last record's line ("" if it has none).
+	firstSeq, lastSeq uint64
+	lastHash          string
 }
 
 // stamp is the part of a record the log itself reads back.
 type stamp struct {
 	ID   string    `json:"id"`
 	Time time.Time `json:"time"`
+	Seq  uint64    `json:"seq"`
 }
 
 func segmentName(start int64) string {
@@ -60,7 +68,15 @@ func parseSegmentName(name string) (int64, bool) {
 }
 
 func (l *Log) path(start int64) string {
-	return filepath.Join(l.dir, segmentName(start))
+	return pathIn(l.dir, start)
+}
+
+func pathIn(dir string, start int64) string {
+	return filepath.Join(dir, segmentName(start))
+}
+
+func sortSegments(segs []segment) {
+	slices.SortFunc(segs, func(a, b segment) int { return cmp.Compare(a.start, b.start) })
 }
 
 // prepareDir creates the log's directory, or narrows its mode to 0700.
@@ -110,7 +126,7 @@ func loadSegments(ctx context.Context, dir string, log *slog.Logger) ([]segment,
 			segs = append(segs, segment{start: start})
 		}
 	}
-	slices.SortFunc(segs, func(a, b segment) int { return cmp.Compare(a.start, b.start) })
+	sortSegments(segs)
 	for i := range segs {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("opening audit log %s: %w", dir, err)
@@ -129,8 +145,9 @@ func loadSegments(ctx context.Context, dir string, log *slog.Logger) ([]segment,
 	return segs, nil
 }
 
-// readSegmentEnd fills in the size, newest record and last ID of a segment
-// that is no longer written to, from its last well-formed record.
+// readSegmentEnd fills in the size, newest record, last ID and sequence
+// numbers of a segment that is no longer written to, from its first and
+// last well-formed records.
 func readSegmentEnd(path string, s *segment) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -142,25 +159,39 @@ func readSegmentEnd(path string, s *segment) error {
 		return fmt.Errorf("reading audit segment %s: %w", path, err)
 	}
 	s.size, s.newest = fi.Size(), s.start
-	st, ok, err := lastStamp(f, s.size)
+	st, line, ok, err := lastStamp(f, s.size)
 	if err != nil {
 		return fmt.Errorf("reading audit segment %s: %w", path, err)
 	}
 	if ok {
 		s.newest = max(s.start, st.Time.UnixNano())
 		s.lastID = idNanos(st.ID)
+		s.lastSeq, s.lastHash = st.Seq, lineHash(line)
+	}
+	lr := newLineReader(io.NewSectionReader(f, 0, s.size))
+	for range 16 { // the first well-formed record, not far from the start
+		line, _, complete, err := lr.next()
+		if err != nil {
+			break
+		}
+		var st stamp
+		if complete && json.Unmarshal(line, &st) == nil && !st.Time.IsZero() {
+			s.firstSeq = st.Seq
+			break
+		}
 	}
 	return nil
 }
 
 // lastStamp finds the last complete, well-formed record among the size
-// first bytes of f, reading backwards in growing windows.
-func lastStamp(f io.ReaderAt, size int64) (stamp, bool, error) {
+// first bytes of f, reading backwards in growing windows, and returns it
+// with its line.
+func lastStamp(f io.ReaderAt, size int64) (stamp, []byte, bool, error) {
 	window := min(size, 64<<10)
 	for window > 0 {
 		buf := make([]byte, window)
 		if _, err := f.ReadAt(buf, size-window); err != nil {
-			return stamp{}, false, err
+			return stamp{}, nil, false, err
 		}
 		whole := window == size
 		for {
@@ -175,7 +206,7 @@ func lastStamp(f io.ReaderAt, size int64) (stamp, bool, error) {
 			}
 			var st stamp
 			if json.Unmarshal(buf[begin+1:], &st) == nil && !st.Time.IsZero() {
-				return st, true, nil
+				return st, buf[begin+1:], true, nil
 			}
 		}
 		if whole || window >= 4*maxRecordBytes {
@@ -183,7 +214,7 @@ func lastStamp(f io.ReaderAt, size int64) (stamp, bool, error) {
 		}
 		window = min(size, window*4)
 	}
-	return stamp{}, false, nil
+	return stamp{}, nil, false, nil
 }
 
 // repairSegment reads the newest segment through, and truncates it after
@@ -223,6 +254,10 @@ func repairSegment(ctx context.Context, path string, s *segment, log *slog.Logge
 		good = off
 		s.newest = max(s.newest, st.Time.UnixNano())
 		s.lastID = idNanos(st.ID)
+		if s.lastHash == "" {
+			s.firstSeq = st.Seq
+		}
+		s.lastSeq, s.lastHash = st.Seq, lineHash(line)
 	}
 	s.size = good
 	if good == fi.Size() {
@@ -286,27 +321,22 @@ func (lr *lineReader) next() (line []byte, n int, complete bool, err error) {
 	}
 }
 
-// retain deletes the oldest segments while they take more than MaxBytes
-// together or hold nothing newer than MaxAge, never the last one.
+// retain deletes the oldest segments while they hold nothing newer than
+// MaxAge, never the last one, and notes each removal in the log. Size
+// never removes a record younger than MaxAge: past MaxBytes the log raises
+// an alarm (and, with WhenFull "refuse", refuses records) instead.
 func (l *Log) retain(ctx context.Context) error {
 	cutoff := l.now().Add(-l.opts.MaxAge).UnixNano()
 	l.mu.Lock()
-	var total int64
-	for _, s := range l.segs {
-		total += s.size
-	}
 	k := 0
 	for ; k < len(l.segs)-1; k++ {
-		s := l.segs[k]
-		bySize := l.opts.MaxBytes > 0 && total > l.opts.MaxBytes
-		byAge := l.opts.MaxAge > 0 && s.newest < cutoff
-		if !bySize && !byAge {
+		if l.opts.MaxAge <= 0 || l.segs[k].newest >= cutoff {
 			break
 		}
-		total -= s.size
 	}
 	drop := slices.Clone(l.segs[:k])
 	l.segs = slices.Delete(l.segs, 0, k)
+	l.updateFullLocked()
 	l.mu.Unlock()
 
 	var errs []error
@@ -321,8 +351,19 @@ func (l *Log) retain(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("removing audit segment %s: %w", path, err))
 			continue
 		}
-		l.log.Info("audit segment removed by retention", "segment", path, "bytes", s.size,
-			"newest", time.Unix(0, s.newest).UTC())
+		newest := time.Unix(0, s.newest).UTC()
+		l.log.Info("audit segment removed by retention", "segment", path, "bytes", s.size, "newest", newest)
+		rec := &api.AuditRecord{
+			Actor: systemActor, Action: "audit.prune", Outcome: api.AuditSuccess,
+			Resource: api.Ref{Kind: "audit-segment", Name: segmentName(s.start)},
+			Removed:  &api.AuditSpan{Segment: segmentName(s.start), End: s.size, FromSeq: s.firstSeq, ToSeq: s.lastSeq},
+			Last:     newest,
+			Message: fmt.Sprintf("segment %s removed by retention: %d bytes, records %d to %d, the newest from %s, older than %v",
+				segmentName(s.start), s.size, s.firstSeq, s.lastSeq, newest.Format(time.RFC3339), l.opts.MaxAge),
+		}
+		l.mu.Lock()
+		l.sys = append(l.sys, rec)
+		l.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }

@@ -9,6 +9,8 @@ const (
 	KindAnonymous = "anonymous"
 	// KindSystem is Polyvisor itself acting on its own (lease expiry).
 	KindSystem = "system"
+	// KindMetrics is a metrics scraper: it may read /metrics, nothing else.
+	KindMetrics = "metrics"
 )
 
 // Identity is who a request comes from: a user (through a session or API
@@ -43,8 +45,13 @@ func (id Identity) IsUser() bool { return id.Kind == KindUser && id.Name != "" }
 // IsSuperadmin tells whether the identity may do everything everywhere:
 // a superadmin user whose token is not narrowed to a project or role.
 func (id Identity) IsSuperadmin() bool {
-	return id.IsUser() && id.Superadmin && id.Project == "" && id.Role == ""
+	return id.IsUser() && id.Superadmin && !id.Narrowed()
 }
+
+// Narrowed tells whether the identity's token is narrowed to a project or
+// a role. A narrowed token acts for its user only inside its project: it
+// never acts on the user's account (password, tokens, the user itself).
+func (id Identity) Narrowed() bool { return id.Project != "" || id.Role != "" }
 
 // IsHost tells whether the identity is the agent of the named host.
 func (id Identity) IsHost(name string) bool {

@@ -22,7 +22,8 @@ const (
 	PermOperationCancel Permission = "operation.cancel"
 	PermVMCreate        Permission = "vm.create"
 	PermVMDelete        Permission = "vm.delete"
-	PermVMUpdate        Permission = "vm.update" // reconfigure, snapshots, lease
+	PermVMUpdate        Permission = "vm.update"   // reconfigure, snapshots, lease
+	PermVMUserData      Permission = "vm.userdata" // read cloud-init user data back
 	PermImageCreate     Permission = "image.create"
 	PermImageDelete     Permission = "image.delete"
 	PermProjectUpdate   Permission = "project.update"
@@ -35,7 +36,7 @@ const (
 var grants = map[string][]Permission{
 	api.RoleViewer:   {PermProjectRead, PermVMRead, PermImageRead, PermOperationRead, PermProviderRead},
 	api.RoleOperator: {PermVMPower, PermVMConsole, PermOperationCancel},
-	api.RoleMember:   {PermVMCreate, PermVMDelete, PermVMUpdate, PermImageCreate, PermImageDelete},
+	api.RoleMember:   {PermVMCreate, PermVMDelete, PermVMUpdate, PermVMUserData, PermImageCreate, PermImageDelete},
 	api.RoleAdmin:    {PermProjectUpdate, PermMemberManage, PermAuditRead},
 }
 
@@ -107,17 +108,23 @@ const (
 	ScopeProject
 	// ScopeSuperadmin admits superadmins only.
 	ScopeSuperadmin
-	// ScopeSelf admits the user the request names, and superadmins.
+	// ScopeSelf admits the user the request names, and superadmins, with
+	// a token that is not narrowed.
 	ScopeSelf
 	// ScopeHost admits the agent of the host the request concerns.
 	ScopeHost
 	// ScopeAnyHost admits the agent of any host.
 	ScopeAnyHost
+	// ScopeAccount admits every signed-in user acting on its own account
+	// (its tokens), with a token that is not narrowed.
+	ScopeAccount
+	// ScopeMetrics admits superadmins and the metrics token.
+	ScopeMetrics
 )
 
 var scopeNames = map[Scope]string{
 	ScopePublic: "public", ScopeUser: "user", ScopeProject: "project", ScopeSuperadmin: "superadmin",
-	ScopeSelf: "self", ScopeHost: "host", ScopeAnyHost: "any-host",
+	ScopeSelf: "self", ScopeHost: "host", ScopeAnyHost: "any-host", ScopeAccount: "account", ScopeMetrics: "metrics",
 }
 
 func (s Scope) String() string { return scopeNames[s] }
@@ -142,8 +149,10 @@ var (
 	User       = Rule{Scope: ScopeUser}
 	Superadmin = Rule{Scope: ScopeSuperadmin}
 	Self       = Rule{Scope: ScopeSelf}
+	Account    = Rule{Scope: ScopeAccount}
 	Host       = Rule{Scope: ScopeHost}
 	AnyHost    = Rule{Scope: ScopeAnyHost}
+	Metrics    = Rule{Scope: ScopeMetrics}
 )
 
 // In is the rule of a project route needing permission p.
@@ -190,11 +199,21 @@ func Authorize(id Identity, rule Rule, f Facts) error {
 		}
 		return forbidden("%s may not do this: superadmin only", id)
 	case ScopeSelf:
+		if id.IsUser() && id.Narrowed() {
+			return errNarrowed(id)
+		}
 		if id.IsSuperadmin() || (id.IsUser() && f.User != "" && id.Name == f.User) {
 			return nil
 		}
 		if id.IsUser() {
 			return forbidden("%s may only do this for itself", id)
+		}
+	case ScopeAccount:
+		if id.IsUser() && id.Narrowed() {
+			return errNarrowed(id)
+		}
+		if id.IsUser() {
+			return nil
 		}
 	case ScopeHost:
 		if id.Kind == KindHost && id.IsHost(f.Host) {
@@ -209,6 +228,10 @@ func Authorize(id Identity, rule Rule, f Facts) error {
 		}
 	case ScopeAnyHost:
 		if id.Kind == KindHost && id.Name != "" {
+			return nil
+		}
+	case ScopeMetrics:
+		if id.IsSuperadmin() || (id.Kind == KindMetrics && id.Name != "") {
 			return nil
 		}
 	case ScopeProject:
@@ -234,6 +257,12 @@ func authorizeProject(id Identity, p Permission, f Facts) error {
 		return forbidden("role %s in project %q does not allow %s", role, f.Project, p)
 	}
 	return nil
+}
+
+// errNarrowed refuses a narrowed token an account route: what it may do
+// ends at its project, and its user's password or tokens would let it out.
+func errNarrowed(id Identity) *api.Error {
+	return forbidden("%s acts with a token narrowed to project %q: it cannot act on the user's account (password, tokens); use a token that is not narrowed, or log in", id, id.Project)
 }
 
 func unauthorized() *api.Error {

@@ -23,6 +23,7 @@ const (
 	PrefixSession = "pvs_" // login sessions
 	PrefixHost    = "pvh_"
 	PrefixJoin    = "pvj_"
+	PrefixMetrics = "pvm_" // the read-only metrics token
 )
 
 const (

@@ -44,9 +44,11 @@ func startServer(ctx context.Context, cl *cleanups, bin, dataDir string, extra .
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating server data dir: %w", err)
 	}
-	// The benchmarks measure what the API can take, so the per-user rate
-	// limit, which would cap one client long before, is off.
-	args := append([]string{"server", "--data-dir", dataDir, "--listen", "127.0.0.1:" + strconv.Itoa(port), "--rate-limit", "0"}, extra...)
+	// The benchmarks measure what the API can take, so the per-user and
+	// per-address rate limits, which would cap one client long before, are
+	// off.
+	args := append([]string{"server", "--data-dir", dataDir, "--listen", "127.0.0.1:" + strconv.Itoa(port), "--rate-limit", "0",
+		"--address-rate-limit", "0"}, extra...)
 	p, err := startProc("polyvisor server", filepath.Join(filepath.Dir(dataDir), "server.log"), bin, args...)
 	if err != nil {
 		return nil, err

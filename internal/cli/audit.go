@@ -15,6 +15,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/audit"
 )
 
 // auditFlags are the filters of audit list and audit export, with what
@@ -145,8 +146,118 @@ func auditResource(r api.Ref) string {
 
 func (a *app) auditCommand() *cobra.Command {
 	cmd := group("audit", "Read the audit log: who did what, when, and how it went")
-	cmd.AddCommand(a.auditListCommand(), a.auditExportCommand())
+	cmd.AddCommand(a.auditListCommand(), a.auditExportCommand(), a.auditStatusCommand(), a.auditVerifyCommand())
 	return cmd
+}
+
+func (a *app) auditStatusCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the audit log's size, limits, whether it can write, and its alarms (superadmin)",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _, err := a.client()
+			if err != nil {
+				return err
+			}
+			st, err := c.AuditStatus(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return a.print(cmd.OutOrStdout(), st, func(tw *tabwriter.Writer) {
+				row(tw, "Writable:", yesNo(st.Writable))
+				row(tw, "Size:", fmt.Sprintf("%s of %s (past it an alarm; records younger than %s are kept)",
+					formatBytes(st.Bytes), formatBytes(st.MaxBytes), time.Duration(st.MaxAgeSeconds)*time.Second))
+				row(tw, "Segments:", st.Segments)
+				row(tw, "Last record:", st.LastSeq)
+				row(tw, "When full:", st.WhenFull)
+				row(tw, "Fail closed:", yesNo(st.FailClosed))
+				row(tw, "Records lost:", st.Lost)
+				row(tw, "Refusals folded:", st.Aggregated)
+				printAlarms(tw, st.Alarms)
+			})
+		},
+	}
+}
+
+func (a *app) auditVerifyCommand() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "verify [--dir DIR]",
+		Short: "Check the audit log's hash chain and say what is lost or damaged, and where",
+		Long: `Check the audit log's hash chain: every record holds the hash of the one
+before it, across segments. Each problem is reported with the segment file,
+the byte range and the record numbers it concerns. The server does it
+(superadmin), or, with --dir, this command reads an audit directory itself
+(the server may be stopped). Exits 1 when a problem is found.`,
+		Example: "  polyvisor audit verify\n  polyvisor audit verify --dir /var/lib/polyvisor/audit",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var v *api.AuditVerification
+			if dir != "" {
+				got, err := audit.VerifyDir(cmd.Context(), dir)
+				if err != nil {
+					return fmt.Errorf("--dir: %w", err)
+				}
+				v = &got
+			} else {
+				c, _, err := a.client()
+				if err != nil {
+					return err
+				}
+				if v, err = c.VerifyAudit(cmd.Context()); err != nil {
+					return err
+				}
+			}
+			err := a.print(cmd.OutOrStdout(), v, func(tw *tabwriter.Writer) {
+				fmt.Fprintf(tw, "%d records in %d segments, numbers %d to %d", v.Records, v.Segments, v.FirstSeq, v.LastSeq)
+				if v.Unchained > 0 {
+					fmt.Fprintf(tw, ", after %d written before the hash chain", v.Unchained)
+				}
+				fmt.Fprintln(tw)
+				if v.Pruned != nil {
+					fmt.Fprintf(tw, "Records %d to %d were removed by retention.\n", v.Pruned.FromSeq, v.Pruned.ToSeq)
+				}
+				if v.OK {
+					fmt.Fprintln(tw, "The hash chain is whole.")
+					return
+				}
+				row(tw, "PROBLEM", "SEGMENT", "BYTES", "RECORDS", "WHAT")
+				for _, p := range v.Problems {
+					bytes, recs := "-", "-"
+					if p.Span.End > p.Span.Offset {
+						bytes = fmt.Sprintf("%d-%d", p.Span.Offset, p.Span.End)
+					}
+					if p.Span.ToSeq > 0 {
+						recs = fmt.Sprintf("%d-%d", p.Span.FromSeq, p.Span.ToSeq)
+					}
+					row(tw, p.Kind, orDash(p.Span.Segment), bytes, recs, p.Message)
+				}
+			})
+			if err != nil {
+				return err
+			}
+			if !v.OK {
+				return fmt.Errorf("the audit log has %d problems", len(v.Problems))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "read this audit `directory` here instead of asking the server")
+	return cmd
+}
+
+// printAlarms adds a table of alarms, or says there is none.
+func printAlarms(tw *tabwriter.Writer, alarms []api.Alarm) {
+	if len(alarms) == 0 {
+		row(tw, "Alarms:", "none")
+		return
+	}
+	fmt.Fprintln(tw)
+	row(tw, "ALARM", "SINCE", "PATH", "MESSAGE")
+	for _, al := range alarms {
+		row(tw, al.Name, al.Since.Local().Format(time.DateTime), orDash(al.Path), al.Message)
+	}
 }
 
 func (a *app) auditListCommand() *cobra.Command {

@@ -88,6 +88,7 @@ func NewRootCommand(extra ...*cobra.Command) *cobra.Command {
 	// The client verbs' errors speak of the CLI's flags and config; the
 	// daemons have their own.
 	a.explainErrors(root)
+	root.AddCommand(a.alarmCommand())
 	root.AddCommand(extra...)
 	return root
 }

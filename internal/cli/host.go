@@ -16,6 +16,7 @@ import (
 func (a *app) hostCommand() *cobra.Command {
 	cmd := group("host", "Manage the hosts that run VMs", "hosts")
 	cmd.AddCommand(a.hostListCommand(), a.hostShowCommand(), a.hostJoinTokenCommand())
+	cmd.AddCommand(a.hostAdminCommands()...)
 	return cmd
 }
 
@@ -95,6 +96,9 @@ func (a *app) hostShowCommand() *cobra.Command {
 				row(tw, "QEMU:", orDash(st.QEMUVersion))
 				row(tw, "Agent:", orDash(st.AgentVersion))
 				row(tw, "Heartbeat:", when(st.LastHeartbeat))
+				for _, w := range st.Warnings {
+					row(tw, "Warning:", w)
+				}
 				row(tw, "Registered:", when(h.CreatedAt))
 			})
 		},

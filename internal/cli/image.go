@@ -15,7 +15,8 @@ import (
 
 func (a *app) imageCommand() *cobra.Command {
 	cmd := group("image", "Manage disk, kernel and initrd images", "images")
-	cmd.AddCommand(a.imageImportCommand(), a.imageListCommand(), a.imageShowCommand(), a.imageDeleteCommand())
+	cmd.AddCommand(a.imageImportCommand(), a.imageListCommand(), a.imageShowCommand(), a.imageDeleteCommand(),
+		a.imageSetCommand(), a.imageSettingsCommand())
 	return cmd
 }
 
@@ -28,7 +29,11 @@ func (a *app) imageImportCommand() *cobra.Command {
 		Long: "Import an image. A local FILE is uploaded with a progress bar; an http:// or\n" +
 			"https:// URL is fetched by the server. Disk images in qcow2, raw, vmdk, vpc, vhdx\n" +
 			"or vdi format are stored as qcow2. The name defaults to the file's name without\n" +
-			"its extension.",
+			"its extension.\n\n" +
+			"The server fetches only from public internet addresses unless a superadmin\n" +
+			"allows networks or hosts ('polyvisor image settings set'). Credentials in a URL\n" +
+			"(https://user:password@host/...) are used for the download only: the image's\n" +
+			"source is stored and shown without them.",
 		Example: "  polyvisor image import debian-12-genericcloud-amd64.qcow2 --name debian-12\n" +
 			"  polyvisor image import https://example.com/vmlinuz --name vmlinuz --kind kernel",
 		Args: exactArgs(1, "FILE|URL"),
@@ -46,8 +51,8 @@ func (a *app) imageImportCommand() *cobra.Command {
 					return usagef("--name: cannot be derived from %q, give one", src)
 				}
 			}
-			if public && !isURL {
-				return usagef("--public: only an image imported from an http(s) URL can be made public here; an uploaded FILE cannot")
+			if public && !isURL && noWait {
+				return usagef("--public: an uploaded FILE is made public once imported; drop --no-wait, or run 'polyvisor image set %s --public' later", name)
 			}
 			c, _, err := a.client()
 			if err != nil {
@@ -79,12 +84,16 @@ func (a *app) imageImportCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.finish(cmd, c, op, noWait)
+			if err := a.finish(cmd, c, op, noWait); err != nil || !public {
+				return err
+			}
+			_, err = c.UpdateImage(ctx, name, api.ImageUpdate{Public: &public})
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "image name (default: the file's name without extension)")
 	cmd.Flags().StringVar(&kind, "kind", api.ImageDisk, "image kind: disk, kernel or initrd")
-	cmd.Flags().BoolVar(&public, "public", false, "let VMs of every project use the image (URL imports only)")
+	cmd.Flags().BoolVar(&public, "public", false, "let VMs of every project use the image (superadmin)")
 	addNoWait(cmd, &noWait)
 	return cmd
 }
@@ -126,7 +135,7 @@ func (a *app) imageListCommand() *cobra.Command {
 			if err := checkAllProjects(cmd, opts); err != nil {
 				return err
 			}
-			c, _, err := a.client()
+			c, cfg, err := a.client()
 			if err != nil {
 				return err
 			}
@@ -146,6 +155,11 @@ func (a *app) imageListCommand() *cobra.Command {
 						virtual = formatBytes(img.VirtualSizeBytes)
 					}
 					name := img.Name
+					if !opts.AllProjects && img.Project != "" && img.Project != projectInForce(cfg) {
+						// Another project's public image, named as a VM
+						// refers to it.
+						name = img.Project + "/" + img.Name
+					}
 					if img.Public {
 						name += " (public)"
 					}
@@ -183,7 +197,11 @@ func (a *app) imageShowCommand() *cobra.Command {
 				if img.Project != "" {
 					row(tw, "Project:", img.Project)
 				}
-				row(tw, "Public:", yesNo(img.Public))
+				if img.Public {
+					row(tw, "Visibility:", "public (VMs of every project may use it)")
+				} else {
+					row(tw, "Visibility:", "private (VMs of its project only)")
+				}
 				row(tw, "UID:", orDash(img.UID))
 				row(tw, "Labels:", labels(img.Labels))
 				row(tw, "Kind:", img.Kind)

@@ -17,26 +17,30 @@ const (
 	quotaMemory = "memory"
 	quotaDisk   = "disk"
 	quotaVMs    = "vms"
+	// quotaImages is the image storage quota.
+	quotaImages = "image-storage"
 )
 
 // quotaResources lists the resources in the order they are shown.
-var quotaResources = []string{quotaVCPUs, quotaMemory, quotaDisk, quotaVMs}
+var quotaResources = []string{quotaVCPUs, quotaMemory, quotaDisk, quotaVMs, quotaImages}
 
 // quotaChanges are the limits a command line changes: the ones given are
 // set, the ones in Unset become unlimited.
 type quotaChanges struct {
 	VCPUs, MemoryMiB, DiskMiB, VMs *int64
+	ImageStorageMiB                *int64
 	Unset                          []string
 }
 
 // empty tells whether the changes change nothing.
 func (ch quotaChanges) empty() bool {
-	return ch.VCPUs == nil && ch.MemoryMiB == nil && ch.DiskMiB == nil && ch.VMs == nil && len(ch.Unset) == 0
+	return ch.VCPUs == nil && ch.MemoryMiB == nil && ch.DiskMiB == nil && ch.VMs == nil && ch.ImageStorageMiB == nil && len(ch.Unset) == 0
 }
 
 // applyQuotaChanges returns q with the changes made, leaving q as it is.
 func applyQuotaChanges(q api.Quota, ch quotaChanges) (api.Quota, error) {
-	out := api.Quota{VCPUs: clonePtr(q.VCPUs), MemoryMiB: clonePtr(q.MemoryMiB), DiskMiB: clonePtr(q.DiskMiB), VMs: clonePtr(q.VMs)}
+	out := api.Quota{VCPUs: clonePtr(q.VCPUs), MemoryMiB: clonePtr(q.MemoryMiB), DiskMiB: clonePtr(q.DiskMiB), VMs: clonePtr(q.VMs),
+		ImageStorageMiB: clonePtr(q.ImageStorageMiB)}
 	fields := map[string]struct {
 		val *int64
 		dst **int64
@@ -45,6 +49,7 @@ func applyQuotaChanges(q api.Quota, ch quotaChanges) (api.Quota, error) {
 		quotaMemory: {ch.MemoryMiB, &out.MemoryMiB},
 		quotaDisk:   {ch.DiskMiB, &out.DiskMiB},
 		quotaVMs:    {ch.VMs, &out.VMs},
+		quotaImages: {ch.ImageStorageMiB, &out.ImageStorageMiB},
 	}
 	for _, name := range quotaResources {
 		f := fields[name]
@@ -71,11 +76,13 @@ func applyQuotaChanges(q api.Quota, ch quotaChanges) (api.Quota, error) {
 				targets = []string{quotaMemory}
 			case "vm":
 				targets = []string{quotaVMs}
+			case "images", "image":
+				targets = []string{quotaImages}
 			}
 			for _, t := range targets {
 				f, ok := fields[t]
 				if !ok {
-					return q, usagef("--unset: %q is not one of vcpus, memory, disk, vms or all", name)
+					return q, usagef("--unset: %q is not one of vcpus, memory, disk, vms, image-storage or all", name)
 				}
 				if f.val != nil {
 					return q, usagef("--unset %s: conflicts with --%s; give one", t, t)
@@ -99,6 +106,7 @@ func clonePtr(p *int64) *int64 {
 // quotaFlags are the quota flags of project create and quota set.
 type quotaFlags struct {
 	vcpus, vms, memoryMiB, diskMiB int64
+	imageStorageMiB                int64
 	unset                          []string
 }
 
@@ -108,8 +116,9 @@ func (f *quotaFlags) register(cmd *cobra.Command, withUnset bool) {
 	fl.Var(sizeValue{&f.memoryMiB}, quotaMemory, "limit the memory of the project's VMs together, e.g. 64G")
 	fl.Var(sizeValue{&f.diskMiB}, quotaDisk, "limit the disk of the project's VMs together, e.g. 500G")
 	fl.Int64Var(&f.vms, quotaVMs, 0, "limit the number of the project's VMs")
+	fl.Var(sizeValue{&f.imageStorageMiB}, quotaImages, "limit the storage of the project's images together, e.g. 100G")
 	if withUnset {
-		fl.StringSliceVar(&f.unset, "unset", nil, "remove these limits: vcpus, memory, disk, vms or all (comma-separated)")
+		fl.StringSliceVar(&f.unset, "unset", nil, "remove these limits: vcpus, memory, disk, vms, image-storage or all (comma-separated)")
 	}
 }
 
@@ -124,6 +133,7 @@ func (f *quotaFlags) changes(cmd *cobra.Command) quotaChanges {
 	}{
 		{quotaVCPUs, &f.vcpus, &ch.VCPUs}, {quotaMemory, &f.memoryMiB, &ch.MemoryMiB},
 		{quotaDisk, &f.diskMiB, &ch.DiskMiB}, {quotaVMs, &f.vms, &ch.VMs},
+		{quotaImages, &f.imageStorageMiB, &ch.ImageStorageMiB},
 	} {
 		if fl.Changed(v.name) {
 			*v.dst = v.val
@@ -152,6 +162,7 @@ func quotaRows(limits api.Quota, usage api.Usage) [][4]string {
 		line(quotaMemory, usage.MemoryMiB, limits.MemoryMiB, mib),
 		line(quotaDisk, usage.DiskMiB, limits.DiskMiB, mib),
 		line(quotaVMs, usage.VMs, limits.VMs, count),
+		line(quotaImages, usage.ImageStorageMiB, limits.ImageStorageMiB, mib),
 	}
 }
 
@@ -204,7 +215,7 @@ func (a *app) quotaShowCommand() *cobra.Command {
 func (a *app) quotaSetCommand() *cobra.Command {
 	var f quotaFlags
 	cmd := &cobra.Command{
-		Use:   "set [--vcpus N] [--memory SIZE] [--disk SIZE] [--vms N] [--unset RESOURCE,...]",
+		Use:   "set [--vcpus N] [--memory SIZE] [--disk SIZE] [--vms N] [--image-storage SIZE] [--unset RESOURCE,...]",
 		Short: "Change a project's limits (superadmin); the others stay as they are",
 		Example: "  polyvisor quota set --project web --vcpus 32 --memory 64G\n" +
 			"  polyvisor quota set --project web --unset disk,vms",
@@ -212,7 +223,7 @@ func (a *app) quotaSetCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ch := f.changes(cmd)
 			if ch.empty() {
-				return usagef("give --vcpus, --memory, --disk, --vms or --unset")
+				return usagef("give --vcpus, --memory, --disk, --vms, --image-storage or --unset")
 			}
 			// Check the flags before asking the server anything.
 			if _, err := applyQuotaChanges(api.Quota{}, ch); err != nil {

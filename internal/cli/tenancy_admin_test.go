@@ -197,6 +197,10 @@ func TestUserCommands(t *testing.T) {
 		}})
 	})
 	f.HandleFunc("GET /v1/whoami", func(w http.ResponseWriter, r *http.Request) { reply(w, 200, me) })
+	hasPassword := true
+	f.HandleFunc("GET /v1/users/{user}", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, 200, api.User{Meta: api.Meta{Name: r.PathValue("user")}, HasPassword: hasPassword})
+	})
 	f.HandleFunc("PUT /v1/users/{user}/password", func(w http.ResponseWriter, r *http.Request) {
 		pwUser = r.PathValue("user")
 		pw = api.PasswordSet{}
@@ -256,9 +260,21 @@ func TestUserCommands(t *testing.T) {
 	if _, errOut, code := run("old-pw\n", "user", "passwd", "--password-stdin"); code != ExitUsage || !strings.Contains(errOut, "new password") {
 		t.Errorf("passwd without a new password: exit %d: %s", code, errOut)
 	}
+	// One's own first password: a superadmin gives only the new one...
+	hasPassword = false
+	if _, errOut, code := run("first-pw\n", "user", "passwd", "--password-stdin"); code != 0 || pwUser != "alice" ||
+		pw != (api.PasswordSet{Password: "first-pw"}) {
+		t.Errorf("first passwd of a superadmin: exit %d, %+v: %s", code, pw, errOut)
+	}
 	me.Superadmin = false
 	if _, errOut, code := run("x\n", "user", "passwd", "bob", "--password-stdin"); code != ExitFailure || !strings.Contains(errOut, "superadmin") {
 		t.Errorf("passwd bob by a user: exit %d: %s", code, errOut)
+	}
+	// ...and a user is told a superadmin sets it.
+	pwUser = ""
+	if _, errOut, code := run("first-pw\n", "user", "passwd", "--password-stdin"); code != ExitFailure || pwUser != "" ||
+		!strings.Contains(errOut, "no password yet") || !strings.Contains(errOut, "superadmin") {
+		t.Errorf("first passwd of a user: exit %d, sent for %q: %s", code, pwUser, errOut)
 	}
 }
 

@@ -274,7 +274,7 @@ func TestImageAndOpAllProjectsAndPublic(t *testing.T) {
 	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, errOut, code := cli(t, "", "--server", f.srv.URL, "image", "import", file, "--public"); code != ExitUsage || !strings.Contains(errOut, "--public") {
-		t.Errorf("--public upload: exit %d: %s", code, errOut)
+	if _, errOut, code := cli(t, "", "--server", f.srv.URL, "image", "import", file, "--public", "--no-wait"); code != ExitUsage || !strings.Contains(errOut, "image set") {
+		t.Errorf("--public upload without waiting: exit %d: %s", code, errOut)
 	}
 }

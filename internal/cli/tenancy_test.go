@@ -148,13 +148,14 @@ func show(q api.Quota) map[string]any {
 }
 
 func TestQuotaRows(t *testing.T) {
-	rows := quotaRows(api.Quota{VCPUs: ptr(16), MemoryMiB: ptr(8192), VMs: ptr(2)},
-		api.Usage{VCPUs: 4, MemoryMiB: 2048, DiskMiB: 10240, VMs: 3})
+	rows := quotaRows(api.Quota{VCPUs: ptr(16), MemoryMiB: ptr(8192), VMs: ptr(2), ImageStorageMiB: ptr(1024)},
+		api.Usage{VCPUs: 4, MemoryMiB: 2048, DiskMiB: 10240, VMs: 3, ImageStorageMiB: 300})
 	want := [][4]string{
 		{"vcpus", "4", "16", "12"},
 		{"memory", "2G", "8G", "6G"},
 		{"disk", "10G", "unlimited", "-"},
 		{"vms", "3", "2", "0 (over by 1)"},
+		{"image-storage", "300M", "1G", "724M"},
 	}
 	if !reflect.DeepEqual(rows, want) {
 		t.Errorf("rows %v, want %v", rows, want)

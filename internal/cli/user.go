@@ -237,8 +237,13 @@ func (a *app) userPasswdCommand() *cobra.Command {
 		Short: "Change your password, or set another user's (superadmin)",
 		Long: "Change your own password (NAME left out or your own name): the current one is\n" +
 			"asked for, then the new one twice. A superadmin setting another user's password\n" +
-			"gives only the new one. With --password-stdin, standard input holds the current\n" +
-			"and the new password on two lines, or only the new one for another user.",
+			"gives only the new one, and sets the first password of a user that has none.\n" +
+			"With --password-stdin, standard input holds the current and the new password on\n" +
+			"two lines, or only the new one for another user or a first password.\n" +
+			"Your other login sessions end; your API tokens keep working. A token narrowed\n" +
+			"to a project cannot change a password.\n\n" +
+			"A password needs at least 8 characters, at least 4 different ones, must not be\n" +
+			"built on the user name, and must not be a common password.",
 		Example: "  polyvisor user passwd\n" +
 			"  printf '%s\\n%s\\n' \"$OLD\" \"$NEW\" | polyvisor user passwd --password-stdin\n" +
 			"  printf '%s\\n' \"$NEW\" | polyvisor user passwd bob --password-stdin",
@@ -271,8 +276,17 @@ func (a *app) userPasswdCommand() *cobra.Command {
 			}
 			var current string
 			if own {
-				if current, err = in.read("Current password: ", "current password"); err != nil {
+				u, err := c.GetUser(cmd.Context(), user)
+				if err != nil {
 					return err
+				}
+				switch {
+				case u.HasPassword:
+					if current, err = in.read("Current password: ", "current password"); err != nil {
+						return err
+					}
+				case !me.Superadmin:
+					return fmt.Errorf("%s has no password yet: a superadmin sets the first one (polyvisor user passwd %s)", user, user)
 				}
 			}
 			pw, err := in.readNew("New password for "+user+": ", "new password")

@@ -146,6 +146,16 @@ func describeVM(tw *tabwriter.Writer, vm *api.VM) {
 	if st.Reason != "" {
 		row(tw, "Reason:", st.Reason)
 	}
+	if st.StopCause != "" {
+		row(tw, "Stop cause:", st.StopCause)
+	}
+	if s.Provider == nil {
+		onCrash := s.OnCrash
+		if onCrash == "" {
+			onCrash = api.OnCrashRestart
+		}
+		row(tw, "On crash:", onCrash)
+	}
 	if st.Error != nil {
 		row(tw, "Error:", fmt.Sprintf("%s (generation %d)", st.Error.Message, st.Error.Generation))
 	}

@@ -29,6 +29,7 @@ type vmCreateFlags struct {
 	host           string
 	stopped        bool
 	stopTimeout    time.Duration
+	onCrash        string
 	idempotencyKey string
 	lease          time.Duration
 	noWait         bool
@@ -84,6 +85,7 @@ func (a *app) vmCreateCommand() *cobra.Command {
 	fl.StringVar(&f.host, "host", "", "place the VM on this host (default: the scheduler chooses)")
 	fl.BoolVar(&f.stopped, "stopped", false, "create the VM without starting it")
 	fl.DurationVar(&f.stopTimeout, "stop-timeout", 0, "how long a graceful stop may take before it is forced (default: the server's)")
+	fl.StringVar(&f.onCrash, "on-crash", "", "what the host does when the VM crashes: restart (the server's default) or stop")
 	fl.StringVar(&f.idempotencyKey, "idempotency-key", "", "a retried create with the same key makes no second VM")
 	fl.Var(durationValue{&f.lease}, "lease", "give the VM a lease: stopped this long after its create (72h, 7d), deleted after the project's grace period (default: the project's maximum lease, if any)")
 	fl.StringVar(&f.provider, "provider", "", "create the VM in this provider's estate (vSphere, libvirt) rather than on a Polyvisor host")
@@ -112,6 +114,12 @@ func (f *vmCreateFlags) request(name string) (api.VMCreate, error) {
 		return req, usagef("--stop-timeout: must not be negative")
 	}
 	req.StopTimeoutSeconds = int((f.stopTimeout + time.Second - 1) / time.Second)
+	switch f.onCrash {
+	case "", api.OnCrashRestart, api.OnCrashStop:
+		req.OnCrash = f.onCrash
+	default:
+		return req, usagef("--on-crash: must be restart or stop, not %q", f.onCrash)
+	}
 	req.LeaseSeconds = seconds(f.lease)
 	if f.kernel == "" && (f.initrd != "" || f.cmdline != "") {
 		return req, usagef("--initrd and --cmdline need --kernel")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/agent"
 	"github.com/polyvisor/polyvisor/internal/pki"
 	"github.com/polyvisor/polyvisor/internal/server"
 )
@@ -53,28 +54,44 @@ which also pins the server's CA; later starts reuse the saved credentials.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			credPath := filepath.Join(dataDir, "credentials.json")
-			creds, err := loadCredentials(credPath)
-			switch {
-			case errors.Is(err, os.ErrNotExist):
-				if serverURL == "" || joinToken == "" {
-					return errors.New("this agent has not joined yet: give --server and --join-token")
+			for rejoined := false; ; rejoined = true {
+				creds, err := loadCredentials(credPath)
+				switch {
+				case errors.Is(err, os.ErrNotExist):
+					if serverURL == "" || joinToken == "" {
+						return errors.New("this agent has not joined yet: give --server and --join-token")
+					}
+					creds, err = join(ctx, serverURL, joinToken, name, address)
+					if err != nil {
+						return err
+					}
+					if err := saveCredentials(credPath, creds); err != nil {
+						return err
+					}
+					log.Info("joined", "server", serverURL, "host", creds.Host)
+				case err != nil:
+					return err
 				}
-				creds, err = join(ctx, serverURL, joinToken, name, address)
+				c, err := client.New(client.Config{URL: creds.Server, Token: creds.Token, CACert: []byte(creds.CACert)})
 				if err != nil {
 					return err
 				}
-				if err := saveCredentials(credPath, creds); err != nil {
+				err = runAgent(ctx, c, agentOptions{host: creds.Host, stateDir: dataDir, address: address, accel: accel, heartbeat: heartbeat, logger: log})
+				if !errors.Is(err, agent.ErrRevoked) {
 					return err
 				}
-				log.Info("joined", "server", serverURL, "host", creds.Host)
-			case err != nil:
-				return err
+				// The credentials are dead: set them aside, so that a join
+				// token (given now, or at the next start) joins again.
+				if rerr := os.Rename(credPath, credPath+".revoked"); rerr != nil {
+					return fmt.Errorf("host %q: %w (and setting its credentials aside: %v)", creds.Host, err, rerr)
+				}
+				// A join token is single use: the one this host joined with
+				// cannot bring it back.
+				if joinToken == "" || rejoined || creds.JoinedWith == joinTokenID(joinToken) {
+					return fmt.Errorf("host %q: %w: join it again with 'polyvisor agent --server %s --join-token T' (T from 'polyvisor host join-token'); its VMs keep running", creds.Host, err, creds.Server)
+				}
+				log.Warn("the server refuses this host's credentials: joining again with --join-token", "host", creds.Host, "err", err)
 			}
-			c, err := client.New(client.Config{URL: creds.Server, Token: creds.Token, CACert: []byte(creds.CACert)})
-			if err != nil {
-				return err
-			}
-			return runAgent(ctx, c, agentOptions{host: creds.Host, stateDir: dataDir, address: address, accel: accel, heartbeat: heartbeat, logger: log})
 		},
 	}
 	f := cmd.Flags()
@@ -109,7 +126,7 @@ func join(ctx context.Context, serverURL, joinToken, host, address string) (*cre
 	if err != nil {
 		return nil, err
 	}
-	return &credentials{Server: serverURL, Host: ac.Host, Token: ac.Token, CACert: ac.CACert}, nil
+	return &credentials{Server: serverURL, Host: ac.Host, Token: ac.Token, CACert: ac.CACert, JoinedWith: joinTokenID(joinToken)}, nil
 }
 
 func register(ctx context.Context, c *client.Client, joinToken, host, address string) (*api.AgentCredentials, error) {

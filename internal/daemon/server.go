@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
 	"github.com/polyvisor/polyvisor/internal/agent"
 	"github.com/polyvisor/polyvisor/internal/hypervisor/qemu"
@@ -55,6 +58,9 @@ cluster named by --etcd-endpoints.`,
 			}
 			cfg.Logger = log
 			cfg.AdvertiseAddresses = advertise
+			if w := cfg.Audit.WhenFull; w != api.AuditWhenFullAlarm && w != api.AuditWhenFullRefuse {
+				return fmt.Errorf("--audit-when-full: must be %s or %s, not %q", api.AuditWhenFullAlarm, api.AuditWhenFullRefuse, w)
+			}
 			cfg.ProviderFactory = registry.New
 			if cfg.Socket == "" {
 				cfg.Socket = filepath.Join(cfg.DataDir, "polyvisor.sock")
@@ -98,8 +104,23 @@ cluster named by --etcd-endpoints.`,
 	f.IntVar(&cfg.RateBurst, "rate-burst", 200, "requests a user may make at once above --rate-limit")
 	f.DurationVar(&cfg.SessionTTL, "session-ttl", 12*time.Hour, "how long a login session lasts")
 	f.DurationVar(&cfg.LeaseInterval, "lease-interval", 10*time.Second, "how often VM leases are checked for expiry")
-	f.Int64Var(&cfg.Audit.MaxBytes, "audit-max-bytes", 256<<20, "total size of the audit log kept; older records are dropped")
+	f.Int64Var(&cfg.Audit.MaxBytes, "audit-max-bytes", 256<<20, "size of the audit log past which the audit-full alarm is raised (records younger than --audit-max-age are never dropped for size)")
 	f.DurationVar(&cfg.Audit.MaxAge, "audit-max-age", 90*24*time.Hour, "how long audit records are kept")
+	f.StringVar(&cfg.Edge.MetricsListen, "metrics-listen", "", "also serve /metrics without authentication, over plain HTTP, on this address (one only the monitoring network reaches); on the API port /metrics needs the metrics token of <data-dir>/metrics.token")
+	f.DurationVar(&cfg.Edge.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "close a connection whose TLS handshake and request headers take longer")
+	f.DurationVar(&cfg.Edge.IdleTimeout, "idle-timeout", 90*time.Second, "close a kept-alive connection idle for this long")
+	f.DurationVar(&cfg.Edge.BodyReadTimeout, "body-read-timeout", 30*time.Second, "answer 400 when a request body does not arrive within this time (an upload: stalls this long); streams and consoles are exempt")
+	f.IntVar(&cfg.Edge.MaxConnsPerAddress, "max-conns-per-address", 256, "connections one client address may hold open on the API port; negative for no limit")
+	f.IntVar(&cfg.Edge.MaxEventStreamsPerUser, "max-event-streams-per-user", 16, "event streams one user may hold open; negative for no limit")
+	f.IntVar(&cfg.Edge.MaxConsolesPerUser, "max-consoles-per-user", 16, "console websockets one user may hold open; negative for no limit")
+	f.DurationVar(&cfg.Edge.Cert.Validity, "cert-validity", 365*24*time.Hour, "validity of the server certificates the server issues itself")
+	f.DurationVar(&cfg.Edge.Cert.RenewBefore, "cert-renew-before", 30*24*time.Hour, "renew the server certificate, while running, this long before it expires")
+	f.StringVar(&cfg.Audit.WhenFull, "audit-when-full", api.AuditWhenFullAlarm, "past --audit-max-bytes: alarm (keep writing) or refuse (refuse new records)")
+	f.BoolVar(&cfg.AuditFailClosed, "audit-fail-closed", false, "refuse changes (503) while the audit log cannot write records (default: go on, with an alarm)")
+	f.StringVar(&cfg.AuditDir, "audit-dir", "", "directory of the audit log, best on a disk of its own (default <data-dir>/audit)")
+	f.Uint64Var(&cfg.MinFreeBytes, "min-free-space", 256<<20, "bytes kept free on the data dir's disk: below, the server is read-only until space is freed; 0 disables")
+	f.Float64Var(&cfg.AddressRateLimit, "address-rate-limit", 200, "requests per second each client address may make, counted before authentication; 0 disables")
+	f.IntVar(&cfg.AddressRateBurst, "address-rate-burst", 800, "requests a client address may make at once above --address-rate-limit")
 	logs.register(cmd)
 	return cmd
 }
@@ -133,6 +154,15 @@ type credentials struct {
 	Host   string `json:"host"`
 	Token  string `json:"token"`
 	CACert string `json:"caCert"`
+	// JoinedWith identifies the join token used (a hash), so that the same
+	// single-use token is not tried again after a revocation.
+	JoinedWith string `json:"joinedWith,omitempty"`
+}
+
+// joinTokenID is what credentials remember of a join token.
+func joinTokenID(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:8])
 }
 
 func loadCredentials(path string) (*credentials, error) {
@@ -199,7 +229,18 @@ func runBuiltinAgent(ctx context.Context, srv *server.Server, cfg server.Config,
 		return err
 	}
 	// Heartbeat well within the server's timeout.
-	return runAgent(ctx, c, agentOptions{host: host, stateDir: stateDir, accel: accel, heartbeat: min(5*time.Second, cfg.HeartbeatTimeout/3), logger: cfg.Logger})
+	err = runAgent(ctx, c, agentOptions{host: host, stateDir: stateDir, accel: accel, heartbeat: min(5*time.Second, cfg.HeartbeatTimeout/3), logger: cfg.Logger})
+	if !errors.Is(err, agent.ErrRevoked) {
+		return err
+	}
+	// This server's own host was revoked or deleted: the control plane
+	// goes on without it; the next start registers the host again.
+	if rerr := os.Rename(credPath, credPath+".revoked"); rerr != nil {
+		cfg.Logger.Error("setting the built-in agent's credentials aside", "err", rerr)
+	}
+	cfg.Logger.Error("the built-in agent stopped: its host was revoked or deleted; this server runs no VMs until it restarts", "host", host, "err", err)
+	<-ctx.Done()
+	return nil
 }
 
 // addAccelFlag registers --accel on a command that runs an agent.

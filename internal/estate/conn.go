@@ -47,10 +47,11 @@ func newConn(m *Manager, p *api.Provider) *conn {
 		project: projectOf(p),
 		done:    make(chan struct{}), vmIDs: map[string]string{}, hosts: map[string]string{}, seen: map[string]provider.VM{}, acted: map[string]time.Time{}, touched: map[string]time.Time{},
 	}
-	// Names given before a restart stay the same.
+	// Names given before a restart stay the same. A VM is known by its
+	// key, as everywhere in the manager.
 	for _, vm := range listAll(m.cfg.VMs) {
 		if ref := vm.Spec.Provider; ref != nil && ref.Name == p.Name && ref.ID != "" {
-			c.vmIDs[ref.ID] = vm.Name
+			c.vmIDs[ref.ID] = vm.Key()
 		}
 	}
 	for _, h := range listAll(m.cfg.Hosts) {
@@ -142,7 +143,7 @@ func (c *conn) session(ctx context.Context) error {
 	// Work that waited for the connection.
 	for _, vm := range listAll(c.m.cfg.VMs) {
 		if vm.Spec.Provider != nil && vm.Spec.Provider.Name == c.name && needsWork(vm) {
-			c.m.kick(ctx, vm.Name)
+			c.m.kick(ctx, vm.Key())
 		}
 	}
 	wctx, stopWatch := context.WithCancel(ctx)
@@ -237,7 +238,7 @@ func (c *conn) fullSync(ctx context.Context, p provider.Provider) error {
 	c.mirrorVMs(ctx, vms)
 	for _, vm := range listAll(c.m.cfg.VMs) {
 		if ref := vm.Spec.Provider; ref != nil && ref.Name == c.name && ref.ID != "" && !liveVMs[ref.ID] && !fresh(ref.ID) {
-			c.deleteVM(ctx, ref.ID)
+			c.deleteVM(ctx, ref.ID, vm.Key())
 		}
 	}
 	for _, h := range listAll(c.m.cfg.Hosts) {
@@ -294,11 +295,11 @@ func (c *conn) apply(ctx context.Context, ch provider.Change) {
 	switch {
 	case ch.VM != nil && ch.VM.Template:
 		// A VM turned into a template is no longer a VM to run.
-		c.deleteVM(ctx, ch.VM.ID)
+		c.deleteVM(ctx, ch.VM.ID, "")
 	case ch.VM != nil:
 		c.upsertVM(ctx, ch.VM, false)
 	case ch.DeletedVM != "":
-		c.deleteVM(ctx, ch.DeletedVM)
+		c.deleteVM(ctx, ch.DeletedVM, "")
 	case ch.Host != nil:
 		c.upsertHost(ctx, ch.Host, nil)
 	}
@@ -309,11 +310,7 @@ func (c *conn) setState(ctx context.Context, state, msg string, counts *api.Prov
 	c.mu.Lock()
 	caps := c.caps
 	c.mu.Unlock()
-	for range 10 {
-		cur, ok := c.m.cfg.Providers.Get(c.name)
-		if !ok {
-			return
-		}
+	err := update(ctx, c.m.cfg.Providers, c.name, providerVersion, func(cur *api.Provider) (*api.Provider, error) {
 		next := store.Clone(cur)
 		next.Status.State, next.Status.Message = state, msg
 		if state == api.ProviderConnected {
@@ -328,39 +325,66 @@ func (c *conn) setState(ctx context.Context, state, msg string, counts *api.Prov
 			next.Status.Stale = true
 		}
 		if reflect.DeepEqual(next.Status, cur.Status) {
-			return
+			return nil, nil
 		}
-		if _, err := c.m.cfg.Providers.Update(ctx, c.name, next, cur.Version); err == nil || !errors.Is(err, store.ErrConflict) {
-			return
-		}
+		return next, nil
+	})
+	if err != nil && ctx.Err() == nil {
+		c.log.Warn("recording the provider's state", "state", state, "err", err)
 	}
 }
 
 // markStale keeps the last inventory but says it is stale: the provider
-// is disconnected, its hosts not ready, its VMs' state unknown.
+// is disconnected, its hosts not ready, its VMs' state unknown. A write
+// that loses a race with another writer is made again on the newest
+// version; one that fails is logged, and the next reconnection attempt
+// marks again what is not stale yet.
 func (c *conn) markStale(ctx context.Context, cause error) {
 	msg := ""
 	if cause != nil {
 		msg = cause.Error()
 	}
 	c.setState(ctx, api.ProviderDisconnected, msg, nil)
+	ours := func(ref *api.ProviderRef) bool { return ref != nil && ref.Name == c.name }
 	for _, h := range listAll(c.m.cfg.Hosts) {
-		if h.Provider == nil || h.Provider.Name != c.name || h.Provider.Stale {
+		if !ours(h.Provider) || (h.Provider.Stale && h.Status.State == api.HostNotReady) {
 			continue
 		}
-		next := store.Clone(h)
-		next.Provider.Stale = true
-		next.Status.State = api.HostNotReady
-		_, _ = c.m.cfg.Hosts.Update(ctx, h.Name, next, h.Version)
+		err := update(ctx, c.m.cfg.Hosts, h.Name, hostVersion, func(cur *api.Host) (*api.Host, error) {
+			if !ours(cur.Provider) {
+				return nil, errGone
+			}
+			if cur.Provider.Stale && cur.Status.State == api.HostNotReady {
+				return nil, nil
+			}
+			next := store.Clone(cur)
+			next.Provider.Stale = true
+			next.Status.State = api.HostNotReady
+			return next, nil
+		})
+		if err != nil && ctx.Err() == nil {
+			c.log.Warn("marking a host of a disconnected provider stale", "host", h.Name, "err", err)
+		}
 	}
 	for _, vm := range listAll(c.m.cfg.VMs) {
-		if vm.Spec.Provider == nil || vm.Spec.Provider.Name != c.name || vm.Spec.Provider.Stale {
+		if !ours(vm.Spec.Provider) || vm.Spec.Provider.Stale {
 			continue
 		}
-		next := store.Clone(vm)
-		next.Spec.Provider.Stale = true
-		next.Status.Reason = "provider " + c.name + " is disconnected; last known state"
-		_, _ = c.m.cfg.VMs.Update(ctx, vm.Key(), next, vm.Version)
+		err := update(ctx, c.m.cfg.VMs, vm.Key(), vmVersion, func(cur *api.VM) (*api.VM, error) {
+			if !ours(cur.Spec.Provider) {
+				return nil, errGone
+			}
+			if cur.Spec.Provider.Stale {
+				return nil, nil
+			}
+			next := store.Clone(cur)
+			next.Spec.Provider.Stale = true
+			next.Status.Reason = "provider " + c.name + " is disconnected; last known state"
+			return next, nil
+		})
+		if err != nil && ctx.Err() == nil {
+			c.log.Warn("marking a vm of a disconnected provider stale", "vm", vm.Key(), "err", err)
+		}
 	}
 }
 

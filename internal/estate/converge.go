@@ -56,12 +56,12 @@ func (m *Manager) converge(ctx context.Context, name string) {
 	}
 	c, ok := m.conn(vm.Spec.Provider.Name)
 	if !ok {
-		m.report(ctx, name, vm.Generation, nil, fmt.Errorf("provider %q does not exist", vm.Spec.Provider.Name))
+		m.reportOrLog(ctx, name, vm.Generation, fmt.Errorf("provider %q does not exist", vm.Spec.Provider.Name))
 		return
 	}
 	p := c.provider()
 	if p == nil {
-		m.report(ctx, name, vm.Generation, nil, fmt.Errorf("provider %q is disconnected", c.name))
+		m.reportOrLog(ctx, name, vm.Generation, fmt.Errorf("provider %q is disconnected", c.name))
 		return
 	}
 	created, err := c.carryOut(ctx, p, vm)
@@ -82,7 +82,11 @@ func (m *Manager) converge(ctx context.Context, name string) {
 		}
 		return
 	}
-	m.report(ctx, name, vm.Generation, created, err)
+	if rerr := m.report(ctx, name, vm.Generation, created, err); rerr != nil && ctx.Err() == nil {
+		// The operation waiting for this generation fails at its
+		// deadline; what the provider did is mirrored by the next sync.
+		m.log.Warn("recording what was done to a provider vm", "vm", name, "generation", vm.Generation, "outcome", err, "err", rerr)
+	}
 }
 
 // carryOut does what the spec asks of the provider.
@@ -165,18 +169,26 @@ func (c *conn) create(ctx context.Context, p provider.Provider, vm *api.VM) (*pr
 		return nil, fmt.Errorf("creating in %s: %w", c.name, err)
 	}
 	c.mu.Lock()
-	c.vmIDs[created.ID] = vm.Name
+	c.vmIDs[created.ID] = vm.Key()
 	c.seen[created.ID] = *created
 	c.mu.Unlock()
 	return created, nil
 }
 
-// report records the outcome of converging a VM's generation.
-func (m *Manager) report(ctx context.Context, name string, gen int64, created *provider.VM, cause error) {
-	for range 10 {
-		cur, ok := m.cfg.VMs.Get(name)
-		if !ok || cur.Generation != gen {
-			return // a newer generation will be converged and reported
+// reportOrLog reports a failure to converge a VM, logging when even that
+// cannot be recorded.
+func (m *Manager) reportOrLog(ctx context.Context, name string, gen int64, cause error) {
+	if err := m.report(ctx, name, gen, nil, cause); err != nil && ctx.Err() == nil {
+		m.log.Warn("recording a failure of a provider vm", "vm", name, "generation", gen, "failure", cause, "err", err)
+	}
+}
+
+// report records the outcome of converging a VM's generation, on the VM's
+// newest version.
+func (m *Manager) report(ctx context.Context, name string, gen int64, created *provider.VM, cause error) error {
+	return update(ctx, m.cfg.VMs, name, vmVersion, func(cur *api.VM) (*api.VM, error) {
+		if cur.Generation != gen {
+			return nil, errGone // a newer generation will be converged and reported
 		}
 		next := store.Clone(cur)
 		if created != nil {
@@ -202,10 +214,8 @@ func (m *Manager) report(ctx context.Context, name string, gen int64, created *p
 			}
 		}
 		next.Status.UpdatedAt = time.Now().UTC()
-		if _, err := m.cfg.VMs.Update(ctx, name, next, cur.Version); err == nil || !errors.Is(err, store.ErrConflict) {
-			return
-		}
-	}
+		return next, nil
+	})
 }
 
 // providerOf returns the connected provider and native id of a VM.

@@ -140,7 +140,7 @@ func (m *Manager) Run(ctx context.Context) {
 				return
 			}
 			if c.Type == store.Put && c.Obj.Spec.Provider != nil && needsWork(c.Obj) {
-				m.kick(ctx, c.Name)
+				m.kick(ctx, c.Obj.Key())
 			}
 		}
 	}

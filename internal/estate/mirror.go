@@ -64,12 +64,13 @@ func (c *conn) upsertHost(ctx context.Context, ph *provider.Host, inv *provider.
 			_, err = c.m.cfg.Hosts.Create(ctx, name, next)
 		}
 		if err == nil || !(errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrExists)) {
-			if err != nil {
+			if err != nil && ctx.Err() == nil {
 				c.log.Warn("mirroring host", "host", name, "err", err)
 			}
 			return
 		}
 	}
+	c.log.Warn("mirroring host", "host", name, "err", "it kept changing; the next sync tries again")
 }
 
 // vmName returns the Polyvisor name of a native VM, assigning one the first
@@ -128,6 +129,7 @@ func (c *conn) upsertVM(ctx context.Context, pv *provider.VM, fromSync bool) {
 			return
 		}
 	}
+	c.log.Warn("mirroring vm", "vm", pv.Name, "err", "it kept changing; the next sync tries again")
 }
 
 // planVM works out the store write that mirrors a provider VM, or ok false
@@ -242,20 +244,25 @@ func (c *conn) mirrorVMs(ctx context.Context, vms []*provider.VM) {
 	}
 }
 
-// deleteVM removes a VM that is gone from the provider.
-func (c *conn) deleteVM(ctx context.Context, id string) {
+// deleteVM removes a VM that is gone from the provider. key is the VM's
+// key when the caller knows it, "" otherwise. A removal that loses a race
+// with another writer is made again; one that fails is logged.
+func (c *conn) deleteVM(ctx context.Context, id, key string) {
 	c.mu.Lock()
-	name, ok := c.vmIDs[id]
+	if k, ok := c.vmIDs[id]; ok {
+		key = k
+	}
 	delete(c.vmIDs, id)
 	delete(c.seen, id)
 	delete(c.acted, id)
 	c.mu.Unlock()
-	if !ok {
+	if key == "" {
 		return
 	}
-	if vm, ok := c.m.cfg.VMs.Get(name); ok && vm.Spec.Provider != nil && vm.Spec.Provider.ID == id {
-		if err := c.m.cfg.VMs.Delete(ctx, name, vm.Version); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrConflict) {
-			c.log.Warn("removing a vm gone from the provider", "vm", name, "err", err)
-		}
+	err := remove(ctx, c.m.cfg.VMs, key, vmVersion, func(vm *api.VM) bool {
+		return vm.Spec.Provider != nil && vm.Spec.Provider.Name == c.name && vm.Spec.Provider.ID == id
+	})
+	if err != nil && ctx.Err() == nil {
+		c.log.Warn("removing a vm gone from the provider", "vm", key, "err", err)
 	}
 }

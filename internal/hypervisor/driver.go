@@ -40,8 +40,13 @@ type Driver interface {
 	// Destroy stops the VM if needed and removes what Create made; disks
 	// are kept when keepDisks is true.
 	Destroy(ctx context.Context, h *Handle, keepDisks bool) error
-	// Events delivers state changes the driver sees by itself (guest
-	// shutdown, process exit) until ctx ends.
+	// Events delivers the VM's state changes until ctx ends, across stops
+	// and starts: its subscription lives as long as the caller wants to
+	// follow the VM, never only as long as one request. The first event
+	// replays the state at subscription (Replay set), with the cause of the
+	// VM's last stop when the driver knows it, so that a change between a
+	// start (or Recover) and the subscription is never lost. The channel is
+	// closed when ctx ends or the VM is destroyed.
 	Events(ctx context.Context, h *Handle) (<-chan StateEvent, error)
 }
 
@@ -96,7 +101,41 @@ const (
 	StateRunning = "running"
 	StatePaused  = "paused"
 	StateStopped = "stopped"
+	// StateCrashed is a VM whose process still runs but whose guest no
+	// longer can: the hypervisor halted it on an internal error (KVM's
+	// "emulation failure") or after a guest panic. Status.Cause says which.
+	StateCrashed = "crashed"
 )
+
+// Cause says why a VM stopped or crashed. Its values are those of the
+// API's VMStatus.StopCause.
+type Cause string
+
+// Causes of a stop or a crash.
+const (
+	// CauseRequested is a stop the driver was asked for (Stop, Destroy).
+	CauseRequested Cause = "requested"
+	// CauseGuestPoweroff is a guest that powered itself off.
+	CauseGuestPoweroff Cause = "guest-poweroff"
+	// CauseProcessExited is a hypervisor process that ended unasked: it
+	// was killed or crashed, or ended while nobody watched it.
+	CauseProcessExited Cause = "crash"
+	// CauseInternalError is a VM the hypervisor halted on an internal
+	// error, such as KVM's emulation failure.
+	CauseInternalError Cause = "internal-error"
+	// CauseGuestPanic is a guest whose kernel panicked.
+	CauseGuestPanic Cause = "guest-panic"
+)
+
+// Crash tells whether the cause is a crash: the VM stopped, or can no
+// longer run, without anybody asking, and not by its guest's own choice.
+func (c Cause) Crash() bool {
+	switch c {
+	case CauseProcessExited, CauseInternalError, CauseGuestPanic:
+		return true
+	}
+	return false
+}
 
 // Status is a VM's state as a driver sees it.
 type Status struct {
@@ -105,12 +144,25 @@ type Status struct {
 	StartedAt time.Time
 	Serial    string // serial console endpoint (unix socket path)
 	VNC       string // VNC endpoint (unix socket path)
+	// Cause and Reason say why a crashed VM crashed.
+	Cause  Cause
+	Reason string
 }
 
-// StateEvent is a change a driver observed without being asked.
+// StateEvent is a change of a VM's state seen by its driver.
 type StateEvent struct {
-	State  string
-	Reason string // "guest shut down", "process exited", "paused", "resumed"
+	State string
+	// Cause is set for a stop or a crash: why it happened.
+	Cause Cause
+	// Reason says it for people: "the guest powered itself off", "qemu
+	// was killed by signal 9", "paused".
+	Reason string
+	// PID is the hypervisor process the event is about, 0 when none: an
+	// event about an earlier process than the handle's is stale.
+	PID int
+	// Replay marks the first event of a subscription, which tells the
+	// state at subscription rather than a change seen then.
+	Replay bool
 }
 
 // StopOptions controls Stop.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 )
 
 // Disk formats accepted on import, as qemu-img names them.
@@ -227,66 +226,50 @@ func readName(r io.ReaderAt, size int64, off, length uint64) (string, error) {
 
 // vmdk sparse extent header (VMware "Virtual Disk Format 1.1").
 const (
-	vmdkGDAtEnd       = 0xffffffffffffffff
-	vmdkMaxDescriptor = 1 << 20
+	// vmdkDescAt and vmdkDescSize are where QEMU looks for a sparse
+	// vmdk's parent: 20 sectors from offset 512, whatever the header's
+	// descriptor fields say (block/vmdk.c, vmdk_parent_open).
+	vmdkDescAt   = 512
+	vmdkDescSize = 20 * sectorSize
+	vmdkParent   = "parentFileNameHint"
 )
 
 // checkVMDK accepts a single-file vmdk (monolithicSparse or
-// streamOptimized) and refuses one whose descriptor opens other files: an
-// extent list (QEMU reads it when the header's capacity is zero) or a
-// parent (parentFileNameHint, which QEMU opens as a backing file).
+// streamOptimized) and refuses one QEMU would make open other files: an
+// embedded descriptor with an extent list (QEMU reads it when the
+// header's capacity is zero), or a parent named anywhere in the 20
+// sectors from offset 512 (QEMU searches them for parentFileNameHint as
+// a substring, up to the first NUL, and opens the name as a backing
+// file).
 func checkVMDK(r io.ReaderAt, size int64) error {
-	headers := []int64{0}
 	var h [512]byte
-	if _, err := r.ReadAt(h[:], 0); err != nil {
-		return rejectf("malformed vmdk image: header truncated")
+	if _, err := r.ReadAt(h[:], 0); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("reading vmdk header: %w", err)
 	}
 	le := binary.LittleEndian
-	// streamOptimized images keep the real header in a footer, 1024
-	// bytes before the end.
-	if le.Uint64(h[56:]) == vmdkGDAtEnd && size >= 1536 {
-		headers = append(headers, size-1024)
+	if capacity, descOff := le.Uint64(h[12:]), le.Uint64(h[28:]); capacity == 0 && descOff != 0 {
+		return rejectf("image is a vmdk whose embedded descriptor references extent files: refused")
 	}
-	for _, at := range headers {
-		if _, err := r.ReadAt(h[:], at); err != nil {
-			return fmt.Errorf("reading vmdk header: %w", err)
-		}
-		if !bytes.HasPrefix(h[:], magicVMDK4) {
-			return rejectf("malformed vmdk image: no header at offset %d", at)
-		}
-		capacity := le.Uint64(h[12:])
-		descOff, descLen := le.Uint64(h[28:]), le.Uint64(h[36:])
-		if descOff == 0 {
-			continue
-		}
-		if capacity == 0 {
-			return rejectf("image is a vmdk whose embedded descriptor references extent files: refused")
-		}
-		if descLen == 0 || descLen*sectorSize > vmdkMaxDescriptor || descOff > uint64(size)/sectorSize ||
-			descLen > uint64(size)/sectorSize-descOff {
-			return rejectf("malformed vmdk image: descriptor at sector %d, %d sectors", descOff, descLen)
-		}
-		desc := make([]byte, descLen*sectorSize)
-		if _, err := r.ReadAt(desc, int64(descOff*sectorSize)); err != nil {
-			return fmt.Errorf("reading vmdk descriptor: %w", err)
-		}
-		if parent, ok := descriptorValue(desc, "parentFileNameHint"); ok {
-			return rejectf("image names a backing file %q: refused", parent)
-		}
+	if size <= vmdkDescAt {
+		return nil
 	}
-	return nil
-}
-
-// descriptorValue finds key="value" in a vmdk text descriptor.
-func descriptorValue(desc []byte, key string) (string, bool) {
+	desc := make([]byte, min(vmdkDescSize, size-vmdkDescAt))
+	if _, err := r.ReadAt(desc, vmdkDescAt); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("reading vmdk descriptor: %w", err)
+	}
 	desc, _, _ = bytes.Cut(desc, []byte{0})
-	for line := range strings.Lines(string(desc)) {
-		k, v, ok := strings.Cut(line, "=")
-		if ok && strings.EqualFold(strings.TrimSpace(k), key) {
-			return strings.Trim(strings.TrimSpace(v), `"`), true
-		}
+	// Matched without regard to case: stricter than QEMU, never looser.
+	i := bytes.Index(bytes.ToLower(desc), bytes.ToLower([]byte(vmdkParent)))
+	if i < 0 {
+		return nil
 	}
-	return "", false
+	// The name as QEMU reads it: after the key and two characters (="),
+	// up to the next quote.
+	name := desc[min(len(desc), i+len(vmdkParent)+2):]
+	if j := bytes.IndexByte(name, '"'); j >= 0 {
+		return rejectf("image names a backing file %q: refused", name[:j])
+	}
+	return rejectf("image names a backing file (%s): refused", vmdkParent)
 }
 
 // checkVPCFooter refuses a differencing VHD, which names a parent disk.

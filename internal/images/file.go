@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // withTemp runs fn with the path of a new empty temporary file next to
@@ -137,4 +138,18 @@ func copyCtx(ctx context.Context, w io.Writer, r io.Reader, total int64, progres
 			return n, rerr
 		}
 	}
+}
+
+// fileBytes is what the file at path takes: the larger of its apparent
+// size and its allocated blocks; 0 when it cannot be read.
+func fileBytes(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	n := fi.Size()
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		n = max(n, st.Blocks*512)
+	}
+	return n
 }

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/polyvisor/polyvisor/api"
 )
@@ -35,14 +37,36 @@ type ImportOption func(*importConfig)
 
 type importConfig struct {
 	maxVirtualBytes int64
+	maxStoredBytes  int64
+	convertTimeout  time.Duration
 }
 
 // WithMaxVirtualBytes refuses disks whose virtual size is over n bytes
-// (n <= 0: no limit, the default). A small qcow2 can declare a huge disk,
-// and sharing clusters can make it expand far beyond its upload size.
+// (n <= 0: no limit, the default), before anything is converted. A small
+// qcow2 can declare a huge disk.
 func WithMaxVirtualBytes(n int64) ImportOption {
 	return func(c *importConfig) { c.maxVirtualBytes = n }
 }
+
+// WithMaxStoredBytes refuses images whose stored file would be over n
+// bytes (n <= 0: no limit beyond the image's own measure): a disk whose
+// measure says so before it is converted, and a conversion that grows
+// past n is stopped. A few MiB of compressed qcow2 can expand to
+// gigabytes.
+func WithMaxStoredBytes(n int64) ImportOption {
+	return func(c *importConfig) { c.maxStoredBytes = n }
+}
+
+// WithConvertTimeout stops a disk conversion that runs longer than d
+// (d <= 0: no limit, the default).
+func WithConvertTimeout(d time.Duration) ImportOption {
+	return func(c *importConfig) { c.convertTimeout = d }
+}
+
+// storedMargin is what a conversion may write beyond qemu-img's measure
+// of it: the measure is an upper bound already; the margin keeps a
+// rounding of it from failing an import.
+func storedMargin(measured int64) int64 { return measured/64 + 1<<20 }
 
 // Import stores the image at src, a local file, as dst, for an image of
 // kind api.ImageDisk (or ""), api.ImageKernel or api.ImageInitrd.
@@ -78,7 +102,7 @@ func Import(ctx context.Context, src, dst, kind string, progress func(pct int), 
 	case api.ImageDisk, "":
 		res, err = importDisk(ctx, absSrc, absDst, cfg, p)
 	case api.ImageKernel, api.ImageInitrd:
-		res, err = importVerbatim(ctx, absSrc, absDst, p)
+		res, err = importVerbatim(ctx, absSrc, absDst, cfg, p)
 	default:
 		return Result{}, rejectf("unknown image kind %q: want %s, %s or %s", kind, api.ImageDisk, api.ImageKernel, api.ImageInitrd)
 	}
@@ -92,27 +116,34 @@ func Import(ctx context.Context, src, dst, kind string, progress func(pct int), 
 }
 
 func importDisk(ctx context.Context, src, dst string, cfg importConfig, p *reporter) (Result, error) {
-	format, err := detect(src)
+	in, err := inspectDisk(ctx, src, cfg)
 	if err != nil {
 		return Result{}, err
 	}
-	info, err := qemuInfo(ctx, format, src)
-	if err != nil {
-		return Result{}, asReject(err, "image is not a valid %s image", format)
-	}
-	if err := checkInfo(format, src, info); err != nil {
-		return Result{}, err
-	}
-	if cfg.maxVirtualBytes > 0 && info.VirtualSize > cfg.maxVirtualBytes {
-		return Result{}, rejectf("image's virtual size of %d bytes is over the limit of %d", info.VirtualSize, cfg.maxVirtualBytes)
+	format := in.Format
+	limit := in.MaxSizeBytes
+	if cfg.maxStoredBytes > 0 {
+		limit = min(limit, cfg.maxStoredBytes)
 	}
 
 	var res Result
 	err = withTemp(dst, false, func(tmp string) error {
-		err := qemuConvert(ctx, format, src, tmp, func(pct float64) {
+		cctx, cancel := ctx, context.CancelFunc(func() {})
+		if cfg.convertTimeout > 0 {
+			cctx, cancel = context.WithTimeout(ctx, cfg.convertTimeout)
+		}
+		err := qemuConvert(cctx, format, src, tmp, limit, func(pct float64) {
 			p.set(int(pct * convertShare / 100))
 		})
-		if err != nil {
+		cancel()
+		var over *outputLimitError
+		switch {
+		case err == nil:
+		case errors.As(err, &over):
+			return &RejectError{Msg: fmt.Sprintf("image expands to more than %d bytes when converted: refused", limit), Err: err}
+		case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+			return &RejectError{Msg: fmt.Sprintf("converting the image took longer than the limit of %s: refused", cfg.convertTimeout), Err: err}
+		default:
 			return fmt.Errorf("converting image from %s: %w", format, err)
 		}
 		out, err := qemuInfo(ctx, FormatQCOW2, tmp)
@@ -168,7 +199,7 @@ func checkInfo(format, src string, info *imageInfo) error {
 	return nil
 }
 
-func importVerbatim(ctx context.Context, src, dst string, p *reporter) (Result, error) {
+func importVerbatim(ctx context.Context, src, dst string, cfg importConfig, p *reporter) (Result, error) {
 	in, err := os.Open(src)
 	if err != nil {
 		return Result{}, fmt.Errorf("opening image: %w", err)
@@ -183,6 +214,9 @@ func importVerbatim(ctx context.Context, src, dst string, p *reporter) (Result, 
 	}
 	if fi.Size() == 0 {
 		return Result{}, rejectf("image is empty")
+	}
+	if cfg.maxStoredBytes > 0 && fi.Size() > cfg.maxStoredBytes {
+		return Result{}, rejectf("image is %d bytes, over the limit of %d", fi.Size(), cfg.maxStoredBytes)
 	}
 	var res Result
 	err = withTemp(dst, false, func(tmp string) error {
@@ -200,15 +234,20 @@ func importVerbatim(ctx context.Context, src, dst string, p *reporter) (Result, 
 
 // asReject turns a qemu-img failure to read the user's image into a
 // *RejectError that quotes qemu-img without the server's path (the last
-// argument of the run); cancellations and failures to run qemu-img stay as
-// they are.
+// argument of the run): qemu-img ran and failed, by an error or a signal
+// (a crafted image can crash it or make it pass its resource limits).
+// Cancellations and failures to run qemu-img at all stay as they are.
 func asReject(err error, format string, args ...any) error {
 	msg := fmt.Sprintf(format, args...)
 	var q *qemuImgError
-	if !errors.As(err, &q) || q.Stderr == "" {
+	var exit *exec.ExitError
+	if !errors.As(err, &q) || q.Stderr == "" && !errors.As(q.Err, &exit) {
 		return fmt.Errorf("%s: %w", msg, err)
 	}
 	detail := strings.TrimPrefix(q.Stderr, "qemu-img: ")
+	if detail == "" {
+		detail = "qemu-img " + exit.String()
+	}
 	if path := q.Args[len(q.Args)-1]; path != "" {
 		detail = strings.ReplaceAll(detail, "'"+path+"'", "the image")
 		detail = strings.ReplaceAll(detail, path, "the image")

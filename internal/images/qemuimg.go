@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +21,26 @@ import (
 // qemuImg is the qemu-img binary run; tests point it at a recording
 // wrapper.
 var qemuImg = "qemu-img"
+
+// prlimitPath is util-linux's prlimit, through which qemu-img runs with
+// kernel resource limits; "" when it is not installed (then the limits
+// are watched from here instead, less tightly).
+var prlimitPath, _ = exec.LookPath("prlimit")
+
+// limits are the kernel resource limits of one qemu-img run; 0 is none.
+type limits struct {
+	addressSpace int64 // bytes of virtual memory (RLIMIT_AS)
+	cpuSeconds   int64 // RLIMIT_CPU
+	fileSize     int64 // largest file it may write (RLIMIT_FSIZE)
+}
+
+// inspectLimits bound qemu-img info and measure on an untrusted image: a
+// crafted header can make them allocate or loop (the limits OpenStack
+// puts on the same commands).
+var inspectLimits = limits{addressSpace: 1 << 30, cpuSeconds: 30}
+
+// inspectTimeout bounds the wall time of qemu-img info and measure.
+const inspectTimeout = 2 * time.Minute
 
 // logger is the package's sub-logger, taken from slog.Default at each
 // use so that a default set later by main applies.
@@ -47,8 +68,10 @@ func qemuInfo(ctx context.Context, format, path string) (*imageInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, inspectTimeout)
+	defer cancel()
 	var stdout bytes.Buffer
-	if err := runQemuImg(ctx, &stdout, "info", "-f", format, "-U", "--output=json", path); err != nil {
+	if err := runQemuImg(ctx, &stdout, inspectLimits, "info", "-f", format, "-U", "--output=json", path); err != nil {
 		return nil, err
 	}
 	var info imageInfo
@@ -58,12 +81,39 @@ func qemuInfo(ctx context.Context, format, path string) (*imageInfo, error) {
 	return &info, nil
 }
 
+// qemuMeasure returns the bytes a qcow2 converted from path (of format)
+// needs at most: its data and metadata, whatever its virtual size.
+func qemuMeasure(ctx context.Context, format, path string) (int64, error) {
+	path, err := safePath(path)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, inspectTimeout)
+	defer cancel()
+	var stdout bytes.Buffer
+	if err := runQemuImg(ctx, &stdout, inspectLimits, "measure", "-f", format, "-O", FormatQCOW2, "--output=json", path); err != nil {
+		return 0, err
+	}
+	var m struct {
+		Required int64 `json:"required"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &m); err != nil {
+		return 0, fmt.Errorf("decoding qemu-img measure: %w", err)
+	}
+	if m.Required <= 0 {
+		return 0, fmt.Errorf("qemu-img measure: required size %d", m.Required)
+	}
+	return m.Required, nil
+}
+
 // progressRE matches qemu-img -p output: "    (42.17/100%)".
 var progressRE = regexp.MustCompile(`\((\d+(?:\.\d+)?)/100%\)`)
 
 // qemuConvert converts src (of format) to a qcow2 at dst, reporting
-// progress as a percentage 0-100.
-func qemuConvert(ctx context.Context, format, src, dst string, progress func(pct float64)) error {
+// progress as a percentage 0-100. The kernel stops qemu-img from writing
+// more than maxBytes (> 0); without prlimit a watcher kills it once dst
+// grows past them. Either way the result is an *outputLimitError.
+func qemuConvert(ctx context.Context, format, src, dst string, maxBytes int64, progress func(pct float64)) error {
 	src, err := safePath(src)
 	if err != nil {
 		return err
@@ -88,10 +138,60 @@ func qemuConvert(ctx context.Context, format, src, dst string, progress func(pct
 		}
 		_, _ = io.Copy(io.Discard, pr) // an overlong line: keep qemu-img unblocked
 	}()
-	err = runQemuImg(ctx, pw, "convert", "-p", "-U", "-f", format, "-O", FormatQCOW2, src, dst)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if maxBytes > 0 && prlimitPath == "" {
+		go watchSize(ctx, cancel, dst, maxBytes)
+	}
+	err = runQemuImg(ctx, pw, limits{fileSize: maxBytes}, "convert", "-p", "-U", "-f", format, "-O", FormatQCOW2, src, dst)
 	_ = pw.Close()
 	<-done
+	if maxBytes > 0 {
+		var q *qemuImgError
+		switch {
+		case err == nil && fileBytes(dst) > maxBytes:
+			// Written between two looks of the watcher.
+			return &outputLimitError{max: maxBytes, err: fmt.Errorf("%d bytes written", fileBytes(dst))}
+		case err == nil:
+		case errors.Is(context.Cause(ctx), errOutputLimit) || errors.As(err, &q) && strings.Contains(q.Stderr, "File too large"):
+			return &outputLimitError{max: maxBytes, err: err}
+		}
+	}
 	return err
+}
+
+// errOutputLimit is the cause of a conversion the watcher stopped.
+var errOutputLimit = errors.New("output over its limit")
+
+// outputLimitError is a conversion stopped because its output reached
+// its limit.
+type outputLimitError struct {
+	max int64
+	err error
+}
+
+func (e *outputLimitError) Error() string {
+	return fmt.Sprintf("the converted image grew past %d bytes: %v", e.max, e.err)
+}
+
+func (e *outputLimitError) Unwrap() error { return e.err }
+
+// watchSize cancels ctx with errOutputLimit when the file at path holds
+// more than max bytes, allocated or apparent.
+func watchSize(ctx context.Context, cancel context.CancelCauseFunc, path string, max int64) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if fileBytes(path) > max {
+				cancel(errOutputLimit)
+				return
+			}
+		}
+	}
 }
 
 // safePath makes path absolute. QEMU reads a file name that starts with
@@ -133,11 +233,25 @@ func (e *qemuImgError) Error() string {
 
 func (e *qemuImgError) Unwrap() error { return e.Err }
 
-// runQemuImg runs qemu-img with args, writing its stdout to stdout. The
-// process is killed when ctx ends.
-func runQemuImg(ctx context.Context, stdout io.Writer, args ...string) error {
+// runQemuImg runs qemu-img with args under lim, writing its stdout to
+// stdout. The process is killed when ctx ends.
+func runQemuImg(ctx context.Context, stdout io.Writer, lim limits, args ...string) error {
 	stderr := &capped{max: 16 << 10}
-	cmd := exec.CommandContext(ctx, qemuImg, args...)
+	name, argv := qemuImg, args
+	if prlimitPath != "" {
+		// No core dump of a qemu-img the kernel stops, ever.
+		pl := []string{"--core=0"}
+		for _, l := range []struct {
+			flag string
+			v    int64
+		}{{"--as", lim.addressSpace}, {"--cpu", lim.cpuSeconds}, {"--fsize", lim.fileSize}} {
+			if l.v > 0 {
+				pl = append(pl, fmt.Sprintf("%s=%d", l.flag, l.v))
+			}
+		}
+		name, argv = prlimitPath, append(append(pl, "--", qemuImg), args...)
+	}
+	cmd := exec.CommandContext(ctx, name, argv...)
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
@@ -145,6 +259,9 @@ func runQemuImg(ctx context.Context, stdout io.Writer, args ...string) error {
 	logger().Debug("running qemu-img", "args", args)
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
+			if cause := context.Cause(ctx); cause != ctx.Err() {
+				return fmt.Errorf("qemu-img %s: %w (%w)", args[0], ctx.Err(), cause)
+			}
 			return fmt.Errorf("qemu-img %s: %w", args[0], ctx.Err())
 		}
 		return &qemuImgError{Args: args, Stderr: strings.TrimSpace(stderr.String()), Err: err}

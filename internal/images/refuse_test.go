@@ -77,6 +77,24 @@ func TestImportRefuses(t *testing.T) {
 			run(t, "qemu-img", "create", "-f", "vmdk", "-b", path("parent.vmdk"), "-F", "vmdk", path("child.vmdk"))
 			return path("child.vmdk")
 		}, fmt.Sprintf("image names a backing file %q: refused", path("parent.vmdk")), true},
+		// QEMU reads the parent from 20 sectors at offset 512 whatever the
+		// header says (found by FuzzInspect).
+		{"vmdk parent with no descriptor offset", func() string {
+			run(t, "qemu-img", "convert", "-f", "raw", "-O", "vmdk", base, path("p0.vmdk"))
+			run(t, "qemu-img", "create", "-f", "vmdk", "-b", path("p0.vmdk"), "-F", "vmdk", path("c0.vmdk"))
+			b, _ := os.ReadFile(path("c0.vmdk"))
+			binary.LittleEndian.PutUint64(b[28:], 0)
+			return write("c0.vmdk", b)
+		}, fmt.Sprintf("image names a backing file %q: refused", path("p0.vmdk")), true},
+		// QEMU finds the key as a substring, in a comment too.
+		{"vmdk parent in a comment", func() string {
+			run(t, "qemu-img", "convert", "-f", "raw", "-O", "vmdk", base, path("p1.vmdk"))
+			run(t, "qemu-img", "create", "-f", "vmdk", "-b", path("p1.vmdk"), "-F", "vmdk", path("c1.vmdk"))
+			b, _ := os.ReadFile(path("c1.vmdk"))
+			i := bytes.Index(b, []byte("parentFileNameHint"))
+			copy(b[i-2:], "# ")
+			return write("c1.vmdk", b)
+		}, fmt.Sprintf("image names a backing file %q: refused", path("p1.vmdk")), true},
 		{"vmdk split extents", func() string {
 			run(t, "qemu-img", "create", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", path("split.vmdk"), "1M")
 			return path("split.vmdk")

@@ -114,38 +114,75 @@ func EnsureCA(dir string) ([]byte, error) {
 // by the CA, within 30 days of expiry, or lacks one of hosts; a new one
 // then covers exactly hosts.
 func EnsureServerCert(dir string, hosts []string) error {
+	_, err := ensureServerCert(dir, hosts, CertOptions{}, time.Now())
+	return err
+}
+
+// CertOptions set the life of server certificates; zero fields take the
+// defaults.
+type CertOptions struct {
+	// Validity is how long a new server certificate is valid (default
+	// 365 days).
+	Validity time.Duration
+	// RenewBefore re-issues a certificate this long before it expires
+	// (default 30 days). It must be shorter than Validity.
+	RenewBefore time.Duration
+}
+
+func (o CertOptions) withDefaults() (CertOptions, error) {
+	if o.Validity == 0 {
+		o.Validity = serverValidity
+	}
+	if o.RenewBefore == 0 {
+		o.RenewBefore = min(renewBefore, o.Validity/2)
+	}
+	if o.Validity < 0 || o.RenewBefore < 0 || o.RenewBefore >= o.Validity {
+		return o, fmt.Errorf("server certificate life: renewal %s before expiry must be shorter than the validity %s", o.RenewBefore, o.Validity)
+	}
+	return o, nil
+}
+
+// ensureServerCert is EnsureServerCert with the certificate's life given;
+// it returns why it issued a new certificate, or "" when it kept the one
+// in dir.
+func ensureServerCert(dir string, hosts []string, opts CertOptions, now time.Time) (string, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return "", err
+	}
 	names, ips, err := splitHosts(hosts)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if _, err := EnsureCA(dir); err != nil {
-		return err
+		return "", err
 	}
 	ca, err := loadCA(dir)
 	if err != nil {
-		return err
+		return "", err
 	}
-	reason := checkServerCert(dir, ca, hosts, time.Now())
+	reason := checkServerCert(dir, ca, hosts, now, opts.RenewBefore)
 	if reason == "" {
-		return nil
+		return "", nil
 	}
 
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return fmt.Errorf("generating server key: %w", err)
+		return "", fmt.Errorf("generating server key: %w", err)
 	}
-	certPEM, err := issueServerCert(ca, key.Public(), names, ips, time.Now(), serverValidity)
+	certPEM, err := issueServerCert(ca, key.Public(), names, ips, now, opts.Validity)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err := writeKey(filepath.Join(dir, ServerKeyFile), key); err != nil {
-		return err
+		return "", err
 	}
 	if err := writeFileAtomic(filepath.Join(dir, ServerCertFile), certPEM, 0o644); err != nil {
-		return fmt.Errorf("writing server certificate: %w", err)
+		return "", fmt.Errorf("writing server certificate: %w", err)
 	}
-	logger().Info("issued server certificate", "dir", dir, "reason", reason, "dns", names, "ips", ips)
-	return nil
+	logger().Info("issued server certificate", "dir", dir, "reason", reason, "dns", names, "ips", ips,
+		"expires", now.Add(opts.Validity).UTC().Format(time.RFC3339))
+	return reason, nil
 }
 
 // ca is a loaded CA.
@@ -181,7 +218,7 @@ func loadCA(dir string) (*ca, error) {
 
 // checkServerCert says why the server certificate in dir must be
 // re-issued, or "" when it is good.
-func checkServerCert(dir string, ca *ca, hosts []string, now time.Time) string {
+func checkServerCert(dir string, ca *ca, hosts []string, now time.Time, renewBefore time.Duration) string {
 	certPEM, err := os.ReadFile(filepath.Join(dir, ServerCertFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return "none yet"

@@ -202,7 +202,7 @@ func TestEnsureServerCertReissues(t *testing.T) {
 			}
 			tamper(t, dir)
 			ca, _ := loadCA(dir)
-			reason := checkServerCert(dir, ca, []string{"localhost"}, time.Now())
+			reason := checkServerCert(dir, ca, []string{"localhost"}, time.Now(), renewBefore)
 			if reason == "" {
 				t.Fatal("tampered cert judged good")
 			}
@@ -210,7 +210,7 @@ func TestEnsureServerCertReissues(t *testing.T) {
 			if err := EnsureServerCert(dir, []string{"localhost"}); err != nil {
 				t.Fatal(err)
 			}
-			if r := checkServerCert(dir, ca, []string{"localhost"}, time.Now()); r != "" {
+			if r := checkServerCert(dir, ca, []string{"localhost"}, time.Now(), renewBefore); r != "" {
 				t.Fatalf("after EnsureServerCert: %s", r)
 			}
 		})

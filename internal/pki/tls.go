@@ -36,27 +36,48 @@ func fingerprintDER(der []byte) string {
 // ServerTLSConfig loads the server certificate and key from dir and
 // returns a server configuration that presents the chain [server
 // certificate, CA certificate], so that a client pinning the CA's
-// fingerprint sees the CA. Call EnsureServerCert first.
+// fingerprint sees the CA. Call EnsureServerCert first. The certificate is
+// fixed; a server that runs for long uses ServerCert, which renews it.
 func ServerTLSConfig(dir string) (*tls.Config, error) {
+	pair, err := loadServerPair(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		CipherSuites: AEADCipherSuites(),
+		Certificates: []tls.Certificate{*pair},
+	}, nil
+}
+
+// loadServerPair loads the server certificate and key of dir with the CA
+// certificate after it.
+func loadServerPair(dir string) (*tls.Certificate, error) {
 	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, ServerCertFile), filepath.Join(dir, ServerKeyFile))
 	if err != nil {
 		return nil, fmt.Errorf("loading server certificate: %w", err)
 	}
-	caPEM, err := os.ReadFile(filepath.Join(dir, CACertFile))
-	if err != nil {
-		return nil, fmt.Errorf("loading ca certificate: %w", err)
-	}
-	caCert, err := parseCert(caPEM)
+	caCert, err := readCertFile(filepath.Join(dir, CACertFile))
 	if err != nil {
 		return nil, fmt.Errorf("loading ca certificate: %w", err)
 	}
 	// server.crt holds only the leaf; drop anything else so the CA is
 	// sent exactly once, last.
 	pair.Certificate = [][]byte{pair.Certificate[0], caCert.Raw}
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{pair},
-	}, nil
+	if pair.Leaf == nil {
+		if pair.Leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("loading server certificate: %w", err)
+		}
+	}
+	return &pair, nil
+}
+
+func readCertFile(path string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return parseCert(b)
 }
 
 // ClientTLSConfig returns a client configuration that trusts only the CA
@@ -66,7 +87,7 @@ func ClientTLSConfig(caPEM []byte) (*tls.Config, error) {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, errors.New("building client tls config: no ca certificate in pem")
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}, nil
+	return &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: AEADCipherSuites(), RootCAs: pool}, nil
 }
 
 // PinnedTLSConfig returns a client configuration for a peer whose CA is
@@ -84,7 +105,8 @@ func PinnedTLSConfig(fingerprint string) (*tls.Config, error) {
 		return nil, fmt.Errorf("building pinned tls config: fingerprint %q is not a hex sha-256", fingerprint)
 	}
 	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
+		MinVersion:   tls.VersionTLS12,
+		CipherSuites: AEADCipherSuites(),
 		// The standard verification needs the CA in RootCAs, which we do
 		// not have yet; VerifyConnection does the whole check instead.
 		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection

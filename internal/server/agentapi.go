@@ -173,7 +173,15 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.NotFound("host", host))
 		return
 	}
-	ctx := r.Context()
+	// The watch ends when the host's token is revoked or the host deleted.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	release, err := s.guard.open(r, streamAgent, s.hostAccess(host), func(string) { cancel() })
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer release()
 	changes := s.vms.Subscribe(ctx)
 	requests, unregister := s.streams.register(host)
 	defer unregister()
@@ -242,11 +250,7 @@ func (s *Server) putVMStatus(w http.ResponseWriter, r *http.Request) {
 		next := store.Clone(cur)
 		next.Status = st
 		next.Status.UpdatedAt = time.Now().UTC()
-		// A guest that shut itself down stays off: the desired state
-		// follows, as it would after a stop.
-		if st.Reason == guestShutdownReason && st.PowerState == api.PowerStopped &&
-			next.Spec.PowerState != api.PowerStopped && next.Spec.Deletion == nil &&
-			st.ObservedGeneration == next.Generation {
+		if stoppedForGood(next, st) {
 			next.Spec.PowerState = api.PowerStopped
 			next.Generation++
 			next.Status.ObservedGeneration = next.Generation
@@ -264,9 +268,22 @@ func (s *Server) putVMStatus(w http.ResponseWriter, r *http.Request) {
 	s.writeError(w, r, api.Conflict("vm %q is being updated concurrently", name))
 }
 
-// guestShutdownReason is the status reason an agent reports when the guest
-// powered itself off.
-const guestShutdownReason = "guest shut down"
+// stoppedForGood tells whether a VM's host reports it stopped in a way
+// that makes stopped its desired state, as a stop would: its guest powered
+// itself off, or it crashed and its restart policy is stop. Only a report
+// for the current generation counts: an operation under way decides.
+func stoppedForGood(vm *api.VM, st api.VMStatus) bool {
+	if vm.Spec.PowerState == api.PowerStopped || vm.Spec.Deletion != nil || st.ObservedGeneration != vm.Generation {
+		return false
+	}
+	switch {
+	case st.PowerState == api.PowerStopped && st.StopCause == api.StopCauseGuestPoweroff:
+		return true
+	case st.PowerState == api.PowerCrashed && api.IsCrash(st.StopCause):
+		return vm.Spec.OnCrash == api.OnCrashStop
+	}
+	return false
+}
 
 func (s *Server) vmRemoved(w http.ResponseWriter, r *http.Request) {
 	name := agentVMKey(r)

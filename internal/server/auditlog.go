@@ -131,7 +131,23 @@ func (s *Server) auditRequest(r *http.Request, rt route, action string, rq *requ
 	if ar.Project == "" {
 		ar.Project = ar.Resource.Project
 	}
-	s.appendAudit(r.Context(), ar)
+	key := ""
+	if outcome == api.AuditDenied {
+		key = foldKey(r, rt, rq.id, rec.status)
+	}
+	s.appendAuditFolded(r.Context(), key, ar)
+}
+
+// foldKey says which refusals fold together in the audit log: those of one
+// client address, caller (the authenticated one: a name typed at login
+// does not count) and route, with the same status. Only what the caller
+// cannot vary at will is in it.
+func foldKey(r *http.Request, rt route, id auth.Identity, status int) string {
+	actor := id.Kind
+	if id.Authenticated() {
+		actor += ":" + id.Name + ":" + id.TokenID
+	}
+	return addressKey(r) + "|" + actor + "|" + rt.method + " " + rt.path + "|" + strconv.Itoa(status)
 }
 
 // resourceOf names the object a request's path points at.
@@ -149,14 +165,32 @@ func resourceOf(r *http.Request, action, project string) api.Ref {
 }
 
 // appendAudit writes a record; failing to is logged loudly but does not
-// fail the request, which has already happened.
+// fail the request, which has already happened. (When the server fails
+// closed, the next audited request is refused while the log cannot write.)
 func (s *Server) appendAudit(ctx context.Context, ar *api.AuditRecord) {
+	s.appendAuditFolded(ctx, "", ar)
+}
+
+// appendAuditFolded writes a record, or counts it with those of the same
+// key ("" never folds).
+func (s *Server) appendAuditFolded(ctx context.Context, key string, ar *api.AuditRecord) {
 	if s.audit == nil {
 		return
 	}
-	if err := s.audit.Append(context.WithoutCancel(ctx), ar); err != nil {
-		s.log.Error("writing audit record", "action", ar.Action, "err", err)
+	err := s.auditFold.Append(context.WithoutCancel(ctx), key, ar)
+	if err == nil {
+		return
 	}
+	// The log raises its own alarm; say it here once every few seconds,
+	// not once per request of a flood.
+	g := &s.guards
+	now := time.Now().UnixNano()
+	last := g.auditErrAt.Load()
+	if now-last < int64(10*time.Second) || !g.auditErrAt.CompareAndSwap(last, now) {
+		g.auditErrSkip.Add(1)
+		return
+	}
+	s.log.Error("writing audit record", "action", ar.Action, "err", err, "alsoFailedSince", g.auditErrSkip.Swap(0))
 }
 
 // auditSystem records something Polyvisor did on its own (a lease's stop
@@ -171,7 +205,27 @@ func (s *Server) auditSystem(ctx context.Context, action string, target api.Ref,
 func (s *Server) auditRoutes() []route {
 	return []route{
 		{method: "GET", path: "/v1/audit", rule: auth.In(auth.PermAuditRead), handler: s.queryAudit},
+		{method: "GET", path: "/v1/audit/status", rule: auth.Superadmin, handler: s.auditStatus},
+		{method: "GET", path: "/v1/audit/verify", rule: auth.Superadmin, handler: s.verifyAudit},
+		{method: "GET", path: "/v1/alarms", rule: auth.Superadmin, handler: s.listAlarms},
 	}
+}
+
+func (s *Server) auditStatus(w http.ResponseWriter, _ *http.Request) {
+	st := s.audit.Status()
+	st.FailClosed = s.cfg.AuditFailClosed
+	st.Aggregated = s.auditFold.Folded()
+	writeJSON(w, http.StatusOK, st)
+}
+
+// verifyAudit reads the whole log and checks its hash chain.
+func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request) {
+	v, err := s.audit.Verify(r.Context())
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("verifying the audit log: %w", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
 }
 
 // maxAuditList bounds one answer of GET /v1/audit; exports are not bounded.

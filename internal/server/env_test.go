@@ -20,7 +20,7 @@ import (
 // per role in project "pa", a user with no role, two registered hosts the
 // test speaks for, and in each project an image and a VM placed on h1.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	s       *Server
 	dataDir string
 	url     string
@@ -62,7 +62,7 @@ func userOf(who string) string {
 	return who
 }
 
-func newEnv(t *testing.T, cfg Config) *env {
+func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
 	if _, err := exec.LookPath("qemu-img"); err != nil {
 		t.Skip("qemu-img is needed to import the test image")
@@ -89,6 +89,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 	e.url = "https://" + s.Addr().String()
 	e.super = e.client(s.AdminToken(), "")
 	e.tokens["superadmin"] = s.AdminToken()
+	e.tokens["metrics"] = s.metricsToken
 
 	for _, p := range []string{"pa", "pb"} {
 		if _, err := e.super.CreateProject(ctx, api.ProjectCreate{Name: p}); err != nil {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -44,14 +45,23 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
 			want[t] = true
 		}
 	}
-	ctx := r.Context()
+	// The stream ends when the caller's credentials or roles change, and
+	// each user may hold only so many open.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	release, err := s.guard.open(r, streamEvents, s.rolesAccess(auth.FromContext(ctx)), func(string) { cancel() })
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer release()
 	events := make(chan api.Event, 256)
 	// Each event is shown only to those who may read its object: the
 	// stream of a project member carries nothing of other projects.
 	visible := func(project string, p auth.Permission) bool { return s.can(r, project, p) }
 	if want[api.EventVM] {
 		go forward(ctx, s.vms.Subscribe(ctx), events, func(c store.Change[api.VM]) (api.Event, bool) {
-			return api.Event{Type: api.EventVM, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "vm", Name: c.Obj.Name, UID: c.Obj.UID, Project: c.Obj.Project}, VM: c.Obj},
+			return api.Event{Type: api.EventVM, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "vm", Name: c.Obj.Name, UID: c.Obj.UID, Project: c.Obj.Project}, VM: s.vmView(r, c.Obj)},
 				visible(c.Obj.Project, auth.PermVMRead)
 		})
 	}

@@ -24,6 +24,11 @@ func (s *Server) hostRoutes() []route {
 		{method: "GET", path: "/v1/hosts", rule: auth.User, handler: s.listHosts},
 		{method: "GET", path: "/v1/hosts/{name}", rule: auth.User, handler: s.getHost},
 		{method: "POST", path: "/v1/hosts/join-tokens", rule: auth.Superadmin, handler: s.createJoinToken},
+		// Taking a host out of service is the installation's to decide.
+		{method: "POST", path: "/v1/hosts/{name}/cordon", rule: auth.Superadmin, handler: s.cordonHost(true)},
+		{method: "POST", path: "/v1/hosts/{name}/uncordon", rule: auth.Superadmin, handler: s.cordonHost(false)},
+		{method: "POST", path: "/v1/hosts/{name}/revoke", rule: auth.Superadmin, handler: s.revokeHost},
+		{method: "DELETE", path: "/v1/hosts/{name}", rule: auth.Superadmin, handler: s.deleteHost},
 	}
 }
 

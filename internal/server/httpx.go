@@ -31,6 +31,8 @@ var statusOf = map[string]int{
 	api.CodeTooManyRequests: http.StatusTooManyRequests,
 	api.CodeInternal:        http.StatusInternalServerError,
 	api.CodeUnavailable:     http.StatusServiceUnavailable,
+	// A full disk makes the server read-only.
+	api.CodeInsufficientStorage: http.StatusInsufficientStorage,
 }
 
 // toAPIError turns any error into the API's one error shape. Typed errors
@@ -49,6 +51,10 @@ func toAPIError(err error) *api.Error {
 		return &api.Error{Code: api.CodeConflict, Message: err.Error()}
 	case errors.Is(err, store.ErrNotFound):
 		return &api.Error{Code: api.CodeNotFound, Message: err.Error()}
+	case errors.Is(err, store.ErrReadOnly):
+		return &api.Error{Code: api.CodeInsufficientStorage, Message: err.Error()}
+	case store.IsNoSpace(err):
+		return &api.Error{Code: api.CodeInsufficientStorage, Message: "the store's database is at its quota; changes are refused until space is reclaimed"}
 	case errors.Is(err, store.ErrInvalidContinue):
 		return api.Invalid("continue", "invalid continue token")
 	}
@@ -121,6 +127,9 @@ func jsonError(err error) *api.Error {
 		return api.Invalid(field, "must be %s, not JSON %s", te.Type, te.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		if name == "" {
+			return api.Invalid("body", "unknown field \"\"")
+		}
 		return api.Invalid(name, "unknown field %q", name)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return api.Invalid("body", "malformed JSON: unexpected end of input")

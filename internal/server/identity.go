@@ -65,6 +65,8 @@ func prefixOf(kind string) string {
 		return auth.PrefixHost
 	case api.TokenSession:
 		return auth.PrefixSession
+	case tokenKindMetrics:
+		return auth.PrefixMetrics
 	}
 	return auth.PrefixAPI
 }
@@ -86,11 +88,14 @@ func (s *Server) identify(token string) (auth.Identity, error) {
 	if !rec.ExpiresAt.IsZero() && time.Now().After(rec.ExpiresAt) {
 		return auth.Anonymous, errBadToken
 	}
-	if prefix != prefixOf(rec.Kind) {
+	if prefix != prefixOf(rec.Kind) || s.sessionEnded(rec) {
 		return auth.Anonymous, errBadToken
 	}
 	if rec.Kind == tokenKindHost {
 		return auth.Identity{Kind: auth.KindHost, Name: rec.Name, TokenID: id}, nil
+	}
+	if rec.Kind == tokenKindMetrics {
+		return auth.Identity{Kind: auth.KindMetrics, Name: rec.Name, TokenID: id}, nil
 	}
 	u, ok := s.users.Get(rec.user())
 	if !ok || u.Disabled {

@@ -20,15 +20,15 @@ import (
 	"github.com/polyvisor/polyvisor/internal/store"
 )
 
-// maxImageBytes bounds an uploaded or fetched image.
-const maxImageBytes = 256 << 30
-
 func (s *Server) imageRoutes() []route {
 	return []route{
 		{method: "GET", path: "/v1/images", rule: auth.In(auth.PermImageRead), handler: s.listImages},
 		{method: "POST", path: "/v1/images", rule: auth.In(auth.PermImageCreate), handler: s.createImage},
 		{method: "GET", path: "/v1/images/{name}", rule: auth.In(auth.PermImageRead), handler: s.getImage},
 		{method: "DELETE", path: "/v1/images/{name}", rule: auth.In(auth.PermImageDelete), handler: s.deleteImage},
+		{method: "PATCH", path: "/v1/images/{name}", rule: auth.Superadmin, handler: s.updateImage},
+		{method: "GET", path: "/v1/image-settings", rule: auth.Superadmin, handler: s.getImageSettings},
+		{method: "PUT", path: "/v1/image-settings", rule: auth.Superadmin, handler: s.setImageSettings},
 		{method: "GET", path: "/v1/images/{name}/content", rule: auth.In(auth.PermImageRead), handler: s.imageContent},
 		{method: "GET", path: "/v1/agent/images/{project}/{name}", rule: auth.Host, handler: s.agentImage, hostOf: s.imageHost},
 		{method: "GET", path: "/v1/agent/images/{project}/{name}/content", rule: auth.Host, handler: s.imageContent, hostOf: s.imageHost},
@@ -89,9 +89,11 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
 	}, nil)
 }
 
+// getImage shows an image of the request's project, or a public image of
+// that name in the default project (as a VM create would find it).
 func (s *Server) getImage(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	img, ok := s.images.Get(api.Key(requestOf(r).project, name))
+	img, ok := s.imageResolver(requestOf(r).project)(name)
 	if !ok {
 		s.writeError(w, r, api.NotFound("image", name))
 		return
@@ -106,8 +108,10 @@ func (s *Server) imagePath(img *api.Image) string {
 
 // createImage imports an image: from a URL the server fetches (JSON body),
 // or from the request body itself (application/octet-stream). An upload is
-// received and inspected before the answer, so a refused image is a 400;
-// the conversion then runs as the operation.
+// received and inspected before the answer, so a refused image, or one
+// over the project's image storage quota, is refused at once; the
+// conversion then runs as the operation. Each import holds one of the
+// project's import slots until it ends.
 func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	var req api.ImageCreate
@@ -132,41 +136,115 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rq.resource = api.Ref{Kind: "image", Name: req.Name, Project: rq.project}
+	job := &importJob{project: rq.project, admin: rq.id.IsSuperadmin(), set: s.imageSettings(), reservation: newUID()}
+	if !upload {
+		// The credentials of a URL are used for the download only: what
+		// is stored, shown, logged and audited is the URL without them.
+		clean, _, err := images.SourceURL(req.URL)
+		if err != nil {
+			s.writeError(w, r, api.Invalid("url", "%v", err))
+			return
+		}
+		job.fetchURL, req.URL = req.URL, clean
+	}
 	if _, ok := s.images.Get(api.Key(rq.project, req.Name)); ok {
 		s.writeError(w, r, api.Conflict("image %q already exists", req.Name))
 		return
 	}
-	var src string
+	release, err := s.imageGate.acquire(rq.project, job.set.MaxImportsPerProject)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	job.releaseSlot = release
 	if upload {
-		f, err := os.CreateTemp(s.imageDir, ".upload-*")
-		if err != nil {
-			s.writeError(w, r, fmt.Errorf("receiving upload: %w", err))
-			return
-		}
-		src = f.Name()
-		_, err = io.Copy(f, http.MaxBytesReader(w, r.Body, maxImageBytes))
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = images.Inspect(r.Context(), src, req.Kind)
-		}
-		if err != nil {
-			os.Remove(src)
-			s.writeError(w, r, imageError(err))
+		if err := s.receiveUpload(w, r, &req, job); err != nil {
+			job.done()
+			s.writeError(w, r, err)
 			return
 		}
 		req.URL = ""
 	}
-	op, err := s.startImport(r.Context(), rq.project, &req, src)
+	op, err := s.startImport(r.Context(), &req, job)
 	if err != nil {
-		if src != "" {
-			os.Remove(src)
+		job.done()
+		if job.src != "" {
+			os.Remove(job.src)
 		}
 		s.writeError(w, r, err)
 		return
 	}
 	writeOperation(w, op)
+}
+
+// receiveUpload stores an upload's body, inspects it and reserves the
+// image storage it needs.
+func (s *Server) receiveUpload(w http.ResponseWriter, r *http.Request, req *api.ImageCreate, job *importJob) error {
+	f, err := os.CreateTemp(s.imageDir, ".upload-*")
+	if err != nil {
+		return fmt.Errorf("receiving upload: %w", err)
+	}
+	job.src = f.Name()
+	_, err = io.Copy(f, http.MaxBytesReader(w, r.Body, maxSourceBytes(job.set)))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = s.admitImage(r.Context(), req.Kind, job)
+	}
+	if err != nil {
+		os.Remove(job.src)
+		job.src = ""
+		return imageError(err)
+	}
+	return nil
+}
+
+// admitImage inspects the image at job.src and reserves the most its
+// stored file can take against the project's quota, before anything is
+// converted.
+func (s *Server) admitImage(ctx context.Context, kind string, job *importJob) error {
+	info, err := images.Inspect(ctx, job.src, kind, images.WithMaxVirtualBytes(job.set.MaxVirtualBytes))
+	if err != nil {
+		return err
+	}
+	unreserve, err := s.reserveImageStorage(job.project, job.reservation, info.MaxSizeBytes)
+	if err != nil {
+		return err
+	}
+	job.unreserve = unreserve
+	job.maxStored = info.MaxSizeBytes
+	return nil
+}
+
+// importJob is what an import carries from its request to its end.
+type importJob struct {
+	project string
+	// admin: the import was asked for by a superadmin, who is told the
+	// whole cause of a failure.
+	admin bool
+	set   api.ImageSettings
+	// fetchURL is the URL to download, credentials included; it is
+	// never stored.
+	fetchURL string
+	// src is the file to import: the upload, or once fetched the
+	// download.
+	src string
+	// reservation names the job's hold on the project's image storage;
+	// maxStored is how much it holds.
+	reservation string
+	maxStored   int64
+	// releaseSlot gives back the import slot, unreserve the storage
+	// reservation; both may be called more than once.
+	releaseSlot, unreserve func()
+}
+
+func (j *importJob) done() {
+	for _, f := range []func(){j.releaseSlot, j.unreserve} {
+		if f != nil {
+			f()
+		}
+	}
 }
 
 func validateImageCreate(req *api.ImageCreate, upload bool) error {
@@ -187,6 +265,27 @@ func validateImageCreate(req *api.ImageCreate, upload bool) error {
 		return api.Invalid("url", "is required (or upload the file as application/octet-stream)")
 	}
 	return nil
+}
+
+// importFailure is what an import's operation tells of err: the whole
+// cause to a superadmin who asked for it; to anyone else, what names no
+// address, port, status or path of the server's side (the server's log
+// has the rest).
+func importFailure(err error, opID string, admin bool) *api.Error {
+	ae := *toAPIError(imageError(err))
+	var fe *images.FetchError
+	switch {
+	case errors.As(err, &fe):
+		ae = api.Error{Code: api.CodeUnavailable, Message: fe.Error()}
+	case ae.Code == api.CodeInternal:
+		ae.Message = fmt.Sprintf("the import failed on the server; its log has the cause (operation %s)", opID)
+	}
+	if admin {
+		if ae.Code == api.CodeInvalid || errors.As(err, &fe) || ae.Code == api.CodeInternal {
+			ae.Message = images.Detail(err)
+		}
+	}
+	return &ae
 }
 
 // imageError turns an image problem into a 400 naming it.
@@ -215,8 +314,9 @@ func (im *importer) cancel(opID string) bool {
 }
 
 // startImport stores the image (importing) and its operation, and runs the
-// import in the background.
-func (s *Server) startImport(ctx context.Context, project string, req *api.ImageCreate, src string) (*api.Operation, error) {
+// import in the background; the job is released when it ends.
+func (s *Server) startImport(ctx context.Context, req *api.ImageCreate, job *importJob) (*api.Operation, error) {
+	project := job.project
 	now := time.Now().UTC()
 	img := &api.Image{
 		Meta:   api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
@@ -249,31 +349,37 @@ func (s *Server) startImport(ctx context.Context, project string, req *api.Image
 			delete(s.imports.running, op.ID)
 			s.imports.mu.Unlock()
 			cancel()
+			job.done()
 		}()
-		s.runImport(ictx, img, op, src)
+		s.runImport(ictx, img, op, job)
 	})
 	return op, nil
 }
 
 // runImport fetches (when needed) and converts an image, then records the
 // outcome. A failed import leaves neither the image nor a file behind.
-func (s *Server) runImport(ctx context.Context, img *api.Image, op *api.Operation, src string) {
-	log := s.log.With("image", img.Name, "op", op.ID)
+func (s *Server) runImport(ctx context.Context, img *api.Image, op *api.Operation, job *importJob) {
+	log := s.log.With("image", img.Name, "project", img.Project, "op", op.ID)
 	prog := newProgressWriter(s, op.ID)
 	err := func() error {
-		if src == "" {
+		if job.src == "" {
 			f, err := os.CreateTemp(s.imageDir, ".fetch-*")
 			if err != nil {
 				return fmt.Errorf("fetching image: %w", err)
 			}
 			f.Close()
-			src = f.Name()
-			if _, err := images.Fetch(ctx, img.Source, src, func(p int) { prog.set(p/2, "downloading") }, images.WithMaxBytes(maxImageBytes)); err != nil {
+			job.src = f.Name()
+			if _, err := images.Fetch(ctx, job.fetchURL, job.src, func(p int) { prog.set(p/2, "downloading") },
+				images.WithMaxBytes(maxSourceBytes(job.set)), images.WithPolicy(fetchPolicy(job.set))); err != nil {
+				return err
+			}
+			if err := s.admitImage(ctx, img.Kind, job); err != nil {
 				return err
 			}
 		}
-		defer os.Remove(src)
-		res, err := images.Import(ctx, src, s.imagePath(img), img.Kind, func(p int) { prog.set(50+p/2, "converting") })
+		defer os.Remove(job.src)
+		res, err := images.Import(ctx, job.src, s.imagePath(img), img.Kind, func(p int) { prog.set(50+p/2, "converting") },
+			importOptions(job.set, job.maxStored)...)
 		if err != nil {
 			return err
 		}
@@ -287,7 +393,10 @@ func (s *Server) runImport(ctx context.Context, img *api.Image, op *api.Operatio
 		}
 		done := s.currentOp(op.ID)
 		done.Status, done.Progress, done.FinishedAt, done.Message = api.OpSucceeded, 100, time.Now().UTC(), ""
-		if _, err := s.st.Txn(context.Background(), s.images.OpUpdate(img.Key(), ready, cur.Version), s.ops.OpUpdate(op.ID, done, done.Version)); err != nil {
+		if err := s.settleImport(job, func() error {
+			_, err := s.st.Txn(context.Background(), s.images.OpUpdate(img.Key(), ready, cur.Version), s.ops.OpUpdate(op.ID, done, done.Version))
+			return err
+		}); err != nil {
 			return fmt.Errorf("recording imported image: %w", err)
 		}
 		s.metrics.opFinished(op.Kind, api.OpSucceeded)
@@ -297,21 +406,25 @@ func (s *Server) runImport(ctx context.Context, img *api.Image, op *api.Operatio
 		log.Info("image imported")
 		return
 	}
-	if src != "" {
-		os.Remove(src)
+	if job.src != "" {
+		os.Remove(job.src)
 	}
 	os.Remove(s.imagePath(img))
 	status := api.OpFailed
 	if ctx.Err() != nil {
 		status = api.OpCancelled
 	}
-	log.Warn("image import failed", "err", err)
+	log.Warn("image import failed", "err", images.Detail(err))
 	failed := s.currentOp(op.ID)
-	failed.Status, failed.FinishedAt, failed.Error = status, time.Now().UTC(), toAPIError(imageError(err))
-	if failed.Error.Code == api.CodeInternal {
-		failed.Error.Message = err.Error()
+	failed.Status, failed.FinishedAt, failed.Error = status, time.Now().UTC(), importFailure(err, op.ID, job.admin)
+	if status == api.OpCancelled {
+		// As for a cancelled VM operation: nothing failed.
+		failed.Error = nil
 	}
-	if _, terr := s.st.Txn(context.Background(), s.images.OpDelete(img.Key(), 0), s.ops.OpUpdate(op.ID, failed, failed.Version)); terr != nil {
+	if terr := s.settleImport(job, func() error {
+		_, err := s.st.Txn(context.Background(), s.images.OpDelete(img.Key(), 0), s.ops.OpUpdate(op.ID, failed, failed.Version))
+		return err
+	}); terr != nil {
 		log.Error("recording failed import", "err", terr)
 	}
 	s.metrics.opFinished(op.Kind, status)
@@ -409,10 +522,17 @@ func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
 	writeOperation(w, op)
 }
 
-// imageContent serves a ready image's file: to the project's readers, and
-// to the agents of the hosts whose VMs use it.
+// imageContent serves a ready image's file: to the project's readers
+// (public images of the default project included, as getImage finds
+// them), and to the agents of the hosts whose VMs use it.
 func (s *Server) imageContent(w http.ResponseWriter, r *http.Request) {
-	img, ok := s.images.Get(imageKeyOf(r))
+	var img *api.Image
+	var ok bool
+	if r.PathValue("project") != "" {
+		img, ok = s.images.Get(imageKeyOf(r))
+	} else {
+		img, ok = s.imageResolver(requestOf(r).project)(r.PathValue("name"))
+	}
 	if !ok || img.State != api.ImageReady {
 		s.writeError(w, r, api.NotFound("image", r.PathValue("name")))
 		return

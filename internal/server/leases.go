@@ -122,7 +122,13 @@ func (s *Server) expireLeases(ctx context.Context, now time.Time) {
 	for _, vm := range due {
 		target := api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: vm.Project}
 		if !now.Before(vm.Spec.Lease.DeleteAt) {
-			op, err := s.opctl.submit(sys, vm.Key(), api.OpVMDelete, nil, vm.Version)
+			// The VM stays due until its delete starts, which may wait
+			// behind its other operations: one delete is queued, and the
+			// rounds after find it queued and do nothing.
+			op, fresh, err := s.opctl.submitWith(sys, vm.Key(), api.OpVMDelete, nil, submitOptions{ifMatch: vm.Version, once: true})
+			if err == nil && !fresh {
+				continue
+			}
 			s.leaseOutcome(ctx, "vm.lease.delete", target, op, err, "lease expired "+vm.Spec.Lease.ExpiresAt.Format(time.RFC3339)+" and its grace period ended")
 			continue
 		}
@@ -135,7 +141,11 @@ func (s *Server) expireLeases(ctx context.Context, now time.Time) {
 		var op *api.Operation
 		var err error
 		if vm.Spec.PowerState != api.PowerStopped {
-			op, err = s.opctl.submit(sys, vm.Key(), api.OpVMStop, nil, 0)
+			// A stop already queued (by anyone) is the lease's stop too.
+			var fresh bool
+			if op, fresh, err = s.opctl.submitWith(sys, vm.Key(), api.OpVMStop, nil, submitOptions{once: true}); err == nil && !fresh {
+				op = nil
+			}
 		}
 		s.leaseOutcome(ctx, "vm.lease.stop", target, op, err, "lease expired "+vm.Spec.Lease.ExpiresAt.Format(time.RFC3339))
 	}

@@ -17,13 +17,15 @@ import (
 // route table: for each route, who may call it. A route missing here fails
 // the test, so no route can be added without saying who may use it.
 //
-// Values: "public"; "user" (any signed-in user); "superadmin"; "self" (the
-// user the path names, or a superadmin); "host" (the agent of the host
-// concerned); "anyhost"; or a project role (viewer, operator, member,
-// admin): that role or above in the request's project.
+// Values: "public"; "user" (any signed-in user); "account" (any signed-in
+// user acting on its own account, with a token not narrowed); "superadmin";
+// "self" (the user the path names, or a superadmin, with a token not
+// narrowed); "host" (the agent of the host concerned); "anyhost"; or a
+// project role (viewer, operator, member, admin): that role or above in the
+// request's project; "metrics" (a superadmin or the metrics token).
 var policy = map[string]string{
 	"GET /healthz":            "public",
-	"GET /metrics":            "public",
+	"GET /metrics":            "metrics",
 	"GET /v1/openapi.json":    "public",
 	"GET /v1/events":          "user",
 	"GET /v1/version":         "user",
@@ -36,6 +38,10 @@ var policy = map[string]string{
 	"GET /v1/hosts":                                 "user",
 	"GET /v1/hosts/{name}":                          "user",
 	"POST /v1/hosts/join-tokens":                    "superadmin",
+	"POST /v1/hosts/{name}/cordon":                  "superadmin",
+	"POST /v1/hosts/{name}/uncordon":                "superadmin",
+	"POST /v1/hosts/{name}/revoke":                  "superadmin",
+	"DELETE /v1/hosts/{name}":                       "superadmin",
 	"PUT /v1/agent/hosts/{name}/status":             "host",
 	"GET /v1/agent/hosts/{name}/watch":              "host",
 	"PUT /v1/agent/vms/{project}/{name}/status":     "host",
@@ -69,6 +75,9 @@ var policy = map[string]string{
 	"GET /v1/images/{name}/content": "viewer",
 	"POST /v1/images":               "member",
 	"DELETE /v1/images/{name}":      "member",
+	"PATCH /v1/images/{name}":       "superadmin",
+	"GET /v1/image-settings":        "superadmin",
+	"PUT /v1/image-settings":        "superadmin",
 
 	"GET /v1/operations":         "viewer",
 	"GET /v1/operations/{id}":    "viewer",
@@ -99,16 +108,37 @@ var policy = map[string]string{
 	"DELETE /v1/users/{user}":       "superadmin",
 	"PUT /v1/users/{user}/password": "self",
 
-	"GET /v1/tokens":         "user",
-	"POST /v1/tokens":        "user",
-	"DELETE /v1/tokens/{id}": "user",
+	"GET /v1/tokens":         "account",
+	"POST /v1/tokens":        "account",
+	"DELETE /v1/tokens/{id}": "user", // a narrowed token may revoke itself only
 
 	"GET /v1/audit": "admin",
+	// The audit log's state and verification, and alarms.
+	"GET /v1/audit/status": "superadmin",
+	"GET /v1/audit/verify": "superadmin",
+	"GET /v1/alarms":       "superadmin",
 }
 
 // callers are the identities the matrix tries: the env's users and hosts,
-// and nobody at all.
-var callers = []string{"anonymous", "h1", "h2", "nobody", api.RoleViewer, api.RoleOperator, api.RoleMember, api.RoleAdmin, "superadmin"}
+// tokens narrowed to viewer of project pa, and nobody at all.
+var callers = []string{"anonymous", "h1", "h2", "metrics", "nobody", api.RoleViewer, api.RoleOperator, api.RoleMember, api.RoleAdmin, "superadmin",
+	"narrowed-admin", "narrowed-member"}
+
+// narrowed names the users whose tokens, narrowed to viewer of project pa,
+// the matrix tries: the first superadmin (which has no password) and a
+// member of pa.
+var narrowed = map[string]string{"narrowed-admin": bootstrapUser, "narrowed-member": "r-member"}
+
+// addNarrowedTokens makes the narrowed callers' tokens.
+func addNarrowedTokens(t *testing.T, e *env) {
+	for who, user := range narrowed {
+		tok, err := e.super.CreateToken(context.Background(), api.TokenCreate{Name: who, User: user, Project: "pa", Role: api.RoleViewer})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.tokens[who] = tok.Secret
+	}
+}
 
 func rank(role string) int { return slices.Index(api.Roles, role) + 1 }
 
@@ -121,13 +151,26 @@ func expect(rule, who string, own bool) string {
 	if who == "anonymous" {
 		return "deny"
 	}
+	// The metrics token reads /metrics and nothing else.
+	if rule == "metrics" {
+		return map[bool]string{true: "allow", false: "deny"}[who == "superadmin" || who == "metrics"]
+	}
+	if who == "metrics" {
+		return "deny"
+	}
 	isHost := who == "h1" || who == "h2"
+	_, isNarrowed := narrowed[who]
 	switch rule {
 	case "user":
 		return map[bool]string{true: "deny", false: "allow"}[isHost]
+	case "account":
+		return map[bool]string{true: "deny", false: "allow"}[isHost || isNarrowed]
 	case "superadmin":
 		return map[bool]string{true: "allow", false: "deny"}[who == "superadmin"]
 	case "self":
+		if isNarrowed {
+			return "deny" // even for its own user, even a superadmin
+		}
 		if who == "superadmin" || (!isHost && own) {
 			return "allow"
 		}
@@ -145,7 +188,10 @@ func expect(rule, who string, own bool) string {
 	case "anyhost":
 		return map[bool]string{true: "allow", false: "deny"}[isHost]
 	}
-	// A project role.
+	// A project role; a narrowed token is a viewer of pa.
+	if isNarrowed {
+		who = api.RoleViewer
+	}
 	switch {
 	case isHost:
 		return "deny"
@@ -167,6 +213,9 @@ func expect(rule, who string, own bool) string {
 func requestFor(method, path, who string, own bool) (string, []byte) {
 	project := map[bool]string{true: "pa", false: "pb"}[own]
 	self := userOf(who)
+	if u, ok := narrowed[who]; ok {
+		self = u
+	}
 	if !own {
 		self = "bob"
 	}
@@ -183,6 +232,8 @@ func requestFor(method, path, who string, own bool) (string, []byte) {
 		p = strings.Replace(strings.Replace(path, "{project}", "pa", 1), "{name}", "vm1", 1)
 	case strings.HasPrefix(path, "/v1/agent/images/"):
 		p = strings.Replace(strings.Replace(path, "{project}", "pa", 1), "{name}", "img", 1)
+	case strings.HasPrefix(path, "/v1/hosts/") && method != http.MethodGet:
+		p = strings.Replace(p, "{name}", "ghost", 1) // never take h1 out of service
 	case strings.HasPrefix(path, "/v1/hosts/"):
 		p = strings.Replace(p, "{name}", "h1", 1)
 	default:
@@ -219,6 +270,7 @@ func outcomeOf(status int, body []byte) string {
 // left exactly one denied record in the audit log.
 func TestAuthorizationMatrix(t *testing.T) {
 	e := newEnv(t, Config{})
+	addNarrowedTokens(t, e)
 	var doc struct {
 		Paths map[string]map[string]json.RawMessage `json:"paths"`
 	}

@@ -1,8 +1,13 @@
 package server
 
 import (
+	"context"
+	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -10,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/auth"
 )
 
 // metrics holds the server's Prometheus registry. Counters are updated as
@@ -98,4 +104,42 @@ func (c *inventoryCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descAllocMem, prometheus.GaugeValue, float64(a.MemoryMiB<<20), h.Name)
 		ch <- prometheus.MustNewConstMetric(descAllocVMs, prometheus.GaugeValue, float64(a.VMs), h.Name)
 	}
+}
+
+// tokenKindMetrics is the kind of the metrics token: it reads /metrics and
+// nothing else.
+const tokenKindMetrics = "metrics"
+
+// MetricsTokenFile is the path of the metrics token (0600), the bearer
+// token a Prometheus server scrapes /metrics with.
+func (s *Server) MetricsTokenFile() string { return filepath.Join(s.cfg.DataDir, "metrics.token") }
+
+// ensureMetricsToken makes sure the metrics token file holds a working
+// metrics token, minting one (and revoking the earlier ones) when it does
+// not: deleting the file and restarting the server rotates the token.
+func (s *Server) ensureMetricsToken(ctx context.Context) error {
+	path := s.MetricsTokenFile()
+	if b, err := os.ReadFile(path); err == nil {
+		tok := strings.TrimSpace(string(b))
+		if id, err := s.identify(tok); err == nil && id.Kind == auth.KindMetrics {
+			s.metricsToken = tok
+			return nil
+		}
+	}
+	for _, t := range listAll(s.tokens, func(t *tokenRecord) bool { return t.Kind == tokenKindMetrics }) {
+		s.deleteToken(ctx, t)
+	}
+	tok, _, err := s.mintToken(ctx, auth.PrefixMetrics, &tokenRecord{Kind: tokenKindMetrics, Name: "metrics"})
+	if err != nil {
+		return fmt.Errorf("creating the metrics token: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(tok+"\n"), 0o600); err != nil {
+		return fmt.Errorf("writing the metrics token: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("writing the metrics token: %w", err)
+	}
+	s.metricsToken = tok
+	return nil
 }

@@ -57,6 +57,21 @@ func newOperation(kind string, target api.Ref, params any) *api.Operation {
 }
 
 // lockVM takes the VM's lock and returns its release.
+//
+// Lock order. Whoever holds more than one of the server's locks takes
+// them in this order, and never the other way round:
+//
+//  1. a VM's lock (lockVM; 64 stripes, so two VMs may share one: never
+//     hold two),
+//  2. a project's quota lock (quotaGate.lock),
+//  3. the placer's mutex (placer.mu),
+//  4. the controller's bookkeeping mutex (opController.mu).
+//
+// Creates and resizes take the VM's lock, then the project's quota lock,
+// then check the host's room under the placer's mutex, which they release
+// at once: a reservation holds the room until the write is in the index.
+// The quota lock is held until the write is done, the VM's lock until the
+// operation is queued.
 func (c *opController) lockVM(name string) func() {
 	h := fnv.New32a()
 	h.Write([]byte(name))
@@ -99,27 +114,60 @@ func (c *opController) removeActive(vm, id string) {
 //
 // key is the VM's store key ("<project>/<name>").
 func (c *opController) submit(ctx context.Context, key, kind string, params any, ifMatch int64) (*api.Operation, error) {
+	op, _, err := c.submitWith(ctx, key, kind, params, submitOptions{ifMatch: ifMatch})
+	return op, err
+}
+
+// submitOptions are the optional parts of a submit.
+type submitOptions struct {
+	// ifMatch, when not zero, is the VM version the client last read.
+	ifMatch int64
+	// once, when set, returns an unfinished operation of the same kind
+	// already queued on the VM instead of queueing another.
+	once bool
+	// admit, when set, decides under the VM's lock, before the operation
+	// is stored, whether it may be queued (a quota, the host's room). It
+	// may take locks that come after the VM's lock (see lockVM); done is
+	// called once the operation is queued or refused.
+	admit func(vm *api.VM) (done func(), err error)
+}
+
+// submitWith is submit with options; fresh is false when once found an
+// operation already queued, which it returns.
+func (c *opController) submitWith(ctx context.Context, key, kind string, params any, o submitOptions) (op *api.Operation, fresh bool, err error) {
 	unlock := c.lockVM(key)
 	defer unlock()
 	_, name := api.SplitKey(key)
 	vm, ok := c.s.vms.Get(key)
 	if !ok {
-		return nil, api.NotFound("vm", name)
+		return nil, false, api.NotFound("vm", name)
 	}
-	if ifMatch != 0 && vm.Version != ifMatch {
-		return nil, api.Conflict("vm %q changed since version %d (it is now at version %d)", name, ifMatch, vm.Version)
+	if o.once {
+		if prev := c.queuedLocked(key, kind); prev != nil {
+			return prev, false, nil
+		}
+	}
+	if o.ifMatch != 0 && vm.Version != o.ifMatch {
+		return nil, false, api.Conflict("vm %q changed since version %d (it is now at version %d)", name, o.ifMatch, vm.Version)
 	}
 	if vm.Spec.Deletion != nil {
-		return nil, api.Conflict("vm %q is being deleted", name)
+		return nil, false, api.Conflict("vm %q is being deleted", name)
 	}
 	if err := c.s.capable(vm, kind); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	op := newOperation(kind, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: vm.Project}, params)
+	if o.admit != nil {
+		done, err := o.admit(vm)
+		if err != nil {
+			return nil, false, err
+		}
+		defer done()
+	}
+	op = newOperation(kind, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: vm.Project}, params)
 	if len(c.activeOf(key)) > 0 {
 		op.Message = "waiting for the vm's earlier operations"
 		if _, err := c.s.ops.Create(ctx, op.ID, op); err != nil {
-			return nil, fmt.Errorf("storing operation: %w", err)
+			return nil, false, fmt.Errorf("storing operation: %w", err)
 		}
 	} else {
 		// The VM's status may change under us (its host or provider
@@ -127,18 +175,29 @@ func (c *opController) submit(ctx context.Context, key, kind string, params any,
 		err := c.startLocked(ctx, vm, op, true)
 		for i := 0; i < 10 && errors.Is(err, store.ErrConflict); i++ {
 			if vm, ok = c.s.vms.Get(key); !ok {
-				return nil, api.NotFound("vm", name)
+				return nil, false, api.NotFound("vm", name)
 			}
 			op.Status = api.OpPending
 			err = c.startLocked(ctx, vm, op, true)
 		}
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	c.addActiveLocked(key, op.ID)
 	c.s.metrics.opStarted(kind)
-	return op, nil
+	return op, true, nil
+}
+
+// queuedLocked returns an unfinished operation of kind on the VM, or nil;
+// the caller holds the VM's lock.
+func (c *opController) queuedLocked(key, kind string) *api.Operation {
+	for _, id := range c.activeOf(key) {
+		if op, ok := c.s.ops.Get(id); ok && op.Kind == kind && !op.Done() {
+			return op
+		}
+	}
+	return nil
 }
 
 // startLocked applies op to vm's spec and stores both; create tells whether
@@ -385,8 +444,8 @@ func (c *opController) run(ctx context.Context) {
 			if !ok {
 				return
 			}
-			if len(c.activeOf(ch.Name)) > 0 {
-				c.reconcile(ctx, ch.Name)
+			if key := ch.Obj.Key(); len(c.activeOf(key)) > 0 {
+				c.reconcile(ctx, key)
 			}
 		case ch, ok := <-opCh:
 			if !ok {

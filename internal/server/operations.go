@@ -15,8 +15,8 @@ const maxWait = 5 * time.Minute
 func (s *Server) operationRoutes() []route {
 	return []route{
 		{method: "GET", path: "/v1/operations", rule: auth.In(auth.PermOperationRead), handler: s.listOperations},
-		{method: "GET", path: "/v1/operations/{id}", rule: auth.In(auth.PermOperationRead), handler: s.getOperation, projectOf: s.operationProject},
-		{method: "DELETE", path: "/v1/operations/{id}", rule: auth.In(auth.PermOperationCancel), handler: s.cancelOperation, projectOf: s.operationProject},
+		{method: "GET", path: "/v1/operations/{id}", rule: auth.In(auth.PermOperationRead), handler: s.getOperation, projectOf: s.operationProject, notFound: notFoundAs("operation", "id")},
+		{method: "DELETE", path: "/v1/operations/{id}", rule: auth.In(auth.PermOperationCancel), handler: s.cancelOperation, projectOf: s.operationProject, notFound: notFoundAs("operation", "id")},
 	}
 }
 

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 
@@ -12,17 +13,26 @@ import (
 )
 
 // placer keeps the allocation of every host, fed by the VM index, and
-// places new VMs. A placement holds a reservation until the VM shows up in
-// the index (or its create fails), so two concurrent creates never see the
-// same free room.
+// places new VMs and checks resizes. A placement holds a reservation until
+// the VM shows up in the index (or its create fails), and a resize until
+// its operation is queued, so two concurrent creates or resizes never see
+// the same free room. A resize queued or running holds the room it grows
+// by until it is applied: a VM counts at the larger of its spec and its
+// queued resizes (Server.pendingSize), as for the quota.
+//
+// Every map here is keyed by the VM's key, api.Meta.Key ("<project>/<name>",
+// the key it is stored under), whether the VM comes from a list of the
+// index or from one of its changes; a VM keyed two ways would count twice
+// and never leave.
 type placer struct {
 	s *Server
 
 	mu       sync.Mutex
-	byVM     map[string]vmSize         // placed VMs, by name
+	byVM     map[string]vmSize         // placed VMs, by key
 	totals   map[string]api.Allocation // sums of byVM per host
 	images   map[string]map[string]int // per host: image name -> VMs using it
 	reserved map[string]vmSize         // placements whose VM is not in the index yet
+	resizing map[string]vmSize         // resizes checked, their operation not queued yet
 	ready    chan struct{}
 }
 
@@ -35,7 +45,7 @@ type vmSize struct {
 
 func newPlacer(s *Server) *placer {
 	p := &placer{s: s, byVM: map[string]vmSize{}, totals: map[string]api.Allocation{},
-		images: map[string]map[string]int{}, reserved: map[string]vmSize{}, ready: make(chan struct{})}
+		images: map[string]map[string]int{}, reserved: map[string]vmSize{}, resizing: map[string]vmSize{}, ready: make(chan struct{})}
 	return p
 }
 
@@ -55,14 +65,14 @@ func sizeOf(vm *api.VM) vmSize {
 }
 
 // setLocked records a VM's size (or, with ok false, its removal) in the
-// per-host totals.
-func (p *placer) setLocked(name string, v vmSize, ok bool) {
-	if old, had := p.byVM[name]; had {
+// per-host totals; key is the VM's key.
+func (p *placer) setLocked(key string, v vmSize, ok bool) {
+	if old, had := p.byVM[key]; had {
 		p.account(old, -1)
-		delete(p.byVM, name)
+		delete(p.byVM, key)
 	}
 	if ok {
-		p.byVM[name] = v
+		p.byVM[key] = v
 		p.account(v, 1)
 	}
 }
@@ -112,30 +122,32 @@ func (p *placer) run(ctx context.Context) {
 	ch := p.s.vms.Subscribe(ctx)
 	p.mu.Lock()
 	for _, vm := range listAll(p.s.vms, nil) {
-		p.setLocked(vm.Name, sizeOf(vm), true)
+		p.setLocked(vm.Key(), sizeOf(vm), true)
 	}
 	p.mu.Unlock()
 	close(p.ready)
 	for c := range ch {
+		key := c.Obj.Key() // the last value on a delete
 		p.mu.Lock()
 		if c.Type == store.Delete {
-			p.setLocked(c.Name, vmSize{}, false)
+			p.setLocked(key, vmSize{}, false)
 		} else {
-			p.setLocked(c.Name, sizeOf(c.Obj), true)
-			delete(p.reserved, c.Name)
+			p.setLocked(key, sizeOf(c.Obj), true)
+			delete(p.reserved, key)
 		}
 		p.mu.Unlock()
 	}
 }
 
-// allocationsLocked is what is allocated per host, reservations included.
+// allocationsLocked is what is allocated per host, reservations and the
+// growth of queued resizes included.
 func (p *placer) allocationsLocked() map[string]api.Allocation {
 	out := make(map[string]api.Allocation, len(p.totals))
 	for h, a := range p.totals {
 		out[h] = a
 	}
-	for name, v := range p.reserved {
-		if _, dup := p.byVM[name]; !dup {
+	for key, v := range p.reserved {
+		if _, dup := p.byVM[key]; !dup {
 			a := out[v.host]
 			a.VCPUs += v.vcpus
 			a.MemoryMiB += v.memory
@@ -143,7 +155,46 @@ func (p *placer) allocationsLocked() map[string]api.Allocation {
 			out[v.host] = a
 		}
 	}
+	for key := range p.growingLocked() {
+		counted, ok := p.byVM[key]
+		if !ok {
+			continue
+		}
+		held := p.heldLocked(key, counted)
+		a := out[counted.host]
+		a.VCPUs += held.vcpus - counted.vcpus
+		a.MemoryMiB += held.memory - counted.memory
+		out[counted.host] = a
+	}
 	return out
+}
+
+// growingLocked is the VMs a resize may be holding room for: those with
+// operations under way, and those whose resize is being admitted.
+func (p *placer) growingLocked() map[string]bool {
+	keys := p.s.opctl.snapshotNames()
+	for key := range p.resizing {
+		keys[key] = true
+	}
+	return keys
+}
+
+// heldLocked is the size a VM holds on its host: the largest of what the
+// placer counts for it, its spec in the index with every resize queued
+// for it (the index may be a change ahead of the placer), and a resize
+// being admitted.
+func (p *placer) heldLocked(key string, counted vmSize) vmSize {
+	held := counted
+	if vm, ok := p.s.vms.Get(key); ok {
+		u := p.s.pendingSize(vm)
+		held.vcpus = max(held.vcpus, int(u.VCPUs))
+		held.memory = max(held.memory, u.MemoryMiB)
+	}
+	if r, ok := p.resizing[key]; ok {
+		held.vcpus = max(held.vcpus, r.vcpus)
+		held.memory = max(held.memory, r.memory)
+	}
+	return held
 }
 
 // allocation returns what is allocated on one host.
@@ -235,6 +286,72 @@ func (p *placer) place(ctx context.Context, name string, req scheduler.Request, 
 		p.mu.Unlock()
 	}
 	return host, release, nil
+}
+
+// resize checks that vm's host has room for it to grow as rc asks, with
+// the overcommit ratios, and holds that room until release is called,
+// which the caller does once the resize's operation is queued (from then
+// on the queue holds it) or abandoned. The caller holds the VM's lock. A
+// VM on no known host (a provider VM not placed yet) is not checked.
+func (p *placer) resize(ctx context.Context, vm *api.VM, rc api.VMReconfigure) (release func(), err error) {
+	select {
+	case <-p.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	key := vm.Key()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	counted, inTotals := p.byVM[key]
+	host := counted.host
+	if !inTotals {
+		host = vm.Spec.Host
+	}
+	snap := p.snapshotLocked(func(h *api.Host) bool { return h.Name == host })
+	if len(snap.Hosts) == 0 {
+		return func() {}, nil
+	}
+	h := &snap.Hosts[0]
+	if !inTotals {
+		// The placer has not seen the VM yet: its room is a reservation
+		// (counted in the snapshot) or, not even that, added here.
+		var reserved bool
+		if counted, reserved = p.reserved[key]; !reserved {
+			counted = sizeOf(vm)
+			h.AllocatedVCPUs += counted.vcpus
+			h.AllocatedMemoryMiB += counted.memory
+		}
+	}
+	from := p.heldLocked(key, counted)
+	if !inTotals {
+		// The snapshot holds the growth of queued resizes only for VMs
+		// in the totals.
+		h.AllocatedVCPUs += from.vcpus - counted.vcpus
+		h.AllocatedMemoryMiB += from.memory - counted.memory
+	}
+	to := from
+	if rc.VCPUs > 0 {
+		to.vcpus = rc.VCPUs
+	}
+	if rc.MemoryMiB > 0 {
+		to.memory = rc.MemoryMiB
+	}
+	err = scheduler.Resize(p.s.cfg.Scheduler, *h,
+		scheduler.Request{VCPUs: from.vcpus, MemoryMiB: from.memory}, scheduler.Request{VCPUs: to.vcpus, MemoryMiB: to.memory})
+	var re *scheduler.ResizeError
+	if errors.As(err, &re) {
+		return nil, &api.Error{Code: api.CodeUnprocessable, Field: re.Resource, Message: fmt.Sprintf("resizing vm %q: %v", vm.Name, re),
+			Details: map[string]string{"host": re.Host, "resource": re.Resource}}
+	} else if err != nil {
+		return nil, fmt.Errorf("checking the resize of vm %q: %w", vm.Name, err)
+	}
+	to.vcpus, to.memory, to.host = max(to.vcpus, from.vcpus), max(to.memory, from.memory), host
+	p.resizing[key] = to
+	return func() {
+		p.mu.Lock()
+		delete(p.resizing, key)
+		p.mu.Unlock()
+	}, nil
 }
 
 // listAll returns every object of a collection that passes filter.

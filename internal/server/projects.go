@@ -67,7 +67,8 @@ func validateQuota(q api.Quota) error {
 	for _, f := range []struct {
 		name string
 		v    *int64
-	}{{"quota.vcpus", q.VCPUs}, {"quota.memoryMiB", q.MemoryMiB}, {"quota.diskMiB", q.DiskMiB}, {"quota.vms", q.VMs}} {
+	}{{"quota.vcpus", q.VCPUs}, {"quota.memoryMiB", q.MemoryMiB}, {"quota.diskMiB", q.DiskMiB}, {"quota.vms", q.VMs},
+		{"quota.imageStorageMiB", q.ImageStorageMiB}} {
 		if f.v != nil && *f.v < 0 {
 			return api.Invalid(f.name, "must be 0 or more (leave it out for no limit), not %d", *f.v)
 		}

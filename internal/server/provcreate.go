@@ -68,6 +68,9 @@ func (s *Server) validateProviderCreate(project string, req *api.VMCreate) (*api
 	if req.StopTimeoutSeconds == 0 {
 		req.StopTimeoutSeconds = defaultStopTimeout
 	}
+	if req.OnCrash != "" {
+		return nil, nil, api.Invalid("onCrash", "applies to vms on Polyvisor's own hosts; provider %q restarts its vms by its own policy", p.Name)
+	}
 	for i := range req.NICs {
 		if req.NICs[i].MAC != "" {
 			return nil, nil, api.Invalid("nics[0].mac", "the provider assigns MAC addresses")

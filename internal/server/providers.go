@@ -19,10 +19,10 @@ func (s *Server) providerRoutes() []route {
 	return []route{
 		{method: "GET", path: "/v1/providers", rule: auth.In(auth.PermProviderRead), handler: s.listProviders},
 		{method: "POST", path: "/v1/providers", rule: auth.Superadmin, handler: s.createProvider},
-		{method: "GET", path: "/v1/providers/{name}", rule: auth.In(auth.PermProviderRead), handler: s.getProvider, projectOf: s.providerProject},
+		{method: "GET", path: "/v1/providers/{name}", rule: auth.In(auth.PermProviderRead), handler: s.getProvider, projectOf: s.providerProject, notFound: notFoundAs("provider", "name")},
 		{method: "DELETE", path: "/v1/providers/{name}", rule: auth.Superadmin, handler: s.deleteProvider},
 		{method: "POST", path: "/v1/providers/{name}/refresh", rule: auth.Superadmin, handler: s.refreshProvider},
-		{method: "GET", path: "/v1/providers/{name}/inventory", rule: auth.In(auth.PermProviderRead), handler: s.providerInventory, projectOf: s.providerProject},
+		{method: "GET", path: "/v1/providers/{name}/inventory", rule: auth.In(auth.PermProviderRead), handler: s.providerInventory, projectOf: s.providerProject, notFound: notFoundAs("provider", "name")},
 	}
 }
 

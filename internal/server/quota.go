@@ -15,6 +15,10 @@ import (
 // project's lock, read its usage from the index, and write before letting
 // the next one look. The store's Txn returns once the index holds the
 // write, so the next one sees it.
+//
+// A project's lock comes after a VM's lock and before the placer's mutex
+// (the lock order is written at opController.lockVM): whoever holds it
+// never waits for a VM's lock.
 type quotaGate struct {
 	s     *Server
 	mu    sync.Mutex
@@ -60,13 +64,16 @@ func (g *quotaGate) admit(p *api.Project, delta api.Usage) (func(), error) {
 
 // admitResize checks a reconfigure against the quota. Usage counts each
 // VM at the larger of its size and any resize still queued for it, so two
-// racing resizes cannot pass together either; the caller holds the
-// returned unlock until the resize operation is queued.
+// racing resizes cannot pass together either; the caller holds the VM's
+// lock, and the returned unlock until the resize operation is queued.
 func (g *quotaGate) admitResize(p *api.Project, vm *api.VM, rc api.VMReconfigure) (func(), error) {
 	if p == nil || !limited(p.Spec.Quota) {
 		return func() {}, nil
 	}
 	unlock := g.lock(p.Name)
+	if cur, ok := g.s.projects.Get(p.Name); ok {
+		p = cur
+	}
 	used := g.s.usageOf(p.Name)
 	cur := g.s.pendingSize(vm)
 	var d api.Usage
@@ -147,6 +154,7 @@ func (s *Server) usageOf(project string) api.Usage {
 			})
 		}
 	}
+	u.ImageStorageMiB = s.imageStorageMiB(project)
 	return u
 }
 

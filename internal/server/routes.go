@@ -28,6 +28,10 @@ type route struct {
 	// (operations, providers), is that object's project; "" falls back
 	// to the request's.
 	projectOf func(r *http.Request) string
+	// notFound, beside projectOf, is the handler's error for a missing
+	// object; an object of a project the caller may not see answers as a
+	// missing one (see asMissing).
+	notFound func(r *http.Request) error
 }
 
 // routes is the whole API, one table per resource.
@@ -54,7 +58,7 @@ func (s *Server) metaRoutes() []route {
 			w.Header().Set("Content-Type", "text/plain")
 			_, _ = w.Write([]byte("ok\n"))
 		}},
-		{method: "GET", path: "/metrics", rule: auth.Public, handler: s.metrics.serve},
+		{method: "GET", path: "/metrics", rule: auth.Metrics, handler: s.metrics.serve},
 		{method: "GET", path: "/v1/openapi.json", rule: auth.Public, handler: func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write(api.OpenAPI)
@@ -72,7 +76,7 @@ func (s *Server) metaRoutes() []route {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
-		mux.Handle(rt.method+" "+rt.path, s.wrap(rt))
+		mux.Handle(rt.method+" "+rt.path, s.routeHandler(rt))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &api.Error{Code: api.CodeNotFound, Message: "no route for " + r.Method + " " + r.URL.Path})
@@ -108,9 +112,11 @@ func requestOf(r *http.Request) *request {
 	return &request{id: auth.FromContext(r.Context())}
 }
 
-// wrap authenticates the caller, applies the rate limit and the route's
-// rule, runs the handler, and records the request in the audit log (every
-// mutation and every refusal) and the metrics.
+// wrap limits the client address's rate, authenticates the caller, applies
+// the user's rate limit, the route's rule and the guards (a full disk, an
+// audit log that cannot write when the server fails closed), runs the
+// handler, and records the request in the audit log (every mutation and
+// every refusal, repeated refusals folded into counts) and the metrics.
 func (s *Server) wrap(rt route) http.Handler {
 	pattern := rt.method + " " + rt.path
 	action := actionOf(rt.method, rt.path)
@@ -123,7 +129,13 @@ func (s *Server) wrap(rt route) http.Handler {
 		rq := &request{reqID: requestID(r)}
 		rec.Header().Set("X-Request-Id", rq.reqID)
 
-		id, err := s.authenticate(r)
+		// The address first: a flood of bad tokens costs no more than
+		// any other flood.
+		id := auth.Anonymous
+		err := s.rateLimitAddress(rec, r)
+		if err == nil {
+			id, err = s.authenticate(r)
+		}
 		rq.id = id
 		if err == nil {
 			err = s.rateLimit(rec, r, id)
@@ -134,6 +146,12 @@ func (s *Server) wrap(rt route) http.Handler {
 		}
 		if err == nil {
 			err = auth.Authorize(id, rt.rule, rq.facts)
+			if rt.notFound != nil && isNotFound(err) && rt.projectOf(r) != "" {
+				err = s.asMissing(rt, r, id, list)
+			}
+		}
+		if err == nil {
+			err = s.admit(rt, action)
 		}
 		if err != nil {
 			s.writeError(rec, r, err)

@@ -68,6 +68,29 @@ type Config struct {
 	RateBurst int
 	// Audit sets the audit log's retention.
 	Audit audit.Options
+	// Edge bounds connections, streams and request bodies, and places
+	// metrics and the server certificate.
+	Edge EdgeConfig
+	// AuditDir holds the audit log (default <DataDir>/audit); a disk of its
+	// own keeps it apart from the data.
+	AuditDir string
+	// AuditFailClosed refuses audited requests (mutations, consoles) with
+	// 503 while the audit log cannot write records; by default they go on,
+	// with an alarm.
+	AuditFailClosed bool
+	// AuditFold folds repeated refusals into counted audit records.
+	AuditFold audit.AggregateOptions
+	// AddressRateLimit is the requests per second each client address may
+	// make, checked before authentication, with bursts of
+	// AddressRateBurst; 0 disables it. The unix socket is not limited.
+	AddressRateLimit float64
+	AddressRateBurst int
+	// MinFreeBytes is the free space kept on the disk of the data dir (and
+	// of the audit log): below it the server is read-only, with an alarm,
+	// until space is freed. 0 turns the guard off.
+	MinFreeBytes uint64
+	// StoreQuotaBytes bounds the embedded etcd's database (default 4 GiB).
+	StoreQuotaBytes int64
 }
 
 // Server is a running control plane.
@@ -86,10 +109,18 @@ type Server struct {
 	users     *store.Collection[api.User]
 	passwords *store.Collection[passwordRecord]
 	tokens    *store.Collection[tokenRecord]
+	settings  *store.Collection[settingsRecord]
 	audit     *audit.Log
+	auditFold *audit.Aggregator
+	guards    guards
 	limiter   atomic.Pointer[throttle.Limiter]
 	logins    *throttle.Login
 	quota     *quotaGate
+
+	// Logins: s.logins throttles failures per address and user, these
+	// per address, and hashing bounds the password hashes run at once.
+	loginAddrs *throttle.Login
+	hashing    *throttle.Gate
 
 	providers *store.Collection[api.Provider]
 	creds     *store.Collection[estate.Credential]
@@ -102,11 +133,18 @@ type Server struct {
 	metrics *metrics
 	place   *placer
 	imports *importer
+	// imageGate bounds imports per project and their image storage.
+	imageGate *imageGate
 
 	imageDir   string
 	adminToken string
 	caPEM      []byte
 	tlsConfig  *tls.Config
+	cert       *pki.ServerCert
+	guard      *streamGuard
+
+	metricsToken string
+	metricsAddr  net.Addr
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -131,6 +169,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.LeaseInterval == 0 {
 		cfg.LeaseInterval = 10 * time.Second
 	}
+	cfg.Edge = cfg.Edge.withDefaults()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
@@ -149,9 +188,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		DataDir:   cfg.DataDir,
 		Endpoints: cfg.EtcdEndpoints,
 		Logger:    cfg.Logger.With("component", "store"),
+		// At its quota the server goes read-only and reclaims space.
+		QuotaBytes: cfg.StoreQuotaBytes,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("opening store: %w", err)
+		return nil, fmt.Errorf("opening store: %w", s.diskCause(err))
 	}
 	s.st = st
 	s.vms = store.NewCollection(st, "vms", func(v *api.VM, rev int64) { v.Version = rev })
@@ -165,6 +206,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.users = store.NewCollection(st, "users", func(u *api.User, rev int64) { u.Version = rev })
 	s.passwords = store.NewCollection(st, "passwords", func(p *passwordRecord, rev int64) { p.Version = rev })
 	s.tokens = store.NewCollection(st, "tokens", func(t *tokenRecord, rev int64) { t.Version = rev })
+	s.settings = store.NewCollection(st, "settings", func(r *settingsRecord, rev int64) { r.Version = rev })
 	if err := st.Start(ctx); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("loading the store: %w", err)
@@ -181,17 +223,25 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	if s.audit, err = audit.Open(ctx, filepath.Join(cfg.DataDir, "audit"), cfg.Audit, cfg.Logger.With("component", "audit")); err != nil {
+	if err := s.ensureMetricsToken(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if s.audit, err = audit.Open(ctx, s.auditDir(), cfg.Audit, cfg.Logger.With("component", "audit")); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("opening the audit log: %w", err)
 	}
 	s.limiter.Store(throttle.NewLimiter(cfg.RateLimit, cfg.RateBurst, 10*time.Minute))
-	s.logins = throttle.NewLogin(throttle.LoginConfig{})
+	s.logins = throttle.NewLogin(loginPairConfig)
+	s.loginAddrs = throttle.NewLogin(loginAddrConfig)
+	s.hashing = throttle.NewGate(hashSlots(), hashWait)
 	s.quota = newQuotaGate(s)
 	s.metrics = newMetrics(s)
+	s.setupGuards()
 	s.place = newPlacer(s)
 	s.live = newLiveness(s)
 	s.streams = newStreamBroker()
+	s.guard = newStreamGuard(s)
 	s.opctl = newOpController(s)
 	factory := cfg.ProviderFactory
 	if factory == nil {
@@ -206,6 +256,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Logger: cfg.Logger.With("component", "estate"),
 	})
 	s.imports = &importer{running: map[string]context.CancelFunc{}}
+	s.imageGate = newImageGate()
 	s.recoverImports(ctx)
 	return s, nil
 }
@@ -224,18 +275,15 @@ func (s *Server) setupTLS() error {
 		hosts = append(hosts, lh)
 	}
 	hosts = append(hosts, s.cfg.AdvertiseAddresses...)
-	if err := pki.EnsureServerCert(dir, hosts); err != nil {
-		return fmt.Errorf("creating the server certificate: %w", err)
-	}
-	tc, err := pki.ServerTLSConfig(dir)
+	cert, err := pki.NewServerCert(dir, hosts, s.cfg.Edge.Cert)
 	if err != nil {
-		return fmt.Errorf("loading TLS material: %w", err)
+		return fmt.Errorf("preparing the server certificate: %w", err)
 	}
 	ca, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
 	if err != nil {
 		return fmt.Errorf("reading the CA certificate: %w", err)
 	}
-	s.tlsConfig, s.caPEM = tc, ca
+	s.cert, s.tlsConfig, s.caPEM = cert, cert.TLSConfig(), ca
 	return nil
 }
 
@@ -275,14 +323,21 @@ func (s *Server) Start(ctx context.Context) error {
 			s.Close()
 			return fmt.Errorf("listening on %s: %w", s.cfg.Listen, err)
 		}
-		s.serve(tls.NewListener(l, s.tlsConfig), handler, false)
+		s.serve(tls.NewListener(limitPerAddress(l, s.cfg.Edge.MaxConnsPerAddress, s.log), s.tlsConfig), handler, false)
 	}
+	if err := s.serveMetrics(); err != nil {
+		s.Close()
+		return err
+	}
+	s.guard.start(ctx)
+	s.goBG(func() { s.cert.Run(ctx) })
 	s.goBG(func() { s.opctl.run(ctx) })
 	s.goBG(func() { s.live.run(ctx) })
 	s.goBG(func() { s.place.run(ctx) })
 	s.goBG(func() { s.estate.Run(ctx) })
 	s.goBG(func() { s.runLeases(ctx) })
 	s.goBG(func() { s.pruneAudit(ctx) })
+	s.goBG(func() { s.runGuards(ctx) })
 	return nil
 }
 
@@ -295,12 +350,7 @@ func (s *Server) goBG(f func()) {
 }
 
 func (s *Server) serve(l net.Listener, h http.Handler, local bool) {
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ConnContext:       connContext(local),
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
+	srv := s.httpServer(h, local)
 	s.mu.Lock()
 	s.listeners = append(s.listeners, l)
 	s.httpSrvs = append(s.httpSrvs, srv)
@@ -317,7 +367,7 @@ func (s *Server) Addr() net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, l := range s.listeners {
-		if l.Addr().Network() == "tcp" {
+		if l.Addr().Network() == "tcp" && l.Addr() != s.metricsAddr {
 			return l.Addr()
 		}
 	}
@@ -343,6 +393,7 @@ func (s *Server) Close() error {
 	}
 	s.streams.closeAll()
 	s.bg.Wait()
+	s.auditFold.Close()
 	if err := s.audit.Close(); err != nil {
 		s.log.Error("closing the audit log", "err", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -139,10 +140,22 @@ const wsReadLimit = 4 << 20
 // attachStream is the agent's end of a console stream.
 func (s *Server) attachStream(w http.ResponseWriter, r *http.Request) {
 	host := auth.FromContext(r.Context()).Name
+	ended := make(chan struct{})
+	var wsp atomic.Pointer[websocket.Conn]
+	release, err := s.guard.open(r, streamAgent, s.hostAccess(host), func(reason string) {
+		closeWebsocket(&wsp, reason)
+		close(ended)
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer release()
 	ws, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		return
 	}
+	wsp.Store(ws)
 	ws.SetReadLimit(wsReadLimit)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -154,7 +167,20 @@ func (s *Server) attachStream(w http.ResponseWriter, r *http.Request) {
 	}
 	select {
 	case <-done:
+	case <-ended:
+		closeWebsocket(&wsp, "")
 	case <-r.Context().Done():
+	}
+}
+
+// closeWebsocket ends a guarded websocket, telling its peer why; one not
+// yet accepted is ended by its handler.
+func closeWebsocket(wsp *atomic.Pointer[websocket.Conn], reason string) {
+	if ws := wsp.Load(); ws != nil {
+		if len(reason) > 120 {
+			reason = reason[:120]
+		}
+		_ = ws.Close(websocket.StatusPolicyViolation, reason)
 	}
 }
 
@@ -178,20 +204,33 @@ func (s *Server) vmConsole(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Conflict("vm %q is %s: its console is available while it runs", name, vm.Status.PowerState))
 		return
 	}
+	// The console ends when the caller's credentials go or it may no
+	// longer use the project's consoles; each user may hold only so many.
+	octx, ocancel := context.WithCancel(r.Context())
+	defer ocancel()
+	var wsp atomic.Pointer[websocket.Conn]
+	unguard, err := s.guard.open(r, streamConsole, s.projectAccess(vm.Project, auth.PermVMConsole), func(reason string) {
+		ocancel()
+		closeWebsocket(&wsp, reason)
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer unguard()
 	var (
 		agentConn net.Conn
 		release   func()
-		err       error
 	)
 	if vm.Spec.Provider != nil {
-		agentConn, err = s.providerConsole(r, vm, kind)
+		agentConn, err = s.providerConsole(r.WithContext(octx), vm, kind)
 		release = func() {
 			if agentConn != nil {
 				agentConn.Close()
 			}
 		}
 	} else {
-		agentConn, release, err = s.streams.open(r.Context(), vm.Spec.Host, api.StreamRequest{VM: vm.Key(), Console: kind})
+		agentConn, release, err = s.streams.open(octx, vm.Spec.Host, api.StreamRequest{VM: vm.Key(), Console: kind})
 	}
 	if err != nil {
 		s.writeError(w, r, err)
@@ -200,6 +239,12 @@ func (s *Server) vmConsole(w http.ResponseWriter, r *http.Request) {
 	defer release()
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"binary"}})
 	if err != nil {
+		return
+	}
+	wsp.Store(ws)
+	if octx.Err() != nil {
+		// Ended while the agent dialled back.
+		closeWebsocket(&wsp, "access ended")
 		return
 	}
 	ws.SetReadLimit(wsReadLimit)

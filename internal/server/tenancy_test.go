@@ -378,14 +378,14 @@ func TestLogin(t *testing.T) {
 	if strings.ReplaceAll(eUnknown.Error(), "nobody-here", "U") != strings.ReplaceAll(eWrong.Error(), "r-member", "U") {
 		t.Errorf("unknown user and wrong password differ:\n  %v\n  %v", eUnknown, eWrong)
 	}
-	// After a few more failures the user is locked out, even with the
-	// right password, and told when to come back.
-	for range 4 {
+	// After a few more failures the user is locked out from this address,
+	// even with the right password, and told when to come back.
+	for range 5 {
 		_, _ = anon.Login(ctx, "r-member", "wrong-password")
 	}
 	_, err = anon.Login(ctx, "r-member", "pw-r-member-secret")
 	if statusOfErr(err) != http.StatusTooManyRequests {
-		t.Fatalf("login after 5 failures: %v, want 429", err)
+		t.Fatalf("login after 6 failures: %v, want 429", err)
 	}
 	// The lockout is per user and address, and the audit log saw it all.
 	recs, err := e.super.ListAudit(ctx, api.AuditQuery{Action: "auth.login", Actor: "r-member"})
@@ -398,8 +398,8 @@ func TestLogin(t *testing.T) {
 			denied++
 		}
 	}
-	if denied != 6 {
-		t.Errorf("%d denied login records for r-member, want 6", denied)
+	if denied != 7 {
+		t.Errorf("%d denied login records for r-member, want 7", denied)
 	}
 }
 

@@ -15,8 +15,8 @@ const maxTokenLife = 10 * 365 * 24 * time.Hour
 
 func (s *Server) tokenRoutes() []route {
 	return []route{
-		{method: "GET", path: "/v1/tokens", rule: auth.User, handler: s.listTokens},
-		{method: "POST", path: "/v1/tokens", rule: auth.User, handler: s.createToken},
+		{method: "GET", path: "/v1/tokens", rule: auth.Account, handler: s.listTokens},
+		{method: "POST", path: "/v1/tokens", rule: auth.Account, handler: s.createToken},
 		{method: "DELETE", path: "/v1/tokens/{id}", rule: auth.User, handler: s.revokeToken},
 	}
 }
@@ -66,10 +66,6 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &api.Error{Code: api.CodeForbidden, Message: "only a superadmin may make tokens for another user"})
 		return
 	}
-	if me.Project != "" || me.Role != "" {
-		s.writeError(w, r, &api.Error{Code: api.CodeForbidden, Message: "a narrowed token cannot make tokens"})
-		return
-	}
 	u, ok := s.users.Get(req.User)
 	if !ok {
 		s.writeError(w, r, api.NotFound("user", req.User))
@@ -117,7 +113,7 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.NotFound("token", id))
 		return
 	}
-	if (me.Project != "" || me.Role != "") && id != me.TokenID {
+	if me.Narrowed() && id != me.TokenID {
 		s.writeError(w, r, &api.Error{Code: api.CodeForbidden, Message: "a narrowed token can revoke only itself"})
 		return
 	}

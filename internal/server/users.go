@@ -13,13 +13,17 @@ import (
 	"github.com/polyvisor/polyvisor/internal/auth"
 	"github.com/polyvisor/polyvisor/internal/auth/password"
 	"github.com/polyvisor/polyvisor/internal/store"
+	"github.com/polyvisor/polyvisor/internal/throttle"
 )
 
 // passwordRecord holds a user's password hash, apart from the user so
 // that no user object can carry it out through the API.
 type passwordRecord struct {
-	Hash    string `json:"hash"`
-	Version int64  `json:"-"`
+	Hash string `json:"hash"`
+	// KeepSession is the login session that set this password, which
+	// stays valid; the user's other sessions made before it end.
+	KeepSession string `json:"keepSession,omitempty"`
+	Version     int64  `json:"-"`
 }
 
 func (s *Server) userRoutes() []route {
@@ -79,11 +83,16 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) {
 	}
 	ops := []store.Op{}
 	if req.Password != "" {
-		if err := password.Validate(req.Password); err != nil {
+		if err := password.Validate(req.Name, req.Password); err != nil {
 			s.writeError(w, r, api.Invalid("password", "%v", err))
 			return
 		}
+		release, ok := s.hashSlot(w, r)
+		if !ok {
+			return
+		}
 		h, err := password.Hash(req.Password)
+		release()
 		if err != nil {
 			s.writeError(w, r, fmt.Errorf("hashing the password: %w", err))
 			return
@@ -191,8 +200,13 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// setPassword sets a password: a user changing its own gives the current
-// one (when it has one); a superadmin may set anyone's.
+// setPassword sets a password. Users changing their own give the current
+// one, superadmins included; a superadmin may set anyone else's. A user
+// without a password gets the first one from a superadmin: a token of its
+// own is not enough, for a password opens sessions with every right the
+// user has, and the token may have fewer. The route's rule already refuses
+// narrowed tokens. Setting a password ends the user's other login
+// sessions; its API tokens stay.
 func (s *Server) setPassword(w http.ResponseWriter, r *http.Request) {
 	var req api.PasswordSet
 	if err := decodeJSON(w, r, &req, false); err != nil {
@@ -205,31 +219,67 @@ func (s *Server) setPassword(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.NotFound("user", name))
 		return
 	}
-	if err := password.Validate(req.Password); err != nil {
+	cur, has := s.passwords.Get(name)
+	own := me.IsUser() && me.Name == name
+	if !has && !me.IsSuperadmin() {
+		s.writeError(w, r, &api.Error{Code: api.CodeForbidden, Message: fmt.Sprintf(
+			"user %q has no password yet: a superadmin sets the first one; until then the user works with tokens made for it", name)})
+		return
+	}
+	if err := password.Validate(name, req.Password); err != nil {
 		s.writeError(w, r, api.Invalid("password", "%v", err))
 		return
 	}
-	cur, has := s.passwords.Get(name)
-	if !me.IsSuperadmin() && has {
-		if ok, _ := password.Verify(req.Current, cur.Hash); !ok {
-			s.writeError(w, r, api.Invalid("current", "is not the current password"))
+	if has && own && req.Current == "" {
+		s.writeError(w, r, api.Invalid("current", "is required to change your own password"))
+		return
+	}
+	var pair, addr *throttle.Attempt
+	if has && own {
+		// Guesses of the current password are throttled like logins.
+		var ok bool
+		if pair, addr, ok = s.beginLogin(w, r, name); !ok {
 			return
 		}
 	}
+	release, ok := s.hashSlot(w, r)
+	if !ok {
+		pair.Abandon()
+		addr.Abandon()
+		return
+	}
+	if pair != nil {
+		good, _ := password.Verify(req.Current, cur.Hash)
+		if !good {
+			release()
+			pair.Fail()
+			addr.Fail()
+			s.writeError(w, r, api.Invalid("current", "is not the current password"))
+			return
+		}
+		pair.Succeed()
+		addr.Abandon()
+	}
 	h, err := password.Hash(req.Password)
+	release()
 	if err != nil {
 		s.writeError(w, r, fmt.Errorf("hashing the password: %w", err))
 		return
 	}
+	rec := &passwordRecord{Hash: h}
+	if t, ok := s.tokens.Get(me.TokenID); ok && own && t.Kind == api.TokenSession {
+		rec.KeepSession = t.ID
+	}
 	if has {
-		_, err = s.passwords.Update(r.Context(), name, &passwordRecord{Hash: h}, cur.Version)
+		_, err = s.passwords.Update(r.Context(), name, rec, cur.Version)
 	} else {
-		_, err = s.passwords.Create(r.Context(), name, &passwordRecord{Hash: h})
+		_, err = s.passwords.Create(r.Context(), name, rec)
 	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	s.endSessions(r.Context(), name, rec.Version, rec.KeepSession)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -238,7 +288,9 @@ var errLogin = &api.Error{Code: api.CodeUnauthorized, Message: "invalid user nam
 
 // login exchanges a user name and password for a session token. An
 // unknown user and a wrong password take the same path and answer; failed
-// attempts are throttled per user name and per client address.
+// attempts are throttled per address and user name together, and per
+// address, counting attempts from their start so that concurrent ones get
+// no further than consecutive ones; password hashing is bounded.
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	var req api.Login
 	if err := decodeJSON(w, r, &req, false); err != nil {
@@ -251,12 +303,15 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if len(req.User) > 253 {
 		req.User = req.User[:253]
 	}
-	keys := []string{"user:" + req.User, "ip:" + clientIP(r)}
-	if wait, ok := s.logins.Check(keys...); !ok {
+	pair, addr, ok := s.beginLogin(w, r, req.User)
+	if !ok {
 		rq.outcome = api.AuditDenied
-		writeRetryAfter(w, wait)
-		s.writeError(w, r, &api.Error{Code: api.CodeTooManyRequests,
-			Message: fmt.Sprintf("too many failed logins; try again in %s", roundUp(wait))})
+		return
+	}
+	release, ok := s.hashSlot(w, r)
+	if !ok {
+		pair.Abandon()
+		addr.Abandon()
 		return
 	}
 	u, uok := s.users.Get(req.User)
@@ -267,13 +322,18 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	} else {
 		password.VerifyDummy(req.Password)
 	}
+	release()
 	if !good || u.Disabled {
-		s.logins.Failure(keys...)
+		pair.Fail()
+		addr.Fail()
 		rq.outcome = api.AuditDenied
 		s.writeError(w, r, errLogin)
 		return
 	}
-	s.logins.Success(keys...)
+	// A success clears the pair's failures, not the address's: logging in
+	// to one's own account must not buy more guesses at others.
+	pair.Succeed()
+	addr.Abandon()
 	ttl := s.cfg.SessionTTL
 	tok, id, err := s.mintToken(r.Context(), auth.PrefixSession, &tokenRecord{
 		Kind: api.TokenSession, Name: "login", User: u.Name, ExpiresAt: time.Now().UTC().Add(ttl)})

@@ -76,6 +76,9 @@ func validateVMCreate(req *api.VMCreate, images imageLookup, limits hostLimits) 
 		return err
 	}
 	if ci := req.CloudInit; ci != nil {
+		if ci.UserDataRedacted {
+			return api.Invalid("cloudInit.userDataRedacted", "is set by the server in what it shows, never in a request")
+		}
 		for field, v := range map[string]string{"userData": ci.UserData, "metaData": ci.MetaData, "networkConfig": ci.NetworkConfig} {
 			if len(v) > maxCloudInitBytes {
 				return api.Invalid("cloudInit."+field, "is %d bytes, more than the %d allowed", len(v), maxCloudInitBytes)
@@ -94,6 +97,13 @@ func validateVMCreate(req *api.VMCreate, images imageLookup, limits hostLimits) 
 		req.StopTimeoutSeconds = defaultStopTimeout
 	case req.StopTimeoutSeconds < 0 || req.StopTimeoutSeconds > maxStopTimeout:
 		return api.Invalid("stopTimeoutSeconds", "must be from 1 to %d, not %d", maxStopTimeout, req.StopTimeoutSeconds)
+	}
+	switch req.OnCrash {
+	case "":
+		req.OnCrash = api.OnCrashRestart
+	case api.OnCrashRestart, api.OnCrashStop:
+	default:
+		return api.Invalid("onCrash", "must be restart or stop, not %q", req.OnCrash)
 	}
 	if req.Host != "" && (limits.hostExists == nil || !limits.hostExists(req.Host)) {
 		return api.Invalid("host", "host %q not found", req.Host)

@@ -35,7 +35,7 @@ func TestValidateVMCreateDefaults(t *testing.T) {
 	if err := validateVMCreate(&req, testImages, testLimits); err != nil {
 		t.Fatalf("valid request refused: %v", err)
 	}
-	if req.PowerState != api.PowerRunning || req.StopTimeoutSeconds != defaultStopTimeout {
+	if req.PowerState != api.PowerRunning || req.StopTimeoutSeconds != defaultStopTimeout || req.OnCrash != api.OnCrashRestart {
 		t.Errorf("defaults not filled: %+v", req)
 	}
 	if req.Disks[0].Name != "disk0" || req.NICs[0].Network != api.NetworkUser || req.NICs[0].MAC != "52:54:00:aa:bb:cc" {
@@ -77,6 +77,7 @@ func TestValidateVMCreateErrorsNameTheField(t *testing.T) {
 			r.CloudInit = &api.CloudInit{UserData: strings.Repeat("x", maxCloudInitBytes+1)}
 		}, "cloudInit.userData", "more than"},
 		{"stop timeout", func(r *api.VMCreate) { r.StopTimeoutSeconds = -1 }, "stopTimeoutSeconds", "from 1"},
+		{"crash policy", func(r *api.VMCreate) { r.OnCrash = "sometimes" }, "onCrash", "restart or stop"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

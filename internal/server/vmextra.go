@@ -52,13 +52,21 @@ func (s *Server) reconfigureVM(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	unlockQuota, err := s.quota.admitResize(s.projectOfVM(vm), vm, req)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
+	// Under the VM's lock, as for a create: the project's quota, then the
+	// room on the VM's host (lock order: see lockVM).
+	admit := func(vm *api.VM) (func(), error) {
+		unlockQuota, err := s.quota.admitResize(s.projectOfVM(vm), vm, req)
+		if err != nil {
+			return nil, err
+		}
+		release, err := s.place.resize(r.Context(), vm, req)
+		if err != nil {
+			unlockQuota()
+			return nil, err
+		}
+		return func() { release(); unlockQuota() }, nil
 	}
-	defer unlockQuota()
-	op, err := s.opctl.submit(r.Context(), vm.Key(), api.OpVMReconfigure, req, ifMatch)
+	op, _, err := s.opctl.submitWith(r.Context(), vm.Key(), api.OpVMReconfigure, req, submitOptions{ifMatch: ifMatch, admit: admit})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -42,7 +43,7 @@ func (s *Server) listVMs(w http.ResponseWriter, r *http.Request) {
 		return s.inProject(r, vm.Project, auth.PermVMRead) && (q.Host == "" || vm.Spec.Host == q.Host) &&
 			(q.State == "" || vm.Status.PowerState == q.State) &&
 			providerMatches(q.Provider, vm.Spec.Provider) && q.sel.Matches(vm.Labels)
-	}, nil)
+	}, func(vm *api.VM) api.VM { return *s.vmView(r, vm) })
 }
 
 func (s *Server) getVM(w http.ResponseWriter, r *http.Request) {
@@ -51,7 +52,7 @@ func (s *Server) getVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(vm.Version, 10)))
-	writeJSON(w, http.StatusOK, vm)
+	writeJSON(w, http.StatusOK, s.vmView(r, vm))
 }
 
 // ifMatchVersion reads the optional If-Match header: the VM version (its
@@ -69,12 +70,38 @@ func ifMatchVersion(r *http.Request) (int64, error) {
 }
 
 // idempotencyRecord maps a client's Idempotency-Key to the operation its
-// first request made. Records are kept for idempotencyTTL.
+// first request made, with the route and a hash of the body of that
+// request: a retry must be the same request. Records are kept for
+// idempotencyTTL.
 type idempotencyRecord struct {
 	Name        string    `json:"name"`
 	Version     int64     `json:"-"`
 	OperationID string    `json:"operationId"`
 	CreatedAt   time.Time `json:"createdAt"`
+	// Route is the first request's method and path pattern, BodyHash the
+	// hex SHA-256 of its body as decoded and encoded again (so spacing and
+	// the order of fields do not matter). Records written before these
+	// were kept have neither, and match any request.
+	Route    string `json:"route,omitempty"`
+	BodyHash string `json:"bodyHash,omitempty"`
+}
+
+// idempotentRequest is what an Idempotency-Key stands for: the client's
+// key (scoped to project and user), and the request it came with.
+type idempotentRequest struct {
+	key      string
+	route    string
+	bodyHash string
+}
+
+// newIdempotentRequest hashes the decoded body of a request with key.
+func newIdempotentRequest(key, route string, body any) (idempotentRequest, error) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return idempotentRequest{}, fmt.Errorf("hashing the request body: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return idempotentRequest{key: key, route: route, bodyHash: hex.EncodeToString(sum[:])}, nil
 }
 
 const idempotencyTTL = 24 * time.Hour
@@ -97,7 +124,15 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request) {
 	}
 	rq := requestOf(r)
 	rq.resource = api.Ref{Kind: "vm", Name: req.Name, Project: rq.project}
-	op, err := s.doCreateVM(r.Context(), rq.project, &req, key)
+	var idem idempotentRequest
+	if key != "" {
+		var err error
+		if idem, err = newIdempotentRequest(key, "POST /v1/vms", &req); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	op, err := s.doCreateVM(r.Context(), rq.project, &req, idem)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -105,25 +140,40 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request) {
 	writeOperation(w, op)
 }
 
-// idempotentOp returns the operation an earlier request with key made.
-func (s *Server) idempotentOp(key string) (*api.Operation, bool) {
+// idempotentOp returns the operation an earlier request with the same
+// key made, or a 422 error when that request was another one.
+func (s *Server) idempotentOp(req idempotentRequest, key string) (*api.Operation, bool, error) {
 	rec, ok := s.idem.Get(idempotencyName(key))
 	if !ok {
-		return nil, false
+		return nil, false, nil
 	}
-	return s.ops.Get(rec.OperationID)
+	mismatch := ""
+	switch {
+	case rec.Route != "" && rec.Route != req.route:
+		mismatch = "route"
+	case rec.BodyHash != "" && rec.BodyHash != req.bodyHash:
+		mismatch = "body"
+	}
+	if mismatch != "" {
+		return nil, false, &api.Error{Code: api.CodeUnprocessable, Field: "Idempotency-Key",
+			Message: fmt.Sprintf("Idempotency-Key %q was first used with another request %s: a retry must repeat the request exactly; use a new key for a new request", req.key, mismatch),
+			Details: map[string]string{"mismatch": mismatch, "operation": rec.OperationID}}
+	}
+	op, ok := s.ops.Get(rec.OperationID)
+	return op, ok, nil
 }
 
-func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCreate, idemKey string) (*api.Operation, error) {
+func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCreate, idem idempotentRequest) (*api.Operation, error) {
 	key := api.Key(project, req.Name)
 	// Creates of one name serialize, so a retried create finds the first
 	// one's record or its VM, never half of it.
 	unlock := s.opctl.lockVM(key)
 	defer unlock()
-	if idemKey != "" {
-		idemKey = project + "\x00" + auth.FromContext(ctx).Name + "\x00" + idemKey
-		if op, ok := s.idempotentOp(idemKey); ok {
-			return op, nil
+	idemKey := ""
+	if idem.key != "" {
+		idemKey = project + "\x00" + auth.FromContext(ctx).Name + "\x00" + idem.key
+		if op, ok, err := s.idempotentOp(idem, idemKey); err != nil || ok {
+			return op, err
 		}
 	}
 	proj, ok := s.projects.Get(project)
@@ -154,7 +204,8 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 		}
 	}
 	// The quota check and the write are one step for the project: creates
-	// in a project with a quota serialize, so none can pass together.
+	// in a project with a quota serialize, so none can pass together. The
+	// project's lock is taken under the VM's (lock order: see lockVM).
 	unlockQuota, err := s.quota.admit(proj, s.usageOfCreate(project, req))
 	if err != nil {
 		return nil, err
@@ -171,6 +222,7 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 			Host: host, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Disks: req.Disks, NICs: req.NICs,
 			Boot: req.Boot, CloudInit: req.CloudInit, PowerState: req.PowerState,
 			StopTimeoutSeconds: req.StopTimeoutSeconds, Provider: ref, Lease: lease,
+			OnCrash: req.OnCrash,
 		},
 		Status: api.VMStatus{PowerState: api.PowerPending},
 	}
@@ -182,14 +234,15 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 
 	txn := []store.Op{s.vms.OpCreate(key, vm), s.ops.OpCreate(op.ID, op)}
 	if idemKey != "" {
-		txn = append(txn, s.idem.OpCreate(idempotencyName(idemKey), &idempotencyRecord{Name: idempotencyName(idemKey), OperationID: op.ID, CreatedAt: now}))
+		txn = append(txn, s.idem.OpCreate(idempotencyName(idemKey), &idempotencyRecord{Name: idempotencyName(idemKey), OperationID: op.ID, CreatedAt: now,
+			Route: idem.route, BodyHash: idem.bodyHash}))
 	}
 	if _, err := s.st.Txn(ctx, txn...); err != nil {
 		release(false)
 		var ke *store.KeyError
 		if idemKey != "" {
-			if prev, ok := s.idempotentOp(idemKey); ok {
-				return prev, nil
+			if prev, ok, err := s.idempotentOp(idem, idemKey); err != nil || ok {
+				return prev, err
 			}
 		}
 		if errors.As(err, &ke) && ke.Kind == "vms" && errors.Is(err, store.ErrExists) {

@@ -14,9 +14,13 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/fileutil"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -46,7 +50,7 @@ const (
 // (or, when that path is too long for a socket, on a 127.0.0.1 port the
 // kernel picks); the member listens on no peer port at all, since it has no
 // peers.
-func startEmbedded(ctx context.Context, dataDir string, log *slog.Logger) (*embedded, error) {
+func startEmbedded(ctx context.Context, dataDir string, quota int64, log *slog.Logger) (*embedded, error) {
 	dataDir, err := filepath.Abs(dataDir)
 	if err != nil {
 		return nil, fmt.Errorf("resolve data dir: %w", err)
@@ -73,6 +77,12 @@ func startEmbedded(ctx context.Context, dataDir string, log *slog.Logger) (*embe
 	cfg := embed.NewConfig()
 	cfg.Name = embeddedName
 	cfg.Dir = filepath.Join(dataDir, "etcd")
+
+	// A damaged database makes etcd panic, in its own goroutines as well
+	// as this one; read it through first and say what to do instead.
+	if err := checkDatabase(cfg.Dir); err != nil {
+		return nil, err
+	}
 
 	// Clients reach the embedded etcd only through a unix socket that only
 	// this user can open: etcd has no authentication here. A data dir too
@@ -109,15 +119,24 @@ func startEmbedded(ctx context.Context, dataDir string, log *slog.Logger) (*embe
 	cfg.AutoCompactionMode = embed.CompactorModePeriodic
 	cfg.AutoCompactionRetention = embeddedRetention
 	cfg.QuotaBackendBytes = embeddedQuota
+	if quota > 0 {
+		cfg.QuotaBackendBytes = quota
+	}
 
 	// NewConfig leaves this at 0, which logs every request as slow.
 	cfg.WarningUnaryRequestDuration = embed.DefaultWarningUnaryRequestDuration
 
-	// etcd logs through the store's logger, warnings and errors only.
-	core := &slogCore{log: log, level: zapcore.WarnLevel, quiet: new(atomic.Bool)}
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(core))
+	// etcd logs through the store's logger, warnings and errors only. When
+	// it gives up (it cannot write its disk), one line says why and what to
+	// do, and the process ends, as etcd would have ended it.
+	core := &slogCore{log: log, level: zapcore.WarnLevel, quiet: new(atomic.Bool), starting: new(atomic.Bool)}
+	core.starting.Store(true)
+	fatal := &fatalHook{log: log, dir: cfg.Dir}
+	core.fatal = fatal
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(core, zap.WithFatalHook(fatal)))
 
-	e, err := embed.StartEtcd(cfg)
+	e, err := startRecovering(cfg)
+	core.starting.Store(false)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +161,18 @@ func startEmbedded(ctx context.Context, dataDir string, log *slog.Logger) (*embe
 	}
 	log.Debug("embedded etcd ready", "dir", cfg.Dir, "endpoint", endpoint)
 	ok = true
-	return &embedded{etcd: e, endpoint: endpoint, quiet: core.quiet, lock: lock}, nil
+	return &embedded{etcd: e, endpoint: endpoint, quiet: core.quiet, lock: lock, quota: cfg.QuotaBackendBytes}, nil
+}
+
+// startRecovering starts etcd, turning a panic while it starts (a
+// database it cannot open) into an error naming the file.
+func startRecovering(cfg *embed.Config) (e *embed.Etcd, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = corruptError(cfg.Dir, fmt.Errorf("etcd failed while opening it: %v", p))
+		}
+	}()
+	return embed.StartEtcd(cfg)
 }
 
 // embedded is a running embedded etcd.
@@ -151,6 +181,7 @@ type embedded struct {
 	endpoint string
 	quiet    *atomic.Bool
 	lock     *fileutil.LockedFile // held on dataDir/etcd.lock while running
+	quota    int64                // of the database, in bytes
 }
 
 // close stops etcd. The errors etcd logs about its listeners closing are
@@ -190,12 +221,17 @@ type slogCore struct {
 	level zapcore.Level
 	quiet *atomic.Bool // set while shutting down: everything goes to debug
 	attrs []any
+	// starting is set while etcd starts: its panics are recovered then.
+	// Later a panic ends the process through fatal, with one clear line.
+	starting *atomic.Bool
+	fatal    *fatalHook
 }
 
 func (c *slogCore) Enabled(l zapcore.Level) bool { return l >= c.level }
 
 func (c *slogCore) With(fields []zapcore.Field) zapcore.Core {
-	return &slogCore{log: c.log, level: c.level, quiet: c.quiet, attrs: append(append([]any(nil), c.attrs...), fieldAttrs(fields)...)}
+	return &slogCore{log: c.log, level: c.level, quiet: c.quiet, starting: c.starting, fatal: c.fatal,
+		attrs: append(append([]any(nil), c.attrs...), fieldAttrs(fields)...)}
 }
 
 func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
@@ -220,6 +256,9 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	}
 	args := append(append([]any(nil), c.attrs...), fieldAttrs(fields)...)
 	c.log.Log(context.Background(), level, e.Message, args...)
+	if e.Level >= zapcore.DPanicLevel && e.Level < zapcore.FatalLevel && c.fatal != nil && !c.starting.Load() && !c.quiet.Load() {
+		c.fatal.exit(e.Message, fields)
+	}
 	return nil
 }
 
@@ -239,4 +278,102 @@ func fieldAttrs(fields []zapcore.Field) []any {
 		out = append(out, k, enc.Fields[k])
 	}
 	return out
+}
+
+// fatalHook ends the process when etcd gives up, after one line that says
+// why in words an operator can act on.
+type fatalHook struct {
+	log    *slog.Logger
+	dir    string
+	osExit func(code int) // os.Exit; tests replace it
+}
+
+func (h *fatalHook) OnWrite(ce *zapcore.CheckedEntry, fields []zapcore.Field) {
+	h.exit(ce.Message, fields)
+}
+
+// exit logs the cause and ends the process.
+func (h *fatalHook) exit(msg string, fields []zapcore.Field) {
+	h.log.Error(fatalMessage(h.dir, msg, fields))
+	if h.osExit != nil {
+		h.osExit(1)
+		return
+	}
+	os.Exit(1)
+}
+
+// fatalMessage says why etcd gave up: for a full disk, which disk.
+func fatalMessage(dir, msg string, fields []zapcore.Field) string {
+	var cause error
+	for _, f := range fields {
+		if err, ok := f.Interface.(error); ok {
+			cause = err
+		}
+	}
+	if cause == nil {
+		cause = errors.New(msg)
+	}
+	if errors.Is(cause, syscall.ENOSPC) || strings.Contains(cause.Error(), "no space left on device") {
+		return fmt.Sprintf("FATAL: the embedded etcd in %s stopped: the disk holding it is full (%s: %v); "+
+			"free space on that disk and start the server again: it resumes from its last committed write", dir, msg, cause)
+	}
+	return fmt.Sprintf("FATAL: the embedded etcd in %s stopped: %s: %v", dir, msg, cause)
+}
+
+// SpaceAlarm reports whether etcd's NOSPACE alarm is raised: its database
+// reached its quota, and it refuses every write but deletes until the alarm
+// is disarmed.
+func (s *Store) SpaceAlarm(ctx context.Context) (bool, error) {
+	resp, err := s.client.AlarmList(ctx)
+	if err != nil {
+		return false, fmt.Errorf("listing etcd alarms: %w", err)
+	}
+	for _, a := range resp.Alarms {
+		if a.Alarm == etcdserverpb.AlarmType_NOSPACE {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// ReclaimSpace frees the embedded etcd's database when it reached its
+// quota: it compacts the history up to now, defragments the database, and
+// disarms the NOSPACE alarm once the database takes less than nine tenths
+// of the quota. It reports whether etcd takes writes again, and the
+// database's size. An external etcd is its operators' to reclaim.
+func (s *Store) ReclaimSpace(ctx context.Context) (ok bool, size int64, err error) {
+	if s.etcd == nil {
+		return false, 0, errors.New("reclaiming etcd space: the etcd cluster is external; its operators compact, defragment and disarm it")
+	}
+	ep := s.etcd.endpoint
+	st, err := s.client.Status(ctx, ep)
+	if err != nil {
+		return false, 0, fmt.Errorf("reading etcd status: %w", err)
+	}
+	if _, err := s.client.Compact(ctx, st.Header.Revision, clientv3.WithCompactPhysical()); err != nil &&
+		!errors.Is(err, rpctypes.ErrCompacted) {
+		return false, st.DbSize, fmt.Errorf("compacting etcd: %w", err)
+	}
+	if _, err := s.client.Defragment(ctx, ep); err != nil {
+		return false, st.DbSize, fmt.Errorf("defragmenting etcd: %w", err)
+	}
+	if st, err = s.client.Status(ctx, ep); err != nil {
+		return false, 0, fmt.Errorf("reading etcd status: %w", err)
+	}
+	if st.DbSize >= s.etcd.quota/10*9 {
+		return false, st.DbSize, nil
+	}
+	if _, err := s.client.AlarmDisarm(ctx, &clientv3.AlarmMember{MemberID: st.Header.MemberId, Alarm: etcdserverpb.AlarmType_NOSPACE}); err != nil {
+		return false, st.DbSize, fmt.Errorf("disarming the etcd space alarm: %w", err)
+	}
+	s.log.Warn("etcd space reclaimed: writes are taken again", "dbSize", st.DbSize, "quota", s.etcd.quota)
+	return true, st.DbSize, nil
+}
+
+// Quota is the embedded etcd's database quota (0 for an external etcd).
+func (s *Store) Quota() int64 {
+	if s.etcd == nil {
+		return 0
+	}
+	return s.etcd.quota
 }

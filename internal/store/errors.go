@@ -3,6 +3,8 @@ package store
 import (
 	"errors"
 	"fmt"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 )
 
 // Sentinel errors. Every error the store returns for a failed precondition
@@ -24,6 +26,9 @@ var (
 	// ErrNotStarted is returned by writes made before Start: they could not
 	// wait for the index to see them.
 	ErrNotStarted = errors.New("store not started")
+	// ErrReadOnly is wrapped by the error of a write refused while the
+	// store is read-only (SetReadOnly).
+	ErrReadOnly = errors.New("store is read-only")
 )
 
 // KeyError names the object a failed precondition concerns.
@@ -42,3 +47,9 @@ func (e *KeyError) Error() string {
 }
 
 func (e *KeyError) Unwrap() error { return e.Err }
+
+// IsNoSpace reports whether err is etcd refusing a write because its
+// database reached its quota (its NOSPACE alarm; see ReclaimSpace).
+func IsNoSpace(err error) bool {
+	return errors.Is(err, rpctypes.ErrNoSpace) || errors.Is(err, rpctypes.ErrGRPCNoSpace)
+}

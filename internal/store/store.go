@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -32,6 +33,9 @@ type Config struct {
 	// Logger receives the store's and the embedded etcd's logs (default
 	// slog.Default()).
 	Logger *slog.Logger
+	// QuotaBytes bounds the embedded etcd's database (default 4 GiB); at
+	// it etcd raises its NOSPACE alarm and refuses writes (ReclaimSpace).
+	QuotaBytes int64
 
 	// TLS for external endpoints: CAFile verifies the servers; CertFile and
 	// KeyFile are the client certificate.
@@ -57,6 +61,8 @@ type Store struct {
 	loadErr     error         // last load error, for Start to report
 
 	rev revTracker
+
+	readOnly atomic.Pointer[error] // why writes are refused, if they are
 
 	// watchCancel stops the running watch (guarded by mu); restartWatch
 	// uses it. beforeWatch, when set before Start, runs after every load
@@ -100,7 +106,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			s.cancel()
 			return nil, errors.New("open store: neither a data dir nor endpoints given")
 		}
-		e, err := startEmbedded(ctx, cfg.DataDir, cfg.Logger.With("component", "etcd"))
+		e, err := startEmbedded(ctx, cfg.DataDir, cfg.QuotaBytes, cfg.Logger.With("component", "etcd"))
 		if err != nil {
 			s.cancel()
 			return nil, fmt.Errorf("start embedded etcd: %w", err)
@@ -202,7 +208,20 @@ func (s *Store) usable() error {
 	case !s.started:
 		return ErrNotStarted
 	}
+	if ro := s.readOnly.Load(); ro != nil {
+		return fmt.Errorf("%w: %w", ErrReadOnly, *ro)
+	}
 	return nil
+}
+
+// SetReadOnly makes every write fail with an error wrapping ErrReadOnly and
+// reason (a full disk), until it is called with nil.
+func (s *Store) SetReadOnly(reason error) {
+	if reason == nil {
+		s.readOnly.Store(nil)
+		return
+	}
+	s.readOnly.Store(&reason)
 }
 
 // register adds a collection; it panics after Start or for a kind taken,

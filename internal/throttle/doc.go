@@ -16,21 +16,32 @@
 //
 // A Login counts failed logins per key and locks a key out, for a delay
 // that doubles with each further failure, once it has had its free
-// failures. A login handler checks every key the attempt involves before
-// verifying the password, and records the outcome against all of them:
+// failures. A login handler begins an attempt on every key the attempt
+// involves before verifying the password, and ends it with the outcome:
 //
-//	keys := []string{"user:" + name, "ip:" + addr}
-//	if wait, ok := login.Check(keys...); !ok {
+//	a, wait, ok := login.Begin("pair:" + addr + "\x00" + name)
+//	if !ok {
 //		// refuse with 429 and Retry-After, without verifying anything
 //	}
 //	if verified {
-//		login.Success(keys...)
+//		a.Succeed()
 //	} else {
-//		login.Failure(keys...)
+//		a.Fail()
 //	}
 //
-// Keying by user stops guessing one account from many addresses; keying by
-// address stops guessing many accounts from one.
+// An attempt counts from its start: beyond the free failures, only one
+// attempt at a time goes ahead, so a burst of concurrent guesses gets no
+// further than the same guesses made one after the other. (Check, then
+// Failure or Success, is the same without that guarantee.)
+//
+// Keying by an address and a user name together slows down guessing one
+// account without locking its owner out from elsewhere; keying by address
+// slows down one address guessing many accounts. Keying by user name alone
+// would let anyone lock anyone out.
+//
+// A Gate bounds how many callers do something expensive at once, such as
+// hashing a password: the rest wait a little, then are turned away with
+// ErrBusy.
 //
 // Both keep their state in memory, bounded: a key's state is dropped once
 // it can no longer affect a decision, and past a cap on the number of keys

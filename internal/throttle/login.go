@@ -56,7 +56,13 @@ type failures struct {
 	count  int
 	last   time.Time // of the last failure
 	locked time.Time // until when; zero if never locked
+	// inflight counts the attempts begun and not yet done (Begin).
+	inflight int
 }
+
+// held tells whether f must not be evicted to make room: the key is
+// locked out, or attempts on it are under way.
+func (f *failures) held(now time.Time) bool { return f.locked.After(now) || f.inflight > 0 }
 
 // forgotten reports whether f no longer counts at now.
 func (f *failures) forgotten(now time.Time, window time.Duration) bool {
@@ -103,19 +109,23 @@ func (l *Login) Failure(keys ...string) {
 		e, found := l.keys.get(k)
 		switch {
 		case !found:
-			e = l.keys.add(k, &failures{}, now, l.isLocked(now))
+			e = l.keys.add(k, &failures{}, now, l.isHeld(now))
 		case e.val.forgotten(now, l.cfg.Window):
-			*e.val = failures{}
+			*e.val = failures{inflight: e.val.inflight}
 		}
 		l.keys.touch(e, now)
-		f := e.val
-		f.count++
-		f.last = now
-		if extra := f.count - l.cfg.FreeFailures; extra > 0 {
-			until := now.Add(l.delay(extra))
-			if until.After(f.locked) {
-				f.locked = until
-			}
+		l.fail(e.val, now)
+	}
+}
+
+// fail counts one failure in f, locking it out once past the free ones.
+func (l *Login) fail(f *failures, now time.Time) {
+	f.count++
+	f.last = now
+	if extra := f.count - l.cfg.FreeFailures; extra > 0 {
+		until := now.Add(l.delay(extra))
+		if until.After(f.locked) {
+			f.locked = until
 		}
 	}
 }
@@ -125,6 +135,10 @@ func (l *Login) Success(keys ...string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, k := range keys {
+		if e, found := l.keys.get(k); found && e.val.inflight > 0 {
+			*e.val = failures{inflight: e.val.inflight}
+			continue
+		}
 		l.keys.remove(k)
 	}
 }
@@ -158,8 +172,9 @@ func (l *Login) delay(extra int) time.Duration {
 	return d
 }
 
-// isLocked returns a predicate saying whether a key is locked out at now,
-// so that making room for a new key drops unlocked keys first.
-func (l *Login) isLocked(now time.Time) func(*failures) bool {
-	return func(f *failures) bool { return f.locked.After(now) }
+// isHeld returns a predicate saying whether a key is locked out at now or
+// has attempts under way, so that making room for a new key drops the
+// others first.
+func (l *Login) isHeld(now time.Time) func(*failures) bool {
+	return func(f *failures) bool { return f.held(now) }
 }

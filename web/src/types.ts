@@ -40,6 +40,7 @@ export interface VM extends Meta {
     provider?: ProviderRef;
     lease?: Lease;
     deletion?: { requestedAt: string };
+    onCrash?: string;
   };
   status: {
     powerState: string;
@@ -47,6 +48,7 @@ export interface VM extends Meta {
     pid?: number;
     console?: { serial?: string; vnc?: string };
     reason?: string;
+    stopCause?: string;
     driver?: string;
     startedAt?: string;
     updatedAt?: string;

@@ -12,7 +12,6 @@ package qemu
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -67,21 +66,34 @@ type Driver struct {
 	attachMu sync.Mutex // serializes QMP connects (QEMU serves one client)
 	mu       sync.Mutex
 	vms      map[string]*vm                                 // by uid, while attached
-	subs     map[string]map[chan hypervisor.StateEvent]bool // Events subscribers by uid
+	subs     map[string]map[chan hypervisor.StateEvent]bool // Events subscribers by uid; a channel leaves when closed
+	// last is each VM's last stop or crash, kept until a process runs
+	// again, for the replay of a new subscription; by uid.
+	last map[string]hypervisor.StateEvent
+	// requested holds the pid of each VM whose stop Polyvisor asked for,
+	// so its end is not taken for a crash; by uid.
+	requested map[string]int
 }
 
 // vm is the driver's live connection to one running QEMU.
 type vm struct {
 	uid    string
+	dir    string
 	pid    int
 	start  uint64
 	qmp    *qmp.Client
 	exited chan struct{} // closed once the process is gone
 	child  bool          // started by this driver, reaped by it
+	// exitStatus says how a child ended ("killed by signal 9"); valid
+	// once exited is closed, nil for a process that is not our child.
+	exitStatus func() string
 
-	mu            sync.Mutex
-	guestShutdown bool // the guest asked to shut down (SHUTDOWN guest=true)
-	detached      bool // Close dropped the connection, or a newer connection replaced it: no exit event
+	mu sync.Mutex
+	// shutdown is the reason of QEMU's SHUTDOWN event ("guest-shutdown",
+	// "host-qmp-quit", "guest-panic", ...), empty before one.
+	shutdown string
+	crashed  bool // a crash of the running process was reported
+	detached bool // Close dropped the connection, or a newer connection replaced it: no exit event
 }
 
 // New returns a driver. It checks that the QEMU binaries exist and that
@@ -220,14 +232,14 @@ func (d *Driver) attached(ctx context.Context, h *hypervisor.Handle) (*vm, error
 		}
 		return nil, fmt.Errorf("connecting to qemu of vm %s: %w", h.UID, err)
 	}
-	nv := &vm{uid: h.UID, pid: h.PID, start: h.PIDStart, qmp: c, exited: make(chan struct{})}
+	nv := &vm{uid: h.UID, dir: h.Dir, pid: h.PID, start: h.PIDStart, qmp: c, exited: make(chan struct{})}
 	if v != nil && v.pid == h.PID && v.start == h.PIDStart {
 		// Reconnect after a dropped connection: keep the exit watcher, and
 		// let the new connection's monitor report the exit.
-		nv.exited, nv.child = v.exited, v.child
+		nv.exited, nv.child, nv.exitStatus = v.exited, v.child, v.exitStatus
 		v.mu.Lock()
 		v.detached = true
-		nv.guestShutdown = v.guestShutdown
+		nv.shutdown, nv.crashed = v.shutdown, v.crashed
 		v.mu.Unlock()
 	} else {
 		go pollExit(nv)
@@ -242,116 +254,6 @@ func pollExit(v *vm) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	close(v.exited)
-}
-
-func (d *Driver) register(v *vm) {
-	d.mu.Lock()
-	d.vms[v.uid] = v
-	d.mu.Unlock()
-	go d.monitor(v)
-}
-
-// monitor turns QMP events and the process's exit into StateEvents.
-func (d *Driver) monitor(v *vm) {
-	log := d.log.With("vm", v.uid, "pid", v.pid)
-	for ev := range v.qmp.Events() {
-		log.Debug("qmp event", "event", ev.Name, "data", string(ev.Data))
-		switch ev.Name {
-		case "STOP":
-			d.broadcast(v.uid, hypervisor.StateEvent{State: hypervisor.StatePaused, Reason: "paused"})
-		case "RESUME":
-			d.broadcast(v.uid, hypervisor.StateEvent{State: hypervisor.StateRunning, Reason: "resumed"})
-		case "SHUTDOWN":
-			var data struct {
-				Guest bool `json:"guest"`
-			}
-			if json.Unmarshal(ev.Data, &data) == nil && data.Guest {
-				v.mu.Lock()
-				v.guestShutdown = true
-				v.mu.Unlock()
-			}
-		}
-	}
-	v.mu.Lock()
-	detached := v.detached
-	v.mu.Unlock()
-	if detached {
-		return
-	}
-	// The connection ended: QEMU exits, or someone closed it. Wait for the
-	// process; a live process means only the connection went away.
-	select {
-	case <-v.exited:
-	case <-time.After(10 * time.Second):
-		if processAlive(v.pid, v.start) {
-			log.Warn("qmp connection closed but qemu still runs")
-			d.mu.Lock()
-			if d.vms[v.uid] == v {
-				delete(d.vms, v.uid)
-			}
-			d.mu.Unlock()
-			return
-		}
-	}
-	v.mu.Lock()
-	reason := "process exited"
-	if v.guestShutdown {
-		reason = "guest shut down"
-	}
-	detached = v.detached
-	v.mu.Unlock()
-	if detached {
-		return
-	}
-	log.Info("qemu exited", "reason", reason)
-	d.mu.Lock()
-	if d.vms[v.uid] == v {
-		delete(d.vms, v.uid)
-	}
-	d.mu.Unlock()
-	d.broadcast(v.uid, hypervisor.StateEvent{State: hypervisor.StateStopped, Reason: reason})
-}
-
-func (d *Driver) broadcast(uid string, ev hypervisor.StateEvent) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for ch := range d.subs[uid] {
-		select {
-		case ch <- ev:
-		default:
-			d.log.Warn("dropping state event for a slow reader", "vm", uid, "state", ev.State)
-		}
-	}
-}
-
-// Events delivers the VM's state changes (pause, resume, guest shutdown,
-// process exit) until ctx ends, across stops and starts. The channel is
-// closed when ctx ends.
-func (d *Driver) Events(ctx context.Context, h *hypervisor.Handle) (<-chan hypervisor.StateEvent, error) {
-	if err := checkHandle(h); err != nil {
-		return nil, err
-	}
-	ch := make(chan hypervisor.StateEvent, 64)
-	d.mu.Lock()
-	if d.subs[h.UID] == nil {
-		d.subs[h.UID] = map[chan hypervisor.StateEvent]bool{}
-	}
-	d.subs[h.UID][ch] = true
-	d.mu.Unlock()
-	// Attach so events flow for a VM that runs but was not yet seen.
-	if _, err := d.attached(ctx, h); err != nil {
-		d.log.Warn("attaching for events", "vm", h.UID, "err", err)
-	}
-	context.AfterFunc(ctx, func() {
-		d.mu.Lock()
-		delete(d.subs[h.UID], ch)
-		if len(d.subs[h.UID]) == 0 {
-			delete(d.subs, h.UID)
-		}
-		close(ch)
-		d.mu.Unlock()
-	})
-	return ch, nil
 }
 
 // errNotRunning is returned for actions that need a running VM.

@@ -129,13 +129,15 @@ func qemuProcesses(t *testing.T, uid string) int {
 
 // eventLog collects StateEvents in the background.
 type eventLog struct {
-	mu  sync.Mutex
-	evs []hypervisor.StateEvent
+	mu     sync.Mutex
+	evs    []hypervisor.StateEvent
+	closed chan struct{} // closed when the channel is
 }
 
 func collect(ch <-chan hypervisor.StateEvent) *eventLog {
-	l := &eventLog{}
+	l := &eventLog{closed: make(chan struct{})}
 	go func() {
+		defer close(l.closed)
 		for ev := range ch {
 			l.mu.Lock()
 			l.evs = append(l.evs, ev)
@@ -145,15 +147,18 @@ func collect(ch <-chan hypervisor.StateEvent) *eventLog {
 	return l
 }
 
-func (l *eventLog) wait(t *testing.T, want hypervisor.StateEvent, timeout time.Duration) {
+// wait waits for an event (not a replay) of want's state and cause, and
+// of its reason and pid when want has them, and returns it.
+func (l *eventLog) wait(t *testing.T, want hypervisor.StateEvent, timeout time.Duration) hypervisor.StateEvent {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		l.mu.Lock()
 		for _, ev := range l.evs {
-			if ev == want {
+			if ev.State == want.State && ev.Cause == want.Cause && ev.Replay == want.Replay &&
+				(want.Reason == "" || ev.Reason == want.Reason) && (want.PID == 0 || ev.PID == want.PID) {
 				l.mu.Unlock()
-				return
+				return ev
 			}
 		}
 		l.mu.Unlock()
@@ -162,6 +167,7 @@ func (l *eventLog) wait(t *testing.T, want hypervisor.StateEvent, timeout time.D
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	t.Fatalf("no event %+v within %v; got %+v", want, timeout, l.evs)
+	return hypervisor.StateEvent{}
 }
 
 func TestLifecycleRealQEMU(t *testing.T) {
@@ -273,7 +279,7 @@ func TestLifecycleRealQEMU(t *testing.T) {
 	}
 	t.Logf("graceful Stop took %v", time.Since(t0))
 	waitLog(t, d, h, regexp.MustCompile(regexp.QuoteMeta(guest.AcpiPoweroffLine)), time.Second)
-	events.wait(t, hypervisor.StateEvent{State: hypervisor.StateStopped, Reason: "guest shut down"}, 5*time.Second)
+	events.wait(t, hypervisor.StateEvent{State: hypervisor.StateStopped, Cause: hypervisor.CauseRequested}, 5*time.Second)
 	if processAlive(pid, 0) {
 		t.Fatalf("qemu pid %d still alive after Stop", pid)
 	}
@@ -310,7 +316,12 @@ func TestLifecycleRealQEMU(t *testing.T) {
 	if processAlive(pid, 0) || qemuProcesses(t, uid) != 0 {
 		t.Fatal("qemu still running after Destroy")
 	}
-	events.wait(t, hypervisor.StateEvent{State: hypervisor.StateStopped, Reason: "process exited"}, 5*time.Second)
+	// The VM is gone, and with it its event subscriptions.
+	select {
+	case <-events.closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("events still open after Destroy")
+	}
 }
 
 func TestRecoverAfterAgentRestart(t *testing.T) {
@@ -412,7 +423,7 @@ func TestRecoverAfterAgentRestart(t *testing.T) {
 	if err := d2.Stop(ctx, h2, hypervisor.StopOptions{Force: true}); err != nil {
 		t.Fatalf("forced Stop: %v", err)
 	}
-	events.wait(t, hypervisor.StateEvent{State: hypervisor.StateStopped, Reason: "process exited"}, 5*time.Second)
+	events.wait(t, hypervisor.StateEvent{State: hypervisor.StateStopped, Cause: hypervisor.CauseRequested}, 5*time.Second)
 	if qemuProcesses(t, uid) != 0 {
 		t.Fatal("qemu still running after forced Stop")
 	}

@@ -85,7 +85,7 @@ func TestFirmwareBootRealQEMU(t *testing.T) {
 	}
 	t.Logf("graceful Stop took %v", time.Since(t0).Round(10*time.Millisecond))
 	waitLog(t, d, h, regexp.MustCompile(regexp.QuoteMeta(guest.AcpiPoweroffLine)), time.Second)
-	events.wait(t, hypervisor.StateEvent{State: hypervisor.StateStopped, Reason: "guest shut down"}, 5*time.Second)
+	events.wait(t, hypervisor.StateEvent{State: hypervisor.StateStopped, Cause: hypervisor.CauseRequested}, 5*time.Second)
 	if processAlive(pid, 0) {
 		t.Fatalf("qemu pid %d still alive after Stop", pid)
 	}

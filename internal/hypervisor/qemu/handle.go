@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/polyvisor/polyvisor/internal/atomicfile"
 	"github.com/polyvisor/polyvisor/internal/hypervisor"
 )
 
@@ -67,30 +68,14 @@ func checkHandle(h *hypervisor.Handle) error {
 	return nil
 }
 
-// saveHandle writes the handle into its VM's directory atomically (temp
-// file, fsync, rename).
+// saveHandle writes the handle into its VM's directory atomically and
+// durably (temp file, fsync, rename, fsync of the directory).
 func saveHandle(h *hypervisor.Handle) error {
 	b, err := json.MarshalIndent(h, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encoding vm handle: %w", err)
 	}
-	f, err := os.CreateTemp(h.Dir, handleFile+".tmp*")
-	if err != nil {
-		return fmt.Errorf("saving vm handle: %w", err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(h.Dir, handleFile))
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.Write(filepath.Join(h.Dir, handleFile), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("saving vm handle: %w", err)
 	}
 	return nil

@@ -76,9 +76,10 @@ func (d *Driver) Start(ctx context.Context, h *hypervisor.Handle, cfg hypervisor
 		return fmt.Errorf("spawning qemu for vm %s: %w", h.UID, err)
 	}
 	exited := make(chan struct{})
+	var waitErr error // set before exited is closed
 	go func() {
-		err := cmd.Wait()
-		d.log.Debug("reaped qemu", "vm", h.UID, "pid", cmd.Process.Pid, "status", err)
+		waitErr = cmd.Wait()
+		d.log.Debug("reaped qemu", "vm", h.UID, "pid", cmd.Process.Pid, "status", waitErr)
 		close(exited)
 	}()
 	pid := cmd.Process.Pid
@@ -110,7 +111,8 @@ func (d *Driver) Start(ctx context.Context, h *hypervisor.Handle, cfg hypervisor
 		h.PID, h.PIDStart = 0, 0
 		return fail(err)
 	}
-	d.register(&vm{uid: h.UID, pid: pid, start: st.Start, qmp: c, exited: exited, child: true})
+	d.register(&vm{uid: h.UID, dir: h.Dir, pid: pid, start: st.Start, qmp: c, exited: exited, child: true,
+		exitStatus: func() string { return exitText(waitErr) }})
 	log.Info("started vm", "accel", d.accel.Accel, "paused", cfg.StartPaused)
 	return nil
 }
@@ -149,6 +151,7 @@ func (d *Driver) Stop(ctx context.Context, h *hypervisor.Handle, opts hypervisor
 	if v == nil && !processAlive(h.PID, h.PIDStart) {
 		return d.markStopped(h)
 	}
+	d.expectStop(h)
 	log := d.log.With("vm", h.UID, "pid", h.PID)
 	if v != nil && !opts.Force {
 		var st struct {
@@ -171,6 +174,7 @@ func (d *Driver) Stop(ctx context.Context, h *hypervisor.Handle, opts hypervisor
 				return d.markStopped(h)
 			case <-ctx.Done():
 				t.Stop()
+				d.unexpectStop(h)
 				return fmt.Errorf("stopping vm %s: %w", h.UID, ctx.Err())
 			case <-t.C:
 				log.Warn("vm did not stop in time, forcing", "timeout", timeout)
@@ -287,21 +291,9 @@ func (d *Driver) State(ctx context.Context, h *hypervisor.Handle) (hypervisor.St
 		}
 		return hypervisor.Status{}, fmt.Errorf("querying state of vm %s: %w", h.UID, err)
 	}
-	s := hypervisor.Status{
-		PID:       h.PID,
-		StartedAt: startedAt(h.PIDStart),
-		Serial:    h.Extra[extraSerial],
-		VNC:       h.Extra[extraVNC],
-	}
-	switch st.Status {
-	case "running":
-		s.State = hypervisor.StateRunning
-	case "shutdown":
-		s.State = hypervisor.StateStopped
-	default: // paused, prelaunch, inmigrate, io-error, guest-panicked, ...
-		s.State = hypervisor.StatePaused
-	}
-	return s, nil
+	// internal-error and guest-panicked are crashed; paused, prelaunch,
+	// inmigrate, io-error and the like are paused.
+	return statusWithPID(statusOf(st.Status, h.Dir), h), nil
 }
 
 // Recover re-attaches to a VM after an agent restart: if the process the
@@ -312,6 +304,7 @@ func (d *Driver) Recover(ctx context.Context, h *hypervisor.Handle) (hypervisor.
 		return hypervisor.Status{}, err
 	}
 	if !processAlive(h.PID, h.PIDStart) && !d.adopt(h) {
+		d.noteGone(h)
 		if err := d.markStopped(h); err != nil {
 			return hypervisor.Status{}, err
 		}
@@ -355,9 +348,7 @@ func (d *Driver) Destroy(ctx context.Context, h *hypervisor.Handle, keepDisks bo
 	if err := os.RemoveAll(h.Dir); err != nil {
 		return fmt.Errorf("removing dir of vm %s: %w", h.UID, err)
 	}
-	d.mu.Lock()
-	delete(d.vms, h.UID)
-	d.mu.Unlock()
+	d.forget(h.UID)
 	d.log.Info("destroyed vm", "vm", h.UID, "keptDisks", keepDisks)
 	return nil
 }

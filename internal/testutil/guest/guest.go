@@ -13,7 +13,9 @@
 // under TCG, then "polyvisor-guest: disk vdX <sectors>" per disk,
 // "polyvisor-guest: seed instance-id=<id>" when a NoCloud seed is attached,
 // and "polyvisor-tick N" every 0.2 s; the ACPI power button makes it print
-// AcpiPoweroffLine and power off.
+// AcpiPoweroffLine and power off. A guest that prints CommandsLine powers
+// itself off (printing PoweroffLine) when PoweroffCommand and a newline
+// are typed on its serial console.
 package guest
 
 import (
@@ -38,6 +40,11 @@ const (
 	SeedPrefix       = "polyvisor-guest: seed instance-id="
 	DiskPrefix       = "polyvisor-guest: disk "
 	AcpiPoweroffLine = "polyvisor-guest: acpi power button, powering off"
+	// CommandsLine follows ReadyMarker in a guest that takes
+	// PoweroffCommand; guests built before it do not print it.
+	CommandsLine    = "polyvisor-guest: commands polyvisor-poweroff"
+	PoweroffCommand = "polyvisor-poweroff"
+	PoweroffLine    = "polyvisor-guest: powering off on request"
 )
 
 // Cmdline is the kernel command line the guest is meant to boot with.

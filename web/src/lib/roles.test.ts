@@ -84,6 +84,10 @@ describe('vmActions', () => {
   it('offers start again when a running VM is found stopped', () => {
     expect(vmActions('running', 'error', as('operator'))).toEqual(['start', 'stop']);
   });
+  it('offers a restart now for a crashed VM its policy restarts later, a start for one it left stopped', () => {
+    expect(vmActions('running', 'crashed', 'operator', false)).toEqual(['restart', 'stop']);
+    expect(vmActions('stopped', 'crashed', 'operator', false)).toEqual(['start']);
+  });
   it('asks before what loses work', () => {
     expect(['start', 'stop', 'restart', 'pause', 'resume', 'delete'].filter((a) => needsConfirm(a as never))).toEqual(['stop', 'restart', 'delete']);
   });

@@ -54,6 +54,7 @@ export type VMAction = 'start' | 'stop' | 'restart' | 'pause' | 'resume' | 'dele
 export function vmActions(desired: string, observed: string, may: (p: Permission) => boolean): VMAction[] {
   let acts: VMAction[];
   if (desired === 'paused' || observed === 'paused') acts = ['resume', 'stop'];
+  else if (desired === 'running' && observed === 'crashed') acts = ['restart', 'stop']; // restart: now, not after the crash pause
   else if (desired === 'running') acts = observed === 'stopped' || observed === 'error' ? ['start', 'stop'] : ['stop', 'restart', 'pause'];
   else acts = ['start'];
   const out: VMAction[] = may('vm.power') ? acts : [];

@@ -10,7 +10,7 @@ import { keyOf } from '../lib/merge';
 import { VMTree } from './VMTree';
 import { VMTable } from './VMTable';
 
-const states = ['running', 'stopped', 'paused', 'pending', 'starting', 'stopping', 'error', 'unknown'];
+const states = ['running', 'stopped', 'paused', 'pending', 'starting', 'stopping', 'error', 'unknown', 'crashed'];
 type ListQuery = VMQuery & { all: string; project: string };
 const defaults: ListQuery = { ...emptyQuery, all: '', project: '' };
 

@@ -1,0 +1,192 @@
+package audit
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+)
+
+// Defaults of AggregateOptions.
+const (
+	DefaultAggregateWindow  = time.Minute
+	DefaultAggregateEach    = 10
+	DefaultAggregateMaxKeys = 10000
+)
+
+// overflowKey gathers the records of new keys while the table is full.
+const overflowKey = "\x00overflow"
+
+// AggregateOptions shape an Aggregator. Zero fields take the defaults.
+type AggregateOptions struct {
+	// Window is how long records of one key are counted together.
+	Window time.Duration
+	// Each is how many records of one key are written one by one in a
+	// window before the rest are only counted.
+	Each int
+	// MaxKeys bounds the keys counted at once; past it, new keys share one
+	// count.
+	MaxKeys int
+}
+
+// Aggregator folds repeated records into counted ones, so that a flood of
+// refusals costs a few records rather than one each: per key and window,
+// the first Each records are written as they come and the rest are
+// counted, then written as one record (Count, First, Last) when the window
+// ends. Its methods are safe for concurrent use.
+type Aggregator struct {
+	log    *Log
+	opts   AggregateOptions
+	now    func() time.Time
+	folded atomic.Int64
+
+	mu   sync.Mutex
+	keys map[string]*tally
+
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+// tally is one key's window.
+type tally struct {
+	end         time.Time
+	written     int
+	count       int64
+	first, last time.Time
+	rec         api.AuditRecord // the last record counted
+}
+
+// NewAggregator returns an Aggregator writing to l, and starts the
+// goroutine that writes the counts of ended windows; Close stops it.
+func NewAggregator(l *Log, opts AggregateOptions) *Aggregator {
+	if opts.Window <= 0 {
+		opts.Window = DefaultAggregateWindow
+	}
+	if opts.Each <= 0 {
+		opts.Each = DefaultAggregateEach
+	}
+	if opts.MaxKeys <= 0 {
+		opts.MaxKeys = DefaultAggregateMaxKeys
+	}
+	a := &Aggregator{log: l, opts: opts, now: time.Now, keys: map[string]*tally{},
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go a.run()
+	return a
+}
+
+// Append writes rec to the log, or counts it: key names the records that
+// fold together ("" never folds). It returns at once for a record counted,
+// and once the record is on disk for one written.
+func (a *Aggregator) Append(ctx context.Context, key string, rec *api.AuditRecord) error {
+	if key == "" {
+		return a.log.Append(ctx, rec)
+	}
+	now := a.now()
+	a.mu.Lock()
+	var ended []api.AuditRecord
+	t := a.keys[key]
+	if t != nil && !now.Before(t.end) {
+		ended = appendSummary(ended, key, t)
+		delete(a.keys, key)
+		t = nil
+	}
+	if t == nil && len(a.keys) >= a.opts.MaxKeys {
+		key = overflowKey
+		t = a.keys[key]
+	}
+	if t == nil {
+		t = &tally{end: now.Add(a.opts.Window)}
+		a.keys[key] = t
+	}
+	write := t.written < a.opts.Each
+	if write {
+		t.written++
+	} else {
+		t.count++
+		if t.count == 1 {
+			t.first = now
+		}
+		t.last, t.rec = now, *rec
+		a.folded.Add(1)
+	}
+	a.mu.Unlock()
+	a.write(ctx, ended)
+	if write {
+		return a.log.Append(ctx, rec)
+	}
+	return nil
+}
+
+// Folded is how many records were counted rather than written.
+func (a *Aggregator) Folded() int64 { return a.folded.Load() }
+
+// Close writes the counts of every window and stops. The log stays open.
+func (a *Aggregator) Close() {
+	a.once.Do(func() {
+		close(a.stop)
+		<-a.done
+		a.flush(time.Time{})
+	})
+}
+
+func (a *Aggregator) run() {
+	defer close(a.done)
+	t := time.NewTicker(min(a.opts.Window/4, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-a.stop:
+			return
+		case <-t.C:
+			a.flush(a.now())
+		}
+	}
+}
+
+// flush writes the counts of the windows ended at now (all of them for a
+// zero now).
+func (a *Aggregator) flush(now time.Time) {
+	a.mu.Lock()
+	var ended []api.AuditRecord
+	for key, t := range a.keys {
+		if now.IsZero() || !now.Before(t.end) {
+			ended = appendSummary(ended, key, t)
+			delete(a.keys, key)
+		}
+	}
+	a.mu.Unlock()
+	a.write(context.Background(), ended)
+}
+
+func (a *Aggregator) write(ctx context.Context, recs []api.AuditRecord) {
+	for i := range recs {
+		if err := a.log.Append(context.WithoutCancel(ctx), &recs[i]); err != nil {
+			a.log.log.Error("writing a count of audit records", "action", recs[i].Action, "count", recs[i].Count, "err", err)
+		}
+	}
+}
+
+// appendSummary adds the record standing for what t counted, if anything.
+func appendSummary(out []api.AuditRecord, key string, t *tally) []api.AuditRecord {
+	if t.count == 0 {
+		return out
+	}
+	r := t.rec
+	r.ID, r.Time, r.Seq, r.Prev = "", time.Time{}, 0, ""
+	r.Count, r.First, r.Last = t.count, t.first.UTC(), t.last.UTC()
+	like := "like this one (same address, caller, route and answer)"
+	if key == overflowKey {
+		like = "from many addresses and callers; this is the last of them"
+		r.Remote = "many"
+	}
+	r.Message = fmt.Sprintf("%d more records %s between %s and %s, counted rather than written one by one",
+		t.count, like, r.First.Format(time.RFC3339), r.Last.Format(time.RFC3339))
+	if t.rec.Message != "" {
+		r.Message += "; the last said: " + t.rec.Message
+	}
+	return append(out, r)
+}
