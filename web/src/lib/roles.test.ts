@@ -85,8 +85,8 @@ describe('vmActions', () => {
     expect(vmActions('running', 'error', as('operator'))).toEqual(['start', 'stop']);
   });
   it('offers a restart now for a crashed VM its policy restarts later, a start for one it left stopped', () => {
-    expect(vmActions('running', 'crashed', 'operator', false)).toEqual(['restart', 'stop']);
-    expect(vmActions('stopped', 'crashed', 'operator', false)).toEqual(['start']);
+    expect(vmActions('running', 'crashed', as('operator'))).toEqual(['restart', 'stop']);
+    expect(vmActions('stopped', 'crashed', as('operator'))).toEqual(['start']);
   });
   it('asks before what loses work', () => {
     expect(['start', 'stop', 'restart', 'pause', 'resume', 'delete'].filter((a) => needsConfirm(a as never))).toEqual(['stop', 'restart', 'delete']);
