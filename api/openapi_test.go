@@ -247,6 +247,7 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"HostSpec":         reflect.TypeFor[api.HostSpec](),
 		"HostStatus":       reflect.TypeFor[api.HostStatus](),
 		"Allocation":       reflect.TypeFor[api.Allocation](),
+		"HostCapacity":     reflect.TypeFor[api.HostCapacity](),
 		"HostList":         reflect.TypeFor[api.List[api.Host]](),
 		"JoinToken":        reflect.TypeFor[api.JoinToken](),
 		"JoinTokenCreate":  reflect.TypeFor[api.JoinTokenCreate](),
