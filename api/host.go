@@ -42,6 +42,10 @@ type HostStatus struct {
 	LastHeartbeat time.Time `json:"lastHeartbeat,omitzero"`
 	// Allocated is the sum of the specs of the VMs placed on the host.
 	Allocated Allocation `json:"allocated"`
+	// Capacity is what the scheduler offers to VMs on the host: its CPUs
+	// and memory under the server's overcommit ratios and reservation.
+	// Filled in by the server where it fills in Allocated.
+	Capacity HostCapacity `json:"capacity,omitzero"`
 	// Warnings are what the agent found wrong on its host and left for a
 	// person, such as a VM handle it could not read at start.
 	Warnings []string `json:"warnings,omitempty"`
@@ -65,6 +69,12 @@ type HostConfinement struct {
 	Network string `json:"network,omitempty"`
 	// Notes name what is not confined on this host, and why.
 	Notes []string `json:"notes,omitempty"`
+}
+
+// HostCapacity is what a host offers to VMs, to compare its allocation with.
+type HostCapacity struct {
+	VCPUs     int   `json:"vcpus"`
+	MemoryMiB int64 `json:"memoryMiB"`
 }
 
 // Allocation is a sum of VM sizes.

@@ -248,6 +248,7 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"HostStatus":       reflect.TypeFor[api.HostStatus](),
 		"HostConfinement":  reflect.TypeFor[api.HostConfinement](),
 		"Allocation":       reflect.TypeFor[api.Allocation](),
+		"HostCapacity":     reflect.TypeFor[api.HostCapacity](),
 		"HostList":         reflect.TypeFor[api.List[api.Host]](),
 		"JoinToken":        reflect.TypeFor[api.JoinToken](),
 		"JoinTokenCreate":  reflect.TypeFor[api.JoinTokenCreate](),

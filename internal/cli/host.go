@@ -88,8 +88,8 @@ func (a *app) hostShowCommand() *cobra.Command {
 				if st.AccelReason != "" {
 					row(tw, "  Because:", st.AccelReason)
 				}
-				row(tw, "CPUs:", fmt.Sprintf("%d (%d allocated)", st.CPUs, st.Allocated.VCPUs))
-				row(tw, "Memory:", fmt.Sprintf("%s (%s allocated)", formatMiB(st.MemoryMiB), formatMiB(st.Allocated.MemoryMiB)))
+				row(tw, "CPUs:", fmt.Sprintf("%d (%d vCPUs allocated of %d schedulable)", st.CPUs, st.Allocated.VCPUs, st.Capacity.VCPUs))
+				row(tw, "Memory:", fmt.Sprintf("%s (%s allocated of %s schedulable)", formatMiB(st.MemoryMiB), formatMiB(st.Allocated.MemoryMiB), formatMiB(st.Capacity.MemoryMiB)))
 				row(tw, "Disk:", fmt.Sprintf("%s free of %s", formatMiB(st.DiskFreeMiB), formatMiB(st.DiskTotalMiB)))
 				row(tw, "VMs:", st.Allocated.VMs)
 				row(tw, "Drivers:", orDash(strings.Join(st.Drivers, ", ")))

@@ -32,6 +32,10 @@ func TestOpListIsOldestFirstAcrossPages(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A project runs few imports at once: one at a time here.
+		if _, err := c.WaitOperation(ctx, op.ID, nil); err != nil {
+			t.Fatal(err)
+		}
 		made = append(made, op.ID)
 	}
 

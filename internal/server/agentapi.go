@@ -96,7 +96,7 @@ func (s *Server) upsertHost(ctx context.Context, name string, st api.HostStatus)
 			h := &api.Host{Meta: api.Meta{Name: name, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now}}
 			h.Status = st
 			h.Status.State, h.Status.LastHeartbeat = hostState(st), now
-			h.Status.Allocated = api.Allocation{}
+			h.Status.Allocated, h.Status.Capacity = api.Allocation{}, api.HostCapacity{}
 			if _, err := s.hosts.Create(ctx, name, h); err != nil {
 				if errors.Is(err, store.ErrExists) {
 					continue
@@ -108,7 +108,8 @@ func (s *Server) upsertHost(ctx context.Context, name string, st api.HostStatus)
 		next := store.Clone(cur)
 		next.Status = st
 		next.Status.State, next.Status.LastHeartbeat = hostState(st), cur.Status.LastHeartbeat
-		next.Status.Allocated = api.Allocation{}
+		// Allocation and capacity are the server's to say, never the agent's.
+		next.Status.Allocated, next.Status.Capacity = api.Allocation{}, api.HostCapacity{}
 		if hostStatusEqual(next.Status, cur.Status) && now.Sub(cur.Status.LastHeartbeat) < heartbeatPersist {
 			return cur, nil
 		}

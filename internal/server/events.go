@@ -67,7 +67,8 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	if want[api.EventHost] {
 		go forward(ctx, s.hosts.Subscribe(ctx), events, func(c store.Change[api.Host]) (api.Event, bool) {
-			return api.Event{Type: api.EventHost, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "host", Name: c.Name, UID: c.Obj.UID}, Host: c.Obj}, true
+			h := s.withAllocation(c.Obj) // as GET /v1/hosts shows it
+			return api.Event{Type: api.EventHost, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "host", Name: c.Name, UID: c.Obj.UID}, Host: &h}, true
 		})
 	}
 	if want[api.EventImage] {

@@ -14,6 +14,7 @@ import (
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
 	"github.com/polyvisor/polyvisor/internal/pki"
+	"github.com/polyvisor/polyvisor/internal/scheduler"
 )
 
 func (s *Server) hostRoutes() []route {
@@ -31,10 +32,13 @@ func (s *Server) hostRoutes() []route {
 	}
 }
 
-// withAllocation returns a host with its allocation filled in.
+// withAllocation returns a host with its allocation filled in, and the
+// capacity the scheduler offers on it to compare the allocation with.
 func (s *Server) withAllocation(h *api.Host) api.Host {
 	out := *h
 	out.Status.Allocated = s.place.allocation(h.Name)
+	c := scheduler.HostCapacity(s.cfg.Scheduler, scheduler.HostInfo{CPUs: h.Status.CPUs, MemoryMiB: h.Status.MemoryMiB})
+	out.Status.Capacity = api.HostCapacity{VCPUs: c.VCPUs, MemoryMiB: c.MemoryMiB}
 	return out
 }
 

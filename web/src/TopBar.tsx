@@ -28,7 +28,12 @@ export function TopBar() {
       <nav aria-label="Main">
         {nav('/', 'nav-dashboard', 'Dashboard')}
         {nav('/vms', 'nav-vms', 'VMs')}
+        {nav('/images', 'nav-images', 'Images')}
+        {nav('/hosts', 'nav-hosts', 'Hosts')}
+        {nav('/providers', 'nav-providers', 'Providers')}
+        {nav('/projects', 'nav-projects', 'Projects')}
         {nav('/operations', 'nav-operations', 'Operations')}
+        {s.superadmin && nav('/users', 'nav-users', 'Users')}
         {s.canAudit && nav('/audit', 'nav-audit', 'Audit')}
       </nav>
       <div className="spacer" />
@@ -46,10 +51,10 @@ export function TopBar() {
       </label>
       <ThemeToggle />
       <div className="user" role="group" aria-label="User">
-        <span className="who" title={s.me?.superadmin ? 'superadmin' : roles || 'no project roles'}>
+        <Link to="/account" className="who" data-testid="nav-account" aria-current={path === '/account' ? 'page' : undefined} title={`Your account: password and tokens (${s.me?.superadmin ? 'superadmin' : roles || 'no project roles'})`}>
           {s.me?.name}
           {s.me?.superadmin && <span className="muted"> (superadmin)</span>}
-        </span>
+        </Link>
         <button type="button" data-testid="logout" onClick={() => void s.signOut()}>
           Sign out
         </button>

@@ -3,7 +3,8 @@
 import { APIError } from './lib/errors';
 import { LineSplitter } from './lib/ndjson';
 export type * from './types';
-import type { Event } from './types';
+import type { Event, Host, Image, Operation } from './types';
+import { routeSet, type RouteSet } from './lib/routes';
 
 const tokenKey = 'polyvisor.token';
 
@@ -34,23 +35,50 @@ export async function call<T>(method: string, path: string, body?: unknown, sign
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
   if (resp.status === 204) return undefined as T;
-  const text = await resp.text();
+  return answer<T>(path, resp.status, resp.statusText, await resp.text(), resp.headers.get('Retry-After'));
+}
+
+// answer reads the API's answer: its JSON, or the one error shape thrown.
+function answer<T>(path: string, status: number, statusText: string, text: string, retryAfter: string | null): T {
   let data: unknown;
   try {
     data = text ? JSON.parse(text) : undefined;
   } catch {
     data = undefined;
   }
-  if (!resp.ok) {
+  if (status < 200 || status > 299) {
     const e = (data as { error?: { code: string; message: string } } | undefined)?.error ?? {
-      code: `http_${resp.status}`,
-      message: text.trim() || resp.statusText || `HTTP ${resp.status}`,
+      code: `http_${status}`,
+      message: text.trim() || statusText || `HTTP ${status}`,
     };
-    if (resp.status === 401 && path !== '/v1/login') onUnauthorized();
-    const ra = Number(resp.headers.get('Retry-After') ?? '');
-    throw new APIError(resp.status, e, Number.isFinite(ra) && ra > 0 ? ra : undefined);
+    if (status === 401 && path !== '/v1/login') onUnauthorized();
+    const ra = Number(retryAfter ?? '');
+    throw new APIError(status, e, Number.isFinite(ra) && ra > 0 ? ra : undefined);
   }
   return data as T;
+}
+
+// upload sends a file as the body of a POST (an image upload), telling
+// how much was sent as it goes; abort with signal.
+export function upload<T>(path: string, file: Blob, onProgress: (sent: number, total: number) => void, signal?: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const x = new XMLHttpRequest();
+    x.open('POST', path);
+    for (const [k, v] of Object.entries(authHeaders('application/json'))) x.setRequestHeader(k, v);
+    x.setRequestHeader('Content-Type', 'application/octet-stream');
+    x.upload.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : file.size);
+    x.onload = () => {
+      try {
+        resolve(answer<T>(path, x.status, x.statusText, x.responseText, x.getResponseHeader('Retry-After')));
+      } catch (e) {
+        reject(e);
+      }
+    };
+    x.onerror = () => reject(new Error('the upload failed: the connection to the server was lost'));
+    x.onabort = () => reject(new DOMException('the upload was cancelled', 'AbortError'));
+    signal?.addEventListener('abort', () => x.abort());
+    x.send(file);
+  });
 }
 
 export function q(params: Record<string, string | number | boolean | undefined>): string {
@@ -85,7 +113,7 @@ export async function streamEvents(signal: AbortSignal, onEvent: (e: Event) => v
   let opened = 0;
   while (!signal.aborted) {
     try {
-      const resp = await fetch('/v1/events?types=vm,host,operation,provider', { headers: authHeaders('application/x-ndjson'), signal });
+      const resp = await fetch('/v1/events?types=vm,host,image,operation,provider', { headers: authHeaders('application/x-ndjson'), signal });
       if (resp.status === 401) {
         onUnauthorized();
         return;
@@ -114,4 +142,53 @@ export async function streamEvents(signal: AbortSignal, onEvent: (e: Event) => v
     await new Promise((r) => setTimeout(r, delay + Math.random() * 250));
     delay = Math.min(delay * 2, 15000);
   }
+}
+
+// The server's routes, from its OpenAPI document, read once: controls of
+// routes a server does not have are not offered.
+let routesP: Promise<RouteSet | undefined> | undefined;
+export function loadRoutes(): Promise<RouteSet | undefined> {
+  routesP ??= fetch('/v1/openapi.json')
+    .then((r) => (r.ok ? r.json() : undefined))
+    .then((d) => (d ? routeSet(d) : undefined))
+    .catch(() => undefined);
+  return routesP;
+}
+
+// Routes of administrative actions, each used through one function below:
+// should a route change, these are the places to point at the new one.
+export const adminRoutes = {
+  imagePublic: 'PATCH /v1/images/{name}',
+  hostCordon: 'POST /v1/hosts/{name}/cordon',
+  hostUncordon: 'POST /v1/hosts/{name}/uncordon',
+  hostRevoke: 'POST /v1/hosts/{name}/revoke',
+  hostDelete: 'DELETE /v1/hosts/{name}',
+} as const;
+
+const seg = encodeURIComponent;
+
+// setImagePublic makes an image usable by every project's VMs, or by its
+// own project's only (superadmins).
+export function setImagePublic(img: { name: string; project?: string }, pub: boolean): Promise<Image> {
+  return call<Image>('PATCH', `/v1/images/${seg(img.name)}${q({ project: img.project })}`, { public: pub });
+}
+
+// cordonHost keeps new VMs off a host (or lets them on again); its VMs keep running.
+export function cordonHost(name: string, cordon: boolean): Promise<Host> {
+  return call<Host>('POST', `/v1/hosts/${seg(name)}/${cordon ? 'cordon' : 'uncordon'}`);
+}
+
+// revokeHost ends a host's credentials: its agent can no longer act for it.
+export function revokeHost(name: string): Promise<Host> {
+  return call<Host>('POST', `/v1/hosts/${seg(name)}/revoke`);
+}
+
+// deleteHost removes an empty host and its credentials.
+export function deleteHost(name: string): Promise<void> {
+  return call<void>('DELETE', `/v1/hosts/${seg(name)}`);
+}
+
+// importImage starts an import: a file uploaded, or a URL the server fetches.
+export function uploadImage(project: string, name: string, kind: string, file: File, pub: boolean, onProgress: (sent: number, total: number) => void, signal?: AbortSignal): Promise<Operation> {
+  return upload<Operation>('/v1/images' + q({ project, name, kind, public: pub }), file, onProgress, signal);
 }

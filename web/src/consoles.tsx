@@ -10,6 +10,13 @@ import { consolePath, wsProtocols, wsURL } from './lib/wsproto';
 
 type Status = 'connecting' | 'connected' | 'disconnected';
 
+// The serial terminal's element offers the terminal's text, as xterm.js
+// holds it (its buffer, scrollback included), for tools that read the
+// page: its DOM holds only the rows in view, beside xterm's stylesheet.
+export interface TerminalElement extends HTMLDivElement {
+  terminalText?: () => string;
+}
+
 function VNCConsole({ project, name }: { project: string; name: string }) {
   const el = useRef<HTMLDivElement>(null);
   const rfb = useRef<RFB | null>(null);
@@ -81,6 +88,13 @@ function SerialConsole({ project, name }: { project: string; name: string }) {
     term.loadAddon(fit);
     term.open(el.current);
     fit.fit();
+    const host = el.current as TerminalElement;
+    host.terminalText = () => {
+      const b = term.buffer.active;
+      const lines: string[] = [];
+      for (let i = 0; i < b.length; i++) lines.push(b.getLine(i)?.translateToString(true) ?? '');
+      return lines.join('\n').replace(/\n+$/, '');
+    };
     let ws: WebSocket | undefined;
     let closed = false;
     const enc = new TextEncoder();
@@ -128,6 +142,7 @@ function SerialConsole({ project, name }: { project: string; name: string }) {
     ro.observe(el.current);
     return () => {
       closed = true;
+      delete host.terminalText;
       ro.disconnect();
       sub.dispose();
       sub2.dispose();

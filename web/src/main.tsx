@@ -12,6 +12,15 @@ import { VMs } from './pages/VMs';
 import { CreateVM } from './pages/CreateVM';
 import { Operations } from './pages/Operations';
 import { Audit } from './pages/Audit';
+import { Images } from './pages/Images';
+import { Hosts } from './pages/Hosts';
+import { HostPage } from './pages/HostPage';
+import { Providers } from './pages/Providers';
+import { ProviderPage } from './pages/ProviderPage';
+import { Projects } from './pages/Projects';
+import { ProjectPage } from './pages/ProjectPage';
+import { Users } from './pages/Users';
+import { Account } from './pages/Account';
 
 // The VM page carries the consoles (noVNC, xterm.js): loaded when needed.
 const VMPage = lazy(() => import('./pages/VMPage'));
@@ -19,6 +28,13 @@ const VMPage = lazy(() => import('./pages/VMPage'));
 function Page({ path }: { path: string }) {
   const vm = path.match(/^\/vms\/([^/]+)\/([^/]+)\/?$/);
   if (vm) return <VMPage project={decodeURIComponent(vm[1])} name={decodeURIComponent(vm[2])} />;
+  const one = path.match(/^\/(hosts|providers|projects)\/([^/]+)\/?$/);
+  if (one) {
+    const name = decodeURIComponent(one[2]);
+    if (one[1] === 'hosts') return <HostPage key={name} name={name} />;
+    if (one[1] === 'providers') return <ProviderPage key={name} name={name} />;
+    return <ProjectPage key={name} name={name} />;
+  }
   switch (path.replace(/\/$/, '') || '/') {
     case '/':
       return <Dashboard />;
@@ -30,6 +46,18 @@ function Page({ path }: { path: string }) {
       return <Operations />;
     case '/audit':
       return <Audit />;
+    case '/images':
+      return <Images />;
+    case '/hosts':
+      return <Hosts />;
+    case '/providers':
+      return <Providers />;
+    case '/projects':
+      return <Projects />;
+    case '/users':
+      return <Users />;
+    case '/account':
+      return <Account />;
   }
   return (
     <div className="card">

@@ -1,7 +1,8 @@
 // Who is signed in, the current project, and the role held there.
 import { createContext, useCallback, useContext, useEffect, useMemo, useState, type ReactNode } from 'react';
-import { call, getToken, listAll, setOnUnauthorized, setToken, type Project, type WhoAmI } from './api';
-import { allows, mayReadAudit, type Action } from './lib/roles';
+import { call, getToken, listAll, loadRoutes, setOnUnauthorized, setToken, type Project, type WhoAmI } from './api';
+import { allows, mayReadAudit, Policy, type Permission, type RoleInfo } from './lib/roles';
+import { offers, type RouteSet } from './lib/routes';
 import { navigate } from './router';
 import { stopEvents } from './events';
 
@@ -12,8 +13,15 @@ interface Session {
   project: string;
   setProject(p: string): void;
   role(project?: string): string;
-  can(a: Action, project?: string): boolean;
+  // can tells whether the caller holds a permission ("vm.power") in a
+  // project (the current one by default), as GET /v1/roles defines it.
+  can(p: Permission, project?: string): boolean;
   canAudit: boolean;
+  superadmin: boolean;
+  // policy is the API's project roles and what each allows.
+  policy: Policy;
+  // offers tells whether the server has a route ("POST /v1/hosts/{name}/cordon").
+  offers(route: string): boolean;
   reload(): void;
   signIn(token: string): Promise<void>;
   signOut(): Promise<void>;
@@ -39,10 +47,12 @@ export function SessionProvider({ children }: { children: ReactNode }) {
   const [loadError, setLoadError] = useState<unknown>();
   const [projects, setProjects] = useState<string[]>([]);
   const [project, setProjectState] = useState(localStorage.getItem(projectKey) ?? 'default');
+  const [policy, setPolicy] = useState(() => new Policy([]));
+  const [routes, setRoutes] = useState<RouteSet>();
 
   const load = useCallback(async () => {
     setLoadError(undefined);
-    const w = await call<WhoAmI>('GET', '/v1/whoami');
+    const [w, roles, rs] = await Promise.all([call<WhoAmI>('GET', '/v1/whoami'), call<{ items: RoleInfo[] | null }>('GET', '/v1/roles'), loadRoutes()]);
     let names: string[];
     try {
       names = (await listAll<Project>('/v1/projects')).map((p) => p.name);
@@ -50,6 +60,8 @@ export function SessionProvider({ children }: { children: ReactNode }) {
       names = Object.keys(w.roles ?? {});
     }
     names.sort((a, b) => a.localeCompare(b));
+    setPolicy(new Policy(roles.items ?? []));
+    setRoutes(rs);
     setMe(w);
     setProjects(names);
     setProjectState((cur) => (names.includes(cur) ? cur : (w.project ?? names[0] ?? 'default')));
@@ -84,8 +96,11 @@ export function SessionProvider({ children }: { children: ReactNode }) {
         }
       },
       role,
-      can: (a, p = project) => allows(role(p), !!me?.superadmin, a),
-      canAudit: mayReadAudit(!!me?.superadmin, me?.roles),
+      can: (perm, p = project) => allows(policy, role(p), !!me?.superadmin, perm),
+      canAudit: mayReadAudit(policy, !!me?.superadmin, me?.roles),
+      superadmin: !!me?.superadmin,
+      policy,
+      offers: (r) => offers(routes, r),
       reload() {
         load().catch(setLoadError);
       },
@@ -102,6 +117,6 @@ export function SessionProvider({ children }: { children: ReactNode }) {
         navigate('/login');
       },
     };
-  }, [me, loadError, projects, project, load]);
+  }, [me, loadError, projects, project, load, policy, routes]);
   return <Ctx.Provider value={value}>{children}</Ctx.Provider>;
 }

@@ -46,6 +46,7 @@ export interface VM extends Meta {
     powerState: string;
     ips?: string[];
     pid?: number;
+    console?: { serial?: string; vnc?: string };
     reason?: string;
     stopCause?: string;
     driver?: string;
@@ -62,9 +63,18 @@ export interface Host extends Meta {
     state: string;
     cpus: number;
     memoryMiB: number;
+    diskTotalMiB?: number;
+    diskFreeMiB?: number;
     accel: string;
+    accelReason?: string;
+    qemuVersion?: string;
+    agentVersion?: string;
+    address?: string;
+    drivers?: string[];
     lastHeartbeat?: string;
     allocated: { vcpus: number; memoryMiB: number; vms: number };
+    // What the scheduler offers: CPUs × overcommit, memory less the reservation.
+    capacity?: { vcpus: number; memoryMiB: number };
   };
 }
 
@@ -86,31 +96,98 @@ export interface Image extends Meta {
   kind: string;
   state: string;
   public?: boolean;
+  format?: string;
+  sourceFormat?: string;
   virtualSizeBytes?: number;
   sizeBytes?: number;
+  sha256?: string;
+  message?: string;
+  source?: string;
 }
 
 export interface Provider extends Meta {
-  spec: { type: string; url?: string };
+  spec: { type: string; url?: string; username?: string; caCert?: string; insecure?: boolean };
   status: {
     state: string;
     message?: string;
     stale?: boolean;
-    inventory?: { datacenters: number; clusters: number; hosts: number; vms: number };
+    lastSync?: string;
+    inventory?: { datacenters: number; clusters: number; hosts: number; datastores?: number; networks?: number; vms: number };
+    capabilities?: Record<string, boolean>;
   };
+}
+
+export interface InventoryItem {
+  id: string;
+  name: string;
+  datacenter?: string;
+  capacityBytes?: number;
+  freeBytes?: number;
+}
+
+export interface ProviderInventory {
+  datacenters: InventoryItem[] | null;
+  clusters: InventoryItem[] | null;
+  datastores: InventoryItem[] | null;
+  networks: InventoryItem[] | null;
+  templates: InventoryItem[] | null;
 }
 
 export interface WhoAmI {
   kind: string;
   name: string;
   superadmin?: boolean;
+  tokenId?: string;
   project?: string;
   role?: string;
   roles?: Record<string, string>;
 }
 
+export type Numbers = Record<string, number | null | undefined>;
+
 export interface Project extends Meta {
-  spec: { description?: string; maxLeaseSeconds?: number };
+  spec: {
+    description?: string;
+    maxLeaseSeconds?: number;
+    leaseGraceSeconds?: number;
+    quota?: Numbers;
+    members?: Record<string, string>;
+  };
+  status?: { usage?: Numbers };
+}
+
+export interface Member {
+  user: string;
+  role: string;
+}
+
+export interface QuotaReport {
+  project: string;
+  limits: Numbers;
+  usage: Numbers;
+}
+
+export interface User extends Meta {
+  displayName?: string;
+  superadmin?: boolean;
+  disabled?: boolean;
+  hasPassword: boolean;
+  roles?: Record<string, string>;
+}
+
+export interface Token {
+  id: string;
+  name: string;
+  kind: string;
+  user: string;
+  project?: string;
+  role?: string;
+  createdAt: string;
+  expiresAt?: string;
+}
+
+export interface TokenCreated extends Token {
+  secret: string;
 }
 
 export interface Snapshot {
@@ -146,4 +223,5 @@ export interface Event {
   host?: Host;
   operation?: Operation;
   provider?: Provider;
+  image?: Image;
 }

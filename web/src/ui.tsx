@@ -1,6 +1,7 @@
 // Small shared pieces: dialogs, tabs, capacity bars, badges, errors.
 import { useEffect, useRef, type KeyboardEvent as ReactKeyboardEvent, type ReactNode } from 'react';
 import { errorText } from './lib/errors';
+import { capacityNote, type Use } from './lib/capacity';
 
 const focusable = 'a[href], button:not([disabled]), input:not([disabled]), select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"])';
 
@@ -99,23 +100,25 @@ export function Tabs(props: { tabs: [string, string][]; current: string; onSelec
   );
 }
 
-// Bar shows an allocation against a capacity (allocations may pass it:
-// the bar stops full, the numbers tell).
-export function Bar(props: { label: string; used: number; total: number; fmt?: (n: number) => string }) {
-  const pct = props.total > 0 ? Math.round((props.used / props.total) * 100) : 0;
+// CapacityBar shows an allocation against what the scheduler offers
+// (allocations may pass it: the bar stops full, the numbers tell), coloured
+// by how full that is, with the physical amount and overcommit beside.
+export function CapacityBar(props: { label: string; use: Use; fmt?: (n: number) => string; testId?: string; plain?: boolean }) {
+  const u = props.use;
   const f = props.fmt ?? String;
-  const text = `${f(props.used)} of ${f(props.total)}`;
+  const pct = Number.isFinite(u.percent) ? `${u.percent}%` : 'over';
+  const text = `${f(u.used)} of ${f(u.capacity)} (${pct})`;
+  const note = props.plain ? '' : capacityNote(u, f);
   return (
-    <div className="bar">
+    <div className="bar" data-testid={props.testId} data-level={u.level}>
       <div className="bar-label">
         <span>{props.label}</span>
-        <span>
-          {text} ({pct}%)
-        </span>
+        <span>{text}</span>
       </div>
-      <div className="bar-track" role="meter" aria-label={`${props.label} allocated`} aria-valuenow={Math.min(props.used, props.total)} aria-valuemin={0} aria-valuemax={props.total} aria-valuetext={`${text} (${pct}%)`}>
-        <div className={'bar-fill' + (pct > 90 ? ' hot' : pct > 75 ? ' warm' : '')} style={{ width: `${Math.min(100, pct)}%` }} />
+      <div className="bar-track" role="meter" aria-label={`${props.label} allocated`} aria-valuenow={Math.min(u.used, u.capacity)} aria-valuemin={0} aria-valuemax={u.capacity} aria-valuetext={note ? `${text}, ${note}` : text}>
+        <div className={'bar-fill' + (u.level === 'hot' ? ' hot' : u.level === 'warm' ? ' warm' : '')} style={{ width: `${Math.min(100, Number.isFinite(u.percent) ? u.percent : 100)}%` }} />
       </div>
+      {note && <div className="bar-note">{note}</div>}
     </div>
   );
 }

@@ -6,6 +6,8 @@ import { ErrorBox } from '../ui';
 import { fieldError, type FieldError, type Slot } from '../lib/errors';
 import { createBody, emptyWizard, imageRef, type WizardForm } from '../lib/wizard';
 import { vmPath } from '../lib/vmfilter';
+import { free, hostUse } from '../lib/capacity';
+import { mib } from '../lib/units';
 
 export function CreateVM() {
   const s = useSession();
@@ -73,7 +75,7 @@ export function CreateVM() {
     );
   };
 
-  if (!s.can('create', project)) {
+  if (!s.can('vm.create', project)) {
     return (
       <div className="card">
         <h1>Create a VM</h1>
@@ -83,7 +85,7 @@ export function CreateVM() {
       </div>
     );
   }
-  const creatable = s.projects.filter((p) => s.can('create', p));
+  const creatable = s.projects.filter((p) => s.can('vm.create', p));
   return (
     <form ref={form} className="card wizard" onSubmit={submit} aria-labelledby="create-h" noValidate>
       <h1 id="create-h">Create a VM</h1>
@@ -133,11 +135,14 @@ export function CreateVM() {
         {fieldRow('host', 'Host', (a) => (
           <select {...a} data-testid="wizard-host" value={f.host} onChange={set('host')}>
             <option value="">automatic</option>
-            {hosts.map((h) => (
-              <option key={h.name} value={h.name}>
-                {h.name} ({h.status.state}, {h.status.cpus - (h.status.allocated?.vcpus ?? 0)} vCPUs and {h.status.memoryMiB - (h.status.allocated?.memoryMiB ?? 0)} MiB free)
-              </option>
-            ))}
+            {hosts.map((h) => {
+              const u = hostUse(h);
+              return (
+                <option key={h.name} value={h.name}>
+                  {h.name} ({h.spec?.unschedulable ? 'cordoned' : h.status.state}, {free(u.vcpus)} vCPUs and {mib(free(u.memory))} free)
+                </option>
+              );
+            })}
           </select>
         ))}
       </fieldset>

@@ -2,28 +2,36 @@ import { useEffect, useState } from 'react';
 import { listAll, type Host, type Operation, type Provider, type VM } from '../api';
 import { useLiveList } from '../live';
 import { Link } from '../router';
-import { Bar, ErrorBox, State, ago } from '../ui';
+import { CapacityBar, ErrorBox, State, ago } from '../ui';
+import { useHosts } from '../hosts';
+import { hostUse } from '../lib/capacity';
 import { providerOf } from '../lib/vmfilter';
 import { alerts, countBy } from '../lib/alerts';
 import { keyOf } from '../lib/merge';
 import { newestFirst, targetLink } from '../lib/ops';
 import { mib } from '../lib/units';
 
-const byName = (x: { name: string }) => x.name;
 const byID = (x: { id: string }) => x.id;
 
 function HostCard({ h }: { h: Host }) {
+  const u = hostUse(h);
   return (
     <article className="card host" data-testid="host-card" aria-label={`Host ${h.name}`}>
       <h3>
-        {h.name} <State s={h.status.state} />
+        <Link to={`/hosts/${encodeURIComponent(h.name)}`}>{h.name}</Link> <State s={h.status.state} />
       </h3>
       <p className="muted">
-        {h.provider ? `${h.provider.type ?? 'provider'} ${h.provider.name}` : `Polyvisor host · ${h.status.accel || 'no accel'}`} · {h.status.allocated?.vms ?? 0} VMs
+        {h.provider ? `${h.provider.type ?? 'provider'} ${h.provider.name}` : 'Polyvisor host'} · {h.status.allocated?.vms ?? 0} VMs
         {h.spec?.unschedulable ? ' · unschedulable' : ''}
       </p>
-      <Bar label="vCPUs" used={h.status.allocated?.vcpus ?? 0} total={h.status.cpus} />
-      <Bar label="Memory" used={h.status.allocated?.memoryMiB ?? 0} total={h.status.memoryMiB} fmt={mib} />
+      {!h.provider && (
+        <p className="small" data-testid="host-accel">
+          <strong>{h.status.accel || 'no accelerator reported'}</strong>
+          {h.status.accelReason && <span className="muted"> · {h.status.accelReason}</span>}
+        </p>
+      )}
+      <CapacityBar label="vCPUs" use={u.vcpus} testId="host-vcpus" />
+      <CapacityBar label="Memory" use={u.memory} fmt={mib} testId="host-memory" />
       {h.status.lastHeartbeat && <p className="muted small">heartbeat {ago(h.status.lastHeartbeat)}</p>}
     </article>
   );
@@ -55,7 +63,7 @@ function Counts({ title, rows, link }: { title: string; rows: [string, number][]
 
 export function Dashboard() {
   const all = { 'all-projects': true };
-  const hostList = useLiveList<Host>((sig) => listAll<Host>('/v1/hosts', {}, sig), (e) => e.host, byName, []);
+  const hostList = useHosts();
   const vmList = useLiveList<VM>((sig) => listAll<VM>('/v1/vms', all, sig), (e) => e.vm, keyOf, []);
   const opList = useLiveList<Operation>((sig) => listAll<Operation>('/v1/operations', all, sig), (e) => e.operation, byID, []);
   const provList = useLiveList<Provider>((sig) => listAll<Provider>('/v1/providers', all, sig), (e) => e.provider, keyOf, []);

@@ -109,7 +109,7 @@ export function Operations() {
                     {isDone(o) && o.finishedAt ? <div className="small">took {Math.max(0, Math.round((Date.parse(o.finishedAt) - Date.parse(o.createdAt)) / 1000))}s</div> : null}
                   </td>
                   <td>
-                    {cancellable(o) && s.can('cancel', o.target.project) && (
+                    {cancellable(o) && s.can('operation.cancel', o.target.project) && (
                       <button type="button" data-testid={`op-cancel-${o.id}`} onClick={() => void cancel(o)}>
                         Cancel
                       </button>

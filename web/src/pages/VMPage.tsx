@@ -8,6 +8,7 @@ import { needsConfirm, vmActions, type VMAction } from '../lib/roles';
 import { OpStatus, useOperation } from '../operation';
 import { APIError } from '../lib/errors';
 import { isDone } from '../lib/ops';
+import { serialHint } from '../lib/consolehint';
 import { VMSummary } from './VMSummary';
 import { Snapshots } from './Snapshots';
 import { Usage } from './Usage';
@@ -134,8 +135,10 @@ export default function VMPage({ project, name }: { project: string; name: strin
   }
 
   const deleting = !!vm.spec.deletion;
-  const acts = deleting ? [] : vmActions(vm.spec.powerState, vm.status.powerState, s.role(project), !!s.me?.superadmin);
-  const mayConsole = s.can('console', project);
+  const acts = deleting ? [] : vmActions(vm.spec.powerState, vm.status.powerState, (perm) => s.can(perm, project));
+  const mayConsole = s.can('vm.console', project);
+  const hint = serialHint(vm);
+  const consoleRoles = s.policy.names.filter((r) => s.policy.allows(r, 'vm.console')).join(', ');
   return (
     <div className="vmpage">
       <p className="crumbs">
@@ -164,18 +167,30 @@ export default function VMPage({ project, name }: { project: string; name: strin
         {tab === 'summary' && (
           <>
             <Usage project={project} name={name} running={vm.status.powerState === 'running'} />
-            <VMSummary vm={vm} canLease={s.can('lease', project) && !deleting} onLeased={onLeased} />
+            <VMSummary vm={vm} canLease={s.can('vm.update', project) && !deleting} onLeased={onLeased} />
           </>
         )}
         {(tab === 'console' || tab === 'serial') &&
           (mayConsole ? (
-            <Suspense fallback={<p className="muted">Loading the console…</p>}>
-              <Consoles kind={tab === 'console' ? 'vnc' : 'serial'} project={project} name={name} />
-            </Suspense>
+            <>
+              {tab === 'console' && hint && (
+                <div className="notice hint" role="note" data-testid="vnc-serial-hint">
+                  <p>{hint}</p>
+                  <button type="button" data-testid="open-serial" onClick={() => navigate(url({ tab: 'serial' }), true)}>
+                    Open the Serial tab
+                  </button>
+                </div>
+              )}
+              <Suspense fallback={<p className="muted">Loading the console…</p>}>
+                <Consoles kind={tab === 'console' ? 'vnc' : 'serial'} project={project} name={name} />
+              </Suspense>
+            </>
           ) : (
-            <p className="muted">Your role in {project} does not open consoles (operators and above do).</p>
+            <p className="muted" data-testid="console-denied">
+              Your role in {project} does not open consoles ({consoleRoles || 'no project role does'}).
+            </p>
           ))}
-        {tab === 'snapshots' && <Snapshots project={project} name={name} canEdit={s.can('snapshot', project) && !deleting} />}
+        {tab === 'snapshots' && <Snapshots project={project} name={name} canEdit={s.can('vm.update', project) && !deleting} />}
       </div>
       {ask && (
         <Confirm

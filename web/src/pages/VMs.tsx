@@ -56,7 +56,7 @@ export function VMs() {
           <h1 id="vms-h">Virtual machines</h1>
           <span className="muted">{all ? 'in all your projects' : `in ${s.project}`}</span>
           <div className="spacer" />
-          {s.can('create') && (
+          {s.can('vm.create') && (
             <Link to="/create" className="button primary" data-testid="create-vm-button">
               Create VM
             </Link>
@@ -104,7 +104,7 @@ export function VMs() {
           <label className="inline">
             <input type="checkbox" checked={all} onChange={(e) => set({ all: e.target.checked ? '1' : '' })} /> All projects
           </label>
-          <span className="muted" aria-live="polite">
+          <span className="muted" aria-live="polite" data-testid="vm-count" data-loaded={loaded}>
             {loaded ? `${rows.length} of ${vms.length}` : 'loading…'}
           </span>
         </form>

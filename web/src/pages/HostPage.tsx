@@ -1,0 +1,172 @@
+import { useCallback, useEffect, useState } from 'react';
+import { adminRoutes, call, cordonHost, deleteHost, revokeHost, type Host } from '../api';
+import { useEvents, useResync } from '../events';
+import { useSession } from '../session';
+import { Link, navigate } from '../router';
+import { CapacityBar, Confirm, ErrorBox, State, ago } from '../ui';
+import { APIError } from '../lib/errors';
+import { carryServerView, hostUse } from '../lib/capacity';
+import { mib } from '../lib/units';
+import { newer } from '../lib/merge';
+import { Accel } from './Hosts';
+
+type Ask = 'revoke' | 'delete';
+
+export function HostPage({ name }: { name: string }) {
+  const s = useSession();
+  const [h, setH] = useState<Host>();
+  const [gone, setGone] = useState(false);
+  const [err, setErr] = useState<unknown>();
+  const [actErr, setActErr] = useState<unknown>();
+  const [busy, setBusy] = useState(false);
+  const [ask, setAsk] = useState<Ask>();
+  const [now, setNow] = useState(Date.now());
+  const path = `/v1/hosts/${encodeURIComponent(name)}`;
+
+  const load = useCallback(() => {
+    call<Host>('GET', path).then(
+      (x) => {
+        setH((cur) => (cur && !newer(cur, x) ? cur : x));
+        setGone(false);
+      },
+      (e) => {
+        if (e instanceof APIError && e.status === 404) setGone(true);
+        else setErr(e);
+      },
+    );
+  }, [path]);
+  useEffect(() => {
+    setH(undefined);
+    load();
+    const t = setInterval(() => setNow(Date.now()), 5000);
+    return () => clearInterval(t);
+  }, [load]);
+  useResync(load);
+  useEvents((e) => {
+    if (e.type === 'host' && e.object.name === name) {
+      if (e.action === 'deleted') setGone(true);
+      else if (e.host) {
+        setH((cur) => (cur && !newer(cur, e.host!) ? cur : carryServerView(cur, e.host!)));
+        load(); // for the allocation, which events do not carry
+      }
+    } else if (e.type === 'vm' && e.vm?.spec.host === name && e.action !== 'updated') load();
+  });
+
+  const act = async (f: () => Promise<Host | void>, after?: () => void) => {
+    setActErr(undefined);
+    setAsk(undefined);
+    setBusy(true);
+    try {
+      const x = await f();
+      if (x) setH(x);
+      after?.();
+    } catch (e) {
+      setActErr(e);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  if (!h) {
+    return (
+      <div>
+        <p>
+          <Link to="/hosts">← Hosts</Link>
+        </p>
+        {gone ? <p className="card">There is no host {name} (anymore).</p> : err ? <ErrorBox err={err} /> : <p className="muted">Loading…</p>}
+      </div>
+    );
+  }
+  const u = hostUse(h);
+  const own = !h.provider;
+  const admin = s.superadmin && own;
+  const st = h.status;
+  const rows: [string, string, string?][] = [
+    ['State', st.state, 'host-state'],
+    ['Scheduling', h.spec?.unschedulable ? 'cordoned: no new VMs are placed here' : 'new VMs may be placed here', 'host-schedulable'],
+    ['CPUs', String(st.cpus)],
+    ['Memory', mib(st.memoryMiB)],
+    ['Disk', st.diskTotalMiB ? `${mib(st.diskFreeMiB ?? 0)} free of ${mib(st.diskTotalMiB)}` : ''],
+    ['Drivers', (st.drivers ?? []).join(', '), 'host-drivers'],
+    ['QEMU', st.qemuVersion ?? ''],
+    ['Agent', st.agentVersion ?? ''],
+    ['Address', st.address ?? ''],
+    ['Heartbeat', own && st.lastHeartbeat ? `${ago(st.lastHeartbeat, now)} (${new Date(st.lastHeartbeat).toLocaleString()})` : '', 'host-heartbeat'],
+    ['Provider', h.provider ? `${h.provider.name} (${h.provider.type})${h.provider.path ? ` · ${h.provider.path}` : ''}` : 'none: a Polyvisor agent runs it'],
+    ['Joined', h.createdAt ? new Date(h.createdAt).toLocaleString() : ''],
+  ];
+  return (
+    <div>
+      <p className="crumbs">
+        <Link to="/hosts">Hosts</Link>
+      </p>
+      <div className="row">
+        <h1>{h.name}</h1>
+        <State s={st.state} />
+        {h.spec?.unschedulable && <span className="state state-paused">cordoned</span>}
+        <div className="spacer" />
+        {admin && (
+          <div className="actions" role="group" aria-label="Host actions">
+            {s.offers(h.spec?.unschedulable ? adminRoutes.hostUncordon : adminRoutes.hostCordon) && (
+              <button type="button" data-testid={h.spec?.unschedulable ? 'host-uncordon' : 'host-cordon'} disabled={busy} onClick={() => void act(() => cordonHost(h.name, !h.spec?.unschedulable))}>
+                {h.spec?.unschedulable ? 'Uncordon' : 'Cordon'}
+              </button>
+            )}
+            {s.offers(adminRoutes.hostRevoke) && (
+              <button type="button" className="danger" data-testid="host-revoke" disabled={busy} onClick={() => setAsk('revoke')}>
+                Revoke credentials
+              </button>
+            )}
+            {s.offers(adminRoutes.hostDelete) && (
+              <button type="button" className="danger" data-testid="host-delete" disabled={busy} onClick={() => setAsk('delete')}>
+                Delete
+              </button>
+            )}
+          </div>
+        )}
+      </div>
+      <ErrorBox err={actErr} testId="host-error" />
+      <section className="card" aria-labelledby="accel-h">
+        <h2 id="accel-h">Accelerator</h2>
+        <p data-testid="host-accel">
+          <Accel h={h} />
+        </p>
+        {own && !st.accelReason && <p className="muted small">The host's agent does not say why (an older agent).</p>}
+      </section>
+      <section className="card" aria-labelledby="cap-h">
+        <h2 id="cap-h">Capacity and allocation</h2>
+        <CapacityBar label="vCPUs" use={u.vcpus} testId="host-vcpus" />
+        <CapacityBar label="Memory" use={u.memory} fmt={mib} testId="host-memory" />
+        <p className="small">
+          <Link to={`/vms?all=1&host=${encodeURIComponent(h.name)}`}>{st.allocated?.vms ?? 0} VMs placed here</Link>
+        </p>
+      </section>
+      <section className="card">
+        <dl className="summary">
+          {rows.map(([k, v, id]) => (
+            <div key={k}>
+              <dt>{k}</dt>
+              <dd data-testid={id}>{v || '—'}</dd>
+            </div>
+          ))}
+        </dl>
+      </section>
+      {ask && (
+        <Confirm
+          title={ask === 'revoke' ? `Revoke the credentials of ${h.name}?` : `Delete host ${h.name}?`}
+          okLabel={ask === 'revoke' ? 'Revoke' : 'Delete'}
+          danger
+          body={
+            <p>
+              {ask === 'revoke'
+                ? `The agent of ${h.name} can no longer act for it: its token stops working and the host is marked not ready. It may join again with a new join token.`
+                : `${h.name} and its credentials are removed. The API refuses while VMs are placed on it.`}
+            </p>
+          }
+          onOK={() => void (ask === 'revoke' ? act(() => revokeHost(h.name)) : act(() => deleteHost(h.name), () => navigate('/hosts')))}
+          onCancel={() => setAsk(undefined)}
+        />
+      )}
+    </div>
+  );
+}
