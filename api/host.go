@@ -49,6 +49,26 @@ type HostStatus struct {
 	// Warnings are what the agent found wrong on its host and left for a
 	// person, such as a VM handle it could not read at start.
 	Warnings []string `json:"warnings,omitempty"`
+	// Confinement says how the host confines its VMs' processes.
+	Confinement *HostConfinement `json:"confinement,omitempty"`
+}
+
+// HostConfinement says how a host confines its VMs' processes (QEMU and
+// the user-mode network of their NICs), and what it could not do there.
+type HostConfinement struct {
+	// User is the unprivileged user the processes run as; empty when they
+	// keep the agent's user.
+	User string `json:"user,omitempty"`
+	// Sandbox is the hypervisor's own sandbox ("seccomp"); empty for none.
+	Sandbox string `json:"sandbox,omitempty"`
+	// Cgroups is "v2" or "v1" when each VM has a cgroup with limits from
+	// its size; empty when not.
+	Cgroups string `json:"cgroups,omitempty"`
+	// Network is how user-mode NICs reach the network, and whether the
+	// host's loopback is closed to them.
+	Network string `json:"network,omitempty"`
+	// Notes name what is not confined on this host, and why.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // HostCapacity is what a host offers to VMs, to compare its allocation with.

@@ -246,6 +246,7 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"Host":             reflect.TypeFor[api.Host](),
 		"HostSpec":         reflect.TypeFor[api.HostSpec](),
 		"HostStatus":       reflect.TypeFor[api.HostStatus](),
+		"HostConfinement":  reflect.TypeFor[api.HostConfinement](),
 		"Allocation":       reflect.TypeFor[api.Allocation](),
 		"HostCapacity":     reflect.TypeFor[api.HostCapacity](),
 		"HostList":         reflect.TypeFor[api.List[api.Host]](),

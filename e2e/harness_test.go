@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/hypervisor/qemu"
 	"github.com/polyvisor/polyvisor/internal/testutil/devns"
 )
 
@@ -252,11 +254,28 @@ func qemuPIDs(needle string) []int {
 	return pids
 }
 
-// killQEMUs kills what a test left behind under dir.
+// killQEMUs kills what a test left behind under dir, and removes the
+// cgroups the QEMU driver made for those VMs (it removes them itself only
+// for VMs it stops or deletes).
 func killQEMUs(dir string) {
-	for _, pid := range qemuPIDs(dir) {
+	pids := qemuPIDs(dir)
+	for _, pid := range pids {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range pids {
+		for alive(pid) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Name() == "handle.json" {
+			if h, err := qemu.LoadHandle(filepath.Dir(path)); err == nil {
+				_ = qemu.RemoveCgroups(h)
+			}
+		}
+		return nil
+	})
 }
 
 func alive(pid int) bool {

@@ -9,8 +9,13 @@
 #                      so the ACPI power button powers the guest off, powers
 #                      off when "polyvisor-poweroff" is typed on ttyS0, prints
 #                      POLYVISOR-GUEST-READY on ttyS0, reports its disks and
-#                      NoCloud seed, then prints "polyvisor-tick N" every 0.2 s
+#                      NoCloud seed, then prints "polyvisor-tick N" every 0.2 s;
+#                      with polyvisor.run=<base64 script> on the kernel command
+#                      line it also brings its NICs up with DHCP, runs the
+#                      script in the background and prints
+#                      "polyvisor-guest: run exit=N"
 #   OUTDIR/disk.qcow2  a small blank qcow2 disk (64 MiB)
+#   OUTDIR/features    what the guest can do beyond its markers ("run")
 #   OUTDIR/boot.qcow2  the same guest on a bootable disk (64 MiB unless the
 #                      kernel and initramfs need more): an MBR with SYSLINUX's
 #                      boot code and one active FAT16 partition at 1 MiB that
@@ -361,6 +366,24 @@ poweroff -f
 EOF
 chmod 0755 "$ROOT/etc/acpi/PWRF/00000080"
 
+# busybox udhcpc calls this with the lease in its environment.
+cat >"$ROOT/etc/udhcpc.script" <<'EOF'
+#!/bin/sh
+case "$1" in
+deconfig) ifconfig "$interface" 0.0.0.0 up ;;
+bound | renew)
+	ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}" up
+	gw=${router%% *}
+	[ -n "$gw" ] && route add default gw "$gw" dev "$interface"
+	: >/etc/resolv.conf
+	for d in $dns; do echo "nameserver $d" >>/etc/resolv.conf; done
+	echo "polyvisor-guest: dhcp $interface $ip gateway ${gw:-none}" >/dev/console
+	;;
+esac
+exit 0
+EOF
+chmod 0755 "$ROOT/etc/udhcpc.script"
+
 cat >"$ROOT/init" <<'EOF'
 #!/bin/sh
 export PATH=/bin
@@ -401,6 +424,28 @@ done
 for n in /sys/class/net/eth*; do
 	[ -e "$n" ] && echo "polyvisor-guest: nic ${n##*/} $(cat "$n/address")"
 done
+# polyvisor.run=<base64 of a shell script> on the kernel command line: bring
+# the NICs up with DHCP and run the script in the background, its output on
+# the console, then print its exit status. The ticks go on meanwhile.
+run=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^polyvisor\.run=//p' | head -n1)
+if [ -n "$run" ]; then
+	(
+		ip link set lo up
+		for n in /sys/class/net/eth*; do
+			[ -e "$n" ] || continue
+			ip link set "${n##*/}" up
+			udhcpc -i "${n##*/}" -f -n -q -t 10 -T 1 -s /etc/udhcpc.script >/dev/null 2>&1 ||
+				echo "polyvisor-guest: dhcp failed on ${n##*/}"
+		done
+		if echo "$run" | base64 -d >/tmp/run.sh 2>/dev/null; then
+			echo "polyvisor-guest: run begin"
+			sh /tmp/run.sh
+			echo "polyvisor-guest: run exit=$?"
+		else
+			echo "polyvisor-guest: run exit=bad-base64"
+		fi
+	) </dev/null &
+fi
 n=0
 while :; do
 	n=$((n + 1))
@@ -414,7 +459,9 @@ chmod 0755 "$ROOT/init"
 qemu-img create -q -f qcow2 "$WORK/disk.qcow2" 64M
 cp "$VMLINUZ" "$WORK/vmlinuz"
 build_boot "$WORK/vmlinuz" "$WORK/initrd.img" "$WORK/boot.qcow2"
-for f in vmlinuz initrd.img disk.qcow2 boot.qcow2; do
+# What this guest can do beyond printing its markers, one word a line.
+echo run >"$WORK/features"
+for f in vmlinuz initrd.img disk.qcow2 boot.qcow2 features; do
 	mv -f "$WORK/$f" "$OUTDIR/$f"
 done
 echo "$STAMP" >"$OUTDIR/.stamp"

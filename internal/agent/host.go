@@ -25,6 +25,9 @@ func (a *Agent) hostStatus() api.HostStatus {
 		Drivers:      []string{a.driver.Name()},
 		Warnings:     a.warnings(),
 	}
+	if c := a.info.Confinement; c.User != "" || c.Sandbox != "" || c.Cgroups != "" || c.Network != "" || len(c.Notes) > 0 {
+		st.Confinement = &api.HostConfinement{User: c.User, Sandbox: c.Sandbox, Cgroups: c.Cgroups, Network: c.Network, Notes: c.Notes}
+	}
 	var fs syscall.Statfs_t
 	if syscall.Statfs(a.cfg.StateDir, &fs) == nil {
 		st.DiskTotalMiB = int64(fs.Blocks) * fs.Bsize >> 20

@@ -94,6 +94,13 @@ func (a *app) hostShowCommand() *cobra.Command {
 				row(tw, "VMs:", st.Allocated.VMs)
 				row(tw, "Drivers:", orDash(strings.Join(st.Drivers, ", ")))
 				row(tw, "QEMU:", orDash(st.QEMUVersion))
+				if c := st.Confinement; c != nil {
+					row(tw, "Confinement:", fmt.Sprintf("user %s, sandbox %s, cgroups %s", orDash(c.User), orDash(c.Sandbox), orDash(c.Cgroups)))
+					row(tw, "  Network:", orDash(c.Network))
+					for _, n := range c.Notes {
+						row(tw, "  Not confined:", n)
+					}
+				}
 				row(tw, "Agent:", orDash(st.AgentVersion))
 				row(tw, "Heartbeat:", when(st.LastHeartbeat))
 				for _, w := range st.Warnings {

@@ -94,6 +94,17 @@ type Info struct {
 	Accel       string // kvm or tcg
 	AccelReason string // why: what the accelerator probe saw, or what was asked
 	Version     string // hypervisor version ("QEMU 7.2.0")
+	Confinement Confinement
+}
+
+// Confinement says how a driver confines its VMs' processes on a host, and
+// what it could not do there.
+type Confinement struct {
+	User    string   // the unprivileged user VM processes run as; "" when they keep the agent's
+	Sandbox string   // the hypervisor's own sandbox ("seccomp"), "" for none
+	Cgroups string   // "v2" or "v1" when each VM has a cgroup with limits, "" when not
+	Network string   // how user-mode NICs reach the network, and whether the host's loopback is closed to them
+	Notes   []string // what is not confined on this host, and why
 }
 
 // Power states a driver reports.

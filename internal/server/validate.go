@@ -1,11 +1,13 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"regexp"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/hypervisor"
 	"github.com/polyvisor/polyvisor/internal/labels"
 )
 
@@ -145,6 +147,16 @@ func validateDisks(disks []api.Disk, images imageLookup) error {
 		if d.SizeMiB != 0 && d.SizeMiB<<20 < img.VirtualSizeBytes {
 			return api.Invalid(field+".sizeMiB", "%d MiB is smaller than image %q (%d MiB); disks can only grow", d.SizeMiB, d.Image, (img.VirtualSizeBytes+(1<<20)-1)>>20)
 		}
+	}
+	// The drivers' own rule: reserved names and names the guest could not
+	// tell apart.
+	names := make([]string, len(disks))
+	for i := range disks {
+		names[i] = disks[i].Name
+	}
+	var nameErr *hypervisor.DiskNameError
+	if err := hypervisor.CheckDiskNames(names); errors.As(err, &nameErr) {
+		return api.Invalid(fmt.Sprintf("disks[%d].name", nameErr.Index), "%q %s", nameErr.Name, nameErr.Reason)
 	}
 	return nil
 }

@@ -22,6 +22,72 @@ type Paths struct {
 	Disks []hypervisor.DiskFile
 	// Seed is the NoCloud seed ISO, empty when the VM has none.
 	Seed string
+	// NetFDs are the descriptors QEMU inherits for the VM's NICs, in their
+	// order: each is a connected stream socket to the NIC's user-mode
+	// network (passt). A NIC without one has no network at all.
+	NetFDs []int
+	// Jail is how QEMU confines itself.
+	Jail Jail
+}
+
+// Jail is how QEMU confines itself. It opens everything on its command
+// line (disks, kernel, sockets, logs) as the agent's user, then, before
+// the guest runs a single instruction, chroots into Chroot and drops to
+// User; the seccomp sandbox holds from its start.
+type Jail struct {
+	// Sandbox turns on QEMU's seccomp filter: no obsolete system calls,
+	// no new processes, no changes of scheduling or resources, and, when
+	// QEMU keeps the agent's user, no set*id calls.
+	Sandbox bool
+	// User is the unprivileged user QEMU drops to; "" keeps the agent's.
+	User string
+	// Chroot is an empty directory QEMU chroots into; "" for none.
+	Chroot string
+	// RunWithUser and RunWithChroot spell the drop as -run-with user= (QEMU
+	// 9.1 and later) and -run-with chroot= (8.1 and later) rather than
+	// -runas and -chroot.
+	RunWithUser, RunWithChroot bool
+}
+
+// sandbox is the value of QEMU's -sandbox option. A QEMU that drops to
+// another user itself (-runas) needs setuid and setgid to do so, and the
+// filter is in force before that: it keeps elevateprivileges allowed. Once
+// dropped, all its user and group ids are the unprivileged user's and it
+// holds no capabilities, so set*id calls cannot raise it again, and
+// spawn=deny keeps it from executing a set-user-id program.
+func (j Jail) sandbox() string {
+	v := "on,obsolete=deny"
+	if j.User == "" {
+		v += ",elevateprivileges=deny"
+	}
+	return v + ",spawn=deny,resourcecontrol=deny"
+}
+
+// args are the options that confine QEMU.
+func (j Jail) args() []string {
+	var a []string
+	if j.Sandbox {
+		a = append(a, "-sandbox", j.sandbox())
+	}
+	var runWith []string
+	if j.Chroot != "" {
+		if j.RunWithChroot {
+			runWith = append(runWith, "chroot="+esc(j.Chroot))
+		} else {
+			a = append(a, "-chroot", j.Chroot)
+		}
+	}
+	if j.User != "" {
+		if j.RunWithUser {
+			runWith = append(runWith, "user="+esc(j.User))
+		} else {
+			a = append(a, "-runas", j.User)
+		}
+	}
+	if len(runWith) > 0 {
+		a = append(a, "-run-with", strings.Join(runWith, ","))
+	}
+	return a
 }
 
 // Defaults for a VMConfig that leaves sizes at zero.
@@ -60,6 +126,7 @@ func BuildArgs(cfg hypervisor.VMConfig, p Paths, accel string) []string {
 		"-display", "none",
 		"-msg", "timestamp=on",
 	)
+	a = append(a, p.Jail.args()...)
 	if uuidRE.MatchString(cfg.UID) {
 		a = append(a, "-uuid", cfg.UID)
 	}
@@ -83,7 +150,7 @@ func BuildArgs(cfg hypervisor.VMConfig, p Paths, accel string) []string {
 			"driver="+format+",node-name="+node+",discard=unmap,file.driver=file,file.filename="+esc(d.Path))
 		dev := "virtio-blk-pci,drive=" + node + ",id=virtio-" + node
 		if d.Name != "" {
-			dev += ",serial=" + esc(serialFor(d.Name))
+			dev += ",serial=" + esc(hypervisor.DiskSerial(d.Name))
 		}
 		if firmwareBoot && i == 0 {
 			dev += ",bootindex=1"
@@ -102,10 +169,14 @@ func BuildArgs(cfg hypervisor.VMConfig, p Paths, accel string) []string {
 		if mac == "" {
 			mac = MACFor(cfg.UID, i)
 		}
-		a = append(a,
-			"-netdev", "user,id="+id,
-			"-device", "virtio-net-pci,netdev="+id+",id=nic"+strconv.Itoa(i)+",mac="+mac,
-		)
+		dev := "virtio-net-pci,id=nic" + strconv.Itoa(i) + ",mac=" + mac
+		if i < len(p.NetFDs) {
+			// Never QEMU's own user-mode network (slirp): it maps the
+			// gateway address to the host's loopback.
+			a = append(a, "-netdev", "stream,id="+id+",server=off,addr.type=fd,addr.str="+strconv.Itoa(p.NetFDs[i]))
+			dev = "virtio-net-pci,netdev=" + id + ",id=nic" + strconv.Itoa(i) + ",mac=" + mac
+		}
+		a = append(a, "-device", dev)
 	}
 	if !firmwareBoot {
 		a = append(a, "-kernel", cfg.Kernel) // taken verbatim, no option parsing
@@ -125,15 +196,6 @@ func BuildArgs(cfg hypervisor.VMConfig, p Paths, accel string) []string {
 // esc escapes a value inside a QEMU option string, where ',' separates
 // options and is written ",,".
 func esc(s string) string { return strings.ReplaceAll(s, ",", ",,") }
-
-// serialFor makes a virtio-blk serial (at most 20 characters) from a disk
-// name, so the guest sees it under /dev/disk/by-id.
-func serialFor(name string) string {
-	if len(name) > 20 {
-		name = name[:20]
-	}
-	return name
-}
 
 // MACFor derives a stable, locally administered MAC (52:54:00 prefix) for a
 // VM's NIC from its UID and the NIC's index.

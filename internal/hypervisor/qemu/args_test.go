@@ -74,7 +74,53 @@ func TestBuildArgsGolden(t *testing.T) {
 			cfg: func(c *hypervisor.VMConfig) {
 				c.NICs = []hypervisor.NICConfig{{Network: "user", MAC: "52:54:00:aa:bb:cc"}, {Network: "user"}}
 			},
+			paths: func() Paths {
+				p := testPaths(disk("root"))
+				p.NetFDs = []int{3, 4}
+				return p
+			}(),
+			accel: "tcg",
+		},
+		{
+			name: "nic-without-network",
+			cfg: func(c *hypervisor.VMConfig) {
+				c.NICs = []hypervisor.NICConfig{{Network: "user", MAC: "52:54:00:aa:bb:cc"}}
+			},
 			paths: testPaths(disk("root")),
+			accel: "tcg",
+		},
+		{
+			name: "confined",
+			cfg: func(c *hypervisor.VMConfig) {
+				c.NICs = []hypervisor.NICConfig{{Network: "user", MAC: "52:54:00:aa:bb:cc"}}
+				c.Kernel = "/images/vmlinuz"
+			},
+			paths: func() Paths {
+				p := testPaths(disk("root"))
+				p.NetFDs = []int{3}
+				p.Jail = Jail{Sandbox: true, User: "polyvisor-qemu", Chroot: "/var/lib/polyvisor/vms/.empty"}
+				return p
+			}(),
+			accel: "kvm",
+		},
+		{
+			name: "confined-run-with",
+			cfg:  func(c *hypervisor.VMConfig) {},
+			paths: func() Paths {
+				p := testPaths(disk("root"))
+				p.Jail = Jail{Sandbox: true, User: "polyvisor-qemu", Chroot: "/var/lib/polyvisor/vms/.empty", RunWithUser: true, RunWithChroot: true}
+				return p
+			}(),
+			accel: "kvm",
+		},
+		{
+			name: "sandbox-as-root",
+			cfg:  func(c *hypervisor.VMConfig) {},
+			paths: func() Paths {
+				p := testPaths(disk("root"))
+				p.Jail = Jail{Sandbox: true}
+				return p
+			}(),
 			accel: "tcg",
 		},
 		{
@@ -134,6 +180,32 @@ func TestBuildArgsIsDeterministic(t *testing.T) {
 	}
 	if strings.Contains(a, "-cpu") {
 		t.Errorf("tcg must keep the default cpu model: %s", a)
+	}
+}
+
+// TestBuildArgsNeverUserNetwork: no command line uses QEMU's own
+// user-mode network (slirp), which maps its gateway address to the host's
+// loopback; a NIC is connected to the socket it is given, or to nothing.
+func TestBuildArgsNeverUserNetwork(t *testing.T) {
+	nics := []hypervisor.NICConfig{{Network: "user"}, {}, {Network: "user", MAC: "52:54:00:01:02:03"}}
+	for _, fds := range [][]int{nil, {3}, {3, 4, 5}} {
+		cfg := hypervisor.VMConfig{Name: "n", UID: testUID, NICs: nics}
+		p := testPaths()
+		p.NetFDs = fds
+		args := BuildArgs(cfg, p, "tcg")
+		netdevs := 0
+		for i, a := range args {
+			if a != "-netdev" {
+				continue
+			}
+			netdevs++
+			if v := args[i+1]; !strings.HasPrefix(v, "stream,") || strings.Contains(v, "user") {
+				t.Errorf("netdev %q with fds %v", v, fds)
+			}
+		}
+		if netdevs != len(fds) {
+			t.Errorf("%d netdevs for fds %v", netdevs, fds)
+		}
 	}
 }
 

@@ -26,19 +26,22 @@ func validate(cfg hypervisor.VMConfig) error {
 	if !safeName.MatchString(cfg.UID) || cfg.UID == keptDirName {
 		return fmt.Errorf("validating vm config: uid %q is not a safe file name", cfg.UID)
 	}
-	seen := map[string]bool{}
+	names := make([]string, len(cfg.Disks))
 	for i, dc := range cfg.Disks {
 		n := diskName(dc, i)
-		if !safeName.MatchString(n) || n == "seed" {
+		if !safeName.MatchString(n) {
 			return fmt.Errorf("validating vm config: disk name %q is not a safe file name", n)
 		}
-		if seen[n] {
-			return fmt.Errorf("validating vm config: disk name %q is used twice", n)
-		}
-		seen[n] = true
 		if dc.BackingFile == "" && dc.SizeMiB <= 0 {
 			return fmt.Errorf("validating vm config: blank disk %q needs a size", n)
 		}
+		names[i] = n
+	}
+	// The API checks disk names with the same rule, so a VM it accepted is
+	// never refused here; diskFile keeps disk files apart from the VM's
+	// other files.
+	if err := hypervisor.CheckDiskNames(names); err != nil {
+		return fmt.Errorf("validating vm config: %w", err)
 	}
 	for i, n := range cfg.NICs {
 		if n.Network != "" && n.Network != "user" {
@@ -57,6 +60,14 @@ func diskName(dc hypervisor.DiskConfig, i int) string {
 	}
 	return "disk" + strconv.Itoa(i)
 }
+
+// vmDirFiles are the files of a VM's directory besides its disks.
+var vmDirFiles = []string{handleFile, qmpSock, serialSock, vncSock, consoleLog, qemuLog, pidFile, seedISO}
+
+// diskFile is the file of a disk in its VM's directory. No other file of
+// the directory ends in ".qcow2" (vmDirFiles), so no disk name can collide
+// with one.
+func diskFile(name string) string { return name + ".qcow2" }
 
 // Create makes the VM's directory (StateDir/<uid>, mode 0700), its disks
 // (qcow2 overlays of their backing images, or blank qcow2) and its NoCloud
@@ -133,7 +144,7 @@ func (d *Driver) Create(ctx context.Context, cfg hypervisor.VMConfig) (h *hyperv
 // createDisk makes one disk with qemu-img.
 func (d *Driver) createDisk(ctx context.Context, dir string, dc hypervisor.DiskConfig, i int) (hypervisor.DiskFile, error) {
 	name := diskName(dc, i)
-	path := filepath.Join(dir, name+".qcow2")
+	path := filepath.Join(dir, diskFile(name))
 	args := []string{"create", "-q", "-f", "qcow2"}
 	if dc.BackingFile != "" {
 		backing, err := filepath.Abs(dc.BackingFile)

@@ -51,6 +51,11 @@ type Config struct {
 	RunDir string
 	// StartTimeout bounds Start when its ctx has no deadline; default 60s.
 	StartTimeout time.Duration
+	// User is the unprivileged user QEMU and passt drop to when the agent
+	// runs as root; default DefaultUser, made when missing; "root" keeps
+	// root. CgroupParent is where VMs' cgroups go (see detectCgroups).
+	// PasstBinary defaults to passt found on PATH.
+	User, CgroupParent, PasstBinary string
 }
 
 // Driver is the QEMU hypervisor driver. It is safe for concurrent use;
@@ -62,6 +67,7 @@ type Driver struct {
 
 	runOnce sync.Once
 	run     string
+	conf    lazyConfinement
 
 	attachMu sync.Mutex // serializes QMP connects (QEMU serves one client)
 	mu       sync.Mutex
@@ -169,7 +175,7 @@ func (d *Driver) Info(ctx context.Context) (hypervisor.Info, error) {
 		return hypervisor.Info{}, fmt.Errorf("asking qemu for its version: %w", err)
 	}
 	line, _, _ := strings.Cut(string(out), "\n")
-	return hypervisor.Info{Accel: d.accel.Accel, AccelReason: d.accel.Reason, Version: strings.TrimSpace(line)}, nil
+	return hypervisor.Info{Accel: d.accel.Accel, AccelReason: d.accel.Reason, Version: strings.TrimSpace(line), Confinement: d.confinement().info()}, nil
 }
 
 // Close drops the driver's QMP connections without touching the VMs, which

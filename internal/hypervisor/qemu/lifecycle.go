@@ -57,22 +57,47 @@ func (d *Driver) Start(ctx context.Context, h *hypervisor.Handle, cfg hypervisor
 	for _, s := range []string{p.QMP, p.Serial, p.VNC, p.PIDFile} {
 		os.Remove(s) // stale from a QEMU that was killed
 	}
-	args := BuildArgs(cfg, p, d.accel.Accel)
+	conf := d.confinement()
 
 	logPath := filepath.Join(h.Dir, qemuLog)
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("opening qemu log: %w", err)
 	}
+	defer logf.Close()
+	// The VM's processes go into its cgroup, QEMU's NICs to their passt.
+	cg := conf.cgroups.forVM(h.UID)
+	if cg != nil {
+		if h.Extra == nil {
+			h.Extra = map[string]string{}
+		}
+		h.Extra[extraCgroup] = cg.paths()
+		if err := cg.create(limitsFor(cfg, d.accel.Accel)); err != nil {
+			d.dropCgroup(h)
+			return fmt.Errorf("starting vm %s: %w", h.UID, err)
+		}
+	}
+	net, err := d.startUserNet(h.Dir, len(cfg.NICs), logf, cg)
+	if err != nil {
+		d.dropCgroup(h)
+		return fmt.Errorf("starting vm %s: %w\nqemu.log:\n%s", h.UID, err, tailFile(logPath, 2048))
+	}
+	p.NetFDs, p.Jail = net.fds(), conf.jail
+	args := BuildArgs(cfg, p, d.accel.Accel)
+
 	fmt.Fprintf(logf, "--- polyvisor: starting %s at %s\n", d.cfg.QEMUBinary, time.Now().Format(time.RFC3339))
 	// Never exec.CommandContext: the VM must not die with a request.
 	cmd := exec.Command(d.cfg.QEMUBinary, args...)
 	cmd.Dir = h.Dir
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = net.qemuEnds // descriptors 3, 4, ...: p.NetFDs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
+	net.closeQEMUEnds()
 	logf.Close()
 	if err != nil {
+		net.kill()
+		d.dropCgroup(h)
 		return fmt.Errorf("spawning qemu for vm %s: %w", h.UID, err)
 	}
 	exited := make(chan struct{})
@@ -88,7 +113,15 @@ func (d *Driver) Start(ctx context.Context, h *hypervisor.Handle, cfg hypervisor
 	fail := func(err error) error {
 		cmd.Process.Kill()
 		<-exited
+		net.kill()
+		d.dropCgroup(h)
 		return fmt.Errorf("starting qemu for vm %s: %w\nqemu.log:\n%s", h.UID, err, tailFile(logPath, 2048))
+	}
+	if cg != nil {
+		// QEMU is moved at once: it has not yet run the guest.
+		if err := cg.add(pid); err != nil {
+			return fail(err)
+		}
 	}
 	sctx := ctx
 	if _, ok := ctx.Deadline(); !ok {
@@ -98,6 +131,10 @@ func (d *Driver) Start(ctx context.Context, h *hypervisor.Handle, cfg hypervisor
 	}
 	c, err := waitQMP(sctx, p.QMP, exited)
 	if err != nil {
+		return fail(err)
+	}
+	if err := net.alive(); err != nil {
+		c.Close()
 		return fail(err)
 	}
 	st, err := readProcStat(pid)
@@ -231,13 +268,25 @@ func (d *Driver) forceStop(h *hypervisor.Handle, v *vm) error {
 	return nil
 }
 
-// markStopped forgets the process in the handle and persists it.
+// markStopped forgets the process in the handle, removes the VM's cgroup,
+// and persists the handle.
 func (d *Driver) markStopped(h *hypervisor.Handle) error {
-	if h.PID == 0 && h.PIDStart == 0 {
+	cg := h.Extra[extraCgroup] != ""
+	if h.PID == 0 && h.PIDStart == 0 && !cg {
 		return nil
 	}
 	h.PID, h.PIDStart = 0, 0
+	d.dropCgroup(h)
 	return saveHandle(h)
+}
+
+// dropCgroup removes the VM's cgroup once its processes are gone, and
+// forgets it in the handle (not persisted here).
+func (d *Driver) dropCgroup(h *hypervisor.Handle) {
+	if err := removeCgroups(h.Extra[extraCgroup]); err != nil {
+		d.log.Warn("removing vm cgroup", "vm", h.UID, "err", err)
+	}
+	delete(h.Extra, extraCgroup)
 }
 
 // Pause stops the VM's CPUs (QMP stop).
@@ -344,6 +393,11 @@ func (d *Driver) Destroy(ctx context.Context, h *hypervisor.Handle, keepDisks bo
 	}
 	if link := h.Extra[extraSockLink]; link != "" {
 		os.Remove(link)
+	}
+	d.dropCgroup(h)
+	if cg := d.confinement().cgroups.forVM(h.UID); cg != nil {
+		// A start the agent did not see finish may have made it.
+		removeCgroups(cg.paths())
 	}
 	if err := os.RemoveAll(h.Dir); err != nil {
 		return fmt.Errorf("removing dir of vm %s: %w", h.UID, err)

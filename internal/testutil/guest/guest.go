@@ -16,11 +16,18 @@
 // AcpiPoweroffLine and power off. A guest that prints CommandsLine powers
 // itself off (printing PoweroffLine) when PoweroffCommand and a newline
 // are typed on its serial console.
+//
+// Booted with RunCmdline(script), the guest also brings its NICs up with
+// DHCP (printing DHCPPrefix lines), runs the shell script with busybox in
+// the background, its output on the console, and prints RunExitPrefix and
+// the script's exit status. Guests built before this feature lack it:
+// RequireRun says so.
 package guest
 
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -45,7 +52,31 @@ const (
 	CommandsLine    = "polyvisor-guest: commands polyvisor-poweroff"
 	PoweroffCommand = "polyvisor-poweroff"
 	PoweroffLine    = "polyvisor-guest: powering off on request"
+	// With RunCmdline.
+	DHCPPrefix    = "polyvisor-guest: dhcp "     // then "<nic> <address> gateway <gateway>"
+	RunExitPrefix = "polyvisor-guest: run exit=" // then the script's exit status
 )
+
+// RunCmdline is Cmdline that makes the guest run script (a busybox sh
+// script) once it is up. The script travels base64-encoded in one kernel
+// parameter, polyvisor.run; the kernel command line holds 2 KiB in all.
+func RunCmdline(script string) string {
+	return Cmdline + " polyvisor.run=" + base64.StdEncoding.EncodeToString([]byte(script))
+}
+
+// RequireRun fails the test when the guest in p predates RunCmdline (it was
+// built by an older scripts/build-guest.sh into POLYVISOR_GUEST_DIR, which
+// is used as it is).
+func RequireRun(t testing.TB, p Paths) {
+	t.Helper()
+	b, _ := os.ReadFile(filepath.Join(p.Dir, "features"))
+	for _, f := range strings.Fields(string(b)) {
+		if f == "run" {
+			return
+		}
+	}
+	t.Fatalf("the test guest in %s cannot run commands (no \"run\" in its features file): rebuild it with scripts/build-guest.sh %s", p.Dir, p.Dir)
+}
 
 // Cmdline is the kernel command line the guest is meant to boot with.
 const Cmdline = "console=ttyS0 quiet"

@@ -116,3 +116,54 @@ func TestBootDiskBootsThroughSeaBIOS(t *testing.T) {
 		})
 	}
 }
+
+// TestRunCmdline boots the guest with a script on its kernel command line:
+// the script's output and its exit status reach the serial console, and
+// the guest's usual markers are still there.
+func TestRunCmdline(t *testing.T) {
+	RequireQEMU(t)
+	p := Build(t)
+	RequireRun(t, p)
+	dir := t.TempDir()
+	serial := filepath.Join(dir, "serial.log")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var qlog bytes.Buffer
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-m", "256",
+		"-nodefaults", "-no-user-config", "-display", "none", "-serial", "file:"+serial,
+		"-kernel", p.Kernel, "-initrd", p.Initrd,
+		"-append", RunCmdline("echo \"hello from $(uname -s)\"\nexit 3\n"))
+	cmd.Stdout, cmd.Stderr = &qlog, &qlog
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		<-done
+	}()
+	for {
+		b, _ := os.ReadFile(serial)
+		if bytes.Contains(b, []byte(RunExitPrefix)) {
+			s := string(b)
+			for _, want := range []string{ReadyMarker, "hello from Linux\r\n", RunExitPrefix + "3\r\n", TickPrefix} {
+				if !strings.Contains(s, want) {
+					t.Errorf("console lacks %q:\n%s", want, s)
+				}
+			}
+			if strings.Index(s, ReadyMarker) > strings.Index(s, "hello from") {
+				t.Errorf("the script ran before the guest was ready:\n%s", s)
+			}
+			return
+		}
+		select {
+		case err := <-done:
+			done <- err
+			t.Fatalf("qemu exited before the script's exit status: %v\n%s\nserial:\n%s", err, qlog.String(), b)
+		case <-ctx.Done():
+			t.Fatalf("no %s on the serial console within 90s; serial:\n%s", RunExitPrefix, b)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
