@@ -278,15 +278,23 @@ func checkAuditAlarm(t *testing.T, e *env, name, path string) {
 	if a == nil || a.Path != path {
 		t.Errorf("alarms %+v: want %s naming %s", alarms, name, path)
 	}
-	status, body, _ := e.do("GET", "/metrics", "", nil)
-	if want := fmt.Sprintf("polyvisor_alarm{name=%q} 1", name); status != 200 || !strings.Contains(string(body), want) {
-		// The answer may be longer than e.do reads: read it whole.
-		resp, err := e.super.HTTPClient().Get(e.url + "/metrics")
+	// /metrics answers a superadmin (or the metrics token); read it whole.
+	want := fmt.Sprintf("polyvisor_alarm{name=%q} 1", name)
+	{
+		req, err := http.NewRequest("GET", e.url+"/metrics", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+e.tokens["superadmin"])
+		resp, err := e.super.HTTPClient().Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		all, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /metrics as superadmin: %d %.200s", resp.StatusCode, all)
+		}
 		if !strings.Contains(string(all), want) {
 			t.Errorf("metrics lack %s", want)
 		}
