@@ -128,6 +128,8 @@ type AgentMessage struct {
 	// Stream asks the agent to dial /v1/agent/streams/{id} and splice it to
 	// a console of the named VM.
 	Stream *StreamRequest `json:"stream,omitempty"`
+	// Network is the host's whole network state (type "network").
+	Network *HostNetworkState `json:"network,omitempty"`
 }
 
 // StreamRequest asks an agent to open a byte stream to a VM console.
