@@ -3,6 +3,8 @@ package audit
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,8 +19,17 @@ const (
 	DefaultAggregateMaxKeys = 10000
 )
 
-// overflowKey gathers the records of new keys while the table is full.
-const overflowKey = "\x00overflow"
+// overflowPrefix starts the keys of records counted while the table is
+// full: those fold coarser, by action, outcome and status alone, and say
+// how many addresses, callers and projects they came from.
+const overflowPrefix = "\x00overflow|"
+
+// maxOverflowKeys bounds the coarse keys; past it every new record shares
+// one last count, which names the actions it holds.
+const maxOverflowKeys = 256
+
+// maxSamples bounds the distinct values a count names of each field.
+const maxSamples = 8
 
 // AggregateOptions shape an Aggregator. Zero fields take the defaults.
 type AggregateOptions struct {
@@ -27,8 +38,9 @@ type AggregateOptions struct {
 	// Each is how many records of one key are written one by one in a
 	// window before the rest are only counted.
 	Each int
-	// MaxKeys bounds the keys counted at once; past it, new keys share one
-	// count.
+	// MaxKeys bounds the keys counted at once; past it, new records fold
+	// by action, outcome and status only (at most maxOverflowKeys more
+	// keys), then all into one count.
 	MaxKeys int
 }
 
@@ -58,6 +70,62 @@ type tally struct {
 	count       int64
 	first, last time.Time
 	rec         api.AuditRecord // the last record counted
+	// Of the records counted: their projects (one unless mixed), and for
+	// coarse keys a few of their addresses, callers and actions.
+	project          string
+	mixedProject     bool
+	overflow         bool
+	remotes, callers samples
+	actions          samples
+}
+
+// samples keeps up to maxSamples distinct values, and whether there were
+// more.
+type samples struct {
+	vals []string
+	more bool
+}
+
+func (s *samples) add(v string) {
+	if v == "" || slices.Contains(s.vals, v) {
+		return
+	}
+	if len(s.vals) < maxSamples {
+		s.vals = append(s.vals, v)
+		return
+	}
+	s.more = true
+}
+
+func (s *samples) String() string {
+	out := strings.Join(s.vals, ", ")
+	if s.more {
+		out += " and more"
+	}
+	return out
+}
+
+// count adds a record to what t counted.
+func (t *tally) add(rec *api.AuditRecord, now time.Time) {
+	t.count++
+	if t.count == 1 {
+		t.first, t.project = now, rec.Project
+	} else if rec.Project != t.project {
+		t.mixedProject = true
+	}
+	t.last, t.rec = now, *rec
+	if t.overflow {
+		t.remotes.add(rec.Remote)
+		t.callers.add(callerOf(rec))
+		t.actions.add(fmt.Sprintf("%s (%s %d)", rec.Action, rec.Outcome, rec.Status))
+	}
+}
+
+func callerOf(rec *api.AuditRecord) string {
+	if rec.Actor.Name == "" {
+		return rec.Actor.Kind
+	}
+	return rec.Actor.Kind + " " + rec.Actor.Name
 }
 
 // NewAggregator returns an Aggregator writing to l, and starts the
@@ -94,23 +162,24 @@ func (a *Aggregator) Append(ctx context.Context, key string, rec *api.AuditRecor
 		delete(a.keys, key)
 		t = nil
 	}
+	overflow := false
 	if t == nil && len(a.keys) >= a.opts.MaxKeys {
-		key = overflowKey
-		t = a.keys[key]
+		overflow = true
+		key = overflowPrefix + fmt.Sprintf("%s|%s|%d", rec.Action, rec.Outcome, rec.Status)
+		if t = a.keys[key]; t == nil && len(a.keys) >= a.opts.MaxKeys+maxOverflowKeys {
+			key = overflowPrefix
+			t = a.keys[key]
+		}
 	}
 	if t == nil {
-		t = &tally{end: now.Add(a.opts.Window)}
+		t = &tally{end: now.Add(a.opts.Window), overflow: overflow}
 		a.keys[key] = t
 	}
 	write := t.written < a.opts.Each
 	if write {
 		t.written++
 	} else {
-		t.count++
-		if t.count == 1 {
-			t.first = now
-		}
-		t.last, t.rec = now, *rec
+		t.add(rec, now)
 		a.folded.Add(1)
 	}
 	a.mu.Unlock()
@@ -179,14 +248,38 @@ func appendSummary(out []api.AuditRecord, key string, t *tally) []api.AuditRecor
 	r.ID, r.Time, r.Seq, r.Prev = "", time.Time{}, 0, ""
 	r.Count, r.First, r.Last = t.count, t.first.UTC(), t.last.UTC()
 	like := "like this one (same address, caller, route and answer)"
-	if key == overflowKey {
-		like = "from many addresses and callers; this is the last of them"
-		r.Remote = "many"
+	if t.mixedProject {
+		// A count is shown in one project only if all it counts is of it.
+		r.Project, r.Resource.Project = "", ""
+		like = "like this one (same address, caller, route and answer), in several projects"
+	}
+	if t.overflow {
+		// Counted while the table of keys was full: what it folded, as
+		// far as a few samples tell.
+		what := "of action " + t.actions.String()
+		if key == overflowPrefix {
+			what = "of actions " + t.actions.String()
+		}
+		like = fmt.Sprintf("%s, counted together while the audit aggregation table was full, from addresses %s, by %s",
+			what, t.remotes.String(), t.callers.String())
+		if len(t.remotes.vals) > 1 || t.remotes.more {
+			r.Remote = "many"
+		}
+		if len(t.callers.vals) > 1 || t.callers.more {
+			r.Actor = api.AuditActor{Kind: "many"}
+		}
+		r.Path, r.Resource.Name, r.Resource.UID, r.RequestID = "", "", "", ""
+		if key == overflowPrefix {
+			r.Action, r.Method, r.Status = "audit.overflow", "", 0
+		}
+		if t.mixedProject {
+			like += ", in several projects"
+		}
 	}
 	r.Message = fmt.Sprintf("%d more records %s between %s and %s, counted rather than written one by one",
 		t.count, like, r.First.Format(time.RFC3339), r.Last.Format(time.RFC3339))
 	if t.rec.Message != "" {
-		r.Message += "; the last said: " + t.rec.Message
+		r.Message += "; the last said: " + Truncate(t.rec.Message, MaxMessageBytes/2)
 	}
 	return append(out, r)
 }

@@ -43,6 +43,15 @@ var ErrClosed = errors.New("audit log closed")
 // "refuse").
 var ErrFull = errors.New("audit log full")
 
+// ErrKept is wrapped by the error of AppendKept for a record that could
+// not be written now and is kept to be written once the log can write.
+var ErrKept = errors.New("audit record kept in memory until the log can write")
+
+// maxPending bounds the records kept in memory while the log cannot write:
+// the log's own and those of AppendKept. Past it a kept record is counted
+// as lost, like any other.
+const maxPending = 1024
+
 // Options bounds the log. Zero fields take the defaults; a negative MaxBytes
 // or MaxAge turns that limit off.
 type Options struct {
@@ -121,7 +130,8 @@ type Log struct {
 	prev      string  // hash of the last record written
 	trouble   *outage // set while records are not being written
 
-	syncs atomic.Int64 // file syncs made for records
+	syncs   atomic.Int64 // file syncs made for records
+	scanned atomic.Int64 // bytes of segments read by queries
 }
 
 // outage is a time during which records could not be written.
@@ -137,6 +147,8 @@ type request struct {
 	err  error
 	done chan error
 	sys  bool // written by the log itself; nobody waits
+	// keep: a record of AppendKept, kept when it cannot be written.
+	keep bool
 	// outage marks the record of an outage, made anew at each attempt.
 	outage bool
 	// barrier carries no record: it is answered once what came before it
@@ -212,10 +224,26 @@ func Open(ctx context.Context, dir string, opts Options, log *slog.Logger) (*Log
 // If ctx ends first Append returns its error, and the record may or may
 // not be in the log; rec is then left as it was.
 func (l *Log) Append(ctx context.Context, rec *api.AuditRecord) error {
+	return l.append(ctx, rec, false)
+}
+
+// AppendKept is Append for the record of something carried out whether or
+// not it can be recorded now (the server lets revocations and deletions
+// through while its audit log cannot write): a record that cannot be
+// written is kept in memory, up to a bound, and written once the log can
+// write again, right after the account of the outage, with a message
+// saying when it happened. The error then wraps ErrKept and the cause. A
+// record kept is lost if the process ends before the log can write.
+func (l *Log) AppendKept(ctx context.Context, rec *api.AuditRecord) error {
+	return l.append(ctx, rec, true)
+}
+
+func (l *Log) append(ctx context.Context, rec *api.AuditRecord, keep bool) error {
 	if rec == nil {
 		return errors.New("appending audit record: nil record")
 	}
-	r := &request{rec: *rec, done: make(chan error, 1)}
+	r := &request{rec: *rec, done: make(chan error, 1), keep: keep}
+	Bound(&r.rec)
 	l.sendMu.RLock()
 	if l.closed {
 		l.sendMu.RUnlock()
