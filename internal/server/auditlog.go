@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/audit"
 	"github.com/polyvisor/polyvisor/internal/auth"
 )
 
@@ -99,7 +101,13 @@ func actorOf(id auth.Identity) api.AuditActor {
 	return api.AuditActor{Kind: id.Kind, Name: id.Name, Token: id.TokenID}
 }
 
-// auditRequest appends the record of one request.
+// auditRequest appends the record of one request. A request in a project
+// its caller may not see (an anonymous one, or one naming another tenant's
+// project) is recorded outside any project, so that it shows in no
+// project's audit log: only superadmins see it. Refusals and failures fold
+// by client address, caller, route, status and project; the success of a
+// route that takes access away or frees space is kept through an audit
+// outage (see appendAuditKept).
 func (s *Server) auditRequest(r *http.Request, rt route, action string, rq *request, rec *statusRecorder, outcome string) {
 	ar := &api.AuditRecord{
 		Actor: actorOf(rq.id), Remote: r.RemoteAddr, RequestID: rq.reqID,
@@ -128,26 +136,37 @@ func (s *Server) auditRequest(r *http.Request, rt route, action string, rq *requ
 	if ar.Resource.Name == "" {
 		ar.Resource = resourceOf(r, action, rq.project)
 	}
+	if rq.project != "" && !rq.projectSeen {
+		ar.Project, ar.Resource.Project = "", ""
+		if ar.Message != "" {
+			ar.Message += "; "
+		}
+		ar.Message += fmt.Sprintf("asked in project %q, which the caller may not see", audit.Truncate(rq.project, audit.MaxNameBytes))
+	}
 	if ar.Project == "" {
 		ar.Project = ar.Resource.Project
 	}
-	key := ""
-	if outcome == api.AuditDenied {
-		key = foldKey(r, rt, rq.id, rec.status)
+	switch {
+	case outcome != api.AuditSuccess:
+		s.appendAuditFolded(r.Context(), foldKey(r, rt, rq.id, rec.status, ar.Project), ar)
+	case rt.relief():
+		s.appendAuditKept(r.Context(), ar)
+	default:
+		s.appendAudit(r.Context(), ar)
 	}
-	s.appendAuditFolded(r.Context(), key, ar)
 }
 
-// foldKey says which refusals fold together in the audit log: those of one
-// client address, caller (the authenticated one: a name typed at login
-// does not count) and route, with the same status. Only what the caller
-// cannot vary at will is in it.
-func foldKey(r *http.Request, rt route, id auth.Identity, status int) string {
+// foldKey says which refusals and failures fold together in the audit
+// log: those of one client address, caller (the authenticated one: a name
+// typed at login does not count), route, status and project. Only what
+// the caller cannot vary at will is in it: the address is counted as
+// addressKey does (an IPv6 /64), the project is one the caller may see.
+func foldKey(r *http.Request, rt route, id auth.Identity, status int, project string) string {
 	actor := id.Kind
 	if id.Authenticated() {
 		actor += ":" + id.Name + ":" + id.TokenID
 	}
-	return addressKey(r) + "|" + actor + "|" + rt.method + " " + rt.path + "|" + strconv.Itoa(status)
+	return addressKey(r) + "|" + actor + "|" + rt.method + " " + rt.path + "|" + strconv.Itoa(status) + "|" + project
 }
 
 // resourceOf names the object a request's path points at.
@@ -169,6 +188,29 @@ func resourceOf(r *http.Request, action, project string) api.Ref {
 // closed, the next audited request is refused while the log cannot write.)
 func (s *Server) appendAudit(ctx context.Context, ar *api.AuditRecord) {
 	s.appendAuditFolded(ctx, "", ar)
+}
+
+// appendAuditKept writes the record of a request that took access away or
+// freed space. Those are carried out even while the audit log cannot write
+// (see admit): their record is then kept in memory and written once the
+// log can, after the account of the outage, and is written to the
+// server's log at once, so that it is not lost with the process either.
+func (s *Server) appendAuditKept(ctx context.Context, ar *api.AuditRecord) {
+	if s.audit == nil {
+		return
+	}
+	err := s.audit.AppendKept(context.WithoutCancel(ctx), ar)
+	if err == nil {
+		return
+	}
+	msg := "audit record not written, and lost: " + ar.Action
+	if errors.Is(err, audit.ErrKept) {
+		msg = "audit record kept in memory until the audit log can write: " + ar.Action
+	}
+	s.log.Error(msg, "err", err, "actor", ar.Actor.Kind+" "+ar.Actor.Name, "token", ar.Actor.Token,
+		"remote", ar.Remote, "requestId", ar.RequestID, "method", ar.Method, "path", audit.Truncate(ar.Path, audit.MaxPathBytes),
+		"project", ar.Project, "resource", ar.Resource.Kind+"/"+audit.Truncate(ar.Resource.Name, audit.MaxNameBytes),
+		"status", ar.Status, "operation", ar.OperationID)
 }
 
 // appendAuditFolded writes a record, or counts it with those of the same

@@ -20,7 +20,8 @@ const (
 	hashWait     = 2 * time.Second
 )
 
-// Failed logins are throttled per address and user together (the pair),
+// Failed logins are throttled per address (an IPv6 /64, as every limit
+// per address: addressOf) and user together (the pair),
 // so that guessing one account from one address is slowed down without
 // locking its owner out from anywhere else, and per address, so that one
 // address guessing many accounts is slowed down too. An address has more
@@ -71,7 +72,7 @@ func errThrottled(w http.ResponseWriter, wait time.Duration, what string) error 
 // counting it against the pair and the address until it is done. When the
 // throttle refuses, it writes the answer itself and returns false.
 func (s *Server) beginLogin(w http.ResponseWriter, r *http.Request, user string) (pair, addr *throttle.Attempt, ok bool) {
-	ip := clientIP(r)
+	ip := addressKey(r)
 	pair, wait, ok := s.logins.Begin(loginPair(ip, user))
 	if !ok {
 		s.writeError(w, r, errThrottled(w, wait, "for this user from this address"))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -126,6 +125,12 @@ func (s *Server) updateUser(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("user")
 	me := auth.FromContext(r.Context())
+	// While changes are refused, a user may still be disabled or demoted.
+	if rq := requestOf(r); rq.restricted != nil &&
+		(req.DisplayName != nil || (req.Superadmin != nil && *req.Superadmin) || (req.Disabled != nil && !*req.Disabled)) {
+		s.writeError(w, r, rq.restricted)
+		return
+	}
 	for range 10 {
 		cur, ok := s.users.Get(name)
 		if !ok {
@@ -376,15 +381,6 @@ func (s *Server) listRoles(w http.ResponseWriter, r *http.Request) {
 		out.Items = append(out.Items, role)
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-// clientIP is the address a request came from ("unix" on the socket).
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil || host == "" {
-		return "unix"
-	}
-	return host
 }
 
 func writeRetryAfter(w http.ResponseWriter, d time.Duration) {
