@@ -38,7 +38,8 @@ type QueryOptions struct {
 	Projects []string
 	// MaxScanBytes, when above zero, bounds the bytes of segments the
 	// query reads: the newest segments that fit (at least one); older
-	// ones are left unread and the result says so.
+	// ones are left unread and the result says from when it read, which
+	// a query with that as Until pages back from.
 	MaxScanBytes int64
 }
 
@@ -55,24 +56,11 @@ type QueryResult struct {
 // QueryIn is Query within opts: it reads only what opts allow, and says
 // how much it read.
 func (l *Log) QueryIn(ctx context.Context, q api.AuditQuery, opts QueryOptions, fn func(*api.AuditRecord) bool) (QueryResult, error) {
-	res := QueryResult{Complete: true}
 	if opts.Projects != nil && len(opts.Projects) == 0 {
-		return res, nil
+		return QueryResult{Complete: true}, nil
 	}
 	m := newMatcher(q, opts.Projects)
-	segs := segmentsFor(l.snapshot(), q)
-	if opts.MaxScanBytes > 0 {
-		var total int64
-		from := len(segs)
-		for from > 0 && (from == len(segs) || total+segs[from-1].size <= opts.MaxScanBytes) {
-			total += segs[from-1].size
-			from--
-		}
-		if from > 0 {
-			res.Complete, res.SearchedFrom = false, time.Unix(0, segs[from].start).UTC()
-			segs = segs[from:]
-		}
-	}
+	segs, res := l.plan(q, opts)
 	scan := func(s segment, emit func(*api.AuditRecord) bool) (bool, error) {
 		res.ScannedBytes += s.size
 		l.scanned.Add(s.size)
@@ -107,6 +95,43 @@ func (l *Log) QueryIn(ctx context.Context, q api.AuditQuery, opts QueryOptions, 
 		}
 	}
 	return res, nil
+}
+
+// Within tells, without reading anything, how much of the log a query
+// within opts would read: whether all it asks for, or from when.
+func (l *Log) Within(q api.AuditQuery, opts QueryOptions) QueryResult {
+	if opts.Projects != nil && len(opts.Projects) == 0 {
+		return QueryResult{Complete: true}
+	}
+	_, res := l.plan(q, opts)
+	return res
+}
+
+// plan picks the segments a query reads: those that may hold records of
+// its time range, the newest of them that fit in the byte budget.
+func (l *Log) plan(q api.AuditQuery, opts QueryOptions) ([]segment, QueryResult) {
+	res := QueryResult{Complete: true}
+	segs := segmentsFor(l.snapshot(), q)
+	if opts.MaxScanBytes > 0 {
+		// Within a budget, a segment that starts at or after Until is left
+		// out: it can hold only records whose writer set their time back,
+		// and reading it would spend the budget of the query that pages
+		// back from SearchedFrom with until=.
+		if !q.Until.IsZero() {
+			segs = slices.DeleteFunc(segs, func(s segment) bool { return !time.Unix(0, s.start).Before(q.Until) })
+		}
+		var total int64
+		from := len(segs)
+		for from > 0 && (from == len(segs) || total+segs[from-1].size <= opts.MaxScanBytes) {
+			total += segs[from-1].size
+			from--
+		}
+		if from > 0 {
+			res.Complete, res.SearchedFrom = false, time.Unix(0, segs[from].start).UTC()
+			segs = segs[from:]
+		}
+	}
+	return segs, res
 }
 
 // ScannedBytes is how many bytes of segments queries have read since the

@@ -270,9 +270,23 @@ func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, v)
 }
 
-// maxAuditList bounds one answer of GET /v1/audit; exports are not bounded.
+// maxAuditList bounds one answer of GET /v1/audit.
 const maxAuditList = 10000
 
+// defaultAuditQueryBytes bounds the audit log one query reads, the newest
+// segments first (Config.AuditQueryMaxBytes).
+const defaultAuditQueryBytes = 64 << 20
+
+// auditSearchedFrom is the header of an answer from part of the log only:
+// the time from which it was read. Older records need since= and until=.
+const auditSearchedFrom = "X-Audit-Searched-From"
+
+// queryAudit answers GET /v1/audit. What it reads is bounded before it
+// reads: only the records of the projects the caller may audit are decoded
+// (none at all for a caller who may audit no project), and at most
+// Config.AuditQueryMaxBytes of the newest segments are read, the answer
+// saying from when (X-Audit-Searched-From). A superadmin's export reads
+// the whole log.
 func (s *Server) queryAudit(w http.ResponseWriter, r *http.Request) {
 	q, export, err := parseAuditQuery(r)
 	if err != nil {
@@ -280,24 +294,30 @@ func (s *Server) queryAudit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rq := requestOf(r)
-	if !rq.facts.AllProjects {
-		q.Project = rq.project
+	opts := audit.QueryOptions{MaxScanBytes: s.cfg.AuditQueryMaxBytes}
+	if export && rq.id.IsSuperadmin() {
+		opts.MaxScanBytes = 0
 	}
-	visible := func(ar *api.AuditRecord) bool {
-		if q.Project != "" {
-			return true // the query filters on it
+	switch {
+	case !rq.facts.AllProjects:
+		q.Project = rq.project
+	case !rq.id.IsSuperadmin():
+		opts.Projects = []string{}
+		for _, p := range listAll(s.projects, nil) {
+			if s.can(r, p.Name, auth.PermAuditRead) {
+				opts.Projects = append(opts.Projects, p.Name)
+			}
 		}
-		return rq.id.IsSuperadmin() || (ar.Project != "" && s.can(r, ar.Project, auth.PermAuditRead))
+	}
+	if res := s.audit.Within(q, opts); !res.Complete {
+		w.Header().Set(auditSearchedFrom, res.SearchedFrom.Format(time.RFC3339Nano))
 	}
 	if export {
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		w.WriteHeader(http.StatusOK)
 		enc := jsonLineEncoder(w)
-		err = s.audit.Query(r.Context(), q, func(ar *api.AuditRecord) bool {
-			if visible(ar) {
-				return enc(ar) == nil
-			}
-			return true
+		_, err = s.audit.QueryIn(r.Context(), q, opts, func(ar *api.AuditRecord) bool {
+			return enc(ar) == nil
 		})
 		if err != nil {
 			s.log.Warn("exporting the audit log", "err", err)
@@ -305,27 +325,16 @@ func (s *Server) queryAudit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := api.List[api.AuditRecord]{Items: []api.AuditRecord{}}
-	limit := q.Limit
-	q.Limit = 0
-	if limit == 0 {
-		limit = 100
+	if q.Limit == 0 {
+		q.Limit = 100
 	}
-	// Keep the newest limit visible records, in time order.
-	err = s.audit.Query(r.Context(), q, func(ar *api.AuditRecord) bool {
-		if visible(ar) {
-			out.Items = append(out.Items, *ar)
-			if len(out.Items) > 2*limit {
-				out.Items = append(out.Items[:0], out.Items[len(out.Items)-limit:]...)
-			}
-		}
+	_, err = s.audit.QueryIn(r.Context(), q, opts, func(ar *api.AuditRecord) bool {
+		out.Items = append(out.Items, *ar)
 		return true
 	})
 	if err != nil {
 		s.writeError(w, r, fmt.Errorf("reading the audit log: %w", err))
 		return
-	}
-	if len(out.Items) > limit {
-		out.Items = out.Items[len(out.Items)-limit:]
 	}
 	writeJSON(w, http.StatusOK, out)
 }

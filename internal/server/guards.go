@@ -308,7 +308,8 @@ var (
 	descAuditMaxBytes = prometheus.NewDesc("polyvisor_audit_max_bytes", "The audit log's size limit (an alarm past it; records younger than the age limit are kept).", nil, nil)
 	descAuditWritable = prometheus.NewDesc("polyvisor_audit_writable", "1 while audit records can be written.", nil, nil)
 	descAuditLost     = prometheus.NewDesc("polyvisor_audit_lost_records", "Audit records not written since the log last could write.", nil, nil)
-	descAuditFolded   = prometheus.NewDesc("polyvisor_audit_folded_records_total", "Repeated refusals counted into one audit record rather than written one by one.", nil, nil)
+	descAuditFolded   = prometheus.NewDesc("polyvisor_audit_folded_records_total", "Repeated refusals and failures counted into one audit record rather than written one by one.", nil, nil)
+	descAuditScanned  = prometheus.NewDesc("polyvisor_audit_query_bytes_total", "Bytes of the audit log read by queries.", nil, nil)
 )
 
 // alarmNames are the alarms the metrics report, raised or not.
@@ -318,7 +319,7 @@ var alarmNames = []string{api.AlarmAuditFull, api.AlarmAuditWrite, api.AlarmAudi
 type guardCollector struct{ s *Server }
 
 func (c *guardCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descAlarm, descAuditBytes, descAuditMaxBytes, descAuditWritable, descAuditLost, descAuditFolded} {
+	for _, d := range []*prometheus.Desc{descAlarm, descAuditBytes, descAuditMaxBytes, descAuditWritable, descAuditLost, descAuditFolded, descAuditScanned} {
 		ch <- d
 	}
 }
@@ -345,4 +346,5 @@ func (c *guardCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descAuditWritable, prometheus.GaugeValue, writable)
 	ch <- prometheus.MustNewConstMetric(descAuditLost, prometheus.GaugeValue, float64(st.Lost))
 	ch <- prometheus.MustNewConstMetric(descAuditFolded, prometheus.CounterValue, float64(c.s.auditFold.Folded()))
+	ch <- prometheus.MustNewConstMetric(descAuditScanned, prometheus.CounterValue, float64(c.s.audit.ScannedBytes()))
 }

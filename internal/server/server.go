@@ -80,6 +80,10 @@ type Config struct {
 	AuditFailClosed bool
 	// AuditFold folds repeated refusals into counted audit records.
 	AuditFold audit.AggregateOptions
+	// AuditQueryMaxBytes bounds the audit log one query reads, newest
+	// first (default 64 MiB; negative: no bound). A superadmin's export
+	// reads it all.
+	AuditQueryMaxBytes int64
 	// AddressRateLimit is the requests per second each client address may
 	// make, checked before authentication, with bursts of
 	// AddressRateBurst; 0 disables it. The unix socket is not limited.
@@ -168,6 +172,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.LeaseInterval == 0 {
 		cfg.LeaseInterval = 10 * time.Second
+	}
+	if cfg.AuditQueryMaxBytes == 0 {
+		cfg.AuditQueryMaxBytes = defaultAuditQueryBytes
 	}
 	cfg.Edge = cfg.Edge.withDefaults()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
