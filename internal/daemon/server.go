@@ -103,6 +103,7 @@ cluster named by --etcd-endpoints.`,
 	f.Float64Var(&cfg.RateLimit, "rate-limit", 50, "API requests per second each user (or anonymous client address) may make; 0 disables")
 	f.IntVar(&cfg.RateBurst, "rate-burst", 200, "requests a user may make at once above --rate-limit")
 	f.DurationVar(&cfg.SessionTTL, "session-ttl", 12*time.Hour, "how long a login session lasts")
+	f.DurationVar(&cfg.MaxTokenLifetime, "max-token-lifetime", 0, "the longest an API token made through the API may live; one asked never to expire lives that long (default: no maximum)")
 	f.DurationVar(&cfg.LeaseInterval, "lease-interval", 10*time.Second, "how often VM leases are checked for expiry")
 	f.Int64Var(&cfg.Audit.MaxBytes, "audit-max-bytes", 256<<20, "size of the audit log past which the audit-full alarm is raised (records younger than --audit-max-age are never dropped for size)")
 	f.DurationVar(&cfg.Audit.MaxAge, "audit-max-age", 90*24*time.Hour, "how long audit records are kept")

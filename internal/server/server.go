@@ -59,6 +59,9 @@ type Config struct {
 	ProviderResync time.Duration
 	// SessionTTL is how long a login lasts (default 12h).
 	SessionTTL time.Duration
+	// MaxTokenLifetime, when not zero, bounds every API token made
+	// through the API: one asked to never expire lives that long.
+	MaxTokenLifetime time.Duration
 	// LeaseInterval is how often VM leases are checked (default 10s).
 	LeaseInterval time.Duration
 	// RateLimit is the requests per second each user (or, anonymous, each

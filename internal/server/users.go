@@ -256,7 +256,7 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request) {
 // own is not enough, for a password opens sessions with every right the
 // user has, and the token may have fewer. The route's rule already refuses
 // narrowed tokens. Setting a password ends the user's other login
-// sessions; its API tokens stay.
+// sessions and the API tokens made with them; its other API tokens stay.
 func (s *Server) setPassword(w http.ResponseWriter, r *http.Request) {
 	var req api.PasswordSet
 	if err := decodeJSON(w, r, &req, false); err != nil {
