@@ -208,7 +208,7 @@ func runBuiltinAgent(ctx context.Context, srv *server.Server, cfg server.Config,
 		return fmt.Errorf("the built-in agent in %s is registered as host %q: start the server with --host-name %s (a host cannot be renamed)", stateDir, creds.Host, creds.Host)
 	}
 	if creds == nil {
-		jt, err := srv.MintJoinToken(ctx)
+		jt, err := srv.MintJoinToken(ctx, host)
 		if err != nil {
 			return err
 		}

@@ -146,7 +146,7 @@ func (e *env) newUser(ctx context.Context, name string) string {
 
 // registerHost joins a host the test speaks for, with room for VMs.
 func (e *env) registerHost(ctx context.Context, name string) string {
-	jt, err := e.s.MintJoinToken(ctx)
+	jt, err := e.s.MintJoinToken(ctx, name)
 	if err != nil {
 		e.t.Fatal(err)
 	}
