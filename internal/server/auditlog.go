@@ -136,7 +136,12 @@ func (s *Server) auditRequest(r *http.Request, rt route, action string, rq *requ
 	if ar.Resource.Name == "" {
 		ar.Resource = resourceOf(r, action, rq.project)
 	}
-	if rq.project != "" && !rq.projectSeen {
+	seen := rq.projectSeen
+	if rq.project != rq.facts.Project {
+		// The handler named the project (a superadmin route acting in one).
+		seen = s.projectVisible(rq.id, rq.project)
+	}
+	if rq.project != "" && !seen {
 		ar.Project, ar.Resource.Project = "", ""
 		if ar.Message != "" {
 			ar.Message += "; "
@@ -154,6 +159,15 @@ func (s *Server) auditRequest(r *http.Request, rt route, action string, rq *requ
 	default:
 		s.appendAudit(r.Context(), ar)
 	}
+}
+
+// projectVisible tells whether id may see project at all.
+func (s *Server) projectVisible(id auth.Identity, project string) bool {
+	if id.IsSuperadmin() {
+		return true
+	}
+	p, ok := s.projects.Get(project)
+	return ok && id.IsUser() && auth.Can(id, project, p.Spec.Members[id.Name], auth.PermProjectRead)
 }
 
 // foldKey says which refusals and failures fold together in the audit
