@@ -17,7 +17,16 @@ const (
 	DefaultAggregateWindow  = time.Minute
 	DefaultAggregateEach    = 10
 	DefaultAggregateMaxKeys = 10000
+	// DefaultAggregateCallerKeys bounds the keys one caller has counted
+	// apart in a window, and DefaultAggregateCallerWrites the records of
+	// it written one by one.
+	DefaultAggregateCallerKeys   = 32
+	DefaultAggregateCallerWrites = 60
 )
+
+// callerPrefix starts a caller's own coarse key: its records past its
+// bound of keys fold there.
+const callerPrefix = "\x00caller|"
 
 // overflowPrefix starts the keys of records counted while the table is
 // full: those fold coarser, by action, outcome and status alone, and say
@@ -42,6 +51,14 @@ type AggregateOptions struct {
 	// by action, outcome and status only (at most maxOverflowKeys more
 	// keys), then all into one count.
 	MaxKeys int
+	// CallerKeys bounds the keys one caller (see AppendAs) has counted in
+	// a window; its records of further keys fold into one count of the
+	// caller's. CallerWrites bounds the records of one caller written one
+	// by one in a window; past it they are counted under their key. So a
+	// caller writes at most CallerWrites records and CallerKeys+1 counts a
+	// window, however it varies routes, answers or projects.
+	CallerKeys   int
+	CallerWrites int
 }
 
 // Aggregator folds repeated records into counted ones, so that a flood of
@@ -55,8 +72,9 @@ type Aggregator struct {
 	now    func() time.Time
 	folded atomic.Int64
 
-	mu   sync.Mutex
-	keys map[string]*tally
+	mu      sync.Mutex
+	keys    map[string]*tally
+	callers map[string]*budget
 
 	stop chan struct{}
 	done chan struct{}
@@ -74,9 +92,25 @@ type tally struct {
 	// coarse keys a few of their addresses, callers and actions.
 	project          string
 	mixedProject     bool
-	overflow         bool
+	coarse           coarseness
 	remotes, callers samples
 	actions          samples
+}
+
+// coarseness says what a tally folds beyond one key.
+type coarseness int
+
+const (
+	oneKey     coarseness = iota
+	tableFull             // records of new keys while the table was full
+	callerKeys            // records of one caller past its bound of keys
+)
+
+// budget is what one caller has spent in its window.
+type budget struct {
+	end     time.Time
+	keys    int
+	written int
 }
 
 // samples keeps up to maxSamples distinct values, and whether there were
@@ -114,7 +148,7 @@ func (t *tally) add(rec *api.AuditRecord, now time.Time) {
 		t.mixedProject = true
 	}
 	t.last, t.rec = now, *rec
-	if t.overflow {
+	if t.coarse != oneKey {
 		t.remotes.add(rec.Remote)
 		t.callers.add(callerOf(rec))
 		t.actions.add(fmt.Sprintf("%s (%s %d)", rec.Action, rec.Outcome, rec.Status))
@@ -140,7 +174,13 @@ func NewAggregator(l *Log, opts AggregateOptions) *Aggregator {
 	if opts.MaxKeys <= 0 {
 		opts.MaxKeys = DefaultAggregateMaxKeys
 	}
-	a := &Aggregator{log: l, opts: opts, now: time.Now, keys: map[string]*tally{},
+	if opts.CallerKeys <= 0 {
+		opts.CallerKeys = DefaultAggregateCallerKeys
+	}
+	if opts.CallerWrites <= 0 {
+		opts.CallerWrites = DefaultAggregateCallerWrites
+	}
+	a := &Aggregator{log: l, opts: opts, now: time.Now, keys: map[string]*tally{}, callers: map[string]*budget{},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go a.run()
 	return a
@@ -150,6 +190,13 @@ func NewAggregator(l *Log, opts AggregateOptions) *Aggregator {
 // fold together ("" never folds). It returns at once for a record counted,
 // and once the record is on disk for one written.
 func (a *Aggregator) Append(ctx context.Context, key string, rec *api.AuditRecord) error {
+	return a.AppendAs(ctx, "", key, rec)
+}
+
+// AppendAs is Append for a record of caller (the address and identity it
+// came from; "" for none), whose keys and records written one by one are
+// bounded per window (CallerKeys, CallerWrites).
+func (a *Aggregator) AppendAs(ctx context.Context, caller, key string, rec *api.AuditRecord) error {
 	if key == "" {
 		return a.log.Append(ctx, rec)
 	}
@@ -162,9 +209,18 @@ func (a *Aggregator) Append(ctx context.Context, key string, rec *api.AuditRecor
 		delete(a.keys, key)
 		t = nil
 	}
-	overflow := false
+	b := a.budgetOf(caller, now)
+	coarse := oneKey
+	if t == nil && b != nil && b.keys >= a.opts.CallerKeys {
+		coarse, key = callerKeys, callerPrefix+caller
+		if t = a.keys[key]; t != nil && !now.Before(t.end) {
+			ended = appendSummary(ended, key, t)
+			delete(a.keys, key)
+			t = nil
+		}
+	}
 	if t == nil && len(a.keys) >= a.opts.MaxKeys {
-		overflow = true
+		coarse = tableFull
 		key = overflowPrefix + fmt.Sprintf("%s|%s|%d", rec.Action, rec.Outcome, rec.Status)
 		if t = a.keys[key]; t == nil && len(a.keys) >= a.opts.MaxKeys+maxOverflowKeys {
 			key = overflowPrefix
@@ -172,12 +228,18 @@ func (a *Aggregator) Append(ctx context.Context, key string, rec *api.AuditRecor
 		}
 	}
 	if t == nil {
-		t = &tally{end: now.Add(a.opts.Window), overflow: overflow}
+		t = &tally{end: now.Add(a.opts.Window), coarse: coarse}
 		a.keys[key] = t
+		if b != nil && coarse == oneKey {
+			b.keys++
+		}
 	}
-	write := t.written < a.opts.Each
+	write := t.written < a.opts.Each && (b == nil || b.written < a.opts.CallerWrites)
 	if write {
 		t.written++
+		if b != nil {
+			b.written++
+		}
 	} else {
 		t.add(rec, now)
 		a.folded.Add(1)
@@ -188,6 +250,27 @@ func (a *Aggregator) Append(ctx context.Context, key string, rec *api.AuditRecor
 		return a.log.Append(ctx, rec)
 	}
 	return nil
+}
+
+// budgetOf returns caller's budget for the window under way, or nil for no
+// caller, or when the table of callers is full (the table of keys then
+// bounds what is written).
+func (a *Aggregator) budgetOf(caller string, now time.Time) *budget {
+	if caller == "" {
+		return nil
+	}
+	b := a.callers[caller]
+	if b != nil && !now.Before(b.end) {
+		b = nil
+	}
+	if b == nil {
+		if len(a.callers) >= a.opts.MaxKeys {
+			return nil
+		}
+		b = &budget{end: now.Add(a.opts.Window)}
+		a.callers[caller] = b
+	}
+	return b
 }
 
 // Folded is how many records were counted rather than written.
@@ -227,6 +310,11 @@ func (a *Aggregator) flush(now time.Time) {
 			delete(a.keys, key)
 		}
 	}
+	for caller, b := range a.callers {
+		if now.IsZero() || !now.Before(b.end) {
+			delete(a.callers, caller)
+		}
+	}
 	a.mu.Unlock()
 	a.write(context.Background(), ended)
 }
@@ -253,15 +341,19 @@ func appendSummary(out []api.AuditRecord, key string, t *tally) []api.AuditRecor
 		r.Project, r.Resource.Project = "", ""
 		like = "like this one (same address, caller, route and answer), in several projects"
 	}
-	if t.overflow {
-		// Counted while the table of keys was full: what it folded, as
-		// far as a few samples tell.
+	if t.coarse != oneKey {
+		// Counted past a bound of keys: what it folded, as far as a few
+		// samples tell.
 		what := "of action " + t.actions.String()
-		if key == overflowPrefix {
+		if key == overflowPrefix || t.coarse == callerKeys {
 			what = "of actions " + t.actions.String()
 		}
-		like = fmt.Sprintf("%s, counted together while the audit aggregation table was full, from addresses %s, by %s",
-			what, t.remotes.String(), t.callers.String())
+		why := "while the audit aggregation table was full"
+		if t.coarse == callerKeys {
+			why = "past the routes and answers one caller has counted apart in a window"
+		}
+		like = fmt.Sprintf("%s, counted together %s, from addresses %s, by %s",
+			what, why, t.remotes.String(), t.callers.String())
 		if len(t.remotes.vals) > 1 || t.remotes.more {
 			r.Remote = "many"
 		}
@@ -269,7 +361,7 @@ func appendSummary(out []api.AuditRecord, key string, t *tally) []api.AuditRecor
 			r.Actor = api.AuditActor{Kind: "many"}
 		}
 		r.Path, r.Resource.Name, r.Resource.UID, r.RequestID = "", "", "", ""
-		if key == overflowPrefix {
+		if key == overflowPrefix || (t.coarse == callerKeys && len(t.actions.vals) > 1) {
 			r.Action, r.Method, r.Status = "audit.overflow", "", 0
 		}
 		if t.mixedProject {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/audit"
@@ -128,5 +129,52 @@ func TestAuditNotInProjectsTheCallerCannotSee(t *testing.T) {
 	}
 	if named != 3 {
 		t.Errorf("%d records outside projects naming pa, want 3 (anonymous, bob, nobody)", named)
+	}
+}
+
+// One caller cannot escape folding by varying what it asks: a viewer's
+// failures on many routes, objects and projects write no more than its
+// budget of records one by one in a window (plus a count per key), and
+// every one of them is accounted for. (Keys were per route and status
+// only: ~25 routes times their answers let one caller write hundreds of
+// records a minute.)
+func TestAuditFoldsPerCaller(t *testing.T) {
+	e := newEnv(t, Config{AuditFold: audit.AggregateOptions{Window: time.Hour}})
+	viewer := e.tokens[api.RoleViewer]
+	var paths []string
+	for _, p := range []string{"/v1/vms/x", "/v1/images/x", "/v1/operations/x", "/v1/providers/x", "/v1/vms/x/snapshots/s",
+		"/v1/tokens/x", "/v1/users/bob", "/v1/projects/pa/members/bob", "/v1/hosts/h1", "/v1/hosts/x/revoke"} {
+		for _, q := range []string{"?project=pa", "?project=pb", "?project=default", "?project=nope"} {
+			paths = append(paths, p+q)
+		}
+	}
+	before := len(auditRecords(t, e.s))
+	sent := 0
+	for range 5 {
+		for _, p := range paths {
+			method := "DELETE"
+			if strings.HasSuffix(strings.Split(p, "?")[0], "/revoke") {
+				method = "POST"
+			}
+			if status, _, _ := e.do(method, p, viewer, nil); status < 400 {
+				t.Fatalf("%s %s as a viewer: %d", method, p, status)
+			}
+			sent++
+		}
+	}
+	written := len(auditRecords(t, e.s)) - before
+	if written > audit.DefaultAggregateCallerWrites {
+		t.Errorf("%d requests on %d routes and projects wrote %d records one by one, want at most %d", sent, len(paths), written, audit.DefaultAggregateCallerWrites)
+	}
+	e.s.auditFold.Close()
+	var counted int64
+	recs := auditRecords(t, e.s)
+	for _, r := range recs[before:] {
+		if r.Actor.Name == userOf(api.RoleViewer) || r.Actor.Kind == "many" {
+			counted += max(r.Count, 1)
+		}
+	}
+	if counted != int64(sent) {
+		t.Errorf("the audit log accounts for %d of the viewer's %d requests", counted, sent)
 	}
 }

@@ -153,7 +153,8 @@ func (s *Server) auditRequest(r *http.Request, rt route, action string, rq *requ
 	}
 	switch {
 	case outcome != api.AuditSuccess:
-		s.appendAuditFolded(r.Context(), foldKey(r, rt, rq.id, rec.status, ar.Project), ar)
+		caller := foldCaller(r, rq.id)
+		s.appendAuditFolded(r.Context(), caller, caller+"|"+rt.method+" "+rt.path+"|"+strconv.Itoa(rec.status)+"|"+ar.Project, ar)
 	case rt.relief():
 		s.appendAuditKept(r.Context(), ar)
 	default:
@@ -170,17 +171,19 @@ func (s *Server) projectVisible(id auth.Identity, project string) bool {
 	return ok && id.IsUser() && auth.Can(id, project, p.Spec.Members[id.Name], auth.PermProjectRead)
 }
 
-// foldKey says which refusals and failures fold together in the audit
-// log: those of one client address, caller (the authenticated one: a name
-// typed at login does not count), route, status and project. Only what
-// the caller cannot vary at will is in it: the address is counted as
-// addressKey does (an IPv6 /64), the project is one the caller may see.
-func foldKey(r *http.Request, rt route, id auth.Identity, status int, project string) string {
+// Refusals and failures fold together in the audit log when they are of
+// one caller, route, status and project. The caller is a client address
+// and an identity (the authenticated one: a name typed at login does not
+// count): only what the caller cannot vary at will is in it, the address
+// counted as addressOf does (an IPv6 /64), the project one the caller may
+// see. What one caller writes one by one is bounded across its keys too
+// (audit.AggregateOptions.CallerKeys and CallerWrites).
+func foldCaller(r *http.Request, id auth.Identity) string {
 	actor := id.Kind
 	if id.Authenticated() {
 		actor += ":" + id.Name + ":" + id.TokenID
 	}
-	return addressKey(r) + "|" + actor + "|" + rt.method + " " + rt.path + "|" + strconv.Itoa(status) + "|" + project
+	return addressKey(r) + "|" + actor
 }
 
 // resourceOf names the object a request's path points at.
@@ -201,7 +204,7 @@ func resourceOf(r *http.Request, action, project string) api.Ref {
 // fail the request, which has already happened. (When the server fails
 // closed, the next audited request is refused while the log cannot write.)
 func (s *Server) appendAudit(ctx context.Context, ar *api.AuditRecord) {
-	s.appendAuditFolded(ctx, "", ar)
+	s.appendAuditFolded(ctx, "", "", ar)
 }
 
 // appendAuditKept writes the record of a request that took access away or
@@ -227,13 +230,13 @@ func (s *Server) appendAuditKept(ctx context.Context, ar *api.AuditRecord) {
 		"status", ar.Status, "operation", ar.OperationID)
 }
 
-// appendAuditFolded writes a record, or counts it with those of the same
-// key ("" never folds).
-func (s *Server) appendAuditFolded(ctx context.Context, key string, ar *api.AuditRecord) {
+// appendAuditFolded writes a record of caller, or counts it with those of
+// the same key ("" never folds).
+func (s *Server) appendAuditFolded(ctx context.Context, caller, key string, ar *api.AuditRecord) {
 	if s.audit == nil {
 		return
 	}
-	err := s.auditFold.Append(context.WithoutCancel(ctx), key, ar)
+	err := s.auditFold.AppendAs(context.WithoutCancel(ctx), caller, key, ar)
 	if err == nil {
 		return
 	}
