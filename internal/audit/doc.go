@@ -82,7 +82,10 @@
 // project): per key and window, the first few are written and the rest
 // counted into one record written when the window ends. Past its bound of
 // keys, records fold by action, outcome and status, and their count names
-// a sample of the addresses, callers and actions it holds.
+// a sample of the addresses, callers and actions it holds. With AppendAs,
+// one caller's keys and records written one by one are bounded per window
+// too: past its keys its records share one count of its own, so varying
+// the route or answer does not escape folding.
 //
 // Nothing is kept in memory beyond a few numbers per segment: queries read
 // the segments from disk, holding at most the Limit records asked for.
