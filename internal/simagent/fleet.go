@@ -171,8 +171,8 @@ func New(cfg Config) (*Fleet, error) {
 	if missing > 0 && cfg.JoinTLS == nil {
 		return nil, errors.New("simulated hosts: hosts must join but no TLS configuration to join with was given")
 	}
-	if missing < cfg.Hosts || len(cfg.CACert) > 0 {
-		if err := f.trust(cfg.CACert); err != nil {
+	if missing < cfg.Hosts || len(f.cfg.CACert) > 0 {
+		if err := f.trust(f.cfg.CACert); err != nil {
 			return nil, err
 		}
 	}
