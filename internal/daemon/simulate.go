@@ -33,6 +33,7 @@ type simulateOptions struct {
 	memoryMiB   int64
 	concurrency int
 	addresses   string
+	shared      int
 	statsFile   string
 	pprof       string
 }
@@ -48,10 +49,11 @@ func addSimulateFlags(cmd *cobra.Command, o *simulateOptions) {
 	f.Int64Var(&o.memoryMiB, "simulate-memory-mib", 256<<10, "with --simulate: the memory each simulated host reports, in MiB")
 	f.IntVar(&o.concurrency, "simulate-register-concurrency", 16, "with --simulate: hosts registering at once")
 	f.StringVar(&o.addresses, "simulate-source-addresses", "auto", "with --simulate: own (each host dials from its own 127.1.x.y address), shared, or auto (own when the servers are on loopback)")
+	f.IntVar(&o.shared, "simulate-shared-conns", 0, "with --simulate: send the hosts' requests over this many shared connections per server (each host keeps its own watch connection); 0: each host has its own, as a real agent")
 	f.StringVar(&o.statsFile, "simulate-stats-file", "", "with --simulate: write the fleet's counters there as JSON every second")
 	f.StringVar(&o.pprof, "debug-pprof-listen", "", "serve Go's pprof profiles on this loopback address (host:port), for diagnosis")
 	for _, n := range []string{"simulate-prefix", "simulate-first", "join-token-file", "simulate-profile", "simulate-cpus", "simulate-memory-mib",
-		"simulate-register-concurrency", "simulate-source-addresses", "simulate-stats-file", "debug-pprof-listen"} {
+		"simulate-register-concurrency", "simulate-source-addresses", "simulate-shared-conns", "simulate-stats-file", "debug-pprof-listen"} {
 		_ = f.MarkHidden(n)
 	}
 }
@@ -64,7 +66,7 @@ func addSimulateFlags(cmd *cobra.Command, o *simulateOptions) {
 func runSimulate(parent context.Context, o simulateOptions, serverURLs, joinToken, dataDir string, heartbeat time.Duration, log *slog.Logger) error {
 	cfg := simagent.Config{
 		Hosts: o.hosts, Prefix: o.prefix, First: o.first, RegisterConcurrency: o.concurrency,
-		HostCPUs: o.cpus, HostMemoryMiB: o.memoryMiB, HeartbeatInterval: heartbeat,
+		HostCPUs: o.cpus, HostMemoryMiB: o.memoryMiB, HeartbeatInterval: heartbeat, SharedConns: o.shared,
 		StateFile: filepath.Join(dataDir, "simulated-hosts.json"), StatsFile: o.statsFile, Logger: log,
 	}
 	for s := range strings.SplitSeq(serverURLs, ",") {

@@ -1,6 +1,7 @@
 package simagent
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/polyvisor/polyvisor/client"
@@ -25,6 +27,15 @@ import (
 // On a loopback server every host dials from an address of its own in
 // 127.0.0.0/8, so the server's limits per client address (connections,
 // requests before authentication) see a fleet of hosts, not one client.
+//
+// A fleet of thousands may share its request connections instead
+// (Config.SharedConns): each host keeps its own watch connection, but its
+// heartbeats, reports and look-ups go, with its own token, over a pool the
+// fleet shares, as an HTTP/2 client would multiplex them. The server then
+// holds one connection per host and the pool instead of two or more per
+// host: what a process allowed 20,000 open files can hold for 10,000
+// hosts. The server's per-connection cost of the idle keep-alive
+// connections real agents would hold is then not measured.
 const maxConnsPerHost = 4
 
 // sourceAddr is the loopback address host i dials from: 127.1.0.1,
@@ -32,6 +43,14 @@ const maxConnsPerHost = 4
 func sourceAddr(i int) net.IP {
 	a, b := i/254, i%254+1
 	return net.IPv4(127, byte(1+a/256), byte(a%256), byte(b))
+}
+
+// poolAddr is the loopback address of the shared pool's i-th connection:
+// 127.200.0.1, ... (each connection from its own address, so the pool is
+// never held to the server's limit of connections per address).
+func poolAddr(i int) net.IP {
+	a, b := i/254, i%254+1
+	return net.IPv4(127, byte(200+a/256%50), byte(a%256), byte(b))
 }
 
 // loopbackServers tells whether every server URL names a loopback IP.
@@ -61,6 +80,24 @@ func tlsConfig(caPEM []byte) (*tls.Config, error) {
 // hostClient makes host's client of one server, sending token (none for
 // registration), dialing from src when it is not nil.
 func hostClient(server, token string, tc *tls.Config, src net.IP) (*client.Client, error) {
+	return newClient(server, token, tc, maxConnsPerHost, func() net.IP { return src })
+}
+
+// sharedClient makes the client of one server whose connections the
+// fleet's hosts share (each sends its own token: client.WithToken), at
+// most conns of them, each dialing from its own pool address when own is
+// set.
+func sharedClient(server string, tc *tls.Config, conns int, own bool) (*client.Client, error) {
+	var next atomic.Int64
+	return newClient(server, "", tc, conns, func() net.IP {
+		if !own {
+			return nil
+		}
+		return poolAddr(int(next.Add(1) - 1))
+	})
+}
+
+func newClient(server, token string, tc *tls.Config, conns int, src func() net.IP) (*client.Client, error) {
 	c, err := client.New(client.Config{
 		URL: server, Token: token, TLSConfig: tc, UserAgent: "polyvisor-agent-simulated",
 		WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
@@ -68,12 +105,17 @@ func hostClient(server, token string, tc *tls.Config, src net.IP) (*client.Clien
 			if !ok {
 				return rt
 			}
-			if src != nil {
-				d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, LocalAddr: &net.TCPAddr{IP: src}}
-				tr.DialContext = d.DialContext
+			if u, err := url.Parse(server); err == nil && (u.Scheme == "https" || u.Scheme == "http") {
+				tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+					d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+					if ip := src(); ip != nil {
+						d.LocalAddr = &net.TCPAddr{IP: ip}
+					}
+					return d.DialContext(ctx, network, addr)
+				}
 				tr.Proxy = nil
 			}
-			tr.MaxConnsPerHost, tr.MaxIdleConnsPerHost = maxConnsPerHost, maxConnsPerHost
+			tr.MaxConnsPerHost, tr.MaxIdleConnsPerHost = conns, conns
 			return tr
 		},
 	})

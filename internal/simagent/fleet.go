@@ -32,6 +32,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/polyvisor/polyvisor/client"
 	"github.com/polyvisor/polyvisor/internal/atomicfile"
 	"github.com/polyvisor/polyvisor/internal/hypervisor/hypervisortest"
 )
@@ -78,6 +79,12 @@ type Config struct {
 	// (127.1.0.1, ...). It needs servers on loopback addresses; Auto turns
 	// it on when they are.
 	SourceAddresses SourceAddresses
+	// SharedConns, when above 0, makes the hosts send their requests over
+	// a pool of that many connections per server that they share, each
+	// with its own token; each host keeps its own connection for its watch.
+	// At 0 each host has connections of its own for everything, as a real
+	// agent (see conn.go for what sharing leaves unmeasured).
+	SharedConns int
 	// StatsFile, when set, receives the fleet's Stats as JSON every
 	// second.
 	StatsFile string
@@ -104,6 +111,7 @@ type Fleet struct {
 	work  chan struct{} // converging VMs' slots
 
 	mu       sync.Mutex
+	shared   []*client.Client // the pool's clients, one per server
 	hosts    []*simHost
 	creds    map[string]string // host name -> token
 	caPEM    []byte
@@ -248,6 +256,26 @@ func (f *Fleet) trust(caPEM []byte) error {
 	return nil
 }
 
+// sharedClients returns the clients of the shared request pool, made on
+// first use, or nil when the hosts share nothing.
+func (f *Fleet) sharedClients(tc *tls.Config) ([]*client.Client, error) {
+	if f.cfg.SharedConns < 1 {
+		return nil, nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.shared == nil {
+		for _, s := range f.cfg.Servers {
+			c, err := sharedClient(s, tc, f.cfg.SharedConns, f.ownAddresses())
+			if err != nil {
+				return nil, err
+			}
+			f.shared = append(f.shared, c)
+		}
+	}
+	return f.shared, nil
+}
+
 func (f *Fleet) ownAddresses() bool {
 	switch f.cfg.SourceAddresses {
 	case SourceOwn:
@@ -292,7 +320,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 	var toJoin []int
 	for i, h := range hosts {
 		if tok := f.creds[h.name]; tok != "" {
-			if err := h.start(ctx, tok, &wg); err != nil {
+			if err := h.start(ctx, tok, false, &wg); err != nil {
 				return err
 			}
 			continue
@@ -346,7 +374,7 @@ func (f *Fleet) registerAll(ctx context.Context, toJoin []int, wg *sync.WaitGrou
 				f.mu.Lock()
 				f.creds[h.name], f.dirty = tok, true
 				f.mu.Unlock()
-				if err := h.start(ctx, tok, wg); err != nil {
+				if err := h.start(ctx, tok, true, wg); err != nil {
 					once.Do(func() { fatalErr = err })
 					return
 				}
@@ -388,7 +416,7 @@ func (f *Fleet) housekeep(ctx context.Context) {
 	}
 }
 
-// phase is when host i's first heartbeat is due: spread over the interval.
+// phase is a time within the next heartbeat interval, at random.
 func (f *Fleet) phase() time.Time {
 	return time.Now().Add(time.Duration(rand.Int64N(int64(f.cfg.HeartbeatInterval))))
 }

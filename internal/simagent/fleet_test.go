@@ -506,3 +506,49 @@ func TestBeatsKeepEachHostsRate(t *testing.T) {
 	}
 	_ = late
 }
+
+// With shared request connections each host still joins, heartbeats and
+// watches under its own name and token; its VMs converge and are reported
+// through the pool.
+func TestFleetSharedConnections(t *testing.T) {
+	ts := startTestServer(t)
+	ctx := context.Background()
+	tokens := ts.joinTokens(ctx, 3)
+	_, fp := server.SplitJoinToken(tokens[0])
+	joinTLS, err := pki.PinnedTLSConfig(fp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := runFleet(t, Config{
+		Servers: []string{ts.url}, Hosts: 3, Prefix: "sh-", JoinTokens: tokens, JoinTLS: joinTLS, SharedConns: 2,
+		HeartbeatInterval: 300 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	names := []string{"sh-00001", "sh-00002", "sh-00003"}
+	eventually(t, 20*time.Second, "the hosts join", func() error { return hostsReady(ctx, ts.local, names) })
+	time.Sleep(3 * time.Second) // past the heartbeat timeout
+	if err := hostsReady(ctx, ts.local, names); err != nil {
+		t.Fatalf("after a heartbeat timeout: %v", err)
+	}
+	op, err := ts.local.UploadImage(ctx, "k", api.ImageKernel, strings.NewReader("a kernel"), -1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitOp(t, ts.local, op)
+	for i := range 6 {
+		op, err := ts.local.CreateVM(ctx, api.VMCreate{Name: "v" + strconv.Itoa(i), VCPUs: 1, MemoryMiB: 256, Boot: api.Boot{Kernel: "k"}}, client.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitOp(t, ts.local, op)
+		vm, err := vmRunning(ctx, ts.local, "v"+strconv.Itoa(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if host, _, ok := machineVM(f, vm.UID); !ok || host != vm.Spec.Host {
+			t.Errorf("vm %s placed on %s runs on machine %q", vm.Name, vm.Spec.Host, host)
+		}
+	}
+	if st := f.Stats(); st.Watching != 3 || st.Running != 6 {
+		t.Errorf("stats: %+v", st)
+	}
+}

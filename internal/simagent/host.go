@@ -29,12 +29,17 @@ type simHost struct {
 	machine *hypervisortest.Host
 	driver  *hypervisortest.Driver
 
-	clients []*client.Client // one per server, with the host token
-	cur     atomic.Int64     // the server it talks to now
-	beating atomic.Bool      // its last heartbeat was answered
-	revoked atomic.Bool      // the server refuses its token: it stopped
-	done    atomic.Bool
-	life    context.Context // the fleet's run: convergences and streams live under it
+	// One client per server, with the host token, for requests, and one
+	// for the watch and streams (the same unless the fleet shares its
+	// request connections).
+	clients  []*client.Client
+	watchers []*client.Client
+	joined   atomic.Bool  // it has credentials and runs
+	cur      atomic.Int64 // the server it talks to now
+	beating  atomic.Bool  // its last heartbeat was answered
+	revoked  atomic.Bool  // the server refuses its token: it stopped
+	done     atomic.Bool
+	life     context.Context // the fleet's run: convergences and streams live under it
 
 	mu  sync.Mutex
 	vms map[string]*simVM // by key
@@ -54,6 +59,11 @@ func (h *simHost) stopped() bool { return h.done.Load() }
 // client is the host's client of the server it talks to now.
 func (h *simHost) client() *client.Client {
 	return h.clients[int(h.cur.Load())%len(h.clients)]
+}
+
+// watcher is the host's client for its watch and streams.
+func (h *simHost) watcher() *client.Client {
+	return h.watchers[int(h.cur.Load())%len(h.watchers)]
 }
 
 // failover moves the host to the next server, if it still talks to the
@@ -89,7 +99,9 @@ func (h *simHost) register(ctx context.Context, joinToken string) (string, error
 	defer c.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	creds, err := c.Register(ctx, api.AgentRegister{JoinToken: joinToken, Host: h.name, Status: h.status()})
+	// As the real agent, it registers with its address only and is ready
+	// once its first heartbeat says what it has.
+	creds, err := c.Register(ctx, api.AgentRegister{JoinToken: joinToken, Host: h.name, Status: api.HostStatus{Address: h.status().Address}})
 	if err != nil {
 		return "", fmt.Errorf("registering host %q: %w", h.name, err)
 	}
@@ -105,23 +117,38 @@ func (h *simHost) register(ctx context.Context, joinToken string) (string, error
 }
 
 // start makes the host's clients with its token and starts its heartbeat
-// and its watch.
-func (h *simHost) start(ctx context.Context, token string, wg *sync.WaitGroup) error {
+// and its watch. A host that just registered heartbeats at once, as an
+// agent that starts; one that registered in an earlier run heartbeats at
+// a random point of the interval, as one of a fleet that has been up.
+func (h *simHost) start(ctx context.Context, token string, joined bool, wg *sync.WaitGroup) error {
 	h.f.mu.Lock()
 	tc := h.f.tls
 	h.f.mu.Unlock()
 	if tc == nil {
 		return errors.New("simulated hosts: no CA certificate to trust the server with")
 	}
-	for _, s := range h.f.cfg.Servers {
-		c, err := hostClient(s, token, tc, h.src)
+	shared, err := h.f.sharedClients(tc)
+	if err != nil {
+		return err
+	}
+	for i, s := range h.f.cfg.Servers {
+		w, err := hostClient(s, token, tc, h.src)
 		if err != nil {
 			return err
 		}
-		h.clients = append(h.clients, c)
+		c := w
+		if shared != nil {
+			c = shared[i].WithToken(token)
+		}
+		h.clients, h.watchers = append(h.clients, c), append(h.watchers, w)
 	}
+	h.joined.Store(true)
 	h.life = ctx
-	h.f.beats.add(h, h.f.phase())
+	first := time.Now()
+	if !joined {
+		first = h.f.phase()
+	}
+	h.f.beats.add(h, first)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -140,13 +167,14 @@ func (h *simHost) summary() (registered, beating, revoked bool, vms, running int
 			running++
 		}
 	}
-	return len(h.clients) > 0, h.beating.Load(), h.revoked.Load(), vms, running
+	return h.joined.Load(), h.beating.Load(), h.revoked.Load(), vms, running
 }
 
 // stop ends the host for good: the server refuses its credentials.
 func (h *simHost) stop(err error) {
 	if h.revoked.CompareAndSwap(false, true) {
 		h.done.Store(true)
+		h.beating.Store(false)
 		h.f.log.Error("the server refuses a simulated host's credentials: it stops", "host", h.name, "err", err)
 	}
 }
@@ -225,7 +253,7 @@ func (h *simHost) follow(ctx context.Context) {
 func (h *simHost) watchOnce(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	msgs, errs := h.client().WatchHost(ctx, h.name)
+	msgs, errs := h.watcher().WatchHost(ctx, h.name)
 	h.f.c.watchConnects.Add(1)
 	h.f.c.watching.Add(1)
 	defer h.f.c.watching.Add(-1)
@@ -295,7 +323,7 @@ func (h *simHost) serveStream(ctx context.Context, req api.StreamRequest) {
 	h.f.c.streams.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	conn, err := h.client().DialStream(ctx, req.ID)
+	conn, err := h.watcher().DialStream(ctx, req.ID)
 	if err != nil {
 		h.f.warn.warn("dialling back for a stream", h.name, err)
 		return
