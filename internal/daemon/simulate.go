@@ -52,7 +52,7 @@ func addSimulateFlags(cmd *cobra.Command, o *simulateOptions) {
 	f.IntVar(&o.shared, "simulate-shared-conns", 0, "with --simulate: send the hosts' requests over this many shared connections per server (each host keeps its own watch connection); 0: each host has its own, as a real agent")
 	f.StringVar(&o.statsFile, "simulate-stats-file", "", "with --simulate: write the fleet's counters there as JSON every second")
 	f.StringVar(&o.pprof, "debug-pprof-listen", "", "serve Go's pprof profiles on this loopback address (host:port), for diagnosis")
-	for _, n := range []string{"simulate-prefix", "simulate-first", "join-token-file", "simulate-profile", "simulate-cpus", "simulate-memory-mib",
+	for _, n := range []string{"simulate-prefix", "simulate-first", "simulate-profile", "simulate-cpus", "simulate-memory-mib",
 		"simulate-register-concurrency", "simulate-source-addresses", "simulate-shared-conns", "simulate-stats-file", "debug-pprof-listen"} {
 		_ = f.MarkHidden(n)
 	}
