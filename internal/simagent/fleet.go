@@ -310,7 +310,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 	for i := range hosts {
 		var src net.IP
 		if own {
-			src = sourceAddr(i)
+			src = sourceAddr(f.cfg.First - 1 + i) // by its number: fleets in several processes never share one
 		}
 		hosts[i] = newSimHost(f, i, hostName(f.cfg, i), src)
 	}
