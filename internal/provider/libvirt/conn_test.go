@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/polyvisor/polyvisor/internal/provider"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 func TestConnectErrors(t *testing.T) {
@@ -58,7 +59,7 @@ func TestConnectTCP(t *testing.T) {
 	requireDaemon(t)
 	c, err := net.DialTimeout("tcp", "127.0.0.1:"+tcpPort, time.Second)
 	if err != nil {
-		t.Skipf("libvirtd does not listen on 127.0.0.1:%s (start it with POLYVISOR_LIBVIRTD_TCP=1): %v", tcpPort, err)
+		peer.Missing(t, "libvirtd does not listen on 127.0.0.1:%s (start it with POLYVISOR_LIBVIRTD_TCP=1 scripts/libvirtd.sh start, as scripts/test.sh does): %v", tcpPort, err)
 	}
 	c.Close()
 	p := connect(t, "qemu+tcp://127.0.0.1/system")
@@ -89,14 +90,14 @@ func TestConnectionLoss(t *testing.T) {
 	requireDaemon(t)
 	b, err := os.ReadFile(daemonPidFile())
 	if err != nil {
-		t.Skipf("libvirtd was not started by scripts/libvirtd.sh (%v): not killing a daemon the tests do not manage", err)
+		peer.Missing(t, "libvirtd was not started by scripts/libvirtd.sh (%v): not killing a daemon the tests do not manage", err)
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil || pid <= 1 {
-		t.Skipf("bad pid file %s: %q", daemonPidFile(), b)
+		peer.Missing(t, "libvirtd was not started by scripts/libvirtd.sh: bad pid file %s: %q", daemonPidFile(), b)
 	}
 	if comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); strings.TrimSpace(string(comm)) != "libvirtd" {
-		t.Skipf("pid %d in %s is not libvirtd", pid, daemonPidFile())
+		peer.Missing(t, "libvirtd was not started by scripts/libvirtd.sh: pid %d in %s is not libvirtd", pid, daemonPidFile())
 	}
 	p := connect(t, systemURI)
 	before, err := p.Inventory(context.Background())

@@ -20,6 +20,7 @@ import (
 	"github.com/digitalocean/go-libvirt/socket/dialers"
 
 	"github.com/polyvisor/polyvisor/internal/provider"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // Tests that need a daemon use the real libvirtd on /var/run/libvirt. When
@@ -44,7 +45,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// requireDaemon skips the test when no libvirtd can be had.
+// requireDaemon skips the test when no libvirtd can be had, or fails it
+// where peers are required (package peer).
 func requireDaemon(t *testing.T) {
 	t.Helper()
 	daemonOnce.Do(func() {
@@ -63,7 +65,7 @@ func requireDaemon(t *testing.T) {
 		daemonStarted = true
 	})
 	if daemonSkip != "" {
-		t.Skip(daemonSkip)
+		peer.Missing(t, "%s", daemonSkip)
 	}
 }
 

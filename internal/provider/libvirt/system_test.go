@@ -16,6 +16,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/internal/provider"
 	"github.com/polyvisor/polyvisor/internal/testutil/guest"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // Tests in this file run the tiny test guest under QEMU (TCG here) on the
@@ -306,9 +307,7 @@ func testSnapshots(t *testing.T, p *Provider, id, disk string) {
 func TestSystemOutOfBandVirsh(t *testing.T) {
 	requireDaemon(t)
 	guest.RequireQEMU(t)
-	if _, err := exec.LookPath("virsh"); err != nil {
-		t.Skip("virsh is not installed")
-	}
+	peer.Binary(t, "virsh", "apt-get install libvirt-clients")
 	g := guest.Build(t)
 	raw := rawConn(t, systemURI)
 	p := connect(t, systemURI)
