@@ -45,9 +45,11 @@ export POLYVISOR_GUEST_DIR="${POLYVISOR_GUEST_DIR:-$PWD/.cache/guest}"
 scripts/build-guest.sh "$POLYVISOR_GUEST_DIR"
 
 # A real libvirtd for the libvirt provider's tests (as root), listening on
-# 127.0.0.1:16509 too, without authentication, for the qemu+tcp:// tests.
+# 127.0.0.1:16509 too, without authentication, for the qemu+tcp:// tests;
+# exported, so that the tests that restart it keep the listener.
+export POLYVISOR_LIBVIRTD_TCP=1
 if [ "$(id -u)" = 0 ]; then
-	POLYVISOR_LIBVIRTD_TCP=1 bash scripts/libvirtd.sh start
+	bash scripts/libvirtd.sh start
 	trap 'bash scripts/libvirtd.sh stop >/dev/null 2>&1 || true' EXIT
 fi
 
