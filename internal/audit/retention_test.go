@@ -210,9 +210,16 @@ func TestRetentionOnOpen(t *testing.T) {
 		t.Fatalf("open within MaxAge removed segments: %v, had %v", got, before)
 	}
 	l2.Close()
-	openLog(t, dir, Options{SegmentBytes: 1024, MaxAge: 24 * time.Hour})
-	if got := segmentFiles(t, dir); !slices.Equal(got, before[len(before)-1:]) {
-		t.Fatalf("after open with MaxAge 24h: %v, want only %s", got, before[len(before)-1])
+	// The records of the removals are written after Open returns, to a
+	// new segment, and the newest old one goes too once it is no longer
+	// written to: the segments are read once the log is closed.
+	l3 := openLog(t, dir, Options{SegmentBytes: 1024, MaxAge: 24 * time.Hour})
+	l3.Close()
+	got := segmentFiles(t, dir)
+	for _, seg := range before[:len(before)-1] {
+		if slices.Contains(got, seg) {
+			t.Errorf("after open with MaxAge 24h: %s is still there", seg)
+		}
 	}
 }
 
