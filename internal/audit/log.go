@@ -163,7 +163,8 @@ type request struct {
 // Open opens the audit log kept in dir, creating it if needed. It repairs a
 // partial last record left by a crash, applies retention, starts the
 // goroutine that writes appended records (Close stops it) and, unless
-// opts.NoVerify, a verification of the whole log in the background.
+// opts.NoVerify, a verification of the whole log in the background, once
+// retention's notes are written.
 func Open(ctx context.Context, dir string, opts Options, log *slog.Logger) (*Log, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -218,6 +219,11 @@ func Open(ctx context.Context, dir string, opts Options, log *slog.Logger) (*Log
 		l.bg.Add(1)
 		go func() {
 			defer l.bg.Done()
+			// Retention's notes first: without them the records it
+			// removed read as lost.
+			if err := l.barrier(bgCtx); err != nil {
+				return
+			}
 			if _, err := l.Verify(bgCtx); err != nil && bgCtx.Err() == nil {
 				l.log.Warn("verifying the audit log", "dir", dir, "err", err)
 			}
@@ -282,26 +288,35 @@ func (l *Log) append(ctx context.Context, rec *api.AuditRecord, keep bool) error
 // appended.
 func (l *Log) Prune(ctx context.Context) error {
 	err := l.retain(ctx)
+	if berr := l.barrier(ctx); berr != nil {
+		return errors.Join(err, fmt.Errorf("pruning audit log: %w", berr))
+	}
+	return err
+}
+
+// barrier returns once the log's own records appended before it (the
+// notes of retention) are written, or could not be, or the log is closed.
+func (l *Log) barrier(ctx context.Context) error {
 	// A request with no record: answered once the notes before it are out.
 	r := &request{barrier: true, done: make(chan error, 1)}
 	l.sendMu.RLock()
 	if l.closed {
 		l.sendMu.RUnlock()
-		return err
+		return nil
 	}
 	select {
 	case l.reqs <- r:
 		l.sendMu.RUnlock()
 	case <-ctx.Done():
 		l.sendMu.RUnlock()
-		return errors.Join(err, fmt.Errorf("pruning audit log: %w", ctx.Err()))
+		return ctx.Err()
 	}
 	select {
 	case <-r.done:
 	case <-ctx.Done():
-		return errors.Join(err, fmt.Errorf("pruning audit log: %w", ctx.Err()))
+		return ctx.Err()
 	}
-	return err
+	return nil
 }
 
 // wake asks the writer to write the log's own records, or to retry.

@@ -249,3 +249,36 @@ func TestRetentionUsesNewestRecord(t *testing.T) {
 		t.Errorf("segments kept %v, want %v (not %s)", got, []string{kept, last}, gone)
 	}
 }
+
+// The verification Open starts reads the records of what retention removed
+// at that same Open: a log pruned at start is not reported damaged. (It
+// ran before those records were written and raised audit-corrupt, "no
+// record says retention removed them", at most starts that pruned.)
+func TestVerifyAfterRetentionOnOpen(t *testing.T) {
+	for range 10 {
+		dir := t.TempDir()
+		clock, _ := fakeClock(time.Now().Add(-72 * time.Hour))
+		l, err := Open(t.Context(), dir, Options{SegmentBytes: 1024, now: clock, NoVerify: true}, testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		appendMsgs(t, l, msgs("old", 0, 20)...)
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// Segments of the default size: the notes go to the newest one.
+		l2, err := Open(t.Context(), dir, Options{MaxAge: 24 * time.Hour}, testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l2.bg.Wait() // the verification Open started
+		for _, a := range l2.Alarms() {
+			if a.Name == api.AlarmAuditCorrupt {
+				t.Errorf("after retention at Open: %s", a.Message)
+			}
+		}
+		if err := l2.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
