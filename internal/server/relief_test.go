@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
@@ -180,5 +181,37 @@ func TestReadOnlyLetsRevocationsAndDeletionsThrough(t *testing.T) {
 	}
 	if ts, err := c.ListTokens(ctx, "mallory"); err != nil || len(ts) != 0 {
 		t.Errorf("mallory's tokens after the revocation: %v %v", ts, err)
+	}
+}
+
+// While the store is read-only, a VM is deleted to the end: the deletion
+// is accepted, its host's word that the VM is gone is taken, and the
+// deletion's operation ends, so that its room and quota are free.
+func TestReadOnlyDeletesAVMToTheEnd(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	tok := e.ctlJoin(ctx, "spare", ctlHostStatus(4, 4096), true)
+	pa := e.super.WithProject("pa")
+	ctlCreate(t, pa, "doomed", "spare", 1, 256)
+	e.ctlObserved(t, tok, "pa/doomed")
+	e.s.setReadOnly("test", errors.New("the disk is full"))
+	defer e.s.setReadOnly("test", nil)
+	if _, err := pa.CreateProject(ctx, api.ProjectCreate{Name: "refused"}); statusOfErr(err) != http.StatusInsufficientStorage {
+		t.Fatalf("a creation while read-only: %v, want 507", err)
+	}
+	op, err := pa.DeleteVM(ctx, "doomed", false)
+	if err != nil {
+		t.Fatalf("deleting a vm while read-only: %v", err)
+	}
+	if err := e.client(tok, "").VMRemoved(ctx, "pa/doomed"); err != nil {
+		t.Fatalf("the host's word that the vm is gone, while read-only: %v", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if op, err = pa.WaitOperation(wctx, op.ID, nil); err != nil || op.Status != api.OpSucceeded {
+		t.Errorf("the deletion's operation while read-only: %+v %v, want succeeded", op, err)
+	}
+	if _, err := pa.GetVM(ctx, "doomed"); statusOfErr(err) != http.StatusNotFound {
+		t.Errorf("the vm after its deletion: %v, want 404", err)
 	}
 }
