@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -62,6 +63,9 @@ func fetchServer(t *testing.T, body []byte) *httptest.Server {
 	})
 	mux.HandleFunc("/to-file", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "file:///etc/passwd", http.StatusFound)
+	})
+	mux.HandleFunc("/redirect", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, r.URL.Query().Get("to"), http.StatusFound)
 	})
 	mux.HandleFunc("/to-img", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/img", http.StatusFound)
@@ -177,22 +181,56 @@ func TestFetchRefuses(t *testing.T) {
 }
 
 // TestFetchHidesCredentials: neither the error nor its detail (for the
-// log) shows the user or password of the URL.
+// log) shows the user or password of the URL, nor the values of its
+// query (a pre-signed URL's signature, a private token), nor those of a
+// URL it was redirected to.
 func TestFetchHidesCredentials(t *testing.T) {
 	srv := fetchServer(t, nil)
+	presigned := "?X-Amz-Credential=AKIAsomeuser&X-Amz-Signature=s3cret&private_token=s3cret;s3cret#s3cret"
+	refused := "http://127.0.0.1:1/x" + presigned
 	for _, u := range []string{
 		strings.Replace(srv.URL, "http://", "http://someuser:s3cret@", 1) + "/missing",
 		"http://someuser:s3cret@127.0.0.1:1/x", // connection refused
 		"http://someuser:s3cret@169.254.169.254/x",
+		srv.URL + "/missing" + presigned,
+		srv.URL + "/broken" + presigned,
+		refused,
+		"http://localhost:1/x" + presigned,
+		"http://169.254.169.254/x" + presigned,
+		"http://no-such-host.invalid/x" + presigned,
+		srv.URL + "/to-img?to=" + strings.TrimPrefix(presigned, "?"),
+		// Redirected to a pre-signed URL that fails.
+		srv.URL + "/redirect?to=" + url.QueryEscape(refused),
 	} {
 		_, err := Fetch(context.Background(), u, filepath.Join(t.TempDir(), "x"), nil, allowLoopback)
 		if err == nil {
-			t.Fatalf("Fetch %s succeeded", u)
+			continue // the redirect to /img succeeds
 		}
 		for _, s := range []string{err.Error(), Detail(err)} {
 			if strings.Contains(s, "s3cret") || strings.Contains(s, "someuser") {
 				t.Errorf("%q shows the credentials", s)
 			}
+		}
+	}
+}
+
+// TestRedactURL: what may be stored, shown and logged of an image URL.
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://example.com/img.qcow2":            "https://example.com/img.qcow2",
+		"https://u:p@example.com/img.qcow2":        "https://example.com/img.qcow2",
+		"https://example.com/img.qcow2#frag":       "https://example.com/img.qcow2",
+		"https://example.com/img.qcow2?":           "https://example.com/img.qcow2",
+		"https://example.com/img.qcow2?tok3n":      "https://example.com/img.qcow2?REDACTED",
+		"https://example.com/i?a=1&b=&c=x%20y;d=4": "https://example.com/i?a=REDACTED&b=REDACTED&c=REDACTED&d=REDACTED",
+		"https://b.s3.amazonaws.com/i.img?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=abc": "https://b.s3.amazonaws.com/i.img?X-Amz-Algorithm=REDACTED&X-Amz-Signature=REDACTED",
+	} {
+		got, redacted, err := SourceURL(in)
+		if err != nil || got != want {
+			t.Errorf("SourceURL(%q) = %q, %v; want %q", in, got, err, want)
+		}
+		if redacted != (got != in) {
+			t.Errorf("SourceURL(%q) says redacted=%v", in, redacted)
 		}
 	}
 }

@@ -138,8 +138,10 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
 	rq.resource = api.Ref{Kind: "image", Name: req.Name, Project: rq.project}
 	job := &importJob{project: rq.project, admin: rq.id.IsSuperadmin(), set: s.imageSettings(), reservation: newUID()}
 	if !upload {
-		// The credentials of a URL are used for the download only: what
-		// is stored, shown, logged and audited is the URL without them.
+		// The credentials of a URL, and the values of its query (a
+		// pre-signed URL's signature, a token), are used for the
+		// download only, from memory: what is stored, shown, logged and
+		// audited is the URL without them (images.RedactURL).
 		clean, _, err := images.SourceURL(req.URL)
 		if err != nil {
 			s.writeError(w, r, api.Invalid("url", "%v", err))
@@ -224,8 +226,8 @@ type importJob struct {
 	// whole cause of a failure.
 	admin bool
 	set   api.ImageSettings
-	// fetchURL is the URL to download, credentials included; it is
-	// never stored.
+	// fetchURL is the URL to download, credentials and query included;
+	// it is kept in memory only, for the import's time.
 	fetchURL string
 	// src is the file to import: the upload, or once fetched the
 	// download.
@@ -475,6 +477,24 @@ func (s *Server) recoverImports(ctx context.Context) {
 	if tmps, _ := filepath.Glob(filepath.Join(s.imageDir, ".*")); len(tmps) > 0 {
 		for _, t := range tmps {
 			os.Remove(t)
+		}
+	}
+	s.redactImageSources(ctx)
+}
+
+// redactImageSources rewrites the source of images stored by an older
+// server with their URL's credentials or query values in it, as
+// createImage stores it now.
+func (s *Server) redactImageSources(ctx context.Context) {
+	for _, img := range listAll(s.images, func(img *api.Image) bool { return img.Source != "" && img.Source != "upload" }) {
+		clean, redacted, err := images.SourceURL(img.Source)
+		if err != nil || !redacted {
+			continue
+		}
+		next := store.Clone(img)
+		next.Source = clean
+		if _, err := s.images.Update(ctx, img.Key(), next, img.Version); err != nil {
+			s.log.Warn("redacting the source of an image", "image", img.Key(), "err", err)
 		}
 	}
 }
