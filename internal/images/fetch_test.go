@@ -217,12 +217,12 @@ func TestFetchHidesCredentials(t *testing.T) {
 // TestRedactURL: what may be stored, shown and logged of an image URL.
 func TestRedactURL(t *testing.T) {
 	for in, want := range map[string]string{
-		"https://example.com/img.qcow2":            "https://example.com/img.qcow2",
-		"https://u:p@example.com/img.qcow2":        "https://example.com/img.qcow2",
-		"https://example.com/img.qcow2#frag":       "https://example.com/img.qcow2",
-		"https://example.com/img.qcow2?":           "https://example.com/img.qcow2",
-		"https://example.com/img.qcow2?tok3n":      "https://example.com/img.qcow2?REDACTED",
-		"https://example.com/i?a=1&b=&c=x%20y;d=4": "https://example.com/i?a=REDACTED&b=REDACTED&c=REDACTED&d=REDACTED",
+		"https://example.com/img.qcow2":                                                         "https://example.com/img.qcow2",
+		"https://u:p@example.com/img.qcow2":                                                     "https://example.com/img.qcow2",
+		"https://example.com/img.qcow2#frag":                                                    "https://example.com/img.qcow2",
+		"https://example.com/img.qcow2?":                                                        "https://example.com/img.qcow2",
+		"https://example.com/img.qcow2?tok3n":                                                   "https://example.com/img.qcow2?REDACTED",
+		"https://example.com/i?a=1&b=&c=x%20y;d=4":                                              "https://example.com/i?a=REDACTED&b=REDACTED&c=REDACTED&d=REDACTED",
 		"https://b.s3.amazonaws.com/i.img?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=abc": "https://b.s3.amazonaws.com/i.img?X-Amz-Algorithm=REDACTED&X-Amz-Signature=REDACTED",
 	} {
 		got, redacted, err := SourceURL(in)

@@ -272,7 +272,7 @@ func TestParseAllowHost(t *testing.T) {
 func TestFetchNamesTellNothing(t *testing.T) {
 	srv, hits := countingServer(t)
 	port := portOf(t, srv)
-	internal := "http://localhost:" + port + "/secret"       // resolves to loopback
+	internal := "http://localhost:" + port + "/secret"           // resolves to loopback
 	missing := "http://no-such-host.invalid:" + port + "/secret" // does not resolve
 	var errs []error
 	for _, u := range []string{internal, missing} {
