@@ -24,11 +24,32 @@ type fetchConfig struct {
 	policy   FetchPolicy
 	resolver *net.Resolver // nil: the system's
 	stall    time.Duration
+	admit    func(contentLength int64) (Admission, error)
 }
 
 // WithMaxBytes refuses downloads larger than n bytes (n <= 0: no limit).
 func WithMaxBytes(n int64) FetchOption {
 	return func(c *fetchConfig) { c.maxBytes = n }
+}
+
+// Admission is what a WithAdmit function lets a download take.
+type Admission struct {
+	// Limit is the most bytes the body may have, if less than
+	// WithMaxBytes says; 0 or less refuses the download.
+	Limit int64
+	// Over is the error Fetch fails with when the announced length or
+	// the body goes past Limit; nil for a *RejectError.
+	Over error
+	// Received, if not nil, counts the bytes of the body as they come.
+	Received *atomic.Int64
+}
+
+// WithAdmit has admit decide, once the response's headers are in and
+// before any of its body is read, how much of it to take: contentLength
+// is the length the server announced, -1 when it did not. An error from
+// admit fails the download as it is, with nothing written.
+func WithAdmit(admit func(contentLength int64) (Admission, error)) FetchOption {
+	return func(c *fetchConfig) { c.admit = admit }
 }
 
 const maxRedirects = 10
@@ -118,7 +139,24 @@ func Fetch(ctx context.Context, rawURL, dst string, progress func(pct int), opts
 	case resp.StatusCode != http.StatusOK:
 		return 0, &RejectError{Msg: status("fetching " + shown + ": the server answered %s"), detail: "status " + resp.Status}
 	}
+	var adm Admission
+	if cfg.admit != nil {
+		if adm, err = cfg.admit(resp.ContentLength); err != nil {
+			return 0, err
+		}
+		switch {
+		case adm.Limit <= 0:
+			return 0, overLimit(adm, shown, 0)
+		case cfg.maxBytes <= 0 || adm.Limit < cfg.maxBytes:
+			cfg.maxBytes = adm.Limit
+		default:
+			adm.Over = nil // the limit is WithMaxBytes's
+		}
+	}
 	if cfg.maxBytes > 0 && resp.ContentLength > cfg.maxBytes {
+		if adm.Over != nil {
+			return 0, adm.Over
+		}
 		return 0, &RejectError{Msg: fmt.Sprintf("fetching %s: the image is over the size limit of %d bytes", shown, cfg.maxBytes),
 			detail: fmt.Sprintf("Content-Length %d", resp.ContentLength)}
 	}
@@ -127,7 +165,7 @@ func Fetch(ctx context.Context, rawURL, dst string, progress func(pct int), opts
 	total := max(resp.ContentLength, 0)
 	var n int64
 	err = withTemp(dst, true, func(tmp string) error {
-		body := &limitReader{r: &stallReader{r: resp.Body, d: cfg.stall, cancel: cancel}, left: cfg.maxBytes}
+		body := &limitReader{r: &stallReader{r: resp.Body, d: cfg.stall, cancel: cancel}, left: cfg.maxBytes, count: adm.Received}
 		var err error
 		_, n, err = copyToFile(ctx, tmp, body, total, func(done, total int64) {
 			if total > 0 {
@@ -135,7 +173,7 @@ func Fetch(ctx context.Context, rawURL, dst string, progress func(pct int), opts
 			}
 		})
 		if body.over {
-			return rejectf("fetching %s: the image is over the size limit of %d bytes", shown, cfg.maxBytes)
+			return overLimit(adm, shown, cfg.maxBytes)
 		}
 		if err != nil {
 			if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
@@ -269,6 +307,14 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 	return nil
 }
 
+// overLimit is the error of a download over its limit.
+func overLimit(adm Admission, shown string, limit int64) error {
+	if adm.Over != nil {
+		return adm.Over
+	}
+	return rejectf("fetching %s: the image is over the size limit of %d bytes", shown, limit)
+}
+
 // errStalled ends a download that received nothing for too long.
 var errStalled = errors.New("download stalled")
 
@@ -286,15 +332,25 @@ func (s *stallReader) Read(p []byte) (int, error) {
 }
 
 // limitReader reads at most left bytes (left <= 0: no limit) and notes
-// when the source had more.
+// when the source had more; count, if not nil, adds up what it read.
 type limitReader struct {
-	r    io.Reader
-	left int64
-	read int64
-	over bool
+	r     io.Reader
+	left  int64
+	read  int64
+	over  bool
+	count *atomic.Int64
 }
 
 func (l *limitReader) Read(p []byte) (int, error) {
+	if l.count != nil {
+		n, err := l.limited(p)
+		l.count.Add(int64(n))
+		return n, err
+	}
+	return l.limited(p)
+}
+
+func (l *limitReader) limited(p []byte) (int, error) {
 	if l.left <= 0 {
 		return l.r.Read(p)
 	}

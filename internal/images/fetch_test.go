@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -314,4 +315,51 @@ func ExampleFetch() {
 	}
 	fmt.Println(res.SourceFormat, "->", res.Format, res.VirtualSizeBytes)
 	// Output: raw -> qcow2 4096
+}
+
+// TestFetchAdmit: the caller decides from the announced length, before
+// the body is read, how much of it to take: a length over its limit fails
+// with its error and nothing written, a body without a length is cut at
+// the limit with the same error, and what is received is counted.
+func TestFetchAdmit(t *testing.T) {
+	body := testBody(3 << 20)
+	srv := fetchServer(t, body)
+	errFull := errors.New("no room for this image")
+	var asked []int64
+	admit := func(limit int64, received *atomic.Int64) FetchOption {
+		return WithAdmit(func(length int64) (Admission, error) {
+			asked = append(asked, length)
+			if length > limit {
+				return Admission{}, errFull
+			}
+			return Admission{Limit: limit, Over: errFull, Received: received}, nil
+		})
+	}
+	for _, path := range []string{"/img", "/chunked"} {
+		asked = nil
+		var received atomic.Int64
+		dst := filepath.Join(t.TempDir(), "src")
+		_, err := Fetch(context.Background(), srv.URL+path, dst, nil, allowLoopback, admit(1<<20, &received))
+		if !errors.Is(err, errFull) {
+			t.Fatalf("%s over the admitted 1 MiB: %v, want the admission's error", path, err)
+		}
+		want := int64(len(body))
+		if path == "/chunked" {
+			want = -1
+		}
+		if len(asked) != 1 || asked[0] != want {
+			t.Errorf("%s: admission asked with %v, want [%d]", path, asked, want)
+		}
+		if n := received.Load(); n > 1<<20 || path == "/chunked" && n != 1<<20 {
+			t.Errorf("%s: %d bytes received past the admission", path, n)
+		}
+		assertNothingLeft(t, dst)
+		// Within the admission, the whole image.
+		received.Store(0)
+		n, err := Fetch(context.Background(), srv.URL+path, dst, nil, allowLoopback, admit(4<<20, &received))
+		if err != nil || n != int64(len(body)) || received.Load() != n {
+			t.Errorf("%s within the admission: %d, %v, %d counted", path, n, err, received.Load())
+		}
+		os.Remove(dst)
+	}
 }

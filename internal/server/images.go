@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
@@ -117,6 +118,12 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
 	var req api.ImageCreate
 	upload := ct == "application/octet-stream"
 	if upload {
+		// Refused with its body unread, an upload ends its connection:
+		// the answer then leaves at once (a client waiting for 100
+		// Continue never sends the body), instead of after the server
+		// has read some of the body to keep the connection. Lifted once
+		// the body is received.
+		w.Header().Set("Connection", "close")
 		q := r.URL.Query()
 		req.Name, req.Kind = q.Get("name"), q.Get("kind")
 	} else if err := decodeJSON(w, r, &req, false); err != nil {
@@ -176,20 +183,31 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	w.Header().Del("Connection")
 	writeOperation(w, op)
 }
 
 // receiveUpload stores an upload's body, inspects it and reserves the
-// image storage it needs.
+// image storage it needs. An upload whose Content-Length is over what the
+// project's quota or the disk has room for is refused before a byte of it
+// is read; one that has no Content-Length is cut there (admitSource).
 func (s *Server) receiveUpload(w http.ResponseWriter, r *http.Request, req *api.ImageCreate, job *importJob) error {
+	hold, err := s.holdSource(job, r.ContentLength)
+	if err != nil {
+		return err
+	}
 	f, err := os.CreateTemp(s.imageDir, ".upload-*")
 	if err != nil {
 		return fmt.Errorf("receiving upload: %w", err)
 	}
 	job.src = f.Name()
-	_, err = io.Copy(f, http.MaxBytesReader(w, r.Body, maxSourceBytes(job.set)))
+	body := &countingReader{r: http.MaxBytesReader(w, r.Body, hold.limit), n: &hold.received}
+	_, err = io.Copy(f, body)
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		err = hold.over
 	}
 	if err == nil {
 		err = s.admitImage(r.Context(), req.Kind, job)
@@ -202,10 +220,37 @@ func (s *Server) receiveUpload(w http.ResponseWriter, r *http.Request, req *api.
 	return nil
 }
 
+// holdSource admits an import's source of the announced length (-1:
+// unknown) and records the hold in job.
+func (s *Server) holdSource(job *importJob, length int64) (*sourceHold, error) {
+	hold, release, err := s.admitSource(job, length)
+	if err != nil {
+		return nil, err
+	}
+	job.releaseSource = release
+	return hold, nil
+}
+
+// countingReader adds up the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
 // admitImage inspects the image at job.src and reserves the most its
 // stored file can take against the project's quota, before anything is
-// converted.
+// converted. The source's hold on the disk ends: what it wrote is in the
+// disk's free space now.
 func (s *Server) admitImage(ctx context.Context, kind string, job *importJob) error {
+	if job.releaseSource != nil {
+		job.releaseSource()
+	}
 	info, err := images.Inspect(ctx, job.src, kind, images.WithMaxVirtualBytes(job.set.MaxVirtualBytes))
 	if err != nil {
 		return err
@@ -236,13 +281,14 @@ type importJob struct {
 	// maxStored is how much it holds.
 	reservation string
 	maxStored   int64
-	// releaseSlot gives back the import slot, unreserve the storage
-	// reservation; both may be called more than once.
-	releaseSlot, unreserve func()
+	// releaseSlot gives back the import slot, releaseSource the hold on
+	// the disk while the source is received, unreserve the storage
+	// reservation; each may be called more than once.
+	releaseSlot, releaseSource, unreserve func()
 }
 
 func (j *importJob) done() {
-	for _, f := range []func(){j.releaseSlot, j.unreserve} {
+	for _, f := range []func(){j.releaseSlot, j.releaseSource, j.unreserve} {
 		if f != nil {
 			f()
 		}
@@ -371,17 +417,29 @@ func (s *Server) runImport(ctx context.Context, img *api.Image, op *api.Operatio
 			}
 			f.Close()
 			job.src = f.Name()
+			// The download is refused from its Content-Length, or cut,
+			// where the project's quota or the disk has no more room.
+			admit := func(length int64) (images.Admission, error) {
+				hold, err := s.holdSource(job, length)
+				if err != nil {
+					return images.Admission{}, err
+				}
+				return images.Admission{Limit: hold.limit, Over: hold.over, Received: &hold.received}, nil
+			}
 			if _, err := images.Fetch(ctx, job.fetchURL, job.src, func(p int) { prog.set(p/2, "downloading") },
-				images.WithMaxBytes(maxSourceBytes(job.set)), images.WithPolicy(fetchPolicy(job.set))); err != nil {
+				images.WithMaxBytes(maxSourceBytes(job.set)), images.WithPolicy(fetchPolicy(job.set)), images.WithAdmit(admit)); err != nil {
 				return err
 			}
 			if err := s.admitImage(ctx, img.Kind, job); err != nil {
 				return err
 			}
 		}
-		defer os.Remove(job.src)
 		res, err := images.Import(ctx, job.src, s.imagePath(img), img.Kind, func(p int) { prog.set(50+p/2, "converting") },
 			importOptions(job.set, job.maxStored)...)
+		// The source goes before the outcome is recorded: an import seen
+		// finished has left nothing behind.
+		os.Remove(job.src)
+		job.src = ""
 		if err != nil {
 			return err
 		}
