@@ -399,7 +399,7 @@ func TestImageURLQuerySecrets(t *testing.T) {
 	if _, err := e.s.images.Create(ctx, old.Key(), &old); err != nil {
 		t.Fatal(err)
 	}
-	e.s.recoverImports(ctx)
+	e.s.ctl.Imports.Recover(ctx)
 	if got, _ := member.GetImage(ctx, "stored-before"); got == nil || strings.Contains(got.Source, secret) || !strings.HasPrefix(got.Source, "https://mirror.example/disk.raw?") {
 		t.Errorf("stored source after a start: %+v", got)
 	}

@@ -166,7 +166,7 @@ func TestImageSourceOverDisk(t *testing.T) {
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	dir := filepath.Join(e.dataDir, "images")
-	// 96 MiB, of which the store keeps imageStoreMargin (64 MiB) free.
+	// 96 MiB, of which the image store keeps its margin (64 MiB) free.
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=96m,mode=0700"); err != nil {
 		t.Skipf("mounting a tmpfs: %v", err)
 	}

@@ -32,7 +32,7 @@ func (s *Server) projectRoutes() []route {
 // projectView is a project as the API shows it: with its usage.
 func (s *Server) projectView(p *api.Project) api.Project {
 	out := *p
-	out.Status.Usage = s.usageOf(p.Name)
+	out.Status.Usage = s.ctl.Quota.UsageOf(p.Name)
 	return out
 }
 
@@ -274,7 +274,7 @@ func (s *Server) getQuota(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.NotFound("project", r.PathValue("project")))
 		return
 	}
-	writeJSON(w, http.StatusOK, api.QuotaReport{Project: p.Name, Limits: p.Spec.Quota, Usage: s.usageOf(p.Name)})
+	writeJSON(w, http.StatusOK, api.QuotaReport{Project: p.Name, Limits: p.Spec.Quota, Usage: s.ctl.Quota.UsageOf(p.Name)})
 }
 
 // setQuota replaces a project's limits. A limit below the current usage is
@@ -289,15 +289,15 @@ func (s *Server) setQuota(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	unlock := s.quota.lock(r.PathValue("project"))
+	// A create or resize deciding from the old quota meanwhile fails on
+	// the project's version and decides again.
 	p, err := s.changeProject(r, func(p *api.Project) error {
 		p.Spec.Quota = q
 		return nil
 	})
-	unlock()
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.QuotaReport{Project: p.Name, Limits: p.Spec.Quota, Usage: s.usageOf(p.Name)})
+	writeJSON(w, http.StatusOK, api.QuotaReport{Project: p.Name, Limits: p.Spec.Quota, Usage: s.ctl.Quota.UsageOf(p.Name)})
 }

@@ -29,19 +29,20 @@ func TestUserDataIsForMembers(t *testing.T) {
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	member := e.as(api.RoleMember, "pa")
-	// Viewers and operators watch the events of the create.
+	// Viewers and operators watch the events of the create. Events
+	// returns once the server has subscribed the stream.
 	type watch struct {
 		who    string
 		events <-chan api.Event
+		errs   <-chan error
 	}
 	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	var watches []watch
 	for _, who := range []string{api.RoleViewer, api.RoleOperator, api.RoleMember} {
-		events, _ := e.as(who, "pa").Events(sctx, api.EventVM)
-		watches = append(watches, watch{who, events})
+		events, errs := e.as(who, "pa").Events(sctx, api.EventVM)
+		watches = append(watches, watch{who, events, errs})
 	}
-	time.Sleep(200 * time.Millisecond)
 	if _, err := member.CreateVM(ctx, api.VMCreate{Name: "ci", VCPUs: 1, MemoryMiB: 64, Host: "h1",
 		Disks: []api.Disk{{Image: "img"}}, CloudInit: &fullCloudInit}, client.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -89,10 +90,12 @@ func TestUserDataIsForMembers(t *testing.T) {
 	}
 	// Events carry the same view.
 	for _, w := range watches {
+		seen := false
 		for ev := range w.events {
 			if ev.VM == nil || ev.VM.Name != "ci" {
 				continue
 			}
+			seen = true
 			ci := ev.VM.Spec.CloudInit
 			redacted := ci != nil && *ci == api.CloudInit{UserDataRedacted: true, MetaDataRedacted: true, NetworkConfigRedacted: true}
 			if w.who == api.RoleMember && (ci == nil || *ci != fullCloudInit) {
@@ -102,6 +105,9 @@ func TestUserDataIsForMembers(t *testing.T) {
 				t.Errorf("%s's event of the vm: cloud-init %+v; want every part redacted", w.who, ci)
 			}
 			break
+		}
+		if !seen {
+			t.Errorf("%s's event stream ended without the vm's create: %v", w.who, <-w.errs)
 		}
 	}
 	// The store keeps all of it, for the host to write the seed.

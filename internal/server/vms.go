@@ -16,6 +16,10 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/controller/admission"
+	"github.com/polyvisor/polyvisor/internal/controller/ops"
+	"github.com/polyvisor/polyvisor/internal/controller/placement"
+	"github.com/polyvisor/polyvisor/internal/controller/quota"
 	"github.com/polyvisor/polyvisor/internal/scheduler"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
@@ -167,7 +171,7 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 	key := api.Key(project, req.Name)
 	// Creates of one name serialize, so a retried create finds the first
 	// one's record or its VM, never half of it.
-	unlock := s.opctl.lockVM(key)
+	unlock := s.ctl.Ops.LockVM(key)
 	defer unlock()
 	idemKey := ""
 	if idem.key != "" {
@@ -180,14 +184,14 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 	if !ok {
 		return nil, api.NotFound("project", project)
 	}
-	filter := hostFilter(ownHosts)
+	filter := placement.Filter(placement.OwnHosts)
 	var ref *api.ProviderRef
 	if req.Provider != "" || req.Template != "" || req.Cluster != "" || req.Datastore != "" {
 		var err error
 		if ref, filter, err = s.validateProviderCreate(project, req); err != nil {
 			return nil, err
 		}
-	} else if err := validateVMCreate(req, s.imageResolver(project), s.place.limits(filter)); err != nil {
+	} else if err := validateVMCreate(req, s.imageResolver(project), s.limits(filter)); err != nil {
 		return nil, err
 	}
 	canonicalImages(req, s.imageResolver(project))
@@ -203,42 +207,53 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 			req.NICs[i].MAC = randomMAC()
 		}
 	}
-	// The quota check and the write are one step for the project: creates
-	// in a project with a quota serialize, so none can pass together. The
-	// project's lock is taken under the VM's (lock order: see lockVM).
-	unlockQuota, err := s.quota.admit(proj, s.usageOfCreate(project, req))
-	if err != nil {
-		return nil, err
-	}
-	defer unlockQuota()
-	host, release, err := s.place.place(ctx, key, scheduler.Request{VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Host: req.Host}, filter)
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now().UTC()
-	vm := &api.VM{
-		Meta: api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
-		Spec: api.VMSpec{
-			Host: host, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Disks: req.Disks, NICs: req.NICs,
-			Boot: req.Boot, CloudInit: req.CloudInit, PowerState: req.PowerState,
-			StopTimeoutSeconds: req.StopTimeoutSeconds, Provider: ref, Lease: lease,
-			OnCrash: req.OnCrash,
-		},
-		Status: api.VMStatus{PowerState: api.PowerPending},
-	}
-	op := newOperation(api.OpVMCreate, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: project}, nil)
-	op.Status, op.StartedAt, op.TargetGeneration = api.OpRunning, now, 1
-	op.Deadline = now.Add(deadlineFor(op.Kind, vm))
-	op.Progress = 10
-	op.Message = "placed on host " + host
+	// The quota's check and the host's, and the write they admit, are one
+	// step in etcd: the transaction holds the project's and the host's
+	// admission records to the versions the checks decided from, and one
+	// that lost a race to another admission decides again.
+	asks := quota.OfCreate(req, quota.ImageLookup(s.imageResolver(project)))
+	for attempt := 1; ; attempt++ {
+		conds, err := s.ctl.Quota.Admit(ctx, project, asks)
+		if err != nil {
+			return nil, err
+		}
+		host, placed, err := s.ctl.Placer.Place(ctx, scheduler.Request{VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Host: req.Host}, filter)
+		if err != nil {
+			return nil, err
+		}
+		now := time.Now().UTC()
+		vm := &api.VM{
+			Meta: api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
+			Spec: api.VMSpec{
+				Host: host, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Disks: req.Disks, NICs: req.NICs,
+				Boot: req.Boot, CloudInit: req.CloudInit, PowerState: req.PowerState,
+				StopTimeoutSeconds: req.StopTimeoutSeconds, Provider: ref, Lease: lease,
+				OnCrash: req.OnCrash,
+			},
+			Status: api.VMStatus{PowerState: api.PowerPending},
+		}
+		op := ops.NewOperation(api.OpVMCreate, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: project}, nil)
+		op.Status, op.StartedAt, op.TargetGeneration = api.OpRunning, now, 1
+		op.Deadline = now.Add(ops.DeadlineFor(op.Kind, vm))
+		op.Progress = 10
+		op.Message = "placed on host " + host
 
-	txn := []store.Op{s.vms.OpCreate(key, vm), s.ops.OpCreate(op.ID, op)}
-	if idemKey != "" {
-		txn = append(txn, s.idem.OpCreate(idempotencyName(idemKey), &idempotencyRecord{Name: idempotencyName(idemKey), OperationID: op.ID, CreatedAt: now,
-			Route: idem.route, BodyHash: idem.bodyHash}))
-	}
-	if _, err := s.st.Txn(ctx, txn...); err != nil {
-		release(false)
+		txn := []store.Op{s.vms.OpCreate(key, vm), s.ops.OpCreate(op.ID, op)}
+		if idemKey != "" {
+			txn = append(txn, s.idem.OpCreate(idempotencyName(idemKey), &ops.IdempotencyRecord{Name: idempotencyName(idemKey), OperationID: op.ID, CreatedAt: now,
+				Route: idem.route, BodyHash: idem.bodyHash}))
+		}
+		txn = append(append(txn, conds...), placed...)
+		_, err = s.st.Txn(ctx, txn...)
+		if err == nil {
+			s.metrics.OpStarted(op.Kind)
+			return op, nil
+		}
+		if admission.Retry(err) && attempt < admission.MaxAttempts {
+			if berr := admission.Backoff(ctx, attempt); berr == nil {
+				continue
+			}
+		}
 		var ke *store.KeyError
 		if idemKey != "" {
 			if prev, ok, err := s.idempotentOp(idem, idemKey); err != nil || ok {
@@ -250,10 +265,6 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 		}
 		return nil, fmt.Errorf("storing vm %q: %w", vm.Name, err)
 	}
-	release(true)
-	s.opctl.addActiveLocked(key, op.ID)
-	s.metrics.opStarted(op.Kind)
-	return op, nil
 }
 
 func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request) {
@@ -271,7 +282,7 @@ func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	op, err := s.opctl.submit(r.Context(), s.vmKey(r), api.OpVMDelete, map[string]bool{"keepDisks": keep}, ifMatch)
+	op, err := s.ctl.Ops.Submit(r.Context(), s.vmKey(r), api.OpVMDelete, map[string]bool{"keepDisks": keep}, ifMatch)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -312,7 +323,7 @@ func (s *Server) vmActionHandler(action string) http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		op, err := s.opctl.submit(r.Context(), s.vmKey(r), kind, params, ifMatch)
+		op, err := s.ctl.Ops.Submit(r.Context(), s.vmKey(r), kind, params, ifMatch)
 		if err != nil {
 			s.writeError(w, r, err)
 			return

@@ -15,6 +15,8 @@ const (
 	opCreate opType = iota + 1
 	opUpdate
 	opDelete
+	opGuard // a condition only: a fence (see Fence)
+	opCheck // a condition only: an object's version
 )
 
 func (t opType) String() string {
@@ -23,10 +25,23 @@ func (t opType) String() string {
 		return "create"
 	case opUpdate:
 		return "update"
+	case opGuard:
+		return "fence"
+	case opCheck:
+		return "check"
 	default:
 		return "delete"
 	}
 }
+
+// Writer commits transactions. The Store is one; a view of it may add a
+// condition of its own to every transaction it commits. Code that writes
+// through a Writer rather than the Store itself can be handed either.
+type Writer interface {
+	Txn(ctx context.Context, ops ...Op) (int64, error)
+}
+
+var _ Writer = (*Store)(nil)
 
 // Op is one write of a Txn, built by a collection's OpCreate, OpUpdate or
 // OpDelete.
@@ -50,6 +65,19 @@ func (c *Collection[T]) OpCreate(name string, obj *T) Op {
 // expectVersion (0: whatever it is).
 func (c *Collection[T]) OpUpdate(name string, obj *T, expectVersion int64) Op {
 	return c.putOp(opUpdate, name, obj, expectVersion)
+}
+
+// OpCheck is a Txn condition, not a write: name still exists at
+// version (ErrConflict when it changed, ErrNotFound when it is gone).
+// What a transaction decided from an object it read, it holds to that
+// object's version this way.
+func (c *Collection[T]) OpCheck(name string, version int64) Op {
+	op := Op{s: c.s, typ: opCheck, kind: c.kind, name: name, key: c.Key(name), expect: version}
+	op.err = checkName(name)
+	if op.err == nil && version == 0 {
+		op.err = errors.New("check of no version")
+	}
+	return op
 }
 
 // OpDelete is a Txn write that deletes name if its version is still
@@ -115,6 +143,8 @@ func (s *Store) Txn(ctx context.Context, ops ...Op) (int64, error) {
 		}
 		seen[op.key] = true
 		switch {
+		case op.typ == opGuard:
+			cmps = append(cmps, guardCmp(op))
 		case op.typ == opCreate:
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(op.key), "=", 0))
 		case op.expect == 0:
@@ -122,9 +152,11 @@ func (s *Store) Txn(ctx context.Context, ops ...Op) (int64, error) {
 		default:
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.key), "=", op.expect))
 		}
-		if op.typ == opDelete {
+		switch op.typ {
+		case opGuard, opCheck:
+		case opDelete:
 			thens = append(thens, clientv3.OpDelete(op.key))
-		} else {
+		default:
 			thens = append(thens, clientv3.OpPut(op.key, string(op.value)))
 		}
 		// Read only when a precondition fails, to say which one.
@@ -155,6 +187,15 @@ func (s *Store) Txn(ctx context.Context, ops ...Op) (int64, error) {
 // failedOp finds the op whose precondition failed from the keys the else
 // branch read.
 func failedOp(ops []Op, resp *clientv3.TxnResponse) error {
+	// A broken fence first: the writer must stop, not retry.
+	for i, op := range ops {
+		if op.typ != opGuard || i >= len(resp.Responses) {
+			continue
+		}
+		if kvs := resp.Responses[i].GetResponseRange().GetKvs(); len(kvs) == 0 || kvs[0].CreateRevision != op.expect {
+			return fmt.Errorf("%w: %s created at %d no longer holds", ErrFenced, op.name, op.expect)
+		}
+	}
 	for i, op := range ops {
 		if i >= len(resp.Responses) {
 			break
@@ -162,6 +203,8 @@ func failedOp(ops []Op, resp *clientv3.TxnResponse) error {
 		kvs := resp.Responses[i].GetResponseRange().GetKvs()
 		var err error
 		switch {
+		case op.typ == opGuard:
+			continue
 		case op.typ == opCreate && len(kvs) > 0:
 			err = ErrExists
 		case op.typ != opCreate && len(kvs) == 0:

@@ -1,16 +1,19 @@
-package server
+package quota
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/store"
 )
 
-// imageGate bounds image imports: how many run at once in a project, and
+// Images bounds image imports: how many run at once in a project, and
 // the storage a project's images take against its quota.
 //
 // An import holds a slot from before its upload is received (or its URL
@@ -24,40 +27,68 @@ import (
 //
 // Before that, while its source (an upload, a download) is received, an
 // import holds room on the image store's disk for the most the source may
-// still grow by (admitSource): the source is refused from its announced
+// still grow by (AdmitSource): the source is refused from its announced
 // length, or cut at the smallest of the size limit, the project's room
 // and the disk's room, before it can fill either.
-type imageGate struct {
+type Images struct {
+	projects *store.Collection[api.Project]
+	images   *store.Collection[api.Image]
+	dir      string
+	minFree  int64
+	log      *slog.Logger
+
 	mu       sync.Mutex
 	slots    map[string]int              // project -> imports running
 	reserved map[string]map[string]int64 // project -> operation -> bytes
-	sources  map[string]*sourceHold      // reservation -> source being received
+	sources  map[string]*SourceHold      // reservation -> source being received
 }
 
-func newImageGate() *imageGate {
-	return &imageGate{slots: map[string]int{}, reserved: map[string]map[string]int64{}, sources: map[string]*sourceHold{}}
+// NewImages makes the gate of the image store in dir, which keeps
+// minFree bytes free on its disk (the server's reserve).
+func NewImages(projects *store.Collection[api.Project], images *store.Collection[api.Image], dir string, minFree int64, log *slog.Logger) *Images {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Images{projects: projects, images: images, dir: dir, minFree: minFree, log: log,
+		slots: map[string]int{}, reserved: map[string]map[string]int64{}, sources: map[string]*SourceHold{}}
 }
 
-// sourceHold is an import's hold on the image store's disk while its
-// source is received: up to limit bytes, received of them written.
-type sourceHold struct {
-	limit    int64
-	over     error // the error of a source that goes past limit
-	received atomic.Int64
+// SourceHold is an import's hold on the image store's disk while its
+// source is received: up to Limit bytes, Received of them written. A
+// source that goes past Limit fails with Over.
+type SourceHold struct {
+	Limit    int64
+	Over     error
+	Received atomic.Int64
+}
+
+// Count makes a reader of r that adds what is read to h.Received.
+func (h *SourceHold) Count(r io.Reader) io.Reader { return &countingReader{r: r, n: &h.Received} }
+
+// countingReader adds up the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // growthLocked is what the sources being received may still write.
-func (g *imageGate) growthLocked() int64 {
+func (g *Images) growthLocked() int64 {
 	var n int64
 	for _, h := range g.sources {
-		n += max(0, h.limit-h.received.Load())
+		n += max(0, h.Limit-h.Received.Load())
 	}
 	return n
 }
 
-// acquire takes one of the project's import slots, or answers 429 when
+// Acquire takes one of the project's import slots, or answers 429 when
 // all max are taken. release is idempotent.
-func (g *imageGate) acquire(project string, max int) (release func(), err error) {
+func (g *Images) Acquire(project string, max int) (release func(), err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.slots[project] >= max {
@@ -81,9 +112,9 @@ func (g *imageGate) acquire(project string, max int) (release func(), err error)
 	}, nil
 }
 
-// reservedBytes is what the imports under way hold: in project, or in
+// reservedLocked is what the imports under way hold: in project, or in
 // every project for "".
-func (g *imageGate) reservedLocked(project string) int64 {
+func (g *Images) reservedLocked(project string) int64 {
 	var n int64
 	for p, rs := range g.reserved {
 		if project != "" && p != project {
@@ -128,46 +159,56 @@ func sourceRoom(room int64) int64 {
 // diskRoomLocked is the room on the image store's disk: its free space
 // less what sources being received may still write, what conversions
 // hold, and the reserve. ok is false when the free space cannot be read.
-func (s *Server) diskRoomLocked() (room int64, ok bool) {
-	free, err := freeBytes(s.imageDir)
+func (g *Images) diskRoomLocked() (room int64, ok bool) {
+	free, err := freeBytes(g.dir)
 	if err != nil {
-		s.log.Warn("reading the image store's free space", "err", err)
+		g.log.Warn("reading the image store's free space", "err", err)
 		return 0, false
 	}
-	g := s.imageGate
-	return free - g.growthLocked() - g.reservedLocked("") - int64(s.cfg.MinFreeBytes) - imageStoreMargin, true
+	return free - g.growthLocked() - g.reservedLocked("") - g.minFree - imageStoreMargin, true
 }
 
-// admitSource decides, before any of it is received, how large an
-// import's source may be, from its announced length (-1 when unknown):
-// at most the size limit of the settings, what the project's image
-// storage quota has free (sourceRoom) and the room on the image store's
-// disk. A length over one of them is refused at once with its error
-// (413, 422 naming the quota, 503); otherwise the import holds that room
-// on the disk until release (idempotent), and a source that goes past
-// the hold's limit fails with hold.over.
-func (s *Server) admitSource(job *importJob, length int64) (hold *sourceHold, release func(), err error) {
-	g := s.imageGate
+// Source is an import's source about to be received.
+type Source struct {
+	Project string
+	// Reservation names the import's holds (see Reserve).
+	Reservation string
+	// Length is the announced length, -1 when unknown.
+	Length int64
+	// MaxBytes is the size limit of the settings, for a disk of at most
+	// MaxVirtualBytes.
+	MaxBytes, MaxVirtualBytes int64
+}
+
+// AdmitSource decides, before any of it is received, how large an
+// import's source may be, from its announced length: at most its size
+// limit, what the project's image storage quota has free (sourceRoom)
+// and the room on the image store's disk. A length over one of them is
+// refused at once with its error (413, 422 naming the quota, 503);
+// otherwise the import holds that room on the disk until release
+// (idempotent), and a source that goes past the hold's limit fails with
+// hold.Over.
+func (g *Images) AdmitSource(src Source) (hold *SourceHold, release func(), err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	type bound struct {
 		n   int64
 		err func() error
 	}
-	size := maxSourceBytes(job.set)
-	bounds := []bound{{size, func() error {
+	length := src.Length
+	bounds := []bound{{src.MaxBytes, func() error {
 		return &api.Error{Code: api.CodeTooLarge, Message: fmt.Sprintf("the image %s over the size limit of %d bytes "+
-			"(the largest disk allowed, %d bytes, with room for its format's metadata)", sized(length), size, job.set.MaxVirtualBytes)}
+			"(the largest disk allowed, %d bytes, with room for its format's metadata)", sized(length), src.MaxBytes, src.MaxVirtualBytes)}
 	}}}
-	if p, ok := s.projects.Get(job.project); ok && p.Spec.Quota.ImageStorageMiB != nil {
+	if p, ok := g.projects.Get(src.Project); ok && p.Spec.Quota.ImageStorageMiB != nil {
 		limit := *p.Spec.Quota.ImageStorageMiB << 20
-		used := s.storedImageBytes(job.project) + g.reservedLocked(job.project)
+		used := g.storedBytes(src.Project) + g.reservedLocked(src.Project)
 		room := max(0, limit-used)
 		bounds = append(bounds, bound{sourceRoom(room), func() error {
 			return &api.Error{
 				Code: api.CodeUnprocessable,
 				Message: fmt.Sprintf("quota of project %q exceeded: the image %s more than can fit in the %s of image storage free "+
-					"(%s allowed, %s in use)", job.project, sized(length), strconv.FormatInt(room>>20, 10)+" MiB", mib(limit), mib(used)),
+					"(%s allowed, %s in use)", src.Project, sized(length), strconv.FormatInt(room>>20, 10)+" MiB", mib(limit), mib(used)),
 				Details: map[string]string{
 					"quota": "imageStorageMiB", "limit": strconv.FormatInt(limit>>20, 10),
 					"used": strconv.FormatInt(ceilMiB(used), 10), "requested": strconv.FormatInt(ceilMiB(max(length, sourceRoom(room)+1)), 10),
@@ -175,9 +216,9 @@ func (s *Server) admitSource(job *importJob, length int64) (hold *sourceHold, re
 			}
 		}})
 	}
-	if room, ok := s.diskRoomLocked(); ok {
+	if room, ok := g.diskRoomLocked(); ok {
 		bounds = append(bounds, bound{max(0, room), func() error {
-			s.log.Warn("image store full", "dir", s.imageDir, "room", room, "length", length)
+			g.log.Warn("image store full", "dir", g.dir, "room", room, "length", length)
 			return &api.Error{Code: api.CodeUnavailable,
 				Message: fmt.Sprintf("the server's image store has no room for this image (it %s more than the room left); ask an administrator", sized(length))}
 		}})
@@ -191,17 +232,17 @@ func (s *Server) admitSource(job *importJob, length int64) (hold *sourceHold, re
 	if tight.n <= 0 || length > tight.n {
 		return nil, nil, tight.err()
 	}
-	hold = &sourceHold{limit: tight.n, over: tight.err()}
+	hold = &SourceHold{Limit: tight.n, Over: tight.err()}
 	if length >= 0 {
-		hold.limit = length
+		hold.Limit = length
 	}
-	g.sources[job.reservation] = hold
+	g.sources[src.Reservation] = hold
 	var once sync.Once
 	return hold, func() {
 		once.Do(func() {
 			g.mu.Lock()
 			defer g.mu.Unlock()
-			delete(g.sources, job.reservation)
+			delete(g.sources, src.Reservation)
 		})
 	}, nil
 }
@@ -215,17 +256,16 @@ func sized(length int64) string {
 	return "is " + mib(length) + ","
 }
 
-// reserveImageStorage holds bytes of the project's image storage for the
+// Reserve holds bytes of the project's image storage for the
 // import op: refused with 422 when the project's quota has no room for
 // them, with 503 when the image store's disk has not. release is
 // idempotent.
-func (s *Server) reserveImageStorage(project, op string, bytes int64) (release func(), err error) {
-	g := s.imageGate
+func (g *Images) Reserve(project, op string, bytes int64) (release func(), err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if p, ok := s.projects.Get(project); ok && p.Spec.Quota.ImageStorageMiB != nil {
+	if p, ok := g.projects.Get(project); ok && p.Spec.Quota.ImageStorageMiB != nil {
 		limit := *p.Spec.Quota.ImageStorageMiB << 20
-		used := s.storedImageBytes(project) + g.reservedLocked(project)
+		used := g.storedBytes(project) + g.reservedLocked(project)
 		if used+bytes > limit {
 			return nil, &api.Error{
 				Code: api.CodeUnprocessable,
@@ -238,8 +278,8 @@ func (s *Server) reserveImageStorage(project, op string, bytes int64) (release f
 			}
 		}
 	}
-	if room, ok := s.diskRoomLocked(); ok && bytes > room {
-		s.log.Warn("image store full", "dir", s.imageDir, "room", room, "needed", bytes)
+	if room, ok := g.diskRoomLocked(); ok && bytes > room {
+		g.log.Warn("image store full", "dir", g.dir, "room", room, "needed", bytes)
 		return nil, &api.Error{Code: api.CodeUnavailable,
 			Message: fmt.Sprintf("the server's image store has no room for an image of up to %s; ask an administrator", mib(bytes))}
 	}
@@ -260,42 +300,37 @@ func (s *Server) reserveImageStorage(project, op string, bytes int64) (release f
 	}, nil
 }
 
-// settleImport records an import's outcome with write and gives back the
-// job's slot and its hold on the project's storage, the hold in one step
-// with the write under the gate's lock: usage never counts the image
-// twice, nor misses it, and an operation seen finished has freed its
-// slot.
-func (s *Server) settleImport(job *importJob, write func() error) error {
-	if job.releaseSlot != nil {
-		job.releaseSlot()
-	}
-	g := s.imageGate
+// Settle records an import's outcome with write and gives back its hold
+// on the project's storage (the reservation op), in one step with the
+// write under the gate's lock: usage never counts the image twice, nor
+// misses it.
+func (g *Images) Settle(project, op string, write func() error) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	err := write()
-	delete(g.reserved[job.project], job.reservation)
-	if len(g.reserved[job.project]) == 0 {
-		delete(g.reserved, job.project)
+	delete(g.reserved[project], op)
+	if len(g.reserved[project]) == 0 {
+		delete(g.reserved, project)
 	}
 	return err
 }
 
-// storedImageBytes is what the project's stored images take.
-func (s *Server) storedImageBytes(project string) int64 {
+// storedBytes is what the project's stored images take.
+func (g *Images) storedBytes(project string) int64 {
 	var n int64
-	for _, img := range listAll(s.images, func(img *api.Image) bool { return img.Project == project }) {
+	for _, img := range g.images.Select(func(img *api.Image) bool { return img.Project == project }) {
 		n += img.SizeBytes
 	}
 	return n
 }
 
-// imageStorageMiB is the project's image storage usage: its stored
-// images and the room its imports under way hold.
-func (s *Server) imageStorageMiB(project string) int64 {
-	s.imageGate.mu.Lock()
-	reserved := s.imageGate.reservedLocked(project)
-	s.imageGate.mu.Unlock()
-	return ceilMiB(s.storedImageBytes(project) + reserved)
+// StorageMiB is the project's image storage usage: its stored images and
+// the room its imports under way hold.
+func (g *Images) StorageMiB(project string) int64 {
+	g.mu.Lock()
+	reserved := g.reservedLocked(project)
+	g.mu.Unlock()
+	return ceilMiB(g.storedBytes(project) + reserved)
 }
 
 func ceilMiB(b int64) int64 { return (b + 1<<20 - 1) >> 20 }
