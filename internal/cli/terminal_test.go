@@ -8,12 +8,15 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
+
+	"github.com/polyvisor/polyvisor/api"
 )
 
 // openPTY opens a pseudo-terminal in raw mode: what is written to tty
@@ -95,5 +98,45 @@ func TestConsoleLogOnTerminal(t *testing.T) {
 	}
 	if out, errOut, code := cli(t, "", args...); code != ExitOK || out != serial {
 		t.Errorf("console-log piped: exit %d %s, wrote\n%q\nwant the bytes as recorded", code, errOut, out)
+	}
+}
+
+// TestProgressLinesAreTerminalSafe: a provider's status message (told by
+// the remote platform) and an operation's message are escaped in the
+// progress lines the CLI prints while it waits.
+func TestProgressLinesAreTerminalSafe(t *testing.T) {
+	isolate(t)
+	providerPollInterval = time.Millisecond
+	f := newFake(t)
+	var polls atomic.Int32
+	f.HandleFunc("POST /v1/providers", func(w http.ResponseWriter, r *http.Request) {
+		p := testProvider("kvm7", api.ProviderConnecting)
+		p.Status.Message = "connecting " + hostile
+		reply(w, http.StatusCreated, p)
+	})
+	f.HandleFunc("GET /v1/providers/{name}", func(w http.ResponseWriter, r *http.Request) {
+		p := testProvider("kvm7", api.ProviderConnecting)
+		p.Status.Message = fmt.Sprintf("try %d %s", polls.Add(1), hostile)
+		if polls.Load() > 2 {
+			p = testProvider("kvm7", api.ProviderConnected)
+		}
+		reply(w, http.StatusOK, p)
+	})
+	out, errOut, code := cli(t, "", "--server", f.srv.URL, "provider", "add", "libvirt", "kvm7", "--uri", "qemu+tcp://kvm7.example.com/system")
+	if code != ExitOK {
+		t.Fatalf("provider add: exit %d: %s", code, errOut)
+	}
+	assertTerminalSafe(t, "provider add's progress", out+errOut)
+	if !strings.Contains(out+errOut, `try 1 \x1b]0;pwned`) {
+		t.Errorf("provider add does not show the escaped message:\n%s\n%s", out, errOut)
+	}
+
+	var buf bytes.Buffer
+	p := &opProgress{w: &buf}
+	p.update(&api.Operation{Kind: api.OpImageImport, Target: api.Ref{Kind: "image", Name: "img"}, Status: api.OpRunning, Progress: 40,
+		Message: hostile})
+	assertTerminalSafe(t, "an operation's progress", buf.String())
+	if !strings.Contains(buf.String(), `40% - \x1b]0;pwned`) {
+		t.Errorf("the progress line does not show the escaped message: %q", buf.String())
 	}
 }
