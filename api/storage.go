@@ -88,7 +88,10 @@ type VolumeSpec struct {
 	Pool string `json:"pool"`
 	// Host is the host that makes, grows and deletes the volume's file:
 	// the dir pool's host, or one host of a shared pool.
-	Host    string `json:"host"`
+	Host string `json:"host"`
+	// Path is the volume's qcow2 file on the pool's hosts (set by the
+	// server: <pool path>/<project>/<uid>.qcow2).
+	Path    string `json:"path"`
 	SizeMiB int64  `json:"sizeMiB"`
 	// Source is what the volume starts as; nil for a blank volume.
 	Source *VolumeSource `json:"source,omitempty"`
