@@ -54,6 +54,9 @@ var fieldSources = map[string][]fieldSource{
 	"token create":         {{"expiresInSeconds", "--expires"}},
 	"provider add vsphere": {{"password", "--password-file"}, {"caCert", "--ca-file"}},
 	"provider add libvirt": {{"url", "--uri"}},
+	"pool create":          {{"projects", "--grant"}, {"hosts", "--host"}},
+	"pool grant":           {{"projects", "PROJECT"}},
+	"volume create":        {{"source", "--image or --from"}, {"source.*", "--image or --from"}},
 }
 
 // commandKey is the path of cmd below the root: "vm create".

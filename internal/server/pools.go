@@ -156,26 +156,35 @@ func (s *Server) updatePool(w http.ResponseWriter, r *http.Request) {
 	s.writeError(w, r, api.Conflict("pool %q is being updated concurrently", name))
 }
 
-// deletePool removes a pool that holds no volumes.
+// deletePool removes a pool that holds no volumes. Its hosts' reports
+// change it meanwhile: a conflict checks again.
 func (s *Server) deletePool(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	requestOf(r).resource = api.Ref{Kind: "pool", Name: name}
-	p, ok := s.pools.Get(name)
-	if !ok {
-		s.writeError(w, r, api.NotFound("pool", name))
+	for range 20 {
+		p, ok := s.pools.Get(name)
+		if !ok {
+			s.writeError(w, r, api.NotFound("pool", name))
+			return
+		}
+		if vs := s.volumes.Select(func(v *api.Volume) bool { return v.Spec.Pool == name }); len(vs) > 0 {
+			s.writeError(w, r, api.Conflict("pool %q holds %d volumes (%s first): delete them first", name, len(vs), vs[0].Key()))
+			return
+		}
+		// A volume create writes its pool in its transaction: one made
+		// since the check above makes this delete a conflict.
+		err := s.pools.Delete(r.Context(), name, p.Version)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	if vs := s.volumes.Select(func(v *api.Volume) bool { return v.Spec.Pool == name }); len(vs) > 0 {
-		s.writeError(w, r, api.Conflict("pool %q holds %d volumes (%s first): delete them first", name, len(vs), vs[0].Key()))
-		return
-	}
-	// A volume create writes its pool in its transaction: one made
-	// since the check above makes this delete a conflict.
-	if err := s.pools.Delete(r.Context(), name, p.Version); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	s.writeError(w, r, api.Conflict("pool %q is being updated concurrently", name))
 }
 
 // putPoolStatus records one host's report on a pool.

@@ -108,8 +108,7 @@ func (s *Server) volumeSpec(project string, req *api.VolumeCreate) (*api.Pool, a
 	}
 	pool, ok := s.pools.Get(req.Pool)
 	if !ok || !slices.Contains(pool.Spec.Projects, project) {
-		return nil, spec, &api.Error{Code: api.CodeUnprocessable, Message: fmt.Sprintf("pool %q does not exist or is not granted to project %q", req.Pool, project),
-			Details: map[string]string{"field": "pool"}}
+		return nil, spec, &api.Error{Code: api.CodeUnprocessable, Field: "pool", Message: fmt.Sprintf("pool %q does not exist or is not granted to project %q", req.Pool, project)}
 	}
 	if req.SizeMiB < 0 || req.SizeMiB > maxDiskMiB {
 		return nil, spec, api.Invalid("sizeMiB", "must be from 1 to %d MiB, not %d", int64(maxDiskMiB), req.SizeMiB)
@@ -139,16 +138,14 @@ func (s *Server) volumeSpec(project string, req *api.VolumeCreate) (*api.Pool, a
 		case src.Image != "":
 			img, ok := s.imageResolver(project)(src.Image)
 			if !ok || img.Kind != api.ImageDisk || img.State != api.ImageReady {
-				return nil, spec, &api.Error{Code: api.CodeUnprocessable, Message: fmt.Sprintf("image %q is not a ready disk image of project %q or a public one", src.Image, project),
-					Details: map[string]string{"field": "source.image"}}
+				return nil, spec, &api.Error{Code: api.CodeUnprocessable, Field: "source.image", Message: fmt.Sprintf("image %q is not a ready disk image of project %q or a public one", src.Image, project)}
 			}
 			spec.Source.Image = img.Key()
 			srcMiB = (img.VirtualSizeBytes + 1<<20 - 1) >> 20
 		case src.Volume != "":
 			from, ok := s.volumes.Get(api.Key(project, src.Volume))
 			if !ok {
-				return nil, spec, &api.Error{Code: api.CodeUnprocessable, Message: fmt.Sprintf("volume %q does not exist in project %q", src.Volume, project),
-					Details: map[string]string{"field": "source.volume"}}
+				return nil, spec, &api.Error{Code: api.CodeUnprocessable, Field: "source.volume", Message: fmt.Sprintf("volume %q does not exist in project %q", src.Volume, project)}
 			}
 			if from.Spec.Pool != pool.Name {
 				return nil, spec, api.Invalid("pool", "a clone or a volume from a snapshot is made in its source's pool %q", from.Spec.Pool)
@@ -165,8 +162,7 @@ func (s *Server) volumeSpec(project string, req *api.VolumeCreate) (*api.Pool, a
 				spec.Source.Path = from.Spec.Path
 			} else {
 				if !slices.Contains(from.Spec.Snapshots, src.Snapshot) || !slices.Contains(from.Status.Snapshots, src.Snapshot) {
-					return nil, spec, &api.Error{Code: api.CodeUnprocessable, Message: fmt.Sprintf("volume %q has no snapshot %q ready", src.Volume, src.Snapshot),
-						Details: map[string]string{"field": "source.snapshot"}}
+					return nil, spec, &api.Error{Code: api.CodeUnprocessable, Field: "source.snapshot", Message: fmt.Sprintf("volume %q has no snapshot %q ready", src.Volume, src.Snapshot)}
 				}
 				spec.Source.Snapshot = src.Snapshot
 				spec.Source.Path = snapshotPath(from, src.Snapshot)
@@ -505,8 +501,7 @@ func (s *Server) detachVolume(w http.ResponseWriter, r *http.Request) {
 	rq.resource = api.Ref{Kind: "volume", Name: name, Project: rq.project}
 	cur, ok := s.volumes.Get(s.volumeKey(r))
 	if !ok {
-		if vm, found := s.vms.Get(api.Key(rq.project, req.VM)); req.VM != "" && found &&
-			slices.ContainsFunc(vm.Spec.Disks, func(d api.Disk) bool { return d.Name == name }) {
+		if vm, found := s.vms.Get(api.Key(rq.project, req.VM)); req.VM != "" && found && slices.Contains(diskNames(vm), name) {
 			s.writeError(w, r, api.Unprocessable("%q is vm %q's own disk, not a volume: only volumes detach", name, req.VM))
 			return
 		}
@@ -653,3 +648,16 @@ func (s *Server) releaseVolumes(ctx context.Context, vm *api.VM) {
 }
 
 var errNothingToDo = errors.New("nothing to do")
+
+// diskNames are the names of a VM's own disks, unnamed ones as the host
+// names them (disk0, disk1...).
+func diskNames(vm *api.VM) []string {
+	var out []string
+	for i, d := range vm.Spec.Disks {
+		if d.Name == "" {
+			d.Name = fmt.Sprintf("disk%d", i)
+		}
+		out = append(out, d.Name)
+	}
+	return out
+}
