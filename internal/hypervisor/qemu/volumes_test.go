@@ -167,3 +167,73 @@ func TestHotplugPortsInArgs(t *testing.T) {
 		t.Fatalf("args have %d hot-plug ports, want %d: %q", n, hypervisor.MaxVolumes, a)
 	}
 }
+
+// BenchmarkVolumeHotplug measures plugging a volume into a running guest
+// and out again: the QMP attach (fd set, nodes, throttle group, device),
+// the time until the guest has seen the disk and read it (bounded below
+// by the guest script's 200 ms poll), and the detach (device_del until
+// the guest released the device and QEMU closed the file).
+//
+//	go test -run '^$' -bench VolumeHotplug -benchtime 10x ./internal/hypervisor/qemu/
+func BenchmarkVolumeHotplug(b *testing.B) {
+	guest.RequireQEMU(b)
+	g := guest.Build(b)
+	guest.RequireRun(b, g)
+	ctx := context.Background()
+	d, err := New(Config{StateDir: b.TempDir(), RunDir: filepath.Join(b.TempDir(), "run")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	vol := filepath.Join(b.TempDir(), "data1.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", vol, "64M").CombinedOutput(); err != nil {
+		b.Fatalf("qemu-img create: %v: %s", err, out)
+	}
+	cfg := hypervisor.VMConfig{Name: "bench", UID: "0b6a1f0e-3333-4c6d-8e9f-0a1b2c3d4e5f", VCPUs: 1, MemoryMiB: 256,
+		Disks: []hypervisor.DiskConfig{{Name: "root", BackingFile: g.Disk}}, Kernel: g.Kernel, Initrd: g.Initrd,
+		Cmdline: guest.RunCmdline(volumeWatcher)}
+	h, err := d.Create(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Stop(ctx, h, hypervisor.StopOptions{Force: true})
+	if err := d.Start(ctx, h, cfg); err != nil {
+		b.Fatal(err)
+	}
+	count := func(s string) int {
+		log, _ := d.ConsoleLog(ctx, h, 0)
+		return strings.Count(string(log), s)
+	}
+	waitCount := func(s string, n int) {
+		deadline := time.Now().Add(2 * time.Minute)
+		for count(s) < n {
+			if time.Now().After(deadline) {
+				b.Fatalf("guest did not print %q %d times", s, n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitCount("polyvisor-guest: run begin", 1)
+	id := hypervisor.VolumeID("data1")
+	var attach, seen, detach time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		t0 := time.Now()
+		if err := d.AttachVolume(ctx, h, hypervisor.VolumeConfig{Name: "data1", Path: vol}); err != nil {
+			b.Fatal(err)
+		}
+		attach += time.Since(t0)
+		waitCount("pv-vol dev=", i+1)
+		seen += time.Since(t0)
+		t1 := time.Now()
+		if err := d.DetachVolume(ctx, h, id); err != nil {
+			b.Fatal(err)
+		}
+		detach += time.Since(t1)
+		waitCount("pv-vol gone", i+1)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(attach.Milliseconds())/n, "attach-ms")
+	b.ReportMetric(float64(seen.Milliseconds())/n, "guest-sees-ms")
+	b.ReportMetric(float64(detach.Milliseconds())/n, "detach-ms")
+}
