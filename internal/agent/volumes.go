@@ -34,7 +34,10 @@ type volumes struct {
 	done    map[string]int64       // generation carried out, by key
 	retryAt map[string]time.Time   // of failed volumes
 	pools   map[string]*api.Pool
-	kick    chan struct{}
+	// poolsDue asks the next pass to report the pools: one is new or
+	// changed its spec, or a volume changed what they hold.
+	poolsDue bool
+	kick     chan struct{}
 }
 
 func newVolumes(a *Agent) *volumes {
@@ -66,12 +69,19 @@ func (vs *volumes) removed(key string) {
 	vs.mu.Unlock()
 }
 
-// pool records a pool this host is one of the hosts of.
+// pool records a pool this host is one of the hosts of. A change of its
+// status only (this host's own report coming back on the watch, or
+// another host's) is no reason to report again.
 func (vs *volumes) pool(p *api.Pool) {
 	vs.mu.Lock()
+	old := vs.pools[p.Name]
 	vs.pools[p.Name] = p
+	changed := old == nil || old.Generation != p.Generation
+	vs.poolsDue = vs.poolsDue || changed
 	vs.mu.Unlock()
-	vs.wake()
+	if changed {
+		vs.wake()
+	}
 }
 
 // run carries out the volumes' specs until ctx ends.
@@ -85,12 +95,15 @@ func (vs *volumes) run(ctx context.Context) {
 			return
 		case <-vs.kick:
 		case <-tick.C:
+			vs.mu.Lock()
+			vs.poolsDue = true
+			vs.mu.Unlock()
 		}
 	}
 }
 
 // pass converges every volume whose spec changed or whose retry is due,
-// then reports the pools.
+// then reports the pools when due.
 func (vs *volumes) pass(ctx context.Context) {
 	vs.mu.Lock()
 	var todo []*api.Volume
@@ -101,9 +114,13 @@ func (vs *volumes) pass(ctx context.Context) {
 			todo = append(todo, v)
 		}
 	}
-	pools := make([]*api.Pool, 0, len(vs.pools))
+	due := vs.poolsDue || len(todo) > 0
+	vs.poolsDue = false
+	var pools []*api.Pool
 	for _, p := range vs.pools {
-		pools = append(pools, p)
+		if due {
+			pools = append(pools, p)
+		}
 	}
 	vs.mu.Unlock()
 	for _, v := range todo {
