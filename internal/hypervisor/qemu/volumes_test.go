@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,10 +16,12 @@ import (
 )
 
 // volumeWatcher is a guest script that reports the disk whose serial is
-// its first argument whenever it appears, changes size or goes, and
-// writes a marker to it when it finds none there.
+// data1 whenever it appears, changes size or goes, writes a marker to it
+// when it finds none there, and then times a read of 4 MiB of it it has
+// not read before (whole seconds: busybox's date).
 const volumeWatcher = `serial=data1
 seen=
+off=0
 while :; do
 	found=
 	for b in /sys/block/vd*; do
@@ -34,6 +37,10 @@ while :; do
 			m=wrote
 		fi
 		echo "pv-vol dev=$d sectors=$(cat $b/size) read=$m"
+		off=$((off + 64))
+		t0=$(date +%s)
+		dd if=/dev/$d of=/dev/null bs=64k count=64 skip=$off 2>/dev/null
+		echo "pv-vol timed-read secs=$(($(date +%s) - t0)) at=$off"
 	done
 	if [ -n "$seen" ] && [ -z "$found" ]; then
 		echo "pv-vol gone"
@@ -112,12 +119,19 @@ func TestVolumeHotplugRealQEMU(t *testing.T) {
 		t.Fatalf("after a refused attach Volumes = %+v", vs)
 	}
 
+	// The limit holds in the guest: 4 MiB at 1 MiB/s take seconds.
+	if err := d.SetVolumeLimits(ctx, h1, id, 0, 1<<20); err != nil {
+		t.Fatalf("SetVolumeLimits: %v", err)
+	}
 	if err := d.ResizeVolume(ctx, h1, id, 96); err != nil {
 		t.Fatalf("ResizeVolume: %v", err)
 	}
 	waitLog(t, d, h1, regexp.MustCompile(`pv-vol dev=vd\w sectors=196608 read=pvmark42`), 30*time.Second)
-	if err := d.SetVolumeLimits(ctx, h1, id, 0, 1<<20); err != nil {
-		t.Fatalf("SetVolumeLimits: %v", err)
+	m := waitLog(t, d, h1, regexp.MustCompile(`pv-vol timed-read secs=(\d+) at=128`), 60*time.Second)
+	first := waitLog(t, d, h1, regexp.MustCompile(`pv-vol timed-read secs=(\d+) at=64`), time.Second)
+	t.Logf("4 MiB read by the guest: %s s unlimited (500 iops), %s s at 1 MiB/s", first[1], m[1])
+	if secs, _ := strconv.Atoi(m[1]); secs < 2 {
+		t.Fatalf("the guest read 4 MiB in %s s through a 1 MiB/s limit", m[1])
 	}
 	if vs, _ := d.Volumes(ctx, h1); len(vs) != 1 || vs[0].IOPS != 0 || vs[0].BPS != 1<<20 || vs[0].SizeMiB != 96 {
 		t.Fatalf("after grow and limits Volumes = %+v", vs)
