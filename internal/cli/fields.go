@@ -55,8 +55,7 @@ var fieldSources = map[string][]fieldSource{
 	"provider add vsphere": {{"password", "--password-file"}, {"caCert", "--ca-file"}},
 	"provider add libvirt": {{"url", "--uri"}},
 	"pool create":          {{"projects", "--grant"}, {"hosts", "--host"}},
-	"pool grant":           {{"projects", "PROJECT"}},
-	"volume create":        {{"source", "--image or --from"}, {"source.*", "--image or --from"}},
+	"volume create":        {{"source.image", "--image"}, {"source.volume", "--from"}, {"source.snapshot", "--from"}, {"source", "--image"}, {"source", "--from"}},
 }
 
 // commandKey is the path of cmd below the root: "vm create".
