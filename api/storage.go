@@ -170,9 +170,6 @@ type VolumeSnapshot struct {
 	Name string `json:"name"`
 }
 
-// VolumeLimitsSet is the body of PUT /v1/volumes/{name}/limits.
-type VolumeLimitsSet = VolumeLimits
-
 // VolumeAttachment is a volume in a VM's spec, as the server wrote it
 // from the volume when it was attached: what the VM's host needs to plug
 // it in.
@@ -197,6 +194,3 @@ const (
 	AgentMsgVolumeRemoved = "volume-removed"
 	AgentMsgPool          = "pool"
 )
-
-// AgentPoolReport is the body of PUT /v1/agent/pools/{name}/hosts/{host}.
-type AgentPoolReport = PoolHostStatus
