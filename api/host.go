@@ -137,6 +137,10 @@ type AgentMessage struct {
 	Stream *StreamRequest `json:"stream,omitempty"`
 	// Network is the host's whole network state (type "network").
 	Network *HostNetworkState `json:"network,omitempty"`
+	// Volume is a volume the host makes (type "volume"); Pool a pool the
+	// host reports on (type "pool").
+	Volume *Volume `json:"volume,omitempty"`
+	Pool   *Pool   `json:"pool,omitempty"`
 }
 
 // StreamRequest asks an agent to open a byte stream to a VM console.

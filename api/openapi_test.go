@@ -323,6 +323,26 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"AuditStatus":       reflect.TypeFor[api.AuditStatus](),
 		"Alarm":             reflect.TypeFor[api.Alarm](),
 		"AlarmList":         reflect.TypeFor[api.List[api.Alarm]](),
+		// Storage pools and volumes.
+		"Pool":                   reflect.TypeFor[api.Pool](),
+		"PoolSpec":               reflect.TypeFor[api.PoolSpec](),
+		"PoolStatus":             reflect.TypeFor[api.PoolStatus](),
+		"PoolHostStatus":         reflect.TypeFor[api.PoolHostStatus](),
+		"PoolCreate":             reflect.TypeFor[api.PoolCreate](),
+		"PoolUpdate":             reflect.TypeFor[api.PoolUpdate](),
+		"PoolList":               reflect.TypeFor[api.List[api.Pool]](),
+		"Volume":                 reflect.TypeFor[api.Volume](),
+		"VolumeSpec":             reflect.TypeFor[api.VolumeSpec](),
+		"VolumeSource":           reflect.TypeFor[api.VolumeSource](),
+		"VolumeLimits":           reflect.TypeFor[api.VolumeLimits](),
+		"VolumeStatus":           reflect.TypeFor[api.VolumeStatus](),
+		"VolumeCreate":           reflect.TypeFor[api.VolumeCreate](),
+		"VolumeAttach":           reflect.TypeFor[api.VolumeAttach](),
+		"VolumeGrow":             reflect.TypeFor[api.VolumeGrow](),
+		"VolumeSnapshot":         reflect.TypeFor[api.VolumeSnapshot](),
+		"VolumeList":             reflect.TypeFor[api.List[api.Volume]](),
+		"VolumeAttachment":       reflect.TypeFor[api.VolumeAttachment](),
+		"VolumeAttachmentStatus": reflect.TypeFor[api.VolumeAttachmentStatus](),
 	}
 	schemas := doc["components"].(map[string]any)["schemas"].(map[string]any)
 	for name, s := range schemas {

@@ -52,6 +52,8 @@ type Quota struct {
 	// ImageStorageMiB limits the project's stored images together (their
 	// files, and the room held by imports under way).
 	ImageStorageMiB *int64 `json:"imageStorageMiB,omitempty"`
+	// VolumeMiB limits the sizes of the project's volumes together.
+	VolumeMiB *int64 `json:"volumeMiB,omitempty"`
 }
 
 // Usage is what a project's VMs use: the sum over its VMs (those being
@@ -64,6 +66,8 @@ type Usage struct {
 	// ImageStorageMiB is what the project's images take, with the room
 	// held by its imports under way.
 	ImageStorageMiB int64 `json:"imageStorageMiB"`
+	// VolumeMiB is the sum of the sizes of the project's volumes.
+	VolumeMiB int64 `json:"volumeMiB"`
 }
 
 // ProjectStatus is computed when a project is read.

@@ -49,6 +49,7 @@ type Agent struct {
 	driver hypervisor.Driver
 	info   hypervisor.Info
 	cache  *imageCache
+	vols   *volumes
 
 	// life is Run's context: what lives as long as the agent (workers,
 	// console streams) lives under it, never under one watch connection.
@@ -92,6 +93,7 @@ func New(cfg Config) (*Agent, error) {
 		life:    context.Background(),
 	}
 	a.cache = newImageCache(a.c, filepath.Join(cfg.StateDir, "images"))
+	a.vols = newVolumes(a)
 	return a, nil
 }
 
@@ -114,10 +116,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer revoke(nil)
 	a.revoked = func(err error) { revoke(fmt.Errorf("%w: %w", ErrRevoked, err)) }
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		a.heartbeat(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		a.vols.run(ctx)
 	}()
 	a.follow(ctx)
 	wg.Wait()
@@ -265,6 +271,16 @@ func (a *Agent) watchOnce(ctx context.Context) error {
 			case api.AgentMsgSynced:
 				synced = true
 				a.reapOrphans(ctx, seen)
+			case api.AgentMsgVolume:
+				if m.Volume != nil {
+					a.vols.update(m.Volume)
+				}
+			case api.AgentMsgVolumeRemoved:
+				a.vols.removed(m.Name)
+			case api.AgentMsgPool:
+				if m.Pool != nil {
+					a.vols.pool(m.Pool)
+				}
 			case api.AgentMsgStream:
 				if m.Stream != nil {
 					// A console lives as long as the agent, not as

@@ -29,14 +29,16 @@ const (
 	PermProjectUpdate   Permission = "project.update"
 	PermMemberManage    Permission = "member.manage"
 	PermAuditRead       Permission = "audit.read"
+	PermVolumeRead      Permission = "volume.read"
+	PermVolumeManage    Permission = "volume.manage" // create, attach, detach, grow, snapshot, delete
 )
 
 // grants is the policy: what each project role adds to the roles before it
 // in api.Roles. It is the only place where roles get their meaning.
 var grants = map[string][]Permission{
-	api.RoleViewer:   {PermProjectRead, PermVMRead, PermImageRead, PermOperationRead, PermProviderRead},
+	api.RoleViewer:   {PermProjectRead, PermVMRead, PermImageRead, PermOperationRead, PermProviderRead, PermVolumeRead},
 	api.RoleOperator: {PermVMPower, PermVMConsole, PermOperationCancel},
-	api.RoleMember:   {PermVMCreate, PermVMDelete, PermVMUpdate, PermVMUserData, PermImageCreate, PermImageDelete},
+	api.RoleMember:   {PermVMCreate, PermVMDelete, PermVMUpdate, PermVMUserData, PermImageCreate, PermImageDelete, PermVolumeManage},
 	api.RoleAdmin:    {PermProjectUpdate, PermMemberManage, PermAuditRead},
 }
 

@@ -85,6 +85,7 @@ func NewRootCommand(extra ...*cobra.Command) *cobra.Command {
 	root.AddCommand(a.loginCommand(), a.logoutCommand(), a.whoamiCommand(), a.projectCommand(), a.userCommand(),
 		a.tokenCommand(), a.roleCommand(), a.quotaCommand(), a.auditCommand())
 	root.AddCommand(a.versionCommand())
+	root.AddCommand(a.poolCommand(), a.volumeCommand())
 	// The client verbs' errors speak of the CLI's flags and config; the
 	// daemons have their own.
 	a.explainErrors(root)

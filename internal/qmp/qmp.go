@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -169,13 +171,26 @@ func (c *Client) handshake() error {
 // Version is the QEMU version from the greeting.
 func (c *Client) Version() Version { return c.version }
 
-func (c *Client) write(r request) error {
+func (c *Client) write(r request) error { return c.writeOOB(r, nil) }
+
+// writeOOB writes r with oob as the socket's ancillary data (nil for none).
+func (c *Client) writeOOB(r request, oob []byte) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encoding qmp command %s: %w", r.Execute, err)
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if oob != nil {
+		uc, ok := c.conn.(*net.UnixConn)
+		if !ok {
+			return fmt.Errorf("sending qmp command %s with a file: the connection is not a unix socket", r.Execute)
+		}
+		if _, _, err := uc.WriteMsgUnix(append(b, '\n'), oob, nil); err != nil {
+			return fmt.Errorf("sending qmp command %s: %w", r.Execute, err)
+		}
+		return nil
+	}
 	if _, err := c.conn.Write(append(b, '\n')); err != nil {
 		return fmt.Errorf("sending qmp command %s: %w", r.Execute, err)
 	}
@@ -187,6 +202,18 @@ func (c *Client) write(r request) error {
 // A QEMU error reply is returned as *Error. If ctx ends first, Execute
 // returns ctx's error; the command may still run in QEMU.
 func (c *Client) Execute(ctx context.Context, cmd string, args, result any) error {
+	return c.execute(ctx, cmd, args, result, nil)
+}
+
+// ExecuteFile runs cmd as Execute does, passing f's descriptor along with
+// it (SCM_RIGHTS), as QMP's getfd and add-fd expect: QEMU, confined,
+// opens nothing by path once it runs. The connection must be a unix
+// socket.
+func (c *Client) ExecuteFile(ctx context.Context, cmd string, args, result any, f *os.File) error {
+	return c.execute(ctx, cmd, args, result, syscall.UnixRights(int(f.Fd())))
+}
+
+func (c *Client) execute(ctx context.Context, cmd string, args, result any, oob []byte) error {
 	ch := make(chan reply, 1)
 	c.mu.Lock()
 	if c.err != nil {
@@ -198,7 +225,7 @@ func (c *Client) Execute(ctx context.Context, cmd string, args, result any) erro
 	c.pending[id] = ch
 	c.mu.Unlock()
 
-	if err := c.write(request{Execute: cmd, Arguments: args, ID: id}); err != nil {
+	if err := c.writeOOB(request{Execute: cmd, Arguments: args, ID: id}, oob); err != nil {
 		c.forget(id)
 		return err
 	}

@@ -40,6 +40,13 @@ func (s *Server) imageHost(r *http.Request, id auth.Identity) string {
 	if s.ctl.Placer.HostUses(id.Name, imageKeyOf(r)) {
 		return id.Name
 	}
+	// Or a volume the host makes from it.
+	key := imageKeyOf(r)
+	if len(s.volumes.Select(func(v *api.Volume) bool {
+		return v.Spec.Host == id.Name && v.Spec.Source != nil && v.Spec.Source.Image == key && v.Spec.Deletion == nil
+	})) > 0 {
+		return id.Name
+	}
 	return ""
 }
 

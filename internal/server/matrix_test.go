@@ -120,6 +120,25 @@ var policy = map[string]string{
 	"GET /v1/alarms":       "superadmin",
 	// Which server leads the controllers.
 	"GET /v1/cluster": "superadmin",
+
+	"GET /v1/pools":                                                  "user",
+	"POST /v1/pools":                                                 "superadmin",
+	"GET /v1/pools/{name}":                                           "user",
+	"PATCH /v1/pools/{name}":                                         "superadmin",
+	"DELETE /v1/pools/{name}":                                        "superadmin",
+	"PUT /v1/agent/hosts/{name}/pools/{pool}":                        "host",
+	"GET /v1/volumes":                                                "viewer",
+	"POST /v1/volumes":                                               "member",
+	"GET /v1/volumes/{name}":                                         "viewer",
+	"DELETE /v1/volumes/{name}":                                      "member",
+	"POST /v1/volumes/{name}/attach":                                 "member",
+	"POST /v1/volumes/{name}/detach":                                 "member",
+	"POST /v1/volumes/{name}/grow":                                   "member",
+	"PUT /v1/volumes/{name}/limits":                                  "member",
+	"POST /v1/volumes/{name}/snapshots":                              "member",
+	"DELETE /v1/volumes/{name}/snapshots/{snapshot}":                 "member",
+	"PUT /v1/agent/hosts/{name}/volumes/{project}/{volume}/status":   "host",
+	"POST /v1/agent/hosts/{name}/volumes/{project}/{volume}/removed": "host",
 }
 
 // callers are the identities the matrix tries: the env's users and hosts,

@@ -51,6 +51,8 @@ func (s *Server) routes() []route {
 	rs = append(rs, s.tokenRoutes()...)
 	rs = append(rs, s.auditRoutes()...)
 	rs = append(rs, s.clusterRoutes()...)
+	rs = append(rs, s.poolRoutes()...)
+	rs = append(rs, s.volumeRoutes()...)
 	return rs
 }
 

@@ -142,6 +142,8 @@ type Server struct {
 	hashing    *throttle.Gate
 
 	providers *store.Collection[api.Provider]
+	pools     *store.Collection[api.Pool]
+	volumes   *store.Collection[api.Volume]
 	creds     *store.Collection[estate.Credential]
 	secrets   *secrets.Box
 
@@ -233,6 +235,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.passwords = store.NewCollection(st, "passwords", func(p *passwordRecord, rev int64) { p.Version = rev })
 	s.tokens = store.NewCollection(st, "tokens", func(t *tokenRecord, rev int64) { t.Version = rev })
 	s.settings = store.NewCollection(st, "settings", func(r *settingsRecord, rev int64) { r.Version = rev })
+	s.pools = store.NewCollection(st, "pools", func(p *api.Pool, rev int64) { p.Version = rev })
+	s.volumes = store.NewCollection(st, "volumes", func(v *api.Volume, rev int64) { v.Version = rev })
 	admitted := admission.NewCollection(st)
 	beats := store.NewCollection(st, "heartbeats", func(b *liveness.Beats, rev int64) { b.Version = rev })
 	if err := st.Start(ctx); err != nil {
@@ -276,7 +280,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Collections: controller.Collections{
 			VMs: s.vms, Hosts: s.hosts, Images: s.images, Ops: s.ops, Projects: s.projects,
 			Idempotency: s.idem, Providers: s.providers, Credentials: s.creds, Admission: admitted,
-			Beats: beats,
+			Beats: beats, Volumes: s.volumes,
 		},
 		Secrets: s.secrets, Scheduler: cfg.Scheduler, HeartbeatTimeout: cfg.HeartbeatTimeout,
 		LeaseInterval: cfg.LeaseInterval, ImageDir: s.imageDir, MinFreeBytes: int64(cfg.MinFreeBytes),
