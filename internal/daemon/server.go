@@ -91,6 +91,8 @@ cluster named by --etcd-endpoints.`,
 	f.StringVar(&cfg.Listen, "listen", ":7443", "TLS address of the API (empty disables TCP)")
 	f.StringVar(&cfg.Socket, "socket", "", "unix socket for local root use (default <data-dir>/polyvisor.sock)")
 	f.StringSliceVar(&cfg.EtcdEndpoints, "etcd-endpoints", nil, "external etcd endpoints (default: embedded etcd)")
+	f.StringVar(&cfg.Name, "name", "", "name of this server among the servers sharing the store (default: the hostname)")
+	f.DurationVar(&cfg.LeaderTTL, "leader-ttl", 5*time.Second, "how long a leader that stopped renewing its session keeps the lead of the controllers")
 	f.StringSliceVar(&advertise, "advertise-address", nil, "extra DNS names or IPs agents use to reach this server (added to its certificate)")
 	f.StringVar(&hostName, "host-name", "", "name of this host for the built-in agent (default: the hostname)")
 	f.BoolVar(&noAgent, "no-agent", false, "run no built-in agent (VMs run only on joined hosts)")

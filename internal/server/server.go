@@ -94,6 +94,12 @@ type Config struct {
 	MinFreeBytes uint64
 	// StoreQuotaBytes bounds the embedded etcd's database (default 4 GiB).
 	StoreQuotaBytes int64
+	// Name names this server among the servers sharing its store (default:
+	// the host name). The servers elect one whose controllers act.
+	Name string
+	// LeaderTTL is how long a leader that stopped renewing its session
+	// keeps the lead (default 5s).
+	LeaderTTL time.Duration
 }
 
 // Server is a running control plane.
@@ -167,6 +173,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.LeaseInterval == 0 {
 		cfg.LeaseInterval = 10 * time.Second
 	}
+	if cfg.Name == "" {
+		if hn, err := os.Hostname(); err == nil && hn != "" {
+			cfg.Name = hn
+		} else {
+			cfg.Name = "polyvisor"
+		}
+	}
 	cfg.Edge = cfg.Edge.withDefaults()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data dir: %w", err)
@@ -238,7 +251,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.streams = newStreamBroker()
 	s.guard = newStreamGuard(s)
 	s.ctl = controller.New(ctx, controller.Config{
-		Store: st,
+		Store: st, Name: cfg.Name, LeaderTTL: cfg.LeaderTTL,
 		Collections: controller.Collections{
 			VMs: s.vms, Hosts: s.hosts, Images: s.images, Ops: s.ops, Projects: s.projects,
 			Idempotency: s.idem, Providers: s.providers, Credentials: s.creds,
@@ -291,7 +304,8 @@ func (s *Server) AdminToken() string { return s.adminToken }
 func (s *Server) Start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
 	s.life = ctx
-	s.ctl.Start(ctx)
+	// Imports a request starts end with the server.
+	s.ctl.Imports.Bind(ctx)
 	handler := s.Handler()
 	if s.cfg.Socket != "" {
 		_ = os.Remove(s.cfg.Socket)
@@ -321,6 +335,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.guard.start(ctx)
+	s.ctl.Start(ctx, s.advertisedURL())
 	s.goBG(func() { s.cert.Run(ctx) })
 	s.goBG(func() { s.runTokenSweep(ctx) })
 	s.goBG(func() { s.pruneAudit(ctx) })

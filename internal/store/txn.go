@@ -15,6 +15,7 @@ const (
 	opCreate opType = iota + 1
 	opUpdate
 	opDelete
+	opGuard // a condition only: a fence (see Fence)
 )
 
 func (t opType) String() string {
@@ -23,6 +24,8 @@ func (t opType) String() string {
 		return "create"
 	case opUpdate:
 		return "update"
+	case opGuard:
+		return "check"
 	default:
 		return "delete"
 	}
@@ -124,6 +127,8 @@ func (s *Store) Txn(ctx context.Context, ops ...Op) (int64, error) {
 		}
 		seen[op.key] = true
 		switch {
+		case op.typ == opGuard:
+			cmps = append(cmps, guardCmp(op))
 		case op.typ == opCreate:
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(op.key), "=", 0))
 		case op.expect == 0:
@@ -131,9 +136,11 @@ func (s *Store) Txn(ctx context.Context, ops ...Op) (int64, error) {
 		default:
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.key), "=", op.expect))
 		}
-		if op.typ == opDelete {
+		switch op.typ {
+		case opGuard:
+		case opDelete:
 			thens = append(thens, clientv3.OpDelete(op.key))
-		} else {
+		default:
 			thens = append(thens, clientv3.OpPut(op.key, string(op.value)))
 		}
 		// Read only when a precondition fails, to say which one.
@@ -164,6 +171,15 @@ func (s *Store) Txn(ctx context.Context, ops ...Op) (int64, error) {
 // failedOp finds the op whose precondition failed from the keys the else
 // branch read.
 func failedOp(ops []Op, resp *clientv3.TxnResponse) error {
+	// A broken fence first: the writer must stop, not retry.
+	for i, op := range ops {
+		if op.typ != opGuard || i >= len(resp.Responses) {
+			continue
+		}
+		if kvs := resp.Responses[i].GetResponseRange().GetKvs(); len(kvs) == 0 || kvs[0].CreateRevision != op.expect {
+			return fmt.Errorf("%w: %s created at %d no longer holds", ErrFenced, op.name, op.expect)
+		}
+	}
 	for i, op := range ops {
 		if i >= len(resp.Responses) {
 			break
@@ -171,6 +187,8 @@ func failedOp(ops []Op, resp *clientv3.TxnResponse) error {
 		kvs := resp.Responses[i].GetResponseRange().GetKvs()
 		var err error
 		switch {
+		case op.typ == opGuard:
+			continue
 		case op.typ == opCreate && len(kvs) > 0:
 			err = ErrExists
 		case op.typ != opCreate && len(kvs) == 0:

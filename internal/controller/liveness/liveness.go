@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
@@ -15,10 +16,12 @@ import (
 
 // Monitor notices hosts whose agent stopped heartbeating and marks them
 // not ready (and ready again when heartbeats resume, which the agent API
-// does). Heartbeats are kept in memory; after a start every host gets a
-// full timeout before it is judged.
+// does). It judges only while its server leads (Lead). Heartbeats are
+// kept in memory; when a term begins every host gets a full timeout
+// before it is judged.
 type Monitor struct {
-	w       store.Writer
+	w       store.Writer // the API's, for MarkVMsUnknown
+	lead    atomic.Pointer[store.Writer]
 	hosts   *store.Collection[api.Host]
 	vms     *store.Collection[api.VM]
 	timeout time.Duration
@@ -31,6 +34,7 @@ type Monitor struct {
 
 // Config is what a monitor works on.
 type Config struct {
+	// Writer is what MarkVMsUnknown writes through, called for a request.
 	Writer store.Writer
 	Hosts  *store.Collection[api.Host]
 	VMs    *store.Collection[api.VM]
@@ -55,8 +59,14 @@ func (l *Monitor) Beat(host string, t time.Time) {
 	l.mu.Unlock()
 }
 
-// Run checks the hosts every second until ctx ends.
-func (l *Monitor) Run(ctx context.Context) {
+// Lead checks the hosts every second until ctx ends (the term does),
+// writing through w, the leader's fenced writer.
+func (l *Monitor) Lead(ctx context.Context, w store.Writer) {
+	l.mu.Lock()
+	l.started = time.Now()
+	l.mu.Unlock()
+	l.lead.Store(&w)
+	defer l.lead.Store(nil)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -64,7 +74,7 @@ func (l *Monitor) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			l.Check(ctx, now)
+			l.check(ctx, w, now)
 		}
 	}
 }
@@ -79,34 +89,40 @@ const maxWriteRetries = 10
 // at those of a host that just went silent, so a write that lost a race
 // with another writer (a report, an operation) is made again.
 func (l *Monitor) Check(ctx context.Context, now time.Time) {
+	if w := l.lead.Load(); w != nil {
+		l.check(ctx, *w, now)
+	}
+}
+
+func (l *Monitor) check(ctx context.Context, w store.Writer, now time.Time) {
 	// A provider's hosts have no agent: their state comes from the provider.
 	for _, h := range l.hosts.Select(func(h *api.Host) bool { return h.Provider == nil && h.Status.State != api.HostNotReady }) {
 		if _, silent := l.silent(h.Name, now); !silent {
 			continue
 		}
-		if err := l.markNotReady(ctx, h.Name, now); err != nil && ctx.Err() == nil {
+		if err := l.markNotReady(ctx, w, h.Name, now); err != nil && ctx.Err() == nil {
 			l.log.Warn("marking host not ready", "host", h.Name, "err", err)
 		}
 	}
-	l.MarkVMsUnknown(ctx)
+	l.markVMsUnknown(ctx, w)
 }
 
 // silent tells whether host has not heartbeaten for the timeout at now,
-// and since when.
+// and since when: since its last heartbeat here, or since the term began.
 func (l *Monitor) silent(host string, now time.Time) (time.Time, bool) {
 	l.mu.Lock()
-	last, ok := l.last[host]
-	l.mu.Unlock()
-	if !ok {
+	last := l.last[host]
+	if last.Before(l.started) {
 		last = l.started
 	}
+	l.mu.Unlock()
 	return last, now.Sub(last) >= l.timeout
 }
 
 // markNotReady marks a silent host not ready. When another write got to
 // the host first it reads the host again: a heartbeat in between keeps
 // it ready.
-func (l *Monitor) markNotReady(ctx context.Context, name string, now time.Time) error {
+func (l *Monitor) markNotReady(ctx context.Context, w store.Writer, name string, now time.Time) error {
 	for range maxWriteRetries {
 		h, ok := l.hosts.Get(name)
 		if !ok || h.Provider != nil || h.Status.State == api.HostNotReady {
@@ -119,7 +135,7 @@ func (l *Monitor) markNotReady(ctx context.Context, name string, now time.Time) 
 		next := store.Clone(h)
 		next.Status.State = api.HostNotReady
 		next.UpdatedAt = now.UTC()
-		_, err := l.w.Txn(ctx, l.hosts.OpUpdate(name, next, h.Version))
+		_, err := w.Txn(ctx, l.hosts.OpUpdate(name, next, h.Version))
 		switch {
 		case err == nil:
 			l.log.Warn("host stopped heartbeating", "host", name, "last", last)
@@ -142,7 +158,9 @@ func (l *Monitor) lostHost(name string) bool {
 
 // MarkVMsUnknown records that nobody knows the state of the VMs on lost
 // hosts.
-func (l *Monitor) MarkVMsUnknown(ctx context.Context) {
+func (l *Monitor) MarkVMsUnknown(ctx context.Context) { l.markVMsUnknown(ctx, l.w) }
+
+func (l *Monitor) markVMsUnknown(ctx context.Context, w store.Writer) {
 	lost := l.hosts.Select(func(h *api.Host) bool { return h.Provider == nil && h.Status.State == api.HostNotReady })
 	if len(lost) == 0 {
 		return
@@ -152,7 +170,7 @@ func (l *Monitor) MarkVMsUnknown(ctx context.Context) {
 		onLost[h.Name] = true
 	}
 	for _, vm := range l.vms.Select(func(vm *api.VM) bool { return onLost[vm.Spec.Host] && vm.Status.PowerState != api.PowerUnknown }) {
-		if err := l.markVMUnknown(ctx, vm.Key()); err != nil && ctx.Err() == nil {
+		if err := l.markVMUnknown(ctx, w, vm.Key()); err != nil && ctx.Err() == nil {
 			l.log.Warn("marking vm unknown", "vm", vm.Name, "project", vm.Project, "err", err)
 		}
 	}
@@ -161,7 +179,7 @@ func (l *Monitor) MarkVMsUnknown(ctx context.Context) {
 // markVMUnknown marks one VM unknown, reading it again when another write
 // got there first. The host is read after the VM: a host back to ready
 // before the VM's newest report is seen as such, and the report kept.
-func (l *Monitor) markVMUnknown(ctx context.Context, key string) error {
+func (l *Monitor) markVMUnknown(ctx context.Context, w store.Writer, key string) error {
 	for range maxWriteRetries {
 		vm, ok := l.vms.Get(key)
 		if !ok || vm.Status.PowerState == api.PowerUnknown || !l.lostHost(vm.Spec.Host) {
@@ -170,7 +188,7 @@ func (l *Monitor) markVMUnknown(ctx context.Context, key string) error {
 		next := store.Clone(vm)
 		next.Status.PowerState = api.PowerUnknown
 		next.Status.Reason = "host " + vm.Spec.Host + " is not ready"
-		_, err := l.w.Txn(ctx, l.vms.OpUpdate(key, next, vm.Version))
+		_, err := w.Txn(ctx, l.vms.OpUpdate(key, next, vm.Version))
 		switch {
 		case err == nil, errors.Is(err, store.ErrNotFound):
 			return nil

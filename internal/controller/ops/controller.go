@@ -38,6 +38,7 @@ type Controller struct {
 	mu        sync.Mutex
 	active    map[string][]string // VM key -> ids of its unfinished operations, oldest first
 	executing map[string]bool     // direct operations running in this process
+	ran       map[string]bool     // direct operations this leader carried out, this term
 
 	bcastMu sync.Mutex
 	bcast   chan struct{} // closed and replaced whenever an operation changes
@@ -74,7 +75,7 @@ type Config struct {
 func New(cfg Config) *Controller {
 	c := &Controller{w: cfg.Writer, vms: cfg.VMs, ops: cfg.Ops, hosts: cfg.Hosts, idem: cfg.Idempotency,
 		estate: cfg.Estate, metrics: cfg.Metrics, errorOf: cfg.ErrorOf, log: cfg.Logger,
-		active: map[string][]string{}, executing: map[string]bool{}, bcast: make(chan struct{})}
+		active: map[string][]string{}, executing: map[string]bool{}, ran: map[string]bool{}, bcast: make(chan struct{})}
 	if c.metrics == nil {
 		c.metrics = noMetrics{}
 	}
@@ -135,10 +136,14 @@ func (c *Controller) LockVM(name string) func() {
 }
 
 // AddLocked queues an operation on a VM (one written with the VM, as a
-// create's); the caller holds the VM's lock.
+// create's); the caller holds the VM's lock. One already finished in the
+// index is not queued: it would never leave.
 func (c *Controller) AddLocked(vm, id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if op, ok := c.ops.Get(id); !ok || op.Done() {
+		return
+	}
 	if !slices.Contains(c.active[vm], id) {
 		c.active[vm] = append(c.active[vm], id)
 	}
@@ -186,6 +191,9 @@ type SubmitOptions struct {
 	// may take locks that come after the VM's lock (see LockVM); done is
 	// called once the operation is queued or refused.
 	Admit func(vm *api.VM) (done func(), err error)
+	// Writer, when set, is what the operation is stored through instead
+	// of the controller's writer: a leader's, under its fence.
+	Writer store.Writer
 }
 
 // SubmitWith is Submit with options; fresh is false when Once found an
@@ -219,22 +227,26 @@ func (c *Controller) SubmitWith(ctx context.Context, key, kind string, params an
 		}
 		defer done()
 	}
+	w := o.Writer
+	if w == nil {
+		w = c.w
+	}
 	op = NewOperation(kind, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: vm.Project}, params)
 	if len(c.ActiveOf(key)) > 0 {
 		op.Message = "waiting for the vm's earlier operations"
-		if _, err := c.ops.Create(ctx, op.ID, op); err != nil {
+		if _, err := w.Txn(ctx, c.ops.OpCreate(op.ID, op)); err != nil {
 			return nil, false, fmt.Errorf("storing operation: %w", err)
 		}
 	} else {
 		// The VM's status may change under us (its host or provider
 		// reports); retry on the newest version.
-		err := c.startLocked(ctx, vm, op, true)
+		err := c.startLocked(ctx, w, vm, op, true)
 		for i := 0; i < 10 && errors.Is(err, store.ErrConflict); i++ {
 			if vm, ok = c.vms.Get(key); !ok {
 				return nil, false, api.NotFound("vm", name)
 			}
 			op.Status = api.OpPending
-			err = c.startLocked(ctx, vm, op, true)
+			err = c.startLocked(ctx, w, vm, op, true)
 		}
 		if err != nil {
 			return nil, false, err
@@ -256,9 +268,10 @@ func (c *Controller) queuedLocked(key, kind string) *api.Operation {
 	return nil
 }
 
-// startLocked applies op to vm's spec and stores both; create tells whether
-// the operation is new or already stored (pending).
-func (c *Controller) startLocked(ctx context.Context, vm *api.VM, op *api.Operation, create bool) error {
+// startLocked applies op to vm's spec and stores both through w; create
+// tells whether the operation is new or already stored (pending). A
+// direct operation is carried out by the leader once it sees it running.
+func (c *Controller) startLocked(ctx context.Context, w store.Writer, vm *api.VM, op *api.Operation, create bool) error {
 	nv := store.Clone(vm)
 	if err := applyAction(nv, op); err != nil {
 		return err
@@ -281,20 +294,19 @@ func (c *Controller) startLocked(ctx context.Context, vm *api.VM, op *api.Operat
 	} else {
 		txn = append(txn, c.ops.OpUpdate(op.ID, op, opVersion))
 	}
-	if _, err := c.w.Txn(ctx, txn...); err != nil {
+	if _, err := w.Txn(ctx, txn...); err != nil {
 		return fmt.Errorf("starting %s on vm %q: %w", op.Kind, vm.Name, err)
-	}
-	if Direct(op.Kind) {
-		c.runDirect(nv, op)
 	}
 	return nil
 }
 
-// runDirect carries out a direct operation in the background and records
-// its outcome; the VM's queue waits for it.
-func (c *Controller) runDirect(vm *api.VM, op *api.Operation) {
+// runDirect carries out a direct operation in the background, as the
+// leader, and records its outcome through w; the VM's queue waits for it.
+// The caller holds the VM's lock.
+func (c *Controller) runDirect(t *term, vm *api.VM, op *api.Operation) {
 	c.mu.Lock()
 	c.executing[op.ID] = true
+	c.ran[op.ID] = true
 	c.mu.Unlock()
 	var snap api.SnapshotCreate
 	_ = json.Unmarshal(op.Params, &snap)
@@ -315,15 +327,15 @@ func (c *Controller) runDirect(vm *api.VM, op *api.Operation) {
 		if err != nil {
 			status = api.OpFailed
 		}
-		if ferr := c.finishLocked(context.Background(), cur, status, err); ferr != nil {
+		if ferr := c.finishLocked(context.Background(), t.w, cur, status, err); ferr != nil {
 			c.log.Warn("recording a direct operation", "op", op.ID, "err", ferr)
 		}
-		go c.reconcile(context.Background(), vm.Key())
+		go c.reconcile(context.Background(), t, vm.Key())
 	}()
 }
 
-// finishLocked records an operation's outcome.
-func (c *Controller) finishLocked(ctx context.Context, op *api.Operation, status string, cause error, extra ...store.Op) error {
+// finishLocked records an operation's outcome through w.
+func (c *Controller) finishLocked(ctx context.Context, w store.Writer, op *api.Operation, status string, cause error, extra ...store.Op) error {
 	done := store.Clone(op)
 	done.Status = status
 	done.FinishedAt = time.Now().UTC()
@@ -337,7 +349,7 @@ func (c *Controller) finishLocked(ctx context.Context, op *api.Operation, status
 		}
 	}
 	txn := append([]store.Op{c.ops.OpUpdate(op.ID, done, op.Version)}, extra...)
-	if _, err := c.w.Txn(ctx, txn...); err != nil {
+	if _, err := w.Txn(ctx, txn...); err != nil {
 		return fmt.Errorf("finishing operation %s: %w", op.ID, err)
 	}
 	c.metrics.OpFinished(op.Kind, status)
@@ -374,5 +386,5 @@ func (c *Controller) Cancel(ctx context.Context, op *api.Operation) error {
 	if !ok || cur.Status != api.OpPending {
 		return api.Conflict("operation %s is %s: only pending operations can be cancelled", op.ID, op.Status)
 	}
-	return c.finishLocked(ctx, cur, api.OpCancelled, nil)
+	return c.finishLocked(ctx, c.w, cur, api.OpCancelled, nil)
 }
