@@ -40,6 +40,7 @@ func ServerCommand() *cobra.Command {
 		accel     string
 		confPath  string
 	)
+	var pprofAddr string
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the control plane (with an embedded store and a built-in agent by default)",
@@ -74,6 +75,11 @@ cluster named by --etcd-endpoints.`,
 			defer srv.Close()
 			if err := srv.Start(ctx); err != nil {
 				return err
+			}
+			if pprofAddr != "" {
+				if err := servePprof(ctx, pprofAddr, log); err != nil {
+					return err
+				}
 			}
 			printHowTo(cmd, srv, cfg)
 			if noAgent {
@@ -123,6 +129,8 @@ cluster named by --etcd-endpoints.`,
 	f.Uint64Var(&cfg.MinFreeBytes, "min-free-space", 256<<20, "bytes kept free on the data dir's disk: below, the server is read-only until space is freed; 0 disables")
 	f.Float64Var(&cfg.AddressRateLimit, "address-rate-limit", 200, "requests per second each client address may make, counted before authentication; 0 disables")
 	f.IntVar(&cfg.AddressRateBurst, "address-rate-burst", 800, "requests a client address may make at once above --address-rate-limit")
+	f.StringVar(&pprofAddr, "debug-pprof-listen", "", "serve Go's pprof profiles on this loopback address (host:port), for diagnosis")
+	_ = f.MarkHidden("debug-pprof-listen")
 	logs.register(cmd)
 	return cmd
 }
