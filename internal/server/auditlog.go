@@ -22,6 +22,7 @@ var collections = map[string]string{
 	"vms": "vm", "images": "image", "operations": "operation", "providers": "provider",
 	"projects": "project", "members": "member", "users": "user", "tokens": "token",
 	"snapshots": "snapshot", "hosts": "host", "join-tokens": "join-token", "streams": "stream",
+	"servers": "server",
 }
 
 var methodVerbs = map[string]string{"GET": "read", "POST": "create", "PUT": "set", "PATCH": "update", "DELETE": "delete"}
@@ -62,7 +63,7 @@ func actionOf(method, path string) string {
 // about its host and VMs are host traffic, not mutations anyone asked for;
 // they are recorded only when refused.
 func audited(rt route, action string) bool {
-	if rt.rule.Scope == auth.ScopeHost || rt.rule.Scope == auth.ScopeAnyHost {
+	if rt.rule.Scope == auth.ScopeHost || rt.rule.Scope == auth.ScopeAnyHost || rt.rule.Scope == auth.ScopePeer {
 		return false
 	}
 	if rt.method != "GET" {
@@ -248,17 +249,24 @@ func (s *Server) queryAudit(w http.ResponseWriter, r *http.Request) {
 		return rq.id.IsSuperadmin() || (ar.Project != "" && s.can(r, ar.Project, auth.PermAuditRead))
 	}
 	if export {
-		w.Header().Set("Content-Type", "application/x-ndjson")
-		w.WriteHeader(http.StatusOK)
 		enc := jsonLineEncoder(w)
-		err = s.audit.Query(r.Context(), q, func(ar *api.AuditRecord) bool {
+		started := false
+		_, err = s.auditMerged(r.Context(), q, func(missing []string) {
+			started = true
+			setAuditPartial(w.Header(), missing)
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.WriteHeader(http.StatusOK)
+		}, func(ar *api.AuditRecord) bool {
 			if visible(ar) {
 				return enc(ar) == nil
 			}
 			return true
 		})
-		if err != nil {
+		switch {
+		case err != nil && started:
 			s.log.Warn("exporting the audit log", "err", err)
+		case err != nil:
+			s.writeError(w, r, fmt.Errorf("reading the audit log: %w", err))
 		}
 		return
 	}
@@ -269,7 +277,7 @@ func (s *Server) queryAudit(w http.ResponseWriter, r *http.Request) {
 		limit = 100
 	}
 	// Keep the newest limit visible records, in time order.
-	err = s.audit.Query(r.Context(), q, func(ar *api.AuditRecord) bool {
+	missing, err := s.auditMerged(r.Context(), q, func([]string) {}, func(ar *api.AuditRecord) bool {
 		if visible(ar) {
 			out.Items = append(out.Items, *ar)
 			if len(out.Items) > 2*limit {
@@ -285,6 +293,7 @@ func (s *Server) queryAudit(w http.ResponseWriter, r *http.Request) {
 	if len(out.Items) > limit {
 		out.Items = out.Items[len(out.Items)-limit:]
 	}
+	setAuditPartial(w.Header(), missing)
 	writeJSON(w, http.StatusOK, out)
 }
 
