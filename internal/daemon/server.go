@@ -199,9 +199,9 @@ type credentials struct {
 	// Servers are every server of the control plane, the one in use
 	// first, learnt from it at each watch: the agent fails over to them.
 	Servers []string `json:"servers,omitempty"`
-	Host   string `json:"host"`
-	Token  string `json:"token"`
-	CACert string `json:"caCert"`
+	Host    string   `json:"host"`
+	Token   string   `json:"token"`
+	CACert  string   `json:"caCert"`
 	// JoinedWith identifies the join token used (a hash), so that the same
 	// single-use token is not tried again after a revocation.
 	JoinedWith string `json:"joinedWith,omitempty"`
@@ -316,7 +316,7 @@ func runAgent(ctx context.Context, c *client.Client, o agentOptions) error {
 	a, err := agent.New(agent.Config{
 		Client: c, Host: host, StateDir: stateDir, Driver: drv, Address: address,
 		HeartbeatInterval: o.heartbeat, OnServers: o.onServers,
-		Logger:            logger.With("component", "agent", "host", host),
+		Logger: logger.With("component", "agent", "host", host),
 	})
 	if err != nil {
 		return err
