@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
@@ -55,7 +56,21 @@ func joinServers(ctx context.Context, cfg server.Config, joinURL, joinToken stri
 	if err != nil {
 		return fmt.Errorf("--join: %w", err)
 	}
-	ans, err := c.JoinCluster(ctx, api.ClusterJoin{JoinToken: joinToken, Name: cfg.Name, URL: apiURL, PeerURL: peerURL})
+	// The store takes one new member at a time, and only once its members
+	// have been connected for a few seconds: a 503 is tried again.
+	var ans *api.ClusterJoined
+	for deadline := time.Now().Add(joinPatience); ; {
+		ans, err = c.JoinCluster(ctx, api.ClusterJoin{JoinToken: joinToken, Name: cfg.Name, URL: apiURL, PeerURL: peerURL})
+		if err == nil || client.ErrorCode(err) != api.CodeUnavailable || time.Now().After(deadline) {
+			break
+		}
+		log.Info("the store takes no new member now; trying again", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -88,6 +103,10 @@ func joinServers(ctx context.Context, cfg server.Config, joinURL, joinToken stri
 	log.Info("joined the control plane", "server", cfg.Name, "through", joinURL, "member", cluster.FormatMemberID(b.MemberID))
 	return nil
 }
+
+// joinPatience is how long a join waits for the store to take a new
+// member.
+const joinPatience = time.Minute
 
 func writeToken(path, tok string) error {
 	tmp := path + ".tmp"
