@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/controller/admission"
 	"github.com/polyvisor/polyvisor/internal/controller/imports"
 	"github.com/polyvisor/polyvisor/internal/controller/leader"
 	"github.com/polyvisor/polyvisor/internal/controller/leases"
@@ -38,6 +39,8 @@ type Collections struct {
 	Idempotency *store.Collection[ops.IdempotencyRecord]
 	Providers   *store.Collection[api.Provider]
 	Credentials *store.Collection[estate.Credential]
+	// Admission holds the admission records of projects and hosts.
+	Admission *store.Collection[admission.Record]
 }
 
 // Config wires the controllers to the store and to the server around them.
@@ -47,6 +50,8 @@ type Config struct {
 	// Name names this server among those sharing the store (the leader's
 	// name, in `polyvisor cluster status`).
 	Name string
+	// ID identifies this server across its restarts (see leader.Candidate).
+	ID string
 	// LeaderTTL is how long a leader that stopped renewing its session
 	// keeps the lead (leader.DefaultTTL when zero).
 	LeaderTTL time.Duration
@@ -76,11 +81,12 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Set is the controllers of one server. The operation queues, the
-// placer's allocations, the quota gates and the imports serve this
-// server's API whoever leads; the controllers that must act once (the
-// operation controller's work, liveness, leases, the estates) run only
-// while this server leads, every write they make fenced by its term.
+// Set is the controllers of one server. The operation queues and the
+// placer's allocations (which follow the index exactly), the quota gates
+// and the imports serve this server's API whoever leads; the controllers
+// that must act once (the operation controller's work, liveness, leases,
+// the estates) run only while this server leads, every write they make
+// fenced by its term.
 type Set struct {
 	store   *store.Store
 	elector *leader.Elector
@@ -112,7 +118,7 @@ func New(ctx context.Context, cfg Config) *Set {
 	}
 	s := &Set{store: cfg.Store}
 	s.elector = leader.New(leader.Config{Client: cfg.Store.Client(), Prefix: ElectionPrefix(cfg.Store), TTL: cfg.LeaderTTL,
-		Self: leader.Candidate{Name: cfg.Name}, Logger: log.With("component", "leader")})
+		Self: leader.Candidate{ID: cfg.ID, Name: cfg.Name}, Logger: log.With("component", "leader")})
 	s.Estate = estate.New(estate.Config{
 		Store: cfg.Store, Providers: cfg.Providers, Credentials: cfg.Credentials, Hosts: cfg.Hosts, VMs: cfg.VMs,
 		Secrets: cfg.Secrets, Factory: factory, ResyncInterval: cfg.ProviderResync,
@@ -123,9 +129,11 @@ func New(ctx context.Context, cfg Config) *Set {
 		Writer: cfg.Store, VMs: cfg.VMs, Ops: cfg.Ops, Hosts: cfg.Hosts, Idempotency: cfg.Idempotency,
 		Estate: s.Estate, Metrics: cfg.Metrics, ErrorOf: cfg.ErrorOf, Logger: log,
 	})
-	s.Placer = placement.New(placement.Config{VMs: cfg.VMs, Hosts: cfg.Hosts, Scheduler: cfg.Scheduler, Queue: s.Ops})
+	records := admission.New(cfg.Store, cfg.Admission)
+	s.Placer = placement.New(placement.Config{VMs: cfg.VMs, Hosts: cfg.Hosts, Scheduler: cfg.Scheduler, Queue: s.Ops, Records: records})
 	s.Images = quota.NewImages(cfg.Projects, cfg.Images, cfg.ImageDir, log)
-	s.Quota = quota.New(quota.Config{Projects: cfg.Projects, VMs: cfg.VMs, Images: cfg.Images, Queue: s.Ops, Imports: s.Images})
+	s.Quota = quota.New(quota.Config{Projects: cfg.Projects, VMs: cfg.VMs, Images: cfg.Images, Queue: s.Ops, Imports: s.Images,
+		Records: records})
 	s.Liveness = liveness.New(liveness.Config{Writer: cfg.Store, Hosts: cfg.Hosts, VMs: cfg.VMs,
 		Timeout: cfg.HeartbeatTimeout, Logger: log})
 	s.Leases = leases.New(leases.Config{VMs: cfg.VMs, Ops: s.Ops, Audit: cfg.Audit,
@@ -146,16 +154,8 @@ func ElectionPrefix(st *store.Store) string { return st.Prefix() + "election/con
 func (s *Set) Start(ctx context.Context, url string) {
 	s.Imports.Bind(ctx)
 	s.elector.SetURL(url)
-	for _, run := range []func(context.Context){s.Ops.Follow, s.Placer.Run, s.campaign} {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			run(ctx)
-		}()
-	}
+	s.wg.Go(func() { s.elector.Run(ctx, s.lead) })
 }
-
-func (s *Set) campaign(ctx context.Context) { s.elector.Run(ctx, s.lead) }
 
 // lead runs the leader's controllers for one term, each writing under
 // the term's fence, until the term ends.

@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/controller/admission"
 	"github.com/polyvisor/polyvisor/internal/controller/leader"
 	"github.com/polyvisor/polyvisor/internal/controller/ops"
 	"github.com/polyvisor/polyvisor/internal/estate"
@@ -63,6 +64,7 @@ func openTestServer(t *testing.T, name, dataDir string, endpoints []string) *tes
 		Idempotency: store.NewCollection(st, "idempotency", func(r *ops.IdempotencyRecord, rev int64) { r.Version = rev }),
 		Providers:   store.NewCollection(st, "providers", func(p *api.Provider, rev int64) { p.Version = rev }),
 		Credentials: store.NewCollection(st, "credentials", func(c *estate.Credential, rev int64) { c.Version = rev }),
+		Admission:   admission.NewCollection(st),
 	}
 	if err := st.Start(ctx); err != nil {
 		t.Fatalf("starting the store of %s: %v", name, err)
@@ -74,7 +76,7 @@ func openTestServer(t *testing.T, name, dataDir string, endpoints []string) *tes
 
 // wire makes the server's controllers anew (as after a restart).
 func (ts *testServer) wire(t *testing.T) {
-	ts.set = New(context.Background(), Config{Store: ts.st, Collections: ts.col, Name: ts.name, ImageDir: t.TempDir(),
+	ts.set = New(context.Background(), Config{Store: ts.st, Collections: ts.col, Name: ts.name, ID: "id-" + ts.name, ImageDir: t.TempDir(),
 		HeartbeatTimeout: 200 * time.Millisecond, LeaseInterval: time.Second, Logger: testLogger(t).With("server", ts.name)})
 }
 
@@ -304,8 +306,9 @@ func TestDeposedLeaderIsFenced(t *testing.T) {
 	first.wire(t)
 	first.start(t)
 	eventually(t, 20*time.Second, "a new leader starts the operation and marks the silent host", func() error {
-		if got, _ := col.Ops.Get(op.ID); got.Status != api.OpRunning {
-			return fmt.Errorf("operation %s", got.Status)
+		// Started (and then failed, once its host is seen lost).
+		if got, _ := col.Ops.Get(op.ID); got.StartedAt.IsZero() {
+			return fmt.Errorf("operation %s, not started", got.Status)
 		}
 		if got, _ := col.Hosts.Get("silent"); got.Status.State != api.HostNotReady {
 			return fmt.Errorf("host %s", got.Status.State)
@@ -315,3 +318,54 @@ func TestDeposedLeaderIsFenced(t *testing.T) {
 }
 
 func clientLease(id int64) clientv3.LeaseID { return clientv3.LeaseID(id) }
+
+// TestRestartedServerLeadsAtOnce: a server killed while it led leaves its
+// election key until its lease expires; the same server started again
+// (same ID) removes it and leads at once, while the key of another server
+// is left to its lease.
+func TestRestartedServerLeadsAtOnce(t *testing.T) {
+	a := openTestServer(t, "alpha", t.TempDir(), nil)
+	ctx := context.Background()
+	cli := a.st.Client()
+	// A key as a killed run of another server left it, with a lease far
+	// longer than the test.
+	plant := func(id, name string) clientv3.LeaseID {
+		lease, err := cli.Grant(ctx, 600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		val := fmt.Sprintf(`{"id":%q,"name":%q}`, id, name)
+		if _, err := cli.Put(ctx, fmt.Sprintf("%s/%x", ElectionPrefix(a.st), lease.ID), val, clientv3.WithLease(lease.ID)); err != nil {
+			t.Fatal(err)
+		}
+		return lease.ID
+	}
+	other := plant("id-gamma", "gamma")
+	a.start(t)
+	time.Sleep(2 * time.Second)
+	if _, ok := a.set.Term(); ok {
+		t.Fatal("alpha leads while another server's key holds")
+	}
+	if _, err := cli.Revoke(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "alpha leads once the other key is gone", func() error {
+		if _, ok := a.set.Term(); !ok {
+			return errors.New("alpha does not lead")
+		}
+		return nil
+	})
+
+	// Killed while leading: its key outlives it. Started again, it leads
+	// without waiting for that key's lease.
+	a.halt()
+	plant("id-alpha", "alpha")
+	a.wire(t)
+	a.start(t)
+	eventually(t, 15*time.Second, "alpha, restarted, leads at once", func() error {
+		if _, ok := a.set.Term(); !ok {
+			return errors.New("alpha does not lead")
+		}
+		return nil
+	})
+}

@@ -18,14 +18,17 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/atomicfile"
 	"github.com/polyvisor/polyvisor/internal/audit"
 	"github.com/polyvisor/polyvisor/internal/cluster"
 	"github.com/polyvisor/polyvisor/internal/controller"
+	"github.com/polyvisor/polyvisor/internal/controller/admission"
 	"github.com/polyvisor/polyvisor/internal/controller/ops"
 	"github.com/polyvisor/polyvisor/internal/estate"
 	"github.com/polyvisor/polyvisor/internal/pki"
@@ -159,6 +162,7 @@ type Server struct {
 
 	metricsToken string
 	metricsAddr  net.Addr
+	serverID     string // this server's, across restarts (<data dir>/server.id)
 
 	// The server among the servers of the control plane (clusterself.go).
 	servers      *store.Collection[serverRecord]
@@ -245,6 +249,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.tokens = store.NewCollection(st, "tokens", func(t *tokenRecord, rev int64) { t.Version = rev })
 	s.settings = store.NewCollection(st, "settings", func(r *settingsRecord, rev int64) { r.Version = rev })
 	s.servers = store.NewCollection(st, "servers", func(r *serverRecord, rev int64) { r.Version = rev })
+	admitted := admission.NewCollection(st)
 	if err := st.Start(ctx); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("loading the store: %w", err)
@@ -273,6 +278,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	if s.serverID, err = ensureServerID(filepath.Join(cfg.DataDir, "server.id")); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if s.audit, err = audit.Open(ctx, s.auditDir(), cfg.Audit, cfg.Logger.With("component", "audit")); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("opening the audit log: %w", err)
@@ -286,10 +295,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.streams = newStreamBroker()
 	s.guard = newStreamGuard(s)
 	s.ctl = controller.New(ctx, controller.Config{
-		Store: st, Name: cfg.Name, LeaderTTL: cfg.LeaderTTL,
+		Store: st, Name: cfg.Name, ID: s.serverID, LeaderTTL: cfg.LeaderTTL,
 		Collections: controller.Collections{
 			VMs: s.vms, Hosts: s.hosts, Images: s.images, Ops: s.ops, Projects: s.projects,
-			Idempotency: s.idem, Providers: s.providers, Credentials: s.creds,
+			Idempotency: s.idem, Providers: s.providers, Credentials: s.creds, Admission: admitted,
 		},
 		Secrets: s.secrets, Scheduler: cfg.Scheduler, HeartbeatTimeout: cfg.HeartbeatTimeout,
 		LeaseInterval: cfg.LeaseInterval, ImageDir: s.imageDir,
@@ -325,6 +334,19 @@ func (s *Server) setupTLS() error {
 	}
 	s.cert, s.tlsConfig, s.caPEM = cert, cert.TLSConfig(), ca
 	return nil
+}
+
+// ensureServerID reads the server's ID from path, making one at first
+// start.
+func ensureServerID(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	id := newUID()
+	if err := atomicfile.Write(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the server's id: %w", err)
+	}
+	return id, nil
 }
 
 // CAFile is the path of the server's CA certificate.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/controller/admission"
 	"github.com/polyvisor/polyvisor/internal/controller/ops"
 	"github.com/polyvisor/polyvisor/internal/controller/placement"
 	"github.com/polyvisor/polyvisor/internal/controller/quota"
@@ -206,42 +207,53 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 			req.NICs[i].MAC = randomMAC()
 		}
 	}
-	// The quota check and the write are one step for the project: creates
-	// in a project with a quota serialize, so none can pass together. The
-	// project's lock is taken under the VM's (lock order: see lockVM).
-	unlockQuota, err := s.ctl.Quota.Admit(proj, quota.OfCreate(req, quota.ImageLookup(s.imageResolver(project))))
-	if err != nil {
-		return nil, err
-	}
-	defer unlockQuota()
-	host, release, err := s.ctl.Placer.Place(ctx, key, scheduler.Request{VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Host: req.Host}, filter)
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now().UTC()
-	vm := &api.VM{
-		Meta: api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
-		Spec: api.VMSpec{
-			Host: host, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Disks: req.Disks, NICs: req.NICs,
-			Boot: req.Boot, CloudInit: req.CloudInit, PowerState: req.PowerState,
-			StopTimeoutSeconds: req.StopTimeoutSeconds, Provider: ref, Lease: lease,
-			OnCrash: req.OnCrash,
-		},
-		Status: api.VMStatus{PowerState: api.PowerPending},
-	}
-	op := ops.NewOperation(api.OpVMCreate, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: project}, nil)
-	op.Status, op.StartedAt, op.TargetGeneration = api.OpRunning, now, 1
-	op.Deadline = now.Add(ops.DeadlineFor(op.Kind, vm))
-	op.Progress = 10
-	op.Message = "placed on host " + host
+	// The quota's check and the host's, and the write they admit, are one
+	// step in etcd: the transaction holds the project's and the host's
+	// admission records to the versions the checks decided from, and one
+	// that lost a race to another admission decides again.
+	asks := quota.OfCreate(req, quota.ImageLookup(s.imageResolver(project)))
+	for attempt := 1; ; attempt++ {
+		conds, err := s.ctl.Quota.Admit(ctx, project, asks)
+		if err != nil {
+			return nil, err
+		}
+		host, placed, err := s.ctl.Placer.Place(ctx, scheduler.Request{VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Host: req.Host}, filter)
+		if err != nil {
+			return nil, err
+		}
+		now := time.Now().UTC()
+		vm := &api.VM{
+			Meta: api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
+			Spec: api.VMSpec{
+				Host: host, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Disks: req.Disks, NICs: req.NICs,
+				Boot: req.Boot, CloudInit: req.CloudInit, PowerState: req.PowerState,
+				StopTimeoutSeconds: req.StopTimeoutSeconds, Provider: ref, Lease: lease,
+				OnCrash: req.OnCrash,
+			},
+			Status: api.VMStatus{PowerState: api.PowerPending},
+		}
+		op := ops.NewOperation(api.OpVMCreate, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: project}, nil)
+		op.Status, op.StartedAt, op.TargetGeneration = api.OpRunning, now, 1
+		op.Deadline = now.Add(ops.DeadlineFor(op.Kind, vm))
+		op.Progress = 10
+		op.Message = "placed on host " + host
 
-	txn := []store.Op{s.vms.OpCreate(key, vm), s.ops.OpCreate(op.ID, op)}
-	if idemKey != "" {
-		txn = append(txn, s.idem.OpCreate(idempotencyName(idemKey), &ops.IdempotencyRecord{Name: idempotencyName(idemKey), OperationID: op.ID, CreatedAt: now,
-			Route: idem.route, BodyHash: idem.bodyHash}))
-	}
-	if _, err := s.st.Txn(ctx, txn...); err != nil {
-		release(false)
+		txn := []store.Op{s.vms.OpCreate(key, vm), s.ops.OpCreate(op.ID, op)}
+		if idemKey != "" {
+			txn = append(txn, s.idem.OpCreate(idempotencyName(idemKey), &ops.IdempotencyRecord{Name: idempotencyName(idemKey), OperationID: op.ID, CreatedAt: now,
+				Route: idem.route, BodyHash: idem.bodyHash}))
+		}
+		txn = append(append(txn, conds...), placed...)
+		_, err = s.st.Txn(ctx, txn...)
+		if err == nil {
+			s.metrics.OpStarted(op.Kind)
+			return op, nil
+		}
+		if admission.Retry(err) && attempt < admission.MaxAttempts {
+			if berr := admission.Backoff(ctx, attempt); berr == nil {
+				continue
+			}
+		}
 		var ke *store.KeyError
 		if idemKey != "" {
 			if prev, ok, err := s.idempotentOp(idem, idemKey); err != nil || ok {
@@ -253,10 +265,6 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 		}
 		return nil, fmt.Errorf("storing vm %q: %w", vm.Name, err)
 	}
-	release(true)
-	s.ctl.Ops.AddLocked(key, op.ID)
-	s.metrics.OpStarted(op.Kind)
-	return op, nil
 }
 
 func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request) {

@@ -16,6 +16,7 @@ const (
 	opUpdate
 	opDelete
 	opGuard // a condition only: a fence (see Fence)
+	opCheck // a condition only: an object's version
 )
 
 func (t opType) String() string {
@@ -25,6 +26,8 @@ func (t opType) String() string {
 	case opUpdate:
 		return "update"
 	case opGuard:
+		return "fence"
+	case opCheck:
 		return "check"
 	default:
 		return "delete"
@@ -62,6 +65,19 @@ func (c *Collection[T]) OpCreate(name string, obj *T) Op {
 // expectVersion (0: whatever it is).
 func (c *Collection[T]) OpUpdate(name string, obj *T, expectVersion int64) Op {
 	return c.putOp(opUpdate, name, obj, expectVersion)
+}
+
+// OpCheck is a Txn condition, not a write: name still exists at
+// version (ErrConflict when it changed, ErrNotFound when it is gone).
+// What a transaction decided from an object it read, it holds to that
+// object's version this way.
+func (c *Collection[T]) OpCheck(name string, version int64) Op {
+	op := Op{s: c.s, typ: opCheck, kind: c.kind, name: name, key: c.Key(name), expect: version}
+	op.err = checkName(name)
+	if op.err == nil && version == 0 {
+		op.err = errors.New("check of no version")
+	}
+	return op
 }
 
 // OpDelete is a Txn write that deletes name if its version is still
@@ -137,7 +153,7 @@ func (s *Store) Txn(ctx context.Context, ops ...Op) (int64, error) {
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.key), "=", op.expect))
 		}
 		switch op.typ {
-		case opGuard:
+		case opGuard, opCheck:
 		case opDelete:
 			thens = append(thens, clientv3.OpDelete(op.key))
 		default:

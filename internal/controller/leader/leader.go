@@ -29,6 +29,11 @@ const DefaultTTL = 5 * time.Second
 // Candidate is what a server campaigns with: the value of its election
 // key, read by whoever asks who leads.
 type Candidate struct {
+	// ID identifies the server across its restarts (kept in its data
+	// dir): a key of an earlier run of this very server is that of a dead
+	// process, which a restarted one removes instead of waiting for its
+	// lease to expire.
+	ID string `json:"id,omitempty"`
 	// Name is the server's name, unique among the servers.
 	Name string `json:"name"`
 	// URL is where the server's API is reached, if it listens on TCP.
@@ -94,6 +99,9 @@ func New(cfg Config) *Elector {
 // ended) and the term; when lead returns, the server resigns and
 // campaigns again.
 func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context, term Term)) {
+	if err := e.clearOwn(ctx); err != nil && ctx.Err() == nil {
+		e.log.Warn("removing the election key of this server's earlier run", "err", err)
+	}
 	pause := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		if err := e.campaign(ctx, lead); err != nil && ctx.Err() == nil {
@@ -166,6 +174,33 @@ func (e *Elector) campaign(ctx context.Context, lead func(context.Context, Term)
 	defer rcancel()
 	if err := el.Resign(rctx); err != nil && !errors.Is(err, context.Canceled) {
 		e.log.Debug("resigning", "err", err)
+	}
+	return nil
+}
+
+// clearOwn removes the election keys an earlier run of this server left
+// (it was killed, its lease not yet expired): that run is dead, as this
+// one holds its data dir.
+func (e *Elector) clearOwn(ctx context.Context) error {
+	self := e.Self()
+	if self.ID == "" {
+		return nil
+	}
+	resp, err := e.cfg.Client.Get(ctx, e.cfg.Prefix+"/", clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("reading the election: %w", err)
+	}
+	for _, kv := range resp.Kvs {
+		var rec record
+		if json.Unmarshal(kv.Value, &rec) != nil || rec.ID != self.ID {
+			continue
+		}
+		_, err := e.cfg.Client.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision)).
+			Then(clientv3.OpDelete(string(kv.Key))).Commit()
+		if err != nil {
+			return fmt.Errorf("removing %s: %w", kv.Key, err)
+		}
+		e.log.Info("removed the election key of this server's earlier run", "key", string(kv.Key))
 	}
 	return nil
 }

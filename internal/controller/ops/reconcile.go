@@ -126,63 +126,6 @@ func (c *Controller) failCreateLocked(ctx context.Context, t *term, vm *api.VM, 
 		c.vms.OpUpdate(vm.Key(), nv, vm.Version))
 }
 
-// Follow keeps the queues of unfinished operations from the store, and
-// wakes the waiters on every operation change, until ctx ends. Every
-// server runs it: the API asks the queues, whoever leads.
-func (c *Controller) Follow(ctx context.Context) {
-	opCh := c.ops.Subscribe(ctx)
-	c.rebuild()
-	tidy := time.NewTicker(10 * time.Second)
-	defer tidy.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ch, ok := <-opCh:
-			if !ok {
-				return
-			}
-			c.broadcast()
-			if ch.Obj.Target.Kind != "vm" {
-				continue
-			}
-			key := TargetKey(ch.Obj.Target)
-			if ch.Type == store.Delete || ch.Obj.Done() {
-				c.removeActive(key, ch.Name)
-				continue
-			}
-			c.mu.Lock()
-			known := slices.Contains(c.active[key], ch.Name)
-			c.mu.Unlock()
-			if !known {
-				unlock := c.LockVM(key)
-				c.AddLocked(key, ch.Name)
-				unlock()
-			}
-		case <-tidy.C:
-			c.tidy()
-		}
-	}
-}
-
-// tidy drops from the queues the operations the store has finished or
-// forgotten, should a change have been missed.
-func (c *Controller) tidy() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for key, ids := range c.active {
-		kept := slices.DeleteFunc(slices.Clone(ids), func(id string) bool {
-			op, ok := c.ops.Get(id)
-			return !ok || op.Done()
-		})
-		if len(kept) == 0 {
-			delete(c.active, key)
-		} else {
-			c.active[key] = kept
-		}
-	}
-}
-
 // Lead advances the queues while this server leads, until ctx ends (the
 // term does): it starts pending operations, completes running ones as
 // hosts report, fails those past their deadline or on a lost host,
@@ -193,7 +136,6 @@ func (c *Controller) Lead(ctx context.Context, w store.Writer, won int64) {
 	t := &term{w: w, won: won}
 	vmCh := c.vms.Subscribe(ctx)
 	opCh := c.ops.Subscribe(ctx)
-	c.rebuild()
 	c.mu.Lock()
 	clear(c.ran)
 	c.mu.Unlock()
@@ -221,12 +163,8 @@ func (c *Controller) Lead(ctx context.Context, w store.Writer, won int64) {
 			if ch.Type == store.Delete || ch.Obj.Done() || ch.Obj.Target.Kind != "vm" {
 				continue
 			}
-			key := TargetKey(ch.Obj.Target)
-			unlock := c.LockVM(key)
-			c.AddLocked(key, ch.Name)
-			unlock()
 			if Direct(ch.Obj.Kind) && ch.Obj.Status == api.OpRunning {
-				c.reconcile(ctx, t, key) // the leader carries it out
+				c.reconcile(ctx, t, TargetKey(ch.Obj.Target)) // the leader carries it out
 			}
 		case <-tick.C:
 			for name := range c.ActiveKeys() {
@@ -251,8 +189,12 @@ func (c *Controller) ActiveKeys() map[string]bool {
 	return out
 }
 
-// rebuild loads the unfinished VM operations from the store.
+// rebuild loads the unfinished VM operations from the index, the queues
+// they make replacing whatever was there: the index is at least as new as
+// every change observed so far.
 func (c *Controller) rebuild() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	ops := c.ops.Select(func(o *api.Operation) bool { return !o.Done() && o.Target.Kind == "vm" })
 	slices.SortFunc(ops, func(a, b *api.Operation) int {
 		if d := a.CreatedAt.Compare(b.CreatedAt); d != 0 {
@@ -260,12 +202,9 @@ func (c *Controller) rebuild() {
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	clear(c.active)
 	for _, op := range ops {
-		if !slices.Contains(c.active[TargetKey(op.Target)], op.ID) {
-			c.active[TargetKey(op.Target)] = append(c.active[TargetKey(op.Target)], op.ID)
-		}
+		c.active[TargetKey(op.Target)] = append(c.active[TargetKey(op.Target)], op.ID)
 	}
 }
 
