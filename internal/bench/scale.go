@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -109,6 +111,19 @@ type scaleRun struct {
 	sims    []*simProc
 	hosts   int // simulated hosts so far
 	vms     int // VMs created so far
+
+	errMu  sync.Mutex
+	errors []string // the first server errors seen, for the report
+}
+
+// noteError keeps the first few errors the server answered with.
+func (r *scaleRun) noteError(err error) {
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	if len(r.errors) < 5 {
+		r.errors = append(r.errors, err.Error())
+		fmt.Fprintf(r.log, "  server error (retried): %v\n", err)
+	}
 }
 
 func runScale(ctx context.Context, opts scaleOptions, log io.Writer) (*ScaleReport, error) {
@@ -160,9 +175,16 @@ func runScale(ctx context.Context, opts scaleOptions, log io.Writer) (*ScaleRepo
 		step, err := r.step(ctx, size)
 		rep.Steps = append(rep.Steps, step)
 		if err != nil {
-			return nil, err
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			// What was measured before the failure is reported with it.
+			rep.Error = fmt.Sprintf("at %d hosts: %v", size, err)
+			fmt.Fprintf(log, "the run ended early: %s\n", rep.Error)
+			break
 		}
 	}
+	rep.ServerErrors = r.errors
 	rep.Targets = scaleTargets(rep)
 	rep.Machine.LoadEnd = loadAvg()
 	return rep, nil
@@ -329,13 +351,27 @@ func (r *scaleRun) createVMs(ctx context.Context, st *ScaleStep) error {
 	start := time.Now()
 	stopProf := r.profile(ctx, fmt.Sprintf("%d-hosts-create", st.Hosts), 30*time.Second)
 	defer stopProf()
+	var failed atomic.Int64
 	ds, wall, made, err := runUntil(cctx, want-from, r.opts.concurrency, func(ctx context.Context, w, i int) error {
-		_, err := r.clients[w].CreateVM(ctx, api.VMCreate{
-			Name: scaleVMName(from + i), VCPUs: r.opts.vcpus, MemoryMiB: r.opts.memoryMiB,
-			Boot: api.Boot{Kernel: imageKernel, Initrd: imageInitrd, Cmdline: "console=ttyS0"},
-		}, client.CreateOptions{})
+		name := scaleVMName(from + i)
+		// A server that fails a create (its store timing out under load)
+		// is counted and asked again, under the same idempotency key: a
+		// create it committed before failing is not made twice.
+		var err error
+		for range 3 {
+			_, err = r.clients[w].CreateVM(ctx, api.VMCreate{
+				Name: name, VCPUs: r.opts.vcpus, MemoryMiB: r.opts.memoryMiB,
+				Boot: api.Boot{Kernel: imageKernel, Initrd: imageInitrd, Cmdline: "console=ttyS0"},
+			}, client.CreateOptions{IdempotencyKey: "bench-scale-" + name})
+			if err == nil || ctx.Err() != nil || client.HTTPStatus(err) < 500 {
+				return err
+			}
+			failed.Add(1)
+			r.noteError(err)
+		}
 		return err
 	})
+	st.CreateErrors = int(failed.Load())
 	if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
 		return r.failure(err)
 	}

@@ -27,6 +27,10 @@ type ScaleReport struct {
 	ServerAtStart    Memory      `json:"serverAtStart"`
 	Steps            []ScaleStep `json:"steps"`
 	Targets          []Target    `json:"targets"`
+	// Error is why the run ended before its last size, if it did;
+	// ServerErrors the first errors the server answered creates with.
+	Error        string   `json:"error,omitempty"`
+	ServerErrors []string `json:"serverErrors,omitempty"`
 }
 
 // ScaleStep is what was measured at one fleet size.
@@ -47,6 +51,8 @@ type ScaleStep struct {
 	Heartbeat          HeartbeatPhase `json:"heartbeat"`
 	Create             Throughput     `json:"create"`
 	CreateTimedOut     bool           `json:"createTimedOut"`
+	// CreateErrors counts creates the server failed (5xx), each asked again.
+	CreateErrors int `json:"createErrors"`
 	// Running is how many VMs the server counted running, ConvergeSeconds
 	// after the creates began.
 	Running         int        `json:"running"`
@@ -193,6 +199,9 @@ func (rep *ScaleReport) writeText(w io.Writer) error {
 		if s.CreateTimedOut {
 			fmt.Fprintf(w, "  creates STOPPED at the time limit: %d of %d VMs\n", s.VMs, s.VMsWanted)
 		}
+		if s.CreateErrors > 0 {
+			fmt.Fprintf(w, "  creates the server FAILED (5xx, asked again): %d\n", s.CreateErrors)
+		}
 		fmt.Fprintf(w, "  get: p50 %.2f p99 %.2f ms (%d); list of %d: p50 %.1f p99 %.1f ms (%d)\n", s.Get.Latency.P50Ms, s.Get.Latency.P99Ms, s.Get.Count,
 			listPage, s.List.Latency.P50Ms, s.List.Latency.P99Ms, s.List.Count)
 		fmt.Fprintf(w, "  placement (1 client): 202 p50 %.1f p99 %.1f ms, running p50 %.0f p99 %.0f ms (%d)\n", s.Place.Latency.P50Ms, s.Place.Latency.P99Ms,
@@ -210,6 +219,12 @@ func (rep *ScaleReport) writeText(w io.Writer) error {
 		for i, m := range s.SimMemory {
 			fmt.Fprintf(w, "  simulator %d: VmRSS %s, VmHWM %s\n", i+1, mib(m.RSSBytes), mib(m.HWMBytes))
 		}
+	}
+	for _, e := range rep.ServerErrors {
+		fmt.Fprintf(w, "server error: %s\n", e)
+	}
+	if rep.Error != "" {
+		fmt.Fprintf(w, "\nTHE RUN ENDED EARLY %s\n", rep.Error)
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -41,6 +41,8 @@ type Collections struct {
 	Credentials *store.Collection[estate.Credential]
 	// Admission holds the admission records of projects and hosts.
 	Admission *store.Collection[admission.Record]
+	// Beats holds the heartbeats each server shares with the leader.
+	Beats *store.Collection[liveness.Beats]
 }
 
 // Config wires the controllers to the store and to the server around them.
@@ -134,7 +136,7 @@ func New(ctx context.Context, cfg Config) *Set {
 	s.Images = quota.NewImages(cfg.Projects, cfg.Images, cfg.ImageDir, log)
 	s.Quota = quota.New(quota.Config{Projects: cfg.Projects, VMs: cfg.VMs, Images: cfg.Images, Queue: s.Ops, Imports: s.Images,
 		Records: records})
-	s.Liveness = liveness.New(liveness.Config{Writer: cfg.Store, Hosts: cfg.Hosts, VMs: cfg.VMs,
+	s.Liveness = liveness.New(liveness.Config{Writer: cfg.Store, Hosts: cfg.Hosts, VMs: cfg.VMs, Beats: cfg.Beats, ID: cfg.ID,
 		Timeout: cfg.HeartbeatTimeout, Logger: log})
 	s.Leases = leases.New(leases.Config{VMs: cfg.VMs, Ops: s.Ops, Audit: cfg.Audit,
 		Interval: cfg.LeaseInterval, Logger: log})
@@ -154,6 +156,7 @@ func ElectionPrefix(st *store.Store) string { return st.Prefix() + "election/con
 func (s *Set) Start(ctx context.Context, url string) {
 	s.Imports.Bind(ctx)
 	s.elector.SetURL(url)
+	s.wg.Go(func() { s.Liveness.Share(ctx) })
 	s.wg.Go(func() { s.elector.Run(ctx, s.lead) })
 }
 

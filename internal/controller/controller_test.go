@@ -15,6 +15,7 @@ import (
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/controller/admission"
 	"github.com/polyvisor/polyvisor/internal/controller/leader"
+	"github.com/polyvisor/polyvisor/internal/controller/liveness"
 	"github.com/polyvisor/polyvisor/internal/controller/ops"
 	"github.com/polyvisor/polyvisor/internal/estate"
 	"github.com/polyvisor/polyvisor/internal/store"
@@ -23,11 +24,13 @@ import (
 // testServer is one server's store and controllers, without the API.
 type testServer struct {
 	name string
-	st   *store.Store
-	col  Collections
-	set  *Set
-	stop context.CancelFunc
-	done chan struct{}
+	// heartbeat is the hosts' heartbeat timeout (200ms when zero).
+	heartbeat time.Duration
+	st        *store.Store
+	col       Collections
+	set       *Set
+	stop      context.CancelFunc
+	done      chan struct{}
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -65,6 +68,7 @@ func openTestServer(t *testing.T, name, dataDir string, endpoints []string) *tes
 		Providers:   store.NewCollection(st, "providers", func(p *api.Provider, rev int64) { p.Version = rev }),
 		Credentials: store.NewCollection(st, "credentials", func(c *estate.Credential, rev int64) { c.Version = rev }),
 		Admission:   admission.NewCollection(st),
+		Beats:       store.NewCollection(st, "heartbeats", func(b *liveness.Beats, rev int64) { b.Version = rev }),
 	}
 	if err := st.Start(ctx); err != nil {
 		t.Fatalf("starting the store of %s: %v", name, err)
@@ -76,8 +80,12 @@ func openTestServer(t *testing.T, name, dataDir string, endpoints []string) *tes
 
 // wire makes the server's controllers anew (as after a restart).
 func (ts *testServer) wire(t *testing.T) {
+	timeout := ts.heartbeat
+	if timeout == 0 {
+		timeout = 200 * time.Millisecond
+	}
 	ts.set = New(context.Background(), Config{Store: ts.st, Collections: ts.col, Name: ts.name, ID: "id-" + ts.name, ImageDir: t.TempDir(),
-		HeartbeatTimeout: 200 * time.Millisecond, LeaseInterval: time.Second, Logger: testLogger(t).With("server", ts.name)})
+		HeartbeatTimeout: timeout, LeaseInterval: time.Second, Logger: testLogger(t).With("server", ts.name)})
 }
 
 // start runs the server's controllers until stopped (or the test ends).
@@ -365,6 +373,52 @@ func TestRestartedServerLeadsAtOnce(t *testing.T) {
 	eventually(t, 15*time.Second, "alpha, restarted, leads at once", func() error {
 		if _, ok := a.set.Term(); !ok {
 			return errors.New("alpha does not lead")
+		}
+		return nil
+	})
+}
+
+// TestHeartbeatsAtAnotherServer: a host whose agent reports to a server
+// that does not lead stays ready while it heartbeats there (the servers
+// share what they hear through the store), and the leader marks it not
+// ready once it falls silent.
+func TestHeartbeatsAtAnotherServer(t *testing.T) {
+	a := openTestServer(t, "alpha", t.TempDir(), nil)
+	b := openTestServer(t, "beta", "", a.st.Endpoints())
+	for _, s := range []*testServer{a, b} {
+		s.heartbeat = time.Second
+		s.wire(t)
+		s.start(t)
+	}
+	var lead *testServer
+	eventually(t, 20*time.Second, "one of two servers leads", func() (err error) {
+		lead, _, err = leaderOf(a, b)
+		return err
+	})
+	follower := a
+	if lead == a {
+		follower = b
+	}
+	ctx := context.Background()
+	now := time.Now().UTC()
+	host := &api.Host{Meta: api.Meta{Name: "far", UID: "u-far", Generation: 1, CreatedAt: now},
+		Status: api.HostStatus{State: api.HostReady, CPUs: 4, MemoryMiB: 4096, LastHeartbeat: now}}
+	if _, err := a.st.Txn(ctx, a.col.Hosts.OpCreate("far", host)); err != nil {
+		t.Fatal(err)
+	}
+	beat := func(until time.Time) {
+		for time.Now().Before(until) {
+			follower.set.Liveness.Beat("far", time.Now())
+			if h, _ := lead.col.Hosts.Get("far"); h.Status.State != api.HostReady {
+				t.Fatalf("the leader marked a host %s while it heartbeats to another server", h.Status.State)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	beat(time.Now().Add(4 * time.Second)) // four timeouts
+	eventually(t, 15*time.Second, "the leader marks the silent host not ready", func() error {
+		if h, _ := lead.col.Hosts.Get("far"); h.Status.State != api.HostNotReady {
+			return fmt.Errorf("host %s", h.Status.State)
 		}
 		return nil
 	})

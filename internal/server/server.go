@@ -29,6 +29,7 @@ import (
 	"github.com/polyvisor/polyvisor/internal/cluster"
 	"github.com/polyvisor/polyvisor/internal/controller"
 	"github.com/polyvisor/polyvisor/internal/controller/admission"
+	"github.com/polyvisor/polyvisor/internal/controller/liveness"
 	"github.com/polyvisor/polyvisor/internal/controller/ops"
 	"github.com/polyvisor/polyvisor/internal/estate"
 	"github.com/polyvisor/polyvisor/internal/pki"
@@ -250,6 +251,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.settings = store.NewCollection(st, "settings", func(r *settingsRecord, rev int64) { r.Version = rev })
 	s.servers = store.NewCollection(st, "servers", func(r *serverRecord, rev int64) { r.Version = rev })
 	admitted := admission.NewCollection(st)
+	beats := store.NewCollection(st, "heartbeats", func(b *liveness.Beats, rev int64) { b.Version = rev })
 	if err := st.Start(ctx); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("loading the store: %w", err)
@@ -299,6 +301,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Collections: controller.Collections{
 			VMs: s.vms, Hosts: s.hosts, Images: s.images, Ops: s.ops, Projects: s.projects,
 			Idempotency: s.idem, Providers: s.providers, Credentials: s.creds, Admission: admitted,
+			Beats: beats,
 		},
 		Secrets: s.secrets, Scheduler: cfg.Scheduler, HeartbeatTimeout: cfg.HeartbeatTimeout,
 		LeaseInterval: cfg.LeaseInterval, ImageDir: s.imageDir,

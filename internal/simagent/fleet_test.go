@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -550,5 +552,52 @@ func TestFleetSharedConnections(t *testing.T) {
 	}
 	if st := f.Stats(); st.Watching != 3 || st.Running != 6 {
 		t.Errorf("stats: %+v", st)
+	}
+}
+
+// A host has one heartbeat in flight at most, as the agent's loop: beats
+// that fall due while one is answered slowly make one more, sent right
+// after it, never a second request at the same time.
+func TestHeartbeatsOfAHostNeverOverlap(t *testing.T) {
+	var mu sync.Mutex
+	inFlight, most, total := 0, 0, 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inFlight++
+		total++
+		most = max(most, inFlight)
+		mu.Unlock()
+		time.Sleep(200 * time.Millisecond)
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"name":"h"}`)
+	}))
+	defer srv.Close()
+	c, err := client.New(client.Config{URL: srv.URL, Token: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	f := &Fleet{cfg: Config{HostCPUs: 1, HostMemoryMiB: 1}, c: newCounters(), warn: newWarner(log, time.Second), log: log}
+	h := &simHost{f: f, name: "h", clients: []*client.Client{c}}
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.heartbeat(context.Background(), h, time.Now())
+		}()
+		time.Sleep(10 * time.Millisecond)
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if most != 1 || total != 2 {
+		t.Errorf("5 beats due within 50ms of a 200ms heartbeat: %d requests, at most %d at once; want 2, one at a time", total, most)
+	}
+	if n := f.c.heartbeats.Load(); n != 2 {
+		t.Errorf("%d heartbeats counted, want 2", n)
 	}
 }

@@ -37,7 +37,11 @@ type simHost struct {
 	joined   atomic.Bool  // it has credentials and runs
 	cur      atomic.Int64 // the server it talks to now
 	beating  atomic.Bool  // its last heartbeat was answered
-	revoked  atomic.Bool  // the server refuses its token: it stopped
+	// beatBusy is set while a heartbeat is in flight; beatOwed holds the
+	// due time (unix ns) of one that fell due meanwhile.
+	beatBusy atomic.Bool
+	beatOwed atomic.Int64
+	revoked  atomic.Bool // the server refuses its token: it stopped
 	done     atomic.Bool
 	life     context.Context // the fleet's run: convergences and streams live under it
 
@@ -182,8 +186,28 @@ func (h *simHost) stop(err error) {
 // refused tells whether err is the server refusing the host's token.
 func refused(err error) bool { return client.ErrorCode(err) == api.CodeUnauthorized }
 
-// heartbeat sends one heartbeat of h, due at due.
+// heartbeat sends a heartbeat of h, due at due. As the real agent's
+// heartbeat loop, a host has one heartbeat in flight at most: one that
+// falls due meanwhile is sent as soon as the one in flight is answered
+// (its ticker keeps one tick), others are dropped.
 func (f *Fleet) heartbeat(ctx context.Context, h *simHost, due time.Time) {
+	if !h.beatBusy.CompareAndSwap(false, true) {
+		h.beatOwed.CompareAndSwap(0, due.UnixNano())
+		return
+	}
+	for {
+		f.beatOnce(ctx, h, due)
+		h.beatBusy.Store(false)
+		owed := h.beatOwed.Load()
+		if owed == 0 || ctx.Err() != nil || !h.beatBusy.CompareAndSwap(false, true) {
+			return
+		}
+		h.beatOwed.Store(0)
+		due = time.Unix(0, owed)
+	}
+}
+
+func (f *Fleet) beatOnce(ctx context.Context, h *simHost, due time.Time) {
 	if h.stopped() {
 		return
 	}
