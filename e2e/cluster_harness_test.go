@@ -194,7 +194,7 @@ func readToken(t *testing.T, path string) string {
 }
 
 // stop ends the server with SIGTERM; kill9 with SIGKILL.
-func (s *clusterServer) stop() { s.signal(syscall.SIGTERM, 20*time.Second) }
+func (s *clusterServer) stop()  { s.signal(syscall.SIGTERM, 20*time.Second) }
 func (s *clusterServer) kill9() { s.signal(syscall.SIGKILL, 10*time.Second) }
 
 func (s *clusterServer) signal(sig syscall.Signal, wait time.Duration) {

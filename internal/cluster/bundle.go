@@ -1,9 +1,9 @@
 // Package cluster holds what the servers of one control plane share and
 // how a server joins them: the bundle of shared material a running server
 // hands a joining one, sealed to the holder of the server join token;
-// whether a server may leave without costing the store its quorum; each
-// server's presence in the store; and the relay of host heartbeats
-// between servers, so that whichever server leads hears every host.
+// whether a server may leave without costing the store its quorum; and
+// each server's presence in the store. (Host heartbeats reach the leader
+// through the liveness controller's shared records.)
 package cluster
 
 import (

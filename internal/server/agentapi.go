@@ -90,7 +90,6 @@ func (s *Server) registerAgent(w http.ResponseWriter, r *http.Request) {
 func (s *Server) upsertHost(ctx context.Context, name string, st api.HostStatus) (*api.Host, error) {
 	now := time.Now().UTC()
 	s.ctl.Liveness.Beat(name, now)
-	s.relay.Beat(name)
 	for range 10 {
 		cur, ok := s.hosts.Get(name)
 		if !ok {

@@ -22,7 +22,7 @@ import (
 
 // This file is the server's own place among the servers of the control
 // plane: its etcd member, the checks that it shares the others' CA, its
-// server token, its record, its presence and the heartbeats it relays.
+// server token, its record and its presence.
 
 // serverRecord is a server of the control plane as the store keeps it
 // (servers/<name>); whether it is up is its presence.
@@ -213,14 +213,8 @@ func (s *Server) presenceTTL() time.Duration {
 	return 5 * time.Second
 }
 
-// relayInterval is how often heartbeats are passed to the other servers:
-// a fifth of the heartbeat timeout, from 200ms to 3s.
-func (s *Server) relayInterval() time.Duration {
-	return min(max(s.cfg.HeartbeatTimeout/5, 200*time.Millisecond), 3*time.Second)
-}
-
 // runCluster keeps this server's record and presence in the store and
-// relays heartbeats, until ctx ends; it stops the server when its etcd
+// copies images from the others, until ctx ends; it stops the server when its etcd
 // member was removed from the cluster.
 func (s *Server) runCluster(ctx context.Context, url string) {
 	if err := s.st.SetPeerURL(ctx); err != nil {
@@ -231,7 +225,6 @@ func (s *Server) runCluster(ctx context.Context, url string) {
 		cluster.Announce(ctx, s.st.Client(), s.st.Prefix(), cluster.Presence{Name: s.cfg.Name, URL: url, Since: time.Now().UTC(), Version: version.Get().Version},
 			s.presenceTTL(), s.log.With("component", "cluster"))
 	})
-	s.goBG(func() { s.relay.Run(ctx) })
 	s.goBG(func() { s.replicateImages(ctx) })
 	if removed := s.st.Removed(); removed != nil {
 		s.goBG(func() {

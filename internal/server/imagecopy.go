@@ -155,7 +155,7 @@ func (s *Server) ensureImageFile(ctx context.Context, img *api.Image) error {
 
 // copyImageFrom fetches an image's file from a peer into path, keeping it
 // only when its size and SHA-256 match the image's record.
-func (s *Server) copyImageFrom(ctx context.Context, p peer, img *api.Image, path string) error {
+func (s *Server) copyImageFrom(ctx context.Context, p peerServer, img *api.Image, path string) error {
 	body, _, err := p.c.PeerImageBlob(ctx, img.UID)
 	if err != nil {
 		return err

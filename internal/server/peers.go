@@ -28,19 +28,19 @@ func (s *Server) peerRoutes() []route {
 	}
 }
 
-// peer is another server, reachable now.
-type peer struct {
+// peerServer is another server, reachable now.
+type peerServer struct {
 	name string
 	c    *client.Client
 }
 
 // peers are the other servers present now, by name.
-func (s *Server) peers(ctx context.Context) ([]peer, error) {
+func (s *Server) peers(ctx context.Context) ([]peerServer, error) {
 	present, err := cluster.Present(ctx, s.st.Client(), s.st.Prefix())
 	if err != nil {
 		return nil, err
 	}
-	var out []peer
+	var out []peerServer
 	for name, p := range present {
 		if name == s.cfg.Name || p.URL == "" {
 			continue
@@ -50,9 +50,9 @@ func (s *Server) peers(ctx context.Context) ([]peer, error) {
 			s.log.Warn("reaching a peer", "server", name, "url", p.URL, "err", err)
 			continue
 		}
-		out = append(out, peer{name: name, c: c})
+		out = append(out, peerServer{name: name, c: c})
 	}
-	slices.SortFunc(out, func(a, b peer) int { return cmpString(a.name, b.name) })
+	slices.SortFunc(out, func(a, b peerServer) int { return cmpString(a.name, b.name) })
 	return out, nil
 }
 

@@ -171,7 +171,6 @@ type Server struct {
 	certHosts    []string // the names in its server certificate
 	peerToken    string   // its own token, presented to the others
 	peerCs       peerClients
-	relay        *cluster.Relay
 	copies       imageCopies
 	fatal        chan error
 
@@ -308,7 +307,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		ProviderFactory: cfg.ProviderFactory, ProviderResync: cfg.ProviderResync,
 		Metrics: s.metrics, ErrorOf: toAPIError, Audit: s.auditSystem, Logger: cfg.Logger,
 	})
-	s.relay = cluster.NewRelay(st.Client(), st.Prefix(), cfg.Name, s.relayInterval(), s.ctl.Liveness.Beat, cfg.Logger.With("component", "cluster"))
 	return s, nil
 }
 

@@ -1,0 +1,271 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/client"
+)
+
+// TestClusterThreeServers joins two servers to a first one, each in its
+// own network namespace with an embedded etcd member, and checks what the
+// servers share and that the control plane outlives its leader: the CA,
+// secrets key and admin token handed over at join; an image imported
+// through one server copied to every server's image store; audit records
+// written by each server answered by any; creates through every server
+// while the leader is killed (kill -9): each create answered 202 exists
+// once and its operation finishes, none refused exists, no VM starts
+// twice; simulated hosts whose server died report to another; and the
+// dead server removed with its etcd member.
+func TestClusterThreeServers(t *testing.T) {
+	tc := newTestCluster(t, 3)
+	ctx := context.Background()
+	s1, s2, s3 := tc.s[0], tc.s[1], tc.s[2]
+
+	// The shared material: one CA, one secrets key, one admin token.
+	for _, f := range []string{"pki/ca.crt", "pki/ca.key", "secret.key", "admin.token", "metrics.token"} {
+		want := readFile(t, filepath.Join(s1.dataDir, f))
+		for _, s := range []*clusterServer{s2, s3} {
+			if got := readFile(t, filepath.Join(s.dataDir, f)); !bytes.Equal(got, want) {
+				t.Errorf("server %s's %s differs from s1's", s.name, f)
+			}
+		}
+	}
+	// Each server's own token is its own.
+	if bytes.Equal(readFile(t, filepath.Join(s1.dataDir, "peer.token")), readFile(t, filepath.Join(s2.dataDir, "peer.token"))) {
+		t.Error("s1 and s2 hold the same server token")
+	}
+	// The joined servers' API certificates are issued by the shared CA:
+	// a client trusting s1's CA reaches them.
+	for _, s := range []*clusterServer{s2, s3} {
+		c := s.tls("")
+		if _, err := c.ClusterStatus(ctx); err != nil {
+			t.Fatalf("server %s over TLS with s1's CA: %v", s.name, err)
+		}
+	}
+
+	// An image imported through s1 is copied to every server.
+	img := uploadKernel(t, s1.tls(""))
+	for _, s := range tc.s {
+		path := filepath.Join(s.dataDir, "images", img.UID)
+		eventually(t, 30*time.Second, "server "+s.name+" holds the image", func() error {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != img.SHA256 {
+				return fmt.Errorf("copy at %s has sha256 %x, the image %s", path, sum, img.SHA256)
+			}
+			return nil
+		})
+	}
+
+	fleet := tc.startFleet(3)
+	clients := []*client.Client{s1.tls(""), s2.tls(""), s3.tls("")}
+
+	// Audit: a create through each server, all found through s3.
+	for i, c := range clients {
+		name := fmt.Sprintf("a%d", i+1)
+		op, err := c.CreateVM(ctx, simVM(name), client.CreateOptions{})
+		if err != nil {
+			t.Fatalf("create %s through %s: %v", name, tc.s[i].name, err)
+		}
+		waitOp(t, c, op.ID)
+	}
+	recs, err := clients[2].ListAudit(ctx, api.AuditQuery{Action: "vm.create", Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byServer := map[string]int{}
+	for _, r := range recs {
+		byServer[r.Server]++
+	}
+	for _, s := range tc.s {
+		if byServer[s.name] == 0 {
+			t.Errorf("the audit query through s3 holds no vm.create written by %s: %v", s.name, byServer)
+		}
+	}
+
+	// Kill the leader in the middle of creates through every server.
+	lead, _, err := tc.leader(0)
+	if err != nil || lead < 0 {
+		t.Fatalf("no leader: %d %v", lead, err)
+	}
+	t.Logf("leader: %s", tc.s[lead].name)
+	const creates = 30
+	type answer struct {
+		name  string
+		op    *api.Operation
+		err   error
+		via   int
+		tries int
+	}
+	var unavailable atomic.Int32
+	answers := make([]answer, creates)
+	var wg sync.WaitGroup
+	killed := make(chan time.Time, 1)
+	for i := range creates {
+		wg.Go(func() {
+			via := i % 3
+			name := fmt.Sprintf("k%02d", i)
+			if i == creates/2 {
+				tc.s[lead].kill9()
+				killed <- time.Now()
+			}
+			// As a careful client does: a request that found no server, or
+			// a 503 (the store electing its leader: the create may or may
+			// not have been made), is repeated with the same key through
+			// the next server.
+			deadline := time.Now().Add(40 * time.Second)
+			for try := 0; ; try++ {
+				srv := (via + try) % 3
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				op, err := clients[srv].CreateVM(cctx, simVM(name), client.CreateOptions{IdempotencyKey: "key-" + name})
+				cancel()
+				code := client.ErrorCode(err)
+				if err == nil || (code != "" && code != api.CodeUnavailable) || time.Now().After(deadline) {
+					answers[i] = answer{name: name, op: op, err: err, via: srv, tries: try + 1}
+					return
+				}
+				if code == api.CodeUnavailable {
+					unavailable.Add(1)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		})
+		time.Sleep(20 * time.Millisecond)
+	}
+	wg.Wait()
+	killedAt := <-killed
+
+	// A new leader, among the living.
+	var alive []int
+	for i := range tc.s {
+		if i != lead {
+			alive = append(alive, i)
+		}
+	}
+	eventually(t, 30*time.Second, "a new leader", func() error {
+		l, _, err := tc.leader(alive[0])
+		if err != nil {
+			return err
+		}
+		if l < 0 || l == lead {
+			return fmt.Errorf("leader %d", l)
+		}
+		return nil
+	})
+	t.Logf("a new leader %s after the kill", time.Since(killedAt).Round(time.Millisecond))
+
+	// Every create was answered 202 in the end, exists once and its
+	// operation ends.
+	c := clients[alive[0]]
+	t.Logf("%d answers were 503 while the store elected its leader", unavailable.Load())
+	for _, a := range answers {
+		if a.err != nil {
+			t.Errorf("create %s through %s refused after %d tries: %v", a.name, tc.s[a.via].name, a.tries, a.err)
+			continue
+		}
+		done := waitOp(t, c, a.op.ID)
+		if done.Status != api.OpSucceeded {
+			t.Errorf("create %s: operation %s ended %s: %+v", a.name, done.ID, done.Status, done.Error)
+		}
+	}
+	vms, err := c.ListVMs(ctx, api.ListOptions{Limit: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, vm := range vms.Items {
+		seen[vm.Name]++
+	}
+	for _, a := range answers {
+		if seen[a.name] != 1 {
+			t.Errorf("create %s exists %d times", a.name, seen[a.name])
+		}
+	}
+
+	// The hosts that talked to the dead server report to another: every
+	// host is ready, as the new leader judges them.
+	eventually(t, 30*time.Second, "every host ready after the kill", func() error {
+		hosts, err := c.ListHosts(ctx, api.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, h := range hosts.Items {
+			if h.Status.State != api.HostReady {
+				return fmt.Errorf("host %s is %s", h.Name, h.Status.State)
+			}
+		}
+		return nil
+	})
+	// Every VM runs, and none was started twice.
+	eventually(t, 30*time.Second, "every VM runs once", func() error {
+		st := fleet.readStats(t)
+		if st.VMs != len(vms.Items) || st.Running != len(vms.Items) {
+			return fmt.Errorf("fleet holds %d VMs, %d running, of %d", st.VMs, st.Running, len(vms.Items))
+		}
+		if st.Starts != int64(len(vms.Items)) {
+			t.Fatalf("the hosts made %d starts for %d VMs", st.Starts, len(vms.Items))
+		}
+		return nil
+	})
+
+	// The dead server goes, with its etcd member; the rest keep working.
+	if err := c.RemoveServer(ctx, tc.s[lead].name); err != nil {
+		t.Fatalf("removing server %s: %v", tc.s[lead].name, err)
+	}
+	eventually(t, 20*time.Second, "two servers listed", func() error {
+		list, err := c.ListServers(ctx)
+		if err != nil {
+			return err
+		}
+		if len(list) != 2 {
+			return fmt.Errorf("%d servers: %+v", len(list), list)
+		}
+		for _, sv := range list {
+			if sv.Name == tc.s[lead].name || !sv.Healthy {
+				return fmt.Errorf("server %+v", sv)
+			}
+		}
+		return nil
+	})
+	op, err := clients[alive[1]].CreateVM(ctx, simVM("after"), client.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create after the removal: %v", err)
+	}
+	if done := waitOp(t, c, op.ID); done.Status != api.OpSucceeded {
+		t.Fatalf("create after the removal ended %s", done.Status)
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// waitOp waits, at most a minute, for an operation to end.
+func waitOp(t *testing.T, c *client.Client, id string) *api.Operation {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	op, err := c.WaitOperation(ctx, id, nil)
+	if err != nil {
+		t.Fatalf("waiting for operation %s: %v", id, err)
+	}
+	return op
+}
