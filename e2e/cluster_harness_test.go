@@ -25,11 +25,14 @@ import (
 // with two cores: short election and lease timeouts, no built-in agents,
 // simulated hosts.
 
-// Timeouts of the servers under test.
+// Timeouts of the servers under test (the benchmark sets the defaults).
+var (
+	clusterLeaderTTL    = "2s"
+	clusterEtcdElection = "500ms"
+	clusterHeartbeatTO  = "5s"
+)
+
 const (
-	clusterLeaderTTL       = "2s"
-	clusterEtcdElection    = "500ms"
-	clusterHeartbeatTO     = "5s"
 	clusterSimHeartbeat    = "1s"
 	clusterAPIPort         = 7443
 	clusterPeerPort        = 7444
