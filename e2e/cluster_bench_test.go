@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -28,13 +29,13 @@ import (
 //
 //	POLYVISOR_BENCH_CLUSTER=1 go test -count=1 -run TestClusterBench -v -timeout 30m ./e2e/
 //
-// POLYVISOR_BENCH_CREATES (default 2000), POLYVISOR_BENCH_CONC (32) and
+// POLYVISOR_BENCH_CREATES (default 600), POLYVISOR_BENCH_CONC (16) and
 // POLYVISOR_BENCH_KILLS (10) size it.
 func TestClusterBench(t *testing.T) {
 	if os.Getenv("POLYVISOR_BENCH_CLUSTER") == "" {
 		t.Skip("a benchmark: set POLYVISOR_BENCH_CLUSTER=1 to run it")
 	}
-	creates, conc, kills := envInt("POLYVISOR_BENCH_CREATES", 2000), envInt("POLYVISOR_BENCH_CONC", 32), envInt("POLYVISOR_BENCH_KILLS", 10)
+	creates, conc, kills := envInt("POLYVISOR_BENCH_CREATES", 600), envInt("POLYVISOR_BENCH_CONC", 16), envInt("POLYVISOR_BENCH_KILLS", 10)
 	// The defaults of `polyvisor server`, not the tests' short ones.
 	clusterLeaderTTL, clusterEtcdElection, clusterHeartbeatTO = "5s", "1s", "15s"
 	t.Cleanup(func() { clusterLeaderTTL, clusterEtcdElection, clusterHeartbeatTO = "2s", "500ms", "5s" })
@@ -158,8 +159,8 @@ func TestClusterBench(t *testing.T) {
 			return nil
 		})
 		leaderAt = append(leaderAt, since.Sub(killed))
-		t.Logf("BENCH kill %d of %s: first 202 %v, new leader's term %v, its operation done %v", k+1, tc.s[lead].name,
-			first202[k].Round(time.Millisecond), leaderAt[k].Round(time.Millisecond), opDone[k].Round(time.Millisecond))
+		t.Logf("BENCH kill %d of %s: first 202 %v, new leader's term %v, its operation done %v; load average %s", k+1, tc.s[lead].name,
+			first202[k].Round(time.Millisecond), leaderAt[k].Round(time.Millisecond), opDone[k].Round(time.Millisecond), loadavg())
 		// The killed server comes back as a follower before the next kill.
 		tc.s[lead].start()
 		eventually(t, time.Minute, "three healthy voting servers", func() error {
@@ -177,6 +178,16 @@ func TestClusterBench(t *testing.T) {
 	}
 	t.Logf("BENCH failover over %d kills: first 202 %s; new leader's term %s; first operation done %s", kills,
 		pctl(first202), pctl(leaderAt), pctl(opDone))
+}
+
+// loadavg is the machine's 1-minute load average: the machine is shared.
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 func envInt(name string, def int) int {
@@ -199,7 +210,7 @@ type rate struct {
 }
 
 func (r rate) String() string {
-	return fmt.Sprintf("%d requests, %d at a time, %.2fs: %.0f/s, latency %s, %d errors %q", r.n, r.conc, r.wall.Seconds(), r.perSec, pctl(r.lat), r.errs, r.firstErrs)
+	return fmt.Sprintf("%d requests, %d at a time, %.2fs: %.0f/s, latency %s, %d errors %q; load average after: %s", r.n, r.conc, r.wall.Seconds(), r.perSec, pctl(r.lat), r.errs, r.firstErrs, loadavg())
 }
 
 // timed runs f for 0..n-1 with conc callers.

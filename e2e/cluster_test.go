@@ -7,7 +7,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -165,7 +167,6 @@ func TestClusterThreeServers(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("a new leader %s after the kill", time.Since(killedAt).Round(time.Millisecond))
 
 	// Every create was answered 202 in the end, exists once and its
 	// operation ends.
@@ -202,6 +203,7 @@ func TestClusterThreeServers(t *testing.T) {
 	if err != nil || newLeader == nil {
 		t.Fatalf("the new leader: %+v %v", newLeader, err)
 	}
+	t.Logf("the new leader %s began its term %s after the kill", newLeader.Name, newLeader.LeaderSince.Sub(killedAt).Round(time.Millisecond))
 	hbTimeout, _ := time.ParseDuration(clusterHeartbeatTO)
 	time.Sleep(time.Until(newLeader.LeaderSince.Add(hbTimeout + 3*time.Second)))
 	hosts, err := c.ListHosts(ctx, api.ListOptions{})
@@ -225,9 +227,11 @@ func TestClusterThreeServers(t *testing.T) {
 		return nil
 	})
 
-	// The dead server goes, with its etcd member; the rest keep working.
-	if err := c.RemoveServer(ctx, tc.s[lead].name); err != nil {
-		t.Fatalf("removing server %s: %v", tc.s[lead].name, err)
+	// The dead server goes, with its etcd member, through the CLI; the
+	// rest keep working.
+	cliOf := tc.s[alive[0]]
+	if out, err := cliOf.cli("cluster", "remove", tc.s[lead].name); err != nil {
+		t.Fatalf("polyvisor cluster remove %s: %v\n%s", tc.s[lead].name, err, out)
 	}
 	eventually(t, 20*time.Second, "two servers listed", func() error {
 		list, err := c.ListServers(ctx)
@@ -244,6 +248,10 @@ func TestClusterThreeServers(t *testing.T) {
 		}
 		return nil
 	})
+	out, err := cliOf.cli("cluster", "list")
+	if err != nil || strings.Contains(out, tc.s[lead].name+" ") || !strings.Contains(out, tc.s[alive[0]].name) || !strings.Contains(out, tc.s[alive[1]].name) {
+		t.Fatalf("polyvisor cluster list after the removal: %v\n%s", err, out)
+	}
 	op, err := clients[alive[1]].CreateVM(ctx, simVM("after"), client.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create after the removal: %v", err)
@@ -251,6 +259,17 @@ func TestClusterThreeServers(t *testing.T) {
 	if done := waitOp(t, c, op.ID); done.Status != api.OpSucceeded {
 		t.Fatalf("create after the removal ended %s", done.Status)
 	}
+}
+
+// cli runs the polyvisor CLI against the server's unix socket, as local
+// root.
+func (s *clusterServer) cli(args ...string) (string, error) {
+	home := s.t.TempDir()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+home, "POLYVISOR_CONFIG=", "POLYVISOR_TOKEN=", "POLYVISOR_PROJECT=",
+		"POLYVISOR_SERVER=unix://"+s.socket())
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 func readFile(t *testing.T, path string) []byte {
