@@ -24,7 +24,8 @@ import (
 // servers share and that the control plane outlives its leader: the CA,
 // secrets key and admin token handed over at join; an image imported
 // through one server copied to every server's image store; audit records
-// written by each server answered by any; creates through every server
+// written by each server answered by any; a quota of 7 VMs holding
+// against 30 creates at once through the three; creates through every server
 // while the leader is killed (kill -9): each create answered 202 exists
 // once and its operation finishes, none refused exists, no VM starts
 // twice; simulated hosts whose server died report to another; and the
@@ -96,6 +97,44 @@ func TestClusterThreeServers(t *testing.T) {
 		if byServer[s.name] == 0 {
 			t.Errorf("the audit query through s3 holds no vm.create written by %s: %v", s.name, byServer)
 		}
+	}
+
+	// A quota across servers: 30 creates at once, through all three,
+	// into a project with room for 7 VMs: exactly 7 are admitted.
+	room := int64(7)
+	if _, err := clients[0].CreateProject(ctx, api.ProjectCreate{Name: "q", Quota: api.Quota{VMs: &room}}); err != nil {
+		t.Fatal(err)
+	}
+	uploadKernel(t, clients[0].WithProject("q"))
+	for i, c := range clients {
+		eventually(t, 10*time.Second, "server "+tc.s[i].name+" sees the image ready", func() error {
+			img, err := c.WithProject("q").GetImage(ctx, "k")
+			if err == nil && img.State != api.ImageReady {
+				err = fmt.Errorf("image %s", img.State)
+			}
+			return err
+		})
+	}
+	var admitted atomic.Int32
+	var qwg sync.WaitGroup
+	for i := range 30 {
+		qwg.Go(func() {
+			_, err := clients[i%3].WithProject("q").CreateVM(ctx, simVM(fmt.Sprintf("q%02d", i)), client.CreateOptions{})
+			switch code := client.ErrorCode(err); {
+			case err == nil:
+				admitted.Add(1)
+			case code != api.CodeUnprocessable || !strings.Contains(err.Error(), "quota"):
+				t.Errorf("create q%02d through %s: %v, want 202 or over the quota", i, tc.s[i%3].name, err)
+			}
+		})
+	}
+	qwg.Wait()
+	qvms, err := clients[1].WithProject("q").ListVMs(ctx, api.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if admitted.Load() != 7 || len(qvms.Items) != 7 {
+		t.Fatalf("quota of 7 VMs, 30 creates through 3 servers: %d answered 202, %d exist", admitted.Load(), len(qvms.Items))
 	}
 
 	// Kill the leader in the middle of creates through every server.
@@ -182,17 +221,17 @@ func TestClusterThreeServers(t *testing.T) {
 			t.Errorf("create %s: operation %s ended %s: %+v", a.name, done.ID, done.Status, done.Error)
 		}
 	}
-	vms, err := c.ListVMs(ctx, api.ListOptions{Limit: 500})
+	vms, err := c.ListVMs(ctx, api.ListOptions{Limit: 500, AllProjects: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	seen := map[string]int{}
 	for _, vm := range vms.Items {
-		seen[vm.Name]++
+		seen[vm.Key()]++
 	}
 	for _, a := range answers {
-		if seen[a.name] != 1 {
-			t.Errorf("create %s exists %d times", a.name, seen[a.name])
+		if seen[api.Key(api.DefaultProject, a.name)] != 1 {
+			t.Errorf("create %s exists %d times", a.name, seen[api.Key(api.DefaultProject, a.name)])
 		}
 	}
 
