@@ -312,7 +312,9 @@ func (tc *testCluster) leader(from int) (int, *api.ClusterServer, error) {
 	if err != nil {
 		return -1, nil, err
 	}
-	if st.Leader == nil {
+	// A term shows its start once the leader proclaimed it, a moment after
+	// it won: until then it is not counted.
+	if st.Leader == nil || st.Leader.LeaderSince.IsZero() {
 		return -1, nil, nil
 	}
 	for i, s := range tc.s {
