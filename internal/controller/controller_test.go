@@ -406,6 +406,15 @@ func TestHeartbeatsAtAnotherServer(t *testing.T) {
 	if _, err := a.st.Txn(ctx, a.col.Hosts.OpCreate("far", host)); err != nil {
 		t.Fatal(err)
 	}
+	// Both servers' indexes hold the host before it is judged.
+	eventually(t, 5*time.Second, "both indexes hold the host", func() error {
+		for _, srv := range []*testServer{a, b} {
+			if _, ok := srv.col.Hosts.Get("far"); !ok {
+				return errors.New("not yet")
+			}
+		}
+		return nil
+	})
 	beat := func(until time.Time) {
 		for time.Now().Before(until) {
 			follower.set.Liveness.Beat("far", time.Now())
