@@ -151,6 +151,10 @@ type StreamRequest struct {
 	// Bytes bounds a log stream: the agent writes that many bytes of the
 	// recorded serial output, then closes.
 	Bytes int64 `json:"bytes,omitempty"`
+	// Server, when set, is the URL of the server that waits for the
+	// stream, when it is not the one whose watch carried the request: the
+	// agent dials /v1/agent/streams/{id} there.
+	Server string `json:"server,omitempty"`
 }
 
 // Agent message types.

@@ -316,6 +316,12 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"Version":         reflect.TypeFor[api.Version](),
 		"ClusterStatus":   reflect.TypeFor[api.ClusterStatus](),
 		"ClusterServer":   reflect.TypeFor[api.ClusterServer](),
+		// The servers of the control plane.
+		"Server":        reflect.TypeFor[api.Server](),
+		"ServerList":    reflect.TypeFor[api.List[api.Server]](),
+		"ClusterJoin":   reflect.TypeFor[api.ClusterJoin](),
+		"ClusterJoined": reflect.TypeFor[api.ClusterJoined](),
+		"AgentServers":  reflect.TypeFor[api.AgentServers](),
 		// The audit log's state and verification, and alarms.
 		"AuditSpan":         reflect.TypeFor[api.AuditSpan](),
 		"AuditProblem":      reflect.TypeFor[api.AuditProblem](),

@@ -272,6 +272,9 @@ type AuditRecord struct {
 	// Removed, on a record of the log's retention (action audit.prune),
 	// names the segment it removed and the records that segment held.
 	Removed *AuditSpan `json:"removed,omitempty"`
+	// Server, in an answer to a query, is the server whose log holds the
+	// record (each server writes its own); it is not stored in the record.
+	Server string `json:"server,omitempty"`
 }
 
 // AuditQuery filters GET /v1/audit (as query parameters since=, until=,

@@ -145,7 +145,7 @@ func New(ctx context.Context, cfg Config) *Set {
 		Timeout: cfg.HeartbeatTimeout, Logger: log})
 	s.Leases = leases.New(leases.Config{VMs: cfg.VMs, Ops: s.Ops, Audit: cfg.Audit,
 		Interval: cfg.LeaseInterval, Logger: log})
-	s.Imports = imports.New(imports.Config{Writer: cfg.Store, Images: cfg.Images, Ops: cfg.Ops, Dir: cfg.ImageDir,
+	s.Imports = imports.New(imports.Config{Writer: cfg.Store, Images: cfg.Images, Ops: cfg.Ops, Dir: cfg.ImageDir, Server: cfg.Name,
 		Gate: s.Images, Metrics: cfg.Metrics, ErrorOf: cfg.ErrorOf, Logger: log})
 	s.Imports.Recover(ctx)
 	return s
