@@ -12,8 +12,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -169,17 +172,45 @@ func (c *Client) handshake() error {
 // Version is the QEMU version from the greeting.
 func (c *Client) Version() Version { return c.version }
 
-func (c *Client) write(r request) error {
+func (c *Client) write(r request) error { return c.writeFD(r, nil) }
+
+// writeFD sends r, and f's descriptor with it (SCM_RIGHTS) when f is not
+// nil: QEMU keeps a descriptor that arrives with a command for that
+// command (getfd).
+func (c *Client) writeFD(r request, f *os.File) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encoding qmp command %s: %w", r.Execute, err)
 	}
+	b = append(b, '\n')
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if _, err := c.conn.Write(append(b, '\n')); err != nil {
+	if f == nil {
+		if _, err := c.conn.Write(b); err != nil {
+			return fmt.Errorf("sending qmp command %s: %w", r.Execute, err)
+		}
+		return nil
+	}
+	uc, ok := c.conn.(*net.UnixConn)
+	if !ok {
+		return fmt.Errorf("sending qmp command %s: a descriptor needs a unix socket connection", r.Execute)
+	}
+	oob := syscall.UnixRights(int(f.Fd()))
+	n, oobn, err := uc.WriteMsgUnix(b, oob, nil)
+	runtime.KeepAlive(f)
+	if err == nil && (n != len(b) || oobn != len(oob)) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
 		return fmt.Errorf("sending qmp command %s: %w", r.Execute, err)
 	}
 	return nil
+}
+
+// PassFD hands QEMU a copy of f's descriptor under name (QMP getfd), for a
+// later command to use as "fd:<name>". f stays the caller's to close.
+func (c *Client) PassFD(ctx context.Context, name string, f *os.File) error {
+	return c.execute(ctx, "getfd", map[string]string{"fdname": name}, nil, f)
 }
 
 // Execute runs cmd with args (nil, or anything that encodes as a JSON
@@ -187,6 +218,10 @@ func (c *Client) write(r request) error {
 // A QEMU error reply is returned as *Error. If ctx ends first, Execute
 // returns ctx's error; the command may still run in QEMU.
 func (c *Client) Execute(ctx context.Context, cmd string, args, result any) error {
+	return c.execute(ctx, cmd, args, result, nil)
+}
+
+func (c *Client) execute(ctx context.Context, cmd string, args, result any, f *os.File) error {
 	ch := make(chan reply, 1)
 	c.mu.Lock()
 	if c.err != nil {
@@ -198,7 +233,7 @@ func (c *Client) Execute(ctx context.Context, cmd string, args, result any) erro
 	c.pending[id] = ch
 	c.mu.Unlock()
 
-	if err := c.write(request{Execute: cmd, Arguments: args, ID: id}); err != nil {
+	if err := c.writeFD(request{Execute: cmd, Arguments: args, ID: id}, f); err != nil {
 		c.forget(id)
 		return err
 	}

@@ -499,7 +499,7 @@ func TestInfoAndCapabilities(t *testing.T) {
 		t.Errorf("Info = %+v", info)
 	}
 	c := d.Capabilities()
-	if !c.Pause || !c.SerialConsole || !c.VNCConsole || !c.KernelBoot || !c.CloudInit || c.LiveMigration || c.Snapshots {
+	if !c.Pause || !c.SerialConsole || !c.VNCConsole || !c.KernelBoot || !c.CloudInit || !c.LiveMigration || c.Snapshots {
 		t.Errorf("Capabilities = %+v", c)
 	}
 }
