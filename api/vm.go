@@ -96,6 +96,9 @@ type VMSpec struct {
 	// default, also when empty) or stop. A guest that powers itself off
 	// stays off either way.
 	OnCrash string `json:"onCrash,omitempty"`
+	// Migration, when set, asks the VM's host to migrate it to another
+	// host while it runs.
+	Migration *Migration `json:"migration,omitempty"`
 }
 
 // Disk is a VM disk: a copy-on-write overlay of an image, or blank.
@@ -168,6 +171,9 @@ type VMStatus struct {
 	StopCause string    `json:"stopCause,omitempty"`
 	StartedAt time.Time `json:"startedAt,omitzero"`
 	UpdatedAt time.Time `json:"updatedAt,omitzero"`
+	// Migration is how the VM's migration under way (or its last one)
+	// goes.
+	Migration *MigrationStatus `json:"migration,omitempty"`
 }
 
 // VMError is a failure to converge to a spec generation.
