@@ -40,7 +40,8 @@ func (s *Server) migratingVM(id string) (*api.VM, bool) {
 }
 
 // migrationTarget is the host a migration under way moves its VM to: only
-// its agent records the migration's incoming side.
+// its agent records the migration's incoming side. A migration that is
+// not under way concerns no host.
 func (s *Server) migrationTarget(r *http.Request, id auth.Identity) string {
 	if vm, ok := s.migratingVM(r.PathValue("id")); ok && vm.Spec.Migration.Target == id.Name {
 		return id.Name
