@@ -23,7 +23,7 @@ import (
 
 // pairDialer connects each channel the source asks for to the destination
 // driver's Incoming through a socket pair.
-func pairDialer(t *testing.T, dst *Driver, h *hypervisor.Handle) hypervisor.MigrationDialer {
+func pairDialer(t testing.TB, dst *Driver, h *hypervisor.Handle) hypervisor.MigrationDialer {
 	return func(ctx context.Context, channel string) (net.Conn, error) {
 		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 		if err != nil {
