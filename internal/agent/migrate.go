@@ -284,6 +284,12 @@ func (w *worker) send(vm *api.VM) {
 	go func() {
 		defer close(o.done)
 		err := w.migrateOut(ctx, h, o, log)
+		if err == nil {
+			// Also when cancelled too late: the target holds the guest.
+			o.mu.Lock()
+			o.ok = true
+			o.mu.Unlock()
+		}
 		if ctx.Err() != nil {
 			return // cancelled: the worker knows
 		}
@@ -292,9 +298,6 @@ func (w *worker) send(vm *api.VM) {
 			log.Warn("migrating vm failed", "err", err)
 			st.Phase, st.Error = api.MigrationFailed, err.Error()
 		} else {
-			o.mu.Lock()
-			o.ok = true
-			o.mu.Unlock()
 			st.Phase = hypervisor.PhaseCompleted
 			log.Info("vm migrated; waiting for the server to move it")
 		}
@@ -379,6 +382,15 @@ func (w *worker) poke() {
 // endMigrations runs when the worker ends (the VM left this host): a VM
 // migrated away is destroyed here, one that did not arrive is removed.
 func (w *worker) endMigrations() {
+	if o := w.out; o != nil {
+		// The VM left this host, possibly before this side saw its
+		// migration complete: wait for it to say.
+		w.endOutgoing()
+		if !o.succeeded() {
+			o = nil
+		}
+		w.out = o
+	}
 	if o := w.out; o != nil && o.succeeded() {
 		if h := w.currentHandle(); h != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

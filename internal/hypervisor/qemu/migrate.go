@@ -433,6 +433,15 @@ func (d *Driver) MigrateOut(ctx context.Context, h *hypervisor.Handle, dial hype
 		}
 		select {
 		case <-ctx.Done():
+			// Cancelled: unless it completed meanwhile, when the target
+			// holds the guest and this one must never run again.
+			qctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			mi, qerr := queryMigrate(qctx, v.qmp)
+			cancel()
+			if qerr == nil && mi.Status == "completed" {
+				log.Info("vm migrated out before the cancel")
+				return nil
+			}
 			return fmt.Errorf("migrating vm %s: %w", h.UID, ctx.Err())
 		case <-time.After(pollMigration):
 		}
@@ -580,6 +589,12 @@ func (m *outgoing) rollback() {
 		m.c.Execute(ctx, "migrate_cancel", nil, nil)
 		for ctx.Err() == nil {
 			mi, err := queryMigrate(ctx, m.c)
+			if err == nil && mi.Status == "completed" {
+				// Too late to cancel: the target holds the guest, and
+				// resuming it here would run it twice.
+				m.log.Warn("the migration completed before it could be cancelled: the guest stays paused here")
+				return
+			}
 			if err != nil || (mi.Status != "cancelling" && mi.Status != "active" && mi.Status != "pre-switchover" && mi.Status != "device" && mi.Status != "setup") {
 				break
 			}
