@@ -97,11 +97,18 @@ type JoinToken struct {
 	// advertised address, else its listen address or host name, and its
 	// port); empty when the server does not listen on TCP.
 	ServerURL string `json:"serverURL,omitempty"`
+	// Host, when set, is the only host name the token joins.
+	Host string `json:"host,omitempty"`
 }
 
 // JoinTokenCreate is the body of POST /v1/hosts/join-tokens.
 type JoinTokenCreate struct {
 	TTLSeconds int `json:"ttlSeconds,omitempty"` // default 3600
+	// Host binds the token to one host name: it joins only that host, and
+	// is what joins again a host that exists and still holds credentials
+	// (one whose agent lost them). A token without it joins new hosts,
+	// and hosts revoked or deleted.
+	Host string `json:"host,omitempty"`
 }
 
 // AgentRegister is the body of POST /v1/agent/register.
@@ -130,6 +137,10 @@ type AgentMessage struct {
 	Stream *StreamRequest `json:"stream,omitempty"`
 	// Network is the host's whole network state (type "network").
 	Network *HostNetworkState `json:"network,omitempty"`
+	// Volume is a volume the host makes (type "volume"); Pool a pool the
+	// host reports on (type "pool").
+	Volume *Volume `json:"volume,omitempty"`
+	Pool   *Pool   `json:"pool,omitempty"`
 }
 
 // StreamRequest asks an agent to open a byte stream to a VM console.
@@ -140,6 +151,10 @@ type StreamRequest struct {
 	// Bytes bounds a log stream: the agent writes that many bytes of the
 	// recorded serial output, then closes.
 	Bytes int64 `json:"bytes,omitempty"`
+	// Server, when set, is the URL of the server that waits for the
+	// stream, when it is not the one whose watch carried the request: the
+	// agent dials /v1/agent/streams/{id} there.
+	Server string `json:"server,omitempty"`
 }
 
 // Agent message types.

@@ -52,6 +52,8 @@ type Quota struct {
 	// ImageStorageMiB limits the project's stored images together (their
 	// files, and the room held by imports under way).
 	ImageStorageMiB *int64 `json:"imageStorageMiB,omitempty"`
+	// VolumeMiB limits the sizes of the project's volumes together.
+	VolumeMiB *int64 `json:"volumeMiB,omitempty"`
 }
 
 // Usage is what a project's VMs use: the sum over its VMs (those being
@@ -64,6 +66,8 @@ type Usage struct {
 	// ImageStorageMiB is what the project's images take, with the room
 	// held by its imports under way.
 	ImageStorageMiB int64 `json:"imageStorageMiB"`
+	// VolumeMiB is the sum of the sizes of the project's volumes.
+	VolumeMiB int64 `json:"volumeMiB"`
 }
 
 // ProjectStatus is computed when a project is read.
@@ -188,8 +192,13 @@ type TokenCreate struct {
 	User    string `json:"user,omitempty"`
 	Project string `json:"project,omitempty"`
 	Role    string `json:"role,omitempty"`
-	// ExpiresInSeconds bounds the token's life; 0 never expires.
+	// ExpiresInSeconds bounds the token's life; 0 never expires (or, where
+	// the installation sets a maximum lifetime, lives that long).
 	ExpiresInSeconds int64 `json:"expiresInSeconds,omitempty"`
+	// Current is the caller's password, required when the request comes
+	// with a login session (re-authentication). Such a token ends when
+	// that password changes.
+	Current string `json:"current,omitempty"`
 }
 
 // TokenCreated is the answer to POST /v1/tokens: the token's secret, shown
@@ -263,6 +272,9 @@ type AuditRecord struct {
 	// Removed, on a record of the log's retention (action audit.prune),
 	// names the segment it removed and the records that segment held.
 	Removed *AuditSpan `json:"removed,omitempty"`
+	// Server, in an answer to a query, is the server whose log holds the
+	// record (each server writes its own); it is not stored in the record.
+	Server string `json:"server,omitempty"`
 }
 
 // AuditQuery filters GET /v1/audit (as query parameters since=, until=,

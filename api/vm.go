@@ -99,6 +99,8 @@ type VMSpec struct {
 	// Migration, when set, asks the VM's host to migrate it to another
 	// host while it runs.
 	Migration *Migration `json:"migration,omitempty"`
+	// Volumes are the volumes attached to the VM, after its disks.
+	Volumes []VolumeAttachment `json:"volumes,omitempty"`
 }
 
 // Disk is a VM disk: a copy-on-write overlay of an image, or blank.
@@ -139,6 +141,12 @@ type CloudInit struct {
 	// callers who may not read user data (viewers and operators): it
 	// often holds passwords. Never set in a request.
 	UserDataRedacted bool `json:"userDataRedacted,omitempty"`
+	// MetaDataRedacted and NetworkConfigRedacted are the same for
+	// MetaData and NetworkConfig: all of cloud-init's data is read back
+	// under one rule (meta data can hold keys, network config Wi-Fi
+	// passwords). Never set in a request.
+	MetaDataRedacted      bool `json:"metaDataRedacted,omitempty"`
+	NetworkConfigRedacted bool `json:"networkConfigRedacted,omitempty"`
 }
 
 // Deletion records a requested delete.
@@ -174,6 +182,8 @@ type VMStatus struct {
 	// Migration is how the VM's migration under way (or its last one)
 	// goes.
 	Migration *MigrationStatus `json:"migration,omitempty"`
+	// Volumes are the volumes the host has plugged into the running VM.
+	Volumes []VolumeAttachmentStatus `json:"volumes,omitempty"`
 }
 
 // VMError is a failure to converge to a spec generation.

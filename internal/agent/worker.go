@@ -351,6 +351,7 @@ func (w *worker) apply(ctx context.Context, vm *api.VM) error {
 	}
 	if err == nil {
 		w.observedRestart = spec.RestartCount
+		err = w.syncVolumes(ctx, h, vm)
 	}
 	return err
 }
@@ -427,6 +428,7 @@ func (w *worker) report(ctx context.Context, vm *api.VM, verr *api.VMError) {
 		for _, d := range h.Disks {
 			st.Disks = append(st.Disks, api.DiskStatus{Name: d.Name, Path: d.Path, Format: d.Format, SizeMiB: d.SizeMiB})
 		}
+		st.Volumes = w.pluggedVolumes(ctx, h, vm)
 	}
 	if w.out != nil {
 		ms, _ := w.out.get()

@@ -29,14 +29,16 @@ const (
 	PermProjectUpdate   Permission = "project.update"
 	PermMemberManage    Permission = "member.manage"
 	PermAuditRead       Permission = "audit.read"
+	PermVolumeRead      Permission = "volume.read"
+	PermVolumeManage    Permission = "volume.manage" // create, attach, detach, grow, snapshot, delete
 )
 
 // grants is the policy: what each project role adds to the roles before it
 // in api.Roles. It is the only place where roles get their meaning.
 var grants = map[string][]Permission{
-	api.RoleViewer:   {PermProjectRead, PermVMRead, PermImageRead, PermOperationRead, PermProviderRead},
+	api.RoleViewer:   {PermProjectRead, PermVMRead, PermImageRead, PermOperationRead, PermProviderRead, PermVolumeRead},
 	api.RoleOperator: {PermVMPower, PermVMConsole, PermOperationCancel},
-	api.RoleMember:   {PermVMCreate, PermVMDelete, PermVMUpdate, PermVMUserData, PermImageCreate, PermImageDelete},
+	api.RoleMember:   {PermVMCreate, PermVMDelete, PermVMUpdate, PermVMUserData, PermImageCreate, PermImageDelete, PermVolumeManage},
 	api.RoleAdmin:    {PermProjectUpdate, PermMemberManage, PermAuditRead},
 }
 
@@ -120,11 +122,15 @@ const (
 	ScopeAccount
 	// ScopeMetrics admits superadmins and the metrics token.
 	ScopeMetrics
+	// ScopePeer admits the other servers of the control plane (their
+	// server tokens), and nobody else.
+	ScopePeer
 )
 
 var scopeNames = map[Scope]string{
 	ScopePublic: "public", ScopeUser: "user", ScopeProject: "project", ScopeSuperadmin: "superadmin",
 	ScopeSelf: "self", ScopeHost: "host", ScopeAnyHost: "any-host", ScopeAccount: "account", ScopeMetrics: "metrics",
+	ScopePeer: "peer",
 }
 
 func (s Scope) String() string { return scopeNames[s] }
@@ -153,6 +159,7 @@ var (
 	Host       = Rule{Scope: ScopeHost}
 	AnyHost    = Rule{Scope: ScopeAnyHost}
 	Metrics    = Rule{Scope: ScopeMetrics}
+	Peer       = Rule{Scope: ScopePeer}
 )
 
 // In is the rule of a project route needing permission p.
@@ -232,6 +239,10 @@ func Authorize(id Identity, rule Rule, f Facts) error {
 		}
 	case ScopeMetrics:
 		if id.IsSuperadmin() || (id.Kind == KindMetrics && id.Name != "") {
+			return nil
+		}
+	case ScopePeer:
+		if id.Kind == KindServer && id.Name != "" {
 			return nil
 		}
 	case ScopeProject:

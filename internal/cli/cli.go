@@ -85,6 +85,7 @@ func NewRootCommand(extra ...*cobra.Command) *cobra.Command {
 	root.AddCommand(a.loginCommand(), a.logoutCommand(), a.whoamiCommand(), a.projectCommand(), a.userCommand(),
 		a.tokenCommand(), a.roleCommand(), a.quotaCommand(), a.auditCommand())
 	root.AddCommand(a.versionCommand())
+	root.AddCommand(a.poolCommand(), a.volumeCommand())
 	// The client verbs' errors speak of the CLI's flags and config; the
 	// daemons have their own.
 	a.explainErrors(root)
@@ -150,7 +151,7 @@ func run(ctx context.Context, root *cobra.Command, args []string, in io.Reader, 
 	if err == nil {
 		return ExitOK
 	}
-	fmt.Fprintf(errOut, "Error: %s\n", err)
+	fmt.Fprintf(errOut, "Error: %s\n", termSafe(err.Error(), false))
 	var ue *usageError
 	if errors.As(err, &ue) {
 		if cmd == nil {

@@ -54,6 +54,8 @@ var fieldSources = map[string][]fieldSource{
 	"token create":         {{"expiresInSeconds", "--expires"}},
 	"provider add vsphere": {{"password", "--password-file"}, {"caCert", "--ca-file"}},
 	"provider add libvirt": {{"url", "--uri"}},
+	"pool create":          {{"projects", "--grant"}, {"hosts", "--host"}},
+	"volume create":        {{"source.image", "--image"}, {"source.volume", "--from"}, {"source.snapshot", "--from"}, {"source", "--image"}, {"source", "--from"}},
 }
 
 // commandKey is the path of cmd below the root: "vm create".

@@ -45,6 +45,8 @@ type Collections struct {
 	Admission *store.Collection[admission.Record]
 	// Beats holds the heartbeats each server shares with the leader.
 	Beats *store.Collection[liveness.Beats]
+	// Volumes count against the projects' volume quota.
+	Volumes *store.Collection[api.Volume]
 }
 
 // Config wires the controllers to the store and to the server around them.
@@ -70,6 +72,9 @@ type Config struct {
 	LeaseInterval time.Duration
 	// ImageDir is the image store.
 	ImageDir string
+	// MinFreeBytes is the room kept free on the image store's disk (the
+	// server's reserve): imports never take it.
+	MinFreeBytes int64
 	// ProviderFactory makes provider connections; nil refuses every
 	// provider.
 	ProviderFactory estate.Factory
@@ -135,14 +140,14 @@ func New(ctx context.Context, cfg Config) *Set {
 	})
 	records := admission.New(cfg.Store, cfg.Admission)
 	s.Placer = placement.New(placement.Config{VMs: cfg.VMs, Hosts: cfg.Hosts, Scheduler: cfg.Scheduler, Queue: s.Ops, Records: records})
-	s.Images = quota.NewImages(cfg.Projects, cfg.Images, cfg.ImageDir, log)
+	s.Images = quota.NewImages(cfg.Projects, cfg.Images, cfg.ImageDir, cfg.MinFreeBytes, log)
 	s.Quota = quota.New(quota.Config{Projects: cfg.Projects, VMs: cfg.VMs, Images: cfg.Images, Queue: s.Ops, Imports: s.Images,
-		Records: records})
+		Records: records, Volumes: cfg.Volumes})
 	s.Liveness = liveness.New(liveness.Config{Writer: cfg.Store, Hosts: cfg.Hosts, VMs: cfg.VMs, Beats: cfg.Beats, ID: cfg.ID,
 		Timeout: cfg.HeartbeatTimeout, Logger: log})
 	s.Leases = leases.New(leases.Config{VMs: cfg.VMs, Ops: s.Ops, Audit: cfg.Audit,
 		Interval: cfg.LeaseInterval, Logger: log})
-	s.Imports = imports.New(imports.Config{Writer: cfg.Store, Images: cfg.Images, Ops: cfg.Ops, Dir: cfg.ImageDir,
+	s.Imports = imports.New(imports.Config{Writer: cfg.Store, Images: cfg.Images, Ops: cfg.Ops, Dir: cfg.ImageDir, Server: cfg.Name,
 		Gate: s.Images, Metrics: cfg.Metrics, ErrorOf: cfg.ErrorOf, Logger: log})
 	s.Imports.Recover(ctx)
 	return s

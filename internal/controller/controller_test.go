@@ -406,11 +406,20 @@ func TestHeartbeatsAtAnotherServer(t *testing.T) {
 	if _, err := a.st.Txn(ctx, a.col.Hosts.OpCreate("far", host)); err != nil {
 		t.Fatal(err)
 	}
+	// Both servers' indexes hold the host before it is judged.
+	eventually(t, 5*time.Second, "both indexes hold the host", func() error {
+		for _, srv := range []*testServer{a, b} {
+			if _, ok := srv.col.Hosts.Get("far"); !ok {
+				return errors.New("not yet")
+			}
+		}
+		return nil
+	})
 	beat := func(until time.Time) {
 		for time.Now().Before(until) {
 			follower.set.Liveness.Beat("far", time.Now())
-			if h, _ := lead.col.Hosts.Get("far"); h.Status.State != api.HostReady {
-				t.Fatalf("the leader marked a host %s while it heartbeats to another server", h.Status.State)
+			if h, ok := lead.col.Hosts.Get("far"); !ok || h.Status.State != api.HostReady {
+				t.Fatalf("the leader lost or marked a host (%+v) while it heartbeats to another server", h)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}

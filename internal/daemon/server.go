@@ -40,6 +40,8 @@ func ServerCommand() *cobra.Command {
 		accel     string
 		agentAddr string
 		confPath  string
+		joinURL   string
+		joinToken string
 	)
 	var pprofAddr string
 	cmd := &cobra.Command{
@@ -69,6 +71,19 @@ cluster named by --etcd-endpoints.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if joinURL != "" || cfg.PeerListen != "" {
+				// A server among others needs a name they can tell apart.
+				if cfg.Name == "" {
+					cfg.Name = defaultHostName()
+				}
+			}
+			if joinURL != "" {
+				if err := joinServers(ctx, cfg, joinURL, joinToken, log); err != nil {
+					return err
+				}
+			} else if joinToken != "" {
+				return errors.New("--join-token: give the URL of a server to join with --join")
+			}
 			srv, err := server.New(ctx, cfg)
 			if err != nil {
 				return err
@@ -83,14 +98,30 @@ cluster named by --etcd-endpoints.`,
 				}
 			}
 			printHowTo(cmd, srv, cfg)
+			// The server may stop on its own: removed from the cluster.
+			ctx, fatal := context.WithCancelCause(ctx)
+			defer fatal(nil)
+			go func() {
+				select {
+				case err := <-srv.Fatal():
+					fatal(err)
+				case <-ctx.Done():
+				}
+			}()
 			if noAgent {
 				<-ctx.Done()
-				return nil
+			} else {
+				if hostName == "" {
+					hostName = defaultHostName()
+				}
+				if err := runBuiltinAgent(ctx, srv, cfg, hostName, accel, agentAddr); err != nil && context.Cause(ctx) == ctx.Err() {
+					return err
+				}
 			}
-			if hostName == "" {
-				hostName = defaultHostName()
+			if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() {
+				return cause
 			}
-			return runBuiltinAgent(ctx, srv, cfg, hostName, accel, agentAddr)
+			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -98,6 +129,10 @@ cluster named by --etcd-endpoints.`,
 	f.StringVar(&cfg.Listen, "listen", ":7443", "TLS address of the API (empty disables TCP)")
 	f.StringVar(&cfg.Socket, "socket", "", "unix socket for local root use (default <data-dir>/polyvisor.sock)")
 	f.StringSliceVar(&cfg.EtcdEndpoints, "etcd-endpoints", nil, "external etcd endpoints (default: embedded etcd)")
+	f.StringVar(&joinURL, "join", "", "join the control plane of the server at this URL (https://s1:7443) as one more server, with --join-token (first start only)")
+	f.StringVar(&joinToken, "join-token", "", "with --join: a server join token from 'polyvisor cluster join-token' on a running server")
+	f.DurationVar(&cfg.EtcdElectionTimeout, "etcd-election-timeout", time.Second, "with --peer-listen: how long the embedded etcd members go without their raft leader before electing another (every server of a cluster the same)")
+	f.StringVar(&cfg.PeerListen, "peer-listen", "", "with the embedded etcd: TLS address its member listens on for the other servers' members (e.g. :7444); needed to join servers or be joined")
 	f.StringVar(&cfg.Name, "name", "", "name of this server among the servers sharing the store (default: the hostname)")
 	f.DurationVar(&cfg.LeaderTTL, "leader-ttl", 5*time.Second, "how long a leader that stopped renewing its session keeps the lead of the controllers")
 	f.StringSliceVar(&advertise, "advertise-address", nil, "extra DNS names or IPs agents use to reach this server (added to its certificate)")
@@ -113,6 +148,7 @@ cluster named by --etcd-endpoints.`,
 	f.Float64Var(&cfg.RateLimit, "rate-limit", 50, "API requests per second each user (or anonymous client address) may make; 0 disables")
 	f.IntVar(&cfg.RateBurst, "rate-burst", 200, "requests a user may make at once above --rate-limit")
 	f.DurationVar(&cfg.SessionTTL, "session-ttl", 12*time.Hour, "how long a login session lasts")
+	f.DurationVar(&cfg.MaxTokenLifetime, "max-token-lifetime", 0, "the longest an API token made through the API may live; one asked never to expire lives that long (default: no maximum)")
 	f.DurationVar(&cfg.LeaseInterval, "lease-interval", 10*time.Second, "how often VM leases are checked for expiry")
 	f.Int64Var(&cfg.Audit.MaxBytes, "audit-max-bytes", 256<<20, "size of the audit log past which the audit-full alarm is raised (records younger than --audit-max-age are never dropped for size)")
 	f.DurationVar(&cfg.Audit.MaxAge, "audit-max-age", 90*24*time.Hour, "how long audit records are kept")
@@ -163,9 +199,12 @@ func defaultHostName() string {
 // credentials are what an agent keeps after it registered.
 type credentials struct {
 	Server string `json:"server"`
-	Host   string `json:"host"`
-	Token  string `json:"token"`
-	CACert string `json:"caCert"`
+	// Servers are every server of the control plane, the one in use
+	// first, learnt from it at each watch: the agent fails over to them.
+	Servers []string `json:"servers,omitempty"`
+	Host    string   `json:"host"`
+	Token   string   `json:"token"`
+	CACert  string   `json:"caCert"`
 	// JoinedWith identifies the join token used (a hash), so that the same
 	// single-use token is not tried again after a revocation.
 	JoinedWith string `json:"joinedWith,omitempty"`
@@ -219,7 +258,7 @@ func runBuiltinAgent(ctx context.Context, srv *server.Server, cfg server.Config,
 		return fmt.Errorf("the built-in agent in %s is registered as host %q: start the server with --host-name %s (a host cannot be renamed)", stateDir, creds.Host, creds.Host)
 	}
 	if creds == nil {
-		jt, err := srv.MintJoinToken(ctx)
+		jt, err := srv.MintJoinToken(ctx, host)
 		if err != nil {
 			return err
 		}
@@ -266,6 +305,9 @@ type agentOptions struct {
 	accel                   string // auto, kvm or tcg
 	heartbeat               time.Duration
 	logger                  *slog.Logger
+	// onServers keeps the control plane's server URLs as the agent learns
+	// them.
+	onServers func([]string)
 }
 
 func runAgent(ctx context.Context, c *client.Client, o agentOptions) error {
@@ -276,8 +318,8 @@ func runAgent(ctx context.Context, c *client.Client, o agentOptions) error {
 	}
 	a, err := agent.New(agent.Config{
 		Client: c, Host: host, StateDir: stateDir, Driver: drv, Address: address,
-		HeartbeatInterval: o.heartbeat,
-		Logger:            logger.With("component", "agent", "host", host),
+		HeartbeatInterval: o.heartbeat, OnServers: o.onServers,
+		Logger: logger.With("component", "agent", "host", host),
 	})
 	if err != nil {
 		return err

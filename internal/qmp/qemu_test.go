@@ -92,7 +92,7 @@ func TestRealQEMU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = cl.PassFD(ctx, "passed", w)
+	err = cl.ExecuteFile(ctx, "getfd", map[string]string{"fdname": "passed"}, nil, w)
 	r.Close()
 	w.Close()
 	if err != nil {

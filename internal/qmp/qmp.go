@@ -207,18 +207,23 @@ func (c *Client) writeFD(r request, f *os.File) error {
 	return nil
 }
 
-// PassFD hands QEMU a copy of f's descriptor under name (QMP getfd), for a
-// later command to use as "fd:<name>". f stays the caller's to close.
-func (c *Client) PassFD(ctx context.Context, name string, f *os.File) error {
-	return c.execute(ctx, "getfd", map[string]string{"fdname": name}, nil, f)
-}
-
 // Execute runs cmd with args (nil, or anything that encodes as a JSON
 // object) and decodes the reply's "return" into result (nil to discard).
 // A QEMU error reply is returned as *Error. If ctx ends first, Execute
 // returns ctx's error; the command may still run in QEMU.
 func (c *Client) Execute(ctx context.Context, cmd string, args, result any) error {
 	return c.execute(ctx, cmd, args, result, nil)
+}
+
+// ExecuteFile runs cmd as Execute does, passing f's descriptor along with
+// it (SCM_RIGHTS), as QMP's getfd and add-fd expect: QEMU, confined,
+// opens nothing by path once it runs. QEMU keeps its own copy; f stays
+// the caller's to close. The connection must be a unix socket.
+func (c *Client) ExecuteFile(ctx context.Context, cmd string, args, result any, f *os.File) error {
+	if f == nil {
+		return fmt.Errorf("running qmp command %s with a file: no file given", cmd)
+	}
+	return c.execute(ctx, cmd, args, result, f)
 }
 
 func (c *Client) execute(ctx context.Context, cmd string, args, result any, f *os.File) error {

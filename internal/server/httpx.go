@@ -57,6 +57,8 @@ func toAPIError(err error) *api.Error {
 		return &api.Error{Code: api.CodeInsufficientStorage, Message: "the store's database is at its quota; changes are refused until space is reclaimed"}
 	case errors.Is(err, store.ErrInvalidContinue):
 		return api.Invalid("continue", "invalid continue token")
+	case store.IsUnavailable(err):
+		return &api.Error{Code: api.CodeUnavailable, Message: "the store is electing a leader or lost its quorum; the change may or may not have been made: repeat the request (a create with the same Idempotency-Key)"}
 	}
 	return &api.Error{Code: api.CodeInternal, Message: "internal error"}
 }
@@ -66,6 +68,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, ok := statusOf[ae.Code]
 	if !ok {
 		status = http.StatusInternalServerError
+	}
+	if ae.Code == api.CodeUnavailable && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", "1")
 	}
 	if status >= 500 {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
@@ -89,7 +94,8 @@ func writeOperation(w http.ResponseWriter, op *api.Operation) {
 }
 
 // decodeJSON reads a JSON body strictly: bounded size, no unknown fields, a
-// single value. An empty body is an error unless optional is set.
+// single value, every string, list and map within its bound (checkBounds).
+// An empty body is an error unless optional is set.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
@@ -109,7 +115,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, optional bool) er
 	if dec.More() {
 		return api.Invalid("body", "request body holds more than one JSON value")
 	}
-	return nil
+	return checkBounds(v)
 }
 
 // jsonError names what is wrong with a body that does not decode.

@@ -31,7 +31,11 @@ type tokenRecord struct {
 	Role      string    `json:"role,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
 	ExpiresAt time.Time `json:"expiresAt,omitzero"`
-	Version   int64     `json:"-"`
+	// Login, on an API token made with a login session, is the user whose
+	// session (and password) made it: the token ends when that user's
+	// password changes.
+	Login   string `json:"login,omitempty"`
+	Version int64  `json:"-"`
 }
 
 const (
@@ -67,6 +71,8 @@ func prefixOf(kind string) string {
 		return auth.PrefixSession
 	case tokenKindMetrics:
 		return auth.PrefixMetrics
+	case tokenKindServer:
+		return auth.PrefixPeer
 	}
 	return auth.PrefixAPI
 }
@@ -96,6 +102,9 @@ func (s *Server) identify(token string) (auth.Identity, error) {
 	}
 	if rec.Kind == tokenKindMetrics {
 		return auth.Identity{Kind: auth.KindMetrics, Name: rec.Name, TokenID: id}, nil
+	}
+	if rec.Kind == tokenKindServer {
+		return auth.Identity{Kind: auth.KindServer, Name: rec.Name, TokenID: id}, nil
 	}
 	u, ok := s.users.Get(rec.user())
 	if !ok || u.Disabled {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
@@ -139,6 +140,7 @@ func (s *Server) migrateVM(w http.ResponseWriter, r *http.Request) {
 
 // checkMigration refuses, with what to do instead, a migration that
 // cannot be: a VM not running or not Polyvisor's, one already migrating,
+// one with volumes attached (the target would start without them),
 // a target that is unknown, the VM's own host, a provider's, cordoned or
 // not ready. Room is the placer's to judge.
 func (s *Server) checkMigration(vm *api.VM, target string) error {
@@ -147,6 +149,8 @@ func (s *Server) checkMigration(vm *api.VM, target string) error {
 		return api.Unprocessable("vm %q belongs to provider %q, which decides where it runs", vm.Name, vm.Spec.Provider.Name)
 	case vm.Spec.Migration != nil:
 		return api.Conflict("vm %q is already migrating to host %q (operation %s)", vm.Name, vm.Spec.Migration.Target, vm.Spec.Migration.Operation)
+	case len(vm.Spec.Volumes) > 0 || len(vm.Status.Volumes) > 0:
+		return api.Unprocessable("vm %q has volumes attached (%s): a live migration does not carry hot-plugged volumes yet (a dir pool's volume stays on its host, and the target would not plug a shared pool's before the guest's state arrives): detach them, migrate, then attach them again", vm.Name, strings.Join(volumeNames(vm), ", "))
 	case vm.Spec.PowerState == api.PowerStopped:
 		return api.Unprocessable("vm %q is stopped: only a running vm migrates (live); its disks are on host %q, which a stopped vm cannot copy without a cold copy: start it first", vm.Name, vm.Spec.Host)
 	case vm.Spec.PowerState == api.PowerPaused:
@@ -169,6 +173,20 @@ func (s *Server) checkMigration(vm *api.VM, target string) error {
 		return &api.Error{Code: api.CodeUnprocessable, Field: "host", Message: fmt.Sprintf("host %q is not ready", target)}
 	}
 	return nil
+}
+
+// volumeNames are the volumes in a VM's spec or still plugged in.
+func volumeNames(vm *api.VM) []string {
+	var names []string
+	for _, a := range vm.Spec.Volumes {
+		names = append(names, a.Volume)
+	}
+	for _, a := range vm.Status.Volumes {
+		if !slices.Contains(names, a.Volume) {
+			names = append(names, a.Volume)
+		}
+	}
+	return names
 }
 
 // drainWait bounds the wait for one VM's migration during a drain.
@@ -198,16 +216,6 @@ func (s *Server) drainHost(w http.ResponseWriter, r *http.Request) {
 		out.Moves = append(out.Moves, s.drainOne(r.Context(), vm))
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // drainOne migrates one VM off a drained host and waits for the outcome.

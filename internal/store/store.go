@@ -36,6 +36,10 @@ type Config struct {
 	// QuotaBytes bounds the embedded etcd's database (default 4 GiB); at
 	// it etcd raises its NOSPACE alarm and refuses writes (ReclaimSpace).
 	QuotaBytes int64
+	// Member, when set, makes the embedded etcd one member of a cluster of
+	// servers, reached by its peers over TLS (members.go); nil embeds a
+	// lone member that listens for no peers.
+	Member *MemberConfig
 
 	// TLS for external endpoints: CAFile verifies the servers; CertFile and
 	// KeyFile are the client certificate.
@@ -106,7 +110,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			s.cancel()
 			return nil, errors.New("open store: neither a data dir nor endpoints given")
 		}
-		e, err := startEmbedded(ctx, cfg.DataDir, cfg.QuotaBytes, cfg.Logger.With("component", "etcd"))
+		e, err := startEmbedded(ctx, cfg.DataDir, cfg.QuotaBytes, cfg.Member, cfg.Logger.With("component", "etcd"))
 		if err != nil {
 			s.cancel()
 			return nil, fmt.Errorf("start embedded etcd: %w", err)
@@ -215,13 +219,30 @@ func (s *Store) usable() error {
 }
 
 // SetReadOnly makes every write fail with an error wrapping ErrReadOnly and
-// reason (a full disk), until it is called with nil.
+// reason (a full disk), until it is called with nil; writes made with a
+// context from UseReserve still go through.
 func (s *Store) SetReadOnly(reason error) {
 	if reason == nil {
 		s.readOnly.Store(nil)
 		return
 	}
 	s.readOnly.Store(&reason)
+}
+
+type reserveKey struct{}
+
+// UseReserve returns a context whose writes the store takes even while it
+// is read-only: those that take access away or free space (revocations,
+// deletions), which must go through on a full disk. They use the free
+// space kept in reserve; etcd's own quota, when it is reached, still
+// refuses all but deletions.
+func UseReserve(ctx context.Context) context.Context {
+	return context.WithValue(ctx, reserveKey{}, true)
+}
+
+func usesReserve(ctx context.Context) bool {
+	v, _ := ctx.Value(reserveKey{}).(bool)
+	return v
 }
 
 // register adds a collection; it panics after Start or for a kind taken,

@@ -29,6 +29,8 @@ export function TopBar() {
         {nav('/', 'nav-dashboard', 'Dashboard')}
         {nav('/vms', 'nav-vms', 'VMs')}
         {nav('/images', 'nav-images', 'Images')}
+        {nav('/volumes', 'nav-volumes', 'Volumes')}
+        {s.superadmin && nav('/pools', 'nav-pools', 'Pools')}
         {nav('/hosts', 'nav-hosts', 'Hosts')}
         {nav('/providers', 'nav-providers', 'Providers')}
         {nav('/projects', 'nav-projects', 'Projects')}

@@ -6,6 +6,7 @@ package imports
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,11 @@ type Config struct {
 	Ops    *store.Collection[api.Operation]
 	// Dir is the image store: each image's file is named by its UID.
 	Dir string
+	// Server names the server the importer runs in: an import runs in
+	// the server that accepted it, and its operation says which (its
+	// params), so that only that server's restart, or its removal from
+	// the control plane, fails it.
+	Server string
 	// Gate holds the import slots and image storage reservations.
 	Gate *quota.Images
 	// Metrics counts the imports as operations (none when nil).
@@ -95,8 +101,8 @@ type Job struct {
 	// whole cause of a failure.
 	Admin    bool
 	Settings api.ImageSettings
-	// FetchURL is the URL to download, credentials included; it is
-	// never stored.
+	// FetchURL is the URL to download, credentials and query included;
+	// it is kept in memory only, for the import's time.
 	FetchURL string
 	// Src is the file to import: the upload, or once fetched the
 	// download.
@@ -105,26 +111,47 @@ type Job struct {
 	// maxStored is how much it holds.
 	Reservation string
 	maxStored   int64
-	// ReleaseSlot gives back the import slot, unreserve the storage
-	// reservation; both may be called more than once.
-	ReleaseSlot func()
-	unreserve   func()
+	// ReleaseSlot gives back the import slot, releaseSource the hold on
+	// the disk while the source is received, unreserve the storage
+	// reservation; each may be called more than once.
+	ReleaseSlot   func()
+	releaseSource func()
+	unreserve     func()
 }
 
-// Done gives back what the job holds: its import slot and its storage
-// reservation.
+// Done gives back what the job holds: its import slot, its hold on the
+// disk and its storage reservation.
 func (j *Job) Done() {
-	for _, f := range []func(){j.ReleaseSlot, j.unreserve} {
+	for _, f := range []func(){j.ReleaseSlot, j.releaseSource, j.unreserve} {
 		if f != nil {
 			f()
 		}
 	}
 }
 
+// HoldSource admits the job's source of the announced length (-1:
+// unknown) before any of it is received: refused at once when the length
+// is over the size limit, what the project's quota has free or the room
+// on the disk; otherwise held on the disk, up to the hold's limit, until
+// Admit (see quota.Images.AdmitSource).
+func (im *Importer) HoldSource(job *Job, length int64) (*quota.SourceHold, error) {
+	hold, release, err := im.cfg.Gate.AdmitSource(quota.Source{Project: job.Project, Reservation: job.Reservation, Length: length,
+		MaxBytes: MaxSourceBytes(job.Settings), MaxVirtualBytes: job.Settings.MaxVirtualBytes})
+	if err != nil {
+		return nil, err
+	}
+	job.releaseSource = release
+	return hold, nil
+}
+
 // Admit inspects the image at job.Src and reserves the most its stored
 // file can take against the project's quota, before anything is
-// converted.
+// converted. The source's hold on the disk ends: what it wrote is in the
+// disk's free space now.
 func (im *Importer) Admit(ctx context.Context, kind string, job *Job) error {
+	if job.releaseSource != nil {
+		job.releaseSource()
+	}
 	info, err := images.Inspect(ctx, job.Src, kind, images.WithMaxVirtualBytes(job.Settings.MaxVirtualBytes))
 	if err != nil {
 		return err
@@ -153,7 +180,7 @@ func (im *Importer) Cancel(opID string) bool {
 // import in the background; the job is released when it ends.
 func (im *Importer) Start(ctx context.Context, img *api.Image, job *Job) (*api.Operation, error) {
 	now := time.Now().UTC()
-	op := ops.NewOperation(api.OpImageImport, api.Ref{Kind: "image", Name: img.Name, UID: img.UID, Project: img.Project}, nil)
+	op := ops.NewOperation(api.OpImageImport, api.Ref{Kind: "image", Name: img.Name, UID: img.UID, Project: img.Project}, importParams{Server: im.cfg.Server})
 	op.Status, op.StartedAt = api.OpRunning, now
 	if _, err := im.cfg.Writer.Txn(ctx, im.cfg.Images.OpCreate(img.Key(), img), im.cfg.Ops.OpCreate(op.ID, op)); err != nil {
 		if errors.Is(err, store.ErrExists) {
@@ -196,8 +223,17 @@ func (im *Importer) run(ctx context.Context, img *api.Image, op *api.Operation, 
 			}
 			f.Close()
 			job.Src = f.Name()
+			// The download is refused from its Content-Length, or cut,
+			// where the project's quota or the disk has no more room.
+			admit := func(length int64) (images.Admission, error) {
+				hold, err := im.HoldSource(job, length)
+				if err != nil {
+					return images.Admission{}, err
+				}
+				return images.Admission{Limit: hold.Limit, Over: hold.Over, Received: &hold.Received}, nil
+			}
 			if _, err := images.Fetch(ctx, job.FetchURL, job.Src, func(p int) { prog.set(p/2, "downloading") },
-				images.WithMaxBytes(MaxSourceBytes(job.Settings)), images.WithPolicy(fetchPolicy(job.Settings))); err != nil {
+				images.WithMaxBytes(MaxSourceBytes(job.Settings)), images.WithPolicy(fetchPolicy(job.Settings)), images.WithAdmit(admit)); err != nil {
 				return err
 			}
 			if err := im.Admit(ctx, img.Kind, job); err != nil {
@@ -209,6 +245,7 @@ func (im *Importer) run(ctx context.Context, img *api.Image, op *api.Operation, 
 		// The source goes before the outcome is recorded: an import seen
 		// finished has left no file of its own behind.
 		os.Remove(job.Src)
+		job.Src = ""
 		if err != nil {
 			return err
 		}
@@ -295,13 +332,47 @@ func (p *progressWriter) set(pct int, msg string) {
 	}
 }
 
-// Recover fails the imports a previous server left unfinished and
-// removes their files.
+// importParams are an import operation's params.
+type importParams struct {
+	// Server is the server that runs the import.
+	Server string `json:"server,omitempty"`
+}
+
+// serverOf is the server that runs an import ("" for one recorded before
+// imports said so).
+func serverOf(op *api.Operation) string {
+	var p importParams
+	_ = json.Unmarshal(op.Params, &p)
+	return p.Server
+}
+
+// Recover fails the imports this server left unfinished when it stopped
+// (and those recorded before imports named their server), and removes
+// their files.
 func (im *Importer) Recover(ctx context.Context) {
-	for _, op := range im.cfg.Ops.Select(func(o *api.Operation) bool { return !o.Done() && o.Kind == api.OpImageImport }) {
+	im.fail(ctx, func(server string) bool { return server == "" || server == im.cfg.Server },
+		"the server restarted during the import; import the image again")
+	if tmps, _ := filepath.Glob(filepath.Join(im.cfg.Dir, ".*")); len(tmps) > 0 {
+		for _, t := range tmps {
+			os.Remove(t)
+		}
+	}
+	im.RedactSources(ctx)
+}
+
+// FailServer fails the imports server was running: it left the control
+// plane and will not finish them.
+func (im *Importer) FailServer(ctx context.Context, server string) {
+	im.fail(ctx, func(s string) bool { return s == server },
+		fmt.Sprintf("server %s, which ran the import, left the control plane; import the image again", server))
+}
+
+// fail fails the unfinished imports of the servers mine selects.
+func (im *Importer) fail(ctx context.Context, mine func(server string) bool, why string) {
+	for _, op := range im.cfg.Ops.Select(func(o *api.Operation) bool { return !o.Done() && o.Kind == api.OpImageImport && mine(serverOf(o)) }) {
 		failed := store.Clone(op)
 		failed.Status, failed.FinishedAt = api.OpFailed, time.Now().UTC()
-		failed.Error = &api.Error{Code: api.CodeUnavailable, Message: "the server restarted during the import; import the image again"}
+		failed.Error = &api.Error{Code: api.CodeUnavailable, Message: why}
 		txn := []store.Op{im.cfg.Ops.OpUpdate(op.ID, failed, op.Version)}
 		if img, ok := im.cfg.Images.Get(ops.TargetKey(op.Target)); ok && img.State == api.ImageImporting {
 			os.Remove(im.Path(img))
@@ -311,9 +382,21 @@ func (im *Importer) Recover(ctx context.Context) {
 			im.log.Warn("failing interrupted import", "op", op.ID, "err", err)
 		}
 	}
-	if tmps, _ := filepath.Glob(filepath.Join(im.cfg.Dir, ".*")); len(tmps) > 0 {
-		for _, t := range tmps {
-			os.Remove(t)
+}
+
+// RedactSources rewrites the source of images stored by an older server
+// with their URL's credentials or query values in it, as an import stores
+// it now.
+func (im *Importer) RedactSources(ctx context.Context) {
+	for _, img := range im.cfg.Images.Select(func(img *api.Image) bool { return img.Source != "" && img.Source != "upload" }) {
+		clean, redacted, err := images.SourceURL(img.Source)
+		if err != nil || !redacted {
+			continue
+		}
+		next := store.Clone(img)
+		next.Source = clean
+		if _, err := im.cfg.Writer.Txn(ctx, im.cfg.Images.OpUpdate(img.Key(), next, img.Version)); err != nil {
+			im.log.Warn("redacting the source of an image", "image", img.Key(), "err", err)
 		}
 	}
 }

@@ -27,6 +27,7 @@ type Gate struct {
 	queue    Queue
 	imports  *Images
 	records  *admission.Records
+	volumes  *store.Collection[api.Volume]
 }
 
 // Queue is what the gate asks of the operation queue: the size a VM holds
@@ -45,16 +46,18 @@ type Config struct {
 	Imports *Images
 	// Records are the projects' admission records.
 	Records *admission.Records
+	// Volumes, when set, count against the projects' volume quota.
+	Volumes *store.Collection[api.Volume]
 }
 
 // New makes a gate.
 func New(cfg Config) *Gate {
-	return &Gate{projects: cfg.Projects, vms: cfg.VMs, images: cfg.Images, queue: cfg.Queue, imports: cfg.Imports, records: cfg.Records}
+	return &Gate{projects: cfg.Projects, vms: cfg.VMs, images: cfg.Images, queue: cfg.Queue, imports: cfg.Imports, records: cfg.Records, volumes: cfg.Volumes}
 }
 
 // Limited tells whether a quota limits anything.
 func Limited(q api.Quota) bool {
-	return q.VCPUs != nil || q.MemoryMiB != nil || q.DiskMiB != nil || q.VMs != nil
+	return q.VCPUs != nil || q.MemoryMiB != nil || q.DiskMiB != nil || q.VMs != nil || q.VolumeMiB != nil
 }
 
 // Admit checks that adding delta keeps the project within its quota, and
@@ -121,6 +124,7 @@ func exceeds(project string, q api.Quota, used, delta api.Usage) error {
 		{"vcpus", q.VCPUs, used.VCPUs, delta.VCPUs},
 		{"memoryMiB", q.MemoryMiB, used.MemoryMiB, delta.MemoryMiB},
 		{"diskMiB", q.DiskMiB, used.DiskMiB, delta.DiskMiB},
+		{"volumeMiB", q.VolumeMiB, used.VolumeMiB, delta.VolumeMiB},
 	}
 	for _, c := range check {
 		if c.limit != nil && c.delta > 0 && c.used+c.delta > *c.limit {
@@ -157,6 +161,11 @@ func (g *Gate) UsageOf(project string) api.Usage {
 			})
 		}
 	}
+	if g.volumes != nil {
+		for _, v := range g.volumes.Select(func(v *api.Volume) bool { return v.Project == project }) {
+			u.VolumeMiB += v.Spec.SizeMiB
+		}
+	}
 	if g.imports != nil {
 		u.ImageStorageMiB = g.imports.StorageMiB(project)
 	}
@@ -185,4 +194,10 @@ func DiskMiB(d api.Disk, lookup ImageLookup) int64 {
 		return (img.VirtualSizeBytes + (1 << 20) - 1) >> 20
 	}
 	return 0
+}
+
+// AdmitVolume checks that a project's volumes may grow by sizeMiB (a new
+// volume, or a volume grown), and returns the conditions of the write.
+func (g *Gate) AdmitVolume(ctx context.Context, project string, sizeMiB int64) ([]store.Op, error) {
+	return g.admit(ctx, project, func(*api.Project) api.Usage { return api.Usage{VolumeMiB: sizeMiB} })
 }

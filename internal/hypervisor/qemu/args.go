@@ -181,6 +181,7 @@ func BuildArgs(cfg hypervisor.VMConfig, p Paths, accel string) []string {
 		}
 		a = append(a, "-device", dev)
 	}
+	a = append(a, hotplugArgs()...)
 	if !firmwareBoot {
 		a = append(a, "-kernel", cfg.Kernel) // taken verbatim, no option parsing
 		if cfg.Initrd != "" {

@@ -134,7 +134,7 @@ func (d *Driver) PrepareIncoming(ctx context.Context, cfg hypervisor.VMConfig) (
 	if err != nil {
 		return nil, fmt.Errorf("listening for the disks of incoming vm %s: %w", h.UID, err)
 	}
-	err = v.qmp.PassFD(ctx, "pv-nbd", f)
+	err = getFD(ctx, v.qmp, "pv-nbd", f)
 	f.Close()
 	if err != nil {
 		return nil, fmt.Errorf("passing the nbd listener to vm %s: %w", h.UID, err)
@@ -239,7 +239,13 @@ func passConn(ctx context.Context, c *qmp.Client, name string, conn net.Conn) er
 		return fmt.Errorf("passing a connection to qemu: %w", err)
 	}
 	defer f.Close()
-	return c.PassFD(ctx, name, f)
+	return getFD(ctx, c, name, f)
+}
+
+// getFD hands QEMU a copy of f's descriptor under name (QMP getfd), for a
+// later command to use as "fd:<name>". f stays the caller's to close.
+func getFD(ctx context.Context, c *qmp.Client, name string, f *os.File) error {
+	return c.ExecuteFile(ctx, "getfd", map[string]string{"fdname": name}, nil, f)
 }
 
 // migrationInfo is what query-migrate answers.
