@@ -328,7 +328,14 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"AuditVerification": reflect.TypeFor[api.AuditVerification](),
 		"AuditStatus":       reflect.TypeFor[api.AuditStatus](),
 		"Alarm":             reflect.TypeFor[api.Alarm](),
-		"AlarmList":         reflect.TypeFor[api.List[api.Alarm]](),
+		// Live migration and host drain.
+		"VMMigrate":       reflect.TypeFor[api.VMMigrate](),
+		"Migration":       reflect.TypeFor[api.Migration](),
+		"MigrationStatus": reflect.TypeFor[api.MigrationStatus](),
+		"HostDrain":       reflect.TypeFor[api.HostDrain](),
+		"DrainMove":       reflect.TypeFor[api.DrainMove](),
+		"AgentMigration":  reflect.TypeFor[api.AgentMigration](),
+		"AlarmList":       reflect.TypeFor[api.List[api.Alarm]](),
 		// Storage pools and volumes.
 		"Pool":                   reflect.TypeFor[api.Pool](),
 		"PoolSpec":               reflect.TypeFor[api.PoolSpec](),

@@ -96,6 +96,9 @@ type VMSpec struct {
 	// default, also when empty) or stop. A guest that powers itself off
 	// stays off either way.
 	OnCrash string `json:"onCrash,omitempty"`
+	// Migration, when set, asks the VM's host to migrate it to another
+	// host while it runs.
+	Migration *Migration `json:"migration,omitempty"`
 	// Volumes are the volumes attached to the VM, after its disks.
 	Volumes []VolumeAttachment `json:"volumes,omitempty"`
 }
@@ -176,6 +179,9 @@ type VMStatus struct {
 	StopCause string    `json:"stopCause,omitempty"`
 	StartedAt time.Time `json:"startedAt,omitzero"`
 	UpdatedAt time.Time `json:"updatedAt,omitzero"`
+	// Migration is how the VM's migration under way (or its last one)
+	// goes.
+	Migration *MigrationStatus `json:"migration,omitempty"`
 	// Volumes are the volumes the host has plugged into the running VM.
 	Volumes []VolumeAttachmentStatus `json:"volumes,omitempty"`
 }

@@ -40,6 +40,9 @@ type worker struct {
 	backoff         time.Duration // of failed convergences
 	reason          string        // for people: the last transition
 	life            lifeState
+	in              *incomingMig  // a migration this host receives
+	out             *outgoingMig  // a migration this host sends
+	progress        chan struct{} // a migration's progress is to be reported
 }
 
 // lifeState is what the worker knows of how the VM's last process ended,
@@ -63,7 +66,7 @@ type lifeState struct {
 func newWorker(a *Agent, name string, vm *api.VM, h *hypervisor.Handle) *worker {
 	return &worker{
 		a: a, log: a.log.With("vm", name), name: name, uid: vm.UID, handle: h, latest: vm,
-		kick: make(chan struct{}, 1), quit: make(chan struct{}),
+		kick: make(chan struct{}, 1), quit: make(chan struct{}), progress: make(chan struct{}, 1),
 	}
 }
 
@@ -99,6 +102,7 @@ func (w *worker) setHandle(h *hypervisor.Handle) {
 func (w *worker) run(ctx context.Context) {
 	w.runCtx = ctx
 	defer w.unsubscribe()
+	defer w.endMigrations()
 	w.prime()
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
@@ -114,6 +118,13 @@ func (w *worker) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-w.kick:
+		case <-w.progress:
+			w.mu.Lock()
+			vm := w.latest
+			w.mu.Unlock()
+			if vm != nil && vm.Generation == w.doneGen {
+				w.report(ctx, vm, nil)
+			}
 		case ev, ok := <-w.events:
 			if !ok {
 				w.events = nil // ended by the driver: subscribe again
@@ -198,9 +209,40 @@ func (w *worker) converge(ctx context.Context, vm *api.VM) bool {
 		w.a.forgetWorker(w)
 		return true
 	}
+	if vm.Spec.Host != w.a.cfg.Host {
+		// Not placed here: the VM migrates here.
+		if m := vm.Spec.Migration; m != nil && m.Target == w.a.cfg.Host {
+			if err := w.receive(ctx, vm); err != nil {
+				w.log.Warn("receiving vm failed", "err", err)
+			}
+		}
+		return false
+	}
+	if w.in != nil {
+		w.in = nil // received: the VM is placed here now
+	}
+	if w.out != nil && w.out.succeeded() {
+		if m := vm.Spec.Migration; m != nil && m.Operation == w.out.op {
+			// Migrated: the VM runs on its target, and this host's
+			// copy, paused for good, goes once the server moves it.
+			w.report(ctx, vm, nil)
+			return false
+		}
+		// The server ended the migration (cancelled, timed out) with
+		// the VM kept here: the guest resumes here, the target removes
+		// its copy.
+		w.log.Warn("the migration completed but the server kept the vm here: resuming it")
+		w.out = nil
+	}
+	if w.out != nil && (vm.Spec.Migration == nil || vm.Spec.Migration.Operation != w.out.op) {
+		w.endOutgoing() // cancelled or failed: the guest runs here again
+	}
 	if err := w.apply(ctx, vm); err != nil {
 		w.fail(ctx, vm, err)
 		return false
+	}
+	if vm.Spec.Migration != nil && vm.Spec.PowerState == api.PowerRunning {
+		w.send(vm)
 	}
 	w.retryAt, w.backoff = time.Time{}, 0
 	w.observedGen = vm.Generation
@@ -349,6 +391,9 @@ func (w *worker) fail(ctx context.Context, vm *api.VM, err error) {
 
 // report sends the VM's observed state to the server.
 func (w *worker) report(ctx context.Context, vm *api.VM, verr *api.VMError) {
+	if vm.Spec.Host != w.a.cfg.Host {
+		return // migrating here: its host reports
+	}
 	st := api.VMStatus{
 		PowerState:           api.PowerPending,
 		ObservedGeneration:   w.observedGen,
@@ -384,6 +429,10 @@ func (w *worker) report(ctx context.Context, vm *api.VM, verr *api.VMError) {
 			st.Disks = append(st.Disks, api.DiskStatus{Name: d.Name, Path: d.Path, Format: d.Format, SizeMiB: d.SizeMiB})
 		}
 		st.Volumes = w.pluggedVolumes(ctx, h, vm)
+	}
+	if w.out != nil {
+		ms, _ := w.out.get()
+		st.Migration = &ms
 	}
 	if verr != nil && st.PowerState == api.PowerPending {
 		st.PowerState = api.PowerError

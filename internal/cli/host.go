@@ -17,6 +17,7 @@ func (a *app) hostCommand() *cobra.Command {
 	cmd := group("host", "Manage the hosts that run VMs", "hosts")
 	cmd.AddCommand(a.hostListCommand(), a.hostShowCommand(), a.hostJoinTokenCommand())
 	cmd.AddCommand(a.hostAdminCommands()...)
+	cmd.AddCommand(a.hostDrainCommand())
 	return cmd
 }
 

@@ -27,6 +27,7 @@ func (a *app) vmCommand() *cobra.Command {
 		a.vmConsoleCommand(),
 		a.vmConsoleLogCommand(),
 		a.vmReconfigureCommand(),
+		a.vmMigrateCommand(),
 		a.vmSnapshotCommand(),
 		a.vmConsoleTicketCommand(),
 		a.vmLeaseCommand(),

@@ -37,6 +37,8 @@ type Collections struct {
 	Ops         *store.Collection[api.Operation]
 	Projects    *store.Collection[api.Project]
 	Idempotency *store.Collection[ops.IdempotencyRecord]
+	// Migrations holds the targets' sides of migrations.
+	Migrations  *store.Collection[api.AgentMigration]
 	Providers   *store.Collection[api.Provider]
 	Credentials *store.Collection[estate.Credential]
 	// Admission holds the admission records of projects and hosts.
@@ -134,7 +136,7 @@ func New(ctx context.Context, cfg Config) *Set {
 	})
 	s.Ops = ops.New(ops.Config{
 		Writer: cfg.Store, VMs: cfg.VMs, Ops: cfg.Ops, Hosts: cfg.Hosts, Idempotency: cfg.Idempotency,
-		Estate: s.Estate, Metrics: cfg.Metrics, ErrorOf: cfg.ErrorOf, Logger: log,
+		Migrations: cfg.Migrations, Estate: s.Estate, Metrics: cfg.Metrics, ErrorOf: cfg.ErrorOf, Logger: log,
 	})
 	records := admission.New(cfg.Store, cfg.Admission)
 	s.Placer = placement.New(placement.Config{VMs: cfg.VMs, Hosts: cfg.Hosts, Scheduler: cfg.Scheduler, Queue: s.Ops, Records: records})

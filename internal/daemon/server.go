@@ -38,6 +38,7 @@ func ServerCommand() *cobra.Command {
 		noAgent   bool
 		advertise []string
 		accel     string
+		agentAddr string
 		confPath  string
 		joinURL   string
 		joinToken string
@@ -113,7 +114,7 @@ cluster named by --etcd-endpoints.`,
 				if hostName == "" {
 					hostName = defaultHostName()
 				}
-				if err := runBuiltinAgent(ctx, srv, cfg, hostName, accel); err != nil && context.Cause(ctx) == ctx.Err() {
+				if err := runBuiltinAgent(ctx, srv, cfg, hostName, accel, agentAddr); err != nil && context.Cause(ctx) == ctx.Err() {
 					return err
 				}
 			}
@@ -138,6 +139,7 @@ cluster named by --etcd-endpoints.`,
 	f.StringVar(&hostName, "host-name", "", "name of this host for the built-in agent (default: the hostname)")
 	f.BoolVar(&noAgent, "no-agent", false, "run no built-in agent (VMs run only on joined hosts)")
 	addAccelFlag(cmd, &accel)
+	f.StringVar(&agentAddr, "agent-address", "", "the built-in agent's host address, as reported to the server; live migrations to this host come in on it (default: loopback only)")
 	addConfigFlag(cmd, &confPath, DefaultServerConfig)
 	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", 15*time.Second, "mark a host not ready when its agent has not reported for this long")
 	f.DurationVar(&cfg.ProviderResync, "provider-resync", time.Minute, "how often a provider's inventory is fully resynced besides its events")
@@ -244,7 +246,7 @@ func saveCredentials(path string, c *credentials) error {
 // runBuiltinAgent runs this host's agent in-process. It is an ordinary
 // agent that talks to the server over the unix socket with a host token;
 // its first start registers with a join token the server mints for it.
-func runBuiltinAgent(ctx context.Context, srv *server.Server, cfg server.Config, host, accel string) error {
+func runBuiltinAgent(ctx context.Context, srv *server.Server, cfg server.Config, host, accel, address string) error {
 	stateDir := filepath.Join(cfg.DataDir, "agent")
 	credPath := filepath.Join(stateDir, "credentials.json")
 	url := "unix://" + cfg.Socket
@@ -278,7 +280,7 @@ func runBuiltinAgent(ctx context.Context, srv *server.Server, cfg server.Config,
 		return err
 	}
 	// Heartbeat well within the server's timeout.
-	err = runAgent(ctx, c, agentOptions{host: host, stateDir: stateDir, accel: accel, heartbeat: min(5*time.Second, cfg.HeartbeatTimeout/3), logger: cfg.Logger})
+	err = runAgent(ctx, c, agentOptions{host: host, stateDir: stateDir, address: address, accel: accel, heartbeat: min(5*time.Second, cfg.HeartbeatTimeout/3), logger: cfg.Logger})
 	if !errors.Is(err, agent.ErrRevoked) {
 		return err
 	}

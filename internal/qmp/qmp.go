@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -171,27 +172,36 @@ func (c *Client) handshake() error {
 // Version is the QEMU version from the greeting.
 func (c *Client) Version() Version { return c.version }
 
-func (c *Client) write(r request) error { return c.writeOOB(r, nil) }
+func (c *Client) write(r request) error { return c.writeFD(r, nil) }
 
-// writeOOB writes r with oob as the socket's ancillary data (nil for none).
-func (c *Client) writeOOB(r request, oob []byte) error {
+// writeFD sends r, and f's descriptor with it (SCM_RIGHTS) when f is not
+// nil: QEMU keeps a descriptor that arrives with a command for that
+// command (getfd).
+func (c *Client) writeFD(r request, f *os.File) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encoding qmp command %s: %w", r.Execute, err)
 	}
+	b = append(b, '\n')
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if oob != nil {
-		uc, ok := c.conn.(*net.UnixConn)
-		if !ok {
-			return fmt.Errorf("sending qmp command %s with a file: the connection is not a unix socket", r.Execute)
-		}
-		if _, _, err := uc.WriteMsgUnix(append(b, '\n'), oob, nil); err != nil {
+	if f == nil {
+		if _, err := c.conn.Write(b); err != nil {
 			return fmt.Errorf("sending qmp command %s: %w", r.Execute, err)
 		}
 		return nil
 	}
-	if _, err := c.conn.Write(append(b, '\n')); err != nil {
+	uc, ok := c.conn.(*net.UnixConn)
+	if !ok {
+		return fmt.Errorf("sending qmp command %s: a descriptor needs a unix socket connection", r.Execute)
+	}
+	oob := syscall.UnixRights(int(f.Fd()))
+	n, oobn, err := uc.WriteMsgUnix(b, oob, nil)
+	runtime.KeepAlive(f)
+	if err == nil && (n != len(b) || oobn != len(oob)) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
 		return fmt.Errorf("sending qmp command %s: %w", r.Execute, err)
 	}
 	return nil
@@ -207,13 +217,16 @@ func (c *Client) Execute(ctx context.Context, cmd string, args, result any) erro
 
 // ExecuteFile runs cmd as Execute does, passing f's descriptor along with
 // it (SCM_RIGHTS), as QMP's getfd and add-fd expect: QEMU, confined,
-// opens nothing by path once it runs. The connection must be a unix
-// socket.
+// opens nothing by path once it runs. QEMU keeps its own copy; f stays
+// the caller's to close. The connection must be a unix socket.
 func (c *Client) ExecuteFile(ctx context.Context, cmd string, args, result any, f *os.File) error {
-	return c.execute(ctx, cmd, args, result, syscall.UnixRights(int(f.Fd())))
+	if f == nil {
+		return fmt.Errorf("running qmp command %s with a file: no file given", cmd)
+	}
+	return c.execute(ctx, cmd, args, result, f)
 }
 
-func (c *Client) execute(ctx context.Context, cmd string, args, result any, oob []byte) error {
+func (c *Client) execute(ctx context.Context, cmd string, args, result any, f *os.File) error {
 	ch := make(chan reply, 1)
 	c.mu.Lock()
 	if c.err != nil {
@@ -225,7 +238,7 @@ func (c *Client) execute(ctx context.Context, cmd string, args, result any, oob 
 	c.pending[id] = ch
 	c.mu.Unlock()
 
-	if err := c.writeOOB(request{Execute: cmd, Arguments: args, ID: id}, oob); err != nil {
+	if err := c.writeFD(request{Execute: cmd, Arguments: args, ID: id}, f); err != nil {
 		c.forget(id)
 		return err
 	}

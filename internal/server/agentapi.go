@@ -220,7 +220,7 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 			f.Flush()
 		}
 	}
-	for _, vm := range listAll(s.vms, func(vm *api.VM) bool { return vm.Spec.Host == host }) {
+	for _, vm := range listAll(s.vms, func(vm *api.VM) bool { return concernsHost(vm, host) }) {
 		if enc.Encode(api.AgentMessage{Type: api.AgentMsgVM, VM: vm}) != nil {
 			return
 		}
@@ -251,10 +251,13 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			switch {
-			case c.Type == store.Delete && c.Obj.Spec.Host == host:
+			case c.Type == store.Delete && concernsHost(c.Obj, host):
 				msg = api.AgentMessage{Type: api.AgentMsgVMRemoved, Name: c.Name}
-			case c.Type == store.Put && c.Obj.Spec.Host == host:
+			case c.Type == store.Put && concernsHost(c.Obj, host):
 				msg = api.AgentMessage{Type: api.AgentMsgVM, VM: c.Obj}
+			case c.Type == store.Put && c.Prev != nil && concernsHost(c.Prev, host):
+				// Migrated away, or a migration here ended without it.
+				msg = api.AgentMessage{Type: api.AgentMsgVMRemoved, Name: c.Name}
 			default:
 				continue
 			}
@@ -288,6 +291,12 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 		}
 		flush()
 	}
+}
+
+// concernsHost tells whether a host's agent has a VM: placed on the host,
+// or migrating to it.
+func concernsHost(vm *api.VM, host string) bool {
+	return vm.Spec.Host == host || (vm.Spec.Migration != nil && vm.Spec.Migration.Target == host)
 }
 
 func (s *Server) putVMStatus(w http.ResponseWriter, r *http.Request) {

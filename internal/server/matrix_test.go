@@ -21,7 +21,8 @@ import (
 // Values: "public"; "user" (any signed-in user); "account" (any signed-in
 // user acting on its own account, with a token not narrowed); "superadmin";
 // "self" (the user the path names, or a superadmin, with a token not
-// narrowed); "host" (the agent of the host concerned); "anyhost"; or a
+// narrowed); "host" (the agent of the host concerned); "anyhost";
+// "migrationhost" (the agent of a running migration's source or target); or a
 // project role (viewer, operator, member, admin): that role or above in the
 // request's project; "metrics" (a superadmin or the metrics token); "peer"
 // (another server, with its server token).
@@ -51,6 +52,9 @@ var policy = map[string]string{
 	"GET /v1/agent/streams/{id}":                    "anyhost",
 	"GET /v1/agent/images/{project}/{name}":         "host",
 	"GET /v1/agent/images/{project}/{name}/content": "host",
+	"POST /v1/hosts/{name}/drain":                   "superadmin",
+	"PUT /v1/agent/migrations/{id}":                 "migrationhost",
+	"GET /v1/agent/migrations/{id}":                 "migrationhost",
 
 	"GET /v1/vms":                                     "viewer",
 	"GET /v1/vms/{name}":                              "viewer",
@@ -71,6 +75,7 @@ var policy = map[string]string{
 	"POST /v1/vms/{name}/snapshots":                   "member",
 	"POST /v1/vms/{name}/snapshots/{snapshot}/revert": "member",
 	"DELETE /v1/vms/{name}/snapshots/{snapshot}":      "member",
+	"POST /v1/vms/{name}/migrate":                     "member",
 
 	"GET /v1/images":                "viewer",
 	"GET /v1/images/{name}":         "viewer",
@@ -228,6 +233,10 @@ func expect(rule, who string, own bool) string {
 		return "deny"
 	case "anyhost":
 		return map[bool]string{true: "allow", false: "deny"}[isHost]
+	case "migrationhost":
+		// The agent of a running migration's source or target; the
+		// path names none, so no host has it.
+		return map[bool]string{true: "deny-or-hide", false: "deny"}[isHost]
 	}
 	// A project role; a narrowed token is a viewer of pa.
 	if isNarrowed {

@@ -51,6 +51,7 @@ func (s *Server) routes() []route {
 	rs = append(rs, s.tokenRoutes()...)
 	rs = append(rs, s.auditRoutes()...)
 	rs = append(rs, s.clusterRoutes()...)
+	rs = append(rs, s.migrationRoutes()...)
 	rs = append(rs, s.poolRoutes()...)
 	rs = append(rs, s.volumeRoutes()...)
 	rs = append(rs, s.serverRoutes()...)

@@ -134,6 +134,9 @@ type Server struct {
 	images *store.Collection[api.Image]
 	ops    *store.Collection[api.Operation]
 	idem   *store.Collection[ops.IdempotencyRecord]
+	// migrations holds the targets' sides of migrations, for the agents
+	// alone.
+	migrations *store.Collection[api.AgentMigration]
 
 	projects  *store.Collection[api.Project]
 	users     *store.Collection[api.User]
@@ -265,6 +268,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.servers = store.NewCollection(st, "servers", func(r *serverRecord, rev int64) { r.Version = rev })
 	admitted := admission.NewCollection(st)
 	beats := store.NewCollection(st, "heartbeats", func(b *liveness.Beats, rev int64) { b.Version = rev })
+	s.migrations = store.NewCollection(st, "migrations", func(m *api.AgentMigration, rev int64) { m.Version = rev })
 	if err := st.Start(ctx); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("loading the store: %w", err)
@@ -314,7 +318,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Collections: controller.Collections{
 			VMs: s.vms, Hosts: s.hosts, Images: s.images, Ops: s.ops, Projects: s.projects,
 			Idempotency: s.idem, Providers: s.providers, Credentials: s.creds, Admission: admitted,
-			Beats: beats, Volumes: s.volumes,
+			Beats: beats, Migrations: s.migrations, Volumes: s.volumes,
 		},
 		Secrets: s.secrets, Scheduler: cfg.Scheduler, HeartbeatTimeout: cfg.HeartbeatTimeout,
 		LeaseInterval: cfg.LeaseInterval, ImageDir: s.imageDir, MinFreeBytes: int64(cfg.MinFreeBytes),

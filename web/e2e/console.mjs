@@ -201,6 +201,17 @@ try {
   await expectText(tid(page, 'spark-cpu'), /CPU: [\d.]+ %/, 30_000);
   await shot(page, 'vm');
 
+  if (await offers(page, 'POST', '/v1/vms/{name}/migrate')) {
+    step("migrate: the host picker has no other host to offer here, and the API's refusal of the scheduler's choice is shown");
+    await tid(page, 'action-migrate').click();
+    await tid(page, 'migrate-host').waitFor({ timeout: 10_000 });
+    await tid(page, 'migrate-no-target').waitFor({ timeout: 15_000 });
+    await tid(page, 'migrate-ok').click();
+    await expectText(tid(page, 'migrate-error'), /\S/, 15_000);
+    await tid(page, 'migrate-cancel').click();
+    await tid(page, 'migrate-host').waitFor({ state: 'detached', timeout: 5_000 });
+  }
+
   step('read the guest on the serial console');
   await tid(page, 'tab-serial').click();
   await expectText(tid(page, 'serial-terminal'), /POLYVISOR-GUEST-READY[\s\S]*polyvisor-tick/, 90_000);
@@ -280,7 +291,7 @@ try {
   await expectText(tid(page, 'host-accel'), new RegExp(reason.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')), 15_000);
   await expectText(tid(page, 'host-vcpus'), new RegExp(`of ${cap} \\(`), 10_000);
   await expectText(tid(page, 'host-drivers'), /qemu/, 10_000);
-  for (const b of ['host-cordon', 'host-uncordon', 'host-revoke', 'host-delete']) await absent(page, b, 'a member may not take hosts out of service');
+  for (const b of ['host-cordon', 'host-uncordon', 'host-revoke', 'host-delete', 'host-drain']) await absent(page, b, 'a member may not take hosts out of service');
   await shot(page, 'host');
 
   step('tokens: a token narrowed to a viewer of the project, its secret shown once, used, then revoked');
@@ -398,6 +409,18 @@ try {
     for (const b of ['host-cordon', 'host-revoke', 'host-delete']) await absent(ap, b, 'a control whose route the server lacks');
   }
 
+  if (await offers(ap, 'POST', '/v1/hosts/{name}/drain')) {
+    step('a superadmin drains the host: it is cordoned, the stopped VM stays and the result says why');
+    await tid(ap, 'host-drain').click();
+    await confirm(ap);
+    await tid(ap, 'host-drain-result').waitFor({ timeout: 120_000 });
+    await expectText(tid(ap, 'host-drain-result'), new RegExp(`${project}/${env('PV_KEEP_VM')}[\\s\\S]*failed[\\s\\S]*stopped`), 10_000);
+    await expectText(tid(ap, 'host-schedulable'), /^cordoned/, 15_000);
+    await shot(ap, 'host-drain');
+    await tid(ap, 'host-uncordon').click();
+    await expectText(tid(ap, 'host-schedulable'), /may be placed/, 15_000);
+  }
+
   step('providers: a bad URL is refused beside its field; a libvirt provider is added, synced, refreshed and removed');
   await tid(ap, 'nav-providers').click();
   await loaded(ap, 'providers-count');
@@ -500,7 +523,7 @@ try {
   await absent(vp, 'create-vm-button', 'a viewer sees the create button');
   await vp.goto(`${base}/vms/${project}/${keep}`);
   await tid(vp, 'vm-state').waitFor({ timeout: 30_000 });
-  for (const a of ['start', 'stop', 'restart', 'pause', 'resume', 'delete']) await absent(vp, `action-${a}`, 'a viewer sees a power action');
+  for (const a of ['start', 'stop', 'restart', 'pause', 'resume', 'delete', 'migrate']) await absent(vp, `action-${a}`, 'a viewer sees a power action');
   await tid(vp, 'tab-serial').click();
   await tid(vp, 'console-denied').waitFor({ timeout: 10_000 });
   await absent(vp, 'serial-terminal', 'a viewer gets a serial console');

@@ -3,7 +3,7 @@
 import { APIError } from './lib/errors';
 import { LineSplitter } from './lib/ndjson';
 export type * from './types';
-import type { Event, Host, Image, Operation } from './types';
+import type { Event, Host, HostDrain, Image, Operation } from './types';
 import { routeSet, type RouteSet } from './lib/routes';
 
 const tokenKey = 'polyvisor.token';
@@ -163,6 +163,7 @@ export const adminRoutes = {
   hostUncordon: 'POST /v1/hosts/{name}/uncordon',
   hostRevoke: 'POST /v1/hosts/{name}/revoke',
   hostDelete: 'DELETE /v1/hosts/{name}',
+  hostDrain: 'POST /v1/hosts/{name}/drain',
 } as const;
 
 const seg = encodeURIComponent;
@@ -186,6 +187,18 @@ export function revokeHost(name: string): Promise<Host> {
 // deleteHost removes an empty host and its credentials.
 export function deleteHost(name: string): Promise<void> {
   return call<void>('DELETE', `/v1/hosts/${seg(name)}`);
+}
+
+// migrateVM moves a running VM to host while it runs ('' for the
+// scheduler's choice): a vm.migrate operation.
+export function migrateVM(project: string, name: string, host: string): Promise<Operation> {
+  return call<Operation>('POST', `/v1/vms/${seg(name)}/migrate${q({ project })}`, host ? { host } : {});
+}
+
+// drainHost cordons a host and migrates its VMs away one after another;
+// it answers once every move has ended.
+export function drainHost(name: string): Promise<HostDrain> {
+  return call<HostDrain>('POST', `/v1/hosts/${seg(name)}/drain`);
 }
 
 // importImage starts an import: a file uploaded, or a URL the server fetches.

@@ -41,6 +41,9 @@ export interface VM extends Meta {
     lease?: Lease;
     deletion?: { requestedAt: string };
     onCrash?: string;
+    // migration is set while the VM moves to target (vm.migrate).
+    migration?: { operation: string; target: string };
+    volumes?: { volume: string }[];
   };
   status: {
     powerState: string;
@@ -53,7 +56,39 @@ export interface VM extends Meta {
     startedAt?: string;
     updatedAt?: string;
     error?: { message: string };
+    migration?: MigrationStatus;
+    volumes?: { volume: string; device: string }[];
   };
+}
+
+// MigrationStatus is how a VM's migration goes, as its host reports it.
+export interface MigrationStatus {
+  operation: string;
+  // phase: storage, memory, switchover, completed or failed.
+  phase: string;
+  diskTotal?: number;
+  diskDone?: number;
+  memoryTotal?: number;
+  memorySent?: number;
+  memoryRemaining?: number;
+  dirtyRate?: number;
+  expectedDowntimeMs?: number;
+  throttle?: number;
+  error?: string;
+}
+
+// HostDrain is what POST /v1/hosts/{name}/drain answers: each VM's move.
+export interface HostDrain {
+  host: string;
+  moves: DrainMove[] | null;
+}
+
+export interface DrainMove {
+  vm: string; // project/name
+  target?: string;
+  operation?: string;
+  outcome: string; // migrated or failed
+  error?: string;
 }
 
 export interface Host extends Meta {

@@ -34,6 +34,9 @@ type Controller struct {
 	errorOf func(error) *api.Error
 	log     *slog.Logger
 
+	// migrations holds the targets' sides of migrations (nil: none).
+	migrations *store.Collection[api.AgentMigration]
+
 	locks [LockStripes]sync.Mutex // striped per-VM locks
 
 	mu        sync.Mutex
@@ -63,7 +66,9 @@ type Config struct {
 	Ops         *store.Collection[api.Operation]
 	Hosts       *store.Collection[api.Host]
 	Idempotency *store.Collection[IdempotencyRecord]
-	Estate      Estate
+	// Migrations holds the targets' sides of migrations.
+	Migrations *store.Collection[api.AgentMigration]
+	Estate     Estate
 	// Metrics counts operations (none when nil).
 	Metrics Metrics
 	// ErrorOf turns the cause of a failed operation into the error it
@@ -75,7 +80,7 @@ type Config struct {
 // New makes a controller whose queues follow the operations from now on;
 // Lead runs its work while the server leads.
 func New(cfg Config) *Controller {
-	c := &Controller{w: cfg.Writer, vms: cfg.VMs, ops: cfg.Ops, hosts: cfg.Hosts, idem: cfg.Idempotency,
+	c := &Controller{w: cfg.Writer, vms: cfg.VMs, ops: cfg.Ops, hosts: cfg.Hosts, idem: cfg.Idempotency, migrations: cfg.Migrations,
 		estate: cfg.Estate, metrics: cfg.Metrics, errorOf: cfg.ErrorOf, log: cfg.Logger,
 		active: map[string][]string{}, executing: map[string]bool{}, ran: map[string]bool{}, bcast: make(chan struct{})}
 	if c.metrics == nil {
@@ -404,8 +409,11 @@ func (c *Controller) Cancel(ctx context.Context, op *api.Operation) error {
 	unlock := c.LockVM(TargetKey(op.Target))
 	defer unlock()
 	cur, ok := c.ops.Get(op.ID)
+	if ok && cur.Status == api.OpRunning && cur.Kind == api.OpVMMigrate {
+		return c.cancelMigrationLocked(ctx, cur)
+	}
 	if !ok || cur.Status != api.OpPending {
-		return api.Conflict("operation %s is %s: only pending operations can be cancelled", op.ID, op.Status)
+		return api.Conflict("operation %s is %s: only pending operations (and running migrations) can be cancelled", op.ID, op.Status)
 	}
 	return c.finishLocked(ctx, c.w, cur, api.OpCancelled, nil)
 }

@@ -22,6 +22,8 @@ func DeadlineFor(kind string, vm *api.VM) time.Duration {
 		return deadlineCreate
 	case api.OpVMStop, api.OpVMRestart, api.OpVMDelete:
 		return deadlineAction + time.Duration(vm.Spec.StopTimeoutSeconds)*time.Second
+	case api.OpVMMigrate:
+		return deadlineMigrate
 	}
 	return deadlineAction
 }
@@ -93,6 +95,8 @@ func applyAction(vm *api.VM, op *api.Operation) error {
 		if rc.MemoryMiB > 0 {
 			spec.MemoryMiB = rc.MemoryMiB
 		}
+	case api.OpVMMigrate:
+		return applyMigrate(vm, op)
 	case api.OpVMSnapshotCreate, api.OpVMSnapshotRevert, api.OpVMSnapshotDelete:
 		// Carried out directly by the VM's provider; no desired state.
 	case api.OpVMDelete:

@@ -95,6 +95,9 @@ func (c *Controller) step(ctx context.Context, t *term, name string, op *api.Ope
 		}
 		return false, nil
 	}
+	if op.Kind == api.OpVMMigrate {
+		return c.stepMigrate(ctx, t, vm, op)
+	}
 	st := vm.Status
 	switch {
 	case st.Error != nil && st.Error.Generation >= op.TargetGeneration:

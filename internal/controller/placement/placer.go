@@ -48,6 +48,9 @@ type vmSize struct {
 	vcpus  int
 	memory int64
 	images []string // images the VM's host needs for it
+	// target is the host a migration under way moves the VM to: the VM
+	// holds its size there too until the migration ends.
+	target string
 }
 
 // Queue is what the placer asks of the operation queue: which VMs have
@@ -94,6 +97,9 @@ func (p *Placer) observe(c store.Change[api.VM]) {
 
 func sizeOf(vm *api.VM) vmSize {
 	v := vmSize{host: vm.Spec.Host, vcpus: vm.Spec.VCPUs, memory: vm.Spec.MemoryMiB}
+	if m := vm.Spec.Migration; m != nil && m.Target != vm.Spec.Host {
+		v.target = m.Target
+	}
 	for _, img := range []string{vm.Spec.Boot.Kernel, vm.Spec.Boot.Initrd} {
 		if img != "" {
 			v.images = append(v.images, img)
@@ -121,6 +127,9 @@ func (p *Placer) setLocked(key string, v vmSize, ok bool) {
 }
 
 func (p *Placer) account(v vmSize, sign int) {
+	if v.target != "" {
+		p.account(vmSize{host: v.target, vcpus: v.vcpus, memory: v.memory, images: v.images}, sign)
+	}
 	a := p.totals[v.host]
 	a.VCPUs += sign * v.vcpus
 	a.MemoryMiB += int64(sign) * v.memory

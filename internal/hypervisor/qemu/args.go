@@ -28,6 +28,9 @@ type Paths struct {
 	NetFDs []int
 	// Jail is how QEMU confines itself.
 	Jail Jail
+	// Incoming starts QEMU waiting for a migration stream (-incoming
+	// defer), which migrate-incoming later names.
+	Incoming bool
 }
 
 // Jail is how QEMU confines itself. It opens everything on its command
@@ -190,6 +193,9 @@ func BuildArgs(cfg hypervisor.VMConfig, p Paths, accel string) []string {
 	}
 	if cfg.StartPaused {
 		a = append(a, "-S")
+	}
+	if p.Incoming {
+		a = append(a, "-incoming", "defer")
 	}
 	return a
 }

@@ -62,7 +62,7 @@ func diskName(dc hypervisor.DiskConfig, i int) string {
 }
 
 // vmDirFiles are the files of a VM's directory besides its disks.
-var vmDirFiles = []string{handleFile, qmpSock, serialSock, vncSock, consoleLog, qemuLog, pidFile, seedISO}
+var vmDirFiles = []string{handleFile, qmpSock, serialSock, vncSock, consoleLog, qemuLog, pidFile, seedISO, nbdSock}
 
 // diskFile is the file of a disk in its VM's directory. No other file of
 // the directory ends in ".qcow2" (vmDirFiles), so no disk name can collide

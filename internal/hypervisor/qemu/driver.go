@@ -83,6 +83,8 @@ type Driver struct {
 	// requested holds the pid of each VM whose stop Polyvisor asked for,
 	// so its end is not taken for a crash; by uid.
 	requested map[string]int
+	// incoming holds the VMs migrating in, by uid.
+	incoming map[string]*incoming
 }
 
 // vm is the driver's live connection to one running QEMU.
@@ -169,6 +171,7 @@ func (d *Driver) Capabilities() hypervisor.Capabilities {
 		VNCConsole:    true,
 		KernelBoot:    true,
 		CloudInit:     true,
+		LiveMigration: true,
 	}
 }
 

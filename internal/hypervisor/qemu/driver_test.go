@@ -21,7 +21,7 @@ import (
 
 // Tests in this file run real QEMU (under TCG here) with the test guest.
 
-func newTestDriver(t *testing.T, stateDir string) *Driver {
+func newTestDriver(t testing.TB, stateDir string) *Driver {
 	t.Helper()
 	d, err := New(Config{
 		StateDir: stateDir,
@@ -34,7 +34,7 @@ func newTestDriver(t *testing.T, stateDir string) *Driver {
 	return d
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
@@ -499,7 +499,7 @@ func TestInfoAndCapabilities(t *testing.T) {
 		t.Errorf("Info = %+v", info)
 	}
 	c := d.Capabilities()
-	if !c.Pause || !c.SerialConsole || !c.VNCConsole || !c.KernelBoot || !c.CloudInit || c.LiveMigration || c.Snapshots {
+	if !c.Pause || !c.SerialConsole || !c.VNCConsole || !c.KernelBoot || !c.CloudInit || !c.LiveMigration || c.Snapshots {
 		t.Errorf("Capabilities = %+v", c)
 	}
 }

@@ -24,6 +24,7 @@ const (
 	qemuLog     = "qemu.log"
 	pidFile     = "qemu.pid"
 	seedISO     = "seed.iso"
+	nbdSock     = "nbd.sock" // the NBD server of a VM migrating in
 	keptDirName = "kept"
 )
 

@@ -22,6 +22,11 @@ const defaultStopTimeout = 30 * time.Second
 // qemu.log, so it outlives the agent; ctx bounds only the start. A start
 // that fails kills the process and reports the tail of qemu.log.
 func (d *Driver) Start(ctx context.Context, h *hypervisor.Handle, cfg hypervisor.VMConfig) error {
+	return d.start(ctx, h, cfg, false)
+}
+
+// start is Start; incoming starts QEMU waiting for a migration stream.
+func (d *Driver) start(ctx context.Context, h *hypervisor.Handle, cfg hypervisor.VMConfig, incoming bool) error {
 	if err := checkHandle(h); err != nil {
 		return err
 	}
@@ -82,7 +87,7 @@ func (d *Driver) Start(ctx context.Context, h *hypervisor.Handle, cfg hypervisor
 		d.dropCgroup(h)
 		return fmt.Errorf("starting vm %s: %w\nqemu.log:\n%s", h.UID, err, tailFile(logPath, 2048))
 	}
-	p.NetFDs, p.Jail = net.fds(), conf.jail
+	p.NetFDs, p.Jail, p.Incoming = net.fds(), conf.jail, incoming
 	args := BuildArgs(cfg, p, d.accel.Accel)
 
 	fmt.Fprintf(logf, "--- polyvisor: starting %s at %s\n", d.cfg.QEMUBinary, time.Now().Format(time.RFC3339))

@@ -15,6 +15,9 @@ describe('operations', () => {
     expect(['pending', 'running', 'succeeded', 'failed', 'cancelled'].map((s) => isDone({ status: s }))).toEqual([false, false, true, true, true]);
     expect(cancellable({ status: 'pending' })).toBe(true);
     expect(cancellable({ status: 'running' })).toBe(false);
+    expect(cancellable({ status: 'running', kind: 'vm.start' })).toBe(false);
+    expect(cancellable({ status: 'running', kind: 'vm.migrate' })).toBe(true);
+    expect(cancellable({ status: 'succeeded', kind: 'vm.migrate' })).toBe(false);
   });
   it('lists the newest first', () => {
     expect(newestFirst([op('1', 'pending'), op('3', 'failed'), op('2', 'running')]).map((o) => o.id)).toEqual(['3', '2', '1']);

@@ -16,9 +16,10 @@ export function isDone(o: { status: string }): boolean {
   return o.status === 'succeeded' || o.status === 'failed' || o.status === 'cancelled';
 }
 
-// Only an operation still waiting for its turn can be cancelled.
-export function cancellable(o: { status: string }): boolean {
-  return o.status === 'pending';
+// An operation still waiting for its turn can be cancelled, and so can a
+// running migration (the VM stays on its source).
+export function cancellable(o: { status: string; kind?: string }): boolean {
+  return o.status === 'pending' || (o.status === 'running' && o.kind === 'vm.migrate');
 }
 
 export function newestFirst<T extends { createdAt: string; id: string }>(ops: T[]): T[] {

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useState } from 'react';
-import { adminRoutes, call, cordonHost, deleteHost, revokeHost, type Host } from '../api';
+import { adminRoutes, call, cordonHost, deleteHost, drainHost, revokeHost, type Host, type HostDrain } from '../api';
 import { useEvents, useResync } from '../events';
 import { useSession } from '../session';
 import { Link, navigate } from '../router';
@@ -8,9 +8,10 @@ import { APIError } from '../lib/errors';
 import { carryServerView, hostUse } from '../lib/capacity';
 import { mib } from '../lib/units';
 import { newer } from '../lib/merge';
+import { drainSummary } from '../lib/migrate';
 import { Accel } from './Hosts';
 
-type Ask = 'revoke' | 'delete';
+type Ask = 'revoke' | 'delete' | 'drain';
 
 export function HostPage({ name }: { name: string }) {
   const s = useSession();
@@ -21,6 +22,8 @@ export function HostPage({ name }: { name: string }) {
   const [busy, setBusy] = useState(false);
   const [ask, setAsk] = useState<Ask>();
   const [now, setNow] = useState(Date.now());
+  const [draining, setDraining] = useState(false);
+  const [drained, setDrained] = useState<HostDrain>();
   const path = `/v1/hosts/${encodeURIComponent(name)}`;
 
   const load = useCallback(() => {
@@ -64,6 +67,22 @@ export function HostPage({ name }: { name: string }) {
       setActErr(e);
     } finally {
       setBusy(false);
+    }
+  };
+
+  // drain answers once every VM's move has ended, which may take minutes.
+  const drain = async (name: string) => {
+    setActErr(undefined);
+    setAsk(undefined);
+    setDrained(undefined);
+    setDraining(true);
+    try {
+      setDrained(await drainHost(name));
+      load();
+    } catch (e) {
+      setActErr(e);
+    } finally {
+      setDraining(false);
     }
   };
 
@@ -112,6 +131,11 @@ export function HostPage({ name }: { name: string }) {
                 {h.spec?.unschedulable ? 'Uncordon' : 'Cordon'}
               </button>
             )}
+            {s.offers(adminRoutes.hostDrain) && (
+              <button type="button" data-testid="host-drain" disabled={busy || draining} onClick={() => setAsk('drain')}>
+                {draining ? 'Draining…' : 'Drain'}
+              </button>
+            )}
             {s.offers(adminRoutes.hostRevoke) && (
               <button type="button" className="danger" data-testid="host-revoke" disabled={busy} onClick={() => setAsk('revoke')}>
                 Revoke credentials
@@ -126,6 +150,44 @@ export function HostPage({ name }: { name: string }) {
         )}
       </div>
       <ErrorBox err={actErr} testId="host-error" />
+      {draining && (
+        <p className="notice" role="status" data-testid="host-draining">
+          Draining {h.name}: its VMs migrate to other hosts one after another. This page shows each move when the last one has ended.
+        </p>
+      )}
+      {drained && drained.host === h.name && (
+        <section className="card" aria-labelledby="drain-h" data-testid="host-drain-result">
+          <h2 id="drain-h">Drain</h2>
+          <p>{drainSummary(drained.host, drained.moves)}</p>
+          {(drained.moves?.length ?? 0) > 0 && (
+            <table>
+              <thead>
+                <tr>
+                  <th>VM</th>
+                  <th>Outcome</th>
+                  <th>To</th>
+                  <th>Why not</th>
+                </tr>
+              </thead>
+              <tbody>
+                {drained.moves!.map((m) => {
+                  const [project, vm] = m.vm.split('/');
+                  return (
+                    <tr key={m.vm} data-testid="drain-move">
+                      <td>{vm ? <Link to={`/vms/${encodeURIComponent(project)}/${encodeURIComponent(vm)}`}>{m.vm}</Link> : m.vm}</td>
+                      <td>
+                        <State s={m.outcome} />
+                      </td>
+                      <td>{m.target ?? '—'}</td>
+                      <td>{m.error ?? ''}</td>
+                    </tr>
+                  );
+                })}
+              </tbody>
+            </table>
+          )}
+        </section>
+      )}
       <section className="card" aria-labelledby="accel-h">
         <h2 id="accel-h">Accelerator</h2>
         <p data-testid="host-accel">
@@ -153,17 +215,19 @@ export function HostPage({ name }: { name: string }) {
       </section>
       {ask && (
         <Confirm
-          title={ask === 'revoke' ? `Revoke the credentials of ${h.name}?` : `Delete host ${h.name}?`}
-          okLabel={ask === 'revoke' ? 'Revoke' : 'Delete'}
-          danger
+          title={ask === 'revoke' ? `Revoke the credentials of ${h.name}?` : ask === 'drain' ? `Drain ${h.name}?` : `Delete host ${h.name}?`}
+          okLabel={ask === 'revoke' ? 'Revoke' : ask === 'drain' ? 'Drain' : 'Delete'}
+          danger={ask !== 'drain'}
           body={
             <p>
               {ask === 'revoke'
                 ? `The agent of ${h.name} can no longer act for it: its token stops working and the host is marked not ready. It may join again with a new join token.`
-                : `${h.name} and its credentials are removed. The API refuses while VMs are placed on it.`}
+                : ask === 'drain'
+                  ? `${h.name} is cordoned, then each running VM placed on it migrates live to the scheduler's choice, one after another. A stopped or paused VM, or one with volumes attached, stays (the result says why). ${h.name} stays cordoned afterwards.`
+                  : `${h.name} and its credentials are removed. The API refuses while VMs are placed on it.`}
             </p>
           }
-          onOK={() => void (ask === 'revoke' ? act(() => revokeHost(h.name)) : act(() => deleteHost(h.name), () => navigate('/hosts')))}
+          onOK={() => void (ask === 'revoke' ? act(() => revokeHost(h.name)) : ask === 'drain' ? drain(h.name) : act(() => deleteHost(h.name), () => navigate('/hosts')))}
           onCancel={() => setAsk(undefined)}
         />
       )}

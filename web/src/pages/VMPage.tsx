@@ -13,6 +13,8 @@ import { VMSummary } from './VMSummary';
 import { Snapshots } from './Snapshots';
 import { VMVolumes } from './Volumes';
 import { Usage } from './Usage';
+import { MigrateDialog, MigrationLine } from './Migrate';
+import { whyNotMigrate } from '../lib/migrate';
 
 const Consoles = lazy(() => import('../consoles'));
 
@@ -36,6 +38,7 @@ export default function VMPage({ project, name }: { project: string; name: strin
   const [gone, setGone] = useState(false);
   const [err, setErr] = useState<unknown>();
   const [ask, setAsk] = useState<VMAction>();
+  const [migrating, setMigrating] = useState(false);
   const [started, setStarted] = useState<Operation>();
   const op = useOperation(opID, started);
   const base = `/v1/vms/${encodeURIComponent(name)}`;
@@ -138,6 +141,9 @@ export default function VMPage({ project, name }: { project: string; name: strin
 
   const deleting = !!vm.spec.deletion;
   const acts = deleting ? [] : vmActions(vm.spec.powerState, vm.status.powerState, (perm) => s.can(perm, project));
+  // Migrate is offered to who may change the VM; a VM that cannot move now says why.
+  const mayMigrate = !deleting && !vm.spec.provider && s.can('vm.update', project) && s.offers('POST /v1/vms/{name}/migrate');
+  const noMigrate = whyNotMigrate(vm);
   const mayConsole = s.can('vm.console', project);
   const hint = serialHint(vm);
   const consoleRoles = s.policy.names.filter((r) => s.policy.allows(r, 'vm.console')).join(', ');
@@ -160,10 +166,16 @@ export default function VMPage({ project, name }: { project: string; name: strin
               {title(a)}
             </button>
           ))}
+          {mayMigrate && (
+            <button type="button" data-testid="action-migrate" disabled={!!noMigrate} title={noMigrate ? `Cannot migrate: ${noMigrate}` : undefined} onClick={() => setMigrating(true)}>
+              Migrate
+            </button>
+          )}
         </div>
       </div>
       <ErrorBox err={err} />
       {op && <OpStatus op={op} />}
+      <MigrationLine vm={vm} />
       <Tabs label="VM views" tabs={tabs} current={tab} onSelect={(t) => navigate(url({ tab: t }), true)} />
       <div role="tabpanel" id={`panel-${tab}`} aria-labelledby={`tab-${tab}`} className="card">
         {tab === 'summary' && (
@@ -195,6 +207,17 @@ export default function VMPage({ project, name }: { project: string; name: strin
         {tab === 'snapshots' && <Snapshots project={project} name={name} canEdit={s.can('vm.update', project) && !deleting} />}
         {tab === 'volumes' && <VMVolumes project={project} name={name} canEdit={s.can('volume.manage', project) && !deleting} />}
       </div>
+      {migrating && (
+        <MigrateDialog
+          vm={vm}
+          onClose={() => setMigrating(false)}
+          onStarted={(o) => {
+            setMigrating(false);
+            setStarted(o);
+            navigate(url({ op: o.id }), true);
+          }}
+        />
+      )}
       {ask && (
         <Confirm
           title={`${title(ask)} ${vm.name}?`}

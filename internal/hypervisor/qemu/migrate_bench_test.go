@@ -1,0 +1,257 @@
+package qemu
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/polyvisor/polyvisor/internal/qmp"
+	"github.com/polyvisor/polyvisor/internal/testutil/guest"
+)
+
+// BenchmarkMigrate measures, for the same test guest (256 MiB, one vCPU,
+// one qcow2 overlay disk, under this machine's accelerator), the wall time
+// from starting the destination's QEMU to the guest running there, and the
+// guest-visible downtime (the longest gap between two of its console ticks,
+// printed every 0.2 s, less 0.2 s), two ways in the same run:
+//
+//   - driver: the driver's migration (PrepareIncoming, disk mirrored over
+//     NBD, memory, FinishIncoming), confined QEMUs, descriptors over
+//     socket pairs;
+//   - bare: two bare QEMUs (no sandbox, no chroot, the disk shared), the
+//     destination started with -incoming tcp:, QMP migrate, query-migrate
+//     polled to completed, the same max-bandwidth.
+//
+// Run with: go test -run XXX -bench Migrate -benchtime 3x ./internal/hypervisor/qemu/
+func BenchmarkMigrate(b *testing.B) {
+	guest.RequireQEMU(b)
+	g := guest.Build(b)
+	ctx := context.Background()
+	var dWall, bWall, dDown, bDown []float64
+	for i := 0; i < b.N; i++ {
+		w, d := benchDriverMigration(b, ctx, g, i)
+		dWall, dDown = append(dWall, w), append(dDown, d)
+		w, d = benchBareMigration(b, ctx, g)
+		bWall, bDown = append(bWall, w), append(bDown, d)
+	}
+	med := func(v []float64) float64 {
+		s := append([]float64(nil), v...)
+		sort.Float64s(s)
+		return s[len(s)/2]
+	}
+	b.ReportMetric(med(dWall), "driver-wall-s")
+	b.ReportMetric(med(bWall), "bare-wall-s")
+	b.ReportMetric(med(dWall)/med(bWall), "wall-ratio")
+	b.ReportMetric(med(dDown)*1000, "driver-downtime-ms")
+	b.ReportMetric(med(bDown)*1000, "bare-downtime-ms")
+	b.Logf("driver wall %v downtime %v; bare wall %v downtime %v", dWall, dDown, bWall, bDown)
+}
+
+// tickWatch records when each console tick is first seen in any of the
+// log files.
+type tickWatch struct {
+	files []string
+	seen  map[int]time.Time
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+func watchTicks(files ...string) *tickWatch {
+	w := &tickWatch{files: files, seen: map[int]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for {
+			for _, f := range w.files {
+				b, _ := os.ReadFile(f)
+				now := time.Now()
+				for _, m := range tickRE.FindAllSubmatch(b, -1) {
+					n, _ := strconv.Atoi(string(m[1]))
+					if _, ok := w.seen[n]; !ok {
+						w.seen[n] = now
+					}
+				}
+			}
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	return w
+}
+
+// downtime stops the watch and returns the longest gap between
+// consecutive ticks less their period.
+func (w *tickWatch) downtime(b *testing.B) float64 {
+	close(w.stop)
+	<-w.done
+	var ns []int
+	for n := range w.seen {
+		ns = append(ns, n)
+	}
+	sort.Ints(ns)
+	gap := 0.0
+	for i := 1; i < len(ns); i++ {
+		if ns[i] != ns[i-1]+1 {
+			b.Fatalf("ticks skip from %d to %d", ns[i-1], ns[i])
+		}
+		gap = max(gap, w.seen[ns[i]].Sub(w.seen[ns[i-1]]).Seconds())
+	}
+	return max(gap-0.2, 0)
+}
+
+func benchDriverMigration(b *testing.B, ctx context.Context, g guest.Paths, i int) (wall, down float64) {
+	src := newTestDriver(b, filepath.Join(b.TempDir(), "src"))
+	dst := newTestDriver(b, filepath.Join(b.TempDir(), "dst"))
+	defer src.Close()
+	defer dst.Close()
+	uid := fmt.Sprintf("5e1f0c2a-7b3d-4c8e-9a6f-%012d", i)
+	cfg := guestConfig(g, "bench", uid)
+	cfg.NICs = nil
+	h, err := src.Create(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Destroy(ctx, h, false)
+	if err := src.Start(ctx, h, cfg); err != nil {
+		b.Fatal(err)
+	}
+	waitTicksIn(b, filepath.Join(h.Dir, consoleLog), 3)
+	t0 := time.Now()
+	dh, err := dst.PrepareIncoming(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dst.Destroy(ctx, dh, false)
+	w := watchTicks(filepath.Join(h.Dir, consoleLog), filepath.Join(dh.Dir, consoleLog))
+	finished := make(chan error, 1)
+	go func() { finished <- dst.FinishIncoming(ctx, dh) }()
+	if err := src.MigrateOut(ctx, h, pairDialer(b, dst, dh), nil); err != nil {
+		b.Fatal(err)
+	}
+	if err := <-finished; err != nil {
+		b.Fatal(err)
+	}
+	wall = time.Since(t0).Seconds()
+	waitTicksIn(b, filepath.Join(dh.Dir, consoleLog), 3)
+	return wall, w.downtime(b)
+}
+
+func waitTicksIn(b *testing.B, file string, n int) {
+	deadline := time.Now().Add(3 * time.Minute)
+	for time.Now().Before(deadline) {
+		c, _ := os.ReadFile(file)
+		if len(tickRE.FindAll(c, -1)) >= n {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.Fatalf("no %d ticks in %s", n, file)
+}
+
+// bareQEMU starts a QEMU with the test guest and nothing of the driver.
+func bareQEMU(b *testing.B, g guest.Paths, dir, name, disk string, extra ...string) (*qmp.Client, string) {
+	sock := filepath.Join(dir, name+".qmp")
+	log := filepath.Join(dir, name+".log")
+	args := append([]string{"-accel", probeAccel(), "-machine", "q35", "-m", "256", "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none",
+		"-chardev", "socket,id=qmp,path=" + sock + ",server=on,wait=off", "-mon", "chardev=qmp,mode=control",
+		"-chardev", "socket,id=s0,path=" + filepath.Join(dir, name+".ser") + ",server=on,wait=off,logfile=" + log, "-serial", "chardev:s0",
+		"-blockdev", "driver=qcow2,node-name=disk0,file.driver=file,file.filename=" + disk,
+		"-device", "virtio-blk-pci,drive=disk0,id=virtio-disk0",
+		"-kernel", g.Kernel, "-initrd", g.Initrd, "-append", guest.Cmdline}, extra...)
+	cmd := exec.Command("qemu-system-x86_64", args...)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	go cmd.Wait()
+	b.Cleanup(func() { cmd.Process.Kill() })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for {
+		c, err := qmp.Dial(ctx, sock)
+		if err == nil {
+			return c, log
+		}
+		if ctx.Err() != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+var benchAccel string
+
+// probeAccel is the accelerator a driver decided for this machine.
+func probeAccel() string {
+	if benchAccel == "" {
+		d, err := New(Config{StateDir: os.TempDir(), RunDir: filepath.Join(os.TempDir(), "polyvisor-test-run")})
+		if err != nil {
+			return "tcg"
+		}
+		benchAccel = d.Accel()
+	}
+	return benchAccel
+}
+
+func benchBareMigration(b *testing.B, ctx context.Context, g guest.Paths) (wall, down float64) {
+	dir := b.TempDir()
+	disk := filepath.Join(dir, "disk.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", g.Disk, "-F", "qcow2", disk).CombinedOutput(); err != nil {
+		b.Fatalf("%v: %s", err, out)
+	}
+	src, srcLog := bareQEMU(b, g, dir, "src", disk)
+	defer src.Close()
+	waitTicksIn(b, srcLog, 3)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	t0 := time.Now()
+	dst, dstLog := bareQEMU(b, g, dir, "dst", disk, "-incoming", "tcp:"+addr)
+	defer dst.Close()
+	w := watchTicks(srcLog, dstLog)
+	if err := src.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": maxMigrationBandwidth}, nil); err != nil {
+		b.Fatal(err)
+	}
+	if err := src.Execute(ctx, "migrate", map[string]string{"uri": "tcp:" + addr}, nil); err != nil {
+		b.Fatal(err)
+	}
+	for {
+		mi, err := queryMigrate(ctx, src)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if mi.Status == "completed" {
+			break
+		}
+		if mi.Status == "failed" || mi.Status == "cancelled" {
+			b.Fatalf("bare migration %s: %s", mi.Status, mi.ErrorDesc)
+		}
+		time.Sleep(pollMigration)
+	}
+	for {
+		var st struct {
+			Status string `json:"status"`
+		}
+		if err := dst.Execute(ctx, "query-status", nil, &st); err != nil {
+			b.Fatal(err)
+		}
+		if st.Status == "running" {
+			break
+		}
+		time.Sleep(pollMigration / 2)
+	}
+	wall = time.Since(t0).Seconds()
+	waitTicksIn(b, dstLog, 3)
+	return wall, w.downtime(b)
+}

@@ -1,0 +1,262 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/controller/ops"
+	"github.com/polyvisor/polyvisor/internal/store"
+)
+
+// The routes of live migration and host drain. The agents' routes let
+// the target of a migration record where it listens, and its source read
+// it; users never see those records.
+func (s *Server) migrationRoutes() []route {
+	return []route{
+		{method: "POST", path: "/v1/vms/{name}/migrate", rule: auth.In(auth.PermVMUpdate), handler: s.migrateVM},
+		{method: "POST", path: "/v1/hosts/{name}/drain", rule: auth.Superadmin, handler: s.drainHost},
+		{method: "PUT", path: "/v1/agent/migrations/{id}", rule: auth.Host, handler: s.putAgentMigration, hostOf: s.migrationTarget},
+		{method: "GET", path: "/v1/agent/migrations/{id}", rule: auth.Host, handler: s.getAgentMigration, hostOf: s.migrationParty},
+	}
+}
+
+// migratingVM is the VM a migration operation moves, while it moves it.
+func (s *Server) migratingVM(id string) (*api.VM, bool) {
+	op, ok := s.ops.Get(id)
+	if !ok || op.Kind != api.OpVMMigrate || op.Done() {
+		return nil, false
+	}
+	vm, ok := s.vms.Get(ops.TargetKey(op.Target))
+	if !ok || vm.Spec.Migration == nil || vm.Spec.Migration.Operation != id {
+		return nil, false
+	}
+	return vm, true
+}
+
+// migrationTarget is the host a migration under way moves its VM to: only
+// its agent records the migration's incoming side. A migration that is
+// not under way concerns no host.
+func (s *Server) migrationTarget(r *http.Request, id auth.Identity) string {
+	if vm, ok := s.migratingVM(r.PathValue("id")); ok && vm.Spec.Migration.Target == id.Name {
+		return id.Name
+	}
+	return ""
+}
+
+// migrationParty is the source or the target of a migration under way.
+func (s *Server) migrationParty(r *http.Request, id auth.Identity) string {
+	if vm, ok := s.migratingVM(r.PathValue("id")); ok && (vm.Spec.Host == id.Name || vm.Spec.Migration.Target == id.Name) {
+		return id.Name
+	}
+	return ""
+}
+
+func (s *Server) putAgentMigration(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var m api.AgentMigration
+	if err := decodeJSON(w, r, &m, false); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	vm, ok := s.migratingVM(id)
+	if !ok {
+		s.writeError(w, r, api.NotFound("migration", id))
+		return
+	}
+	switch m.State {
+	case api.IncomingListening, api.IncomingRunning, api.IncomingFailed:
+	default:
+		s.writeError(w, r, api.Invalid("state", "must be %s, %s or %s, not %q", api.IncomingListening, api.IncomingRunning, api.IncomingFailed, m.State))
+		return
+	}
+	m.Operation, m.VM, m.Source, m.Target = id, vm.Key(), vm.Spec.Host, vm.Spec.Migration.Target
+	var err error
+	if cur, ok := s.migrations.Get(id); ok {
+		_, err = s.migrations.Update(r.Context(), id, &m, cur.Version)
+	} else {
+		_, err = s.migrations.Create(r.Context(), id, &m)
+	}
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("recording migration %s: %w", id, err))
+		return
+	}
+	out, _ := s.migrations.Get(id)
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getAgentMigration(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	m, ok := s.migrations.Get(id)
+	if _, migrating := s.migratingVM(id); !ok || !migrating {
+		s.writeError(w, r, api.NotFound("migration", id))
+		return
+	}
+	writeJSON(w, http.StatusOK, m)
+}
+
+// migrateVM queues a live migration of a running VM: to the host the
+// request names, or to the scheduler's choice. The target's room is
+// admitted as a create's, and held until the migration ends.
+func (s *Server) migrateVM(w http.ResponseWriter, r *http.Request) {
+	var req api.VMMigrate
+	if err := decodeJSON(w, r, &req, true); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	vm, ok := s.vmOf(w, r)
+	if !ok {
+		return
+	}
+	if err := s.checkMigration(vm, req.Host); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	target, _, err := s.ctl.Placer.Migrate(r.Context(), vm, req.Host)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	admit := func(ctx context.Context, vm *api.VM) ([]store.Op, error) {
+		if err := s.checkMigration(vm, target); err != nil {
+			return nil, err
+		}
+		_, conds, err := s.ctl.Placer.Migrate(ctx, vm, target)
+		return conds, err
+	}
+	op, _, err := s.ctl.Ops.SubmitWith(r.Context(), vm.Key(), api.OpVMMigrate, api.VMMigrate{Host: target}, ops.SubmitOptions{Admit: admit})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeOperation(w, op)
+}
+
+// checkMigration refuses, with what to do instead, a migration that
+// cannot be: a VM not running or not Polyvisor's, one already migrating,
+// one with volumes attached (the target would start without them),
+// a target that is unknown, the VM's own host, a provider's, cordoned or
+// not ready. Room is the placer's to judge.
+func (s *Server) checkMigration(vm *api.VM, target string) error {
+	switch {
+	case vm.Spec.Provider != nil:
+		return api.Unprocessable("vm %q belongs to provider %q, which decides where it runs", vm.Name, vm.Spec.Provider.Name)
+	case vm.Spec.Migration != nil:
+		return api.Conflict("vm %q is already migrating to host %q (operation %s)", vm.Name, vm.Spec.Migration.Target, vm.Spec.Migration.Operation)
+	case len(vm.Spec.Volumes) > 0 || len(vm.Status.Volumes) > 0:
+		return api.Unprocessable("vm %q has volumes attached (%s): a live migration does not carry hot-plugged volumes yet (a dir pool's volume stays on its host, and the target would not plug a shared pool's before the guest's state arrives): detach them, migrate, then attach them again", vm.Name, strings.Join(volumeNames(vm), ", "))
+	case vm.Spec.PowerState == api.PowerStopped:
+		return api.Unprocessable("vm %q is stopped: only a running vm migrates (live); its disks are on host %q, which a stopped vm cannot copy without a cold copy: start it first", vm.Name, vm.Spec.Host)
+	case vm.Spec.PowerState == api.PowerPaused:
+		return api.Unprocessable("vm %q is paused: the qemu driver migrates running vms only; resume it first", vm.Name)
+	}
+	if target == "" {
+		return nil
+	}
+	h, ok := s.hosts.Get(target)
+	switch {
+	case !ok:
+		return &api.Error{Code: api.CodeUnprocessable, Field: "host", Message: fmt.Sprintf("host %q does not exist", target)}
+	case h.Provider != nil:
+		return &api.Error{Code: api.CodeUnprocessable, Field: "host", Message: fmt.Sprintf("host %q belongs to provider %q: vms migrate only between Polyvisor's own hosts", target, h.Provider.Name)}
+	case target == vm.Spec.Host:
+		return &api.Error{Code: api.CodeUnprocessable, Field: "host", Message: fmt.Sprintf("vm %q already runs on host %q", vm.Name, target)}
+	case h.Spec.Unschedulable:
+		return &api.Error{Code: api.CodeUnprocessable, Field: "host", Message: fmt.Sprintf("host %q is cordoned: no vm is placed or migrated onto it (uncordon it first)", target)}
+	case h.Status.State != api.HostReady:
+		return &api.Error{Code: api.CodeUnprocessable, Field: "host", Message: fmt.Sprintf("host %q is not ready", target)}
+	}
+	return nil
+}
+
+// volumeNames are the volumes in a VM's spec or still plugged in.
+func volumeNames(vm *api.VM) []string {
+	var names []string
+	for _, a := range vm.Spec.Volumes {
+		names = append(names, a.Volume)
+	}
+	for _, a := range vm.Status.Volumes {
+		if !slices.Contains(names, a.Volume) {
+			names = append(names, a.Volume)
+		}
+	}
+	return names
+}
+
+// drainWait bounds the wait for one VM's migration during a drain.
+const drainWait = 16 * time.Minute
+
+// drainHost cordons a host, then migrates the VMs placed on it away one
+// after another, each to the scheduler's choice, and reports each move.
+// A VM that cannot move (stopped, paused, or its migration failed) is
+// reported with why and stays; the host is empty when every VM moved.
+func (s *Server) drainHost(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	requestOf(r).resource = api.Ref{Kind: "host", Name: name}
+	h, err := s.agentHost(name)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	requestOf(r).resource.UID = h.UID
+	if _, err := s.setUnschedulable(r.Context(), name, true); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := api.HostDrain{Host: name, Moves: []api.DrainMove{}}
+	vms := listAll(s.vms, func(vm *api.VM) bool { return vm.Spec.Host == name && vm.Spec.Deletion == nil })
+	slices.SortFunc(vms, func(a, b *api.VM) int { return cmpString(a.Key(), b.Key()) })
+	for _, vm := range vms {
+		out.Moves = append(out.Moves, s.drainOne(r.Context(), vm))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// drainOne migrates one VM off a drained host and waits for the outcome.
+func (s *Server) drainOne(ctx context.Context, vm *api.VM) api.DrainMove {
+	mv := api.DrainMove{VM: vm.Key(), Outcome: api.OpFailed}
+	fail := func(err error) api.DrainMove {
+		mv.Error = err.Error()
+		return mv
+	}
+	if err := s.checkMigration(vm, ""); err != nil {
+		return fail(err)
+	}
+	target, _, err := s.ctl.Placer.Migrate(ctx, vm, "")
+	if err != nil {
+		return fail(err)
+	}
+	mv.Target = target
+	admit := func(ctx context.Context, vm *api.VM) ([]store.Op, error) {
+		if err := s.checkMigration(vm, target); err != nil {
+			return nil, err
+		}
+		_, conds, err := s.ctl.Placer.Migrate(ctx, vm, target)
+		return conds, err
+	}
+	op, _, err := s.ctl.Ops.SubmitWith(ctx, vm.Key(), api.OpVMMigrate, api.VMMigrate{Host: target}, ops.SubmitOptions{Admit: admit})
+	if err != nil {
+		return fail(err)
+	}
+	mv.Operation = op.ID
+	done, err := s.ctl.Ops.Wait(ctx, op.ID, drainWait)
+	switch {
+	case err != nil:
+		return fail(err)
+	case done == nil || !done.Done():
+		return fail(errors.New("the migration did not end in time"))
+	case done.Status != api.OpSucceeded:
+		if done.Error != nil {
+			return fail(errors.New(done.Error.Message))
+		}
+		return fail(fmt.Errorf("the migration %s", done.Status))
+	}
+	mv.Outcome = "migrated"
+	return mv
+}

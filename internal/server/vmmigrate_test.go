@@ -1,0 +1,160 @@
+package server
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/client"
+)
+
+// TestMigrateThroughTheAPI plays both hosts' agents with their host
+// tokens: refusals (422) for an unknown, the same, a cordoned or a full
+// target and a stopped VM; then a migration whose room is held on the
+// target, whose listening record only the two hosts see, and which moves
+// the VM's host once the target reports it running.
+func TestMigrateThroughTheAPI(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pa := e.super.WithProject("pa")
+	h1, h2 := e.as("h1", ""), e.as("h2", "")
+
+	op, err := pa.CreateVM(ctx, api.VMCreate{Name: "mover", VCPUs: 32, MemoryMiB: 128, Host: "h1", Disks: []api.Disk{{Image: "img"}}}, client.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, _ := pa.GetVM(ctx, "mover")
+	if _, err := h1.PutVMStatus(ctx, "pa/mover", api.VMStatus{PowerState: api.PowerRunning, ObservedGeneration: vm.Generation}); err != nil {
+		t.Fatal(err)
+	}
+	if done, err := pa.WaitOperation(ctx, op.ID, nil); err != nil || done.Status != api.OpSucceeded {
+		t.Fatalf("create: %+v, %v", done, err)
+	}
+
+	refused := func(host, want string) {
+		t.Helper()
+		_, err := pa.MigrateVM(ctx, "mover", api.VMMigrate{Host: host})
+		if client.HTTPStatus(err) != 422 || !strings.Contains(err.Error(), want) {
+			t.Errorf("migrating to %q: %v, want 422 saying %q", host, err, want)
+		}
+	}
+	refused("h7", "does not exist")
+	refused("h1", "already runs on")
+	if _, err := e.super.CordonHost(ctx, "h2"); err != nil {
+		t.Fatal(err)
+	}
+	refused("h2", "cordoned")
+	refused("", "unschedulable") // the scheduler has only h2 to pick
+	if _, err := e.super.UncordonHost(ctx, "h2"); err != nil {
+		t.Fatal(err)
+	}
+	// Fill h2's memory but for 64 MiB: the 128 MiB VM does not fit.
+	h, _ := e.super.GetHost(ctx, "h2")
+	free := h.Status.Capacity.MemoryMiB - h.Status.Allocated.MemoryMiB
+	if _, err := pa.CreateVM(ctx, api.VMCreate{Name: "filler", VCPUs: 1, MemoryMiB: free - 64, Host: "h2",
+		Disks: []api.Disk{{Image: "img"}}, PowerState: api.PowerStopped}, client.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	refused("h2", "cannot take the vm")
+	// As h2's agent would: the filler made, then removed.
+	f, _ := pa.GetVM(ctx, "filler")
+	if _, err := h2.PutVMStatus(ctx, "pa/filler", api.VMStatus{PowerState: api.PowerStopped, ObservedGeneration: f.Generation}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pa.DeleteVM(ctx, "filler", false); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := pa.GetVM(ctx, "filler"); client.IsNotFound(err) {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatal("filler not gone")
+		}
+		// No agent runs here: report it removed as its host would.
+		e.as("h2", "").VMRemoved(ctx, "pa/filler")
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := pa.CreateVM(ctx, api.VMCreate{Name: "resting", VCPUs: 1, MemoryMiB: 128, Host: "h1",
+		Disks: []api.Disk{{Image: "img"}}, PowerState: api.PowerStopped}, client.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pa.MigrateVM(ctx, "resting", api.VMMigrate{Host: "h2"}); client.HTTPStatus(err) != 422 || !strings.Contains(err.Error(), "stopped") {
+		t.Errorf("migrating a stopped vm: %v, want 422 saying it is stopped", err)
+	}
+
+	before, _ := e.super.GetHost(ctx, "h2")
+	src, _ := e.super.GetHost(ctx, "h1")
+	mig, err := pa.MigrateVM(ctx, "mover", api.VMMigrate{})
+	if err != nil {
+		t.Fatalf("migrating to the scheduler's choice: %v", err)
+	}
+	vm, _ = pa.GetVM(ctx, "mover")
+	if vm.Spec.Migration == nil || vm.Spec.Migration.Target != "h2" || vm.Spec.Migration.Operation != mig.ID {
+		t.Fatalf("spec.migration %+v", vm.Spec.Migration)
+	}
+	if after, _ := e.super.GetHost(ctx, "h2"); after.Status.Allocated.VCPUs != before.Status.Allocated.VCPUs+32 {
+		t.Errorf("h2 holds %d vCPUs during the migration, want %d", after.Status.Allocated.VCPUs, before.Status.Allocated.VCPUs+32)
+	}
+	if _, err := pa.MigrateVM(ctx, "mover", api.VMMigrate{Host: "h2"}); client.HTTPStatus(err) != 409 {
+		t.Errorf("a second migration while one runs: %v, want 409", err)
+	}
+
+	// The target records where it listens; the source reads it; users
+	// never see it.
+	if _, err := h1.PutAgentMigration(ctx, api.AgentMigration{Operation: mig.ID, State: api.IncomingListening}); !client.IsNotFound(err) {
+		t.Errorf("the source recording the target's side: %v, want 404", err)
+	}
+	rec := api.AgentMigration{Operation: mig.ID, State: api.IncomingListening, Address: "10.0.0.2:4711", Token: strings.Repeat("ab", 32)}
+	if _, err := h2.PutAgentMigration(ctx, rec); err != nil {
+		t.Fatalf("the target recording its side: %v", err)
+	}
+	got, err := h1.AgentMigration(ctx, mig.ID)
+	if err != nil || got.Address != rec.Address || got.Token != rec.Token || got.Source != "h1" || got.Target != "h2" || got.VM != "pa/mover" {
+		t.Fatalf("the source reading the target's side: %+v, %v", got, err)
+	}
+	if _, err := pa.AgentMigration(ctx, mig.ID); client.HTTPStatus(err) != 403 {
+		t.Errorf("a user reading the migration's record: %v, want 403", err)
+	}
+	if _, err := h2.PutAgentMigration(ctx, api.AgentMigration{Operation: mig.ID, State: api.IncomingRunning}); err != nil {
+		t.Fatal(err)
+	}
+	done, err := pa.WaitOperation(ctx, mig.ID, nil)
+	if err != nil || done.Status != api.OpSucceeded {
+		t.Fatalf("migration: %+v, %v", done, err)
+	}
+	vm, _ = pa.GetVM(ctx, "mover")
+	if vm.Spec.Host != "h2" || vm.Spec.Migration != nil {
+		t.Errorf("after the migration: host %s, migration %+v", vm.Spec.Host, vm.Spec.Migration)
+	}
+	if _, err := h1.AgentMigration(ctx, mig.ID); !client.IsNotFound(err) {
+		t.Errorf("the record after the migration: %v, want gone", err)
+	}
+	// Back to h1, cancelled while it runs: the VM stays on h2, h1's room
+	// is given back, the record goes.
+	back, err := pa.MigrateVM(ctx, "mover", api.VMMigrate{Host: "h1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h1.PutAgentMigration(ctx, api.AgentMigration{Operation: back.ID, State: api.IncomingListening, Address: "10.0.0.1:4711", Token: rec.Token}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := pa.CancelOperation(ctx, back.ID); err != nil || c.Status != api.OpCancelled {
+		t.Fatalf("cancelling a running migration: %+v, %v", c, err)
+	}
+	vm, _ = pa.GetVM(ctx, "mover")
+	if vm.Spec.Host != "h2" || vm.Spec.Migration != nil {
+		t.Errorf("after the cancel: host %s, migration %+v", vm.Spec.Host, vm.Spec.Migration)
+	}
+	if _, err := h2.AgentMigration(ctx, back.ID); !client.IsNotFound(err) {
+		t.Errorf("the record after the cancel: %v, want gone", err)
+	}
+	if a, _ := e.super.GetHost(ctx, "h1"); a.Status.Allocated.VCPUs != src.Status.Allocated.VCPUs-32 {
+		t.Errorf("h1 holds %d vCPUs after the vm left, want %d", a.Status.Allocated.VCPUs, src.Status.Allocated.VCPUs-32)
+	}
+	if a, _ := e.super.GetHost(ctx, "h2"); a.Status.Allocated.VCPUs != before.Status.Allocated.VCPUs+32 {
+		t.Errorf("h2 holds %d vCPUs after the vm came, want %d", a.Status.Allocated.VCPUs, before.Status.Allocated.VCPUs+32)
+	}
+}
