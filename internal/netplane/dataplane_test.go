@@ -1,6 +1,10 @@
 package netplane
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -97,8 +101,6 @@ func TestOverlayAcrossHosts(t *testing.T) {
 	// a1 and b1 share an address on one host: each talks to its own peer.
 	a2.listen(t, 7000, "a2")
 	b2.listen(t, 7000, "b2")
-	ingress := api.SecurityGroupRule{Direction: api.DirectionIngress, Protocol: api.ProtocolTCP, PortMin: 7000}
-	_ = ingress
 	if got := a1.connect("10.0.0.12", 7000); got != "hello from a2" {
 		t.Fatalf("a1 to 10.0.0.12:7000 got %q", got)
 	}
@@ -125,6 +127,199 @@ func TestOverlayAcrossHosts(t *testing.T) {
 	if !a1.ping("10.0.0.12") {
 		t.Fatal("a1 lost a2 after the restart")
 	}
-	_ = strings.Contains
-	_ = time.Second
+}
+
+// TestSecurityGroups: a TCP port of a guest is closed to another until a
+// rule allows the other's group, and closed again within a second of the
+// rule's removal; answers need no rule (stateful), and a flow open when
+// the rule goes keeps going.
+func TestSecurityGroups(t *testing.T) {
+	l := newLab(t, 2)
+	w := &world{underlays: []string{l.hosts[0].underlay, l.hosts[1].underlay}}
+	w.net(api.HostNetwork{Key: "p1/a", ID: "0000000a01", Type: api.NetworkOverlay, VNI: 101, MTU: 1450,
+		Subnets: []api.Subnet{subnet("p1", "a-v4", "a", "10.0.0.0/24")}})
+	web := api.HostSecurityGroup{Key: "p1/web", ID: "000000web1", Rules: []api.SecurityGroupRule{
+		{Direction: api.DirectionEgress},
+	}}
+	client := api.HostSecurityGroup{Key: "p1/client", ID: "000000cli1", Rules: []api.SecurityGroupRule{
+		{Direction: api.DirectionEgress},
+	}}
+	w.group(web)
+	w.group(client)
+	w.port(0, hostPort("p1", "a1", "00000000a1", "p1/a", "52:54:00:aa:00:01", "10.0.0.11", "p1/client"))
+	w.port(1, hostPort("p1", "a2", "00000000a2", "p1/a", "52:54:00:aa:00:02", "10.0.0.12", "p1/web"))
+	w.port(1, hostPort("p1", "a3", "00000000a3", "p1/a", "52:54:00:aa:00:03", "10.0.0.13", "p1/client"))
+	applyAll(l, w)
+	a1 := l.hosts[0].attach("a1", TapName("00000000a1"), "52:54:00:aa:00:01")
+	a2 := l.hosts[1].attach("a2", TapName("00000000a2"), "52:54:00:aa:00:02")
+	a3 := l.hosts[1].attach("a3", TapName("00000000a3"), "52:54:00:aa:00:03")
+	a1.setIP(t, "10.0.0.11/24", "")
+	a2.setIP(t, "10.0.0.12/24", "")
+	a3.setIP(t, "10.0.0.13/24", "")
+	a2.listen(t, 8080, "a2")
+	a2.listenEcho(t, 8081)
+	a1.listen(t, 9090, "a1")
+	if got := a1.connect("10.0.0.12", 8080); got != "" {
+		t.Fatalf("a1 reached a2:8080 with no rule allowing it: %q", got)
+	}
+	// Allow tcp 8080 from the client group.
+	web.Rules = append(web.Rules, api.SecurityGroupRule{Direction: api.DirectionIngress, Protocol: api.ProtocolTCP, PortMin: 8080, PortMax: 8081, RemoteGroup: "p1/client"})
+	w.group(web)
+	applyAll(l, w)
+	for _, g := range []*guest{a1, a3} {
+		if got := g.connect("10.0.0.12", 8080); got != "hello from a2" {
+			t.Fatalf("%s to a2:8080 with the rule: %q", g.ns, got)
+		}
+	}
+	// Nothing comes back in to a1 but answers: a2 cannot open a1's port.
+	if got := a2.connect("10.0.0.11", 9090); got != "" {
+		t.Fatalf("a2 reached a1:9090: %q", got)
+	}
+	if a1.ping("10.0.0.12") {
+		t.Fatal("a1 pings a2: only tcp 8080-8081 is allowed")
+	}
+	// A flow opened while the rule holds keeps going when it goes.
+	flow := a1.openFlow(t, "10.0.0.12", 8081)
+	if !flow.alive() {
+		t.Fatal("no echo on a flow to a2:8081")
+	}
+	web.Rules = web.Rules[:1]
+	w.group(web)
+	start := time.Now()
+	res := l.hosts[1].apply(w.state(1))
+	if res.Took > time.Second {
+		t.Errorf("removing a rule took %s", res.Took)
+	}
+	if got := a1.connect("10.0.0.12", 8080); got != "" {
+		t.Fatalf("a1 reached a2:8080 %s after the rule was removed: %q", time.Since(start), got)
+	}
+	if !flow.alive() {
+		t.Fatal("the flow opened while the rule held ended with the rule")
+	}
+}
+
+// flow is a TCP connection held open: the client sends a line a second
+// and the server echoes it.
+type flow struct {
+	g    *guest
+	file string
+}
+
+// openFlow starts a client that keeps a connection to addr:port sending.
+func (g *guest) openFlow(t *testing.T, addr string, port int) *flow {
+	t.Helper()
+	f := &flow{g: g, file: filepath.Join(t.TempDir(), "flow")}
+	cmd := exec.Command("ip", "netns", "exec", g.ns, "busybox", "sh", "-c",
+		"while :; do echo ping; sleep 0.2; done | busybox nc "+addr+" "+strconv.Itoa(port)+" >"+f.file)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	time.Sleep(500 * time.Millisecond)
+	return f
+}
+
+// alive tells whether the flow's echoes go on coming.
+func (f *flow) alive() bool {
+	size := func() int64 {
+		fi, err := os.Stat(f.file)
+		if err != nil {
+			return 0
+		}
+		return fi.Size()
+	}
+	before := size()
+	time.Sleep(time.Second)
+	return size() > before
+}
+
+// TestAntiSpoofing: a guest that takes another address or MAC, answers ARP
+// for another guest's address, or serves DHCP, is not heard; the same
+// guest on a port without port security is (the test can fail). The
+// guests it talks to, a2 and a3, have no port security themselves: they
+// hear whatever reaches them.
+func TestAntiSpoofing(t *testing.T) {
+	l := newLab(t, 2)
+	w := &world{underlays: []string{l.hosts[0].underlay, l.hosts[1].underlay}}
+	noDHCP := false
+	sn := subnet("p1", "a-v4", "a", "10.0.0.0/24")
+	sn.Spec.DHCP = &noDHCP
+	w.net(api.HostNetwork{Key: "p1/a", ID: "0000000a01", Type: api.NetworkOverlay, VNI: 101, MTU: 1450, Subnets: []api.Subnet{sn}})
+	w.group(defaultGroup("p1", "00000000g1"))
+	w.port(0, hostPort("p1", "a1", "00000000a1", "p1/a", "52:54:00:aa:00:01", "10.0.0.11", "p1/default"))
+	a2port := hostPort("p1", "a2", "00000000a2", "p1/a", "52:54:00:aa:00:02", "10.0.0.12")
+	a3port := hostPort("p1", "a3", "00000000a3", "p1/a", "52:54:00:aa:00:03", "10.0.0.13")
+	a2port.PortSecurity, a3port.PortSecurity = false, false
+	w.port(1, a2port)
+	w.port(0, a3port)
+	applyAll(l, w)
+	a1 := l.hosts[0].attach("a1", TapName("00000000a1"), "52:54:00:aa:00:01")
+	a2 := l.hosts[1].attach("a2", TapName("00000000a2"), "52:54:00:aa:00:02")
+	a3 := l.hosts[0].attach("a3", TapName("00000000a3"), "52:54:00:aa:00:03")
+	a1.setIP(t, "10.0.0.11/24", "")
+	a2.setIP(t, "10.0.0.12/24", "")
+	a3.setIP(t, "10.0.0.13/24", "")
+	if !a1.ping("10.0.0.13") || !a3.ping("10.0.0.12") {
+		t.Fatal("the guests do not reach each other")
+	}
+
+	spoofs := func() (ip, mac, arp, dhcp bool) {
+		flush := func() {
+			run(t, "ip", "-n", a1.ns, "neigh", "flush", "all")
+			run(t, "ip", "-n", a3.ns, "neigh", "flush", "all")
+		}
+		a1.setIP(t, "10.0.0.99/24", "")
+		flush()
+		ip = a1.ping("10.0.0.13")
+		a1.setIP(t, "10.0.0.11/24", "")
+		run(t, "ip", "-n", a1.ns, "link", "set", "eth0", "address", "52:54:00:aa:00:99")
+		flush()
+		mac = a1.ping("10.0.0.13")
+		run(t, "ip", "-n", a1.ns, "link", "set", "eth0", "address", a1.mac)
+		flush()
+		// a1 claims a2's address: a3, which knows a2, would now send a2's
+		// traffic to a1. (An entry is not replaced within a second of
+		// its last update.)
+		if !a3.ping("10.0.0.12") {
+			t.Fatal("a3 lost a2")
+		}
+		time.Sleep(1200 * time.Millisecond)
+		a1.sendARPReply(t, "10.0.0.12", a3.mac, "10.0.0.13")
+		out, _ := inNS(a3.ns, "ip", "neigh", "show", "10.0.0.12")
+		arp = strings.Contains(out, a1.mac)
+		flush()
+		// a1 serves DHCP on a network whose DHCP is off: a3 must get
+		// nothing.
+		conf := filepath.Join(t.TempDir(), "udhcpd.conf")
+		os.WriteFile(conf, []byte("start 10.0.0.200\nend 10.0.0.210\ninterface eth0\nlease_file "+conf+".leases\n"), 0o644)
+		os.WriteFile(conf+".leases", nil, 0o644)
+		srv := exec.Command("ip", "netns", "exec", a1.ns, "busybox", "udhcpd", "-f", conf)
+		srv.Start()
+		defer func() { srv.Process.Kill(); srv.Wait() }()
+		time.Sleep(200 * time.Millisecond)
+		script := filepath.Join(t.TempDir(), "udhcpc.sh")
+		os.WriteFile(script, []byte(udhcpcScript), 0o755)
+		_, err := inNS(a3.ns, "busybox", "udhcpc", "-i", "eth0", "-f", "-n", "-q", "-t", "3", "-T", "1", "-s", script)
+		dhcp = err == nil
+		a3.setIP(t, "10.0.0.13/24", "")
+		return
+	}
+	ip, mac, arp, dhcp := spoofs()
+	if ip || mac || arp || dhcp {
+		t.Fatalf("with port security, spoofing got through: address %v, mac %v, arp %v, dhcp server %v", ip, mac, arp, dhcp)
+	}
+	if !a1.ping("10.0.0.12") || !a1.ping("10.0.0.13") {
+		t.Fatal("a1 lost its peers after the spoofing")
+	}
+	// Without port security, each gets through.
+	for i := range w.ports {
+		if w.ports[i].Key == "p1/a1" {
+			w.ports[i].PortSecurity = false
+		}
+	}
+	applyAll(l, w)
+	ip, mac, arp, dhcp = spoofs()
+	if !ip || !mac || !arp || !dhcp {
+		t.Fatalf("without port security: address %v, mac %v, arp %v, dhcp server %v; want all through", ip, mac, arp, dhcp)
+	}
 }

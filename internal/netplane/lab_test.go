@@ -339,6 +339,17 @@ func (g *guest) listen(t *testing.T, port int, name string) {
 	time.Sleep(100 * time.Millisecond)
 }
 
+// listenEcho starts a TCP server on port that echoes what it gets.
+func (g *guest) listenEcho(t *testing.T, port int) {
+	t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", g.ns, "busybox", "nc", "-ll", "-p", strconv.Itoa(port), "-e", "busybox", "cat")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	time.Sleep(100 * time.Millisecond)
+}
+
 // connect connects to addr:port and returns what the server said, or "".
 func (g *guest) connect(addr string, port int) string {
 	out, err := inNS(g.ns, "busybox", "nc", "-w", "1", addr, strconv.Itoa(port))
@@ -346,4 +357,37 @@ func (g *guest) connect(addr string, port int) string {
 		return ""
 	}
 	return strings.TrimSpace(out)
+}
+
+// sendARPReply sends, from the guest's eth0, an ARP reply saying that
+// addr is at the guest's MAC, to the guest with MAC toMAC and address toIP.
+func (g *guest) sendARPReply(t *testing.T, addr, toMAC, toIP string) {
+	t.Helper()
+	h, err := netns.GetFromName(g.ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	src, _ := net.ParseMAC(g.mac)
+	dst, _ := net.ParseMAC(toMAC)
+	f := append(append(append([]byte{}, dst...), src...), 0x08, 0x06)
+	f = append(f, 0, 1, 8, 0, 6, 4, 0, 2)
+	f = append(append(f, src...), net.ParseIP(addr).To4()...)
+	f = append(append(f, dst...), net.ParseIP(toIP).To4()...)
+	err = inNetns(h, func() error {
+		ifc, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Sendto(fd, f, 0, &unix.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6, Addr: [8]byte{dst[0], dst[1], dst[2], dst[3], dst[4], dst[5]}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
 }
