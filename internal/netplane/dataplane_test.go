@@ -1,13 +1,17 @@
 package netplane
 
 import (
+	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netns"
 
 	"github.com/polyvisor/polyvisor/api"
 )
@@ -48,6 +52,16 @@ func twoProjects(l *lab) *world {
 	w.port(0, hostPort("p2", "b1", "00000000b1", "p2/b", "52:54:00:bb:00:01", "10.0.0.11", "p2/default"))
 	w.port(1, hostPort("p2", "b2", "00000000b2", "p2/b", "52:54:00:bb:00:02", "10.0.0.13", "p2/default"))
 	return w
+}
+
+// hasOurPrefix tells whether a listing of devices names one of ours.
+func listsOurDevice(listing string) bool {
+	for _, p := range ourPrefixes {
+		if strings.Contains(listing, " "+p) {
+			return true
+		}
+	}
+	return false
 }
 
 func applyAll(l *lab, w *world) []Result {
@@ -321,5 +335,192 @@ func TestAntiSpoofing(t *testing.T) {
 	ip, mac, arp, dhcp = spoofs()
 	if !ip || !mac || !arp || !dhcp {
 		t.Fatalf("without port security: address %v, mac %v, arp %v, dhcp server %v; want all through", ip, mac, arp, dhcp)
+	}
+}
+
+// outside listens on the lab's outside address and tells from which
+// address each connection comes.
+func (l *lab) outside(t *testing.T, port int) <-chan string {
+	t.Helper()
+	h, err := netns.GetFromName(l.ul)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	var ln net.Listener
+	if err := inNetns(h, func() error {
+		var err error
+		ln, err = net.Listen("tcp", labOutside+":"+strconv.Itoa(port))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	from := make(chan string, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+			c.Write([]byte("hello from outside\n"))
+			c.Close()
+			from <- host
+		}
+	}()
+	return from
+}
+
+// TestFloatingIPAndNAT: a floating IP makes a guest reachable from the
+// outside, and its traffic leaves from it; another guest's leaves from its
+// host's address (NAT); without NAT it does not leave at all.
+func TestFloatingIPAndNAT(t *testing.T) {
+	l := newLab(t, 2)
+	w := &world{underlays: []string{l.hosts[0].underlay, l.hosts[1].underlay}}
+	w.net(api.HostNetwork{Key: "admin/ext", ID: "00000000e1", Type: api.NetworkBridged, Bridge: "br-ext", External: true, MTU: 1500,
+		Subnets: []api.Subnet{subnet("admin", "ext-v4", "ext", "10.98.0.0/24")}})
+	w.net(api.HostNetwork{Key: "p1/a", ID: "0000000a01", Type: api.NetworkOverlay, VNI: 101, MTU: 1450, NAT: true,
+		Subnets: []api.Subnet{subnet("p1", "a-v4", "a", "10.0.0.0/24")}})
+	g := defaultGroup("p1", "00000000g1")
+	g.Rules = append(g.Rules, api.SecurityGroupRule{Direction: api.DirectionIngress, Protocol: api.ProtocolTCP, PortMin: 8080, RemoteCIDR: "10.98.0.0/24"},
+		api.SecurityGroupRule{Direction: api.DirectionIngress, Protocol: api.ProtocolICMP, RemoteCIDR: "0.0.0.0/0"})
+	w.group(g)
+	w.port(0, hostPort("p1", "a1", "00000000a1", "p1/a", "52:54:00:aa:00:01", "10.0.0.11", "p1/default"))
+	w.port(1, hostPort("p1", "a2", "00000000a2", "p1/a", "52:54:00:aa:00:02", "10.0.0.12", "p1/default"))
+	w.fips = []api.HostFloatingIP{{Address: "10.98.0.100", Network: "admin/ext", Port: "p1/a1", FixedIP: "10.0.0.11"}}
+	for i, res := range applyAll(l, w) {
+		if len(res.Errors) > 0 {
+			t.Fatalf("host %d: %v", i, res.Errors)
+		}
+	}
+	a1 := l.hosts[0].attach("a1", TapName("00000000a1"), "52:54:00:aa:00:01")
+	a2 := l.hosts[1].attach("a2", TapName("00000000a2"), "52:54:00:aa:00:02")
+	a1.dhcp(t)
+	a2.dhcp(t)
+	a1.listen(t, 8080, "a1")
+	from := l.outside(t, 9000)
+
+	if out, err := inNS(l.ul, "busybox", "ping", "-c", "2", "-i", "0.2", "-w", "3", "10.98.0.100"); err != nil {
+		t.Fatalf("the outside does not reach the floating ip: %v: %s", err, out)
+	}
+	if out, err := inNS(l.ul, "busybox", "nc", "-w", "2", "10.98.0.100", "8080"); err != nil || !strings.Contains(out, "hello from a1") {
+		t.Fatalf("the outside to the floating ip's port 8080: %v: %q", err, out)
+	}
+	if got := a1.connect(labOutside, 9000); got != "hello from outside" {
+		t.Fatalf("a1 to the outside: %q", got)
+	}
+	if src := <-from; src != "10.98.0.100" {
+		t.Fatalf("a1's traffic reached the outside from %s, want its floating ip", src)
+	}
+	if got := a2.connect(labOutside, 9000); got != "hello from outside" {
+		t.Fatalf("a2 to the outside (NAT): %q", got)
+	}
+	if src := <-from; src != l.hosts[1].underlay {
+		t.Fatalf("a2's traffic reached the outside from %s, want its host's address %s", src, l.hosts[1].underlay)
+	}
+	// The guests never reach the host itself, nor the VXLAN port of the
+	// other hosts, through their gateway.
+	if a2.ping(l.hosts[1].underlay) {
+		t.Fatal("a2 reaches its own host's address")
+	}
+
+	// Without NAT nothing leaves but the floating IP's traffic; the
+	// floating IP moved away, a1 is no longer reachable.
+	w.nets[1].NAT = false
+	w.fips = nil
+	applyAll(l, w)
+	if got := a2.connect(labOutside, 9000); got != "" {
+		t.Fatalf("a2 reached the outside without NAT: %q", got)
+	}
+	if out, err := inNS(l.ul, "busybox", "ping", "-c", "1", "-w", "2", "10.98.0.100"); err == nil {
+		t.Fatalf("the outside still reaches the removed floating ip: %s", out)
+	}
+	out := run(t, "ip", "-n", l.hosts[0].name, "neigh", "show", "proxy")
+	if strings.Contains(out, "10.98.0.100") {
+		t.Fatalf("proxy arp for the removed floating ip is left: %s", out)
+	}
+}
+
+// TestRemoval: a port removed leaves nothing behind on any host: its tap,
+// its lease, its rules and set elements, the other hosts' forwarding and
+// neighbour entries; a host removed leaves no entry pointing at it; the
+// last port of a network gone, its devices, router and dnsmasq go too.
+func TestRemoval(t *testing.T) {
+	l := newLab(t, 2)
+	w := twoProjects(l)
+	w.port(1, hostPort("p1", "a3", "00000000a3", "p1/a", "52:54:00:aa:00:03", "10.0.0.14", "p1/default"))
+	applyAll(l, w)
+	a1 := l.hosts[0].attach("a1", TapName("00000000a1"), "52:54:00:aa:00:01")
+	a2 := l.hosts[1].attach("a2", TapName("00000000a2"), "52:54:00:aa:00:02")
+	a3 := l.hosts[1].attach("a3", TapName("00000000a3"), "52:54:00:aa:00:03")
+	for _, g := range []*guest{a1, a2, a3} {
+		g.dhcp(t)
+	}
+	h0, h1 := l.hosts[0], l.hosts[1]
+	lease := h1.plane.LeaseFile("0000000a01")
+	if got := leases(lease); got["52:54:00:aa:00:02"].String() != "10.0.0.12" {
+		t.Fatalf("leases on host 1: %v", got)
+	}
+	fdb := func(h *labHost) string {
+		return run(t, "bridge", "-n", h.name, "fdb", "show", "dev", "pvvx0000000a01") +
+			run(t, "ip", "-n", h.name, "neigh", "show", "dev", "pvvx0000000a01")
+	}
+	if out := fdb(h0); !strings.Contains(out, "52:54:00:aa:00:02") || !strings.Contains(out, "10.0.0.12") {
+		t.Fatalf("host 0 has no entry for a2:\n%s", out)
+	}
+	nftHas := func(h *labHost, what string) bool {
+		return strings.Contains(run(t, "ip", "netns", "exec", h.name, "nft", "list", "ruleset"), what)
+	}
+	if !nftHas(h1, "10.0.0.12") || !nftHas(h0, "10.0.0.12") {
+		t.Fatal("a2's address is in no nftables set")
+	}
+
+	// a2 is deleted.
+	a2.stop()
+	w.removePort("p1/a2")
+	applyAll(l, w)
+	if _, err := inNS(h1.name, "ip", "link", "show", TapName("00000000a2")); err == nil {
+		t.Fatal("a2's tap is left on host 1")
+	}
+	if got := leases(lease); got["52:54:00:aa:00:02"].IsValid() || got["52:54:00:aa:00:03"].String() != "10.0.0.14" {
+		t.Fatalf("leases on host 1 after a2 went: %v", got)
+	}
+	for _, h := range l.hosts {
+		if nftHas(h, "10.0.0.12") {
+			t.Fatalf("a2's address is left in nftables on %s", h.name)
+		}
+	}
+	if out := fdb(h0); strings.Contains(out, "52:54:00:aa:00:02") || strings.Contains(out, "10.0.0.12") {
+		t.Fatalf("host 0 keeps entries for a2:\n%s", out)
+	}
+	if !a1.ping("10.0.0.14") {
+		t.Fatal("a1 lost a3 when a2 went")
+	}
+
+	// Host 1 is removed: host 0 keeps no entry pointing at it.
+	w.ports = slices.DeleteFunc(w.ports, func(p worldPort) bool { return p.host == 1 })
+	h0.apply(w.state(0))
+	if out := fdb(h0); strings.Contains(out, h1.underlay) || strings.Contains(out, "52:54:00:aa:00:03") {
+		t.Fatalf("host 0 keeps entries for host 1:\n%s", out)
+	}
+
+	// The last ports of host 0 go: nothing of Polyvisor is left there.
+	w.ports = nil
+	res := h0.apply(w.state(0))
+	if res.Changed == 0 {
+		t.Fatal("removing every port changed nothing")
+	}
+	if out := run(t, "ip", "-n", h0.name, "-o", "link", "show"); listsOurDevice(out) {
+		t.Fatalf("devices left on host 0:\n%s", out)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(h0.state, "netns")); len(ents) != 0 {
+		t.Fatalf("router namespaces left on host 0: %v", ents)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(h0.state, "run")); len(ents) != 0 {
+		t.Fatalf("dhcp files left on host 0: %v", ents)
+	}
+	if nftHas(h0, "10.0.0.11") || nftHas(h0, "pvbr") {
+		t.Fatal("nftables entries left on host 0")
 	}
 }

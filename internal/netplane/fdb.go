@@ -17,7 +17,7 @@ import (
 // entry per address, from which the VXLAN device answers ARP and ND
 // itself. Nothing else crosses the underlay: no entry floods.
 func (p *Plane) applyForwarding(n *dNet, ch *changes) error {
-	vx, err := p.nl.LinkByName(n.vxlan)
+	vx, err := p.linkByName(n.vxlan)
 	if err != nil {
 		return fmt.Errorf("network %s: reading %s: %w", n.key, n.vxlan, err)
 	}

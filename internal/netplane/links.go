@@ -43,7 +43,7 @@ func linkMissing(err error) bool {
 // host's firewall hooks.
 func (p *Plane) applyNetworkLinks(n *dNet, routers *routerSet, ch *changes) error {
 	if !n.overlay {
-		l, err := p.nl.LinkByName(n.bridge)
+		l, err := p.linkByName(n.bridge)
 		if err != nil {
 			return fmt.Errorf("network %s: bridge %s: %w", n.key, n.bridge, err)
 		}
@@ -79,9 +79,9 @@ func (p *Plane) applyNetworkLinks(n *dNet, routers *routerSet, ch *changes) erro
 // IPv6 of its own (it must not speak on the guests' network), bridged
 // traffic through the firewall hooks, up.
 func (p *Plane) ensureBridge(n *dNet, ch *changes) (netlink.Link, error) {
-	l, err := p.nl.LinkByName(n.bridge)
+	l, err := p.linkByName(n.bridge)
 	if err == nil && l.Type() != "bridge" {
-		if err := p.nl.LinkDel(l); err != nil {
+		if err := p.delLink(l); err != nil {
 			return nil, fmt.Errorf("network %s: removing %s, not a bridge: %w", n.key, n.bridge, err)
 		}
 		ch.add("removed %s: not a bridge", n.bridge)
@@ -97,7 +97,7 @@ func (p *Plane) ensureBridge(n *dNet, ch *changes) (netlink.Link, error) {
 			return nil, fmt.Errorf("network %s: making bridge %s: %w", n.key, n.bridge, err)
 		}
 		ch.add("made bridge %s", n.bridge)
-		if l, err = p.nl.LinkByName(n.bridge); err != nil {
+		if l, err = p.linkByName(n.bridge); err != nil {
 			return nil, fmt.Errorf("network %s: reading bridge %s: %w", n.key, n.bridge, err)
 		}
 		if _, err := sysctl(p.host, "ipv6/conf/"+n.bridge+"/disable_ipv6", "1"); err != nil {
@@ -149,14 +149,14 @@ func (p *Plane) linkAttrs(l netlink.Link, mtu int, mac net.HardwareAddr, master 
 // lives) and ARP/ND answered from its neighbour entries (proxy), so no
 // broadcast crosses the underlay.
 func (p *Plane) ensureVXLAN(n *dNet, br netlink.Link, ch *changes) error {
-	l, err := p.nl.LinkByName(n.vxlan)
+	l, err := p.linkByName(n.vxlan)
 	if err != nil && !linkMissing(err) {
 		return fmt.Errorf("network %s: reading %s: %w", n.key, n.vxlan, err)
 	}
 	if err == nil {
 		vx, ok := l.(*netlink.Vxlan)
 		if !ok || vx.VxlanId != n.vni || !vx.SrcAddr.Equal(net.IP(n.underlayIP())) || vx.Port != p.cfg.VXLANPort || vx.Learning || !vx.Proxy {
-			if err := p.nl.LinkDel(l); err != nil {
+			if err := p.delLink(l); err != nil {
 				return fmt.Errorf("network %s: removing outdated %s: %w", n.key, n.vxlan, err)
 			}
 			ch.add("removed outdated vxlan %s", n.vxlan)
@@ -173,7 +173,7 @@ func (p *Plane) ensureVXLAN(n *dNet, br netlink.Link, ch *changes) error {
 			return fmt.Errorf("network %s: making vxlan %s (vni %d): %w", n.key, n.vxlan, n.vni, err)
 		}
 		ch.add("made vxlan %s vni %d", n.vxlan, n.vni)
-		if l, err = p.nl.LinkByName(n.vxlan); err != nil {
+		if l, err = p.linkByName(n.vxlan); err != nil {
 			return fmt.Errorf("network %s: reading %s: %w", n.key, n.vxlan, err)
 		}
 		if _, err := sysctl(p.host, "ipv6/conf/"+n.vxlan+"/disable_ipv6", "1"); err != nil {
@@ -185,7 +185,7 @@ func (p *Plane) ensureVXLAN(n *dNet, br netlink.Link, ch *changes) error {
 		if err := p.nl.LinkSetLearning(l, false); err != nil {
 			return fmt.Errorf("network %s: bridge learning off on %s: %w", n.key, n.vxlan, err)
 		}
-		if l, err = p.nl.LinkByName(n.vxlan); err != nil {
+		if l, err = p.reread(n.vxlan); err != nil {
 			return fmt.Errorf("network %s: reading %s: %w", n.key, n.vxlan, err)
 		}
 	}
@@ -196,14 +196,14 @@ func (p *Plane) ensureVXLAN(n *dNet, br netlink.Link, ch *changes) error {
 // namespace (peer there), the host's end attached to master when it is
 // not 0, the router's end with mac when it is set.
 func (p *Plane) ensureVeth(name, peer string, r *router, master, mtu int, mac net.HardwareAddr, ch *changes) error {
-	l, err := p.nl.LinkByName(name)
+	l, err := p.linkByName(name)
 	if err != nil && !linkMissing(err) {
 		return fmt.Errorf("reading %s: %w", name, err)
 	}
 	if err == nil {
 		pl, perr := r.nl.LinkByName(peer)
 		if _, isVeth := l.(*netlink.Veth); !isVeth || perr != nil || l.Attrs().ParentIndex != pl.Attrs().Index {
-			if err := p.nl.LinkDel(l); err != nil {
+			if err := p.delLink(l); err != nil {
 				return fmt.Errorf("removing outdated %s: %w", name, err)
 			}
 			ch.add("removed outdated veth %s", name)
@@ -222,7 +222,7 @@ func (p *Plane) ensureVeth(name, peer string, r *router, master, mtu int, mac ne
 			return fmt.Errorf("making veth %s: %w", name, err)
 		}
 		ch.add("made veth %s", name)
-		if l, err = p.nl.LinkByName(name); err != nil {
+		if l, err = p.linkByName(name); err != nil {
 			return fmt.Errorf("reading %s: %w", name, err)
 		}
 		if _, err := sysctl(p.host, "ipv6/conf/"+name+"/disable_ipv6", "1"); err != nil && master != 0 {
@@ -243,14 +243,14 @@ func (p *Plane) ensureVeth(name, peer string, r *router, master, mtu int, mac ne
 // the network's MTU, attached to its bridge, up. QEMU gets a descriptor of
 // it from the agent.
 func (p *Plane) applyTap(pt *dPort, ch *changes) error {
-	br, err := p.nl.LinkByName(pt.net.bridge)
+	br, err := p.linkByName(pt.net.bridge)
 	if err != nil {
 		return fmt.Errorf("reading bridge %s: %w", pt.net.bridge, err)
 	}
-	l, err := p.nl.LinkByName(pt.tap)
+	l, err := p.linkByName(pt.tap)
 	if err == nil {
 		if _, ok := l.(*netlink.Tuntap); !ok {
-			if err := p.nl.LinkDel(l); err != nil {
+			if err := p.delLink(l); err != nil {
 				return fmt.Errorf("removing %s, not a tap: %w", pt.tap, err)
 			}
 			ch.add("removed %s: not a tap", pt.tap)
@@ -268,7 +268,7 @@ func (p *Plane) applyTap(pt *dPort, ch *changes) error {
 		if _, err := sysctl(p.host, "ipv6/conf/"+pt.tap+"/disable_ipv6", "1"); err != nil {
 			return err
 		}
-		if l, err = p.nl.LinkByName(pt.tap); err != nil {
+		if l, err = p.linkByName(pt.tap); err != nil {
 			return fmt.Errorf("reading tap %s: %w", pt.tap, err)
 		}
 	}
@@ -311,7 +311,7 @@ func (p *Plane) removeStaleLinks(d *desired, ch *changes) error {
 	for _, pt := range d.ports {
 		want[pt.tap] = true
 	}
-	links, err := p.nl.LinkList()
+	links, err := p.linkList()
 	if err != nil {
 		return fmt.Errorf("listing devices: %w", err)
 	}
@@ -323,7 +323,7 @@ func (p *Plane) removeStaleLinks(d *desired, ch *changes) error {
 			if !strings.HasPrefix(name, prefix) || want[name] {
 				continue
 			}
-			if err := p.nl.LinkDel(l); err != nil && !linkMissing(err) {
+			if err := p.delLink(l); err != nil && !linkMissing(err) {
 				errs = append(errs, fmt.Errorf("removing %s: %w", name, err))
 				continue
 			}
@@ -374,3 +374,56 @@ func setLinkUp(ns netns.NsHandle, name string) error {
 
 // underlayIP is the host's underlay address as a 4- or 16-byte slice.
 func (n *dNet) underlayIP() []byte { return n.underlay.AsSlice() }
+
+// The host's devices are read once per Apply (one dump, not one request
+// per device) and looked up by name; a device made or removed during the
+// Apply is read again.
+
+// snapshot reads the host's devices.
+func (p *Plane) snapshot() error {
+	links, err := p.nl.LinkList()
+	if err != nil {
+		return fmt.Errorf("listing devices: %w", err)
+	}
+	p.snap = make(map[string]netlink.Link, len(links))
+	for _, l := range links {
+		p.snap[l.Attrs().Name] = l
+	}
+	return nil
+}
+
+// linkByName finds a host device, from the snapshot when there is one.
+func (p *Plane) linkByName(name string) (netlink.Link, error) {
+	if l, ok := p.snap[name]; ok {
+		return l, nil
+	}
+	l, err := p.nl.LinkByName(name)
+	if err == nil && p.snap != nil {
+		p.snap[name] = l
+	}
+	return l, err
+}
+
+// linkList lists the host's devices, from the snapshot when there is one.
+func (p *Plane) linkList() ([]netlink.Link, error) {
+	if p.snap == nil {
+		return p.nl.LinkList()
+	}
+	out := make([]netlink.Link, 0, len(p.snap))
+	for _, l := range p.snap {
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// delLink removes a host device.
+func (p *Plane) delLink(l netlink.Link) error {
+	delete(p.snap, l.Attrs().Name)
+	return p.nl.LinkDel(l)
+}
+
+// reread reads a device again after a change.
+func (p *Plane) reread(name string) (netlink.Link, error) {
+	delete(p.snap, name)
+	return p.linkByName(name)
+}

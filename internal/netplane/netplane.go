@@ -16,6 +16,8 @@ package netplane
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,8 +62,12 @@ type Plane struct {
 	mu   sync.Mutex
 	nft  *nftCache // what Apply last made in nftables, per namespace
 	dhcp *dhcpManager
-	// proxies are the floating IPs this host answers ARP for.
-	proxies map[string]bool
+	snap        map[string]netlink.Link // the host's devices during an Apply
+	bridgeIndex map[string]int          // network bridges' indexes, as last made
+	phases      phases
+	// proxies are the floating IPs this host answers ARP for, with the
+	// bridge they are answered on.
+	proxies map[string]string
 	close   sync.Once
 }
 
@@ -99,7 +105,7 @@ func New(cfg Config) (*Plane, error) {
 		host.Close()
 		return nil, fmt.Errorf("opening netlink: %w", err)
 	}
-	p := &Plane{cfg: cfg, log: cfg.Logger, host: host, nl: h, nft: newNFTCache()}
+	p := &Plane{cfg: cfg, log: cfg.Logger, host: host, nl: h, nft: newNFTCache(), phases: phases{}}
 	p.dhcp = newDHCPManager(p)
 	return p, nil
 }
@@ -147,20 +153,97 @@ func (c *changes) add(format string, args ...any) {
 // Apply makes the host's dataplane match st. It does what it can: a
 // network or port that cannot be made is reported in the Result (the rest
 // is made), and the error tells what failed on the host as a whole.
+//
+// Apply works in three phases, each skipped when its part of the state is
+// what the Plane last made without error: the devices, router namespaces
+// and forwarding entries; the host's nftables rules; DHCP. A security
+// group's rule change thus costs one nftables transaction. Resync makes
+// the next Apply read everything back from the host and mend it.
 func (p *Plane) Apply(ctx context.Context, st *api.HostNetworkState) (Result, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	start := time.Now()
-	d := compile(st)
-	res := Result{Errors: map[string]string{}}
-	if st != nil {
-		res.Revision = st.Revision
+	if st == nil {
+		st = &api.HostNetworkState{}
 	}
+	d := compile(st)
+	res := Result{Revision: st.Revision, Errors: map[string]string{}}
 	ch := &changes{}
 	var errs []error
+	for k, why := range d.portErrs {
+		res.Errors[k] = why
+	}
+	for k, why := range d.netErrs {
+		p.log.Warn("network cannot be made on this host", "network", k, "why", why)
+	}
+	netFP := fingerprint(st.Underlay, st.Networks, st.Ports, st.Remote, st.FloatingIPs)
+	nftFP := fingerprint(st.Underlay, st.Networks, st.Ports, st.Remote, st.SecurityGroups)
+	dhcpFP := fingerprint(st.Networks, st.Ports, st.Remote)
+	var routers *routerSet
+	if !p.phases.same("net", netFP) || !p.phases.same("dhcp", dhcpFP) {
+		var err error
+		routers, err = p.applyRouterNamespaces(d, ch)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		defer routers.close()
+	}
+	if !p.phases.same("net", netFP) {
+		portErrs, err := p.applyNet(d, routers, ch)
+		p.phases.done("net", netFP, portErrs, err)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if !p.phases.same("nft", nftFP) {
+		portErrs := map[string]string{}
+		err := p.applyHostNFT(d, ch)
+		if err != nil {
+			for k := range d.ports {
+				portErrs[k] = err.Error()
+			}
+		}
+		p.phases.done("nft", nftFP, portErrs, err)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if !p.phases.same("dhcp", dhcpFP) {
+		err := p.dhcp.apply(ctx, d, routers, ch)
+		if err == nil {
+			err = routers.removeStale(ch)
+		}
+		p.phases.done("dhcp", dhcpFP, nil, err)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, ph := range []string{"net", "nft"} {
+		for k, why := range p.phases.portErrs(ph) {
+			if _, ok := res.Errors[k]; !ok && d.ports[k] != nil {
+				res.Errors[k] = why
+			}
+		}
+	}
+	for k := range d.ports {
+		if _, bad := res.Errors[k]; !bad {
+			res.Active = append(res.Active, k)
+		}
+	}
+	slices.Sort(res.Active)
+	res.Changes, res.Changed = ch.list, ch.n
+	res.Took = time.Since(start)
+	return res, errors.Join(errs...)
+}
+
+// applyNet makes the devices, router namespaces, forwarding entries and
+// floating IPs' routes; it returns why ports could not be made.
+func (p *Plane) applyNet(d *desired, routers *routerSet, ch *changes) (map[string]string, error) {
+	portErrs := map[string]string{}
+	var errs []error
 	fail := func(port string, err error) {
-		if _, ok := res.Errors[port]; !ok {
-			res.Errors[port] = err.Error()
+		if _, ok := portErrs[port]; !ok {
+			portErrs[port] = err.Error()
 		}
 	}
 	netFail := func(n *dNet, err error) {
@@ -169,20 +252,13 @@ func (p *Plane) Apply(ctx context.Context, st *api.HostNetworkState) (Result, er
 			fail(pt.key, err)
 		}
 	}
-	for k, why := range d.portErrs {
-		res.Errors[k] = why
+	if err := p.snapshot(); err != nil {
+		return portErrs, err
 	}
-	for k, why := range d.netErrs {
-		p.log.Warn("network cannot be made on this host", "network", k, "why", why)
-	}
+	defer func() { p.snap = nil }()
 	if err := p.hostSettings(d, ch); err != nil {
 		errs = append(errs, err)
 	}
-	routers, err := p.applyRouterNamespaces(d, ch)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	defer routers.close()
 	for _, n := range sortedNets(d) {
 		if err := p.applyNetworkLinks(n, routers, ch); err != nil {
 			netFail(n, err)
@@ -201,7 +277,7 @@ func (p *Plane) Apply(ctx context.Context, st *api.HostNetworkState) (Result, er
 		}
 	}
 	for _, pt := range sortedPorts(d) {
-		if _, bad := res.Errors[pt.key]; bad {
+		if _, bad := portErrs[pt.key]; bad {
 			continue
 		}
 		if err := p.applyTap(pt, ch); err != nil {
@@ -217,27 +293,61 @@ func (p *Plane) Apply(ctx context.Context, st *api.HostNetworkState) (Result, er
 			fail(f.port.key, err)
 		}
 	}
-	if err := p.applyHostNFT(d, res.Errors, ch); err != nil {
-		errs = append(errs, err)
-		for k := range d.ports {
-			fail(k, err)
+	p.bridgeIndex = map[string]int{}
+	for _, n := range d.networks {
+		if l, err := p.linkByName(n.bridge); err == nil {
+			p.bridgeIndex[n.bridge] = l.Attrs().Index
 		}
 	}
-	if err := p.dhcp.apply(ctx, d, routers, ch); err != nil {
-		errs = append(errs, err)
+	return portErrs, errors.Join(errs...)
+}
+
+// Resync makes the next Apply read the whole dataplane back from the host
+// and mend what differs, as after a start.
+func (p *Plane) Resync() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.phases = phases{}
+	p.nft.mu.Lock()
+	p.nft.tables = map[string]map[string]*nftTable{}
+	p.nft.mu.Unlock()
+}
+
+// phases remembers, per phase of Apply, the fingerprint of the part of the
+// state it last made without error, and the ports it could not make.
+type phases map[string]phase
+
+type phase struct {
+	fp       [32]byte
+	portErrs map[string]string
+}
+
+func (ph phases) same(name string, fp [32]byte) bool {
+	x, ok := ph[name]
+	return ok && x.fp == fp
+}
+
+func (ph phases) done(name string, fp [32]byte, portErrs map[string]string, err error) {
+	if err != nil {
+		delete(ph, name)
+		ph[name+"/errs"] = phase{portErrs: portErrs}
+		return
 	}
-	if err := routers.removeStale(ch); err != nil {
-		errs = append(errs, err)
+	delete(ph, name+"/errs")
+	ph[name] = phase{fp: fp, portErrs: portErrs}
+}
+
+func (ph phases) portErrs(name string) map[string]string {
+	if x, ok := ph[name]; ok {
+		return x.portErrs
 	}
-	for k := range d.ports {
-		if _, bad := res.Errors[k]; !bad {
-			res.Active = append(res.Active, k)
-		}
-	}
-	slices.Sort(res.Active)
-	res.Changes, res.Changed = ch.list, ch.n
-	res.Took = time.Since(start)
-	return res, errors.Join(errs...)
+	return ph[name+"/errs"].portErrs
+}
+
+// fingerprint hashes parts of a state.
+func fingerprint(parts ...any) [32]byte {
+	b, _ := json.Marshal(parts)
+	return sha256.Sum256(b)
 }
 
 func sortedNets(d *desired) []*dNet {

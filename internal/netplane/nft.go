@@ -13,6 +13,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	mnl "github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 	"github.com/vishvananda/netns"
 )
 
@@ -133,7 +135,7 @@ func tableKey(t *nftTable) string { return fmt.Sprintf("%d/%s", t.family, t.name
 // applyNFTAt makes the tables of one namespace (ns, known to the cache as
 // nsKey) match want.
 func (p *Plane) applyNFTAt(nsKey string, ns netns.NsHandle, want []*nftTable, ch *changes) error {
-	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)), nftables.WithSockOptions(bigBuffers))
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
 	}
@@ -170,6 +172,27 @@ func (p *Plane) applyNFTAt(nsKey string, ns netns.NsHandle, want []*nftTable, ch
 		p.nft.mu.Unlock()
 	}
 	return errors.Join(errs...)
+}
+
+// bigBuffers lets one transaction carry a host's whole rule set (its
+// thousands of set elements), and one answer hold a big set.
+func bigBuffers(c *mnl.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		for _, opt := range []int{unix.SO_SNDBUFFORCE, unix.SO_RCVBUFFORCE} {
+			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, 64<<20); e != nil {
+				serr = fmt.Errorf("sizing the nftables socket's buffers: %w", e)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }
 
 // forgetNFT drops the cache of a namespace that is gone.
@@ -237,8 +260,30 @@ func readTable(c *nftables.Conn, family nftables.TableFamily, name string) (*nft
 	return t, nil
 }
 
-// elemBatch bounds the elements sent in one message.
-const elemBatch = 1024
+// elemBatchBytes bounds the elements sent in one message: their list is
+// one netlink attribute, whose length is 16 bits.
+const elemBatchBytes = 32 << 10
+
+// batches splits elements into lists that fit one message.
+func batches(elems []nftables.SetElement) [][]nftables.SetElement {
+	var out [][]nftables.SetElement
+	start, size := 0, 0
+	for i, e := range elems {
+		n := 48 + len(e.Key) + len(e.KeyEnd) + len(e.Val)
+		if e.VerdictData != nil {
+			n += 16 + len(e.VerdictData.Chain)
+		}
+		if size+n > elemBatchBytes && i > start {
+			out = append(out, elems[start:i])
+			start, size = i, 0
+		}
+		size += n
+	}
+	if start < len(elems) {
+		out = append(out, elems[start:])
+	}
+	return out
+}
 
 func familyName(f nftables.TableFamily) string {
 	switch f {
@@ -333,14 +378,14 @@ func syncTable(c *nftables.Conn, have, want *nftTable) ([]string, error) {
 				add = append(add, e)
 			}
 		}
-		for i := 0; i < len(del); i += elemBatch {
-			if err := c.SetDeleteElements(sets[s.name], del[i:min(i+elemBatch, len(del))]); err != nil {
+		for _, b := range batches(del) {
+			if err := c.SetDeleteElements(sets[s.name], b); err != nil {
 				return notes, fmt.Errorf("removing elements of %s: %w", s.name, err)
 			}
 		}
 		slices.SortFunc(add, func(a, b nftables.SetElement) int { return cmpStr(elemID(a), elemID(b)) })
-		for i := 0; i < len(add); i += elemBatch {
-			if err := c.SetAddElements(sets[s.name], add[i:min(i+elemBatch, len(add))]); err != nil {
+		for _, b := range batches(add) {
+			if err := c.SetAddElements(sets[s.name], b); err != nil {
 				return notes, fmt.Errorf("adding elements of %s: %w", s.name, err)
 			}
 		}

@@ -373,12 +373,16 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // applyHostNFT makes the host's tables match the state.
-func (p *Plane) applyHostNFT(d *desired, portErrs map[string]string, ch *changes) error {
-	idx := map[string]int{}
+func (p *Plane) applyHostNFT(d *desired, ch *changes) error {
+	if p.bridgeIndex == nil {
+		p.bridgeIndex = map[string]int{}
+	}
 	for _, n := range d.networks {
-		if l, err := p.nl.LinkByName(n.bridge); err == nil {
-			idx[n.bridge] = l.Attrs().Index
+		if _, ok := p.bridgeIndex[n.bridge]; !ok {
+			if l, err := p.linkByName(n.bridge); err == nil {
+				p.bridgeIndex[n.bridge] = l.Attrs().Index
+			}
 		}
 	}
-	return p.applyNFTAt("", p.host, hostTables(d, idx, p.cfg.VXLANPort), ch)
+	return p.applyNFTAt("", p.host, hostTables(d, p.bridgeIndex, p.cfg.VXLANPort), ch)
 }

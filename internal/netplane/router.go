@@ -3,6 +3,7 @@ package netplane
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -203,7 +204,7 @@ func (p *Plane) applyUplink(n *dNet, r *router, ch *changes) error {
 	if err != nil {
 		return fmt.Errorf("reading the uplink: %w", err)
 	}
-	hostUp, err := p.nl.LinkByName(prefixUp + n.id)
+	hostUp, err := p.linkByName(prefixUp + n.id)
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", prefixUp+n.id, err)
 	}
@@ -243,7 +244,7 @@ func (p *Plane) transitOf(hostUp netlink.Link) (netip.Addr, error) {
 	if a, ok := transitAddr(p.nl, hostUp); ok {
 		return a, nil
 	}
-	links, err := p.nl.LinkList()
+	links, err := p.linkList()
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("listing devices: %w", err)
 	}
@@ -336,12 +337,12 @@ func (p *Plane) applyHostFloatingIPs(d *desired, ch *changes) error {
 	wantByAddr := map[netip.Addr]want{}
 	var errs []error
 	for _, f := range d.fips {
-		br, err := p.nl.LinkByName(f.ext.bridge)
+		br, err := p.linkByName(f.ext.bridge)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("floating ip %s: bridge %s: %w", f.addr, f.ext.bridge, err))
 			continue
 		}
-		up, err := p.nl.LinkByName(prefixUp + f.port.net.id)
+		up, err := p.linkByName(prefixUp + f.port.net.id)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("floating ip %s: %w", f.addr, err))
 			continue
@@ -359,7 +360,7 @@ func (p *Plane) applyHostFloatingIPs(d *desired, ch *changes) error {
 		return fmt.Errorf("listing routes: %w", err)
 	}
 	uplinks := map[int]bool{}
-	if links, err := p.nl.LinkList(); err == nil {
+	if links, err := p.linkList(); err == nil {
 		for _, l := range links {
 			if strings.HasPrefix(l.Attrs().Name, prefixUp) {
 				uplinks[l.Attrs().Index] = true
@@ -397,17 +398,17 @@ func (p *Plane) applyHostFloatingIPs(d *desired, ch *changes) error {
 		}
 		ch.add("host: route to floating ip %s via %s", a, w.via)
 	}
-	// Proxy ARP entries on the external bridges.
+	// Proxy ARP entries on the external bridges: those wanted, and those
+	// the agent made before that are no longer wanted.
 	bridges := map[int]bool{}
-	for _, n := range d.networks {
-		if n.external && !n.overlay {
-			if l, err := p.nl.LinkByName(n.bridge); err == nil {
-				bridges[l.Attrs().Index] = true
-			}
-		}
-	}
 	for _, w := range wantByAddr {
 		bridges[w.bridge] = true
+	}
+	p.loadProxies()
+	for _, dev := range p.proxies {
+		if l, err := p.linkByName(dev); err == nil {
+			bridges[l.Attrs().Index] = true
+		}
 	}
 	haveProxy := map[netip.Addr]bool{}
 	for idx := range bridges {
@@ -422,74 +423,62 @@ func (p *Plane) applyHostFloatingIPs(d *desired, ch *changes) error {
 				haveProxy[a] = true
 				continue
 			}
-			if !p.ownsProxy(a) {
-				continue
+			if _, ours := p.proxies[a.String()]; !ours {
+				continue // the operator's
 			}
 			if err := p.nl.NeighDel(&nb); err != nil {
 				errs = append(errs, fmt.Errorf("removing proxy arp for %s: %w", a, err))
 				continue
 			}
-			p.forgetProxy(a)
 			ch.add("host: removed proxy arp for %s", a)
 		}
 	}
-	for a, w := range wantByAddr {
-		if haveProxy[a] {
-			p.rememberProxy(a)
+	old := p.proxies
+	p.proxies = map[string]string{}
+	for _, f := range d.fips {
+		w, ok := wantByAddr[f.addr]
+		if !ok {
 			continue
 		}
-		nb := &netlink.Neigh{LinkIndex: w.bridge, Family: unix.AF_INET, Flags: netlink.NTF_PROXY, IP: net.IP(a.AsSlice())}
+		p.proxies[f.addr.String()] = f.ext.bridge
+		if haveProxy[f.addr] {
+			continue
+		}
+		nb := &netlink.Neigh{LinkIndex: w.bridge, Family: unix.AF_INET, Flags: netlink.NTF_PROXY, IP: net.IP(f.addr.AsSlice())}
 		if err := p.nl.NeighAdd(nb); err != nil && !errors.Is(err, unix.EEXIST) {
-			errs = append(errs, fmt.Errorf("answering arp for floating ip %s: %w", a, err))
+			errs = append(errs, fmt.Errorf("answering arp for floating ip %s: %w", f.addr, err))
 			continue
 		}
-		p.rememberProxy(a)
-		ch.add("host: proxy arp for floating ip %s", a)
+		ch.add("host: proxy arp for floating ip %s", f.addr)
+	}
+	if !maps.Equal(old, p.proxies) {
+		p.saveProxies()
 	}
 	return errors.Join(errs...)
 }
 
-// The floating IPs whose proxy ARP entries the agent made, kept in the
-// state dir: an entry on an external bridge that is not in it is the
-// operator's and is left alone.
+// The floating IPs whose proxy ARP entries the agent made, with their
+// bridges, kept in the state dir: an entry on an external bridge that is
+// not in it is the operator's and is left alone.
 func (p *Plane) proxyFile() string { return filepath.Join(p.cfg.StateDir, "floating-ips") }
 
 func (p *Plane) loadProxies() {
 	if p.proxies != nil {
 		return
 	}
-	p.proxies = map[string]bool{}
+	p.proxies = map[string]string{}
 	b, _ := os.ReadFile(p.proxyFile())
-	for _, l := range strings.Fields(string(b)) {
-		p.proxies[l] = true
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 2 {
+			p.proxies[f[0]] = f[1]
+		}
 	}
 }
 
 func (p *Plane) saveProxies() {
 	var b strings.Builder
 	for _, a := range sortedKeys(p.proxies) {
-		b.WriteString(a + "\n")
+		b.WriteString(a + " " + p.proxies[a] + "\n")
 	}
 	os.WriteFile(p.proxyFile(), []byte(b.String()), 0o600)
-}
-
-func (p *Plane) ownsProxy(a netip.Addr) bool {
-	p.loadProxies()
-	return p.proxies[a.String()]
-}
-
-func (p *Plane) rememberProxy(a netip.Addr) {
-	p.loadProxies()
-	if !p.proxies[a.String()] {
-		p.proxies[a.String()] = true
-		p.saveProxies()
-	}
-}
-
-func (p *Plane) forgetProxy(a netip.Addr) {
-	p.loadProxies()
-	if p.proxies[a.String()] {
-		delete(p.proxies, a.String())
-		p.saveProxies()
-	}
 }
