@@ -77,6 +77,23 @@ func TestRealQEMU(t *testing.T) {
 			}
 		}
 	}
+	// A descriptor passed along with getfd reaches QEMU under its name:
+	// closefd knows it, and then no more.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if err := cl.ExecuteWithFile(ctx, "getfd", map[string]string{"fdname": "pv-test"}, nil, r); err != nil {
+		t.Fatalf("getfd: %v", err)
+	}
+	if err := cl.Execute(ctx, "closefd", map[string]string{"fdname": "pv-test"}, nil); err != nil {
+		t.Fatalf("closefd of a passed descriptor: %v", err)
+	}
+	if err := cl.Execute(ctx, "closefd", map[string]string{"fdname": "pv-test"}, nil); err == nil {
+		t.Fatal("closefd of a descriptor already closed succeeded")
+	}
 	if err := cl.Execute(ctx, "cont", nil, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -169,17 +171,37 @@ func (c *Client) handshake() error {
 // Version is the QEMU version from the greeting.
 func (c *Client) Version() Version { return c.version }
 
-func (c *Client) write(r request) error {
+func (c *Client) write(r request) error { return c.writeWith(r, nil) }
+
+// writeWith sends a command, with a file descriptor as ancillary data
+// (SCM_RIGHTS) when f is set.
+func (c *Client) writeWith(r request, f *os.File) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encoding qmp command %s: %w", r.Execute, err)
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if _, err := c.conn.Write(append(b, '\n')); err != nil {
+	b = append(b, '\n')
+	if f == nil {
+		_, err = c.conn.Write(b)
+	} else {
+		uc, ok := c.conn.(*net.UnixConn)
+		if !ok {
+			return fmt.Errorf("sending qmp command %s: a descriptor needs a unix socket", r.Execute)
+		}
+		_, _, err = uc.WriteMsgUnix(b, syscall.UnixRights(int(f.Fd())), nil)
+	}
+	if err != nil {
 		return fmt.Errorf("sending qmp command %s: %w", r.Execute, err)
 	}
 	return nil
+}
+
+// ExecuteWithFile runs cmd as Execute does, passing QEMU a copy of the
+// descriptor f along with it (as getfd and add-fd take one).
+func (c *Client) ExecuteWithFile(ctx context.Context, cmd string, args, result any, f *os.File) error {
+	return c.execute(ctx, cmd, args, result, f)
 }
 
 // Execute runs cmd with args (nil, or anything that encodes as a JSON
@@ -187,6 +209,10 @@ func (c *Client) write(r request) error {
 // A QEMU error reply is returned as *Error. If ctx ends first, Execute
 // returns ctx's error; the command may still run in QEMU.
 func (c *Client) Execute(ctx context.Context, cmd string, args, result any) error {
+	return c.execute(ctx, cmd, args, result, nil)
+}
+
+func (c *Client) execute(ctx context.Context, cmd string, args, result any, f *os.File) error {
 	ch := make(chan reply, 1)
 	c.mu.Lock()
 	if c.err != nil {
@@ -198,7 +224,7 @@ func (c *Client) Execute(ctx context.Context, cmd string, args, result any) erro
 	c.pending[id] = ch
 	c.mu.Unlock()
 
-	if err := c.write(request{Execute: cmd, Arguments: args, ID: id}); err != nil {
+	if err := c.writeWith(request{Execute: cmd, Arguments: args, ID: id}, f); err != nil {
 		c.forget(id)
 		return err
 	}

@@ -82,6 +82,22 @@ func TestBuildArgsGolden(t *testing.T) {
 			accel: "tcg",
 		},
 		{
+			name: "network-nics",
+			cfg: func(c *hypervisor.VMConfig) {
+				c.NICs = []hypervisor.NICConfig{
+					{Network: "p1/web", MAC: "52:54:00:00:00:0a", Tap: "pvtp00000000a1"},
+					{Network: "user", MAC: "52:54:00:aa:bb:cc"},
+					{Network: "p1/db", MAC: "52:54:00:00:00:0b", Tap: "pvtp00000000b1"},
+				}
+			},
+			paths: func() Paths {
+				p := testPaths(disk("root"))
+				p.NetFDs = []int{3, 4, 5}
+				return p
+			}(),
+			accel: "tcg",
+		},
+		{
 			name: "nic-without-network",
 			cfg: func(c *hypervisor.VMConfig) {
 				c.NICs = []hypervisor.NICConfig{{Network: "user", MAC: "52:54:00:aa:bb:cc"}}

@@ -32,6 +32,7 @@ var (
 	_ hypervisor.Driver   = (*Driver)(nil)
 	_ hypervisor.Pauser   = (*Driver)(nil)
 	_ hypervisor.Consoler = (*Driver)(nil)
+	_ hypervisor.NICPlugger = (*Driver)(nil)
 )
 
 // Config configures the driver.
@@ -165,6 +166,7 @@ func (d *Driver) Capabilities() hypervisor.Capabilities {
 		VNCConsole:    true,
 		KernelBoot:    true,
 		CloudInit:     true,
+		NICHotplug:    true,
 	}
 }
 
