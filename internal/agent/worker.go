@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
@@ -27,6 +28,9 @@ type worker struct {
 	kick chan struct{}
 	quit chan struct{}
 	once sync.Once
+	// netDue makes a failed convergence due at once: the host's network
+	// changed, and a port the VM waited for may be made (network.go).
+	netDue atomic.Bool
 
 	// Owned by the worker goroutine.
 	runCtx          context.Context // the worker's life: its event subscription lives under it
@@ -131,7 +135,8 @@ func (w *worker) run(ctx context.Context) {
 		}
 		w.drainEvents(ctx)
 		now := time.Now()
-		due := (!w.retryAt.IsZero() && !now.Before(w.retryAt)) || (!w.life.restartAt.IsZero() && !now.Before(w.life.restartAt))
+		due := (!w.retryAt.IsZero() && !now.Before(w.retryAt)) || (!w.life.restartAt.IsZero() && !now.Before(w.life.restartAt)) ||
+			(w.netDue.Swap(false) && !w.retryAt.IsZero())
 		switch {
 		case vm.Generation != w.doneGen || due:
 			if done := w.converge(ctx, vm); done {
@@ -306,6 +311,13 @@ func (w *worker) apply(ctx context.Context, vm *api.VM) error {
 		}
 	default:
 		err = fmt.Errorf("unknown desired power state %q", spec.PowerState)
+	}
+	if err == nil && (spec.PowerState == api.PowerRunning || spec.PowerState == api.PowerPaused) {
+		// NICs added to or removed from a VM that runs.
+		var nics []hypervisor.NICConfig
+		if nics, err = w.a.nicConfigs(vm); err == nil {
+			err = w.syncNICs(ctx, h, nics)
+		}
 	}
 	if err == nil {
 		w.observedRestart = spec.RestartCount
