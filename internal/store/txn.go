@@ -174,9 +174,9 @@ func (s *Store) Txn(ctx context.Context, ops ...Op) (int64, error) {
 	}
 	rev := resp.Header.Revision
 	if len(thens) == 0 {
-		// Only checks: nothing was written; the index already reflects
-		// what was checked, or will at rev.
-		return rev, s.WaitRev(ctx, rev)
+		// Only checks: nothing was written, so there is nothing for the
+		// index to catch up with (rev may be a write outside the prefix).
+		return rev, nil
 	}
 	for _, op := range ops {
 		if op.setVersion != nil {
