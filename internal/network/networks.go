@@ -37,11 +37,12 @@ func (m *Manager) CreateNetwork(ctx context.Context, project string, req api.Net
 			Meta: api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
 			Spec: spec,
 		}
-		ops := []store.Op{m.cfg.Networks.OpCreate(key, n)}
+		var ops []store.Op
 		if spec.Type == api.NetworkOverlay {
 			n.Status.VNI = m.freeVNI()
 			ops = append(ops, m.cfg.Claims.OpCreate(vniClaim(n.Status.VNI), &Claim{Name: vniClaim(n.Status.VNI), Kind: kindNetwork, Owner: key, OwnerUID: n.UID}))
 		}
+		ops = append(ops, m.cfg.Networks.OpCreate(key, n)) // encoded now: after the VNI
 		_, err := m.cfg.Store.Txn(ctx, ops...)
 		if err == nil {
 			return n, nil

@@ -57,7 +57,7 @@ func (m *Manager) EnsureDefaultGroups(ctx context.Context) error {
 // refOps are the claims a group's rules hold on the remote groups they
 // name (none on itself), against those it held: created, deleted, and the
 // remote groups checked. field names the rules in the request.
-func (m *Manager) refOps(g *api.SecurityGroup, held []*Claim, field string) ([]store.Op, error) {
+func (m *Manager) refOps(g *api.SecurityGroup, held []*Claim, field string, start int) ([]store.Op, error) {
 	var ops []store.Op
 	want := map[string]bool{}
 	for i, r := range g.Spec.Rules {
@@ -67,7 +67,11 @@ func (m *Manager) refOps(g *api.SecurityGroup, held []*Claim, field string) ([]s
 		rkey := api.Key(g.Project, r.RemoteGroup)
 		remote, ok := m.cfg.SecurityGroups.Get(rkey)
 		if !ok {
-			return nil, api.Invalid(fmt.Sprintf("%s[%d].remoteGroup", field, i), "security group %q not found in project %q", r.RemoteGroup, g.Project)
+			f := fmt.Sprintf("%s[%d].remoteGroup", field, i-start)
+			if i < start {
+				f = field
+			}
+			return nil, api.Invalid(f, "security group %q not found in project %q", r.RemoteGroup, g.Project)
 		}
 		c := groupRefClaim(remote.UID, g.UID)
 		if want[c] {
@@ -108,7 +112,7 @@ func (m *Manager) CreateSecurityGroup(ctx context.Context, project string, req a
 		if err := validateRules(g.Spec.Rules, 0, nil, "rules"); err != nil {
 			return nil, err
 		}
-		refs, err := m.refOps(g, nil, "rules")
+		refs, err := m.refOps(g, nil, "rules", 0)
 		if err != nil {
 			return nil, err
 		}
@@ -133,7 +137,7 @@ func (m *Manager) CreateSecurityGroup(ctx context.Context, project string, req a
 // changeGroup applies change to a group and stores it with the claims its
 // rules hold, retrying on a concurrent change. field names the rules of
 // the request in errors.
-func (m *Manager) changeGroup(ctx context.Context, project, name, field string, change func(g *api.SecurityGroup) error) (*api.SecurityGroup, error) {
+func (m *Manager) changeGroup(ctx context.Context, project, name, field string, change func(g *api.SecurityGroup) (start int, err error)) (*api.SecurityGroup, error) {
 	key := api.Key(project, name)
 	for attempt := range maxAttempts {
 		cur, ok := m.cfg.SecurityGroups.Get(key)
@@ -141,7 +145,8 @@ func (m *Manager) changeGroup(ctx context.Context, project, name, field string, 
 			return nil, api.NotFound("security group", name)
 		}
 		next := store.Clone(cur)
-		if err := change(next); err != nil {
+		start, err := change(next)
+		if err != nil {
 			return nil, err
 		}
 		var held []*Claim
@@ -150,7 +155,7 @@ func (m *Manager) changeGroup(ctx context.Context, project, name, field string, 
 				held = append(held, c)
 			}
 		}
-		refs, err := m.refOps(next, held, field)
+		refs, err := m.refOps(next, held, field, start)
 		if err != nil {
 			return nil, err
 		}
@@ -178,7 +183,7 @@ func (m *Manager) UpdateSecurityGroup(ctx context.Context, project, name string,
 			return nil, err
 		}
 	}
-	return m.changeGroup(ctx, project, name, "rules", func(g *api.SecurityGroup) error {
+	return m.changeGroup(ctx, project, name, "rules", func(g *api.SecurityGroup) (int, error) {
 		if upd.Description != nil {
 			g.Spec.Description = *upd.Description
 		}
@@ -189,11 +194,11 @@ func (m *Manager) UpdateSecurityGroup(ctx context.Context, project, name string,
 			}
 			rules := slices.Clone(*upd.Rules)
 			if err := validateRules(rules, 0, known, "rules"); err != nil {
-				return err
+				return 0, err
 			}
 			g.Spec.Rules = rules
 		}
-		return nil
+		return 0, nil
 	})
 }
 
@@ -205,29 +210,29 @@ func (m *Manager) AddRules(ctx context.Context, project, name string, rules []ap
 	if len(rules) > MaxRulesPerGroup {
 		return nil, api.Invalid("rules", "a security group holds at most %d rules, not %d", MaxRulesPerGroup, len(rules))
 	}
-	return m.changeGroup(ctx, project, name, "rules", func(g *api.SecurityGroup) error {
+	return m.changeGroup(ctx, project, name, "rules", func(g *api.SecurityGroup) (int, error) {
 		start := len(g.Spec.Rules)
-		all := append(g.Spec.Rules, rules...)
+		all := append(g.Spec.Rules, slices.Clone(rules)...)
 		if len(all) > MaxRulesPerGroup {
-			return api.Invalid("rules", "security group %q has %d rules: %d more would pass the %d a group may hold", name, start, len(rules), MaxRulesPerGroup)
+			return 0, api.Invalid("rules", "security group %q has %d rules: %d more would pass the %d a group may hold", name, start, len(rules), MaxRulesPerGroup)
 		}
 		if err := validateRules(all, start, nil, "rules"); err != nil {
-			return err
+			return 0, err
 		}
 		g.Spec.Rules = all
-		return nil
+		return start, nil
 	})
 }
 
 // RemoveRule removes a rule of a group by its id.
 func (m *Manager) RemoveRule(ctx context.Context, project, name, id string) (*api.SecurityGroup, error) {
-	return m.changeGroup(ctx, project, name, "rules", func(g *api.SecurityGroup) error {
+	return m.changeGroup(ctx, project, name, "rules", func(g *api.SecurityGroup) (int, error) {
 		i := slices.IndexFunc(g.Spec.Rules, func(r api.SecurityGroupRule) bool { return r.ID == id })
 		if i < 0 {
-			return api.NotFound("rule", id)
+			return 0, api.NotFound("rule", id)
 		}
 		g.Spec.Rules = slices.Delete(g.Spec.Rules, i, i+1)
-		return nil
+		return len(g.Spec.Rules), nil
 	})
 }
 
