@@ -63,7 +63,7 @@ func newEnv(t testing.TB, endpoints ...string) *env {
 		FloatingIPs: e.fips, Claims: e.claims, VMs: e.vms, Hosts: e.hosts, Projects: e.projects,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Settle: 10 * time.Millisecond, MaxDelay: 50 * time.Millisecond})
 	if len(endpoints) == 0 {
-		for _, p := range []string{"pa", "pb"} {
+		for _, p := range []string{api.DefaultProject, "pa", "pb"} {
 			if _, err := st.Txn(ctx, e.projects.OpCreate(p, &api.Project{Meta: api.Meta{Name: p, UID: newUID()}}), e.m.DefaultGroupOp(p)); err != nil {
 				t.Fatal(err)
 			}

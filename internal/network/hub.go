@@ -24,6 +24,7 @@ type Hub struct {
 	states  map[string]*hostState
 	watches map[string]map[*watch]struct{}
 	ready   chan struct{} // closed once the first states are computed
+	once    sync.Once
 	kicks   int           // recomputes done, for tests
 }
 
@@ -73,7 +74,6 @@ func (h *Hub) Run(ctx context.Context) {
 			(c.Prev.Provider == nil) != (c.Obj.Provider == nil)
 	})
 	h.recompute()
-	close(h.ready)
 
 	var timer *time.Timer
 	var first time.Time
@@ -121,6 +121,7 @@ func (h *Hub) recompute() {
 	states := computeStates(h.m.snapshot())
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	defer h.once.Do(func() { close(h.ready) })
 	h.kicks++
 	for host, st := range states {
 		body := encodeState(st)
