@@ -43,7 +43,7 @@ func (m *Manager) mapping(project, portName string, f *api.FloatingIP, is4 bool)
 	if c, ok := m.cfg.Claims.Get(fipClaim(port.UID)); ok && c.OwnerUID != f.UID {
 		return nil, nil, taken("port", "port %q already has %s mapped to it", portName, ownerName(c))
 	}
-	ops := []store.Op{m.cfg.Ports.OpCheck(port.Key(), 0)}
+	ops := []store.Op{m.cfg.Ports.OpCheck(port.Key(), port.Version)}
 	if _, ok := m.cfg.Claims.Get(fipClaim(port.UID)); !ok {
 		ops = append(ops, m.cfg.Claims.OpCreate(fipClaim(port.UID), &Claim{Name: fipClaim(port.UID), Kind: kindFloatingIP, Owner: f.Key(), OwnerUID: f.UID}))
 	}

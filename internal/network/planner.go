@@ -88,7 +88,7 @@ func (p *planner) plan(req portRequest) (*api.Port, error) {
 	if !ok {
 		return nil, api.Invalid(f+"network", "network %q not found", spec.Network)
 	}
-	p.check(m.cfg.Networks.Kind()+"\x00"+n.Key(), m.cfg.Networks.OpCheck(n.Key(), 0))
+	p.check(m.cfg.Networks.Kind()+"\x00"+n.Key(), m.cfg.Networks.OpCheck(n.Key(), n.Version))
 	now := time.Now().UTC()
 	port := &api.Port{
 		Meta:   api.Meta{Name: req.name, Project: p.project, UID: newUID(), Labels: req.labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
@@ -175,7 +175,7 @@ func (p *planner) addresses(n *api.Network, f string, want []api.FixedIP, owner 
 	}
 	var out []api.FixedIP
 	useSubnet := func(s *api.Subnet) {
-		p.check(m.cfg.Subnets.Kind()+"\x00"+s.Key(), m.cfg.Subnets.OpCheck(s.Key(), 0))
+		p.check(m.cfg.Subnets.Kind()+"\x00"+s.Key(), m.cfg.Subnets.OpCheck(s.Key(), s.Version))
 	}
 	if len(want) == 0 {
 		for _, fam := range []bool{true, false} { // IPv4, then IPv6
@@ -353,7 +353,7 @@ func (p *planner) group(name string) (*api.SecurityGroup, error) {
 		return g, nil
 	}
 	if g, ok := m.cfg.SecurityGroups.Get(key); ok {
-		p.check(m.cfg.SecurityGroups.Kind()+"\x00"+key, m.cfg.SecurityGroups.OpCheck(key, 0))
+		p.check(m.cfg.SecurityGroups.Kind()+"\x00"+key, m.cfg.SecurityGroups.OpCheck(key, g.Version))
 		return g, nil
 	}
 	if name != DefaultGroup {

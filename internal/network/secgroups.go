@@ -78,7 +78,7 @@ func (m *Manager) refOps(g *api.SecurityGroup, held []*Claim, field string, star
 			continue
 		}
 		want[c] = true
-		ops = append(ops, m.cfg.SecurityGroups.OpCheck(rkey, 0))
+		ops = append(ops, m.cfg.SecurityGroups.OpCheck(rkey, remote.Version))
 		if !slices.ContainsFunc(held, func(h *Claim) bool { return h.Name == c }) {
 			ops = append(ops, m.cfg.Claims.OpCreate(c, &Claim{Name: c, Kind: kindGroup, Owner: g.Key(), OwnerUID: g.UID}))
 		}

@@ -47,7 +47,7 @@ func testCheckOps(t *testing.T, cfg Config) {
 	if !errors.Is(err, ErrConflict) || !errors.As(err, &kerr) || kerr.Name != "parent" {
 		t.Errorf("check of a stale version: %v, want a conflict naming parent", err)
 	}
-	if _, err := s.Txn(ctx, s.hosts.OpCheck("ghost", 0), s.vms.OpCreate("x", newVM("x"))); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Txn(ctx, s.hosts.OpCheck("ghost", parent.Version), s.vms.OpCreate("x", newVM("x"))); !errors.Is(err, ErrNotFound) {
 		t.Errorf("check of a missing object: %v, want not found", err)
 	}
 	if _, ok := s.vms.Get("x"); ok {

@@ -15,8 +15,8 @@ const (
 	opCreate opType = iota + 1
 	opUpdate
 	opDelete
-	opCheck     // a precondition on one object; writes nothing
-	opNoneUnder // a precondition that no object's name has a prefix; writes nothing
+	opCheck     // a condition only: an object's version
+	opNoneUnder // a condition only: no object's name has a prefix
 )
 
 func (t opType) String() string {
@@ -66,18 +66,23 @@ func (c *Collection[T]) OpDelete(name string, expectVersion int64) Op {
 	return op
 }
 
-// OpCheck is a Txn precondition that writes nothing: name exists and its
-// version is still expectVersion (0: whatever it is). It fails with
-// ErrNotFound or ErrConflict like an update would.
-func (c *Collection[T]) OpCheck(name string, expectVersion int64) Op {
-	op := Op{s: c.s, typ: opCheck, kind: c.kind, name: name, key: c.Key(name), expect: expectVersion}
+// OpCheck is a Txn condition, not a write: name still exists at
+// version (ErrConflict when it changed, ErrNotFound when it is gone).
+// What a transaction decided from an object it read, it holds to that
+// object's version this way.
+func (c *Collection[T]) OpCheck(name string, version int64) Op {
+	op := Op{s: c.s, typ: opCheck, kind: c.kind, name: name, key: c.Key(name), expect: version}
 	op.err = checkName(name)
+	if op.err == nil && version == 0 {
+		op.err = errors.New("check of no version")
+	}
 	return op
 }
 
-// OpNoneUnder is a Txn precondition that writes nothing: no object of the
+// OpNoneUnder is a Txn condition, not a write: no object of the
 // collection has a name that starts with prefix (as they are when the
-// transaction applies, before its writes). It fails with ErrExists.
+// transaction applies, before its writes). It fails with ErrExists naming
+// an object found there.
 func (c *Collection[T]) OpNoneUnder(prefix string) Op {
 	op := Op{s: c.s, typ: opNoneUnder, kind: c.kind, name: prefix, key: c.Key(prefix)}
 	op.err = checkName(prefix)
