@@ -52,6 +52,10 @@ type Quota struct {
 	// ImageStorageMiB limits the project's stored images together (their
 	// files, and the room held by imports under way).
 	ImageStorageMiB *int64 `json:"imageStorageMiB,omitempty"`
+	// Networks, Ports and FloatingIPs limit the project's network objects.
+	Networks    *int64 `json:"networks,omitempty"`
+	Ports       *int64 `json:"ports,omitempty"`
+	FloatingIPs *int64 `json:"floatingIPs,omitempty"`
 }
 
 // Usage is what a project's VMs use: the sum over its VMs (those being
@@ -64,6 +68,10 @@ type Usage struct {
 	// ImageStorageMiB is what the project's images take, with the room
 	// held by its imports under way.
 	ImageStorageMiB int64 `json:"imageStorageMiB"`
+	// Networks, Ports and FloatingIPs count the project's network objects.
+	Networks    int64 `json:"networks"`
+	Ports       int64 `json:"ports"`
+	FloatingIPs int64 `json:"floatingIPs"`
 }
 
 // ProjectStatus is computed when a project is read.

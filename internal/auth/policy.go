@@ -29,14 +29,20 @@ const (
 	PermProjectUpdate   Permission = "project.update"
 	PermMemberManage    Permission = "member.manage"
 	PermAuditRead       Permission = "audit.read"
+	// Networks, subnets, ports, security groups and floating IPs.
+	PermNetworkRead   Permission = "network.read"
+	PermNetworkCreate Permission = "network.create"
+	PermNetworkUpdate Permission = "network.update" // ports' groups, rules, floating IP mappings
+	PermNetworkDelete Permission = "network.delete"
 )
 
 // grants is the policy: what each project role adds to the roles before it
 // in api.Roles. It is the only place where roles get their meaning.
 var grants = map[string][]Permission{
-	api.RoleViewer:   {PermProjectRead, PermVMRead, PermImageRead, PermOperationRead, PermProviderRead},
+	api.RoleViewer:   {PermProjectRead, PermVMRead, PermImageRead, PermOperationRead, PermProviderRead, PermNetworkRead},
 	api.RoleOperator: {PermVMPower, PermVMConsole, PermOperationCancel},
-	api.RoleMember:   {PermVMCreate, PermVMDelete, PermVMUpdate, PermVMUserData, PermImageCreate, PermImageDelete},
+	api.RoleMember: {PermVMCreate, PermVMDelete, PermVMUpdate, PermVMUserData, PermImageCreate, PermImageDelete,
+		PermNetworkCreate, PermNetworkUpdate, PermNetworkDelete},
 	api.RoleAdmin:    {PermProjectUpdate, PermMemberManage, PermAuditRead},
 }
 

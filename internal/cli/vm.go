@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -29,6 +30,7 @@ func (a *app) vmCommand() *cobra.Command {
 		a.vmSnapshotCommand(),
 		a.vmConsoleTicketCommand(),
 		a.vmLeaseCommand(),
+		a.vmNICCommand(),
 	)
 	return cmd
 }
@@ -172,7 +174,7 @@ func describeVM(tw *tabwriter.Writer, vm *api.VM) {
 		row(tw, label("Disks:", i), orDash(d.Name)+": "+desc)
 	}
 	for i, n := range s.NICs {
-		row(tw, label("NICs:", i), n.Network+" "+orDash(n.MAC))
+		row(tw, label("NICs:", i), strconv.Itoa(i)+": "+nicText(n))
 	}
 	boot := "firmware, first disk"
 	if s.Boot.Kernel != "" {

@@ -186,6 +186,9 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 	changes := s.vms.Subscribe(ctx)
 	requests, unregister := s.streams.register(host)
 	defer unregister()
+	// The host's network state: once after the VMs, then at each change.
+	netStates, stopNet := s.net.hub.Watch(host)
+	defer stopNet()
 
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
@@ -225,6 +228,8 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 			}
 		case req := <-requests:
 			msg = api.AgentMessage{Type: api.AgentMsgStream, Stream: &req}
+		case st := <-netStates:
+			msg = api.AgentMessage{Type: api.AgentMsgNetwork, Network: st}
 		case <-ping.C:
 			msg = api.AgentMessage{Type: api.AgentMsgPing}
 		}
@@ -297,7 +302,7 @@ func (s *Server) vmRemoved(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Conflict("vm %q is not being deleted", name))
 		return
 	}
-	if err := s.vms.Delete(r.Context(), name, 0); err != nil {
+	if err := s.removeVMWithPorts(r.Context(), name); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -117,6 +117,38 @@ var policy = map[string]string{
 	"GET /v1/audit/status": "superadmin",
 	"GET /v1/audit/verify": "superadmin",
 	"GET /v1/alarms":       "superadmin",
+
+	// Networks: viewers read, members change (bridged and external
+	// networks are refused to them by the handler: superadmin's).
+	"GET /v1/networks":                             "viewer",
+	"GET /v1/networks/{name}":                      "viewer",
+	"POST /v1/networks":                            "member",
+	"DELETE /v1/networks/{name}":                   "member",
+	"GET /v1/subnets":                              "viewer",
+	"GET /v1/subnets/{name}":                       "viewer",
+	"POST /v1/subnets":                             "member",
+	"DELETE /v1/subnets/{name}":                    "member",
+	"GET /v1/ports":                                "viewer",
+	"GET /v1/ports/{name}":                         "viewer",
+	"POST /v1/ports":                               "member",
+	"PATCH /v1/ports/{name}":                       "member",
+	"DELETE /v1/ports/{name}":                      "member",
+	"GET /v1/security-groups":                      "viewer",
+	"GET /v1/security-groups/{name}":               "viewer",
+	"POST /v1/security-groups":                     "member",
+	"PATCH /v1/security-groups/{name}":             "member",
+	"DELETE /v1/security-groups/{name}":            "member",
+	"POST /v1/security-groups/{name}/rules":        "member",
+	"DELETE /v1/security-groups/{name}/rules/{id}": "member",
+	"GET /v1/floating-ips":                         "viewer",
+	"GET /v1/floating-ips/{name}":                  "viewer",
+	"POST /v1/floating-ips":                        "member",
+	"DELETE /v1/floating-ips/{name}":               "member",
+	"POST /v1/floating-ips/{name}/associate":       "member",
+	"POST /v1/floating-ips/{name}/disassociate":    "member",
+	"POST /v1/vms/{name}/nics":                     "member",
+	"DELETE /v1/vms/{name}/nics/{nic}":             "member",
+	"PUT /v1/agent/hosts/{name}/ports":             "host",
 }
 
 // callers are the identities the matrix tries: the env's users and hosts,
@@ -223,7 +255,7 @@ func requestFor(method, path, who string, own bool) (string, []byte) {
 		self = "ghost" // never take a caller's own membership away
 	}
 	r := strings.NewReplacer(
-		"{project}", project, "{user}", self, "{snapshot}", "s1", "{id}", "ghost")
+		"{project}", project, "{user}", self, "{snapshot}", "s1", "{id}", "ghost", "{nic}", "0")
 	p := r.Replace(path)
 	switch {
 	case strings.HasPrefix(path, "/v1/agent/hosts/"):

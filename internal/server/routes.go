@@ -49,6 +49,7 @@ func (s *Server) routes() []route {
 	rs = append(rs, s.userRoutes()...)
 	rs = append(rs, s.tokenRoutes()...)
 	rs = append(rs, s.auditRoutes()...)
+	rs = append(rs, s.networkRoutes()...)
 	return rs
 }
 

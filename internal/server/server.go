@@ -127,6 +127,9 @@ type Server struct {
 	estate    *estate.Manager
 	secrets   *secrets.Box
 
+	// net holds the networks: their collections, manager and hub.
+	net *netState
+
 	opctl   *opController
 	live    *liveness
 	streams *streamBroker
@@ -207,6 +210,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.passwords = store.NewCollection(st, "passwords", func(p *passwordRecord, rev int64) { p.Version = rev })
 	s.tokens = store.NewCollection(st, "tokens", func(t *tokenRecord, rev int64) { t.Version = rev })
 	s.settings = store.NewCollection(st, "settings", func(r *settingsRecord, rev int64) { r.Version = rev })
+	s.net = s.newNetState(st)
 	if err := st.Start(ctx); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("loading the store: %w", err)
@@ -338,6 +342,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.goBG(func() { s.runLeases(ctx) })
 	s.goBG(func() { s.pruneAudit(ctx) })
 	s.goBG(func() { s.runGuards(ctx) })
+	s.goBG(func() { s.net.run(ctx, s) })
 	return nil
 }
 

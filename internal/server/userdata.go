@@ -12,6 +12,7 @@ import (
 // and above, permission vm.userdata); others get it redacted. Hosts read
 // VMs through their own routes, which give them all of it.
 func (s *Server) vmView(r *http.Request, vm *api.VM) *api.VM {
+	vm = s.withPortIPs(vm)
 	ci := vm.Spec.CloudInit
 	if ci == nil || ci.UserData == "" || s.can(r, vm.Project, auth.PermVMUserData) {
 		return vm

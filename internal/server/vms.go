@@ -16,6 +16,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/network"
 	"github.com/polyvisor/polyvisor/internal/scheduler"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
@@ -199,8 +200,8 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 		return nil, api.Conflict("vm %q already exists", req.Name)
 	}
 	for i := range req.NICs {
-		if req.NICs[i].MAC == "" {
-			req.NICs[i].MAC = randomMAC()
+		if req.NICs[i].MAC == "" && (ref != nil || !network.Networked(req.NICs[i:i+1])) {
+			req.NICs[i].MAC = randomMAC() // a port's MAC is its network's to give
 		}
 	}
 	// The quota check and the write are one step for the project: creates
@@ -232,12 +233,22 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 	op.Progress = 10
 	op.Message = "placed on host " + host
 
-	txn := []store.Op{s.vms.OpCreate(key, vm), s.ops.OpCreate(op.ID, op)}
-	if idemKey != "" {
-		txn = append(txn, s.idem.OpCreate(idempotencyName(idemKey), &idempotencyRecord{Name: idempotencyName(idemKey), OperationID: op.ID, CreatedAt: now,
-			Route: idem.route, BodyHash: idem.bodyHash}))
+	// The VM, its operation and the ports of its NICs on networks are
+	// written together.
+	build := func(plan *network.VMPlan) []store.Op {
+		s.withPorts(vm, plan)
+		txn := []store.Op{s.vms.OpCreate(key, vm), s.ops.OpCreate(op.ID, op)}
+		if idemKey != "" {
+			txn = append(txn, s.idem.OpCreate(idempotencyName(idemKey), &idempotencyRecord{Name: idempotencyName(idemKey), OperationID: op.ID, CreatedAt: now,
+				Route: idem.route, BodyHash: idem.bodyHash}))
+		}
+		return txn
 	}
-	if _, err := s.st.Txn(ctx, txn...); err != nil {
+	portNICs := req.NICs
+	if ref != nil {
+		portNICs = nil // a provider's VM: its NICs are on the provider's networks
+	}
+	if err := s.txnWithPorts(ctx, project, key, portNICs, 0, nicField, build); err != nil {
 		release(false)
 		var ke *store.KeyError
 		if idemKey != "" {

@@ -15,6 +15,8 @@ const (
 	opCreate opType = iota + 1
 	opUpdate
 	opDelete
+	opCheck     // a condition only: an object's version
+	opNoneUnder // a condition only: no object's name has a prefix
 )
 
 func (t opType) String() string {
@@ -23,6 +25,10 @@ func (t opType) String() string {
 		return "create"
 	case opUpdate:
 		return "update"
+	case opCheck:
+		return "check"
+	case opNoneUnder:
+		return "check none under"
 	default:
 		return "delete"
 	}
@@ -57,6 +63,29 @@ func (c *Collection[T]) OpUpdate(name string, obj *T, expectVersion int64) Op {
 func (c *Collection[T]) OpDelete(name string, expectVersion int64) Op {
 	op := Op{s: c.s, typ: opDelete, kind: c.kind, name: name, key: c.Key(name), expect: expectVersion}
 	op.err = checkName(name)
+	return op
+}
+
+// OpCheck is a Txn condition, not a write: name still exists at
+// version (ErrConflict when it changed, ErrNotFound when it is gone).
+// What a transaction decided from an object it read, it holds to that
+// object's version this way.
+func (c *Collection[T]) OpCheck(name string, version int64) Op {
+	op := Op{s: c.s, typ: opCheck, kind: c.kind, name: name, key: c.Key(name), expect: version}
+	op.err = checkName(name)
+	if op.err == nil && version == 0 {
+		op.err = errors.New("check of no version")
+	}
+	return op
+}
+
+// OpNoneUnder is a Txn condition, not a write: no object of the
+// collection has a name that starts with prefix (as they are when the
+// transaction applies, before its writes). It fails with ErrExists naming
+// an object found there.
+func (c *Collection[T]) OpNoneUnder(prefix string) Op {
+	op := Op{s: c.s, typ: opNoneUnder, kind: c.kind, name: prefix, key: c.Key(prefix)}
+	op.err = checkName(prefix)
 	return op
 }
 
@@ -110,6 +139,12 @@ func (s *Store) Txn(ctx context.Context, ops ...Op) (int64, error) {
 		if op.err != nil {
 			return 0, fmt.Errorf("%s %s %q: %w", op.typ, op.kind, op.name, op.err)
 		}
+		if op.typ == opNoneUnder {
+			end := clientv3.GetPrefixRangeEnd(op.key)
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(op.key), "=", 0).WithRange(end))
+			elses = append(elses, clientv3.OpGet(op.key, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1)))
+			continue
+		}
 		if seen[op.key] {
 			return 0, fmt.Errorf("%s %s %q: key written twice in one transaction", op.typ, op.kind, op.name)
 		}
@@ -122,9 +157,11 @@ func (s *Store) Txn(ctx context.Context, ops ...Op) (int64, error) {
 		default:
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.key), "=", op.expect))
 		}
-		if op.typ == opDelete {
+		switch op.typ {
+		case opCheck:
+		case opDelete:
 			thens = append(thens, clientv3.OpDelete(op.key))
-		} else {
+		default:
 			thens = append(thens, clientv3.OpPut(op.key, string(op.value)))
 		}
 		// Read only when a precondition fails, to say which one.
@@ -141,6 +178,11 @@ func (s *Store) Txn(ctx context.Context, ops ...Op) (int64, error) {
 		return 0, failedOp(ops, resp)
 	}
 	rev := resp.Header.Revision
+	if len(thens) == 0 {
+		// Only checks: nothing was written, so there is nothing for the
+		// index to catch up with (rev may be a write outside the prefix).
+		return rev, nil
+	}
 	for _, op := range ops {
 		if op.setVersion != nil {
 			op.setVersion(rev)
@@ -162,6 +204,9 @@ func failedOp(ops []Op, resp *clientv3.TxnResponse) error {
 		kvs := resp.Responses[i].GetResponseRange().GetKvs()
 		var err error
 		switch {
+		case op.typ == opNoneUnder && len(kvs) > 0:
+			return &KeyError{Op: op.typ.String(), Kind: op.kind, Name: string(kvs[0].Key[len(op.key)-len(op.name):]), Err: ErrExists}
+		case op.typ == opNoneUnder:
 		case op.typ == opCreate && len(kvs) > 0:
 			err = ErrExists
 		case op.typ != opCreate && len(kvs) == 0:
