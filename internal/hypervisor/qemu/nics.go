@@ -209,33 +209,32 @@ func (d *Driver) SetNICs(ctx context.Context, h *hypervisor.Handle, nics []hyper
 }
 
 // pluggedNICs are a running VM's network NICs and the slot each is in.
+// They are read from QOM, not from query-pci: until the guest's firmware
+// has numbered the root ports' buses (and under -S, before it runs at
+// all), query-pci lists no device behind them.
 func pluggedNICs(ctx context.Context, c *qmp.Client) (map[string]int, error) {
-	var buses []struct {
-		Devices []struct {
-			QdevID    string `json:"qdev_id"`
-			PCIBridge *struct {
-				Devices []struct {
-					QdevID string `json:"qdev_id"`
-				} `json:"devices"`
-			} `json:"pci_bridge"`
-		} `json:"devices"`
+	var props []struct {
+		Name string `json:"name"`
+		Type string `json:"type"`
 	}
-	if err := c.Execute(ctx, "query-pci", nil, &buses); err != nil {
+	if err := c.Execute(ctx, "qom-list", map[string]any{"path": "/machine/peripheral"}, &props); err != nil {
 		return nil, err
 	}
 	out := map[string]int{}
-	for _, b := range buses {
-		for _, dev := range b.Devices {
-			var k int
-			if _, err := fmt.Sscanf(dev.QdevID, "pvslot%d", &k); err != nil || dev.PCIBridge == nil {
-				continue
-			}
-			for _, child := range dev.PCIBridge.Devices {
-				if strings.HasPrefix(child.QdevID, "pvnic-") {
-					out[child.QdevID] = k
-				}
-			}
+	for _, p := range props {
+		if !strings.HasPrefix(p.Name, "pvnic-") || !strings.HasPrefix(p.Type, "child<") {
+			continue
 		}
+		var bus string
+		if err := c.Execute(ctx, "qom-get", map[string]any{"path": "/machine/peripheral/" + p.Name, "property": "parent_bus"}, &bus); err != nil {
+			return nil, fmt.Errorf("reading the slot of %s: %w", p.Name, err)
+		}
+		// The bus of root port pvslotK is /machine/peripheral/pvslotK/pvslotK.
+		var k int
+		if _, err := fmt.Sscanf(bus[strings.LastIndex(bus, "/")+1:], "pvslot%d", &k); err != nil {
+			return nil, fmt.Errorf("nic %s is on bus %q, not in a slot of Polyvisor's", p.Name, bus)
+		}
+		out[p.Name] = k
 	}
 	return out, nil
 }

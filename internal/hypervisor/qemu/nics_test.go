@@ -108,6 +108,12 @@ i=0; while [ -e /sys/class/net/eth1 ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1
 	if err := d.Start(ctx, h, cfg); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
+	// At once, before the guest's firmware has numbered the root ports'
+	// buses (the agent does this right after a start): the NIC the VM
+	// started with is found, not plugged again.
+	if err := d.SetNICs(ctx, h, cfg.NICs); err != nil {
+		t.Fatalf("setting the nics a vm just started with: %v", err)
+	}
 	waitLog(t, d, h, regexp.MustCompile(`PV-WAIT-PLUG`), 2*time.Minute)
 	b, _ := d.ConsoleLog(ctx, h, 0)
 	if !strings.Contains(string(b), guest.DHCPPrefix+"eth0 "+strings.TrimSuffix(br.gw, "1")) || !strings.Contains(string(b), "PV-PING ok") {
