@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/client"
 	"github.com/polyvisor/polyvisor/internal/hypervisor"
 	"github.com/polyvisor/polyvisor/internal/netplane"
 )
@@ -133,6 +134,9 @@ func (n *netLoop) run(ctx context.Context) {
 		}
 		if n.rep != nil && (reported != st.Revision || err != nil || changed) {
 			rep := PortReport{Revision: st.Revision, Active: res.Active, Errors: res.Errors}
+			if rep.Active == nil {
+				rep.Active = []string{}
+			}
 			if rerr := n.rep.ReportPorts(ctx, n.a.cfg.Host, rep); rerr != nil {
 				n.a.log.Warn("reporting ports", "revision", st.Revision, "err", rerr)
 				n.a.checkRevoked(rerr)
@@ -144,28 +148,46 @@ func (n *netLoop) run(ctx context.Context) {
 	}
 }
 
-// port finds the active port of a VM's NIC.
-func (n *netLoop) port(vmKey string, nic int, portKey string) (api.HostPort, bool) {
+// port finds the active port of a VM's NIC; when the port is not made,
+// why says what the dataplane could not do, "" while it is not made yet
+// (the state naming it has not arrived or is being applied).
+func (n *netLoop) port(vmKey string, nic int, portKey string) (p api.HostPort, ok bool, why string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.applied == nil {
-		return api.HostPort{}, false
+		return api.HostPort{}, false, ""
 	}
 	for _, p := range n.applied.Ports {
 		if (portKey != "" && p.Key == portKey) || (portKey == "" && p.VM == vmKey && p.NIC == nic) {
 			if _, ok := slices.BinarySearch(n.result.Active, p.Key); ok {
-				return p, true
+				return p, true, ""
 			}
-			return api.HostPort{}, false
+			return api.HostPort{}, false, n.result.Errors[p.Key]
 		}
 	}
-	return api.HostPort{}, false
+	return api.HostPort{}, false, ""
+}
+
+// portWait is how long a VM waits for the ports of its NICs to be made
+// before its convergence fails: the VM and its ports reach the agent by
+// two messages, and the dataplane takes a moment to make a port.
+var portWait = time.Minute
+
+// portPendingError: a NIC's port is not made on this host yet, and
+// nothing says it cannot be; the convergence waits for it (portWait).
+type portPendingError struct {
+	nic     int
+	network string
+}
+
+func (e *portPendingError) Error() string {
+	return fmt.Sprintf("nic %d: its port on network %s is not made on this host yet", e.nic, e.network)
 }
 
 // nicConfigs resolves a VM's NICs on this host: a user-mode NIC as it is,
 // a NIC on a network to its port's tap and MAC. A NIC whose port is not
-// made here yet fails the convergence, which is tried again when the
-// network changes.
+// made here yet makes the convergence wait (portPendingError), tried again
+// when the network changes; one the dataplane failed to make fails it.
 func (a *Agent) nicConfigs(vm *api.VM) ([]hypervisor.NICConfig, error) {
 	var out []hypervisor.NICConfig
 	for i, nic := range vm.Spec.NICs {
@@ -176,9 +198,12 @@ func (a *Agent) nicConfigs(vm *api.VM) ([]hypervisor.NICConfig, error) {
 		if a.net == nil {
 			return nil, fmt.Errorf("nic %d: network %s: this host's agent makes no networks (it runs without root, or its dataplane failed to start)", i, nic.Network)
 		}
-		p, ok := a.net.port(vm.Key(), i, nicPortKey(vm, i))
+		p, ok, why := a.net.port(vm.Key(), i, nicPortKey(vm, i))
+		if !ok && why != "" {
+			return nil, fmt.Errorf("nic %d: its port on network %s cannot be made on this host: %s", i, nic.Network, why)
+		}
 		if !ok {
-			return nil, fmt.Errorf("nic %d: its port on network %s is not made on this host yet", i, nic.Network)
+			return nil, &portPendingError{nic: i, network: nic.Network}
 		}
 		out = append(out, hypervisor.NICConfig{Network: p.Network, MAC: p.MAC, Tap: netplane.TapName(p.ID)})
 	}
@@ -187,7 +212,22 @@ func (a *Agent) nicConfigs(vm *api.VM) ([]hypervisor.NICConfig, error) {
 
 // nicPortKey is the key of the port a VM's NIC names, "" when it names
 // none (the port is then found by the VM and the NIC's index).
-func nicPortKey(vm *api.VM, i int) string { return "" }
+func nicPortKey(vm *api.VM, i int) string {
+	if p := vm.Spec.NICs[i].Port; p != "" {
+		return api.Key(vm.Project, p)
+	}
+	return ""
+}
+
+// ClientReporter reports ports to the server through the agent's client
+// (PUT /v1/agent/hosts/{name}/ports).
+type ClientReporter struct{ C *client.Client }
+
+// ReportPorts sends the report.
+func (r ClientReporter) ReportPorts(ctx context.Context, host string, rep PortReport) error {
+	_, err := r.C.ReportPorts(ctx, host, api.PortReport{Revision: rep.Revision, Active: rep.Active, Errors: rep.Errors})
+	return err
+}
 
 // syncNICs plugs a running VM's network NICs in and out to match its
 // spec, when the driver can.

@@ -135,8 +135,21 @@ func TestNetworkStateOrderAndReports(t *testing.T) {
 	}
 }
 
+// errorReports are the VM's reports that carry an error.
+func errorReports(cp *controlPlane, key string) []api.VMStatus {
+	var out []api.VMStatus
+	for _, s := range cp.reportsOf(key) {
+		if s.Error != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // TestVMWaitsForItsPort: a VM whose NIC is on a network starts once its
-// port is made, on the port's tap and MAC; a NIC added while it runs is
+// port is made, on the port's tap and MAC, and reports no error while it
+// waits (the server fails a create on one, and the VM and its port's
+// state reach the agent by two messages); a NIC added while it runs is
 // plugged in once its port is made, and unplugged when removed.
 func TestVMWaitsForItsPort(t *testing.T) {
 	h, _, _ := netHarness(t)
@@ -144,11 +157,12 @@ func TestVMWaitsForItsPort(t *testing.T) {
 	vm := newVM("web")
 	vm.Spec.NICs = []api.NIC{{Network: "a", MAC: "52:54:00:00:00:01"}}
 	h.cp.place(vm)
-	h.cp.waitStatus("p/web", 5*time.Second, "the vm waits for its port", func(s api.VMStatus) bool {
-		return s.Error != nil && strings.Contains(s.Error.Message, "not made on this host yet")
-	})
+	time.Sleep(500 * time.Millisecond)
 	if v, _ := h.host.VM(vm.UID); v.PID != 0 {
 		t.Fatal("the vm started without its port")
+	}
+	if errs := errorReports(h.cp, "p/web"); len(errs) != 0 {
+		t.Fatalf("the vm reported an error while it waited for its port: %+v", errs[0].Error)
 	}
 	h.cp.sendNetwork(netState(1, port("p/web-0", "00000000w0", "p/web", 0, "52:54:00:00:00:01")))
 	st := h.running("p/web", 1)
@@ -165,9 +179,10 @@ func TestVMWaitsForItsPort(t *testing.T) {
 	gen := h.cp.setSpec("p/web", func(s *api.VMSpec) {
 		s.NICs = append(s.NICs, api.NIC{Network: "a", MAC: "52:54:00:00:00:02"})
 	})
-	h.cp.waitStatus("p/web", 5*time.Second, "the new nic waits for its port", func(s api.VMStatus) bool {
-		return s.Error != nil && s.Error.Generation == gen
-	})
+	time.Sleep(500 * time.Millisecond)
+	if errs := errorReports(h.cp, "p/web"); len(errs) != 0 {
+		t.Fatalf("the new nic's wait was reported as an error: %+v", errs[0].Error)
+	}
 	h.cp.sendNetwork(netState(2, port("p/web-0", "00000000w0", "p/web", 0, "52:54:00:00:00:01"), port("p/web-1", "00000000w1", "p/web", 1, "52:54:00:00:00:02")))
 	h.running("p/web", gen)
 	h.cp.until(5*time.Second, "the second nic plugged in", func() bool {
@@ -181,5 +196,40 @@ func TestVMWaitsForItsPort(t *testing.T) {
 	h.running("p/web", gen)
 	if v, _ := h.host.VM(vm.UID); len(v.NICs) != 1 {
 		t.Fatalf("nics after the removal: %+v", v.NICs)
+	}
+}
+
+// TestVMPortFailsOrNeverComes: a port the dataplane cannot make fails the
+// VM's convergence at once, naming why; a port that never comes fails it
+// when the wait is over.
+func TestVMPortFailsOrNeverComes(t *testing.T) {
+	old := portWait
+	portWait = time.Second
+	t.Cleanup(func() { portWait = old })
+	h, fp, _ := netHarness(t)
+	fp.mu.Lock()
+	fp.fail["p/bad-0"] = "its network cannot be made"
+	fp.mu.Unlock()
+	h.startAgent()
+	bad, never := newVM("bad"), newVM("never")
+	bad.Spec.NICs = []api.NIC{{Network: "a", MAC: "52:54:00:00:00:01"}}
+	never.Spec.NICs = []api.NIC{{Network: "a", MAC: "52:54:00:00:00:02"}}
+	h.cp.sendNetwork(netState(1, port("p/bad-0", "00000000b0", "p/bad", 0, "52:54:00:00:00:01")))
+	start := time.Now()
+	h.cp.place(bad)
+	h.cp.place(never)
+	h.cp.waitStatus("p/bad", 5*time.Second, "the vm whose port cannot be made fails", func(s api.VMStatus) bool {
+		return s.Error != nil && strings.Contains(s.Error.Message, "its network cannot be made")
+	})
+	h.cp.waitStatus("p/never", 5*time.Second, "the vm whose port never comes fails", func(s api.VMStatus) bool {
+		return s.Error != nil && strings.Contains(s.Error.Message, "not made on this host yet")
+	})
+	if waited := time.Since(start); waited < portWait {
+		t.Fatalf("the vm failed after %s, before the wait of %s was over", waited, portWait)
+	}
+	for _, v := range []*api.VM{bad, never} {
+		if hv, _ := h.host.VM(v.UID); hv.PID != 0 {
+			t.Fatalf("%s started without its port", v.Name)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -42,6 +43,7 @@ type worker struct {
 	stopEvents      context.CancelFunc
 	retryAt         time.Time     // when a failed convergence is tried again
 	backoff         time.Duration // of failed convergences
+	portWaitSince   time.Time     // since when a NIC's port is awaited (network.go)
 	reason          string        // for people: the last transition
 	life            lifeState
 }
@@ -204,10 +206,24 @@ func (w *worker) converge(ctx context.Context, vm *api.VM) bool {
 		return true
 	}
 	if err := w.apply(ctx, vm); err != nil {
+		var pending *portPendingError
+		if errors.As(err, &pending) {
+			if w.portWaitSince.IsZero() {
+				w.portWaitSince = time.Now()
+			}
+			if until := w.portWaitSince.Add(portWait); time.Now().Before(until) {
+				// Not a failure yet: tried again when the network
+				// changes (netDue), failed when the wait is over.
+				w.log.Debug("waiting for a port", "generation", vm.Generation, "err", err)
+				w.retryAt = until
+				return false
+			}
+		}
+		w.portWaitSince = time.Time{}
 		w.fail(ctx, vm, err)
 		return false
 	}
-	w.retryAt, w.backoff = time.Time{}, 0
+	w.retryAt, w.backoff, w.portWaitSince = time.Time{}, 0, time.Time{}
 	w.observedGen = vm.Generation
 	w.report(ctx, vm, nil)
 	return false

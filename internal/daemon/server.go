@@ -269,7 +269,7 @@ func runAgent(ctx context.Context, c *client.Client, o agentOptions) error {
 	}
 	if dp := newDataplane(stateDir, logger); dp != nil {
 		defer dp.Close()
-		acfg.Network = dp
+		acfg.Network, acfg.Ports = dp, agent.ClientReporter{C: c}
 	}
 	a, err := agent.New(acfg)
 	if err != nil {
