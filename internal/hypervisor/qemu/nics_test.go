@@ -156,4 +156,3 @@ func uidOf(t *testing.T, name string) string {
 	}
 	return strings.TrimSpace(string(out)) + "\t"
 }
-
