@@ -4,8 +4,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"slices"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -450,6 +450,8 @@ func TestRemoval(t *testing.T) {
 	l := newLab(t, 2)
 	w := twoProjects(l)
 	w.port(1, hostPort("p1", "a3", "00000000a3", "p1/a", "52:54:00:aa:00:03", "10.0.0.14", "p1/default"))
+	// The QEMU driver's table, as it makes it (qemu/netfilter.go).
+	run(t, "ip", "netns", "exec", l.hosts[0].name, "nft", "add table inet polyvisor; add chain inet polyvisor guest-loopback { type filter hook output priority 0; policy accept; }; add rule inet polyvisor guest-loopback meta skuid 65534 counter reject")
 	applyAll(l, w)
 	a1 := l.hosts[0].attach("a1", TapName("00000000a1"), "52:54:00:aa:00:01")
 	a2 := l.hosts[1].attach("a2", TapName("00000000a2"), "52:54:00:aa:00:02")
@@ -505,7 +507,7 @@ func TestRemoval(t *testing.T) {
 		t.Fatalf("host 0 keeps entries for host 1:\n%s", out)
 	}
 
-	// The last ports of host 0 go: nothing of Polyvisor is left there.
+	// The last ports of host 0 go: nothing of the dataplane is left there.
 	w.ports = nil
 	res := h0.apply(w.state(0))
 	if res.Changed == 0 {
@@ -522,5 +524,13 @@ func TestRemoval(t *testing.T) {
 	}
 	if nftHas(h0, "10.0.0.11") || nftHas(h0, "pvbr") {
 		t.Fatal("nftables entries left on host 0")
+	}
+	if tables := run(t, "ip", "netns", "exec", h0.name, "nft", "list", "tables"); strings.Contains(tables, "polyvisor-net") {
+		t.Fatalf("nftables tables on host 0 once its last network went:\n%s", tables)
+	}
+	// The QEMU driver's table on the same host (its guard of the host's
+	// loopback) is not the dataplane's to change or remove.
+	if out, err := inNS(h0.name, "nft", "list", "chain", "inet", "polyvisor", "guest-loopback"); err != nil || !strings.Contains(out, "counter") {
+		t.Fatalf("the qemu driver's table went with the dataplane's:\n%s %v", out, err)
 	}
 }

@@ -55,13 +55,13 @@ type Config struct {
 
 // Plane makes one host's dataplane. Apply calls are serialized.
 type Plane struct {
-	cfg  Config
-	log  *slog.Logger
-	host netns.NsHandle // the host's namespace
-	nl   *netlink.Handle
-	mu   sync.Mutex
-	nft  *nftCache // what Apply last made in nftables, per namespace
-	dhcp *dhcpManager
+	cfg         Config
+	log         *slog.Logger
+	host        netns.NsHandle // the host's namespace
+	nl          *netlink.Handle
+	mu          sync.Mutex
+	nft         *nftCache // what Apply last made in nftables, per namespace
+	dhcp        *dhcpManager
 	snap        map[string]netlink.Link // the host's devices during an Apply
 	bridgeIndex map[string]int          // network bridges' indexes, as last made
 	phases      phases

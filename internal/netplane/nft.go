@@ -14,8 +14,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	mnl "github.com/mdlayher/netlink"
-	"golang.org/x/sys/unix"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // The nftables rule sets are data: each table is built whole from the
@@ -172,6 +172,27 @@ func (p *Plane) applyNFTAt(nsKey string, ns netns.NsHandle, want []*nftTable, ch
 		p.nft.mu.Unlock()
 	}
 	return errors.Join(errs...)
+}
+
+// removeNFTAt removes the tables of one namespace, if they exist.
+func (p *Plane) removeNFTAt(nsKey string, ns netns.NsHandle, tables []*nftTable, ch *changes) error {
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		return fmt.Errorf("opening nftables: %w", err)
+	}
+	defer c.CloseLasting()
+	for _, t := range tables {
+		if _, err := c.ListTableOfFamily(t.name, t.family); err != nil {
+			continue // none
+		}
+		c.DelTable(&nftables.Table{Family: t.family, Name: t.name})
+		if err := c.Flush(); err != nil {
+			return fmt.Errorf("removing nftables table %s: %w", t.name, err)
+		}
+		ch.add("nftables %s %s: removed", familyName(t.family), t.name)
+	}
+	p.forgetNFT(nsKey)
+	return nil
 }
 
 // bigBuffers lets one transaction carry a host's whole rule set (its

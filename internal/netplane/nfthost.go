@@ -18,22 +18,23 @@ import (
 // The host's tables. Per packet, every decision is a constant number of
 // set lookups, whatever the number of ports and rules:
 //
-//   bridge polyvisor  anti-spoofing at the bridge's prerouting hook, by the
+//   bridge polyvisor-net  anti-spoofing at the bridge's prerouting hook, by the
 //                     port a frame comes in on: its MAC, its addresses in
 //                     ARP, IPv4 and IPv6; no DHCP server, router advertisement
 //                     or redirect from a guest; nothing but ARP, IPv4, IPv6.
-//   inet polyvisor    a conntrack zone per network bridge (networks may share
+//   inet polyvisor-net    a conntrack zone per network bridge (networks may share
 //                     addresses); the security groups, statefully, in the
 //                     forward hook (bridged traffic goes through it): the
 //                     sending port's egress rules, then the receiving port's
 //                     ingress rules, each chosen by one verdict map keyed by
 //                     bridge and address (anti-spoofing makes the address
 //                     the port's); VXLAN only from the known hosts.
-//   ip polyvisor-nat  the router namespaces' uplinks masqueraded out.
+//   ip polyvisor-net-nat  the router namespaces' uplinks masqueraded out.
 
+// Polyvisor's other tables (the QEMU driver's "polyvisor") are not these.
 const (
-	tableName    = "polyvisor"
-	natTableName = "polyvisor-nat"
+	tableName    = "polyvisor-net"
+	natTableName = "polyvisor-net-nat"
 	etherARP     = 0x0806
 	etherIPv4    = 0x0800
 	etherIPv6    = 0x86dd
@@ -374,6 +375,10 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // applyHostNFT makes the host's tables match the state.
 func (p *Plane) applyHostNFT(d *desired, ch *changes) error {
+	if len(d.networks) == 0 {
+		// A host with no network has no tables of ours.
+		return p.removeNFTAt("", p.host, hostTables(d, nil, p.cfg.VXLANPort), ch)
+	}
 	if p.bridgeIndex == nil {
 		p.bridgeIndex = map[string]int{}
 	}
