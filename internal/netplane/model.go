@@ -485,7 +485,7 @@ func compileRemote(rp api.RemotePort) (*dRemote, error) {
 	if err != nil {
 		return nil, fmt.Errorf("underlay %q", rp.Underlay)
 	}
-	r := &dRemote{mac: mac, underlay: u.Unmap()}
+	r := &dRemote{mac: mac, underlay: u.Unmap(), hostname: hostnameOf(rp.VM)}
 	for _, s := range rp.IPs {
 		if a, err := netip.ParseAddr(s); err == nil {
 			r.ips = append(r.ips, a.Unmap())
