@@ -49,6 +49,10 @@ func (s *Server) createPort(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setResource(r, "port", req.Name)
+	if err := s.portSecurityOff(r, req.Network, req.PortSecurity); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	p, err := s.net.m.CreatePort(r.Context(), requestOf(r).project, req)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -65,6 +69,12 @@ func (s *Server) updatePort(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setResource(r, "port", r.PathValue("name"))
+	if cur, ok := s.net.ports.Get(api.Key(requestOf(r).project, r.PathValue("name"))); ok {
+		if err := s.portSecurityOff(r, cur.Spec.Network, req.PortSecurity); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
 	p, err := s.net.m.UpdatePort(r.Context(), requestOf(r).project, r.PathValue("name"), req)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -81,6 +91,20 @@ func (s *Server) deletePort(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// portSecurityOff refuses to turn port security off on a port of a
+// bridged network to anyone but a superadmin: without it the port could
+// send as any address on the hosts' own network.
+func (s *Server) portSecurityOff(r *http.Request, network string, on *bool) error {
+	if on == nil || *on {
+		return nil
+	}
+	n, ok := s.net.networks.Get(api.Key(requestOf(r).project, network))
+	if !ok || n.Spec.Type != api.NetworkBridged || auth.FromContext(r.Context()).IsSuperadmin() {
+		return nil
+	}
+	return &api.Error{Code: api.CodeForbidden, Message: "network " + n.Name + " is bridged: only a superadmin turns port security off on its ports"}
 }
 
 // reportPorts records which of its ports a host's agent made.
