@@ -60,9 +60,11 @@ func (m *metrics) observeRequest(route string, code int, d time.Duration) {
 	m.latency.WithLabelValues(route).Observe(d.Seconds())
 }
 
-func (m *metrics) opStarted(kind string) { m.opsStart.WithLabelValues(kind).Inc() }
+// OpStarted counts an operation started.
+func (m *metrics) OpStarted(kind string) { m.opsStart.WithLabelValues(kind).Inc() }
 
-func (m *metrics) opFinished(kind, status string) { m.opsFinish.WithLabelValues(kind, status).Inc() }
+// OpFinished counts an operation finished.
+func (m *metrics) OpFinished(kind, status string) { m.opsFinish.WithLabelValues(kind, status).Inc() }
 
 var (
 	descVMs        = prometheus.NewDesc("polyvisor_vms", "VMs by observed power state.", []string{"state"}, nil)
@@ -96,7 +98,7 @@ func (c *inventoryCollector) Collect(ch chan<- prometheus.Metric) {
 		if h.Status.State == api.HostReady {
 			ready = 1
 		}
-		a := c.s.place.allocation(h.Name)
+		a := c.s.ctl.Placer.Allocation(h.Name)
 		ch <- prometheus.MustNewConstMetric(descHostReady, prometheus.GaugeValue, ready, h.Name)
 		ch <- prometheus.MustNewConstMetric(descHostCPUs, prometheus.GaugeValue, float64(h.Status.CPUs), h.Name)
 		ch <- prometheus.MustNewConstMetric(descHostMem, prometheus.GaugeValue, float64(h.Status.MemoryMiB<<20), h.Name)

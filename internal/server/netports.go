@@ -10,6 +10,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/controller/ops"
 	"github.com/polyvisor/polyvisor/internal/network"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
@@ -130,19 +131,15 @@ func (s *Server) reportPorts(w http.ResponseWriter, r *http.Request) {
 // nicDeadline bounds a NIC's hot plug or unplug.
 const nicDeadline = 3 * time.Minute
 
-// vmBusy tells whether a VM has an operation not yet done.
-func (s *Server) vmBusy(vm *api.VM) bool {
-	return len(listAll(s.ops, func(o *api.Operation) bool {
-		return !o.Done() && o.Target.Kind == "vm" && targetKey(o.Target) == vm.Key() && (o.Target.UID == "" || o.Target.UID == vm.UID)
-	})) > 0
-}
-
 // changeNICs starts a NIC operation on a VM: change makes the VM's new
 // NICs and the writes of their ports; the VM's spec, the operation
 // (running, done when the host has carried out the new generation) and
-// the ports are written in one transaction.
+// the ports are written in one transaction, under the VM's lock, and the
+// operation queued on the VM, as a create's is.
 func (s *Server) changeNICs(ctx context.Context, key, kind string, params any, change func(vm *api.VM, nv *api.VM) (commit func(build func(*network.VMPlan) []store.Op) error, err error)) (*api.Operation, error) {
 	_, name := api.SplitKey(key)
+	unlock := s.ctl.Ops.LockVM(key)
+	defer unlock()
 	for range 10 {
 		vm, ok := s.vms.Get(key)
 		if !ok {
@@ -153,7 +150,7 @@ func (s *Server) changeNICs(ctx context.Context, key, kind string, params any, c
 			return nil, api.Unprocessable("vm %q belongs to provider %q, which keeps its NICs", name, vm.Spec.Provider.Name)
 		case vm.Spec.Deletion != nil:
 			return nil, api.Conflict("vm %q is being deleted", name)
-		case s.vmBusy(vm):
+		case len(s.ctl.Ops.ActiveOf(key)) > 0:
 			return nil, api.Conflict("vm %q has an operation under way; change its NICs once it is done", name)
 		}
 		nv := store.Clone(vm)
@@ -164,7 +161,7 @@ func (s *Server) changeNICs(ctx context.Context, key, kind string, params any, c
 		now := time.Now().UTC()
 		nv.Generation++
 		nv.UpdatedAt = now
-		op := newOperation(kind, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: vm.Project}, params)
+		op := ops.NewOperation(kind, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: vm.Project}, params)
 		op.Status, op.StartedAt, op.TargetGeneration, op.Progress = api.OpRunning, now, nv.Generation, 10
 		op.Deadline = now.Add(nicDeadline)
 		err = commit(func(plan *network.VMPlan) []store.Op {
@@ -174,7 +171,8 @@ func (s *Server) changeNICs(ctx context.Context, key, kind string, params any, c
 			return []store.Op{s.vms.OpUpdate(key, nv, vm.Version), s.ops.OpCreate(op.ID, op)}
 		})
 		if err == nil {
-			s.metrics.opStarted(kind)
+			s.ctl.Ops.AddLocked(key, op.ID)
+			s.metrics.OpStarted(kind)
 			return op, nil
 		}
 		var ke *store.KeyError

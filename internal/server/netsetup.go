@@ -57,7 +57,7 @@ func (n *netState) run(ctx context.Context, s *Server) {
 
 // projectUsage is what a project uses, its network objects included.
 func (s *Server) projectUsage(project string) api.Usage {
-	u := s.usageOf(project)
+	u := s.ctl.Quota.UsageOf(project)
 	u.Networks, u.Ports, u.FloatingIPs = s.net.m.Usage(project)
 	return u
 }

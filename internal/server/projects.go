@@ -291,7 +291,7 @@ func (s *Server) setQuota(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	unlock := s.quota.lock(r.PathValue("project"))
+	unlock := s.ctl.Quota.Lock(r.PathValue("project"))
 	p, err := s.changeProject(r, func(p *api.Project) error {
 		p.Spec.Quota = q
 		return nil

@@ -1,8 +1,10 @@
-// Package server is Polyvisor's control plane: the /v1 REST API, the
-// operation controller that turns desired-state changes into tracked
-// operations, host liveness, the console stream broker and metrics. All
-// state lives in the store; the server keeps only caches and the in-flight
-// bookkeeping it can rebuild from the store at start.
+// Package server is Polyvisor's API server: the /v1 REST API (routes,
+// handlers, authentication and authorization, the audit of every request),
+// the console stream broker, events and metrics. It wires the controllers
+// of package controller over the same store, and hands them what the
+// requests ask for. All state lives in the store; the server keeps only
+// caches and the in-flight bookkeeping it can rebuild from the store at
+// start.
 package server
 
 import (
@@ -22,9 +24,10 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/audit"
+	"github.com/polyvisor/polyvisor/internal/controller"
+	"github.com/polyvisor/polyvisor/internal/controller/ops"
 	"github.com/polyvisor/polyvisor/internal/estate"
 	"github.com/polyvisor/polyvisor/internal/pki"
-	"github.com/polyvisor/polyvisor/internal/provider"
 	"github.com/polyvisor/polyvisor/internal/scheduler"
 	"github.com/polyvisor/polyvisor/internal/secrets"
 	"github.com/polyvisor/polyvisor/internal/store"
@@ -103,7 +106,7 @@ type Server struct {
 	hosts  *store.Collection[api.Host]
 	images *store.Collection[api.Image]
 	ops    *store.Collection[api.Operation]
-	idem   *store.Collection[idempotencyRecord]
+	idem   *store.Collection[ops.IdempotencyRecord]
 
 	projects  *store.Collection[api.Project]
 	users     *store.Collection[api.User]
@@ -115,7 +118,6 @@ type Server struct {
 	guards    guards
 	limiter   atomic.Pointer[throttle.Limiter]
 	logins    *throttle.Login
-	quota     *quotaGate
 
 	// Logins: s.logins throttles failures per address and user, these
 	// per address, and hashing bounds the password hashes run at once.
@@ -124,20 +126,16 @@ type Server struct {
 
 	providers *store.Collection[api.Provider]
 	creds     *store.Collection[estate.Credential]
-	estate    *estate.Manager
 	secrets   *secrets.Box
 
 	// net holds the networks: their collections, manager and hub.
 	net *netState
 
-	opctl   *opController
-	live    *liveness
+	// ctl is the controllers: operations, placement, quotas, liveness,
+	// leases, imports, estates.
+	ctl     *controller.Set
 	streams *streamBroker
 	metrics *metrics
-	place   *placer
-	imports *importer
-	// imageGate bounds imports per project and their image storage.
-	imageGate *imageGate
 
 	imageDir   string
 	adminToken string
@@ -202,7 +200,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.hosts = store.NewCollection(st, "hosts", func(h *api.Host, rev int64) { h.Version = rev })
 	s.images = store.NewCollection(st, "images", func(i *api.Image, rev int64) { i.Version = rev })
 	s.ops = store.NewCollection(st, "operations", func(o *api.Operation, rev int64) { o.Version = rev })
-	s.idem = store.NewCollection(st, "idempotency", func(r *idempotencyRecord, rev int64) { r.Version = rev })
+	s.idem = store.NewCollection(st, "idempotency", func(r *ops.IdempotencyRecord, rev int64) { r.Version = rev })
 	s.providers = store.NewCollection(st, "providers", func(p *api.Provider, rev int64) { p.Version = rev })
 	s.creds = store.NewCollection(st, "credentials", func(c *estate.Credential, rev int64) { c.Version = rev })
 	s.projects = store.NewCollection(st, "projects", func(p *api.Project, rev int64) { p.Version = rev })
@@ -239,29 +237,21 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.logins = throttle.NewLogin(loginPairConfig)
 	s.loginAddrs = throttle.NewLogin(loginAddrConfig)
 	s.hashing = throttle.NewGate(hashSlots(), hashWait)
-	s.quota = newQuotaGate(s)
 	s.metrics = newMetrics(s)
 	s.setupGuards()
-	s.place = newPlacer(s)
-	s.live = newLiveness(s)
 	s.streams = newStreamBroker()
 	s.guard = newStreamGuard(s)
-	s.opctl = newOpController(s)
-	factory := cfg.ProviderFactory
-	if factory == nil {
-		factory = func(typ string, _ provider.Config, _ *slog.Logger) (provider.Provider, error) {
-			return nil, fmt.Errorf("provider type %q: %w", typ, provider.ErrUnsupported)
-		}
-	}
-	s.estate = estate.New(estate.Config{
-		Store: st, Providers: s.providers, Credentials: s.creds, Hosts: s.hosts, VMs: s.vms,
-		Secrets: s.secrets, Factory: factory, ResyncInterval: cfg.ProviderResync,
-		Busy:   func(vm string) bool { return len(s.opctl.activeOf(vm)) > 0 },
-		Logger: cfg.Logger.With("component", "estate"),
+	s.ctl = controller.New(ctx, controller.Config{
+		Store: st,
+		Collections: controller.Collections{
+			VMs: s.vms, Hosts: s.hosts, Images: s.images, Ops: s.ops, Projects: s.projects,
+			Idempotency: s.idem, Providers: s.providers, Credentials: s.creds,
+		},
+		Secrets: s.secrets, Scheduler: cfg.Scheduler, HeartbeatTimeout: cfg.HeartbeatTimeout,
+		LeaseInterval: cfg.LeaseInterval, ImageDir: s.imageDir,
+		ProviderFactory: cfg.ProviderFactory, ProviderResync: cfg.ProviderResync,
+		Metrics: s.metrics, ErrorOf: toAPIError, Audit: s.auditSystem, Logger: cfg.Logger,
 	})
-	s.imports = &importer{running: map[string]context.CancelFunc{}}
-	s.imageGate = newImageGate()
-	s.recoverImports(ctx)
 	return s, nil
 }
 
@@ -305,6 +295,7 @@ func (s *Server) AdminToken() string { return s.adminToken }
 func (s *Server) Start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
 	s.life = ctx
+	s.ctl.Start(ctx)
 	handler := s.Handler()
 	if s.cfg.Socket != "" {
 		_ = os.Remove(s.cfg.Socket)
@@ -335,11 +326,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.guard.start(ctx)
 	s.goBG(func() { s.cert.Run(ctx) })
-	s.goBG(func() { s.opctl.run(ctx) })
-	s.goBG(func() { s.live.run(ctx) })
-	s.goBG(func() { s.place.run(ctx) })
-	s.goBG(func() { s.estate.Run(ctx) })
-	s.goBG(func() { s.runLeases(ctx) })
+	s.goBG(func() { s.runTokenSweep(ctx) })
 	s.goBG(func() { s.pruneAudit(ctx) })
 	s.goBG(func() { s.runGuards(ctx) })
 	s.goBG(func() { s.net.run(ctx, s) })
@@ -398,6 +385,7 @@ func (s *Server) Close() error {
 	}
 	s.streams.closeAll()
 	s.bg.Wait()
+	s.ctl.Wait()
 	s.auditFold.Close()
 	if err := s.audit.Close(); err != nil {
 		s.log.Error("closing the audit log", "err", err)

@@ -16,6 +16,9 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/controller/ops"
+	"github.com/polyvisor/polyvisor/internal/controller/placement"
+	"github.com/polyvisor/polyvisor/internal/controller/quota"
 	"github.com/polyvisor/polyvisor/internal/network"
 	"github.com/polyvisor/polyvisor/internal/scheduler"
 	"github.com/polyvisor/polyvisor/internal/store"
@@ -168,7 +171,7 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 	key := api.Key(project, req.Name)
 	// Creates of one name serialize, so a retried create finds the first
 	// one's record or its VM, never half of it.
-	unlock := s.opctl.lockVM(key)
+	unlock := s.ctl.Ops.LockVM(key)
 	defer unlock()
 	idemKey := ""
 	if idem.key != "" {
@@ -181,14 +184,14 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 	if !ok {
 		return nil, api.NotFound("project", project)
 	}
-	filter := hostFilter(ownHosts)
+	filter := placement.Filter(placement.OwnHosts)
 	var ref *api.ProviderRef
 	if req.Provider != "" || req.Template != "" || req.Cluster != "" || req.Datastore != "" {
 		var err error
 		if ref, filter, err = s.validateProviderCreate(project, req); err != nil {
 			return nil, err
 		}
-	} else if err := validateVMCreate(req, s.imageResolver(project), s.place.limits(filter)); err != nil {
+	} else if err := validateVMCreate(req, s.imageResolver(project), s.limits(filter)); err != nil {
 		return nil, err
 	}
 	canonicalImages(req, s.imageResolver(project))
@@ -207,12 +210,12 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 	// The quota check and the write are one step for the project: creates
 	// in a project with a quota serialize, so none can pass together. The
 	// project's lock is taken under the VM's (lock order: see lockVM).
-	unlockQuota, err := s.quota.admit(proj, s.usageOfCreate(project, req))
+	unlockQuota, err := s.ctl.Quota.Admit(proj, quota.OfCreate(req, quota.ImageLookup(s.imageResolver(project))))
 	if err != nil {
 		return nil, err
 	}
 	defer unlockQuota()
-	host, release, err := s.place.place(ctx, key, scheduler.Request{VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Host: req.Host}, filter)
+	host, release, err := s.ctl.Placer.Place(ctx, key, scheduler.Request{VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Host: req.Host}, filter)
 	if err != nil {
 		return nil, err
 	}
@@ -227,9 +230,9 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 		},
 		Status: api.VMStatus{PowerState: api.PowerPending},
 	}
-	op := newOperation(api.OpVMCreate, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: project}, nil)
+	op := ops.NewOperation(api.OpVMCreate, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: project}, nil)
 	op.Status, op.StartedAt, op.TargetGeneration = api.OpRunning, now, 1
-	op.Deadline = now.Add(deadlineFor(op.Kind, vm))
+	op.Deadline = now.Add(ops.DeadlineFor(op.Kind, vm))
 	op.Progress = 10
 	op.Message = "placed on host " + host
 
@@ -239,7 +242,7 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 		s.withPorts(vm, plan)
 		txn := []store.Op{s.vms.OpCreate(key, vm), s.ops.OpCreate(op.ID, op)}
 		if idemKey != "" {
-			txn = append(txn, s.idem.OpCreate(idempotencyName(idemKey), &idempotencyRecord{Name: idempotencyName(idemKey), OperationID: op.ID, CreatedAt: now,
+			txn = append(txn, s.idem.OpCreate(idempotencyName(idemKey), &ops.IdempotencyRecord{Name: idempotencyName(idemKey), OperationID: op.ID, CreatedAt: now,
 				Route: idem.route, BodyHash: idem.bodyHash}))
 		}
 		return txn
@@ -262,8 +265,8 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 		return nil, fmt.Errorf("storing vm %q: %w", vm.Name, err)
 	}
 	release(true)
-	s.opctl.addActiveLocked(key, op.ID)
-	s.metrics.opStarted(op.Kind)
+	s.ctl.Ops.AddLocked(key, op.ID)
+	s.metrics.OpStarted(op.Kind)
 	return op, nil
 }
 
@@ -282,7 +285,7 @@ func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	op, err := s.opctl.submit(r.Context(), s.vmKey(r), api.OpVMDelete, map[string]bool{"keepDisks": keep}, ifMatch)
+	op, err := s.ctl.Ops.Submit(r.Context(), s.vmKey(r), api.OpVMDelete, map[string]bool{"keepDisks": keep}, ifMatch)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -323,7 +326,7 @@ func (s *Server) vmActionHandler(action string) http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		op, err := s.opctl.submit(r.Context(), s.vmKey(r), kind, params, ifMatch)
+		op, err := s.ctl.Ops.Submit(r.Context(), s.vmKey(r), kind, params, ifMatch)
 		if err != nil {
 			s.writeError(w, r, err)
 			return

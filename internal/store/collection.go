@@ -168,6 +168,13 @@ func (c *Collection[T]) List(opts ListOptions[T]) ([]*T, string, error) {
 	return out, next, nil
 }
 
+// Select returns every object that passes filter (every object for a nil
+// filter), sorted by name. The objects are shared: do not modify them.
+func (c *Collection[T]) Select(filter func(*T) bool) []*T {
+	items, _, _ := c.List(ListOptions[T]{Filter: filter})
+	return items
+}
+
 // Clone returns a deep copy of v (through JSON), for a caller to modify.
 func Clone[T any](v *T) *T {
 	if v == nil {

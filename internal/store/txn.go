@@ -34,6 +34,15 @@ func (t opType) String() string {
 	}
 }
 
+// Writer commits transactions. The Store is one; a view of it may add a
+// condition of its own to every transaction it commits. Code that writes
+// through a Writer rather than the Store itself can be handed either.
+type Writer interface {
+	Txn(ctx context.Context, ops ...Op) (int64, error)
+}
+
+var _ Writer = (*Store)(nil)
+
 // Op is one write of a Txn, built by a collection's OpCreate, OpUpdate or
 // OpDelete.
 type Op struct {

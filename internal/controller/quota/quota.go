@@ -1,33 +1,61 @@
-package server
+// Package quota admits what a project asks for against its quota: VMs,
+// their vCPUs, memory and disks, and the storage and imports of its images.
+package quota
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/store"
 )
 
-// quotaGate makes a project's quota check and the write it admits one
+// Gate makes a project's quota check and the write it admits one
 // step: creates and resizes in a project that has a quota take the
 // project's lock, read its usage from the index, and write before letting
 // the next one look. The store's Txn returns once the index holds the
 // write, so the next one sees it.
 //
 // A project's lock comes after a VM's lock and before the placer's mutex
-// (the lock order is written at opController.lockVM): whoever holds it
+// (the lock order is written at ops.Controller.LockVM): whoever holds it
 // never waits for a VM's lock.
-type quotaGate struct {
-	s     *Server
+type Gate struct {
+	projects *store.Collection[api.Project]
+	vms      *store.Collection[api.VM]
+	images   *store.Collection[api.Image]
+	queue    Queue
+	imports  *Images
+
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex
 }
 
-func newQuotaGate(s *Server) *quotaGate { return &quotaGate{s: s, locks: map[string]*sync.Mutex{}} }
+// Queue is what the gate asks of the operation queue: the size a VM holds
+// with the resizes queued for it.
+type Queue interface {
+	PendingSize(vm *api.VM) api.Usage
+}
 
-func (g *quotaGate) lock(project string) func() {
+// Config is what a gate reads.
+type Config struct {
+	Projects *store.Collection[api.Project]
+	VMs      *store.Collection[api.VM]
+	Images   *store.Collection[api.Image]
+	Queue    Queue
+	// Imports holds the image storage the imports under way reserve.
+	Imports *Images
+}
+
+// New makes a gate.
+func New(cfg Config) *Gate {
+	return &Gate{projects: cfg.Projects, vms: cfg.VMs, images: cfg.Images, queue: cfg.Queue, imports: cfg.Imports,
+		locks: map[string]*sync.Mutex{}}
+}
+
+// Lock takes a project's quota lock and returns its release.
+func (g *Gate) Lock(project string) func() {
 	g.mu.Lock()
 	l, ok := g.locks[project]
 	if !ok {
@@ -39,43 +67,44 @@ func (g *quotaGate) lock(project string) func() {
 	return l.Unlock
 }
 
-func limited(q api.Quota) bool {
+// Limited tells whether a quota limits anything.
+func Limited(q api.Quota) bool {
 	return q.VCPUs != nil || q.MemoryMiB != nil || q.DiskMiB != nil || q.VMs != nil
 }
 
-// admit checks that adding delta keeps the project within its quota. On
+// Admit checks that adding delta keeps the project within its quota. On
 // success the caller holds the project's lock until it has written (or
 // given up) and calls the returned unlock.
-func (g *quotaGate) admit(p *api.Project, delta api.Usage) (func(), error) {
-	if !limited(p.Spec.Quota) {
+func (g *Gate) Admit(p *api.Project, delta api.Usage) (func(), error) {
+	if !Limited(p.Spec.Quota) {
 		return func() {}, nil
 	}
-	unlock := g.lock(p.Name)
+	unlock := g.Lock(p.Name)
 	// Read the quota again under the lock: it may have just changed.
-	if cur, ok := g.s.projects.Get(p.Name); ok {
+	if cur, ok := g.projects.Get(p.Name); ok {
 		p = cur
 	}
-	if err := exceeds(p.Name, p.Spec.Quota, g.s.usageOf(p.Name), delta); err != nil {
+	if err := exceeds(p.Name, p.Spec.Quota, g.UsageOf(p.Name), delta); err != nil {
 		unlock()
 		return nil, err
 	}
 	return unlock, nil
 }
 
-// admitResize checks a reconfigure against the quota. Usage counts each
+// AdmitResize checks a reconfigure against the quota. Usage counts each
 // VM at the larger of its size and any resize still queued for it, so two
 // racing resizes cannot pass together either; the caller holds the VM's
 // lock, and the returned unlock until the resize operation is queued.
-func (g *quotaGate) admitResize(p *api.Project, vm *api.VM, rc api.VMReconfigure) (func(), error) {
-	if p == nil || !limited(p.Spec.Quota) {
+func (g *Gate) AdmitResize(p *api.Project, vm *api.VM, rc api.VMReconfigure) (func(), error) {
+	if p == nil || !Limited(p.Spec.Quota) {
 		return func() {}, nil
 	}
-	unlock := g.lock(p.Name)
-	if cur, ok := g.s.projects.Get(p.Name); ok {
+	unlock := g.Lock(p.Name)
+	if cur, ok := g.projects.Get(p.Name); ok {
 		p = cur
 	}
-	used := g.s.usageOf(p.Name)
-	cur := g.s.pendingSize(vm)
+	used := g.UsageOf(p.Name)
+	cur := g.queue.PendingSize(vm)
 	var d api.Usage
 	if rc.VCPUs > 0 {
 		d.VCPUs = max(0, int64(rc.VCPUs)-cur.VCPUs)
@@ -88,24 +117,6 @@ func (g *quotaGate) admitResize(p *api.Project, vm *api.VM, rc api.VMReconfigure
 		return nil, err
 	}
 	return unlock, nil
-}
-
-// pendingSize is the vCPUs and memory a VM counts for: the larger of its
-// spec and every resize queued for it.
-func (s *Server) pendingSize(vm *api.VM) api.Usage {
-	u := api.Usage{VCPUs: int64(vm.Spec.VCPUs), MemoryMiB: vm.Spec.MemoryMiB}
-	for _, id := range s.opctl.activeOf(vm.Key()) {
-		op, ok := s.ops.Get(id)
-		if !ok || op.Kind != api.OpVMReconfigure || op.Status != api.OpPending {
-			continue
-		}
-		var rc api.VMReconfigure
-		if json.Unmarshal(op.Params, &rc) == nil {
-			u.VCPUs = max(u.VCPUs, int64(rc.VCPUs))
-			u.MemoryMiB = max(u.MemoryMiB, rc.MemoryMiB)
-		}
-	}
-	return u
 }
 
 // exceeds returns a 422 naming the first limit that used+delta passes.
@@ -136,41 +147,46 @@ func exceeds(project string, q api.Quota, used, delta api.Usage) error {
 	return nil
 }
 
-// usageOf sums what the project's VMs use, from the index.
-func (s *Server) usageOf(project string) api.Usage {
+// UsageOf sums what the project's VMs use, from the index, and the
+// storage of its images.
+func (g *Gate) UsageOf(project string) api.Usage {
 	var u api.Usage
 	prefix := project + "/"
-	for _, vm := range listAll(s.vms, func(vm *api.VM) bool { return vm.Project == project }) {
-		size := s.pendingSize(vm)
+	for _, vm := range g.vms.Select(func(vm *api.VM) bool { return vm.Project == project }) {
+		size := g.queue.PendingSize(vm)
 		u.VMs++
 		u.VCPUs += size.VCPUs
 		u.MemoryMiB += size.MemoryMiB
 		for _, d := range vm.Spec.Disks {
-			u.DiskMiB += s.diskMiB(d, func(ref string) (*api.Image, bool) {
+			u.DiskMiB += DiskMiB(d, func(ref string) (*api.Image, bool) {
 				if !strings.Contains(ref, "/") {
 					ref = prefix + ref
 				}
-				return s.images.Get(ref)
+				return g.images.Get(ref)
 			})
 		}
 	}
-	u.ImageStorageMiB = s.imageStorageMiB(project)
-	return u
-}
-
-// usageOfCreate is what a VM create asks for.
-func (s *Server) usageOfCreate(project string, req *api.VMCreate) api.Usage {
-	u := api.Usage{VMs: 1, VCPUs: int64(req.VCPUs), MemoryMiB: req.MemoryMiB}
-	lookup := s.imageResolver(project)
-	for _, d := range req.Disks {
-		u.DiskMiB += s.diskMiB(d, lookup)
+	if g.imports != nil {
+		u.ImageStorageMiB = g.imports.StorageMiB(project)
 	}
 	return u
 }
 
-// diskMiB is a disk's provisioned size: its size, or its image's virtual
+// ImageLookup finds the image a VM's disk refers to.
+type ImageLookup func(ref string) (*api.Image, bool)
+
+// OfCreate is what a VM create asks for; lookup finds its disks' images.
+func OfCreate(req *api.VMCreate, lookup ImageLookup) api.Usage {
+	u := api.Usage{VMs: 1, VCPUs: int64(req.VCPUs), MemoryMiB: req.MemoryMiB}
+	for _, d := range req.Disks {
+		u.DiskMiB += DiskMiB(d, lookup)
+	}
+	return u
+}
+
+// DiskMiB is a disk's provisioned size: its size, or its image's virtual
 // size when it keeps that.
-func (s *Server) diskMiB(d api.Disk, lookup imageLookup) int64 {
+func DiskMiB(d api.Disk, lookup ImageLookup) int64 {
 	if d.SizeMiB > 0 || d.Image == "" {
 		return d.SizeMiB
 	}
@@ -178,10 +194,4 @@ func (s *Server) diskMiB(d api.Disk, lookup imageLookup) int64 {
 		return (img.VirtualSizeBytes + (1 << 20) - 1) >> 20
 	}
 	return 0
-}
-
-// projectOfVM returns a VM's project.
-func (s *Server) projectOfVM(vm *api.VM) *api.Project {
-	p, _ := s.projects.Get(vm.Project)
-	return p
 }

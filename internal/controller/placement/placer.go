@@ -1,4 +1,7 @@
-package server
+// Package placement keeps the allocation of every host, fed by the VM
+// index, places new VMs through the scheduler and checks resizes against
+// their host's room.
+package placement
 
 import (
 	"context"
@@ -12,20 +15,23 @@ import (
 	"github.com/polyvisor/polyvisor/internal/store"
 )
 
-// placer keeps the allocation of every host, fed by the VM index, and
+// Placer keeps the allocation of every host, fed by the VM index, and
 // places new VMs and checks resizes. A placement holds a reservation until
 // the VM shows up in the index (or its create fails), and a resize until
 // its operation is queued, so two concurrent creates or resizes never see
 // the same free room. A resize queued or running holds the room it grows
 // by until it is applied: a VM counts at the larger of its spec and its
-// queued resizes (Server.pendingSize), as for the quota.
+// queued resizes (Queue.PendingSize), as for the quota.
 //
 // Every map here is keyed by the VM's key, api.Meta.Key ("<project>/<name>",
 // the key it is stored under), whether the VM comes from a list of the
 // index or from one of its changes; a VM keyed two ways would count twice
 // and never leave.
-type placer struct {
-	s *Server
+type Placer struct {
+	vms   *store.Collection[api.VM]
+	hosts *store.Collection[api.Host]
+	sched scheduler.Config
+	queue Queue
 
 	mu       sync.Mutex
 	byVM     map[string]vmSize         // placed VMs, by key
@@ -43,8 +49,25 @@ type vmSize struct {
 	images []string // images the VM's host needs for it
 }
 
-func newPlacer(s *Server) *placer {
-	p := &placer{s: s, byVM: map[string]vmSize{}, totals: map[string]api.Allocation{},
+// Queue is what the placer asks of the operation queue: which VMs have
+// operations under way, and the size a VM holds with its queued resizes.
+type Queue interface {
+	ActiveKeys() map[string]bool
+	PendingSize(vm *api.VM) api.Usage
+}
+
+// Config is what a placer reads: the VMs and hosts, the overcommit ratios,
+// and the operation queue.
+type Config struct {
+	VMs       *store.Collection[api.VM]
+	Hosts     *store.Collection[api.Host]
+	Scheduler scheduler.Config
+	Queue     Queue
+}
+
+// New makes a placer; Run feeds it.
+func New(cfg Config) *Placer {
+	p := &Placer{vms: cfg.VMs, hosts: cfg.Hosts, sched: cfg.Scheduler, queue: cfg.Queue, byVM: map[string]vmSize{}, totals: map[string]api.Allocation{},
 		images: map[string]map[string]int{}, reserved: map[string]vmSize{}, resizing: map[string]vmSize{}, ready: make(chan struct{})}
 	return p
 }
@@ -66,7 +89,7 @@ func sizeOf(vm *api.VM) vmSize {
 
 // setLocked records a VM's size (or, with ok false, its removal) in the
 // per-host totals; key is the VM's key.
-func (p *placer) setLocked(key string, v vmSize, ok bool) {
+func (p *Placer) setLocked(key string, v vmSize, ok bool) {
 	if old, had := p.byVM[key]; had {
 		p.account(old, -1)
 		delete(p.byVM, key)
@@ -77,7 +100,7 @@ func (p *placer) setLocked(key string, v vmSize, ok bool) {
 	}
 }
 
-func (p *placer) account(v vmSize, sign int) {
+func (p *Placer) account(v vmSize, sign int) {
 	a := p.totals[v.host]
 	a.VCPUs += sign * v.vcpus
 	a.MemoryMiB += int64(sign) * v.memory
@@ -100,8 +123,8 @@ func (p *placer) account(v vmSize, sign int) {
 	}
 }
 
-// hostUses tells whether a VM placed on host uses the image.
-func (p *placer) hostUses(host, image string) bool {
+// HostUses tells whether a VM placed on host uses the image.
+func (p *Placer) HostUses(host, image string) bool {
 	<-p.ready
 	p.mu.Lock()
 	uses := p.images[host][image] > 0
@@ -111,17 +134,17 @@ func (p *placer) hostUses(host, image string) bool {
 	}
 	// The totals follow the index a moment behind it: a VM just placed may
 	// not be counted yet, so a miss is checked against the index itself.
-	return len(listAll(p.s.vms, func(vm *api.VM) bool {
+	return len(p.vms.Select(func(vm *api.VM) bool {
 		return vm.Spec.Host == host && slices.Contains(sizeOf(vm).images, image)
 	})) > 0
 }
 
-// run follows the VM index. It subscribes before it reads the index so
+// Run follows the VM index. It subscribes before it reads the index so
 // that no change falls between the two; replayed changes are idempotent.
-func (p *placer) run(ctx context.Context) {
-	ch := p.s.vms.Subscribe(ctx)
+func (p *Placer) Run(ctx context.Context) {
+	ch := p.vms.Subscribe(ctx)
 	p.mu.Lock()
-	for _, vm := range listAll(p.s.vms, nil) {
+	for _, vm := range p.vms.Select(nil) {
 		p.setLocked(vm.Key(), sizeOf(vm), true)
 	}
 	p.mu.Unlock()
@@ -141,7 +164,7 @@ func (p *placer) run(ctx context.Context) {
 
 // allocationsLocked is what is allocated per host, reservations and the
 // growth of queued resizes included.
-func (p *placer) allocationsLocked() map[string]api.Allocation {
+func (p *Placer) allocationsLocked() map[string]api.Allocation {
 	out := make(map[string]api.Allocation, len(p.totals))
 	for h, a := range p.totals {
 		out[h] = a
@@ -171,8 +194,8 @@ func (p *placer) allocationsLocked() map[string]api.Allocation {
 
 // growingLocked is the VMs a resize may be holding room for: those with
 // operations under way, and those whose resize is being admitted.
-func (p *placer) growingLocked() map[string]bool {
-	keys := p.s.opctl.snapshotNames()
+func (p *Placer) growingLocked() map[string]bool {
+	keys := p.queue.ActiveKeys()
 	for key := range p.resizing {
 		keys[key] = true
 	}
@@ -183,10 +206,10 @@ func (p *placer) growingLocked() map[string]bool {
 // placer counts for it, its spec in the index with every resize queued
 // for it (the index may be a change ahead of the placer), and a resize
 // being admitted.
-func (p *placer) heldLocked(key string, counted vmSize) vmSize {
+func (p *Placer) heldLocked(key string, counted vmSize) vmSize {
 	held := counted
-	if vm, ok := p.s.vms.Get(key); ok {
-		u := p.s.pendingSize(vm)
+	if vm, ok := p.vms.Get(key); ok {
+		u := p.queue.PendingSize(vm)
 		held.vcpus = max(held.vcpus, int(u.VCPUs))
 		held.memory = max(held.memory, u.MemoryMiB)
 	}
@@ -197,33 +220,41 @@ func (p *placer) heldLocked(key string, counted vmSize) vmSize {
 	return held
 }
 
-// allocation returns what is allocated on one host.
-func (p *placer) allocation(host string) api.Allocation {
+// Allocation returns what is allocated on one host.
+func (p *Placer) Allocation(host string) api.Allocation {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.totals[host]
 }
 
-// hostFilter picks the hosts a VM may go to: Polyvisor's own hosts, or
+// Placing is how many VMs are being placed on host: reserved for, and not
+// yet in the index.
+func (p *Placer) Placing(host string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.allocationsLocked()[host].VMs - p.totals[host].VMs
+}
+
+// Filter picks the hosts a VM may go to: Polyvisor's own hosts, or
 // those of one provider (and cluster).
-type hostFilter func(*api.Host) bool
+type Filter func(*api.Host) bool
 
-// ownHosts are the hosts Polyvisor runs itself, through agents.
-func ownHosts(h *api.Host) bool { return h.Provider == nil }
+// OwnHosts are the hosts Polyvisor runs itself, through agents.
+func OwnHosts(h *api.Host) bool { return h.Provider == nil }
 
-// providerHosts are the hosts of one provider, in one cluster if given
+// ProviderHosts are the hosts of one provider, in one cluster if given
 // (by native id or name).
-func providerHosts(provider, cluster string) hostFilter {
+func ProviderHosts(provider, cluster string) Filter {
 	return func(h *api.Host) bool {
 		return h.Provider != nil && h.Provider.Name == provider && (cluster == "" || h.Provider.Cluster == cluster)
 	}
 }
 
 // snapshot builds the scheduler's view of the hosts that pass filter.
-func (p *placer) snapshotLocked(filter hostFilter) scheduler.Snapshot {
+func (p *Placer) snapshotLocked(filter Filter) scheduler.Snapshot {
 	alloc := p.allocationsLocked()
 	var snap scheduler.Snapshot
-	for _, h := range listAll(p.s.hosts, filter) {
+	for _, h := range p.hosts.Select(filter) {
 		a := alloc[h.Name]
 		snap.Hosts = append(snap.Hosts, scheduler.HostInfo{
 			Name:               h.Name,
@@ -239,24 +270,32 @@ func (p *placer) snapshotLocked(filter hostFilter) scheduler.Snapshot {
 	return snap
 }
 
-// limits returns the largest VM any of the hosts could run, for validation.
-func (p *placer) limits(filter hostFilter) hostLimits {
+// Limits are the largest VM any of some hosts could ever run, zero when
+// none is known, and whether a host is one of them.
+type Limits struct {
+	MaxVCPUs     int
+	MaxMemoryMiB int64
+	HostExists   func(name string) bool
+}
+
+// Limits returns the largest VM any of the hosts could run, for validation.
+func (p *Placer) Limits(filter Filter) Limits {
 	p.mu.Lock()
 	snap := p.snapshotLocked(filter)
 	p.mu.Unlock()
-	return hostLimits{
-		maxVCPUs:     scheduler.MaxVCPUs(snap),
-		maxMemoryMiB: scheduler.MaxMemoryMiB(snap),
-		hostExists: func(name string) bool {
-			h, ok := p.s.hosts.Get(name)
+	return Limits{
+		MaxVCPUs:     scheduler.MaxVCPUs(snap),
+		MaxMemoryMiB: scheduler.MaxMemoryMiB(snap),
+		HostExists: func(name string) bool {
+			h, ok := p.hosts.Get(name)
 			return ok && filter(h)
 		},
 	}
 }
 
-// place picks a host for a new VM and reserves its room. release must be
+// Place picks a host for a new VM and reserves its room. release must be
 // called once the create is written (ok) or abandoned.
-func (p *placer) place(ctx context.Context, name string, req scheduler.Request, filter hostFilter) (string, func(ok bool), error) {
+func (p *Placer) Place(ctx context.Context, name string, req scheduler.Request, filter Filter) (string, func(ok bool), error) {
 	select {
 	case <-p.ready:
 	case <-ctx.Done():
@@ -264,7 +303,7 @@ func (p *placer) place(ctx context.Context, name string, req scheduler.Request, 
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	host, err := scheduler.Place(p.s.cfg.Scheduler, p.snapshotLocked(filter), req)
+	host, err := scheduler.Place(p.sched, p.snapshotLocked(filter), req)
 	if err != nil {
 		var nr *scheduler.NoRoomError
 		var uh *scheduler.UnknownHostError
@@ -288,12 +327,12 @@ func (p *placer) place(ctx context.Context, name string, req scheduler.Request, 
 	return host, release, nil
 }
 
-// resize checks that vm's host has room for it to grow as rc asks, with
+// Resize checks that vm's host has room for it to grow as rc asks, with
 // the overcommit ratios, and holds that room until release is called,
 // which the caller does once the resize's operation is queued (from then
 // on the queue holds it) or abandoned. The caller holds the VM's lock. A
 // VM on no known host (a provider VM not placed yet) is not checked.
-func (p *placer) resize(ctx context.Context, vm *api.VM, rc api.VMReconfigure) (release func(), err error) {
+func (p *Placer) Resize(ctx context.Context, vm *api.VM, rc api.VMReconfigure) (release func(), err error) {
 	select {
 	case <-p.ready:
 	case <-ctx.Done():
@@ -336,7 +375,7 @@ func (p *placer) resize(ctx context.Context, vm *api.VM, rc api.VMReconfigure) (
 	if rc.MemoryMiB > 0 {
 		to.memory = rc.MemoryMiB
 	}
-	err = scheduler.Resize(p.s.cfg.Scheduler, *h,
+	err = scheduler.Resize(p.sched, *h,
 		scheduler.Request{VCPUs: from.vcpus, MemoryMiB: from.memory}, scheduler.Request{VCPUs: to.vcpus, MemoryMiB: to.memory})
 	var re *scheduler.ResizeError
 	if errors.As(err, &re) {
@@ -352,13 +391,4 @@ func (p *placer) resize(ctx context.Context, vm *api.VM, rc api.VMReconfigure) (
 		delete(p.resizing, key)
 		p.mu.Unlock()
 	}, nil
-}
-
-// listAll returns every object of a collection that passes filter.
-func listAll[T any](c *store.Collection[T], filter func(*T) bool) []*T {
-	items, _, err := c.List(store.ListOptions[T]{Filter: filter})
-	if err != nil {
-		return nil
-	}
-	return items
 }
