@@ -74,18 +74,24 @@ var (
 	descAllocVCPUs = prometheus.NewDesc("polyvisor_host_allocated_vcpus", "vCPUs of the VMs placed on the host.", []string{"host"}, nil)
 	descAllocMem   = prometheus.NewDesc("polyvisor_host_allocated_memory_bytes", "Memory of the VMs placed on the host.", []string{"host"}, nil)
 	descAllocVMs   = prometheus.NewDesc("polyvisor_host_vms", "VMs placed on the host.", []string{"host"}, nil)
+	descLeader     = prometheus.NewDesc("polyvisor_controller_leader", "1 while this server leads the controllers (operations, liveness, leases, estates), else 0.", []string{"server"}, nil)
 )
 
 // inventoryCollector reads VM and host figures from the index at scrape time.
 type inventoryCollector struct{ s *Server }
 
 func (c *inventoryCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descVMs, descHostReady, descHostCPUs, descHostMem, descAllocVCPUs, descAllocMem, descAllocVMs} {
+	for _, d := range []*prometheus.Desc{descVMs, descHostReady, descHostCPUs, descHostMem, descAllocVCPUs, descAllocMem, descAllocVMs, descLeader} {
 		ch <- d
 	}
 }
 
 func (c *inventoryCollector) Collect(ch chan<- prometheus.Metric) {
+	leading := 0.0
+	if _, ok := c.s.ctl.Term(); ok {
+		leading = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, leading, c.s.ctl.Self().Name)
 	byState := map[string]int{}
 	for _, vm := range listAll(c.s.vms, nil) {
 		byState[vm.Status.PowerState]++

@@ -135,8 +135,8 @@ const nicDeadline = 3 * time.Minute
 // NICs and the writes of their ports; the VM's spec, the operation
 // (running, done when the host has carried out the new generation) and
 // the ports are written in one transaction, under the VM's lock, and the
-// operation queued on the VM, as a create's is.
-func (s *Server) changeNICs(ctx context.Context, key, kind string, params any, change func(vm *api.VM, nv *api.VM) (commit func(build func(*network.VMPlan) []store.Op) error, err error)) (*api.Operation, error) {
+// operation queued on the VM by the store's watch, as a create's is.
+func (s *Server) changeNICs(ctx context.Context, key, kind string, params any, change func(vm *api.VM, nv *api.VM) (commit func(build func(*network.VMPlan) ([]store.Op, error)) error, err error)) (*api.Operation, error) {
 	_, name := api.SplitKey(key)
 	unlock := s.ctl.Ops.LockVM(key)
 	defer unlock()
@@ -164,14 +164,13 @@ func (s *Server) changeNICs(ctx context.Context, key, kind string, params any, c
 		op := ops.NewOperation(kind, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: vm.Project}, params)
 		op.Status, op.StartedAt, op.TargetGeneration, op.Progress = api.OpRunning, now, nv.Generation, 10
 		op.Deadline = now.Add(nicDeadline)
-		err = commit(func(plan *network.VMPlan) []store.Op {
+		err = commit(func(plan *network.VMPlan) ([]store.Op, error) {
 			if plan != nil {
 				nv.Spec.NICs = plan.NICs
 			}
-			return []store.Op{s.vms.OpUpdate(key, nv, vm.Version), s.ops.OpCreate(op.ID, op)}
+			return []store.Op{s.vms.OpUpdate(key, nv, vm.Version), s.ops.OpCreate(op.ID, op)}, nil
 		})
 		if err == nil {
-			s.ctl.Ops.AddLocked(key, op.ID)
 			s.metrics.OpStarted(kind)
 			return op, nil
 		}
@@ -203,14 +202,24 @@ func (s *Server) addNIC(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Invalid("network", "a NIC added to a VM is on a network of the project, not %q", api.NetworkUser))
 		return
 	}
-	op, err := s.changeNICs(r.Context(), key, api.OpVMNICAdd, nil, func(vm, nv *api.VM) (func(func(*network.VMPlan) []store.Op) error, error) {
+	op, err := s.changeNICs(r.Context(), key, api.OpVMNICAdd, nil, func(vm, nv *api.VM) (func(func(*network.VMPlan) ([]store.Op, error)) error, error) {
 		if len(vm.Spec.NICs) >= maxNICs {
 			return nil, api.Invalid("nics", "vm %q has %d NICs, the most a VM may have", vm.Name, len(vm.Spec.NICs))
 		}
 		nics := append(slices.Clone(vm.Spec.NICs), nic)
 		nv.Spec.NICs = nics
-		return func(build func(*network.VMPlan) []store.Op) error {
-			return s.txnWithPorts(r.Context(), rq.project, key, nics, len(vm.Spec.NICs), func(int) string { return "" }, build)
+		// The port it makes counts against the project's quota, admitted
+		// in the NIC's own transaction.
+		asks := api.Usage{Ports: network.PortsMade(nics, len(vm.Spec.NICs))}
+		return func(build func(*network.VMPlan) ([]store.Op, error)) error {
+			return s.txnWithPorts(r.Context(), rq.project, key, nics, len(vm.Spec.NICs), func(int) string { return "" }, func(plan *network.VMPlan) ([]store.Op, error) {
+				conds, err := s.ctl.Quota.Admit(r.Context(), rq.project, asks)
+				if err != nil {
+					return nil, err
+				}
+				txn, err := build(plan)
+				return append(txn, conds...), err
+			})
 		}, nil
 	})
 	if err != nil {
@@ -231,14 +240,18 @@ func (s *Server) removeNIC(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Invalid("nic", "must be the index of a NIC of the VM (0, 1, ...), not %q", r.PathValue("nic")))
 		return
 	}
-	op, err := s.changeNICs(r.Context(), s.vmKey(r), api.OpVMNICRemove, map[string]int{"nic": i}, func(vm, nv *api.VM) (func(func(*network.VMPlan) []store.Op) error, error) {
+	op, err := s.changeNICs(r.Context(), s.vmKey(r), api.OpVMNICRemove, map[string]int{"nic": i}, func(vm, nv *api.VM) (func(func(*network.VMPlan) ([]store.Op, error)) error, error) {
 		if i >= len(vm.Spec.NICs) {
 			return nil, api.NotFound("nic", strconv.Itoa(i))
 		}
 		nv.Spec.NICs = slices.Delete(slices.Clone(vm.Spec.NICs), i, i+1)
 		release := s.net.m.RemoveNICOps(vm, i)
-		return func(build func(*network.VMPlan) []store.Op) error {
-			_, err := s.st.Txn(r.Context(), append(build(nil), release...)...)
+		return func(build func(*network.VMPlan) ([]store.Op, error)) error {
+			txn, err := build(nil)
+			if err != nil {
+				return err
+			}
+			_, err = s.st.Txn(r.Context(), append(txn, release...)...)
 			return err
 		}, nil
 	})

@@ -18,13 +18,17 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/atomicfile"
 	"github.com/polyvisor/polyvisor/internal/audit"
 	"github.com/polyvisor/polyvisor/internal/controller"
+	"github.com/polyvisor/polyvisor/internal/controller/admission"
+	"github.com/polyvisor/polyvisor/internal/controller/liveness"
 	"github.com/polyvisor/polyvisor/internal/controller/ops"
 	"github.com/polyvisor/polyvisor/internal/estate"
 	"github.com/polyvisor/polyvisor/internal/pki"
@@ -94,6 +98,12 @@ type Config struct {
 	MinFreeBytes uint64
 	// StoreQuotaBytes bounds the embedded etcd's database (default 4 GiB).
 	StoreQuotaBytes int64
+	// Name names this server among the servers sharing its store (default:
+	// the host name). The servers elect one whose controllers act.
+	Name string
+	// LeaderTTL is how long a leader that stopped renewing its session
+	// keeps the lead (default 5s).
+	LeaderTTL time.Duration
 }
 
 // Server is a running control plane.
@@ -146,6 +156,7 @@ type Server struct {
 
 	metricsToken string
 	metricsAddr  net.Addr
+	serverID     string // this server's, across restarts (<data dir>/server.id)
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -169,6 +180,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.LeaseInterval == 0 {
 		cfg.LeaseInterval = 10 * time.Second
+	}
+	if cfg.Name == "" {
+		if hn, err := os.Hostname(); err == nil && hn != "" {
+			cfg.Name = hn
+		} else {
+			cfg.Name = "polyvisor"
+		}
 	}
 	cfg.Edge = cfg.Edge.withDefaults()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -208,6 +226,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.passwords = store.NewCollection(st, "passwords", func(p *passwordRecord, rev int64) { p.Version = rev })
 	s.tokens = store.NewCollection(st, "tokens", func(t *tokenRecord, rev int64) { t.Version = rev })
 	s.settings = store.NewCollection(st, "settings", func(r *settingsRecord, rev int64) { r.Version = rev })
+	admitted := admission.NewCollection(st)
+	beats := store.NewCollection(st, "heartbeats", func(b *liveness.Beats, rev int64) { b.Version = rev })
 	s.net = s.newNetState(st)
 	if err := st.Start(ctx); err != nil {
 		st.Close()
@@ -229,6 +249,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	if s.serverID, err = ensureServerID(filepath.Join(cfg.DataDir, "server.id")); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if s.audit, err = audit.Open(ctx, s.auditDir(), cfg.Audit, cfg.Logger.With("component", "audit")); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("opening the audit log: %w", err)
@@ -242,15 +266,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.streams = newStreamBroker()
 	s.guard = newStreamGuard(s)
 	s.ctl = controller.New(ctx, controller.Config{
-		Store: st,
+		Store: st, Name: cfg.Name, ID: s.serverID, LeaderTTL: cfg.LeaderTTL,
 		Collections: controller.Collections{
 			VMs: s.vms, Hosts: s.hosts, Images: s.images, Ops: s.ops, Projects: s.projects,
-			Idempotency: s.idem, Providers: s.providers, Credentials: s.creds,
+			Idempotency: s.idem, Providers: s.providers, Credentials: s.creds, Admission: admitted,
+			Beats: beats,
 		},
 		Secrets: s.secrets, Scheduler: cfg.Scheduler, HeartbeatTimeout: cfg.HeartbeatTimeout,
 		LeaseInterval: cfg.LeaseInterval, ImageDir: s.imageDir,
 		ProviderFactory: cfg.ProviderFactory, ProviderResync: cfg.ProviderResync,
 		Metrics: s.metrics, ErrorOf: toAPIError, Audit: s.auditSystem, Logger: cfg.Logger,
+		Counted: s.net.m.Counted, Leaders: []func(context.Context, store.Writer){s.net.m.RunJanitor},
 	})
 	return s, nil
 }
@@ -281,6 +307,19 @@ func (s *Server) setupTLS() error {
 	return nil
 }
 
+// ensureServerID reads the server's ID from path, making one at first
+// start.
+func ensureServerID(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	id := newUID()
+	if err := atomicfile.Write(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the server's id: %w", err)
+	}
+	return id, nil
+}
+
 // CAFile is the path of the server's CA certificate.
 func (s *Server) CAFile() string { return filepath.Join(s.cfg.DataDir, "pki", "ca.crt") }
 
@@ -295,7 +334,8 @@ func (s *Server) AdminToken() string { return s.adminToken }
 func (s *Server) Start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
 	s.life = ctx
-	s.ctl.Start(ctx)
+	// Imports a request starts end with the server.
+	s.ctl.Imports.Bind(ctx)
 	handler := s.Handler()
 	if s.cfg.Socket != "" {
 		_ = os.Remove(s.cfg.Socket)
@@ -325,6 +365,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.guard.start(ctx)
+	s.ctl.Start(ctx, s.advertisedURL())
 	s.goBG(func() { s.cert.Run(ctx) })
 	s.goBG(func() { s.runTokenSweep(ctx) })
 	s.goBG(func() { s.pruneAudit(ctx) })

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/polyvisor/polyvisor/api"
@@ -8,6 +9,7 @@ import (
 	"github.com/polyvisor/polyvisor/internal/controller/ops"
 	"github.com/polyvisor/polyvisor/internal/controller/placement"
 	"github.com/polyvisor/polyvisor/internal/estate"
+	"github.com/polyvisor/polyvisor/internal/store"
 )
 
 // Routes for what some VMs' drivers or providers offer beyond the power
@@ -54,19 +56,18 @@ func (s *Server) reconfigureVM(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	// Under the VM's lock, as for a create: the project's quota, then the
-	// room on the VM's host (lock order: see lockVM).
-	admit := func(vm *api.VM) (func(), error) {
-		unlockQuota, err := s.ctl.Quota.AdmitResize(s.projectOfVM(vm), vm, req)
+	// As for a create: the project's quota, then the room on the VM's
+	// host, each held in the transaction that queues the resize.
+	admit := func(ctx context.Context, vm *api.VM) ([]store.Op, error) {
+		conds, err := s.ctl.Quota.AdmitResize(ctx, vm, req)
 		if err != nil {
 			return nil, err
 		}
-		release, err := s.ctl.Placer.Resize(r.Context(), vm, req)
+		placed, err := s.ctl.Placer.Resize(ctx, vm, req)
 		if err != nil {
-			unlockQuota()
 			return nil, err
 		}
-		return func() { release(); unlockQuota() }, nil
+		return append(conds, placed...), nil
 	}
 	op, _, err := s.ctl.Ops.SubmitWith(r.Context(), vm.Key(), api.OpVMReconfigure, req, ops.SubmitOptions{IfMatch: ifMatch, Admit: admit})
 	if err != nil {
@@ -74,12 +75,6 @@ func (s *Server) reconfigureVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeOperation(w, op)
-}
-
-// projectOfVM returns a VM's project.
-func (s *Server) projectOfVM(vm *api.VM) *api.Project {
-	p, _ := s.projects.Get(vm.Project)
-	return p
 }
 
 func (s *Server) providerVM(w http.ResponseWriter, r *http.Request) (*api.VM, bool) {

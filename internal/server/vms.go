@@ -207,67 +207,78 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 			req.NICs[i].MAC = randomMAC() // a port's MAC is its network's to give
 		}
 	}
-	// The quota check and the write are one step for the project: creates
-	// in a project with a quota serialize, so none can pass together. The
-	// project's lock is taken under the VM's (lock order: see lockVM).
-	unlockQuota, err := s.ctl.Quota.Admit(proj, quota.OfCreate(req, quota.ImageLookup(s.imageResolver(project))))
-	if err != nil {
-		return nil, err
+	// The quota's check and the host's, and the write they admit, are one
+	// step in etcd: the transaction holds the project's and the host's
+	// admission records to the versions the checks decided from, and one
+	// that lost a race to another admission decides again. The ports of
+	// its NICs on networks, and the claims of their addresses, are in the
+	// same transaction: the VM and its ports are made together or not at
+	// all.
+	portNICs := req.NICs
+	if ref != nil {
+		portNICs = nil // a provider's VM: its NICs are on the provider's networks
 	}
-	defer unlockQuota()
-	host, release, err := s.ctl.Placer.Place(ctx, key, scheduler.Request{VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Host: req.Host}, filter)
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now().UTC()
-	vm := &api.VM{
-		Meta: api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
-		Spec: api.VMSpec{
-			Host: host, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Disks: req.Disks, NICs: req.NICs,
-			Boot: req.Boot, CloudInit: req.CloudInit, PowerState: req.PowerState,
-			StopTimeoutSeconds: req.StopTimeoutSeconds, Provider: ref, Lease: lease,
-			OnCrash: req.OnCrash,
-		},
-		Status: api.VMStatus{PowerState: api.PowerPending},
-	}
-	op := ops.NewOperation(api.OpVMCreate, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: project}, nil)
-	op.Status, op.StartedAt, op.TargetGeneration = api.OpRunning, now, 1
-	op.Deadline = now.Add(ops.DeadlineFor(op.Kind, vm))
-	op.Progress = 10
-	op.Message = "placed on host " + host
-
-	// The VM, its operation and the ports of its NICs on networks are
-	// written together.
-	build := func(plan *network.VMPlan) []store.Op {
+	asks := quota.OfCreate(req, quota.ImageLookup(s.imageResolver(project)))
+	asks.Ports = network.PortsMade(portNICs, 0)
+	var op *api.Operation
+	var refused error
+	err = s.txnWithPorts(ctx, project, key, portNICs, 0, nicField, func(plan *network.VMPlan) ([]store.Op, error) {
+		conds, err := s.ctl.Quota.Admit(ctx, project, asks)
+		if err != nil {
+			refused = err
+			return nil, err
+		}
+		host, placed, err := s.ctl.Placer.Place(ctx, scheduler.Request{VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Host: req.Host}, filter)
+		if err != nil {
+			refused = err
+			return nil, err
+		}
+		now := time.Now().UTC()
+		vm := &api.VM{
+			Meta: api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
+			Spec: api.VMSpec{
+				Host: host, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Disks: req.Disks, NICs: req.NICs,
+				Boot: req.Boot, CloudInit: req.CloudInit, PowerState: req.PowerState,
+				StopTimeoutSeconds: req.StopTimeoutSeconds, Provider: ref, Lease: lease,
+				OnCrash: req.OnCrash,
+			},
+			Status: api.VMStatus{PowerState: api.PowerPending},
+		}
 		s.withPorts(vm, plan)
+		op = ops.NewOperation(api.OpVMCreate, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: project}, nil)
+		op.Status, op.StartedAt, op.TargetGeneration = api.OpRunning, now, 1
+		op.Deadline = now.Add(ops.DeadlineFor(op.Kind, vm))
+		op.Progress = 10
+		op.Message = "placed on host " + host
+
 		txn := []store.Op{s.vms.OpCreate(key, vm), s.ops.OpCreate(op.ID, op)}
 		if idemKey != "" {
 			txn = append(txn, s.idem.OpCreate(idempotencyName(idemKey), &ops.IdempotencyRecord{Name: idempotencyName(idemKey), OperationID: op.ID, CreatedAt: now,
 				Route: idem.route, BodyHash: idem.bodyHash}))
 		}
-		return txn
+		return append(append(txn, conds...), placed...), nil
+	})
+	switch {
+	case err == nil:
+		s.metrics.OpStarted(op.Kind)
+		return op, nil
+	case refused != nil && errors.Is(err, refused):
+		return nil, err
 	}
-	portNICs := req.NICs
-	if ref != nil {
-		portNICs = nil // a provider's VM: its NICs are on the provider's networks
-	}
-	if err := s.txnWithPorts(ctx, project, key, portNICs, 0, nicField, build); err != nil {
-		release(false)
-		var ke *store.KeyError
-		if idemKey != "" {
-			if prev, ok, err := s.idempotentOp(idem, idemKey); err != nil || ok {
-				return prev, err
-			}
+	var ke *store.KeyError
+	if idemKey != "" {
+		if prev, ok, err := s.idempotentOp(idem, idemKey); err != nil || ok {
+			return prev, err
 		}
-		if errors.As(err, &ke) && ke.Kind == "vms" && errors.Is(err, store.ErrExists) {
-			return nil, api.Conflict("vm %q already exists", vm.Name)
-		}
-		return nil, fmt.Errorf("storing vm %q: %w", vm.Name, err)
 	}
-	release(true)
-	s.ctl.Ops.AddLocked(key, op.ID)
-	s.metrics.OpStarted(op.Kind)
-	return op, nil
+	if errors.As(err, &ke) && ke.Kind == "vms" && errors.Is(err, store.ErrExists) {
+		return nil, api.Conflict("vm %q already exists", req.Name)
+	}
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return nil, err // the request's fault, told by its ports' plan
+	}
+	return nil, fmt.Errorf("storing vm %q: %w", req.Name, err)
 }
 
 func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request) {

@@ -33,8 +33,9 @@ type Collection[T any] struct {
 	dirty   bool
 	snap    atomic.Pointer[btree.BTreeG[*entry[T]]]
 
-	subMu sync.Mutex
-	subs  map[*subscriber[T]]struct{}
+	subMu     sync.Mutex
+	subs      map[*subscriber[T]]struct{}
+	observers []func(Change[T])
 }
 
 // entry is one indexed object.

@@ -5,6 +5,7 @@ package leases
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
@@ -23,10 +24,9 @@ type Audit func(ctx context.Context, action string, target api.Ref, opID, outcom
 
 // Config is what an expirer works on.
 type Config struct {
-	Writer store.Writer
-	VMs    *store.Collection[api.VM]
-	Ops    Submitter
-	Audit  Audit
+	VMs   *store.Collection[api.VM]
+	Ops   Submitter
+	Audit Audit
 	// Interval is how often leases are checked.
 	Interval time.Duration
 	Logger   *slog.Logger
@@ -35,7 +35,7 @@ type Config struct {
 // Expirer stops VMs whose lease expired and deletes them after the grace
 // period, both as operations with audit records.
 type Expirer struct {
-	w        store.Writer
+	lead     atomic.Pointer[store.Writer] // while this server leads
 	vms      *store.Collection[api.VM]
 	ops      Submitter
 	audit    Audit
@@ -51,11 +51,14 @@ func New(cfg Config) *Expirer {
 	if cfg.Audit == nil {
 		cfg.Audit = func(context.Context, string, api.Ref, string, string, string) {}
 	}
-	return &Expirer{w: cfg.Writer, vms: cfg.VMs, ops: cfg.Ops, audit: cfg.Audit, interval: cfg.Interval, log: cfg.Logger}
+	return &Expirer{vms: cfg.VMs, ops: cfg.Ops, audit: cfg.Audit, interval: cfg.Interval, log: cfg.Logger}
 }
 
-// Run checks the leases every interval until ctx ends.
-func (x *Expirer) Run(ctx context.Context) {
+// Lead checks the leases every interval until ctx ends (the term does),
+// writing through w, the leader's fenced writer.
+func (x *Expirer) Lead(ctx context.Context, w store.Writer) {
+	x.lead.Store(&w)
+	defer x.lead.Store(nil)
 	t := time.NewTicker(x.interval)
 	defer t.Stop()
 	for {
@@ -64,13 +67,20 @@ func (x *Expirer) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		x.Expire(ctx, time.Now())
+		x.expire(ctx, w, time.Now())
 	}
 }
 
-// Expire acts on the leases due at now: a stop for each lease expired,
-// once, and a delete for each lease past its grace period, once.
+// Expire acts on the leases due at now, while this server leads: a stop
+// for each lease expired, once, and a delete for each lease past its
+// grace period, once.
 func (x *Expirer) Expire(ctx context.Context, now time.Time) {
+	if w := x.lead.Load(); w != nil {
+		x.expire(ctx, *w, now)
+	}
+}
+
+func (x *Expirer) expire(ctx context.Context, w store.Writer, now time.Time) {
 	due := x.vms.Select(func(vm *api.VM) bool {
 		l := vm.Spec.Lease
 		return l != nil && vm.Spec.Deletion == nil &&
@@ -83,7 +93,7 @@ func (x *Expirer) Expire(ctx context.Context, now time.Time) {
 			// The VM stays due until its delete starts, which may wait
 			// behind its other operations: one delete is queued, and the
 			// rounds after find it queued and do nothing.
-			op, fresh, err := x.ops.SubmitWith(sys, vm.Key(), api.OpVMDelete, nil, ops.SubmitOptions{IfMatch: vm.Version, Once: true})
+			op, fresh, err := x.ops.SubmitWith(sys, vm.Key(), api.OpVMDelete, nil, ops.SubmitOptions{IfMatch: vm.Version, Once: true, Writer: w})
 			if err == nil && !fresh {
 				continue
 			}
@@ -93,7 +103,7 @@ func (x *Expirer) Expire(ctx context.Context, now time.Time) {
 		// Record the stop on the lease first, so that it is issued once.
 		next := store.Clone(vm)
 		next.Spec.Lease.StoppedAt = now.UTC()
-		if _, err := x.w.Txn(ctx, x.vms.OpUpdate(vm.Key(), next, vm.Version)); err != nil {
+		if _, err := w.Txn(ctx, x.vms.OpUpdate(vm.Key(), next, vm.Version)); err != nil {
 			continue // changed meanwhile; the next round looks again
 		}
 		var op *api.Operation
@@ -101,7 +111,7 @@ func (x *Expirer) Expire(ctx context.Context, now time.Time) {
 		if vm.Spec.PowerState != api.PowerStopped {
 			// A stop already queued (by anyone) is the lease's stop too.
 			var fresh bool
-			if op, fresh, err = x.ops.SubmitWith(sys, vm.Key(), api.OpVMStop, nil, ops.SubmitOptions{Once: true}); err == nil && !fresh {
+			if op, fresh, err = x.ops.SubmitWith(sys, vm.Key(), api.OpVMStop, nil, ops.SubmitOptions{Once: true, Writer: w}); err == nil && !fresh {
 				op = nil
 			}
 		}

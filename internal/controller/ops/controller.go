@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/controller/admission"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
 
@@ -38,6 +39,7 @@ type Controller struct {
 	mu        sync.Mutex
 	active    map[string][]string // VM key -> ids of its unfinished operations, oldest first
 	executing map[string]bool     // direct operations running in this process
+	ran       map[string]bool     // direct operations this leader carried out, this term
 
 	bcastMu sync.Mutex
 	bcast   chan struct{} // closed and replaced whenever an operation changes
@@ -70,11 +72,12 @@ type Config struct {
 	Logger  *slog.Logger
 }
 
-// New makes a controller; Run starts it.
+// New makes a controller whose queues follow the operations from now on;
+// Lead runs its work while the server leads.
 func New(cfg Config) *Controller {
 	c := &Controller{w: cfg.Writer, vms: cfg.VMs, ops: cfg.Ops, hosts: cfg.Hosts, idem: cfg.Idempotency,
 		estate: cfg.Estate, metrics: cfg.Metrics, errorOf: cfg.ErrorOf, log: cfg.Logger,
-		active: map[string][]string{}, executing: map[string]bool{}, bcast: make(chan struct{})}
+		active: map[string][]string{}, executing: map[string]bool{}, ran: map[string]bool{}, bcast: make(chan struct{})}
 	if c.metrics == nil {
 		c.metrics = noMetrics{}
 	}
@@ -84,6 +87,8 @@ func New(cfg Config) *Controller {
 	if c.log == nil {
 		c.log = slog.Default()
 	}
+	cfg.Ops.Observe(c.observe)
+	c.rebuild()
 	return c
 }
 
@@ -117,15 +122,16 @@ func NewOperation(kind string, target api.Ref, params any) *api.Operation {
 //
 //  1. a VM's lock (LockVM; 64 stripes, so two VMs may share one: never
 //     hold two),
-//  2. a project's quota lock (quota.Gate.Lock),
-//  3. the placer's mutex (placement.Placer's),
-//  4. the controller's bookkeeping mutex (Controller.mu).
+//  2. the placer's mutex (placement.Placer's),
+//  3. the controller's bookkeeping mutex (Controller.mu).
 //
-// Creates and resizes take the VM's lock, then the project's quota lock,
-// then check the host's room under the placer's mutex, which they release
-// at once: a reservation holds the room until the write is in the index.
-// The quota lock is held until the write is done, the VM's lock until the
-// operation is queued.
+// The store's watch takes the placer's mutex and the bookkeeping mutex,
+// one at a time, to keep allocations and queues exact as of the index;
+// it never takes a VM's lock. So a VM's lock may be held while waiting
+// for the store (a write, an admission reading its record), and the two
+// mutexes never are. Quotas and hosts' room need no lock of the server's:
+// their admission is held by the transaction that writes what it admits
+// (package admission), whichever server makes it.
 func (c *Controller) LockVM(name string) func() {
 	h := fnv.New32a()
 	h.Write([]byte(name))
@@ -134,14 +140,24 @@ func (c *Controller) LockVM(name string) func() {
 	return l.Unlock
 }
 
-// AddLocked queues an operation on a VM (one written with the VM, as a
-// create's); the caller holds the VM's lock.
-func (c *Controller) AddLocked(vm, id string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !slices.Contains(c.active[vm], id) {
-		c.active[vm] = append(c.active[vm], id)
+// observe keeps the queues of unfinished operations, and wakes the
+// waiters, on every change of the operations, from the store's watch
+// itself: before a write's revision is reached its operation is queued
+// (or dequeued), so the queues are exact as of the index, on every server
+// whoever leads. It takes no VM lock: a writer holding one waits for the
+// watch.
+func (c *Controller) observe(ch store.Change[api.Operation]) {
+	if ch.Obj.Target.Kind == "vm" {
+		key := TargetKey(ch.Obj.Target)
+		c.mu.Lock()
+		if ch.Type == store.Delete || ch.Obj.Done() {
+			c.removeLocked(key, ch.Name)
+		} else if !slices.Contains(c.active[key], ch.Name) {
+			c.active[key] = append(c.active[key], ch.Name)
+		}
+		c.mu.Unlock()
 	}
+	c.broadcast()
 }
 
 // ActiveOf is the ids of a VM's unfinished operations, oldest first.
@@ -154,6 +170,10 @@ func (c *Controller) ActiveOf(vm string) []string {
 func (c *Controller) removeActive(vm, id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.removeLocked(vm, id)
+}
+
+func (c *Controller) removeLocked(vm, id string) {
 	ids := slices.DeleteFunc(c.active[vm], func(x string) bool { return x == id })
 	if len(ids) == 0 {
 		delete(c.active, vm)
@@ -182,10 +202,14 @@ type SubmitOptions struct {
 	// already queued on the VM instead of queueing another.
 	Once bool
 	// Admit, when set, decides under the VM's lock, before the operation
-	// is stored, whether it may be queued (a quota, the host's room). It
-	// may take locks that come after the VM's lock (see LockVM); done is
-	// called once the operation is queued or refused.
-	Admit func(vm *api.VM) (done func(), err error)
+	// is stored, whether it may be queued (a quota, the host's room), and
+	// returns the conditions that hold its decision (package admission),
+	// which the operation's transaction carries. When one of them fails
+	// the submit decides again from the newer state.
+	Admit func(ctx context.Context, vm *api.VM) ([]store.Op, error)
+	// Writer, when set, is what the operation is stored through instead
+	// of the controller's writer: a leader's, under its fence.
+	Writer store.Writer
 }
 
 // SubmitWith is Submit with options; fresh is false when Once found an
@@ -194,55 +218,63 @@ func (c *Controller) SubmitWith(ctx context.Context, key, kind string, params an
 	unlock := c.LockVM(key)
 	defer unlock()
 	_, name := api.SplitKey(key)
-	vm, ok := c.vms.Get(key)
-	if !ok {
-		return nil, false, api.NotFound("vm", name)
+	w := o.Writer
+	if w == nil {
+		w = c.w
 	}
-	if o.Once {
-		if prev := c.queuedLocked(key, kind); prev != nil {
-			return prev, false, nil
+	for attempt := 1; ; attempt++ {
+		vm, ok := c.vms.Get(key)
+		if !ok {
+			return nil, false, api.NotFound("vm", name)
 		}
-	}
-	if o.IfMatch != 0 && vm.Version != o.IfMatch {
-		return nil, false, api.Conflict("vm %q changed since version %d (it is now at version %d)", name, o.IfMatch, vm.Version)
-	}
-	if vm.Spec.Deletion != nil {
-		return nil, false, api.Conflict("vm %q is being deleted", name)
-	}
-	if err := c.Capable(vm, kind); err != nil {
-		return nil, false, err
-	}
-	if o.Admit != nil {
-		done, err := o.Admit(vm)
-		if err != nil {
-			return nil, false, err
-		}
-		defer done()
-	}
-	op = NewOperation(kind, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: vm.Project}, params)
-	if len(c.ActiveOf(key)) > 0 {
-		op.Message = "waiting for the vm's earlier operations"
-		if _, err := c.ops.Create(ctx, op.ID, op); err != nil {
-			return nil, false, fmt.Errorf("storing operation: %w", err)
-		}
-	} else {
-		// The VM's status may change under us (its host or provider
-		// reports); retry on the newest version.
-		err := c.startLocked(ctx, vm, op, true)
-		for i := 0; i < 10 && errors.Is(err, store.ErrConflict); i++ {
-			if vm, ok = c.vms.Get(key); !ok {
-				return nil, false, api.NotFound("vm", name)
+		if o.Once {
+			if prev := c.queuedLocked(key, kind); prev != nil {
+				return prev, false, nil
 			}
-			op.Status = api.OpPending
-			err = c.startLocked(ctx, vm, op, true)
 		}
-		if err != nil {
+		// If-Match concerns the VM as the client asked; a write that
+		// lost a race meanwhile (a report of its host) does not.
+		if attempt == 1 && o.IfMatch != 0 && vm.Version != o.IfMatch {
+			return nil, false, api.Conflict("vm %q changed since version %d (it is now at version %d)", name, o.IfMatch, vm.Version)
+		}
+		if vm.Spec.Deletion != nil {
+			return nil, false, api.Conflict("vm %q is being deleted", name)
+		}
+		if err := c.Capable(vm, kind); err != nil {
 			return nil, false, err
 		}
+		var conds []store.Op
+		if o.Admit != nil {
+			if conds, err = o.Admit(ctx, vm); err != nil {
+				return nil, false, err
+			}
+		}
+		op = NewOperation(kind, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: vm.Project}, params)
+		if len(c.ActiveOf(key)) > 0 {
+			op.Message = "waiting for the vm's earlier operations"
+			if _, err = w.Txn(ctx, append([]store.Op{c.ops.OpCreate(op.ID, op)}, conds...)...); err != nil {
+				err = fmt.Errorf("storing operation: %w", err)
+			}
+		} else {
+			err = c.startLocked(ctx, w, vm, op, true, conds...)
+		}
+		if err == nil {
+			c.metrics.OpStarted(kind)
+			return op, true, nil
+		}
+		// The VM's status may change under us (its host or provider
+		// reports), or another admission decided first: again, on the
+		// newest state.
+		retry := admission.Retry(err)
+		if (!retry && !errors.Is(err, store.ErrConflict)) || attempt == admission.MaxAttempts {
+			return nil, false, err
+		}
+		if retry {
+			if berr := admission.Backoff(ctx, attempt); berr != nil {
+				return nil, false, err
+			}
+		}
 	}
-	c.AddLocked(key, op.ID)
-	c.metrics.OpStarted(kind)
-	return op, true, nil
 }
 
 // queuedLocked returns an unfinished operation of kind on the VM, or nil;
@@ -256,9 +288,10 @@ func (c *Controller) queuedLocked(key, kind string) *api.Operation {
 	return nil
 }
 
-// startLocked applies op to vm's spec and stores both; create tells whether
-// the operation is new or already stored (pending).
-func (c *Controller) startLocked(ctx context.Context, vm *api.VM, op *api.Operation, create bool) error {
+// startLocked applies op to vm's spec and stores both through w; create
+// tells whether the operation is new or already stored (pending). A
+// direct operation is carried out by the leader once it sees it running.
+func (c *Controller) startLocked(ctx context.Context, w store.Writer, vm *api.VM, op *api.Operation, create bool, conds ...store.Op) error {
 	nv := store.Clone(vm)
 	if err := applyAction(nv, op); err != nil {
 		return err
@@ -281,20 +314,20 @@ func (c *Controller) startLocked(ctx context.Context, vm *api.VM, op *api.Operat
 	} else {
 		txn = append(txn, c.ops.OpUpdate(op.ID, op, opVersion))
 	}
-	if _, err := c.w.Txn(ctx, txn...); err != nil {
+	txn = append(txn, conds...)
+	if _, err := w.Txn(ctx, txn...); err != nil {
 		return fmt.Errorf("starting %s on vm %q: %w", op.Kind, vm.Name, err)
-	}
-	if Direct(op.Kind) {
-		c.runDirect(nv, op)
 	}
 	return nil
 }
 
-// runDirect carries out a direct operation in the background and records
-// its outcome; the VM's queue waits for it.
-func (c *Controller) runDirect(vm *api.VM, op *api.Operation) {
+// runDirect carries out a direct operation in the background, as the
+// leader, and records its outcome through w; the VM's queue waits for it.
+// The caller holds the VM's lock.
+func (c *Controller) runDirect(t *term, vm *api.VM, op *api.Operation) {
 	c.mu.Lock()
 	c.executing[op.ID] = true
+	c.ran[op.ID] = true
 	c.mu.Unlock()
 	var snap api.SnapshotCreate
 	_ = json.Unmarshal(op.Params, &snap)
@@ -315,15 +348,15 @@ func (c *Controller) runDirect(vm *api.VM, op *api.Operation) {
 		if err != nil {
 			status = api.OpFailed
 		}
-		if ferr := c.finishLocked(context.Background(), cur, status, err); ferr != nil {
+		if ferr := c.finishLocked(context.Background(), t.w, cur, status, err); ferr != nil {
 			c.log.Warn("recording a direct operation", "op", op.ID, "err", ferr)
 		}
-		go c.reconcile(context.Background(), vm.Key())
+		go c.reconcile(context.Background(), t, vm.Key())
 	}()
 }
 
-// finishLocked records an operation's outcome.
-func (c *Controller) finishLocked(ctx context.Context, op *api.Operation, status string, cause error, extra ...store.Op) error {
+// finishLocked records an operation's outcome through w.
+func (c *Controller) finishLocked(ctx context.Context, w store.Writer, op *api.Operation, status string, cause error, extra ...store.Op) error {
 	done := store.Clone(op)
 	done.Status = status
 	done.FinishedAt = time.Now().UTC()
@@ -337,7 +370,7 @@ func (c *Controller) finishLocked(ctx context.Context, op *api.Operation, status
 		}
 	}
 	txn := append([]store.Op{c.ops.OpUpdate(op.ID, done, op.Version)}, extra...)
-	if _, err := c.w.Txn(ctx, txn...); err != nil {
+	if _, err := w.Txn(ctx, txn...); err != nil {
 		return fmt.Errorf("finishing operation %s: %w", op.ID, err)
 	}
 	c.metrics.OpFinished(op.Kind, status)
@@ -374,5 +407,5 @@ func (c *Controller) Cancel(ctx context.Context, op *api.Operation) error {
 	if !ok || cur.Status != api.OpPending {
 		return api.Conflict("operation %s is %s: only pending operations can be cancelled", op.ID, op.Status)
 	}
-	return c.finishLocked(ctx, cur, api.OpCancelled, nil)
+	return c.finishLocked(ctx, c.w, cur, api.OpCancelled, nil)
 }

@@ -12,8 +12,15 @@ import (
 	"github.com/polyvisor/polyvisor/internal/store"
 )
 
+// term is what the leader's work carries: the writer under its fence,
+// and the revision at which it knew it leads.
+type term struct {
+	w   store.Writer
+	won int64
+}
+
 // reconcile advances the operation queue of one VM as far as it can.
-func (c *Controller) reconcile(ctx context.Context, name string) {
+func (c *Controller) reconcile(ctx context.Context, t *term, name string) {
 	unlock := c.LockVM(name)
 	defer unlock()
 	for range 100 { // bounded: every pass finishes or starts an operation
@@ -26,7 +33,7 @@ func (c *Controller) reconcile(ctx context.Context, name string) {
 			c.removeActive(name, ids[0])
 			continue
 		}
-		progressed, err := c.step(ctx, name, op)
+		progressed, err := c.step(ctx, t, name, op)
 		if err != nil {
 			if !errors.Is(err, store.ErrConflict) && ctx.Err() == nil {
 				c.log.Warn("advancing operation", "op", op.ID, "vm", name, "err", err)
@@ -41,20 +48,20 @@ func (c *Controller) reconcile(ctx context.Context, name string) {
 
 // step moves the head operation of a VM's queue one step; it reports
 // whether the queue may advance further now.
-func (c *Controller) step(ctx context.Context, name string, op *api.Operation) (bool, error) {
+func (c *Controller) step(ctx context.Context, t *term, name string, op *api.Operation) (bool, error) {
 	vm, ok := c.vms.Get(name)
 	if ok && op.Target.UID != "" && vm.UID != op.Target.UID {
 		ok = false // a different VM now carries the name
 	}
 	if op.Status == api.OpPending {
 		if !ok {
-			return true, c.finishLocked(ctx, op, api.OpFailed, api.Conflict("vm %q was deleted before the operation could run", name))
+			return true, c.finishLocked(ctx, t.w, op, api.OpFailed, api.Conflict("vm %q was deleted before the operation could run", name))
 		}
 		pending := store.Clone(op)
-		if err := c.startLocked(ctx, vm, pending, false); err != nil {
+		if err := c.startLocked(ctx, t.w, vm, pending, false); err != nil {
 			var ae *api.Error
 			if errors.As(err, &ae) {
-				return true, c.finishLocked(ctx, op, api.OpFailed, err)
+				return true, c.finishLocked(ctx, t.w, op, api.OpFailed, err)
 			}
 			return false, err
 		}
@@ -62,16 +69,23 @@ func (c *Controller) step(ctx context.Context, name string, op *api.Operation) (
 	}
 	if !ok {
 		if op.Kind == api.OpVMDelete {
-			return true, c.finishLocked(ctx, op, api.OpSucceeded, nil)
+			return true, c.finishLocked(ctx, t.w, op, api.OpSucceeded, nil)
 		}
-		return true, c.finishLocked(ctx, op, api.OpFailed, api.Conflict("vm %q was deleted", name))
+		return true, c.finishLocked(ctx, t.w, op, api.OpFailed, api.Conflict("vm %q was deleted", name))
 	}
 	if Direct(op.Kind) {
 		c.mu.Lock()
-		executing := c.executing[op.ID]
+		executing, ran := c.executing[op.ID], c.ran[op.ID]
 		c.mu.Unlock()
-		if !executing {
-			return true, c.finishLocked(ctx, op, api.OpFailed, &api.Error{Code: api.CodeUnavailable, Message: "the server restarted while the operation ran; check the vm and try again"})
+		switch {
+		case executing:
+		case !ran && op.Version > t.won:
+			// Started since this server leads: carried out here, once.
+			c.runDirect(t, vm, op)
+		default:
+			// Started under an earlier leader, which is gone, or its
+			// outcome could not be recorded.
+			return true, c.finishLocked(ctx, t.w, op, api.OpFailed, &api.Error{Code: api.CodeUnavailable, Message: "the server restarted while the operation ran; check the vm and try again"})
 		}
 		return false, nil
 	}
@@ -80,45 +94,53 @@ func (c *Controller) step(ctx context.Context, name string, op *api.Operation) (
 	case st.Error != nil && st.Error.Generation >= op.TargetGeneration:
 		cause := errors.New(st.Error.Message)
 		if op.Kind == api.OpVMCreate {
-			return true, c.failCreateLocked(ctx, vm, op, cause)
+			return true, c.failCreateLocked(ctx, t, vm, op, cause)
 		}
-		return true, c.finishLocked(ctx, op, api.OpFailed, cause)
+		return true, c.finishLocked(ctx, t.w, op, api.OpFailed, cause)
 	case op.Kind != api.OpVMDelete && st.ObservedGeneration >= op.TargetGeneration:
-		return true, c.finishLocked(ctx, op, api.OpSucceeded, nil)
+		return true, c.finishLocked(ctx, t.w, op, api.OpSucceeded, nil)
 	case !op.Deadline.IsZero() && time.Now().After(op.Deadline):
-		return true, c.failLocked(ctx, vm, op, fmt.Errorf("timed out: host %q did not carry out %s by %s", vm.Spec.Host, op.Kind, op.Deadline.Format(time.RFC3339)))
+		return true, c.failLocked(ctx, t, vm, op, fmt.Errorf("timed out: host %q did not carry out %s by %s", vm.Spec.Host, op.Kind, op.Deadline.Format(time.RFC3339)))
 	}
 	if h, ok := c.hosts.Get(vm.Spec.Host); ok && h.Status.State == api.HostNotReady && h.Provider == nil {
-		return true, c.failLocked(ctx, vm, op, api.Unprocessable("host %q is not ready (no heartbeat since %s)", h.Name, h.Status.LastHeartbeat.Format(time.RFC3339)))
+		return true, c.failLocked(ctx, t, vm, op, api.Unprocessable("host %q is not ready (no heartbeat since %s)", h.Name, h.Status.LastHeartbeat.Format(time.RFC3339)))
 	}
 	return false, nil
 }
 
 // failLocked fails an operation; a failed create is rolled back.
-func (c *Controller) failLocked(ctx context.Context, vm *api.VM, op *api.Operation, cause error) error {
+func (c *Controller) failLocked(ctx context.Context, t *term, vm *api.VM, op *api.Operation, cause error) error {
 	if op.Kind == api.OpVMCreate {
-		return c.failCreateLocked(ctx, vm, op, cause)
+		return c.failCreateLocked(ctx, t, vm, op, cause)
 	}
-	return c.finishLocked(ctx, op, api.OpFailed, cause)
+	return c.finishLocked(ctx, t.w, op, api.OpFailed, cause)
 }
 
 // failCreateLocked fails a create and rolls it back: the VM is marked for
 // deletion so its host removes whatever it made.
-func (c *Controller) failCreateLocked(ctx context.Context, vm *api.VM, op *api.Operation, cause error) error {
+func (c *Controller) failCreateLocked(ctx context.Context, t *term, vm *api.VM, op *api.Operation, cause error) error {
 	nv := store.Clone(vm)
 	nv.Spec.Deletion = &api.Deletion{RequestedAt: time.Now().UTC()}
 	nv.Generation++
-	return c.finishLocked(ctx, op, api.OpFailed, fmt.Errorf("creating vm %q: %w (the vm is being removed)", vm.Name, cause),
+	return c.finishLocked(ctx, t.w, op, api.OpFailed, fmt.Errorf("creating vm %q: %w (the vm is being removed)", vm.Name, cause),
 		c.vms.OpUpdate(vm.Key(), nv, vm.Version))
 }
 
-// Run follows VMs and operations until ctx ends.
-func (c *Controller) Run(ctx context.Context) {
+// Lead advances the queues while this server leads, until ctx ends (the
+// term does): it starts pending operations, completes running ones as
+// hosts report, fails those past their deadline or on a lost host,
+// carries out direct operations, and removes old operations. Every write
+// goes through w, the leader's fenced writer; won is the store revision
+// at which the term began.
+func (c *Controller) Lead(ctx context.Context, w store.Writer, won int64) {
+	t := &term{w: w, won: won}
 	vmCh := c.vms.Subscribe(ctx)
 	opCh := c.ops.Subscribe(ctx)
-	c.rebuild()
+	c.mu.Lock()
+	clear(c.ran)
+	c.mu.Unlock()
 	for name := range c.ActiveKeys() {
-		c.reconcile(ctx, name)
+		c.reconcile(ctx, t, name)
 	}
 	tick := time.NewTicker(tickInterval)
 	defer tick.Stop()
@@ -132,35 +154,31 @@ func (c *Controller) Run(ctx context.Context) {
 				return
 			}
 			if key := ch.Obj.Key(); len(c.ActiveOf(key)) > 0 {
-				c.reconcile(ctx, key)
+				c.reconcile(ctx, t, key)
 			}
 		case ch, ok := <-opCh:
 			if !ok {
 				return
 			}
-			c.broadcast()
-			if ch.Type != store.Delete && !ch.Obj.Done() && ch.Obj.Target.Kind == "vm" {
-				c.mu.Lock()
-				known := slices.Contains(c.active[TargetKey(ch.Obj.Target)], ch.Name)
-				c.mu.Unlock()
-				if !known {
-					unlock := c.LockVM(TargetKey(ch.Obj.Target))
-					c.AddLocked(TargetKey(ch.Obj.Target), ch.Name)
-					unlock()
-				}
+			if ch.Type == store.Delete || ch.Obj.Done() || ch.Obj.Target.Kind != "vm" {
+				continue
+			}
+			if Direct(ch.Obj.Kind) && ch.Obj.Status == api.OpRunning {
+				c.reconcile(ctx, t, TargetKey(ch.Obj.Target)) // the leader carries it out
 			}
 		case <-tick.C:
 			for name := range c.ActiveKeys() {
-				c.reconcile(ctx, name)
+				c.reconcile(ctx, t, name)
 			}
 			if time.Since(lastGC) > 10*time.Minute {
-				c.gc(ctx)
+				c.gc(ctx, w)
 				lastGC = time.Now()
 			}
 		}
 	}
 }
 
+// ActiveKeys is the keys of the VMs with unfinished operations.
 func (c *Controller) ActiveKeys() map[string]bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -171,8 +189,12 @@ func (c *Controller) ActiveKeys() map[string]bool {
 	return out
 }
 
-// rebuild loads the unfinished VM operations from the store.
+// rebuild loads the unfinished VM operations from the index, the queues
+// they make replacing whatever was there: the index is at least as new as
+// every change observed so far.
 func (c *Controller) rebuild() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	ops := c.ops.Select(func(o *api.Operation) bool { return !o.Done() && o.Target.Kind == "vm" })
 	slices.SortFunc(ops, func(a, b *api.Operation) int {
 		if d := a.CreatedAt.Compare(b.CreatedAt); d != 0 {
@@ -180,32 +202,29 @@ func (c *Controller) rebuild() {
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	clear(c.active)
 	for _, op := range ops {
-		if !slices.Contains(c.active[TargetKey(op.Target)], op.ID) {
-			c.active[TargetKey(op.Target)] = append(c.active[TargetKey(op.Target)], op.ID)
-		}
+		c.active[TargetKey(op.Target)] = append(c.active[TargetKey(op.Target)], op.ID)
 	}
 }
 
 // gc deletes finished operations and idempotency records past retention.
-func (c *Controller) gc(ctx context.Context) {
+func (c *Controller) gc(ctx context.Context, w store.Writer) {
 	cutoff := time.Now().Add(-opRetention)
 	for _, op := range c.ops.Select(func(o *api.Operation) bool { return o.Done() && o.FinishedAt.Before(cutoff) }) {
-		if err := c.delete(ctx, c.ops.OpDelete(op.ID, op.Version)); err != nil && !errors.Is(err, store.ErrConflict) {
+		if err := c.delete(ctx, w, c.ops.OpDelete(op.ID, op.Version)); err != nil && !errors.Is(err, store.ErrConflict) {
 			c.log.Warn("removing old operation", "op", op.ID, "err", err)
 		}
 	}
 	for _, rec := range c.idem.Select(func(r *IdempotencyRecord) bool { return r.CreatedAt.Before(cutoff) }) {
-		_ = c.delete(ctx, c.idem.OpDelete(rec.Name, rec.Version))
+		_ = c.delete(ctx, w, c.idem.OpDelete(rec.Name, rec.Version))
 	}
 }
 
 // TargetKey is the store key of an operation's target.
 func TargetKey(ref api.Ref) string { return api.Key(ref.Project, ref.Name) }
 
-func (c *Controller) delete(ctx context.Context, op store.Op) error {
-	_, err := c.w.Txn(ctx, op)
+func (c *Controller) delete(ctx context.Context, w store.Writer, op store.Op) error {
+	_, err := w.Txn(ctx, op)
 	return err
 }

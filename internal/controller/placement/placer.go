@@ -1,45 +1,46 @@
 // Package placement keeps the allocation of every host, fed by the VM
 // index, places new VMs through the scheduler and checks resizes against
-// their host's room.
+// their host's room, each admitted in the transaction that writes it.
 package placement
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/controller/admission"
 	"github.com/polyvisor/polyvisor/internal/scheduler"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
 
 // Placer keeps the allocation of every host, fed by the VM index, and
-// places new VMs and checks resizes. A placement holds a reservation until
-// the VM shows up in the index (or its create fails), and a resize until
-// its operation is queued, so two concurrent creates or resizes never see
-// the same free room. A resize queued or running holds the room it grows
-// by until it is applied: a VM counts at the larger of its spec and its
-// queued resizes (Queue.PendingSize), as for the quota.
+// places new VMs and checks resizes. Its totals follow the index exactly:
+// it observes every change of the VMs before the store's revision moves
+// past it. A placement or a resize is admitted by the host's admission
+// record (package admission): it decides from totals that hold at least
+// what that record admitted, and its transaction holds the record, and
+// the host, to the versions it decided from. A resize queued or running
+// holds the room it grows by until it is applied: a VM counts at the
+// larger of its spec and its queued resizes (Queue.PendingSize), as for
+// the quota.
 //
 // Every map here is keyed by the VM's key, api.Meta.Key ("<project>/<name>",
 // the key it is stored under), whether the VM comes from a list of the
 // index or from one of its changes; a VM keyed two ways would count twice
 // and never leave.
 type Placer struct {
-	vms   *store.Collection[api.VM]
-	hosts *store.Collection[api.Host]
-	sched scheduler.Config
-	queue Queue
+	vms     *store.Collection[api.VM]
+	hosts   *store.Collection[api.Host]
+	sched   scheduler.Config
+	queue   Queue
+	records *admission.Records
 
-	mu       sync.Mutex
-	byVM     map[string]vmSize         // placed VMs, by key
-	totals   map[string]api.Allocation // sums of byVM per host
-	images   map[string]map[string]int // per host: image name -> VMs using it
-	reserved map[string]vmSize         // placements whose VM is not in the index yet
-	resizing map[string]vmSize         // resizes checked, their operation not queued yet
-	ready    chan struct{}
+	mu     sync.Mutex
+	byVM   map[string]vmSize         // placed VMs, by key
+	totals map[string]api.Allocation // sums of byVM per host
+	images map[string]map[string]int // per host: image name -> VMs using it
 }
 
 type vmSize struct {
@@ -51,25 +52,44 @@ type vmSize struct {
 
 // Queue is what the placer asks of the operation queue: which VMs have
 // operations under way, and the size a VM holds with its queued resizes.
+// Its answers must be exact as of the index, as the placer's own totals
+// are.
 type Queue interface {
 	ActiveKeys() map[string]bool
 	PendingSize(vm *api.VM) api.Usage
 }
 
 // Config is what a placer reads: the VMs and hosts, the overcommit ratios,
-// and the operation queue.
+// the operation queue and the hosts' admission records.
 type Config struct {
 	VMs       *store.Collection[api.VM]
 	Hosts     *store.Collection[api.Host]
 	Scheduler scheduler.Config
 	Queue     Queue
+	Records   *admission.Records
 }
 
-// New makes a placer; Run feeds it.
+// New makes a placer that follows the VM index from now on.
 func New(cfg Config) *Placer {
-	p := &Placer{vms: cfg.VMs, hosts: cfg.Hosts, sched: cfg.Scheduler, queue: cfg.Queue, byVM: map[string]vmSize{}, totals: map[string]api.Allocation{},
-		images: map[string]map[string]int{}, reserved: map[string]vmSize{}, resizing: map[string]vmSize{}, ready: make(chan struct{})}
+	p := &Placer{vms: cfg.VMs, hosts: cfg.Hosts, sched: cfg.Scheduler, queue: cfg.Queue, records: cfg.Records,
+		byVM: map[string]vmSize{}, totals: map[string]api.Allocation{}, images: map[string]map[string]int{}}
+	// Observe first, then read what was there, under the same lock: the
+	// index read is at least as new as any change observed before it.
+	cfg.VMs.Observe(p.observe)
+	p.mu.Lock()
+	for _, vm := range cfg.VMs.Select(nil) {
+		p.setLocked(vm.Key(), sizeOf(vm), true)
+	}
+	p.mu.Unlock()
 	return p
+}
+
+// observe applies one change of the VM index.
+func (p *Placer) observe(c store.Change[api.VM]) {
+	key := c.Obj.Key() // the last value on a delete
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.setLocked(key, sizeOf(c.Obj), c.Type != store.Delete)
 }
 
 func sizeOf(vm *api.VM) vmSize {
@@ -121,64 +141,26 @@ func (p *Placer) account(v vmSize, sign int) {
 			delete(imgs, img)
 		}
 	}
+	if len(imgs) == 0 {
+		delete(p.images, v.host)
+	}
 }
 
 // HostUses tells whether a VM placed on host uses the image.
 func (p *Placer) HostUses(host, image string) bool {
-	<-p.ready
 	p.mu.Lock()
-	uses := p.images[host][image] > 0
-	p.mu.Unlock()
-	if uses {
-		return true
-	}
-	// The totals follow the index a moment behind it: a VM just placed may
-	// not be counted yet, so a miss is checked against the index itself.
-	return len(p.vms.Select(func(vm *api.VM) bool {
-		return vm.Spec.Host == host && slices.Contains(sizeOf(vm).images, image)
-	})) > 0
+	defer p.mu.Unlock()
+	return p.images[host][image] > 0
 }
 
-// Run follows the VM index. It subscribes before it reads the index so
-// that no change falls between the two; replayed changes are idempotent.
-func (p *Placer) Run(ctx context.Context) {
-	ch := p.vms.Subscribe(ctx)
-	p.mu.Lock()
-	for _, vm := range p.vms.Select(nil) {
-		p.setLocked(vm.Key(), sizeOf(vm), true)
-	}
-	p.mu.Unlock()
-	close(p.ready)
-	for c := range ch {
-		key := c.Obj.Key() // the last value on a delete
-		p.mu.Lock()
-		if c.Type == store.Delete {
-			p.setLocked(key, vmSize{}, false)
-		} else {
-			p.setLocked(key, sizeOf(c.Obj), true)
-			delete(p.reserved, key)
-		}
-		p.mu.Unlock()
-	}
-}
-
-// allocationsLocked is what is allocated per host, reservations and the
-// growth of queued resizes included.
+// allocationsLocked is what is allocated per host, the growth of queued
+// resizes included.
 func (p *Placer) allocationsLocked() map[string]api.Allocation {
 	out := make(map[string]api.Allocation, len(p.totals))
 	for h, a := range p.totals {
 		out[h] = a
 	}
-	for key, v := range p.reserved {
-		if _, dup := p.byVM[key]; !dup {
-			a := out[v.host]
-			a.VCPUs += v.vcpus
-			a.MemoryMiB += v.memory
-			a.VMs++
-			out[v.host] = a
-		}
-	}
-	for key := range p.growingLocked() {
+	for key := range p.queue.ActiveKeys() {
 		counted, ok := p.byVM[key]
 		if !ok {
 			continue
@@ -192,30 +174,15 @@ func (p *Placer) allocationsLocked() map[string]api.Allocation {
 	return out
 }
 
-// growingLocked is the VMs a resize may be holding room for: those with
-// operations under way, and those whose resize is being admitted.
-func (p *Placer) growingLocked() map[string]bool {
-	keys := p.queue.ActiveKeys()
-	for key := range p.resizing {
-		keys[key] = true
-	}
-	return keys
-}
-
-// heldLocked is the size a VM holds on its host: the largest of what the
-// placer counts for it, its spec in the index with every resize queued
-// for it (the index may be a change ahead of the placer), and a resize
-// being admitted.
+// heldLocked is the size a VM holds on its host: the larger of what the
+// placer counts for it and its spec in the index with every resize queued
+// for it.
 func (p *Placer) heldLocked(key string, counted vmSize) vmSize {
 	held := counted
 	if vm, ok := p.vms.Get(key); ok {
 		u := p.queue.PendingSize(vm)
 		held.vcpus = max(held.vcpus, int(u.VCPUs))
 		held.memory = max(held.memory, u.MemoryMiB)
-	}
-	if r, ok := p.resizing[key]; ok {
-		held.vcpus = max(held.vcpus, r.vcpus)
-		held.memory = max(held.memory, r.memory)
 	}
 	return held
 }
@@ -225,14 +192,6 @@ func (p *Placer) Allocation(host string) api.Allocation {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.totals[host]
-}
-
-// Placing is how many VMs are being placed on host: reserved for, and not
-// yet in the index.
-func (p *Placer) Placing(host string) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.allocationsLocked()[host].VMs - p.totals[host].VMs
 }
 
 // Filter picks the hosts a VM may go to: Polyvisor's own hosts, or
@@ -250,12 +209,15 @@ func ProviderHosts(provider, cluster string) Filter {
 	}
 }
 
-// snapshot builds the scheduler's view of the hosts that pass filter.
-func (p *Placer) snapshotLocked(filter Filter) scheduler.Snapshot {
+// snapshotLocked builds the scheduler's view of the hosts that pass
+// filter, and the version of each host it read.
+func (p *Placer) snapshotLocked(filter Filter) (scheduler.Snapshot, map[string]int64) {
 	alloc := p.allocationsLocked()
 	var snap scheduler.Snapshot
+	versions := map[string]int64{}
 	for _, h := range p.hosts.Select(filter) {
 		a := alloc[h.Name]
+		versions[h.Name] = h.Version
 		snap.Hosts = append(snap.Hosts, scheduler.HostInfo{
 			Name:               h.Name,
 			Ready:              h.Status.State == api.HostReady,
@@ -267,7 +229,7 @@ func (p *Placer) snapshotLocked(filter Filter) scheduler.Snapshot {
 			Labels:             h.Labels,
 		})
 	}
-	return snap
+	return snap, versions
 }
 
 // Limits are the largest VM any of some hosts could ever run, zero when
@@ -281,7 +243,7 @@ type Limits struct {
 // Limits returns the largest VM any of the hosts could run, for validation.
 func (p *Placer) Limits(filter Filter) Limits {
 	p.mu.Lock()
-	snap := p.snapshotLocked(filter)
+	snap, _ := p.snapshotLocked(filter)
 	p.mu.Unlock()
 	return Limits{
 		MaxVCPUs:     scheduler.MaxVCPUs(snap),
@@ -293,78 +255,96 @@ func (p *Placer) Limits(filter Filter) Limits {
 	}
 }
 
-// Place picks a host for a new VM and reserves its room. release must be
-// called once the create is written (ok) or abandoned.
-func (p *Placer) Place(ctx context.Context, name string, req scheduler.Request, filter Filter) (string, func(ok bool), error) {
-	select {
-	case <-p.ready:
-	case <-ctx.Done():
-		return "", nil, ctx.Err()
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	host, err := scheduler.Place(p.sched, p.snapshotLocked(filter), req)
-	if err != nil {
-		var nr *scheduler.NoRoomError
-		var uh *scheduler.UnknownHostError
-		switch {
-		case errors.As(err, &nr):
-			return "", nil, &api.Error{Code: api.CodeUnprocessable, Message: nr.Error(), Details: nr.Details()}
-		case errors.As(err, &uh):
-			return "", nil, api.Invalid("host", "%v", uh)
-		}
-		return "", nil, err
-	}
-	p.reserved[name] = vmSize{host: host, vcpus: req.VCPUs, memory: req.MemoryMiB}
-	release := func(ok bool) {
-		if ok {
-			return // the index subscription drops the reservation
-		}
+// placeAttempts bounds how often Place chooses again when the host it
+// chose turns out full once its admission record is read.
+const placeAttempts = 3
+
+// Place picks a host for a new VM. It returns the conditions the VM's
+// create must carry in its transaction: the host's admission record and
+// version as decided from. The create that fails on one of them
+// (admission.Retry) places again.
+func (p *Placer) Place(ctx context.Context, req scheduler.Request, filter Filter) (string, []store.Op, error) {
+	var err error
+	for range placeAttempts {
+		var host string
 		p.mu.Lock()
-		delete(p.reserved, name)
+		snap, _ := p.snapshotLocked(filter)
+		host, err = scheduler.Place(p.sched, snap, req)
 		p.mu.Unlock()
+		if err != nil {
+			return "", nil, placeError(err)
+		}
+		// The choice was made from what this server has seen; decide
+		// again for that host from at least what its record admitted.
+		t, rerr := p.records.Read(ctx, admission.HostRecord(host))
+		if rerr != nil {
+			return "", nil, rerr
+		}
+		pinned := req
+		pinned.Host = host
+		p.mu.Lock()
+		one, versions := p.snapshotLocked(func(h *api.Host) bool { return h.Name == host && filter(h) })
+		_, err = scheduler.Place(p.sched, one, pinned)
+		p.mu.Unlock()
+		if err == nil {
+			return host, []store.Op{t.Op(), p.hosts.OpCheck(host, versions[host])}, nil
+		}
 	}
-	return host, release, nil
+	return "", nil, placeError(err)
+}
+
+// placeError tells a refused placement in the API's terms.
+func placeError(err error) error {
+	var nr *scheduler.NoRoomError
+	var uh *scheduler.UnknownHostError
+	switch {
+	case errors.As(err, &nr):
+		return &api.Error{Code: api.CodeUnprocessable, Message: nr.Error(), Details: nr.Details()}
+	case errors.As(err, &uh):
+		return api.Invalid("host", "%v", uh)
+	}
+	return err
 }
 
 // Resize checks that vm's host has room for it to grow as rc asks, with
-// the overcommit ratios, and holds that room until release is called,
-// which the caller does once the resize's operation is queued (from then
-// on the queue holds it) or abandoned. The caller holds the VM's lock. A
-// VM on no known host (a provider VM not placed yet) is not checked.
-func (p *Placer) Resize(ctx context.Context, vm *api.VM, rc api.VMReconfigure) (release func(), err error) {
-	select {
-	case <-p.ready:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+// the overcommit ratios, and returns the conditions the resize's
+// operation must carry in its transaction (the host's admission record
+// and version). The caller holds the VM's lock. A VM on no known host (a
+// provider VM not placed yet) is not checked.
+func (p *Placer) Resize(ctx context.Context, vm *api.VM, rc api.VMReconfigure) ([]store.Op, error) {
 	key := vm.Key()
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	counted, inTotals := p.byVM[key]
-	host := counted.host
-	if !inTotals {
-		host = vm.Spec.Host
+	host := vm.Spec.Host
+	if counted, ok := p.byVM[key]; ok {
+		host = counted.host
 	}
-	snap := p.snapshotLocked(func(h *api.Host) bool { return h.Name == host })
+	p.mu.Unlock()
+	if _, ok := p.hosts.Get(host); !ok {
+		return nil, nil
+	}
+	t, err := p.records.Read(ctx, admission.HostRecord(host))
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	snap, versions := p.snapshotLocked(func(h *api.Host) bool { return h.Name == host })
 	if len(snap.Hosts) == 0 {
-		return func() {}, nil
+		return nil, nil
 	}
 	h := &snap.Hosts[0]
+	counted, inTotals := p.byVM[key]
 	if !inTotals {
-		// The placer has not seen the VM yet: its room is a reservation
-		// (counted in the snapshot) or, not even that, added here.
-		var reserved bool
-		if counted, reserved = p.reserved[key]; !reserved {
-			counted = sizeOf(vm)
-			h.AllocatedVCPUs += counted.vcpus
-			h.AllocatedMemoryMiB += counted.memory
-		}
+		counted = sizeOf(vm)
 	}
 	from := p.heldLocked(key, counted)
 	if !inTotals {
-		// The snapshot holds the growth of queued resizes only for VMs
-		// in the totals.
+		// Not counted on the host at all: add what it holds.
+		h.AllocatedVCPUs += from.vcpus
+		h.AllocatedMemoryMiB += from.memory
+	} else if !p.queue.ActiveKeys()[key] {
+		// Counted without the growth the snapshot adds only for VMs
+		// with operations under way.
 		h.AllocatedVCPUs += from.vcpus - counted.vcpus
 		h.AllocatedMemoryMiB += from.memory - counted.memory
 	}
@@ -384,11 +364,5 @@ func (p *Placer) Resize(ctx context.Context, vm *api.VM, rc api.VMReconfigure) (
 	} else if err != nil {
 		return nil, fmt.Errorf("checking the resize of vm %q: %w", vm.Name, err)
 	}
-	to.vcpus, to.memory, to.host = max(to.vcpus, from.vcpus), max(to.memory, from.memory), host
-	p.resizing[key] = to
-	return func() {
-		p.mu.Lock()
-		delete(p.resizing, key)
-		p.mu.Unlock()
-	}, nil
+	return []store.Op{t.Op(), p.hosts.OpCheck(host, versions[host])}, nil
 }

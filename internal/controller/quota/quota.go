@@ -1,39 +1,38 @@
 // Package quota admits what a project asks for against its quota: VMs,
-// their vCPUs, memory and disks, and the storage and imports of its images.
+// their vCPUs, memory and disks, the storage and imports of its images,
+// and its networks, ports and floating IPs.
 package quota
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/controller/admission"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
 
-// Gate makes a project's quota check and the write it admits one
-// step: creates and resizes in a project that has a quota take the
-// project's lock, read its usage from the index, and write before letting
-// the next one look. The store's Txn returns once the index holds the
-// write, so the next one sees it.
-//
-// A project's lock comes after a VM's lock and before the placer's mutex
-// (the lock order is written at ops.Controller.LockVM): whoever holds it
-// never waits for a VM's lock.
+// Gate admits creates and resizes against their project's quota. The
+// check and the write it admits are one step in etcd, whichever server
+// makes them: the gate decides from the index once it holds at least what
+// the project's admission record admitted (package admission), and the
+// write's transaction holds that record, and the project, to the versions
+// decided from. Of two admissions that decided from the same usage only
+// one commits; the other decides again.
 type Gate struct {
 	projects *store.Collection[api.Project]
 	vms      *store.Collection[api.VM]
 	images   *store.Collection[api.Image]
 	queue    Queue
 	imports  *Images
-
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
+	records  *admission.Records
+	counted  func(project string) api.Usage
 }
 
 // Queue is what the gate asks of the operation queue: the size a VM holds
-// with the resizes queued for it.
+// with the resizes queued for it, exact as of the index.
 type Queue interface {
 	PendingSize(vm *api.VM) api.Usage
 }
@@ -46,77 +45,75 @@ type Config struct {
 	Queue    Queue
 	// Imports holds the image storage the imports under way reserve.
 	Imports *Images
+	// Records are the projects' admission records.
+	Records *admission.Records
+	// Counted, when set, counts what else a project holds against its
+	// quota (its networks, ports and floating IPs), from the index.
+	Counted func(project string) api.Usage
 }
 
 // New makes a gate.
 func New(cfg Config) *Gate {
-	return &Gate{projects: cfg.Projects, vms: cfg.VMs, images: cfg.Images, queue: cfg.Queue, imports: cfg.Imports,
-		locks: map[string]*sync.Mutex{}}
-}
-
-// Lock takes a project's quota lock and returns its release.
-func (g *Gate) Lock(project string) func() {
-	g.mu.Lock()
-	l, ok := g.locks[project]
-	if !ok {
-		l = &sync.Mutex{}
-		g.locks[project] = l
-	}
-	g.mu.Unlock()
-	l.Lock()
-	return l.Unlock
+	return &Gate{projects: cfg.Projects, vms: cfg.VMs, images: cfg.Images, queue: cfg.Queue, imports: cfg.Imports, records: cfg.Records, counted: cfg.Counted}
 }
 
 // Limited tells whether a quota limits anything.
 func Limited(q api.Quota) bool {
-	return q.VCPUs != nil || q.MemoryMiB != nil || q.DiskMiB != nil || q.VMs != nil
+	return q.VCPUs != nil || q.MemoryMiB != nil || q.DiskMiB != nil || q.VMs != nil ||
+		q.Networks != nil || q.Ports != nil || q.FloatingIPs != nil
 }
 
-// Admit checks that adding delta keeps the project within its quota. On
-// success the caller holds the project's lock until it has written (or
-// given up) and calls the returned unlock.
-func (g *Gate) Admit(p *api.Project, delta api.Usage) (func(), error) {
-	if !Limited(p.Spec.Quota) {
-		return func() {}, nil
-	}
-	unlock := g.Lock(p.Name)
-	// Read the quota again under the lock: it may have just changed.
-	if cur, ok := g.projects.Get(p.Name); ok {
-		p = cur
-	}
-	if err := exceeds(p.Name, p.Spec.Quota, g.UsageOf(p.Name), delta); err != nil {
-		unlock()
-		return nil, err
-	}
-	return unlock, nil
+// Admit checks that adding delta keeps the project within its quota, and
+// returns the conditions the admitted write's transaction carries. A
+// project without a quota admits anything, on the condition that it
+// still has none.
+func (g *Gate) Admit(ctx context.Context, project string, delta api.Usage) ([]store.Op, error) {
+	return g.admit(ctx, project, func(*api.Project) api.Usage { return delta })
 }
 
 // AdmitResize checks a reconfigure against the quota. Usage counts each
 // VM at the larger of its size and any resize still queued for it, so two
-// racing resizes cannot pass together either; the caller holds the VM's
-// lock, and the returned unlock until the resize operation is queued.
-func (g *Gate) AdmitResize(p *api.Project, vm *api.VM, rc api.VMReconfigure) (func(), error) {
-	if p == nil || !Limited(p.Spec.Quota) {
-		return func() {}, nil
+// racing resizes cannot pass together either.
+func (g *Gate) AdmitResize(ctx context.Context, vm *api.VM, rc api.VMReconfigure) ([]store.Op, error) {
+	return g.admit(ctx, vm.Project, func(*api.Project) api.Usage {
+		cur := g.queue.PendingSize(vm)
+		var d api.Usage
+		if rc.VCPUs > 0 {
+			d.VCPUs = max(0, int64(rc.VCPUs)-cur.VCPUs)
+		}
+		if rc.MemoryMiB > 0 {
+			d.MemoryMiB = max(0, rc.MemoryMiB-cur.MemoryMiB)
+		}
+		return d
+	})
+}
+
+// admit checks the delta asks for against the project's quota, deciding
+// from the index once it holds what the project's record admitted.
+func (g *Gate) admit(ctx context.Context, project string, asks func(*api.Project) api.Usage) ([]store.Op, error) {
+	p, ok := g.projects.Get(project)
+	if !ok {
+		return nil, api.NotFound("project", project)
 	}
-	unlock := g.Lock(p.Name)
-	if cur, ok := g.projects.Get(p.Name); ok {
-		p = cur
+	if !Limited(p.Spec.Quota) {
+		return []store.Op{g.projects.OpCheck(p.Name, p.Version)}, nil
 	}
-	used := g.UsageOf(p.Name)
-	cur := g.queue.PendingSize(vm)
-	var d api.Usage
-	if rc.VCPUs > 0 {
-		d.VCPUs = max(0, int64(rc.VCPUs)-cur.VCPUs)
-	}
-	if rc.MemoryMiB > 0 {
-		d.MemoryMiB = max(0, rc.MemoryMiB-cur.MemoryMiB)
-	}
-	if err := exceeds(p.Name, p.Spec.Quota, used, d); err != nil {
-		unlock()
+	t, err := g.records.Read(ctx, admission.ProjectRecord(project))
+	if err != nil {
 		return nil, err
 	}
-	return unlock, nil
+	// Read the quota again: it may have just changed.
+	if p, ok = g.projects.Get(project); !ok {
+		return nil, api.NotFound("project", project)
+	}
+	conds := []store.Op{t.Op(), g.projects.OpCheck(p.Name, p.Version)}
+	if !Limited(p.Spec.Quota) {
+		return conds, nil
+	}
+	if err := exceeds(p.Name, p.Spec.Quota, g.UsageOf(p.Name), asks(p)); err != nil {
+		return nil, err
+	}
+	return conds, nil
 }
 
 // exceeds returns a 422 naming the first limit that used+delta passes.
@@ -130,6 +127,9 @@ func exceeds(project string, q api.Quota, used, delta api.Usage) error {
 		{"vcpus", q.VCPUs, used.VCPUs, delta.VCPUs},
 		{"memoryMiB", q.MemoryMiB, used.MemoryMiB, delta.MemoryMiB},
 		{"diskMiB", q.DiskMiB, used.DiskMiB, delta.DiskMiB},
+		{"networks", q.Networks, used.Networks, delta.Networks},
+		{"ports", q.Ports, used.Ports, delta.Ports},
+		{"floatingIPs", q.FloatingIPs, used.FloatingIPs, delta.FloatingIPs},
 	}
 	for _, c := range check {
 		if c.limit != nil && c.delta > 0 && c.used+c.delta > *c.limit {
@@ -168,6 +168,10 @@ func (g *Gate) UsageOf(project string) api.Usage {
 	}
 	if g.imports != nil {
 		u.ImageStorageMiB = g.imports.StorageMiB(project)
+	}
+	if g.counted != nil {
+		c := g.counted(project)
+		u.Networks, u.Ports, u.FloatingIPs = c.Networks, c.Ports, c.FloatingIPs
 	}
 	return u
 }
