@@ -314,6 +314,8 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"Lease":           reflect.TypeFor[api.Lease](),
 		"LeaseSet":        reflect.TypeFor[api.LeaseSet](),
 		"Version":         reflect.TypeFor[api.Version](),
+		"ClusterStatus":   reflect.TypeFor[api.ClusterStatus](),
+		"ClusterServer":   reflect.TypeFor[api.ClusterServer](),
 		// The audit log's state and verification, and alarms.
 		"AuditSpan":         reflect.TypeFor[api.AuditSpan](),
 		"AuditProblem":      reflect.TypeFor[api.AuditProblem](),

@@ -16,6 +16,7 @@ import (
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
 	"github.com/polyvisor/polyvisor/internal/testutil/guest"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // TestGuestCannotReachHostLoopback: a server listening only on 127.0.0.1
@@ -27,12 +28,8 @@ import (
 // QEMU runs as that unprivileged user.
 func TestGuestCannotReachHostLoopback(t *testing.T) {
 	requireQEMU(t)
-	if os.Geteuid() != 0 {
-		t.Skip("confining QEMU needs root")
-	}
-	if _, err := exec.LookPath("passt"); err != nil {
-		t.Fatal("passt is not installed: apt-get install passt (scripts/test.sh installs it)")
-	}
+	peer.Root(t, "confining QEMU")
+	peer.Binary(t, "passt", "apt-get install passt")
 	guest.RequireRun(t, guest.Paths{Dir: guestDir})
 
 	addr := ""
@@ -44,7 +41,7 @@ func TestGuestCannotReachHostLoopback(t *testing.T) {
 		}
 	}
 	if addr == "" {
-		t.Skip("this host has no non-loopback IPv4 address for the guest to reach")
+		peer.Missing(t, "this host has no non-loopback IPv4 address for the guest to reach")
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/polyvisor/polyvisor/client"
 	"github.com/polyvisor/polyvisor/internal/hypervisor/qemu"
 	"github.com/polyvisor/polyvisor/internal/testutil/devns"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 var (
@@ -69,9 +70,7 @@ func run(m *testing.M) int {
 
 func requireQEMU(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 is not installed (scripts/test.sh installs it)")
-	}
+	peer.Binary(t, "qemu-system-x86_64", "apt-get install qemu-system-x86")
 }
 
 // serverProc is a `polyvisor server` process.

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/client"
 )
 
 // TestImageImportFromURL: the server fetches an image over http, detects
@@ -78,8 +79,8 @@ func TestImageImportFromURL(t *testing.T) {
 	if err != nil || done.Status != api.OpFailed || done.Error == nil {
 		t.Fatalf("import of a missing URL: %+v %v", done, err)
 	}
-	if _, err := c.GetImage(ctx, "missing"); err == nil {
-		t.Fatal("a failed import left its image behind")
+	if _, err := c.GetImage(ctx, "missing"); !client.IsNotFound(err) {
+		t.Fatalf("a failed import left its image behind: GET answers %v, want 404", err)
 	}
 	if files := listDir(t, filepath.Join(srv.dataDir, "images")); len(files) != 1 {
 		t.Fatalf("image dir holds %v, want only the imported image", files)

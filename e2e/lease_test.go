@@ -94,7 +94,11 @@ func TestLeaseExpiry(t *testing.T) {
 			t.Errorf("no %s audit record (have %v)", action, got)
 			continue
 		}
-		op, err := c.GetOperation(ctx, id)
+		// The VM disappears a moment before its delete operation is marked
+		// done, so wait for the operation to end rather than read it once.
+		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		op, err := c.WaitOperation(wctx, id, nil)
+		cancel()
 		if err != nil || op.Kind != kind || op.Status != api.OpSucceeded {
 			t.Errorf("%s operation %+v %v, want a succeeded %s", action, op, err, kind)
 		}

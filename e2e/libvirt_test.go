@@ -14,6 +14,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 const libvirtSocket = "/var/run/libvirt/libvirt-sock"
@@ -26,9 +27,7 @@ func requireLibvirtd(t *testing.T) {
 		c.Close()
 		return
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("no libvirtd runs and starting one needs root (scripts/test.sh starts it)")
-	}
+	peer.Root(t, "starting libvirtd (none answers on "+libvirtSocket+"; scripts/test.sh starts it)")
 	libvirtd(t, "start")
 	t.Cleanup(func() { libvirtd(t, "stop") })
 }

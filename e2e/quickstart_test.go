@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // The README's first command, for real: it builds and installs Polyvisor,
@@ -17,9 +19,7 @@ import (
 // when the guest does not boot, it fails loudly with what QEMU said.
 func TestQuickstart(t *testing.T) {
 	requireQEMU(t)
-	if os.Geteuid() != 0 {
-		t.Skip("the quickstart installs packages and runs as root")
-	}
+	peer.Root(t, "the quickstart (it installs packages)")
 	run := func(t *testing.T, pathPrefix string, bootTimeout int) (string, string, error) {
 		data, bin := t.TempDir(), t.TempDir()
 		port := strconv.Itoa(freePort(t))

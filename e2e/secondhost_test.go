@@ -16,6 +16,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // netns is a network namespace with a veth link to the root namespace.
@@ -32,12 +33,8 @@ func sh(t *testing.T, args ...string) {
 
 func newNetns(t *testing.T) *netns {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the second-host test makes a network namespace and needs root")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("ip (iproute2) is not installed (scripts/test.sh installs it)")
-	}
+	peer.Root(t, "the second-host test's network namespace")
+	peer.Binary(t, "ip", "apt-get install iproute2")
 	id := strconv.Itoa(os.Getpid() % 200)
 	n := &netns{name: "pv-e2e-" + id, hostIP: "10.213." + id + ".1", nsIP: "10.213." + id + ".2"}
 	veth, peer := "pve"+id+"a", "pve"+id+"b"

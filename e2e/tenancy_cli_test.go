@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +28,18 @@ func (c *cliEnv) run(stdin string, args ...string) (string, error) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	return out.String(), err
+}
+
+// fails runs the CLI and checks that it failed for the reason want names:
+// exit 1 (a refused or failed command, not a usage error) and want in its
+// output. Any other error is not the refusal the test is about.
+func (c *cliEnv) fails(want string, stdin string, args ...string) {
+	c.t.Helper()
+	out, err := c.run(stdin, args...)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(out, want) {
+		c.t.Errorf("polyvisor %s: %v, want exit 1 saying %q:\n%s", strings.Join(args, " "), err, want, out)
+	}
 }
 
 func (c *cliEnv) must(stdin string, args ...string) string {
@@ -78,9 +91,7 @@ func TestTenancyWalkthrough(t *testing.T) {
 		"POLYVISOR_SERVER=https://127.0.0.1:"+strconv.Itoa(srv.port),
 		"POLYVISOR_CA_FILE="+filepath.Join(srv.dataDir, "pki", "ca.crt"),
 		"XDG_CONFIG_HOME="+aliceHome)}
-	if out, err := alice.run("wrong-password\n", "login", "--user", "alice", "--password-stdin"); err == nil || !strings.Contains(out, "invalid user name or password") {
-		t.Errorf("login with a wrong password: %v\n%s", err, out)
-	}
+	alice.fails("invalid user name or password", "wrong-password\n", "login", "--user", "alice", "--password-stdin")
 	alice.must("a-long-passphrase\n", "login", "--user", "alice", "--password-stdin")
 	if b, err := os.ReadFile(cfg); err != nil || !strings.Contains(string(b), "pvs_") {
 		t.Fatalf("config after login: %v\n%s", err, b)
@@ -94,9 +105,7 @@ func TestTenancyWalkthrough(t *testing.T) {
 		t.Errorf("image list in web:\n%s", out)
 	}
 	// Only a superadmin shares images.
-	if out, err := alice.run("", "image", "set", "tiny-disk", "--private", "--project", "default"); err == nil {
-		t.Errorf("alice making tiny-disk private: %s", out)
-	}
+	alice.fails("superadmin only", "", "image", "set", "tiny-disk", "--private", "--project", "default")
 
 	// The README's VM, booted from the public images of the default
 	// project.
@@ -112,22 +121,16 @@ func TestTenancyWalkthrough(t *testing.T) {
 		t.Errorf("vm show has no lease countdown:\n%s", out)
 	}
 	alice.must("", "vm", "lease", "shop-1", "168h")
-	if out, err := alice.run("", "vm", "lease", "shop-1", "2000h"); err == nil || !strings.Contains(out, "720") {
-		t.Errorf("a lease over the project's maximum: %v\n%s", err, out)
-	}
+	alice.fails("720", "", "vm", "lease", "shop-1", "2000h")
 	if out := alice.must("", "quota", "show"); !strings.Contains(out, "vms") || !strings.Contains(out, "image-storage") {
 		t.Errorf("quota show:\n%s", out)
 	}
 	// A create that would pass the quota is refused, naming the limit.
 	root.must("", "quota", "set", "--project", "web", "--vms", "1")
-	if out, err := alice.run("", "vm", "create", "shop-2", "--vcpus", "1", "--memory", "256M", "--image", "tiny-disk",
-		"--kernel", "tiny-kernel", "--initrd", "tiny-initrd", "--stopped"); err == nil || !strings.Contains(out, "quota") {
-		t.Errorf("second vm over the quota: %v\n%s", err, out)
-	}
-	// Alice sees nothing of the default project.
-	if out, err := alice.run("", "vm", "list", "--project", "default"); err == nil {
-		t.Errorf("alice listing the default project: %s", out)
-	}
+	alice.fails("quota", "", "vm", "create", "shop-2", "--vcpus", "1", "--memory", "256M", "--image", "tiny-disk",
+		"--kernel", "tiny-kernel", "--initrd", "tiny-initrd", "--stopped")
+	// Alice sees nothing of the default project: to her it does not exist.
+	alice.fails(`project "default" not found`, "", "vm", "list", "--project", "default")
 	tok := alice.must("", "token", "create", "ci", "--role", "operator", "--expires", "720h")
 	if !strings.Contains(tok, "pva_") || !strings.Contains(tok, "not shown again") {
 		t.Errorf("token create:\n%s", tok)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // TestWebConsole runs the browser test (web/e2e/console.mjs) in Debian's
@@ -26,19 +27,12 @@ import (
 func TestWebConsole(t *testing.T) {
 	requireQEMU(t)
 	webDir := filepath.Join(repoRoot, "web")
-	required := os.Getenv("POLYVISOR_BROWSER_TESTS") == "1"
 	for _, need := range []string{"/usr/bin/chromium", filepath.Join(webDir, "node_modules", "playwright-core"), filepath.Join(webDir, "dist", "index.html")} {
 		if _, err := os.Stat(need); err != nil {
-			if required {
-				t.Fatalf("the browser test needs %s: %v", need, err)
-			}
-			t.Skipf("the browser test needs %s (scripts/test.sh installs and builds it)", need)
+			peer.Missing(t, "the browser test needs %s (scripts/test.sh installs and builds it): %v", need, err)
 		}
 	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatalf("node: %v", err)
-	}
+	node := peer.Binary(t, "node", "apt-get install nodejs")
 	srv := startServer(t, t.TempDir())
 	ctx := context.Background()
 	if _, err := srv.c.CreateProject(ctx, api.ProjectCreate{Name: "shop"}); err != nil {
@@ -79,7 +73,7 @@ func TestWebConsole(t *testing.T) {
 		c.Close()
 		libvirt = "qemu:///system"
 	} else {
-		t.Logf("no libvirtd (%v): the browser checks only that the API's refusal of a provider is shown", err)
+		peer.Without(t, "no libvirtd (%v): the browser checks only that the API's refusal of a provider is shown", err)
 	}
 
 	shots := filepath.Join(webDir, "test-results", "screenshots")

@@ -10,7 +10,9 @@
 #           systemd-sysv), creates the libvirt-qemu user and group if missing,
 #           writes a private configuration under $POLYVISOR_LIBVIRTD_DIR, starts
 #           virtlogd and libvirtd, and waits until qemu:///system answers on
-#           /var/run/libvirt/libvirt-sock.
+#           /var/run/libvirt/libvirt-sock (and, with POLYVISOR_LIBVIRTD_TCP=1,
+#           on 127.0.0.1:16509). A libvirtd this script started without the
+#           TCP listener that is now asked for is restarted with it.
 #   stop    stops the virtlogd and libvirtd this script started. QEMU processes
 #           of running domains are left alone: a libvirtd started again
 #           re-attaches to them.
@@ -93,6 +95,12 @@ alive() {
 
 answers() { virsh -c qemu:///system version >/dev/null 2>&1; }
 
+want_tcp() { [[ "${POLYVISOR_LIBVIRTD_TCP:-0}" == 1 ]]; }
+
+# tcp_answers succeeds when something accepts connections on libvirtd's
+# loopback TCP port.
+tcp_answers() { timeout 2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/16509' 2>/dev/null; }
+
 write_config() {
 	mkdir -p "$DIR/etc" "$DIR/log"
 	chmod 0700 "$DIR"
@@ -120,7 +128,7 @@ write_config() {
 		cat /proc/sys/kernel/random/uuid >"$DIR/host-uuid"
 	fi
 	local tcp=0
-	[[ "${POLYVISOR_LIBVIRTD_TCP:-0}" == 1 ]] && tcp=1
+	want_tcp && tcp=1
 	cat >"$DIR/libvirtd.conf" <<-EOF
 		# Written by Polyvisor's scripts/libvirtd.sh.
 		host_uuid = "$(<"$DIR/host-uuid")"
@@ -148,7 +156,7 @@ write_config() {
 # only when that file does not exist or was written by this script.
 launch() {
 	local listen=""
-	[[ "${POLYVISOR_LIBVIRTD_TCP:-0}" == 1 ]] && listen="--listen"
+	want_tcp && listen="--listen"
 	local cmds=""
 	if ! alive virtlogd "$DIR/virtlogd.pid"; then
 		cmds+="virtlogd -d -f '$DIR/virtlogd.conf' -p '$DIR/virtlogd.pid' && "
@@ -173,11 +181,20 @@ start() {
 	install_packages
 	ensure_qemu_user
 	if alive libvirtd "$DIR/libvirtd.pid" && answers; then
-		log "libvirtd is already running (pid $(<"$DIR/libvirtd.pid"))"
-		return 0
+		if want_tcp && ! tcp_answers; then
+			# Its domains keep running; the new daemon re-attaches to them.
+			log "libvirtd (pid $(<"$DIR/libvirtd.pid")) has no TCP listener: restarting it with one"
+			stop_one libvirtd "$DIR/libvirtd.pid"
+		else
+			log "libvirtd is already running (pid $(<"$DIR/libvirtd.pid"))"
+			return 0
+		fi
 	fi
 	if ! alive libvirtd "$DIR/libvirtd.pid" && answers; then
 		log "a libvirtd this script did not start already answers on $SOCK"
+		if want_tcp && ! tcp_answers; then
+			log "it does not listen on 127.0.0.1:16509: the qemu+tcp:// tests will fail"
+		fi
 		return 0
 	fi
 	if alive libvirtd "$DIR/libvirtd.pid"; then
@@ -189,8 +206,8 @@ start() {
 	fi
 	local i
 	for ((i = 0; i < 300; i++)); do
-		if answers; then
-			log "libvirtd is running (pid $(<"$DIR/libvirtd.pid")), socket $SOCK"
+		if answers && { ! want_tcp || tcp_answers; }; then
+			log "libvirtd is running (pid $(<"$DIR/libvirtd.pid")), socket $SOCK$(want_tcp && echo ", tcp 127.0.0.1:16509")"
 			return 0
 		fi
 		if ((i > 10)) && ! alive libvirtd "$DIR/libvirtd.pid"; then
@@ -198,7 +215,7 @@ start() {
 		fi
 		sleep 0.1
 	done
-	log "libvirtd did not answer on $SOCK; its log ends with:"
+	log "libvirtd did not answer on $SOCK$(want_tcp && echo " and 127.0.0.1:16509"); its log ends with:"
 	tail -n 20 "$DIR/log/libvirtd.log" >&2 2>/dev/null || true
 	exit 1
 }

@@ -105,6 +105,11 @@ func TestGuestPoweroffReachesServer(t *testing.T) {
 	if st := h.running(key, gen); st.StopCause != "" {
 		t.Fatalf("a running vm has a stop cause: %+v", st)
 	}
+	// Once the agent has carried out the start, the count tells whether it
+	// ever started the powered-off guest by itself, however late.
+	if fake, _ := h.host.VM(vm.UID); fake.Starts != 2 {
+		t.Fatalf("started %d times, want twice: at first and when asked to", fake.Starts)
+	}
 }
 
 // TestCrashRestartPolicy: a VM whose process is killed, or whose guest
@@ -192,6 +197,11 @@ func TestCrashStopPolicy(t *testing.T) {
 	}
 	gen = h.cp.setSpec(key, func(s *api.VMSpec) { s.PowerState = api.PowerRunning })
 	h.running(key, gen)
+	// Once the agent has carried out the start, the count tells whether it
+	// ever started the crashed vm by itself, however late.
+	if fake, _ := h.host.VM(vm.UID); fake.Starts != 2 {
+		t.Fatalf("started %d times, want twice: at first and when asked to", fake.Starts)
+	}
 }
 
 // TestCrashLoopBacksOff: a VM that crashes as soon as it runs is started

@@ -177,16 +177,17 @@ func dirSize(t testing.TB, dir string) int64 {
 	return total
 }
 
-// fakeClock makes l read its time from the returned setter's value.
-func fakeClock(l *Log, start time.Time) func(time.Time) {
+// fakeClock returns a clock for Options.now, reading the returned
+// setter's value, which starts at start.
+func fakeClock(start time.Time) (func() time.Time, func(time.Time)) {
 	var mu sync.Mutex
 	now := start
-	l.now = func() time.Time {
+	clock := func() time.Time {
 		mu.Lock()
 		defer mu.Unlock()
 		return now
 	}
-	return func(t time.Time) {
+	return clock, func(t time.Time) {
 		mu.Lock()
 		now = t
 		mu.Unlock()

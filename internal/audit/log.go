@@ -65,6 +65,10 @@ type Options struct {
 	// NoVerify skips the verification of the hash chain that Open starts
 	// in the background.
 	NoVerify bool
+
+	// now is the log's clock, time.Now when nil. Tests set it here, before
+	// Open starts the writer that reads it.
+	now func() time.Time
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -156,11 +160,15 @@ func Open(ctx context.Context, dir string, opts Options, log *slog.Logger) (*Log
 	if err != nil {
 		return nil, err
 	}
+	now := opts.now
+	if now == nil {
+		now = time.Now
+	}
 	l := &Log{
 		dir:  dir,
 		opts: opts,
 		log:  log,
-		now:  time.Now,
+		now:  now,
 		reqs: make(chan *request, maxBatch),
 		kick: make(chan struct{}, 1),
 		done: make(chan struct{}),

@@ -48,10 +48,10 @@ func TestSizeLimitKeepsYoungRecords(t *testing.T) {
 func TestSizeLimitRefuses(t *testing.T) {
 	dir := t.TempDir()
 	const maxBytes = 4096
-	l := openLog(t, dir, Options{SegmentBytes: 1024, MaxBytes: maxBytes, MaxAge: 24 * time.Hour,
-		WhenFull: api.AuditWhenFullRefuse, RetryInterval: 10 * time.Millisecond})
 	now := time.Now()
-	setNow := fakeClock(l, now.Add(-30*time.Hour))
+	clock, setNow := fakeClock(now.Add(-30 * time.Hour))
+	l := openLog(t, dir, Options{SegmentBytes: 1024, MaxBytes: maxBytes, MaxAge: 24 * time.Hour,
+		WhenFull: api.AuditWhenFullRefuse, RetryInterval: 10 * time.Millisecond, now: clock})
 	var kept []*api.AuditRecord
 	refused := 0
 	for i := range 100 {
@@ -126,9 +126,9 @@ func userRecords(recs []*api.AuditRecord) []*api.AuditRecord {
 
 func TestRetentionByAge(t *testing.T) {
 	dir := t.TempDir()
-	l := openLog(t, dir, Options{SegmentBytes: 1024, MaxAge: 24 * time.Hour})
 	now := time.Now()
-	setNow := fakeClock(l, now.Add(-47*time.Hour))
+	clock, setNow := fakeClock(now.Add(-47 * time.Hour))
+	l := openLog(t, dir, Options{SegmentBytes: 1024, MaxAge: 24 * time.Hour, now: clock})
 	var want []*api.AuditRecord
 	for i := range 30 {
 		r := newRec("alice", "default", "vm/web", "vm.start", api.AuditSuccess, fmt.Sprint(i))
@@ -190,12 +190,12 @@ func TestRetentionByAge(t *testing.T) {
 
 func TestRetentionOnOpen(t *testing.T) {
 	dir := t.TempDir()
-	l, err := Open(t.Context(), dir, Options{SegmentBytes: 1024}, testLogger(t))
+	old := time.Now().Add(-72 * time.Hour)
+	clock, _ := fakeClock(old)
+	l, err := Open(t.Context(), dir, Options{SegmentBytes: 1024, now: clock}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := time.Now().Add(-72 * time.Hour)
-	fakeClock(l, old)
 	appendMsgs(t, l, msgs("old", 0, 20)...)
 	if err := l.Close(); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,9 @@
 //   - bench api: create throughput and latency, get and list latency, the
 //     raw put rate of the server's own etcd, and the server's memory with
 //     thousands of stopped VMs.
+//   - bench scale: the control plane with thousands of simulated hosts
+//     (polyvisor agent --simulate): registration, heartbeat load, creates,
+//     reads, placement and memory, size by size.
 //
 // Everything a benchmark starts (servers, agents, QEMUs, temp dirs) is
 // removed when it ends, whether it succeeded, failed or was interrupted.
@@ -60,7 +63,7 @@ report to stdout.`,
 	// -o shadows the CLI's global -o (table, json, yaml) for bench, which
 	// prints table or json.
 	cmd.PersistentFlags().VarP(&output, "output", "o", "output format: table or json")
-	cmd.AddCommand(lifecycleCommand(&output), apiCommand(&output))
+	cmd.AddCommand(lifecycleCommand(&output), apiCommand(&output), scaleCommand(&output))
 	return cmd
 }
 

@@ -127,24 +127,39 @@ func TestOutputFlag(t *testing.T) {
 func TestWatchMarker(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "console.log")
+	type result struct {
+		mt  markerTimes
+		err error
+	}
+	done := make(chan result, 1)
 	go func() {
-		time.Sleep(20 * time.Millisecond)
-		f, err := os.Create(path)
-		if err != nil {
-			return
-		}
-		defer f.Close()
-		f.WriteString("booting...\nPOLYVISOR-GU")
-		f.Sync()
-		time.Sleep(20 * time.Millisecond)
-		f.WriteString("EST-READY\n") // the marker split across two reads
+		mt, err := watchMarker(context.Background(), path, guestMarker, time.Millisecond, time.Minute)
+		done <- result{mt, err}
 	}()
-	mt, err := watchMarker(context.Background(), path, guestMarker, time.Millisecond, 5*time.Second)
+	time.Sleep(20 * time.Millisecond)
+	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if mt.FileAt.IsZero() || mt.MarkerAt.Sub(mt.FileAt) < 10*time.Millisecond {
-		t.Errorf("file seen %v, marker seen %v: the marker was found before it was complete", mt.FileAt, mt.MarkerAt)
+	defer f.Close()
+	f.WriteString("booting...\nPOLYVISOR-GU")
+	f.Sync()
+	// The marker is split across two writes: until the second, the watcher
+	// must not have found it. (A watcher starved of CPU past this wait
+	// hides that mistake; it cannot make the test fail wrongly.)
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case r := <-done:
+		t.Fatalf("the marker was found before it was complete: %+v %v", r.mt, r.err)
+	default:
+	}
+	f.WriteString("EST-READY\n")
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.mt.FileAt.IsZero() || r.mt.MarkerAt.Before(r.mt.FileAt) {
+		t.Errorf("file seen %v, marker seen %v", r.mt.FileAt, r.mt.MarkerAt)
 	}
 	if _, err := watchMarker(context.Background(), filepath.Join(dir, "none"), guestMarker, time.Millisecond, 20*time.Millisecond); err == nil {
 		t.Error("watchMarker of a file that never appears did not fail")

@@ -90,6 +90,7 @@ func NewRootCommand(extra ...*cobra.Command) *cobra.Command {
 	// daemons have their own.
 	a.explainErrors(root)
 	root.AddCommand(a.alarmCommand())
+	root.AddCommand(a.clusterCommand())
 	root.AddCommand(extra...)
 	return root
 }

@@ -74,7 +74,7 @@ func TestHostAdminCommandsOnARealServer(t *testing.T) {
 	if out, errOut, code := run("host", "delete", "h7"); code != 0 || !strings.Contains(out, "Deleted host h7") {
 		t.Errorf("delete: exit %d: %s%s", code, out, errOut)
 	}
-	if _, errOut, code := run("host", "show", "h7"); code != ExitFailure || !strings.Contains(errOut, "not found") {
+	if _, errOut, code := run("host", "show", "h7"); code != ExitFailure || !strings.Contains(errOut, `host "h7" not found`) {
 		t.Errorf("show after delete: exit %d: %s", code, errOut)
 	}
 }

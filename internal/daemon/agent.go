@@ -32,6 +32,7 @@ func AgentCommand() *cobra.Command {
 		logs                                         logFlags
 		heartbeat                                    time.Duration
 	)
+	var sim simulateOptions
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run a host agent that joins a Polyvisor server",
@@ -47,6 +48,9 @@ which also pins the server's CA; later starts reuse the saved credentials.`,
 			log, err := logs.logger()
 			if err != nil {
 				return err
+			}
+			if sim.hosts > 0 {
+				return runSimulate(cmd.Context(), sim, serverURL, joinToken, dataDir, heartbeat, log)
 			}
 			if name == "" {
 				name = defaultHostName()
@@ -103,6 +107,7 @@ which also pins the server's CA; later starts reuse the saved credentials.`,
 	f.DurationVar(&heartbeat, "heartbeat-interval", 5*time.Second, "how often to report to the server (keep it well below the server's --heartbeat-timeout)")
 	addAccelFlag(cmd, &accel)
 	addConfigFlag(cmd, &confPath, DefaultAgentConfig)
+	addSimulateFlags(cmd, &sim)
 	logs.register(cmd)
 	return cmd
 }

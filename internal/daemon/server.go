@@ -40,6 +40,7 @@ func ServerCommand() *cobra.Command {
 		accel     string
 		confPath  string
 	)
+	var pprofAddr string
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the control plane (with an embedded store and a built-in agent by default)",
@@ -75,6 +76,11 @@ cluster named by --etcd-endpoints.`,
 			if err := srv.Start(ctx); err != nil {
 				return err
 			}
+			if pprofAddr != "" {
+				if err := servePprof(ctx, pprofAddr, log); err != nil {
+					return err
+				}
+			}
 			printHowTo(cmd, srv, cfg)
 			if noAgent {
 				<-ctx.Done()
@@ -91,6 +97,8 @@ cluster named by --etcd-endpoints.`,
 	f.StringVar(&cfg.Listen, "listen", ":7443", "TLS address of the API (empty disables TCP)")
 	f.StringVar(&cfg.Socket, "socket", "", "unix socket for local root use (default <data-dir>/polyvisor.sock)")
 	f.StringSliceVar(&cfg.EtcdEndpoints, "etcd-endpoints", nil, "external etcd endpoints (default: embedded etcd)")
+	f.StringVar(&cfg.Name, "name", "", "name of this server among the servers sharing the store (default: the hostname)")
+	f.DurationVar(&cfg.LeaderTTL, "leader-ttl", 5*time.Second, "how long a leader that stopped renewing its session keeps the lead of the controllers")
 	f.StringSliceVar(&advertise, "advertise-address", nil, "extra DNS names or IPs agents use to reach this server (added to its certificate)")
 	f.StringVar(&hostName, "host-name", "", "name of this host for the built-in agent (default: the hostname)")
 	f.BoolVar(&noAgent, "no-agent", false, "run no built-in agent (VMs run only on joined hosts)")
@@ -121,6 +129,8 @@ cluster named by --etcd-endpoints.`,
 	f.Uint64Var(&cfg.MinFreeBytes, "min-free-space", 256<<20, "bytes kept free on the data dir's disk: below, the server is read-only until space is freed; 0 disables")
 	f.Float64Var(&cfg.AddressRateLimit, "address-rate-limit", 200, "requests per second each client address may make, counted before authentication; 0 disables")
 	f.IntVar(&cfg.AddressRateBurst, "address-rate-burst", 800, "requests a client address may make at once above --address-rate-limit")
+	f.StringVar(&pprofAddr, "debug-pprof-listen", "", "serve Go's pprof profiles on this loopback address (host:port), for diagnosis")
+	_ = f.MarkHidden("debug-pprof-listen")
 	logs.register(cmd)
 	return cmd
 }

@@ -9,17 +9,17 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // smallFS mounts a tmpfs of size for the test, or skips where it may not.
 func smallFS(t *testing.T, size string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs needs root")
-	}
+	peer.Root(t, "mounting a small tmpfs")
 	dir := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs here: %v: %s", err, out)
+		peer.Missing(t, "cannot mount a tmpfs here: %v: %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
 	return dir

@@ -77,8 +77,21 @@ func benchNewSim(tb testing.TB, m *simulator.Model) *benchSim {
 	m.Service.Listen = &url.URL{User: url.UserPassword(benchSimUser, benchSimPass)}
 	s := m.Service.NewServer()
 	tb.Cleanup(func() {
-		s.Close()
-		m.Remove()
+		// Close waits for every request in flight; a vcsim deadlocked on
+		// its own locks (govmomi v0.56.0's simulator can deadlock a
+		// WaitForUpdatesEx against a clone adding to a container view)
+		// would hold the test binary until its timeout.
+		closed := make(chan struct{})
+		go func() {
+			s.Close()
+			m.Remove()
+			close(closed)
+		}()
+		select {
+		case <-closed:
+		case <-time.After(time.Minute):
+			tb.Errorf("vcsim did not stop within a minute: requests in it are stuck (see the goroutines of govmomi's simulator)")
+		}
 	})
 	u := *s.URL
 	u.User = nil

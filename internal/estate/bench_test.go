@@ -42,6 +42,7 @@ import (
 	"github.com/polyvisor/polyvisor/internal/provider"
 	"github.com/polyvisor/polyvisor/internal/provider/registry"
 	"github.com/polyvisor/polyvisor/internal/store"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // The target of the first sync: at most this many times a plain govmomi
@@ -585,13 +586,13 @@ const benchLibvirtSocket = "/var/run/libvirt/libvirt-sock"
 func benchLatencyLibvirt(tb testing.TB, n int) {
 	sock, err := net.DialTimeout("unix", benchLibvirtSocket, time.Second)
 	if err != nil {
-		tb.Skipf("libvirt part skipped: no libvirtd answers on %s (%v)", benchLibvirtSocket, err)
+		peer.Missing(tb, "libvirt part skipped: no libvirtd answers on %s (%v)", benchLibvirtSocket, err)
 	}
 	const uri = "test:///default"
 	raw := golibvirt.NewWithDialer(dialers.NewAlreadyConnected(sock))
 	if err := raw.ConnectToURI(golibvirt.ConnectURI(uri)); err != nil {
 		sock.Close()
-		tb.Skipf("libvirt part skipped: libvirtd on %s cannot open %s: %v", benchLibvirtSocket, uri, err)
+		peer.Missing(tb, "libvirt part skipped: libvirtd on %s cannot open %s: %v", benchLibvirtSocket, uri, err)
 	}
 	defer raw.Disconnect()
 

@@ -243,7 +243,7 @@ func (c *conn) fullSync(ctx context.Context, p provider.Provider) error {
 	}
 	for _, h := range listAll(c.m.cfg.Hosts) {
 		if h.Provider != nil && h.Provider.Name == c.name && !liveHosts[h.Provider.ID] {
-			if err := c.m.cfg.Hosts.Delete(ctx, h.Name, 0); err != nil && !errors.Is(err, store.ErrNotFound) {
+			if err := c.m.write(ctx, c.m.cfg.Hosts.OpDelete(h.Name, 0)); err != nil && !errors.Is(err, store.ErrNotFound) {
 				c.log.Warn("removing a host gone from the provider", "host", h.Name, "err", err)
 			}
 		}
@@ -310,7 +310,7 @@ func (c *conn) setState(ctx context.Context, state, msg string, counts *api.Prov
 	c.mu.Lock()
 	caps := c.caps
 	c.mu.Unlock()
-	err := update(ctx, c.m.cfg.Providers, c.name, providerVersion, func(cur *api.Provider) (*api.Provider, error) {
+	err := update(ctx, c.m.writer(), c.m.cfg.Providers, c.name, providerVersion, func(cur *api.Provider) (*api.Provider, error) {
 		next := store.Clone(cur)
 		next.Status.State, next.Status.Message = state, msg
 		if state == api.ProviderConnected {
@@ -350,7 +350,7 @@ func (c *conn) markStale(ctx context.Context, cause error) {
 		if !ours(h.Provider) || (h.Provider.Stale && h.Status.State == api.HostNotReady) {
 			continue
 		}
-		err := update(ctx, c.m.cfg.Hosts, h.Name, hostVersion, func(cur *api.Host) (*api.Host, error) {
+		err := update(ctx, c.m.writer(), c.m.cfg.Hosts, h.Name, hostVersion, func(cur *api.Host) (*api.Host, error) {
 			if !ours(cur.Provider) {
 				return nil, errGone
 			}
@@ -370,7 +370,7 @@ func (c *conn) markStale(ctx context.Context, cause error) {
 		if !ours(vm.Spec.Provider) || vm.Spec.Provider.Stale {
 			continue
 		}
-		err := update(ctx, c.m.cfg.VMs, vm.Key(), vmVersion, func(cur *api.VM) (*api.VM, error) {
+		err := update(ctx, c.m.writer(), c.m.cfg.VMs, vm.Key(), vmVersion, func(cur *api.VM) (*api.VM, error) {
 			if !ours(cur.Spec.Provider) {
 				return nil, errGone
 			}

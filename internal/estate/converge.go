@@ -77,7 +77,7 @@ func (m *Manager) converge(ctx context.Context, name string) {
 		c.mu.Lock()
 		delete(c.vmIDs, vm.Spec.Provider.ID)
 		c.mu.Unlock()
-		if err := m.cfg.VMs.Delete(ctx, name, 0); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err := m.write(ctx, m.cfg.VMs.OpDelete(name, 0)); err != nil && !errors.Is(err, store.ErrNotFound) {
 			m.log.Warn("removing a deleted provider vm", "vm", name, "err", err)
 		}
 		return
@@ -186,7 +186,7 @@ func (m *Manager) reportOrLog(ctx context.Context, name string, gen int64, cause
 // report records the outcome of converging a VM's generation, on the VM's
 // newest version.
 func (m *Manager) report(ctx context.Context, name string, gen int64, created *provider.VM, cause error) error {
-	return update(ctx, m.cfg.VMs, name, vmVersion, func(cur *api.VM) (*api.VM, error) {
+	return update(ctx, m.writer(), m.cfg.VMs, name, vmVersion, func(cur *api.VM) (*api.VM, error) {
 		if cur.Generation != gen {
 			return nil, errGone // a newer generation will be converged and reported
 		}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
@@ -53,6 +54,8 @@ type Config struct {
 type Manager struct {
 	cfg Config
 	log *slog.Logger
+
+	lead atomic.Pointer[store.Writer] // while the server leads
 
 	mu    sync.Mutex
 	conns map[string]*conn // by provider name
@@ -109,6 +112,29 @@ func (m *Manager) Verify(ctx context.Context, typ string, cfg provider.Config) (
 		return provider.Capabilities{}, fmt.Errorf("reading the inventory: %w", err)
 	}
 	return p.Capabilities(), nil
+}
+
+// Lead runs the manager while the server leads (see Run), writing
+// through w, the leader's fenced writer, until ctx ends (the term does).
+func (m *Manager) Lead(ctx context.Context, w store.Writer) {
+	m.lead.Store(&w)
+	defer m.lead.Store(nil)
+	m.Run(ctx)
+}
+
+// writer is what the manager writes through: the leader's writer while
+// it leads, else the store.
+func (m *Manager) writer() store.Writer {
+	if w := m.lead.Load(); w != nil {
+		return *w
+	}
+	return m.cfg.Store
+}
+
+// write commits one write through the manager's writer.
+func (m *Manager) write(ctx context.Context, op store.Op) error {
+	_, err := m.writer().Txn(ctx, op)
+	return err
 }
 
 // Run follows providers and provider VMs until ctx ends.
@@ -215,14 +241,14 @@ func (m *Manager) purgeOrphans(ctx context.Context) {
 func (m *Manager) purge(ctx context.Context, match func(*api.ProviderRef) bool) {
 	for _, vm := range listAll(m.cfg.VMs) {
 		if vm.Spec.Provider != nil && match(vm.Spec.Provider) {
-			if err := m.cfg.VMs.Delete(ctx, vm.Key(), 0); err != nil && !errors.Is(err, store.ErrNotFound) {
+			if err := m.write(ctx, m.cfg.VMs.OpDelete(vm.Key(), 0)); err != nil && !errors.Is(err, store.ErrNotFound) {
 				m.log.Warn("removing provider vm", "vm", vm.Name, "err", err)
 			}
 		}
 	}
 	for _, h := range listAll(m.cfg.Hosts) {
 		if h.Provider != nil && match(h.Provider) {
-			if err := m.cfg.Hosts.Delete(ctx, h.Name, 0); err != nil && !errors.Is(err, store.ErrNotFound) {
+			if err := m.write(ctx, m.cfg.Hosts.OpDelete(h.Name, 0)); err != nil && !errors.Is(err, store.ErrNotFound) {
 				m.log.Warn("removing provider host", "host", h.Name, "err", err)
 			}
 		}

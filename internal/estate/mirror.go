@@ -59,9 +59,9 @@ func (c *conn) upsertHost(ctx context.Context, ph *provider.Host, inv *provider.
 		var err error
 		if ok {
 			next.UpdatedAt = now
-			_, err = c.m.cfg.Hosts.Update(ctx, name, next, cur.Version)
+			_, err = c.m.writer().Txn(ctx, c.m.cfg.Hosts.OpUpdate(name, next, cur.Version))
 		} else {
-			_, err = c.m.cfg.Hosts.Create(ctx, name, next)
+			_, err = c.m.writer().Txn(ctx, c.m.cfg.Hosts.OpCreate(name, next))
 		}
 		if err == nil || !(errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrExists)) {
 			if err != nil && ctx.Err() == nil {
@@ -118,7 +118,7 @@ func (c *conn) upsertVM(ctx context.Context, pv *provider.VM, fromSync bool) {
 		if !ok {
 			return
 		}
-		_, err := c.m.cfg.Store.Txn(ctx, op)
+		_, err := c.m.writer().Txn(ctx, op)
 		if err == nil {
 			return
 		}
@@ -236,7 +236,7 @@ func (c *conn) mirrorVMs(ctx context.Context, vms []*provider.VM) {
 		if len(ops) == 0 {
 			continue
 		}
-		if _, err := c.m.cfg.Store.Txn(ctx, ops...); err != nil {
+		if _, err := c.m.writer().Txn(ctx, ops...); err != nil {
 			for _, pv := range batch {
 				c.upsertVM(ctx, pv, true)
 			}
@@ -259,7 +259,7 @@ func (c *conn) deleteVM(ctx context.Context, id, key string) {
 	if key == "" {
 		return
 	}
-	err := remove(ctx, c.m.cfg.VMs, key, vmVersion, func(vm *api.VM) bool {
+	err := remove(ctx, c.m.writer(), c.m.cfg.VMs, key, vmVersion, func(vm *api.VM) bool {
 		return vm.Spec.Provider != nil && vm.Spec.Provider.Name == c.name && vm.Spec.Provider.ID == id
 	})
 	if err != nil && ctx.Err() == nil {

@@ -23,7 +23,7 @@ var errGone = errors.New("gone")
 // errGone wrapped when the object is no longer the one to write. An object
 // gone is not an error; any other failure, and a conflict that persists,
 // is returned, wrapped, for the caller to log or pass on.
-func update[T any](ctx context.Context, c *store.Collection[T], name string, version func(*T) int64, change func(cur *T) (*T, error)) error {
+func update[T any](ctx context.Context, w store.Writer, c *store.Collection[T], name string, version func(*T) int64, change func(cur *T) (*T, error)) error {
 	for range maxRetries {
 		cur, ok := c.Get(name)
 		if !ok {
@@ -36,7 +36,7 @@ func update[T any](ctx context.Context, c *store.Collection[T], name string, ver
 		if err != nil || next == nil {
 			return err
 		}
-		_, err = c.Update(ctx, name, next, version(cur))
+		_, err = w.Txn(ctx, c.OpUpdate(name, next, version(cur)))
 		switch {
 		case err == nil, errors.Is(err, store.ErrNotFound):
 			return nil
@@ -50,13 +50,13 @@ func update[T any](ctx context.Context, c *store.Collection[T], name string, ver
 // remove deletes the object name holds in c if keep says it is still the
 // one to delete, reading it again after a conflict. An object already gone
 // is not an error.
-func remove[T any](ctx context.Context, c *store.Collection[T], name string, version func(*T) int64, keep func(cur *T) bool) error {
+func remove[T any](ctx context.Context, w store.Writer, c *store.Collection[T], name string, version func(*T) int64, keep func(cur *T) bool) error {
 	for range maxRetries {
 		cur, ok := c.Get(name)
 		if !ok || !keep(cur) {
 			return nil
 		}
-		err := c.Delete(ctx, name, version(cur))
+		_, err := w.Txn(ctx, c.OpDelete(name, version(cur)))
 		switch {
 		case err == nil, errors.Is(err, store.ErrNotFound):
 			return nil

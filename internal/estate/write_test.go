@@ -35,9 +35,9 @@ func writeTestStore(t *testing.T) (*store.Store, *store.Collection[api.VM]) {
 // is made again on the newest version, keeping the other writer's change.
 func TestUpdateAfterAConflict(t *testing.T) {
 	ctx := context.Background()
-	_, vms := writeTestStore(t)
+	st, vms := writeTestStore(t)
 	calls := 0
-	err := update(ctx, vms, "p/a", vmVersion, func(cur *api.VM) (*api.VM, error) {
+	err := update(ctx, st, vms, "p/a", vmVersion, func(cur *api.VM) (*api.VM, error) {
 		calls++
 		if calls == 1 {
 			other := store.Clone(cur)
@@ -65,7 +65,7 @@ func TestUpdateReportsFailures(t *testing.T) {
 	ctx := context.Background()
 	st, vms := writeTestStore(t)
 	calls := 0
-	err := update(ctx, vms, "p/a", vmVersion, func(cur *api.VM) (*api.VM, error) {
+	err := update(ctx, st, vms, "p/a", vmVersion, func(cur *api.VM) (*api.VM, error) {
 		calls++
 		other := store.Clone(cur)
 		if _, err := vms.Update(ctx, "p/a", other, cur.Version); err != nil {
@@ -77,22 +77,22 @@ func TestUpdateReportsFailures(t *testing.T) {
 		t.Errorf("update against a writer that always wins = %v after %d calls, want a conflict after %d", err, calls, maxRetries)
 	}
 	called := false
-	if err := update(ctx, vms, "p/missing", vmVersion, func(*api.VM) (*api.VM, error) { called = true; return nil, nil }); err != nil || called {
+	if err := update(ctx, st, vms, "p/missing", vmVersion, func(*api.VM) (*api.VM, error) { called = true; return nil, nil }); err != nil || called {
 		t.Errorf("update of a missing vm = %v (change called: %v), want nil and no call", err, called)
 	}
 	before, _ := vms.Get("p/a")
-	if err := update(ctx, vms, "p/a", vmVersion, func(*api.VM) (*api.VM, error) { return nil, errGone }); err != nil {
+	if err := update(ctx, st, vms, "p/a", vmVersion, func(*api.VM) (*api.VM, error) { return nil, errGone }); err != nil {
 		t.Errorf("update of a vm no longer meant = %v, want nil", err)
 	}
 	if after, _ := vms.Get("p/a"); after.Version != before.Version {
 		t.Error("update of a vm no longer meant wrote it")
 	}
 	st.Close()
-	err = update(ctx, vms, "p/a", vmVersion, func(cur *api.VM) (*api.VM, error) { return store.Clone(cur), nil })
+	err = update(ctx, st, vms, "p/a", vmVersion, func(cur *api.VM) (*api.VM, error) { return store.Clone(cur), nil })
 	if !errors.Is(err, store.ErrClosed) {
 		t.Errorf("update on a closed store = %v, want it to say the store is closed", err)
 	}
-	if err := remove(ctx, vms, "p/a", vmVersion, func(*api.VM) bool { return true }); !errors.Is(err, store.ErrClosed) {
+	if err := remove(ctx, st, vms, "p/a", vmVersion, func(*api.VM) bool { return true }); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("remove on a closed store = %v, want it to say the store is closed", err)
 	}
 }
@@ -101,9 +101,9 @@ func TestUpdateReportsFailures(t *testing.T) {
 // the object is still the one to remove, and not when it no longer is.
 func TestRemoveAfterAConflict(t *testing.T) {
 	ctx := context.Background()
-	_, vms := writeTestStore(t)
+	st, vms := writeTestStore(t)
 	calls := 0
-	err := remove(ctx, vms, "p/a", vmVersion, func(cur *api.VM) bool {
+	err := remove(ctx, st, vms, "p/a", vmVersion, func(cur *api.VM) bool {
 		calls++
 		if calls == 1 {
 			if _, err := vms.Update(ctx, "p/a", store.Clone(cur), cur.Version); err != nil {
@@ -118,7 +118,7 @@ func TestRemoveAfterAConflict(t *testing.T) {
 	if _, err := vms.Create(ctx, "p/b", &api.VM{Meta: api.Meta{Name: "b", Project: "p", UID: "u-b"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := remove(ctx, vms, "p/b", vmVersion, func(*api.VM) bool { return false }); err != nil {
+	if err := remove(ctx, st, vms, "p/b", vmVersion, func(*api.VM) bool { return false }); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := vms.Get("p/b"); !ok {

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // wrapQemuImg replaces the qemu-img this package runs by a shell script
@@ -21,10 +21,7 @@ import (
 // does; it returns a function reading the calls made, one line each.
 func wrapQemuImg(t *testing.T, body string) func() []string {
 	t.Helper()
-	real, err := exec.LookPath("qemu-img")
-	if err != nil {
-		t.Skip("qemu-img not installed (apt-get install qemu-utils)")
-	}
+	real := peer.Binary(t, "qemu-img", "apt-get install qemu-utils")
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "calls.log")
 	script := fmt.Sprintf("#!/bin/sh\nREAL=%q\necho \"$*\" >> %q\n%s\n", real, logPath, body)
@@ -166,7 +163,7 @@ func TestConvertStoppedAtOutputLimit(t *testing.T) {
 	for _, mode := range []string{"prlimit", "watcher"} {
 		t.Run(mode, func(t *testing.T) {
 			if mode == "prlimit" && prlimitPath == "" {
-				t.Skip("prlimit (util-linux) is not installed")
+				peer.Missing(t, "prlimit is not installed (apt-get install util-linux)")
 			}
 			if mode == "watcher" {
 				withoutPrlimit(t)
@@ -224,7 +221,7 @@ esac`)
 // memory and CPU limits when prlimit is there.
 func TestInspectLimits(t *testing.T) {
 	if prlimitPath == "" {
-		t.Skip("prlimit (util-linux) is not installed")
+		peer.Missing(t, "prlimit is not installed (apt-get install util-linux)")
 	}
 	calls := wrapQemuImg(t, `grep -E '^Max (address space|cpu time|core file size)' /proc/$$/limits >> "$(dirname "$0")/limits"; exec "$REAL" "$@"`)
 	dir := t.TempDir()

@@ -7,13 +7,13 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // countingReader is an io.ReaderAt that counts the bytes asked of it.
@@ -119,9 +119,7 @@ func FuzzDetect(f *testing.F) {
 // file (which checkInfo would catch second: detection must catch it
 // first, before qemu-img opens anything).
 func FuzzInspect(f *testing.F) {
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		f.Skip("qemu-img not installed (apt-get install qemu-utils)")
-	}
+	peer.Binary(f, "qemu-img", "apt-get install qemu-utils")
 	for _, b := range append(crafted(), corpusSeeds(f)...) {
 		f.Add(b)
 	}

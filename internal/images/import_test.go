@@ -15,15 +15,14 @@ import (
 	"testing"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 const baseSize = 8 << 20
 
 func needQemuImg(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Skip("qemu-img not installed (apt-get install qemu-utils)")
-	}
+	peer.Binary(t, "qemu-img", "apt-get install qemu-utils")
 }
 
 func run(t *testing.T, name string, args ...string) {
@@ -39,10 +38,7 @@ func run(t *testing.T, name string, args ...string) {
 // returns a function reading the log.
 func recordQemuImg(t *testing.T) func() []string {
 	t.Helper()
-	real, err := exec.LookPath("qemu-img")
-	if err != nil {
-		t.Skip("qemu-img not installed (apt-get install qemu-utils)")
-	}
+	real := peer.Binary(t, "qemu-img", "apt-get install qemu-utils")
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "calls.log")
 	script := fmt.Sprintf("#!/bin/sh\necho \"$*\" >> %q\nexec %q \"$@\"\n", logPath, real)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/store"
 )
 
 // createMany creates n ports at once on network web of project pa through
@@ -87,5 +88,64 @@ func TestTwoServersAllocate(t *testing.T) {
 		_, pa, _ := a.m.Usage("pa")
 		_, pb, _ := b.m.Usage("pa")
 		return pa == 61 && pb == 61
+	})
+}
+
+// TestQuotaAcrossServers: two servers over one etcd create ports,
+// networks and floating IPs of one project at once under its quota: the
+// quota holds exactly, as each admission is held by the transaction that
+// writes what it admits (no lock of one process could hold it).
+func TestQuotaAcrossServers(t *testing.T) {
+	a := newEnv(t)
+	b := newEnv(t, a.st.Endpoints()...)
+	ctx := testCtx(t)
+	a.mustNetwork("pa", "web", "10.0.0.0/24")
+	p := mustGet(t, a.projects, "pa")
+	q := store.Clone(p)
+	five, three := int64(5), int64(3)
+	q.Spec.Quota.Ports, q.Spec.Quota.Networks = &five, &three
+	if _, err := a.projects.Update(ctx, "pa", q, p.Version); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the second server to see the quota and the subnet", func() bool {
+		p, ok := b.projects.Get("pa")
+		_, sok := b.subnets.Get("pa/web-v4")
+		return ok && p.Spec.Quota.Ports != nil && sok
+	})
+	addrs, errs := createMany(t, []*Manager{a.m, b.m}, 30, "p")
+	if len(addrs) != 5 {
+		t.Errorf("%d ports made under a quota of 5 (errors: %v)", len(addrs), errs)
+	}
+	for _, err := range errs {
+		if ae := apiErr(t, err); ae.Code != api.CodeUnprocessable || ae.Details["quota"] != "ports" {
+			t.Errorf("a refused port: %v, want 422 naming the ports quota", err)
+		}
+	}
+	// Networks: one is used, two more fit.
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	made := 0
+	for i := range 12 {
+		wg.Go(func() {
+			m := []*Manager{a.m, b.m}[i%2]
+			_, err := m.CreateNetwork(ctx, "pa", api.NetworkCreate{Name: fmt.Sprintf("n%d", i)}, false)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				made++
+			case apiErr(t, err).Details["quota"] != "networks":
+				t.Errorf("a refused network: %v, want 422 naming the networks quota", err)
+			}
+		})
+	}
+	wg.Wait()
+	if made != 2 {
+		t.Errorf("%d networks made with 1 of a quota of 3 used, want 2", made)
+	}
+	waitFor(t, "both servers to count 5 ports and 3 networks", func() bool {
+		an, ap, _ := a.m.Usage("pa")
+		bn, bp, _ := b.m.Usage("pa")
+		return ap == 5 && bp == 5 && an == 3 && bn == 3
 	})
 }

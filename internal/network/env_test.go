@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/controller/admission"
+	"github.com/polyvisor/polyvisor/internal/controller/quota"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
 
@@ -27,6 +29,16 @@ type env struct {
 	vms      *store.Collection[api.VM]
 	hosts    *store.Collection[api.Host]
 	projects *store.Collection[api.Project]
+	// gate is the server's quota gate: it admits network objects too.
+	gate *quota.Gate
+}
+
+// sizes is the operation queue as the quota gate sees it: no resizes
+// queued.
+type sizes struct{}
+
+func (sizes) PendingSize(vm *api.VM) api.Usage {
+	return api.Usage{VCPUs: int64(vm.Spec.VCPUs), MemoryMiB: vm.Spec.MemoryMiB}
 }
 
 func testCtx(t testing.TB) context.Context {
@@ -56,12 +68,18 @@ func newEnv(t testing.TB, endpoints ...string) *env {
 	e.groups = store.NewCollection(st, "securitygroups", func(g *api.SecurityGroup, rev int64) { g.Version = rev })
 	e.fips = store.NewCollection(st, "floatingips", func(f *api.FloatingIP, rev int64) { f.Version = rev })
 	e.claims = store.NewCollection(st, "netclaims", SetClaimVersion)
+	images := store.NewCollection(st, "images", func(i *api.Image, rev int64) { i.Version = rev })
+	records := admission.New(st, admission.NewCollection(st))
 	if err := st.Start(ctx); err != nil {
 		t.Fatalf("starting the store: %v", err)
 	}
 	e.m = New(Config{Store: st, Networks: e.networks, Subnets: e.subnets, Ports: e.ports, SecurityGroups: e.groups,
 		FloatingIPs: e.fips, Claims: e.claims, VMs: e.vms, Hosts: e.hosts, Projects: e.projects,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Settle: 10 * time.Millisecond, MaxDelay: 50 * time.Millisecond})
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Settle: 10 * time.Millisecond, MaxDelay: 50 * time.Millisecond,
+		Admit: func(ctx context.Context, project string, delta api.Usage) ([]store.Op, error) {
+			return e.gate.Admit(ctx, project, delta)
+		}})
+	e.gate = quota.New(quota.Config{Projects: e.projects, VMs: e.vms, Images: images, Queue: sizes{}, Records: records, Counted: e.m.Counted})
 	if len(endpoints) == 0 {
 		for _, p := range []string{api.DefaultProject, "pa", "pb"} {
 			if _, err := st.Txn(ctx, e.projects.OpCreate(p, &api.Project{Meta: api.Meta{Name: p, UID: newUID()}}), e.m.DefaultGroupOp(p)); err != nil {
@@ -97,7 +115,7 @@ func (e *env) host(name, addr string) {
 }
 
 // vm makes a VM on host with NICs as a create does: the VM and its ports
-// in one transaction.
+// in one transaction, with the admission of its ports.
 func (e *env) vm(project, name, host string, nics ...api.NIC) (*api.VM, error) {
 	ctx := testCtx(e.t)
 	key := api.Key(project, name)
@@ -108,8 +126,13 @@ func (e *env) vm(project, name, host string, nics ...api.NIC) (*api.VM, error) {
 		if err != nil {
 			return nil, err
 		}
+		conds, err := e.gate.Admit(ctx, project, api.Usage{VMs: 1, Ports: PortsMade(nics, 0)})
+		if err != nil {
+			plan.Done()
+			return nil, err
+		}
 		vm := &api.VM{Meta: api.Meta{Name: name, Project: project, UID: newUID()}, Spec: api.VMSpec{Host: host, NICs: plan.NICs}}
-		_, err = e.st.Txn(ctx, append([]store.Op{e.vms.OpCreate(key, vm)}, plan.Ops...)...)
+		_, err = e.st.Txn(ctx, append(append([]store.Op{e.vms.OpCreate(key, vm)}, plan.Ops...), conds...)...)
 		plan.Done()
 		if err == nil {
 			return vm, nil

@@ -73,13 +73,12 @@ func (m *Manager) CreateFloatingIP(ctx context.Context, project string, req api.
 	if _, ok := m.cfg.FloatingIPs.Get(key); ok {
 		return nil, api.Conflict("floating IP %q already exists", req.Name)
 	}
-	unlock, err := m.admit(project, "floatingIPs", 1)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
 	var lostAddrs map[string]map[netip.Addr]bool
 	for attempt := range maxAttempts {
+		conds, err := m.admit(ctx, project, api.Usage{FloatingIPs: 1})
+		if err != nil {
+			return nil, err
+		}
 		n, ok := m.ExternalNetwork(project, req.Network)
 		if !ok {
 			return nil, api.Invalid("network", "network %q not found", req.Network)
@@ -118,7 +117,7 @@ func (m *Manager) CreateFloatingIP(ctx context.Context, project string, req api.
 			f.Spec.Port = req.Port
 			ops = append(ops, mops...)
 		}
-		ops = append(ops, m.cfg.FloatingIPs.OpCreate(key, f))
+		ops = append(append(ops, m.cfg.FloatingIPs.OpCreate(key, f)), conds...)
 		_, err = m.cfg.Store.Txn(ctx, ops...)
 		p.done()
 		if err == nil {

@@ -25,7 +25,7 @@ type Hub struct {
 	watches map[string]map[*watch]struct{}
 	ready   chan struct{} // closed once the first states are computed
 	once    sync.Once
-	kicks   int           // recomputes done, for tests
+	kicks   int // recomputes done, for tests
 }
 
 // hostState is a host's latest state and its encoding without revision.

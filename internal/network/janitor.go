@@ -17,13 +17,14 @@ const janitorGrace = 30 * time.Second
 // RunJanitor frees what removed VMs and ports left behind, at start, after
 // each VM removal (once the grace has passed) and every minute: ports of
 // VMs that are gone (deleted if made for the VM, released otherwise), and
-// floating IPs mapped to ports that are gone. Several servers may run it
-// at once: every write is checked against the version it read.
-func (m *Manager) RunJanitor(ctx context.Context) {
+// floating IPs mapped to ports that are gone. It runs on the leader, each
+// write through w (fenced by the leader's term) and checked against the
+// version it read.
+func (m *Manager) RunJanitor(ctx context.Context, w store.Writer) {
 	vms := m.cfg.VMs.Subscribe(ctx)
 	tick := time.NewTicker(time.Minute)
 	defer tick.Stop()
-	m.sweep(ctx, time.Now().Add(-janitorGrace))
+	m.sweep(ctx, w, time.Now().Add(-janitorGrace))
 	var later <-chan time.Time
 	for {
 		select {
@@ -38,20 +39,20 @@ func (m *Manager) RunJanitor(ctx context.Context) {
 			}
 		case <-later:
 			later = nil
-			m.sweep(ctx, time.Now().Add(-janitorGrace))
+			m.sweep(ctx, w, time.Now().Add(-janitorGrace))
 		case <-tick.C:
-			m.sweep(ctx, time.Now().Add(-janitorGrace))
+			m.sweep(ctx, w, time.Now().Add(-janitorGrace))
 		}
 	}
 }
 
 // sweep frees what is left behind by objects gone before cutoff.
-func (m *Manager) sweep(ctx context.Context, cutoff time.Time) {
+func (m *Manager) sweep(ctx context.Context, w store.Writer, cutoff time.Time) {
 	for _, p := range listAll(m.cfg.Ports, func(p *api.Port) bool { return p.Spec.VM != "" && p.UpdatedAt.Before(cutoff) }) {
 		if _, ok := m.usedBy(p); ok {
 			continue
 		}
-		if _, err := m.cfg.Store.Txn(ctx, m.releaseOps(p)...); err != nil && !lost(err) && ctx.Err() == nil {
+		if _, err := w.Txn(ctx, m.releaseOps(p)...); err != nil && !lost(err) && ctx.Err() == nil {
 			m.log.Warn("freeing the port of a removed vm", "port", p.Key(), "vm", p.Spec.VM, "err", err)
 		} else if err == nil {
 			m.log.Info("freed the port of a removed vm", "port", p.Key(), "vm", p.Spec.VM)
@@ -61,7 +62,12 @@ func (m *Manager) sweep(ctx context.Context, cutoff time.Time) {
 		if _, ok := m.cfg.Ports.Get(api.Key(f.Project, f.Spec.Port)); ok {
 			continue
 		}
-		if _, err := m.DisassociateFloatingIP(ctx, f.Project, f.Name); err != nil && ctx.Err() == nil {
+		next := store.Clone(f)
+		next.Spec.Port = ""
+		next.Generation++
+		next.UpdatedAt = time.Now().UTC()
+		ops := append(m.unmapClaimOps(f), m.cfg.FloatingIPs.OpUpdate(f.Key(), next, f.Version))
+		if _, err := w.Txn(ctx, ops...); err != nil && !lost(err) && ctx.Err() == nil {
 			m.log.Warn("unmapping the floating IP of a removed port", "floating_ip", f.Key(), "err", err)
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"strconv"
 	"sync"
 	"time"
 
@@ -50,11 +49,17 @@ type Config struct {
 	FloatingIPs    Collection[api.FloatingIP]
 	Claims         Collection[Claim]
 	// VMs, Hosts and Projects are read: where ports live, the hosts'
-	// underlay addresses, the projects' quotas.
+	// underlay addresses, the projects.
 	VMs      Reader[api.VM]
 	Hosts    Reader[api.Host]
 	Projects Reader[api.Project]
-	Logger   *slog.Logger
+	// Admit checks what a create adds against its project's quota and
+	// returns the conditions its transaction carries, so that the check
+	// and the write are one step in etcd (the quota gate's Admit, which
+	// counts the project's network objects through Counted). Nil admits
+	// anything.
+	Admit  func(ctx context.Context, project string, delta api.Usage) ([]store.Op, error)
+	Logger *slog.Logger
 	// Settle is how long the hub waits after a change for more before it
 	// recomputes the hosts' states (default 50ms); it recomputes at least
 	// every MaxDelay (default 250ms) while changes keep coming.
@@ -66,9 +71,6 @@ type Config struct {
 type Manager struct {
 	cfg Config
 	log *slog.Logger
-
-	quotaMu    sync.Mutex
-	quotaLocks map[string]*sync.Mutex
 
 	// trying holds the addresses this process is trying to claim, by
 	// subnet UID: concurrent creates pick others while any is free. It
@@ -88,7 +90,7 @@ func New(cfg Config) *Manager {
 	if cfg.MaxDelay == 0 {
 		cfg.MaxDelay = 250 * time.Millisecond
 	}
-	return &Manager{cfg: cfg, log: cfg.Logger, quotaLocks: map[string]*sync.Mutex{}, trying: map[string]map[netip.Addr]int{}}
+	return &Manager{cfg: cfg, log: cfg.Logger, trying: map[string]map[netip.Addr]int{}}
 }
 
 // listAll lists every object of c that keep accepts.
@@ -152,21 +154,6 @@ func taken(field, format string, args ...any) *api.Error {
 	return &api.Error{Code: api.CodeConflict, Field: field, Message: msg}
 }
 
-// lockQuota takes a project's lock for network quotas: a create's check
-// and its write are one step for the project. It is the last lock taken:
-// after a VM's, the VM quota's and the placer's.
-func (m *Manager) lockQuota(project string) func() {
-	m.quotaMu.Lock()
-	l, ok := m.quotaLocks[project]
-	if !ok {
-		l = &sync.Mutex{}
-		m.quotaLocks[project] = l
-	}
-	m.quotaMu.Unlock()
-	l.Lock()
-	return l.Unlock
-}
-
 // Usage counts a project's networks, ports and floating IPs.
 func (m *Manager) Usage(project string) (networks, ports, floatingIPs int64) {
 	inProject := func(meta *api.Meta) bool { return meta.Project == project }
@@ -176,47 +163,24 @@ func (m *Manager) Usage(project string) (networks, ports, floatingIPs int64) {
 	return networks, ports, floatingIPs
 }
 
-// admit checks that n more of what (networks, ports, floatingIPs) keep the
-// project within its quota. On success the caller holds the project's
-// quota lock until it has written and calls the returned unlock.
-func (m *Manager) admit(project, what string, n int64) (func(), error) {
-	p, ok := m.cfg.Projects.Get(project)
-	if !ok {
-		return nil, api.NotFound("project", project)
-	}
-	limitOf := func(q api.Quota) *int64 {
-		switch what {
-		case "networks":
-			return q.Networks
-		case "ports":
-			return q.Ports
+// Counted is a project's network objects as quota usage: what the quota
+// gate adds to the usage it decides from.
+func (m *Manager) Counted(project string) api.Usage {
+	var u api.Usage
+	u.Networks, u.Ports, u.FloatingIPs = m.Usage(project)
+	return u
+}
+
+// admit checks delta against the project's quota and returns the
+// conditions the admitted write's transaction carries (Config.Admit).
+func (m *Manager) admit(ctx context.Context, project string, delta api.Usage) ([]store.Op, error) {
+	if m.cfg.Admit == nil {
+		if _, ok := m.cfg.Projects.Get(project); !ok {
+			return nil, api.NotFound("project", project)
 		}
-		return q.FloatingIPs
+		return nil, nil
 	}
-	if n <= 0 || limitOf(p.Spec.Quota) == nil {
-		return func() {}, nil
-	}
-	unlock := m.lockQuota(project)
-	if cur, ok := m.cfg.Projects.Get(project); ok {
-		p = cur
-	}
-	limit := limitOf(p.Spec.Quota)
-	if limit == nil {
-		return unlock, nil
-	}
-	networks, ports, fips := m.Usage(project)
-	used := map[string]int64{"networks": networks, "ports": ports, "floatingIPs": fips}[what]
-	if used+n > *limit {
-		unlock()
-		return nil, &api.Error{
-			Code: api.CodeUnprocessable,
-			Message: fmt.Sprintf("quota of project %q exceeded: %s would be %d, the limit is %d (%d in use)",
-				project, what, used+n, *limit, used),
-			Details: map[string]string{"quota": what, "limit": strconv.FormatInt(*limit, 10),
-				"used": strconv.FormatInt(used, 10), "requested": strconv.FormatInt(n, 10)},
-		}
-	}
-	return unlock, nil
+	return m.cfg.Admit(ctx, project, delta)
 }
 
 // try marks addresses as being tried by this process; the returned func

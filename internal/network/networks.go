@@ -26,24 +26,23 @@ func (m *Manager) CreateNetwork(ctx context.Context, project string, req api.Net
 	if _, ok := m.cfg.Networks.Get(key); ok {
 		return nil, api.Conflict("network %q already exists", req.Name)
 	}
-	unlock, err := m.admit(project, "networks", 1)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
 	for attempt := range maxAttempts {
+		conds, err := m.admit(ctx, project, api.Usage{Networks: 1})
+		if err != nil {
+			return nil, err
+		}
 		now := time.Now().UTC()
 		n := &api.Network{
 			Meta: api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
 			Spec: spec,
 		}
-		var ops []store.Op
+		ops := conds
 		if spec.Type == api.NetworkOverlay {
 			n.Status.VNI = m.freeVNI()
 			ops = append(ops, m.cfg.Claims.OpCreate(vniClaim(n.Status.VNI), &Claim{Name: vniClaim(n.Status.VNI), Kind: kindNetwork, Owner: key, OwnerUID: n.UID}))
 		}
 		ops = append(ops, m.cfg.Networks.OpCreate(key, n)) // encoded now: after the VNI
-		_, err := m.cfg.Store.Txn(ctx, ops...)
+		_, err = m.cfg.Store.Txn(ctx, ops...)
 		if err == nil {
 			return n, nil
 		}
@@ -54,7 +53,8 @@ func (m *Manager) CreateNetwork(ctx context.Context, project string, req api.Net
 		case ke.Kind == m.cfg.Networks.Kind():
 			return nil, api.Conflict("network %q already exists", req.Name)
 		}
-		// Another network took the VXLAN id first: draw again.
+		// Another network took the VXLAN id first, or another admission
+		// of the project passed first: draw and decide again.
 		if err := sleep(ctx, retryPause(attempt)); err != nil {
 			return nil, err
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/controller/admission"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
 
@@ -384,6 +385,9 @@ func (p *planner) failed(cause error) (retry bool, err error) {
 	}
 	if p.auto[ke.Name] && ke.Kind == p.m.cfg.Claims.Kind() {
 		p.lose(ke.Name)
+	}
+	if admission.Retry(cause) {
+		return true, nil // another admission of the project passed first
 	}
 	// A check, the server's choice or an object of the VM's own write:
 	// read again and plan again.

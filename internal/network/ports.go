@@ -32,13 +32,12 @@ func (m *Manager) CreatePort(ctx context.Context, project string, req api.PortCr
 	if _, ok := m.cfg.Ports.Get(api.Key(project, req.Name)); ok {
 		return nil, api.Conflict("port %q already exists", req.Name)
 	}
-	unlock, err := m.admit(project, "ports", 1)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
 	var lostAddrs map[string]map[netip.Addr]bool
 	for attempt := range maxAttempts {
+		conds, err := m.admit(ctx, project, api.Usage{Ports: 1})
+		if err != nil {
+			return nil, err
+		}
 		p := m.newPlanner(project, lostAddrs)
 		lostAddrs = p.lost
 		port, err := p.plan(portRequest{name: req.Name, labels: req.Labels, spec: req.PortSpec})
@@ -46,7 +45,7 @@ func (m *Manager) CreatePort(ctx context.Context, project string, req api.PortCr
 			p.done()
 			return nil, err
 		}
-		_, err = m.cfg.Store.Txn(ctx, p.ops...)
+		_, err = m.cfg.Store.Txn(ctx, append(p.ops, conds...)...)
 		p.done()
 		if err == nil {
 			return port, nil

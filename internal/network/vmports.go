@@ -22,21 +22,16 @@ type VMPlan struct {
 	// Ports are the ports of the NICs on networks, by NIC index.
 	Ports map[int]*api.Port
 
-	p      *planner
-	unlock func()
+	p *planner
 }
 
-// Done releases what the plan holds (the project's quota lock, addresses
-// this process tries); call it once the transaction is done.
+// Done releases what the plan holds (addresses this process tries); call
+// it once the transaction is done.
 func (v *VMPlan) Done() {
 	if v == nil {
 		return
 	}
 	v.p.done()
-	if v.unlock != nil {
-		v.unlock()
-		v.unlock = nil
-	}
 }
 
 // Failed sorts out why the transaction failed: retry says a fresh plan
@@ -60,6 +55,19 @@ func Networked(nics []api.NIC) bool {
 	return false
 }
 
+// PortsMade counts the ports PlanVM makes for NICs from index first on:
+// what a VM's create or NIC add asks of the project's port quota, in the
+// admission its transaction carries.
+func PortsMade(nics []api.NIC, first int) int64 {
+	var n int64
+	for i := max(first, 0); i < len(nics); i++ {
+		if nics[i].Port == "" && nics[i].Network != "" && nics[i].Network != api.NetworkUser {
+			n++
+		}
+	}
+	return n
+}
+
 // PlanVM plans the ports of a VM's NICs from index first on (the NICs
 // before are the VM's own, already made): a port made on the NIC's
 // network, or the port the NIC names attached to the VM. field names NIC
@@ -72,19 +80,6 @@ func (m *Manager) PlanVM(project, vmKey string, nics []api.NIC, first int, field
 		lostAddrs = prev.p.lost
 	}
 	v := &VMPlan{NICs: append([]api.NIC(nil), nics...), Ports: map[int]*api.Port{}, p: m.newPlanner(project, lostAddrs)}
-	creates := 0
-	for i := first; i < len(nics); i++ {
-		if nics[i].Port == "" && nics[i].Network != api.NetworkUser {
-			creates++
-		}
-	}
-	if creates > 0 {
-		unlock, err := m.admit(project, "ports", int64(creates))
-		if err != nil {
-			return nil, err
-		}
-		v.unlock = unlock
-	}
 	_, vmName := api.SplitKey(vmKey)
 	attached := map[string]bool{}
 	for i := first; i < len(nics); i++ {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // handshake dials addr with cfg and returns the leaf the server presented.
@@ -140,9 +142,7 @@ func TestServerRefusesCBCAndOldTLS(t *testing.T) {
 // TestServerRefusesCBCFromOpenSSL does the same with OpenSSL's client, a
 // TLS stack other than Go's.
 func TestServerRefusesCBCFromOpenSSL(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl is not installed")
-	}
+	peer.Binary(t, "openssl", "apt-get install openssl")
 	dir := t.TempDir()
 	sc, err := NewServerCert(dir, []string{"localhost"}, CertOptions{})
 	if err != nil {

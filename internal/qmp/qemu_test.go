@@ -8,15 +8,14 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // TestRealQEMU drives a real QEMU with no machine at all: it starts in
 // seconds' fractions, answers QMP, and emits STOP/RESUME/SHUTDOWN events.
 func TestRealQEMU(t *testing.T) {
-	bin, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		t.Skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
-	}
+	bin := peer.Binary(t, "qemu-system-x86_64", "apt-get install qemu-system-x86")
 	dir, err := os.MkdirTemp("", "qmp")
 	if err != nil {
 		t.Fatal(err)

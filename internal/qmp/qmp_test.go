@@ -248,7 +248,9 @@ func TestHandshakeTimeout(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want deadline exceeded", err)
 	}
-	if time.Since(start) > 2*time.Second {
+	// A liveness bound: the peer never greets, so without the deadline
+	// the handshake would wait for ever.
+	if time.Since(start) > 10*time.Second {
 		t.Errorf("handshake timeout took %v", time.Since(start))
 	}
 }

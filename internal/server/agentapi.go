@@ -89,7 +89,7 @@ func (s *Server) registerAgent(w http.ResponseWriter, r *http.Request) {
 // heartbeat time changed, or the stored heartbeat is old.
 func (s *Server) upsertHost(ctx context.Context, name string, st api.HostStatus) (*api.Host, error) {
 	now := time.Now().UTC()
-	s.live.beat(name, now)
+	s.ctl.Liveness.Beat(name, now)
 	for range 10 {
 		cur, ok := s.hosts.Get(name)
 		if !ok {

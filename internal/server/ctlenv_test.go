@@ -13,6 +13,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/controller/ops"
 )
 
 // ctlEventually calls cond until it returns nil, failing the test with
@@ -126,7 +127,7 @@ func (e *env) ctlObserved(t *testing.T, hostToken, key string) {
 	ctlEventually(t, 10*time.Second, "the operations of vm "+key+" finish", func() error {
 		// The store, not the controller's queue: after a restart the
 		// queue may not be rebuilt yet.
-		ids := listAll(e.s.ops, func(op *api.Operation) bool { return targetKey(op.Target) == key && !op.Done() })
+		ids := listAll(e.s.ops, func(op *api.Operation) bool { return ops.TargetKey(op.Target) == key && !op.Done() })
 		if len(ids) == 0 {
 			return nil
 		}

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // env is a real server (embedded etcd, TLS API) with two projects, a user
@@ -64,9 +64,7 @@ func userOf(who string) string {
 
 func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Skip("qemu-img is needed to import the test image")
-	}
+	peer.Binary(t, "qemu-img", "apt-get install qemu-utils; it imports the test image")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	e := &env{t: t, dataDir: t.TempDir(), logs: &syncBuffer{}, tokens: map[string]string{}}

@@ -23,21 +23,21 @@ import (
 	"github.com/polyvisor/polyvisor/client"
 	"github.com/polyvisor/polyvisor/internal/audit"
 	"github.com/polyvisor/polyvisor/internal/store"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
-// smallFS mounts a tmpfs of size for the test, or skips where it may not.
+// smallFS mounts a tmpfs of size for the test, or skips where it may not
+// (package peer).
 func smallFS(t *testing.T, size string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs needs root")
-	}
+	peer.Root(t, "mounting a small tmpfs")
 	dir, err := os.MkdirTemp("", "polyvisor-fs-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
 		os.Remove(dir)
-		t.Skipf("cannot mount a tmpfs here: %v: %s", err, out)
+		peer.Missing(t, "cannot mount a tmpfs here: %v: %s", err, out)
 	}
 	t.Cleanup(func() {
 		// Registered first, so it runs after the server's cleanup.

@@ -36,7 +36,7 @@ func (s *Server) hostRoutes() []route {
 // capacity the scheduler offers on it to compare the allocation with.
 func (s *Server) withAllocation(h *api.Host) api.Host {
 	out := *h
-	out.Status.Allocated = s.place.allocation(h.Name)
+	out.Status.Allocated = s.ctl.Placer.Allocation(h.Name)
 	c := scheduler.HostCapacity(s.cfg.Scheduler, scheduler.HostInfo{CPUs: h.Status.CPUs, MemoryMiB: h.Status.MemoryMiB})
 	out.Status.Capacity = api.HostCapacity{VCPUs: c.VCPUs, MemoryMiB: c.MemoryMiB}
 	return out

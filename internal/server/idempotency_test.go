@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/controller/ops"
 )
 
 // TestIdempotencyKeyReusedWithAnotherBody: a retry with the same key and
@@ -76,7 +77,7 @@ func TestIdempotencyKeyReusedWithAnotherBody(t *testing.T) {
 
 	// A record written before records kept the request matches any.
 	name := idempotencyName("pa\x00r-member\x00old-key")
-	if _, err := e.s.idem.Create(ctx, name, &idempotencyRecord{Name: name, OperationID: op1.ID, CreatedAt: time.Now().UTC()}); err != nil {
+	if _, err := e.s.idem.Create(ctx, name, &ops.IdempotencyRecord{Name: name, OperationID: op1.ID, CreatedAt: time.Now().UTC()}); err != nil {
 		t.Fatal(err)
 	}
 	if st, op, _ := create("old-key", `{"name":"idem-c","vcpus":1,"memoryMiB":64,"host":"h1","disks":[{"image":"img"}]}`); st != http.StatusAccepted || op.ID != op1.ID {

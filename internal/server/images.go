@@ -1,23 +1,21 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/controller/imports"
+	"github.com/polyvisor/polyvisor/internal/controller/ops"
 	"github.com/polyvisor/polyvisor/internal/images"
 	"github.com/polyvisor/polyvisor/internal/labels"
-	"github.com/polyvisor/polyvisor/internal/store"
 )
 
 func (s *Server) imageRoutes() []route {
@@ -39,7 +37,7 @@ func (s *Server) imageRoutes() []route {
 // when one of its VMs uses the image; to a host any other image does not
 // exist.
 func (s *Server) imageHost(r *http.Request, id auth.Identity) string {
-	if s.place.hostUses(id.Name, imageKeyOf(r)) {
+	if s.ctl.Placer.HostUses(id.Name, imageKeyOf(r)) {
 		return id.Name
 	}
 	return ""
@@ -101,11 +99,6 @@ func (s *Server) getImage(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, img)
 }
 
-// imagePath is where an image's file is stored.
-func (s *Server) imagePath(img *api.Image) string {
-	return filepath.Join(s.imageDir, img.UID)
-}
-
 // createImage imports an image: from a URL the server fetches (JSON body),
 // or from the request body itself (application/octet-stream). An upload is
 // received and inspected before the answer, so a refused image, or one
@@ -136,7 +129,7 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rq.resource = api.Ref{Kind: "image", Name: req.Name, Project: rq.project}
-	job := &importJob{project: rq.project, admin: rq.id.IsSuperadmin(), set: s.imageSettings(), reservation: newUID()}
+	job := &imports.Job{Project: rq.project, Admin: rq.id.IsSuperadmin(), Settings: s.imageSettings(), Reservation: newUID()}
 	if !upload {
 		// The credentials of a URL are used for the download only: what
 		// is stored, shown, logged and audited is the URL without them.
@@ -145,31 +138,31 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, api.Invalid("url", "%v", err))
 			return
 		}
-		job.fetchURL, req.URL = req.URL, clean
+		job.FetchURL, req.URL = req.URL, clean
 	}
 	if _, ok := s.images.Get(api.Key(rq.project, req.Name)); ok {
 		s.writeError(w, r, api.Conflict("image %q already exists", req.Name))
 		return
 	}
-	release, err := s.imageGate.acquire(rq.project, job.set.MaxImportsPerProject)
+	release, err := s.ctl.Images.Acquire(rq.project, job.Settings.MaxImportsPerProject)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	job.releaseSlot = release
+	job.ReleaseSlot = release
 	if upload {
 		if err := s.receiveUpload(w, r, &req, job); err != nil {
-			job.done()
+			job.Done()
 			s.writeError(w, r, err)
 			return
 		}
 		req.URL = ""
 	}
-	op, err := s.startImport(r.Context(), &req, job)
+	op, err := s.ctl.Imports.Start(r.Context(), newImage(rq.project, &req), job)
 	if err != nil {
-		job.done()
-		if job.src != "" {
-			os.Remove(job.src)
+		job.Done()
+		if job.Src != "" {
+			os.Remove(job.Src)
 		}
 		s.writeError(w, r, err)
 		return
@@ -177,74 +170,43 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
 	writeOperation(w, op)
 }
 
+// newImage is the image an import of req makes in project, importing.
+func newImage(project string, req *api.ImageCreate) *api.Image {
+	now := time.Now().UTC()
+	img := &api.Image{
+		Meta:   api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
+		Public: req.Public,
+		Kind:   req.Kind,
+		State:  api.ImageImporting,
+		Source: req.URL,
+	}
+	if img.Source == "" {
+		img.Source = "upload"
+	}
+	return img
+}
+
 // receiveUpload stores an upload's body, inspects it and reserves the
 // image storage it needs.
-func (s *Server) receiveUpload(w http.ResponseWriter, r *http.Request, req *api.ImageCreate, job *importJob) error {
-	f, err := os.CreateTemp(s.imageDir, ".upload-*")
+func (s *Server) receiveUpload(w http.ResponseWriter, r *http.Request, req *api.ImageCreate, job *imports.Job) error {
+	f, err := s.ctl.Imports.TempFile("upload")
 	if err != nil {
 		return fmt.Errorf("receiving upload: %w", err)
 	}
-	job.src = f.Name()
-	_, err = io.Copy(f, http.MaxBytesReader(w, r.Body, maxSourceBytes(job.set)))
+	job.Src = f.Name()
+	_, err = io.Copy(f, http.MaxBytesReader(w, r.Body, imports.MaxSourceBytes(job.Settings)))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = s.admitImage(r.Context(), req.Kind, job)
+		err = s.ctl.Imports.Admit(r.Context(), req.Kind, job)
 	}
 	if err != nil {
-		os.Remove(job.src)
-		job.src = ""
-		return imageError(err)
+		os.Remove(job.Src)
+		job.Src = ""
+		return imports.ImageError(err)
 	}
 	return nil
-}
-
-// admitImage inspects the image at job.src and reserves the most its
-// stored file can take against the project's quota, before anything is
-// converted.
-func (s *Server) admitImage(ctx context.Context, kind string, job *importJob) error {
-	info, err := images.Inspect(ctx, job.src, kind, images.WithMaxVirtualBytes(job.set.MaxVirtualBytes))
-	if err != nil {
-		return err
-	}
-	unreserve, err := s.reserveImageStorage(job.project, job.reservation, info.MaxSizeBytes)
-	if err != nil {
-		return err
-	}
-	job.unreserve = unreserve
-	job.maxStored = info.MaxSizeBytes
-	return nil
-}
-
-// importJob is what an import carries from its request to its end.
-type importJob struct {
-	project string
-	// admin: the import was asked for by a superadmin, who is told the
-	// whole cause of a failure.
-	admin bool
-	set   api.ImageSettings
-	// fetchURL is the URL to download, credentials included; it is
-	// never stored.
-	fetchURL string
-	// src is the file to import: the upload, or once fetched the
-	// download.
-	src string
-	// reservation names the job's hold on the project's image storage;
-	// maxStored is how much it holds.
-	reservation string
-	maxStored   int64
-	// releaseSlot gives back the import slot, unreserve the storage
-	// reservation; both may be called more than once.
-	releaseSlot, unreserve func()
-}
-
-func (j *importJob) done() {
-	for _, f := range []func(){j.releaseSlot, j.unreserve} {
-		if f != nil {
-			f()
-		}
-	}
 }
 
 func validateImageCreate(req *api.ImageCreate, upload bool) error {
@@ -265,218 +227,6 @@ func validateImageCreate(req *api.ImageCreate, upload bool) error {
 		return api.Invalid("url", "is required (or upload the file as application/octet-stream)")
 	}
 	return nil
-}
-
-// importFailure is what an import's operation tells of err: the whole
-// cause to a superadmin who asked for it; to anyone else, what names no
-// address, port, status or path of the server's side (the server's log
-// has the rest).
-func importFailure(err error, opID string, admin bool) *api.Error {
-	ae := *toAPIError(imageError(err))
-	var fe *images.FetchError
-	switch {
-	case errors.As(err, &fe):
-		ae = api.Error{Code: api.CodeUnavailable, Message: fe.Error()}
-	case ae.Code == api.CodeInternal:
-		ae.Message = fmt.Sprintf("the import failed on the server; its log has the cause (operation %s)", opID)
-	}
-	if admin {
-		if ae.Code == api.CodeInvalid || errors.As(err, &fe) || ae.Code == api.CodeInternal {
-			ae.Message = images.Detail(err)
-		}
-	}
-	return &ae
-}
-
-// imageError turns an image problem into a 400 naming it.
-func imageError(err error) error {
-	if images.IsReject(err) {
-		return api.Invalid("image", "%v", err)
-	}
-	return err
-}
-
-// importer tracks the imports running in this server so they can be
-// cancelled.
-type importer struct {
-	mu      sync.Mutex
-	running map[string]context.CancelFunc
-}
-
-func (im *importer) cancel(opID string) bool {
-	im.mu.Lock()
-	defer im.mu.Unlock()
-	c, ok := im.running[opID]
-	if ok {
-		c()
-	}
-	return ok
-}
-
-// startImport stores the image (importing) and its operation, and runs the
-// import in the background; the job is released when it ends.
-func (s *Server) startImport(ctx context.Context, req *api.ImageCreate, job *importJob) (*api.Operation, error) {
-	project := job.project
-	now := time.Now().UTC()
-	img := &api.Image{
-		Meta:   api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
-		Public: req.Public,
-		Kind:   req.Kind,
-		State:  api.ImageImporting,
-		Source: req.URL,
-	}
-	if img.Source == "" {
-		img.Source = "upload"
-	}
-	op := newOperation(api.OpImageImport, api.Ref{Kind: "image", Name: img.Name, UID: img.UID, Project: project}, nil)
-	op.Status, op.StartedAt = api.OpRunning, now
-	if _, err := s.st.Txn(ctx, s.images.OpCreate(img.Key(), img), s.ops.OpCreate(op.ID, op)); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			return nil, api.Conflict("image %q already exists", img.Name)
-		}
-		return nil, fmt.Errorf("storing image %q: %w", img.Name, err)
-	}
-	s.metrics.opStarted(op.Kind)
-	// The import belongs to the server, not to the request: it ends
-	// with the server (a restart fails it cleanly).
-	ictx, cancel := context.WithCancel(s.life)
-	s.imports.mu.Lock()
-	s.imports.running[op.ID] = cancel
-	s.imports.mu.Unlock()
-	s.goBG(func() {
-		defer func() {
-			s.imports.mu.Lock()
-			delete(s.imports.running, op.ID)
-			s.imports.mu.Unlock()
-			cancel()
-			job.done()
-		}()
-		s.runImport(ictx, img, op, job)
-	})
-	return op, nil
-}
-
-// runImport fetches (when needed) and converts an image, then records the
-// outcome. A failed import leaves neither the image nor a file behind.
-func (s *Server) runImport(ctx context.Context, img *api.Image, op *api.Operation, job *importJob) {
-	log := s.log.With("image", img.Name, "project", img.Project, "op", op.ID)
-	prog := newProgressWriter(s, op.ID)
-	err := func() error {
-		if job.src == "" {
-			f, err := os.CreateTemp(s.imageDir, ".fetch-*")
-			if err != nil {
-				return fmt.Errorf("fetching image: %w", err)
-			}
-			f.Close()
-			job.src = f.Name()
-			if _, err := images.Fetch(ctx, job.fetchURL, job.src, func(p int) { prog.set(p/2, "downloading") },
-				images.WithMaxBytes(maxSourceBytes(job.set)), images.WithPolicy(fetchPolicy(job.set))); err != nil {
-				return err
-			}
-			if err := s.admitImage(ctx, img.Kind, job); err != nil {
-				return err
-			}
-		}
-		defer os.Remove(job.src)
-		res, err := images.Import(ctx, job.src, s.imagePath(img), img.Kind, func(p int) { prog.set(50+p/2, "converting") },
-			importOptions(job.set, job.maxStored)...)
-		if err != nil {
-			return err
-		}
-		ready := store.Clone(img)
-		ready.State, ready.SourceFormat, ready.Format = api.ImageReady, res.SourceFormat, res.Format
-		ready.SizeBytes, ready.VirtualSizeBytes, ready.SHA256 = res.SizeBytes, res.VirtualSizeBytes, res.SHA256
-		ready.UpdatedAt = time.Now().UTC()
-		cur, ok := s.images.Get(img.Key())
-		if !ok {
-			return errors.New("image record vanished during import")
-		}
-		done := s.currentOp(op.ID)
-		done.Status, done.Progress, done.FinishedAt, done.Message = api.OpSucceeded, 100, time.Now().UTC(), ""
-		if err := s.settleImport(job, func() error {
-			_, err := s.st.Txn(context.Background(), s.images.OpUpdate(img.Key(), ready, cur.Version), s.ops.OpUpdate(op.ID, done, done.Version))
-			return err
-		}); err != nil {
-			return fmt.Errorf("recording imported image: %w", err)
-		}
-		s.metrics.opFinished(op.Kind, api.OpSucceeded)
-		return nil
-	}()
-	if err == nil {
-		log.Info("image imported")
-		return
-	}
-	if job.src != "" {
-		os.Remove(job.src)
-	}
-	os.Remove(s.imagePath(img))
-	status := api.OpFailed
-	if ctx.Err() != nil {
-		status = api.OpCancelled
-	}
-	log.Warn("image import failed", "err", images.Detail(err))
-	failed := s.currentOp(op.ID)
-	failed.Status, failed.FinishedAt, failed.Error = status, time.Now().UTC(), importFailure(err, op.ID, job.admin)
-	if status == api.OpCancelled {
-		// As for a cancelled VM operation: nothing failed.
-		failed.Error = nil
-	}
-	if terr := s.settleImport(job, func() error {
-		_, err := s.st.Txn(context.Background(), s.images.OpDelete(img.Key(), 0), s.ops.OpUpdate(op.ID, failed, failed.Version))
-		return err
-	}); terr != nil {
-		log.Error("recording failed import", "err", terr)
-	}
-	s.metrics.opFinished(op.Kind, status)
-}
-
-func (s *Server) currentOp(id string) *api.Operation {
-	op, _ := s.ops.Get(id)
-	return store.Clone(op)
-}
-
-// progressWriter records an operation's progress, at most twice a second.
-type progressWriter struct {
-	s    *Server
-	id   string
-	last time.Time
-	pct  int
-}
-
-func newProgressWriter(s *Server, id string) *progressWriter { return &progressWriter{s: s, id: id} }
-
-func (p *progressWriter) set(pct int, msg string) {
-	if pct <= p.pct || (time.Since(p.last) < 500*time.Millisecond && pct < 100) {
-		return
-	}
-	p.pct, p.last = pct, time.Now()
-	op := p.s.currentOp(p.id)
-	op.Progress, op.Message = pct, msg
-	if _, err := p.s.ops.Update(context.Background(), p.id, op, op.Version); err != nil {
-		p.s.log.Debug("recording progress", "op", p.id, "err", err)
-	}
-}
-
-// recoverImports fails the imports a previous server left unfinished.
-func (s *Server) recoverImports(ctx context.Context) {
-	for _, op := range listAll(s.ops, func(o *api.Operation) bool { return !o.Done() && o.Kind == api.OpImageImport }) {
-		failed := store.Clone(op)
-		failed.Status, failed.FinishedAt = api.OpFailed, time.Now().UTC()
-		failed.Error = &api.Error{Code: api.CodeUnavailable, Message: "the server restarted during the import; import the image again"}
-		txn := []store.Op{s.ops.OpUpdate(op.ID, failed, op.Version)}
-		if img, ok := s.images.Get(targetKey(op.Target)); ok && img.State == api.ImageImporting {
-			os.Remove(s.imagePath(img))
-			txn = append(txn, s.images.OpDelete(img.Key(), img.Version))
-		}
-		if _, err := s.st.Txn(ctx, txn...); err != nil {
-			s.log.Warn("failing interrupted import", "op", op.ID, "err", err)
-		}
-	}
-	if tmps, _ := filepath.Glob(filepath.Join(s.imageDir, ".*")); len(tmps) > 0 {
-		for _, t := range tmps {
-			os.Remove(t)
-		}
-	}
 }
 
 // imageInUse names a VM that uses the image (by its key), if any.
@@ -509,16 +259,16 @@ func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now().UTC()
-	op := newOperation(api.OpImageDelete, api.Ref{Kind: "image", Name: name, UID: img.UID, Project: img.Project}, nil)
+	op := ops.NewOperation(api.OpImageDelete, api.Ref{Kind: "image", Name: name, UID: img.UID, Project: img.Project}, nil)
 	op.Status, op.StartedAt, op.FinishedAt, op.Progress = api.OpSucceeded, now, now, 100
 	if _, err := s.st.Txn(r.Context(), s.images.OpDelete(img.Key(), img.Version), s.ops.OpCreate(op.ID, op)); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if err := os.Remove(s.imagePath(img)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(s.ctl.Imports.Path(img)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.log.Warn("removing image file", "image", name, "err", err)
 	}
-	s.metrics.opFinished(op.Kind, op.Status)
+	s.metrics.OpFinished(op.Kind, op.Status)
 	writeOperation(w, op)
 }
 
@@ -537,7 +287,7 @@ func (s *Server) imageContent(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.NotFound("image", r.PathValue("name")))
 		return
 	}
-	f, err := os.Open(s.imagePath(img))
+	f, err := os.Open(s.ctl.Imports.Path(img))
 	if err != nil {
 		s.writeError(w, r, fmt.Errorf("opening image %q: %w", img.Name, err))
 		return

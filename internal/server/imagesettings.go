@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/images"
@@ -50,38 +49,6 @@ func (s *Server) imageSettings() api.ImageSettings {
 		out.ConvertTimeoutSeconds = api.DefaultImageConvertTimeoutSecs
 	}
 	return out
-}
-
-// fetchPolicy is where URL imports may connect under set.
-func fetchPolicy(set api.ImageSettings) images.FetchPolicy {
-	var p images.FetchPolicy
-	for _, n := range set.FetchAllowNetworks {
-		if pfx, err := netip.ParsePrefix(n); err == nil {
-			p.AllowNetworks = append(p.AllowNetworks, pfx)
-		}
-	}
-	for _, h := range set.FetchAllowHosts {
-		if h, err := images.ParseAllowHost(h); err == nil {
-			p.AllowHosts = append(p.AllowHosts, h)
-		}
-	}
-	return p
-}
-
-// maxSourceBytes bounds an upload or a download: the largest disk
-// allowed, with room for its format's metadata.
-func maxSourceBytes(set api.ImageSettings) int64 {
-	return set.MaxVirtualBytes + set.MaxVirtualBytes/32 + 64<<20
-}
-
-// importOptions are the limits of an import under set, storing at most
-// maxStored bytes.
-func importOptions(set api.ImageSettings, maxStored int64) []images.ImportOption {
-	return []images.ImportOption{
-		images.WithMaxVirtualBytes(set.MaxVirtualBytes),
-		images.WithMaxStoredBytes(maxStored),
-		images.WithConvertTimeout(time.Duration(set.ConvertTimeoutSeconds) * time.Second),
-	}
 }
 
 func (s *Server) getImageSettings(w http.ResponseWriter, r *http.Request) {

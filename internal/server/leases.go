@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
-	"github.com/polyvisor/polyvisor/internal/auth"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
 
@@ -90,79 +89,18 @@ func (s *Server) setLease(w http.ResponseWriter, r *http.Request) {
 	s.writeError(w, r, api.Conflict("vm %q is being changed concurrently", r.PathValue("name")))
 }
 
-// runLeases stops VMs whose lease expired and deletes them after the grace
-// period, both as operations with audit records; it also forgets expired
-// session tokens.
-func (s *Server) runLeases(ctx context.Context) {
-	every := s.cfg.LeaseInterval
-	t := time.NewTicker(every)
+// runTokenSweep deletes expired tokens (sessions, mostly) every minute.
+func (s *Server) runTokenSweep(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
 	defer t.Stop()
-	lastSweep := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		s.expireLeases(ctx, time.Now())
-		if time.Since(lastSweep) > time.Minute {
 			s.sweepTokens(ctx)
-			lastSweep = time.Now()
 		}
 	}
-}
-
-func (s *Server) expireLeases(ctx context.Context, now time.Time) {
-	due := listAll(s.vms, func(vm *api.VM) bool {
-		l := vm.Spec.Lease
-		return l != nil && vm.Spec.Deletion == nil &&
-			(!now.Before(l.DeleteAt) || (!now.Before(l.ExpiresAt) && l.StoppedAt.IsZero()))
-	})
-	sys := auth.WithIdentity(ctx, auth.Identity{Kind: auth.KindSystem, Name: "lease"})
-	for _, vm := range due {
-		target := api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: vm.Project}
-		if !now.Before(vm.Spec.Lease.DeleteAt) {
-			// The VM stays due until its delete starts, which may wait
-			// behind its other operations: one delete is queued, and the
-			// rounds after find it queued and do nothing.
-			op, fresh, err := s.opctl.submitWith(sys, vm.Key(), api.OpVMDelete, nil, submitOptions{ifMatch: vm.Version, once: true})
-			if err == nil && !fresh {
-				continue
-			}
-			s.leaseOutcome(ctx, "vm.lease.delete", target, op, err, "lease expired "+vm.Spec.Lease.ExpiresAt.Format(time.RFC3339)+" and its grace period ended")
-			continue
-		}
-		// Record the stop on the lease first, so that it is issued once.
-		next := store.Clone(vm)
-		next.Spec.Lease.StoppedAt = now.UTC()
-		if _, err := s.vms.Update(ctx, vm.Key(), next, vm.Version); err != nil {
-			continue // changed meanwhile; the next round looks again
-		}
-		var op *api.Operation
-		var err error
-		if vm.Spec.PowerState != api.PowerStopped {
-			// A stop already queued (by anyone) is the lease's stop too.
-			var fresh bool
-			if op, fresh, err = s.opctl.submitWith(sys, vm.Key(), api.OpVMStop, nil, submitOptions{once: true}); err == nil && !fresh {
-				op = nil
-			}
-		}
-		s.leaseOutcome(ctx, "vm.lease.stop", target, op, err, "lease expired "+vm.Spec.Lease.ExpiresAt.Format(time.RFC3339))
-	}
-}
-
-func (s *Server) leaseOutcome(ctx context.Context, action string, target api.Ref, op *api.Operation, err error, msg string) {
-	outcome, opID := api.AuditSuccess, ""
-	if op != nil {
-		opID = op.ID
-	}
-	if err != nil {
-		outcome, msg = api.AuditFailure, msg+": "+err.Error()
-		s.log.Warn("acting on an expired lease", "vm", target.Name, "project", target.Project, "action", action, "err", err)
-	} else {
-		s.log.Info("lease expired", "vm", target.Name, "project", target.Project, "action", action, "op", opID)
-	}
-	s.auditSystem(ctx, action, target, opID, outcome, msg)
 }
 
 // sweepTokens deletes expired tokens (sessions, mostly).

@@ -33,10 +33,10 @@ func TestLeaseActsOnce(t *testing.T) {
 	// The lease loop runs every 200 ms on the real clock; these rounds
 	// run on a clock past the expiry, then past the grace period.
 	for range 10 {
-		e.s.expireLeases(ctx, lease.ExpiresAt.Add(time.Second))
+		e.s.ctl.Leases.Expire(ctx, lease.ExpiresAt.Add(time.Second))
 	}
 	for range 10 {
-		e.s.expireLeases(ctx, lease.DeleteAt.Add(time.Second))
+		e.s.ctl.Leases.Expire(ctx, lease.DeleteAt.Add(time.Second))
 	}
 	ops, err := lab.ListAllOperations(ctx, api.ListOptions{})
 	if err != nil {
@@ -51,7 +51,7 @@ func TestLeaseActsOnce(t *testing.T) {
 	if count[api.OpVMCreate] != 1 || count[api.OpVMStop] != 1 || count[api.OpVMDelete] != 1 {
 		t.Errorf("operations on the vm: %v, want one create, one stop and one delete", count)
 	}
-	if q := e.s.opctl.activeOf("lab/short"); len(q) != 3 || q[0] != op.ID {
+	if q := e.s.ctl.Ops.ActiveOf("lab/short"); len(q) != 3 || q[0] != op.ID {
 		t.Errorf("queue of the vm: %v, want the create %s, then the stop and the delete", q, op.ID)
 	}
 	recs, err := e.super.ListAudit(ctx, api.AuditQuery{Project: "lab", Action: "vm.lease."})

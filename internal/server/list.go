@@ -48,3 +48,8 @@ func serveList[T any](s *Server, w http.ResponseWriter, r *http.Request, c *stor
 	}
 	writeJSON(w, http.StatusOK, out)
 }
+
+// listAll returns every object of a collection that passes filter.
+func listAll[T any](c *store.Collection[T], filter func(*T) bool) []*T {
+	return c.Select(filter)
+}

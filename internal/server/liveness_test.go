@@ -64,11 +64,11 @@ func TestLivenessUnderConcurrentWrites(t *testing.T) {
 			})
 		}
 		time.Sleep(20 * time.Millisecond)
-		e.s.live.check(ctx, later())
+		e.s.ctl.Liveness.Check(ctx, later())
 		close(stop)
 		wg.Wait()
 		// One more round of the loop, with nobody else writing.
-		e.s.live.check(ctx, later())
+		e.s.ctl.Liveness.Check(ctx, later())
 		if h, _ := e.s.hosts.Get("lost"); h.Status.State != api.HostNotReady {
 			t.Fatalf("round %d: host lost is %s, want notready", round, h.Status.State)
 		}

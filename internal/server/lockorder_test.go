@@ -11,6 +11,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/controller/ops"
 )
 
 // TestCreatesAndResizesInOneProject: creates and resizes run at once in a
@@ -28,7 +29,7 @@ func TestCreatesAndResizesInOneProject(t *testing.T) {
 	stripe := func(key string) uint32 {
 		h := fnv.New32a()
 		h.Write([]byte(key))
-		return h.Sum32() % uint32(len(e.s.opctl.locks))
+		return h.Sum32() % uint32(ops.LockStripes)
 	}
 	const workers, each = 4, 40
 	var names []string

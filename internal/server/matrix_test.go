@@ -117,6 +117,8 @@ var policy = map[string]string{
 	"GET /v1/audit/status": "superadmin",
 	"GET /v1/audit/verify": "superadmin",
 	"GET /v1/alarms":       "superadmin",
+	// Which server leads the controllers.
+	"GET /v1/cluster": "superadmin",
 
 	// Networks: viewers read, members change (bridged and external
 	// networks are refused to them by the handler: superadmin's).

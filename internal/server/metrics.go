@@ -60,9 +60,11 @@ func (m *metrics) observeRequest(route string, code int, d time.Duration) {
 	m.latency.WithLabelValues(route).Observe(d.Seconds())
 }
 
-func (m *metrics) opStarted(kind string) { m.opsStart.WithLabelValues(kind).Inc() }
+// OpStarted counts an operation started.
+func (m *metrics) OpStarted(kind string) { m.opsStart.WithLabelValues(kind).Inc() }
 
-func (m *metrics) opFinished(kind, status string) { m.opsFinish.WithLabelValues(kind, status).Inc() }
+// OpFinished counts an operation finished.
+func (m *metrics) OpFinished(kind, status string) { m.opsFinish.WithLabelValues(kind, status).Inc() }
 
 var (
 	descVMs        = prometheus.NewDesc("polyvisor_vms", "VMs by observed power state.", []string{"state"}, nil)
@@ -72,18 +74,24 @@ var (
 	descAllocVCPUs = prometheus.NewDesc("polyvisor_host_allocated_vcpus", "vCPUs of the VMs placed on the host.", []string{"host"}, nil)
 	descAllocMem   = prometheus.NewDesc("polyvisor_host_allocated_memory_bytes", "Memory of the VMs placed on the host.", []string{"host"}, nil)
 	descAllocVMs   = prometheus.NewDesc("polyvisor_host_vms", "VMs placed on the host.", []string{"host"}, nil)
+	descLeader     = prometheus.NewDesc("polyvisor_controller_leader", "1 while this server leads the controllers (operations, liveness, leases, estates), else 0.", []string{"server"}, nil)
 )
 
 // inventoryCollector reads VM and host figures from the index at scrape time.
 type inventoryCollector struct{ s *Server }
 
 func (c *inventoryCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descVMs, descHostReady, descHostCPUs, descHostMem, descAllocVCPUs, descAllocMem, descAllocVMs} {
+	for _, d := range []*prometheus.Desc{descVMs, descHostReady, descHostCPUs, descHostMem, descAllocVCPUs, descAllocMem, descAllocVMs, descLeader} {
 		ch <- d
 	}
 }
 
 func (c *inventoryCollector) Collect(ch chan<- prometheus.Metric) {
+	leading := 0.0
+	if _, ok := c.s.ctl.Term(); ok {
+		leading = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, leading, c.s.ctl.Self().Name)
 	byState := map[string]int{}
 	for _, vm := range listAll(c.s.vms, nil) {
 		byState[vm.Status.PowerState]++
@@ -96,7 +104,7 @@ func (c *inventoryCollector) Collect(ch chan<- prometheus.Metric) {
 		if h.Status.State == api.HostReady {
 			ready = 1
 		}
-		a := c.s.place.allocation(h.Name)
+		a := c.s.ctl.Placer.Allocation(h.Name)
 		ch <- prometheus.MustNewConstMetric(descHostReady, prometheus.GaugeValue, ready, h.Name)
 		ch <- prometheus.MustNewConstMetric(descHostCPUs, prometheus.GaugeValue, float64(h.Status.CPUs), h.Name)
 		ch <- prometheus.MustNewConstMetric(descHostMem, prometheus.GaugeValue, float64(h.Status.MemoryMiB<<20), h.Name)

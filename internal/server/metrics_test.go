@@ -17,6 +17,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // TestMetricsNeedAuthentication: /metrics on the API port answers only a
@@ -120,10 +121,7 @@ func TestMetricsListener(t *testing.T) {
 // TLS on the API port with the metrics token file as its bearer token
 // file, as the README says, and on the separate metrics listener.
 func TestPrometheusScrapes(t *testing.T) {
-	bin, err := exec.LookPath("prometheus")
-	if err != nil {
-		t.Skip("prometheus is not installed (Debian package prometheus)")
-	}
+	bin := peer.Binary(t, "prometheus", "apt-get install prometheus")
 	e := newEnv(t, Config{Edge: EdgeConfig{MetricsListen: "127.0.0.1:0"}})
 	dir := t.TempDir()
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/controller/ops"
 )
 
 // TestMigrateToProjects: a store written before projects (objects under
@@ -27,7 +28,7 @@ func TestMigrateToProjects(t *testing.T) {
 	vm := &api.VM{Meta: api.Meta{Name: "old", UID: newUID(), Generation: 1, CreatedAt: now},
 		Spec: api.VMSpec{Host: "h1", VCPUs: 1, MemoryMiB: 128, PowerState: api.PowerRunning,
 			Disks: []api.Disk{{Name: "root", Image: "disk"}}, Boot: api.Boot{Kernel: "k"}}}
-	op := newOperation(api.OpVMCreate, api.Ref{Kind: "vm", Name: "old", UID: vm.UID}, nil)
+	op := ops.NewOperation(api.OpVMCreate, api.Ref{Kind: "vm", Name: "old", UID: vm.UID}, nil)
 	op.Status = api.OpSucceeded
 	if _, err := s.st.Txn(ctx, s.images.OpCreate("disk", img), s.vms.OpCreate("old", vm), s.ops.OpCreate(op.ID, op)); err != nil {
 		t.Fatal(err)

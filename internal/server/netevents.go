@@ -62,7 +62,7 @@ func (s *Server) forwardNetworkEvents(ctx context.Context, want map[string]bool,
 // estate: each names one of the provider's networks (by name or id, when
 // its inventory is known), and nothing Polyvisor's networks give.
 func (s *Server) validateProviderNICs(p *api.Provider, nics []api.NIC) error {
-	inv, known := s.estate.Inventory(p.Name)
+	inv, known := s.ctl.Estate.Inventory(p.Name)
 	for i, n := range nics {
 		field := nicField(i)
 		switch {

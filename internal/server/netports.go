@@ -10,6 +10,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/controller/ops"
 	"github.com/polyvisor/polyvisor/internal/network"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
@@ -49,6 +50,10 @@ func (s *Server) createPort(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setResource(r, "port", req.Name)
+	if err := s.portSecurityOff(r, req.Network, req.PortSecurity); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	p, err := s.net.m.CreatePort(r.Context(), requestOf(r).project, req)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -65,6 +70,12 @@ func (s *Server) updatePort(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setResource(r, "port", r.PathValue("name"))
+	if cur, ok := s.net.ports.Get(api.Key(requestOf(r).project, r.PathValue("name"))); ok {
+		if err := s.portSecurityOff(r, cur.Spec.Network, req.PortSecurity); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
 	p, err := s.net.m.UpdatePort(r.Context(), requestOf(r).project, r.PathValue("name"), req)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -81,6 +92,20 @@ func (s *Server) deletePort(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// portSecurityOff refuses to turn port security off on a port of a
+// bridged network to anyone but a superadmin: without it the port could
+// send as any address on the hosts' own network.
+func (s *Server) portSecurityOff(r *http.Request, network string, on *bool) error {
+	if on == nil || *on {
+		return nil
+	}
+	n, ok := s.net.networks.Get(api.Key(requestOf(r).project, network))
+	if !ok || n.Spec.Type != api.NetworkBridged || auth.FromContext(r.Context()).IsSuperadmin() {
+		return nil
+	}
+	return &api.Error{Code: api.CodeForbidden, Message: "network " + n.Name + " is bridged: only a superadmin turns port security off on its ports"}
 }
 
 // reportPorts records which of its ports a host's agent made.
@@ -106,19 +131,15 @@ func (s *Server) reportPorts(w http.ResponseWriter, r *http.Request) {
 // nicDeadline bounds a NIC's hot plug or unplug.
 const nicDeadline = 3 * time.Minute
 
-// vmBusy tells whether a VM has an operation not yet done.
-func (s *Server) vmBusy(vm *api.VM) bool {
-	return len(listAll(s.ops, func(o *api.Operation) bool {
-		return !o.Done() && o.Target.Kind == "vm" && targetKey(o.Target) == vm.Key() && (o.Target.UID == "" || o.Target.UID == vm.UID)
-	})) > 0
-}
-
 // changeNICs starts a NIC operation on a VM: change makes the VM's new
 // NICs and the writes of their ports; the VM's spec, the operation
 // (running, done when the host has carried out the new generation) and
-// the ports are written in one transaction.
-func (s *Server) changeNICs(ctx context.Context, key, kind string, params any, change func(vm *api.VM, nv *api.VM) (commit func(build func(*network.VMPlan) []store.Op) error, err error)) (*api.Operation, error) {
+// the ports are written in one transaction, under the VM's lock, and the
+// operation queued on the VM by the store's watch, as a create's is.
+func (s *Server) changeNICs(ctx context.Context, key, kind string, params any, change func(vm *api.VM, nv *api.VM) (commit func(build func(*network.VMPlan) ([]store.Op, error)) error, err error)) (*api.Operation, error) {
 	_, name := api.SplitKey(key)
+	unlock := s.ctl.Ops.LockVM(key)
+	defer unlock()
 	for range 10 {
 		vm, ok := s.vms.Get(key)
 		if !ok {
@@ -129,7 +150,7 @@ func (s *Server) changeNICs(ctx context.Context, key, kind string, params any, c
 			return nil, api.Unprocessable("vm %q belongs to provider %q, which keeps its NICs", name, vm.Spec.Provider.Name)
 		case vm.Spec.Deletion != nil:
 			return nil, api.Conflict("vm %q is being deleted", name)
-		case s.vmBusy(vm):
+		case len(s.ctl.Ops.ActiveOf(key)) > 0:
 			return nil, api.Conflict("vm %q has an operation under way; change its NICs once it is done", name)
 		}
 		nv := store.Clone(vm)
@@ -140,17 +161,17 @@ func (s *Server) changeNICs(ctx context.Context, key, kind string, params any, c
 		now := time.Now().UTC()
 		nv.Generation++
 		nv.UpdatedAt = now
-		op := newOperation(kind, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: vm.Project}, params)
+		op := ops.NewOperation(kind, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: vm.Project}, params)
 		op.Status, op.StartedAt, op.TargetGeneration, op.Progress = api.OpRunning, now, nv.Generation, 10
 		op.Deadline = now.Add(nicDeadline)
-		err = commit(func(plan *network.VMPlan) []store.Op {
+		err = commit(func(plan *network.VMPlan) ([]store.Op, error) {
 			if plan != nil {
 				nv.Spec.NICs = plan.NICs
 			}
-			return []store.Op{s.vms.OpUpdate(key, nv, vm.Version), s.ops.OpCreate(op.ID, op)}
+			return []store.Op{s.vms.OpUpdate(key, nv, vm.Version), s.ops.OpCreate(op.ID, op)}, nil
 		})
 		if err == nil {
-			s.metrics.opStarted(kind)
+			s.metrics.OpStarted(kind)
 			return op, nil
 		}
 		var ke *store.KeyError
@@ -181,14 +202,24 @@ func (s *Server) addNIC(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Invalid("network", "a NIC added to a VM is on a network of the project, not %q", api.NetworkUser))
 		return
 	}
-	op, err := s.changeNICs(r.Context(), key, api.OpVMNICAdd, nil, func(vm, nv *api.VM) (func(func(*network.VMPlan) []store.Op) error, error) {
+	op, err := s.changeNICs(r.Context(), key, api.OpVMNICAdd, nil, func(vm, nv *api.VM) (func(func(*network.VMPlan) ([]store.Op, error)) error, error) {
 		if len(vm.Spec.NICs) >= maxNICs {
 			return nil, api.Invalid("nics", "vm %q has %d NICs, the most a VM may have", vm.Name, len(vm.Spec.NICs))
 		}
 		nics := append(slices.Clone(vm.Spec.NICs), nic)
 		nv.Spec.NICs = nics
-		return func(build func(*network.VMPlan) []store.Op) error {
-			return s.txnWithPorts(r.Context(), rq.project, key, nics, len(vm.Spec.NICs), func(int) string { return "" }, build)
+		// The port it makes counts against the project's quota, admitted
+		// in the NIC's own transaction.
+		asks := api.Usage{Ports: network.PortsMade(nics, len(vm.Spec.NICs))}
+		return func(build func(*network.VMPlan) ([]store.Op, error)) error {
+			return s.txnWithPorts(r.Context(), rq.project, key, nics, len(vm.Spec.NICs), func(int) string { return "" }, func(plan *network.VMPlan) ([]store.Op, error) {
+				conds, err := s.ctl.Quota.Admit(r.Context(), rq.project, asks)
+				if err != nil {
+					return nil, err
+				}
+				txn, err := build(plan)
+				return append(txn, conds...), err
+			})
 		}, nil
 	})
 	if err != nil {
@@ -209,14 +240,18 @@ func (s *Server) removeNIC(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Invalid("nic", "must be the index of a NIC of the VM (0, 1, ...), not %q", r.PathValue("nic")))
 		return
 	}
-	op, err := s.changeNICs(r.Context(), s.vmKey(r), api.OpVMNICRemove, map[string]int{"nic": i}, func(vm, nv *api.VM) (func(func(*network.VMPlan) []store.Op) error, error) {
+	op, err := s.changeNICs(r.Context(), s.vmKey(r), api.OpVMNICRemove, map[string]int{"nic": i}, func(vm, nv *api.VM) (func(func(*network.VMPlan) ([]store.Op, error)) error, error) {
 		if i >= len(vm.Spec.NICs) {
 			return nil, api.NotFound("nic", strconv.Itoa(i))
 		}
 		nv.Spec.NICs = slices.Delete(slices.Clone(vm.Spec.NICs), i, i+1)
 		release := s.net.m.RemoveNICOps(vm, i)
-		return func(build func(*network.VMPlan) []store.Op) error {
-			_, err := s.st.Txn(r.Context(), append(build(nil), release...)...)
+		return func(build func(*network.VMPlan) ([]store.Op, error)) error {
+			txn, err := build(nil)
+			if err != nil {
+				return err
+			}
+			_, err = s.st.Txn(r.Context(), append(txn, release...)...)
 			return err
 		}, nil
 	})

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/controller/admission"
 	"github.com/polyvisor/polyvisor/internal/network"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
@@ -40,6 +40,11 @@ func (s *Server) newNetState(st *store.Store) *netState {
 		Store: st, Networks: n.networks, Subnets: n.subnets, Ports: n.ports, SecurityGroups: n.groups,
 		FloatingIPs: n.fips, Claims: n.claims, VMs: s.vms, Hosts: s.hosts, Projects: s.projects,
 		Logger: s.log.With("component", "network"),
+		// The quota gate is made after the manager (it counts the
+		// manager's objects): read it when admitting.
+		Admit: func(ctx context.Context, project string, delta api.Usage) ([]store.Op, error) {
+			return s.ctl.Quota.Admit(ctx, project, delta)
+		},
 	})
 	n.hub = n.m.NewHub()
 	return n
@@ -51,15 +56,13 @@ func (n *netState) run(ctx context.Context, s *Server) {
 	if err := n.m.EnsureDefaultGroups(ctx); err != nil && ctx.Err() == nil {
 		s.log.Warn("making the projects' default security groups", "err", err)
 	}
-	go n.m.RunJanitor(ctx)
 	n.hub.Run(ctx)
 }
 
-// projectUsage is what a project uses, its network objects included.
+// projectUsage is what a project uses, its network objects included
+// (the quota gate counts them).
 func (s *Server) projectUsage(project string) api.Usage {
-	u := s.usageOf(project)
-	u.Networks, u.Ports, u.FloatingIPs = s.net.m.Usage(project)
-	return u
+	return s.ctl.Quota.UsageOf(project)
 }
 
 // createProjectWithGroup stores a new project with its default security
@@ -104,36 +107,48 @@ func (s *Server) withPortIPs(vm *api.VM) *api.VM {
 func nicField(i int) string { return fmt.Sprintf("nics[%d].", i) }
 
 // txnWithPorts commits a VM's write together with the ports of its NICs
-// from first on, planning them again when another writer took an address
-// first. build returns the VM's own writes, given the plan (nil when no
-// NIC is on a network).
-func (s *Server) txnWithPorts(ctx context.Context, project, key string, nics []api.NIC, first int, field func(int) string, build func(*network.VMPlan) []store.Op) error {
-	if !network.Networked(nics[min(first, len(nics)):]) {
-		_, err := s.st.Txn(ctx, build(nil)...)
-		return err
-	}
+// on networks from index first on (the NICs before are the VM's own, with
+// their ports made). build makes the VM's writes, and the conditions of
+// what admitted them, for the ports' plan (nil when no NIC from first on
+// is on a network); it is called again for each attempt, as an attempt
+// that lost a race (another admission, an address taken first) decides
+// again from the newer state. An error of build ends the attempts with it.
+func (s *Server) txnWithPorts(ctx context.Context, project, key string, nics []api.NIC, first int, field func(int) string, build func(*network.VMPlan) ([]store.Op, error)) error {
+	networked := network.Networked(nics[min(first, len(nics)):])
 	var plan *network.VMPlan
-	for attempt := 0; ; attempt++ {
-		var err error
-		if plan, err = s.net.m.PlanVM(project, key, nics, first, field, plan); err != nil {
+	for attempt := 1; ; attempt++ {
+		if networked {
+			var err error
+			if plan, err = s.net.m.PlanVM(project, key, nics, first, field, plan); err != nil {
+				return err
+			}
+		}
+		txn, err := build(plan)
+		if err != nil {
+			plan.Done()
 			return err
 		}
-		_, err = s.st.Txn(ctx, append(build(plan), plan.Ops...)...)
+		if plan != nil {
+			txn = append(txn, plan.Ops...)
+		}
+		_, err = s.st.Txn(ctx, txn...)
 		plan.Done()
 		if err == nil {
 			return nil
 		}
-		retry, aerr := plan.Failed(err)
-		switch {
-		case aerr != nil:
-			return aerr
-		case !retry || attempt >= 20:
+		retry := admission.Retry(err)
+		if plan != nil {
+			again, aerr := plan.Failed(err)
+			if aerr != nil {
+				return aerr
+			}
+			retry = retry || again
+		}
+		if !retry || attempt >= admission.MaxAttempts {
 			return err
 		}
-		select {
-		case <-time.After(time.Duration(attempt+1) * 5 * time.Millisecond):
-		case <-ctx.Done():
-			return ctx.Err()
+		if berr := admission.Backoff(ctx, attempt); berr != nil {
+			return err
 		}
 	}
 }

@@ -118,7 +118,7 @@ func (s *Server) providerNetworks(project, name string) []api.Network {
 		if name != "" && p.Name != name {
 			continue
 		}
-		inv, ok := s.estate.Inventory(p.Name)
+		inv, ok := s.ctl.Estate.Inventory(p.Name)
 		if !ok {
 			continue
 		}

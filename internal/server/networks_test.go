@@ -162,6 +162,23 @@ func TestNetworkObjectsAPI(t *testing.T) {
 	if _, ok := e.netAudited(t, "port.delete")["p1"]; !ok {
 		t.Error("no audit record of the port's delete")
 	}
+
+	// A bridged network of pa, made by a superadmin: its members put ports
+	// on it, but only with port security, and cannot delete it.
+	if _, err := e.super.WithProject("pa").CreateNetwork(ctx, api.NetworkCreate{Name: "lan", NetworkSpec: api.NetworkSpec{Type: api.NetworkBridged, Bridge: "br0"}}); err != nil {
+		t.Fatal(err)
+	}
+	off := false
+	_, err = member.CreatePort(ctx, api.PortCreate{Name: "raw", PortSpec: api.PortSpec{Network: "lan", PortSecurity: &off}})
+	wantRefused(t, "a member's port without port security on a bridged network", err, 403, "")
+	if _, err := member.CreatePort(ctx, api.PortCreate{Name: "raw", PortSpec: api.PortSpec{Network: "lan"}}); err != nil {
+		t.Fatalf("a member's port on a bridged network: %v", err)
+	}
+	_, err = member.UpdatePort(ctx, "raw", api.PortUpdate{PortSecurity: &off})
+	wantRefused(t, "a member turning port security off on a bridged network", err, 403, "")
+	if err := member.DeleteNetwork(ctx, "lan"); statusOfErr(err) != 403 {
+		t.Errorf("a member deleting a bridged network: %v, want 403", err)
+	}
 }
 
 // TestProjectNetworkLife: a project is made with its default group; a

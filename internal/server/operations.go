@@ -40,7 +40,7 @@ func (s *Server) getOperation(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, api.Invalid("wait", "must be a duration up to %s such as 30s, not %q", maxWait, v))
 			return
 		}
-		op, err := s.opctl.wait(r.Context(), id, d)
+		op, err := s.ctl.Ops.Wait(r.Context(), id, d)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
@@ -70,26 +70,17 @@ func (s *Server) cancelOperation(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case op.Kind == api.OpImageImport:
-		if !s.imports.cancel(id) {
+		if !s.ctl.Imports.Cancel(id) {
 			s.writeError(w, r, api.Conflict("operation %s is not running here", id))
 			return
 		}
-		op, _ = s.opctl.wait(r.Context(), id, 30*time.Second)
+		op, _ = s.ctl.Ops.Wait(r.Context(), id, 30*time.Second)
 	case op.Target.Kind == "vm":
-		unlock := s.opctl.lockVM(targetKey(op.Target))
-		cur, ok := s.ops.Get(id)
-		if !ok || cur.Status != api.OpPending {
-			unlock()
-			s.writeError(w, r, api.Conflict("operation %s is %s: only pending operations can be cancelled", id, op.Status))
-			return
-		}
-		err := s.opctl.finishLocked(r.Context(), cur, api.OpCancelled, nil)
-		unlock()
-		if err != nil {
+		if err := s.ctl.Ops.Cancel(r.Context(), op); err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		op, _ = s.opctl.wait(r.Context(), id, 0)
+		op, _ = s.ctl.Ops.Wait(r.Context(), id, 0)
 	default:
 		s.writeError(w, r, api.Conflict("operation %s cannot be cancelled", id))
 		return

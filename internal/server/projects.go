@@ -291,12 +291,12 @@ func (s *Server) setQuota(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	unlock := s.quota.lock(r.PathValue("project"))
+	// A create or resize deciding from the old quota meanwhile fails on
+	// the project's version and decides again.
 	p, err := s.changeProject(r, func(p *api.Project) error {
 		p.Spec.Quota = q
 		return nil
 	})
-	unlock()
 	if err != nil {
 		s.writeError(w, r, err)
 		return

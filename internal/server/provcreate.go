@@ -2,13 +2,14 @@ package server
 
 import (
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/controller/placement"
 )
 
 // validateProviderCreate checks a create in a connected estate: the VM is
 // made from the provider's template, so it takes no images; it may name a
 // cluster and a host of that provider, or leave the choice to the
 // scheduler among the provider's hosts.
-func (s *Server) validateProviderCreate(project string, req *api.VMCreate) (*api.ProviderRef, hostFilter, error) {
+func (s *Server) validateProviderCreate(project string, req *api.VMCreate) (*api.ProviderRef, placement.Filter, error) {
 	if req.Provider == "" {
 		return nil, nil, api.Invalid("provider", "is required with template, cluster or datastore")
 	}
@@ -29,14 +30,14 @@ func (s *Server) validateProviderCreate(project string, req *api.VMCreate) (*api
 	if err := validateName("name", req.Name); err != nil {
 		return nil, nil, err
 	}
-	filter := providerHosts(p.Name, req.Cluster)
+	filter := placement.ProviderHosts(p.Name, req.Cluster)
 	if req.Cluster != "" {
 		found := false
-		if inv, ok := s.estate.Inventory(p.Name); ok {
+		if inv, ok := s.ctl.Estate.Inventory(p.Name); ok {
 			for _, c := range inv.Clusters {
 				if c.ID == req.Cluster || c.Name == req.Cluster {
 					found = true
-					filter = providerHosts(p.Name, c.ID)
+					filter = placement.ProviderHosts(p.Name, c.ID)
 				}
 			}
 		}
@@ -44,7 +45,7 @@ func (s *Server) validateProviderCreate(project string, req *api.VMCreate) (*api
 			return nil, nil, api.Invalid("cluster", "provider %q has no cluster %q", p.Name, req.Cluster)
 		}
 	}
-	limits := s.place.limits(filter)
+	limits := s.limits(filter)
 	switch {
 	case req.VCPUs < 1:
 		return nil, nil, api.Invalid("vcpus", "must be at least 1, not %d", req.VCPUs)

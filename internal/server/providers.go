@@ -115,7 +115,7 @@ func (s *Server) createProvider(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Conflict("provider %q already exists", req.Name))
 		return
 	}
-	caps, err := s.estate.Verify(r.Context(), req.Type, provider.Config{
+	caps, err := s.ctl.Estate.Verify(r.Context(), req.Type, provider.Config{
 		Name: req.Name, URL: req.URL, Username: req.Username, Password: req.Password,
 		CACert: []byte(req.CACert), Insecure: req.Insecure,
 	})
@@ -173,7 +173,7 @@ func (s *Server) refreshProvider(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.NotFound("provider", name))
 		return
 	}
-	if err := s.estate.Refresh(r.Context(), name); err != nil {
+	if err := s.ctl.Estate.Refresh(r.Context(), name); err != nil {
 		s.writeError(w, r, estate.MapError(err))
 		return
 	}
@@ -187,7 +187,7 @@ func (s *Server) providerInventory(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.NotFound("provider", name))
 		return
 	}
-	inv, ok := s.estate.Inventory(name)
+	inv, ok := s.ctl.Estate.Inventory(name)
 	if !ok {
 		s.writeError(w, r, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("provider %q has not synced yet", name)})
 		return

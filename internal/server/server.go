@@ -1,8 +1,10 @@
-// Package server is Polyvisor's control plane: the /v1 REST API, the
-// operation controller that turns desired-state changes into tracked
-// operations, host liveness, the console stream broker and metrics. All
-// state lives in the store; the server keeps only caches and the in-flight
-// bookkeeping it can rebuild from the store at start.
+// Package server is Polyvisor's API server: the /v1 REST API (routes,
+// handlers, authentication and authorization, the audit of every request),
+// the console stream broker, events and metrics. It wires the controllers
+// of package controller over the same store, and hands them what the
+// requests ask for. All state lives in the store; the server keeps only
+// caches and the in-flight bookkeeping it can rebuild from the store at
+// start.
 package server
 
 import (
@@ -16,15 +18,20 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/atomicfile"
 	"github.com/polyvisor/polyvisor/internal/audit"
+	"github.com/polyvisor/polyvisor/internal/controller"
+	"github.com/polyvisor/polyvisor/internal/controller/admission"
+	"github.com/polyvisor/polyvisor/internal/controller/liveness"
+	"github.com/polyvisor/polyvisor/internal/controller/ops"
 	"github.com/polyvisor/polyvisor/internal/estate"
 	"github.com/polyvisor/polyvisor/internal/pki"
-	"github.com/polyvisor/polyvisor/internal/provider"
 	"github.com/polyvisor/polyvisor/internal/scheduler"
 	"github.com/polyvisor/polyvisor/internal/secrets"
 	"github.com/polyvisor/polyvisor/internal/store"
@@ -91,6 +98,12 @@ type Config struct {
 	MinFreeBytes uint64
 	// StoreQuotaBytes bounds the embedded etcd's database (default 4 GiB).
 	StoreQuotaBytes int64
+	// Name names this server among the servers sharing its store (default:
+	// the host name). The servers elect one whose controllers act.
+	Name string
+	// LeaderTTL is how long a leader that stopped renewing its session
+	// keeps the lead (default 5s).
+	LeaderTTL time.Duration
 }
 
 // Server is a running control plane.
@@ -103,7 +116,7 @@ type Server struct {
 	hosts  *store.Collection[api.Host]
 	images *store.Collection[api.Image]
 	ops    *store.Collection[api.Operation]
-	idem   *store.Collection[idempotencyRecord]
+	idem   *store.Collection[ops.IdempotencyRecord]
 
 	projects  *store.Collection[api.Project]
 	users     *store.Collection[api.User]
@@ -115,7 +128,6 @@ type Server struct {
 	guards    guards
 	limiter   atomic.Pointer[throttle.Limiter]
 	logins    *throttle.Login
-	quota     *quotaGate
 
 	// Logins: s.logins throttles failures per address and user, these
 	// per address, and hashing bounds the password hashes run at once.
@@ -124,20 +136,16 @@ type Server struct {
 
 	providers *store.Collection[api.Provider]
 	creds     *store.Collection[estate.Credential]
-	estate    *estate.Manager
 	secrets   *secrets.Box
 
 	// net holds the networks: their collections, manager and hub.
 	net *netState
 
-	opctl   *opController
-	live    *liveness
+	// ctl is the controllers: operations, placement, quotas, liveness,
+	// leases, imports, estates.
+	ctl     *controller.Set
 	streams *streamBroker
 	metrics *metrics
-	place   *placer
-	imports *importer
-	// imageGate bounds imports per project and their image storage.
-	imageGate *imageGate
 
 	imageDir   string
 	adminToken string
@@ -148,6 +156,7 @@ type Server struct {
 
 	metricsToken string
 	metricsAddr  net.Addr
+	serverID     string // this server's, across restarts (<data dir>/server.id)
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -171,6 +180,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.LeaseInterval == 0 {
 		cfg.LeaseInterval = 10 * time.Second
+	}
+	if cfg.Name == "" {
+		if hn, err := os.Hostname(); err == nil && hn != "" {
+			cfg.Name = hn
+		} else {
+			cfg.Name = "polyvisor"
+		}
 	}
 	cfg.Edge = cfg.Edge.withDefaults()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -202,7 +218,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.hosts = store.NewCollection(st, "hosts", func(h *api.Host, rev int64) { h.Version = rev })
 	s.images = store.NewCollection(st, "images", func(i *api.Image, rev int64) { i.Version = rev })
 	s.ops = store.NewCollection(st, "operations", func(o *api.Operation, rev int64) { o.Version = rev })
-	s.idem = store.NewCollection(st, "idempotency", func(r *idempotencyRecord, rev int64) { r.Version = rev })
+	s.idem = store.NewCollection(st, "idempotency", func(r *ops.IdempotencyRecord, rev int64) { r.Version = rev })
 	s.providers = store.NewCollection(st, "providers", func(p *api.Provider, rev int64) { p.Version = rev })
 	s.creds = store.NewCollection(st, "credentials", func(c *estate.Credential, rev int64) { c.Version = rev })
 	s.projects = store.NewCollection(st, "projects", func(p *api.Project, rev int64) { p.Version = rev })
@@ -210,6 +226,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.passwords = store.NewCollection(st, "passwords", func(p *passwordRecord, rev int64) { p.Version = rev })
 	s.tokens = store.NewCollection(st, "tokens", func(t *tokenRecord, rev int64) { t.Version = rev })
 	s.settings = store.NewCollection(st, "settings", func(r *settingsRecord, rev int64) { r.Version = rev })
+	admitted := admission.NewCollection(st)
+	beats := store.NewCollection(st, "heartbeats", func(b *liveness.Beats, rev int64) { b.Version = rev })
 	s.net = s.newNetState(st)
 	if err := st.Start(ctx); err != nil {
 		st.Close()
@@ -231,6 +249,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	if s.serverID, err = ensureServerID(filepath.Join(cfg.DataDir, "server.id")); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if s.audit, err = audit.Open(ctx, s.auditDir(), cfg.Audit, cfg.Logger.With("component", "audit")); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("opening the audit log: %w", err)
@@ -239,29 +261,23 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.logins = throttle.NewLogin(loginPairConfig)
 	s.loginAddrs = throttle.NewLogin(loginAddrConfig)
 	s.hashing = throttle.NewGate(hashSlots(), hashWait)
-	s.quota = newQuotaGate(s)
 	s.metrics = newMetrics(s)
 	s.setupGuards()
-	s.place = newPlacer(s)
-	s.live = newLiveness(s)
 	s.streams = newStreamBroker()
 	s.guard = newStreamGuard(s)
-	s.opctl = newOpController(s)
-	factory := cfg.ProviderFactory
-	if factory == nil {
-		factory = func(typ string, _ provider.Config, _ *slog.Logger) (provider.Provider, error) {
-			return nil, fmt.Errorf("provider type %q: %w", typ, provider.ErrUnsupported)
-		}
-	}
-	s.estate = estate.New(estate.Config{
-		Store: st, Providers: s.providers, Credentials: s.creds, Hosts: s.hosts, VMs: s.vms,
-		Secrets: s.secrets, Factory: factory, ResyncInterval: cfg.ProviderResync,
-		Busy:   func(vm string) bool { return len(s.opctl.activeOf(vm)) > 0 },
-		Logger: cfg.Logger.With("component", "estate"),
+	s.ctl = controller.New(ctx, controller.Config{
+		Store: st, Name: cfg.Name, ID: s.serverID, LeaderTTL: cfg.LeaderTTL,
+		Collections: controller.Collections{
+			VMs: s.vms, Hosts: s.hosts, Images: s.images, Ops: s.ops, Projects: s.projects,
+			Idempotency: s.idem, Providers: s.providers, Credentials: s.creds, Admission: admitted,
+			Beats: beats,
+		},
+		Secrets: s.secrets, Scheduler: cfg.Scheduler, HeartbeatTimeout: cfg.HeartbeatTimeout,
+		LeaseInterval: cfg.LeaseInterval, ImageDir: s.imageDir,
+		ProviderFactory: cfg.ProviderFactory, ProviderResync: cfg.ProviderResync,
+		Metrics: s.metrics, ErrorOf: toAPIError, Audit: s.auditSystem, Logger: cfg.Logger,
+		Counted: s.net.m.Counted, Leaders: []func(context.Context, store.Writer){s.net.m.RunJanitor},
 	})
-	s.imports = &importer{running: map[string]context.CancelFunc{}}
-	s.imageGate = newImageGate()
-	s.recoverImports(ctx)
 	return s, nil
 }
 
@@ -291,6 +307,19 @@ func (s *Server) setupTLS() error {
 	return nil
 }
 
+// ensureServerID reads the server's ID from path, making one at first
+// start.
+func ensureServerID(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	id := newUID()
+	if err := atomicfile.Write(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the server's id: %w", err)
+	}
+	return id, nil
+}
+
 // CAFile is the path of the server's CA certificate.
 func (s *Server) CAFile() string { return filepath.Join(s.cfg.DataDir, "pki", "ca.crt") }
 
@@ -305,6 +334,8 @@ func (s *Server) AdminToken() string { return s.adminToken }
 func (s *Server) Start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
 	s.life = ctx
+	// Imports a request starts end with the server.
+	s.ctl.Imports.Bind(ctx)
 	handler := s.Handler()
 	if s.cfg.Socket != "" {
 		_ = os.Remove(s.cfg.Socket)
@@ -334,12 +365,9 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.guard.start(ctx)
+	s.ctl.Start(ctx, s.advertisedURL())
 	s.goBG(func() { s.cert.Run(ctx) })
-	s.goBG(func() { s.opctl.run(ctx) })
-	s.goBG(func() { s.live.run(ctx) })
-	s.goBG(func() { s.place.run(ctx) })
-	s.goBG(func() { s.estate.Run(ctx) })
-	s.goBG(func() { s.runLeases(ctx) })
+	s.goBG(func() { s.runTokenSweep(ctx) })
 	s.goBG(func() { s.pruneAudit(ctx) })
 	s.goBG(func() { s.runGuards(ctx) })
 	s.goBG(func() { s.net.run(ctx, s) })
@@ -398,6 +426,7 @@ func (s *Server) Close() error {
 	}
 	s.streams.closeAll()
 	s.bg.Wait()
+	s.ctl.Wait()
 	s.auditFold.Close()
 	if err := s.audit.Close(); err != nil {
 		s.log.Error("closing the audit log", "err", err)

@@ -261,10 +261,10 @@ func (s *Server) providerConsole(r *http.Request, vm *api.VM, kind string) (net.
 	if kind != "vnc" {
 		return nil, api.Unprocessable("vm %q of provider %q has no %s console here; use type=vnc or its console ticket", vm.Name, vm.Spec.Provider.Name, kind)
 	}
-	if caps, _ := s.estate.Capabilities(vm.Spec.Provider.Name); !caps.Console {
+	if caps, _ := s.ctl.Estate.Capabilities(vm.Spec.Provider.Name); !caps.Console {
 		return nil, api.Unprocessable("provider %q lacks the capability \"console\"", vm.Spec.Provider.Name)
 	}
-	con, err := s.estate.Console(r.Context(), vm)
+	con, err := s.ctl.Estate.Console(r.Context(), vm)
 	if err != nil {
 		return nil, estate.MapError(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"strings"
@@ -13,6 +15,8 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
+	"github.com/polyvisor/polyvisor/web"
 )
 
 // TestConsoleWebsocketAuth: the console websocket, which a browser opens
@@ -70,25 +74,66 @@ func TestConsoleWebsocketAuth(t *testing.T) {
 	}
 }
 
-// TestUIServed: outside /v1 the server answers with the console (or, in a
-// binary built without it, says how to build it), with a strict content
-// security policy; /v1 paths stay API errors.
+// TestUIServed: outside /v1 the server answers with the console: its
+// index.html for the app's own paths, its assets, a 404 for a missing
+// asset; in a binary built without the console, a 404 saying how to
+// build it. Both with a strict content security policy; /v1 paths stay
+// API errors.
 func TestUIServed(t *testing.T) {
 	e := newEnv(t, Config{})
 	status, body, _ := e.do("GET", "/v1/nothing-here", "", nil)
 	if status != http.StatusNotFound || !strings.Contains(string(body), `"not_found"`) {
 		t.Errorf("GET /v1/nothing-here: %d %s, want the API's 404", status, body)
 	}
-	req, _ := http.NewRequest("GET", e.url+"/vms/pa/vm1?tab=serial", nil)
-	resp, err := e.super.HTTPClient().Do(req)
+	get := func(path string) (*http.Response, string) {
+		t.Helper()
+		resp, err := e.super.HTTPClient().Get(e.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("GET %s: reading the body: %v", path, err)
+		}
+		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") {
+			t.Errorf("GET %s: no strict CSP: %q", path, csp)
+		}
+		return resp, string(b)
+	}
+	fsys, built := web.Dist()
+	if !built {
+		peer.Without(t, "the web console is not built (web/dist; scripts/test.sh builds it): only the build hint is checked")
+		resp, body := get("/vms/pa/vm1?tab=serial")
+		if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "npm run build") {
+			t.Errorf("GET /vms/pa/vm1 without the console: %d %q, want 404 saying how to build it", resp.StatusCode, body)
+		}
+		return
+	}
+	index, err := fs.ReadFile(fsys, "index.html")
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") {
-		t.Errorf("no strict CSP on the console: %q", csp)
+	for _, path := range []string{"/", "/vms/pa/vm1?tab=serial", "/hosts"} {
+		resp, body := get(path)
+		if resp.StatusCode != http.StatusOK || body != string(index) || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+			t.Errorf("GET %s: %d %s, %d bytes; want 200 with the console's index.html (%d bytes)", path, resp.StatusCode, resp.Header.Get("Content-Type"), len(body), len(index))
+		}
 	}
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNotFound {
-		t.Errorf("GET /vms/pa/vm1: %d", resp.StatusCode)
+	assets, err := fs.ReadDir(fsys, "assets")
+	if err != nil || len(assets) == 0 {
+		t.Fatalf("the built console has no assets: %v", err)
+	}
+	asset, err := fs.ReadFile(fsys, "assets/"+assets[0].Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, got := get("/assets/" + assets[0].Name())
+	if resp.StatusCode != http.StatusOK || got != string(asset) || !strings.Contains(resp.Header.Get("Cache-Control"), "immutable") {
+		t.Errorf("GET /assets/%s: %d (Cache-Control %q), %d bytes; want 200 with the file (%d bytes), cached for good",
+			assets[0].Name(), resp.StatusCode, resp.Header.Get("Cache-Control"), len(got), len(asset))
+	}
+	if resp, body := get("/assets/no-such-file.js"); resp.StatusCode != http.StatusNotFound || body == string(index) {
+		t.Errorf("GET a missing asset: %d, %d bytes; want 404, not the app", resp.StatusCode, len(body))
 	}
 }

@@ -21,19 +21,20 @@ func TestUserDataIsForMembers(t *testing.T) {
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	member := e.as(api.RoleMember, "pa")
-	// Viewers and operators watch the events of the create.
+	// Viewers and operators watch the events of the create. Events
+	// returns once the server has subscribed the stream.
 	type watch struct {
 		who    string
 		events <-chan api.Event
+		errs   <-chan error
 	}
 	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	var watches []watch
 	for _, who := range []string{api.RoleViewer, api.RoleOperator, api.RoleMember} {
-		events, _ := e.as(who, "pa").Events(sctx, api.EventVM)
-		watches = append(watches, watch{who, events})
+		events, errs := e.as(who, "pa").Events(sctx, api.EventVM)
+		watches = append(watches, watch{who, events, errs})
 	}
-	time.Sleep(200 * time.Millisecond)
 	if _, err := member.CreateVM(ctx, api.VMCreate{Name: "ci", VCPUs: 1, MemoryMiB: 64, Host: "h1",
 		Disks: []api.Disk{{Image: "img"}}, CloudInit: &api.CloudInit{UserData: secretUserData, MetaData: "local-hostname: ci\n"}}, client.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -81,10 +82,12 @@ func TestUserDataIsForMembers(t *testing.T) {
 	}
 	// Events carry the same view.
 	for _, w := range watches {
+		seen := false
 		for ev := range w.events {
 			if ev.VM == nil || ev.VM.Name != "ci" {
 				continue
 			}
+			seen = true
 			ci := ev.VM.Spec.CloudInit
 			redacted := ci != nil && ci.UserData == "" && ci.UserDataRedacted
 			if w.who == api.RoleMember && (ci == nil || ci.UserData != secretUserData) {
@@ -94,6 +97,9 @@ func TestUserDataIsForMembers(t *testing.T) {
 				t.Errorf("%s's event of the vm: cloud-init %+v; want user data redacted", w.who, ci)
 			}
 			break
+		}
+		if !seen {
+			t.Errorf("%s's event stream ended without the vm's create: %v", w.who, <-w.errs)
 		}
 	}
 	// The store keeps all of it, for the host to write the seed.

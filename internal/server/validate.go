@@ -7,6 +7,7 @@ import (
 	"regexp"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/controller/placement"
 	"github.com/polyvisor/polyvisor/internal/hypervisor"
 	"github.com/polyvisor/polyvisor/internal/labels"
 )
@@ -45,6 +46,12 @@ type hostLimits struct {
 	maxVCPUs     int
 	maxMemoryMiB int64
 	hostExists   func(name string) bool
+}
+
+// limits are the largest VM any of the hosts filter passes could run.
+func (s *Server) limits(filter placement.Filter) hostLimits {
+	l := s.ctl.Placer.Limits(filter)
+	return hostLimits{maxVCPUs: l.MaxVCPUs, maxMemoryMiB: l.MaxMemoryMiB, hostExists: l.HostExists}
 }
 
 // validateVMCreate checks a create request and fills its defaults. Every

@@ -1,11 +1,15 @@
 package server
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/controller/ops"
+	"github.com/polyvisor/polyvisor/internal/controller/placement"
 	"github.com/polyvisor/polyvisor/internal/estate"
+	"github.com/polyvisor/polyvisor/internal/store"
 )
 
 // Routes for what some VMs' drivers or providers offer beyond the power
@@ -27,15 +31,15 @@ func (s *Server) reconfigureVM(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	filter := hostFilter(ownHosts)
+	filter := placement.Filter(placement.OwnHosts)
 	vm, ok := s.vmOf(w, r)
 	if !ok {
 		return
 	}
 	if vm.Spec.Provider != nil {
-		filter = providerHosts(vm.Spec.Provider.Name, "")
+		filter = placement.ProviderHosts(vm.Spec.Provider.Name, "")
 	}
-	limits := s.place.limits(filter)
+	limits := s.limits(filter)
 	switch {
 	case req.VCPUs == 0 && req.MemoryMiB == 0:
 		s.writeError(w, r, api.Invalid("vcpus", "give vcpus, memoryMiB or both"))
@@ -52,21 +56,20 @@ func (s *Server) reconfigureVM(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	// Under the VM's lock, as for a create: the project's quota, then the
-	// room on the VM's host (lock order: see lockVM).
-	admit := func(vm *api.VM) (func(), error) {
-		unlockQuota, err := s.quota.admitResize(s.projectOfVM(vm), vm, req)
+	// As for a create: the project's quota, then the room on the VM's
+	// host, each held in the transaction that queues the resize.
+	admit := func(ctx context.Context, vm *api.VM) ([]store.Op, error) {
+		conds, err := s.ctl.Quota.AdmitResize(ctx, vm, req)
 		if err != nil {
 			return nil, err
 		}
-		release, err := s.place.resize(r.Context(), vm, req)
+		placed, err := s.ctl.Placer.Resize(ctx, vm, req)
 		if err != nil {
-			unlockQuota()
 			return nil, err
 		}
-		return func() { release(); unlockQuota() }, nil
+		return append(conds, placed...), nil
 	}
-	op, _, err := s.opctl.submitWith(r.Context(), vm.Key(), api.OpVMReconfigure, req, submitOptions{ifMatch: ifMatch, admit: admit})
+	op, _, err := s.ctl.Ops.SubmitWith(r.Context(), vm.Key(), api.OpVMReconfigure, req, ops.SubmitOptions{IfMatch: ifMatch, Admit: admit})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -83,11 +86,11 @@ func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := s.capable(vm, api.OpVMSnapshotCreate); err != nil {
+	if err := s.ctl.Ops.Capable(vm, api.OpVMSnapshotCreate); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	snaps, err := s.estate.Snapshots(r.Context(), vm)
+	snaps, err := s.ctl.Estate.Snapshots(r.Context(), vm)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -109,7 +112,7 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Invalid("description", "is longer than 1024 bytes"))
 		return
 	}
-	op, err := s.opctl.submit(r.Context(), s.vmKey(r), api.OpVMSnapshotCreate, req, 0)
+	op, err := s.ctl.Ops.Submit(r.Context(), s.vmKey(r), api.OpVMSnapshotCreate, req, 0)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -124,7 +127,7 @@ func (s *Server) snapshotAction(kind string) http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		op, err := s.opctl.submit(r.Context(), s.vmKey(r), kind, api.SnapshotCreate{Name: snap}, 0)
+		op, err := s.ctl.Ops.Submit(r.Context(), s.vmKey(r), kind, api.SnapshotCreate{Name: snap}, 0)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
@@ -144,11 +147,11 @@ func (s *Server) consoleTicket(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Unprocessable("vm %q runs on a Polyvisor host: open its console at /v1/vms/%s/console", vm.Name, vm.Name))
 		return
 	}
-	if caps, _ := s.estate.Capabilities(vm.Spec.Provider.Name); !caps.Console {
+	if caps, _ := s.ctl.Estate.Capabilities(vm.Spec.Provider.Name); !caps.Console {
 		s.writeError(w, r, api.Unprocessable("provider %q lacks the capability \"console\"", vm.Spec.Provider.Name))
 		return
 	}
-	con, err := s.estate.Console(r.Context(), vm)
+	con, err := s.ctl.Estate.Console(r.Context(), vm)
 	if err != nil {
 		s.writeError(w, r, estate.MapError(err))
 		return

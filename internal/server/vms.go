@@ -16,6 +16,9 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/controller/ops"
+	"github.com/polyvisor/polyvisor/internal/controller/placement"
+	"github.com/polyvisor/polyvisor/internal/controller/quota"
 	"github.com/polyvisor/polyvisor/internal/network"
 	"github.com/polyvisor/polyvisor/internal/scheduler"
 	"github.com/polyvisor/polyvisor/internal/store"
@@ -168,7 +171,7 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 	key := api.Key(project, req.Name)
 	// Creates of one name serialize, so a retried create finds the first
 	// one's record or its VM, never half of it.
-	unlock := s.opctl.lockVM(key)
+	unlock := s.ctl.Ops.LockVM(key)
 	defer unlock()
 	idemKey := ""
 	if idem.key != "" {
@@ -181,14 +184,14 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 	if !ok {
 		return nil, api.NotFound("project", project)
 	}
-	filter := hostFilter(ownHosts)
+	filter := placement.Filter(placement.OwnHosts)
 	var ref *api.ProviderRef
 	if req.Provider != "" || req.Template != "" || req.Cluster != "" || req.Datastore != "" {
 		var err error
 		if ref, filter, err = s.validateProviderCreate(project, req); err != nil {
 			return nil, err
 		}
-	} else if err := validateVMCreate(req, s.imageResolver(project), s.place.limits(filter)); err != nil {
+	} else if err := validateVMCreate(req, s.imageResolver(project), s.limits(filter)); err != nil {
 		return nil, err
 	}
 	canonicalImages(req, s.imageResolver(project))
@@ -204,67 +207,78 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 			req.NICs[i].MAC = randomMAC() // a port's MAC is its network's to give
 		}
 	}
-	// The quota check and the write are one step for the project: creates
-	// in a project with a quota serialize, so none can pass together. The
-	// project's lock is taken under the VM's (lock order: see lockVM).
-	unlockQuota, err := s.quota.admit(proj, s.usageOfCreate(project, req))
-	if err != nil {
-		return nil, err
-	}
-	defer unlockQuota()
-	host, release, err := s.place.place(ctx, key, scheduler.Request{VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Host: req.Host}, filter)
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now().UTC()
-	vm := &api.VM{
-		Meta: api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
-		Spec: api.VMSpec{
-			Host: host, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Disks: req.Disks, NICs: req.NICs,
-			Boot: req.Boot, CloudInit: req.CloudInit, PowerState: req.PowerState,
-			StopTimeoutSeconds: req.StopTimeoutSeconds, Provider: ref, Lease: lease,
-			OnCrash: req.OnCrash,
-		},
-		Status: api.VMStatus{PowerState: api.PowerPending},
-	}
-	op := newOperation(api.OpVMCreate, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: project}, nil)
-	op.Status, op.StartedAt, op.TargetGeneration = api.OpRunning, now, 1
-	op.Deadline = now.Add(deadlineFor(op.Kind, vm))
-	op.Progress = 10
-	op.Message = "placed on host " + host
-
-	// The VM, its operation and the ports of its NICs on networks are
-	// written together.
-	build := func(plan *network.VMPlan) []store.Op {
-		s.withPorts(vm, plan)
-		txn := []store.Op{s.vms.OpCreate(key, vm), s.ops.OpCreate(op.ID, op)}
-		if idemKey != "" {
-			txn = append(txn, s.idem.OpCreate(idempotencyName(idemKey), &idempotencyRecord{Name: idempotencyName(idemKey), OperationID: op.ID, CreatedAt: now,
-				Route: idem.route, BodyHash: idem.bodyHash}))
-		}
-		return txn
-	}
+	// The quota's check and the host's, and the write they admit, are one
+	// step in etcd: the transaction holds the project's and the host's
+	// admission records to the versions the checks decided from, and one
+	// that lost a race to another admission decides again. The ports of
+	// its NICs on networks, and the claims of their addresses, are in the
+	// same transaction: the VM and its ports are made together or not at
+	// all.
 	portNICs := req.NICs
 	if ref != nil {
 		portNICs = nil // a provider's VM: its NICs are on the provider's networks
 	}
-	if err := s.txnWithPorts(ctx, project, key, portNICs, 0, nicField, build); err != nil {
-		release(false)
-		var ke *store.KeyError
+	asks := quota.OfCreate(req, quota.ImageLookup(s.imageResolver(project)))
+	asks.Ports = network.PortsMade(portNICs, 0)
+	var op *api.Operation
+	var refused error
+	err = s.txnWithPorts(ctx, project, key, portNICs, 0, nicField, func(plan *network.VMPlan) ([]store.Op, error) {
+		conds, err := s.ctl.Quota.Admit(ctx, project, asks)
+		if err != nil {
+			refused = err
+			return nil, err
+		}
+		host, placed, err := s.ctl.Placer.Place(ctx, scheduler.Request{VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Host: req.Host}, filter)
+		if err != nil {
+			refused = err
+			return nil, err
+		}
+		now := time.Now().UTC()
+		vm := &api.VM{
+			Meta: api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
+			Spec: api.VMSpec{
+				Host: host, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Disks: req.Disks, NICs: req.NICs,
+				Boot: req.Boot, CloudInit: req.CloudInit, PowerState: req.PowerState,
+				StopTimeoutSeconds: req.StopTimeoutSeconds, Provider: ref, Lease: lease,
+				OnCrash: req.OnCrash,
+			},
+			Status: api.VMStatus{PowerState: api.PowerPending},
+		}
+		s.withPorts(vm, plan)
+		op = ops.NewOperation(api.OpVMCreate, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: project}, nil)
+		op.Status, op.StartedAt, op.TargetGeneration = api.OpRunning, now, 1
+		op.Deadline = now.Add(ops.DeadlineFor(op.Kind, vm))
+		op.Progress = 10
+		op.Message = "placed on host " + host
+
+		txn := []store.Op{s.vms.OpCreate(key, vm), s.ops.OpCreate(op.ID, op)}
 		if idemKey != "" {
-			if prev, ok, err := s.idempotentOp(idem, idemKey); err != nil || ok {
-				return prev, err
-			}
+			txn = append(txn, s.idem.OpCreate(idempotencyName(idemKey), &ops.IdempotencyRecord{Name: idempotencyName(idemKey), OperationID: op.ID, CreatedAt: now,
+				Route: idem.route, BodyHash: idem.bodyHash}))
 		}
-		if errors.As(err, &ke) && ke.Kind == "vms" && errors.Is(err, store.ErrExists) {
-			return nil, api.Conflict("vm %q already exists", vm.Name)
-		}
-		return nil, fmt.Errorf("storing vm %q: %w", vm.Name, err)
+		return append(append(txn, conds...), placed...), nil
+	})
+	switch {
+	case err == nil:
+		s.metrics.OpStarted(op.Kind)
+		return op, nil
+	case refused != nil && errors.Is(err, refused):
+		return nil, err
 	}
-	release(true)
-	s.opctl.addActiveLocked(key, op.ID)
-	s.metrics.opStarted(op.Kind)
-	return op, nil
+	var ke *store.KeyError
+	if idemKey != "" {
+		if prev, ok, err := s.idempotentOp(idem, idemKey); err != nil || ok {
+			return prev, err
+		}
+	}
+	if errors.As(err, &ke) && ke.Kind == "vms" && errors.Is(err, store.ErrExists) {
+		return nil, api.Conflict("vm %q already exists", req.Name)
+	}
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return nil, err // the request's fault, told by its ports' plan
+	}
+	return nil, fmt.Errorf("storing vm %q: %w", req.Name, err)
 }
 
 func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request) {
@@ -282,7 +296,7 @@ func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	op, err := s.opctl.submit(r.Context(), s.vmKey(r), api.OpVMDelete, map[string]bool{"keepDisks": keep}, ifMatch)
+	op, err := s.ctl.Ops.Submit(r.Context(), s.vmKey(r), api.OpVMDelete, map[string]bool{"keepDisks": keep}, ifMatch)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -323,7 +337,7 @@ func (s *Server) vmActionHandler(action string) http.HandlerFunc {
 			s.writeError(w, r, err)
 			return
 		}
-		op, err := s.opctl.submit(r.Context(), s.vmKey(r), kind, params, ifMatch)
+		op, err := s.ctl.Ops.Submit(r.Context(), s.vmKey(r), kind, params, ifMatch)
 		if err != nil {
 			s.writeError(w, r, err)
 			return

@@ -33,8 +33,9 @@ type Collection[T any] struct {
 	dirty   bool
 	snap    atomic.Pointer[btree.BTreeG[*entry[T]]]
 
-	subMu sync.Mutex
-	subs  map[*subscriber[T]]struct{}
+	subMu     sync.Mutex
+	subs      map[*subscriber[T]]struct{}
+	observers []func(Change[T])
 }
 
 // entry is one indexed object.
@@ -166,6 +167,13 @@ func (c *Collection[T]) List(opts ListOptions[T]) ([]*T, string, error) {
 		tree.Ascend(visit)
 	}
 	return out, next, nil
+}
+
+// Select returns every object that passes filter (every object for a nil
+// filter), sorted by name. The objects are shared: do not modify them.
+func (c *Collection[T]) Select(filter func(*T) bool) []*T {
+	items, _, _ := c.List(ListOptions[T]{Filter: filter})
+	return items
 }
 
 // Clone returns a deep copy of v (through JSON), for a caller to modify.

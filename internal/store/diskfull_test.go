@@ -15,6 +15,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // fillEnv names the data dir of the helper process that fills its disk.
@@ -23,12 +25,10 @@ const fillEnv = "POLYVISOR_TEST_FILL_STORE"
 // smallFS mounts a tmpfs of size for the test, or skips where it may not.
 func smallFS(t *testing.T, size string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs needs root")
-	}
+	peer.Root(t, "mounting a small tmpfs")
 	dir := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs here: %v: %s", err, out)
+		peer.Missing(t, "cannot mount a tmpfs here: %v: %s", err, out)
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {

@@ -26,6 +26,9 @@ var (
 	// ErrNotStarted is returned by writes made before Start: they could not
 	// wait for the index to see them.
 	ErrNotStarted = errors.New("store not started")
+	// ErrFenced is wrapped by the error of a write made under a fence
+	// (Store.Fenced) that no longer holds: a leader that lost its lead.
+	ErrFenced = errors.New("fenced: the writer no longer leads")
 	// ErrReadOnly is wrapped by the error of a write refused while the
 	// store is read-only (SetReadOnly).
 	ErrReadOnly = errors.New("store is read-only")

@@ -22,6 +22,8 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // etcdBinary is Debian's etcd-server (etcd 3.4).
@@ -63,7 +65,7 @@ func externalConfigs(base Config) configFunc {
 func startExternalEtcd(t *testing.T, withTLS bool) Config {
 	t.Helper()
 	if _, err := os.Stat(etcdBinary); err != nil {
-		t.Skipf("external etcd tests need %s (Debian package etcd-server): %v", etcdBinary, err)
+		peer.Missing(t, "external etcd tests need %s (apt-get install etcd-server; scripts/test.sh installs it): %v", etcdBinary, err)
 	}
 	dir := t.TempDir()
 	var cfg Config

@@ -83,7 +83,9 @@ func (c *Collection[T]) replace(kvs []rawKV, rev int64) {
 }
 
 // publish makes the applied changes visible: first to readers, then to
-// subscribers, so a subscriber that reads the index on a change sees it.
+// observers and subscribers, so one that reads the index on a change sees
+// it. Observers see the changes before the store's revision moves past
+// them.
 func (c *Collection[T]) publish() {
 	if !c.dirty {
 		return
@@ -94,6 +96,11 @@ func (c *Collection[T]) publish() {
 		return
 	}
 	c.subMu.Lock()
+	for _, fn := range c.observers {
+		for _, ch := range c.pending {
+			fn(ch)
+		}
+	}
 	for sub := range c.subs {
 		sub.push(c.pending)
 	}
@@ -118,6 +125,21 @@ func (sub *subscriber[T]) push(changes []Change[T]) {
 	case sub.signal <- struct{}{}:
 	default:
 	}
+}
+
+// Observe calls fn with every change to the collection from then on, in
+// revision order, from the store's watch itself: a change's revision is
+// not reached (WaitRev, and the return of the write that made it) until
+// fn has seen it, so what fn keeps is exact as of the index. fn must be
+// quick and must neither write to the store nor wait for it, nor take a
+// lock held by anyone who does. What was there before Observe, the caller
+// reads from the index afterwards, under the same lock as fn's: the index
+// it reads is at least as new as any change fn has seen, and a change may
+// be seen twice.
+func (c *Collection[T]) Observe(fn func(Change[T])) {
+	c.subMu.Lock()
+	c.observers = append(c.observers, fn)
+	c.subMu.Unlock()
 }
 
 // Subscribe returns every change to the collection made after the call, in

@@ -15,6 +15,7 @@ const (
 	opCreate opType = iota + 1
 	opUpdate
 	opDelete
+	opGuard     // a condition only: a fence (see Fence)
 	opCheck     // a condition only: an object's version
 	opNoneUnder // a condition only: no object's name has a prefix
 )
@@ -25,6 +26,8 @@ func (t opType) String() string {
 		return "create"
 	case opUpdate:
 		return "update"
+	case opGuard:
+		return "fence"
 	case opCheck:
 		return "check"
 	case opNoneUnder:
@@ -33,6 +36,15 @@ func (t opType) String() string {
 		return "delete"
 	}
 }
+
+// Writer commits transactions. The Store is one; a view of it may add a
+// condition of its own to every transaction it commits. Code that writes
+// through a Writer rather than the Store itself can be handed either.
+type Writer interface {
+	Txn(ctx context.Context, ops ...Op) (int64, error)
+}
+
+var _ Writer = (*Store)(nil)
 
 // Op is one write of a Txn, built by a collection's OpCreate, OpUpdate or
 // OpDelete.
@@ -58,14 +70,6 @@ func (c *Collection[T]) OpUpdate(name string, obj *T, expectVersion int64) Op {
 	return c.putOp(opUpdate, name, obj, expectVersion)
 }
 
-// OpDelete is a Txn write that deletes name if its version is still
-// expectVersion (0: whatever it is).
-func (c *Collection[T]) OpDelete(name string, expectVersion int64) Op {
-	op := Op{s: c.s, typ: opDelete, kind: c.kind, name: name, key: c.Key(name), expect: expectVersion}
-	op.err = checkName(name)
-	return op
-}
-
 // OpCheck is a Txn condition, not a write: name still exists at
 // version (ErrConflict when it changed, ErrNotFound when it is gone).
 // What a transaction decided from an object it read, it holds to that
@@ -76,6 +80,14 @@ func (c *Collection[T]) OpCheck(name string, version int64) Op {
 	if op.err == nil && version == 0 {
 		op.err = errors.New("check of no version")
 	}
+	return op
+}
+
+// OpDelete is a Txn write that deletes name if its version is still
+// expectVersion (0: whatever it is).
+func (c *Collection[T]) OpDelete(name string, expectVersion int64) Op {
+	op := Op{s: c.s, typ: opDelete, kind: c.kind, name: name, key: c.Key(name), expect: expectVersion}
+	op.err = checkName(name)
 	return op
 }
 
@@ -150,6 +162,8 @@ func (s *Store) Txn(ctx context.Context, ops ...Op) (int64, error) {
 		}
 		seen[op.key] = true
 		switch {
+		case op.typ == opGuard:
+			cmps = append(cmps, guardCmp(op))
 		case op.typ == opCreate:
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(op.key), "=", 0))
 		case op.expect == 0:
@@ -158,7 +172,7 @@ func (s *Store) Txn(ctx context.Context, ops ...Op) (int64, error) {
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.key), "=", op.expect))
 		}
 		switch op.typ {
-		case opCheck:
+		case opGuard, opCheck:
 		case opDelete:
 			thens = append(thens, clientv3.OpDelete(op.key))
 		default:
@@ -197,6 +211,15 @@ func (s *Store) Txn(ctx context.Context, ops ...Op) (int64, error) {
 // failedOp finds the op whose precondition failed from the keys the else
 // branch read.
 func failedOp(ops []Op, resp *clientv3.TxnResponse) error {
+	// A broken fence first: the writer must stop, not retry.
+	for i, op := range ops {
+		if op.typ != opGuard || i >= len(resp.Responses) {
+			continue
+		}
+		if kvs := resp.Responses[i].GetResponseRange().GetKvs(); len(kvs) == 0 || kvs[0].CreateRevision != op.expect {
+			return fmt.Errorf("%w: %s created at %d no longer holds", ErrFenced, op.name, op.expect)
+		}
+	}
 	for i, op := range ops {
 		if i >= len(resp.Responses) {
 			break
@@ -204,6 +227,8 @@ func failedOp(ops []Op, resp *clientv3.TxnResponse) error {
 		kvs := resp.Responses[i].GetResponseRange().GetKvs()
 		var err error
 		switch {
+		case op.typ == opGuard:
+			continue
 		case op.typ == opNoneUnder && len(kvs) > 0:
 			return &KeyError{Op: op.typ.String(), Kind: op.kind, Name: string(kvs[0].Key[len(op.key)-len(op.name):]), Err: ErrExists}
 		case op.typ == opNoneUnder:

@@ -2,9 +2,9 @@ package password
 
 import (
 	"crypto/rand"
+	"runtime"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -101,26 +101,58 @@ func TestMalformed(t *testing.T) {
 	}
 }
 
-func TestVerifyDummyTiming(t *testing.T) {
+// TestVerifyDummyDoesVerifysWork: an unknown user (VerifyDummy) costs
+// what a wrong password (Verify) does. Not timed, which a shared machine
+// would blur (BenchmarkVerify and BenchmarkVerifyDummy time them): the
+// dummy hash has Hash's parameters and key length, and a call allocates
+// as much as a Verify, argon2id's memory cost being its work.
+func TestVerifyDummyDoesVerifysWork(t *testing.T) {
 	enc, err := Hash("the real password")
 	if err != nil {
 		t.Fatal(err)
 	}
 	VerifyDummy("warm up") // computes the dummy hash
-	// The two are timed in turns and the fastest of each kept, so that a
-	// busy machine slowing one turn down does not tell them apart.
-	timeIt := func(f func()) time.Duration {
-		start := time.Now()
+	stored, err := parse(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := parse(dummy.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.params != stored.params || len(d.key) != len(stored.key) || len(d.salt) != len(stored.salt) {
+		t.Errorf("the dummy hash has %+v, a %d-byte key and salt %d; Hash makes %+v, %d and %d",
+			d.params, len(d.key), len(d.salt), stored.params, len(stored.key), len(stored.salt))
+	}
+	allocated := func(f func()) uint64 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
 		f()
-		return time.Since(start)
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc
 	}
-	verify, dummy := time.Duration(1<<62), time.Duration(1<<62)
-	for range 5 {
-		verify = min(verify, timeIt(func() { Verify("a wrong password", enc) }))
-		dummy = min(dummy, timeIt(func() { VerifyDummy("a wrong password") }))
+	verifyBytes := allocated(func() { Verify("a wrong password", enc) })
+	dummyBytes := allocated(func() { VerifyDummy("a wrong password") })
+	if verifyBytes < defaultMemory*1024 || dummyBytes < verifyBytes*9/10 || dummyBytes > verifyBytes*11/10 {
+		t.Errorf("Verify allocated %d bytes and VerifyDummy %d; want both at least argon2id's %d KiB, within 10%% of each other",
+			verifyBytes, dummyBytes, defaultMemory)
 	}
-	if dummy*3 < verify || verify*3 < dummy {
-		t.Errorf("Verify took %v but VerifyDummy took %v (the fastest of 5 each); want within a factor of 3", verify, dummy)
+}
+
+func BenchmarkVerify(b *testing.B) {
+	enc, err := Hash("the real password")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		Verify("a wrong password", enc)
+	}
+}
+
+func BenchmarkVerifyDummy(b *testing.B) {
+	VerifyDummy("warm up")
+	for b.Loop() {
+		VerifyDummy("a wrong password")
 	}
 }
 

@@ -6,6 +6,11 @@
 // killed, a guest halted on an internal error or a panic) and make any
 // driver call fail.
 //
+// A Host made by NewHostWith also behaves as a real machine does over
+// time, for simulated hosts: its calls take the time its Timings say
+// (QEMUTimings are measured from the QEMU driver) and its VMs report the
+// CPU and memory its Usage says (QEMUUsage) through Stats.
+//
 // It follows the contract of hypervisor.Driver as the QEMU driver does:
 // events outlive the call that subscribed, the first event replays the
 // current state with the cause of the last stop, a stop that was asked for
@@ -18,9 +23,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/polyvisor/polyvisor/internal/hypervisor"
 )
@@ -44,7 +51,11 @@ const (
 
 // Host is the fake machine: the VMs and their processes.
 type Host struct {
+	opts  HostOptions
+	clock Clock
+
 	mu      sync.Mutex
+	rng     *rand.Rand
 	vms     map[string]*vmRec // by uid
 	nextPID int
 	drivers map[*Driver]bool // open drivers, which see the VMs' events
@@ -53,18 +64,33 @@ type Host struct {
 }
 
 type vmRec struct {
-	name   string
-	state  string // a hypervisor.State* value
-	pid    int    // 0 when no process runs
-	cause  hypervisor.Cause
-	reason string
-	starts int
-	nics   []hypervisor.NICConfig // as started, then as set while it runs
+	name      string
+	state     string // a hypervisor.State* value
+	pid       int    // 0 when no process runs
+	cause     hypervisor.Cause
+	reason    string
+	starts    int
+	memoryMiB int64
+	startedAt time.Time              // of the running process
+	nics      []hypervisor.NICConfig // as started, then as set while it runs
 }
 
-// NewHost returns an empty fake machine.
-func NewHost() *Host {
-	return &Host{vms: map[string]*vmRec{}, nextPID: 1000, drivers: map[*Driver]bool{}, Consoles: make(chan net.Conn, 16)}
+// NewHost returns an empty fake machine whose calls take no time.
+func NewHost() *Host { return NewHostWith(HostOptions{}) }
+
+// NewHostWith returns an empty fake machine whose calls take the time
+// opts.Timings says and whose VMs use what opts.Usage says.
+func NewHostWith(opts HostOptions) *Host {
+	clock := opts.Clock
+	if clock == nil {
+		clock = realClock{}
+	}
+	seed := opts.Seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	return &Host{opts: opts, clock: clock, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		vms: map[string]*vmRec{}, nextPID: 1000, drivers: map[*Driver]bool{}, Consoles: make(chan net.Conn, 16)}
 }
 
 // Driver is a hypervisor.Driver over a Host, as one agent holds it.
@@ -80,9 +106,10 @@ type Driver struct {
 }
 
 var (
-	_ hypervisor.Driver   = (*Driver)(nil)
-	_ hypervisor.Pauser   = (*Driver)(nil)
-	_ hypervisor.Consoler = (*Driver)(nil)
+	_ hypervisor.Driver     = (*Driver)(nil)
+	_ hypervisor.Pauser     = (*Driver)(nil)
+	_ hypervisor.Consoler   = (*Driver)(nil)
+	_ hypervisor.Statser    = (*Driver)(nil)
 	_ hypervisor.NICPlugger = (*Driver)(nil)
 )
 
@@ -141,7 +168,9 @@ func (d *Driver) CallCount(op, uid string) int {
 func (d *Driver) call(op, uid string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.calls = append(d.calls, op+" "+uid)
+	if !d.host.opts.NoCallLog {
+		d.calls = append(d.calls, op+" "+uid)
+	}
 	if errs := d.fail[op]; len(errs) > 0 {
 		d.fail[op] = errs[1:]
 		return fmt.Errorf("fake %s of vm %s: %w", op, uid, errs[0])
@@ -163,17 +192,20 @@ func (d *Driver) Info(context.Context) (hypervisor.Info, error) {
 }
 
 // Create records a stopped VM.
-func (d *Driver) Create(_ context.Context, cfg hypervisor.VMConfig) (*hypervisor.Handle, error) {
+func (d *Driver) Create(ctx context.Context, cfg hypervisor.VMConfig) (*hypervisor.Handle, error) {
 	if err := d.call(OpCreate, cfg.UID); err != nil {
 		return nil, err
 	}
 	h := d.host
+	if err := h.wait(ctx, h.opts.Timings.Create); err != nil {
+		return nil, fmt.Errorf("creating vm %s: %w", cfg.UID, err)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.vms[cfg.UID]; ok {
 		return nil, fmt.Errorf("creating vm %s: it already exists", cfg.UID)
 	}
-	h.vms[cfg.UID] = &vmRec{name: cfg.Name, state: hypervisor.StateStopped}
+	h.vms[cfg.UID] = &vmRec{name: cfg.Name, state: hypervisor.StateStopped, memoryMiB: cfg.MemoryMiB}
 	hd := &hypervisor.Handle{Version: hypervisor.HandleVersion, Driver: DriverName, Name: cfg.Name, UID: cfg.UID, Dir: "/fake/" + cfg.UID}
 	for _, dc := range cfg.Disks {
 		hd.Disks = append(hd.Disks, hypervisor.DiskFile{Name: dc.Name, Path: "/fake/" + cfg.UID + "/" + dc.Name + ".qcow2", Format: "qcow2", SizeMiB: dc.SizeMiB})
@@ -190,11 +222,14 @@ func (h *Host) vm(uid string) (*vmRec, error) {
 }
 
 // Start gives the VM a new process, running or paused.
-func (d *Driver) Start(_ context.Context, hd *hypervisor.Handle, cfg hypervisor.VMConfig) error {
+func (d *Driver) Start(ctx context.Context, hd *hypervisor.Handle, cfg hypervisor.VMConfig) error {
 	if err := d.call(OpStart, hd.UID); err != nil {
 		return err
 	}
 	h := d.host
+	if err := h.wait(ctx, h.opts.Timings.Start); err != nil {
+		return fmt.Errorf("starting vm %s: %w", hd.UID, err)
+	}
 	h.mu.Lock()
 	v, err := h.vm(hd.UID)
 	if err == nil && v.pid != 0 {
@@ -208,6 +243,10 @@ func (d *Driver) Start(_ context.Context, hd *hypervisor.Handle, cfg hypervisor.
 	v.pid, v.cause, v.reason = h.nextPID, "", ""
 	v.starts++
 	v.nics = append([]hypervisor.NICConfig(nil), cfg.NICs...)
+	v.startedAt = h.clock.Now()
+	if cfg.MemoryMiB > 0 {
+		v.memoryMiB = cfg.MemoryMiB
+	}
 	v.state = hypervisor.StateRunning
 	if cfg.StartPaused {
 		v.state = hypervisor.StatePaused
@@ -221,9 +260,16 @@ func (d *Driver) Start(_ context.Context, hd *hypervisor.Handle, cfg hypervisor.
 }
 
 // Stop ends the VM's process; its event has the cause requested.
-func (d *Driver) Stop(_ context.Context, hd *hypervisor.Handle, _ hypervisor.StopOptions) error {
+func (d *Driver) Stop(ctx context.Context, hd *hypervisor.Handle, opts hypervisor.StopOptions) error {
 	if err := d.call(OpStop, hd.UID); err != nil {
 		return err
+	}
+	lat := d.host.opts.Timings.StopGraceful
+	if opts.Force {
+		lat = d.host.opts.Timings.StopForced
+	}
+	if err := d.host.wait(ctx, lat); err != nil {
+		return fmt.Errorf("stopping vm %s: %w", hd.UID, err)
 	}
 	pid := hd.PID
 	hd.PID, hd.PIDStart = 0, 0
@@ -321,9 +367,16 @@ func (d *Driver) Recover(_ context.Context, hd *hypervisor.Handle) (hypervisor.S
 }
 
 // Destroy stops the VM if it runs and removes it; its subscriptions end.
-func (d *Driver) Destroy(_ context.Context, hd *hypervisor.Handle, _ bool) error {
+func (d *Driver) Destroy(ctx context.Context, hd *hypervisor.Handle, _ bool) error {
 	if err := d.call(OpDestroy, hd.UID); err != nil {
 		return err
+	}
+	lat := d.host.opts.Timings.Destroy
+	if st, err := d.host.state(hd); err == nil && st.State != hypervisor.StateStopped {
+		lat = d.host.opts.Timings.StopForced
+	}
+	if err := d.host.wait(ctx, lat); err != nil {
+		return fmt.Errorf("destroying vm %s: %w", hd.UID, err)
 	}
 	d.host.end(hd.UID, 0, hypervisor.CauseRequested, "stopped as requested")
 	d.host.mu.Lock()
@@ -392,20 +445,23 @@ func (d *Driver) Subscribers(uid string) int {
 }
 
 // Pause pauses a running VM.
-func (d *Driver) Pause(_ context.Context, hd *hypervisor.Handle) error {
-	return d.setRunState(OpPause, hd, hypervisor.StateRunning, hypervisor.StatePaused, "paused")
+func (d *Driver) Pause(ctx context.Context, hd *hypervisor.Handle) error {
+	return d.setRunState(ctx, OpPause, d.host.opts.Timings.Pause, hd, hypervisor.StateRunning, hypervisor.StatePaused, "paused")
 }
 
 // Resume resumes a paused VM.
-func (d *Driver) Resume(_ context.Context, hd *hypervisor.Handle) error {
-	return d.setRunState(OpResume, hd, hypervisor.StatePaused, hypervisor.StateRunning, "resumed")
+func (d *Driver) Resume(ctx context.Context, hd *hypervisor.Handle) error {
+	return d.setRunState(ctx, OpResume, d.host.opts.Timings.Resume, hd, hypervisor.StatePaused, hypervisor.StateRunning, "resumed")
 }
 
-func (d *Driver) setRunState(op string, hd *hypervisor.Handle, from, to, reason string) error {
+func (d *Driver) setRunState(ctx context.Context, op string, lat Latency, hd *hypervisor.Handle, from, to, reason string) error {
 	if err := d.call(op, hd.UID); err != nil {
 		return err
 	}
 	h := d.host
+	if err := h.wait(ctx, lat); err != nil {
+		return fmt.Errorf("%s of vm %s: %w", op, hd.UID, err)
+	}
 	h.mu.Lock()
 	v, err := h.vm(hd.UID)
 	if err == nil && (v.pid == 0 || v.pid != hd.PID) {
@@ -425,6 +481,23 @@ func (d *Driver) setRunState(op string, hd *hypervisor.Handle, from, to, reason 
 		h.broadcast(hd.UID, hypervisor.StateEvent{State: to, Reason: reason, PID: pid})
 	}
 	return nil
+}
+
+// Stats reports what the VM's process uses, by the host's Usage: nothing
+// for a host made without one.
+func (d *Driver) Stats(_ context.Context, hd *hypervisor.Handle) (hypervisor.Stats, error) {
+	h := d.host
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v, err := h.vm(hd.UID)
+	if err != nil {
+		return hypervisor.Stats{}, err
+	}
+	if v.pid == 0 || v.pid != hd.PID {
+		return hypervisor.Stats{}, fmt.Errorf("vm %s is not running: %w", hd.UID, hypervisor.ErrNotRunning)
+	}
+	cpu, rss := h.opts.Usage.at(h.clock.Now().Sub(v.startedAt), v.memoryMiB)
+	return hypervisor.Stats{CPUSeconds: cpu, MemoryBytes: rss}, nil
 }
 
 // OpenConsole returns one end of a pipe and sends the other to

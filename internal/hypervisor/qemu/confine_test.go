@@ -22,19 +22,17 @@ import (
 
 	"github.com/polyvisor/polyvisor/internal/hypervisor"
 	"github.com/polyvisor/polyvisor/internal/testutil/guest"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // requireConfinable skips a test that needs the agent's privileges (a user
-// switch, cgroups, a firewall rule) when the tests do not run as root, and
-// fails one whose host lacks passt, which scripts/test.sh installs.
+// switch, cgroups, a firewall rule) when the tests do not run as root, or
+// one whose host lacks passt; where peers are required it fails them
+// (package peer).
 func requireConfinable(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("confining QEMU needs root (the tests run as uid " + strconv.Itoa(os.Geteuid()) + ")")
-	}
-	if _, err := exec.LookPath("passt"); err != nil {
-		t.Fatal("passt is not installed: apt-get install passt (scripts/test.sh installs it)")
-	}
+	peer.Root(t, "confining QEMU")
+	peer.Binary(t, "passt", "apt-get install passt")
 }
 
 // countingServer serves body over HTTP on ln and counts its requests.
@@ -68,7 +66,7 @@ func hostAddress(t *testing.T) string {
 			}
 		}
 	}
-	t.Skip("this host has no non-loopback IPv4 address for the guest to reach")
+	peer.Missing(t, "this host has no non-loopback IPv4 address for the guest to reach")
 	return ""
 }
 

@@ -312,9 +312,12 @@ func TestHaltedGuestIsCrashed(t *testing.T) {
 	if s, err := d.State(ctx, h); err != nil || s.State != hypervisor.StateCrashed || s.Cause != hypervisor.CauseGuestPanic {
 		t.Fatalf("State of a panicked guest = %+v, %v", s, err)
 	}
-	// One process crashes once, whatever QEMU says next.
+	// One process crashes once, whatever QEMU says next. The driver reads
+	// QEMU's events in order: once the RESUME sent after the second panic
+	// is heard, the second panic was handled too.
 	qmpPeer.event(runStateGuestPanicked, "GUEST_PANICKED")
-	time.Sleep(200 * time.Millisecond)
+	qmpPeer.event(runStateGuestPanicked, "RESUME")
+	events.wait(t, hypervisor.StateEvent{State: hypervisor.StateRunning, Reason: "resumed", PID: h.PID}, 5*time.Second)
 	if n := events.count(hypervisor.CauseGuestPanic); n != 1 {
 		t.Errorf("%d crash events for one panic", n)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/polyvisor/polyvisor/internal/atomicfile"
 	"github.com/polyvisor/polyvisor/internal/hypervisor"
@@ -142,7 +143,33 @@ func defaultRunDir() string {
 	if err := os.MkdirAll("/run/polyvisor", 0o700); err == nil {
 		return "/run/polyvisor"
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("polyvisor-%d", os.Getuid()))
+	// Not root: a directory of our own in the shared temp dir, which
+	// another local user could have made first (with links or a probe
+	// answer of their choosing in it): use it only if it is ours alone.
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("polyvisor-%d", os.Getuid()))
+	if err := privateDir(dir); err != nil {
+		if d, err := os.MkdirTemp("", "polyvisor-run-"); err == nil {
+			return d
+		}
+	}
+	return dir
+}
+
+// privateDir makes dir, or accepts it when it is a directory (not a link)
+// owned by this user and closed to others.
+func privateDir(dir string) error {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || int(st.Uid) != os.Getuid() || fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("%s is not a private directory of this user", dir)
+	}
+	return nil
 }
 
 // pathsOf returns the command-line paths of a VM from its handle.

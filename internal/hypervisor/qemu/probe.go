@@ -99,24 +99,45 @@ func probeKVM(ctx context.Context, cfg ProbeConfig) AccelChoice {
 	if c, ok := readProbeCache(cfg.CacheFile, key); ok {
 		return c
 	}
-	c := runProbe(ctx, cfg.QEMUBinary, AccelKVM, cfg.Timeout)
-	writeProbeCache(cfg.CacheFile, key, c)
+	c, outcome := runProbe(ctx, cfg.QEMUBinary, AccelKVM, cfg.Timeout)
+	if outcome == probeSilent {
+		// No answer in time may be a broken KVM or a busy machine: ask
+		// once more, with more time, before deciding.
+		c, outcome = runProbe(ctx, cfg.QEMUBinary, AccelKVM, 3*cfg.Timeout)
+	}
+	// What QEMU or the guest said, or a second silence, is kept for the
+	// boot; an interrupted probe or one that could not be set up is asked
+	// again next time.
+	if outcome != probeTransient {
+		writeProbeCache(cfg.CacheFile, key, c)
+	}
 	return c
 }
 
+// How a probe ended.
+type probeOutcome int
+
+const (
+	probeAnswered  probeOutcome = iota // the guest ran, or QEMU said why not
+	probeSilent                        // no answer before the timeout
+	probeTransient                     // interrupted, or not set up
+)
+
 // runProbe boots the probe guest under accel and says whether it ran.
-func runProbe(ctx context.Context, qemuBinary, accel string, timeout time.Duration) AccelChoice {
+// A silent guest may be a broken KVM or a machine too busy to start QEMU
+// in time; a transient outcome says nothing about KVM.
+func runProbe(ctx context.Context, qemuBinary, accel string, timeout time.Duration) (AccelChoice, probeOutcome) {
 	fail := func(format string, args ...any) AccelChoice {
 		return AccelChoice{Accel: AccelTCG, Reason: "the probe guest did not run under " + accel + ": " + fmt.Sprintf(format, args...)}
 	}
 	dir, err := os.MkdirTemp("", "polyvisor-probe-")
 	if err != nil {
-		return fail("making its directory: %v", err)
+		return fail("making its directory: %v", err), probeTransient
 	}
 	defer os.RemoveAll(dir)
 	rom := filepath.Join(dir, "probe.rom")
 	if err := os.WriteFile(rom, probeROM(), 0o600); err != nil {
-		return fail("writing its firmware: %v", err)
+		return fail("writing its firmware: %v", err), probeTransient
 	}
 	args := []string{
 		"-accel", accel,
@@ -153,9 +174,9 @@ func runProbe(ctx context.Context, qemuBinary, accel string, timeout time.Durati
 	}
 	switch {
 	case code == probeExitCode && strings.Contains(out, probeMarker16) && strings.Contains(out, probeMarker32):
-		return AccelChoice{Accel: accel, Reason: fmt.Sprintf("a probe guest ran under %s in real and protected mode (%s)", accel, took)}
+		return AccelChoice{Accel: accel, Reason: fmt.Sprintf("a probe guest ran under %s in real and protected mode (%s)", accel, took)}, probeAnswered
 	case strings.Contains(stderr.String(), "KVM internal error"):
-		return fail("KVM internal error (%s)", errText)
+		return fail("KVM internal error (%s)", errText), probeAnswered
 	case pctx.Err() != nil && ctx.Err() == nil:
 		stage := "it never left the reset vector"
 		if strings.Contains(out, probeMarker16) {
@@ -164,13 +185,13 @@ func runProbe(ctx context.Context, qemuBinary, accel string, timeout time.Durati
 		if errText != "" {
 			stage += "; qemu said: " + errText
 		}
-		return fail("no answer within %s, %s", timeout, stage)
+		return fail("no answer within %s, %s", timeout, stage), probeSilent
 	case ctx.Err() != nil:
-		return fail("interrupted: %v", ctx.Err())
+		return fail("interrupted: %v", ctx.Err()), probeTransient
 	case errText != "":
-		return fail("qemu exited with status %d: %s", code, errText)
+		return fail("qemu exited with status %d: %s", code, errText), probeAnswered
 	default:
-		return fail("qemu exited with status %d and printed %q", code, firstLines(out, 2))
+		return fail("qemu exited with status %d and printed %q", code, firstLines(out, 2)), probeAnswered
 	}
 }
 

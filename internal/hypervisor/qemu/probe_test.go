@@ -18,7 +18,7 @@ import (
 // must print both markers and leave QEMU through isa-debug-exit.
 func TestProbeGuestRunsUnderTCG(t *testing.T) {
 	guest.RequireQEMU(t)
-	c := runProbe(context.Background(), "qemu-system-x86_64", AccelTCG, 10*time.Second)
+	c, _ := runProbe(context.Background(), "qemu-system-x86_64", AccelTCG, 10*time.Second)
 	if c.Accel != AccelTCG || !strings.Contains(c.Reason, "real and protected mode") {
 		t.Fatalf("the probe guest did not run under tcg: %+v", c)
 	}
@@ -67,9 +67,17 @@ func TestDecideAccelAsked(t *testing.T) {
 	}
 }
 
-// probeChildEnv makes TestProbeChild, run again inside a private /dev,
-// print what DecideAccel answers there.
+// probeChildEnv makes the test binary, run again inside a private /dev,
+// print what DecideAccel answers there (probeChild) instead of testing.
 const probeChildEnv = "POLYVISOR_PROBE_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(probeChildEnv) != "" {
+		probeChild()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
 
 type probeChildResult struct {
 	Auto    AccelChoice `json:"auto"`
@@ -78,10 +86,9 @@ type probeChildResult struct {
 	Elapsed string      `json:"elapsed"`
 }
 
-func TestProbeChild(t *testing.T) {
-	if os.Getenv(probeChildEnv) == "" {
-		t.Skip("runs only inside TestDecideAccelOnBrokenAndMissingKVM")
-	}
+// probeChild prints, on a line starting PROBE-RESULT, what DecideAccel
+// answers with kvm left to it and with kvm asked for.
+func probeChild() {
 	start := time.Now()
 	var r probeChildResult
 	r.Auto, _ = DecideAccel(context.Background(), ProbeConfig{Want: AccelAuto, QEMUBinary: "qemu-system-x86_64"})
@@ -108,7 +115,7 @@ func TestDecideAccelOnBrokenAndMissingKVM(t *testing.T) {
 		{devns.BrokenKVM, "the probe guest did not run under kvm"},
 	} {
 		t.Run(string(tc.kvm), func(t *testing.T) {
-			cmd := devns.Command(t, tc.kvm, os.Args[0], "-test.run=^TestProbeChild$", "-test.v")
+			cmd := devns.Command(t, tc.kvm, os.Args[0])
 			cmd.Env = append(cmd.Env, probeChildEnv+"=1")
 			out, err := cmd.CombinedOutput()
 			if err != nil {
@@ -153,9 +160,9 @@ func TestProbeFailuresAndCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ name, script, want string }{
-		{"stuck at reset vector", "exec sleep 30", "no answer within 300ms, it never left the reset vector"},
+		{"stuck at reset vector", "exec sleep 30", "no answer within 900ms, it never left the reset vector"},
 		{"emulation failure", "echo 'KVM internal error. Suberror: 1' >&2; echo 'emulation failure' >&2; exec sleep 30", "KVM internal error (KVM internal error. Suberror: 1; emulation failure)"},
-		{"dies after real mode", "printf 'PVPROBE-16\\n'; exec sleep 30", "it stopped after real mode"},
+		{"dies after real mode", "printf 'PVPROBE-16\\n'; exec sleep 30", "no answer within 900ms, it stopped after real mode"},
 		{"qemu refuses", "echo 'qemu-system-x86_64: -accel kvm: failed to initialize kvm: Inappropriate ioctl for device' >&2; exit 1", "qemu exited with status 1: qemu-system-x86_64: -accel kvm: failed to initialize kvm"},
 		{"works", "printf 'PVPROBE-16\\nPVPROBE-32\\n'; exit 33", "a probe guest ran under kvm"},
 	} {
@@ -168,7 +175,9 @@ func TestProbeFailuresAndCache(t *testing.T) {
 			if wantKVM := tc.name == "works"; (c.Accel == AccelKVM) != wantKVM {
 				t.Fatalf("accel %s for %s", c.Accel, tc.name)
 			}
-			if el := time.Since(start); el > 5*time.Second {
+			// A liveness bound: the fake QEMU sleeps 30 s, the probe's
+			// timeout is 300 ms.
+			if el := time.Since(start); el > 15*time.Second {
 				t.Fatalf("the probe was not bounded: %s", el)
 			}
 		})
@@ -187,6 +196,30 @@ func TestProbeFailuresAndCache(t *testing.T) {
 		if runs, _ := os.ReadFile(counter); strings.Count(string(runs), "run") != 1 {
 			t.Fatalf("the probe ran %d times, want once", strings.Count(string(runs), "run"))
 		}
+		// A silent guest is asked a second time, with more time, before
+		// the answer is kept; a probe cut short is never kept.
+		cfg.QEMUBinary = fakeQEMU(t, "echo run >>"+counter+"; exec sleep 30")
+		cfg.Timeout = 100 * time.Millisecond
+		os.Remove(counter)
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		if c, _ := DecideAccel(ctx, cfg); c.Accel != AccelTCG {
+			t.Fatalf("an interrupted probe: %+v", c)
+		}
+		cancel()
+		if raw, err := os.ReadFile(cache); err != nil || !strings.Contains(string(raw), `"kvm"`) {
+			t.Fatalf("an interrupted probe replaced the kept answer: %s %v", raw, err)
+		}
+		os.Remove(cache)
+		os.Remove(counter)
+		if c, _ := DecideAccel(context.Background(), cfg); c.Accel != AccelTCG || !strings.Contains(c.Reason, "no answer within 300ms") {
+			t.Fatalf("a silent guest: %+v", c)
+		}
+		if runs, _ := os.ReadFile(counter); strings.Count(string(runs), "run") != 2 {
+			t.Fatalf("a silent guest was asked %d times, want twice", strings.Count(string(runs), "run"))
+		}
+		if c, _ := DecideAccel(context.Background(), cfg); !strings.Contains(c.Reason, "probed earlier in this boot") {
+			t.Fatalf("a second silence was not kept: %+v", c)
+		}
 		// Another QEMU binary is probed again.
 		cfg.QEMUBinary = fakeQEMU(t, "echo run >>"+counter+"; exec sleep 30")
 		cfg.Timeout = 200 * time.Millisecond
@@ -194,4 +227,44 @@ func TestProbeFailuresAndCache(t *testing.T) {
 			t.Fatalf("a new binary used the old answer: %+v", c)
 		}
 	})
+}
+
+// A non-root agent's run dir in the shared temp dir is used only when it
+// is its own and closed to others: one another user made first (with
+// socket links or a probe answer of their choosing) is not.
+func TestPrivateDir(t *testing.T) {
+	base := t.TempDir()
+	mine := filepath.Join(base, "mine")
+	if err := privateDir(mine); err != nil {
+		t.Fatalf("a new dir: %v", err)
+	}
+	open := filepath.Join(base, "open")
+	if err := os.Mkdir(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := privateDir(open); err == nil {
+		t.Fatal("a dir others may write was accepted")
+	}
+	link := filepath.Join(base, "link")
+	if err := os.Symlink(mine, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := privateDir(link); err == nil {
+		t.Fatal("a symlink was accepted")
+	}
+	if os.Geteuid() == 0 {
+		theirs := filepath.Join(base, "theirs")
+		if err := os.Mkdir(theirs, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(theirs, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if err := privateDir(theirs); err == nil {
+			t.Fatal("a dir of another user was accepted")
+		}
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/digitalocean/go-libvirt/socket/dialers"
 
 	"github.com/polyvisor/polyvisor/internal/provider"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // Tests that need a daemon use the real libvirtd on /var/run/libvirt. When
@@ -44,8 +45,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// requireDaemon skips the test when no libvirtd can be had.
-func requireDaemon(t *testing.T) {
+// requireDaemon skips the test when no libvirtd can be had, or fails it
+// where peers are required (package peer).
+func requireDaemon(t testing.TB) {
 	t.Helper()
 	daemonOnce.Do(func() {
 		if c, err := net.DialTimeout("unix", systemSocket, time.Second); err == nil {
@@ -63,7 +65,7 @@ func requireDaemon(t *testing.T) {
 		daemonStarted = true
 	})
 	if daemonSkip != "" {
-		t.Skip(daemonSkip)
+		peer.Missing(t, "%s", daemonSkip)
 	}
 }
 
@@ -117,7 +119,7 @@ func testLogger(t testing.TB) *slog.Logger {
 }
 
 // connect returns a connected provider, closed when the test ends.
-func connect(t *testing.T, uri string) *Provider {
+func connect(t testing.TB, uri string) *Provider {
 	t.Helper()
 	p := New(provider.Config{Name: "test", URL: uri}, testLogger(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -131,7 +133,7 @@ func connect(t *testing.T, uri string) *Provider {
 
 // rawConn is a go-libvirt connection of the test's own, for what the
 // tests do out of band.
-func rawConn(t *testing.T, uri string) *golibvirt.Libvirt {
+func rawConn(t testing.TB, uri string) *golibvirt.Libvirt {
 	t.Helper()
 	c, err := net.DialTimeout("unix", systemSocket, 5*time.Second)
 	if err != nil {

@@ -162,13 +162,16 @@ func TestInventoryTemplatesAndIPs(t *testing.T) {
 
 	inv, err := p.Inventory(testCtx(t))
 	must(t, err)
+	sawTemplate, sawOther := false, false
 	for _, v := range inv.VMs {
 		switch v.ID {
 		case vm.Reference().Value:
+			sawTemplate = true
 			if !v.Template || v.PowerState != provider.PowerStopped {
 				t.Errorf("template %+v", v)
 			}
 		case other.Reference().Value:
+			sawOther = true
 			if strings.Join(v.IPs, ",") != "10.0.0.5,2001:db8::5" {
 				t.Errorf("ips %q", v.IPs)
 			}
@@ -177,5 +180,8 @@ func TestInventoryTemplatesAndIPs(t *testing.T) {
 				t.Errorf("vm %s is not a template", v.Name)
 			}
 		}
+	}
+	if !sawTemplate || !sawOther {
+		t.Errorf("the inventory lacks the template (%v) or the vm with addresses (%v): %d vms", sawTemplate, sawOther, len(inv.VMs))
 	}
 }

@@ -48,8 +48,10 @@ func TestLifecycle(t *testing.T) {
 	start := time.Now()
 	must(t, p.Shutdown(ctx, id, time.Minute))
 	expect(types.VirtualMachinePowerStatePoweredOff)
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("shutdown without tools took %v", d)
+	// A liveness bound, not a speed one: without tools there is nothing to
+	// wait for, and half the minute's timeout tells that from a wait.
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("shutdown without tools took %v: it waited for the guest", d)
 	}
 	must(t, p.Shutdown(ctx, id, time.Minute)) // already off
 	must(t, p.PowerOff(ctx, id))
@@ -148,7 +150,9 @@ func TestGuestActions(t *testing.T) {
 		if g.shutdowns.Load() != 1 || e.power(t, id) != types.VirtualMachinePowerStatePoweredOff {
 			t.Fatalf("%d guest shutdowns, power %s", g.shutdowns.Load(), e.power(t, id))
 		}
-		if took < time.Second || took > 6*time.Second {
+		// At least the timeout: it did wait. At most a generous liveness
+		// bound (the test's context would end a wait for ever).
+		if took < time.Second || took > 30*time.Second {
 			t.Errorf("shutdown took %v, want the 1 s timeout and a power-off", took)
 		}
 	})

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // KVM says what /dev/kvm is inside the namespace.
@@ -44,8 +46,8 @@ mount --bind "$d" /dev
 exec "$@"`
 
 // Command returns name with args to be run in a mount namespace whose /dev
-// holds kvm as asked. It skips the test, saying why, where mount
-// namespaces cannot be made (not root, no unshare).
+// holds kvm as asked. Where mount namespaces cannot be made (not root, no
+// unshare) it skips the test, saying why, or fails it (package peer).
 func Command(t testing.TB, kvm KVM, name string, args ...string) *exec.Cmd {
 	t.Helper()
 	Require(t)
@@ -55,13 +57,10 @@ func Command(t testing.TB, kvm KVM, name string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// Require skips the test where a private /dev cannot be made here.
+// Require skips the test where a private /dev cannot be made here, or
+// fails it where peers are required (package peer).
 func Require(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("a private /dev needs root (mount namespaces): run the tests as root, as CI does")
-	}
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Skip("a private /dev needs unshare (util-linux)")
-	}
+	peer.Root(t, "a private /dev (a mount namespace)")
+	peer.Binary(t, "unshare", "apt-get install util-linux")
 }

@@ -38,6 +38,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // Lines the guest prints on its serial console.
@@ -184,13 +186,12 @@ func Build(t testing.TB) Paths {
 	return p
 }
 
-// RequireQEMU skips the test when QEMU is not installed.
+// RequireQEMU skips the test when QEMU is not installed, or fails it
+// where peers are required (package peer).
 func RequireQEMU(t testing.TB) {
 	t.Helper()
 	for _, b := range []string{"qemu-system-x86_64", "qemu-img"} {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("%s is not installed (apt-get install qemu-system-x86 qemu-utils)", b)
-		}
+		peer.Binary(t, b, "apt-get install qemu-system-x86 qemu-utils")
 	}
 }
 

@@ -48,12 +48,13 @@ describe('VM sort', () => {
     filterVMs(vms, { ...emptyQuery, sort: '-name' });
     expect(vms).toEqual(copy);
   });
+  // How fast: vmfilter.bench.ts (npx vitest bench), not a bound here.
   it('copes with thousands of VMs', () => {
     const many = Array.from({ length: 5000 }, (_, i) => vm(`vm-${String(i).padStart(4, '0')}`, i % 3 ? 'running' : 'stopped', `h${i % 7}`));
-    const t = performance.now();
     const got = filterVMs(many, { ...emptyQuery, q: 'vm-1', state: 'running', sort: '-name' });
-    expect(performance.now() - t).toBeLessThan(500);
-    expect(got[0].name).toBe('vm-1999');
+    const want: string[] = [];
+    for (let i = 1999; i >= 1000; i--) if (i % 3) want.push(`vm-${i}`);
+    expect(names(got)).toEqual(want);
   });
 });
 

@@ -1,15 +1,17 @@
-package server
+package quota
 
 import (
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"syscall"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/store"
 )
 
-// imageGate bounds image imports: how many run at once in a project, and
+// Images bounds image imports: how many run at once in a project, and
 // the storage a project's images take against its quota.
 //
 // An import holds a slot from before its upload is received (or its URL
@@ -20,19 +22,29 @@ import (
 // reservation are one step under the gate's lock, so two imports cannot
 // both fit in the same room. Imports run only in this server (a restart
 // fails them), so the gate lives in memory.
-type imageGate struct {
+type Images struct {
+	projects *store.Collection[api.Project]
+	images   *store.Collection[api.Image]
+	dir      string
+	log      *slog.Logger
+
 	mu       sync.Mutex
 	slots    map[string]int              // project -> imports running
 	reserved map[string]map[string]int64 // project -> operation -> bytes
 }
 
-func newImageGate() *imageGate {
-	return &imageGate{slots: map[string]int{}, reserved: map[string]map[string]int64{}}
+// NewImages makes the gate of the image store in dir.
+func NewImages(projects *store.Collection[api.Project], images *store.Collection[api.Image], dir string, log *slog.Logger) *Images {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Images{projects: projects, images: images, dir: dir, log: log,
+		slots: map[string]int{}, reserved: map[string]map[string]int64{}}
 }
 
-// acquire takes one of the project's import slots, or answers 429 when
+// Acquire takes one of the project's import slots, or answers 429 when
 // all max are taken. release is idempotent.
-func (g *imageGate) acquire(project string, max int) (release func(), err error) {
+func (g *Images) Acquire(project string, max int) (release func(), err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.slots[project] >= max {
@@ -56,9 +68,9 @@ func (g *imageGate) acquire(project string, max int) (release func(), err error)
 	}, nil
 }
 
-// reservedBytes is what the imports under way hold: in project, or in
+// reservedLocked is what the imports under way hold: in project, or in
 // every project for "".
-func (g *imageGate) reservedLocked(project string) int64 {
+func (g *Images) reservedLocked(project string) int64 {
 	var n int64
 	for p, rs := range g.reserved {
 		if project != "" && p != project {
@@ -75,17 +87,16 @@ func (g *imageGate) reservedLocked(project string) int64 {
 // imports reserve.
 const freeSpaceMargin = 1 << 30
 
-// reserveImageStorage holds bytes of the project's image storage for the
+// Reserve holds bytes of the project's image storage for the
 // import op: refused with 422 when the project's quota has no room for
 // them, with 503 when the image store's disk has not. release is
 // idempotent.
-func (s *Server) reserveImageStorage(project, op string, bytes int64) (release func(), err error) {
-	g := s.imageGate
+func (g *Images) Reserve(project, op string, bytes int64) (release func(), err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if p, ok := s.projects.Get(project); ok && p.Spec.Quota.ImageStorageMiB != nil {
+	if p, ok := g.projects.Get(project); ok && p.Spec.Quota.ImageStorageMiB != nil {
 		limit := *p.Spec.Quota.ImageStorageMiB << 20
-		used := s.storedImageBytes(project) + g.reservedLocked(project)
+		used := g.storedBytes(project) + g.reservedLocked(project)
 		if used+bytes > limit {
 			return nil, &api.Error{
 				Code: api.CodeUnprocessable,
@@ -98,9 +109,9 @@ func (s *Server) reserveImageStorage(project, op string, bytes int64) (release f
 			}
 		}
 	}
-	if free, err := freeBytes(s.imageDir); err == nil {
+	if free, err := freeBytes(g.dir); err == nil {
 		if room := free - g.reservedLocked("") - freeSpaceMargin; bytes > room {
-			s.log.Warn("image store full", "dir", s.imageDir, "free", free, "needed", bytes)
+			g.log.Warn("image store full", "dir", g.dir, "free", free, "needed", bytes)
 			return nil, &api.Error{Code: api.CodeUnavailable,
 				Message: fmt.Sprintf("the server's image store has no room for an image of up to %s; ask an administrator", mib(bytes))}
 		}
@@ -122,42 +133,37 @@ func (s *Server) reserveImageStorage(project, op string, bytes int64) (release f
 	}, nil
 }
 
-// settleImport records an import's outcome with write and gives back the
-// job's slot and its hold on the project's storage, the hold in one step
-// with the write under the gate's lock: usage never counts the image
-// twice, nor misses it, and an operation seen finished has freed its
-// slot.
-func (s *Server) settleImport(job *importJob, write func() error) error {
-	if job.releaseSlot != nil {
-		job.releaseSlot()
-	}
-	g := s.imageGate
+// Settle records an import's outcome with write and gives back its hold
+// on the project's storage (the reservation op), in one step with the
+// write under the gate's lock: usage never counts the image twice, nor
+// misses it.
+func (g *Images) Settle(project, op string, write func() error) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	err := write()
-	delete(g.reserved[job.project], job.reservation)
-	if len(g.reserved[job.project]) == 0 {
-		delete(g.reserved, job.project)
+	delete(g.reserved[project], op)
+	if len(g.reserved[project]) == 0 {
+		delete(g.reserved, project)
 	}
 	return err
 }
 
-// storedImageBytes is what the project's stored images take.
-func (s *Server) storedImageBytes(project string) int64 {
+// storedBytes is what the project's stored images take.
+func (g *Images) storedBytes(project string) int64 {
 	var n int64
-	for _, img := range listAll(s.images, func(img *api.Image) bool { return img.Project == project }) {
+	for _, img := range g.images.Select(func(img *api.Image) bool { return img.Project == project }) {
 		n += img.SizeBytes
 	}
 	return n
 }
 
-// imageStorageMiB is the project's image storage usage: its stored
-// images and the room its imports under way hold.
-func (s *Server) imageStorageMiB(project string) int64 {
-	s.imageGate.mu.Lock()
-	reserved := s.imageGate.reservedLocked(project)
-	s.imageGate.mu.Unlock()
-	return ceilMiB(s.storedImageBytes(project) + reserved)
+// StorageMiB is the project's image storage usage: its stored images and
+// the room its imports under way hold.
+func (g *Images) StorageMiB(project string) int64 {
+	g.mu.Lock()
+	reserved := g.reservedLocked(project)
+	g.mu.Unlock()
+	return ceilMiB(g.storedBytes(project) + reserved)
 }
 
 func ceilMiB(b int64) int64 { return (b + 1<<20 - 1) >> 20 }

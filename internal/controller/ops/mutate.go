@@ -1,4 +1,4 @@
-package server
+package ops
 
 import (
 	"encoding/json"
@@ -15,7 +15,8 @@ const (
 	deadlineAction = 3 * time.Minute
 )
 
-func deadlineFor(kind string, vm *api.VM) time.Duration {
+// DeadlineFor is how long an operation of kind on vm may take.
+func DeadlineFor(kind string, vm *api.VM) time.Duration {
 	switch kind {
 	case api.OpVMCreate:
 		return deadlineCreate
@@ -25,9 +26,9 @@ func deadlineFor(kind string, vm *api.VM) time.Duration {
 	return deadlineAction
 }
 
-// direct tells whether an operation is carried out by the server itself
+// Direct tells whether an operation is carried out by the server itself
 // (through the VM's provider) rather than through the VM's desired state.
-func direct(kind string) bool {
+func Direct(kind string) bool {
 	switch kind {
 	case api.OpVMSnapshotCreate, api.OpVMSnapshotRevert, api.OpVMSnapshotDelete:
 		return true

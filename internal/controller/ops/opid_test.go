@@ -1,4 +1,4 @@
-package server
+package ops
 
 import (
 	"regexp"
@@ -18,7 +18,7 @@ func TestOperationIDsSortByCreation(t *testing.T) {
 	ids := make([]string, 0, n)
 	prev := ""
 	for range n {
-		op := newOperation("vm.start", api.Ref{Kind: "vm", Name: "v"}, nil)
+		op := NewOperation("vm.start", api.Ref{Kind: "vm", Name: "v"}, nil)
 		if !uuid7.MatchString(op.ID) {
 			t.Fatalf("id %q is not a version 7 UUID", op.ID)
 		}
@@ -41,7 +41,7 @@ func TestOperationIDsSortByCreation(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range 500 {
-				op := newOperation("vm.stop", api.Ref{Kind: "vm", Name: "v"}, nil)
+				op := NewOperation("vm.stop", api.Ref{Kind: "vm", Name: "v"}, nil)
 				mu.Lock()
 				all = append(all, made{op.ID, op.CreatedAt.UnixNano()})
 				mu.Unlock()

@@ -1,4 +1,4 @@
-package server
+package ops
 
 import (
 	"crypto/rand"
@@ -16,11 +16,11 @@ var opClock struct {
 	seq    uint16 // ids made in that millisecond, 12 bits
 }
 
-// newOpID returns an operation id and its creation time: a version 7
+// NewID returns an operation id and its creation time: a version 7
 // UUID, whose first 48 bits are the Unix time in milliseconds and next 12
 // a counter within the millisecond, then random bits. Ids made in one
 // process are strictly increasing even when the clock steps back.
-func newOpID() (string, time.Time) {
+func NewID() (string, time.Time) {
 	opClock.Lock()
 	now := time.Now().UTC()
 	ms := now.UnixMilli()

@@ -1,12 +1,12 @@
-package server
+package ops
 
 import (
 	"github.com/polyvisor/polyvisor/api"
 )
 
-// capable refuses (422, naming the capability) an operation the VM's
+// Capable refuses (422, naming the capability) an operation the VM's
 // driver or provider cannot carry out.
-func (s *Server) capable(vm *api.VM, kind string) error {
+func (c *Controller) Capable(vm *api.VM, kind string) error {
 	need := ""
 	switch kind {
 	case api.OpVMPause, api.OpVMResume:
@@ -26,7 +26,7 @@ func (s *Server) capable(vm *api.VM, kind string) error {
 		}
 		return nil
 	}
-	caps, connected := s.estate.Capabilities(vm.Spec.Provider.Name)
+	caps, connected := c.estate.Capabilities(vm.Spec.Provider.Name)
 	if !connected {
 		return &api.Error{Code: api.CodeUnavailable, Message: "provider " + vm.Spec.Provider.Name + " is disconnected"}
 	}

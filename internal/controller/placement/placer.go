@@ -1,0 +1,368 @@
+// Package placement keeps the allocation of every host, fed by the VM
+// index, places new VMs through the scheduler and checks resizes against
+// their host's room, each admitted in the transaction that writes it.
+package placement
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/controller/admission"
+	"github.com/polyvisor/polyvisor/internal/scheduler"
+	"github.com/polyvisor/polyvisor/internal/store"
+)
+
+// Placer keeps the allocation of every host, fed by the VM index, and
+// places new VMs and checks resizes. Its totals follow the index exactly:
+// it observes every change of the VMs before the store's revision moves
+// past it. A placement or a resize is admitted by the host's admission
+// record (package admission): it decides from totals that hold at least
+// what that record admitted, and its transaction holds the record, and
+// the host, to the versions it decided from. A resize queued or running
+// holds the room it grows by until it is applied: a VM counts at the
+// larger of its spec and its queued resizes (Queue.PendingSize), as for
+// the quota.
+//
+// Every map here is keyed by the VM's key, api.Meta.Key ("<project>/<name>",
+// the key it is stored under), whether the VM comes from a list of the
+// index or from one of its changes; a VM keyed two ways would count twice
+// and never leave.
+type Placer struct {
+	vms     *store.Collection[api.VM]
+	hosts   *store.Collection[api.Host]
+	sched   scheduler.Config
+	queue   Queue
+	records *admission.Records
+
+	mu     sync.Mutex
+	byVM   map[string]vmSize         // placed VMs, by key
+	totals map[string]api.Allocation // sums of byVM per host
+	images map[string]map[string]int // per host: image name -> VMs using it
+}
+
+type vmSize struct {
+	host   string
+	vcpus  int
+	memory int64
+	images []string // images the VM's host needs for it
+}
+
+// Queue is what the placer asks of the operation queue: which VMs have
+// operations under way, and the size a VM holds with its queued resizes.
+// Its answers must be exact as of the index, as the placer's own totals
+// are.
+type Queue interface {
+	ActiveKeys() map[string]bool
+	PendingSize(vm *api.VM) api.Usage
+}
+
+// Config is what a placer reads: the VMs and hosts, the overcommit ratios,
+// the operation queue and the hosts' admission records.
+type Config struct {
+	VMs       *store.Collection[api.VM]
+	Hosts     *store.Collection[api.Host]
+	Scheduler scheduler.Config
+	Queue     Queue
+	Records   *admission.Records
+}
+
+// New makes a placer that follows the VM index from now on.
+func New(cfg Config) *Placer {
+	p := &Placer{vms: cfg.VMs, hosts: cfg.Hosts, sched: cfg.Scheduler, queue: cfg.Queue, records: cfg.Records,
+		byVM: map[string]vmSize{}, totals: map[string]api.Allocation{}, images: map[string]map[string]int{}}
+	// Observe first, then read what was there, under the same lock: the
+	// index read is at least as new as any change observed before it.
+	cfg.VMs.Observe(p.observe)
+	p.mu.Lock()
+	for _, vm := range cfg.VMs.Select(nil) {
+		p.setLocked(vm.Key(), sizeOf(vm), true)
+	}
+	p.mu.Unlock()
+	return p
+}
+
+// observe applies one change of the VM index.
+func (p *Placer) observe(c store.Change[api.VM]) {
+	key := c.Obj.Key() // the last value on a delete
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.setLocked(key, sizeOf(c.Obj), c.Type != store.Delete)
+}
+
+func sizeOf(vm *api.VM) vmSize {
+	v := vmSize{host: vm.Spec.Host, vcpus: vm.Spec.VCPUs, memory: vm.Spec.MemoryMiB}
+	for _, img := range []string{vm.Spec.Boot.Kernel, vm.Spec.Boot.Initrd} {
+		if img != "" {
+			v.images = append(v.images, img)
+		}
+	}
+	for _, d := range vm.Spec.Disks {
+		if d.Image != "" {
+			v.images = append(v.images, d.Image)
+		}
+	}
+	return v
+}
+
+// setLocked records a VM's size (or, with ok false, its removal) in the
+// per-host totals; key is the VM's key.
+func (p *Placer) setLocked(key string, v vmSize, ok bool) {
+	if old, had := p.byVM[key]; had {
+		p.account(old, -1)
+		delete(p.byVM, key)
+	}
+	if ok {
+		p.byVM[key] = v
+		p.account(v, 1)
+	}
+}
+
+func (p *Placer) account(v vmSize, sign int) {
+	a := p.totals[v.host]
+	a.VCPUs += sign * v.vcpus
+	a.MemoryMiB += int64(sign) * v.memory
+	a.VMs += sign
+	if a.VMs == 0 {
+		delete(p.totals, v.host)
+	} else {
+		p.totals[v.host] = a
+	}
+	imgs := p.images[v.host]
+	if imgs == nil {
+		imgs = map[string]int{}
+		p.images[v.host] = imgs
+	}
+	for _, img := range v.images {
+		imgs[img] += sign
+		if imgs[img] <= 0 {
+			delete(imgs, img)
+		}
+	}
+	if len(imgs) == 0 {
+		delete(p.images, v.host)
+	}
+}
+
+// HostUses tells whether a VM placed on host uses the image.
+func (p *Placer) HostUses(host, image string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.images[host][image] > 0
+}
+
+// allocationsLocked is what is allocated per host, the growth of queued
+// resizes included.
+func (p *Placer) allocationsLocked() map[string]api.Allocation {
+	out := make(map[string]api.Allocation, len(p.totals))
+	for h, a := range p.totals {
+		out[h] = a
+	}
+	for key := range p.queue.ActiveKeys() {
+		counted, ok := p.byVM[key]
+		if !ok {
+			continue
+		}
+		held := p.heldLocked(key, counted)
+		a := out[counted.host]
+		a.VCPUs += held.vcpus - counted.vcpus
+		a.MemoryMiB += held.memory - counted.memory
+		out[counted.host] = a
+	}
+	return out
+}
+
+// heldLocked is the size a VM holds on its host: the larger of what the
+// placer counts for it and its spec in the index with every resize queued
+// for it.
+func (p *Placer) heldLocked(key string, counted vmSize) vmSize {
+	held := counted
+	if vm, ok := p.vms.Get(key); ok {
+		u := p.queue.PendingSize(vm)
+		held.vcpus = max(held.vcpus, int(u.VCPUs))
+		held.memory = max(held.memory, u.MemoryMiB)
+	}
+	return held
+}
+
+// Allocation returns what is allocated on one host.
+func (p *Placer) Allocation(host string) api.Allocation {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.totals[host]
+}
+
+// Filter picks the hosts a VM may go to: Polyvisor's own hosts, or
+// those of one provider (and cluster).
+type Filter func(*api.Host) bool
+
+// OwnHosts are the hosts Polyvisor runs itself, through agents.
+func OwnHosts(h *api.Host) bool { return h.Provider == nil }
+
+// ProviderHosts are the hosts of one provider, in one cluster if given
+// (by native id or name).
+func ProviderHosts(provider, cluster string) Filter {
+	return func(h *api.Host) bool {
+		return h.Provider != nil && h.Provider.Name == provider && (cluster == "" || h.Provider.Cluster == cluster)
+	}
+}
+
+// snapshotLocked builds the scheduler's view of the hosts that pass
+// filter, and the version of each host it read.
+func (p *Placer) snapshotLocked(filter Filter) (scheduler.Snapshot, map[string]int64) {
+	alloc := p.allocationsLocked()
+	var snap scheduler.Snapshot
+	versions := map[string]int64{}
+	for _, h := range p.hosts.Select(filter) {
+		a := alloc[h.Name]
+		versions[h.Name] = h.Version
+		snap.Hosts = append(snap.Hosts, scheduler.HostInfo{
+			Name:               h.Name,
+			Ready:              h.Status.State == api.HostReady,
+			Unschedulable:      h.Spec.Unschedulable,
+			CPUs:               h.Status.CPUs,
+			MemoryMiB:          h.Status.MemoryMiB,
+			AllocatedVCPUs:     a.VCPUs,
+			AllocatedMemoryMiB: a.MemoryMiB,
+			Labels:             h.Labels,
+		})
+	}
+	return snap, versions
+}
+
+// Limits are the largest VM any of some hosts could ever run, zero when
+// none is known, and whether a host is one of them.
+type Limits struct {
+	MaxVCPUs     int
+	MaxMemoryMiB int64
+	HostExists   func(name string) bool
+}
+
+// Limits returns the largest VM any of the hosts could run, for validation.
+func (p *Placer) Limits(filter Filter) Limits {
+	p.mu.Lock()
+	snap, _ := p.snapshotLocked(filter)
+	p.mu.Unlock()
+	return Limits{
+		MaxVCPUs:     scheduler.MaxVCPUs(snap),
+		MaxMemoryMiB: scheduler.MaxMemoryMiB(snap),
+		HostExists: func(name string) bool {
+			h, ok := p.hosts.Get(name)
+			return ok && filter(h)
+		},
+	}
+}
+
+// placeAttempts bounds how often Place chooses again when the host it
+// chose turns out full once its admission record is read.
+const placeAttempts = 3
+
+// Place picks a host for a new VM. It returns the conditions the VM's
+// create must carry in its transaction: the host's admission record and
+// version as decided from. The create that fails on one of them
+// (admission.Retry) places again.
+func (p *Placer) Place(ctx context.Context, req scheduler.Request, filter Filter) (string, []store.Op, error) {
+	var err error
+	for range placeAttempts {
+		var host string
+		p.mu.Lock()
+		snap, _ := p.snapshotLocked(filter)
+		host, err = scheduler.Place(p.sched, snap, req)
+		p.mu.Unlock()
+		if err != nil {
+			return "", nil, placeError(err)
+		}
+		// The choice was made from what this server has seen; decide
+		// again for that host from at least what its record admitted.
+		t, rerr := p.records.Read(ctx, admission.HostRecord(host))
+		if rerr != nil {
+			return "", nil, rerr
+		}
+		pinned := req
+		pinned.Host = host
+		p.mu.Lock()
+		one, versions := p.snapshotLocked(func(h *api.Host) bool { return h.Name == host && filter(h) })
+		_, err = scheduler.Place(p.sched, one, pinned)
+		p.mu.Unlock()
+		if err == nil {
+			return host, []store.Op{t.Op(), p.hosts.OpCheck(host, versions[host])}, nil
+		}
+	}
+	return "", nil, placeError(err)
+}
+
+// placeError tells a refused placement in the API's terms.
+func placeError(err error) error {
+	var nr *scheduler.NoRoomError
+	var uh *scheduler.UnknownHostError
+	switch {
+	case errors.As(err, &nr):
+		return &api.Error{Code: api.CodeUnprocessable, Message: nr.Error(), Details: nr.Details()}
+	case errors.As(err, &uh):
+		return api.Invalid("host", "%v", uh)
+	}
+	return err
+}
+
+// Resize checks that vm's host has room for it to grow as rc asks, with
+// the overcommit ratios, and returns the conditions the resize's
+// operation must carry in its transaction (the host's admission record
+// and version). The caller holds the VM's lock. A VM on no known host (a
+// provider VM not placed yet) is not checked.
+func (p *Placer) Resize(ctx context.Context, vm *api.VM, rc api.VMReconfigure) ([]store.Op, error) {
+	key := vm.Key()
+	p.mu.Lock()
+	host := vm.Spec.Host
+	if counted, ok := p.byVM[key]; ok {
+		host = counted.host
+	}
+	p.mu.Unlock()
+	if _, ok := p.hosts.Get(host); !ok {
+		return nil, nil
+	}
+	t, err := p.records.Read(ctx, admission.HostRecord(host))
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	snap, versions := p.snapshotLocked(func(h *api.Host) bool { return h.Name == host })
+	if len(snap.Hosts) == 0 {
+		return nil, nil
+	}
+	h := &snap.Hosts[0]
+	counted, inTotals := p.byVM[key]
+	if !inTotals {
+		counted = sizeOf(vm)
+	}
+	from := p.heldLocked(key, counted)
+	if !inTotals {
+		// Not counted on the host at all: add what it holds.
+		h.AllocatedVCPUs += from.vcpus
+		h.AllocatedMemoryMiB += from.memory
+	} else if !p.queue.ActiveKeys()[key] {
+		// Counted without the growth the snapshot adds only for VMs
+		// with operations under way.
+		h.AllocatedVCPUs += from.vcpus - counted.vcpus
+		h.AllocatedMemoryMiB += from.memory - counted.memory
+	}
+	to := from
+	if rc.VCPUs > 0 {
+		to.vcpus = rc.VCPUs
+	}
+	if rc.MemoryMiB > 0 {
+		to.memory = rc.MemoryMiB
+	}
+	err = scheduler.Resize(p.sched, *h,
+		scheduler.Request{VCPUs: from.vcpus, MemoryMiB: from.memory}, scheduler.Request{VCPUs: to.vcpus, MemoryMiB: to.memory})
+	var re *scheduler.ResizeError
+	if errors.As(err, &re) {
+		return nil, &api.Error{Code: api.CodeUnprocessable, Field: re.Resource, Message: fmt.Sprintf("resizing vm %q: %v", vm.Name, re),
+			Details: map[string]string{"host": re.Host, "resource": re.Resource}}
+	} else if err != nil {
+		return nil, fmt.Errorf("checking the resize of vm %q: %w", vm.Name, err)
+	}
+	return []store.Op{t.Op(), p.hosts.OpCheck(host, versions[host])}, nil
+}
