@@ -19,6 +19,7 @@ import (
 	"github.com/polyvisor/polyvisor/client"
 	"github.com/polyvisor/polyvisor/internal/network"
 	"github.com/polyvisor/polyvisor/internal/testutil/guest"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // The network tests run three hosts on this machine: the server (no
@@ -49,13 +50,9 @@ type netWorld struct {
 func newNetWorld(t *testing.T) *netWorld {
 	t.Helper()
 	requireQEMU(t)
-	if os.Geteuid() != 0 {
-		t.Skip("the network tests make network namespaces and need root")
-	}
-	for _, b := range []string{"ip", "nsenter", "dnsmasq", "bridge"} {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("%s is not installed (scripts/test.sh installs iproute2, util-linux and dnsmasq-base)", b)
-		}
+	peer.Root(t, "the network tests' namespaces")
+	for b, pkg := range map[string]string{"ip": "iproute2", "bridge": "iproute2", "nsenter": "util-linux", "dnsmasq": "dnsmasq-base", "nft": "nftables"} {
+		peer.Binary(t, b, "apt-get install "+pkg)
 	}
 	b, _ := os.ReadFile(guestDir + "/features")
 	if !strings.Contains(string(b), "exec") {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // A lab is a few hosts, each a network namespace, joined by an underlay
@@ -49,13 +50,9 @@ type labHost struct {
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the dataplane tests make network namespaces and need root")
-	}
-	for _, b := range []string{"ip", "busybox", "dnsmasq", "ethtool"} {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("%s is not installed (scripts/test.sh installs iproute2, busybox-static, dnsmasq-base and ethtool)", b)
-		}
+	peer.Root(t, "the dataplane tests' network namespaces")
+	for b, pkg := range map[string]string{"ip": "iproute2", "busybox": "busybox-static", "dnsmasq": "dnsmasq-base", "ethtool": "ethtool", "nft": "nftables"} {
+		peer.Binary(t, b, "apt-get install "+pkg)
 	}
 }
 
