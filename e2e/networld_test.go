@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/netplane"
 	"github.com/polyvisor/polyvisor/internal/network"
 	"github.com/polyvisor/polyvisor/internal/testutil/guest"
 	"github.com/polyvisor/polyvisor/internal/testutil/peer"
@@ -71,6 +73,7 @@ func newNetWorld(t *testing.T) *netWorld {
 		sh(t, "ip", "netns", "add", h.ns)
 		t.Cleanup(func() {
 			killQEMUs(h.dir)
+			w.teardown(h)
 			exec.Command("ip", "netns", "del", h.ns).Run()
 		})
 		veth := w.prefix + "v" + strconv.Itoa(i)
@@ -103,6 +106,22 @@ func newNetWorld(t *testing.T) *netWorld {
 		w.startAgent(h, true)
 	}
 	return w
+}
+
+// teardown removes what the host's agent made and left behind on purpose
+// (it outlives the agent): its router namespaces, bound under its data
+// dir, its dnsmasq processes, its devices and tables; by applying a state
+// with no network, as the agent would.
+func (w *netWorld) teardown(h *netHost) {
+	p, err := netplane.New(netplane.Config{StateDir: filepath.Join(h.dir, "net"), NetNS: "/run/netns/" + h.ns})
+	if err != nil {
+		w.t.Logf("tearing down %s's network: %v", h.name, err)
+		return
+	}
+	defer p.Close()
+	if _, err := p.Apply(context.Background(), &api.HostNetworkState{Revision: 1 << 62, Underlay: h.addr}); err != nil {
+		w.t.Logf("tearing down %s's network: %v", h.name, err)
+	}
 }
 
 // startAgent runs a host's agent in its network namespace (only: it
