@@ -78,7 +78,8 @@ type ImageSettings struct {
 	// FetchAllowNetworks are networks (CIDR) that URL imports may reach
 	// although they are not public: by default the server fetches only
 	// from public internet addresses. Cloud metadata addresses are never
-	// reached.
+	// reached; the server's own addresses only through a network of that
+	// one address (/32, /128).
 	FetchAllowNetworks []string `json:"fetchAllowNetworks,omitempty"`
 	// FetchAllowHosts are host names ("mirror.internal", or
 	// "*.internal") whose addresses URL imports may reach whatever they

@@ -155,6 +155,12 @@ type CloudInit struct {
 	// callers who may not read user data (viewers and operators): it
 	// often holds passwords. Never set in a request.
 	UserDataRedacted bool `json:"userDataRedacted,omitempty"`
+	// MetaDataRedacted and NetworkConfigRedacted are the same for
+	// MetaData and NetworkConfig: all of cloud-init's data is read back
+	// under one rule (meta data can hold keys, network config Wi-Fi
+	// passwords). Never set in a request.
+	MetaDataRedacted      bool `json:"metaDataRedacted,omitempty"`
+	NetworkConfigRedacted bool `json:"networkConfigRedacted,omitempty"`
 }
 
 // Deletion records a requested delete.

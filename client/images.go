@@ -76,6 +76,9 @@ func (c *Client) UploadImage(ctx context.Context, name, kind string, r io.Reader
 		raw:         body,
 		contentType: "application/octet-stream",
 		size:        size,
+		// The server refuses an image over the project's quota or its
+		// disk's room from its size, before the body is sent.
+		header: http.Header{"Expect": {"100-continue"}},
 	}
 	var op api.Operation
 	if err := c.call(ctx, req, &op); err != nil {

@@ -311,7 +311,17 @@ func (a *app) auditExportCommand() *cobra.Command {
 				return err
 			}
 			if file == "" || file == "-" {
-				return c.ExportAudit(cmd.Context(), q, cmd.OutOrStdout())
+				out := cmd.OutOrStdout()
+				if !isTerminal(out) {
+					return c.ExportAudit(cmd.Context(), q, out)
+				}
+				// On a terminal, characters that would act on it are
+				// escaped (the same JSON values).
+				js := &jsonSafeWriter{w: out}
+				if err := c.ExportAudit(cmd.Context(), q, js); err != nil {
+					return err
+				}
+				return js.Close()
 			}
 			n, err := exportToFile(file, func(w io.Writer) error { return c.ExportAudit(cmd.Context(), q, w) })
 			if err != nil {

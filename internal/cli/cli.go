@@ -151,7 +151,7 @@ func run(ctx context.Context, root *cobra.Command, args []string, in io.Reader, 
 	if err == nil {
 		return ExitOK
 	}
-	fmt.Fprintf(errOut, "Error: %s\n", err)
+	fmt.Fprintf(errOut, "Error: %s\n", termSafe(err.Error(), false))
 	var ue *usageError
 	if errors.As(err, &ue) {
 		if cmd == nil {

@@ -108,7 +108,8 @@ func (a *app) imageSettingsSetCommand() *cobra.Command {
 			"internet addresses, checked on every connection and redirect after name\n" +
 			"resolution; --fetch-allow-networks and --fetch-allow-hosts open networks and\n" +
 			"hosts (an internal mirror), replacing the lists (give \"\" to empty one). Cloud\n" +
-			"metadata addresses are never fetched from. The change is in the audit log.",
+			"metadata addresses are never fetched from; the server's own addresses only when\n" +
+			"allowed one by one (203.0.113.7/32). The change is in the audit log.",
 		Example: "  polyvisor image settings set --fetch-allow-networks 10.20.0.0/16 --fetch-allow-hosts mirror.internal\n" +
 			"  polyvisor image settings set --max-virtual-size 512G --max-imports 4 --convert-timeout 2h",
 		Args: noArgs,

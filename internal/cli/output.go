@@ -47,7 +47,8 @@ func (o *outputFormat) Set(s string) error {
 func (a *app) structured() bool { return a.output != outputTable }
 
 // print writes v as JSON or YAML when asked, and otherwise calls human
-// with a tabwriter that is flushed after.
+// with a tabwriter that is flushed after. What human writes reaches w
+// terminal-safe (termSafe); JSON and YAML keep every value exact.
 func (a *app) print(w io.Writer, v any, human func(tw *tabwriter.Writer)) error {
 	switch a.output {
 	case outputJSON:
@@ -55,7 +56,7 @@ func (a *app) print(w io.Writer, v any, human func(tw *tabwriter.Writer)) error 
 		if err != nil {
 			return fmt.Errorf("encode output: %w", err)
 		}
-		_, err = fmt.Fprintf(w, "%s\n", b)
+		_, err = fmt.Fprintf(w, "%s\n", jsonSafe(b))
 		return err
 	case outputYAML:
 		b, err := toYAML(v)
@@ -65,7 +66,7 @@ func (a *app) print(w io.Writer, v any, human func(tw *tabwriter.Writer)) error 
 		_, err = w.Write(b)
 		return err
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(termWriter{w}, 0, 4, 2, ' ', 0)
 	human(tw)
 	return tw.Flush()
 }
@@ -79,12 +80,20 @@ func toYAML(v any) ([]byte, error) {
 		return nil, fmt.Errorf("encode output: %w", err)
 	}
 	var n yaml.Node
-	if err := yaml.Unmarshal(b, &n); err != nil {
+	// YAML takes no DEL or C1 control as it is, even in a string: as
+	// JSON escapes they read the same.
+	if err := yaml.Unmarshal(jsonSafe(b), &n); err != nil {
 		return nil, fmt.Errorf("encode output: %w", err)
 	}
+	// A string holding a control is double-quoted, where YAML escapes
+	// it; what YAML deems printable but a terminal obeys (bidirectional
+	// controls) is escaped after.
 	var plain func(*yaml.Node)
 	plain = func(n *yaml.Node) {
 		n.Style = 0
+		if n.Kind == yaml.ScalarNode && strings.ContainsFunc(n.Value, func(r rune) bool { return unsafeRune(r) || r == '\t' }) {
+			n.Style = yaml.DoubleQuotedStyle
+		}
 		for _, c := range n.Content {
 			plain(c)
 		}
@@ -99,7 +108,7 @@ func toYAML(v any) ([]byte, error) {
 	if err := enc.Close(); err != nil {
 		return nil, fmt.Errorf("encode output: %w", err)
 	}
-	return buf.Bytes(), nil
+	return jsonSafe(buf.Bytes()), nil
 }
 
 // isTerminal tells whether a stream of the command is a terminal.
@@ -159,13 +168,14 @@ func labels(m map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
-// row writes tab-separated cells and a newline.
+// row writes tab-separated cells and a newline. A cell's tabs, newlines
+// and controls are escaped: it stays in its column and on its line.
 func row(w io.Writer, cells ...any) {
 	for i, c := range cells {
 		if i > 0 {
 			fmt.Fprint(w, "\t")
 		}
-		fmt.Fprint(w, c)
+		fmt.Fprint(w, termSafe(fmt.Sprint(c), true))
 	}
 	fmt.Fprintln(w)
 }

@@ -173,6 +173,7 @@ func waitProvider(ctx context.Context, c *client.Client, p *api.Provider, timeou
 		if p.Status.Message != "" {
 			line += " - " + p.Status.Message
 		}
+		line = termSafe(line, true)
 		if line != progress.last {
 			progress.last = line
 			if progress.tty {

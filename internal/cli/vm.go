@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -274,10 +275,14 @@ func (a *app) vmDeleteCommand() *cobra.Command {
 
 func (a *app) vmConsoleLogCommand() *cobra.Command {
 	var bytes int64
+	var raw bool
 	cmd := &cobra.Command{
 		Use:   "console-log NAME",
 		Short: "Print a VM's recorded serial console output",
-		Args:  exactArgs(1, "NAME"),
+		Long: "Print the last bytes of a VM's recorded serial console output. On a terminal,\n" +
+			"control characters (escape sequences the guest wrote) are shown escaped, not\n" +
+			"obeyed, unless --raw; piped or redirected, the output is the bytes as recorded.",
+		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if bytes < 0 {
 				return usagef("--bytes: must not be negative")
@@ -290,10 +295,16 @@ func (a *app) vmConsoleLogCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, err = cmd.OutOrStdout().Write(b)
+			out := cmd.OutOrStdout()
+			if !raw && isTerminal(out) {
+				_, err = io.WriteString(out, consoleSafe(b))
+				return err
+			}
+			_, err = out.Write(b)
 			return err
 		},
 	}
 	cmd.Flags().Int64Var(&bytes, "bytes", 0, "how many bytes from the end (default: the server's, 64 KiB)")
+	cmd.Flags().BoolVar(&raw, "raw", false, "print the bytes as recorded even on a terminal (the guest's escape sequences then act on it)")
 	return cmd
 }

@@ -85,6 +85,7 @@ func (p *opProgress) update(op *api.Operation) {
 	if op.Message != "" {
 		line += " - " + op.Message
 	}
+	line = termSafe(line, true)
 	if line == p.last {
 		return
 	}

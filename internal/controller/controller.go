@@ -68,6 +68,9 @@ type Config struct {
 	LeaseInterval time.Duration
 	// ImageDir is the image store.
 	ImageDir string
+	// MinFreeBytes is the room kept free on the image store's disk (the
+	// server's reserve): imports never take it.
+	MinFreeBytes int64
 	// ProviderFactory makes provider connections; nil refuses every
 	// provider.
 	ProviderFactory estate.Factory
@@ -141,7 +144,7 @@ func New(ctx context.Context, cfg Config) *Set {
 	})
 	records := admission.New(cfg.Store, cfg.Admission)
 	s.Placer = placement.New(placement.Config{VMs: cfg.VMs, Hosts: cfg.Hosts, Scheduler: cfg.Scheduler, Queue: s.Ops, Records: records})
-	s.Images = quota.NewImages(cfg.Projects, cfg.Images, cfg.ImageDir, log)
+	s.Images = quota.NewImages(cfg.Projects, cfg.Images, cfg.ImageDir, cfg.MinFreeBytes, log)
 	s.Quota = quota.New(quota.Config{Projects: cfg.Projects, VMs: cfg.VMs, Images: cfg.Images, Queue: s.Ops, Imports: s.Images,
 		Records: records, Counted: cfg.Counted})
 	s.Liveness = liveness.New(liveness.Config{Writer: cfg.Store, Hosts: cfg.Hosts, VMs: cfg.VMs, Beats: cfg.Beats, ID: cfg.ID,

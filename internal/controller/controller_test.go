@@ -406,11 +406,19 @@ func TestHeartbeatsAtAnotherServer(t *testing.T) {
 	if _, err := a.st.Txn(ctx, a.col.Hosts.OpCreate("far", host)); err != nil {
 		t.Fatal(err)
 	}
+	// The leader's view follows the store's watch: wait until it holds
+	// the host before judging what the leader made of it.
+	eventually(t, 10*time.Second, "the leader sees the host", func() error {
+		if _, ok := lead.col.Hosts.Get("far"); !ok {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
 	beat := func(until time.Time) {
 		for time.Now().Before(until) {
 			follower.set.Liveness.Beat("far", time.Now())
-			if h, _ := lead.col.Hosts.Get("far"); h.Status.State != api.HostReady {
-				t.Fatalf("the leader marked a host %s while it heartbeats to another server", h.Status.State)
+			if h, ok := lead.col.Hosts.Get("far"); !ok || h.Status.State != api.HostReady {
+				t.Fatalf("the leader lost or marked a host (%+v) while it heartbeats to another server", h)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}

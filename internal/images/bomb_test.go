@@ -258,3 +258,40 @@ func TestInspectQemuImgKilled(t *testing.T) {
 		t.Errorf("error %v shows the server's path", err)
 	}
 }
+
+// TestQemuImgConfined: every qemu-img run of an import (info, measure,
+// convert) runs at the lowest CPU priority and in the idle I/O class, so
+// that a conversion cannot starve the server; a conversion's memory is
+// bounded by the kernel too.
+func TestQemuImgConfined(t *testing.T) {
+	if nicePath == "" || ionicePath == "" {
+		t.Skip("nice (coreutils) or ionice (util-linux) is not installed")
+	}
+	calls := wrapQemuImg(t, `d=$(dirname "$0")
+echo "$1 nice=$(cut -d' ' -f19 /proc/$$/stat) io=$(ionice -p $$ | tr -d ' ') $(grep -E '^Max address space' /proc/$$/limits | tr -s ' ' | cut -d' ' -f4)" >> "$d/seen"
+exec "$REAL" "$@"`)
+	dir := t.TempDir()
+	src := baseRaw(t, dir, 4<<20)
+	if _, err := Import(context.Background(), src, filepath.Join(dir, "out.qcow2"), api.ImageDisk, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !calledWith(calls(), "convert") {
+		t.Fatalf("calls: %v", calls())
+	}
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(qemuImg), "seen"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	for _, l := range lines {
+		if !strings.Contains(l, " nice=19 ") || !strings.Contains(l, " io=idle") {
+			t.Errorf("qemu-img ran at normal priority: %s", l)
+		}
+		if strings.HasPrefix(l, "convert ") && prlimitPath != "" && !strings.HasSuffix(l, fmt.Sprint(convertAddressSpace)) {
+			t.Errorf("the conversion's address space is not bounded: %s", l)
+		}
+	}
+	if len(lines) < 3 {
+		t.Errorf("runs seen: %q", lines)
+	}
+}

@@ -8,10 +8,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -62,6 +64,9 @@ func fetchServer(t *testing.T, body []byte) *httptest.Server {
 	})
 	mux.HandleFunc("/to-file", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "file:///etc/passwd", http.StatusFound)
+	})
+	mux.HandleFunc("/redirect", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, r.URL.Query().Get("to"), http.StatusFound)
 	})
 	mux.HandleFunc("/to-img", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/img", http.StatusFound)
@@ -177,22 +182,56 @@ func TestFetchRefuses(t *testing.T) {
 }
 
 // TestFetchHidesCredentials: neither the error nor its detail (for the
-// log) shows the user or password of the URL.
+// log) shows the user or password of the URL, nor the values of its
+// query (a pre-signed URL's signature, a private token), nor those of a
+// URL it was redirected to.
 func TestFetchHidesCredentials(t *testing.T) {
 	srv := fetchServer(t, nil)
+	presigned := "?X-Amz-Credential=AKIAsomeuser&X-Amz-Signature=s3cret&private_token=s3cret;s3cret#s3cret"
+	refused := "http://127.0.0.1:1/x" + presigned
 	for _, u := range []string{
 		strings.Replace(srv.URL, "http://", "http://someuser:s3cret@", 1) + "/missing",
 		"http://someuser:s3cret@127.0.0.1:1/x", // connection refused
 		"http://someuser:s3cret@169.254.169.254/x",
+		srv.URL + "/missing" + presigned,
+		srv.URL + "/broken" + presigned,
+		refused,
+		"http://localhost:1/x" + presigned,
+		"http://169.254.169.254/x" + presigned,
+		"http://no-such-host.invalid/x" + presigned,
+		srv.URL + "/to-img?to=" + strings.TrimPrefix(presigned, "?"),
+		// Redirected to a pre-signed URL that fails.
+		srv.URL + "/redirect?to=" + url.QueryEscape(refused),
 	} {
 		_, err := Fetch(context.Background(), u, filepath.Join(t.TempDir(), "x"), nil, allowLoopback)
 		if err == nil {
-			t.Fatalf("Fetch %s succeeded", u)
+			continue // the redirect to /img succeeds
 		}
 		for _, s := range []string{err.Error(), Detail(err)} {
 			if strings.Contains(s, "s3cret") || strings.Contains(s, "someuser") {
 				t.Errorf("%q shows the credentials", s)
 			}
+		}
+	}
+}
+
+// TestRedactURL: what may be stored, shown and logged of an image URL.
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://example.com/img.qcow2":                                                         "https://example.com/img.qcow2",
+		"https://u:p@example.com/img.qcow2":                                                     "https://example.com/img.qcow2",
+		"https://example.com/img.qcow2#frag":                                                    "https://example.com/img.qcow2",
+		"https://example.com/img.qcow2?":                                                        "https://example.com/img.qcow2",
+		"https://example.com/img.qcow2?tok3n":                                                   "https://example.com/img.qcow2?REDACTED",
+		"https://example.com/i?a=1&b=&c=x%20y;d=4":                                              "https://example.com/i?a=REDACTED&b=REDACTED&c=REDACTED&d=REDACTED",
+		"https://b.s3.amazonaws.com/i.img?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=abc": "https://b.s3.amazonaws.com/i.img?X-Amz-Algorithm=REDACTED&X-Amz-Signature=REDACTED",
+	} {
+		got, redacted, err := SourceURL(in)
+		if err != nil || got != want {
+			t.Errorf("SourceURL(%q) = %q, %v; want %q", in, got, err, want)
+		}
+		if redacted != (got != in) {
+			t.Errorf("SourceURL(%q) says redacted=%v", in, redacted)
 		}
 	}
 }
@@ -276,4 +315,51 @@ func ExampleFetch() {
 	}
 	fmt.Println(res.SourceFormat, "->", res.Format, res.VirtualSizeBytes)
 	// Output: raw -> qcow2 4096
+}
+
+// TestFetchAdmit: the caller decides from the announced length, before
+// the body is read, how much of it to take: a length over its limit fails
+// with its error and nothing written, a body without a length is cut at
+// the limit with the same error, and what is received is counted.
+func TestFetchAdmit(t *testing.T) {
+	body := testBody(3 << 20)
+	srv := fetchServer(t, body)
+	errFull := errors.New("no room for this image")
+	var asked []int64
+	admit := func(limit int64, received *atomic.Int64) FetchOption {
+		return WithAdmit(func(length int64) (Admission, error) {
+			asked = append(asked, length)
+			if length > limit {
+				return Admission{}, errFull
+			}
+			return Admission{Limit: limit, Over: errFull, Received: received}, nil
+		})
+	}
+	for _, path := range []string{"/img", "/chunked"} {
+		asked = nil
+		var received atomic.Int64
+		dst := filepath.Join(t.TempDir(), "src")
+		_, err := Fetch(context.Background(), srv.URL+path, dst, nil, allowLoopback, admit(1<<20, &received))
+		if !errors.Is(err, errFull) {
+			t.Fatalf("%s over the admitted 1 MiB: %v, want the admission's error", path, err)
+		}
+		want := int64(len(body))
+		if path == "/chunked" {
+			want = -1
+		}
+		if len(asked) != 1 || asked[0] != want {
+			t.Errorf("%s: admission asked with %v, want [%d]", path, asked, want)
+		}
+		if n := received.Load(); n > 1<<20 || path == "/chunked" && n != 1<<20 {
+			t.Errorf("%s: %d bytes received past the admission", path, n)
+		}
+		assertNothingLeft(t, dst)
+		// Within the admission, the whole image.
+		received.Store(0)
+		n, err := Fetch(context.Background(), srv.URL+path, dst, nil, allowLoopback, admit(4<<20, &received))
+		if err != nil || n != int64(len(body)) || received.Load() != n {
+			t.Errorf("%s within the admission: %d, %v, %d counted", path, n, err, received.Load())
+		}
+		os.Remove(dst)
+	}
 }

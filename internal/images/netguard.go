@@ -5,26 +5,35 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 )
 
 // FetchPolicy says where Fetch may connect. The zero policy allows public
-// unicast addresses only. AllowNetworks and AllowHosts open more (an
-// installation's own mirror on a private network); the cloud metadata
-// addresses stay refused whatever they say.
+// unicast addresses only, and not the server's own: an address of one of
+// its network interfaces, read when each connection is made, reaches the
+// services it runs (bound to every address) as surely as loopback does.
+// AllowNetworks and AllowHosts open more (an installation's own mirror on
+// a private network); the cloud metadata addresses stay refused whatever
+// they say.
 //
 // The policy is applied to the address each connection is actually made
 // to, after name resolution, for the first request and every redirect.
 type FetchPolicy struct {
 	// AllowNetworks are networks Fetch may reach although they are not
-	// public (10.1.0.0/16, fd12::/48, 127.0.0.1/32).
+	// public (10.1.0.0/16, fd12::/48, 127.0.0.1/32). The server's own
+	// addresses other than loopback are opened only by a network of that
+	// one address (/32, /128): allowing its LAN does not allow the server.
 	AllowNetworks []netip.Prefix
 	// AllowHosts are host names whose addresses Fetch may reach whatever
 	// they are: "mirror.internal", or "*.internal" for every name under a
 	// domain.
 	AllowHosts []string
+
+	// ownAddrs lists the server's addresses; nil reads its interfaces.
+	ownAddrs func() ([]netip.Addr, error)
 }
 
 // WithPolicy sets where Fetch may connect (see FetchPolicy).
@@ -174,8 +183,67 @@ type DestinationError struct {
 	What string
 }
 
+// ownAddress is the What of a DestinationError for an address of the
+// server itself.
+const ownAddress = "own"
+
 func (e *DestinationError) Error() string {
+	if e.What == ownAddress {
+		return fmt.Sprintf("%s resolves to %s, an address of this server, which the fetch policy does not allow", e.Host, e.Addr)
+	}
 	return fmt.Sprintf("%s resolves to %s, a %s address, which the fetch policy does not allow", e.Host, e.Addr, e.What)
+}
+
+// interfaceAddrs lists the addresses of the host's network interfaces.
+func interfaceAddrs() ([]netip.Addr, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("listing the server's addresses: %w", err)
+	}
+	out := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out, nil
+}
+
+// carried is the IPv4 address an IPv6 one reaches through NAT64 or 6to4,
+// or ip itself.
+func carried(ip netip.Addr) netip.Addr {
+	if ip.Is6() {
+		b := ip.As16()
+		switch {
+		case nat64.Contains(ip):
+			return netip.AddrFrom4([4]byte(b[12:16]))
+		case sixToFour.Contains(ip):
+			return netip.AddrFrom4([4]byte(b[2:6]))
+		}
+	}
+	return ip
+}
+
+// own tells whether ip (or the IPv4 address it carries) is one of the
+// server's own addresses.
+func (p *FetchPolicy) own(ip netip.Addr) (bool, error) {
+	list := p.ownAddrs
+	if list == nil {
+		list = interfaceAddrs
+	}
+	addrs, err := list()
+	if err != nil {
+		return false, err
+	}
+	for _, a := range addrs {
+		a = a.Unmap().WithZone("")
+		if a == ip || a == carried(ip) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // allowHost tells whether the policy allows host by name.
@@ -200,6 +268,21 @@ func (p *FetchPolicy) check(host string, ip netip.Addr) (internal bool, err erro
 		return false, &DestinationError{Host: host, Addr: ip, What: "cloud metadata"}
 	}
 	what := classify(ip)
+	if what != "loopback" && what != "unspecified" {
+		// Loopback is the server too, but refused as such already.
+		own, err := p.own(ip)
+		if err != nil {
+			return false, err
+		}
+		if own {
+			if p.allowHost(host) || slices.ContainsFunc(p.AllowNetworks, func(n netip.Prefix) bool {
+				return n.IsSingleIP() && n.Addr().Unmap() == ip
+			}) {
+				return true, nil
+			}
+			return false, &DestinationError{Host: host, Addr: ip, What: ownAddress}
+		}
+	}
 	if what == "" {
 		return false, nil
 	}

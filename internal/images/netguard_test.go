@@ -81,12 +81,13 @@ func TestFetchRefusesNonPublic(t *testing.T) {
 			dst := filepath.Join(t.TempDir(), "src")
 			_, err := Fetch(context.Background(), u, dst, nil)
 			var dest *DestinationError
-			if !errors.As(err, &dest) || !IsReject(err) {
+			if !errors.As(err, &dest) {
 				t.Fatalf("Fetch = %v, want a refused destination", err)
 			}
 			msg := err.Error()
-			if !strings.Contains(msg, "does not fetch from this destination") {
-				t.Errorf("message %q does not say the destination is refused", msg)
+			if IsReject(err) || !strings.Contains(msg, "does not fetch from there") {
+				// A refusal fails as a connection that failed.
+				t.Errorf("message %q (%T): want the failure of a connection that failed", msg, err)
 			}
 			// The message repeats the URL the user gave, nothing more:
 			// not the address it resolved to.
@@ -260,5 +261,149 @@ func TestParseAllowHost(t *testing.T) {
 		if got, err := ParseAllowHost(in); err == nil {
 			t.Errorf("ParseAllowHost(%q) = %q, want an error", in, got)
 		}
+	}
+}
+
+// TestFetchNamesTellNothing: a host name that resolves to a refused
+// address fails with the same error, and the same kind of error, as one
+// that does not resolve at all, so that a tenant cannot map the names of
+// the server's network; only Detail, for administrators, tells them
+// apart.
+func TestFetchNamesTellNothing(t *testing.T) {
+	srv, hits := countingServer(t)
+	port := portOf(t, srv)
+	internal := "http://localhost:" + port + "/secret"           // resolves to loopback
+	missing := "http://no-such-host.invalid:" + port + "/secret" // does not resolve
+	var errs []error
+	for _, u := range []string{internal, missing} {
+		_, err := Fetch(context.Background(), u, filepath.Join(t.TempDir(), "src"), nil)
+		if err == nil {
+			t.Fatalf("Fetch %s succeeded", u)
+		}
+		errs = append(errs, err)
+	}
+	a := strings.Replace(errs[0].Error(), "localhost", "HOST", 1)
+	b := strings.Replace(errs[1].Error(), "no-such-host.invalid", "HOST", 1)
+	if a != b {
+		t.Errorf("a name of an internal address and a name that does not resolve fail differently:\n%s\n%s", a, b)
+	}
+	if IsReject(errs[0]) != IsReject(errs[1]) {
+		t.Errorf("the two failures are of different kinds: %T, %T", errs[0], errs[1])
+	}
+	var dest *DestinationError
+	if !errors.As(errs[0], &dest) || !strings.Contains(Detail(errs[0]), "127.0.0.1") {
+		t.Errorf("the detail of the refused name does not tell the address: %s", Detail(errs[0]))
+	}
+	if d := Detail(errs[1]); !strings.Contains(d, "no such host") {
+		t.Errorf("the detail of the missing name does not say it does not resolve: %s", d)
+	}
+	if hits.Load() != 0 {
+		t.Fatalf("the loopback server got %d requests", hits.Load())
+	}
+}
+
+// ownAddrs lists this machine's addresses that are neither loopback nor
+// link-local (those need a zone in a URL), each with the network of its
+// interface.
+func ownAddrs(t *testing.T) map[netip.Addr]netip.Prefix {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[netip.Addr]netip.Prefix{}
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, _ := netip.AddrFromSlice(n.IP)
+		ip = ip.Unmap()
+		if ip.IsLoopback() || ip.IsLinkLocalUnicast() {
+			continue
+		}
+		ones, _ := n.Mask.Size()
+		out[ip] = netip.PrefixFrom(ip, ones).Masked()
+	}
+	return out
+}
+
+// TestFetchRefusesOwnAddresses: a real HTTP server bound to every address
+// of this machine is not reached through any address of its interfaces,
+// even where the installation allows the network it is on (its LAN, for a
+// mirror); only an allow-list entry of that one address opens it.
+func TestFetchRefusesOwnAddresses(t *testing.T) {
+	own := ownAddrs(t)
+	if len(own) == 0 {
+		t.Skip("this machine has no address but loopback and link-local ones")
+	}
+	var hits atomic.Int64
+	l, err := net.Listen("tcp", ":0") // every address, as services often are
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Write([]byte("the server's own secret"))
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	port := l.Addr().(*net.TCPAddr).Port
+	for ip, lan := range own {
+		u := "http://" + netip.AddrPortFrom(ip, uint16(port)).String() + "/secret.txt"
+		t.Run(ip.String(), func(t *testing.T) {
+			for _, p := range []FetchPolicy{{}, {AllowNetworks: []netip.Prefix{lan}}} {
+				before := hits.Load()
+				_, err := Fetch(context.Background(), u, filepath.Join(t.TempDir(), "src"), nil, WithPolicy(p))
+				var dest *DestinationError
+				if !errors.As(err, &dest) {
+					t.Fatalf("policy %v: Fetch = %v, want a refused destination", p.AllowNetworks, err)
+				}
+				if hits.Load() != before {
+					t.Fatalf("policy %v: the server got the request", p.AllowNetworks)
+				}
+			}
+			// A superadmin may open the one address.
+			one := FetchPolicy{AllowNetworks: []netip.Prefix{netip.PrefixFrom(ip, ip.BitLen())}}
+			if n, err := Fetch(context.Background(), u, filepath.Join(t.TempDir(), "src"), nil, WithPolicy(one)); err != nil || n == 0 {
+				t.Fatalf("allowed as %s: Fetch = %d, %v", one.AllowNetworks[0], n, err)
+			}
+		})
+	}
+}
+
+// TestOwnAddressesRefused: the server's own addresses are refused even
+// when public, in every form that reaches them, and opened by an allowed
+// host name or a network of that one address only.
+func TestOwnAddressesRefused(t *testing.T) {
+	ownList := func() ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("8.8.8.8"), netip.MustParseAddr("2606:4700::1111")}, nil
+	}
+	p := FetchPolicy{ownAddrs: ownList}
+	for _, ip := range []string{"8.8.8.8", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1", "2606:4700::1111"} {
+		_, err := p.check("public.example", netip.MustParseAddr(ip))
+		var dest *DestinationError
+		if !errors.As(err, &dest) || dest.What != ownAddress || !strings.Contains(dest.Error(), "an address of this server") {
+			t.Errorf("%s: check = %v, want refused as the server's own", ip, err)
+		}
+	}
+	if _, err := p.check("public.example", netip.MustParseAddr("8.8.4.4")); err != nil {
+		t.Errorf("another public address: %v", err)
+	}
+	wide := FetchPolicy{ownAddrs: ownList, AllowNetworks: []netip.Prefix{netip.MustParsePrefix("8.8.8.0/24")}}
+	if _, err := wide.check("x", netip.MustParseAddr("8.8.8.8")); err == nil {
+		t.Error("a network around the server's address opened it")
+	}
+	for _, open := range []FetchPolicy{
+		{ownAddrs: ownList, AllowNetworks: []netip.Prefix{netip.MustParsePrefix("8.8.8.8/32")}},
+		{ownAddrs: ownList, AllowHosts: []string{"self.example"}},
+	} {
+		if internal, err := open.check("self.example", netip.MustParseAddr("8.8.8.8")); err != nil || !internal {
+			t.Errorf("allowed by %v %v: check = %v, %v; want allowed, and its answers hidden", open.AllowNetworks, open.AllowHosts, internal, err)
+		}
+	}
+	failing := FetchPolicy{ownAddrs: func() ([]netip.Addr, error) { return nil, errors.New("no netlink") }}
+	if _, err := failing.check("x", netip.MustParseAddr("8.8.4.4")); err == nil {
+		t.Error("a server that cannot list its addresses connects anyway")
 	}
 }

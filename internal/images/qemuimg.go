@@ -27,6 +27,26 @@ var qemuImg = "qemu-img"
 // are watched from here instead, less tightly).
 var prlimitPath, _ = exec.LookPath("prlimit")
 
+// nicePath and ionicePath (coreutils, util-linux) run qemu-img at the
+// lowest CPU priority and in the idle I/O class, so that a conversion
+// uses what the server's own work (the API, the store) leaves; "" when
+// they are not installed.
+var (
+	nicePath, _   = exec.LookPath("nice")
+	ionicePath, _ = exec.LookPath("ionice")
+)
+
+// convertAddressSpace bounds a conversion's virtual memory: its buffers,
+// the source format's tables (a VDI's block map of a 64 TiB disk takes
+// 256 MiB) and its I/O threads' stacks, with malloc's arenas kept few
+// (qemuImgEnv).
+const convertAddressSpace = 4 << 30
+
+// qemuImgEnv is what qemu-img runs with beside the server's environment:
+// C messages, and few malloc arenas (each reserves 64 MiB of address
+// space, under RLIMIT_AS).
+var qemuImgEnv = []string{"LC_ALL=C", "MALLOC_ARENA_MAX=2"}
+
 // limits are the kernel resource limits of one qemu-img run; 0 is none.
 type limits struct {
 	addressSpace int64 // bytes of virtual memory (RLIMIT_AS)
@@ -143,7 +163,7 @@ func qemuConvert(ctx context.Context, format, src, dst string, maxBytes int64, p
 	if maxBytes > 0 && prlimitPath == "" {
 		go watchSize(ctx, cancel, dst, maxBytes)
 	}
-	err = runQemuImg(ctx, pw, limits{fileSize: maxBytes}, "convert", "-p", "-U", "-f", format, "-O", FormatQCOW2, src, dst)
+	err = runQemuImg(ctx, pw, limits{fileSize: maxBytes, addressSpace: convertAddressSpace}, "convert", "-p", "-U", "-f", format, "-O", FormatQCOW2, src, dst)
 	_ = pw.Close()
 	<-done
 	if maxBytes > 0 {
@@ -235,12 +255,25 @@ func (e *qemuImgError) Unwrap() error { return e.Err }
 
 // runQemuImg runs qemu-img with args under lim, writing its stdout to
 // stdout. The process is killed when ctx ends.
+//
+// qemu-img runs as the server's user (root, to read and write the image
+// store): what confines it is the kernel's resource limits (prlimit:
+// memory, CPU time, output size, no core dump), the lowest CPU and I/O
+// priority (nice, ionice), a wall-clock timeout, and never probing a
+// format nor following a file name of the image (see the package
+// documentation). Each wrapper execs the next in the same process.
 func runQemuImg(ctx context.Context, stdout io.Writer, lim limits, args ...string) error {
 	stderr := &capped{max: 16 << 10}
-	name, argv := qemuImg, args
+	argv := append([]string{qemuImg}, args...)
+	if ionicePath != "" {
+		argv = append([]string{ionicePath, "-c", "3", "-t"}, argv...) // idle class; -t: go on where it is refused
+	}
+	if nicePath != "" {
+		argv = append([]string{nicePath, "-n", "19"}, argv...)
+	}
 	if prlimitPath != "" {
 		// No core dump of a qemu-img the kernel stops, ever.
-		pl := []string{"--core=0"}
+		pl := []string{prlimitPath, "--core=0"}
 		for _, l := range []struct {
 			flag string
 			v    int64
@@ -249,12 +282,12 @@ func runQemuImg(ctx context.Context, stdout io.Writer, lim limits, args ...strin
 				pl = append(pl, fmt.Sprintf("%s=%d", l.flag, l.v))
 			}
 		}
-		name, argv = prlimitPath, append(append(pl, "--", qemuImg), args...)
+		argv = append(append(pl, "--"), argv...)
 	}
-	cmd := exec.CommandContext(ctx, name, argv...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	cmd.Env = append(os.Environ(), qemuImgEnv...)
 	cmd.WaitDelay = 5 * time.Second
 	logger().Debug("running qemu-img", "args", args)
 	if err := cmd.Run(); err != nil {

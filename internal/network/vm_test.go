@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/store"
@@ -260,5 +261,65 @@ ethernets:
 `
 	if got := e.m.NetworkConfig("pa", plan.NICs, plan.Ports); got != want {
 		t.Errorf("network-config:\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestJanitorFreesLeftPorts: a VM removed without its ports (by a path that
+// did not free them) leaves them to the janitor, which the leader runs
+// through its fenced writer: the port made for the VM is deleted with its
+// address, the port it attached is released, and a floating IP mapped to
+// the deleted port is unmapped.
+func TestJanitorFreesLeftPorts(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	if _, err := e.m.CreateNetwork(ctx, "default", api.NetworkCreate{Name: "ext", NetworkSpec: api.NetworkSpec{Type: api.NetworkBridged, Bridge: "br-ext", External: true}}, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.CreateSubnet(ctx, "default", api.SubnetCreate{Name: "ext-v4", SubnetSpec: api.SubnetSpec{Network: "ext", CIDR: "203.0.113.0/29"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.mustNetwork("pa", "web", "10.0.0.0/24")
+	if _, err := e.m.CreatePort(ctx, "pa", api.PortCreate{Name: "keep", PortSpec: api.PortSpec{Network: "web"}}); err != nil {
+		t.Fatal(err)
+	}
+	vm, err := e.vm("pa", "v1", "", api.NIC{Network: "web", IP: "10.0.0.9"}, api.NIC{Port: "keep"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.CreateFloatingIP(ctx, "pa", api.FloatingIPCreate{Name: "f1", FloatingIPSpec: api.FloatingIPSpec{Network: "default/ext", Port: vm.Spec.NICs[0].Port}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.vms.Delete(ctx, vm.Key(), 0); err != nil {
+		t.Fatal(err)
+	}
+	// Within the grace nothing is touched: the VM's own write may be on
+	// its way.
+	made := mustGet(t, e.ports, "pa/"+vm.Spec.NICs[0].Port)
+	cutoff := made.UpdatedAt
+	if kept := mustGet(t, e.ports, "pa/keep"); kept.UpdatedAt.Before(cutoff) {
+		t.Fatalf("attaching port keep to the VM did not restart its grace: updated %v, before the VM's own port %v", kept.UpdatedAt, cutoff)
+	}
+	e.m.sweep(ctx, e.st, cutoff)
+	if p := mustGet(t, e.ports, "pa/keep"); p.Spec.VM == "" {
+		t.Fatal("the janitor released a port within the grace")
+	}
+	mustGet(t, e.ports, made.Key())
+	e.m.sweep(ctx, e.st, time.Now().Add(time.Hour))
+	if _, ok := e.ports.Get("pa/" + vm.Spec.NICs[0].Port); ok {
+		t.Error("the port made for the removed VM is still there")
+	}
+	if p := mustGet(t, e.ports, "pa/keep"); p.Spec.VM != "" {
+		t.Errorf("the attached port still names the removed VM: %+v", p.Spec)
+	}
+	if got := e.m.claimed(ipPrefix(mustGet(t, e.networks, "pa/web").UID)); len(got) != 1 {
+		t.Errorf("%d address claims on web, want only the kept port's", len(got))
+	}
+	// The floating IP's port is gone now: the next sweep unmaps it.
+	e.m.sweep(ctx, e.st, time.Now().Add(time.Hour))
+	if f := mustGet(t, e.fips, "pa/f1"); f.Spec.Port != "" {
+		t.Errorf("the floating IP still maps to the deleted port %q", f.Spec.Port)
+	}
+	if got := e.m.claimed("fip/"); len(got) != 0 {
+		t.Errorf("floating IP claims left: %d", len(got))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/store"
@@ -197,6 +198,7 @@ func (v *VMPlan) attach(vmKey string, i int, nic api.NIC, f string) (*api.Port, 
 	next.Spec.VM, next.Spec.NIC = vmKey, i
 	next.Status.State = api.PortDown
 	next.Generation++
+	next.UpdatedAt = time.Now().UTC() // the janitor's grace counts from here
 	v.p.ops = append(v.p.ops, m.cfg.Ports.OpUpdate(cur.Key(), next, cur.Version))
 	v.p.ports = append(v.p.ports, next)
 	return next, nil

@@ -110,6 +110,12 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
 	var req api.ImageCreate
 	upload := ct == "application/octet-stream"
 	if upload {
+		// Refused with its body unread, an upload ends its connection:
+		// the answer then leaves at once (a client waiting for 100
+		// Continue never sends the body), instead of after the server
+		// has read some of the body to keep the connection. Lifted once
+		// the body is received.
+		w.Header().Set("Connection", "close")
 		q := r.URL.Query()
 		req.Name, req.Kind = q.Get("name"), q.Get("kind")
 	} else if err := decodeJSON(w, r, &req, false); err != nil {
@@ -131,8 +137,10 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
 	rq.resource = api.Ref{Kind: "image", Name: req.Name, Project: rq.project}
 	job := &imports.Job{Project: rq.project, Admin: rq.id.IsSuperadmin(), Settings: s.imageSettings(), Reservation: newUID()}
 	if !upload {
-		// The credentials of a URL are used for the download only: what
-		// is stored, shown, logged and audited is the URL without them.
+		// The credentials of a URL, and the values of its query (a
+		// pre-signed URL's signature, a token), are used for the
+		// download only, from memory: what is stored, shown, logged and
+		// audited is the URL without them (images.RedactURL).
 		clean, _, err := images.SourceURL(req.URL)
 		if err != nil {
 			s.writeError(w, r, api.Invalid("url", "%v", err))
@@ -167,6 +175,7 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	w.Header().Del("Connection")
 	writeOperation(w, op)
 }
 
@@ -187,16 +196,25 @@ func newImage(project string, req *api.ImageCreate) *api.Image {
 }
 
 // receiveUpload stores an upload's body, inspects it and reserves the
-// image storage it needs.
+// image storage it needs. An upload whose Content-Length is over what the
+// project's quota or the disk has room for is refused before a byte of it
+// is read; one that has no Content-Length is cut there (HoldSource).
 func (s *Server) receiveUpload(w http.ResponseWriter, r *http.Request, req *api.ImageCreate, job *imports.Job) error {
+	hold, err := s.ctl.Imports.HoldSource(job, r.ContentLength)
+	if err != nil {
+		return err
+	}
 	f, err := s.ctl.Imports.TempFile("upload")
 	if err != nil {
 		return fmt.Errorf("receiving upload: %w", err)
 	}
 	job.Src = f.Name()
-	_, err = io.Copy(f, http.MaxBytesReader(w, r.Body, imports.MaxSourceBytes(job.Settings)))
+	_, err = io.Copy(f, hold.Count(http.MaxBytesReader(w, r.Body, hold.Limit)))
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		err = hold.Over
 	}
 	if err == nil {
 		err = s.ctl.Imports.Admit(r.Context(), req.Kind, job)

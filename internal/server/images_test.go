@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -110,6 +111,7 @@ func TestImageImportRefusesInternalURLs(t *testing.T) {
 		"http://0.0.0.0:" + port + "/disk.raw",
 		"http://169.254.169.254/latest/meta-data/",
 		"http://10.0.0.1:22/",
+		"http://no-such-host.invalid:" + port + "/disk.raw", // a name that does not resolve
 	}
 	var first string
 	for i, u := range urls {
@@ -148,6 +150,58 @@ func TestImageImportRefusesInternalURLs(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), "a loopback address") {
 		t.Error("the server's log does not say why the fetch was refused")
+	}
+}
+
+// TestImageImportRefusesOwnAddresses: a member cannot make the server
+// fetch from a service of its own bound to every address, through the
+// address of one of its interfaces, even where a superadmin allowed the
+// network that address is on; a superadmin may allow the one address.
+func TestImageImportRefusesOwnAddresses(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	var own netip.Addr
+	var lan netip.Prefix
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			ip, _ := netip.AddrFromSlice(n.IP)
+			if ip = ip.Unmap(); ip.Is4() && !ip.IsLoopback() && !ip.IsLinkLocalUnicast() {
+				ones, _ := n.Mask.Size()
+				own, lan = ip, netip.PrefixFrom(ip, ones).Masked()
+				break
+			}
+		}
+	}
+	if !own.IsValid() {
+		t.Skip("this machine has no IPv4 address but loopback and link-local ones")
+	}
+	var hits atomic.Int64
+	l, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Write(internalDisk)
+	})}
+	go web.Serve(l)
+	defer web.Close()
+	u := fmt.Sprintf("http://%s:%d/secret.txt", own, l.Addr().(*net.TCPAddr).Port)
+	if _, err := e.super.SetImageSettings(ctx, api.ImageSettings{FetchAllowNetworks: []string{lan.String()}}); err != nil {
+		t.Fatal(err)
+	}
+	member := e.as(api.RoleMember, "pa")
+	done := waitDone(t, member)(member.ImportImageURL(ctx, api.ImageCreate{Name: "own", URL: u}))
+	if done.Status != api.OpFailed || hits.Load() != 0 {
+		t.Fatalf("import from the server's own %s with %s allowed: %s, %d requests served", own, lan, done.Status, hits.Load())
+	}
+	if _, err := e.super.SetImageSettings(ctx, api.ImageSettings{FetchAllowNetworks: []string{own.String() + "/32"}}); err != nil {
+		t.Fatal(err)
+	}
+	done = waitDone(t, member)(member.ImportImageURL(ctx, api.ImageCreate{Name: "own", URL: u}))
+	if done.Status != api.OpSucceeded {
+		t.Fatalf("import from the server's own address once allowed: %s %+v", done.Status, done.Error)
 	}
 }
 
@@ -282,6 +336,97 @@ func TestImageURLCredentials(t *testing.T) {
 		if strings.Contains(fmt.Sprint(op), secret) {
 			t.Errorf("operation %s shows the password", op.ID)
 		}
+	}
+}
+
+// TestImageURLQuerySecrets: the query of an image URL (a pre-signed
+// URL's signature, a private token) is used for the download and never
+// stored, shown, logged or audited, nor told in an operation's error, to
+// members or superadmins; sources an older server stored with it are
+// rewritten at start.
+func TestImageURLQuerySecrets(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	const secret = "s3cretSignature0123"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("X-Amz-Signature") != secret {
+			http.Error(w, "signature does not match", http.StatusForbidden)
+			return
+		}
+		if r.URL.Path == "/missing" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(internalDisk)
+	}))
+	defer srv.Close()
+	if _, err := e.super.SetImageSettings(ctx, api.ImageSettings{FetchAllowNetworks: []string{"127.0.0.1/32"}}); err != nil {
+		t.Fatal(err)
+	}
+	query := "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=" + secret + "&private_token=" + secret
+	member := e.as(api.RoleMember, "pa")
+	done := waitDone(t, member)(member.ImportImageURL(ctx, api.ImageCreate{Name: "presigned", URL: srv.URL + "/disk.raw" + query}))
+	if done.Status != api.OpSucceeded {
+		t.Fatalf("import of a pre-signed URL: %s %+v", done.Status, done.Error)
+	}
+	img, err := member.GetImage(ctx, "presigned")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := srv.URL + "/disk.raw?X-Amz-Algorithm=REDACTED&X-Amz-Signature=REDACTED&private_token=REDACTED"; img.Source != want {
+		t.Errorf("source = %q, want %q", img.Source, want)
+	}
+	// Failing ones: refused, missing, unreachable; told to a member and
+	// to a superadmin.
+	admin := e.super.WithProject("pa")
+	for i, u := range []string{
+		srv.URL + "/missing" + query,
+		"http://" + closedPort(t) + "/x" + query,
+		"http://169.254.169.254/x" + query,
+		"http://localhost:1/x" + query,
+	} {
+		for _, c := range []*client.Client{member, admin} {
+			done := waitDone(t, c)(c.ImportImageURL(ctx, api.ImageCreate{Name: fmt.Sprintf("bad-%d", i), URL: u}))
+			if done.Status != api.OpFailed || done.Error == nil || strings.Contains(done.Error.Message, secret) {
+				t.Errorf("import of %s: %s %+v", u, done.Status, done.Error)
+			}
+		}
+	}
+	// What an older server stored is rewritten at start.
+	old := *img
+	old.Name, old.UID = "stored-before", "uid-stored-before"
+	old.Source = "https://user:" + secret + "@mirror.example/disk.raw" + query
+	if _, err := e.s.images.Create(ctx, old.Key(), &old); err != nil {
+		t.Fatal(err)
+	}
+	e.s.ctl.Imports.Recover(ctx)
+	if got, _ := member.GetImage(ctx, "stored-before"); got == nil || strings.Contains(got.Source, secret) || !strings.HasPrefix(got.Source, "https://mirror.example/disk.raw?") {
+		t.Errorf("stored source after a start: %+v", got)
+	}
+	if logs := e.logs.String(); strings.Contains(logs, secret) {
+		t.Error("the server's log holds the URL's query")
+	}
+	ops, _ := e.super.ListAllOperations(ctx, api.ListOptions{AllProjects: true})
+	for _, op := range ops {
+		if strings.Contains(fmt.Sprint(op), secret) {
+			t.Errorf("operation %s shows the query: %+v", op.ID, op.Error)
+		}
+	}
+	recs, err := e.super.ListAudit(ctx, api.AuditQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(fmt.Sprintf("%+v", recs), secret) {
+		t.Error("the audit log holds the URL's query")
+	}
+	// The store's current values and the audit log; etcd's history of
+	// the record written above is compacted away in time.
+	if found := scanFiles(t, filepath.Join(e.dataDir, "audit"), []string{secret}); len(found) > 0 {
+		t.Errorf("the query is stored: %v", found)
+	}
+	imgs, _ := e.super.ListAllImages(ctx, api.ListOptions{AllProjects: true})
+	if strings.Contains(fmt.Sprintf("%+v", imgs), secret) {
+		t.Error("an image record holds the URL's query")
 	}
 }
 

@@ -11,12 +11,20 @@ import (
 	"github.com/polyvisor/polyvisor/client"
 )
 
-const secretUserData = "#cloud-config\nchpasswd:\n  list: |\n    root:hunter2-user-data-secret\n"
+const (
+	secretUserData      = "#cloud-config\nchpasswd:\n  list: |\n    root:hunter2-user-data-secret\n"
+	secretMetaData      = "local-hostname: ci\nsecret: hunter2-meta-data-secret\n"
+	secretNetworkConfig = "version: 2\nwifis:\n  wlan0:\n    access-points:\n      home:\n        password: hunter2-network-secret\n"
+)
 
-// TestUserDataIsForMembers: cloud-init user data (which often holds
-// passwords) is read back only by those who may write it, members and
-// above; viewers and operators see that there is some, not what it says,
-// in the VM, its list and its events.
+// fullCloudInit is cloud-init data with a secret in each part.
+var fullCloudInit = api.CloudInit{UserData: secretUserData, MetaData: secretMetaData, NetworkConfig: secretNetworkConfig}
+
+// TestUserDataIsForMembers: cloud-init's data (user data, meta data and
+// network config, any of which can hold passwords) is read back only by
+// those who may write it, members and above; viewers and operators see
+// that there is some, not what it says, in the VM, its list and its
+// events.
 func TestUserDataIsForMembers(t *testing.T) {
 	e := newEnv(t, Config{})
 	ctx := context.Background()
@@ -36,7 +44,7 @@ func TestUserDataIsForMembers(t *testing.T) {
 		watches = append(watches, watch{who, events, errs})
 	}
 	if _, err := member.CreateVM(ctx, api.VMCreate{Name: "ci", VCPUs: 1, MemoryMiB: 64, Host: "h1",
-		Disks: []api.Disk{{Image: "img"}}, CloudInit: &api.CloudInit{UserData: secretUserData, MetaData: "local-hostname: ci\n"}}, client.CreateOptions{}); err != nil {
+		Disks: []api.Disk{{Image: "img"}}, CloudInit: &fullCloudInit}, client.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, who := range []string{api.RoleViewer, api.RoleOperator, "narrowed"} {
@@ -52,8 +60,8 @@ func TestUserDataIsForMembers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ci := vm.Spec.CloudInit; ci == nil || ci.UserData != "" || !ci.UserDataRedacted || ci.MetaData != "local-hostname: ci\n" {
-			t.Errorf("%s reads the vm's cloud-init as %+v; want user data redacted, meta data kept", who, ci)
+		if ci := vm.Spec.CloudInit; ci == nil || *ci != (api.CloudInit{UserDataRedacted: true, MetaDataRedacted: true, NetworkConfigRedacted: true}) {
+			t.Errorf("%s reads the vm's cloud-init as %+v; want every part redacted", who, ci)
 		}
 		for _, all := range []bool{false, true} {
 			vms, err := c.ListAllVMs(ctx, api.ListOptions{AllProjects: all})
@@ -61,8 +69,8 @@ func TestUserDataIsForMembers(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, vm := range vms {
-				if ci := vm.Spec.CloudInit; ci != nil && ci.UserData != "" {
-					t.Errorf("%s lists vm %s with its user data (all projects: %v)", who, vm.Name, all)
+				if ci := vm.Spec.CloudInit; ci != nil && (ci.UserData != "" || ci.MetaData != "" || ci.NetworkConfig != "") {
+					t.Errorf("%s lists vm %s with its cloud-init data (all projects: %v)", who, vm.Name, all)
 				}
 			}
 		}
@@ -76,7 +84,7 @@ func TestUserDataIsForMembers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ci := vm.Spec.CloudInit; ci == nil || ci.UserData != secretUserData || ci.UserDataRedacted {
+		if ci := vm.Spec.CloudInit; ci == nil || *ci != fullCloudInit {
 			t.Errorf("%s reads the vm's cloud-init as %+v; want all of it", who, ci)
 		}
 	}
@@ -89,12 +97,12 @@ func TestUserDataIsForMembers(t *testing.T) {
 			}
 			seen = true
 			ci := ev.VM.Spec.CloudInit
-			redacted := ci != nil && ci.UserData == "" && ci.UserDataRedacted
-			if w.who == api.RoleMember && (ci == nil || ci.UserData != secretUserData) {
+			redacted := ci != nil && *ci == api.CloudInit{UserDataRedacted: true, MetaDataRedacted: true, NetworkConfigRedacted: true}
+			if w.who == api.RoleMember && (ci == nil || *ci != fullCloudInit) {
 				t.Errorf("member's event of the vm: cloud-init %+v; want all of it", ci)
 			}
 			if w.who != api.RoleMember && !redacted {
-				t.Errorf("%s's event of the vm: cloud-init %+v; want user data redacted", w.who, ci)
+				t.Errorf("%s's event of the vm: cloud-init %+v; want every part redacted", w.who, ci)
 			}
 			break
 		}
@@ -103,13 +111,18 @@ func TestUserDataIsForMembers(t *testing.T) {
 		}
 	}
 	// The store keeps all of it, for the host to write the seed.
-	if vm, _ := e.s.vms.Get("pa/ci"); vm == nil || vm.Spec.CloudInit.UserData != secretUserData {
-		t.Errorf("the stored vm lost its user data: %+v", vm)
+	if vm, _ := e.s.vms.Get("pa/ci"); vm == nil || *vm.Spec.CloudInit != fullCloudInit {
+		t.Errorf("the stored vm lost its cloud-init data: %+v", vm)
 	}
 	// A create may not claim redaction.
-	_, err := member.CreateVM(ctx, api.VMCreate{Name: "ci2", VCPUs: 1, MemoryMiB: 64, Host: "h1",
-		Disks: []api.Disk{{Image: "img"}}, CloudInit: &api.CloudInit{UserDataRedacted: true}}, client.CreateOptions{})
-	if statusOfErr(err) != http.StatusBadRequest || errField(err) != "cloudInit.userDataRedacted" {
-		t.Errorf("create with userDataRedacted: %v, want 400 naming cloudInit.userDataRedacted", err)
+	for field, ci := range map[string]api.CloudInit{
+		"userDataRedacted": {UserDataRedacted: true}, "metaDataRedacted": {MetaDataRedacted: true},
+		"networkConfigRedacted": {NetworkConfigRedacted: true},
+	} {
+		_, err := member.CreateVM(ctx, api.VMCreate{Name: "ci2", VCPUs: 1, MemoryMiB: 64, Host: "h1",
+			Disks: []api.Disk{{Image: "img"}}, CloudInit: &ci}, client.CreateOptions{})
+		if statusOfErr(err) != http.StatusBadRequest || errField(err) != "cloudInit."+field {
+			t.Errorf("create with %s: %v, want 400 naming cloudInit.%s", field, err, field)
+		}
 	}
 }

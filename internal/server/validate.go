@@ -85,8 +85,11 @@ func validateVMCreate(req *api.VMCreate, images imageLookup, limits hostLimits) 
 		return err
 	}
 	if ci := req.CloudInit; ci != nil {
-		if ci.UserDataRedacted {
-			return api.Invalid("cloudInit.userDataRedacted", "is set by the server in what it shows, never in a request")
+		for field, set := range map[string]bool{"userDataRedacted": ci.UserDataRedacted, "metaDataRedacted": ci.MetaDataRedacted,
+			"networkConfigRedacted": ci.NetworkConfigRedacted} {
+			if set {
+				return api.Invalid("cloudInit."+field, "is set by the server in what it shows, never in a request")
+			}
 		}
 		for field, v := range map[string]string{"userData": ci.UserData, "metaData": ci.MetaData, "networkConfig": ci.NetworkConfig} {
 			if len(v) > maxCloudInitBytes {

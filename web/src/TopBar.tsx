@@ -29,6 +29,7 @@ export function TopBar() {
         {nav('/', 'nav-dashboard', 'Dashboard')}
         {nav('/vms', 'nav-vms', 'VMs')}
         {nav('/images', 'nav-images', 'Images')}
+        {nav('/networks', 'nav-networks', 'Networks')}
         {nav('/hosts', 'nav-hosts', 'Hosts')}
         {nav('/providers', 'nav-providers', 'Providers')}
         {nav('/projects', 'nav-projects', 'Projects')}

@@ -95,8 +95,8 @@ type Job struct {
 	// whole cause of a failure.
 	Admin    bool
 	Settings api.ImageSettings
-	// FetchURL is the URL to download, credentials included; it is
-	// never stored.
+	// FetchURL is the URL to download, credentials and query included;
+	// it is kept in memory only, for the import's time.
 	FetchURL string
 	// Src is the file to import: the upload, or once fetched the
 	// download.
@@ -105,26 +105,47 @@ type Job struct {
 	// maxStored is how much it holds.
 	Reservation string
 	maxStored   int64
-	// ReleaseSlot gives back the import slot, unreserve the storage
-	// reservation; both may be called more than once.
-	ReleaseSlot func()
-	unreserve   func()
+	// ReleaseSlot gives back the import slot, releaseSource the hold on
+	// the disk while the source is received, unreserve the storage
+	// reservation; each may be called more than once.
+	ReleaseSlot   func()
+	releaseSource func()
+	unreserve     func()
 }
 
-// Done gives back what the job holds: its import slot and its storage
-// reservation.
+// Done gives back what the job holds: its import slot, its hold on the
+// disk and its storage reservation.
 func (j *Job) Done() {
-	for _, f := range []func(){j.ReleaseSlot, j.unreserve} {
+	for _, f := range []func(){j.ReleaseSlot, j.releaseSource, j.unreserve} {
 		if f != nil {
 			f()
 		}
 	}
 }
 
+// HoldSource admits the job's source of the announced length (-1:
+// unknown) before any of it is received: refused at once when the length
+// is over the size limit, what the project's quota has free or the room
+// on the disk; otherwise held on the disk, up to the hold's limit, until
+// Admit (see quota.Images.AdmitSource).
+func (im *Importer) HoldSource(job *Job, length int64) (*quota.SourceHold, error) {
+	hold, release, err := im.cfg.Gate.AdmitSource(quota.Source{Project: job.Project, Reservation: job.Reservation, Length: length,
+		MaxBytes: MaxSourceBytes(job.Settings), MaxVirtualBytes: job.Settings.MaxVirtualBytes})
+	if err != nil {
+		return nil, err
+	}
+	job.releaseSource = release
+	return hold, nil
+}
+
 // Admit inspects the image at job.Src and reserves the most its stored
 // file can take against the project's quota, before anything is
-// converted.
+// converted. The source's hold on the disk ends: what it wrote is in the
+// disk's free space now.
 func (im *Importer) Admit(ctx context.Context, kind string, job *Job) error {
+	if job.releaseSource != nil {
+		job.releaseSource()
+	}
 	info, err := images.Inspect(ctx, job.Src, kind, images.WithMaxVirtualBytes(job.Settings.MaxVirtualBytes))
 	if err != nil {
 		return err
@@ -196,8 +217,17 @@ func (im *Importer) run(ctx context.Context, img *api.Image, op *api.Operation, 
 			}
 			f.Close()
 			job.Src = f.Name()
+			// The download is refused from its Content-Length, or cut,
+			// where the project's quota or the disk has no more room.
+			admit := func(length int64) (images.Admission, error) {
+				hold, err := im.HoldSource(job, length)
+				if err != nil {
+					return images.Admission{}, err
+				}
+				return images.Admission{Limit: hold.Limit, Over: hold.Over, Received: &hold.Received}, nil
+			}
 			if _, err := images.Fetch(ctx, job.FetchURL, job.Src, func(p int) { prog.set(p/2, "downloading") },
-				images.WithMaxBytes(MaxSourceBytes(job.Settings)), images.WithPolicy(fetchPolicy(job.Settings))); err != nil {
+				images.WithMaxBytes(MaxSourceBytes(job.Settings)), images.WithPolicy(fetchPolicy(job.Settings)), images.WithAdmit(admit)); err != nil {
 				return err
 			}
 			if err := im.Admit(ctx, img.Kind, job); err != nil {
@@ -209,6 +239,7 @@ func (im *Importer) run(ctx context.Context, img *api.Image, op *api.Operation, 
 		// The source goes before the outcome is recorded: an import seen
 		// finished has left no file of its own behind.
 		os.Remove(job.Src)
+		job.Src = ""
 		if err != nil {
 			return err
 		}
@@ -314,6 +345,24 @@ func (im *Importer) Recover(ctx context.Context) {
 	if tmps, _ := filepath.Glob(filepath.Join(im.cfg.Dir, ".*")); len(tmps) > 0 {
 		for _, t := range tmps {
 			os.Remove(t)
+		}
+	}
+	im.RedactSources(ctx)
+}
+
+// RedactSources rewrites the source of images stored by an older server
+// with their URL's credentials or query values in it, as an import stores
+// it now.
+func (im *Importer) RedactSources(ctx context.Context) {
+	for _, img := range im.cfg.Images.Select(func(img *api.Image) bool { return img.Source != "" && img.Source != "upload" }) {
+		clean, redacted, err := images.SourceURL(img.Source)
+		if err != nil || !redacted {
+			continue
+		}
+		next := store.Clone(img)
+		next.Source = clean
+		if _, err := im.cfg.Writer.Txn(ctx, im.cfg.Images.OpUpdate(img.Key(), next, img.Version)); err != nil {
+			im.log.Warn("redacting the source of an image", "image", img.Key(), "err", err)
 		}
 	}
 }

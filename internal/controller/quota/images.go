@@ -2,9 +2,11 @@ package quota
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/polyvisor/polyvisor/api"
@@ -22,24 +24,66 @@ import (
 // reservation are one step under the gate's lock, so two imports cannot
 // both fit in the same room. Imports run only in this server (a restart
 // fails them), so the gate lives in memory.
+//
+// Before that, while its source (an upload, a download) is received, an
+// import holds room on the image store's disk for the most the source may
+// still grow by (AdmitSource): the source is refused from its announced
+// length, or cut at the smallest of the size limit, the project's room
+// and the disk's room, before it can fill either.
 type Images struct {
 	projects *store.Collection[api.Project]
 	images   *store.Collection[api.Image]
 	dir      string
+	minFree  int64
 	log      *slog.Logger
 
 	mu       sync.Mutex
 	slots    map[string]int              // project -> imports running
 	reserved map[string]map[string]int64 // project -> operation -> bytes
+	sources  map[string]*SourceHold      // reservation -> source being received
 }
 
-// NewImages makes the gate of the image store in dir.
-func NewImages(projects *store.Collection[api.Project], images *store.Collection[api.Image], dir string, log *slog.Logger) *Images {
+// NewImages makes the gate of the image store in dir, which keeps
+// minFree bytes free on its disk (the server's reserve).
+func NewImages(projects *store.Collection[api.Project], images *store.Collection[api.Image], dir string, minFree int64, log *slog.Logger) *Images {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Images{projects: projects, images: images, dir: dir, log: log,
-		slots: map[string]int{}, reserved: map[string]map[string]int64{}}
+	return &Images{projects: projects, images: images, dir: dir, minFree: minFree, log: log,
+		slots: map[string]int{}, reserved: map[string]map[string]int64{}, sources: map[string]*SourceHold{}}
+}
+
+// SourceHold is an import's hold on the image store's disk while its
+// source is received: up to Limit bytes, Received of them written. A
+// source that goes past Limit fails with Over.
+type SourceHold struct {
+	Limit    int64
+	Over     error
+	Received atomic.Int64
+}
+
+// Count makes a reader of r that adds what is read to h.Received.
+func (h *SourceHold) Count(r io.Reader) io.Reader { return &countingReader{r: r, n: &h.Received} }
+
+// countingReader adds up the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// growthLocked is what the sources being received may still write.
+func (g *Images) growthLocked() int64 {
+	var n int64
+	for _, h := range g.sources {
+		n += max(0, h.Limit-h.Received.Load())
+	}
+	return n
 }
 
 // Acquire takes one of the project's import slots, or answers 429 when
@@ -83,9 +127,134 @@ func (g *Images) reservedLocked(project string) int64 {
 	return n
 }
 
-// freeSpaceMargin is the room the image store keeps free beyond what
-// imports reserve.
-const freeSpaceMargin = 1 << 30
+// imageStoreMargin is the room the image store leaves free beyond the
+// server's reserve (--min-free-space), for what the server writes besides
+// images: an import never makes the server read-only.
+const imageStoreMargin = 64 << 20
+
+// Room a source may take beyond what its project's image storage quota
+// has free: see sourceRoom.
+const (
+	sourceHeadroomFixed = 8 << 20
+	sourceHeadroomShare = 64 // 1/64 of the room
+)
+
+// sourceRoom is the largest source (upload, download) that can become an
+// image of room bytes. A qcow2 stores the data of any source format in
+// about as many bytes plus its own tables (some 0.02%): a source is
+// larger than the image it makes only by its format's metadata (VHDX's
+// headers, log, metadata region and block table take 4 MiB and more,
+// VMDK's grain tables and VDI's block map grow with the disk), by the
+// internal snapshots of a qcow2, and by blocks of zeros, which qemu-img
+// does not store. The headroom covers the metadata; a raw disk that is
+// mostly zeros must be converted to qcow2 before it is uploaded into a
+// small quota (which also makes the upload far smaller).
+func sourceRoom(room int64) int64 {
+	if room <= 0 {
+		return 0
+	}
+	return room + room/sourceHeadroomShare + sourceHeadroomFixed
+}
+
+// diskRoomLocked is the room on the image store's disk: its free space
+// less what sources being received may still write, what conversions
+// hold, and the reserve. ok is false when the free space cannot be read.
+func (g *Images) diskRoomLocked() (room int64, ok bool) {
+	free, err := freeBytes(g.dir)
+	if err != nil {
+		g.log.Warn("reading the image store's free space", "err", err)
+		return 0, false
+	}
+	return free - g.growthLocked() - g.reservedLocked("") - g.minFree - imageStoreMargin, true
+}
+
+// Source is an import's source about to be received.
+type Source struct {
+	Project string
+	// Reservation names the import's holds (see Reserve).
+	Reservation string
+	// Length is the announced length, -1 when unknown.
+	Length int64
+	// MaxBytes is the size limit of the settings, for a disk of at most
+	// MaxVirtualBytes.
+	MaxBytes, MaxVirtualBytes int64
+}
+
+// AdmitSource decides, before any of it is received, how large an
+// import's source may be, from its announced length: at most its size
+// limit, what the project's image storage quota has free (sourceRoom)
+// and the room on the image store's disk. A length over one of them is
+// refused at once with its error (413, 422 naming the quota, 503);
+// otherwise the import holds that room on the disk until release
+// (idempotent), and a source that goes past the hold's limit fails with
+// hold.Over.
+func (g *Images) AdmitSource(src Source) (hold *SourceHold, release func(), err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	type bound struct {
+		n   int64
+		err func() error
+	}
+	length := src.Length
+	bounds := []bound{{src.MaxBytes, func() error {
+		return &api.Error{Code: api.CodeTooLarge, Message: fmt.Sprintf("the image %s over the size limit of %d bytes "+
+			"(the largest disk allowed, %d bytes, with room for its format's metadata)", sized(length), src.MaxBytes, src.MaxVirtualBytes)}
+	}}}
+	if p, ok := g.projects.Get(src.Project); ok && p.Spec.Quota.ImageStorageMiB != nil {
+		limit := *p.Spec.Quota.ImageStorageMiB << 20
+		used := g.storedBytes(src.Project) + g.reservedLocked(src.Project)
+		room := max(0, limit-used)
+		bounds = append(bounds, bound{sourceRoom(room), func() error {
+			return &api.Error{
+				Code: api.CodeUnprocessable,
+				Message: fmt.Sprintf("quota of project %q exceeded: the image %s more than can fit in the %s of image storage free "+
+					"(%s allowed, %s in use)", src.Project, sized(length), strconv.FormatInt(room>>20, 10)+" MiB", mib(limit), mib(used)),
+				Details: map[string]string{
+					"quota": "imageStorageMiB", "limit": strconv.FormatInt(limit>>20, 10),
+					"used": strconv.FormatInt(ceilMiB(used), 10), "requested": strconv.FormatInt(ceilMiB(max(length, sourceRoom(room)+1)), 10),
+				},
+			}
+		}})
+	}
+	if room, ok := g.diskRoomLocked(); ok {
+		bounds = append(bounds, bound{max(0, room), func() error {
+			g.log.Warn("image store full", "dir", g.dir, "room", room, "length", length)
+			return &api.Error{Code: api.CodeUnavailable,
+				Message: fmt.Sprintf("the server's image store has no room for this image (it %s more than the room left); ask an administrator", sized(length))}
+		}})
+	}
+	tight := bounds[0]
+	for _, b := range bounds[1:] {
+		if b.n < tight.n {
+			tight = b
+		}
+	}
+	if tight.n <= 0 || length > tight.n {
+		return nil, nil, tight.err()
+	}
+	hold = &SourceHold{Limit: tight.n, Over: tight.err()}
+	if length >= 0 {
+		hold.Limit = length
+	}
+	g.sources[src.Reservation] = hold
+	var once sync.Once
+	return hold, func() {
+		once.Do(func() {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			delete(g.sources, src.Reservation)
+		})
+	}, nil
+}
+
+// sized says how large a source is, for people: "is 600 MiB," when its
+// length was announced, "is" when it was cut while received.
+func sized(length int64) string {
+	if length < 0 {
+		return "is"
+	}
+	return "is " + mib(length) + ","
+}
 
 // Reserve holds bytes of the project's image storage for the
 // import op: refused with 422 when the project's quota has no room for
@@ -109,12 +278,10 @@ func (g *Images) Reserve(project, op string, bytes int64) (release func(), err e
 			}
 		}
 	}
-	if free, err := freeBytes(g.dir); err == nil {
-		if room := free - g.reservedLocked("") - freeSpaceMargin; bytes > room {
-			g.log.Warn("image store full", "dir", g.dir, "free", free, "needed", bytes)
-			return nil, &api.Error{Code: api.CodeUnavailable,
-				Message: fmt.Sprintf("the server's image store has no room for an image of up to %s; ask an administrator", mib(bytes))}
-		}
+	if room, ok := g.diskRoomLocked(); ok && bytes > room {
+		g.log.Warn("image store full", "dir", g.dir, "room", room, "needed", bytes)
+		return nil, &api.Error{Code: api.CodeUnavailable,
+			Message: fmt.Sprintf("the server's image store has no room for an image of up to %s; ask an administrator", mib(bytes))}
 	}
 	if g.reserved[project] == nil {
 		g.reserved[project] = map[string]int64{}

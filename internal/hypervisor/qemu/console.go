@@ -43,8 +43,9 @@ func (d *Driver) OpenConsole(ctx context.Context, h *hypervisor.Handle, kind str
 }
 
 // ConsoleLog returns up to max bytes from the end of the serial output
-// recorded in console.log (all of it when max <= 0). A VM that never
-// started has an empty log.
+// recorded in console.log (all that is kept when max <= 0: the driver
+// keeps the newest Config.LogMaxBytes at most, see capLogs). A VM that
+// never started has an empty log.
 func (d *Driver) ConsoleLog(ctx context.Context, h *hypervisor.Handle, max int64) ([]byte, error) {
 	if err := checkHandle(h); err != nil {
 		return nil, err
@@ -57,27 +58,6 @@ func (d *Driver) ConsoleLog(ctx context.Context, h *hypervisor.Handle, max int64
 		return nil, fmt.Errorf("reading console log of vm %s: %w", h.UID, err)
 	}
 	return b, nil
-}
-
-// readTail reads up to max bytes from the end of a file (all when max <= 0).
-func readTail(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	off := int64(0)
-	if max > 0 && fi.Size() > max {
-		off = fi.Size() - max
-	}
-	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		return nil, err
-	}
-	return io.ReadAll(f)
 }
 
 // tailFile is readTail for error messages: it never fails.

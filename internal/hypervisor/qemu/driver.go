@@ -57,6 +57,10 @@ type Config struct {
 	// root. CgroupParent is where VMs' cgroups go (see detectCgroups).
 	// PasstBinary defaults to passt found on PATH.
 	User, CgroupParent, PasstBinary string
+	// LogMaxBytes bounds each of a VM's logs (the guest's serial output
+	// in console.log, QEMU's qemu.log): past it, the oldest half is
+	// dropped (capLogs). Default 2 MiB.
+	LogMaxBytes int64
 }
 
 // Driver is the QEMU hypervisor driver. It is safe for concurrent use;

@@ -36,6 +36,7 @@ func (d *Driver) register(v *vm) {
 	delete(d.last, v.uid) // a process runs: an earlier stop is history
 	d.mu.Unlock()
 	go d.monitor(v)
+	go d.capLogs(v)
 }
 
 // expectStop records that Polyvisor asked for the stop of h's process, so
