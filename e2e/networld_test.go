@@ -199,10 +199,7 @@ func (w *netWorld) vms(specs ...guestSpec) map[string]*api.VM {
 			fmt.Fprintf(&script, "nc -ll -p %d -e echo hello from %s </dev/null >/dev/null 2>&1 &\n", p, s.name)
 		}
 		script.WriteString("echo networked\n")
-		// no_timer_check: a guest kernel starved of CPU under TCG (five
-		// boot at once, beside other tests) otherwise panics in its
-		// IO-APIC timer check.
-		req.Boot.Cmdline = guest.RunCmdline(script.String()) + " no_timer_check"
+		req.Boot.Cmdline = guest.RunCmdline(script.String())
 		ops[i] = mustOp(w.t)(s.c.CreateVM(ctx, req, client.CreateOptions{}))
 	}
 	out := map[string]*api.VM{}
