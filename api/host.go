@@ -97,11 +97,18 @@ type JoinToken struct {
 	// advertised address, else its listen address or host name, and its
 	// port); empty when the server does not listen on TCP.
 	ServerURL string `json:"serverURL,omitempty"`
+	// Host, when set, is the only host name the token joins.
+	Host string `json:"host,omitempty"`
 }
 
 // JoinTokenCreate is the body of POST /v1/hosts/join-tokens.
 type JoinTokenCreate struct {
 	TTLSeconds int `json:"ttlSeconds,omitempty"` // default 3600
+	// Host binds the token to one host name: it joins only that host, and
+	// is what joins again a host that exists and still holds credentials
+	// (one whose agent lost them). A token without it joins new hosts,
+	// and hosts revoked or deleted.
+	Host string `json:"host,omitempty"`
 }
 
 // AgentRegister is the body of POST /v1/agent/register.

@@ -196,8 +196,13 @@ type TokenCreate struct {
 	User    string `json:"user,omitempty"`
 	Project string `json:"project,omitempty"`
 	Role    string `json:"role,omitempty"`
-	// ExpiresInSeconds bounds the token's life; 0 never expires.
+	// ExpiresInSeconds bounds the token's life; 0 never expires (or, where
+	// the installation sets a maximum lifetime, lives that long).
 	ExpiresInSeconds int64 `json:"expiresInSeconds,omitempty"`
+	// Current is the caller's password, required when the request comes
+	// with a login session (re-authentication). Such a token ends when
+	// that password changes.
+	Current string `json:"current,omitempty"`
 }
 
 // TokenCreated is the answer to POST /v1/tokens: the token's secret, shown

@@ -58,4 +58,3 @@ func TestGuestsBootWhateverKVMIs(t *testing.T) {
 		}
 	})
 }
-

@@ -23,6 +23,7 @@ import (
 	"github.com/polyvisor/polyvisor/client"
 	"github.com/polyvisor/polyvisor/internal/hypervisor/qemu"
 	"github.com/polyvisor/polyvisor/internal/testutil/devns"
+	"github.com/polyvisor/polyvisor/internal/testutil/guest"
 	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
@@ -321,7 +322,7 @@ func guestVM(name string) api.VMCreate {
 	return api.VMCreate{
 		Name: name, VCPUs: 1, MemoryMiB: 256,
 		Disks: []api.Disk{{Name: "root", Image: imgDisk}},
-		Boot:  api.Boot{Kernel: imgKernel, Initrd: imgInitrd, Cmdline: "console=ttyS0 quiet"},
+		Boot:  api.Boot{Kernel: imgKernel, Initrd: imgInitrd, Cmdline: guest.Cmdline},
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/polyvisor/polyvisor/internal/testutil/guest"
 )
 
 // cliEnv runs the polyvisor CLI with its own config file.
@@ -110,7 +112,7 @@ func TestTenancyWalkthrough(t *testing.T) {
 	// The README's VM, booted from the public images of the default
 	// project.
 	alice.must("", "vm", "create", "shop-1", "--vcpus", "2", "--memory", "1G", "--image", "tiny-disk",
-		"--kernel", "tiny-kernel", "--initrd", "tiny-initrd", "--cmdline", "console=ttyS0 quiet", "--lease", "72h")
+		"--kernel", "tiny-kernel", "--initrd", "tiny-initrd", "--cmdline", guest.Cmdline, "--lease", "72h")
 	web := srv.c.WithProject("web")
 	waitConsole(t, web, "shop-1", marker, 1)
 	vm, err := web.GetVM(context.Background(), "shop-1")

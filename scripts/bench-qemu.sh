@@ -66,7 +66,7 @@ bare() {
 	local start pid ms
 	start=$(us)
 	qemu-system-x86_64 -accel tcg -machine q35 -m 256 -smp 1 -nodefaults -no-user-config -display none \
-		-kernel "$GUEST/vmlinuz" -initrd "$GUEST/initrd.img" -append "console=ttyS0 quiet" \
+		-kernel "$GUEST/vmlinuz" -initrd "$GUEST/initrd.img" -append "console=ttyS0 quiet no_timer_check" \
 		-blockdev "driver=qcow2,node-name=disk0,file.driver=file,file.filename=$d/disk.qcow2" \
 		-device virtio-blk-pci,drive=disk0 -serial "file:$d/serial.log" "$@" >"$d/qemu.log" 2>&1 &
 	pid=$!

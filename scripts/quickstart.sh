@@ -84,7 +84,7 @@ if ! "$PV" vm show "$VM" >/dev/null 2>&1; then
 	echo "==> creating VM $VM"
 	printf 'instance-id: %s\nlocal-hostname: %s\n' "$VM" "$VM" >"$DATA/demo-meta-data"
 	"$PV" vm create "$VM" --vcpus 1 --memory 256M --image tiny-disk \
-		--kernel tiny-kernel --initrd tiny-initrd --cmdline "console=ttyS0 quiet" \
+		--kernel tiny-kernel --initrd tiny-initrd --cmdline "console=ttyS0 quiet no_timer_check" \
 		--meta-data "$DATA/demo-meta-data" --label app=demo
 else
 	"$PV" vm start "$VM"

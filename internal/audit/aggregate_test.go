@@ -2,6 +2,7 @@ package audit
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -102,5 +103,58 @@ func TestAggregatorMaxKeys(t *testing.T) {
 	}
 	if last := recs[11]; last.Count != 989 || last.Remote != "many" {
 		t.Errorf("overflow count %+v, want 989 from many", last)
+	}
+}
+
+// One caller cannot escape folding by varying its keys: past CallerKeys
+// its records of new keys share one count of its own, and past
+// CallerWrites nothing more of it is written one by one in the window.
+// Every record is accounted for, and another caller is not affected.
+// (Keys were per route, answer and project alone: one caller varying them
+// wrote Each records of every one.)
+func TestAggregatorBoundsEachCaller(t *testing.T) {
+	l := openLog(t, t.TempDir(), Options{})
+	a := NewAggregator(l, AggregateOptions{Window: time.Hour, Each: 10, CallerKeys: 5, CallerWrites: 20})
+	t.Cleanup(a.Close)
+	const keys, rounds = 100, 3
+	for range rounds {
+		for i := range keys {
+			r := denial("192.0.2.1", fmt.Sprintf("/v1/vms/%d", i))
+			r.Action = fmt.Sprintf("act%d.delete", i%7)
+			if err := a.AppendAs(t.Context(), "c1", fmt.Sprint("c1|", i), r); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got := len(queryAll(t, l, api.AuditQuery{})); got != 20 {
+		t.Errorf("%d records of one caller written during the window, want its 20", got)
+	}
+	if err := a.AppendAs(t.Context(), "c2", "c2|0", denial("198.51.100.7", "/v1/vms/x")); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(queryAll(t, l, api.AuditQuery{})); got != 21 {
+		t.Errorf("another caller's first record: %d records, want it written (21)", got)
+	}
+	a.Close()
+	recs := queryAll(t, l, api.AuditQuery{})
+	if len(recs) > 21+5+1 {
+		t.Errorf("%d records after the window, want at most 21, a count of each of the caller's 5 keys and one of its own", len(recs))
+	}
+	var accounted int64
+	var own *api.AuditRecord
+	for _, r := range recs {
+		if r.Remote == "192.0.2.1" {
+			accounted += max(r.Count, 1)
+		}
+		if r.Count > 0 && r.Action == "audit.overflow" {
+			own = r
+		}
+	}
+	if accounted != keys*rounds {
+		t.Errorf("the log accounts for %d of the caller's %d records", accounted, keys*rounds)
+	}
+	if own == nil || !strings.Contains(own.Message, "one caller") || !strings.Contains(own.Message, "act3.delete (denied 401)") ||
+		own.Actor.Kind != "anonymous" || own.Remote != "192.0.2.1" {
+		t.Errorf("the caller's own count %+v: want it to name the caller, its address and the actions it folded", own)
 	}
 }

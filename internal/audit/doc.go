@@ -13,7 +13,9 @@
 // an earlier one, its start is the previous start plus one nanosecond, so
 // names stay unique and ascending.) Each line of a segment is one
 // api.AuditRecord encoded as a JSON object and ended by "\n"; a record takes
-// at most 1 MiB. Records are appended to the newest segment only; when it
+// at most 1 MiB, and each of its fields is cut to its bound before it is
+// written (Bound: names 256 bytes, the path 1 KiB, the message 2 KiB), with
+// a marker giving the length it had. Records are appended to the newest segment only; when it
 // has reached Options.SegmentBytes the next record starts a new one.
 //
 // # Hash chain
@@ -54,7 +56,9 @@
 // log raises the audit-write alarm and counts the records it could not
 // write. It retries every Options.RetryInterval; the first record written
 // after an outage is its account (action audit.outage, with Count, First
-// and Last). Writable says whether records can be written now: the server
+// and Last). A record appended with AppendKept (the record of a revocation
+// or deletion the server carried out all the same) is not lost but kept in
+// memory, up to a bound, and written right after that account. Writable says whether records can be written now: the server
 // refuses mutations while they cannot, when it is set to fail closed.
 //
 // # Retention
@@ -74,10 +78,18 @@
 // # Aggregation
 //
 // An Aggregator in front of the log folds repeated records (the server
-// folds refusals by client address, caller, route and status): per key and
-// window, the first few are written and the rest counted into one record
-// written when the window ends.
+// folds refusals and failures by client address, caller, route, status and
+// project): per key and window, the first few are written and the rest
+// counted into one record written when the window ends. Past its bound of
+// keys, records fold by action, outcome and status, and their count names
+// a sample of the addresses, callers and actions it holds. With AppendAs,
+// one caller's keys and records written one by one are bounded per window
+// too: past its keys its records share one count of its own, so varying
+// the route or answer does not escape folding.
 //
 // Nothing is kept in memory beyond a few numbers per segment: queries read
 // the segments from disk, holding at most the Limit records asked for.
+// QueryIn reads only the records of the projects it is given (others are
+// decoded only as far as the hash chain needs) and at most a byte budget
+// of the newest segments.
 package audit

@@ -37,19 +37,53 @@ func (l *Log) fail(reqs []*request, err error, now time.Time) {
 		switch {
 		case r.outage, r.barrier:
 		case r.sys:
-			rec := r.rec
-			rec.ID, rec.Seq, rec.Prev = "", 0, ""
-			requeue = append(requeue, &rec)
+			requeue = append(requeue, requeued(r))
+		case r.keep && l.pending()+len(requeue) < maxPending:
+			r.err = fmt.Errorf("%w: %w", ErrKept, r.err)
+			requeue = append(requeue, kept(r, err, now))
 		default:
 			n++
 		}
 	}
-	if len(requeue) > 0 {
+	l.requeue(requeue)
+	l.noteOutage(err, false, n, now)
+}
+
+// requeued is the record of r to write again later.
+func requeued(r *request) *api.AuditRecord {
+	rec := r.rec
+	rec.ID, rec.Seq, rec.Prev = "", 0, ""
+	return &rec
+}
+
+// kept is the record of r, kept to be written once the log can write,
+// saying when it was carried out and why it was not written then.
+func kept(r *request, cause error, now time.Time) *api.AuditRecord {
+	rec := requeued(r)
+	rec.Time = time.Time{}
+	rec.Message = Truncate(rec.Message, MaxMessageBytes/2)
+	if rec.Message != "" {
+		rec.Message += "; "
+	}
+	rec.Message += Truncate(fmt.Sprintf("carried out at %s while the audit log could not write (%v): kept in memory and written once it could",
+		now.UTC().Format(time.RFC3339Nano), cause), MaxMessageBytes/2-2)
+	return rec
+}
+
+// pending is how many records wait in memory to be written.
+func (l *Log) pending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.sys)
+}
+
+// requeue puts records back first in line, to be written once the log can.
+func (l *Log) requeue(recs []*api.AuditRecord) {
+	if len(recs) > 0 {
 		l.mu.Lock()
-		l.sys = append(requeue, l.sys...)
+		l.sys = append(recs, l.sys...)
 		l.mu.Unlock()
 	}
-	l.noteOutage(err, false, n, now)
 }
 
 // refuse answers reqs with ErrFull: the log is at MaxBytes with nothing
@@ -63,19 +97,16 @@ func (l *Log) refuse(reqs []*request, now time.Time) {
 		switch {
 		case r.barrier, r.outage:
 		case r.sys:
-			rec := r.rec
-			rec.ID, rec.Seq, rec.Prev = "", 0, ""
-			requeue = append(requeue, &rec)
+			requeue = append(requeue, requeued(r))
+		case r.keep && l.pending()+len(requeue) < maxPending:
+			r.err = fmt.Errorf("%w: %w", ErrKept, err)
+			requeue = append(requeue, kept(r, err, now))
 		default:
 			r.err = err
 			n++
 		}
 	}
-	if len(requeue) > 0 {
-		l.mu.Lock()
-		l.sys = append(requeue, l.sys...)
-		l.mu.Unlock()
-	}
+	l.requeue(requeue)
 	l.noteOutage(err, true, n, now)
 }
 

@@ -43,6 +43,15 @@ var ErrClosed = errors.New("audit log closed")
 // "refuse").
 var ErrFull = errors.New("audit log full")
 
+// ErrKept is wrapped by the error of AppendKept for a record that could
+// not be written now and is kept to be written once the log can write.
+var ErrKept = errors.New("audit record kept in memory until the log can write")
+
+// maxPending bounds the records kept in memory while the log cannot write:
+// the log's own and those of AppendKept. Past it a kept record is counted
+// as lost, like any other.
+const maxPending = 1024
+
 // Options bounds the log. Zero fields take the defaults; a negative MaxBytes
 // or MaxAge turns that limit off.
 type Options struct {
@@ -125,7 +134,8 @@ type Log struct {
 	prev      string  // hash of the last record written
 	trouble   *outage // set while records are not being written
 
-	syncs atomic.Int64 // file syncs made for records
+	syncs   atomic.Int64 // file syncs made for records
+	scanned atomic.Int64 // bytes of segments read by queries
 }
 
 // outage is a time during which records could not be written.
@@ -141,6 +151,8 @@ type request struct {
 	err  error
 	done chan error
 	sys  bool // written by the log itself; nobody waits
+	// keep: a record of AppendKept, kept when it cannot be written.
+	keep bool
 	// outage marks the record of an outage, made anew at each attempt.
 	outage bool
 	// barrier carries no record: it is answered once what came before it
@@ -151,7 +163,8 @@ type request struct {
 // Open opens the audit log kept in dir, creating it if needed. It repairs a
 // partial last record left by a crash, applies retention, starts the
 // goroutine that writes appended records (Close stops it) and, unless
-// opts.NoVerify, a verification of the whole log in the background.
+// opts.NoVerify, a verification of the whole log in the background, once
+// retention's notes are written.
 func Open(ctx context.Context, dir string, opts Options, log *slog.Logger) (*Log, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -206,6 +219,11 @@ func Open(ctx context.Context, dir string, opts Options, log *slog.Logger) (*Log
 		l.bg.Add(1)
 		go func() {
 			defer l.bg.Done()
+			// Retention's notes first: without them the records it
+			// removed read as lost.
+			if err := l.barrier(bgCtx); err != nil {
+				return
+			}
 			if _, err := l.Verify(bgCtx); err != nil && bgCtx.Err() == nil {
 				l.log.Warn("verifying the audit log", "dir", dir, "err", err)
 			}
@@ -220,10 +238,26 @@ func Open(ctx context.Context, dir string, opts Options, log *slog.Logger) (*Log
 // If ctx ends first Append returns its error, and the record may or may
 // not be in the log; rec is then left as it was.
 func (l *Log) Append(ctx context.Context, rec *api.AuditRecord) error {
+	return l.append(ctx, rec, false)
+}
+
+// AppendKept is Append for the record of something carried out whether or
+// not it can be recorded now (the server lets revocations and deletions
+// through while its audit log cannot write): a record that cannot be
+// written is kept in memory, up to a bound, and written once the log can
+// write again, right after the account of the outage, with a message
+// saying when it happened. The error then wraps ErrKept and the cause. A
+// record kept is lost if the process ends before the log can write.
+func (l *Log) AppendKept(ctx context.Context, rec *api.AuditRecord) error {
+	return l.append(ctx, rec, true)
+}
+
+func (l *Log) append(ctx context.Context, rec *api.AuditRecord, keep bool) error {
 	if rec == nil {
 		return errors.New("appending audit record: nil record")
 	}
-	r := &request{rec: *rec, done: make(chan error, 1)}
+	r := &request{rec: *rec, done: make(chan error, 1), keep: keep}
+	Bound(&r.rec)
 	l.sendMu.RLock()
 	if l.closed {
 		l.sendMu.RUnlock()
@@ -254,26 +288,35 @@ func (l *Log) Append(ctx context.Context, rec *api.AuditRecord) error {
 // appended.
 func (l *Log) Prune(ctx context.Context) error {
 	err := l.retain(ctx)
+	if berr := l.barrier(ctx); berr != nil {
+		return errors.Join(err, fmt.Errorf("pruning audit log: %w", berr))
+	}
+	return err
+}
+
+// barrier returns once the log's own records appended before it (the
+// notes of retention) are written, or could not be, or the log is closed.
+func (l *Log) barrier(ctx context.Context) error {
 	// A request with no record: answered once the notes before it are out.
 	r := &request{barrier: true, done: make(chan error, 1)}
 	l.sendMu.RLock()
 	if l.closed {
 		l.sendMu.RUnlock()
-		return err
+		return nil
 	}
 	select {
 	case l.reqs <- r:
 		l.sendMu.RUnlock()
 	case <-ctx.Done():
 		l.sendMu.RUnlock()
-		return errors.Join(err, fmt.Errorf("pruning audit log: %w", ctx.Err()))
+		return ctx.Err()
 	}
 	select {
 	case <-r.done:
 	case <-ctx.Done():
-		return errors.Join(err, fmt.Errorf("pruning audit log: %w", ctx.Err()))
+		return ctx.Err()
 	}
-	return err
+	return nil
 }
 
 // wake asks the writer to write the log's own records, or to retry.

@@ -291,3 +291,45 @@ func TestLastStamp(t *testing.T) {
 		}
 	}
 }
+
+// QueryIn returns records of the projects it is given only, reads nothing
+// for none, and reads no more than its byte budget, saying what it left.
+func TestQueryWithin(t *testing.T) {
+	l, _ := filterLog(t)
+	got := func(q api.AuditQuery, opts QueryOptions) (string, QueryResult) {
+		var out []string
+		res, err := l.QueryIn(t.Context(), q, opts, func(r *api.AuditRecord) bool {
+			out = append(out, r.Message)
+			return true
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(out, " "), res
+	}
+	if s, _ := got(api.AuditQuery{}, QueryOptions{Projects: []string{"prod", "defaults"}}); s != "r2 r3 r6" {
+		t.Errorf("projects prod and defaults: %q, want r2 r3 r6", s)
+	}
+	if s, _ := got(api.AuditQuery{Project: "default"}, QueryOptions{Projects: []string{"prod"}}); s != "" {
+		t.Errorf("project default within prod only: %q, want nothing", s)
+	}
+	before := l.ScannedBytes()
+	if s, res := got(api.AuditQuery{}, QueryOptions{Projects: []string{}}); s != "" || res.ScannedBytes != 0 || l.ScannedBytes() != before {
+		t.Errorf("no project: %q after reading %d bytes, want nothing read", s, res.ScannedBytes)
+	}
+
+	// Several segments; a budget of about one reads the newest only.
+	l2 := openLog(t, t.TempDir(), Options{SegmentBytes: 2 << 10})
+	appendMsgs(t, l2, msgs("m", 0, 100)...)
+	segs := l2.snapshot()
+	if len(segs) < 4 {
+		t.Fatalf("%d segments, want several", len(segs))
+	}
+	res, err := l2.QueryIn(t.Context(), api.AuditQuery{}, QueryOptions{MaxScanBytes: 3 << 10}, func(*api.AuditRecord) bool { return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Complete || res.ScannedBytes > 3<<10 || res.SearchedFrom.IsZero() {
+		t.Errorf("query within 3 KiB of %d segments: %+v, want incomplete, at most 3 KiB read, and from when", len(segs), res)
+	}
+}

@@ -245,7 +245,7 @@ func (r *lifecycleRun) polyvisorBoot(ctx context.Context, i int) (PolyvisorBoot,
 	req := api.VMCreate{
 		Name: name, VCPUs: 1, MemoryMiB: 256,
 		Disks: []api.Disk{{Name: "root", Image: imageDisk}},
-		Boot:  api.Boot{Kernel: imageKernel, Initrd: imageInitrd, Cmdline: "console=ttyS0 quiet"},
+		Boot:  api.Boot{Kernel: imageKernel, Initrd: imageInitrd, Cmdline: "console=ttyS0 quiet no_timer_check"},
 	}
 	cpu0 := r.meter.sample()
 	t0 := time.Now()
@@ -296,7 +296,7 @@ func bareArgsFor(guestDir, overlay, serial string) []string {
 		"-nodefaults", "-no-user-config", "-display", "none",
 		"-kernel", filepath.Join(guestDir, guestKernel),
 		"-initrd", filepath.Join(guestDir, guestInitrd),
-		"-append", "console=ttyS0 quiet",
+		"-append", "console=ttyS0 quiet no_timer_check",
 		"-blockdev", "driver=qcow2,node-name=disk0,file.driver=file,file.filename=" + overlay,
 		"-device", "virtio-blk-pci,drive=disk0",
 		"-serial", "file:" + serial,

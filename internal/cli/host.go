@@ -114,10 +114,14 @@ func (a *app) hostShowCommand() *cobra.Command {
 
 func (a *app) hostJoinTokenCommand() *cobra.Command {
 	var ttl time.Duration
+	var host string
 	cmd := &cobra.Command{
-		Use:   "join-token",
+		Use:   "join-token [--host NAME]",
 		Short: "Make a single-use token for a new host to join, and print its command",
-		Args:  noArgs,
+		Long: "Make a single-use join token. Without --host it joins a new host, or one\n" +
+			"revoked or deleted; with --host it joins that host name only, and may join\n" +
+			"again a host that exists and still holds credentials (its agent lost them).",
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if ttl < time.Second {
 				return usagef("--ttl: must be at least 1s")
@@ -126,7 +130,7 @@ func (a *app) hostJoinTokenCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			tok, err := c.CreateJoinToken(cmd.Context(), api.JoinTokenCreate{TTLSeconds: int(ttl / time.Second)})
+			tok, err := c.CreateJoinToken(cmd.Context(), api.JoinTokenCreate{TTLSeconds: int(ttl / time.Second), Host: host})
 			if err != nil {
 				return err
 			}
@@ -137,7 +141,11 @@ func (a *app) hostJoinTokenCommand() *cobra.Command {
 				if tok.CAFingerprint != "" {
 					fmt.Fprintf(tw, "Server CA fingerprint (SHA-256): %s\n\n", tok.CAFingerprint)
 				}
-				fmt.Fprintf(tw, "Run on the new host:\n\n  polyvisor agent --server %s --join-token %s\n", server, tok.Token)
+				if tok.Host != "" {
+					fmt.Fprintf(tw, "Run on host %s (the token joins that name only):\n\n  polyvisor agent --server %s --join-token %s --name %s\n", tok.Host, server, tok.Token, tok.Host)
+				} else {
+					fmt.Fprintf(tw, "Run on the new host:\n\n  polyvisor agent --server %s --join-token %s\n", server, tok.Token)
+				}
 				if note != "" {
 					fmt.Fprintf(tw, "\n%s\n", note)
 				}
@@ -145,6 +153,7 @@ func (a *app) hostJoinTokenCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token stays valid")
+	cmd.Flags().StringVar(&host, "host", "", "bind the token to this host `name`: to join it again while it holds credentials")
 	return cmd
 }
 

@@ -30,7 +30,7 @@ func TestHostAdminCommandsOnARealServer(t *testing.T) {
 	}
 	defer s.Close()
 	url := "https://" + s.Addr().String()
-	jt, err := s.MintJoinToken(ctx)
+	jt, err := s.MintJoinToken(ctx, "h7")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -69,13 +70,17 @@ func checkRole(where, role string) error {
 func (a *app) tokenCreateCommand() *cobra.Command {
 	var user, role string
 	var expires time.Duration
+	var fromStdin bool
 	cmd := &cobra.Command{
-		Use:   "create NAME [--user NAME] [--project P] [--role ROLE] [--expires DURATION]",
+		Use:   "create NAME [--user NAME] [--project P] [--role ROLE] [--expires DURATION] [--password-stdin]",
 		Short: "Create an API token and print its secret, once",
 		Long: "Create an API token. Its secret is printed this once: store it then.\n\n" +
 			"--project narrows the token to one project, and --role to at most that role\n" +
 			"there (in the --project given, else the project in force). Without either the\n" +
-			"token acts with all of its user's rights.",
+			"token acts with all of its user's rights.\n\n" +
+			"Logged in with a password (polyvisor login), you are asked for it again,\n" +
+			"or it is read from standard input with --password-stdin; such a token ends\n" +
+			"when your password changes.",
 		Example: "  polyvisor token create ci --project web --role operator --expires 720h",
 		Args:    exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -97,6 +102,14 @@ func (a *app) tokenCreateCommand() *cobra.Command {
 				return err
 			}
 			t, err := c.CreateToken(cmd.Context(), req)
+			var ae *api.Error
+			if errors.As(err, &ae) && ae.Field == "current" && req.Current == "" {
+				// Logged in with a password: the server wants it again.
+				if req.Current, err = newSecretInput(cmd, fromStdin).read("Your password (to confirm it is you): ", "password"); err != nil {
+					return err
+				}
+				t, err = c.CreateToken(cmd.Context(), req)
+			}
 			if err != nil {
 				return err
 			}
@@ -121,6 +134,7 @@ func (a *app) tokenCreateCommand() *cobra.Command {
 	fl.StringVar(&user, "user", "", "the `user` the token acts as (default: you; another user: superadmin)")
 	fl.StringVar(&role, "role", "", "narrow the token to at most this role in its project: "+strings.Join(api.Roles, ", "))
 	fl.Var(durationValue{&expires}, "expires", "how long the token lives, e.g. 720h or 90d (default: it never expires)")
+	fl.BoolVar(&fromStdin, "password-stdin", false, "read your password, when it is asked for, from standard input")
 	return cmd
 }
 

@@ -111,6 +111,7 @@ cluster named by --etcd-endpoints.`,
 	f.Float64Var(&cfg.RateLimit, "rate-limit", 50, "API requests per second each user (or anonymous client address) may make; 0 disables")
 	f.IntVar(&cfg.RateBurst, "rate-burst", 200, "requests a user may make at once above --rate-limit")
 	f.DurationVar(&cfg.SessionTTL, "session-ttl", 12*time.Hour, "how long a login session lasts")
+	f.DurationVar(&cfg.MaxTokenLifetime, "max-token-lifetime", 0, "the longest an API token made through the API may live; one asked never to expire lives that long (default: no maximum)")
 	f.DurationVar(&cfg.LeaseInterval, "lease-interval", 10*time.Second, "how often VM leases are checked for expiry")
 	f.Int64Var(&cfg.Audit.MaxBytes, "audit-max-bytes", 256<<20, "size of the audit log past which the audit-full alarm is raised (records younger than --audit-max-age are never dropped for size)")
 	f.DurationVar(&cfg.Audit.MaxAge, "audit-max-age", 90*24*time.Hour, "how long audit records are kept")
@@ -217,7 +218,7 @@ func runBuiltinAgent(ctx context.Context, srv *server.Server, cfg server.Config,
 		return fmt.Errorf("the built-in agent in %s is registered as host %q: start the server with --host-name %s (a host cannot be renamed)", stateDir, creds.Host, creds.Host)
 	}
 	if creds == nil {
-		jt, err := srv.MintJoinToken(ctx)
+		jt, err := srv.MintJoinToken(ctx, host)
 		if err != nil {
 			return err
 		}

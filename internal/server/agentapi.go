@@ -52,16 +52,33 @@ func (s *Server) registerAgent(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	// The token first: nothing about hosts is told to a caller without one.
+	id, jt, err := s.checkJoinToken(r.Context(), req.JoinToken)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if jt.Host != "" && jt.Host != req.Host {
+		s.writeError(w, r, &api.Error{Code: api.CodeForbidden, Message: fmt.Sprintf("this join token is for host %q, not %q", jt.Host, req.Host)})
+		return
+	}
 	if h, ok := s.hosts.Get(req.Host); ok && h.Provider != nil {
 		s.writeError(w, r, api.Conflict("host %q belongs to provider %q; choose another name", req.Host, h.Provider.Name))
 		return
 	} else if ok && h.Status.State == api.HostReady {
-		// A live host cannot be taken over with a join token; a dead one
-		// can be replaced (its agent lost its credentials).
+		// A live host cannot be taken over with a join token.
 		s.writeError(w, r, api.Conflict("host %q is registered and ready; join under another name", req.Host))
 		return
+	} else if ok && jt.Host == "" && s.hostHasCredentials(req.Host) {
+		// Joining again takes the host's VMs, their specs and user data:
+		// it needs a token made for this host, or the host revoked (or
+		// deleted) first, so that a token meant for a new host cannot
+		// take over one whose agent is merely down.
+		s.writeError(w, r, api.Conflict("host %q is registered: join it again with a join token made for it (polyvisor host join-token --host %s), or revoke it first (polyvisor host revoke %s)",
+			req.Host, req.Host, req.Host))
+		return
 	}
-	if err := s.consumeJoinToken(r.Context(), req.JoinToken); err != nil {
+	if err := s.consumeJoinToken(r.Context(), id); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -82,6 +99,12 @@ func (s *Server) registerAgent(w http.ResponseWriter, r *http.Request) {
 	rq.resource = api.Ref{Kind: "host", Name: req.Host}
 	s.log.Info("host registered", "host", req.Host, "address", req.Status.Address)
 	writeJSON(w, http.StatusOK, api.AgentCredentials{Host: req.Host, Token: tok, CACert: string(s.caPEM)})
+}
+
+// hostHasCredentials tells whether a host holds a token: it joined and
+// was neither revoked nor deleted since.
+func (s *Server) hostHasCredentials(host string) bool {
+	return len(listAll(s.tokens, func(t *tokenRecord) bool { return t.Kind == tokenKindHost && t.Name == host })) > 0
 }
 
 // upsertHost creates or updates a host from its agent's report and records

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/audit"
 	"github.com/polyvisor/polyvisor/internal/auth"
 )
 
@@ -101,7 +103,13 @@ func actorOf(id auth.Identity) api.AuditActor {
 	return api.AuditActor{Kind: id.Kind, Name: id.Name, Token: id.TokenID}
 }
 
-// auditRequest appends the record of one request.
+// auditRequest appends the record of one request. A request in a project
+// its caller may not see (an anonymous one, or one naming another tenant's
+// project) is recorded outside any project, so that it shows in no
+// project's audit log: only superadmins see it. Refusals and failures fold
+// by client address, caller, route, status and project; the success of a
+// route that takes access away or frees space is kept through an audit
+// outage (see appendAuditKept).
 func (s *Server) auditRequest(r *http.Request, rt route, action string, rq *request, rec *statusRecorder, outcome string) {
 	ar := &api.AuditRecord{
 		Actor: actorOf(rq.id), Remote: r.RemoteAddr, RequestID: rq.reqID,
@@ -130,26 +138,54 @@ func (s *Server) auditRequest(r *http.Request, rt route, action string, rq *requ
 	if ar.Resource.Name == "" {
 		ar.Resource = resourceOf(r, action, rq.project)
 	}
+	seen := rq.projectSeen
+	if rq.project != rq.facts.Project {
+		// The handler named the project (a superadmin route acting in one).
+		seen = s.projectVisible(rq.id, rq.project)
+	}
+	if rq.project != "" && !seen {
+		ar.Project, ar.Resource.Project = "", ""
+		if ar.Message != "" {
+			ar.Message += "; "
+		}
+		ar.Message += fmt.Sprintf("asked in project %q, which the caller may not see", audit.Truncate(rq.project, audit.MaxNameBytes))
+	}
 	if ar.Project == "" {
 		ar.Project = ar.Resource.Project
 	}
-	key := ""
-	if outcome == api.AuditDenied {
-		key = foldKey(r, rt, rq.id, rec.status)
+	switch {
+	case outcome != api.AuditSuccess:
+		caller := foldCaller(r, rq.id)
+		s.appendAuditFolded(r.Context(), caller, caller+"|"+rt.method+" "+rt.path+"|"+strconv.Itoa(rec.status)+"|"+ar.Project, ar)
+	case rt.relief():
+		s.appendAuditKept(r.Context(), ar)
+	default:
+		s.appendAudit(r.Context(), ar)
 	}
-	s.appendAuditFolded(r.Context(), key, ar)
 }
 
-// foldKey says which refusals fold together in the audit log: those of one
-// client address, caller (the authenticated one: a name typed at login
-// does not count) and route, with the same status. Only what the caller
-// cannot vary at will is in it.
-func foldKey(r *http.Request, rt route, id auth.Identity, status int) string {
+// projectVisible tells whether id may see project at all.
+func (s *Server) projectVisible(id auth.Identity, project string) bool {
+	if id.IsSuperadmin() {
+		return true
+	}
+	p, ok := s.projects.Get(project)
+	return ok && id.IsUser() && auth.Can(id, project, p.Spec.Members[id.Name], auth.PermProjectRead)
+}
+
+// Refusals and failures fold together in the audit log when they are of
+// one caller, route, status and project. The caller is a client address
+// and an identity (the authenticated one: a name typed at login does not
+// count): only what the caller cannot vary at will is in it, the address
+// counted as addressOf does (an IPv6 /64), the project one the caller may
+// see. What one caller writes one by one is bounded across its keys too
+// (audit.AggregateOptions.CallerKeys and CallerWrites).
+func foldCaller(r *http.Request, id auth.Identity) string {
 	actor := id.Kind
 	if id.Authenticated() {
 		actor += ":" + id.Name + ":" + id.TokenID
 	}
-	return addressKey(r) + "|" + actor + "|" + rt.method + " " + rt.path + "|" + strconv.Itoa(status)
+	return addressKey(r) + "|" + actor
 }
 
 // resourceOf names the object a request's path points at.
@@ -170,16 +206,39 @@ func resourceOf(r *http.Request, action, project string) api.Ref {
 // fail the request, which has already happened. (When the server fails
 // closed, the next audited request is refused while the log cannot write.)
 func (s *Server) appendAudit(ctx context.Context, ar *api.AuditRecord) {
-	s.appendAuditFolded(ctx, "", ar)
+	s.appendAuditFolded(ctx, "", "", ar)
 }
 
-// appendAuditFolded writes a record, or counts it with those of the same
-// key ("" never folds).
-func (s *Server) appendAuditFolded(ctx context.Context, key string, ar *api.AuditRecord) {
+// appendAuditKept writes the record of a request that took access away or
+// freed space. Those are carried out even while the audit log cannot write
+// (see admit): their record is then kept in memory and written once the
+// log can, after the account of the outage, and is written to the
+// server's log at once, so that it is not lost with the process either.
+func (s *Server) appendAuditKept(ctx context.Context, ar *api.AuditRecord) {
 	if s.audit == nil {
 		return
 	}
-	err := s.auditFold.Append(context.WithoutCancel(ctx), key, ar)
+	err := s.audit.AppendKept(context.WithoutCancel(ctx), ar)
+	if err == nil {
+		return
+	}
+	msg := "audit record not written, and lost: " + ar.Action
+	if errors.Is(err, audit.ErrKept) {
+		msg = "audit record kept in memory until the audit log can write: " + ar.Action
+	}
+	s.log.Error(msg, "err", err, "actor", ar.Actor.Kind+" "+ar.Actor.Name, "token", ar.Actor.Token,
+		"remote", ar.Remote, "requestId", ar.RequestID, "method", ar.Method, "path", audit.Truncate(ar.Path, audit.MaxPathBytes),
+		"project", ar.Project, "resource", ar.Resource.Kind+"/"+audit.Truncate(ar.Resource.Name, audit.MaxNameBytes),
+		"status", ar.Status, "operation", ar.OperationID)
+}
+
+// appendAuditFolded writes a record of caller, or counts it with those of
+// the same key ("" never folds).
+func (s *Server) appendAuditFolded(ctx context.Context, caller, key string, ar *api.AuditRecord) {
+	if s.audit == nil {
+		return
+	}
+	err := s.auditFold.AppendAs(context.WithoutCancel(ctx), caller, key, ar)
 	if err == nil {
 		return
 	}
@@ -230,9 +289,23 @@ func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, v)
 }
 
-// maxAuditList bounds one answer of GET /v1/audit; exports are not bounded.
+// maxAuditList bounds one answer of GET /v1/audit.
 const maxAuditList = 10000
 
+// defaultAuditQueryBytes bounds the audit log one query reads, the newest
+// segments first (Config.AuditQueryMaxBytes).
+const defaultAuditQueryBytes = 64 << 20
+
+// auditSearchedFrom is the header of an answer from part of the log only:
+// the time from which it was read. Older records need since= and until=.
+const auditSearchedFrom = "X-Audit-Searched-From"
+
+// queryAudit answers GET /v1/audit. What it reads is bounded before it
+// reads: only the records of the projects the caller may audit are decoded
+// (none at all for a caller who may audit no project), and at most
+// Config.AuditQueryMaxBytes of the newest segments are read, the answer
+// saying from when (X-Audit-Searched-From). A superadmin's export reads
+// the whole log.
 func (s *Server) queryAudit(w http.ResponseWriter, r *http.Request) {
 	q, export, err := parseAuditQuery(r)
 	if err != nil {
@@ -240,24 +313,30 @@ func (s *Server) queryAudit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rq := requestOf(r)
-	if !rq.facts.AllProjects {
-		q.Project = rq.project
+	opts := audit.QueryOptions{MaxScanBytes: s.cfg.AuditQueryMaxBytes}
+	if export && rq.id.IsSuperadmin() {
+		opts.MaxScanBytes = 0
 	}
-	visible := func(ar *api.AuditRecord) bool {
-		if q.Project != "" {
-			return true // the query filters on it
+	switch {
+	case !rq.facts.AllProjects:
+		q.Project = rq.project
+	case !rq.id.IsSuperadmin():
+		opts.Projects = []string{}
+		for _, p := range listAll(s.projects, nil) {
+			if s.can(r, p.Name, auth.PermAuditRead) {
+				opts.Projects = append(opts.Projects, p.Name)
+			}
 		}
-		return rq.id.IsSuperadmin() || (ar.Project != "" && s.can(r, ar.Project, auth.PermAuditRead))
+	}
+	if res := s.audit.Within(q, opts); !res.Complete {
+		w.Header().Set(auditSearchedFrom, res.SearchedFrom.Format(time.RFC3339Nano))
 	}
 	if export {
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		w.WriteHeader(http.StatusOK)
 		enc := jsonLineEncoder(w)
-		err = s.audit.Query(r.Context(), q, func(ar *api.AuditRecord) bool {
-			if visible(ar) {
-				return enc(ar) == nil
-			}
-			return true
+		_, err = s.audit.QueryIn(r.Context(), q, opts, func(ar *api.AuditRecord) bool {
+			return enc(ar) == nil
 		})
 		if err != nil {
 			s.log.Warn("exporting the audit log", "err", err)
@@ -265,27 +344,16 @@ func (s *Server) queryAudit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := api.List[api.AuditRecord]{Items: []api.AuditRecord{}}
-	limit := q.Limit
-	q.Limit = 0
-	if limit == 0 {
-		limit = 100
+	if q.Limit == 0 {
+		q.Limit = 100
 	}
-	// Keep the newest limit visible records, in time order.
-	err = s.audit.Query(r.Context(), q, func(ar *api.AuditRecord) bool {
-		if visible(ar) {
-			out.Items = append(out.Items, *ar)
-			if len(out.Items) > 2*limit {
-				out.Items = append(out.Items[:0], out.Items[len(out.Items)-limit:]...)
-			}
-		}
+	_, err = s.audit.QueryIn(r.Context(), q, opts, func(ar *api.AuditRecord) bool {
+		out.Items = append(out.Items, *ar)
 		return true
 	})
 	if err != nil {
 		s.writeError(w, r, fmt.Errorf("reading the audit log: %w", err))
 		return
-	}
-	if len(out.Items) > limit {
-		out.Items = out.Items[len(out.Items)-limit:]
 	}
 	writeJSON(w, http.StatusOK, out)
 }

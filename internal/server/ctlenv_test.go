@@ -76,7 +76,7 @@ func ctlHostStatus(cpus int, memMiB int64) api.HostStatus {
 // after registering.
 func (e *env) ctlJoin(ctx context.Context, name string, st api.HostStatus, beat bool) string {
 	e.t.Helper()
-	jt, err := e.s.MintJoinToken(ctx)
+	jt, err := e.s.MintJoinToken(ctx, name)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -173,7 +173,8 @@ func (s *Server) httpServer(h http.Handler, local bool) *http.Server {
 	}
 }
 
-// limitListener refuses a client address more than max open connections:
+// limitListener refuses a client address (as addressOf counts it: an IPv6
+// /64) more than max open connections:
 // the connection over the limit is closed as soon as it is accepted.
 type limitListener struct {
 	net.Listener
@@ -198,10 +199,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		addr := c.RemoteAddr().String()
-		if host, _, err := net.SplitHostPort(addr); err == nil {
-			addr = host
-		}
+		addr := addressOf(c.RemoteAddr().String())
 		l.mu.Lock()
 		if l.open[addr] >= l.max {
 			warn := time.Since(l.lastWarn) > 10*time.Second

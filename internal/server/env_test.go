@@ -69,7 +69,9 @@ func newEnv(t testing.TB, cfg Config) *env {
 	defer cancel()
 	e := &env{t: t, dataDir: t.TempDir(), logs: &syncBuffer{}, tokens: map[string]string{}}
 	cfg.DataDir = e.dataDir
-	cfg.Listen = "127.0.0.1:0"
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
 	cfg.Socket = filepath.Join(e.dataDir, "polyvisor.sock")
 	cfg.Logger = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if cfg.LeaseInterval == 0 {
@@ -142,7 +144,7 @@ func (e *env) newUser(ctx context.Context, name string) string {
 
 // registerHost joins a host the test speaks for, with room for VMs.
 func (e *env) registerHost(ctx context.Context, name string) string {
-	jt, err := e.s.MintJoinToken(ctx)
+	jt, err := e.s.MintJoinToken(ctx, name)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -166,8 +166,11 @@ func (s *Server) setReadOnly(source string, err error) {
 }
 
 // admit refuses what the server cannot carry out safely now: a change
-// while the data disk is full, and an audited request while the audit log
-// cannot record it and the server fails closed.
+// while the data disk is full or the store at its quota, and an audited
+// request while the audit log cannot record it and the server fails
+// closed. The routes that take access away or free space are let through
+// all the same (see reliefRoutes): wrap keeps admit's answer for them as
+// the request's restriction.
 func (s *Server) admit(rt route, action string) error {
 	if rt.method != http.MethodGet {
 		if err := s.guards.disk.Check(); err != nil {
@@ -181,11 +184,42 @@ func (s *Server) admit(rt route, action string) error {
 		if err := s.audit.Writable(); err != nil {
 			return &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf(
 				"the audit log cannot record this request (%v); the server fails closed (--audit-fail-closed): "+
-					"changes are refused until records can be written", err)}
+					"changes are refused until records can be written; revocations and deletions still go through", err)}
 		}
 	}
 	return nil
 }
+
+// reliefRoutes take access away or free space: revoking tokens and hosts,
+// ending sessions, disabling and deleting users, removing members, and
+// deleting what takes room. They go through while other changes are
+// refused (a full data disk, the store at its quota, an audit log that
+// cannot write when the server fails closed), so that an operator can
+// always cut an intruder off and make room: their store writes use the
+// disk's reserve (store.UseReserve), and their audit records are kept in
+// memory through an audit outage (appendAuditKept). PATCH of a user goes
+// through only to disable or demote it (updateUser). Under etcd's own
+// quota only deletions land: etcd refuses the rest until space is
+// reclaimed.
+var reliefRoutes = map[string]bool{
+	"DELETE /v1/tokens/{id}":                       true,
+	"POST /v1/logout":                              true,
+	"PATCH /v1/users/{user}":                       true,
+	"DELETE /v1/users/{user}":                      true,
+	"DELETE /v1/projects/{project}/members/{user}": true,
+	"POST /v1/hosts/{name}/revoke":                 true,
+	"DELETE /v1/hosts/{name}":                      true,
+	"DELETE /v1/vms/{name}":                        true,
+	"DELETE /v1/vms/{name}/snapshots/{snapshot}":   true,
+	"DELETE /v1/images/{name}":                     true,
+	"DELETE /v1/projects/{project}":                true,
+	"DELETE /v1/providers/{name}":                  true,
+	// The agent's word that a VM being deleted is gone from its host.
+	"POST /v1/agent/vms/{project}/{name}/removed": true,
+}
+
+// relief tells whether the route takes access away or frees space.
+func (rt route) relief() bool { return reliefRoutes[rt.method+" "+rt.path] }
 
 func (s *Server) quotaAlarm() *api.Alarm {
 	s.guards.mu.Lock()
@@ -223,12 +257,25 @@ func (s *Server) rateLimitAddress(w http.ResponseWriter, r *http.Request) error 
 	return &api.Error{Code: api.CodeTooManyRequests, Message: fmt.Sprintf("too many requests from this address; retry in %s", roundUp(wait))}
 }
 
-// addressKey is the client address requests are counted by: the IP, or
-// for IPv6 its /64, which one client usually holds whole.
-func addressKey(r *http.Request) string {
-	ip := net.ParseIP(clientIP(r))
+// addressKey is the client address requests are counted by: see
+// addressOf.
+func addressKey(r *http.Request) string { return addressOf(r.RemoteAddr) }
+
+// addressOf is the one key of a client address, for every limit kept per
+// address (requests, logins, connections, audit folding): the IP, or for
+// IPv6 its /64, which one client usually holds whole; "unix" for the unix
+// socket.
+func addressOf(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil || host == "" {
+		if remote == "" || remote == "@" {
+			return "unix"
+		}
+		host = remote
+	}
+	ip := net.ParseIP(host)
 	if ip == nil {
-		return clientIP(r)
+		return host
 	}
 	if ip.To4() == nil {
 		return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
@@ -261,7 +308,8 @@ var (
 	descAuditMaxBytes = prometheus.NewDesc("polyvisor_audit_max_bytes", "The audit log's size limit (an alarm past it; records younger than the age limit are kept).", nil, nil)
 	descAuditWritable = prometheus.NewDesc("polyvisor_audit_writable", "1 while audit records can be written.", nil, nil)
 	descAuditLost     = prometheus.NewDesc("polyvisor_audit_lost_records", "Audit records not written since the log last could write.", nil, nil)
-	descAuditFolded   = prometheus.NewDesc("polyvisor_audit_folded_records_total", "Repeated refusals counted into one audit record rather than written one by one.", nil, nil)
+	descAuditFolded   = prometheus.NewDesc("polyvisor_audit_folded_records_total", "Repeated refusals and failures counted into one audit record rather than written one by one.", nil, nil)
+	descAuditScanned  = prometheus.NewDesc("polyvisor_audit_query_bytes_total", "Bytes of the audit log read by queries.", nil, nil)
 )
 
 // alarmNames are the alarms the metrics report, raised or not.
@@ -271,7 +319,7 @@ var alarmNames = []string{api.AlarmAuditFull, api.AlarmAuditWrite, api.AlarmAudi
 type guardCollector struct{ s *Server }
 
 func (c *guardCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descAlarm, descAuditBytes, descAuditMaxBytes, descAuditWritable, descAuditLost, descAuditFolded} {
+	for _, d := range []*prometheus.Desc{descAlarm, descAuditBytes, descAuditMaxBytes, descAuditWritable, descAuditLost, descAuditFolded, descAuditScanned} {
 		ch <- d
 	}
 }
@@ -298,4 +346,5 @@ func (c *guardCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descAuditWritable, prometheus.GaugeValue, writable)
 	ch <- prometheus.MustNewConstMetric(descAuditLost, prometheus.GaugeValue, float64(st.Lost))
 	ch <- prometheus.MustNewConstMetric(descAuditFolded, prometheus.CounterValue, float64(c.s.auditFold.Folded()))
+	ch <- prometheus.MustNewConstMetric(descAuditScanned, prometheus.CounterValue, float64(c.s.audit.ScannedBytes()))
 }

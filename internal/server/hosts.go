@@ -57,10 +57,12 @@ func (s *Server) getHost(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.withAllocation(h))
 }
 
-// joinRecord is a stored join token: single use, expiring, hash only.
+// joinRecord is a stored join token: single use, expiring, hash only,
+// and bound to one host name when Host is set.
 type joinRecord struct {
 	Hash      string    `json:"hash"`
 	ExpiresAt time.Time `json:"expiresAt"`
+	Host      string    `json:"host,omitempty"`
 }
 
 func joinKey(id string) string { return "jointokens/" + id }
@@ -84,7 +86,17 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	jt, err := s.mintJoinToken(r.Context(), ttl)
+	if req.Host != "" {
+		if err := validateName("host", req.Host); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if h, ok := s.hosts.Get(req.Host); ok && h.Provider != nil {
+			s.writeError(w, r, api.Conflict("host %q belongs to provider %q, which manages it; it has no Polyvisor agent", req.Host, h.Provider.Name))
+			return
+		}
+	}
+	jt, err := s.mintJoinToken(r.Context(), ttl, req.Host)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -94,9 +106,9 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request) {
 
 // mintJoinToken stores a new join token. The token handed out carries the
 // CA fingerprint after a dot, so an agent can pin the server's CA.
-func (s *Server) mintJoinToken(ctx context.Context, ttl time.Duration) (*api.JoinToken, error) {
+func (s *Server) mintJoinToken(ctx context.Context, ttl time.Duration, host string) (*api.JoinToken, error) {
 	tok, id := auth.NewToken(auth.PrefixJoin)
-	rec := joinRecord{Hash: auth.Hash(tok), ExpiresAt: time.Now().UTC().Add(ttl)}
+	rec := joinRecord{Hash: auth.Hash(tok), ExpiresAt: time.Now().UTC().Add(ttl), Host: host}
 	raw, err := json.Marshal(rec)
 	if err != nil {
 		return nil, err
@@ -105,7 +117,7 @@ func (s *Server) mintJoinToken(ctx context.Context, ttl time.Duration) (*api.Joi
 		return nil, fmt.Errorf("storing join token: %w", err)
 	}
 	fp := pki.Fingerprint(s.caPEM)
-	return &api.JoinToken{ID: id, Token: tok + "." + fp, ExpiresAt: rec.ExpiresAt, CAFingerprint: fp, ServerURL: s.advertisedURL()}, nil
+	return &api.JoinToken{ID: id, Token: tok + "." + fp, ExpiresAt: rec.ExpiresAt, CAFingerprint: fp, ServerURL: s.advertisedURL(), Host: host}, nil
 }
 
 // advertisedURL is the https URL agents reach the server at: its first
@@ -135,34 +147,39 @@ func SplitJoinToken(t string) (token, caFingerprint string) {
 	return token, caFingerprint
 }
 
-// consumeJoinToken checks a join token and deletes it, so it works once.
-func (s *Server) consumeJoinToken(ctx context.Context, t string) error {
+// errBadJoinToken is the one answer to a join token that is not valid.
+var errBadJoinToken = &api.Error{Code: api.CodeUnauthorized, Message: "invalid, used or expired join token"}
+
+// checkJoinToken finds a join token and checks it, without using it up.
+func (s *Server) checkJoinToken(ctx context.Context, t string) (id string, rec joinRecord, err error) {
 	tok, _ := SplitJoinToken(t)
 	_, id, ok := auth.ParseToken(tok)
-	bad := &api.Error{Code: api.CodeUnauthorized, Message: "invalid, used or expired join token"}
 	if !ok {
-		return bad
+		return "", rec, errBadJoinToken
 	}
 	raw, err := s.st.GetKey(ctx, joinKey(id))
 	if err != nil {
-		return bad
+		return "", rec, errBadJoinToken
 	}
-	var rec joinRecord
 	if err := json.Unmarshal(raw, &rec); err != nil || !auth.Verify(tok, rec.Hash) || time.Now().After(rec.ExpiresAt) {
-		return bad
+		return "", rec, errBadJoinToken
 	}
-	// Deleting is the single use: of two racing registrations only one
-	// deletes the key.
+	return id, rec, nil
+}
+
+// consumeJoinToken deletes a join token checked by checkJoinToken, so it
+// works once: of two racing registrations only one deletes the key.
+func (s *Server) consumeJoinToken(ctx context.Context, id string) error {
 	if err := s.st.DeleteKey(ctx, joinKey(id)); err != nil {
-		return bad
+		return errBadJoinToken
 	}
 	return nil
 }
 
 // MintJoinToken makes a join token for an agent started next to the
-// server (the built-in agent's first start).
-func (s *Server) MintJoinToken(ctx context.Context) (string, error) {
-	jt, err := s.mintJoinToken(ctx, 10*time.Minute)
+// server (the built-in agent's first start), bound to its host name.
+func (s *Server) MintJoinToken(ctx context.Context, host string) (string, error) {
+	jt, err := s.mintJoinToken(ctx, 10*time.Minute, host)
 	if err != nil {
 		return "", err
 	}

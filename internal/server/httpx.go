@@ -89,7 +89,8 @@ func writeOperation(w http.ResponseWriter, op *api.Operation) {
 }
 
 // decodeJSON reads a JSON body strictly: bounded size, no unknown fields, a
-// single value. An empty body is an error unless optional is set.
+// single value, every string, list and map within its bound (checkBounds).
+// An empty body is an error unless optional is set.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
@@ -109,7 +110,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, optional bool) er
 	if dec.More() {
 		return api.Invalid("body", "request body holds more than one JSON value")
 	}
-	return nil
+	return checkBounds(v)
 }
 
 // jsonError names what is wrong with a body that does not decode.

@@ -31,7 +31,11 @@ type tokenRecord struct {
 	Role      string    `json:"role,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
 	ExpiresAt time.Time `json:"expiresAt,omitzero"`
-	Version   int64     `json:"-"`
+	// Login, on an API token made with a login session, is the user whose
+	// session (and password) made it: the token ends when that user's
+	// password changes.
+	Login   string `json:"login,omitempty"`
+	Version int64  `json:"-"`
 }
 
 const (

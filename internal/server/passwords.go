@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/auth/password"
 	"github.com/polyvisor/polyvisor/internal/throttle"
 )
 
@@ -20,7 +21,8 @@ const (
 	hashWait     = 2 * time.Second
 )
 
-// Failed logins are throttled per address and user together (the pair),
+// Failed logins are throttled per address (an IPv6 /64, as every limit
+// per address: addressOf) and user together (the pair),
 // so that guessing one account from one address is slowed down without
 // locking its owner out from anywhere else, and per address, so that one
 // address guessing many accounts is slowed down too. An address has more
@@ -71,7 +73,7 @@ func errThrottled(w http.ResponseWriter, wait time.Duration, what string) error 
 // counting it against the pair and the address until it is done. When the
 // throttle refuses, it writes the answer itself and returns false.
 func (s *Server) beginLogin(w http.ResponseWriter, r *http.Request, user string) (pair, addr *throttle.Attempt, ok bool) {
-	ip := clientIP(r)
+	ip := addressKey(r)
 	pair, wait, ok := s.logins.Begin(loginPair(ip, user))
 	if !ok {
 		s.writeError(w, r, errThrottled(w, wait, "for this user from this address"))
@@ -87,23 +89,67 @@ func (s *Server) beginLogin(w http.ResponseWriter, r *http.Request, user string)
 }
 
 // endSessions revokes the login sessions of user made before its password
-// changed (at revision changed), but keep. identify already refuses them;
-// this takes them out of the token list.
+// changed (at revision changed), but keep, and the API tokens made with
+// its sessions before then. identify already refuses them; this takes
+// them out of the token list.
 func (s *Server) endSessions(ctx context.Context, user string, changed int64, keep string) {
 	for _, t := range listAll(s.tokens, func(t *tokenRecord) bool {
-		return t.Kind == api.TokenSession && t.User == user && t.Version < changed && t.ID != keep
+		return t.Version < changed && ((t.Kind == api.TokenSession && t.User == user && t.ID != keep) || t.Login == user)
 	}) {
 		s.deleteToken(ctx, t)
 	}
 }
 
-// sessionEnded tells whether a login session was ended by a change of its
-// user's password: it was made before the change, and is not the session
-// that made it.
+// sessionEnded tells whether a token was ended by a change of a password:
+// a login session made before its user's password changed (other than the
+// session that changed it), or an API token made with a login session
+// before that session's user's password changed.
 func (s *Server) sessionEnded(rec *tokenRecord) bool {
-	if rec.Kind != api.TokenSession {
+	switch {
+	case rec.Kind == api.TokenSession:
+		pw, ok := s.passwords.Get(rec.User)
+		return ok && rec.Version < pw.Version && rec.ID != pw.KeepSession
+	case rec.Login != "":
+		pw, ok := s.passwords.Get(rec.Login)
+		return !ok || rec.Version < pw.Version
+	}
+	return false
+}
+
+// reauthenticate checks the password a request gives again (current) for
+// user, a request made with a login session that asks for something
+// lasting: guesses are throttled like logins, hashing is bounded. It
+// answers the request itself and returns false when the password is
+// missing or wrong, or cannot be checked now.
+func (s *Server) reauthenticate(w http.ResponseWriter, r *http.Request, user, current string) bool {
+	pw, has := s.passwords.Get(user)
+	if !has {
+		s.writeError(w, r, &api.Error{Code: api.CodeForbidden, Message: fmt.Sprintf("user %q has no password to confirm this with", user)})
 		return false
 	}
-	pw, ok := s.passwords.Get(rec.User)
-	return ok && rec.Version < pw.Version && rec.ID != pw.KeepSession
+	if current == "" {
+		s.writeError(w, r, api.Invalid("current", "is required: a token made with a login session needs your password again"))
+		return false
+	}
+	pair, addr, ok := s.beginLogin(w, r, user)
+	if !ok {
+		return false
+	}
+	release, ok := s.hashSlot(w, r)
+	if !ok {
+		pair.Abandon()
+		addr.Abandon()
+		return false
+	}
+	good, _ := password.Verify(current, pw.Hash)
+	release()
+	if !good {
+		pair.Fail()
+		addr.Fail()
+		s.writeError(w, r, api.Invalid("current", "is not your current password"))
+		return false
+	}
+	pair.Succeed()
+	addr.Abandon()
+	return true
 }

@@ -225,6 +225,12 @@ func (s *Server) listMembers(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, api.List[api.Member]{Items: membersOf(p)})
 }
 
+// setMember gives a user a role in the project. Its answer tells a project
+// admin whether a user name exists (404 for an unknown one): adding a
+// member names a user, and hiding that would mean accepting members for
+// names nobody holds, which a later user of the name would inherit. User
+// names are not secrets here (member lists and audit records show them);
+// each try needs member.manage, is rate limited and audited.
 func (s *Server) setMember(w http.ResponseWriter, r *http.Request) {
 	var req api.MemberSet
 	if err := decodeJSON(w, r, &req, false); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/store"
 	"github.com/polyvisor/polyvisor/internal/version"
 )
 
@@ -95,6 +96,13 @@ type request struct {
 	facts   auth.Facts
 	reqID   string
 	project string // the project the request acts in ("" outside projects)
+	// projectSeen tells whether the caller may see project at all; the
+	// audit log records a request in its project only then.
+	projectSeen bool
+	// restricted, for a route that takes access away or frees space, is
+	// why other changes are refused now (read-only, the audit log failing
+	// closed); nil when they are not.
+	restricted error
 
 	// Set by handlers for the audit record.
 	resource    api.Ref
@@ -145,6 +153,7 @@ func (s *Server) wrap(rt route) http.Handler {
 		if err == nil {
 			rq.facts, err = s.facts(rt, r, id, list)
 			rq.project = rq.facts.Project
+			rq.projectSeen = rq.facts.ProjectExists && auth.Can(id, rq.project, rq.facts.MemberRole, auth.PermProjectRead)
 		}
 		if err == nil {
 			err = auth.Authorize(id, rt.rule, rq.facts)
@@ -154,6 +163,10 @@ func (s *Server) wrap(rt route) http.Handler {
 		}
 		if err == nil {
 			err = s.admit(rt, action)
+			if err != nil && rt.relief() {
+				// Taking access away and freeing space go through.
+				rq.restricted, err = err, nil
+			}
 		}
 		if err != nil {
 			s.writeError(rec, r, err)
@@ -162,6 +175,9 @@ func (s *Server) wrap(rt route) http.Handler {
 		}
 		ctx := auth.WithIdentity(r.Context(), id)
 		ctx = context.WithValue(ctx, requestKey{}, rq)
+		if rt.relief() {
+			ctx = store.UseReserve(ctx)
+		}
 		r = r.WithContext(ctx)
 		record := func() {
 			outcome := api.AuditSuccess
@@ -291,7 +307,7 @@ func (s *Server) rateLimit(w http.ResponseWriter, r *http.Request, id auth.Ident
 	case id.IsUser():
 		key = "user:" + id.Name
 	default:
-		key = "ip:" + clientIP(r)
+		key = "ip:" + addressKey(r)
 	}
 	ok, wait := s.limiter.Load().Allow(key)
 	if ok {

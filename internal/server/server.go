@@ -66,6 +66,9 @@ type Config struct {
 	ProviderResync time.Duration
 	// SessionTTL is how long a login lasts (default 12h).
 	SessionTTL time.Duration
+	// MaxTokenLifetime, when not zero, bounds every API token made
+	// through the API: one asked to never expire lives that long.
+	MaxTokenLifetime time.Duration
 	// LeaseInterval is how often VM leases are checked (default 10s).
 	LeaseInterval time.Duration
 	// RateLimit is the requests per second each user (or, anonymous, each
@@ -87,6 +90,10 @@ type Config struct {
 	AuditFailClosed bool
 	// AuditFold folds repeated refusals into counted audit records.
 	AuditFold audit.AggregateOptions
+	// AuditQueryMaxBytes bounds the audit log one query reads, newest
+	// first (default 64 MiB; negative: no bound). A superadmin's export
+	// reads it all.
+	AuditQueryMaxBytes int64
 	// AddressRateLimit is the requests per second each client address may
 	// make, checked before authentication, with bursts of
 	// AddressRateBurst; 0 disables it. The unix socket is not limited.
@@ -180,6 +187,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.LeaseInterval == 0 {
 		cfg.LeaseInterval = 10 * time.Second
+	}
+	if cfg.AuditQueryMaxBytes == 0 {
+		cfg.AuditQueryMaxBytes = defaultAuditQueryBytes
 	}
 	if cfg.Name == "" {
 		if hn, err := os.Hostname(); err == nil && hn != "" {

@@ -47,7 +47,10 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// createToken makes an API token and shows its secret this once.
+// createToken makes an API token and shows its secret this once. Made
+// with a login session, it needs the caller's password (re-authentication,
+// as GitHub's sudo mode), and ends when that password changes; where the
+// installation sets a maximum lifetime, no token lives longer.
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 	var req api.TokenCreate
 	if err := decodeJSON(w, r, &req, false); err != nil {
@@ -90,9 +93,31 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Invalid("expiresInSeconds", "must be from 0 (never) to %d, not %d", int64(maxTokenLife.Seconds()), req.ExpiresInSeconds))
 		return
 	}
+	life := time.Duration(req.ExpiresInSeconds) * time.Second
+	if most := s.cfg.MaxTokenLifetime; most > 0 {
+		if life > most {
+			s.writeError(w, r, api.Invalid("expiresInSeconds", "must be at most %d, this installation's maximum token lifetime (--max-token-lifetime), not %d",
+				int64(most.Seconds()), req.ExpiresInSeconds))
+			return
+		}
+		if life == 0 {
+			life = most
+		}
+	}
 	rec := &tokenRecord{Kind: api.TokenAPI, Name: req.Name, User: u.Name, Project: req.Project, Role: req.Role}
-	if req.ExpiresInSeconds > 0 {
-		rec.ExpiresAt = time.Now().UTC().Add(time.Duration(req.ExpiresInSeconds) * time.Second)
+	if life > 0 {
+		rec.ExpiresAt = time.Now().UTC().Add(life)
+	}
+	// A session is not enough to make a lasting credential: the caller
+	// gives its password again, and the token ends when that changes.
+	if t, ok := s.tokens.Get(me.TokenID); ok && t.Kind == api.TokenSession {
+		if !s.reauthenticate(w, r, me.Name, req.Current) {
+			return
+		}
+		rec.Login = me.Name
+	} else if req.Current != "" {
+		s.writeError(w, r, api.Invalid("current", "is only for requests made with a login session"))
+		return
 	}
 	secret, id, err := s.mintToken(r.Context(), auth.PrefixAPI, rec)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -70,6 +69,8 @@ func (s *Server) getUser(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.userView(u))
 }
 
+// createUser makes a user, with its first password if given, in one
+// transaction: a user that exists is left as it was, password included.
 func (s *Server) createUser(w http.ResponseWriter, r *http.Request) {
 	var req api.UserCreate
 	if err := decodeJSON(w, r, &req, false); err != nil {
@@ -81,7 +82,15 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	ops := []store.Op{}
+	if _, ok := s.users.Get(req.Name); ok {
+		s.writeError(w, r, api.Conflict("user %q already exists", req.Name))
+		return
+	}
+	// A password left by a user deleted half-way (before deletions were
+	// one transaction) is replaced or removed, in the same transaction as
+	// the user's creation: if the user exists by then, nothing changes.
+	old, hasOld := s.passwords.Get(req.Name)
+	var ops []store.Op
 	if req.Password != "" {
 		if err := password.Validate(req.Name, req.Password); err != nil {
 			s.writeError(w, r, api.Invalid("password", "%v", err))
@@ -97,20 +106,22 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, fmt.Errorf("hashing the password: %w", err))
 			return
 		}
-		ops = append(ops, s.passwords.OpCreate(req.Name, &passwordRecord{Hash: h}))
+		if hasOld {
+			ops = append(ops, s.passwords.OpUpdate(req.Name, &passwordRecord{Hash: h}, old.Version))
+		} else {
+			ops = append(ops, s.passwords.OpCreate(req.Name, &passwordRecord{Hash: h}))
+		}
+	} else if hasOld {
+		ops = append(ops, s.passwords.OpDelete(req.Name, old.Version))
 	}
 	now := time.Now().UTC()
 	u := &api.User{Meta: api.Meta{Name: req.Name, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now},
 		DisplayName: req.DisplayName, Superadmin: req.Superadmin}
-	if _, ok := s.passwords.Get(req.Name); ok {
-		// A password left by a user deleted half-way; the new one replaces it.
-		_ = s.passwords.Delete(r.Context(), req.Name, 0)
-	}
 	ops = append(ops, s.users.OpCreate(u.Name, u))
 	if _, err := s.st.Txn(r.Context(), ops...); err != nil {
 		var ke *store.KeyError
-		if errors.As(err, &ke) && errors.Is(err, store.ErrExists) {
-			err = api.Conflict("user %q already exists", u.Name)
+		if errors.As(err, &ke) && (errors.Is(err, store.ErrExists) || errors.Is(err, store.ErrConflict)) {
+			err = api.Conflict("user %q already exists or is being created", u.Name)
 		}
 		s.writeError(w, r, err)
 		return
@@ -126,6 +137,12 @@ func (s *Server) updateUser(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("user")
 	me := auth.FromContext(r.Context())
+	// While changes are refused, a user may still be disabled or demoted.
+	if rq := requestOf(r); rq.restricted != nil &&
+		(req.DisplayName != nil || (req.Superadmin != nil && *req.Superadmin) || (req.Disabled != nil && !*req.Disabled)) {
+		s.writeError(w, r, rq.restricted)
+		return
+	}
 	for range 10 {
 		cur, ok := s.users.Get(name)
 		if !ok {
@@ -161,40 +178,73 @@ func (s *Server) updateUser(w http.ResponseWriter, r *http.Request) {
 	s.writeError(w, r, api.Conflict("user %q is being changed concurrently", name))
 }
 
-// deleteUser removes a user, its password, its tokens and its roles.
+// maxTxnOps bounds the operations of one transaction: etcd takes at most
+// 128. A user's deletion removes up to maxUserTxnProjects memberships in
+// its transaction, and its tokens there too while they fit.
+const (
+	maxTxnOps          = 120
+	maxUserTxnProjects = 100
+)
+
+// deleteUser removes a user, its password, its memberships and its tokens
+// in one transaction, all or nothing; tokens past what one transaction
+// takes are deleted after it (those of a user that no longer exists are
+// refused already, and are deleted so that a new user of the same name
+// does not inherit them; the answer says so when one could not be).
 func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("user")
-	u, ok := s.users.Get(name)
-	if !ok {
-		s.writeError(w, r, api.NotFound("user", name))
-		return
-	}
 	if name == auth.FromContext(r.Context()).Name {
 		s.writeError(w, r, api.Conflict("a user cannot delete itself"))
 		return
 	}
-	// The user goes first: its tokens stop working at once.
-	if err := s.users.Delete(r.Context(), name, u.Version); err != nil {
-		s.writeError(w, r, err)
+	var err error
+	var tokens []*tokenRecord // left to delete after the transaction
+	for range 10 {
+		u, ok := s.users.Get(name)
+		if !ok {
+			s.writeError(w, r, api.NotFound("user", name))
+			return
+		}
+		ops := []store.Op{s.users.OpDelete(name, u.Version)}
+		if pw, ok := s.passwords.Get(name); ok {
+			ops = append(ops, s.passwords.OpDelete(name, pw.Version))
+		}
+		member := listAll(s.projects, func(p *api.Project) bool { return p.Spec.Members[name] != "" })
+		if len(member) > maxUserTxnProjects {
+			s.writeError(w, r, api.Conflict("user %q is a member of %d projects, more than the %d a deletion removes at once: remove some memberships first",
+				name, len(member), maxUserTxnProjects))
+			return
+		}
+		for _, p := range member {
+			next := store.Clone(p)
+			delete(next.Spec.Members, name)
+			next.Generation++
+			next.UpdatedAt = time.Now().UTC()
+			ops = append(ops, s.projects.OpUpdate(p.Name, next, p.Version))
+		}
+		// Its tokens too, when they fit.
+		tokens = listAll(s.tokens, func(t *tokenRecord) bool { return t.user() == name && t.Kind != tokenKindHost && t.ID != "" })
+		if len(ops)+len(tokens) <= maxTxnOps {
+			for _, t := range tokens {
+				ops = append(ops, s.tokens.OpDelete(t.ID, 0))
+			}
+			tokens = nil
+		}
+		if _, err = s.st.Txn(r.Context(), ops...); !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
+			break
+		}
+	}
+	if err != nil {
+		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+			err = api.Conflict("user %q or its projects are being changed concurrently; try again", name)
+		}
+		s.writeError(w, r, fmt.Errorf("deleting user %q: %w", name, err))
 		return
 	}
-	if _, ok := s.passwords.Get(name); ok {
-		_ = s.passwords.Delete(r.Context(), name, 0)
-	}
-	for _, t := range listAll(s.tokens, func(t *tokenRecord) bool { return t.user() == name && t.Kind != tokenKindHost }) {
-		s.deleteToken(r.Context(), t)
-	}
-	for _, p := range listAll(s.projects, func(p *api.Project) bool { return p.Spec.Members[name] != "" }) {
-		for range 10 {
-			cur, ok := s.projects.Get(p.Name)
-			if !ok {
-				break
-			}
-			next := store.Clone(cur)
-			delete(next.Spec.Members, name)
-			if _, err := s.projects.Update(r.Context(), p.Name, next, cur.Version); !errors.Is(err, store.ErrConflict) {
-				break
-			}
+	for _, t := range tokens {
+		if err := s.tokens.Delete(r.Context(), t.ID, 0); err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.writeError(w, r, fmt.Errorf("user %q deleted, but revoking its token %s failed (revoke it with DELETE /v1/tokens/%s): %w", name, t.ID, t.ID, err))
+			return
 		}
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -206,7 +256,7 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request) {
 // own is not enough, for a password opens sessions with every right the
 // user has, and the token may have fewer. The route's rule already refuses
 // narrowed tokens. Setting a password ends the user's other login
-// sessions; its API tokens stay.
+// sessions and the API tokens made with them; its other API tokens stay.
 func (s *Server) setPassword(w http.ResponseWriter, r *http.Request) {
 	var req api.PasswordSet
 	if err := decodeJSON(w, r, &req, false); err != nil {
@@ -376,15 +426,6 @@ func (s *Server) listRoles(w http.ResponseWriter, r *http.Request) {
 		out.Items = append(out.Items, role)
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-// clientIP is the address a request came from ("unix" on the socket).
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil || host == "" {
-		return "unix"
-	}
-	return host
 }
 
 func writeRetryAfter(w http.ResponseWriter, d time.Duration) {

@@ -215,13 +215,30 @@ func (s *Store) usable() error {
 }
 
 // SetReadOnly makes every write fail with an error wrapping ErrReadOnly and
-// reason (a full disk), until it is called with nil.
+// reason (a full disk), until it is called with nil; writes made with a
+// context from UseReserve still go through.
 func (s *Store) SetReadOnly(reason error) {
 	if reason == nil {
 		s.readOnly.Store(nil)
 		return
 	}
 	s.readOnly.Store(&reason)
+}
+
+type reserveKey struct{}
+
+// UseReserve returns a context whose writes the store takes even while it
+// is read-only: those that take access away or free space (revocations,
+// deletions), which must go through on a full disk. They use the free
+// space kept in reserve; etcd's own quota, when it is reached, still
+// refuses all but deletions.
+func UseReserve(ctx context.Context) context.Context {
+	return context.WithValue(ctx, reserveKey{}, true)
+}
+
+func usesReserve(ctx context.Context) bool {
+	v, _ := ctx.Value(reserveKey{}).(bool)
+	return v
 }
 
 // register adds a collection; it panics after Start or for a kind taken,

@@ -137,7 +137,7 @@ func (s *Store) Txn(ctx context.Context, ops ...Op) (int64, error) {
 	}
 	// A write before Start could not wait for the index; refuse it before
 	// it lands rather than report an error for a write that happened.
-	if err := s.usable(); err != nil {
+	if err := s.usable(); err != nil && !(errors.Is(err, ErrReadOnly) && usesReserve(ctx)) {
 		return 0, fmt.Errorf("commit transaction: %w", err)
 	}
 	cmps := make([]clientv3.Cmp, 0, len(ops))

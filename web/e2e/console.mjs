@@ -342,6 +342,8 @@ try {
   await tid(page, 'token-name').fill('web-token');
   await tid(page, 'token-project').selectOption(project);
   await tid(page, 'token-role').selectOption('viewer');
+  // Signed in with a password: the token needs it again.
+  await tid(page, 'token-current').fill(env('PV_PASSWORD'));
   await tid(page, 'token-submit').click();
   const secret = await tid(page, 'token-secret').inputValue({ timeout: 15_000 });
   if (secret.length < 20) throw new Error(`the token's secret is "${secret}"`);

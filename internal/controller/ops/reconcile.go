@@ -53,6 +53,12 @@ func (c *Controller) step(ctx context.Context, t *term, name string, op *api.Ope
 	if ok && op.Target.UID != "" && vm.UID != op.Target.UID {
 		ok = false // a different VM now carries the name
 	}
+	if !ok {
+		// The VM is gone: ending its operations is what is left of the
+		// deletion that removed it, which goes through a read-only
+		// store (store.UseReserve); so does this.
+		ctx = store.UseReserve(ctx)
+	}
 	if op.Status == api.OpPending {
 		if !ok {
 			return true, c.finishLocked(ctx, t.w, op, api.OpFailed, api.Conflict("vm %q was deleted before the operation could run", name))

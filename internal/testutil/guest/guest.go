@@ -81,7 +81,7 @@ func RequireRun(t testing.TB, p Paths) {
 }
 
 // Cmdline is the kernel command line the guest is meant to boot with.
-const Cmdline = "console=ttyS0 quiet"
+const Cmdline = "console=ttyS0 quiet no_timer_check"
 
 // Paths are the built guest's files.
 type Paths struct {

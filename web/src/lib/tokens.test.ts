@@ -6,6 +6,7 @@ describe('tokenBody', () => {
     expect(tokenBody({ ...emptyToken, name: ' ci ' })).toEqual({ name: 'ci' });
     expect(tokenBody({ name: 'ci', project: 'shop', role: 'viewer', expiresInSeconds: '86400' })).toEqual({ name: 'ci', project: 'shop', role: 'viewer', expiresInSeconds: 86400 });
     expect(tokenBody({ name: 'ci', project: '', role: '', expiresInSeconds: '0' })).toEqual({ name: 'ci' });
+    expect(tokenBody({ ...emptyToken, name: 'ci', current: 'pw' })).toEqual({ name: 'ci', current: 'pw' });
   });
   it('sends a role without a project, for the API to refuse', () => {
     expect(tokenBody({ name: 'ci', project: '', role: 'viewer', expiresInSeconds: '' })).toEqual({ name: 'ci', role: 'viewer' });

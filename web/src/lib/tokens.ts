@@ -4,9 +4,10 @@ export interface TokenForm {
   project: string; // "" for every project of the user
   role: string; // "" for the user's own role
   expiresInSeconds: string; // "" or "0" for never
+  current?: string; // the user's password, asked again when signed in with it
 }
 
-export const emptyToken: TokenForm = { name: '', project: '', role: '', expiresInSeconds: '' };
+export const emptyToken: TokenForm = { name: '', project: '', role: '', expiresInSeconds: '', current: '' };
 
 export function tokenBody(f: TokenForm): Record<string, unknown> {
   const body: Record<string, unknown> = { name: f.name.trim() };
@@ -14,6 +15,7 @@ export function tokenBody(f: TokenForm): Record<string, unknown> {
   if (f.role) body.role = f.role;
   const e = Number(f.expiresInSeconds);
   if (f.expiresInSeconds && Number.isFinite(e) && e > 0) body.expiresInSeconds = e;
+  if (f.current) body.current = f.current;
   return body;
 }
 

@@ -93,12 +93,14 @@ function Tokens() {
   const me = s.me!;
   const [everyone, setEveryone] = useState(false);
   const live = useLiveList<Row>((sig) => call<{ items: Token[] | null }>('GET', '/v1/tokens' + q({ user: everyone ? undefined : me.name }), undefined, sig).then((l) => (l.items ?? []) as Row[]), () => undefined, byID, [everyone, me.name]);
-  const form = useForm(['name', 'project', 'role', 'expiresInSeconds', 'user']);
+  const form = useForm(['name', 'project', 'role', 'expiresInSeconds', 'user', 'current']);
   const [f, setF] = useState<TokenForm>(emptyToken);
   const [created, setCreated] = useState<TokenCreated>();
   const [ask, setAsk] = useState<Token>();
   const [err, setErr] = useState<unknown>();
   const mine = s.superadmin ? s.projects : Object.keys(me.roles ?? {}).sort();
+  // Signed in with a password, a new token needs it again.
+  const inSession = live.items.some((t) => t.id === me.tokenId && t.kind === 'session');
   async function submit(e: FormEvent) {
     e.preventDefault();
     const ok = await form.run(async () => {
@@ -211,6 +213,11 @@ function Tokens() {
             </select>
           )}
         </Field>
+        {inSession && (
+          <Field form={form} name="current" label="Your password" idPrefix="tk" help="Signed in with your password, you give it again to make a token; the token ends when your password changes.">
+            {(a) => <input {...a} data-testid="token-current" type="password" value={f.current ?? ''} onChange={(e) => setF({ ...f, current: e.target.value })} autoComplete="current-password" />}
+          </Field>
+        )}
         <div className="row end">
           <button type="submit" className="primary" data-testid="token-submit" disabled={form.busy}>
             Create token
