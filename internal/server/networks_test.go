@@ -183,7 +183,7 @@ func TestNetworkObjectsAPI(t *testing.T) {
 
 // TestProjectNetworkLife: a project is made with its default group; a
 // project holding networks is not deleted; the quota counts networks,
-// ports (a VM's too) and floating IPs.
+// ports (a VM's and an added NIC's too) and floating IPs.
 func TestProjectNetworkLife(t *testing.T) {
 	e := newEnv(t, Config{})
 	ctx := context.Background()
@@ -220,6 +220,15 @@ func TestProjectNetworkLife(t *testing.T) {
 	}
 	if _, err := pc.GetVM(ctx, "v2"); statusOfErr(err) != 404 {
 		t.Errorf("the VM refused for its port was made: %v", err)
+	}
+	// A NIC added to a VM makes a port too: admitted by the same quota.
+	e.ctlObserved(t, e.tokens["h1"], "pc/v1")
+	_, err = pc.AddNIC(ctx, "v1", api.NIC{Network: "web"})
+	if statusOfErr(err) != 422 || !strings.Contains(err.Error(), "ports") {
+		t.Errorf("a NIC's port over a quota of one port: %v, want 422 naming ports", err)
+	}
+	if v1, err := pc.GetVM(ctx, "v1"); err != nil || len(v1.Spec.NICs) != 1 {
+		t.Errorf("v1 after a NIC refused for the quota: %v %v", v1, err)
 	}
 	q, err := e.super.GetQuota(ctx, "pc")
 	if err != nil || q.Usage.Networks != 1 || q.Usage.Ports != 1 || q.Usage.FloatingIPs != 0 {
