@@ -137,6 +137,10 @@ type AgentMessage struct {
 	Stream *StreamRequest `json:"stream,omitempty"`
 	// Network is the host's whole network state (type "network").
 	Network *HostNetworkState `json:"network,omitempty"`
+	// Volume is a volume the host makes (type "volume"); Pool a pool the
+	// host reports on (type "pool").
+	Volume *Volume `json:"volume,omitempty"`
+	Pool   *Pool   `json:"pool,omitempty"`
 }
 
 // StreamRequest asks an agent to open a byte stream to a VM console.
@@ -147,6 +151,10 @@ type StreamRequest struct {
 	// Bytes bounds a log stream: the agent writes that many bytes of the
 	// recorded serial output, then closes.
 	Bytes int64 `json:"bytes,omitempty"`
+	// Server, when set, is the URL of the server that waits for the
+	// stream, when it is not the one whose watch carried the request: the
+	// agent dials /v1/agent/streams/{id} there.
+	Server string `json:"server,omitempty"`
 }
 
 // Agent message types.

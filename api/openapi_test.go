@@ -316,6 +316,12 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"Version":         reflect.TypeFor[api.Version](),
 		"ClusterStatus":   reflect.TypeFor[api.ClusterStatus](),
 		"ClusterServer":   reflect.TypeFor[api.ClusterServer](),
+		// The servers of the control plane.
+		"Server":        reflect.TypeFor[api.Server](),
+		"ServerList":    reflect.TypeFor[api.List[api.Server]](),
+		"ClusterJoin":   reflect.TypeFor[api.ClusterJoin](),
+		"ClusterJoined": reflect.TypeFor[api.ClusterJoined](),
+		"AgentServers":  reflect.TypeFor[api.AgentServers](),
 		// The audit log's state and verification, and alarms.
 		"AuditSpan":         reflect.TypeFor[api.AuditSpan](),
 		"AuditProblem":      reflect.TypeFor[api.AuditProblem](),
@@ -365,6 +371,27 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"HostFloatingIP":      reflect.TypeFor[api.HostFloatingIP](),
 		"PortReport":          reflect.TypeFor[api.PortReport](),
 		"PortReportResult":    reflect.TypeFor[api.PortReportResult](),
+
+		// Storage pools and volumes.
+		"Pool":                   reflect.TypeFor[api.Pool](),
+		"PoolSpec":               reflect.TypeFor[api.PoolSpec](),
+		"PoolStatus":             reflect.TypeFor[api.PoolStatus](),
+		"PoolHostStatus":         reflect.TypeFor[api.PoolHostStatus](),
+		"PoolCreate":             reflect.TypeFor[api.PoolCreate](),
+		"PoolUpdate":             reflect.TypeFor[api.PoolUpdate](),
+		"PoolList":               reflect.TypeFor[api.List[api.Pool]](),
+		"Volume":                 reflect.TypeFor[api.Volume](),
+		"VolumeSpec":             reflect.TypeFor[api.VolumeSpec](),
+		"VolumeSource":           reflect.TypeFor[api.VolumeSource](),
+		"VolumeLimits":           reflect.TypeFor[api.VolumeLimits](),
+		"VolumeStatus":           reflect.TypeFor[api.VolumeStatus](),
+		"VolumeCreate":           reflect.TypeFor[api.VolumeCreate](),
+		"VolumeAttach":           reflect.TypeFor[api.VolumeAttach](),
+		"VolumeGrow":             reflect.TypeFor[api.VolumeGrow](),
+		"VolumeSnapshot":         reflect.TypeFor[api.VolumeSnapshot](),
+		"VolumeList":             reflect.TypeFor[api.List[api.Volume]](),
+		"VolumeAttachment":       reflect.TypeFor[api.VolumeAttachment](),
+		"VolumeAttachmentStatus": reflect.TypeFor[api.VolumeAttachmentStatus](),
 	}
 	schemas := doc["components"].(map[string]any)["schemas"].(map[string]any)
 	for name, s := range schemas {

@@ -56,6 +56,8 @@ type Quota struct {
 	Networks    *int64 `json:"networks,omitempty"`
 	Ports       *int64 `json:"ports,omitempty"`
 	FloatingIPs *int64 `json:"floatingIPs,omitempty"`
+	// VolumeMiB limits the sizes of the project's volumes together.
+	VolumeMiB *int64 `json:"volumeMiB,omitempty"`
 }
 
 // Usage is what a project's VMs use: the sum over its VMs (those being
@@ -72,6 +74,8 @@ type Usage struct {
 	Networks    int64 `json:"networks"`
 	Ports       int64 `json:"ports"`
 	FloatingIPs int64 `json:"floatingIPs"`
+	// VolumeMiB is the sum of the sizes of the project's volumes.
+	VolumeMiB int64 `json:"volumeMiB"`
 }
 
 // ProjectStatus is computed when a project is read.
@@ -276,6 +280,9 @@ type AuditRecord struct {
 	// Removed, on a record of the log's retention (action audit.prune),
 	// names the segment it removed and the records that segment held.
 	Removed *AuditSpan `json:"removed,omitempty"`
+	// Server, in an answer to a query, is the server whose log holds the
+	// record (each server writes its own); it is not stored in the record.
+	Server string `json:"server,omitempty"`
 }
 
 // AuditQuery filters GET /v1/audit (as query parameters since=, until=,

@@ -96,6 +96,8 @@ type VMSpec struct {
 	// default, also when empty) or stop. A guest that powers itself off
 	// stays off either way.
 	OnCrash string `json:"onCrash,omitempty"`
+	// Volumes are the volumes attached to the VM, after its disks.
+	Volumes []VolumeAttachment `json:"volumes,omitempty"`
 }
 
 // Disk is a VM disk: a copy-on-write overlay of an image, or blank.
@@ -193,6 +195,8 @@ type VMStatus struct {
 	StopCause string    `json:"stopCause,omitempty"`
 	StartedAt time.Time `json:"startedAt,omitzero"`
 	UpdatedAt time.Time `json:"updatedAt,omitzero"`
+	// Volumes are the volumes the host has plugged into the running VM.
+	Volumes []VolumeAttachmentStatus `json:"volumes,omitempty"`
 }
 
 // VMError is a failure to converge to a spec generation.

@@ -21,7 +21,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 )
 
@@ -55,12 +54,20 @@ type Config struct {
 	// WrapTransport, when set, wraps the client's transport: to observe or
 	// decorate every request (tracing, recording).
 	WrapTransport func(http.RoundTripper) http.RoundTripper
+	// Servers are the URLs of the control plane's other servers (https,
+	// like URL; see failover.go): a request that cannot reach the server
+	// in use goes to the next, which stays in use.
+	Servers []string
+	// DialTimeout bounds connecting to a server (default 10s); a client
+	// with other servers to go to wants it short.
+	DialTimeout time.Duration
 }
 
 // Client talks to one Polyvisor server. It is safe for concurrent use.
 type Client struct {
-	base      url.URL // scheme, host and path prefix of every request
-	display   string  // the URL as configured, for messages
+	// servers are the server URLs, the one in use first to be tried; a
+	// client made with WithProject or WithToken shares them.
+	servers   *serverList
 	token     string
 	project   string
 	userAgent string
@@ -77,7 +84,11 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("create client: %w", err)
 	}
 
-	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	dialTimeout := cfg.DialTimeout
+	if dialTimeout <= 0 {
+		dialTimeout = 10 * time.Second
+	}
+	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           dialer.DialContext,
@@ -95,7 +106,6 @@ func New(cfg Config) (*Client, error) {
 	tr.Protocols.SetHTTP1(true)
 
 	c := &Client{
-		display:      cfg.URL,
 		token:        cfg.Token,
 		project:      cfg.Project,
 		userAgent:    cfg.UserAgent,
@@ -119,12 +129,16 @@ func New(cfg Config) (*Client, error) {
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return dialer.DialContext(ctx, "unix", sock)
 		}
-		c.base = url.URL{Scheme: "http", Host: unixHost}
+		c.servers = newServerList(server{base: url.URL{Scheme: "http", Host: unixHost}, display: cfg.URL})
 	case "https", "http":
 		if u.Host == "" {
 			return nil, fmt.Errorf("create client: server URL %q names no host: %s", cfg.URL, urlForms)
 		}
-		c.base = url.URL{Scheme: u.Scheme, Host: u.Host, Path: strings.TrimRight(u.Path, "/")}
+		all, err := httpServers(append([]string{cfg.URL}, cfg.Servers...))
+		if err != nil {
+			return nil, fmt.Errorf("create client: %w", err)
+		}
+		c.servers = newServerList(all...)
 		if u.Scheme == "https" {
 			tlsCfg, err := buildTLS(cfg)
 			if err != nil {
@@ -167,8 +181,9 @@ func buildTLS(cfg Config) (*tls.Config, error) {
 	return t, nil
 }
 
-// URL returns the server URL the client was made with.
-func (c *Client) URL() string { return c.display }
+// URL returns the URL of the server in use: the one the client was made
+// with, or the one it failed over to.
+func (c *Client) URL() string { return c.servers.current().display }
 
 // HTTPClient returns the underlying HTTP client, for routes this package
 // does not cover. Requests made with it carry no token.

@@ -73,7 +73,8 @@ func TestNewTakesHostPortAsHTTPS(t *testing.T) {
 			t.Errorf("New(%q): %v", in, err)
 			continue
 		}
-		if got := c.base.String(); got != want {
+		if base := c.servers.current().base; base.String() != want {
+			got := base.String()
 			t.Errorf("New(%q) talks to %q, want %q", in, got, want)
 		}
 	}

@@ -42,10 +42,16 @@ func route(format string, args ...string) string {
 	return fmt.Sprintf(format, esc...)
 }
 
-// url returns the absolute URL of an escaped path and query.
+// url returns the absolute URL of an escaped path and query on the
+// server in use.
 func (c *Client) url(path string, query url.Values) *url.URL {
-	u := c.base
-	raw := c.base.EscapedPath() + path
+	return c.urlOn(c.servers.current().base, path, query)
+}
+
+// urlOn returns the absolute URL of an escaped path and query on base.
+func (c *Client) urlOn(base url.URL, path string, query url.Values) *url.URL {
+	u := base
+	raw := base.EscapedPath() + path
 	if p, err := url.PathUnescape(raw); err == nil {
 		u.Path = p
 	}
@@ -78,57 +84,74 @@ func (c *Client) headers(noAuth bool) http.Header {
 // caller closes. Any other answer is read, closed and returned as a
 // *StatusError.
 func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
-	var body io.Reader
 	h := c.headers(r.noAuth)
 	for k, vs := range r.header {
 		h[k] = vs
 	}
-	size := int64(0)
-	switch {
-	case r.raw != nil:
-		body, size = r.raw, r.size
-		h.Set("Content-Type", r.contentType)
-	case r.body != nil:
+	var payload []byte // a JSON body, sent again to another server
+	if r.raw == nil && r.body != nil {
 		b, err := json.Marshal(r.body)
 		if err != nil {
 			return nil, fmt.Errorf("encode request body: %w", err)
 		}
-		body, size = bytes.NewReader(b), int64(len(b))
+		payload = b
 		h.Set("Content-Type", "application/json")
+	}
+	if r.raw != nil {
+		h.Set("Content-Type", r.contentType)
 	}
 	accept := r.accept
 	if accept == "" {
 		accept = "application/json"
 	}
 	h.Set("Accept", accept)
-
-	req, err := http.NewRequestWithContext(ctx, r.method, c.url(r.path, r.query).String(), body)
-	if err != nil {
-		return nil, fmt.Errorf("make request: %w", err)
+	// A request that reached no server may go to another (failover.go);
+	// a raw body is read once, so its request goes to one server only.
+	tries := c.servers.len()
+	if r.raw != nil {
+		tries = 1
 	}
-	req.Header = h
-	switch {
-	case body == nil:
-	case size == 0:
-		req.Body, req.ContentLength = http.NoBody, 0
-	case size < 0:
-		req.ContentLength = -1 // sent chunked
-	default:
-		req.ContentLength = size
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err
+	for try := 1; ; try++ {
+		srv := c.servers.current()
+		var body io.Reader
+		size := int64(0)
+		switch {
+		case r.raw != nil:
+			body, size = r.raw, r.size
+		case payload != nil:
+			body, size = bytes.NewReader(payload), int64(len(payload))
 		}
-		return nil, fmt.Errorf("%s %s: %w", r.method, r.path, err)
+		req, err := http.NewRequestWithContext(ctx, r.method, c.urlOn(srv.base, r.path, r.query).String(), body)
+		if err != nil {
+			return nil, fmt.Errorf("make request: %w", err)
+		}
+		req.Header = h.Clone()
+		switch {
+		case body == nil:
+		case size == 0:
+			req.Body, req.ContentLength = http.NoBody, 0
+		case size < 0:
+			req.ContentLength = -1 // sent chunked
+		default:
+			req.ContentLength = size
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			var uerr *url.Error
+			if errors.As(err, &uerr) {
+				err = uerr.Err
+			}
+			if try < tries && ctx.Err() == nil && unreached(err) && c.servers.failover(srv) {
+				continue
+			}
+			return nil, fmt.Errorf("%s %s: %w", r.method, r.path, err)
+		}
+		if resp.StatusCode/100 != 2 {
+			defer resp.Body.Close()
+			return nil, decodeError(resp)
+		}
+		return resp, nil
 	}
-	if resp.StatusCode/100 != 2 {
-		defer resp.Body.Close()
-		return nil, decodeError(resp)
-	}
-	return resp, nil
 }
 
 // call performs r and decodes a JSON answer into out (unless out is nil).

@@ -34,6 +34,10 @@ type Config struct {
 	Address           string
 	HeartbeatInterval time.Duration
 	Logger            *slog.Logger
+	// OnServers is told the control plane's server URLs each time the
+	// agent learns them (at every watch it opens), to keep them with the
+	// host's credentials; the client fails over among them.
+	OnServers func(urls []string)
 	// RestartDelay is the pause before a crashed VM whose policy is
 	// restart is started again; it doubles with each crash in a row, up
 	// to MaxRestartDelay. Defaults: 2s and 5 minutes.
@@ -56,12 +60,16 @@ type Agent struct {
 	info   hypervisor.Info
 	cache  *imageCache
 	net    *netLoop // nil without a dataplane
+	vols   *volumes
 
 	// life is Run's context: what lives as long as the agent (workers,
 	// console streams) lives under it, never under one watch connection.
 	life context.Context
 	// revoked ends Run with ErrRevoked; set by Run.
 	revoked func(error)
+	// rewatch ends the current watch, so that it reconnects (to the
+	// server the client failed over to).
+	rewatch atomicCancel
 
 	mu      sync.Mutex
 	workers map[string]*worker            // by VM name
@@ -102,6 +110,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Network != nil {
 		a.net = newNetLoop(a, cfg.Network, cfg.Ports)
 	}
+	a.vols = newVolumes(a)
 	return a, nil
 }
 
@@ -124,7 +133,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer revoke(nil)
 	a.revoked = func(err error) { revoke(fmt.Errorf("%w: %w", ErrRevoked, err)) }
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		a.heartbeat(ctx)
@@ -136,6 +145,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.net.run(ctx)
 		}()
 	}
+	go func() {
+		defer wg.Done()
+		a.vols.run(ctx)
+	}()
 	a.follow(ctx)
 	wg.Wait()
 	a.mu.Lock()
@@ -214,9 +227,20 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	t := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
-		if _, err := a.c.PutHostStatus(ctx, a.cfg.Host, a.hostStatus()); err != nil && ctx.Err() == nil {
+		for try := 0; try < 2; try++ {
+			hctx, cancel := context.WithTimeout(ctx, a.heartbeatTimeout())
+			_, err := a.c.PutHostStatus(hctx, a.cfg.Host, a.hostStatus())
+			cancel()
+			if err == nil || ctx.Err() != nil {
+				break
+			}
 			a.log.Warn("heartbeat failed", "err", err)
 			a.checkRevoked(err)
+			if !serverLost(err) {
+				break
+			}
+			// Report to the next server at once.
+			a.moveOn(err)
 		}
 		select {
 		case <-ctx.Done():
@@ -249,16 +273,26 @@ func (a *Agent) follow(ctx context.Context) {
 	}
 }
 
-func (a *Agent) watchOnce(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
+func (a *Agent) watchOnce(parent context.Context) error {
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
+	a.rewatch.set(cancel)
 	msgs, errs := a.c.WatchHost(ctx, a.cfg.Host)
 	seen := map[string]bool{} // UIDs of the VMs the server places here
 	synced := false
+	idle := time.NewTimer(watchIdleTimeout)
+	defer idle.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			if parent.Err() == nil {
+				return errors.New("moving to another server")
+			}
 			return ctx.Err()
+		case <-idle.C:
+			err := fmt.Errorf("nothing came on the watch for %s", watchIdleTimeout)
+			a.moveOn(err)
+			return err
 		case err := <-errs:
 			if err == nil {
 				err = errors.New("watch stream closed")
@@ -268,6 +302,7 @@ func (a *Agent) watchOnce(ctx context.Context) error {
 			if !ok {
 				return errors.New("watch stream closed")
 			}
+			idle.Reset(watchIdleTimeout)
 			switch m.Type {
 			case api.AgentMsgVM:
 				if m.VM == nil {
@@ -286,6 +321,17 @@ func (a *Agent) watchOnce(ctx context.Context) error {
 			case api.AgentMsgSynced:
 				synced = true
 				a.reapOrphans(ctx, seen)
+				go a.learnServers(ctx)
+			case api.AgentMsgVolume:
+				if m.Volume != nil {
+					a.vols.update(m.Volume)
+				}
+			case api.AgentMsgVolumeRemoved:
+				a.vols.removed(m.Name)
+			case api.AgentMsgPool:
+				if m.Pool != nil {
+					a.vols.pool(m.Pool)
+				}
 			case api.AgentMsgStream:
 				if m.Stream != nil {
 					// A console lives as long as the agent, not as

@@ -16,7 +16,12 @@ import (
 // to the VM's console, or writes the recorded serial log and closes.
 func (a *Agent) serveStream(ctx context.Context, req api.StreamRequest) {
 	log := a.log.With("vm", req.VM, "console", req.Console, "stream", req.ID)
-	conn, err := a.c.DialStream(ctx, req.ID)
+	c, err := a.streamClient(ctx, req)
+	if err != nil {
+		log.Warn("dialling back for a console stream", "err", err)
+		return
+	}
+	conn, err := c.DialStream(ctx, req.ID)
 	if err != nil {
 		log.Warn("dialling back for a console stream", "err", err)
 		return

@@ -328,17 +328,20 @@ func (w *worker) apply(ctx context.Context, vm *api.VM) error {
 	default:
 		err = fmt.Errorf("unknown desired power state %q", spec.PowerState)
 	}
-	if err == nil && (spec.PowerState == api.PowerRunning || spec.PowerState == api.PowerPaused) {
-		// NICs added to or removed from a VM that runs.
+	if err != nil {
+		return err
+	}
+	w.observedRestart = spec.RestartCount
+	// NICs and volumes added to or removed from a VM that runs: each
+	// kind is plugged whatever became of the other.
+	var nicErr error
+	if spec.PowerState == api.PowerRunning || spec.PowerState == api.PowerPaused {
 		var nics []hypervisor.NICConfig
-		if nics, err = w.a.nicConfigs(vm); err == nil {
-			err = w.syncNICs(ctx, h, nics)
+		if nics, nicErr = w.a.nicConfigs(vm); nicErr == nil {
+			nicErr = w.syncNICs(ctx, h, nics)
 		}
 	}
-	if err == nil {
-		w.observedRestart = spec.RestartCount
-	}
-	return err
+	return errors.Join(nicErr, w.syncVolumes(ctx, h, vm))
 }
 
 func (w *worker) pauser(f func(hypervisor.Pauser) error) error {
@@ -410,6 +413,7 @@ func (w *worker) report(ctx context.Context, vm *api.VM, verr *api.VMError) {
 		for _, d := range h.Disks {
 			st.Disks = append(st.Disks, api.DiskStatus{Name: d.Name, Path: d.Path, Format: d.Format, SizeMiB: d.SizeMiB})
 		}
+		st.Volumes = w.pluggedVolumes(ctx, h, vm)
 	}
 	if verr != nil && st.PowerState == api.PowerPending {
 		st.PowerState = api.PowerError

@@ -11,6 +11,9 @@ const (
 	KindSystem = "system"
 	// KindMetrics is a metrics scraper: it may read /metrics, nothing else.
 	KindMetrics = "metrics"
+	// KindServer is another server of the control plane: it may use the
+	// routes the servers use among themselves, nothing else.
+	KindServer = "server"
 )
 
 // Identity is who a request comes from: a user (through a session or API

@@ -34,16 +34,18 @@ const (
 	PermNetworkCreate Permission = "network.create"
 	PermNetworkUpdate Permission = "network.update" // ports' groups, rules, floating IP mappings
 	PermNetworkDelete Permission = "network.delete"
+	PermVolumeRead    Permission = "volume.read"
+	PermVolumeManage  Permission = "volume.manage" // create, attach, detach, grow, snapshot, delete
 )
 
 // grants is the policy: what each project role adds to the roles before it
 // in api.Roles. It is the only place where roles get their meaning.
 var grants = map[string][]Permission{
-	api.RoleViewer:   {PermProjectRead, PermVMRead, PermImageRead, PermOperationRead, PermProviderRead, PermNetworkRead},
+	api.RoleViewer:   {PermProjectRead, PermVMRead, PermImageRead, PermOperationRead, PermProviderRead, PermNetworkRead, PermVolumeRead},
 	api.RoleOperator: {PermVMPower, PermVMConsole, PermOperationCancel},
 	api.RoleMember: {PermVMCreate, PermVMDelete, PermVMUpdate, PermVMUserData, PermImageCreate, PermImageDelete,
-		PermNetworkCreate, PermNetworkUpdate, PermNetworkDelete},
-	api.RoleAdmin:    {PermProjectUpdate, PermMemberManage, PermAuditRead},
+		PermNetworkCreate, PermNetworkUpdate, PermNetworkDelete, PermVolumeManage},
+	api.RoleAdmin: {PermProjectUpdate, PermMemberManage, PermAuditRead},
 }
 
 // RolePermissions returns every permission of a role, inherited ones
@@ -126,11 +128,15 @@ const (
 	ScopeAccount
 	// ScopeMetrics admits superadmins and the metrics token.
 	ScopeMetrics
+	// ScopePeer admits the other servers of the control plane (their
+	// server tokens), and nobody else.
+	ScopePeer
 )
 
 var scopeNames = map[Scope]string{
 	ScopePublic: "public", ScopeUser: "user", ScopeProject: "project", ScopeSuperadmin: "superadmin",
 	ScopeSelf: "self", ScopeHost: "host", ScopeAnyHost: "any-host", ScopeAccount: "account", ScopeMetrics: "metrics",
+	ScopePeer: "peer",
 }
 
 func (s Scope) String() string { return scopeNames[s] }
@@ -159,6 +165,7 @@ var (
 	Host       = Rule{Scope: ScopeHost}
 	AnyHost    = Rule{Scope: ScopeAnyHost}
 	Metrics    = Rule{Scope: ScopeMetrics}
+	Peer       = Rule{Scope: ScopePeer}
 )
 
 // In is the rule of a project route needing permission p.
@@ -238,6 +245,10 @@ func Authorize(id Identity, rule Rule, f Facts) error {
 		}
 	case ScopeMetrics:
 		if id.IsSuperadmin() || (id.Kind == KindMetrics && id.Name != "") {
+			return nil
+		}
+	case ScopePeer:
+		if id.Kind == KindServer && id.Name != "" {
 			return nil
 		}
 	case ScopeProject:

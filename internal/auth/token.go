@@ -24,6 +24,12 @@ const (
 	PrefixHost    = "pvh_"
 	PrefixJoin    = "pvj_"
 	PrefixMetrics = "pvm_" // the read-only metrics token
+	// PrefixServerJoin is a server join token: a new server joins the
+	// control plane with it.
+	PrefixServerJoin = "pvc_"
+	// PrefixPeer is a server's token, which it presents to the other
+	// servers of the control plane.
+	PrefixPeer = "pvp_"
 )
 
 const (

@@ -274,9 +274,12 @@ func (a *app) auditListCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			recs, err := c.ListAudit(cmd.Context(), q)
+			recs, missing, err := c.ListAuditPartial(cmd.Context(), q)
 			if err != nil {
 				return err
+			}
+			if len(missing) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "Warning: the audit logs of server(s) %s could not be read (down or unreachable): their records are missing here\n", strings.Join(missing, ", "))
 			}
 			return a.print(cmd.OutOrStdout(), api.List[api.AuditRecord]{Items: nonNil(recs)}, func(tw *tabwriter.Writer) {
 				row(tw, "TIME", "ACTOR", "ACTION", "RESOURCE", "PROJECT", "OUTCOME", "STATUS", "OPERATION")

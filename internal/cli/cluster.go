@@ -11,7 +11,8 @@ import (
 )
 
 func (a *app) clusterCommand() *cobra.Command {
-	cmd := group("cluster", "See the servers of the control plane and which one leads")
+	cmd := group("cluster", "See the servers of the control plane and which one leads; add and remove servers")
+	cmd.AddCommand(a.clusterServerCommands()...)
 	cmd.AddCommand(&cobra.Command{
 		Use:   "status",
 		Short: "Show which server leads the controllers (superadmin)",

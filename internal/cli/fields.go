@@ -63,6 +63,8 @@ var fieldSources = map[string][]fieldSource{
 	"floating-ip create":   {{"address", "--address"}, {"labels.*", "--label"}},
 	"secgroup rule add":    {{"rules[0].portMin", "--port"}, {"rules[0].portMax", "--port"}, {"rules[0].direction", "--egress"}},
 	"vm nic add":           {{"*", "NIC"}, {"securityGroups[*]", "NIC"}},
+	"pool create":          {{"projects", "--grant"}, {"hosts", "--host"}},
+	"volume create":        {{"source.image", "--image"}, {"source.volume", "--from"}, {"source.snapshot", "--from"}, {"source", "--image"}, {"source", "--from"}},
 }
 
 // commandKey is the path of cmd below the root: "vm create".

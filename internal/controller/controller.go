@@ -43,6 +43,8 @@ type Collections struct {
 	Admission *store.Collection[admission.Record]
 	// Beats holds the heartbeats each server shares with the leader.
 	Beats *store.Collection[liveness.Beats]
+	// Volumes count against the projects' volume quota.
+	Volumes *store.Collection[api.Volume]
 }
 
 // Config wires the controllers to the store and to the server around them.
@@ -146,12 +148,12 @@ func New(ctx context.Context, cfg Config) *Set {
 	s.Placer = placement.New(placement.Config{VMs: cfg.VMs, Hosts: cfg.Hosts, Scheduler: cfg.Scheduler, Queue: s.Ops, Records: records})
 	s.Images = quota.NewImages(cfg.Projects, cfg.Images, cfg.ImageDir, cfg.MinFreeBytes, log)
 	s.Quota = quota.New(quota.Config{Projects: cfg.Projects, VMs: cfg.VMs, Images: cfg.Images, Queue: s.Ops, Imports: s.Images,
-		Records: records, Counted: cfg.Counted})
+		Records: records, Counted: cfg.Counted, Volumes: cfg.Volumes})
 	s.Liveness = liveness.New(liveness.Config{Writer: cfg.Store, Hosts: cfg.Hosts, VMs: cfg.VMs, Beats: cfg.Beats, ID: cfg.ID,
 		Timeout: cfg.HeartbeatTimeout, Logger: log})
 	s.Leases = leases.New(leases.Config{VMs: cfg.VMs, Ops: s.Ops, Audit: cfg.Audit,
 		Interval: cfg.LeaseInterval, Logger: log})
-	s.Imports = imports.New(imports.Config{Writer: cfg.Store, Images: cfg.Images, Ops: cfg.Ops, Dir: cfg.ImageDir,
+	s.Imports = imports.New(imports.Config{Writer: cfg.Store, Images: cfg.Images, Ops: cfg.Ops, Dir: cfg.ImageDir, Server: cfg.Name,
 		Gate: s.Images, Metrics: cfg.Metrics, ErrorOf: cfg.ErrorOf, Logger: log})
 	s.Imports.Recover(ctx)
 	return s

@@ -406,11 +406,12 @@ func TestHeartbeatsAtAnotherServer(t *testing.T) {
 	if _, err := a.st.Txn(ctx, a.col.Hosts.OpCreate("far", host)); err != nil {
 		t.Fatal(err)
 	}
-	// The leader's view follows the store's watch: wait until it holds
-	// the host before judging what the leader made of it.
-	eventually(t, 10*time.Second, "the leader sees the host", func() error {
-		if _, ok := lead.col.Hosts.Get("far"); !ok {
-			return fmt.Errorf("not yet")
+	// Both servers' indexes hold the host before it is judged.
+	eventually(t, 5*time.Second, "both indexes hold the host", func() error {
+		for _, srv := range []*testServer{a, b} {
+			if _, ok := srv.col.Hosts.Get("far"); !ok {
+				return errors.New("not yet")
+			}
 		}
 		return nil
 	})

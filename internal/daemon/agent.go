@@ -76,11 +76,21 @@ which also pins the server's CA; later starts reuse the saved credentials.`,
 				case err != nil:
 					return err
 				}
-				c, err := client.New(client.Config{URL: creds.Server, Token: creds.Token, CACert: []byte(creds.CACert)})
+				// A short dial timeout: a server that does not answer is
+				// given up for the next one quickly.
+				c, err := client.New(client.Config{URL: creds.Server, Servers: creds.Servers, Token: creds.Token, CACert: []byte(creds.CACert),
+					DialTimeout: 3 * time.Second})
 				if err != nil {
 					return err
 				}
-				err = runAgent(ctx, c, agentOptions{host: creds.Host, stateDir: dataDir, address: address, accel: accel, heartbeat: heartbeat, logger: log})
+				onServers := func(urls []string) {
+					next := *creds
+					next.Server, next.Servers = urls[0], urls
+					if err := saveCredentials(credPath, &next); err != nil {
+						log.Warn("keeping the servers' addresses with the credentials", "err", err)
+					}
+				}
+				err = runAgent(ctx, c, agentOptions{host: creds.Host, stateDir: dataDir, address: address, accel: accel, heartbeat: heartbeat, logger: log, onServers: onServers})
 				if !errors.Is(err, agent.ErrRevoked) {
 					return err
 				}

@@ -39,6 +39,8 @@ func ServerCommand() *cobra.Command {
 		advertise []string
 		accel     string
 		confPath  string
+		joinURL   string
+		joinToken string
 	)
 	var pprofAddr string
 	cmd := &cobra.Command{
@@ -68,6 +70,19 @@ cluster named by --etcd-endpoints.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if joinURL != "" || cfg.PeerListen != "" {
+				// A server among others needs a name they can tell apart.
+				if cfg.Name == "" {
+					cfg.Name = defaultHostName()
+				}
+			}
+			if joinURL != "" {
+				if err := joinServers(ctx, cfg, joinURL, joinToken, log); err != nil {
+					return err
+				}
+			} else if joinToken != "" {
+				return errors.New("--join-token: give the URL of a server to join with --join")
+			}
 			srv, err := server.New(ctx, cfg)
 			if err != nil {
 				return err
@@ -82,14 +97,30 @@ cluster named by --etcd-endpoints.`,
 				}
 			}
 			printHowTo(cmd, srv, cfg)
+			// The server may stop on its own: removed from the cluster.
+			ctx, fatal := context.WithCancelCause(ctx)
+			defer fatal(nil)
+			go func() {
+				select {
+				case err := <-srv.Fatal():
+					fatal(err)
+				case <-ctx.Done():
+				}
+			}()
 			if noAgent {
 				<-ctx.Done()
-				return nil
+			} else {
+				if hostName == "" {
+					hostName = defaultHostName()
+				}
+				if err := runBuiltinAgent(ctx, srv, cfg, hostName, accel); err != nil && context.Cause(ctx) == ctx.Err() {
+					return err
+				}
 			}
-			if hostName == "" {
-				hostName = defaultHostName()
+			if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() {
+				return cause
 			}
-			return runBuiltinAgent(ctx, srv, cfg, hostName, accel)
+			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -97,6 +128,10 @@ cluster named by --etcd-endpoints.`,
 	f.StringVar(&cfg.Listen, "listen", ":7443", "TLS address of the API (empty disables TCP)")
 	f.StringVar(&cfg.Socket, "socket", "", "unix socket for local root use (default <data-dir>/polyvisor.sock)")
 	f.StringSliceVar(&cfg.EtcdEndpoints, "etcd-endpoints", nil, "external etcd endpoints (default: embedded etcd)")
+	f.StringVar(&joinURL, "join", "", "join the control plane of the server at this URL (https://s1:7443) as one more server, with --join-token (first start only)")
+	f.StringVar(&joinToken, "join-token", "", "with --join: a server join token from 'polyvisor cluster join-token' on a running server")
+	f.DurationVar(&cfg.EtcdElectionTimeout, "etcd-election-timeout", time.Second, "with --peer-listen: how long the embedded etcd members go without their raft leader before electing another (every server of a cluster the same)")
+	f.StringVar(&cfg.PeerListen, "peer-listen", "", "with the embedded etcd: TLS address its member listens on for the other servers' members (e.g. :7444); needed to join servers or be joined")
 	f.StringVar(&cfg.Name, "name", "", "name of this server among the servers sharing the store (default: the hostname)")
 	f.DurationVar(&cfg.LeaderTTL, "leader-ttl", 5*time.Second, "how long a leader that stopped renewing its session keeps the lead of the controllers")
 	f.StringSliceVar(&advertise, "advertise-address", nil, "extra DNS names or IPs agents use to reach this server (added to its certificate)")
@@ -162,9 +197,12 @@ func defaultHostName() string {
 // credentials are what an agent keeps after it registered.
 type credentials struct {
 	Server string `json:"server"`
-	Host   string `json:"host"`
-	Token  string `json:"token"`
-	CACert string `json:"caCert"`
+	// Servers are every server of the control plane, the one in use
+	// first, learnt from it at each watch: the agent fails over to them.
+	Servers []string `json:"servers,omitempty"`
+	Host    string   `json:"host"`
+	Token   string   `json:"token"`
+	CACert  string   `json:"caCert"`
 	// JoinedWith identifies the join token used (a hash), so that the same
 	// single-use token is not tried again after a revocation.
 	JoinedWith string `json:"joinedWith,omitempty"`
@@ -265,6 +303,9 @@ type agentOptions struct {
 	accel                   string // auto, kvm or tcg
 	heartbeat               time.Duration
 	logger                  *slog.Logger
+	// onServers keeps the control plane's server URLs as the agent learns
+	// them.
+	onServers func([]string)
 }
 
 func runAgent(ctx context.Context, c *client.Client, o agentOptions) error {
@@ -275,8 +316,8 @@ func runAgent(ctx context.Context, c *client.Client, o agentOptions) error {
 	}
 	acfg := agent.Config{
 		Client: c, Host: host, StateDir: stateDir, Driver: drv, Address: address,
-		HeartbeatInterval: o.heartbeat,
-		Logger:            logger.With("component", "agent", "host", host),
+		HeartbeatInterval: o.heartbeat, OnServers: o.onServers,
+		Logger: logger.With("component", "agent", "host", host),
 	}
 	if dp := newDataplane(stateDir, logger); dp != nil {
 		defer dp.Close()

@@ -34,6 +34,24 @@ const (
 	CAKeyFile      = "ca.key"
 	ServerCertFile = "server.crt"
 	ServerKeyFile  = "server.key"
+	// PeerCertFile and PeerKeyFile are the certificate the server's etcd
+	// member presents to its peers, as a server and as a client.
+	PeerCertFile = "peer.crt"
+	PeerKeyFile  = "peer.key"
+)
+
+// leafKind says which certificate of the directory is meant.
+type leafKind struct {
+	what          string // for messages
+	certFile, key string
+	extKeyUsages  []x509.ExtKeyUsage
+}
+
+var (
+	serverLeaf = leafKind{what: "server", certFile: ServerCertFile, key: ServerKeyFile,
+		extKeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	peerLeaf = leafKind{what: "etcd peer", certFile: PeerCertFile, key: PeerKeyFile,
+		extKeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
 )
 
 const (
@@ -146,6 +164,19 @@ func (o CertOptions) withDefaults() (CertOptions, error) {
 // it returns why it issued a new certificate, or "" when it kept the one
 // in dir.
 func ensureServerCert(dir string, hosts []string, opts CertOptions, now time.Time) (string, error) {
+	return ensureLeaf(serverLeaf, dir, hosts, opts, now)
+}
+
+// EnsurePeerCert makes sure dir holds a certificate for the server's etcd
+// member, signed by the CA of dir, valid for every name in hosts and for
+// both ends of a peer connection; it is re-issued under the same rules as
+// the server certificate. It returns why it issued one ("" when it kept
+// the one in dir).
+func EnsurePeerCert(dir string, hosts []string, opts CertOptions) (string, error) {
+	return ensureLeaf(peerLeaf, dir, hosts, opts, time.Now())
+}
+
+func ensureLeaf(kind leafKind, dir string, hosts []string, opts CertOptions, now time.Time) (string, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return "", err
@@ -161,26 +192,26 @@ func ensureServerCert(dir string, hosts []string, opts CertOptions, now time.Tim
 	if err != nil {
 		return "", err
 	}
-	reason := checkServerCert(dir, ca, hosts, now, opts.RenewBefore)
+	reason := checkLeaf(kind, dir, ca, hosts, now, opts.RenewBefore)
 	if reason == "" {
 		return "", nil
 	}
 
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return "", fmt.Errorf("generating server key: %w", err)
+		return "", fmt.Errorf("generating %s key: %w", kind.what, err)
 	}
-	certPEM, err := issueServerCert(ca, key.Public(), names, ips, now, opts.Validity)
+	certPEM, err := issueLeaf(kind, ca, key.Public(), names, ips, now, opts.Validity)
 	if err != nil {
 		return "", err
 	}
-	if err := writeKey(filepath.Join(dir, ServerKeyFile), key); err != nil {
+	if err := writeKey(filepath.Join(dir, kind.key), key); err != nil {
 		return "", err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, ServerCertFile), certPEM, 0o644); err != nil {
-		return "", fmt.Errorf("writing server certificate: %w", err)
+	if err := writeFileAtomic(filepath.Join(dir, kind.certFile), certPEM, 0o644); err != nil {
+		return "", fmt.Errorf("writing %s certificate: %w", kind.what, err)
 	}
-	logger().Info("issued server certificate", "dir", dir, "reason", reason, "dns", names, "ips", ips,
+	logger().Info("issued "+kind.what+" certificate", "dir", dir, "reason", reason, "dns", names, "ips", ips,
 		"expires", now.Add(opts.Validity).UTC().Format(time.RFC3339))
 	return reason, nil
 }
@@ -219,7 +250,13 @@ func loadCA(dir string) (*ca, error) {
 // checkServerCert says why the server certificate in dir must be
 // re-issued, or "" when it is good.
 func checkServerCert(dir string, ca *ca, hosts []string, now time.Time, renewBefore time.Duration) string {
-	certPEM, err := os.ReadFile(filepath.Join(dir, ServerCertFile))
+	return checkLeaf(serverLeaf, dir, ca, hosts, now, renewBefore)
+}
+
+// checkLeaf says why a certificate of dir must be re-issued, or "" when
+// it is good.
+func checkLeaf(kind leafKind, dir string, ca *ca, hosts []string, now time.Time, renewBefore time.Duration) string {
+	certPEM, err := os.ReadFile(filepath.Join(dir, kind.certFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return "none yet"
 	}
@@ -230,7 +267,7 @@ func checkServerCert(dir string, ca *ca, hosts []string, now time.Time, renewBef
 	if err != nil {
 		return "damaged: " + err.Error()
 	}
-	key, err := readKey(filepath.Join(dir, ServerKeyFile))
+	key, err := readKey(filepath.Join(dir, kind.key))
 	if err != nil {
 		return "key unusable: " + err.Error()
 	}
@@ -239,8 +276,10 @@ func checkServerCert(dir string, ca *ca, hosts []string, now time.Time, renewBef
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.cert)
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-		return "not valid under the ca: " + err.Error()
+	for _, eku := range kind.extKeyUsages {
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{eku}}); err != nil {
+			return "not valid under the ca: " + err.Error()
+		}
 	}
 	if now.Add(renewBefore).After(cert.NotAfter) {
 		return "expires on " + cert.NotAfter.Format(time.DateOnly)
@@ -254,6 +293,10 @@ func checkServerCert(dir string, ca *ca, hosts []string, now time.Time, renewBef
 }
 
 func issueServerCert(ca *ca, pub crypto.PublicKey, names []string, ips []net.IP, now time.Time, validity time.Duration) ([]byte, error) {
+	return issueLeaf(serverLeaf, ca, pub, names, ips, now, validity)
+}
+
+func issueLeaf(kind leafKind, ca *ca, pub crypto.PublicKey, names []string, ips []net.IP, now time.Time, validity time.Duration) ([]byte, error) {
 	serial, err := randomSerial()
 	if err != nil {
 		return nil, err
@@ -268,14 +311,14 @@ func issueServerCert(ca *ca, pub crypto.PublicKey, names []string, ips []net.IP,
 		NotBefore:             now.Add(-backdate),
 		NotAfter:              now.Add(validity),
 		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:           kind.extKeyUsages,
 		BasicConstraintsValid: true,
 		DNSNames:              names,
 		IPAddresses:           ips,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
 	if err != nil {
-		return nil, fmt.Errorf("creating server certificate: %w", err)
+		return nil, fmt.Errorf("creating %s certificate: %w", kind.what, err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }

@@ -84,7 +84,7 @@ func TestRealQEMU(t *testing.T) {
 	}
 	defer r.Close()
 	defer w.Close()
-	if err := cl.ExecuteWithFile(ctx, "getfd", map[string]string{"fdname": "pv-test"}, nil, r); err != nil {
+	if err := cl.ExecuteFile(ctx, "getfd", map[string]string{"fdname": "pv-test"}, nil, r); err != nil {
 		t.Fatalf("getfd: %v", err)
 	}
 	if err := cl.Execute(ctx, "closefd", map[string]string{"fdname": "pv-test"}, nil); err != nil {

@@ -171,37 +171,30 @@ func (c *Client) handshake() error {
 // Version is the QEMU version from the greeting.
 func (c *Client) Version() Version { return c.version }
 
-func (c *Client) write(r request) error { return c.writeWith(r, nil) }
+func (c *Client) write(r request) error { return c.writeOOB(r, nil) }
 
-// writeWith sends a command, with a file descriptor as ancillary data
-// (SCM_RIGHTS) when f is set.
-func (c *Client) writeWith(r request, f *os.File) error {
+// writeOOB writes r with oob as the socket's ancillary data (nil for none).
+func (c *Client) writeOOB(r request, oob []byte) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encoding qmp command %s: %w", r.Execute, err)
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	b = append(b, '\n')
-	if f == nil {
-		_, err = c.conn.Write(b)
-	} else {
+	if oob != nil {
 		uc, ok := c.conn.(*net.UnixConn)
 		if !ok {
-			return fmt.Errorf("sending qmp command %s: a descriptor needs a unix socket", r.Execute)
+			return fmt.Errorf("sending qmp command %s with a file: the connection is not a unix socket", r.Execute)
 		}
-		_, _, err = uc.WriteMsgUnix(b, syscall.UnixRights(int(f.Fd())), nil)
+		if _, _, err := uc.WriteMsgUnix(append(b, '\n'), oob, nil); err != nil {
+			return fmt.Errorf("sending qmp command %s: %w", r.Execute, err)
+		}
+		return nil
 	}
-	if err != nil {
+	if _, err := c.conn.Write(append(b, '\n')); err != nil {
 		return fmt.Errorf("sending qmp command %s: %w", r.Execute, err)
 	}
 	return nil
-}
-
-// ExecuteWithFile runs cmd as Execute does, passing QEMU a copy of the
-// descriptor f along with it (as getfd and add-fd take one).
-func (c *Client) ExecuteWithFile(ctx context.Context, cmd string, args, result any, f *os.File) error {
-	return c.execute(ctx, cmd, args, result, f)
 }
 
 // Execute runs cmd with args (nil, or anything that encodes as a JSON
@@ -212,7 +205,15 @@ func (c *Client) Execute(ctx context.Context, cmd string, args, result any) erro
 	return c.execute(ctx, cmd, args, result, nil)
 }
 
-func (c *Client) execute(ctx context.Context, cmd string, args, result any, f *os.File) error {
+// ExecuteFile runs cmd as Execute does, passing f's descriptor along with
+// it (SCM_RIGHTS), as QMP's getfd and add-fd expect: QEMU, confined,
+// opens nothing by path once it runs. The connection must be a unix
+// socket.
+func (c *Client) ExecuteFile(ctx context.Context, cmd string, args, result any, f *os.File) error {
+	return c.execute(ctx, cmd, args, result, syscall.UnixRights(int(f.Fd())))
+}
+
+func (c *Client) execute(ctx context.Context, cmd string, args, result any, oob []byte) error {
 	ch := make(chan reply, 1)
 	c.mu.Lock()
 	if c.err != nil {
@@ -224,7 +225,7 @@ func (c *Client) execute(ctx context.Context, cmd string, args, result any, f *o
 	c.pending[id] = ch
 	c.mu.Unlock()
 
-	if err := c.writeWith(request{Execute: cmd, Arguments: args, ID: id}, f); err != nil {
+	if err := c.writeOOB(request{Execute: cmd, Arguments: args, ID: id}, oob); err != nil {
 		c.forget(id)
 		return err
 	}

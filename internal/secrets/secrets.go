@@ -9,6 +9,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -80,4 +81,48 @@ func (b *Box) Open(sealed, context string) (string, error) {
 		return "", errors.New("opening a secret: wrong key or context")
 	}
 	return string(pt), nil
+}
+
+// The servers of one control plane share one key: a provider's password
+// sealed by one opens on every other. A joining server receives the key
+// of one already running (ReadKey there, InstallKey here).
+
+// ReadKey returns the key at path.
+func ReadKey(path string) ([]byte, error) {
+	key, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading the secrets key: %w", err)
+	}
+	if len(key) != keySize {
+		return nil, fmt.Errorf("secrets key %s has %d bytes, want %d", path, len(key), keySize)
+	}
+	return key, nil
+}
+
+// InstallKey writes a key received from another server at path. A path
+// that already holds that key is left as it is; one holding another key
+// is refused: what it sealed would no longer open.
+func InstallKey(path string, key []byte) error {
+	if len(key) != keySize {
+		return fmt.Errorf("installing the secrets key: %d bytes, want %d", len(key), keySize)
+	}
+	if have, err := os.ReadFile(path); err == nil {
+		if subtle.ConstantTimeCompare(have, key) == 1 {
+			return nil
+		}
+		return fmt.Errorf("installing the secrets key: %s already holds another key; a joining server needs a data dir of its own", path)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("installing the secrets key: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("installing the secrets key: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, key, 0o600); err != nil {
+		return fmt.Errorf("installing the secrets key: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("installing the secrets key: %w", err)
+	}
+	return nil
 }

@@ -13,7 +13,9 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/pki"
 	"github.com/polyvisor/polyvisor/internal/scheduler"
+	"github.com/polyvisor/polyvisor/internal/secrets"
 )
 
 // second starts another server over the env's etcd, as a second server
@@ -24,6 +26,21 @@ func (e *env) second(t *testing.T, cfg Config) (*Server, *client.Client) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
+	// What a join hands over: the servers' CA and secrets key.
+	caCert, caKey, err := pki.ReadCA(filepath.Join(e.dataDir, "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.InstallCA(filepath.Join(dir, "pki"), caCert, caKey); err != nil {
+		t.Fatal(err)
+	}
+	key, err := secrets.ReadKey(filepath.Join(e.dataDir, "secret.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := secrets.InstallKey(filepath.Join(dir, "secret.key"), key); err != nil {
+		t.Fatal(err)
+	}
 	cfg.DataDir = dir
 	cfg.EtcdEndpoints = e.s.st.Endpoints()
 	cfg.Listen = "127.0.0.1:0"

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
@@ -207,6 +208,7 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 	}
 	defer release()
 	changes := s.vms.Subscribe(ctx)
+	volChanges, poolChanges := s.volumes.Subscribe(ctx), s.pools.Subscribe(ctx)
 	requests, unregister := s.streams.register(host)
 	defer unregister()
 	// The host's network state: once after the VMs, then at each change.
@@ -223,6 +225,16 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, vm := range listAll(s.vms, func(vm *api.VM) bool { return vm.Spec.Host == host }) {
 		if enc.Encode(api.AgentMessage{Type: api.AgentMsgVM, VM: vm}) != nil {
+			return
+		}
+	}
+	for _, p := range listAll(s.pools, func(p *api.Pool) bool { return slices.Contains(p.Spec.Hosts, host) }) {
+		if enc.Encode(api.AgentMessage{Type: api.AgentMsgPool, Pool: p}) != nil {
+			return
+		}
+	}
+	for _, v := range listAll(s.volumes, func(v *api.Volume) bool { return v.Spec.Host == host }) {
+		if enc.Encode(api.AgentMessage{Type: api.AgentMsgVolume, Volume: v}) != nil {
 			return
 		}
 	}
@@ -249,6 +261,26 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 			default:
 				continue
 			}
+		case c, ok := <-volChanges:
+			if !ok {
+				return
+			}
+			switch {
+			case c.Type == store.Delete && c.Obj.Spec.Host == host:
+				msg = api.AgentMessage{Type: api.AgentMsgVolumeRemoved, Name: c.Name}
+			case c.Type == store.Put && c.Obj.Spec.Host == host:
+				msg = api.AgentMessage{Type: api.AgentMsgVolume, Volume: c.Obj}
+			default:
+				continue
+			}
+		case c, ok := <-poolChanges:
+			if !ok {
+				return
+			}
+			if c.Type != store.Put || !slices.Contains(c.Obj.Spec.Hosts, host) {
+				continue
+			}
+			msg = api.AgentMessage{Type: api.AgentMsgPool, Pool: c.Obj}
 		case req := <-requests:
 			msg = api.AgentMessage{Type: api.AgentMsgStream, Stream: &req}
 		case st := <-netStates:
@@ -330,5 +362,6 @@ func (s *Server) vmRemoved(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("vm removed", "vm", name, "host", vm.Spec.Host)
+	s.releaseVolumes(r.Context(), vm)
 	writeJSON(w, http.StatusOK, struct{}{})
 }

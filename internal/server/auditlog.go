@@ -26,6 +26,7 @@ var collections = map[string]string{
 	"snapshots": "snapshot", "hosts": "host", "join-tokens": "join-token", "streams": "stream",
 	"networks": "network", "subnets": "subnet", "ports": "port", "security-groups": "security-group",
 	"floating-ips": "floating-ip", "rules": "rule", "nics": "nic",
+	"servers": "server",
 }
 
 var methodVerbs = map[string]string{"GET": "read", "POST": "create", "PUT": "set", "PATCH": "update", "DELETE": "delete"}
@@ -66,7 +67,7 @@ func actionOf(method, path string) string {
 // about its host and VMs are host traffic, not mutations anyone asked for;
 // they are recorded only when refused.
 func audited(rt route, action string) bool {
-	if rt.rule.Scope == auth.ScopeHost || rt.rule.Scope == auth.ScopeAnyHost {
+	if rt.rule.Scope == auth.ScopeHost || rt.rule.Scope == auth.ScopeAnyHost || rt.rule.Scope == auth.ScopePeer {
 		return false
 	}
 	if rt.method != "GET" {
@@ -332,14 +333,21 @@ func (s *Server) queryAudit(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(auditSearchedFrom, res.SearchedFrom.Format(time.RFC3339Nano))
 	}
 	if export {
-		w.Header().Set("Content-Type", "application/x-ndjson")
-		w.WriteHeader(http.StatusOK)
 		enc := jsonLineEncoder(w)
-		_, err = s.audit.QueryIn(r.Context(), q, opts, func(ar *api.AuditRecord) bool {
+		started := false
+		_, err = s.auditMerged(r.Context(), q, opts, func(missing []string) {
+			started = true
+			setAuditPartial(w.Header(), missing)
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.WriteHeader(http.StatusOK)
+		}, func(ar *api.AuditRecord) bool {
 			return enc(ar) == nil
 		})
-		if err != nil {
+		switch {
+		case err != nil && started:
 			s.log.Warn("exporting the audit log", "err", err)
+		case err != nil:
+			s.writeError(w, r, fmt.Errorf("reading the audit log: %w", err))
 		}
 		return
 	}
@@ -347,14 +355,23 @@ func (s *Server) queryAudit(w http.ResponseWriter, r *http.Request) {
 	if q.Limit == 0 {
 		q.Limit = 100
 	}
-	_, err = s.audit.QueryIn(r.Context(), q, opts, func(ar *api.AuditRecord) bool {
+	// Keep the newest limit records of all servers, in time order.
+	limit := q.Limit
+	missing, err := s.auditMerged(r.Context(), q, opts, func([]string) {}, func(ar *api.AuditRecord) bool {
 		out.Items = append(out.Items, *ar)
+		if len(out.Items) > 2*limit {
+			out.Items = append(out.Items[:0], out.Items[len(out.Items)-limit:]...)
+		}
 		return true
 	})
 	if err != nil {
 		s.writeError(w, r, fmt.Errorf("reading the audit log: %w", err))
 		return
 	}
+	if len(out.Items) > limit {
+		out.Items = out.Items[len(out.Items)-limit:]
+	}
+	setAuditPartial(w.Header(), missing)
 	writeJSON(w, http.StatusOK, out)
 }
 

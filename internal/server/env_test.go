@@ -90,6 +90,7 @@ func newEnv(t testing.TB, cfg Config) *env {
 	e.super = e.client(s.AdminToken(), "")
 	e.tokens["superadmin"] = s.AdminToken()
 	e.tokens["metrics"] = s.metricsToken
+	e.tokens["peer"] = s.peerToken
 
 	for _, p := range []string{"pa", "pb"} {
 		if _, err := e.super.CreateProject(ctx, api.ProjectCreate{Name: p}); err != nil {

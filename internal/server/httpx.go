@@ -57,6 +57,8 @@ func toAPIError(err error) *api.Error {
 		return &api.Error{Code: api.CodeInsufficientStorage, Message: "the store's database is at its quota; changes are refused until space is reclaimed"}
 	case errors.Is(err, store.ErrInvalidContinue):
 		return api.Invalid("continue", "invalid continue token")
+	case store.IsUnavailable(err):
+		return &api.Error{Code: api.CodeUnavailable, Message: "the store is electing a leader or lost its quorum; the change may or may not have been made: repeat the request (a create with the same Idempotency-Key)"}
 	}
 	return &api.Error{Code: api.CodeInternal, Message: "internal error"}
 }
@@ -66,6 +68,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, ok := statusOf[ae.Code]
 	if !ok {
 		status = http.StatusInternalServerError
+	}
+	if ae.Code == api.CodeUnavailable && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", "1")
 	}
 	if status >= 500 {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)

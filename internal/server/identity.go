@@ -71,6 +71,8 @@ func prefixOf(kind string) string {
 		return auth.PrefixSession
 	case tokenKindMetrics:
 		return auth.PrefixMetrics
+	case tokenKindServer:
+		return auth.PrefixPeer
 	}
 	return auth.PrefixAPI
 }
@@ -100,6 +102,9 @@ func (s *Server) identify(token string) (auth.Identity, error) {
 	}
 	if rec.Kind == tokenKindMetrics {
 		return auth.Identity{Kind: auth.KindMetrics, Name: rec.Name, TokenID: id}, nil
+	}
+	if rec.Kind == tokenKindServer {
+		return auth.Identity{Kind: auth.KindServer, Name: rec.Name, TokenID: id}, nil
 	}
 	u, ok := s.users.Get(rec.user())
 	if !ok || u.Disabled {

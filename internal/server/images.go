@@ -40,6 +40,13 @@ func (s *Server) imageHost(r *http.Request, id auth.Identity) string {
 	if s.ctl.Placer.HostUses(id.Name, imageKeyOf(r)) {
 		return id.Name
 	}
+	// Or a volume the host makes from it.
+	key := imageKeyOf(r)
+	if len(s.volumes.Select(func(v *api.Volume) bool {
+		return v.Spec.Host == id.Name && v.Spec.Source != nil && v.Spec.Source.Image == key && v.Spec.Deletion == nil
+	})) > 0 {
+		return id.Name
+	}
 	return ""
 }
 
@@ -306,6 +313,15 @@ func (s *Server) imageContent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f, err := os.Open(s.ctl.Imports.Path(img))
+	if errors.Is(err, os.ErrNotExist) {
+		// Its copy has not reached this server yet: fetch it first.
+		if cerr := s.ensureImageFile(r.Context(), img); cerr != nil {
+			s.writeError(w, r, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("image %q has no copy on this server yet, and none could be fetched from the others; try again", img.Name)})
+			s.log.Warn("serving an image this server has no copy of", "image", img.Key(), "err", cerr)
+			return
+		}
+		f, err = os.Open(s.ctl.Imports.Path(img))
+	}
 	if err != nil {
 		s.writeError(w, r, fmt.Errorf("opening image %q: %w", img.Name, err))
 		return

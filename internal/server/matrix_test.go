@@ -23,7 +23,8 @@ import (
 // "self" (the user the path names, or a superadmin, with a token not
 // narrowed); "host" (the agent of the host concerned); "anyhost"; or a
 // project role (viewer, operator, member, admin): that role or above in the
-// request's project; "metrics" (a superadmin or the metrics token).
+// request's project; "metrics" (a superadmin or the metrics token); "peer"
+// (another server, with its server token).
 var policy = map[string]string{
 	"GET /healthz":            "public",
 	"GET /metrics":            "metrics",
@@ -152,11 +153,40 @@ var policy = map[string]string{
 	"POST /v1/vms/{name}/nics":                     "member",
 	"DELETE /v1/vms/{name}/nics/{nic}":             "member",
 	"PUT /v1/agent/hosts/{name}/ports":             "host",
+
+	"GET /v1/pools":                                                  "user",
+	"POST /v1/pools":                                                 "superadmin",
+	"GET /v1/pools/{name}":                                           "user",
+	"PATCH /v1/pools/{name}":                                         "superadmin",
+	"DELETE /v1/pools/{name}":                                        "superadmin",
+	"PUT /v1/agent/hosts/{name}/pools/{pool}":                        "host",
+	"GET /v1/volumes":                                                "viewer",
+	"POST /v1/volumes":                                               "member",
+	"GET /v1/volumes/{name}":                                         "viewer",
+	"DELETE /v1/volumes/{name}":                                      "member",
+	"POST /v1/volumes/{name}/attach":                                 "member",
+	"POST /v1/volumes/{name}/detach":                                 "member",
+	"POST /v1/volumes/{name}/grow":                                   "member",
+	"PUT /v1/volumes/{name}/limits":                                  "member",
+	"POST /v1/volumes/{name}/snapshots":                              "member",
+	"DELETE /v1/volumes/{name}/snapshots/{snapshot}":                 "member",
+	"PUT /v1/agent/hosts/{name}/volumes/{project}/{volume}/status":   "host",
+	"POST /v1/agent/hosts/{name}/volumes/{project}/{volume}/removed": "host",
+	// The servers of the control plane, and how one joins.
+	"GET /v1/cluster/servers":           "superadmin",
+	"DELETE /v1/cluster/servers/{name}": "superadmin",
+	"POST /v1/cluster/join-tokens":      "superadmin",
+	"POST /v1/cluster/join":             "public",
+	"GET /v1/agent/servers":             "anyhost",
+	// What the servers ask each other.
+	"GET /v1/cluster/peer/audit":           "peer",
+	"GET /v1/cluster/peer/images/{uid}":    "peer",
+	"POST /v1/cluster/peer/streams/{host}": "peer",
 }
 
 // callers are the identities the matrix tries: the env's users and hosts,
 // tokens narrowed to viewer of project pa, and nobody at all.
-var callers = []string{"anonymous", "h1", "h2", "metrics", "nobody", api.RoleViewer, api.RoleOperator, api.RoleMember, api.RoleAdmin, "superadmin",
+var callers = []string{"anonymous", "h1", "h2", "metrics", "peer", "nobody", api.RoleViewer, api.RoleOperator, api.RoleMember, api.RoleAdmin, "superadmin",
 	"narrowed-admin", "narrowed-member"}
 
 // narrowed names the users whose tokens, narrowed to viewer of project pa,
@@ -191,6 +221,14 @@ func expect(rule, who string, own bool) string {
 		return map[bool]string{true: "allow", false: "deny"}[who == "superadmin" || who == "metrics"]
 	}
 	if who == "metrics" {
+		return "deny"
+	}
+	// A server's token calls the routes the servers use among
+	// themselves, and nothing else; nobody else calls those.
+	if rule == "peer" {
+		return map[bool]string{true: "allow", false: "deny"}[who == "peer"]
+	}
+	if who == "peer" {
 		return "deny"
 	}
 	isHost := who == "h1" || who == "h2"
@@ -258,7 +296,7 @@ func requestFor(method, path, who string, own bool) (string, []byte) {
 		self = "ghost" // never take a caller's own membership away
 	}
 	r := strings.NewReplacer(
-		"{project}", project, "{user}", self, "{snapshot}", "s1", "{id}", "ghost", "{nic}", "0")
+		"{project}", project, "{user}", self, "{snapshot}", "s1", "{id}", "ghost", "{nic}", "0", "{uid}", "ghost", "{host}", "ghost")
 	p := r.Replace(path)
 	switch {
 	case strings.HasPrefix(path, "/v1/agent/hosts/"):

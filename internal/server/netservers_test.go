@@ -3,10 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/netip"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -16,7 +13,7 @@ import (
 )
 
 // TestTwoServersAllocateAddresses: two servers of one installation (the
-// second uses the first's etcd, with an index of its own) take 100 port
+// second uses the first's etcd, with an index of its own, and its CA) take 100 port
 // creates at once through their APIs, in a /26: exactly its 61 addresses
 // are handed out, each once; the other creates are refused as a full
 // network.
@@ -24,16 +21,7 @@ func TestTwoServersAllocateAddresses(t *testing.T) {
 	e := newEnv(t, Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	b, err := New(ctx, Config{DataDir: dir, EtcdEndpoints: e.s.st.Endpoints(), Listen: "127.0.0.1:0",
-		Socket: filepath.Join(dir, "b.sock"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatalf("a second server: %v", err)
-	}
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b, _ := e.second(t, Config{})
 	member := e.as(api.RoleMember, "pa")
 	onB, err := client.New(client.Config{URL: "https://" + b.Addr().String(), Token: e.tokens[api.RoleMember], CAFile: b.CAFile(), Project: "pa"})
 	if err != nil {

@@ -52,6 +52,10 @@ func (s *Server) routes() []route {
 	rs = append(rs, s.auditRoutes()...)
 	rs = append(rs, s.networkRoutes()...)
 	rs = append(rs, s.clusterRoutes()...)
+	rs = append(rs, s.poolRoutes()...)
+	rs = append(rs, s.volumeRoutes()...)
+	rs = append(rs, s.serverRoutes()...)
+	rs = append(rs, s.peerRoutes()...)
 	return rs
 }
 
@@ -300,7 +304,7 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 func (s *Server) rateLimit(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
 	var key string
 	switch {
-	case id.Kind == auth.KindHost:
+	case id.Kind == auth.KindHost, id.Kind == auth.KindServer:
 		return nil
 	case id.IsUser() && id.TokenID == "":
 		return nil // local root on the unix socket

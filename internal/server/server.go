@@ -26,6 +26,7 @@ import (
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/atomicfile"
 	"github.com/polyvisor/polyvisor/internal/audit"
+	"github.com/polyvisor/polyvisor/internal/cluster"
 	"github.com/polyvisor/polyvisor/internal/controller"
 	"github.com/polyvisor/polyvisor/internal/controller/admission"
 	"github.com/polyvisor/polyvisor/internal/controller/liveness"
@@ -105,6 +106,15 @@ type Config struct {
 	MinFreeBytes uint64
 	// StoreQuotaBytes bounds the embedded etcd's database (default 4 GiB).
 	StoreQuotaBytes int64
+	// PeerListen, with the embedded etcd, is where its member listens for
+	// the other servers' members (host:port, TLS); empty keeps a lone
+	// member that listens for none. A server that joins, or is joined,
+	// needs one.
+	PeerListen string
+	// EtcdElectionTimeout is the embedded etcd members' raft election
+	// timeout (default 1s): how long they go without their raft leader
+	// before electing another.
+	EtcdElectionTimeout time.Duration
 	// Name names this server among the servers sharing its store (default:
 	// the host name). The servers elect one whose controllers act.
 	Name string
@@ -142,6 +152,8 @@ type Server struct {
 	hashing    *throttle.Gate
 
 	providers *store.Collection[api.Provider]
+	pools     *store.Collection[api.Pool]
+	volumes   *store.Collection[api.Volume]
 	creds     *store.Collection[estate.Credential]
 	secrets   *secrets.Box
 
@@ -164,6 +176,15 @@ type Server struct {
 	metricsToken string
 	metricsAddr  net.Addr
 	serverID     string // this server's, across restarts (<data dir>/server.id)
+
+	// The server among the servers of the control plane (clusterself.go).
+	servers      *store.Collection[serverRecord]
+	clusterState *cluster.State
+	certHosts    []string // the names in its server certificate
+	peerToken    string   // its own token, presented to the others
+	peerCs       peerClients
+	copies       imageCopies
+	fatal        chan error
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -206,11 +227,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		imageDir: filepath.Join(cfg.DataDir, "images"),
+		fatal:    make(chan error, 1),
 	}
 	if err := os.MkdirAll(s.imageDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating image dir: %w", err)
 	}
 	if err := s.setupTLS(); err != nil {
+		return nil, err
+	}
+	member, err := s.memberConfig()
+	if err != nil {
 		return nil, err
 	}
 	st, err := store.Open(ctx, store.Config{
@@ -219,6 +245,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Logger:    cfg.Logger.With("component", "store"),
 		// At its quota the server goes read-only and reclaims space.
 		QuotaBytes: cfg.StoreQuotaBytes,
+		Member:     member,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening store: %w", s.diskCause(err))
@@ -236,12 +263,19 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.passwords = store.NewCollection(st, "passwords", func(p *passwordRecord, rev int64) { p.Version = rev })
 	s.tokens = store.NewCollection(st, "tokens", func(t *tokenRecord, rev int64) { t.Version = rev })
 	s.settings = store.NewCollection(st, "settings", func(r *settingsRecord, rev int64) { r.Version = rev })
+	s.pools = store.NewCollection(st, "pools", func(p *api.Pool, rev int64) { p.Version = rev })
+	s.volumes = store.NewCollection(st, "volumes", func(v *api.Volume, rev int64) { v.Version = rev })
+	s.servers = store.NewCollection(st, "servers", func(r *serverRecord, rev int64) { r.Version = rev })
 	admitted := admission.NewCollection(st)
 	beats := store.NewCollection(st, "heartbeats", func(b *liveness.Beats, rev int64) { b.Version = rev })
 	s.net = s.newNetState(st)
 	if err := st.Start(ctx); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("loading the store: %w", err)
+	}
+	if err := s.checkCA(ctx); err != nil {
+		st.Close()
+		return nil, err
 	}
 	if s.secrets, err = secrets.Load(filepath.Join(cfg.DataDir, "secret.key")); err != nil {
 		st.Close()
@@ -256,6 +290,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if err := s.ensureMetricsToken(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if err := s.ensurePeerToken(ctx); err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -280,7 +318,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Collections: controller.Collections{
 			VMs: s.vms, Hosts: s.hosts, Images: s.images, Ops: s.ops, Projects: s.projects,
 			Idempotency: s.idem, Providers: s.providers, Credentials: s.creds, Admission: admitted,
-			Beats: beats,
+			Beats: beats, Volumes: s.volumes,
 		},
 		Secrets: s.secrets, Scheduler: cfg.Scheduler, HeartbeatTimeout: cfg.HeartbeatTimeout,
 		LeaseInterval: cfg.LeaseInterval, ImageDir: s.imageDir, MinFreeBytes: int64(cfg.MinFreeBytes),
@@ -305,6 +343,7 @@ func (s *Server) setupTLS() error {
 		hosts = append(hosts, lh)
 	}
 	hosts = append(hosts, s.cfg.AdvertiseAddresses...)
+	s.certHosts = hosts
 	cert, err := pki.NewServerCert(dir, hosts, s.cfg.Edge.Cert)
 	if err != nil {
 		return fmt.Errorf("preparing the server certificate: %w", err)
@@ -376,6 +415,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.guard.start(ctx)
 	s.ctl.Start(ctx, s.advertisedURL())
+	s.runCluster(ctx, s.advertisedURL())
 	s.goBG(func() { s.cert.Run(ctx) })
 	s.goBG(func() { s.runTokenSweep(ctx) })
 	s.goBG(func() { s.pruneAudit(ctx) })

@@ -72,28 +72,42 @@ func (b *streamBroker) register(host string) (<-chan api.StreamRequest, func()) 
 
 // open asks host's agent for a stream and waits for it to dial back. The
 // returned release must be called when the caller is done with the conn.
-func (b *streamBroker) open(ctx context.Context, host string, req api.StreamRequest) (net.Conn, func(), error) {
+// When the host's agent watches another server, forward (when not nil)
+// hands the request to that server, naming this one as the server the
+// agent dials.
+func (b *streamBroker) open(ctx context.Context, host string, req api.StreamRequest, forward func(context.Context, string, api.StreamRequest) error) (net.Conn, func(), error) {
 	req.ID = newUID()
 	p := &pendingStream{host: host, conn: make(chan net.Conn, 1), done: make(chan struct{})}
 	b.mu.Lock()
 	ch, ok := b.hosts[host]
-	if ok && !b.closed {
+	closed := b.closed
+	if !closed {
 		b.pending[req.ID] = p
 	}
 	b.mu.Unlock()
-	if !ok {
-		return nil, nil, &api.Error{Code: api.CodeUnavailable, Message: "the agent of host " + strconv.Quote(host) + " is not connected"}
-	}
 	cleanup := func() {
 		b.mu.Lock()
 		delete(b.pending, req.ID)
 		b.mu.Unlock()
 	}
-	select {
-	case ch <- req:
+	switch {
+	case closed:
+		return nil, nil, &api.Error{Code: api.CodeUnavailable, Message: "the server is stopping"}
+	case ok:
+		select {
+		case ch <- req:
+		default:
+			cleanup()
+			return nil, nil, &api.Error{Code: api.CodeUnavailable, Message: "the agent of host " + strconv.Quote(host) + " is busy"}
+		}
+	case forward != nil:
+		if err := forward(ctx, host, req); err != nil {
+			cleanup()
+			return nil, nil, err
+		}
 	default:
 		cleanup()
-		return nil, nil, &api.Error{Code: api.CodeUnavailable, Message: "the agent of host " + strconv.Quote(host) + " is busy"}
+		return nil, nil, notConnected(host)
 	}
 	timer := time.NewTimer(streamDialTimeout)
 	defer timer.Stop()
@@ -111,6 +125,49 @@ func (b *streamBroker) open(ctx context.Context, host string, req api.StreamRequ
 		p.abandon()
 		return nil, nil, ctx.Err()
 	}
+}
+
+func notConnected(host string) error {
+	return &api.Error{Code: api.CodeUnavailable, Message: "the agent of host " + strconv.Quote(host) + " is not connected"}
+}
+
+// deliver hands a stream request another server forwarded to host's
+// agent, if its watch is held here.
+func (b *streamBroker) deliver(host string, req api.StreamRequest) error {
+	b.mu.Lock()
+	ch, ok := b.hosts[host]
+	b.mu.Unlock()
+	if !ok {
+		return &api.Error{Code: api.CodeNotFound, Message: "the agent of host " + strconv.Quote(host) + " does not watch this server"}
+	}
+	select {
+	case ch <- req:
+		return nil
+	default:
+		return &api.Error{Code: api.CodeUnavailable, Message: "the agent of host " + strconv.Quote(host) + " is busy"}
+	}
+}
+
+// forwardStream hands a stream request to the other servers, one of which
+// may hold the host's watch; the agent is to dial this server back.
+func (s *Server) forwardStream(ctx context.Context, host string, req api.StreamRequest) error {
+	url := s.advertisedURL()
+	if url == "" {
+		return notConnected(host)
+	}
+	req.Server = url
+	peers, err := s.peers(ctx)
+	if err != nil || len(peers) == 0 {
+		return notConnected(host)
+	}
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for _, p := range peers {
+		if err := p.c.PeerStream(fctx, host, req); err == nil {
+			return nil
+		}
+	}
+	return notConnected(host)
 }
 
 // attach hands an agent's dialled-back conn to the waiting client. It
@@ -230,7 +287,7 @@ func (s *Server) vmConsole(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	} else {
-		agentConn, release, err = s.streams.open(octx, vm.Spec.Host, api.StreamRequest{VM: vm.Key(), Console: kind})
+		agentConn, release, err = s.streams.open(octx, vm.Spec.Host, api.StreamRequest{VM: vm.Key(), Console: kind}, s.forwardStream)
 	}
 	if err != nil {
 		s.writeError(w, r, err)
@@ -314,7 +371,7 @@ func (s *Server) vmConsoleLog(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	conn, release, err := s.streams.open(r.Context(), vm.Spec.Host, api.StreamRequest{VM: vm.Key(), Console: "log", Bytes: n})
+	conn, release, err := s.streams.open(r.Context(), vm.Spec.Host, api.StreamRequest{VM: vm.Key(), Console: "log", Bytes: n}, s.forwardStream)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -344,7 +401,7 @@ func (s *Server) vmStats(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Conflict("vm %q is %s: usage is sampled while it runs", vm.Name, vm.Status.PowerState))
 		return
 	}
-	conn, release, err := s.streams.open(r.Context(), vm.Spec.Host, api.StreamRequest{VM: vm.Key(), Console: "stats"})
+	conn, release, err := s.streams.open(r.Context(), vm.Spec.Host, api.StreamRequest{VM: vm.Key(), Console: "stats"}, s.forwardStream)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

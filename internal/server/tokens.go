@@ -22,9 +22,10 @@ func (s *Server) tokenRoutes() []route {
 }
 
 // ownToken tells whether the caller may see and revoke a token: its own,
-// or anyone's for a superadmin. Host tokens are nobody's to manage here.
+// or anyone's for a superadmin. Host and server tokens are nobody's to
+// manage here (hosts are revoked, servers removed from the cluster).
 func ownToken(me auth.Identity, t *tokenRecord) bool {
-	return t.Kind != tokenKindHost && (me.IsSuperadmin() || t.user() == me.Name)
+	return t.Kind != tokenKindHost && t.Kind != tokenKindServer && (me.IsSuperadmin() || t.user() == me.Name)
 }
 
 // listTokens lists the caller's tokens (a superadmin's ?user= lists

@@ -429,7 +429,7 @@ func (f *Fleet) Stats() Stats {
 		Heartbeats: f.c.heartbeats.Load(), HeartbeatErrors: f.c.heartbeatErrors.Load(),
 		Heartbeat: f.c.heartbeat.summary(), HeartbeatLate: f.c.late.summary(),
 		Watching: int(f.c.watching.Load()), WatchConnects: f.c.watchConnects.Load(), WatchErrors: f.c.watchErrors.Load(),
-		Converging: f.c.converging.Load(), Reports: f.c.reports.Load(), ReportErrors: f.c.reportErrors.Load(),
+		Converging: f.c.converging.Load(), Reports: f.c.reports.Load(), ReportErrors: f.c.reportErrors.Load(), Starts: f.c.starts.Load(),
 		ConvergeErrs: f.c.convErr.Load(), Report: f.c.report.summary(), Streams: f.c.streams.Load(),
 	}
 	f.mu.Lock()

@@ -42,8 +42,11 @@ type simHost struct {
 	beatBusy atomic.Bool
 	beatOwed atomic.Int64
 	revoked  atomic.Bool // the server refuses its token: it stopped
-	done     atomic.Bool
-	life     context.Context // the fleet's run: convergences and streams live under it
+	// moved is signalled when the host moves to another server: its watch
+	// on the one it left (which may hang, cut off) ends for a new one.
+	moved chan struct{}
+	done  atomic.Bool
+	life  context.Context // the fleet's run: convergences and streams live under it
 
 	mu  sync.Mutex
 	vms map[string]*simVM // by key
@@ -53,7 +56,7 @@ func newSimHost(f *Fleet, idx int, name string, src net.IP) *simHost {
 	m := hypervisortest.NewHostWith(hypervisortest.HostOptions{
 		Timings: f.cfg.Timings, Usage: f.cfg.Usage, NoCallLog: true, Seed: uint64(idx) + 1,
 	})
-	h := &simHost{f: f, idx: idx, name: name, src: src, machine: m, driver: m.NewDriver(), vms: map[string]*simVM{}}
+	h := &simHost{f: f, idx: idx, name: name, src: src, machine: m, driver: m.NewDriver(), vms: map[string]*simVM{}, moved: make(chan struct{}, 1)}
 	h.cur.Store(int64(idx % len(f.cfg.Servers)))
 	return h
 }
@@ -73,8 +76,11 @@ func (h *simHost) watcher() *client.Client {
 // failover moves the host to the next server, if it still talks to the
 // one it lost (from).
 func (h *simHost) failover(from int64) {
-	if len(h.clients) > 1 {
-		h.cur.CompareAndSwap(from, (from+1)%int64(len(h.clients)))
+	if len(h.clients) > 1 && h.cur.CompareAndSwap(from, (from+1)%int64(len(h.clients))) {
+		select {
+		case h.moved <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -214,7 +220,9 @@ func (f *Fleet) beatOnce(ctx context.Context, h *simHost, due time.Time) {
 	start := time.Now()
 	f.c.late.add(max(start.Sub(due), 0))
 	cur := h.cur.Load()
-	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// As the agent: a server that stopped answering (cut off from the
+	// network) is given up on after two intervals, from 2s to 10s.
+	hctx, cancel := context.WithTimeout(ctx, min(max(2*f.cfg.HeartbeatInterval, 2*time.Second), 10*time.Second))
 	_, err := h.client().PutHostStatus(hctx, h.name, h.status())
 	cancel()
 	if ctx.Err() != nil {
@@ -228,7 +236,9 @@ func (f *Fleet) beatOnce(ctx context.Context, h *simHost, due time.Time) {
 			h.stop(err)
 			return
 		}
-		if client.HTTPStatus(err) == 0 {
+		// As the agent: nothing answered, or a server error (that
+		// server lost the store).
+		if st := client.HTTPStatus(err); st == 0 || st >= 500 {
 			h.failover(cur)
 		}
 		f.warn.warn("heartbeat failed", h.name, err)
@@ -277,6 +287,10 @@ func (h *simHost) follow(ctx context.Context) {
 func (h *simHost) watchOnce(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	select {
+	case <-h.moved: // a move before this watch: it is on the new server
+	default:
+	}
 	msgs, errs := h.watcher().WatchHost(ctx, h.name)
 	h.f.c.watchConnects.Add(1)
 	h.f.c.watching.Add(1)
@@ -287,6 +301,8 @@ func (h *simHost) watchOnce(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-h.moved:
+			return errors.New("the host moved to another server")
 		case err := <-errs:
 			if err == nil {
 				err = errors.New("watch stream closed")

@@ -46,6 +46,9 @@ type Stats struct {
 	ConvergeErrs int64   `json:"convergeErrors"`
 	Report       Latency `json:"report"`
 	Streams      int64   `json:"streams"`
+	// Starts counts the VM starts the hosts made (a create that runs its
+	// VM starts it once).
+	Starts int64 `json:"starts"`
 }
 
 // Latency summarises recent samples of a duration, in milliseconds.
@@ -103,6 +106,7 @@ type counters struct {
 	converging                     atomic.Int64
 	reports, reportErrors, convErr atomic.Int64
 	streams                        atomic.Int64
+	starts                         atomic.Int64
 	heartbeat, late, report        *ring
 }
 

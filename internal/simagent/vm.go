@@ -233,6 +233,7 @@ func (h *simHost) apply(ctx context.Context, v *simVM, spec vmSpec, hd *hypervis
 		if err := d.Start(ctx, hd, cfg); err != nil {
 			return fmt.Errorf("starting vm: %w", err)
 		}
+		h.f.c.starts.Add(1)
 		h.setHandle(v, hd)
 		return nil
 	}

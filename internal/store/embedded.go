@@ -45,12 +45,13 @@ const (
 	startTimeout = 60 * time.Second
 )
 
-// startEmbedded starts a single-member etcd in dataDir/etcd and returns it
+// startEmbedded starts the embedded etcd in dataDir/etcd and returns it
 // with the client endpoint. Clients are served on a unix socket in dataDir
 // (or, when that path is too long for a socket, on a 127.0.0.1 port the
-// kernel picks); the member listens on no peer port at all, since it has no
-// peers.
-func startEmbedded(ctx context.Context, dataDir string, quota int64, log *slog.Logger) (*embedded, error) {
+// kernel picks). Without member, it is a lone member that listens on no
+// peer port at all; with member, it is one member of the servers' cluster
+// (members.go), talking to its peers over TLS.
+func startEmbedded(ctx context.Context, dataDir string, quota int64, member *MemberConfig, log *slog.Logger) (*embedded, error) {
 	dataDir, err := filepath.Abs(dataDir)
 	if err != nil {
 		return nil, fmt.Errorf("resolve data dir: %w", err)
@@ -115,6 +116,11 @@ func startEmbedded(ctx context.Context, dataDir string, quota int64, log *slog.L
 	// its first election, on every start, quick (20-200ms, not up to 1s).
 	cfg.TickMs = embeddedTickMs
 	cfg.ElectionMs = 10 * embeddedTickMs
+	if member != nil {
+		if err := member.apply(cfg); err != nil {
+			return nil, err
+		}
+	}
 
 	cfg.AutoCompactionMode = embed.CompactorModePeriodic
 	cfg.AutoCompactionRetention = embeddedRetention
@@ -146,6 +152,9 @@ func startEmbedded(ctx context.Context, dataDir string, quota int64, log *slog.L
 	case <-e.Server.ReadyNotify():
 	case err := <-e.Err():
 		e.Close()
+		if member != nil {
+			return nil, fmt.Errorf("embedded etcd failed while starting: %w (its log above says why; a server removed from the cluster with 'polyvisor cluster remove' cannot come back with its data dir: empty it and join again)", err)
+		}
 		return nil, fmt.Errorf("embedded etcd failed while starting: %w", err)
 	case <-timer.C:
 		e.Close()
@@ -155,13 +164,22 @@ func startEmbedded(ctx context.Context, dataDir string, quota int64, log *slog.L
 		return nil, fmt.Errorf("wait for embedded etcd: %w", ctx.Err())
 	}
 
+	if member != nil {
+		// A member that joined as a learner serves no client until a
+		// voting member promotes it, once it caught up.
+		if err := waitPromoted(ctx, e, startTimeout, log); err != nil {
+			e.Close()
+			return nil, err
+		}
+	}
+
 	endpoint := "unix://" + clientURL.Path
 	if clientURL.Scheme != "unix" {
 		endpoint = "http://" + e.Clients[0].Addr().String()
 	}
 	log.Debug("embedded etcd ready", "dir", cfg.Dir, "endpoint", endpoint)
 	ok = true
-	return &embedded{etcd: e, endpoint: endpoint, quiet: core.quiet, lock: lock, quota: cfg.QuotaBackendBytes}, nil
+	return &embedded{etcd: e, endpoint: endpoint, quiet: core.quiet, lock: lock, quota: cfg.QuotaBackendBytes, member: member}, nil
 }
 
 // startRecovering starts etcd, turning a panic while it starts (a
@@ -182,6 +200,7 @@ type embedded struct {
 	quiet    *atomic.Bool
 	lock     *fileutil.LockedFile // held on dataDir/etcd.lock while running
 	quota    int64                // of the database, in bytes
+	member   *MemberConfig        // nil for a lone member
 }
 
 // close stops etcd. The errors etcd logs about its listeners closing are

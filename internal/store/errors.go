@@ -56,3 +56,21 @@ func (e *KeyError) Unwrap() error { return e.Err }
 func IsNoSpace(err error) bool {
 	return errors.Is(err, rpctypes.ErrNoSpace) || errors.Is(err, rpctypes.ErrGRPCNoSpace)
 }
+
+// IsUnavailable reports whether err is the store unable to answer for
+// now: its members are electing a raft leader, or a write timed out
+// waiting for one. Such a write may still have been committed: a request
+// is to be repeated with its idempotency key, not taken as refused.
+func IsUnavailable(err error) bool {
+	for _, e := range []error{
+		rpctypes.ErrTimeout, rpctypes.ErrTimeoutDueToLeaderFail, rpctypes.ErrTimeoutDueToConnectionLost,
+		rpctypes.ErrLeaderChanged, rpctypes.ErrNoLeader, rpctypes.ErrNotCapable, rpctypes.ErrTooManyRequests,
+		rpctypes.ErrGRPCTimeout, rpctypes.ErrGRPCTimeoutDueToLeaderFail, rpctypes.ErrGRPCTimeoutDueToConnectionLost,
+		rpctypes.ErrGRPCLeaderChanged, rpctypes.ErrGRPCNoLeader, rpctypes.ErrGRPCNotCapable,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}

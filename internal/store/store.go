@@ -36,6 +36,10 @@ type Config struct {
 	// QuotaBytes bounds the embedded etcd's database (default 4 GiB); at
 	// it etcd raises its NOSPACE alarm and refuses writes (ReclaimSpace).
 	QuotaBytes int64
+	// Member, when set, makes the embedded etcd one member of a cluster of
+	// servers, reached by its peers over TLS (members.go); nil embeds a
+	// lone member that listens for no peers.
+	Member *MemberConfig
 
 	// TLS for external endpoints: CAFile verifies the servers; CertFile and
 	// KeyFile are the client certificate.
@@ -106,7 +110,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			s.cancel()
 			return nil, errors.New("open store: neither a data dir nor endpoints given")
 		}
-		e, err := startEmbedded(ctx, cfg.DataDir, cfg.QuotaBytes, cfg.Logger.With("component", "etcd"))
+		e, err := startEmbedded(ctx, cfg.DataDir, cfg.QuotaBytes, cfg.Member, cfg.Logger.With("component", "etcd"))
 		if err != nil {
 			s.cancel()
 			return nil, fmt.Errorf("start embedded etcd: %w", err)

@@ -30,6 +30,8 @@ export function TopBar() {
         {nav('/vms', 'nav-vms', 'VMs')}
         {nav('/images', 'nav-images', 'Images')}
         {nav('/networks', 'nav-networks', 'Networks')}
+        {nav('/volumes', 'nav-volumes', 'Volumes')}
+        {s.superadmin && nav('/pools', 'nav-pools', 'Pools')}
         {nav('/hosts', 'nav-hosts', 'Hosts')}
         {nav('/providers', 'nav-providers', 'Providers')}
         {nav('/projects', 'nav-projects', 'Projects')}

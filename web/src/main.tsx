@@ -22,6 +22,8 @@ import { Projects } from './pages/Projects';
 import { ProjectPage } from './pages/ProjectPage';
 import { Users } from './pages/Users';
 import { Account } from './pages/Account';
+import { Volumes } from './pages/Volumes';
+import { Pools } from './pages/Pools';
 
 // The VM page carries the consoles (noVNC, xterm.js): loaded when needed.
 const VMPage = lazy(() => import('./pages/VMPage'));
@@ -51,6 +53,10 @@ function Page({ path }: { path: string }) {
       return <Images />;
     case '/networks':
       return <Networks />;
+    case '/volumes':
+      return <Volumes />;
+    case '/pools':
+      return <Pools />;
     case '/hosts':
       return <Hosts />;
     case '/providers':

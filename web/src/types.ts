@@ -275,3 +275,36 @@ export interface FloatingIP extends Meta {
   spec: { network: string; address?: string; port?: string };
   status: { host?: string; fixedIP?: string };
 }
+
+// Storage pools and volumes (api/storage.go).
+export interface PoolHostStatus {
+  host: string;
+  totalMiB: number;
+  freeMiB: number;
+  usedMiB: number;
+  error?: string;
+}
+
+export interface Pool extends Meta {
+  spec: { kind: string; path: string; hosts: string[]; projects?: string[] };
+  status: { hosts?: PoolHostStatus[] };
+}
+
+export interface VolumeLimits {
+  iops?: number;
+  bps?: number;
+}
+
+export interface Volume extends Meta {
+  spec: {
+    pool: string;
+    host: string;
+    path: string;
+    sizeMiB: number;
+    source?: { image?: string; volume?: string; snapshot?: string };
+    attachedTo?: string;
+    limits?: VolumeLimits;
+    snapshots?: string[];
+  };
+  status: { state: string; sizeMiB?: number; snapshots?: string[]; error?: string; observedGeneration: number };
+}

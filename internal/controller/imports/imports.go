@@ -6,6 +6,7 @@ package imports
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,11 @@ type Config struct {
 	Ops    *store.Collection[api.Operation]
 	// Dir is the image store: each image's file is named by its UID.
 	Dir string
+	// Server names the server the importer runs in: an import runs in
+	// the server that accepted it, and its operation says which (its
+	// params), so that only that server's restart, or its removal from
+	// the control plane, fails it.
+	Server string
 	// Gate holds the import slots and image storage reservations.
 	Gate *quota.Images
 	// Metrics counts the imports as operations (none when nil).
@@ -174,7 +180,7 @@ func (im *Importer) Cancel(opID string) bool {
 // import in the background; the job is released when it ends.
 func (im *Importer) Start(ctx context.Context, img *api.Image, job *Job) (*api.Operation, error) {
 	now := time.Now().UTC()
-	op := ops.NewOperation(api.OpImageImport, api.Ref{Kind: "image", Name: img.Name, UID: img.UID, Project: img.Project}, nil)
+	op := ops.NewOperation(api.OpImageImport, api.Ref{Kind: "image", Name: img.Name, UID: img.UID, Project: img.Project}, importParams{Server: im.cfg.Server})
 	op.Status, op.StartedAt = api.OpRunning, now
 	if _, err := im.cfg.Writer.Txn(ctx, im.cfg.Images.OpCreate(img.Key(), img), im.cfg.Ops.OpCreate(op.ID, op)); err != nil {
 		if errors.Is(err, store.ErrExists) {
@@ -326,13 +332,47 @@ func (p *progressWriter) set(pct int, msg string) {
 	}
 }
 
-// Recover fails the imports a previous server left unfinished and
-// removes their files.
+// importParams are an import operation's params.
+type importParams struct {
+	// Server is the server that runs the import.
+	Server string `json:"server,omitempty"`
+}
+
+// serverOf is the server that runs an import ("" for one recorded before
+// imports said so).
+func serverOf(op *api.Operation) string {
+	var p importParams
+	_ = json.Unmarshal(op.Params, &p)
+	return p.Server
+}
+
+// Recover fails the imports this server left unfinished when it stopped
+// (and those recorded before imports named their server), and removes
+// their files.
 func (im *Importer) Recover(ctx context.Context) {
-	for _, op := range im.cfg.Ops.Select(func(o *api.Operation) bool { return !o.Done() && o.Kind == api.OpImageImport }) {
+	im.fail(ctx, func(server string) bool { return server == "" || server == im.cfg.Server },
+		"the server restarted during the import; import the image again")
+	if tmps, _ := filepath.Glob(filepath.Join(im.cfg.Dir, ".*")); len(tmps) > 0 {
+		for _, t := range tmps {
+			os.Remove(t)
+		}
+	}
+	im.RedactSources(ctx)
+}
+
+// FailServer fails the imports server was running: it left the control
+// plane and will not finish them.
+func (im *Importer) FailServer(ctx context.Context, server string) {
+	im.fail(ctx, func(s string) bool { return s == server },
+		fmt.Sprintf("server %s, which ran the import, left the control plane; import the image again", server))
+}
+
+// fail fails the unfinished imports of the servers mine selects.
+func (im *Importer) fail(ctx context.Context, mine func(server string) bool, why string) {
+	for _, op := range im.cfg.Ops.Select(func(o *api.Operation) bool { return !o.Done() && o.Kind == api.OpImageImport && mine(serverOf(o)) }) {
 		failed := store.Clone(op)
 		failed.Status, failed.FinishedAt = api.OpFailed, time.Now().UTC()
-		failed.Error = &api.Error{Code: api.CodeUnavailable, Message: "the server restarted during the import; import the image again"}
+		failed.Error = &api.Error{Code: api.CodeUnavailable, Message: why}
 		txn := []store.Op{im.cfg.Ops.OpUpdate(op.ID, failed, op.Version)}
 		if img, ok := im.cfg.Images.Get(ops.TargetKey(op.Target)); ok && img.State == api.ImageImporting {
 			os.Remove(im.Path(img))
@@ -342,12 +382,6 @@ func (im *Importer) Recover(ctx context.Context) {
 			im.log.Warn("failing interrupted import", "op", op.ID, "err", err)
 		}
 	}
-	if tmps, _ := filepath.Glob(filepath.Join(im.cfg.Dir, ".*")); len(tmps) > 0 {
-		for _, t := range tmps {
-			os.Remove(t)
-		}
-	}
-	im.RedactSources(ctx)
 }
 
 // RedactSources rewrites the source of images stored by an older server

@@ -153,10 +153,17 @@ func (e *Elector) campaign(ctx context.Context, lead func(context.Context, Term)
 		return fmt.Errorf("taking the lead: %w", err)
 	}
 	term.Won = el.Header().Revision
+	// The lease is renewed before the term begins: a session whose
+	// keepalives failed meanwhile may hold a lease about to expire, or gone.
+	renewed := time.Now()
+	if _, err := e.cfg.Client.KeepAliveOnce(ctx, sess.Lease()); err != nil {
+		return fmt.Errorf("renewing the lead's lease: %w", err)
+	}
 	lctx, end := context.WithCancel(ctx)
 	defer end()
 	stopTerm := context.AfterFunc(sessionContext(sess), end)
 	defer stopTerm()
+	go e.holdLease(lctx, sess.Lease(), time.Duration(ttl)*time.Second, renewed, end)
 	e.mu.Lock()
 	e.term, e.sess = &term, sess
 	e.mu.Unlock()
@@ -206,6 +213,43 @@ func (e *Elector) clearOwn(ctx context.Context) error {
 }
 
 // sessionContext is a context that ends when the session does.
+// holdLease ends the term (end) before the session's lease can have
+// expired in etcd: the session's own keepalives tell a lost lease only
+// once their answer is overdue, measured from when it arrived, and etcd
+// expires the lease a TTL after it renewed it, which may be earlier; a
+// server cut off from the others could then still act while another
+// server's term begins. Here each renewal is timed from when it was sent
+// (no later than etcd renewed), and the term ends once three quarters of
+// the TTL passed without one.
+func (e *Elector) holdLease(ctx context.Context, lease clientv3.LeaseID, ttl time.Duration, last time.Time, end func()) {
+	every := max(ttl/4, 100*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		sent := time.Now()
+		rctx, cancel := context.WithTimeout(ctx, every)
+		_, err := e.cfg.Client.KeepAliveOnce(rctx, lease)
+		cancel()
+		if err == nil {
+			last = sent
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(last) >= ttl*3/4 {
+			e.log.Warn("the lead's lease was not renewed in time; ending the term", "since", time.Since(last).Round(time.Millisecond), "err", err)
+			end()
+			return
+		}
+	}
+}
+
 func sessionContext(sess *concurrency.Session) context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {

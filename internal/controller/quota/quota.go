@@ -29,6 +29,7 @@ type Gate struct {
 	imports  *Images
 	records  *admission.Records
 	counted  func(project string) api.Usage
+	volumes  *store.Collection[api.Volume]
 }
 
 // Queue is what the gate asks of the operation queue: the size a VM holds
@@ -50,17 +51,19 @@ type Config struct {
 	// Counted, when set, counts what else a project holds against its
 	// quota (its networks, ports and floating IPs), from the index.
 	Counted func(project string) api.Usage
+	// Volumes, when set, count against the projects' volume quota.
+	Volumes *store.Collection[api.Volume]
 }
 
 // New makes a gate.
 func New(cfg Config) *Gate {
-	return &Gate{projects: cfg.Projects, vms: cfg.VMs, images: cfg.Images, queue: cfg.Queue, imports: cfg.Imports, records: cfg.Records, counted: cfg.Counted}
+	return &Gate{projects: cfg.Projects, vms: cfg.VMs, images: cfg.Images, queue: cfg.Queue, imports: cfg.Imports, records: cfg.Records, counted: cfg.Counted, volumes: cfg.Volumes}
 }
 
 // Limited tells whether a quota limits anything.
 func Limited(q api.Quota) bool {
 	return q.VCPUs != nil || q.MemoryMiB != nil || q.DiskMiB != nil || q.VMs != nil ||
-		q.Networks != nil || q.Ports != nil || q.FloatingIPs != nil
+		q.Networks != nil || q.Ports != nil || q.FloatingIPs != nil || q.VolumeMiB != nil
 }
 
 // Admit checks that adding delta keeps the project within its quota, and
@@ -130,6 +133,7 @@ func exceeds(project string, q api.Quota, used, delta api.Usage) error {
 		{"networks", q.Networks, used.Networks, delta.Networks},
 		{"ports", q.Ports, used.Ports, delta.Ports},
 		{"floatingIPs", q.FloatingIPs, used.FloatingIPs, delta.FloatingIPs},
+		{"volumeMiB", q.VolumeMiB, used.VolumeMiB, delta.VolumeMiB},
 	}
 	for _, c := range check {
 		if c.limit != nil && c.delta > 0 && c.used+c.delta > *c.limit {
@@ -166,6 +170,11 @@ func (g *Gate) UsageOf(project string) api.Usage {
 			})
 		}
 	}
+	if g.volumes != nil {
+		for _, v := range g.volumes.Select(func(v *api.Volume) bool { return v.Project == project }) {
+			u.VolumeMiB += v.Spec.SizeMiB
+		}
+	}
 	if g.imports != nil {
 		u.ImageStorageMiB = g.imports.StorageMiB(project)
 	}
@@ -198,4 +207,10 @@ func DiskMiB(d api.Disk, lookup ImageLookup) int64 {
 		return (img.VirtualSizeBytes + (1 << 20) - 1) >> 20
 	}
 	return 0
+}
+
+// AdmitVolume checks that a project's volumes may grow by sizeMiB (a new
+// volume, or a volume grown), and returns the conditions of the write.
+func (g *Gate) AdmitVolume(ctx context.Context, project string, sizeMiB int64) ([]store.Op, error) {
+	return g.admit(ctx, project, func(*api.Project) api.Usage { return api.Usage{VolumeMiB: sizeMiB} })
 }

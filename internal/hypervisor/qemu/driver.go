@@ -29,9 +29,9 @@ import (
 const DriverName = "qemu"
 
 var (
-	_ hypervisor.Driver   = (*Driver)(nil)
-	_ hypervisor.Pauser   = (*Driver)(nil)
-	_ hypervisor.Consoler = (*Driver)(nil)
+	_ hypervisor.Driver     = (*Driver)(nil)
+	_ hypervisor.Pauser     = (*Driver)(nil)
+	_ hypervisor.Consoler   = (*Driver)(nil)
 	_ hypervisor.NICPlugger = (*Driver)(nil)
 )
 

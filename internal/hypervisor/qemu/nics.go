@@ -24,9 +24,9 @@ import (
 // any tap it was not given. There is no vhost-net here: the data path is
 // QEMU's own.
 //
-// Network NICs are PCI Express devices, each in a root port of its own
-// (pvslot0 and on), so that any of them can be unplugged and new ones
-// plugged in while the guest runs; every VM has NICSlots such ports.
+// Network NICs are PCI Express devices, each in a hot-plug root port of
+// its own (ports.go), so that any of them can be unplugged and new ones
+// plugged in while the guest runs.
 // Their device ids are derived from their MACs, which is how SetNICs
 // matches a VM's NICs with its config.
 
@@ -39,17 +39,6 @@ var tapNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$`)
 // nicID is the QEMU device id of a network NIC, and netdevID its backend's.
 func nicID(mac string) string    { return "pvnic-" + strings.ReplaceAll(strings.ToLower(mac), ":", "") }
 func netdevID(mac string) string { return "pvnet-" + strings.ReplaceAll(strings.ToLower(mac), ":", "") }
-
-func slotID(k int) string { return fmt.Sprintf("pvslot%d", k) }
-
-// slotArgs are the root ports network NICs plug into.
-func slotArgs() []string {
-	var a []string
-	for k := 0; k < NICSlots; k++ {
-		a = append(a, "-device", fmt.Sprintf("pcie-root-port,id=%s,bus=pcie.0,chassis=%d", slotID(k), k+1))
-	}
-	return a
-}
 
 // openTap opens an existing tap for QEMU: a multiqueue-less descriptor
 // with virtio-net headers. A tap that does not exist is not made here:
@@ -166,7 +155,8 @@ func (d *Driver) SetNICs(ctx context.Context, h *hypervisor.Handle, nics []hyper
 	if v == nil {
 		return nil // not running: its next start has them
 	}
-	have, err := pluggedNICs(ctx, v.qmp)
+	// Volumes share the ports: have holds them too, never unplugged here.
+	have, err := slotted(ctx, v.qmp)
 	if err != nil {
 		return fmt.Errorf("listing nics of vm %s: %w", h.UID, err)
 	}
@@ -178,7 +168,7 @@ func (d *Driver) SetNICs(ctx context.Context, h *hypervisor.Handle, nics []hyper
 	}
 	log := d.log.With("vm", h.UID)
 	for id, slot := range have {
-		if _, ok := want[id]; ok {
+		if _, ok := want[id]; ok || !strings.HasPrefix(id, "pvnic-") {
 			continue
 		}
 		if err := unplugNIC(ctx, v.qmp, id); err != nil {
@@ -197,7 +187,7 @@ func (d *Driver) SetNICs(ctx context.Context, h *hypervisor.Handle, nics []hyper
 		}
 		slot := freeSlot(have)
 		if slot < 0 {
-			return fmt.Errorf("plugging nic %s into vm %s: all %d slots for network nics are taken", n.MAC, h.UID, NICSlots)
+			return fmt.Errorf("plugging nic %s into vm %s: all %d hot-plug slots are taken", n.MAC, h.UID, HotplugPorts)
 		}
 		if err := plugNIC(ctx, v.qmp, n, slot); err != nil {
 			return fmt.Errorf("plugging nic %s into vm %s: %w", n.MAC, h.UID, err)
@@ -209,47 +199,17 @@ func (d *Driver) SetNICs(ctx context.Context, h *hypervisor.Handle, nics []hyper
 }
 
 // pluggedNICs are a running VM's network NICs and the slot each is in.
-// They are read from QOM, not from query-pci: until the guest's firmware
-// has numbered the root ports' buses (and under -S, before it runs at
-// all), query-pci lists no device behind them.
 func pluggedNICs(ctx context.Context, c *qmp.Client) (map[string]int, error) {
-	var props []struct {
-		Name string `json:"name"`
-		Type string `json:"type"`
-	}
-	if err := c.Execute(ctx, "qom-list", map[string]any{"path": "/machine/peripheral"}, &props); err != nil {
+	all, err := slotted(ctx, c)
+	if err != nil {
 		return nil, err
 	}
-	out := map[string]int{}
-	for _, p := range props {
-		if !strings.HasPrefix(p.Name, "pvnic-") || !strings.HasPrefix(p.Type, "child<") {
-			continue
-		}
-		var bus string
-		if err := c.Execute(ctx, "qom-get", map[string]any{"path": "/machine/peripheral/" + p.Name, "property": "parent_bus"}, &bus); err != nil {
-			return nil, fmt.Errorf("reading the slot of %s: %w", p.Name, err)
-		}
-		// The bus of root port pvslotK is /machine/peripheral/pvslotK/pvslotK.
-		var k int
-		if _, err := fmt.Sscanf(bus[strings.LastIndex(bus, "/")+1:], "pvslot%d", &k); err != nil {
-			return nil, fmt.Errorf("nic %s is on bus %q, not in a slot of Polyvisor's", p.Name, bus)
-		}
-		out[p.Name] = k
-	}
-	return out, nil
-}
-
-func freeSlot(have map[string]int) int {
-	used := map[int]bool{}
-	for _, k := range have {
-		used[k] = true
-	}
-	for k := 0; k < NICSlots; k++ {
-		if !used[k] {
-			return k
+	for id := range all {
+		if !strings.HasPrefix(id, "pvnic-") {
+			delete(all, id)
 		}
 	}
-	return -1
+	return all, nil
 }
 
 // plugNIC hands QEMU the tap and plugs a virtio NIC on it into a slot.
@@ -260,7 +220,7 @@ func plugNIC(ctx context.Context, c *qmp.Client, n hypervisor.NICConfig, slot in
 	}
 	defer t.Close()
 	nd := netdevID(n.MAC)
-	if err := c.ExecuteWithFile(ctx, "getfd", map[string]any{"fdname": nd}, nil, t); err != nil {
+	if err := c.ExecuteFile(ctx, "getfd", map[string]any{"fdname": nd}, nil, t); err != nil {
 		return fmt.Errorf("passing tap %s: %w", n.Tap, err)
 	}
 	if err := c.Execute(ctx, "netdev_add", map[string]any{"type": "tap", "id": nd, "fd": nd, "vhost": false}, nil); err != nil {

@@ -114,6 +114,16 @@ i=0; while [ -e /sys/class/net/eth1 ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1
 	if err := d.SetNICs(ctx, h, cfg.NICs); err != nil {
 		t.Fatalf("setting the nics a vm just started with: %v", err)
 	}
+	// NICs and volumes share the hot-plug ports: a volume plugged in now
+	// (the buses still unnumbered) takes a port no NIC is in, and the NIC
+	// plugged in below a port the volume is not in.
+	vol := filepath.Join(t.TempDir(), "shared.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", vol, "16M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v: %s", err, out)
+	}
+	if err := d.AttachVolume(ctx, h, hypervisor.VolumeConfig{Name: "shared", Path: vol}); err != nil {
+		t.Fatalf("attaching a volume beside a nic: %v", err)
+	}
 	waitLog(t, d, h, regexp.MustCompile(`PV-WAIT-PLUG`), 2*time.Minute)
 	b, _ := d.ConsoleLog(ctx, h, 0)
 	if !strings.Contains(string(b), guest.DHCPPrefix+"eth0 "+strings.TrimSuffix(br.gw, "1")) || !strings.Contains(string(b), "PV-PING ok") {
@@ -128,6 +138,21 @@ i=0; while [ -e /sys/class/net/eth1 ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1
 		t.Fatalf("plugging a nic: %v", err)
 	}
 	waitLog(t, d, h, regexp.MustCompile(`PV-PLUGGED 52:54:00:76:00:02`), time.Minute)
+	v, err := d.attached(ctx, h)
+	if err != nil || v == nil {
+		t.Fatalf("attached: %v", err)
+	}
+	inSlots, err := slotted(ctx, v.qmp)
+	if err != nil || len(inSlots) != 3 {
+		t.Fatalf("devices in hot-plug slots: %v, %v; want two nics and a volume", inSlots, err)
+	}
+	taken := map[int]string{}
+	for dev, k := range inSlots {
+		if other, ok := taken[k]; ok {
+			t.Fatalf("%s and %s share slot %d", dev, other, k)
+		}
+		taken[k] = dev
+	}
 	// Plugging again is a no-op.
 	if err := d.SetNICs(ctx, h, []hypervisor.NICConfig{first, second}); err != nil {
 		t.Fatalf("setting the same nics: %v", err)
@@ -136,10 +161,6 @@ i=0; while [ -e /sys/class/net/eth1 ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1
 		t.Fatalf("unplugging a nic: %v", err)
 	}
 	waitLog(t, d, h, regexp.MustCompile(`PV-UNPLUGGED`), time.Minute)
-	v, err := d.attached(ctx, h)
-	if err != nil || v == nil {
-		t.Fatalf("attached: %v", err)
-	}
 	have, err := pluggedNICs(ctx, v.qmp)
 	if err != nil || len(have) != 1 || have[nicID(first.MAC)] != 0 {
 		t.Fatalf("nics after the unplug: %v, %v", have, err)

@@ -11,6 +11,7 @@ import { isDone } from '../lib/ops';
 import { serialHint } from '../lib/consolehint';
 import { VMSummary } from './VMSummary';
 import { Snapshots } from './Snapshots';
+import { VMVolumes } from './Volumes';
 import { Usage } from './Usage';
 
 const Consoles = lazy(() => import('../consoles'));
@@ -20,6 +21,7 @@ const tabs: [string, string][] = [
   ['console', 'Console'],
   ['serial', 'Serial'],
   ['snapshots', 'Snapshots'],
+  ['volumes', 'Volumes'],
 ];
 
 const title = (a: string) => a[0].toUpperCase() + a.slice(1);
@@ -191,6 +193,7 @@ export default function VMPage({ project, name }: { project: string; name: strin
             </p>
           ))}
         {tab === 'snapshots' && <Snapshots project={project} name={name} canEdit={s.can('vm.update', project) && !deleting} />}
+        {tab === 'volumes' && <VMVolumes project={project} name={name} canEdit={s.can('volume.manage', project) && !deleting} />}
       </div>
       {ask && (
         <Confirm
