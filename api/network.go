@@ -16,6 +16,10 @@ const (
 	// NetworkBridged attaches ports to a bridge (or interface) that already
 	// exists on the hosts: a provider network. Superadmins make them.
 	NetworkBridged = "bridged"
+	// NetworkProvider is a network of a connected estate (a vSphere port
+	// group, a libvirt network): shown read-only, never stored; a VM of
+	// that provider names it in its NICs.
+	NetworkProvider = "provider"
 )
 
 // Network is a layer-2 segment with its subnets.
@@ -23,6 +27,9 @@ type Network struct {
 	Meta
 	Spec   NetworkSpec   `json:"spec"`
 	Status NetworkStatus `json:"status"`
+	// Provider is set on a network of a connected estate (type provider):
+	// which provider has it and its native id.
+	Provider *ProviderRef `json:"provider,omitempty"`
 }
 
 // NetworkSpec is a network's desired state.
@@ -64,7 +71,15 @@ type NetworkCreate struct {
 // Subnet is an IP range of a network: addresses, gateway and DHCP.
 type Subnet struct {
 	Meta
-	Spec SubnetSpec `json:"spec"`
+	Spec   SubnetSpec   `json:"spec"`
+	Status SubnetStatus `json:"status"`
+}
+
+// SubnetStatus is computed when a subnet is read.
+type SubnetStatus struct {
+	// Used counts the subnet's allocated addresses (ports' fixed IPs and
+	// floating IPs).
+	Used int `json:"used"`
 }
 
 // SubnetSpec is a subnet's desired state.
@@ -131,9 +146,13 @@ type PortSpec struct {
 	// and its security groups; default true.
 	PortSecurity *bool `json:"portSecurity,omitempty"`
 	// VM and NIC name the VM and the index of its NIC using the port;
-	// empty for a port no VM uses.
+	// empty for a port no VM uses. The server sets them.
 	VM  string `json:"vm,omitempty"`
 	NIC int    `json:"nic,omitempty"`
+	// DeleteWithVM is set on a port made by a VM's create (or NIC add)
+	// for a NIC naming a network: it is deleted with the VM or the NIC.
+	// A port made on its own is only released (VM cleared).
+	DeleteWithVM bool `json:"deleteWithVM,omitempty"`
 }
 
 // FixedIP is one address of a port, in one of its network's subnets.
@@ -148,6 +167,8 @@ type PortStatus struct {
 	Host string `json:"host,omitempty"`
 	// State is down or active (its host reported its dataplane made).
 	State string `json:"state,omitempty"`
+	// Message is what the host could not make for the port, if anything.
+	Message string `json:"message,omitempty"`
 }
 
 // Port states.
@@ -156,11 +177,19 @@ const (
 	PortActive = "active"
 )
 
-// PortCreate is the body of POST /v1/ports.
+// PortCreate is the body of POST /v1/ports. VM, NIC and DeleteWithVM
+// are the server's: a request that sets them is refused.
 type PortCreate struct {
 	Name   string            `json:"name"`
 	Labels map[string]string `json:"labels,omitempty"`
 	PortSpec
+}
+
+// PortUpdate is the body of PATCH /v1/ports/{name}: the fields present are
+// changed.
+type PortUpdate struct {
+	SecurityGroups *[]string `json:"securityGroups,omitempty"`
+	PortSecurity   *bool     `json:"portSecurity,omitempty"`
 }
 
 // SecurityGroup is a set of stateful rules applied to the ports that name
@@ -216,6 +245,19 @@ type SecurityGroupCreate struct {
 	SecurityGroupSpec
 }
 
+// SecurityGroupUpdate is the body of PATCH /v1/security-groups/{name}: the
+// fields present are changed; Rules replaces every rule.
+type SecurityGroupUpdate struct {
+	Description *string              `json:"description,omitempty"`
+	Rules       *[]SecurityGroupRule `json:"rules,omitempty"`
+}
+
+// SecurityGroupRules is the body of POST /v1/security-groups/{name}/rules:
+// rules added to the group.
+type SecurityGroupRules struct {
+	Rules []SecurityGroupRule `json:"rules"`
+}
+
 // FloatingIP is an address of an external network mapped one to one to a
 // port: traffic to it reaches the port's fixed address, and the port's
 // outbound traffic leaves from it.
@@ -237,9 +279,11 @@ type FloatingIPSpec struct {
 	Port string `json:"port,omitempty"`
 }
 
-// FloatingIPStatus says where the mapping is made.
+// FloatingIPStatus says where the mapping is made; computed when read.
 type FloatingIPStatus struct {
 	Host string `json:"host,omitempty"`
+	// FixedIP is the port's address the floating IP maps to.
+	FixedIP string `json:"fixedIP,omitempty"`
 }
 
 // FloatingIPCreate is the body of POST /v1/floating-ips.
@@ -249,13 +293,22 @@ type FloatingIPCreate struct {
 	FloatingIPSpec
 }
 
+// FloatingIPAssociate is the body of POST /v1/floating-ips/{name}/associate.
+type FloatingIPAssociate struct {
+	Port string `json:"port"`
+}
+
 // HostNetworkState is the part of the network state one host needs to make
 // its dataplane: sent whole to the host's agent (AgentMsgNetwork) whenever
 // any of it changes. The agent makes the host match it (declaratively,
 // idempotently) and reports the ports it made active.
 type HostNetworkState struct {
 	// Revision orders states: an agent ignores one older than what it has.
+	// It is the store revision the state was computed at, so it orders
+	// states computed by any server of the installation.
 	Revision int64 `json:"revision"`
+	// Host is the host the state is for.
+	Host string `json:"host,omitempty"`
 	// Underlay is this host's address for VXLAN (its status address).
 	Underlay string `json:"underlay,omitempty"`
 	// Networks with a port on this host (and those its floating IPs use).
@@ -276,7 +329,9 @@ type HostNetworkState struct {
 // HostNetwork is one network as a host makes it.
 type HostNetwork struct {
 	// Key is the network's "<project>/<name>"; ID a short, stable id the
-	// host uses to name its devices (bridges, VXLAN devices, nft sets).
+	// host uses to name its devices (bridges, VXLAN devices, nft sets):
+	// 10 lowercase hex digits, derived from the network's UID, so that
+	// "pvbr" or "pvvx" and the ID fit an interface name (15 bytes).
 	Key      string   `json:"key"`
 	ID       string   `json:"id"`
 	Type     string   `json:"type"`
@@ -291,7 +346,7 @@ type HostNetwork struct {
 // HostPort is one port on this host.
 type HostPort struct {
 	Key            string    `json:"key"` // "<project>/<name>"
-	ID             string    `json:"id"`  // short, stable: names the tap
+	ID             string    `json:"id"`  // 10 hex digits, stable: names the tap
 	Network        string    `json:"network"`
 	MAC            string    `json:"mac"`
 	FixedIPs       []FixedIP `json:"fixedIPs"`
@@ -308,6 +363,9 @@ type RemotePort struct {
 	MAC      string   `json:"mac"`
 	IPs      []string `json:"ips"`
 	Underlay string   `json:"underlay"` // the other host's VXLAN address
+	// Port and VM are the port's and its VM's keys (for names in DNS).
+	Port string `json:"port,omitempty"`
+	VM   string `json:"vm,omitempty"`
 }
 
 // HostSecurityGroup is a security group as a host applies it.
@@ -330,3 +388,20 @@ type HostFloatingIP struct {
 
 // AgentMsgNetwork carries a HostNetworkState on the agent's watch.
 const AgentMsgNetwork = "network"
+
+// PortReport is the body of PUT /v1/agent/hosts/{name}/ports: the ports
+// of the host whose dataplane its agent has made (active), as of the
+// HostNetworkState of Revision. The host's other ports are down; ports of
+// other hosts are ignored.
+type PortReport struct {
+	Revision int64    `json:"revision"`
+	Active   []string `json:"active"` // port keys
+	// Errors maps a port key to what the agent could not make for it.
+	Errors map[string]string `json:"errors,omitempty"`
+}
+
+// PortReportResult is the answer to a PortReport: how many ports changed
+// state.
+type PortReportResult struct {
+	Changed int `json:"changed"`
+}

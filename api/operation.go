@@ -70,6 +70,13 @@ const (
 	EventImage     = "image"     // an image changed
 	EventOperation = "operation" // an operation changed
 	EventProvider  = "provider"  // a provider connected, synced or was lost
+
+	// Network objects created, changed or deleted.
+	EventNetwork       = "network"
+	EventSubnet        = "subnet"
+	EventPort          = "port"
+	EventSecurityGroup = "security-group"
+	EventFloatingIP    = "floating-ip"
 )
 
 // Event is one item of GET /v1/events (newline-delimited JSON).
@@ -84,4 +91,10 @@ type Event struct {
 	Image     *Image     `json:"image,omitempty"`
 	Operation *Operation `json:"operation,omitempty"`
 	Provider  *Provider  `json:"provider,omitempty"`
+
+	Network       *Network       `json:"network,omitempty"`
+	Subnet        *Subnet        `json:"subnet,omitempty"`
+	Port          *Port          `json:"port,omitempty"`
+	SecurityGroup *SecurityGroup `json:"securityGroup,omitempty"`
+	FloatingIP    *FloatingIP    `json:"floatingIP,omitempty"`
 }

@@ -52,6 +52,10 @@ type Quota struct {
 	// ImageStorageMiB limits the project's stored images together (their
 	// files, and the room held by imports under way).
 	ImageStorageMiB *int64 `json:"imageStorageMiB,omitempty"`
+	// Networks, Ports and FloatingIPs limit the project's network objects.
+	Networks    *int64 `json:"networks,omitempty"`
+	Ports       *int64 `json:"ports,omitempty"`
+	FloatingIPs *int64 `json:"floatingIPs,omitempty"`
 	// VolumeMiB limits the sizes of the project's volumes together.
 	VolumeMiB *int64 `json:"volumeMiB,omitempty"`
 }
@@ -66,6 +70,10 @@ type Usage struct {
 	// ImageStorageMiB is what the project's images take, with the room
 	// held by its imports under way.
 	ImageStorageMiB int64 `json:"imageStorageMiB"`
+	// Networks, Ports and FloatingIPs count the project's network objects.
+	Networks    int64 `json:"networks"`
+	Ports       int64 `json:"ports"`
+	FloatingIPs int64 `json:"floatingIPs"`
 	// VolumeMiB is the sum of the sizes of the project's volumes.
 	VolumeMiB int64 `json:"volumeMiB"`
 }

@@ -118,11 +118,30 @@ type Disk struct {
 
 // NIC is a virtual network interface.
 type NIC struct {
-	// Network is "user" (user-mode NAT) on the embedded default.
+	// Network is "user" (user-mode NAT, the default), a network of the
+	// VM's project (the NIC gets a port on it), or for a VM of a
+	// provider one of the provider's networks.
 	Network string `json:"network"`
 	// MAC is generated when empty (locally administered, 52:54:00 prefix).
 	MAC string `json:"mac,omitempty"`
+	// IP asks for this fixed address on the network (default: one the
+	// server allocates); the server sets it to the port's first address.
+	IP string `json:"ip,omitempty"`
+	// SecurityGroups name groups of the VM's project for the NIC's port
+	// (default: the project's "default" group).
+	SecurityGroups []string `json:"securityGroups,omitempty"`
+	// Port names an existing port of the project for the NIC (instead of
+	// Network); for a NIC on a network the server sets it to the port it
+	// made.
+	Port string `json:"port,omitempty"`
 }
+
+// VM operation kinds of NICs: a NIC added to or removed from a VM (hot
+// plugged while it runs).
+const (
+	OpVMNICAdd    = "vm.nic.add"
+	OpVMNICRemove = "vm.nic.remove"
+)
 
 // Boot says how a VM boots: from its first disk through firmware (Kernel
 // empty), or directly from a kernel image with an optional initrd.

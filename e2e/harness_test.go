@@ -89,6 +89,9 @@ type serverProc struct {
 	// kvm, when set, runs the server with a private /dev holding that kind
 	// of /dev/kvm (none, or one that opens but runs no guest).
 	kvm devns.KVM
+	// noAgent: the server runs no built-in agent (--no-agent); it is ready
+	// once it answers.
+	noAgent bool
 }
 
 func freePort(t *testing.T) int {
@@ -157,6 +160,10 @@ func (s *serverProc) start() {
 		case <-s.done:
 			t.Fatalf("server exited early:\n%s", s.log)
 		default:
+		}
+		if s.noAgent {
+			_, err := c.ListHosts(context.Background(), api.ListOptions{})
+			return err
 		}
 		h, err := c.GetHost(context.Background(), "local")
 		if err != nil {

@@ -13,9 +13,14 @@
 #                      with polyvisor.run=<base64 script> on the kernel command
 #                      line it also brings its NICs up with DHCP, runs the
 #                      script in the background and prints
-#                      "polyvisor-guest: run exit=N"
+#                      "polyvisor-guest: run exit=N"; a line
+#                      "polyvisor-exec TAG <base64 script>" typed on ttyS0
+#                      runs that script in the background, its output lines
+#                      prefixed "polyvisor-exec TAG: ", then prints
+#                      "polyvisor-exec TAG exit=N"
 #   OUTDIR/disk.qcow2  a small blank qcow2 disk (64 MiB)
-#   OUTDIR/features    what the guest can do beyond its markers ("run")
+#   OUTDIR/features    what the guest can do beyond its markers ("run",
+#                      "exec")
 #   OUTDIR/boot.qcow2  the same guest on a bootable disk (64 MiB unless the
 #                      kernel and initramfs need more): an MBR with SYSLINUX's
 #                      boot code and one active FAT16 partition at 1 MiB that
@@ -403,10 +408,26 @@ acpid -c /etc/acpi -l /dev/null -p /tmp/acpid.pid || echo "polyvisor-guest: acpi
 		sync
 		poweroff -f
 		;;
+	*polyvisor-exec\ *)
+		# polyvisor-exec TAG BASE64: run a script while the guest runs.
+		set -- ${line#*polyvisor-exec }
+		tag=$1
+		(
+			if echo "$2" | base64 -d >"/tmp/exec-$tag.sh" 2>/dev/null; then
+				{
+					sh "/tmp/exec-$tag.sh" 2>&1
+					echo $? >"/tmp/exec-$tag.rc"
+				} | while IFS= read -r out; do echo "polyvisor-exec $tag: $out"; done
+				echo "polyvisor-exec $tag exit=$(cat "/tmp/exec-$tag.rc")"
+			else
+				echo "polyvisor-exec $tag exit=bad-base64"
+			fi
+		) </dev/null &
+		;;
 	esac
 done </dev/ttyS0) &
 echo "POLYVISOR-GUEST-READY"
-echo "polyvisor-guest: commands polyvisor-poweroff"
+echo "polyvisor-guest: commands polyvisor-poweroff polyvisor-exec"
 disks=0
 for b in /sys/block/vd*; do
 	[ -e "$b" ] || continue
@@ -460,7 +481,7 @@ qemu-img create -q -f qcow2 "$WORK/disk.qcow2" 64M
 cp "$VMLINUZ" "$WORK/vmlinuz"
 build_boot "$WORK/vmlinuz" "$WORK/initrd.img" "$WORK/boot.qcow2"
 # What this guest can do beyond printing its markers, one word a line.
-echo run >"$WORK/features"
+printf 'run\nexec\n' >"$WORK/features"
 for f in vmlinuz initrd.img disk.qcow2 boot.qcow2 features; do
 	mv -f "$WORK/$f" "$OUTDIR/$f"
 done

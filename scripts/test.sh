@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every Polyvisor test on a fresh Debian 12 machine: installs what the
 # tests need (QEMU, qemu-utils, busybox-static, iproute2 for the second-host
-# test, etcd-server for the external-etcd test, libvirtd as a real libvirt
+# and network tests, dnsmasq-base, nftables and ethtool for the network
+# tests, etcd-server for the external-etcd test, libvirtd as a real libvirt
 # peer, Chromium for the browser tests, Prometheus for the scrape test),
 # fetches the Go modules and npm packages, builds the web console and the
 # tiny test guest, and runs the web console's unit tests, `go vet`, a short
@@ -23,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-apt_install "${HOST_PACKAGES[@]}" iproute2 etcd-server chromium prometheus openssl util-linux
+apt_install "${HOST_PACKAGES[@]}" iproute2 etcd-server chromium prometheus openssl util-linux dnsmasq-base nftables ethtool
 ensure_go
 go mod download
 build_web

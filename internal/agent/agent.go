@@ -43,6 +43,12 @@ type Config struct {
 	// to MaxRestartDelay. Defaults: 2s and 5 minutes.
 	RestartDelay    time.Duration
 	MaxRestartDelay time.Duration
+	// Network makes the host's network dataplane from the states the
+	// server sends; nil for a host that makes none (its VMs have only
+	// user-mode NICs). Ports reports the ports it made (nil: not
+	// reported).
+	Network Dataplane
+	Ports   PortReporter
 }
 
 // Agent runs the VMs the server places on one host.
@@ -53,6 +59,7 @@ type Agent struct {
 	driver hypervisor.Driver
 	info   hypervisor.Info
 	cache  *imageCache
+	net    *netLoop // nil without a dataplane
 	vols   *volumes
 
 	// life is Run's context: what lives as long as the agent (workers,
@@ -100,6 +107,9 @@ func New(cfg Config) (*Agent, error) {
 		life:    context.Background(),
 	}
 	a.cache = newImageCache(a.c, filepath.Join(cfg.StateDir, "images"))
+	if cfg.Network != nil {
+		a.net = newNetLoop(a, cfg.Network, cfg.Ports)
+	}
 	a.vols = newVolumes(a)
 	return a, nil
 }
@@ -128,6 +138,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer wg.Done()
 		a.heartbeat(ctx)
 	}()
+	if a.net != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.net.run(ctx)
+		}()
+	}
 	go func() {
 		defer wg.Done()
 		a.vols.run(ctx)
@@ -297,6 +314,10 @@ func (a *Agent) watchOnce(parent context.Context) error {
 				a.workerFor(m.VM).update(m.VM)
 			case api.AgentMsgVMRemoved:
 				a.forget(m.Name)
+			case api.AgentMsgNetwork:
+				if m.Network != nil && a.net != nil {
+					a.net.update(m.Network)
+				}
 			case api.AgentMsgSynced:
 				synced = true
 				a.reapOrphans(ctx, seen)

@@ -41,6 +41,7 @@ type controlPlane struct {
 	watchesMade int                       // watch streams opened so far
 	streams     chan net.Conn             // server ends of console streams the agent dialled
 	failReports int                       // VM status reports to refuse (500) before accepting again
+	network     *api.HostNetworkState     // the host's network state, sent on every watch
 	changed     chan struct{}             // closed and replaced at every change
 }
 
@@ -93,6 +94,9 @@ func (cp *controlPlane) watch(w http.ResponseWriter, r *http.Request) {
 		first = append(first, api.AgentMessage{Type: api.AgentMsgVM, VM: &v})
 	}
 	first = append(first, api.AgentMessage{Type: api.AgentMsgSynced})
+	if cp.network != nil {
+		first = append(first, api.AgentMessage{Type: api.AgentMsgNetwork, Network: cp.network})
+	}
 	cp.watches[wc] = true
 	cp.watchesMade++
 	cp.notify()

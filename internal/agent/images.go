@@ -114,9 +114,11 @@ func (a *Agent) vmConfig(ctx context.Context, vm *api.VM) (hypervisor.VMConfig, 
 		}
 		cfg.Disks = append(cfg.Disks, dc)
 	}
-	for _, n := range s.NICs {
-		cfg.NICs = append(cfg.NICs, hypervisor.NICConfig{Network: n.Network, MAC: n.MAC})
+	nics, err := a.nicConfigs(vm)
+	if err != nil {
+		return cfg, err
 	}
+	cfg.NICs = nics
 	if s.Boot.Kernel != "" {
 		p, err := a.cache.path(ctx, s.Boot.Kernel, api.ImageKernel)
 		if err != nil {

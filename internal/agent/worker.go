@@ -2,9 +2,11 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
@@ -27,6 +29,9 @@ type worker struct {
 	kick chan struct{}
 	quit chan struct{}
 	once sync.Once
+	// netDue makes a failed convergence due at once: the host's network
+	// changed, and a port the VM waited for may be made (network.go).
+	netDue atomic.Bool
 
 	// Owned by the worker goroutine.
 	runCtx          context.Context // the worker's life: its event subscription lives under it
@@ -38,6 +43,7 @@ type worker struct {
 	stopEvents      context.CancelFunc
 	retryAt         time.Time     // when a failed convergence is tried again
 	backoff         time.Duration // of failed convergences
+	portWaitSince   time.Time     // since when a NIC's port is awaited (network.go)
 	reason          string        // for people: the last transition
 	life            lifeState
 	in              *incomingMig  // a migration this host receives
@@ -142,7 +148,8 @@ func (w *worker) run(ctx context.Context) {
 		}
 		w.drainEvents(ctx)
 		now := time.Now()
-		due := (!w.retryAt.IsZero() && !now.Before(w.retryAt)) || (!w.life.restartAt.IsZero() && !now.Before(w.life.restartAt))
+		due := (!w.retryAt.IsZero() && !now.Before(w.retryAt)) || (!w.life.restartAt.IsZero() && !now.Before(w.life.restartAt)) ||
+			(w.netDue.Swap(false) && !w.retryAt.IsZero())
 		switch {
 		case vm.Generation != w.doneGen || due:
 			if done := w.converge(ctx, vm); done {
@@ -238,13 +245,27 @@ func (w *worker) converge(ctx context.Context, vm *api.VM) bool {
 		w.endOutgoing() // cancelled or failed: the guest runs here again
 	}
 	if err := w.apply(ctx, vm); err != nil {
+		var pending *portPendingError
+		if errors.As(err, &pending) {
+			if w.portWaitSince.IsZero() {
+				w.portWaitSince = time.Now()
+			}
+			if until := w.portWaitSince.Add(portWait); time.Now().Before(until) {
+				// Not a failure yet: tried again when the network
+				// changes (netDue), failed when the wait is over.
+				w.log.Debug("waiting for a port", "generation", vm.Generation, "err", err)
+				w.retryAt = until
+				return false
+			}
+		}
+		w.portWaitSince = time.Time{}
 		w.fail(ctx, vm, err)
 		return false
 	}
 	if vm.Spec.Migration != nil && vm.Spec.PowerState == api.PowerRunning {
 		w.send(vm)
 	}
-	w.retryAt, w.backoff = time.Time{}, 0
+	w.retryAt, w.backoff, w.portWaitSince = time.Time{}, 0, time.Time{}
 	w.observedGen = vm.Generation
 	w.report(ctx, vm, nil)
 	return false
@@ -349,11 +370,20 @@ func (w *worker) apply(ctx context.Context, vm *api.VM) error {
 	default:
 		err = fmt.Errorf("unknown desired power state %q", spec.PowerState)
 	}
-	if err == nil {
-		w.observedRestart = spec.RestartCount
-		err = w.syncVolumes(ctx, h, vm)
+	if err != nil {
+		return err
 	}
-	return err
+	w.observedRestart = spec.RestartCount
+	// NICs and volumes added to or removed from a VM that runs: each
+	// kind is plugged whatever became of the other.
+	var nicErr error
+	if spec.PowerState == api.PowerRunning || spec.PowerState == api.PowerPaused {
+		var nics []hypervisor.NICConfig
+		if nics, nicErr = w.a.nicConfigs(vm); nicErr == nil {
+			nicErr = w.syncNICs(ctx, h, nics)
+		}
+	}
+	return errors.Join(nicErr, w.syncVolumes(ctx, h, vm))
 }
 
 func (w *worker) pauser(f func(hypervisor.Pauser) error) error {

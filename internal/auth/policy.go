@@ -29,17 +29,23 @@ const (
 	PermProjectUpdate   Permission = "project.update"
 	PermMemberManage    Permission = "member.manage"
 	PermAuditRead       Permission = "audit.read"
-	PermVolumeRead      Permission = "volume.read"
-	PermVolumeManage    Permission = "volume.manage" // create, attach, detach, grow, snapshot, delete
+	// Networks, subnets, ports, security groups and floating IPs.
+	PermNetworkRead   Permission = "network.read"
+	PermNetworkCreate Permission = "network.create"
+	PermNetworkUpdate Permission = "network.update" // ports' groups, rules, floating IP mappings
+	PermNetworkDelete Permission = "network.delete"
+	PermVolumeRead    Permission = "volume.read"
+	PermVolumeManage  Permission = "volume.manage" // create, attach, detach, grow, snapshot, delete
 )
 
 // grants is the policy: what each project role adds to the roles before it
 // in api.Roles. It is the only place where roles get their meaning.
 var grants = map[string][]Permission{
-	api.RoleViewer:   {PermProjectRead, PermVMRead, PermImageRead, PermOperationRead, PermProviderRead, PermVolumeRead},
+	api.RoleViewer:   {PermProjectRead, PermVMRead, PermImageRead, PermOperationRead, PermProviderRead, PermNetworkRead, PermVolumeRead},
 	api.RoleOperator: {PermVMPower, PermVMConsole, PermOperationCancel},
-	api.RoleMember:   {PermVMCreate, PermVMDelete, PermVMUpdate, PermVMUserData, PermImageCreate, PermImageDelete, PermVolumeManage},
-	api.RoleAdmin:    {PermProjectUpdate, PermMemberManage, PermAuditRead},
+	api.RoleMember: {PermVMCreate, PermVMDelete, PermVMUpdate, PermVMUserData, PermImageCreate, PermImageDelete,
+		PermNetworkCreate, PermNetworkUpdate, PermNetworkDelete, PermVolumeManage},
+	api.RoleAdmin: {PermProjectUpdate, PermMemberManage, PermAuditRead},
 }
 
 // RolePermissions returns every permission of a role, inherited ones

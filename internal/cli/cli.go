@@ -84,6 +84,7 @@ func NewRootCommand(extra ...*cobra.Command) *cobra.Command {
 	root.AddCommand(a.vmCommand(), a.imageCommand(), a.hostCommand(), a.opCommand(), a.providerCommand())
 	root.AddCommand(a.loginCommand(), a.logoutCommand(), a.whoamiCommand(), a.projectCommand(), a.userCommand(),
 		a.tokenCommand(), a.roleCommand(), a.quotaCommand(), a.auditCommand())
+	root.AddCommand(a.networkCommand(), a.subnetCommand(), a.portCommand(), a.secgroupCommand(), a.floatingIPCommand())
 	root.AddCommand(a.versionCommand())
 	root.AddCommand(a.poolCommand(), a.volumeCommand())
 	// The client verbs' errors speak of the CLI's flags and config; the

@@ -41,6 +41,8 @@ var fieldSources = map[string][]fieldSource{
 		{"disks", "--blank-disk"},
 		{"nics[0].network", "--network"},
 		{"nics[*].network", "--nic"},
+		{"nics[*].*", "--nic"},
+		{"nics[*].securityGroups[*]", "--nic"},
 		{"nics[*]", "--nic"},
 		{"nics", "--nic"},
 		{"labels.*", "--label"},
@@ -49,11 +51,18 @@ var fieldSources = map[string][]fieldSource{
 	"vm lease":             {{"leaseSeconds", "DURATION"}, {"durationSeconds", "DURATION"}},
 	"vm snapshot create":   {{"name", "SNAPSHOT"}},
 	"image import":         {{"url", "FILE|URL"}, {"image", "FILE|URL"}},
-	"project create":       {{"labels.*", "--label"}},
+	"project create":       {{"labels.*", "--label"}, {"quota.floatingIPs", "--floating-ips"}},
 	"role grant":           {{"role", "ROLE"}},
 	"token create":         {{"expiresInSeconds", "--expires"}},
 	"provider add vsphere": {{"password", "--password-file"}, {"caCert", "--ca-file"}},
 	"provider add libvirt": {{"url", "--uri"}},
+	"quota set":            {{"quota.floatingIPs", "--floating-ips"}},
+	"port create":          {{"fixedIPs[*].ip", "--ip"}, {"fixedIPs[*].subnet", "--ip"}, {"fixedIPs", "--ip"}, {"securityGroups[*]", "--secgroup"}, {"securityGroups", "--secgroup"}, {"labels.*", "--label"}},
+	"port update":          {{"securityGroups[*]", "--secgroup"}, {"securityGroups", "--secgroup"}},
+	"subnet create":        {{"pools[*].start", "--pool"}, {"pools[*].end", "--pool"}, {"pools[*]", "--pool"}, {"dnsServers[*]", "--dns"}, {"routes[*].destination", "--route"}, {"routes[*].nextHop", "--route"}, {"labels.*", "--label"}},
+	"floating-ip create":   {{"address", "--address"}, {"labels.*", "--label"}},
+	"secgroup rule add":    {{"rules[0].portMin", "--port"}, {"rules[0].portMax", "--port"}, {"rules[0].direction", "--egress"}},
+	"vm nic add":           {{"*", "NIC"}, {"securityGroups[*]", "NIC"}},
 	"pool create":          {{"projects", "--grant"}, {"hosts", "--host"}},
 	"volume create":        {{"source.image", "--image"}, {"source.volume", "--from"}, {"source.snapshot", "--from"}, {"source", "--image"}, {"source", "--from"}},
 }
@@ -194,16 +203,19 @@ func (e *fieldError) Error() string {
 	if i < 0 {
 		return e.source + ": " + s
 	}
-	return s[:i] + e.source + ": " + e.api.Message + s[i+len(old):]
+	// A conflict's message may start with its field already.
+	msg := strings.TrimPrefix(e.api.Message, e.api.Field+": ")
+	return s[:i] + e.source + ": " + msg + s[i+len(old):]
 }
 
 func (e *fieldError) Unwrap() error { return e.err }
 
-// withFieldSource makes an invalid-field error of the server name the flag
-// or argument of cmd the field came from.
+// withFieldSource makes an invalid-field error of the server (or a
+// conflict naming a field, such as an address taken) name the flag or
+// argument of cmd the field came from.
 func withFieldSource(cmd *cobra.Command, err error) error {
 	var ae *api.Error
-	if !errors.As(err, &ae) || ae.Code != api.CodeInvalid || ae.Field == "" {
+	if !errors.As(err, &ae) || (ae.Code != api.CodeInvalid && ae.Code != api.CodeConflict) || ae.Field == "" {
 		return err
 	}
 	src := sourceOfField(cmd, ae.Field)

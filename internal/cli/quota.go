@@ -19,28 +19,34 @@ const (
 	quotaVMs    = "vms"
 	// quotaImages is the image storage quota.
 	quotaImages = "image-storage"
+	// The network objects.
+	quotaNetworks    = "networks"
+	quotaPorts       = "ports"
+	quotaFloatingIPs = "floating-ips"
 )
 
 // quotaResources lists the resources in the order they are shown.
-var quotaResources = []string{quotaVCPUs, quotaMemory, quotaDisk, quotaVMs, quotaImages}
+var quotaResources = []string{quotaVCPUs, quotaMemory, quotaDisk, quotaVMs, quotaImages, quotaNetworks, quotaPorts, quotaFloatingIPs}
 
 // quotaChanges are the limits a command line changes: the ones given are
 // set, the ones in Unset become unlimited.
 type quotaChanges struct {
 	VCPUs, MemoryMiB, DiskMiB, VMs *int64
 	ImageStorageMiB                *int64
+	Networks, Ports, FloatingIPs   *int64
 	Unset                          []string
 }
 
 // empty tells whether the changes change nothing.
 func (ch quotaChanges) empty() bool {
-	return ch.VCPUs == nil && ch.MemoryMiB == nil && ch.DiskMiB == nil && ch.VMs == nil && ch.ImageStorageMiB == nil && len(ch.Unset) == 0
+	return ch.VCPUs == nil && ch.MemoryMiB == nil && ch.DiskMiB == nil && ch.VMs == nil && ch.ImageStorageMiB == nil &&
+		ch.Networks == nil && ch.Ports == nil && ch.FloatingIPs == nil && len(ch.Unset) == 0
 }
 
 // applyQuotaChanges returns q with the changes made, leaving q as it is.
 func applyQuotaChanges(q api.Quota, ch quotaChanges) (api.Quota, error) {
 	out := api.Quota{VCPUs: clonePtr(q.VCPUs), MemoryMiB: clonePtr(q.MemoryMiB), DiskMiB: clonePtr(q.DiskMiB), VMs: clonePtr(q.VMs),
-		ImageStorageMiB: clonePtr(q.ImageStorageMiB)}
+		ImageStorageMiB: clonePtr(q.ImageStorageMiB), Networks: clonePtr(q.Networks), Ports: clonePtr(q.Ports), FloatingIPs: clonePtr(q.FloatingIPs)}
 	fields := map[string]struct {
 		val *int64
 		dst **int64
@@ -50,6 +56,10 @@ func applyQuotaChanges(q api.Quota, ch quotaChanges) (api.Quota, error) {
 		quotaDisk:   {ch.DiskMiB, &out.DiskMiB},
 		quotaVMs:    {ch.VMs, &out.VMs},
 		quotaImages: {ch.ImageStorageMiB, &out.ImageStorageMiB},
+
+		quotaNetworks:    {ch.Networks, &out.Networks},
+		quotaPorts:       {ch.Ports, &out.Ports},
+		quotaFloatingIPs: {ch.FloatingIPs, &out.FloatingIPs},
 	}
 	for _, name := range quotaResources {
 		f := fields[name]
@@ -78,11 +88,13 @@ func applyQuotaChanges(q api.Quota, ch quotaChanges) (api.Quota, error) {
 				targets = []string{quotaVMs}
 			case "images", "image":
 				targets = []string{quotaImages}
+			case "network", "port", "floating-ip":
+				targets = []string{name + "s"}
 			}
 			for _, t := range targets {
 				f, ok := fields[t]
 				if !ok {
-					return q, usagef("--unset: %q is not one of vcpus, memory, disk, vms, image-storage or all", name)
+					return q, usagef("--unset: %q is not one of vcpus, memory, disk, vms, image-storage, networks, ports, floating-ips or all", name)
 				}
 				if f.val != nil {
 					return q, usagef("--unset %s: conflicts with --%s; give one", t, t)
@@ -107,6 +119,7 @@ func clonePtr(p *int64) *int64 {
 type quotaFlags struct {
 	vcpus, vms, memoryMiB, diskMiB int64
 	imageStorageMiB                int64
+	networks, ports, floatingIPs   int64
 	unset                          []string
 }
 
@@ -117,8 +130,11 @@ func (f *quotaFlags) register(cmd *cobra.Command, withUnset bool) {
 	fl.Var(sizeValue{&f.diskMiB}, quotaDisk, "limit the disk of the project's VMs together, e.g. 500G")
 	fl.Int64Var(&f.vms, quotaVMs, 0, "limit the number of the project's VMs")
 	fl.Var(sizeValue{&f.imageStorageMiB}, quotaImages, "limit the storage of the project's images together, e.g. 100G")
+	fl.Int64Var(&f.networks, quotaNetworks, 0, "limit the number of the project's networks")
+	fl.Int64Var(&f.ports, quotaPorts, 0, "limit the number of the project's ports (its VMs' NICs on networks included)")
+	fl.Int64Var(&f.floatingIPs, quotaFloatingIPs, 0, "limit the number of the project's floating IPs")
 	if withUnset {
-		fl.StringSliceVar(&f.unset, "unset", nil, "remove these limits: vcpus, memory, disk, vms, image-storage or all (comma-separated)")
+		fl.StringSliceVar(&f.unset, "unset", nil, "remove these limits: vcpus, memory, disk, vms, image-storage, networks, ports, floating-ips or all (comma-separated)")
 	}
 }
 
@@ -134,6 +150,8 @@ func (f *quotaFlags) changes(cmd *cobra.Command) quotaChanges {
 		{quotaVCPUs, &f.vcpus, &ch.VCPUs}, {quotaMemory, &f.memoryMiB, &ch.MemoryMiB},
 		{quotaDisk, &f.diskMiB, &ch.DiskMiB}, {quotaVMs, &f.vms, &ch.VMs},
 		{quotaImages, &f.imageStorageMiB, &ch.ImageStorageMiB},
+		{quotaNetworks, &f.networks, &ch.Networks}, {quotaPorts, &f.ports, &ch.Ports},
+		{quotaFloatingIPs, &f.floatingIPs, &ch.FloatingIPs},
 	} {
 		if fl.Changed(v.name) {
 			*v.dst = v.val
@@ -163,6 +181,9 @@ func quotaRows(limits api.Quota, usage api.Usage) [][4]string {
 		line(quotaDisk, usage.DiskMiB, limits.DiskMiB, mib),
 		line(quotaVMs, usage.VMs, limits.VMs, count),
 		line(quotaImages, usage.ImageStorageMiB, limits.ImageStorageMiB, mib),
+		line(quotaNetworks, usage.Networks, limits.Networks, count),
+		line(quotaPorts, usage.Ports, limits.Ports, count),
+		line(quotaFloatingIPs, usage.FloatingIPs, limits.FloatingIPs, count),
 	}
 }
 

@@ -156,6 +156,9 @@ func TestQuotaRows(t *testing.T) {
 		{"disk", "10G", "unlimited", "-"},
 		{"vms", "3", "2", "0 (over by 1)"},
 		{"image-storage", "300M", "1G", "724M"},
+		{"networks", "0", "unlimited", "-"},
+		{"ports", "0", "unlimited", "-"},
+		{"floating-ips", "0", "unlimited", "-"},
 	}
 	if !reflect.DeepEqual(rows, want) {
 		t.Errorf("rows %v, want %v", rows, want)

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -31,6 +32,7 @@ func (a *app) vmCommand() *cobra.Command {
 		a.vmSnapshotCommand(),
 		a.vmConsoleTicketCommand(),
 		a.vmLeaseCommand(),
+		a.vmNICCommand(),
 	)
 	return cmd
 }
@@ -174,7 +176,7 @@ func describeVM(tw *tabwriter.Writer, vm *api.VM) {
 		row(tw, label("Disks:", i), orDash(d.Name)+": "+desc)
 	}
 	for i, n := range s.NICs {
-		row(tw, label("NICs:", i), n.Network+" "+orDash(n.MAC))
+		row(tw, label("NICs:", i), strconv.Itoa(i)+": "+nicText(n))
 	}
 	boot := "firmware, first disk"
 	if s.Boot.Kernel != "" {

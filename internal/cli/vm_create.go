@@ -47,6 +47,7 @@ func (a *app) vmCreateCommand() *cobra.Command {
 		Use:   "create NAME",
 		Short: "Create a VM, and start it unless --stopped",
 		Example: "  polyvisor vm create web1 --image debian-12 --disk-size 10G --memory 2G --vcpus 2 \\\n" +
+			"      --nic network=web,ip=10.0.0.5,secgroup=web \\\n" +
 			"      --user-data cloud-init.yaml --label env=prod\n" +
 			"  polyvisor vm create tiny --kernel vmlinuz --initrd initrd --cmdline 'console=ttyS0' --memory 256M\n" +
 			"  polyvisor vm create web9 --provider vc1 --template ubuntu-22.04 --cluster C0 --datastore ds1 \\\n" +
@@ -80,7 +81,7 @@ func (a *app) vmCreateCommand() *cobra.Command {
 	fl.StringVar(&f.userData, "user-data", "", "cloud-init user-data `file`")
 	fl.StringVar(&f.metaData, "meta-data", "", "cloud-init meta-data `file`")
 	fl.StringVar(&f.networkConfig, "network-config", "", "cloud-init network-config `file`")
-	fl.StringArrayVar(&f.nics, "nic", nil, "add a NIC on this `network` (repeatable; default one on \"user\"; \"none\" for no NIC)")
+	fl.StringArrayVar(&f.nics, "nic", nil, "add a NIC: a `network` (\"user\", or one of the project's), or network=NAME,ip=ADDRESS,secgroup=GROUP,... or port=PORT (repeatable; default one on \"user\"; \"none\" for no NIC)")
 	fl.Var(labelsValue{&f.labels}, "label", "add a label (repeatable)")
 	fl.StringVar(&f.host, "host", "", "place the VM on this host (default: the scheduler chooses)")
 	fl.BoolVar(&f.stopped, "stopped", false, "create the VM without starting it")
@@ -154,10 +155,12 @@ func (f *vmCreateFlags) request(name string) (api.VMCreate, error) {
 		case n == "none" && len(nics) == 1:
 		case n == "none":
 			return req, usagef("--nic: none cannot be combined with other NICs")
-		case n == "":
-			return req, usagef("--nic: empty network name")
 		default:
-			req.NICs = append(req.NICs, api.NIC{Network: n})
+			nic, err := parseNIC("--nic", n)
+			if err != nil {
+				return req, err
+			}
+			req.NICs = append(req.NICs, nic)
 		}
 	}
 	ci := api.CloudInit{}
@@ -221,7 +224,14 @@ func (f *vmCreateFlags) providerRequest(req api.VMCreate) (api.VMCreate, error) 
 	case len(nics) == 1 && (nics[0] == "" || nics[0] == "none"):
 		return req, usagef("--network: give the name of one of provider %s's networks", f.provider)
 	case len(nics) == 1:
-		req.NICs = []api.NIC{{Network: nics[0]}}
+		nic, err := parseNIC("--nic", nics[0])
+		if err != nil {
+			return req, err
+		}
+		if nic.IP != "" || nic.Port != "" || len(nic.SecurityGroups) > 0 || nic.MAC != "" {
+			return req, usagef("--nic: a VM of provider %s takes a network of the provider only", f.provider)
+		}
+		req.NICs = []api.NIC{{Network: nic.Network}}
 	}
 	return req, nil
 }

@@ -88,6 +88,12 @@ type Config struct {
 	// Audit records what the controllers do as the system (lease expiry).
 	Audit  leases.Audit
 	Logger *slog.Logger
+	// Counted, when set, counts a project's network objects for its
+	// quota.
+	Counted func(project string) api.Usage
+	// Leaders are more controllers the leader runs, each for one term
+	// and writing through the term's fenced writer.
+	Leaders []func(ctx context.Context, w store.Writer)
 }
 
 // Set is the controllers of one server. The operation queues and the
@@ -109,6 +115,8 @@ type Set struct {
 	Imports  *imports.Importer
 	Estate   *estate.Manager
 
+	leaders []func(context.Context, store.Writer)
+
 	wg sync.WaitGroup
 }
 
@@ -125,7 +133,7 @@ func New(ctx context.Context, cfg Config) *Set {
 			return nil, fmt.Errorf("provider type %q: %w", typ, provider.ErrUnsupported)
 		}
 	}
-	s := &Set{store: cfg.Store}
+	s := &Set{store: cfg.Store, leaders: cfg.Leaders}
 	s.elector = leader.New(leader.Config{Client: cfg.Store.Client(), Prefix: ElectionPrefix(cfg.Store), TTL: cfg.LeaderTTL,
 		Self: leader.Candidate{ID: cfg.ID, Name: cfg.Name}, Logger: log.With("component", "leader")})
 	s.Estate = estate.New(estate.Config{
@@ -142,7 +150,7 @@ func New(ctx context.Context, cfg Config) *Set {
 	s.Placer = placement.New(placement.Config{VMs: cfg.VMs, Hosts: cfg.Hosts, Scheduler: cfg.Scheduler, Queue: s.Ops, Records: records})
 	s.Images = quota.NewImages(cfg.Projects, cfg.Images, cfg.ImageDir, cfg.MinFreeBytes, log)
 	s.Quota = quota.New(quota.Config{Projects: cfg.Projects, VMs: cfg.VMs, Images: cfg.Images, Queue: s.Ops, Imports: s.Images,
-		Records: records, Volumes: cfg.Volumes})
+		Records: records, Counted: cfg.Counted, Volumes: cfg.Volumes})
 	s.Liveness = liveness.New(liveness.Config{Writer: cfg.Store, Hosts: cfg.Hosts, VMs: cfg.VMs, Beats: cfg.Beats, ID: cfg.ID,
 		Timeout: cfg.HeartbeatTimeout, Logger: log})
 	s.Leases = leases.New(leases.Config{VMs: cfg.VMs, Ops: s.Ops, Audit: cfg.Audit,
@@ -172,10 +180,10 @@ func (s *Set) Start(ctx context.Context, url string) {
 func (s *Set) lead(ctx context.Context, term leader.Term) {
 	w := s.store.Fenced(term.Fence)
 	var wg sync.WaitGroup
-	for _, run := range []func(context.Context, store.Writer){
+	for _, run := range append([]func(context.Context, store.Writer){
 		func(ctx context.Context, w store.Writer) { s.Ops.Lead(ctx, w, term.Won) },
 		s.Liveness.Lead, s.Leases.Lead, s.Estate.Lead,
-	} {
+	}, s.leaders...) {
 		wg.Go(func() { run(ctx, w) })
 	}
 	wg.Wait()

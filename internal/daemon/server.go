@@ -316,11 +316,16 @@ func runAgent(ctx context.Context, c *client.Client, o agentOptions) error {
 	if err != nil {
 		return fmt.Errorf("starting the qemu driver: %w", err)
 	}
-	a, err := agent.New(agent.Config{
+	acfg := agent.Config{
 		Client: c, Host: host, StateDir: stateDir, Driver: drv, Address: address,
 		HeartbeatInterval: o.heartbeat, OnServers: o.onServers,
 		Logger: logger.With("component", "agent", "host", host),
-	})
+	}
+	if dp := newDataplane(stateDir, logger); dp != nil {
+		defer dp.Close()
+		acfg.Network, acfg.Ports = dp, agent.ClientReporter{C: c}
+	}
+	a, err := agent.New(acfg)
 	if err != nil {
 		return err
 	}

@@ -68,6 +68,16 @@ type Stats struct {
 	MemoryBytes int64
 }
 
+// NICPlugger is implemented by drivers that add and remove network NICs
+// (those with a Tap) on a running VM.
+type NICPlugger interface {
+	// SetNICs makes a running VM's network NICs those of nics, matched by
+	// MAC: it plugs in those it lacks and unplugs those it has no more.
+	// User-mode NICs are left as they are. A VM that does not run is left
+	// alone: its next start has the NICs of its config.
+	SetNICs(ctx context.Context, h *Handle, nics []NICConfig) error
+}
+
 // Consoler is implemented by drivers that offer consoles.
 type Consoler interface {
 	// OpenConsole connects to a console ("serial" or "vnc") as a byte stream.
@@ -87,6 +97,8 @@ type Capabilities struct {
 	CloudInit     bool `json:"cloudInit"`
 	LiveMigration bool `json:"liveMigration"`
 	Snapshots     bool `json:"snapshots"`
+	// NICHotplug: network NICs are added to and removed from running VMs.
+	NICHotplug bool `json:"nicHotplug"`
 }
 
 // Info describes what a driver found on its host.
@@ -208,8 +220,13 @@ type DiskConfig struct {
 
 // NICConfig is a network interface.
 type NICConfig struct {
+	// Network is "user" (user-mode NAT, served by the driver) or, for a
+	// NIC with a Tap, the key of the Polyvisor network its port is on.
 	Network string
 	MAC     string
+	// Tap is the host's tap device of the NIC's port, made by the agent's
+	// dataplane; empty for a user-mode NIC.
+	Tap string
 }
 
 // CloudInitConfig is NoCloud seed data.

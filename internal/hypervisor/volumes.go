@@ -41,7 +41,7 @@ type VolumeState struct {
 }
 
 // MaxVolumes is how many volumes one VM can have plugged in at once: the
-// QEMU driver gives each VM that many hot-plug slots.
+// QEMU driver has hot-plug slots for that many beside its NICs.
 const MaxVolumes = 8
 
 // VolumeID is the device id a volume is plugged in under: short and made

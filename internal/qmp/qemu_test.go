@@ -77,6 +77,24 @@ func TestRealQEMU(t *testing.T) {
 			}
 		}
 	}
+	// A descriptor passed along with getfd reaches QEMU under its name:
+	// closefd knows it, and then no more.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if err := cl.ExecuteFile(ctx, "getfd", map[string]string{"fdname": "pv-test"}, nil, r); err != nil {
+		t.Fatalf("getfd: %v", err)
+	}
+	if err := cl.Execute(ctx, "closefd", map[string]string{"fdname": "pv-test"}, nil); err != nil {
+		t.Fatalf("closefd of a passed descriptor: %v", err)
+	}
+	var qerr *Error
+	if err := cl.Execute(ctx, "closefd", map[string]string{"fdname": "pv-test"}, nil); !errors.As(err, &qerr) {
+		t.Fatalf("closefd of a descriptor already closed = %v, want a qemu error", err)
+	}
 	if err := cl.Execute(ctx, "cont", nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -85,26 +103,6 @@ func TestRealQEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitEvent("STOP")
-
-	// A descriptor passed with getfd is known to QEMU by its name: closefd
-	// finds it once, and a name never passed is refused.
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = cl.ExecuteFile(ctx, "getfd", map[string]string{"fdname": "passed"}, nil, w)
-	r.Close()
-	w.Close()
-	if err != nil {
-		t.Fatalf("getfd: %v", err)
-	}
-	if err := cl.Execute(ctx, "closefd", map[string]string{"fdname": "passed"}, nil); err != nil {
-		t.Fatalf("closefd of a passed descriptor: %v", err)
-	}
-	var qerr *Error
-	if err := cl.Execute(ctx, "closefd", map[string]string{"fdname": "passed"}, nil); !errors.As(err, &qerr) {
-		t.Fatalf("closefd of a descriptor already closed = %v, want a qemu error", err)
-	}
 
 	err = cl.Execute(ctx, "quit", nil, nil)
 	if err != nil {

@@ -211,6 +211,9 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 	volChanges, poolChanges := s.volumes.Subscribe(ctx), s.pools.Subscribe(ctx)
 	requests, unregister := s.streams.register(host)
 	defer unregister()
+	// The host's network state: once after the VMs, then at each change.
+	netStates, stopNet := s.net.hub.Watch(host)
+	defer stopNet()
 
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
@@ -283,6 +286,8 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 			msg = api.AgentMessage{Type: api.AgentMsgPool, Pool: c.Obj}
 		case req := <-requests:
 			msg = api.AgentMessage{Type: api.AgentMsgStream, Stream: &req}
+		case st := <-netStates:
+			msg = api.AgentMessage{Type: api.AgentMsgNetwork, Network: st}
 		case <-ping.C:
 			msg = api.AgentMessage{Type: api.AgentMsgPing}
 		}
@@ -361,7 +366,7 @@ func (s *Server) vmRemoved(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Conflict("vm %q is not being deleted", name))
 		return
 	}
-	if err := s.vms.Delete(r.Context(), name, 0); err != nil {
+	if err := s.removeVMWithPorts(r.Context(), name); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

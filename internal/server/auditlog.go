@@ -24,6 +24,8 @@ var collections = map[string]string{
 	"vms": "vm", "images": "image", "operations": "operation", "providers": "provider",
 	"projects": "project", "members": "member", "users": "user", "tokens": "token",
 	"snapshots": "snapshot", "hosts": "host", "join-tokens": "join-token", "streams": "stream",
+	"networks": "network", "subnets": "subnet", "ports": "port", "security-groups": "security-group",
+	"floating-ips": "floating-ip", "rules": "rule", "nics": "nic",
 	"servers": "server",
 }
 

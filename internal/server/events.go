@@ -12,7 +12,8 @@ import (
 	"github.com/polyvisor/polyvisor/internal/store"
 )
 
-var eventTypes = []string{api.EventVM, api.EventHost, api.EventImage, api.EventOperation, api.EventProvider}
+var eventTypes = []string{api.EventVM, api.EventHost, api.EventImage, api.EventOperation, api.EventProvider,
+	api.EventNetwork, api.EventSubnet, api.EventPort, api.EventSecurityGroup, api.EventFloatingIP}
 
 func action(c store.ChangeType, prev bool) string {
 	switch {
@@ -89,6 +90,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
 				visible(providerBinding(c.Obj), auth.PermProviderRead)
 		})
 	}
+	s.forwardNetworkEvents(ctx, want, events, visible)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)

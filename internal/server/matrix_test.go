@@ -127,6 +127,38 @@ var policy = map[string]string{
 	// Which server leads the controllers.
 	"GET /v1/cluster": "superadmin",
 
+	// Networks: viewers read, members change (bridged and external
+	// networks are refused to them by the handler: superadmin's).
+	"GET /v1/networks":                             "viewer",
+	"GET /v1/networks/{name}":                      "viewer",
+	"POST /v1/networks":                            "member",
+	"DELETE /v1/networks/{name}":                   "member",
+	"GET /v1/subnets":                              "viewer",
+	"GET /v1/subnets/{name}":                       "viewer",
+	"POST /v1/subnets":                             "member",
+	"DELETE /v1/subnets/{name}":                    "member",
+	"GET /v1/ports":                                "viewer",
+	"GET /v1/ports/{name}":                         "viewer",
+	"POST /v1/ports":                               "member",
+	"PATCH /v1/ports/{name}":                       "member",
+	"DELETE /v1/ports/{name}":                      "member",
+	"GET /v1/security-groups":                      "viewer",
+	"GET /v1/security-groups/{name}":               "viewer",
+	"POST /v1/security-groups":                     "member",
+	"PATCH /v1/security-groups/{name}":             "member",
+	"DELETE /v1/security-groups/{name}":            "member",
+	"POST /v1/security-groups/{name}/rules":        "member",
+	"DELETE /v1/security-groups/{name}/rules/{id}": "member",
+	"GET /v1/floating-ips":                         "viewer",
+	"GET /v1/floating-ips/{name}":                  "viewer",
+	"POST /v1/floating-ips":                        "member",
+	"DELETE /v1/floating-ips/{name}":               "member",
+	"POST /v1/floating-ips/{name}/associate":       "member",
+	"POST /v1/floating-ips/{name}/disassociate":    "member",
+	"POST /v1/vms/{name}/nics":                     "member",
+	"DELETE /v1/vms/{name}/nics/{nic}":             "member",
+	"PUT /v1/agent/hosts/{name}/ports":             "host",
+
 	"GET /v1/pools":                                                  "user",
 	"POST /v1/pools":                                                 "superadmin",
 	"GET /v1/pools/{name}":                                           "user",
@@ -273,7 +305,7 @@ func requestFor(method, path, who string, own bool) (string, []byte) {
 		self = "ghost" // never take a caller's own membership away
 	}
 	r := strings.NewReplacer(
-		"{project}", project, "{user}", self, "{snapshot}", "s1", "{id}", "ghost", "{uid}", "ghost", "{host}", "ghost")
+		"{project}", project, "{user}", self, "{snapshot}", "s1", "{id}", "ghost", "{nic}", "0", "{uid}", "ghost", "{host}", "ghost")
 	p := r.Replace(path)
 	switch {
 	case strings.HasPrefix(path, "/v1/agent/hosts/"):

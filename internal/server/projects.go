@@ -32,7 +32,7 @@ func (s *Server) projectRoutes() []route {
 // projectView is a project as the API shows it: with its usage.
 func (s *Server) projectView(p *api.Project) api.Project {
 	out := *p
-	out.Status.Usage = s.ctl.Quota.UsageOf(p.Name)
+	out.Status.Usage = s.projectUsage(p.Name)
 	return out
 }
 
@@ -68,7 +68,8 @@ func validateQuota(q api.Quota) error {
 		name string
 		v    *int64
 	}{{"quota.vcpus", q.VCPUs}, {"quota.memoryMiB", q.MemoryMiB}, {"quota.diskMiB", q.DiskMiB}, {"quota.vms", q.VMs},
-		{"quota.imageStorageMiB", q.ImageStorageMiB}} {
+		{"quota.imageStorageMiB", q.ImageStorageMiB},
+		{"quota.networks", q.Networks}, {"quota.ports", q.Ports}, {"quota.floatingIPs", q.FloatingIPs}} {
 		if f.v != nil && *f.v < 0 {
 			return api.Invalid(f.name, "must be 0 or more (leave it out for no limit), not %d", *f.v)
 		}
@@ -105,7 +106,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		Spec: api.ProjectSpec{Description: req.Description, Quota: req.Quota,
 			MaxLeaseSeconds: req.MaxLeaseSeconds, LeaseGraceSeconds: req.LeaseGraceSeconds},
 	}
-	if _, err := s.projects.Create(r.Context(), p.Name, p); err != nil {
+	if err := s.createProjectWithGroup(r.Context(), p); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			err = api.Conflict("project %q already exists", p.Name)
 		}
@@ -194,11 +195,12 @@ func (s *Server) deleteProject(w http.ResponseWriter, r *http.Request) {
 	if n := len(listAll(s.providers, func(pr *api.Provider) bool { return pr.Project == name })); n > 0 {
 		holds = append(holds, fmt.Sprintf("%d providers", n))
 	}
+	holds = append(holds, s.net.m.ProjectHolds(name)...)
 	if len(holds) > 0 {
 		s.writeError(w, r, api.Conflict("project %q still holds %s: delete them first", name, strings.Join(holds, ", ")))
 		return
 	}
-	if err := s.projects.Delete(r.Context(), name, p.Version); err != nil {
+	if err := s.deleteProjectWithGroup(r.Context(), p); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -280,7 +282,7 @@ func (s *Server) getQuota(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.NotFound("project", r.PathValue("project")))
 		return
 	}
-	writeJSON(w, http.StatusOK, api.QuotaReport{Project: p.Name, Limits: p.Spec.Quota, Usage: s.ctl.Quota.UsageOf(p.Name)})
+	writeJSON(w, http.StatusOK, api.QuotaReport{Project: p.Name, Limits: p.Spec.Quota, Usage: s.projectUsage(p.Name)})
 }
 
 // setQuota replaces a project's limits. A limit below the current usage is
@@ -305,5 +307,5 @@ func (s *Server) setQuota(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.QuotaReport{Project: p.Name, Limits: p.Spec.Quota, Usage: s.ctl.Quota.UsageOf(p.Name)})
+	writeJSON(w, http.StatusOK, api.QuotaReport{Project: p.Name, Limits: p.Spec.Quota, Usage: s.projectUsage(p.Name)})
 }

@@ -72,11 +72,8 @@ func (s *Server) validateProviderCreate(project string, req *api.VMCreate) (*api
 	if req.OnCrash != "" {
 		return nil, nil, api.Invalid("onCrash", "applies to vms on Polyvisor's own hosts; provider %q restarts its vms by its own policy", p.Name)
 	}
-	for i := range req.NICs {
-		if req.NICs[i].MAC != "" {
-			return nil, nil, api.Invalid("nics[0].mac", "the provider assigns MAC addresses")
-		}
-		_ = i
+	if err := s.validateProviderNICs(p, req.NICs); err != nil {
+		return nil, nil, err
 	}
 	ref := &api.ProviderRef{Name: p.Name, Type: p.Spec.Type, Template: req.Template, Cluster: req.Cluster, Datastore: req.Datastore}
 	return ref, filter, nil

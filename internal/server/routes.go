@@ -50,6 +50,7 @@ func (s *Server) routes() []route {
 	rs = append(rs, s.userRoutes()...)
 	rs = append(rs, s.tokenRoutes()...)
 	rs = append(rs, s.auditRoutes()...)
+	rs = append(rs, s.networkRoutes()...)
 	rs = append(rs, s.clusterRoutes()...)
 	rs = append(rs, s.migrationRoutes()...)
 	rs = append(rs, s.poolRoutes()...)

@@ -160,6 +160,9 @@ type Server struct {
 	creds     *store.Collection[estate.Credential]
 	secrets   *secrets.Box
 
+	// net holds the networks: their collections, manager and hub.
+	net *netState
+
 	// ctl is the controllers: operations, placement, quotas, liveness,
 	// leases, imports, estates.
 	ctl     *controller.Set
@@ -269,6 +272,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	admitted := admission.NewCollection(st)
 	beats := store.NewCollection(st, "heartbeats", func(b *liveness.Beats, rev int64) { b.Version = rev })
 	s.migrations = store.NewCollection(st, "migrations", func(m *api.AgentMigration, rev int64) { m.Version = rev })
+	s.net = s.newNetState(st)
 	if err := st.Start(ctx); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("loading the store: %w", err)
@@ -324,6 +328,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		LeaseInterval: cfg.LeaseInterval, ImageDir: s.imageDir, MinFreeBytes: int64(cfg.MinFreeBytes),
 		ProviderFactory: cfg.ProviderFactory, ProviderResync: cfg.ProviderResync,
 		Metrics: s.metrics, ErrorOf: toAPIError, Audit: s.auditSystem, Logger: cfg.Logger,
+		Counted: s.net.m.Counted, Leaders: []func(context.Context, store.Writer){s.net.m.RunJanitor},
 	})
 	return s, nil
 }
@@ -419,6 +424,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.goBG(func() { s.runTokenSweep(ctx) })
 	s.goBG(func() { s.pruneAudit(ctx) })
 	s.goBG(func() { s.runGuards(ctx) })
+	s.goBG(func() { s.net.run(ctx, s) })
 	return nil
 }
 

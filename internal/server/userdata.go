@@ -15,6 +15,7 @@ import (
 // told so. Hosts read VMs through their own routes, which give them all of
 // it.
 func (s *Server) vmView(r *http.Request, vm *api.VM) *api.VM {
+	vm = s.withPortIPs(vm)
 	ci := vm.Spec.CloudInit
 	if ci == nil || *ci == (api.CloudInit{}) || s.can(r, vm.Project, auth.PermVMUserData) {
 		return vm

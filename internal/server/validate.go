@@ -178,11 +178,20 @@ func validateNICs(nics []api.NIC) error {
 	for i := range nics {
 		n := &nics[i]
 		field := fmt.Sprintf("nics[%d]", i)
-		if n.Network == "" {
+		if n.Network == "" && n.Port == "" {
 			n.Network = api.NetworkUser
 		}
-		if n.Network != api.NetworkUser {
-			return api.Invalid(field+".network", "unknown network %q (this host offers %q)", n.Network, api.NetworkUser)
+		// A NIC on a network of the project (or on a port) is checked when
+		// its port is planned; a user-mode NIC has no address of its own.
+		if n.Network == api.NetworkUser {
+			switch {
+			case n.IP != "":
+				return api.Invalid(field+".ip", "a NIC on %q has no fixed address; give a network of the project", api.NetworkUser)
+			case len(n.SecurityGroups) > 0:
+				return api.Invalid(field+".securityGroups", "a NIC on %q has no security groups; give a network of the project", api.NetworkUser)
+			case n.Port != "":
+				return api.Invalid(field+".port", "a NIC on a port takes the port's network, not %q", api.NetworkUser)
+			}
 		}
 		if n.MAC != "" {
 			hw, err := net.ParseMAC(n.MAC)

@@ -16,10 +16,10 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
-	"github.com/polyvisor/polyvisor/internal/controller/admission"
 	"github.com/polyvisor/polyvisor/internal/controller/ops"
 	"github.com/polyvisor/polyvisor/internal/controller/placement"
 	"github.com/polyvisor/polyvisor/internal/controller/quota"
+	"github.com/polyvisor/polyvisor/internal/network"
 	"github.com/polyvisor/polyvisor/internal/scheduler"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
@@ -203,22 +203,34 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 		return nil, api.Conflict("vm %q already exists", req.Name)
 	}
 	for i := range req.NICs {
-		if req.NICs[i].MAC == "" {
-			req.NICs[i].MAC = randomMAC()
+		if req.NICs[i].MAC == "" && (ref != nil || !network.Networked(req.NICs[i:i+1])) {
+			req.NICs[i].MAC = randomMAC() // a port's MAC is its network's to give
 		}
 	}
 	// The quota's check and the host's, and the write they admit, are one
 	// step in etcd: the transaction holds the project's and the host's
 	// admission records to the versions the checks decided from, and one
-	// that lost a race to another admission decides again.
+	// that lost a race to another admission decides again. The ports of
+	// its NICs on networks, and the claims of their addresses, are in the
+	// same transaction: the VM and its ports are made together or not at
+	// all.
+	portNICs := req.NICs
+	if ref != nil {
+		portNICs = nil // a provider's VM: its NICs are on the provider's networks
+	}
 	asks := quota.OfCreate(req, quota.ImageLookup(s.imageResolver(project)))
-	for attempt := 1; ; attempt++ {
+	asks.Ports = network.PortsMade(portNICs, 0)
+	var op *api.Operation
+	var refused error
+	err = s.txnWithPorts(ctx, project, key, portNICs, 0, nicField, func(plan *network.VMPlan) ([]store.Op, error) {
 		conds, err := s.ctl.Quota.Admit(ctx, project, asks)
 		if err != nil {
+			refused = err
 			return nil, err
 		}
 		host, placed, err := s.ctl.Placer.Place(ctx, scheduler.Request{VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Host: req.Host}, filter)
 		if err != nil {
+			refused = err
 			return nil, err
 		}
 		now := time.Now().UTC()
@@ -232,7 +244,8 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 			},
 			Status: api.VMStatus{PowerState: api.PowerPending},
 		}
-		op := ops.NewOperation(api.OpVMCreate, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: project}, nil)
+		s.withPorts(vm, plan)
+		op = ops.NewOperation(api.OpVMCreate, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: project}, nil)
 		op.Status, op.StartedAt, op.TargetGeneration = api.OpRunning, now, 1
 		op.Deadline = now.Add(ops.DeadlineFor(op.Kind, vm))
 		op.Progress = 10
@@ -243,28 +256,29 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 			txn = append(txn, s.idem.OpCreate(idempotencyName(idemKey), &ops.IdempotencyRecord{Name: idempotencyName(idemKey), OperationID: op.ID, CreatedAt: now,
 				Route: idem.route, BodyHash: idem.bodyHash}))
 		}
-		txn = append(append(txn, conds...), placed...)
-		_, err = s.st.Txn(ctx, txn...)
-		if err == nil {
-			s.metrics.OpStarted(op.Kind)
-			return op, nil
-		}
-		if admission.Retry(err) && attempt < admission.MaxAttempts {
-			if berr := admission.Backoff(ctx, attempt); berr == nil {
-				continue
-			}
-		}
-		var ke *store.KeyError
-		if idemKey != "" {
-			if prev, ok, err := s.idempotentOp(idem, idemKey); err != nil || ok {
-				return prev, err
-			}
-		}
-		if errors.As(err, &ke) && ke.Kind == "vms" && errors.Is(err, store.ErrExists) {
-			return nil, api.Conflict("vm %q already exists", vm.Name)
-		}
-		return nil, fmt.Errorf("storing vm %q: %w", vm.Name, err)
+		return append(append(txn, conds...), placed...), nil
+	})
+	switch {
+	case err == nil:
+		s.metrics.OpStarted(op.Kind)
+		return op, nil
+	case refused != nil && errors.Is(err, refused):
+		return nil, err
 	}
+	var ke *store.KeyError
+	if idemKey != "" {
+		if prev, ok, err := s.idempotentOp(idem, idemKey); err != nil || ok {
+			return prev, err
+		}
+	}
+	if errors.As(err, &ke) && ke.Kind == "vms" && errors.Is(err, store.ErrExists) {
+		return nil, api.Conflict("vm %q already exists", req.Name)
+	}
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return nil, err // the request's fault, told by its ports' plan
+	}
+	return nil, fmt.Errorf("storing vm %q: %w", req.Name, err)
 }
 
 func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request) {

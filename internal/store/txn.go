@@ -15,8 +15,9 @@ const (
 	opCreate opType = iota + 1
 	opUpdate
 	opDelete
-	opGuard // a condition only: a fence (see Fence)
-	opCheck // a condition only: an object's version
+	opGuard     // a condition only: a fence (see Fence)
+	opCheck     // a condition only: an object's version
+	opNoneUnder // a condition only: no object's name has a prefix
 )
 
 func (t opType) String() string {
@@ -29,6 +30,8 @@ func (t opType) String() string {
 		return "fence"
 	case opCheck:
 		return "check"
+	case opNoneUnder:
+		return "check none under"
 	default:
 		return "delete"
 	}
@@ -88,6 +91,16 @@ func (c *Collection[T]) OpDelete(name string, expectVersion int64) Op {
 	return op
 }
 
+// OpNoneUnder is a Txn condition, not a write: no object of the
+// collection has a name that starts with prefix (as they are when the
+// transaction applies, before its writes). It fails with ErrExists naming
+// an object found there.
+func (c *Collection[T]) OpNoneUnder(prefix string) Op {
+	op := Op{s: c.s, typ: opNoneUnder, kind: c.kind, name: prefix, key: c.Key(prefix)}
+	op.err = checkName(prefix)
+	return op
+}
+
 func (c *Collection[T]) putOp(typ opType, name string, obj *T, expect int64) Op {
 	op := Op{s: c.s, typ: typ, kind: c.kind, name: name, key: c.Key(name), expect: expect}
 	if op.err = checkName(name); op.err != nil {
@@ -138,6 +151,12 @@ func (s *Store) Txn(ctx context.Context, ops ...Op) (int64, error) {
 		if op.err != nil {
 			return 0, fmt.Errorf("%s %s %q: %w", op.typ, op.kind, op.name, op.err)
 		}
+		if op.typ == opNoneUnder {
+			end := clientv3.GetPrefixRangeEnd(op.key)
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(op.key), "=", 0).WithRange(end))
+			elses = append(elses, clientv3.OpGet(op.key, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1)))
+			continue
+		}
 		if seen[op.key] {
 			return 0, fmt.Errorf("%s %s %q: key written twice in one transaction", op.typ, op.kind, op.name)
 		}
@@ -173,6 +192,11 @@ func (s *Store) Txn(ctx context.Context, ops ...Op) (int64, error) {
 		return 0, failedOp(ops, resp)
 	}
 	rev := resp.Header.Revision
+	if len(thens) == 0 {
+		// Only checks: nothing was written, so there is nothing for the
+		// index to catch up with (rev may be a write outside the prefix).
+		return rev, nil
+	}
 	for _, op := range ops {
 		if op.setVersion != nil {
 			op.setVersion(rev)
@@ -205,6 +229,9 @@ func failedOp(ops []Op, resp *clientv3.TxnResponse) error {
 		switch {
 		case op.typ == opGuard:
 			continue
+		case op.typ == opNoneUnder && len(kvs) > 0:
+			return &KeyError{Op: op.typ.String(), Kind: op.kind, Name: string(kvs[0].Key[len(op.key)-len(op.name):]), Err: ErrExists}
+		case op.typ == opNoneUnder:
 		case op.typ == opCreate && len(kvs) > 0:
 			err = ErrExists
 		case op.typ != opCreate && len(kvs) == 0:

@@ -7,7 +7,10 @@
 // console, connect its graphical console (which points to the serial one),
 // stop it (Escape cancelling the first confirmation), delete it and find
 // that on the operations page; upload an image and see it listed, import
-// one by URL with an error beside the field; see the host's accelerator,
+// one by URL with an error beside the field; make a network, a subnet (an
+// error beside its CIDR first), a port with its address, a security group
+// and a rule, see the wizard offer the network, and delete them; see the
+// host's accelerator,
 // why, and its allocation against the capacity the scheduler offers; make
 // a token narrowed to a viewer's role, see its secret once, use it, revoke
 // it. As a superadmin: create a project, add a member and change its role,
@@ -281,6 +284,56 @@ try {
   await expectText(tid(page, 'image-detail'), /Virtual size\s+1 MiB/, 10_000);
   await shot(page, 'images');
 
+  step('networks: a network and its subnet (a bad CIDR first, refused beside the field), a port with its address, a security group whose rule is added and removed; the wizard offers the network');
+  await tid(page, 'nav-networks').click();
+  await tid(page, 'network-table').waitFor({ timeout: 15_000 });
+  await tid(page, 'network-name').fill('web-net');
+  await tid(page, 'network-submit').click();
+  await tid(page, 'network-row-web-net').waitFor({ timeout: 15_000 });
+  await tid(page, 'subnet-network').selectOption('web-net');
+  await tid(page, 'subnet-cidr').fill('10.0.0.0/33');
+  await tid(page, 'subnet-submit').click();
+  await tid(page, 'error-cidr').waitFor({ timeout: 15_000 });
+  await tid(page, 'subnet-cidr').fill('10.0.0.0/24');
+  await tid(page, 'subnet-submit').click();
+  await expectText(tid(page, 'subnet-web-net-v4'), /^10\.0\.0\.0\/24/, 15_000);
+  await tid(page, 'tab-ports').click();
+  await tid(page, 'port-table').waitFor({ timeout: 10_000 });
+  await tid(page, 'port-name').fill('web-port');
+  await tid(page, 'port-submit').click();
+  await expectText(tid(page, 'port-ips-web-port'), /^10\.0\.0\.\d+$/, 15_000);
+  await tid(page, 'tab-security-groups').click();
+  await tid(page, 'group-name').fill('web');
+  await tid(page, 'group-submit').click();
+  await tid(page, 'rules-web').waitFor({ timeout: 15_000 });
+  await tid(page, 'rule-protocol').selectOption('tcp');
+  await tid(page, 'rule-ports').fill('22');
+  await tid(page, 'rule-cidr').fill('10.0.0.0/8');
+  await tid(page, 'rule-submit').click();
+  const sshRule = tid(page, 'rules-web').locator('tr', { hasText: 'ingress tcp 22 from 10.0.0.0/8' });
+  await sshRule.waitFor({ timeout: 15_000 });
+  await sshRule.getByRole('button', { name: 'Remove' }).click();
+  await sshRule.waitFor({ state: 'detached', timeout: 15_000 });
+  await shot(page, 'networks');
+  await page.goto(`${base}/create`);
+  await tid(page, 'wizard-network').selectOption('web-net');
+  await tid(page, 'wizard-nic-ip-0').waitFor({ timeout: 10_000 });
+  await page.goto(`${base}/networks?tab=ports`);
+  await tid(page, 'port-delete-web-port').click();
+  await confirm(page);
+  await tid(page, 'port-row-web-port').waitFor({ state: 'detached', timeout: 15_000 });
+  await tid(page, 'tab-security-groups').click();
+  await tid(page, 'group-delete-web').click();
+  await confirm(page);
+  await tid(page, 'group-web').waitFor({ state: 'detached', timeout: 15_000 });
+  await tid(page, 'tab-networks').click();
+  await tid(page, 'subnet-delete-web-net-v4').click();
+  await confirm(page);
+  await tid(page, 'subnet-web-net-v4').waitFor({ state: 'detached', timeout: 15_000 });
+  await tid(page, 'network-delete-web-net').click();
+  await confirm(page);
+  await tid(page, 'network-row-web-net').waitFor({ state: 'detached', timeout: 15_000 });
+
   step("hosts: the host's accelerator and why, its allocation against its capacity");
   await tid(page, 'nav-hosts').click();
   await loaded(page, 'hosts-count');
@@ -533,6 +586,10 @@ try {
   await tid(vp, `image-row-${project}-${env('PV_DISK')}`).waitFor({ timeout: 15_000 });
   await absent(vp, 'upload-submit', 'a viewer may upload images');
   await absent(vp, `image-delete-${env('PV_DISK')}`, 'a viewer may delete images');
+
+  await tid(vp, 'nav-networks').click();
+  await tid(vp, 'network-table').waitFor({ timeout: 15_000 });
+  await absent(vp, 'network-submit', 'a viewer may create networks');
 
   step('views are URLs: a bookmarked filter applies on load');
   await vp.goto(`${base}/vms?state=running`);

@@ -29,6 +29,7 @@ export function TopBar() {
         {nav('/', 'nav-dashboard', 'Dashboard')}
         {nav('/vms', 'nav-vms', 'VMs')}
         {nav('/images', 'nav-images', 'Images')}
+        {nav('/networks', 'nav-networks', 'Networks')}
         {nav('/volumes', 'nav-volumes', 'Volumes')}
         {s.superadmin && nav('/pools', 'nav-pools', 'Pools')}
         {nav('/hosts', 'nav-hosts', 'Hosts')}

@@ -113,7 +113,7 @@ export async function streamEvents(signal: AbortSignal, onEvent: (e: Event) => v
   let opened = 0;
   while (!signal.aborted) {
     try {
-      const resp = await fetch('/v1/events?types=vm,host,image,operation,provider', { headers: authHeaders('application/x-ndjson'), signal });
+      const resp = await fetch('/v1/events?types=vm,host,image,operation,provider,network,subnet,port,security-group,floating-ip', { headers: authHeaders('application/x-ndjson'), signal });
       if (resp.status === 401) {
         onUnauthorized();
         return;

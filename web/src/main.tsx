@@ -13,6 +13,7 @@ import { CreateVM } from './pages/CreateVM';
 import { Operations } from './pages/Operations';
 import { Audit } from './pages/Audit';
 import { Images } from './pages/Images';
+import { Networks } from './pages/Networks';
 import { Hosts } from './pages/Hosts';
 import { HostPage } from './pages/HostPage';
 import { Providers } from './pages/Providers';
@@ -50,6 +51,8 @@ function Page({ path }: { path: string }) {
       return <Audit />;
     case '/images':
       return <Images />;
+    case '/networks':
+      return <Networks />;
     case '/volumes':
       return <Volumes />;
     case '/pools':

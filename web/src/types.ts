@@ -35,7 +35,7 @@ export interface VM extends Meta {
     memoryMiB: number;
     powerState: string;
     disks?: { name: string; image?: string; sizeMiB?: number }[];
-    nics?: { network: string; mac?: string }[];
+    nics?: NIC[];
     boot?: { kernel?: string; initrd?: string; cmdline?: string };
     provider?: ProviderRef;
     lease?: Lease;
@@ -259,6 +259,56 @@ export interface Event {
   operation?: Operation;
   provider?: Provider;
   image?: Image;
+  network?: Network;
+  subnet?: Subnet;
+  port?: Port;
+  securityGroup?: SecurityGroup;
+  floatingIP?: FloatingIP;
+}
+
+// A VM's NIC: on "user" (NAT) or a network of the project, through a port.
+export interface NIC {
+  network: string;
+  mac?: string;
+  ip?: string;
+  port?: string;
+  securityGroups?: string[];
+}
+
+export interface Network extends Meta {
+  spec: { description?: string; type: string; bridge?: string; external?: boolean; nat?: boolean; mtu?: number };
+  status: { vni?: number; hosts?: string[]; ports: number };
+  provider?: ProviderRef;
+}
+
+export interface Subnet extends Meta {
+  spec: { network: string; cidr: string; gateway?: string; dhcp?: boolean; dnsServers?: string[]; pools?: { start: string; end: string }[] };
+  status: { used: number };
+}
+
+export interface Port extends Meta {
+  spec: { network: string; mac: string; fixedIPs: { subnet: string; ip: string }[]; securityGroups?: string[]; portSecurity?: boolean; vm?: string; nic?: number; deleteWithVM?: boolean };
+  status: { host?: string; state?: string; message?: string };
+}
+
+export interface SecurityGroupRule {
+  id?: string;
+  direction: string;
+  etherType?: string;
+  protocol?: string;
+  portMin?: number;
+  portMax?: number;
+  remoteCIDR?: string;
+  remoteGroup?: string;
+}
+
+export interface SecurityGroup extends Meta {
+  spec: { description?: string; rules?: SecurityGroupRule[] };
+}
+
+export interface FloatingIP extends Meta {
+  spec: { network: string; address?: string; port?: string };
+  status: { host?: string; fixedIP?: string };
 }
 
 // Storage pools and volumes (api/storage.go).

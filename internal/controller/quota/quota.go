@@ -1,5 +1,6 @@
 // Package quota admits what a project asks for against its quota: VMs,
-// their vCPUs, memory and disks, and the storage and imports of its images.
+// their vCPUs, memory and disks, the storage and imports of its images,
+// and its networks, ports and floating IPs.
 package quota
 
 import (
@@ -27,6 +28,7 @@ type Gate struct {
 	queue    Queue
 	imports  *Images
 	records  *admission.Records
+	counted  func(project string) api.Usage
 	volumes  *store.Collection[api.Volume]
 }
 
@@ -46,18 +48,22 @@ type Config struct {
 	Imports *Images
 	// Records are the projects' admission records.
 	Records *admission.Records
+	// Counted, when set, counts what else a project holds against its
+	// quota (its networks, ports and floating IPs), from the index.
+	Counted func(project string) api.Usage
 	// Volumes, when set, count against the projects' volume quota.
 	Volumes *store.Collection[api.Volume]
 }
 
 // New makes a gate.
 func New(cfg Config) *Gate {
-	return &Gate{projects: cfg.Projects, vms: cfg.VMs, images: cfg.Images, queue: cfg.Queue, imports: cfg.Imports, records: cfg.Records, volumes: cfg.Volumes}
+	return &Gate{projects: cfg.Projects, vms: cfg.VMs, images: cfg.Images, queue: cfg.Queue, imports: cfg.Imports, records: cfg.Records, counted: cfg.Counted, volumes: cfg.Volumes}
 }
 
 // Limited tells whether a quota limits anything.
 func Limited(q api.Quota) bool {
-	return q.VCPUs != nil || q.MemoryMiB != nil || q.DiskMiB != nil || q.VMs != nil || q.VolumeMiB != nil
+	return q.VCPUs != nil || q.MemoryMiB != nil || q.DiskMiB != nil || q.VMs != nil ||
+		q.Networks != nil || q.Ports != nil || q.FloatingIPs != nil || q.VolumeMiB != nil
 }
 
 // Admit checks that adding delta keeps the project within its quota, and
@@ -124,6 +130,9 @@ func exceeds(project string, q api.Quota, used, delta api.Usage) error {
 		{"vcpus", q.VCPUs, used.VCPUs, delta.VCPUs},
 		{"memoryMiB", q.MemoryMiB, used.MemoryMiB, delta.MemoryMiB},
 		{"diskMiB", q.DiskMiB, used.DiskMiB, delta.DiskMiB},
+		{"networks", q.Networks, used.Networks, delta.Networks},
+		{"ports", q.Ports, used.Ports, delta.Ports},
+		{"floatingIPs", q.FloatingIPs, used.FloatingIPs, delta.FloatingIPs},
 		{"volumeMiB", q.VolumeMiB, used.VolumeMiB, delta.VolumeMiB},
 	}
 	for _, c := range check {
@@ -168,6 +177,10 @@ func (g *Gate) UsageOf(project string) api.Usage {
 	}
 	if g.imports != nil {
 		u.ImageStorageMiB = g.imports.StorageMiB(project)
+	}
+	if g.counted != nil {
+		c := g.counted(project)
+		u.Networks, u.Ports, u.FloatingIPs = c.Networks, c.Ports, c.FloatingIPs
 	}
 	return u
 }

@@ -46,6 +46,7 @@ const (
 	OpEvents  = "events"
 	OpPause   = "pause"
 	OpResume  = "resume"
+	OpSetNICs = "setnics"
 )
 
 // Host is the fake machine: the VMs and their processes.
@@ -70,7 +71,8 @@ type vmRec struct {
 	reason    string
 	starts    int
 	memoryMiB int64
-	startedAt time.Time // of the running process
+	startedAt time.Time              // of the running process
+	nics      []hypervisor.NICConfig // as started, then as set while it runs
 }
 
 // NewHost returns an empty fake machine whose calls take no time.
@@ -104,10 +106,11 @@ type Driver struct {
 }
 
 var (
-	_ hypervisor.Driver   = (*Driver)(nil)
-	_ hypervisor.Pauser   = (*Driver)(nil)
-	_ hypervisor.Consoler = (*Driver)(nil)
-	_ hypervisor.Statser  = (*Driver)(nil)
+	_ hypervisor.Driver     = (*Driver)(nil)
+	_ hypervisor.Pauser     = (*Driver)(nil)
+	_ hypervisor.Consoler   = (*Driver)(nil)
+	_ hypervisor.Statser    = (*Driver)(nil)
+	_ hypervisor.NICPlugger = (*Driver)(nil)
 )
 
 // NewDriver returns a driver over h, as a (re)started agent makes one.
@@ -180,7 +183,7 @@ func (d *Driver) Name() string { return DriverName }
 
 // Capabilities of the fake driver.
 func (d *Driver) Capabilities() hypervisor.Capabilities {
-	return hypervisor.Capabilities{Pause: true, SerialConsole: true, KernelBoot: true, CloudInit: true}
+	return hypervisor.Capabilities{Pause: true, SerialConsole: true, KernelBoot: true, CloudInit: true, NICHotplug: true}
 }
 
 // Info describes the fake host.
@@ -239,6 +242,7 @@ func (d *Driver) Start(ctx context.Context, hd *hypervisor.Handle, cfg hyperviso
 	h.nextPID++
 	v.pid, v.cause, v.reason = h.nextPID, "", ""
 	v.starts++
+	v.nics = append([]hypervisor.NICConfig(nil), cfg.NICs...)
 	v.startedAt = h.clock.Now()
 	if cfg.MemoryMiB > 0 {
 		v.memoryMiB = cfg.MemoryMiB
@@ -574,6 +578,8 @@ type VM struct {
 	State     string
 	PID       int
 	Starts    int // how many times it was started
+	// NICs are the NICs it was started with, or last set while it ran.
+	NICs []hypervisor.NICConfig
 }
 
 // VM returns the fake VM uid, and whether it exists.
@@ -584,7 +590,7 @@ func (h *Host) VM(uid string) (VM, bool) {
 	if !ok {
 		return VM{}, false
 	}
-	return VM{UID: uid, Name: v.name, State: v.state, PID: v.pid, Starts: v.starts}, true
+	return VM{UID: uid, Name: v.name, State: v.state, PID: v.pid, Starts: v.starts, NICs: append([]hypervisor.NICConfig(nil), v.nics...)}, true
 }
 
 // VMs lists the fake VMs by uid.
@@ -603,4 +609,20 @@ func (h *Host) VMs() []VM {
 		}
 	}
 	return out
+}
+
+// SetNICs sets a running VM's NICs (network NICs plugged in and out).
+func (d *Driver) SetNICs(_ context.Context, hd *hypervisor.Handle, nics []hypervisor.NICConfig) error {
+	if err := d.call(OpSetNICs, hd.UID); err != nil {
+		return err
+	}
+	h := d.host
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v, err := h.vm(hd.UID)
+	if err != nil || v.pid == 0 {
+		return err
+	}
+	v.nics = append([]hypervisor.NICConfig(nil), nics...)
+	return nil
 }

@@ -23,8 +23,9 @@ type Paths struct {
 	// Seed is the NoCloud seed ISO, empty when the VM has none.
 	Seed string
 	// NetFDs are the descriptors QEMU inherits for the VM's NICs, in their
-	// order: each is a connected stream socket to the NIC's user-mode
-	// network (passt). A NIC without one has no network at all.
+	// order: for a user-mode NIC a connected stream socket to its network
+	// (passt), for a NIC with a Tap the tap. A NIC without one has no
+	// network at all.
 	NetFDs []int
 	// Jail is how QEMU confines itself.
 	Jail Jail
@@ -166,11 +167,24 @@ func BuildArgs(cfg hypervisor.VMConfig, p Paths, accel string) []string {
 			"-device", "virtio-blk-pci,drive=seed,id=virtio-seed,serial=cidata",
 		)
 	}
+	a = append(a, slotArgs()...)
+	slot := 0
 	for i, n := range cfg.NICs {
 		id := fmt.Sprintf("net%d", i)
 		mac := n.MAC
 		if mac == "" {
 			mac = MACFor(cfg.UID, i)
+		}
+		if n.Tap != "" {
+			// A NIC on a network: its tap, in a slot of its own (see nics.go).
+			dev := "virtio-net-pci,id=" + nicID(mac) + ",mac=" + mac + ",bus=" + slotID(slot)
+			if i < len(p.NetFDs) {
+				a = append(a, "-netdev", "tap,id="+netdevID(mac)+",fd="+strconv.Itoa(p.NetFDs[i])+",vhost=off")
+				dev = "virtio-net-pci,netdev=" + netdevID(mac) + ",id=" + nicID(mac) + ",mac=" + mac + ",bus=" + slotID(slot)
+			}
+			a = append(a, "-device", dev)
+			slot++
+			continue
 		}
 		dev := "virtio-net-pci,id=nic" + strconv.Itoa(i) + ",mac=" + mac
 		if i < len(p.NetFDs) {
@@ -181,7 +195,6 @@ func BuildArgs(cfg hypervisor.VMConfig, p Paths, accel string) []string {
 		}
 		a = append(a, "-device", dev)
 	}
-	a = append(a, hotplugArgs()...)
 	if !firmwareBoot {
 		a = append(a, "-kernel", cfg.Kernel) // taken verbatim, no option parsing
 		if cfg.Initrd != "" {

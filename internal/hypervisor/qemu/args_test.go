@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,6 +78,22 @@ func TestBuildArgsGolden(t *testing.T) {
 			paths: func() Paths {
 				p := testPaths(disk("root"))
 				p.NetFDs = []int{3, 4}
+				return p
+			}(),
+			accel: "tcg",
+		},
+		{
+			name: "network-nics",
+			cfg: func(c *hypervisor.VMConfig) {
+				c.NICs = []hypervisor.NICConfig{
+					{Network: "p1/web", MAC: "52:54:00:00:00:0a", Tap: "pvtp00000000a1"},
+					{Network: "user", MAC: "52:54:00:aa:bb:cc"},
+					{Network: "p1/db", MAC: "52:54:00:00:00:0b", Tap: "pvtp00000000b1"},
+				}
+			},
+			paths: func() Paths {
+				p := testPaths(disk("root"))
+				p.NetFDs = []int{3, 4, 5}
 				return p
 			}(),
 			accel: "tcg",
@@ -239,13 +256,23 @@ func TestValidate(t *testing.T) {
 		{UID: "a", Disks: []hypervisor.DiskConfig{{Name: "blank"}}},
 		{UID: "a", NICs: []hypervisor.NICConfig{{Network: "br0"}}},
 		{UID: "a", Initrd: "/x"},
+		{UID: "a", NICs: []hypervisor.NICConfig{{Network: "p/a", Tap: "tap,fd=3"}}},
+		{UID: "a", NICs: []hypervisor.NICConfig{{Network: "p/a", Tap: "a-name-longer-than-15"}}},
+		{UID: "a", NICs: func() []hypervisor.NICConfig {
+			var n []hypervisor.NICConfig
+			for i := 0; i <= NICSlots; i++ {
+				n = append(n, hypervisor.NICConfig{Network: "p/a", Tap: fmt.Sprintf("pvtp%d", i)})
+			}
+			return n
+		}()},
 	}
 	for _, c := range bad {
 		if err := validate(c); err == nil {
 			t.Errorf("validate(%+v) = nil, want error", c)
 		}
 	}
-	if err := validate(hypervisor.VMConfig{UID: testUID, Disks: []hypervisor.DiskConfig{{SizeMiB: 8}}}); err != nil {
+	if err := validate(hypervisor.VMConfig{UID: testUID, Disks: []hypervisor.DiskConfig{{SizeMiB: 8}},
+		NICs: []hypervisor.NICConfig{{Network: "user"}, {Network: "p/a", Tap: "pvtp0123456789"}}}); err != nil {
 		t.Errorf("valid config: %v", err)
 	}
 }

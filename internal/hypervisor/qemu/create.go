@@ -43,9 +43,19 @@ func validate(cfg hypervisor.VMConfig) error {
 	if err := hypervisor.CheckDiskNames(names); err != nil {
 		return fmt.Errorf("validating vm config: %w", err)
 	}
+	taps := 0
 	for i, n := range cfg.NICs {
+		if n.Tap != "" {
+			if !tapNameRE.MatchString(n.Tap) {
+				return fmt.Errorf("validating vm config: nic %d: tap %q is not a device name", i, n.Tap)
+			}
+			if taps++; taps > NICSlots {
+				return fmt.Errorf("validating vm config: nic %d: more than %d nics on networks", i, NICSlots)
+			}
+			continue
+		}
 		if n.Network != "" && n.Network != "user" {
-			return fmt.Errorf("validating vm config: nic %d: network %q: %w", i, n.Network, hypervisor.ErrNotSupported)
+			return fmt.Errorf("validating vm config: nic %d: network %q has no tap on this host: %w", i, n.Network, hypervisor.ErrNotSupported)
 		}
 	}
 	if cfg.Kernel == "" && (cfg.Initrd != "" || cfg.Cmdline != "") {

@@ -29,9 +29,10 @@ import (
 const DriverName = "qemu"
 
 var (
-	_ hypervisor.Driver   = (*Driver)(nil)
-	_ hypervisor.Pauser   = (*Driver)(nil)
-	_ hypervisor.Consoler = (*Driver)(nil)
+	_ hypervisor.Driver     = (*Driver)(nil)
+	_ hypervisor.Pauser     = (*Driver)(nil)
+	_ hypervisor.Consoler   = (*Driver)(nil)
+	_ hypervisor.NICPlugger = (*Driver)(nil)
 )
 
 // Config configures the driver.
@@ -172,6 +173,7 @@ func (d *Driver) Capabilities() hypervisor.Capabilities {
 		KernelBoot:    true,
 		CloudInit:     true,
 		LiveMigration: true,
+		NICHotplug:    true,
 	}
 }
 

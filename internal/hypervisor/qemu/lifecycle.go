@@ -82,12 +82,13 @@ func (d *Driver) start(ctx context.Context, h *hypervisor.Handle, cfg hypervisor
 			return fmt.Errorf("starting vm %s: %w", h.UID, err)
 		}
 	}
-	net, err := d.startUserNet(h.Dir, len(cfg.NICs), logf, cg)
+	nics, err := d.openNICs(h.Dir, cfg.NICs, logf, cg)
 	if err != nil {
 		d.dropCgroup(h)
 		return fmt.Errorf("starting vm %s: %w\nqemu.log:\n%s", h.UID, err, tailFile(logPath, 2048))
 	}
-	p.NetFDs, p.Jail, p.Incoming = net.fds(), conf.jail, incoming
+	net := nics.user
+	p.NetFDs, p.Jail, p.Incoming = nics.fds(), conf.jail, incoming
 	args := BuildArgs(cfg, p, d.accel.Accel)
 
 	fmt.Fprintf(logf, "--- polyvisor: starting %s at %s\n", d.cfg.QEMUBinary, time.Now().Format(time.RFC3339))
@@ -95,10 +96,10 @@ func (d *Driver) start(ctx context.Context, h *hypervisor.Handle, cfg hypervisor
 	cmd := exec.Command(d.cfg.QEMUBinary, args...)
 	cmd.Dir = h.Dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.ExtraFiles = net.qemuEnds // descriptors 3, 4, ...: p.NetFDs
+	cmd.ExtraFiles = nics.files // descriptors 3, 4, ...: p.NetFDs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
-	net.closeQEMUEnds()
+	nics.close()
 	logf.Close()
 	if err != nil {
 		net.kill()

@@ -18,21 +18,8 @@ var _ hypervisor.VolumeAttacher = (*Driver)(nil)
 // (hypervisor.VolumeID): the fd set holding its file's descriptor (opaque
 // "pv:<id>"), the qcow2 node "<id>-fmt" over that descriptor, a throttle
 // group "<id>-tg" with the node "<id>-thr" over it, and the virtio-blk
-// device "<id>" in one of the VM's hot-plug root ports. QEMU runs in an
+// device "<id>" in one of the VM's hot-plug root ports (ports.go). QEMU runs in an
 // empty chroot as an unprivileged user: it never opens the file by path.
-
-// hotplugPort is the id of the i-th PCIe root port kept free for volumes.
-func hotplugPort(i int) string { return fmt.Sprintf("hp%d", i) }
-
-// hotplugArgs are the root ports BuildArgs adds for volumes: q35's root
-// bus takes no hot-plugged devices.
-func hotplugArgs() []string {
-	var a []string
-	for i := range hypervisor.MaxVolumes {
-		a = append(a, "-device", fmt.Sprintf("pcie-root-port,id=%s,chassis=%d,bus=pcie.0", hotplugPort(i), 16+i))
-	}
-	return a
-}
 
 // running is the VM's live QMP connection, or errNotRunning.
 func (d *Driver) running(ctx context.Context, h *hypervisor.Handle, doing string) (*vm, error) {
@@ -128,37 +115,18 @@ func throttleLimits(iops, bps int64) map[string]any {
 	return map[string]any{"iops-total": iops, "bps-total": bps}
 }
 
-// freePort is a hot-plug root port with no device in it.
+// freePort is a hot-plug root port with no device in it: the NICs and
+// volumes share them (ports.go).
 func freePort(ctx context.Context, q *qmp.Client) (string, error) {
-	var pci []struct {
-		Devices []pciDevice `json:"devices"`
+	have, err := slotted(ctx, q)
+	if err != nil {
+		return "", fmt.Errorf("listing devices in hot-plug slots: %w", err)
 	}
-	if err := q.Execute(ctx, "query-pci", nil, &pci); err != nil {
-		return "", fmt.Errorf("listing pci devices: %w", err)
+	k := freeSlot(have)
+	if k < 0 {
+		return "", fmt.Errorf("all %d hot-plug slots are in use", HotplugPorts)
 	}
-	used := map[string]bool{}
-	for _, bus := range pci {
-		for _, dev := range bus.Devices {
-			if dev.PCIBridge != nil && len(dev.PCIBridge.Devices) > 0 {
-				used[dev.QdevID] = true
-			}
-		}
-	}
-	for i := range hypervisor.MaxVolumes {
-		if p := hotplugPort(i); !used[p] {
-			// A port the VM was started without (an older command line)
-			// is refused by device_add with a clear error.
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("all %d hot-plug slots are in use", hypervisor.MaxVolumes)
-}
-
-type pciDevice struct {
-	QdevID    string `json:"qdev_id"`
-	PCIBridge *struct {
-		Devices []pciDevice `json:"devices"`
-	} `json:"pci_bridge"`
+	return slotID(k), nil
 }
 
 // DetachVolume asks the guest to let the device go, waits until QEMU has

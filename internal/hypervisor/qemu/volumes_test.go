@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -168,17 +169,46 @@ func TestVolumeHotplugRealQEMU(t *testing.T) {
 	}
 }
 
-// TestHotplugPortsInArgs: every VM has the hot-plug root ports.
+// TestHotplugPortsInArgs: every VM has the hot-plug root ports, one pool
+// that network NICs and volumes share: a VM started with the most NICs
+// still has a free port for each volume it may have.
 func TestHotplugPortsInArgs(t *testing.T) {
-	a := BuildArgs(hypervisor.VMConfig{Name: "x"}, Paths{}, "tcg")
-	n := 0
+	cfg := hypervisor.VMConfig{Name: "x"}
+	for i := 0; i < NICSlots; i++ {
+		cfg.NICs = append(cfg.NICs, hypervisor.NICConfig{Tap: fmt.Sprintf("pvt%d", i), MAC: fmt.Sprintf("52:54:00:00:00:%02x", i)})
+	}
+	a := BuildArgs(cfg, Paths{}, "tcg")
+	ports, used := 0, map[string]bool{}
 	for i, v := range a {
-		if v == "-device" && strings.HasPrefix(a[i+1], "pcie-root-port,id=hp") {
-			n++
+		if v != "-device" {
+			continue
+		}
+		if strings.HasPrefix(a[i+1], "pcie-root-port,") {
+			ports++
+		}
+		if _, bus, ok := strings.Cut(a[i+1], ",bus=pvslot"); ok {
+			used[bus] = true
 		}
 	}
-	if n != hypervisor.MaxVolumes || !slices.Contains(a, "pcie-root-port,id=hp0,chassis=16,bus=pcie.0") {
-		t.Fatalf("args have %d hot-plug ports, want %d: %q", n, hypervisor.MaxVolumes, a)
+	if ports != HotplugPorts || !slices.Contains(a, "pcie-root-port,id=pvslot0,bus=pcie.0,chassis=1") {
+		t.Fatalf("args have %d hot-plug ports, want %d: %q", ports, HotplugPorts, a)
+	}
+	if len(used) != NICSlots || ports-len(used) < hypervisor.MaxVolumes {
+		t.Fatalf("%d NICs take %d ports of %d: fewer than %d left for volumes", NICSlots, len(used), ports, hypervisor.MaxVolumes)
+	}
+}
+
+// TestFreeSlotSkipsNICsAndVolumes: a port holding either kind is taken.
+func TestFreeSlotSkipsNICsAndVolumes(t *testing.T) {
+	have := map[string]int{"pvnic-525400000001": 0, "vol-abc": 1, "pvnic-525400000002": 3}
+	if k := freeSlot(have); k != 2 {
+		t.Fatalf("free slot %d, want 2", k)
+	}
+	for k := 0; k < HotplugPorts; k++ {
+		have[fmt.Sprintf("vol-%d", k)] = k
+	}
+	if k := freeSlot(have); k != -1 {
+		t.Fatalf("free slot %d with every port taken, want -1", k)
 	}
 }
 

@@ -59,6 +59,35 @@ const (
 	RunExitPrefix = "polyvisor-guest: run exit=" // then the script's exit status
 )
 
+// ExecLine is the line to type on the guest's serial console to run
+// script while it runs (a guest whose features hold "exec"): its output
+// comes back in lines beginning ExecOutputPrefix(tag), and its exit status
+// after ExecExitPrefix(tag).
+func ExecLine(tag, script string) string {
+	return "polyvisor-exec " + tag + " " + base64.StdEncoding.EncodeToString([]byte(script)) + "\n"
+}
+
+// ExecOutputPrefix begins each line of output of the script run by
+// ExecLine(tag, ...).
+func ExecOutputPrefix(tag string) string { return "polyvisor-exec " + tag + ": " }
+
+// ExecExitPrefix is followed by the exit status of the script run by
+// ExecLine(tag, ...).
+func ExecExitPrefix(tag string) string { return "polyvisor-exec " + tag + " exit=" }
+
+// RequireExec fails the test when the guest in p cannot run commands typed
+// on its serial console (it was built by an older scripts/build-guest.sh).
+func RequireExec(t testing.TB, p Paths) {
+	t.Helper()
+	b, _ := os.ReadFile(filepath.Join(p.Dir, "features"))
+	for _, f := range strings.Fields(string(b)) {
+		if f == "exec" {
+			return
+		}
+	}
+	t.Fatalf("the test guest in %s cannot run commands typed on its console (no \"exec\" in its features file): rebuild it with scripts/build-guest.sh %s", p.Dir, p.Dir)
+}
+
 // RunCmdline is Cmdline that makes the guest run script (a busybox sh
 // script) once it is up. The script travels base64-encoded in one kernel
 // parameter, polyvisor.run; the kernel command line holds 2 KiB in all.

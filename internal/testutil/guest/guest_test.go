@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -164,6 +167,71 @@ func TestRunCmdline(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatalf("no %s on the serial console within 90s; serial:\n%s", RunExitPrefix, b)
 		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// TestExecOnConsole types two scripts on the running guest's serial
+// console: each one's output and exit status come back under its tag.
+func TestExecOnConsole(t *testing.T) {
+	RequireQEMU(t)
+	p := Build(t)
+	RequireExec(t, p)
+	dir := t.TempDir()
+	serial, sock := filepath.Join(dir, "serial.log"), filepath.Join(dir, "serial.sock")
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	var qlog bytes.Buffer
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-m", "256",
+		"-nodefaults", "-no-user-config", "-display", "none",
+		"-chardev", "socket,id=s0,path="+sock+",server=on,wait=off,logfile="+serial,
+		"-serial", "chardev:s0", "-kernel", p.Kernel, "-initrd", p.Initrd, "-append", Cmdline)
+	cmd.Stdout, cmd.Stderr = &qlog, &qlog
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		<-done
+	}()
+	wait := func(what string) string {
+		t.Helper()
+		for {
+			b, _ := os.ReadFile(serial)
+			if bytes.Contains(b, []byte(what)) {
+				return string(b)
+			}
+			select {
+			case err := <-done:
+				done <- err
+				t.Fatalf("qemu exited: %v\n%s", err, qlog.String())
+			case <-ctx.Done():
+				t.Fatalf("no %q on the serial console; serial:\n%s", what, b)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	wait(CommandsLine)
+	var con net.Conn
+	for con == nil {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			con = c
+		} else if ctx.Err() != nil {
+			t.Fatal(err)
+		}
+	}
+	defer con.Close()
+	go io.Copy(io.Discard, con)
+	fmt.Fprint(con, ExecLine("t1", "echo one; echo two\nexit 4\n"))
+	fmt.Fprint(con, ExecLine("t2", "echo \"$((6*7))\"\n"))
+	s := wait(ExecExitPrefix("t1"))
+	s = wait(ExecExitPrefix("t2"))
+	for _, want := range []string{ExecOutputPrefix("t1") + "one", ExecOutputPrefix("t1") + "two", ExecExitPrefix("t1") + "4", ExecOutputPrefix("t2") + "42", ExecExitPrefix("t2") + "0"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("console lacks %q:\n%s", want, s)
 		}
 	}
 }

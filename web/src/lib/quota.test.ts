@@ -33,3 +33,14 @@ describe('quotaBody', () => {
     expect(quotaBody({ memoryMiB: '1.5' })).toMatchObject({ field: 'quota.memoryMiB' });
   });
 });
+
+describe('network limits', () => {
+  it('are named as the console names them, after the VM limits', () => {
+    const rows = quotaRows({ project: 'p', limits: { ports: 10 }, usage: { vcpus: 0, networks: 1, ports: 3, floatingIPs: 0 } });
+    expect(rows.slice(4).map((r) => [r.label, r.used, r.limit])).toEqual([
+      ['Networks', 1, undefined],
+      ['Ports', 3, 10],
+      ['Floating IPs', 0, undefined],
+    ]);
+  });
+});

@@ -22,7 +22,14 @@ const known: [string, string, QuotaRow['unit']][] = [
   ['diskMiB', 'Disk', 'MiB'],
   ['vms', 'VMs', 'count'],
   ['imageStorageMiB', 'Image storage', 'MiB'],
+  ['networks', 'Networks', 'count'],
+  ['ports', 'Ports', 'count'],
+  ['floatingIPs', 'Floating IPs', 'count'],
 ];
+
+// optional are the limits of servers that count them: shown when the
+// server reports them.
+const optional = new Set(['imageStorageMiB', 'networks', 'ports', 'floatingIPs']);
 
 // label names a key the console has no words for: "fooBarMiB" → "Foo bar".
 function label(key: string): string {
@@ -34,7 +41,7 @@ export function quotaRows(r: QuotaReport): QuotaRow[] {
   const keys = new Set([...Object.keys(r.usage ?? {}), ...Object.keys(r.limits ?? {})]);
   const rows: QuotaRow[] = [];
   for (const [key, l, unit] of known) {
-    if (!keys.has(key) && key === 'imageStorageMiB') continue;
+    if (!keys.has(key) && optional.has(key)) continue;
     keys.delete(key);
     rows.push(row(r, key, l, unit));
   }

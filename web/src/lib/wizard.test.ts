@@ -40,3 +40,13 @@ describe('labels and images', () => {
     expect(imageRef({ name: 'ubuntu', project: 'default' }, 'shop')).toBe('default/ubuntu');
   });
 });
+
+describe('nics', () => {
+  it('sends an address and a group only on a network', () => {
+    const body = createBody({ ...emptyWizard, nics: [{ network: 'web', ip: ' 10.0.0.5 ', secgroup: 'web' }, { network: 'user', ip: '10.0.0.6', secgroup: 'x' }] });
+    expect(body.nics).toEqual([{ network: 'web', ip: '10.0.0.5', securityGroups: ['web'] }, { network: 'user' }]);
+  });
+  it('leaves out what the server chooses', () => {
+    expect(createBody({ ...emptyWizard, nics: [{ network: 'web', ip: '', secgroup: '' }] }).nics).toEqual([{ network: 'web' }]);
+  });
+});

@@ -1,10 +1,21 @@
 // The create wizard's form and the VMCreate body it makes.
+
+// WizardNIC is one NIC: on "user" (NAT) or a network of the project, with
+// an address and a security group when the server should not choose.
+export interface WizardNIC {
+  network: string;
+  ip: string;
+  secgroup: string;
+}
+
+export const userNIC: WizardNIC = { network: 'user', ip: '', secgroup: '' };
+
 export interface WizardForm {
   name: string;
   image: string;
   vcpus: string;
   memory: string;
-  network: string;
+  nics: WizardNIC[];
   userData: string;
   host: string;
   kernel: string;
@@ -20,7 +31,7 @@ export const emptyWizard: WizardForm = {
   image: '',
   vcpus: '1',
   memory: '512',
-  network: 'user',
+  nics: [userNIC],
   userData: '',
   host: '',
   kernel: '',
@@ -51,12 +62,22 @@ const num = (s: string) => {
   return Number.isFinite(n) && s.trim() !== '' ? n : 0;
 };
 
+// nicBody is a NIC of the VMCreate body: an address and a group only on a
+// network of the project.
+export function nicBody(n: WizardNIC): Record<string, unknown> {
+  const nic: Record<string, unknown> = { network: n.network || 'user' };
+  if (nic.network === 'user') return nic;
+  if (n.ip.trim()) nic.ip = n.ip.trim();
+  if (n.secgroup) nic.securityGroups = [n.secgroup];
+  return nic;
+}
+
 export function createBody(f: WizardForm): Record<string, unknown> {
   const body: Record<string, unknown> = {
     name: f.name.trim(),
     vcpus: num(f.vcpus),
     memoryMiB: num(f.memory),
-    nics: [{ network: f.network || 'user' }],
+    nics: (f.nics.length ? f.nics : [userNIC]).map(nicBody),
     powerState: f.start ? 'running' : 'stopped',
   };
   if (f.image) body.disks = [{ name: 'root', image: f.image }];

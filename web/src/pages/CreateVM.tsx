@@ -1,10 +1,10 @@
 import { useEffect, useRef, useState, type FormEvent, type ReactNode } from 'react';
-import { call, listAll, q, type Host, type Image, type Operation } from '../api';
+import { call, listAll, q, type Host, type Image, type Network, type Operation, type SecurityGroup } from '../api';
 import { useSession } from '../session';
 import { Link, navigate } from '../router';
 import { ErrorBox } from '../ui';
 import { fieldError, type FieldError, type Slot } from '../lib/errors';
-import { createBody, emptyWizard, imageRef, type WizardForm } from '../lib/wizard';
+import { createBody, emptyWizard, imageRef, userNIC, type WizardForm, type WizardNIC } from '../lib/wizard';
 import { vmPath } from '../lib/vmfilter';
 import { free, hostUse } from '../lib/capacity';
 import { mib } from '../lib/units';
@@ -15,6 +15,8 @@ export function CreateVM() {
   const [f, setF] = useState<WizardForm>(emptyWizard);
   const [images, setImages] = useState<Image[]>([]);
   const [hosts, setHosts] = useState<Host[]>([]);
+  const [networks, setNetworks] = useState<Network[]>([]);
+  const [groups, setGroups] = useState<SecurityGroup[]>([]);
   const [field, setField] = useState<FieldError>();
   const [err, setErr] = useState<unknown>();
   const [busy, setBusy] = useState(false);
@@ -22,6 +24,10 @@ export function CreateVM() {
 
   useEffect(() => {
     listAll<Image>('/v1/images', { project }).then((l) => setImages(l.filter((i) => i.state === 'ready')), setErr);
+    // Networks and groups the NICs may name; a server without networks
+    // offers "user" alone.
+    listAll<Network>('/v1/networks', { project }).then((l) => setNetworks(l.filter((n) => n.project === project).sort((a, b) => a.name.localeCompare(b.name))), () => setNetworks([]));
+    listAll<SecurityGroup>('/v1/security-groups', { project }).then((l) => setGroups(l.sort((a, b) => a.name.localeCompare(b.name))), () => setGroups([]));
     listAll<Host>('/v1/hosts').then((l) => setHosts(l.filter((h) => !h.provider).sort((a, b) => a.name.localeCompare(b.name))), () => {});
   }, [project]);
 
@@ -33,6 +39,7 @@ export function CreateVM() {
   const of = (kind: string) => images.filter((i) => i.kind === kind).sort((a, b) => imageRef(a, project).localeCompare(imageRef(b, project)));
   const set = (k: keyof WizardForm) => (e: { target: { value: string } }) => setF((cur) => ({ ...cur, [k]: e.target.value }));
   const errFor = (slot: Slot) => (field?.slot === slot ? field : undefined);
+  const setNIC = (i: number, change: Partial<WizardNIC>) => setF((cur) => ({ ...cur, nics: cur.nics.map((n, j) => (j === i ? { ...n, ...change } : n)) }));
 
   async function submit(e: FormEvent) {
     e.preventDefault();
@@ -72,6 +79,38 @@ export function CreateVM() {
           </span>
         )}
       </div>
+    );
+  };
+
+  // nicRow picks NIC i's network, and on a network of the project its
+  // address and security group.
+  const nicRow = (i: number, a: object) => {
+    const n = f.nics[i];
+    const onNet = n.network !== 'user';
+    return (
+      <span className="row wrap">
+        <select {...a} data-testid={i === 0 ? 'wizard-network' : `wizard-network-${i}`} value={n.network} onChange={(e) => setNIC(i, { network: e.target.value })}>
+          <option value="user">user (NAT, outbound only)</option>
+          {networks.map((x) => (
+            <option key={x.name} value={x.name}>
+              {x.name} ({x.spec.type})
+            </option>
+          ))}
+        </select>
+        {onNet && (
+          <>
+            <input aria-label={`NIC ${i} address`} data-testid={`wizard-nic-ip-${i}`} value={n.ip} onChange={(e) => setNIC(i, { ip: e.target.value })} placeholder="address (blank: the next free)" spellCheck={false} />
+            <select aria-label={`NIC ${i} security group`} data-testid={`wizard-nic-group-${i}`} value={n.secgroup} onChange={(e) => setNIC(i, { secgroup: e.target.value })}>
+              <option value="">(default group)</option>
+              {groups.map((g) => (
+                <option key={g.name} value={g.name}>
+                  {g.name}
+                </option>
+              ))}
+            </select>
+          </>
+        )}
+      </span>
     );
   };
 
@@ -120,11 +159,23 @@ export function CreateVM() {
             ))}
           </select>
         ), 'The root disk is a copy-on-write overlay of this image.')}
-        {fieldRow('network', 'Network', (a) => (
-          <select {...a} data-testid="wizard-network" value={f.network} onChange={set('network')}>
-            <option value="user">user (NAT, outbound only)</option>
-          </select>
+        {fieldRow('network', f.nics.length > 1 ? 'NIC 0: network' : 'Network', (a) => nicRow(0, a), 'A network of the project gives the NIC a port, an address of its subnets and security groups.')}
+        {f.nics.slice(1).map((_, k) => (
+          <div className="field" key={k + 1}>
+            <label htmlFor={`w-nic-${k + 1}`}>NIC {k + 1}: network</label>
+            {nicRow(k + 1, { id: `w-nic-${k + 1}` })}
+          </div>
         ))}
+        <div className="row">
+          <button type="button" data-testid="wizard-nic-add" disabled={f.nics.length >= 8} onClick={() => setF((cur) => ({ ...cur, nics: [...cur.nics, { ...userNIC, network: networks[0]?.name ?? 'user' }] }))}>
+            Add a NIC
+          </button>
+          {f.nics.length > 1 && (
+            <button type="button" data-testid="wizard-nic-remove" onClick={() => setF((cur) => ({ ...cur, nics: cur.nics.slice(0, -1) }))}>
+              Remove the last NIC
+            </button>
+          )}
+        </div>
       </fieldset>
       <fieldset>
         <legend>Cloud-init</legend>

@@ -181,7 +181,7 @@ export default function VMPage({ project, name }: { project: string; name: strin
         {tab === 'summary' && (
           <>
             <Usage project={project} name={name} running={vm.status.powerState === 'running'} />
-            <VMSummary vm={vm} canLease={s.can('vm.update', project) && !deleting} onLeased={onLeased} />
+            <VMSummary vm={vm} canLease={s.can('vm.update', project) && !deleting} onLeased={onLeased} canChangeNICs={s.can('vm.update', project) && !deleting} />
           </>
         )}
         {(tab === 'console' || tab === 'serial') &&

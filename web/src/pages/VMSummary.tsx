@@ -2,6 +2,7 @@ import { useEffect, useState } from 'react';
 import { call, q, type VM } from '../api';
 import { ErrorBox, ago } from '../ui';
 import { leaseText } from '../lib/lease';
+import { VMNICs } from './VMNICs';
 
 const leaseChoices: [number, string][] = [
   [3600, '1 hour'],
@@ -76,7 +77,7 @@ function Lease({ vm, canLease, onLeased }: { vm: VM; canLease: boolean; onLeased
   );
 }
 
-export function VMSummary({ vm, canLease, onLeased }: { vm: VM; canLease: boolean; onLeased(v: VM): void }) {
+export function VMSummary({ vm, canLease, onLeased, canChangeNICs = false }: { vm: VM; canLease: boolean; onLeased(v: VM): void; canChangeNICs?: boolean }) {
   const boot = vm.spec.boot?.kernel ? `kernel ${vm.spec.boot.kernel}${vm.spec.boot.initrd ? `, initrd ${vm.spec.boot.initrd}` : ''}${vm.spec.boot.cmdline ? ` (${vm.spec.boot.cmdline})` : ''}` : 'firmware, first disk';
   const p = vm.spec.provider;
   const rows: [string, string][] = [
@@ -87,7 +88,7 @@ export function VMSummary({ vm, canLease, onLeased }: { vm: VM; canLease: boolea
     ['vCPUs', String(vm.spec.vcpus)],
     ['Memory', `${vm.spec.memoryMiB} MiB`],
     ['Disks', (vm.spec.disks ?? []).map((d) => `${d.name}${d.image ? ` ← ${d.image}` : ''}${d.sizeMiB ? ` ${d.sizeMiB} MiB` : ''}`).join(', ')],
-    ['Networks', (vm.spec.nics ?? []).map((n) => `${n.network}${n.mac ? ` ${n.mac}` : ''}`).join(', ')],
+    ['Networks', (vm.spec.nics ?? []).map((n) => `${n.network}${n.port ? ` (port ${n.port}${n.ip ? `, ${n.ip}` : ''})` : ''}${n.mac ? ` ${n.mac}` : ''}`).join(', ')],
     ['IP addresses', vm.status.ips?.join(', ') ?? ''],
     ['Boot', p ? '' : boot],
     ['Driver', vm.status.driver ? `${vm.status.driver}${vm.status.pid ? `, pid ${vm.status.pid}` : ''}` : ''],
@@ -110,6 +111,7 @@ export function VMSummary({ vm, canLease, onLeased }: { vm: VM; canLease: boolea
           </div>
         ))}
       </dl>
+      <VMNICs vm={vm} canChange={canChangeNICs} />
       <Lease vm={vm} canLease={canLease} onLeased={onLeased} />
     </>
   );
