@@ -26,7 +26,8 @@
 #                      boot code and one active FAT16 partition at 1 MiB that
 #                      holds SYSLINUX, vmlinuz, initrd.img and a syslinux.cfg
 #                      booting them at once (no prompt, no timeout) with
-#                      "console=ttyS0 quiet". For VMs booted by their firmware
+#                      "console=ttyS0 quiet no_timer_check" (no_timer_check: under TCG on a
+#                      loaded machine the kernel's IO-APIC timer check can fail). For VMs booted by their firmware
 #                      (SeaBIOS; not UEFI) from virtio-blk, virtio-scsi, SATA
 #                      or IDE, e.g. libvirt domains; use it as a backing file.
 #
@@ -224,7 +225,7 @@ TIMEOUT 0
 LABEL polyvisor
   LINUX /vmlinuz
   INITRD /initrd.img
-  APPEND console=ttyS0 quiet
+  APPEND console=ttyS0 quiet no_timer_check
 EOF
 	# MTOOLS_SKIP_CHECK: the image's geometry is not the point.
 	local f
