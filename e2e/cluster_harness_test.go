@@ -363,7 +363,7 @@ func (tc *testCluster) startFleet(n int) *simFleet {
 	f := &simFleet{log: &syncBuffer{}, done: make(chan struct{}), stats: filepath.Join(dir, "stats.json")}
 	f.cmd = exec.Command(binary, "agent", "--simulate", strconv.Itoa(n), "--server", strings.Join(tc.urls(), ","),
 		"--join-token-file", tokFile, "--data-dir", dir, "--simulate-profile", "instant",
-		"--simulate-stats-file", f.stats, "--heartbeat-interval", clusterSimHeartbeat, "--log-level", "info")
+		"--simulate-stats-file", f.stats, "--simulate-cpus", "256", "--heartbeat-interval", clusterSimHeartbeat, "--log-level", "info")
 	f.cmd.Stdout, f.cmd.Stderr = f.log, f.log
 	if err := f.cmd.Start(); err != nil {
 		t.Fatal(err)
