@@ -263,7 +263,7 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 		if errors.As(err, &ke) && ke.Kind == "vms" && errors.Is(err, store.ErrExists) {
 			return nil, api.Conflict("vm %q already exists", vm.Name)
 		}
-		return nil, fmt.Errorf("storing vm %q: %w", vm.Name, err)
+		return nil, fmt.Errorf("storing vm %q: %w", vm.Name, admission.Lost(err))
 	}
 }
 
