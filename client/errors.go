@@ -114,6 +114,26 @@ func IsNotFound(err error) bool { return ErrorCode(err) == api.CodeNotFound }
 // IsConflict tells whether err is the server's conflict error.
 func IsConflict(err error) bool { return ErrorCode(err) == api.CodeConflict }
 
+// NoAnswerError is the error of a request that got no answer: no server
+// could be connected to, or the connection broke before the answer.
+type NoAnswerError struct {
+	Method, Path string
+	Err          error
+}
+
+func (e *NoAnswerError) Error() string { return fmt.Sprintf("%s %s: %v", e.Method, e.Path, e.Err) }
+func (e *NoAnswerError) Unwrap() error { return e.Err }
+
+// IsUnavailable tells whether err says nothing of the request itself,
+// only that the control plane could not take it now: the server answered
+// unavailable (503: its store is electing a leader or it is shutting
+// down), or the request got no answer. The same request may work later
+// or through another server.
+func IsUnavailable(err error) bool {
+	var na *NoAnswerError
+	return errors.As(err, &na) || ErrorCode(err) == api.CodeUnavailable
+}
+
 // OperationError returns nil for a succeeded operation and an error for a
 // failed or cancelled one: the operation's own *api.Error when it has one.
 // It returns nil for an operation that is not done.

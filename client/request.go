@@ -144,7 +144,7 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 			if try < tries && ctx.Err() == nil && unreached(err) && c.servers.failover(srv) {
 				continue
 			}
-			return nil, fmt.Errorf("%s %s: %w", r.method, r.path, err)
+			return nil, &NoAnswerError{Method: r.method, Path: r.path, Err: err}
 		}
 		if resp.StatusCode/100 != 2 {
 			defer resp.Body.Close()

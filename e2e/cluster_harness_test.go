@@ -122,6 +122,7 @@ type clusterServer struct {
 	ns, ip  string
 	dataDir string
 	args    []string // beyond the common ones: --join on its first start
+	etcd    string   // the external etcd's URL; empty: an embedded member
 	cmd     *exec.Cmd
 	log     *syncBuffer
 	done    chan struct{}
@@ -140,10 +141,14 @@ func (s *clusterServer) start() {
 	t.Helper()
 	args := append([]string{"netns", "exec", s.ns, binary, "server",
 		"--data-dir", s.dataDir, "--name", s.name, "--socket", s.socket(),
-		"--listen", fmt.Sprintf("0.0.0.0:%d", clusterAPIPort), "--advertise-address", s.ip,
-		"--peer-listen", fmt.Sprintf(":%d", clusterPeerPort), "--no-agent",
-		"--leader-ttl", clusterLeaderTTL, "--etcd-election-timeout", clusterEtcdElection, "--heartbeat-timeout", clusterHeartbeatTO,
+		"--listen", fmt.Sprintf("0.0.0.0:%d", clusterAPIPort), "--advertise-address", s.ip, "--no-agent",
+		"--leader-ttl", clusterLeaderTTL, "--heartbeat-timeout", clusterHeartbeatTO,
 		"--rate-limit", "0", "--address-rate-limit", "0", "--log-level", "debug", "--log-format", "json"}, s.args...)
+	if s.etcd != "" {
+		args = append(args, "--etcd-endpoints", s.etcd)
+	} else {
+		args = append(args, "--peer-listen", fmt.Sprintf(":%d", clusterPeerPort), "--etcd-election-timeout", clusterEtcdElection)
+	}
 	s.cmd = exec.Command("ip", args...)
 	s.log = &syncBuffer{}
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
@@ -363,7 +368,7 @@ func (tc *testCluster) startFleet(n int) *simFleet {
 	f := &simFleet{log: &syncBuffer{}, done: make(chan struct{}), stats: filepath.Join(dir, "stats.json")}
 	f.cmd = exec.Command(binary, "agent", "--simulate", strconv.Itoa(n), "--server", strings.Join(tc.urls(), ","),
 		"--join-token-file", tokFile, "--data-dir", dir, "--simulate-profile", "instant",
-		"--simulate-stats-file", f.stats, "--heartbeat-interval", clusterSimHeartbeat, "--log-level", "info")
+		"--simulate-stats-file", f.stats, "--simulate-cpus", "256", "--heartbeat-interval", clusterSimHeartbeat, "--log-level", "info")
 	f.cmd.Stdout, f.cmd.Stderr = f.log, f.log
 	if err := f.cmd.Start(); err != nil {
 		t.Fatal(err)

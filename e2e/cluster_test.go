@@ -29,7 +29,8 @@ import (
 // against 30 creates at once through the three; creates through every server
 // while the leader is killed (kill -9): each create answered 202 exists
 // once and its operation finishes, none refused exists, no VM starts
-// twice; simulated hosts whose server died report to another; and the
+// twice (200 creates at once, the leader killed while they run); simulated
+// hosts whose server died report to another; and the
 // dead server removed with its etcd member.
 func TestClusterThreeServers(t *testing.T) {
 	tc := newTestCluster(t, 3)
@@ -144,7 +145,7 @@ func TestClusterThreeServers(t *testing.T) {
 		t.Fatalf("no leader: %d %v", lead, err)
 	}
 	t.Logf("leader: %s", tc.s[lead].name)
-	const creates = 30
+	const creates = 200
 	type answer struct {
 		name  string
 		op    *api.Operation
@@ -156,13 +157,16 @@ func TestClusterThreeServers(t *testing.T) {
 	answers := make([]answer, creates)
 	var wg sync.WaitGroup
 	killed := make(chan time.Time, 1)
+	// All creates are in flight at once: they wait on a gate, and the
+	// leader is killed while they run.
+	gate := make(chan struct{})
 	for i := range creates {
 		wg.Go(func() {
 			via := i % 3
-			name := fmt.Sprintf("k%02d", i)
-			if i == creates/2 {
-				tc.s[lead].kill9()
-				killed <- time.Now()
+			name := fmt.Sprintf("k%03d", i)
+			<-gate
+			if i%8 != 0 {
+				time.Sleep(time.Duration(i) * 5 * time.Millisecond)
 			}
 			// As a careful client does: a request that found no server, or
 			// a 503 (the store electing its leader: the create may or may
@@ -185,10 +189,15 @@ func TestClusterThreeServers(t *testing.T) {
 				time.Sleep(200 * time.Millisecond)
 			}
 		})
-		time.Sleep(20 * time.Millisecond)
 	}
+	start := time.Now()
+	close(gate)
+	time.Sleep(creates * 5 * time.Millisecond / 2)
+	tc.s[lead].kill9()
+	killed <- time.Now()
 	wg.Wait()
 	killedAt := <-killed
+	t.Logf("%d creates through 3 servers, the leader killed %s in: all answered after %s", creates, killedAt.Sub(start).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 
 	// A new leader, among the living.
 	var alive []int
@@ -212,6 +221,7 @@ func TestClusterThreeServers(t *testing.T) {
 	// operation ends.
 	c := clients[alive[0]]
 	t.Logf("%d answers were 503 while the store elected its leader", unavailable.Load())
+	var firstAct time.Time // the first operation finished after the kill: by the new leader
 	for _, a := range answers {
 		if a.err != nil {
 			t.Errorf("create %s through %s refused after %d tries: %v", a.name, tc.s[a.via].name, a.tries, a.err)
@@ -221,6 +231,12 @@ func TestClusterThreeServers(t *testing.T) {
 		if done.Status != api.OpSucceeded {
 			t.Errorf("create %s: operation %s ended %s: %+v", a.name, done.ID, done.Status, done.Error)
 		}
+		if done.FinishedAt.After(killedAt) && (firstAct.IsZero() || done.FinishedAt.Before(firstAct)) {
+			firstAct = done.FinishedAt
+		}
+	}
+	if !firstAct.IsZero() {
+		t.Logf("the new leader finished its first operation %s after the kill", firstAct.Sub(killedAt).Round(time.Millisecond))
 	}
 	vms, err := c.ListVMs(ctx, api.ListOptions{Limit: 500, AllProjects: true})
 	if err != nil {

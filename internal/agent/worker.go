@@ -411,9 +411,20 @@ func (w *worker) remove(ctx context.Context, keepDisks bool) error {
 	return nil
 }
 
+// unavailableRetry is how soon a VM converges again after the control
+// plane could not be reached.
+const unavailableRetry = time.Second
+
 // fail reports an error for the VM's generation and schedules a retry.
 func (w *worker) fail(ctx context.Context, vm *api.VM, err error) {
 	w.log.Warn("converging vm failed", "generation", vm.Generation, "err", err)
+	if client.IsUnavailable(err) {
+		// The control plane could not be reached (a server restarting,
+		// its store electing a leader): no fault of the VM's to report,
+		// which would fail its operation; tried again shortly.
+		w.retryAt = time.Now().Add(unavailableRetry)
+		return
+	}
 	w.backoff = min(max(2*w.backoff, 5*time.Second), 5*time.Minute)
 	w.retryAt = time.Now().Add(w.backoff)
 	w.report(ctx, vm, &api.VMError{Generation: vm.Generation, Message: err.Error()})

@@ -432,3 +432,38 @@ func TestHeartbeatsAtAnotherServer(t *testing.T) {
 		return nil
 	})
 }
+
+// TestHostRegisteredMidTerm: a host that registers while a term runs,
+// through a server that does not lead, gets a full timeout from its
+// registration before the leader judges it, though the leader has not
+// heard a heartbeat of it yet and the term began longer ago than that.
+func TestHostRegisteredMidTerm(t *testing.T) {
+	a := openTestServer(t, "alpha", t.TempDir(), nil)
+	a.heartbeat = 2 * time.Second // longer than the monitor's tick
+	a.wire(t)
+	a.start(t)
+	eventually(t, 20*time.Second, "alpha leads", func() error {
+		_, _, err := leaderOf(a)
+		return err
+	})
+	time.Sleep(a.heartbeat + time.Second) // the term's grace is over
+	ctx := context.Background()
+	registered := time.Now().UTC()
+	host := &api.Host{Meta: api.Meta{Name: "late", UID: "u-late", Generation: 1, CreatedAt: registered},
+		Status: api.HostStatus{State: api.HostReady, CPUs: 4, MemoryMiB: 4096, LastHeartbeat: registered}}
+	if _, err := a.st.Txn(ctx, a.col.Hosts.OpCreate("late", host)); err != nil {
+		t.Fatal(err)
+	}
+	var marked *api.Host
+	eventually(t, 15*time.Second, "the leader marks the silent host not ready", func() error {
+		h, ok := a.col.Hosts.Get("late")
+		if !ok || h.Status.State != api.HostNotReady {
+			return errors.New("not yet")
+		}
+		marked = h
+		return nil
+	})
+	if silent := marked.UpdatedAt.Sub(registered); silent < a.heartbeat {
+		t.Fatalf("the host was marked not ready %s after it registered, within the heartbeat timeout %s", silent, a.heartbeat)
+	}
+}

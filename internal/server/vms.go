@@ -16,6 +16,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/controller/admission"
 	"github.com/polyvisor/polyvisor/internal/controller/ops"
 	"github.com/polyvisor/polyvisor/internal/controller/placement"
 	"github.com/polyvisor/polyvisor/internal/controller/quota"
@@ -278,7 +279,7 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 	if errors.As(err, &ae) {
 		return nil, err // the request's fault, told by its ports' plan
 	}
-	return nil, fmt.Errorf("storing vm %q: %w", req.Name, err)
+	return nil, fmt.Errorf("storing vm %q: %w", req.Name, admission.Lost(err))
 }
 
 func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request) {

@@ -331,12 +331,25 @@ func (h *simHost) remove(ctx context.Context, v *simVM, spec vmSpec, hd *hypervi
 func (h *simHost) fail(ctx context.Context, v *simVM, spec vmSpec, hd *hypervisor.Handle, err error) {
 	h.f.c.convErr.Add(1)
 	h.f.warn.warn("converging vm failed", h.name, fmt.Errorf("vm %s generation %d: %w", v.key, spec.gen, err))
+	if client.IsUnavailable(err) {
+		// The control plane could not be reached (a server restarting,
+		// its store electing a leader): no fault of the VM's to report,
+		// which would fail its operation; tried again shortly.
+		h.mu.Lock()
+		h.retryLocked(ctx, v, unavailableRetry)
+		h.mu.Unlock()
+		return
+	}
 	h.mu.Lock()
 	v.backoff = min(max(2*v.backoff, 5*time.Second), 5*time.Minute)
 	h.retryLocked(ctx, v, v.backoff)
 	h.mu.Unlock()
 	h.report(ctx, v, hd, &api.VMError{Generation: spec.gen, Message: err.Error()})
 }
+
+// unavailableRetry is how soon a VM converges again after the control
+// plane could not be reached.
+const unavailableRetry = time.Second
 
 // retryLocked has the VM converge again after d.
 func (h *simHost) retryLocked(ctx context.Context, v *simVM, d time.Duration) {

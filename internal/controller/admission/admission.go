@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
 
@@ -103,11 +104,23 @@ func Retry(err error) bool {
 // race with another.
 const MaxAttempts = 64
 
+// Lost is the answer to a request whose admission lost its race
+// MaxAttempts times (hundreds of creates at once on a few hosts): the
+// control plane is busy, nothing was made, and the same request may be
+// sent again. Other errors are returned as they are.
+func Lost(err error) error {
+	if !Retry(err) {
+		return err
+	}
+	return fmt.Errorf("%w (%w)", &api.Error{Code: api.CodeUnavailable,
+		Message: "too many requests at once for the same project or host: nothing was changed; try again"}, err)
+}
+
 // Backoff pauses before attempt n (from 1) of an admission that lost a
-// race: a little, and a little more each time, so that many admissions
-// racing for one record spread out.
+// race: a little, and a little more each time (up to 100 ms), so that
+// many admissions racing for one record spread out over seconds.
 func Backoff(ctx context.Context, n int) error {
-	d := time.Duration(min(n, 20)) * time.Millisecond
+	d := time.Duration(min(2*n, 100)) * time.Millisecond
 	d = d/2 + rand.N(d)
 	select {
 	case <-ctx.Done():

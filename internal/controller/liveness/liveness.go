@@ -187,7 +187,7 @@ func (l *Monitor) check(ctx context.Context, w store.Writer, now time.Time) {
 	shared := l.shared()
 	// A provider's hosts have no agent: their state comes from the provider.
 	for _, h := range l.hosts.Select(func(h *api.Host) bool { return h.Provider == nil && h.Status.State != api.HostNotReady }) {
-		if _, silent := l.silent(h.Name, now, shared); !silent {
+		if _, silent := l.silent(h, now, shared); !silent {
 			continue
 		}
 		if err := l.markNotReady(ctx, w, h.Name, now, shared); err != nil && ctx.Err() == nil {
@@ -199,11 +199,15 @@ func (l *Monitor) check(ctx context.Context, w store.Writer, now time.Time) {
 
 // silent tells whether host has not heartbeaten for the timeout at now,
 // and since when: since its last heartbeat here or at another server (as
-// shared), or since the term began.
-func (l *Monitor) silent(host string, now time.Time, shared map[string]time.Time) (time.Time, bool) {
+// shared, or as its record holds: a host that registered through another
+// server a moment ago may be in neither yet), or since the term began.
+func (l *Monitor) silent(h *api.Host, now time.Time, shared map[string]time.Time) (time.Time, bool) {
 	l.mu.Lock()
-	last := l.last[host]
-	if t := shared[host]; t.After(last) {
+	last := l.last[h.Name]
+	if t := shared[h.Name]; t.After(last) {
+		last = t
+	}
+	if t := h.Status.LastHeartbeat; t.After(last) {
 		last = t
 	}
 	if last.Before(l.started) {
@@ -222,7 +226,7 @@ func (l *Monitor) markNotReady(ctx context.Context, w store.Writer, name string,
 		if !ok || h.Provider != nil || h.Status.State == api.HostNotReady {
 			return nil
 		}
-		last, silent := l.silent(name, now, shared)
+		last, silent := l.silent(h, now, shared)
 		if !silent {
 			return nil
 		}

@@ -272,7 +272,7 @@ func (c *Controller) SubmitWith(ctx context.Context, key, kind string, params an
 		// newest state.
 		retry := admission.Retry(err)
 		if (!retry && !errors.Is(err, store.ErrConflict)) || attempt == admission.MaxAttempts {
-			return nil, false, err
+			return nil, false, admission.Lost(err)
 		}
 		if retry {
 			if berr := admission.Backoff(ctx, attempt); berr != nil {
