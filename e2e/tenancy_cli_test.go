@@ -133,7 +133,7 @@ func TestTenancyWalkthrough(t *testing.T) {
 		"--kernel", "tiny-kernel", "--initrd", "tiny-initrd", "--stopped")
 	// Alice sees nothing of the default project: to her it does not exist.
 	alice.fails(`project "default" not found`, "", "vm", "list", "--project", "default")
-	tok := alice.must("", "token", "create", "ci", "--role", "operator", "--expires", "720h")
+	tok := alice.must("a-long-passphrase\n", "token", "create", "ci", "--role", "operator", "--expires", "720h", "--password-stdin")
 	if !strings.Contains(tok, "pva_") || !strings.Contains(tok, "not shown again") {
 		t.Errorf("token create:\n%s", tok)
 	}
