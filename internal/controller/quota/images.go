@@ -192,11 +192,12 @@ func (g *Images) AdmitSource(src Source) (hold *SourceHold, release func(), err 
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	type bound struct {
-		n   int64
-		err func() error
+		n    int64
+		err  func() error
+		disk bool // the server's disk, not a limit of the image or project
 	}
 	length := src.Length
-	bounds := []bound{{src.MaxBytes, func() error {
+	bounds := []bound{{n: src.MaxBytes, err: func() error {
 		return &api.Error{Code: api.CodeTooLarge, Message: fmt.Sprintf("the image %s over the size limit of %d bytes "+
 			"(the largest disk allowed, %d bytes, with room for its format's metadata)", sized(length), src.MaxBytes, src.MaxVirtualBytes)}
 	}}}
@@ -204,7 +205,7 @@ func (g *Images) AdmitSource(src Source) (hold *SourceHold, release func(), err 
 		limit := *p.Spec.Quota.ImageStorageMiB << 20
 		used := g.storedBytes(src.Project) + g.reservedLocked(src.Project)
 		room := max(0, limit-used)
-		bounds = append(bounds, bound{sourceRoom(room), func() error {
+		bounds = append(bounds, bound{n: sourceRoom(room), err: func() error {
 			return &api.Error{
 				Code: api.CodeUnprocessable,
 				Message: fmt.Sprintf("quota of project %q exceeded: the image %s more than can fit in the %s of image storage free "+
@@ -217,8 +218,7 @@ func (g *Images) AdmitSource(src Source) (hold *SourceHold, release func(), err 
 		}})
 	}
 	if room, ok := g.diskRoomLocked(); ok {
-		bounds = append(bounds, bound{max(0, room), func() error {
-			g.log.Warn("image store full", "dir", g.dir, "room", room, "length", length)
+		bounds = append(bounds, bound{n: max(0, room), disk: true, err: func() error {
 			return &api.Error{Code: api.CodeUnavailable,
 				Message: fmt.Sprintf("the server's image store has no room for this image (it %s more than the room left); ask an administrator", sized(length))}
 		}})
@@ -230,6 +230,9 @@ func (g *Images) AdmitSource(src Source) (hold *SourceHold, release func(), err 
 		}
 	}
 	if tight.n <= 0 || length > tight.n {
+		if tight.disk {
+			g.log.Warn("image store full", "dir", g.dir, "room", tight.n, "length", length)
+		}
 		return nil, nil, tight.err()
 	}
 	hold = &SourceHold{Limit: tight.n, Over: tight.err()}
