@@ -27,7 +27,9 @@ func TestClusterStatus(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &st); err != nil {
 			t.Fatalf("cluster status -o json: %v\n%s", err, out)
 		}
-		if st.Leader != nil || time.Now().After(deadline) {
+		// A term is whole once its leader has proclaimed when it began
+		// (LeaderSince); until then the store names a leader without it.
+		if (st.Leader != nil && !st.Leader.LeaderSince.IsZero()) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)

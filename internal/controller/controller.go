@@ -195,6 +195,9 @@ func (s *Set) Self() leader.Candidate { return s.elector.Self() }
 // Term is this server's term while it leads.
 func (s *Set) Term() (leader.Term, bool) { return s.elector.Term() }
 
+// Holds says whether a term read from the store is this server's own.
+func (s *Set) Holds(t leader.Term) bool { return s.elector.Holds(t) }
+
 // Leader reads who leads now; ok is false while nobody does.
 func (s *Set) Leader(ctx context.Context) (t leader.Term, ok bool, err error) {
 	return s.elector.Leader(ctx)

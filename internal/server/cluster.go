@@ -27,7 +27,10 @@ func (s *Server) getCluster(w http.ResponseWriter, r *http.Request) {
 	if ok {
 		l := clusterServer(term)
 		out.Leader = &l
-		if mine, leading := s.ctl.Term(); leading && mine.Fence == term.Fence {
+		// The store is the judge: this server answers as the leader
+		// once it has won the key etcd names, even in the moment before
+		// its controllers start.
+		if s.ctl.Holds(term) {
 			out.Self = l
 		}
 	}

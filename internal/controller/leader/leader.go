@@ -81,6 +81,11 @@ type Elector struct {
 	mu   sync.Mutex
 	term *Term // while this server leads
 	sess *concurrency.Session
+	// key is the election key this server won with, from the moment
+	// it won until its term ends: set before the term is taken up, so
+	// that one who reads the store in between hears the same answer
+	// from this server as from etcd.
+	key string
 }
 
 // New makes an elector; Run campaigns.
@@ -144,6 +149,14 @@ func (e *Elector) campaign(ctx context.Context, lead func(context.Context, Term)
 		return fmt.Errorf("campaigning: %w", err)
 	}
 	term := Term{Candidate: self, Fence: store.Fence{Key: el.Key(), Rev: el.Rev()}, Since: time.Now().UTC()}
+	e.mu.Lock()
+	e.key = el.Key()
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.key = ""
+		e.mu.Unlock()
+	}()
 	if val, err = json.Marshal(record{Candidate: self, Since: term.Since}); err != nil {
 		return fmt.Errorf("encoding the candidate: %w", err)
 	}
@@ -282,6 +295,15 @@ func (e *Elector) Term() (Term, bool) {
 		return Term{}, false
 	}
 	return *e.term, true
+}
+
+// Holds says whether a term read from the store (Leader) is this
+// server's own: it won that election key, though it may be a moment
+// away from acting on it.
+func (e *Elector) Holds(t Term) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.key != "" && e.key == t.Fence.Key
 }
 
 // Leader reads who leads now from etcd: the candidate whose key is the
