@@ -252,6 +252,8 @@ export interface AuditRecord {
 export interface Event {
   type: string;
   time?: string;
+  // The store revision of the change, the same at every server.
+  revision?: number;
   action: string;
   object: { kind: string; name: string; project?: string };
   vm?: VM;
