@@ -223,13 +223,23 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 	asks.Ports = network.PortsMade(portNICs, 0)
 	var op *api.Operation
 	var refused error
+	// The placement counts as in flight on this server until the
+	// transaction returned (stored: the index has the VM; failed: it
+	// holds nothing), so that creates made at once spread out.
+	release := func() {}
+	defer func() { release() }()
 	err = s.txnWithPorts(ctx, project, key, portNICs, 0, nicField, func(plan *network.VMPlan) ([]store.Op, error) {
+		release()
+		release = func() {}
 		conds, err := s.ctl.Quota.Admit(ctx, project, asks)
 		if err != nil {
 			refused = err
 			return nil, err
 		}
-		host, placed, err := s.ctl.Placer.Place(ctx, scheduler.Request{VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Host: req.Host}, filter)
+		host, placed, rel, err := s.ctl.Placer.Place(ctx, scheduler.Request{VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Host: req.Host}, filter)
+		if rel != nil {
+			release = rel
+		}
 		if err != nil {
 			refused = err
 			return nil, err
