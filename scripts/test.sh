@@ -58,7 +58,7 @@ go vet ./...
 
 # A short run of every fuzz target: their seed corpora (testdata/fuzz) run
 # in go test below; here the fuzzer looks a little further each time.
-FUZZTIME=${POLYVISOR_FUZZTIME:-3s}
+FUZZTIME=${POLYVISOR_FUZZTIME:-10s}
 fuzz() { # package target
 	echo "==> fuzzing $2 ($FUZZTIME)"
 	go test -run '^$' -fuzz "^$2\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 5s "$1"
