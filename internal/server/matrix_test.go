@@ -351,6 +351,7 @@ func outcomeOf(status int, body []byte) string {
 // the answers against the policy above. It also checks that every refusal
 // left exactly one denied record in the audit log.
 func TestAuthorizationMatrix(t *testing.T) {
+	t.Parallel()
 	// Every refusal is to be seen one by one: one caller's budget of
 	// records written one by one is raised past the matrix's refusals
 	// (TestAuditFoldsPerCaller holds the budget).
@@ -429,6 +430,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 // lists (filtered by the caller's roles); on any other project route it is
 // refused, so it cannot open a project the caller has no role in.
 func TestAllProjectsOnlyOnLists(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	for _, rt := range e.s.routes() {
 		if rt.rule.Scope != auth.ScopeProject || rt.method != http.MethodGet {

@@ -22,6 +22,7 @@ import (
 // naming another network, or asking for what only Polyvisor's networks
 // give, is refused naming its field.
 func TestProviderNetworks(t *testing.T) {
+	t.Parallel()
 	m := simulator.VPX()
 	if err := m.Create(); err != nil {
 		t.Fatal(err)
