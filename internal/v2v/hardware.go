@@ -46,7 +46,7 @@ type Disk struct {
 	Bus string `json:"bus,omitempty"`
 	// CapacityBytes is the size the guest sees, as the source declares
 	// it; the image's own virtual size is checked against it.
-	CapacityBytes int64 `json:"capacityBytes,omitempty"`
+	CapacityBytes int64      `json:"capacityBytes,omitempty"`
 	Source        DiskSource `json:"source"`
 }
 

@@ -152,4 +152,3 @@ func fileSHA256(ctx context.Context, path string) (string, error) {
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
-
