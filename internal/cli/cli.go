@@ -92,6 +92,7 @@ func NewRootCommand(extra ...*cobra.Command) *cobra.Command {
 	a.explainErrors(root)
 	root.AddCommand(a.alarmCommand())
 	root.AddCommand(a.clusterCommand())
+	root.AddCommand(a.vmMigrationCommand())
 	root.AddCommand(extra...)
 	return root
 }
