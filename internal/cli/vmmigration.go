@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -137,6 +138,7 @@ func (a *app) makePlan(cmd *cobra.Command, f *planFlags) (v2v.Plan, error) {
 	}
 	var hws []v2v.Hardware
 	var source string
+	var running []string // source VMs that run: copied as they are
 	switch {
 	case len(f.files) > 0:
 		source = "file"
@@ -185,14 +187,18 @@ func (a *app) makePlan(cmd *cobra.Command, f *planFlags) (v2v.Plan, error) {
 		hws = append(hws, hw)
 	default:
 		var err error
-		if source, hws, err = a.providerHardware(cmd, f, maxDisk); err != nil {
+		if source, hws, running, err = a.providerHardware(cmd, f, maxDisk); err != nil {
 			return v2v.Plan{}, err
 		}
 	}
 	virtV2V, _ := exec.LookPath("virt-v2v-in-place")
 	plan := v2v.Plan{Version: v2v.PlanVersion, CreatedAt: time.Now().UTC(), Source: source, Host: f.host}
 	for _, hw := range hws {
-		plan.VMs = append(plan.VMs, v2v.PlanVM(hw, v2v.Options{Host: f.host, NetworkMap: netMap, MaxDiskBytes: maxDisk, VirtV2V: virtV2V}))
+		p := v2v.PlanVM(hw, v2v.Options{Host: f.host, NetworkMap: netMap, MaxDiskBytes: maxDisk, VirtV2V: virtV2V})
+		if slices.Contains(running, hw.Name) {
+			p.Warnings = append(p.Warnings, "the source VM runs: its disks are copied while it writes to them, which at best is like a crash; shut it down for a consistent copy (the source is never stopped or changed by a migration)")
+		}
+		plan.VMs = append(plan.VMs, p)
 	}
 	return plan, nil
 }
