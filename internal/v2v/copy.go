@@ -32,6 +32,9 @@ type Copier struct {
 	Progress func(Progress)
 	// VirtV2V is virt-v2v-in-place's path, run on a plan that asks for it.
 	VirtV2V string
+	// AfterVM, if set, is called once a VM's disks are copied or their
+	// copy failed (err): a source releases what it held for the copy.
+	AfterVM func(ctx context.Context, vm string, err error)
 	// Logger defaults to slog.Default.
 	Logger *slog.Logger
 }
@@ -82,7 +85,11 @@ func (c *Copier) CopyVM(ctx context.Context, p VMPlan) ([]DiskResult, error) {
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	err := errors.Join(errs...)
+	if c.AfterVM != nil {
+		c.AfterVM(context.WithoutCancel(ctx), p.Source.Name, err)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return res, nil

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -33,11 +34,12 @@ const streamChunk = 1 << 20
 // and matches its SHA-256 against the stream's.
 func stage(ctx context.Context, st Stream, dst string, ck *checkpoint, save func() error, every int64, m *meter) error {
 	size := st.Size()
-	if size <= 0 {
-		return fmt.Errorf("source stream declares %d bytes", size)
+	unknown := size < 0 // read to its end
+	if size == 0 {
+		return errors.New("source stream is empty")
 	}
 	h := sha256.New()
-	if ck.StreamSize != size || ck.Offset > size {
+	if ck.StreamSize != size || !unknown && ck.Offset > size {
 		*ck = checkpoint{StreamSize: size}
 	}
 	if ck.Offset > 0 {
@@ -74,11 +76,15 @@ func stage(ctx context.Context, st Stream, dst string, ck *checkpoint, save func
 		ck.Offset, ck.Hash = off, state
 		return save()
 	}
-	for off < size {
+	for unknown || off < size {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n, rerr := io.ReadFull(rc, buf[:min(int64(len(buf)), size-off)])
+		want := int64(len(buf))
+		if !unknown {
+			want = min(want, size-off)
+		}
+		n, rerr := io.ReadFull(rc, buf[:want])
 		if n > 0 {
 			h.Write(buf[:n])
 			if !allZero(buf[:n]) {
@@ -89,7 +95,11 @@ func stage(ctx context.Context, st Stream, dst string, ck *checkpoint, save func
 			off += int64(n)
 			m.set(off, false)
 		}
-		if rerr != nil && off < size {
+		if unknown && (errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF)) {
+			size = off
+			break
+		}
+		if rerr != nil && (unknown || off < size) {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -97,14 +107,17 @@ func stage(ctx context.Context, st Stream, dst string, ck *checkpoint, save func
 			if err := checkpointAt(off); err != nil {
 				return err
 			}
-			return fmt.Errorf("source stream ended at byte %d of %d: %w", off, size, rerr)
+			return fmt.Errorf("source stream broke at byte %d: %w", off, rerr)
 		}
-		if off-saved >= every && off < size {
+		if off-saved >= every && (unknown || off < size) {
 			if err := checkpointAt(off); err != nil {
 				return err
 			}
 			saved = off
 		}
+	}
+	if size <= 0 {
+		return errors.New("source stream is empty")
 	}
 	if err := f.Truncate(size); err != nil {
 		return fmt.Errorf("sizing staged disk: %w", err)
@@ -112,6 +125,7 @@ func stage(ctx context.Context, st Stream, dst string, ck *checkpoint, save func
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("syncing staged disk: %w", err)
 	}
+	m.p.Total = size
 	m.set(off, true)
 	want := hex.EncodeToString(h.Sum(nil))
 	got, err := fileSHA256(ctx, dst)
