@@ -231,4 +231,3 @@ func TestVSphereVMMoves(t *testing.T) {
 	}
 	bootDisk(t, res[0].Path, plan.VCPUs, plan.MemoryMiB)
 }
-
