@@ -54,7 +54,7 @@ type planFlags struct {
 func (a *app) migrationPlanCommand() *cobra.Command {
 	var f planFlags
 	cmd := &cobra.Command{
-		Use:   "plan (--from-file DISK... | --from-ova FILE|URL | --from-ovf FILE | --from libvirt --vm NAME...) --to-host HOST",
+		Use:   "plan (--from-file DISK... | --from-ova FILE|URL | --from-ovf FILE | --from libvirt|vsphere --uri URI --vm NAME...) --to-host HOST",
 		Short: "Plan moving VMs: the hardware mapped, sizes, estimated time, what cannot move and why",
 		Long: "Reads the source VMs' hardware and writes a plan (--plan-file) that 'polyvisor migration run' carries out.\n" +
 			"Nothing is copied or changed. Disk files take their hardware from the flags; an OVA or OVF from its envelope.",
@@ -86,8 +86,8 @@ func (a *app) migrationPlanCommand() *cobra.Command {
 	fl.StringArrayVar(&f.files, "from-file", nil, "a disk file of the VM: VMDK, VHD, VHDX, VDI, raw or qcow2 (repeat, first is the boot disk)")
 	fl.StringVar(&f.ova, "from-ova", "", "an OVA package: a file, or an http(s) URL fetched into the job directory")
 	fl.StringVar(&f.ovf, "from-ovf", "", "an unpacked OVF envelope, its disks beside it")
-	fl.StringVar(&f.provider, "from", "", "a hypervisor to read VMs from: libvirt (with --vm)")
-	fl.StringVar(&f.providerURI, "libvirt-uri", "qemu:///system", "with --from libvirt: the libvirt connection (local socket)")
+	fl.StringVar(&f.provider, "from", "", "a hypervisor to read VMs from: libvirt or vsphere (with --vm)")
+	fl.StringVar(&f.providerURI, "uri", "", "with --from: libvirt's URI (default qemu:///system), or vSphere's SDK URL https://USER@HOST/sdk (password from POLYVISOR_VSPHERE_PASSWORD)")
 	fl.StringArrayVar(&f.vms, "vm", nil, "with --from: a VM to move (repeat)")
 	fl.StringVar(&f.host, "to-host", "", "the Polyvisor host the VMs move to")
 	fl.StringArrayVar(&f.networkMap, "network-map", nil, "SOURCE=NETWORK: a source network onto a Polyvisor network (user or one of the project's); '*=NETWORK' for every other")
@@ -275,7 +275,7 @@ func (a *app) migrationRunCommand() *cobra.Command {
 			if name == "" {
 				name = "m-" + time.Now().UTC().Format("20060102-150405")
 			}
-			streams, err := a.planStreams(cmd, plan)
+			streams, afterVM, err := a.planStreams(cmd, plan)
 			if err != nil {
 				return err
 			}
@@ -283,7 +283,7 @@ func (a *app) migrationRunCommand() *cobra.Command {
 			errw := cmd.ErrOrStderr()
 			last := map[string]string{}
 			r := &v2v.Runner{Client: c, Name: name, Parallel: parallel, Runner: runnerName(),
-				Copier: &v2v.Copier{Dir: jobDir, Streams: streams, VirtV2V: virtV2V},
+				Copier: &v2v.Copier{Dir: jobDir, Streams: streams, AfterVM: afterVM, VirtV2V: virtV2V},
 				Events: func(s api.VMMigrationVMStatus) { printMigrationEvent(errw, last, s) }}
 			fmt.Fprintf(errw, "migration %s: %d VM(s) to host %s\n", name, len(plan.VMs), plan.Host)
 			m, err := r.Run(cmd.Context(), plan)

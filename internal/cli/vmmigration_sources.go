@@ -6,7 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
+	"os"
 	"strings"
+
+	"github.com/vmware/govmomi"
+	"github.com/vmware/govmomi/vim25/soap"
 
 	"github.com/spf13/cobra"
 
@@ -26,6 +31,9 @@ func (a *app) providerHardware(cmd *cobra.Command, f *planFlags, _ int64) (strin
 	}
 	switch f.provider {
 	case "libvirt":
+		if f.providerURI == "" {
+			f.providerURI = "qemu:///system"
+		}
 		src, err := connectLibvirt(cmd.Context(), f.providerURI)
 		if err != nil {
 			return "", nil, nil, err
@@ -43,9 +51,62 @@ func (a *app) providerHardware(cmd *cobra.Command, f *planFlags, _ int64) (strin
 			hws = append(hws, hw)
 		}
 		return libvirtSourcePrefix + f.providerURI, hws, running, nil
+	case "vsphere":
+		if f.providerURI == "" {
+			return "", nil, nil, errors.New("--from vsphere needs --uri https://USER@HOST/sdk")
+		}
+		src, err := connectVSphere(cmd.Context(), f.providerURI)
+		if err != nil {
+			return "", nil, nil, err
+		}
+		var hws []v2v.Hardware
+		var running []string
+		for _, name := range f.vms {
+			hw, up, err := src.Hardware(cmd.Context(), name)
+			if err != nil {
+				return "", nil, nil, fmt.Errorf("--vm %s: %w", name, err)
+			}
+			if up {
+				running = append(running, hw.Name)
+			}
+			hws = append(hws, hw)
+		}
+		return vsphereSourcePrefix + redactedURL(f.providerURI), hws, running, nil
 	default:
-		return "", nil, nil, fmt.Errorf("--from %q: want libvirt (vSphere VMs: export them as an OVA and use --from-ova)", f.provider)
+		return "", nil, nil, fmt.Errorf("--from %q: want libvirt or vsphere", f.provider)
 	}
+}
+
+// vsphereSourcePrefix begins a plan's source read from vSphere; the SDK
+// URL follows, without its password.
+const vsphereSourcePrefix = "vsphere:"
+
+// connectVSphere logs in to the vCenter or ESXi at rawURL
+// (https://USER@HOST/sdk); the password is read from
+// POLYVISOR_VSPHERE_PASSWORD unless the URL holds one, and the server's
+// certificate is checked unless POLYVISOR_VSPHERE_INSECURE=1.
+func connectVSphere(ctx context.Context, rawURL string) (*v2v.VSphereSource, error) {
+	u, err := soap.ParseURL(rawURL)
+	if err != nil || u == nil {
+		return nil, fmt.Errorf("--uri %q: not a vSphere SDK URL: %v", rawURL, err)
+	}
+	if _, set := u.User.Password(); !set && u.User != nil {
+		u.User = url.UserPassword(u.User.Username(), os.Getenv("POLYVISOR_VSPHERE_PASSWORD"))
+	}
+	c, err := govmomi.NewClient(ctx, u, os.Getenv("POLYVISOR_VSPHERE_INSECURE") == "1")
+	if err != nil {
+		return nil, fmt.Errorf("--uri %s: logging in: %w", redactedURL(rawURL), err)
+	}
+	return &v2v.VSphereSource{Client: c.Client}, nil
+}
+
+// redactedURL is rawURL without its password.
+func redactedURL(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
 }
 
 func connectLibvirt(ctx context.Context, uri string) (v2v.LibvirtSource, error) {
@@ -57,13 +118,24 @@ func connectLibvirt(ctx context.Context, uri string) (v2v.LibvirtSource, error) 
 }
 
 // planStreams opens the streamed disks of a plan's source.
-func (a *app) planStreams(cmd *cobra.Command, plan v2v.Plan) (v2v.Streams, error) {
+func (a *app) planStreams(cmd *cobra.Command, plan v2v.Plan) (v2v.Streams, func(context.Context, string, error), error) {
+	if uri, ok := strings.CutPrefix(plan.Source, vsphereSourcePrefix); ok {
+		src, err := connectVSphere(cmd.Context(), uri)
+		if err != nil {
+			return nil, nil, err
+		}
+		return src.Streams(), func(ctx context.Context, vm string, err error) {
+			if ferr := src.Finish(ctx, vm, err == nil); ferr != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "  %s: %v\n", vm, ferr)
+			}
+		}, nil
+	}
 	if uri, ok := strings.CutPrefix(plan.Source, libvirtSourcePrefix); ok {
 		src, err := connectLibvirt(cmd.Context(), uri)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return src.Streams(), nil
+		return src.Streams(), nil, nil
 	}
-	return nil, nil
+	return nil, nil, nil
 }
