@@ -113,6 +113,15 @@ func TestMigrationFromOVA(t *testing.T) {
 	if err != nil || m.Status.State != api.VMMigrationSucceeded || m.Status.VMs[0].State != api.VMMigrationSucceeded {
 		t.Fatalf("migration record %+v %v", m, err)
 	}
+	// The plan run again (a run that resumes after its end): the copy,
+	// the image and the VM are the ones already made, kept as they are.
+	out3 := cli("migration", "run", plan, "--name", "ova2", "--job-dir", filepath.Join(dir, "job"))
+	if !strings.Contains(out3, "succeeded") || strings.Contains(out3, "extract") {
+		t.Fatalf("second run:\n%s", out3)
+	}
+	if again, err := c.GetVM(context.Background(), "app-server"); err != nil || again.UID != vm.UID {
+		t.Fatalf("the VM after the second run: %+v %v", again, err)
+	}
 	list := cli("migration", "list")
 	if !strings.Contains(list, "ova1") || !strings.Contains(list, "succeeded") {
 		t.Errorf("migration list:\n%s", list)

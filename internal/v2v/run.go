@@ -2,14 +2,17 @@ package v2v
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/atomicfile"
 )
 
 // Runner carries out a plan: it records the migration in the project,
@@ -207,8 +210,14 @@ func (r *Runner) moveVM(ctx context.Context, copier *Copier, p VMPlan, st *runSt
 	}
 	for i, d := range disks {
 		image := p.Disks[i].Image
+		// The image this disk became in an earlier run, if any: the
+		// server converts an upload again, so its digest is not the
+		// copy's; its UID, recorded beside the copy, says.
+		record := filepath.Join(copier.Dir, p.Name, d.Name+".image.json")
 		if img, err := r.Client.GetImage(ctx, image); err == nil {
-			if img.State == api.ImageReady && img.SHA256 == d.SHA256 {
+			var was imageRecord
+			if b, rerr := os.ReadFile(record); rerr == nil && json.Unmarshal(b, &was) == nil &&
+				was.UID == img.UID && was.CopySHA256 == d.SHA256 && img.State == api.ImageReady {
 				continue
 			}
 			return fmt.Errorf("image %q already exists and is not this disk's copy: delete it or rename the VM", image)
@@ -234,6 +243,11 @@ func (r *Runner) moveVM(ctx context.Context, copier *Copier, p VMPlan, st *runSt
 		}
 		if err := r.waitOp(ctx, op); err != nil {
 			return fmt.Errorf("importing disk %s as image %q: %w", d.Name, image, err)
+		}
+		if b, err := json.Marshal(imageRecord{UID: op.Target.UID, CopySHA256: d.SHA256}); err == nil {
+			if err := atomicfile.Write(record, b, 0o600); err != nil {
+				return fmt.Errorf("recording image %q: %w", image, err)
+			}
 		}
 	}
 	st.set(p.Name, func(v *api.VMMigrationVMStatus) {
@@ -263,6 +277,12 @@ func (r *Runner) waitOp(ctx context.Context, op *api.Operation) error {
 		return err
 	}
 	return client.OperationError(final)
+}
+
+// imageRecord is the image a copied disk became.
+type imageRecord struct {
+	UID        string `json:"uid"`
+	CopySHA256 string `json:"copySHA256"`
 }
 
 // runState is the run's status, shared by the VMs' goroutines.
