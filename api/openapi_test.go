@@ -328,6 +328,14 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"AuditVerification": reflect.TypeFor[api.AuditVerification](),
 		"AuditStatus":       reflect.TypeFor[api.AuditStatus](),
 		"Alarm":             reflect.TypeFor[api.Alarm](),
+		// VMs moved from other hypervisors.
+		"VMMigration":         reflect.TypeFor[api.VMMigration](),
+		"VMMigrationSpec":     reflect.TypeFor[api.VMMigrationSpec](),
+		"VMMigrationVM":       reflect.TypeFor[api.VMMigrationVM](),
+		"VMMigrationStatus":   reflect.TypeFor[api.VMMigrationStatus](),
+		"VMMigrationVMStatus": reflect.TypeFor[api.VMMigrationVMStatus](),
+		"VMMigrationCreate":   reflect.TypeFor[api.VMMigrationCreate](),
+		"VMMigrationList":     reflect.TypeFor[api.List[api.VMMigration]](),
 		// Live migration and host drain.
 		"VMMigrate":       reflect.TypeFor[api.VMMigrate](),
 		"Migration":       reflect.TypeFor[api.Migration](),

@@ -93,6 +93,7 @@ func NewRootCommand(extra ...*cobra.Command) *cobra.Command {
 	root.AddCommand(a.alarmCommand())
 	root.AddCommand(a.clusterCommand())
 	root.AddCommand(a.eventsCommand())
+	root.AddCommand(a.vmMigrationCommand())
 	root.AddCommand(extra...)
 	return root
 }

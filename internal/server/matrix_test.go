@@ -177,6 +177,11 @@ var policy = map[string]string{
 	"DELETE /v1/volumes/{name}/snapshots/{snapshot}":                 "member",
 	"PUT /v1/agent/hosts/{name}/volumes/{project}/{volume}/status":   "host",
 	"POST /v1/agent/hosts/{name}/volumes/{project}/{volume}/removed": "host",
+	"GET /v1/migrations":                                             "viewer",
+	"POST /v1/migrations":                                            "member",
+	"GET /v1/migrations/{name}":                                      "viewer",
+	"PUT /v1/migrations/{name}/status":                               "member",
+	"POST /v1/migrations/{name}/cancel":                              "member",
 	// The servers of the control plane, and how one joins.
 	"GET /v1/cluster/servers":           "superadmin",
 	"DELETE /v1/cluster/servers/{name}": "superadmin",

@@ -160,6 +160,9 @@ type Server struct {
 	creds     *store.Collection[estate.Credential]
 	secrets   *secrets.Box
 
+	// vmMigrations are the records of VMs moved from other hypervisors.
+	vmMigrations *store.Collection[api.VMMigration]
+
 	// net holds the networks: their collections, manager and hub.
 	net *netState
 
@@ -268,6 +271,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.settings = store.NewCollection(st, "settings", func(r *settingsRecord, rev int64) { r.Version = rev })
 	s.pools = store.NewCollection(st, "pools", func(p *api.Pool, rev int64) { p.Version = rev })
 	s.volumes = store.NewCollection(st, "volumes", func(v *api.Volume, rev int64) { v.Version = rev })
+	s.vmMigrations = store.NewCollection(st, "vmmigrations", func(m *api.VMMigration, rev int64) { m.Version = rev })
 	s.servers = store.NewCollection(st, "servers", func(r *serverRecord, rev int64) { r.Version = rev })
 	admitted := admission.NewCollection(st)
 	beats := store.NewCollection(st, "heartbeats", func(b *liveness.Beats, rev int64) { b.Version = rev })
