@@ -257,6 +257,31 @@ for i in 1 2 3; do udhcpc -i eth0 -f -n -q -t 3 -T 1 -s /tmp/lease.sh 2>/dev/nul
 		// rule that drops them is held by the netplane package's tests.
 	})
 
+	t.Run("a nic plugged in and out of a running guest", func(t *testing.T) {
+		op := waitOK(t, ca, mustOp(t)(ca.AddNIC(ctx, "a3", api.NIC{Network: "a"})))
+		vm, err := ca.GetVM(ctx, "a3")
+		if err != nil || len(vm.Spec.NICs) != 2 || nicIP(vm, 1) == "" {
+			t.Fatalf("a3 after %s: %+v %v", op.Kind, vm, err)
+		}
+		ip, mac := nicIP(vm, 1), strings.ToLower(vm.Spec.NICs[1].MAC)
+		out, _ := w.exec(ca, "a3", `printf '#!/bin/sh\n[ "$1" = bound ] && echo "lease $ip from $serverid router $router"\nexit 0\n' >/tmp/lease.sh
+chmod +x /tmp/lease.sh
+for i in 1 2 3 4 5 6 7 8 9 10; do ip link show eth1 >/dev/null 2>&1 && break; sleep 1; done
+cat /sys/class/net/eth1/address
+ip link set eth1 up
+udhcpc -i eth1 -f -n -q -t 5 -T 1 -s /tmp/lease.sh 2>/dev/null | grep '^lease'
+`)
+		if !strings.Contains(out, mac) || !strings.Contains(out, "lease "+ip+" ") {
+			t.Fatalf("a3's plugged NIC (%s, %s from the API):\n%s", mac, ip, out)
+		}
+		waitOK(t, ca, mustOp(t)(ca.RemoveNIC(ctx, "a3", 1)))
+		out, _ = w.exec(ca, "a3", `for i in 1 2 3 4 5 6 7 8 9 10; do ip link show eth1 >/dev/null 2>&1 || break; sleep 1; done
+ip link show eth1 >/dev/null 2>&1 && echo eth1-still-there || echo eth1-gone`)
+		if !strings.Contains(out, "eth1-gone") {
+			t.Fatalf("a3's NIC is still in the guest after its removal: %q", out)
+		}
+	})
+
 	t.Run("floating ip and nat", func(t *testing.T) {
 		fip, err := ca.CreateFloatingIP(ctx, api.FloatingIPCreate{Name: "web", FloatingIPSpec: api.FloatingIPSpec{Network: "default/ext", Port: a1.Spec.NICs[0].Port}})
 		if err != nil {

@@ -243,7 +243,11 @@ try {
   await tid(page, 'open-serial').click();
   await tid(page, 'serial-terminal').waitFor({ timeout: 10_000 });
 
-  step('NICs: a network and subnet made on the networks page, a NIC on it added to the running VM from its page (a bad address first, refused beside the field; then its port and address shown), then removed, and the network deleted');
+  // This test's host has no underlay address (its agent runs in the
+  // machine's own network namespace, which a test must not program): the
+  // server makes the NIC's port and address, its agent cannot plug it. The
+  // hot-plug itself is the network end-to-end test's.
+  step("NICs: a network and subnet made on the networks page, a NIC on it added to the running VM from its page (a bad address first, refused beside the field; then the port's address and MAC shown), then removed, and the network deleted");
   await tid(page, 'nav-networks').click();
   await tid(page, 'network-table').waitFor({ timeout: 15_000 });
   await tid(page, 'network-name').fill('nic-net');
