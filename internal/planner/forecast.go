@@ -230,4 +230,3 @@ func fitTrend(times []time.Time, values []float64, fixed, capacity float64) Tren
 	}
 	return tr
 }
-
