@@ -6,70 +6,6 @@ import (
 	"slices"
 )
 
-// Plan is where every VM should run to use the fewest hosts, and what it
-// takes to get there.
-type Plan struct {
-	// Options are the options the plan was made with, defaults filled in.
-	Options Options `json:"options"`
-	// HostsBefore counts the hosts running VMs now; HostsAfter the hosts
-	// the plan runs VMs on.
-	HostsBefore int `json:"hostsBefore"`
-	HostsAfter  int `json:"hostsAfter"`
-	// LowerBound is a count no plan can beat: per provider, the fewest of
-	// the largest hosts whose capacity covers the total demand of CPU and
-	// of memory.
-	LowerBound int        `json:"lowerBound"`
-	Hosts      []HostPlan `json:"hosts"`
-	// Placement is every placed VM's host in the plan, by VM name.
-	Placement []Assignment `json:"placement"`
-	// Moves are the VMs whose host changes, by VM name.
-	Moves    []Move     `json:"moves"`
-	Unplaced []Unplaced `json:"unplaced,omitempty"`
-	Savings  Savings    `json:"savings"`
-}
-
-// HostPlan is one host before and after the plan.
-type HostPlan struct {
-	Name     string `json:"name"`
-	Cluster  string `json:"cluster,omitempty"`
-	Provider string `json:"provider,omitempty"`
-	Cordoned bool   `json:"cordoned,omitempty"`
-	// Capacity is what the plan may fill: the host's CPUs and memory at
-	// the target utilization.
-	Capacity Usage `json:"capacity"`
-	// Before and After are the demand of the VMs on the host now and in
-	// the plan, sized as the plan sizes them.
-	Before    Usage `json:"before"`
-	After     Usage `json:"after"`
-	VMsBefore int   `json:"vmsBefore"`
-	VMsAfter  int   `json:"vmsAfter"`
-}
-
-// Assignment is a VM's host in a plan and the size the plan gave it.
-type Assignment struct {
-	VM     string `json:"vm"`
-	Host   string `json:"host"`
-	Size   Usage  `json:"size"`
-	Source string `json:"source"` // history, demand or allocation
-}
-
-// Move is a VM the plan runs on another host.
-type Move struct {
-	VM   string `json:"vm"`
-	From string `json:"from,omitempty"`
-	To   string `json:"to"`
-}
-
-// Savings is what the hosts the plan leaves empty hold.
-type Savings struct {
-	// Hosts counts the hosts that take no VM in the plan (cordoned ones
-	// aside); Freed names those among them that run VMs now.
-	Hosts     int      `json:"hosts"`
-	Freed     []string `json:"freed,omitempty"`
-	CPUs      float64  `json:"cpus"`
-	MemoryMiB float64  `json:"memoryMiB"`
-}
-
 // Consolidate plans the estate onto the fewest hosts at the target
 // utilization: first-fit-decreasing by dominant resource, then a pass that
 // empties lightly loaded hosts, then passes that keep VMs where they run
@@ -79,7 +15,7 @@ func Consolidate(snap Snapshot, opts Options) (*Plan, error) {
 }
 
 func consolidate(snap Snapshot, opts Options, grow float64) (*Plan, error) {
-	opts, err := opts.withDefaults(DefaultTargetUtilization)
+	opts, err := withDefaults(opts, DefaultTargetUtilization)
 	if err != nil {
 		return nil, err
 	}

@@ -6,37 +6,6 @@ import (
 	"time"
 )
 
-// ClusterForecast is when a cluster runs out of CPU or memory if demand
-// keeps its linear trend.
-type ClusterForecast struct {
-	Cluster string `json:"cluster"`
-	Hosts   int    `json:"hosts"`
-	VMs     int    `json:"vms"`
-	CPU     Trend  `json:"cpu"`
-	Memory  Trend  `json:"memory"`
-	// RunsOut is the resource that runs out first ("cpu" or "memory"),
-	// RunsOutAt when; empty when neither grows toward its capacity.
-	RunsOut   string     `json:"runsOut,omitempty"`
-	RunsOutAt *time.Time `json:"runsOutAt,omitempty"`
-}
-
-// Trend is a least-squares line through a cluster's total demand of one
-// resource over its history.
-type Trend struct {
-	// Capacity is the cluster's hosts' total at the threshold.
-	Capacity float64 `json:"capacity"`
-	// Now is the trend's value at the last sample; PerDay its slope.
-	Now    float64 `json:"now"`
-	PerDay float64 `json:"perDay"`
-	// Points is how many time points the line was fitted to.
-	Points    int        `json:"points"`
-	RunsOutAt *time.Time `json:"runsOutAt,omitempty"`
-	DaysLeft  *float64   `json:"daysLeft,omitempty"`
-	// Note says why there is no date: "no history", "not growing", or
-	// "already over capacity".
-	Note string `json:"note,omitempty"`
-}
-
 // forecastBucket aligns samples taken at slightly different times.
 const forecastBucket = 5 * time.Minute
 
@@ -45,7 +14,7 @@ const forecastBucket = 5 * time.Minute
 // history at their allocation) and says when it crosses the cluster's
 // capacity at the target utilization (default 1: all of it).
 func Forecast(snap Snapshot, opts Options) ([]ClusterForecast, error) {
-	opts, err := opts.withDefaults(1)
+	opts, err := withDefaults(opts, 1)
 	if err != nil {
 		return nil, err
 	}

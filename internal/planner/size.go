@@ -98,12 +98,6 @@ type item struct {
 	conflict string
 }
 
-// Unplaced is a VM the plan found no host for, and why.
-type Unplaced struct {
-	VM     string `json:"vm"`
-	Reason string `json:"reason"`
-}
-
 // buildItems groups VMs into items (one per VM, one per affinity group),
 // in VM order. VMs that cannot be an item (an affinity group pinned to
 // two hosts, a pin to a host that does not exist) are returned unplaced.

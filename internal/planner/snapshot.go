@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/polyvisor/polyvisor/api"
 )
 
 // Snapshot is an estate as the planner sees it.
@@ -75,25 +77,23 @@ type Sample struct {
 	MemoryMiB float64   `json:"memoryMiB"`
 }
 
-// Usage is an amount of CPU (cores) and memory (MiB).
-type Usage struct {
-	CPU       float64 `json:"cpu"`
-	MemoryMiB float64 `json:"memoryMiB"`
-}
-
-// Options tune a plan.
-type Options struct {
-	// TargetUtilization is the fraction of a host's capacity a plan may
-	// fill, in (0, 1]; zero means DefaultTargetUtilization (Consolidate,
-	// WhatIf) or 1 (Forecast: when capacity runs out entirely).
-	TargetUtilization float64 `json:"targetUtilization,omitempty"`
-	// Percentile of a VM's demand history it is sized at, in (0, 100];
-	// zero means DefaultPercentile.
-	Percentile float64 `json:"percentile,omitempty"`
-	// CrossProvider lets VMs be planned onto hosts of another provider
-	// (sizing an estate for new hosts before a conversion).
-	CrossProvider bool `json:"crossProvider,omitempty"`
-}
+// Result and option types are the API's wire types, so that a plan
+// reaches a client as the planner made it.
+type (
+	Usage           = api.PlanUsage
+	Options         = api.PlanOptions
+	Plan            = api.Plan
+	HostPlan        = api.PlanHost
+	Assignment      = api.PlanAssignment
+	Move            = api.PlanMove
+	Unplaced        = api.PlanUnplaced
+	Savings         = api.PlanSavings
+	Change          = api.PlanChange
+	HostShape       = api.PlanHostShape
+	WhatIfResult    = api.WhatIf
+	ClusterForecast = api.ClusterForecast
+	Trend           = api.ForecastTrend
+)
 
 // Defaults of Options.
 const (
@@ -116,7 +116,7 @@ func badInput(field, format string, args ...any) error {
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
 // withDefaults checks opts and fills in zero fields.
-func (o Options) withDefaults(target float64) (Options, error) {
+func withDefaults(o Options, target float64) (Options, error) {
 	if o.TargetUtilization == 0 {
 		o.TargetUtilization = target
 	}

@@ -5,44 +5,6 @@ import (
 	"slices"
 )
 
-// Change is a hypothetical change to an estate.
-type Change struct {
-	// AddHosts adds Count hosts of each shape.
-	AddHosts []HostShape `json:"addHosts,omitempty"`
-	// RemoveHosts takes hosts out; their VMs must go elsewhere.
-	RemoveHosts []string `json:"removeHosts,omitempty"`
-	// GrowPercent grows every VM's demand (and allocation) by this much.
-	GrowPercent float64 `json:"growPercent,omitempty"`
-}
-
-// HostShape is a kind of host to add.
-type HostShape struct {
-	Count            int               `json:"count"`
-	CPUs             float64           `json:"cpus"`
-	MemoryMiB        float64           `json:"memoryMiB"`
-	Cluster          string            `json:"cluster,omitempty"`
-	Provider         string            `json:"provider,omitempty"`
-	CPUOvercommit    float64           `json:"cpuOvercommit,omitempty"`
-	MemoryOvercommit float64           `json:"memoryOvercommit,omitempty"`
-	Labels           map[string]string `json:"labels,omitempty"`
-}
-
-// WhatIfResult is the estate's plan after a change, beside its plan now.
-type WhatIfResult struct {
-	Change Change `json:"change"`
-	// Added names the hosts the change added.
-	Added []string `json:"added,omitempty"`
-	// Fits is true when every VM has a host after the change.
-	Fits bool `json:"fits"`
-	// Now is the consolidation of the estate as it is; After the same
-	// after the change.
-	Now   *Plan `json:"now"`
-	After *Plan `json:"after"`
-	// Headroom is the capacity the plan after the change leaves free on
-	// all its hosts (cordoned ones aside), at the target utilization.
-	Headroom Usage `json:"headroom"`
-}
-
 // maxAddedHosts bounds a change so a typo cannot ask for a billion hosts.
 const maxAddedHosts = 100000
 

@@ -6,68 +6,28 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/xuri/excelize/v2"
-
 	"github.com/polyvisor/polyvisor/internal/planner"
+	"github.com/polyvisor/polyvisor/internal/rvtools/rvtoolstest"
 )
 
-// RVTools' own column order (4.x), trimmed to a realistic prefix.
+type book = rvtoolstest.Book
+
 var (
-	infoHeader = []any{"VM", "Powerstate", "Template", "SRM Placeholder", "Config status", "DNS Name", "CPUs", "Memory", "NICs", "Disks", "Provisioned MiB", "In Use MiB", "Datacenter", "Cluster", "Host", "OS according to the configuration file", "VM ID", "VI SDK Server"}
-	cpuHeader  = []any{"VM", "Powerstate", "Template", "CPUs", "Sockets", "Cores p/s", "Max", "Overall", "Level", "Shares", "Reservation", "Entitlement", "DRS Entitlement", "Limit", "Hot Add", "Hot Remove", "Datacenter", "Cluster", "Host"}
-	memHeader  = []any{"VM", "Powerstate", "Template", "Size MiB", "Memory Reservation Locked To Max", "Overhead", "Max", "Consumed", "Consumed Overhead", "Private", "Shared", "Swapped", "Ballooned", "Active", "Entitlement", "DRS Entitlement", "Datacenter", "Cluster", "Host"}
-	hostHeader = []any{"Host", "Datacenter", "Cluster", "Config status", "in Maintenance Mode", "CPU Model", "Speed", "HT Available", "HT Active", "# CPU", "Cores per CPU", "# Cores", "CPU usage %", "# Memory", "Memory usage %", "# NICs", "# VMs total", "# vCPUs"}
+	infoHeader, cpuHeader, memHeader, hostHeader = rvtoolstest.InfoHeader, rvtoolstest.CPUHeader, rvtoolstest.MemHeader, rvtoolstest.HostHeader
+	info, cpuRow, memRow                         = rvtoolstest.Info, rvtoolstest.CPU, rvtoolstest.Memory
 )
 
-func info(vm, power, tmpl string, cpus, mem any, host string) []any {
-	return []any{vm, power, tmpl, "False", "green", vm + ".corp", cpus, mem, 1, 1, 40960, 20480, "dc1", "prod", host, "Ubuntu Linux (64-bit)", "vm-1", "vc.corp"}
+func hostRow(name, maint string, speed, cores, mem any) []any {
+	return rvtoolstest.Host(name, "prod", maint, speed, cores, mem)
 }
 
-func cpuRow(vm string, overall any) []any {
-	return []any{vm, "poweredOn", "False", 4, 2, 2, 10400, overall, "normal", 4000, 0, 0, 0, -1, "False", "False", "dc1", "prod", "esx1"}
-}
-
-func memRow(vm string, consumed any) []any {
-	return []any{vm, "poweredOn", "False", 8192, "False", 60, 8192, consumed, 60, 3000, 100, 0, 0, 800, 2000, 2000, "dc1", "prod", "esx1"}
-}
-
-func hostRow(name string, maint string, speed, cores, mem any) []any {
-	return []any{name, "dc1", "prod", "green", maint, "Intel(R) Xeon(R) Gold 6248", speed, "True", "True", 2, 20, cores, 30, mem, 45, 4, 10, 40}
-}
-
-type book map[string][][]any
-
-// workbook writes sheets in RVTools' order with excelize.
-func workbook(t *testing.T, b book) *bytes.Buffer {
+func workbook(t *testing.T, b book) *bytes.Reader {
 	t.Helper()
-	f := excelize.NewFile()
-	defer f.Close()
-	first := true
-	for _, sheet := range []string{SheetInfo, SheetCPU, SheetMemory, "vDisk", SheetHost} {
-		rows, ok := b[sheet]
-		if !ok {
-			continue
-		}
-		if first {
-			if err := f.SetSheetName("Sheet1", sheet); err != nil {
-				t.Fatal(err)
-			}
-			first = false
-		} else if _, err := f.NewSheet(sheet); err != nil {
-			t.Fatal(err)
-		}
-		for i, row := range rows {
-			cell, _ := excelize.CoordinatesToCellName(1, i+1)
-			if err := f.SetSheetRow(sheet, cell, &row); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	var buf bytes.Buffer
-	if err := f.Write(&buf); err != nil {
+	raw, err := b.Bytes()
+	if err != nil {
 		t.Fatal(err)
 	}
-	return &buf
+	return bytes.NewReader(raw)
 }
 
 func goodBook() book {
