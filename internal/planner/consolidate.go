@@ -7,9 +7,10 @@ import (
 )
 
 // Consolidate plans the estate onto the fewest hosts at the target
-// utilization: first-fit-decreasing by dominant resource, then a pass that
-// empties lightly loaded hosts, then passes that keep VMs where they run
-// when that costs no host.
+// utilization: first-fit-decreasing by dominant resource (and, for up to
+// 20,000 VMs per provider, three other orders, keeping the best), each
+// followed by a pass that empties lightly loaded hosts, then passes that
+// keep VMs where they run when that costs no host.
 func Consolidate(snap Snapshot, opts Options) (*Plan, error) {
 	return consolidate(snap, opts, 1)
 }
@@ -68,8 +69,7 @@ func consolidate(snap Snapshot, opts Options, grow float64) (*Plan, error) {
 	}
 	lower := 0
 	for pi, pt := range p.parts {
-		failed = append(failed, p.pack(pt, perPart[pi])...)
-		p.improve(pt)
+		failed = append(failed, p.packBest(pt, perPart[pi])...)
 		p.relabel(pt, vms, hostIdx)
 		p.stayHome(pt, perPart[pi])
 		lower += p.lowerBound(pt, perPart[pi])
