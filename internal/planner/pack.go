@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"strings"
 )
@@ -80,6 +81,7 @@ type partition struct {
 }
 
 type packer struct {
+	rng   *rand.Rand
 	hosts []hostState
 	items []item
 	where []int // item -> host index, or -1
@@ -232,6 +234,14 @@ func (pt *partition) dominant(it *item) (float64, float64) {
 // share, by the sum of the shares, by CPU, by memory.
 const orders = 4
 
+// perturbedItems bounds the partitions that also try perturbedRuns orders
+// with randomly shaken keys (randomized first-fit decreasing): cheap on
+// small estates, where one host more is a large share.
+const (
+	perturbedItems = 2000
+	perturbedRuns  = 60
+)
+
 // multiOrderItems bounds the partitions that try every order; larger ones
 // try the first only, keeping a plan of 100,000 VMs within seconds. The
 // bound depends on the input only, so plans stay deterministic.
@@ -245,6 +255,12 @@ func (p *packer) packBest(pt *partition, itemIdx []int) []int {
 	if len(itemIdx) <= multiOrderItems {
 		n = orders
 	}
+	if len(itemIdx) <= perturbedItems {
+		n += perturbedRuns
+	}
+	// The perturbed orders draw from a generator seeded alike every time:
+	// the same input gives the same plan.
+	p.rng = rand.New(rand.NewPCG(0x706c616e, uint64(len(itemIdx))))
 	var bestFailed []int
 	var bestWhere []int
 	bestHosts := -1
@@ -306,12 +322,15 @@ func (p *packer) pack(pt *partition, itemIdx []int, order int) []int {
 	for k, ii := range free {
 		c, m := p.items[ii].size.on(pt.maxCPUR, pt.maxMemR)
 		sc, sm := share(c, pt.refCPU), share(m, pt.refMem)
-		switch order {
-		case 0:
+		switch {
+		case order >= orders:
+			// Dominant share, each item's key shaken by up to ±25 %.
+			ks[k] = keyed{ii, max(sc, sm) * (0.75 + 0.5*p.rng.Float64()), sc + sm}
+		case order == 0:
 			ks[k] = keyed{ii, max(sc, sm), sc + sm}
-		case 1:
+		case order == 1:
 			ks[k] = keyed{ii, sc + sm, max(sc, sm)}
-		case 2:
+		case order == 2:
 			ks[k] = keyed{ii, sc, sm}
 		default:
 			ks[k] = keyed{ii, sm, sc}
