@@ -60,3 +60,7 @@ func benchConsolidate(b *testing.B, hosts, vms int) {
 // the plan's tables) and report its host count beside the lower bound.
 func BenchmarkConsolidate10kVMs1kHosts(b *testing.B)   { benchConsolidate(b, 1000, 10000) }
 func BenchmarkConsolidate100kVMs10kHosts(b *testing.B) { benchConsolidate(b, 10000, 100000) }
+
+// BenchmarkConsolidate1kVMs100Hosts is an estate small enough for the 64
+// orders (docs/PLANNING.md).
+func BenchmarkConsolidate1kVMs100Hosts(b *testing.B) { benchConsolidate(b, 100, 1000) }
