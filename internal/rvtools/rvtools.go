@@ -19,6 +19,7 @@ const (
 	// MaxUnzippedBytes bounds the workbook once unzipped (a zip bomb is
 	// refused, not expanded).
 	MaxUnzippedBytes = 512 << 20
+	maxSheetInMemory = 64 << 20
 	// MaxRows bounds each sheet.
 	MaxRows = 1_000_000
 )
@@ -68,7 +69,9 @@ type Options struct {
 // (vCPU's Overall MHz over its host's core speed; vMemory's Consumed).
 func Read(r io.Reader, opts Options) (*Import, error) {
 	f, err := excelize.OpenReader(r, excelize.Options{
-		RawCellValue: true, UnzipSizeLimit: MaxUnzippedBytes, UnzipXMLSizeLimit: MaxUnzippedBytes,
+		// Sheets larger than maxSheetInMemory are unzipped to a
+		// temporary file rather than memory.
+		RawCellValue: true, UnzipSizeLimit: MaxUnzippedBytes, UnzipXMLSizeLimit: maxSheetInMemory,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening the workbook: %w", err)
