@@ -26,7 +26,8 @@ var collections = map[string]string{
 	"snapshots": "snapshot", "hosts": "host", "join-tokens": "join-token", "streams": "stream",
 	"networks": "network", "subnets": "subnet", "ports": "port", "security-groups": "security-group",
 	"floating-ips": "floating-ip", "rules": "rule", "nics": "nic",
-	"servers": "server", "plans": "plan",
+	"servers": "server",
+	"plans":   "plan",
 }
 
 var methodVerbs = map[string]string{"GET": "read", "POST": "create", "PUT": "set", "PATCH": "update", "DELETE": "delete"}
