@@ -3,7 +3,8 @@
 # tests need (QEMU, qemu-utils, busybox-static, iproute2 for the second-host
 # and network tests, dnsmasq-base, nftables and ethtool for the network
 # tests, etcd-server for the external-etcd test, libvirtd as a real libvirt
-# peer, Chromium for the browser tests, Prometheus for the scrape test),
+# peer, Chromium for the browser tests, Prometheus for the scrape test,
+# COIN-OR CBC for the planner's exactness test),
 # fetches the Go modules and npm packages, builds the web console and the
 # tiny test guest, and runs the web console's unit tests, `go vet`, a short
 # run of every fuzz target and `go test` (whose browser test drives the
@@ -24,7 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-apt_install "${HOST_PACKAGES[@]}" iproute2 etcd-server chromium prometheus openssl util-linux dnsmasq-base nftables ethtool
+apt_install "${HOST_PACKAGES[@]}" iproute2 etcd-server chromium prometheus openssl util-linux dnsmasq-base nftables ethtool coinor-cbc
 ensure_go
 go mod download
 build_web

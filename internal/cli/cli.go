@@ -87,6 +87,7 @@ func NewRootCommand(extra ...*cobra.Command) *cobra.Command {
 	root.AddCommand(a.networkCommand(), a.subnetCommand(), a.portCommand(), a.secgroupCommand(), a.floatingIPCommand())
 	root.AddCommand(a.versionCommand())
 	root.AddCommand(a.poolCommand(), a.volumeCommand())
+	root.AddCommand(a.planCommand())
 	// The client verbs' errors speak of the CLI's flags and config; the
 	// daemons have their own.
 	a.explainErrors(root)

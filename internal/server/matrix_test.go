@@ -192,6 +192,11 @@ var policy = map[string]string{
 	"GET /v1/cluster/peer/audit":           "peer",
 	"GET /v1/cluster/peer/images/{uid}":    "peer",
 	"POST /v1/cluster/peer/streams/{host}": "peer",
+
+	// Capacity plans: they show every host and every project's VMs.
+	"POST /v1/plans/consolidate": "superadmin",
+	"POST /v1/plans/what-if":     "superadmin",
+	"POST /v1/plans/forecast":    "superadmin",
 }
 
 // callers are the identities the matrix tries: the env's users and hosts,

@@ -58,6 +58,7 @@ func (s *Server) routes() []route {
 	rs = append(rs, s.serverRoutes()...)
 	rs = append(rs, s.peerRoutes()...)
 	rs = append(rs, s.vmMigrationRoutes()...)
+	rs = append(rs, s.planRoutes()...)
 	return rs
 }
 

@@ -523,6 +523,16 @@ try {
     await expectText(tid(ap, 'host-schedulable'), /may be placed/, 15_000);
   }
 
+  if (await offers(ap, 'POST', '/v1/plans/consolidate')) {
+    step('a superadmin plans the live estate: each host before and after the consolidation, and the forecast');
+    await tid(ap, 'nav-capacity').click();
+    await tid(ap, 'plan-form').locator('button[type=submit]').click();
+    await expectText(tid(ap, 'plan-headline'), /hosts? now, \d+ in the plan/, 60_000);
+    await tid(ap, 'plan-hosts').locator('tr', { hasText: hostName }).waitFor({ timeout: 10_000 });
+    await tid(ap, 'forecast-clusters').waitFor({ timeout: 10_000 });
+    await shot(ap, 'capacity');
+  }
+
   step('providers: a bad URL is refused beside its field; a libvirt provider is added, synced, refreshed and removed');
   await tid(ap, 'nav-providers').click();
   await loaded(ap, 'providers-count');

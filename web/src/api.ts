@@ -218,3 +218,16 @@ export function drainHost(name: string): Promise<HostDrain> {
 export function uploadImage(project: string, name: string, kind: string, file: File, pub: boolean, onProgress: (sent: number, total: number) => void, signal?: AbortSignal): Promise<Operation> {
   return upload<Operation>('/v1/images' + q({ project, name, kind, public: pub }), file, onProgress, signal);
 }
+
+// plan asks for a capacity plan (POST /v1/plans/{kind}) of the live
+// estate, or of an RVTools workbook sent beside the request as
+// multipart/form-data.
+export async function plan<T>(kind: 'consolidate' | 'what-if' | 'forecast', req: object, workbook?: File, signal?: AbortSignal): Promise<T> {
+  const path = `/v1/plans/${kind}`;
+  if (!workbook) return call<T>('POST', path, req, signal);
+  const form = new FormData();
+  form.append('request', JSON.stringify(req));
+  form.append('rvtools', workbook);
+  const resp = await fetch(path, { method: 'POST', headers: authHeaders('application/json'), body: form, signal });
+  return answer<T>(path, resp.status, resp.statusText, await resp.text(), resp.headers.get('Retry-After'));
+}
