@@ -53,23 +53,29 @@ const (
 	followRetryMax = 5 * time.Second
 )
 
-// FollowEvents follows the event stream as Events does, and when the
-// stream is cut off (its server went away, or lost its store) opens it
-// again, at whichever server answers, after the revision of the last
-// event it delivered: no event is missed or given twice. It stops on an
+// FollowEvents follows the event stream as Events does (open when it
+// returns), and when the stream is cut off (its server went away, or lost
+// its store) opens it again, at whichever server answers, after the
+// revision of the last event it delivered: no event is missed or given
+// twice. It stops on an
 // error a retry cannot mend, and yields it: credentials or permissions,
 // a bad request, or a revision no longer kept (api.CodeGone: read the
 // objects again, then follow from now). Cancel ctx to stop.
 func (c *Client) FollowEvents(ctx context.Context, opts EventOptions) (<-chan api.Event, <-chan error) {
 	out := make(chan api.Event, 16)
 	errc := make(chan error, 1)
+	// The first stream is open when this returns, as with Events: from
+	// now means from the call, not from some later moment.
+	after, events, serr := c.openEvents(ctx, EventOptions{Types: opts.Types, Since: opts.Since})
 	go func() {
 		defer close(errc)
 		defer close(out)
 		last := opts.Since
 		pause := followRetryMin
-		for {
-			after, events, serr := c.openEvents(ctx, EventOptions{Types: opts.Types, Since: last})
+		for first := true; ; first = false {
+			if !first {
+				after, events, serr = c.openEvents(ctx, EventOptions{Types: opts.Types, Since: last})
+			}
 			if last == 0 {
 				last = after
 			}
