@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -63,11 +64,20 @@ func waitDone(t *testing.T, c *client.Client) func(*api.Operation, error) *api.O
 	}
 }
 
-// imageFiles lists the files of the server's image store.
+// imageFiles lists the files of the server's image store: imports under
+// way and blobs.
 func (e *env) imageFiles() []string {
-	entries, _ := os.ReadDir(filepath.Join(e.dataDir, "images"))
+	dir := filepath.Join(e.dataDir, "images")
+	entries, _ := os.ReadDir(dir)
 	var names []string
 	for _, en := range entries {
+		if en.Name() == "sha256" {
+			blobs, _ := os.ReadDir(filepath.Join(dir, "sha256"))
+			for _, b := range blobs {
+				names = append(names, "sha256/"+b.Name())
+			}
+			continue
+		}
 		names = append(names, en.Name())
 	}
 	return names
@@ -638,7 +648,11 @@ func TestImageImportSlots(t *testing.T) {
 	if done := waitDone(t, member)(op, nil); done.Status != api.OpCancelled {
 		t.Fatalf("the cancelled import: %s %+v", done.Status, done.Error)
 	}
-	if done := waitDone(t, member)(member.UploadImage(ctx, "third", api.ImageDisk, bytes.NewReader(small), int64(len(small)), nil)); done.Status != api.OpSucceeded {
+	// Bytes of its own, so that its file is not one the store holds
+	// already (images with the same bytes share one).
+	third := make([]byte, 1<<20)
+	crand.Read(third)
+	if done := waitDone(t, member)(member.UploadImage(ctx, "third", api.ImageDisk, bytes.NewReader(third), int64(len(third)), nil)); done.Status != api.OpSucceeded {
 		t.Fatalf("an import after a cancelled one: %s %+v", done.Status, done.Error)
 	}
 	if after := e.imageFiles(); len(after) != len(before)+1 {

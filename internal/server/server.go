@@ -26,6 +26,7 @@ import (
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/atomicfile"
 	"github.com/polyvisor/polyvisor/internal/audit"
+	"github.com/polyvisor/polyvisor/internal/blobstore"
 	"github.com/polyvisor/polyvisor/internal/cluster"
 	"github.com/polyvisor/polyvisor/internal/controller"
 	"github.com/polyvisor/polyvisor/internal/controller/admission"
@@ -238,6 +239,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(s.imageDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating image dir: %w", err)
 	}
+	blobs, err := blobstore.Open(s.imageDir)
+	if err != nil {
+		return nil, err
+	}
 	if err := s.setupTLS(); err != nil {
 		return nil, err
 	}
@@ -329,7 +334,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			Beats: beats, Migrations: s.migrations, Volumes: s.volumes,
 		},
 		Secrets: s.secrets, Scheduler: cfg.Scheduler, HeartbeatTimeout: cfg.HeartbeatTimeout,
-		LeaseInterval: cfg.LeaseInterval, ImageDir: s.imageDir, MinFreeBytes: int64(cfg.MinFreeBytes),
+		LeaseInterval: cfg.LeaseInterval, ImageDir: s.imageDir, ImageBlobs: blobs, MinFreeBytes: int64(cfg.MinFreeBytes),
 		ProviderFactory: cfg.ProviderFactory, ProviderResync: cfg.ProviderResync,
 		Metrics: s.metrics, ErrorOf: toAPIError, Audit: s.auditSystem, Logger: cfg.Logger,
 		Counted: s.net.m.Counted, Leaders: []func(context.Context, store.Writer){s.net.m.RunJanitor},
