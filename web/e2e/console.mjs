@@ -189,7 +189,7 @@ try {
   await tid(page, 'wizard-memory').fill('256');
   await tid(page, 'wizard-kernel').selectOption(env('PV_KERNEL'));
   await tid(page, 'wizard-initrd').selectOption(env('PV_INITRD'));
-  await tid(page, 'wizard-cmdline').fill('console=ttyS0 quiet');
+  await tid(page, 'wizard-cmdline').fill('console=ttyS0 quiet no_timer_check');
   await tid(page, 'wizard-submit').click();
   await tid(page, 'error-name').waitFor({ timeout: 15_000 });
   console.log(`inline error: ${(await text(tid(page, 'error-name'))).trim()}`);
