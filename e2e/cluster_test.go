@@ -62,7 +62,7 @@ func TestClusterThreeServers(t *testing.T) {
 	// An image imported through s1 is copied to every server.
 	img := uploadKernel(t, s1.tls(""))
 	for _, s := range tc.s {
-		path := filepath.Join(s.dataDir, "images", img.UID)
+		path := filepath.Join(s.dataDir, "images", "sha256", img.SHA256) // the blob of its content
 		eventually(t, 30*time.Second, "server "+s.name+" holds the image", func() error {
 			b, err := os.ReadFile(path)
 			if err != nil {
