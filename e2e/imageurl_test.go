@@ -82,7 +82,12 @@ func TestImageImportFromURL(t *testing.T) {
 	if _, err := c.GetImage(ctx, "missing"); !client.IsNotFound(err) {
 		t.Fatalf("a failed import left its image behind: GET answers %v, want 404", err)
 	}
-	if files := listDir(t, filepath.Join(srv.dataDir, "images")); len(files) != 1 {
-		t.Fatalf("image dir holds %v, want only the imported image", files)
+	// Ready images are blobs under images/sha256; an import under way is
+	// a file beside it.
+	if files := listDir(t, filepath.Join(srv.dataDir, "images")); len(files) != 1 || files[0] != "sha256" {
+		t.Fatalf("image dir holds %v, want only the blob store", files)
+	}
+	if blobs := listDir(t, filepath.Join(srv.dataDir, "images", "sha256")); len(blobs) != 1 {
+		t.Fatalf("blob store holds %v, want only the imported image", blobs)
 	}
 }
