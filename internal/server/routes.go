@@ -57,6 +57,7 @@ func (s *Server) routes() []route {
 	rs = append(rs, s.volumeRoutes()...)
 	rs = append(rs, s.serverRoutes()...)
 	rs = append(rs, s.peerRoutes()...)
+	rs = append(rs, s.haRoutes()...)
 	return rs
 }
 
