@@ -23,6 +23,14 @@ func (s *Server) haRoutes() []route {
 	}
 }
 
+// haRefused is a 422 naming the ha field: the VM's disks do not allow a
+// restart on another host.
+func haRefused(format string, args ...any) *api.Error {
+	e := api.Unprocessable(format, args...)
+	e.Field = "ha"
+	return e
+}
+
 // validHA checks an HA policy named in field; empty is allowed.
 func validHA(field, v string) error {
 	switch v {
@@ -38,10 +46,10 @@ func validHA(field, v string) error {
 // shared storage.
 func (s *Server) haIneligible(vm *api.VM) error {
 	if vm.Spec.Provider != nil {
-		return api.Invalid("ha", "vm %q runs in a connected estate, which restarts its vms by its own policy", vm.Name)
+		return haRefused("vm %q runs in a connected estate, which restarts its vms by its own policy", vm.Name)
 	}
 	if len(vm.Spec.Disks) > 0 {
-		return api.Invalid("ha", "vm %q has disks of its own (%q) on host %q: only a vm whose disks are all volumes of a shared pool can be restarted on another host", vm.Name, vm.Spec.Disks[0].Name, vm.Spec.Host)
+		return haRefused("vm %q has disks of its own (%q) on host %q: only a vm whose disks are all volumes of a shared pool can be restarted on another host", vm.Name, vm.Spec.Disks[0].Name, vm.Spec.Host)
 	}
 	for _, a := range vm.Spec.Volumes {
 		if err := s.sharedVolume(vm.Project, a.Volume); err != nil {
@@ -55,10 +63,10 @@ func (s *Server) haIneligible(vm *api.VM) error {
 func (s *Server) sharedVolume(project, name string) error {
 	v, ok := s.volumes.Get(api.Key(project, name))
 	if !ok {
-		return api.Invalid("ha", "volume %q is not found", name)
+		return haRefused("volume %q is not found", name)
 	}
 	if p, ok := s.pools.Get(v.Spec.Pool); !ok || p.Spec.Kind != api.PoolShared {
-		return api.Invalid("ha", "volume %q is in pool %q, which is not shared: only a vm whose disks are all volumes of a shared pool can be restarted on another host", name, v.Spec.Pool)
+		return haRefused("volume %q is in pool %q, which is not shared: only a vm whose disks are all volumes of a shared pool can be restarted on another host", name, v.Spec.Pool)
 	}
 	return nil
 }
@@ -73,7 +81,7 @@ func haOfCreate(req *api.VMCreate, proj *api.Project) (string, error) {
 	local := len(req.Disks) > 0 || req.Provider != "" || req.Template != ""
 	switch {
 	case req.HA == api.HARestart && local:
-		return "", api.Invalid("ha", "vm %q would have disks of its own on its host: only a vm whose disks are all volumes of a shared pool can be restarted on another host (create it without disks and attach volumes of a shared pool)", req.Name)
+		return "", haRefused("vm %q would have disks of its own on its host: only a vm whose disks are all volumes of a shared pool can be restarted on another host (create it without disks and attach volumes of a shared pool)", req.Name)
 	case req.HA != "":
 		return req.HA, nil
 	case proj.Spec.HADefault == api.HARestart && !local:
