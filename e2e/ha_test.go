@@ -175,6 +175,14 @@ func (w *haWorld) cutAndRecover(t *testing.T, from, to *netHost, uid string) (ma
 		return nil
 	})
 	marker = time.Since(t0)
+	if vm, err := c.GetVM(ctx, "havm"); err == nil && vm.Spec.HARestart != nil {
+		h, _ := c.GetHost(ctx, from.name)
+		op, _ := c.GetOperation(ctx, vm.Spec.HARestart.Operation)
+		if h != nil && h.Fence != nil && op != nil {
+			t.Logf("cut at %s: last heartbeat %+v, fenced %+v, restart placed %+v, running %+v (operation done), marker %v",
+				t0.Format("15:04:05.000"), h.Fence.LastHeartbeat.Sub(t0), h.Fence.FencedAt.Sub(t0), vm.Spec.HARestart.At.Sub(t0), op.FinishedAt.Sub(t0), marker)
+		}
+	}
 	if gone.IsZero() {
 		t.Fatalf("the old qemu %d still runs", oldPIDs[0])
 	}
