@@ -144,7 +144,7 @@ func (w *haWorld) createHA(t *testing.T, host string) *api.VM {
 // cutAndRecover cuts from off its network and waits for the HA VM to run
 // on the other host with its marker; it returns the time from the cut to
 // the marker and the time from the cut to the old QEMU's end.
-func (w *haWorld) cutAndRecover(t *testing.T, from, to *netHost, uid string) (marker, killed time.Duration) {
+func (w *haWorld) cutAndRecover(t *testing.T, from, to *netHost, uid string) (toMarker, killed time.Duration) {
 	t.Helper()
 	c, ctx := w.c, context.Background()
 	oldPIDs := qemuPIDs(uid)
@@ -153,7 +153,7 @@ func (w *haWorld) cutAndRecover(t *testing.T, from, to *netHost, uid string) (ma
 	}
 	t0 := time.Now()
 	from.link(t, "down")
-	var gone time.Time
+	var gone, booted time.Time
 	eventually(t, 60*time.Second, "the ha vm runs on "+to.name+" with its marker", func() error {
 		if gone.IsZero() && !alive(oldPIDs[0]) {
 			gone = time.Now()
@@ -169,24 +169,27 @@ func (w *haWorld) cutAndRecover(t *testing.T, from, to *netHost, uid string) (ma
 		if err != nil {
 			return err
 		}
+		if booted.IsZero() && strings.Contains(string(b), marker) {
+			booted = time.Now()
+		}
 		if !strings.Contains(string(b), "ha-found-marker") {
 			return fmt.Errorf("no marker yet on %s", to.name)
 		}
 		return nil
 	})
-	marker = time.Since(t0)
+	found := time.Since(t0)
 	if vm, err := c.GetVM(ctx, "havm"); err == nil && vm.Spec.HARestart != nil {
 		h, _ := c.GetHost(ctx, from.name)
 		op, _ := c.GetOperation(ctx, vm.Spec.HARestart.Operation)
 		if h != nil && h.Fence != nil && op != nil {
-			t.Logf("cut at %s: last heartbeat %+v, fenced %+v, restart placed %+v, running %+v (operation done), marker %v",
-				t0.Format("15:04:05.000"), h.Fence.LastHeartbeat.Sub(t0), h.Fence.FencedAt.Sub(t0), vm.Spec.HARestart.At.Sub(t0), op.FinishedAt.Sub(t0), marker)
+			t.Logf("cut at %s: last heartbeat %+v, fenced %+v, restart placed %+v, running %+v (operation done), guest booted %v, volume's marker found %v",
+				t0.Format("15:04:05.000"), h.Fence.LastHeartbeat.Sub(t0), h.Fence.FencedAt.Sub(t0), vm.Spec.HARestart.At.Sub(t0), op.FinishedAt.Sub(t0), booted.Sub(t0), found)
 		}
 	}
 	if gone.IsZero() {
 		t.Fatalf("the old qemu %d still runs", oldPIDs[0])
 	}
-	return marker, gone.Sub(t0)
+	return found, gone.Sub(t0)
 }
 
 // TestHARestart: an HA VM whose root volume is in a shared pool runs on
