@@ -26,10 +26,14 @@ const (
 )
 
 // haScript is the HA guest's boot script: it waits for its volume, then
-// either finds the marker a previous boot wrote there or writes it.
+// either finds the marker a previous boot wrote there or writes it, with
+// an fsync: a write the guest did not flush may be lost with the QEMU the
+// fencing kills, as with a power cut.
 const haScript = `while [ ! -b /dev/vda ]; do sleep 0.1; done
 m=$(head -c 6 /dev/vda)
-if [ "$m" = HAMARK ]; then echo "ha-found-marker"; else printf HAMARK >/dev/vda; sync; echo "ha-wrote-marker"; fi
+if [ "$m" = HAMARK ]; then echo "ha-found-marker"; exit 0; fi
+echo "ha-no-marker: $m"
+printf HAMARK | dd of=/dev/vda conv=fsync 2>/dev/null && echo "ha-wrote-marker"
 `
 
 // diskHolders lists the QEMU processes holding path open, from their
@@ -174,6 +178,9 @@ func (w *haWorld) cutAndRecover(t *testing.T, from, to *netHost, uid string) haT
 			booted = time.Now()
 		}
 		if !strings.Contains(string(b), "ha-found-marker") {
+			if i := strings.Index(string(b), "ha-no-marker"); i >= 0 {
+				t.Fatalf("the guest on %s did not find the marker on its volume: %s", to.name, strings.SplitN(string(b[i:]), "\n", 2)[0])
+			}
 			return fmt.Errorf("no marker yet on %s", to.name)
 		}
 		return nil
