@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -175,4 +178,64 @@ func TestHAPolicyAndFencing(t *testing.T) {
 	if vm, _ := m.GetVM(ctx, "hav"); vm.Spec.Host != "ha-b" {
 		t.Errorf("hav on %s after ha-a returned", vm.Spec.Host)
 	}
+}
+
+// TestHAFenceHook: with a fence hook that succeeds, a silent host is
+// fenced as soon as the hook ran (T_fence after its last heartbeat), long
+// before T_fence + margin, and the hook was given the host's name.
+func TestHAFenceHook(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "hook.out")
+	e := newEnv(t, Config{HA: HAConfig{FenceTimeout: time.Second, Margin: time.Minute,
+		Hook: []string{"sh", "-c", `echo "powering off $0 at $POLYVISOR_HOST_ADDRESS" >>` + out}}})
+	ctx := context.Background()
+	var alive, aliveB atomic.Bool
+	tok := e.haHost(ctx, "ha-a", &alive)
+	e.haHost(ctx, "ha-b", &aliveB)
+	if _, err := e.super.CreatePool(ctx, api.PoolCreate{Name: "sh", Kind: api.PoolShared, Path: "/srv/sh", Hosts: []string{"ha-a", "ha-b"}, Projects: []string{"pa"}}); err != nil {
+		t.Fatal(err)
+	}
+	raw := make([]byte, 4096)
+	op, err := e.super.WithProject("pa").UploadImage(ctx, "kern", api.ImageKernel, bytes.NewReader(raw), int64(len(raw)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op, err = e.super.WaitOperation(ctx, op.ID, nil); err != nil || op.Status != api.OpSucceeded {
+		t.Fatalf("importing a kernel: %+v %v", op, err)
+	}
+	m := e.as(api.RoleMember, "pa")
+	if _, err := m.CreateVM(ctx, api.VMCreate{Name: "hav", VCPUs: 1, MemoryMiB: 64, Host: "ha-a", HA: api.HARestart, Boot: api.Boot{Kernel: "kern"}}, client.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.ctlObserved(t, tok, "pa/hav")
+	alive.Store(false)
+	ctlEventually(t, 20*time.Second, "ha-a fenced by the hook", func() error {
+		h, err := e.super.GetHost(ctx, "ha-a")
+		if err != nil {
+			return err
+		}
+		if h.Fence == nil || h.Fence.State != api.FenceFenced {
+			return fmt.Errorf("fence %+v", h.Fence)
+		}
+		if h.Fence.By != "hook" || !strings.Contains(h.Fence.Hook, "powered off") {
+			t.Fatalf("fenced %+v, want by the hook", h.Fence)
+		}
+		if lag := h.Fence.FencedAt.Sub(h.Fence.LastHeartbeat); lag < time.Second || lag > 30*time.Second {
+			t.Fatalf("fenced %v after the last heartbeat, want from T_fence (1s) and well before the margin (1m)", lag)
+		}
+		return nil
+	})
+	b, err := os.ReadFile(out)
+	if err != nil || !strings.Contains(string(b), "powering off ha-a") {
+		t.Errorf("the hook's output %q, %v", b, err)
+	}
+	ctlEventually(t, 10*time.Second, "hav restarts on ha-b", func() error {
+		vm, err := m.GetVM(ctx, "hav")
+		if err != nil {
+			return err
+		}
+		if vm.Spec.Host != "ha-b" {
+			return fmt.Errorf("hav on %s", vm.Spec.Host)
+		}
+		return nil
+	})
 }
