@@ -133,11 +133,13 @@ func (w *haWorld) createHA(t *testing.T, host string) *api.VM {
 	c, ctx := w.c, context.Background()
 	req := api.VMCreate{Name: "havm", VCPUs: 1, MemoryMiB: 256, Host: host, HA: api.HARestart,
 		Boot: api.Boot{Kernel: imgKernel, Initrd: imgInitrd, Cmdline: guest.RunCmdline(haScript)}}
+	t0 := time.Now()
 	waitOK(t, c, mustOp(t)(c.CreateVM(ctx, req, client.CreateOptions{})))
 	if _, err := c.AttachVolume(ctx, "hadisk", "havm"); err != nil {
 		t.Fatal(err)
 	}
 	waitGuest(t, c, "havm", "ha-wrote-marker")
+	t.Logf("the ha vm's first boot: create to its marker written %v", time.Since(t0))
 	vm, err := c.GetVM(ctx, "havm")
 	if err != nil {
 		t.Fatal(err)
