@@ -14,6 +14,9 @@ const (
 	CodeTooManyRequests = "too_many_requests" // 429: rate limited; see Retry-After
 	CodeInternal        = "internal"          // 500
 	CodeUnavailable     = "unavailable"       // 503
+	// CodeGone (410): what was asked for is no longer kept, such as the
+	// events after a revision etcd has compacted away.
+	CodeGone = "gone"
 	// CodeInsufficientStorage (507): the server is read-only: a disk it
 	// writes to is full, or its store's database is at its quota.
 	CodeInsufficientStorage = "insufficient_storage"

@@ -331,6 +331,14 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"AuditVerification": reflect.TypeFor[api.AuditVerification](),
 		"AuditStatus":       reflect.TypeFor[api.AuditStatus](),
 		"Alarm":             reflect.TypeFor[api.Alarm](),
+		// VMs moved from other hypervisors.
+		"VMMigration":         reflect.TypeFor[api.VMMigration](),
+		"VMMigrationSpec":     reflect.TypeFor[api.VMMigrationSpec](),
+		"VMMigrationVM":       reflect.TypeFor[api.VMMigrationVM](),
+		"VMMigrationStatus":   reflect.TypeFor[api.VMMigrationStatus](),
+		"VMMigrationVMStatus": reflect.TypeFor[api.VMMigrationVMStatus](),
+		"VMMigrationCreate":   reflect.TypeFor[api.VMMigrationCreate](),
+		"VMMigrationList":     reflect.TypeFor[api.List[api.VMMigration]](),
 		// Live migration and host drain.
 		"VMMigrate":       reflect.TypeFor[api.VMMigrate](),
 		"Migration":       reflect.TypeFor[api.Migration](),
@@ -402,6 +410,23 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"VolumeList":             reflect.TypeFor[api.List[api.Volume]](),
 		"VolumeAttachment":       reflect.TypeFor[api.VolumeAttachment](),
 		"VolumeAttachmentStatus": reflect.TypeFor[api.VolumeAttachmentStatus](),
+
+		// Capacity plans.
+		"PlanRequest":     reflect.TypeFor[api.PlanRequest](),
+		"PlanOptions":     reflect.TypeFor[api.PlanOptions](),
+		"PlanUsage":       reflect.TypeFor[api.PlanUsage](),
+		"Plan":            reflect.TypeFor[api.Plan](),
+		"PlanHost":        reflect.TypeFor[api.PlanHost](),
+		"PlanAssignment":  reflect.TypeFor[api.PlanAssignment](),
+		"PlanMove":        reflect.TypeFor[api.PlanMove](),
+		"PlanUnplaced":    reflect.TypeFor[api.PlanUnplaced](),
+		"PlanSavings":     reflect.TypeFor[api.PlanSavings](),
+		"PlanChange":      reflect.TypeFor[api.PlanChange](),
+		"PlanHostShape":   reflect.TypeFor[api.PlanHostShape](),
+		"WhatIf":          reflect.TypeFor[api.WhatIf](),
+		"Forecast":        reflect.TypeFor[api.Forecast](),
+		"ClusterForecast": reflect.TypeFor[api.ClusterForecast](),
+		"ForecastTrend":   reflect.TypeFor[api.ForecastTrend](),
 	}
 	schemas := doc["components"].(map[string]any)["schemas"].(map[string]any)
 	for name, s := range schemas {

@@ -79,10 +79,19 @@ const (
 	EventFloatingIP    = "floating-ip"
 )
 
+// HeaderRevision is the header of GET /v1/events's answer that tells the
+// revision the stream follows after: a client that gets no event before
+// it is cut off resumes from it.
+const HeaderRevision = "X-Polyvisor-Revision"
+
 // Event is one item of GET /v1/events (newline-delimited JSON).
 type Event struct {
 	Type string    `json:"type"`
 	Time time.Time `json:"time"`
+	// Revision is the store revision of the change: the same at every
+	// server. A client cut off passes the last one it got as ?since= to
+	// resume, at any server, without missing an event.
+	Revision int64 `json:"revision"`
 	// Action is created, updated or deleted.
 	Action    string     `json:"action"`
 	Object    Ref        `json:"object"`

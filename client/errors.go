@@ -63,6 +63,8 @@ func codeForStatus(status int) string {
 		return api.CodeUnavailable
 	case http.StatusInsufficientStorage:
 		return api.CodeInsufficientStorage
+	case http.StatusGone:
+		return api.CodeGone
 	default:
 		return api.CodeInternal
 	}

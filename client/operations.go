@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
@@ -108,17 +107,4 @@ func (c *Client) CancelOperation(ctx context.Context, id string) (*api.Operation
 		return nil, fmt.Errorf("cancel operation %s: %w", id, err)
 	}
 	return &op, nil
-}
-
-// Events follows the event stream (GET /v1/events), restricted to the
-// given types (api.EventVM...; none means all). The events channel is
-// closed when the stream ends; the error channel then yields why, if for
-// a reason (ctx's error once it is cancelled; nothing when the server
-// closed the stream), and is closed. Cancel ctx to stop.
-func (c *Client) Events(ctx context.Context, types ...string) (<-chan api.Event, <-chan error) {
-	r := request{method: http.MethodGet, path: "/v1/events"}
-	if len(types) > 0 {
-		r.query = url.Values{"types": {strings.Join(types, ",")}}
-	}
-	return streamNDJSON[api.Event](ctx, c, r, "event stream")
 }

@@ -37,6 +37,13 @@ func (c *Client) dialWebsocket(ctx context.Context, path string, query url.Value
 // then yields the reason, if any (ctx's error when it was cancelled, nil
 // when the server ended the stream cleanly), and is closed.
 func streamNDJSON[T any](ctx context.Context, c *Client, r request, what string) (<-chan T, <-chan error) {
+	_, items, errc := openNDJSON[T](ctx, c, r, what)
+	return items, errc
+}
+
+// openNDJSON is streamNDJSON that also returns the answer's headers (nil
+// when the stream did not open).
+func openNDJSON[T any](ctx context.Context, c *Client, r request, what string) (http.Header, <-chan T, <-chan error) {
 	items := make(chan T, 16)
 	errc := make(chan error, 1)
 	// The stream is open when this returns: the server subscribes before it
@@ -47,7 +54,7 @@ func streamNDJSON[T any](ctx context.Context, c *Client, r request, what string)
 		errc <- fmt.Errorf("open %s: %w", what, err)
 		close(errc)
 		close(items)
-		return items, errc
+		return nil, items, errc
 	}
 	go func() {
 		defer close(errc)
@@ -75,5 +82,5 @@ func streamNDJSON[T any](ctx context.Context, c *Client, r request, what string)
 			}
 		}
 	}()
-	return items, errc
+	return resp.Header, items, errc
 }

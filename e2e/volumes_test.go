@@ -142,7 +142,7 @@ func TestVolumes(t *testing.T) {
 		return nil
 	})
 
-	cmdline := "console=ttyS0 quiet polyvisor.run=" + base64.StdEncoding.EncodeToString([]byte(volumeWatcher))
+	cmdline := "console=ttyS0 quiet no_timer_check polyvisor.run=" + base64.StdEncoding.EncodeToString([]byte(volumeWatcher))
 	for _, name := range []string{"va", "vb"} {
 		req := guestVM(name)
 		req.Boot.Cmdline = cmdline

@@ -98,7 +98,7 @@ func TestWebConsole(t *testing.T) {
 		t.Fatalf("the browser test failed: %v", err)
 	}
 	for _, f := range []string{"dashboard", "vm", "serial", "console", "images", "hosts", "host", "token-secret", "account",
-		"project", "quota", "providers", "users", "viewer", "theme"} {
+		"project", "quota", "providers", "users", "viewer", "theme", "capacity"} {
 		checkScreenshot(t, filepath.Join(shots, f+".png"))
 	}
 	if libvirt != "" {

@@ -3,7 +3,8 @@
 # tests need (QEMU, qemu-utils, busybox-static, iproute2 for the second-host
 # and network tests, dnsmasq-base, nftables and ethtool for the network
 # tests, etcd-server for the external-etcd test, libvirtd as a real libvirt
-# peer, Chromium for the browser tests, Prometheus for the scrape test),
+# peer, Chromium for the browser tests, Prometheus for the scrape test,
+# COIN-OR CBC for the planner's exactness test),
 # fetches the Go modules and npm packages, builds the web console and the
 # tiny test guest, and runs the web console's unit tests, `go vet`, a short
 # run of every fuzz target and `go test` (whose browser test drives the
@@ -15,8 +16,8 @@
 # that need root (namespaces, mounts, libvirtd, confining QEMU) skip instead,
 # as they do with POLYVISOR_REQUIRE_PEERS=0 set by hand.
 #
-# The packages with concurrency run under the race detector; the others
-# without it. The Go tests run through gotestsum, which ends the output with
+# The packages with concurrency run under the race detector, beside the
+# others without it; the end-to-end tests run last, alone. The Go tests run through gotestsum, which ends the output with
 # a summary: every skipped test with its reason, then every failure.
 #
 # Arguments are passed to `go test` (e.g. -run TestName).
@@ -24,7 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-apt_install "${HOST_PACKAGES[@]}" iproute2 etcd-server chromium prometheus openssl util-linux dnsmasq-base nftables ethtool
+apt_install "${HOST_PACKAGES[@]}" iproute2 etcd-server chromium prometheus openssl util-linux dnsmasq-base nftables ethtool coinor-cbc
 ensure_go
 go mod download
 build_web
@@ -80,25 +81,54 @@ done
 mapfile -t RACE_PKGS < <(go list "${RACE_DIRS[@]}")
 mapfile -t OTHER_PKGS < <(go list ./... | grep -vxF -f <(printf '%s\n' "${RACE_PKGS[@]}"))
 
-# go_tests runs both sets, one package at a time (the QEMU, libvirt and e2e
-# tests share the host's libvirtd and CPUs, and TCG guests boot on time only
-# when not starved), as test2json for gotestsum.
+# Three runs of go test, as test2json, each into its own file:
+#  - the race set, under -race, its packages one at a time (the server's
+#    tests run four at once within it: they wait on timers and the
+#    network more than they compute);
+#  - at the same time, the other packages but the end-to-end ones, one at
+#    a time: the QEMU, libvirt and network tests share the host's
+#    libvirtd, nftables and CPUs, and TCG guests boot on time only when
+#    not starved;
+#  - then, alone, the end-to-end tests, which boot the most guests.
+# The race set shares nothing with the others (no libvirtd, no guests, no
+# host network), so running it beside them only shares the CPUs.
 # (The lists travel as words: package paths hold no spaces.)
-go_tests() {
-	local rc=0
-	# shellcheck disable=SC2086
-	go test -json -race -p 1 -count=1 -timeout 25m "$@" $RACE_PKGS_LIST || rc=$?
-	# shellcheck disable=SC2086
-	go test -json -p 1 -count=1 -timeout 25m "$@" $OTHER_PKGS_LIST || rc=$?
-	return "$rc"
+OUT=.cache/test
+rm -rf "$OUT/sets"
+mkdir -p "$OUT/sets"
+E2E_PKGS=() GUEST_PKGS=()
+for p in "${OTHER_PKGS[@]}"; do
+	case "$p" in */polyvisor/e2e) E2E_PKGS+=("$p") ;; *) GUEST_PKGS+=("$p") ;; esac
+done
+# progress prints a line as each package ends (the whole output follows).
+progress() {
+	grep --line-buffered -E '^\{[^{]*"Action":"(pass|fail)","Package":"[^"]*","Elapsed":[0-9.]+\}$' |
+		sed -u -E 's/.*"Action":"([a-z]+)","Package":"[^"]*\/polyvisor\/polyvisor\/?([^"]*)","Elapsed":([0-9.]+).*/    \1 \2 (\3 s)/' || true
 }
-export -f go_tests
-export RACE_PKGS_LIST="${RACE_PKGS[*]}" OTHER_PKGS_LIST="${OTHER_PKGS[*]}"
+run_set() { # name, go test arguments...
+	local name=$1
+	shift
+	{
+		rc=0
+		go test -json -count=1 -timeout 25m "$@" || rc=$?
+		echo "$rc" > "$OUT/sets/$name.rc"
+	} | tee "$OUT/sets/$name.json" | progress
+}
+echo "==> go test: under -race: ${RACE_PKGS[*]##*/polyvisor/}; beside them the others, then e2e"
+# shellcheck disable=SC2086
+run_set race -race -p 1 -parallel 4 "$@" "${RACE_PKGS[@]}" &
+race_pid=$!
+# shellcheck disable=SC2086
+run_set other -p 1 "$@" "${GUEST_PKGS[@]}"
+wait "$race_pid"
+if [ ${#E2E_PKGS[@]} -gt 0 ]; then
+	run_set e2e -p 1 "$@" "${E2E_PKGS[@]}"
+fi
 
-# gotestsum (pinned, run with go run) prints go test's usual output, then
-# the skipped tests with their reasons and the failures, and the counts.
-mkdir -p .cache/test
-echo "==> go test: under -race: ${RACE_PKGS[*]##*/polyvisor/}"
+# gotestsum (pinned, run with go run) prints go test's usual output of all
+# three, then the skipped tests with their reasons and the failures, and
+# the counts; it exits as the worst of the three.
+# shellcheck disable=SC2016
 go run gotest.tools/gotestsum@v1.13.0 --format standard-quiet --format-icons text \
-	--jsonfile .cache/test/go-test.json --raw-command -- \
-	bash -c 'go_tests "$@"' go_tests "$@"
+	--jsonfile "$OUT/go-test.json" --raw-command -- \
+	bash -c 'cat "$1"/*.json; rc=0; for f in "$1"/*.rc; do [ "$(cat "$f")" = 0 ] || rc=1; done; exit $rc' sh "$OUT/sets"

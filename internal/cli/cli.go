@@ -87,11 +87,14 @@ func NewRootCommand(extra ...*cobra.Command) *cobra.Command {
 	root.AddCommand(a.networkCommand(), a.subnetCommand(), a.portCommand(), a.secgroupCommand(), a.floatingIPCommand())
 	root.AddCommand(a.versionCommand())
 	root.AddCommand(a.poolCommand(), a.volumeCommand())
+	root.AddCommand(a.planCommand())
 	// The client verbs' errors speak of the CLI's flags and config; the
 	// daemons have their own.
 	a.explainErrors(root)
 	root.AddCommand(a.alarmCommand())
 	root.AddCommand(a.clusterCommand())
+	root.AddCommand(a.eventsCommand())
+	root.AddCommand(a.vmMigrationCommand())
 	root.AddCommand(extra...)
 	return root
 }

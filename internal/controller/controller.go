@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/blobstore"
 	"github.com/polyvisor/polyvisor/internal/controller/admission"
 	"github.com/polyvisor/polyvisor/internal/controller/imports"
 	"github.com/polyvisor/polyvisor/internal/controller/leader"
@@ -70,8 +71,10 @@ type Config struct {
 	HeartbeatTimeout time.Duration
 	// LeaseInterval is how often VM leases are checked.
 	LeaseInterval time.Duration
-	// ImageDir is the image store.
-	ImageDir string
+	// ImageDir is the image store; ImageBlobs keeps its ready images by
+	// content.
+	ImageDir   string
+	ImageBlobs *blobstore.Store
 	// MinFreeBytes is the room kept free on the image store's disk (the
 	// server's reserve): imports never take it.
 	MinFreeBytes int64
@@ -155,7 +158,7 @@ func New(ctx context.Context, cfg Config) *Set {
 		Timeout: cfg.HeartbeatTimeout, Logger: log})
 	s.Leases = leases.New(leases.Config{VMs: cfg.VMs, Ops: s.Ops, Audit: cfg.Audit,
 		Interval: cfg.LeaseInterval, Logger: log})
-	s.Imports = imports.New(imports.Config{Writer: cfg.Store, Images: cfg.Images, Ops: cfg.Ops, Dir: cfg.ImageDir, Server: cfg.Name,
+	s.Imports = imports.New(imports.Config{Writer: cfg.Store, Images: cfg.Images, Ops: cfg.Ops, Dir: cfg.ImageDir, Blobs: cfg.ImageBlobs, Server: cfg.Name,
 		Gate: s.Images, Metrics: cfg.Metrics, ErrorOf: cfg.ErrorOf, Logger: log})
 	s.Imports.Recover(ctx)
 	return s

@@ -248,7 +248,8 @@ func (f *flow) alive() bool {
 }
 
 // TestAntiSpoofing: a guest that takes another address or MAC, answers ARP
-// for another guest's address, or serves DHCP, is not heard; the same
+// for another guest's address, serves DHCP or sends router advertisements,
+// is not heard; the same
 // guest on a port without port security is (the test can fail). The
 // guests it talks to, a2 and a3, have no port security themselves: they
 // hear whatever reaches them.
@@ -277,7 +278,7 @@ func TestAntiSpoofing(t *testing.T) {
 		t.Fatal("the guests do not reach each other")
 	}
 
-	spoofs := func() (ip, mac, arp, dhcp bool) {
+	spoofs := func() (ip, mac, arp, dhcp, ra bool) {
 		flush := func() {
 			run(t, "ip", "-n", a1.ns, "neigh", "flush", "all")
 			run(t, "ip", "-n", a3.ns, "neigh", "flush", "all")
@@ -316,11 +317,15 @@ func TestAntiSpoofing(t *testing.T) {
 		_, err := inNS(a3.ns, "busybox", "udhcpc", "-i", "eth0", "-f", "-n", "-q", "-t", "3", "-T", "1", "-s", script)
 		dhcp = err == nil
 		a3.setIP(t, "10.0.0.13/24", "")
+		// a1 advertises itself as an IPv6 router to all nodes.
+		fd := a3.raSocket(t)
+		a1.sendRA(t)
+		ra = a3.hearsRA(fd, 1500*time.Millisecond)
 		return
 	}
-	ip, mac, arp, dhcp := spoofs()
-	if ip || mac || arp || dhcp {
-		t.Fatalf("with port security, spoofing got through: address %v, mac %v, arp %v, dhcp server %v", ip, mac, arp, dhcp)
+	ip, mac, arp, dhcp, ra := spoofs()
+	if ip || mac || arp || dhcp || ra {
+		t.Fatalf("with port security, spoofing got through: address %v, mac %v, arp %v, dhcp server %v, router advertisement %v", ip, mac, arp, dhcp, ra)
 	}
 	if !a1.ping("10.0.0.12") || !a1.ping("10.0.0.13") {
 		t.Fatal("a1 lost its peers after the spoofing")
@@ -332,9 +337,9 @@ func TestAntiSpoofing(t *testing.T) {
 		}
 	}
 	applyAll(l, w)
-	ip, mac, arp, dhcp = spoofs()
-	if !ip || !mac || !arp || !dhcp {
-		t.Fatalf("without port security: address %v, mac %v, arp %v, dhcp server %v; want all through", ip, mac, arp, dhcp)
+	ip, mac, arp, dhcp, ra = spoofs()
+	if !ip || !mac || !arp || !dhcp || !ra {
+		t.Fatalf("without port security: address %v, mac %v, arp %v, dhcp server %v, router advertisement %v; want all through", ip, mac, arp, dhcp, ra)
 	}
 }
 

@@ -388,3 +388,73 @@ func (g *guest) sendARPReply(t *testing.T, addr, toMAC, toIP string) {
 	}
 	time.Sleep(200 * time.Millisecond)
 }
+
+// routerAdvert is an ICMPv6 router advertisement (type 134): hop limit 64,
+// a router lifetime of 1800 s, no options.
+var routerAdvert = []byte{134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0}
+
+// raSocket opens a raw ICMPv6 socket in the guest's namespace.
+func (g *guest) raSocket(t *testing.T) int {
+	t.Helper()
+	h, err := netns.GetFromName(g.ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	var fd int
+	if err := inNetns(h, func() error {
+		fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMPV6)
+		return err
+	}); err != nil {
+		t.Fatalf("opening an ICMPv6 socket in %s: %v", g.ns, err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+// sendRA sends a router advertisement to all nodes from the guest's eth0,
+// as a router would (hop limit 255).
+func (g *guest) sendRA(t *testing.T) {
+	t.Helper()
+	// A router speaks from its link-local address (setIP flushes it).
+	mac, _ := net.ParseMAC(g.mac)
+	run(t, "ip", "-n", g.ns, "-6", "addr", "replace", linkLocal(mac).String()+"/64", "dev", "eth0", "nodad")
+	fd := g.raSocket(t)
+	h, err := netns.GetFromName(g.ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	var idx int
+	inNetns(h, func() error {
+		ifc, err := net.InterfaceByName("eth0")
+		if err == nil {
+			idx = ifc.Index
+		}
+		return err
+	})
+	unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, 255)
+	unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, idx)
+	to := &unix.SockaddrInet6{ZoneId: uint32(idx), Addr: [16]byte{0xff, 0x02, 15: 1}}
+	for i := 0; i < 3; i++ {
+		if err := unix.Sendto(fd, routerAdvert, 0, to); err != nil {
+			t.Fatalf("%s sending a router advertisement: %v", g.ns, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// hearsRA tells whether a router advertisement reaches the guest on fd (a
+// raSocket) within d.
+func (g *guest) hearsRA(fd int, d time.Duration) bool {
+	tv := unix.NsecToTimeval(int64(100 * time.Millisecond))
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	buf := make([]byte, 1500)
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err == nil && n >= 1 && buf[0] == 134 {
+			return true
+		}
+	}
+	return false
+}

@@ -81,7 +81,7 @@ func TestRuleSetSize(t *testing.T) {
 	rules := func(ports, rulesPerGroup int) (chains, rulesN, elems int) {
 		st := benchState(ports, rulesPerGroup, 10)
 		d := compile(st)
-		for _, tab := range hostTables(d, map[string]int{}, 4789) {
+		for _, tab := range hostTables(newNFTParts(), d, map[string]int{}, 4789) {
 			chains += len(tab.chains)
 			for _, c := range tab.chains {
 				rulesN += len(c.rules)
@@ -108,7 +108,7 @@ func TestRuleSetSize(t *testing.T) {
 func TestElementBatches(t *testing.T) {
 	d := compile(benchState(1000, 100, 10))
 	var vm *nftSet
-	for _, s := range inetTable(d, map[string]int{}, 4789).sets {
+	for _, s := range inetTable(newNFTParts(), d, map[string]int{}, 4789).sets {
 		if s.name == "in4" {
 			vm = s
 		}

@@ -61,6 +61,7 @@ type Plane struct {
 	nl          *netlink.Handle
 	mu          sync.Mutex
 	nft         *nftCache // what Apply last made in nftables, per namespace
+	parts       *nftParts // the parts of the host's tables last built
 	dhcp        *dhcpManager
 	snap        map[string]netlink.Link // the host's devices during an Apply
 	bridgeIndex map[string]int          // network bridges' indexes, as last made
@@ -105,7 +106,7 @@ func New(cfg Config) (*Plane, error) {
 		host.Close()
 		return nil, fmt.Errorf("opening netlink: %w", err)
 	}
-	p := &Plane{cfg: cfg, log: cfg.Logger, host: host, nl: h, nft: newNFTCache(), phases: phases{}}
+	p := &Plane{cfg: cfg, log: cfg.Logger, host: host, nl: h, nft: newNFTCache(), parts: newNFTParts(), phases: phases{}}
 	p.dhcp = newDHCPManager(p)
 	return p, nil
 }
@@ -176,9 +177,13 @@ func (p *Plane) Apply(ctx context.Context, st *api.HostNetworkState) (Result, er
 	for k, why := range d.netErrs {
 		p.log.Warn("network cannot be made on this host", "network", k, "why", why)
 	}
-	netFP := fingerprint(st.Underlay, st.Networks, st.Ports, st.Remote, st.FloatingIPs)
-	nftFP := fingerprint(st.Underlay, st.Networks, st.Ports, st.Remote, st.SecurityGroups)
-	dhcpFP := fingerprint(st.Networks, st.Ports, st.Remote)
+	// Each part of the state is fingerprinted once; a phase's fingerprint
+	// is made of those of the parts it reads.
+	underlayFP, networksFP, portsFP := fingerprint(st.Underlay), fingerprint(st.Networks), fpPorts(st.Ports)
+	remoteFP, groupsFP, fipsFP := fpRemote(st.Remote), fpGroups(st.SecurityGroups), fpFloatingIPs(st.FloatingIPs)
+	netFP := combineFP(underlayFP, networksFP, portsFP, remoteFP, fipsFP)
+	nftFP := combineFP(underlayFP, networksFP, portsFP, remoteFP, groupsFP)
+	dhcpFP := combineFP(networksFP, portsFP, remoteFP)
 	var routers *routerSet
 	if !p.phases.same("net", netFP) || !p.phases.same("dhcp", dhcpFP) {
 		var err error
@@ -308,6 +313,7 @@ func (p *Plane) Resync() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.phases = phases{}
+	p.parts = newNFTParts()
 	p.nft.mu.Lock()
 	p.nft.tables = map[string]map[string]*nftTable{}
 	p.nft.mu.Unlock()
@@ -344,10 +350,21 @@ func (ph phases) portErrs(name string) map[string]string {
 	return ph[name+"/errs"].portErrs
 }
 
-// fingerprint hashes parts of a state.
-func fingerprint(parts ...any) [32]byte {
-	b, _ := json.Marshal(parts)
+// fingerprint hashes a part of a state (or the fingerprints of parts).
+func fingerprint(part any) [32]byte {
+	b, _ := json.Marshal(part)
 	return sha256.Sum256(b)
+}
+
+// combineFP hashes fingerprints together.
+func combineFP(fps ...[32]byte) [32]byte {
+	h := sha256.New()
+	for _, fp := range fps {
+		h.Write(fp[:])
+	}
+	var out [32]byte
+	copy(out[:], h.Sum(nil))
+	return out
 }
 
 func sortedNets(d *desired) []*dNet {

@@ -386,6 +386,9 @@ func syncTable(c *nftables.Conn, have, want *nftTable) ([]string, error) {
 	// Elements: those gone first, so an element that changes its value
 	// is deleted before it is added again.
 	for _, s := range want.sets {
+		if haveSets[s.name] == s {
+			continue // the very set the last transaction made: unchanged
+		}
 		var del, add []nftables.SetElement
 		if h := haveSets[s.name]; h != nil {
 			for id, e := range h.elems {

@@ -40,11 +40,20 @@ const (
 	etherIPv6    = 0x86dd
 )
 
-func hostTables(d *desired, bridgeIndex map[string]int, vxlanPort int) []*nftTable {
-	return []*nftTable{bridgeTable(d), inetTable(d, bridgeIndex, vxlanPort), natTable()}
+// hostTables builds the host's tables from parts, reusing those of m's
+// last build whose inputs are the same (nftparts.go); a fresh m builds
+// everything.
+func hostTables(m *nftParts, d *desired, bridgeIndex map[string]int, vxlanPort int) []*nftTable {
+	m.begin()
+	defer m.end()
+	return []*nftTable{bridgeTable(m, d), inetTable(m, d, bridgeIndex, vxlanPort), natTable()}
 }
 
-func layoutSet() *nftSet { return &nftSet{name: nftLayout, keyType: typeLayoutMark} }
+// theLayoutSet marks a table of the current layout; it is empty and never
+// changes, so one object serves every table.
+var theLayoutSet = &nftSet{name: nftLayout, keyType: typeLayoutMark}
+
+func layoutSet() *nftSet { return theLayoutSet }
 
 func baseChain(hook *nftables.ChainHook, prio nftables.ChainPriority, typ nftables.ChainType) *nftables.Chain {
 	accept := nftables.ChainPolicyAccept
@@ -61,7 +70,9 @@ func linkLocal(mac net.HardwareAddr) netip.Addr {
 	return netip.AddrFrom16(b)
 }
 
-func bridgeTable(d *desired) *nftTable {
+// bridgePortSets are the anti-spoofing sets: each secured port's tap, MAC
+// and addresses.
+func bridgePortSets(d *desired) *nftPart {
 	secured := &nftSet{name: "secured", keyType: typeIfname}
 	macs := &nftSet{name: "macs", keyType: typeIfMAC, concat: true}
 	ip4 := &nftSet{name: "ip4", keyType: typeIfIP4, concat: true}
@@ -82,6 +93,11 @@ func bridgeTable(d *desired) *nftTable {
 			}
 		}
 	}
+	return &nftPart{sets: []*nftSet{secured, macs, ip4, ip6}}
+}
+
+func bridgeTable(m *nftParts, d *desired) *nftTable {
+	portSets := m.part("bridge/ports", fpSecurePorts(d), func() *nftPart { return bridgePortSets(d) })
 	ll := expr.PayloadBaseLLHeader
 	nh := expr.PayloadBaseNetworkHeader
 	th := expr.PayloadBaseTransportHeader
@@ -130,7 +146,7 @@ func bridgeTable(d *desired) *nftTable {
 		rule("accept", accept),
 	}}
 	return &nftTable{family: nftables.TableFamilyBridge, name: tableName,
-		sets:   []*nftSet{layoutSet(), secured, macs, ip4, ip6},
+		sets:   append([]*nftSet{layoutSet()}, portSets.sets...),
 		chains: []*nftChain{pre, anti, arp, ip4c, ip6c}}
 }
 
@@ -144,21 +160,15 @@ func comboName(dir string, groups []string, d *desired) string {
 	return dir + "-" + hex.EncodeToString(sum[:5])
 }
 
-func inetTable(d *desired, bridgeIndex map[string]int, vxlanPort int) *nftTable {
-	t := &nftTable{family: nftables.TableFamilyINet, name: tableName}
+// netSets are the sets made from the networks: their bridges, each
+// bridge's conntrack zone, and the other hosts' underlay addresses.
+func netSets(d *desired, bridgeIndex map[string]int) *nftPart {
 	bridges := &nftSet{name: "bridges", keyType: typeIfname}
 	zones := &nftSet{name: "zones", keyType: typeIfname, dataType: typeZone, isMap: true}
 	under4 := &nftSet{name: "underlays4", keyType: nftables.TypeIPAddr}
 	under6 := &nftSet{name: "underlays6", keyType: nftables.TypeIP6Addr}
-	verdictMap := func(name string, key nftables.SetDatatype) *nftSet {
-		return &nftSet{name: name, keyType: key, dataType: nftables.TypeVerdict, isMap: true, concat: true}
-	}
-	out4, out6 := verdictMap("out4", typeIfIP4), verdictMap("out6", typeIfIP6)
-	in4, in6 := verdictMap("in4", typeIfIP4), verdictMap("in6", typeIfIP6)
-	t.sets = []*nftSet{layoutSet(), bridges, zones, under4, under6, out4, out6, in4, in6}
-
 	for _, n := range d.networks {
-		if len(n.ports) == 0 && n.overlay == false {
+		if len(n.ports) == 0 && !n.overlay {
 			continue
 		}
 		bridges.add(nftables.SetElement{Key: ifnameBytes(n.bridge)})
@@ -175,27 +185,29 @@ func inetTable(d *desired, bridgeIndex map[string]int, vxlanPort int) *nftTable 
 			}
 		}
 	}
+	return &nftPart{sets: []*nftSet{bridges, zones, under4, under6}}
+}
 
-	// Security groups: their sets, their chains, and a chain per
-	// combination of groups that ports use.
-	groups := map[string]bool{}
-	remotes := map[string]bool{}
+// portMaps are the verdict maps that send a port's traffic to the chain of
+// its combination of groups (by bridge and address), and those chains.
+func portMaps(d *desired) *nftPart {
+	verdictMap := func(name string, key nftables.SetDatatype) *nftSet {
+		return &nftSet{name: name, keyType: key, dataType: nftables.TypeVerdict, isMap: true, concat: true}
+	}
+	out4, out6 := verdictMap("out4", typeIfIP4), verdictMap("out6", typeIfIP6)
+	in4, in6 := verdictMap("in4", typeIfIP4), verdictMap("in6", typeIfIP6)
 	combos := map[string][]string{}
 	for _, p := range d.ports {
 		if !p.secure {
 			continue
 		}
-		for _, g := range p.groups {
-			groups[g] = true
-		}
 		for _, dir := range []string{"pe", "pi"} {
 			name := comboName(dir, p.groups, d)
 			combos[name] = p.groups
-			key, vm4, vm6 := "in", in4, in6
+			vm4, vm6 := in4, in6
 			if dir == "pe" {
-				key, vm4, vm6 = "out", out4, out6
+				vm4, vm6 = out4, out6
 			}
-			_ = key
 			ifn := ifnameBytes(p.net.bridge)
 			for _, a := range p.ips {
 				e := nftables.SetElement{Key: concat(ifn, a.AsSlice()), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: name}}
@@ -207,95 +219,152 @@ func inetTable(d *desired, bridgeIndex map[string]int, vxlanPort int) *nftTable 
 			}
 		}
 	}
-	var groupChains []*nftChain
-	for _, gk := range sortedKeys(groups) {
-		g := d.groups[gk]
-		for _, ingress := range []bool{true, false} {
-			dir := "e"
-			if ingress {
-				dir = "i"
+	part := &nftPart{sets: []*nftSet{out4, out6, in4, in6}}
+	for _, name := range sortedKeys(combos) {
+		gs := combos[name]
+		dir := "i"
+		if strings.HasPrefix(name, "pe-") {
+			dir = "e"
+		}
+		c := &nftChain{name: name}
+		for _, g := range gs {
+			c.rules = append(c.rules, rule("jump sg-"+d.groups[g].id+"-"+dir, jump("sg-"+d.groups[g].id+"-"+dir)))
+		}
+		c.rules = append(c.rules, rule("drop", drop))
+		part.chains = append(part.chains, c)
+	}
+	return part
+}
+
+// groupPart is a security group's sets and chains, one of each per
+// direction: its rules by remote CIDR in one interval set per family, and
+// those naming a remote group in a set per remote group, matched with
+// that group's address set (memberSets).
+func groupPart(g *dGroup, d *desired) *nftPart {
+	part := &nftPart{}
+	remotes := map[string]bool{}
+	for _, ingress := range []bool{true, false} {
+		dir := "e"
+		if ingress {
+			dir = "i"
+		}
+		s4 := &nftSet{name: "sg-" + g.id + "-" + dir + "4", keyType: typeIP4Svc, interval: true, concat: true}
+		s6 := &nftSet{name: "sg-" + g.id + "-" + dir + "6", keyType: typeIP6Svc, interval: true, concat: true}
+		byRemote := map[string][2]*nftSet{}
+		for _, r := range g.rules {
+			if r.ingress != ingress {
+				continue
 			}
-			s4 := &nftSet{name: "sg-" + g.id + "-" + dir + "4", keyType: typeIP4Svc, interval: true, concat: true}
-			s6 := &nftSet{name: "sg-" + g.id + "-" + dir + "6", keyType: typeIP6Svc, interval: true, concat: true}
-			byRemote := map[string][2]*nftSet{}
-			for _, r := range g.rules {
-				if r.ingress != ingress {
-					continue
+			svcLo := concat([]byte{r.protoLo}, u16be(r.portLo))
+			svcHi := concat([]byte{r.protoHi}, u16be(r.portHi))
+			if r.remote != "" {
+				rg := d.groups[r.remote]
+				if rg == nil {
+					continue // a group this host was not sent: no address matches
 				}
-				svcLo := concat([]byte{r.protoLo}, u16be(r.portLo))
-				svcHi := concat([]byte{r.protoHi}, u16be(r.portHi))
-				if r.remote != "" {
-					rg := d.groups[r.remote]
-					if rg == nil {
-						continue // a group this host was not sent: no address matches
+				pair, ok := byRemote[r.remote]
+				if !ok {
+					base := "sg-" + g.id + "-r" + rg.id + "-" + dir
+					pair = [2]*nftSet{
+						{name: base + "4", keyType: typeSvc, interval: true, concat: true},
+						{name: base + "6", keyType: typeSvc, interval: true, concat: true},
 					}
-					pair, ok := byRemote[r.remote]
-					if !ok {
-						base := "sg-" + g.id + "-r" + rg.id + "-" + dir
-						pair = [2]*nftSet{
-							{name: base + "4", keyType: typeSvc, interval: true, concat: true},
-							{name: base + "6", keyType: typeSvc, interval: true, concat: true},
-						}
-						byRemote[r.remote] = pair
-						remotes[r.remote] = true
-					}
-					fam := 0
-					if r.v6 {
-						fam = 1
-					}
-					pair[fam].add(nftables.SetElement{Key: svcLo, KeyEnd: svcHi})
-					continue
+					byRemote[r.remote] = pair
+					remotes[r.remote] = true
 				}
-				e := nftables.SetElement{
-					Key:    append(concat(r.cidr.Masked().Addr().AsSlice()), svcLo...),
-					KeyEnd: append(concat(rangeEnd(r.cidr).AsSlice()), svcHi...),
-				}
+				fam := 0
 				if r.v6 {
-					s6.add(e)
-				} else {
-					s4.add(e)
+					fam = 1
 				}
+				pair[fam].add(nftables.SetElement{Key: svcLo, KeyEnd: svcHi})
+				continue
 			}
-			t.sets = append(t.sets, s4, s6)
-			addrOff := uint32(16) // ip daddr: egress rules match where traffic goes
-			addr6Off := uint32(24)
-			if ingress {
-				addrOff, addr6Off = 12, 8 // saddr: ingress rules match where it comes from
+			e := nftables.SetElement{
+				Key:    append(concat(r.cidr.Masked().Addr().AsSlice()), svcLo...),
+				KeyEnd: append(concat(rangeEnd(r.cidr).AsSlice()), svcHi...),
 			}
-			svc := func(reg uint32) []expr.Any {
-				return one(meta(expr.MetaKeyL4PROTO, reg), load(expr.PayloadBaseTransportHeader, 2, 2, reg+1))
+			if r.v6 {
+				s6.add(e)
+			} else {
+				s4.add(e)
 			}
-			ch := &nftChain{name: "sg-" + g.id + "-" + dir, rules: []nftRule{
-				rule(fmt.Sprintf("ip addr@%d . l4proto . th dport @%s accept", addrOff, s4.name),
-					all(nfproto(unix.NFPROTO_IPV4), one(load(expr.PayloadBaseNetworkHeader, addrOff, 4, reg32)), svc(reg32+1), one(lookup(s4.name, reg32), accept))...),
-				rule(fmt.Sprintf("ip6 addr@%d . l4proto . th dport @%s accept", addr6Off, s6.name),
-					all(nfproto(unix.NFPROTO_IPV6), one(load(expr.PayloadBaseNetworkHeader, addr6Off, 16, reg32)), svc(reg32+4), one(lookup(s6.name, reg32), accept))...),
-			}}
-			for _, rk := range sortedKeys(byRemote) {
-				pair, rg := byRemote[rk], d.groups[rk]
-				t.sets = append(t.sets, pair[0], pair[1])
-				ch.rules = append(ch.rules,
-					rule(fmt.Sprintf("ip addr@%d @ga-%s-4 l4proto . th dport @%s accept", addrOff, rg.id, pair[0].name),
-						all(nfproto(unix.NFPROTO_IPV4), one(load(expr.PayloadBaseNetworkHeader, addrOff, 4, reg1), lookup("ga-"+rg.id+"-4", reg1)), svc(reg32), one(lookup(pair[0].name, reg32), accept))...),
-					rule(fmt.Sprintf("ip6 addr@%d @ga-%s-6 l4proto . th dport @%s accept", addr6Off, rg.id, pair[1].name),
-						all(nfproto(unix.NFPROTO_IPV6), one(load(expr.PayloadBaseNetworkHeader, addr6Off, 16, reg1), lookup("ga-"+rg.id+"-6", reg1)), svc(reg32), one(lookup(pair[1].name, reg32), accept))...),
-				)
+		}
+		part.sets = append(part.sets, s4, s6)
+		addrOff := uint32(16) // ip daddr: egress rules match where traffic goes
+		addr6Off := uint32(24)
+		if ingress {
+			addrOff, addr6Off = 12, 8 // saddr: ingress rules match where it comes from
+		}
+		svc := func(reg uint32) []expr.Any {
+			return one(meta(expr.MetaKeyL4PROTO, reg), load(expr.PayloadBaseTransportHeader, 2, 2, reg+1))
+		}
+		ch := &nftChain{name: "sg-" + g.id + "-" + dir, rules: []nftRule{
+			rule(fmt.Sprintf("ip addr@%d . l4proto . th dport @%s accept", addrOff, s4.name),
+				all(nfproto(unix.NFPROTO_IPV4), one(load(expr.PayloadBaseNetworkHeader, addrOff, 4, reg32)), svc(reg32+1), one(lookup(s4.name, reg32), accept))...),
+			rule(fmt.Sprintf("ip6 addr@%d . l4proto . th dport @%s accept", addr6Off, s6.name),
+				all(nfproto(unix.NFPROTO_IPV6), one(load(expr.PayloadBaseNetworkHeader, addr6Off, 16, reg32)), svc(reg32+4), one(lookup(s6.name, reg32), accept))...),
+		}}
+		for _, rk := range sortedKeys(byRemote) {
+			pair, rg := byRemote[rk], d.groups[rk]
+			part.sets = append(part.sets, pair[0], pair[1])
+			ch.rules = append(ch.rules,
+				rule(fmt.Sprintf("ip addr@%d @ga-%s-4 l4proto . th dport @%s accept", addrOff, rg.id, pair[0].name),
+					all(nfproto(unix.NFPROTO_IPV4), one(load(expr.PayloadBaseNetworkHeader, addrOff, 4, reg1), lookup("ga-"+rg.id+"-4", reg1)), svc(reg32), one(lookup(pair[0].name, reg32), accept))...),
+				rule(fmt.Sprintf("ip6 addr@%d @ga-%s-6 l4proto . th dport @%s accept", addr6Off, rg.id, pair[1].name),
+					all(nfproto(unix.NFPROTO_IPV6), one(load(expr.PayloadBaseNetworkHeader, addr6Off, 16, reg1), lookup("ga-"+rg.id+"-6", reg1)), svc(reg32), one(lookup(pair[1].name, reg32), accept))...),
+			)
+		}
+		part.chains = append(part.chains, ch)
+	}
+	part.remotes = sortedKeys(remotes)
+	return part
+}
+
+// memberSets are the address sets of a group named as a remote.
+func memberSets(rg *dGroup) *nftPart {
+	a4 := &nftSet{name: "ga-" + rg.id + "-4", keyType: nftables.TypeIPAddr}
+	a6 := &nftSet{name: "ga-" + rg.id + "-6", keyType: nftables.TypeIP6Addr}
+	for _, a := range rg.members4 {
+		a4.add(nftables.SetElement{Key: a.AsSlice()})
+	}
+	for _, a := range rg.members6 {
+		a6.add(nftables.SetElement{Key: a.AsSlice()})
+	}
+	return &nftPart{sets: []*nftSet{a4, a6}}
+}
+
+func inetTable(m *nftParts, d *desired, bridgeIndex map[string]int, vxlanPort int) *nftTable {
+	t := &nftTable{family: nftables.TableFamilyINet, name: tableName}
+	nets := m.part("inet/networks", fpNetworks(d, bridgeIndex), func() *nftPart { return netSets(d, bridgeIndex) })
+	portPart := m.part("inet/ports", fpSecurePorts(d), func() *nftPart { return portMaps(d) })
+	t.sets = append([]*nftSet{layoutSet()}, nets.sets...)
+	t.sets = append(t.sets, portPart.sets...)
+
+	// Security groups used by the ports: their sets and chains, and the
+	// address sets of the groups they name as remotes.
+	groups := map[string]bool{}
+	for _, p := range d.ports {
+		if p.secure {
+			for _, g := range p.groups {
+				groups[g] = true
 			}
-			groupChains = append(groupChains, ch)
 		}
 	}
-	// Address sets of the groups named as remotes.
+	var groupChains []*nftChain
+	remotes := map[string]bool{}
+	for _, gk := range sortedKeys(groups) {
+		g := d.groups[gk]
+		gp := m.part("inet/group/"+gk, fpGroup(g, d), func() *nftPart { return groupPart(g, d) })
+		t.sets = append(t.sets, gp.sets...)
+		groupChains = append(groupChains, gp.chains...)
+		for _, rk := range gp.remotes {
+			remotes[rk] = true
+		}
+	}
 	for _, rk := range sortedKeys(remotes) {
 		rg := d.groups[rk]
-		a4 := &nftSet{name: "ga-" + rg.id + "-4", keyType: nftables.TypeIPAddr}
-		a6 := &nftSet{name: "ga-" + rg.id + "-6", keyType: nftables.TypeIP6Addr}
-		for _, a := range rg.members4 {
-			a4.add(nftables.SetElement{Key: a.AsSlice()})
-		}
-		for _, a := range rg.members6 {
-			a6.add(nftables.SetElement{Key: a.AsSlice()})
-		}
-		t.sets = append(t.sets, a4, a6)
+		mp := m.part("inet/members/"+rk, fpMembers(rg), func() *nftPart { return memberSets(rg) })
+		t.sets = append(t.sets, mp.sets...)
 	}
 
 	zoneChain := &nftChain{name: "zone", base: baseChain(nftables.ChainHookPrerouting, prioRaw, nftables.ChainTypeFilter), rules: []nftRule{
@@ -338,19 +407,7 @@ func inetTable(d *desired, bridgeIndex map[string]int, vxlanPort int) *nftTable 
 	}}
 	t.chains = []*nftChain{zoneChain, input, egress, ingress}
 	t.chains = append(t.chains, groupChains...)
-	for _, name := range sortedKeys(combos) {
-		gs := combos[name]
-		dir := "i"
-		if strings.HasPrefix(name, "pe-") {
-			dir = "e"
-		}
-		c := &nftChain{name: name}
-		for _, g := range gs {
-			c.rules = append(c.rules, rule("jump sg-"+d.groups[g].id+"-"+dir, jump("sg-"+d.groups[g].id+"-"+dir)))
-		}
-		c.rules = append(c.rules, rule("drop", drop))
-		t.chains = append(t.chains, c)
-	}
+	t.chains = append(t.chains, portPart.chains...)
 	return t
 }
 
@@ -377,7 +434,7 @@ func sortedKeys[V any](m map[string]V) []string {
 func (p *Plane) applyHostNFT(d *desired, ch *changes) error {
 	if len(d.networks) == 0 {
 		// A host with no network has no tables of ours.
-		return p.removeNFTAt("", p.host, hostTables(d, nil, p.cfg.VXLANPort), ch)
+		return p.removeNFTAt("", p.host, hostTables(newNFTParts(), d, nil, p.cfg.VXLANPort), ch)
 	}
 	if p.bridgeIndex == nil {
 		p.bridgeIndex = map[string]int{}
@@ -389,5 +446,5 @@ func (p *Plane) applyHostNFT(d *desired, ch *changes) error {
 			}
 		}
 	}
-	return p.applyNFTAt("", p.host, hostTables(d, p.bridgeIndex, p.cfg.VXLANPort), ch)
+	return p.applyNFTAt("", p.host, hostTables(p.parts, d, p.bridgeIndex, p.cfg.VXLANPort), ch)
 }

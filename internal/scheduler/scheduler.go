@@ -45,6 +45,12 @@ type Request struct {
 	MemoryMiB int64
 	// Host pins the VM to the named host; empty lets Place choose.
 	Host string
+	// Choices, when above 1, spreads the choice over that many of the
+	// best hosts: Seed picks one of them. Placements decided at the same
+	// time by several servers, from the same state, then seldom choose
+	// the same host. 0 or 1 chooses the best.
+	Choices int
+	Seed    uint64
 }
 
 // Config tunes placement. The zero value means the defaults.
@@ -137,27 +143,37 @@ func Place(cfg Config, snap Snapshot, req Request) (string, error) {
 		return req.Host, nil
 	}
 
+	type fit struct {
+		name string
+		free int64
+	}
 	var (
-		best     string
-		bestFree int64
-		found    bool
-		reasons  []HostReason
+		fits    []fit
+		reasons []HostReason
 	)
 	for _, h := range snap.Hosts {
 		if reason := refusal(cfg, h, req); reason != "" {
 			reasons = append(reasons, HostReason{Host: h.Name, Reason: reason})
 			continue
 		}
-		free := HostCapacity(cfg, h).FreeMemoryMiB
-		if !found || free > bestFree || (free == bestFree && h.Name < best) {
-			best, bestFree, found = h.Name, free, true
-		}
+		fits = append(fits, fit{h.Name, HostCapacity(cfg, h).FreeMemoryMiB})
 	}
-	if !found {
+	if len(fits) == 0 {
 		slices.SortStableFunc(reasons, func(a, b HostReason) int { return cmp.Compare(a.Host, b.Host) })
 		return "", &NoRoomError{Request: req, Reasons: reasons}
 	}
-	return best, nil
+	// The most free memory first (spreading VMs), ties by name.
+	better := func(a, b fit) int {
+		if c := cmp.Compare(b.free, a.free); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.name, b.name)
+	}
+	if req.Choices <= 1 {
+		return slices.MinFunc(fits, better).name, nil
+	}
+	slices.SortFunc(fits, better)
+	return fits[req.Seed%uint64(min(req.Choices, len(fits)))].name, nil
 }
 
 // refusal says why the VM cannot go on h, or "" when it fits.

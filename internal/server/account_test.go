@@ -25,6 +25,7 @@ func errField(err error) string {
 // that superadmin a password (and so log in as a full superadmin), nor
 // read or manage the account in any other way.
 func TestNarrowedTokenCannotTakeTheAccount(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	if u, err := e.super.GetUser(ctx, bootstrapUser); err != nil || u.HasPassword {
@@ -77,6 +78,7 @@ func TestNarrowedTokenCannotTakeTheAccount(t *testing.T) {
 // superadmin, not from a token of its own; a superadmin changing its own
 // password gives the current one like everyone else.
 func TestFirstPassword(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	if _, err := e.super.CreateUser(ctx, api.UserCreate{Name: "carol"}); err != nil {
@@ -116,6 +118,7 @@ func TestFirstPassword(t *testing.T) {
 // other login sessions, but not the session that changed it nor the
 // user's API tokens; a superadmin's reset ends them all.
 func TestPasswordChangeEndsOtherSessions(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	anon := e.client("", "")

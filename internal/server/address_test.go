@@ -14,6 +14,7 @@ import (
 )
 
 func TestAddressOf(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"192.0.2.7:443":            "192.0.2.7",
 		"[2001:db8:0:1::1]:443":    "2001:db8:0:1::/64",
@@ -71,6 +72,7 @@ exec "$@"`
 // guesses at a password), the anonymous rate limit and the connections
 // per address.
 func TestAddressLimitsPer64(t *testing.T) {
+	t.Parallel()
 	if !inIPv6Net(t) {
 		return
 	}

@@ -94,6 +94,7 @@ func createMany(n int, clients []*client.Client, req func(i int) api.VMCreate) (
 // exactly 7 are created, both servers see the same 7, and every other
 // create is refused for the quota.
 func TestQuotaAcrossServers(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{Name: "one"})
 	_, other := e.second(t, Config{Name: "two"})
 	ctx := context.Background()
@@ -133,6 +134,7 @@ func TestQuotaAcrossServers(t *testing.T) {
 // size: exactly 7 are placed there, and every other create is refused for
 // the host's room.
 func TestHostCapacityAcrossServers(t *testing.T) {
+	t.Parallel()
 	sched := scheduler.Config{CPUOvercommit: 1, ReservedMemoryMiB: -1}
 	e := newEnv(t, Config{Name: "one", Scheduler: sched})
 	_, other := e.second(t, Config{Name: "two", Scheduler: sched})

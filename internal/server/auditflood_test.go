@@ -55,6 +55,7 @@ func (e *env) flood(n int, method, path, token string) map[int]int {
 // folded: 300 of them filled a 16 MiB log and froze every change, token
 // revocation included.)
 func TestAuditFloodOfLongPaths(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{AuditFailClosed: true,
 		Audit: audit.Options{MaxBytes: 4 << 20, SegmentBytes: 256 << 10, WhenFull: api.AuditWhenFullRefuse}})
 	long := strings.Repeat("a", 60000)
@@ -95,6 +96,7 @@ func TestAuditFloodOfLongPaths(t *testing.T) {
 // write into a project's audit log, which its admins read. Refusals
 // within the caller's own project stay in it.
 func TestAuditNotInProjectsTheCallerCannotSee(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	for _, who := range []string{"", e.tokens["bob"], e.tokens["nobody"]} {
@@ -139,6 +141,7 @@ func TestAuditNotInProjectsTheCallerCannotSee(t *testing.T) {
 // only: ~25 routes times their answers let one caller write hundreds of
 // records a minute.)
 func TestAuditFoldsPerCaller(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{AuditFold: audit.AggregateOptions{Window: time.Hour}})
 	viewer := e.tokens[api.RoleViewer]
 	var paths []string

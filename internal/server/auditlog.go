@@ -27,6 +27,7 @@ var collections = map[string]string{
 	"networks": "network", "subnets": "subnet", "ports": "port", "security-groups": "security-group",
 	"floating-ips": "floating-ip", "rules": "rule", "nics": "nic",
 	"servers": "server",
+	"plans":   "plan",
 }
 
 var methodVerbs = map[string]string{"GET": "read", "POST": "create", "PUT": "set", "PATCH": "update", "DELETE": "delete"}

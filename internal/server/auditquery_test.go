@@ -65,6 +65,7 @@ func (e *env) auditList(t *testing.T, who, query string) ([]api.AuditRecord, str
 // segments and says from when. (Any user made the server read and decode
 // the whole log per request.)
 func TestAuditQueryBounded(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{AuditQueryMaxBytes: 64 << 10, Audit: audit.Options{SegmentBytes: 16 << 10}})
 	ctx := context.Background()
 	// Records enough for many segments, in projects pa and pb.

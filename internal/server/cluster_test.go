@@ -14,6 +14,7 @@ import (
 // /v1/cluster names it as the leader, with its URL and term, and the
 // leader gauge of /metrics is 1 for it.
 func TestClusterLeaderVisible(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{Name: "solo", Edge: EdgeConfig{MetricsListen: "127.0.0.1:0"}})
 	ctx := context.Background()
 	st, err := e.super.ClusterStatus(ctx)

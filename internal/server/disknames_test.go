@@ -13,6 +13,7 @@ import (
 // names the guest would see as one serial, are refused at the API with the
 // disk's field, not accepted and failed later on the host.
 func TestValidateDiskNamesTheDriverRefuses(t *testing.T) {
+	t.Parallel()
 	long := strings.Repeat("a", hypervisor.DiskSerialLen)
 	cases := []struct {
 		name  string

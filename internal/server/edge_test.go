@@ -65,6 +65,7 @@ func (e *env) dialTLS(t *testing.T) *tls.Conn {
 // timeout: a client that never finishes its TLS handshake or its headers,
 // a kept-alive connection left idle, and a body that trickles in.
 func TestSlowClientsAreCutOff(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{Edge: shortEdge})
 
 	t.Run("headers never finished, 60 clients at once", func(t *testing.T) {
@@ -181,6 +182,7 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 // TestStreamsOutliveTimeouts: an event stream, an agent's watch and a
 // console stay open and working well past every timeout of the edge.
 func TestStreamsOutliveTimeouts(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{Edge: shortEdge})
 	ctx := context.Background()
 	events, errs, _ := openEvents(t, e.super)
@@ -225,6 +227,7 @@ func TestStreamsOutliveTimeouts(t *testing.T) {
 // configured number of connections; one more is closed at once, and the
 // places come back when connections close.
 func TestConnectionsPerAddressCapped(t *testing.T) {
+	t.Parallel()
 	const limit = 20
 	e := newEnv(t, Config{Edge: EdgeConfig{MaxConnsPerAddress: limit}})
 	var held []net.Conn
@@ -268,6 +271,7 @@ func TestConnectionsPerAddressCapped(t *testing.T) {
 // TestTLSRefusesCBC dials the running server with a client that offers
 // only CBC suites under TLS 1.2, then with an AEAD suite.
 func TestTLSRefusesCBC(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ca, err := os.ReadFile(e.s.CAFile())
 	if err != nil {

@@ -146,6 +146,7 @@ func consoleEnds(t *testing.T, conn net.Conn, since time.Time) error {
 // expires, their user is disabled, deleted or demoted, or they lose the
 // role or host they need; streams of others keep flowing.
 func TestStreamsEndWhenAccessEnds(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	// The superadmin's own stream sees everything below and must survive it.
@@ -343,6 +344,7 @@ func (e *env) sessionRecord(t *testing.T, token string) *tokenRecord {
 // event streams and consoles; one more answers 429 naming the limit,
 // others are not affected, and a closed stream frees its place.
 func TestStreamCapsPerUser(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{Edge: EdgeConfig{MaxEventStreamsPerUser: 2, MaxConsolesPerUser: 1}})
 	ctx := context.Background()
 	viewer := e.as(api.RoleViewer, "pa")

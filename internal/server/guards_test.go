@@ -102,6 +102,7 @@ func auditRecords(t *testing.T, s *Server) []api.AuditRecord {
 // and each refusal was a record of its own: 150k of them pushed real
 // records out of a size-bounded log.)
 func TestBogusTokenFlood(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{
 		AddressRateLimit: 20, AddressRateBurst: 50,
 		AuditFold: audit.AggregateOptions{Window: time.Hour},
@@ -210,6 +211,7 @@ func createUntil(t *testing.T, c *client.Client, stop func(error) bool) error {
 // alarm is raised; with space back, changes are taken again and the log
 // counts what it could not write.
 func TestAuditFailClosed(t *testing.T) {
+	t.Parallel()
 	e, mnt := auditFS(t, true)
 	filler := fillTo(t, mnt, 0)
 	err := createUntil(t, e.super, func(err error) bool { return statusOfErr(err) == http.StatusServiceUnavailable })
@@ -252,6 +254,7 @@ func TestAuditFailClosed(t *testing.T) {
 // By default the server fails open: changes go on while the audit log
 // cannot write, with the alarm raised.
 func TestAuditFailOpen(t *testing.T) {
+	t.Parallel()
 	e, mnt := auditFS(t, false)
 	fillTo(t, mnt, 0)
 	createUntil(t, e.super, func(error) bool { return e.s.audit.Writable() != nil })
@@ -331,6 +334,7 @@ func startOn(t *testing.T, dataDir string, cfg Config) (*Server, *client.Client)
 // it takes changes again by itself. (A full disk used to make the server
 // exit with no word of why.)
 func TestReadOnlyOnFullDataDisk(t *testing.T) {
+	t.Parallel()
 	mnt := smallFS(t, "200m")
 	data := filepath.Join(mnt, "data")
 	const reserve = 40 << 20
@@ -378,6 +382,7 @@ func TestReadOnlyOnFullDataDisk(t *testing.T) {
 // 507, and once the space can be reclaimed (history compacted, database
 // defragmented, alarm disarmed) it takes changes again by itself.
 func TestStoreQuota(t *testing.T) {
+	t.Parallel()
 	s, c := startOn(t, t.TempDir(), Config{StoreQuotaBytes: 16 << 20})
 	reclaimEvery := func(d time.Duration) {
 		s.guards.mu.Lock()

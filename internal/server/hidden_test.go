@@ -15,6 +15,7 @@ import (
 // whatever project the caller asks: its project is never named, and its
 // existence not told.
 func TestForeignObjectReadsAsMissing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	now := time.Now().UTC()
@@ -63,6 +64,7 @@ func TestForeignObjectReadsAsMissing(t *testing.T) {
 // from the object it names also says how a missing object answers, so a
 // foreign one can answer the same.
 func TestObjectRoutesHideForeignObjects(t *testing.T) {
+	t.Parallel()
 	for _, rt := range (&Server{}).routes() {
 		if rt.projectOf != nil && rt.notFound == nil {
 			t.Errorf("route %s %s finds its project from its object but has no notFound", rt.method, rt.path)

@@ -13,6 +13,7 @@ import (
 // TestHostCordon: a cordoned host gets no new VM, pinned or not, and the
 // VMs it runs stay; uncordoned, it takes VMs again.
 func TestHostCordon(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	pa := e.super.WithProject("pa")
@@ -77,6 +78,7 @@ func (e *env) audited(t *testing.T, action, host string) {
 // refusal names them, and leaves the host as it was); a deleted host's
 // token is dead.
 func TestHostDelete(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	err := e.super.DeleteHost(ctx, "h1")

@@ -15,6 +15,7 @@ import (
 // client compares allocation with that and not with the physical CPUs; and
 // a VM that fills the capacity exactly is placed, one vCPU more is not.
 func TestHostCapacityIsWhatTheSchedulerOffers(t *testing.T) {
+	t.Parallel()
 	cfg := scheduler.Config{CPUOvercommit: 2.5, MemoryOvercommit: 1.5, ReservedMemoryMiB: 1024}
 	e := newEnv(t, Config{Scheduler: cfg})
 	ctx := context.Background()
@@ -70,6 +71,7 @@ func TestHostCapacityIsWhatTheSchedulerOffers(t *testing.T) {
 // Host events show a host as GET does, with the server's allocation and
 // capacity; what an agent claims for them is never stored.
 func TestHostEventsCarryAllocationAndCapacity(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

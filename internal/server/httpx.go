@@ -31,6 +31,7 @@ var statusOf = map[string]int{
 	api.CodeTooManyRequests: http.StatusTooManyRequests,
 	api.CodeInternal:        http.StatusInternalServerError,
 	api.CodeUnavailable:     http.StatusServiceUnavailable,
+	api.CodeGone:            http.StatusGone,
 	// A full disk makes the server read-only.
 	api.CodeInsufficientStorage: http.StatusInsufficientStorage,
 }

@@ -17,6 +17,7 @@ import (
 // the same key with another request is refused with 422 naming the
 // mismatch, and makes nothing.
 func TestIdempotencyKeyReusedWithAnotherBody(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	create := func(key, body string) (int, api.Operation, api.ErrorBody) {

@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/blobstore"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
 
 // Images are replicated to every server: each keeps a copy of every ready
-// image in its own image store, so that any server serves any image to
-// agents and users, and an image outlives the server that imported it.
+// image's blob (its file, named by its content: internal/blobstore) in its
+// own image store, so that any server serves any image to agents and
+// users, and an image outlives the server that imported it.
 // A server missing a copy (it joined later, or was down when the image
 // was imported) fetches it from a peer that has it and keeps it only if
 // its size and SHA-256 are the ones the image's record holds; a copy
@@ -68,9 +70,9 @@ func (s *Server) replicateImages(ctx context.Context) {
 // syncImages fetches the copies this server misses and removes those of
 // images that are gone.
 func (s *Server) syncImages(ctx context.Context) {
-	known := map[string]bool{}
+	known := map[string]*api.Image{} // by UID
 	for _, img := range listAll(s.images, nil) {
-		known[img.UID] = true
+		known[img.UID] = img
 		if img.State != api.ImageReady {
 			continue
 		}
@@ -83,21 +85,51 @@ func (s *Server) syncImages(ctx context.Context) {
 		return
 	}
 	for _, e := range entries {
+		name := e.Name()
 		// Dot files are imports and copies under way.
-		if name := e.Name(); !strings.HasPrefix(name, ".") && !known[name] {
+		if strings.HasPrefix(name, ".") || name == "sha256" {
+			continue
+		}
+		img := known[name]
+		switch {
+		case img == nil:
 			if err := os.Remove(filepath.Join(s.imageDir, name)); err == nil {
 				s.log.Info("removed the copy of an image that is gone", "uid", name)
 			}
+		case img.State == api.ImageReady && blobstore.Valid(img.SHA256):
+			// Kept by its UID by an older server: it becomes its blob.
+			cur := img
+			err := s.ctl.Imports.Blobs().Put(filepath.Join(s.imageDir, name), img.SHA256, func() error {
+				if now, ok := s.images.Get(cur.Key()); !ok || now.UID != cur.UID {
+					return errImageGone
+				}
+				return nil
+			})
+			if err != nil && !errors.Is(err, errImageGone) {
+				s.log.Warn("moving an image's file to the blob store", "image", img.Key(), "err", err)
+			}
 		}
 	}
+	// Blobs no ready image has any more (their last image was deleted
+	// while this server was down) go.
+	gone, err := s.ctl.Imports.Blobs().Sweep(func(digest string) bool { return s.ctl.Imports.Shared(digest, "") })
+	if err != nil {
+		s.log.Warn("sweeping the image blobs", "err", err)
+	}
+	for _, d := range gone {
+		s.log.Info("removed an image blob no image has", "sha256", d)
+	}
 }
+
+// errImageGone: the image a file was meant for was deleted meanwhile.
+var errImageGone = errors.New("the image is gone")
 
 // removeImageCopy removes this server's copy of a deleted image.
 func (s *Server) removeImageCopy(img *api.Image) {
 	if img == nil || img.UID == "" {
 		return
 	}
-	if err := os.Remove(s.ctl.Imports.Path(img)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := s.ctl.Imports.Release(img); err != nil {
 		s.log.Warn("removing the copy of a deleted image", "image", img.Key(), "err", err)
 	}
 }
@@ -140,7 +172,7 @@ func (s *Server) ensureImageFile(ctx context.Context, img *api.Image) error {
 	}
 	var errs []error
 	for _, p := range peers {
-		err := s.copyImageFrom(ctx, p, img, path)
+		err := s.copyImageFrom(ctx, p, img)
 		if err == nil {
 			s.log.Info("copied an image from a peer", "image", img.Key(), "from", p.name, "bytes", img.SizeBytes)
 			return nil
@@ -153,9 +185,9 @@ func (s *Server) ensureImageFile(ctx context.Context, img *api.Image) error {
 	return fmt.Errorf("image %q: no copy could be fetched: %w", img.Name, errors.Join(errs...))
 }
 
-// copyImageFrom fetches an image's file from a peer into path, keeping it
-// only when its size and SHA-256 match the image's record.
-func (s *Server) copyImageFrom(ctx context.Context, p peerServer, img *api.Image, path string) error {
+// copyImageFrom fetches an image's file from a peer into the blob store,
+// keeping it only when its size and SHA-256 match the image's record.
+func (s *Server) copyImageFrom(ctx context.Context, p peerServer, img *api.Image) error {
 	body, _, err := p.c.PeerImageBlob(ctx, img.UID)
 	if err != nil {
 		return err
@@ -191,13 +223,17 @@ func (s *Server) copyImageFrom(ctx context.Context, p peerServer, img *api.Image
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("saving the copy: %w", err)
 	}
-	// The image may have been deleted meanwhile.
-	if cur, exists := s.images.Get(img.Key()); !exists || cur.UID != img.UID {
+	// Stored as the blob of its content, unless the image was deleted
+	// meanwhile.
+	ok = true // Put takes the file, whatever happens
+	err = s.ctl.Imports.Blobs().Put(tmp, img.SHA256, func() error {
+		if cur, exists := s.images.Get(img.Key()); !exists || cur.UID != img.UID {
+			return errImageGone
+		}
 		return nil
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	})
+	if err != nil && !errors.Is(err, errImageGone) {
 		return fmt.Errorf("saving the copy: %w", err)
 	}
-	ok = true
 	return nil
 }

@@ -290,7 +290,7 @@ func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if err := os.Remove(s.ctl.Imports.Path(img)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := s.ctl.Imports.Release(img); err != nil {
 		s.log.Warn("removing image file", "image", name, "err", err)
 	}
 	s.metrics.OpFinished(op.Kind, op.Status)

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -63,11 +64,20 @@ func waitDone(t *testing.T, c *client.Client) func(*api.Operation, error) *api.O
 	}
 }
 
-// imageFiles lists the files of the server's image store.
+// imageFiles lists the files of the server's image store: imports under
+// way and blobs.
 func (e *env) imageFiles() []string {
-	entries, _ := os.ReadDir(filepath.Join(e.dataDir, "images"))
+	dir := filepath.Join(e.dataDir, "images")
+	entries, _ := os.ReadDir(dir)
 	var names []string
 	for _, en := range entries {
+		if en.Name() == "sha256" {
+			blobs, _ := os.ReadDir(filepath.Join(dir, "sha256"))
+			for _, b := range blobs {
+				names = append(names, "sha256/"+b.Name())
+			}
+			continue
+		}
 		names = append(names, en.Name())
 	}
 	return names
@@ -97,6 +107,7 @@ func closedPort(t *testing.T) string {
 // the URL spells them, and the failures are one and the same message:
 // no port scan, no status, no size. A superadmin is told the detail.
 func TestImageImportRefusesInternalURLs(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	srv, hits := internalServer(t)
 	port := srv.URL[strings.LastIndex(srv.URL, ":")+1:]
@@ -158,6 +169,7 @@ func TestImageImportRefusesInternalURLs(t *testing.T) {
 // address of one of its interfaces, even where a superadmin allowed the
 // network that address is on; a superadmin may allow the one address.
 func TestImageImportRefusesOwnAddresses(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	var own netip.Addr
@@ -209,6 +221,7 @@ func TestImageImportRefusesOwnAddresses(t *testing.T) {
 // then work, its errors still name no status to members, and the change
 // is audited. The settings are checked field by field.
 func TestImageFetchAllowList(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	srv, hits := internalServer(t)
@@ -289,6 +302,7 @@ func TestImageFetchAllowList(t *testing.T) {
 // TestImageURLCredentials: credentials in an image URL are used for the
 // download and never stored, shown, logged or audited.
 func TestImageURLCredentials(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	const secret = "s3cret-passw0rd"
@@ -345,6 +359,7 @@ func TestImageURLCredentials(t *testing.T) {
 // members or superadmins; sources an older server stored with it are
 // rewritten at start.
 func TestImageURLQuerySecrets(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	const secret = "s3cretSignature0123"
@@ -434,6 +449,7 @@ func TestImageURLQuerySecrets(t *testing.T) {
 // refused at once, before anything is converted, as an upload and from a
 // URL; the limit is a setting.
 func TestImageVirtualSizeLimit(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -482,6 +498,7 @@ func randomDisk(n int, seed uint64) []byte {
 // bomb is refused at once, and two imports racing for the same room do
 // not both get it.
 func TestImageStorageQuota(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	limit := int64(16)
@@ -562,6 +579,7 @@ func TestImageStorageQuota(t *testing.T) {
 // imports at once; more are refused with 429 before their upload is
 // received, and other projects are not held up.
 func TestImageImportSlots(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	release := make(chan struct{})
@@ -630,7 +648,11 @@ func TestImageImportSlots(t *testing.T) {
 	if done := waitDone(t, member)(op, nil); done.Status != api.OpCancelled {
 		t.Fatalf("the cancelled import: %s %+v", done.Status, done.Error)
 	}
-	if done := waitDone(t, member)(member.UploadImage(ctx, "third", api.ImageDisk, bytes.NewReader(small), int64(len(small)), nil)); done.Status != api.OpSucceeded {
+	// Bytes of its own, so that its file is not one the store holds
+	// already (images with the same bytes share one).
+	third := make([]byte, 1<<20)
+	crand.Read(third)
+	if done := waitDone(t, member)(member.UploadImage(ctx, "third", api.ImageDisk, bytes.NewReader(third), int64(len(third)), nil)); done.Status != api.OpSucceeded {
 		t.Fatalf("an import after a cancelled one: %s %+v", done.Status, done.Error)
 	}
 	if after := e.imageFiles(); len(after) != len(before)+1 {
@@ -646,6 +668,7 @@ func TestImageImportSlots(t *testing.T) {
 // fetch it, and it shows in their lists. Nobody else may change it, and
 // the change is audited.
 func TestImagePublicVisibility(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	e.importImage(ctx, api.DefaultProject, "shared-disk")

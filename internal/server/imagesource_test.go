@@ -61,6 +61,7 @@ func (e *env) noTempFiles(t *testing.T) {
 // reproduction: a 1 MiB-quota project uploading hundreds of MiB had all
 // of it written to the server's disk before the refusal.
 func TestImageSourceOverQuota(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	limit := int64(4)
@@ -160,6 +161,7 @@ func refusedWith(t *testing.T, e *env, name string) int {
 // server's reserve; the partial file is removed. The image store is a
 // small tmpfs.
 func TestImageSourceOverDisk(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("mounting a small file system for the image store needs root")
 	}

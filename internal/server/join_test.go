@@ -35,6 +35,7 @@ func freePort(t *testing.T) int {
 // token's holder, joining under that name, opens them; remove takes the
 // member out again.
 func TestServerJoinHandsOverSealed(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{Name: "s1", PeerListen: "127.0.0.1:" + strconv.Itoa(freePort(t))})
 	ctx := context.Background()
 	jt, err := e.super.CreateServerJoinToken(ctx, api.JoinTokenCreate{})

@@ -14,6 +14,7 @@ import (
 // join token re-registered an existing host once it was not ready, and
 // got all its VMs' specs and user data.)
 func TestJoinTokenCannotTakeOverAHost(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	anon := e.client("", "")

@@ -14,6 +14,7 @@ import (
 // loop issue each of them once: one operation and one audit record per
 // lease action.
 func TestLeaseActsOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	if _, err := e.super.CreateProject(ctx, api.ProjectCreate{Name: "lab", MaxLeaseSeconds: 3600, LeaseGraceSeconds: 60}); err != nil {

@@ -18,6 +18,7 @@ import (
 // VM's newest version: in the end the host is not ready and every VM on it
 // is unknown, none left showing its last state.
 func TestLivenessUnderConcurrentWrites(t *testing.T) {
+	t.Parallel()
 	// The liveness loop of the server never judges on its own here: the
 	// test calls its check with a clock past the timeout.
 	e := newEnv(t, Config{HeartbeatTimeout: time.Hour})

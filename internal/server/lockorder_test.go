@@ -18,6 +18,7 @@ import (
 // project with a quota, on VMs whose locks share a stripe, so that each
 // holds one of the two locks the other needs at some moment. They all end.
 func TestCreatesAndResizesInOneProject(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	if _, err := e.super.SetQuota(ctx, "pa", api.Quota{VMs: ptr[int64](1000), VCPUs: ptr[int64](100000)}); err != nil {

@@ -46,6 +46,7 @@ func (l *loginFrom) try(user, pw string) (int, string) {
 // but never the user out from elsewhere; an address guessing many users
 // is locked out of all of them.
 func TestLoginLockoutIsPerAddressAndUser(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	attacker, owner := e.loginFrom("127.0.0.2"), e.loginFrom("127.0.0.3")
 	for i := range loginPairConfig.FreeFailures + 1 {
@@ -95,6 +96,7 @@ func TestLoginLockoutIsPerAddressAndUser(t *testing.T) {
 // gets no more verifications than the throttle allows one after the
 // other, and no more password hashes run at once than the gate's slots.
 func TestConcurrentLoginsAreBounded(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	hwm := func() string {
 		b, _ := os.ReadFile("/proc/self/status")
@@ -144,6 +146,7 @@ func TestConcurrentLoginsAreBounded(t *testing.T) {
 // TestLoginWhenHashingIsBusy: with every hashing slot taken, a login waits
 // a little, then is told to come back, and is not counted as a failure.
 func TestLoginWhenHashingIsBusy(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	var held []func()
 	for range e.s.hashing.Size() {

@@ -178,6 +178,11 @@ var policy = map[string]string{
 	"DELETE /v1/volumes/{name}/snapshots/{snapshot}":                 "member",
 	"PUT /v1/agent/hosts/{name}/volumes/{project}/{volume}/status":   "host",
 	"POST /v1/agent/hosts/{name}/volumes/{project}/{volume}/removed": "host",
+	"GET /v1/migrations":                                             "viewer",
+	"POST /v1/migrations":                                            "member",
+	"GET /v1/migrations/{name}":                                      "viewer",
+	"PUT /v1/migrations/{name}/status":                               "member",
+	"POST /v1/migrations/{name}/cancel":                              "member",
 	// The servers of the control plane, and how one joins.
 	"GET /v1/cluster/servers":           "superadmin",
 	"DELETE /v1/cluster/servers/{name}": "superadmin",
@@ -188,6 +193,11 @@ var policy = map[string]string{
 	"GET /v1/cluster/peer/audit":           "peer",
 	"GET /v1/cluster/peer/images/{uid}":    "peer",
 	"POST /v1/cluster/peer/streams/{host}": "peer",
+
+	// Capacity plans: they show every host and every project's VMs.
+	"POST /v1/plans/consolidate": "superadmin",
+	"POST /v1/plans/what-if":     "superadmin",
+	"POST /v1/plans/forecast":    "superadmin",
 }
 
 // callers are the identities the matrix tries: the env's users and hosts,
@@ -352,6 +362,7 @@ func outcomeOf(status int, body []byte) string {
 // the answers against the policy above. It also checks that every refusal
 // left exactly one denied record in the audit log.
 func TestAuthorizationMatrix(t *testing.T) {
+	t.Parallel()
 	// Every refusal is to be seen one by one: one caller's budget of
 	// records written one by one is raised past the matrix's refusals
 	// (TestAuditFoldsPerCaller holds the budget).
@@ -430,6 +441,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 // lists (filtered by the caller's roles); on any other project route it is
 // refused, so it cannot open a project the caller has no role in.
 func TestAllProjectsOnlyOnLists(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	for _, rt := range e.s.routes() {
 		if rt.rule.Scope != auth.ScopeProject || rt.method != http.MethodGet {

@@ -14,6 +14,7 @@ import (
 // every try of an admin is in the project's own audit log, naming the
 // user tried, for the project's other admins to read.
 func TestMemberProbesAreAudited(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	body, _ := json.Marshal(api.MemberSet{Role: api.RoleViewer})
 	if status, _, _ := e.do("PUT", "/v1/projects/pa/members/ghost-1", e.tokens[api.RoleMember], body); status != http.StatusForbidden {

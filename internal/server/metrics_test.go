@@ -24,6 +24,7 @@ import (
 // superadmin or the metrics token, which the server writes 0600 to its
 // data dir and which opens nothing else.
 func TestMetricsNeedAuthentication(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	fi, err := os.Stat(e.s.MetricsTokenFile())
 	if err != nil {
@@ -56,6 +57,7 @@ func TestMetricsNeedAuthentication(t *testing.T) {
 // TestMetricsTokenKeptAndRotated: a restart keeps the metrics token;
 // deleting its file and restarting makes a new one and kills the old.
 func TestMetricsTokenKeptAndRotated(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	start := func() *Server {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -93,6 +95,7 @@ func TestMetricsTokenKeptAndRotated(t *testing.T) {
 // TestMetricsListener: --metrics-listen serves /metrics alone, without
 // authentication, on its own address.
 func TestMetricsListener(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{Edge: EdgeConfig{MetricsListen: "127.0.0.1:0"}})
 	base := "http://" + e.s.MetricsAddr().String()
 	get := func(path string) (int, string) {
@@ -121,6 +124,7 @@ func TestMetricsListener(t *testing.T) {
 // TLS on the API port with the metrics token file as its bearer token
 // file, as the README says, and on the separate metrics listener.
 func TestPrometheusScrapes(t *testing.T) {
+	t.Parallel()
 	bin := peer.Binary(t, "prometheus", "apt-get install prometheus")
 	e := newEnv(t, Config{Edge: EdgeConfig{MetricsListen: "127.0.0.1:0"}})
 	dir := t.TempDir()

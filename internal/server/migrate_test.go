@@ -15,6 +15,7 @@ import (
 // their bare names, no project) is moved into the default project at
 // start, keeping every object and its identity.
 func TestMigrateToProjects(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -1,8 +1,6 @@
 package server
 
 import (
-	"context"
-
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
 	"github.com/polyvisor/polyvisor/internal/store"
@@ -10,7 +8,7 @@ import (
 
 // forwardNetworkEvents adds the changes of the network objects the caller
 // may read to an event stream.
-func (s *Server) forwardNetworkEvents(ctx context.Context, want map[string]bool, events chan<- api.Event, visible func(string, auth.Permission) bool) {
+func (s *Server) networkEventHandlers(want map[string]bool, h recordHandlers, visible func(string, auth.Permission) bool) {
 	ref := func(kind string, m *api.Meta) api.Ref {
 		return api.Ref{Kind: kind, Name: m.Name, UID: m.UID, Project: m.Project}
 	}
@@ -18,7 +16,7 @@ func (s *Server) forwardNetworkEvents(ctx context.Context, want map[string]bool,
 		return api.Event{Type: typ, Action: action(c, prev), Object: ref(kind, m)}
 	}
 	if want[api.EventNetwork] {
-		go forward(ctx, s.net.networks.Subscribe(ctx), events, func(c store.Change[api.Network]) (api.Event, bool) {
+		on(h, s.net.networks, func(c store.Change[api.Network]) (api.Event, bool) {
 			e := ev(api.EventNetwork, c.Type, c.Prev != nil, "network", &c.Obj.Meta)
 			v := s.net.m.NetworkView(c.Obj)
 			e.Network = &v
@@ -26,7 +24,7 @@ func (s *Server) forwardNetworkEvents(ctx context.Context, want map[string]bool,
 		})
 	}
 	if want[api.EventSubnet] {
-		go forward(ctx, s.net.subnets.Subscribe(ctx), events, func(c store.Change[api.Subnet]) (api.Event, bool) {
+		on(h, s.net.subnets, func(c store.Change[api.Subnet]) (api.Event, bool) {
 			e := ev(api.EventSubnet, c.Type, c.Prev != nil, "subnet", &c.Obj.Meta)
 			v := s.net.m.SubnetView(c.Obj)
 			e.Subnet = &v
@@ -34,7 +32,7 @@ func (s *Server) forwardNetworkEvents(ctx context.Context, want map[string]bool,
 		})
 	}
 	if want[api.EventPort] {
-		go forward(ctx, s.net.ports.Subscribe(ctx), events, func(c store.Change[api.Port]) (api.Event, bool) {
+		on(h, s.net.ports, func(c store.Change[api.Port]) (api.Event, bool) {
 			e := ev(api.EventPort, c.Type, c.Prev != nil, "port", &c.Obj.Meta)
 			v := s.net.m.PortView(c.Obj)
 			e.Port = &v
@@ -42,14 +40,14 @@ func (s *Server) forwardNetworkEvents(ctx context.Context, want map[string]bool,
 		})
 	}
 	if want[api.EventSecurityGroup] {
-		go forward(ctx, s.net.groups.Subscribe(ctx), events, func(c store.Change[api.SecurityGroup]) (api.Event, bool) {
+		on(h, s.net.groups, func(c store.Change[api.SecurityGroup]) (api.Event, bool) {
 			e := ev(api.EventSecurityGroup, c.Type, c.Prev != nil, "security-group", &c.Obj.Meta)
 			e.SecurityGroup = c.Obj
 			return e, visible(c.Obj.Project, auth.PermNetworkRead)
 		})
 	}
 	if want[api.EventFloatingIP] {
-		go forward(ctx, s.net.fips.Subscribe(ctx), events, func(c store.Change[api.FloatingIP]) (api.Event, bool) {
+		on(h, s.net.fips, func(c store.Change[api.FloatingIP]) (api.Event, bool) {
 			e := ev(api.EventFloatingIP, c.Type, c.Prev != nil, "floating-ip", &c.Obj.Meta)
 			v := s.net.m.FloatingIPView(c.Obj)
 			e.FloatingIP = &v

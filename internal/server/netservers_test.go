@@ -18,6 +18,7 @@ import (
 // are handed out, each once; the other creates are refused as a full
 // network.
 func TestTwoServersAllocateAddresses(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

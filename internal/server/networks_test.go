@@ -51,6 +51,7 @@ func (e *env) netAudited(t *testing.T, action string) map[string]api.AuditRecord
 // and nothing half made, audited, shown to other projects only when
 // external.
 func TestNetworkObjectsAPI(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	member, viewer := e.as(api.RoleMember, "pa"), e.as(api.RoleViewer, "pa")
@@ -185,6 +186,7 @@ func TestNetworkObjectsAPI(t *testing.T) {
 // project holding networks is not deleted; the quota counts networks,
 // ports (a VM's and an added NIC's too) and floating IPs.
 func TestProjectNetworkLife(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	if _, err := e.super.CreateProject(ctx, api.ProjectCreate{Name: "pc"}); err != nil {
@@ -294,6 +296,7 @@ func nextState(t *testing.T, ch <-chan *api.HostNetworkState, what string, ok fu
 // VMs and again as the other's VM comes and goes; a port reported made is
 // active; a deleted VM's port and address are gone.
 func TestVMNetworkState(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	st := ctlHostStatus(8, 16<<10)
@@ -403,6 +406,7 @@ func TestVMNetworkState(t *testing.T) {
 // the host carried them out; the added NIC's port is made with it, the
 // removed one's freed.
 func TestNICAddRemove(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	member := e.as(api.RoleMember, "pa")
@@ -457,6 +461,7 @@ func TestNICAddRemove(t *testing.T) {
 // TestNetworkEvents: network objects' changes are on /v1/events, only to
 // those who may read them.
 func TestNetworkEvents(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -12,6 +12,7 @@ import (
 // TestOpenAPIMatchesRoutes holds the OpenAPI document against the route
 // table: every route is documented and every documented path is routed.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
+	t.Parallel()
 	var doc struct {
 		OpenAPI string                                `json:"openapi"`
 		Paths   map[string]map[string]json.RawMessage `json:"paths"`

@@ -14,6 +14,7 @@ import (
 // a VM counts once in its host's allocation however often it changes, and
 // deleting it frees its room for the next create.
 func TestPlacerAfterRestart(t *testing.T) {
+	t.Parallel()
 	cfg := Config{Scheduler: scheduler.Config{CPUOvercommit: 1, ReservedMemoryMiB: -1}}
 	e := newEnv(t, cfg)
 	ctx := context.Background()

@@ -18,6 +18,7 @@ import (
 
 // Every route that is let through while other changes are refused exists.
 func TestReliefRoutesExist(t *testing.T) {
+	t.Parallel()
 	s := &Server{}
 	have := map[string]bool{}
 	for _, rt := range s.routes() {
@@ -38,6 +39,7 @@ func TestReliefRoutesExist(t *testing.T) {
 // after the account of the outage. (Every non-GET was refused, token
 // revocation included.)
 func TestFailClosedLetsRevocationsThrough(t *testing.T) {
+	t.Parallel()
 	e, mnt := auditFS(t, true)
 	ctx := context.Background()
 	victims := map[string]string{}
@@ -111,6 +113,7 @@ func TestFailClosedLetsRevocationsThrough(t *testing.T) {
 // disabled and deleted, a member removed, an image and a project deleted.
 // Creations stay refused. (Every non-GET answered 507.)
 func TestReadOnlyLetsRevocationsAndDeletionsThrough(t *testing.T) {
+	t.Parallel()
 	// Room for an image: the image store keeps 1 GiB free.
 	mnt := smallFS(t, "1200m")
 	data := filepath.Join(mnt, "data")
@@ -188,6 +191,7 @@ func TestReadOnlyLetsRevocationsAndDeletionsThrough(t *testing.T) {
 // is accepted, its host's word that the VM is gone is taken, and the
 // deletion's operation ends, so that its room and quota are free.
 func TestReadOnlyDeletesAVMToTheEnd(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	tok := e.ctlJoin(ctx, "spare", ctlHostStatus(4, 4096), true)

@@ -31,6 +31,7 @@ func servedLeaf(t *testing.T, addr string) *x509.Certificate {
 // fingerprint, and an agent's watch opened under the first certificate
 // all keep working.
 func TestCertificateRenewedWhileRunning(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{Edge: EdgeConfig{Cert: pki.CertOptions{Validity: 4 * time.Second, RenewBefore: 3 * time.Second}}})
 	ctx := context.Background()
 	addr := e.s.Addr().String()

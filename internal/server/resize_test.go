@@ -18,6 +18,7 @@ import (
 // 422 naming the resource; two resizes racing for the last room do not
 // both get it; a create sees the room a queued resize holds.
 func TestResizeCheckedAgainstHost(t *testing.T) {
+	t.Parallel()
 	// Host small offers 4 cpus x 2 = 8 vcpus and 2048 MiB.
 	cfg := Config{Scheduler: scheduler.Config{CPUOvercommit: 2, ReservedMemoryMiB: -1}}
 	e := newEnv(t, cfg)

@@ -57,6 +57,8 @@ func (s *Server) routes() []route {
 	rs = append(rs, s.volumeRoutes()...)
 	rs = append(rs, s.serverRoutes()...)
 	rs = append(rs, s.peerRoutes()...)
+	rs = append(rs, s.vmMigrationRoutes()...)
+	rs = append(rs, s.planRoutes()...)
 	rs = append(rs, s.haRoutes()...)
 	return rs
 }

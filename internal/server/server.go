@@ -26,6 +26,7 @@ import (
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/atomicfile"
 	"github.com/polyvisor/polyvisor/internal/audit"
+	"github.com/polyvisor/polyvisor/internal/blobstore"
 	"github.com/polyvisor/polyvisor/internal/cluster"
 	"github.com/polyvisor/polyvisor/internal/controller"
 	"github.com/polyvisor/polyvisor/internal/controller/admission"
@@ -164,6 +165,9 @@ type Server struct {
 	creds     *store.Collection[estate.Credential]
 	secrets   *secrets.Box
 
+	// vmMigrations are the records of VMs moved from other hypervisors.
+	vmMigrations *store.Collection[api.VMMigration]
+
 	// net holds the networks: their collections, manager and hub.
 	net *netState
 
@@ -241,6 +245,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(s.imageDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating image dir: %w", err)
 	}
+	blobs, err := blobstore.Open(s.imageDir)
+	if err != nil {
+		return nil, err
+	}
 	if err := s.setupTLS(); err != nil {
 		return nil, err
 	}
@@ -274,6 +282,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.settings = store.NewCollection(st, "settings", func(r *settingsRecord, rev int64) { r.Version = rev })
 	s.pools = store.NewCollection(st, "pools", func(p *api.Pool, rev int64) { p.Version = rev })
 	s.volumes = store.NewCollection(st, "volumes", func(v *api.Volume, rev int64) { v.Version = rev })
+	s.vmMigrations = store.NewCollection(st, "vmmigrations", func(m *api.VMMigration, rev int64) { m.Version = rev })
 	s.servers = store.NewCollection(st, "servers", func(r *serverRecord, rev int64) { r.Version = rev })
 	admitted := admission.NewCollection(st)
 	beats := store.NewCollection(st, "heartbeats", func(b *liveness.Beats, rev int64) { b.Version = rev })
@@ -331,7 +340,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			Beats: beats, Migrations: s.migrations, Volumes: s.volumes,
 		},
 		Secrets: s.secrets, Scheduler: cfg.Scheduler, HeartbeatTimeout: cfg.HeartbeatTimeout,
-		LeaseInterval: cfg.LeaseInterval, ImageDir: s.imageDir, MinFreeBytes: int64(cfg.MinFreeBytes),
+		LeaseInterval: cfg.LeaseInterval, ImageDir: s.imageDir, ImageBlobs: blobs, MinFreeBytes: int64(cfg.MinFreeBytes),
 		ProviderFactory: cfg.ProviderFactory, ProviderResync: cfg.ProviderResync,
 		Metrics: s.metrics, ErrorOf: toAPIError, Audit: s.auditSystem, Logger: cfg.Logger,
 		Counted: s.net.m.Counted, Leaders: []func(context.Context, store.Writer){s.net.m.RunJanitor,

@@ -14,6 +14,7 @@ import (
 // would; a crash under the default policy (restart), a report for an
 // older generation, or a reason without a cause change nothing.
 func TestStopCause(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	pa := e.super.WithProject("pa")

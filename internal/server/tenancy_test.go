@@ -28,6 +28,7 @@ func statusOfErr(err error) int {
 // on, open the console of, nor learn of anything in pb: every attempt is
 // a 404, as for something that does not exist.
 func TestTenantIsolation(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	member := e.as(api.RoleMember, "pa")
@@ -146,6 +147,7 @@ func TestTenantIsolation(t *testing.T) {
 // token or password is ever seen in clear in answers, logs, the store or
 // the audit log.
 func TestTokens(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	var seen bytes.Buffer // every answer the test reads
@@ -280,6 +282,7 @@ func ptr[T any](v T) *T { return &v }
 // TestQuotaRace: 20 creates at once that together exceed the quota;
 // exactly the number the quota allows succeed.
 func TestQuotaRace(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	if _, err := e.super.SetQuota(ctx, "pa", api.Quota{VMs: ptr[int64](6), VCPUs: ptr[int64](100)}); err != nil {
@@ -365,6 +368,7 @@ func stopped(s *Server, key string) *api.VM {
 // TestLogin: sessions work until logout; repeated wrong passwords are
 // throttled; an unknown user and a wrong password get the same answer.
 func TestLogin(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	anon := e.client("", "")
@@ -424,6 +428,7 @@ func TestLogin(t *testing.T) {
 // TestRateLimit: a user over its rate gets 429 with Retry-After; others
 // are not affected.
 func TestRateLimit(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	e.s.limiter.Store(throttle.NewLimiter(1, 5, time.Minute))
 	limited := 0
@@ -444,6 +449,7 @@ func TestRateLimit(t *testing.T) {
 // TestProjectAdminBounds: a project admin edits its project and members,
 // but not the quota or lease policy set for it.
 func TestProjectAdminBounds(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	admin := e.as(api.RoleAdmin, "pa")

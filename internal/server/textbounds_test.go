@@ -82,6 +82,7 @@ func leaf(t reflect.Type, path string, n *int) (reflect.Value, string) {
 // (Only some fields had bounds: a project's description took a megabyte
 // per PATCH.)
 func TestEveryRequestStringBounded(t *testing.T) {
+	t.Parallel()
 	checked := 0
 	for _, body := range requestTypes {
 		typ := reflect.TypeOf(body)
@@ -115,6 +116,7 @@ func TestEveryRequestStringBounded(t *testing.T) {
 // description past its bound is refused, naming the field, and nothing is
 // stored. (150 PATCHes of a megabyte grew etcd's database by 170 MB.)
 func TestProjectDescriptionBounded(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	admin := e.as(api.RoleAdmin, "pa")

@@ -16,6 +16,7 @@ import (
 // API token needs neither. (A stolen session minted a never-expiring
 // token that outlived a password change.)
 func TestTokenFromSessionNeedsPasswordAndEndsWithIt(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	sess, err := e.client("", "").Login(ctx, "r-member", "pw-r-member-secret")
@@ -67,6 +68,7 @@ func TestTokenFromSessionNeedsPasswordAndEndsWithIt(t *testing.T) {
 // With a maximum token lifetime, a token asked never to expire lives that
 // long, and a longer one is refused naming the field.
 func TestMaxTokenLifetime(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{MaxTokenLifetime: time.Hour})
 	ctx := context.Background()
 	tok, err := e.super.CreateToken(ctx, api.TokenCreate{Name: "forever", User: "bob"})

@@ -24,6 +24,7 @@ import (
 // and a user with no access to the VM's project, and lets through one who
 // may open consoles there.
 func TestConsoleWebsocketAuth(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	pem, err := os.ReadFile(e.s.CAFile())
 	if err != nil {
@@ -80,6 +81,7 @@ func TestConsoleWebsocketAuth(t *testing.T) {
 // build it. Both with a strict content security policy; /v1 paths stay
 // API errors.
 func TestUIServed(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	status, body, _ := e.do("GET", "/v1/nothing-here", "", nil)
 	if status != http.StatusNotFound || !strings.Contains(string(body), `"not_found"`) {

@@ -12,6 +12,7 @@ import (
 // members elected a raft leader may still be committed, so it is answered
 // 503 (repeat it, with its idempotency key), never 500.
 func TestStoreUnavailableIs503(t *testing.T) {
+	t.Parallel()
 	for _, e := range []error{rpctypes.ErrTimeout, rpctypes.ErrTimeoutDueToLeaderFail, rpctypes.ErrLeaderChanged, rpctypes.ErrNoLeader, rpctypes.ErrGRPCNoLeader} {
 		err := fmt.Errorf("storing vm \"a\": commit transaction of 6 operations: %w", e)
 		if got := toAPIError(err); got.Code != api.CodeUnavailable {

@@ -26,6 +26,7 @@ var fullCloudInit = api.CloudInit{UserData: secretUserData, MetaData: secretMeta
 // that there is some, not what it says, in the VM, its list and its
 // events.
 func TestUserDataIsForMembers(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	member := e.as(api.RoleMember, "pa")

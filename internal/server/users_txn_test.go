@@ -20,6 +20,7 @@ import (
 // it in. (The user's password was deleted before the creation failed with
 // 409.)
 func TestCreateExistingUserKeepsItsPassword(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	for _, req := range []api.UserCreate{{Name: "r-member"}, {Name: "r-member", Password: "another-Secret-9"}} {
@@ -39,6 +40,7 @@ func TestCreateExistingUserKeepsItsPassword(t *testing.T) {
 // password and tokens were deleted one by one and failed membership
 // updates ignored: a user of the same name made later got the old roles.)
 func TestDeleteUserAllOrNothing(t *testing.T) {
+	t.Parallel()
 	s, c := startOn(t, t.TempDir(), Config{StoreQuotaBytes: 16 << 20})
 	ctx := context.Background()
 	if _, err := c.CreateProject(ctx, api.ProjectCreate{Name: "p"}); err != nil {

@@ -30,6 +30,7 @@ func validCreate() api.VMCreate {
 }
 
 func TestValidateVMCreateDefaults(t *testing.T) {
+	t.Parallel()
 	req := validCreate()
 	req.NICs = []api.NIC{{MAC: "52:54:00:AA:BB:CC"}}
 	if err := validateVMCreate(&req, testImages, testLimits); err != nil {
@@ -44,6 +45,7 @@ func TestValidateVMCreateDefaults(t *testing.T) {
 }
 
 func TestValidateVMCreateErrorsNameTheField(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name  string
 		mod   func(*api.VMCreate)
@@ -97,6 +99,7 @@ func TestValidateVMCreateErrorsNameTheField(t *testing.T) {
 }
 
 func TestValidateVMCreateNoHostsSkipsMaxima(t *testing.T) {
+	t.Parallel()
 	req := validCreate()
 	req.VCPUs, req.MemoryMiB = 64, 1<<20
 	if err := validateVMCreate(&req, testImages, hostLimits{}); err != nil {

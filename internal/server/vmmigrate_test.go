@@ -16,6 +16,7 @@ import (
 // target, whose listening record only the two hosts see, and which moves
 // the VM's host once the target reports it running.
 func TestMigrateThroughTheAPI(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -227,13 +228,32 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 	asks.Ports = network.PortsMade(portNICs, 0)
 	var op *api.Operation
 	var refused error
+	// The placement counts as in flight on this server until the
+	// transaction returned (stored: the index has the VM; failed: it
+	// holds nothing), so that creates made at once spread out.
+	release := func() {}
+	defer func() { release() }()
+	attempt := 0
 	err = s.txnWithPorts(ctx, project, key, portNICs, 0, nicField, func(plan *network.VMPlan) ([]store.Op, error) {
+		release()
+		release = func() {}
+		attempt++
 		conds, err := s.ctl.Quota.Admit(ctx, project, asks)
 		if err != nil {
 			refused = err
 			return nil, err
 		}
-		host, placed, err := s.ctl.Placer.Place(ctx, scheduler.Request{VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Host: req.Host}, filter)
+		sreq := scheduler.Request{VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Host: req.Host}
+		if attempt > 1 {
+			// It lost its host to a create decided at the same time,
+			// likely through another server from the same state: choose
+			// among a few of the best hosts, not the same one again.
+			sreq.Choices, sreq.Seed = spreadChoices, mrand.Uint64()
+		}
+		host, placed, rel, err := s.ctl.Placer.Place(ctx, sreq, filter)
+		if rel != nil {
+			release = rel
+		}
 		if err != nil {
 			refused = err
 			return nil, err
@@ -285,6 +305,10 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 	}
 	return nil, fmt.Errorf("storing vm %q: %w", req.Name, admission.Lost(err))
 }
+
+// spreadChoices is how many of the best hosts a create that lost its
+// host to another chooses among.
+const spreadChoices = 4
 
 func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request) {
 	keep := false

@@ -20,6 +20,7 @@ func wantStatus(t *testing.T, what string, err error, status int, text string) {
 }
 
 func TestPoolValidationAndVisibility(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	bad := []struct {
@@ -75,6 +76,7 @@ func readyVolume(t *testing.T, e *env, host, key string, gen int64) {
 // TestVolumeRules holds the API's refusals and the attach's effect on the
 // VM's spec, with hosts the test speaks for (no QEMU).
 func TestVolumeRules(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	vm, err := e.super.WithProject("pa").GetVM(ctx, "vm1")
@@ -199,6 +201,7 @@ func TestVolumeRules(t *testing.T) {
 // TestVolumeQuota: volumes count against the project's volumeMiB quota,
 // at create and at grow.
 func TestVolumeQuota(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	if _, err := e.super.CreatePool(ctx, api.PoolCreate{Name: "p", Kind: api.PoolShared, Path: "/srv/p", Hosts: []string{"h1", "h2"}, Projects: []string{"pa"}}); err != nil {
@@ -228,6 +231,7 @@ func TestVolumeQuota(t *testing.T) {
 // TestDeletePoolWhileHostsReport: a pool whose hosts keep reporting its
 // capacity is still deleted.
 func TestDeletePoolWhileHostsReport(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	if _, err := e.super.CreatePool(ctx, api.PoolCreate{Name: "p", Kind: api.PoolDir, Path: "/srv/p", Hosts: []string{"h1"}}); err != nil {

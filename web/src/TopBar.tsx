@@ -33,6 +33,7 @@ export function TopBar() {
         {nav('/volumes', 'nav-volumes', 'Volumes')}
         {s.superadmin && nav('/pools', 'nav-pools', 'Pools')}
         {nav('/hosts', 'nav-hosts', 'Hosts')}
+        {s.superadmin && nav('/capacity', 'nav-capacity', 'Capacity')}
         {nav('/providers', 'nav-providers', 'Providers')}
         {nav('/projects', 'nav-projects', 'Projects')}
         {nav('/operations', 'nav-operations', 'Operations')}

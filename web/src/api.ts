@@ -106,21 +106,33 @@ export function scope(project: string, all = false): Record<string, string | boo
 }
 
 // streamEvents follows /v1/events until the signal aborts, reconnecting
-// with backoff; onOpen tells each (re)connection, so views can reload what
-// they may have missed while the stream was down.
-export async function streamEvents(signal: AbortSignal, onEvent: (e: Event) => void, onOpen: (n: number) => void) {
+// with backoff from the revision of the last event it got (?since=), so
+// nothing is missed while the stream was down; onOpen tells each
+// (re)connection and whether it resumed, so views reload only when the
+// store no longer kept what they missed.
+export async function streamEvents(signal: AbortSignal, onEvent: (e: Event) => void, onOpen: (n: number, resumed: boolean) => void) {
   let delay = 500;
   let opened = 0;
+  let since = 0;
+  const types = 'types=vm,host,image,operation,provider,network,subnet,port,security-group,floating-ip';
   while (!signal.aborted) {
     try {
-      const resp = await fetch('/v1/events?types=vm,host,image,operation,provider,network,subnet,port,security-group,floating-ip', { headers: authHeaders('application/x-ndjson'), signal });
+      const resp = await fetch(`/v1/events?${types}${since > 0 ? `&since=${since}` : ''}`, { headers: authHeaders('application/x-ndjson'), signal });
       if (resp.status === 401) {
         onUnauthorized();
         return;
       }
+      if (resp.status === 410) {
+        // What was missed is no longer kept: start from now, and let the
+        // views read everything again.
+        since = 0;
+        continue;
+      }
       if (!resp.ok || !resp.body) throw new Error(`events: HTTP ${resp.status}`);
       delay = 500;
-      onOpen(opened++);
+      const resumed = since > 0;
+      if (!resumed) since = Number(resp.headers.get('X-Polyvisor-Revision') ?? 0) || 0;
+      onOpen(opened++, resumed);
       const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
       const split = new LineSplitter();
       for (;;) {
@@ -133,6 +145,7 @@ export async function streamEvents(signal: AbortSignal, onEvent: (e: Event) => v
           } catch {
             continue;
           }
+          if (e.revision && e.revision > since) since = e.revision;
           onEvent(e);
         }
       }
@@ -204,4 +217,17 @@ export function drainHost(name: string): Promise<HostDrain> {
 // importImage starts an import: a file uploaded, or a URL the server fetches.
 export function uploadImage(project: string, name: string, kind: string, file: File, pub: boolean, onProgress: (sent: number, total: number) => void, signal?: AbortSignal): Promise<Operation> {
   return upload<Operation>('/v1/images' + q({ project, name, kind, public: pub }), file, onProgress, signal);
+}
+
+// plan asks for a capacity plan (POST /v1/plans/{kind}) of the live
+// estate, or of an RVTools workbook sent beside the request as
+// multipart/form-data.
+export async function plan<T>(kind: 'consolidate' | 'what-if' | 'forecast', req: object, workbook?: File, signal?: AbortSignal): Promise<T> {
+  const path = `/v1/plans/${kind}`;
+  if (!workbook) return call<T>('POST', path, req, signal);
+  const form = new FormData();
+  form.append('request', JSON.stringify(req));
+  form.append('rvtools', workbook);
+  const resp = await fetch(path, { method: 'POST', headers: authHeaders('application/json'), body: form, signal });
+  return answer<T>(path, resp.status, resp.statusText, await resp.text(), resp.headers.get('Retry-After'));
 }

@@ -13,9 +13,10 @@ function ensure() {
   void streamEvents(
     running.signal,
     (e) => listeners.forEach((l) => l(e)),
-    (n) => {
-      // After a reconnection, what happened meanwhile was not streamed.
-      if (n > 0) resyncers.forEach((r) => r());
+    (n, resumed) => {
+      // After a reconnection that could not resume (the store no longer
+      // kept what happened meanwhile), the views read everything again.
+      if (n > 0 && !resumed) resyncers.forEach((r) => r());
     },
   );
 }

@@ -24,6 +24,7 @@ import { Users } from './pages/Users';
 import { Account } from './pages/Account';
 import { Volumes } from './pages/Volumes';
 import { Pools } from './pages/Pools';
+import { Capacity } from './pages/Capacity';
 
 // The VM page carries the consoles (noVNC, xterm.js): loaded when needed.
 const VMPage = lazy(() => import('./pages/VMPage'));
@@ -57,6 +58,8 @@ function Page({ path }: { path: string }) {
       return <Volumes />;
     case '/pools':
       return <Pools />;
+    case '/capacity':
+      return <Capacity />;
     case '/hosts':
       return <Hosts />;
     case '/providers':

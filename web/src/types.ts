@@ -268,6 +268,8 @@ export interface AuditRecord {
 export interface Event {
   type: string;
   time?: string;
+  // The store revision of the change, the same at every server.
+  revision?: number;
   action: string;
   object: { kind: string; name: string; project?: string };
   vm?: VM;
@@ -358,4 +360,71 @@ export interface Volume extends Meta {
     snapshots?: string[];
   };
   status: { state: string; sizeMiB?: number; snapshots?: string[]; error?: string; observedGeneration: number };
+}
+
+// Capacity plans (POST /v1/plans/...): see docs/PLANNING.md.
+export interface PlanUsage {
+  cpu: number;
+  memoryMiB: number;
+}
+export interface PlanOptions {
+  targetUtilization?: number;
+  percentile?: number;
+  crossProvider?: boolean;
+}
+export interface PlanHost {
+  name: string;
+  cluster?: string;
+  provider?: string;
+  cordoned?: boolean;
+  capacity: PlanUsage;
+  before: PlanUsage;
+  after: PlanUsage;
+  vmsBefore: number;
+  vmsAfter: number;
+}
+export interface PlanMove {
+  vm: string;
+  from?: string;
+  to: string;
+}
+export interface PlanUnplaced {
+  vm: string;
+  reason: string;
+}
+export interface Plan {
+  source?: string;
+  warnings?: string[] | null;
+  options: PlanOptions;
+  hostsBefore: number;
+  hostsAfter: number;
+  lowerBound: number;
+  hosts: PlanHost[] | null;
+  moves: PlanMove[] | null;
+  unplaced?: PlanUnplaced[] | null;
+  savings: { hosts: number; freed?: string[] | null; cpus: number; memoryMiB: number };
+}
+export interface ForecastTrend {
+  capacity: number;
+  now: number;
+  perDay: number;
+  points: number;
+  runsOutAt?: string;
+  daysLeft?: number;
+  note?: string;
+}
+export interface ClusterForecast {
+  cluster: string;
+  hosts: number;
+  vms: number;
+  cpu: ForecastTrend;
+  memory: ForecastTrend;
+  runsOut?: string;
+  runsOutAt?: string;
+}
+export interface Forecast {
+  source?: string;
+  warnings?: string[] | null;
+  options: PlanOptions;
+  clusters: ClusterForecast[] | null;
 }

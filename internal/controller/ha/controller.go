@@ -20,7 +20,9 @@ import (
 
 // Placer places a restarted VM (placement.Placer).
 type Placer interface {
-	Place(ctx context.Context, req scheduler.Request, filter placement.Filter) (string, []store.Op, error)
+	// Place picks a host; release is called once the write it admits
+	// returned.
+	Place(ctx context.Context, req scheduler.Request, filter placement.Filter) (host string, conds []store.Op, release func(), err error)
 }
 
 // Audit records what the controller did, as the system.
@@ -214,10 +216,11 @@ func (c *Controller) restart(ctx context.Context, w store.Writer, from, key stri
 		}
 		return true
 	}
-	target, conds, err := c.cfg.Placer.Place(ctx, scheduler.Request{VCPUs: vm.Spec.VCPUs, MemoryMiB: vm.Spec.MemoryMiB}, filter)
+	target, conds, release, err := c.cfg.Placer.Place(ctx, scheduler.Request{VCPUs: vm.Spec.VCPUs, MemoryMiB: vm.Spec.MemoryMiB}, filter)
 	if err != nil {
 		return fmt.Errorf("placing vm %q: %w", key, err)
 	}
+	defer release()
 	now := c.cfg.Now().UTC()
 	op := ops.NewOperation(api.OpVMHARestart, ref, map[string]string{"from": from, "to": target})
 	nv := store.Clone(vm)

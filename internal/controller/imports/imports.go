@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/blobstore"
 	"github.com/polyvisor/polyvisor/internal/controller/ops"
 	"github.com/polyvisor/polyvisor/internal/controller/quota"
 	"github.com/polyvisor/polyvisor/internal/images"
@@ -28,8 +29,12 @@ type Config struct {
 	Writer store.Writer
 	Images *store.Collection[api.Image]
 	Ops    *store.Collection[api.Operation]
-	// Dir is the image store: each image's file is named by its UID.
+	// Dir is the image store: an image being imported is a file named
+	// by its UID; a ready one is the blob of its content in Blobs.
 	Dir string
+	// Blobs keeps the ready images' files by content, under Dir: images
+	// with the same bytes share one file.
+	Blobs *blobstore.Store
 	// Server names the server the importer runs in: an import runs in
 	// the server that accepted it, and its operation says which (its
 	// params), so that only that server's restart, or its removal from
@@ -85,8 +90,47 @@ func (im *Importer) Bind(ctx context.Context) {
 // Wait returns once every import has ended.
 func (im *Importer) Wait() { im.wg.Wait() }
 
-// Path is where an image's file is stored.
-func (im *Importer) Path(img *api.Image) string { return filepath.Join(im.cfg.Dir, img.UID) }
+// Path is where an image's file is stored: a ready image's is the blob
+// of its content, one being imported the file named by its UID.
+func (im *Importer) Path(img *api.Image) string {
+	if img.State == api.ImageReady && blobstore.Valid(img.SHA256) {
+		if !im.cfg.Blobs.Has(img.SHA256) {
+			// Kept by its UID by an older server, until this one moves
+			// it to the blob store.
+			if _, err := os.Stat(im.stagingPath(img)); err == nil {
+				return im.stagingPath(img)
+			}
+		}
+		return im.cfg.Blobs.Path(img.SHA256)
+	}
+	return im.stagingPath(img)
+}
+
+// stagingPath is where an image is converted to before it is ready, and
+// where a server older than blobs kept its file.
+func (im *Importer) stagingPath(img *api.Image) string { return filepath.Join(im.cfg.Dir, img.UID) }
+
+// Blobs is the store of ready images' files.
+func (im *Importer) Blobs() *blobstore.Store { return im.cfg.Blobs }
+
+// Release removes a deleted image's file: the blob of its content unless
+// another image (of any project) still has the same bytes, and the file
+// of an import that did not finish.
+func (im *Importer) Release(img *api.Image) error {
+	os.Remove(im.stagingPath(img))
+	if !blobstore.Valid(img.SHA256) {
+		return nil
+	}
+	return im.cfg.Blobs.Remove(img.SHA256, func() bool { return im.Shared(img.SHA256, img.Key()) })
+}
+
+// Shared tells whether an image but the one of key has the content
+// digest (ready or not yet replicated here: its record says so).
+func (im *Importer) Shared(digest, key string) bool {
+	return len(im.cfg.Images.Select(func(o *api.Image) bool {
+		return o.SHA256 == digest && o.State == api.ImageReady && o.Key() != key
+	})) > 0
+}
 
 // TempFile makes a file in the image store for an upload or a download;
 // Recover removes the ones a previous server left.
@@ -240,7 +284,7 @@ func (im *Importer) run(ctx context.Context, img *api.Image, op *api.Operation, 
 				return err
 			}
 		}
-		res, err := images.Import(ctx, job.Src, im.Path(img), img.Kind, func(p int) { prog.set(50+p/2, "converting") },
+		res, err := images.Import(ctx, job.Src, im.stagingPath(img), img.Kind, func(p int) { prog.set(50+p/2, "converting") },
 			importOptions(job.Settings, job.maxStored)...)
 		// The source goes before the outcome is recorded: an import seen
 		// finished has left no file of its own behind.
@@ -259,9 +303,15 @@ func (im *Importer) run(ctx context.Context, img *api.Image, op *api.Operation, 
 		}
 		done := im.currentOp(op.ID)
 		done.Status, done.Progress, done.FinishedAt, done.Message = api.OpSucceeded, 100, time.Now().UTC(), ""
-		if err := im.settle(job, func() error {
-			_, err := im.cfg.Writer.Txn(context.Background(), im.cfg.Images.OpUpdate(img.Key(), ready, cur.Version), im.cfg.Ops.OpUpdate(op.ID, done, done.Version))
-			return err
+		// The file becomes the blob of its content (or goes, when an
+		// image with the same bytes is stored already) and the image
+		// ready, in one step as far as a delete of that other image can
+		// tell: it then keeps the blob.
+		if err := im.cfg.Blobs.Put(im.stagingPath(img), res.SHA256, func() error {
+			return im.settle(job, func() error {
+				_, err := im.cfg.Writer.Txn(context.Background(), im.cfg.Images.OpUpdate(img.Key(), ready, cur.Version), im.cfg.Ops.OpUpdate(op.ID, done, done.Version))
+				return err
+			})
 		}); err != nil {
 			return fmt.Errorf("recording imported image: %w", err)
 		}
@@ -275,7 +325,7 @@ func (im *Importer) run(ctx context.Context, img *api.Image, op *api.Operation, 
 	if job.Src != "" {
 		os.Remove(job.Src)
 	}
-	os.Remove(im.Path(img))
+	os.Remove(im.stagingPath(img))
 	status := api.OpFailed
 	if ctx.Err() != nil {
 		status = api.OpCancelled
@@ -375,7 +425,7 @@ func (im *Importer) fail(ctx context.Context, mine func(server string) bool, why
 		failed.Error = &api.Error{Code: api.CodeUnavailable, Message: why}
 		txn := []store.Op{im.cfg.Ops.OpUpdate(op.ID, failed, op.Version)}
 		if img, ok := im.cfg.Images.Get(ops.TargetKey(op.Target)); ok && img.State == api.ImageImporting {
-			os.Remove(im.Path(img))
+			os.Remove(im.stagingPath(img))
 			txn = append(txn, im.cfg.Images.OpDelete(img.Key(), img.Version))
 		}
 		if _, err := im.cfg.Writer.Txn(ctx, txn...); err != nil {

@@ -18,5 +18,9 @@ import (
 func (p *Placer) Migrate(ctx context.Context, vm *api.VM, target string) (string, []store.Op, error) {
 	source := vm.Spec.Host
 	filter := func(h *api.Host) bool { return OwnHosts(h) && h.Name != source }
-	return p.Place(ctx, scheduler.Request{VCPUs: vm.Spec.VCPUs, MemoryMiB: vm.Spec.MemoryMiB, Host: target}, filter)
+	host, conds, release, err := p.Place(ctx, scheduler.Request{VCPUs: vm.Spec.VCPUs, MemoryMiB: vm.Spec.MemoryMiB, Host: target}, filter)
+	if release != nil {
+		release() // a migration's room is held by its operation's record
+	}
+	return host, conds, err
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/polyvisor/polyvisor/api"
@@ -41,6 +42,21 @@ type Placer struct {
 	byVM   map[string]vmSize         // placed VMs, by key
 	totals map[string]api.Allocation // sums of byVM per host
 	images map[string]map[string]int // per host: image name -> VMs using it
+	// inflight are the placements this server chose whose creates are
+	// not in the index yet. They count when a host is chosen, so that
+	// creates made at once spread over the hosts instead of all choosing
+	// the same best one and racing for its admission record; they never
+	// count when a VM's fit is checked (the index and the host's record
+	// decide that), so a create that then fails refused nobody.
+	inflight   map[uint64]inflightPlacement
+	inflightID uint64
+}
+
+// inflightPlacement is a placement chosen and not yet stored.
+type inflightPlacement struct {
+	host   string
+	vcpus  int
+	memory int64
 }
 
 type vmSize struct {
@@ -75,7 +91,8 @@ type Config struct {
 // New makes a placer that follows the VM index from now on.
 func New(cfg Config) *Placer {
 	p := &Placer{vms: cfg.VMs, hosts: cfg.Hosts, sched: cfg.Scheduler, queue: cfg.Queue, records: cfg.Records,
-		byVM: map[string]vmSize{}, totals: map[string]api.Allocation{}, images: map[string]map[string]int{}}
+		byVM: map[string]vmSize{}, totals: map[string]api.Allocation{}, images: map[string]map[string]int{},
+		inflight: map[uint64]inflightPlacement{}}
 	// Observe first, then read what was there, under the same lock: the
 	// index read is at least as new as any change observed before it.
 	cfg.VMs.Observe(p.observe)
@@ -271,35 +288,88 @@ const placeAttempts = 3
 // Place picks a host for a new VM. It returns the conditions the VM's
 // create must carry in its transaction: the host's admission record and
 // version as decided from. The create that fails on one of them
-// (admission.Retry) places again.
-func (p *Placer) Place(ctx context.Context, req scheduler.Request, filter Filter) (string, []store.Op, error) {
-	var err error
+// (admission.Retry) places again. Until release is called (once the
+// create's transaction returned, whatever its outcome) the placement
+// counts as in flight on this server: the next creates choose other
+// hosts while they can.
+func (p *Placer) Place(ctx context.Context, req scheduler.Request, filter Filter) (host string, conds []store.Op, release func(), err error) {
 	for range placeAttempts {
-		var host string
 		p.mu.Lock()
 		snap, _ := p.snapshotLocked(filter)
-		host, err = scheduler.Place(p.sched, snap, req)
+		host, err = scheduler.Place(p.sched, p.withInflightLocked(snap, req), req)
+		if err != nil && req.Host == "" {
+			// Placements in flight may yet fail: they never refuse.
+			host, err = scheduler.Place(p.sched, snap, req)
+		}
 		p.mu.Unlock()
 		if err != nil {
-			return "", nil, placeError(err)
+			return "", nil, nil, placeError(err)
 		}
 		// The choice was made from what this server has seen; decide
 		// again for that host from at least what its record admitted.
 		t, rerr := p.records.Read(ctx, admission.HostRecord(host))
 		if rerr != nil {
-			return "", nil, rerr
+			return "", nil, nil, rerr
 		}
 		pinned := req
 		pinned.Host = host
 		p.mu.Lock()
 		one, versions := p.snapshotLocked(func(h *api.Host) bool { return h.Name == host && filter(h) })
 		_, err = scheduler.Place(p.sched, one, pinned)
-		p.mu.Unlock()
 		if err == nil {
-			return host, []store.Op{t.Op(), p.hosts.OpCheck(host, versions[host])}, nil
+			release := p.holdLocked(inflightPlacement{host: host, vcpus: req.VCPUs, memory: req.MemoryMiB})
+			p.mu.Unlock()
+			return host, []store.Op{t.Op(), p.hosts.OpCheck(host, versions[host])}, release, nil
+		}
+		p.mu.Unlock()
+	}
+	return "", nil, nil, placeError(err)
+}
+
+// withInflightLocked is snap with the placements in flight added to
+// their hosts' allocations, for choosing a host (not for a pin, which
+// has no choice to make).
+func (p *Placer) withInflightLocked(snap scheduler.Snapshot, req scheduler.Request) scheduler.Snapshot {
+	if req.Host != "" || len(p.inflight) == 0 {
+		return snap
+	}
+	byHost := map[string]inflightPlacement{}
+	for _, f := range p.inflight {
+		a := byHost[f.host]
+		a.vcpus += f.vcpus
+		a.memory += f.memory
+		byHost[f.host] = a
+	}
+	out := scheduler.Snapshot{Hosts: slices.Clone(snap.Hosts)}
+	for i := range out.Hosts {
+		h := &out.Hosts[i]
+		if f, ok := byHost[h.Name]; ok {
+			h.AllocatedVCPUs += f.vcpus
+			h.AllocatedMemoryMiB += f.memory
 		}
 	}
-	return "", nil, placeError(err)
+	return out
+}
+
+// holdLocked counts a placement as in flight until the returned release
+// is called (more than once is fine).
+func (p *Placer) holdLocked(f inflightPlacement) (release func()) {
+	p.inflightID++
+	id := p.inflightID
+	p.inflight[id] = f
+	return func() {
+		p.mu.Lock()
+		delete(p.inflight, id)
+		p.mu.Unlock()
+	}
+}
+
+// InFlight is how many placements this server chose whose creates have
+// not returned yet.
+func (p *Placer) InFlight() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.inflight)
 }
 
 // placeError tells a refused placement in the API's terms.

@@ -46,6 +46,9 @@ func slotted(ctx context.Context, c *qmp.Client) (map[string]int, error) {
 		}
 		var bus string
 		if err := c.Execute(ctx, "qom-get", map[string]any{"path": "/machine/peripheral/" + p.Name, "property": "parent_bus"}, &bus); err != nil {
+			if isDeviceMissing(err) {
+				continue // it left between the listing and this read: an unplug ending
+			}
 			return nil, fmt.Errorf("reading the slot of %s: %w", p.Name, err)
 		}
 		// The bus of root port pvslotK is /machine/peripheral/pvslotK/pvslotK.

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { createBody, emptyWizard, imageRef, parseLabels } from './wizard';
+import { APIError } from './errors';
+import { createBody, emptyWizard, imageRef, nicField, parseLabels } from './wizard';
 
 describe('create body', () => {
   it('makes the test guest: kernel, initrd, disk and command line', () => {
@@ -48,5 +49,17 @@ describe('nics', () => {
   });
   it('leaves out what the server chooses', () => {
     expect(createBody({ ...emptyWizard, nics: [{ network: 'web', ip: '', secgroup: '' }] }).nics).toEqual([{ network: 'web' }]);
+  });
+});
+
+describe('nic field', () => {
+  it('names a refused NIC field as the add-a-NIC form does', () => {
+    const e = nicField(new APIError(400, { code: 'invalid', message: 'ip 10.77.0.300: not an address', field: 'nics[1].ip' })) as APIError;
+    expect(e.field).toBe('ip');
+    expect(e.message).toBe('ip 10.77.0.300: not an address');
+    const whole = new APIError(400, { code: 'invalid', message: 'too many', field: 'nics' });
+    expect(nicField(whole)).toBe(whole);
+    const other = new Error('network down');
+    expect(nicField(other)).toBe(other);
   });
 });

@@ -1,5 +1,7 @@
 // The create wizard's form and the VMCreate body it makes.
 
+import { APIError } from './errors';
+
 // WizardNIC is one NIC: on "user" (NAT) or a network of the project, with
 // an address and a security group when the server should not choose.
 export interface WizardNIC {
@@ -100,4 +102,13 @@ export function createBody(f: WizardForm): Record<string, unknown> {
 // project, "<project>/<name>" for a public image of another.
 export function imageRef(img: { name: string; project?: string }, project: string): string {
   return !img.project || img.project === project ? img.name : `${img.project}/${img.name}`;
+}
+
+// nicField names the field of an error the API gives for a NIC added to a
+// VM as the add-a-NIC form's inputs do: "nics[1].ip" is "ip". Other errors
+// are returned as they are.
+export function nicField(x: unknown): unknown {
+  if (!(x instanceof APIError) || !x.field) return x;
+  const m = /^nics\[\d+\]\.(.+)$/.exec(x.field);
+  return m ? new APIError(x.status, { ...x.body, field: m[1] }, x.retryAfter) : x;
 }

@@ -5,7 +5,7 @@ import { useEffect, useState, type FormEvent } from 'react';
 import { call, listAll, q, type Network, type Operation, type SecurityGroup, type VM } from '../api';
 import { ErrorBox } from '../ui';
 import { Field, FormError, useForm } from '../form';
-import { nicBody, type WizardNIC } from '../lib/wizard';
+import { nicBody, nicField, type WizardNIC } from '../lib/wizard';
 
 export function VMNICs({ vm, canChange }: { vm: VM; canChange: boolean }) {
   const project = vm.project ?? '';
@@ -13,7 +13,10 @@ export function VMNICs({ vm, canChange }: { vm: VM; canChange: boolean }) {
   const [groups, setGroups] = useState<SecurityGroup[]>([]);
   const [started, setStarted] = useState<Operation>();
   const [err, setErr] = useState<unknown>();
-  const form = useForm(['network', 'ip', 'port', 'securityGroups', 'nics']);
+  // The API names a refused NIC's fields as the VM's ("nics[1].ip"): each
+  // is shown beside this form's input of that name; what names no input
+  // (the VM's NICs as a whole) above the form.
+  const form = useForm(['network', 'ip', 'port', 'securityGroups']);
   const empty: WizardNIC = { network: '', ip: '', secgroup: '' };
   const [f, setF] = useState(empty);
   const provider = !!vm.spec.provider;
@@ -26,7 +29,14 @@ export function VMNICs({ vm, canChange }: { vm: VM; canChange: boolean }) {
   async function add(e: FormEvent) {
     e.preventDefault();
     const body = nicBody({ ...f, network: f.network || networks[0]?.name || '' });
-    if (await form.run(async () => setStarted(await call<Operation>('POST', base + q({ project }), body)))) setF(empty);
+    const post = async () => {
+      try {
+        setStarted(await call<Operation>('POST', base + q({ project }), body));
+      } catch (x) {
+        throw nicField(x);
+      }
+    };
+    if (await form.run(post)) setF(empty);
   }
   const remove = async (i: number) => {
     setErr(undefined);
@@ -113,3 +123,4 @@ export function VMNICs({ vm, canChange }: { vm: VM; canChange: boolean }) {
     </section>
   );
 }
+

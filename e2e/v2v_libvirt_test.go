@@ -1,0 +1,122 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/polyvisor/polyvisor/internal/testutil/peer"
+)
+
+// TestMigrationFromLibvirt moves a domain of the real libvirtd into the
+// server's host with the CLI: a TCG domain boots the test guest from a
+// qcow2 volume of a storage pool, is shut off, planned with --from libvirt
+// and run; the VM boots on the host (its marker on the console) with the
+// domain's vCPUs, memory and MAC, and the domain is left as it was.
+func TestMigrationFromLibvirt(t *testing.T) {
+	requireQEMU(t)
+	peer.Binary(t, "virsh", "apt-get install libvirt-clients")
+	if c, err := net.DialTimeout("unix", "/var/run/libvirt/libvirt-sock", time.Second); err != nil {
+		peer.Missing(t, "no libvirtd answers (start one with scripts/libvirtd.sh start): %v", err)
+	} else {
+		c.Close()
+	}
+	virsh := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("virsh", append([]string{"-c", "qemu:///system"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("virsh %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	dir := t.TempDir()
+	suffix := fmt.Sprint(time.Now().UnixNano() % 1e9)
+	pool, dom := "e2e-v2v-"+suffix, "lv-web-"+suffix
+	poolDir := filepath.Join(dir, "pool")
+	os.Mkdir(poolDir, 0o755)
+	virsh("pool-create-as", pool, "dir", "--target", poolDir)
+	t.Cleanup(func() { exec.Command("virsh", "-c", "qemu:///system", "pool-destroy", pool).Run() })
+	vol := filepath.Join(poolDir, "root.qcow2")
+	if out, err := exec.Command("qemu-img", "convert", "-q", "-f", "qcow2", "-O", "qcow2", filepath.Join(guestDir, "boot.qcow2"), vol).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img: %v: %s", err, out)
+	}
+	virsh("pool-refresh", pool)
+	serial := filepath.Join(dir, "serial.log")
+	const mac = "52:54:00:5e:00:42"
+	xml := `<domain type='qemu'><name>` + dom + `</name><memory unit='MiB'>192</memory><vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='q35'>hvm</type><boot dev='hd'/></os>
+  <devices>
+    <disk type='volume' device='disk'><driver name='qemu' type='qcow2'/><source pool='` + pool + `' volume='root.qcow2'/><target dev='vda' bus='virtio'/></disk>
+    <interface type='ethernet'><mac address='` + mac + `'/><model type='virtio'/></interface>
+    <serial type='file'><source path='` + serial + `'/><target port='0'/></serial>
+  </devices></domain>`
+	os.WriteFile(filepath.Join(dir, "dom.xml"), []byte(xml), 0o600)
+	virsh("define", filepath.Join(dir, "dom.xml"))
+	t.Cleanup(func() {
+		exec.Command("virsh", "-c", "qemu:///system", "destroy", dom).Run()
+		exec.Command("virsh", "-c", "qemu:///system", "undefine", dom).Run()
+	})
+	virsh("start", dom)
+	eventually(t, 90*time.Second, "the source domain boots", func() error {
+		if b, _ := os.ReadFile(serial); !bytes.Contains(b, []byte(marker)) {
+			return fmt.Errorf("no marker yet")
+		}
+		return nil
+	})
+	virsh("destroy", dom)
+
+	s := startServer(t, t.TempDir())
+	c := s.adminClient(t)
+	cli := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(binary, append([]string{"--server", "unix://" + s.socket}, args...)...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("polyvisor %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	plan := filepath.Join(dir, "plan.json")
+	job := filepath.Join(dir, "job")
+	out := cli("migration", "plan", "--from", "libvirt", "--vm", dom, "--to-host", "local", "--network-map", "*=user", "--plan-file", plan, "--job-dir", job)
+	if !strings.Contains(out, dom) || !strings.Contains(out, "ready") {
+		t.Fatalf("plan:\n%s", out)
+	}
+	t0 := time.Now()
+	out = cli("migration", "run", plan, "--name", "lv1", "--job-dir", job)
+	ran := time.Since(t0)
+	if !strings.Contains(out, "succeeded") {
+		t.Fatalf("run:\n%s", out)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		b, _ := c.ConsoleLog(context.Background(), dom, 1<<20)
+		if bytes.Contains(b, []byte(marker)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			vm, _ := c.GetVM(context.Background(), dom)
+			t.Fatalf("no marker on the migrated VM's console; status %+v\nconsole:\n%s", vm.Status, b)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("migration run took %v; the guest's marker was on its console %v after the run started", ran.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+	vm, err := c.GetVM(context.Background(), dom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vm.Spec.VCPUs != 1 || vm.Spec.MemoryMiB != 192 || len(vm.Spec.NICs) != 1 || vm.Spec.NICs[0].MAC != mac {
+		t.Fatalf("VM spec %+v", vm.Spec)
+	}
+	if st := virsh("domstate", dom); !strings.Contains(st, "shut off") {
+		t.Errorf("source domain is %q after the migration", st)
+	}
+}

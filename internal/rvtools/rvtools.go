@@ -1,0 +1,395 @@
+// Package rvtools reads an RVTools export of a vSphere estate (its vInfo,
+// vCPU, vMemory and vHost sheets) into a planner snapshot, so the estate
+// can be sized before anything of it is moved.
+package rvtools
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/xuri/excelize/v2"
+
+	"github.com/polyvisor/polyvisor/internal/planner"
+)
+
+// Limits on a workbook, which may come from anyone allowed to plan.
+const (
+	// MaxUnzippedBytes bounds the workbook once unzipped (a zip bomb is
+	// refused, not expanded).
+	MaxUnzippedBytes = 512 << 20
+	maxSheetInMemory = 64 << 20
+	// MaxRows bounds each sheet.
+	MaxRows = 1_000_000
+)
+
+// Sheets RVTools writes that the import reads.
+const (
+	SheetInfo   = "vInfo"
+	SheetCPU    = "vCPU"
+	SheetMemory = "vMemory"
+	SheetHost   = "vHost"
+)
+
+// Error is a workbook the import refuses, naming the sheet and, where one
+// is to blame, the cell.
+type Error struct {
+	Sheet   string
+	Cell    string // "" when the sheet as a whole is wrong
+	Message string
+}
+
+func (e *Error) Error() string {
+	if e.Cell == "" {
+		return fmt.Sprintf("sheet %s: %s", e.Sheet, e.Message)
+	}
+	return fmt.Sprintf("sheet %s, cell %s: %s", e.Sheet, e.Cell, e.Message)
+}
+
+// Import is an estate read from a workbook.
+type Import struct {
+	Snapshot planner.Snapshot `json:"snapshot"`
+	// Templates and PoweredOff count the VMs left out: templates never
+	// run, and powered-off VMs use nothing now.
+	Templates  int `json:"templates"`
+	PoweredOff int `json:"poweredOff"`
+	// Warnings say what the import made of cells it could not use.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Options tune an import.
+type Options struct {
+	// IncludePoweredOff plans powered-off VMs too, at their allocation.
+	IncludePoweredOff bool
+}
+
+// Read reads an RVTools workbook. vInfo and vHost are required; vCPU and
+// vMemory, when present, give each VM's current CPU and memory demand
+// (vCPU's Overall MHz over its host's core speed; vMemory's Consumed).
+func Read(r io.Reader, opts Options) (*Import, error) {
+	f, err := excelize.OpenReader(r, excelize.Options{
+		// Sheets larger than maxSheetInMemory are unzipped to a
+		// temporary file rather than memory.
+		RawCellValue: true, UnzipSizeLimit: MaxUnzippedBytes, UnzipXMLSizeLimit: maxSheetInMemory,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening the workbook: %w", err)
+	}
+	defer f.Close()
+	imp := &Import{}
+	hosts, err := readHosts(f, imp)
+	if err != nil {
+		return nil, err
+	}
+	cpu, err := readDemand(f, SheetCPU, []string{"Overall", "Overall MHz"}, mhzUnits, imp)
+	if err != nil {
+		return nil, err
+	}
+	mem, err := readDemand(f, SheetMemory, []string{"Consumed", "Consumed MiB", "Consumed MB"}, mibUnits, imp)
+	if err != nil {
+		return nil, err
+	}
+	if err := readVMs(f, hosts, cpu, mem, opts, imp); err != nil {
+		return nil, err
+	}
+	return imp, nil
+}
+
+// table is a sheet's header and rows.
+type table struct {
+	sheet string
+	rows  [][]string
+	cols  map[string]int // header name, lower case -> column
+}
+
+func readTable(f *excelize.File, sheet string, required bool) (*table, error) {
+	idx, err := f.GetSheetIndex(sheet)
+	if err != nil || idx < 0 {
+		if !required {
+			return nil, nil
+		}
+		return nil, &Error{Sheet: sheet, Message: "the sheet is missing: is this an RVTools export?"}
+	}
+	rows, err := f.GetRows(sheet, excelize.Options{RawCellValue: true})
+	if err != nil {
+		return nil, &Error{Sheet: sheet, Message: "reading the sheet: " + err.Error()}
+	}
+	if len(rows) == 0 {
+		return nil, &Error{Sheet: sheet, Cell: "A1", Message: "the sheet has no header row"}
+	}
+	if len(rows) > MaxRows {
+		return nil, &Error{Sheet: sheet, Message: fmt.Sprintf("more than %d rows", MaxRows)}
+	}
+	t := &table{sheet: sheet, rows: rows[1:], cols: map[string]int{}}
+	for i, name := range rows[0] {
+		key := strings.ToLower(strings.TrimSpace(name))
+		if _, dup := t.cols[key]; !dup && key != "" {
+			t.cols[key] = i
+		}
+	}
+	return t, nil
+}
+
+// col finds the first of names in the header; when none is there and the
+// column is required, the error names the header row.
+func (t *table) col(required bool, names ...string) (int, error) {
+	for _, n := range names {
+		if i, ok := t.cols[strings.ToLower(n)]; ok {
+			return i, nil
+		}
+	}
+	if !required {
+		return -1, nil
+	}
+	return -1, &Error{Sheet: t.sheet, Cell: "row 1", Message: fmt.Sprintf("no column %q in the header", names[0])}
+}
+
+// cell returns the text of row r (0-based, after the header) in column c.
+func (t *table) cell(r, c int) string {
+	if c < 0 || c >= len(t.rows[r]) {
+		return ""
+	}
+	return strings.TrimSpace(t.rows[r][c])
+}
+
+func (t *table) name(r, c int) string {
+	n, err := excelize.CoordinatesToCellName(c+1, r+2)
+	if err != nil {
+		return fmt.Sprintf("row %d", r+2)
+	}
+	return n
+}
+
+// number reads a quantity in unit; empty cells give ok=false.
+func (t *table) number(r, c int, units map[string]float64, what string) (v float64, ok bool, err error) {
+	s := t.cell(r, c)
+	if s == "" {
+		return 0, false, nil
+	}
+	v, err = parseQuantity(s, units)
+	if err != nil {
+		return 0, false, &Error{Sheet: t.sheet, Cell: t.name(r, c), Message: fmt.Sprintf("%s: %v", what, err)}
+	}
+	return v, true, nil
+}
+
+type hostInfo struct {
+	mhz float64 // one core's speed
+}
+
+func readHosts(f *excelize.File, imp *Import) (map[string]hostInfo, error) {
+	t, err := readTable(f, SheetHost, true)
+	if err != nil {
+		return nil, err
+	}
+	cName, err := t.col(true, "Host")
+	if err != nil {
+		return nil, err
+	}
+	cCores, err := t.col(true, "# Cores", "Cores")
+	if err != nil {
+		return nil, err
+	}
+	cMem, err := t.col(true, "# Memory", "Memory", "# Memory MiB", "# Memory MB")
+	if err != nil {
+		return nil, err
+	}
+	cCluster, _ := t.col(false, "Cluster")
+	cSpeed, _ := t.col(false, "Speed", "Speed MHz")
+	cMaint, _ := t.col(false, "in Maintenance Mode", "Maintenance Mode")
+	hosts := map[string]hostInfo{}
+	cells := map[string]string{}
+	for r := range t.rows {
+		name := t.cell(r, cName)
+		if name == "" {
+			if rowEmpty(t.rows[r]) {
+				continue
+			}
+			return nil, &Error{Sheet: t.sheet, Cell: t.name(r, cName), Message: "a host row without a host name"}
+		}
+		if prev, dup := cells[name]; dup {
+			return nil, &Error{Sheet: t.sheet, Cell: t.name(r, cName), Message: fmt.Sprintf("host %q appears twice (first at %s)", name, prev)}
+		}
+		cells[name] = t.name(r, cName)
+		cores, ok, err := t.number(r, cCores, countUnits, "# Cores")
+		if err != nil {
+			return nil, err
+		}
+		if !ok || cores <= 0 {
+			return nil, &Error{Sheet: t.sheet, Cell: t.name(r, cCores), Message: fmt.Sprintf("host %q has no core count", name)}
+		}
+		memMiB, ok, err := t.number(r, cMem, mibUnits, "# Memory")
+		if err != nil {
+			return nil, err
+		}
+		if !ok || memMiB <= 0 {
+			return nil, &Error{Sheet: t.sheet, Cell: t.name(r, cMem), Message: fmt.Sprintf("host %q has no memory size", name)}
+		}
+		mhz, _, err := t.number(r, cSpeed, mhzUnits, "Speed")
+		if err != nil {
+			return nil, err
+		}
+		maint, err := t.boolean(r, cMaint)
+		if err != nil {
+			return nil, err
+		}
+		hosts[name] = hostInfo{mhz: mhz}
+		imp.Snapshot.Hosts = append(imp.Snapshot.Hosts, planner.Host{
+			Name: name, Cluster: t.cell(r, cCluster), CPUs: cores, MemoryMiB: memMiB, Cordoned: maint,
+		})
+	}
+	if len(hosts) == 0 {
+		return nil, &Error{Sheet: t.sheet, Cell: "A2", Message: "no hosts"}
+	}
+	return hosts, nil
+}
+
+// readDemand reads one demand column of vCPU or vMemory by VM name.
+func readDemand(f *excelize.File, sheet string, names []string, units map[string]float64, imp *Import) (map[string]float64, error) {
+	t, err := readTable(f, sheet, false)
+	if err != nil || t == nil {
+		if t == nil && err == nil {
+			imp.Warnings = append(imp.Warnings, "no "+sheet+" sheet: VMs are sized by their allocation")
+		}
+		return nil, err
+	}
+	cVM, err := t.col(true, "VM")
+	if err != nil {
+		return nil, err
+	}
+	c, err := t.col(false, names...)
+	if err != nil {
+		return nil, err
+	}
+	if c < 0 {
+		imp.Warnings = append(imp.Warnings, fmt.Sprintf("sheet %s has no %q column: VMs are sized by their allocation", sheet, names[0]))
+		return nil, nil
+	}
+	out := map[string]float64{}
+	for r := range t.rows {
+		vm := t.cell(r, cVM)
+		if vm == "" {
+			continue
+		}
+		v, ok, err := t.number(r, c, units, names[0])
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out[vm] = v
+		}
+	}
+	return out, nil
+}
+
+func readVMs(f *excelize.File, hosts map[string]hostInfo, cpu, mem map[string]float64, opts Options, imp *Import) error {
+	t, err := readTable(f, SheetInfo, true)
+	if err != nil {
+		return err
+	}
+	cVM, err := t.col(true, "VM")
+	if err != nil {
+		return err
+	}
+	cCPUs, err := t.col(true, "CPUs")
+	if err != nil {
+		return err
+	}
+	cMem, err := t.col(true, "Memory", "Memory MiB", "Memory MB")
+	if err != nil {
+		return err
+	}
+	cHost, err := t.col(true, "Host")
+	if err != nil {
+		return err
+	}
+	cPower, _ := t.col(false, "Powerstate")
+	cTemplate, _ := t.col(false, "Template")
+	seen := map[string]string{}
+	noHost := 0
+	for r := range t.rows {
+		name := t.cell(r, cVM)
+		if name == "" {
+			if rowEmpty(t.rows[r]) {
+				continue
+			}
+			return &Error{Sheet: t.sheet, Cell: t.name(r, cVM), Message: "a VM row without a VM name"}
+		}
+		tmpl, err := t.boolean(r, cTemplate)
+		if err != nil {
+			return err
+		}
+		if tmpl {
+			imp.Templates++
+			continue
+		}
+		if prev, dup := seen[name]; dup {
+			return &Error{Sheet: t.sheet, Cell: t.name(r, cVM), Message: fmt.Sprintf("VM %q appears twice (first at %s)", name, prev)}
+		}
+		seen[name] = t.name(r, cVM)
+		on := !strings.EqualFold(t.cell(r, cPower), "poweredOff")
+		if !on && !opts.IncludePoweredOff {
+			imp.PoweredOff++
+			continue
+		}
+		vcpus, ok, err := t.number(r, cCPUs, countUnits, "CPUs")
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return &Error{Sheet: t.sheet, Cell: t.name(r, cCPUs), Message: fmt.Sprintf("VM %q has no CPU count", name)}
+		}
+		memMiB, ok, err := t.number(r, cMem, mibUnits, "Memory")
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return &Error{Sheet: t.sheet, Cell: t.name(r, cMem), Message: fmt.Sprintf("VM %q has no memory size", name)}
+		}
+		v := planner.VM{Name: name, Host: t.cell(r, cHost), VCPUs: vcpus, MemoryMiB: memMiB}
+		h, known := hosts[v.Host]
+		if !known {
+			noHost++
+			v.Host = ""
+		}
+		if on {
+			var d planner.Usage
+			if mhz, ok := cpu[name]; ok && mhz > 0 && known && h.mhz > 0 {
+				d.CPU = mhz / h.mhz
+			}
+			if m, ok := mem[name]; ok && m > 0 {
+				d.MemoryMiB = m
+			}
+			if d.CPU > 0 || d.MemoryMiB > 0 {
+				v.Demand = &d
+			}
+		}
+		imp.Snapshot.VMs = append(imp.Snapshot.VMs, v)
+	}
+	if noHost > 0 {
+		imp.Warnings = append(imp.Warnings, fmt.Sprintf("%d VMs name a host missing from vHost: they are planned as not placed", noHost))
+	}
+	return nil
+}
+
+func rowEmpty(row []string) bool {
+	for _, c := range row {
+		if strings.TrimSpace(c) != "" {
+			return false
+		}
+	}
+	return true
+}
+
+func (t *table) boolean(r, c int) (bool, error) {
+	switch strings.ToLower(t.cell(r, c)) {
+	case "", "false", "no", "0":
+		return false, nil
+	case "true", "yes", "1":
+		return true, nil
+	}
+	return false, &Error{Sheet: t.sheet, Cell: t.name(r, c), Message: fmt.Sprintf("%q is not true or false", t.cell(r, c))}
+}
+
+var errNotNumber = errors.New("not a number")

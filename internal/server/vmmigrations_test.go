@@ -1,0 +1,102 @@
+package server
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/polyvisor/polyvisor/api"
+)
+
+// TestVMMigrationRecord: a member records a migration, its runner reports
+// progress and learns of a cancel in the answer; a finished migration
+// takes no more reports; bad input names its field; another project sees
+// nothing; every change is in the audit log.
+func TestVMMigrationRecord(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	member := e.as(api.RoleMember, "pa")
+	req := api.VMMigrationCreate{Name: "wave1", Source: "ova", Host: "h1", VMs: []api.VMMigrationVM{
+		{Name: "web", SourceName: "Web 01", VCPUs: 2, MemoryMiB: 256, Disks: 1, CopyBytes: 64 << 20},
+		{Name: "db", SourceName: "DB", VCPUs: 1, MemoryMiB: 128, Disks: 1, CopyBytes: 32 << 20},
+	}}
+	m, err := member.CreateVMMigration(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Status.State != api.VMMigrationPending || m.Spec.Parallel != 2 || len(m.Status.VMs) != 2 || m.Project != "pa" {
+		t.Fatalf("created %+v", m)
+	}
+	for _, tc := range []struct {
+		change func(*api.VMMigrationCreate)
+		field  string
+	}{
+		{func(r *api.VMMigrationCreate) { r.Name = "Bad Name" }, "name"},
+		{func(r *api.VMMigrationCreate) { r.Host = "ghost" }, "host"},
+		{func(r *api.VMMigrationCreate) { r.VMs = nil }, "vms"},
+		{func(r *api.VMMigrationCreate) { r.VMs = []api.VMMigrationVM{{Name: "a"}, {Name: "a"}} }, "vms[1].name"},
+		{func(r *api.VMMigrationCreate) { r.Parallel = 99 }, "parallel"},
+	} {
+		bad := req
+		bad.Name = "other"
+		tc.change(&bad)
+		_, err := member.CreateVMMigration(ctx, bad)
+		if errField(err) != tc.field {
+			t.Errorf("create with bad %s: %v", tc.field, err)
+		}
+	}
+	if _, err := member.CreateVMMigration(ctx, req); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Errorf("second create: %v", err)
+	}
+	if _, err := e.as(api.RoleViewer, "pa").CreateVMMigration(ctx, api.VMMigrationCreate{Name: "v", Source: "ova", Host: "h1", VMs: req.VMs}); err == nil {
+		t.Error("a viewer recorded a migration")
+	}
+
+	st := api.VMMigrationStatus{State: api.VMMigrationRunning, Runner: "root@test", VMs: []api.VMMigrationVMStatus{
+		{Name: "web", State: api.VMMigrationRunning, Phase: "convert", Disk: "root", DoneBytes: 10, TotalBytes: 64 << 20, Rate: 1e6, ETASeconds: 60},
+		{Name: "db", State: api.VMMigrationPending},
+	}}
+	if m, err = member.ReportVMMigration(ctx, "wave1", st); err != nil || m.Spec.Cancel || m.Status.VMs[0].Phase != "convert" {
+		t.Fatalf("report: %+v %v", m, err)
+	}
+	short := st
+	short.VMs = st.VMs[:1]
+	if _, err := member.ReportVMMigration(ctx, "wave1", short); err == nil || !strings.Contains(err.Error(), "must report") {
+		t.Errorf("short report: %v", err)
+	}
+	if m, err = member.CancelVMMigration(ctx, "wave1"); err != nil || !m.Spec.Cancel || m.Status.State != api.VMMigrationRunning {
+		t.Fatalf("cancel: %+v %v", m, err)
+	}
+	if m, err = member.ReportVMMigration(ctx, "wave1", st); err != nil || !m.Spec.Cancel {
+		t.Fatalf("the runner's next report does not say cancel: %+v %v", m, err)
+	}
+	st.State = api.VMMigrationCancelled
+	if _, err = member.ReportVMMigration(ctx, "wave1", st); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = member.ReportVMMigration(ctx, "wave1", st); err == nil || !strings.Contains(err.Error(), "has cancelled") {
+		t.Errorf("report after the end: %v", err)
+	}
+	if _, err = member.CancelVMMigration(ctx, "wave1"); err == nil {
+		t.Error("cancelled an ended migration")
+	}
+
+	list, err := e.as(api.RoleViewer, "pa").ListVMMigrations(ctx, api.ListOptions{})
+	if err != nil || len(list) != 1 || list[0].Name != "wave1" {
+		t.Fatalf("viewer's list: %v %v", list, err)
+	}
+	if list, err := e.as("bob", "pb").ListVMMigrations(ctx, api.ListOptions{}); err != nil || len(list) != 0 {
+		t.Fatalf("foreign list: %v %v", list, err)
+	}
+	if _, err := e.as("bob", "pb").GetVMMigration(ctx, "wave1"); err == nil {
+		t.Error("another project reads the migration")
+	}
+	recs, _ := e.auditList(t, "superadmin", "resource=migration/wave1&all-projects=true")
+	var actions []string
+	for _, r := range recs {
+		actions = append(actions, r.Action)
+	}
+	if len(actions) < 5 {
+		t.Errorf("audit records of the migration: %v", actions)
+	}
+}

@@ -1,0 +1,244 @@
+package v2v
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/images"
+)
+
+// Copier copies the disks of planned VMs into qcow2 files under Dir.
+type Copier struct {
+	// Dir is the job's directory: everything the copy writes is under it.
+	Dir string
+	// Streams opens streamed disks (nil: a plan with one is refused).
+	Streams Streams
+	// MaxDiskBytes bounds a disk's virtual size (default
+	// DefaultMaxDiskBytes) and an OVA member's size.
+	MaxDiskBytes int64
+	// CheckpointBytes is how often a stream's copy is checkpointed
+	// (default 64 MiB).
+	CheckpointBytes int64
+	// Parallel is how many disks of one VM are copied at once (default 2).
+	Parallel int
+	// Progress, if set, is told how each disk goes.
+	Progress func(Progress)
+	// VirtV2V is virt-v2v-in-place's path, run on a plan that asks for it.
+	VirtV2V string
+	// AfterVM, if set, is called once a VM's disks are copied or their
+	// copy failed (err): a source releases what it held for the copy.
+	AfterVM func(ctx context.Context, vm string, err error)
+	// Logger defaults to slog.Default.
+	Logger *slog.Logger
+}
+
+// DiskResult is a disk copied: the qcow2 in the job directory.
+type DiskResult struct {
+	Name         string `json:"name"`
+	Path         string `json:"path"`
+	SourceFormat string `json:"sourceFormat"`
+	VirtualSize  int64  `json:"virtualSize"`
+	SHA256       string `json:"sha256"`
+	// Verified: read back and compared with the source.
+	Verified bool `json:"verified"`
+}
+
+func (c *Copier) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.Default().With("component", "v2v")
+}
+
+// CopyVM copies p's disks, several at once, each resuming from its
+// checkpoint. A plan with blockers is refused.
+func (c *Copier) CopyVM(ctx context.Context, p VMPlan) ([]DiskResult, error) {
+	if len(p.Blockers) > 0 {
+		return nil, fmt.Errorf("VM %s cannot move: %s", p.Name, p.Blockers[0])
+	}
+	dir := filepath.Join(c.Dir, p.Name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("making job directory: %w", err)
+	}
+	par := c.Parallel
+	if par <= 0 {
+		par = 2
+	}
+	res := make([]DiskResult, len(p.Disks))
+	errs := make([]error, len(p.Disks))
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	for i, d := range p.Disks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			res[i], errs[i] = c.copyDisk(ctx, dir, p, d)
+		}()
+	}
+	wg.Wait()
+	err := errors.Join(errs...)
+	if c.AfterVM != nil {
+		c.AfterVM(context.WithoutCancel(ctx), p.Source.Name, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// copyDisk copies one disk: stage it if it must be (a stream, an OVA
+// member), check it as an image import does and convert it to qcow2,
+// then compare the two.
+func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan) (DiskResult, error) {
+	maxDisk := c.MaxDiskBytes
+	if maxDisk <= 0 {
+		maxDisk = DefaultMaxDiskBytes
+	}
+	ckPath := filepath.Join(dir, d.Name+".checkpoint.json")
+	out := filepath.Join(dir, d.Name+".qcow2")
+	ck, err := loadCheckpoint(ckPath)
+	if err != nil {
+		return DiskResult{}, err
+	}
+	save := func() error { return saveCheckpoint(ckPath, ck) }
+	fail := func(err error) (DiskResult, error) {
+		return DiskResult{}, fmt.Errorf("VM %s disk %s: %w", p.Name, d.From.Name, err)
+	}
+	if ck.Done {
+		if sum, err := fileSHA256(ctx, out); err == nil && sum == ck.SHA256 {
+			c.logger().Info("disk already copied", "vm", p.Name, "disk", d.Name)
+			c.report(Progress{VM: p.Name, Disk: d.Name, Phase: PhaseDone, Done: ck.VirtualSize, Total: ck.VirtualSize})
+			return DiskResult{Name: d.Name, Path: out, SourceFormat: ck.SourceFormat, VirtualSize: ck.VirtualSize, SHA256: ck.SHA256, Verified: true}, nil
+		}
+		c.logger().Warn("copied disk no longer matches its checkpoint: copying again", "vm", p.Name, "disk", d.Name)
+		ck = checkpoint{}
+		_ = os.Remove(out)
+	}
+
+	var src string
+	switch s := d.From.Source; s.Kind {
+	case SourceFile:
+		src = s.Path
+	case SourceOVA:
+		src = filepath.Join(dir, d.Name+".member")
+		if !ck.Staged {
+			_ = os.Remove(src)
+			m := newMeter(c.Progress, p.Name, d.Name, PhaseExtract, 0, 0)
+			m.set(0, true)
+			if err := extractMember(ctx, s.Path, s.Member, src, maxDisk); err != nil {
+				return fail(err)
+			}
+			ck.Staged = true
+			if err := save(); err != nil {
+				return fail(err)
+			}
+		}
+	case SourceStream:
+		if c.Streams == nil {
+			return fail(errors.New("no source to stream the disk from"))
+		}
+		src = filepath.Join(dir, d.Name+".stream")
+		if !ck.Staged {
+			st, err := c.Streams(ctx, p.Source.Name, d.From)
+			if err != nil {
+				return fail(fmt.Errorf("opening source disk: %w", err))
+			}
+			every := c.CheckpointBytes
+			if every <= 0 {
+				every = 64 << 20
+			}
+			m := newMeter(c.Progress, p.Name, d.Name, PhaseStream, ck.Offset, st.Size())
+			if err := stage(ctx, st, src, &ck, save, every, m); err != nil {
+				return fail(err)
+			}
+		}
+	default:
+		return fail(fmt.Errorf("unknown disk source %q", s.Kind))
+	}
+
+	// Convert: the same checks as an image import, then qemu-img
+	// convert, which skips zero and unallocated ranges.
+	_ = os.Remove(out)
+	total := max(d.From.CapacityBytes, 1)
+	m := newMeter(c.Progress, p.Name, d.Name, PhaseConvert, 0, total)
+	res, err := images.Import(ctx, src, out, api.ImageDisk, func(pct int) {
+		m.set(total*int64(pct)/100, pct == 100)
+	}, images.WithMaxVirtualBytes(maxDisk))
+	if err != nil {
+		return fail(err)
+	}
+	if d.From.CapacityBytes > 0 && res.VirtualSizeBytes > d.From.CapacityBytes+1<<20 {
+		_ = os.Remove(out)
+		return fail(fmt.Errorf("the image's virtual size of %d bytes is over the %d bytes its source declared: refused", res.VirtualSizeBytes, d.From.CapacityBytes))
+	}
+	vm := newMeter(c.Progress, p.Name, d.Name, PhaseVerify, 0, res.VirtualSizeBytes)
+	vm.set(0, true)
+	if err := images.Compare(ctx, res.SourceFormat, src, images.FormatQCOW2, out); err != nil {
+		_ = os.Remove(out)
+		return fail(fmt.Errorf("verifying the copy: %w", err))
+	}
+	vm.set(res.VirtualSizeBytes, true)
+	if p.Adaptation == "virt-v2v-in-place" && !ck.Adapted {
+		if err := c.adapt(ctx, p, d, out); err != nil {
+			_ = os.Remove(out)
+			return fail(err)
+		}
+		ck.Adapted = true
+		if res.SHA256, err = fileSHA256(ctx, out); err != nil {
+			return fail(err)
+		}
+	}
+	ck.Done, ck.SourceFormat, ck.VirtualSize, ck.SHA256 = true, res.SourceFormat, res.VirtualSizeBytes, res.SHA256
+	if err := save(); err != nil {
+		return fail(err)
+	}
+	if src != d.From.Source.Path {
+		_ = os.Remove(src) // the staged copy is no longer needed
+	}
+	c.report(Progress{VM: p.Name, Disk: d.Name, Phase: PhaseDone, Done: res.VirtualSizeBytes, Total: res.VirtualSizeBytes})
+	c.logger().Info("disk copied", "vm", p.Name, "disk", d.Name, "format", res.SourceFormat, "virtual_size", res.VirtualSizeBytes)
+	return DiskResult{Name: d.Name, Path: out, SourceFormat: res.SourceFormat, VirtualSize: res.VirtualSizeBytes, SHA256: res.SHA256, Verified: true}, nil
+}
+
+// adapt runs virt-v2v-in-place on the VM's first disk: virtio drivers
+// into the guest's initramfs, VMware tools out.
+func (c *Copier) adapt(ctx context.Context, p VMPlan, d DiskPlan, qcow2 string) error {
+	if d.Name != "root" || c.VirtV2V == "" {
+		return nil
+	}
+	m := newMeter(c.Progress, p.Name, d.Name, PhaseAdapt, 0, 0)
+	m.set(0, true)
+	out, err := exec.CommandContext(ctx, c.VirtV2V, "-i", "disk", "-if", "qcow2", qcow2).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("converting the guest with virt-v2v-in-place: %w: %s", err, lastLine(out))
+	}
+	return nil
+}
+
+func (c *Copier) report(p Progress) {
+	if c.Progress != nil {
+		c.Progress(p)
+	}
+}
+
+func lastLine(b []byte) string {
+	s := string(b)
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
+		s = s[:len(s)-1]
+	}
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '\n' {
+			return s[i+1:]
+		}
+	}
+	return s
+}

@@ -1,0 +1,155 @@
+package v2v
+
+import (
+	"archive/tar"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestHostileOVAs: packages that try to make the copy read or write
+// files outside them, or declare absurd disks, are refused with an error
+// that names the problem, and nothing is written outside the job
+// directory (nor in it).
+func TestHostileOVAs(t *testing.T) {
+	raw := make([]byte, 1<<20) // a valid raw disk
+	for _, tc := range []struct {
+		name    string
+		members []tarMember
+		want    string
+	}{
+		{"href outside the package", []tarMember{
+			{name: "vm.ovf", body: []byte(envelope("vm", "../../etc/passwd", "1", "byte * 2^20", "", ""))},
+		}, "points outside the package"},
+		{"href at a URL", []tarMember{
+			{name: "vm.ovf", body: []byte(envelope("vm", "https://attacker.example/disk.vmdk", "1", "byte * 2^20", "", ""))},
+		}, "is a URL"},
+		{"href absolute", []tarMember{
+			{name: "vm.ovf", body: []byte(envelope("vm", "/etc/shadow", "1", "byte * 2^20", "", ""))},
+		}, "absolute path"},
+		{"member path traversal", []tarMember{
+			{name: "vm.ovf", body: []byte(envelope("vm", "disk.img", "1", "byte * 2^20", "", ""))},
+			{name: "../../tmp/evil", body: raw},
+			{name: "disk.img", body: raw},
+		}, "path traversal"},
+		{"member symlink", []tarMember{
+			{name: "vm.ovf", body: []byte(envelope("vm", "disk.img", "1", "byte * 2^20", "", ""))},
+			{name: "disk.img", typ: tar.TypeSymlink, link: "/etc/passwd"},
+		}, "not a regular file"},
+		{"1 EiB disk", []tarMember{
+			{name: "vm.ovf", body: []byte(envelope("vm", "disk.img", "1", "byte * 2^60", "", ""))},
+			{name: "disk.img", body: raw},
+		}, "over the limit"},
+		{"overflowing capacity", []tarMember{
+			{name: "vm.ovf", body: []byte(envelope("vm", "disk.img", "99999999999999999999", "byte * 2^60", "", ""))},
+			{name: "disk.img", body: raw},
+		}, "over the limit"},
+		{"missing member", []tarMember{
+			{name: "vm.ovf", body: []byte(envelope("vm", "disk.img", "1", "byte * 2^20", "", ""))},
+		}, "does not hold"},
+		{"no envelope", []tarMember{{name: "disk.img", body: raw}}, "no OVF envelope"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ova := filepath.Join(dir, "x.ova")
+			writeOVA(t, ova, tc.members...)
+			_, err := ReadOVA(ova, DefaultMaxDiskBytes)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("ReadOVA: %v, want an error saying %q", err, tc.want)
+			}
+			if got := listFiles(t, dir); len(got) != 1 {
+				t.Errorf("files written: %v", got)
+			}
+		})
+	}
+}
+
+// TestHostileDisks: a disk that names a file of the host (a VMDK
+// descriptor naming an extent, a VMDK naming a parent, a qcow2 with a
+// backing file) is refused by the image import checks before qemu-img
+// opens it, and the job directory keeps nothing of it.
+func TestHostileDisks(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "host-secret.raw")
+	if err := os.WriteFile(secret, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	descriptor := "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n" +
+		"RW 2048 FLAT \"" + secret + "\" 0\n\nddb.virtualHWVersion = \"4\"\n"
+	sparse := make([]byte, 64<<10)
+	copy(sparse, "KDMV")
+	sparse[4] = 1
+	copy(sparse[512:], "# Disk DescriptorFile\nparentFileNameHint=\""+secret+"\"\n")
+	qcow := filepath.Join(dir, "backed.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", secret, "-F", "raw", qcow)
+
+	for _, tc := range []struct {
+		name, file string
+		body       []byte
+		want       string
+	}{
+		{"vmdk descriptor naming a host file", "desc.vmdk", []byte(descriptor), "references extent files"},
+		{"vmdk naming a parent", "parent.vmdk", sparse, "names a backing file"},
+		{"qcow2 with a backing file", "", nil, "names a backing file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := qcow
+			if tc.file != "" {
+				path = filepath.Join(dir, tc.file)
+				if err := os.WriteFile(path, tc.body, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			job := filepath.Join(t.TempDir(), "job")
+			hw := Hardware{Name: "bad", VCPUs: 1, MemoryMiB: 64, Disks: []Disk{{Name: "d", Bus: BusVirtio, Source: DiskSource{Kind: SourceFile, Path: path}}}}
+			_, err := (&Copier{Dir: job}).CopyVM(context.Background(), PlanVM(hw, Options{Host: "h"}))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("copy: %v, want an error saying %q", err, tc.want)
+			}
+			if got := listFiles(t, job); len(got) != 0 {
+				t.Errorf("job directory keeps %v", got)
+			}
+		})
+	}
+	// Inside an OVA too: the member is staged in the job directory, refused,
+	// and not kept.
+	ovaDir := t.TempDir()
+	ova := filepath.Join(ovaDir, "x.ova")
+	writeOVA(t, ova, tarMember{name: "vm.ovf", body: []byte(envelope("vm", "disk.vmdk", "1", "byte * 2^20", "", ""))},
+		tarMember{name: "disk.vmdk", body: []byte(descriptor)})
+	hw, err := ReadOVA(ova, DefaultMaxDiskBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := filepath.Join(ovaDir, "job")
+	_, err = (&Copier{Dir: job}).CopyVM(context.Background(), PlanVM(hw, Options{Host: "h", NetworkMap: map[string]string{"*": "user"}}))
+	if err == nil || !strings.Contains(err.Error(), "references extent files") {
+		t.Fatalf("copy of the OVA: %v", err)
+	}
+}
+
+// TestOVFFileDiskOutsideItsDirectory: an unpacked OVF whose disk is a
+// symbolic link out of the envelope's directory is refused.
+func TestOVFFileDiskOutsideItsDirectory(t *testing.T) {
+	dir := t.TempDir()
+	pkg := filepath.Join(dir, "pkg")
+	os.Mkdir(pkg, 0o700)
+	os.WriteFile(filepath.Join(dir, "outside.img"), make([]byte, 1<<20), 0o600)
+	os.Symlink(filepath.Join(dir, "outside.img"), filepath.Join(pkg, "disk.img"))
+	ovf := filepath.Join(pkg, "vm.ovf")
+	os.WriteFile(ovf, []byte(envelope("vm", "disk.img", "1", "byte * 2^20", "", "")), 0o600)
+	if _, err := ReadOVFFile(ovf, DefaultMaxDiskBytes); err == nil || !strings.Contains(err.Error(), "outside the envelope's directory") {
+		t.Fatalf("ReadOVFFile: %v", err)
+	}
+	os.Remove(filepath.Join(pkg, "disk.img"))
+	os.WriteFile(filepath.Join(pkg, "disk.img"), make([]byte, 1<<20), 0o600)
+	hw, err := ReadOVFFile(ovf, DefaultMaxDiskBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := hw.Disks[0].Source; s.Kind != SourceFile || !strings.HasSuffix(s.Path, "/pkg/disk.img") {
+		t.Fatalf("disk source %+v", s)
+	}
+}

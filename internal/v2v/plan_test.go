@@ -1,0 +1,119 @@
+package v2v
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestPlanVM(t *testing.T) {
+	base := func() Hardware {
+		return Hardware{Name: "DB_Server (prod)", VCPUs: 4, MemoryMiB: 4096, Firmware: FirmwareBIOS, GuestOS: "debian11_64Guest",
+			Disks: []Disk{{Name: "Hard disk 1", Bus: BusSCSI, CapacityBytes: 10 << 30, Source: DiskSource{Kind: SourceFile, Format: "vmdk"}},
+				{Name: "Hard disk 2", Bus: BusVirtio, CapacityBytes: 1 << 30, Source: DiskSource{Kind: SourceFile, Format: "qcow2"}}},
+			NICs: []NIC{{Network: "VM Network", MAC: "00:50:56:AB:CD:EF", Model: "vmxnet3"}}}
+	}
+	opts := Options{Host: "h1", NetworkMap: map[string]string{"VM Network": "lan"}, RateBytesPerSecond: 1 << 30}
+	p := PlanVM(base(), opts)
+	if len(p.Blockers) > 0 {
+		t.Fatalf("blockers %v", p.Blockers)
+	}
+	if p.Name != "db-server-prod" || p.VCPUs != 4 || p.MemoryMiB != 4096 || p.Host != "h1" {
+		t.Errorf("plan %+v", p)
+	}
+	if p.Disks[0].Name != "root" || p.Disks[0].Image != "db-server-prod-root" || p.Disks[1].Name != "disk1" {
+		t.Errorf("disks %+v", p.Disks)
+	}
+	if n := p.NICs[0]; n.Network != "lan" || n.MAC != "00:50:56:ab:cd:ef" || n.Model != "virtio-net" {
+		t.Errorf("nic %+v", n)
+	}
+	if p.CopyBytes != 11<<30 || p.EstimatedSeconds != 11 {
+		t.Errorf("copy %d bytes in %v s", p.CopyBytes, p.EstimatedSeconds)
+	}
+	conv := strings.Join(p.Conversions, "\n")
+	for _, w := range []string{"scsi bus → virtio-blk", "vmdk → qcow2", "vmxnet3 → virtio-net"} {
+		if !strings.Contains(conv, w) {
+			t.Errorf("conversions %q lack %q", conv, w)
+		}
+	}
+	if p.Adaptation != "none" || len(p.Warnings) != 1 || !strings.Contains(p.Warnings[0], "virt-v2v-in-place is not installed") {
+		t.Errorf("adaptation %s, warnings %v", p.Adaptation, p.Warnings)
+	}
+	c := p.Create()
+	if c.Name != p.Name || c.Host != "h1" || len(c.Disks) != 2 || c.Disks[0].Image != "db-server-prod-root" || c.NICs[0].MAC != "00:50:56:ab:cd:ef" {
+		t.Errorf("create %+v", c)
+	}
+
+	with := opts
+	with.VirtV2V = "/usr/bin/virt-v2v-in-place"
+	if p := PlanVM(base(), with); p.Adaptation != "virt-v2v-in-place" || len(p.Warnings) != 0 {
+		t.Errorf("with virt-v2v: %s %v", p.Adaptation, p.Warnings)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		change func(*Hardware, *Options)
+		want   string
+	}{
+		{"efi", func(h *Hardware, _ *Options) { h.Firmware = FirmwareEFI }, "EFI"},
+		{"windows", func(h *Hardware, _ *Options) { h.GuestOS = "windows2019srv_64Guest" }, "virtio-win"},
+		{"unmapped network", func(_ *Hardware, o *Options) { o.NetworkMap = nil }, "--network-map VM Network=NETWORK"},
+		{"multicast MAC", func(h *Hardware, _ *Options) { h.NICs[0].MAC = "01:00:5e:00:00:01" }, "multicast"},
+		{"bad MAC", func(h *Hardware, _ *Options) { h.NICs[0].MAC = "zz" }, "not an Ethernet address"},
+		{"no host", func(_ *Hardware, o *Options) { o.Host = "" }, "--to-host"},
+		{"no cpus", func(h *Hardware, _ *Options) { h.VCPUs = 0 }, "0 vCPUs"},
+		{"huge disk", func(h *Hardware, _ *Options) { h.Disks[0].CapacityBytes = 1 << 60 }, "over the limit"},
+		{"no disks", func(h *Hardware, _ *Options) { h.Disks = nil }, "no disks"},
+		{"no name", func(h *Hardware, _ *Options) { h.Name = "---" }, "no valid VM name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, o := base(), opts
+			tc.change(&h, &o)
+			p := PlanVM(h, o)
+			if !strings.Contains(strings.Join(p.Blockers, "\n"), tc.want) {
+				t.Fatalf("blockers %q lack %q", p.Blockers, tc.want)
+			}
+		})
+	}
+	// The default network catches every other one.
+	o := opts
+	o.NetworkMap = map[string]string{"*": "user"}
+	if p := PlanVM(base(), o); len(p.Blockers) != 0 || p.NICs[0].Network != "user" {
+		t.Errorf("default network: %v %+v", p.Blockers, p.NICs)
+	}
+}
+
+func TestVMName(t *testing.T) {
+	for in, want := range map[string]string{
+		"Web01": "web01", "a b_c.d": "a-b-c-d", "--x--": "x", "ÄÖ": "", strings.Repeat("a", 70): strings.Repeat("a", 63),
+	} {
+		if got := VMName(in); got != want {
+			t.Errorf("VMName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestCapacityBytes(t *testing.T) {
+	for _, tc := range []struct {
+		c, u string
+		want int64
+		err  string
+	}{
+		{"64", "byte * 2^20", 64 << 20, ""},
+		{"1048576", "byte", 1 << 20, ""},
+		{"1", "byte * 2^60", 0, "over the limit"},
+		{"-1", "byte", 0, "not a whole number"},
+		{"1", "furlong", 0, "want byte"},
+		{"1", "byte * 2^999", 0, "over the limit"},
+	} {
+		got, err := capacityBytes(tc.c, tc.u, DefaultMaxDiskBytes)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s %s: %v, want %q", tc.c, tc.u, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%s %s = %d, %v", tc.c, tc.u, got, err)
+		}
+	}
+}
