@@ -16,6 +16,40 @@ type Host struct {
 	// Provider is set for a host of a connected estate, which runs no
 	// Polyvisor agent.
 	Provider *ProviderRef `json:"provider,omitempty"`
+	// Fence, written by the server, is the host's fencing for HA
+	// restarts (docs/HA.md): pending while it is silent, fenced once its
+	// HA VMs may run elsewhere, returned when it heartbeats again.
+	Fence *HostFence `json:"fence,omitempty"`
+	// FenceTimeoutMS is T_fence, filled in by the server: how long the
+	// host's agent may go without a heartbeat answered before it stops
+	// its HA VMs. Zero: HA restarts are off.
+	FenceTimeoutMS int64 `json:"fenceTimeoutMS,omitempty"`
+}
+
+// Fence states (HostFence.State).
+const (
+	FencePending  = "pending"
+	FenceFenced   = "fenced"
+	FenceReturned = "returned"
+)
+
+// HostFence is the server's fencing record of a host.
+type HostFence struct {
+	State string `json:"state"`
+	// LastHeartbeat is the last heartbeat the leader knew of when it
+	// began to fence the host.
+	LastHeartbeat time.Time `json:"lastHeartbeat"`
+	// Deadline is when the host counts as fenced without a fence hook:
+	// its last heartbeat, T_fence and the margin.
+	Deadline time.Time `json:"deadline"`
+	FencedAt time.Time `json:"fencedAt,omitzero"`
+	// By is timeout or hook: what fenced the host.
+	By string `json:"by,omitempty"`
+	// Hook is the fence hook's outcome, when one is configured.
+	Hook       string    `json:"hook,omitempty"`
+	ReturnedAt time.Time `json:"returnedAt,omitzero"`
+	// VMs are the VMs restarted elsewhere (project/name).
+	VMs []string `json:"vms,omitempty"`
 }
 
 // HostSpec is the desired state of a host.

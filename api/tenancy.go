@@ -39,6 +39,10 @@ type ProjectSpec struct {
 	// LeaseGraceSeconds is how long a VM stays stopped after its lease
 	// expired before it is deleted (default 86400, one day).
 	LeaseGraceSeconds int64 `json:"leaseGraceSeconds,omitempty"`
+	// HADefault is the HA policy (restart or none) of the project's VMs
+	// created without one, applied to those whose disks are all on
+	// shared storage.
+	HADefault string `json:"haDefault,omitempty"`
 	// Members maps user names to their role in the project.
 	Members map[string]string `json:"members,omitempty"`
 }
@@ -91,6 +95,7 @@ type ProjectCreate struct {
 	Quota             Quota             `json:"quota,omitzero"`
 	MaxLeaseSeconds   int64             `json:"maxLeaseSeconds,omitempty"`
 	LeaseGraceSeconds int64             `json:"leaseGraceSeconds,omitempty"`
+	HADefault         string            `json:"haDefault,omitempty"`
 }
 
 // ProjectUpdate is the body of PATCH /v1/projects/{project}: the fields
@@ -100,6 +105,7 @@ type ProjectUpdate struct {
 	Description       *string `json:"description,omitempty"`
 	MaxLeaseSeconds   *int64  `json:"maxLeaseSeconds,omitempty"`
 	LeaseGraceSeconds *int64  `json:"leaseGraceSeconds,omitempty"`
+	HADefault         *string `json:"haDefault,omitempty"`
 }
 
 // Member is one user's role in a project.

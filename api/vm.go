@@ -101,6 +101,37 @@ type VMSpec struct {
 	Migration *Migration `json:"migration,omitempty"`
 	// Volumes are the volumes attached to the VM, after its disks.
 	Volumes []VolumeAttachment `json:"volumes,omitempty"`
+	// HA is restart when the VM is restarted on another host after its
+	// host is lost and fenced (docs/HA.md); none or empty otherwise. Only
+	// a VM whose disks all live on shared storage may have it.
+	HA string `json:"ha,omitempty"`
+	// HARestart, written by the server, is the VM's last restart on
+	// another host after its host was fenced.
+	HARestart *HARestartRecord `json:"haRestart,omitempty"`
+}
+
+// HA policies (VMSpec.HA, ProjectSpec.HADefault).
+const (
+	HARestart = "restart"
+	HANone    = "none"
+)
+
+// OpVMHARestart is the operation that restarts a VM of a fenced host on
+// another host.
+const OpVMHARestart = "vm.ha.restart"
+
+// HARestartRecord records a VM's restart on another host after a fence.
+type HARestartRecord struct {
+	Operation string    `json:"operation"`
+	From      string    `json:"from"`
+	To        string    `json:"to"`
+	At        time.Time `json:"at"`
+}
+
+// VMHASet is the body of PUT /v1/vms/{name}/ha.
+type VMHASet struct {
+	// HA is restart or none.
+	HA string `json:"ha"`
 }
 
 // Disk is a VM disk: a copy-on-write overlay of an image, or blank.
@@ -254,6 +285,9 @@ type VMCreate struct {
 	LeaseSeconds int64 `json:"leaseSeconds,omitempty"`
 	// OnCrash is restart (default) or stop: see VMSpec.OnCrash.
 	OnCrash string `json:"onCrash,omitempty"`
+	// HA is restart or none (see VMSpec.HA); empty takes the project's
+	// haDefault where the VM's disks allow it.
+	HA string `json:"ha,omitempty"`
 }
 
 // VMStop is the optional body of POST /v1/vms/{name}/stop and /restart.

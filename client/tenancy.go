@@ -289,3 +289,13 @@ func (c *Client) ExportAudit(ctx context.Context, q api.AuditQuery, w io.Writer)
 	}
 	return nil
 }
+
+// SetVMHA sets a VM's HA policy: api.HARestart or api.HANone.
+func (c *Client) SetVMHA(ctx context.Context, vm, policy string) (*api.VM, error) {
+	var out api.VM
+	r := request{method: http.MethodPut, path: route("/v1/vms/%s/ha", vm), body: api.VMHASet{HA: policy}}
+	if err := c.call(ctx, r, &out); err != nil {
+		return nil, fmt.Errorf("set the ha policy of VM %q: %w", vm, err)
+	}
+	return &out, nil
+}

@@ -49,7 +49,7 @@ type netWorld struct {
 	extBegin string
 }
 
-func newNetWorld(t *testing.T) *netWorld {
+func newNetWorld(t *testing.T, serverArgs ...string) *netWorld {
 	t.Helper()
 	requireQEMU(t)
 	peer.Root(t, "the network tests' namespaces")
@@ -94,7 +94,7 @@ func newNetWorld(t *testing.T) *netWorld {
 	}
 	port := freePort(t)
 	w.srv = startServerWith(t, &serverProc{t: t, dataDir: t.TempDir(), port: port, noAgent: true,
-		args: []string{"--no-agent", "--listen", "0.0.0.0:" + strconv.Itoa(port), "--advertise-address", w.outside, "--heartbeat-timeout", "4s"}})
+		args: append([]string{"--no-agent", "--listen", "0.0.0.0:" + strconv.Itoa(port), "--advertise-address", w.outside, "--heartbeat-timeout", "4s"}, serverArgs...)})
 	w.c = w.srv.c
 	ctx := context.Background()
 	for _, h := range w.hosts {

@@ -70,6 +70,8 @@ type Agent struct {
 	// rewatch ends the current watch, so that it reconnects (to the
 	// server the client failed over to).
 	rewatch atomicCancel
+	// fence is the host's self-fencing (fence.go).
+	fence fencer
 
 	mu      sync.Mutex
 	workers map[string]*worker            // by VM name
@@ -138,6 +140,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer wg.Done()
 		a.heartbeat(ctx)
 	}()
+	a.fence.mu.Lock()
+	a.fence.contact = time.Now() // T_fence counts from the start at most
+	a.fence.mu.Unlock()
+	wg.Go(func() { a.fenceLoop(ctx) })
 	if a.net != nil {
 		wg.Add(1)
 		go func() {
@@ -229,8 +235,14 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	for {
 		for try := 0; try < 2; try++ {
 			hctx, cancel := context.WithTimeout(ctx, a.heartbeatTimeout())
-			_, err := a.c.PutHostStatus(hctx, a.cfg.Host, a.hostStatus())
+			sent := time.Now()
+			h, err := a.c.PutHostStatus(hctx, a.cfg.Host, a.hostStatus())
 			cancel()
+			if err == nil && a.fence.answered(sent, h) {
+				// Fenced, and the server says the host is not: a watch
+				// opened from now on ends the fencing at its sync.
+				a.rewatch.cancel()
+			}
 			if err == nil || ctx.Err() != nil {
 				break
 			}
@@ -277,6 +289,7 @@ func (a *Agent) watchOnce(parent context.Context) error {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	a.rewatch.set(cancel)
+	opened := time.Now()
 	msgs, errs := a.c.WatchHost(ctx, a.cfg.Host)
 	seen := map[string]bool{} // UIDs of the VMs the server places here
 	synced := false
@@ -320,6 +333,9 @@ func (a *Agent) watchOnce(parent context.Context) error {
 				}
 			case api.AgentMsgSynced:
 				synced = true
+				if a.fence.synced(opened) {
+					a.unfence(seen)
+				}
 				a.reapOrphans(ctx, seen)
 				go a.learnServers(ctx)
 			case api.AgentMsgVolume:

@@ -313,6 +313,9 @@ func (w *worker) apply(ctx context.Context, vm *api.VM) error {
 	spec := vm.Spec
 	stopOpts := hypervisor.StopOptions{Timeout: time.Duration(spec.StopTimeoutSeconds) * time.Second, Force: spec.ForceStop}
 	start := func(paused bool) error {
+		if spec.HA == api.HARestart && w.a.fence.isFenced() {
+			return errors.New("this host fenced itself (the control plane did not answer for T_fence): its HA vms start again once the server says where they run")
+		}
 		c, err := config()
 		if err != nil {
 			return err

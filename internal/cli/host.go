@@ -83,6 +83,7 @@ func (a *app) hostShowCommand() *cobra.Command {
 				row(tw, "Name:", h.Name)
 				row(tw, "Labels:", labels(h.Labels))
 				row(tw, "State:", hostState(h))
+				describeFence(tw, h)
 				describeProviderRef(tw, h.Provider)
 				row(tw, "Address:", orDash(st.Address))
 				row(tw, "Accelerator:", orDash(st.Accel))

@@ -88,6 +88,7 @@ func describeProject(tw *tabwriter.Writer, p *api.Project) {
 		grace = shortDuration(defaultLeaseGrace) + " (default)"
 	}
 	row(tw, "Lease grace:", grace)
+	row(tw, "HA default:", haPolicy(s.HADefault))
 	row(tw, "Created:", when(p.CreatedAt))
 	fmt.Fprintln(tw)
 	if len(s.Members) == 0 {
@@ -178,10 +179,10 @@ func addLeaseFlags(cmd *cobra.Command, maxLease, grace *time.Duration) {
 }
 
 func (a *app) projectUpdateCommand() *cobra.Command {
-	var description string
+	var description, haDefault string
 	var maxLease, leaseGrace time.Duration
 	cmd := &cobra.Command{
-		Use:     "update NAME [--description TEXT] [--max-lease DURATION] [--lease-grace DURATION]",
+		Use:     "update NAME [--description TEXT] [--max-lease DURATION] [--lease-grace DURATION] [--ha-default restart|none]",
 		Short:   "Change a project's settings (project admin)",
 		Example: "  polyvisor project update web --max-lease 7d --lease-grace 48h",
 		Args:    exactArgs(1, "NAME"),
@@ -199,8 +200,14 @@ func (a *app) projectUpdateCommand() *cobra.Command {
 				v := seconds(leaseGrace)
 				req.LeaseGraceSeconds = &v
 			}
+			if fl.Changed("ha-default") {
+				if haDefault != api.HARestart && haDefault != api.HANone {
+					return usagef("--ha-default: must be restart or none, not %q", haDefault)
+				}
+				req.HADefault = &haDefault
+			}
 			if req == (api.ProjectUpdate{}) {
-				return usagef("give --description, --max-lease or --lease-grace (the quota is set with 'polyvisor quota set')")
+				return usagef("give --description, --max-lease, --lease-grace or --ha-default (the quota is set with 'polyvisor quota set')")
 			}
 			c, _, err := a.client()
 			if err != nil {
@@ -215,6 +222,7 @@ func (a *app) projectUpdateCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&description, "description", "", "what the project is for (\"\" clears it)")
 	addLeaseFlags(cmd, &maxLease, &leaseGrace)
+	cmd.Flags().StringVar(&haDefault, "ha-default", "", "the HA policy of VMs created without one (restart or none), applied to those with no disks of their own")
 	return cmd
 }
 

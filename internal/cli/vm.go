@@ -33,6 +33,7 @@ func (a *app) vmCommand() *cobra.Command {
 		a.vmConsoleTicketCommand(),
 		a.vmLeaseCommand(),
 		a.vmNICCommand(),
+		a.vmHACommand(),
 	)
 	return cmd
 }
@@ -159,6 +160,7 @@ func describeVM(tw *tabwriter.Writer, vm *api.VM) {
 			onCrash = api.OnCrashRestart
 		}
 		row(tw, "On crash:", onCrash)
+		describeHA(tw, s)
 	}
 	if st.Error != nil {
 		row(tw, "Error:", fmt.Sprintf("%s (generation %d)", st.Error.Message, st.Error.Generation))

@@ -30,6 +30,7 @@ type vmCreateFlags struct {
 	stopped        bool
 	stopTimeout    time.Duration
 	onCrash        string
+	ha             string
 	idempotencyKey string
 	lease          time.Duration
 	noWait         bool
@@ -86,6 +87,7 @@ func (a *app) vmCreateCommand() *cobra.Command {
 	fl.StringVar(&f.host, "host", "", "place the VM on this host (default: the scheduler chooses)")
 	fl.BoolVar(&f.stopped, "stopped", false, "create the VM without starting it")
 	fl.DurationVar(&f.stopTimeout, "stop-timeout", 0, "how long a graceful stop may take before it is forced (default: the server's)")
+	fl.StringVar(&f.ha, "ha", "", "restart: restarted on another host when its host is lost (a VM with no disks of its own, only volumes of a shared pool); none (default: the project's)")
 	fl.StringVar(&f.onCrash, "on-crash", "", "what the host does when the VM crashes: restart (the server's default) or stop")
 	fl.StringVar(&f.idempotencyKey, "idempotency-key", "", "a retried create with the same key makes no second VM")
 	fl.Var(durationValue{&f.lease}, "lease", "give the VM a lease: stopped this long after its create (72h, 7d), deleted after the project's grace period (default: the project's maximum lease, if any)")
@@ -115,6 +117,12 @@ func (f *vmCreateFlags) request(name string) (api.VMCreate, error) {
 		return req, usagef("--stop-timeout: must not be negative")
 	}
 	req.StopTimeoutSeconds = int((f.stopTimeout + time.Second - 1) / time.Second)
+	switch f.ha {
+	case "", api.HARestart, api.HANone:
+		req.HA = f.ha
+	default:
+		return req, usagef("--ha: must be restart or none, not %q", f.ha)
+	}
 	switch f.onCrash {
 	case "", api.OnCrashRestart, api.OnCrashStop:
 		req.OnCrash = f.onCrash

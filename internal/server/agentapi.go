@@ -134,7 +134,12 @@ func (s *Server) upsertHost(ctx context.Context, name string, st api.HostStatus)
 		next.Status.State, next.Status.LastHeartbeat = hostState(st), cur.Status.LastHeartbeat
 		// Allocation and capacity are the server's to say, never the agent's.
 		next.Status.Allocated, next.Status.Capacity = api.Allocation{}, api.HostCapacity{}
-		if hostStatusEqual(next.Status, cur.Status) && now.Sub(cur.Status.LastHeartbeat) < heartbeatPersist {
+		// A heartbeat ends the host's fencing: before the leader fenced
+		// it, the write its fencing is conditional on is refused; after,
+		// the VMs restarted elsewhere are in the store by the time the
+		// agent hears the host is no longer fenced (docs/HA.md).
+		returned := returnFromFence(next, now)
+		if !returned && hostStatusEqual(next.Status, cur.Status) && now.Sub(cur.Status.LastHeartbeat) < heartbeatPersist {
 			return cur, nil
 		}
 		next.Status.LastHeartbeat = now

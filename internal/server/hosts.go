@@ -39,6 +39,9 @@ func (s *Server) withAllocation(h *api.Host) api.Host {
 	out.Status.Allocated = s.ctl.Placer.Allocation(h.Name)
 	c := scheduler.HostCapacity(s.cfg.Scheduler, scheduler.HostInfo{CPUs: h.Status.CPUs, MemoryMiB: h.Status.MemoryMiB})
 	out.Status.Capacity = api.HostCapacity{VCPUs: c.VCPUs, MemoryMiB: c.MemoryMiB}
+	if h.Provider == nil {
+		out.FenceTimeoutMS = s.cfg.HA.FenceTimeout.Milliseconds()
+	}
 	return out
 }
 

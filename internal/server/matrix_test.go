@@ -72,6 +72,7 @@ var policy = map[string]string{
 	"DELETE /v1/vms/{name}":                           "member",
 	"POST /v1/vms/{name}/reconfigure":                 "member",
 	"PUT /v1/vms/{name}/lease":                        "member",
+	"PUT /v1/vms/{name}/ha":                           "member",
 	"POST /v1/vms/{name}/snapshots":                   "member",
 	"POST /v1/vms/{name}/snapshots/{snapshot}/revert": "member",
 	"DELETE /v1/vms/{name}/snapshots/{snapshot}":      "member",

@@ -100,11 +100,15 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := validHA("haDefault", req.HADefault); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	now := time.Now().UTC()
 	p := &api.Project{
 		Meta: api.Meta{Name: req.Name, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
 		Spec: api.ProjectSpec{Description: req.Description, Quota: req.Quota,
-			MaxLeaseSeconds: req.MaxLeaseSeconds, LeaseGraceSeconds: req.LeaseGraceSeconds},
+			MaxLeaseSeconds: req.MaxLeaseSeconds, LeaseGraceSeconds: req.LeaseGraceSeconds, HADefault: req.HADefault},
 	}
 	if err := s.createProjectWithGroup(r.Context(), p); err != nil {
 		if errors.Is(err, store.ErrExists) {
@@ -138,6 +142,12 @@ func (s *Server) updateProject(w http.ResponseWriter, r *http.Request) {
 		}
 		if req.LeaseGraceSeconds != nil {
 			p.Spec.LeaseGraceSeconds = *req.LeaseGraceSeconds
+		}
+		if req.HADefault != nil {
+			if err := validHA("haDefault", *req.HADefault); err != nil {
+				return err
+			}
+			p.Spec.HADefault = *req.HADefault
 		}
 		return validateLeaseSettings(p.Spec.MaxLeaseSeconds, p.Spec.LeaseGraceSeconds)
 	})

@@ -59,6 +59,7 @@ func (s *Server) routes() []route {
 	rs = append(rs, s.peerRoutes()...)
 	rs = append(rs, s.vmMigrationRoutes()...)
 	rs = append(rs, s.planRoutes()...)
+	rs = append(rs, s.haRoutes()...)
 	return rs
 }
 

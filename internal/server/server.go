@@ -30,6 +30,7 @@ import (
 	"github.com/polyvisor/polyvisor/internal/cluster"
 	"github.com/polyvisor/polyvisor/internal/controller"
 	"github.com/polyvisor/polyvisor/internal/controller/admission"
+	"github.com/polyvisor/polyvisor/internal/controller/ha"
 	"github.com/polyvisor/polyvisor/internal/controller/liveness"
 	"github.com/polyvisor/polyvisor/internal/controller/ops"
 	"github.com/polyvisor/polyvisor/internal/estate"
@@ -59,7 +60,10 @@ type Config struct {
 	// HeartbeatTimeout marks a host not ready when it has not reported for
 	// that long (default 15s).
 	HeartbeatTimeout time.Duration
-	Logger           *slog.Logger
+	// HA configures the fencing of lost hosts and the restart of their
+	// HA VMs elsewhere (docs/HA.md).
+	HA     HAConfig
+	Logger *slog.Logger
 	// ProviderFactory makes provider connections (vSphere, libvirt); nil
 	// refuses every provider.
 	ProviderFactory estate.Factory
@@ -170,6 +174,7 @@ type Server struct {
 	// ctl is the controllers: operations, placement, quotas, liveness,
 	// leases, imports, estates.
 	ctl     *controller.Set
+	ha      *ha.Controller
 	streams *streamBroker
 	metrics *metrics
 
@@ -213,6 +218,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.SessionTTL == 0 {
 		cfg.SessionTTL = 12 * time.Hour
 	}
+	cfg.HA.defaults()
 	if cfg.LeaseInterval == 0 {
 		cfg.LeaseInterval = 10 * time.Second
 	}
@@ -337,8 +343,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		LeaseInterval: cfg.LeaseInterval, ImageDir: s.imageDir, ImageBlobs: blobs, MinFreeBytes: int64(cfg.MinFreeBytes),
 		ProviderFactory: cfg.ProviderFactory, ProviderResync: cfg.ProviderResync,
 		Metrics: s.metrics, ErrorOf: toAPIError, Audit: s.auditSystem, Logger: cfg.Logger,
-		Counted: s.net.m.Counted, Leaders: []func(context.Context, store.Writer){s.net.m.RunJanitor},
+		Counted: s.net.m.Counted, Leaders: []func(context.Context, store.Writer){s.net.m.RunJanitor,
+			func(ctx context.Context, w store.Writer) { s.ha.Lead(ctx, w) }},
 	})
+	s.ha = s.newHA()
 	return s, nil
 }
 

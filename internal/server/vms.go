@@ -201,6 +201,10 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 	if err != nil {
 		return nil, err
 	}
+	ha, err := haOfCreate(req, proj)
+	if err != nil {
+		return nil, err
+	}
 	if _, exists := s.vms.Get(key); exists {
 		return nil, api.Conflict("vm %q already exists", req.Name)
 	}
@@ -261,7 +265,7 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 				Host: host, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Disks: req.Disks, NICs: req.NICs,
 				Boot: req.Boot, CloudInit: req.CloudInit, PowerState: req.PowerState,
 				StopTimeoutSeconds: req.StopTimeoutSeconds, Provider: ref, Lease: lease,
-				OnCrash: req.OnCrash,
+				OnCrash: req.OnCrash, HA: ha,
 			},
 			Status: api.VMStatus{PowerState: api.PowerPending},
 		}

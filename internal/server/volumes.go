@@ -478,6 +478,9 @@ func (s *Server) attachVolume(w http.ResponseWriter, r *http.Request) {
 		if !ok || !slices.Contains(pool.Spec.Hosts, vm.Spec.Host) || (pool.Spec.Kind == api.PoolDir && vm.Spec.Host != v.Spec.Host) {
 			return api.Unprocessable("vm %q is on host %q, which does not see volume %q's pool %q", vm.Name, vm.Spec.Host, v.Name, v.Spec.Pool)
 		}
+		if vm.Spec.HA == api.HARestart && pool.Spec.Kind != api.PoolShared {
+			return haRefused("vm %q is restarted on another host when its host is lost (ha: restart), and volume %q's pool %q is not shared: set its ha to none first", vm.Name, v.Name, v.Spec.Pool)
+		}
 		if slices.ContainsFunc(vm.Spec.Disks, func(d api.Disk) bool { return hypervisor.DiskSerial(d.Name) == hypervisor.DiskSerial(v.Name) }) {
 			return api.Unprocessable("vm %q has a disk the guest would see under volume %q's name", vm.Name, v.Name)
 		}

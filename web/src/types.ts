@@ -44,6 +44,9 @@ export interface VM extends Meta {
     // migration is set while the VM moves to target (vm.migrate).
     migration?: { operation: string; target: string };
     volumes?: { volume: string }[];
+    // ha restart: restarted on another host once its lost host is fenced (docs/HA.md).
+    ha?: string;
+    haRestart?: { operation: string; from: string; to: string; at: string };
   };
   status: {
     powerState: string;
@@ -91,9 +94,22 @@ export interface DrainMove {
   error?: string;
 }
 
+export interface HostFence {
+  state: 'pending' | 'fenced' | 'returned';
+  lastHeartbeat: string;
+  deadline: string;
+  fencedAt?: string;
+  by?: string;
+  hook?: string;
+  returnedAt?: string;
+  vms?: string[];
+}
+
 export interface Host extends Meta {
   provider?: ProviderRef;
   spec?: { unschedulable?: boolean };
+  fence?: HostFence;
+  fenceTimeoutMS?: number;
   status: {
     state: string;
     cpus: number;

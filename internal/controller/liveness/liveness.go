@@ -217,6 +217,14 @@ func (l *Monitor) silent(h *api.Host, now time.Time, shared map[string]time.Time
 	return last, now.Sub(last) >= l.timeout
 }
 
+// LastHeard is the newest heartbeat of host that this server knows of:
+// received here, shared by another server or in its record, and not
+// before this server's term began.
+func (l *Monitor) LastHeard(h *api.Host) time.Time {
+	last, _ := l.silent(h, time.Now(), l.shared())
+	return last
+}
+
 // markNotReady marks a silent host not ready. When another write got to
 // the host first it reads the host again: a heartbeat in between keeps
 // it ready.

@@ -98,11 +98,26 @@ export function HostPage({ name }: { name: string }) {
   }
   const u = hostUse(h);
   const own = !h.provider;
+  const fenceText = (h: Host) => {
+    const t = h.fenceTimeoutMS ? `T_fence ${h.fenceTimeoutMS / 1000}s` : 'HA restarts off';
+    const f = h.fence;
+    if (!f) return `${t}; not fenced`;
+    const when = (x?: string) => (x ? new Date(x).toLocaleString() : '');
+    switch (f.state) {
+      case 'pending':
+        return `${t}; silent since ${when(f.lastHeartbeat)}: its HA VMs restart elsewhere from ${when(f.deadline)}${f.hook ? ` (hook: ${f.hook})` : ''}`;
+      case 'fenced':
+        return `${t}; fenced by ${f.by} at ${when(f.fencedAt)}${f.vms?.length ? `, restarted elsewhere: ${f.vms.join(', ')}` : ''}`;
+      default:
+        return `${t}; back at ${when(f.returnedAt)} after being fenced at ${when(f.fencedAt)}${f.vms?.length ? ` (${f.vms.join(', ')} restarted elsewhere)` : ''}`;
+    }
+  };
   const admin = s.superadmin && own;
   const st = h.status;
   const rows: [string, string, string?][] = [
     ['State', st.state, 'host-state'],
     ['Scheduling', h.spec?.unschedulable ? 'cordoned: no new VMs are placed here' : 'new VMs may be placed here', 'host-schedulable'],
+    ['Fencing', own ? fenceText(h) : '', 'host-fence'],
     ['CPUs', String(st.cpus)],
     ['Memory', mib(st.memoryMiB)],
     ['Disk', st.diskTotalMiB ? `${mib(st.diskFreeMiB ?? 0)} free of ${mib(st.diskTotalMiB)}` : ''],

@@ -77,6 +77,48 @@ function Lease({ vm, canLease, onLeased }: { vm: VM; canLease: boolean; onLeased
   );
 }
 
+// HA shows and sets the VM's HA policy (restart on another host when its
+// host is lost and fenced) and its last such restart.
+function HA({ vm, canSet, onSet }: { vm: VM; canSet: boolean; onSet(v: VM): void }) {
+  const [err, setErr] = useState<unknown>();
+  const [busy, setBusy] = useState(false);
+  const policy = vm.spec.ha || 'none';
+  const put = async (ha: string) => {
+    setErr(undefined);
+    setBusy(true);
+    try {
+      onSet(await call<VM>('PUT', `/v1/vms/${encodeURIComponent(vm.name)}/ha${q({ project: vm.project })}`, { ha }));
+    } catch (e) {
+      setErr(e);
+    } finally {
+      setBusy(false);
+    }
+  };
+  const r = vm.spec.haRestart;
+  if (vm.spec.provider) return null;
+  return (
+    <section className="ha" aria-labelledby="ha-h">
+      <h2 id="ha-h">High availability</h2>
+      <p data-testid="vm-ha">
+        {policy === 'restart'
+          ? 'restart: when its host is lost, the VM is restarted on another host once that host is fenced'
+          : 'none: the VM waits for its host'}
+      </p>
+      {r && (
+        <p className="muted small" data-testid="vm-ha-restart">
+          restarted from {r.from} on {r.to} at {new Date(r.at).toLocaleString()} (operation {r.operation})
+        </p>
+      )}
+      {canSet && (
+        <button type="button" disabled={busy} data-testid="vm-ha-set" onClick={() => void put(policy === 'restart' ? 'none' : 'restart')}>
+          {policy === 'restart' ? 'Turn HA restart off' : 'Restart on another host when its host is lost'}
+        </button>
+      )}
+      <ErrorBox err={err} />
+    </section>
+  );
+}
+
 export function VMSummary({ vm, canLease, onLeased, canChangeNICs = false }: { vm: VM; canLease: boolean; onLeased(v: VM): void; canChangeNICs?: boolean }) {
   const boot = vm.spec.boot?.kernel ? `kernel ${vm.spec.boot.kernel}${vm.spec.boot.initrd ? `, initrd ${vm.spec.boot.initrd}` : ''}${vm.spec.boot.cmdline ? ` (${vm.spec.boot.cmdline})` : ''}` : 'firmware, first disk';
   const p = vm.spec.provider;
@@ -112,6 +154,7 @@ export function VMSummary({ vm, canLease, onLeased, canChangeNICs = false }: { v
         ))}
       </dl>
       <VMNICs vm={vm} canChange={canChangeNICs} />
+      <HA vm={vm} canSet={canLease} onSet={onLeased} />
       <Lease vm={vm} canLease={canLease} onLeased={onLeased} />
     </>
   );

@@ -1,0 +1,241 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/client"
+)
+
+// haHost joins a host whose heartbeats (every 100ms) the test turns off
+// and on.
+func (e *env) haHost(ctx context.Context, name string, alive *atomic.Bool) string {
+	jt, err := e.s.MintJoinToken(ctx, name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	st := api.HostStatus{State: api.HostReady, CPUs: 8, MemoryMiB: 8 << 10, Accel: "tcg", Drivers: []string{"qemu"}}
+	creds, err := e.client("", "").Register(ctx, api.AgentRegister{JoinToken: jt, Host: name, Status: st})
+	if err != nil {
+		e.t.Fatalf("registering %s: %v", name, err)
+	}
+	alive.Store(true)
+	e.tokens[name] = creds.Token
+	go func() {
+		c := e.client(creds.Token, "")
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-e.s.life.Done():
+				return
+			case <-tick.C:
+				if alive.Load() {
+					_, _ = c.PutHostStatus(context.Background(), name, st)
+				}
+			}
+		}
+	}()
+	return creds.Token
+}
+
+// TestHAPolicyAndFencing holds the HA policy's refusals and defaults,
+// and the leader's fencing of a silent host with hosts the test speaks
+// for (no QEMU): the HA VM moves to the one other host that sees its
+// pool, as a vm.ha.restart operation, no earlier than T_fence + margin
+// after the last heartbeat; a VM without HA stays; the host returns.
+func TestHAPolicyAndFencing(t *testing.T) {
+	e := newEnv(t, Config{HA: HAConfig{FenceTimeout: 1500 * time.Millisecond, Margin: 500 * time.Millisecond}})
+	ctx := context.Background()
+	var aliveA, aliveB atomic.Bool
+	tokA := e.haHost(ctx, "ha-a", &aliveA)
+	tokB := e.haHost(ctx, "ha-b", &aliveB)
+	m := e.as(api.RoleMember, "pa")
+
+	// Refusals, each a 422 naming ha.
+	_, err := m.SetVMHA(ctx, "vm1", api.HARestart)
+	wantStatus(t, "ha restart for a vm with a disk of its own", err, 422, "disks of its own")
+	_, err = m.CreateVM(ctx, api.VMCreate{Name: "d", VCPUs: 1, MemoryMiB: 64, HA: api.HARestart, Disks: []api.Disk{{Image: "img"}}}, client.CreateOptions{})
+	wantStatus(t, "creating an ha vm with a disk", err, 422, "shared pool")
+	_, err = m.SetVMHA(ctx, "vm1", "always")
+	wantStatus(t, "an unknown policy", err, 400, "ha")
+	_, err = m.CreateVM(ctx, api.VMCreate{Name: "d", VCPUs: 1, MemoryMiB: 64, HA: "always"}, client.CreateOptions{})
+	wantStatus(t, "creating with an unknown policy", err, 400, "ha")
+
+	for _, p := range []api.PoolCreate{
+		{Name: "sh", Kind: api.PoolShared, Path: "/srv/sh", Hosts: []string{"ha-a", "ha-b"}, Projects: []string{"pa"}},
+		{Name: "local-a", Kind: api.PoolDir, Path: "/srv/la", Hosts: []string{"ha-a"}, Projects: []string{"pa"}},
+	} {
+		if _, err := e.super.CreatePool(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, v := range []api.VolumeCreate{{Name: "shv", Pool: "sh", Host: "ha-a", SizeMiB: 16}, {Name: "lv", Pool: "local-a", SizeMiB: 16}} {
+		nv, err := m.CreateVolume(ctx, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readyVolume(t, e, "ha-a", "pa/"+v.Name, nv.Generation)
+	}
+	// The project's default applies to a vm without disks only.
+	def := api.HARestart
+	if _, err := e.super.UpdateProject(ctx, "pa", api.ProjectUpdate{HADefault: &def}); err != nil {
+		t.Fatal(err)
+	}
+	bad := "sometimes"
+	_, err = e.super.UpdateProject(ctx, "pa", api.ProjectUpdate{HADefault: &bad})
+	wantStatus(t, "an unknown project default", err, 400, "haDefault")
+	raw := make([]byte, 4096)
+	op, err := e.super.WithProject("pa").UploadImage(ctx, "kern", api.ImageKernel, bytes.NewReader(raw), int64(len(raw)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op, err = e.super.WaitOperation(ctx, op.ID, nil); err != nil || op.Status != api.OpSucceeded {
+		t.Fatalf("importing a kernel: %+v %v", op, err)
+	}
+	for _, name := range []string{"hav", "plain"} {
+		if _, err := m.CreateVM(ctx, api.VMCreate{Name: name, VCPUs: 1, MemoryMiB: 64, Host: "ha-a", Boot: api.Boot{Kernel: "kern"}}, client.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		e.ctlObserved(t, tokA, "pa/"+name)
+	}
+	if _, err := m.SetVMHA(ctx, "plain", api.HANone); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.CreateVM(ctx, api.VMCreate{Name: "withdisk", VCPUs: 1, MemoryMiB: 64, Host: "h1", Disks: []api.Disk{{Image: "img"}}}, client.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"hav": api.HARestart, "plain": api.HANone, "withdisk": ""} {
+		if vm, err := m.GetVM(ctx, name); err != nil || vm.Spec.HA != want {
+			t.Errorf("vm %s: ha %q (%v), want %q", name, vm.Spec.HA, err, want)
+		}
+	}
+	_, err = m.AttachVolume(ctx, "lv", "hav")
+	wantStatus(t, "a dir pool's volume on an ha vm", err, 422, "not shared")
+	if _, err := m.AttachVolume(ctx, "shv", "hav"); err != nil {
+		t.Fatal(err)
+	}
+	e.ctlObserved(t, tokA, "pa/hav")
+
+	// ha-a goes silent.
+	aliveA.Store(false)
+	cut := time.Now()
+	var moved *api.VM
+	ctlEventually(t, 15*time.Second, "hav restarts on ha-b", func() error {
+		vm, err := m.GetVM(ctx, "hav")
+		if err != nil {
+			return err
+		}
+		if vm.Spec.Host != "ha-b" || vm.Spec.HARestart == nil {
+			return fmt.Errorf("on %s", vm.Spec.Host)
+		}
+		moved = vm
+		return nil
+	})
+	h, err := e.super.GetHost(ctx, "ha-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Fence == nil || h.Fence.State != api.FenceFenced || h.Fence.By != "timeout" || len(h.Fence.VMs) != 1 || h.Fence.VMs[0] != "pa/hav" {
+		t.Fatalf("ha-a's fence %+v", h.Fence)
+	}
+	if lag := h.Fence.FencedAt.Sub(h.Fence.LastHeartbeat); lag < 2*time.Second {
+		t.Errorf("fenced %v after the last heartbeat, before T_fence + margin (2s)", lag)
+	}
+	if h.FenceTimeoutMS != 1500 {
+		t.Errorf("fenceTimeoutMS %d", h.FenceTimeoutMS)
+	}
+	t.Logf("silent → restart placed %v", moved.Spec.HARestart.At.Sub(cut))
+	op, err = m.GetOperation(ctx, moved.Spec.HARestart.Operation)
+	if err != nil || op.Kind != api.OpVMHARestart || op.Status != api.OpRunning || op.TargetGeneration != moved.Generation {
+		t.Fatalf("restart operation %+v, %v", op, err)
+	}
+	if vm, _ := m.GetVM(ctx, "plain"); vm.Spec.Host != "ha-a" {
+		t.Errorf("the vm without ha moved to %s", vm.Spec.Host)
+	}
+	// ha-b reports it running: the operation succeeds.
+	e.ctlObserved(t, tokB, "pa/hav")
+	// ha-a returns: fenced becomes returned, nothing moves back.
+	aliveA.Store(true)
+	ctlEventually(t, 5*time.Second, "ha-a returns", func() error {
+		h, err := e.super.GetHost(ctx, "ha-a")
+		if err != nil {
+			return err
+		}
+		if h.Fence == nil || h.Fence.State != api.FenceReturned || h.Fence.ReturnedAt.IsZero() {
+			return fmt.Errorf("fence %+v", h.Fence)
+		}
+		return nil
+	})
+	if vm, _ := m.GetVM(ctx, "hav"); vm.Spec.Host != "ha-b" {
+		t.Errorf("hav on %s after ha-a returned", vm.Spec.Host)
+	}
+}
+
+// TestHAFenceHook: with a fence hook that succeeds, a silent host is
+// fenced as soon as the hook ran (T_fence after its last heartbeat), long
+// before T_fence + margin, and the hook was given the host's name.
+func TestHAFenceHook(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "hook.out")
+	e := newEnv(t, Config{HA: HAConfig{FenceTimeout: time.Second, Margin: time.Minute,
+		Hook: []string{"sh", "-c", `echo "powering off $0 at $POLYVISOR_HOST_ADDRESS" >>` + out}}})
+	ctx := context.Background()
+	var alive, aliveB atomic.Bool
+	tok := e.haHost(ctx, "ha-a", &alive)
+	e.haHost(ctx, "ha-b", &aliveB)
+	if _, err := e.super.CreatePool(ctx, api.PoolCreate{Name: "sh", Kind: api.PoolShared, Path: "/srv/sh", Hosts: []string{"ha-a", "ha-b"}, Projects: []string{"pa"}}); err != nil {
+		t.Fatal(err)
+	}
+	raw := make([]byte, 4096)
+	op, err := e.super.WithProject("pa").UploadImage(ctx, "kern", api.ImageKernel, bytes.NewReader(raw), int64(len(raw)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op, err = e.super.WaitOperation(ctx, op.ID, nil); err != nil || op.Status != api.OpSucceeded {
+		t.Fatalf("importing a kernel: %+v %v", op, err)
+	}
+	m := e.as(api.RoleMember, "pa")
+	if _, err := m.CreateVM(ctx, api.VMCreate{Name: "hav", VCPUs: 1, MemoryMiB: 64, Host: "ha-a", HA: api.HARestart, Boot: api.Boot{Kernel: "kern"}}, client.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.ctlObserved(t, tok, "pa/hav")
+	alive.Store(false)
+	ctlEventually(t, 20*time.Second, "ha-a fenced by the hook", func() error {
+		h, err := e.super.GetHost(ctx, "ha-a")
+		if err != nil {
+			return err
+		}
+		if h.Fence == nil || h.Fence.State != api.FenceFenced {
+			return fmt.Errorf("fence %+v", h.Fence)
+		}
+		if h.Fence.By != "hook" || !strings.Contains(h.Fence.Hook, "powered off") {
+			t.Fatalf("fenced %+v, want by the hook", h.Fence)
+		}
+		if lag := h.Fence.FencedAt.Sub(h.Fence.LastHeartbeat); lag < time.Second || lag > 30*time.Second {
+			t.Fatalf("fenced %v after the last heartbeat, want from T_fence (1s) and well before the margin (1m)", lag)
+		}
+		return nil
+	})
+	b, err := os.ReadFile(out)
+	if err != nil || !strings.Contains(string(b), "powering off ha-a") {
+		t.Errorf("the hook's output %q, %v", b, err)
+	}
+	ctlEventually(t, 10*time.Second, "hav restarts on ha-b", func() error {
+		vm, err := m.GetVM(ctx, "hav")
+		if err != nil {
+			return err
+		}
+		if vm.Spec.Host != "ha-b" {
+			return fmt.Errorf("hav on %s", vm.Spec.Host)
+		}
+		return nil
+	})
+}
