@@ -1,0 +1,104 @@
+package rvtools
+
+import (
+	"bytes"
+	"errors"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/xuri/excelize/v2"
+
+	"github.com/polyvisor/polyvisor/internal/rvtools/rvtoolstest"
+)
+
+// streamBook writes a workbook whose vHost sheet has the header and then
+// rows rows of one cell each, in column col; vInfo has its header only.
+// The stream writer writes the cells as given, not spread out.
+func streamBook(t *testing.T, rows int, col string) []byte {
+	t.Helper()
+	f := excelize.NewFile()
+	defer f.Close()
+	if err := f.SetSheetName("Sheet1", SheetInfo); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SetSheetRow(SheetInfo, "A1", &rvtoolstest.InfoHeader); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.NewSheet(SheetHost); err != nil {
+		t.Fatal(err)
+	}
+	sw, err := f.NewStreamWriter(SheetHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.SetRow("A1", rvtoolstest.HostHeader); err != nil {
+		t.Fatal(err)
+	}
+	for r := 2; r < rows+2; r++ {
+		cell, err := excelize.JoinCellName(col, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sw.SetRow(cell, []any{"x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := f.Write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// allocated returns the bytes fn allocates.
+func allocated(fn func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	fn()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// TestWideRowsAreRefusedUnread: a sheet of rows with one cell each in the
+// last column (XFD) would spread to 16,384 cells a row if read whole (400
+// such rows, 4 KB zipped, took 454 MiB); the first is refused, naming it,
+// and the import allocates a bounded amount.
+func TestWideRowsAreRefusedUnread(t *testing.T) {
+	wb := streamBook(t, 400, "XFD")
+	t.Logf("workbook: %d bytes", len(wb))
+	var err error
+	n := allocated(func() { _, err = Read(bytes.NewReader(wb), Options{}) })
+	t.Logf("allocated %d KiB", n>>10)
+	var e *Error
+	if !errors.As(err, &e) || e.Sheet != SheetHost || e.Cell != "XFD2" || !strings.Contains(e.Message, "past column 512") {
+		t.Fatalf("error %v, want one naming vHost XFD2", err)
+	}
+	if n > 32<<20 {
+		t.Fatalf("refusing the workbook allocated %d MiB", n>>20)
+	}
+	// A row up to the bound is read.
+	if _, err := Read(bytes.NewReader(streamBook(t, 1, "SR")), Options{}); err == nil || errors.As(err, &e) && strings.Contains(e.Message, "past column") {
+		t.Fatalf("a row 512 columns wide: %v, want it read (and refused for its empty host name)", err)
+	}
+}
+
+// TestLongSheetStopsAtMaxRows: reading stops at the first row past the
+// bound, which the error names.
+func TestLongSheetStopsAtMaxRows(t *testing.T) {
+	defer func(n int) { maxRows = n }(maxRows)
+	maxRows = 50
+	b := goodBook()
+	for i := range 100 {
+		b[SheetHost] = append(b[SheetHost], hostRow("esx"+strings.Repeat("x", i+4), "False", 2600, 40, 393216))
+	}
+	_, err := Read(workbook(t, b), Options{})
+	var e *Error
+	if !errors.As(err, &e) || e.Sheet != SheetHost || e.Cell != "A51" || !strings.Contains(e.Message, "more than 50 rows") {
+		t.Fatalf("error %v, want one naming vHost A51", err)
+	}
+}
