@@ -1,8 +1,10 @@
 package rvtools
 
 import (
+	"archive/zip"
 	"bytes"
 	"errors"
+	"io"
 	"runtime"
 	"strings"
 	"testing"
@@ -100,5 +102,59 @@ func TestLongSheetStopsAtMaxRows(t *testing.T) {
 	var e *Error
 	if !errors.As(err, &e) || e.Sheet != SheetHost || e.Cell != "A51" || !strings.Contains(e.Message, "more than 50 rows") {
 		t.Fatalf("error %v, want one naming vHost A51", err)
+	}
+}
+
+// TestUnreferencedCellsAreCountedFirst: cells without a reference each
+// take the next column, so excelize would build a row of all of them
+// before its width could be seen (a row of two million, 66 KB zipped,
+// took 1.3 GiB); they are counted on the raw XML first.
+func TestUnreferencedCellsAreCountedFirst(t *testing.T) {
+	wb := streamBook(t, 0, "A")
+	zr, err := zip.NewReader(bytes.NewReader(wb), int64(len(wb)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	zw := zip.NewWriter(&out)
+	found := false
+	for _, zf := range zr.File {
+		rc, err := zf.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if zf.Name == "xl/worksheets/sheet2.xml" { // vHost
+			i := bytes.Index(b, []byte("</row>")) + len("</row>")
+			row := "<row>" + strings.Repeat("<c><v>1</v></c>", 200_000) + "</row>"
+			b = append(b[:i:i], append([]byte(row), b[i:]...)...)
+			found = true
+		}
+		w, err := zw.Create(zf.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !found {
+		t.Fatal("no vHost part in the workbook")
+	}
+	n := allocated(func() { _, err = Read(bytes.NewReader(out.Bytes()), Options{}) })
+	t.Logf("workbook %d bytes, allocated %d KiB", out.Len(), n>>10)
+	var e *Error
+	if !errors.As(err, &e) || e.Sheet != SheetHost || e.Cell != "row 2" || !strings.Contains(e.Message, "more than 512 cells") {
+		t.Fatalf("error %v, want one naming vHost row 2", err)
+	}
+	if n > 32<<20 {
+		t.Fatalf("refusing the workbook allocated %d MiB", n>>20)
 	}
 }

@@ -4,6 +4,7 @@
 package rvtools
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -74,7 +75,11 @@ type Options struct {
 // vMemory, when present, give each VM's current CPU and memory demand
 // (vCPU's Overall MHz over its host's core speed; vMemory's Consumed).
 func Read(r io.Reader, opts Options) (*Import, error) {
-	f, err := excelize.OpenReader(r, excelize.Options{
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("reading the workbook: %w", err)
+	}
+	f, err := excelize.OpenReader(bytes.NewReader(raw), excelize.Options{
 		// Sheets larger than maxSheetInMemory are unzipped to a
 		// temporary file rather than memory.
 		RawCellValue: true, UnzipSizeLimit: MaxUnzippedBytes, UnzipXMLSizeLimit: maxSheetInMemory,
@@ -83,6 +88,9 @@ func Read(r io.Reader, opts Options) (*Import, error) {
 		return nil, fmt.Errorf("opening the workbook: %w", err)
 	}
 	defer f.Close()
+	if err := checkRowWidths(f, raw); err != nil {
+		return nil, err
+	}
 	imp := &Import{}
 	hosts, err := readHosts(f, imp)
 	if err != nil {
@@ -165,7 +173,10 @@ func (t *table) next(num int) ([]string, error) {
 		return nil, &Error{Sheet: t.sheet, Cell: fmt.Sprintf("row %d", num), Message: "reading the row: " + err.Error()}
 	}
 	if len(row) > MaxColumns {
-		cell, _ := excelize.CoordinatesToCellName(len(row), num)
+		cell, err := excelize.CoordinatesToCellName(len(row), num)
+		if err != nil {
+			cell = fmt.Sprintf("row %d", num)
+		}
 		return nil, &Error{Sheet: t.sheet, Cell: cell, Message: fmt.Sprintf("a cell past column %d: an RVTools sheet is narrower", MaxColumns)}
 	}
 	return row, nil

@@ -1,0 +1,127 @@
+package rvtools
+
+import (
+	"archive/zip"
+	"bytes"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+
+	"github.com/xuri/excelize/v2"
+)
+
+// checkRowWidths refuses a workbook any of whose parts holds a row of more
+// than MaxColumns cells. excelize spreads a row out to its last cell
+// reference before the import sees it, which the import bounds afterwards
+// (MaxColumns); but cells without a reference each take the next column,
+// with no end, so their number is counted here first, on the raw XML, with
+// nothing kept. Every part is scanned, not only the sheets the import
+// reads, so no mapping of sheet names to parts can send excelize to an
+// unscanned one; a part that is not XML ends its scan where excelize's
+// reading of it would end too.
+func checkRowWidths(f *excelize.File, raw []byte) error {
+	zr, err := zip.NewReader(bytes.NewReader(raw), int64(len(raw)))
+	if err != nil {
+		return fmt.Errorf("opening the workbook: %w", err)
+	}
+	names := sheetParts(zr)
+	for _, zf := range zr.File {
+		rc, err := zf.Open()
+		if err != nil {
+			return fmt.Errorf("opening the workbook's part %s: %w", zf.Name, err)
+		}
+		row, wide := widestRow(f, io.LimitReader(rc, MaxUnzippedBytes))
+		rc.Close()
+		if wide {
+			sheet := names[zf.Name]
+			if sheet == "" {
+				sheet = zf.Name
+			}
+			return &Error{Sheet: sheet, Cell: fmt.Sprintf("row %d", row), Message: fmt.Sprintf("more than %d cells in a row: an RVTools sheet is narrower", MaxColumns)}
+		}
+	}
+	return nil
+}
+
+// widestRow reads one part's XML as excelize does, and reports the first
+// row (by its r attribute, else its position) with more than MaxColumns
+// cells. Cells are counted from one row's start to the next's, as excelize
+// gathers them.
+func widestRow(f *excelize.File, r io.Reader) (row int, wide bool) {
+	dec := xml.NewDecoder(r)
+	dec.CharsetReader = f.CharsetReader
+	cells := 0
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return 0, false
+		}
+		se, ok := tok.(xml.StartElement)
+		if !ok {
+			continue
+		}
+		switch se.Name.Local {
+		case "row":
+			row++
+			for _, a := range se.Attr {
+				if a.Name.Local == "r" {
+					fmt.Sscan(a.Value, &row)
+				}
+			}
+			cells = 0
+		case "c":
+			if cells++; cells > MaxColumns {
+				return row, true
+			}
+		}
+	}
+}
+
+// sheetParts maps the workbook's parts to the names of the sheets they
+// hold, to name a sheet in an error; a name it cannot find is the part's.
+func sheetParts(zr *zip.Reader) map[string]string {
+	var book struct {
+		Sheets []struct {
+			Name string `xml:"name,attr"`
+			ID   string `xml:"http://schemas.openxmlformats.org/officeDocument/2006/relationships id,attr"`
+		} `xml:"sheets>sheet"`
+	}
+	var rels struct {
+		Rels []struct {
+			ID     string `xml:"Id,attr"`
+			Target string `xml:"Target,attr"`
+		} `xml:"Relationship"`
+	}
+	out := map[string]string{}
+	if decodePart(zr, "xl/workbook.xml", &book) != nil || decodePart(zr, "xl/_rels/workbook.xml.rels", &rels) != nil {
+		return out
+	}
+	targets := map[string]string{}
+	for _, r := range rels.Rels {
+		t := r.Target
+		if strings.HasPrefix(t, "/") {
+			t = strings.TrimPrefix(t, "/")
+		} else {
+			t = path.Join("xl", t)
+		}
+		targets[r.ID] = t
+	}
+	for _, s := range book.Sheets {
+		if t, ok := targets[s.ID]; ok {
+			out[t] = s.Name
+		}
+	}
+	return out
+}
+
+// decodePart decodes a small part of the workbook.
+func decodePart(zr *zip.Reader, name string, v any) error {
+	rc, err := zr.Open(name)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	return xml.NewDecoder(io.LimitReader(rc, maxSheetInMemory)).Decode(v)
+}
