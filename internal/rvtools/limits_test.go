@@ -110,6 +110,24 @@ func TestLongSheetStopsAtMaxRows(t *testing.T) {
 // before its width could be seen (a row of two million, 66 KB zipped,
 // took 1.3 GiB); they are counted on the raw XML first.
 func TestUnreferencedCellsAreCountedFirst(t *testing.T) {
+	row := "<row>" + strings.Repeat("<c><v>1</v></c>", 200_000) + "</row>"
+	wb := withHostRow(t, row)
+	var err error
+	n := allocated(func() { _, err = Read(bytes.NewReader(wb), Options{}) })
+	t.Logf("workbook %d bytes, allocated %d KiB", len(wb), n>>10)
+	var e *Error
+	if !errors.As(err, &e) || e.Sheet != SheetHost || e.Cell != "row 2" || !strings.Contains(e.Message, "more than 512 cells") {
+		t.Fatalf("error %v, want one naming vHost row 2", err)
+	}
+	if n > 32<<20 {
+		t.Fatalf("refusing the workbook allocated %d MiB", n>>20)
+	}
+}
+
+// withHostRow returns a workbook whose vHost sheet has the header and then
+// row, written as raw XML.
+func withHostRow(t *testing.T, row string) []byte {
+	t.Helper()
 	wb := streamBook(t, 0, "A")
 	zr, err := zip.NewReader(bytes.NewReader(wb), int64(len(wb)))
 	if err != nil {
@@ -130,7 +148,6 @@ func TestUnreferencedCellsAreCountedFirst(t *testing.T) {
 		}
 		if zf.Name == "xl/worksheets/sheet2.xml" { // vHost
 			i := bytes.Index(b, []byte("</row>")) + len("</row>")
-			row := "<row>" + strings.Repeat("<c><v>1</v></c>", 200_000) + "</row>"
 			b = append(b[:i:i], append([]byte(row), b[i:]...)...)
 			found = true
 		}
@@ -148,13 +165,32 @@ func TestUnreferencedCellsAreCountedFirst(t *testing.T) {
 	if !found {
 		t.Fatal("no vHost part in the workbook")
 	}
-	n := allocated(func() { _, err = Read(bytes.NewReader(out.Bytes()), Options{}) })
-	t.Logf("workbook %d bytes, allocated %d KiB", out.Len(), n>>10)
+	return out.Bytes()
+}
+
+// TestLongTextsAreRefused: no text of the workbook is longer than Excel
+// writes, no cell read longer than a name, and the cells kept of a sheet
+// are bounded in all; a shared string read once per cell from a temporary
+// file cannot be multiplied by the rows that refer to it.
+func TestLongTextsAreRefused(t *testing.T) {
+	long := `<row r="2"><c r="B2" t="inlineStr"><is><t>` + strings.Repeat("x", MaxText+1) + `</t></is></c></row>`
+	_, err := Read(bytes.NewReader(withHostRow(t, long)), Options{})
 	var e *Error
-	if !errors.As(err, &e) || e.Sheet != SheetHost || e.Cell != "row 2" || !strings.Contains(e.Message, "more than 512 cells") {
-		t.Fatalf("error %v, want one naming vHost row 2", err)
+	if !errors.As(err, &e) || e.Sheet != SheetHost || e.Cell != "row 2" || !strings.Contains(e.Message, "a text longer than") {
+		t.Fatalf("a text of %d bytes: %v", MaxText+1, err)
 	}
-	if n > 32<<20 {
-		t.Fatalf("refusing the workbook allocated %d MiB", n>>20)
+
+	b := goodBook()
+	b[SheetHost][1][0] = strings.Repeat("x", MaxCellBytes+1)
+	_, err = Read(workbook(t, b), Options{})
+	if !errors.As(err, &e) || e.Sheet != SheetHost || e.Cell != "A2" || !strings.Contains(e.Message, "longer than 1024 bytes") {
+		t.Fatalf("a host name of %d bytes: %v", MaxCellBytes+1, err)
+	}
+
+	defer func(n int) { maxKeptBytes = n }(maxKeptBytes)
+	maxKeptBytes = 30
+	_, err = Read(workbook(t, goodBook()), Options{})
+	if !errors.As(err, &e) || e.Sheet != SheetHost || !strings.Contains(e.Message, "more than 30 bytes in the columns read") {
+		t.Fatalf("a sheet over the kept bound: %v", err)
 	}
 }

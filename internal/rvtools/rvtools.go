@@ -26,10 +26,18 @@ const (
 	// MaxColumns bounds each row: a row reaching past it is refused
 	// before the next is read. RVTools writes fewer than 300 columns.
 	MaxColumns = 512
+	// MaxCellBytes bounds a cell of the columns read: names, states and
+	// numbers. MaxText bounds any text of the workbook, above the longest
+	// cell Excel writes (32,767 characters), so no shared string can be
+	// copied out at a size of the attacker's choosing.
+	MaxCellBytes = 1 << 10
+	MaxText      = 128 << 10
+	// MaxKeptBytes bounds the cells kept of one sheet in all.
+	MaxKeptBytes = 128 << 20
 )
 
-// maxRows is MaxRows, lowered by tests.
-var maxRows = MaxRows
+// maxRows and maxKeptBytes are MaxRows and MaxKeptBytes, lowered by tests.
+var maxRows, maxKeptBytes = MaxRows, MaxKeptBytes
 
 // Sheets RVTools writes that the import reads.
 const (
@@ -120,6 +128,8 @@ type table struct {
 	keep   map[int]int    // column -> its slot in each kept row
 	rows   [][]string     // the kept cells of each row after the header
 	rowNum []int          // each kept row's number in the sheet
+	// keptBytes is the size of the cells kept.
+	keptBytes int
 }
 
 // openTable reads a sheet's header row; load reads the rest.
@@ -197,10 +207,19 @@ func (t *table) load() error {
 		kept := make([]string, len(t.keep))
 		empty := true
 		for c, slot := range t.keep {
-			if c < len(row) {
-				kept[slot] = strings.TrimSpace(row[c])
-				empty = empty && kept[slot] == ""
+			if c >= len(row) {
+				continue
 			}
+			v := strings.TrimSpace(row[c])
+			if len(v) > MaxCellBytes {
+				cell, _ := excelize.CoordinatesToCellName(c+1, num)
+				return &Error{Sheet: t.sheet, Cell: cell, Message: fmt.Sprintf("longer than %d bytes", MaxCellBytes)}
+			}
+			if t.keptBytes += len(v); t.keptBytes > maxKeptBytes {
+				cell, _ := excelize.CoordinatesToCellName(c+1, num)
+				return &Error{Sheet: t.sheet, Cell: cell, Message: fmt.Sprintf("more than %d bytes in the columns read", maxKeptBytes)}
+			}
+			kept[slot], empty = v, empty && v == ""
 		}
 		if empty {
 			continue

@@ -13,7 +13,7 @@ import (
 )
 
 // checkRowWidths refuses a workbook any of whose parts holds a row of more
-// than MaxColumns cells. excelize spreads a row out to its last cell
+// than MaxColumns cells, or a text longer than MaxText. excelize spreads a row out to its last cell
 // reference before the import sees it, which the import bounds afterwards
 // (MaxColumns); but cells without a reference each take the next column,
 // with no end, so their number is counted here first, on the raw XML, with
@@ -32,48 +32,55 @@ func checkRowWidths(f *excelize.File, raw []byte) error {
 		if err != nil {
 			return fmt.Errorf("opening the workbook's part %s: %w", zf.Name, err)
 		}
-		row, wide := widestRow(f, io.LimitReader(rc, MaxUnzippedBytes))
+		row, msg := scanPart(f, io.LimitReader(rc, MaxUnzippedBytes))
 		rc.Close()
-		if wide {
+		if msg != "" {
 			sheet := names[zf.Name]
 			if sheet == "" {
 				sheet = zf.Name
 			}
-			return &Error{Sheet: sheet, Cell: fmt.Sprintf("row %d", row), Message: fmt.Sprintf("more than %d cells in a row: an RVTools sheet is narrower", MaxColumns)}
+			e := &Error{Sheet: sheet, Message: msg}
+			if row > 0 {
+				e.Cell = fmt.Sprintf("row %d", row)
+			}
+			return e
 		}
 	}
 	return nil
 }
 
-// widestRow reads one part's XML as excelize does, and reports the first
-// row (by its r attribute, else its position) with more than MaxColumns
-// cells. Cells are counted from one row's start to the next's, as excelize
-// gathers them.
-func widestRow(f *excelize.File, r io.Reader) (row int, wide bool) {
+// scanPart reads one part's XML as excelize does, and says what is wrong
+// with the first row (by its r attribute, else its position) holding more
+// than MaxColumns cells, or the first text longer than MaxText. Cells are
+// counted from one row's start to the next's, as excelize gathers them.
+func scanPart(f *excelize.File, r io.Reader) (row int, msg string) {
 	dec := xml.NewDecoder(r)
 	dec.CharsetReader = f.CharsetReader
 	cells := 0
 	for {
 		tok, err := dec.Token()
 		if err != nil {
-			return 0, false
+			return 0, ""
 		}
-		se, ok := tok.(xml.StartElement)
-		if !ok {
-			continue
-		}
-		switch se.Name.Local {
-		case "row":
-			row++
-			for _, a := range se.Attr {
-				if a.Name.Local == "r" {
-					fmt.Sscan(a.Value, &row)
-				}
+		switch t := tok.(type) {
+		case xml.CharData:
+			if len(t) > MaxText {
+				return row, fmt.Sprintf("a text longer than %d bytes: no cell of Excel's is", MaxText)
 			}
-			cells = 0
-		case "c":
-			if cells++; cells > MaxColumns {
-				return row, true
+		case xml.StartElement:
+			switch t.Name.Local {
+			case "row":
+				row++
+				for _, a := range t.Attr {
+					if a.Name.Local == "r" {
+						fmt.Sscan(a.Value, &row)
+					}
+				}
+				cells = 0
+			case "c":
+				if cells++; cells > MaxColumns {
+					return row, fmt.Sprintf("more than %d cells in a row: an RVTools sheet is narrower", MaxColumns)
+				}
 			}
 		}
 	}
