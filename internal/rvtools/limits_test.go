@@ -3,6 +3,7 @@ package rvtools
 import (
 	"archive/zip"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"runtime"
@@ -74,7 +75,7 @@ func TestWideRowsAreRefusedUnread(t *testing.T) {
 	wb := streamBook(t, 400, "XFD")
 	t.Logf("workbook: %d bytes", len(wb))
 	var err error
-	n := allocated(func() { _, err = Read(bytes.NewReader(wb), Options{}) })
+	n := allocated(func() { _, err = Read(context.Background(), bytes.NewReader(wb), Options{}) })
 	t.Logf("allocated %d KiB", n>>10)
 	var e *Error
 	if !errors.As(err, &e) || e.Sheet != SheetHost || e.Cell != "XFD2" || !strings.Contains(e.Message, "past column 512") {
@@ -84,7 +85,7 @@ func TestWideRowsAreRefusedUnread(t *testing.T) {
 		t.Fatalf("refusing the workbook allocated %d MiB", n>>20)
 	}
 	// A row up to the bound is read.
-	if _, err := Read(bytes.NewReader(streamBook(t, 1, "SR")), Options{}); err == nil || errors.As(err, &e) && strings.Contains(e.Message, "past column") {
+	if _, err := Read(context.Background(), bytes.NewReader(streamBook(t, 1, "SR")), Options{}); err == nil || errors.As(err, &e) && strings.Contains(e.Message, "past column") {
 		t.Fatalf("a row 512 columns wide: %v, want it read (and refused for its empty host name)", err)
 	}
 }
@@ -98,7 +99,7 @@ func TestLongSheetStopsAtMaxRows(t *testing.T) {
 	for i := range 100 {
 		b[SheetHost] = append(b[SheetHost], hostRow("esx"+strings.Repeat("x", i+4), "False", 2600, 40, 393216))
 	}
-	_, err := Read(workbook(t, b), Options{})
+	_, err := Read(context.Background(), workbook(t, b), Options{})
 	var e *Error
 	if !errors.As(err, &e) || e.Sheet != SheetHost || e.Cell != "A51" || !strings.Contains(e.Message, "more than 50 rows") {
 		t.Fatalf("error %v, want one naming vHost A51", err)
@@ -113,7 +114,7 @@ func TestUnreferencedCellsAreCountedFirst(t *testing.T) {
 	row := "<row>" + strings.Repeat("<c><v>1</v></c>", 200_000) + "</row>"
 	wb := withHostRow(t, row)
 	var err error
-	n := allocated(func() { _, err = Read(bytes.NewReader(wb), Options{}) })
+	n := allocated(func() { _, err = Read(context.Background(), bytes.NewReader(wb), Options{}) })
 	t.Logf("workbook %d bytes, allocated %d KiB", len(wb), n>>10)
 	var e *Error
 	if !errors.As(err, &e) || e.Sheet != SheetHost || e.Cell != "row 2" || !strings.Contains(e.Message, "more than 512 cells") {
@@ -174,7 +175,7 @@ func withHostRow(t *testing.T, row string) []byte {
 // file cannot be multiplied by the rows that refer to it.
 func TestLongTextsAreRefused(t *testing.T) {
 	long := `<row r="2"><c r="B2" t="inlineStr"><is><t>` + strings.Repeat("x", MaxText+1) + `</t></is></c></row>`
-	_, err := Read(bytes.NewReader(withHostRow(t, long)), Options{})
+	_, err := Read(context.Background(), bytes.NewReader(withHostRow(t, long)), Options{})
 	var e *Error
 	if !errors.As(err, &e) || e.Sheet != SheetHost || e.Cell != "row 2" || !strings.Contains(e.Message, "a text longer than") {
 		t.Fatalf("a text of %d bytes: %v", MaxText+1, err)
@@ -182,15 +183,25 @@ func TestLongTextsAreRefused(t *testing.T) {
 
 	b := goodBook()
 	b[SheetHost][1][0] = strings.Repeat("x", MaxCellBytes+1)
-	_, err = Read(workbook(t, b), Options{})
+	_, err = Read(context.Background(), workbook(t, b), Options{})
 	if !errors.As(err, &e) || e.Sheet != SheetHost || e.Cell != "A2" || !strings.Contains(e.Message, "longer than 1024 bytes") {
 		t.Fatalf("a host name of %d bytes: %v", MaxCellBytes+1, err)
 	}
 
 	defer func(n int) { maxKeptBytes = n }(maxKeptBytes)
 	maxKeptBytes = 30
-	_, err = Read(workbook(t, goodBook()), Options{})
+	_, err = Read(context.Background(), workbook(t, goodBook()), Options{})
 	if !errors.As(err, &e) || e.Sheet != SheetHost || !strings.Contains(e.Message, "more than 30 bytes in the columns read") {
 		t.Fatalf("a sheet over the kept bound: %v", err)
+	}
+}
+
+// TestReadStopsWithItsContext: a workbook whose request has ended stops
+// being read, giving its slot back.
+func TestReadStopsWithItsContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Read(ctx, workbook(t, goodBook()), Options{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("reading with an ended context: %v", err)
 	}
 }

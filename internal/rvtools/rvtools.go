@@ -5,6 +5,7 @@ package rvtools
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -82,7 +83,8 @@ type Options struct {
 // Read reads an RVTools workbook. vInfo and vHost are required; vCPU and
 // vMemory, when present, give each VM's current CPU and memory demand
 // (vCPU's Overall MHz over its host's core speed; vMemory's Consumed).
-func Read(r io.Reader, opts Options) (*Import, error) {
+// Reading stops when ctx ends.
+func Read(ctx context.Context, r io.Reader, opts Options) (*Import, error) {
 	raw, err := io.ReadAll(r)
 	if err != nil {
 		return nil, fmt.Errorf("reading the workbook: %w", err)
@@ -96,23 +98,23 @@ func Read(r io.Reader, opts Options) (*Import, error) {
 		return nil, fmt.Errorf("opening the workbook: %w", err)
 	}
 	defer f.Close()
-	if err := checkRowWidths(f, raw); err != nil {
+	if err := checkRowWidths(ctx, f, raw); err != nil {
 		return nil, err
 	}
 	imp := &Import{}
-	hosts, err := readHosts(f, imp)
+	hosts, err := readHosts(ctx, f, imp)
 	if err != nil {
 		return nil, err
 	}
-	cpu, err := readDemand(f, SheetCPU, []string{"Overall", "Overall MHz"}, mhzUnits, imp)
+	cpu, err := readDemand(ctx, f, SheetCPU, []string{"Overall", "Overall MHz"}, mhzUnits, imp)
 	if err != nil {
 		return nil, err
 	}
-	mem, err := readDemand(f, SheetMemory, []string{"Consumed", "Consumed MiB", "Consumed MB"}, mibUnits, imp)
+	mem, err := readDemand(ctx, f, SheetMemory, []string{"Consumed", "Consumed MiB", "Consumed MB"}, mibUnits, imp)
 	if err != nil {
 		return nil, err
 	}
-	if err := readVMs(f, hosts, cpu, mem, opts, imp); err != nil {
+	if err := readVMs(ctx, f, hosts, cpu, mem, opts, imp); err != nil {
 		return nil, err
 	}
 	return imp, nil
@@ -193,10 +195,13 @@ func (t *table) next(num int) ([]string, error) {
 }
 
 // load reads the rows after the header, keeping the cells of the columns
-// col found, and stops at MaxRows.
-func (t *table) load() error {
+// col found, and stops at MaxRows or when ctx ends.
+func (t *table) load(ctx context.Context) error {
 	defer t.close()
 	for num := 2; t.it.Next(); num++ {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("reading sheet %s: %w", t.sheet, err)
+		}
 		if num > maxRows {
 			return &Error{Sheet: t.sheet, Cell: fmt.Sprintf("A%d", num), Message: fmt.Sprintf("more than %d rows", maxRows)}
 		}
@@ -284,7 +289,7 @@ type hostInfo struct {
 	mhz float64 // one core's speed
 }
 
-func readHosts(f *excelize.File, imp *Import) (map[string]hostInfo, error) {
+func readHosts(ctx context.Context, f *excelize.File, imp *Import) (map[string]hostInfo, error) {
 	t, err := openTable(f, SheetHost, true)
 	if err != nil {
 		return nil, err
@@ -305,7 +310,7 @@ func readHosts(f *excelize.File, imp *Import) (map[string]hostInfo, error) {
 	cCluster, _ := t.col(false, "Cluster")
 	cSpeed, _ := t.col(false, "Speed", "Speed MHz")
 	cMaint, _ := t.col(false, "in Maintenance Mode", "Maintenance Mode")
-	if err := t.load(); err != nil {
+	if err := t.load(ctx); err != nil {
 		return nil, err
 	}
 	hosts := map[string]hostInfo{}
@@ -353,7 +358,7 @@ func readHosts(f *excelize.File, imp *Import) (map[string]hostInfo, error) {
 }
 
 // readDemand reads one demand column of vCPU or vMemory by VM name.
-func readDemand(f *excelize.File, sheet string, names []string, units map[string]float64, imp *Import) (map[string]float64, error) {
+func readDemand(ctx context.Context, f *excelize.File, sheet string, names []string, units map[string]float64, imp *Import) (map[string]float64, error) {
 	t, err := openTable(f, sheet, false)
 	defer t.close()
 	if err != nil || t == nil {
@@ -374,7 +379,7 @@ func readDemand(f *excelize.File, sheet string, names []string, units map[string
 		imp.Warnings = append(imp.Warnings, fmt.Sprintf("sheet %s has no %q column: VMs are sized by their allocation", sheet, names[0]))
 		return nil, nil
 	}
-	if err := t.load(); err != nil {
+	if err := t.load(ctx); err != nil {
 		return nil, err
 	}
 	out := map[string]float64{}
@@ -394,7 +399,7 @@ func readDemand(f *excelize.File, sheet string, names []string, units map[string
 	return out, nil
 }
 
-func readVMs(f *excelize.File, hosts map[string]hostInfo, cpu, mem map[string]float64, opts Options, imp *Import) error {
+func readVMs(ctx context.Context, f *excelize.File, hosts map[string]hostInfo, cpu, mem map[string]float64, opts Options, imp *Import) error {
 	t, err := openTable(f, SheetInfo, true)
 	if err != nil {
 		return err
@@ -418,7 +423,7 @@ func readVMs(f *excelize.File, hosts map[string]hostInfo, cpu, mem map[string]fl
 	}
 	cPower, _ := t.col(false, "Powerstate")
 	cTemplate, _ := t.col(false, "Template")
-	if err := t.load(); err != nil {
+	if err := t.load(ctx); err != nil {
 		return err
 	}
 	seen := map[string]string{}

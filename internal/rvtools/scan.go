@@ -3,6 +3,7 @@ package rvtools
 import (
 	"archive/zip"
 	"bytes"
+	"context"
 	"encoding/xml"
 	"fmt"
 	"io"
@@ -21,19 +22,25 @@ import (
 // reads, so no mapping of sheet names to parts can send excelize to an
 // unscanned one; a part that is not XML ends its scan where excelize's
 // reading of it would end too.
-func checkRowWidths(f *excelize.File, raw []byte) error {
+func checkRowWidths(ctx context.Context, f *excelize.File, raw []byte) error {
 	zr, err := zip.NewReader(bytes.NewReader(raw), int64(len(raw)))
 	if err != nil {
 		return fmt.Errorf("opening the workbook: %w", err)
 	}
 	names := sheetParts(zr)
 	for _, zf := range zr.File {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("scanning the workbook: %w", err)
+		}
 		rc, err := zf.Open()
 		if err != nil {
 			return fmt.Errorf("opening the workbook's part %s: %w", zf.Name, err)
 		}
-		row, msg := scanPart(f, io.LimitReader(rc, MaxUnzippedBytes))
+		row, msg := scanPart(ctx, f, io.LimitReader(rc, MaxUnzippedBytes))
 		rc.Close()
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("scanning the workbook: %w", err)
+		}
 		if msg != "" {
 			sheet := names[zf.Name]
 			if sheet == "" {
@@ -53,7 +60,7 @@ func checkRowWidths(f *excelize.File, raw []byte) error {
 // with the first row (by its r attribute, else its position) holding more
 // than MaxColumns cells, or the first text longer than MaxText. Cells are
 // counted from one row's start to the next's, as excelize gathers them.
-func scanPart(f *excelize.File, r io.Reader) (row int, msg string) {
+func scanPart(ctx context.Context, f *excelize.File, r io.Reader) (row int, msg string) {
 	dec := xml.NewDecoder(r)
 	dec.CharsetReader = f.CharsetReader
 	cells := 0
@@ -70,6 +77,9 @@ func scanPart(f *excelize.File, r io.Reader) (row int, msg string) {
 		case xml.StartElement:
 			switch t.Name.Local {
 			case "row":
+				if ctx.Err() != nil {
+					return 0, "" // checkRowWidths says why
+				}
 				row++
 				for _, a := range t.Attr {
 					if a.Name.Local == "r" {

@@ -194,7 +194,7 @@ func (s *Server) readPlanInput(w http.ResponseWriter, r *http.Request) (*planInp
 	if workbook == nil {
 		return nil, api.Invalid("rvtools", "the multipart body has no rvtools part (the workbook)")
 	}
-	imp, err := rvtools.Read(bytes.NewReader(workbook), rvtools.Options{IncludePoweredOff: in.req.IncludePoweredOff})
+	imp, err := rvtools.Read(r.Context(), bytes.NewReader(workbook), rvtools.Options{IncludePoweredOff: in.req.IncludePoweredOff})
 	var re *rvtools.Error
 	if errors.As(err, &re) {
 		return nil, planError(err)
