@@ -181,6 +181,13 @@ func TestLongTextsAreRefused(t *testing.T) {
 		t.Fatalf("a text of %d bytes: %v", MaxText+1, err)
 	}
 
+	// So is a string of many short runs, which excelize joins.
+	runs := `<row r="2"><c r="B2" t="inlineStr"><is>` + strings.Repeat("<r><t>xxxxxxxx</t></r>", MaxText/8+1) + `</is></c></row>`
+	_, err = Read(context.Background(), bytes.NewReader(withHostRow(t, runs)), Options{})
+	if !errors.As(err, &e) || e.Sheet != SheetHost || e.Cell != "row 2" || !strings.Contains(e.Message, "a text longer than") {
+		t.Fatalf("a string of %d runs: %v", MaxText/8+1, err)
+	}
+
 	b := goodBook()
 	b[SheetHost][1][0] = strings.Repeat("x", MaxCellBytes+1)
 	_, err = Read(context.Background(), workbook(t, b), Options{})
@@ -203,5 +210,29 @@ func TestReadStopsWithItsContext(t *testing.T) {
 	cancel()
 	if _, err := Read(ctx, workbook(t, goodBook()), Options{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("reading with an ended context: %v", err)
+	}
+}
+
+// TestTextReadIsBounded: the text of every cell read counts, kept or not,
+// so cells naming one long shared string cannot make the import copy it
+// out without end.
+func TestTextReadIsBounded(t *testing.T) {
+	defer func(n int) { maxTextRead = n }(maxTextRead)
+	maxTextRead = 100 << 10
+	b := goodBook()
+	long := strings.Repeat("x", 30_000)
+	for _, row := range b[SheetInfo][1:] {
+		if len(row) > 15 {
+			row[15] = long // the guest OS: a column the import does not keep
+		}
+	}
+	_, err := Read(context.Background(), workbook(t, b), Options{})
+	var e *Error
+	if !errors.As(err, &e) || e.Sheet != SheetInfo || !strings.Contains(e.Message, "bytes of text read") {
+		t.Fatalf("error %v, want one for vInfo's text", err)
+	}
+	maxTextRead = 1 << 20
+	if _, err := Read(context.Background(), workbook(t, b), Options{}); err != nil {
+		t.Fatalf("under the bound: %v", err)
 	}
 }

@@ -35,10 +35,16 @@ const (
 	MaxText      = 128 << 10
 	// MaxKeptBytes bounds the cells kept of one sheet in all.
 	MaxKeptBytes = 128 << 20
+	// MaxTextRead bounds the text of all cells read, kept or not: a
+	// 20-byte cell may name a shared string of up to MaxText, which
+	// excelize copies out for every cell that names it (rich text, or
+	// shared strings unzipped to a temporary file).
+	MaxTextRead = 2 << 30
 )
 
-// maxRows and maxKeptBytes are MaxRows and MaxKeptBytes, lowered by tests.
-var maxRows, maxKeptBytes = MaxRows, MaxKeptBytes
+// maxRows, maxKeptBytes and maxTextRead are MaxRows, MaxKeptBytes and
+// MaxTextRead, lowered by tests.
+var maxRows, maxKeptBytes, maxTextRead = MaxRows, MaxKeptBytes, MaxTextRead
 
 // Sheets RVTools writes that the import reads.
 const (
@@ -72,6 +78,8 @@ type Import struct {
 	PoweredOff int `json:"poweredOff"`
 	// Warnings say what the import made of cells it could not use.
 	Warnings []string `json:"warnings,omitempty"`
+
+	textRead int // of all cells read, against maxTextRead
 }
 
 // Options tune an import.
@@ -130,12 +138,14 @@ type table struct {
 	keep   map[int]int    // column -> its slot in each kept row
 	rows   [][]string     // the kept cells of each row after the header
 	rowNum []int          // each kept row's number in the sheet
-	// keptBytes is the size of the cells kept.
+	// keptBytes is the size of the cells kept; textRead, shared by the
+	// sheets of a workbook, that of all cells read.
 	keptBytes int
+	textRead  *int
 }
 
 // openTable reads a sheet's header row; load reads the rest.
-func openTable(f *excelize.File, sheet string, required bool) (*table, error) {
+func openTable(f *excelize.File, sheet string, required bool, textRead *int) (*table, error) {
 	idx, err := f.GetSheetIndex(sheet)
 	if err != nil || idx < 0 {
 		if !required {
@@ -147,7 +157,7 @@ func openTable(f *excelize.File, sheet string, required bool) (*table, error) {
 	if err != nil {
 		return nil, &Error{Sheet: sheet, Message: "reading the sheet: " + err.Error()}
 	}
-	t := &table{sheet: sheet, it: it, cols: map[string]int{}, keep: map[int]int{}}
+	t := &table{sheet: sheet, it: it, cols: map[string]int{}, keep: map[int]int{}, textRead: textRead}
 	if !it.Next() {
 		t.close()
 		if err := it.Error(); err != nil {
@@ -190,6 +200,12 @@ func (t *table) next(num int) ([]string, error) {
 			cell = fmt.Sprintf("row %d", num)
 		}
 		return nil, &Error{Sheet: t.sheet, Cell: cell, Message: fmt.Sprintf("a cell past column %d: an RVTools sheet is narrower", MaxColumns)}
+	}
+	for _, v := range row {
+		*t.textRead += len(v)
+	}
+	if *t.textRead > maxTextRead {
+		return nil, &Error{Sheet: t.sheet, Cell: fmt.Sprintf("row %d", num), Message: fmt.Sprintf("more than %d bytes of text read from the workbook", maxTextRead)}
 	}
 	return row, nil
 }
@@ -290,7 +306,7 @@ type hostInfo struct {
 }
 
 func readHosts(ctx context.Context, f *excelize.File, imp *Import) (map[string]hostInfo, error) {
-	t, err := openTable(f, SheetHost, true)
+	t, err := openTable(f, SheetHost, true, &imp.textRead)
 	if err != nil {
 		return nil, err
 	}
@@ -359,7 +375,7 @@ func readHosts(ctx context.Context, f *excelize.File, imp *Import) (map[string]h
 
 // readDemand reads one demand column of vCPU or vMemory by VM name.
 func readDemand(ctx context.Context, f *excelize.File, sheet string, names []string, units map[string]float64, imp *Import) (map[string]float64, error) {
-	t, err := openTable(f, sheet, false)
+	t, err := openTable(f, sheet, false, &imp.textRead)
 	defer t.close()
 	if err != nil || t == nil {
 		if t == nil && err == nil {
@@ -400,7 +416,7 @@ func readDemand(ctx context.Context, f *excelize.File, sheet string, names []str
 }
 
 func readVMs(ctx context.Context, f *excelize.File, hosts map[string]hostInfo, cpu, mem map[string]float64, opts Options, imp *Import) error {
-	t, err := openTable(f, SheetInfo, true)
+	t, err := openTable(f, SheetInfo, true, &imp.textRead)
 	if err != nil {
 		return err
 	}

@@ -58,12 +58,16 @@ func checkRowWidths(ctx context.Context, f *excelize.File, raw []byte) error {
 
 // scanPart reads one part's XML as excelize does, and says what is wrong
 // with the first row (by its r attribute, else its position) holding more
-// than MaxColumns cells, or the first text longer than MaxText. Cells are
+// than MaxColumns cells, or the first text or string (all its runs)
+// longer than MaxText. Cells are
 // counted from one row's start to the next's, as excelize gathers them.
 func scanPart(ctx context.Context, f *excelize.File, r io.Reader) (row int, msg string) {
 	dec := xml.NewDecoder(r)
 	dec.CharsetReader = f.CharsetReader
 	cells := 0
+	// A string (si, shared; is, inline) is the text of all its runs,
+	// which excelize joins each time a cell names it.
+	inString, text := 0, 0
 	for {
 		tok, err := dec.Token()
 		if err != nil {
@@ -71,11 +75,23 @@ func scanPart(ctx context.Context, f *excelize.File, r io.Reader) (row int, msg 
 		}
 		switch t := tok.(type) {
 		case xml.CharData:
-			if len(t) > MaxText {
+			if len(t) > MaxText || inString > 0 && text+len(t) > MaxText {
 				return row, fmt.Sprintf("a text longer than %d bytes: no cell of Excel's is", MaxText)
+			}
+			if inString > 0 {
+				text += len(t)
+			}
+		case xml.EndElement:
+			if (t.Name.Local == "si" || t.Name.Local == "is") && inString > 0 {
+				inString--
 			}
 		case xml.StartElement:
 			switch t.Name.Local {
+			case "si", "is":
+				if inString == 0 {
+					text = 0
+				}
+				inString++
 			case "row":
 				if ctx.Err() != nil {
 					return 0, "" // checkRowWidths says why
