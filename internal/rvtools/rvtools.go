@@ -106,7 +106,7 @@ func Read(ctx context.Context, r io.Reader, opts Options) (*Import, error) {
 		return nil, fmt.Errorf("opening the workbook: %w", err)
 	}
 	defer f.Close()
-	if err := checkRowWidths(ctx, f, raw); err != nil {
+	if err := scanWorkbook(ctx, f, raw); err != nil {
 		return nil, err
 	}
 	imp := &Import{}

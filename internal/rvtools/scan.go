@@ -13,16 +13,16 @@ import (
 	"github.com/xuri/excelize/v2"
 )
 
-// checkRowWidths refuses a workbook any of whose parts holds a row of more
-// than MaxColumns cells, or a text longer than MaxText. excelize spreads a row out to its last cell
-// reference before the import sees it, which the import bounds afterwards
-// (MaxColumns); but cells without a reference each take the next column,
-// with no end, so their number is counted here first, on the raw XML, with
-// nothing kept. Every part is scanned, not only the sheets the import
-// reads, so no mapping of sheet names to parts can send excelize to an
-// unscanned one; a part that is not XML ends its scan where excelize's
-// reading of it would end too.
-func checkRowWidths(ctx context.Context, f *excelize.File, raw []byte) error {
+// scanWorkbook is a first pass over the raw XML of every part of the
+// workbook, keeping nothing, that refuses what excelize would build large
+// from little before the import could see it: a row of more than
+// MaxColumns cells (cells without a reference each take the next column,
+// with no end; the import bounds referenced ones itself), and a text or
+// string longer than MaxText. Every part is scanned, not only the sheets
+// the import reads, so no mapping of sheet names to parts can send
+// excelize to an unscanned one; a part that is not XML ends its scan where
+// excelize's reading of it would end too.
+func scanWorkbook(ctx context.Context, f *excelize.File, raw []byte) error {
 	zr, err := zip.NewReader(bytes.NewReader(raw), int64(len(raw)))
 	if err != nil {
 		return fmt.Errorf("opening the workbook: %w", err)
@@ -94,7 +94,7 @@ func scanPart(ctx context.Context, f *excelize.File, r io.Reader) (row int, msg 
 				inString++
 			case "row":
 				if ctx.Err() != nil {
-					return 0, "" // checkRowWidths says why
+					return 0, "" // scanWorkbook says why
 				}
 				row++
 				for _, a := range t.Attr {
