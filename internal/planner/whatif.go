@@ -62,9 +62,11 @@ func apply(snap Snapshot, change Change) (Snapshot, []string, error) {
 		if s.Count <= 0 {
 			return out, nil, badInput(f+".count", "must be at least 1, got %d", s.Count)
 		}
-		if total += s.Count; total > maxAddedHosts {
+		// Checked before adding, so a huge count cannot wrap the sum.
+		if s.Count > maxAddedHosts-total {
 			return out, nil, badInput(f+".count", "adds more than %d hosts in all", maxAddedHosts)
 		}
+		total += s.Count
 		if !finite(s.CPUs) || s.CPUs <= 0 || !finite(s.MemoryMiB) || s.MemoryMiB <= 0 {
 			return out, nil, badInput(f, "cpus and memoryMiB must be finite numbers > 0")
 		}

@@ -1,6 +1,7 @@
 package planner
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +55,10 @@ func TestWhatIf(t *testing.T) {
 		{Change{AddHosts: []HostShape{{Count: 0, CPUs: 1, MemoryMiB: 1}}}, "addHosts[0].count"},
 		{Change{AddHosts: []HostShape{{Count: 1, CPUs: 0, MemoryMiB: 1}}}, "addHosts[0]"},
 		{Change{GrowPercent: -100}, "growPercent"},
+		// A count that would wrap the running sum negative is refused,
+		// not looped over.
+		{Change{AddHosts: []HostShape{{Count: 1, CPUs: 1, MemoryMiB: 1}, {Count: math.MaxInt, CPUs: 1, MemoryMiB: 1}}}, "addHosts[1].count"},
+		{Change{AddHosts: []HostShape{{Count: maxAddedHosts, CPUs: 1, MemoryMiB: 1}, {Count: 1, CPUs: 1, MemoryMiB: 1}}}, "addHosts[1].count"},
 	} {
 		_, err := WhatIf(snap, c.change, full)
 		if ie, ok := err.(*InputError); !ok || ie.Field != c.field {

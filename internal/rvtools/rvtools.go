@@ -4,6 +4,8 @@
 package rvtools
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -20,9 +22,29 @@ const (
 	// refused, not expanded).
 	MaxUnzippedBytes = 512 << 20
 	maxSheetInMemory = 64 << 20
-	// MaxRows bounds each sheet.
+	// MaxRows bounds each sheet; reading stops there.
 	MaxRows = 1_000_000
+	// MaxColumns bounds each row: a row reaching past it is refused
+	// before the next is read. RVTools writes fewer than 300 columns.
+	MaxColumns = 512
+	// MaxCellBytes bounds a cell of the columns read: names, states and
+	// numbers. MaxText bounds any text of the workbook, above the longest
+	// cell Excel writes (32,767 characters), so no shared string can be
+	// copied out at a size of the attacker's choosing.
+	MaxCellBytes = 1 << 10
+	MaxText      = 128 << 10
+	// MaxKeptBytes bounds the cells kept of one sheet in all.
+	MaxKeptBytes = 128 << 20
+	// MaxTextRead bounds the text of all cells read, kept or not: a
+	// 20-byte cell may name a shared string of up to MaxText, which
+	// excelize copies out for every cell that names it (rich text, or
+	// shared strings unzipped to a temporary file).
+	MaxTextRead = 2 << 30
 )
+
+// maxRows, maxKeptBytes and maxTextRead are MaxRows, MaxKeptBytes and
+// MaxTextRead, lowered by tests.
+var maxRows, maxKeptBytes, maxTextRead = MaxRows, MaxKeptBytes, MaxTextRead
 
 // Sheets RVTools writes that the import reads.
 const (
@@ -56,6 +78,8 @@ type Import struct {
 	PoweredOff int `json:"poweredOff"`
 	// Warnings say what the import made of cells it could not use.
 	Warnings []string `json:"warnings,omitempty"`
+
+	textRead int // of all cells read, against maxTextRead
 }
 
 // Options tune an import.
@@ -67,8 +91,13 @@ type Options struct {
 // Read reads an RVTools workbook. vInfo and vHost are required; vCPU and
 // vMemory, when present, give each VM's current CPU and memory demand
 // (vCPU's Overall MHz over its host's core speed; vMemory's Consumed).
-func Read(r io.Reader, opts Options) (*Import, error) {
-	f, err := excelize.OpenReader(r, excelize.Options{
+// Reading stops when ctx ends.
+func Read(ctx context.Context, r io.Reader, opts Options) (*Import, error) {
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("reading the workbook: %w", err)
+	}
+	f, err := excelize.OpenReader(bytes.NewReader(raw), excelize.Options{
 		// Sheets larger than maxSheetInMemory are unzipped to a
 		// temporary file rather than memory.
 		RawCellValue: true, UnzipSizeLimit: MaxUnzippedBytes, UnzipXMLSizeLimit: maxSheetInMemory,
@@ -77,33 +106,46 @@ func Read(r io.Reader, opts Options) (*Import, error) {
 		return nil, fmt.Errorf("opening the workbook: %w", err)
 	}
 	defer f.Close()
+	if err := scanWorkbook(ctx, f, raw); err != nil {
+		return nil, err
+	}
 	imp := &Import{}
-	hosts, err := readHosts(f, imp)
+	hosts, err := readHosts(ctx, f, imp)
 	if err != nil {
 		return nil, err
 	}
-	cpu, err := readDemand(f, SheetCPU, []string{"Overall", "Overall MHz"}, mhzUnits, imp)
+	cpu, err := readDemand(ctx, f, SheetCPU, []string{"Overall", "Overall MHz"}, mhzUnits, imp)
 	if err != nil {
 		return nil, err
 	}
-	mem, err := readDemand(f, SheetMemory, []string{"Consumed", "Consumed MiB", "Consumed MB"}, mibUnits, imp)
+	mem, err := readDemand(ctx, f, SheetMemory, []string{"Consumed", "Consumed MiB", "Consumed MB"}, mibUnits, imp)
 	if err != nil {
 		return nil, err
 	}
-	if err := readVMs(f, hosts, cpu, mem, opts, imp); err != nil {
+	if err := readVMs(ctx, f, hosts, cpu, mem, opts, imp); err != nil {
 		return nil, err
 	}
 	return imp, nil
 }
 
-// table is a sheet's header and rows.
+// table is a sheet read one row at a time: its header, then only the
+// cells of the columns the import asked for, so a wide or long sheet never
+// sits in memory whole.
 type table struct {
-	sheet string
-	rows  [][]string
-	cols  map[string]int // header name, lower case -> column
+	sheet  string
+	it     *excelize.Rows
+	cols   map[string]int // header name, lower case -> column
+	keep   map[int]int    // column -> its slot in each kept row
+	rows   [][]string     // the kept cells of each row after the header
+	rowNum []int          // each kept row's number in the sheet
+	// keptBytes is the size of the cells kept; textRead, shared by the
+	// sheets of a workbook, that of all cells read.
+	keptBytes int
+	textRead  *int
 }
 
-func readTable(f *excelize.File, sheet string, required bool) (*table, error) {
+// openTable reads a sheet's header row; load reads the rest.
+func openTable(f *excelize.File, sheet string, required bool, textRead *int) (*table, error) {
 	idx, err := f.GetSheetIndex(sheet)
 	if err != nil || idx < 0 {
 		if !required {
@@ -111,18 +153,24 @@ func readTable(f *excelize.File, sheet string, required bool) (*table, error) {
 		}
 		return nil, &Error{Sheet: sheet, Message: "the sheet is missing: is this an RVTools export?"}
 	}
-	rows, err := f.GetRows(sheet, excelize.Options{RawCellValue: true})
+	it, err := f.Rows(sheet)
 	if err != nil {
 		return nil, &Error{Sheet: sheet, Message: "reading the sheet: " + err.Error()}
 	}
-	if len(rows) == 0 {
+	t := &table{sheet: sheet, it: it, cols: map[string]int{}, keep: map[int]int{}, textRead: textRead}
+	if !it.Next() {
+		t.close()
+		if err := it.Error(); err != nil {
+			return nil, &Error{Sheet: sheet, Message: "reading the sheet: " + err.Error()}
+		}
 		return nil, &Error{Sheet: sheet, Cell: "A1", Message: "the sheet has no header row"}
 	}
-	if len(rows) > MaxRows {
-		return nil, &Error{Sheet: sheet, Message: fmt.Sprintf("more than %d rows", MaxRows)}
+	header, err := t.next(1)
+	if err != nil {
+		t.close()
+		return nil, err
 	}
-	t := &table{sheet: sheet, rows: rows[1:], cols: map[string]int{}}
-	for i, name := range rows[0] {
+	for i, name := range header {
 		key := strings.ToLower(strings.TrimSpace(name))
 		if _, dup := t.cols[key]; !dup && key != "" {
 			t.cols[key] = i
@@ -131,11 +179,89 @@ func readTable(f *excelize.File, sheet string, required bool) (*table, error) {
 	return t, nil
 }
 
-// col finds the first of names in the header; when none is there and the
-// column is required, the error names the header row.
+// close gives back what the sheet's reader holds; it may be called twice.
+func (t *table) close() {
+	if t != nil && t.it != nil {
+		t.it.Close()
+	}
+}
+
+// next reads the cells of the row the reader is on, refusing one wider
+// than MaxColumns: excelize spreads a row out to its last cell, so that
+// last cell, not the number of cells, is what is bounded.
+func (t *table) next(num int) ([]string, error) {
+	row, err := t.it.Columns(excelize.Options{RawCellValue: true})
+	if err != nil {
+		return nil, &Error{Sheet: t.sheet, Cell: fmt.Sprintf("row %d", num), Message: "reading the row: " + err.Error()}
+	}
+	if len(row) > MaxColumns {
+		cell, err := excelize.CoordinatesToCellName(len(row), num)
+		if err != nil {
+			cell = fmt.Sprintf("row %d", num)
+		}
+		return nil, &Error{Sheet: t.sheet, Cell: cell, Message: fmt.Sprintf("a cell past column %d: an RVTools sheet is narrower", MaxColumns)}
+	}
+	for _, v := range row {
+		*t.textRead += len(v)
+	}
+	if *t.textRead > maxTextRead {
+		return nil, &Error{Sheet: t.sheet, Cell: fmt.Sprintf("row %d", num), Message: fmt.Sprintf("more than %d bytes of text read from the workbook", maxTextRead)}
+	}
+	return row, nil
+}
+
+// load reads the rows after the header, keeping the cells of the columns
+// col found, and stops at MaxRows or when ctx ends.
+func (t *table) load(ctx context.Context) error {
+	defer t.close()
+	for num := 2; t.it.Next(); num++ {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("reading sheet %s: %w", t.sheet, err)
+		}
+		if num > maxRows {
+			return &Error{Sheet: t.sheet, Cell: fmt.Sprintf("A%d", num), Message: fmt.Sprintf("more than %d rows", maxRows)}
+		}
+		row, err := t.next(num)
+		if err != nil {
+			return err
+		}
+		kept := make([]string, len(t.keep))
+		empty := true
+		for c, slot := range t.keep {
+			if c >= len(row) {
+				continue
+			}
+			v := strings.TrimSpace(row[c])
+			if len(v) > MaxCellBytes {
+				cell, _ := excelize.CoordinatesToCellName(c+1, num)
+				return &Error{Sheet: t.sheet, Cell: cell, Message: fmt.Sprintf("longer than %d bytes", MaxCellBytes)}
+			}
+			if t.keptBytes += len(v); t.keptBytes > maxKeptBytes {
+				cell, _ := excelize.CoordinatesToCellName(c+1, num)
+				return &Error{Sheet: t.sheet, Cell: cell, Message: fmt.Sprintf("more than %d bytes in the columns read", maxKeptBytes)}
+			}
+			kept[slot], empty = v, empty && v == ""
+		}
+		if empty {
+			continue
+		}
+		t.rows = append(t.rows, kept)
+		t.rowNum = append(t.rowNum, num)
+	}
+	if err := t.it.Error(); err != nil {
+		return &Error{Sheet: t.sheet, Message: "reading the sheet: " + err.Error()}
+	}
+	return nil
+}
+
+// col finds the first of names in the header and keeps its cells; when
+// none is there and the column is required, the error names the header row.
 func (t *table) col(required bool, names ...string) (int, error) {
 	for _, n := range names {
 		if i, ok := t.cols[strings.ToLower(n)]; ok {
+			if _, kept := t.keep[i]; !kept {
+				t.keep[i] = len(t.keep)
+			}
 			return i, nil
 		}
 	}
@@ -145,18 +271,19 @@ func (t *table) col(required bool, names ...string) (int, error) {
 	return -1, &Error{Sheet: t.sheet, Cell: "row 1", Message: fmt.Sprintf("no column %q in the header", names[0])}
 }
 
-// cell returns the text of row r (0-based, after the header) in column c.
+// cell returns the text of kept row r in column c.
 func (t *table) cell(r, c int) string {
-	if c < 0 || c >= len(t.rows[r]) {
+	slot, ok := t.keep[c]
+	if !ok {
 		return ""
 	}
-	return strings.TrimSpace(t.rows[r][c])
+	return t.rows[r][slot]
 }
 
 func (t *table) name(r, c int) string {
-	n, err := excelize.CoordinatesToCellName(c+1, r+2)
+	n, err := excelize.CoordinatesToCellName(c+1, t.rowNum[r])
 	if err != nil {
-		return fmt.Sprintf("row %d", r+2)
+		return fmt.Sprintf("row %d", t.rowNum[r])
 	}
 	return n
 }
@@ -178,11 +305,12 @@ type hostInfo struct {
 	mhz float64 // one core's speed
 }
 
-func readHosts(f *excelize.File, imp *Import) (map[string]hostInfo, error) {
-	t, err := readTable(f, SheetHost, true)
+func readHosts(ctx context.Context, f *excelize.File, imp *Import) (map[string]hostInfo, error) {
+	t, err := openTable(f, SheetHost, true, &imp.textRead)
 	if err != nil {
 		return nil, err
 	}
+	defer t.close()
 	cName, err := t.col(true, "Host")
 	if err != nil {
 		return nil, err
@@ -198,14 +326,14 @@ func readHosts(f *excelize.File, imp *Import) (map[string]hostInfo, error) {
 	cCluster, _ := t.col(false, "Cluster")
 	cSpeed, _ := t.col(false, "Speed", "Speed MHz")
 	cMaint, _ := t.col(false, "in Maintenance Mode", "Maintenance Mode")
+	if err := t.load(ctx); err != nil {
+		return nil, err
+	}
 	hosts := map[string]hostInfo{}
 	cells := map[string]string{}
 	for r := range t.rows {
 		name := t.cell(r, cName)
 		if name == "" {
-			if rowEmpty(t.rows[r]) {
-				continue
-			}
 			return nil, &Error{Sheet: t.sheet, Cell: t.name(r, cName), Message: "a host row without a host name"}
 		}
 		if prev, dup := cells[name]; dup {
@@ -246,8 +374,9 @@ func readHosts(f *excelize.File, imp *Import) (map[string]hostInfo, error) {
 }
 
 // readDemand reads one demand column of vCPU or vMemory by VM name.
-func readDemand(f *excelize.File, sheet string, names []string, units map[string]float64, imp *Import) (map[string]float64, error) {
-	t, err := readTable(f, sheet, false)
+func readDemand(ctx context.Context, f *excelize.File, sheet string, names []string, units map[string]float64, imp *Import) (map[string]float64, error) {
+	t, err := openTable(f, sheet, false, &imp.textRead)
+	defer t.close()
 	if err != nil || t == nil {
 		if t == nil && err == nil {
 			imp.Warnings = append(imp.Warnings, "no "+sheet+" sheet: VMs are sized by their allocation")
@@ -266,6 +395,9 @@ func readDemand(f *excelize.File, sheet string, names []string, units map[string
 		imp.Warnings = append(imp.Warnings, fmt.Sprintf("sheet %s has no %q column: VMs are sized by their allocation", sheet, names[0]))
 		return nil, nil
 	}
+	if err := t.load(ctx); err != nil {
+		return nil, err
+	}
 	out := map[string]float64{}
 	for r := range t.rows {
 		vm := t.cell(r, cVM)
@@ -283,11 +415,12 @@ func readDemand(f *excelize.File, sheet string, names []string, units map[string
 	return out, nil
 }
 
-func readVMs(f *excelize.File, hosts map[string]hostInfo, cpu, mem map[string]float64, opts Options, imp *Import) error {
-	t, err := readTable(f, SheetInfo, true)
+func readVMs(ctx context.Context, f *excelize.File, hosts map[string]hostInfo, cpu, mem map[string]float64, opts Options, imp *Import) error {
+	t, err := openTable(f, SheetInfo, true, &imp.textRead)
 	if err != nil {
 		return err
 	}
+	defer t.close()
 	cVM, err := t.col(true, "VM")
 	if err != nil {
 		return err
@@ -306,14 +439,14 @@ func readVMs(f *excelize.File, hosts map[string]hostInfo, cpu, mem map[string]fl
 	}
 	cPower, _ := t.col(false, "Powerstate")
 	cTemplate, _ := t.col(false, "Template")
+	if err := t.load(ctx); err != nil {
+		return err
+	}
 	seen := map[string]string{}
 	noHost := 0
 	for r := range t.rows {
 		name := t.cell(r, cVM)
 		if name == "" {
-			if rowEmpty(t.rows[r]) {
-				continue
-			}
 			return &Error{Sheet: t.sheet, Cell: t.name(r, cVM), Message: "a VM row without a VM name"}
 		}
 		tmpl, err := t.boolean(r, cTemplate)
@@ -371,15 +504,6 @@ func readVMs(f *excelize.File, hosts map[string]hostInfo, cpu, mem map[string]fl
 		imp.Warnings = append(imp.Warnings, fmt.Sprintf("%d VMs name a host missing from vHost: they are planned as not placed", noHost))
 	}
 	return nil
-}
-
-func rowEmpty(row []string) bool {
-	for _, c := range row {
-		if strings.TrimSpace(c) != "" {
-			return false
-		}
-	}
-	return true
 }
 
 func (t *table) boolean(r, c int) (bool, error) {

@@ -2,6 +2,7 @@ package rvtools
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -60,7 +61,7 @@ func goodBook() book {
 }
 
 func TestReadRVToolsLayout(t *testing.T) {
-	imp, err := Read(workbook(t, goodBook()), Options{})
+	imp, err := Read(context.Background(), workbook(t, goodBook()), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +106,7 @@ func TestReadRVToolsLayout(t *testing.T) {
 		t.Fatalf("plan: before %d after %d unplaced %v", plan.HostsBefore, plan.HostsAfter, plan.Unplaced)
 	}
 
-	withOff, err := Read(workbook(t, goodBook()), Options{IncludePoweredOff: true})
+	withOff, err := Read(context.Background(), workbook(t, goodBook()), Options{IncludePoweredOff: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +119,7 @@ func TestReadWithoutDemandSheets(t *testing.T) {
 	b := goodBook()
 	delete(b, SheetCPU)
 	delete(b, SheetMemory)
-	imp, err := Read(workbook(t, b), Options{})
+	imp, err := Read(context.Background(), workbook(t, b), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +159,7 @@ func TestMalformedWorkbookNamesSheetAndCell(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			b := goodBook()
 			c.edit(b)
-			_, err := Read(workbook(t, b), Options{})
+			_, err := Read(context.Background(), workbook(t, b), Options{})
 			var e *Error
 			if !errors.As(err, &e) {
 				t.Fatalf("error %v, want an *Error", err)
@@ -168,7 +169,7 @@ func TestMalformedWorkbookNamesSheetAndCell(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Read(strings.NewReader("not a workbook"), Options{}); err == nil || !strings.Contains(err.Error(), "opening the workbook") {
+	if _, err := Read(context.Background(), strings.NewReader("not a workbook"), Options{}); err == nil || !strings.Contains(err.Error(), "opening the workbook") {
 		t.Fatalf("a non-workbook: %v", err)
 	}
 }

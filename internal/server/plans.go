@@ -14,11 +14,21 @@ import (
 	"github.com/polyvisor/polyvisor/internal/planner"
 	"github.com/polyvisor/polyvisor/internal/rvtools"
 	"github.com/polyvisor/polyvisor/internal/scheduler"
+	"github.com/polyvisor/polyvisor/internal/throttle"
 )
 
 // maxWorkbookBytes bounds an uploaded RVTools workbook (zipped); its
 // unzipped size has its own bound (rvtools.MaxUnzippedBytes).
 const maxWorkbookBytes = 64 << 20
+
+// workbookSlots is how many workbooks are uploaded and read at once: each
+// holds up to maxWorkbookBytes and its unzipped sheets while it is read. A
+// workbook finding no slot free is answered 503 with Retry-After.
+const workbookSlots = 1
+
+// errWorkbookBusy answers a workbook that found every slot taken.
+var errWorkbookBusy = &api.Error{Code: api.CodeUnavailable,
+	Message: "another RVTools workbook is being read; try again in a second"}
 
 func (s *Server) planRoutes() []route {
 	// A plan lists every host and every project's VMs, and a workbook is a
@@ -139,6 +149,14 @@ func (s *Server) readPlanInput(w http.ResponseWriter, r *http.Request) (*planInp
 	if params["boundary"] == "" {
 		return nil, api.Invalid("body", "multipart body without a boundary")
 	}
+	release, err := s.workbooks.Enter(r.Context())
+	if errors.Is(err, throttle.ErrBusy) {
+		return nil, errWorkbookBusy
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	r.Body = http.MaxBytesReader(w, r.Body, maxWorkbookBytes+maxBodyBytes)
 	mr, err := r.MultipartReader()
 	if err != nil {
@@ -176,7 +194,7 @@ func (s *Server) readPlanInput(w http.ResponseWriter, r *http.Request) (*planInp
 	if workbook == nil {
 		return nil, api.Invalid("rvtools", "the multipart body has no rvtools part (the workbook)")
 	}
-	imp, err := rvtools.Read(bytes.NewReader(workbook), rvtools.Options{IncludePoweredOff: in.req.IncludePoweredOff})
+	imp, err := rvtools.Read(r.Context(), bytes.NewReader(workbook), rvtools.Options{IncludePoweredOff: in.req.IncludePoweredOff})
 	var re *rvtools.Error
 	if errors.As(err, &re) {
 		return nil, planError(err)

@@ -178,4 +178,22 @@ func TestPlansOverAnRVToolsWorkbook(t *testing.T) {
 	if _, err := e.as("viewer", "pa").PlanConsolidate(ctx, api.PlanRequest{}, wb); !errors.As(err, &ae) || ae.Code != api.CodeForbidden {
 		t.Fatalf("a viewer planned: %v", err)
 	}
+
+	// One workbook is read at a time: while one is, another is answered
+	// 503 at once, and the live estate can still be planned.
+	release, err := e.s.workbooks.Enter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.super.PlanConsolidate(ctx, api.PlanRequest{}, wb)
+	if !errors.As(err, &ae) || ae.Code != api.CodeUnavailable || !strings.Contains(ae.Message, "another RVTools workbook") {
+		t.Fatalf("a second workbook at once: %v", err)
+	}
+	if _, err := e.super.PlanConsolidate(ctx, api.PlanRequest{}, nil); err != nil {
+		t.Fatalf("the live estate while a workbook is read: %v", err)
+	}
+	release()
+	if _, err := e.super.PlanConsolidate(ctx, api.PlanRequest{}, wb); err != nil {
+		t.Fatalf("a workbook once the slot is free: %v", err)
+	}
 }

@@ -158,6 +158,8 @@ type Server struct {
 	// per address, and hashing bounds the password hashes run at once.
 	loginAddrs *throttle.Login
 	hashing    *throttle.Gate
+	// workbooks bounds the RVTools workbooks read at once.
+	workbooks *throttle.Gate
 
 	providers *store.Collection[api.Provider]
 	pools     *store.Collection[api.Pool]
@@ -328,6 +330,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.logins = throttle.NewLogin(loginPairConfig)
 	s.loginAddrs = throttle.NewLogin(loginAddrConfig)
 	s.hashing = throttle.NewGate(hashSlots(), hashWait)
+	s.workbooks = throttle.NewGate(workbookSlots, 0)
 	s.metrics = newMetrics(s)
 	s.setupGuards()
 	s.streams = newStreamBroker()
