@@ -25,7 +25,7 @@ import (
 func (a *app) vmMigrationCommand() *cobra.Command {
 	cmd := group("migration", "Move VMs from other hypervisors (OVA/OVF, disk files, libvirt, vSphere) into Polyvisor hosts", "migrations")
 	cmd.AddCommand(a.migrationPlanCommand(), a.migrationRunCommand(), a.migrationListCommand(),
-		a.migrationShowCommand(), a.migrationCancelCommand())
+		a.migrationShowCommand(), a.migrationCancelCommand(), a.migrationDeleteCommand())
 	return cmd
 }
 
@@ -415,6 +415,24 @@ func (a *app) migrationCancelCommand() *cobra.Command {
 				return err
 			}
 			return a.printMigration(cmd.OutOrStdout(), m)
+		},
+	}
+}
+
+func (a *app) migrationDeleteCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a migration's record (cancel a running one first); the VMs, images and copies it made stay",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := a.client()
+			if err != nil {
+				return err
+			}
+			if err := c.DeleteVMMigration(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			return a.printOutcome(cmd.OutOrStdout(), outcome{Kind: "migration", Name: args[0], Result: "deleted"}, "Deleted migration "+termSafe(args[0], true))
 		},
 	}
 }
