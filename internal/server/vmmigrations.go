@@ -15,7 +15,7 @@ import (
 
 // Bounds of a VM migration record.
 const (
-	maxMigrationVMs      = 1000
+	maxMigrationVMs      = api.MaxMigrationVMs
 	maxMigrationParallel = 32
 	// maxProjectMigrations bounds the records a project keeps, so that a
 	// member cannot grow the store without limit: finished ones are
@@ -129,7 +129,7 @@ func (s *Server) createVMMigration(w http.ResponseWriter, r *http.Request) {
 	m := &api.VMMigration{
 		Meta:   api.Meta{Name: req.Name, Project: rq.project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
 		Spec:   api.VMMigrationSpec{Source: req.Source, Host: req.Host, Parallel: req.Parallel, VMs: req.VMs},
-		Status: api.VMMigrationStatus{State: api.VMMigrationPending},
+		Status: api.VMMigrationStatus{State: api.VMMigrationPending, RunnerUser: rq.id.Name},
 	}
 	for _, vm := range req.VMs {
 		m.Status.VMs = append(m.Status.VMs, api.VMMigrationVMStatus{Name: vm.Name, State: api.VMMigrationPending})
@@ -205,14 +205,25 @@ func (s *Server) putVMMigrationStatus(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Invalid("state", "%q is not pending, running, succeeded, failed or cancelled", st.State))
 		return
 	}
-	if len(st.Runner) > 253 || len(st.Error) > 4096 {
-		s.writeError(w, r, api.Invalid("error", "runner or error is too long"))
+	if len(st.Runner) > 253 {
+		s.writeError(w, r, api.Invalid("runner", "is over 253 characters"))
+		return
+	}
+	if len(st.Error) > api.MaxMigrationErrorBytes {
+		s.writeError(w, r, api.Invalid("error", "is over %d bytes", api.MaxMigrationErrorBytes))
 		return
 	}
 	m, err := s.updateVMMigration(r.Context(), r, func(m *api.VMMigration) error {
 		if finalMigration(m.Status.State) {
 			return api.Conflict("migration %q has %s", m.Name, m.Status.State)
 		}
+		// Only the user who recorded it reports, so that no other
+		// member ends it with a final state of their choosing; others
+		// cancel it.
+		if m.Status.RunnerUser != "" && m.Status.RunnerUser != rq.id.Name {
+			return api.Conflict("migration %q is run by user %q: only its runner reports to it (cancel it instead)", m.Name, m.Status.RunnerUser)
+		}
+		st.RunnerUser = m.Status.RunnerUser
 		if len(st.VMs) != len(m.Spec.VMs) {
 			return api.Invalid("vms", "must report the migration's %d VMs, not %d", len(m.Spec.VMs), len(st.VMs))
 		}
@@ -220,7 +231,7 @@ func (s *Server) putVMMigrationStatus(w http.ResponseWriter, r *http.Request) {
 			if vm.Name != m.Spec.VMs[i].Name {
 				return api.Invalid(fmt.Sprintf("vms[%d].name", i), "is %q, want %q", vm.Name, m.Spec.VMs[i].Name)
 			}
-			if !validMigrationState(vm.State) || len(vm.Error) > 4096 || len(vm.Phase) > 32 || len(vm.Disk) > 253 {
+			if !validMigrationState(vm.State) || len(vm.Error) > api.MaxMigrationErrorBytes || len(vm.Phase) > 32 || len(vm.Disk) > 253 {
 				return api.Invalid(fmt.Sprintf("vms[%d]", i), "state, phase, disk or error is not valid")
 			}
 		}

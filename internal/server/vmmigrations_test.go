@@ -175,3 +175,49 @@ func TestVMMigrationRecordsEndWithTheirProject(t *testing.T) {
 		t.Errorf("no audit record of the delete: %+v", recs)
 	}
 }
+
+// TestVMMigrationReportsOnlyFromItsRunner: only the user who recorded a
+// migration reports to it, so another member cannot set its final state
+// (they cancel it); the record names that user whatever a report says;
+// the bounds a runner keeps to are the ones the server holds.
+func TestVMMigrationReportsOnlyFromItsRunner(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	member := e.as(api.RoleMember, "pa")
+	vms := []api.VMMigrationVM{{Name: "web", SourceName: "Web 01"}}
+	m, err := member.CreateVMMigration(ctx, api.VMMigrationCreate{Name: "wave1", Source: "ova", Host: "h1", VMs: vms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Status.RunnerUser != userOf(api.RoleMember) {
+		t.Fatalf("the record's runner user is %q, want %q", m.Status.RunnerUser, userOf(api.RoleMember))
+	}
+	st := api.VMMigrationStatus{State: api.VMMigrationSucceeded, RunnerUser: "someone", VMs: []api.VMMigrationVMStatus{{Name: "web", State: api.VMMigrationSucceeded}}}
+	for _, who := range []string{api.RoleAdmin, "superadmin"} {
+		if _, err := e.as(who, "pa").ReportVMMigration(ctx, "wave1", st); statusOfErr(err) != http.StatusConflict || !strings.Contains(err.Error(), "only its runner") {
+			t.Errorf("%s setting the migration's final state: %v, want 409", who, err)
+		}
+	}
+	st.State, st.VMs[0].State = api.VMMigrationRunning, api.VMMigrationRunning
+	st.VMs[0].Error = strings.Repeat("x", api.MaxMigrationErrorBytes+1)
+	if _, err := member.ReportVMMigration(ctx, "wave1", st); errField(err) != "vms[0].error" {
+		t.Errorf("an error over %d bytes: %v, want refused naming vms[0].error", api.MaxMigrationErrorBytes, err)
+	}
+	st.VMs[0].Error = strings.Repeat("x", api.MaxMigrationErrorBytes)
+	if m, err = member.ReportVMMigration(ctx, "wave1", st); err != nil || m.Status.RunnerUser != userOf(api.RoleMember) || m.Status.State != api.VMMigrationRunning {
+		t.Fatalf("the runner's report: %+v %v", m, err)
+	}
+	if _, err := e.as(api.RoleAdmin, "pa").CancelVMMigration(ctx, "wave1"); err != nil {
+		t.Errorf("another member cancelling: %v", err)
+	}
+	many := make([]api.VMMigrationVM, api.MaxMigrationVMs+1)
+	for i := range many {
+		many[i] = api.VMMigrationVM{Name: fmt.Sprintf("vm%d", i)}
+	}
+	if _, err := member.CreateVMMigration(ctx, api.VMMigrationCreate{Name: "big", Source: "ova", Host: "h1", VMs: many}); errField(err) != "vms" {
+		t.Errorf("%d VMs: %v, want refused naming vms", len(many), err)
+	}
+	if _, err := member.CreateVMMigration(ctx, api.VMMigrationCreate{Name: "big", Source: "ova", Host: "h1", VMs: many[:api.MaxMigrationVMs]}); err != nil {
+		t.Errorf("%d VMs: %v", api.MaxMigrationVMs, err)
+	}
+}
