@@ -237,14 +237,15 @@ func printPlan(tw *tabwriter.Writer, plan v2v.Plan) {
 			(time.Duration(p.EstimatedSeconds) * time.Second).String(), status)
 	}
 	for _, p := range plan.VMs {
+		name := termSafe(p.Name, true)
 		for _, c := range p.Conversions {
-			fmt.Fprintf(tw, "%s: converts %s\n", p.Name, c)
+			fmt.Fprintf(tw, "%s: converts %s\n", name, termSafe(c, true))
 		}
 		for _, w := range p.Warnings {
-			fmt.Fprintf(tw, "%s: warning: %s\n", p.Name, w)
+			fmt.Fprintf(tw, "%s: warning: %s\n", name, termSafe(w, true))
 		}
 		for _, b := range p.Blockers {
-			fmt.Fprintf(tw, "%s: cannot move: %s\n", p.Name, b)
+			fmt.Fprintf(tw, "%s: cannot move: %s\n", name, termSafe(b, true))
 		}
 	}
 }
@@ -285,7 +286,7 @@ func (a *app) migrationRunCommand() *cobra.Command {
 			r := &v2v.Runner{Client: c, Name: name, Parallel: parallel, Runner: runnerName(),
 				Copier: &v2v.Copier{Dir: jobDir, Streams: streams, AfterVM: afterVM, VirtV2V: virtV2V},
 				Events: func(s api.VMMigrationVMStatus) { printMigrationEvent(errw, last, s) }}
-			fmt.Fprintf(errw, "migration %s: %d VM(s) to host %s\n", name, len(plan.VMs), plan.Host)
+			fmt.Fprintf(errw, "migration %s: %d VM(s) to host %s\n", termSafe(name, true), len(plan.VMs), termSafe(plan.Host, true))
 			m, err := r.Run(cmd.Context(), plan)
 			if m != nil {
 				if perr := a.printMigration(cmd.OutOrStdout(), m); perr != nil && err == nil {
@@ -321,7 +322,9 @@ func printMigrationEvent(w io.Writer, last map[string]string, s api.VMMigrationV
 	if s.Error != "" {
 		msg += ": " + s.Error
 	}
-	fmt.Fprintf(w, "  %s: %s\n", s.Name, msg)
+	// The error and names come from the source and the server: escaped,
+	// so that they cannot drive the terminal.
+	fmt.Fprintf(w, "  %s: %s\n", termSafe(s.Name, true), termSafe(msg, true))
 }
 
 func runnerName() string {
@@ -334,9 +337,10 @@ func runnerName() string {
 
 func (a *app) printMigration(w io.Writer, m *api.VMMigration) error {
 	return a.print(w, m, func(tw *tabwriter.Writer) {
-		fmt.Fprintf(tw, "migration %s: %s (to host %s, from %s, %d at once)\n", m.Name, m.Status.State, m.Spec.Host, m.Spec.Source, m.Spec.Parallel)
+		fmt.Fprintf(tw, "migration %s: %s (to host %s, from %s, %d at once)\n", termSafe(m.Name, true), termSafe(m.Status.State, true),
+			termSafe(m.Spec.Host, true), termSafe(m.Spec.Source, true), m.Spec.Parallel)
 		if m.Status.Error != "" {
-			fmt.Fprintf(tw, "error: %s\n", m.Status.Error)
+			fmt.Fprintf(tw, "error: %s\n", termSafe(m.Status.Error, true))
 		}
 		row(tw, "VM", "STATE", "PHASE", "DISK", "DONE", "TOTAL", "RATE", "ETA", "ERROR")
 		for _, v := range m.Status.VMs {

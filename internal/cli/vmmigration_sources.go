@@ -126,7 +126,7 @@ func (a *app) planStreams(cmd *cobra.Command, plan v2v.Plan) (v2v.Streams, func(
 		}
 		return src.Streams(), func(ctx context.Context, vm string, err error) {
 			if ferr := src.Finish(ctx, vm, err == nil); ferr != nil {
-				fmt.Fprintf(cmd.ErrOrStderr(), "  %s: %v\n", vm, ferr)
+				fmt.Fprintf(cmd.ErrOrStderr(), "  %s: %s\n", termSafe(vm, true), termSafe(ferr.Error(), true))
 			}
 		}, nil
 	}
