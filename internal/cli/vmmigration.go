@@ -87,7 +87,7 @@ func (a *app) migrationPlanCommand() *cobra.Command {
 	fl.StringVar(&f.ova, "from-ova", "", "an OVA package: a file, or an http(s) URL fetched into the job directory")
 	fl.StringVar(&f.ovf, "from-ovf", "", "an unpacked OVF envelope, its disks beside it")
 	fl.StringVar(&f.provider, "from", "", "a hypervisor to read VMs from: libvirt or vsphere (with --vm)")
-	fl.StringVar(&f.providerURI, "uri", "", "with --from: libvirt's URI (default qemu:///system), or vSphere's SDK URL https://USER@HOST/sdk (password from POLYVISOR_VSPHERE_PASSWORD)")
+	fl.StringVar(&f.providerURI, "uri", "", "with --from: libvirt's URI (default qemu:///system), or vSphere's SDK URL https://USER@HOST/sdk (password from POLYVISOR_VSPHERE_PASSWORD, never in the URL)")
 	fl.StringArrayVar(&f.vms, "vm", nil, "with --from: a VM to move (repeat)")
 	fl.StringVar(&f.host, "to-host", "", "the Polyvisor host the VMs move to")
 	fl.StringArrayVar(&f.networkMap, "network-map", nil, "SOURCE=NETWORK: a source network onto a Polyvisor network (user or one of the project's); '*=NETWORK' for every other")

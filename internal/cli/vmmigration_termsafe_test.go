@@ -33,3 +33,30 @@ func TestMigrationOutputIsTerminalSafe(t *testing.T) {
 		t.Errorf("output lost its text:\n%s", out.String())
 	}
 }
+
+// TestVSphereURLTakesNoPassword: a vSphere URL holding a password is
+// refused (a plan stores its URL; an old plan stored it as xxxxx, which
+// then logged in with that), and the password comes from
+// POLYVISOR_VSPHERE_PASSWORD, an error naming it when it is not set.
+func TestVSphereURLTakesNoPassword(t *testing.T) {
+	t.Setenv("POLYVISOR_VSPHERE_PASSWORD", "")
+	for _, tc := range []struct{ uri, want string }{
+		{"https://admin:s3cret@vc1/sdk", "holds a password"},
+		{"https://admin:xxxxx@vc1/sdk", "holds a password"},
+		{"https://vc1/sdk", "names no user"},
+		{"https://admin@vc1/sdk", "POLYVISOR_VSPHERE_PASSWORD is not set"},
+	} {
+		_, err := vsphereURL(tc.uri)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("vsphereURL(%s): %v, want an error saying %q (and no password)", tc.uri, err, tc.want)
+		}
+	}
+	t.Setenv("POLYVISOR_VSPHERE_PASSWORD", "from-env")
+	u, err := vsphereURL("https://admin@vc1/sdk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pw, _ := u.User.Password(); pw != "from-env" || u.User.Username() != "admin" {
+		t.Errorf("URL %s: want admin with the password of POLYVISOR_VSPHERE_PASSWORD", u.Redacted())
+	}
+}
