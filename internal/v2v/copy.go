@@ -141,7 +141,7 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 			_ = os.Remove(src)
 			m := newMeter(c.Progress, p.Name, d.Name, PhaseExtract, 0, 0)
 			m.set(0, true)
-			if err := extractMember(ctx, s.Path, s.Member, src, maxDisk); err != nil {
+			if err := extractMember(ctx, s.Path, s.Member, src, maxDisk, s.Digest); err != nil {
 				return fail(err)
 			}
 			ck.Staged = true
