@@ -38,6 +38,14 @@ type VMMigrationVM struct {
 	CopyBytes  int64  `json:"copyBytes"`
 }
 
+// Bounds of a migration record, which a runner keeps to: how many VMs it
+// moves, and how long an error it reports may be (a runner cuts a longer
+// one).
+const (
+	MaxMigrationVMs        = 256
+	MaxMigrationErrorBytes = 1024
+)
+
 // States of a migration and of each of its VMs.
 const (
 	VMMigrationPending   = "pending"
@@ -52,9 +60,13 @@ const (
 type VMMigrationStatus struct {
 	State string `json:"state"`
 	// Runner names where the copy runs (user@machine).
-	Runner string                `json:"runner,omitempty"`
-	VMs    []VMMigrationVMStatus `json:"vms,omitempty"`
-	Error  string                `json:"error,omitempty"`
+	Runner string `json:"runner,omitempty"`
+	// RunnerUser is the user who recorded the migration, set by the
+	// server: only that user reports to it (and so sets its final
+	// state); anyone who may create migrations may cancel it.
+	RunnerUser string                `json:"runnerUser,omitempty"`
+	VMs        []VMMigrationVMStatus `json:"vms,omitempty"`
+	Error      string                `json:"error,omitempty"`
 	// ReportedAt is when the runner last reported.
 	ReportedAt time.Time `json:"reportedAt,omitzero"`
 }

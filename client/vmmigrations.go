@@ -37,6 +37,15 @@ func (c *Client) ReportVMMigration(ctx context.Context, name string, st api.VMMi
 	return &m, c.do(ctx, fmt.Sprintf("report migration %q", name), request{method: http.MethodPut, path: route("/v1/migrations/%s/status", name), body: st}, &m)
 }
 
+// DeleteVMMigration removes a migration's record; a running one must be
+// cancelled first.
+func (c *Client) DeleteVMMigration(ctx context.Context, name string) error {
+	if err := c.call(ctx, request{method: http.MethodDelete, path: route("/v1/migrations/%s", name)}, nil); err != nil {
+		return fmt.Errorf("delete migration %q: %w", name, err)
+	}
+	return nil
+}
+
 // CancelVMMigration asks a migration's runner to stop.
 func (c *Client) CancelVMMigration(ctx context.Context, name string) (*api.VMMigration, error) {
 	var m api.VMMigration

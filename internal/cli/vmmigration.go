@@ -25,7 +25,7 @@ import (
 func (a *app) vmMigrationCommand() *cobra.Command {
 	cmd := group("migration", "Move VMs from other hypervisors (OVA/OVF, disk files, libvirt, vSphere) into Polyvisor hosts", "migrations")
 	cmd.AddCommand(a.migrationPlanCommand(), a.migrationRunCommand(), a.migrationListCommand(),
-		a.migrationShowCommand(), a.migrationCancelCommand())
+		a.migrationShowCommand(), a.migrationCancelCommand(), a.migrationDeleteCommand())
 	return cmd
 }
 
@@ -87,7 +87,7 @@ func (a *app) migrationPlanCommand() *cobra.Command {
 	fl.StringVar(&f.ova, "from-ova", "", "an OVA package: a file, or an http(s) URL fetched into the job directory")
 	fl.StringVar(&f.ovf, "from-ovf", "", "an unpacked OVF envelope, its disks beside it")
 	fl.StringVar(&f.provider, "from", "", "a hypervisor to read VMs from: libvirt or vsphere (with --vm)")
-	fl.StringVar(&f.providerURI, "uri", "", "with --from: libvirt's URI (default qemu:///system), or vSphere's SDK URL https://USER@HOST/sdk (password from POLYVISOR_VSPHERE_PASSWORD)")
+	fl.StringVar(&f.providerURI, "uri", "", "with --from: libvirt's URI (default qemu:///system), or vSphere's SDK URL https://USER@HOST/sdk (password from POLYVISOR_VSPHERE_PASSWORD, never in the URL)")
 	fl.StringArrayVar(&f.vms, "vm", nil, "with --from: a VM to move (repeat)")
 	fl.StringVar(&f.host, "to-host", "", "the Polyvisor host the VMs move to")
 	fl.StringArrayVar(&f.networkMap, "network-map", nil, "SOURCE=NETWORK: a source network onto a Polyvisor network (user or one of the project's); '*=NETWORK' for every other")
@@ -237,14 +237,15 @@ func printPlan(tw *tabwriter.Writer, plan v2v.Plan) {
 			(time.Duration(p.EstimatedSeconds) * time.Second).String(), status)
 	}
 	for _, p := range plan.VMs {
+		name := termSafe(p.Name, true)
 		for _, c := range p.Conversions {
-			fmt.Fprintf(tw, "%s: converts %s\n", p.Name, c)
+			fmt.Fprintf(tw, "%s: converts %s\n", name, termSafe(c, true))
 		}
 		for _, w := range p.Warnings {
-			fmt.Fprintf(tw, "%s: warning: %s\n", p.Name, w)
+			fmt.Fprintf(tw, "%s: warning: %s\n", name, termSafe(w, true))
 		}
 		for _, b := range p.Blockers {
-			fmt.Fprintf(tw, "%s: cannot move: %s\n", p.Name, b)
+			fmt.Fprintf(tw, "%s: cannot move: %s\n", name, termSafe(b, true))
 		}
 	}
 }
@@ -285,7 +286,7 @@ func (a *app) migrationRunCommand() *cobra.Command {
 			r := &v2v.Runner{Client: c, Name: name, Parallel: parallel, Runner: runnerName(),
 				Copier: &v2v.Copier{Dir: jobDir, Streams: streams, AfterVM: afterVM, VirtV2V: virtV2V},
 				Events: func(s api.VMMigrationVMStatus) { printMigrationEvent(errw, last, s) }}
-			fmt.Fprintf(errw, "migration %s: %d VM(s) to host %s\n", name, len(plan.VMs), plan.Host)
+			fmt.Fprintf(errw, "migration %s: %d VM(s) to host %s\n", termSafe(name, true), len(plan.VMs), termSafe(plan.Host, true))
 			m, err := r.Run(cmd.Context(), plan)
 			if m != nil {
 				if perr := a.printMigration(cmd.OutOrStdout(), m); perr != nil && err == nil {
@@ -321,7 +322,9 @@ func printMigrationEvent(w io.Writer, last map[string]string, s api.VMMigrationV
 	if s.Error != "" {
 		msg += ": " + s.Error
 	}
-	fmt.Fprintf(w, "  %s: %s\n", s.Name, msg)
+	// The error and names come from the source and the server: escaped,
+	// so that they cannot drive the terminal.
+	fmt.Fprintf(w, "  %s: %s\n", termSafe(s.Name, true), termSafe(msg, true))
 }
 
 func runnerName() string {
@@ -334,9 +337,10 @@ func runnerName() string {
 
 func (a *app) printMigration(w io.Writer, m *api.VMMigration) error {
 	return a.print(w, m, func(tw *tabwriter.Writer) {
-		fmt.Fprintf(tw, "migration %s: %s (to host %s, from %s, %d at once)\n", m.Name, m.Status.State, m.Spec.Host, m.Spec.Source, m.Spec.Parallel)
+		fmt.Fprintf(tw, "migration %s: %s (to host %s, from %s, %d at once)\n", termSafe(m.Name, true), termSafe(m.Status.State, true),
+			termSafe(m.Spec.Host, true), termSafe(m.Spec.Source, true), m.Spec.Parallel)
 		if m.Status.Error != "" {
-			fmt.Fprintf(tw, "error: %s\n", m.Status.Error)
+			fmt.Fprintf(tw, "error: %s\n", termSafe(m.Status.Error, true))
 		}
 		row(tw, "VM", "STATE", "PHASE", "DISK", "DONE", "TOTAL", "RATE", "ETA", "ERROR")
 		for _, v := range m.Status.VMs {
@@ -415,6 +419,24 @@ func (a *app) migrationCancelCommand() *cobra.Command {
 				return err
 			}
 			return a.printMigration(cmd.OutOrStdout(), m)
+		},
+	}
+}
+
+func (a *app) migrationDeleteCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a migration's record (cancel a running one first); the VMs, images and copies it made stay",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := a.client()
+			if err != nil {
+				return err
+			}
+			if err := c.DeleteVMMigration(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			return a.printOutcome(cmd.OutOrStdout(), outcome{Kind: "migration", Name: args[0], Result: "deleted"}, "Deleted migration "+termSafe(args[0], true))
 		},
 	}
 }

@@ -81,17 +81,35 @@ func (a *app) providerHardware(cmd *cobra.Command, f *planFlags, _ int64) (strin
 // URL follows, without its password.
 const vsphereSourcePrefix = "vsphere:"
 
-// connectVSphere logs in to the vCenter or ESXi at rawURL
-// (https://USER@HOST/sdk); the password is read from
-// POLYVISOR_VSPHERE_PASSWORD unless the URL holds one, and the server's
-// certificate is checked unless POLYVISOR_VSPHERE_INSECURE=1.
-func connectVSphere(ctx context.Context, rawURL string) (*v2v.VSphereSource, error) {
+// vsphereURL is the SDK URL rawURL (https://USER@HOST/sdk) with the
+// password of POLYVISOR_VSPHERE_PASSWORD. A URL holding a password is
+// refused: a plan keeps the URL it was made from, and a password in it
+// would be written to the plan's file (and the migration's record).
+func vsphereURL(rawURL string) (*url.URL, error) {
 	u, err := soap.ParseURL(rawURL)
 	if err != nil || u == nil {
-		return nil, fmt.Errorf("--uri %q: not a vSphere SDK URL: %v", rawURL, err)
+		return nil, fmt.Errorf("--uri %q: not a vSphere SDK URL: %v", redactedURL(rawURL), err)
 	}
-	if _, set := u.User.Password(); !set && u.User != nil {
-		u.User = url.UserPassword(u.User.Username(), os.Getenv("POLYVISOR_VSPHERE_PASSWORD"))
+	if u.User == nil || u.User.Username() == "" {
+		return nil, fmt.Errorf("--uri %s: names no user: give https://USER@HOST/sdk", redactedURL(rawURL))
+	}
+	if _, set := u.User.Password(); set {
+		return nil, fmt.Errorf("--uri %s: holds a password: give it in POLYVISOR_VSPHERE_PASSWORD instead, which is never stored (a plan made from such a URL keeps it as xxxxx: make the plan again)", redactedURL(rawURL))
+	}
+	pw := os.Getenv("POLYVISOR_VSPHERE_PASSWORD")
+	if pw == "" {
+		return nil, errors.New("POLYVISOR_VSPHERE_PASSWORD is not set: the vSphere password of --uri's user is read from it")
+	}
+	u.User = url.UserPassword(u.User.Username(), pw)
+	return u, nil
+}
+
+// connectVSphere logs in to the vCenter or ESXi at rawURL (vsphereURL);
+// the server's certificate is checked unless POLYVISOR_VSPHERE_INSECURE=1.
+func connectVSphere(ctx context.Context, rawURL string) (*v2v.VSphereSource, error) {
+	u, err := vsphereURL(rawURL)
+	if err != nil {
+		return nil, err
 	}
 	c, err := govmomi.NewClient(ctx, u, os.Getenv("POLYVISOR_VSPHERE_INSECURE") == "1")
 	if err != nil {
@@ -126,7 +144,7 @@ func (a *app) planStreams(cmd *cobra.Command, plan v2v.Plan) (v2v.Streams, func(
 		}
 		return src.Streams(), func(ctx context.Context, vm string, err error) {
 			if ferr := src.Finish(ctx, vm, err == nil); ferr != nil {
-				fmt.Fprintf(cmd.ErrOrStderr(), "  %s: %v\n", vm, ferr)
+				fmt.Fprintf(cmd.ErrOrStderr(), "  %s: %s\n", termSafe(vm, true), termSafe(ferr.Error(), true))
 			}
 		}, nil
 	}

@@ -183,6 +183,7 @@ var policy = map[string]string{
 	"GET /v1/migrations/{name}":                                      "viewer",
 	"PUT /v1/migrations/{name}/status":                               "member",
 	"POST /v1/migrations/{name}/cancel":                              "member",
+	"DELETE /v1/migrations/{name}":                                   "member",
 	// The servers of the control plane, and how one joins.
 	"GET /v1/cluster/servers":           "superadmin",
 	"DELETE /v1/cluster/servers/{name}": "superadmin",

@@ -79,8 +79,8 @@ func (s *Server) createProjectWithGroup(ctx context.Context, p *api.Project) err
 
 // deleteProjectWithGroup deletes a project that holds nothing, with its
 // default security group.
-func (s *Server) deleteProjectWithGroup(ctx context.Context, p *api.Project) error {
-	_, err := s.st.Txn(ctx, append([]store.Op{s.projects.OpDelete(p.Name, p.Version)}, s.net.m.DeleteProjectOps(p.Name)...)...)
+func (s *Server) deleteProjectWithGroup(ctx context.Context, p *api.Project, conds ...store.Op) error {
+	_, err := s.st.Txn(ctx, append(append([]store.Op{s.projects.OpDelete(p.Name, p.Version)}, conds...), s.net.m.DeleteProjectOps(p.Name)...)...)
 	return err
 }
 

@@ -205,12 +205,20 @@ func (s *Server) deleteProject(w http.ResponseWriter, r *http.Request) {
 	if n := len(listAll(s.providers, func(pr *api.Provider) bool { return pr.Project == name })); n > 0 {
 		holds = append(holds, fmt.Sprintf("%d providers", n))
 	}
+	if n := len(listAll(s.vmMigrations, func(m *api.VMMigration) bool { return m.Project == name })); n > 0 {
+		holds = append(holds, fmt.Sprintf("%d migrations", n))
+	}
 	holds = append(holds, s.net.m.ProjectHolds(name)...)
 	if len(holds) > 0 {
 		s.writeError(w, r, api.Conflict("project %q still holds %s: delete them first", name, strings.Join(holds, ", ")))
 		return
 	}
-	if err := s.deleteProjectWithGroup(r.Context(), p); err != nil {
+	// A migration recorded since the check above fails the delete, so
+	// that no record outlives its project for a new one of its name.
+	if err := s.deleteProjectWithGroup(r.Context(), p, s.vmMigrations.OpNoneUnder(name+"/")); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			err = api.Conflict("project %q still holds migrations: delete them first", name)
+		}
 		s.writeError(w, r, err)
 		return
 	}

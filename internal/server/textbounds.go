@@ -40,11 +40,17 @@ var textLimits = map[reflect.Type]map[string]int{
 	reflect.TypeFor[api.Console]():         {"serial": 4096, "vnc": 4096},
 	reflect.TypeFor[api.HostStatus]():      {"accelReason": 4096, "warnings": 4096},
 	reflect.TypeFor[api.HostConfinement](): {"network": 4096, "notes": 4096},
+	// A migration runner cuts its errors to this bound.
+	reflect.TypeFor[api.VMMigrationStatus]():   {"error": api.MaxMigrationErrorBytes},
+	reflect.TypeFor[api.VMMigrationVMStatus](): {"error": api.MaxMigrationErrorBytes},
 }
 
 // itemLimits are the lists and maps allowed more than maxItems.
 var itemLimits = map[reflect.Type]map[string]int{
 	reflect.TypeFor[api.ImageSettings](): {"fetchAllowNetworks": 4096, "fetchAllowHosts": 4096},
+	// A migration's VMs, which its record and every report list.
+	reflect.TypeFor[api.VMMigrationCreate](): {"vms": api.MaxMigrationVMs},
+	reflect.TypeFor[api.VMMigrationStatus](): {"vms": api.MaxMigrationVMs},
 }
 
 // checkBounds checks every string, list and map of a decoded request body

@@ -15,8 +15,12 @@ import (
 
 // Bounds of a VM migration record.
 const (
-	maxMigrationVMs      = 1000
+	maxMigrationVMs      = api.MaxMigrationVMs
 	maxMigrationParallel = 32
+	// maxProjectMigrations bounds the records a project keeps, so that a
+	// member cannot grow the store without limit: finished ones are
+	// deleted (DELETE /v1/migrations/{name}) to make room.
+	maxProjectMigrations = 100
 )
 
 // vmMigrationRoutes: the records of VMs moved from other hypervisors.
@@ -24,13 +28,14 @@ const (
 // sources); it reports here, and the VMs it makes go through the image
 // and VM routes like any other.
 func (s *Server) vmMigrationRoutes() []route {
-	read, create := auth.In(auth.PermVMRead), auth.In(auth.PermVMCreate)
+	read, create, del := auth.In(auth.PermVMRead), auth.In(auth.PermVMCreate), auth.In(auth.PermVMDelete)
 	return []route{
 		{method: "GET", path: "/v1/migrations", rule: read, handler: s.listVMMigrations},
 		{method: "POST", path: "/v1/migrations", rule: create, handler: s.createVMMigration},
 		{method: "GET", path: "/v1/migrations/{name}", rule: read, handler: s.getVMMigration},
 		{method: "PUT", path: "/v1/migrations/{name}/status", rule: create, handler: s.putVMMigrationStatus},
 		{method: "POST", path: "/v1/migrations/{name}/cancel", rule: create, handler: s.cancelVMMigration},
+		{method: "DELETE", path: "/v1/migrations/{name}", rule: del, handler: s.deleteVMMigration},
 	}
 }
 
@@ -116,19 +121,33 @@ func (s *Server) createVMMigration(w http.ResponseWriter, r *http.Request) {
 	if req.Parallel == 0 {
 		req.Parallel = 2
 	}
+	if n := len(listAll(s.vmMigrations, func(m *api.VMMigration) bool { return m.Project == rq.project })); n >= maxProjectMigrations {
+		s.writeError(w, r, api.Unprocessable("project %q holds %d migrations, the most it may: delete finished ones first", rq.project, n))
+		return
+	}
 	now := time.Now().UTC()
 	m := &api.VMMigration{
 		Meta:   api.Meta{Name: req.Name, Project: rq.project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
 		Spec:   api.VMMigrationSpec{Source: req.Source, Host: req.Host, Parallel: req.Parallel, VMs: req.VMs},
-		Status: api.VMMigrationStatus{State: api.VMMigrationPending},
+		Status: api.VMMigrationStatus{State: api.VMMigrationPending, RunnerUser: rq.id.Name},
 	}
 	for _, vm := range req.VMs {
 		m.Status.VMs = append(m.Status.VMs, api.VMMigrationVMStatus{Name: vm.Name, State: api.VMMigrationPending})
 	}
 	key := m.Key()
-	if _, err := s.st.Txn(r.Context(), s.vmMigrations.OpCreate(key, m)); err != nil {
-		if errors.Is(err, store.ErrExists) {
+	p, ok := s.projects.Get(rq.project)
+	if !ok {
+		s.writeError(w, r, api.NotFound("project", rq.project))
+		return
+	}
+	// Held to the project's version: a record made while its project is
+	// deleted fails instead of outliving it.
+	if _, err := s.st.Txn(r.Context(), s.projects.OpCheck(p.Name, p.Version), s.vmMigrations.OpCreate(key, m)); err != nil {
+		switch {
+		case errors.Is(err, store.ErrExists):
 			err = api.Conflict("migration %q already exists", req.Name)
+		case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
+			err = api.Conflict("project %q changed meanwhile: try again", rq.project)
 		}
 		s.writeError(w, r, fmt.Errorf("storing migration %q: %w", req.Name, err))
 		return
@@ -186,14 +205,25 @@ func (s *Server) putVMMigrationStatus(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Invalid("state", "%q is not pending, running, succeeded, failed or cancelled", st.State))
 		return
 	}
-	if len(st.Runner) > 253 || len(st.Error) > 4096 {
-		s.writeError(w, r, api.Invalid("error", "runner or error is too long"))
+	if len(st.Runner) > 253 {
+		s.writeError(w, r, api.Invalid("runner", "is over 253 characters"))
+		return
+	}
+	if len(st.Error) > api.MaxMigrationErrorBytes {
+		s.writeError(w, r, api.Invalid("error", "is over %d bytes", api.MaxMigrationErrorBytes))
 		return
 	}
 	m, err := s.updateVMMigration(r.Context(), r, func(m *api.VMMigration) error {
 		if finalMigration(m.Status.State) {
 			return api.Conflict("migration %q has %s", m.Name, m.Status.State)
 		}
+		// Only the user who recorded it reports, so that no other
+		// member ends it with a final state of their choosing; others
+		// cancel it.
+		if m.Status.RunnerUser != "" && m.Status.RunnerUser != rq.id.Name {
+			return api.Conflict("migration %q is run by user %q: only its runner reports to it (cancel it instead)", m.Name, m.Status.RunnerUser)
+		}
+		st.RunnerUser = m.Status.RunnerUser
 		if len(st.VMs) != len(m.Spec.VMs) {
 			return api.Invalid("vms", "must report the migration's %d VMs, not %d", len(m.Spec.VMs), len(st.VMs))
 		}
@@ -201,7 +231,7 @@ func (s *Server) putVMMigrationStatus(w http.ResponseWriter, r *http.Request) {
 			if vm.Name != m.Spec.VMs[i].Name {
 				return api.Invalid(fmt.Sprintf("vms[%d].name", i), "is %q, want %q", vm.Name, m.Spec.VMs[i].Name)
 			}
-			if !validMigrationState(vm.State) || len(vm.Error) > 4096 || len(vm.Phase) > 32 || len(vm.Disk) > 253 {
+			if !validMigrationState(vm.State) || len(vm.Error) > api.MaxMigrationErrorBytes || len(vm.Phase) > 32 || len(vm.Disk) > 253 {
 				return api.Invalid(fmt.Sprintf("vms[%d]", i), "state, phase, disk or error is not valid")
 			}
 		}
@@ -237,4 +267,29 @@ func (s *Server) cancelVMMigration(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, m)
+}
+
+// deleteVMMigration removes a migration's record. A running one must be
+// cancelled first, so that its runner is not left reporting to nothing;
+// a runner that died leaves a cancelled-but-running record, which may go.
+func (s *Server) deleteVMMigration(w http.ResponseWriter, r *http.Request) {
+	rq := requestOf(r)
+	rq.resource = api.Ref{Kind: "migration", Name: r.PathValue("name"), Project: rq.project}
+	m, err := s.vmMigrationOf(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if m.Status.State == api.VMMigrationRunning && !m.Spec.Cancel {
+		s.writeError(w, r, api.Conflict("migration %q is running: cancel it first", m.Name))
+		return
+	}
+	if _, err := s.st.Txn(r.Context(), s.vmMigrations.OpDelete(m.Key(), m.Version)); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			err = api.Conflict("migration %q changed meanwhile: try again", m.Name)
+		}
+		s.writeError(w, r, fmt.Errorf("deleting migration %q: %w", m.Name, err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }

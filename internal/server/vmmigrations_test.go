@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -98,5 +100,124 @@ func TestVMMigrationRecord(t *testing.T) {
 	}
 	if len(actions) < 5 {
 		t.Errorf("audit records of the migration: %v", actions)
+	}
+}
+
+// TestVMMigrationRecordsEndWithTheirProject: a project holding migration
+// records cannot be deleted (so that a new project of its name inherits
+// none); a member deletes a record, a running one only once cancelled;
+// a project keeps a bounded number of records.
+func TestVMMigrationRecordsEndWithTheirProject(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	if _, err := e.super.CreateProject(ctx, api.ProjectCreate{Name: "pc"}); err != nil {
+		t.Fatal(err)
+	}
+	pc := e.super.WithProject("pc")
+	vms := []api.VMMigrationVM{{Name: "web", SourceName: "Web 01"}}
+	if _, err := pc.CreateVMMigration(ctx, api.VMMigrationCreate{Name: "wave1", Source: "ova", Host: "h1", VMs: vms}); err != nil {
+		t.Fatal(err)
+	}
+	st := api.VMMigrationStatus{State: api.VMMigrationRunning, Runner: "root@old", VMs: []api.VMMigrationVMStatus{{Name: "web", State: api.VMMigrationRunning}}}
+	if _, err := pc.ReportVMMigration(ctx, "wave1", st); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.super.DeleteProject(ctx, "pc"); statusOfErr(err) != http.StatusConflict || !strings.Contains(err.Error(), "migrations") {
+		t.Fatalf("deleting a project that holds a migration: %v, want 409 naming migrations", err)
+	}
+	if err := pc.DeleteVMMigration(ctx, "wave1"); statusOfErr(err) != http.StatusConflict {
+		t.Fatalf("deleting a running migration: %v, want 409", err)
+	}
+	if err := e.as(api.RoleViewer, "pa").DeleteVMMigration(ctx, "wave1"); err == nil {
+		t.Fatal("a viewer of another project deleted the migration")
+	}
+	if _, err := pc.CancelVMMigration(ctx, "wave1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pc.DeleteVMMigration(ctx, "wave1"); err != nil {
+		t.Fatalf("deleting a cancelled migration: %v", err)
+	}
+	if _, err := pc.GetVMMigration(ctx, "wave1"); statusOfErr(err) != http.StatusNotFound {
+		t.Fatalf("the deleted migration: %v, want 404", err)
+	}
+	if err := e.super.DeleteProject(ctx, "pc"); err != nil {
+		t.Fatalf("deleting the emptied project: %v", err)
+	}
+	if _, err := e.super.CreateProject(ctx, api.ProjectCreate{Name: "pc"}); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := pc.ListVMMigrations(ctx, api.ListOptions{}); err != nil || len(list) != 0 {
+		t.Fatalf("a new project of the old name sees %v %v", list, err)
+	}
+
+	member := e.as(api.RoleMember, "pa")
+	for i := range maxProjectMigrations {
+		if _, err := member.CreateVMMigration(ctx, api.VMMigrationCreate{Name: fmt.Sprintf("m%d", i), Source: "ova", Host: "h1", VMs: vms}); err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+	}
+	_, err := member.CreateVMMigration(ctx, api.VMMigrationCreate{Name: "one-more", Source: "ova", Host: "h1", VMs: vms})
+	if statusOfErr(err) != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), "delete finished ones") {
+		t.Fatalf("a record over the bound: %v, want 422", err)
+	}
+	if err := member.DeleteVMMigration(ctx, "m0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := member.CreateVMMigration(ctx, api.VMMigrationCreate{Name: "one-more", Source: "ova", Host: "h1", VMs: vms}); err != nil {
+		t.Fatalf("a record once one was deleted: %v", err)
+	}
+	recs, _ := e.auditList(t, "superadmin", "resource=migration/m0&all-projects=true")
+	var deleted bool
+	for _, r := range recs {
+		deleted = deleted || strings.Contains(r.Action, "delete")
+	}
+	if !deleted {
+		t.Errorf("no audit record of the delete: %+v", recs)
+	}
+}
+
+// TestVMMigrationReportsOnlyFromItsRunner: only the user who recorded a
+// migration reports to it, so another member cannot set its final state
+// (they cancel it); the record names that user whatever a report says;
+// the bounds a runner keeps to are the ones the server holds.
+func TestVMMigrationReportsOnlyFromItsRunner(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	member := e.as(api.RoleMember, "pa")
+	vms := []api.VMMigrationVM{{Name: "web", SourceName: "Web 01"}}
+	m, err := member.CreateVMMigration(ctx, api.VMMigrationCreate{Name: "wave1", Source: "ova", Host: "h1", VMs: vms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Status.RunnerUser != userOf(api.RoleMember) {
+		t.Fatalf("the record's runner user is %q, want %q", m.Status.RunnerUser, userOf(api.RoleMember))
+	}
+	st := api.VMMigrationStatus{State: api.VMMigrationSucceeded, RunnerUser: "someone", VMs: []api.VMMigrationVMStatus{{Name: "web", State: api.VMMigrationSucceeded}}}
+	for _, who := range []string{api.RoleAdmin, "superadmin"} {
+		if _, err := e.as(who, "pa").ReportVMMigration(ctx, "wave1", st); statusOfErr(err) != http.StatusConflict || !strings.Contains(err.Error(), "only its runner") {
+			t.Errorf("%s setting the migration's final state: %v, want 409", who, err)
+		}
+	}
+	st.State, st.VMs[0].State = api.VMMigrationRunning, api.VMMigrationRunning
+	st.VMs[0].Error = strings.Repeat("x", api.MaxMigrationErrorBytes+1)
+	if _, err := member.ReportVMMigration(ctx, "wave1", st); errField(err) != "vms[0].error" {
+		t.Errorf("an error over %d bytes: %v, want refused naming vms[0].error", api.MaxMigrationErrorBytes, err)
+	}
+	st.VMs[0].Error = strings.Repeat("x", api.MaxMigrationErrorBytes)
+	if m, err = member.ReportVMMigration(ctx, "wave1", st); err != nil || m.Status.RunnerUser != userOf(api.RoleMember) || m.Status.State != api.VMMigrationRunning {
+		t.Fatalf("the runner's report: %+v %v", m, err)
+	}
+	if _, err := e.as(api.RoleAdmin, "pa").CancelVMMigration(ctx, "wave1"); err != nil {
+		t.Errorf("another member cancelling: %v", err)
+	}
+	many := make([]api.VMMigrationVM, api.MaxMigrationVMs+1)
+	for i := range many {
+		many[i] = api.VMMigrationVM{Name: fmt.Sprintf("vm%d", i)}
+	}
+	if _, err := member.CreateVMMigration(ctx, api.VMMigrationCreate{Name: "big", Source: "ova", Host: "h1", VMs: many}); errField(err) != "vms" {
+		t.Errorf("%d VMs: %v, want refused naming vms", len(many), err)
+	}
+	if _, err := member.CreateVMMigration(ctx, api.VMMigrationCreate{Name: "big", Source: "ova", Host: "h1", VMs: many[:api.MaxMigrationVMs]}); err != nil {
+		t.Errorf("%d VMs: %v", api.MaxMigrationVMs, err)
 	}
 }

@@ -110,7 +110,15 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 		return DiskResult{}, err
 	}
 	save := func() error { return saveCheckpoint(ckPath, ck) }
+	var src string
 	fail := func(err error) (DiskResult, error) {
+		// Nothing staged of a disk that failed is kept, but for a
+		// source that broke or a cancel: the next run resumes those.
+		var again *resumable
+		if d.From.Source.Kind != SourceFile && src != "" && ctx.Err() == nil && !errors.As(err, &again) {
+			_ = os.Remove(src)
+			_ = os.Remove(ckPath)
+		}
 		return DiskResult{}, fmt.Errorf("VM %s disk %s: %w", p.Name, d.From.Name, err)
 	}
 	if ck.Done {
@@ -124,7 +132,6 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 		_ = os.Remove(out)
 	}
 
-	var src string
 	switch s := d.From.Source; s.Kind {
 	case SourceFile:
 		src = s.Path
@@ -134,7 +141,7 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 			_ = os.Remove(src)
 			m := newMeter(c.Progress, p.Name, d.Name, PhaseExtract, 0, 0)
 			m.set(0, true)
-			if err := extractMember(ctx, s.Path, s.Member, src, maxDisk); err != nil {
+			if err := extractMember(ctx, s.Path, s.Member, src, maxDisk, s.Digest); err != nil {
 				return fail(err)
 			}
 			ck.Staged = true
@@ -150,14 +157,14 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 		if !ck.Staged {
 			st, err := c.Streams(ctx, p.Source.Name, d.From)
 			if err != nil {
-				return fail(fmt.Errorf("opening source disk: %w", err))
+				return fail(&resumable{fmt.Errorf("opening source disk: %w", err)})
 			}
 			every := c.CheckpointBytes
 			if every <= 0 {
 				every = 64 << 20
 			}
 			m := newMeter(c.Progress, p.Name, d.Name, PhaseStream, ck.Offset, st.Size())
-			if err := stage(ctx, st, src, &ck, save, every, m); err != nil {
+			if err := stage(ctx, st, src, &ck, save, every, stageLimit(maxDisk, d.From.CapacityBytes), m); err != nil {
 				return fail(err)
 			}
 		}

@@ -73,6 +73,9 @@ type DiskSource struct {
 	// Format is the disk's format when it is known before the disk is
 	// read (qemu-img's names); the image's own header decides.
 	Format string `json:"format,omitempty"`
+	// Digest is an OVA member's digest as the package's manifest lists
+	// it: the member is checked against it as it is extracted.
+	Digest *Digest `json:"digest,omitempty"`
 }
 
 // NIC is one network interface of a source VM.

@@ -128,6 +128,9 @@ func TestHostileDisks(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "references extent files") {
 		t.Fatalf("copy of the OVA: %v", err)
 	}
+	if got := listFiles(t, job); len(got) != 0 {
+		t.Errorf("job directory keeps %v of the refused OVA member", got)
+	}
 }
 
 // TestOVFFileDiskOutsideItsDirectory: an unpacked OVF whose disk is a

@@ -3,8 +3,11 @@ package v2v
 import (
 	"archive/tar"
 	"context"
+	"crypto/sha1"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path"
@@ -16,7 +19,10 @@ import (
 // disks) at file. Every member's name is checked first: an absolute name,
 // one that climbs out of the package ("..") or a member that is not a
 // regular file (a link, a device) refuses the whole package. Each disk
-// must be a member; its source is that member of file.
+// must be a member; its source is that member of file. A manifest (.mf),
+// when the package holds one, is checked: the envelope's digest now, each
+// disk's as it is extracted; a member it lists that the package lacks, or
+// a digest that differs, refuses the package.
 func ReadOVA(file string, maxDisk int64) (Hardware, error) {
 	f, err := os.Open(file)
 	if err != nil {
@@ -26,6 +32,9 @@ func ReadOVA(file string, maxDisk int64) (Hardware, error) {
 	tr := tar.NewReader(f)
 	members := map[string]int64{}
 	var hw *Hardware
+	var manifest map[string]Digest
+	var envelopeName string
+	envelopeSHA1, envelopeSHA256 := sha1.New(), sha256.New()
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -49,11 +58,23 @@ func ReadOVA(file string, maxDisk int64) (Hardware, error) {
 			if hw != nil {
 				return Hardware{}, fmt.Errorf("OVA %s holds more than one OVF envelope", filepath.Base(file))
 			}
-			parsed, err := ParseOVF(tr, maxDisk)
+			body := io.TeeReader(tr, io.MultiWriter(envelopeSHA1, envelopeSHA256))
+			parsed, err := ParseOVF(body, maxDisk)
 			if err != nil {
 				return Hardware{}, fmt.Errorf("OVA %s: %w", filepath.Base(file), err)
 			}
-			hw = &parsed
+			if _, err := io.Copy(io.Discard, body); err != nil {
+				return Hardware{}, fmt.Errorf("reading OVA %s: %w", filepath.Base(file), err)
+			}
+			hw, envelopeName = &parsed, name
+		}
+		if strings.HasSuffix(strings.ToLower(name), ".mf") {
+			if manifest != nil {
+				return Hardware{}, fmt.Errorf("OVA %s holds more than one manifest", filepath.Base(file))
+			}
+			if manifest, err = parseManifest(tr); err != nil {
+				return Hardware{}, fmt.Errorf("OVA %s: %w", filepath.Base(file), err)
+			}
 		}
 	}
 	if hw == nil {
@@ -63,12 +84,29 @@ func ReadOVA(file string, maxDisk int64) (Hardware, error) {
 	if err != nil {
 		return Hardware{}, fmt.Errorf("opening OVA: %w", err)
 	}
+	for name := range manifest {
+		if _, ok := members[name]; !ok {
+			return Hardware{}, fmt.Errorf("OVA %s: its manifest lists %q, which the package does not hold: refused", filepath.Base(file), name)
+		}
+	}
+	if d, ok := manifest[envelopeName]; ok {
+		h := envelopeSHA256
+		if d.Algorithm == "SHA1" {
+			h = envelopeSHA1
+		}
+		if err := d.check(envelopeName, h); err != nil {
+			return Hardware{}, fmt.Errorf("OVA %s: %w", filepath.Base(file), err)
+		}
+	}
 	for i := range hw.Disks {
 		s := &hw.Disks[i].Source
 		if _, ok := members[s.Member]; !ok {
 			return Hardware{}, fmt.Errorf("OVA %s: disk %q names member %q, which the package does not hold", filepath.Base(file), hw.Disks[i].Name, s.Member)
 		}
 		s.Path = abs
+		if d, ok := manifest[s.Member]; ok {
+			s.Digest = &d
+		}
 	}
 	return *hw, nil
 }
@@ -126,7 +164,7 @@ func ReadOVFFile(file string, maxDisk int64) (Hardware, error) {
 
 // extractMember copies member of the OVA at file to dst, stopping at max
 // bytes.
-func extractMember(ctx context.Context, file, member, dst string, max int64) error {
+func extractMember(ctx context.Context, file, member, dst string, max int64, digest *Digest) error {
 	f, err := os.Open(file)
 	if err != nil {
 		return fmt.Errorf("opening OVA: %w", err)
@@ -155,7 +193,16 @@ func extractMember(ctx context.Context, file, member, dst string, max int64) err
 		if err != nil {
 			return fmt.Errorf("extracting OVA member: %w", err)
 		}
-		_, err = io.Copy(out, ctxReader{ctx, tr})
+		var sum hash.Hash
+		w := io.Writer(out)
+		if digest != nil {
+			sum = digest.newHash()
+			w = io.MultiWriter(out, sum)
+		}
+		_, err = io.Copy(w, ctxReader{ctx, tr})
+		if err == nil && sum != nil {
+			err = digest.check(member, sum)
+		}
 		if err == nil {
 			err = out.Sync()
 		}

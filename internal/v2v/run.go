@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
@@ -67,18 +68,34 @@ func (r *Runner) Run(ctx context.Context, plan Plan) (*api.VMMigration, error) {
 		st.status.VMs = append(st.status.VMs, api.VMMigrationVMStatus{Name: p.Name, State: api.VMMigrationPending})
 	}
 	errCancelled := errors.New("migration cancelled")
-	report := func() {
+	// A record that refuses reports (it ended, was deleted, or is not
+	// this user's to report to) or has ended stops the run: nobody would
+	// learn how it goes, nor could cancel it.
+	var (
+		stopMu  sync.Mutex
+		stopped error
+	)
+	report := func() error {
 		m, err := r.Client.ReportVMMigration(context.WithoutCancel(ctx), rec.Name, st.snapshot())
 		if err != nil {
 			r.Copier.logger().Warn("reporting the migration", "migration", rec.Name, "err", err)
-			return
+			if client.IsConflict(err) || client.IsNotFound(err) || client.ErrorCode(err) == api.CodeForbidden {
+				stopMu.Lock()
+				if stopped == nil {
+					stopped = fmt.Errorf("the migration's record refuses reports, stopping: %w", err)
+				}
+				stopMu.Unlock()
+				cancel(errCancelled)
+			}
+			return err
 		}
 		rec = m
-		if m.Spec.Cancel {
+		if m.Spec.Cancel || finalMigration(m.Status.State) && m.Status.State != st.snapshot().State {
 			cancel(errCancelled)
 		}
+		return nil
 	}
-	report()
+	_ = report()
 	every := r.ReportEvery
 	if every <= 0 {
 		every = 2 * time.Second
@@ -94,7 +111,9 @@ func (r *Runner) Run(ctx context.Context, plan Plan) (*api.VMMigration, error) {
 			case <-stopReports:
 				return
 			case <-t.C:
-				report()
+				if report() != nil && ctx.Err() != nil {
+					return
+				}
 			}
 		}
 	}()
@@ -141,7 +160,7 @@ func (r *Runner) Run(ctx context.Context, plan Plan) (*api.VMMigration, error) {
 				case errors.Is(context.Cause(ctx), errCancelled):
 					v.State, v.Error = api.VMMigrationCancelled, "cancelled; what was copied is kept for a later run"
 				default:
-					v.State, v.Error = api.VMMigrationFailed, err.Error()
+					v.State, v.Error = api.VMMigrationFailed, cutError(err.Error())
 				}
 			}, r.Events)
 		}()
@@ -166,10 +185,18 @@ func (r *Runner) Run(ctx context.Context, plan Plan) (*api.VMMigration, error) {
 	st.mu.Lock()
 	st.status.State = final
 	if len(failed) > 0 {
-		st.status.Error = fmt.Sprintf("%d VM(s) failed: %s", len(failed), failed[0])
+		st.status.Error = cutError(fmt.Sprintf("%d VM(s) failed: %s", len(failed), failed[0]))
 	}
 	st.mu.Unlock()
-	report()
+	stopMu.Lock()
+	why := stopped
+	stopMu.Unlock()
+	if why != nil {
+		return rec, why
+	}
+	if err := report(); err != nil {
+		return rec, fmt.Errorf("reporting the migration's end (%s): %w", final, err)
+	}
 	switch final {
 	case api.VMMigrationFailed:
 		return rec, errors.New(st.snapshot().Error)
@@ -312,4 +339,23 @@ func (s *runState) snapshot() api.VMMigrationStatus {
 	out := s.status
 	out.VMs = append([]api.VMMigrationVMStatus(nil), s.status.VMs...)
 	return out
+}
+
+// finalMigration tells whether a migration's state is final.
+func finalMigration(state string) bool {
+	return state == api.VMMigrationSucceeded || state == api.VMMigrationFailed || state == api.VMMigrationCancelled
+}
+
+// cutError cuts an error to what a migration record takes, on a UTF-8
+// boundary, saying it was cut.
+func cutError(s string) string {
+	if len(s) <= api.MaxMigrationErrorBytes {
+		return s
+	}
+	const more = " [...]"
+	n := api.MaxMigrationErrorBytes - len(more)
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + more
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 )
 
@@ -29,14 +30,39 @@ type Streams func(ctx context.Context, vm string, d Disk) (Stream, error)
 // chunk is not written (the staged file stays sparse).
 const streamChunk = 1 << 20
 
+// stageLimit bounds what a disk's stream may hold: its capacity (or the
+// largest disk allowed) and the format's overhead beyond it: a
+// VMDK's grain markers, sector padding and tables, a qcow2's metadata.
+func stageLimit(maxDisk, capacity int64) int64 {
+	base := maxDisk
+	if capacity > 0 && capacity < maxDisk {
+		base = capacity
+	}
+	if base > math.MaxInt64/2 {
+		return math.MaxInt64 / 2
+	}
+	return base + base/16 + 4<<20
+}
+
+// resumable is a failure a later run resumes from (the source's stream
+// could not be opened or broke): what was staged is kept.
+type resumable struct{ err error }
+
+func (e *resumable) Error() string { return e.err.Error() }
+func (e *resumable) Unwrap() error { return e.err }
+
 // stage reads st into the file dst from the checkpoint's offset on,
 // saving the checkpoint every every bytes (synced), then reads dst back
-// and matches its SHA-256 against the stream's.
-func stage(ctx context.Context, st Stream, dst string, ck *checkpoint, save func() error, every int64, m *meter) error {
+// and matches its SHA-256 against the stream's. A stream longer than
+// limit bytes is refused as soon as it is seen to be, known size or not.
+func stage(ctx context.Context, st Stream, dst string, ck *checkpoint, save func() error, every, limit int64, m *meter) error {
 	size := st.Size()
 	unknown := size < 0 // read to its end
 	if size == 0 {
 		return errors.New("source stream is empty")
+	}
+	if size > limit {
+		return fmt.Errorf("source stream is %d bytes, over the limit of %d (the disk's capacity and the format's overhead, at most the largest disk allowed): refused", size, limit)
 	}
 	h := sha256.New()
 	if ck.StreamSize != size || !unknown && ck.Offset > size {
@@ -60,7 +86,7 @@ func stage(ctx context.Context, st Stream, dst string, ck *checkpoint, save func
 	m.from, m.p.Resumed = ck.Offset, ck.Offset
 	rc, err := st.Open(ctx, ck.Offset)
 	if err != nil {
-		return fmt.Errorf("opening source stream at %d: %w", ck.Offset, err)
+		return &resumable{fmt.Errorf("opening source stream at %d: %w", ck.Offset, err)}
 	}
 	defer rc.Close()
 	buf := make([]byte, streamChunk)
@@ -83,6 +109,8 @@ func stage(ctx context.Context, st Stream, dst string, ck *checkpoint, save func
 		want := int64(len(buf))
 		if !unknown {
 			want = min(want, size-off)
+		} else {
+			want = min(want, limit+1-off) // one byte past the limit tells
 		}
 		n, rerr := io.ReadFull(rc, buf[:want])
 		if n > 0 {
@@ -94,6 +122,9 @@ func stage(ctx context.Context, st Stream, dst string, ck *checkpoint, save func
 			}
 			off += int64(n)
 			m.set(off, false)
+		}
+		if off > limit {
+			return fmt.Errorf("source stream goes on past %d bytes, the limit (the disk's capacity and the format's overhead, at most the largest disk allowed): refused", limit)
 		}
 		if unknown && (errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF)) {
 			size = off
@@ -107,7 +138,7 @@ func stage(ctx context.Context, st Stream, dst string, ck *checkpoint, save func
 			if err := checkpointAt(off); err != nil {
 				return err
 			}
-			return fmt.Errorf("source stream broke at byte %d: %w", off, rerr)
+			return &resumable{fmt.Errorf("source stream broke at byte %d: %w", off, rerr)}
 		}
 		if off-saved >= every && (unknown || off < size) {
 			if err := checkpointAt(off); err != nil {

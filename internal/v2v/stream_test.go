@@ -110,3 +110,63 @@ func TestStreamSourceChanged(t *testing.T) {
 		t.Fatalf("opened at %v after the source changed size, want 0", st.opens)
 	}
 }
+
+// endlessStream is a stream of non-zero bytes, of unknown length unless
+// sized, that counts what was read of it.
+type endlessStream struct {
+	size, length int64
+	read         int64
+	opens        int
+}
+
+func (s *endlessStream) Size() int64 { return s.size }
+
+func (s *endlessStream) Open(context.Context, int64) (io.ReadCloser, error) {
+	s.opens++
+	return io.NopCloser(io.LimitReader(readerFunc(func(p []byte) (int, error) {
+		for i := range p {
+			p[i] = 0xab
+		}
+		s.read += int64(len(p))
+		return len(p), nil
+	}), s.length)), nil
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// TestStreamOverItsLimit: a stream longer than the largest disk allowed,
+// or than its disk's declared capacity, is refused as soon as it is seen
+// to be (not staged whole first, whether its length is known or not),
+// and nothing of it is left in the job directory.
+func TestStreamOverItsLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		size, capacity   int64
+		maxDisk, maxRead int64
+		wantOpens        int
+	}{
+		{"unknown length over MaxDiskBytes", -1, 0, 1 << 20, 8 << 20, 1},
+		{"unknown length over the capacity", -1, 2 << 20, 0, 10 << 20, 1},
+		{"known length over MaxDiskBytes", 96 << 20, 0, 1 << 20, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			job := filepath.Join(t.TempDir(), "job")
+			st := &endlessStream{size: tc.size, length: 96 << 20}
+			hw := Hardware{Name: "lv", VCPUs: 1, MemoryMiB: 128, Disks: []Disk{{Name: "vda", Bus: BusVirtio, CapacityBytes: tc.capacity, Source: DiskSource{Kind: SourceStream}}}}
+			c := &Copier{Dir: job, MaxDiskBytes: tc.maxDisk, CheckpointBytes: 1 << 20,
+				Streams: func(context.Context, string, Disk) (Stream, error) { return st, nil }}
+			_, err := c.CopyVM(context.Background(), PlanVM(hw, Options{Host: "h"}))
+			if err == nil || !strings.Contains(err.Error(), "over the limit") && !strings.Contains(err.Error(), "past") {
+				t.Fatalf("copy: %v, want the stream refused over its limit", err)
+			}
+			if st.read > tc.maxRead || st.opens != tc.wantOpens {
+				t.Errorf("read %d bytes in %d opens, want at most %d in %d", st.read, st.opens, tc.maxRead, tc.wantOpens)
+			}
+			if got := listFiles(t, job); len(got) != 0 {
+				t.Errorf("job directory keeps %v", got)
+			}
+		})
+	}
+}
