@@ -31,6 +31,10 @@ const (
 	FencePending  = "pending"
 	FenceFenced   = "fenced"
 	FenceReturned = "returned"
+	// FenceUnknown: silent past T_fence and the margin, but nothing
+	// confirmed the host powered off (no fence hook, or it failed) and
+	// fencing on timeout alone is off: its HA VMs are not restarted.
+	FenceUnknown = "unknown"
 )
 
 // HostFence is the server's fencing record of a host.

@@ -74,6 +74,8 @@ func describeFence(tw *tabwriter.Writer, h *api.Host) {
 	switch f.State {
 	case api.FencePending:
 		s += fmt.Sprintf(" (silent since %s; HA vms restart elsewhere from %s)", f.LastHeartbeat.Local().Format(time.RFC3339), f.Deadline.Local().Format(time.RFC3339))
+	case api.FenceUnknown:
+		s += fmt.Sprintf(" (silent since %s, not known to be powered off: its HA vms are NOT restarted elsewhere; power it off and run the fence hook)", f.LastHeartbeat.Local().Format(time.RFC3339))
 	case api.FenceFenced, api.FenceReturned:
 		s += fmt.Sprintf(" (by %s at %s", f.By, f.FencedAt.Local().Format(time.RFC3339))
 		if !f.ReturnedAt.IsZero() {

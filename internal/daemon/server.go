@@ -144,6 +144,7 @@ cluster named by --etcd-endpoints.`,
 	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", 15*time.Second, "mark a host not ready when its agent has not reported for this long")
 	f.DurationVar(&cfg.HA.FenceTimeout, "ha-fence-timeout", 20*time.Second, "T_fence: an agent whose heartbeats go unanswered this long kills its HA VMs, which the leader then restarts elsewhere (negative: no HA restarts; see docs/HA.md)")
 	f.DurationVar(&cfg.HA.Margin, "ha-fence-margin", 5*time.Second, "how long beyond T_fence the leader waits before restarting a silent host's HA VMs elsewhere")
+	f.BoolVar(&cfg.HA.FenceOnTimeout, "ha-fence-on-timeout", false, "restart a silent host's HA VMs elsewhere on its silence alone, at T_fence and the margin, trusting its agent to have killed them. RISK: an agent that crashed, hung or was stopped kills nothing and its QEMUs keep running, so two QEMUs write one volume. Off: only a --fence-hook that reports the host powered off restarts them; a silent host is marked unknown (docs/HA.md)")
 	f.StringSliceVar(&cfg.HA.Hook, "fence-hook", nil, "a command (and its arguments, comma-separated) run with a silent host's name as its last argument once it is silent for T_fence; exit 0 says the host is powered off, and its HA VMs restart at once")
 	f.DurationVar(&cfg.ProviderResync, "provider-resync", time.Minute, "how often a provider's inventory is fully resynced besides its events")
 	f.Float64Var(&cfg.Scheduler.CPUOvercommit, "cpu-overcommit", 0, "vCPUs offered per physical CPU (default 4)")

@@ -53,7 +53,7 @@ func (e *env) haHost(ctx context.Context, name string, alive *atomic.Bool) strin
 // pool, as a vm.ha.restart operation, no earlier than T_fence + margin
 // after the last heartbeat; a VM without HA stays; the host returns.
 func TestHAPolicyAndFencing(t *testing.T) {
-	e := newEnv(t, Config{HA: HAConfig{FenceTimeout: 1500 * time.Millisecond, Margin: 500 * time.Millisecond}})
+	e := newEnv(t, Config{HA: HAConfig{FenceTimeout: 1500 * time.Millisecond, Margin: 500 * time.Millisecond, FenceOnTimeout: true}})
 	ctx := context.Background()
 	var aliveA, aliveB atomic.Bool
 	tokA := e.haHost(ctx, "ha-a", &aliveA)

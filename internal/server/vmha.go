@@ -143,7 +143,9 @@ func returnFromFence(h *api.Host, now time.Time) bool {
 	switch {
 	case h.Fence == nil:
 		return false
-	case h.Fence.State == api.FencePending:
+	case h.Fence.State == api.FencePending, h.Fence.State == api.FenceUnknown:
+		// Nothing was restarted elsewhere: the host was only slow, or
+		// out of reach.
 		h.Fence = nil
 		return true
 	case h.Fence.State == api.FenceFenced:
@@ -167,6 +169,12 @@ type HAConfig struct {
 	Hook []string
 	// HookTimeout bounds the hook (default 30s).
 	HookTimeout time.Duration
+	// FenceOnTimeout restarts a silent host's HA VMs on its silence
+	// alone, at T_fence and the margin. Off (the default), only a fence
+	// hook that reports the host powered off does: an agent that
+	// crashed, hung or was stopped leaves its QEMUs running, and two
+	// QEMUs would write one volume.
+	FenceOnTimeout bool
 }
 
 func (c *HAConfig) defaults() {
@@ -186,7 +194,7 @@ func (s *Server) newHA() *ha.Controller {
 	return ha.New(ha.Config{
 		Hosts: s.hosts, VMs: s.vms, Ops: s.ops, Pools: s.pools, Volumes: s.volumes,
 		Placer: s.ctl.Placer, LockVM: s.ctl.Ops.LockVM, LastHeard: s.ctl.Liveness.LastHeard,
-		Timings: ha.Timings{FenceTimeout: s.cfg.HA.FenceTimeout, Margin: s.cfg.HA.Margin},
+		Timings: ha.Timings{FenceTimeout: s.cfg.HA.FenceTimeout, Margin: s.cfg.HA.Margin, OnTimeout: s.cfg.HA.FenceOnTimeout},
 		Hook:    s.cfg.HA.Hook, HookTimeout: s.cfg.HA.HookTimeout,
 		Audit: s.auditHA, Logger: s.log.With("component", "ha"),
 	})

@@ -125,6 +125,8 @@ func (c *Controller) Check(ctx context.Context, w store.Writer, began time.Time)
 			err = c.suspect(ctx, w, h, last, now)
 		case Fence:
 			err = c.fence(ctx, w, h, last, now, hook)
+		case Unknown:
+			err = c.unknown(ctx, w, h, last, hook)
 		case Restart:
 			for _, vm := range vms {
 				if rerr := c.restart(ctx, w, h.Name, vm.Key()); rerr != nil && ctx.Err() == nil {
@@ -182,6 +184,25 @@ func (c *Controller) fence(ctx context.Context, w store.Writer, h *api.Host, las
 	c.log.Warn("host fenced: restarting its HA vms elsewhere", "host", h.Name, "by", f.By, "last", last)
 	c.cfg.Audit(ctx, "host.fence", api.Ref{Kind: "host", Name: h.Name}, "", "succeeded",
 		fmt.Sprintf("fenced by %s; last heartbeat %s", f.By, last.UTC().Format(time.RFC3339Nano)))
+	return nil
+}
+
+// unknown records a silent host as unknown, conditional on the host as
+// read: nothing confirmed it powered off, so its HA VMs stay.
+func (c *Controller) unknown(ctx context.Context, w store.Writer, h *api.Host, last time.Time, hook *hookRun) error {
+	next := store.Clone(h)
+	f := *h.Fence
+	f.State = api.FenceUnknown
+	if hook != nil && hook.done {
+		f.Hook = hook.out
+	}
+	next.Fence = &f
+	if _, err := w.Txn(ctx, c.cfg.Hosts.OpUpdate(h.Name, next, h.Version)); err != nil {
+		return fmt.Errorf("marking host %q unknown: %w", h.Name, err)
+	}
+	c.log.Error("host silent past T_fence and the margin, not known to be powered off: its HA vms are not restarted", "host", h.Name, "last", last)
+	c.cfg.Audit(ctx, "host.fence.unknown", api.Ref{Kind: "host", Name: h.Name}, "", "failed",
+		fmt.Sprintf("no heartbeat since %s and no fence hook reported it powered off: its HA vms are not restarted elsewhere (power it off and run the hook, or opt in to fencing on timeout)", last.UTC().Format(time.RFC3339Nano)))
 	return nil
 }
 
