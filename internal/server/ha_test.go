@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -53,7 +54,7 @@ func (e *env) haHost(ctx context.Context, name string, alive *atomic.Bool) strin
 // pool, as a vm.ha.restart operation, no earlier than T_fence + margin
 // after the last heartbeat; a VM without HA stays; the host returns.
 func TestHAPolicyAndFencing(t *testing.T) {
-	e := newEnv(t, Config{HA: HAConfig{FenceTimeout: 1500 * time.Millisecond, Margin: 500 * time.Millisecond, FenceOnTimeout: true}})
+	e := newEnv(t, Config{HA: HAConfig{FenceTimeout: 1500 * time.Millisecond, Margin: 500 * time.Millisecond, FenceOnTimeout: true, ClockSkew: 100 * time.Millisecond}, HeartbeatTimeout: time.Second})
 	ctx := context.Background()
 	var aliveA, aliveB atomic.Bool
 	tokA := e.haHost(ctx, "ha-a", &aliveA)
@@ -110,7 +111,7 @@ func TestHAPolicyAndFencing(t *testing.T) {
 	if _, err := m.SetVMHA(ctx, "plain", api.HANone); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.CreateVM(ctx, api.VMCreate{Name: "withdisk", VCPUs: 1, MemoryMiB: 64, Host: "h1", Disks: []api.Disk{{Image: "img"}}}, client.CreateOptions{}); err != nil {
+	if _, err := m.CreateVM(ctx, api.VMCreate{Name: "withdisk", VCPUs: 1, MemoryMiB: 64, Host: "ha-a", Disks: []api.Disk{{Image: "img"}}}, client.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]string{"hav": api.HARestart, "plain": api.HANone, "withdisk": ""} {
@@ -238,4 +239,59 @@ func TestHAFenceHook(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestHAHeartbeatNeedsTheStore: with HA on, a server that cannot reach
+// the store does not answer a heartbeat from its index, which would renew
+// the agent's contact (and keep it from fencing itself) while the leader
+// fences the host: the heartbeat gets a 503.
+func TestHAHeartbeatNeedsTheStore(t *testing.T) {
+	e := newEnv(t, Config{HA: HAConfig{FenceTimeout: 20 * time.Second}})
+	ctx := context.Background()
+	var alive atomic.Bool
+	tok := e.haHost(ctx, "ha-q", &alive)
+	alive.Store(false)
+	c := e.client(tok, "")
+	st := api.HostStatus{State: api.HostReady, CPUs: 8, MemoryMiB: 8 << 10, Accel: "tcg", Drivers: []string{"qemu"}}
+	h, err := c.PutHostStatus(ctx, "ha-q", st)
+	if err != nil {
+		t.Fatalf("heartbeat with the store: %v", err)
+	}
+	if h.Fence != nil {
+		t.Fatalf("a heartbeating host has a fence record: %+v", h.Fence)
+	}
+	// Cut the server off its store: the index still holds the host.
+	if err := e.s.st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := e.s.hosts.Get("ha-q"); !ok {
+		t.Fatal("the index lost the host")
+	}
+	_, err = c.PutHostStatus(ctx, "ha-q", st)
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.CodeUnavailable {
+		t.Fatalf("heartbeat without the store: %v, want a 503 unavailable", err)
+	}
+}
+
+// TestHAConfigMargin: the fence margin must exceed the heartbeat share
+// period plus the clock skew allowed; unset, it is derived above it.
+func TestHAConfigMargin(t *testing.T) {
+	c := HAConfig{Margin: 5 * time.Second}
+	err := c.defaults(15 * time.Second) // share 5s + skew 1s
+	if err == nil || !strings.Contains(err.Error(), "--ha-fence-margin") {
+		t.Fatalf("margin 5s, heartbeat timeout 15s: %v, want a refusal naming --ha-fence-margin", err)
+	}
+	c = HAConfig{}
+	if err := c.defaults(15 * time.Second); err != nil || c.Margin != 7*time.Second {
+		t.Fatalf("unset margin: %v, %s, want 7s", err, c.Margin)
+	}
+	c = HAConfig{Margin: 500 * time.Millisecond, ClockSkew: 100 * time.Millisecond}
+	if err := c.defaults(time.Second); err != nil {
+		t.Fatalf("margin 500ms, share 333ms, skew 100ms: %v", err)
+	}
+	c = HAConfig{FenceTimeout: -1, Margin: time.Millisecond}
+	if err := c.defaults(15 * time.Second); err != nil {
+		t.Fatalf("HA off: %v", err)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
 	"github.com/polyvisor/polyvisor/internal/controller/ha"
+	"github.com/polyvisor/polyvisor/internal/controller/liveness"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
 
@@ -175,18 +176,35 @@ type HAConfig struct {
 	// crashed, hung or was stopped leaves its QEMUs running, and two
 	// QEMUs would write one volume.
 	FenceOnTimeout bool
+	// ClockSkew is the most the servers' wall clocks may differ (default
+	// 1s): the heartbeats they share are wall-clock stamps.
+	ClockSkew time.Duration
 }
 
-func (c *HAConfig) defaults() {
+// defaults fills in the HA timings and checks the margin: it must be
+// above the period at which servers share the heartbeats they received
+// (a third of the heartbeat timeout) plus the clock skew allowed, or the
+// leader could fence a host whose heartbeats another server answered.
+// Unset, the margin is 5s, or that bound and a second when it is more.
+func (c *HAConfig) defaults(heartbeatTimeout time.Duration) error {
 	switch {
 	case c.FenceTimeout == 0:
 		c.FenceTimeout = 20 * time.Second
 	case c.FenceTimeout < 0:
 		c.FenceTimeout = 0
 	}
-	if c.Margin <= 0 {
-		c.Margin = 5 * time.Second
+	if c.ClockSkew <= 0 {
+		c.ClockSkew = time.Second
 	}
+	bound := liveness.SharePeriod(heartbeatTimeout) + c.ClockSkew
+	if c.Margin <= 0 {
+		c.Margin = max(5*time.Second, bound+time.Second)
+	}
+	if c.FenceTimeout > 0 && c.Margin <= bound {
+		return fmt.Errorf("ha fence margin %s must be above the heartbeat share period %s (a third of the heartbeat timeout %s) plus the allowed clock skew %s: raise --ha-fence-margin above %s",
+			c.Margin, liveness.SharePeriod(heartbeatTimeout), heartbeatTimeout, c.ClockSkew, bound)
+	}
+	return nil
 }
 
 // newHA makes the leader's HA controller.
