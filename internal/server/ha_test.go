@@ -14,6 +14,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/store"
 )
 
 // haHost joins a host whose heartbeats (every 100ms) the test turns off
@@ -54,7 +55,7 @@ func (e *env) haHost(ctx context.Context, name string, alive *atomic.Bool) strin
 // pool, as a vm.ha.restart operation, no earlier than T_fence + margin
 // after the last heartbeat; a VM without HA stays; the host returns.
 func TestHAPolicyAndFencing(t *testing.T) {
-	e := newEnv(t, Config{HA: HAConfig{FenceTimeout: 1500 * time.Millisecond, Margin: 500 * time.Millisecond, FenceOnTimeout: true, ClockSkew: 100 * time.Millisecond}, HeartbeatTimeout: time.Second})
+	e := newEnv(t, Config{HA: HAConfig{FenceTimeout: 1500 * time.Millisecond, Margin: 1200 * time.Millisecond, FenceOnTimeout: true, ClockSkew: 100 * time.Millisecond}, HeartbeatTimeout: 3 * time.Second})
 	ctx := context.Background()
 	var aliveA, aliveB atomic.Bool
 	tokA := e.haHost(ctx, "ha-a", &aliveA)
@@ -148,8 +149,8 @@ func TestHAPolicyAndFencing(t *testing.T) {
 	if h.Fence == nil || h.Fence.State != api.FenceFenced || h.Fence.By != "timeout" || len(h.Fence.VMs) != 1 || h.Fence.VMs[0] != "pa/hav" {
 		t.Fatalf("ha-a's fence %+v", h.Fence)
 	}
-	if lag := h.Fence.FencedAt.Sub(h.Fence.LastHeartbeat); lag < 2*time.Second {
-		t.Errorf("fenced %v after the last heartbeat, before T_fence + margin (2s)", lag)
+	if lag := h.Fence.FencedAt.Sub(h.Fence.LastHeartbeat); lag < 2700*time.Millisecond {
+		t.Errorf("fenced %v after the last heartbeat, before T_fence + margin (2.7s)", lag)
 	}
 	if h.FenceTimeoutMS != 1500 {
 		t.Errorf("fenceTimeoutMS %d", h.FenceTimeoutMS)
@@ -293,5 +294,63 @@ func TestHAConfigMargin(t *testing.T) {
 	c = HAConfig{FenceTimeout: -1, Margin: time.Millisecond}
 	if err := c.defaults(15 * time.Second); err != nil {
 		t.Fatalf("HA off: %v", err)
+	}
+}
+
+// TestHASetRestartNeedsReadyHost: ha restart cannot be set on a VM whose
+// host is silent (its agent would never learn it, so would not kill the
+// VM when cut off, while the leader restarted it elsewhere); setting it
+// on a ready host bumps the VM's generation, so that its agent learns it.
+func TestHASetRestartNeedsReadyHost(t *testing.T) {
+	e := newEnv(t, Config{HA: HAConfig{FenceTimeout: 20 * time.Second}})
+	ctx := context.Background()
+	var alive atomic.Bool
+	tok := e.haHost(ctx, "ha-a", &alive)
+	raw := make([]byte, 4096)
+	op, err := e.super.WithProject("pa").UploadImage(ctx, "kern", api.ImageKernel, bytes.NewReader(raw), int64(len(raw)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op, err = e.super.WaitOperation(ctx, op.ID, nil); err != nil || op.Status != api.OpSucceeded {
+		t.Fatalf("importing a kernel: %+v %v", op, err)
+	}
+	m := e.as(api.RoleMember, "pa")
+	_, err = m.CreateVM(ctx, api.VMCreate{Name: "v", VCPUs: 1, MemoryMiB: 64, Host: "ha-a", HA: api.HANone, Boot: api.Boot{Kernel: "kern"}}, client.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ctlObserved(t, tok, "pa/v")
+	vm, err := m.GetVM(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.SetVMHA(ctx, "v", api.HARestart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Generation <= vm.Generation {
+		t.Errorf("setting ha restart left the generation at %d (was %d): the agent would not learn it", got.Generation, vm.Generation)
+	}
+	if _, err := m.SetVMHA(ctx, "v", api.HANone); err != nil {
+		t.Fatal(err)
+	}
+	// The host stops heartbeating and is marked not ready.
+	alive.Store(false)
+	cur, _ := e.s.hosts.Get("ha-a")
+	next := store.Clone(cur)
+	next.Status.State = api.HostNotReady
+	if _, err := e.s.hosts.Update(ctx, "ha-a", next, cur.Version); err != nil {
+		t.Fatal(err)
+	}
+	ctlEventually(t, 5*time.Second, "ha-a not ready in the index", func() error {
+		if h, _ := e.s.hosts.Get("ha-a"); h.Status.State != api.HostNotReady {
+			return fmt.Errorf("ha-a %s", h.Status.State)
+		}
+		return nil
+	})
+	_, err = m.SetVMHA(ctx, "v", api.HARestart)
+	wantStatus(t, "ha restart on a not-ready host", err, 409, "not ready")
+	if vm, _ := m.GetVM(ctx, "v"); vm.Spec.HA == api.HARestart {
+		t.Error("ha restart was set on a vm whose host is not ready")
 	}
 }

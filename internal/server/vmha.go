@@ -115,14 +115,24 @@ func (s *Server) setHA(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, api.Conflict("vm %q is being deleted", vm.Name))
 			return
 		}
-		if req.HA == api.HARestart {
+		if req.HA == api.HARestart && vm.Spec.HA != api.HARestart {
 			if err := s.haIneligible(vm); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			if err := s.haHostReachable(vm); err != nil {
 				s.writeError(w, r, err)
 				return
 			}
 		}
 		next := store.Clone(vm)
 		next.Spec.HA = req.HA
+		if next.Spec.HA != vm.Spec.HA {
+			// The host's agent must learn the policy (it kills its HA
+			// vms when cut off); the leader restarts a vm only once its
+			// host observed this generation.
+			next.Generation++
+		}
 		next.UpdatedAt = time.Now().UTC()
 		if _, err := s.vms.Update(r.Context(), vm.Key(), next, vm.Version); err != nil {
 			if errors.Is(err, store.ErrConflict) {
@@ -135,6 +145,25 @@ func (s *Server) setHA(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeError(w, r, api.Conflict("vm %q is being changed concurrently", r.PathValue("name")))
+}
+
+// haHostReachable refuses restart for a VM whose host is not ready or is
+// being fenced: its agent could not learn the policy, so would not kill
+// the VM when cut off, and the leader would restart it elsewhere.
+func (s *Server) haHostReachable(vm *api.VM) error {
+	if vm.Spec.Host == "" {
+		return nil
+	}
+	h, ok := s.hosts.Get(vm.Spec.Host)
+	switch {
+	case !ok:
+		return api.Conflict("vm %q: its host %q is not known: ha restart can be set only while the host is ready", vm.Name, vm.Spec.Host)
+	case h.Fence != nil && h.Fence.State != api.FenceReturned:
+		return api.Conflict("vm %q: its host %q is being fenced (%s): ha restart can be set only while the host is ready and heartbeating", vm.Name, h.Name, h.Fence.State)
+	case h.Status.State != api.HostReady:
+		return api.Conflict("vm %q: its host %q is not ready (%s): ha restart can be set only while the host is ready", vm.Name, h.Name, h.Status.State)
+	}
+	return nil
 }
 
 // returnFromFence ends the fencing of a host that heartbeats again: a
