@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os/exec"
 	"slices"
 	"strings"
@@ -42,7 +44,8 @@ type Config struct {
 	LastHeard func(h *api.Host) time.Time
 	Timings
 	// Hook, when set, is a command run with the lost host's name as its
-	// last argument (and POLYVISOR_HOST, POLYVISOR_HOST_ADDRESS in its
+	// last argument (and POLYVISOR_HOST, POLYVISOR_HOST_ADDRESS, the
+	// address the host reported when it is an IP address, in its
 	// environment) once the host is silent for T_fence; exiting 0 says
 	// the host is powered off, which fences it at once.
 	Hook        []string
@@ -316,9 +319,15 @@ func (c *Controller) startHook(h *api.Host) {
 		defer cancel()
 		args := append(slices.Clone(c.cfg.Hook[1:]), h.Name)
 		cmd := exec.CommandContext(ctx, c.cfg.Hook[0], args...)
-		cmd.Env = append(cmd.Environ(), "POLYVISOR_HOST="+h.Name, "POLYVISOR_HOST_ADDRESS="+h.Status.Address)
-		out, err := cmd.CombinedOutput()
-		msg := strings.TrimSpace(string(out))
+		// The address is what the host's agent reported: passed only when
+		// it is an IP address, never as text the agent chose.
+		cmd.Env = append(cmd.Environ(), "POLYVISOR_HOST="+h.Name, "POLYVISOR_HOST_ADDRESS="+hookAddress(h.Status.Address))
+		out := &capped{max: hookOutputMax}
+		cmd.Stdout, cmd.Stderr = out, out
+		// A child that keeps the output open does not hold the hook.
+		cmd.WaitDelay = time.Second
+		err := cmd.Run()
+		msg := strings.TrimSpace(string(out.buf))
 		if len(msg) > 512 {
 			msg = msg[:512]
 		}
@@ -332,4 +341,36 @@ func (c *Controller) startHook(h *api.Host) {
 		r.done, r.ok, r.out = true, err == nil, msg
 		c.mu.Unlock()
 	}()
+}
+
+// hookOutputMax is how much of the fence hook's output is kept.
+const hookOutputMax = 64 << 10
+
+// capped keeps the first max bytes written to it and drops the rest.
+type capped struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if room := c.max - len(c.buf); room > 0 {
+		c.buf = append(c.buf, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+// hookAddress is a host's reported address for the fence hook: an IP
+// address (the port dropped), or empty when it is anything else.
+func hookAddress(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		addr = host
+	}
+	ip, err := netip.ParseAddr(addr)
+	if err != nil || ip.Zone() != "" {
+		return ""
+	}
+	return ip.String()
 }
