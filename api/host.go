@@ -49,10 +49,12 @@ type HostFence struct {
 	FencedAt time.Time `json:"fencedAt,omitzero"`
 	// By is timeout or hook: what fenced the host.
 	By string `json:"by,omitempty"`
-	// Hook is the fence hook's outcome, when one is configured.
+	// Hook is the fence hook's outcome, when one is configured; shown to
+	// superadmins only.
 	Hook       string    `json:"hook,omitempty"`
 	ReturnedAt time.Time `json:"returnedAt,omitzero"`
-	// VMs are the VMs restarted elsewhere (project/name).
+	// VMs are the VMs restarted elsewhere (project/name); for all but a
+	// superadmin, only those of projects the caller may read.
 	VMs []string `json:"vms,omitempty"`
 }
 

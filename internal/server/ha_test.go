@@ -240,6 +240,32 @@ func TestHAFenceHook(t *testing.T) {
 		}
 		return nil
 	})
+	// The hook's output and the VMs restarted of other projects are not
+	// shown to users: a member of pb sees neither, one of pa its VM.
+	ctlEventually(t, 5*time.Second, "ha-a lists hav as restarted", func() error {
+		if h, err := e.super.GetHost(ctx, "ha-a"); err != nil || h.Fence == nil || len(h.Fence.VMs) != 1 || h.Fence.Hook == "" {
+			return fmt.Errorf("superadmin sees %+v (%v)", h.Fence, err)
+		}
+		return nil
+	})
+	for who, want := range map[*client.Client]int{e.as("bob", "pb"): 0, m: 1} {
+		h, err := who.GetHost(ctx, "ha-a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Fence == nil || h.Fence.Hook != "" || len(h.Fence.VMs) != want {
+			t.Errorf("a member of %s sees the fence %+v, want no hook output and %d vms", who.Project(), h.Fence, want)
+		}
+		hs, err := who.ListHosts(ctx, api.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hs.Items {
+			if h.Fence != nil && (h.Fence.Hook != "" || len(h.Fence.VMs) != want) {
+				t.Errorf("listing, a member of %s sees the fence %+v", who.Project(), h.Fence)
+			}
+		}
+	}
 }
 
 // TestHAHeartbeatNeedsTheStore: with HA on, a server that cannot reach
