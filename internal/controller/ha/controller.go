@@ -163,9 +163,18 @@ func (c *Controller) suspect(ctx context.Context, w store.Writer, h *api.Host, l
 	}
 	c.log.Warn("host silent for T_fence: fencing it", "host", h.Name, "last", last, "restartAt", next.Fence.Deadline)
 	c.cfg.Audit(ctx, "host.fence.pending", api.Ref{Kind: "host", Name: h.Name}, "", "started",
-		fmt.Sprintf("no heartbeat since %s; its HA vms are restarted elsewhere from %s", last.UTC().Format(time.RFC3339Nano), next.Fence.Deadline.Format(time.RFC3339Nano)))
+		c.pendingMessage(last, next.Fence.Deadline))
 	c.startHook(next)
 	return nil
+}
+
+// pendingMessage says what follows a host's pending record.
+func (c *Controller) pendingMessage(last, deadline time.Time) string {
+	msg := fmt.Sprintf("no heartbeat since %s; ", last.UTC().Format(time.RFC3339Nano))
+	if c.cfg.OnTimeout {
+		return msg + "its HA vms are restarted elsewhere from " + deadline.Format(time.RFC3339Nano)
+	}
+	return msg + "its HA vms are restarted elsewhere only once the fence hook reports it powered off"
 }
 
 // fence marks a host fenced, conditional on the host as read: a
