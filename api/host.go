@@ -31,6 +31,10 @@ const (
 	FencePending  = "pending"
 	FenceFenced   = "fenced"
 	FenceReturned = "returned"
+	// FenceUnknown: silent past T_fence and the margin, but nothing
+	// confirmed the host powered off (no fence hook, or it failed) and
+	// fencing on timeout alone is off: its HA VMs are not restarted.
+	FenceUnknown = "unknown"
 )
 
 // HostFence is the server's fencing record of a host.
@@ -45,10 +49,12 @@ type HostFence struct {
 	FencedAt time.Time `json:"fencedAt,omitzero"`
 	// By is timeout or hook: what fenced the host.
 	By string `json:"by,omitempty"`
-	// Hook is the fence hook's outcome, when one is configured.
+	// Hook is the fence hook's outcome, when one is configured; shown to
+	// superadmins only.
 	Hook       string    `json:"hook,omitempty"`
 	ReturnedAt time.Time `json:"returnedAt,omitzero"`
-	// VMs are the VMs restarted elsewhere (project/name).
+	// VMs are the VMs restarted elsewhere (project/name); for all but a
+	// superadmin, only those of projects the caller may read.
 	VMs []string `json:"vms,omitempty"`
 }
 

@@ -112,7 +112,7 @@ type haWorld struct {
 
 func newHAWorld(t *testing.T) *haWorld {
 	w := &haWorld{netWorld: newNetWorld(t, "--heartbeat-timeout", "2s",
-		"--ha-fence-timeout", haFence.String(), "--ha-fence-margin", haMargin.String())}
+		"--ha-fence-timeout", haFence.String(), "--ha-fence-margin", haMargin.String(), "--ha-fence-on-timeout", "--ha-clock-skew", "200ms")}
 	c, ctx := w.c, context.Background()
 	importGuest(t, c)
 	poolDir := filepath.Join(t.TempDir(), "shared")

@@ -73,7 +73,9 @@ func describeFence(tw *tabwriter.Writer, h *api.Host) {
 	s := f.State
 	switch f.State {
 	case api.FencePending:
-		s += fmt.Sprintf(" (silent since %s; HA vms restart elsewhere from %s)", f.LastHeartbeat.Local().Format(time.RFC3339), f.Deadline.Local().Format(time.RFC3339))
+		s += fmt.Sprintf(" (silent since %s; HA vms restart elsewhere once the fence hook reports it off, or from %s with --ha-fence-on-timeout)", f.LastHeartbeat.Local().Format(time.RFC3339), f.Deadline.Local().Format(time.RFC3339))
+	case api.FenceUnknown:
+		s += fmt.Sprintf(" (silent since %s, not known to be powered off: its HA vms are NOT restarted elsewhere; power it off and run the fence hook)", f.LastHeartbeat.Local().Format(time.RFC3339))
 	case api.FenceFenced, api.FenceReturned:
 		s += fmt.Sprintf(" (by %s at %s", f.By, f.FencedAt.Local().Format(time.RFC3339))
 		if !f.ReturnedAt.IsZero() {

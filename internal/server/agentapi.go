@@ -115,7 +115,10 @@ func (s *Server) upsertHost(ctx context.Context, name string, st api.HostStatus)
 	now := time.Now().UTC()
 	s.ctl.Liveness.Beat(name, now)
 	for range 10 {
-		cur, ok := s.hosts.Get(name)
+		cur, ok, err := s.hostForBeat(ctx, name)
+		if err != nil {
+			return nil, err
+		}
 		if !ok {
 			h := &api.Host{Meta: api.Meta{Name: name, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now}}
 			h.Status = st
@@ -154,6 +157,32 @@ func (s *Server) upsertHost(ctx context.Context, name string, st api.HostStatus)
 	}
 	return nil, api.Conflict("host %q is being updated concurrently", name)
 }
+
+// hostForBeat is the host record a heartbeat is answered from. With HA
+// restarts on, it is read through the store's quorum, never from the
+// index: a server cut off from the store must not answer (and so renew
+// the agent's contact, keeping it from fencing itself) while the leader
+// fences the host, and what it says of the host's fencing must be what
+// the store holds (docs/HA.md). 503 when the store cannot say.
+func (s *Server) hostForBeat(ctx context.Context, name string) (*api.Host, bool, error) {
+	if s.cfg.HA.FenceTimeout <= 0 {
+		h, ok := s.hosts.Get(name)
+		return h, ok, nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, heartbeatReadTimeout)
+	defer cancel()
+	h, err := s.hosts.Read(rctx, name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("the store cannot confirm host %q: heartbeat not taken: %v", name, err)}
+	}
+	return h, true, nil
+}
+
+// heartbeatReadTimeout bounds a heartbeat's quorum read.
+const heartbeatReadTimeout = 2 * time.Second
 
 // hostState is the state of a host that just reported: ready once its
 // agent has reported what the host has (a registration alone does not).

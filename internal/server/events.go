@@ -77,7 +77,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	if want[api.EventHost] {
 		on(h, s.hosts, func(c store.Change[api.Host]) (api.Event, bool) {
-			h := s.withAllocation(c.Obj) // as GET /v1/hosts shows it
+			h := s.hostView(r, c.Obj) // as GET /v1/hosts shows it
 			return api.Event{Type: api.EventHost, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "host", Name: c.Name, UID: c.Obj.UID}, Host: &h}, true
 		})
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/store"
 )
 
 // haHost joins a host whose heartbeats (every 100ms) the test turns off
@@ -53,7 +55,7 @@ func (e *env) haHost(ctx context.Context, name string, alive *atomic.Bool) strin
 // pool, as a vm.ha.restart operation, no earlier than T_fence + margin
 // after the last heartbeat; a VM without HA stays; the host returns.
 func TestHAPolicyAndFencing(t *testing.T) {
-	e := newEnv(t, Config{HA: HAConfig{FenceTimeout: 1500 * time.Millisecond, Margin: 500 * time.Millisecond}})
+	e := newEnv(t, Config{HA: HAConfig{FenceTimeout: 1500 * time.Millisecond, Margin: 1200 * time.Millisecond, FenceOnTimeout: true, ClockSkew: 100 * time.Millisecond}, HeartbeatTimeout: 3 * time.Second})
 	ctx := context.Background()
 	var aliveA, aliveB atomic.Bool
 	tokA := e.haHost(ctx, "ha-a", &aliveA)
@@ -110,7 +112,7 @@ func TestHAPolicyAndFencing(t *testing.T) {
 	if _, err := m.SetVMHA(ctx, "plain", api.HANone); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.CreateVM(ctx, api.VMCreate{Name: "withdisk", VCPUs: 1, MemoryMiB: 64, Host: "h1", Disks: []api.Disk{{Image: "img"}}}, client.CreateOptions{}); err != nil {
+	if _, err := m.CreateVM(ctx, api.VMCreate{Name: "withdisk", VCPUs: 1, MemoryMiB: 64, Host: "ha-a", Disks: []api.Disk{{Image: "img"}}}, client.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]string{"hav": api.HARestart, "plain": api.HANone, "withdisk": ""} {
@@ -147,8 +149,8 @@ func TestHAPolicyAndFencing(t *testing.T) {
 	if h.Fence == nil || h.Fence.State != api.FenceFenced || h.Fence.By != "timeout" || len(h.Fence.VMs) != 1 || h.Fence.VMs[0] != "pa/hav" {
 		t.Fatalf("ha-a's fence %+v", h.Fence)
 	}
-	if lag := h.Fence.FencedAt.Sub(h.Fence.LastHeartbeat); lag < 2*time.Second {
-		t.Errorf("fenced %v after the last heartbeat, before T_fence + margin (2s)", lag)
+	if lag := h.Fence.FencedAt.Sub(h.Fence.LastHeartbeat); lag < 2700*time.Millisecond {
+		t.Errorf("fenced %v after the last heartbeat, before T_fence + margin (2.7s)", lag)
 	}
 	if h.FenceTimeoutMS != 1500 {
 		t.Errorf("fenceTimeoutMS %d", h.FenceTimeoutMS)
@@ -238,4 +240,143 @@ func TestHAFenceHook(t *testing.T) {
 		}
 		return nil
 	})
+	// The hook's output and the VMs restarted of other projects are not
+	// shown to users: a member of pb sees neither, one of pa its VM.
+	ctlEventually(t, 5*time.Second, "ha-a lists hav as restarted", func() error {
+		if h, err := e.super.GetHost(ctx, "ha-a"); err != nil || h.Fence == nil || len(h.Fence.VMs) != 1 || h.Fence.Hook == "" {
+			return fmt.Errorf("superadmin sees %+v (%v)", h.Fence, err)
+		}
+		return nil
+	})
+	for who, want := range map[*client.Client]int{e.as("bob", "pb"): 0, m: 1} {
+		h, err := who.GetHost(ctx, "ha-a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Fence == nil || h.Fence.Hook != "" || len(h.Fence.VMs) != want {
+			t.Errorf("a member of %s sees the fence %+v, want no hook output and %d vms", who.Project(), h.Fence, want)
+		}
+		hs, err := who.ListHosts(ctx, api.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hs.Items {
+			if h.Fence != nil && (h.Fence.Hook != "" || len(h.Fence.VMs) != want) {
+				t.Errorf("listing, a member of %s sees the fence %+v", who.Project(), h.Fence)
+			}
+		}
+	}
+}
+
+// TestHAHeartbeatNeedsTheStore: with HA on, a server that cannot reach
+// the store does not answer a heartbeat from its index, which would renew
+// the agent's contact (and keep it from fencing itself) while the leader
+// fences the host: the heartbeat gets a 503.
+func TestHAHeartbeatNeedsTheStore(t *testing.T) {
+	e := newEnv(t, Config{HA: HAConfig{FenceTimeout: 20 * time.Second}})
+	ctx := context.Background()
+	var alive atomic.Bool
+	tok := e.haHost(ctx, "ha-q", &alive)
+	alive.Store(false)
+	c := e.client(tok, "")
+	st := api.HostStatus{State: api.HostReady, CPUs: 8, MemoryMiB: 8 << 10, Accel: "tcg", Drivers: []string{"qemu"}}
+	h, err := c.PutHostStatus(ctx, "ha-q", st)
+	if err != nil {
+		t.Fatalf("heartbeat with the store: %v", err)
+	}
+	if h.Fence != nil {
+		t.Fatalf("a heartbeating host has a fence record: %+v", h.Fence)
+	}
+	// Cut the server off its store: the index still holds the host.
+	if err := e.s.st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := e.s.hosts.Get("ha-q"); !ok {
+		t.Fatal("the index lost the host")
+	}
+	_, err = c.PutHostStatus(ctx, "ha-q", st)
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.CodeUnavailable {
+		t.Fatalf("heartbeat without the store: %v, want a 503 unavailable", err)
+	}
+}
+
+// TestHAConfigMargin: the fence margin must exceed the heartbeat share
+// period plus the clock skew allowed; unset, it is derived above it.
+func TestHAConfigMargin(t *testing.T) {
+	c := HAConfig{Margin: 5 * time.Second}
+	err := c.defaults(15 * time.Second) // share 5s + skew 1s
+	if err == nil || !strings.Contains(err.Error(), "--ha-fence-margin") {
+		t.Fatalf("margin 5s, heartbeat timeout 15s: %v, want a refusal naming --ha-fence-margin", err)
+	}
+	c = HAConfig{}
+	if err := c.defaults(15 * time.Second); err != nil || c.Margin != 7*time.Second {
+		t.Fatalf("unset margin: %v, %s, want 7s", err, c.Margin)
+	}
+	c = HAConfig{Margin: 500 * time.Millisecond, ClockSkew: 100 * time.Millisecond}
+	if err := c.defaults(time.Second); err != nil {
+		t.Fatalf("margin 500ms, share 333ms, skew 100ms: %v", err)
+	}
+	c = HAConfig{FenceTimeout: -1, Margin: time.Millisecond}
+	if err := c.defaults(15 * time.Second); err != nil {
+		t.Fatalf("HA off: %v", err)
+	}
+}
+
+// TestHASetRestartNeedsReadyHost: ha restart cannot be set on a VM whose
+// host is silent (its agent would never learn it, so would not kill the
+// VM when cut off, while the leader restarted it elsewhere); setting it
+// on a ready host bumps the VM's generation, so that its agent learns it.
+func TestHASetRestartNeedsReadyHost(t *testing.T) {
+	e := newEnv(t, Config{HA: HAConfig{FenceTimeout: 20 * time.Second}})
+	ctx := context.Background()
+	var alive atomic.Bool
+	tok := e.haHost(ctx, "ha-a", &alive)
+	raw := make([]byte, 4096)
+	op, err := e.super.WithProject("pa").UploadImage(ctx, "kern", api.ImageKernel, bytes.NewReader(raw), int64(len(raw)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op, err = e.super.WaitOperation(ctx, op.ID, nil); err != nil || op.Status != api.OpSucceeded {
+		t.Fatalf("importing a kernel: %+v %v", op, err)
+	}
+	m := e.as(api.RoleMember, "pa")
+	_, err = m.CreateVM(ctx, api.VMCreate{Name: "v", VCPUs: 1, MemoryMiB: 64, Host: "ha-a", HA: api.HANone, Boot: api.Boot{Kernel: "kern"}}, client.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ctlObserved(t, tok, "pa/v")
+	vm, err := m.GetVM(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.SetVMHA(ctx, "v", api.HARestart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Generation <= vm.Generation {
+		t.Errorf("setting ha restart left the generation at %d (was %d): the agent would not learn it", got.Generation, vm.Generation)
+	}
+	if _, err := m.SetVMHA(ctx, "v", api.HANone); err != nil {
+		t.Fatal(err)
+	}
+	// The host stops heartbeating and is marked not ready.
+	alive.Store(false)
+	cur, _ := e.s.hosts.Get("ha-a")
+	next := store.Clone(cur)
+	next.Status.State = api.HostNotReady
+	if _, err := e.s.hosts.Update(ctx, "ha-a", next, cur.Version); err != nil {
+		t.Fatal(err)
+	}
+	ctlEventually(t, 5*time.Second, "ha-a not ready in the index", func() error {
+		if h, _ := e.s.hosts.Get("ha-a"); h.Status.State != api.HostNotReady {
+			return fmt.Errorf("ha-a %s", h.Status.State)
+		}
+		return nil
+	})
+	_, err = m.SetVMHA(ctx, "v", api.HARestart)
+	wantStatus(t, "ha restart on a not-ready host", err, 409, "not ready")
+	if vm, _ := m.GetVM(ctx, "v"); vm.Spec.HA == api.HARestart {
+		t.Error("ha restart was set on a vm whose host is not ready")
+	}
 }

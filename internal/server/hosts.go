@@ -48,7 +48,27 @@ func (s *Server) withAllocation(h *api.Host) api.Host {
 func (s *Server) listHosts(w http.ResponseWriter, r *http.Request) {
 	serveList(s, w, r, s.hosts, func(q listQuery, h *api.Host) bool {
 		return (q.State == "" || h.Status.State == q.State) && providerMatches(q.Provider, h.Provider) && q.sel.Matches(h.Labels)
-	}, s.withAllocation)
+	}, func(h *api.Host) api.Host { return s.hostView(r, h) })
+}
+
+// hostView is a host as the caller may see it: a fence hook's output and
+// the VMs restarted elsewhere of projects the caller may not read are a
+// superadmin's only.
+func (s *Server) hostView(r *http.Request, h *api.Host) api.Host {
+	out := s.withAllocation(h)
+	if out.Fence == nil || auth.FromContext(r.Context()).IsSuperadmin() {
+		return out
+	}
+	f := *out.Fence
+	f.Hook, f.VMs = "", nil
+	for _, key := range out.Fence.VMs {
+		project, _, _ := strings.Cut(key, "/")
+		if s.can(r, project, auth.PermVMRead) {
+			f.VMs = append(f.VMs, key)
+		}
+	}
+	out.Fence = &f
+	return out
 }
 
 func (s *Server) getHost(w http.ResponseWriter, r *http.Request) {
@@ -57,7 +77,7 @@ func (s *Server) getHost(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.NotFound("host", r.PathValue("name")))
 		return
 	}
-	writeJSON(w, http.StatusOK, s.withAllocation(h))
+	writeJSON(w, http.StatusOK, s.hostView(r, h))
 }
 
 // joinRecord is a stored join token: single use, expiring, hash only,

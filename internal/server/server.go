@@ -220,7 +220,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.SessionTTL == 0 {
 		cfg.SessionTTL = 12 * time.Hour
 	}
-	cfg.HA.defaults()
+	if err := cfg.HA.defaults(cfg.HeartbeatTimeout); err != nil {
+		return nil, err
+	}
 	if cfg.LeaseInterval == 0 {
 		cfg.LeaseInterval = 10 * time.Second
 	}

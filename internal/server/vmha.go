@@ -10,6 +10,7 @@ import (
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
 	"github.com/polyvisor/polyvisor/internal/controller/ha"
+	"github.com/polyvisor/polyvisor/internal/controller/liveness"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
 
@@ -114,14 +115,24 @@ func (s *Server) setHA(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, api.Conflict("vm %q is being deleted", vm.Name))
 			return
 		}
-		if req.HA == api.HARestart {
+		if req.HA == api.HARestart && vm.Spec.HA != api.HARestart {
 			if err := s.haIneligible(vm); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			if err := s.haHostReachable(vm); err != nil {
 				s.writeError(w, r, err)
 				return
 			}
 		}
 		next := store.Clone(vm)
 		next.Spec.HA = req.HA
+		if next.Spec.HA != vm.Spec.HA {
+			// The host's agent must learn the policy (it kills its HA
+			// vms when cut off); the leader restarts a vm only once its
+			// host observed this generation.
+			next.Generation++
+		}
 		next.UpdatedAt = time.Now().UTC()
 		if _, err := s.vms.Update(r.Context(), vm.Key(), next, vm.Version); err != nil {
 			if errors.Is(err, store.ErrConflict) {
@@ -136,6 +147,25 @@ func (s *Server) setHA(w http.ResponseWriter, r *http.Request) {
 	s.writeError(w, r, api.Conflict("vm %q is being changed concurrently", r.PathValue("name")))
 }
 
+// haHostReachable refuses restart for a VM whose host is not ready or is
+// being fenced: its agent could not learn the policy, so would not kill
+// the VM when cut off, and the leader would restart it elsewhere.
+func (s *Server) haHostReachable(vm *api.VM) error {
+	if vm.Spec.Host == "" {
+		return nil
+	}
+	h, ok := s.hosts.Get(vm.Spec.Host)
+	switch {
+	case !ok:
+		return api.Conflict("vm %q: its host %q is not known: ha restart can be set only while the host is ready", vm.Name, vm.Spec.Host)
+	case h.Fence != nil && h.Fence.State != api.FenceReturned:
+		return api.Conflict("vm %q: its host %q is being fenced (%s): ha restart can be set only while the host is ready and heartbeating", vm.Name, h.Name, h.Fence.State)
+	case h.Status.State != api.HostReady:
+		return api.Conflict("vm %q: its host %q is not ready (%s): ha restart can be set only while the host is ready", vm.Name, h.Name, h.Status.State)
+	}
+	return nil
+}
+
 // returnFromFence ends the fencing of a host that heartbeats again: a
 // pending fence is dropped (the host was only slow), a fenced one becomes
 // returned. It reports whether it changed the host.
@@ -143,7 +173,9 @@ func returnFromFence(h *api.Host, now time.Time) bool {
 	switch {
 	case h.Fence == nil:
 		return false
-	case h.Fence.State == api.FencePending:
+	case h.Fence.State == api.FencePending, h.Fence.State == api.FenceUnknown:
+		// Nothing was restarted elsewhere: the host was only slow, or
+		// out of reach.
 		h.Fence = nil
 		return true
 	case h.Fence.State == api.FenceFenced:
@@ -167,18 +199,41 @@ type HAConfig struct {
 	Hook []string
 	// HookTimeout bounds the hook (default 30s).
 	HookTimeout time.Duration
+	// FenceOnTimeout restarts a silent host's HA VMs on its silence
+	// alone, at T_fence and the margin. Off (the default), only a fence
+	// hook that reports the host powered off does: an agent that
+	// crashed, hung or was stopped leaves its QEMUs running, and two
+	// QEMUs would write one volume.
+	FenceOnTimeout bool
+	// ClockSkew is the most the servers' wall clocks may differ (default
+	// 1s): the heartbeats they share are wall-clock stamps.
+	ClockSkew time.Duration
 }
 
-func (c *HAConfig) defaults() {
+// defaults fills in the HA timings and checks the margin: it must be
+// above the period at which servers share the heartbeats they received
+// (a third of the heartbeat timeout) plus the clock skew allowed, or the
+// leader could fence a host whose heartbeats another server answered.
+// Unset, the margin is 5s, or that bound and a second when it is more.
+func (c *HAConfig) defaults(heartbeatTimeout time.Duration) error {
 	switch {
 	case c.FenceTimeout == 0:
 		c.FenceTimeout = 20 * time.Second
 	case c.FenceTimeout < 0:
 		c.FenceTimeout = 0
 	}
-	if c.Margin <= 0 {
-		c.Margin = 5 * time.Second
+	if c.ClockSkew <= 0 {
+		c.ClockSkew = time.Second
 	}
+	bound := liveness.SharePeriod(heartbeatTimeout) + c.ClockSkew
+	if c.Margin <= 0 {
+		c.Margin = max(5*time.Second, bound+time.Second)
+	}
+	if c.FenceTimeout > 0 && c.Margin <= bound {
+		return fmt.Errorf("ha fence margin %s must be above the heartbeat share period %s (a third of the heartbeat timeout %s) plus the allowed clock skew %s: raise --ha-fence-margin above %s",
+			c.Margin, liveness.SharePeriod(heartbeatTimeout), heartbeatTimeout, c.ClockSkew, bound)
+	}
+	return nil
 }
 
 // newHA makes the leader's HA controller.
@@ -186,7 +241,7 @@ func (s *Server) newHA() *ha.Controller {
 	return ha.New(ha.Config{
 		Hosts: s.hosts, VMs: s.vms, Ops: s.ops, Pools: s.pools, Volumes: s.volumes,
 		Placer: s.ctl.Placer, LockVM: s.ctl.Ops.LockVM, LastHeard: s.ctl.Liveness.LastHeard,
-		Timings: ha.Timings{FenceTimeout: s.cfg.HA.FenceTimeout, Margin: s.cfg.HA.Margin},
+		Timings: ha.Timings{FenceTimeout: s.cfg.HA.FenceTimeout, Margin: s.cfg.HA.Margin, OnTimeout: s.cfg.HA.FenceOnTimeout},
 		Hook:    s.cfg.HA.Hook, HookTimeout: s.cfg.HA.HookTimeout,
 		Audit: s.auditHA, Logger: s.log.With("component", "ha"),
 	})

@@ -226,3 +226,24 @@ func (c *Collection[T]) decode(name string, value []byte, rev int64) (*T, bool) 
 	}
 	return obj, true
 }
+
+// Read returns the object name as the store holds it now: a linearizable
+// read through the etcd quorum, not the index (which a server cut off
+// from the quorum keeps serving). ErrNotFound when it does not exist.
+func (c *Collection[T]) Read(ctx context.Context, name string) (*T, error) {
+	if c.s.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	resp, err := c.s.client.Get(ctx, c.keyPrefix+name)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s %q from the store: %w", c.kind, name, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("reading %s %q from the store: %w", c.kind, name, ErrNotFound)
+	}
+	obj, ok := c.decode(name, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+	if !ok {
+		return nil, fmt.Errorf("reading %s %q from the store: undecodable", c.kind, name)
+	}
+	return obj, nil
+}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os/exec"
 	"slices"
 	"strings"
@@ -42,7 +44,8 @@ type Config struct {
 	LastHeard func(h *api.Host) time.Time
 	Timings
 	// Hook, when set, is a command run with the lost host's name as its
-	// last argument (and POLYVISOR_HOST, POLYVISOR_HOST_ADDRESS in its
+	// last argument (and POLYVISOR_HOST, POLYVISOR_HOST_ADDRESS, the
+	// address the host reported when it is an IP address, in its
 	// environment) once the host is silent for T_fence; exiting 0 says
 	// the host is powered off, which fences it at once.
 	Hook        []string
@@ -125,6 +128,8 @@ func (c *Controller) Check(ctx context.Context, w store.Writer, began time.Time)
 			err = c.suspect(ctx, w, h, last, now)
 		case Fence:
 			err = c.fence(ctx, w, h, last, now, hook)
+		case Unknown:
+			err = c.unknown(ctx, w, h, last, hook)
 		case Restart:
 			for _, vm := range vms {
 				if rerr := c.restart(ctx, w, h.Name, vm.Key()); rerr != nil && ctx.Err() == nil {
@@ -158,9 +163,18 @@ func (c *Controller) suspect(ctx context.Context, w store.Writer, h *api.Host, l
 	}
 	c.log.Warn("host silent for T_fence: fencing it", "host", h.Name, "last", last, "restartAt", next.Fence.Deadline)
 	c.cfg.Audit(ctx, "host.fence.pending", api.Ref{Kind: "host", Name: h.Name}, "", "started",
-		fmt.Sprintf("no heartbeat since %s; its HA vms are restarted elsewhere from %s", last.UTC().Format(time.RFC3339Nano), next.Fence.Deadline.Format(time.RFC3339Nano)))
+		c.pendingMessage(last, next.Fence.Deadline))
 	c.startHook(next)
 	return nil
+}
+
+// pendingMessage says what follows a host's pending record.
+func (c *Controller) pendingMessage(last, deadline time.Time) string {
+	msg := fmt.Sprintf("no heartbeat since %s; ", last.UTC().Format(time.RFC3339Nano))
+	if c.cfg.OnTimeout {
+		return msg + "its HA vms are restarted elsewhere from " + deadline.Format(time.RFC3339Nano)
+	}
+	return msg + "its HA vms are restarted elsewhere only once the fence hook reports it powered off"
 }
 
 // fence marks a host fenced, conditional on the host as read: a
@@ -182,6 +196,25 @@ func (c *Controller) fence(ctx context.Context, w store.Writer, h *api.Host, las
 	c.log.Warn("host fenced: restarting its HA vms elsewhere", "host", h.Name, "by", f.By, "last", last)
 	c.cfg.Audit(ctx, "host.fence", api.Ref{Kind: "host", Name: h.Name}, "", "succeeded",
 		fmt.Sprintf("fenced by %s; last heartbeat %s", f.By, last.UTC().Format(time.RFC3339Nano)))
+	return nil
+}
+
+// unknown records a silent host as unknown, conditional on the host as
+// read: nothing confirmed it powered off, so its HA VMs stay.
+func (c *Controller) unknown(ctx context.Context, w store.Writer, h *api.Host, last time.Time, hook *hookRun) error {
+	next := store.Clone(h)
+	f := *h.Fence
+	f.State = api.FenceUnknown
+	if hook != nil && hook.done {
+		f.Hook = hook.out
+	}
+	next.Fence = &f
+	if _, err := w.Txn(ctx, c.cfg.Hosts.OpUpdate(h.Name, next, h.Version)); err != nil {
+		return fmt.Errorf("marking host %q unknown: %w", h.Name, err)
+	}
+	c.log.Error("host silent past T_fence and the margin, not known to be powered off: its HA vms are not restarted", "host", h.Name, "last", last)
+	c.cfg.Audit(ctx, "host.fence.unknown", api.Ref{Kind: "host", Name: h.Name}, "", "failed",
+		fmt.Sprintf("no heartbeat since %s and no fence hook reported it powered off: its HA vms are not restarted elsewhere (power it off and run the hook, or opt in to fencing on timeout)", last.UTC().Format(time.RFC3339Nano)))
 	return nil
 }
 
@@ -295,9 +328,15 @@ func (c *Controller) startHook(h *api.Host) {
 		defer cancel()
 		args := append(slices.Clone(c.cfg.Hook[1:]), h.Name)
 		cmd := exec.CommandContext(ctx, c.cfg.Hook[0], args...)
-		cmd.Env = append(cmd.Environ(), "POLYVISOR_HOST="+h.Name, "POLYVISOR_HOST_ADDRESS="+h.Status.Address)
-		out, err := cmd.CombinedOutput()
-		msg := strings.TrimSpace(string(out))
+		// The address is what the host's agent reported: passed only when
+		// it is an IP address, never as text the agent chose.
+		cmd.Env = append(cmd.Environ(), "POLYVISOR_HOST="+h.Name, "POLYVISOR_HOST_ADDRESS="+hookAddress(h.Status.Address))
+		out := &capped{max: hookOutputMax}
+		cmd.Stdout, cmd.Stderr = out, out
+		// A child that keeps the output open does not hold the hook.
+		cmd.WaitDelay = time.Second
+		err := cmd.Run()
+		msg := strings.TrimSpace(string(out.buf))
 		if len(msg) > 512 {
 			msg = msg[:512]
 		}
@@ -311,4 +350,36 @@ func (c *Controller) startHook(h *api.Host) {
 		r.done, r.ok, r.out = true, err == nil, msg
 		c.mu.Unlock()
 	}()
+}
+
+// hookOutputMax is how much of the fence hook's output is kept.
+const hookOutputMax = 64 << 10
+
+// capped keeps the first max bytes written to it and drops the rest.
+type capped struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if room := c.max - len(c.buf); room > 0 {
+		c.buf = append(c.buf, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+// hookAddress is a host's reported address for the fence hook: an IP
+// address (the port dropped), or empty when it is anything else.
+func hookAddress(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		addr = host
+	}
+	ip, err := netip.ParseAddr(addr)
+	if err != nil || ip.Zone() != "" {
+		return ""
+	}
+	return ip.String()
 }

@@ -2,12 +2,14 @@
 // host is known not to run them (docs/HA.md). It runs on the leader only,
 // every write fenced by the leader's term.
 //
-// The argument, in short: a host's agent kills its HA VMs when no
-// heartbeat it sent has been answered for T_fence, counted from when it
-// sent the last answered one. The leader counts from when it received
-// that heartbeat (later), and waits T_fence and a margin before it
-// marks the host fenced and restarts them elsewhere; a fence hook that
-// powered the host off ends the wait early. A heartbeat that arrives
+// The argument, in short: a fence hook that reports the host powered
+// off fences it. Without one, the host's silence alone fences it only
+// when the operator opted in (Timings.OnTimeout): a host's agent kills
+// its HA VMs when no heartbeat it sent has been answered for T_fence,
+// counted from when it sent the last answered one; the leader counts
+// from when it received that heartbeat (later), and waits T_fence and a
+// margin. That trusts the agent to run: QEMU outlives a crashed or
+// stopped agent, so by default such a host is only marked unknown. A heartbeat that arrives
 // while the leader waits changes the host's record, which the leader's
 // fencing write is conditional on: it is refused and nothing moves.
 package ha
@@ -27,6 +29,13 @@ type Timings struct {
 	// agent's kill, clock rate differences and heartbeats other servers
 	// received and had not yet shared.
 	Margin time.Duration
+	// OnTimeout lets the leader fence a host on its silence alone, at
+	// T_fence and the margin, trusting its agent to have killed its HA
+	// VMs. Off (the default), only a fence hook that reports the host
+	// powered off fences it: an agent that crashed, hung or was stopped
+	// kills nothing, and its QEMUs outlive it, so a silent host without
+	// a hook's word is marked unknown and its HA VMs are not restarted.
+	OnTimeout bool
 }
 
 // Deadline is when a host last heard of at last counts as fenced without
@@ -46,6 +55,10 @@ const (
 	Fence
 	// Restart: the host is fenced; restart its HA VMs still placed on it.
 	Restart
+	// Unknown: the host is silent past T_fence and the margin, but
+	// nothing confirmed it powered off and fencing on timeout alone is
+	// off: record it as unknown; its HA VMs stay where they are.
+	Unknown
 )
 
 func (s Step) String() string {
@@ -56,6 +69,8 @@ func (s Step) String() string {
 		return "fence"
 	case Restart:
 		return "restart"
+	case Unknown:
+		return "unknown"
 	}
 	return "nothing"
 }
@@ -85,7 +100,18 @@ func (t Timings) Decide(now, last time.Time, f *api.HostFence, haVMs, hookOK boo
 		if last.After(f.LastHeartbeat) && silent < t.FenceTimeout {
 			return Nothing
 		}
-		if hookOK || !now.Before(t.Deadline(last)) {
+		switch {
+		case hookOK:
+			return Fence
+		case now.Before(t.Deadline(last)):
+			return Nothing
+		case t.OnTimeout:
+			return Fence
+		}
+		return Unknown
+	case api.FenceUnknown:
+		// Only a hook's late word that the host is off fences it now.
+		if hookOK {
 			return Fence
 		}
 		return Nothing

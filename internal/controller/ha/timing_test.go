@@ -17,7 +17,7 @@ func pending(last time.Time, t Timings) *api.HostFence {
 }
 
 func TestDecideTimeline(t *testing.T) {
-	tm := Timings{FenceTimeout: 3 * time.Second, Margin: time.Second}
+	tm := Timings{FenceTimeout: 3 * time.Second, Margin: time.Second, OnTimeout: true}
 	c := &clock{t: time.Date(2026, 12, 6, 6, 0, 0, 0, time.UTC)}
 	last := c.now()
 	// Silent, but for less than T_fence: nothing, HA VMs or not.
@@ -68,7 +68,7 @@ func TestDecideTimeline(t *testing.T) {
 // up with, stops the fencing; one that stays late beyond the deadline
 // measured from it fences.
 func TestDecideLateHeartbeat(t *testing.T) {
-	tm := Timings{FenceTimeout: 3 * time.Second, Margin: time.Second}
+	tm := Timings{FenceTimeout: 3 * time.Second, Margin: time.Second, OnTimeout: true}
 	c := &clock{t: time.Date(2026, 12, 6, 6, 0, 0, 0, time.UTC)}
 	first := c.now()
 	f := pending(first, tm)
@@ -103,5 +103,36 @@ func TestDecideSlowHostNeverSuspected(t *testing.T) {
 		if c.now().Sub(last) >= 2900*time.Millisecond {
 			last = c.now() // the late heartbeat arrives
 		}
+	}
+}
+
+// By default a host's silence alone never fences it: its agent may have
+// crashed or been stopped while its QEMUs run on. Past the deadline it is
+// unknown, and stays so; only the hook's word that it is powered off
+// fences it, before the deadline or after.
+func TestDecideNoFenceOnTimeoutByDefault(t *testing.T) {
+	tm := Timings{FenceTimeout: 3 * time.Second, Margin: time.Second}
+	c := &clock{t: time.Date(2026, 12, 6, 6, 0, 0, 0, time.UTC)}
+	last := c.now()
+	c.advance(3 * time.Second)
+	if got := tm.Decide(c.now(), last, nil, true, false); got != Suspect {
+		t.Fatalf("silent T_fence: %s, want suspect", got)
+	}
+	f := pending(last, tm)
+	for _, d := range []time.Duration{time.Second, time.Minute, time.Hour} {
+		c.t = last.Add(3*time.Second + d)
+		if got := tm.Decide(c.now(), last, f, true, false); got != Unknown {
+			t.Errorf("pending, silent %s past T_fence, no hook: %s, want unknown", d, got)
+		}
+	}
+	u := &api.HostFence{State: api.FenceUnknown, LastHeartbeat: last, Deadline: tm.Deadline(last)}
+	if got := tm.Decide(c.now(), last, u, true, false); got != Nothing {
+		t.Errorf("unknown, no hook: %s, want nothing", got)
+	}
+	if got := tm.Decide(c.now(), last, u, true, true); got != Fence {
+		t.Errorf("unknown, hook reported it powered off: %s, want fence", got)
+	}
+	if got := tm.Decide(last.Add(3500*time.Millisecond), last, f, true, true); got != Fence {
+		t.Errorf("pending, hook reported it powered off: %s, want fence", got)
 	}
 }

@@ -82,6 +82,12 @@ func (l *Monitor) Beat(host string, t time.Time) {
 	l.mu.Unlock()
 }
 
+// SharePeriod is how often a server shares the heartbeats it received,
+// for a heartbeat timeout: a third of it, at least 100ms.
+func SharePeriod(timeout time.Duration) time.Duration {
+	return max(timeout/3, 100*time.Millisecond)
+}
+
 // Share writes the heartbeats this server received lately to its record
 // in the store, a few times per timeout, until ctx ends; every server
 // runs it, whoever leads.
@@ -89,7 +95,7 @@ func (l *Monitor) Share(ctx context.Context) {
 	if l.beats == nil || l.self == "" {
 		return
 	}
-	tick := time.NewTicker(max(l.timeout/3, 100*time.Millisecond))
+	tick := time.NewTicker(SharePeriod(l.timeout))
 	defer tick.Stop()
 	for {
 		select {
