@@ -38,17 +38,9 @@ func (a *app) providerHardware(cmd *cobra.Command, f *planFlags, _ int64) (strin
 		if err != nil {
 			return "", nil, nil, err
 		}
-		var hws []v2v.Hardware
-		var running []string
-		for _, name := range f.vms {
-			hw, up, err := src.Hardware(cmd.Context(), name)
-			if err != nil {
-				return "", nil, nil, fmt.Errorf("--vm %s: %w", name, err)
-			}
-			if up {
-				running = append(running, hw.Name)
-			}
-			hws = append(hws, hw)
+		hws, running, err := hardwareOf(cmd.Context(), src, f.vms)
+		if err != nil {
+			return "", nil, nil, err
 		}
 		return libvirtSourcePrefix + f.providerURI, hws, running, nil
 	case "vsphere":
@@ -59,17 +51,9 @@ func (a *app) providerHardware(cmd *cobra.Command, f *planFlags, _ int64) (strin
 		if err != nil {
 			return "", nil, nil, err
 		}
-		var hws []v2v.Hardware
-		var running []string
-		for _, name := range f.vms {
-			hw, up, err := src.Hardware(cmd.Context(), name)
-			if err != nil {
-				return "", nil, nil, fmt.Errorf("--vm %s: %w", name, err)
-			}
-			if up {
-				running = append(running, hw.Name)
-			}
-			hws = append(hws, hw)
+		hws, running, err := hardwareOf(cmd.Context(), src, f.vms)
+		if err != nil {
+			return "", nil, nil, err
 		}
 		return vsphereSourcePrefix + redactedURL(f.providerURI), hws, running, nil
 	default:
@@ -106,6 +90,28 @@ func vsphereURL(rawURL string) (*url.URL, error) {
 
 // connectVSphere logs in to the vCenter or ESXi at rawURL (vsphereURL);
 // the server's certificate is checked unless POLYVISOR_VSPHERE_INSECURE=1.
+// hardwareSource is a connected estate's view of its VMs' hardware.
+type hardwareSource interface {
+	Hardware(ctx context.Context, name string) (v2v.Hardware, bool, error)
+}
+
+// hardwareOf reads the hardware of each named VM, and which of them run.
+func hardwareOf(ctx context.Context, src hardwareSource, vms []string) ([]v2v.Hardware, []string, error) {
+	var hws []v2v.Hardware
+	var running []string
+	for _, name := range vms {
+		hw, up, err := src.Hardware(ctx, name)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--vm %s: %w", name, err)
+		}
+		if up {
+			running = append(running, hw.Name)
+		}
+		hws = append(hws, hw)
+	}
+	return hws, running, nil
+}
+
 func connectVSphere(ctx context.Context, rawURL string) (*v2v.VSphereSource, error) {
 	u, err := vsphereURL(rawURL)
 	if err != nil {
