@@ -3,7 +3,6 @@ package v2v
 import (
 	"archive/tar"
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -124,45 +123,14 @@ func virtualSize(t testing.TB, format, path string) int64 {
 }
 
 // bootDisk boots the qcow2 at disk through SeaBIOS from a virtio-blk
-// disk with the NIC's MAC, as a Polyvisor VM has them, and waits for the
-// guest's marker on its serial console.
+// disk, as a Polyvisor VM has it, and waits for the guest's marker on its
+// serial console.
 func bootDisk(t *testing.T, disk string, vcpus int, memMiB int64) {
 	t.Helper()
-	serial := filepath.Join(t.TempDir(), "serial.log")
-	args := []string{"-accel", "tcg", "-machine", "q35", "-m", fmt.Sprint(memMiB), "-smp", fmt.Sprint(vcpus),
-		"-nodefaults", "-no-user-config", "-display", "none", "-serial", "file:" + serial,
-		"-blockdev", "driver=qcow2,node-name=d0,file.driver=file,file.filename=" + disk,
-		"-device", "virtio-blk-pci,drive=d0,bootindex=1"}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	var qlog bytes.Buffer
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
-	cmd.Stdout, cmd.Stderr = &qlog, &qlog
-	t0 := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Kill()
-		<-done
-	}()
-	for {
-		b, _ := os.ReadFile(serial)
-		if bytes.Contains(b, []byte(guest.ReadyMarker)) {
-			t.Logf("migrated guest's marker %v after starting qemu", time.Since(t0).Round(10*time.Millisecond))
-			return
-		}
-		select {
-		case err := <-done:
-			done <- err
-			t.Fatalf("qemu exited before the marker: %v\n%s\nserial:\n%s", err, qlog.String(), b)
-		case <-ctx.Done():
-			t.Fatalf("no %s on the serial console within 90s; serial:\n%s", guest.ReadyMarker, b)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	took := guest.BootToMarker(t, "-machine", "q35", "-m", fmt.Sprint(memMiB), "-smp", fmt.Sprint(vcpus),
+		"-blockdev", "driver=qcow2,node-name=d0,file.driver=file,file.filename="+disk,
+		"-device", "virtio-blk-pci,drive=d0,bootindex=1")
+	t.Logf("migrated guest's marker %v after starting qemu", took.Round(10*time.Millisecond))
 }
 
 // listFiles lists every file under dir, relative.

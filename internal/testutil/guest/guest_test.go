@@ -82,40 +82,8 @@ func TestBootDiskBootsThroughSeaBIOS(t *testing.T) {
 				"-b", p.Boot, "-F", "qcow2", overlay).CombinedOutput(); err != nil {
 				t.Fatalf("making overlay: %v: %s", err, out)
 			}
-			serial := filepath.Join(dir, "serial.log")
-			args := append([]string{"-accel", "tcg", "-machine", tc.machine, "-m", "256",
-				"-nodefaults", "-no-user-config", "-display", "none",
-				"-serial", "file:" + serial}, disk(overlay, tc.dev)...)
-			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-			defer cancel()
-			var qlog bytes.Buffer
-			cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
-			cmd.Stdout, cmd.Stderr = &qlog, &qlog
-			t0 := time.Now()
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			defer func() {
-				cmd.Process.Kill()
-				<-done
-			}()
-			for {
-				b, _ := os.ReadFile(serial)
-				if bytes.Contains(b, []byte(ReadyMarker)) {
-					t.Logf("marker %v after starting qemu", time.Since(t0).Round(10*time.Millisecond))
-					return
-				}
-				select {
-				case err := <-done:
-					done <- err
-					t.Fatalf("qemu exited before the marker: %v\n%s\nserial:\n%s", err, qlog.String(), b)
-				case <-ctx.Done():
-					t.Fatalf("no %s on the serial console within 90s; serial:\n%s", ReadyMarker, b)
-				case <-time.After(50 * time.Millisecond):
-				}
-			}
+			took := BootToMarker(t, append([]string{"-machine", tc.machine, "-m", "256"}, disk(overlay, tc.dev)...)...)
+			t.Logf("marker %v after starting qemu", took.Round(10*time.Millisecond))
 		})
 	}
 }
