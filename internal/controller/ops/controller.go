@@ -41,6 +41,7 @@ type Controller struct {
 
 	mu        sync.Mutex
 	active    map[string][]string // VM key -> ids of its unfinished operations, oldest first
+	resizing  map[string][]string // VM key -> ids of its unfinished reconfigure operations
 	executing map[string]bool     // direct operations running in this process
 	ran       map[string]bool     // direct operations this leader carried out, this term
 
@@ -82,7 +83,7 @@ type Config struct {
 func New(cfg Config) *Controller {
 	c := &Controller{w: cfg.Writer, vms: cfg.VMs, ops: cfg.Ops, hosts: cfg.Hosts, idem: cfg.Idempotency, migrations: cfg.Migrations,
 		estate: cfg.Estate, metrics: cfg.Metrics, errorOf: cfg.ErrorOf, log: cfg.Logger,
-		active: map[string][]string{}, executing: map[string]bool{}, ran: map[string]bool{}, bcast: make(chan struct{})}
+		active: map[string][]string{}, resizing: map[string][]string{}, executing: map[string]bool{}, ran: map[string]bool{}, bcast: make(chan struct{})}
 	if c.metrics == nil {
 		c.metrics = noMetrics{}
 	}
@@ -159,6 +160,9 @@ func (c *Controller) observe(ch store.Change[api.Operation]) {
 			c.removeLocked(key, ch.Name)
 		} else if !slices.Contains(c.active[key], ch.Name) {
 			c.active[key] = append(c.active[key], ch.Name)
+			if ch.Obj.Kind == api.OpVMReconfigure {
+				c.resizing[key] = append(c.resizing[key], ch.Name)
+			}
 		}
 		c.mu.Unlock()
 	}
@@ -179,12 +183,28 @@ func (c *Controller) removeActive(vm, id string) {
 }
 
 func (c *Controller) removeLocked(vm, id string) {
-	ids := slices.DeleteFunc(c.active[vm], func(x string) bool { return x == id })
-	if len(ids) == 0 {
-		delete(c.active, vm)
-	} else {
-		c.active[vm] = ids
+	for _, m := range []map[string][]string{c.active, c.resizing} {
+		ids := slices.DeleteFunc(m[vm], func(x string) bool { return x == id })
+		if len(ids) == 0 {
+			delete(m, vm)
+		} else {
+			m[vm] = ids
+		}
 	}
+}
+
+// Resizing is the keys of the VMs with unfinished reconfigure operations:
+// the only VMs whose PendingSize may exceed their spec. The placer adds
+// their growth to its totals at each placement, so that a placement
+// costs the VMs being resized, not every VM with an operation under way.
+func (c *Controller) Resizing() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.resizing))
+	for k := range c.resizing {
+		out = append(out, k)
+	}
+	return out
 }
 
 // Submit queues a VM operation, applying it at once when the VM has none

@@ -212,8 +212,13 @@ func (c *Controller) rebuild() {
 		return strings.Compare(a.ID, b.ID)
 	})
 	clear(c.active)
+	clear(c.resizing)
 	for _, op := range ops {
-		c.active[TargetKey(op.Target)] = append(c.active[TargetKey(op.Target)], op.ID)
+		key := TargetKey(op.Target)
+		c.active[key] = append(c.active[key], op.ID)
+		if op.Kind == api.OpVMReconfigure {
+			c.resizing[key] = append(c.resizing[key], op.ID)
+		}
 	}
 }
 

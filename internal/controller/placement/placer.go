@@ -70,11 +70,11 @@ type vmSize struct {
 }
 
 // Queue is what the placer asks of the operation queue: which VMs have
-// operations under way, and the size a VM holds with its queued resizes.
-// Its answers must be exact as of the index, as the placer's own totals
-// are.
+// resizes queued or under way, and the size a VM holds with its queued
+// resizes. Its answers must be exact as of the index, as the placer's own
+// totals are. A VM not in Resizing holds its spec.
 type Queue interface {
-	ActiveKeys() map[string]bool
+	Resizing() []string
 	PendingSize(vm *api.VM) api.Usage
 }
 
@@ -186,7 +186,7 @@ func (p *Placer) allocationsLocked() map[string]api.Allocation {
 	for h, a := range p.totals {
 		out[h] = a
 	}
-	for key := range p.queue.ActiveKeys() {
+	for _, key := range p.queue.Resizing() {
 		counted, ok := p.byVM[key]
 		if !ok {
 			continue
@@ -421,9 +421,9 @@ func (p *Placer) Resize(ctx context.Context, vm *api.VM, rc api.VMReconfigure) (
 		// Not counted on the host at all: add what it holds.
 		h.AllocatedVCPUs += from.vcpus
 		h.AllocatedMemoryMiB += from.memory
-	} else if !p.queue.ActiveKeys()[key] {
+	} else if !slices.Contains(p.queue.Resizing(), key) {
 		// Counted without the growth the snapshot adds only for VMs
-		// with operations under way.
+		// with resizes under way.
 		h.AllocatedVCPUs += from.vcpus - counted.vcpus
 		h.AllocatedMemoryMiB += from.memory - counted.memory
 	}

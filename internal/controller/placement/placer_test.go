@@ -15,7 +15,7 @@ import (
 
 type noQueue struct{}
 
-func (noQueue) ActiveKeys() map[string]bool { return nil }
+func (noQueue) Resizing() []string { return nil }
 func (noQueue) PendingSize(vm *api.VM) api.Usage {
 	return api.Usage{VCPUs: int64(vm.Spec.VCPUs), MemoryMiB: vm.Spec.MemoryMiB}
 }
