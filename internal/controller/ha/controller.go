@@ -111,15 +111,32 @@ func (c *Controller) Lead(ctx context.Context, w store.Writer) {
 	}
 }
 
-// Check judges every host of Polyvisor's once.
+// Check judges every host of Polyvisor's once. Only a host being fenced
+// or silent for T_fence can need its HA VMs, so the VMs are read once per
+// check, for those hosts alone: a check costs the hosts, not hosts × VMs.
 func (c *Controller) Check(ctx context.Context, w store.Writer, began time.Time) {
 	now := c.cfg.Now()
-	for _, h := range c.cfg.Hosts.Select(func(h *api.Host) bool { return h.Provider == nil }) {
-		last := c.cfg.LastHeard(h)
-		if last.Before(began) {
-			last = began
+	hosts := c.cfg.Hosts.Select(func(h *api.Host) bool { return h.Provider == nil })
+	lasts := make([]time.Time, len(hosts))
+	var judged map[string][]*api.VM
+	for i, h := range hosts {
+		lasts[i] = c.cfg.LastHeard(h)
+		if lasts[i].Before(began) {
+			lasts[i] = began
 		}
-		vms := c.haVMs(h.Name)
+		if h.Fence != nil || now.Sub(lasts[i]) >= c.cfg.FenceTimeout {
+			if judged == nil {
+				judged = map[string][]*api.VM{}
+			}
+			judged[h.Name] = nil
+		}
+	}
+	if judged != nil {
+		c.haVMs(judged)
+	}
+	for i, h := range hosts {
+		last := lasts[i]
+		vms := judged[h.Name]
 		hook := c.hookOutcome(h)
 		step := c.cfg.Decide(now, last, h.Fence, len(vms) > 0, hook != nil && hook.ok)
 		var err error
@@ -143,14 +160,20 @@ func (c *Controller) Check(ctx context.Context, w store.Writer, began time.Time)
 	}
 }
 
-// haVMs are the VMs placed on host that are restarted elsewhere when it
-// is lost: HA restart, meant to run, not being deleted or migrated.
-func (c *Controller) haVMs(host string) []*api.VM {
-	return c.cfg.VMs.Select(func(vm *api.VM) bool {
+// haVMs fills byHost, keyed by the hosts to judge, with the VMs placed on
+// each that are restarted elsewhere when it is lost: HA restart, meant to
+// run, not being deleted or migrated.
+func (c *Controller) haVMs(byHost map[string][]*api.VM) {
+	for _, vm := range c.cfg.VMs.Select(func(vm *api.VM) bool {
 		s := vm.Spec
-		return s.Host == host && s.HA == api.HARestart && s.Provider == nil && s.Deletion == nil &&
+		if _, judged := byHost[s.Host]; !judged {
+			return false
+		}
+		return s.HA == api.HARestart && s.Provider == nil && s.Deletion == nil &&
 			s.Migration == nil && s.PowerState != api.PowerStopped
-	})
+	}) {
+		byHost[vm.Spec.Host] = append(byHost[vm.Spec.Host], vm)
+	}
 }
 
 // suspect records a host's fencing as pending, conditional on the host

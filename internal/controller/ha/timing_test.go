@@ -136,3 +136,24 @@ func TestDecideNoFenceOnTimeoutByDefault(t *testing.T) {
 		t.Errorf("pending, hook reported it powered off: %s, want fence", got)
 	}
 }
+
+// Check reads a host's HA VMs only when the host is being fenced or has
+// been silent for T_fence: everywhere else, the decision must not depend
+// on them.
+func TestDecideNeedsHAVMsOnlyWhenFencingOrSilent(t *testing.T) {
+	base := time.Date(2026, 12, 6, 6, 0, 0, 0, time.UTC)
+	for _, tm := range []Timings{
+		{FenceTimeout: 3 * time.Second, Margin: time.Second, OnTimeout: true},
+		{FenceTimeout: 3 * time.Second, Margin: time.Second},
+	} {
+		for silent := time.Duration(0); silent < tm.FenceTimeout; silent += 100 * time.Millisecond {
+			for _, hook := range []bool{false, true} {
+				with := tm.Decide(base.Add(silent), base, nil, true, hook)
+				without := tm.Decide(base.Add(silent), base, nil, false, hook)
+				if with != without {
+					t.Errorf("no fence record, silent %s, hook %v: %s with HA vms, %s without", silent, hook, with, without)
+				}
+			}
+		}
+	}
+}
