@@ -241,8 +241,14 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	changes := s.vms.Subscribe(ctx)
-	volChanges, poolChanges := s.volumes.Subscribe(ctx), s.pools.Subscribe(ctx)
+	// Each subscription keeps only the host's changes, in the store's
+	// watch: with thousands of hosts, a VM's change wakes its host's
+	// watch alone. The switch below decides what each change means.
+	changes := s.vms.SubscribeWhere(ctx, func(c store.Change[api.VM]) bool {
+		return concernsHost(c.Obj, host) || (c.Prev != nil && concernsHost(c.Prev, host))
+	})
+	volChanges := s.volumes.SubscribeWhere(ctx, func(c store.Change[api.Volume]) bool { return c.Obj.Spec.Host == host })
+	poolChanges := s.pools.SubscribeWhere(ctx, func(c store.Change[api.Pool]) bool { return slices.Contains(c.Obj.Spec.Hosts, host) })
 	requests, unregister := s.streams.register(host)
 	defer unregister()
 	// The host's network state: once after the VMs, then at each change.

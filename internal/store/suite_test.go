@@ -31,6 +31,7 @@ func runSuite(t *testing.T, mk configFunc) {
 		{"TxnAtomicity", testTxnAtomicity},
 		{"RawKeys", testRawKeys},
 		{"SlowSubscriber", testSlowSubscriber},
+		{"FilteredSubscriber", testFilteredSubscriber},
 	}
 	t.Run("Parallel", func(t *testing.T) {
 		for _, tc := range tests {

@@ -302,3 +302,69 @@ func testSlowSubscriber(t *testing.T, mk configFunc) {
 	for range fast {
 	}
 }
+
+// testFilteredSubscriber checks that SubscribeWhere delivers the changes
+// its filter keeps, in revision order, deletes and moves away included,
+// and that the filter sees each change once.
+func testFilteredSubscriber(t *testing.T, mk configFunc) {
+	ctx := testCtx(t)
+	s := openStore(t, mk(t))
+	var calls atomic.Int64
+	onH1 := func(vm *api.VM) bool { return vm.Spec.Host == "h1" }
+	mine := s.vms.SubscribeWhere(ctx, func(c Change[api.VM]) bool {
+		calls.Add(1)
+		return onH1(c.Obj) || (c.Prev != nil && onH1(c.Prev))
+	})
+	all := s.vms.Subscribe(ctx)
+	vm := func(name, host string) *api.VM {
+		v := newVM(name)
+		v.Spec.Host = host
+		return v
+	}
+	for i := range 10 {
+		name := fmt.Sprintf("other-%d", i)
+		if _, err := s.vms.Create(ctx, name, vm(name, "h2")); err != nil {
+			t.Fatalf("create: %v", err)
+		}
+	}
+	a, err := s.vms.Create(ctx, "a", vm("a", "h1"))
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	moved, err := s.vms.Update(ctx, "a", vm("a", "h2"), a) // moves away from h1
+	if err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	if _, err := s.vms.Create(ctx, "b", vm("b", "h1")); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if err := s.vms.Delete(ctx, "b", 0); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if err := s.vms.Delete(ctx, "a", moved); err != nil { // no longer h1's
+		t.Fatalf("delete: %v", err)
+	}
+	recv(t, all, 15) // every change is published before the filtered ones are checked
+	got := recv(t, mine, 4)
+	want := []struct {
+		typ  ChangeType
+		name string
+		host string
+	}{{Put, "a", "h1"}, {Put, "a", "h2"}, {Put, "b", "h1"}, {Delete, "b", "h1"}}
+	for i, c := range got {
+		if c.Type != want[i].typ || c.Name != want[i].name || c.Obj.Spec.Host != want[i].host {
+			t.Errorf("change %d: %v %s on %s, want %v %s on %s", i, c.Type, c.Name, c.Obj.Spec.Host, want[i].typ, want[i].name, want[i].host)
+		}
+		if i > 0 && c.Rev <= got[i-1].Rev {
+			t.Errorf("change %d at revision %d after %d", i, c.Rev, got[i-1].Rev)
+		}
+	}
+	select {
+	case c := <-mine:
+		t.Errorf("a fifth change delivered: %v %s on %s", c.Type, c.Name, c.Obj.Spec.Host)
+	default:
+	}
+	if n := calls.Load(); n != 15 {
+		t.Errorf("the filter was called %d times for 15 changes", n)
+	}
+}
