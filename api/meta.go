@@ -1,6 +1,8 @@
 package api
 
 import (
+	"crypto/rand"
+	"fmt"
 	"strings"
 	"time"
 )
@@ -67,4 +69,13 @@ type ListOptions struct {
 	// (?all-projects=true).
 	Project     string
 	AllProjects bool
+}
+
+// NewUID returns a new random UID: a version 4 UUID.
+func NewUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }

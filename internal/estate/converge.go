@@ -2,7 +2,6 @@ package estate
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"time"
@@ -12,13 +11,7 @@ import (
 	"github.com/polyvisor/polyvisor/internal/store"
 )
 
-func newUID() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
-}
+func newUID() string { return api.NewUID() }
 
 // kick converges a provider VM in the background; one goroutine per VM at
 // a time, going round again if the VM changed meanwhile.

@@ -2,7 +2,6 @@ package network
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -99,13 +98,7 @@ func listAll[T any](c Reader[T], keep func(*T) bool) []*T {
 	return items
 }
 
-func newUID() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
-}
+func newUID() string { return api.NewUID() }
 
 // maxAttempts bounds the retries of a write that lost a race.
 const maxAttempts = 40

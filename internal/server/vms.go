@@ -375,13 +375,7 @@ func (s *Server) vmActionHandler(action string) http.HandlerFunc {
 	}
 }
 
-func newUID() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
-}
+func newUID() string { return api.NewUID() }
 
 // randomMAC returns a locally administered unicast MAC in QEMU's 52:54:00
 // range.
