@@ -40,6 +40,8 @@ type scaleOptions struct {
 	shared       int
 	profile      string
 	keep         bool
+	seed         bool
+	seedSample   int
 	// An existing control plane instead of one started for the run.
 	servers    []string
 	token      string
@@ -87,6 +89,8 @@ their hypervisor is in memory, with QEMU's measured latencies.`,
 	f.IntVar(&opts.shared, "shared-conns", -1, "the simulated hosts' requests go over this many shared connections (each host keeps its own watch connection); 0: each host has its own, as real agents; -1: shared (256) when the largest fleet could not hold two connections per host within the open files limit")
 	f.StringVar(&opts.profile, "profile", "", "save the server's CPU and heap profiles (pprof) of each phase in this directory")
 	f.BoolVar(&opts.keep, "keep", false, "keep the temporary dir (logs, etcd) instead of removing it")
+	f.BoolVar(&opts.seed, "seed", false, "create --seed-sample VMs per size through the API (the create rate), and write the rest straight into the server's etcd as a create stores them: the hosts start them from their watches. For sizes the create rate cannot reach in a run; only with the run's own server")
+	f.IntVar(&opts.seedSample, "seed-sample", 500, "with --seed: VMs created through the API at each size before the rest are seeded")
 	f.StringSliceVar(&opts.servers, "server", nil, "measure these servers (repeatable, the URLs of one control plane) instead of starting one")
 	f.StringVar(&opts.token, "token", "", "with --server: a superadmin's token (default $POLYVISOR_TOKEN)")
 	f.StringVar(&opts.caFile, "ca-file", "", "with --server: the CA certificate to trust (default $POLYVISOR_CA_FILE)")
@@ -132,6 +136,9 @@ func runScale(ctx context.Context, opts scaleOptions, log io.Writer) (*ScaleRepo
 	}
 	if !slices.IsSorted(opts.sizes) || opts.sizes[0] < 1 {
 		return nil, fmt.Errorf("--hosts: give growing sizes of at least 1, not %v", opts.sizes)
+	}
+	if opts.seed && (len(opts.servers) > 0 || opts.seedSample < 0) {
+		return nil, errors.New("--seed writes into the run's own server's etcd: not with --server, and --seed-sample not negative")
 	}
 	if len(opts.servers) == 0 && (opts.token != "" || opts.caFile != "" || len(opts.serverPIDs) > 0) {
 		return nil, errors.New("--token, --ca-file and --server-pid go with --server")
@@ -339,7 +346,21 @@ func scaleVMName(i int) string { return fmt.Sprintf("s-%07d", i) }
 // (or until --create-timeout), then waits until the simulated hosts report
 // them running.
 func (r *scaleRun) createVMs(ctx context.Context, st *ScaleStep) error {
-	want := st.VMsWanted
+	if !r.opts.seed {
+		return r.createThroughAPI(ctx, st, st.VMsWanted)
+	}
+	if err := r.createThroughAPI(ctx, st, min(st.VMsWanted, r.vms+r.opts.seedSample)); err != nil {
+		return err
+	}
+	if r.vms >= st.VMsWanted {
+		return nil
+	}
+	return r.seedVMs(ctx, st, r.vms, st.VMsWanted)
+}
+
+// createThroughAPI creates VMs up to want through the API and waits for
+// them to run.
+func (r *scaleRun) createThroughAPI(ctx context.Context, st *ScaleStep, want int) error {
 	if r.vms >= want {
 		return nil
 	}

@@ -53,6 +53,14 @@ type ScaleStep struct {
 	CreateTimedOut     bool           `json:"createTimedOut"`
 	// CreateErrors counts creates the server failed (5xx), each asked again.
 	CreateErrors int `json:"createErrors"`
+	// Seeded VMs were written straight into the store (--seed), Seed at
+	// what rate; SeedConvergeSeconds is from the seeding's start until the
+	// server counted them all running, SeedConvergeCPU after the seeding.
+	Seeded              int        `json:"seeded,omitempty"`
+	Seed                Throughput `json:"seed,omitzero"`
+	SeedRunning         int        `json:"seedRunning,omitempty"`
+	SeedConvergeSeconds float64    `json:"seedConvergeSeconds,omitempty"`
+	SeedConvergeCPU     CPUUse     `json:"seedConvergeCpu,omitzero"`
 	// Running is how many VMs the server counted running, ConvergeSeconds
 	// after the creates began.
 	Running         int        `json:"running"`
@@ -195,6 +203,10 @@ func (rep *ScaleReport) writeText(w io.Writer) error {
 			fmt.Fprintf(w, "  creates: %d, %.0f/s, 202 p50 %.1f p99 %.1f ms; CPUs: %s\n", s.Create.Count, s.Create.PerSecond,
 				s.Create.Latency.P50Ms, s.Create.Latency.P99Ms, s.Create.CPU)
 			fmt.Fprintf(w, "  %d VMs running %.1f s after the creates began; CPUs after the last create: %s\n", s.Running, s.ConvergeSeconds, s.ConvergeCPU)
+		}
+		if s.Seeded > 0 {
+			fmt.Fprintf(w, "  seeded straight into the store (not through the API): %d VMs in %.1f s; CPUs: %s\n", s.Seeded, s.Seed.Seconds, s.Seed.CPU)
+			fmt.Fprintf(w, "  %d VMs running %.1f s after the seeding began; CPUs after the seeding: %s\n", s.SeedRunning, s.SeedConvergeSeconds, s.SeedConvergeCPU)
 		}
 		if s.CreateTimedOut {
 			fmt.Fprintf(w, "  creates STOPPED at the time limit: %d of %d VMs\n", s.VMs, s.VMsWanted)
