@@ -105,6 +105,12 @@ type VMSpec struct {
 	// host is lost and fenced (docs/HA.md); none or empty otherwise. Only
 	// a VM whose disks all live on shared storage may have it.
 	HA string `json:"ha,omitempty"`
+	// HASince, written by the server, is the generation at which HA
+	// became restart. A host fenced on timeout alone has its VM restarted
+	// elsewhere only if it reported that generation (status
+	// observedGeneration): only then did its agent know to stop the VM
+	// when cut off.
+	HASince int64 `json:"haSince,omitempty"`
 	// HARestart, written by the server, is the VM's last restart on
 	// another host after its host was fenced.
 	HARestart *HARestartRecord `json:"haRestart,omitempty"`

@@ -112,6 +112,15 @@ func TestHAPolicyAndFencing(t *testing.T) {
 	if _, err := m.SetVMHA(ctx, "plain", api.HANone); err != nil {
 		t.Fatal(err)
 	}
+	// unconfirmed is HA (the project's default) but ha-a never reports
+	// it: its agent may not know to stop it when cut off, so a fencing on
+	// timeout alone must leave it where it is.
+	if _, err := m.CreateVM(ctx, api.VMCreate{Name: "unconfirmed", VCPUs: 1, MemoryMiB: 64, Host: "ha-a", Boot: api.Boot{Kernel: "kern"}}, client.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if vm, err := m.GetVM(ctx, "unconfirmed"); err != nil || vm.Spec.HA != api.HARestart || vm.Spec.HASince != vm.Generation {
+		t.Fatalf("unconfirmed: ha %q since %d at generation %d (%v)", vm.Spec.HA, vm.Spec.HASince, vm.Generation, err)
+	}
 	if _, err := m.CreateVM(ctx, api.VMCreate{Name: "withdisk", VCPUs: 1, MemoryMiB: 64, Host: "ha-a", Disks: []api.Disk{{Image: "img"}}}, client.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -162,6 +171,16 @@ func TestHAPolicyAndFencing(t *testing.T) {
 	}
 	if vm, _ := m.GetVM(ctx, "plain"); vm.Spec.Host != "ha-a" {
 		t.Errorf("the vm without ha moved to %s", vm.Spec.Host)
+	}
+	if vm, _ := m.GetVM(ctx, "unconfirmed"); vm.Spec.Host != "ha-a" || vm.Spec.HARestart != nil {
+		t.Errorf("the vm whose host never reported its policy moved to %s", vm.Spec.Host)
+	}
+	recs, err := e.super.ListAudit(ctx, api.AuditQuery{Action: api.OpVMHARestart, Outcome: api.AuditFailure})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || recs[0].Resource.Name != "unconfirmed" || !strings.Contains(recs[0].Message, "never reported generation") {
+		t.Errorf("audit of the vm not restarted: %+v", recs)
 	}
 	// ha-b reports it running: the operation succeeds.
 	e.ctlObserved(t, tokB, "pa/hav")

@@ -91,6 +91,14 @@ func haOfCreate(req *api.VMCreate, proj *api.Project) (string, error) {
 	return "", nil
 }
 
+// haSince is VMSpec.HASince for a VM with policy ha at generation gen.
+func haSince(ha string, gen int64) int64 {
+	if ha == api.HARestart {
+		return gen
+	}
+	return 0
+}
+
 // setHA sets a VM's HA policy.
 func (s *Server) setHA(w http.ResponseWriter, r *http.Request) {
 	var req api.VMHASet
@@ -129,9 +137,11 @@ func (s *Server) setHA(w http.ResponseWriter, r *http.Request) {
 		next.Spec.HA = req.HA
 		if next.Spec.HA != vm.Spec.HA {
 			// The host's agent must learn the policy (it kills its HA
-			// vms when cut off); the leader restarts a vm only once its
-			// host observed this generation.
+			// vms when cut off); the leader restarts a vm of a host
+			// fenced on timeout only once its host observed this
+			// generation (HASince).
 			next.Generation++
+			next.Spec.HASince = haSince(next.Spec.HA, next.Generation)
 		}
 		next.UpdatedAt = time.Now().UTC()
 		if _, err := s.vms.Update(r.Context(), vm.Key(), next, vm.Version); err != nil {

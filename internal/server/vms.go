@@ -265,7 +265,7 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 				Host: host, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Disks: req.Disks, NICs: req.NICs,
 				Boot: req.Boot, CloudInit: req.CloudInit, PowerState: req.PowerState,
 				StopTimeoutSeconds: req.StopTimeoutSeconds, Provider: ref, Lease: lease,
-				OnCrash: req.OnCrash, HA: ha,
+				OnCrash: req.OnCrash, HA: ha, HASince: haSince(ha, 1),
 			},
 			Status: api.VMStatus{PowerState: api.PowerPending},
 		}

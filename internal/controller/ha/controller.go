@@ -137,6 +137,9 @@ func (c *Controller) Check(ctx context.Context, w store.Writer, began time.Time)
 	for i, h := range hosts {
 		last := lasts[i]
 		vms := judged[h.Name]
+		if h.Fence != nil && h.Fence.State == api.FenceFenced && h.Fence.By != "hook" {
+			vms = slices.DeleteFunc(vms, func(vm *api.VM) bool { return !confirmed(vm) })
+		}
 		hook := c.hookOutcome(h)
 		step := c.cfg.Decide(now, last, h.Fence, len(vms) > 0, hook != nil && hook.ok)
 		var err error
@@ -144,7 +147,7 @@ func (c *Controller) Check(ctx context.Context, w store.Writer, began time.Time)
 		case Suspect:
 			err = c.suspect(ctx, w, h, last, now)
 		case Fence:
-			err = c.fence(ctx, w, h, last, now, hook)
+			err = c.fence(ctx, w, h, last, now, hook, vms)
 		case Unknown:
 			err = c.unknown(ctx, w, h, last, hook)
 		case Restart:
@@ -185,7 +188,7 @@ func (c *Controller) suspect(ctx context.Context, w store.Writer, h *api.Host, l
 		return fmt.Errorf("recording host %q as pending fencing: %w", h.Name, err)
 	}
 	c.log.Warn("host silent for T_fence: fencing it", "host", h.Name, "last", last, "restartAt", next.Fence.Deadline)
-	c.cfg.Audit(ctx, "host.fence.pending", api.Ref{Kind: "host", Name: h.Name}, "", "started",
+	c.cfg.Audit(ctx, "host.fence.pending", api.Ref{Kind: "host", Name: h.Name}, "", api.AuditSuccess,
 		c.pendingMessage(last, next.Fence.Deadline))
 	c.startHook(next)
 	return nil
@@ -202,7 +205,7 @@ func (c *Controller) pendingMessage(last, deadline time.Time) string {
 
 // fence marks a host fenced, conditional on the host as read: a
 // heartbeat since (which ends its pending record) refuses it.
-func (c *Controller) fence(ctx context.Context, w store.Writer, h *api.Host, last, now time.Time, hook *hookRun) error {
+func (c *Controller) fence(ctx context.Context, w store.Writer, h *api.Host, last, now time.Time, hook *hookRun, vms []*api.VM) error {
 	next := store.Clone(h)
 	f := *h.Fence
 	f.State, f.FencedAt, f.By, f.VMs = api.FenceFenced, now.UTC(), "timeout", nil
@@ -217,10 +220,28 @@ func (c *Controller) fence(ctx context.Context, w store.Writer, h *api.Host, las
 		return fmt.Errorf("marking host %q fenced: %w", h.Name, err)
 	}
 	c.log.Warn("host fenced: restarting its HA vms elsewhere", "host", h.Name, "by", f.By, "last", last)
-	c.cfg.Audit(ctx, "host.fence", api.Ref{Kind: "host", Name: h.Name}, "", "succeeded",
+	c.cfg.Audit(ctx, "host.fence", api.Ref{Kind: "host", Name: h.Name}, "", api.AuditSuccess,
 		fmt.Sprintf("fenced by %s; last heartbeat %s", f.By, last.UTC().Format(time.RFC3339Nano)))
+	if f.By == "hook" {
+		return nil // powered off: every HA VM may run elsewhere
+	}
+	for _, vm := range vms {
+		if confirmed(vm) {
+			continue
+		}
+		msg := fmt.Sprintf("not restarted: host %s was fenced on timeout and never reported generation %d, which made the vm HA (it reported %d), so its agent may not have stopped it; restart it once the host is known to be off",
+			h.Name, vm.Spec.HASince, vm.Status.ObservedGeneration)
+		c.log.Error("ha vm not restarted: its host never confirmed the policy", "vm", vm.Key(), "host", h.Name,
+			"haSince", vm.Spec.HASince, "observed", vm.Status.ObservedGeneration)
+		c.cfg.Audit(ctx, api.OpVMHARestart, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: vm.Project}, "", api.AuditFailure, msg)
+	}
 	return nil
 }
+
+// confirmed tells whether a VM's host reported the generation that made
+// it HA: only then did the host's agent know to stop it once cut off, and
+// only then may a host fenced on timeout alone have it run elsewhere.
+func confirmed(vm *api.VM) bool { return vm.Status.ObservedGeneration >= vm.Spec.HASince }
 
 // unknown records a silent host as unknown, conditional on the host as
 // read: nothing confirmed it powered off, so its HA VMs stay.
@@ -236,7 +257,7 @@ func (c *Controller) unknown(ctx context.Context, w store.Writer, h *api.Host, l
 		return fmt.Errorf("marking host %q unknown: %w", h.Name, err)
 	}
 	c.log.Error("host silent past T_fence and the margin, not known to be powered off: its HA vms are not restarted", "host", h.Name, "last", last)
-	c.cfg.Audit(ctx, "host.fence.unknown", api.Ref{Kind: "host", Name: h.Name}, "", "failed",
+	c.cfg.Audit(ctx, "host.fence.unknown", api.Ref{Kind: "host", Name: h.Name}, "", api.AuditFailure,
 		fmt.Sprintf("no heartbeat since %s and no fence hook reported it powered off: its HA vms are not restarted elsewhere (power it off and run the hook, or opt in to fencing on timeout)", last.UTC().Format(time.RFC3339Nano)))
 	return nil
 }
@@ -252,13 +273,14 @@ func (c *Controller) restart(ctx context.Context, w store.Writer, from, key stri
 		return nil
 	}
 	vm, ok := c.cfg.VMs.Get(key)
-	if !ok || vm.Spec.Host != from || vm.Spec.HA != api.HARestart || vm.Spec.Deletion != nil || vm.Spec.Migration != nil {
+	if !ok || vm.Spec.Host != from || vm.Spec.HA != api.HARestart || vm.Spec.Deletion != nil || vm.Spec.Migration != nil ||
+		(h.Fence.By != "hook" && !confirmed(vm)) {
 		return nil
 	}
 	ref := api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: vm.Project}
 	pools, err := c.poolsOf(vm)
 	if err != nil {
-		c.cfg.Audit(ctx, api.OpVMHARestart, ref, "", "failed", err.Error())
+		c.cfg.Audit(ctx, api.OpVMHARestart, ref, "", api.AuditFailure, err.Error())
 		return err
 	}
 	filter := func(t *api.Host) bool {
@@ -300,7 +322,7 @@ func (c *Controller) restart(ctx context.Context, w store.Writer, from, key stri
 		return fmt.Errorf("restarting vm %q on host %q: %w", key, target, err)
 	}
 	c.log.Warn("restarting ha vm on another host", "vm", key, "from", from, "to", target, "op", op.ID)
-	c.cfg.Audit(ctx, api.OpVMHARestart, ref, op.ID, "started", op.Message)
+	c.cfg.Audit(ctx, api.OpVMHARestart, ref, op.ID, api.AuditSuccess, op.Message)
 	return nil
 }
 
