@@ -159,26 +159,22 @@ func (s *Server) upsertHost(ctx context.Context, name string, st api.HostStatus)
 }
 
 // hostForBeat is the host record a heartbeat is answered from. With HA
-// restarts on, it is read through the store's quorum, never from the
-// index: a server cut off from the store must not answer (and so renew
-// the agent's contact, keeping it from fencing itself) while the leader
-// fences the host, and what it says of the host's fencing must be what
-// the store holds (docs/HA.md). 503 when the store cannot say.
+// restarts on, it is read as fresh as through the store's quorum (a
+// barrier the heartbeats arriving together share, then the index): a
+// server cut off from the store must not answer (and so renew the agent's
+// contact, keeping it from fencing itself) while the leader fences the
+// host, and what it says of the host's fencing must be what the store
+// holds (docs/HA.md). 503 when the store cannot say.
 func (s *Server) hostForBeat(ctx context.Context, name string) (*api.Host, bool, error) {
-	if s.cfg.HA.FenceTimeout <= 0 {
-		h, ok := s.hosts.Get(name)
-		return h, ok, nil
+	if s.cfg.HA.FenceTimeout > 0 {
+		rctx, cancel := context.WithTimeout(ctx, heartbeatReadTimeout)
+		defer cancel()
+		if err := s.st.Barrier(rctx); err != nil {
+			return nil, false, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("the store cannot confirm host %q: heartbeat not taken: %v", name, err)}
+		}
 	}
-	rctx, cancel := context.WithTimeout(ctx, heartbeatReadTimeout)
-	defer cancel()
-	h, err := s.hosts.Read(rctx, name)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return nil, false, nil
-	case err != nil:
-		return nil, false, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("the store cannot confirm host %q: heartbeat not taken: %v", name, err)}
-	}
-	return h, true, nil
+	h, ok := s.hosts.Get(name)
+	return h, ok, nil
 }
 
 // heartbeatReadTimeout bounds a heartbeat's quorum read.

@@ -65,6 +65,7 @@ type Store struct {
 	loadErr     error         // last load error, for Start to report
 
 	rev revTracker
+	bar barrier // Barrier's shared quorum reads
 
 	readOnly atomic.Pointer[error] // why writes are refused, if they are
 
