@@ -83,7 +83,11 @@ func (s *Server) registerAgent(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	// A registration that fails from here on (the store busy or out of
+	// reach) gives its join token back: the agent asks again with it,
+	// rather than its one-use token being spent on nothing.
 	if _, err := s.upsertHost(r.Context(), req.Host, req.Status); err != nil {
+		s.restoreJoinToken(r.Context(), id, jt)
 		s.writeError(w, r, err)
 		return
 	}
@@ -92,6 +96,7 @@ func (s *Server) registerAgent(w http.ResponseWriter, r *http.Request) {
 	s.revokeHostTokens(r.Context(), req.Host)
 	tok, _, err := s.mintToken(r.Context(), auth.PrefixHost, &tokenRecord{Kind: tokenKindHost, Name: req.Host})
 	if err != nil {
+		s.restoreJoinToken(r.Context(), id, jt)
 		s.writeError(w, r, err)
 		return
 	}

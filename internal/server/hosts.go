@@ -199,6 +199,25 @@ func (s *Server) consumeJoinToken(ctx context.Context, id string) error {
 	return nil
 }
 
+// restoreJoinToken puts back a join token consumed by a registration that
+// then failed, for what was left of its life: its agent can ask again. It
+// is created only if absent, so it never revives a token twice.
+func (s *Server) restoreJoinToken(ctx context.Context, id string, rec joinRecord) {
+	ttl := time.Until(rec.ExpiresAt)
+	if ttl < time.Second {
+		return
+	}
+	raw, err := json.Marshal(rec)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		err = s.st.CreateKey(ctx, joinKey(id), raw, ttl)
+	}
+	if err != nil {
+		s.log.Warn("giving back the join token of a failed registration", "token", id, "err", err)
+	}
+}
+
 // MintJoinToken makes a join token for an agent started next to the
 // server (the built-in agent's first start), bound to its host name.
 func (s *Server) MintJoinToken(ctx context.Context, host string) (string, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/polyvisor/polyvisor/api"
 )
@@ -63,5 +64,44 @@ func TestJoinTokenCannotTakeOverAHost(t *testing.T) {
 	// A token bound to a provider's host name, or an invalid one, is refused.
 	if _, err := e.super.CreateJoinToken(ctx, api.JoinTokenCreate{Host: "Not_A_Name"}); statusOfErr(err) != http.StatusBadRequest {
 		t.Errorf("a join token for an invalid host name: %v, want 400", err)
+	}
+}
+
+// A registration that fails after taking its join token (the store busy
+// or out of reach) gives the token back for the rest of its life: the
+// agent joins with it when it asks again. It is given back once only,
+// and an expired one not at all.
+func TestFailedRegistrationGivesTheJoinTokenBack(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	jt, err := e.super.CreateJoinToken(ctx, api.JoinTokenCreate{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, rec, err := e.s.checkJoinToken(ctx, jt.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.consumeJoinToken(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	anon := e.client("", "")
+	st := api.HostStatus{CPUs: 4, MemoryMiB: 4096}
+	if _, err := anon.Register(ctx, api.AgentRegister{JoinToken: jt.Token, Host: "back1", Status: st}); statusOfErr(err) != http.StatusUnauthorized {
+		t.Fatalf("registering with a consumed token: %v, want 401", err)
+	}
+	e.s.restoreJoinToken(ctx, id, rec)
+	e.s.restoreJoinToken(ctx, id, rec) // a second give-back changes nothing
+	if _, err := anon.Register(ctx, api.AgentRegister{JoinToken: jt.Token, Host: "back1", Status: st}); err != nil {
+		t.Fatalf("registering with the token given back: %v", err)
+	}
+	if _, err := anon.Register(ctx, api.AgentRegister{JoinToken: jt.Token, Host: "back2", Status: st}); statusOfErr(err) != http.StatusUnauthorized {
+		t.Fatalf("the token given back worked twice: %v, want 401", err)
+	}
+	rec.ExpiresAt = time.Now().Add(-time.Minute)
+	e.s.restoreJoinToken(ctx, id, rec)
+	if _, _, err := e.s.checkJoinToken(ctx, jt.Token); err == nil {
+		t.Error("an expired token was given back")
 	}
 }
