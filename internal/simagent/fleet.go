@@ -345,7 +345,8 @@ func (f *Fleet) Run(ctx context.Context) error {
 
 // registerAll registers the hosts toJoin (indexes), each with the next
 // join token, RegisterConcurrency at a time, and starts each as it is
-// registered. A host that cannot register is logged and left out.
+// registered. A host the server refuses is logged and left out; one it could not take
+// (5xx) asks again, as an agent does.
 func (f *Fleet) registerAll(ctx context.Context, toJoin []int, wg *sync.WaitGroup) error {
 	f.mu.Lock()
 	f.regStart = time.Now()
@@ -365,6 +366,15 @@ func (f *Fleet) registerAll(ctx context.Context, toJoin []int, wg *sync.WaitGrou
 				}
 				h := f.hosts[toJoin[k]]
 				tok, err := h.register(ctx, f.cfg.JoinTokens[k])
+				// As an agent does, it asks again when the server could
+				// not take it (5xx: the token is given back).
+				for pause := time.Second; err != nil && client.HTTPStatus(err) >= 500 && pause <= 16*time.Second && ctx.Err() == nil; pause *= 2 {
+					select {
+					case <-ctx.Done():
+					case <-time.After(pause):
+					}
+					tok, err = h.register(ctx, f.cfg.JoinTokens[k])
+				}
 				if err != nil {
 					f.c.registerErrors.Add(1)
 					f.warn.warn("registering simulated host", h.name, err)
