@@ -298,7 +298,9 @@ func (c *Controller) input(ctx context.Context) (balancer.Input, []string) {
 		}
 		if why := c.fixed(v); why != "" {
 			in.Fixed[key] = why
-		} else {
+		}
+		// A VM that may not move still loads its host: its demand counts.
+		if v.Spec.Provider == nil && v.Spec.Migration == nil && v.Status.PowerState == api.PowerRunning {
 			running = append(running, v)
 		}
 		in.VMs = append(in.VMs, pv)
