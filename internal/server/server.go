@@ -128,7 +128,7 @@ type Config struct {
 	// keeps the lead (default 5s).
 	LeaderTTL time.Duration
 	// BalanceTick is how often the balancing controller looks at its
-	// settings (1 s when zero); its cycles run at the interval they set.
+	// settings (100 ms when zero); its cycles run at the interval they set.
 	BalanceTick time.Duration
 }
 

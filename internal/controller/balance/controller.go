@@ -66,7 +66,7 @@ type Config struct {
 	// each host, as the placer admits them.
 	Scheduler scheduler.Config
 	Audit     Audit
-	// Tick is how often the controller looks at its settings (1 s when
+	// Tick is how often the controller looks at its settings (100 ms when
 	// zero); a cycle runs when the interval has passed or the settings
 	// changed.
 	Tick   time.Duration
@@ -89,7 +89,7 @@ func New(cfg Config) *Controller {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Tick <= 0 {
-		cfg.Tick = time.Second
+		cfg.Tick = 100 * time.Millisecond
 	}
 	if cfg.Audit == nil {
 		cfg.Audit = func(context.Context, string, api.Ref, string, string, string) {}
