@@ -105,10 +105,12 @@ const (
 
 // PowerLowLoad is the load under which a host is emptied in power-saving
 // mode; its VMs go only where they leave the target at most
-// powerFillFactor of the hotspot threshold.
+// powerFillFactor of the hotspot threshold, and only while the hosts
+// left would be loaded at most powerMeanLoad on average.
 const (
 	PowerLowLoad    = 0.25
 	powerFillFactor = 0.9
+	powerMeanLoad   = 0.6
 )
 
 // Balance proposes the moves of one cycle.
@@ -133,6 +135,11 @@ func Balance(in Input, o Options) (Result, error) {
 	}
 	for budget > 0 {
 		c, ok := st.best(moved, lv, o)
+		if !ok && st.wake() {
+			// A hotspot the active hosts cannot relieve wakes a host on
+			// standby (power saving).
+			c, ok = st.best(moved, lv, o)
+		}
 		if !ok {
 			break
 		}

@@ -199,8 +199,8 @@ func TestBalancePowerSaving(t *testing.T) {
 			t.Errorf("move %s lands on an emptied or standby host", m.VM)
 		}
 	}
-	if want := []string{"c1:c>b", "c2:c>b"}; !reflect.DeepEqual(power, want) {
-		t.Errorf("power moves %v, want %v (the most loaded host that holds them)", power, want)
+	if want := []string{"c1:c>a", "c2:c>a"}; !reflect.DeepEqual(power, want) {
+		t.Errorf("power moves %v, want %v (the least loaded host that holds each)", power, want)
 	}
 	// Without power saving the light host is a fine target instead.
 	res = balance(t, in, Options{MaxMoves: 4})
@@ -251,5 +251,19 @@ func TestBalanceBadInput(t *testing.T) {
 		if !ok || ie.Field != c.field {
 			t.Errorf("%+v: error %v, want one naming %s", c.o, err, c.field)
 		}
+	}
+}
+
+// TestBalancePowerWake: in power-saving mode a hotspot the active hosts
+// cannot take wakes a host on standby.
+func TestBalancePowerWake(t *testing.T) {
+	in := Input{Snapshot: planner.Snapshot{
+		Hosts: []planner.Host{host("a", 4, 16384), host("b", 4, 16384), host("c", 4, 16384), host("standby", 8, 16384)},
+		VMs: []planner.VM{vm("a1", "a", 2, 1024), vm("a2", "a", 1.6, 1024), vm("b1", "b", 3, 1024),
+			vm("c1", "c", 2.4, 1024)},
+	}}
+	res := balance(t, in, Options{PowerSaving: true})
+	if got, want := moveNames(res), []string{"a1:a>standby"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("moves %v, want %v: the hotspot relieved on the woken host, the only one with room", got, want)
 	}
 }

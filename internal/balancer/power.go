@@ -15,6 +15,12 @@ import (
 // stays empty) lands on it.
 func (st *state) powerMoves(budget int, o Options) []Move {
 	limit := o.HotspotThreshold * powerFillFactor
+	// Hysteresis: no host is emptied while another is a hotspot, nor when
+	// the active hosts left would be loaded past powerMeanLoad on average
+	// (demand moves; hosts emptied then would soon be woken again).
+	if len(st.hotspots()) > 0 {
+		return nil
+	}
 	var light []int
 	for i := range st.hosts {
 		if h := &st.hosts[i]; h.excluded == "" && len(h.vms) > 0 && st.score(i) < PowerLowLoad {
@@ -31,6 +37,9 @@ func (st *state) powerMoves(budget int, o Options) []Move {
 		return cmp.Compare(st.hosts[a].name, st.hosts[b].name)
 	})
 	for _, s := range light {
+		if !st.roomWithout(s) {
+			continue
+		}
 		if moves, ok := st.evacuate(s, budget, limit); ok {
 			return moves
 		}
@@ -38,10 +47,10 @@ func (st *state) powerMoves(budget int, o Options) []Move {
 	return nil
 }
 
-// evacuate moves every VM off host s, largest first, each to the most
-// loaded host that holds it under limit (packing, so the hosts that stay
-// on fill up); it undoes what it did and reports false when one VM finds
-// no room or they are more than the budget.
+// evacuate moves every VM off host s, largest first, each to the least
+// loaded host that holds it under limit (so that the balancing of later
+// cycles has nothing to undo); it undoes what it did and reports false
+// when one VM finds no room or they are more than the budget.
 func (st *state) evacuate(s, budget int, limit float64) ([]Move, bool) {
 	h := &st.hosts[s]
 	if len(h.vms) > budget {
@@ -68,7 +77,7 @@ func (st *state) evacuate(s, budget int, limit float64) ([]Move, bool) {
 	fb := st.load(s)
 	for _, v := range vms {
 		t := -1
-		for _, c := range st.byLoad(true, len(st.hosts)) {
+		for _, c := range st.byLoad(false, len(st.hosts)) {
 			if st.fits(v, c, limit) {
 				t = c
 				break
@@ -99,4 +108,49 @@ func (st *state) evacuate(s, budget int, limit float64) ([]Move, bool) {
 	h.excluded = "emptied: on standby (power saving)"
 	st.sum()
 	return moves, true
+}
+
+// wake brings the largest host on standby (then the first by name) back
+// into the domain when a hotspot remains, and reports whether it did. It
+// is undone when no move lands on it (the next cycle finds it empty and
+// on standby again).
+func (st *state) wake() bool {
+	if len(st.hotspots()) == 0 {
+		return false
+	}
+	best := -1
+	for i := range st.hosts {
+		h := &st.hosts[i]
+		if h.excluded != standbyNote || len(h.vms) > 0 {
+			continue
+		}
+		if best < 0 || h.cpus > st.hosts[best].cpus || (h.cpus == st.hosts[best].cpus && h.mem > st.hosts[best].mem) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return false
+	}
+	st.hosts[best].excluded = ""
+	st.sum()
+	return true
+}
+
+// roomWithout says whether the domain's other hosts hold the demand of
+// all its hosts within powerMeanLoad of their capacity, CPU and memory.
+func (st *state) roomWithout(s int) bool {
+	var cpu, mem, capCPU, capMem float64
+	for i := range st.hosts {
+		h := &st.hosts[i]
+		if h.excluded != "" {
+			continue
+		}
+		cpu += h.usedCPU
+		mem += h.usedMem
+		if i != s {
+			capCPU += h.cpus
+			capMem += h.mem
+		}
+	}
+	return cpu <= powerMeanLoad*capCPU && mem <= powerMeanLoad*capMem
 }

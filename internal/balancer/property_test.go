@@ -159,7 +159,7 @@ func TestBalanceProperties(t *testing.T) {
 		}
 		// Cycles five minutes apart on the same demand, no cooldown: each
 		// cycle lowers the cost, so they come to rest, and no VM goes back
-		// to a host it left.
+		// to a host it left (but in power-saving mode, see below).
 		cur := in
 		cur.VMs = append([]planner.VM(nil), in.VMs...)
 		o.Cooldown = 0
@@ -177,7 +177,10 @@ func TestBalanceProperties(t *testing.T) {
 			}
 			checkMoves(t, &cur, r.Moves, 0.8)
 			for _, m := range r.Moves {
-				if left[m.VM][m.To] {
+				// In power-saving mode the set of active hosts changes (one
+				// is emptied, one woken), and a VM may then rightly return
+				// to a host it left: there the cooldown keeps it.
+				if left[m.VM][m.To] && !o.PowerSaving {
 					t.Errorf("seed %d cycle %d: %s goes back to %s", seed, cycle, m.VM, m.To)
 				}
 				if left[m.VM] == nil {

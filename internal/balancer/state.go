@@ -11,6 +11,9 @@ import (
 	"github.com/polyvisor/polyvisor/internal/planner"
 )
 
+// standbyNote marks an empty host in power-saving mode.
+const standbyNote = "empty: on standby (power saving)"
+
 // slack absorbs rounding in capacity checks.
 const slack = 1e-9
 
@@ -151,7 +154,7 @@ func newState(in Input, o Options) (*state, error) {
 	if o.PowerSaving {
 		for i := range st.hosts {
 			if h := &st.hosts[i]; h.excluded == "" && len(h.vms) == 0 {
-				h.excluded = "empty: on standby (power saving)"
+				h.excluded = standbyNote
 			}
 		}
 	}
