@@ -30,8 +30,9 @@ type Sampler func(ctx context.Context, vm *api.VM) (api.VMStats, error)
 // LiveStats is Demand from the stats the agents serve: the CPU a VM uses
 // is the difference of the CPU seconds of two samples of one QEMU process
 // over the time between them, its memory the resident memory of the last
-// sample. A VM it has not sampled before (or whose process changed: it
-// restarted or migrated) is sampled twice, Window apart.
+// sample. The VMs it has not sampled before (or whose process changed:
+// they restarted or migrated) are sampled twice, Window apart (one wait
+// for all of them).
 type LiveStats struct {
 	Sample Sampler
 	// Window is the time between a VM's two first samples (1 s when zero).
@@ -60,6 +61,7 @@ func (l *LiveStats) VMDemand(ctx context.Context, vms []*api.VM) (map[string]api
 	if parallel <= 0 {
 		parallel = 8
 	}
+	total := len(vms)
 	l.mu.Lock()
 	if l.prev == nil {
 		l.prev = map[string]sample{}
@@ -82,53 +84,73 @@ func (l *LiveStats) VMDemand(ctx context.Context, vms []*api.VM) (map[string]api
 	var mu sync.Mutex
 	out := map[string]api.PlanUsage{}
 	var notes []string
-	sem := make(chan struct{}, parallel)
-	var wg sync.WaitGroup
-	for _, v := range vms {
-		wg.Go(func() {
+	note := func(key string, err error) {
+		mu.Lock()
+		notes = append(notes, fmt.Sprintf("%s: sampling: %v", key, err))
+		mu.Unlock()
+	}
+	// each samples the VMs in parallel, at most parallel at once.
+	each := func(vms []*api.VM, f func(v *api.VM, st api.VMStats)) {
+		sem := make(chan struct{}, parallel)
+		var wg sync.WaitGroup
+		for _, v := range vms {
 			sem <- struct{}{}
-			defer func() { <-sem }()
-			key := v.Key()
-			p, ok := prev[key]
-			if !ok {
+			wg.Go(func() {
+				defer func() { <-sem }()
 				st, err := l.Sample(ctx, v)
 				if err != nil {
-					mu.Lock()
-					notes = append(notes, fmt.Sprintf("%s: sampling: %v", key, err))
-					mu.Unlock()
+					note(v.Key(), err)
 					return
 				}
-				p = sample{host: v.Spec.Host, pid: v.Status.PID, st: st}
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(window):
-				}
-			}
-			st, err := l.Sample(ctx, v)
-			if err != nil {
-				mu.Lock()
-				notes = append(notes, fmt.Sprintf("%s: sampling: %v", key, err))
-				mu.Unlock()
-				return
-			}
-			cur := sample{host: v.Spec.Host, pid: v.Status.PID, st: st}
-			l.mu.Lock()
-			l.prev[key] = cur
-			l.mu.Unlock()
-			dt := st.Time.Sub(p.st.Time).Seconds()
-			dc := st.CPUSeconds - p.st.CPUSeconds
-			if dt <= 0 || dc < 0 {
-				return // another process, or a clock that went back: next time
-			}
+				f(v, st)
+			})
+		}
+		wg.Wait()
+	}
+	// The VMs seen first are sampled once, then all a window later.
+	var fresh []*api.VM
+	for _, v := range vms {
+		if _, ok := prev[v.Key()]; !ok {
+			fresh = append(fresh, v)
+		}
+	}
+	if len(fresh) > 0 {
+		each(fresh, func(v *api.VM, st api.VMStats) {
 			mu.Lock()
-			out[key] = api.PlanUsage{CPU: dc / dt, MemoryMiB: float64(st.MemoryBytes) / (1 << 20)}
+			prev[v.Key()] = sample{host: v.Spec.Host, pid: v.Status.PID, st: st}
 			mu.Unlock()
 		})
+		var again []*api.VM
+		for _, v := range vms {
+			if _, ok := prev[v.Key()]; ok {
+				again = append(again, v)
+			}
+		}
+		vms = again
+		select {
+		case <-ctx.Done():
+			return nil, notes, ctx.Err()
+		case <-time.After(window):
+		}
 	}
-	wg.Wait()
+	each(vms, func(v *api.VM, st api.VMStats) {
+		key := v.Key()
+		cur := sample{host: v.Spec.Host, pid: v.Status.PID, st: st}
+		l.mu.Lock()
+		l.prev[key] = cur
+		l.mu.Unlock()
+		mu.Lock()
+		defer mu.Unlock()
+		p := prev[key]
+		dt := st.Time.Sub(p.st.Time).Seconds()
+		dc := st.CPUSeconds - p.st.CPUSeconds
+		if dt <= 0 || dc < 0 {
+			return // another process, or a clock that went back: next time
+		}
+		out[key] = api.PlanUsage{CPU: dc / dt, MemoryMiB: float64(st.MemoryBytes) / (1 << 20)}
+	})
 	sort.Strings(notes)
-	if len(vms) > 0 && len(out) == 0 && len(notes) == len(vms) {
+	if total > 0 && len(out) == 0 && len(notes) >= total {
 		return nil, notes, fmt.Errorf("no vm could be sampled")
 	}
 	return out, notes, nil
