@@ -168,7 +168,9 @@ func (c *Controller) Lead(ctx context.Context, w store.Writer) {
 		switch {
 		case !due:
 		case set.Mode == api.BalanceOff:
-			if set != lastSettings {
+			// Turned off: the recommendations go. Off from the start:
+			// nothing is written.
+			if cur, ok := c.cfg.Records.Get(StatusKey); ok && cur.Cycle != nil && cur.Cycle.Mode != api.BalanceOff {
 				c.record(ctx, w, &api.BalanceCycle{At: c.cfg.Now().UTC(), Mode: api.BalanceOff}, nil)
 			}
 			lastSettings, last = set, c.cfg.Now()
