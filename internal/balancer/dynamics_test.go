@@ -81,6 +81,7 @@ type dynResult struct {
 	// VM, which no move relieves.
 	aloneOverloaded   int
 	balanceTime       time.Duration
+	byKind            map[string]int
 	vms, hosts, steps int
 }
 
@@ -116,7 +117,7 @@ func simulate(t testing.TB, vms []traceVM, shapes []simHost, p policy) dynResult
 	for i, h := range in.Hosts {
 		hostIdx[h.Name] = i
 	}
-	res := dynResult{policy: p.name, vms: len(vms), hosts: len(shapes), steps: steps}
+	res := dynResult{policy: p.name, vms: len(vms), hosts: len(shapes), steps: steps, byKind: map[string]int{}}
 	activeSteps := make([]int, len(shapes))
 	fullSteps := make([]int, len(shapes))
 	lost := make([]float64, len(vms))
@@ -170,6 +171,7 @@ func simulate(t testing.TB, vms []traceVM, shapes []simHost, p policy) dynResult
 			in.VMs[i].Host = m.To
 			in.Moved[m.VM] = o.Now
 			res.migrations++
+			res.byKind[m.Kind]++
 			lost[i] += 0.1 * vms[i].cpu[step] * vms[i].memMiB / linkMiBps
 		}
 	}
@@ -364,7 +366,7 @@ func TestDynamicsTrace(t *testing.T) {
 	t.Logf("%d VMs with a day of 5-minute samples, %d hosts", len(vms), len(shapes))
 	for _, p := range policies(time.Hour, 16) {
 		r := simulate(t, vms, shapes, p)
-		t.Logf("| %s | %.1f | %d | %.4f | %.5f | %.2e | %.1f | %.0f | %d (%d alone) | %v |",
-			r.policy, r.energyKWh, r.migrations, r.slatah, r.pdm, r.slav, r.meanActive, r.maxActive, r.overloadedHostSteps, r.aloneOverloaded, r.balanceTime.Round(time.Millisecond))
+		t.Logf("| %s | %.1f | %d (%d hotspot, %d imbalance, %d power) | %.4f | %.5f | %.2e | %.1f | %.0f | %d (%d alone) | %v |",
+			r.policy, r.energyKWh, r.migrations, r.byKind["hotspot"], r.byKind["imbalance"], r.byKind["power"], r.slatah, r.pdm, r.slav, r.meanActive, r.maxActive, r.overloadedHostSteps, r.aloneOverloaded, r.balanceTime.Round(time.Millisecond))
 	}
 }
