@@ -427,6 +427,13 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"Forecast":        reflect.TypeFor[api.Forecast](),
 		"ClusterForecast": reflect.TypeFor[api.ClusterForecast](),
 		"ForecastTrend":   reflect.TypeFor[api.ForecastTrend](),
+		// Balancing.
+		"Balance":         reflect.TypeFor[api.Balance](),
+		"BalanceSettings": reflect.TypeFor[api.BalanceSettings](),
+		"BalanceCycle":    reflect.TypeFor[api.BalanceCycle](),
+		"BalanceHost":     reflect.TypeFor[api.BalanceHost](),
+		"BalanceMove":     reflect.TypeFor[api.BalanceMove](),
+		"BalanceLoad":     reflect.TypeFor[api.BalanceLoad](),
 	}
 	schemas := doc["components"].(map[string]any)["schemas"].(map[string]any)
 	for name, s := range schemas {

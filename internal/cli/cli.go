@@ -88,6 +88,7 @@ func NewRootCommand(extra ...*cobra.Command) *cobra.Command {
 	root.AddCommand(a.versionCommand())
 	root.AddCommand(a.poolCommand(), a.volumeCommand())
 	root.AddCommand(a.planCommand())
+	root.AddCommand(a.balanceCommand())
 	// The client verbs' errors speak of the CLI's flags and config; the
 	// daemons have their own.
 	a.explainErrors(root)

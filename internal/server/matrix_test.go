@@ -199,6 +199,11 @@ var policy = map[string]string{
 	"POST /v1/plans/consolidate": "superadmin",
 	"POST /v1/plans/what-if":     "superadmin",
 	"POST /v1/plans/forecast":    "superadmin",
+
+	// Balancing: it sees every host and project, and moves VMs.
+	"GET /v1/balance": "superadmin",
+	"PUT /v1/balance": "superadmin",
+	"POST /v1/balance/recommendations/{id}/apply": "superadmin",
 }
 
 // callers are the identities the matrix tries: the env's users and hosts,

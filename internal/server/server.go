@@ -30,6 +30,7 @@ import (
 	"github.com/polyvisor/polyvisor/internal/cluster"
 	"github.com/polyvisor/polyvisor/internal/controller"
 	"github.com/polyvisor/polyvisor/internal/controller/admission"
+	"github.com/polyvisor/polyvisor/internal/controller/balance"
 	"github.com/polyvisor/polyvisor/internal/controller/ha"
 	"github.com/polyvisor/polyvisor/internal/controller/liveness"
 	"github.com/polyvisor/polyvisor/internal/controller/ops"
@@ -126,6 +127,9 @@ type Config struct {
 	// LeaderTTL is how long a leader that stopped renewing its session
 	// keeps the lead (default 5s).
 	LeaderTTL time.Duration
+	// BalanceTick is how often the balancing controller looks at its
+	// settings (100 ms when zero); its cycles run at the interval they set.
+	BalanceTick time.Duration
 }
 
 // Server is a running control plane.
@@ -177,6 +181,7 @@ type Server struct {
 	// leases, imports, estates.
 	ctl     *controller.Set
 	ha      *ha.Controller
+	balance *balance.Controller
 	streams *streamBroker
 	metrics *metrics
 
@@ -186,6 +191,9 @@ type Server struct {
 	tlsConfig  *tls.Config
 	cert       *pki.ServerCert
 	guard      *streamGuard
+
+	// balanceRecs holds the balance settings and the last cycle.
+	balanceRecs *store.Collection[balance.Record]
 
 	metricsToken string
 	metricsAddr  net.Addr
@@ -288,6 +296,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.volumes = store.NewCollection(st, "volumes", func(v *api.Volume, rev int64) { v.Version = rev })
 	s.vmMigrations = store.NewCollection(st, "vmmigrations", func(m *api.VMMigration, rev int64) { m.Version = rev })
 	s.servers = store.NewCollection(st, "servers", func(r *serverRecord, rev int64) { r.Version = rev })
+	s.balanceRecs = store.NewCollection(st, "balance", func(r *balance.Record, rev int64) { r.Version = rev })
 	admitted := admission.NewCollection(st)
 	beats := store.NewCollection(st, "heartbeats", func(b *liveness.Beats, rev int64) { b.Version = rev })
 	s.migrations = store.NewCollection(st, "migrations", func(m *api.AgentMigration, rev int64) { m.Version = rev })
@@ -349,9 +358,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		ProviderFactory: cfg.ProviderFactory, ProviderResync: cfg.ProviderResync,
 		Metrics: s.metrics, ErrorOf: toAPIError, Audit: s.auditSystem, Logger: cfg.Logger,
 		Counted: s.net.m.Counted, Leaders: []func(context.Context, store.Writer){s.net.m.RunJanitor,
-			func(ctx context.Context, w store.Writer) { s.ha.Lead(ctx, w) }},
+			func(ctx context.Context, w store.Writer) { s.ha.Lead(ctx, w) },
+			func(ctx context.Context, w store.Writer) { s.balance.Lead(ctx, w) }},
 	})
 	s.ha = s.newHA()
+	s.balance = s.newBalance()
 	return s, nil
 }
 

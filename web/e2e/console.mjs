@@ -533,6 +533,19 @@ try {
     await shot(ap, 'capacity');
   }
 
+  if (await offers(ap, 'GET', '/v1/balance')) {
+    step('a superadmin turns the balancer to advise: its cycle shows each host\'s load and what it recommends, then turns it off');
+    await tid(ap, 'nav-balance').click();
+    await tid(ap, 'balance-mode').selectOption('advise');
+    await tid(ap, 'balance-save').click();
+    await expectText(tid(ap, 'balance-cycle'), /in mode advise/, 60_000);
+    await tid(ap, 'balance-hosts').locator('tr', { hasText: hostName }).waitFor({ timeout: 10_000 });
+    await shot(ap, 'balance');
+    await tid(ap, 'balance-mode').selectOption('off');
+    await tid(ap, 'balance-save').click();
+    await expectText(tid(ap, 'balance-none'), /off/, 30_000);
+  }
+
   step('providers: a bad URL is refused beside its field; a libvirt provider is added, synced, refreshed and removed');
   await tid(ap, 'nav-providers').click();
   await loaded(ap, 'providers-count');

@@ -34,6 +34,7 @@ export function TopBar() {
         {s.superadmin && nav('/pools', 'nav-pools', 'Pools')}
         {nav('/hosts', 'nav-hosts', 'Hosts')}
         {s.superadmin && nav('/capacity', 'nav-capacity', 'Capacity')}
+        {s.superadmin && nav('/balance', 'nav-balance', 'Balancing')}
         {nav('/providers', 'nav-providers', 'Providers')}
         {nav('/projects', 'nav-projects', 'Projects')}
         {nav('/operations', 'nav-operations', 'Operations')}

@@ -25,6 +25,7 @@ import { Account } from './pages/Account';
 import { Volumes } from './pages/Volumes';
 import { Pools } from './pages/Pools';
 import { Capacity } from './pages/Capacity';
+import { Balance } from './pages/Balance';
 
 // The VM page carries the consoles (noVNC, xterm.js): loaded when needed.
 const VMPage = lazy(() => import('./pages/VMPage'));
@@ -60,6 +61,8 @@ function Page({ path }: { path: string }) {
       return <Pools />;
     case '/capacity':
       return <Capacity />;
+    case '/balance':
+      return <Balance />;
     case '/hosts':
       return <Hosts />;
     case '/providers':
