@@ -72,7 +72,7 @@ func usageRange(r *http.Request, now time.Time) (since, until time.Time, step ti
 	}
 	span := until.Sub(since)
 	if step > 0 && span/step > maxUsagePoints || step == 0 && span > 28*24*time.Hour && span/time.Hour > maxUsagePoints {
-		return since, until, 0, api.Invalid("step", "more than %d points: ask for a step of at least %s", maxUsagePoints, (span / maxUsagePoints).Round(time.Minute)+time.Minute)
+		return since, until, 0, api.Invalid("step", "more than %d points: ask for a step of at least %s", maxUsagePoints, (span/maxUsagePoints).Round(time.Minute)+time.Minute)
 	}
 	return since, until, step, nil
 }
