@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"path/filepath"
 	"time"
@@ -80,46 +79,7 @@ func (a *Agent) serveUsage(conn net.Conn, req api.StreamRequest) error {
 	if a.usage == nil {
 		ans.Error = "this host keeps no usage history"
 	} else {
-		ans = AnswerUsage(a.usage.Store(), a.cfg.Host, req.Usage)
+		ans = usage.Answer(a.usage.Store(), a.cfg.Host, req.Usage)
 	}
 	return json.NewEncoder(conn).Encode(ans)
-}
-
-// MaxUsagePoints bounds the points of one answer, over all its series.
-const MaxUsagePoints = 1 << 20
-
-// AnswerUsage reads what a usage query asks from a host's store.
-func AnswerUsage(st *usage.Store, host string, q *api.UsageQuery) api.UsageAnswer {
-	ans := api.UsageAnswer{Series: map[string][]api.UsagePoint{}}
-	if q == nil {
-		ans.Error = "no usage query"
-		return ans
-	}
-	kind, ids := usage.KindVM, q.UIDs
-	if q.Kind == usage.KindHost {
-		kind, ids = usage.KindHost, []string{host}
-	} else if q.Kind != usage.KindVM {
-		ans.Error = fmt.Sprintf("usage query kind %q: host or vm", q.Kind)
-		return ans
-	}
-	total := 0
-	for _, id := range ids {
-		pts, step, err := st.Query(kind, id, q.Since, q.Until, time.Duration(q.StepSeconds)*time.Second)
-		if err != nil {
-			ans.Error = err.Error()
-			return ans
-		}
-		if total += len(pts); total > MaxUsagePoints {
-			ans.Error = fmt.Sprintf("more than %d points asked for: ask for a longer step", MaxUsagePoints)
-			ans.Series = nil
-			return ans
-		}
-		ans.StepSeconds = int64(step / time.Second)
-		out := make([]api.UsagePoint, len(pts))
-		for i, p := range pts {
-			out[i] = api.UsagePoint{Time: p.Time, CPU: p.CPU, CPUMax: p.CPUMax, MemoryBytes: int64(p.MemoryBytes), MemoryMaxBytes: int64(p.MemoryMax), Samples: p.Samples}
-		}
-		ans.Series[id] = out
-	}
-	return ans
 }

@@ -10,12 +10,11 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
-	"github.com/polyvisor/polyvisor/internal/agent"
 	"github.com/polyvisor/polyvisor/internal/usage"
 )
 
 // answerUsage plays h1's agent for usage streams: it answers them from a
-// real usage store, as the agent does (agent.AnswerUsage).
+// real usage store, as the agent does (usage.Answer).
 func (e *env) answerUsage(ctx context.Context, st *usage.Store) {
 	h1 := e.client(e.tokens["h1"], "")
 	msgs, _ := h1.WatchHost(ctx, "h1")
@@ -35,7 +34,7 @@ func (e *env) answerUsage(ctx context.Context, st *usage.Store) {
 					return
 				}
 				defer c.Close()
-				_ = json.NewEncoder(c).Encode(agent.AnswerUsage(st, "h1", req.Usage))
+				_ = json.NewEncoder(c).Encode(usage.Answer(st, "h1", req.Usage))
 			}(*m.Stream)
 		}
 	}()
