@@ -15,6 +15,10 @@ type series struct {
 	f    *os.File
 	as   []Archive
 	offs []int64 // where each archive's slots start
+	// last is, per archive, the slot last written and where: the next
+	// sample most often falls in it, and needs no read.
+	last    []slot
+	lastOff []int64
 }
 
 // slot is one consolidated point as stored: its bucket's start (Unix
@@ -37,9 +41,11 @@ func (s slot) encode(b []byte) {
 	binary.LittleEndian.PutUint32(b[12:], slotCRC(b))
 }
 
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
 func slotCRC(b []byte) uint32 {
-	c := crc32.ChecksumIEEE(b[0:12])
-	return crc32.Update(c, crc32.IEEETable, b[16:slotSize])
+	c := crc32.Checksum(b[0:12], castagnoli)
+	return crc32.Update(c, castagnoli, b[16:slotSize])
 }
 
 // decodeSlot reads a slot; ok is false for an empty or torn one.
@@ -79,7 +85,7 @@ func openSeries(path, kind, id string, as []Archive) (*series, error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("usage series of %s %q: the file %s is not %d bytes", kind, id, path, SeriesBytes(as))
 	}
-	sr := &series{f: f, as: as}
+	sr := &series{f: f, as: as, last: make([]slot, len(as)), lastOff: make([]int64, len(as))}
 	off := int64(headerSize)
 	for _, a := range as {
 		sr.offs = append(sr.offs, off)
@@ -95,10 +101,13 @@ func (sr *series) add(t int64, cpu, mem float32) error {
 		step := int64(a.Step / time.Second)
 		bucket := floorDiv(t, step) * step
 		off := sr.offs[i] + (floorDiv(bucket, step)%int64(a.Rows)+int64(a.Rows))%int64(a.Rows)*slotSize
-		if _, err := sr.f.ReadAt(b[:], off); err != nil {
-			return fmt.Errorf("reading a usage slot: %w", err)
+		s, ok := sr.last[i], sr.lastOff[i] == off && sr.last[i].n > 0
+		if !ok {
+			if _, err := sr.f.ReadAt(b[:], off); err != nil {
+				return fmt.Errorf("reading a usage slot: %w", err)
+			}
+			s, ok = decodeSlot(b[:])
 		}
-		s, ok := decodeSlot(b[:])
 		switch {
 		case ok && s.t > bucket:
 			continue // the slot already holds a later bucket
@@ -111,9 +120,11 @@ func (sr *series) add(t int64, cpu, mem float32) error {
 		s.cpuMax = max(s.cpuMax, cpu)
 		s.memMax = max(s.memMax, mem)
 		s.encode(b[:])
+		sr.lastOff[i] = 0
 		if _, err := sr.f.WriteAt(b[:], off); err != nil {
 			return fmt.Errorf("writing a usage slot: %w", err)
 		}
+		sr.last[i], sr.lastOff[i] = s, off
 	}
 	return nil
 }
@@ -136,7 +147,7 @@ func (sr *series) read(i int, since, until int64) ([]Point, error) {
 	if _, err := sr.f.ReadAt(buf, sr.offs[i]); err != nil {
 		return nil, fmt.Errorf("reading a usage archive: %w", err)
 	}
-	var out []Point
+	out := make([]Point, 0, n)
 	for k := int64(0); k < n; k++ {
 		bucket := first + k*step
 		idx := (floorDiv(bucket, step)%int64(a.Rows) + int64(a.Rows)) % int64(a.Rows)
