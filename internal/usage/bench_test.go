@@ -87,4 +87,3 @@ func BenchmarkQueryYear(b *testing.B) {
 		}
 	}
 }
-
