@@ -39,6 +39,11 @@ function Plot(props: { label: string; u: UsageHistory; mean: (p: UsageHistory['p
           <polyline key={`m${i}`} points={d} fill="none" stroke="var(--accent)" strokeWidth="1.5" data-testid={`${props.testId}-line`} />
         ))}
       </svg>
+      <div className="row small muted">
+        <span>{new Date(since).toLocaleString()}</span>
+        <div className="spacer" />
+        <span>{new Date(until).toLocaleString()}</span>
+      </div>
     </figure>
   );
 }
