@@ -40,14 +40,17 @@ func (r *Recorder) Store() *Store { return r.store }
 // Round records one round of samples taken at t: each VM's CPU over the
 // time since its previous sample (a VM seen for the first time, or whose
 // CPU time went back because it restarted, starts its count and adds no
-// point yet) and memory, and the host's sum. VMs not in the round are
-// forgotten.
+// point yet) and memory, and the host's sum. A round in which a VM adds
+// no point adds none to the host either: its sum would be short of that
+// VM (after every agent start, the first round's). VMs not in the round
+// are forgotten.
 func (r *Recorder) Round(ctx context.Context, t time.Time, samples []VMSample) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var hostCPU, hostMem float64
 	seen := make(map[string]bool, len(samples))
 	var firstErr error
+	partial := false
 	for _, s := range samples {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -57,6 +60,7 @@ func (r *Recorder) Round(ctx context.Context, t time.Time, samples []VMSample) e
 		r.last[s.UID] = cumulative{t: t, cpu: s.CPUSeconds}
 		dt := t.Sub(prev.t).Seconds()
 		if !ok || dt <= 0 || s.CPUSeconds < prev.cpu {
+			partial = true
 			continue
 		}
 		cpu := (s.CPUSeconds - prev.cpu) / dt
@@ -71,6 +75,9 @@ func (r *Recorder) Round(ctx context.Context, t time.Time, samples []VMSample) e
 		if !seen[uid] {
 			delete(r.last, uid)
 		}
+	}
+	if partial {
+		return firstErr
 	}
 	if err := r.store.Add(KindHost, r.host, t, hostCPU, hostMem); err != nil && firstErr == nil {
 		firstErr = err
