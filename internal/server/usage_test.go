@@ -65,6 +65,10 @@ func TestUsageHistoryAPI(t *testing.T) {
 		_ = st.Add(usage.KindVM, vm.UID, at, 1.5, 100<<20)
 		_ = st.Add(usage.KindHost, "h1", at, 3, 200<<20)
 	}
+	// Before them, two weeks of hourly samples growing from 0 to 1.5 cores.
+	for hr := 3; hr < 14*24; hr++ {
+		_ = st.Add(usage.KindVM, vm.UID, now.Add(-time.Duration(hr)*time.Hour), 1.5*(1-float64(hr)/(14*24)), 100<<20)
+	}
 	e.answerUsage(ctx, st)
 
 	u, err := pa.VMUsage(ctx, "vm1", client.UsageRange{Since: "1h"})
@@ -75,7 +79,7 @@ func TestUsageHistoryAPI(t *testing.T) {
 		t.Fatalf("vm1's last hour: step %d, %d points, %+v", u.StepSeconds, len(u.Points), u)
 	}
 	u, err = pa.VMUsage(ctx, "vm1", client.UsageRange{Since: "3h", Step: "1h"})
-	if err != nil || u.StepSeconds != 3600 || len(u.Points) < 2 || len(u.Points) > 3 {
+	if err != nil || u.StepSeconds != 3600 || len(u.Points) < 3 || len(u.Points) > 4 {
 		t.Fatalf("vm1 hourly: %+v %v", u, err)
 	}
 	h, err := e.super.HostUsage(ctx, "h1", client.UsageRange{Since: "1h"})
@@ -124,9 +128,9 @@ func TestUsageHistoryAPI(t *testing.T) {
 		t.Errorf("h2 without an agent: %v", err)
 	}
 
-	// Plans of the live estate size vm1 from its history (1.5 cores at
-	// any percentile), and the other VMs, on no host that answers or
-	// never sampled, by allocation.
+	// Plans of the live estate size vm1 from its history (p95 of its
+	// hourly means: near 1.5 cores), and pb's vm1, never sampled, by its
+	// allocation; the forecast fits the history's growth.
 	p, err := e.super.PlanConsolidate(ctx, api.PlanRequest{}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -137,11 +141,19 @@ func TestUsageHistoryAPI(t *testing.T) {
 			size = &p.Placement[i]
 		}
 	}
-	if size == nil || size.Size.CPU != 1.5 || size.Source != "history" {
+	if size == nil || size.Size.CPU < 1.3 || size.Size.CPU > 1.5 || size.Source != "history" {
 		t.Fatalf("vm1 in the plan: %+v", size)
 	}
 	if !strings.Contains(strings.Join(p.Warnings, "\n"), "1 of 2 vms have no usage history") {
 		t.Errorf("warnings %q", p.Warnings)
+	}
+
+	f, err := e.super.PlanForecast(ctx, api.PlanRequest{}, nil)
+	if err != nil || len(f.Clusters) != 1 {
+		t.Fatalf("forecast %+v: %v", f, err)
+	}
+	if g := f.Clusters[0].CPU.PerDay; g < 0.05 || g > 0.2 {
+		t.Errorf("the forecast's CPU trend %v cores a day, want about 1.5/14", g)
 	}
 
 	// The balancer's reader.

@@ -129,7 +129,7 @@ func (sr *series) add(t int64, cpu, mem float32) error {
 	return nil
 }
 
-// read returns the points of archive i whose buckets start in [since,
+// read returns the points of archive i whose buckets overlap [since,
 // until), by time.
 func (sr *series) read(i int, since, until int64) ([]Point, error) {
 	a := sr.as[i]

@@ -180,7 +180,8 @@ func (s *Store) Add(kind, id string, t time.Time, cpu, memBytes float64) error {
 	return sr.add(t.Unix(), float32(cpu), float32(memBytes))
 }
 
-// Query returns the points of the series in [since, until), from the
+// Query returns the points of the series whose steps overlap [since,
+// until), from the
 // finest archive that reaches back to since, merged into points of step
 // when step is longer than the archive's. A series never written has no
 // points.
