@@ -187,7 +187,7 @@ type AgentMessage struct {
 type StreamRequest struct {
 	ID      string `json:"id"`
 	VM      string `json:"vm"`
-	Console string `json:"console"` // serial, vnc, log, or stats (one api.VMStats as JSON)
+	Console string `json:"console"` // serial, vnc, log, stats (one api.VMStats as JSON), or usage (one api.UsageAnswer)
 	// Bytes bounds a log stream: the agent writes that many bytes of the
 	// recorded serial output, then closes.
 	Bytes int64 `json:"bytes,omitempty"`
@@ -195,6 +195,8 @@ type StreamRequest struct {
 	// stream, when it is not the one whose watch carried the request: the
 	// agent dials /v1/agent/streams/{id} there.
 	Server string `json:"server,omitempty"`
+	// Usage is the history asked for (console "usage").
+	Usage *UsageQuery `json:"usage,omitempty"`
 }
 
 // Agent message types.

@@ -20,6 +20,7 @@ import (
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
 	"github.com/polyvisor/polyvisor/internal/hypervisor"
+	"github.com/polyvisor/polyvisor/internal/usage"
 )
 
 // Config configures an agent.
@@ -49,6 +50,10 @@ type Config struct {
 	// reported).
 	Network Dataplane
 	Ports   PortReporter
+	// UsageInterval is how often the VMs' usage is sampled into the
+	// host's history (StateDir/usage); 0 means DefaultUsageInterval,
+	// negative keeps no history.
+	UsageInterval time.Duration
 }
 
 // Agent runs the VMs the server places on one host.
@@ -61,6 +66,7 @@ type Agent struct {
 	cache  *imageCache
 	net    *netLoop // nil without a dataplane
 	vols   *volumes
+	usage  *usage.Recorder // nil when no history is kept
 
 	// life is Run's context: what lives as long as the agent (workers,
 	// console streams) lives under it, never under one watch connection.
@@ -113,6 +119,16 @@ func New(cfg Config) (*Agent, error) {
 		a.net = newNetLoop(a, cfg.Network, cfg.Ports)
 	}
 	a.vols = newVolumes(a)
+	if cfg.UsageInterval == 0 {
+		a.cfg.UsageInterval = DefaultUsageInterval
+	}
+	if a.cfg.UsageInterval > 0 {
+		st, err := usage.Open(usageDir(cfg.StateDir), usage.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("opening the usage history: %w", err)
+		}
+		a.usage = usage.NewRecorder(st, cfg.Host)
+	}
 	return a, nil
 }
 
@@ -144,6 +160,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.fence.contact = time.Now() // T_fence counts from the start at most
 	a.fence.mu.Unlock()
 	wg.Go(func() { a.fenceLoop(ctx) })
+	wg.Go(func() { a.sampleUsage(ctx) })
 	if a.net != nil {
 		wg.Add(1)
 		go func() {

@@ -27,6 +27,12 @@ func (a *Agent) serveStream(ctx context.Context, req api.StreamRequest) {
 		return
 	}
 	defer conn.Close()
+	if req.Console == "usage" {
+		if err := a.serveUsage(conn, req); err != nil {
+			log.Warn("usage stream", "err", err)
+		}
+		return
+	}
 	if err := a.pipeConsole(ctx, conn, req); err != nil {
 		log.Warn("console stream", "err", err)
 		_, _ = fmt.Fprintf(conn, "\r\npolyvisor: %v\r\n", err)

@@ -18,6 +18,7 @@ func (a *app) hostCommand() *cobra.Command {
 	cmd.AddCommand(a.hostListCommand(), a.hostShowCommand(), a.hostJoinTokenCommand())
 	cmd.AddCommand(a.hostAdminCommands()...)
 	cmd.AddCommand(a.hostDrainCommand())
+	cmd.AddCommand(a.hostUsageCommand())
 	return cmd
 }
 

@@ -34,6 +34,7 @@ func (a *app) vmCommand() *cobra.Command {
 		a.vmLeaseCommand(),
 		a.vmNICCommand(),
 		a.vmHACommand(),
+		a.vmUsageCommand(),
 	)
 	return cmd
 }

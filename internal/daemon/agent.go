@@ -116,6 +116,7 @@ which also pins the server's CA; later starts reuse the saved credentials.`,
 	f.StringVar(&address, "address", "", "this host's address, as reported to the server")
 	f.DurationVar(&heartbeat, "heartbeat-interval", 5*time.Second, "how often to report to the server (keep it well below the server's --heartbeat-timeout)")
 	addAccelFlag(cmd, &accel)
+	addUsageFlag(cmd)
 	addConfigFlag(cmd, &confPath, DefaultAgentConfig)
 	addSimulateFlags(cmd, &sim)
 	logs.register(cmd)

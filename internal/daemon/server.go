@@ -139,6 +139,7 @@ cluster named by --etcd-endpoints.`,
 	f.StringVar(&hostName, "host-name", "", "name of this host for the built-in agent (default: the hostname)")
 	f.BoolVar(&noAgent, "no-agent", false, "run no built-in agent (VMs run only on joined hosts)")
 	addAccelFlag(cmd, &accel)
+	addUsageFlag(cmd)
 	f.StringVar(&agentAddr, "agent-address", "", "the built-in agent's host address, as reported to the server; live migrations to this host come in on it (default: loopback only)")
 	addConfigFlag(cmd, &confPath, DefaultServerConfig)
 	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", 15*time.Second, "mark a host not ready when its agent has not reported for this long")
@@ -323,7 +324,7 @@ func runAgent(ctx context.Context, c *client.Client, o agentOptions) error {
 	}
 	acfg := agent.Config{
 		Client: c, Host: host, StateDir: stateDir, Driver: drv, Address: address,
-		HeartbeatInterval: o.heartbeat, OnServers: o.onServers,
+		HeartbeatInterval: o.heartbeat, OnServers: o.onServers, UsageInterval: usageInterval,
 		Logger: logger.With("component", "agent", "host", host),
 	}
 	if dp := newDataplane(stateDir, logger); dp != nil {

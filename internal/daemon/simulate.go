@@ -36,6 +36,7 @@ type simulateOptions struct {
 	shared      int
 	statsFile   string
 	pprof       string
+	usage       bool // keep the hosts' usage history
 }
 
 func addSimulateFlags(cmd *cobra.Command, o *simulateOptions) {
@@ -51,6 +52,7 @@ func addSimulateFlags(cmd *cobra.Command, o *simulateOptions) {
 	f.StringVar(&o.addresses, "simulate-source-addresses", "auto", "with --simulate: own (each host dials from its own 127.1.x.y address), shared, or auto (own when the servers are on loopback)")
 	f.IntVar(&o.shared, "simulate-shared-conns", 0, "with --simulate: send the hosts' requests over this many shared connections per server (each host keeps its own watch connection); 0: each host has its own, as a real agent")
 	f.StringVar(&o.statsFile, "simulate-stats-file", "", "with --simulate: write the fleet's counters there as JSON every second")
+	f.BoolVar(&o.usage, "simulate-usage", false, "with --simulate: keep the hosts' usage history in <data-dir>/usage, sampled every --usage-interval")
 	f.StringVar(&o.pprof, "debug-pprof-listen", "", "serve Go's pprof profiles on this loopback address (host:port), for diagnosis")
 	for _, n := range []string{"simulate-prefix", "simulate-first", "simulate-profile", "simulate-cpus", "simulate-memory-mib",
 		"simulate-register-concurrency", "simulate-source-addresses", "simulate-shared-conns", "simulate-stats-file", "debug-pprof-listen"} {
@@ -68,6 +70,9 @@ func runSimulate(parent context.Context, o simulateOptions, serverURLs, joinToke
 		Hosts: o.hosts, Prefix: o.prefix, First: o.first, RegisterConcurrency: o.concurrency,
 		HostCPUs: o.cpus, HostMemoryMiB: o.memoryMiB, HeartbeatInterval: heartbeat, SharedConns: o.shared,
 		StateFile: filepath.Join(dataDir, "simulated-hosts.json"), StatsFile: o.statsFile, Logger: log,
+	}
+	if o.usage {
+		cfg.UsageDir, cfg.UsageInterval = filepath.Join(dataDir, "usage"), usageInterval
 	}
 	for s := range strings.SplitSeq(serverURLs, ",") {
 		if s = strings.TrimSpace(s); s != "" {

@@ -40,6 +40,7 @@ var policy = map[string]string{
 
 	"GET /v1/hosts":                                 "user",
 	"GET /v1/hosts/{name}":                          "user",
+	"GET /v1/hosts/{name}/usage":                    "superadmin",
 	"POST /v1/hosts/join-tokens":                    "superadmin",
 	"POST /v1/hosts/{name}/cordon":                  "superadmin",
 	"POST /v1/hosts/{name}/uncordon":                "superadmin",
@@ -60,6 +61,7 @@ var policy = map[string]string{
 	"GET /v1/vms/{name}":                              "viewer",
 	"GET /v1/vms/{name}/snapshots":                    "viewer",
 	"GET /v1/vms/{name}/stats":                        "viewer",
+	"GET /v1/vms/{name}/usage":                        "viewer",
 	"POST /v1/vms/{name}/start":                       "operator",
 	"POST /v1/vms/{name}/stop":                        "operator",
 	"POST /v1/vms/{name}/restart":                     "operator",

@@ -2,12 +2,14 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
@@ -142,7 +144,7 @@ func (s *Server) readPlanInput(w http.ResponseWriter, r *http.Request) (*planInp
 		if err := decodeJSON(w, r, &in.req, true); err != nil {
 			return nil, err
 		}
-		in.snap, in.warnings = s.estateSnapshot()
+		in.snap, in.warnings = s.estateSnapshot(r.Context())
 		in.source = api.PlanSourceEstate
 		return in, nil
 	}
@@ -256,9 +258,10 @@ const (
 
 // estateSnapshot is the live estate as the planner sees it: Polyvisor's
 // hosts and those of connected providers, with every VM not being
-// deleted. No utilization history is kept yet, so VMs are sized by their
-// allocation, under the scheduler's overcommit ratios.
-func (s *Server) estateSnapshot() (planner.Snapshot, []string) {
+// deleted. Polyvisor's VMs carry their hosts' usage history (usage.go);
+// VMs without one are sized by their allocation, under the scheduler's
+// overcommit ratios.
+func (s *Server) estateSnapshot(ctx context.Context) (planner.Snapshot, []string) {
 	cfg := s.cfg.Scheduler
 	cpuRatio, memRatio, reserved := cfg.CPUOvercommit, cfg.MemoryOvercommit, cfg.ReservedMemoryMiB
 	if cpuRatio <= 0 {
@@ -272,6 +275,10 @@ func (s *Server) estateSnapshot() (planner.Snapshot, []string) {
 	}
 	reserved = max(reserved, 0)
 	var snap planner.Snapshot
+	vmsByHost := map[string][]string{}
+	for _, v := range s.vms.Select(func(v *api.VM) bool { return v.Spec.Deletion == nil && v.Spec.Provider == nil && v.Spec.Host != "" }) {
+		vmsByHost[v.Spec.Host] = append(vmsByHost[v.Spec.Host], v.UID)
+	}
 	for _, h := range s.hosts.Select(func(*api.Host) bool { return true }) {
 		ph := planner.Host{
 			Name: h.Name, CPUs: float64(h.Status.CPUs), MemoryMiB: float64(max(h.Status.MemoryMiB-reserved, 0)),
@@ -281,9 +288,13 @@ func (s *Server) estateSnapshot() (planner.Snapshot, []string) {
 		if h.Provider != nil {
 			ph.Provider, ph.Cluster = h.Provider.Name, h.Provider.Cluster
 			ph.Cordoned = h.Spec.Unschedulable // a provider's hosts have no heartbeat
+		} else if h.Status.State != api.HostReady {
+			delete(vmsByHost, h.Name) // its agent cannot answer
 		}
 		snap.Hosts = append(snap.Hosts, ph)
 	}
+	histories, warnings := s.planHistories(ctx, vmsByHost)
+	unsized := 0
 	for _, v := range s.vms.Select(func(v *api.VM) bool { return v.Spec.Deletion == nil }) {
 		pv := planner.VM{
 			Name: v.Key(), Host: v.Spec.Host, VCPUs: float64(v.Spec.VCPUs), MemoryMiB: float64(v.Spec.MemoryMiB),
@@ -296,7 +307,15 @@ func (s *Server) estateSnapshot() (planner.Snapshot, []string) {
 		if v.Spec.Provider != nil {
 			pv.Provider = v.Spec.Provider.Name
 		}
+		pv.History = histories[v.UID]
+		if pv.History == nil {
+			unsized++
+		}
 		snap.VMs = append(snap.VMs, pv)
 	}
-	return snap, []string{"no utilization history is kept yet: VMs are sized by their allocation"}
+	slices.Sort(warnings)
+	if unsized > 0 {
+		warnings = append(warnings, fmt.Sprintf("%d of %d vms have no usage history (a provider's, new, or on a host that did not answer): they are sized by their allocation", unsized, len(snap.VMs)))
+	}
+	return snap, warnings
 }

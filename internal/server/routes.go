@@ -61,6 +61,7 @@ func (s *Server) routes() []route {
 	rs = append(rs, s.planRoutes()...)
 	rs = append(rs, s.haRoutes()...)
 	rs = append(rs, s.balanceRoutes()...)
+	rs = append(rs, s.usageRoutes()...)
 	return rs
 }
 

@@ -35,6 +35,7 @@ import (
 	"github.com/polyvisor/polyvisor/client"
 	"github.com/polyvisor/polyvisor/internal/atomicfile"
 	"github.com/polyvisor/polyvisor/internal/hypervisor/hypervisortest"
+	"github.com/polyvisor/polyvisor/internal/usage"
 )
 
 // Config configures a fleet of simulated hosts.
@@ -89,6 +90,10 @@ type Config struct {
 	// second.
 	StatsFile string
 	Logger    *slog.Logger
+	// UsageDir, when set, keeps the hosts' usage history (internal/usage)
+	// there, sampled every UsageInterval (default 1 minute) at a heartbeat.
+	UsageDir      string
+	UsageInterval time.Duration
 }
 
 // SourceAddresses says whether hosts dial from addresses of their own.
@@ -117,6 +122,7 @@ type Fleet struct {
 	caPEM    []byte
 	tls      *tls.Config
 	dirty    bool
+	usage    *usage.Store // nil without Config.UsageDir
 	regStart time.Time
 	regTime  time.Duration
 }
@@ -156,6 +162,9 @@ func New(cfg Config) (*Fleet, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.UsageInterval <= 0 {
+		cfg.UsageInterval = time.Minute
+	}
 	for _, i := range []int{0, cfg.Hosts - 1} {
 		if name := hostName(cfg, i); !hostNameRE.MatchString(name) {
 			return nil, fmt.Errorf("simulated hosts: %q is not a valid host name: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit (check the prefix)", name)
@@ -165,6 +174,9 @@ func New(cfg Config) (*Fleet, error) {
 		work: make(chan struct{}, cfg.MaxConverging), creds: map[string]string{}}
 	f.beats = newBeats(cfg.HeartbeatInterval, f.heartbeat)
 	if err := f.loadState(); err != nil {
+		return nil, err
+	}
+	if err := f.openUsage(); err != nil {
 		return nil, err
 	}
 	missing := 0
@@ -339,6 +351,9 @@ func (f *Fleet) Run(ctx context.Context) error {
 	wg.Wait()
 	if f.cfg.StatsFile != "" {
 		_ = writeStats(f.cfg.StatsFile, f.Stats())
+	}
+	if f.usage != nil {
+		_ = f.usage.Close()
 	}
 	return f.saveState()
 }

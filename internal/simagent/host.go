@@ -15,6 +15,7 @@ import (
 	"github.com/polyvisor/polyvisor/client"
 	"github.com/polyvisor/polyvisor/internal/hypervisor"
 	"github.com/polyvisor/polyvisor/internal/hypervisor/hypervisortest"
+	"github.com/polyvisor/polyvisor/internal/usage"
 	"github.com/polyvisor/polyvisor/internal/version"
 )
 
@@ -48,6 +49,11 @@ type simHost struct {
 	done  atomic.Bool
 	life  context.Context // the fleet's run: convergences and streams live under it
 
+	// recorder keeps the host's usage history (nil: none); lastSample
+	// is when it last sampled, touched by one heartbeat at a time.
+	recorder   *usage.Recorder
+	lastSample time.Time
+
 	mu  sync.Mutex
 	vms map[string]*simVM // by key
 }
@@ -57,6 +63,9 @@ func newSimHost(f *Fleet, idx int, name string, src net.IP) *simHost {
 		Timings: f.cfg.Timings, Usage: f.cfg.Usage, NoCallLog: true, Seed: uint64(idx) + 1,
 	})
 	h := &simHost{f: f, idx: idx, name: name, src: src, machine: m, driver: m.NewDriver(), vms: map[string]*simVM{}, moved: make(chan struct{}, 1)}
+	if f.usage != nil {
+		h.recorder = usage.NewRecorder(f.usage, name)
+	}
 	h.cur.Store(int64(idx % len(f.cfg.Servers)))
 	return h
 }
@@ -246,6 +255,7 @@ func (f *Fleet) beatOnce(ctx context.Context, h *simHost, due time.Time) {
 	}
 	f.c.heartbeats.Add(1)
 	h.beating.Store(true)
+	h.sampleUsage(ctx, time.Now())
 }
 
 // follow keeps the host's watch open, reconnecting with backoff.
@@ -370,6 +380,8 @@ func (h *simHost) serveStream(ctx context.Context, req api.StreamRequest) {
 	}
 	defer conn.Close()
 	switch req.Console {
+	case "usage":
+		h.serveUsage(conn, req)
 	case "stats":
 		v := h.vm(req.VM)
 		if v == nil || v.hd == nil {

@@ -531,6 +531,10 @@ try {
     await tid(ap, 'plan-hosts').locator('tr', { hasText: hostName }).waitFor({ timeout: 10_000 });
     await tid(ap, 'forecast-clusters').waitFor({ timeout: 10_000 });
     await shot(ap, 'capacity');
+    step("a superadmin sees the hosts' usage history plotted: their sum, and each host's");
+    await tid(ap, 'cluster-usage-sum-cpu-line').first().waitFor({ state: 'attached', timeout: 30_000 });
+    await tid(ap, 'host-usage-memory').first().waitFor({ timeout: 10_000 });
+    await shot(ap, 'capacity-usage');
   }
 
   if (await offers(ap, 'GET', '/v1/balance')) {

@@ -7,6 +7,7 @@ import type { Forecast, Plan } from '../types';
 import { CapacityBar, ErrorBox } from '../ui';
 import { mib } from '../lib/units';
 import { fate, planHeadline, planUse, runsOut } from '../lib/plan';
+import { ClusterUsage } from './UsageChart';
 
 const cores = (n: number) => `${Math.round(n * 10) / 10} cores`;
 
@@ -172,6 +173,7 @@ export function Capacity() {
           </div>
         </section>
       )}
+      <ClusterUsage />
     </div>
   );
 }

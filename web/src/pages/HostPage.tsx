@@ -10,6 +10,7 @@ import { mib } from '../lib/units';
 import { newer } from '../lib/merge';
 import { drainSummary } from '../lib/migrate';
 import { Accel } from './Hosts';
+import { UsageChart } from './UsageChart';
 
 type Ask = 'revoke' | 'delete' | 'drain';
 
@@ -218,6 +219,7 @@ export function HostPage({ name }: { name: string }) {
           <Link to={`/vms?all=1&host=${encodeURIComponent(h.name)}`}>{st.allocated?.vms ?? 0} VMs placed here</Link>
         </p>
       </section>
+      {admin && <UsageChart kind="hosts" name={h.name} />}
       <section className="card">
         <dl className="summary">
           {rows.map(([k, v, id]) => (
