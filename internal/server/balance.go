@@ -28,11 +28,18 @@ func (s *Server) balanceRoutes() []route {
 }
 
 // newBalance makes the leader's balancing controller, reading demand from
-// the stats the agents serve.
+// the hosts' utilization history (a VM's mean over the last minutes), or
+// from the stats the agents serve for a VM with no history yet.
 func (s *Server) newBalance() *balance.Controller {
 	return balance.New(balance.Config{
 		Hosts: s.hosts, VMs: s.vms, Ops: s.ops, Records: s.balanceRecs,
-		Demand:    &balance.LiveStats{Sample: s.sampleVM},
+		Demand: &balance.Recent{
+			Read: func(ctx context.Context, vm string, window time.Duration) (float64, int64, int, error) {
+				d, err := s.UsageDemand().VMDemand(ctx, vm, window)
+				return d.CPU, d.MemoryBytes, d.Points, err
+			},
+			Fallback: &balance.LiveStats{Sample: s.sampleVM},
+		},
 		Busy:      s.ctl.Ops.Busy,
 		Migrate:   s.startMigration,
 		Scheduler: s.cfg.Scheduler, Audit: s.auditBalance,
