@@ -168,8 +168,8 @@ type fakeSource struct {
 }
 
 func (s fakeSource) Read(context.Context) ([]SourceVM, error) { return s.vms, nil }
-func (s fakeSource) Streams() v2v.Streams                      { return nil }
-func (s fakeSource) AfterVM(context.Context, string, error)    {}
+func (s fakeSource) Streams() v2v.Streams                     { return nil }
+func (s fakeSource) AfterVM(context.Context, string, error)   {}
 func (s fakeSource) ChangeTracking(context.Context, string) (bool, string) {
 	return false, "fake"
 }
@@ -185,7 +185,9 @@ func (s fakeSource) log(what string) error {
 
 type fakeOpener struct{ src fakeSource }
 
-func (o fakeOpener) Open(context.Context, *api.VMMigration, string) (Source, error) { return o.src, nil }
+func (o fakeOpener) Open(context.Context, *api.VMMigration, string) (Source, error) {
+	return o.src, nil
+}
 
 // harness is a controller over fakes, with n source VMs whose raw disks
 // hold 1 MiB.
@@ -351,7 +353,9 @@ func TestCancelRemovesWhatWasHalfMade(t *testing.T) {
 	key := h.add(api.VMMigrationSpec{Source: api.VMMigrationSource{Kind: api.MigrationSourceProvider}, NetworkMap: map[string]string{"*": "user"},
 		Parallel: 1, Start: true}, api.VMMigrationPending)
 	ctx := context.Background()
-	h.until(t, ctx, key, func(m *api.VMMigration) bool { return len(m.Status.VMs) == 1 && m.Status.VMs[0].Phase == "boot" || h.target.busy() })
+	h.until(t, ctx, key, func(m *api.VMMigration) bool {
+		return len(m.Status.VMs) == 1 && m.Status.VMs[0].Phase == "boot" || h.target.busy()
+	})
 	h.recs.edit(key, func(m *api.VMMigration) { m.Spec.Cancel = true })
 	m := h.until(t, ctx, key, stateIs(api.VMMigrationCancelled))
 	h.c.wg.Wait()
