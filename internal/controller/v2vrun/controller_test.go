@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/v2v"
@@ -403,5 +404,18 @@ func TestTermEndLeavesTheRun(t *testing.T) {
 	h.c.tick(context.Background(), h.recs, true)
 	if _, err := os.Stat(filepath.Join(h.dir, "orphan")); !os.IsNotExist(err) {
 		t.Errorf("an orphan job directory: %v", err)
+	}
+}
+
+// TestCutKeepsErrorsInTheirBound: an error over the record's bound is cut
+// on a UTF-8 boundary, saying so; one within it is kept whole.
+func TestCutKeepsErrorsInTheirBound(t *testing.T) {
+	if got := cut("short"); got != "short" {
+		t.Errorf("cut(short) = %q", got)
+	}
+	long := strings.Repeat("é", api.MaxMigrationErrorBytes)
+	got := cut(long)
+	if len(got) > api.MaxMigrationErrorBytes || !strings.HasSuffix(got, " [...]") || !utf8.ValidString(got) {
+		t.Errorf("cut: %d bytes, valid %v, %q...", len(got), utf8.ValidString(got), got[len(got)-10:])
 	}
 }
