@@ -76,6 +76,8 @@ type fakeTarget struct {
 	creating int
 	most     int
 	hold     bool
+	// slots bounds the imports at once, as a project's do (0: none).
+	slots, importing int
 }
 
 func newFakeTarget() *fakeTarget {
@@ -89,6 +91,19 @@ func (t *fakeTarget) Image(_ context.Context, project, name string) (*api.Image,
 }
 
 func (t *fakeTarget) ImportImage(_ context.Context, project, name, path string, progress func(int64, int64)) (string, error) {
+	t.mu.Lock()
+	if t.slots > 0 && t.importing >= t.slots {
+		t.mu.Unlock()
+		return "", ErrImportsBusy
+	}
+	t.importing++
+	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		t.importing--
+		t.mu.Unlock()
+	}()
+	time.Sleep(10 * time.Millisecond)
 	fi, err := os.Stat(path)
 	if err != nil {
 		return "", err
@@ -302,12 +317,15 @@ func TestPlanSaysWhatCannotMove(t *testing.T) {
 }
 
 // TestRunMovesInWavesAndDisposes: a started migration moves its VMs at
-// most Parallel at once; each becomes images and a VM labelled with the
+// most Parallel at once, waiting for the project's image import slots
+// rather than failing when they are taken; each becomes images and a VM labelled with the
 // migration, runs, and its source is powered off; the migration is
 // audited and its job directory removed; a VM that cannot move fails
 // the migration without stopping the others.
 func TestRunMovesInWavesAndDisposes(t *testing.T) {
 	h := newHarness(t, 5)
+	h.target.slots = 1 // the project's imports: more VMs at once than it takes
+	ImportRetry = 5 * time.Millisecond
 	src := h.c.cfg.Sources.(fakeOpener).src
 	src.vms[4].HW.Firmware = v2v.FirmwareEFI
 	h.c.cfg.Sources = fakeOpener{src}
