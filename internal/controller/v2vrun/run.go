@@ -210,7 +210,7 @@ func (c *Controller) moveVM(ctx context.Context, m *api.VMMigration, src Source,
 					pr.Phase, pr.Disk, pr.Done, pr.Total, pr.Rate, pr.ETA.Seconds(), pr.Resumed
 			})
 		}}
-	if pl.cutover && m.Spec.Cutover != "manual" {
+	if pl.cutover {
 		if err := c.cutover(ctx, src, copier, pl, i, st); err != nil {
 			return err
 		}
