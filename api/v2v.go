@@ -19,7 +19,7 @@ type VMMigration struct {
 const (
 	// MigrationSourceProvider is VMs of a connected provider (vSphere or
 	// libvirt) bound to the migration's project, named by the provider's
-	// ids (a VM's status.providerRef.id, or the inventory's ids).
+	// ids (spec.provider.id of the project's VMs mirrored from it).
 	MigrationSourceProvider = "provider"
 	// MigrationSourceUpload is files uploaded to the migration
 	// (PUT /v1/migrations/{name}/files/{file}): an OVA, or disk files.

@@ -51,7 +51,7 @@ func (f *sourceFlags) add(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.files, "from-file", nil, "a disk file of the VM, uploaded to the server: VMDK, VHD, VHDX, VDI, raw or qcow2 (repeat, first is the boot disk)")
 	fl.StringVar(&f.ova, "from-ova", "", "an OVA package: a file uploaded to the server, or an http(s) URL the server fetches")
 	fl.StringVar(&f.provider, "from", "", "a provider of the project (vSphere or libvirt) to move VMs from, with --vm")
-	fl.StringArrayVar(&f.vms, "vm", nil, "with --from: the provider's id of a VM to move, optionally =NAME for the Polyvisor VM (repeat)")
+	fl.StringArrayVar(&f.vms, "vm", nil, "with --from: the provider's id of a VM to move (spec.provider.id of its mirror in the project), optionally =NAME for the Polyvisor VM (repeat)")
 	fl.StringVar(&f.host, "to-host", "", "the Polyvisor host the VMs move to (default: the scheduler places each)")
 	fl.StringArrayVar(&f.networkMap, "network-map", nil, "SOURCE=NETWORK: a source network onto a Polyvisor network (user or one of the project's); '*=NETWORK' for every other")
 	fl.IntVar(&f.parallel, "parallel", 2, "VMs moved at once (a wave)")
