@@ -25,6 +25,7 @@ import { Account } from './pages/Account';
 import { Volumes } from './pages/Volumes';
 import { Pools } from './pages/Pools';
 import { Capacity } from './pages/Capacity';
+import { MigrationPage, Migrations } from './pages/Migrations';
 
 // The VM page carries the consoles (noVNC, xterm.js): loaded when needed.
 const VMPage = lazy(() => import('./pages/VMPage'));
@@ -32,6 +33,8 @@ const VMPage = lazy(() => import('./pages/VMPage'));
 function Page({ path }: { path: string }) {
   const vm = path.match(/^\/vms\/([^/]+)\/([^/]+)\/?$/);
   if (vm) return <VMPage project={decodeURIComponent(vm[1])} name={decodeURIComponent(vm[2])} />;
+  const mig = path.match(/^\/migrations\/([^/]+)\/([^/]+)\/?$/);
+  if (mig) return <MigrationPage key={path} project={decodeURIComponent(mig[1])} name={decodeURIComponent(mig[2])} />;
   const one = path.match(/^\/(hosts|providers|projects)\/([^/]+)\/?$/);
   if (one) {
     const name = decodeURIComponent(one[2]);
@@ -60,6 +63,8 @@ function Page({ path }: { path: string }) {
       return <Pools />;
     case '/capacity':
       return <Capacity />;
+    case '/migrations':
+      return <Migrations />;
     case '/hosts':
       return <Hosts />;
     case '/providers':

@@ -428,3 +428,39 @@ export interface Forecast {
   options: PlanOptions;
   clusters: ClusterForecast[] | null;
 }
+
+// Migrations of VMs from other hypervisors (api/v2v.go, docs/MIGRATION.md).
+export interface VMMigrationVM {
+  name: string;
+  sourceName: string;
+  vcpus: number;
+  memoryMiB: number;
+  disks: number;
+  copyBytes: number;
+}
+
+export interface VMMigrationVMStatus {
+  name: string;
+  state: string;
+  // phase: stream, extract, convert, verify, adapt, upload, create, done.
+  phase?: string;
+  disk?: string;
+  doneBytes?: number;
+  totalBytes?: number;
+  rate?: number;
+  etaSeconds?: number;
+  resumedBytes?: number;
+  error?: string;
+}
+
+export interface VMMigration extends Meta {
+  spec: { source: string; host: string; parallel: number; vms: VMMigrationVM[] | null; cancel?: boolean };
+  status: {
+    state: string;
+    runner?: string;
+    runnerUser?: string;
+    vms?: VMMigrationVMStatus[] | null;
+    error?: string;
+    reportedAt?: string;
+  };
+}
