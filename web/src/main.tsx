@@ -26,6 +26,7 @@ import { Volumes } from './pages/Volumes';
 import { Pools } from './pages/Pools';
 import { Capacity } from './pages/Capacity';
 import { MigrationPage, Migrations } from './pages/Migrations';
+import { ImportWizard } from './pages/ImportWizard';
 
 // The VM page carries the consoles (noVNC, xterm.js): loaded when needed.
 const VMPage = lazy(() => import('./pages/VMPage'));
@@ -65,6 +66,8 @@ function Page({ path }: { path: string }) {
       return <Capacity />;
     case '/migrations':
       return <Migrations />;
+    case '/migrations/import':
+      return <ImportWizard />;
     case '/hosts':
       return <Hosts />;
     case '/providers':

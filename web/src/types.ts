@@ -1,4 +1,6 @@
 // The API's JSON, as far as the console reads it (see api/*.go).
+import type { VMPlan, VMProgress } from './lib/v2v';
+export type { VMPlan, VMProgress };
 export interface Meta {
   name: string;
   project?: string;
@@ -430,37 +432,38 @@ export interface Forecast {
 }
 
 // Migrations of VMs from other hypervisors (api/v2v.go, docs/MIGRATION.md).
-export interface VMMigrationVM {
-  name: string;
-  sourceName: string;
-  vcpus: number;
-  memoryMiB: number;
-  disks: number;
-  copyBytes: number;
-}
 
-export interface VMMigrationVMStatus {
-  name: string;
-  state: string;
-  // phase: stream, extract, convert, verify, adapt, upload, create, done.
-  phase?: string;
-  disk?: string;
-  doneBytes?: number;
-  totalBytes?: number;
-  rate?: number;
-  etaSeconds?: number;
-  resumedBytes?: number;
-  error?: string;
+export interface VMMigrationSource {
+  kind: string; // provider, upload or url
+  provider?: string;
+  vms?: { id: string; name?: string }[] | null;
+  url?: string;
+  format?: string; // ova or disk
+  files?: { name: string; sizeBytes: number; uploaded?: boolean }[] | null;
+  hardware?: { name?: string; vcpus?: number; memoryMiB?: number; firmware?: string; guestOS?: string; diskBus?: string; macs?: string[] };
 }
 
 export interface VMMigration extends Meta {
-  spec: { source: string; host: string; parallel: number; vms: VMMigrationVM[] | null; cancel?: boolean };
+  spec: {
+    source: VMMigrationSource;
+    host?: string;
+    networkMap?: Record<string, string>;
+    parallel: number;
+    sourceDisposition?: string;
+    cutover?: string;
+    start?: boolean;
+    cancel?: boolean;
+  };
   status: {
     state: string;
-    runner?: string;
-    runnerUser?: string;
-    vms?: VMMigrationVMStatus[] | null;
+    server?: string;
+    createdBy?: string;
+    vms?: VMProgress[] | null;
     error?: string;
+    copyBytes?: number;
+    estimatedSeconds?: number;
+    startedAt?: string;
+    finishedAt?: string;
     reportedAt?: string;
   };
 }

@@ -13,7 +13,7 @@ import { APIError } from '../lib/errors';
 import { keyOf, newer } from '../lib/merge';
 import { fromSearch, toSearch } from '../lib/urlstate';
 import { bytes } from '../lib/units';
-import { counts, countsText, filterMigrations, mayCancel, mayDelete, migrationOver, migrationPath, migrationStates, percent, phaseText, silentFor, stateText, vmRows } from '../lib/v2v';
+import { blocked, counts, countsText, eta, filterMigrations, mayCancel, mayStart, migrationBusy, migrationOver, migrationPath, migrationStates, percent, phaseText, silentFor, sourceText, stateText, vmRows } from '../lib/v2v';
 
 const activeMs = 2000;
 const idleMs = 30_000;
@@ -30,31 +30,42 @@ function useNow(ms: number): number {
   return now;
 }
 
-// MigrationActions cancels and deletes one migration, each confirmed.
-function MigrationActions(props: { m: VMMigration; onDone(deleted: boolean): void; onError(e: unknown): void }) {
+// MigrationActions starts a planned migration, cancels and deletes one,
+// the last two confirmed.
+export function MigrationActions(props: { m: VMMigration; onDone(deleted: boolean): void; onError(e: unknown): void }) {
   const s = useSession();
   const { m } = props;
   const [ask, setAsk] = useState<'cancel' | 'delete'>();
-  const path = `/v1/migrations/${seg(m.name)}${q({ project: m.project })}`;
-  const act = async (what: 'cancel' | 'delete') => {
+  const [busy, setBusy] = useState(false);
+  const at = (verb: string) => `/v1/migrations/${seg(m.name)}${verb}${q({ project: m.project })}`;
+  const act = async (what: 'start' | 'cancel' | 'delete') => {
     setAsk(undefined);
+    setBusy(true);
     try {
-      if (what === 'cancel') await call<VMMigration>('POST', `/v1/migrations/${seg(m.name)}/cancel${q({ project: m.project })}`);
-      else await call<void>('DELETE', path);
+      if (what === 'delete') await call<void>('DELETE', at(''));
+      else await call<VMMigration>('POST', at(`/${what}`));
       props.onDone(what === 'delete');
     } catch (e) {
       props.onError(e);
+    } finally {
+      setBusy(false);
     }
   };
+  const runnable = vmRows(m).some((v) => !blocked(v));
   return (
     <span className="actions">
+      {mayStart(m) && s.can('vm.create', m.project) && (
+        <button type="button" className="primary" data-testid={`migration-start-${m.name}`} disabled={busy || !runnable} title={runnable ? undefined : 'no VM of its plan can move'} onClick={() => void act('start')}>
+          Start
+        </button>
+      )}
       {mayCancel(m) && s.can('vm.create', m.project) && (
-        <button type="button" data-testid={`migration-cancel-${m.name}`} onClick={() => setAsk('cancel')}>
+        <button type="button" data-testid={`migration-cancel-${m.name}`} disabled={busy} onClick={() => setAsk('cancel')}>
           Cancel
         </button>
       )}
-      {mayDelete(m) && s.can('vm.delete', m.project) && (
-        <button type="button" className="danger" data-testid={`migration-delete-${m.name}`} onClick={() => setAsk('delete')}>
+      {s.can('vm.delete', m.project) && (
+        <button type="button" className="danger" data-testid={`migration-delete-${m.name}`} disabled={busy} onClick={() => setAsk('delete')}>
           Delete
         </button>
       )}
@@ -63,7 +74,7 @@ function MigrationActions(props: { m: VMMigration; onDone(deleted: boolean): voi
           title={`Cancel migration ${m.name}?`}
           okLabel="Cancel the migration"
           danger
-          body={<p>The copy stops at its next report. What it copied is kept, so that a later run resumes; VMs already moved stay, and so do the sources.</p>}
+          body={<p>The copy stops. What it half-made (images, a VM not finished) is removed; the VMs it finished stay, and so do the source VMs.</p>}
           onOK={() => void act('cancel')}
           onCancel={() => setAsk(undefined)}
         />
@@ -71,9 +82,13 @@ function MigrationActions(props: { m: VMMigration; onDone(deleted: boolean): voi
       {ask === 'delete' && (
         <Confirm
           title={`Delete migration ${m.name}?`}
-          okLabel="Delete the record"
+          okLabel="Delete the migration"
           danger
-          body={<p>The record of {m.name} goes. The VMs, images and copies it made stay.</p>}
+          body={
+            <p>
+              The record of {m.name} goes{migrationOver(m.status.state) ? '' : ', and its run is cancelled first'}. What it made but did not finish, its copies and uploads go too; the VMs it finished stay.
+            </p>
+          }
           onOK={() => void act('delete')}
           onCancel={() => setAsk(undefined)}
         />
@@ -82,10 +97,11 @@ function MigrationActions(props: { m: VMMigration; onDone(deleted: boolean): voi
   );
 }
 
-// VMProgressTable shows each VM of a migration: its state, phase, bytes,
-// rate and time left.
+// VMProgressTable shows each VM of a migration: where it goes, its state,
+// phase, bytes, rate and time left, and what its plan said it cannot do.
 function VMProgressTable({ m }: { m: VMMigration }) {
   const rows = vmRows(m);
+  if (rows.length === 0) return <p className="muted">{m.status.state === 'uploading' ? 'Its files are awaited: the plan is made once they are uploaded.' : 'Its plan is not made yet.'}</p>;
   return (
     <div className="tablewrap">
       <table data-testid="migration-vms">
@@ -93,25 +109,39 @@ function VMProgressTable({ m }: { m: VMMigration }) {
           <tr>
             <th scope="col">VM</th>
             <th scope="col">Source</th>
+            <th scope="col">Host</th>
             <th scope="col">State</th>
             <th scope="col">Progress</th>
             <th scope="col">To copy</th>
           </tr>
         </thead>
         <tbody>
-          {rows.map(({ vm, st }) => {
+          {rows.map((st) => {
             const pct = percent(st);
+            const why = st.plan?.blockers ?? [];
             return (
-              <tr key={vm.name} data-testid={`migration-vm-${vm.name}`}>
-                <td>{st.state === 'succeeded' && m.project ? <Link to={`/vms/${seg(m.project)}/${seg(vm.name)}`}>{vm.name}</Link> : vm.name}</td>
-                <td className="wrap">{vm.sourceName}</td>
+              <tr key={st.name} data-testid={`migration-vm-${st.name}`}>
+                <td>{st.state === 'succeeded' && m.project ? <Link to={`/vms/${seg(m.project)}/${seg(st.name)}`}>{st.name}</Link> : st.name}</td>
+                <td className="wrap">{st.sourceName}</td>
+                <td>{st.host || st.plan?.host || m.spec.host || <span className="muted">scheduler</span>}</td>
                 <td>
-                  <State s={st.state} />
+                  <State s={why.length && st.state !== 'succeeded' && st.state !== 'running' ? 'blocked' : st.state} />
                 </td>
                 <td className="wrap">
-                  {st.state === 'running' && pct !== undefined && <progress max={100} value={pct} aria-label={`${vm.name} ${st.phase ?? ''} progress`} />} <span className={st.state === 'failed' ? 'alert-error' : undefined}>{phaseText(st)}</span>
+                  {st.state === 'running' && pct !== undefined && <progress max={100} value={pct} aria-label={`${st.name} ${st.phase ?? ''} progress`} />}{' '}
+                  <span className={st.state === 'failed' ? 'alert-error' : undefined}>{phaseText(st)}</span>
+                  {why.map((b, i) => (
+                    <div key={i} className="small alert-error">
+                      {b}
+                    </div>
+                  ))}
+                  {(st.notes ?? []).map((n, i) => (
+                    <div key={i} className="small muted">
+                      {n}
+                    </div>
+                  ))}
                 </td>
-                <td className="num">{bytes(vm.copyBytes)}</td>
+                <td className="num">{bytes(st.plan?.copyBytes)}</td>
               </tr>
             );
           })}
@@ -129,7 +159,7 @@ export function Migrations() {
   const [actErr, setActErr] = useState<unknown>();
   const now = useNow(5000);
   const live = useLiveList<VMMigration>((signal) => listAll<VMMigration>('/v1/migrations', scope(s.project, all), signal), () => undefined, keyOf, [s.project, all]);
-  const active = live.items.some((m) => !migrationOver(m.status.state));
+  const active = live.items.some((m) => migrationBusy(m.status.state));
   const { reload } = live;
   useEffect(() => {
     const t = setInterval(reload, active ? activeMs : idleMs);
@@ -203,14 +233,14 @@ export function Migrations() {
                   {all && <td>{m.project}</td>}
                   <td>
                     <State s={stateText(m)} />
-                    {silent > 0 && <div className="small alert-warn">no report for {silent}s</div>}
+                    {silent > 0 && <div className="small alert-warn">no progress for {silent}s</div>}
                   </td>
                   <td className="wrap">
                     <progress max={Math.max(1, c.total)} value={c.succeeded} aria-label={`${m.name}: VMs moved`} /> {countsText(c)}
                     {m.status.error && <div className="small alert-error">{m.status.error}</div>}
                   </td>
-                  <td className="wrap">{m.spec.source}</td>
-                  <td>{m.spec.host}</td>
+                  <td className="wrap">{sourceText(m.spec.source)}</td>
+                  <td>{m.spec.host || <span className="muted">scheduler</span>}</td>
                   <td className="muted">{ago(m.createdAt, now)}</td>
                   <td>
                     <MigrationActions m={m} onDone={() => reload()} onError={setActErr} />
@@ -244,14 +274,14 @@ export function MigrationPage({ project, name }: { project: string; name: string
   }, [path]);
   useEffect(load, [load]);
   useResync(load);
-  const over = m ? migrationOver(m.status.state) : false;
+  const busy = m ? migrationBusy(stateText(m)) : true;
   useEffect(() => {
     if (gone) return;
-    const t = setInterval(load, over ? idleMs : activeMs);
+    const t = setInterval(load, busy ? activeMs : idleMs);
     return () => clearInterval(t);
-  }, [load, over, gone]);
+  }, [load, busy, gone]);
   useEvents((e) => {
-    if (e.operation?.target.kind === 'migration' && e.operation.target.name === name && !over) load();
+    if (e.operation?.target.kind === 'migration' && e.operation.target.name === name) load();
   });
 
   const back = (
@@ -269,17 +299,26 @@ export function MigrationPage({ project, name }: { project: string; name: string
   }
   const c = counts(m);
   const silent = silentFor(m, now);
-  const total = (m.spec.vms ?? []).reduce((a, v) => a + (v.copyBytes || 0), 0);
+  const when = (t?: string) => (t ? `${ago(t, now)} (${new Date(t).toLocaleString()})` : '');
+  const nets = Object.entries(m.spec.networkMap ?? {})
+    .map(([k, v]) => `${k === '*' ? 'any other' : k} → ${v}`)
+    .join(', ');
   const facts: [string, string, string?][] = [
     ['Project', m.project ?? ''],
-    ['Source', m.spec.source, 'migration-source'],
-    ['To host', m.spec.host],
+    ['Source', sourceText(m.spec.source), 'migration-source'],
+    ['To host', m.spec.host || 'placed by the scheduler'],
+    ['Networks', nets],
     ['VMs', countsText(c), 'migration-counts'],
-    ['To copy', bytes(total)],
+    ['To copy', bytes(m.status.copyBytes)],
+    ['Estimated time', eta(m.status.estimatedSeconds)],
     ['At once', `${m.spec.parallel} VM${m.spec.parallel === 1 ? '' : 's'}`],
-    ['Runner', [m.status.runner, m.status.runnerUser ? `(user ${m.status.runnerUser})` : ''].filter(Boolean).join(' ')],
-    ['Last report', m.status.reportedAt ? ago(m.status.reportedAt, now) : 'none yet'],
-    ['Created', m.createdAt ? new Date(m.createdAt).toLocaleString() : ''],
+    ['Source VMs afterwards', m.spec.source.kind === 'provider' ? ({ poweroff: 'powered off', delete: 'deleted' } as Record<string, string>)[m.spec.sourceDisposition ?? ''] ?? 'kept' : ''],
+    ['Server', m.status.server ?? ''],
+    ['Created by', m.status.createdBy ?? ''],
+    ['Created', when(m.createdAt)],
+    ['Started', when(m.status.startedAt)],
+    ['Finished', when(m.status.finishedAt)],
+    ['Last progress', m.status.reportedAt ? ago(m.status.reportedAt, now) : ''],
   ];
   return (
     <div>
@@ -301,7 +340,7 @@ export function MigrationPage({ project, name }: { project: string; name: string
       </div>
       {silent > 0 && (
         <p className="hint" data-testid="migration-silent">
-          Its runner has not reported for {silent} seconds: it may have stopped. Cancel the migration to delete its record; a new run resumes from what was copied.
+          No progress was written for {silent} seconds: the server running it may have stopped. Another server takes it over and resumes it from its checkpoints.
         </p>
       )}
       {m.status.error && (
