@@ -98,7 +98,7 @@ func TestWebConsole(t *testing.T) {
 		t.Fatalf("the browser test failed: %v", err)
 	}
 	for _, f := range []string{"dashboard", "vm", "serial", "console", "images", "hosts", "host", "token-secret", "account",
-		"project", "quota", "providers", "users", "viewer", "theme", "capacity"} {
+		"project", "quota", "providers", "users", "viewer", "theme", "capacity", "migrations"} {
 		checkScreenshot(t, filepath.Join(shots, f+".png"))
 	}
 	if libvirt != "" {
@@ -139,6 +139,9 @@ func TestWebConsole(t *testing.T) {
 	}
 	if _, err := srv.c.GetUser(bg, "web-user"); !client.IsNotFound(err) {
 		t.Errorf("user web-user after the browser deleted it: %v", err)
+	}
+	if _, err := shop.GetVMMigration(bg, "web-import"); !client.IsNotFound(err) {
+		t.Errorf("migration web-import after the browser deleted it: %v", err)
 	}
 	if _, err := srv.c.GetProvider(bg, "web-libvirt"); !client.IsNotFound(err) {
 		t.Errorf("provider web-libvirt after the browser removed it: %v", err)

@@ -195,7 +195,7 @@ export function ImportWizard() {
     let cur = m;
     while (!planned(cur)) {
       await new Promise((r) => setTimeout(r, 1000));
-      if (signal.aborted) throw new DOMException('the wizard was left', 'AbortError');
+      if (signal.aborted) throw new DOMException('planning was left to the server: the migration is on the migrations page', 'AbortError');
       cur = await call<VMMigration>('GET', `/v1/migrations/${seg(m.name)}${q({ project })}`, undefined, signal);
     }
     return cur;
@@ -225,13 +225,16 @@ export function ImportWizard() {
         for (const f of c.kind === 'upload' ? files : []) {
           m = await upload<VMMigration>(`/v1/migrations/${seg(m.name)}/files/${seg(f.name)}${q({ project })}`, f, (a, b) => setStep(`Uploading ${f.name}: ${bytes(a)} of ${bytes(b)}…`), signal, 'PUT');
         }
-        setStep('The server reads the source and plans…');
-        m = await wait(m, signal);
       } catch (x) {
-        // Nothing half-made stays: an upload that failed leaves no record.
+        // Nothing half-made stays: a migration whose upload failed or
+        // was stopped goes.
         await call<void>('DELETE', `/v1/migrations/${seg(m.name)}${q({ project })}`).catch(() => {});
         throw x;
       }
+      // Once recorded whole, the server plans it whether or not the
+      // wizard waits: it is on the migrations page.
+      setStep('The server reads the source and plans…');
+      m = await wait(m, signal);
       setMig(m);
       setStale(false);
     });
@@ -395,10 +398,10 @@ export function ImportWizard() {
               </select>
             )}
           </Field>
-          {srcNets.map((n) => (
+          {srcNets.map((n, i) => (
             <div className="field" key={n}>
-              <label htmlFor={`imp-net-${n}`}>Network {n}</label>
-              {netChoice(c.networkMap[n] ?? 'user', (v) => change({ networkMap: { ...c.networkMap, [n]: v } }), { id: `imp-net-${n}` }, `import-net-${n}`)}
+              <label htmlFor={`imp-net-${i}`}>Network {n}</label>
+              {netChoice(c.networkMap[n] ?? 'user', (v) => change({ networkMap: { ...c.networkMap, [n]: v } }), { id: `imp-net-${i}` }, `import-net-${n}`)}
             </div>
           ))}
           <Field form={form} name="networkMap" label={srcNets.length ? 'Any other network' : 'Source networks'} idPrefix="imp" help={srcNets.length ? undefined : "Every NIC of the source goes on this network; the plan lists the source's networks."}>
