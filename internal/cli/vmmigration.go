@@ -1,16 +1,11 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,287 +13,271 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/polyvisor/polyvisor/api"
-	"github.com/polyvisor/polyvisor/internal/images"
-	"github.com/polyvisor/polyvisor/internal/v2v"
+	"github.com/polyvisor/polyvisor/client"
 )
 
 func (a *app) vmMigrationCommand() *cobra.Command {
-	cmd := group("migration", "Move VMs from other hypervisors (OVA/OVF, disk files, libvirt, vSphere) into Polyvisor hosts", "migrations")
+	cmd := group("migration", "Move VMs from other hypervisors (vSphere, libvirt, OVA, disk files) into Polyvisor hosts", "migrations")
 	cmd.AddCommand(a.migrationPlanCommand(), a.migrationRunCommand(), a.migrationListCommand(),
 		a.migrationShowCommand(), a.migrationCancelCommand(), a.migrationDeleteCommand())
 	return cmd
 }
 
-// planFlags are the flags of `migration plan`.
-type planFlags struct {
+// sourceFlags are the flags that describe a migration.
+type sourceFlags struct {
+	name        string
 	files       []string
-	ova, ovf    string
+	ova         string
 	provider    string
 	vms         []string
 	host        string
 	networkMap  []string
-	name        string
+	parallel    int
+	disposition string
+	cutover     string
+	vmName      string
 	vcpus       int
 	memoryMiB   int64
 	firmware    string
 	guestOS     string
 	diskBus     string
 	macs        []string
-	maxDiskGiB  int64
-	planFile    string
-	jobDir      string
-	allowNets   []string
-	providerURI string
 }
 
-func (a *app) migrationPlanCommand() *cobra.Command {
-	var f planFlags
-	cmd := &cobra.Command{
-		Use:   "plan (--from-file DISK... | --from-ova FILE|URL | --from-ovf FILE | --from libvirt|vsphere --uri URI --vm NAME...) --to-host HOST",
-		Short: "Plan moving VMs: the hardware mapped, sizes, estimated time, what cannot move and why",
-		Long: "Reads the source VMs' hardware and writes a plan (--plan-file) that 'polyvisor migration run' carries out.\n" +
-			"Nothing is copied or changed. Disk files take their hardware from the flags; an OVA or OVF from its envelope.",
-		Example: "  polyvisor migration plan --from-ova web.ova --to-host node1 --network-map 'VM Network=user'\n" +
-			"  polyvisor migration plan --from-file hyperv.vhdx --name web --vcpus 2 --memory 2048 --mac 00:15:5d:01:02:03 --network-map '*=user' --to-host node1",
-		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			plan, err := a.makePlan(cmd, &f)
-			if err != nil {
-				return err
-			}
-			b, err := json.MarshalIndent(plan, "", "  ")
-			if err != nil {
-				return err
-			}
-			if err := os.WriteFile(f.planFile, append(b, '\n'), 0o600); err != nil {
-				return fmt.Errorf("writing the plan: %w", err)
-			}
-			if err := a.print(cmd.OutOrStdout(), plan, func(tw *tabwriter.Writer) { printPlan(tw, plan) }); err != nil {
-				return err
-			}
-			if !a.structured() {
-				fmt.Fprintf(cmd.ErrOrStderr(), "plan written to %s: run it with 'polyvisor migration run %s'\n", f.planFile, f.planFile)
-			}
-			return nil
-		},
-	}
+func (f *sourceFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.StringArrayVar(&f.files, "from-file", nil, "a disk file of the VM: VMDK, VHD, VHDX, VDI, raw or qcow2 (repeat, first is the boot disk)")
-	fl.StringVar(&f.ova, "from-ova", "", "an OVA package: a file, or an http(s) URL fetched into the job directory")
-	fl.StringVar(&f.ovf, "from-ovf", "", "an unpacked OVF envelope, its disks beside it")
-	fl.StringVar(&f.provider, "from", "", "a hypervisor to read VMs from: libvirt or vsphere (with --vm)")
-	fl.StringVar(&f.providerURI, "uri", "", "with --from: libvirt's URI (default qemu:///system), or vSphere's SDK URL https://USER@HOST/sdk (password from POLYVISOR_VSPHERE_PASSWORD, never in the URL)")
-	fl.StringArrayVar(&f.vms, "vm", nil, "with --from: a VM to move (repeat)")
-	fl.StringVar(&f.host, "to-host", "", "the Polyvisor host the VMs move to")
+	fl.StringVar(&f.name, "name", "", "the migration's name (default m-DATE-TIME)")
+	fl.StringArrayVar(&f.files, "from-file", nil, "a disk file of the VM, uploaded to the server: VMDK, VHD, VHDX, VDI, raw or qcow2 (repeat, first is the boot disk)")
+	fl.StringVar(&f.ova, "from-ova", "", "an OVA package: a file uploaded to the server, or an http(s) URL the server fetches")
+	fl.StringVar(&f.provider, "from", "", "a provider of the project (vSphere or libvirt) to move VMs from, with --vm")
+	fl.StringArrayVar(&f.vms, "vm", nil, "with --from: the provider's id of a VM to move, optionally =NAME for the Polyvisor VM (repeat)")
+	fl.StringVar(&f.host, "to-host", "", "the Polyvisor host the VMs move to (default: the scheduler places each)")
 	fl.StringArrayVar(&f.networkMap, "network-map", nil, "SOURCE=NETWORK: a source network onto a Polyvisor network (user or one of the project's); '*=NETWORK' for every other")
-	fl.StringVar(&f.name, "name", "", "with --from-file: the VM's name (default: the first file's)")
+	fl.IntVar(&f.parallel, "parallel", 2, "VMs moved at once (a wave)")
+	fl.StringVar(&f.disposition, "source-disposition", api.DispositionKeep, "with --from: what to do with each source VM once its target runs: keep, poweroff or delete")
+	fl.StringVar(&f.cutover, "cutover", "", "with --from: how a running vSphere VM is switched over: auto (copy while it runs, power it off, copy what changed)")
+	fl.StringVar(&f.vmName, "vm-name", "", "with --from-file: the VM's name (default: the first file's)")
 	fl.IntVar(&f.vcpus, "vcpus", 1, "with --from-file: vCPUs")
 	fl.Int64Var(&f.memoryMiB, "memory", 1024, "with --from-file: memory in MiB")
-	fl.StringVar(&f.firmware, "firmware", v2v.FirmwareBIOS, "with --from-file: bios or efi")
+	fl.StringVar(&f.firmware, "firmware", "bios", "with --from-file: bios or efi")
 	fl.StringVar(&f.guestOS, "guest-os", "", "with --from-file: the guest's system (e.g. debian12, windows2019)")
-	fl.StringVar(&f.diskBus, "disk-bus", "", "with --from-file: the bus the source attached the disks to (virtio, scsi, sata, ide)")
-	fl.StringArrayVar(&f.macs, "mac", nil, "with --from-file: a NIC with this MAC (repeat)")
-	fl.Int64Var(&f.maxDiskGiB, "max-disk-gib", v2v.DefaultMaxDiskBytes>>30, "refuse a disk larger than this")
-	fl.StringVar(&f.planFile, "plan-file", "migration-plan.json", "where the plan is written")
-	fl.StringVar(&f.jobDir, "job-dir", defaultJobDir(), "where fetched sources, copies and checkpoints are kept")
-	fl.StringArrayVar(&f.allowNets, "allow-network", nil, "a network (CIDR) an OVA URL may be fetched from although it is not public (repeat)")
-	return cmd
+	fl.StringVar(&f.diskBus, "disk-bus", "", "with --from-file: the bus the source attached the disks to (virtio, scsi, sata, ide, nvme)")
+	fl.StringArrayVar(&f.macs, "mac", nil, "with --from-file: a NIC with this MAC (repeat; map its network with '*=NETWORK')")
 }
 
-// defaultJobDir is where migrations keep their copies and checkpoints.
-func defaultJobDir() string {
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "polyvisor", "migrations")
+// request makes the migration's create request; uploads lists the local
+// files to send, by the name the request gives them.
+func (f *sourceFlags) request(start bool) (api.VMMigrationCreate, map[string]string, error) {
+	req := api.VMMigrationCreate{Name: f.name, Host: f.host, Parallel: f.parallel, SourceDisposition: f.disposition,
+		Cutover: f.cutover, Start: start}
+	if req.Name == "" {
+		req.Name = "m-" + time.Now().UTC().Format("20060102-150405")
 	}
-	return filepath.Join(os.TempDir(), "polyvisor-migrations")
-}
-
-func (a *app) makePlan(cmd *cobra.Command, f *planFlags) (v2v.Plan, error) {
-	ctx := cmd.Context()
-	maxDisk := f.maxDiskGiB << 30
 	sources := 0
-	for _, set := range []bool{len(f.files) > 0, f.ova != "", f.ovf != "", f.provider != ""} {
+	for _, set := range []bool{len(f.files) > 0, f.ova != "", f.provider != ""} {
 		if set {
 			sources++
 		}
 	}
 	if sources != 1 {
-		return v2v.Plan{}, errors.New("give one source: --from-file, --from-ova, --from-ovf or --from")
+		return req, nil, usagef("give one source: --from-file, --from-ova or --from")
 	}
-	if f.host == "" {
-		return v2v.Plan{}, errors.New("--to-host is required: the Polyvisor host the VMs move to")
-	}
-	netMap := map[string]string{}
 	for _, m := range f.networkMap {
 		src, dst, ok := strings.Cut(m, "=")
 		if !ok || src == "" || dst == "" {
-			return v2v.Plan{}, fmt.Errorf("--network-map %q: want SOURCE=NETWORK", m)
+			return req, nil, usagef("--network-map %q: want SOURCE=NETWORK", m)
 		}
-		netMap[src] = dst
+		if req.NetworkMap == nil {
+			req.NetworkMap = map[string]string{}
+		}
+		req.NetworkMap[src] = dst
 	}
-	var hws []v2v.Hardware
-	var source string
-	var running []string // source VMs that run: copied as they are
+	uploads := map[string]string{}
+	addFile := func(path string) error {
+		st, err := os.Stat(path)
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", path, err)
+		}
+		if !st.Mode().IsRegular() {
+			return fmt.Errorf("%s is not a regular file", path)
+		}
+		name := filepath.Base(path)
+		if _, dup := uploads[name]; dup {
+			return usagef("two files are called %s", name)
+		}
+		uploads[name] = path
+		req.Source.Files = append(req.Source.Files, api.VMMigrationFile{Name: name, SizeBytes: st.Size()})
+		return nil
+	}
 	switch {
-	case len(f.files) > 0:
-		source = "file"
-		name := f.name
-		if name == "" {
-			name = strings.TrimSuffix(filepath.Base(f.files[0]), filepath.Ext(f.files[0]))
+	case f.provider != "":
+		if len(f.vms) == 0 {
+			return req, nil, usagef("--from needs --vm ID (repeat)")
 		}
-		hw := v2v.Hardware{Name: name, VCPUs: f.vcpus, MemoryMiB: f.memoryMiB, Firmware: f.firmware, GuestOS: f.guestOS}
-		for i, file := range f.files {
-			abs, err := filepath.Abs(file)
-			if err != nil {
-				return v2v.Plan{}, fmt.Errorf("--from-file %s: %w", file, err)
-			}
-			info, err := images.Inspect(ctx, abs, api.ImageDisk, images.WithMaxVirtualBytes(maxDisk))
-			if err != nil {
-				return v2v.Plan{}, fmt.Errorf("--from-file %s: %w", file, err)
-			}
-			hw.Disks = append(hw.Disks, v2v.Disk{Name: fmt.Sprintf("disk%d", i), Bus: f.diskBus, CapacityBytes: info.VirtualSizeBytes,
-				Source: v2v.DiskSource{Kind: v2v.SourceFile, Path: abs, Format: info.Format}})
+		req.Source = api.VMMigrationSource{Kind: api.MigrationSourceProvider, Provider: f.provider}
+		for _, v := range f.vms {
+			id, name, _ := strings.Cut(v, "=")
+			req.Source.VMs = append(req.Source.VMs, api.VMMigrationSourceVM{ID: id, Name: name})
 		}
-		for _, mac := range f.macs {
-			hw.NICs = append(hw.NICs, v2v.NIC{Network: "", MAC: mac})
-		}
-		hws = append(hws, hw)
+	case strings.HasPrefix(f.ova, "http://") || strings.HasPrefix(f.ova, "https://"):
+		req.Source = api.VMMigrationSource{Kind: api.MigrationSourceURL, URL: f.ova}
 	case f.ova != "":
-		source = "ova"
-		path := f.ova
-		if strings.HasPrefix(f.ova, "http://") || strings.HasPrefix(f.ova, "https://") {
-			fetched, err := a.fetchOVA(cmd, f)
-			if err != nil {
-				return v2v.Plan{}, err
-			}
-			path = fetched
+		req.Source = api.VMMigrationSource{Kind: api.MigrationSourceUpload, Format: api.MigrationFormatOVA}
+		if err := addFile(f.ova); err != nil {
+			return req, nil, fmt.Errorf("--from-ova: %w", err)
 		}
-		hw, err := v2v.ReadOVA(path, maxDisk)
-		if err != nil {
-			return v2v.Plan{}, fmt.Errorf("--from-ova: %w", err)
-		}
-		hws = append(hws, hw)
-	case f.ovf != "":
-		source = "ovf"
-		hw, err := v2v.ReadOVFFile(f.ovf, maxDisk)
-		if err != nil {
-			return v2v.Plan{}, fmt.Errorf("--from-ovf: %w", err)
-		}
-		hws = append(hws, hw)
 	default:
-		var err error
-		if source, hws, running, err = a.providerHardware(cmd, f, maxDisk); err != nil {
-			return v2v.Plan{}, err
+		req.Source = api.VMMigrationSource{Kind: api.MigrationSourceUpload, Format: api.MigrationFormatDisk,
+			Hardware: &api.VMMigrationHardware{Name: f.vmName, VCPUs: f.vcpus, MemoryMiB: f.memoryMiB, Firmware: f.firmware,
+				GuestOS: f.guestOS, DiskBus: f.diskBus, MACs: f.macs}}
+		for _, file := range f.files {
+			if err := addFile(file); err != nil {
+				return req, nil, fmt.Errorf("--from-file: %w", err)
+			}
 		}
 	}
-	virtV2V, _ := exec.LookPath("virt-v2v-in-place")
-	plan := v2v.Plan{Version: v2v.PlanVersion, CreatedAt: time.Now().UTC(), Source: source, Host: f.host}
-	for _, hw := range hws {
-		p := v2v.PlanVM(hw, v2v.Options{Host: f.host, NetworkMap: netMap, MaxDiskBytes: maxDisk, VirtV2V: virtV2V})
-		if slices.Contains(running, hw.Name) {
-			p.Warnings = append(p.Warnings, "the source VM runs: its disks are copied while it writes to them, which at best is like a crash; shut it down for a consistent copy (the source is never stopped or changed by a migration)")
-		}
-		plan.VMs = append(plan.VMs, p)
-	}
-	return plan, nil
+	return req, uploads, nil
 }
 
-// fetchOVA downloads an OVA URL into the job directory through the image
-// import's guarded fetch (no private or loopback address unless
-// --allow-network names it).
-func (a *app) fetchOVA(cmd *cobra.Command, f *planFlags) (string, error) {
-	var policy images.FetchPolicy
-	for _, n := range f.allowNets {
-		p, err := netip.ParsePrefix(n)
-		if err != nil {
-			return "", fmt.Errorf("--allow-network %q: %w", n, err)
+// createMigration makes the migration and uploads its files.
+func (a *app) createMigration(cmd *cobra.Command, c *client.Client, f *sourceFlags, start bool) (*api.VMMigration, error) {
+	req, uploads, err := f.request(start)
+	if err != nil {
+		return nil, err
+	}
+	m, err := c.CreateVMMigration(cmd.Context(), req)
+	if err != nil {
+		return nil, err
+	}
+	for _, file := range req.Source.Files {
+		if m, err = a.uploadMigrationFile(cmd, c, m.Name, file, uploads[file.Name]); err != nil {
+			return nil, err
 		}
-		policy.AllowNetworks = append(policy.AllowNetworks, p)
 	}
-	dir := filepath.Join(f.jobDir, "sources")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("making job directory: %w", err)
-	}
-	dst := filepath.Join(dir, fmt.Sprintf("ova-%d.ova", time.Now().UnixNano()))
-	if _, err := images.Fetch(cmd.Context(), f.ova, dst, nil, images.WithPolicy(policy)); err != nil {
-		return "", fmt.Errorf("--from-ova: %w", err)
-	}
-	return dst, nil
+	return m, nil
 }
 
-func printPlan(tw *tabwriter.Writer, plan v2v.Plan) {
-	row(tw, "VM", "SOURCE", "VCPUS", "MEMORY", "DISKS", "COPY", "ESTIMATE", "STATUS")
-	for _, p := range plan.VMs {
-		status := "ready"
-		if len(p.Blockers) > 0 {
-			status = "blocked"
-		}
-		row(tw, p.Name, p.Source.Name, p.VCPUs, formatMiB(p.MemoryMiB), len(p.Disks), formatMiB(p.CopyBytes>>20),
-			(time.Duration(p.EstimatedSeconds) * time.Second).String(), status)
+// uploadMigrationFile streams one file to the server, which takes no
+// more than its declared size.
+func (a *app) uploadMigrationFile(cmd *cobra.Command, c *client.Client, migration string, file api.VMMigrationFile, path string) (*api.VMMigration, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
-	for _, p := range plan.VMs {
-		name := termSafe(p.Name, true)
-		for _, c := range p.Conversions {
-			fmt.Fprintf(tw, "%s: converts %s\n", name, termSafe(c, true))
-		}
-		for _, w := range p.Warnings {
-			fmt.Fprintf(tw, "%s: warning: %s\n", name, termSafe(w, true))
-		}
-		for _, b := range p.Blockers {
-			fmt.Fprintf(tw, "%s: cannot move: %s\n", name, termSafe(b, true))
-		}
-	}
+	defer fh.Close()
+	bar := newProgressBar(cmd.ErrOrStderr(), "Uploading "+file.Name, file.SizeBytes)
+	m, err := c.UploadVMMigrationFile(cmd.Context(), migration, file.Name, io.LimitReader(fh, file.SizeBytes), file.SizeBytes, bar.set)
+	bar.finish(err == nil)
+	return m, err
 }
 
-func (a *app) migrationRunCommand() *cobra.Command {
-	var name, jobDir string
-	var parallel int
+// planned tells whether a migration is past its plan.
+func planned(m *api.VMMigration) bool {
+	switch m.Status.State {
+	case api.VMMigrationUploading, api.VMMigrationPlanning:
+		return false
+	}
+	return true
+}
+
+func ended(m *api.VMMigration) bool {
+	switch m.Status.State {
+	case api.VMMigrationSucceeded, api.VMMigrationFailed, api.VMMigrationCancelled:
+		return true
+	}
+	return false
+}
+
+func (a *app) migrationPlanCommand() *cobra.Command {
+	var f sourceFlags
 	cmd := &cobra.Command{
-		Use:   "run PLAN [--name NAME] [--parallel N]",
-		Short: "Carry out a plan: copy the disks, import them, create the VMs on their host, in waves",
-		Long: "Copies each VM's disks into verified qcow2 files under --job-dir (checkpointed: a run stopped or cancelled resumes),\n" +
-			"imports them as the project's images and creates the VMs. The migration's progress is recorded in the project\n" +
-			"('polyvisor migration show NAME'), where 'polyvisor migration cancel NAME' stops it.",
-		Args: exactArgs(1, "PLAN"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			b, err := os.ReadFile(args[0])
-			if err != nil {
-				return fmt.Errorf("reading the plan: %w", err)
-			}
-			var plan v2v.Plan
-			if err := json.Unmarshal(b, &plan); err != nil {
-				return fmt.Errorf("reading the plan %s: %w", args[0], err)
-			}
+		Use:   "plan (--from-file DISK... | --from-ova FILE|URL | --from PROVIDER --vm ID...) [--to-host HOST]",
+		Short: "Plan moving VMs: the server reads the source and says per VM the mapping, sizes, estimated time, what cannot move and why",
+		Long: "Makes the migration in the project, planned but not started: local files are uploaded to the server, which reads\n" +
+			"the sources (a provider with the project's binding, an OVA URL it fetches). Nothing is copied until\n" +
+			"'polyvisor migration run NAME'; 'polyvisor migration delete NAME' drops the plan.",
+		Example: "  polyvisor migration plan --name web --from-ova web.ova --to-host node1 --network-map 'VM Network=user'\n" +
+			"  polyvisor migration plan --from vc1 --vm vm-42 --vm vm-43=db --network-map '*=user' --source-disposition poweroff",
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, _, err := a.client()
 			if err != nil {
 				return err
 			}
-			if name == "" {
-				name = "m-" + time.Now().UTC().Format("20060102-150405")
-			}
-			streams, afterVM, err := a.planStreams(cmd, plan)
+			m, err := a.createMigration(cmd, c, &f, false)
 			if err != nil {
 				return err
 			}
-			virtV2V, _ := exec.LookPath("virt-v2v-in-place")
-			errw := cmd.ErrOrStderr()
-			last := map[string]string{}
-			r := &v2v.Runner{Client: c, Name: name, Parallel: parallel, Runner: runnerName(),
-				Copier: &v2v.Copier{Dir: jobDir, Streams: streams, AfterVM: afterVM, VirtV2V: virtV2V},
-				Events: func(s api.VMMigrationVMStatus) { printMigrationEvent(errw, last, s) }}
-			fmt.Fprintf(errw, "migration %s: %d VM(s) to host %s\n", termSafe(name, true), len(plan.VMs), termSafe(plan.Host, true))
-			m, err := r.Run(cmd.Context(), plan)
-			if m != nil {
-				if perr := a.printMigration(cmd.OutOrStdout(), m); perr != nil && err == nil {
-					err = perr
-				}
+			if m, err = c.WaitVMMigration(cmd.Context(), m.Name, 500*time.Millisecond, planned, nil); err != nil {
+				return err
 			}
-			return err
+			if err := a.printMigration(cmd.OutOrStdout(), m); err != nil {
+				return err
+			}
+			if m.Status.State == api.VMMigrationFailed {
+				return errors.New("the migration could not be planned: " + termSafe(m.Status.Error, true))
+			}
+			if !a.structured() {
+				fmt.Fprintf(cmd.ErrOrStderr(), "planned: run it with 'polyvisor migration run %s'\n", termSafe(m.Name, true))
+			}
+			return nil
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", "", "the migration's name (default m-DATE-TIME); a run under the name of one not ended takes it over")
-	cmd.Flags().IntVar(&parallel, "parallel", 2, "VMs moved at once (a wave)")
-	cmd.Flags().StringVar(&jobDir, "job-dir", defaultJobDir(), "where copies and checkpoints are kept")
+	f.add(cmd)
+	return cmd
+}
+
+func (a *app) migrationRunCommand() *cobra.Command {
+	var f sourceFlags
+	var detach bool
+	cmd := &cobra.Command{
+		Use:   "run (NAME | --from-file DISK... | --from-ova FILE|URL | --from PROVIDER --vm ID...)",
+		Short: "Run a migration: the server copies the disks, imports them, creates the VMs, in waves; this follows it to its end",
+		Long: "Starts a planned migration (NAME), or makes one from the source flags and starts it. The server runs it\n" +
+			"(checkpointed: a server restart resumes it); this command follows its progress until it ends (--detach: it does not).",
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := a.client()
+			if err != nil {
+				return err
+			}
+			var m *api.VMMigration
+			if len(args) == 1 {
+				if cmd.Flags().NFlag() > 0 && !(cmd.Flags().NFlag() == 1 && detach) {
+					return usagef("give a planned migration's NAME or source flags, not both")
+				}
+				m, err = c.StartVMMigration(cmd.Context(), args[0])
+			} else {
+				m, err = a.createMigration(cmd, c, &f, true)
+			}
+			if err != nil {
+				return err
+			}
+			errw := cmd.ErrOrStderr()
+			fmt.Fprintf(errw, "migration %s started\n", termSafe(m.Name, true))
+			if detach {
+				return a.printMigration(cmd.OutOrStdout(), m)
+			}
+			last := map[string]string{}
+			m, err = c.WaitVMMigration(cmd.Context(), m.Name, time.Second, ended, func(m *api.VMMigration) {
+				for _, v := range m.Status.VMs {
+					printMigrationEvent(errw, last, v)
+				}
+			})
+			if err != nil {
+				return err
+			}
+			if err := a.printMigration(cmd.OutOrStdout(), m); err != nil {
+				return err
+			}
+			if m.Status.State != api.VMMigrationSucceeded {
+				return fmt.Errorf("migration %s %s: %s", termSafe(m.Name, true), m.Status.State, termSafe(m.Status.Error, true))
+			}
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().BoolVar(&detach, "detach", false, "start it and return; follow it with 'polyvisor migration show NAME'")
 	return cmd
 }
 
@@ -327,29 +306,71 @@ func printMigrationEvent(w io.Writer, last map[string]string, s api.VMMigrationV
 	fmt.Fprintf(w, "  %s: %s\n", termSafe(s.Name, true), termSafe(msg, true))
 }
 
-func runnerName() string {
-	host, _ := os.Hostname()
-	if u, err := user.Current(); err == nil {
-		return u.Username + "@" + host
+// sourceText says where a migration's VMs come from.
+func sourceText(s api.VMMigrationSource) string {
+	switch s.Kind {
+	case api.MigrationSourceProvider:
+		return fmt.Sprintf("provider %s (%d VMs)", s.Provider, len(s.VMs))
+	case api.MigrationSourceURL:
+		return s.URL
+	case api.MigrationSourceUpload:
+		var names []string
+		for _, f := range s.Files {
+			names = append(names, f.Name)
+		}
+		return "upload " + strings.Join(names, ", ")
 	}
-	return host
+	return s.Kind
 }
 
 func (a *app) printMigration(w io.Writer, m *api.VMMigration) error {
 	return a.print(w, m, func(tw *tabwriter.Writer) {
-		fmt.Fprintf(tw, "migration %s: %s (to host %s, from %s, %d at once)\n", termSafe(m.Name, true), termSafe(m.Status.State, true),
-			termSafe(m.Spec.Host, true), termSafe(m.Spec.Source, true), m.Spec.Parallel)
+		host := m.Spec.Host
+		if host == "" {
+			host = "(scheduler)"
+		}
+		fmt.Fprintf(tw, "migration %s: %s (from %s to host %s, %d at once, source: %s)\n", termSafe(m.Name, true), termSafe(m.Status.State, true),
+			termSafe(sourceText(m.Spec.Source), true), termSafe(host, true), m.Spec.Parallel, termSafe(m.Spec.SourceDisposition, true))
 		if m.Status.Error != "" {
 			fmt.Fprintf(tw, "error: %s\n", termSafe(m.Status.Error, true))
 		}
-		row(tw, "VM", "STATE", "PHASE", "DISK", "DONE", "TOTAL", "RATE", "ETA", "ERROR")
+		row(tw, "VM", "SOURCE", "VCPUS", "MEMORY", "COPY", "ESTIMATE", "STATE", "PHASE", "DONE", "RATE", "ETA")
 		for _, v := range m.Status.VMs {
+			vcpus, mem, copyMiB, est := "-", "-", "-", "-"
+			if p := v.Plan; p != nil {
+				vcpus, mem, copyMiB = fmt.Sprint(p.VCPUs), formatMiB(p.MemoryMiB), formatMiB(p.CopyBytes>>20)
+				est = (time.Duration(p.EstimatedSeconds) * time.Second).String()
+			}
 			rate, eta := "-", "-"
 			if v.Rate > 0 {
 				rate = fmt.Sprintf("%.1f MB/s", v.Rate/1e6)
 				eta = (time.Duration(v.ETASeconds) * time.Second).String()
 			}
-			row(tw, v.Name, v.State, orDash(v.Phase), orDash(v.Disk), formatMiB(v.DoneBytes>>20), formatMiB(v.TotalBytes>>20), rate, eta, orDash(v.Error))
+			done := "-"
+			if v.TotalBytes > 0 {
+				done = formatMiB(v.DoneBytes>>20) + "/" + formatMiB(v.TotalBytes>>20)
+			}
+			row(tw, v.Name, orDash(v.SourceName), vcpus, mem, copyMiB, est, v.State, orDash(v.Phase), done, rate, eta)
+		}
+		for _, v := range m.Status.VMs {
+			name := termSafe(v.Name, true)
+			if p := v.Plan; p != nil {
+				for _, c := range p.Conversions {
+					fmt.Fprintf(tw, "%s: converts %s\n", name, termSafe(c, true))
+				}
+				for _, w := range p.Warnings {
+					fmt.Fprintf(tw, "%s: warning: %s\n", name, termSafe(w, true))
+				}
+				for _, b := range p.Blockers {
+					fmt.Fprintf(tw, "%s: cannot move: %s\n", name, termSafe(b, true))
+				}
+			}
+			for _, n := range v.Notes {
+				fmt.Fprintf(tw, "%s: %s\n", name, termSafe(n, true))
+			}
+			if v.Error != "" {
+				fmt.Fprintf(tw, "%s: error: %s\n", name, termSafe(v.Error, true))
+			}
 		}
 	})
 }
@@ -378,7 +399,7 @@ func (a *app) migrationListCommand() *cobra.Command {
 							done++
 						}
 					}
-					row(tw, m.Name, m.Status.State, m.Spec.Source, m.Spec.Host, len(m.Spec.VMs), done, age(m.CreatedAt))
+					row(tw, m.Name, m.Status.State, sourceText(m.Spec.Source), orDash(m.Spec.Host), len(m.Status.VMs), done, age(m.CreatedAt))
 				}
 			})
 		},
@@ -388,7 +409,7 @@ func (a *app) migrationListCommand() *cobra.Command {
 func (a *app) migrationShowCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "show NAME",
-		Short: "Show a migration: each VM's state, phase, bytes, rate and ETA",
+		Short: "Show a migration: each VM's plan, state, phase, bytes, rate and ETA",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := a.client()
@@ -407,7 +428,7 @@ func (a *app) migrationShowCommand() *cobra.Command {
 func (a *app) migrationCancelCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "cancel NAME",
-		Short: "Stop a migration; what it copied is kept, and a later run of the plan resumes",
+		Short: "Stop a migration; the images and VM it half-made are removed",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := a.client()
@@ -426,7 +447,7 @@ func (a *app) migrationCancelCommand() *cobra.Command {
 func (a *app) migrationDeleteCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "delete NAME",
-		Short: "Delete a migration's record (cancel a running one first); the VMs, images and copies it made stay",
+		Short: "Delete a migration (a running one is stopped first) and its copies; the VMs it finished stay",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := a.client()

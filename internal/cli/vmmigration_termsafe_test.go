@@ -2,28 +2,28 @@ package cli
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
-	"text/tabwriter"
 
 	"github.com/polyvisor/polyvisor/api"
-	"github.com/polyvisor/polyvisor/internal/v2v"
 )
 
-// TestMigrationOutputIsTerminalSafe: a run's events, a migration's record
-// and a plan carry names and errors from the source and the server
-// (hostile until checked); printed, none of them drives the terminal.
+// TestMigrationOutputIsTerminalSafe: a migration's record carries names,
+// plans and errors from the source and the server (hostile until
+// checked); printed, none of them drives the terminal.
 func TestMigrationOutputIsTerminalSafe(t *testing.T) {
 	var out bytes.Buffer
 	printMigrationEvent(&out, map[string]string{}, api.VMMigrationVMStatus{Name: "web" + hostile, State: api.VMMigrationFailed, Phase: "stream", Disk: "root" + hostile, Error: "broke: " + hostile})
 	a := &app{}
-	m := &api.VMMigration{Meta: api.Meta{Name: "wave1"}, Spec: api.VMMigrationSpec{Host: "h1" + hostile, Source: "ova" + hostile},
-		Status: api.VMMigrationStatus{State: api.VMMigrationFailed, Error: "1 VM(s) failed: " + hostile}}
+	m := &api.VMMigration{Meta: api.Meta{Name: "wave1"},
+		Spec: api.VMMigrationSpec{Host: "h1" + hostile, Source: api.VMMigrationSource{Kind: "url", URL: "https://x/" + hostile}},
+		Status: api.VMMigrationStatus{State: api.VMMigrationFailed, Error: "1 VM(s) failed: " + hostile, VMs: []api.VMMigrationVMStatus{{
+			Name: "db" + hostile, SourceName: hostile, State: api.VMMigrationFailed, Notes: []string{hostile}, Error: hostile,
+			Plan: &api.VMMigrationVMPlan{Conversions: []string{hostile}, Warnings: []string{hostile}, Blockers: []string{"EFI " + hostile}}}}}}
 	if err := a.printMigration(&out, m); err != nil {
 		t.Fatal(err)
 	}
-	plan := v2v.Plan{VMs: []v2v.VMPlan{{Name: "db" + hostile, Conversions: []string{hostile}, Warnings: []string{hostile}, Blockers: []string{"EFI " + hostile}}}}
-	a.print(&out, nil, func(tw *tabwriter.Writer) { printPlan(tw, plan) })
 	for _, bad := range []string{"\x1b", "\x07", "\u009b", "\u202e", "\r", "\x7f"} {
 		if strings.Contains(out.String(), bad) {
 			t.Errorf("output holds %q:\n%s", bad, out.String())
@@ -34,29 +34,33 @@ func TestMigrationOutputIsTerminalSafe(t *testing.T) {
 	}
 }
 
-// TestVSphereURLTakesNoPassword: a vSphere URL holding a password is
-// refused (a plan stores its URL; an old plan stored it as xxxxx, which
-// then logged in with that), and the password comes from
-// POLYVISOR_VSPHERE_PASSWORD, an error naming it when it is not set.
-func TestVSphereURLTakesNoPassword(t *testing.T) {
-	t.Setenv("POLYVISOR_VSPHERE_PASSWORD", "")
-	for _, tc := range []struct{ uri, want string }{
-		{"https://admin:s3cret@vc1/sdk", "holds a password"},
-		{"https://admin:xxxxx@vc1/sdk", "holds a password"},
-		{"https://vc1/sdk", "names no user"},
-		{"https://admin@vc1/sdk", "POLYVISOR_VSPHERE_PASSWORD is not set"},
-	} {
-		_, err := vsphereURL(tc.uri)
-		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cret") {
-			t.Errorf("vsphereURL(%s): %v, want an error saying %q (and no password)", tc.uri, err, tc.want)
-		}
-	}
-	t.Setenv("POLYVISOR_VSPHERE_PASSWORD", "from-env")
-	u, err := vsphereURL("https://admin@vc1/sdk")
-	if err != nil {
+// TestMigrationFlagsMakeTheRequest: the source flags become the
+// migration's request; a local file is listed with its size for upload,
+// a URL is the server's to fetch, a provider's VMs are ids with optional
+// names; a wrong combination names the flag.
+func TestMigrationFlagsMakeTheRequest(t *testing.T) {
+	dir := t.TempDir()
+	ova := dir + "/web.ova"
+	if err := os.WriteFile(ova, make([]byte, 1234), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if pw, _ := u.User.Password(); pw != "from-env" || u.User.Username() != "admin" {
-		t.Errorf("URL %s: want admin with the password of POLYVISOR_VSPHERE_PASSWORD", u.Redacted())
+	f := sourceFlags{ova: ova, parallel: 4, disposition: "keep", networkMap: []string{"VM Network=user"}}
+	req, up, err := f.request(true)
+	if err != nil || req.Source.Kind != api.MigrationSourceUpload || req.Source.Format != "ova" || len(req.Source.Files) != 1 ||
+		req.Source.Files[0].SizeBytes != 1234 || up["web.ova"] != ova || !req.Start || req.NetworkMap["VM Network"] != "user" {
+		t.Fatalf("OVA file: %+v %v %v", req, up, err)
+	}
+	f = sourceFlags{ova: "https://example.com/web.ova"}
+	if req, up, err = f.request(false); err != nil || req.Source.Kind != api.MigrationSourceURL || len(up) != 0 {
+		t.Fatalf("OVA URL: %+v %v", req, err)
+	}
+	f = sourceFlags{provider: "vc1", vms: []string{"vm-42", "vm-43=db"}, disposition: "poweroff"}
+	if req, _, err = f.request(false); err != nil || req.Source.VMs[1] != (api.VMMigrationSourceVM{ID: "vm-43", Name: "db"}) || req.SourceDisposition != "poweroff" {
+		t.Fatalf("provider: %+v %v", req, err)
+	}
+	for _, bad := range []sourceFlags{{}, {provider: "vc1"}, {ova: ova, provider: "vc1", vms: []string{"x"}}, {ova: ova, networkMap: []string{"nomap"}}, {files: []string{dir}}} {
+		if _, _, err := bad.request(false); err == nil {
+			t.Errorf("flags %+v: no error", bad)
+		}
 	}
 }

@@ -181,7 +181,8 @@ var policy = map[string]string{
 	"GET /v1/migrations":                                             "viewer",
 	"POST /v1/migrations":                                            "member",
 	"GET /v1/migrations/{name}":                                      "viewer",
-	"PUT /v1/migrations/{name}/status":                               "member",
+	"PUT /v1/migrations/{name}/files/{file}":                         "member",
+	"POST /v1/migrations/{name}/start":                               "member",
 	"POST /v1/migrations/{name}/cancel":                              "member",
 	"DELETE /v1/migrations/{name}":                                   "member",
 	// The servers of the control plane, and how one joins.

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/images"
 	"github.com/polyvisor/polyvisor/internal/labels"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
@@ -16,24 +18,25 @@ import (
 // Bounds of a VM migration record.
 const (
 	maxMigrationVMs      = api.MaxMigrationVMs
-	maxMigrationParallel = 32
+	maxMigrationParallel = api.MaxMigrationParallel
 	// maxProjectMigrations bounds the records a project keeps, so that a
 	// member cannot grow the store without limit: finished ones are
 	// deleted (DELETE /v1/migrations/{name}) to make room.
 	maxProjectMigrations = 100
 )
 
-// vmMigrationRoutes: the records of VMs moved from other hypervisors.
-// The copy runs where `polyvisor migration run` runs (it reads the
-// sources); it reports here, and the VMs it makes go through the image
-// and VM routes like any other.
+// vmMigrationRoutes: VMs moved from other hypervisors. The leading
+// server's migration controller (internal/controller/v2vrun) plans and
+// runs them; these routes make, start, feed (uploads), cancel and delete
+// them.
 func (s *Server) vmMigrationRoutes() []route {
 	read, create, del := auth.In(auth.PermVMRead), auth.In(auth.PermVMCreate), auth.In(auth.PermVMDelete)
 	return []route{
 		{method: "GET", path: "/v1/migrations", rule: read, handler: s.listVMMigrations},
 		{method: "POST", path: "/v1/migrations", rule: create, handler: s.createVMMigration},
 		{method: "GET", path: "/v1/migrations/{name}", rule: read, handler: s.getVMMigration},
-		{method: "PUT", path: "/v1/migrations/{name}/status", rule: create, handler: s.putVMMigrationStatus},
+		{method: "PUT", path: "/v1/migrations/{name}/files/{file}", rule: create, handler: s.uploadVMMigrationFile},
+		{method: "POST", path: "/v1/migrations/{name}/start", rule: create, handler: s.startVMMigration},
 		{method: "POST", path: "/v1/migrations/{name}/cancel", rule: create, handler: s.cancelVMMigration},
 		{method: "DELETE", path: "/v1/migrations/{name}", rule: del, handler: s.deleteVMMigration},
 	}
@@ -63,44 +66,191 @@ func (s *Server) getVMMigration(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, m)
 }
 
-// checkVMMigration checks a create; every error names its field.
-func (s *Server) checkVMMigration(req *api.VMMigrationCreate) error {
+// checkVMMigration checks a create; every error names its field. It
+// cleans the request: defaults set, a URL kept without its password.
+func (s *Server) checkVMMigration(r *http.Request, req *api.VMMigrationCreate) error {
 	if err := validateName("name", req.Name); err != nil {
 		return err
 	}
 	if key, err := labels.Validate(req.Labels); err != nil {
 		return api.Invalid("labels."+key, "%v", err)
 	}
-	if req.Source == "" || len(req.Source) > 253 {
-		return api.Invalid("source", "is required (at most 253 characters)")
+	if req.Host != "" {
+		if _, ok := s.hosts.Get(req.Host); !ok {
+			return &api.Error{Code: api.CodeUnprocessable, Field: "host", Message: fmt.Sprintf("host %q does not exist", req.Host)}
+		}
 	}
-	if req.Host == "" {
-		return api.Invalid("host", "is required")
+	if req.Parallel == 0 {
+		req.Parallel = 2
 	}
-	if _, ok := s.hosts.Get(req.Host); !ok {
-		return &api.Error{Code: api.CodeUnprocessable, Field: "host", Message: fmt.Sprintf("host %q does not exist", req.Host)}
-	}
-	if req.Parallel < 0 || req.Parallel > maxMigrationParallel {
+	if req.Parallel < 1 || req.Parallel > maxMigrationParallel {
 		return api.Invalid("parallel", "must be from 1 to %d, not %d", maxMigrationParallel, req.Parallel)
 	}
-	if len(req.VMs) == 0 || len(req.VMs) > maxMigrationVMs {
-		return api.Invalid("vms", "must hold 1 to %d VMs, not %d", maxMigrationVMs, len(req.VMs))
+	if len(req.NetworkMap) > 64 {
+		return api.Invalid("networkMap", "holds %d networks, at most 64", len(req.NetworkMap))
 	}
-	seen := map[string]bool{}
-	for i, vm := range req.VMs {
-		field := fmt.Sprintf("vms[%d]", i)
-		if err := validateName(field+".name", vm.Name); err != nil {
+	for from, to := range req.NetworkMap {
+		if from == "" || len(from) > 253 {
+			return api.Invalid("networkMap", "a source network must be 1 to 253 characters")
+		}
+		if to != "user" {
+			if err := validateName("networkMap."+from, to); err != nil {
+				return err
+			}
+		}
+	}
+	rq := requestOf(r)
+	switch req.SourceDisposition {
+	case "":
+		req.SourceDisposition = api.DispositionKeep
+	case api.DispositionKeep:
+	case api.DispositionPowerOff:
+		if !s.can(r, rq.project, auth.PermVMPower) {
+			return &api.Error{Code: api.CodeForbidden, Field: "sourceDisposition", Message: "powering the source off needs vm.power in the project"}
+		}
+	case api.DispositionDelete:
+		if !s.can(r, rq.project, auth.PermVMDelete) {
+			return &api.Error{Code: api.CodeForbidden, Field: "sourceDisposition", Message: "deleting the source needs vm.delete in the project"}
+		}
+	default:
+		return api.Invalid("sourceDisposition", "must be keep, poweroff or delete, not %q", req.SourceDisposition)
+	}
+	if req.Cutover != "" && req.Cutover != api.CutoverAuto {
+		return api.Invalid("cutover", "must be auto, not %q", req.Cutover)
+	}
+	return s.checkMigrationSource(rq.project, req)
+}
+
+// checkMigrationSource checks a migration's source. A provider must be
+// bound to the migration's project: reading a VM's disks is reading
+// everything the VM holds, which only the project it belongs to may.
+func (s *Server) checkMigrationSource(project string, req *api.VMMigrationCreate) error {
+	src := &req.Source
+	if req.SourceDisposition != api.DispositionKeep && src.Kind != api.MigrationSourceProvider {
+		return api.Invalid("sourceDisposition", "is for provider sources only (an OVA or a disk file has no VM to power off)")
+	}
+	switch src.Kind {
+	case api.MigrationSourceProvider:
+		if src.URL != "" || src.Format != "" || len(src.Files) > 0 || src.Hardware != nil {
+			return api.Invalid("source", "a provider source takes provider and vms only")
+		}
+		p, ok := s.providers.Get(src.Provider)
+		if !ok || providerBinding(p) != project {
+			return &api.Error{Code: api.CodeUnprocessable, Field: "source.provider", Message: fmt.Sprintf("project %q has no provider %q", project, src.Provider)}
+		}
+		if len(src.VMs) == 0 || len(src.VMs) > maxMigrationVMs {
+			return api.Invalid("source.vms", "must hold 1 to %d VMs, not %d", maxMigrationVMs, len(src.VMs))
+		}
+		ids, names := map[string]bool{}, map[string]bool{}
+		for i, vm := range src.VMs {
+			field := fmt.Sprintf("source.vms[%d]", i)
+			if vm.ID == "" || len(vm.ID) > 253 {
+				return api.Invalid(field+".id", "must be 1 to 253 characters")
+			}
+			if ids[vm.ID] {
+				return api.Invalid(field+".id", "VM %q appears twice", vm.ID)
+			}
+			ids[vm.ID] = true
+			if vm.Name != "" {
+				if err := validateName(field+".name", vm.Name); err != nil {
+					return err
+				}
+				if names[vm.Name] {
+					return api.Invalid(field+".name", "VM %q appears twice", vm.Name)
+				}
+				names[vm.Name] = true
+			}
+		}
+	case api.MigrationSourceURL:
+		if src.Provider != "" || len(src.VMs) > 0 || len(src.Files) > 0 || src.Hardware != nil {
+			return api.Invalid("source", "a url source takes url only")
+		}
+		clean, _, err := images.SourceURL(src.URL)
+		if err != nil {
+			return api.Invalid("source.url", "%v", err)
+		}
+		src.URL, src.Format = clean, api.MigrationFormatOVA
+	case api.MigrationSourceUpload:
+		if src.Provider != "" || len(src.VMs) > 0 || src.URL != "" {
+			return api.Invalid("source", "an upload source takes format, files and hardware only")
+		}
+		switch src.Format {
+		case api.MigrationFormatOVA:
+			if len(src.Files) != 1 {
+				return api.Invalid("source.files", "an OVA is one file, not %d", len(src.Files))
+			}
+			if src.Hardware != nil {
+				return api.Invalid("source.hardware", "an OVA says its own hardware")
+			}
+		case api.MigrationFormatDisk:
+			if len(src.Files) == 0 || len(src.Files) > api.MaxMigrationFiles {
+				return api.Invalid("source.files", "must hold 1 to %d disk files, not %d", api.MaxMigrationFiles, len(src.Files))
+			}
+			if err := checkMigrationHardware(src.Hardware); err != nil {
+				return err
+			}
+		default:
+			return api.Invalid("source.format", "must be ova or disk, not %q", src.Format)
+		}
+		seen := map[string]bool{}
+		for i, f := range src.Files {
+			field := fmt.Sprintf("source.files[%d]", i)
+			if f.Name == "" || len(f.Name) > 253 || f.Name == "." || f.Name == ".." || strings.ContainsAny(f.Name, "/\\\x00") {
+				return api.Invalid(field+".name", "must be a file name (no path), 1 to 253 characters")
+			}
+			if seen[f.Name] {
+				return api.Invalid(field+".name", "file %q appears twice", f.Name)
+			}
+			seen[f.Name] = true
+			if f.SizeBytes <= 0 || f.SizeBytes > maxMigrationFileBytes {
+				return api.Invalid(field+".sizeBytes", "must be from 1 byte to %d GiB", maxMigrationFileBytes>>30)
+			}
+			src.Files[i].Uploaded = false
+		}
+	default:
+		return api.Invalid("source.kind", "must be provider, upload or url, not %q", src.Kind)
+	}
+	return nil
+}
+
+// maxMigrationFileBytes bounds an uploaded file: the largest disk a
+// migration takes.
+const maxMigrationFileBytes = 16 << 40
+
+func checkMigrationHardware(hw *api.VMMigrationHardware) error {
+	if hw == nil {
+		return api.Invalid("source.hardware", "is required for disk files (vcpus, memoryMiB, macs...)")
+	}
+	if hw.Name != "" {
+		if err := validateName("source.hardware.name", hw.Name); err != nil {
 			return err
 		}
-		if seen[vm.Name] {
-			return api.Invalid(field+".name", "VM %q appears twice", vm.Name)
-		}
-		seen[vm.Name] = true
-		if len(vm.SourceName) > 253 {
-			return api.Invalid(field+".sourceName", "is over 253 characters")
-		}
-		if vm.VCPUs < 0 || vm.MemoryMiB < 0 || vm.Disks < 0 || vm.CopyBytes < 0 {
-			return api.Invalid(field, "vcpus, memoryMiB, disks and copyBytes must not be negative")
+	}
+	if hw.VCPUs < 0 || hw.VCPUs > 1024 {
+		return api.Invalid("source.hardware.vcpus", "must be from 1 to 1024")
+	}
+	if hw.MemoryMiB < 0 || hw.MemoryMiB > 16<<20 {
+		return api.Invalid("source.hardware.memoryMiB", "must be from 1 MiB to 16 TiB")
+	}
+	switch hw.Firmware {
+	case "", "bios", "efi":
+	default:
+		return api.Invalid("source.hardware.firmware", "must be bios or efi, not %q", hw.Firmware)
+	}
+	switch hw.DiskBus {
+	case "", "virtio", "scsi", "sata", "ide", "nvme":
+	default:
+		return api.Invalid("source.hardware.diskBus", "must be virtio, scsi, sata, ide or nvme, not %q", hw.DiskBus)
+	}
+	if len(hw.GuestOS) > 253 {
+		return api.Invalid("source.hardware.guestOS", "is over 253 characters")
+	}
+	if len(hw.MACs) > 16 {
+		return api.Invalid("source.hardware.macs", "holds %d NICs, at most 16", len(hw.MACs))
+	}
+	for i, mac := range hw.MACs {
+		if len(mac) > 17 {
+			return api.Invalid(fmt.Sprintf("source.hardware.macs[%d]", i), "is not a MAC")
 		}
 	}
 	return nil
@@ -114,25 +264,24 @@ func (s *Server) createVMMigration(w http.ResponseWriter, r *http.Request) {
 	}
 	rq := requestOf(r)
 	rq.resource = api.Ref{Kind: "migration", Name: req.Name, Project: rq.project}
-	if err := s.checkVMMigration(&req); err != nil {
+	if err := s.checkVMMigration(r, &req); err != nil {
 		s.writeError(w, r, err)
 		return
-	}
-	if req.Parallel == 0 {
-		req.Parallel = 2
 	}
 	if n := len(listAll(s.vmMigrations, func(m *api.VMMigration) bool { return m.Project == rq.project })); n >= maxProjectMigrations {
 		s.writeError(w, r, api.Unprocessable("project %q holds %d migrations, the most it may: delete finished ones first", rq.project, n))
 		return
 	}
 	now := time.Now().UTC()
-	m := &api.VMMigration{
-		Meta:   api.Meta{Name: req.Name, Project: rq.project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
-		Spec:   api.VMMigrationSpec{Source: req.Source, Host: req.Host, Parallel: req.Parallel, VMs: req.VMs},
-		Status: api.VMMigrationStatus{State: api.VMMigrationPending, RunnerUser: rq.id.Name},
+	state := api.VMMigrationPlanning
+	if req.Source.Kind == api.MigrationSourceUpload {
+		state = api.VMMigrationUploading
 	}
-	for _, vm := range req.VMs {
-		m.Status.VMs = append(m.Status.VMs, api.VMMigrationVMStatus{Name: vm.Name, State: api.VMMigrationPending})
+	m := &api.VMMigration{
+		Meta: api.Meta{Name: req.Name, Project: rq.project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
+		Spec: api.VMMigrationSpec{Source: req.Source, Host: req.Host, NetworkMap: req.NetworkMap, Parallel: req.Parallel,
+			SourceDisposition: req.SourceDisposition, Cutover: req.Cutover, Start: req.Start},
+		Status: api.VMMigrationStatus{State: state, CreatedBy: rq.id.Name},
 	}
 	key := m.Key()
 	p, ok := s.projects.Get(rq.project)
@@ -161,10 +310,6 @@ func finalMigration(state string) bool {
 	return state == api.VMMigrationSucceeded || state == api.VMMigrationFailed || state == api.VMMigrationCancelled
 }
 
-func validMigrationState(state string) bool {
-	return state == api.VMMigrationPending || state == api.VMMigrationRunning || finalMigration(state)
-}
-
 // updateVMMigration changes the migration the request names with change,
 // again on a conflict.
 func (s *Server) updateVMMigration(ctx context.Context, r *http.Request, change func(m *api.VMMigration) error) (*api.VMMigration, error) {
@@ -191,52 +336,22 @@ func (s *Server) updateVMMigration(ctx context.Context, r *http.Request, change 
 	return nil, api.Conflict("migration %q keeps changing: try again", r.PathValue("name"))
 }
 
-// putVMMigrationStatus is the runner's report. It answers the record, so
-// that the runner learns of a cancel.
-func (s *Server) putVMMigrationStatus(w http.ResponseWriter, r *http.Request) {
-	var st api.VMMigrationStatus
-	if err := decodeJSON(w, r, &st, false); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+// startVMMigration sets spec.start: a planned migration becomes pending,
+// one still being planned or uploaded runs once planned.
+func (s *Server) startVMMigration(w http.ResponseWriter, r *http.Request) {
 	rq := requestOf(r)
 	rq.resource = api.Ref{Kind: "migration", Name: r.PathValue("name"), Project: rq.project}
-	if !validMigrationState(st.State) {
-		s.writeError(w, r, api.Invalid("state", "%q is not pending, running, succeeded, failed or cancelled", st.State))
-		return
-	}
-	if len(st.Runner) > 253 {
-		s.writeError(w, r, api.Invalid("runner", "is over 253 characters"))
-		return
-	}
-	if len(st.Error) > api.MaxMigrationErrorBytes {
-		s.writeError(w, r, api.Invalid("error", "is over %d bytes", api.MaxMigrationErrorBytes))
-		return
-	}
 	m, err := s.updateVMMigration(r.Context(), r, func(m *api.VMMigration) error {
-		if finalMigration(m.Status.State) {
-			return api.Conflict("migration %q has %s", m.Name, m.Status.State)
+		if finalMigration(m.Status.State) || m.Spec.Cancel {
+			return api.Conflict("migration %q has %s: it cannot start", m.Name, m.Status.State)
 		}
-		// Only the user who recorded it reports, so that no other
-		// member ends it with a final state of their choosing; others
-		// cancel it.
-		if m.Status.RunnerUser != "" && m.Status.RunnerUser != rq.id.Name {
-			return api.Conflict("migration %q is run by user %q: only its runner reports to it (cancel it instead)", m.Name, m.Status.RunnerUser)
+		if !m.Spec.Start {
+			m.Spec.Start = true
+			m.Generation++
 		}
-		st.RunnerUser = m.Status.RunnerUser
-		if len(st.VMs) != len(m.Spec.VMs) {
-			return api.Invalid("vms", "must report the migration's %d VMs, not %d", len(m.Spec.VMs), len(st.VMs))
+		if m.Status.State == api.VMMigrationPlanned {
+			m.Status.State = api.VMMigrationPending
 		}
-		for i, vm := range st.VMs {
-			if vm.Name != m.Spec.VMs[i].Name {
-				return api.Invalid(fmt.Sprintf("vms[%d].name", i), "is %q, want %q", vm.Name, m.Spec.VMs[i].Name)
-			}
-			if !validMigrationState(vm.State) || len(vm.Error) > api.MaxMigrationErrorBytes || len(vm.Phase) > 32 || len(vm.Disk) > 253 {
-				return api.Invalid(fmt.Sprintf("vms[%d]", i), "state, phase, disk or error is not valid")
-			}
-		}
-		st.ReportedAt = time.Now().UTC()
-		m.Status = st
 		return nil
 	})
 	if err != nil {
@@ -246,8 +361,9 @@ func (s *Server) putVMMigrationStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, m)
 }
 
-// cancelVMMigration asks the runner to stop; a migration no runner took
-// yet is cancelled at once.
+// cancelVMMigration stops a migration: one that is not running yet is
+// cancelled at once (its uploads go with its job directory), a running
+// one by the controller, which removes what it half-made.
 func (s *Server) cancelVMMigration(w http.ResponseWriter, r *http.Request) {
 	rq := requestOf(r)
 	rq.resource = api.Ref{Kind: "migration", Name: r.PathValue("name"), Project: rq.project}
@@ -257,8 +373,14 @@ func (s *Server) cancelVMMigration(w http.ResponseWriter, r *http.Request) {
 		}
 		m.Spec.Cancel = true
 		m.Generation++
-		if m.Status.State == api.VMMigrationPending {
+		if m.Status.State != api.VMMigrationRunning {
 			m.Status.State = api.VMMigrationCancelled
+			m.Status.FinishedAt = time.Now().UTC()
+			for i := range m.Status.VMs {
+				if !finalMigration(m.Status.VMs[i].State) {
+					m.Status.VMs[i].State = api.VMMigrationCancelled
+				}
+			}
 		}
 		return nil
 	})
@@ -269,19 +391,15 @@ func (s *Server) cancelVMMigration(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, m)
 }
 
-// deleteVMMigration removes a migration's record. A running one must be
-// cancelled first, so that its runner is not left reporting to nothing;
-// a runner that died leaves a cancelled-but-running record, which may go.
+// deleteVMMigration removes a migration's record. A running one is
+// cancelled by its removal: the controller sees it gone, stops the copy
+// and removes what it half-made and its job directory.
 func (s *Server) deleteVMMigration(w http.ResponseWriter, r *http.Request) {
 	rq := requestOf(r)
 	rq.resource = api.Ref{Kind: "migration", Name: r.PathValue("name"), Project: rq.project}
 	m, err := s.vmMigrationOf(r)
 	if err != nil {
 		s.writeError(w, r, err)
-		return
-	}
-	if m.Status.State == api.VMMigrationRunning && !m.Spec.Cancel {
-		s.writeError(w, r, api.Conflict("migration %q is running: cancel it first", m.Name))
 		return
 	}
 	if _, err := s.st.Txn(r.Context(), s.vmMigrations.OpDelete(m.Key(), m.Version)); err != nil {

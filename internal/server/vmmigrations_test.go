@@ -1,32 +1,40 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/polyvisor/polyvisor/api"
 )
 
-// TestVMMigrationRecord: a member records a migration, its runner reports
-// progress and learns of a cancel in the answer; a finished migration
-// takes no more reports; bad input names its field; another project sees
-// nothing; every change is in the audit log.
+// ovaUpload is a migration of an uploaded OVA: it waits for its file, so
+// that no controller acts on it.
+func ovaUpload(name string, size int64) api.VMMigrationCreate {
+	return api.VMMigrationCreate{Name: name, Host: "h1", Source: api.VMMigrationSource{
+		Kind: api.MigrationSourceUpload, Format: api.MigrationFormatOVA, Files: []api.VMMigrationFile{{Name: "web.ova", SizeBytes: size}}}}
+}
+
+// TestVMMigrationRecord: a member makes a migration, which waits for its
+// upload; bad input names its field; a provider not bound to the project
+// is refused; start is remembered, cancel ends it at once; another
+// project sees nothing; every change is in the audit log.
 func TestVMMigrationRecord(t *testing.T) {
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	member := e.as(api.RoleMember, "pa")
-	req := api.VMMigrationCreate{Name: "wave1", Source: "ova", Host: "h1", VMs: []api.VMMigrationVM{
-		{Name: "web", SourceName: "Web 01", VCPUs: 2, MemoryMiB: 256, Disks: 1, CopyBytes: 64 << 20},
-		{Name: "db", SourceName: "DB", VCPUs: 1, MemoryMiB: 128, Disks: 1, CopyBytes: 32 << 20},
-	}}
+	req := ovaUpload("wave1", 1<<20)
 	m, err := member.CreateVMMigration(ctx, req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Status.State != api.VMMigrationPending || m.Spec.Parallel != 2 || len(m.Status.VMs) != 2 || m.Project != "pa" {
+	if m.Status.State != api.VMMigrationUploading || m.Spec.Parallel != 2 || m.Spec.SourceDisposition != api.DispositionKeep ||
+		m.Project != "pa" || m.Status.CreatedBy != userOf(api.RoleMember) {
 		t.Fatalf("created %+v", m)
 	}
 	for _, tc := range []struct {
@@ -35,12 +43,24 @@ func TestVMMigrationRecord(t *testing.T) {
 	}{
 		{func(r *api.VMMigrationCreate) { r.Name = "Bad Name" }, "name"},
 		{func(r *api.VMMigrationCreate) { r.Host = "ghost" }, "host"},
-		{func(r *api.VMMigrationCreate) { r.VMs = nil }, "vms"},
-		{func(r *api.VMMigrationCreate) { r.VMs = []api.VMMigrationVM{{Name: "a"}, {Name: "a"}} }, "vms[1].name"},
 		{func(r *api.VMMigrationCreate) { r.Parallel = 99 }, "parallel"},
+		{func(r *api.VMMigrationCreate) { r.Source.Kind = "tape" }, "source.kind"},
+		{func(r *api.VMMigrationCreate) { r.Source.Files = nil }, "source.files"},
+		{func(r *api.VMMigrationCreate) { r.Source.Files[0].Name = "../../etc/passwd" }, "source.files[0].name"},
+		{func(r *api.VMMigrationCreate) { r.Source.Files[0].SizeBytes = 0 }, "source.files[0].sizeBytes"},
+		{func(r *api.VMMigrationCreate) { r.Source.Format = api.MigrationFormatDisk }, "source.hardware"},
+		{func(r *api.VMMigrationCreate) { r.SourceDisposition = api.DispositionDelete }, "sourceDisposition"},
+		{func(r *api.VMMigrationCreate) { r.SourceDisposition = "shred" }, "sourceDisposition"},
+		{func(r *api.VMMigrationCreate) { r.Cutover = "never" }, "cutover"},
+		{func(r *api.VMMigrationCreate) { r.NetworkMap = map[string]string{"VM Network": "Bad Net"} }, "networkMap.VM Network"},
+		{func(r *api.VMMigrationCreate) {
+			r.Source = api.VMMigrationSource{Kind: api.MigrationSourceURL, URL: "ftp://example.com/web.ova"}
+		}, "source.url"},
+		{func(r *api.VMMigrationCreate) {
+			r.Source = api.VMMigrationSource{Kind: api.MigrationSourceProvider, Provider: "vc1", VMs: []api.VMMigrationSourceVM{{ID: "vm-1"}}}
+		}, "source.provider"},
 	} {
-		bad := req
-		bad.Name = "other"
+		bad := ovaUpload("other", 1<<20)
 		tc.change(&bad)
 		_, err := member.CreateVMMigration(ctx, bad)
 		if errField(err) != tc.field {
@@ -50,39 +70,21 @@ func TestVMMigrationRecord(t *testing.T) {
 	if _, err := member.CreateVMMigration(ctx, req); err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Errorf("second create: %v", err)
 	}
-	if _, err := e.as(api.RoleViewer, "pa").CreateVMMigration(ctx, api.VMMigrationCreate{Name: "v", Source: "ova", Host: "h1", VMs: req.VMs}); err == nil {
-		t.Error("a viewer recorded a migration")
+	if _, err := e.as(api.RoleViewer, "pa").CreateVMMigration(ctx, ovaUpload("v", 1)); err == nil {
+		t.Error("a viewer made a migration")
 	}
-
-	st := api.VMMigrationStatus{State: api.VMMigrationRunning, Runner: "root@test", VMs: []api.VMMigrationVMStatus{
-		{Name: "web", State: api.VMMigrationRunning, Phase: "convert", Disk: "root", DoneBytes: 10, TotalBytes: 64 << 20, Rate: 1e6, ETASeconds: 60},
-		{Name: "db", State: api.VMMigrationPending},
-	}}
-	if m, err = member.ReportVMMigration(ctx, "wave1", st); err != nil || m.Spec.Cancel || m.Status.VMs[0].Phase != "convert" {
-		t.Fatalf("report: %+v %v", m, err)
+	if m, err = member.StartVMMigration(ctx, "wave1"); err != nil || !m.Spec.Start || m.Status.State != api.VMMigrationUploading {
+		t.Fatalf("start while uploading: %+v %v", m, err)
 	}
-	short := st
-	short.VMs = st.VMs[:1]
-	if _, err := member.ReportVMMigration(ctx, "wave1", short); err == nil || !strings.Contains(err.Error(), "must report") {
-		t.Errorf("short report: %v", err)
-	}
-	if m, err = member.CancelVMMigration(ctx, "wave1"); err != nil || !m.Spec.Cancel || m.Status.State != api.VMMigrationRunning {
+	if m, err = e.as(api.RoleAdmin, "pa").CancelVMMigration(ctx, "wave1"); err != nil || !m.Spec.Cancel || m.Status.State != api.VMMigrationCancelled {
 		t.Fatalf("cancel: %+v %v", m, err)
 	}
-	if m, err = member.ReportVMMigration(ctx, "wave1", st); err != nil || !m.Spec.Cancel {
-		t.Fatalf("the runner's next report does not say cancel: %+v %v", m, err)
+	if _, err = member.CancelVMMigration(ctx, "wave1"); statusOfErr(err) != http.StatusConflict {
+		t.Errorf("cancelled an ended migration: %v", err)
 	}
-	st.State = api.VMMigrationCancelled
-	if _, err = member.ReportVMMigration(ctx, "wave1", st); err != nil {
-		t.Fatal(err)
+	if _, err = member.StartVMMigration(ctx, "wave1"); statusOfErr(err) != http.StatusConflict {
+		t.Errorf("started a cancelled migration: %v", err)
 	}
-	if _, err = member.ReportVMMigration(ctx, "wave1", st); err == nil || !strings.Contains(err.Error(), "has cancelled") {
-		t.Errorf("report after the end: %v", err)
-	}
-	if _, err = member.CancelVMMigration(ctx, "wave1"); err == nil {
-		t.Error("cancelled an ended migration")
-	}
-
 	list, err := e.as(api.RoleViewer, "pa").ListVMMigrations(ctx, api.ListOptions{})
 	if err != nil || len(list) != 1 || list[0].Name != "wave1" {
 		t.Fatalf("viewer's list: %v %v", list, err)
@@ -98,15 +100,58 @@ func TestVMMigrationRecord(t *testing.T) {
 	for _, r := range recs {
 		actions = append(actions, r.Action)
 	}
-	if len(actions) < 5 {
+	if len(actions) < 4 {
 		t.Errorf("audit records of the migration: %v", actions)
 	}
 }
 
-// TestVMMigrationRecordsEndWithTheirProject: a project holding migration
-// records cannot be deleted (so that a new project of its name inherits
-// none); a member deletes a record, a running one only once cancelled;
-// a project keeps a bounded number of records.
+// TestVMMigrationUpload: a file is taken only at its declared length,
+// only once, only if the migration lists it, inside the migration's
+// directory; the last one moves the migration on to its plan.
+func TestVMMigrationUpload(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	member := e.as(api.RoleMember, "pa")
+	req := ovaUpload("up", 4096)
+	req.Source.Files = append(req.Source.Files, api.VMMigrationFile{Name: "second.ova", SizeBytes: 10})
+	req.Source.Format = api.MigrationFormatDisk
+	req.Source.Hardware = &api.VMMigrationHardware{VCPUs: 1, MemoryMiB: 128}
+	m, err := member.CreateVMMigration(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bytes.Repeat([]byte{7}, 4096)
+	if _, err := member.UploadVMMigrationFile(ctx, "up", "web.ova", bytes.NewReader(body[:100]), 100, nil); errField(err) != "Content-Length" {
+		t.Errorf("a short upload: %v, want refused naming Content-Length", err)
+	}
+	if _, err := member.UploadVMMigrationFile(ctx, "up", "ghost.ova", bytes.NewReader(body), 4096, nil); statusOfErr(err) != http.StatusNotFound {
+		t.Errorf("a file not listed: %v, want 404", err)
+	}
+	if _, err := e.as(api.RoleViewer, "pa").UploadVMMigrationFile(ctx, "up", "web.ova", bytes.NewReader(body), 4096, nil); statusOfErr(err) != http.StatusForbidden {
+		t.Errorf("a viewer's upload: %v, want 403", err)
+	}
+	if m, err = member.UploadVMMigrationFile(ctx, "up", "web.ova", bytes.NewReader(body), 4096, nil); err != nil ||
+		!m.Spec.Source.Files[0].Uploaded || m.Status.State != api.VMMigrationUploading {
+		t.Fatalf("upload: %+v %v", m, err)
+	}
+	got, err := os.ReadFile(filepath.Join(MigrationFilesDir(e.dataDir, m.UID), "web.ova"))
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("the uploaded file: %d bytes, %v", len(got), err)
+	}
+	if _, err := member.UploadVMMigrationFile(ctx, "up", "web.ova", bytes.NewReader(body), 4096, nil); statusOfErr(err) != http.StatusConflict {
+		t.Errorf("a second upload of a file: %v, want 409", err)
+	}
+	if m, err = member.UploadVMMigrationFile(ctx, "up", "second.ova", bytes.NewReader(body[:10]), 10, nil); err != nil || m.Status.State == api.VMMigrationUploading {
+		t.Fatalf("the last upload: %+v %v", m, err)
+	}
+	if m.Status.Server == "" {
+		t.Errorf("the migration names no server: %+v", m.Status)
+	}
+}
+
+// TestVMMigrationRecordsEndWithTheirProject: a project holding migrations
+// cannot be deleted (so that a new project of its name inherits none); a
+// member deletes one; a project keeps a bounded number.
 func TestVMMigrationRecordsEndWithTheirProject(t *testing.T) {
 	e := newEnv(t, Config{})
 	ctx := context.Background()
@@ -114,28 +159,17 @@ func TestVMMigrationRecordsEndWithTheirProject(t *testing.T) {
 		t.Fatal(err)
 	}
 	pc := e.super.WithProject("pc")
-	vms := []api.VMMigrationVM{{Name: "web", SourceName: "Web 01"}}
-	if _, err := pc.CreateVMMigration(ctx, api.VMMigrationCreate{Name: "wave1", Source: "ova", Host: "h1", VMs: vms}); err != nil {
-		t.Fatal(err)
-	}
-	st := api.VMMigrationStatus{State: api.VMMigrationRunning, Runner: "root@old", VMs: []api.VMMigrationVMStatus{{Name: "web", State: api.VMMigrationRunning}}}
-	if _, err := pc.ReportVMMigration(ctx, "wave1", st); err != nil {
+	if _, err := pc.CreateVMMigration(ctx, ovaUpload("wave1", 10)); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.super.DeleteProject(ctx, "pc"); statusOfErr(err) != http.StatusConflict || !strings.Contains(err.Error(), "migrations") {
 		t.Fatalf("deleting a project that holds a migration: %v, want 409 naming migrations", err)
 	}
-	if err := pc.DeleteVMMigration(ctx, "wave1"); statusOfErr(err) != http.StatusConflict {
-		t.Fatalf("deleting a running migration: %v, want 409", err)
-	}
 	if err := e.as(api.RoleViewer, "pa").DeleteVMMigration(ctx, "wave1"); err == nil {
 		t.Fatal("a viewer of another project deleted the migration")
 	}
-	if _, err := pc.CancelVMMigration(ctx, "wave1"); err != nil {
-		t.Fatal(err)
-	}
 	if err := pc.DeleteVMMigration(ctx, "wave1"); err != nil {
-		t.Fatalf("deleting a cancelled migration: %v", err)
+		t.Fatalf("deleting a migration: %v", err)
 	}
 	if _, err := pc.GetVMMigration(ctx, "wave1"); statusOfErr(err) != http.StatusNotFound {
 		t.Fatalf("the deleted migration: %v, want 404", err)
@@ -152,18 +186,18 @@ func TestVMMigrationRecordsEndWithTheirProject(t *testing.T) {
 
 	member := e.as(api.RoleMember, "pa")
 	for i := range maxProjectMigrations {
-		if _, err := member.CreateVMMigration(ctx, api.VMMigrationCreate{Name: fmt.Sprintf("m%d", i), Source: "ova", Host: "h1", VMs: vms}); err != nil {
+		if _, err := member.CreateVMMigration(ctx, ovaUpload(fmt.Sprintf("m%d", i), 10)); err != nil {
 			t.Fatalf("record %d: %v", i, err)
 		}
 	}
-	_, err := member.CreateVMMigration(ctx, api.VMMigrationCreate{Name: "one-more", Source: "ova", Host: "h1", VMs: vms})
+	_, err := member.CreateVMMigration(ctx, ovaUpload("one-more", 10))
 	if statusOfErr(err) != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), "delete finished ones") {
 		t.Fatalf("a record over the bound: %v, want 422", err)
 	}
 	if err := member.DeleteVMMigration(ctx, "m0"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := member.CreateVMMigration(ctx, api.VMMigrationCreate{Name: "one-more", Source: "ova", Host: "h1", VMs: vms}); err != nil {
+	if _, err := member.CreateVMMigration(ctx, ovaUpload("one-more", 10)); err != nil {
 		t.Fatalf("a record once one was deleted: %v", err)
 	}
 	recs, _ := e.auditList(t, "superadmin", "resource=migration/m0&all-projects=true")
@@ -173,51 +207,5 @@ func TestVMMigrationRecordsEndWithTheirProject(t *testing.T) {
 	}
 	if !deleted {
 		t.Errorf("no audit record of the delete: %+v", recs)
-	}
-}
-
-// TestVMMigrationReportsOnlyFromItsRunner: only the user who recorded a
-// migration reports to it, so another member cannot set its final state
-// (they cancel it); the record names that user whatever a report says;
-// the bounds a runner keeps to are the ones the server holds.
-func TestVMMigrationReportsOnlyFromItsRunner(t *testing.T) {
-	e := newEnv(t, Config{})
-	ctx := context.Background()
-	member := e.as(api.RoleMember, "pa")
-	vms := []api.VMMigrationVM{{Name: "web", SourceName: "Web 01"}}
-	m, err := member.CreateVMMigration(ctx, api.VMMigrationCreate{Name: "wave1", Source: "ova", Host: "h1", VMs: vms})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.Status.RunnerUser != userOf(api.RoleMember) {
-		t.Fatalf("the record's runner user is %q, want %q", m.Status.RunnerUser, userOf(api.RoleMember))
-	}
-	st := api.VMMigrationStatus{State: api.VMMigrationSucceeded, RunnerUser: "someone", VMs: []api.VMMigrationVMStatus{{Name: "web", State: api.VMMigrationSucceeded}}}
-	for _, who := range []string{api.RoleAdmin, "superadmin"} {
-		if _, err := e.as(who, "pa").ReportVMMigration(ctx, "wave1", st); statusOfErr(err) != http.StatusConflict || !strings.Contains(err.Error(), "only its runner") {
-			t.Errorf("%s setting the migration's final state: %v, want 409", who, err)
-		}
-	}
-	st.State, st.VMs[0].State = api.VMMigrationRunning, api.VMMigrationRunning
-	st.VMs[0].Error = strings.Repeat("x", api.MaxMigrationErrorBytes+1)
-	if _, err := member.ReportVMMigration(ctx, "wave1", st); errField(err) != "vms[0].error" {
-		t.Errorf("an error over %d bytes: %v, want refused naming vms[0].error", api.MaxMigrationErrorBytes, err)
-	}
-	st.VMs[0].Error = strings.Repeat("x", api.MaxMigrationErrorBytes)
-	if m, err = member.ReportVMMigration(ctx, "wave1", st); err != nil || m.Status.RunnerUser != userOf(api.RoleMember) || m.Status.State != api.VMMigrationRunning {
-		t.Fatalf("the runner's report: %+v %v", m, err)
-	}
-	if _, err := e.as(api.RoleAdmin, "pa").CancelVMMigration(ctx, "wave1"); err != nil {
-		t.Errorf("another member cancelling: %v", err)
-	}
-	many := make([]api.VMMigrationVM, api.MaxMigrationVMs+1)
-	for i := range many {
-		many[i] = api.VMMigrationVM{Name: fmt.Sprintf("vm%d", i)}
-	}
-	if _, err := member.CreateVMMigration(ctx, api.VMMigrationCreate{Name: "big", Source: "ova", Host: "h1", VMs: many}); errField(err) != "vms" {
-		t.Errorf("%d VMs: %v, want refused naming vms", len(many), err)
-	}
-	if _, err := member.CreateVMMigration(ctx, api.VMMigrationCreate{Name: "big", Source: "ova", Host: "h1", VMs: many[:api.MaxMigrationVMs]}); err != nil {
-		t.Errorf("%d VMs: %v", api.MaxMigrationVMs, err)
 	}
 }
