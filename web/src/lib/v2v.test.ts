@@ -175,6 +175,8 @@ describe("the wizard's choices", () => {
     expect(fields({ ...ok, kind: 'upload', format: 'disk', files: [{ name: 'a', size: 1 }, { name: 'a', size: 1 }] })).toEqual(['source.files']);
     expect(fields({ ...ok, kind: 'upload', format: 'disk', files: [{ name: 'a', size: 0 }] })).toEqual(['source.files']);
     expect(fields({ ...ok, kind: 'upload', format: 'disk', files: [{ name: 'a', size: 1 }], vcpus: '0', memory: '1.5' })).toEqual(['source.hardware.vcpus', 'source.hardware.memoryMiB']);
+    expect(fields({ ...ok, kind: 'upload', format: 'disk', files: [{ name: 'a', size: 1 }], macs: '00:15:5d:01:02:03, 00:15:5d:01:02' })).toEqual(['source.hardware.macs']);
+    expect(checkChoices({ ...ok, kind: 'upload', format: 'disk', files: [{ name: 'a', size: 1 }], macs: '00:15:5d:01:02:03, 00:15:5d:01:02' })[0].message).toMatch(/^00:15:5d:01:02 is not a MAC/);
     expect(fields({ ...ok, parallel: '0' })).toEqual(['parallel']);
     expect(fields({ ...ok, parallel: '33' })).toEqual(['parallel']);
     expect(fields({ ...ok, parallel: 'two' })).toEqual(['parallel']);
@@ -204,11 +206,11 @@ describe("the wizard's choices", () => {
       parallel: 2,
       networkMap: { '*': 'user' },
     });
-    expect(createBody({ ...ok, kind: 'upload', format: 'disk', files: [{ name: 'web.vhdx', size: 9 }], hwName: ' web ', vcpus: '2', memory: '2048', firmware: 'bios' }).source).toEqual({
+    expect(createBody({ ...ok, kind: 'upload', format: 'disk', files: [{ name: 'web.vhdx', size: 9 }], hwName: ' web ', vcpus: '2', memory: '2048', firmware: 'bios', macs: ' 00:15:5d:01:02:03,00:15:5d:01:02:04 ' }).source).toEqual({
       kind: 'upload',
       format: 'disk',
       files: [{ name: 'web.vhdx', sizeBytes: 9 }],
-      hardware: { name: 'web', vcpus: 2, memoryMiB: 2048, firmware: 'bios' },
+      hardware: { name: 'web', vcpus: 2, memoryMiB: 2048, firmware: 'bios', macs: ['00:15:5d:01:02:03', '00:15:5d:01:02:04'] },
     });
     expect(createBody({ ...ok, kind: 'url', url: ' https://x/web.ova ' }).source).toEqual({ kind: 'url', url: 'https://x/web.ova' });
   });

@@ -223,6 +223,9 @@ export interface ImportChoices {
   vcpus: string;
   memory: string;
   firmware: string;
+  // macs are the VM's NICs, by MAC, comma or space separated (its disks
+  // do not say them: they are on source network '', which '*' maps).
+  macs: string;
   // kind url: an OVA's http(s) URL.
   url: string;
   // host '' lets the scheduler place each VM.
@@ -245,6 +248,7 @@ export const emptyChoices: ImportChoices = {
   vcpus: '1',
   memory: '1024',
   firmware: 'bios',
+  macs: '',
   url: '',
   host: '',
   networkMap: { '*': 'user' },
@@ -268,6 +272,8 @@ export interface Problem {
   message: string;
 }
 
+const splitMACs = (s: string) => s.split(/[\s,]+/).filter(Boolean);
+
 const int = (s: string) => (/^\s*\d+\s*$/.test(s) ? Number(s) : NaN);
 
 // checkChoices finds what the wizard can tell is missing or wrong before
@@ -288,7 +294,9 @@ export function checkChoices(c: ImportChoices): Problem[] {
       else if (c.files.some((f) => f.size <= 0)) out.push({ field: 'source.files', message: `${c.files.find((f) => f.size <= 0)!.name} is empty` });
       if (c.format === 'disk') {
         if (!(int(c.vcpus) >= 1)) out.push({ field: 'source.hardware.vcpus', message: 'vCPUs must be a whole number from 1' });
-        if (!(int(c.memory) >= 16)) out.push({ field: 'source.hardware.memoryMiB', message: 'memory must be a whole number of MiB from 16' });
+        if (!(int(c.memory) >= 1)) out.push({ field: 'source.hardware.memoryMiB', message: 'memory must be a whole number of MiB' });
+        const bad = splitMACs(c.macs).find((m) => !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(m));
+        if (bad !== undefined) out.push({ field: 'source.hardware.macs', message: `${bad} is not a MAC address (like 00:15:5d:01:02:03)` });
       }
       break;
     case 'url': {
@@ -325,6 +333,8 @@ export function createBody(c: ImportChoices): Record<string, unknown> {
     if (c.format === 'disk') {
       const hw: Record<string, unknown> = { vcpus: int(c.vcpus) || 0, memoryMiB: int(c.memory) || 0, firmware: c.firmware || 'bios' };
       if (c.hwName.trim()) hw.name = c.hwName.trim();
+      const macs = splitMACs(c.macs);
+      if (macs.length) hw.macs = macs;
       source.hardware = hw;
     }
   }

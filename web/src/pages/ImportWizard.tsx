@@ -16,7 +16,7 @@ import { nameFromFile } from '../lib/images';
 import { blocked, checkChoices, createBody, defaultNetworkMap, emptyChoices, eta, maxParallel, migrationName, migrationPath, sourceNetworks, summarizePlan, summaryText, type ImportChoices, type SourceKind } from '../lib/v2v';
 
 // The inputs, each named for the API field whose error it shows.
-const fields = ['name', 'source.provider', 'source.vms', 'source.format', 'source.files', 'source.hardware.name', 'source.hardware.vcpus', 'source.hardware.memoryMiB', 'source.hardware.firmware', 'source.url', 'host', 'networkMap', 'parallel', 'sourceDisposition'];
+const fields = ['name', 'source.provider', 'source.vms', 'source.format', 'source.files', 'source.hardware.name', 'source.hardware.vcpus', 'source.hardware.memoryMiB', 'source.hardware.firmware', 'source.hardware.macs', 'source.url', 'host', 'networkMap', 'parallel', 'sourceDisposition'];
 const seg = encodeURIComponent;
 const planned = (m: VMMigration) => m.status.state !== 'uploading' && m.status.state !== 'planning';
 
@@ -361,7 +361,7 @@ export function ImportWizard() {
                     {(a) => <input {...a} data-testid="import-hw-vcpus" type="number" min={1} value={c.vcpus} onChange={set('vcpus')} />}
                   </Field>
                   <Field form={form} name="source.hardware.memoryMiB" label="Memory (MiB)" idPrefix="imp">
-                    {(a) => <input {...a} data-testid="import-hw-memory" type="number" min={16} step={64} value={c.memory} onChange={set('memory')} />}
+                    {(a) => <input {...a} data-testid="import-hw-memory" type="number" min={1} step={64} value={c.memory} onChange={set('memory')} />}
                   </Field>
                   <Field form={form} name="source.hardware.firmware" label="Firmware" idPrefix="imp">
                     {(a) => (
@@ -370,6 +370,9 @@ export function ImportWizard() {
                         <option value="efi">EFI</option>
                       </select>
                     )}
+                  </Field>
+                  <Field form={form} name="source.hardware.macs" label="NICs by MAC" idPrefix="imp" help="Comma-separated: each a NIC of the new VM, its MAC kept, on the network chosen below.">
+                    {(a) => <input {...a} data-testid="import-hw-macs" value={c.macs} onChange={set('macs')} placeholder="00:15:5d:01:02:03" spellCheck={false} />}
                   </Field>
                 </>
               )}
