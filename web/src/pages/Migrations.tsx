@@ -16,6 +16,8 @@ import { bytes } from '../lib/units';
 import { blocked, counts, countsText, eta, filterMigrations, mayCancel, mayStart, migrationBusy, migrationOver, migrationPath, migrationStates, percent, phaseText, silentFor, sourceText, stateText, vmRows } from '../lib/v2v';
 
 const activeMs = 2000;
+// shownMoving is how many copying VMs a row of the list details.
+const shownMoving = 3;
 const idleMs = 30_000;
 const defaults = { state: '', q: '', all: '' };
 const seg = encodeURIComponent;
@@ -225,6 +227,7 @@ export function Migrations() {
             {rows.map((m) => {
               const c = counts(m);
               const silent = silentFor(m, now);
+              const moving = vmRows(m).filter((v) => v.state === 'running');
               return (
                 <tr key={keyOf(m)} data-testid={`migration-row-${m.name}`}>
                   <td>
@@ -237,13 +240,26 @@ export function Migrations() {
                   </td>
                   <td className="wrap">
                     <progress max={Math.max(1, c.total)} value={c.succeeded} aria-label={`${m.name}: VMs moved`} /> {countsText(c)}
+                    {moving.slice(0, shownMoving).map((v) => (
+                      <div key={v.name} className="small" data-testid={`migration-progress-${m.name}-${v.name}`}>
+                        {v.name}: {phaseText(v)}
+                      </div>
+                    ))}
+                    {moving.length > shownMoving && <div className="small muted">and {moving.length - shownMoving} more copying</div>}
                     {m.status.error && <div className="small alert-error">{m.status.error}</div>}
                   </td>
                   <td className="wrap">{sourceText(m.spec.source)}</td>
                   <td>{m.spec.host || <span className="muted">scheduler</span>}</td>
                   <td className="muted">{ago(m.createdAt, now)}</td>
                   <td>
-                    <MigrationActions m={m} onDone={() => reload()} onError={setActErr} />
+                    <MigrationActions
+                      m={m}
+                      onDone={() => {
+                        setActErr(undefined);
+                        reload();
+                      }}
+                      onError={setActErr}
+                    />
                   </td>
                 </tr>
               );
