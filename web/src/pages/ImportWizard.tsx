@@ -180,7 +180,12 @@ export function ImportWizard() {
   const providers = useMemo(() => [...new Set(vms.map(providerOf))].sort(), [vms]);
   const provVMs = useMemo(() => vms.filter((v) => providerOf(v) === c.provider), [vms, c.provider]);
   const chosenVMs = useMemo(() => provVMs.filter((v) => c.vms.includes(v.spec.provider?.id ?? '')), [provVMs, c.vms]);
-  const srcNets = useMemo(() => (c.kind === 'provider' ? sourceNetworks(chosenVMs) : []), [c.kind, chosenVMs]);
+  // The source networks: those of the chosen VMs' NICs, and those a plan
+  // found (an OVA's), each mapped on its own.
+  const srcNets = useMemo(() => {
+    const fromPlan = mig ? summarizePlan(mig.status.vms ?? [], 1).networks.map(([n]) => n) : [];
+    return [...new Set([...(c.kind === 'provider' ? sourceNetworks(chosenVMs) : []), ...fromPlan])].filter(Boolean).sort((a, b) => a.localeCompare(b));
+  }, [c.kind, chosenVMs, mig]);
   // Each source network of the chosen VMs gets a mapping as they are chosen.
   useEffect(() => setC((cur) => ({ ...cur, networkMap: defaultNetworkMap(srcNets, networks, cur.networkMap) })), [srcNets, networks]);
 
