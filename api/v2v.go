@@ -176,8 +176,8 @@ type VMMigrationStatus struct {
 	VMs       []VMMigrationVMStatus `json:"vms,omitempty"`
 	Error     string                `json:"error,omitempty"`
 	// CopyBytes and EstimatedSeconds total the VMs' plans.
-	CopyBytes        int64   `json:"copyBytes,omitempty"`
-	EstimatedSeconds float64 `json:"estimatedSeconds,omitempty"`
+	CopyBytes        int64     `json:"copyBytes,omitempty"`
+	EstimatedSeconds float64   `json:"estimatedSeconds,omitempty"`
 	StartedAt        time.Time `json:"startedAt,omitzero"`
 	FinishedAt       time.Time `json:"finishedAt,omitzero"`
 	// ReportedAt is when the runner last wrote progress.
@@ -224,9 +224,9 @@ type VMMigrationVMPlan struct {
 	GuestOS  string `json:"guestOS,omitempty"`
 	// Running says the source VM runs (a running vSphere source is
 	// cut over, see Spec.Cutover).
-	Running bool                    `json:"running,omitempty"`
-	Disks   []VMMigrationDiskPlan   `json:"disks,omitempty"`
-	NICs    []VMMigrationNICPlan    `json:"nics,omitempty"`
+	Running bool                  `json:"running,omitempty"`
+	Disks   []VMMigrationDiskPlan `json:"disks,omitempty"`
+	NICs    []VMMigrationNICPlan  `json:"nics,omitempty"`
 	// Adaptation is virt-v2v-in-place or none.
 	Adaptation  string   `json:"adaptation,omitempty"`
 	Conversions []string `json:"conversions,omitempty"`

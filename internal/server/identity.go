@@ -235,6 +235,9 @@ func (s *Server) authenticate(r *http.Request) (auth.Identity, error) {
 		}
 		return id, nil
 	}
+	if part, ok := r.Context().Value(selfKey{}).(string); ok {
+		return auth.Identity{Kind: auth.KindUser, Name: selfName(part), Superadmin: true}, nil
+	}
 	if uid, ok := r.Context().Value(connKey{}).(int); ok && (uid == 0 || uid == os.Getuid()) {
 		return auth.Identity{Kind: auth.KindUser, Name: fmt.Sprintf("uid:%d", uid), Superadmin: true}, nil
 	}

@@ -33,6 +33,7 @@ import (
 	"github.com/polyvisor/polyvisor/internal/controller/ha"
 	"github.com/polyvisor/polyvisor/internal/controller/liveness"
 	"github.com/polyvisor/polyvisor/internal/controller/ops"
+	"github.com/polyvisor/polyvisor/internal/controller/v2vrun"
 	"github.com/polyvisor/polyvisor/internal/estate"
 	"github.com/polyvisor/polyvisor/internal/pki"
 	"github.com/polyvisor/polyvisor/internal/scheduler"
@@ -109,6 +110,9 @@ type Config struct {
 	// of the audit log): below it the server is read-only, with an alarm,
 	// until space is freed. 0 turns the guard off.
 	MinFreeBytes uint64
+	// MigrationCheckpointBytes is how often a migration's streamed copy
+	// is checkpointed (default 64 MiB).
+	MigrationCheckpointBytes int64
 	// StoreQuotaBytes bounds the embedded etcd's database (default 4 GiB).
 	StoreQuotaBytes int64
 	// PeerListen, with the embedded etcd, is where its member listens for
@@ -169,6 +173,8 @@ type Server struct {
 
 	// vmMigrations are the records of VMs moved from other hypervisors.
 	vmMigrations *store.Collection[api.VMMigration]
+	// v2v plans and runs the migrations while this server leads.
+	v2v *v2vrun.Controller
 
 	// net holds the networks: their collections, manager and hub.
 	net *netState
@@ -349,9 +355,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		ProviderFactory: cfg.ProviderFactory, ProviderResync: cfg.ProviderResync,
 		Metrics: s.metrics, ErrorOf: toAPIError, Audit: s.auditSystem, Logger: cfg.Logger,
 		Counted: s.net.m.Counted, Leaders: []func(context.Context, store.Writer){s.net.m.RunJanitor,
-			func(ctx context.Context, w store.Writer) { s.ha.Lead(ctx, w) }},
+			func(ctx context.Context, w store.Writer) { s.ha.Lead(ctx, w) }, s.leadMigrations},
 	})
 	s.ha = s.newHA()
+	s.v2v = s.newMigrationController()
 	return s, nil
 }
 

@@ -143,4 +143,3 @@ func (s *Server) admitMigrationFile(r *http.Request, m *api.VMMigration, file st
 	}
 	return nil
 }
-

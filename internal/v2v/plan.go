@@ -74,7 +74,8 @@ type NICPlan struct {
 
 // Options are what Plan maps a source VM with.
 type Options struct {
-	// Host is the destination Polyvisor host.
+	// Host is the destination Polyvisor host; "" lets the scheduler
+	// place the VM.
 	Host string
 	// NetworkMap maps a source network to a Polyvisor network ("user" or
 	// a network of the project); the key "*" maps every other network.
@@ -133,9 +134,6 @@ func PlanVM(hw Hardware, o Options) VMPlan {
 	if !nameRE.MatchString(p.Name) {
 		block("source name %q gives no valid VM name (a DNS label)", hw.Name)
 	}
-	if o.Host == "" {
-		block("no destination host: give --to-host")
-	}
 	if hw.VCPUs < 1 || hw.VCPUs > 512 {
 		block("source declares %d vCPUs: want 1 to 512", hw.VCPUs)
 	}
@@ -183,7 +181,7 @@ func PlanVM(hw Hardware, o Options) VMPlan {
 			net, ok = o.NetworkMap["*"]
 		}
 		if !ok || net == "" {
-			block("NIC %d: source network %q has no mapping: give --network-map %s=NETWORK (or *=NETWORK)", i, n.Network, n.Network)
+			block("NIC %d: source network %q has no mapping: map it in the network map (%s=NETWORK, or *=NETWORK)", i, n.Network, n.Network)
 		}
 		np.Network = net
 		if n.MAC != "" {

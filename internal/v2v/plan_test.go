@@ -56,10 +56,9 @@ func TestPlanVM(t *testing.T) {
 	}{
 		{"efi", func(h *Hardware, _ *Options) { h.Firmware = FirmwareEFI }, "EFI"},
 		{"windows", func(h *Hardware, _ *Options) { h.GuestOS = "windows2019srv_64Guest" }, "virtio-win"},
-		{"unmapped network", func(_ *Hardware, o *Options) { o.NetworkMap = nil }, "--network-map VM Network=NETWORK"},
+		{"unmapped network", func(_ *Hardware, o *Options) { o.NetworkMap = nil }, "VM Network"},
 		{"multicast MAC", func(h *Hardware, _ *Options) { h.NICs[0].MAC = "01:00:5e:00:00:01" }, "multicast"},
 		{"bad MAC", func(h *Hardware, _ *Options) { h.NICs[0].MAC = "zz" }, "not an Ethernet address"},
-		{"no host", func(_ *Hardware, o *Options) { o.Host = "" }, "--to-host"},
 		{"no cpus", func(h *Hardware, _ *Options) { h.VCPUs = 0 }, "0 vCPUs"},
 		{"huge disk", func(h *Hardware, _ *Options) { h.Disks[0].CapacityBytes = 1 << 60 }, "over the limit"},
 		{"no disks", func(h *Hardware, _ *Options) { h.Disks = nil }, "no disks"},
@@ -79,6 +78,11 @@ func TestPlanVM(t *testing.T) {
 	o.NetworkMap = map[string]string{"*": "user"}
 	if p := PlanVM(base(), o); len(p.Blockers) != 0 || p.NICs[0].Network != "user" {
 		t.Errorf("default network: %v %+v", p.Blockers, p.NICs)
+	}
+	// No host: the scheduler places the VM.
+	o.Host = ""
+	if p := PlanVM(base(), o); len(p.Blockers) != 0 || p.Create().Host != "" {
+		t.Errorf("no host: %v", p.Blockers)
 	}
 }
 

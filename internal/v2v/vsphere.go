@@ -243,3 +243,24 @@ func (s *nfcStream) Open(ctx context.Context, off int64) (io.ReadCloser, error) 
 	res.Body.Close()
 	return nil, fmt.Errorf("downloading disk: %s", res.Status)
 }
+
+// ChangeTracking says whether the VM's disks can tell what changed since
+// its migration snapshot (vSphere's changed-block tracking), and if not,
+// why. A cutover without it copies the disks again, cold.
+func (s *VSphereSource) ChangeTracking(ctx context.Context, name string) (bool, string) {
+	vm, err := s.vm(ctx, name)
+	if err != nil {
+		return false, err.Error()
+	}
+	var m mo.VirtualMachine
+	if err := vm.Properties(ctx, vm.Reference(), []string{"capability", "config.changeTrackingEnabled"}, &m); err != nil {
+		return false, fmt.Sprintf("reading VM %q: %v", name, err)
+	}
+	if !m.Capability.ChangeTrackingSupported {
+		return false, "the source does not support changed-block tracking"
+	}
+	if m.Config == nil || m.Config.ChangeTrackingEnabled == nil || !*m.Config.ChangeTrackingEnabled {
+		return false, "changed-block tracking is not enabled on the source VM"
+	}
+	return true, ""
+}

@@ -522,3 +522,8 @@ func importOptions(set api.ImageSettings, maxStored int64) []images.ImportOption
 		images.WithConvertTimeout(time.Duration(set.ConvertTimeoutSeconds) * time.Second),
 	}
 }
+
+// FetchPolicy is where a URL fetched under set may connect: the image
+// import's rule, which other fetches of packages (a migration's OVA)
+// follow too.
+func FetchPolicy(set api.ImageSettings) images.FetchPolicy { return fetchPolicy(set) }

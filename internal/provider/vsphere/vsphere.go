@@ -193,6 +193,10 @@ func (p *Provider) Close() error {
 
 var errNotConnected = errors.New("not connected")
 
+// Client returns the connection's vSphere client, for work beyond the
+// Provider interface (a migration's export of a VM's disks).
+func (p *Provider) Client() (*vim25.Client, error) { return p.conn() }
+
 // conn returns the live client.
 func (p *Provider) conn() (*vim25.Client, error) {
 	p.mu.Lock()
