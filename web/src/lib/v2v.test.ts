@@ -127,6 +127,7 @@ describe("each VM's progress", () => {
     expect(eta(3900)).toBe('1 h 5 min');
     expect(eta(7200)).toBe('2 h');
     expect(eta(5 * 86400)).toBe('5 days');
+    expect(eta(0.3)).toBe('under a second');
     expect(eta(0)).toBe('');
     expect(eta(Infinity)).toBe('');
   });

@@ -156,6 +156,7 @@ export function rate(bps: number | undefined): string {
 export function eta(s: number | undefined): string {
   if (s === undefined || !Number.isFinite(s) || s <= 0) return '';
   const t = Math.round(s);
+  if (t < 1) return 'under a second';
   if (t < 60) return `${t} s`;
   if (t < 3600) {
     const m = Math.floor(t / 60);
