@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -12,14 +11,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/testutil/peer"
 )
 
 // TestMigrationFromLibvirt moves a domain of the real libvirtd into the
-// server's host with the CLI: a TCG domain boots the test guest from a
-// qcow2 volume of a storage pool, is shut off, planned with --from libvirt
-// and run; the VM boots on the host (its marker on the console) with the
-// domain's vCPUs, memory and MAC, and the domain is left as it was.
+// server's host through the server: the libvirt provider is connected to
+// the project, a TCG domain that boots the test guest from a qcow2 volume
+// of a storage pool is defined (shut off); `migration run --from kvm1 --vm UUID=NAME
+// --source-disposition delete` has the server read the domain with the
+// provider's connection and copy its volume through libvirt's download
+// stream; the VM boots on the host (its marker on the console) with the
+// domain's vCPUs, memory and MAC, and the source domain is deleted (its
+// volume, which Polyvisor did not make, stays).
 func TestMigrationFromLibvirt(t *testing.T) {
 	requireQEMU(t)
 	peer.Binary(t, "virsh", "apt-get install libvirt-clients")
@@ -63,17 +67,15 @@ func TestMigrationFromLibvirt(t *testing.T) {
 		exec.Command("virsh", "-c", "qemu:///system", "destroy", dom).Run()
 		exec.Command("virsh", "-c", "qemu:///system", "undefine", dom).Run()
 	})
-	virsh("start", dom)
-	eventually(t, 90*time.Second, "the source domain boots", func() error {
-		if b, _ := os.ReadFile(serial); !bytes.Contains(b, []byte(marker)) {
-			return fmt.Errorf("no marker yet")
-		}
-		return nil
-	})
-	virsh("destroy", dom)
+
+	uuid := strings.TrimSpace(virsh("domuuid", dom))
 
 	s := startServer(t, t.TempDir())
 	c := s.adminClient(t)
+	ctx := context.Background()
+	if _, err := c.CreateProvider(ctx, api.ProviderCreate{Name: "kvm1", Type: "libvirt", URL: "qemu:///system"}); err != nil {
+		t.Fatalf("adding libvirt: %v", err)
+	}
 	cli := func(args ...string) string {
 		t.Helper()
 		cmd := exec.Command(binary, append([]string{"--server", "unix://" + s.socket}, args...)...)
@@ -84,39 +86,30 @@ func TestMigrationFromLibvirt(t *testing.T) {
 		}
 		return string(out)
 	}
-	plan := filepath.Join(dir, "plan.json")
-	job := filepath.Join(dir, "job")
-	out := cli("migration", "plan", "--from", "libvirt", "--vm", dom, "--to-host", "local", "--network-map", "*=user", "--plan-file", plan, "--job-dir", job)
-	if !strings.Contains(out, dom) || !strings.Contains(out, "ready") {
-		t.Fatalf("plan:\n%s", out)
-	}
 	t0 := time.Now()
-	out = cli("migration", "run", plan, "--name", "lv1", "--job-dir", job)
+	out := cli("migration", "run", "--name", "lv1", "--from", "kvm1", "--vm", uuid+"=moved", "--to-host", "local",
+		"--network-map", "*=user", "--source-disposition", "delete")
 	ran := time.Since(t0)
-	if !strings.Contains(out, "succeeded") {
+	if !strings.Contains(out, "succeeded") || !strings.Contains(out, "source deleted") {
 		t.Fatalf("run:\n%s", out)
 	}
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		b, _ := c.ConsoleLog(context.Background(), dom, 1<<20)
-		if bytes.Contains(b, []byte(marker)) {
-			break
-		}
-		if time.Now().After(deadline) {
-			vm, _ := c.GetVM(context.Background(), dom)
-			t.Fatalf("no marker on the migrated VM's console; status %+v\nconsole:\n%s", vm.Status, b)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitConsole(t, c, "moved", marker, 1)
 	t.Logf("migration run took %v; the guest's marker was on its console %v after the run started", ran.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
-	vm, err := c.GetVM(context.Background(), dom)
+	vm, err := c.GetVM(ctx, "moved")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if vm.Spec.VCPUs != 1 || vm.Spec.MemoryMiB != 192 || len(vm.Spec.NICs) != 1 || vm.Spec.NICs[0].MAC != mac {
 		t.Fatalf("VM spec %+v", vm.Spec)
 	}
-	if st := virsh("domstate", dom); !strings.Contains(st, "shut off") {
-		t.Errorf("source domain is %q after the migration", st)
+	if out, err := exec.Command("virsh", "-c", "qemu:///system", "dominfo", dom).CombinedOutput(); err == nil {
+		t.Errorf("the source domain is still defined after a migration that deletes it:\n%s", out)
+	}
+	if _, err := os.Stat(vol); err != nil {
+		t.Errorf("the source's volume, which Polyvisor did not make: %v", err)
+	}
+	recs, err := c.ListAudit(ctx, api.AuditQuery{Action: "migration.source.delete"})
+	if err != nil || len(recs) != 1 || recs[0].Actor.Kind != "system" || recs[0].Outcome != api.AuditSuccess {
+		t.Errorf("audit of the source's deletion: %+v %v", recs, err)
 	}
 }

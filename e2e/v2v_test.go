@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/polyvisor/polyvisor/api"
 )
@@ -41,16 +42,73 @@ func ovaEnvelope(name, href string, capacity int64, mac string) string {
 }
 
 // TestMigrationFromOVA moves a VM packaged as an OVA (the test guest's
-// disk as a streamOptimized VMDK) into the server's host with the CLI:
-// `migration plan` reads its hardware, `migration run` copies, imports
-// and creates it; the VM boots from its disk through SeaBIOS, its marker
-// appears, its hardware and MAC are the envelope's, and the migration is
-// recorded as succeeded.
+// disk as a streamOptimized VMDK) into the server's host: `migration
+// plan` uploads the OVA to the server, which plans it (its hardware read
+// from the envelope); `migration run` starts it and follows it while the
+// server copies, imports and creates it. The VM boots from its disk
+// through SeaBIOS, its marker appears, its hardware and MAC are the
+// envelope's, the migration is recorded as succeeded and its job
+// directory (the upload, the copy) is gone.
 func TestMigrationFromOVA(t *testing.T) {
 	requireQEMU(t)
 	s := startServer(t, t.TempDir())
 	c := s.adminClient(t)
 	dir := t.TempDir()
+	ova, mac := makeOVA(t, dir)
+	cli := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(binary, append([]string{"--server", "unix://" + s.socket}, args...)...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("polyvisor %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	out1 := cli("migration", "plan", "--name", "ova1", "--from-ova", ova, "--to-host", "local", "--network-map", "VM Network=user")
+	if !strings.Contains(out1, "app-server") || !strings.Contains(out1, "planned") || !strings.Contains(out1, "scsi bus → virtio-blk") {
+		t.Fatalf("plan output:\n%s", out1)
+	}
+	m, err := c.GetVMMigration(context.Background(), "ova1")
+	if err != nil || m.Status.State != api.VMMigrationPlanned || len(m.Status.VMs) != 1 || m.Status.VMs[0].Plan == nil ||
+		m.Status.VMs[0].Plan.NICs[0].MAC != mac || len(m.Status.VMs[0].Plan.Blockers) != 0 {
+		t.Fatalf("planned migration %+v %v", m, err)
+	}
+	if _, err := c.GetVM(context.Background(), "app-server"); err == nil {
+		t.Fatal("a plan made the VM")
+	}
+	t0 := time.Now()
+	out2 := cli("migration", "run", "ova1")
+	if !strings.Contains(out2, "succeeded") {
+		t.Fatalf("run output:\n%s", out2)
+	}
+	t.Logf("migration run:\n%s", out2)
+	waitConsole(t, c, "app-server", marker, 1)
+	t.Logf("from 'migration run' to the guest's marker: %v", time.Since(t0).Round(time.Millisecond))
+	vm, err := c.GetVM(context.Background(), "app-server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vm.Spec.VCPUs != 1 || vm.Spec.MemoryMiB != 256 || len(vm.Spec.NICs) != 1 || vm.Spec.NICs[0].MAC != mac || vm.Spec.Host != "local" {
+		t.Fatalf("VM spec %+v", vm.Spec)
+	}
+	m, err = c.GetVMMigration(context.Background(), "ova1")
+	if err != nil || m.Status.State != api.VMMigrationSucceeded || m.Status.VMs[0].State != api.VMMigrationSucceeded || m.Status.VMs[0].Host != "local" {
+		t.Fatalf("migration record %+v %v", m, err)
+	}
+	if _, err := os.Stat(filepath.Join(s.dataDir, "migrations", m.UID)); !os.IsNotExist(err) {
+		t.Errorf("the job directory of the finished migration: %v", err)
+	}
+	list := cli("migration", "list")
+	if !strings.Contains(list, "ova1") || !strings.Contains(list, "succeeded") {
+		t.Errorf("migration list:\n%s", list)
+	}
+}
+
+// makeOVA packages the test guest's disk as an OVA in dir; it returns
+// the package and its NIC's MAC.
+func makeOVA(t *testing.T, dir string) (string, string) {
+	t.Helper()
 	boot := filepath.Join(guestDir, "boot.qcow2")
 	vmdk := filepath.Join(dir, "disk1.vmdk")
 	if out, err := exec.Command("qemu-img", "convert", "-q", "-f", "qcow2", "-O", "vmdk", "-o", "subformat=streamOptimized", boot, vmdk).CombinedOutput(); err != nil {
@@ -77,53 +135,8 @@ func TestMigrationFromOVA(t *testing.T) {
 		tw.Write(m.body)
 	}
 	tw.Close()
-	os.WriteFile(ova, buf.Bytes(), 0o600)
-
-	cli := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command(binary, append([]string{"--server", "unix://" + s.socket}, args...)...)
-		cmd.Dir = dir
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("polyvisor %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	plan := filepath.Join(dir, "plan.json")
-	out1 := cli("migration", "plan", "--from-ova", ova, "--to-host", "local", "--network-map", "VM Network=user", "--plan-file", plan,
-		"--job-dir", filepath.Join(dir, "job"))
-	if !strings.Contains(out1, "app-server") || !strings.Contains(out1, "ready") || !strings.Contains(out1, "scsi bus → virtio-blk") {
-		t.Fatalf("plan output:\n%s", out1)
-	}
-	out2 := cli("migration", "run", plan, "--name", "ova1", "--job-dir", filepath.Join(dir, "job"))
-	if !strings.Contains(out2, "succeeded") {
-		t.Fatalf("run output:\n%s", out2)
-	}
-	t.Logf("migration run:\n%s", out2)
-
-	waitConsole(t, c, "app-server", marker, 1)
-	vm, err := c.GetVM(context.Background(), "app-server")
-	if err != nil {
+	if err := os.WriteFile(ova, buf.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if vm.Spec.VCPUs != 1 || vm.Spec.MemoryMiB != 256 || len(vm.Spec.NICs) != 1 || vm.Spec.NICs[0].MAC != mac || vm.Spec.Host != "local" {
-		t.Fatalf("VM spec %+v", vm.Spec)
-	}
-	m, err := c.GetVMMigration(context.Background(), "ova1")
-	if err != nil || m.Status.State != api.VMMigrationSucceeded || m.Status.VMs[0].State != api.VMMigrationSucceeded {
-		t.Fatalf("migration record %+v %v", m, err)
-	}
-	// The plan run again (a run that resumes after its end): the copy,
-	// the image and the VM are the ones already made, kept as they are.
-	out3 := cli("migration", "run", plan, "--name", "ova2", "--job-dir", filepath.Join(dir, "job"))
-	if !strings.Contains(out3, "succeeded") || strings.Contains(out3, "extract") {
-		t.Fatalf("second run:\n%s", out3)
-	}
-	if again, err := c.GetVM(context.Background(), "app-server"); err != nil || again.UID != vm.UID {
-		t.Fatalf("the VM after the second run: %+v %v", again, err)
-	}
-	list := cli("migration", "list")
-	if !strings.Contains(list, "ova1") || !strings.Contains(list, "succeeded") {
-		t.Errorf("migration list:\n%s", list)
-	}
+	return ova, mac
 }

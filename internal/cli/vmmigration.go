@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
@@ -243,8 +244,14 @@ func (a *app) migrationRunCommand() *cobra.Command {
 			}
 			var m *api.VMMigration
 			if len(args) == 1 {
-				if cmd.Flags().NFlag() > 0 && !(cmd.Flags().NFlag() == 1 && detach) {
-					return usagef("give a planned migration's NAME or source flags, not both")
+				var set []string
+				cmd.LocalFlags().Visit(func(fl *pflag.Flag) {
+					if fl.Name != "detach" {
+						set = append(set, "--"+fl.Name)
+					}
+				})
+				if len(set) > 0 {
+					return usagef("give a planned migration's NAME or source flags, not both (%s)", strings.Join(set, " "))
 				}
 				m, err = c.StartVMMigration(cmd.Context(), args[0])
 			} else {

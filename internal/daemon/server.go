@@ -155,6 +155,7 @@ cluster named by --etcd-endpoints.`,
 	f.DurationVar(&cfg.SessionTTL, "session-ttl", 12*time.Hour, "how long a login session lasts")
 	f.DurationVar(&cfg.MaxTokenLifetime, "max-token-lifetime", 0, "the longest an API token made through the API may live; one asked never to expire lives that long (default: no maximum)")
 	f.DurationVar(&cfg.LeaseInterval, "lease-interval", 10*time.Second, "how often VM leases are checked for expiry")
+	f.Int64Var(&cfg.MigrationCheckpointBytes, "migration-checkpoint-bytes", 64<<20, "how often a migration's streamed copy is checkpointed, in bytes (a restart resumes from the last checkpoint)")
 	f.Int64Var(&cfg.Audit.MaxBytes, "audit-max-bytes", 256<<20, "size of the audit log past which the audit-full alarm is raised (records younger than --audit-max-age are never dropped for size)")
 	f.DurationVar(&cfg.Audit.MaxAge, "audit-max-age", 90*24*time.Hour, "how long audit records are kept")
 	f.StringVar(&cfg.Edge.MetricsListen, "metrics-listen", "", "also serve /metrics without authentication, over plain HTTP, on this address (one only the monitoring network reaches); on the API port /metrics needs the metrics token of <data-dir>/metrics.token")
