@@ -1,11 +1,11 @@
 // Migrations of VMs from other hypervisors: the list of the project's (or
 // every project's) migrations with how each VM goes, and one migration's
-// page. A running migration is read again every two seconds (its runner
-// reports as often); operations' events bring a change sooner.
+// page. The event stream carries no migrations: one the server works on
+// (planning, pending, running) is read again every two seconds, others
+// every thirty.
 import { useCallback, useEffect, useMemo, useState } from 'react';
 import { call, listAll, q, scope, type VMMigration } from '../api';
 import { useLiveList } from '../live';
-import { useEvents, useResync } from '../events';
 import { useSession } from '../session';
 import { Link, navigate, useLocation } from '../router';
 import { Confirm, ErrorBox, State, ago } from '../ui';
@@ -167,10 +167,6 @@ export function Migrations() {
     const t = setInterval(reload, active ? activeMs : idleMs);
     return () => clearInterval(t);
   }, [active, reload]);
-  useEvents((e) => {
-    // A migration's run is an operation: its change is read at once.
-    if (e.operation?.target.kind === 'migration' && active) reload();
-  });
   const rows = useMemo(() => filterMigrations(live.items, f.state, f.q), [live.items, f.state, f.q]);
   const set = (k: keyof typeof defaults) => (v: string) => navigate('/migrations' + toSearch({ ...fromSearch(location.search, defaults), [k]: v }, defaults), true);
 
@@ -289,16 +285,12 @@ export function MigrationPage({ project, name }: { project: string; name: string
     );
   }, [path]);
   useEffect(load, [load]);
-  useResync(load);
   const busy = m ? migrationBusy(stateText(m)) : true;
   useEffect(() => {
     if (gone) return;
     const t = setInterval(load, busy ? activeMs : idleMs);
     return () => clearInterval(t);
   }, [load, busy, gone]);
-  useEvents((e) => {
-    if (e.operation?.target.kind === 'migration' && e.operation.target.name === name) load();
-  });
 
   const back = (
     <p className="crumbs">
