@@ -194,7 +194,7 @@ type VMMigrationVMStatus struct {
 	SourceName string             `json:"sourceName,omitempty"`
 	Plan       *VMMigrationVMPlan `json:"plan,omitempty"`
 	State      string             `json:"state"`
-	// Phase is the step under way: snapshot, stream, extract, convert,
+	// Phase is the step under way: stream, extract, convert,
 	// verify, adapt, cutover, import, create, boot, disposition, done.
 	Phase string `json:"phase,omitempty"`
 	Disk  string `json:"disk,omitempty"`
