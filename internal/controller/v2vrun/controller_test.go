@@ -76,6 +76,11 @@ type fakeTarget struct {
 	creating int
 	most     int
 	hold     bool
+	// slots bounds the imports at once, as a project's do (0: none).
+	slots, importing, busyImports int
+	// busyFirst: so many imports find the slots taken (by the
+	// project's users) before any is let through.
+	busyFirst int
 }
 
 func newFakeTarget() *fakeTarget {
@@ -89,6 +94,20 @@ func (t *fakeTarget) Image(_ context.Context, project, name string) (*api.Image,
 }
 
 func (t *fakeTarget) ImportImage(_ context.Context, project, name, path string, progress func(int64, int64)) (string, error) {
+	t.mu.Lock()
+	if t.slots > 0 && t.importing >= t.slots || t.busyImports < t.busyFirst {
+		t.busyImports++
+		t.mu.Unlock()
+		return "", ErrImportsBusy
+	}
+	t.importing++
+	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		t.importing--
+		t.mu.Unlock()
+	}()
+	time.Sleep(20 * time.Millisecond)
 	fi, err := os.Stat(path)
 	if err != nil {
 		return "", err
@@ -302,12 +321,16 @@ func TestPlanSaysWhatCannotMove(t *testing.T) {
 }
 
 // TestRunMovesInWavesAndDisposes: a started migration moves its VMs at
-// most Parallel at once; each becomes images and a VM labelled with the
+// most Parallel at once, waiting for the project's image import slots
+// rather than failing when they are taken; each becomes images and a VM labelled with the
 // migration, runs, and its source is powered off; the migration is
 // audited and its job directory removed; a VM that cannot move fails
 // the migration without stopping the others.
 func TestRunMovesInWavesAndDisposes(t *testing.T) {
 	h := newHarness(t, 5)
+	h.target.slots = 1 // the project's imports: more VMs at once than it takes
+	h.target.busyFirst = 3
+	ImportRetry = 5 * time.Millisecond
 	src := h.c.cfg.Sources.(fakeOpener).src
 	src.vms[4].HW.Firmware = v2v.FirmwareEFI
 	h.c.cfg.Sources = fakeOpener{src}
@@ -332,6 +355,9 @@ func TestRunMovesInWavesAndDisposes(t *testing.T) {
 	}
 	if h.target.most > 2 {
 		t.Errorf("%d VMs were created at once, parallel is 2", h.target.most)
+	}
+	if h.target.busyImports == 0 {
+		t.Errorf("no import found the project's slots taken: the test proves nothing")
 	}
 	if len(h.did) != 4 || !strings.HasPrefix(h.did[0], "poweroff id-") {
 		t.Errorf("done to the sources: %v", h.did)

@@ -22,6 +22,10 @@ const (
 	LabelMigration    = "polyvisor.io/migration"
 )
 
+// ImportRetry is how long an import waits for one of its project's
+// import slots.
+var ImportRetry = time.Second
+
 // BootTimeout bounds the wait for a created VM to run.
 var BootTimeout = 5 * time.Minute
 
@@ -292,13 +296,27 @@ func (c *Controller) importDisk(ctx context.Context, m *api.VMMigration, p v2v.V
 		return fmt.Errorf("image %q already exists and is not this disk's copy: delete it or name the VM otherwise", image)
 	}
 	st.made(i, func(md *made) { md.images = append(md.images, image) })
-	start := time.Now()
-	uidOf, err := c.cfg.Target.ImportImage(ctx, m.Project, image, disk.Path, func(sent, total int64) {
-		rate, eta := rateETA(sent, total-sent, time.Since(start))
-		st.set(i, func(v *api.VMMigrationVMStatus) {
-			v.Phase, v.Disk, v.DoneBytes, v.TotalBytes, v.Rate, v.ETASeconds, v.ResumedBytes = "import", disk.Name, sent, total, rate, eta, 0
+	var uidOf string
+	for {
+		start := time.Now()
+		uidOf, err = c.cfg.Target.ImportImage(ctx, m.Project, image, disk.Path, func(sent, total int64) {
+			rate, eta := rateETA(sent, total-sent, time.Since(start))
+			st.set(i, func(v *api.VMMigrationVMStatus) {
+				v.Phase, v.Disk, v.DoneBytes, v.TotalBytes, v.Rate, v.ETASeconds, v.ResumedBytes = "import", disk.Name, sent, total, rate, eta, 0
+			})
 		})
-	})
+		if !errors.Is(err, ErrImportsBusy) {
+			break
+		}
+		// The project's import slots are taken (by this migration's
+		// other VMs, or its users): wait for one.
+		st.phase(i, "import", disk.Name)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(ImportRetry):
+		}
+	}
 	if err != nil {
 		return err
 	}

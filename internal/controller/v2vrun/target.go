@@ -2,6 +2,7 @@ package v2vrun
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -9,12 +10,18 @@ import (
 	"github.com/polyvisor/polyvisor/client"
 )
 
+// ErrImportsBusy says the project runs as many image imports as it may at
+// once (its users' or other VMs' of the migration): the import is tried
+// again once one ends.
+var ErrImportsBusy = errors.New("the project's image imports are all taken")
+
 // Target makes the migration's images and VMs in its project.
 type Target interface {
 	// Image returns the project's image called name, nil when none.
 	Image(ctx context.Context, project, name string) (*api.Image, error)
 	// ImportImage imports the disk at path as the project's image name
 	// and returns its UID once ready; progress is told the bytes sent.
+	// ErrImportsBusy when the project's import slots are all taken.
 	ImportImage(ctx context.Context, project, name, path string, progress func(sent, total int64)) (string, error)
 	DeleteImage(ctx context.Context, project, name string) error
 	// VM returns the project's VM called name, nil when none.
@@ -54,6 +61,9 @@ func (t ClientTarget) ImportImage(ctx context.Context, project, name, path strin
 	}
 	c := t.Client(project)
 	op, err := c.UploadImage(ctx, name, api.ImageDisk, f, fi.Size(), func(sent int64) { progress(sent, fi.Size()) })
+	if client.ErrorCode(err) == api.CodeTooManyRequests {
+		return "", fmt.Errorf("%w: %w", ErrImportsBusy, err)
+	}
 	if err != nil {
 		return "", err
 	}
