@@ -26,7 +26,9 @@ func TestMigrationTimeToMarker(t *testing.T) {
 	requireQEMU(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	s := startServer(t, t.TempDir())
+	// Ten 1-vCPU VMs on this 2-CPU host: more than the default 4 vCPUs
+	// per CPU.
+	s := startServer(t, t.TempDir(), "--cpu-overcommit", "8")
 	c := s.adminClient(t)
 	cli := func(args ...string) string {
 		t.Helper()
