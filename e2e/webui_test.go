@@ -68,6 +68,7 @@ func TestWebConsole(t *testing.T) {
 	if err := os.WriteFile(upload, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	ova := webOVA(t, t.TempDir())
 	libvirt := ""
 	if c, err := net.DialTimeout("unix", libvirtSocket, time.Second); err == nil {
 		c.Close()
@@ -91,6 +92,7 @@ func TestWebConsole(t *testing.T) {
 		"PV_KEEP_VM=keep", "PV_SHOTS="+shots, "PV_UPLOAD="+upload,
 		"PV_HOST=local", "PV_ACCEL="+host.Status.Accel, "PV_ACCEL_REASON="+host.Status.AccelReason,
 		"PV_VCPU_CAPACITY="+strconv.Itoa(host.Status.Capacity.VCPUs), "PV_LIBVIRT="+libvirt,
+		"PV_OVA="+ova, "PV_OVA_NAME="+webOVAName,
 	)
 	out, err := cmd.CombinedOutput()
 	t.Logf("browser test:\n%s", out)
@@ -98,7 +100,7 @@ func TestWebConsole(t *testing.T) {
 		t.Fatalf("the browser test failed: %v", err)
 	}
 	for _, f := range []string{"dashboard", "vm", "serial", "console", "images", "hosts", "host", "token-secret", "account",
-		"project", "quota", "providers", "users", "viewer", "theme", "capacity"} {
+		"project", "quota", "providers", "users", "viewer", "theme", "capacity", "import", "migrations"} {
 		checkScreenshot(t, filepath.Join(shots, f+".png"))
 	}
 	if libvirt != "" {
@@ -139,6 +141,9 @@ func TestWebConsole(t *testing.T) {
 	}
 	if _, err := srv.c.GetUser(bg, "web-user"); !client.IsNotFound(err) {
 		t.Errorf("user web-user after the browser deleted it: %v", err)
+	}
+	if _, err := shop.GetVMMigration(bg, "web-import"); !client.IsNotFound(err) {
+		t.Errorf("migration web-import after the browser deleted it: %v", err)
 	}
 	if _, err := srv.c.GetProvider(bg, "web-libvirt"); !client.IsNotFound(err) {
 		t.Errorf("provider web-libvirt after the browser removed it: %v", err)

@@ -8,7 +8,10 @@
 // add a NIC on a network made for it (a bad address first, refused beside
 // its field) and remove it, stop it (Escape cancelling the first confirmation), delete it and find
 // that on the operations page; upload an image and see it listed, import
-// one by URL with an error beside the field; make a network, a subnet (an
+// one by URL with an error beside the field; upload an OVA through the
+// import wizard (a wave of 0 refused beside its field first), see the
+// server's plan of its VM, whose name is markup shown as text, then cancel
+// and delete the migration from its page; make a network, a subnet (an
 // error beside its CIDR first), a port with its address, a security group
 // and a rule, see the wizard offer the network, and delete them; see the
 // host's accelerator,
@@ -19,7 +22,7 @@
 // make the image public and delete it; cordon and uncordon the host; add a
 // libvirt provider (or see the API refuse it), refresh and remove it;
 // create a user, disable and enable it, set its password, and as that user
-// change it. As a viewer: no mutating controls and no console. Every check
+// change it. As a viewer: no mutating controls (no import) and no console. Every check
 // of absence first waits for a sign that the page has loaded what it would
 // show. Screenshots go to PV_SHOTS.
 //
@@ -32,6 +35,7 @@
 // PV_KEEP_VM, PV_SHOTS, PV_UPLOAD (a small raw disk to upload), PV_HOST,
 // PV_ACCEL, PV_ACCEL_REASON, PV_VCPU_CAPACITY (what the API says of the
 // host), PV_LIBVIRT (a libvirt URI to add as a provider, or empty),
+// PV_OVA and PV_OVA_NAME (an OVA to import, and the name of its VM),
 // PV_CHROMIUM (default /usr/bin/chromium).
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
@@ -332,6 +336,43 @@ try {
   await row.getByRole('button', { name: uploaded }).click();
   await expectText(tid(page, 'image-detail'), /Virtual size\s+1 MiB/, 10_000);
   await shot(page, 'images');
+
+  step("migrations: the import wizard refuses a wave of 0 beside its field, then uploads an OVA whose VM is named in markup; the server's plan shows its row, that name as text; the migration is cancelled and deleted from its page");
+  await tid(page, 'nav-migrations').click();
+  await loaded(page, 'migrations-count');
+  await tid(page, 'import-vms-button').click();
+  await tid(page, 'import-kind-upload').check();
+  await tid(page, 'import-files').setInputFiles(env('PV_OVA'));
+  await tid(page, 'import-host').selectOption(hostName);
+  await tid(page, 'import-name').fill('web-import');
+  await tid(page, 'import-parallel').fill('0');
+  await tid(page, 'import-plan').click();
+  await expectText(tid(page, 'error-parallel'), /from 1 to/, 5_000);
+  await tid(page, 'import-parallel').fill('1');
+  await tid(page, 'import-plan').click();
+  const planRow = page.locator('[data-testid^="plan-row-"]');
+  await planRow.first().waitFor({ timeout: 60_000 });
+  if ((await planRow.count()) !== 1) throw new Error(`the plan of one VM shows ${await planRow.count()} rows`);
+  const hostile = env('PV_OVA_NAME');
+  await expectText(planRow, /1 vCPU, 256 MiB[\s\S]*VM Network → user[\s\S]*00:50:56:12:34:57/, 5_000);
+  if (!(await text(planRow)).includes(hostile)) throw new Error(`the plan's row does not show the source's name as text: ${await text(planRow)}`);
+  if ((await tid(page, 'import-review').locator('img').count()) > 0 || (await page.title()) === 'injected') throw new Error("the source's name was made markup");
+  await expectText(tid(page, 'plan-summary'), /^1 of 1 VM can move/, 5_000);
+  await shot(page, 'import');
+  await tid(page, 'nav-migrations').click();
+  await expectText(tid(page, 'migration-row-web-import'), /planned/, 15_000);
+  await tid(page, 'migration-row-web-import').getByRole('link', { name: 'web-import' }).click();
+  await expectText(tid(page, 'migration-vms'), /ready|pending/, 15_000);
+  if (!(await text(tid(page, 'migration-vms'))).includes(hostile)) throw new Error("the migration's page does not show the source's name as text");
+  await tid(page, 'migration-cancel-web-import').click();
+  await confirm(page);
+  await expectText(tid(page, 'migration-state'), 'cancelled', 15_000);
+  await shot(page, 'migrations');
+  await tid(page, 'migration-delete-web-import').click();
+  await confirm(page);
+  await page.waitForURL(/\/migrations$/, { timeout: 15_000 });
+  await loaded(page, 'migrations-count');
+  await absent(page, 'migration-row-web-import', 'a deleted migration is listed');
 
   step('networks: a network and its subnet (a bad CIDR first, refused beside the field), a port with its address, a security group whose rule is added and removed; the wizard offers the network');
   await tid(page, 'nav-networks').click();
@@ -666,6 +707,9 @@ try {
   await tid(vp, 'nav-networks').click();
   await tid(vp, 'network-table').waitFor({ timeout: 15_000 });
   await absent(vp, 'network-submit', 'a viewer may create networks');
+  await tid(vp, 'nav-migrations').click();
+  await loaded(vp, 'migrations-count');
+  await absent(vp, 'import-vms-button', 'a viewer may import VMs');
 
   step('views are URLs: a bookmarked filter applies on load');
   await vp.goto(`${base}/vms?state=running`);

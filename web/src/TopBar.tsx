@@ -37,6 +37,7 @@ export function TopBar() {
         {s.superadmin && nav('/balance', 'nav-balance', 'Balancing')}
         {nav('/providers', 'nav-providers', 'Providers')}
         {nav('/projects', 'nav-projects', 'Projects')}
+        {nav('/migrations', 'nav-migrations', 'Migrations')}
         {nav('/operations', 'nav-operations', 'Operations')}
         {s.superadmin && nav('/users', 'nav-users', 'Users')}
         {s.canAudit && nav('/audit', 'nav-audit', 'Audit')}

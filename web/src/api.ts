@@ -58,12 +58,12 @@ function answer<T>(path: string, status: number, statusText: string, text: strin
   return data as T;
 }
 
-// upload sends a file as the body of a POST (an image upload), telling
-// how much was sent as it goes; abort with signal.
-export function upload<T>(path: string, file: Blob, onProgress: (sent: number, total: number) => void, signal?: AbortSignal): Promise<T> {
+// upload sends a file as the body of a POST (an image upload) or another
+// method's request, telling how much was sent as it goes; abort with signal.
+export function upload<T>(path: string, file: Blob, onProgress: (sent: number, total: number) => void, signal?: AbortSignal, method = 'POST'): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const x = new XMLHttpRequest();
-    x.open('POST', path);
+    x.open(method, path);
     for (const [k, v] of Object.entries(authHeaders('application/json'))) x.setRequestHeader(k, v);
     x.setRequestHeader('Content-Type', 'application/octet-stream');
     x.upload.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : file.size);

@@ -26,6 +26,8 @@ import { Volumes } from './pages/Volumes';
 import { Pools } from './pages/Pools';
 import { Capacity } from './pages/Capacity';
 import { Balance } from './pages/Balance';
+import { MigrationPage, Migrations } from './pages/Migrations';
+import { ImportWizard } from './pages/ImportWizard';
 
 // The VM page carries the consoles (noVNC, xterm.js): loaded when needed.
 const VMPage = lazy(() => import('./pages/VMPage'));
@@ -33,6 +35,8 @@ const VMPage = lazy(() => import('./pages/VMPage'));
 function Page({ path }: { path: string }) {
   const vm = path.match(/^\/vms\/([^/]+)\/([^/]+)\/?$/);
   if (vm) return <VMPage project={decodeURIComponent(vm[1])} name={decodeURIComponent(vm[2])} />;
+  const mig = path.match(/^\/migrations\/([^/]+)\/([^/]+)\/?$/);
+  if (mig) return <MigrationPage key={path} project={decodeURIComponent(mig[1])} name={decodeURIComponent(mig[2])} />;
   const one = path.match(/^\/(hosts|providers|projects)\/([^/]+)\/?$/);
   if (one) {
     const name = decodeURIComponent(one[2]);
@@ -63,6 +67,10 @@ function Page({ path }: { path: string }) {
       return <Capacity />;
     case '/balance':
       return <Balance />;
+    case '/migrations':
+      return <Migrations />;
+    case '/migrations/import':
+      return <ImportWizard />;
     case '/hosts':
       return <Hosts />;
     case '/providers':

@@ -1,4 +1,6 @@
 // The API's JSON, as far as the console reads it (see api/*.go).
+import type { VMPlan, VMProgress } from './lib/v2v';
+export type { VMPlan, VMProgress };
 export interface Meta {
   name: string;
   project?: string;
@@ -427,4 +429,41 @@ export interface Forecast {
   warnings?: string[] | null;
   options: PlanOptions;
   clusters: ClusterForecast[] | null;
+}
+
+// Migrations of VMs from other hypervisors (api/v2v.go, docs/MIGRATION.md).
+
+export interface VMMigrationSource {
+  kind: string; // provider, upload or url
+  provider?: string;
+  vms?: { id: string; name?: string }[] | null;
+  url?: string;
+  format?: string; // ova or disk
+  files?: { name: string; sizeBytes: number; uploaded?: boolean }[] | null;
+  hardware?: { name?: string; vcpus?: number; memoryMiB?: number; firmware?: string; guestOS?: string; diskBus?: string; macs?: string[] };
+}
+
+export interface VMMigration extends Meta {
+  spec: {
+    source: VMMigrationSource;
+    host?: string;
+    networkMap?: Record<string, string>;
+    parallel: number;
+    sourceDisposition?: string;
+    cutover?: string;
+    start?: boolean;
+    cancel?: boolean;
+  };
+  status: {
+    state: string;
+    server?: string;
+    createdBy?: string;
+    vms?: VMProgress[] | null;
+    error?: string;
+    copyBytes?: number;
+    estimatedSeconds?: number;
+    startedAt?: string;
+    finishedAt?: string;
+    reportedAt?: string;
+  };
 }

@@ -27,3 +27,12 @@ export function sparkPoints(values: number[], w: number, h: number, floor = 1): 
   const step = values.length > 1 ? w / (values.length - 1) : 0;
   return values.map((v, i) => `${(i * step).toFixed(1)},${(h - (v / top) * h).toFixed(1)}`).join(' ');
 }
+
+// usageNeverComes tells whether a refused sample means no sample will
+// come for this VM (its driver or provider reports none, or it is gone),
+// rather than not yet (409: its host does not report it running yet; 503:
+// one sampling failed), after which polling goes on.
+export function usageNeverComes(err: unknown): boolean {
+  const status = (err as { status?: unknown } | null)?.status;
+  return status === 404 || status === 422 || status === 501;
+}

@@ -1,6 +1,6 @@
 import { useEffect, useState } from 'react';
 import { call, q } from '../api';
-import { cpuPercent, sparkPoints, type Sample } from '../lib/stats';
+import { cpuPercent, sparkPoints, usageNeverComes, type Sample } from '../lib/stats';
 
 const keep = 40;
 
@@ -29,7 +29,7 @@ export function Usage({ project, name, running }: { project: string; name: strin
     const poll = () =>
       call<Sample>('GET', `/v1/vms/${encodeURIComponent(name)}/stats${q({ project })}`).then(
         (s) => !stop && setSamples((xs) => [...xs, s].slice(-keep)),
-        () => !stop && setNone(true),
+        (e) => !stop && usageNeverComes(e) && setNone(true),
       );
     void poll();
     const t = setInterval(poll, 3000);
