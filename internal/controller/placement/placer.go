@@ -179,19 +179,23 @@ func (p *Placer) HostUses(host, image string) bool {
 	return p.images[host][image] > 0
 }
 
-// allocationsLocked is what is allocated per host, the growth of queued
-// resizes included.
-func (p *Placer) allocationsLocked() map[string]api.Allocation {
-	out := make(map[string]api.Allocation, len(p.totals))
-	for h, a := range p.totals {
-		out[h] = a
-	}
+// growthLocked is what the resizes queued or under way add to their
+// hosts' allocations beyond what the totals count: few hosts, whatever
+// the size of the fleet.
+func (p *Placer) growthLocked() map[string]api.Allocation {
+	var out map[string]api.Allocation
 	for _, key := range p.queue.Resizing() {
 		counted, ok := p.byVM[key]
 		if !ok {
 			continue
 		}
 		held := p.heldLocked(key, counted)
+		if held.vcpus == counted.vcpus && held.memory == counted.memory {
+			continue
+		}
+		if out == nil {
+			out = map[string]api.Allocation{}
+		}
 		a := out[counted.host]
 		a.VCPUs += held.vcpus - counted.vcpus
 		a.MemoryMiB += held.memory - counted.memory
@@ -235,15 +239,31 @@ func ProviderHosts(provider, cluster string) Filter {
 	}
 }
 
-// snapshotLocked builds the scheduler's view of the hosts that pass
-// filter, and the version of each host it read.
-func (p *Placer) snapshotLocked(filter Filter) (scheduler.Snapshot, map[string]int64) {
-	alloc := p.allocationsLocked()
-	var snap scheduler.Snapshot
-	versions := map[string]int64{}
-	for _, h := range p.hosts.Select(filter) {
-		a := alloc[h.Name]
-		versions[h.Name] = h.Version
+// hostsOf are the hosts that pass filter, or only the one named when
+// name is set: a placement pinned to a host, or the check of one host,
+// reads that host, not the fleet.
+func (p *Placer) hostsOf(filter Filter, name string) []*api.Host {
+	if name == "" {
+		return p.hosts.Select(filter)
+	}
+	if h, ok := p.hosts.Get(name); ok && filter(h) {
+		return []*api.Host{h}
+	}
+	return nil
+}
+
+// snapshotLocked builds the scheduler's view of hosts: their capacity and
+// state, and what is allocated on each (the growth of queued resizes
+// included).
+func (p *Placer) snapshotLocked(hosts []*api.Host) scheduler.Snapshot {
+	grow := p.growthLocked()
+	snap := scheduler.Snapshot{Hosts: make([]scheduler.HostInfo, 0, len(hosts))}
+	for _, h := range hosts {
+		a := p.totals[h.Name]
+		if g, ok := grow[h.Name]; ok {
+			a.VCPUs += g.VCPUs
+			a.MemoryMiB += g.MemoryMiB
+		}
 		snap.Hosts = append(snap.Hosts, scheduler.HostInfo{
 			Name:               h.Name,
 			Ready:              h.Status.State == api.HostReady,
@@ -255,7 +275,7 @@ func (p *Placer) snapshotLocked(filter Filter) (scheduler.Snapshot, map[string]i
 			Labels:             h.Labels,
 		})
 	}
-	return snap, versions
+	return snap
 }
 
 // Limits are the largest VM any of some hosts could ever run, zero when
@@ -266,19 +286,18 @@ type Limits struct {
 	HostExists   func(name string) bool
 }
 
-// Limits returns the largest VM any of the hosts could run, for validation.
+// Limits returns the largest VM any of the hosts could run, for
+// validation: their capacity alone, whatever is allocated on them.
 func (p *Placer) Limits(filter Filter) Limits {
-	p.mu.Lock()
-	snap, _ := p.snapshotLocked(filter)
-	p.mu.Unlock()
-	return Limits{
-		MaxVCPUs:     scheduler.MaxVCPUs(snap),
-		MaxMemoryMiB: scheduler.MaxMemoryMiB(snap),
-		HostExists: func(name string) bool {
-			h, ok := p.hosts.Get(name)
-			return ok && filter(h)
-		},
+	l := Limits{HostExists: func(name string) bool {
+		h, ok := p.hosts.Get(name)
+		return ok && filter(h)
+	}}
+	for _, h := range p.hosts.Select(filter) {
+		l.MaxVCPUs = max(l.MaxVCPUs, h.Status.CPUs)
+		l.MaxMemoryMiB = max(l.MaxMemoryMiB, h.Status.MemoryMiB)
 	}
+	return l
 }
 
 // placeAttempts bounds how often Place chooses again when the host it
@@ -294,8 +313,9 @@ const placeAttempts = 3
 // hosts while they can.
 func (p *Placer) Place(ctx context.Context, req scheduler.Request, filter Filter) (host string, conds []store.Op, release func(), err error) {
 	for range placeAttempts {
+		hosts := p.hostsOf(filter, req.Host)
 		p.mu.Lock()
-		snap, _ := p.snapshotLocked(filter)
+		snap := p.snapshotLocked(hosts)
 		host, err = scheduler.Place(p.sched, p.withInflightLocked(snap, req), req)
 		if err != nil && req.Host == "" {
 			// Placements in flight may yet fail: they never refuse.
@@ -313,13 +333,13 @@ func (p *Placer) Place(ctx context.Context, req scheduler.Request, filter Filter
 		}
 		pinned := req
 		pinned.Host = host
+		hosts = p.hostsOf(filter, host)
 		p.mu.Lock()
-		one, versions := p.snapshotLocked(func(h *api.Host) bool { return h.Name == host && filter(h) })
-		_, err = scheduler.Place(p.sched, one, pinned)
+		_, err = scheduler.Place(p.sched, p.snapshotLocked(hosts), pinned)
 		if err == nil {
 			release := p.holdLocked(inflightPlacement{host: host, vcpus: req.VCPUs, memory: req.MemoryMiB})
 			p.mu.Unlock()
-			return host, []store.Op{t.Op(), p.hosts.OpCheck(host, versions[host])}, release, nil
+			return host, []store.Op{t.Op(), p.hosts.OpCheck(host, hosts[0].Version)}, release, nil
 		}
 		p.mu.Unlock()
 	}
@@ -405,9 +425,10 @@ func (p *Placer) Resize(ctx context.Context, vm *api.VM, rc api.VMReconfigure) (
 	if err != nil {
 		return nil, err
 	}
+	hosts := p.hostsOf(func(*api.Host) bool { return true }, host)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	snap, versions := p.snapshotLocked(func(h *api.Host) bool { return h.Name == host })
+	snap := p.snapshotLocked(hosts)
 	if len(snap.Hosts) == 0 {
 		return nil, nil
 	}
@@ -443,5 +464,5 @@ func (p *Placer) Resize(ctx context.Context, vm *api.VM, rc api.VMReconfigure) (
 	} else if err != nil {
 		return nil, fmt.Errorf("checking the resize of vm %q: %w", vm.Name, err)
 	}
-	return []store.Op{t.Op(), p.hosts.OpCheck(host, versions[host])}, nil
+	return []store.Op{t.Op(), p.hosts.OpCheck(host, hosts[0].Version)}, nil
 }
