@@ -113,7 +113,8 @@ func (r *scaleRun) seedVM(name, host string) *api.VM {
 		Meta: api.Meta{Name: name, Project: api.DefaultProject, UID: api.NewUID(), Generation: 1, CreatedAt: now, UpdatedAt: now},
 		Spec: api.VMSpec{
 			Host: host, VCPUs: r.opts.vcpus, MemoryMiB: r.opts.memoryMiB, PowerState: api.PowerRunning,
-			Boot: api.Boot{Kernel: imageKernel, Initrd: imageInitrd, Cmdline: "console=ttyS0"},
+			// Images by their keys, as a create stores them.
+			Boot: api.Boot{Kernel: api.Key(api.DefaultProject, imageKernel), Initrd: api.Key(api.DefaultProject, imageInitrd), Cmdline: "console=ttyS0"},
 		},
 		Status: api.VMStatus{PowerState: api.PowerPending},
 	}
