@@ -238,7 +238,9 @@ type UsageReader interface {
 // Usage is one reading of an estate's use.
 type Usage struct {
 	VMs   []VMUsage
-	Hosts []HostUsage // empty when the provider reads none
+	// Hosts is empty when the provider reads none: a host's use is then
+	// the sum of its VMs'.
+	Hosts []HostUsage
 }
 
 // VMUsage is what one running VM uses. CPU comes either as cores busy now
@@ -247,6 +249,7 @@ type Usage struct {
 // turns into cores between two readings.
 type VMUsage struct {
 	ID          string // native id
+	Host        string // native id of the host it runs on
 	CPUCores    float64
 	CPUSeconds  float64
 	Cumulative  bool

@@ -112,7 +112,7 @@ func usageOf(objs []types.ObjectContent) *provider.Usage {
 		if mem == 0 {
 			mem = guestMem
 		}
-		out.VMs = append(out.VMs, provider.VMUsage{ID: oc.Obj.Value, CPUCores: cpuMHz / m, MemoryBytes: mem})
+		out.VMs = append(out.VMs, provider.VMUsage{ID: oc.Obj.Value, Host: host, CPUCores: cpuMHz / m, MemoryBytes: mem})
 	}
 	return out
 }
