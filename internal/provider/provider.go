@@ -237,7 +237,7 @@ type UsageReader interface {
 
 // Usage is one reading of an estate's use.
 type Usage struct {
-	VMs   []VMUsage
+	VMs []VMUsage
 	// Hosts is empty when the provider reads none: a host's use is then
 	// the sum of its VMs'.
 	Hosts []HostUsage
