@@ -294,6 +294,7 @@ func (s *Server) estateSnapshot(ctx context.Context) (planner.Snapshot, []string
 		snap.Hosts = append(snap.Hosts, ph)
 	}
 	histories, warnings := s.planHistories(ctx, vmsByHost)
+	warnings = append(warnings, s.providerPlanHistories(ctx, histories)...)
 	unsized := 0
 	for _, v := range s.vms.Select(func(v *api.VM) bool { return v.Spec.Deletion == nil }) {
 		pv := planner.VM{
