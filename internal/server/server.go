@@ -361,7 +361,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			st.Close()
 			return nil, fmt.Errorf("opening the providers' usage history: %w", err)
 		}
-		s.provUsage = &providerSampler{s: s, store: pst, last: map[string]cumulativeCPU{}}
+		s.provUsage = &providerSampler{s: s, store: pst, last: map[string]cumulativeCPU{}, busy: map[string]bool{}}
 	}
 	s.limiter.Store(throttle.NewLimiter(cfg.RateLimit, cfg.RateBurst, 10*time.Minute))
 	s.logins = throttle.NewLogin(loginPairConfig)

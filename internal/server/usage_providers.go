@@ -27,6 +27,13 @@ type providerSampler struct {
 	s     *Server
 	store *usage.Store
 
+	// readings are the readings under way; busy names their providers:
+	// a provider still answering the last reading is not asked again, so
+	// one that hangs holds up neither the others nor the rounds.
+	readings sync.WaitGroup
+	busyMu   sync.Mutex
+	busy     map[string]bool
+
 	mu sync.Mutex
 	// last is each VM's previous cumulative CPU time (libvirt), by
 	// provider and native id: the first reading of a VM only sets it.
@@ -59,6 +66,7 @@ func (s *Server) leadProviderUsage(ctx context.Context, _ store.Writer) {
 		}
 		select {
 		case <-ctx.Done():
+			ps.readings.Wait()
 			_ = ps.store.Sync()
 			ps.mu.Lock()
 			ps.last = map[string]cumulativeCPU{} // the next term starts its counts again
@@ -69,17 +77,30 @@ func (s *Server) leadProviderUsage(ctx context.Context, _ store.Writer) {
 	}
 }
 
-// round reads each connected provider that can tell its usage, at once.
+// round starts a reading of each connected provider that can tell its
+// usage and is not still answering the last one, all at once.
 func (ps *providerSampler) round(ctx context.Context, now time.Time) {
-	var wg sync.WaitGroup
 	for name, p := range ps.s.ctl.Estate.Connected() {
 		r, ok := p.(provider.UsageReader)
 		if !ok {
 			continue
 		}
-		wg.Add(1)
+		ps.busyMu.Lock()
+		if ps.busy[name] {
+			ps.busyMu.Unlock()
+			ps.s.log.Warn("a provider's last usage reading is still under way: this round skips it", "provider", name)
+			continue
+		}
+		ps.busy[name] = true
+		ps.busyMu.Unlock()
+		ps.readings.Add(1)
 		go func() {
-			defer wg.Done()
+			defer ps.readings.Done()
+			defer func() {
+				ps.busyMu.Lock()
+				delete(ps.busy, name)
+				ps.busyMu.Unlock()
+			}()
 			rctx, cancel := context.WithTimeout(ctx, providerUsageTimeout)
 			defer cancel()
 			u, err := r.Usage(rctx)
@@ -94,7 +115,6 @@ func (ps *providerSampler) round(ctx context.Context, now time.Time) {
 			}
 		}()
 	}
-	wg.Wait()
 }
 
 // record writes one reading of provider name: each mirrored VM's point

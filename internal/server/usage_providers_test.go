@@ -139,7 +139,7 @@ func TestProviderUsageRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	ps := &providerSampler{store: st, last: map[string]cumulativeCPU{}}
+	ps := &providerSampler{store: st, last: map[string]cumulativeCPU{}, busy: map[string]bool{}}
 	// A libvirt-like provider's mirrored host and two VMs.
 	uids := map[string]string{"a": "uid-a", "b": "uid-b"}
 	hosts := map[string]string{"H": "lv-host"}
