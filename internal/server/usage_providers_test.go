@@ -123,8 +123,18 @@ func TestProviderUsageHistory(t *testing.T) {
 	if err != nil || math.Abs(d.CPU-1) > 1e-6 || d.MemoryBytes != 512<<20 || d.Points < 1 {
 		t.Errorf("%s's demand: %+v %v", vm.Key(), d, err)
 	}
-	if !strings.HasPrefix(vm.Key(), "pa/") {
-		t.Errorf("key %s", vm.Key())
+
+	// Another server of the control plane keeps none of it: it answers 409
+	// naming the leader.
+	_, c2 := e.second(t, Config{Name: "usage-second", ProviderFactory: registry.New, UsageInterval: 100 * time.Millisecond})
+	leaderName := e.s.ctl.Self().Name
+	_, err = c2.WithProject("pa").VMUsage(ctx, vm.Name, client.UsageRange{})
+	if client.ErrorCode(err) != api.CodeConflict || !strings.Contains(err.Error(), leaderName) {
+		t.Errorf("a provider vm's history from another server: %v, want 409 naming %s", err, leaderName)
+	}
+	_, err = c2.HostUsage(ctx, vm.Spec.Host, client.UsageRange{})
+	if client.ErrorCode(err) != api.CodeConflict || !strings.Contains(err.Error(), leaderName) {
+		t.Errorf("a provider host's history from another server: %v, want 409 naming %s", err, leaderName)
 	}
 }
 
