@@ -316,7 +316,7 @@ func (s *Server) estateSnapshot(ctx context.Context) (planner.Snapshot, []string
 	}
 	slices.Sort(warnings)
 	if unsized > 0 {
-		warnings = append(warnings, fmt.Sprintf("%d of %d vms have no usage history (a provider's, new, or on a host that did not answer): they are sized by their allocation", unsized, len(snap.VMs)))
+		warnings = append(warnings, fmt.Sprintf("%d of %d vms have no usage history (new, on a host that did not answer, or a provider's not sampled yet): they are sized by their allocation", unsized, len(snap.VMs)))
 	}
 	return snap, warnings
 }
