@@ -355,13 +355,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("opening the audit log: %w", err)
 	}
 	if cfg.UsageInterval > 0 {
-		pst, err := usage.Open(providerUsageDir(cfg.DataDir), usage.Options{})
+		pst, err := usage.Open(providerUsageDir(cfg.DataDir), usage.Options{MaxSeries: providerUsageSeries})
 		if err != nil {
 			_ = s.audit.Close()
 			st.Close()
 			return nil, fmt.Errorf("opening the providers' usage history: %w", err)
 		}
-		s.provUsage = &providerSampler{s: s, store: pst, last: map[string]cumulativeCPU{}, busy: map[string]bool{}}
+		s.provUsage = &providerSampler{s: s, store: pst, last: map[string]cumulativeCPU{}, busy: map[string]bool{}, maxSeries: providerUsageSeries}
 	}
 	s.limiter.Store(throttle.NewLimiter(cfg.RateLimit, cfg.RateBurst, 10*time.Minute))
 	s.logins = throttle.NewLogin(loginPairConfig)

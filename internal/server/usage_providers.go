@@ -17,6 +17,10 @@ import (
 // providerUsageTimeout bounds one provider's usage reading.
 const providerUsageTimeout = 20 * time.Second
 
+// providerUsageSeries bounds the series of the providers' history: as an
+// agent's store, 4,096 series (2.2 GB at most).
+const providerUsageSeries = 4096
+
 // providerUsageDir is where the leading server keeps the history of the
 // connected providers' VMs and hosts.
 func providerUsageDir(dataDir string) string { return filepath.Join(dataDir, "usage-providers") }
@@ -35,6 +39,12 @@ type providerSampler struct {
 	busy     map[string]bool
 
 	mu sync.Mutex
+	// maxSeries bounds the series written (the store's bound): past it,
+	// series new to a round are not made, so that an estate larger than
+	// the store does not evict, each round, series it writes again the
+	// next. kept holds, by provider, the series written in its last round.
+	maxSeries int
+	kept      map[string]map[string]bool
 	// last is each VM's previous cumulative CPU time (libvirt), by
 	// provider and native id: the first reading of a VM only sets it.
 	last map[string]cumulativeCPU
@@ -80,7 +90,15 @@ func (s *Server) leadProviderUsage(ctx context.Context, _ store.Writer) {
 // round starts a reading of each connected provider that can tell its
 // usage and is not still answering the last one, all at once.
 func (ps *providerSampler) round(ctx context.Context, now time.Time) {
-	for name, p := range ps.s.ctl.Estate.Connected() {
+	connected := ps.s.ctl.Estate.Connected()
+	ps.mu.Lock()
+	for name := range ps.kept {
+		if connected[name] == nil {
+			delete(ps.kept, name) // its series no longer count against the bound
+		}
+	}
+	ps.mu.Unlock()
+	for name, p := range connected {
 		r, ok := p.(provider.UsageReader)
 		if !ok {
 			continue
@@ -135,15 +153,16 @@ func (ps *providerSampler) record(name string, t time.Time, u *provider.Usage) e
 
 // recordAs is record with the provider's mirrored VMs' UIDs and hosts'
 // names by native id.
-func (ps *providerSampler) recordAs(name string, t time.Time, u *provider.Usage, uids, hosts map[string]string) error {
+func (ps *providerSampler) recordAs(name string, t time.Time, u *provider.Usage, uids, hosts map[string]string) (err error) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	var firstErr error
-	add := func(kind, id string, cpu, mem float64) {
-		if err := ps.store.Add(kind, id, t, cpu, mem); err != nil && firstErr == nil {
-			firstErr = err
+	var points []seriesPoint
+	add := func(kind, id string, cpu, mem float64) { points = append(points, seriesPoint{kind, id, cpu, mem}) }
+	defer func() {
+		if e := ps.write(name, t, points); err == nil {
+			err = e
 		}
-	}
+	}()
 	type sum struct {
 		cpu, mem float64
 		partial  bool
@@ -190,14 +209,14 @@ func (ps *providerSampler) recordAs(name string, t time.Time, u *provider.Usage,
 				add(usage.KindHost, hn, h.CPUCores, float64(max(h.MemoryBytes, 0)))
 			}
 		}
-		return firstErr
+		return nil
 	}
 	for id, hs := range sums {
 		if hn, ok := hosts[id]; ok && !hs.partial {
 			add(usage.KindHost, hn, hs.cpu, hs.mem)
 		}
 	}
-	return firstErr
+	return nil
 }
 
 // leadsProviderUsage tells whether this server keeps the providers'
@@ -261,4 +280,53 @@ func (s *Server) providerPlanHistories(ctx context.Context, histories map[string
 		histories[v.UID] = h
 	}
 	return nil
+}
+
+// seriesPoint is one point of one series.
+type seriesPoint struct {
+	kind, id string
+	cpu, mem float64
+}
+
+// write writes the points of one round of provider name: to the series
+// it wrote in its last round, then, within the bound of series, to new
+// ones. It returns the first error, or says how many were not written
+// for the bound. Called with ps.mu held.
+func (ps *providerSampler) write(name string, t time.Time, pts []seriesPoint) error {
+	if ps.kept == nil {
+		ps.kept = map[string]map[string]bool{}
+	}
+	prev, kept := ps.kept[name], make(map[string]bool, len(pts))
+	used := 0 // series written in their last rounds by the others
+	for p, k := range ps.kept {
+		if p != name {
+			used += len(k)
+		}
+	}
+	for _, p := range pts {
+		if prev[p.kind+"/"+p.id] {
+			used++
+		}
+	}
+	var firstErr error
+	skipped := 0
+	for _, p := range pts {
+		key := p.kind + "/" + p.id
+		if !prev[key] {
+			if ps.maxSeries > 0 && used >= ps.maxSeries {
+				skipped++
+				continue
+			}
+			used++
+		}
+		kept[key] = true
+		if err := ps.store.Add(p.kind, p.id, t, p.cpu, p.mem); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	ps.kept[name] = kept
+	if firstErr == nil && skipped > 0 {
+		firstErr = fmt.Errorf("%d vms and hosts not sampled: the providers' history keeps at most %d series", skipped, ps.maxSeries)
+	}
+	return firstErr
 }

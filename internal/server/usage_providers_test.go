@@ -203,3 +203,52 @@ func TestProviderUsageRecord(t *testing.T) {
 		t.Errorf("host read by its provider: %+v", h)
 	}
 }
+
+// TestProviderUsageSeriesBound: past the store's bound of series, VMs new
+// to a round are not sampled (and say so), those sampled before go on,
+// and a VM gone makes room: a larger estate does not evict, each round,
+// series it writes again the next.
+func TestProviderUsageSeriesBound(t *testing.T) {
+	st, err := usage.Open(t.TempDir(), usage.Options{MaxSeries: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ps := &providerSampler{store: st, last: map[string]cumulativeCPU{}, busy: map[string]bool{}, maxSeries: 2}
+	uids := map[string]string{"a": "uid-a", "b": "uid-b", "c": "uid-c"}
+	t0 := time.Now().UTC().Truncate(time.Hour).Add(-time.Hour)
+	round := func(i int, ids ...string) error {
+		u := &provider.Usage{}
+		for _, id := range ids {
+			u.VMs = append(u.VMs, provider.VMUsage{ID: id, CPUCores: 1})
+		}
+		return ps.recordAs("vc", t0.Add(time.Duration(i)*time.Minute), u, uids, nil)
+	}
+	points := func(uid string) int {
+		pts, _, err := st.Query(usage.KindVM, uid, t0, t0.Add(time.Hour), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, p := range pts {
+			n += p.Samples
+		}
+		return n
+	}
+	if err := round(0, "a", "b", "c"); err == nil || !strings.Contains(err.Error(), "1 vms and hosts not sampled") {
+		t.Errorf("a round past the bound: %v", err)
+	}
+	// Those sampled go on, whatever order the provider lists them in.
+	_ = round(1, "c", "b", "a")
+	if pa, pb, pc := points("uid-a"), points("uid-b"), points("uid-c"); pa != 2 || pb != 2 || pc != 0 {
+		t.Errorf("samples after two rounds: a %d, b %d, c %d; want 2, 2, 0", pa, pb, pc)
+	}
+	// a goes: c takes its place.
+	_ = round(2, "c", "b")
+	if err := round(3, "c", "b"); err != nil {
+		t.Errorf("a round within the bound: %v", err)
+	}
+	if pc := points("uid-c"); pc != 2 {
+		t.Errorf("c sampled %d times after a went, want 2", pc)
+	}
+}
