@@ -84,6 +84,7 @@ cluster named by --etcd-endpoints.`,
 			} else if joinToken != "" {
 				return errors.New("--join-token: give the URL of a server to join with --join")
 			}
+			cfg.UsageInterval = usageInterval
 			srv, err := server.New(ctx, cfg)
 			if err != nil {
 				return err
@@ -140,6 +141,7 @@ cluster named by --etcd-endpoints.`,
 	f.BoolVar(&noAgent, "no-agent", false, "run no built-in agent (VMs run only on joined hosts)")
 	addAccelFlag(cmd, &accel)
 	addUsageFlag(cmd)
+	f.Lookup("usage-interval").Usage += "; the leading server samples the connected providers' VMs and hosts as often, into <data-dir>/usage-providers"
 	f.StringVar(&agentAddr, "agent-address", "", "the built-in agent's host address, as reported to the server; live migrations to this host come in on it (default: loopback only)")
 	addConfigFlag(cmd, &confPath, DefaultServerConfig)
 	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", 15*time.Second, "mark a host not ready when its agent has not reported for this long")

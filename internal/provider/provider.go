@@ -227,3 +227,38 @@ type Change struct {
 	DeletedVM string
 	Host      *Host
 }
+
+// UsageReader is implemented by a provider that can read what its running
+// VMs, and its hosts when that is cheap, use now: the server samples it
+// into the utilization history.
+type UsageReader interface {
+	Usage(ctx context.Context) (*Usage, error)
+}
+
+// Usage is one reading of an estate's use.
+type Usage struct {
+	VMs []VMUsage
+	// Hosts is empty when the provider reads none: a host's use is then
+	// the sum of its VMs'.
+	Hosts []HostUsage
+}
+
+// VMUsage is what one running VM uses. CPU comes either as cores busy now
+// (CPUCores: vSphere's quick statistics) or, with Cumulative, as the CPU
+// time used since the VM started (CPUSeconds: libvirt), which the sampler
+// turns into cores between two readings.
+type VMUsage struct {
+	ID          string // native id
+	Host        string // native id of the host it runs on
+	CPUCores    float64
+	CPUSeconds  float64
+	Cumulative  bool
+	MemoryBytes int64
+}
+
+// HostUsage is what one host uses now.
+type HostUsage struct {
+	ID          string // native id
+	CPUCores    float64
+	MemoryBytes int64
+}

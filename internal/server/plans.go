@@ -294,6 +294,7 @@ func (s *Server) estateSnapshot(ctx context.Context) (planner.Snapshot, []string
 		snap.Hosts = append(snap.Hosts, ph)
 	}
 	histories, warnings := s.planHistories(ctx, vmsByHost)
+	warnings = append(warnings, s.providerPlanHistories(ctx, histories)...)
 	unsized := 0
 	for _, v := range s.vms.Select(func(v *api.VM) bool { return v.Spec.Deletion == nil }) {
 		pv := planner.VM{
@@ -315,7 +316,7 @@ func (s *Server) estateSnapshot(ctx context.Context) (planner.Snapshot, []string
 	}
 	slices.Sort(warnings)
 	if unsized > 0 {
-		warnings = append(warnings, fmt.Sprintf("%d of %d vms have no usage history (a provider's, new, or on a host that did not answer): they are sized by their allocation", unsized, len(snap.VMs)))
+		warnings = append(warnings, fmt.Sprintf("%d of %d vms have no usage history (new, on a host that did not answer, or a provider's not sampled yet): they are sized by their allocation", unsized, len(snap.VMs)))
 	}
 	return snap, warnings
 }

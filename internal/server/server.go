@@ -41,6 +41,7 @@ import (
 	"github.com/polyvisor/polyvisor/internal/secrets"
 	"github.com/polyvisor/polyvisor/internal/store"
 	"github.com/polyvisor/polyvisor/internal/throttle"
+	"github.com/polyvisor/polyvisor/internal/usage"
 )
 
 // Config configures a server.
@@ -134,12 +135,19 @@ type Config struct {
 	// BalanceTick is how often the balancing controller looks at its
 	// settings (100 ms when zero); its cycles run at the interval they set.
 	BalanceTick time.Duration
+	// UsageInterval is how often the leading server samples the connected
+	// providers' VMs and hosts into <DataDir>/usage-providers (default
+	// 1m; negative keeps none).
+	UsageInterval time.Duration
 }
 
 // Server is a running control plane.
 type Server struct {
 	cfg Config
 	log *slog.Logger
+	// provUsage keeps the connected providers' usage history; nil when
+	// none is kept.
+	provUsage *providerSampler
 
 	st     *store.Store
 	vms    *store.Collection[api.VM]
@@ -239,6 +247,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.LeaseInterval == 0 {
 		cfg.LeaseInterval = 10 * time.Second
+	}
+	if cfg.UsageInterval == 0 {
+		cfg.UsageInterval = time.Minute
 	}
 	if cfg.AuditQueryMaxBytes == 0 {
 		cfg.AuditQueryMaxBytes = defaultAuditQueryBytes
@@ -343,6 +354,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, fmt.Errorf("opening the audit log: %w", err)
 	}
+	if cfg.UsageInterval > 0 {
+		pst, err := usage.Open(providerUsageDir(cfg.DataDir), usage.Options{MaxSeries: providerUsageSeries})
+		if err != nil {
+			_ = s.audit.Close()
+			st.Close()
+			return nil, fmt.Errorf("opening the providers' usage history: %w", err)
+		}
+		s.provUsage = &providerSampler{s: s, store: pst, last: map[string]cumulativeCPU{}, busy: map[string]bool{}, maxSeries: providerUsageSeries}
+	}
 	s.limiter.Store(throttle.NewLimiter(cfg.RateLimit, cfg.RateBurst, 10*time.Minute))
 	s.logins = throttle.NewLogin(loginPairConfig)
 	s.loginAddrs = throttle.NewLogin(loginAddrConfig)
@@ -365,7 +385,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Metrics: s.metrics, ErrorOf: toAPIError, Audit: s.auditSystem, Logger: cfg.Logger,
 		Counted: s.net.m.Counted, Leaders: []func(context.Context, store.Writer){s.net.m.RunJanitor,
 			func(ctx context.Context, w store.Writer) { s.ha.Lead(ctx, w) },
-			func(ctx context.Context, w store.Writer) { s.balance.Lead(ctx, w) }, s.leadMigrations},
+			func(ctx context.Context, w store.Writer) { s.balance.Lead(ctx, w) }, s.leadMigrations, s.leadProviderUsage},
 	})
 	s.ha = s.newHA()
 	s.balance = s.newBalance()
@@ -521,6 +541,11 @@ func (s *Server) Close() error {
 	s.streams.closeAll()
 	s.bg.Wait()
 	s.ctl.Wait()
+	if s.provUsage != nil {
+		if err := s.provUsage.store.Close(); err != nil {
+			s.log.Error("closing the providers' usage history", "err", err)
+		}
+	}
 	s.auditFold.Close()
 	if err := s.audit.Close(); err != nil {
 		s.log.Error("closing the audit log", "err", err)

@@ -103,11 +103,18 @@ func (s *Server) vmUsage(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	out := api.UsageHistory{Kind: usage.KindVM, Name: vm.Name, Since: since, Until: until, CPUs: vm.Spec.VCPUs, MemoryMiB: vm.Spec.MemoryMiB, Points: []api.UsagePoint{}}
 	if vm.Spec.Provider != nil {
-		s.writeError(w, r, api.Unprocessable("provider %q: the usage of its vms is not kept", vm.Spec.Provider.Name))
+		// Sampled by the leading server (usage_providers.go).
+		pts, st, err := s.providerHistory(r.Context(), vm.Spec.Provider.Name, usage.KindVM, vm.UID, since, until, step)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		out.Points, out.StepSeconds = pts, st
+		writeJSON(w, http.StatusOK, out)
 		return
 	}
-	out := api.UsageHistory{Kind: usage.KindVM, Name: vm.Name, Since: since, Until: until, CPUs: vm.Spec.VCPUs, MemoryMiB: vm.Spec.MemoryMiB, Points: []api.UsagePoint{}}
 	if vm.Spec.Host == "" {
 		// Never placed: no host has sampled it.
 		writeJSON(w, http.StatusOK, out)
@@ -137,7 +144,13 @@ func (s *Server) hostUsage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h.Provider != nil {
-		s.writeError(w, r, api.Unprocessable("provider %q: the usage of its hosts is not kept", h.Provider.Name))
+		pts, st, err := s.providerHistory(r.Context(), h.Provider.Name, usage.KindHost, h.Name, since, until, step)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, api.UsageHistory{Kind: usage.KindHost, Name: h.Name, Since: since, Until: until, StepSeconds: st,
+			CPUs: h.Status.CPUs, MemoryMiB: h.Status.MemoryMiB, Points: pts})
 		return
 	}
 	ans, err := s.askUsage(r.Context(), h.Name, api.UsageQuery{Kind: usage.KindHost, Since: since, Until: until, StepSeconds: int64(step / time.Second)}, "")
@@ -187,10 +200,17 @@ func (d demandReader) VMDemand(ctx context.Context, vm string, window time.Durat
 	if !ok {
 		return usage.Demand{}, api.NotFound("vm", vm)
 	}
-	if v.Spec.Host == "" || v.Spec.Provider != nil {
+	now := time.Now().UTC()
+	if v.Spec.Provider != nil {
+		pts, _, err := d.s.providerHistory(ctx, v.Spec.Provider.Name, usage.KindVM, v.UID, now.Add(-window), now, 0)
+		if err != nil {
+			return usage.Demand{}, err
+		}
+		return usage.Mean(fromAPI(pts)), nil
+	}
+	if v.Spec.Host == "" {
 		return usage.Demand{}, nil
 	}
-	now := time.Now().UTC()
 	ans, err := d.s.askUsage(ctx, v.Spec.Host, api.UsageQuery{Kind: usage.KindVM, UIDs: []string{v.UID}, Since: now.Add(-window), Until: now}, v.Key())
 	if err != nil {
 		return usage.Demand{}, err
@@ -200,10 +220,18 @@ func (d demandReader) VMDemand(ctx context.Context, vm string, window time.Durat
 
 // HostDemand is the mean of the sum of a host's VMs over the window.
 func (d demandReader) HostDemand(ctx context.Context, host string, window time.Duration) (usage.Demand, error) {
-	if _, ok := d.s.hosts.Get(host); !ok {
+	h, ok := d.s.hosts.Get(host)
+	if !ok {
 		return usage.Demand{}, api.NotFound("host", host)
 	}
 	now := time.Now().UTC()
+	if h.Provider != nil {
+		pts, _, err := d.s.providerHistory(ctx, h.Provider.Name, usage.KindHost, h.Name, now.Add(-window), now, 0)
+		if err != nil {
+			return usage.Demand{}, err
+		}
+		return usage.Mean(fromAPI(pts)), nil
+	}
 	ans, err := d.s.askUsage(ctx, host, api.UsageQuery{Kind: usage.KindHost, Since: now.Add(-window), Until: now}, "")
 	if err != nil {
 		return usage.Demand{}, err
