@@ -116,12 +116,18 @@ export function ClusterUsage() {
     setErr(undefined);
     listAll<Host>('/v1/hosts', {}, ac.signal)
       .then(async (hosts) => {
-        const own = hosts.filter((h) => !h.provider && h.status.state === 'ready');
+        const shown = hosts.filter((h) => h.status.state === 'ready');
         const byCluster = new Map<string, string[]>();
-        // Polyvisor's own hosts are one cluster, as in the forecast.
-        for (const h of own) byCluster.set('', [...(byCluster.get('') ?? []), h.name]);
+        // Polyvisor's own hosts are one cluster, as in the forecast; a
+        // provider's hosts go by its name and their cluster. A provider's
+        // history is kept by the leading server: another answers 409 and
+        // those hosts are left out.
+        for (const h of shown) {
+          const c = h.provider ? `${h.provider.name}/${h.provider.cluster ?? ''}` : '';
+          byCluster.set(c, [...(byCluster.get(c) ?? []), h.name]);
+        }
         setClusters(byCluster);
-        const got = await Promise.all(own.map((h) => call<UsageHistory>('GET', usagePath('hosts', h.name, span), undefined, ac.signal).catch(() => undefined)));
+        const got = await Promise.all(shown.map((h) => call<UsageHistory>('GET', usagePath('hosts', h.name, span), undefined, ac.signal).catch(() => undefined)));
         setHs(got.filter((x): x is UsageHistory => !!x));
       })
       .catch((e) => ac.signal.aborted || setErr(e));
@@ -138,7 +144,9 @@ export function ClusterUsage() {
       {hs && hs.length === 0 && <p className="muted">No host answered with a history.</p>}
       {hs &&
         [...clusters.entries()].map(([c, names]) => {
-          const sum = sumHistories(c || "Polyvisor's hosts", hs.filter((h) => names.includes(h.name)));
+          const answered = hs.filter((h) => names.includes(h.name));
+          if (c && answered.length === 0) return null;
+          const sum = sumHistories(c || "Polyvisor's hosts", answered);
           return (
             <details key={c} open>
               <summary>
