@@ -242,13 +242,12 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	// Each subscription keeps only the host's changes, in the store's
-	// watch: with thousands of hosts, a VM's change wakes its host's
-	// watch alone. The switch below decides what each change means.
-	changes := s.vms.SubscribeWhere(ctx, func(c store.Change[api.VM]) bool {
-		return concernsHost(c.Obj, host) || (c.Prev != nil && concernsHost(c.Prev, host))
-	})
-	volChanges := s.volumes.SubscribeWhere(ctx, func(c store.Change[api.Volume]) bool { return c.Obj.Spec.Host == host })
+	// Each subscription gets only the host's changes, from partitions
+	// of the collections by host: with thousands of hosts, a VM's change
+	// reaches the watches of the hosts it names alone. The switch below
+	// decides what each change means.
+	changes := s.vmsOn.Subscribe(ctx, host)
+	volChanges := s.volumesOn.Subscribe(ctx, host)
 	poolChanges := s.pools.SubscribeWhere(ctx, func(c store.Change[api.Pool]) bool { return slices.Contains(c.Obj.Spec.Hosts, host) })
 	requests, unregister := s.streams.register(host)
 	defer unregister()
@@ -264,7 +263,7 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 			f.Flush()
 		}
 	}
-	for _, vm := range listAll(s.vms, func(vm *api.VM) bool { return concernsHost(vm, host) }) {
+	for _, vm := range s.vmsOn.List(host) {
 		if enc.Encode(api.AgentMessage{Type: api.AgentMsgVM, VM: vm}) != nil {
 			return
 		}
@@ -274,7 +273,7 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	for _, v := range listAll(s.volumes, func(v *api.Volume) bool { return v.Spec.Host == host }) {
+	for _, v := range s.volumesOn.List(host) {
 		if enc.Encode(api.AgentMessage{Type: api.AgentMsgVolume, Volume: v}) != nil {
 			return
 		}
@@ -342,7 +341,16 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 // concernsHost tells whether a host's agent has a VM: placed on the host,
 // or migrating to it.
 func concernsHost(vm *api.VM, host string) bool {
-	return vm.Spec.Host == host || (vm.Spec.Migration != nil && vm.Spec.Migration.Target == host)
+	return slices.Contains(vmHosts(vm), host)
+}
+
+// vmHosts are the hosts whose agents have a VM: the one it is placed on
+// and the one it migrates to.
+func vmHosts(vm *api.VM) []string {
+	if vm.Spec.Migration != nil {
+		return []string{vm.Spec.Host, vm.Spec.Migration.Target}
+	}
+	return []string{vm.Spec.Host}
 }
 
 func (s *Server) putVMStatus(w http.ResponseWriter, r *http.Request) {

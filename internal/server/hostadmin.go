@@ -184,7 +184,10 @@ func (s *Server) deleteHost(w http.ResponseWriter, r *http.Request) {
 // being placed there.
 func (s *Server) hostIsEmpty(name string) error {
 	var keys []string
-	for _, vm := range listAll(s.vms, func(vm *api.VM) bool { return vm.Spec.Host == name }) {
+	for _, vm := range s.vmsOn.List(name) {
+		if vm.Spec.Host != name {
+			continue // only migrating to it
+		}
 		k := vm.Key()
 		if vm.Spec.Deletion != nil {
 			k += " (being deleted)"

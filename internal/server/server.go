@@ -155,6 +155,13 @@ type Server struct {
 	images *store.Collection[api.Image]
 	ops    *store.Collection[api.Operation]
 	idem   *store.Collection[ops.IdempotencyRecord]
+
+	// vmsOn holds the VMs by the hosts they concern (placed on or
+	// migrating to), volumesOn the volumes by their host: a host's watch
+	// and the HA check read and follow one host's objects, not all.
+	vmsOn     *store.Partition[api.VM]
+	volumesOn *store.Partition[api.Volume]
+
 	// migrations holds the targets' sides of migrations, for the agents
 	// alone.
 	migrations *store.Collection[api.AgentMigration]
@@ -311,6 +318,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.settings = store.NewCollection(st, "settings", func(r *settingsRecord, rev int64) { r.Version = rev })
 	s.pools = store.NewCollection(st, "pools", func(p *api.Pool, rev int64) { p.Version = rev })
 	s.volumes = store.NewCollection(st, "volumes", func(v *api.Volume, rev int64) { v.Version = rev })
+	s.vmsOn = store.NewPartition(s.vms, vmHosts)
+	s.volumesOn = store.NewPartition(s.volumes, func(v *api.Volume) []string { return []string{v.Spec.Host} })
 	s.vmMigrations = store.NewCollection(st, "vmmigrations", func(m *api.VMMigration, rev int64) { m.Version = rev })
 	s.servers = store.NewCollection(st, "servers", func(r *serverRecord, rev int64) { r.Version = rev })
 	s.balanceRecs = store.NewCollection(st, "balance", func(r *balance.Record, rev int64) { r.Version = rev })

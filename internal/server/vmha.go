@@ -249,7 +249,7 @@ func (c *HAConfig) defaults(heartbeatTimeout time.Duration) error {
 // newHA makes the leader's HA controller.
 func (s *Server) newHA() *ha.Controller {
 	return ha.New(ha.Config{
-		Hosts: s.hosts, VMs: s.vms, Ops: s.ops, Pools: s.pools, Volumes: s.volumes,
+		Hosts: s.hosts, VMs: s.vms, VMsOn: s.vmsOn.List, Ops: s.ops, Pools: s.pools, Volumes: s.volumes,
 		Placer: s.ctl.Placer, LockVM: s.ctl.Ops.LockVM, LastHeard: s.ctl.Liveness.LastHeard,
 		Timings: ha.Timings{FenceTimeout: s.cfg.HA.FenceTimeout, Margin: s.cfg.HA.Margin, OnTimeout: s.cfg.HA.FenceOnTimeout},
 		Hook:    s.cfg.HA.Hook, HookTimeout: s.cfg.HA.HookTimeout,

@@ -172,19 +172,25 @@ func (c *Collection[T]) Subscribe(ctx context.Context) <-chan Change[T] {
 // its own VMs) cost a thousand calls per change, not a thousand wake-ups
 // and copies. It must be quick and must not block or take locks.
 func (c *Collection[T]) SubscribeWhere(ctx context.Context, keep func(Change[T]) bool) <-chan Change[T] {
-	out := make(chan Change[T])
 	sub := &subscriber[T]{signal: make(chan struct{}, 1), keep: keep}
 	c.subMu.Lock()
 	c.subs[sub] = struct{}{}
 	c.subMu.Unlock()
+	return c.serve(ctx, sub, func() {
+		c.subMu.Lock()
+		delete(c.subs, sub)
+		c.subMu.Unlock()
+	})
+}
 
+// serve delivers sub's queue on the channel it returns, from its own
+// goroutine, until ctx ends or the store closes; then it calls leave and
+// closes the channel.
+func (c *Collection[T]) serve(ctx context.Context, sub *subscriber[T], leave func()) <-chan Change[T] {
+	out := make(chan Change[T])
 	go func() {
 		defer close(out)
-		defer func() {
-			c.subMu.Lock()
-			delete(c.subs, sub)
-			c.subMu.Unlock()
-		}()
+		defer leave()
 		done := c.s.ctx.Done()
 		for {
 			sub.mu.Lock()

@@ -32,6 +32,8 @@ func runSuite(t *testing.T, mk configFunc) {
 		{"RawKeys", testRawKeys},
 		{"SlowSubscriber", testSlowSubscriber},
 		{"FilteredSubscriber", testFilteredSubscriber},
+		{"Partition", testPartition},
+		{"PartitionBuiltUnderWrites", testPartitionBuiltUnderWrites},
 	}
 	t.Run("Parallel", func(t *testing.T) {
 		for _, tc := range tests {

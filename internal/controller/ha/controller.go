@@ -37,7 +37,10 @@ type Config struct {
 	Ops     *store.Collection[api.Operation]
 	Pools   *store.Collection[api.Pool]
 	Volumes *store.Collection[api.Volume]
-	Placer  Placer
+	// VMsOn, when set, returns the VMs a host is or will be running (an
+	// index by host); otherwise the VMs are scanned.
+	VMsOn  func(host string) []*api.VM
+	Placer Placer
 	// LockVM serializes with the operation controller on one VM.
 	LockVM func(key string) func()
 	// LastHeard is the newest heartbeat of a host the leader knows of.
@@ -167,13 +170,24 @@ func (c *Controller) Check(ctx context.Context, w store.Writer, began time.Time)
 // each that are restarted elsewhere when it is lost: HA restart, meant to
 // run, not being deleted or migrated.
 func (c *Controller) haVMs(byHost map[string][]*api.VM) {
-	for _, vm := range c.cfg.VMs.Select(func(vm *api.VM) bool {
+	restartable := func(vm *api.VM) bool {
 		s := vm.Spec
-		if _, judged := byHost[s.Host]; !judged {
-			return false
-		}
 		return s.HA == api.HARestart && s.Provider == nil && s.Deletion == nil &&
 			s.Migration == nil && s.PowerState != api.PowerStopped
+	}
+	if c.cfg.VMsOn != nil {
+		for host := range byHost {
+			for _, vm := range c.cfg.VMsOn(host) {
+				if vm.Spec.Host == host && restartable(vm) {
+					byHost[host] = append(byHost[host], vm)
+				}
+			}
+		}
+		return
+	}
+	for _, vm := range c.cfg.VMs.Select(func(vm *api.VM) bool {
+		_, judged := byHost[vm.Spec.Host]
+		return judged && restartable(vm)
 	}) {
 		byHost[vm.Spec.Host] = append(byHost[vm.Spec.Host], vm)
 	}
