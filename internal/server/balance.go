@@ -34,10 +34,7 @@ func (s *Server) newBalance() *balance.Controller {
 	return balance.New(balance.Config{
 		Hosts: s.hosts, VMs: s.vms, Ops: s.ops, Records: s.balanceRecs,
 		Demand: &balance.Recent{
-			Read: func(ctx context.Context, vm string, window time.Duration) (float64, int64, int, error) {
-				d, err := s.UsageDemand().VMDemand(ctx, vm, window)
-				return d.CPU, d.MemoryBytes, d.Points, err
-			},
+			Read:     s.hostVMsHistory,
 			Fallback: &balance.LiveStats{Sample: s.sampleVM},
 		},
 		Busy:      s.ctl.Ops.Busy,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/controller/balance"
 	"github.com/polyvisor/polyvisor/internal/planner"
 	"github.com/polyvisor/polyvisor/internal/usage"
 )
@@ -216,6 +217,27 @@ func (d demandReader) VMDemand(ctx context.Context, vm string, window time.Durat
 		return usage.Demand{}, err
 	}
 	return usage.Mean(fromAPI(ans.Series[v.UID])), nil
+}
+
+// hostVMsHistory reads the means of the history of VMs placed on one of
+// Polyvisor's hosts over the window, in one request to its agent: the
+// balancer's demand for a host's VMs.
+func (s *Server) hostVMsHistory(ctx context.Context, host string, vms []*api.VM, window time.Duration) (map[string]balance.HistoryMean, error) {
+	now := time.Now().UTC()
+	q := api.UsageQuery{Kind: usage.KindVM, Since: now.Add(-window), Until: now}
+	for _, v := range vms {
+		q.UIDs = append(q.UIDs, v.UID)
+	}
+	ans, err := s.askUsage(ctx, host, q, "")
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]balance.HistoryMean, len(vms))
+	for _, v := range vms {
+		d := usage.Mean(fromAPI(ans.Series[v.UID]))
+		out[v.Key()] = balance.HistoryMean{CPU: d.CPU, MemoryBytes: d.MemoryBytes, Points: d.Points}
+	}
+	return out, nil
 }
 
 // HostDemand is the mean of the sum of a host's VMs over the window.

@@ -10,27 +10,36 @@ import (
 	"github.com/polyvisor/polyvisor/api"
 )
 
-// HistoryReader reads the mean of a VM's utilization history over the
-// last window on its current host: CPU in cores, memory in bytes, and how
-// many points the mean is of (0: none).
-type HistoryReader func(ctx context.Context, vm string, window time.Duration) (cpu float64, memoryBytes int64, points int, err error)
+// HistoryReader reads, in one request to a host, the means of the
+// utilization history over the last window of VMs placed on it, keyed by
+// the VMs' store keys: CPU in cores, memory in bytes, and how many points
+// each mean is of (a VM left out, or with 0 points, has none).
+type HistoryReader func(ctx context.Context, host string, vms []*api.VM, window time.Duration) (map[string]HistoryMean, error)
+
+// HistoryMean is a VM's mean use over a window of its history.
+type HistoryMean struct {
+	CPU         float64
+	MemoryBytes int64
+	Points      int
+}
 
 // Recent is demand from the hosts' utilization history: each VM at its
 // mean over the last Window, so that a balancing cycle follows what a VM
 // used for minutes, not one instant (a spike between two samples moves
-// nothing). A VM with no history there yet (new, just moved, or a host
-// keeping none) is asked of Fallback.
+// nothing). Each host is asked once for all its VMs. A VM with no history
+// there yet (new, just moved, or a host keeping none) is asked of
+// Fallback.
 type Recent struct {
 	Read     HistoryReader
 	Window   time.Duration // 15 minutes when zero
 	Fallback Demand
-	Parallel int // reads at once (8 when zero)
+	Parallel int // hosts read at once (8 when zero)
 }
 
 var _ Demand = (*Recent)(nil)
 
-// VMDemand reads each VM's history, then asks the fallback for the VMs
-// it had none of.
+// VMDemand reads the history of each host's VMs, then asks the fallback
+// for the VMs it had none of.
 func (r *Recent) VMDemand(ctx context.Context, vms []*api.VM) (map[string]api.PlanUsage, []string, error) {
 	window, parallel := r.Window, r.Parallel
 	if window <= 0 {
@@ -39,27 +48,40 @@ func (r *Recent) VMDemand(ctx context.Context, vms []*api.VM) (map[string]api.Pl
 	if parallel <= 0 {
 		parallel = 8
 	}
+	byHost := map[string][]*api.VM{}
+	var hosts []string
+	for _, v := range vms {
+		if byHost[v.Spec.Host] == nil {
+			hosts = append(hosts, v.Spec.Host)
+		}
+		byHost[v.Spec.Host] = append(byHost[v.Spec.Host], v)
+	}
+	sort.Strings(hosts)
 	var mu sync.Mutex
 	out := map[string]api.PlanUsage{}
 	var notes []string
 	var rest []*api.VM
 	sem := make(chan struct{}, parallel)
 	var wg sync.WaitGroup
-	for _, v := range vms {
+	for _, host := range hosts {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			cpu, mem, points, err := r.Read(ctx, v.Key(), window)
+			means, err := r.Read(ctx, host, byHost[host], window)
 			mu.Lock()
 			defer mu.Unlock()
-			switch {
-			case err != nil:
-				notes = append(notes, fmt.Sprintf("%s: history: %v", v.Key(), err))
-				rest = append(rest, v)
-			case points == 0:
-				rest = append(rest, v)
-			default:
-				out[v.Key()] = api.PlanUsage{CPU: cpu, MemoryMiB: float64(mem) / (1 << 20)}
+			if err != nil {
+				notes = append(notes, fmt.Sprintf("host %s: history: %v", host, err))
+				rest = append(rest, byHost[host]...)
+				return
+			}
+			for _, v := range byHost[host] {
+				m, ok := means[v.Key()]
+				if !ok || m.Points == 0 {
+					rest = append(rest, v)
+					continue
+				}
+				out[v.Key()] = api.PlanUsage{CPU: m.CPU, MemoryMiB: float64(m.MemoryBytes) / (1 << 20)}
 			}
 		})
 	}

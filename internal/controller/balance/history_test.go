@@ -26,28 +26,32 @@ func (f *askedDemand) VMDemand(_ context.Context, vms []*api.VM) (map[string]api
 	return out, nil, nil
 }
 
-// TestRecentUsesHistoryThenFallback: a VM with history is taken at its
-// mean over the window; one with none, or whose history cannot be read,
-// is asked of the fallback, and only those are.
+// TestRecentUsesHistoryThenFallback: each host is asked once for all its
+// VMs; a VM with history is taken at its mean over the window; one with
+// none, or on a host whose history cannot be read, is asked of the
+// fallback, and only those are.
 func TestRecentUsesHistoryThenFallback(t *testing.T) {
-	vm := func(name string) *api.VM { return &api.VM{Meta: api.Meta{Name: name, Project: "p"}} }
+	vm := func(name, host string) *api.VM {
+		return &api.VM{Meta: api.Meta{Name: name, Project: "p"}, Spec: api.VMSpec{Host: host}}
+	}
 	fb := &askedDemand{known: map[string]api.PlanUsage{"p/new": {CPU: 0.5, MemoryMiB: 64}, "p/broken": {CPU: 2, MemoryMiB: 32}}}
 	var windows []time.Duration
+	asked := map[string][]string{}
 	r := &Recent{
-		Read: func(_ context.Context, key string, w time.Duration) (float64, int64, int, error) {
+		Read: func(_ context.Context, host string, vms []*api.VM, w time.Duration) (map[string]HistoryMean, error) {
 			windows = append(windows, w)
-			switch key {
-			case "p/old":
-				return 1.5, 512 << 20, 3, nil
-			case "p/broken":
-				return 0, 0, 0, errors.New("host not answering")
+			for _, v := range vms {
+				asked[host] = append(asked[host], v.Name)
 			}
-			return 0, 0, 0, nil
+			if host == "h2" {
+				return nil, errors.New("host not answering")
+			}
+			return map[string]HistoryMean{"p/old": {CPU: 1.5, MemoryBytes: 512 << 20, Points: 3}, "p/new": {}}, nil
 		},
 		Fallback: fb,
 		Parallel: 1,
 	}
-	got, notes, err := r.VMDemand(context.Background(), []*api.VM{vm("old"), vm("new"), vm("broken")})
+	got, notes, err := r.VMDemand(context.Background(), []*api.VM{vm("old", "h1"), vm("new", "h1"), vm("broken", "h2")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,6 +69,9 @@ func TestRecentUsesHistoryThenFallback(t *testing.T) {
 	}
 	if len(notes) != 1 {
 		t.Errorf("notes %v, want the unreadable history named", notes)
+	}
+	if len(asked) != 2 || len(asked["h1"]) != 2 || len(asked["h2"]) != 1 {
+		t.Errorf("hosts asked %v, want h1 once for old and new, h2 once for broken", asked)
 	}
 	for _, w := range windows {
 		if w != 15*time.Minute {
