@@ -36,6 +36,10 @@ type Collection[T any] struct {
 	subMu     sync.Mutex
 	subs      map[*subscriber[T]]struct{}
 	observers []func(Change[T])
+	// partitions see each change after every observer, so that what they
+	// hand to their subscribers is already known to all observers (a
+	// host told of its VM finds the placer knows it too).
+	partitions []func(Change[T])
 }
 
 // entry is one indexed object.

@@ -101,6 +101,11 @@ func (c *Collection[T]) publish() {
 			fn(ch)
 		}
 	}
+	for _, fn := range c.partitions {
+		for _, ch := range c.pending {
+			fn(ch)
+		}
+	}
 	for sub := range c.subs {
 		sub.push(c.pending)
 	}

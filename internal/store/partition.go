@@ -15,8 +15,9 @@ import (
 // the one or two hosts it names instead of to ten thousand filters, and
 // a host's VMs are read without visiting every VM.
 //
-// A Partition follows the collection from the store's watch (Observe), so
-// what List returns and what Subscribe delivers are exact as of the index.
+// A Partition follows the collection from the store's watch, after its
+// observers (Observe), so what List returns and what Subscribe delivers
+// are exact as of the index, and known to every observer.
 type Partition[T any] struct {
 	c      *Collection[T]
 	keysOf func(*T) []string
@@ -47,13 +48,16 @@ func NewPartition[T any](c *Collection[T], keysOf func(*T) []string) *Partition[
 		byKey:  make(map[string]map[string]*T),
 		subs:   make(map[string]map[*subscriber[T]]struct{}),
 	}
-	// Changes published from here on reach observe; what came before is
-	// read from the index below, under the lock observe takes. A change
-	// published while the index is read is seen in both: observe skips
-	// what is not newer than what the partition holds.
+	// Changes published from here on reach observe, after the
+	// collection's observers; what came before is read from the index
+	// below, under the lock observe takes. A change published while the
+	// index is read is seen in both: observe skips what is not newer than
+	// what the partition holds.
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	c.Observe(p.observe)
+	c.subMu.Lock()
+	c.partitions = append(c.partitions, p.observe)
+	c.subMu.Unlock()
 	c.snap.Load().Ascend(func(e *entry[T]) bool {
 		p.add(e.name, e.rev, e.obj)
 		return true

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/polyvisor/polyvisor/api"
 )
@@ -205,5 +206,52 @@ func TestPartitionSkipsWhatItAlreadyHolds(t *testing.T) {
 	case c := <-h1:
 		t.Errorf("a replay was told to h1's subscriber: %v %s", c.Type, c.Name)
 	default:
+	}
+}
+
+// TestPartitionDeliversAfterObservers: what a partition's subscriber is
+// told, every observer of the collection has seen, even one registered
+// after the partition was made (a host told of its VM asks the server
+// about it at once, and the server's answer comes from an observer).
+func TestPartitionDeliversAfterObservers(t *testing.T) {
+	ctx := testCtx(t)
+	s := openStore(t, embeddedConfig(t))
+	p := NewPartition(s.vms, hostsOf)
+	var seen sync.Map
+	s.vms.Observe(func(c Change[api.VM]) {
+		if _, ok := seen.Load(c.Name); !ok && c.Name == "slow" {
+			time.Sleep(100 * time.Millisecond) // a busy observer
+		}
+		seen.Store(c.Name, true)
+	})
+	h1 := p.Subscribe(ctx, "h1")
+	// Checked as each change arrives: a create returns only once every
+	// observer has seen it, so checking after it would prove nothing.
+	unseen := make(chan string, 2)
+	go func() {
+		for range 2 {
+			c := <-h1
+			_, ok := seen.Load(c.Name)
+			if !ok {
+				unseen <- c.Name
+			} else {
+				unseen <- ""
+			}
+		}
+	}()
+	for _, n := range []string{"slow", "b"} {
+		if _, err := s.vms.Create(ctx, n, placedVM(n, "h1")); err != nil {
+			t.Fatalf("create: %v", err)
+		}
+	}
+	for range 2 {
+		select {
+		case n := <-unseen:
+			if n != "" {
+				t.Errorf("%s reached the partition's subscriber before the observer saw it", n)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the partition's subscriber was not told of both creates")
+		}
 	}
 }
