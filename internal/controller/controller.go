@@ -48,6 +48,9 @@ type Collections struct {
 	Beats *store.Collection[liveness.Beats]
 	// Volumes count against the projects' volume quota.
 	Volumes *store.Collection[api.Volume]
+	// VMsOn, when set, holds the VMs by the hosts they concern, so that
+	// what concerns a few hosts does not read every VM.
+	VMsOn *store.Partition[api.VM]
 }
 
 // Config wires the controllers to the store and to the server around them.
@@ -154,7 +157,7 @@ func New(ctx context.Context, cfg Config) *Set {
 	s.Images = quota.NewImages(cfg.Projects, cfg.Images, cfg.ImageDir, cfg.MinFreeBytes, log)
 	s.Quota = quota.New(quota.Config{Projects: cfg.Projects, VMs: cfg.VMs, Images: cfg.Images, Queue: s.Ops, Imports: s.Images,
 		Records: records, Counted: cfg.Counted, Volumes: cfg.Volumes})
-	s.Liveness = liveness.New(liveness.Config{Writer: cfg.Store, Hosts: cfg.Hosts, VMs: cfg.VMs, Beats: cfg.Beats, ID: cfg.ID,
+	s.Liveness = liveness.New(liveness.Config{Writer: cfg.Store, Hosts: cfg.Hosts, VMs: cfg.VMs, VMsOn: cfg.VMsOn, Beats: cfg.Beats, ID: cfg.ID,
 		Timeout: cfg.HeartbeatTimeout, Logger: log})
 	s.Leases = leases.New(leases.Config{VMs: cfg.VMs, Ops: s.Ops, Audit: cfg.Audit,
 		Interval: cfg.LeaseInterval, Logger: log})

@@ -386,7 +386,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Collections: controller.Collections{
 			VMs: s.vms, Hosts: s.hosts, Images: s.images, Ops: s.ops, Projects: s.projects,
 			Idempotency: s.idem, Providers: s.providers, Credentials: s.creds, Admission: admitted,
-			Beats: beats, Migrations: s.migrations, Volumes: s.volumes,
+			Beats: beats, Migrations: s.migrations, Volumes: s.volumes, VMsOn: s.vmsOn,
 		},
 		Secrets: s.secrets, Scheduler: cfg.Scheduler, HeartbeatTimeout: cfg.HeartbeatTimeout,
 		LeaseInterval: cfg.LeaseInterval, ImageDir: s.imageDir, ImageBlobs: blobs, MinFreeBytes: int64(cfg.MinFreeBytes),

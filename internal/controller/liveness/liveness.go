@@ -27,6 +27,7 @@ type Monitor struct {
 	lead    atomic.Pointer[store.Writer]
 	hosts   *store.Collection[api.Host]
 	vms     *store.Collection[api.VM]
+	vmsOn   *store.Partition[api.VM]
 	beats   *store.Collection[Beats]
 	self    string
 	timeout time.Duration
@@ -56,6 +57,9 @@ type Config struct {
 	Writer store.Writer
 	Hosts  *store.Collection[api.Host]
 	VMs    *store.Collection[api.VM]
+	// VMsOn, when set, holds the VMs by the hosts they concern: the VMs
+	// of lost hosts are read from it rather than from every VM.
+	VMsOn *store.Partition[api.VM]
 	// Beats holds the heartbeats each server shares, under its ID; nil
 	// shares none.
 	Beats *store.Collection[Beats]
@@ -70,7 +74,7 @@ func New(cfg Config) *Monitor {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Monitor{w: cfg.Writer, hosts: cfg.Hosts, vms: cfg.VMs, beats: cfg.Beats, self: cfg.ID, timeout: cfg.Timeout, log: cfg.Logger,
+	return &Monitor{w: cfg.Writer, hosts: cfg.Hosts, vms: cfg.VMs, vmsOn: cfg.VMsOn, beats: cfg.Beats, self: cfg.ID, timeout: cfg.Timeout, log: cfg.Logger,
 		last: map[string]time.Time{}, started: time.Now()}
 }
 
@@ -281,7 +285,19 @@ func (l *Monitor) markVMsUnknown(ctx context.Context, w store.Writer) {
 	for _, h := range lost {
 		onLost[h.Name] = true
 	}
-	for _, vm := range l.vms.Select(func(vm *api.VM) bool { return onLost[vm.Spec.Host] && vm.Status.PowerState != api.PowerUnknown }) {
+	var vms []*api.VM
+	if l.vmsOn != nil {
+		for _, h := range lost {
+			for _, vm := range l.vmsOn.List(h.Name) {
+				if vm.Spec.Host == h.Name && vm.Status.PowerState != api.PowerUnknown {
+					vms = append(vms, vm)
+				}
+			}
+		}
+	} else {
+		vms = l.vms.Select(func(vm *api.VM) bool { return onLost[vm.Spec.Host] && vm.Status.PowerState != api.PowerUnknown })
+	}
+	for _, vm := range vms {
 		if err := l.markVMUnknown(ctx, w, vm.Key()); err != nil && ctx.Err() == nil {
 			l.log.Warn("marking vm unknown", "vm", vm.Name, "project", vm.Project, "err", err)
 		}
