@@ -49,7 +49,7 @@ func TestWatchTimeline(t *testing.T) {
 		t.Error("not due again after a failed kill")
 	}
 	f := w.Fired(now+T+50*time.Millisecond, time.Now(), []Proc{p}, nil)
-	if f.SilentMS != (T + 50*time.Millisecond).Milliseconds() || len(f.Killed) != 1 || len(w.Procs()) != 0 {
+	if f.SilentMS != (T+50*time.Millisecond).Milliseconds() || len(f.Killed) != 1 || len(w.Procs()) != 0 {
 		t.Errorf("firing %+v, procs left %v", f, w.Procs())
 	}
 	if w.Due(now + 2*T) {

@@ -32,7 +32,7 @@ type Config struct {
 	// Tick is how often the deadline is checked (default 50ms).
 	Tick time.Duration
 	// IdleExit: a keeper that holds no process and has had no agent
-	// connected for this long exits (default 30s), as does one whose
+	// connected for this long exits (default 10 minutes), as does one whose
 	// socket was removed: an agent starts one again when it needs one.
 	IdleExit time.Duration
 }
@@ -65,7 +65,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Tick = 50 * time.Millisecond
 	}
 	if cfg.IdleExit <= 0 {
-		cfg.IdleExit = 30 * time.Second
+		cfg.IdleExit = 10 * time.Minute
 	}
 	path := SocketPath(cfg.Dir)
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
