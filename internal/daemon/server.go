@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -330,10 +331,12 @@ func runAgent(ctx context.Context, c *client.Client, o agentOptions) error {
 		HeartbeatInterval: o.heartbeat, OnServers: o.onServers, UsageInterval: usageInterval,
 		Logger: logger.With("component", "agent", "host", host),
 	}
-	if exe, err := os.Executable(); err == nil {
-		acfg.KeeperCommand = []string{exe, "keeper", "--data-dir", stateDir}
-	} else {
+	// The keeper is this program's `keeper` command; a test binary that
+	// runs a server or an agent in-process has none.
+	if exe, err := os.Executable(); err != nil {
 		logger.Error("no keeper: cannot find this program to start it", "err", err)
+	} else if !testing.Testing() {
+		acfg.KeeperCommand = []string{exe, "keeper", "--data-dir", stateDir}
 	}
 	if dp := newDataplane(stateDir, logger); dp != nil {
 		defer dp.Close()
