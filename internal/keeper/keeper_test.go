@@ -95,7 +95,8 @@ func gone(pid int) bool {
 
 // A real keeper, fed over its socket: it holds the processes it is told
 // of (refusing one whose start time is not the process's, so a reused PID
-// is never killed), does not fire while fed, kills every held process at
+// is never killed, and saying it is not armed while it does not hold
+// every process named), does not fire while fed, kills every held process at
 // once when the contacts stop for T_fence and no earlier than T_fence
 // after the last (its record says how long), leaves other processes
 // alone, is armed again by a newer contact, and exits once its socket is
@@ -130,8 +131,12 @@ func TestKeeperKillsWhenNotFed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !st.Armed || st.Guarded != 2 || len(st.Refused) != 1 || !strings.Contains(st.Refused[0], "not the vm's process") {
-		t.Fatalf("state after the first feed: %+v", st)
+	if st.Armed || st.Guarded != 2 || len(st.Refused) != 1 || !strings.Contains(st.Refused[0], "not the vm's process") {
+		t.Fatalf("state after a feed naming a process that is not the one named: %+v, want unarmed", st)
+	}
+	st, err = c.Feed(Feed{Known: true, VMs: []Proc{pa, pb}})
+	if err != nil || !st.Armed || st.Guarded != 2 || len(st.Refused) != 0 {
+		t.Fatalf("state after the feed of the two processes: %+v %v", st, err)
 	}
 	// Fed every 100ms for a while: nothing dies.
 	for range 10 {

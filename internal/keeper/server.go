@@ -48,7 +48,7 @@ type keeper struct {
 	mu      sync.Mutex
 	w       *Watch
 	fds     map[string]int // pidfd by VM UID
-	conns   int
+	conns   map[net.Conn]bool
 	idle    time.Time // when the last agent went, or the keeper started
 	refused []string
 	record  *os.File
@@ -92,7 +92,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("opening the keeper's record: %w", err)
 	}
 	defer rec.Close()
-	k := &keeper{cfg: cfg, log: cfg.Logger, w: NewWatch(), fds: map[string]int{}, idle: time.Now(), record: rec}
+	k := &keeper{cfg: cfg, log: cfg.Logger, w: NewWatch(), fds: map[string]int{}, conns: map[net.Conn]bool{}, idle: time.Now(), record: rec}
 	defer k.closeAll()
 	go k.accept(ln)
 	k.log.Info("keeper listening", "socket", path)
@@ -108,7 +108,7 @@ func Run(ctx context.Context, cfg Config) error {
 		case <-tick.C:
 		}
 		k.check()
-		if time.Since(lastStat) < time.Second {
+		if time.Since(lastStat) < 250*time.Millisecond {
 			continue
 		}
 		lastStat = time.Now()
@@ -121,7 +121,7 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 		k.mu.Lock()
-		held, conns, idle := len(k.w.procs), k.conns, time.Since(k.idle)
+		held, conns, idle := len(k.w.procs), len(k.conns), time.Since(k.idle)
 		k.mu.Unlock()
 		if held == 0 && (!ours || (conns == 0 && idle >= cfg.IdleExit)) {
 			k.log.Info("keeper exits: no agent and nothing to keep")
@@ -179,11 +179,11 @@ func (k *keeper) accept(ln net.Listener) {
 func (k *keeper) serve(c net.Conn) {
 	defer c.Close()
 	k.mu.Lock()
-	k.conns++
+	k.conns[c] = true
 	k.mu.Unlock()
 	defer func() {
 		k.mu.Lock()
-		k.conns--
+		delete(k.conns, c)
 		k.idle = time.Now()
 		k.mu.Unlock()
 	}()
@@ -218,7 +218,12 @@ func (k *keeper) feed(f Feed) State {
 		k.setProcs(f.VMs)
 	}
 	st := k.w.State(now)
-	st.Refused = k.refused
+	if st.Refused = k.refused; len(st.Refused) > 0 && st.Armed {
+		// A VM's process it does not hold is not guarded: the host must
+		// not look safe to restart on timeout.
+		st.Armed = false
+		st.Message = fmt.Sprintf("not armed: does not hold %d HA vm process(es) the agent named", len(st.Refused))
+	}
 	return st
 }
 
@@ -277,4 +282,7 @@ func (k *keeper) closeAll() {
 		closeFD(fd)
 	}
 	k.fds = map[string]int{}
+	for c := range k.conns {
+		c.Close() // the agents see the keeper gone
+	}
 }
