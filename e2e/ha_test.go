@@ -206,8 +206,12 @@ func (w *haWorld) loseAndRecover(t *testing.T, lose func(), from, to *netHost, u
 		op, _ := c.GetOperation(ctx, vm.Spec.HARestart.Operation)
 		if h != nil && h.Fence != nil && op != nil {
 			running = op.FinishedAt.Sub(t0)
-			t.Logf("cut at %s: last heartbeat %+v, fenced %+v, restart placed %+v, running %+v (operation done), guest booted %v, volume's marker found %v",
-				t0.Format("15:04:05.000"), h.Fence.LastHeartbeat.Sub(t0), h.Fence.FencedAt.Sub(t0), vm.Spec.HARestart.At.Sub(t0), op.FinishedAt.Sub(t0), booted.Sub(t0), found)
+			msg := fmt.Sprintf("lost at %s: last heartbeat %+v, fenced %+v, restart placed %+v, running %+v (operation done)",
+				t0.Format("15:04:05.000"), h.Fence.LastHeartbeat.Sub(t0), h.Fence.FencedAt.Sub(t0), vm.Spec.HARestart.At.Sub(t0), op.FinishedAt.Sub(t0))
+			if needMarker {
+				msg += fmt.Sprintf(", guest booted %v, volume's marker found %v", booted.Sub(t0), found)
+			}
+			t.Log(msg)
 		}
 	}
 	if gone.IsZero() {
