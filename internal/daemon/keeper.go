@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -32,8 +33,10 @@ agent has fed it for a while and it holds no process.`,
 			if err != nil {
 				return err
 			}
-			if _, err := os.Stat(dataDir); err != nil {
-				return err
+			if fi, err := os.Stat(dataDir); err != nil {
+				return fmt.Errorf("--data-dir: %w", err)
+			} else if !fi.IsDir() {
+				return fmt.Errorf("--data-dir: %s is not a directory", dataDir)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
