@@ -68,6 +68,9 @@ func (a *Agent) keeperStatus() *api.HostKeeper {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.c == nil {
+		if k.err == "" {
+			return &api.HostKeeper{Message: "not connected yet"}
+		}
 		return &api.HostKeeper{Message: "not running: " + k.err + "; this host's HA vms are not restarted elsewhere on its silence alone (restart the agent to start it)"}
 	}
 	out := &api.HostKeeper{Armed: k.st.Armed, Message: k.st.Message}
