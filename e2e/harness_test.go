@@ -96,7 +96,9 @@ type serverProc struct {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// Free on every address: some servers listen on 0.0.0.0, and a port
+	// free on 127.0.0.1 alone may be bound on another loopback address.
+	l, err := net.Listen("tcp", ":0")
 	if err != nil {
 		t.Fatal(err)
 	}
