@@ -126,7 +126,7 @@ func TestKeeperKillsWhenNotFed(t *testing.T) {
 	other, po := sleeper(t, "plain")
 	reused := po
 	reused.UID, reused.Start = "uid-reused", po.Start+1 // a PID reused since
-	const T = 1500 * time.Millisecond
+	const T = 3 * time.Second                           // well above a feed's delay on a busy machine
 	st, err := c.Feed(Feed{Contact: int64(Now()), TimeoutMS: T.Milliseconds(), Known: true, VMs: []Proc{pa, pb, reused}})
 	if err != nil {
 		t.Fatal(err)
@@ -159,9 +159,17 @@ func TestKeeperKillsWhenNotFed(t *testing.T) {
 	if gone(po.PID) {
 		t.Error("the keeper killed a process it did not hold")
 	}
-	rec, err := os.ReadFile(RecordPath(dir))
-	if err != nil {
-		t.Fatal(err)
+	// The record is written once the kills are seen done, after the
+	// processes are gone.
+	var rec []byte
+	for deadline := time.Now().Add(10 * time.Second); len(rec) == 0; time.Sleep(10 * time.Millisecond) {
+		var err error
+		if rec, err = os.ReadFile(RecordPath(dir)); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the keeper did not record its firing")
+		}
 	}
 	var f Firing
 	if err := json.NewDecoder(bufio.NewReader(strings.NewReader(string(rec)))).Decode(&f); err != nil {
