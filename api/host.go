@@ -91,6 +91,23 @@ type HostStatus struct {
 	Warnings []string `json:"warnings,omitempty"`
 	// Confinement says how the host confines its VMs' processes.
 	Confinement *HostConfinement `json:"confinement,omitempty"`
+	// Keeper is the state of the host's keeper, the watchdog apart from
+	// its agent that kills its HA VMs when the control plane has not
+	// answered for T_fence (docs/HA.md); absent when the agent runs none.
+	Keeper *HostKeeper `json:"keeper,omitempty"`
+}
+
+// HostKeeper is what an agent reports of its keeper.
+type HostKeeper struct {
+	// Armed: the keeper holds the host's HA VMs and kills them T_fence
+	// after the last answered heartbeat. Only a host whose last
+	// heartbeat said so has its HA VMs restarted elsewhere on its
+	// silence alone.
+	Armed   bool   `json:"armed"`
+	Message string `json:"message,omitempty"`
+	// LastFired is when the keeper last killed the host's HA VMs (since
+	// it started).
+	LastFired time.Time `json:"lastFired,omitzero"`
 }
 
 // HostConfinement says how a host confines its VMs' processes (QEMU and

@@ -251,6 +251,7 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"HostSpec":         reflect.TypeFor[api.HostSpec](),
 		"HostStatus":       reflect.TypeFor[api.HostStatus](),
 		"HostConfinement":  reflect.TypeFor[api.HostConfinement](),
+		"HostKeeper":       reflect.TypeFor[api.HostKeeper](),
 		"Allocation":       reflect.TypeFor[api.Allocation](),
 		"HostCapacity":     reflect.TypeFor[api.HostCapacity](),
 		"HostList":         reflect.TypeFor[api.List[api.Host]](),

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -152,13 +153,21 @@ func (w *haWorld) createHA(t *testing.T, host string) *api.VM {
 // the marker and the time from the cut to the old QEMU's end.
 func (w *haWorld) cutAndRecover(t *testing.T, from, to *netHost, uid string) haTimes {
 	t.Helper()
+	return w.loseAndRecover(t, func() { from.link(t, "down") }, from, to, uid, true)
+}
+
+// loseAndRecover loses from (lose cuts its link, kills its agent...) and
+// waits for the HA VM to run on the other host, and with needMarker for
+// the guest to find its marker there.
+func (w *haWorld) loseAndRecover(t *testing.T, lose func(), from, to *netHost, uid string, needMarker bool) haTimes {
+	t.Helper()
 	c, ctx := w.c, context.Background()
 	oldPIDs := qemuPIDs(uid)
 	if len(oldPIDs) != 1 {
 		t.Fatalf("qemus of the ha vm before the cut: %v", oldPIDs)
 	}
 	t0 := time.Now()
-	from.link(t, "down")
+	lose()
 	var gone, booted time.Time
 	// Generous: the guest boots under TCG on a machine that may be busy.
 	eventually(t, 3*time.Minute, "the ha vm runs on "+to.name+" with its marker", func() error {
@@ -171,6 +180,9 @@ func (w *haWorld) cutAndRecover(t *testing.T, from, to *netHost, uid string) haT
 		}
 		if vm.Spec.Host != to.name || vm.Status.PowerState != api.PowerRunning {
 			return fmt.Errorf("on %s, %s", vm.Spec.Host, vm.Status.PowerState)
+		}
+		if !needMarker {
+			return nil
 		}
 		b, err := c.ConsoleLog(ctx, "havm", 1<<20)
 		if err != nil {
@@ -194,8 +206,12 @@ func (w *haWorld) cutAndRecover(t *testing.T, from, to *netHost, uid string) haT
 		op, _ := c.GetOperation(ctx, vm.Spec.HARestart.Operation)
 		if h != nil && h.Fence != nil && op != nil {
 			running = op.FinishedAt.Sub(t0)
-			t.Logf("cut at %s: last heartbeat %+v, fenced %+v, restart placed %+v, running %+v (operation done), guest booted %v, volume's marker found %v",
-				t0.Format("15:04:05.000"), h.Fence.LastHeartbeat.Sub(t0), h.Fence.FencedAt.Sub(t0), vm.Spec.HARestart.At.Sub(t0), op.FinishedAt.Sub(t0), booted.Sub(t0), found)
+			msg := fmt.Sprintf("lost at %s: last heartbeat %+v, fenced %+v, restart placed %+v, running %+v (operation done)",
+				t0.Format("15:04:05.000"), h.Fence.LastHeartbeat.Sub(t0), h.Fence.FencedAt.Sub(t0), vm.Spec.HARestart.At.Sub(t0), op.FinishedAt.Sub(t0))
+			if needMarker {
+				msg += fmt.Sprintf(", guest booted %v, volume's marker found %v", booted.Sub(t0), found)
+			}
+			t.Log(msg)
 		}
 	}
 	if gone.IsZero() {
@@ -332,6 +348,170 @@ func TestHARestart(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("%d ha restart operations, want 1", n)
+	}
+
+	// The agent killed where the VM now runs: its keeper kills the QEMU.
+	w.agentKilled(t, hostb, hosta, vm.UID)
+	// Its keeper killed on a host: no restart on its silence alone.
+	w.keeperKilled(t, hosta, hostb)
+}
+
+// keeperPID is the pid of the keeper of an agent's state directory.
+func keeperPID(dir string) int {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(b), "\x00keeper\x00") && strings.Contains(string(b), "\x00"+dir+"\x00") && alive(pid) {
+			return pid
+		}
+	}
+	return 0
+}
+
+// waitKeeper waits for a host to report its keeper armed, or not.
+func (w *haWorld) waitKeeper(t *testing.T, h *netHost, armed bool) {
+	t.Helper()
+	eventually(t, 30*time.Second, fmt.Sprintf("%s reports its keeper armed=%v", h.name, armed), func() error {
+		hh, err := w.c.GetHost(context.Background(), h.name)
+		if err != nil {
+			return err
+		}
+		if k := hh.Status.Keeper; k == nil || k.Armed != armed {
+			return fmt.Errorf("keeper %+v", k)
+		}
+		return nil
+	})
+}
+
+// agentKilled: the agent of from, where the HA VM runs, is killed
+// (SIGKILL), which kills nothing else. Its keeper kills the VM's QEMU
+// T_fence after the last answered heartbeat, before the leader fences
+// the host at T_fence + margin; the VM runs on to (the holder watch
+// checks that two QEMUs never hold the disk; the cut above already
+// showed the guest finds its marker after a restart). The
+// agent started again adopts the keeper that kept running, and starts
+// nothing.
+func (w *haWorld) agentKilled(t *testing.T, from, to *netHost, uid string) {
+	t.Helper()
+	c, ctx := w.c, context.Background()
+	w.waitKeeper(t, from, true)
+	before, err := c.GetVM(ctx, "havm")
+	if err != nil || before.Spec.Host != from.name {
+		t.Fatalf("the ha vm before its agent is killed: %+v %v", before, err)
+	}
+	keeper := keeperPID(from.dir)
+	tm := w.loseAndRecover(t, func() {
+		if err := from.agent.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+	}, from, to, uid, false)
+	t.Logf("%s's agent killed → old qemu killed %v (T_fence %v); → running on %s %v", from.name, tm.killed, haFence, to.name, tm.marker)
+	if keeper == 0 || !alive(keeper) {
+		t.Errorf("the keeper of %s (pid %d) did not outlive its agent", from.name, keeper)
+	}
+	rec, err := os.ReadFile(filepath.Join(from.dir, "keeper-fired.jsonl"))
+	if err != nil {
+		t.Fatalf("the keeper's record: %v", err)
+	}
+	var fired struct {
+		At       time.Time
+		SilentMS int64
+		Killed   []string
+	}
+	lines := strings.Split(strings.TrimSpace(string(rec)), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &fired); err != nil {
+		t.Fatalf("the keeper's record %q: %v", rec, err)
+	}
+	h, err := c.GetHost(ctx, from.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fired.Killed) != 1 || !strings.Contains(fired.Killed[0], "havm") || fired.SilentMS < haFence.Milliseconds() {
+		t.Errorf("the keeper's firing %+v: want havm killed, no earlier than T_fence after the last answered heartbeat", fired)
+	}
+	if h.Fence == nil || h.Fence.State != api.FenceFenced || h.Fence.By != "timeout" || !fired.At.Before(h.Fence.FencedAt) {
+		t.Errorf("%s's fence %+v: want fenced on timeout after the keeper fired at %s", from.name, h.Fence, fired.At)
+	}
+	if lag := h.Fence.FencedAt.Sub(h.Fence.LastHeartbeat); lag < haFence+haMargin {
+		t.Errorf("fenced %v after the last heartbeat, before T_fence + margin", lag)
+	}
+	// Started again, the agent adopts the keeper and starts nothing.
+	w.startAgent(from, false)
+	eventually(t, 30*time.Second, from.name+" returns", func() error {
+		h, err := c.GetHost(ctx, from.name)
+		if err != nil {
+			return err
+		}
+		if h.Status.State != api.HostReady || h.Fence == nil || h.Fence.State != api.FenceReturned {
+			return fmt.Errorf("state %s fence %+v", h.Status.State, h.Fence)
+		}
+		return nil
+	})
+	w.waitKeeper(t, from, true)
+	if !strings.Contains(from.agent.log.String(), "keeper connected") || strings.Contains(from.agent.log.String(), "started=true") {
+		t.Errorf("%s's agent did not adopt the running keeper", from.name)
+	}
+	if k := keeperPID(from.dir); k != keeper {
+		t.Errorf("%s's keeper is pid %d, want the one that kept running (%d)", from.name, k, keeper)
+	}
+}
+
+// keeperKilled: the keeper of from, where the HA VM runs, is killed; the
+// host then reports it unarmed, and once cut off it is marked unknown
+// and its HA VM is not restarted elsewhere (other stays ready for it).
+func (w *haWorld) keeperKilled(t *testing.T, from, other *netHost) {
+	t.Helper()
+	c, ctx := w.c, context.Background()
+	w.waitKeeper(t, from, true)
+	w.waitKeeper(t, other, true)
+	k := keeperPID(from.dir)
+	if k == 0 {
+		t.Fatalf("no keeper runs for %s", from.name)
+	}
+	if err := syscall.Kill(k, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	w.waitKeeper(t, from, false)
+	t.Logf("%s's keeper killed → the host reports it unarmed %v", from.name, time.Since(t0))
+	if !strings.Contains(from.agent.log.String(), "lost the keeper") {
+		t.Errorf("%s's agent did not log the keeper's loss", from.name)
+	}
+	from.link(t, "down")
+	eventually(t, 30*time.Second, from.name+" is unknown", func() error {
+		h, err := c.GetHost(ctx, from.name)
+		if err != nil {
+			return err
+		}
+		if h.Fence == nil || h.Fence.State != api.FenceUnknown {
+			return fmt.Errorf("fence %+v", h.Fence)
+		}
+		return nil
+	})
+	time.Sleep(time.Second) // a wrong restart would show by now
+	vm, err := c.GetVM(ctx, "havm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vm.Spec.Host != from.name {
+		t.Errorf("the ha vm of a host whose keeper was not armed was moved to %s", vm.Spec.Host)
+	}
+	ops, err := c.ListOperations(ctx, api.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, op := range ops.Items {
+		if op.Kind == api.OpVMHARestart {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d ha restart operations, want 2", n)
 	}
 }
 

@@ -12,5 +12,5 @@ import (
 )
 
 func main() {
-	os.Exit(cli.Execute(context.Background(), daemon.ServerCommand(), daemon.AgentCommand(), bench.Command()))
+	os.Exit(cli.Execute(context.Background(), daemon.ServerCommand(), daemon.AgentCommand(), daemon.KeeperCommand(), bench.Command()))
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
 	"github.com/polyvisor/polyvisor/internal/hypervisor"
+	"github.com/polyvisor/polyvisor/internal/keeper"
 	"github.com/polyvisor/polyvisor/internal/usage"
 )
 
@@ -54,6 +55,10 @@ type Config struct {
 	// host's history (StateDir/usage); 0 means DefaultUsageInterval,
 	// negative keeps no history.
 	UsageInterval time.Duration
+	// KeeperCommand, when set, is the `polyvisor keeper` command line the
+	// agent starts its keeper with, when none runs for its state
+	// directory (keeper.go); nil runs none.
+	KeeperCommand []string
 }
 
 // Agent runs the VMs the server places on one host.
@@ -78,6 +83,8 @@ type Agent struct {
 	rewatch atomicCancel
 	// fence is the host's self-fencing (fence.go).
 	fence fencer
+	// keeper is the link to the host's keeper (keeper.go).
+	keeper keeperLink
 
 	mu      sync.Mutex
 	workers map[string]*worker            // by VM name
@@ -114,6 +121,7 @@ func New(cfg Config) (*Agent, error) {
 		bad:     map[string]badHandle{},
 		life:    context.Background(),
 	}
+	a.keeper.kick = make(chan struct{}, 1)
 	a.cache = newImageCache(a.c, filepath.Join(cfg.StateDir, "images"))
 	if cfg.Network != nil {
 		a.net = newNetLoop(a, cfg.Network, cfg.Ports)
@@ -160,6 +168,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.fence.contact = time.Now() // T_fence counts from the start at most
 	a.fence.mu.Unlock()
 	wg.Go(func() { a.fenceLoop(ctx) })
+	if a.cfg.KeeperCommand != nil {
+		wg.Go(func() { a.keeperLoop(ctx) })
+	}
 	wg.Go(func() { a.sampleUsage(ctx) })
 	if a.net != nil {
 		wg.Add(1)
@@ -252,9 +263,12 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	for {
 		for try := 0; try < 2; try++ {
 			hctx, cancel := context.WithTimeout(ctx, a.heartbeatTimeout())
-			sent := time.Now()
+			sent, sentBoot := time.Now(), keeper.Now()
 			h, err := a.c.PutHostStatus(hctx, a.cfg.Host, a.hostStatus())
 			cancel()
+			if err == nil {
+				a.keeperContact(sentBoot, h)
+			}
 			if err == nil && a.fence.answered(sent, h) {
 				// Fenced, and the server says the host is not: a watch
 				// opened from now on ends the fencing at its sync.
@@ -350,6 +364,7 @@ func (a *Agent) watchOnce(parent context.Context) error {
 				}
 			case api.AgentMsgSynced:
 				synced = true
+				a.keeperSynced()
 				if a.fence.synced(opened) {
 					a.unfence(seen)
 				}

@@ -58,11 +58,14 @@ func (f *fencer) due(now time.Time) bool {
 	return f.timeout > 0 && !f.fenced && now.Sub(f.contact) >= f.timeout
 }
 
-// isFenced tells whether HA VMs may not start here.
+// isFenced tells whether HA VMs may not start here: the host fenced
+// itself, or is due to (the keeper, which counts as the agent does, may
+// have killed them already: a crashed HA VM is not started again in the
+// moment before the fencing).
 func (f *fencer) isFenced() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.fenced
+	return f.fenced || (f.timeout > 0 && time.Since(f.contact) >= f.timeout)
 }
 
 // synced ends the fencing at the sync of a watch opened at opened, if the

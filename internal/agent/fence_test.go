@@ -54,3 +54,18 @@ func TestFencerTimeline(t *testing.T) {
 		t.Error("a watch opened after the answer did not end the fencing")
 	}
 }
+
+// Once T_fence has passed since the last answered heartbeat was sent,
+// HA VMs may not start here even before the fence loop ran: the keeper
+// may have killed them, and a crash restart must not bring one back.
+func TestFencerDueRefusesHAStarts(t *testing.T) {
+	var f fencer
+	f.answered(time.Now().Add(-4*time.Second), &api.Host{FenceTimeoutMS: 3000})
+	if !f.isFenced() {
+		t.Error("HA starts allowed T_fence after the last contact")
+	}
+	f.answered(time.Now(), &api.Host{FenceTimeoutMS: 3000})
+	if f.isFenced() {
+		t.Error("HA starts refused with a fresh contact")
+	}
+}

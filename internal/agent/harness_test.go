@@ -43,6 +43,7 @@ type controlPlane struct {
 	failReports int                       // VM status reports to refuse (500) before accepting again
 	network     *api.HostNetworkState     // the host's network state, sent on every watch
 	changed     chan struct{}             // closed and replaced at every change
+	fenceMS     int64                     // T_fence told with each heartbeat's answer
 }
 
 type watchConn struct {
@@ -81,8 +82,9 @@ func (cp *controlPlane) putHostStatus(w http.ResponseWriter, r *http.Request) {
 	cp.mu.Lock()
 	cp.hostReports = append(cp.hostReports, st)
 	cp.notify()
+	fence := cp.fenceMS
 	cp.mu.Unlock()
-	writeJSON(w, api.Host{Meta: api.Meta{Name: r.PathValue("name")}, Status: st})
+	writeJSON(w, api.Host{Meta: api.Meta{Name: r.PathValue("name")}, Status: st, FenceTimeoutMS: fence})
 }
 
 func (cp *controlPlane) watch(w http.ResponseWriter, r *http.Request) {

@@ -24,6 +24,7 @@ func (a *Agent) hostStatus() api.HostStatus {
 		Address:      a.cfg.Address,
 		Drivers:      []string{a.driver.Name()},
 		Warnings:     a.warnings(),
+		Keeper:       a.keeperStatus(),
 	}
 	if c := a.info.Confinement; c.User != "" || c.Sandbox != "" || c.Cgroups != "" || c.Network != "" || len(c.Notes) > 0 {
 		st.Confinement = &api.HostConfinement{User: c.User, Sandbox: c.Sandbox, Cgroups: c.Cgroups, Network: c.Network, Notes: c.Notes}

@@ -66,6 +66,19 @@ func describeFence(tw *tabwriter.Writer, h *api.Host) {
 		t = (time.Duration(h.FenceTimeoutMS) * time.Millisecond).String()
 	}
 	row(tw, "T_fence:", t)
+	if k := h.Status.Keeper; k != nil {
+		ks := "not armed"
+		if k.Armed {
+			ks = "armed"
+		}
+		if k.Message != "" {
+			ks += " (" + k.Message + ")"
+		}
+		if !k.LastFired.IsZero() {
+			ks += "; last fired " + k.LastFired.Local().Format(time.RFC3339)
+		}
+		row(tw, "Keeper:", ks)
+	}
 	f := h.Fence
 	if f == nil {
 		return
@@ -73,7 +86,7 @@ func describeFence(tw *tabwriter.Writer, h *api.Host) {
 	s := f.State
 	switch f.State {
 	case api.FencePending:
-		s += fmt.Sprintf(" (silent since %s; HA vms restart elsewhere once the fence hook reports it off, or from %s with --ha-fence-on-timeout)", f.LastHeartbeat.Local().Format(time.RFC3339), f.Deadline.Local().Format(time.RFC3339))
+		s += fmt.Sprintf(" (silent since %s; HA vms restart elsewhere once the fence hook reports it off, or from %s if its keeper was armed)", f.LastHeartbeat.Local().Format(time.RFC3339), f.Deadline.Local().Format(time.RFC3339))
 	case api.FenceUnknown:
 		s += fmt.Sprintf(" (silent since %s, not known to be powered off: its HA vms are NOT restarted elsewhere; power it off and run the fence hook)", f.LastHeartbeat.Local().Format(time.RFC3339))
 	case api.FenceFenced, api.FenceReturned:

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -148,7 +149,7 @@ cluster named by --etcd-endpoints.`,
 	f.DurationVar(&cfg.HA.FenceTimeout, "ha-fence-timeout", 20*time.Second, "T_fence: an agent whose heartbeats go unanswered this long kills its HA VMs, which the leader then restarts elsewhere (negative: no HA restarts; see docs/HA.md)")
 	f.DurationVar(&cfg.HA.Margin, "ha-fence-margin", 0, "how long beyond T_fence the leader waits before restarting a silent host's HA VMs elsewhere; must be above a third of --heartbeat-timeout plus --ha-clock-skew (default 5s, or that and 1s when more)")
 	f.DurationVar(&cfg.HA.ClockSkew, "ha-clock-skew", time.Second, "the most the servers' wall clocks may differ; the fence margin must exceed it plus a third of --heartbeat-timeout")
-	f.BoolVar(&cfg.HA.FenceOnTimeout, "ha-fence-on-timeout", false, "restart a silent host's HA VMs elsewhere on its silence alone, at T_fence and the margin, trusting its agent to have killed them. RISK: an agent that crashed, hung or was stopped kills nothing and its QEMUs keep running, so two QEMUs write one volume. Off: only a --fence-hook that reports the host powered off restarts them; a silent host is marked unknown (docs/HA.md)")
+	f.BoolVar(&cfg.HA.FenceOnTimeout, "ha-fence-on-timeout", true, "restart a silent host's HA VMs elsewhere on its silence alone, at T_fence and the margin, when its last heartbeat said its keeper (the watchdog apart from the agent that kills them at T_fence) was armed; a host whose keeper was not armed is marked unknown and its HA VMs stay. Off (=false): only a --fence-hook that reports the host powered off restarts them (docs/HA.md)")
 	f.StringSliceVar(&cfg.HA.Hook, "fence-hook", nil, "a command (and its arguments, comma-separated) run with a silent host's name as its last argument once it is silent for T_fence; exit 0 says the host is powered off, and its HA VMs restart at once")
 	f.DurationVar(&cfg.ProviderResync, "provider-resync", time.Minute, "how often a provider's inventory is fully resynced besides its events")
 	f.Float64Var(&cfg.Scheduler.CPUOvercommit, "cpu-overcommit", 0, "vCPUs offered per physical CPU (default 4)")
@@ -329,6 +330,13 @@ func runAgent(ctx context.Context, c *client.Client, o agentOptions) error {
 		Client: c, Host: host, StateDir: stateDir, Driver: drv, Address: address,
 		HeartbeatInterval: o.heartbeat, OnServers: o.onServers, UsageInterval: usageInterval,
 		Logger: logger.With("component", "agent", "host", host),
+	}
+	// The keeper is this program's `keeper` command; a test binary that
+	// runs a server or an agent in-process has none.
+	if exe, err := os.Executable(); err != nil {
+		logger.Error("no keeper: cannot find this program to start it", "err", err)
+	} else if !testing.Testing() {
+		acfg.KeeperCommand = []string{exe, "keeper", "--data-dir", stateDir}
 	}
 	if dp := newDataplane(stateDir, logger); dp != nil {
 		defer dp.Close()

@@ -24,7 +24,9 @@ func (e *env) haHost(ctx context.Context, name string, alive *atomic.Bool) strin
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	st := api.HostStatus{State: api.HostReady, CPUs: 8, MemoryMiB: 8 << 10, Accel: "tcg", Drivers: []string{"qemu"}}
+	// Its keeper armed: fencing on timeout applies to it.
+	st := api.HostStatus{State: api.HostReady, CPUs: 8, MemoryMiB: 8 << 10, Accel: "tcg", Drivers: []string{"qemu"},
+		Keeper: &api.HostKeeper{Armed: true, Message: "armed"}}
 	creds, err := e.client("", "").Register(ctx, api.AgentRegister{JoinToken: jt, Host: name, Status: st})
 	if err != nil {
 		e.t.Fatalf("registering %s: %v", name, err)

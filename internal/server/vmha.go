@@ -210,10 +210,12 @@ type HAConfig struct {
 	// HookTimeout bounds the hook (default 30s).
 	HookTimeout time.Duration
 	// FenceOnTimeout restarts a silent host's HA VMs on its silence
-	// alone, at T_fence and the margin. Off (the default), only a fence
-	// hook that reports the host powered off does: an agent that
-	// crashed, hung or was stopped leaves its QEMUs running, and two
-	// QEMUs would write one volume.
+	// alone, at T_fence and the margin, when the host's last heartbeat
+	// said its keeper was armed (`polyvisor server` turns it on by
+	// default). Off, only a fence hook that reports the host powered off
+	// does. A host whose keeper was not armed is never fenced on timeout:
+	// an agent that crashed, hung or was stopped leaves its QEMUs
+	// running, and two QEMUs would write one volume.
 	FenceOnTimeout bool
 	// ClockSkew is the most the servers' wall clocks may differ (default
 	// 1s): the heartbeats they share are wall-clock stamps.

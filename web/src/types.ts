@@ -97,7 +97,7 @@ export interface DrainMove {
 }
 
 export interface HostFence {
-  state: 'pending' | 'fenced' | 'returned';
+  state: 'pending' | 'fenced' | 'returned' | 'unknown';
   lastHeartbeat: string;
   deadline: string;
   fencedAt?: string;
@@ -128,6 +128,9 @@ export interface Host extends Meta {
     allocated: { vcpus: number; memoryMiB: number; vms: number };
     // What the scheduler offers: CPUs × overcommit, memory less the reservation.
     capacity?: { vcpus: number; memoryMiB: number };
+    // The host's keeper (docs/HA.md): only a host whose last heartbeat said
+    // it was armed has its HA VMs restarted elsewhere on its silence alone.
+    keeper?: { armed: boolean; message?: string; lastFired?: string };
   };
 }
 

@@ -144,7 +144,7 @@ func (c *Controller) Check(ctx context.Context, w store.Writer, began time.Time)
 			vms = slices.DeleteFunc(vms, func(vm *api.VM) bool { return !confirmed(vm) })
 		}
 		hook := c.hookOutcome(h)
-		step := c.cfg.Decide(now, last, h.Fence, len(vms) > 0, hook != nil && hook.ok)
+		step := c.cfg.Decide(now, last, h.Fence, len(vms) > 0, hook != nil && hook.ok, keeperArmed(h))
 		var err error
 		switch step {
 		case Suspect:
@@ -165,6 +165,12 @@ func (c *Controller) Check(ctx context.Context, w store.Writer, began time.Time)
 		}
 	}
 }
+
+// keeperArmed tells whether the host's last heartbeat said its keeper
+// was armed: every change of the agent's report is written with the
+// heartbeat that carries it, so the host's record holds what the last
+// one said.
+func keeperArmed(h *api.Host) bool { return h.Status.Keeper != nil && h.Status.Keeper.Armed }
 
 // haVMs fills byHost, keyed by the hosts to judge, with the VMs placed on
 // each that are restarted elsewhere when it is lost: HA restart, meant to
@@ -203,16 +209,19 @@ func (c *Controller) suspect(ctx context.Context, w store.Writer, h *api.Host, l
 	}
 	c.log.Warn("host silent for T_fence: fencing it", "host", h.Name, "last", last, "restartAt", next.Fence.Deadline)
 	c.cfg.Audit(ctx, "host.fence.pending", api.Ref{Kind: "host", Name: h.Name}, "", api.AuditSuccess,
-		c.pendingMessage(last, next.Fence.Deadline))
+		c.pendingMessage(last, next.Fence.Deadline, keeperArmed(h)))
 	c.startHook(next)
 	return nil
 }
 
 // pendingMessage says what follows a host's pending record.
-func (c *Controller) pendingMessage(last, deadline time.Time) string {
+func (c *Controller) pendingMessage(last, deadline time.Time, armed bool) string {
 	msg := fmt.Sprintf("no heartbeat since %s; ", last.UTC().Format(time.RFC3339Nano))
+	if c.cfg.OnTimeout && armed {
+		return msg + "its keeper was armed: its HA vms are restarted elsewhere from " + deadline.Format(time.RFC3339Nano)
+	}
 	if c.cfg.OnTimeout {
-		return msg + "its HA vms are restarted elsewhere from " + deadline.Format(time.RFC3339Nano)
+		msg += "its keeper was not armed: "
 	}
 	return msg + "its HA vms are restarted elsewhere only once the fence hook reports it powered off"
 }
@@ -270,9 +279,13 @@ func (c *Controller) unknown(ctx context.Context, w store.Writer, h *api.Host, l
 	if _, err := w.Txn(ctx, c.cfg.Hosts.OpUpdate(h.Name, next, h.Version)); err != nil {
 		return fmt.Errorf("marking host %q unknown: %w", h.Name, err)
 	}
-	c.log.Error("host silent past T_fence and the margin, not known to be powered off: its HA vms are not restarted", "host", h.Name, "last", last)
+	why := "fencing on timeout is off"
+	if c.cfg.OnTimeout {
+		why = "its last heartbeat did not say its keeper was armed"
+	}
+	c.log.Error("host silent past T_fence and the margin, not known to be powered off: its HA vms are not restarted", "host", h.Name, "last", last, "why", why)
 	c.cfg.Audit(ctx, "host.fence.unknown", api.Ref{Kind: "host", Name: h.Name}, "", api.AuditFailure,
-		fmt.Sprintf("no heartbeat since %s and no fence hook reported it powered off: its HA vms are not restarted elsewhere (power it off and run the hook, or opt in to fencing on timeout)", last.UTC().Format(time.RFC3339Nano)))
+		fmt.Sprintf("no heartbeat since %s, no fence hook reported it powered off and %s: its HA vms are not restarted elsewhere (power it off and run the hook)", last.UTC().Format(time.RFC3339Nano), why))
 	return nil
 }
 

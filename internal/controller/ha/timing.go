@@ -3,15 +3,19 @@
 // every write fenced by the leader's term.
 //
 // The argument, in short: a fence hook that reports the host powered
-// off fences it. Without one, the host's silence alone fences it only
-// when the operator opted in (Timings.OnTimeout): a host's agent kills
-// its HA VMs when no heartbeat it sent has been answered for T_fence,
-// counted from when it sent the last answered one; the leader counts
-// from when it received that heartbeat (later), and waits T_fence and a
-// margin. That trusts the agent to run: QEMU outlives a crashed or
-// stopped agent, so by default such a host is only marked unknown. A heartbeat that arrives
-// while the leader waits changes the host's record, which the leader's
-// fencing write is conditional on: it is refused and nothing moves.
+// off fences it. Without one, the host's silence alone fences it when
+// the host's last heartbeat said its keeper was armed (and fencing on
+// timeout is not turned off, Timings.OnTimeout): the keeper, a process
+// apart from the agent (package keeper), kills the host's HA VMs when no
+// heartbeat the agent sent has been answered for T_fence, counted from
+// when it sent the last answered one, whether the agent runs or not; the
+// agent does the same while it runs. The leader counts from when it
+// received that heartbeat (later), and waits T_fence and a margin. A host
+// whose keeper was not armed (dead, or not yet fed) is only marked
+// unknown: QEMU outlives a crashed or stopped agent. A heartbeat that
+// arrives while the leader waits changes the host's record, which the
+// leader's fencing write is conditional on: it is refused and nothing
+// moves.
 package ha
 
 import (
@@ -30,11 +34,13 @@ type Timings struct {
 	// received and had not yet shared.
 	Margin time.Duration
 	// OnTimeout lets the leader fence a host on its silence alone, at
-	// T_fence and the margin, trusting its agent to have killed its HA
-	// VMs. Off (the default), only a fence hook that reports the host
-	// powered off fences it: an agent that crashed, hung or was stopped
-	// kills nothing, and its QEMUs outlive it, so a silent host without
-	// a hook's word is marked unknown and its HA VMs are not restarted.
+	// T_fence and the margin, when the host's last heartbeat said its
+	// keeper was armed: the keeper, apart from the agent, has killed its
+	// HA VMs by then. Off, only a fence hook that reports the host
+	// powered off fences it. Either way a silent host without a hook's
+	// word whose keeper was not armed is marked unknown and its HA VMs
+	// are not restarted: an agent that crashed, hung or was stopped kills
+	// nothing, and its QEMUs outlive it.
 	OnTimeout bool
 }
 
@@ -78,10 +84,11 @@ func (s Step) String() string {
 // Decide is the leader's decision for one host at now: last is the
 // newest heartbeat the leader knows of (never before its term began),
 // haVMs whether
-// HA VMs are placed on it, and hookOK whether the fence hook reported the
-// host powered off in this episode. It is pure: the controller's clock
+// HA VMs are placed on it, hookOK whether the fence hook reported the
+// host powered off in this episode, and armed whether the host's last
+// heartbeat said its keeper was armed. It is pure: the controller's clock
 // and the store are its caller's.
-func (t Timings) Decide(now, last time.Time, f *api.HostFence, haVMs, hookOK bool) Step {
+func (t Timings) Decide(now, last time.Time, f *api.HostFence, haVMs, hookOK, armed bool) Step {
 	silent := now.Sub(last)
 	state := ""
 	if f != nil {
@@ -105,7 +112,7 @@ func (t Timings) Decide(now, last time.Time, f *api.HostFence, haVMs, hookOK boo
 			return Fence
 		case now.Before(t.Deadline(last)):
 			return Nothing
-		case t.OnTimeout:
+		case t.OnTimeout && armed:
 			return Fence
 		}
 		return Unknown

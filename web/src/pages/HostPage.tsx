@@ -106,7 +106,9 @@ export function HostPage({ name }: { name: string }) {
     const when = (x?: string) => (x ? new Date(x).toLocaleString() : '');
     switch (f.state) {
       case 'pending':
-        return `${t}; silent since ${when(f.lastHeartbeat)}: its HA VMs restart elsewhere from ${when(f.deadline)}${f.hook ? ` (hook: ${f.hook})` : ''}`;
+        return `${t}; silent since ${when(f.lastHeartbeat)}: its HA VMs restart elsewhere from ${when(f.deadline)} if its keeper was armed, or once the fence hook reports it off${f.hook ? ` (hook: ${f.hook})` : ''}`;
+      case 'unknown':
+        return `${t}; silent since ${when(f.lastHeartbeat)}, not known to be powered off: its HA VMs are not restarted elsewhere${f.hook ? ` (hook: ${f.hook})` : ''}`;
       case 'fenced':
         return `${t}; fenced by ${f.by} at ${when(f.fencedAt)}${f.vms?.length ? `, restarted elsewhere: ${f.vms.join(', ')}` : ''}`;
       default:
@@ -119,6 +121,7 @@ export function HostPage({ name }: { name: string }) {
     ['State', st.state, 'host-state'],
     ['Scheduling', h.spec?.unschedulable ? 'cordoned: no new VMs are placed here' : 'new VMs may be placed here', 'host-schedulable'],
     ['Fencing', own ? fenceText(h) : '', 'host-fence'],
+    ['Keeper', own && st.keeper ? `${st.keeper.armed ? 'armed' : 'not armed'}${st.keeper.message ? ` (${st.keeper.message})` : ''}${st.keeper.lastFired ? `; last fired ${new Date(st.keeper.lastFired).toLocaleString()}` : ''}` : '', 'host-keeper'],
     ['CPUs', String(st.cpus)],
     ['Memory', mib(st.memoryMiB)],
     ['Disk', st.diskTotalMiB ? `${mib(st.diskFreeMiB ?? 0)} free of ${mib(st.diskTotalMiB)}` : ''],
