@@ -172,8 +172,22 @@ func Place(cfg Config, snap Snapshot, req Request) (string, error) {
 	if req.Choices <= 1 {
 		return slices.MinFunc(fits, better).name, nil
 	}
-	slices.SortFunc(fits, better)
-	return fits[req.Seed%uint64(min(req.Choices, len(fits)))].name, nil
+	// The best Choices hosts, in order, kept as the hosts go by: a fleet
+	// of thousands is not sorted for the few it chooses among.
+	k := min(req.Choices, len(fits))
+	best := make([]fit, 0, k)
+	for _, f := range fits {
+		if len(best) == k && better(f, best[k-1]) >= 0 {
+			continue
+		}
+		i, _ := slices.BinarySearchFunc(best, f, better)
+		if len(best) < k {
+			best = append(best, fit{})
+		}
+		copy(best[i+1:], best[i:len(best)-1])
+		best[i] = f
+	}
+	return best[req.Seed%uint64(k)].name, nil
 }
 
 // refusal says why the VM cannot go on h, or "" when it fits.

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -338,5 +339,52 @@ func TestMax(t *testing.T) {
 	_, err := Place(Config{CPUOvercommit: 100}, Snapshot{Hosts: []HostInfo{host("a", 4, 8192)}}, Request{VCPUs: 5, MemoryMiB: 1})
 	if err == nil || !strings.Contains(err.Error(), "needs 5 vcpus, host has 4 cpus") {
 		t.Fatalf("Place = %v, want a refusal for more vcpus than cpus", err)
+	}
+}
+
+// TestChoicesPickAmongTheBest: with Choices, the seed picks one of the
+// Choices hosts with the most free memory (ties by name), in that order,
+// as sorting every fitting host would — on fleets with ties and hosts
+// that do not fit.
+func TestChoicesPickAmongTheBest(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	cfg := Config{}.withDefaults()
+	for round := range 200 {
+		n := 1 + rng.IntN(60)
+		snap := Snapshot{}
+		for i := range n {
+			snap.Hosts = append(snap.Hosts, HostInfo{
+				Name: fmt.Sprintf("h%03d", i), Ready: rng.IntN(10) > 0, CPUs: 8,
+				MemoryMiB: 16384, AllocatedMemoryMiB: int64(rng.IntN(8)) * 2048,
+			})
+		}
+		req := Request{VCPUs: 1, MemoryMiB: 1024, Choices: 1 + rng.IntN(6), Seed: rng.Uint64()}
+		type fit struct {
+			name string
+			free int64
+		}
+		var fits []fit
+		for _, h := range snap.Hosts {
+			if refusal(cfg, h, req) == "" {
+				fits = append(fits, fit{h.Name, HostCapacity(cfg, h).FreeMemoryMiB})
+			}
+		}
+		got, err := Place(cfg, snap, req)
+		if len(fits) == 0 {
+			if err == nil {
+				t.Fatalf("round %d: placed on %s where nothing fits", round, got)
+			}
+			continue
+		}
+		slices.SortFunc(fits, func(a, b fit) int {
+			if c := cmp.Compare(b.free, a.free); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.name, b.name)
+		})
+		want := fits[req.Seed%uint64(min(req.Choices, len(fits)))].name
+		if err != nil || got != want {
+			t.Fatalf("round %d (%d hosts, %d choices): %s, %v; want %s", round, n, req.Choices, got, err, want)
+		}
 	}
 }
