@@ -53,8 +53,13 @@ type libvirtStream struct {
 
 func (s *libvirtStream) Size() int64 { return s.size }
 
-// Open downloads the volume from off in the background into a pipe;
-// closing the reader ends the download.
+// libvirtSegment is what one of a stream's downloads asks libvirt for: a
+// reader closed before the end of a download has the rest of that
+// download read and dropped (go-libvirt cannot abort one).
+const libvirtSegment = 32 << 20
+
+// Open downloads the volume from off in the background into a pipe, in
+// downloads of libvirtSegment; closing the reader ends the download.
 func (s *libvirtStream) Open(ctx context.Context, off int64) (io.ReadCloser, error) {
 	if off < 0 || off > s.size {
 		return nil, fmt.Errorf("offset %d outside the volume's %d bytes", off, s.size)
@@ -62,7 +67,11 @@ func (s *libvirtStream) Open(ctx context.Context, off int64) (io.ReadCloser, err
 	ctx, cancel := context.WithCancel(ctx)
 	pr, pw := io.Pipe()
 	go func() {
-		pw.CloseWithError(s.p.DownloadVolume(ctx, s.key, off, pw))
+		var err error
+		for o := off; o < s.size && err == nil; o += libvirtSegment {
+			err = s.p.DownloadVolumeRange(ctx, s.key, o, min(libvirtSegment, s.size-o), pw)
+		}
+		pw.CloseWithError(err)
 	}()
 	return &cancelReader{ReadCloser: pr, cancel: cancel}, nil
 }
