@@ -167,7 +167,10 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 			}
 			part := out + ".part"
 			src = part
-			err = c.copyDirect(ctx, p, d, st, &ck, save, every, maxDisk, part)
+			err = errNotRaw
+			if df, ok := st.(interface{ DeclaredFormat() string }); !ok || df.DeclaredFormat() == "" || df.DeclaredFormat() == "raw" {
+				err = c.copyDirect(ctx, p, d, st, &ck, save, every, maxDisk, part)
+			}
 			if err == nil {
 				return c.finishDirect(ctx, p, d, &ck, save, part, out, fail)
 			}

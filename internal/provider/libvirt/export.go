@@ -249,7 +249,7 @@ func (p *Provider) VolumeLength(ctx context.Context, key string) (int64, error) 
 // volume whose key is key to w, from offset. A write to w that fails, or
 // ctx ending, does not abort libvirt's stream, which go-libvirt cannot
 // do without hanging the connection: the rest of the range is read and
-// dropped, and the error returned. Keep ranges short.
+// dropped, and the error returned.
 func (p *Provider) DownloadVolumeRange(ctx context.Context, key string, offset, length int64, w io.Writer) error {
 	l, _, _, err := p.conn()
 	if err != nil {
