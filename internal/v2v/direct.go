@@ -238,21 +238,31 @@ func (c *Copier) copyDirect(ctx context.Context, p VMPlan, d DiskPlan, st Stream
 func (c *Copier) readBack(ctx context.Context, p VMPlan, d DiskPlan, exp *qcow2Export, v int64) (string, error) {
 	m := newMeter(c.Progress, p.Name, d.Name, PhaseVerify, 0, v)
 	dg, _ := newContentDigest(nil)
-	buf := make([]byte, streamChunk)
+	// Read in requests of several chunks: fewer round trips to the
+	// daemon; the digest still goes chunk by chunk.
+	buf := make([]byte, readBackRequest)
 	for off := int64(0); off < v; {
 		if err := ctx.Err(); err != nil {
 			return "", err
 		}
-		n := min(int64(streamChunk), v-off)
+		n := min(int64(len(buf)), v-off)
 		if err := exp.ReadAt(buf[:n], off); err != nil {
 			return "", err
 		}
-		dg.add(buf[:n])
+		for b := buf[:n]; len(b) > 0; {
+			k := min(len(b), streamChunk)
+			dg.add(b[:k])
+			b = b[k:]
+		}
 		off += n
 		m.set(off, off == v)
 	}
 	return dg.sum(), nil
 }
+
+// readBackRequest is what one read of the read-back asks the export
+// for: whole chunks, within the NBD server's limit of 32 MiB.
+const readBackRequest = 8 * streamChunk
 
 // readAhead reads a stream in chunks in the background, a few ahead of
 // the chunk being hashed and written, so that the source's stream and
