@@ -137,7 +137,9 @@ func (c *Copier) copyDirect(ctx context.Context, p VMPlan, d DiskPlan, st Stream
 	}
 	exp, err := exportQCOW2(ctx, part)
 	if err != nil {
-		return err
+		// Kept for the next run (a daemon of a killed run may still
+		// hold the qcow2's lock for a moment).
+		return &resumable{err}
 	}
 	defer exp.stop()
 	if exp.size != v {
