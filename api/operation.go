@@ -77,6 +77,10 @@ const (
 	EventPort          = "port"
 	EventSecurityGroup = "security-group"
 	EventFloatingIP    = "floating-ip"
+
+	// A migration of VMs from another hypervisor was created, progressed
+	// (about every second while it runs) or was deleted.
+	EventMigration = "migration"
 )
 
 // HeaderRevision is the header of GET /v1/events's answer that tells the
@@ -106,4 +110,6 @@ type Event struct {
 	Port          *Port          `json:"port,omitempty"`
 	SecurityGroup *SecurityGroup `json:"securityGroup,omitempty"`
 	FloatingIP    *FloatingIP    `json:"floatingIP,omitempty"`
+
+	Migration *VMMigration `json:"migration,omitempty"`
 }

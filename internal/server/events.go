@@ -16,7 +16,7 @@ import (
 )
 
 var eventTypes = []string{api.EventVM, api.EventHost, api.EventImage, api.EventOperation, api.EventProvider,
-	api.EventNetwork, api.EventSubnet, api.EventPort, api.EventSecurityGroup, api.EventFloatingIP}
+	api.EventNetwork, api.EventSubnet, api.EventPort, api.EventSecurityGroup, api.EventFloatingIP, api.EventMigration}
 
 func action(c store.ChangeType, prev bool) string {
 	switch {
@@ -100,6 +100,12 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 	s.networkEventHandlers(want, h, visible)
+	if want[api.EventMigration] {
+		on(h, s.vmMigrations, func(c store.Change[api.VMMigration]) (api.Event, bool) {
+			return api.Event{Type: api.EventMigration, Action: action(c.Type, c.Prev != nil), Object: api.Ref{Kind: "migration", Name: c.Obj.Name, UID: c.Obj.UID, Project: c.Obj.Project}, Migration: c.Obj},
+				visible(c.Obj.Project, auth.PermVMRead)
+		})
+	}
 	// The events come from etcd's history, in revision order, not from
 	// this server's memory: every server of a cluster tells the same
 	// events with the same revisions, so a client cut off from one

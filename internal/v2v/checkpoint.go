@@ -14,8 +14,12 @@ import (
 // after every step (and every CheckpointBytes of a stream), so that a
 // restarted job goes on from there.
 type checkpoint struct {
-	// Offset is how far a streamed disk is in its staged file, synced;
-	// Hash the SHA-256 state of the stream's bytes up to it.
+	// Mode is how a streamed disk is copied: modeDirect, modeStage, or
+	// not decided yet.
+	Mode string `json:"mode,omitempty"`
+	// Offset is how far a streamed disk is in its staged file (or, in
+	// modeDirect, its qcow2), synced; Hash the SHA-256 state of the
+	// stream's bytes (in modeDirect, of its content digest) up to it.
 	Offset int64  `json:"offset,omitempty"`
 	Hash   []byte `json:"hash,omitempty"`
 	// StreamSize is the stream's size when it began: a source that
@@ -32,6 +36,11 @@ type checkpoint struct {
 	SourceFormat string `json:"sourceFormat,omitempty"`
 	VirtualSize  int64  `json:"virtualSize,omitempty"`
 	SHA256       string `json:"sha256,omitempty"`
+	// QcowSize and QcowModTime are the done qcow2 file's size and
+	// modification time (a disk written directly, whose SHA256 is its
+	// content digest, not the file's).
+	QcowSize    int64 `json:"qcowSize,omitempty"`
+	QcowModTime int64 `json:"qcowModTime,omitempty"`
 }
 
 func loadCheckpoint(path string) (checkpoint, error) {

@@ -45,7 +45,9 @@ type DiskResult struct {
 	Path         string `json:"path"`
 	SourceFormat string `json:"sourceFormat"`
 	VirtualSize  int64  `json:"virtualSize"`
-	SHA256       string `json:"sha256"`
+	// SHA256 is the qcow2 file's SHA-256, or, for a raw stream written
+	// directly, the content digest of the disk (contentDigest).
+	SHA256 string `json:"sha256"`
 	// Verified: read back and compared with the source.
 	Verified bool `json:"verified"`
 }
@@ -122,7 +124,7 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 		return DiskResult{}, fmt.Errorf("VM %s disk %s: %w", p.Name, d.From.Name, err)
 	}
 	if ck.Done {
-		if sum, err := fileSHA256(ctx, out); err == nil && sum == ck.SHA256 {
+		if ck.Mode == modeDirect && sameFile(out, ck) || ck.Mode != modeDirect && fileMatches(ctx, out, ck.SHA256) {
 			c.logger().Info("disk already copied", "vm", p.Name, "disk", d.Name)
 			c.report(Progress{VM: p.Name, Disk: d.Name, Phase: PhaseDone, Done: ck.VirtualSize, Total: ck.VirtualSize})
 			return DiskResult{Name: d.Name, Path: out, SourceFormat: ck.SourceFormat, VirtualSize: ck.VirtualSize, SHA256: ck.SHA256, Verified: true}, nil
@@ -153,15 +155,39 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 		if c.Streams == nil {
 			return fail(errors.New("no source to stream the disk from"))
 		}
+		every := c.CheckpointBytes
+		if every <= 0 {
+			every = 64 << 20
+		}
+		if ck.Mode == modeDirect || ck.Mode == "" && ck.Offset == 0 && !ck.Staged {
+			// A raw disk is written into its qcow2 as it streams.
+			st, err := c.Streams(ctx, p.Source.Name, d.From)
+			if err != nil {
+				return fail(&resumable{fmt.Errorf("opening source disk: %w", err)})
+			}
+			part := out + ".part"
+			src = part
+			err = errNotRaw
+			if df, ok := st.(interface{ DeclaredFormat() string }); !ok || df.DeclaredFormat() == "" || df.DeclaredFormat() == "raw" {
+				err = c.copyDirect(ctx, p, d, st, &ck, save, every, maxDisk, part)
+			}
+			if err == nil {
+				return c.finishDirect(ctx, p, d, &ck, save, part, out, fail)
+			}
+			if !errors.Is(err, errNotRaw) {
+				return fail(err)
+			}
+			_ = os.Remove(part)
+			ck = checkpoint{Mode: modeStage}
+			if err := save(); err != nil {
+				return fail(err)
+			}
+		}
 		src = filepath.Join(dir, d.Name+".stream")
 		if !ck.Staged {
 			st, err := c.Streams(ctx, p.Source.Name, d.From)
 			if err != nil {
 				return fail(&resumable{fmt.Errorf("opening source disk: %w", err)})
-			}
-			every := c.CheckpointBytes
-			if every <= 0 {
-				every = 64 << 20
 			}
 			m := newMeter(c.Progress, p.Name, d.Name, PhaseStream, ck.Offset, st.Size())
 			if err := stage(ctx, st, src, &ck, save, every, stageLimit(maxDisk, d.From.CapacityBytes), m); err != nil {
@@ -214,6 +240,53 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 	c.report(Progress{VM: p.Name, Disk: d.Name, Phase: PhaseDone, Done: res.VirtualSizeBytes, Total: res.VirtualSizeBytes})
 	c.logger().Info("disk copied", "vm", p.Name, "disk", d.Name, "format", res.SourceFormat, "virtual_size", res.VirtualSizeBytes)
 	return DiskResult{Name: d.Name, Path: out, SourceFormat: res.SourceFormat, VirtualSize: res.VirtualSizeBytes, SHA256: res.SHA256, Verified: true}, nil
+}
+
+// finishDirect makes a disk written directly its qcow2: adapted when
+// the plan says so, and checkpointed done.
+func (c *Copier) finishDirect(ctx context.Context, p VMPlan, d DiskPlan, ck *checkpoint, save func() error, part, out string, fail func(error) (DiskResult, error)) (DiskResult, error) {
+	if err := os.Rename(part, out); err != nil {
+		return fail(fmt.Errorf("keeping the written disk: %w", err))
+	}
+	sum := ck.StreamSHA256
+	if p.Adaptation == "virt-v2v-in-place" && !ck.Adapted {
+		if err := c.adapt(ctx, p, d, out); err != nil {
+			_ = os.Remove(out)
+			*ck = checkpoint{}
+			_ = save()
+			return fail(err)
+		}
+		ck.Adapted = true
+		var err error
+		if sum, err = fileSHA256(ctx, out); err != nil {
+			return fail(err)
+		}
+	}
+	fi, err := os.Stat(out)
+	if err != nil {
+		return fail(fmt.Errorf("keeping the written disk: %w", err))
+	}
+	ck.Done, ck.SourceFormat, ck.SHA256 = true, images.FormatRaw, sum
+	ck.QcowSize, ck.QcowModTime = fi.Size(), fi.ModTime().UnixNano()
+	if err := save(); err != nil {
+		return fail(err)
+	}
+	c.report(Progress{VM: p.Name, Disk: d.Name, Phase: PhaseDone, Done: ck.VirtualSize, Total: ck.VirtualSize})
+	c.logger().Info("disk copied", "vm", p.Name, "disk", d.Name, "format", images.FormatRaw, "virtual_size", ck.VirtualSize, "written", "directly")
+	return DiskResult{Name: d.Name, Path: out, SourceFormat: images.FormatRaw, VirtualSize: ck.VirtualSize, SHA256: sum, Verified: true}, nil
+}
+
+// sameFile tells whether the file at path is the one the checkpoint
+// saw done (size and modification time).
+func sameFile(path string, ck checkpoint) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Size() == ck.QcowSize && fi.ModTime().UnixNano() == ck.QcowModTime
+}
+
+// fileMatches tells whether the file at path hashes to sum.
+func fileMatches(ctx context.Context, path, sum string) bool {
+	got, err := fileSHA256(ctx, path)
+	return err == nil && got == sum
 }
 
 // adapt runs virt-v2v-in-place on the VM's first disk: virtio drivers

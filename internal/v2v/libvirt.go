@@ -41,20 +41,23 @@ func (s LibvirtSource) Streams() Streams {
 		if err != nil {
 			return nil, err
 		}
-		return &libvirtStream{p: s.Provider, key: d.Source.Ref, size: size}, nil
+		return &libvirtStream{p: s.Provider, key: d.Source.Ref, size: size, format: d.Source.Format}, nil
 	}
 }
 
 type libvirtStream struct {
-	p    *libvirt.Provider
-	key  string
-	size int64
+	p      *libvirt.Provider
+	key    string
+	size   int64
+	format string
 }
 
 func (s *libvirtStream) Size() int64 { return s.size }
 
 // Open downloads the volume from off in the background into a pipe;
-// closing the reader ends the download.
+// closing the reader ends the download: libvirt's stream goes on to its
+// end, dropped (go-libvirt cannot abort a download without hanging its
+// connection), so a stream is closed early only when it must be.
 func (s *libvirtStream) Open(ctx context.Context, off int64) (io.ReadCloser, error) {
 	if off < 0 || off > s.size {
 		return nil, fmt.Errorf("offset %d outside the volume's %d bytes", off, s.size)
@@ -62,10 +65,15 @@ func (s *libvirtStream) Open(ctx context.Context, off int64) (io.ReadCloser, err
 	ctx, cancel := context.WithCancel(ctx)
 	pr, pw := io.Pipe()
 	go func() {
-		pw.CloseWithError(s.p.DownloadVolume(ctx, s.key, off, pw))
+		pw.CloseWithError(s.p.DownloadVolumeRange(ctx, s.key, off, 0, pw))
 	}()
 	return &cancelReader{ReadCloser: pr, cancel: cancel}, nil
 }
+
+// DeclaredFormat is the volume's format as libvirt knows it: a stream
+// that is not declared raw is not tried as one (closing it early costs
+// reading it whole).
+func (s *libvirtStream) DeclaredFormat() string { return s.format }
 
 type cancelReader struct {
 	io.ReadCloser

@@ -145,3 +145,55 @@ func TestLibvirtDomainMoves(t *testing.T) {
 		t.Errorf("source volume: %v", err)
 	}
 }
+
+// TestLibvirtRawVolumeStreamsIntoQCOW2: a raw volume of a real libvirtd's
+// pool is written into its qcow2 as libvirt's download stream brings it
+// (nothing staged), and is the volume. A volume declared raw whose bytes
+// are a qcow2 is found out by its first bytes: its stream is closed early
+// and it is staged and converted with the image import's checks, and the
+// provider's connection still answers after that abandoned download.
+func TestLibvirtRawVolumeStreamsIntoQCOW2(t *testing.T) {
+	guest.RequireQEMU(t)
+	requireLibvirtd(t)
+	g := guest.Build(t)
+	dir := t.TempDir()
+	pool := "v2vraw-" + fmt.Sprint(time.Now().UnixNano()%1e9)
+	poolDir := filepath.Join(dir, "pool")
+	os.Mkdir(poolDir, 0o755)
+	virsh(t, "pool-create-as", pool, "dir", "--target", poolDir)
+	t.Cleanup(func() { exec.Command("virsh", "-c", "qemu:///system", "pool-destroy", pool).Run() })
+	raw, disguised := filepath.Join(poolDir, "root.raw"), filepath.Join(poolDir, "other.img")
+	convertGuest(t, g, "raw", "", raw)
+	convertGuest(t, g, "qcow2", "", disguised)
+	virsh(t, "pool-refresh", pool)
+	p := libvirt.New(provider.Config{URL: "qemu:///system"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx := context.Background()
+	if err := p.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	src := LibvirtSource{Provider: p}
+	for _, tc := range []struct {
+		vol, format string
+		wantFiles   int
+	}{{raw, "raw", 2}, {disguised, "qcow2", 2}} {
+		hw := Hardware{Name: "lv", VCPUs: 1, MemoryMiB: 128, Disks: []Disk{{Name: "vda", Bus: BusVirtio,
+			Source: DiskSource{Kind: SourceStream, Ref: tc.vol, Format: "raw"}}}}
+		c := &Copier{Dir: filepath.Join(t.TempDir(), "job"), Streams: src.Streams()}
+		res, err := c.CopyVM(ctx, PlanVM(hw, Options{Host: "h"}))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.vol, err)
+		}
+		if res[0].SourceFormat != tc.format {
+			t.Errorf("%s copied as %q, want %q", tc.vol, res[0].SourceFormat, tc.format)
+		}
+		if out, err := exec.Command("qemu-img", "compare", "-f", tc.format, "-F", "qcow2", tc.vol, res[0].Path).CombinedOutput(); err != nil {
+			t.Fatalf("the copy differs from %s: %v: %s", tc.vol, err, out)
+		}
+		if got := listFiles(t, c.Dir); len(got) != tc.wantFiles {
+			t.Errorf("job directory holds %v, want the qcow2 and its checkpoint", got)
+		}
+	}
+	if _, err := p.VolumeLength(ctx, raw); err != nil {
+		t.Fatalf("the provider's connection after an abandoned download: %v", err)
+	}
+}

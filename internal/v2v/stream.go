@@ -66,11 +66,11 @@ func stage(ctx context.Context, st Stream, dst string, ck *checkpoint, save func
 	}
 	h := sha256.New()
 	if ck.StreamSize != size || !unknown && ck.Offset > size {
-		*ck = checkpoint{StreamSize: size}
+		*ck = checkpoint{StreamSize: size, Mode: ck.Mode}
 	}
 	if ck.Offset > 0 {
 		if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(ck.Hash); err != nil {
-			*ck = checkpoint{StreamSize: size}
+			*ck = checkpoint{StreamSize: size, Mode: ck.Mode}
 			h.Reset()
 		}
 	}
@@ -164,7 +164,7 @@ func stage(ctx context.Context, st Stream, dst string, ck *checkpoint, save func
 		return err
 	}
 	if got != want {
-		*ck = checkpoint{}
+		*ck = checkpoint{Mode: ck.Mode}
 		_ = save()
 		return fmt.Errorf("staged disk reads back as SHA-256 %s, the stream was %s: starting over on the next run", got, want)
 	}

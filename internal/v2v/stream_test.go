@@ -2,6 +2,7 @@ package v2v
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -84,8 +85,12 @@ func TestStreamResumes(t *testing.T) {
 	if last.Phase != PhaseDone {
 		t.Errorf("last progress %+v", last)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "job", "lv", "root.stream")); !os.IsNotExist(err) {
-		t.Errorf("staged stream kept: %v", err)
+	if last.Resumed != 0 || res[0].SourceFormat != "raw" {
+		t.Errorf("last progress %+v, result %+v", last, res[0])
+	}
+	// Written straight into its qcow2: nothing was staged.
+	if got := listFiles(t, filepath.Join(dir, "job")); len(got) != 2 {
+		t.Errorf("job directory holds %v, want the qcow2 and its checkpoint", got)
 	}
 }
 
@@ -166,6 +171,126 @@ func TestStreamOverItsLimit(t *testing.T) {
 			}
 			if got := listFiles(t, job); len(got) != 0 {
 				t.Errorf("job directory keeps %v", got)
+			}
+		})
+	}
+}
+
+// swapStream serves first for its first open, killing the copy (cancel)
+// after killAt bytes, and then for the next: a source whose bytes past
+// a checkpoint differ from what the killed run wrote there.
+type swapStream struct {
+	first, then string
+	killAt      int64
+	cancel      context.CancelFunc
+	opens       int
+}
+
+func (s *swapStream) Size() int64 { return (&fileStream{path: s.then}).Size() }
+
+func (s *swapStream) Open(ctx context.Context, off int64) (io.ReadCloser, error) {
+	s.opens++
+	if s.opens == 1 {
+		f, err := os.Open(s.first)
+		if err != nil {
+			return nil, err
+		}
+		return struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(io.LimitReader(f, s.killAt), readerFunc(func([]byte) (int, error) {
+			s.cancel()
+			return 0, context.Canceled
+		})), f}, nil
+	}
+	return (&fileStream{path: s.then}).Open(ctx, off)
+}
+
+// TestStreamDirectResumeRezeroes: a raw stream is written into its qcow2
+// as it is read; a run killed past its last checkpoint leaves data there,
+// which the run that resumes makes zeros again before it goes on (the
+// stream's chunks of zeros are not written), so the disk is the stream's
+// and not a splice. Zeros stay unallocated in the qcow2.
+func TestStreamDirectResumeRezeroes(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.raw"), filepath.Join(dir, "b.raw")
+	data := make([]byte, 16<<20)
+	for i := 0; i < 2<<20; i++ {
+		data[i] = byte(i*7 + 1) // the first 2 MiB: data
+	}
+	os.WriteFile(b, data, 0o600)
+	for i := 8 << 20; i < 11<<20; i++ {
+		data[i] = 0xcd // past the checkpoint at 8 MiB: data only in a
+	}
+	os.WriteFile(a, data, 0o600)
+	ctx, cancel := context.WithCancel(context.Background())
+	st := &swapStream{first: a, then: b, killAt: 11 << 20, cancel: cancel}
+	hw := Hardware{Name: "lv", VCPUs: 1, MemoryMiB: 128, Disks: []Disk{{Name: "vda", Bus: BusVirtio, Source: DiskSource{Kind: SourceStream}}}}
+	var resumed int64
+	c := &Copier{Dir: filepath.Join(dir, "job"), CheckpointBytes: 8 << 20,
+		Streams:  func(context.Context, string, Disk) (Stream, error) { return st, nil },
+		Progress: func(p Progress) { resumed = max(resumed, p.Resumed) }}
+	if _, err := c.CopyVM(ctx, PlanVM(hw, Options{Host: "h"})); !errors.Is(err, context.Canceled) {
+		t.Fatalf("first run: %v", err)
+	}
+	res, err := c.CopyVM(context.Background(), PlanVM(hw, Options{Host: "h"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resumed != 8<<20 {
+		t.Errorf("resumed at %d, want the checkpoint at %d", resumed, 8<<20)
+	}
+	if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "qcow2", b, res[0].Path).CombinedOutput(); err != nil {
+		t.Fatalf("the resumed copy is not the stream: %v: %s", err, out)
+	}
+	out, err := exec.Command("qemu-img", "map", "--output=json", "-f", "qcow2", res[0].Path).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var allocated int64
+	var extents []struct {
+		Length int64 `json:"length"`
+		Data   bool  `json:"data"`
+	}
+	json.Unmarshal(out, &extents)
+	for _, e := range extents {
+		if e.Data {
+			allocated += e.Length
+		}
+	}
+	if allocated != 2<<20 {
+		t.Errorf("%d bytes allocated in the qcow2, want the 2 MiB of data: %s", allocated, out)
+	}
+}
+
+// TestStreamNotRawIsStaged: a stream whose first bytes (a VMDK) or last
+// sector (a fixed VHD's footer) are another format's is not written
+// directly but staged and converted with an image import's checks.
+func TestStreamNotRawIsStaged(t *testing.T) {
+	guest.RequireQEMU(t)
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "disk.raw")
+	data := make([]byte, 4<<20)
+	for i := range 1 << 20 {
+		data[i] = byte(i%251 + 1)
+	}
+	os.WriteFile(raw, data, 0o600)
+	for _, f := range []struct{ format, opts string }{{"vmdk", "subformat=streamOptimized"}, {"vpc", "subformat=fixed,force_size=on"}} {
+		t.Run(f.format, func(t *testing.T) {
+			img := filepath.Join(dir, "disk."+f.format)
+			run(t, "qemu-img", "convert", "-f", "raw", "-O", f.format, "-o", f.opts, raw, img)
+			hw := Hardware{Name: "lv", VCPUs: 1, MemoryMiB: 128, Disks: []Disk{{Name: "vda", Bus: BusVirtio, Source: DiskSource{Kind: SourceStream}}}}
+			c := &Copier{Dir: filepath.Join(t.TempDir(), "job"),
+				Streams: func(context.Context, string, Disk) (Stream, error) { return &fileStream{path: img}, nil }}
+			res, err := c.CopyVM(context.Background(), PlanVM(hw, Options{Host: "h"}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res[0].SourceFormat != f.format {
+				t.Errorf("source format %q, want %q", res[0].SourceFormat, f.format)
+			}
+			if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "qcow2", raw, res[0].Path).CombinedOutput(); err != nil {
+				t.Fatalf("the copy differs: %v: %s", err, out)
 			}
 		})
 	}

@@ -287,6 +287,7 @@ export interface Event {
   port?: Port;
   securityGroup?: SecurityGroup;
   floatingIP?: FloatingIP;
+  migration?: VMMigration;
 }
 
 // A VM's NIC: on "user" (NAT) or a network of the project, through a port.

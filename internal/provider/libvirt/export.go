@@ -244,3 +244,46 @@ func (p *Provider) VolumeLength(ctx context.Context, key string) (int64, error) 
 	}
 	return volumeLength(l, vol)
 }
+
+// DownloadVolumeRange writes length bytes (0: to its end) of the storage
+// volume whose key is key to w, from offset. A write to w that fails, or
+// ctx ending, does not abort libvirt's stream, which go-libvirt cannot
+// do without hanging the connection: the rest of the range is read and
+// dropped, and the error returned.
+func (p *Provider) DownloadVolumeRange(ctx context.Context, key string, offset, length int64, w io.Writer) error {
+	l, _, _, err := p.conn()
+	if err != nil {
+		return err
+	}
+	vol, err := l.StorageVolLookupByKey(key)
+	if err != nil {
+		return fmt.Errorf("look up volume %s: %w", key, classify(err))
+	}
+	dw := &drainWriter{ctx: ctx, w: w}
+	err = l.StorageVolDownload(vol, dw, uint64(offset), uint64(length), 0)
+	if dw.err != nil {
+		return dw.err
+	}
+	if err != nil {
+		return fmt.Errorf("download volume %s at %d: %w", key, offset, err)
+	}
+	return nil
+}
+
+// drainWriter writes to w until a write fails or ctx ends, then drops
+// what it is given, keeping the first error.
+type drainWriter struct {
+	ctx context.Context
+	w   io.Writer
+	err error
+}
+
+func (d *drainWriter) Write(p []byte) (int, error) {
+	if d.err == nil {
+		d.err = d.ctx.Err()
+	}
+	if d.err == nil {
+		_, d.err = d.w.Write(p)
+	}
+	return len(p), nil
+}

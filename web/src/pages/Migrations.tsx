@@ -1,10 +1,11 @@
 // Migrations of VMs from other hypervisors: the list of the project's (or
 // every project's) migrations with how each VM goes, and one migration's
-// page. The event stream carries no migrations: one the server works on
-// (planning, pending, running) is read again every two seconds, others
-// every thirty.
+// page. Both follow the event stream, on which the server publishes each
+// change of a migration (about every second while one runs); they read
+// the migrations again only when the stream reconnects having missed some.
 import { useCallback, useEffect, useMemo, useState } from 'react';
 import { call, listAll, q, scope, type VMMigration } from '../api';
+import { useEvents, useResync } from '../events';
 import { useLiveList } from '../live';
 import { useSession } from '../session';
 import { Link, navigate, useLocation } from '../router';
@@ -13,12 +14,10 @@ import { APIError } from '../lib/errors';
 import { keyOf, newer } from '../lib/merge';
 import { fromSearch, toSearch } from '../lib/urlstate';
 import { bytes } from '../lib/units';
-import { blocked, counts, countsText, eta, filterMigrations, mayCancel, mayStart, migrationBusy, migrationOver, migrationPath, migrationStates, percent, phaseText, silentFor, sourceText, stateText, vmRows } from '../lib/v2v';
+import { blocked, counts, countsText, eta, filterMigrations, mayCancel, mayStart, migrationOver, migrationPath, migrationStates, percent, phaseText, silentFor, sourceText, stateText, vmRows } from '../lib/v2v';
 
-const activeMs = 2000;
 // shownMoving is how many copying VMs a row of the list details.
 const shownMoving = 3;
-const idleMs = 30_000;
 const defaults = { state: '', q: '', all: '' };
 const seg = encodeURIComponent;
 
@@ -160,13 +159,13 @@ export function Migrations() {
   const all = f.all === '1';
   const [actErr, setActErr] = useState<unknown>();
   const now = useNow(5000);
-  const live = useLiveList<VMMigration>((signal) => listAll<VMMigration>('/v1/migrations', scope(s.project, all), signal), () => undefined, keyOf, [s.project, all]);
-  const active = live.items.some((m) => migrationBusy(m.status.state));
+  const live = useLiveList<VMMigration>(
+    (signal) => listAll<VMMigration>('/v1/migrations', scope(s.project, all), signal),
+    (e) => (e.migration && (all || e.migration.project === s.project) ? e.migration : undefined),
+    keyOf,
+    [s.project, all],
+  );
   const { reload } = live;
-  useEffect(() => {
-    const t = setInterval(reload, active ? activeMs : idleMs);
-    return () => clearInterval(t);
-  }, [active, reload]);
   const rows = useMemo(() => filterMigrations(live.items, f.state, f.q), [live.items, f.state, f.q]);
   const set = (k: keyof typeof defaults) => (v: string) => navigate('/migrations' + toSearch({ ...fromSearch(location.search, defaults), [k]: v }, defaults), true);
 
@@ -285,12 +284,13 @@ export function MigrationPage({ project, name }: { project: string; name: string
     );
   }, [path]);
   useEffect(load, [load]);
-  const busy = m ? migrationBusy(stateText(m)) : true;
-  useEffect(() => {
-    if (gone) return;
-    const t = setInterval(load, busy ? activeMs : idleMs);
-    return () => clearInterval(t);
-  }, [load, busy, gone]);
+  useResync(load);
+  useEvents((e) => {
+    const x = e.migration;
+    if (!x || x.project !== project || x.name !== name) return;
+    if (e.action === 'deleted') setGone(true);
+    else setM((cur) => (cur && !newer(cur, x) ? cur : x));
+  });
 
   const back = (
     <p className="crumbs">

@@ -1,0 +1,392 @@
+package v2v
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+
+	"github.com/polyvisor/polyvisor/internal/images"
+)
+
+// Checkpoint modes of a streamed disk.
+const (
+	// modeDirect: the stream is a raw disk, written as it is read into
+	// the destination qcow2 (<disk>.qcow2.part) through an NBD export.
+	modeDirect = "direct"
+	// modeStage: the stream is an image of another format (a VMDK, a
+	// qcow2 volume...), staged whole, then checked and converted like an
+	// image import.
+	modeStage = "stage"
+)
+
+// errNotRaw: the stream is not a raw disk; it is staged instead.
+var errNotRaw = errors.New("the stream is not a raw disk")
+
+// contentDigest hashes a disk's contents chunk by chunk (streamChunk
+// bytes from offset 0): the SHA-256 of the sequence of each chunk's
+// SHA-256, 32 zero bytes standing for a chunk of zeros, which is thus
+// not hashed. A stream and the disk read back hash alike when, and only
+// when, every chunk is the same.
+type contentDigest struct{ h hash.Hash }
+
+func newContentDigest(state []byte) (*contentDigest, error) {
+	d := &contentDigest{h: sha256.New()}
+	if len(state) > 0 {
+		if err := d.h.(encoding.BinaryUnmarshaler).UnmarshalBinary(state); err != nil {
+			return nil, fmt.Errorf("restoring the stream's digest: %w", err)
+		}
+	}
+	return d, nil
+}
+
+// add hashes the next chunk; it tells whether the chunk is all zeros.
+func (d *contentDigest) add(chunk []byte) (zero bool) {
+	var sum [32]byte
+	zero = allZero(chunk)
+	if !zero {
+		sum = sha256.Sum256(chunk)
+	}
+	d.h.Write(sum[:])
+	return zero
+}
+
+func (d *contentDigest) state() ([]byte, error) {
+	b, err := d.h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("saving the stream's digest: %w", err)
+	}
+	return b, nil
+}
+
+func (d *contentDigest) sum() string { return hex.EncodeToString(d.h.Sum(nil)) }
+
+// directSize is the virtual size of the qcow2 a raw stream is written
+// into: the stream's size, or, unknown, the disk's capacity; 0 when the
+// stream cannot be a raw disk (not whole sectors).
+func directSize(st Stream, capacity int64) int64 {
+	v := st.Size()
+	if v < 0 {
+		v = capacity
+	}
+	if v <= 0 || v%512 != 0 {
+		return 0
+	}
+	return v
+}
+
+// copyDirect writes a raw stream into the qcow2 part as it reads it:
+// zero chunks are not written (the qcow2 leaves them unallocated),
+// the content digest of the stream is kept as it goes, and every every
+// bytes the qcow2 is flushed and the offset and digest state saved, so
+// a restarted copy goes on from there. Then the qcow2 is read back once
+// through the same export and its digest matched with the stream's.
+// errNotRaw says the stream is not a raw disk (its first or last bytes
+// are another format's): nothing of it is kept.
+func (c *Copier) copyDirect(ctx context.Context, p VMPlan, d DiskPlan, st Stream, ck *checkpoint, save func() error, every, maxDisk int64, part string) error {
+	size := st.Size()
+	v := directSize(st, d.From.CapacityBytes)
+	if v == 0 {
+		return errNotRaw
+	}
+	if v > maxDisk {
+		return fmt.Errorf("source stream is %d bytes, over the limit of %d (the largest disk allowed): refused", v, maxDisk)
+	}
+	if capa := d.From.CapacityBytes; capa > 0 && v > capa+1<<20 {
+		return fmt.Errorf("the image's virtual size of %d bytes is over the %d bytes its source declared: refused", v, capa)
+	}
+	if ck.Mode == modeDirect && (ck.StreamSize != size || ck.VirtualSize != v) {
+		*ck = checkpoint{} // the source changed: start over
+	}
+	if _, err := os.Stat(part); ck.Offset > 0 && err != nil {
+		*ck = checkpoint{} // the partial disk is gone
+	}
+	rc, err := st.Open(ctx, ck.Offset)
+	if err != nil {
+		return &resumable{fmt.Errorf("opening source stream at %d: %w", ck.Offset, err)}
+	}
+	ra := newReadAhead(rc, streamChunk)
+	defer ra.Close()
+	if ck.Offset == 0 {
+		// Its first bytes tell whether it is a raw disk, as an image
+		// import would detect it.
+		if head := ra.peek(); !images.LooksRaw(head[:min(len(head), 4096)], nil) {
+			return errNotRaw
+		}
+		_ = os.Remove(part)
+		if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", part, strconv.FormatInt(v, 10)).CombinedOutput(); err != nil {
+			return fmt.Errorf("creating the disk's qcow2: %w: %s", err, lastLine(out))
+		}
+		*ck = checkpoint{Mode: modeDirect, StreamSize: size, VirtualSize: v}
+		if err := save(); err != nil {
+			return err
+		}
+	}
+	dg, err := newContentDigest(ck.Hash)
+	if err != nil {
+		*ck = checkpoint{}
+		_ = save()
+		return &resumable{err}
+	}
+	exp, err := exportQCOW2(ctx, part)
+	if err != nil {
+		// Kept for the next run (a daemon of a killed run may still
+		// hold the qcow2's lock for a moment).
+		return &resumable{err}
+	}
+	defer exp.stop()
+	if exp.size != v {
+		*ck = checkpoint{}
+		_ = save()
+		return &resumable{fmt.Errorf("the partial disk is %d bytes, not %d: starting over on the next run", exp.size, v)}
+	}
+	if ck.Offset > 0 {
+		// What lies past the checkpoint was written after its last
+		// flush, or not: make it zeros again.
+		if err := exp.Zero(ck.Offset, v); err != nil {
+			return err
+		}
+	}
+	m := newMeter(c.Progress, p.Name, d.Name, PhaseStream, ck.Offset, v)
+	off, saved := ck.Offset, ck.Offset
+	checkpointAt := func(off int64) error {
+		if err := exp.Flush(); err != nil {
+			return err
+		}
+		state, err := dg.state()
+		if err != nil {
+			return err
+		}
+		ck.Offset, ck.Hash = off, state
+		return save()
+	}
+	var tail []byte
+	for off < v {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		want := min(int64(streamChunk), v-off)
+		buf, rerr := ra.next(int(want))
+		if int64(len(buf)) < want {
+			// A short chunk is not taken: the next run reads it whole.
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err := checkpointAt(off); err != nil {
+				return err
+			}
+			if rerr == nil || errors.Is(rerr, io.EOF) {
+				rerr = io.ErrUnexpectedEOF
+			}
+			return &resumable{fmt.Errorf("source stream broke at byte %d of %d: %w", off+int64(len(buf)), v, rerr)}
+		}
+		if !dg.add(buf) {
+			if err := exp.WriteAt(buf, off); err != nil {
+				return err
+			}
+		}
+		off += want
+		if off == v {
+			tail = append(tail, buf[len(buf)-512:]...)
+		}
+		ra.done(buf)
+		m.set(off, false)
+		if off-saved >= every && off < v {
+			if err := checkpointAt(off); err != nil {
+				return err
+			}
+			saved = off
+		}
+	}
+	if size < 0 {
+		// Of unknown length, sized by the disk's capacity: it must end there.
+		if more, _ := ra.next(1); len(more) > 0 {
+			return fmt.Errorf("source stream goes on past %d bytes, the disk's capacity, as a raw disk: refused", v)
+		}
+	}
+	m.set(off, true)
+	if !images.LooksRaw(nil, tail) {
+		return errNotRaw // a fixed VHD, say: its footer is the last sector
+	}
+	want := dg.sum()
+	got, err := c.readBack(ctx, p, d, exp, v)
+	if err != nil {
+		return err
+	}
+	if got != want {
+		*ck = checkpoint{}
+		_ = save()
+		return fmt.Errorf("the written disk reads back as digest %s, the stream was %s: starting over on the next run", got, want)
+	}
+	if err := exp.Flush(); err != nil {
+		return err
+	}
+	if err := exp.stop(); err != nil {
+		return err
+	}
+	ck.Offset, ck.Hash, ck.StreamSHA256 = v, nil, want
+	return nil
+}
+
+// readBack reads the disk of v bytes back through the export once and
+// returns its content digest.
+func (c *Copier) readBack(ctx context.Context, p VMPlan, d DiskPlan, exp *qcow2Export, v int64) (string, error) {
+	m := newMeter(c.Progress, p.Name, d.Name, PhaseVerify, 0, v)
+	dg, _ := newContentDigest(nil)
+	// Read in requests of several chunks: fewer round trips to the
+	// daemon; the digest still goes chunk by chunk.
+	buf := make([]byte, readBackRequest)
+	for off := int64(0); off < v; {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		n := min(int64(len(buf)), v-off)
+		if err := exp.ReadAt(buf[:n], off); err != nil {
+			return "", err
+		}
+		for b := buf[:n]; len(b) > 0; {
+			k := min(len(b), streamChunk)
+			dg.add(b[:k])
+			b = b[k:]
+		}
+		off += n
+		m.set(off, off == v)
+	}
+	return dg.sum(), nil
+}
+
+// readBackRequest is what one read of the read-back asks the export
+// for: whole chunks, within the NBD server's limit of 32 MiB.
+const readBackRequest = 8 * streamChunk
+
+// readAhead reads a stream in chunks in the background, a few ahead of
+// the chunk being hashed and written, so that the source's stream and
+// the disk's writes overlap.
+type readAhead struct {
+	rc    io.ReadCloser
+	size  int
+	ch    chan chunkRead
+	free  chan []byte
+	stop  chan struct{}
+	spare []byte // a short chunk given back to next's caller whole
+	// pending is the chunk peek read, next's to return.
+	pending *chunkRead
+}
+
+type chunkRead struct {
+	b   []byte
+	err error
+}
+
+const readAheadChunks = 4
+
+func newReadAhead(rc io.ReadCloser, size int) *readAhead {
+	r := &readAhead{rc: rc, size: size, ch: make(chan chunkRead, readAheadChunks), free: make(chan []byte, readAheadChunks+1), stop: make(chan struct{})}
+	for i := 0; i < readAheadChunks+1; i++ {
+		r.free <- make([]byte, size)
+	}
+	go r.loop()
+	return r
+}
+
+func (r *readAhead) loop() {
+	defer close(r.ch)
+	for {
+		var b []byte
+		select {
+		case b = <-r.free:
+		case <-r.stop:
+			return
+		}
+		n, err := io.ReadFull(r.rc, b)
+		select {
+		case r.ch <- chunkRead{b[:n], err}:
+		case <-r.stop:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// next returns the next want bytes (want at most the chunk size), fewer
+// with the error that cut them short. The chunks the loop reads are
+// whole; a caller that asks for less (the end of a disk) is given the
+// rest of the last one on its next call.
+func (r *readAhead) next(want int) ([]byte, error) {
+	if r.spare != nil {
+		b := r.spare
+		r.spare = nil
+		if len(b) >= want {
+			if len(b) > want {
+				r.spare = b[want:]
+			}
+			return b[:want], nil
+		}
+		return b, io.ErrUnexpectedEOF
+	}
+	c, ok := r.fetch()
+	if !ok {
+		return nil, io.EOF
+	}
+	if len(c.b) > want {
+		r.spare = c.b[want:]
+		return c.b[:want], nil
+	}
+	if len(c.b) < want && c.err == nil {
+		c.err = io.ErrUnexpectedEOF
+	}
+	if len(c.b) == want {
+		c.err = nil
+	}
+	return c.b, c.err
+}
+
+func (r *readAhead) fetch() (chunkRead, bool) {
+	if r.pending != nil {
+		c := *r.pending
+		r.pending = nil
+		return c, true
+	}
+	c, ok := <-r.ch
+	return c, ok
+}
+
+// peek returns the first chunk without taking it (fewer bytes when the
+// stream is shorter or broke).
+func (r *readAhead) peek() []byte {
+	c, ok := r.fetch()
+	if !ok {
+		return nil
+	}
+	r.pending = &c
+	return c.b
+}
+
+// done gives a chunk's buffer back once it is written.
+func (r *readAhead) done(b []byte) {
+	if r.spare != nil || cap(b) < r.size {
+		return // part of a chunk whose rest is still to be read
+	}
+	select {
+	case r.free <- b[:r.size]:
+	default:
+	}
+}
+
+// Close stops the loop and closes the stream.
+func (r *readAhead) Close() error {
+	close(r.stop)
+	err := r.rc.Close()
+	for range r.ch {
+	}
+	return err
+}
