@@ -178,6 +178,12 @@ type VolumeAttachment struct {
 	Path    string       `json:"path"`
 	SizeMiB int64        `json:"sizeMiB"`
 	Limits  VolumeLimits `json:"limits,omitzero"`
+	// Boot marks the VM's root disk: plugged in before the guest runs,
+	// first in the boot order, never detached while the VM exists.
+	Boot bool `json:"boot,omitempty"`
+	// DeleteWithVM deletes the volume when the VM is deleted (the root
+	// volume a create made, when asked); otherwise it is only detached.
+	DeleteWithVM bool `json:"deleteWithVM,omitempty"`
 }
 
 // VolumeAttachmentStatus is a volume as the VM's host has it plugged in.

@@ -263,7 +263,10 @@ func TestVolumes(t *testing.T) {
 		}
 		return nil
 	})
-	for _, name := range []string{"data2", "data1"} {
+
+	testRootVolume(t, c, cmdline)
+
+	for _, name := range []string{"data2", "data1", "datavm-root"} {
 		if _, err := c.DeleteVolume(ctx, name); err != nil {
 			t.Fatal(err)
 		}
@@ -285,4 +288,83 @@ func TestVolumes(t *testing.T) {
 	if err := c.DeletePool(ctx, "p1"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// testRootVolume boots a guest from a volume made from the image in pool
+// p1 (its serial begins with "data", so the guest's watcher writes its
+// marker there), deletes the VM, which leaves the volume, and boots
+// another VM from that volume: the marker is there. A root volume made
+// with deleteRootVolume goes with its VM.
+func testRootVolume(t *testing.T, c *client.Client, cmdline string) {
+	ctx := context.Background()
+	req := guestVM("datavm")
+	req.Boot.Cmdline, req.RootPool = cmdline, "p1"
+	op, err := c.CreateVM(ctx, req, client.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitOK(t, c, op)
+	waitGuest(t, c, "datavm", "pv-vol serial=datavm-root sectors=131072 read=wrote")
+	vm, err := c.GetVM(ctx, "datavm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vm.Spec.Disks) != 0 || len(vm.Spec.Volumes) != 1 || !vm.Spec.Volumes[0].Boot || vm.Spec.Volumes[0].DeleteWithVM {
+		t.Fatalf("vm booting from a volume has disks %+v, volumes %+v", vm.Spec.Disks, vm.Spec.Volumes)
+	}
+	if v := waitVolume(t, c, "datavm-root", api.VolumeAttached); v.Spec.AttachedTo != "datavm" || v.Spec.Source == nil || v.Spec.Source.Image == "" {
+		t.Fatalf("root volume %+v", v.Spec)
+	}
+	_, err = c.DetachVolume(ctx, "datavm-root", "")
+	wantAPIError(t, "detaching the root volume", err, 422, "root disk")
+	other := guestVM("other")
+	other.Disks, other.RootVolume = nil, "datavm-root"
+	_, err = c.CreateVM(ctx, other, client.CreateOptions{})
+	wantAPIError(t, "booting from an attached volume", err, 409, `attached to vm "datavm"`)
+	other.DeleteRootVolume = true
+	_, err = c.CreateVM(ctx, other, client.CreateOptions{})
+	wantAPIError(t, "deleteRootVolume with an existing volume", err, 400, "deleteRootVolume")
+
+	op, err = c.DeleteVM(ctx, "datavm", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitOK(t, c, op)
+	if v := waitVolume(t, c, "datavm-root", api.VolumeReady); v.Spec.AttachedTo != "" {
+		t.Fatalf("root volume still attached to %q", v.Spec.AttachedTo)
+	}
+
+	again := guestVM("datavm2")
+	again.Disks, again.Boot.Cmdline, again.RootVolume = nil, cmdline, "datavm-root"
+	if op, err = c.CreateVM(ctx, again, client.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitOK(t, c, op)
+	waitGuest(t, c, "datavm2", "pv-vol serial=datavm-root sectors=131072 read=pvmark42")
+	if op, err = c.DeleteVM(ctx, "datavm2", false); err != nil {
+		t.Fatal(err)
+	}
+	waitOK(t, c, op)
+	waitVolume(t, c, "datavm-root", api.VolumeReady)
+
+	// Made with the VM and deleted with it (created stopped: no guest).
+	gone := guestVM("gone")
+	gone.RootPool, gone.DeleteRootVolume, gone.PowerState = "p1", true, api.PowerStopped
+	if op, err = c.CreateVM(ctx, gone, client.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitOK(t, c, op)
+	if v := waitVolume(t, c, "gone-root", api.VolumeAttached); v.Spec.AttachedTo != "gone" {
+		t.Fatalf("gone-root attached to %q", v.Spec.AttachedTo)
+	}
+	if op, err = c.DeleteVM(ctx, "gone", false); err != nil {
+		t.Fatal(err)
+	}
+	waitOK(t, c, op)
+	eventually(t, 30*time.Second, "gone-root is deleted with its vm", func() error {
+		if _, err := c.GetVolume(ctx, "gone-root"); client.HTTPStatus(err) != 404 {
+			return fmt.Errorf("get: %v", err)
+		}
+		return nil
+	})
 }

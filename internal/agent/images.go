@@ -119,6 +119,9 @@ func (a *Agent) vmConfig(ctx context.Context, vm *api.VM) (hypervisor.VMConfig, 
 		return cfg, err
 	}
 	cfg.NICs = nics
+	if cfg.BootVolume, err = bootVolume(vm); err != nil {
+		return cfg, err
+	}
 	if s.Boot.Kernel != "" {
 		p, err := a.cache.path(ctx, s.Boot.Kernel, api.ImageKernel)
 		if err != nil {

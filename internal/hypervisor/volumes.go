@@ -32,6 +32,9 @@ type VolumeConfig struct {
 	BPS  int64  // bytes per second, 0 for no limit
 }
 
+// ID is the device id the volume is plugged in under.
+func (vc VolumeConfig) ID() string { return VolumeID(vc.Name) }
+
 // VolumeState is a volume as the hypervisor has it plugged in.
 type VolumeState struct {
 	ID      string // VolumeID of its name

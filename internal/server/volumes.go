@@ -519,12 +519,21 @@ func (s *Server) detachVolume(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Conflict("volume %q is attached to vm %q, not %q", name, cur.Spec.AttachedTo, req.VM))
 		return
 	}
+	if vm, ok := s.vms.Get(api.Key(rq.project, cur.Spec.AttachedTo)); ok {
+		if boot, ok := bootAttachment(vm); ok && boot.Volume == name {
+			s.writeError(w, r, rootDetachRefused(name, vm.Name))
+			return
+		}
+	}
 	vmKey := api.Key(rq.project, cur.Spec.AttachedTo)
 	unlock := s.ctl.Ops.LockVM(vmKey)
 	defer unlock()
 	v, err := s.changeAttachment(r.Context(), s.volumeKey(r), vmKey, func(v *api.Volume, vm *api.VM) error {
 		if v.Spec.AttachedTo != vm.Name {
 			return api.Conflict("volume %q is no longer attached to vm %q", v.Name, vm.Name)
+		}
+		if boot, ok := bootAttachment(vm); ok && boot.Volume == v.Name {
+			return rootDetachRefused(v.Name, vm.Name)
 		}
 		v.Spec.AttachedTo = ""
 		vm.Spec.Volumes = slices.DeleteFunc(vm.Spec.Volumes, func(a api.VolumeAttachment) bool { return a.Volume == v.Name })
@@ -633,7 +642,8 @@ func (s *Server) volumeRemoved(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// releaseVolumes detaches the volumes of a VM that is gone.
+// releaseVolumes detaches the volumes of a VM that is gone, and deletes
+// the root volume its create made when it was asked to (deleteWithVM).
 func (s *Server) releaseVolumes(ctx context.Context, vm *api.VM) {
 	for _, a := range vm.Spec.Volumes {
 		key := api.Key(vm.Project, a.Volume)
@@ -642,8 +652,15 @@ func (s *Server) releaseVolumes(ctx context.Context, vm *api.VM) {
 				return nil, errNothingToDo
 			}
 			v.Spec.AttachedTo = ""
+			if a.DeleteWithVM && v.Spec.Deletion == nil {
+				v.Spec.Deletion = &api.Deletion{RequestedAt: time.Now().UTC()}
+			}
 			return nil, nil
 		}, nil)
+		if err == nil && a.DeleteWithVM {
+			s.auditSystemAs(ctx, "vm", "volume.delete", api.Ref{Kind: "volume", Name: a.Volume, Project: vm.Project},
+				fmt.Sprintf("the root volume of vm %q, made with it and deleted with it", vm.Name))
+		}
 		if err != nil && !errors.Is(err, errNothingToDo) && !isNotFound(err) {
 			s.log.Warn("releasing the volume of a removed vm", "vm", vm.Key(), "volume", a.Volume, "err", err)
 		}
@@ -663,4 +680,9 @@ func diskNames(vm *api.VM) []string {
 		out = append(out, d.Name)
 	}
 	return out
+}
+
+// rootDetachRefused answers a detach of a VM's root volume.
+func rootDetachRefused(volume, vm string) error {
+	return api.Unprocessable("volume %q is vm %q's root disk: it cannot be detached; it is released when the vm is deleted", volume, vm)
 }

@@ -302,3 +302,43 @@ func (d *Driver) Volumes(ctx context.Context, h *hypervisor.Handle) ([]hyperviso
 	}
 	return out, nil
 }
+
+// BootVolume is a VM's root volume on QEMU's command line: its file is
+// opened by the agent and inherited as descriptor FD, put in fd set Set
+// (opaque "pv:<id>", as a hot-plugged volume's), and the same nodes,
+// throttle group and device id as a hot-plugged volume are made over it,
+// so that Volumes lists it and it grows and is limited the same way. Its
+// device sits on the root bus (it is never unplugged), first to boot.
+type BootVolume struct {
+	Config hypervisor.VolumeConfig
+	FD     int
+	Set    int
+}
+
+// bootVolumeSet is the fd set of the root volume; hot-plugged volumes
+// take the next free ones.
+const bootVolumeSet = 1
+
+// args are the root volume's options.
+func (b *BootVolume) args() []string {
+	id := b.Config.ID()
+	return []string{
+		"-add-fd", fmt.Sprintf("fd=%d,set=%d,opaque=pv:%s", b.FD, b.Set, id),
+		"-blockdev", fmt.Sprintf("driver=qcow2,node-name=%s-fmt,discard=unmap,file.driver=file,file.filename=/dev/fdset/%d", id, b.Set),
+		"-object", fmt.Sprintf("throttle-group,id=%s-tg,x-iops-total=%d,x-bps-total=%d", id, b.Config.IOPS, b.Config.BPS),
+		"-blockdev", fmt.Sprintf("driver=throttle,node-name=%s-thr,throttle-group=%s-tg,file=%s-fmt", id, id, id),
+		"-device", fmt.Sprintf("virtio-blk-pci,id=%s,drive=%s-thr,serial=%s,bootindex=1", id, id, esc(hypervisor.DiskSerial(b.Config.Name))),
+	}
+}
+
+// openBootVolume opens the root volume's file for QEMU to inherit.
+func openBootVolume(vc *hypervisor.VolumeConfig) (*os.File, error) {
+	if vc == nil {
+		return nil, nil
+	}
+	f, err := os.OpenFile(vc.Path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening root volume %s: %w", vc.Name, err)
+	}
+	return f, nil
+}
