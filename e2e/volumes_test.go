@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"net"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -341,6 +345,7 @@ func testRootVolume(t *testing.T, c *client.Client, cmdline string) {
 	}
 	waitOK(t, c, op)
 	waitGuest(t, c, "datavm2", "pv-vol serial=datavm-root sectors=131072 read=pvmark42")
+	testNBDPool(t, c, "vb", "datavm2")
 	if op, err = c.DeleteVM(ctx, "datavm2", false); err != nil {
 		t.Fatal(err)
 	}
@@ -366,5 +371,91 @@ func testRootVolume(t *testing.T, c *client.Client, cmdline string) {
 			return fmt.Errorf("get: %v", err)
 		}
 		return nil
+	})
+}
+
+// testNBDPool makes an nbd pool (a qemu-storage-daemon on the host,
+// listening on a loopback port) and a volume in it, attaches it to the
+// running guest vm1, which writes its marker, detaches it, attaches it to
+// vm2, which reads the marker, and deletes the volume and the pool, which
+// ends the daemon.
+func testNBDPool(t *testing.T, c *client.Client, vm1, vm2 string) {
+	ctx := context.Background()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := filepath.Join(t.TempDir(), "nbd")
+	_, err = c.CreatePool(ctx, api.PoolCreate{Name: "n1", Kind: api.PoolNBD, Path: dir, Hosts: []string{"local"}})
+	wantAPIError(t, "an nbd pool without an address", err, 400, "address")
+	if _, err := c.CreatePool(ctx, api.PoolCreate{Name: "n1", Kind: api.PoolNBD, Path: dir, Hosts: []string{"local"}, Address: addr, Projects: []string{api.DefaultProject}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateVolume(ctx, api.VolumeCreate{Name: "datanbd", Pool: "n1", SizeMiB: 32}); err != nil {
+		t.Fatal(err)
+	}
+	if v := waitVolume(t, c, "datanbd", api.VolumeReady); !strings.HasPrefix(v.Spec.Export, "nbd://"+addr+"/") {
+		t.Fatalf("nbd volume's export %q", v.Spec.Export)
+	}
+	eventually(t, 60*time.Second, "the nbd pool reports its capacity", func() error {
+		p, err := c.GetPool(ctx, "n1")
+		if err != nil {
+			return err
+		}
+		if len(p.Status.Hosts) != 1 || p.Status.Hosts[0].TotalMiB <= 0 || p.Status.Hosts[0].Error != "" {
+			return fmt.Errorf("pool status %+v", p.Status)
+		}
+		return nil
+	})
+	if _, err := c.AttachVolume(ctx, "datanbd", vm1); err != nil {
+		t.Fatal(err)
+	}
+	waitGuest(t, c, vm1, "pv-vol serial=datanbd sectors=65536 read=wrote")
+	_, err = c.GrowVolume(ctx, "datanbd", 48)
+	wantAPIError(t, "growing an attached nbd volume", err, 409, "detach it")
+	if _, err := c.DetachVolume(ctx, "datanbd", ""); err != nil {
+		t.Fatal(err)
+	}
+	waitGuest(t, c, vm1, "pv-vol gone datanbd")
+	waitVolume(t, c, "datanbd", api.VolumeReady)
+	if _, err := c.AttachVolume(ctx, "datanbd", vm2); err != nil {
+		t.Fatal(err)
+	}
+	waitGuest(t, c, vm2, "pv-vol serial=datanbd sectors=65536 read=pvmark42")
+	if _, err := c.DetachVolume(ctx, "datanbd", ""); err != nil {
+		t.Fatal(err)
+	}
+	waitGuest(t, c, vm2, "pv-vol gone datanbd")
+	waitVolume(t, c, "datanbd", api.VolumeReady)
+	if _, err := c.DeleteVolume(ctx, "datanbd"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "datanbd is deleted", func() error {
+		if _, err := c.GetVolume(ctx, "datanbd"); client.HTTPStatus(err) != 404 {
+			return fmt.Errorf("get: %v", err)
+		}
+		return nil
+	})
+	pidfile := filepath.Join(dir, ".nbd", "qsd.pid")
+	b, err := os.ReadFile(pidfile)
+	if err != nil {
+		t.Fatalf("the nbd daemon's pid file: %v", err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err := c.DeletePool(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the nbd daemon ends with its pool", func() error {
+		// Gone, or a zombie nobody reaped (it was daemonized).
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil || syscall.Kill(pid, 0) != nil {
+			return nil
+		}
+		if f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:])); len(f) > 0 && f[0] == "Z" {
+			return nil
+		}
+		return fmt.Errorf("pid %d runs", pid)
 	})
 }

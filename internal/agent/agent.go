@@ -365,6 +365,8 @@ func (a *Agent) watchOnce(parent context.Context) error {
 				if m.Pool != nil {
 					a.vols.pool(m.Pool)
 				}
+			case api.AgentMsgPoolRemoved:
+				a.vols.poolRemoved(ctx, m.Name)
 			case api.AgentMsgStream:
 				if m.Stream != nil {
 					// A console lives as long as the agent, not as

@@ -53,7 +53,7 @@ func (w *worker) syncVolumes(ctx context.Context, h *hypervisor.Handle, vm *api.
 		id := hypervisor.VolumeID(a.Volume)
 		p, ok := have[id]
 		if !ok {
-			if err := va.AttachVolume(ctx, h, hypervisor.VolumeConfig{Name: a.Volume, Path: a.Path, IOPS: a.Limits.IOPS, BPS: a.Limits.BPS}); err != nil {
+			if err := va.AttachVolume(ctx, h, hypervisor.VolumeConfig{Name: a.Volume, Path: a.Path, IOPS: a.Limits.IOPS, BPS: a.Limits.BPS, Export: a.Export}); err != nil {
 				errs = append(errs, err)
 				continue
 			}
@@ -118,18 +118,30 @@ var volumeWait = 10 * time.Minute
 
 // bootVolume is the VM's root volume as the driver opens it at start, nil
 // when it has none. A volume's file appears whole (it is made under a
-// temporary name and renamed), so its presence means it is made.
-func bootVolume(vm *api.VM) (*hypervisor.VolumeConfig, error) {
+// temporary name and renamed), so its presence means it is made; an nbd
+// pool's volume is made once its serving host exports it.
+func bootVolume(ctx context.Context, vm *api.VM) (*hypervisor.VolumeConfig, error) {
 	for _, a := range vm.Spec.Volumes {
 		if !a.Boot {
 			continue
+		}
+		vc := &hypervisor.VolumeConfig{Name: a.Volume, Path: a.Path, IOPS: a.Limits.IOPS, BPS: a.Limits.BPS, Export: a.Export}
+		if a.Export != "" {
+			ok, err := nbdExported(ctx, a.Export)
+			if err != nil {
+				return nil, fmt.Errorf("reaching root volume %s: %w", a.Volume, err)
+			}
+			if !ok {
+				return nil, &volumePendingError{volume: a.Volume}
+			}
+			return vc, nil
 		}
 		if _, err := os.Stat(a.Path); errors.Is(err, fs.ErrNotExist) {
 			return nil, &volumePendingError{volume: a.Volume}
 		} else if err != nil {
 			return nil, fmt.Errorf("reading root volume %s: %w", a.Volume, err)
 		}
-		return &hypervisor.VolumeConfig{Name: a.Volume, Path: a.Path, IOPS: a.Limits.IOPS, BPS: a.Limits.BPS}, nil
+		return vc, nil
 	}
 	return nil, nil
 }

@@ -119,7 +119,7 @@ func (a *Agent) vmConfig(ctx context.Context, vm *api.VM) (hypervisor.VMConfig, 
 		return cfg, err
 	}
 	cfg.NICs = nics
-	if cfg.BootVolume, err = bootVolume(vm); err != nil {
+	if cfg.BootVolume, err = bootVolume(ctx, vm); err != nil {
 		return cfg, err
 	}
 	if s.Boot.Kernel != "" {

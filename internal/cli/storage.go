@@ -23,10 +23,11 @@ func (a *app) poolCommand() *cobra.Command {
 func (a *app) poolCreateCommand() *cobra.Command {
 	var req api.PoolCreate
 	cmd := &cobra.Command{
-		Use:   "create NAME --kind dir|shared --path DIR --host H [--host H...] [--grant PROJECT...]",
-		Short: "Define a pool: a directory on one host (dir) or a path every one of its hosts sees (shared)",
+		Use:   "create NAME --kind dir|shared|nbd --path DIR --host H [--host H...] [--address IP:PORT] [--grant PROJECT...]",
+		Short: "Define a pool: a directory on one host (dir), a path every one of its hosts sees (shared), or NBD exports served from its first host to all (nbd)",
 		Example: "  polyvisor pool create local --kind dir --path /var/lib/polyvisor/pool --host node1 --grant default\n" +
-			"  polyvisor pool create nfs --kind shared --path /mnt/nfs/pool --host node1 --host node2",
+			"  polyvisor pool create nfs --kind shared --path /mnt/nfs/pool --host node1 --host node2\n" +
+			"  polyvisor pool create blk --kind nbd --path /srv/nbd --address 10.0.0.5:10809 --host store1 --host node1 --host node2",
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
@@ -41,7 +42,8 @@ func (a *app) poolCreateCommand() *cobra.Command {
 			return a.printPool(cmd, p)
 		},
 	}
-	cmd.Flags().StringVar(&req.Kind, "kind", api.PoolDir, "dir or shared")
+	cmd.Flags().StringVar(&req.Kind, "kind", api.PoolDir, "dir, shared or nbd")
+	cmd.Flags().StringVar(&req.Address, "address", "", "nbd: the IP:port the first host's qemu-storage-daemon listens on, reachable from every host of the pool")
 	cmd.Flags().StringVar(&req.Path, "path", "", "directory of the volumes' files on each host")
 	cmd.Flags().StringArrayVar(&req.Hosts, "host", nil, "a host that sees the pool (repeat for shared pools)")
 	cmd.Flags().StringArrayVar(&req.Projects, "grant", nil, "a project that may make volumes in the pool (repeat)")

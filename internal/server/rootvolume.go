@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
 
 	"github.com/polyvisor/polyvisor/api"
@@ -118,8 +117,10 @@ func (rv *rootVolume) filter(f placement.Filter) placement.Filter {
 	return func(h *api.Host) bool { return f(h) && slices.Contains(hosts, h.Name) }
 }
 
-// shared tells whether the root volume's pool is seen by several hosts.
-func (rv *rootVolume) shared() bool { return rv != nil && rv.pool.Spec.Kind != api.PoolDir }
+// shared tells whether the root volume's pool allows HA restart: a
+// shared filesystem, whose image locks keep a second QEMU out (an nbd
+// export has no such lock against a second client).
+func (rv *rootVolume) shared() bool { return rv != nil && rv.pool.Spec.Kind == api.PoolShared }
 
 // ops are the root volume's writes in the create of vm, and the
 // attachment to put in its spec; they are read again at each attempt.
@@ -150,7 +151,7 @@ func (s *Server) rootVolumeOps(project string, vm *api.VM, rv *rootVolume) ([]st
 	}
 	if pool.Spec.Kind == api.PoolDir {
 		spec.Host = pool.Spec.Hosts[0]
-	} else if slices.Contains(pool.Spec.Hosts, vm.Spec.Host) {
+	} else if pool.Spec.Kind == api.PoolShared && slices.Contains(pool.Spec.Hosts, vm.Spec.Host) {
 		spec.Host = vm.Spec.Host // made where it first runs
 	}
 	spec.AttachedTo = vm.Name
@@ -159,7 +160,7 @@ func (s *Server) rootVolumeOps(project string, vm *api.VM, rv *rootVolume) ([]st
 		Spec:   spec,
 		Status: api.VolumeStatus{State: api.VolumePending},
 	}
-	v.Spec.Path = filepath.Join(pool.Spec.Path, project, v.UID+".qcow2")
+	placeVolume(pool, v)
 	a := attachmentOf(v)
 	a.Boot, a.DeleteWithVM = true, rv.deleteWithVM
 	return []store.Op{s.volumes.OpCreate(key, v), s.pools.OpUpdate(pool.Name, pool, pool.Version)}, a, nil

@@ -91,7 +91,7 @@ func (d *Driver) start(ctx context.Context, h *hypervisor.Handle, cfg hypervisor
 	net := nics.user
 	p.NetFDs, p.Jail, p.Incoming = nics.fds(), conf.jail, incoming
 	extra := nics.files
-	bootFile, err := openBootVolume(cfg.BootVolume)
+	bootFile, err := openBootVolume(ctx, cfg.BootVolume)
 	if err != nil {
 		nics.close()
 		net.kill()
