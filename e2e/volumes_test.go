@@ -269,6 +269,7 @@ func TestVolumes(t *testing.T) {
 	})
 
 	testRootVolume(t, c, cmdline)
+	testNBDPool(t, c, "vb", cmdline)
 
 	for _, name := range []string{"data2", "data1", "datavm-root"} {
 		if _, err := c.DeleteVolume(ctx, name); err != nil {
@@ -345,7 +346,6 @@ func testRootVolume(t *testing.T, c *client.Client, cmdline string) {
 	}
 	waitOK(t, c, op)
 	waitGuest(t, c, "datavm2", "pv-vol serial=datavm-root sectors=131072 read=pvmark42")
-	testNBDPool(t, c, "vb", "datavm2")
 	if op, err = c.DeleteVM(ctx, "datavm2", false); err != nil {
 		t.Fatal(err)
 	}
@@ -376,10 +376,10 @@ func testRootVolume(t *testing.T, c *client.Client, cmdline string) {
 
 // testNBDPool makes an nbd pool (a qemu-storage-daemon on the host,
 // listening on a loopback port) and a volume in it, attaches it to the
-// running guest vm1, which writes its marker, detaches it, attaches it to
-// vm2, which reads the marker, and deletes the volume and the pool, which
-// ends the daemon.
-func testNBDPool(t *testing.T, c *client.Client, vm1, vm2 string) {
+// running guest vm1, which writes its marker, detaches it, boots another
+// VM from it (its root disk over nbd), which reads the marker, and deletes
+// the VM, the volume and the pool, which ends the daemon.
+func testNBDPool(t *testing.T, c *client.Client, vm1, cmdline string) {
 	ctx := context.Background()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -420,14 +420,18 @@ func testNBDPool(t *testing.T, c *client.Client, vm1, vm2 string) {
 	}
 	waitGuest(t, c, vm1, "pv-vol gone datanbd")
 	waitVolume(t, c, "datanbd", api.VolumeReady)
-	if _, err := c.AttachVolume(ctx, "datanbd", vm2); err != nil {
+	req := guestVM("datanbdvm")
+	req.Disks, req.Boot.Cmdline, req.RootVolume = nil, cmdline, "datanbd"
+	op, err := c.CreateVM(ctx, req, client.CreateOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	waitGuest(t, c, vm2, "pv-vol serial=datanbd sectors=65536 read=pvmark42")
-	if _, err := c.DetachVolume(ctx, "datanbd", ""); err != nil {
+	waitOK(t, c, op)
+	waitGuest(t, c, "datanbdvm", "pv-vol serial=datanbd sectors=65536 read=pvmark42")
+	if op, err = c.DeleteVM(ctx, "datanbdvm", false); err != nil {
 		t.Fatal(err)
 	}
-	waitGuest(t, c, vm2, "pv-vol gone datanbd")
+	waitOK(t, c, op)
 	waitVolume(t, c, "datanbd", api.VolumeReady)
 	if _, err := c.DeleteVolume(ctx, "datanbd"); err != nil {
 		t.Fatal(err)
