@@ -44,6 +44,11 @@ type PoolSpec struct {
 	// Address, for an nbd pool, is the "IP:port" its serving host's
 	// daemon listens on, which every host of the pool reaches.
 	Address string `json:"address,omitempty"`
+	// Images, for a shared pool, makes its hosts keep the images their
+	// VMs use in the pool (<path>/.images, by content) rather than each
+	// in its own cache: one host fetches an image, the others read it
+	// there.
+	Images bool `json:"images,omitempty"`
 }
 
 // PoolStatus is what the pool's hosts report.
@@ -72,12 +77,15 @@ type PoolCreate struct {
 	Hosts    []string `json:"hosts"`
 	Projects []string `json:"projects,omitempty"`
 	Address  string   `json:"address,omitempty"`
+	Images   bool     `json:"images,omitempty"`
 }
 
 // PoolUpdate is the body of PATCH /v1/pools/{name}: the fields present
 // replace the pool's.
 type PoolUpdate struct {
 	Projects *[]string `json:"projects,omitempty"`
+	// Images turns the pool's image store on or off (shared pools).
+	Images *bool `json:"images,omitempty"`
 }
 
 // Volume states, as VolumeStatus.State says.

@@ -119,6 +119,7 @@ func New(cfg Config) (*Agent, error) {
 		a.net = newNetLoop(a, cfg.Network, cfg.Ports)
 	}
 	a.vols = newVolumes(a)
+	a.cache.shared = a.vols.imageDir
 	if cfg.UsageInterval == 0 {
 		a.cfg.UsageInterval = DefaultUsageInterval
 	}

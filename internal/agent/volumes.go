@@ -85,6 +85,23 @@ func (vs *volumes) pool(p *api.Pool) {
 	}
 }
 
+// imageDir is where this host keeps images: the image store of the first
+// (by name) shared pool with images on, "" for the host's own cache.
+func (vs *volumes) imageDir() string {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	best := ""
+	for name, p := range vs.pools {
+		if p.Spec.Kind == api.PoolShared && p.Spec.Images && (best == "" || name < best) {
+			best = name
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return filepath.Join(vs.pools[best].Spec.Path, ".images")
+}
+
 // poolRemoved forgets a pool that is gone, ending its nbd daemon if this
 // host ran it.
 func (vs *volumes) poolRemoved(ctx context.Context, name string) {

@@ -156,4 +156,22 @@ func TestNBDPoolRules(t *testing.T) {
 	if v.Spec.Host != "h1" || v.Spec.Export != "nbd://10.0.0.1:10809/"+v.UID {
 		t.Fatalf("nbd volume host %s export %q", v.Spec.Host, v.Spec.Export)
 	}
+
+	// An image store: shared pools only, and such a pool is not
+	// deleted until it is turned off.
+	_, err = e.super.CreatePool(ctx, api.PoolCreate{Name: "d", Kind: api.PoolDir, Path: "/srv/d", Hosts: []string{"h1"}, Images: true})
+	wantStatus(t, "images in a dir pool", err, 400, "images")
+	_, err = e.super.UpdatePool(ctx, "n", api.PoolUpdate{Images: ptr(true)})
+	wantStatus(t, "images in an nbd pool", err, 400, "images")
+	if _, err := e.super.CreatePool(ctx, api.PoolCreate{Name: "s", Kind: api.PoolShared, Path: "/srv/s", Hosts: []string{"h1", "h2"}, Images: true}); err != nil {
+		t.Fatal(err)
+	}
+	err = e.super.DeletePool(ctx, "s")
+	wantStatus(t, "deleting an image store", err, 409, "images off")
+	if p, err := e.super.UpdatePool(ctx, "s", api.PoolUpdate{Images: ptr(false)}); err != nil || p.Spec.Images {
+		t.Fatalf("turning images off: %+v %v", p, err)
+	}
+	if err := e.super.DeletePool(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -9,7 +9,7 @@ export function Pools() {
   const s = useSession();
   const [pools, setPools] = useState<Pool[]>();
   const [err, setErr] = useState<unknown>();
-  const [form, setForm] = useState({ name: '', kind: 'dir', path: '', hosts: '', projects: '', address: '' });
+  const [form, setForm] = useState({ name: '', kind: 'dir', path: '', hosts: '', projects: '', address: '', images: false });
   const load = useCallback(() => {
     listAll<Pool>('/v1/pools').then(setPools, setErr);
   }, []);
@@ -67,6 +67,7 @@ export function Pools() {
             setErr(undefined);
             const body: Record<string, unknown> = { name: form.name.trim(), kind: form.kind, path: form.path.trim(), hosts: list(form.hosts), projects: list(form.projects) };
             if (form.kind === 'nbd') body.address = form.address.trim();
+            if (form.kind === 'shared' && form.images) body.images = true;
             call('POST', '/v1/pools', body).then(load, setErr);
           }}
         >
@@ -81,6 +82,11 @@ export function Pools() {
               <option value="nbd">nbd (served from the first host to all)</option>
             </select>
           </label>
+          {form.kind === 'shared' && (
+            <label className="inline">
+              <input type="checkbox" checked={form.images} onChange={(e) => setForm({ ...form, images: e.target.checked })} /> keep the hosts' images here
+            </label>
+          )}
           {form.kind === 'nbd' && (
             <label className="inline">
               Address <input value={form.address} placeholder="10.0.0.5:10809" onChange={(e) => setForm({ ...form, address: e.target.value })} />
