@@ -10,7 +10,17 @@ const (
 	// PoolShared is a filesystem path every host of the pool sees (NFS,
 	// CephFS): its volumes are usable by VMs of any of its hosts.
 	PoolShared = "shared"
+	// PoolNBD is a network block target: the volumes' files live on the
+	// pool's first host (its serving host), where one qemu-storage-daemon
+	// serves each as an NBD export on the pool's address; QEMU on any
+	// host of the pool opens them with its own nbd driver.
+	PoolNBD = "nbd"
 )
+
+// SharedStorage tells whether every host of a pool of this kind reaches
+// its volumes (so a VM using them may run on, move to or restart on any
+// of them): shared and nbd pools.
+func SharedStorage(kind string) bool { return kind == PoolShared || kind == PoolNBD }
 
 // Pool is a place volumes live in. Superadmins define pools and grant
 // them to projects.
@@ -31,6 +41,14 @@ type PoolSpec struct {
 	Hosts []string `json:"hosts"`
 	// Projects may make volumes in the pool; empty grants none.
 	Projects []string `json:"projects,omitempty"`
+	// Address, for an nbd pool, is the "IP:port" its serving host's
+	// daemon listens on, which every host of the pool reaches.
+	Address string `json:"address,omitempty"`
+	// Images, for a shared pool, makes its hosts keep the images their
+	// VMs use in the pool (<path>/.images, by content) rather than each
+	// in its own cache: one host fetches an image, the others read it
+	// there.
+	Images bool `json:"images,omitempty"`
 }
 
 // PoolStatus is what the pool's hosts report.
@@ -58,12 +76,16 @@ type PoolCreate struct {
 	Path     string   `json:"path"`
 	Hosts    []string `json:"hosts"`
 	Projects []string `json:"projects,omitempty"`
+	Address  string   `json:"address,omitempty"`
+	Images   bool     `json:"images,omitempty"`
 }
 
 // PoolUpdate is the body of PATCH /v1/pools/{name}: the fields present
 // replace the pool's.
 type PoolUpdate struct {
 	Projects *[]string `json:"projects,omitempty"`
+	// Images turns the pool's image store on or off (shared pools).
+	Images *bool `json:"images,omitempty"`
 }
 
 // Volume states, as VolumeStatus.State says.
@@ -93,6 +115,9 @@ type VolumeSpec struct {
 	// server: <pool path>/<project>/<uid>.qcow2).
 	Path    string `json:"path"`
 	SizeMiB int64  `json:"sizeMiB"`
+	// Export, for a volume of an nbd pool, is where VMs open it:
+	// "nbd://<address>/<uid>" (set by the server).
+	Export string `json:"export,omitempty"`
 	// Source is what the volume starts as; nil for a blank volume.
 	Source *VolumeSource `json:"source,omitempty"`
 	// AttachedTo names the VM of the project the volume is attached to.
@@ -178,6 +203,15 @@ type VolumeAttachment struct {
 	Path    string       `json:"path"`
 	SizeMiB int64        `json:"sizeMiB"`
 	Limits  VolumeLimits `json:"limits,omitzero"`
+	// Export is the volume's network export (nbd://...) when its pool
+	// serves it over the network; the VM's host opens that, not Path.
+	Export string `json:"export,omitempty"`
+	// Boot marks the VM's root disk: plugged in before the guest runs,
+	// first in the boot order, never detached while the VM exists.
+	Boot bool `json:"boot,omitempty"`
+	// DeleteWithVM deletes the volume when the VM is deleted (the root
+	// volume a create made, when asked); otherwise it is only detached.
+	DeleteWithVM bool `json:"deleteWithVM,omitempty"`
 }
 
 // VolumeAttachmentStatus is a volume as the VM's host has it plugged in.
@@ -193,4 +227,5 @@ const (
 	AgentMsgVolume        = "volume"
 	AgentMsgVolumeRemoved = "volume-removed"
 	AgentMsgPool          = "pool"
+	AgentMsgPoolRemoved   = "pool-removed"
 )

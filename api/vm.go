@@ -294,6 +294,16 @@ type VMCreate struct {
 	// HA is restart or none (see VMSpec.HA); empty takes the project's
 	// haDefault where the VM's disks allow it.
 	HA string `json:"ha,omitempty"`
+	// RootVolume boots the VM from a ready, unattached volume of the
+	// project: its root disk, attached with the boot flag.
+	RootVolume string `json:"rootVolume,omitempty"`
+	// RootPool makes the root disk a volume in this pool, named
+	// "<vm>-root", from disks[0] (its image and size), which then is no
+	// disk of the VM's own.
+	RootPool string `json:"rootPool,omitempty"`
+	// DeleteRootVolume, with rootPool, deletes the volume made when the VM
+	// is deleted; without it the volume outlives the VM.
+	DeleteRootVolume bool `json:"deleteRootVolume,omitempty"`
 }
 
 // VMStop is the optional body of POST /v1/vms/{name}/stop and /restart.

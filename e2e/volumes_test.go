@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"net"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -263,7 +267,11 @@ func TestVolumes(t *testing.T) {
 		}
 		return nil
 	})
-	for _, name := range []string{"data2", "data1"} {
+
+	testRootVolume(t, c, cmdline)
+	testNBDPool(t, c, "vb", cmdline)
+
+	for _, name := range []string{"data2", "data1", "datavm-root"} {
 		if _, err := c.DeleteVolume(ctx, name); err != nil {
 			t.Fatal(err)
 		}
@@ -285,4 +293,173 @@ func TestVolumes(t *testing.T) {
 	if err := c.DeletePool(ctx, "p1"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// testRootVolume boots a guest from a volume made from the image in pool
+// p1 (its serial begins with "data", so the guest's watcher writes its
+// marker there), deletes the VM, which leaves the volume, and boots
+// another VM from that volume: the marker is there. A root volume made
+// with deleteRootVolume goes with its VM.
+func testRootVolume(t *testing.T, c *client.Client, cmdline string) {
+	ctx := context.Background()
+	req := guestVM("datavm")
+	req.Boot.Cmdline, req.RootPool = cmdline, "p1"
+	op, err := c.CreateVM(ctx, req, client.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitOK(t, c, op)
+	waitGuest(t, c, "datavm", "pv-vol serial=datavm-root sectors=131072 read=wrote")
+	vm, err := c.GetVM(ctx, "datavm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vm.Spec.Disks) != 0 || len(vm.Spec.Volumes) != 1 || !vm.Spec.Volumes[0].Boot || vm.Spec.Volumes[0].DeleteWithVM {
+		t.Fatalf("vm booting from a volume has disks %+v, volumes %+v", vm.Spec.Disks, vm.Spec.Volumes)
+	}
+	if v := waitVolume(t, c, "datavm-root", api.VolumeAttached); v.Spec.AttachedTo != "datavm" || v.Spec.Source == nil || v.Spec.Source.Image == "" {
+		t.Fatalf("root volume %+v", v.Spec)
+	}
+	_, err = c.DetachVolume(ctx, "datavm-root", "")
+	wantAPIError(t, "detaching the root volume", err, 422, "root disk")
+	other := guestVM("other")
+	other.Disks, other.RootVolume = nil, "datavm-root"
+	_, err = c.CreateVM(ctx, other, client.CreateOptions{})
+	wantAPIError(t, "booting from an attached volume", err, 409, `attached to vm "datavm"`)
+	other.DeleteRootVolume = true
+	_, err = c.CreateVM(ctx, other, client.CreateOptions{})
+	wantAPIError(t, "deleteRootVolume with an existing volume", err, 400, "deleteRootVolume")
+
+	op, err = c.DeleteVM(ctx, "datavm", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitOK(t, c, op)
+	if v := waitVolume(t, c, "datavm-root", api.VolumeReady); v.Spec.AttachedTo != "" {
+		t.Fatalf("root volume still attached to %q", v.Spec.AttachedTo)
+	}
+
+	again := guestVM("datavm2")
+	again.Disks, again.Boot.Cmdline, again.RootVolume = nil, cmdline, "datavm-root"
+	if op, err = c.CreateVM(ctx, again, client.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitOK(t, c, op)
+	waitGuest(t, c, "datavm2", "pv-vol serial=datavm-root sectors=131072 read=pvmark42")
+	if op, err = c.DeleteVM(ctx, "datavm2", false); err != nil {
+		t.Fatal(err)
+	}
+	waitOK(t, c, op)
+	waitVolume(t, c, "datavm-root", api.VolumeReady)
+
+	// Made with the VM and deleted with it (created stopped: no guest).
+	gone := guestVM("gone")
+	gone.RootPool, gone.DeleteRootVolume, gone.PowerState = "p1", true, api.PowerStopped
+	if op, err = c.CreateVM(ctx, gone, client.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitOK(t, c, op)
+	if v := waitVolume(t, c, "gone-root", api.VolumeAttached); v.Spec.AttachedTo != "gone" {
+		t.Fatalf("gone-root attached to %q", v.Spec.AttachedTo)
+	}
+	if op, err = c.DeleteVM(ctx, "gone", false); err != nil {
+		t.Fatal(err)
+	}
+	waitOK(t, c, op)
+	eventually(t, 30*time.Second, "gone-root is deleted with its vm", func() error {
+		if _, err := c.GetVolume(ctx, "gone-root"); client.HTTPStatus(err) != 404 {
+			return fmt.Errorf("get: %v", err)
+		}
+		return nil
+	})
+}
+
+// testNBDPool makes an nbd pool (a qemu-storage-daemon on the host,
+// listening on a loopback port) and a volume in it, attaches it to the
+// running guest vm1, which writes its marker, detaches it, boots another
+// VM from it (its root disk over nbd), which reads the marker, and deletes
+// the VM, the volume and the pool, which ends the daemon.
+func testNBDPool(t *testing.T, c *client.Client, vm1, cmdline string) {
+	ctx := context.Background()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := filepath.Join(t.TempDir(), "nbd")
+	_, err = c.CreatePool(ctx, api.PoolCreate{Name: "n1", Kind: api.PoolNBD, Path: dir, Hosts: []string{"local"}})
+	wantAPIError(t, "an nbd pool without an address", err, 400, "address")
+	if _, err := c.CreatePool(ctx, api.PoolCreate{Name: "n1", Kind: api.PoolNBD, Path: dir, Hosts: []string{"local"}, Address: addr, Projects: []string{api.DefaultProject}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateVolume(ctx, api.VolumeCreate{Name: "datanbd", Pool: "n1", SizeMiB: 32}); err != nil {
+		t.Fatal(err)
+	}
+	if v := waitVolume(t, c, "datanbd", api.VolumeReady); !strings.HasPrefix(v.Spec.Export, "nbd://"+addr+"/") {
+		t.Fatalf("nbd volume's export %q", v.Spec.Export)
+	}
+	eventually(t, 60*time.Second, "the nbd pool reports its capacity", func() error {
+		p, err := c.GetPool(ctx, "n1")
+		if err != nil {
+			return err
+		}
+		if len(p.Status.Hosts) != 1 || p.Status.Hosts[0].TotalMiB <= 0 || p.Status.Hosts[0].Error != "" {
+			return fmt.Errorf("pool status %+v", p.Status)
+		}
+		return nil
+	})
+	if _, err := c.AttachVolume(ctx, "datanbd", vm1); err != nil {
+		t.Fatal(err)
+	}
+	waitGuest(t, c, vm1, "pv-vol serial=datanbd sectors=65536 read=wrote")
+	_, err = c.GrowVolume(ctx, "datanbd", 48)
+	wantAPIError(t, "growing an attached nbd volume", err, 409, "detach it")
+	if _, err := c.DetachVolume(ctx, "datanbd", ""); err != nil {
+		t.Fatal(err)
+	}
+	waitGuest(t, c, vm1, "pv-vol gone datanbd")
+	waitVolume(t, c, "datanbd", api.VolumeReady)
+	req := guestVM("datanbdvm")
+	req.Disks, req.Boot.Cmdline, req.RootVolume = nil, cmdline, "datanbd"
+	op, err := c.CreateVM(ctx, req, client.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitOK(t, c, op)
+	waitGuest(t, c, "datanbdvm", "pv-vol serial=datanbd sectors=65536 read=pvmark42")
+	if op, err = c.DeleteVM(ctx, "datanbdvm", false); err != nil {
+		t.Fatal(err)
+	}
+	waitOK(t, c, op)
+	waitVolume(t, c, "datanbd", api.VolumeReady)
+	if _, err := c.DeleteVolume(ctx, "datanbd"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "datanbd is deleted", func() error {
+		if _, err := c.GetVolume(ctx, "datanbd"); client.HTTPStatus(err) != 404 {
+			return fmt.Errorf("get: %v", err)
+		}
+		return nil
+	})
+	pidfile := filepath.Join(dir, ".nbd", "qsd.pid")
+	b, err := os.ReadFile(pidfile)
+	if err != nil {
+		t.Fatalf("the nbd daemon's pid file: %v", err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err := c.DeletePool(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the nbd daemon ends with its pool", func() error {
+		// Gone, or a zombie nobody reaped (it was daemonized).
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil || syscall.Kill(pid, 0) != nil {
+			return nil
+		}
+		if f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:])); len(f) > 0 && f[0] == "Z" {
+			return nil
+		}
+		return fmt.Errorf("pid %d runs", pid)
+	})
 }

@@ -127,6 +127,7 @@ func New(cfg Config) (*Agent, error) {
 		a.net = newNetLoop(a, cfg.Network, cfg.Ports)
 	}
 	a.vols = newVolumes(a)
+	a.cache.shared = a.vols.imageDir
 	if cfg.UsageInterval == 0 {
 		a.cfg.UsageInterval = DefaultUsageInterval
 	}
@@ -380,6 +381,8 @@ func (a *Agent) watchOnce(parent context.Context) error {
 				if m.Pool != nil {
 					a.vols.pool(m.Pool)
 				}
+			case api.AgentMsgPoolRemoved:
+				a.vols.poolRemoved(ctx, m.Name)
 			case api.AgentMsgStream:
 				if m.Stream != nil {
 					// A console lives as long as the agent, not as

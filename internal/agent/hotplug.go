@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"time"
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/hypervisor"
@@ -50,7 +53,7 @@ func (w *worker) syncVolumes(ctx context.Context, h *hypervisor.Handle, vm *api.
 		id := hypervisor.VolumeID(a.Volume)
 		p, ok := have[id]
 		if !ok {
-			if err := va.AttachVolume(ctx, h, hypervisor.VolumeConfig{Name: a.Volume, Path: a.Path, IOPS: a.Limits.IOPS, BPS: a.Limits.BPS}); err != nil {
+			if err := va.AttachVolume(ctx, h, hypervisor.VolumeConfig{Name: a.Volume, Path: a.Path, IOPS: a.Limits.IOPS, BPS: a.Limits.BPS, Export: a.Export}); err != nil {
 				errs = append(errs, err)
 				continue
 			}
@@ -99,4 +102,46 @@ func (w *worker) pluggedVolumes(ctx context.Context, h *hypervisor.Handle, vm *a
 		out = append(out, api.VolumeAttachmentStatus{Volume: names[s.ID], Device: s.ID, SizeMiB: s.SizeMiB})
 	}
 	return out
+}
+
+// volumePendingError: the VM's root volume is not made yet (its host is
+// still copying its image), so the VM cannot start; its convergence
+// waits for it rather than fail.
+type volumePendingError struct{ volume string }
+
+func (e *volumePendingError) Error() string {
+	return fmt.Sprintf("root volume %s is not made yet", e.volume)
+}
+
+// volumeWait bounds how long a VM waits for its root volume to be made.
+var volumeWait = 10 * time.Minute
+
+// bootVolume is the VM's root volume as the driver opens it at start, nil
+// when it has none. A volume's file appears whole (it is made under a
+// temporary name and renamed), so its presence means it is made; an nbd
+// pool's volume is made once its serving host exports it.
+func bootVolume(ctx context.Context, vm *api.VM) (*hypervisor.VolumeConfig, error) {
+	for _, a := range vm.Spec.Volumes {
+		if !a.Boot {
+			continue
+		}
+		vc := &hypervisor.VolumeConfig{Name: a.Volume, Path: a.Path, IOPS: a.Limits.IOPS, BPS: a.Limits.BPS, Export: a.Export}
+		if a.Export != "" {
+			ok, err := nbdExported(ctx, a.Export)
+			if err != nil {
+				return nil, fmt.Errorf("reaching root volume %s: %w", a.Volume, err)
+			}
+			if !ok {
+				return nil, &volumePendingError{volume: a.Volume}
+			}
+			return vc, nil
+		}
+		if _, err := os.Stat(a.Path); errors.Is(err, fs.ErrNotExist) {
+			return nil, &volumePendingError{volume: a.Volume}
+		} else if err != nil {
+			return nil, fmt.Errorf("reading root volume %s: %w", a.Volume, err)
+		}
+		return vc, nil
+	}
+	return nil, nil
 }

@@ -22,6 +22,10 @@ import (
 type imageCache struct {
 	c   *client.Client
 	dir string
+	// shared, when set, names the directory of a shared pool the host's
+	// images are kept in instead of dir ("" for none): the other hosts of
+	// the pool find there an image one of them fetched.
+	shared func() string
 
 	mu       sync.Mutex
 	inflight map[string]*sync.Mutex // per digest
@@ -46,7 +50,16 @@ func (ic *imageCache) path(ctx context.Context, name, kind string) (string, erro
 	if img.State != api.ImageReady || !sha256RE.MatchString(img.SHA256) {
 		return "", fmt.Errorf("image %q is not ready", name)
 	}
-	path := filepath.Join(ic.dir, img.SHA256)
+	dir := ic.dir
+	if ic.shared != nil {
+		if d := ic.shared(); d != "" {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				return "", fmt.Errorf("making the pool's image directory: %w", err)
+			}
+			dir = d
+		}
+	}
+	path := filepath.Join(dir, img.SHA256)
 	ic.mu.Lock()
 	l, ok := ic.inflight[img.SHA256]
 	if !ok {
@@ -71,7 +84,7 @@ func (ic *imageCache) fetch(ctx context.Context, name, digest, path string) erro
 		return fmt.Errorf("fetching image %q: %w", name, err)
 	}
 	defer body.Close()
-	f, err := os.CreateTemp(ic.dir, ".fetch-*")
+	f, err := os.CreateTemp(filepath.Dir(path), ".fetch-*")
 	if err != nil {
 		return fmt.Errorf("fetching image %q: %w", name, err)
 	}
@@ -119,6 +132,9 @@ func (a *Agent) vmConfig(ctx context.Context, vm *api.VM) (hypervisor.VMConfig, 
 		return cfg, err
 	}
 	cfg.NICs = nics
+	if cfg.BootVolume, err = bootVolume(ctx, vm); err != nil {
+		return cfg, err
+	}
 	if s.Boot.Kernel != "" {
 		p, err := a.cache.path(ctx, s.Boot.Kernel, api.ImageKernel)
 		if err != nil {

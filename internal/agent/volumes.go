@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,6 +85,35 @@ func (vs *volumes) pool(p *api.Pool) {
 	}
 }
 
+// imageDir is where this host keeps images: the image store of the first
+// (by name) shared pool with images on, "" for the host's own cache.
+func (vs *volumes) imageDir() string {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	best := ""
+	for name, p := range vs.pools {
+		if p.Spec.Kind == api.PoolShared && p.Spec.Images && (best == "" || name < best) {
+			best = name
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return filepath.Join(vs.pools[best].Spec.Path, ".images")
+}
+
+// poolRemoved forgets a pool that is gone, ending its nbd daemon if this
+// host ran it.
+func (vs *volumes) poolRemoved(ctx context.Context, name string) {
+	vs.mu.Lock()
+	p := vs.pools[name]
+	delete(vs.pools, name)
+	vs.mu.Unlock()
+	if vs.nbdServing(p) {
+		vs.stopNBD(ctx, p)
+	}
+}
+
 // run carries out the volumes' specs until ctx ends.
 func (vs *volumes) run(ctx context.Context) {
 	tick := time.NewTicker(30 * time.Second)
@@ -136,8 +166,18 @@ func (vs *volumes) converge(ctx context.Context, v *api.Volume) {
 	log := vs.log.With("volume", key)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
+	vs.mu.Lock()
+	pool := vs.pools[v.Spec.Pool]
+	vs.mu.Unlock()
+	nbd := vs.nbdServing(pool)
 	if v.Spec.Deletion != nil {
-		err := removeVolumeFiles(v.Spec.Path)
+		var err error
+		if nbd {
+			err = vs.unexport(ctx, pool, v)
+		}
+		if err == nil {
+			err = removeVolumeFiles(v.Spec.Path)
+		}
 		if err == nil {
 			err = vs.a.c.VolumeRemoved(ctx, vs.a.cfg.Host, key)
 		}
@@ -150,7 +190,18 @@ func (vs *volumes) converge(ctx context.Context, v *api.Volume) {
 		vs.removed(key)
 		return
 	}
-	st, err := vs.make(ctx, v)
+	var st api.VolumeStatus
+	var err error
+	if nbd && v.Spec.AttachedTo == "" {
+		// qemu-img needs the file's lock, which the daemon holds.
+		err = vs.unexport(ctx, pool, v)
+	}
+	if err == nil {
+		st, err = vs.make(ctx, v, pool)
+	}
+	if err == nil && nbd {
+		err = vs.export(ctx, pool, v)
+	}
 	st.ObservedGeneration = v.Generation
 	if err != nil {
 		log.Warn("making volume", "err", err)
@@ -181,7 +232,7 @@ func (vs *volumes) failed(key string) {
 // make brings the volume's files to its spec: the file made (from its
 // source) if missing, grown, its snapshots made and the ones no longer
 // wanted removed. It returns what the files are.
-func (vs *volumes) make(ctx context.Context, v *api.Volume) (api.VolumeStatus, error) {
+func (vs *volumes) make(ctx context.Context, v *api.Volume, pool *api.Pool) (api.VolumeStatus, error) {
 	st := api.VolumeStatus{Path: v.Spec.Path}
 	path := v.Spec.Path
 	if !filepath.IsAbs(path) || !strings.HasSuffix(path, ".qcow2") {
@@ -191,7 +242,7 @@ func (vs *volumes) make(ctx context.Context, v *api.Volume) (api.VolumeStatus, e
 		return st, fmt.Errorf("making the volume's directory: %w", err)
 	}
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		if err := vs.create(ctx, v); err != nil {
+		if err := vs.create(ctx, v, pool); err != nil {
 			return st, err
 		}
 	} else if err != nil {
@@ -215,7 +266,7 @@ func (vs *volumes) make(ctx context.Context, v *api.Volume) (api.VolumeStatus, e
 	for _, snap := range v.Spec.Snapshots {
 		sp := snapshotFile(path, snap)
 		if _, err := os.Stat(sp); errors.Is(err, fs.ErrNotExist) {
-			if err := convertInto(ctx, path, "qcow2", sp, 0); err != nil {
+			if err := convertInto(ctx, path, "qcow2", sp, 0, false); err != nil {
 				return st, fmt.Errorf("taking snapshot %q: %w", snap, err)
 			}
 		}
@@ -237,7 +288,7 @@ func (vs *volumes) make(ctx context.Context, v *api.Volume) (api.VolumeStatus, e
 // from the image cache, another volume or a snapshot, in the same pool),
 // written under a temporary name and renamed once whole, so a failure
 // leaves nothing behind.
-func (vs *volumes) create(ctx context.Context, v *api.Volume) error {
+func (vs *volumes) create(ctx context.Context, v *api.Volume, pool *api.Pool) error {
 	path, size := v.Spec.Path, v.Spec.SizeMiB
 	src := v.Spec.Source
 	if src == nil {
@@ -259,7 +310,10 @@ func (vs *volumes) create(ctx context.Context, v *api.Volume) error {
 	if from == "" {
 		return errors.New("the volume's source has no path")
 	}
-	if err := convertInto(ctx, from, "qcow2", path, size); err != nil {
+	// A detached volume of an nbd pool stays exported, its lock held by
+	// the daemon: it is read sharing the lock (nothing writes it).
+	share := src.Volume != "" && src.Snapshot == "" && vs.nbdServing(pool)
+	if err := convertInto(ctx, from, "qcow2", path, size, share); err != nil {
 		return fmt.Errorf("copying the volume's source: %w", err)
 	}
 	return nil
@@ -268,9 +322,13 @@ func (vs *volumes) create(ctx context.Context, v *api.Volume) error {
 // convertInto copies the qcow2 file from into a standalone qcow2 file to
 // (no backing file: QEMU opens volumes by descriptor only), grown to
 // sizeMiB when that is larger.
-func convertInto(ctx context.Context, from, format, to string, sizeMiB int64) error {
+func convertInto(ctx context.Context, from, format, to string, sizeMiB int64, share bool) error {
 	tmp := tempName(to)
-	err := qemuImg(ctx, "convert", "-q", "-f", format, "-O", "qcow2", from, tmp)
+	args := []string{"convert", "-q", "-f", format, "-O", "qcow2", from, tmp}
+	if share {
+		args = append(args[:1], append([]string{"-U"}, args[1:]...)...)
+	}
+	err := qemuImg(ctx, args...)
 	if err == nil && sizeMiB > 0 {
 		var info imageInfo
 		if info, err = imgInfo(ctx, tmp); err == nil && info.VirtualSize < sizeMiB<<20 {
@@ -346,6 +404,22 @@ func cmdErr(err error) error {
 // this host and what the pool's files take.
 func (vs *volumes) reportPool(ctx context.Context, p *api.Pool) {
 	st := api.PoolHostStatus{Host: vs.a.cfg.Host}
+	if p.Spec.Kind == api.PoolNBD && !vs.nbdServing(p) {
+		// The files are on the serving host, which reports their
+		// capacity; this host reports whether it reaches the daemon.
+		var d net.Dialer
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if conn, err := d.DialContext(dctx, "tcp", p.Spec.Address); err != nil {
+			st.Error = fmt.Sprintf("reaching the pool's nbd server: %v", err)
+		} else {
+			conn.Close()
+		}
+		cancel()
+		if err := vs.a.c.PutPoolStatus(ctx, vs.a.cfg.Host, p.Name, st); err != nil && ctx.Err() == nil {
+			vs.log.Warn("reporting pool", "pool", p.Name, "err", err)
+		}
+		return
+	}
 	if err := os.MkdirAll(p.Spec.Path, 0o700); err != nil {
 		st.Error = fmt.Sprintf("making the pool's directory: %v", err)
 	} else {
@@ -368,6 +442,11 @@ func (vs *volumes) reportPool(ctx context.Context, p *api.Pool) {
 			return nil
 		})
 		st.UsedMiB = used >> 20
+		if vs.nbdServing(p) {
+			if err := vs.syncExports(ctx, p); err != nil {
+				st.Error = fmt.Sprintf("serving the pool's volumes: %v", err)
+			}
+		}
 	}
 	if err := vs.a.c.PutPoolStatus(ctx, vs.a.cfg.Host, p.Name, st); err != nil && ctx.Err() == nil {
 		vs.log.Warn("reporting pool", "pool", p.Name, "err", err)

@@ -44,6 +44,7 @@ type worker struct {
 	retryAt         time.Time     // when a failed convergence is tried again
 	backoff         time.Duration // of failed convergences
 	portWaitSince   time.Time     // since when a NIC's port is awaited (network.go)
+	volumeWaitSince time.Time     // since when the root volume is awaited (hotplug.go)
 	reason          string        // for people: the last transition
 	life            lifeState
 	in              *incomingMig  // a migration this host receives
@@ -245,6 +246,18 @@ func (w *worker) converge(ctx context.Context, vm *api.VM) bool {
 		w.endOutgoing() // cancelled or failed: the guest runs here again
 	}
 	if err := w.apply(ctx, vm); err != nil {
+		var volPending *volumePendingError
+		if errors.As(err, &volPending) {
+			if w.volumeWaitSince.IsZero() {
+				w.volumeWaitSince = time.Now()
+			}
+			if time.Since(w.volumeWaitSince) < volumeWait {
+				w.log.Debug("waiting for the root volume", "generation", vm.Generation, "err", err)
+				w.retryAt = time.Now().Add(time.Second)
+				return false
+			}
+		}
+		w.volumeWaitSince = time.Time{}
 		var pending *portPendingError
 		if errors.As(err, &pending) {
 			if w.portWaitSince.IsZero() {
@@ -265,7 +278,7 @@ func (w *worker) converge(ctx context.Context, vm *api.VM) bool {
 	if vm.Spec.Migration != nil && vm.Spec.PowerState == api.PowerRunning {
 		w.send(vm)
 	}
-	w.retryAt, w.backoff, w.portWaitSince = time.Time{}, 0, time.Time{}
+	w.retryAt, w.backoff, w.portWaitSince, w.volumeWaitSince = time.Time{}, 0, time.Time{}, time.Time{}
 	w.observedGen = vm.Generation
 	w.report(ctx, vm, nil)
 	return false

@@ -16,17 +16,18 @@ import (
 
 func (a *app) poolCommand() *cobra.Command {
 	cmd := group("pool", "Manage storage pools (superadmins define them)", "pools")
-	cmd.AddCommand(a.poolCreateCommand(), a.poolListCommand(), a.poolShowCommand(), a.poolGrantCommand(), a.poolDeleteCommand())
+	cmd.AddCommand(a.poolCreateCommand(), a.poolListCommand(), a.poolShowCommand(), a.poolGrantCommand(), a.poolImagesCommand(), a.poolDeleteCommand())
 	return cmd
 }
 
 func (a *app) poolCreateCommand() *cobra.Command {
 	var req api.PoolCreate
 	cmd := &cobra.Command{
-		Use:   "create NAME --kind dir|shared --path DIR --host H [--host H...] [--grant PROJECT...]",
-		Short: "Define a pool: a directory on one host (dir) or a path every one of its hosts sees (shared)",
+		Use:   "create NAME --kind dir|shared|nbd --path DIR --host H [--host H...] [--address IP:PORT] [--grant PROJECT...]",
+		Short: "Define a pool: a directory on one host (dir), a path every one of its hosts sees (shared), or NBD exports served from its first host to all (nbd)",
 		Example: "  polyvisor pool create local --kind dir --path /var/lib/polyvisor/pool --host node1 --grant default\n" +
-			"  polyvisor pool create nfs --kind shared --path /mnt/nfs/pool --host node1 --host node2",
+			"  polyvisor pool create nfs --kind shared --path /mnt/nfs/pool --host node1 --host node2\n" +
+			"  polyvisor pool create blk --kind nbd --path /srv/nbd --address 10.0.0.5:10809 --host store1 --host node1 --host node2",
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
@@ -41,7 +42,9 @@ func (a *app) poolCreateCommand() *cobra.Command {
 			return a.printPool(cmd, p)
 		},
 	}
-	cmd.Flags().StringVar(&req.Kind, "kind", api.PoolDir, "dir or shared")
+	cmd.Flags().StringVar(&req.Kind, "kind", api.PoolDir, "dir, shared or nbd")
+	cmd.Flags().BoolVar(&req.Images, "images", false, "shared: the pool's hosts keep their VMs' images in it (<path>/.images), one fetch for all, rather than each in its own cache")
+	cmd.Flags().StringVar(&req.Address, "address", "", "nbd: the IP:port the first host's qemu-storage-daemon listens on, reachable from every host of the pool")
 	cmd.Flags().StringVar(&req.Path, "path", "", "directory of the volumes' files on each host")
 	cmd.Flags().StringArrayVar(&req.Hosts, "host", nil, "a host that sees the pool (repeat for shared pools)")
 	cmd.Flags().StringArrayVar(&req.Projects, "grant", nil, "a project that may make volumes in the pool (repeat)")
@@ -105,9 +108,18 @@ func (a *app) printPool(cmd *cobra.Command, p *api.Pool) error {
 		row(tw, "Path:", p.Spec.Path)
 		row(tw, "Hosts:", strings.Join(p.Spec.Hosts, ", "))
 		row(tw, "Projects:", orDash(strings.Join(p.Spec.Projects, ", ")))
+		if p.Spec.Address != "" {
+			row(tw, "Address:", p.Spec.Address+" (served by "+p.Spec.Hosts[0]+")")
+		}
+		if p.Spec.Images {
+			row(tw, "Images:", "kept in the pool for its hosts")
+		}
 		for _, h := range p.Status.Hosts {
 			state := fmt.Sprintf("%s free of %s, volumes take %s", formatMiB(h.FreeMiB), formatMiB(h.TotalMiB), formatMiB(h.UsedMiB))
-			if h.Error != "" {
+			switch {
+			case p.Spec.Kind == api.PoolNBD && h.Host != p.Spec.Hosts[0] && h.Error == "":
+				state = "reaches the nbd server"
+			case h.Error != "":
 				state = "error: " + h.Error
 			}
 			row(tw, "On "+h.Host+":", state)
@@ -127,6 +139,33 @@ func (a *app) poolGrantCommand() *cobra.Command {
 			}
 			ps := append([]string{}, args[1:]...)
 			p, err := c.UpdatePool(cmd.Context(), args[0], api.PoolUpdate{Projects: &ps})
+			if err != nil {
+				return err
+			}
+			return a.printPool(cmd, p)
+		},
+	}
+}
+
+func (a *app) poolImagesCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "images NAME on|off",
+		Short: "Keep the images of a shared pool's hosts in the pool (on) or in each host's cache (off)",
+		Args:  exactArgs(2, "NAME on|off"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var on bool
+			switch args[1] {
+			case "on":
+				on = true
+			case "off":
+			default:
+				return usagef("images: say on or off, not %q", args[1])
+			}
+			c, _, err := a.client()
+			if err != nil {
+				return err
+			}
+			p, err := c.UpdatePool(cmd.Context(), args[0], api.PoolUpdate{Images: &on})
 			if err != nil {
 				return err
 			}

@@ -43,6 +43,27 @@ func TestPoolAndVolumeCommands(t *testing.T) {
 	if out, _, _ = run("pool", "list"); !strings.Contains(out, "p1") || !strings.Contains(out, "dir") {
 		t.Fatalf("pool list: %q", out)
 	}
+	for _, c := range []struct {
+		args []string
+		text string
+	}{
+		{[]string{"pool", "create", "n1", "--kind", "nbd", "--path", "/srv/n1", "--host", "h1"}, "address"},
+		{[]string{"pool", "images", "p1", "on"}, "shared pools only"},
+		{[]string{"pool", "images", "p1", "maybe"}, "on or off"},
+		{[]string{"vm", "create", "v1", "--root-pool", "p1"}, "--root-pool: needs --image"},
+		{[]string{"vm", "create", "v1", "--root-volume", "d1", "--image", "img"}, "--root-volume"},
+		{[]string{"vm", "create", "v1", "--image", "img", "--delete-root-volume"}, "--delete-root-volume"},
+	} {
+		if _, errOut, code := run(c.args...); code == 0 || !strings.Contains(errOut, c.text) {
+			t.Fatalf("%v: exit %d, stderr %q, want %q", c.args, code, errOut, c.text)
+		}
+	}
+	if out, errOut, code := run("pool", "create", "n1", "--kind", "nbd", "--path", "/srv/n1", "--host", "h1", "--address", "127.0.0.1:10809"); code != 0 || !strings.Contains(out, "nbd") {
+		t.Fatalf("nbd pool create: exit %d, %q %q", code, out, errOut)
+	}
+	if _, errOut, code := run("pool", "delete", "n1"); code != 0 {
+		t.Fatalf("nbd pool delete: exit %d, %q", code, errOut)
+	}
 	_, errOut, code = run("volume", "create", "d1", "--pool", "p1")
 	if code != ExitFailure || !strings.Contains(errOut, "--size") {
 		t.Fatalf("a blank volume without a size: exit %d, stderr %q", code, errOut)

@@ -40,6 +40,10 @@ type vmCreateFlags struct {
 	cluster   string
 	datastore string
 	network   string
+	// The root disk as a volume.
+	rootVolume       string
+	rootPool         string
+	deleteRootVolume bool
 }
 
 func (a *app) vmCreateCommand() *cobra.Command {
@@ -96,6 +100,9 @@ func (a *app) vmCreateCommand() *cobra.Command {
 	fl.StringVar(&f.cluster, "cluster", "", "with --provider: the `cluster` to place the VM in (name or id)")
 	fl.StringVar(&f.datastore, "datastore", "", "with --provider: the `datastore` for the VM's disks")
 	fl.StringVar(&f.network, "network", "", "the `network` of the first NIC (with --provider: one of its networks)")
+	fl.StringVar(&f.rootVolume, "root-volume", "", "boot from this `volume` of the project (ready, not attached): the VM's root disk, detached (not deleted) when the VM is deleted")
+	fl.StringVar(&f.rootPool, "root-pool", "", "with --image: make the root disk a volume \"NAME-root\" in this `pool` (a copy of the image, --disk-size grows it); it outlives the VM unless --delete-root-volume")
+	fl.BoolVar(&f.deleteRootVolume, "delete-root-volume", false, "with --root-pool: delete the root volume when the VM is deleted")
 	addNoWait(cmd, &f.noWait)
 	return cmd
 }
@@ -139,7 +146,14 @@ func (f *vmCreateFlags) request(name string) (api.VMCreate, error) {
 	if f.provider != "" || f.template != "" || f.cluster != "" || f.datastore != "" {
 		return f.providerRequest(req)
 	}
+	req.RootVolume, req.RootPool, req.DeleteRootVolume = f.rootVolume, f.rootPool, f.deleteRootVolume
 	switch {
+	case f.rootPool != "" && f.image == "":
+		return req, usagef("--root-pool: needs --image (the root volume is made from it)")
+	case f.rootVolume != "" && (f.image != "" || f.diskSizeMiB > 0):
+		return req, usagef("--root-volume: the VM boots from the volume; drop --image and --disk-size")
+	case f.deleteRootVolume && f.rootPool == "":
+		return req, usagef("--delete-root-volume: needs --root-pool (a volume named with --root-volume is never deleted with the VM)")
 	case f.image != "":
 		req.Disks = append(req.Disks, api.Disk{Name: "root", Image: f.image, SizeMiB: f.diskSizeMiB})
 	case f.diskSizeMiB > 0:

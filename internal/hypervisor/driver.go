@@ -207,6 +207,11 @@ type VMConfig struct {
 	Initrd    string // path
 	Cmdline   string
 	CloudInit *CloudInitConfig
+	// BootVolume, when set, is the VM's root disk: a volume present from
+	// the start, first in the boot order, plugged in as a hot-plugged
+	// volume is (VolumeAttacher) so that it is listed, grown and limited
+	// the same way.
+	BootVolume *VolumeConfig
 	// StartPaused starts the VM with its CPUs stopped.
 	StartPaused bool
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"strings"
 )
 
 // VolumeAttacher is a driver that plugs volumes into running VMs and out
@@ -30,7 +33,27 @@ type VolumeConfig struct {
 	Path string // its qcow2 file
 	IOPS int64  // operations per second, 0 for no limit
 	BPS  int64  // bytes per second, 0 for no limit
+	// Export, when set, is a network block export to open instead of
+	// Path: "nbd://IP:port/name" (an nbd pool's volume).
+	Export string
 }
+
+// ParseNBDExport splits "nbd://IP:port/name" into the server's address
+// and the export's name.
+func ParseNBDExport(uri string) (addr netip.AddrPort, name string, err error) {
+	rest, ok := strings.CutPrefix(uri, "nbd://")
+	if !ok {
+		return addr, "", fmt.Errorf("export %q is not an nbd:// address", uri)
+	}
+	host, name, ok := strings.Cut(rest, "/")
+	if addr, err = netip.ParseAddrPort(host); err != nil || !ok || name == "" || strings.ContainsAny(name, "/\x00") {
+		return addr, "", fmt.Errorf("export %q is not nbd://IP:port/name", uri)
+	}
+	return addr, name, nil
+}
+
+// ID is the device id the volume is plugged in under.
+func (vc VolumeConfig) ID() string { return VolumeID(vc.Name) }
 
 // VolumeState is a volume as the hypervisor has it plugged in.
 type VolumeState struct {

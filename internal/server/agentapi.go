@@ -320,10 +320,13 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				return
 			}
-			if c.Type != store.Put || !slices.Contains(c.Obj.Spec.Hosts, host) {
+			if c.Obj == nil || !slices.Contains(c.Obj.Spec.Hosts, host) {
 				continue
 			}
 			msg = api.AgentMessage{Type: api.AgentMsgPool, Pool: c.Obj}
+			if c.Type == store.Delete {
+				msg = api.AgentMessage{Type: api.AgentMsgPoolRemoved, Name: c.Name}
+			}
 		case req := <-requests:
 			msg = api.AgentMessage{Type: api.AgentMsgStream, Stream: &req}
 		case st := <-netStates:

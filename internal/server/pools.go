@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"time"
@@ -53,11 +54,23 @@ func (s *Server) getPool(w http.ResponseWriter, r *http.Request) {
 // validatePool checks a pool's spec; every error names its field.
 func (s *Server) validatePool(spec *api.PoolSpec) error {
 	switch spec.Kind {
-	case api.PoolDir, api.PoolShared:
+	case api.PoolDir, api.PoolShared, api.PoolNBD:
 	case "":
-		return api.Invalid("kind", "is required: dir or shared")
+		return api.Invalid("kind", "is required: dir, shared or nbd")
 	default:
-		return api.Invalid("kind", "%q is not a pool kind: use dir or shared", spec.Kind)
+		return api.Invalid("kind", "%q is not a pool kind: use dir, shared or nbd", spec.Kind)
+	}
+	if spec.Kind == api.PoolNBD {
+		ap, err := netip.ParseAddrPort(spec.Address)
+		if err != nil || ap.Port() == 0 || !ap.Addr().IsValid() || ap.Addr().IsUnspecified() {
+			return api.Invalid("address", "%q is not the IP:port the nbd pool's serving host listens on (e.g. 10.0.0.5:10809)", spec.Address)
+		}
+		spec.Address = ap.String()
+	} else if spec.Address != "" {
+		return api.Invalid("address", "is for nbd pools only")
+	}
+	if spec.Images && spec.Kind != api.PoolShared {
+		return api.Invalid("images", "images live in shared pools only, which every host of the pool sees")
 	}
 	if !filepath.IsAbs(spec.Path) || filepath.Clean(spec.Path) != spec.Path || spec.Path == "/" {
 		return api.Invalid("path", "%q must be a clean absolute path other than /", spec.Path)
@@ -98,7 +111,7 @@ func (s *Server) createPool(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	spec := api.PoolSpec{Kind: req.Kind, Path: req.Path, Hosts: req.Hosts, Projects: req.Projects}
+	spec := api.PoolSpec{Kind: req.Kind, Path: req.Path, Hosts: req.Hosts, Projects: req.Projects, Address: req.Address, Images: req.Images}
 	if err := s.validatePool(&spec); err != nil {
 		s.writeError(w, r, err)
 		return
@@ -141,6 +154,13 @@ func (s *Server) updatePool(w http.ResponseWriter, r *http.Request) {
 			}
 			next.Spec.Projects = *req.Projects
 		}
+		if req.Images != nil {
+			if *req.Images && next.Spec.Kind != api.PoolShared {
+				s.writeError(w, r, api.Invalid("images", "images live in shared pools only, which every host of the pool sees"))
+				return
+			}
+			next.Spec.Images = *req.Images
+		}
 		next.Generation++
 		next.UpdatedAt = time.Now().UTC()
 		if _, err := s.pools.Update(r.Context(), name, next, cur.Version); errors.Is(err, store.ErrConflict) {
@@ -165,6 +185,10 @@ func (s *Server) deletePool(w http.ResponseWriter, r *http.Request) {
 		p, ok := s.pools.Get(name)
 		if !ok {
 			s.writeError(w, r, api.NotFound("pool", name))
+			return
+		}
+		if p.Spec.Images {
+			s.writeError(w, r, api.Conflict("pool %q holds the images of its hosts' vms: turn images off first (vms made since keep their disks' backing files there)", name))
 			return
 		}
 		if vs := s.volumes.Select(func(v *api.Volume) bool { return v.Spec.Pool == name }); len(vs) > 0 {

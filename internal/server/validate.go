@@ -81,7 +81,11 @@ func validateVMCreate(req *api.VMCreate, images imageLookup, limits hostLimits) 
 	if err := validateNICs(req.NICs); err != nil {
 		return err
 	}
-	if err := validateBoot(&req.Boot, len(req.Disks), images); err != nil {
+	rootDisks := len(req.Disks)
+	if req.RootVolume != "" {
+		rootDisks++ // the volume boots it
+	}
+	if err := validateBoot(&req.Boot, rootDisks, images); err != nil {
 		return err
 	}
 	if ci := req.CloudInit; ci != nil {

@@ -197,12 +197,20 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 		return nil, err
 	}
 	canonicalImages(req, s.imageResolver(project))
+	root, err := s.planRootVolume(project, req)
+	if err != nil {
+		return nil, err
+	}
+	filter = root.filter(filter)
 	lease, err := leaseFor(proj, req.LeaseSeconds, time.Now())
 	if err != nil {
 		return nil, err
 	}
 	ha, err := haOfCreate(req, proj)
 	if err != nil {
+		return nil, err
+	}
+	if ha, err = haOfRootVolume(req, root, ha); err != nil {
 		return nil, err
 	}
 	if _, exists := s.vms.Get(key); exists {
@@ -226,6 +234,9 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 	}
 	asks := quota.OfCreate(req, quota.ImageLookup(s.imageResolver(project)))
 	asks.Ports = network.PortsMade(portNICs, 0)
+	if root != nil {
+		asks.VolumeMiB = root.sizeMiB
+	}
 	var op *api.Operation
 	var refused error
 	// The placement counts as in flight on this server until the
@@ -270,6 +281,15 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 			Status: api.VMStatus{PowerState: api.PowerPending},
 		}
 		s.withPorts(vm, plan)
+		var rootOps []store.Op
+		if root != nil {
+			var boot api.VolumeAttachment
+			if rootOps, boot, err = s.rootVolumeOps(project, vm, root); err != nil {
+				refused = err
+				return nil, err
+			}
+			vm.Spec.Volumes = []api.VolumeAttachment{boot}
+		}
 		op = ops.NewOperation(api.OpVMCreate, api.Ref{Kind: "vm", Name: vm.Name, UID: vm.UID, Project: project}, nil)
 		op.Status, op.StartedAt, op.TargetGeneration = api.OpRunning, now, 1
 		op.Deadline = now.Add(ops.DeadlineFor(op.Kind, vm))
@@ -281,11 +301,12 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 			txn = append(txn, s.idem.OpCreate(idempotencyName(idemKey), &ops.IdempotencyRecord{Name: idempotencyName(idemKey), OperationID: op.ID, CreatedAt: now,
 				Route: idem.route, BodyHash: idem.bodyHash}))
 		}
-		return append(append(txn, conds...), placed...), nil
+		return append(append(append(txn, conds...), placed...), rootOps...), nil
 	})
 	switch {
 	case err == nil:
 		s.metrics.OpStarted(op.Kind)
+		s.auditRootVolume(ctx, project, req.Name, root, op.ID)
 		return op, nil
 	case refused != nil && errors.Is(err, refused):
 		return nil, err
@@ -298,6 +319,9 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 	}
 	if errors.As(err, &ke) && ke.Kind == "vms" && errors.Is(err, store.ErrExists) {
 		return nil, api.Conflict("vm %q already exists", req.Name)
+	}
+	if errors.As(err, &ke) && (ke.Kind == "volumes" || ke.Kind == "pools") {
+		return nil, api.Conflict("the root volume or its pool changed while the vm was made: nothing was made, try again")
 	}
 	var ae *api.Error
 	if errors.As(err, &ae) {

@@ -118,6 +118,10 @@ func (s *Server) volumeSpec(project string, req *api.VolumeCreate) (*api.Pool, a
 	}
 	spec = api.VolumeSpec{Pool: pool.Name, Host: req.Host, SizeMiB: req.SizeMiB, Limits: req.Limits}
 	switch {
+	case pool.Spec.Kind == api.PoolNBD && spec.Host != "" && spec.Host != pool.Spec.Hosts[0]:
+		return nil, spec, api.Invalid("host", "an nbd pool's volumes are made on its serving host %q", pool.Spec.Hosts[0])
+	case pool.Spec.Kind == api.PoolNBD:
+		spec.Host = pool.Spec.Hosts[0]
 	case spec.Host == "":
 		spec.Host = pool.Spec.Hosts[0]
 		for _, h := range pool.Spec.Hosts {
@@ -216,7 +220,7 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) {
 			Spec:   spec,
 			Status: api.VolumeStatus{State: api.VolumePending},
 		}
-		v.Spec.Path = filepath.Join(pool.Spec.Path, project, v.UID+".qcow2")
+		placeVolume(pool, v)
 		// The pool is written too, so that a delete of the pool that
 		// saw no volume cannot commit beside this create.
 		txn := append([]store.Op{s.volumes.OpCreate(key, v), s.pools.OpUpdate(pool.Name, pool, pool.Version)}, conds...)
@@ -337,6 +341,10 @@ func (s *Server) growVolume(w http.ResponseWriter, r *http.Request) {
 		if v.Spec.Deletion != nil {
 			return nil, api.Conflict("volume %q is being deleted", v.Name)
 		}
+		if v.Spec.Export != "" && v.Spec.AttachedTo != "" {
+			// QEMU's nbd client reads an export's size when it connects.
+			return nil, api.Conflict("volume %q of an nbd pool is attached to vm %q: detach it to grow it", v.Name, v.Spec.AttachedTo)
+		}
 		if req.SizeMiB <= v.Spec.SizeMiB || req.SizeMiB > maxDiskMiB {
 			return nil, api.Invalid("sizeMiB", "must be larger than the volume's %d MiB (volumes only grow) and at most %d MiB, not %d",
 				v.Spec.SizeMiB, int64(maxDiskMiB), req.SizeMiB)
@@ -373,7 +381,16 @@ func (s *Server) setVolumeLimits(w http.ResponseWriter, r *http.Request) {
 
 // attachmentOf is what a VM's spec holds of a volume attached to it.
 func attachmentOf(v *api.Volume) api.VolumeAttachment {
-	return api.VolumeAttachment{Volume: v.Name, Path: v.Spec.Path, SizeMiB: v.Spec.SizeMiB, Limits: v.Spec.Limits}
+	return api.VolumeAttachment{Volume: v.Name, Path: v.Spec.Path, SizeMiB: v.Spec.SizeMiB, Limits: v.Spec.Limits, Export: v.Spec.Export}
+}
+
+// placeVolume sets a new volume's file in its pool and, in an nbd pool,
+// the export VMs open it by.
+func placeVolume(pool *api.Pool, v *api.Volume) {
+	v.Spec.Path = filepath.Join(pool.Spec.Path, v.Project, v.UID+".qcow2")
+	if pool.Spec.Kind == api.PoolNBD {
+		v.Spec.Export = "nbd://" + pool.Spec.Address + "/" + v.UID
+	}
 }
 
 // setAttachment writes the volume's size and limits into its VM's spec.
@@ -519,12 +536,21 @@ func (s *Server) detachVolume(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Conflict("volume %q is attached to vm %q, not %q", name, cur.Spec.AttachedTo, req.VM))
 		return
 	}
+	if vm, ok := s.vms.Get(api.Key(rq.project, cur.Spec.AttachedTo)); ok {
+		if boot, ok := bootAttachment(vm); ok && boot.Volume == name {
+			s.writeError(w, r, rootDetachRefused(name, vm.Name))
+			return
+		}
+	}
 	vmKey := api.Key(rq.project, cur.Spec.AttachedTo)
 	unlock := s.ctl.Ops.LockVM(vmKey)
 	defer unlock()
 	v, err := s.changeAttachment(r.Context(), s.volumeKey(r), vmKey, func(v *api.Volume, vm *api.VM) error {
 		if v.Spec.AttachedTo != vm.Name {
 			return api.Conflict("volume %q is no longer attached to vm %q", v.Name, vm.Name)
+		}
+		if boot, ok := bootAttachment(vm); ok && boot.Volume == v.Name {
+			return rootDetachRefused(v.Name, vm.Name)
 		}
 		v.Spec.AttachedTo = ""
 		vm.Spec.Volumes = slices.DeleteFunc(vm.Spec.Volumes, func(a api.VolumeAttachment) bool { return a.Volume == v.Name })
@@ -633,7 +659,8 @@ func (s *Server) volumeRemoved(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// releaseVolumes detaches the volumes of a VM that is gone.
+// releaseVolumes detaches the volumes of a VM that is gone, and deletes
+// the root volume its create made when it was asked to (deleteWithVM).
 func (s *Server) releaseVolumes(ctx context.Context, vm *api.VM) {
 	for _, a := range vm.Spec.Volumes {
 		key := api.Key(vm.Project, a.Volume)
@@ -642,8 +669,15 @@ func (s *Server) releaseVolumes(ctx context.Context, vm *api.VM) {
 				return nil, errNothingToDo
 			}
 			v.Spec.AttachedTo = ""
+			if a.DeleteWithVM && v.Spec.Deletion == nil {
+				v.Spec.Deletion = &api.Deletion{RequestedAt: time.Now().UTC()}
+			}
 			return nil, nil
 		}, nil)
+		if err == nil && a.DeleteWithVM {
+			s.auditSystemAs(ctx, "vm", "volume.delete", api.Ref{Kind: "volume", Name: a.Volume, Project: vm.Project},
+				fmt.Sprintf("the root volume of vm %q, made with it and deleted with it", vm.Name))
+		}
 		if err != nil && !errors.Is(err, errNothingToDo) && !isNotFound(err) {
 			s.log.Warn("releasing the volume of a removed vm", "vm", vm.Key(), "volume", a.Volume, "err", err)
 		}
@@ -663,4 +697,9 @@ func diskNames(vm *api.VM) []string {
 		out = append(out, d.Name)
 	}
 	return out
+}
+
+// rootDetachRefused answers a detach of a VM's root volume.
+func rootDetachRefused(volume, vm string) error {
+	return api.Unprocessable("volume %q is vm %q's root disk: it cannot be detached; it is released when the vm is deleted", volume, vm)
 }

@@ -345,7 +345,7 @@ export interface PoolHostStatus {
 }
 
 export interface Pool extends Meta {
-  spec: { kind: string; path: string; hosts: string[]; projects?: string[] };
+  spec: { kind: string; path: string; hosts: string[]; projects?: string[]; address?: string; images?: boolean };
   status: { hosts?: PoolHostStatus[] };
 }
 

@@ -32,6 +32,8 @@ type Paths struct {
 	// Incoming starts QEMU waiting for a migration stream (-incoming
 	// defer), which migrate-incoming later names.
 	Incoming bool
+	// BootVolume is the VM's root volume, nil when its root disk is its own.
+	BootVolume *BootVolume
 }
 
 // Jail is how QEMU confines itself. It opens everything on its command
@@ -156,10 +158,13 @@ func BuildArgs(cfg hypervisor.VMConfig, p Paths, accel string) []string {
 		if d.Name != "" {
 			dev += ",serial=" + esc(hypervisor.DiskSerial(d.Name))
 		}
-		if firmwareBoot && i == 0 {
+		if firmwareBoot && i == 0 && p.BootVolume == nil {
 			dev += ",bootindex=1"
 		}
 		a = append(a, "-device", dev)
+	}
+	if p.BootVolume != nil {
+		a = append(a, p.BootVolume.args()...)
 	}
 	if p.Seed != "" {
 		a = append(a,

@@ -55,6 +55,30 @@ func TestBuildArgsGolden(t *testing.T) {
 			accel: "kvm",
 		},
 		{
+			// The root disk is a volume: fd 3 is its file, in fd set 1;
+			// it boots first, before the VM's own data disk.
+			name: "root-volume",
+			cfg:  func(c *hypervisor.VMConfig) {},
+			paths: func() Paths {
+				p := testPaths(disk("data"))
+				p.BootVolume = &BootVolume{Config: hypervisor.VolumeConfig{Name: "web1-root", Path: "/pool/p/u.qcow2", IOPS: 500}, FD: 3, Set: bootVolumeSet}
+				return p
+			}(),
+			accel: "tcg",
+		},
+		{
+			// A root volume of an nbd pool: fd 3 is a connection to its
+			// export, which QEMU's nbd driver takes.
+			name: "root-volume-nbd",
+			cfg:  func(c *hypervisor.VMConfig) {},
+			paths: func() Paths {
+				p := testPaths()
+				p.BootVolume = &BootVolume{Config: hypervisor.VolumeConfig{Name: "web1-root", Export: "nbd://10.0.0.5:10809/5f0c-uid"}, FD: 3, Set: bootVolumeSet}
+				return p
+			}(),
+			accel: "tcg",
+		},
+		{
 			name:  "blank-and-overlay-disks",
 			cfg:   func(c *hypervisor.VMConfig) {},
 			paths: testPaths(disk("root"), disk("data"), disk("scratch")),

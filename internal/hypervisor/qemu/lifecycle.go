@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -89,6 +90,19 @@ func (d *Driver) start(ctx context.Context, h *hypervisor.Handle, cfg hypervisor
 	}
 	net := nics.user
 	p.NetFDs, p.Jail, p.Incoming = nics.fds(), conf.jail, incoming
+	extra := nics.files
+	bootFile, err := openBootVolume(ctx, cfg.BootVolume)
+	if err != nil {
+		nics.close()
+		net.kill()
+		d.dropCgroup(h)
+		return fmt.Errorf("starting vm %s: %w", h.UID, err)
+	}
+	if bootFile != nil {
+		defer bootFile.Close()
+		extra = append(slices.Clip(extra), bootFile)
+		p.BootVolume = &BootVolume{Config: *cfg.BootVolume, FD: 2 + len(extra), Set: bootVolumeSet}
+	}
 	args := BuildArgs(cfg, p, d.accel.Accel)
 
 	fmt.Fprintf(logf, "--- polyvisor: starting %s at %s\n", d.cfg.QEMUBinary, time.Now().Format(time.RFC3339))
@@ -96,7 +110,7 @@ func (d *Driver) start(ctx context.Context, h *hypervisor.Handle, cfg hypervisor
 	cmd := exec.Command(d.cfg.QEMUBinary, args...)
 	cmd.Dir = h.Dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.ExtraFiles = nics.files // descriptors 3, 4, ...: p.NetFDs
+	cmd.ExtraFiles = extra // descriptors 3, 4, ...: p.NetFDs, then the root volume
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
 	nics.close()

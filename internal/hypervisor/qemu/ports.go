@@ -51,6 +51,9 @@ func slotted(ctx context.Context, c *qmp.Client) (map[string]int, error) {
 			}
 			return nil, fmt.Errorf("reading the slot of %s: %w", p.Name, err)
 		}
+		if strings.HasSuffix(bus, "/pcie.0") {
+			continue // the root volume (BootVolume): on the root bus, in no slot
+		}
 		// The bus of root port pvslotK is /machine/peripheral/pvslotK/pvslotK.
 		var k int
 		if _, err := fmt.Sscanf(bus[strings.LastIndex(bus, "/")+1:], "pvslot%d", &k); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -50,9 +51,9 @@ func (d *Driver) AttachVolume(ctx context.Context, h *hypervisor.Handle, vc hype
 	if err != nil {
 		return fmt.Errorf("attaching volume %s: %w", vc.Name, err)
 	}
-	f, err := os.OpenFile(vc.Path, os.O_RDWR, 0)
+	f, err := openVolume(ctx, &vc)
 	if err != nil {
-		return fmt.Errorf("attaching volume %s: opening its file: %w", vc.Name, err)
+		return fmt.Errorf("attaching volume %s: %w", vc.Name, err)
 	}
 	defer f.Close()
 	var undo []func()
@@ -70,23 +71,36 @@ func (d *Driver) AttachVolume(ctx context.Context, h *hypervisor.Handle, vc hype
 			_ = q.Execute(cctx, cmd, args, nil)
 		}
 	}
-	var fdset struct {
-		FDSetID int `json:"fdset-id"`
-		FD      int `json:"fd"`
+	var node map[string]any
+	if vc.Export != "" {
+		// A connected socket to the export, under a name the nbd
+		// driver takes it by (and closes with its node).
+		_, export, _ := hypervisor.ParseNBDExport(vc.Export)
+		fdname := "pvnbd-" + id
+		if err := q.ExecuteFile(ctx, "getfd", map[string]any{"fdname": fdname}, nil, f); err != nil {
+			return fmt.Errorf("attaching volume %s: passing its connection: %w", vc.Name, err)
+		}
+		undo = append(undo, cleanup("closefd", map[string]any{"fdname": fdname}))
+		node = map[string]any{"driver": "raw", "node-name": id + "-fmt", "discard": "unmap",
+			"file": map[string]any{"driver": "nbd", "export": export, "server": map[string]any{"type": "fd", "str": fdname}}}
+	} else {
+		var fdset struct {
+			FDSetID int `json:"fdset-id"`
+			FD      int `json:"fd"`
+		}
+		if err := q.ExecuteFile(ctx, "add-fd", map[string]any{"opaque": "pv:" + id}, &fdset, f); err != nil {
+			return fmt.Errorf("attaching volume %s: passing its file: %w", vc.Name, err)
+		}
+		undo = append(undo, cleanup("remove-fd", map[string]any{"fdset-id": fdset.FDSetID}))
+		node = map[string]any{"driver": "qcow2", "node-name": id + "-fmt", "discard": "unmap",
+			"file": map[string]any{"driver": "file", "filename": fmt.Sprintf("/dev/fdset/%d", fdset.FDSetID)}}
 	}
-	if err := q.ExecuteFile(ctx, "add-fd", map[string]any{"opaque": "pv:" + id}, &fdset, f); err != nil {
-		return fmt.Errorf("attaching volume %s: passing its file: %w", vc.Name, err)
-	}
-	undo = append(undo, cleanup("remove-fd", map[string]any{"fdset-id": fdset.FDSetID}))
 	steps := []struct {
 		cmd  string
 		args map[string]any
 		back func() func()
 	}{
-		{"blockdev-add", map[string]any{
-			"driver": "qcow2", "node-name": id + "-fmt", "discard": "unmap",
-			"file": map[string]any{"driver": "file", "filename": fmt.Sprintf("/dev/fdset/%d", fdset.FDSetID)},
-		}, func() func() { return cleanup("blockdev-del", map[string]any{"node-name": id + "-fmt"}) }},
+		{"blockdev-add", node, func() func() { return cleanup("blockdev-del", map[string]any{"node-name": id + "-fmt"}) }},
 		{"object-add", map[string]any{
 			"qom-type": "throttle-group", "id": id + "-tg", "limits": throttleLimits(vc.IOPS, vc.BPS),
 		}, func() func() { return cleanup("object-del", map[string]any{"id": id + "-tg"}) }},
@@ -301,4 +315,84 @@ func (d *Driver) Volumes(ctx context.Context, h *hypervisor.Handle) ([]hyperviso
 		out = append(out, st)
 	}
 	return out, nil
+}
+
+// BootVolume is a VM's root volume on QEMU's command line: its file is
+// opened by the agent and inherited as descriptor FD, put in fd set Set
+// (opaque "pv:<id>", as a hot-plugged volume's), and the same nodes,
+// throttle group and device id as a hot-plugged volume are made over it,
+// so that Volumes lists it and it grows and is limited the same way. Its
+// device sits on the root bus (it is never unplugged), first to boot.
+type BootVolume struct {
+	Config hypervisor.VolumeConfig
+	FD     int
+	Set    int
+}
+
+// bootVolumeSet is the fd set of the root volume; hot-plugged volumes
+// take the next free ones.
+const bootVolumeSet = 1
+
+// args are the root volume's options. A volume of an nbd pool is a
+// connected socket to its export: QEMU's nbd driver takes it as fd FD.
+func (b *BootVolume) args() []string {
+	id := b.Config.ID()
+	var a []string
+	if b.Config.Export != "" {
+		_, export, _ := hypervisor.ParseNBDExport(b.Config.Export)
+		a = []string{"-blockdev", fmt.Sprintf("driver=raw,node-name=%s-fmt,discard=unmap,file.driver=nbd,file.server.type=fd,file.server.str=%d,file.export=%s", id, b.FD, esc(export))}
+	} else {
+		a = []string{
+			"-add-fd", fmt.Sprintf("fd=%d,set=%d,opaque=pv:%s", b.FD, b.Set, id),
+			"-blockdev", fmt.Sprintf("driver=qcow2,node-name=%s-fmt,discard=unmap,file.driver=file,file.filename=/dev/fdset/%d", id, b.Set),
+		}
+	}
+	return append(a,
+		"-object", fmt.Sprintf("throttle-group,id=%s-tg,x-iops-total=%d,x-bps-total=%d", id, b.Config.IOPS, b.Config.BPS),
+		"-blockdev", fmt.Sprintf("driver=throttle,node-name=%s-thr,throttle-group=%s-tg,file=%s-fmt", id, id, id),
+		"-device", fmt.Sprintf("virtio-blk-pci,id=%s,drive=%s-thr,serial=%s,bootindex=1", id, id, esc(hypervisor.DiskSerial(b.Config.Name))),
+	)
+}
+
+// openBootVolume opens the root volume for QEMU to inherit.
+func openBootVolume(ctx context.Context, vc *hypervisor.VolumeConfig) (*os.File, error) {
+	if vc == nil {
+		return nil, nil
+	}
+	f, err := openVolume(ctx, vc)
+	if err != nil {
+		return nil, fmt.Errorf("opening root volume %s: %w", vc.Name, err)
+	}
+	return f, nil
+}
+
+// openVolume opens what QEMU is handed for a volume: its file, or a
+// connection to its export. The agent opens it, so QEMU, confined, needs
+// neither the pool's path nor a way out to the network (its user is
+// refused the host's loopback, see netfilter.go).
+func openVolume(ctx context.Context, vc *hypervisor.VolumeConfig) (*os.File, error) {
+	if vc.Export == "" {
+		f, err := os.OpenFile(vc.Path, os.O_RDWR, 0)
+		if err != nil {
+			return nil, fmt.Errorf("opening its file: %w", err)
+		}
+		return f, nil
+	}
+	addr, _, err := hypervisor.ParseNBDExport(vc.Export)
+	if err != nil {
+		return nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(dctx, "tcp", addr.String())
+	if err != nil {
+		return nil, fmt.Errorf("connecting to its export: %w", err)
+	}
+	defer conn.Close()
+	f, err := conn.(*net.TCPConn).File()
+	if err != nil {
+		return nil, fmt.Errorf("connecting to its export: %w", err)
+	}
+	return f, nil
 }

@@ -37,7 +37,7 @@ export function fieldId(field: string): string {
 // The create wizard's inputs ("slots"), and which API fields each one
 // answers for. Only one disk and one NIC are made by the wizard, so an
 // error about any of them is shown at its one input.
-export type Slot = 'name' | 'vcpus' | 'memoryMiB' | 'image' | 'network' | 'userData' | 'host' | 'kernel' | 'initrd' | 'cmdline' | 'labels' | 'lease' | 'start';
+export type Slot = 'name' | 'vcpus' | 'memoryMiB' | 'image' | 'network' | 'userData' | 'host' | 'kernel' | 'initrd' | 'cmdline' | 'labels' | 'lease' | 'start' | 'rootDisk';
 
 const exact: Record<string, Slot> = {
   name: 'name',
@@ -54,6 +54,9 @@ const exact: Record<string, Slot> = {
   labels: 'labels',
   leaseSeconds: 'lease',
   powerState: 'start',
+  rootVolume: 'rootDisk',
+  rootPool: 'rootDisk',
+  deleteRootVolume: 'rootDisk',
 };
 
 const prefixes: [RegExp, Slot][] = [

@@ -62,4 +62,19 @@ describe('nic field', () => {
     const other = new Error('network down');
     expect(nicField(other)).toBe(other);
   });
+
+  it('makes the root disk a volume: made from the image in a pool, or an existing one', () => {
+    const made = createBody({ ...emptyWizard, name: 'w', image: 'img', rootDisk: 'pool', rootPool: 'nfs', deleteRootVolume: true });
+    expect(made.disks).toEqual([{ name: 'root', image: 'img' }]);
+    expect(made.rootPool).toBe('nfs');
+    expect(made.deleteRootVolume).toBe(true);
+    const kept = createBody({ ...emptyWizard, name: 'w', image: 'img', rootDisk: 'pool', rootPool: 'nfs' });
+    expect(kept.deleteRootVolume).toBeUndefined();
+    const existing = createBody({ ...emptyWizard, name: 'w', image: 'img', rootDisk: 'volume', rootVolume: 'boot1', rootPool: 'nfs', deleteRootVolume: true });
+    expect(existing.rootVolume).toBe('boot1');
+    expect(existing.disks).toBeUndefined();
+    expect(existing.rootPool).toBeUndefined();
+    expect(existing.deleteRootVolume).toBeUndefined();
+    expect(createBody({ ...emptyWizard, image: 'img' }).rootPool).toBeUndefined();
+  });
 });

@@ -26,6 +26,13 @@ export interface WizardForm {
   labels: string; // "k=v, k2=v2"
   leaseHours: string; // blank: the project's default
   start: boolean;
+  // The root disk: an overlay of the image on the VM's host (""), a
+  // volume made from the image in rootPool ("pool"), or an existing
+  // volume rootVolume ("volume").
+  rootDisk: '' | 'pool' | 'volume';
+  rootPool: string;
+  rootVolume: string;
+  deleteRootVolume: boolean;
 }
 
 export const emptyWizard: WizardForm = {
@@ -42,6 +49,10 @@ export const emptyWizard: WizardForm = {
   labels: '',
   leaseHours: '',
   start: true,
+  rootDisk: '',
+  rootPool: '',
+  rootVolume: '',
+  deleteRootVolume: false,
 };
 
 // parseLabels reads "k=v, k2=v2" (commas or new lines between pairs).
@@ -82,7 +93,15 @@ export function createBody(f: WizardForm): Record<string, unknown> {
     nics: (f.nics.length ? f.nics : [userNIC]).map(nicBody),
     powerState: f.start ? 'running' : 'stopped',
   };
-  if (f.image) body.disks = [{ name: 'root', image: f.image }];
+  if (f.rootDisk === 'volume') {
+    body.rootVolume = f.rootVolume;
+  } else {
+    if (f.image) body.disks = [{ name: 'root', image: f.image }];
+    if (f.rootDisk === 'pool') {
+      body.rootPool = f.rootPool;
+      if (f.deleteRootVolume) body.deleteRootVolume = true;
+    }
+  }
   if (f.kernel || f.initrd || f.cmdline.trim()) {
     const boot: Record<string, string> = {};
     if (f.kernel) boot.kernel = f.kernel;

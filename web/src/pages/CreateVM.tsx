@@ -1,5 +1,6 @@
 import { useEffect, useRef, useState, type FormEvent, type ReactNode } from 'react';
 import { call, listAll, q, type Host, type Image, type Network, type Operation, type SecurityGroup } from '../api';
+import type { Pool, Volume } from '../types';
 import { useSession } from '../session';
 import { Link, navigate } from '../router';
 import { ErrorBox } from '../ui';
@@ -17,6 +18,8 @@ export function CreateVM() {
   const [hosts, setHosts] = useState<Host[]>([]);
   const [networks, setNetworks] = useState<Network[]>([]);
   const [groups, setGroups] = useState<SecurityGroup[]>([]);
+  const [pools, setPools] = useState<Pool[]>([]);
+  const [volumes, setVolumes] = useState<Volume[]>([]);
   const [field, setField] = useState<FieldError>();
   const [err, setErr] = useState<unknown>();
   const [busy, setBusy] = useState(false);
@@ -28,6 +31,9 @@ export function CreateVM() {
     // offers "user" alone.
     listAll<Network>('/v1/networks', { project }).then((l) => setNetworks(l.filter((n) => n.project === project).sort((a, b) => a.name.localeCompare(b.name))), () => setNetworks([]));
     listAll<SecurityGroup>('/v1/security-groups', { project }).then((l) => setGroups(l.sort((a, b) => a.name.localeCompare(b.name))), () => setGroups([]));
+    // Pools granted to the project, and its volumes a VM can boot from.
+    listAll<Pool>('/v1/pools').then((l) => setPools(l.filter((p) => p.spec.projects?.includes(project)).sort((a, b) => a.name.localeCompare(b.name))), () => setPools([]));
+    listAll<Volume>('/v1/volumes', { project }).then((l) => setVolumes(l.filter((v) => v.status.state === 'ready').sort((a, b) => a.name.localeCompare(b.name))), () => setVolumes([]));
     listAll<Host>('/v1/hosts').then((l) => setHosts(l.filter((h) => !h.provider).sort((a, b) => a.name.localeCompare(b.name))), () => {});
   }, [project]);
 
@@ -158,7 +164,42 @@ export function CreateVM() {
               </option>
             ))}
           </select>
-        ), 'The root disk is a copy-on-write overlay of this image.')}
+        ), f.rootDisk === 'volume' ? 'Not used: the VM boots from the volume.' : f.rootDisk === 'pool' ? 'The root volume is a copy of this image.' : 'The root disk is a copy-on-write overlay of this image.')}
+        {fieldRow('rootDisk', 'Root disk', (a) => (
+          <span className="row wrap">
+            <select {...a} data-testid="wizard-root-disk" value={f.rootDisk} onChange={(e) => setF((cur) => ({ ...cur, rootDisk: e.target.value as WizardForm['rootDisk'] }))}>
+              <option value="">on the VM's host (an overlay of the image)</option>
+              <option value="pool" disabled={!pools.length}>a new volume in a pool</option>
+              <option value="volume" disabled={!volumes.length}>an existing volume</option>
+            </select>
+            {f.rootDisk === 'pool' && (
+              <>
+                <select aria-label="Root volume pool" data-testid="wizard-root-pool" value={f.rootPool} onChange={set('rootPool')}>
+                  <option value="">(pick a pool)</option>
+                  {pools.map((p) => (
+                    <option key={p.name} value={p.name}>
+                      {p.name} ({p.spec.kind})
+                    </option>
+                  ))}
+                </select>
+                <label className="row">
+                  <input type="checkbox" data-testid="wizard-delete-root-volume" checked={f.deleteRootVolume} onChange={(e) => setF((cur) => ({ ...cur, deleteRootVolume: e.target.checked }))} />
+                  delete it with the VM
+                </label>
+              </>
+            )}
+            {f.rootDisk === 'volume' && (
+              <select aria-label="Root volume" data-testid="wizard-root-volume" value={f.rootVolume} onChange={set('rootVolume')}>
+                <option value="">(pick a volume)</option>
+                {volumes.map((v) => (
+                  <option key={v.name} value={v.name}>
+                    {v.name} ({v.spec.pool}, {mib(v.spec.sizeMiB)})
+                  </option>
+                ))}
+              </select>
+            )}
+          </span>
+        ), 'A volume outlives the VM: deleting the VM detaches it, and another VM can boot from it.')}
         {fieldRow('network', f.nics.length > 1 ? 'NIC 0: network' : 'Network', (a) => nicRow(0, a), 'A network of the project gives the NIC a port, an address of its subnets and security groups.')}
         {f.nics.slice(1).map((_, k) => (
           <div className="field" key={k + 1}>

@@ -9,7 +9,7 @@ export function Pools() {
   const s = useSession();
   const [pools, setPools] = useState<Pool[]>();
   const [err, setErr] = useState<unknown>();
-  const [form, setForm] = useState({ name: '', kind: 'dir', path: '', hosts: '', projects: '' });
+  const [form, setForm] = useState({ name: '', kind: 'dir', path: '', hosts: '', projects: '', address: '', images: false });
   const load = useCallback(() => {
     listAll<Pool>('/v1/pools').then(setPools, setErr);
   }, []);
@@ -65,7 +65,10 @@ export function Pools() {
           onSubmit={(e) => {
             e.preventDefault();
             setErr(undefined);
-            call('POST', '/v1/pools', { name: form.name.trim(), kind: form.kind, path: form.path.trim(), hosts: list(form.hosts), projects: list(form.projects) }).then(load, setErr);
+            const body: Record<string, unknown> = { name: form.name.trim(), kind: form.kind, path: form.path.trim(), hosts: list(form.hosts), projects: list(form.projects) };
+            if (form.kind === 'nbd') body.address = form.address.trim();
+            if (form.kind === 'shared' && form.images) body.images = true;
+            call('POST', '/v1/pools', body).then(load, setErr);
           }}
         >
           <label className="inline">
@@ -76,8 +79,19 @@ export function Pools() {
             <select value={form.kind} onChange={(e) => setForm({ ...form, kind: e.target.value })}>
               <option value="dir">dir (one host)</option>
               <option value="shared">shared (every host sees the path)</option>
+              <option value="nbd">nbd (served from the first host to all)</option>
             </select>
           </label>
+          {form.kind === 'shared' && (
+            <label className="inline">
+              <input type="checkbox" checked={form.images} onChange={(e) => setForm({ ...form, images: e.target.checked })} /> keep the hosts' images here
+            </label>
+          )}
+          {form.kind === 'nbd' && (
+            <label className="inline">
+              Address <input value={form.address} placeholder="10.0.0.5:10809" onChange={(e) => setForm({ ...form, address: e.target.value })} />
+            </label>
+          )}
           <label className="inline">
             Path <input value={form.path} onChange={(e) => setForm({ ...form, path: e.target.value })} />
           </label>
