@@ -30,6 +30,10 @@ type VolumeConfig struct {
 	Path string // its qcow2 file
 	IOPS int64  // operations per second, 0 for no limit
 	BPS  int64  // bytes per second, 0 for no limit
+	// Port is the hot-plug port to plug it into, as VolumeState.Port
+	// said on another host: a migration's target plugs each volume where
+	// the source has it, so the guest's state fits. Empty: a free one.
+	Port string
 }
 
 // VolumeState is a volume as the hypervisor has it plugged in.
@@ -38,6 +42,7 @@ type VolumeState struct {
 	SizeMiB int64
 	IOPS    int64
 	BPS     int64
+	Port    string // the hot-plug port it is in
 }
 
 // MaxVolumes is how many volumes one VM can have plugged in at once: the
