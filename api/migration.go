@@ -1,6 +1,7 @@
 package api
 
-// OpVMMigrate moves a running VM to another host while it runs.
+// OpVMMigrate moves a running VM to another host while it runs, or
+// reassigns a stopped one with its disks copied there.
 const OpVMMigrate = "vm.migrate"
 
 // VMMigrate is the body of POST /v1/vms/{name}/migrate.
@@ -17,6 +18,10 @@ type Migration struct {
 	// Target is the host the VM moves to; its room is held for the VM
 	// until the migration ends.
 	Target string `json:"target"`
+	// Offline is a stopped VM's move: its own disks are copied to the
+	// target (the target's agent pulls them through an NBD export of the
+	// source's), which then holds it, still stopped.
+	Offline bool `json:"offline,omitempty"`
 }
 
 // MigrationStatus is how a migration goes, as the VM's host reports it
@@ -60,7 +65,8 @@ type AgentMigration struct {
 	Target    string `json:"target"`
 	Address   string `json:"address,omitempty"` // host:port
 	Token     string `json:"token,omitempty"`
-	// State is listening, running (the VM runs on the target) or failed.
+	// State is listening, running (the VM runs on the target, or, moved
+	// offline, its disks are all there) or failed.
 	State   string `json:"state"`
 	Error   string `json:"error,omitempty"`
 	Version int64  `json:"version,omitempty"`

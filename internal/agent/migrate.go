@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -9,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -162,6 +165,9 @@ func (w *worker) receive(ctx context.Context, vm *api.VM) error {
 	if err := w.persist(h); err != nil {
 		return abort(err)
 	}
+	if err := w.plugIncomingVolumes(ctx, h, vm); err != nil {
+		return abort(err)
+	}
 	ln, err := net.Listen("tcp", w.a.migrationListenAddr())
 	if err != nil {
 		return abort(fmt.Errorf("listening for the migration: %w", err))
@@ -210,6 +216,62 @@ func (w *worker) receive(ctx context.Context, vm *api.VM) error {
 		}
 	}()
 	return nil
+}
+
+// plugIncomingVolumes plugs the VM's volumes (on shared storage: the
+// server lets no other volume migrate) into the waiting hypervisor, each
+// into the port the source reports it in, so the guest's state fits. The
+// hypervisor opens them inactive until the switchover: the source keeps
+// their locks until it lets them go.
+func (w *worker) plugIncomingVolumes(ctx context.Context, h *hypervisor.Handle, vm *api.VM) error {
+	if len(vm.Spec.Volumes) == 0 {
+		return nil
+	}
+	va, ok := w.a.driver.(hypervisor.VolumeAttacher)
+	if !ok {
+		return fmt.Errorf("driver %s cannot attach volumes: %w", w.a.driver.Name(), hypervisor.ErrNotSupported)
+	}
+	for _, vc := range incomingVolumes(vm) {
+		if err := va.AttachVolume(ctx, h, vc); err != nil {
+			return fmt.Errorf("plugging in volume %s before the memory arrives: %w", vc.Name, err)
+		}
+	}
+	return nil
+}
+
+// incomingVolumes are the VM's volumes as a migration's target plugs
+// them: in the source's ports, ordered by port so that a volume the
+// source did not report goes into the first port left free.
+func incomingVolumes(vm *api.VM) []hypervisor.VolumeConfig {
+	port := map[string]string{}
+	for _, st := range vm.Status.Volumes {
+		port[st.Volume] = st.Port
+	}
+	var out []hypervisor.VolumeConfig
+	for _, a := range vm.Spec.Volumes {
+		out = append(out, hypervisor.VolumeConfig{Name: a.Volume, Path: a.Path, IOPS: a.Limits.IOPS, BPS: a.Limits.BPS, Port: port[a.Volume]})
+	}
+	slices.SortStableFunc(out, func(a, b hypervisor.VolumeConfig) int {
+		switch {
+		case a.Port == b.Port:
+			return 0
+		case a.Port == "":
+			return 1
+		case b.Port == "":
+			return -1
+		}
+		return cmp.Compare(portNumber(a.Port), portNumber(b.Port))
+	})
+	return out
+}
+
+// portNumber is K of a port named pvslotK, or -1.
+func portNumber(p string) int {
+	n, err := strconv.Atoi(strings.TrimPrefix(p, "pvslot"))
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // acceptMigration lets in each channel once, with the token, until ctx

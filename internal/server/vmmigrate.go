@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
@@ -149,12 +148,13 @@ func (s *Server) checkMigration(vm *api.VM, target string) error {
 		return api.Unprocessable("vm %q belongs to provider %q, which decides where it runs", vm.Name, vm.Spec.Provider.Name)
 	case vm.Spec.Migration != nil:
 		return api.Conflict("vm %q is already migrating to host %q (operation %s)", vm.Name, vm.Spec.Migration.Target, vm.Spec.Migration.Operation)
-	case len(vm.Spec.Volumes) > 0 || len(vm.Status.Volumes) > 0:
-		return api.Unprocessable("vm %q has volumes attached (%s): a live migration does not carry hot-plugged volumes yet (a dir pool's volume stays on its host, and the target would not plug a shared pool's before the guest's state arrives): detach them, migrate, then attach them again", vm.Name, strings.Join(volumeNames(vm), ", "))
 	case vm.Spec.PowerState == api.PowerStopped:
 		return api.Unprocessable("vm %q is stopped: only a running vm migrates (live); its disks are on host %q, which a stopped vm cannot copy without a cold copy: start it first", vm.Name, vm.Spec.Host)
 	case vm.Spec.PowerState == api.PowerPaused:
 		return api.Unprocessable("vm %q is paused: the qemu driver migrates running vms only; resume it first", vm.Name)
+	}
+	if err := s.checkVolumesMove(vm, target); err != nil {
+		return err
 	}
 	if target == "" {
 		return nil
@@ -171,6 +171,35 @@ func (s *Server) checkMigration(vm *api.VM, target string) error {
 		return &api.Error{Code: api.CodeUnprocessable, Field: "host", Message: fmt.Sprintf("host %q is cordoned: no vm is placed or migrated onto it (uncordon it first)", target)}
 	case h.Status.State != api.HostReady:
 		return &api.Error{Code: api.CodeUnprocessable, Field: "host", Message: fmt.Sprintf("host %q is not ready", target)}
+	}
+	return nil
+}
+
+// checkVolumesMove refuses to move a VM whose volumes cannot follow it:
+// a volume still being plugged in or out, one in a dir pool (its file is
+// on the VM's host alone), one in a shared pool the target does not see.
+// A shared pool's volume is not copied: the target opens the same file.
+func (s *Server) checkVolumesMove(vm *api.VM, target string) error {
+	for _, name := range volumeNames(vm) {
+		if !slices.ContainsFunc(vm.Spec.Volumes, func(a api.VolumeAttachment) bool { return a.Volume == name }) {
+			return api.Conflict("vm %q is unplugging volume %q: migrate it once its host has let the volume go", vm.Name, name)
+		}
+		v, ok := s.volumes.Get(api.Key(vm.Project, name))
+		if !ok {
+			return api.Conflict("vm %q names volume %q, which no longer exists", vm.Name, name)
+		}
+		pool, ok := s.pools.Get(v.Spec.Pool)
+		switch {
+		case !ok:
+			return api.Unprocessable("vm %q has volume %q in pool %q, which no longer exists", vm.Name, name, v.Spec.Pool)
+		case pool.Spec.Kind != api.PoolShared:
+			return &api.Error{Code: api.CodeUnprocessable, Field: "volumes", Message: fmt.Sprintf(
+				"vm %q has volume %q in %s pool %q, whose file is on host %q alone: it cannot follow the vm to another host (detach it first, or use a shared pool)",
+				vm.Name, name, pool.Spec.Kind, pool.Name, v.Spec.Host)}
+		case target != "" && !slices.Contains(pool.Spec.Hosts, target):
+			return &api.Error{Code: api.CodeUnprocessable, Field: "host", Message: fmt.Sprintf(
+				"host %q does not see pool %q of vm %q's volume %q", target, pool.Name, vm.Name, name)}
+		}
 	}
 	return nil
 }
