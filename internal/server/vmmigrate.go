@@ -100,8 +100,9 @@ func (s *Server) getAgentMigration(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, m)
 }
 
-// migrateVM queues a live migration of a running VM: to the host the
-// request names, or to the scheduler's choice. The target's room is
+// migrateVM queues a live migration of a running VM, or the move of a
+// stopped one: to the host the request names, or to the scheduler's
+// choice. The target's room is
 // admitted as a create's, and held until the migration ends.
 func (s *Server) migrateVM(w http.ResponseWriter, r *http.Request) {
 	var req api.VMMigrate
@@ -138,20 +139,19 @@ func (s *Server) migrateVM(w http.ResponseWriter, r *http.Request) {
 }
 
 // checkMigration refuses, with what to do instead, a migration that
-// cannot be: a VM not running or not Polyvisor's, one already migrating,
-// one with volumes attached (the target would start without them),
-// a target that is unknown, the VM's own host, a provider's, cordoned or
-// not ready. Room is the placer's to judge.
+// cannot be: a VM paused or not Polyvisor's, one already migrating, one
+// with a volume that cannot follow it (checkVolumesMove), a target that
+// is unknown, the VM's own host, a provider's, cordoned or not ready.
+// Room is the placer's to judge. A running VM migrates live, a stopped
+// one is moved with its disks copied.
 func (s *Server) checkMigration(vm *api.VM, target string) error {
 	switch {
 	case vm.Spec.Provider != nil:
 		return api.Unprocessable("vm %q belongs to provider %q, which decides where it runs", vm.Name, vm.Spec.Provider.Name)
 	case vm.Spec.Migration != nil:
 		return api.Conflict("vm %q is already migrating to host %q (operation %s)", vm.Name, vm.Spec.Migration.Target, vm.Spec.Migration.Operation)
-	case vm.Spec.PowerState == api.PowerStopped:
-		return api.Unprocessable("vm %q is stopped: only a running vm migrates (live); its disks are on host %q, which a stopped vm cannot copy without a cold copy: start it first", vm.Name, vm.Spec.Host)
 	case vm.Spec.PowerState == api.PowerPaused:
-		return api.Unprocessable("vm %q is paused: the qemu driver migrates running vms only; resume it first", vm.Name)
+		return api.Unprocessable("vm %q is paused: the qemu driver migrates running vms live and moves stopped ones, not paused ones; resume or stop it first", vm.Name)
 	}
 	if err := s.checkVolumesMove(vm, target); err != nil {
 		return err

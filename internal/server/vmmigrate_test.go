@@ -82,8 +82,27 @@ func TestMigrateThroughTheAPI(t *testing.T) {
 		Disks: []api.Disk{{Image: "img"}}, PowerState: api.PowerStopped}, client.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pa.MigrateVM(ctx, "resting", api.VMMigrate{Host: "h2"}); client.HTTPStatus(err) != 422 || !strings.Contains(err.Error(), "stopped") {
-		t.Errorf("migrating a stopped vm: %v, want 422 saying it is stopped", err)
+	// A stopped VM moves offline: h2 pulls its disks, then takes it,
+	// still stopped.
+	rv, _ := pa.GetVM(ctx, "resting")
+	if _, err := h1.PutVMStatus(ctx, "pa/resting", api.VMStatus{PowerState: api.PowerStopped, ObservedGeneration: rv.Generation}); err != nil {
+		t.Fatal(err)
+	}
+	move, err := pa.MigrateVM(ctx, "resting", api.VMMigrate{Host: "h2"})
+	if err != nil {
+		t.Fatalf("moving a stopped vm: %v", err)
+	}
+	if rv, _ = pa.GetVM(ctx, "resting"); rv.Spec.Migration == nil || !rv.Spec.Migration.Offline || rv.Spec.Migration.Target != "h2" {
+		t.Fatalf("a stopped vm's move: spec.migration %+v", rv.Spec.Migration)
+	}
+	if _, err := h2.PutAgentMigration(ctx, api.AgentMigration{Operation: move.ID, State: api.IncomingRunning}); err != nil {
+		t.Fatal(err)
+	}
+	if done, err := pa.WaitOperation(ctx, move.ID, nil); err != nil || done.Status != api.OpSucceeded {
+		t.Fatalf("moving a stopped vm: %+v, %v", done, err)
+	}
+	if rv, _ = pa.GetVM(ctx, "resting"); rv.Spec.Host != "h2" || rv.Spec.PowerState != api.PowerStopped || rv.Spec.Migration != nil {
+		t.Errorf("the moved vm: host %s, power %s, migration %+v", rv.Spec.Host, rv.Spec.PowerState, rv.Spec.Migration)
 	}
 
 	before, _ := e.super.GetHost(ctx, "h2")
@@ -158,4 +177,70 @@ func TestMigrateThroughTheAPI(t *testing.T) {
 	if a, _ := e.super.GetHost(ctx, "h2"); a.Status.Allocated.VCPUs != before.Status.Allocated.VCPUs+32 {
 		t.Errorf("h2 holds %d vCPUs after the vm came, want %d", a.Status.Allocated.VCPUs, before.Status.Allocated.VCPUs+32)
 	}
+}
+
+// TestMigrateWithVolumes: a VM with a shared pool's volume migrates (the
+// volume stays attached, its file is not the move's); one with a dir
+// pool's volume is refused with a 422 naming the volume and its pool, and
+// nothing of a migration is begun; a paused VM is refused too.
+func TestMigrateWithVolumes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pa := e.super.WithProject("pa")
+	vm, err := pa.GetVM(ctx, "vm1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := map[string]string{"h1": "h2", "h2": "h1"}[vm.Spec.Host]
+	for _, p := range []api.PoolCreate{
+		{Name: "nfs", Kind: api.PoolShared, Path: "/srv/nfs", Hosts: []string{"h1", "h2"}, Projects: []string{"pa"}},
+		{Name: "local", Kind: api.PoolDir, Path: "/srv/local", Hosts: []string{vm.Spec.Host}, Projects: []string{"pa"}},
+	} {
+		if _, err := e.super.CreatePool(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.ctlObserved(t, e.tokens[vm.Spec.Host], "pa/vm1")
+	m := e.as(api.RoleMember, "pa")
+	for _, c := range []api.VolumeCreate{{Name: "s1", Pool: "nfs", SizeMiB: 64}, {Name: "d1", Pool: "local", SizeMiB: 64}} {
+		v, err := m.CreateVolume(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readyVolume(t, e, v.Spec.Host, "pa/"+c.Name, v.Generation)
+	}
+	if _, err := m.AttachVolume(ctx, "s1", "vm1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.AttachVolume(ctx, "d1", "vm1"); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := pa.GetVM(ctx, "vm1")
+	_, err = pa.MigrateVM(ctx, "vm1", api.VMMigrate{Host: other})
+	wantStatus(t, "migrating a vm with a dir pool's volume", err, 422, `volume "d1" in dir pool "local"`)
+	if after, _ := pa.GetVM(ctx, "vm1"); after.Spec.Migration != nil || after.Generation != before.Generation {
+		t.Errorf("a refused migration changed the vm: migration %+v, generation %d (was %d)", after.Spec.Migration, after.Generation, before.Generation)
+	}
+	if _, err := m.DetachVolume(ctx, "d1", ""); err != nil {
+		t.Fatal(err)
+	}
+	e.ctlObserved(t, e.tokens[vm.Spec.Host], "pa/vm1")
+	op, err := pa.MigrateVM(ctx, "vm1", api.VMMigrate{Host: other})
+	if err != nil {
+		t.Fatalf("migrating a vm with a shared pool's volume: %v", err)
+	}
+	got, _ := pa.GetVM(ctx, "vm1")
+	if got.Spec.Migration == nil || got.Spec.Migration.Operation != op.ID || got.Spec.Migration.Offline || len(got.Spec.Volumes) != 1 || got.Spec.Volumes[0].Volume != "s1" {
+		t.Fatalf("migrating with a shared volume: migration %+v volumes %+v", got.Spec.Migration, got.Spec.Volumes)
+	}
+	if _, err := pa.CancelOperation(ctx, op.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pa.PauseVM(ctx, "vm1"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = pa.MigrateVM(ctx, "vm1", api.VMMigrate{Host: other})
+	wantStatus(t, "migrating a paused vm", err, 422, "paused")
 }
