@@ -79,8 +79,13 @@ const (
 	IncomingFailed    = "failed"
 )
 
-// HostDrain is what POST /v1/hosts/{name}/drain answers: what became of
-// each VM placed on the host.
+// OpHostDrain empties a host: it is cordoned, its running VMs migrate
+// live and its stopped ones move, one after another. Its result is a
+// HostDrain.
+const OpHostDrain = "host.drain"
+
+// HostDrain is the result of a host.drain operation (POST
+// /v1/hosts/{name}/drain): what became of each VM placed on the host.
 type HostDrain struct {
 	Host  string      `json:"host"`
 	Moves []DrainMove `json:"moves"`
@@ -91,7 +96,9 @@ type DrainMove struct {
 	VM        string `json:"vm"` // the VM's key
 	Target    string `json:"target,omitempty"`
 	Operation string `json:"operation,omitempty"`
-	// Outcome is migrated, or failed with Error.
+	// Outcome is pending (not yet tried), moving, migrated (live),
+	// moved (stopped, its disks copied), skipped (paused: it stays, with
+	// why in Error), failed (with Error) or cancelled.
 	Outcome string `json:"outcome"`
 	Error   string `json:"error,omitempty"`
 }
