@@ -168,8 +168,11 @@ func (w *worker) receive(ctx context.Context, vm *api.VM) error {
 	if err := w.persist(h); err != nil {
 		return abort(err)
 	}
-	if err := w.plugIncomingVolumes(ctx, h, vm); err != nil {
-		return abort(err)
+	if !mig.Offline {
+		// A stopped VM's volumes are plugged in when it starts.
+		if err := w.plugIncomingVolumes(ctx, h, vm); err != nil {
+			return abort(err)
+		}
 	}
 	ln, err := net.Listen("tcp", w.a.migrationListenAddr())
 	if err != nil {
