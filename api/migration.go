@@ -1,6 +1,7 @@
 package api
 
-// OpVMMigrate moves a running VM to another host while it runs.
+// OpVMMigrate moves a running VM to another host while it runs, or
+// reassigns a stopped one with its disks copied there.
 const OpVMMigrate = "vm.migrate"
 
 // VMMigrate is the body of POST /v1/vms/{name}/migrate.
@@ -17,6 +18,10 @@ type Migration struct {
 	// Target is the host the VM moves to; its room is held for the VM
 	// until the migration ends.
 	Target string `json:"target"`
+	// Offline is a stopped VM's move: its own disks are copied to the
+	// target (the target's agent pulls them through an NBD export of the
+	// source's), which then holds it, still stopped.
+	Offline bool `json:"offline,omitempty"`
 }
 
 // MigrationStatus is how a migration goes, as the VM's host reports it
@@ -60,7 +65,8 @@ type AgentMigration struct {
 	Target    string `json:"target"`
 	Address   string `json:"address,omitempty"` // host:port
 	Token     string `json:"token,omitempty"`
-	// State is listening, running (the VM runs on the target) or failed.
+	// State is listening, running (the VM runs on the target, or, moved
+	// offline, its disks are all there) or failed.
 	State   string `json:"state"`
 	Error   string `json:"error,omitempty"`
 	Version int64  `json:"version,omitempty"`
@@ -73,8 +79,13 @@ const (
 	IncomingFailed    = "failed"
 )
 
-// HostDrain is what POST /v1/hosts/{name}/drain answers: what became of
-// each VM placed on the host.
+// OpHostDrain empties a host: it is cordoned, its running VMs migrate
+// live and its stopped ones move, one after another. Its result is a
+// HostDrain.
+const OpHostDrain = "host.drain"
+
+// HostDrain is the result of a host.drain operation (POST
+// /v1/hosts/{name}/drain): what became of each VM placed on the host.
 type HostDrain struct {
 	Host  string      `json:"host"`
 	Moves []DrainMove `json:"moves"`
@@ -85,7 +96,9 @@ type DrainMove struct {
 	VM        string `json:"vm"` // the VM's key
 	Target    string `json:"target,omitempty"`
 	Operation string `json:"operation,omitempty"`
-	// Outcome is migrated, or failed with Error.
+	// Outcome is pending (not yet tried), moving, migrated (live),
+	// moved (stopped, its disks copied), skipped (paused: it stays, with
+	// why in Error), failed (with Error) or cancelled.
 	Outcome string `json:"outcome"`
 	Error   string `json:"error,omitempty"`
 }

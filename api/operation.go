@@ -47,6 +47,10 @@ type Operation struct {
 	StartedAt        time.Time `json:"startedAt,omitzero"`
 	FinishedAt       time.Time `json:"finishedAt,omitzero"`
 	Deadline         time.Time `json:"deadline,omitzero"`
+
+	// Result is what the operation produced, when its kind says (a
+	// host.drain's HostDrain), kept up to date while it runs.
+	Result json.RawMessage `json:"result,omitempty"`
 }
 
 // Done tells whether the operation reached a final status.

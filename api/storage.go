@@ -219,7 +219,10 @@ type VolumeAttachmentStatus struct {
 	Volume  string `json:"volume"`
 	Device  string `json:"device"` // the QEMU device id
 	SizeMiB int64  `json:"sizeMiB"`
-	Error   string `json:"error,omitempty"`
+	// Port is the hot-plug port it is in: a live migration's target plugs
+	// it into the same one.
+	Port  string `json:"port,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 // Agent messages about volumes and pools.

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 
@@ -20,12 +21,27 @@ func (c *Client) MigrateVM(ctx context.Context, name string, req api.VMMigrate) 
 	return &op, nil
 }
 
-// DrainHost cordons a host and migrates every VM placed on it to other
-// hosts, one after another, and reports each move.
-func (c *Client) DrainHost(ctx context.Context, name string) (*api.HostDrain, error) {
-	var d api.HostDrain
-	if err := c.call(ctx, request{method: http.MethodPost, path: route("/v1/hosts/%s/drain", name)}, &d); err != nil {
+// DrainHost cordons a host and starts a host.drain operation that moves
+// every VM placed on it to other hosts, one after another (running ones
+// live, stopped ones with their disks copied); DrainResult reads each
+// move from the operation.
+func (c *Client) DrainHost(ctx context.Context, name string) (*api.Operation, error) {
+	var op api.Operation
+	if err := c.call(ctx, request{method: http.MethodPost, path: route("/v1/hosts/%s/drain", name)}, &op); err != nil {
 		return nil, fmt.Errorf("drain host %q: %w", name, err)
+	}
+	return &op, nil
+}
+
+// DrainResult is the HostDrain a host.drain operation carries as its
+// result: what became of each VM so far.
+func DrainResult(op *api.Operation) (*api.HostDrain, error) {
+	var d api.HostDrain
+	if len(op.Result) == 0 {
+		return &d, nil
+	}
+	if err := json.Unmarshal(op.Result, &d); err != nil {
+		return nil, fmt.Errorf("reading the result of operation %s: %w", op.ID, err)
 	}
 	return &d, nil
 }

@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -13,7 +15,17 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/testutil/guest"
 )
+
+func mustGlob(t *testing.T, pattern string) []string {
+	t.Helper()
+	m, err := filepath.Glob(pattern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
 
 var tickRE = regexp.MustCompile(`polyvisor-tick (\d+)`)
 
@@ -26,14 +38,54 @@ func consoleTicks(log string) []int {
 	return n
 }
 
+// sharedVolumeScript is a guest script: once the disk with serial shared1
+// appears it writes a marker at its start (unless one is there), then
+// every 0.5 s writes a counter at 4 KiB, drops its caches and prints what
+// the disk holds, so lines printed after a migration were read from the
+// volume by the target's QEMU, and written through it.
+const sharedVolumeScript = `d=
+while [ -z "$d" ]; do
+	for b in /sys/block/vd*; do [ "$(cat $b/serial 2>/dev/null)" = shared1 ] && d=${b##*/}; done
+	sleep 0.2
+done
+m=$(dd if=/dev/$d bs=16 count=1 2>/dev/null | tr -dc 'a-z0-9')
+[ -n "$m" ] || printf pvmark42 | dd of=/dev/$d conv=fsync 2>/dev/null
+n=0
+while :; do
+	n=$((n+1))
+	printf "w%06d" $n | dd of=/dev/$d bs=512 seek=8 conv=fsync 2>/dev/null || echo "pv-shared write failed"
+	echo 3 >/proc/sys/vm/drop_caches
+	m=$(dd if=/dev/$d bs=16 count=1 2>/dev/null | tr -dc 'a-z0-9')
+	w=$(dd if=/dev/$d bs=512 skip=8 count=1 2>/dev/null | tr -dc 'a-z0-9')
+	echo "pv-shared m=$m w=$w"
+	sleep 0.5
+done
+`
+
+var sharedRE = regexp.MustCompile(`pv-shared m=(\w*) w=w(\d+)`)
+
+// lastShared is the marker and the highest counter the guest read back.
+func lastShared(log string) (marker string, n int) {
+	for _, m := range sharedRE.FindAllStringSubmatch(log, -1) {
+		v, _ := strconv.Atoi(m[2])
+		if v > n {
+			marker, n = m[1], v
+		}
+	}
+	return marker, n
+}
+
 // TestMigrate: two hosts (the server's built-in agent and an agent in a
 // network namespace, each with its own address). A running guest migrates
-// live with its disk: its console counter goes on without a reboot on the
-// target, the source's QEMU and files are gone, the API shows the new
-// host. A migration cancelled midway leaves the guest running where it
-// was and nothing on the target. Cordoned, unknown and same-host targets
-// and a stopped VM are refused with 422. Draining a host with three
-// running VMs moves them all and leaves it empty.
+// live with its disk and a shared pool's volume: its console counter goes
+// on without a reboot on the target, it reads on the target the marker it
+// wrote into the volume before and goes on writing it, the source's QEMU
+// and files are gone, the API shows the new host. A migration cancelled
+// midway leaves the guest running where it was and nothing on the target.
+// Cordoned, unknown and same-host targets, a dir pool's volume and a
+// paused VM are refused with 422. A stopped VM moves with its disk copied.
+// Draining a host with three running VMs and a stopped one, as an
+// operation, moves them all and leaves it empty.
 func TestMigrate(t *testing.T) {
 	requireQEMU(t)
 	ns := newNetns(t)
@@ -64,6 +116,7 @@ func TestMigrate(t *testing.T) {
 
 	req := guestVM("mover")
 	req.Host = "local"
+	req.Boot.Cmdline = guest.Cmdline + " polyvisor.run=" + base64.StdEncoding.EncodeToString([]byte(sharedVolumeScript))
 	waitOK(t, c, mustOp(t)(c.CreateVM(ctx, req, client.CreateOptions{})))
 	waitConsole(t, c, "mover", marker, 1)
 	waitConsole(t, c, "mover", "polyvisor-tick ", 3)
@@ -91,12 +144,33 @@ func TestMigrate(t *testing.T) {
 	if _, err := c.UncordonHost(ctx, "host2"); err != nil {
 		t.Fatal(err)
 	}
+	// A stopped VM moves: host2 pulls its disk (with data written into
+	// it here), the VM is placed there, still stopped.
 	stopped := guestVM("resting")
 	stopped.Host, stopped.PowerState = "local", api.PowerStopped
 	waitOK(t, c, mustOp(t)(c.CreateVM(ctx, stopped, client.CreateOptions{})))
-	if _, err := c.MigrateVM(ctx, "resting", api.VMMigrate{Host: "host2"}); client.HTTPStatus(err) != 422 || !strings.Contains(err.Error(), "stopped") {
-		t.Errorf("migrating a stopped vm: %v, want 422 saying it is stopped", err)
+	rv, err := c.GetVM(ctx, "resting")
+	if err != nil {
+		t.Fatal(err)
 	}
+	if out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 0x6d 1M 64k", filepath.Join(srv.vmDir(rv.UID), "root.qcow2")).CombinedOutput(); err != nil {
+		t.Fatalf("writing into the stopped vm's disk: %v: %s", err, out)
+	}
+	t0 := time.Now()
+	waitOK(t, c, mustOp(t)(c.MigrateVM(ctx, "resting", api.VMMigrate{Host: "host2"})))
+	t.Logf("stopped vm moved in %v", time.Since(t0))
+	if rv, err = c.GetVM(ctx, "resting"); err != nil || rv.Spec.Host != "host2" || rv.Spec.PowerState != api.PowerStopped {
+		t.Fatalf("the moved stopped vm: %+v, %v", rv, err)
+	}
+	if out, err := exec.Command("qemu-io", "-f", "qcow2", "-r", "-c", "read -P 0x6d 1M 64k", filepath.Join(agentDir, "vms", rv.UID, "root.qcow2")).CombinedOutput(); err != nil || strings.Contains(string(out), "Pattern verification failed") {
+		t.Errorf("the moved disk on host2 lacks the data written on local: %v: %s", err, out)
+	}
+	eventually(t, 30*time.Second, "the stopped vm's files leave local", func() error {
+		if _, err := os.Stat(srv.vmDir(rv.UID)); !os.IsNotExist(err) {
+			return fmt.Errorf("local still has %s: %v", srv.vmDir(rv.UID), err)
+		}
+		return nil
+	})
 	waitOK(t, c, mustOp(t)(c.DeleteVM(ctx, "resting", false)))
 
 	// Cancel midway: the guest stays where it was, nothing on host2.
@@ -137,12 +211,61 @@ func TestMigrate(t *testing.T) {
 		t.Errorf("cancelled migration: %+v, %v", got, err)
 	}
 
+	// Volumes: a dir pool's cannot follow (422 naming it, nothing begun);
+	// a shared pool's follows without being copied.
+	sharedDir, localDir := t.TempDir(), t.TempDir()
+	for _, p := range []api.PoolCreate{
+		{Name: "nfs", Kind: api.PoolShared, Path: sharedDir, Hosts: []string{"local", "host2"}, Projects: []string{api.DefaultProject}},
+		{Name: "here", Kind: api.PoolDir, Path: localDir, Hosts: []string{"local"}, Projects: []string{api.DefaultProject}},
+	} {
+		if _, err := c.CreatePool(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, v := range []api.VolumeCreate{{Name: "shared1", Pool: "nfs", SizeMiB: 16}, {Name: "local1", Pool: "here", SizeMiB: 16}} {
+		if _, err := c.CreateVolume(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+		waitVolume(t, c, v.Name, api.VolumeReady)
+	}
+	if _, err := c.AttachVolume(ctx, "local1", "mover"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.MigrateVM(ctx, "mover", api.VMMigrate{Host: "host2"})
+	wantAPIError(t, "migrating a vm with a dir pool's volume", err, 422, `volume "local1" in dir pool "here"`)
+	if vm, _ := c.GetVM(ctx, "mover"); vm.Spec.Migration != nil || vm.Spec.Host != "local" {
+		t.Errorf("a refused migration began: %+v on %s", vm.Spec.Migration, vm.Spec.Host)
+	}
+	if _, err := c.DetachVolume(ctx, "local1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AttachVolume(ctx, "shared1", "mover"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "the guest writes and reads the shared volume", func() error {
+		b, err := c.ConsoleLog(ctx, "mover", 1<<20)
+		if err != nil {
+			return err
+		}
+		if m, _ := lastShared(string(b)); m != "pvmark42" {
+			return fmt.Errorf("marker %q", m)
+		}
+		vm, err := c.GetVM(ctx, "mover")
+		if err != nil {
+			return err
+		}
+		if len(vm.Status.Volumes) != 1 || vm.Status.Volumes[0].Port == "" {
+			return fmt.Errorf("plugged volumes %+v", vm.Status.Volumes)
+		}
+		return nil
+	})
+
 	// Migrate for real: the scheduler picks host2, the only other host.
 	before, err := c.ConsoleLog(ctx, "mover", 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t0 := time.Now()
+	t0 = time.Now()
 	done := waitOK(t, c, mustOp(t)(c.MigrateVM(ctx, "mover", api.VMMigrate{})))
 	t.Logf("migration %s took %v", done.ID, time.Since(t0))
 	vm, err = c.GetVM(ctx, "mover")
@@ -184,28 +307,71 @@ func TestMigrate(t *testing.T) {
 	if dstTicks[0] <= srcTicks[len(srcTicks)-1] {
 		t.Errorf("the counter went back: %d on local, then %d on host2", srcTicks[len(srcTicks)-1], dstTicks[0])
 	}
+	_, wBefore := lastShared(string(before))
+	eventually(t, 30*time.Second, "the guest reads and writes the shared volume on host2", func() error {
+		b, err := c.ConsoleLog(ctx, "mover", 1<<20)
+		if err != nil {
+			return err
+		}
+		if strings.Contains(string(b), "pv-shared write failed") {
+			t.Fatalf("the guest could not write the volume on host2:\n%s", b)
+		}
+		if m, w := lastShared(string(b)); m != "pvmark42" || w <= wBefore {
+			return fmt.Errorf("on host2 the guest read marker %q counter %d (before: %d)", m, w, wBefore)
+		}
+		return nil
+	})
+	if n := len(mustGlob(t, filepath.Join(sharedDir, "*", "*.qcow2"))); n != 1 {
+		t.Errorf("the shared pool holds %d volume files, want the one (not copied)", n)
+	}
 
-	// Drain local with three running VMs: all end up on host2.
-	for _, n := range []string{"d1", "d2", "d3"} {
+	// Drain local with three running VMs and a stopped one, as an
+	// operation: all end up on host2.
+	for _, n := range []string{"d1", "d2", "d3", "d4"} {
 		r := guestVM(n)
 		r.Host, r.MemoryMiB = "local", 192
+		if n == "d4" {
+			r.PowerState = api.PowerStopped
+		}
 		waitOK(t, c, mustOp(t)(c.CreateVM(ctx, r, client.CreateOptions{})))
 	}
 	for _, n := range []string{"d1", "d2", "d3"} {
 		waitConsole(t, c, n, "polyvisor-tick ", 2)
 	}
 	t0 = time.Now()
-	dr, err := c.DrainHost(ctx, "local")
+	dop, err := c.DrainHost(ctx, "local")
 	if err != nil {
 		t.Fatalf("draining local: %v", err)
 	}
-	t.Logf("drained local in %v: %+v", time.Since(t0), dr.Moves)
-	if len(dr.Moves) != 3 {
-		t.Fatalf("drain moves: %+v, want three", dr.Moves)
+	if dop.Kind != api.OpHostDrain {
+		t.Fatalf("drain answered %+v, want a host.drain operation", dop)
+	}
+	seen := map[string]bool{}
+	final, err := c.WaitOperation(ctx, dop.ID, func(op *api.Operation) {
+		if d, err := client.DrainResult(op); err == nil {
+			for _, mv := range d.Moves {
+				seen[mv.Outcome] = true
+			}
+		}
+	})
+	if err != nil || final.Status != api.OpSucceeded {
+		t.Fatalf("drain operation: %+v, %v", final, err)
+	}
+	dr, err := client.DrainResult(final)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("drained local in %v: %+v (outcomes seen while it ran: %v)", time.Since(t0), dr.Moves, seen)
+	if len(dr.Moves) != 4 {
+		t.Fatalf("drain moves: %+v, want four", dr.Moves)
 	}
 	for _, mv := range dr.Moves {
-		if mv.Outcome != "migrated" || mv.Target != "host2" {
-			t.Errorf("drain move %+v", mv)
+		want := "migrated"
+		if mv.VM == api.Key(api.DefaultProject, "d4") {
+			want = "moved"
+		}
+		if mv.Outcome != want || mv.Target != "host2" {
+			t.Errorf("drain move %+v, want %s to host2", mv, want)
 		}
 	}
 	h, err := c.GetHost(ctx, "local")
@@ -215,7 +381,7 @@ func TestMigrate(t *testing.T) {
 	if !h.Spec.Unschedulable || h.Status.Allocated.VMs != 0 {
 		t.Errorf("drained host: cordoned %v, %d vms", h.Spec.Unschedulable, h.Status.Allocated.VMs)
 	}
-	for _, n := range []string{"d1", "d2", "d3"} {
+	for _, n := range []string{"d1", "d2", "d3", "d4"} {
 		vm, err := c.GetVM(ctx, n)
 		if err != nil {
 			t.Fatal(err)

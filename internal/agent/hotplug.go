@@ -99,7 +99,7 @@ func (w *worker) pluggedVolumes(ctx context.Context, h *hypervisor.Handle, vm *a
 	}
 	var out []api.VolumeAttachmentStatus
 	for _, s := range vs {
-		out = append(out, api.VolumeAttachmentStatus{Volume: names[s.ID], Device: s.ID, SizeMiB: s.SizeMiB})
+		out = append(out, api.VolumeAttachmentStatus{Volume: names[s.ID], Device: s.ID, SizeMiB: s.SizeMiB, Port: s.Port})
 	}
 	return out
 }

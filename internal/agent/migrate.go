@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -9,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -137,6 +140,9 @@ func (w *worker) receive(ctx context.Context, vm *api.VM) error {
 		w.endIncoming()
 	}
 	m, err := w.a.migrator()
+	if err == nil && mig.Offline {
+		m, err = w.a.diskReceiver()
+	}
 	if err != nil {
 		return w.reportIncomingFailed(ctx, mig.Operation, err)
 	}
@@ -161,6 +167,12 @@ func (w *worker) receive(ctx context.Context, vm *api.VM) error {
 	}
 	if err := w.persist(h); err != nil {
 		return abort(err)
+	}
+	if !mig.Offline {
+		// A stopped VM's volumes are plugged in when it starts.
+		if err := w.plugIncomingVolumes(ctx, h, vm); err != nil {
+			return abort(err)
+		}
 	}
 	ln, err := net.Listen("tcp", w.a.migrationListenAddr())
 	if err != nil {
@@ -204,12 +216,149 @@ func (w *worker) receive(ctx context.Context, vm *api.VM) error {
 		in.mu.Lock()
 		in.ok = true
 		in.mu.Unlock()
-		log.Info("vm received; it runs here")
+		log.Info("vm received", "offline", mig.Offline)
 		if _, err := w.a.c.PutAgentMigration(rctx, api.AgentMigration{Operation: in.op, State: api.IncomingRunning}); err != nil {
 			log.Warn("recording the received vm", "err", err)
 		}
 	}()
 	return nil
+}
+
+// plugIncomingVolumes plugs the VM's volumes (on shared storage: the
+// server lets no other volume migrate) into the waiting hypervisor, each
+// into the port the source reports it in, so the guest's state fits. The
+// hypervisor opens them inactive until the switchover: the source keeps
+// their locks until it lets them go.
+func (w *worker) plugIncomingVolumes(ctx context.Context, h *hypervisor.Handle, vm *api.VM) error {
+	if len(vm.Spec.Volumes) == 0 {
+		return nil
+	}
+	va, ok := w.a.driver.(hypervisor.VolumeAttacher)
+	if !ok {
+		return fmt.Errorf("driver %s cannot attach volumes: %w", w.a.driver.Name(), hypervisor.ErrNotSupported)
+	}
+	for _, vc := range incomingVolumes(vm) {
+		if err := va.AttachVolume(ctx, h, vc); err != nil {
+			return fmt.Errorf("plugging in volume %s before the memory arrives: %w", vc.Name, err)
+		}
+	}
+	return nil
+}
+
+// incomingVolumes are the VM's volumes as a migration's target plugs
+// them: in the source's ports, ordered by port so that a volume the
+// source did not report goes into the first port left free. The root
+// volume is not among them: the target's hypervisor opens it at start,
+// as the source's did.
+func incomingVolumes(vm *api.VM) []hypervisor.VolumeConfig {
+	port := map[string]string{}
+	for _, st := range vm.Status.Volumes {
+		port[st.Volume] = st.Port
+	}
+	var out []hypervisor.VolumeConfig
+	for _, a := range vm.Spec.Volumes {
+		if a.Boot {
+			continue
+		}
+		out = append(out, hypervisor.VolumeConfig{Name: a.Volume, Path: a.Path, Export: a.Export, IOPS: a.Limits.IOPS, BPS: a.Limits.BPS, Port: port[a.Volume]})
+	}
+	slices.SortStableFunc(out, func(a, b hypervisor.VolumeConfig) int {
+		switch {
+		case a.Port == b.Port:
+			return 0
+		case a.Port == "":
+			return 1
+		case b.Port == "":
+			return -1
+		}
+		return cmp.Compare(portNumber(a.Port), portNumber(b.Port))
+	})
+	return out
+}
+
+// portNumber is K of a port named pvslotK, or -1.
+func portNumber(p string) int {
+	n, err := strconv.Atoi(strings.TrimPrefix(p, "pvslot"))
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// diskReceiver receives a stopped VM: Create, then its disks copied
+// (hypervisor.DiskMover), each channel once.
+func (a *Agent) diskReceiver() (*diskReceiver, error) {
+	dm, ok := a.driver.(hypervisor.DiskMover)
+	if !ok {
+		return nil, fmt.Errorf("driver %s cannot move a stopped vm's disks: %w", a.driver.Name(), hypervisor.ErrNotSupported)
+	}
+	return &diskReceiver{d: a.driver, dm: dm, changed: make(chan struct{}, 1)}, nil
+}
+
+// diskReceiver is the target's side of a stopped VM's move, as a
+// Migrator: FinishIncoming returns once every disk is whole here.
+type diskReceiver struct {
+	d       hypervisor.Driver
+	dm      hypervisor.DiskMover
+	mu      sync.Mutex
+	want    int
+	got     map[string]bool
+	err     error
+	changed chan struct{}
+}
+
+func (r *diskReceiver) PrepareIncoming(ctx context.Context, cfg hypervisor.VMConfig) (*hypervisor.Handle, error) {
+	h, err := r.d.Create(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.want, r.got = len(hypervisor.MovedDisks(h)), map[string]bool{}
+	r.mu.Unlock()
+	return h, nil
+}
+
+func (r *diskReceiver) Incoming(ctx context.Context, h *hypervisor.Handle, channel string, conn net.Conn) error {
+	err := r.dm.ReceiveDisk(ctx, h, channel, conn)
+	r.mu.Lock()
+	if err != nil {
+		r.err = errors.Join(r.err, err)
+	} else {
+		r.got[channel] = true
+	}
+	r.mu.Unlock()
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+	return err
+}
+
+func (r *diskReceiver) FinishIncoming(ctx context.Context, h *hypervisor.Handle) error {
+	for {
+		r.mu.Lock()
+		err, done := r.err, len(r.got) >= r.want
+		r.mu.Unlock()
+		switch {
+		case err != nil:
+			return err
+		case done:
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.changed:
+		}
+	}
+}
+
+func (r *diskReceiver) AbortIncoming(ctx context.Context, h *hypervisor.Handle) error {
+	return r.d.Destroy(ctx, h, false)
+}
+
+func (r *diskReceiver) MigrateOut(context.Context, *hypervisor.Handle, hypervisor.MigrationDialer, func(hypervisor.MigrationProgress)) error {
+	return fmt.Errorf("a disk receiver sends nothing: %w", hypervisor.ErrNotSupported)
 }
 
 // acceptMigration lets in each channel once, with the token, until ctx
@@ -283,7 +432,7 @@ func (w *worker) send(vm *api.VM) {
 	log := w.log.With("migration", mig.Operation, "target", mig.Target)
 	go func() {
 		defer close(o.done)
-		err := w.migrateOut(ctx, h, o, log)
+		err := w.migrateOut(ctx, h, o, mig.Offline, log)
 		if err == nil {
 			// Also when cancelled too late: the target holds the guest.
 			o.mu.Lock()
@@ -307,10 +456,14 @@ func (w *worker) send(vm *api.VM) {
 }
 
 // migrateOut waits for the target's address, then migrates.
-func (w *worker) migrateOut(ctx context.Context, h *hypervisor.Handle, o *outgoingMig, log interface{ Info(string, ...any) }) error {
+func (w *worker) migrateOut(ctx context.Context, h *hypervisor.Handle, o *outgoingMig, offline bool, log interface{ Info(string, ...any) }) error {
 	m, err := w.a.migrator()
 	if err != nil {
 		return err
+	}
+	dm, ok := w.a.driver.(hypervisor.DiskMover)
+	if offline && !ok {
+		return fmt.Errorf("driver %s cannot move a stopped vm's disks: %w", w.a.driver.Name(), hypervisor.ErrNotSupported)
 	}
 	if h == nil {
 		return errors.New("this host has no process for the vm")
@@ -346,6 +499,9 @@ func (w *worker) migrateOut(ctx context.Context, h *hypervisor.Handle, o *outgoi
 			return nil, fmt.Errorf("opening channel %s: %w", channel, err)
 		}
 		return conn, nil
+	}
+	if offline {
+		return dm.SendDisks(ctx, h, dial)
 	}
 	last := time.Time{}
 	return m.MigrateOut(ctx, h, dial, func(p hypervisor.MigrationProgress) {

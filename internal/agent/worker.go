@@ -275,7 +275,7 @@ func (w *worker) converge(ctx context.Context, vm *api.VM) bool {
 		w.fail(ctx, vm, err)
 		return false
 	}
-	if vm.Spec.Migration != nil && vm.Spec.PowerState == api.PowerRunning {
+	if m := vm.Spec.Migration; m != nil && (vm.Spec.PowerState == api.PowerRunning || (m.Offline && vm.Spec.PowerState == api.PowerStopped)) {
 		w.send(vm)
 	}
 	w.retryAt, w.backoff, w.portWaitSince, w.volumeWaitSince = time.Time{}, 0, time.Time{}, time.Time{}

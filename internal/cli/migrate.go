@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/client"
 )
 
 func (a *app) vmMigrateCommand() *cobra.Command {
@@ -40,30 +41,62 @@ func (a *app) vmMigrateCommand() *cobra.Command {
 }
 
 func (a *app) hostDrainCommand() *cobra.Command {
-	return &cobra.Command{
+	var noWait bool
+	cmd := &cobra.Command{
 		Use:   "drain NAME",
-		Short: "Cordon a host and migrate its VMs away (superadmin)",
-		Long: "Drain a host for maintenance: it is cordoned, then each VM placed on it migrates\n" +
-			"live, one after another, to the scheduler's choice. Each move is reported; a VM\n" +
-			"that could not move (stopped, paused, or its migration failed) stays, with why,\n" +
-			"and the command fails.",
+		Short: "Cordon a host and move its VMs away (superadmin)",
+		Long: "Drain a host for maintenance: it is cordoned, then a host.drain operation moves\n" +
+			"each VM placed on it, one after another, to the scheduler's choice: running VMs\n" +
+			"migrate live, stopped ones move with their disks copied, paused ones stay (with\n" +
+			"why). The command prints each move as it ends and fails if a VM stayed; with\n" +
+			"--no-wait it prints the operation's id. `polyvisor op cancel ID` cancels the\n" +
+			"drain: the move under way is cancelled, the VMs not yet moved stay.",
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := a.client()
 			if err != nil {
 				return err
 			}
-			d, err := c.DrainHost(cmd.Context(), args[0])
+			op, err := c.DrainHost(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			failed := 0
-			for _, mv := range d.Moves {
-				if mv.Outcome != "migrated" {
-					failed++
+			if noWait {
+				return a.finish(cmd, c, op, true)
+			}
+			errw := cmd.ErrOrStderr()
+			told := map[string]bool{}
+			tell := func(op *api.Operation) {
+				d, err := client.DrainResult(op)
+				if err != nil || a.structured() {
+					return
+				}
+				for _, mv := range d.Moves {
+					if mv.Outcome == "pending" || mv.Outcome == "moving" || told[mv.VM] {
+						continue
+					}
+					told[mv.VM] = true
+					line := fmt.Sprintf("%s: %s", termSafe(mv.VM, true), mv.Outcome)
+					if mv.Target != "" {
+						line += " to " + termSafe(mv.Target, true)
+					}
+					if mv.Error != "" {
+						line += ": " + termSafe(mv.Error, true)
+					}
+					fmt.Fprintln(errw, line)
 				}
 			}
-			if err := a.print(cmd.OutOrStdout(), d, func(tw *tabwriter.Writer) {
+			tell(op)
+			final, err := c.WaitOperation(cmd.Context(), op.ID, tell)
+			if err != nil {
+				return fmt.Errorf("stopped waiting for the drain (operation %s), which goes on (follow it with 'polyvisor op wait %s'): %w", op.ID, op.ID, err)
+			}
+			tell(final)
+			d, err := client.DrainResult(final)
+			if err != nil {
+				return err
+			}
+			if err := a.print(cmd.OutOrStdout(), final, func(tw *tabwriter.Writer) {
 				fmt.Fprintln(tw, "VM\tTARGET\tOUTCOME\tOPERATION\tERROR")
 				for _, mv := range d.Moves {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", mv.VM, dash(mv.Target), mv.Outcome, dash(mv.Operation), dash(mv.Error))
@@ -71,15 +104,17 @@ func (a *app) hostDrainCommand() *cobra.Command {
 			}); err != nil {
 				return err
 			}
-			if failed > 0 {
-				return fmt.Errorf("drain host %q: %d of %d VM(s) did not move; the host stays cordoned", d.Host, failed, len(d.Moves))
+			if final.Status != api.OpSucceeded {
+				return fmt.Errorf("drain host %q: %w", args[0], client.OperationError(final))
 			}
 			if !a.structured() {
-				fmt.Fprintf(cmd.ErrOrStderr(), "Host %s is drained: %d VM(s) moved, none left on it\n", d.Host, len(d.Moves))
+				fmt.Fprintf(errw, "Host %s is drained: %d VM(s) moved, none left on it\n", d.Host, len(d.Moves))
 			}
 			return nil
 		},
 	}
+	addNoWait(cmd, &noWait)
+	return cmd
 }
 
 func dash(s string) string {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -26,19 +27,39 @@ func TestVMMigrateAndHostDrain(t *testing.T) {
 		}
 		reply(w, http.StatusAccepted, api.Operation{ID: "op1", Kind: api.OpVMMigrate, Status: api.OpRunning})
 	})
-	f.HandleFunc("POST /v1/hosts/{name}/drain", func(w http.ResponseWriter, r *http.Request) {
-		d := api.HostDrain{Host: r.PathValue("name"), Moves: []api.DrainMove{
-			{VM: "default/a", Target: "h2", Operation: "op2", Outcome: "migrated"},
-		}}
-		if r.PathValue("name") == "h9" {
-			d.Moves = append(d.Moves, api.DrainMove{VM: "default/b", Outcome: api.OpFailed, Error: "vm \"b\" is paused"})
+	drainOp := func(id, host, status string, moves ...api.DrainMove) api.Operation {
+		res, _ := json.Marshal(api.HostDrain{Host: host, Moves: moves})
+		op := api.Operation{ID: id, Kind: api.OpHostDrain, Target: api.Ref{Kind: "host", Name: host}, Status: status, Result: res}
+		if status == api.OpFailed {
+			op.Error = &api.Error{Code: api.CodeUnprocessable, Message: "1 of 2 vm(s) did not leave host \"h9\""}
 		}
-		reply(w, http.StatusOK, d)
+		return op
+	}
+	a := api.DrainMove{VM: "default/a", Target: "h2", Operation: "op2", Outcome: "migrated"}
+	b := api.DrainMove{VM: "default/b", Outcome: "skipped", Error: `vm "b" is paused`}
+	f.HandleFunc("POST /v1/hosts/{name}/drain", func(w http.ResponseWriter, r *http.Request) {
+		id := map[string]string{"h1": "d1", "h9": "d9"}[r.PathValue("name")]
+		reply(w, http.StatusAccepted, drainOp(id, r.PathValue("name"), api.OpRunning, api.DrainMove{VM: "default/a", Outcome: "moving"}))
 	})
-	f.operations(
-		api.Operation{ID: "op1", Kind: api.OpVMMigrate, Target: api.Ref{Kind: "vm", Name: "web1"}, Status: api.OpRunning},
-		api.Operation{ID: "op1", Kind: api.OpVMMigrate, Target: api.Ref{Kind: "vm", Name: "web1"}, Status: api.OpSucceeded},
-	)
+	var mu2 sync.Mutex
+	seen := map[string]int{}
+	f.HandleFunc("GET /v1/operations/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		mu2.Lock()
+		seen[id]++
+		n := seen[id]
+		mu2.Unlock()
+		switch {
+		case id == "op1":
+			reply(w, 200, api.Operation{ID: "op1", Kind: api.OpVMMigrate, Target: api.Ref{Kind: "vm", Name: "web1"}, Status: api.OpSucceeded})
+		case id == "d1" && n == 1:
+			reply(w, 200, drainOp("d1", "h1", api.OpRunning, a))
+		case id == "d1":
+			reply(w, 200, drainOp("d1", "h1", api.OpSucceeded, a))
+		default:
+			reply(w, 200, drainOp("d9", "h9", api.OpFailed, a, b))
+		}
+	})
 	srv := []string{"--server", f.srv.URL}
 
 	out, errOut, code := cli(t, "", append(srv, "vm", "migrate", "web1", "--host", "host2")...)
@@ -56,11 +77,18 @@ func TestVMMigrateAndHostDrain(t *testing.T) {
 	}
 
 	out, errOut, code = cli(t, "", append(srv, "host", "drain", "h1")...)
-	if code != 0 || !strings.Contains(out, "default/a") || !strings.Contains(out, "migrated") || !strings.Contains(errOut, "drained") {
+	if code != 0 || !strings.Contains(out, "default/a") || !strings.Contains(out, "migrated") || !strings.Contains(errOut, "default/a: migrated to h2") || !strings.Contains(errOut, "drained") {
 		t.Errorf("host drain: exit %d\n%s\n%s", code, out, errOut)
 	}
+	if strings.Count(errOut, "default/a: migrated") != 1 {
+		t.Errorf("host drain told a move more than once:\n%s", errOut)
+	}
 	out, errOut, code = cli(t, "", append(srv, "host", "drain", "h9")...)
-	if code == 0 || !strings.Contains(out, "is paused") || !strings.Contains(errOut, "1 of 2 VM(s) did not move") {
+	if code == 0 || !strings.Contains(out, "is paused") || !strings.Contains(errOut, `default/b: skipped: vm "b" is paused`) || !strings.Contains(errOut, "did not leave host") {
 		t.Errorf("host drain with a vm that stays: exit %d\n%s\n%s", code, out, errOut)
+	}
+	out, _, code = cli(t, "", append(srv, "host", "drain", "h1", "--no-wait")...)
+	if code != 0 || strings.TrimSpace(out) != "d1" {
+		t.Errorf("host drain --no-wait: exit %d, %q, want the operation's id", code, out)
 	}
 }

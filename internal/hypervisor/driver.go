@@ -221,6 +221,11 @@ type DiskConfig struct {
 	Name        string
 	BackingFile string // local qcow2 path of the image, empty for blank
 	SizeMiB     int64
+	// SharedPath, when set, is an existing qcow2 file on storage every
+	// host of its pool sees (a shared pool's volume): the VM uses it as
+	// it is; it is never made, copied, mirrored, kept or removed with the
+	// VM, and a migration moves only the memory for it.
+	SharedPath string
 }
 
 // NICConfig is a network interface.
@@ -266,6 +271,9 @@ type DiskFile struct {
 	Path    string `json:"path"`
 	Format  string `json:"format"`
 	SizeMiB int64  `json:"sizeMiB"`
+	// Shared is a disk on shared storage (DiskConfig.SharedPath): not the
+	// VM's to copy or remove.
+	Shared bool `json:"shared,omitempty"`
 }
 
 // ErrNotRunning is returned (wrapped) for what needs a running VM.

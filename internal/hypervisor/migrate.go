@@ -39,6 +39,29 @@ type Migrator interface {
 	MigrateOut(ctx context.Context, h *Handle, dial MigrationDialer, progress func(MigrationProgress)) error
 }
 
+// DiskMover is implemented by drivers that move a stopped VM's own disks
+// (not those on shared storage) to another host over the migration's
+// channels, one per disk: the destination makes the VM with Create, then
+// hands each disk's connection to ReceiveDisk, which returns once the disk
+// is whole there; the source's SendDisks serves each disk through a
+// connection from dial. Nothing runs the VM meanwhile.
+type DiskMover interface {
+	SendDisks(ctx context.Context, h *Handle, dial MigrationDialer) error
+	ReceiveDisk(ctx context.Context, h *Handle, channel string, conn net.Conn) error
+}
+
+// MovedDisks are the disks of h a move copies: those not on shared
+// storage.
+func MovedDisks(h *Handle) []DiskFile {
+	var out []DiskFile
+	for _, df := range h.Disks {
+		if !df.Shared {
+			out = append(out, df)
+		}
+	}
+	return out
+}
+
 // MigrationDialer connects to the destination for one channel.
 type MigrationDialer func(ctx context.Context, channel string) (net.Conn, error)
 

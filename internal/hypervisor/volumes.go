@@ -36,6 +36,10 @@ type VolumeConfig struct {
 	// Export, when set, is a network block export to open instead of
 	// Path: "nbd://IP:port/name" (an nbd pool's volume).
 	Export string
+	// Port is the hot-plug port to plug it into, as VolumeState.Port
+	// said on another host: a migration's target plugs each volume where
+	// the source has it, so the guest's state fits. Empty: a free one.
+	Port string
 }
 
 // ParseNBDExport splits "nbd://IP:port/name" into the server's address
@@ -61,6 +65,7 @@ type VolumeState struct {
 	SizeMiB int64
 	IOPS    int64
 	BPS     int64
+	Port    string // the hot-plug port it is in
 }
 
 // MaxVolumes is how many volumes one VM can have plugged in at once: the

@@ -34,6 +34,10 @@ func (s *Server) listOperations(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) getOperation(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	if op, ok := s.ops.Get(id); ok && hiddenOp(r, op) {
+		s.writeError(w, r, api.NotFound("operation", id))
+		return
+	}
 	if v := r.URL.Query().Get("wait"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 || d > maxWait {
@@ -60,7 +64,7 @@ func (s *Server) getOperation(w http.ResponseWriter, r *http.Request) {
 func (s *Server) cancelOperation(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	op, ok := s.ops.Get(id)
-	if !ok {
+	if !ok || hiddenOp(r, op) {
 		s.writeError(w, r, api.NotFound("operation", id))
 		return
 	}
@@ -75,6 +79,12 @@ func (s *Server) cancelOperation(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		op, _ = s.ctl.Ops.Wait(r.Context(), id, 30*time.Second)
+	case op.Kind == api.OpHostDrain:
+		if !s.cancelDrain(id) {
+			s.writeError(w, r, api.Conflict("operation %s is not running here", id))
+			return
+		}
+		op, _ = s.ctl.Ops.Wait(r.Context(), id, 2*time.Minute)
 	case op.Target.Kind == "vm":
 		if err := s.ctl.Ops.Cancel(r.Context(), op); err != nil {
 			s.writeError(w, r, err)
@@ -86,6 +96,12 @@ func (s *Server) cancelOperation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, op)
+}
+
+// hiddenOp tells whether the operation is a host's (a drain), which only
+// superadmins see: it belongs to no project.
+func hiddenOp(r *http.Request, op *api.Operation) bool {
+	return op.Target.Kind == "host" && op.Target.Project == "" && !auth.FromContext(r.Context()).IsSuperadmin()
 }
 
 // operationProject is the project of the operation a route names: an

@@ -235,6 +235,7 @@ type Server struct {
 	bg        sync.WaitGroup
 	cancel    context.CancelFunc
 	life      context.Context // ends when the server closes
+	drains    drainRuns       // host drains this server runs
 }
 
 // New opens the store, prepares TLS material and the admin token, and loads

@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
@@ -101,8 +103,9 @@ func (s *Server) getAgentMigration(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, m)
 }
 
-// migrateVM queues a live migration of a running VM: to the host the
-// request names, or to the scheduler's choice. The target's room is
+// migrateVM queues a live migration of a running VM, or the move of a
+// stopped one: to the host the request names, or to the scheduler's
+// choice. The target's room is
 // admitted as a create's, and held until the migration ends.
 func (s *Server) migrateVM(w http.ResponseWriter, r *http.Request) {
 	var req api.VMMigrate
@@ -139,22 +142,22 @@ func (s *Server) migrateVM(w http.ResponseWriter, r *http.Request) {
 }
 
 // checkMigration refuses, with what to do instead, a migration that
-// cannot be: a VM not running or not Polyvisor's, one already migrating,
-// one with volumes attached (the target would start without them),
-// a target that is unknown, the VM's own host, a provider's, cordoned or
-// not ready. Room is the placer's to judge.
+// cannot be: a VM paused or not Polyvisor's, one already migrating, one
+// with a volume that cannot follow it (checkVolumesMove), a target that
+// is unknown, the VM's own host, a provider's, cordoned or not ready.
+// Room is the placer's to judge. A running VM migrates live, a stopped
+// one is moved with its disks copied.
 func (s *Server) checkMigration(vm *api.VM, target string) error {
 	switch {
 	case vm.Spec.Provider != nil:
 		return api.Unprocessable("vm %q belongs to provider %q, which decides where it runs", vm.Name, vm.Spec.Provider.Name)
 	case vm.Spec.Migration != nil:
 		return api.Conflict("vm %q is already migrating to host %q (operation %s)", vm.Name, vm.Spec.Migration.Target, vm.Spec.Migration.Operation)
-	case len(vm.Spec.Volumes) > 0 || len(vm.Status.Volumes) > 0:
-		return api.Unprocessable("vm %q has volumes attached (%s): a live migration does not carry hot-plugged volumes yet (a dir pool's volume stays on its host, and the target would not plug a shared pool's before the guest's state arrives): detach them, migrate, then attach them again", vm.Name, strings.Join(volumeNames(vm), ", "))
-	case vm.Spec.PowerState == api.PowerStopped:
-		return api.Unprocessable("vm %q is stopped: only a running vm migrates (live); its disks are on host %q, which a stopped vm cannot copy without a cold copy: start it first", vm.Name, vm.Spec.Host)
 	case vm.Spec.PowerState == api.PowerPaused:
-		return api.Unprocessable("vm %q is paused: the qemu driver migrates running vms only; resume it first", vm.Name)
+		return api.Unprocessable("vm %q is paused: the qemu driver migrates running vms live and moves stopped ones, not paused ones; resume or stop it first", vm.Name)
+	}
+	if err := s.checkVolumesMove(vm, target); err != nil {
+		return err
 	}
 	if target == "" {
 		return nil
@@ -175,6 +178,36 @@ func (s *Server) checkMigration(vm *api.VM, target string) error {
 	return nil
 }
 
+// checkVolumesMove refuses to move a VM whose volumes cannot follow it:
+// a volume still being plugged in or out, one in a dir pool (its file is
+// on the VM's host alone), one in a shared pool the target does not see.
+// A shared or nbd pool's volume is not copied: the target opens the same
+// file or export.
+func (s *Server) checkVolumesMove(vm *api.VM, target string) error {
+	for _, name := range volumeNames(vm) {
+		if !slices.ContainsFunc(vm.Spec.Volumes, func(a api.VolumeAttachment) bool { return a.Volume == name }) {
+			return api.Conflict("vm %q is unplugging volume %q: migrate it once its host has let the volume go", vm.Name, name)
+		}
+		v, ok := s.volumes.Get(api.Key(vm.Project, name))
+		if !ok {
+			return api.Conflict("vm %q names volume %q, which no longer exists", vm.Name, name)
+		}
+		pool, ok := s.pools.Get(v.Spec.Pool)
+		switch {
+		case !ok:
+			return api.Unprocessable("vm %q has volume %q in pool %q, which no longer exists", vm.Name, name, v.Spec.Pool)
+		case !api.SharedStorage(pool.Spec.Kind):
+			return &api.Error{Code: api.CodeUnprocessable, Field: "volumes", Message: fmt.Sprintf(
+				"vm %q has volume %q in %s pool %q, whose file is on host %q alone: it cannot follow the vm to another host (detach it first, or use a shared pool)",
+				vm.Name, name, pool.Spec.Kind, pool.Name, v.Spec.Host)}
+		case target != "" && !slices.Contains(pool.Spec.Hosts, target):
+			return &api.Error{Code: api.CodeUnprocessable, Field: "host", Message: fmt.Sprintf(
+				"host %q does not see pool %q of vm %q's volume %q", target, pool.Name, vm.Name, name)}
+		}
+	}
+	return nil
+}
+
 // volumeNames are the volumes in a VM's spec or still plugged in.
 func volumeNames(vm *api.VM) []string {
 	var names []string
@@ -189,13 +222,64 @@ func volumeNames(vm *api.VM) []string {
 	return names
 }
 
-// drainWait bounds the wait for one VM's migration during a drain.
+// drainWait bounds the wait for one VM's move during a drain.
 const drainWait = 16 * time.Minute
 
-// drainHost cordons a host, then migrates the VMs placed on it away one
-// after another, each to the scheduler's choice, and reports each move.
-// A VM that cannot move (stopped, paused, or its migration failed) is
-// reported with why and stays; the host is empty when every VM moved.
+// Outcomes of a VM in a drain (api.DrainMove).
+const (
+	drainPending   = "pending"
+	drainMoving    = "moving"
+	drainMigrated  = "migrated"
+	drainMoved     = "moved"
+	drainSkipped   = "skipped"
+	drainFailed    = "failed"
+	drainCancelled = "cancelled"
+)
+
+// drainRuns are the drains this server runs: their cancels by operation.
+type drainRuns struct {
+	mu      sync.Mutex
+	running map[string]context.CancelFunc
+	hosts   map[string]string // host -> operation
+}
+
+func (d *drainRuns) start(host, op string, cancel context.CancelFunc) (string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if cur, ok := d.hosts[host]; ok {
+		return cur, false
+	}
+	if d.running == nil {
+		d.running, d.hosts = map[string]context.CancelFunc{}, map[string]string{}
+	}
+	d.running[op], d.hosts[host] = cancel, op
+	return op, true
+}
+
+func (d *drainRuns) end(host, op string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.running, op)
+	if d.hosts[host] == op {
+		delete(d.hosts, host)
+	}
+}
+
+func (d *drainRuns) cancel(op string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c, ok := d.running[op]
+	if ok {
+		c()
+	}
+	return ok
+}
+
+// drainHost cordons a host and starts a host.drain operation that moves
+// the VMs placed on it away one after another, each to the scheduler's
+// choice: running ones live, stopped ones with their disks copied; paused
+// ones stay, with why. The operation's result (api.HostDrain) says what
+// became of each VM as it goes; cancelling it cancels the move under way.
 func (s *Server) drainHost(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	requestOf(r).resource = api.Ref{Kind: "host", Name: name}
@@ -205,26 +289,152 @@ func (s *Server) drainHost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	requestOf(r).resource.UID = h.UID
+	if running := s.ops.Select(func(o *api.Operation) bool {
+		return o.Kind == api.OpHostDrain && !o.Done() && o.Target.Name == name
+	}); len(running) > 0 {
+		s.writeError(w, r, api.Conflict("host %q is being drained already (operation %s)", name, running[0].ID))
+		return
+	}
+	vms := listAll(s.vms, func(vm *api.VM) bool { return vm.Spec.Host == name && vm.Spec.Deletion == nil })
+	slices.SortFunc(vms, func(a, b *api.VM) int { return cmpString(a.Key(), b.Key()) })
+	res := api.HostDrain{Host: name, Moves: []api.DrainMove{}}
+	for _, vm := range vms {
+		res.Moves = append(res.Moves, api.DrainMove{VM: vm.Key(), Outcome: drainPending})
+	}
+	op := ops.NewOperation(api.OpHostDrain, api.Ref{Kind: "host", Name: name, UID: h.UID}, nil)
+	op.Status, op.StartedAt = api.OpRunning, time.Now().UTC()
+	op.Message = fmt.Sprintf("draining %d vm(s)", len(vms))
+	op.Result, _ = json.Marshal(res)
+	ctx, cancel := context.WithCancel(s.life)
+	if cur, ok := s.drains.start(name, op.ID, cancel); !ok {
+		cancel()
+		s.writeError(w, r, api.Conflict("host %q is being drained already (operation %s)", name, cur))
+		return
+	}
 	if _, err := s.setUnschedulable(r.Context(), name, true); err != nil {
+		s.drains.end(name, op.ID)
+		cancel()
 		s.writeError(w, r, err)
 		return
 	}
-	out := api.HostDrain{Host: name, Moves: []api.DrainMove{}}
-	vms := listAll(s.vms, func(vm *api.VM) bool { return vm.Spec.Host == name && vm.Spec.Deletion == nil })
-	slices.SortFunc(vms, func(a, b *api.VM) int { return cmpString(a.Key(), b.Key()) })
-	for _, vm := range vms {
-		out.Moves = append(out.Moves, s.drainOne(r.Context(), vm))
+	if _, err := s.ops.Create(r.Context(), op.ID, op); err != nil {
+		s.drains.end(name, op.ID)
+		cancel()
+		s.writeError(w, r, fmt.Errorf("recording the drain of host %q: %w", name, err))
+		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	created, _ := s.ops.Get(op.ID)
+	s.goBG(func() {
+		defer s.drains.end(name, op.ID)
+		defer cancel()
+		s.runDrain(ctx, op.ID, name, vms, res)
+	})
+	writeOperation(w, created)
 }
 
-// drainOne migrates one VM off a drained host and waits for the outcome.
-func (s *Server) drainOne(ctx context.Context, vm *api.VM) api.DrainMove {
-	mv := api.DrainMove{VM: vm.Key(), Outcome: api.OpFailed}
+// runDrain moves each VM in turn and records each step in the
+// operation, then ends it: succeeded when every VM left the host.
+func (s *Server) runDrain(ctx context.Context, id, host string, vms []*api.VM, res api.HostDrain) {
+	log := s.log.With("op", id, "host", host)
+	n := len(vms)
+	for i, vm := range vms {
+		if ctx.Err() != nil {
+			for j := i; j < n; j++ {
+				res.Moves[j].Outcome = drainCancelled
+			}
+			break
+		}
+		res.Moves[i].Outcome = drainMoving
+		s.recordDrain(id, res, i*100/max(n, 1), fmt.Sprintf("moving vm %s (%d of %d)", vm.Key(), i+1, n))
+		res.Moves[i] = s.drainOne(ctx, vm, host)
+		log.Info("drain move", "vm", vm.Key(), "outcome", res.Moves[i].Outcome, "target", res.Moves[i].Target, "err", res.Moves[i].Error)
+	}
+	status, moved, left := api.OpSucceeded, 0, []string{}
+	for _, mv := range res.Moves {
+		switch mv.Outcome {
+		case drainMigrated, drainMoved:
+			moved++
+		default:
+			left = append(left, mv.VM)
+		}
+	}
+	var cause error
+	switch {
+	case ctx.Err() != nil:
+		status, cause = api.OpCancelled, fmt.Errorf("drain of host %q cancelled: %d of %d vm(s) moved; the host stays cordoned", host, moved, n)
+	case len(left) > 0:
+		status, cause = api.OpFailed, api.Unprocessable("%d of %d vm(s) did not leave host %q (%s): see each move's error; the host stays cordoned", len(left), n, host, strings.Join(left, ", "))
+	}
+	s.finishDrain(id, res, status, cause, fmt.Sprintf("%d of %d vm(s) moved", moved, n))
+}
+
+// recordDrain writes the drain's result and progress into its operation.
+func (s *Server) recordDrain(id string, res api.HostDrain, progress int, msg string) {
+	s.updateDrainOp(id, func(op *api.Operation) {
+		op.Result, _ = json.Marshal(res)
+		op.Progress, op.Message = progress, msg
+	})
+}
+
+func (s *Server) finishDrain(id string, res api.HostDrain, status string, cause error, msg string) {
+	s.updateDrainOp(id, func(op *api.Operation) {
+		op.Result, _ = json.Marshal(res)
+		op.Status, op.Progress, op.Message, op.FinishedAt = status, 100, msg, time.Now().UTC()
+		if cause != nil {
+			var ae *api.Error
+			if !errors.As(cause, &ae) {
+				ae = &api.Error{Code: api.CodeUnprocessable, Message: cause.Error()}
+			}
+			op.Error = ae
+		}
+	})
+}
+
+// updateDrainOp changes the drain's operation, tried again while another
+// write races it; it does not depend on the drain's context.
+func (s *Server) updateDrainOp(id string, f func(*api.Operation)) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		cur, ok := s.ops.Get(id)
+		if !ok {
+			return
+		}
+		op := store.Clone(cur)
+		f(op)
+		if _, err := s.ops.Update(ctx, id, op, cur.Version); err == nil {
+			return
+		} else if !errors.Is(err, store.ErrConflict) {
+			s.log.Warn("recording a drain's progress", "op", id, "err", err)
+			return
+		}
+	}
+}
+
+// cancelDrain cancels a drain this server runs.
+func (s *Server) cancelDrain(id string) bool { return s.drains.cancel(id) }
+
+// drainOne moves one VM off a drained host and waits for the outcome. A
+// drain cancelled meanwhile cancels the VM's move.
+func (s *Server) drainOne(ctx context.Context, vm *api.VM, host string) api.DrainMove {
+	mv := api.DrainMove{VM: vm.Key(), Outcome: drainFailed}
 	fail := func(err error) api.DrainMove {
 		mv.Error = err.Error()
 		return mv
 	}
+	cur, ok := s.vms.Get(vm.Key())
+	switch {
+	case !ok || cur.Spec.Deletion != nil:
+		mv.Outcome, mv.Error = drainSkipped, "the vm was deleted meanwhile"
+		return mv
+	case cur.Spec.Host != host:
+		mv.Outcome, mv.Error, mv.Target = drainSkipped, "the vm left the host meanwhile", cur.Spec.Host
+		return mv
+	case cur.Spec.PowerState == api.PowerPaused:
+		mv.Outcome = drainSkipped
+		return fail(s.checkMigration(cur, ""))
+	}
+	vm = cur
 	if err := s.checkMigration(vm, ""); err != nil {
 		return fail(err)
 	}
@@ -246,17 +456,34 @@ func (s *Server) drainOne(ctx context.Context, vm *api.VM) api.DrainMove {
 	}
 	mv.Operation = op.ID
 	done, err := s.ctl.Ops.Wait(ctx, op.ID, drainWait)
+	if err == nil && ctx.Err() != nil && (done == nil || !done.Done()) {
+		// The drain was cancelled: so is this VM's move.
+		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if cur, ok := s.ops.Get(op.ID); ok && !cur.Done() {
+			if cerr := s.ctl.Ops.Cancel(cctx, cur); cerr != nil {
+				s.log.Warn("cancelling a drained vm's move", "op", op.ID, "err", cerr)
+			}
+		}
+		done, err = s.ctl.Ops.Wait(cctx, op.ID, time.Minute)
+	}
 	switch {
 	case err != nil:
 		return fail(err)
 	case done == nil || !done.Done():
-		return fail(errors.New("the migration did not end in time"))
+		return fail(errors.New("the move did not end in time"))
+	case done.Status == api.OpCancelled:
+		mv.Outcome = drainCancelled
+		return mv
 	case done.Status != api.OpSucceeded:
 		if done.Error != nil {
 			return fail(errors.New(done.Error.Message))
 		}
-		return fail(fmt.Errorf("the migration %s", done.Status))
+		return fail(fmt.Errorf("the move %s", done.Status))
 	}
-	mv.Outcome = "migrated"
+	mv.Outcome = drainMigrated
+	if vm.Spec.PowerState == api.PowerStopped {
+		mv.Outcome = drainMoved
+	}
 	return mv
 }

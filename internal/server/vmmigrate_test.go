@@ -2,12 +2,14 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
+	"github.com/polyvisor/polyvisor/internal/controller/ops"
 )
 
 // TestMigrateThroughTheAPI plays both hosts' agents with their host
@@ -82,8 +84,27 @@ func TestMigrateThroughTheAPI(t *testing.T) {
 		Disks: []api.Disk{{Image: "img"}}, PowerState: api.PowerStopped}, client.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pa.MigrateVM(ctx, "resting", api.VMMigrate{Host: "h2"}); client.HTTPStatus(err) != 422 || !strings.Contains(err.Error(), "stopped") {
-		t.Errorf("migrating a stopped vm: %v, want 422 saying it is stopped", err)
+	// A stopped VM moves offline: h2 pulls its disks, then takes it,
+	// still stopped.
+	rv, _ := pa.GetVM(ctx, "resting")
+	if _, err := h1.PutVMStatus(ctx, "pa/resting", api.VMStatus{PowerState: api.PowerStopped, ObservedGeneration: rv.Generation}); err != nil {
+		t.Fatal(err)
+	}
+	move, err := pa.MigrateVM(ctx, "resting", api.VMMigrate{Host: "h2"})
+	if err != nil {
+		t.Fatalf("moving a stopped vm: %v", err)
+	}
+	if rv, _ = pa.GetVM(ctx, "resting"); rv.Spec.Migration == nil || !rv.Spec.Migration.Offline || rv.Spec.Migration.Target != "h2" {
+		t.Fatalf("a stopped vm's move: spec.migration %+v", rv.Spec.Migration)
+	}
+	if _, err := h2.PutAgentMigration(ctx, api.AgentMigration{Operation: move.ID, State: api.IncomingRunning}); err != nil {
+		t.Fatal(err)
+	}
+	if done, err := pa.WaitOperation(ctx, move.ID, nil); err != nil || done.Status != api.OpSucceeded {
+		t.Fatalf("moving a stopped vm: %+v, %v", done, err)
+	}
+	if rv, _ = pa.GetVM(ctx, "resting"); rv.Spec.Host != "h2" || rv.Spec.PowerState != api.PowerStopped || rv.Spec.Migration != nil {
+		t.Errorf("the moved vm: host %s, power %s, migration %+v", rv.Spec.Host, rv.Spec.PowerState, rv.Spec.Migration)
 	}
 
 	before, _ := e.super.GetHost(ctx, "h2")
@@ -157,5 +178,196 @@ func TestMigrateThroughTheAPI(t *testing.T) {
 	}
 	if a, _ := e.super.GetHost(ctx, "h2"); a.Status.Allocated.VCPUs != before.Status.Allocated.VCPUs+32 {
 		t.Errorf("h2 holds %d vCPUs after the vm came, want %d", a.Status.Allocated.VCPUs, before.Status.Allocated.VCPUs+32)
+	}
+}
+
+// TestMigrateWithVolumes: a VM with a shared pool's volume migrates (the
+// volume stays attached, its file is not the move's); one with a dir
+// pool's volume is refused with a 422 naming the volume and its pool, and
+// nothing of a migration is begun; a paused VM is refused too.
+func TestMigrateWithVolumes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pa := e.super.WithProject("pa")
+	vm, err := pa.GetVM(ctx, "vm1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := map[string]string{"h1": "h2", "h2": "h1"}[vm.Spec.Host]
+	for _, p := range []api.PoolCreate{
+		{Name: "nfs", Kind: api.PoolShared, Path: "/srv/nfs", Hosts: []string{"h1", "h2"}, Projects: []string{"pa"}},
+		{Name: "local", Kind: api.PoolDir, Path: "/srv/local", Hosts: []string{vm.Spec.Host}, Projects: []string{"pa"}},
+	} {
+		if _, err := e.super.CreatePool(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.ctlObserved(t, e.tokens[vm.Spec.Host], "pa/vm1")
+	m := e.as(api.RoleMember, "pa")
+	for _, c := range []api.VolumeCreate{{Name: "s1", Pool: "nfs", SizeMiB: 64}, {Name: "d1", Pool: "local", SizeMiB: 64}} {
+		v, err := m.CreateVolume(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readyVolume(t, e, v.Spec.Host, "pa/"+c.Name, v.Generation)
+	}
+	if _, err := m.AttachVolume(ctx, "s1", "vm1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.AttachVolume(ctx, "d1", "vm1"); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := pa.GetVM(ctx, "vm1")
+	_, err = pa.MigrateVM(ctx, "vm1", api.VMMigrate{Host: other})
+	wantStatus(t, "migrating a vm with a dir pool's volume", err, 422, `volume "d1" in dir pool "local"`)
+	if after, _ := pa.GetVM(ctx, "vm1"); after.Spec.Migration != nil || after.Generation != before.Generation {
+		t.Errorf("a refused migration changed the vm: migration %+v, generation %d (was %d)", after.Spec.Migration, after.Generation, before.Generation)
+	}
+	if _, err := m.DetachVolume(ctx, "d1", ""); err != nil {
+		t.Fatal(err)
+	}
+	e.ctlObserved(t, e.tokens[vm.Spec.Host], "pa/vm1")
+	op, err := pa.MigrateVM(ctx, "vm1", api.VMMigrate{Host: other})
+	if err != nil {
+		t.Fatalf("migrating a vm with a shared pool's volume: %v", err)
+	}
+	got, _ := pa.GetVM(ctx, "vm1")
+	if got.Spec.Migration == nil || got.Spec.Migration.Operation != op.ID || got.Spec.Migration.Offline || len(got.Spec.Volumes) != 1 || got.Spec.Volumes[0].Volume != "s1" {
+		t.Fatalf("migrating with a shared volume: migration %+v volumes %+v", got.Spec.Migration, got.Spec.Volumes)
+	}
+	if _, err := pa.CancelOperation(ctx, op.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pa.PauseVM(ctx, "vm1"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = pa.MigrateVM(ctx, "vm1", api.VMMigrate{Host: other})
+	wantStatus(t, "migrating a paused vm", err, 422, "paused")
+}
+
+// TestDrainOperation: a drain answers 202 with a host.drain operation
+// whose result says what became of each VM as the hosts (played here)
+// report: the running one migrated, the stopped one moved, the paused one
+// skipped with why; the operation fails because one stayed. Only
+// superadmins see it. A second drain of the host while one runs is 409;
+// a drain cancelled leaves the VMs not yet moved.
+func TestDrainOperation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pa := e.super.WithProject("pa")
+	h2 := e.as("h2", "")
+	for _, c := range []api.VMCreate{
+		{Name: "a-run", PowerState: api.PowerRunning},
+		{Name: "b-rest", PowerState: api.PowerStopped},
+		{Name: "c-pause", PowerState: api.PowerRunning},
+	} {
+		c.VCPUs, c.MemoryMiB, c.Host, c.Disks = 1, 64, "h1", []api.Disk{{Image: "img"}}
+		if _, err := pa.CreateVM(ctx, c, client.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		e.ctlObserved(t, e.tokens["h1"], "pa/"+c.Name)
+	}
+	if _, err := pa.PauseVM(ctx, "c-pause"); err != nil {
+		t.Fatal(err)
+	}
+	e.ctlObserved(t, e.tokens["h1"], "pa/c-pause")
+	// The env's own vms may be on h1 too: they move like a-run once
+	// their host reported them.
+	for _, vm := range listAll(e.s.vms, func(vm *api.VM) bool { return vm.Spec.Host == "h1" }) {
+		e.ctlObserved(t, e.tokens["h1"], vm.Key())
+	}
+	op, err := e.super.DrainHost(ctx, "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op.Kind != api.OpHostDrain || op.Status != api.OpRunning || op.Target.Name != "h1" {
+		t.Fatalf("drain operation %+v", op)
+	}
+	if _, err := e.super.DrainHost(ctx, "h1"); client.HTTPStatus(err) != 409 {
+		t.Errorf("a second drain while one runs: %v, want 409", err)
+	}
+	if _, err := e.as(api.RoleMember, "pa").GetOperation(ctx, op.ID); client.HTTPStatus(err) != 404 {
+		t.Errorf("a member reading the drain: %v, want 404", err)
+	}
+	// Play h2 taking each move as it comes.
+	var final *api.Operation
+	ctlEventually(t, 30*time.Second, "the drain ends", func() error {
+		for _, m := range listAll(e.s.ops, func(o *api.Operation) bool { return o.Kind == api.OpVMMigrate && !o.Done() }) {
+			if vm, ok := e.s.vms.Get(ops.TargetKey(m.Target)); ok && vm.Spec.Migration != nil && vm.Spec.Migration.Operation == m.ID {
+				h2.PutAgentMigration(ctx, api.AgentMigration{Operation: m.ID, State: api.IncomingRunning})
+			}
+		}
+		cur, err := e.super.GetOperation(ctx, op.ID)
+		if err != nil {
+			return err
+		}
+		if !cur.Done() {
+			return fmt.Errorf("drain %s: %s", cur.Status, cur.Message)
+		}
+		final = cur
+		return nil
+	})
+	if final.Status != api.OpFailed || final.Error == nil || !strings.Contains(final.Error.Message, "pa/c-pause") {
+		t.Errorf("drain with a paused vm: %s %+v", final.Status, final.Error)
+	}
+	d, err := client.DrainResult(final)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]api.DrainMove{}
+	for _, mv := range d.Moves {
+		got[mv.VM] = mv
+	}
+	if mv := got["pa/a-run"]; mv.Outcome != "migrated" || mv.Target != "h2" || mv.Operation == "" {
+		t.Errorf("running vm's move %+v", mv)
+	}
+	if mv := got["pa/b-rest"]; mv.Outcome != "moved" || mv.Target != "h2" {
+		t.Errorf("stopped vm's move %+v", mv)
+	}
+	if mv := got["pa/c-pause"]; mv.Outcome != "skipped" || !strings.Contains(mv.Error, "paused") {
+		t.Errorf("paused vm's move %+v", mv)
+	}
+	for name, host := range map[string]string{"a-run": "h2", "b-rest": "h2", "c-pause": "h1"} {
+		if vm, _ := pa.GetVM(ctx, name); vm.Spec.Host != host {
+			t.Errorf("%s is on %s after the drain, want %s", name, vm.Spec.Host, host)
+		}
+	}
+	if h, _ := e.super.GetHost(ctx, "h1"); !h.Spec.Unschedulable {
+		t.Errorf("the drained host is not cordoned")
+	}
+
+	// Drain h2 back, cancelled while its first move waits: that move is
+	// cancelled, the VMs stay on h2.
+	if _, err := e.super.UncordonHost(ctx, "h1"); err != nil {
+		t.Fatal(err)
+	}
+	back, err := e.super.DrainHost(ctx, "h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctlEventually(t, 10*time.Second, "the drain's first move starts", func() error {
+		if len(listAll(e.s.ops, func(o *api.Operation) bool { return o.Kind == api.OpVMMigrate && !o.Done() })) == 0 {
+			return fmt.Errorf("no move under way")
+		}
+		return nil
+	})
+	c, err := e.super.CancelOperation(ctx, back.ID)
+	if err != nil || c.Status != api.OpCancelled {
+		t.Fatalf("cancelling the drain: %+v, %v", c, err)
+	}
+	d, _ = client.DrainResult(c)
+	for _, mv := range d.Moves {
+		if mv.Outcome != "cancelled" {
+			t.Errorf("after the cancel: move %+v", mv)
+		}
+	}
+	for _, name := range []string{"a-run", "b-rest"} {
+		if vm, _ := pa.GetVM(ctx, name); vm.Spec.Host != "h2" || vm.Spec.Migration != nil {
+			t.Errorf("%s after the cancelled drain: host %s migration %+v", name, vm.Spec.Host, vm.Spec.Migration)
+		}
 	}
 }

@@ -145,9 +145,9 @@ func TestVolumeRules(t *testing.T) {
 	}
 	_, err = m.AttachVolume(ctx, "v1", "vm1")
 	wantStatus(t, "attaching twice", err, 409, "already attached")
-	// A live migration would start the target without the volume.
+	// A dir pool's volume cannot follow the VM to another host.
 	_, err = e.super.WithProject("pa").MigrateVM(ctx, "vm1", api.VMMigrate{Host: other})
-	wantStatus(t, "migrating a vm with a volume", err, 422, `volumes attached (v1)`)
+	wantStatus(t, "migrating a vm with a dir pool's volume", err, 422, `volume "v1" in dir pool "here"`)
 	_, err = m.DeleteVolume(ctx, "v1")
 	wantStatus(t, "deleting an attached volume", err, 409, "detach it first")
 	_, err = m.DetachVolume(ctx, "disk0", "vm1")

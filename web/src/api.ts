@@ -208,10 +208,17 @@ export function migrateVM(project: string, name: string, host: string): Promise<
   return call<Operation>('POST', `/v1/vms/${seg(name)}/migrate${q({ project })}`, host ? { host } : {});
 }
 
-// drainHost cordons a host and migrates its VMs away one after another;
-// it answers once every move has ended.
-export function drainHost(name: string): Promise<HostDrain> {
-  return call<HostDrain>('POST', `/v1/hosts/${seg(name)}/drain`);
+// drainHost cordons a host and starts a host.drain operation that moves
+// its VMs away one after another; the operation's result is a HostDrain,
+// updated as each move ends (drainOf).
+export function drainHost(name: string): Promise<Operation> {
+  return call<Operation>('POST', `/v1/hosts/${seg(name)}/drain`);
+}
+
+// drainOf is the HostDrain a host.drain operation carries.
+export function drainOf(op: Operation | undefined): HostDrain | undefined {
+  const r = op?.result as HostDrain | undefined;
+  return r && typeof r === 'object' && typeof r.host === 'string' ? r : undefined;
 }
 
 // importImage starts an import: a file uploaded, or a URL the server fetches.

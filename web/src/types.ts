@@ -82,7 +82,7 @@ export interface MigrationStatus {
   error?: string;
 }
 
-// HostDrain is what POST /v1/hosts/{name}/drain answers: each VM's move.
+// HostDrain is a host.drain operation's result: each VM's move.
 export interface HostDrain {
   host: string;
   moves: DrainMove[] | null;
@@ -142,6 +142,8 @@ export interface Operation {
   progress: number;
   message?: string;
   error?: { code?: string; message: string };
+  // result is what the operation produced (a host.drain's HostDrain).
+  result?: unknown;
   createdAt: string;
   startedAt?: string;
   finishedAt?: string;

@@ -16,7 +16,8 @@ import (
 const deadlineMigrate = 15 * time.Minute
 
 // applyMigrate asks the VM's host to migrate it to the target the
-// operation names. Only a running VM migrates live.
+// operation names: a running VM live, a stopped one offline (its disks
+// copied). A paused VM does not move.
 func applyMigrate(vm *api.VM, op *api.Operation) error {
 	var m api.VMMigrate
 	if err := json.Unmarshal(op.Params, &m); err != nil {
@@ -25,12 +26,12 @@ func applyMigrate(vm *api.VM, op *api.Operation) error {
 	switch {
 	case m.Host == "":
 		return errors.New("migrate operation names no target host")
-	case vm.Spec.PowerState != api.PowerRunning:
-		return api.Unprocessable("vm %q is %s: only a running vm migrates live", vm.Name, vm.Spec.PowerState)
+	case vm.Spec.PowerState != api.PowerRunning && vm.Spec.PowerState != api.PowerStopped:
+		return api.Unprocessable("vm %q is %s: only a running vm migrates live, and a stopped one offline", vm.Name, vm.Spec.PowerState)
 	case m.Host == vm.Spec.Host:
 		return api.Unprocessable("vm %q already runs on host %q", vm.Name, m.Host)
 	}
-	vm.Spec.Migration = &api.Migration{Operation: op.ID, Target: m.Host}
+	vm.Spec.Migration = &api.Migration{Operation: op.ID, Target: m.Host, Offline: vm.Spec.PowerState == api.PowerStopped}
 	return nil
 }
 

@@ -107,6 +107,34 @@ type vm struct {
 	shutdown string
 	crashed  bool // a crash of the running process was reported
 	detached bool // Close dropped the connection, or a newer connection replaced it: no exit event
+	// changed is signalled (never blocking) on QEMU's migration and block
+	// job events, so a migration reacts to them rather than to a poll.
+	changed chan struct{}
+}
+
+// changes is the channel signalled on the VM's migration and block job
+// events.
+func (v *vm) changes() <-chan struct{} {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.changed == nil {
+		v.changed = make(chan struct{}, 1)
+	}
+	return v.changed
+}
+
+// notifyChange signals changes without blocking.
+func (v *vm) notifyChange() {
+	v.mu.Lock()
+	if v.changed == nil {
+		v.changed = make(chan struct{}, 1)
+	}
+	ch := v.changed
+	v.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
 }
 
 // New returns a driver. It checks that the QEMU binaries exist and that

@@ -104,6 +104,8 @@ func (d *Driver) monitor(v *vm) {
 	for ev := range v.qmp.Events() {
 		log.Debug("qmp event", "event", ev.Name, "data", string(ev.Data))
 		switch ev.Name {
+		case "MIGRATION", "MIGRATION_PASS", "JOB_STATUS_CHANGE", "BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED", "BLOCK_JOB_ERROR":
+			v.notifyChange()
 		case "STOP":
 			// Paused, or halted: QEMU stops the CPUs on an internal error
 			// and (with the pause action) on a guest panic too.

@@ -404,6 +404,9 @@ func (d *Driver) Destroy(ctx context.Context, h *hypervisor.Handle, keepDisks bo
 			return fmt.Errorf("keeping disks of vm %s: %w", h.UID, err)
 		}
 		for i, df := range h.Disks {
+			if df.Shared {
+				continue // its pool's, not the VM's
+			}
 			dst := filepath.Join(kept, filepath.Base(df.Path))
 			if err := os.Rename(df.Path, dst); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("keeping disk %s of vm %s: %w", df.Name, h.UID, err)

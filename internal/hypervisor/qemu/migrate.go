@@ -37,8 +37,50 @@ import (
 // (128 MiB/s): the link between the agents decides.
 const maxMigrationBandwidth = 1 << 40
 
-// pollMigration is how often a migration's state is asked.
-const pollMigration = 20 * time.Millisecond
+// pollMigration is how often a migration's state is asked besides QEMU's
+// events (MIGRATION, BLOCK_JOB_READY, JOB_STATUS_CHANGE), which wake the
+// waits at once: it paces the progress reports.
+const pollMigration = 100 * time.Millisecond
+
+// migrationSteps, when set (by benchmarks), is told how long each step of
+// a migration took, as the debug log is.
+var migrationSteps func(uid, side, step string, took time.Duration)
+
+// stepClock times the steps of one side of a migration.
+type stepClock struct {
+	log       interface{ Debug(string, ...any) }
+	uid, side string
+	t         time.Time
+}
+
+func newStepClock(log interface{ Debug(string, ...any) }, uid, side string) *stepClock {
+	return &stepClock{log: log, uid: uid, side: side, t: time.Now()}
+}
+
+// mark records the time since the last mark as the step named step.
+func (s *stepClock) mark(step string) {
+	now := time.Now()
+	took := now.Sub(s.t)
+	s.t = now
+	s.log.Debug("migration step", "vm", s.uid, "side", s.side, "step", step, "ms", float64(took.Microseconds())/1000)
+	if f := migrationSteps; f != nil {
+		f(s.uid, s.side, step, took)
+	}
+}
+
+// waitChange waits until QEMU reports a migration or block job event, at
+// most for d, or until ctx ends.
+func (v *vm) waitChange(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-v.changes():
+	case <-t.C:
+	}
+	return nil
+}
 
 var _ hypervisor.Migrator = (*Driver)(nil)
 
@@ -96,10 +138,12 @@ func (d *Driver) setIncoming(uid string, in *incoming) {
 // PrepareIncoming makes the VM and starts QEMU waiting for the migration,
 // its disks exported for the source's mirrors.
 func (d *Driver) PrepareIncoming(ctx context.Context, cfg hypervisor.VMConfig) (h *hypervisor.Handle, err error) {
+	clock := newStepClock(d.log, cfg.UID, "target")
 	h, err = d.Create(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
+	clock.mark("create")
 	defer func() {
 		if err != nil {
 			if derr := d.AbortIncoming(context.Background(), h); derr != nil {
@@ -111,16 +155,21 @@ func (d *Driver) PrepareIncoming(ctx context.Context, cfg hypervisor.VMConfig) (
 	if err := d.start(ctx, h, cfg, true); err != nil {
 		return nil, err
 	}
+	clock.mark("start-qemu")
 	v, err := d.attached(ctx, h)
 	if err != nil || v == nil {
 		return nil, fmt.Errorf("preparing incoming vm %s: qemu is gone: %w", h.UID, err)
 	}
-	if err := setCapabilities(ctx, v.qmp, map[string]bool{"late-block-activate": true}); err != nil {
+	if err := setCapabilities(ctx, v.qmp, map[string]bool{"late-block-activate": true, "events": true}); err != nil {
 		return nil, fmt.Errorf("preparing incoming vm %s: %w", h.UID, err)
 	}
 	in := &incoming{}
 	d.setIncoming(h.UID, in)
-	if len(h.Disks) == 0 {
+	if len(mirrored(h.Disks)) == 0 {
+		// Every disk on shared storage: only the memory moves. The
+		// disks stay inactive here (-incoming) until the switchover, so
+		// the source keeps their locks until it lets them go.
+		clock.mark("capabilities")
 		return h, nil
 	}
 	path := filepath.Join(filepath.Dir(h.Extra[extraQMP]), nbdSock)
@@ -145,14 +194,29 @@ func (d *Driver) PrepareIncoming(ctx context.Context, cfg hypervisor.VMConfig) (
 		return nil, fmt.Errorf("starting the nbd server of vm %s: %w", h.UID, err)
 	}
 	for i, df := range h.Disks {
+		if df.Shared {
+			continue
+		}
 		if err := v.qmp.Execute(ctx, "nbd-server-add", map[string]any{
 			"device": diskNode(i), "name": df.Name, "writable": true,
 		}, nil); err != nil {
 			return nil, fmt.Errorf("exporting disk %s of vm %s: %w", df.Name, h.UID, err)
 		}
 	}
+	clock.mark("nbd-export")
 	d.log.Info("waiting for incoming migration", "vm", h.UID, "disks", len(h.Disks))
 	return h, nil
+}
+
+// mirrored are the disks a migration copies: those not on shared storage.
+func mirrored(disks []hypervisor.DiskFile) []hypervisor.DiskFile {
+	var out []hypervisor.DiskFile
+	for _, df := range disks {
+		if !df.Shared {
+			out = append(out, df)
+		}
+	}
+	return out
 }
 
 // diskNode is the block node of the VM's i-th disk (BuildArgs).
@@ -167,7 +231,7 @@ func (d *Driver) Incoming(ctx context.Context, h *hypervisor.Handle, channel str
 		return fmt.Errorf("receiving %s of vm %s: no migration is awaited", channel, h.UID)
 	}
 	if name, ok := hypervisor.DiskOfChannel(channel); ok {
-		if in.nbd == nil || !hasDisk(h, name) {
+		if in.nbd == nil || !hasMirroredDisk(h, name) {
 			conn.Close()
 			return fmt.Errorf("receiving disk %q of vm %s: no such disk", name, h.UID)
 		}
@@ -203,8 +267,10 @@ func (d *Driver) Incoming(ctx context.Context, h *hypervisor.Handle, channel str
 	return nil
 }
 
-func hasDisk(h *hypervisor.Handle, name string) bool {
-	for _, df := range h.Disks {
+// hasMirroredDisk says whether h has a disk named name that a migration
+// copies (a shared one is never written through the NBD server).
+func hasMirroredDisk(h *hypervisor.Handle, name string) bool {
+	for _, df := range mirrored(h.Disks) {
 		if df.Name == name {
 			return true
 		}
@@ -276,6 +342,7 @@ func (d *Driver) FinishIncoming(ctx context.Context, h *hypervisor.Handle) error
 	if in == nil {
 		return fmt.Errorf("finishing incoming vm %s: no migration is awaited", h.UID)
 	}
+	clock := newStepClock(d.log, h.UID, "target")
 	for {
 		v, err := d.attached(ctx, h)
 		if err != nil || v == nil {
@@ -287,6 +354,7 @@ func (d *Driver) FinishIncoming(ctx context.Context, h *hypervisor.Handle) error
 		}
 		switch mi.Status {
 		case "completed":
+			clock.mark("receive")
 			if in.nbd != nil {
 				if err := v.qmp.Execute(ctx, "nbd-server-stop", nil, nil); err != nil {
 					return fmt.Errorf("finishing incoming vm %s: stopping its nbd server: %w", h.UID, err)
@@ -297,15 +365,14 @@ func (d *Driver) FinishIncoming(ctx context.Context, h *hypervisor.Handle) error
 			if err := v.qmp.Execute(ctx, "cont", nil, nil); err != nil {
 				return fmt.Errorf("running migrated vm %s: %w", h.UID, err)
 			}
+			clock.mark("run")
 			d.log.Info("vm migrated in", "vm", h.UID)
 			return nil
 		case "failed", "cancelled":
 			return fmt.Errorf("receiving vm %s: migration %s: %s", h.UID, mi.Status, mi.ErrorDesc)
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("finishing incoming vm %s: %w", h.UID, ctx.Err())
-		case <-time.After(pollMigration / 2):
+		if err := v.waitChange(ctx, pollMigration); err != nil {
+			return fmt.Errorf("finishing incoming vm %s: %w", h.UID, err)
 		}
 	}
 }
@@ -367,28 +434,45 @@ func (d *Driver) MigrateOut(ctx context.Context, h *hypervisor.Handle, dial hype
 		return fmt.Errorf("migrating vm %s: its guest is %s, not running: %w", h.UID, st.Status, hypervisor.ErrNotRunning)
 	}
 	log := d.log.With("vm", h.UID, "pid", h.PID)
-	m := &outgoing{c: v.qmp, log: log}
+	clock := newStepClock(d.log, h.UID, "source")
+	m := &outgoing{c: v.qmp, v: v, log: log}
 	defer func() {
 		if err != nil {
 			m.rollback()
 		}
 	}()
-	// Mirrors first: the memory goes once the disks are in step.
-	for i, df := range h.Disks {
-		if err := m.mirror(ctx, dial, i, df.Name); err != nil {
-			return fmt.Errorf("migrating vm %s: %w", h.UID, err)
-		}
-	}
-	if err := m.waitMirrors(ctx, progress); err != nil {
-		return fmt.Errorf("migrating vm %s: %w", h.UID, err)
+	// Shared disks are the target's already: only the others are mirrored,
+	// and without them the memory goes straight away.
+	toMirror := false
+	for _, df := range h.Disks {
+		toMirror = toMirror || !df.Shared
 	}
 	if err := setCapabilities(ctx, v.qmp, map[string]bool{
-		"auto-converge": true, "pause-before-switchover": len(m.mirrors) > 0,
+		"auto-converge": true, "pause-before-switchover": toMirror, "events": true,
 	}); err != nil {
 		return fmt.Errorf("migrating vm %s: %w", h.UID, err)
 	}
 	if err := v.qmp.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": maxMigrationBandwidth}, nil); err != nil {
 		return fmt.Errorf("migrating vm %s: setting its bandwidth: %w", h.UID, err)
+	}
+	clock.mark("capabilities")
+	// Mirrors first: the memory goes once the disks are in step.
+	for i, df := range h.Disks {
+		if df.Shared {
+			continue
+		}
+		if err := m.mirror(ctx, dial, i, df.Name); err != nil {
+			return fmt.Errorf("migrating vm %s: %w", h.UID, err)
+		}
+	}
+	if toMirror {
+		clock.mark("mirror-start")
+	}
+	if err := m.waitMirrors(ctx, progress); err != nil {
+		return fmt.Errorf("migrating vm %s: %w", h.UID, err)
+	}
+	if toMirror {
+		clock.mark("mirror-ready")
 	}
 	conn, err := dial(ctx, hypervisor.ChannelMemory)
 	if err != nil {
@@ -403,11 +487,12 @@ func (d *Driver) MigrateOut(ctx context.Context, h *hypervisor.Handle, dial hype
 		return fmt.Errorf("migrating vm %s: %w", h.UID, err)
 	}
 	m.started = true
+	clock.mark("memory-start")
 	log.Info("migrating vm", "disks", len(m.mirrors))
 	for {
-		mi, err := queryMigrate(ctx, v.qmp)
-		if err != nil {
-			return fmt.Errorf("migrating vm %s: %w", h.UID, err)
+		mi, qerr := queryMigrate(ctx, v.qmp)
+		if qerr != nil {
+			return fmt.Errorf("migrating vm %s: %w", h.UID, qerr)
 		}
 		p := hypervisor.MigrationProgress{Phase: hypervisor.PhaseMemory, ExpectedDowntimeMs: mi.ExpectedDowntime, Throttle: mi.Throttle}
 		if r := mi.RAM; r != nil {
@@ -416,6 +501,7 @@ func (d *Driver) MigrateOut(ctx context.Context, h *hypervisor.Handle, dial hype
 		}
 		switch mi.Status {
 		case "pre-switchover":
+			clock.mark("memory")
 			p.Phase = hypervisor.PhaseSwitchover
 			progress(p)
 			if err := m.completeMirrors(ctx); err != nil {
@@ -424,10 +510,12 @@ func (d *Driver) MigrateOut(ctx context.Context, h *hypervisor.Handle, dial hype
 			if err := v.qmp.Execute(ctx, "migrate-continue", map[string]string{"state": "pre-switchover"}, nil); err != nil {
 				return fmt.Errorf("migrating vm %s: %w", h.UID, err)
 			}
+			clock.mark("mirror-complete")
 		case "device":
 			p.Phase = hypervisor.PhaseSwitchover
 			progress(p)
 		case "completed":
+			clock.mark("switchover")
 			p.Phase = hypervisor.PhaseCompleted
 			progress(p)
 			log.Info("vm migrated out")
@@ -437,20 +525,19 @@ func (d *Driver) MigrateOut(ctx context.Context, h *hypervisor.Handle, dial hype
 		default:
 			progress(p)
 		}
-		select {
-		case <-ctx.Done():
-			// Cancelled: unless it completed meanwhile, when the target
-			// holds the guest and this one must never run again.
-			qctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			mi, qerr := queryMigrate(qctx, v.qmp)
-			cancel()
-			if qerr == nil && mi.Status == "completed" {
-				log.Info("vm migrated out before the cancel")
-				return nil
-			}
-			return fmt.Errorf("migrating vm %s: %w", h.UID, ctx.Err())
-		case <-time.After(pollMigration):
+		if ctx.Err() == nil && v.waitChange(ctx, pollMigration) == nil {
+			continue
 		}
+		// Cancelled: unless it completed meanwhile, when the target
+		// holds the guest and this one must never run again.
+		qctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		mi, qerr = queryMigrate(qctx, v.qmp)
+		cancel()
+		if qerr == nil && mi.Status == "completed" {
+			log.Info("vm migrated out before the cancel")
+			return nil
+		}
+		return fmt.Errorf("migrating vm %s: %w", h.UID, ctx.Err())
 	}
 }
 
@@ -458,6 +545,7 @@ func (d *Driver) MigrateOut(ctx context.Context, h *hypervisor.Handle, dial hype
 // memory migration started.
 type outgoing struct {
 	c       *qmp.Client
+	v       *vm
 	log     interface{ Warn(string, ...any) }
 	mirrors []string // job ids, which are also the target nodes' names
 	nodes   []string // NBD client nodes added
@@ -527,10 +615,8 @@ func (m *outgoing) waitMirrors(ctx context.Context, progress func(hypervisor.Mig
 		if ready {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(pollMigration):
+		if err := m.wait(ctx); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -566,12 +652,23 @@ func (m *outgoing) waitJobsGone(ctx context.Context) error {
 		if left == 0 {
 			return nil
 		}
+		if err := m.wait(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// wait waits for a block job or migration event, or a poll's time.
+func (m *outgoing) wait(ctx context.Context) error {
+	if m.v == nil {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(pollMigration / 2):
+		case <-time.After(pollMigration):
+			return nil
 		}
 	}
+	return m.v.waitChange(ctx, pollMigration)
 }
 
 func (m *outgoing) dropNodes(ctx context.Context) error {
@@ -604,7 +701,7 @@ func (m *outgoing) rollback() {
 			if err != nil || (mi.Status != "cancelling" && mi.Status != "active" && mi.Status != "pre-switchover" && mi.Status != "device" && mi.Status != "setup") {
 				break
 			}
-			time.Sleep(pollMigration / 2)
+			m.wait(ctx)
 		}
 	}
 	for _, id := range m.mirrors {

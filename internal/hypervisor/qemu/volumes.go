@@ -47,7 +47,7 @@ func (d *Driver) AttachVolume(ctx context.Context, h *hypervisor.Handle, vc hype
 	}
 	id := hypervisor.VolumeID(vc.Name)
 	q := v.qmp
-	port, err := freePort(ctx, q)
+	port, err := portFor(ctx, q, vc.Port)
 	if err != nil {
 		return fmt.Errorf("attaching volume %s: %w", vc.Name, err)
 	}
@@ -127,6 +127,28 @@ func (d *Driver) AttachVolume(ctx context.Context, h *hypervisor.Handle, vc hype
 // throttleLimits are a throttle group's limits; zero is unlimited.
 func throttleLimits(iops, bps int64) map[string]any {
 	return map[string]any{"iops-total": iops, "bps-total": bps}
+}
+
+// portFor is the hot-plug port a volume goes into: want, which must be
+// one of the VM's ports and free, or a free one when want is empty.
+func portFor(ctx context.Context, q *qmp.Client, want string) (string, error) {
+	if want == "" {
+		return freePort(ctx, q)
+	}
+	var k int
+	if _, err := fmt.Sscanf(want, "pvslot%d", &k); err != nil || k < 0 || k >= HotplugPorts || slotID(k) != want {
+		return "", fmt.Errorf("%q is not a hot-plug port of the vm", want)
+	}
+	have, err := slotted(ctx, q)
+	if err != nil {
+		return "", fmt.Errorf("listing devices in hot-plug slots: %w", err)
+	}
+	for id, s := range have {
+		if s == k {
+			return "", fmt.Errorf("hot-plug port %s holds %s already", want, id)
+		}
+	}
+	return want, nil
 }
 
 // freePort is a hot-plug root port with no device in it: the NICs and
@@ -296,6 +318,10 @@ func (d *Driver) Volumes(ctx context.Context, h *hypervisor.Handle) ([]hyperviso
 	if err := q.Execute(ctx, "query-block", nil, &blocks); err != nil {
 		return nil, fmt.Errorf("listing volumes: %w", err)
 	}
+	slots, err := slotted(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("listing volumes: %w", err)
+	}
 	var out []hypervisor.VolumeState
 	for _, b := range blocks {
 		// qdev is "/machine/peripheral/<id>/virtio-backend" or "<id>".
@@ -305,6 +331,9 @@ func (d *Driver) Volumes(ctx context.Context, h *hypervisor.Handle) ([]hyperviso
 			continue
 		}
 		st := hypervisor.VolumeState{ID: id, SizeMiB: b.Inserted.Image.VirtualSize >> 20}
+		if k, ok := slots[id]; ok {
+			st.Port = slotID(k)
+		}
 		var lim struct {
 			IOPS int64 `json:"iops-total"`
 			BPS  int64 `json:"bps-total"`

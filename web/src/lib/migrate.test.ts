@@ -24,14 +24,16 @@ describe('whyNotMigrate', () => {
     expect(whyNotMigrate(vm())).toBe('');
   });
   it('says why for what the API refuses', () => {
-    expect(whyNotMigrate(vm({ powerState: 'stopped' }, 'stopped'))).toMatch(/running/);
+    expect(whyNotMigrate(vm({ powerState: 'stopped' }, 'stopped'))).toBe('');
+    expect(whyNotMigrate(vm({ powerState: 'paused' }, 'paused'))).toMatch(/running/);
     expect(whyNotMigrate(vm({}, 'paused'))).toMatch(/running/);
     expect(whyNotMigrate(vm({ migration: { operation: 'o1', target: 'h2' } }))).toMatch(/already migrating to h2/);
     expect(whyNotMigrate(vm({ provider: { name: 'vc' } }))).toMatch(/estate/);
     expect(whyNotMigrate(vm({ deletion: {} }))).toMatch(/deleted/);
-    expect(whyNotMigrate(vm({ volumes: [{ volume: 'v1' }] }))).toMatch(/volumes/);
-    // A volume still plugged in while its detach goes on counts too.
-    expect(whyNotMigrate(vm({}, 'running', [{ volume: 'v1' }]))).toMatch(/volumes/);
+    // A volume attached may follow (a shared pool's): the API judges.
+    expect(whyNotMigrate(vm({ volumes: [{ volume: 'v1' }] }, 'running', [{ volume: 'v1' }]))).toBe('');
+    // A volume still plugged in while its detach goes on does not.
+    expect(whyNotMigrate(vm({}, 'running', [{ volume: 'v1' }]))).toMatch(/v1 is being unplugged/);
   });
 });
 
@@ -73,6 +75,7 @@ describe('drainSummary', () => {
     expect(drainSummary('h1', [])).toBe('h1 had no VMs to move.');
     expect(drainSummary('h1', null)).toBe('h1 had no VMs to move.');
     expect(drainSummary('h1', [{ vm: 'p/a', outcome: 'migrated', target: 'h2' }])).toBe('All 1 VMs left h1; it stays cordoned.');
-    expect(drainSummary('h1', [{ vm: 'p/a', outcome: 'migrated' }, { vm: 'p/b', outcome: 'failed', error: 'stopped' }])).toMatch(/^1 of 2 VMs left h1; 1 stayed/);
+    expect(drainSummary('h1', [{ vm: 'p/a', outcome: 'migrated' }, { vm: 'p/b', outcome: 'skipped', error: 'paused' }])).toMatch(/^1 of 2 VMs left h1; 1 stayed/);
+    expect(drainSummary('h1', [{ vm: 'p/a', outcome: 'migrated' }, { vm: 'p/b', outcome: 'moved' }])).toBe('All 2 VMs left h1; it stays cordoned.');
   });
 });

@@ -25,8 +25,13 @@ export function whyNotMigrate(vm: MigratableVM): string {
   if (s.deletion) return 'it is being deleted';
   if (s.provider) return 'its connected estate decides where it runs';
   if (s.migration) return `it is already migrating to ${s.migration.target}`;
-  if (s.powerState !== 'running' || vm.status.powerState !== 'running') return 'only a running VM migrates';
-  if ((s.volumes?.length ?? 0) > 0 || (vm.status.volumes?.length ?? 0) > 0) return 'it has volumes attached: detach them first';
+  const moves = (p: string | undefined) => p === 'running' || p === 'stopped';
+  if (!moves(s.powerState) || s.powerState !== vm.status.powerState) return 'only a running VM migrates (live), or a stopped one (its disks copied)';
+  // Volumes: a shared pool's follows, a dir pool's does not; the API
+  // says which (422 naming the volume).
+  const plugged = (vm.status.volumes ?? []) as { volume?: string }[];
+  const unplugging = plugged.find((p) => !(s.volumes ?? []).some((a) => (a as { volume?: string }).volume === p.volume));
+  if (unplugging) return `volume ${unplugging.volume ?? ''} is being unplugged: wait for it`;
   return '';
 }
 
@@ -95,7 +100,9 @@ function pct(done: number, total: number): number {
 export interface Move {
   vm: string;
   target?: string;
-  outcome: string; // migrated or failed
+  // pending, moving, migrated (live), moved (stopped), skipped, failed or
+  // cancelled.
+  outcome: string;
   error?: string;
 }
 
@@ -104,7 +111,7 @@ export interface Move {
 export function drainSummary(host: string, moves: Move[] | null): string {
   const all = moves ?? [];
   if (all.length === 0) return `${host} had no VMs to move.`;
-  const moved = all.filter((m) => m.outcome === 'migrated').length;
+  const moved = all.filter((m) => m.outcome === 'migrated' || m.outcome === 'moved').length;
   const stayed = all.length - moved;
   if (stayed === 0) return `All ${moved} VMs left ${host}; it stays cordoned.`;
   return `${moved} of ${all.length} VMs left ${host}; ${stayed} stayed (below, with why). ${host} stays cordoned.`;

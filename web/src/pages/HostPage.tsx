@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useState } from 'react';
-import { adminRoutes, call, cordonHost, deleteHost, drainHost, revokeHost, type Host, type HostDrain } from '../api';
+import { adminRoutes, call, cordonHost, deleteHost, drainHost, drainOf, revokeHost, type Host, type Operation } from '../api';
 import { useEvents, useResync } from '../events';
 import { useSession } from '../session';
 import { Link, navigate } from '../router';
@@ -9,6 +9,7 @@ import { carryServerView, hostUse } from '../lib/capacity';
 import { mib } from '../lib/units';
 import { newer } from '../lib/merge';
 import { drainSummary } from '../lib/migrate';
+import { isDone } from '../lib/ops';
 import { Accel } from './Hosts';
 import { UsageChart } from './UsageChart';
 
@@ -23,8 +24,9 @@ export function HostPage({ name }: { name: string }) {
   const [busy, setBusy] = useState(false);
   const [ask, setAsk] = useState<Ask>();
   const [now, setNow] = useState(Date.now());
-  const [draining, setDraining] = useState(false);
-  const [drained, setDrained] = useState<HostDrain>();
+  const [drainOp, setDrainOp] = useState<Operation>();
+  const draining = !!drainOp && !isDone(drainOp);
+  const drained = drainOf(drainOp);
   const path = `/v1/hosts/${encodeURIComponent(name)}`;
 
   const load = useCallback(() => {
@@ -71,19 +73,38 @@ export function HostPage({ name }: { name: string }) {
     }
   };
 
-  // drain answers once every VM's move has ended, which may take minutes.
+  // A drain is an operation that may take minutes: its progress and each
+  // move are read from it every second until it ends.
+  useEffect(() => {
+    if (!drainOp || isDone(drainOp)) return;
+    const t = setTimeout(() => {
+      call<Operation>('GET', `/v1/operations/${encodeURIComponent(drainOp.id)}`).then(
+        (o) => {
+          setDrainOp(o);
+          if (isDone(o)) load();
+        },
+        (e) => setActErr(e),
+      );
+    }, 1000);
+    return () => clearTimeout(t);
+  }, [drainOp, load]);
   const drain = async (name: string) => {
     setActErr(undefined);
     setAsk(undefined);
-    setDrained(undefined);
-    setDraining(true);
+    setDrainOp(undefined);
     try {
-      setDrained(await drainHost(name));
+      setDrainOp(await drainHost(name));
+    } catch (e) {
+      setActErr(e);
+    }
+  };
+  const cancelDrain = async () => {
+    if (!drainOp) return;
+    try {
+      setDrainOp(await call<Operation>('DELETE', `/v1/operations/${encodeURIComponent(drainOp.id)}`));
       load();
     } catch (e) {
       setActErr(e);
-    } finally {
-      setDraining(false);
     }
   };
 
@@ -169,15 +190,21 @@ export function HostPage({ name }: { name: string }) {
         )}
       </div>
       <ErrorBox err={actErr} testId="host-error" />
-      {draining && (
+      {draining && drainOp && (
         <p className="notice" role="status" data-testid="host-draining">
-          Draining {h.name}: its VMs migrate to other hosts one after another. This page shows each move when the last one has ended.
+          Draining {h.name}: its VMs move to other hosts one after another (running ones live, stopped ones with their disks copied).{' '}
+          <progress max={100} value={drainOp.progress} aria-label="drain progress" /> {drainOp.progress}%
+          {drainOp.message && <span className="muted"> · {drainOp.message}</span>}{' '}
+          <button type="button" data-testid="host-drain-cancel" onClick={() => void cancelDrain()}>
+            Cancel drain
+          </button>
         </p>
       )}
       {drained && drained.host === h.name && (
         <section className="card" aria-labelledby="drain-h" data-testid="host-drain-result">
           <h2 id="drain-h">Drain</h2>
-          <p>{drainSummary(drained.host, drained.moves)}</p>
+          {drainOp && isDone(drainOp) && <p data-testid="host-drain-summary">{drainSummary(drained.host, drained.moves)}</p>}
+          {drainOp?.status === 'cancelled' && <p className="muted">The drain was cancelled: the VMs not yet moved stay.</p>}
           {(drained.moves?.length ?? 0) > 0 && (
             <table>
               <thead>
