@@ -186,7 +186,16 @@ type Boot struct {
 	Kernel  string `json:"kernel,omitempty"`  // image name of kind kernel
 	Initrd  string `json:"initrd,omitempty"`  // image name of kind initrd
 	Cmdline string `json:"cmdline,omitempty"` // kernel command line
+	// Firmware is bios (SeaBIOS; the default when empty) or efi (OVMF,
+	// with a writable NVRAM of the VM's own kept with its disks).
+	Firmware string `json:"firmware,omitempty"`
 }
+
+// Firmware a VM boots with (Boot.Firmware).
+const (
+	FirmwareBIOS = "bios"
+	FirmwareEFI  = "efi"
+)
 
 // CloudInit is NoCloud data delivered to the guest as a seed ISO (label cidata).
 type CloudInit struct {

@@ -102,6 +102,7 @@ func (a *Agent) vmConfig(ctx context.Context, vm *api.VM) (hypervisor.VMConfig, 
 	s := vm.Spec
 	cfg := hypervisor.VMConfig{
 		Name: vm.Name, UID: vm.UID, VCPUs: s.VCPUs, MemoryMiB: s.MemoryMiB, Cmdline: s.Boot.Cmdline,
+		Firmware: s.Boot.Firmware,
 	}
 	for _, d := range s.Disks {
 		dc := hypervisor.DiskConfig{Name: d.Name, SizeMiB: d.SizeMiB}

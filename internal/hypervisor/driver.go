@@ -206,10 +206,18 @@ type VMConfig struct {
 	Kernel    string // path, empty for firmware boot
 	Initrd    string // path
 	Cmdline   string
+	// Firmware is FirmwareBIOS ("" too) or FirmwareEFI.
+	Firmware  string
 	CloudInit *CloudInitConfig
 	// StartPaused starts the VM with its CPUs stopped.
 	StartPaused bool
 }
+
+// Firmware a VM boots with (VMConfig.Firmware).
+const (
+	FirmwareBIOS = "bios"
+	FirmwareEFI  = "efi"
+)
 
 // DiskConfig is a disk to make: an overlay of BackingFile, or blank.
 type DiskConfig struct {

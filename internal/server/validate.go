@@ -208,6 +208,11 @@ func validateNICs(nics []api.NIC) error {
 }
 
 func validateBoot(b *api.Boot, disks int, images imageLookup) error {
+	switch b.Firmware {
+	case "", api.FirmwareBIOS, api.FirmwareEFI:
+	default:
+		return api.Invalid("boot.firmware", "must be %s or %s, not %q", api.FirmwareBIOS, api.FirmwareEFI, b.Firmware)
+	}
 	if b.Kernel == "" {
 		if b.Initrd != "" || b.Cmdline != "" {
 			return api.Invalid("boot.kernel", "initrd and cmdline need a kernel")

@@ -22,6 +22,9 @@ type Paths struct {
 	Disks []hypervisor.DiskFile
 	// Seed is the NoCloud seed ISO, empty when the VM has none.
 	Seed string
+	// EFICode and EFIVars are the OVMF code and the VM's NVRAM of a VM
+	// with EFI firmware; empty for SeaBIOS.
+	EFICode, EFIVars string
 	// NetFDs are the descriptors QEMU inherits for the VM's NICs, in their
 	// order: for a user-mode NIC a connected stream socket to its network
 	// (passt), for a NIC with a Tap the tap. A NIC without one has no
@@ -105,10 +108,11 @@ var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[
 // BuildArgs returns QEMU's command line (without the binary) for a VM. It
 // is a pure function of its inputs. accel is "kvm" or "tcg".
 func BuildArgs(cfg hypervisor.VMConfig, p Paths, accel string) []string {
+	efi, machineOpts := efiArgs(p)
 	a := []string{
 		"-name", esc(cfg.Name),
 		"-accel", accel,
-		"-machine", "q35",
+		"-machine", "q35" + machineOpts,
 	}
 	if accel == "kvm" {
 		a = append(a, "-cpu", "host")
@@ -143,6 +147,7 @@ func BuildArgs(cfg hypervisor.VMConfig, p Paths, accel string) []string {
 		"-device", "VGA,id=video0",
 		"-vnc", "unix:"+esc(p.VNC),
 	)
+	a = append(a, efi...)
 	firmwareBoot := cfg.Kernel == ""
 	for i, d := range p.Disks {
 		node := fmt.Sprintf("disk%d", i)

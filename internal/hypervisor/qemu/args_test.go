@@ -55,6 +55,17 @@ func TestBuildArgsGolden(t *testing.T) {
 			accel: "kvm",
 		},
 		{
+			name: "efi-firmware-confined",
+			cfg:  func(c *hypervisor.VMConfig) { c.Firmware = hypervisor.FirmwareEFI },
+			paths: func() Paths {
+				p := testPaths(disk("root"))
+				p.EFICode, p.EFIVars = "/usr/share/OVMF/OVMF_CODE_4M.fd", p.Dir+"/efivars.fd"
+				p.Jail = Jail{Sandbox: true, User: "polyvisor-qemu", Chroot: "/var/lib/polyvisor/vms/.empty", RunWithUser: true, RunWithChroot: true}
+				return p
+			}(),
+			accel: "tcg",
+		},
+		{
 			name:  "blank-and-overlay-disks",
 			cfg:   func(c *hypervisor.VMConfig) {},
 			paths: testPaths(disk("root"), disk("data"), disk("scratch")),
