@@ -73,6 +73,7 @@ func TestValidateVMCreateErrorsNameTheField(t *testing.T) {
 		{"unknown kernel", func(r *api.VMCreate) { r.Boot.Kernel = "nope" }, "boot.kernel", "not found"},
 		{"initrd without kernel", func(r *api.VMCreate) { r.Boot.Kernel = "" }, "boot.kernel", "need a kernel"},
 		{"no disk no kernel", func(r *api.VMCreate) { r.Boot = api.Boot{}; r.Disks = nil }, "disks", "needs a disk"},
+		{"unknown firmware", func(r *api.VMCreate) { r.Boot.Firmware = "uefi" }, "boot.firmware", `bios or efi, not "uefi"`},
 		{"bad power state", func(r *api.VMCreate) { r.PowerState = "on" }, "powerState", "running, stopped or paused"},
 		{"bad label", func(r *api.VMCreate) { r.Labels = map[string]string{"ok": "no spaces"} }, "labels.ok", "not valid"},
 		{"unknown host", func(r *api.VMCreate) { r.Host = "h9" }, "host", "not found"},
