@@ -105,7 +105,7 @@ func (a *Agent) vmConfig(ctx context.Context, vm *api.VM) (hypervisor.VMConfig, 
 		Firmware: s.Boot.Firmware,
 	}
 	for _, d := range s.Disks {
-		dc := hypervisor.DiskConfig{Name: d.Name, SizeMiB: d.SizeMiB}
+		dc := hypervisor.DiskConfig{Name: d.Name, SizeMiB: d.SizeMiB, Bus: d.Bus}
 		if d.Image != "" {
 			p, err := a.cache.path(ctx, d.Image, api.ImageDisk)
 			if err != nil {

@@ -224,6 +224,8 @@ type DiskConfig struct {
 	Name        string
 	BackingFile string // local qcow2 path of the image, empty for blank
 	SizeMiB     int64
+	// Bus is "virtio" ("" too) or "sata".
+	Bus string
 }
 
 // NICConfig is a network interface.
@@ -235,6 +237,8 @@ type NICConfig struct {
 	// Tap is the host's tap device of the NIC's port, made by the agent's
 	// dataplane; empty for a user-mode NIC.
 	Tap string
+	// Model is "virtio" ("" too) or "e1000".
+	Model string
 }
 
 // CloudInitConfig is NoCloud seed data.

@@ -66,6 +66,19 @@ func TestBuildArgsGolden(t *testing.T) {
 			accel: "tcg",
 		},
 		{
+			name: "compatible-devices",
+			cfg: func(c *hypervisor.VMConfig) {
+				c.Disks = []hypervisor.DiskConfig{{Name: "root", Bus: "sata"}, {Name: "data"}, {Name: "logs", Bus: "sata"}}
+				c.NICs = []hypervisor.NICConfig{{Network: "user", MAC: "52:54:00:aa:bb:cc", Model: "e1000"}, {Network: "web", MAC: "52:54:00:aa:bb:cd", Tap: "pvt1", Model: "e1000"}}
+			},
+			paths: func() Paths {
+				p := testPaths(disk("root"), disk("data"), disk("logs"))
+				p.NetFDs = []int{3, 4}
+				return p
+			}(),
+			accel: "tcg",
+		},
+		{
 			name:  "blank-and-overlay-disks",
 			cfg:   func(c *hypervisor.VMConfig) {},
 			paths: testPaths(disk("root"), disk("data"), disk("scratch")),

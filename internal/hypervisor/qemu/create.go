@@ -61,6 +61,9 @@ func validate(cfg hypervisor.VMConfig) error {
 	if cfg.Kernel == "" && (cfg.Initrd != "" || cfg.Cmdline != "") {
 		return errors.New("validating vm config: initrd or cmdline given without a kernel")
 	}
+	if err := validateDevices(cfg); err != nil {
+		return err
+	}
 	return validateFirmware(cfg)
 }
 

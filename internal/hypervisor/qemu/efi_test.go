@@ -160,3 +160,41 @@ func TestEFIConfig(t *testing.T) {
 		t.Fatalf("efi start with its nvram gone: %v", err)
 	}
 }
+
+// TestCompatibleDevicesRealQEMU starts (paused) a VM whose disk is on
+// SATA and whose NIC is an e1000: QEMU accepts the devices, and they are
+// what the guest is given.
+func TestCompatibleDevicesRealQEMU(t *testing.T) {
+	guest.RequireQEMU(t)
+	g := guest.Build(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d := newTestDriver(t, t.TempDir())
+	defer d.Close()
+	cfg := hypervisor.VMConfig{
+		Name: "compat", UID: "7b8c9d0e-1f2a-4b3c-8d4e-5f6a7b8c9d0e", VCPUs: 1, MemoryMiB: 128, StartPaused: true,
+		Disks: []hypervisor.DiskConfig{{Name: "root", BackingFile: g.Boot, Bus: "sata"}, {Name: "data", SizeMiB: 8}},
+		NICs:  []hypervisor.NICConfig{{Network: "user", Model: "e1000"}},
+	}
+	h, err := d.Create(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	cleanupVM(t, d, h)
+	if err := d.Start(ctx, h, cfg); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	v, err := d.attached(ctx, h)
+	if err != nil || v == nil {
+		t.Fatalf("attached: %v", err)
+	}
+	for path, want := range map[string]string{"/machine/peripheral/sata-disk0": "ide-hd", "/machine/peripheral/virtio-disk1": "virtio-blk-pci", "/machine/peripheral/nic0": "e1000"} {
+		var typ string
+		if err := v.qmp.Execute(ctx, "qom-get", map[string]any{"path": path, "property": "type"}, &typ); err != nil || typ != want {
+			t.Errorf("%s is %q (%v), want %s", path, typ, err, want)
+		}
+	}
+	if err := d.Destroy(ctx, h, false); err != nil {
+		t.Fatalf("Destroy: %v", err)
+	}
+}
