@@ -231,7 +231,14 @@ func (p VMPlan) Compatible(reason string) VMPlan {
 	p.Adaptation = AdaptCompatible
 	p.Disks = append([]DiskPlan(nil), p.Disks...)
 	p.NICs = append([]NICPlan(nil), p.NICs...)
-	p.Conversions = append(append([]string(nil), p.Conversions...),
+	// The devices the conversions name become the compatible ones.
+	conv := make([]string, 0, len(p.Conversions)+1)
+	for _, c := range p.Conversions {
+		c = strings.Replace(c, " bus → virtio-blk", " bus → SATA (AHCI)", 1)
+		c = strings.Replace(c, " → virtio-net, MAC", " → e1000, MAC", 1)
+		conv = append(conv, c)
+	}
+	p.Conversions = append(conv,
 		fmt.Sprintf("guest not converted: %s; the VM gets SATA disks and e1000 NICs, which a Linux guest of another hypervisor has drivers for, instead of virtio ones", reason))
 	for i := range p.Disks {
 		if i >= 6 { // the AHCI controller's ports

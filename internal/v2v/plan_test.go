@@ -37,7 +37,7 @@ func TestPlanVM(t *testing.T) {
 		t.Errorf("copy %d bytes in %v s", p.CopyBytes, p.EstimatedSeconds)
 	}
 	conv := strings.Join(p.Conversions, "\n")
-	for _, w := range []string{"scsi bus → virtio-blk", "vmdk → qcow2", "vmxnet3 → virtio-net", "virt-v2v-in-place is not installed", "SATA disks and e1000 NICs"} {
+	for _, w := range []string{"scsi bus → SATA (AHCI)", "vmdk → qcow2", "vmxnet3 → e1000", "virt-v2v-in-place is not installed", "SATA disks and e1000 NICs"} {
 		if !strings.Contains(conv, w) {
 			t.Errorf("conversions %q lack %q", conv, w)
 		}
@@ -54,7 +54,8 @@ func TestPlanVM(t *testing.T) {
 	with := opts
 	with.VirtV2V = "/usr/bin/virt-v2v-in-place"
 	pv := PlanVM(base(), with)
-	if pv.Adaptation != AdaptVirtV2V || len(pv.Warnings) != 0 || pv.Disks[0].Bus != BusVirtio || pv.NICs[0].Model != "virtio-net" {
+	if pv.Adaptation != AdaptVirtV2V || len(pv.Warnings) != 0 || pv.Disks[0].Bus != BusVirtio || pv.NICs[0].Model != "virtio-net" ||
+		!strings.Contains(strings.Join(pv.Conversions, "\n"), "scsi bus → virtio-blk") {
 		t.Errorf("with virt-v2v: %s %v %+v %+v", pv.Adaptation, pv.Warnings, pv.Disks, pv.NICs)
 	}
 	if c := pv.Create(); c.Disks[0].Bus != "" || c.NICs[0].Model != "" {
