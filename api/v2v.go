@@ -227,7 +227,8 @@ type VMMigrationVMPlan struct {
 	Running bool                  `json:"running,omitempty"`
 	Disks   []VMMigrationDiskPlan `json:"disks,omitempty"`
 	NICs    []VMMigrationNICPlan  `json:"nics,omitempty"`
-	// Adaptation is virt-v2v-in-place or none.
+	// Adaptation is none, virt-v2v-in-place or compatible-devices (SATA
+	// disks and e1000 NICs for a guest that is not converted).
 	Adaptation  string   `json:"adaptation,omitempty"`
 	Conversions []string `json:"conversions,omitempty"`
 	Warnings    []string `json:"warnings,omitempty"`

@@ -151,7 +151,19 @@ type Disk struct {
 	// SizeMiB is the size of a blank disk, or the grown size of an overlay
 	// (0 keeps the image's virtual size).
 	SizeMiB int64 `json:"sizeMiB,omitempty"`
+	// Bus is virtio (virtio-blk, the default when empty) or sata (AHCI,
+	// at most 6 disks): for a guest without virtio drivers, such as one
+	// moved from another hypervisor and not converted.
+	Bus string `json:"bus,omitempty"`
 }
+
+// Disk buses (Disk.Bus) and NIC models (NIC.Model).
+const (
+	DiskBusVirtio  = "virtio"
+	DiskBusSATA    = "sata"
+	NICModelVirtio = "virtio"
+	NICModelE1000  = "e1000"
+)
 
 // NIC is a virtual network interface.
 type NIC struct {
@@ -171,6 +183,9 @@ type NIC struct {
 	// Network); for a NIC on a network the server sets it to the port it
 	// made.
 	Port string `json:"port,omitempty"`
+	// Model is virtio (virtio-net, the default when empty) or e1000, for
+	// a guest without virtio drivers; it is set when the VM is made.
+	Model string `json:"model,omitempty"`
 }
 
 // VM operation kinds of NICs: a NIC added to or removed from a VM (hot
@@ -186,7 +201,16 @@ type Boot struct {
 	Kernel  string `json:"kernel,omitempty"`  // image name of kind kernel
 	Initrd  string `json:"initrd,omitempty"`  // image name of kind initrd
 	Cmdline string `json:"cmdline,omitempty"` // kernel command line
+	// Firmware is bios (SeaBIOS; the default when empty) or efi (OVMF,
+	// with a writable NVRAM of the VM's own kept with its disks).
+	Firmware string `json:"firmware,omitempty"`
 }
+
+// Firmware a VM boots with (Boot.Firmware).
+const (
+	FirmwareBIOS = "bios"
+	FirmwareEFI  = "efi"
+)
 
 // CloudInit is NoCloud data delivered to the guest as a seed ISO (label cidata).
 type CloudInit struct {

@@ -30,7 +30,7 @@ ensure_go() {
 }
 
 # The packages Polyvisor's QEMU hosts need.
-HOST_PACKAGES=(qemu-system-x86 qemu-utils busybox-static ca-certificates passt)
+HOST_PACKAGES=(qemu-system-x86 qemu-utils busybox-static ca-certificates passt ovmf)
 
 # build_web builds the browser console (web/dist), which `go build` embeds
 # into the binary. It needs Node.js 20 or later with npm; the packages

@@ -25,7 +25,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-apt_install "${HOST_PACKAGES[@]}" iproute2 etcd-server chromium prometheus openssl util-linux dnsmasq-base nftables ethtool coinor-cbc
+apt_install "${HOST_PACKAGES[@]}" iproute2 etcd-server chromium prometheus openssl util-linux dnsmasq-base nftables ethtool coinor-cbc \
+	systemd-boot-efi binutils dosfstools mtools
 ensure_go
 go mod download
 build_web

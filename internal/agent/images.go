@@ -115,9 +115,10 @@ func (a *Agent) vmConfig(ctx context.Context, vm *api.VM) (hypervisor.VMConfig, 
 	s := vm.Spec
 	cfg := hypervisor.VMConfig{
 		Name: vm.Name, UID: vm.UID, VCPUs: s.VCPUs, MemoryMiB: s.MemoryMiB, Cmdline: s.Boot.Cmdline,
+		Firmware: s.Boot.Firmware,
 	}
 	for _, d := range s.Disks {
-		dc := hypervisor.DiskConfig{Name: d.Name, SizeMiB: d.SizeMiB}
+		dc := hypervisor.DiskConfig{Name: d.Name, SizeMiB: d.SizeMiB, Bus: d.Bus}
 		if d.Image != "" {
 			p, err := a.cache.path(ctx, d.Image, api.ImageDisk)
 			if err != nil {

@@ -192,7 +192,7 @@ func (a *Agent) nicConfigs(vm *api.VM) ([]hypervisor.NICConfig, error) {
 	var out []hypervisor.NICConfig
 	for i, nic := range vm.Spec.NICs {
 		if nic.Network == "" || nic.Network == api.NetworkUser {
-			out = append(out, hypervisor.NICConfig{Network: nic.Network, MAC: nic.MAC})
+			out = append(out, hypervisor.NICConfig{Network: nic.Network, MAC: nic.MAC, Model: nic.Model})
 			continue
 		}
 		if a.net == nil {
@@ -205,7 +205,7 @@ func (a *Agent) nicConfigs(vm *api.VM) ([]hypervisor.NICConfig, error) {
 		if !ok {
 			return nil, &portPendingError{nic: i, network: nic.Network}
 		}
-		out = append(out, hypervisor.NICConfig{Network: p.Network, MAC: p.MAC, Tap: netplane.TapName(p.ID)})
+		out = append(out, hypervisor.NICConfig{Network: p.Network, MAC: p.MAC, Tap: netplane.TapName(p.ID), Model: nic.Model})
 	}
 	return out, nil
 }

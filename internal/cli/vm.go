@@ -192,6 +192,11 @@ func describeVM(tw *tabwriter.Writer, vm *api.VM) {
 		}
 	}
 	row(tw, "Boot:", boot)
+	fw := s.Boot.Firmware
+	if fw == "" {
+		fw = api.FirmwareBIOS
+	}
+	row(tw, "Firmware:", fw)
 	if s.CloudInit != nil {
 		row(tw, "Cloud-init:", "yes")
 	}

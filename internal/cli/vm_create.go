@@ -21,6 +21,7 @@ type vmCreateFlags struct {
 	kernel         string
 	initrd         string
 	cmdline        string
+	firmware       string
 	userData       string
 	metaData       string
 	networkConfig  string
@@ -83,6 +84,7 @@ func (a *app) vmCreateCommand() *cobra.Command {
 	fl.StringVar(&f.kernel, "kernel", "", "kernel `image` to boot directly")
 	fl.StringVar(&f.initrd, "initrd", "", "initrd `image` for --kernel")
 	fl.StringVar(&f.cmdline, "cmdline", "", "kernel command line for --kernel")
+	fl.StringVar(&f.firmware, "firmware", "", "firmware the VM boots: bios (SeaBIOS, the default) or efi (OVMF, with an NVRAM of the VM's own)")
 	fl.StringVar(&f.userData, "user-data", "", "cloud-init user-data `file`")
 	fl.StringVar(&f.metaData, "meta-data", "", "cloud-init meta-data `file`")
 	fl.StringVar(&f.networkConfig, "network-config", "", "cloud-init network-config `file`")
@@ -115,7 +117,7 @@ func (f *vmCreateFlags) request(name string) (api.VMCreate, error) {
 		VCPUs:     f.vcpus,
 		MemoryMiB: f.memoryMiB,
 		Host:      f.host,
-		Boot:      api.Boot{Kernel: f.kernel, Initrd: f.initrd, Cmdline: f.cmdline},
+		Boot:      api.Boot{Kernel: f.kernel, Initrd: f.initrd, Cmdline: f.cmdline, Firmware: f.firmware},
 	}
 	if f.vcpus < 1 {
 		return req, usagef("--vcpus: must be at least 1")
@@ -137,6 +139,11 @@ func (f *vmCreateFlags) request(name string) (api.VMCreate, error) {
 		return req, usagef("--on-crash: must be restart or stop, not %q", f.onCrash)
 	}
 	req.LeaseSeconds = seconds(f.lease)
+	switch f.firmware {
+	case "", api.FirmwareBIOS, api.FirmwareEFI:
+	default:
+		return req, usagef("--firmware: must be %s or %s, not %q", api.FirmwareBIOS, api.FirmwareEFI, f.firmware)
+	}
 	if f.kernel == "" && (f.initrd != "" || f.cmdline != "") {
 		return req, usagef("--initrd and --cmdline need --kernel")
 	}
@@ -224,7 +231,7 @@ func (f *vmCreateFlags) providerRequest(req api.VMCreate) (api.VMCreate, error) 
 		on   bool
 	}{
 		{"--image", f.image != ""}, {"--disk-size", f.diskSizeMiB > 0}, {"--blank-disk", len(f.blankDisks) > 0},
-		{"--kernel", f.kernel != ""}, {"--initrd", f.initrd != ""}, {"--cmdline", f.cmdline != ""},
+		{"--kernel", f.kernel != ""}, {"--initrd", f.initrd != ""}, {"--cmdline", f.cmdline != ""}, {"--firmware", f.firmware != ""},
 		{"--user-data", f.userData != ""}, {"--meta-data", f.metaData != ""}, {"--network-config", f.networkConfig != ""},
 	} {
 		if set.on {

@@ -206,6 +206,8 @@ type VMConfig struct {
 	Kernel    string // path, empty for firmware boot
 	Initrd    string // path
 	Cmdline   string
+	// Firmware is FirmwareBIOS ("" too) or FirmwareEFI.
+	Firmware  string
 	CloudInit *CloudInitConfig
 	// BootVolume, when set, is the VM's root disk: a volume present from
 	// the start, first in the boot order, plugged in as a hot-plugged
@@ -215,6 +217,12 @@ type VMConfig struct {
 	// StartPaused starts the VM with its CPUs stopped.
 	StartPaused bool
 }
+
+// Firmware a VM boots with (VMConfig.Firmware).
+const (
+	FirmwareBIOS = "bios"
+	FirmwareEFI  = "efi"
+)
 
 // DiskConfig is a disk to make: an overlay of BackingFile, or blank.
 type DiskConfig struct {
@@ -226,6 +234,8 @@ type DiskConfig struct {
 	// it is; it is never made, copied, mirrored, kept or removed with the
 	// VM, and a migration moves only the memory for it.
 	SharedPath string
+	// Bus is "virtio" ("" too) or "sata".
+	Bus string
 }
 
 // NICConfig is a network interface.
@@ -237,6 +247,8 @@ type NICConfig struct {
 	// Tap is the host's tap device of the NIC's port, made by the agent's
 	// dataplane; empty for a user-mode NIC.
 	Tap string
+	// Model is "virtio" ("" too) or "e1000".
+	Model string
 }
 
 // CloudInitConfig is NoCloud seed data.

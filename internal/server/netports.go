@@ -201,6 +201,9 @@ func (s *Server) addNIC(w http.ResponseWriter, r *http.Request) {
 	case nic.Network == api.NetworkUser:
 		s.writeError(w, r, api.Invalid("network", "a NIC added to a VM is on a network of the project, not %q", api.NetworkUser))
 		return
+	case nic.Model != "" && nic.Model != api.NICModelVirtio:
+		s.writeError(w, r, api.Invalid("model", "a NIC added to a running VM is virtio; %s is chosen when the VM is made", nic.Model))
+		return
 	}
 	op, err := s.changeNICs(r.Context(), key, api.OpVMNICAdd, nil, func(vm, nv *api.VM) (func(func(*network.VMPlan) ([]store.Op, error)) error, error) {
 		if len(vm.Spec.NICs) >= maxNICs {

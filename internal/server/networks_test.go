@@ -420,6 +420,8 @@ func TestNICAddRemove(t *testing.T) {
 	before, _ := member.GetVM(ctx, "vm1")
 	_, err := member.AddNIC(ctx, "vm1", api.NIC{Network: "web", IP: "10.9.9.9"})
 	wantRefused(t, "a NIC with an address outside the network", err, 400, "ip")
+	_, err = member.AddNIC(ctx, "vm1", api.NIC{Network: "web", Model: api.NICModelE1000})
+	wantRefused(t, "an e1000 NIC added to a running VM", err, 400, "model")
 	op, err := member.AddNIC(ctx, "vm1", api.NIC{Network: "web", IP: "10.0.0.9"})
 	if err != nil {
 		t.Fatal(err)

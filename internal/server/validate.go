@@ -19,6 +19,7 @@ const (
 	minMemoryMiB       = 16
 	maxDisks           = 16
 	maxNICs            = 8
+	maxSATADisks       = 6        // the ports of q35's AHCI controller
 	maxDiskMiB         = 16 << 20 // 16 TiB
 	maxCloudInitBytes  = 64 << 10
 	maxCmdlineBytes    = 4096
@@ -132,6 +133,7 @@ func validateDisks(disks []api.Disk, images imageLookup) error {
 		return api.Invalid("disks", "at most %d disks are allowed, not %d", maxDisks, len(disks))
 	}
 	seen := map[string]bool{}
+	sata := 0
 	for i := range disks {
 		d := &disks[i]
 		field := fmt.Sprintf("disks[%d]", i)
@@ -145,6 +147,15 @@ func validateDisks(disks []api.Disk, images imageLookup) error {
 			return api.Invalid(field+".name", "disk name %q is used twice", d.Name)
 		}
 		seen[d.Name] = true
+		switch d.Bus {
+		case "", api.DiskBusVirtio:
+		case api.DiskBusSATA:
+			if sata++; sata > maxSATADisks {
+				return api.Invalid(field+".bus", "at most %d disks on %s", maxSATADisks, api.DiskBusSATA)
+			}
+		default:
+			return api.Invalid(field+".bus", "must be %s or %s, not %q", api.DiskBusVirtio, api.DiskBusSATA, d.Bus)
+		}
 		if d.SizeMiB < 0 || d.SizeMiB > maxDiskMiB {
 			return api.Invalid(field+".sizeMiB", "must be from 1 to %d MiB, not %d", int64(maxDiskMiB), d.SizeMiB)
 		}
@@ -185,6 +196,11 @@ func validateNICs(nics []api.NIC) error {
 		if n.Network == "" && n.Port == "" {
 			n.Network = api.NetworkUser
 		}
+		switch n.Model {
+		case "", api.NICModelVirtio, api.NICModelE1000:
+		default:
+			return api.Invalid(field+".model", "must be %s or %s, not %q", api.NICModelVirtio, api.NICModelE1000, n.Model)
+		}
 		// A NIC on a network of the project (or on a port) is checked when
 		// its port is planned; a user-mode NIC has no address of its own.
 		if n.Network == api.NetworkUser {
@@ -212,6 +228,11 @@ func validateNICs(nics []api.NIC) error {
 }
 
 func validateBoot(b *api.Boot, disks int, images imageLookup) error {
+	switch b.Firmware {
+	case "", api.FirmwareBIOS, api.FirmwareEFI:
+	default:
+		return api.Invalid("boot.firmware", "must be %s or %s, not %q", api.FirmwareBIOS, api.FirmwareEFI, b.Firmware)
+	}
 	if b.Kernel == "" {
 		if b.Initrd != "" || b.Cmdline != "" {
 			return api.Invalid("boot.kernel", "initrd and cmdline need a kernel")

@@ -73,6 +73,15 @@ func TestValidateVMCreateErrorsNameTheField(t *testing.T) {
 		{"unknown kernel", func(r *api.VMCreate) { r.Boot.Kernel = "nope" }, "boot.kernel", "not found"},
 		{"initrd without kernel", func(r *api.VMCreate) { r.Boot.Kernel = "" }, "boot.kernel", "need a kernel"},
 		{"no disk no kernel", func(r *api.VMCreate) { r.Boot = api.Boot{}; r.Disks = nil }, "disks", "needs a disk"},
+		{"unknown disk bus", func(r *api.VMCreate) { r.Disks[0].Bus = "scsi" }, "disks[0].bus", `virtio or sata, not "scsi"`},
+		{"seven sata disks", func(r *api.VMCreate) {
+			r.Disks = nil
+			for i := 0; i < 7; i++ {
+				r.Disks = append(r.Disks, api.Disk{SizeMiB: 8, Bus: api.DiskBusSATA})
+			}
+		}, "disks[6].bus", "at most 6 disks on sata"},
+		{"unknown nic model", func(r *api.VMCreate) { r.NICs = []api.NIC{{Model: "rtl8139"}} }, "nics[0].model", `virtio or e1000, not "rtl8139"`},
+		{"unknown firmware", func(r *api.VMCreate) { r.Boot.Firmware = "uefi" }, "boot.firmware", `bios or efi, not "uefi"`},
 		{"bad power state", func(r *api.VMCreate) { r.PowerState = "on" }, "powerState", "running, stopped or paused"},
 		{"bad label", func(r *api.VMCreate) { r.Labels = map[string]string{"ok": "no spaces"} }, "labels.ok", "not valid"},
 		{"unknown host", func(r *api.VMCreate) { r.Host = "h9" }, "host", "not found"},

@@ -33,6 +33,7 @@ type checkpoint struct {
 	// Done: the qcow2 is converted and verified; SHA256 is its digest.
 	Done         bool   `json:"done,omitempty"`
 	Adapted      bool   `json:"adapted,omitempty"`
+	AdaptError   string `json:"adaptError,omitempty"` // the conversion failed: compatible devices
 	SourceFormat string `json:"sourceFormat,omitempty"`
 	VirtualSize  int64  `json:"virtualSize,omitempty"`
 	SHA256       string `json:"sha256,omitempty"`

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 
@@ -50,6 +49,9 @@ type DiskResult struct {
 	SHA256 string `json:"sha256"`
 	// Verified: read back and compared with the source.
 	Verified bool `json:"verified"`
+	// AdaptError says why virt-v2v-in-place could not convert the guest
+	// on this disk: the VM then gets compatible devices (VMPlan.Compatible).
+	AdaptError string `json:"adaptError,omitempty"`
 }
 
 func (c *Copier) logger() *slog.Logger {
@@ -127,7 +129,7 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 		if ck.Mode == modeDirect && sameFile(out, ck) || ck.Mode != modeDirect && fileMatches(ctx, out, ck.SHA256) {
 			c.logger().Info("disk already copied", "vm", p.Name, "disk", d.Name)
 			c.report(Progress{VM: p.Name, Disk: d.Name, Phase: PhaseDone, Done: ck.VirtualSize, Total: ck.VirtualSize})
-			return DiskResult{Name: d.Name, Path: out, SourceFormat: ck.SourceFormat, VirtualSize: ck.VirtualSize, SHA256: ck.SHA256, Verified: true}, nil
+			return DiskResult{Name: d.Name, Path: out, SourceFormat: ck.SourceFormat, VirtualSize: ck.VirtualSize, SHA256: ck.SHA256, Verified: true, AdaptError: ck.AdaptError}, nil
 		}
 		c.logger().Warn("copied disk no longer matches its checkpoint: copying again", "vm", p.Name, "disk", d.Name)
 		ck = checkpoint{}
@@ -220,10 +222,14 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 		return fail(fmt.Errorf("verifying the copy: %w", err))
 	}
 	vm.set(res.VirtualSizeBytes, true)
-	if p.Adaptation == "virt-v2v-in-place" && !ck.Adapted {
+	if p.Adaptation == AdaptVirtV2V && !ck.Adapted {
 		if err := c.adapt(ctx, p, d, out); err != nil {
-			_ = os.Remove(out)
-			return fail(err)
+			if ctx.Err() != nil {
+				return fail(err)
+			}
+			// The disk as copied is kept: the VM gets compatible devices.
+			c.logger().Warn("guest not converted", "vm", p.Name, "disk", d.Name, "err", err)
+			ck.AdaptError = err.Error()
 		}
 		ck.Adapted = true
 		if res.SHA256, err = fileSHA256(ctx, out); err != nil {
@@ -239,7 +245,7 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 	}
 	c.report(Progress{VM: p.Name, Disk: d.Name, Phase: PhaseDone, Done: res.VirtualSizeBytes, Total: res.VirtualSizeBytes})
 	c.logger().Info("disk copied", "vm", p.Name, "disk", d.Name, "format", res.SourceFormat, "virtual_size", res.VirtualSizeBytes)
-	return DiskResult{Name: d.Name, Path: out, SourceFormat: res.SourceFormat, VirtualSize: res.VirtualSizeBytes, SHA256: res.SHA256, Verified: true}, nil
+	return DiskResult{Name: d.Name, Path: out, SourceFormat: res.SourceFormat, VirtualSize: res.VirtualSizeBytes, SHA256: res.SHA256, Verified: true, AdaptError: ck.AdaptError}, nil
 }
 
 // finishDirect makes a disk written directly its qcow2: adapted when
@@ -297,11 +303,7 @@ func (c *Copier) adapt(ctx context.Context, p VMPlan, d DiskPlan, qcow2 string) 
 	}
 	m := newMeter(c.Progress, p.Name, d.Name, PhaseAdapt, 0, 0)
 	m.set(0, true)
-	out, err := exec.CommandContext(ctx, c.VirtV2V, "-i", "disk", "-if", "qcow2", qcow2).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("converting the guest with virt-v2v-in-place: %w: %s", err, lastLine(out))
-	}
-	return nil
+	return Adapt(ctx, c.VirtV2V, "qemu-img", c.Dir, qcow2, AdaptOptions{})
 }
 
 func (c *Copier) report(p Progress) {

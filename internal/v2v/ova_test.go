@@ -40,7 +40,7 @@ func TestOVABoots(t *testing.T) {
 	if len(p.Blockers) > 0 {
 		t.Fatalf("blockers: %v", p.Blockers)
 	}
-	if p.Name != "web-server-01" || p.NICs[0].MAC != "00:50:56:aa:bb:cc" || p.NICs[0].Network != "user" || p.Disks[0].Bus != BusVirtio {
+	if p.Name != "web-server-01" || p.NICs[0].MAC != "00:50:56:aa:bb:cc" || p.NICs[0].Network != "user" || p.Disks[0].Bus != CompatibleDiskBus {
 		t.Fatalf("plan: %+v", p)
 	}
 

@@ -35,9 +35,14 @@ type VMPlan struct {
 	MemoryMiB int64      `json:"memoryMiB"`
 	Disks     []DiskPlan `json:"disks"`
 	NICs      []NICPlan  `json:"nics,omitempty"`
-	// Adaptation is how the guest is made to run on virtio devices:
-	// "virt-v2v-in-place" when installed, else "none" (the guest must
-	// carry virtio drivers, see Warnings).
+	// Firmware is the VM's: bios (SeaBIOS) or efi (OVMF), as the
+	// source's.
+	Firmware string `json:"firmware,omitempty"`
+	// Adaptation is how the guest is made to run on Polyvisor's devices
+	// (Adapt* values): none (the source already gives it virtio
+	// devices), virt-v2v-in-place (when installed), or
+	// compatible-devices (SATA disks and e1000 NICs, when it is not, or
+	// when the conversion failed).
 	Adaptation string `json:"adaptation"`
 	// Conversions say what changes between source and destination.
 	Conversions []string `json:"conversions,omitempty"`
@@ -58,8 +63,8 @@ type DiskPlan struct {
 	// Name is the Polyvisor VM's disk; Image the image it becomes.
 	Name  string `json:"name"`
 	Image string `json:"image"`
-	// Bus is the destination's bus: virtio (virtio-blk), the only one a
-	// Polyvisor VM has.
+	// Bus is the destination's bus: virtio (virtio-blk), or sata for a
+	// guest that is not converted (compatible-devices).
 	Bus string `json:"bus"`
 }
 
@@ -68,7 +73,8 @@ type NICPlan struct {
 	From    NIC    `json:"from"`
 	Network string `json:"network"`
 	MAC     string `json:"mac,omitempty"`
-	// Model is virtio-net, the only one a Polyvisor VM has.
+	// Model is virtio-net, or e1000 for a guest that is not converted
+	// (compatible-devices).
 	Model string `json:"model"`
 }
 
@@ -142,8 +148,11 @@ func PlanVM(hw Hardware, o Options) VMPlan {
 	}
 	switch hw.Firmware {
 	case FirmwareBIOS, "":
+		p.Firmware = FirmwareBIOS
 	case FirmwareEFI:
-		block("source boots through EFI: Polyvisor VMs boot through SeaBIOS (BIOS) only, and an EFI guest's disk has no BIOS boot loader")
+		p.Firmware = FirmwareEFI
+		p.Conversions = append(p.Conversions, "firmware EFI → OVMF (UEFI), with a new NVRAM of the VM's own")
+		p.Warnings = append(p.Warnings, "the source's EFI boot entries and variables are not carried: OVMF boots the first disk's EFI system partition through its removable-media path (\\EFI\\BOOT\\BOOTX64.EFI), which most distributions install; a guest whose boot loader is only at its own path (e.g. Debian without grub's --force-extra-removable) stops at the firmware; Secure Boot is off")
 	default:
 		block("source firmware %q is neither bios nor efi", hw.Firmware)
 	}
@@ -197,16 +206,52 @@ func PlanVM(hw Hardware, o Options) VMPlan {
 		}
 		p.NICs = append(p.NICs, np)
 	}
-	p.Adaptation = "none"
+	// A guest the source already runs on virtio disks and NICs has their
+	// drivers. Any other may lack them in its initramfs: virt-v2v-in-place
+	// inspects it and adds them; without it the VM gets devices such a
+	// guest has drivers for.
+	p.Adaptation = AdaptNone
 	if needsVirtio {
 		if o.VirtV2V != "" && !isWindows(hw.GuestOS) {
-			p.Adaptation = "virt-v2v-in-place"
-			p.Conversions = append(p.Conversions, "guest converted with virt-v2v-in-place: virtio drivers in its initramfs, VMware tools removed")
+			p.Adaptation = AdaptVirtV2V
+			p.Conversions = append(p.Conversions, "guest converted with virt-v2v-in-place: virtio drivers in its initramfs, VMware tools removed (if the conversion fails, the VM gets SATA disks and e1000 NICs instead)")
 		} else {
-			p.Warnings = append(p.Warnings, "virt-v2v-in-place is not installed: the guest is not converted; Polyvisor VMs have virtio-blk disks and virtio-net NICs only, so the guest's kernel or initramfs must carry virtio_blk and virtio_net (Linux guests of the last decade do; install Debian's virt-v2v to convert those that do not)")
+			p = p.Compatible("virt-v2v-in-place is not installed (Debian's virt-v2v)")
 		}
 	}
 	p.EstimatedSeconds = float64(p.CopyBytes) / o.RateBytesPerSecond
+	return p
+}
+
+// Compatible is the plan with the guest not converted: SATA disks (on
+// AHCI, which Linux initramfs images carry far more often than
+// virtio_blk) and e1000 NICs in place of virtio devices, for the reason
+// given, said in its conversions and warnings.
+func (p VMPlan) Compatible(reason string) VMPlan {
+	p.Adaptation = AdaptCompatible
+	p.Disks = append([]DiskPlan(nil), p.Disks...)
+	p.NICs = append([]NICPlan(nil), p.NICs...)
+	// The devices the conversions name become the compatible ones.
+	conv := make([]string, 0, len(p.Conversions)+1)
+	for _, c := range p.Conversions {
+		c = strings.Replace(c, " bus → virtio-blk", " bus → SATA (AHCI)", 1)
+		c = strings.Replace(c, " → virtio-net, MAC", " → e1000, MAC", 1)
+		conv = append(conv, c)
+	}
+	p.Conversions = append(conv,
+		fmt.Sprintf("guest not converted: %s; the VM gets SATA disks and e1000 NICs, which a Linux guest of another hypervisor has drivers for, instead of virtio ones", reason))
+	for i := range p.Disks {
+		if i >= 6 { // the AHCI controller's ports
+			p.Warnings = append(p.Warnings, fmt.Sprintf("disk %q stays on virtio: a VM has 6 SATA ports", p.Disks[i].Name))
+			continue
+		}
+		p.Disks[i].Bus = CompatibleDiskBus
+	}
+	for i := range p.NICs {
+		p.NICs[i].Model = CompatibleNICModel
+	}
+	p.Warnings = append(append([]string(nil), p.Warnings...),
+		"the guest is not converted: SATA and e1000 are slower than virtio, and a guest without ahci or e1000 drivers does not boot or has no network; VMware tools stay installed")
 	return p
 }
 
@@ -215,11 +260,22 @@ func PlanVM(hw Hardware, o Options) VMPlan {
 func (p VMPlan) Create() api.VMCreate {
 	c := api.VMCreate{Name: p.Name, VCPUs: p.VCPUs, MemoryMiB: p.MemoryMiB, Host: p.Host,
 		Labels: map[string]string{"polyvisor.io/migrated-from": VMName(p.Source.Name)}}
+	if p.Firmware == FirmwareEFI {
+		c.Boot.Firmware = api.FirmwareEFI
+	}
 	for _, d := range p.Disks {
-		c.Disks = append(c.Disks, api.Disk{Name: d.Name, Image: d.Image})
+		disk := api.Disk{Name: d.Name, Image: d.Image}
+		if d.Bus == CompatibleDiskBus {
+			disk.Bus = api.DiskBusSATA
+		}
+		c.Disks = append(c.Disks, disk)
 	}
 	for _, n := range p.NICs {
-		c.NICs = append(c.NICs, api.NIC{Network: n.Network, MAC: n.MAC})
+		nic := api.NIC{Network: n.Network, MAC: n.MAC}
+		if n.Model == CompatibleNICModel {
+			nic.Model = api.NICModelE1000
+		}
+		c.NICs = append(c.NICs, nic)
 	}
 	return c
 }

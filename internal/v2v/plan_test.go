@@ -3,6 +3,8 @@ package v2v
 import (
 	"strings"
 	"testing"
+
+	"github.com/polyvisor/polyvisor/api"
 )
 
 func TestPlanVM(t *testing.T) {
@@ -23,30 +25,62 @@ func TestPlanVM(t *testing.T) {
 	if p.Disks[0].Name != "root" || p.Disks[0].Image != "db-server-prod-root" || p.Disks[1].Name != "disk1" {
 		t.Errorf("disks %+v", p.Disks)
 	}
-	if n := p.NICs[0]; n.Network != "lan" || n.MAC != "00:50:56:ab:cd:ef" || n.Model != "virtio-net" {
+	// Without virt-v2v-in-place, the guest is not converted: its VM gets
+	// devices it has drivers for.
+	if n := p.NICs[0]; n.Network != "lan" || n.MAC != "00:50:56:ab:cd:ef" || n.Model != CompatibleNICModel {
 		t.Errorf("nic %+v", n)
+	}
+	if p.Disks[0].Bus != CompatibleDiskBus || p.Disks[1].Bus != CompatibleDiskBus || p.Firmware != FirmwareBIOS {
+		t.Errorf("disks %+v firmware %q", p.Disks, p.Firmware)
 	}
 	if p.CopyBytes != 11<<30 || p.EstimatedSeconds != 11 {
 		t.Errorf("copy %d bytes in %v s", p.CopyBytes, p.EstimatedSeconds)
 	}
 	conv := strings.Join(p.Conversions, "\n")
-	for _, w := range []string{"scsi bus → virtio-blk", "vmdk → qcow2", "vmxnet3 → virtio-net"} {
+	for _, w := range []string{"scsi bus → SATA (AHCI)", "vmdk → qcow2", "vmxnet3 → e1000", "virt-v2v-in-place is not installed", "SATA disks and e1000 NICs"} {
 		if !strings.Contains(conv, w) {
 			t.Errorf("conversions %q lack %q", conv, w)
 		}
 	}
-	if p.Adaptation != "none" || len(p.Warnings) != 1 || !strings.Contains(p.Warnings[0], "virt-v2v-in-place is not installed") {
+	if p.Adaptation != AdaptCompatible || len(p.Warnings) != 1 || !strings.Contains(p.Warnings[0], "not converted") {
 		t.Errorf("adaptation %s, warnings %v", p.Adaptation, p.Warnings)
 	}
 	c := p.Create()
-	if c.Name != p.Name || c.Host != "h1" || len(c.Disks) != 2 || c.Disks[0].Image != "db-server-prod-root" || c.NICs[0].MAC != "00:50:56:ab:cd:ef" {
+	if c.Name != p.Name || c.Host != "h1" || len(c.Disks) != 2 || c.Disks[0].Image != "db-server-prod-root" || c.NICs[0].MAC != "00:50:56:ab:cd:ef" ||
+		c.Disks[0].Bus != api.DiskBusSATA || c.NICs[0].Model != api.NICModelE1000 || c.Boot.Firmware != "" {
 		t.Errorf("create %+v", c)
 	}
 
 	with := opts
 	with.VirtV2V = "/usr/bin/virt-v2v-in-place"
-	if p := PlanVM(base(), with); p.Adaptation != "virt-v2v-in-place" || len(p.Warnings) != 0 {
-		t.Errorf("with virt-v2v: %s %v", p.Adaptation, p.Warnings)
+	pv := PlanVM(base(), with)
+	if pv.Adaptation != AdaptVirtV2V || len(pv.Warnings) != 0 || pv.Disks[0].Bus != BusVirtio || pv.NICs[0].Model != "virtio-net" ||
+		!strings.Contains(strings.Join(pv.Conversions, "\n"), "scsi bus → virtio-blk") {
+		t.Errorf("with virt-v2v: %s %v %+v %+v", pv.Adaptation, pv.Warnings, pv.Disks, pv.NICs)
+	}
+	if c := pv.Create(); c.Disks[0].Bus != "" || c.NICs[0].Model != "" {
+		t.Errorf("create with virt-v2v: %+v", c)
+	}
+	// A conversion that fails at run time falls back to the same devices,
+	// saying why; the plan it came from is unchanged.
+	fb := pv.Compatible("virt-v2v-in-place failed: inspection could not detect the source guest")
+	if fb.Adaptation != AdaptCompatible || fb.Disks[0].Bus != CompatibleDiskBus || fb.NICs[0].Model != CompatibleNICModel ||
+		!strings.Contains(strings.Join(fb.Conversions, "\n"), "inspection could not detect") || pv.Disks[0].Bus != BusVirtio {
+		t.Errorf("fallback %+v from %+v", fb, pv)
+	}
+	// A guest the source runs on virtio devices has their drivers.
+	vio := base()
+	vio.Disks[0].Bus, vio.NICs[0].Model = BusVirtio, "virtio"
+	if p := PlanVM(vio, opts); p.Adaptation != AdaptNone || p.Disks[0].Bus != BusVirtio || p.NICs[0].Model != "virtio-net" || len(p.Warnings) != 0 {
+		t.Errorf("virtio source: %s %+v %+v %v", p.Adaptation, p.Disks, p.NICs, p.Warnings)
+	}
+	// EFI maps to OVMF, with what does not move said.
+	efi := base()
+	efi.Firmware = FirmwareEFI
+	pe := PlanVM(efi, with)
+	if len(pe.Blockers) != 0 || pe.Firmware != FirmwareEFI || pe.Create().Boot.Firmware != api.FirmwareEFI ||
+		!strings.Contains(strings.Join(pe.Conversions, "\n"), "OVMF") || !strings.Contains(strings.Join(pe.Warnings, "\n"), "BOOTX64.EFI") {
+		t.Errorf("efi source: %+v", pe)
 	}
 
 	for _, tc := range []struct {
@@ -54,7 +88,7 @@ func TestPlanVM(t *testing.T) {
 		change func(*Hardware, *Options)
 		want   string
 	}{
-		{"efi", func(h *Hardware, _ *Options) { h.Firmware = FirmwareEFI }, "EFI"},
+		{"unknown firmware", func(h *Hardware, _ *Options) { h.Firmware = "csm" }, `firmware "csm"`},
 		{"windows", func(h *Hardware, _ *Options) { h.GuestOS = "windows2019srv_64Guest" }, "virtio-win"},
 		{"unmapped network", func(_ *Hardware, o *Options) { o.NetworkMap = nil }, "VM Network"},
 		{"multicast MAC", func(h *Hardware, _ *Options) { h.NICs[0].MAC = "01:00:5e:00:00:01" }, "multicast"},

@@ -38,7 +38,7 @@ export interface VM extends Meta {
     powerState: string;
     disks?: { name: string; image?: string; sizeMiB?: number }[];
     nics?: NIC[];
-    boot?: { kernel?: string; initrd?: string; cmdline?: string };
+    boot?: { kernel?: string; initrd?: string; cmdline?: string; firmware?: string };
     provider?: ProviderRef;
     lease?: Lease;
     deletion?: { requestedAt: string };

@@ -332,13 +332,13 @@ func TestRunMovesInWavesAndDisposes(t *testing.T) {
 	h.target.busyFirst = 3
 	ImportRetry = 5 * time.Millisecond
 	src := h.c.cfg.Sources.(fakeOpener).src
-	src.vms[4].HW.Firmware = v2v.FirmwareEFI
+	src.vms[4].HW.GuestOS = "windows2019srv_64Guest"
 	h.c.cfg.Sources = fakeOpener{src}
 	key := h.add(api.VMMigrationSpec{Source: api.VMMigrationSource{Kind: api.MigrationSourceProvider}, NetworkMap: map[string]string{"*": "user"},
 		Parallel: 2, Start: true, SourceDisposition: api.DispositionPowerOff}, api.VMMigrationPending)
 	m := h.until(t, context.Background(), key, stateIs(api.VMMigrationSucceeded, api.VMMigrationFailed))
 	h.c.wg.Wait()
-	if m.Status.State != api.VMMigrationFailed || !strings.Contains(m.Status.Error, "EFI") {
+	if m.Status.State != api.VMMigrationFailed || !strings.Contains(m.Status.Error, "Windows") {
 		t.Fatalf("migration %+v", m.Status)
 	}
 	for i, v := range m.Status.VMs[:4] {
@@ -351,7 +351,7 @@ func TestRunMovesInWavesAndDisposes(t *testing.T) {
 		}
 	}
 	if m.Status.VMs[4].State != api.VMMigrationFailed {
-		t.Errorf("the EFI VM: %+v", m.Status.VMs[4])
+		t.Errorf("the Windows VM: %+v", m.Status.VMs[4])
 	}
 	if h.target.most > 2 {
 		t.Errorf("%d VMs were created at once, parallel is 2", h.target.most)

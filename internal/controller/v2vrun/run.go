@@ -230,6 +230,12 @@ func (c *Controller) moveVM(ctx context.Context, m *api.VMMigration, src Source,
 		return err
 	}
 	if vm == nil {
+		for _, d := range disks {
+			if d.AdaptError != "" {
+				p = p.Compatible("virt-v2v-in-place could not convert it: " + d.AdaptError)
+				st.note(i, "guest not converted (virt-v2v-in-place failed): SATA disks and e1000 NICs")
+			}
+		}
 		create := p.Create()
 		create.Labels[LabelMigration] = m.UID
 		st.made(i, func(md *made) { md.vm = true })

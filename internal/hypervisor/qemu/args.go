@@ -22,6 +22,9 @@ type Paths struct {
 	Disks []hypervisor.DiskFile
 	// Seed is the NoCloud seed ISO, empty when the VM has none.
 	Seed string
+	// EFICode and EFIVars are the OVMF code and the VM's NVRAM of a VM
+	// with EFI firmware; empty for SeaBIOS.
+	EFICode, EFIVars string
 	// NetFDs are the descriptors QEMU inherits for the VM's NICs, in their
 	// order: for a user-mode NIC a connected stream socket to its network
 	// (passt), for a NIC with a Tap the tap. A NIC without one has no
@@ -107,10 +110,11 @@ var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[
 // BuildArgs returns QEMU's command line (without the binary) for a VM. It
 // is a pure function of its inputs. accel is "kvm" or "tcg".
 func BuildArgs(cfg hypervisor.VMConfig, p Paths, accel string) []string {
+	efi, machineOpts := efiArgs(p)
 	a := []string{
 		"-name", esc(cfg.Name),
 		"-accel", accel,
-		"-machine", "q35",
+		"-machine", "q35" + machineOpts,
 	}
 	if accel == "kvm" {
 		a = append(a, "-cpu", "host")
@@ -145,7 +149,9 @@ func BuildArgs(cfg hypervisor.VMConfig, p Paths, accel string) []string {
 		"-device", "VGA,id=video0",
 		"-vnc", "unix:"+esc(p.VNC),
 	)
+	a = append(a, efi...)
 	firmwareBoot := cfg.Kernel == ""
+	sata := 0
 	for i, d := range p.Disks {
 		node := fmt.Sprintf("disk%d", i)
 		format := d.Format
@@ -155,6 +161,9 @@ func BuildArgs(cfg hypervisor.VMConfig, p Paths, accel string) []string {
 		a = append(a, "-blockdev",
 			"driver="+format+",node-name="+node+",discard=unmap,file.driver=file,file.filename="+esc(d.Path))
 		dev := "virtio-blk-pci,drive=" + node + ",id=virtio-" + node
+		if i < len(cfg.Disks) && cfg.Disks[i].Bus == busSATA {
+			dev = sataDevice(node, &sata)
+		}
 		if d.Name != "" {
 			dev += ",serial=" + esc(hypervisor.DiskSerial(d.Name))
 		}
@@ -182,21 +191,22 @@ func BuildArgs(cfg hypervisor.VMConfig, p Paths, accel string) []string {
 		}
 		if n.Tap != "" {
 			// A NIC on a network: its tap, in a slot of its own (see nics.go).
-			dev := "virtio-net-pci,id=" + nicID(mac) + ",mac=" + mac + ",bus=" + slotID(slot)
+			model := nicDevice(n)
+			dev := model + ",id=" + nicID(mac) + ",mac=" + mac + ",bus=" + slotID(slot)
 			if i < len(p.NetFDs) {
 				a = append(a, "-netdev", "tap,id="+netdevID(mac)+",fd="+strconv.Itoa(p.NetFDs[i])+",vhost=off")
-				dev = "virtio-net-pci,netdev=" + netdevID(mac) + ",id=" + nicID(mac) + ",mac=" + mac + ",bus=" + slotID(slot)
+				dev = model + ",netdev=" + netdevID(mac) + ",id=" + nicID(mac) + ",mac=" + mac + ",bus=" + slotID(slot)
 			}
 			a = append(a, "-device", dev)
 			slot++
 			continue
 		}
-		dev := "virtio-net-pci,id=nic" + strconv.Itoa(i) + ",mac=" + mac
+		dev := nicDevice(n) + ",id=nic" + strconv.Itoa(i) + ",mac=" + mac
 		if i < len(p.NetFDs) {
 			// Never QEMU's own user-mode network (slirp): it maps the
 			// gateway address to the host's loopback.
 			a = append(a, "-netdev", "stream,id="+id+",server=off,addr.type=fd,addr.str="+strconv.Itoa(p.NetFDs[i]))
-			dev = "virtio-net-pci,netdev=" + id + ",id=nic" + strconv.Itoa(i) + ",mac=" + mac
+			dev = nicDevice(n) + ",netdev=" + id + ",id=nic" + strconv.Itoa(i) + ",mac=" + mac
 		}
 		a = append(a, "-device", dev)
 	}

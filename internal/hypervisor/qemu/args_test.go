@@ -67,6 +67,17 @@ func TestBuildArgsGolden(t *testing.T) {
 			accel: "tcg",
 		},
 		{
+			name: "efi-firmware-confined",
+			cfg:  func(c *hypervisor.VMConfig) { c.Firmware = hypervisor.FirmwareEFI },
+			paths: func() Paths {
+				p := testPaths(disk("root"))
+				p.EFICode, p.EFIVars = "/usr/share/OVMF/OVMF_CODE_4M.fd", p.Dir+"/efivars.fd"
+				p.Jail = Jail{Sandbox: true, User: "polyvisor-qemu", Chroot: "/var/lib/polyvisor/vms/.empty", RunWithUser: true, RunWithChroot: true}
+				return p
+			}(),
+			accel: "tcg",
+		},
+		{
 			// A root volume of an nbd pool: fd 3 is a connection to its
 			// export, which QEMU's nbd driver takes.
 			name: "root-volume-nbd",
@@ -74,6 +85,19 @@ func TestBuildArgsGolden(t *testing.T) {
 			paths: func() Paths {
 				p := testPaths()
 				p.BootVolume = &BootVolume{Config: hypervisor.VolumeConfig{Name: "web1-root", Export: "nbd://10.0.0.5:10809/5f0c-uid"}, FD: 3, Set: bootVolumeSet}
+				return p
+			}(),
+			accel: "tcg",
+		},
+		{
+			name: "compatible-devices",
+			cfg: func(c *hypervisor.VMConfig) {
+				c.Disks = []hypervisor.DiskConfig{{Name: "root", Bus: "sata"}, {Name: "data"}, {Name: "logs", Bus: "sata"}}
+				c.NICs = []hypervisor.NICConfig{{Network: "user", MAC: "52:54:00:aa:bb:cc", Model: "e1000"}, {Network: "web", MAC: "52:54:00:aa:bb:cd", Tap: "pvt1", Model: "e1000"}}
+			},
+			paths: func() Paths {
+				p := testPaths(disk("root"), disk("data"), disk("logs"))
+				p.NetFDs = []int{3, 4}
 				return p
 			}(),
 			accel: "tcg",

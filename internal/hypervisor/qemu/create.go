@@ -66,7 +66,10 @@ func validate(cfg hypervisor.VMConfig) error {
 	if cfg.Kernel == "" && (cfg.Initrd != "" || cfg.Cmdline != "") {
 		return errors.New("validating vm config: initrd or cmdline given without a kernel")
 	}
-	return nil
+	if err := validateDevices(cfg); err != nil {
+		return err
+	}
+	return validateFirmware(cfg)
 }
 
 func diskName(dc hypervisor.DiskConfig, i int) string {
@@ -77,7 +80,7 @@ func diskName(dc hypervisor.DiskConfig, i int) string {
 }
 
 // vmDirFiles are the files of a VM's directory besides its disks.
-var vmDirFiles = []string{handleFile, qmpSock, serialSock, vncSock, consoleLog, qemuLog, pidFile, seedISO, nbdSock}
+var vmDirFiles = []string{handleFile, qmpSock, serialSock, vncSock, consoleLog, qemuLog, pidFile, seedISO, nbdSock, efiVarsFile}
 
 // diskFile is the file of a disk in its VM's directory. No other file of
 // the directory ends in ".qcow2" (vmDirFiles), so no disk name can collide
@@ -148,6 +151,11 @@ func (d *Driver) Create(ctx context.Context, cfg hypervisor.VMConfig) (h *hyperv
 			return nil, err
 		}
 		h.Extra[extraSeed] = seed
+	}
+	if isEFI(cfg) {
+		if err := d.createEFIVars(dir, h); err != nil {
+			return nil, err
+		}
 	}
 	if err := saveHandle(h); err != nil {
 		return nil, err

@@ -61,6 +61,10 @@ type Config struct {
 	// in console.log, QEMU's qemu.log): past it, the oldest half is
 	// dropped (capLogs). Default 2 MiB.
 	LogMaxBytes int64
+	// OVMFCode and OVMFVars are the EFI firmware and its variable store
+	// template for VMs with EFI firmware; default DefaultOVMFCode and
+	// DefaultOVMFVars.
+	OVMFCode, OVMFVars string
 }
 
 // Driver is the QEMU hypervisor driver. It is safe for concurrent use;

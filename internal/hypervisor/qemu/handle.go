@@ -184,5 +184,7 @@ func pathsOf(h *hypervisor.Handle) Paths {
 		PIDFile:    filepath.Join(h.Dir, pidFile),
 		Disks:      h.Disks,
 		Seed:       h.Extra[extraSeed],
+		EFICode:    h.Extra[extraEFICode],
+		EFIVars:    h.Extra[extraEFIVars],
 	}
 }

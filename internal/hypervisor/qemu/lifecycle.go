@@ -43,6 +43,9 @@ func (d *Driver) start(ctx context.Context, h *hypervisor.Handle, cfg hypervisor
 	if err := validate(cfg); err != nil {
 		return err
 	}
+	if err := checkEFI(h, cfg); err != nil {
+		return err
+	}
 	for _, f := range []string{cfg.Kernel, cfg.Initrd} {
 		if f == "" {
 			continue

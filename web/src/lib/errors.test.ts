@@ -29,6 +29,7 @@ describe('wizardSlot', () => {
       'boot.kernel': 'kernel',
       'boot.initrd': 'initrd',
       'boot.cmdline': 'cmdline',
+      'boot.firmware': 'firmware',
       'cloudInit.userData': 'userData',
       'labels.app': 'labels',
       host: 'host',

@@ -37,7 +37,7 @@ export function fieldId(field: string): string {
 // The create wizard's inputs ("slots"), and which API fields each one
 // answers for. Only one disk and one NIC are made by the wizard, so an
 // error about any of them is shown at its one input.
-export type Slot = 'name' | 'vcpus' | 'memoryMiB' | 'image' | 'network' | 'userData' | 'host' | 'kernel' | 'initrd' | 'cmdline' | 'labels' | 'lease' | 'start' | 'rootDisk';
+export type Slot = 'name' | 'vcpus' | 'memoryMiB' | 'image' | 'network' | 'userData' | 'host' | 'kernel' | 'initrd' | 'cmdline' | 'firmware' | 'labels' | 'lease' | 'start' | 'rootDisk';
 
 const exact: Record<string, Slot> = {
   name: 'name',
@@ -49,6 +49,7 @@ const exact: Record<string, Slot> = {
   'boot.kernel': 'kernel',
   'boot.initrd': 'initrd',
   'boot.cmdline': 'cmdline',
+  'boot.firmware': 'firmware',
   boot: 'kernel',
   cloudInit: 'userData',
   labels: 'labels',

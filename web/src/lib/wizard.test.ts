@@ -19,6 +19,11 @@ describe('create body', () => {
     const body = createBody({ ...emptyWizard, vcpus: '', memory: 'lots', start: false });
     expect(body).toEqual({ name: '', vcpus: 0, memoryMiB: 0, nics: [{ network: 'user' }], powerState: 'stopped' });
   });
+  it('asks for EFI firmware only when chosen: BIOS is the default', () => {
+    expect(createBody({ ...emptyWizard, image: 'd', firmware: 'efi' }).boot).toEqual({ firmware: 'efi' });
+    expect(createBody({ ...emptyWizard, image: 'd', firmware: 'bios' }).boot).toBeUndefined();
+    expect(createBody({ ...emptyWizard, kernel: 'k', firmware: 'efi' }).boot).toEqual({ kernel: 'k', firmware: 'efi' });
+  });
   it('sends an initrd without a kernel, for the API to name', () => {
     expect(createBody({ ...emptyWizard, initrd: 'i' }).boot).toEqual({ initrd: 'i' });
   });

@@ -23,6 +23,7 @@ export interface WizardForm {
   kernel: string;
   initrd: string;
   cmdline: string;
+  firmware: string; // bios (the default) or efi
   labels: string; // "k=v, k2=v2"
   leaseHours: string; // blank: the project's default
   start: boolean;
@@ -46,6 +47,7 @@ export const emptyWizard: WizardForm = {
   kernel: '',
   initrd: '',
   cmdline: '',
+  firmware: 'bios',
   labels: '',
   leaseHours: '',
   start: true,
@@ -102,11 +104,13 @@ export function createBody(f: WizardForm): Record<string, unknown> {
       if (f.deleteRootVolume) body.deleteRootVolume = true;
     }
   }
-  if (f.kernel || f.initrd || f.cmdline.trim()) {
+  const efi = f.firmware !== '' && f.firmware !== 'bios';
+  if (f.kernel || f.initrd || f.cmdline.trim() || efi) {
     const boot: Record<string, string> = {};
     if (f.kernel) boot.kernel = f.kernel;
     if (f.initrd) boot.initrd = f.initrd;
     if (f.cmdline.trim()) boot.cmdline = f.cmdline.trim();
+    if (efi) boot.firmware = f.firmware;
     body.boot = boot;
   }
   if (f.userData.trim()) body.cloudInit = { userData: f.userData };

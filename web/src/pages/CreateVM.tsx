@@ -239,7 +239,13 @@ export function CreateVM() {
         ))}
       </fieldset>
       <fieldset className="advanced">
-        <legend>Advanced: direct kernel boot, lease</legend>
+        <legend>Advanced: firmware, direct kernel boot, lease</legend>
+        {fieldRow('firmware', 'Firmware', (a) => (
+          <select {...a} data-testid="wizard-firmware" value={f.firmware} onChange={set('firmware')}>
+            <option value="bios">BIOS (SeaBIOS)</option>
+            <option value="efi">EFI (OVMF)</option>
+          </select>
+        ), 'EFI boots an EFI system partition on the first disk; the VM keeps its own EFI variables (NVRAM).')}
         {fieldRow('kernel', 'Kernel image', (a) => (
           <select {...a} data-testid="wizard-kernel" value={f.kernel} onChange={set('kernel')}>
             <option value="">(boot the disk through firmware)</option>

@@ -133,6 +133,7 @@ export function VMSummary({ vm, canLease, onLeased, canChangeNICs = false }: { v
     ['Networks', (vm.spec.nics ?? []).map((n) => `${n.network}${n.port ? ` (port ${n.port}${n.ip ? `, ${n.ip}` : ''})` : ''}${n.mac ? ` ${n.mac}` : ''}`).join(', ')],
     ['IP addresses', vm.status.ips?.join(', ') ?? ''],
     ['Boot', p ? '' : boot],
+    ['Firmware', p ? '' : vm.spec.boot?.firmware === 'efi' ? 'EFI (OVMF)' : 'BIOS (SeaBIOS)'],
     ['Driver', vm.status.driver ? `${vm.status.driver}${vm.status.pid ? `, pid ${vm.status.pid}` : ''}` : ''],
     ['Started', vm.status.powerState === 'running' && vm.status.startedAt ? ago(vm.status.startedAt) : ''],
     ['Created', vm.createdAt ? new Date(vm.createdAt).toLocaleString() : ''],
