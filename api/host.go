@@ -198,6 +198,11 @@ type AgentMessage struct {
 	// host reports on (type "pool").
 	Volume *Volume `json:"volume,omitempty"`
 	Pool   *Pool   `json:"pool,omitempty"`
+	// GuestDeny lists the "IP:port" TCP endpoints the host's guests must
+	// not reach (type "guest-deny"): every nbd pool's export address,
+	// which carries no authentication of its own. Each message replaces
+	// the list before.
+	GuestDeny []string `json:"guestDeny,omitempty"`
 }
 
 // StreamRequest asks an agent to open a byte stream to a VM console.
@@ -223,4 +228,5 @@ const (
 	AgentMsgStream    = "stream"
 	AgentMsgSynced    = "synced" // every VM of the host has been sent once
 	AgentMsgPing      = "ping"   // keeps an idle stream alive
+	AgentMsgGuestDeny = "guest-deny"
 )

@@ -381,6 +381,8 @@ func (a *Agent) watchOnce(parent context.Context) error {
 				if m.Pool != nil {
 					a.vols.pool(m.Pool)
 				}
+			case api.AgentMsgGuestDeny:
+				a.denyGuests(ctx, m.GuestDeny)
 			case api.AgentMsgPoolRemoved:
 				a.vols.poolRemoved(ctx, m.Name)
 			case api.AgentMsgStream:

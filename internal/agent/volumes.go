@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/hypervisor"
 )
 
 // volumes makes the files of the volumes placed on this host in its
@@ -450,5 +452,35 @@ func (vs *volumes) reportPool(ctx context.Context, p *api.Pool) {
 	}
 	if err := vs.a.c.PutPoolStatus(ctx, vs.a.cfg.Host, p.Name, st); err != nil && ctx.Err() == nil {
 		vs.log.Warn("reporting pool", "pool", p.Name, "err", err)
+	}
+}
+
+// denyGuests keeps the host's guests away from the endpoints the server
+// names (every nbd pool's export: they carry no authentication, and a
+// guest's user-mode NIC connects from the host's own network stack). A
+// driver that cannot is logged loudly; the endpoints stay reachable.
+func (a *Agent) denyGuests(ctx context.Context, list []string) {
+	var eps []netip.AddrPort
+	for _, s := range list {
+		ep, err := netip.ParseAddrPort(s)
+		if err != nil {
+			a.log.Warn("ignoring a storage endpoint to deny guests", "endpoint", s, "err", err)
+			continue
+		}
+		eps = append(eps, ep)
+	}
+	d, ok := a.driver.(hypervisor.GuestDenier)
+	if !ok {
+		if len(eps) > 0 {
+			a.log.Error("this host's driver cannot keep guests from storage endpoints: nbd pools' exports are reachable from its guests", "driver", a.driver.Name(), "endpoints", list)
+		}
+		return
+	}
+	if err := d.DenyGuests(ctx, eps); err != nil {
+		a.log.Error("keeping guests from storage endpoints", "endpoints", list, "err", err)
+		return
+	}
+	if len(eps) > 0 {
+		a.log.Info("guests kept from storage endpoints", "endpoints", list)
 	}
 }

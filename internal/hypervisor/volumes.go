@@ -9,6 +9,13 @@ import (
 	"strings"
 )
 
+// GuestDenier is a driver that can keep its guests' own network traffic
+// away from endpoints of the host's network that carry no authentication
+// of their own (an nbd pool's exports), replacing the set it denied before.
+type GuestDenier interface {
+	DenyGuests(ctx context.Context, endpoints []netip.AddrPort) error
+}
+
 // VolumeAttacher is a driver that plugs volumes into running VMs and out
 // again (hot-plug), grows them and bounds their I/O while they run.
 type VolumeAttacher interface {

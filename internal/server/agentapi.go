@@ -248,7 +248,9 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 	// decides what each change means.
 	changes := s.vmsOn.Subscribe(ctx, host)
 	volChanges := s.volumesOn.Subscribe(ctx, host)
-	poolChanges := s.pools.SubscribeWhere(ctx, func(c store.Change[api.Pool]) bool { return slices.Contains(c.Obj.Spec.Hosts, host) })
+	// Every pool change: the host's own pools are sent, and any nbd pool's
+	// address is kept from every host's guests.
+	poolChanges := s.pools.Subscribe(ctx)
 	requests, unregister := s.streams.register(host)
 	defer unregister()
 	// The host's network state: once after the VMs, then at each change.
@@ -262,6 +264,11 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 		if f, ok := w.(http.Flusher); ok {
 			f.Flush()
 		}
+	}
+	// What the guests must not reach goes first, before any VM to start.
+	denied := s.guestDenied()
+	if enc.Encode(api.AgentMessage{Type: api.AgentMsgGuestDeny, GuestDeny: denied}) != nil {
+		return
 	}
 	for _, vm := range s.vmsOn.List(host) {
 		if enc.Encode(api.AgentMessage{Type: api.AgentMsgVM, VM: vm}) != nil {
@@ -320,6 +327,13 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				return
 			}
+			if now := s.guestDenied(); !slices.Equal(now, denied) {
+				denied = now
+				if enc.Encode(api.AgentMessage{Type: api.AgentMsgGuestDeny, GuestDeny: denied}) != nil {
+					return
+				}
+				flush()
+			}
 			if c.Obj == nil || !slices.Contains(c.Obj.Spec.Hosts, host) {
 				continue
 			}
@@ -339,6 +353,19 @@ func (s *Server) watchHost(w http.ResponseWriter, r *http.Request) {
 		}
 		flush()
 	}
+}
+
+// guestDenied is what every host's guests must not reach: each nbd pool's
+// export address, sorted.
+func (s *Server) guestDenied() []string {
+	var out []string
+	for _, p := range listAll(s.pools, func(p *api.Pool) bool { return p.Spec.Kind == api.PoolNBD && p.Spec.Address != "" }) {
+		if !slices.Contains(out, p.Spec.Address) {
+			out = append(out, p.Spec.Address)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // concernsHost tells whether a host's agent has a VM: placed on the host,

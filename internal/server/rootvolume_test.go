@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
@@ -173,5 +175,46 @@ func TestNBDPoolRules(t *testing.T) {
 	}
 	if err := e.super.DeletePool(ctx, "s"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestGuestsDeniedNBDAddresses: every host's watch begins with the
+// addresses of all nbd pools, which no guest may reach (their exports
+// carry no authentication), and is told again when they change: a host
+// outside the pool too, since its guests may route to the address.
+func TestGuestsDeniedNBDAddresses(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := e.super.CreatePool(ctx, api.PoolCreate{Name: "n1", Kind: api.PoolNBD, Path: "/srv/n1", Hosts: []string{"h1"}, Address: "10.0.0.1:10809"}); err != nil {
+		t.Fatal(err)
+	}
+	deny := func(msgs <-chan api.AgentMessage) []string {
+		t.Helper()
+		for m := range msgs {
+			if m.Type == api.AgentMsgGuestDeny {
+				return m.GuestDeny
+			}
+		}
+		t.Fatal("the watch ended without a guest-deny message")
+		return nil
+	}
+	h2 := e.client(e.tokens["h2"], "")
+	msgs, _ := h2.WatchHost(ctx, "h2")
+	if got := deny(msgs); !slices.Equal(got, []string{"10.0.0.1:10809"}) {
+		t.Fatalf("h2, outside the pool, is told to deny %v", got)
+	}
+	if _, err := e.super.CreatePool(ctx, api.PoolCreate{Name: "n2", Kind: api.PoolNBD, Path: "/srv/n2", Hosts: []string{"h1"}, Address: "10.0.0.2:10809"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := deny(msgs); !slices.Equal(got, []string{"10.0.0.1:10809", "10.0.0.2:10809"}) {
+		t.Fatalf("after a second nbd pool h2 is told to deny %v", got)
+	}
+	if err := e.super.DeletePool(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := deny(msgs); !slices.Equal(got, []string{"10.0.0.2:10809"}) {
+		t.Fatalf("after a pool's removal h2 is told to deny %v", got)
 	}
 }

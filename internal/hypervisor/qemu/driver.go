@@ -77,6 +77,7 @@ type Driver struct {
 	runOnce sync.Once
 	run     string
 	conf    lazyConfinement
+	denyMu  sync.Mutex // serializes rewrites of the guests' firewall rules
 
 	attachMu sync.Mutex // serializes QMP connects (QEMU serves one client)
 	mu       sync.Mutex

@@ -1,9 +1,13 @@
 package qemu
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"strings"
+
+	"github.com/polyvisor/polyvisor/internal/hypervisor"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -24,10 +28,20 @@ const (
 	nftChain = "guest-loopback"
 )
 
+// Storage endpoints (an nbd pool's export, reached by the hosts over the
+// network and carrying no authentication) are refused to the same sockets:
+// a guest's connections leave through passt from the host's own stack, so
+// only the socket's owner tells a guest's packet from its agent's.
+
 // closeLoopback installs, or replaces, the rules that refuse packets to
 // 127.0.0.0/8 and ::1 from sockets owned by uid, in the current network
 // namespace, in one transaction.
-func closeLoopback(uid uint32) error {
+func closeLoopback(uid uint32) error { return closeToGuests(uid, nil) }
+
+// closeToGuests installs, or replaces, in one transaction, the rules that
+// refuse packets from sockets owned by uid to the loopback addresses and
+// to each TCP endpoint of denied.
+func closeToGuests(uid uint32, denied []netip.AddrPort) error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
@@ -46,10 +60,48 @@ func closeLoopback(uid uint32) error {
 	for _, dst := range []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")} {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: loopbackRule(uid, dst)})
 	}
+	for _, ep := range denied {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: endpointRule(uid, ep)})
+	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("installing nftables rules: %w", err)
 	}
 	return nil
+}
+
+// DenyGuests refuses the guests' user-mode NICs (passt, run as the jail's
+// user) the TCP endpoints given, beside the host's loopback, in place of
+// the endpoints it refused before.
+func (d *Driver) DenyGuests(ctx context.Context, endpoints []netip.AddrPort) error {
+	c := d.confinement()
+	if !c.loopback {
+		return fmt.Errorf("refusing guests %d storage endpoints: the guests' sockets cannot be told apart on this host (%s)", len(endpoints), strings.Join(c.notes, "; "))
+	}
+	d.denyMu.Lock()
+	defer d.denyMu.Unlock()
+	if err := closeToGuests(uint32(c.uid), endpoints); err != nil {
+		return fmt.Errorf("refusing guests %d storage endpoints: %w", len(endpoints), err)
+	}
+	return nil
+}
+
+var _ hypervisor.GuestDenier = (*Driver)(nil)
+
+// endpointRule is "meta skuid uid <family> daddr addr tcp dport port
+// reject".
+func endpointRule(uid uint32, ep netip.AddrPort) []expr.Any {
+	addr := ep.Addr().Unmap()
+	match := loopbackRule(uid, netip.PrefixFrom(addr, addr.BitLen()))
+	port := make([]byte, 2)
+	binary.BigEndian.PutUint16(port, ep.Port())
+	reject := match[len(match)-1]
+	return append(match[:len(match)-1:len(match)-1],
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: port},
+		reject,
+	)
 }
 
 // loopbackRule is "meta skuid uid <family> daddr dst reject".
