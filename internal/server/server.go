@@ -63,6 +63,9 @@ type Config struct {
 	// HeartbeatTimeout marks a host not ready when it has not reported for
 	// that long (default 15s).
 	HeartbeatTimeout time.Duration
+	// LoginClock, when set, is the clock of the failed-login lockouts
+	// (time.Now otherwise): tests move it rather than wait.
+	LoginClock func() time.Time
 	// HA configures the fencing of lost hosts and the restart of their
 	// HA VMs elsewhere (docs/HA.md).
 	HA     HAConfig
@@ -374,8 +377,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.provUsage = &providerSampler{s: s, store: pst, last: map[string]cumulativeCPU{}, busy: map[string]bool{}, maxSeries: providerUsageSeries}
 	}
 	s.limiter.Store(throttle.NewLimiter(cfg.RateLimit, cfg.RateBurst, 10*time.Minute))
-	s.logins = throttle.NewLogin(loginPairConfig)
-	s.loginAddrs = throttle.NewLogin(loginAddrConfig)
+	var loginOpts []throttle.Option
+	if cfg.LoginClock != nil {
+		loginOpts = append(loginOpts, throttle.WithClock(cfg.LoginClock))
+	}
+	s.logins = throttle.NewLogin(loginPairConfig, loginOpts...)
+	s.loginAddrs = throttle.NewLogin(loginAddrConfig, loginOpts...)
 	s.hashing = throttle.NewGate(hashSlots(), hashWait)
 	s.workbooks = throttle.NewGate(workbookSlots, 0)
 	s.metrics = newMetrics(s)
