@@ -20,7 +20,10 @@ import (
 // TestImagesInASharedPool: two hosts of a shared pool with images on keep
 // their images in the pool: the first fetches an image from the server
 // into it, the second finds it there and fetches nothing; a host of no
-// such pool keeps its own cache.
+// such pool keeps its own cache. A file another host of the pool wrote
+// in place of the image (a hostile host can: the pool is shared) is not
+// used: a host that did not find it whole fetches the image into its own
+// cache, and one that did notices the change.
 func TestImagesInASharedPool(t *testing.T) {
 	content := []byte("a disk image's bytes")
 	sum := sha256.Sum256(content)
@@ -77,5 +80,41 @@ func TestImagesInASharedPool(t *testing.T) {
 	}
 	if b, err := os.ReadFile(p1); err != nil || string(b) != string(content) {
 		t.Fatalf("the pool's copy: %q %v", b, err)
+	}
+
+	// A hostile host of the pool rewrites the copy, the same size, and
+	// puts its times back; then makes it a symlink to one of h2's files.
+	fi, _ := os.Stat(p1)
+	if err := os.Chmod(p1, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p1, []byte("a hostile image's bytes"[:len(content)]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(p1, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	h4 := host("h4", shared)
+	for _, h := range []*imageCache{h2, h4} {
+		p, err := h.path(ctx, "p/img", api.ImageDisk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(p); err != nil || string(b) != string(content) || filepath.Dir(p) != h.dir {
+			t.Errorf("after the pool's copy was rewritten a host uses %s: %q %v, want the image in its own cache", p, b, err)
+		}
+	}
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, content, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(p1); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, p1); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := host("h5", shared).path(ctx, "p/img", api.ImageDisk); err != nil || p == p1 {
+		t.Errorf("a symlink in the pool is used as the image: %s %v", p, err)
 	}
 }
