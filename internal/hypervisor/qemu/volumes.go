@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/polyvisor/polyvisor/internal/hypervisor"
@@ -401,8 +402,18 @@ func openBootVolume(ctx context.Context, vc *hypervisor.VolumeConfig) (*os.File,
 // refused the host's loopback, see netfilter.go).
 func openVolume(ctx context.Context, vc *hypervisor.VolumeConfig) (*os.File, error) {
 	if vc.Export == "" {
-		f, err := os.OpenFile(vc.Path, os.O_RDWR, 0)
+		// A shared pool's file may have been replaced by another host of
+		// the pool: never through a link (to a file of this host's), and
+		// only a regular file.
+		f, err := os.OpenFile(vc.Path, os.O_RDWR|syscall.O_NOFOLLOW, 0)
 		if err != nil {
+			return nil, fmt.Errorf("opening its file: %w", err)
+		}
+		if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+			f.Close()
+			if err == nil {
+				err = fmt.Errorf("%s is not a regular file", vc.Path)
+			}
 			return nil, fmt.Errorf("opening its file: %w", err)
 		}
 		return f, nil
