@@ -95,7 +95,11 @@ echo "probe crafted: $(timeout 5 wget -q -O - http://127.0.0.1:%[3]d/ 2>&1)"
 	if !strings.Contains(log, "probe outside: outside-ok") || outHits.Load() == 0 {
 		t.Errorf("the guest did not reach %s:%d: outbound access is broken", addr, outPort)
 	}
-	for _, leak := range []string{"Bad Request", "HTTPS server", "HTTP/"} {
+	// What the API's TLS port answers a plain request with. Not any HTTP
+	// answer: where this host is itself a VM on a user-mode network, the
+	// guest's 10.0.2.2 is that network's gateway, another machine, which
+	// may serve the port asked (seen: a 404).
+	for _, leak := range []string{"400 Bad Request", "HTTPS server"} {
 		if strings.Contains(log, leak) {
 			t.Errorf("the guest reached the API on the host's loopback (its console holds %q)", leak)
 		}

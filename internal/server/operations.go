@@ -34,7 +34,12 @@ func (s *Server) listOperations(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) getOperation(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if op, ok := s.ops.Get(id); ok && hiddenOp(r, op) {
+	op, err := s.ctl.Ops.Lookup(r.Context(), id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if hiddenOp(r, op) {
 		s.writeError(w, r, api.NotFound("operation", id))
 		return
 	}
@@ -50,11 +55,6 @@ func (s *Server) getOperation(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, http.StatusOK, op)
-		return
-	}
-	op, ok := s.ops.Get(id)
-	if !ok {
-		s.writeError(w, r, api.NotFound("operation", id))
 		return
 	}
 	writeJSON(w, http.StatusOK, op)

@@ -2,9 +2,12 @@ package ops
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
+	"github.com/polyvisor/polyvisor/internal/store"
 )
 
 // changed returns a channel closed at the next operation change.
@@ -29,7 +32,10 @@ func (c *Controller) Wait(ctx context.Context, id string, d time.Duration) (*api
 		ch := c.changed()
 		op, ok := c.ops.Get(id)
 		if !ok {
-			return nil, api.NotFound("operation", id)
+			var err error
+			if op, err = c.Lookup(ctx, id); err != nil {
+				return nil, err
+			}
 		}
 		if op.Done() {
 			return op, nil
@@ -42,4 +48,22 @@ func (c *Controller) Wait(ctx context.Context, id string, d time.Duration) (*api
 			return op, nil
 		}
 	}
+}
+
+// Lookup returns the operation id from the index, or, when the index does
+// not hold it yet, from the store itself: an operation made through another
+// server a moment ago may not have reached this server's watch, and a
+// client that fails over to it must not be told it does not exist.
+func (c *Controller) Lookup(ctx context.Context, id string) (*api.Operation, error) {
+	if op, ok := c.ops.Get(id); ok {
+		return op, nil
+	}
+	op, err := c.ops.Read(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, api.NotFound("operation", id)
+	case err != nil:
+		return nil, fmt.Errorf("reading operation %s: %w", id, err)
+	}
+	return op, nil
 }
