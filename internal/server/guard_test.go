@@ -278,8 +278,12 @@ func TestStreamsEndWhenAccessEnds(t *testing.T) {
 		wctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		msgs, errs := h2.WatchHost(wctx, "h2")
-		if m := <-msgs; m.Type != api.AgentMsgSynced {
-			t.Fatalf("first watch message %+v, want synced", m)
+		// A host with nothing is told what its guests must not reach,
+		// then that it has been sent everything.
+		for _, want := range []string{api.AgentMsgGuestDeny, api.AgentMsgSynced} {
+			if m := <-msgs; m.Type != want {
+				t.Fatalf("watch message %+v, want %s", m, want)
+			}
 		}
 		start := time.Now()
 		h, err := e.super.RevokeHost(ctx, "h2")
