@@ -508,7 +508,14 @@ func (d *Driver) MigrateOut(ctx context.Context, h *hypervisor.Handle, dial hype
 				return fmt.Errorf("migrating vm %s: %w", h.UID, err)
 			}
 			if err := v.qmp.Execute(ctx, "migrate-continue", map[string]string{"state": "pre-switchover"}, nil); err != nil {
-				return fmt.Errorf("migrating vm %s: %w", h.UID, err)
+				// Seen: QEMU answers "not in expected state: completed" when
+				// the migration went through meanwhile. Then the target
+				// holds the guest: failing here would leave it paused on
+				// both sides.
+				if done, qerr := queryMigrate(ctx, v.qmp); qerr != nil || done.Status != "completed" {
+					return fmt.Errorf("migrating vm %s: %w", h.UID, err)
+				}
+				log.Warn("the migration completed before it was told to continue", "err", err)
 			}
 			clock.mark("mirror-complete")
 		case "device":
