@@ -128,18 +128,25 @@ func exported(ctx context.Context, c *qmp.Client, node string) (bool, error) {
 	return false, nil
 }
 
+// exportDaemon connects to the daemon of the volume's pool and names the
+// volume's export and its node there.
+func (vs *volumes) exportDaemon(ctx context.Context, p *api.Pool, v *api.Volume) (c *qmp.Client, name, node string, err error) {
+	if name, err = exportName(v); err != nil {
+		return nil, "", "", err
+	}
+	if c, err = vs.nbdDaemon(ctx, p); err != nil {
+		return nil, "", "", err
+	}
+	return c, name, exportNode(name), nil
+}
+
 // export serves the volume's file as its export, if it is not already.
 func (vs *volumes) export(ctx context.Context, p *api.Pool, v *api.Volume) error {
-	name, err := exportName(v)
-	if err != nil {
-		return err
-	}
-	c, err := vs.nbdDaemon(ctx, p)
+	c, name, node, err := vs.exportDaemon(ctx, p, v)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	node := exportNode(name)
 	if ok, err := exported(ctx, c, node); err != nil || ok {
 		return err
 	}
@@ -162,16 +169,11 @@ func (vs *volumes) export(ctx context.Context, p *api.Pool, v *api.Volume) error
 
 // unexport takes the volume's export down and closes its file.
 func (vs *volumes) unexport(ctx context.Context, p *api.Pool, v *api.Volume) error {
-	name, err := exportName(v)
-	if err != nil {
-		return err
-	}
-	c, err := vs.nbdDaemon(ctx, p)
+	c, _, node, err := vs.exportDaemon(ctx, p, v)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	node := exportNode(name)
 	ok, err := exported(ctx, c, node)
 	if err != nil {
 		return err
