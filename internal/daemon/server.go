@@ -66,6 +66,9 @@ cluster named by --etcd-endpoints.`,
 			if w := cfg.Audit.WhenFull; w != api.AuditWhenFullAlarm && w != api.AuditWhenFullRefuse {
 				return fmt.Errorf("--audit-when-full: must be %s or %s, not %q", api.AuditWhenFullAlarm, api.AuditWhenFullRefuse, w)
 			}
+			if p := cfg.Scheduler.SamplePercent; p < 0 || p > 100 {
+				return fmt.Errorf("--placement-sample-percent: must be from 1 to 100, or 0 for the default, not %d", p)
+			}
 			cfg.ProviderFactory = registry.New
 			if cfg.Socket == "" {
 				cfg.Socket = filepath.Join(cfg.DataDir, "polyvisor.sock")
@@ -154,6 +157,7 @@ cluster named by --etcd-endpoints.`,
 	f.DurationVar(&cfg.ProviderResync, "provider-resync", time.Minute, "how often a provider's inventory is fully resynced besides its events")
 	f.Float64Var(&cfg.Scheduler.CPUOvercommit, "cpu-overcommit", 0, "vCPUs offered per physical CPU (default 4)")
 	f.Float64Var(&cfg.Scheduler.MemoryOvercommit, "memory-overcommit", 0, "memory overcommit ratio (default 1)")
+	f.IntVar(&cfg.Scheduler.SamplePercent, "placement-sample-percent", 0, "on a fleet of more than 100 hosts, the share of hosts with room a placement looks for before choosing the best of them, from 1 to 100 (default: 50 less one per 125 hosts, at least 5, and at least 100 hosts)")
 	f.Float64Var(&cfg.RateLimit, "rate-limit", 50, "API requests per second each user (or anonymous client address) may make; 0 disables")
 	f.IntVar(&cfg.RateBurst, "rate-burst", 200, "requests a user may make at once above --rate-limit")
 	f.DurationVar(&cfg.SessionTTL, "session-ttl", 12*time.Hour, "how long a login session lasts")

@@ -70,3 +70,27 @@ func TestAgentSimulateFlags(t *testing.T) {
 		}
 	}
 }
+
+// server refuses bad flags before it starts anything, naming the flag.
+func TestServerFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--placement-sample-percent", "101"}, "--placement-sample-percent"},
+		{[]string{"--placement-sample-percent", "-1"}, "--placement-sample-percent"},
+		{[]string{"--audit-when-full", "drop"}, "--audit-when-full"},
+	} {
+		cmd := ServerCommand()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs(append(c.args, "--data-dir", t.TempDir()))
+		ctx, cancel := context.WithCancel(context.Background())
+		err := cmd.ExecuteContext(ctx)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("server %s: %v, want %q", strings.Join(c.args, " "), err, c.want)
+		}
+	}
+}

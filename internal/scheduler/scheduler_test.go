@@ -388,3 +388,30 @@ func TestChoicesPickAmongTheBest(t *testing.T) {
 		}
 	}
 }
+
+// TestSampleSize: small fleets are looked at whole; larger ones by a share
+// that shrinks with the fleet to 5 %, never below MinSample hosts, or by
+// the configured share.
+func TestSampleSize(t *testing.T) {
+	for _, tc := range []struct {
+		pct, n, want int
+	}{
+		{0, 0, 0},
+		{0, 1, 1},
+		{0, 100, 100},
+		{0, 101, 100},   // 50 % of 101 is 50: at least MinSample
+		{0, 1000, 420},  // 50-8 = 42 %
+		{0, 5000, 500},  // 50-40 = 10 %
+		{0, 10000, 500}, // 50-80 < 5: 5 %
+		{0, 100000, 5000},
+		{10, 10000, 1000},
+		{1, 10000, 100}, // 1 % is 100: MinSample anyway
+		{100, 10000, 10000},
+		{250, 10000, 10000},
+		{10, 50, 50},
+	} {
+		if got := SampleSize(Config{SamplePercent: tc.pct}, tc.n); got != tc.want {
+			t.Errorf("SampleSize(%d %%, %d hosts) = %d, want %d", tc.pct, tc.n, got, tc.want)
+		}
+	}
+}

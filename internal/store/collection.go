@@ -180,6 +180,24 @@ func (c *Collection[T]) Select(filter func(*T) bool) []*T {
 	return items
 }
 
+// Walk visits the objects in name order as on a ring: from the first
+// name at or after from to the last, then from the first to just before
+// from, each once, until visit returns false. Callers that look at a few
+// objects of many start each walk where the last one stopped, so that
+// every object gets its turn. The objects are shared: do not modify them.
+func (c *Collection[T]) Walk(from string, visit func(*T) bool) {
+	tree := c.snap.Load()
+	more := true
+	tree.AscendGreaterOrEqual(&entry[T]{name: from}, func(e *entry[T]) bool {
+		more = visit(e.obj)
+		return more
+	})
+	if !more || from == "" {
+		return
+	}
+	tree.AscendLessThan(&entry[T]{name: from}, func(e *entry[T]) bool { return visit(e.obj) })
+}
+
 // Clone returns a deep copy of v (through JSON), for a caller to modify.
 func Clone[T any](v *T) *T {
 	if v == nil {

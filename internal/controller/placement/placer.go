@@ -50,6 +50,9 @@ type Placer struct {
 	// decide that), so a create that then fails refused nobody.
 	inflight   map[uint64]inflightPlacement
 	inflightID uint64
+	// sampleFrom is the host name the next sample of a large fleet
+	// starts its walk at (sampleLocked).
+	sampleFrom string
 }
 
 // inflightPlacement is a placement chosen and not yet stored.
@@ -259,23 +262,29 @@ func (p *Placer) snapshotLocked(hosts []*api.Host) scheduler.Snapshot {
 	grow := p.growthLocked()
 	snap := scheduler.Snapshot{Hosts: make([]scheduler.HostInfo, 0, len(hosts))}
 	for _, h := range hosts {
-		a := p.totals[h.Name]
-		if g, ok := grow[h.Name]; ok {
-			a.VCPUs += g.VCPUs
-			a.MemoryMiB += g.MemoryMiB
-		}
-		snap.Hosts = append(snap.Hosts, scheduler.HostInfo{
-			Name:               h.Name,
-			Ready:              h.Status.State == api.HostReady,
-			Unschedulable:      h.Spec.Unschedulable,
-			CPUs:               h.Status.CPUs,
-			MemoryMiB:          h.Status.MemoryMiB,
-			AllocatedVCPUs:     a.VCPUs,
-			AllocatedMemoryMiB: a.MemoryMiB,
-			Labels:             h.Labels,
-		})
+		snap.Hosts = append(snap.Hosts, p.hostInfoLocked(h, grow))
 	}
 	return snap
+}
+
+// hostInfoLocked is one host in the scheduler's view, with grow, the
+// growth of the resizes under way (growthLocked).
+func (p *Placer) hostInfoLocked(h *api.Host, grow map[string]api.Allocation) scheduler.HostInfo {
+	a := p.totals[h.Name]
+	if g, ok := grow[h.Name]; ok {
+		a.VCPUs += g.VCPUs
+		a.MemoryMiB += g.MemoryMiB
+	}
+	return scheduler.HostInfo{
+		Name:               h.Name,
+		Ready:              h.Status.State == api.HostReady,
+		Unschedulable:      h.Spec.Unschedulable,
+		CPUs:               h.Status.CPUs,
+		MemoryMiB:          h.Status.MemoryMiB,
+		AllocatedVCPUs:     a.VCPUs,
+		AllocatedMemoryMiB: a.MemoryMiB,
+		Labels:             h.Labels,
+	}
 }
 
 // Limits are the largest VM any of some hosts could ever run, zero when
@@ -313,14 +322,8 @@ const placeAttempts = 3
 // hosts while they can.
 func (p *Placer) Place(ctx context.Context, req scheduler.Request, filter Filter) (host string, conds []store.Op, release func(), err error) {
 	for range placeAttempts {
-		hosts := p.hostsOf(filter, req.Host)
 		p.mu.Lock()
-		snap := p.snapshotLocked(hosts)
-		host, err = scheduler.Place(p.sched, p.withInflightLocked(snap, req), req)
-		if err != nil && req.Host == "" {
-			// Placements in flight may yet fail: they never refuse.
-			host, err = scheduler.Place(p.sched, snap, req)
-		}
+		host, err = p.chooseLocked(filter, req)
 		p.mu.Unlock()
 		if err != nil {
 			return "", nil, nil, placeError(err)
@@ -333,7 +336,7 @@ func (p *Placer) Place(ctx context.Context, req scheduler.Request, filter Filter
 		}
 		pinned := req
 		pinned.Host = host
-		hosts = p.hostsOf(filter, host)
+		hosts := p.hostsOf(filter, host)
 		p.mu.Lock()
 		_, err = scheduler.Place(p.sched, p.snapshotLocked(hosts), pinned)
 		if err == nil {
@@ -346,20 +349,87 @@ func (p *Placer) Place(ctx context.Context, req scheduler.Request, filter Filter
 	return "", nil, nil, placeError(err)
 }
 
-// withInflightLocked is snap with the placements in flight added to
-// their hosts' allocations, for choosing a host (not for a pin, which
-// has no choice to make).
-func (p *Placer) withInflightLocked(snap scheduler.Snapshot, req scheduler.Request) scheduler.Snapshot {
-	if req.Host != "" || len(p.inflight) == 0 {
-		return snap
+// chooseLocked picks the host for req among those filter keeps: the
+// pinned one, or the best of a sample of the fleet with room, counting
+// the placements in flight while some host has room with them.
+func (p *Placer) chooseLocked(filter Filter, req scheduler.Request) (string, error) {
+	if req.Host != "" {
+		return scheduler.Place(p.sched, p.snapshotLocked(p.hostsOf(filter, req.Host)), req)
 	}
-	byHost := map[string]inflightPlacement{}
+	if sample, ok := p.sampleLocked(filter, req); ok {
+		return scheduler.Place(p.sched, sample, req)
+	}
+	snap := p.snapshotLocked(p.hosts.Select(filter))
+	host, err := scheduler.Place(p.sched, p.withInflightLocked(snap), req)
+	if err != nil {
+		// Placements in flight may yet fail: they never refuse.
+		host, err = scheduler.Place(p.sched, snap, req)
+	}
+	return host, err
+}
+
+// sampleLocked is the scheduler's view of some of the hosts filter keeps
+// that have room for req: scheduler.SampleSize of them, found by walking
+// the hosts from where the last sample stopped, so that each host has its
+// turn. Hosts count the placements in flight; when none has room with
+// them, the sample is of hosts with room without them. It is false when
+// the fleet is small enough to look at whole, or when the walk found no
+// host with room: the whole fleet is then looked at, for the reasons.
+func (p *Placer) sampleLocked(filter Filter, req scheduler.Request) (scheduler.Snapshot, bool) {
+	want := scheduler.SampleSize(p.sched, p.hosts.Len())
+	if want >= p.hosts.Len() {
+		return scheduler.Snapshot{}, false
+	}
+	grow, inflight := p.growthLocked(), p.inflightByHostLocked()
+	var fits, loose []scheduler.HostInfo
+	var last string
+	p.hosts.Walk(p.sampleFrom, func(h *api.Host) bool {
+		last = h.Name
+		if !filter(h) {
+			return true
+		}
+		hi := p.hostInfoLocked(h, grow)
+		with := hi
+		if f, ok := inflight[h.Name]; ok {
+			with.AllocatedVCPUs += f.vcpus
+			with.AllocatedMemoryMiB += f.memory
+		}
+		if scheduler.Refusal(p.sched, with, req) == "" {
+			fits = append(fits, with)
+		} else if len(fits) == 0 && len(loose) < want && scheduler.Refusal(p.sched, hi, req) == "" {
+			loose = append(loose, hi)
+		}
+		return len(fits) < want
+	})
+	p.sampleFrom = last + "\x00" // the next name after the last looked at
+	switch {
+	case len(fits) > 0:
+		return scheduler.Snapshot{Hosts: fits}, true
+	case len(loose) > 0:
+		return scheduler.Snapshot{Hosts: loose}, true
+	}
+	return scheduler.Snapshot{}, false
+}
+
+// inflightByHostLocked sums the placements in flight per host.
+func (p *Placer) inflightByHostLocked() map[string]inflightPlacement {
+	byHost := make(map[string]inflightPlacement, len(p.inflight))
 	for _, f := range p.inflight {
 		a := byHost[f.host]
 		a.vcpus += f.vcpus
 		a.memory += f.memory
 		byHost[f.host] = a
 	}
+	return byHost
+}
+
+// withInflightLocked is snap with the placements in flight added to
+// their hosts' allocations, for choosing a host.
+func (p *Placer) withInflightLocked(snap scheduler.Snapshot) scheduler.Snapshot {
+	if len(p.inflight) == 0 {
+		return snap
+	}
+	byHost := p.inflightByHostLocked()
 	out := scheduler.Snapshot{Hosts: slices.Clone(snap.Hosts)}
 	for i := range out.Hosts {
 		h := &out.Hosts[i]

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -24,6 +25,17 @@ func (noQueue) PendingSize(vm *api.VM) api.Usage {
 // with cpus CPUs and mem MiB of memory.
 func newTestPlacer(t *testing.T, cpus int, mem int64, hosts ...string) (*Placer, *store.Collection[api.VM]) {
 	t.Helper()
+	var hs []*api.Host
+	for _, h := range hosts {
+		hs = append(hs, &api.Host{Meta: api.Meta{Name: h}, Status: api.HostStatus{State: api.HostReady, CPUs: cpus, MemoryMiB: mem}})
+	}
+	return newPlacerOf(t, scheduler.Config{ReservedMemoryMiB: -1}, hs...)
+}
+
+// newPlacerOf is a placer with the scheduler's configuration sched over
+// an embedded store holding hosts.
+func newPlacerOf(t testing.TB, sched scheduler.Config, hosts ...*api.Host) (*Placer, *store.Collection[api.VM]) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
@@ -37,13 +49,16 @@ func newTestPlacer(t *testing.T, cpus int, mem int64, hosts ...string) (*Placer,
 	if err := st.Start(ctx); err != nil {
 		t.Fatalf("starting the store: %v", err)
 	}
-	for _, h := range hosts {
-		if _, err := hc.Create(ctx, h, &api.Host{Meta: api.Meta{Name: h}, Status: api.HostStatus{State: api.HostReady, CPUs: cpus, MemoryMiB: mem}}); err != nil {
+	for batch := range slices.Chunk(hosts, 100) {
+		var ops []store.Op
+		for _, h := range batch {
+			ops = append(ops, hc.OpCreate(h.Name, h))
+		}
+		if _, err := st.Txn(ctx, ops...); err != nil {
 			t.Fatal(err)
 		}
 	}
-	p := New(Config{VMs: vms, Hosts: hc, Queue: noQueue{}, Records: admission.New(st, recs),
-		Scheduler: scheduler.Config{ReservedMemoryMiB: -1}})
+	p := New(Config{VMs: vms, Hosts: hc, Queue: noQueue{}, Records: admission.New(st, recs), Scheduler: sched})
 	return p, vms
 }
 
