@@ -52,3 +52,29 @@ func NewID() (string, time.Time) {
 	}
 	return id, now
 }
+
+// IDTime is the time an operation id made by NewID says it was made, to
+// the millisecond; false for a string that is not such an id.
+func IDTime(id string) (time.Time, bool) {
+	if len(id) != 36 || id[8] != '-' || id[13] != '-' || id[18] != '-' || id[23] != '-' || id[14] != '7' {
+		return time.Time{}, false
+	}
+	var ms int64
+	for i, c := range id {
+		var v byte
+		switch {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			continue
+		case c >= '0' && c <= '9':
+			v = byte(c - '0')
+		case c >= 'a' && c <= 'f':
+			v = byte(c-'a') + 10
+		default:
+			return time.Time{}, false
+		}
+		if i < 13 { // the first 48 bits: 12 hex digits around the dash at 8
+			ms = ms<<4 | int64(v)
+		}
+	}
+	return time.UnixMilli(ms).UTC(), true
+}

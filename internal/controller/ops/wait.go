@@ -53,10 +53,17 @@ func (c *Controller) Wait(ctx context.Context, id string, d time.Duration) (*api
 // Lookup returns the operation id from the index, or, when the index does
 // not hold it yet, from the store itself: an operation made through another
 // server a moment ago may not have reached this server's watch, and a
-// client that fails over to it must not be told it does not exist.
+// client that fails over to it must not be told it does not exist. Only
+// an id made within lookupWindow of now can be such an operation: any
+// other the index lacks is answered not found without a read of the
+// store (a quorum read that a client asking for made-up ids would
+// otherwise cost it each time).
 func (c *Controller) Lookup(ctx context.Context, id string) (*api.Operation, error) {
 	if op, ok := c.ops.Get(id); ok {
 		return op, nil
+	}
+	if !mayBeNew(id, time.Now()) {
+		return nil, api.NotFound("operation", id)
 	}
 	op, err := c.ops.Read(ctx, id)
 	switch {
@@ -66,4 +73,16 @@ func (c *Controller) Lookup(ctx context.Context, id string) (*api.Operation, err
 		return nil, fmt.Errorf("reading operation %s: %w", id, err)
 	}
 	return op, nil
+}
+
+// lookupWindow is how long after it was made (by its id) an operation
+// the index lacks is looked for in the store, and how far ahead of this
+// server's clock its id may be (the servers' clocks differ).
+const lookupWindow = time.Minute
+
+// mayBeNew tells whether id is an operation id made within lookupWindow
+// of now.
+func mayBeNew(id string, now time.Time) bool {
+	t, ok := IDTime(id)
+	return ok && t.After(now.Add(-lookupWindow)) && t.Before(now.Add(lookupWindow))
 }
