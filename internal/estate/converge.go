@@ -11,8 +11,6 @@ import (
 	"github.com/polyvisor/polyvisor/internal/store"
 )
 
-func newUID() string { return api.NewUID() }
-
 // kick converges a provider VM in the background; one goroutine per VM at
 // a time, going round again if the VM changed meanwhile.
 func (m *Manager) kick(ctx context.Context, name string) {

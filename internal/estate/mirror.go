@@ -44,7 +44,7 @@ func (c *conn) upsertHost(ctx context.Context, ph *provider.Host, inv *provider.
 	for range 10 {
 		now := time.Now().UTC()
 		cur, ok := c.m.cfg.Hosts.Get(name)
-		next := &api.Host{Meta: api.Meta{Name: name, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now}}
+		next := &api.Host{Meta: api.Meta{Name: name, UID: api.NewUID(), Generation: 1, CreatedAt: now, UpdatedAt: now}}
 		if ok {
 			next = store.Clone(cur)
 		}
@@ -161,7 +161,7 @@ func (c *conn) planVM(pv *provider.VM, fromSync bool) (store.Op, bool) {
 		next = store.Clone(cur)
 	} else {
 		project, short := api.SplitKey(name)
-		next = &api.VM{Meta: api.Meta{Name: short, Project: project, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now}}
+		next = &api.VM{Meta: api.Meta{Name: short, Project: project, UID: api.NewUID(), Generation: 1, CreatedAt: now, UpdatedAt: now}}
 		next.Spec.StopTimeoutSeconds = 30
 	}
 	ref := next.Spec.Provider

@@ -82,7 +82,7 @@ func newEnv(t testing.TB, endpoints ...string) *env {
 	e.gate = quota.New(quota.Config{Projects: e.projects, VMs: e.vms, Images: images, Queue: sizes{}, Records: records, Counted: e.m.Counted})
 	if len(endpoints) == 0 {
 		for _, p := range []string{api.DefaultProject, "pa", "pb"} {
-			if _, err := st.Txn(ctx, e.projects.OpCreate(p, &api.Project{Meta: api.Meta{Name: p, UID: newUID()}}), e.m.DefaultGroupOp(p)); err != nil {
+			if _, err := st.Txn(ctx, e.projects.OpCreate(p, &api.Project{Meta: api.Meta{Name: p, UID: api.NewUID()}}), e.m.DefaultGroupOp(p)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -109,7 +109,7 @@ func (e *env) mustNetwork(project, name, cidr string) *api.Network {
 // host registers an agent host with an underlay address.
 func (e *env) host(name, addr string) {
 	e.t.Helper()
-	if _, err := e.hosts.Create(testCtx(e.t), name, &api.Host{Meta: api.Meta{Name: name, UID: newUID()}, Status: api.HostStatus{Address: addr, State: api.HostReady}}); err != nil {
+	if _, err := e.hosts.Create(testCtx(e.t), name, &api.Host{Meta: api.Meta{Name: name, UID: api.NewUID()}, Status: api.HostStatus{Address: addr, State: api.HostReady}}); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -131,7 +131,7 @@ func (e *env) vm(project, name, host string, nics ...api.NIC) (*api.VM, error) {
 			plan.Done()
 			return nil, err
 		}
-		vm := &api.VM{Meta: api.Meta{Name: name, Project: project, UID: newUID()}, Spec: api.VMSpec{Host: host, NICs: plan.NICs}}
+		vm := &api.VM{Meta: api.Meta{Name: name, Project: project, UID: api.NewUID()}, Spec: api.VMSpec{Host: host, NICs: plan.NICs}}
 		_, err = e.st.Txn(ctx, append(append([]store.Op{e.vms.OpCreate(key, vm)}, plan.Ops...), conds...)...)
 		plan.Done()
 		if err == nil {

@@ -87,7 +87,7 @@ func (m *Manager) CreateFloatingIP(ctx context.Context, project string, req api.
 			return nil, api.Invalid("network", "network %q is not external: floating IPs come from external networks", req.Network)
 		}
 		now := time.Now().UTC()
-		f := &api.FloatingIP{Meta: api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now}}
+		f := &api.FloatingIP{Meta: api.Meta{Name: req.Name, Project: project, UID: api.NewUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now}}
 		p := m.newPlanner(project, lostAddrs)
 		p.single = true
 		lostAddrs = p.lost

@@ -98,8 +98,6 @@ func listAll[T any](c Reader[T], keep func(*T) bool) []*T {
 	return items
 }
 
-func newUID() string { return api.NewUID() }
-
 // maxAttempts bounds the retries of a write that lost a race.
 const maxAttempts = 40
 

@@ -33,7 +33,7 @@ func (m *Manager) CreateNetwork(ctx context.Context, project string, req api.Net
 		}
 		now := time.Now().UTC()
 		n := &api.Network{
-			Meta: api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
+			Meta: api.Meta{Name: req.Name, Project: project, UID: api.NewUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
 			Spec: spec,
 		}
 		ops := conds
@@ -183,7 +183,7 @@ func (m *Manager) CreateSubnet(ctx context.Context, project string, req api.Subn
 		}
 		now := time.Now().UTC()
 		s := &api.Subnet{
-			Meta: api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
+			Meta: api.Meta{Name: req.Name, Project: project, UID: api.NewUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
 			Spec: spec,
 		}
 		nn := store.Clone(n)

@@ -92,7 +92,7 @@ func (p *planner) plan(req portRequest) (*api.Port, error) {
 	p.check(m.cfg.Networks.Kind()+"\x00"+n.Key(), m.cfg.Networks.OpCheck(n.Key(), n.Version))
 	now := time.Now().UTC()
 	port := &api.Port{
-		Meta:   api.Meta{Name: req.name, Project: p.project, UID: newUID(), Labels: req.labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
+		Meta:   api.Meta{Name: req.name, Project: p.project, UID: api.NewUID(), Labels: req.labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
 		Status: api.PortStatus{State: api.PortDown},
 	}
 	key := port.Key()

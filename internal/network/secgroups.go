@@ -28,7 +28,7 @@ func defaultGroupOf(project string) *api.SecurityGroup {
 		rules[i].ID = newRuleID()
 	}
 	return &api.SecurityGroup{
-		Meta: api.Meta{Name: DefaultGroup, Project: project, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now},
+		Meta: api.Meta{Name: DefaultGroup, Project: project, UID: api.NewUID(), Generation: 1, CreatedAt: now, UpdatedAt: now},
 		Spec: api.SecurityGroupSpec{Description: "Everything out; in from the ports of this group.", Rules: rules},
 	}
 }
@@ -106,7 +106,7 @@ func (m *Manager) CreateSecurityGroup(ctx context.Context, project string, req a
 		}
 		now := time.Now().UTC()
 		g := &api.SecurityGroup{
-			Meta: api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
+			Meta: api.Meta{Name: req.Name, Project: project, UID: api.NewUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
 			Spec: api.SecurityGroupSpec{Description: req.Description, Rules: slices.Clone(req.Rules)},
 		}
 		if err := validateRules(g.Spec.Rules, 0, nil, "rules"); err != nil {
