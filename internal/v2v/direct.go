@@ -1,16 +1,19 @@
 package v2v
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 
 	"github.com/polyvisor/polyvisor/internal/images"
@@ -56,6 +59,12 @@ func (d *contentDigest) add(chunk []byte) (zero bool) {
 	}
 	d.h.Write(sum[:])
 	return zero
+}
+
+// addZero hashes a chunk of zeros without looking at it.
+func (d *contentDigest) addZero() {
+	var sum [32]byte
+	d.h.Write(sum[:])
 }
 
 func (d *contentDigest) state() ([]byte, error) {
@@ -236,10 +245,20 @@ func (c *Copier) copyDirect(ctx context.Context, p VMPlan, d DiskPlan, st Stream
 }
 
 // readBack reads the disk of v bytes back through the export once and
-// returns its content digest.
+// returns its content digest. The chunks that the qcow2's own metadata
+// says read as zeros (zeroRanges) are not read: QEMU answers them as
+// zeros without reading anything either, and a chunk the stream had as
+// zeros but that was written anyway is not among them.
 func (c *Copier) readBack(ctx context.Context, p VMPlan, d DiskPlan, exp *qcow2Export, v int64) (string, error) {
 	m := newMeter(c.Progress, p.Name, d.Name, PhaseVerify, 0, v)
 	dg, _ := newContentDigest(nil)
+	if err := exp.Flush(); err != nil {
+		return "", err
+	}
+	zeros, err := zeroRanges(ctx, exp.path, v)
+	if err != nil {
+		return "", err
+	}
 	// Read in requests of several chunks: fewer round trips to the
 	// daemon; the digest still goes chunk by chunk.
 	buf := make([]byte, readBackRequest)
@@ -247,7 +266,20 @@ func (c *Copier) readBack(ctx context.Context, p VMPlan, d DiskPlan, exp *qcow2E
 		if err := ctx.Err(); err != nil {
 			return "", err
 		}
+		if end := min(off+streamChunk, v); zeros.cover(off, end) {
+			dg.addZero()
+			off = end
+			m.set(off, off == v)
+			continue
+		}
+		// The chunks from off up to the next zero one, in one read.
 		n := min(int64(len(buf)), v-off)
+		for k := int64(streamChunk); k < n; k += streamChunk {
+			if zeros.cover(off+k, min(off+k+streamChunk, v)) {
+				n = k
+				break
+			}
+		}
 		if err := exp.ReadAt(buf[:n], off); err != nil {
 			return "", err
 		}
@@ -260,6 +292,60 @@ func (c *Copier) readBack(ctx context.Context, p VMPlan, d DiskPlan, exp *qcow2E
 		m.set(off, off == v)
 	}
 	return dg.sum(), nil
+}
+
+// extents are sorted, disjoint byte ranges [start, end).
+type extents [][2]int64
+
+// cover tells whether [a, b) lies within one of the ranges.
+func (e extents) cover(a, b int64) bool {
+	i, _ := slices.BinarySearchFunc(e, a, func(r [2]int64, a int64) int { return cmp.Compare(r[1], a+1) })
+	return i < len(e) && e[i][0] <= a && b <= e[i][1]
+}
+
+// mapExtent is one extent of `qemu-img map --output=json`.
+type mapExtent struct {
+	Start  int64 `json:"start"`
+	Length int64 `json:"length"`
+	Zero   bool  `json:"zero"`
+}
+
+// maxMapOutput bounds what qemu-img map may say of the qcow2 Polyvisor
+// itself made: ~100 bytes an extent.
+const maxMapOutput = 64 << 20
+
+// zeroRanges are the ranges of the first v bytes of the qcow2 at path
+// that read as zeros, by its metadata (`qemu-img map`, sharing the image
+// with the daemon that has it open: the caller flushed it and writes
+// nothing meanwhile), adjacent ones merged.
+func zeroRanges(ctx context.Context, path string, v int64) (extents, error) {
+	cmd := exec.CommandContext(ctx, "qemu-img", "map", "-U", "--output=json", "-f", "qcow2", path)
+	out, errb := limitedBuffer{max: maxMapOutput}, limitedBuffer{max: 4096}
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("mapping the written disk: %w: %s", err, lastLine(errb.b))
+	}
+	var m []mapExtent
+	if out.over {
+		return nil, nil // a map this long: every chunk is read
+	}
+	if err := json.Unmarshal(out.b, &m); err != nil {
+		return nil, fmt.Errorf("reading the map of the written disk: %w", err)
+	}
+	slices.SortFunc(m, func(a, b mapExtent) int { return cmp.Compare(a.Start, b.Start) })
+	var z extents
+	for _, r := range m {
+		if !r.Zero || r.Length <= 0 || r.Start < 0 || r.Start >= v {
+			continue
+		}
+		end := min(r.Start+r.Length, v)
+		if n := len(z); n > 0 && z[n-1][1] >= r.Start {
+			z[n-1][1] = max(z[n-1][1], end)
+			continue
+		}
+		z = append(z, [2]int64{r.Start, end})
+	}
+	return z, nil
 }
 
 // readBackRequest is what one read of the read-back asks the export

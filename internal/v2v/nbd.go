@@ -206,6 +206,7 @@ func (n *nbdConn) Close() error {
 // detects zeros and unmaps them (detect-zeroes=unmap), so that zero
 // ranges written stay unallocated.
 type qcow2Export struct {
+	path    string // the qcow2's
 	cmd     *exec.Cmd
 	dir     string
 	done    chan error
@@ -242,7 +243,7 @@ func exportQCOW2(ctx context.Context, path string) (*qcow2Export, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("starting qemu-storage-daemon: %w", err)
 	}
-	e := &qcow2Export{cmd: cmd, dir: dir, done: make(chan error, 1)}
+	e := &qcow2Export{path: abs, cmd: cmd, dir: dir, done: make(chan error, 1)}
 	go func() { e.done <- cmd.Wait() }()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -309,12 +310,25 @@ func commaEscape(s string) string {
 	return string(out)
 }
 
-// limitedBuffer keeps the first 64 KiB written to it.
-type limitedBuffer struct{ b []byte }
+// limitedBuffer keeps the first max bytes written to it (64 KiB when
+// max is 0); over tells whether more came.
+type limitedBuffer struct {
+	b    []byte
+	max  int
+	over bool
+}
 
 func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if room := 64<<10 - len(l.b); room > 0 {
+	limit := l.max
+	if limit == 0 {
+		limit = 64 << 10
+	}
+	room := limit - len(l.b)
+	if room > 0 {
 		l.b = append(l.b, p[:min(room, len(p))]...)
+	}
+	if len(p) > room {
+		l.over = true
 	}
 	return len(p), nil
 }
