@@ -102,15 +102,15 @@ fuzz_once() { # directory target binary cache
 	(cd "$1" && "$3" -test.run '^$' -test.fuzz "^$2\$" -test.fuzztime "$FUZZTIME" -test.fuzzminimizetime 5s \
 		-test.fuzzcachedir "$4" -test.parallel 1 -test.timeout 10m)
 }
-# fuzz_all runs every target, its output into $OUT/fuzz.log, and records
-# its exit status in $OUT/fuzz.rc.
+# fuzz_all runs every target, its output into $OUT/fuzz/log, and records
+# its exit status in $OUT/fuzz/rc.
 fuzz_all() {
 	local rc=0 t
 	for t in "${FUZZ_TARGETS[@]}"; do
-		fuzz "${t%%:*}" "${t#*:}" >>"$OUT/fuzz.log" 2>&1 || rc=1
+		fuzz "${t%%:*}" "${t#*:}" >>"$OUT/fuzz/log" 2>&1 || rc=1
 		echo "    fuzzed ${t#*:}"
 	done
-	echo "$rc" >"$OUT/fuzz.rc"
+	echo "$rc" >"$OUT/fuzz/rc"
 }
 
 # The packages whose code runs goroutines against shared state: their
@@ -178,9 +178,9 @@ rc=0
 go run gotest.tools/gotestsum@v1.13.0 --format standard-quiet --format-icons text \
 	--jsonfile "$OUT/go-test.json" --raw-command -- \
 	bash -c 'cat "$1"/*.json; rc=0; for f in "$1"/*.rc; do [ "$(cat "$f")" = 0 ] || rc=1; done; exit $rc' sh "$OUT/sets" || rc=$?
-if [ "$(cat "$OUT/fuzz.rc" 2>/dev/null)" != 0 ]; then
-	echo "==> a fuzz run failed (its whole output is in $OUT/fuzz.log):"
-	cat "$OUT/fuzz.log" 2>/dev/null || true
+if [ "$(cat "$OUT/fuzz/rc" 2>/dev/null)" != 0 ]; then
+	echo "==> a fuzz run failed (its whole output is in $OUT/fuzz/log):"
+	cat "$OUT/fuzz/log" 2>/dev/null || true
 	rc=1
 fi
 exit "$rc"
