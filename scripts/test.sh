@@ -30,6 +30,14 @@ apt_install "${HOST_PACKAGES[@]}" iproute2 etcd-server chromium prometheus opens
 ensure_go
 go mod download
 build_web
+# go vet (which needs the built console: the web package embeds it) runs
+# while the console's unit tests, the guest's build and libvirtd's start
+# mostly wait; gotestsum, which reports at the end, is built meanwhile
+# (go run keeps what it built in the build cache).
+go vet ./... &
+vet_pid=$!
+go run gotest.tools/gotestsum@v1.13.0 --version >/dev/null 2>&1 &
+gotestsum_pid=$!
 (cd web && npm test --silent)
 
 if [ -z "${POLYVISOR_REQUIRE_PEERS:-}" ]; then
@@ -56,7 +64,8 @@ if [ "$(id -u)" = 0 ]; then
 	trap 'bash scripts/libvirtd.sh stop >/dev/null 2>&1 || true' EXIT
 fi
 
-go vet ./...
+wait "$vet_pid"
+wait "$gotestsum_pid" || true
 
 # A short run of every fuzz target: their seed corpora (testdata/fuzz) run
 # in go test below; here the fuzzer looks a little further each time. Each
