@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,21 +25,9 @@ func TestBalance(t *testing.T) {
 	start := time.Now()
 	requireQEMU(t)
 	guest.RequireRun(t, guest.Paths{Dir: guestDir})
-	ns := newNetns(t)
-	port := freePort(t)
-	srv := startServerOn(t, t.TempDir(), port, "--listen", "0.0.0.0:"+strconv.Itoa(port),
-		"--advertise-address", ns.hostIP, "--agent-address", ns.hostIP, "--heartbeat-timeout", "5s")
-	c := srv.c
+	hosts := startTwoHosts(t, "5s")
+	c := hosts.c
 	ctx := context.Background()
-	importGuest(t, c)
-	jt, err := c.CreateJoinToken(ctx, api.JoinTokenCreate{TTLSeconds: 600})
-	if err != nil {
-		t.Fatal(err)
-	}
-	agentDir := t.TempDir()
-	t.Cleanup(func() { killQEMUs(agentDir) })
-	url := fmt.Sprintf("https://%s:%d", ns.hostIP, srv.port)
-	startAgent(t, ns, "--heartbeat-interval", "500ms", "--server", url, "--join-token", jt.Token, "--data-dir", agentDir, "--name", "host2", "--address", ns.nsIP)
 	for _, n := range []string{"busy1", "busy2"} {
 		req := guestVM(n)
 		req.Host, req.Boot.Cmdline = "local", guest.RunCmdline(busyLoop)
@@ -48,16 +35,7 @@ func TestBalance(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 30*time.Second, "host2 joins and is ready", func() error {
-		h, err := c.GetHost(ctx, "host2")
-		if err != nil {
-			return err
-		}
-		if h.Status.State != api.HostReady {
-			return fmt.Errorf("host2 is %s", h.Status.State)
-		}
-		return nil
-	})
+	hosts.waitHost2(t)
 	for _, n := range []string{"busy1", "busy2"} {
 		waitConsole(t, c, n, marker, 1)
 	}

@@ -19,6 +19,7 @@ import (
 // and embeds no etcd; both name the same leader and serve the same
 // state, and when the leader is killed the other leads.
 func TestClusterExternalEtcd(t *testing.T) {
+	t.Parallel() // its own network namespaces, bridge and data dirs; no guests
 	etcdBin, err := exec.LookPath("etcd")
 	if err != nil {
 		t.Skip("etcd is not installed (apt-get install etcd-server; scripts/test.sh installs it)")

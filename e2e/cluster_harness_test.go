@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -23,7 +24,10 @@ import (
 // A control plane of three servers, each in its own network namespace on
 // one bridge, with an embedded etcd member each; kept lean for machines
 // with two cores: short election and lease timeouts, no built-in agents,
-// simulated hosts.
+// simulated hosts. Each cluster has its own bridge, namespaces and
+// addresses, and boots no guest: the cluster tests run in parallel with
+// each other (after the package's other tests, two at a time on two
+// cores).
 
 // Timeouts of the servers under test (the benchmark sets the defaults).
 var (
@@ -76,10 +80,8 @@ func newClusterNet(t *testing.T, n int) *clusterNet {
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("ip (iproute2) is not installed (scripts/test.sh installs it)")
 	}
-	id := strconv.Itoa(os.Getpid()%200 + 20)
+	id := claimClusterBridge(t)
 	cn := &clusterNet{id: id, bridge: "pvcb" + id, hostIP: "10.214." + id + ".1"}
-	exec.Command("ip", "link", "del", cn.bridge).Run()
-	sh(t, "ip", "link", "add", cn.bridge, "type", "bridge")
 	t.Cleanup(func() { exec.Command("ip", "link", "del", cn.bridge).Run() })
 	sh(t, "ip", "addr", "add", cn.hostIP+"/24", "dev", cn.bridge)
 	sh(t, "ip", "link", "set", cn.bridge, "up")
@@ -104,6 +106,31 @@ func newClusterNet(t *testing.T, n int) *clusterNet {
 		cn.ns, cn.ip, cn.link = append(cn.ns, ns), append(cn.ip, ip), append(cn.link, inner)
 	}
 	return cn
+}
+
+// clusterNetSeq numbers the networks this process asks for.
+var clusterNetSeq atomic.Int32
+
+// claimClusterBridge makes the bridge of a new cluster network and returns
+// the network's id (20 to 219: its bridge, namespaces, veths and /24 are
+// named for it). Cluster tests run in parallel, and other test processes
+// beside this one: an id is claimed by creating its bridge, which fails
+// when another test holds the id; the search starts at one this process
+// likely has to itself.
+func claimClusterBridge(t *testing.T) string {
+	t.Helper()
+	for range 200 {
+		id := strconv.Itoa((os.Getpid()+int(clusterNetSeq.Add(1)))%200 + 20)
+		out, err := exec.Command("ip", "link", "add", "pvcb"+id, "type", "bridge").CombinedOutput()
+		if err == nil {
+			return id
+		}
+		if !strings.Contains(string(out), "exists") {
+			t.Fatalf("ip link add pvcb%s type bridge: %v: %s", id, err, out)
+		}
+	}
+	t.Fatal("every cluster network id is taken (bridges pvcb20 to pvcb219)")
+	return ""
 }
 
 // partition cuts server i (from 0) off the network; heal brings it back.

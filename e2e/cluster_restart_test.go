@@ -19,6 +19,7 @@ import (
 // carried out once, every delete once: no request lost, none doubled,
 // no VM started twice.
 func TestClusterRollingRestart(t *testing.T) {
+	t.Parallel() // its own network namespaces, bridge and data dirs; no guests
 	tc := newTestCluster(t, 3)
 	ctx := context.Background()
 	uploadKernel(t, tc.s[0].tls(""))

@@ -33,6 +33,7 @@ import (
 // hosts whose server died report to another; and the
 // dead server removed with its etcd member.
 func TestClusterThreeServers(t *testing.T) {
+	t.Parallel() // its own network namespaces, bridge and data dirs; no guests
 	tc := newTestCluster(t, 3)
 	ctx := context.Background()
 	s1, s2, s3 := tc.s[0], tc.s[1], tc.s[2]
@@ -355,6 +356,7 @@ func waitOp(t *testing.T, c *client.Client, id string) *api.Operation {
 // server too), and once its link is back it agrees with the others on who
 // leads and serves again.
 func TestClusterPartitionedLeader(t *testing.T) {
+	t.Parallel() // its own network namespaces, bridge and data dirs; no guests
 	tc := newTestCluster(t, 3)
 	ctx := context.Background()
 	uploadKernel(t, tc.s[0].tls(""))

@@ -88,31 +88,10 @@ func lastShared(log string) (marker string, n int) {
 // operation, moves them all and leaves it empty.
 func TestMigrate(t *testing.T) {
 	requireQEMU(t)
-	ns := newNetns(t)
-	port := freePort(t)
-	srv := startServerOn(t, t.TempDir(), port, "--listen", "0.0.0.0:"+strconv.Itoa(port),
-		"--advertise-address", ns.hostIP, "--agent-address", ns.hostIP, "--heartbeat-timeout", "5s")
-	c := srv.c
+	hosts := startTwoHosts(t, "5s")
+	srv, c, ns, agentDir := hosts.srv, hosts.c, hosts.ns, hosts.agentDir
 	ctx := context.Background()
-	importGuest(t, c)
-	jt, err := c.CreateJoinToken(ctx, api.JoinTokenCreate{TTLSeconds: 600})
-	if err != nil {
-		t.Fatal(err)
-	}
-	agentDir := t.TempDir()
-	t.Cleanup(func() { killQEMUs(agentDir) })
-	url := fmt.Sprintf("https://%s:%d", ns.hostIP, srv.port)
-	startAgent(t, ns, "--heartbeat-interval", "500ms", "--server", url, "--join-token", jt.Token, "--data-dir", agentDir, "--name", "host2", "--address", ns.nsIP)
-	eventually(t, 30*time.Second, "host2 joins and is ready", func() error {
-		h, err := c.GetHost(ctx, "host2")
-		if err != nil {
-			return err
-		}
-		if h.Status.State != api.HostReady {
-			return fmt.Errorf("host2 is %s", h.Status.State)
-		}
-		return nil
-	})
+	hosts.waitHost2(t)
 
 	req := guestVM("mover")
 	req.Host = "local"

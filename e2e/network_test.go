@@ -94,12 +94,23 @@ func TestNetworks(t *testing.T) {
 	t.Run("overlay across hosts, projects isolated", func(t *testing.T) {
 		// Each script begins with a check that the guest's own listener
 		// runs, so that a refused greeting elsewhere means the network.
-		out, _ := w.exec(ca, "a1", fmt.Sprintf(`nc -w 5 127.0.0.1 7000 </dev/null
+		// Both guests' scripts run at once, and within each the two
+		// connections that must fail (waiting out their timeouts) too.
+		fromA := w.execAsync(ca, "a1", fmt.Sprintf(`nc -w 5 127.0.0.1 7000 </dev/null
 ping -c 2 -W 2 %[1]s >/dev/null 2>&1 && echo ping-a2-ok
 nc -w 5 %[1]s 7000 </dev/null
-nc -w 3 %[2]s 7000 </dev/null 2>&1 | sed 's/^/to-b1 /'
-nc -w 3 %[3]s 7000 </dev/null 2>&1 | sed 's/^/to-b2 /'
+nc -w 3 %[2]s 7000 </dev/null 2>&1 | sed 's/^/to-b1 /' &
+nc -w 3 %[3]s 7000 </dev/null 2>&1 | sed 's/^/to-b2 /' &
+wait
 `, nicIP(a2, 0), nicIP(b1, 0), nicIP(b2, 0)))
+		fromB := w.execAsync(cb, "b2", fmt.Sprintf(`nc -w 5 127.0.0.1 7000 </dev/null
+ping -c 2 -W 2 %[1]s >/dev/null 2>&1 && echo ping-b1-ok
+nc -w 5 %[1]s 7000 </dev/null
+nc -w 3 %[2]s 7000 </dev/null 2>&1 | sed 's/^/to-a1 /' &
+nc -w 3 %[3]s 7000 </dev/null 2>&1 | sed 's/^/to-a2 /' &
+wait
+`, nicIP(b1, 0), nicIP(a1, 0), nicIP(a2, 0)))
+		out, _ := fromA()
 		for _, want := range []string{"hello from a1", "ping-a2-ok", "hello from a2"} {
 			if !strings.Contains(out, want) {
 				t.Fatalf("a1 (host a) to a2 (host b) across the overlay: no %q in:\n%s", want, out)
@@ -108,12 +119,7 @@ nc -w 3 %[3]s 7000 </dev/null 2>&1 | sed 's/^/to-b2 /'
 		if strings.Contains(out, "hello from b") {
 			t.Fatalf("a1 of pa reached a VM of pb:\n%s", out)
 		}
-		out, _ = w.exec(cb, "b2", fmt.Sprintf(`nc -w 5 127.0.0.1 7000 </dev/null
-ping -c 2 -W 2 %[1]s >/dev/null 2>&1 && echo ping-b1-ok
-nc -w 5 %[1]s 7000 </dev/null
-nc -w 3 %[2]s 7000 </dev/null 2>&1 | sed 's/^/to-a1 /'
-nc -w 3 %[3]s 7000 </dev/null 2>&1 | sed 's/^/to-a2 /'
-`, nicIP(b1, 0), nicIP(a1, 0), nicIP(a2, 0)))
+		out, _ = fromB()
 		for _, want := range []string{"hello from b2", "ping-b1-ok", "hello from b1"} {
 			if !strings.Contains(out, want) {
 				t.Fatalf("b2 (host b) to b1 (host a) across the overlay: no %q in:\n%s", want, out)

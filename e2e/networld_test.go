@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -238,18 +239,32 @@ var execSeq atomic.Int64
 // returns its output and exit status.
 func (w *netWorld) exec(c *client.Client, vm, script string) (string, string) {
 	w.t.Helper()
+	return w.execAsync(c, vm, script)()
+}
+
+// execAsync starts script in vm as exec does and returns at once, with a
+// function that waits for its end and returns what exec would: scripts
+// in several guests run at the same time.
+func (w *netWorld) execAsync(c *client.Client, vm, script string) func() (string, string) {
+	w.t.Helper()
 	tag := fmt.Sprintf("t%d", execSeq.Add(1))
 	ctx := context.Background()
 	con, err := c.Console(ctx, vm, "serial")
 	if err != nil {
 		w.t.Fatalf("opening the console of %s: %v", vm, err)
 	}
-	defer con.Close()
+	closeCon := sync.OnceFunc(func() { con.Close() })
+	w.t.Cleanup(closeCon) // if the test ends before anyone waits
 	go io.Copy(io.Discard, con)
 	if _, err := io.WriteString(con, guest.ExecLine(tag, script)); err != nil {
+		closeCon()
 		w.t.Fatal(err)
 	}
-	return w.execResult(c, vm, tag)
+	return func() (string, string) {
+		w.t.Helper()
+		defer closeCon()
+		return w.execResult(c, vm, tag)
+	}
 }
 
 // execResult waits for the end of the script run under tag and returns

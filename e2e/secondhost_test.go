@@ -85,6 +85,57 @@ func startAgent(t *testing.T, ns *netns, args ...string) *agentProc {
 	return a
 }
 
+// twoHosts is a server with its built-in agent (host "local") and a
+// second agent (host "host2") in a network namespace, joined over TLS with
+// a join token; the test guest's images are imported.
+type twoHosts struct {
+	srv       *serverProc
+	c         *client.Client // the server's admin client
+	ns        *netns
+	agent     *agentProc // host2's agent
+	agentDir  string     // its data dir
+	joinToken string     // the token it joined with
+}
+
+// startTwoHosts starts the server, whose hosts are judged not ready after
+// heartbeatTimeout without a heartbeat and whose built-in agent takes
+// live migrations from host2, imports the guest and starts host2's agent,
+// without waiting for it to be ready (waitHost2 does).
+func startTwoHosts(t *testing.T, heartbeatTimeout string) *twoHosts {
+	t.Helper()
+	ns := newNetns(t)
+	port := freePort(t)
+	srv := startServerOn(t, t.TempDir(), port, "--listen", "0.0.0.0:"+strconv.Itoa(port),
+		"--advertise-address", ns.hostIP, "--agent-address", ns.hostIP, "--heartbeat-timeout", heartbeatTimeout)
+	h := &twoHosts{srv: srv, c: srv.c, ns: ns, agentDir: t.TempDir()}
+	importGuest(t, h.c)
+	jt, err := h.c.CreateJoinToken(context.Background(), api.JoinTokenCreate{TTLSeconds: 600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.joinToken = jt.Token
+	t.Cleanup(func() { killQEMUs(h.agentDir) })
+	url := fmt.Sprintf("https://%s:%d", ns.hostIP, srv.port)
+	h.agent = startAgent(t, ns, "--heartbeat-interval", "500ms", "--server", url, "--join-token", jt.Token,
+		"--data-dir", h.agentDir, "--name", "host2", "--address", ns.nsIP)
+	return h
+}
+
+// waitHost2 waits until host2 has joined and is ready.
+func (h *twoHosts) waitHost2(t *testing.T) {
+	t.Helper()
+	eventually(t, 30*time.Second, "host2 joins and is ready", func() error {
+		hs, err := h.c.GetHost(context.Background(), "host2")
+		if err != nil {
+			return err
+		}
+		if hs.Status.State != api.HostReady {
+			return fmt.Errorf("host2 is %s", hs.Status.State)
+		}
+		return nil
+	})
+}
+
 // hostCredentialsClient is a client with the host token an agent saved.
 func hostCredentialsClient(t *testing.T, agentDir string, srv *serverProc) *client.Client {
 	t.Helper()
@@ -124,34 +175,13 @@ func netnsInode(t *testing.T, path string) uint64 {
 // running, and the restarted agent adopts it.
 func TestSecondHost(t *testing.T) {
 	requireQEMU(t)
-	ns := newNetns(t)
-	port := freePort(t)
-	srv := startServerOn(t, t.TempDir(), port, "--listen", "0.0.0.0:"+strconv.Itoa(port), "--advertise-address", ns.hostIP, "--heartbeat-timeout", "3s")
-	c := srv.c
+	hosts := startTwoHosts(t, "3s")
+	srv, c, ns, a, agentDir := hosts.srv, hosts.c, hosts.ns, hosts.agent, hosts.agentDir
 	ctx := context.Background()
-	importGuest(t, c)
-
-	jt, err := c.CreateJoinToken(ctx, api.JoinTokenCreate{TTLSeconds: 600})
-	if err != nil {
-		t.Fatal(err)
-	}
-	agentDir := t.TempDir()
-	t.Cleanup(func() { killQEMUs(agentDir) })
-	url := fmt.Sprintf("https://%s:%d", ns.hostIP, srv.port)
-	a := startAgent(t, ns, "--heartbeat-interval", "500ms", "--server", url, "--join-token", jt.Token, "--data-dir", agentDir, "--name", "host2", "--address", ns.nsIP)
-	eventually(t, 30*time.Second, "host2 joins and is ready", func() error {
-		h, err := c.GetHost(ctx, "host2")
-		if err != nil {
-			return err
-		}
-		if h.Status.State != api.HostReady {
-			return fmt.Errorf("host2 is %s", h.Status.State)
-		}
-		return nil
-	})
+	hosts.waitHost2(t)
 
 	// The join token was single use.
-	if _, err := c.Register(ctx, api.AgentRegister{JoinToken: jt.Token, Host: "host3"}); client.HTTPStatus(err) != 401 {
+	if _, err := c.Register(ctx, api.AgentRegister{JoinToken: hosts.joinToken, Host: "host3"}); client.HTTPStatus(err) != 401 {
 		t.Fatalf("reusing a join token: %v, want 401", err)
 	}
 

@@ -30,6 +30,14 @@ apt_install "${HOST_PACKAGES[@]}" iproute2 etcd-server chromium prometheus opens
 ensure_go
 go mod download
 build_web
+# go vet (which needs the built console: the web package embeds it) runs
+# while the console's unit tests, the guest's build and libvirtd's start
+# mostly wait; gotestsum, which reports at the end, is built meanwhile
+# (go run keeps what it built in the build cache).
+go vet ./... &
+vet_pid=$!
+go run gotest.tools/gotestsum@v1.13.0 --version >/dev/null 2>&1 &
+gotestsum_pid=$!
 (cd web && npm test --silent)
 
 if [ -z "${POLYVISOR_REQUIRE_PEERS:-}" ]; then
@@ -56,34 +64,63 @@ if [ "$(id -u)" = 0 ]; then
 	trap 'bash scripts/libvirtd.sh stop >/dev/null 2>&1 || true' EXIT
 fi
 
-go vet ./...
+wait "$vet_pid"
+wait "$gotestsum_pid" || true
 
 # A short run of every fuzz target: their seed corpora (testdata/fuzz) run
-# in go test below; here the fuzzer looks a little further each time.
+# in go test below; here the fuzzer looks a little further each time. Each
+# package's fuzzing test binary is built once, here; its targets run after
+# the race set, beside the other packages (see below).
 FUZZTIME=${POLYVISOR_FUZZTIME:-10s}
+FUZZ_TARGETS=(
+	internal/server:FuzzDecodeVMCreate internal/server:FuzzDecodeImageCreate internal/server:FuzzDecodeUserCreate
+	internal/server:FuzzDecodeTokenCreate internal/server:FuzzDecodePassword
+	internal/images:FuzzDetect internal/images:FuzzInspect
+)
+OUT=.cache/test
+rm -rf "$OUT/sets" "$OUT/fuzz"
+mkdir -p "$OUT/sets" "$OUT/fuzz"
+for d in $(printf '%s\n' "${FUZZ_TARGETS[@]%%:*}" | sort -u); do
+	echo "==> building $d's fuzzing tests"
+	go test -c -fuzz . -o "$OUT/fuzz/${d//\//_}.test" "./$d"
+done
 # Go's fuzzer can end a run with "context deadline exceeded" when its time
 # is up while it is still minimizing a new, interesting input: nothing
 # failed. Such a run is made again once; a run that found a failing input
-# (it says "Failing input written") fails at once.
-fuzz() { # package target
+# (it says "Failing input written") fails at once. The fuzzer runs one
+# worker: the guests of the tests beside it need the other CPU.
+fuzz() { # directory target
+	local bin cache
+	bin=$PWD/$OUT/fuzz/${1//\//_}.test
+	cache=$(go env GOCACHE)/fuzz/$(go list "./$1")
 	echo "==> fuzzing $2 ($FUZZTIME)"
 	local out rc=0
 	out=$(mktemp)
-	go test -run '^$' -fuzz "^$2\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 5s "$1" 2>&1 | tee "$out" || rc=$?
+	fuzz_once "$1" "$2" "$bin" "$cache" 2>&1 | tee "$out" || rc=$?
 	if [ "$rc" != 0 ] && grep -q 'context deadline exceeded' "$out" && ! grep -q 'Failing input written' "$out"; then
 		echo "==> fuzzing $2 again: the last run ran out of time, and found nothing failing"
 		rc=0
-		go test -run '^$' -fuzz "^$2\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 5s "$1" || rc=$?
+		fuzz_once "$1" "$2" "$bin" "$cache" 2>&1 || rc=$?
 	fi
 	rm -f "$out"
 	return "$rc"
 }
-for t in FuzzDecodeVMCreate FuzzDecodeImageCreate FuzzDecodeUserCreate FuzzDecodeTokenCreate FuzzDecodePassword; do
-	fuzz ./internal/server/ "$t"
-done
-for t in FuzzDetect FuzzInspect; do
-	fuzz ./internal/images/ "$t"
-done
+fuzz_once() { # directory target binary cache
+	# (in the package's directory, as go test runs it: the seed corpus and
+	# a failing input's file are in its testdata)
+	(cd "$1" && "$3" -test.run '^$' -test.fuzz "^$2\$" -test.fuzztime "$FUZZTIME" -test.fuzzminimizetime 5s \
+		-test.fuzzcachedir "$4" -test.parallel 1 -test.timeout 10m)
+}
+# fuzz_all runs every target, its output into $OUT/fuzz/log, and records
+# its exit status in $OUT/fuzz/rc.
+fuzz_all() {
+	local rc=0 t
+	for t in "${FUZZ_TARGETS[@]}"; do
+		fuzz "${t%%:*}" "${t#*:}" >>"$OUT/fuzz/log" 2>&1 || rc=1
+		echo "    fuzzed ${t#*:}"
+	done
+	echo "$rc" >"$OUT/fuzz/rc"
+}
 
 # The packages whose code runs goroutines against shared state: their
 # tests run under the race detector (and only so: one run each). A
@@ -104,12 +141,11 @@ mapfile -t OTHER_PKGS < <(go list ./... | grep -vxF -f <(printf '%s\n' "${RACE_P
 #    libvirtd, nftables and CPUs, and TCG guests boot on time only when
 #    not starved;
 #  - then, alone, the end-to-end tests, which boot the most guests.
+# The race set ends first: the fuzz targets run after it, in its place.
 # The race set shares nothing with the others (no libvirtd, no guests, no
-# host network), so running it beside them only shares the CPUs.
+# host network), so running it (and the fuzzer) beside them only shares
+# the CPUs.
 # (The lists travel as words: package paths hold no spaces.)
-OUT=.cache/test
-rm -rf "$OUT/sets"
-mkdir -p "$OUT/sets"
 E2E_PKGS=() GUEST_PKGS=()
 for p in "${OTHER_PKGS[@]}"; do
 	case "$p" in */polyvisor/e2e) E2E_PKGS+=("$p") ;; *) GUEST_PKGS+=("$p") ;; esac
@@ -128,9 +164,12 @@ run_set() { # name, go test arguments...
 		echo "$rc" > "$OUT/sets/$name.rc"
 	} | tee "$OUT/sets/$name.json" | progress
 }
-echo "==> go test: under -race: ${RACE_PKGS[*]##*/polyvisor/}; beside them the others, then e2e"
+echo "==> go test: under -race: ${RACE_PKGS[*]##*/polyvisor/}, then the fuzz targets; beside them the others; then e2e"
 # shellcheck disable=SC2086
-run_set race -race -p 1 -parallel 4 "$@" "${RACE_PKGS[@]}" &
+{
+	run_set race -race -p 1 -parallel 4 "$@" "${RACE_PKGS[@]}"
+	fuzz_all
+} &
 race_pid=$!
 # shellcheck disable=SC2086
 run_set other -p 1 "$@" "${GUEST_PKGS[@]}"
@@ -141,8 +180,16 @@ fi
 
 # gotestsum (pinned, run with go run) prints go test's usual output of all
 # three, then the skipped tests with their reasons and the failures, and
-# the counts; it exits as the worst of the three.
+# the counts; it exits as the worst of the three. A failed fuzz run's
+# output follows, and fails the script too.
+rc=0
 # shellcheck disable=SC2016
 go run gotest.tools/gotestsum@v1.13.0 --format standard-quiet --format-icons text \
 	--jsonfile "$OUT/go-test.json" --raw-command -- \
-	bash -c 'cat "$1"/*.json; rc=0; for f in "$1"/*.rc; do [ "$(cat "$f")" = 0 ] || rc=1; done; exit $rc' sh "$OUT/sets"
+	bash -c 'cat "$1"/*.json; rc=0; for f in "$1"/*.rc; do [ "$(cat "$f")" = 0 ] || rc=1; done; exit $rc' sh "$OUT/sets" || rc=$?
+if [ "$(cat "$OUT/fuzz/rc" 2>/dev/null)" != 0 ]; then
+	echo "==> a fuzz run failed (its whole output is in $OUT/fuzz/log):"
+	cat "$OUT/fuzz/log" 2>/dev/null || true
+	rc=1
+fi
+exit "$rc"

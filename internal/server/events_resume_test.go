@@ -30,19 +30,6 @@ func TestEventsResumeAtAnotherServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next := func(events <-chan api.Event, errc <-chan error) api.Event {
-		t.Helper()
-		select {
-		case ev, ok := <-events:
-			if !ok {
-				t.Fatalf("the stream ended: %v", <-errc)
-			}
-			return ev
-		case <-time.After(15 * time.Second):
-			t.Fatal("no event within 15 s")
-		}
-		return api.Event{}
-	}
 	mkNet := func(c *client.Client, name string) {
 		t.Helper()
 		if _, err := c.CreateNetwork(ctx, api.NetworkCreate{Name: name}); err != nil {
@@ -53,7 +40,7 @@ func TestEventsResumeAtAnotherServer(t *testing.T) {
 	sctx, stop := context.WithCancel(ctx)
 	events, errc := onA.Events(sctx, api.EventNetwork)
 	mkNet(onA, "n1")
-	first := next(events, errc)
+	first := nextEvent(t, events, errc)
 	if first.Object.Name != "n1" || first.Revision <= 0 {
 		t.Fatalf("first event %+v, want n1 with a revision", first)
 	}
@@ -66,14 +53,14 @@ func TestEventsResumeAtAnotherServer(t *testing.T) {
 	resumed, rerrc := onB.FollowEvents(rctx, client.EventOptions{Types: []string{api.EventNetwork}, Since: first.Revision})
 	last := first.Revision
 	for _, want := range []string{"n2", "n3"} {
-		ev := next(resumed, rerrc)
+		ev := nextEvent(t, resumed, rerrc)
 		if ev.Object.Name != want || ev.Action != "created" || ev.Revision <= last {
 			t.Fatalf("resumed event %+v (after revision %d), want %s created", ev, last, want)
 		}
 		last = ev.Revision
 	}
 	mkNet(onA, "n4")
-	if ev := next(resumed, rerrc); ev.Object.Name != "n4" || ev.Revision <= last {
+	if ev := nextEvent(t, resumed, rerrc); ev.Object.Name != "n4" || ev.Revision <= last {
 		t.Fatalf("live event %+v, want n4 after %d", ev, last)
 	}
 	rstop()
@@ -151,6 +138,22 @@ func TestFollowEventsThroughServerLoss(t *testing.T) {
 	if len(order) != 3 || order[1] != "during-1" || order[2] != "during-2" {
 		t.Fatalf("events %v, want before, during-1, during-2", order)
 	}
+}
+
+// nextEvent is the next event of a stream; the test fails if the stream
+// ends or carries nothing for 15 s.
+func nextEvent(t *testing.T, events <-chan api.Event, errc <-chan error) api.Event {
+	t.Helper()
+	select {
+	case ev, ok := <-events:
+		if !ok {
+			t.Fatalf("the stream ended: %v", <-errc)
+		}
+		return ev
+	case <-time.After(15 * time.Second):
+		t.Fatal("no event within 15 s")
+	}
+	return api.Event{}
 }
 
 // cutProxy forwards TCP connections to a target until cut, then closes

@@ -22,24 +22,11 @@ func TestVMMigrationEvents(t *testing.T) {
 	pa, pb := e.as(api.RoleMember, "pa"), e.client(e.tokens["bob"], "pb")
 	evA, errA := pa.Events(ctx, api.EventMigration)
 	evB, errB := pb.Events(ctx, api.EventMigration)
-	next := func(events <-chan api.Event, errc <-chan error) api.Event {
-		t.Helper()
-		select {
-		case ev, ok := <-events:
-			if !ok {
-				t.Fatalf("the stream ended: %v", <-errc)
-			}
-			return ev
-		case <-time.After(15 * time.Second):
-			t.Fatal("no event within 15 s")
-		}
-		return api.Event{}
-	}
 	time.Sleep(200 * time.Millisecond) // the streams are open
 	if _, err := pa.CreateVMMigration(ctx, ovaUpload("wave1", 1<<20)); err != nil {
 		t.Fatal(err)
 	}
-	ev := next(evA, errA)
+	ev := nextEvent(t, evA, errA)
 	if ev.Type != api.EventMigration || ev.Action != "created" || ev.Migration == nil || ev.Migration.Name != "wave1" ||
 		ev.Object.Kind != "migration" || ev.Object.Project != "pa" || ev.Migration.Status.State != api.VMMigrationUploading {
 		t.Fatalf("event %+v", ev)
@@ -48,7 +35,7 @@ func TestVMMigrationEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	for {
-		ev = next(evA, errA)
+		ev = nextEvent(t, evA, errA)
 		if ev.Action != "updated" || ev.Migration == nil {
 			t.Fatalf("event %+v, want wave1 updated", ev)
 		}
@@ -59,14 +46,14 @@ func TestVMMigrationEvents(t *testing.T) {
 	if err := pa.DeleteVMMigration(ctx, "wave1"); err != nil {
 		t.Fatal(err)
 	}
-	if ev = next(evA, errA); ev.Action != "deleted" || ev.Object.Name != "wave1" {
+	if ev = nextEvent(t, evA, errA); ev.Action != "deleted" || ev.Object.Name != "wave1" {
 		t.Fatalf("event %+v, want wave1 deleted", ev)
 	}
 	// pb's first event is its own migration: none of pa's reached it.
 	if _, err := pb.CreateVMMigration(ctx, ovaUpload("wave2", 1<<20)); err != nil {
 		t.Fatal(err)
 	}
-	if ev = next(evB, errB); ev.Object.Name != "wave2" || ev.Object.Project != "pb" {
+	if ev = nextEvent(t, evB, errB); ev.Object.Name != "wave2" || ev.Object.Project != "pb" {
 		t.Fatalf("pb's first event %+v, want its own wave2", ev)
 	}
 }

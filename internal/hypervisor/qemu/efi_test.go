@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -41,19 +40,11 @@ func TestEFIBootRealQEMU(t *testing.T) {
 	efiDisk := guest.EFIBoot(t, g, t.TempDir(), guest.Cmdline)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	d := newTestDriver(t, t.TempDir())
-	defer d.Close()
-
-	uid := "5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
 	cfg := hypervisor.VMConfig{
-		Name: "efi", UID: uid, VCPUs: 1, MemoryMiB: 256, Firmware: hypervisor.FirmwareEFI,
+		Name: "efi", UID: "5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b", VCPUs: 1, MemoryMiB: 256, Firmware: hypervisor.FirmwareEFI,
 		Disks: []hypervisor.DiskConfig{{Name: "boot", BackingFile: efiDisk}},
 	}
-	h, err := d.Create(ctx, cfg)
-	if err != nil {
-		t.Fatalf("Create: %v", err)
-	}
-	cleanupVM(t, d, h)
+	d, h := createFirmwareVM(t, ctx, cfg)
 	vars := filepath.Join(h.Dir, efiVarsFile)
 	if h.Extra[extraEFIVars] != vars || h.Extra[extraEFICode] != DefaultOVMFCode {
 		t.Fatalf("handle extra = %v, want the nvram %s and the code %s", h.Extra, vars, DefaultOVMFCode)
@@ -73,10 +64,7 @@ func TestEFIBootRealQEMU(t *testing.T) {
 	if err := d.Start(ctx, h, cfg); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
-	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(h.PID) + "/cmdline")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cmdline := qemuCmdline(t, h.PID)
 	for _, want := range []string{"pflash0=efi-code,pflash1=efi-vars", "file.filename=" + vars, "read-only=on,file.filename=" + DefaultOVMFCode} {
 		if !bytes.Contains(cmdline, []byte(want)) {
 			t.Fatalf("qemu command line lacks %q: %q", want, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))

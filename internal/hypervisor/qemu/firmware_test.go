@@ -13,6 +13,31 @@ import (
 	"github.com/polyvisor/polyvisor/internal/testutil/guest"
 )
 
+// createFirmwareVM creates the VM cfg describes, which its firmware boots
+// from its disk, on a driver of its own; both go when the test ends.
+func createFirmwareVM(t *testing.T, ctx context.Context, cfg hypervisor.VMConfig) (*Driver, *hypervisor.Handle) {
+	t.Helper()
+	d := newTestDriver(t, t.TempDir())
+	t.Cleanup(func() { d.Close() })
+	h, err := d.Create(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	cleanupVM(t, d, h)
+	return d, h
+}
+
+// qemuCmdline is the command line of QEMU process pid, its arguments
+// separated by NULs.
+func qemuCmdline(t *testing.T, pid int) []byte {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // TestFirmwareBootRealQEMU runs a VM with no kernel whose only disk is an
 // overlay of the test guest's bootable disk: SeaBIOS boots it from the
 // virtio-blk disk the driver marks bootindex=1, SYSLINUX on the disk loads
@@ -23,19 +48,11 @@ func TestFirmwareBootRealQEMU(t *testing.T) {
 	g := guest.Build(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	d := newTestDriver(t, t.TempDir())
-	defer d.Close()
-
-	uid := "0c9d8e7f-6a5b-4c3d-9e2f-1a0b9c8d7e6f"
 	cfg := hypervisor.VMConfig{
-		Name: "firmware", UID: uid, VCPUs: 1, MemoryMiB: 256,
+		Name: "firmware", UID: "0c9d8e7f-6a5b-4c3d-9e2f-1a0b9c8d7e6f", VCPUs: 1, MemoryMiB: 256,
 		Disks: []hypervisor.DiskConfig{{Name: "boot", BackingFile: g.Boot}},
 	}
-	h, err := d.Create(ctx, cfg)
-	if err != nil {
-		t.Fatalf("Create: %v", err)
-	}
-	cleanupVM(t, d, h)
+	d, h := createFirmwareVM(t, ctx, cfg)
 	if len(h.Disks) != 1 || h.Disks[0].SizeMiB < 64 {
 		t.Fatalf("disks after Create = %+v, want one overlay of at least 64 MiB", h.Disks)
 	}
@@ -54,10 +71,7 @@ func TestFirmwareBootRealQEMU(t *testing.T) {
 	}
 	// The firmware, not QEMU, loads the kernel: no -kernel on the command
 	// line, and the disk is the boot device.
-	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(h.PID) + "/cmdline")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cmdline := qemuCmdline(t, h.PID)
 	args := bytes.Split(bytes.TrimRight(cmdline, "\x00"), []byte{0})
 	for _, a := range args {
 		if s := string(a); s == "-kernel" || s == "-initrd" || s == "-append" {

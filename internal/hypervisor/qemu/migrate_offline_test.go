@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 
 	"github.com/polyvisor/polyvisor/internal/hypervisor"
@@ -20,19 +19,9 @@ import (
 // returned.
 func receiveDialer(t testing.TB, dst *Driver, h *hypervisor.Handle, wg *sync.WaitGroup, errs chan<- error) hypervisor.MigrationDialer {
 	return func(ctx context.Context, channel string) (net.Conn, error) {
-		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		conns, err := connPair("move-" + channel)
 		if err != nil {
 			return nil, err
-		}
-		conns := make([]net.Conn, 2)
-		for i, fd := range fds {
-			f := os.NewFile(uintptr(fd), "move-"+channel)
-			c, err := net.FileConn(f)
-			f.Close()
-			if err != nil {
-				return nil, err
-			}
-			conns[i] = c
 		}
 		wg.Add(1)
 		go func() {

@@ -21,23 +21,37 @@ import (
 // guest between two drivers with state dirs of their own, as two hosts
 // would; socket pairs stand for the agents' connections.
 
+// connPair is the two ends of a connected unix socket pair, named name.
+func connPair(name string) ([2]net.Conn, error) {
+	var conns [2]net.Conn
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return conns, err
+	}
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), name)
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			if i == 1 {
+				conns[0].Close()
+			} else {
+				syscall.Close(fds[1])
+			}
+			return conns, err
+		}
+		conns[i] = c
+	}
+	return conns, nil
+}
+
 // pairDialer connects each channel the source asks for to the destination
 // driver's Incoming through a socket pair.
 func pairDialer(t testing.TB, dst *Driver, h *hypervisor.Handle) hypervisor.MigrationDialer {
 	return func(ctx context.Context, channel string) (net.Conn, error) {
-		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		conns, err := connPair("migration-" + channel)
 		if err != nil {
 			return nil, err
-		}
-		conns := make([]net.Conn, 2)
-		for i, fd := range fds {
-			f := os.NewFile(uintptr(fd), "migration-"+channel)
-			c, err := net.FileConn(f)
-			f.Close()
-			if err != nil {
-				return nil, err
-			}
-			conns[i] = c
 		}
 		if err := dst.Incoming(ctx, h, channel, conns[1]); err != nil {
 			conns[0].Close()
