@@ -75,14 +75,7 @@ func (r *scaleRun) seedVMs(ctx context.Context, st *ScaleStep, from, want int) e
 			conds = append(conds, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
 			puts = append(puts, clientv3.OpPut(key, string(b)))
 		}
-		resp, err := cli.Txn(ctx).If(conds...).Then(puts...).Commit()
-		if err != nil {
-			return fmt.Errorf("seeding VMs %d..%d: %w", lo, hi-1, err)
-		}
-		if !resp.Succeeded {
-			return fmt.Errorf("seeding VMs %d..%d: one exists already", lo, hi-1)
-		}
-		return nil
+		return seedTxn(ctx, cli, conds, puts, serverPrefix+"vms/"+api.Key(api.DefaultProject, scaleVMName(lo)), lo, hi)
 	})
 	if err != nil {
 		return r.failure(err)
@@ -118,4 +111,47 @@ func (r *scaleRun) seedVM(name, host string) *api.VM {
 		},
 		Status: api.VMStatus{PowerState: api.PowerPending},
 	}
+}
+
+// seedAttempts bounds the tries of one seeding transaction: an etcd that
+// a loaded machine slows answers "request timed out" for a transaction
+// it may still apply.
+const seedAttempts = 5
+
+// seedTxn commits one seeding transaction of VMs lo..hi-1, whose first
+// key is first. A try that timed out is made again; the transaction is
+// all or nothing, so when a later try finds the VMs there, its first VM
+// says the earlier one applied.
+func seedTxn(ctx context.Context, cli *clientv3.Client, conds []clientv3.Cmp, puts []clientv3.Op, first string, lo, hi int) error {
+	var err error
+	for attempt := range seedAttempts {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(attempt) * time.Second):
+			}
+		}
+		var resp *clientv3.TxnResponse
+		resp, err = cli.Txn(ctx).If(conds...).Then(puts...).Commit()
+		switch {
+		case err != nil:
+			continue
+		case resp.Succeeded:
+			return nil
+		case attempt == 0:
+			return fmt.Errorf("seeding VMs %d..%d: one exists already", lo, hi-1)
+		}
+		// An earlier try timed out and this one found VMs there.
+		got, gerr := cli.Get(ctx, first, clientv3.WithCountOnly())
+		if gerr != nil {
+			err = gerr
+			continue
+		}
+		if got.Count == 1 {
+			return nil
+		}
+		return fmt.Errorf("seeding VMs %d..%d: one exists already, %s not", lo, hi-1, first)
+	}
+	return fmt.Errorf("seeding VMs %d..%d (%d tries): %w", lo, hi-1, seedAttempts, err)
 }
