@@ -51,7 +51,15 @@ type hostLimits struct {
 
 // limits are the largest VM any of the hosts filter passes could run.
 func (s *Server) limits(filter placement.Filter) hostLimits {
-	l := s.ctl.Placer.Limits(filter)
+	return hostLimitsOf(s.ctl.Placer.Limits(filter))
+}
+
+// ownLimits are the largest VM any of Polyvisor's own hosts could run.
+func (s *Server) ownLimits() hostLimits {
+	return hostLimitsOf(s.ctl.Placer.OwnLimits())
+}
+
+func hostLimitsOf(l placement.Limits) hostLimits {
 	return hostLimits{maxVCPUs: l.MaxVCPUs, maxMemoryMiB: l.MaxMemoryMiB, hostExists: l.HostExists}
 }
 

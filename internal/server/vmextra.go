@@ -36,10 +36,11 @@ func (s *Server) reconfigureVM(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	limits := s.ownLimits()
 	if vm.Spec.Provider != nil {
 		filter = placement.ProviderHosts(vm.Spec.Provider.Name, "")
+		limits = s.limits(filter)
 	}
-	limits := s.limits(filter)
 	switch {
 	case req.VCPUs == 0 && req.MemoryMiB == 0:
 		s.writeError(w, r, api.Invalid("vcpus", "give vcpus, memoryMiB or both"))

@@ -193,7 +193,7 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 		if ref, filter, err = s.validateProviderCreate(project, req); err != nil {
 			return nil, err
 		}
-	} else if err := validateVMCreate(req, s.imageResolver(project), s.limits(filter)); err != nil {
+	} else if err := validateVMCreate(req, s.imageResolver(project), s.ownLimits()); err != nil {
 		return nil, err
 	}
 	canonicalImages(req, s.imageResolver(project))

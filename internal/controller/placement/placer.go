@@ -53,6 +53,9 @@ type Placer struct {
 	// sampleFrom is the host name the next sample of a large fleet
 	// starts its walk at (sampleLocked).
 	sampleFrom string
+	// own are the capacities of Polyvisor's own hosts, kept from the
+	// hosts' changes, for OwnLimits.
+	own ownCapacities
 }
 
 // inflightPlacement is a placement chosen and not yet stored.
@@ -96,15 +99,28 @@ func New(cfg Config) *Placer {
 	p := &Placer{vms: cfg.VMs, hosts: cfg.Hosts, sched: cfg.Scheduler, queue: cfg.Queue, records: cfg.Records,
 		byVM: map[string]vmSize{}, totals: map[string]api.Allocation{}, images: map[string]map[string]int{},
 		inflight: map[uint64]inflightPlacement{}}
+	p.own = ownCapacities{byHost: map[string]hostCapacity{}, cpus: map[int]int{}, memory: map[int64]int{}}
 	// Observe first, then read what was there, under the same lock: the
 	// index read is at least as new as any change observed before it.
 	cfg.VMs.Observe(p.observe)
+	cfg.Hosts.Observe(p.observeHost)
 	p.mu.Lock()
 	for _, vm := range cfg.VMs.Select(nil) {
 		p.setLocked(vm.Key(), sizeOf(vm), true)
 	}
+	for _, h := range cfg.Hosts.Select(nil) {
+		p.own.set(h.Name, h, true)
+	}
 	p.mu.Unlock()
 	return p
+}
+
+// observeHost applies one change of the hosts' index to the own hosts'
+// capacities.
+func (p *Placer) observeHost(c store.Change[api.Host]) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.own.set(c.Name, c.Obj, c.Type != store.Delete)
 }
 
 // observe applies one change of the VM index.
@@ -306,6 +322,19 @@ func (p *Placer) Limits(filter Filter) Limits {
 		l.MaxVCPUs = max(l.MaxVCPUs, h.Status.CPUs)
 		l.MaxMemoryMiB = max(l.MaxMemoryMiB, h.Status.MemoryMiB)
 	}
+	return l
+}
+
+// OwnLimits is Limits(OwnHosts), from capacities kept as the hosts
+// change rather than from a scan of the fleet for each create.
+func (p *Placer) OwnLimits() Limits {
+	l := Limits{HostExists: func(name string) bool {
+		h, ok := p.hosts.Get(name)
+		return ok && OwnHosts(h)
+	}}
+	p.mu.Lock()
+	l.MaxVCPUs, l.MaxMemoryMiB = p.own.max()
+	p.mu.Unlock()
 	return l
 }
 
