@@ -3,6 +3,7 @@ package v2v
 import (
 	"archive/tar"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -113,8 +114,8 @@ func TestHostileDisks(t *testing.T) {
 			}
 		})
 	}
-	// Inside an OVA too: the member is staged in the job directory, refused,
-	// and not kept.
+	// Inside an OVA too: the member, read in place, is refused, and the
+	// job directory keeps nothing.
 	ovaDir := t.TempDir()
 	ova := filepath.Join(ovaDir, "x.ova")
 	writeOVA(t, ova, tarMember{name: "vm.ovf", body: []byte(envelope("vm", "disk.vmdk", "1", "byte * 2^20", "", ""))},
@@ -155,4 +156,82 @@ func TestOVFFileDiskOutsideItsDirectory(t *testing.T) {
 	if s := hw.Disks[0].Source; s.Kind != SourceFile || !strings.HasSuffix(s.Path, "/pkg/disk.img") {
 		t.Fatalf("disk source %+v", s)
 	}
+}
+
+// TestOVAMemberPastItsEnd: a member whose declared bytes reach past the
+// end of the package is refused when the package is read, and when it
+// is copied (the package cut after it was planned), with nothing written
+// in the job directory nor to the package.
+func TestOVAMemberPastItsEnd(t *testing.T) {
+	raw := make([]byte, 1<<20)
+	copy(raw, "a disk of the package")
+	members := []tarMember{{name: "vm.ovf", body: []byte(envelope("vm", "disk.img", "1", "byte * 2^20", "", ""))}, {name: "disk.img", body: raw}}
+
+	// A header that declares 3 GiB of a member the package holds 1 MiB of.
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.ova")
+	writeOVA(t, big, members...)
+	setMemberSize(t, big, "disk.img", 3<<30)
+	if _, err := ReadOVA(big, DefaultMaxDiskBytes); err == nil || !strings.Contains(err.Error(), `member "disk.img" declares 3221225472 bytes at offset`) ||
+		!strings.Contains(err.Error(), "past the end of the") {
+		t.Fatalf("ReadOVA: %v, want a refusal of the member's range", err)
+	}
+
+	// Planned whole, then cut inside the disk before it is copied.
+	ova := filepath.Join(dir, "x.ova")
+	writeOVA(t, ova, members...)
+	hw, err := ReadOVA(ova, DefaultMaxDiskBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(ova)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := fi.Size() - 512<<10
+	if err := os.Truncate(ova, cut); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadOVA(ova, DefaultMaxDiskBytes); err == nil || !strings.Contains(err.Error(), "past the end of the") {
+		t.Fatalf("ReadOVA of the cut package: %v", err)
+	}
+	job := filepath.Join(dir, "job")
+	_, err = (&Copier{Dir: job}).CopyVM(context.Background(), PlanVM(hw, Options{Host: "h", NetworkMap: map[string]string{"*": "user"}}))
+	if err == nil || !strings.Contains(err.Error(), `member "disk.img" declares 1048576 bytes at offset`) {
+		t.Fatalf("copy of the cut package: %v, want a refusal of the member's range", err)
+	}
+	if got := listFiles(t, job); len(got) != 0 {
+		t.Errorf("job directory keeps %v", got)
+	}
+	if fi, err := os.Stat(ova); err != nil || fi.Size() != cut {
+		t.Errorf("the package after the copy: %v %v", fi, err)
+	}
+}
+
+// setMemberSize rewrites the size in the tar header of member name of
+// the package at path, and the header's checksum.
+func setMemberSize(t *testing.T, path, name string, size int64) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := 0; off+512 <= len(b); off += 512 {
+		h := b[off : off+512]
+		if string(h[:len(name)+1]) != name+"\x00" {
+			continue
+		}
+		copy(h[124:136], fmt.Sprintf("%011o\x00", size))
+		copy(h[148:156], "        ")
+		sum := 0
+		for _, c := range h {
+			sum += int(c)
+		}
+		copy(h[148:156], fmt.Sprintf("%06o\x00 ", sum))
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Fatalf("no header of %s in %s", name, path)
 }
