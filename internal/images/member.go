@@ -36,7 +36,10 @@ func (m Member) source() (diskSource, error) {
 	if !fi.Mode().IsRegular() {
 		return diskSource{}, fmt.Errorf("opening image: %s is not a regular file", abs)
 	}
-	if m.Offset < 0 || m.Size <= 0 || m.Offset > fi.Size() || m.Size > fi.Size()-m.Offset {
+	if m.Size == 0 {
+		return diskSource{}, rejectf("image is empty")
+	}
+	if m.Offset < 0 || m.Size < 0 || m.Offset > fi.Size() || m.Size > fi.Size()-m.Offset {
 		return diskSource{}, rejectf("image's range of %d bytes at offset %d is not within its %d-byte file: refused", m.Size, m.Offset, fi.Size())
 	}
 	return diskSource{path: abs, member: &m}, nil

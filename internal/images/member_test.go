@@ -12,8 +12,8 @@ import (
 // file (as in an OVA, between a header and another disk) is imported and
 // compared in place: qemu-img is given only the member's json: name,
 // never the file's path alone, and the copy is the disk the VMDK holds.
-// A range that reaches past the file's end, or starts before it, is
-// refused before qemu-img runs, and nothing is left at the destination.
+// A range that reaches past the file's end, or starts before it, or an
+// empty one, is refused before qemu-img runs, and nothing is left at the destination.
 func TestImportMember(t *testing.T) {
 	calls := recordQemuImg(t)
 	dir := t.TempDir()
@@ -58,7 +58,7 @@ func TestImportMember(t *testing.T) {
 		{File: pkg, Offset: m.Offset, Size: m.Size + int64(len(other)) + 1}, // one byte past the end
 		{File: pkg, Offset: -512, Size: m.Size},
 		{File: pkg, Offset: 1 << 62, Size: 1 << 62}, // overflows
-		{File: pkg, Offset: m.Offset, Size: 0},
+		{File: pkg, Offset: m.Offset, Size: -1},
 	} {
 		dst := filepath.Join(t.TempDir(), "out.qcow2")
 		_, err := ImportMember(context.Background(), bad, dst, nil)
@@ -69,6 +69,9 @@ func TestImportMember(t *testing.T) {
 			t.Errorf("compare of member %+v: %v, want a refusal of its range", bad, err)
 		}
 		assertNothingLeft(t, dst)
+	}
+	if _, err := ImportMember(context.Background(), Member{File: pkg, Offset: m.Offset}, filepath.Join(t.TempDir(), "out.qcow2"), nil); !IsReject(err) || err.Error() != "image is empty" {
+		t.Errorf("an empty member: %v", err)
 	}
 	if got := calls()[n:]; len(got) != 0 {
 		t.Errorf("qemu-img ran on a range outside its file: %v", got)
