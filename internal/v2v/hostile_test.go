@@ -2,6 +2,7 @@ package v2v
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -234,4 +235,71 @@ func setMemberSize(t *testing.T, path, name string, size int64) {
 		return
 	}
 	t.Fatalf("no header of %s in %s", name, path)
+}
+
+// TestOVASparseMemberRefused: a member that tar stores sparse (GNU
+// sparse 1.0 in a PAX header) has no one contiguous range in the package
+// to be read in place: it is refused when the package is read.
+func TestOVASparseMemberRefused(t *testing.T) {
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	ovf := []byte(envelope("vm", "disk.img", "1", "byte * 2^20", "", ""))
+	if err := tw.WriteHeader(&tar.Header{Name: "vm.ovf", Mode: 0o644, Size: int64(len(ovf))}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write(ovf); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// tar.Writer does not write GNU sparse records: the PAX header is
+	// made here. The member's data is its sparse map (one 512-byte
+	// extent at 0) in a block of its own, then that extent.
+	var pax []byte
+	for _, kv := range []string{"GNU.sparse.major=1", "GNU.sparse.minor=0", "GNU.sparse.name=disk.img", "GNU.sparse.realsize=1048576"} {
+		// "LEN key=value\n", LEN counting its own digits.
+		n := len(kv) + 2
+		for d := 1; ; d++ {
+			if len(fmt.Sprint(n+d)) == d {
+				n += d
+				break
+			}
+		}
+		pax = append(pax, fmt.Sprintf("%d %s\n", n, kv)...)
+	}
+	body := make([]byte, 1024)
+	copy(body, "1\n0\n512\n")
+	b.Write(ustarHeader(t, "PaxHeaders/disk.img", 'x', len(pax)))
+	b.Write(pax)
+	b.Write(make([]byte, (512-len(pax)%512)%512))
+	b.Write(ustarHeader(t, "disk.img", '0', len(body)))
+	b.Write(body)
+	b.Write(make([]byte, 1024))
+	ova := filepath.Join(t.TempDir(), "x.ova")
+	if err := os.WriteFile(ova, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadOVA(ova, DefaultMaxDiskBytes); err == nil || !strings.Contains(err.Error(), `member "disk.img" is a sparse tar member: refused`) {
+		t.Fatalf("ReadOVA: %v, want the sparse member refused", err)
+	}
+}
+
+// ustarHeader is a tar header block of a member of typ and size bytes.
+func ustarHeader(t *testing.T, name string, typ byte, size int) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(size), Format: tar.FormatUSTAR}); err != nil {
+		t.Fatal(err)
+	}
+	h := b.Bytes()[:512]
+	h[156] = typ
+	copy(h[148:156], "        ")
+	sum := 0
+	for _, c := range h {
+		sum += int(c)
+	}
+	copy(h[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	return h
 }
