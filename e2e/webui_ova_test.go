@@ -3,6 +3,7 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,18 +14,26 @@ import (
 // the console must show as the text it is.
 const webOVAName = `<img src=x onerror="document.title='injected'">Web & Co`
 
-// webOVA packages a 1 MiB empty disk as an OVA (an OVF envelope and a
+// webOVA packages the test guest's disk as an OVA (an OVF envelope and a
 // streamOptimized VMDK) of one VM named webOVAName with one NIC on "VM
-// Network", for the import wizard to upload and have planned.
+// Network", for the import wizard to upload, have planned and moved: the
+// VM it makes boots to the guest's marker.
 func webOVA(t *testing.T, dir string) string {
 	t.Helper()
-	raw := filepath.Join(dir, "web-ova.raw")
+	boot := filepath.Join(guestDir, "boot.qcow2")
 	vmdk := filepath.Join(dir, "web-ova.vmdk")
-	if err := os.WriteFile(raw, make([]byte, 1<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw, vmdk).CombinedOutput(); err != nil {
+	if out, err := exec.Command("qemu-img", "convert", "-q", "-f", "qcow2", "-O", "vmdk", "-o", "subformat=streamOptimized", boot, vmdk).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img: %v: %s", err, out)
+	}
+	out, err := exec.Command("qemu-img", "info", "--output=json", "-f", "qcow2", boot).Output()
+	if err != nil {
+		t.Fatalf("qemu-img info: %v", err)
+	}
+	var info struct {
+		VirtualSize int64 `json:"virtual-size"`
+	}
+	if err := json.Unmarshal(out, &info); err != nil || info.VirtualSize <= 0 {
+		t.Fatalf("qemu-img info of the guest's disk: %v: %s", err, out)
 	}
 	disk, err := os.ReadFile(vmdk)
 	if err != nil {
@@ -36,7 +45,7 @@ func webOVA(t *testing.T, dir string) string {
 	for _, m := range []struct {
 		name string
 		body []byte
-	}{{"web.ovf", []byte(ovaEnvelope(escaped, "disk1.vmdk", 1<<20, "00:50:56:12:34:57"))}, {"disk1.vmdk", disk}} {
+	}{{"web.ovf", []byte(ovaEnvelope(escaped, "disk1.vmdk", info.VirtualSize, "00:50:56:12:34:57"))}, {"disk1.vmdk", disk}} {
 		if err := tw.WriteHeader(&tar.Header{Name: m.name, Mode: 0o644, Size: int64(len(m.body))}); err != nil {
 			t.Fatal(err)
 		}

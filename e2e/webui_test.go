@@ -100,7 +100,7 @@ func TestWebConsole(t *testing.T) {
 		t.Fatalf("the browser test failed: %v", err)
 	}
 	for _, f := range []string{"dashboard", "vm", "serial", "console", "images", "hosts", "host", "token-secret", "account",
-		"project", "quota", "providers", "users", "viewer", "theme", "capacity", "import", "migrations"} {
+		"project", "quota", "providers", "users", "viewer", "theme", "capacity", "import", "migrations", "migration-succeeded"} {
 		checkScreenshot(t, filepath.Join(shots, f+".png"))
 	}
 	if libvirt != "" {
@@ -144,6 +144,14 @@ func TestWebConsole(t *testing.T) {
 	}
 	if _, err := shop.GetVMMigration(bg, "web-import"); !client.IsNotFound(err) {
 		t.Errorf("migration web-import after the browser deleted it: %v", err)
+	}
+	if m, err := shop.GetVMMigration(bg, "web-moved"); err != nil || m.Status.State != api.VMMigrationSucceeded ||
+		len(m.Status.VMs) != 1 || m.Status.VMs[0].Host != "local" {
+		t.Errorf("migration web-moved, started in the browser: %+v %v", m, err)
+	} else if vm, err := shop.GetVM(bg, m.Status.VMs[0].Name); err == nil && vm.Spec.Deletion == nil {
+		t.Errorf("vm %s, moved and deleted in the browser, is not being deleted", vm.Name)
+	} else if err != nil && !client.IsNotFound(err) {
+		t.Error(err)
 	}
 	if _, err := srv.c.GetProvider(bg, "web-libvirt"); !client.IsNotFound(err) {
 		t.Errorf("provider web-libvirt after the browser removed it: %v", err)

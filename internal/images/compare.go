@@ -20,8 +20,14 @@ func Compare(ctx context.Context, formatA, a, formatB, b string) error {
 	if b, err = safePath(b); err != nil {
 		return err
 	}
+	return compare(ctx, formatA, a, formatB, b)
+}
+
+// compare is Compare of what qemu-img opens by the names a and b (each
+// an absolute path or a member's json: name).
+func compare(ctx context.Context, formatA, a, formatB, b string) error {
 	var out bytes.Buffer
-	err = runQemuImg(ctx, &out, limits{addressSpace: convertAddressSpace}, "compare", "-U", "-f", formatA, "-F", formatB, a, b)
+	err := runQemuImg(ctx, &out, limits{addressSpace: convertAddressSpace}, "compare", "-U", "-f", formatA, "-F", formatB, a, b)
 	var q *qemuImgError
 	var exit *exec.ExitError
 	if errors.As(err, &q) && errors.As(q.Err, &exit) && exit.ExitCode() == 1 {

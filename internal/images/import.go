@@ -89,18 +89,15 @@ func Import(ctx context.Context, src, dst, kind string, progress func(pct int), 
 	if err != nil {
 		return Result{}, fmt.Errorf("importing image: %w", err)
 	}
-	absDst, err := filepath.Abs(dst)
+	absDst, err := newDestination(dst)
 	if err != nil {
-		return Result{}, fmt.Errorf("importing image: %w", err)
-	}
-	if _, err := os.Lstat(absDst); err == nil {
-		return Result{}, fmt.Errorf("importing image: destination %s already exists", absDst)
+		return Result{}, err
 	}
 
 	var res Result
 	switch kind {
 	case api.ImageDisk, "":
-		res, err = importDisk(ctx, absSrc, absDst, cfg, p)
+		res, err = importDisk(ctx, diskSource{path: absSrc}, absDst, cfg, p)
 	case api.ImageKernel, api.ImageInitrd:
 		res, err = importVerbatim(ctx, absSrc, absDst, cfg, p)
 	default:
@@ -115,7 +112,19 @@ func Import(ctx context.Context, src, dst, kind string, progress func(pct int), 
 	return res, nil
 }
 
-func importDisk(ctx context.Context, src, dst string, cfg importConfig, p *reporter) (Result, error) {
+// newDestination is dst made absolute; it must not exist.
+func newDestination(dst string) (string, error) {
+	abs, err := filepath.Abs(dst)
+	if err != nil {
+		return "", fmt.Errorf("importing image: %w", err)
+	}
+	if _, err := os.Lstat(abs); err == nil {
+		return "", fmt.Errorf("importing image: destination %s already exists", abs)
+	}
+	return abs, nil
+}
+
+func importDisk(ctx context.Context, src diskSource, dst string, cfg importConfig, p *reporter) (Result, error) {
 	in, err := inspectDisk(ctx, src, cfg)
 	if err != nil {
 		return Result{}, err
@@ -132,7 +141,7 @@ func importDisk(ctx context.Context, src, dst string, cfg importConfig, p *repor
 		if cfg.convertTimeout > 0 {
 			cctx, cancel = context.WithTimeout(ctx, cfg.convertTimeout)
 		}
-		err := qemuConvert(cctx, format, src, tmp, limit, func(pct float64) {
+		err := qemuConvert(cctx, format, src.arg(format), tmp, limit, func(pct float64) {
 			p.set(int(pct * convertShare / 100))
 		})
 		cancel()
@@ -174,6 +183,16 @@ func importDisk(ctx context.Context, src, dst string, cfg importConfig, p *repor
 // checkInfo is the second line of defence: what qemu-img reports about an
 // image detect accepted must agree that it stands alone.
 func checkInfo(format, src string, info *imageInfo) error {
+	abs, err := safePath(src)
+	if err != nil {
+		return err
+	}
+	return checkInfoOf(format, func(name string) bool { return name == abs }, info)
+}
+
+// checkInfoOf is checkInfo of an image whose own file (a vmdk's one
+// extent) own tells from others by the name qemu-img reports.
+func checkInfoOf(format string, own func(name string) bool, info *imageInfo) error {
 	if info.Format != format {
 		return rejectf("image detected as %s but qemu-img reads it as %s: refused", format, info.Format)
 	}
@@ -184,12 +203,8 @@ func checkInfo(format, src string, info *imageInfo) error {
 		return rejectf("image names an external data file %q: refused", f)
 	}
 	if format == FormatVMDK {
-		abs, err := safePath(src)
-		if err != nil {
-			return err
-		}
 		ext := info.FormatSpecific.Data.Extents
-		if len(ext) != 1 || ext[0].Filename != abs {
+		if len(ext) != 1 || !own(ext[0].Filename) {
 			return rejectf("image is a vmdk with %d extent files: refused; upload a single-file vmdk", len(ext))
 		}
 	}

@@ -53,26 +53,30 @@ func Inspect(ctx context.Context, src, kind string, opts ...ImportOption) (Info,
 	default:
 		return Info{}, rejectf("unknown image kind %q: want %s, %s or %s", kind, api.ImageDisk, api.ImageKernel, api.ImageInitrd)
 	}
-	return inspectDisk(ctx, src, cfg)
-}
-
-// inspectDisk checks a disk image and measures its conversion.
-func inspectDisk(ctx context.Context, src string, cfg importConfig) (Info, error) {
-	format, err := detect(src)
+	s, err := fileSource(src)
 	if err != nil {
 		return Info{}, err
 	}
-	info, err := qemuInfo(ctx, format, src)
+	return inspectDisk(ctx, s, cfg)
+}
+
+// inspectDisk checks a disk image and measures its conversion.
+func inspectDisk(ctx context.Context, src diskSource, cfg importConfig) (Info, error) {
+	format, err := src.detect()
+	if err != nil {
+		return Info{}, err
+	}
+	info, err := qemuInfoOf(ctx, format, src.arg(format))
 	if err != nil {
 		return Info{}, asReject(err, "image is not a valid %s image", format)
 	}
-	if err := checkInfo(format, src, info); err != nil {
+	if err := checkInfoOf(format, src.ownExtent, info); err != nil {
 		return Info{}, err
 	}
 	if cfg.maxVirtualBytes > 0 && info.VirtualSize > cfg.maxVirtualBytes {
 		return Info{}, rejectf("image's virtual size of %d bytes is over the limit of %d", info.VirtualSize, cfg.maxVirtualBytes)
 	}
-	measured, err := qemuMeasure(ctx, format, src)
+	measured, err := qemuMeasure(ctx, format, src.arg(format))
 	if err != nil {
 		return Info{}, asReject(err, "image is not a valid %s image", format)
 	}

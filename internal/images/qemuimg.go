@@ -88,10 +88,16 @@ func qemuInfo(ctx context.Context, format, path string) (*imageInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	return qemuInfoOf(ctx, format, path)
+}
+
+// qemuInfoOf is qemuInfo of what qemu-img opens by name: an absolute
+// path, or a member's json: name (diskSource.arg).
+func qemuInfoOf(ctx context.Context, format, name string) (*imageInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, inspectTimeout)
 	defer cancel()
 	var stdout bytes.Buffer
-	if err := runQemuImg(ctx, &stdout, inspectLimits, "info", "-f", format, "-U", "--output=json", path); err != nil {
+	if err := runQemuImg(ctx, &stdout, inspectLimits, "info", "-f", format, "-U", "--output=json", name); err != nil {
 		return nil, err
 	}
 	var info imageInfo
@@ -101,17 +107,14 @@ func qemuInfo(ctx context.Context, format, path string) (*imageInfo, error) {
 	return &info, nil
 }
 
-// qemuMeasure returns the bytes a qcow2 converted from path (of format)
+// qemuMeasure returns the bytes a qcow2 converted from what qemu-img
+// opens by name (of format; an absolute path or a member's json: name)
 // needs at most: its data and metadata, whatever its virtual size.
-func qemuMeasure(ctx context.Context, format, path string) (int64, error) {
-	path, err := safePath(path)
-	if err != nil {
-		return 0, err
-	}
+func qemuMeasure(ctx context.Context, format, name string) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, inspectTimeout)
 	defer cancel()
 	var stdout bytes.Buffer
-	if err := runQemuImg(ctx, &stdout, inspectLimits, "measure", "-f", format, "-O", FormatQCOW2, "--output=json", path); err != nil {
+	if err := runQemuImg(ctx, &stdout, inspectLimits, "measure", "-f", format, "-O", FormatQCOW2, "--output=json", name); err != nil {
 		return 0, err
 	}
 	var m struct {
@@ -129,16 +132,13 @@ func qemuMeasure(ctx context.Context, format, path string) (int64, error) {
 // progressRE matches qemu-img -p output: "    (42.17/100%)".
 var progressRE = regexp.MustCompile(`\((\d+(?:\.\d+)?)/100%\)`)
 
-// qemuConvert converts src (of format) to a qcow2 at dst, reporting
-// progress as a percentage 0-100. The kernel stops qemu-img from writing
+// qemuConvert converts src (of format; an absolute path, or a member's
+// json: name) to a qcow2 at dst, reporting progress as a percentage 0-100. The kernel stops qemu-img from writing
 // more than maxBytes (> 0); without prlimit a watcher kills it once dst
 // grows past them. Either way the result is an *outputLimitError.
 func qemuConvert(ctx context.Context, format, src, dst string, maxBytes int64, progress func(pct float64)) error {
-	src, err := safePath(src)
+	dst, err := safePath(dst)
 	if err != nil {
-		return err
-	}
-	if dst, err = safePath(dst); err != nil {
 		return err
 	}
 	pr, pw := io.Pipe()

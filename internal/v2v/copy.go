@@ -99,9 +99,10 @@ func (c *Copier) CopyVM(ctx context.Context, p VMPlan) ([]DiskResult, error) {
 	return res, nil
 }
 
-// copyDisk copies one disk: stage it if it must be (a stream, an OVA
-// member), check it as an image import does and convert it to qcow2,
-// then compare the two.
+// copyDisk copies one disk: stage it if it must be (a stream not
+// written directly), or read it in place (a file, an OVA's member), check
+// it as an image import does and convert it to qcow2, then compare the
+// two.
 func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan) (DiskResult, error) {
 	maxDisk := c.MaxDiskBytes
 	if maxDisk <= 0 {
@@ -114,7 +115,9 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 		return DiskResult{}, err
 	}
 	save := func() error { return saveCheckpoint(ckPath, ck) }
+	// src is the file converted, or member the OVA's member read in place.
 	var src string
+	var member *images.Member
 	fail := func(err error) (DiskResult, error) {
 		// Nothing staged of a disk that failed is kept, but for a
 		// source that broke or a cancel: the next run resumes those.
@@ -140,19 +143,19 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 	case SourceFile:
 		src = s.Path
 	case SourceOVA:
-		src = filepath.Join(dir, d.Name+".member")
-		if !ck.Staged {
-			_ = os.Remove(src)
-			m := newMeter(c.Progress, p.Name, d.Name, PhaseExtract, 0, 0)
-			m.set(0, true)
-			if err := extractMember(ctx, s.Path, s.Member, src, maxDisk, s.Digest); err != nil {
-				return fail(err)
-			}
-			ck.Staged = true
-			if err := save(); err != nil {
+		// Read in place, through QEMU's raw driver over the package:
+		// nothing of it is copied out.
+		_ = os.Remove(filepath.Join(dir, d.Name+".member")) // staged by an earlier Polyvisor
+		m, err := locateMember(s.Path, s.Member, maxDisk)
+		if err != nil {
+			return fail(err)
+		}
+		if s.Digest != nil {
+			if err := checkMemberDigest(ctx, m, s.Member, s.Digest, newMeter(c.Progress, p.Name, d.Name, PhaseDigest, 0, m.Size)); err != nil {
 				return fail(err)
 			}
 		}
+		member = &m
 	case SourceStream:
 		if c.Streams == nil {
 			return fail(errors.New("no source to stream the disk from"))
@@ -205,9 +208,13 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 	_ = os.Remove(out)
 	total := max(d.From.CapacityBytes, 1)
 	m := newMeter(c.Progress, p.Name, d.Name, PhaseConvert, 0, total)
-	res, err := images.Import(ctx, src, out, api.ImageDisk, func(pct int) {
-		m.set(total*int64(pct)/100, pct == 100)
-	}, images.WithMaxVirtualBytes(maxDisk))
+	progress := func(pct int) { m.set(total*int64(pct)/100, pct == 100) }
+	var res images.Result
+	if member != nil {
+		res, err = images.ImportMember(ctx, *member, out, progress, images.WithMaxVirtualBytes(maxDisk))
+	} else {
+		res, err = images.Import(ctx, src, out, api.ImageDisk, progress, images.WithMaxVirtualBytes(maxDisk))
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -217,7 +224,12 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 	}
 	vm := newMeter(c.Progress, p.Name, d.Name, PhaseVerify, 0, res.VirtualSizeBytes)
 	vm.set(0, true)
-	if err := images.Compare(ctx, res.SourceFormat, src, images.FormatQCOW2, out); err != nil {
+	if member != nil {
+		err = images.CompareMember(ctx, res.SourceFormat, *member, images.FormatQCOW2, out)
+	} else {
+		err = images.Compare(ctx, res.SourceFormat, src, images.FormatQCOW2, out)
+	}
+	if err != nil {
 		_ = os.Remove(out)
 		return fail(fmt.Errorf("verifying the copy: %w", err))
 	}
@@ -240,7 +252,7 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 	if err := save(); err != nil {
 		return fail(err)
 	}
-	if src != d.From.Source.Path {
+	if src != "" && src != d.From.Source.Path {
 		_ = os.Remove(src) // the staged copy is no longer needed
 	}
 	c.report(Progress{VM: p.Name, Disk: d.Name, Phase: PhaseDone, Done: res.VirtualSizeBytes, Total: res.VirtualSizeBytes})

@@ -12,8 +12,8 @@ import (
 )
 
 // TestOVAManifestChecked: an OVA's manifest is checked: the envelope's
-// digest when the package is read, each disk's (SHA-1 or SHA-256) as it
-// is extracted; a digest that differs, a listed member the package lacks
+// digest when the package is read, each disk's (SHA-1 or SHA-256), read
+// in place, before it is converted; a digest that differs, a listed member the package lacks
 // or a line that cannot be checked refuses it, and a refused disk leaves
 // nothing in the job directory.
 func TestOVAManifestChecked(t *testing.T) {

@@ -2,33 +2,41 @@ package v2v
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/sha1"
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/polyvisor/polyvisor/internal/images"
 )
 
 // ReadOVA reads the hardware of the OVA (a tar of an OVF envelope and its
 // disks) at file. Every member's name is checked first: an absolute name,
 // one that climbs out of the package ("..") or a member that is not a
-// regular file (a link, a device) refuses the whole package. Each disk
-// must be a member; its source is that member of file. A manifest (.mf),
-// when the package holds one, is checked: the envelope's digest now, each
-// disk's as it is extracted; a member it lists that the package lacks, or
-// a digest that differs, refuses the package.
+// regular file (a link, a device, a sparse member) refuses the whole
+// package, and so does a member whose bytes would reach past the end of
+// the package. Each disk must be a member; its source is that member of
+// file, read in place when it is copied. A manifest (.mf), when the
+// package holds one, is checked: the envelope's digest now, each disk's
+// before it is converted; a member it lists that the package lacks, or a
+// digest that differs, refuses the package.
 func ReadOVA(file string, maxDisk int64) (Hardware, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return Hardware{}, fmt.Errorf("opening OVA: %w", err)
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return Hardware{}, fmt.Errorf("opening OVA: %w", err)
+	}
 	tr := tar.NewReader(f)
 	members := map[string]int64{}
 	var hw *Hardware
@@ -52,6 +60,9 @@ func ReadOVA(file string, maxDisk int64) (Hardware, error) {
 		}
 		if _, dup := members[name]; dup {
 			return Hardware{}, fmt.Errorf("OVA %s: member %q appears twice: refused", filepath.Base(file), name)
+		}
+		if _, err := memberRange(f, fi.Size(), name, h); err != nil {
+			return Hardware{}, fmt.Errorf("OVA %s: %w", filepath.Base(file), err)
 		}
 		members[name] = h.Size
 		if strings.HasSuffix(strings.ToLower(name), ".ovf") {
@@ -162,59 +173,109 @@ func ReadOVFFile(file string, maxDisk int64) (Hardware, error) {
 	return hw, nil
 }
 
-// extractMember copies member of the OVA at file to dst, stopping at max
-// bytes.
-func extractMember(ctx context.Context, file, member, dst string, max int64, digest *Digest) error {
+// memberRange is the byte range in the package (an open file of size
+// bytes) of the member h, which tar just read the header of: its data
+// follows, contiguous, unless it is sparse, which is refused. A range
+// that would reach past the package's end is refused.
+func memberRange(f *os.File, size int64, name string, h *tar.Header) (images.Member, error) {
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return images.Member{}, fmt.Errorf("member %q is a sparse tar member: refused", name)
+		}
+	}
+	off, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return images.Member{}, fmt.Errorf("reading OVA: %w", err)
+	}
+	if h.Size < 0 || off > size || h.Size > size-off {
+		return images.Member{}, fmt.Errorf("member %q declares %d bytes at offset %d, past the end of the %d-byte package: refused", name, h.Size, off, size)
+	}
+	return images.Member{File: f.Name(), Offset: off, Size: h.Size}, nil
+}
+
+// locateMember finds the disk member of the OVA at file, to be read in
+// place: its names checked as ReadOVA checks them, its range within the
+// package and held to max bytes, and named once only. The tar reader and
+// the range agree on its first bytes.
+func locateMember(file, member string, max int64) (images.Member, error) {
 	f, err := os.Open(file)
 	if err != nil {
-		return fmt.Errorf("opening OVA: %w", err)
+		return images.Member{}, fmt.Errorf("opening OVA: %w", err)
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return images.Member{}, fmt.Errorf("opening OVA: %w", err)
+	}
 	tr := tar.NewReader(f)
+	var found *images.Member
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			return fmt.Errorf("OVA %s holds no member %q", filepath.Base(file), member)
+			break
 		}
 		if err != nil {
-			return fmt.Errorf("reading OVA: %w", err)
+			return images.Member{}, fmt.Errorf("reading OVA: %w", err)
 		}
 		name, err := memberName(h)
 		if err != nil {
-			return err
+			return images.Member{}, err
 		}
 		if name != member || h.Typeflag != tar.TypeReg {
 			continue
 		}
-		if h.Size > max {
-			return fmt.Errorf("OVA member %q is %d bytes, over the limit of %d: refused", member, h.Size, max)
+		if found != nil {
+			return images.Member{}, fmt.Errorf("OVA member %q appears twice: refused", member)
 		}
-		out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		m, err := memberRange(f, fi.Size(), name, h)
 		if err != nil {
-			return fmt.Errorf("extracting OVA member: %w", err)
+			return images.Member{}, err
 		}
-		var sum hash.Hash
-		w := io.Writer(out)
-		if digest != nil {
-			sum = digest.newHash()
-			w = io.MultiWriter(out, sum)
+		if m.Size > max {
+			return images.Member{}, fmt.Errorf("OVA member %q is %d bytes, over the limit of %d: refused", member, m.Size, max)
 		}
-		_, err = io.Copy(w, ctxReader{ctx, tr})
-		if err == nil && sum != nil {
-			err = digest.check(member, sum)
+		head := make([]byte, min(m.Size, 4096))
+		at := make([]byte, len(head))
+		if _, err := io.ReadFull(tr, head); err != nil {
+			return images.Member{}, fmt.Errorf("reading OVA member %q: %w", member, err)
 		}
-		if err == nil {
-			err = out.Sync()
+		if _, err := f.ReadAt(at, m.Offset); err != nil || !bytes.Equal(head, at) {
+			return images.Member{}, fmt.Errorf("OVA member %q is not where its header puts it: refused", member)
 		}
-		if cerr := out.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			os.Remove(dst)
-			return fmt.Errorf("extracting OVA member %q: %w", member, err)
-		}
-		return nil
+		found = &m
 	}
+	if found == nil {
+		return images.Member{}, fmt.Errorf("OVA %s holds no member %q", filepath.Base(file), member)
+	}
+	return *found, nil
+}
+
+// checkMemberDigest reads the member in place and holds it to the
+// manifest's digest.
+func checkMemberDigest(ctx context.Context, m images.Member, name string, digest *Digest, meter *meter) error {
+	f, err := os.Open(m.File)
+	if err != nil {
+		return fmt.Errorf("opening OVA: %w", err)
+	}
+	defer f.Close()
+	sum := digest.newHash()
+	r := ctxReader{ctx, io.NewSectionReader(f, m.Offset, m.Size)}
+	buf := make([]byte, 1<<20)
+	var done int64
+	for {
+		n, err := r.Read(buf)
+		sum.Write(buf[:n])
+		done += int64(n)
+		meter.set(done, false)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("reading OVA member %q: %w", name, err)
+		}
+	}
+	meter.set(done, true)
+	return digest.check(name, sum)
 }
 
 // ctxReader stops reading once ctx ends.

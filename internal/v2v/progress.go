@@ -7,7 +7,7 @@ import (
 // Phases of a disk's copy.
 const (
 	PhaseStream  = "stream"  // reading a streamed disk into the job directory
-	PhaseExtract = "extract" // taking a disk out of its OVA
+	PhaseDigest  = "digest"  // reading an OVA's disk in place against its manifest's digest
 	PhaseConvert = "convert" // qemu-img convert into qcow2, zeros skipped
 	PhaseVerify  = "verify"  // reading both back: qemu-img compare
 	PhaseAdapt   = "adapt"   // virt-v2v-in-place

@@ -11,7 +11,9 @@
 // one by URL with an error beside the field; upload an OVA through the
 // import wizard (a wave of 0 refused beside its field first), see the
 // server's plan of its VM, whose name is markup shown as text, then cancel
-// and delete the migration from its page; make a network, a subnet (an
+// and delete the migration from its page; upload it again, start that
+// migration from its page, see it succeed there as the event stream tells
+// it, its VM boot (the guest's marker), and delete the VM; make a network, a subnet (an
 // error beside its CIDR first), a port with its address, a security group
 // and a rule, see the wizard offer the network, and delete them; see the
 // host's accelerator,
@@ -54,6 +56,18 @@ const vmName = 'web-e2e';
 mkdirSync(shots, { recursive: true });
 
 const tid = (page, id) => page.getByTestId(id);
+
+// planOVA uploads the test's OVA through the import wizard as migration
+// name, onto the test's host, in waves of parallel, and asks for its plan.
+async function planOVA(page, name, parallel) {
+  await tid(page, 'import-vms-button').click();
+  await tid(page, 'import-kind-upload').check();
+  await tid(page, 'import-files').setInputFiles(env('PV_OVA'));
+  await tid(page, 'import-host').selectOption(hostName);
+  await tid(page, 'import-name').fill(name);
+  await tid(page, 'import-parallel').fill(parallel);
+  await tid(page, 'import-plan').click();
+}
 const step = (what) => console.log(`-- ${what}`);
 
 // Every page opened, and the API's last error answers, for the report of a failure.
@@ -340,13 +354,7 @@ try {
   step("migrations: the import wizard refuses a wave of 0 beside its field, then uploads an OVA whose VM is named in markup; the server's plan shows its row, that name as text; the migration is cancelled and deleted from its page");
   await tid(page, 'nav-migrations').click();
   await loaded(page, 'migrations-count');
-  await tid(page, 'import-vms-button').click();
-  await tid(page, 'import-kind-upload').check();
-  await tid(page, 'import-files').setInputFiles(env('PV_OVA'));
-  await tid(page, 'import-host').selectOption(hostName);
-  await tid(page, 'import-name').fill('web-import');
-  await tid(page, 'import-parallel').fill('0');
-  await tid(page, 'import-plan').click();
+  await planOVA(page, 'web-import', '0');
   await expectText(tid(page, 'error-parallel'), /from 1 to/, 5_000);
   await tid(page, 'import-parallel').fill('1');
   await tid(page, 'import-plan').click();
@@ -373,6 +381,26 @@ try {
   await page.waitForURL(/\/migrations$/, { timeout: 15_000 });
   await loaded(page, 'migrations-count');
   await absent(page, 'migration-row-web-import', 'a deleted migration is listed');
+
+  step("migrations: the wizard moves the same OVA onto the host: started from its page, which follows it on the event stream to its end; its VM boots there (the guest's marker on its serial console) and is deleted from its page");
+  await planOVA(page, 'web-moved', '1');
+  await page.locator('[data-testid^="plan-row-"]').first().waitFor({ timeout: 60_000 });
+  await tid(page, 'nav-migrations').click();
+  await expectText(tid(page, 'migration-row-web-moved'), /planned/, 15_000);
+  await tid(page, 'migration-row-web-moved').getByRole('link', { name: 'web-moved' }).click();
+  await expectText(tid(page, 'migration-vms'), /ready|pending/, 15_000);
+  await tid(page, 'migration-start-web-moved').click();
+  // The page is not read again: only the event stream can bring the end.
+  await expectText(tid(page, 'migration-state'), 'succeeded', 120_000);
+  await expectText(tid(page, 'migration-vms'), new RegExp(`${hostName}[\\s\\S]*succeeded`), 5_000);
+  await shot(page, 'migration-succeeded');
+  await tid(page, 'migration-vms').getByRole('link').first().click();
+  await expectText(tid(page, 'vm-state'), 'running', 60_000);
+  await tid(page, 'tab-serial').click();
+  await expectText(tid(page, 'serial-terminal'), /POLYVISOR-GUEST-READY/, 90_000);
+  await tid(page, 'action-delete').click();
+  await confirm(page);
+  await tid(page, 'vm-table').waitFor({ timeout: 60_000 });
 
   step('networks: a network and its subnet (a bad CIDR first, refused beside the field), a port with its address, a security group whose rule is added and removed; the wizard offers the network');
   await tid(page, 'nav-networks').click();

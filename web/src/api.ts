@@ -2,6 +2,7 @@
 // the one error shape, paged lists and the event stream.
 import { APIError } from './lib/errors';
 import { LineSplitter } from './lib/ndjson';
+import { eventsPath } from './lib/eventstream';
 export type * from './types';
 import type { Event, Host, HostDrain, Image, Operation } from './types';
 import { routeSet, type RouteSet } from './lib/routes';
@@ -114,10 +115,9 @@ export async function streamEvents(signal: AbortSignal, onEvent: (e: Event) => v
   let delay = 500;
   let opened = 0;
   let since = 0;
-  const types = 'types=vm,host,image,operation,provider,network,subnet,port,security-group,floating-ip';
   while (!signal.aborted) {
     try {
-      const resp = await fetch(`/v1/events?${types}${since > 0 ? `&since=${since}` : ''}`, { headers: authHeaders('application/x-ndjson'), signal });
+      const resp = await fetch(eventsPath(since), { headers: authHeaders('application/x-ndjson'), signal });
       if (resp.status === 401) {
         onUnauthorized();
         return;
