@@ -220,13 +220,14 @@ func (c *Controller) run(termCtx, jctx context.Context, recs Records, w store.Wr
 			res.Moves[i].Outcome = Cancelled
 			continue
 		}
-		if res.Moves[i].Outcome != Moving {
+		resumed := res.Moves[i].Outcome == Moving
+		if !resumed {
 			res.Moves[i].Outcome = Moving
 			if err := c.record(termCtx, recs, id, res, i*100/max(n, 1), fmt.Sprintf("moving vm %s (%d of %d)", res.Moves[i].VM, i+1, n)); err != nil {
 				return err
 			}
 		}
-		mv, ok := c.move(termCtx, jctx, recs, w, id, res, i)
+		mv, ok := c.move(termCtx, jctx, recs, w, id, res, i, resumed)
 		if !ok {
 			return nil // the term ended: the next leader carries on
 		}
@@ -244,10 +245,10 @@ func (c *Controller) run(termCtx, jctx context.Context, recs Records, w store.Wr
 	return c.finish(termCtx, recs, id, res, cancelled(jctx))
 }
 
-// move makes move i of the drain, or carries on the one under way, and
-// returns its outcome; ok is false when the term ended before it was
-// known.
-func (c *Controller) move(termCtx, jctx context.Context, recs Records, w store.Writer, id string, res api.HostDrain, i int) (api.DrainMove, bool) {
+// move makes move i of the drain, or carries on the one under way
+// (resumed: a run before this one began it), and returns its outcome; ok
+// is false when the term ended before it was known.
+func (c *Controller) move(termCtx, jctx context.Context, recs Records, w store.Writer, id string, res api.HostDrain, i int, resumed bool) (api.DrainMove, bool) {
 	mv := res.Moves[i]
 	host := res.Host
 	vm, ok := c.cfg.VMs.Get(mv.VM)
@@ -260,7 +261,7 @@ func (c *Controller) move(termCtx, jctx context.Context, recs Records, w store.W
 			// A move this drain started before its server stopped,
 			// whose operation it could not record.
 			mv.Operation, mv.Target = vm.Spec.Migration.Operation, vm.Spec.Migration.Target
-		case vm.Spec.Host != host && mv.Outcome == Moving:
+		case vm.Spec.Host != host && resumed:
 			// Moved by this drain before its server stopped.
 			mv.Target = vm.Spec.Host
 			return settled(mv, vm), true
