@@ -86,3 +86,54 @@ func TestDrainSurvivesItsServer(t *testing.T) {
 		t.Errorf("%d migrations for %d vms", n, onH1)
 	}
 }
+
+// TestDrainAcrossServers: with two servers over one store, a cancel of a
+// drain asked through the server that does not run it reaches the leader,
+// which does: the move under way is cancelled, the VMs stay, the drain
+// ends cancelled.
+func TestDrainAcrossServers(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_, other := e.second(t, Config{Name: "second"})
+	pa := e.super.WithProject("pa")
+	c := api.VMCreate{Name: "a-run", PowerState: api.PowerRunning, VCPUs: 1, MemoryMiB: 64, Host: "h1", Disks: []api.Disk{{Image: "img"}}}
+	if _, err := pa.CreateVM(ctx, c, client.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, vm := range listAll(e.s.vms, func(vm *api.VM) bool { return vm.Spec.Host == "h1" }) {
+		e.ctlObserved(t, e.tokens["h1"], vm.Key())
+	}
+	if st, err := other.ClusterStatus(ctx); err != nil || st.Self.Leader {
+		t.Fatalf("the second server leads or cannot say: %+v, %v", st, err)
+	}
+	op, err := e.super.DrainHost(ctx, "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctlEventually(t, 20*time.Second, "the leader starts the drain's first move", func() error {
+		if n := len(listAll(e.s.ops, func(o *api.Operation) bool { return o.Kind == api.OpVMMigrate && !o.Done() })); n != 1 {
+			return fmt.Errorf("%d moves under way", n)
+		}
+		return nil
+	})
+	done, err := other.CancelOperation(ctx, op.ID)
+	if err != nil || done.Status != api.OpCancelled {
+		t.Fatalf("cancelling the drain through the second server: %+v, %v", done, err)
+	}
+	d, err := client.DrainResult(done)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mv := range d.Moves {
+		if mv.Outcome != "cancelled" {
+			t.Errorf("after the cancel: move %+v", mv)
+		}
+	}
+	for _, vm := range listAll(e.s.vms, func(vm *api.VM) bool { return vm.Spec.Migration != nil }) {
+		t.Errorf("%s still migrating after the cancelled drain", vm.Key())
+	}
+	if vm, _ := pa.GetVM(ctx, "a-run"); vm.Spec.Host != "h1" {
+		t.Errorf("a-run on %s after the cancelled drain", vm.Spec.Host)
+	}
+}
