@@ -135,7 +135,15 @@ func (c *Controller) Lead(ctx context.Context, w store.Writer) {
 // the runs of drains cancelled or gone.
 func (c *Controller) tick(ctx context.Context, recs Records, w store.Writer) {
 	running := map[string]bool{}
-	for _, op := range recs.Running() {
+	all := recs.Running()
+	first := firstByHost(all)
+	for _, op := range all {
+		if keep := first[op.Target.Name]; keep.ID != op.ID {
+			// Two servers took a drain of one host at once: the older
+			// drains it, this one ends before it moves anything.
+			c.refuse(ctx, recs, op, keep)
+			continue
+		}
 		running[op.ID] = true
 		c.start(ctx, recs, w, op.ID)
 		if cancelRequested(op) {
@@ -149,6 +157,45 @@ func (c *Controller) tick(ctx context.Context, recs Records, w store.Writer) {
 		}
 	}
 	c.mu.Unlock()
+}
+
+// firstByHost is the oldest running drain of each host.
+func firstByHost(ops []*api.Operation) map[string]*api.Operation {
+	first := map[string]*api.Operation{}
+	for _, op := range ops {
+		cur, ok := first[op.Target.Name]
+		if !ok || op.CreatedAt.Before(cur.CreatedAt) || (op.CreatedAt.Equal(cur.CreatedAt) && op.ID < cur.ID) {
+			first[op.Target.Name] = op
+		}
+	}
+	return first
+}
+
+// refuse fails a drain of a host that an older drain drains already.
+func (c *Controller) refuse(ctx context.Context, recs Records, op, keep *api.Operation) {
+	c.mu.Lock()
+	_, busy := c.jobs[op.ID]
+	c.mu.Unlock()
+	if busy {
+		return
+	}
+	err := recs.Update(ctx, op.ID, func(o *api.Operation) {
+		var res api.HostDrain
+		if json.Unmarshal(o.Result, &res) == nil {
+			for i := range res.Moves {
+				if !final(res.Moves[i].Outcome) {
+					res.Moves[i].Outcome = Cancelled
+				}
+			}
+			o.Result, _ = json.Marshal(res)
+		}
+		o.Status, o.Progress, o.FinishedAt = api.OpFailed, 100, time.Now().UTC()
+		o.Message = fmt.Sprintf("host %q is being drained already", op.Target.Name)
+		o.Error = &api.Error{Code: api.CodeConflict, Message: fmt.Sprintf("host %q is being drained already (operation %s)", op.Target.Name, keep.ID)}
+	})
+	if err != nil && !errors.Is(err, errGone) && ctx.Err() == nil {
+		c.log.Warn("ending a second drain of a host", "op", op.ID, "err", err)
+	}
 }
 
 // start runs the drain unless a run of it is under way here.

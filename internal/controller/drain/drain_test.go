@@ -379,3 +379,32 @@ func TestDrainTermEnds(t *testing.T) {
 		t.Errorf("the term's end cancelled %v", fm.cancels)
 	}
 }
+
+// TestDrainOneAtATime: two drains of one host, taken by two servers at
+// once: the older runs, the newer fails as a conflict before it moves
+// anything.
+func TestDrainOneAtATime(t *testing.T) {
+	op := drainOp(api.DrainMove{VM: "p/a", Outcome: Pending})
+	op.CreatedAt = time.Now().Add(-time.Second)
+	c, recs, _, fm := setup(op, vmOn("a", "h1", api.PowerRunning))
+	second := drainOp(api.DrainMove{VM: "p/a", Outcome: Pending})
+	second.ID, second.CreatedAt = "d2", time.Now()
+	recs.ops["d2"] = second
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go lead(ctx, c, recs)
+	if done := waitDone(t, recs, "d1"); done.Status != api.OpSucceeded {
+		t.Errorf("the first drain: %s %+v", done.Status, done.Error)
+	}
+	done := waitDone(t, recs, "d2")
+	_, res := recs.result(t, "d2")
+	if done.Status != api.OpFailed || done.Error == nil || done.Error.Code != api.CodeConflict || !strings.Contains(done.Error.Message, "d1") {
+		t.Errorf("the second drain: %s %+v", done.Status, done.Error)
+	}
+	if res.Moves[0].Outcome != Cancelled || res.Moves[0].Operation != "" {
+		t.Errorf("the second drain's move: %+v", res.Moves[0])
+	}
+	if got := fm.startedVMs(); len(got) != 1 {
+		t.Errorf("moves started: %v, want one", got)
+	}
+}
