@@ -418,8 +418,9 @@ func (c *Controller) record(ctx context.Context, recs Records, id string, res ap
 	})
 }
 
-// finish ends the drain: succeeded when no VM stayed on the host,
-// cancelled when it was, failed otherwise; the host stays cordoned.
+// finish ends the drain: succeeded when no VM stayed on the host (even
+// if a cancel came after the last move), cancelled when it was, failed
+// otherwise; the host stays cordoned.
 func (c *Controller) finish(ctx context.Context, recs Records, id string, res api.HostDrain, wasCancelled bool) error {
 	n, moved, left := len(res.Moves), 0, []string{}
 	for i, mv := range res.Moves {
@@ -438,7 +439,7 @@ func (c *Controller) finish(ctx context.Context, recs Records, id string, res ap
 	status, msg := api.OpSucceeded, fmt.Sprintf("%d of %d vm(s) moved", moved, n)
 	var cause *api.Error
 	switch {
-	case wasCancelled:
+	case wasCancelled && len(left) > 0:
 		status = api.OpCancelled
 		cause = &api.Error{Code: api.CodeUnprocessable, Message: fmt.Sprintf("drain of host %q cancelled: %d of %d vm(s) moved; the host stays cordoned", res.Host, moved, n)}
 	case len(left) > 0:
