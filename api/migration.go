@@ -89,6 +89,10 @@ const OpHostDrain = "host.drain"
 type HostDrain struct {
 	Host  string      `json:"host"`
 	Moves []DrainMove `json:"moves"`
+	// Cancel is set when the drain's cancel was asked, through any
+	// server: the leader running the drain cancels the move under way and
+	// ends the drain.
+	Cancel bool `json:"cancel,omitempty"`
 }
 
 // DrainMove is one VM leaving a drained host.

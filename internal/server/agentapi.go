@@ -445,11 +445,12 @@ func (s *Server) vmRemoved(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Conflict("vm %q is not being deleted", name))
 		return
 	}
-	if err := s.removeVMWithPorts(r.Context(), name); err != nil {
+	deleted, err := s.removeVMWithPorts(r.Context(), name)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	s.log.Info("vm removed", "vm", name, "host", vm.Spec.Host)
-	s.releaseVolumes(r.Context(), vm)
+	s.auditReleasedRoots(r.Context(), vm, deleted)
 	writeJSON(w, http.StatusOK, struct{}{})
 }

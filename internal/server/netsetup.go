@@ -173,19 +173,32 @@ func (s *Server) withPorts(vm *api.VM, plan *network.VMPlan) {
 }
 
 // removeVMWithPorts deletes a VM its host reported removed, with its
-// ports: those made for it deleted, the others released. Should that keep
-// losing races, the VM goes alone and the janitor frees its ports.
-func (s *Server) removeVMWithPorts(ctx context.Context, key string) error {
-	for range 5 {
+// ports (those made for it deleted, the others released) and its volumes
+// released (releaseVolumeOps), in one transaction. Should that keep
+// losing races, the VM goes with its volumes released but without its
+// ports, which the janitor frees; the deleted root volumes are returned
+// for the audit.
+func (s *Server) removeVMWithPorts(ctx context.Context, key string) ([]string, error) {
+	var err error
+	for attempt := range 10 {
 		vm, ok := s.vms.Get(key)
 		if !ok {
-			return api.NotFound("vm", key)
+			return nil, api.NotFound("vm", key)
 		}
-		_, err := s.st.Txn(ctx, append([]store.Op{s.vms.OpDelete(key, vm.Version)}, s.net.m.ReleaseVMOps(vm)...)...)
+		txn := []store.Op{s.vms.OpDelete(key, vm.Version)}
+		vols, deleted := s.releaseVolumeOps(vm)
+		txn = append(txn, vols...)
+		if attempt < 5 {
+			txn = append(txn, s.net.m.ReleaseVMOps(vm)...)
+		}
+		_, err = s.st.Txn(ctx, txn...)
 		var ke *store.KeyError
-		if err == nil || !errors.As(err, &ke) {
-			return err
+		if err == nil {
+			return deleted, nil
+		}
+		if !errors.As(err, &ke) && !errors.Is(err, store.ErrConflict) {
+			return nil, err
 		}
 	}
-	return s.vms.Delete(ctx, key, 0)
+	return nil, fmt.Errorf("removing vm %q: %w", key, err)
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/controller/drain"
 )
 
 const maxWait = 5 * time.Minute
@@ -80,8 +82,10 @@ func (s *Server) cancelOperation(w http.ResponseWriter, r *http.Request) {
 		}
 		op, _ = s.ctl.Ops.Wait(r.Context(), id, 30*time.Second)
 	case op.Kind == api.OpHostDrain:
-		if !s.cancelDrain(id) {
-			s.writeError(w, r, api.Conflict("operation %s is not running here", id))
+		// The leader runs the drain: it sees the cancel in the store,
+		// whichever server took it.
+		if err := drain.RequestCancel(r.Context(), s.ops, s.st, id); err != nil {
+			s.writeError(w, r, fmt.Errorf("cancelling drain %s: %w", id, err))
 			return
 		}
 		op, _ = s.ctl.Ops.Wait(r.Context(), id, 2*time.Minute)

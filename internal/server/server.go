@@ -31,6 +31,7 @@ import (
 	"github.com/polyvisor/polyvisor/internal/controller"
 	"github.com/polyvisor/polyvisor/internal/controller/admission"
 	"github.com/polyvisor/polyvisor/internal/controller/balance"
+	"github.com/polyvisor/polyvisor/internal/controller/drain"
 	"github.com/polyvisor/polyvisor/internal/controller/ha"
 	"github.com/polyvisor/polyvisor/internal/controller/liveness"
 	"github.com/polyvisor/polyvisor/internal/controller/ops"
@@ -206,6 +207,7 @@ type Server struct {
 	ctl     *controller.Set
 	ha      *ha.Controller
 	balance *balance.Controller
+	drain   *drain.Controller
 	streams *streamBroker
 	metrics *metrics
 
@@ -238,7 +240,6 @@ type Server struct {
 	bg        sync.WaitGroup
 	cancel    context.CancelFunc
 	life      context.Context // ends when the server closes
-	drains    drainRuns       // host drains this server runs
 }
 
 // New opens the store, prepares TLS material and the admin token, and loads
@@ -402,10 +403,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Metrics: s.metrics, ErrorOf: toAPIError, Audit: s.auditSystem, Logger: cfg.Logger,
 		Counted: s.net.m.Counted, Leaders: []func(context.Context, store.Writer){s.net.m.RunJanitor,
 			func(ctx context.Context, w store.Writer) { s.ha.Lead(ctx, w) },
-			func(ctx context.Context, w store.Writer) { s.balance.Lead(ctx, w) }, s.leadMigrations, s.leadProviderUsage},
+			func(ctx context.Context, w store.Writer) { s.balance.Lead(ctx, w) }, s.leadMigrations, s.leadProviderUsage,
+			func(ctx context.Context, w store.Writer) { s.drain.Lead(ctx, w) }},
 	})
 	s.ha = s.newHA()
 	s.balance = s.newBalance()
+	s.drain = s.newDrain()
 	s.v2v = s.newMigrationController()
 	return s, nil
 }

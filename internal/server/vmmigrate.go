@@ -3,16 +3,14 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/internal/auth"
+	"github.com/polyvisor/polyvisor/internal/controller/drain"
 	"github.com/polyvisor/polyvisor/internal/controller/ops"
 	"github.com/polyvisor/polyvisor/internal/store"
 )
@@ -222,64 +220,13 @@ func volumeNames(vm *api.VM) []string {
 	return names
 }
 
-// drainWait bounds the wait for one VM's move during a drain.
-const drainWait = 16 * time.Minute
-
-// Outcomes of a VM in a drain (api.DrainMove).
-const (
-	drainPending   = "pending"
-	drainMoving    = "moving"
-	drainMigrated  = "migrated"
-	drainMoved     = "moved"
-	drainSkipped   = "skipped"
-	drainFailed    = "failed"
-	drainCancelled = "cancelled"
-)
-
-// drainRuns are the drains this server runs: their cancels by operation.
-type drainRuns struct {
-	mu      sync.Mutex
-	running map[string]context.CancelFunc
-	hosts   map[string]string // host -> operation
-}
-
-func (d *drainRuns) start(host, op string, cancel context.CancelFunc) (string, bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if cur, ok := d.hosts[host]; ok {
-		return cur, false
-	}
-	if d.running == nil {
-		d.running, d.hosts = map[string]context.CancelFunc{}, map[string]string{}
-	}
-	d.running[op], d.hosts[host] = cancel, op
-	return op, true
-}
-
-func (d *drainRuns) end(host, op string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	delete(d.running, op)
-	if d.hosts[host] == op {
-		delete(d.hosts, host)
-	}
-}
-
-func (d *drainRuns) cancel(op string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	c, ok := d.running[op]
-	if ok {
-		c()
-	}
-	return ok
-}
-
-// drainHost cordons a host and starts a host.drain operation that moves
-// the VMs placed on it away one after another, each to the scheduler's
-// choice: running ones live, stopped ones with their disks copied; paused
-// ones stay, with why. The operation's result (api.HostDrain) says what
-// became of each VM as it goes; cancelling it cancels the move under way.
+// drainHost cordons a host and records a host.drain operation whose
+// result lists the VMs placed on it, each pending. The leader's drain
+// controller (package drain) then moves them away one after another,
+// each to the scheduler's choice: running ones live, stopped ones with
+// their disks copied; paused ones stay, with why. The operation's result
+// (api.HostDrain) says what became of each VM as it goes; cancelling it,
+// through any server, cancels the move under way.
 func (s *Server) drainHost(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	requestOf(r).resource = api.Ref{Kind: "host", Name: name}
@@ -299,150 +246,41 @@ func (s *Server) drainHost(w http.ResponseWriter, r *http.Request) {
 	slices.SortFunc(vms, func(a, b *api.VM) int { return cmpString(a.Key(), b.Key()) })
 	res := api.HostDrain{Host: name, Moves: []api.DrainMove{}}
 	for _, vm := range vms {
-		res.Moves = append(res.Moves, api.DrainMove{VM: vm.Key(), Outcome: drainPending})
+		res.Moves = append(res.Moves, api.DrainMove{VM: vm.Key(), Outcome: drain.Pending})
 	}
 	op := ops.NewOperation(api.OpHostDrain, api.Ref{Kind: "host", Name: name, UID: h.UID}, nil)
 	op.Status, op.StartedAt = api.OpRunning, time.Now().UTC()
 	op.Message = fmt.Sprintf("draining %d vm(s)", len(vms))
 	op.Result, _ = json.Marshal(res)
-	ctx, cancel := context.WithCancel(s.life)
-	if cur, ok := s.drains.start(name, op.ID, cancel); !ok {
-		cancel()
-		s.writeError(w, r, api.Conflict("host %q is being drained already (operation %s)", name, cur))
-		return
-	}
 	if _, err := s.setUnschedulable(r.Context(), name, true); err != nil {
-		s.drains.end(name, op.ID)
-		cancel()
 		s.writeError(w, r, err)
 		return
 	}
 	if _, err := s.ops.Create(r.Context(), op.ID, op); err != nil {
-		s.drains.end(name, op.ID)
-		cancel()
 		s.writeError(w, r, fmt.Errorf("recording the drain of host %q: %w", name, err))
 		return
 	}
 	created, _ := s.ops.Get(op.ID)
-	s.goBG(func() {
-		defer s.drains.end(name, op.ID)
-		defer cancel()
-		s.runDrain(ctx, op.ID, name, vms, res)
-	})
 	writeOperation(w, created)
 }
 
-// runDrain moves each VM in turn and records each step in the
-// operation, then ends it: succeeded when every VM left the host.
-func (s *Server) runDrain(ctx context.Context, id, host string, vms []*api.VM, res api.HostDrain) {
-	log := s.log.With("op", id, "host", host)
-	n := len(vms)
-	for i, vm := range vms {
-		if ctx.Err() != nil {
-			for j := i; j < n; j++ {
-				res.Moves[j].Outcome = drainCancelled
-			}
-			break
-		}
-		res.Moves[i].Outcome = drainMoving
-		s.recordDrain(id, res, i*100/max(n, 1), fmt.Sprintf("moving vm %s (%d of %d)", vm.Key(), i+1, n))
-		res.Moves[i] = s.drainOne(ctx, vm, host)
-		log.Info("drain move", "vm", vm.Key(), "outcome", res.Moves[i].Outcome, "target", res.Moves[i].Target, "err", res.Moves[i].Error)
-	}
-	status, moved, left := api.OpSucceeded, 0, []string{}
-	for _, mv := range res.Moves {
-		switch mv.Outcome {
-		case drainMigrated, drainMoved:
-			moved++
-		default:
-			left = append(left, mv.VM)
-		}
-	}
-	var cause error
-	switch {
-	case ctx.Err() != nil:
-		status, cause = api.OpCancelled, fmt.Errorf("drain of host %q cancelled: %d of %d vm(s) moved; the host stays cordoned", host, moved, n)
-	case len(left) > 0:
-		status, cause = api.OpFailed, api.Unprocessable("%d of %d vm(s) did not leave host %q (%s): see each move's error; the host stays cordoned", len(left), n, host, strings.Join(left, ", "))
-	}
-	s.finishDrain(id, res, status, cause, fmt.Sprintf("%d of %d vm(s) moved", moved, n))
+// newDrain makes the leader's drain controller.
+func (s *Server) newDrain() *drain.Controller {
+	return drain.New(drain.Config{Ops: s.ops, VMs: s.vms, Mover: drainMover{s}, Logger: s.log})
 }
 
-// recordDrain writes the drain's result and progress into its operation.
-func (s *Server) recordDrain(id string, res api.HostDrain, progress int, msg string) {
-	s.updateDrainOp(id, func(op *api.Operation) {
-		op.Result, _ = json.Marshal(res)
-		op.Progress, op.Message = progress, msg
-	})
-}
+// drainMover moves a drained host's VMs as `vm migrate` without a host
+// does, its operation stored through the leader's writer.
+type drainMover struct{ s *Server }
 
-func (s *Server) finishDrain(id string, res api.HostDrain, status string, cause error, msg string) {
-	s.updateDrainOp(id, func(op *api.Operation) {
-		op.Result, _ = json.Marshal(res)
-		op.Status, op.Progress, op.Message, op.FinishedAt = status, 100, msg, time.Now().UTC()
-		if cause != nil {
-			var ae *api.Error
-			if !errors.As(cause, &ae) {
-				ae = &api.Error{Code: api.CodeUnprocessable, Message: cause.Error()}
-			}
-			op.Error = ae
-		}
-	})
-}
+func (m drainMover) Check(vm *api.VM) error { return m.s.checkMigration(vm, "") }
 
-// updateDrainOp changes the drain's operation, tried again while another
-// write races it; it does not depend on the drain's context.
-func (s *Server) updateDrainOp(id string, f func(*api.Operation)) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for ctx.Err() == nil {
-		cur, ok := s.ops.Get(id)
-		if !ok {
-			return
-		}
-		op := store.Clone(cur)
-		f(op)
-		if _, err := s.ops.Update(ctx, id, op, cur.Version); err == nil {
-			return
-		} else if !errors.Is(err, store.ErrConflict) {
-			s.log.Warn("recording a drain's progress", "op", id, "err", err)
-			return
-		}
-	}
-}
-
-// cancelDrain cancels a drain this server runs.
-func (s *Server) cancelDrain(id string) bool { return s.drains.cancel(id) }
-
-// drainOne moves one VM off a drained host and waits for the outcome. A
-// drain cancelled meanwhile cancels the VM's move.
-func (s *Server) drainOne(ctx context.Context, vm *api.VM, host string) api.DrainMove {
-	mv := api.DrainMove{VM: vm.Key(), Outcome: drainFailed}
-	fail := func(err error) api.DrainMove {
-		mv.Error = err.Error()
-		return mv
-	}
-	cur, ok := s.vms.Get(vm.Key())
-	switch {
-	case !ok || cur.Spec.Deletion != nil:
-		mv.Outcome, mv.Error = drainSkipped, "the vm was deleted meanwhile"
-		return mv
-	case cur.Spec.Host != host:
-		mv.Outcome, mv.Error, mv.Target = drainSkipped, "the vm left the host meanwhile", cur.Spec.Host
-		return mv
-	case cur.Spec.PowerState == api.PowerPaused:
-		mv.Outcome = drainSkipped
-		return fail(s.checkMigration(cur, ""))
-	}
-	vm = cur
-	if err := s.checkMigration(vm, ""); err != nil {
-		return fail(err)
-	}
+func (m drainMover) Start(ctx context.Context, w store.Writer, vm *api.VM) (string, *api.Operation, error) {
+	s := m.s
 	target, _, err := s.ctl.Placer.Migrate(ctx, vm, "")
 	if err != nil {
-		return fail(err)
+		return "", nil, err
 	}
-	mv.Target = target
 	admit := func(ctx context.Context, vm *api.VM) ([]store.Op, error) {
 		if err := s.checkMigration(vm, target); err != nil {
 			return nil, err
@@ -450,40 +288,17 @@ func (s *Server) drainOne(ctx context.Context, vm *api.VM, host string) api.Drai
 		_, conds, err := s.ctl.Placer.Migrate(ctx, vm, target)
 		return conds, err
 	}
-	op, _, err := s.ctl.Ops.SubmitWith(ctx, vm.Key(), api.OpVMMigrate, api.VMMigrate{Host: target}, ops.SubmitOptions{Admit: admit})
+	op, _, err := s.ctl.Ops.SubmitWith(ctx, vm.Key(), api.OpVMMigrate, api.VMMigrate{Host: target}, ops.SubmitOptions{Admit: admit, Writer: w})
 	if err != nil {
-		return fail(err)
+		return "", nil, err
 	}
-	mv.Operation = op.ID
-	done, err := s.ctl.Ops.Wait(ctx, op.ID, drainWait)
-	if err == nil && ctx.Err() != nil && (done == nil || !done.Done()) {
-		// The drain was cancelled: so is this VM's move.
-		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if cur, ok := s.ops.Get(op.ID); ok && !cur.Done() {
-			if cerr := s.ctl.Ops.Cancel(cctx, cur); cerr != nil {
-				s.log.Warn("cancelling a drained vm's move", "op", op.ID, "err", cerr)
-			}
-		}
-		done, err = s.ctl.Ops.Wait(cctx, op.ID, time.Minute)
-	}
-	switch {
-	case err != nil:
-		return fail(err)
-	case done == nil || !done.Done():
-		return fail(errors.New("the move did not end in time"))
-	case done.Status == api.OpCancelled:
-		mv.Outcome = drainCancelled
-		return mv
-	case done.Status != api.OpSucceeded:
-		if done.Error != nil {
-			return fail(errors.New(done.Error.Message))
-		}
-		return fail(fmt.Errorf("the move %s", done.Status))
-	}
-	mv.Outcome = drainMigrated
-	if vm.Spec.PowerState == api.PowerStopped {
-		mv.Outcome = drainMoved
-	}
-	return mv
+	return target, op, nil
+}
+
+func (m drainMover) Wait(ctx context.Context, id string, d time.Duration) (*api.Operation, error) {
+	return m.s.ctl.Ops.Wait(ctx, id, d)
+}
+
+func (m drainMover) Cancel(ctx context.Context, op *api.Operation) error {
+	return m.s.ctl.Ops.Cancel(ctx, op)
 }

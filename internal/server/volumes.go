@@ -659,32 +659,44 @@ func (s *Server) volumeRemoved(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// releaseVolumes detaches the volumes of a VM that is gone, and deletes
-// the root volume its create made when it was asked to (deleteWithVM).
-func (s *Server) releaseVolumes(ctx context.Context, vm *api.VM) {
+// releaseVolumeOps are the writes that release the volumes of a VM
+// being removed, for the transaction that removes it: each volume
+// attached to it is detached, and the root volume its create made is
+// marked for deletion when it was asked to be (deleteWithVM), which the
+// returned names list for the audit. One transaction, so that no crash
+// leaves a volume attached to a VM that no longer exists (a new VM of the
+// same name would find it attached) or a VM gone with its volume held.
+func (s *Server) releaseVolumeOps(vm *api.VM) ([]store.Op, []string) {
+	var txn []store.Op
+	var deleted []string
+	now := time.Now().UTC()
 	for _, a := range vm.Spec.Volumes {
 		key := api.Key(vm.Project, a.Volume)
-		_, err := s.updateVolume(ctx, key, func(v *api.Volume) ([]store.Op, error) {
-			if v.Spec.AttachedTo != vm.Name {
-				return nil, errNothingToDo
-			}
-			v.Spec.AttachedTo = ""
-			if a.DeleteWithVM && v.Spec.Deletion == nil {
-				v.Spec.Deletion = &api.Deletion{RequestedAt: time.Now().UTC()}
-			}
-			return nil, nil
-		}, nil)
-		if err == nil && a.DeleteWithVM {
-			s.auditSystemAs(ctx, "vm", "volume.delete", api.Ref{Kind: "volume", Name: a.Volume, Project: vm.Project},
-				fmt.Sprintf("the root volume of vm %q, made with it and deleted with it", vm.Name))
+		cur, ok := s.volumes.Get(key)
+		if !ok || cur.Spec.AttachedTo != vm.Name {
+			continue
 		}
-		if err != nil && !errors.Is(err, errNothingToDo) && !isNotFound(err) {
-			s.log.Warn("releasing the volume of a removed vm", "vm", vm.Key(), "volume", a.Volume, "err", err)
+		v := store.Clone(cur)
+		v.Spec.AttachedTo = ""
+		if a.DeleteWithVM && v.Spec.Deletion == nil {
+			v.Spec.Deletion = &api.Deletion{RequestedAt: now}
+			deleted = append(deleted, a.Volume)
 		}
+		v.Generation++
+		v.UpdatedAt = now
+		txn = append(txn, s.volumes.OpUpdate(key, v, cur.Version))
 	}
+	return txn, deleted
 }
 
-var errNothingToDo = errors.New("nothing to do")
+// auditReleasedRoots records the deletion of the root volumes a VM's
+// removal marked for deletion with it.
+func (s *Server) auditReleasedRoots(ctx context.Context, vm *api.VM, deleted []string) {
+	for _, name := range deleted {
+		s.auditSystemAs(ctx, "vm", "volume.delete", api.Ref{Kind: "volume", Name: name, Project: vm.Project},
+			fmt.Sprintf("the root volume of vm %q, made with it and deleted with it", vm.Name))
+	}
+}
 
 // diskNames are the names of a VM's own disks, unnamed ones as the host
 // names them (disk0, disk1...).
