@@ -125,7 +125,7 @@ func (s *Server) upsertHost(ctx context.Context, name string, st api.HostStatus)
 			return nil, err
 		}
 		if !ok {
-			h := &api.Host{Meta: api.Meta{Name: name, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now}}
+			h := &api.Host{Meta: api.Meta{Name: name, UID: api.NewUID(), Generation: 1, CreatedAt: now, UpdatedAt: now}}
 			h.Status = st
 			h.Status.State, h.Status.LastHeartbeat = hostState(st), now
 			h.Status.Allocated, h.Status.Capacity = api.Allocation{}, api.HostCapacity{}

@@ -20,7 +20,7 @@ func TestForeignObjectReadsAsMissing(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now().UTC()
 	if _, err := e.s.providers.Create(ctx, "vc-secret", &api.Provider{
-		Meta: api.Meta{Name: "vc-secret", Project: "pb", UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now},
+		Meta: api.Meta{Name: "vc-secret", Project: "pb", UID: api.NewUID(), Generation: 1, CreatedAt: now, UpdatedAt: now},
 		Spec: api.ProviderSpec{Type: api.ProviderLibvirt, URL: "test:///default"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -138,7 +138,7 @@ func TestHostDelete(t *testing.T) {
 
 	// A provider's hosts are its provider's to manage.
 	now := time.Now().UTC()
-	ph := &api.Host{Meta: api.Meta{Name: "esx1", UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now},
+	ph := &api.Host{Meta: api.Meta{Name: "esx1", UID: api.NewUID(), Generation: 1, CreatedAt: now, UpdatedAt: now},
 		Provider: &api.ProviderRef{Name: "vc1", ID: "host-1"}}
 	if _, err := e.s.hosts.Create(ctx, ph.Name, ph); err != nil {
 		t.Fatal(err)

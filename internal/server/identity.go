@@ -134,14 +134,14 @@ func (s *Server) mintToken(ctx context.Context, prefix string, rec *tokenRecord)
 func (s *Server) bootstrap(ctx context.Context) error {
 	now := time.Now().UTC()
 	if _, ok := s.projects.Get(api.DefaultProject); !ok {
-		p := &api.Project{Meta: api.Meta{Name: api.DefaultProject, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now},
+		p := &api.Project{Meta: api.Meta{Name: api.DefaultProject, UID: api.NewUID(), Generation: 1, CreatedAt: now, UpdatedAt: now},
 			Spec: api.ProjectSpec{Description: "Default project"}}
 		if _, err := s.projects.Create(ctx, p.Name, p); err != nil && !errors.Is(err, store.ErrExists) {
 			return fmt.Errorf("creating the default project: %w", err)
 		}
 	}
 	if _, ok := s.users.Get(bootstrapUser); !ok {
-		u := &api.User{Meta: api.Meta{Name: bootstrapUser, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now},
+		u := &api.User{Meta: api.Meta{Name: bootstrapUser, UID: api.NewUID(), Generation: 1, CreatedAt: now, UpdatedAt: now},
 			DisplayName: "First superadmin", Superadmin: true}
 		if _, err := s.users.Create(ctx, u.Name, u); err != nil && !errors.Is(err, store.ErrExists) {
 			return fmt.Errorf("creating the first superadmin: %w", err)

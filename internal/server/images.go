@@ -142,7 +142,7 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rq.resource = api.Ref{Kind: "image", Name: req.Name, Project: rq.project}
-	job := &imports.Job{Project: rq.project, Admin: rq.id.IsSuperadmin(), Settings: s.imageSettings(), Reservation: newUID()}
+	job := &imports.Job{Project: rq.project, Admin: rq.id.IsSuperadmin(), Settings: s.imageSettings(), Reservation: api.NewUID()}
 	if !upload {
 		// The credentials of a URL, and the values of its query (a
 		// pre-signed URL's signature, a token), are used for the
@@ -190,7 +190,7 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
 func newImage(project string, req *api.ImageCreate) *api.Image {
 	now := time.Now().UTC()
 	img := &api.Image{
-		Meta:   api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
+		Meta:   api.Meta{Name: req.Name, Project: project, UID: api.NewUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
 		Public: req.Public,
 		Kind:   req.Kind,
 		State:  api.ImageImporting,

@@ -25,8 +25,8 @@ func TestMigrateToProjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
-	img := &api.Image{Meta: api.Meta{Name: "disk", UID: newUID(), CreatedAt: now}, Kind: api.ImageDisk, State: api.ImageReady}
-	vm := &api.VM{Meta: api.Meta{Name: "old", UID: newUID(), Generation: 1, CreatedAt: now},
+	img := &api.Image{Meta: api.Meta{Name: "disk", UID: api.NewUID(), CreatedAt: now}, Kind: api.ImageDisk, State: api.ImageReady}
+	vm := &api.VM{Meta: api.Meta{Name: "old", UID: api.NewUID(), Generation: 1, CreatedAt: now},
 		Spec: api.VMSpec{Host: "h1", VCPUs: 1, MemoryMiB: 128, PowerState: api.PowerRunning,
 			Disks: []api.Disk{{Name: "root", Image: "disk"}}, Boot: api.Boot{Kernel: "k"}}}
 	op := ops.NewOperation(api.OpVMCreate, api.Ref{Kind: "vm", Name: "old", UID: vm.UID}, nil)

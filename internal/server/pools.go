@@ -118,7 +118,7 @@ func (s *Server) createPool(w http.ResponseWriter, r *http.Request) {
 	}
 	requestOf(r).resource = api.Ref{Kind: "pool", Name: req.Name}
 	now := time.Now().UTC()
-	p := &api.Pool{Meta: api.Meta{Name: req.Name, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now}, Spec: spec}
+	p := &api.Pool{Meta: api.Meta{Name: req.Name, UID: api.NewUID(), Generation: 1, CreatedAt: now, UpdatedAt: now}, Spec: spec}
 	if _, err := s.pools.Create(r.Context(), req.Name, p); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			err = api.Conflict("pool %q already exists", req.Name)

@@ -106,7 +106,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now().UTC()
 	p := &api.Project{
-		Meta: api.Meta{Name: req.Name, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
+		Meta: api.Meta{Name: req.Name, UID: api.NewUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
 		Spec: api.ProjectSpec{Description: req.Description, Quota: req.Quota,
 			MaxLeaseSeconds: req.MaxLeaseSeconds, LeaseGraceSeconds: req.LeaseGraceSeconds, HADefault: req.HADefault},
 	}

@@ -131,7 +131,7 @@ func (s *Server) createProvider(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now().UTC()
 	p := &api.Provider{
-		Meta:   api.Meta{Name: req.Name, Project: req.Project, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now},
+		Meta:   api.Meta{Name: req.Name, Project: req.Project, UID: api.NewUID(), Generation: 1, CreatedAt: now, UpdatedAt: now},
 		Spec:   api.ProviderSpec{Type: req.Type, URL: req.URL, Username: req.Username, CACert: req.CACert, Insecure: req.Insecure},
 		Status: api.ProviderStatus{State: api.ProviderConnecting, Capabilities: api.ProviderCapabilities(caps)},
 	}

@@ -156,7 +156,7 @@ func (s *Server) rootVolumeOps(project string, vm *api.VM, rv *rootVolume) ([]st
 	}
 	spec.AttachedTo = vm.Name
 	v := &api.Volume{
-		Meta:   api.Meta{Name: rv.name, Project: project, UID: newUID(), Generation: 1, CreatedAt: vm.CreatedAt, UpdatedAt: vm.CreatedAt},
+		Meta:   api.Meta{Name: rv.name, Project: project, UID: api.NewUID(), Generation: 1, CreatedAt: vm.CreatedAt, UpdatedAt: vm.CreatedAt},
 		Spec:   spec,
 		Status: api.VolumeStatus{State: api.VolumePending},
 	}

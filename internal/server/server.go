@@ -446,7 +446,7 @@ func ensureServerID(path string) (string, error) {
 	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
 		return strings.TrimSpace(string(b)), nil
 	}
-	id := newUID()
+	id := api.NewUID()
 	if err := atomicfile.Write(path, []byte(id+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("writing the server's id: %w", err)
 	}

@@ -76,7 +76,7 @@ func (b *streamBroker) register(host string) (<-chan api.StreamRequest, func()) 
 // hands the request to that server, naming this one as the server the
 // agent dials.
 func (b *streamBroker) open(ctx context.Context, host string, req api.StreamRequest, forward func(context.Context, string, api.StreamRequest) error) (net.Conn, func(), error) {
-	req.ID = newUID()
+	req.ID = api.NewUID()
 	p := &pendingStream{host: host, conn: make(chan net.Conn, 1), done: make(chan struct{})}
 	b.mu.Lock()
 	ch, ok := b.hosts[host]

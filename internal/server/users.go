@@ -115,7 +115,7 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) {
 		ops = append(ops, s.passwords.OpDelete(req.Name, old.Version))
 	}
 	now := time.Now().UTC()
-	u := &api.User{Meta: api.Meta{Name: req.Name, UID: newUID(), Generation: 1, CreatedAt: now, UpdatedAt: now},
+	u := &api.User{Meta: api.Meta{Name: req.Name, UID: api.NewUID(), Generation: 1, CreatedAt: now, UpdatedAt: now},
 		DisplayName: req.DisplayName, Superadmin: req.Superadmin}
 	ops = append(ops, s.users.OpCreate(u.Name, u))
 	if _, err := s.st.Txn(r.Context(), ops...); err != nil {

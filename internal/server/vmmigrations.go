@@ -278,7 +278,7 @@ func (s *Server) createVMMigration(w http.ResponseWriter, r *http.Request) {
 		state = api.VMMigrationUploading
 	}
 	m := &api.VMMigration{
-		Meta: api.Meta{Name: req.Name, Project: rq.project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
+		Meta: api.Meta{Name: req.Name, Project: rq.project, UID: api.NewUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
 		Spec: api.VMMigrationSpec{Source: req.Source, Host: req.Host, NetworkMap: req.NetworkMap, Parallel: req.Parallel,
 			SourceDisposition: req.SourceDisposition, Cutover: req.Cutover, Start: req.Start},
 		Status: api.VMMigrationStatus{State: state, CreatedBy: rq.id.Name},

@@ -271,7 +271,7 @@ func (s *Server) doCreateVM(ctx context.Context, project string, req *api.VMCrea
 		}
 		now := time.Now().UTC()
 		vm := &api.VM{
-			Meta: api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
+			Meta: api.Meta{Name: req.Name, Project: project, UID: api.NewUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
 			Spec: api.VMSpec{
 				Host: host, VCPUs: req.VCPUs, MemoryMiB: req.MemoryMiB, Disks: req.Disks, NICs: req.NICs,
 				Boot: req.Boot, CloudInit: req.CloudInit, PowerState: req.PowerState,
@@ -398,8 +398,6 @@ func (s *Server) vmActionHandler(action string) http.HandlerFunc {
 		writeOperation(w, op)
 	}
 }
-
-func newUID() string { return api.NewUID() }
 
 // randomMAC returns a locally administered unicast MAC in QEMU's 52:54:00
 // range.

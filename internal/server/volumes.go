@@ -216,7 +216,7 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) {
 		}
 		now := time.Now().UTC()
 		v := &api.Volume{
-			Meta:   api.Meta{Name: req.Name, Project: project, UID: newUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
+			Meta:   api.Meta{Name: req.Name, Project: project, UID: api.NewUID(), Labels: req.Labels, Generation: 1, CreatedAt: now, UpdatedAt: now},
 			Spec:   spec,
 			Status: api.VolumeStatus{State: api.VolumePending},
 		}
