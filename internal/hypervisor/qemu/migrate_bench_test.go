@@ -288,12 +288,14 @@ func waitTicksIn(b *testing.B, file string, n int) {
 	b.Fatalf("no %d ticks in %s", n, file)
 }
 
-// bareQEMU starts a QEMU with the test guest and nothing of the driver.
+// bareQEMU starts a QEMU with the test guest and nothing of the driver;
+// kill ends it (and its cgroup), as the driver runs end theirs, so that no
+// run competes with the guests of the runs before it.
 // With POLYVISOR_BENCH_MIG_BARE_CGROUP=1 it runs in a cgroup beside the
 // driver's VMs, with the limits the driver gives a VM of its size.
-func bareQEMU(b *testing.B, g guest.Paths, dir, name, disk string, extra ...string) (*qmp.Client, string, int, string) {
+func bareQEMU(b *testing.B, g guest.Paths, dir, name, disk string, extra ...string) (c *qmp.Client, log string, pid int, cgPaths string, kill func()) {
 	sock := filepath.Join(dir, name+".qmp")
-	log := filepath.Join(dir, name+".log")
+	log = filepath.Join(dir, name+".log")
 	args := append([]string{"-accel", probeAccel(), "-machine", "q35", "-m", "256", "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none",
 		"-chardev", "socket,id=qmp,path=" + sock + ",server=on,wait=off", "-mon", "chardev=qmp,mode=control",
 		"-chardev", "socket,id=s0,path=" + filepath.Join(dir, name+".ser") + ",server=on,wait=off,logfile=" + log, "-serial", "chardev:s0",
@@ -306,8 +308,15 @@ func bareQEMU(b *testing.B, g guest.Paths, dir, name, disk string, extra ...stri
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	b.Cleanup(func() { cmd.Process.Kill(); <-exited })
-	var cgPaths string
+	var once sync.Once
+	kill = func() {
+		once.Do(func() {
+			cmd.Process.Kill()
+			<-exited
+			removeCgroups(cgPaths)
+		})
+	}
+	b.Cleanup(kill)
 	if benchEnv("POLYVISOR_BENCH_MIG_BARE_CGROUP") {
 		d := newBenchDriver(b, filepath.Join(b.TempDir(), "cg"))
 		cg := d.confinement().cgroups.forVM(fmt.Sprintf("bench-bare-%s-%d", name, cmd.Process.Pid))
@@ -315,7 +324,6 @@ func bareQEMU(b *testing.B, g guest.Paths, dir, name, disk string, extra ...stri
 			b.Fatal("no cgroups here for the bare QEMUs")
 		}
 		cgPaths = cg.paths()
-		b.Cleanup(func() { removeCgroups(cgPaths) })
 		if err := cg.create(limitsFor(hypervisor.VMConfig{VCPUs: 1, MemoryMiB: 256}, probeAccel())); err != nil {
 			b.Fatal(err)
 		}
@@ -326,9 +334,10 @@ func bareQEMU(b *testing.B, g guest.Paths, dir, name, disk string, extra ...stri
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for {
-		c, err := qmp.Dial(ctx, sock)
+		var err error
+		c, err = qmp.Dial(ctx, sock)
 		if err == nil {
-			return c, log, cmd.Process.Pid, cgPaths
+			return c, log, cmd.Process.Pid, cgPaths, kill
 		}
 		if ctx.Err() != nil {
 			b.Fatal(err)
@@ -357,7 +366,8 @@ func benchBareMigration(b *testing.B, ctx context.Context, g guest.Paths) (wall,
 	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", g.Disk, "-F", "qcow2", disk).CombinedOutput(); err != nil {
 		b.Fatalf("%v: %s", err, out)
 	}
-	src, srcLog, srcPID, srcCg := bareQEMU(b, g, dir, "src", disk)
+	src, srcLog, srcPID, srcCg, killSrc := bareQEMU(b, g, dir, "src", disk)
+	defer killSrc()
 	defer src.Close()
 	waitTicksIn(b, srcLog, 3)
 	srcStat := cpuStatFile(srcCg)
@@ -372,7 +382,8 @@ func benchBareMigration(b *testing.B, ctx context.Context, g guest.Paths) (wall,
 	addr := ln.Addr().String()
 	ln.Close()
 	t0 := time.Now()
-	dst, dstLog, dstPID, dstCg := bareQEMU(b, g, dir, "dst", disk, "-incoming", "tcp:"+addr)
+	dst, dstLog, dstPID, dstCg, killDst := bareQEMU(b, g, dir, "dst", disk, "-incoming", "tcp:"+addr)
+	defer killDst()
 	defer dst.Close()
 	dstStat := cpuStatFile(dstCg)
 	dstThr := readThrottle(dstStat)
