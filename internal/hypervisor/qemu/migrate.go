@@ -489,10 +489,23 @@ func (d *Driver) MigrateOut(ctx context.Context, h *hypervisor.Handle, dial hype
 	m.started = true
 	clock.mark("memory-start")
 	log.Info("migrating vm", "disks", len(m.mirrors))
+	if err := m.memory(ctx, clock, progress); err != nil {
+		return fmt.Errorf("migrating vm %s: %w", h.UID, err)
+	}
+	return nil
+}
+
+// memory follows the memory migration until it completes: at the pause
+// before switchover it completes the mirrors and lets QEMU go on, once.
+// QEMU still answers pre-switchover for a moment after migrate-continue,
+// until its migration thread runs again; a second migrate-continue then
+// would find it in another state and fail a migration that is going well.
+func (m *outgoing) memory(ctx context.Context, clock *stepClock, progress func(hypervisor.MigrationProgress)) error {
+	continued := false
 	for {
-		mi, qerr := queryMigrate(ctx, v.qmp)
+		mi, qerr := queryMigrate(ctx, m.c)
 		if qerr != nil {
-			return fmt.Errorf("migrating vm %s: %w", h.UID, qerr)
+			return qerr
 		}
 		p := hypervisor.MigrationProgress{Phase: hypervisor.PhaseMemory, ExpectedDowntimeMs: mi.ExpectedDowntime, Throttle: mi.Throttle}
 		if r := mi.RAM; r != nil {
@@ -501,21 +514,25 @@ func (d *Driver) MigrateOut(ctx context.Context, h *hypervisor.Handle, dial hype
 		}
 		switch mi.Status {
 		case "pre-switchover":
-			clock.mark("memory")
 			p.Phase = hypervisor.PhaseSwitchover
 			progress(p)
-			if err := m.completeMirrors(ctx); err != nil {
-				return fmt.Errorf("migrating vm %s: %w", h.UID, err)
+			if continued {
+				break
 			}
-			if err := v.qmp.Execute(ctx, "migrate-continue", map[string]string{"state": "pre-switchover"}, nil); err != nil {
+			clock.mark("memory")
+			if err := m.completeMirrors(ctx); err != nil {
+				return err
+			}
+			continued = true
+			if err := m.c.Execute(ctx, "migrate-continue", map[string]string{"state": "pre-switchover"}, nil); err != nil {
 				// Seen: QEMU answers "not in expected state: completed" when
 				// the migration went through meanwhile. Then the target
 				// holds the guest: failing here would leave it paused on
 				// both sides.
-				if done, qerr := queryMigrate(ctx, v.qmp); qerr != nil || done.Status != "completed" {
-					return fmt.Errorf("migrating vm %s: %w", h.UID, err)
+				if done, qerr := queryMigrate(ctx, m.c); qerr != nil || done.Status != "completed" {
+					return err
 				}
-				log.Warn("the migration completed before it was told to continue", "err", err)
+				m.log.Warn("the migration completed before it was told to continue", "err", err)
 			}
 			clock.mark("mirror-complete")
 		case "device":
@@ -525,35 +542,38 @@ func (d *Driver) MigrateOut(ctx context.Context, h *hypervisor.Handle, dial hype
 			clock.mark("switchover")
 			p.Phase = hypervisor.PhaseCompleted
 			progress(p)
-			log.Info("vm migrated out")
+			m.log.Info("vm migrated out")
 			return nil
 		case "failed", "cancelled":
-			return fmt.Errorf("migrating vm %s: migration %s: %s", h.UID, mi.Status, mi.ErrorDesc)
+			return fmt.Errorf("migration %s: %s", mi.Status, mi.ErrorDesc)
 		default:
 			progress(p)
 		}
-		if ctx.Err() == nil && v.waitChange(ctx, pollMigration) == nil {
+		if ctx.Err() == nil && m.wait(ctx) == nil {
 			continue
 		}
 		// Cancelled: unless it completed meanwhile, when the target
 		// holds the guest and this one must never run again.
 		qctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		mi, qerr = queryMigrate(qctx, v.qmp)
+		mi, qerr = queryMigrate(qctx, m.c)
 		cancel()
 		if qerr == nil && mi.Status == "completed" {
-			log.Info("vm migrated out before the cancel")
+			m.log.Info("vm migrated out before the cancel")
 			return nil
 		}
-		return fmt.Errorf("migrating vm %s: %w", h.UID, ctx.Err())
+		return ctx.Err()
 	}
 }
 
 // outgoing is a migration leaving this host: its mirrors, and whether the
 // memory migration started.
 type outgoing struct {
-	c       *qmp.Client
-	v       *vm
-	log     interface{ Warn(string, ...any) }
+	c   *qmp.Client
+	v   *vm
+	log interface {
+		Info(string, ...any)
+		Warn(string, ...any)
+	}
 	mirrors []string // job ids, which are also the target nodes' names
 	nodes   []string // NBD client nodes added
 	started bool

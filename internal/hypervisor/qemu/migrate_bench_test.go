@@ -37,29 +37,56 @@ import (
 //
 // Both driver runs are confined QEMUs with descriptors over socket pairs.
 // The driver's steps are timed (median milliseconds per step, logged).
+// Each run logs the load, the source's query-migrate once completed, the
+// CPU time both QEMUs ran and waited for a CPU, and their cgroups' quota
+// throttling (migrate_benchstats_test.go); the CPU time is reported too,
+// since on a shared machine the wall times follow the scheduler.
 //
-// Run with: go test -run XXX -bench Migrate -benchtime 3x ./internal/hypervisor/qemu/
+// Switches, to measure one cause at a time (environment, =1):
+// POLYVISOR_BENCH_MIG_NO_STORAGE skips the storage case;
+// POLYVISOR_BENCH_MIG_NO_QUOTA lifts the driver's QEMUs' CPU quota;
+// POLYVISOR_BENCH_MIG_BARE_CGROUP runs the bare QEMUs in cgroups beside the
+// driver's VMs, with a VM's limits.
+//
+// Run with: go test -run XXX -bench 'Migrate$' -benchtime 3x -v ./internal/hypervisor/qemu/
 func BenchmarkMigrate(b *testing.B) {
 	guest.RequireQEMU(b)
 	g := guest.Build(b)
 	ctx := context.Background()
 	steps := recordSteps(b)
 	var sWall, dWall, bWall, sDown, dDown, bDown []float64
+	var sCPU, bCPU []float64 // CPU time both QEMUs ran over the wall time
+	storage := !benchEnv("POLYVISOR_BENCH_MIG_NO_STORAGE")
 	for i := 0; i < b.N; i++ {
 		steps.side = "shared"
-		w, d := benchDriverMigration(b, ctx, g, 2*i, true)
+		w, d, st := benchDriverMigration(b, ctx, g, 2*i, true)
 		sWall, sDown = append(sWall, w), append(sDown, d)
-		steps.side = "storage"
-		w, d = benchDriverMigration(b, ctx, g, 2*i+1, false)
-		dWall, dDown = append(dWall, w), append(dDown, d)
-		w, d = benchBareMigration(b, ctx, g)
+		sCPU = append(sCPU, (st.src.run + st.dst.run).Seconds())
+		b.Logf("run %d shared:  wall %.2f s downtime %.0f ms | %v", i, w, d*1000, st)
+		if storage {
+			steps.side = "storage"
+			w, d, st = benchDriverMigration(b, ctx, g, 2*i+1, false)
+			dWall, dDown = append(dWall, w), append(dDown, d)
+			b.Logf("run %d storage: wall %.2f s downtime %.0f ms | %v", i, w, d*1000, st)
+		}
+		w, d, st = benchBareMigration(b, ctx, g)
 		bWall, bDown = append(bWall, w), append(bDown, d)
+		bCPU = append(bCPU, (st.src.run + st.dst.run).Seconds())
+		b.Logf("run %d bare:    wall %.2f s downtime %.0f ms | %v", i, w, d*1000, st)
+	}
+	if !storage {
+		dWall, dDown = []float64{0}, []float64{0}
 	}
 	b.ReportMetric(median(sWall), "shared-wall-s")
 	b.ReportMetric(median(dWall), "storage-wall-s")
 	b.ReportMetric(median(bWall), "bare-wall-s")
 	b.ReportMetric(median(sWall)/median(bWall), "wall-ratio")
 	b.ReportMetric(median(dWall)/median(bWall), "storage-ratio")
+	// What the QEMUs did rather than how long they waited for a CPU: on
+	// a shared machine the wall times follow the scheduler.
+	b.ReportMetric(median(sCPU), "shared-cpu-s")
+	b.ReportMetric(median(bCPU), "bare-cpu-s")
+	b.ReportMetric(median(sCPU)/median(bCPU), "cpu-ratio")
 	b.ReportMetric(median(sDown)*1000, "shared-downtime-ms")
 	b.ReportMetric(median(dDown)*1000, "storage-downtime-ms")
 	b.ReportMetric(median(bDown)*1000, "bare-downtime-ms")
@@ -158,7 +185,10 @@ func (w *tickWatch) downtime(b *testing.B) float64 {
 	return max(gap-0.2, 0)
 }
 
-func benchDriverMigration(b *testing.B, ctx context.Context, g guest.Paths, i int, shared bool) (wall, down float64) {
+// benchDriverMigration runs the driver's migration. With
+// POLYVISOR_BENCH_MIG_NO_QUOTA=1 the QEMUs' cgroups lose their CPU quota
+// once started, to measure what the quota costs.
+func benchDriverMigration(b *testing.B, ctx context.Context, g guest.Paths, i int, shared bool) (wall, down float64, st runStats) {
 	src := newBenchDriver(b, filepath.Join(b.TempDir(), "src"))
 	dst := newBenchDriver(b, filepath.Join(b.TempDir(), "dst"))
 	defer src.Close()
@@ -178,12 +208,31 @@ func benchDriverMigration(b *testing.B, ctx context.Context, g guest.Paths, i in
 		b.Fatal(err)
 	}
 	waitTicksIn(b, filepath.Join(h.Dir, consoleLog), 3)
+	noQuota := benchEnv("POLYVISOR_BENCH_MIG_NO_QUOTA")
+	srcStat := cpuStatFile(h.Extra[extraCgroup])
+	if noQuota && srcStat != "" {
+		if err := liftQuota(srcStat); err != nil {
+			b.Fatal(err)
+		}
+	}
+	st.load = loadAvg()
+	st.others = otherVMTasks(vmsCPUParent(src), uid)
+	srcThr := readThrottle(srcStat)
+	sched := watchSched(h.PID)
 	t0 := time.Now()
 	dh, err := dst.PrepareIncoming(ctx, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer dst.Destroy(ctx, dh, false)
+	dstStat := cpuStatFile(dh.Extra[extraCgroup])
+	if noQuota && dstStat != "" {
+		if err := liftQuota(dstStat); err != nil {
+			b.Fatal(err)
+		}
+	}
+	dstThr := readThrottle(dstStat)
+	dsched := watchSched(dh.PID)
 	w := watchTicks(filepath.Join(h.Dir, consoleLog), filepath.Join(dh.Dir, consoleLog))
 	finished := make(chan error, 1)
 	go func() { finished <- dst.FinishIncoming(ctx, dh) }()
@@ -194,8 +243,13 @@ func benchDriverMigration(b *testing.B, ctx context.Context, g guest.Paths, i in
 		b.Fatal(err)
 	}
 	wall = time.Since(t0).Seconds()
+	st.src, st.dst = sched.use()[0], dsched.use()[0]
+	st.throttled = [2]cgThrottle{readThrottle(srcStat).since(srcThr), readThrottle(dstStat).since(dstThr)}
+	if v, err := src.attached(ctx, h); err == nil && v != nil {
+		st.mig, _ = sourceStats(ctx, v.qmp)
+	}
 	waitTicksIn(b, filepath.Join(dh.Dir, consoleLog), 3)
-	return wall, w.downtime(b)
+	return wall, w.downtime(b), st
 }
 
 // sharedOverlay makes a qcow2 overlay of the guest's disk outside both
@@ -234,10 +288,14 @@ func waitTicksIn(b *testing.B, file string, n int) {
 	b.Fatalf("no %d ticks in %s", n, file)
 }
 
-// bareQEMU starts a QEMU with the test guest and nothing of the driver.
-func bareQEMU(b *testing.B, g guest.Paths, dir, name, disk string, extra ...string) (*qmp.Client, string) {
+// bareQEMU starts a QEMU with the test guest and nothing of the driver;
+// kill ends it (and its cgroup), as the driver runs end theirs, so that no
+// run competes with the guests of the runs before it.
+// With POLYVISOR_BENCH_MIG_BARE_CGROUP=1 it runs in a cgroup beside the
+// driver's VMs, with the limits the driver gives a VM of its size.
+func bareQEMU(b *testing.B, g guest.Paths, dir, name, disk string, extra ...string) (c *qmp.Client, log string, pid int, cgPaths string, kill func()) {
 	sock := filepath.Join(dir, name+".qmp")
-	log := filepath.Join(dir, name+".log")
+	log = filepath.Join(dir, name+".log")
 	args := append([]string{"-accel", probeAccel(), "-machine", "q35", "-m", "256", "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none",
 		"-chardev", "socket,id=qmp,path=" + sock + ",server=on,wait=off", "-mon", "chardev=qmp,mode=control",
 		"-chardev", "socket,id=s0,path=" + filepath.Join(dir, name+".ser") + ",server=on,wait=off,logfile=" + log, "-serial", "chardev:s0",
@@ -248,14 +306,38 @@ func bareQEMU(b *testing.B, g guest.Paths, dir, name, disk string, extra ...stri
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	go cmd.Wait()
-	b.Cleanup(func() { cmd.Process.Kill() })
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	var once sync.Once
+	kill = func() {
+		once.Do(func() {
+			cmd.Process.Kill()
+			<-exited
+			removeCgroups(cgPaths)
+		})
+	}
+	b.Cleanup(kill)
+	if benchEnv("POLYVISOR_BENCH_MIG_BARE_CGROUP") {
+		d := newBenchDriver(b, filepath.Join(b.TempDir(), "cg"))
+		cg := d.confinement().cgroups.forVM(fmt.Sprintf("bench-bare-%s-%d", name, cmd.Process.Pid))
+		if cg == nil {
+			b.Fatal("no cgroups here for the bare QEMUs")
+		}
+		cgPaths = cg.paths()
+		if err := cg.create(limitsFor(hypervisor.VMConfig{VCPUs: 1, MemoryMiB: 256}, probeAccel())); err != nil {
+			b.Fatal(err)
+		}
+		if err := cg.add(cmd.Process.Pid); err != nil {
+			b.Fatal(err)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for {
-		c, err := qmp.Dial(ctx, sock)
+		var err error
+		c, err = qmp.Dial(ctx, sock)
 		if err == nil {
-			return c, log
+			return c, log, cmd.Process.Pid, cgPaths, kill
 		}
 		if ctx.Err() != nil {
 			b.Fatal(err)
@@ -278,15 +360,21 @@ func probeAccel() string {
 	return benchAccel
 }
 
-func benchBareMigration(b *testing.B, ctx context.Context, g guest.Paths) (wall, down float64) {
+func benchBareMigration(b *testing.B, ctx context.Context, g guest.Paths) (wall, down float64, st runStats) {
 	dir := b.TempDir()
 	disk := filepath.Join(dir, "disk.qcow2")
 	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", g.Disk, "-F", "qcow2", disk).CombinedOutput(); err != nil {
 		b.Fatalf("%v: %s", err, out)
 	}
-	src, srcLog := bareQEMU(b, g, dir, "src", disk)
+	src, srcLog, srcPID, srcCg, killSrc := bareQEMU(b, g, dir, "src", disk)
+	defer killSrc()
 	defer src.Close()
 	waitTicksIn(b, srcLog, 3)
+	srcStat := cpuStatFile(srcCg)
+	st.load = loadAvg()
+	st.others = otherVMTasks(vmsCPUParent(newBenchDriver(b, filepath.Join(dir, "cgparent"))), filepath.Base(filepath.Dir(srcStat)))
+	srcThr := readThrottle(srcStat)
+	sched := watchSched(srcPID)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -294,8 +382,12 @@ func benchBareMigration(b *testing.B, ctx context.Context, g guest.Paths) (wall,
 	addr := ln.Addr().String()
 	ln.Close()
 	t0 := time.Now()
-	dst, dstLog := bareQEMU(b, g, dir, "dst", disk, "-incoming", "tcp:"+addr)
+	dst, dstLog, dstPID, dstCg, killDst := bareQEMU(b, g, dir, "dst", disk, "-incoming", "tcp:"+addr)
+	defer killDst()
 	defer dst.Close()
+	dstStat := cpuStatFile(dstCg)
+	dstThr := readThrottle(dstStat)
+	dsched := watchSched(dstPID)
 	w := watchTicks(srcLog, dstLog)
 	if err := src.Execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": maxMigrationBandwidth}, nil); err != nil {
 		b.Fatal(err)
@@ -329,8 +421,11 @@ func benchBareMigration(b *testing.B, ctx context.Context, g guest.Paths) (wall,
 		time.Sleep(10 * time.Millisecond)
 	}
 	wall = time.Since(t0).Seconds()
+	st.src, st.dst = sched.use()[0], dsched.use()[0]
+	st.throttled = [2]cgThrottle{readThrottle(srcStat).since(srcThr), readThrottle(dstStat).since(dstThr)}
+	st.mig, _ = sourceStats(ctx, src)
 	waitTicksIn(b, dstLog, 3)
-	return wall, w.downtime(b)
+	return wall, w.downtime(b), st
 }
 
 // storageData is what BenchmarkStorageMigrate writes into the disk it
