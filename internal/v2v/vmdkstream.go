@@ -238,6 +238,10 @@ func (c *Copier) copyVMDK(ctx context.Context, p VMPlan, d DiskPlan, st Stream, 
 	chunk := make([]byte, streamChunk)
 	off, next, filled := ck.ContentOffset, ck.ContentOffset, false
 	chunkAt, saved := ck.Offset, ck.Offset
+	resumeAt := int64(-1) // a resumed copy's first marker, a grain's of the chunk at off
+	if ck.Offset > 0 {
+		resumeAt = ck.Offset
+	}
 	chunkLen := func(off int64) int64 { return min(int64(streamChunk), v-off) }
 	// flush writes the chunk gathered and counts the chunks of zeros
 	// up to the one at to.
@@ -296,7 +300,7 @@ func (c *Copier) copyVMDK(ctx context.Context, p VMPlan, d DiskPlan, st Stream, 
 			return broke(err)
 		}
 		val, n := binary.LittleEndian.Uint64(marker[:]), binary.LittleEndian.Uint32(marker[8:])
-		if n == 0 {
+		if n == 0 && at != resumeAt {
 			if err := in.full(marker[12:]); err != nil {
 				return broke(err)
 			}
@@ -314,6 +318,13 @@ func (c *Copier) copyVMDK(ctx context.Context, p VMPlan, d DiskPlan, st Stream, 
 			default:
 				return fmt.Errorf("the VMDK marker at byte %d is of unknown type %d: refused", at, typ)
 			}
+		}
+		if at == resumeAt && (n == 0 || val >= uint64(v)/vmdkSector || val%uint64(grain/vmdkSector) != 0 || int64(val)*vmdkSector&^(streamChunk-1) != off) {
+			// A source that does not send the same bytes again (one
+			// that compresses differently on each export).
+			*ck = checkpoint{}
+			_ = save()
+			return &resumable{fmt.Errorf("the VMDK stream at its checkpoint (byte %d) is not the grain marker it was there: starting over on the next run", at)}
 		}
 		if int64(n) > grain+grain/64+1024 {
 			return fmt.Errorf("the VMDK grain at byte %d is %d bytes compressed, over the bound of %d for a grain of %d bytes: refused", at, n, grain+grain/64+1024, grain)

@@ -328,3 +328,57 @@ func TestVMDKStreamResumes(t *testing.T) {
 	}
 	t.Logf("%d-byte stream, broken at %d, resumed at %d", fi.Size(), failAt, st.opens[1])
 }
+
+// TestVMDKStreamChangedAtCheckpoint: a source whose bytes at the
+// checkpoint are no longer the grain marker the copy stopped at (one
+// that compresses differently on each export) is not spliced: the copy
+// starts over, from 0, and its result is the new stream's disk.
+func TestVMDKStreamChangedAtCheckpoint(t *testing.T) {
+	guest.RequireQEMU(t)
+	const grain, capacity = 128, 8192 // 4 MiB: a grain in each chunk
+	var grains []testGrain
+	for _, l := range []uint64{0, 2048, 4096, 6144} {
+		grains = append(grains, testGrain{lba: l, data: grainOf(l, grain)})
+	}
+	dir := t.TempDir()
+	a := testVMDK{capacity: capacity, grain: grain}.build(t, grains)
+	// The markers: the third grain's (chunk 2) and the fourth's.
+	var markers []int64
+	for off := int64(128 * 512); len(markers) < 4; {
+		markers = append(markers, off)
+		n := int64(binary.LittleEndian.Uint32(a[off+8:]))
+		off += (12 + n + 511) / 512 * 512
+	}
+	b := bytes.Clone(a)
+	clear(b[markers[2] : markers[2]+512]) // an end-of-stream marker there
+	pa, pb := filepath.Join(dir, "a.vmdk"), filepath.Join(dir, "b.vmdk")
+	os.WriteFile(pa, a, 0o600)
+	os.WriteFile(pb, b, 0o600)
+	st := &fileStream{path: pa, failAt: markers[3] + 100}
+	hw := Hardware{Name: "vm", VCPUs: 1, MemoryMiB: 128, Disks: []Disk{{Name: "vda", Bus: BusVirtio, Source: DiskSource{Kind: SourceStream}}}}
+	p := PlanVM(hw, Options{Host: "h"})
+	c := &Copier{Dir: filepath.Join(dir, "job"), CheckpointBytes: 1,
+		Streams: func(context.Context, string, Disk) (Stream, error) { return st, nil }}
+	if _, err := c.CopyVM(context.Background(), p); err == nil || !strings.Contains(err.Error(), "connection reset by peer") {
+		t.Fatalf("first run: %v", err)
+	}
+	st.path = pb
+	if _, err := c.CopyVM(context.Background(), p); err == nil || !strings.Contains(err.Error(), "not the grain marker it was there: starting over") {
+		t.Fatalf("second run: %v, want the changed source seen", err)
+	}
+	res, err := c.CopyVM(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.opens) != 3 || st.opens[1] != markers[2] || st.opens[2] != 0 {
+		t.Fatalf("stream opened at %v, want 0, %d (the checkpoint), then 0", st.opens, markers[2])
+	}
+	raw := make([]byte, capacity*512)
+	copy(raw, grains[0].data)
+	copy(raw[2048*512:], grains[1].data)
+	rawPath := filepath.Join(dir, "b.raw")
+	os.WriteFile(rawPath, raw, 0o600)
+	if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "qcow2", rawPath, res[0].Path).CombinedOutput(); err != nil {
+		t.Fatalf("the copy is not the new stream's disk: %v: %s", err, out)
+	}
+}
