@@ -27,6 +27,9 @@ type checkpoint struct {
 	// the disk up to it) and the VMDK's grain size in bytes.
 	ContentOffset int64 `json:"contentOffset,omitempty"`
 	GrainSize     int64 `json:"grainSize,omitempty"`
+	// VMDKTablesAtEnd: the VMDK's grain directory follows its grains, so
+	// its stream must end with an end-of-stream marker.
+	VMDKTablesAtEnd bool `json:"vmdkTablesAtEnd,omitempty"`
 	// StreamSize is the stream's size when it began: a source that
 	// changed size since starts over.
 	StreamSize int64 `json:"streamSize,omitempty"`

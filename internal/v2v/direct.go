@@ -104,8 +104,12 @@ func directSize(st Stream, capacity int64) int64 {
 func (c *Copier) copyDirect(ctx context.Context, p VMPlan, d DiskPlan, st Stream, ck *checkpoint, save func() error, every, maxDisk int64, part string) error {
 	size := st.Size()
 	v := directSize(st, d.From.CapacityBytes)
+	if v == 0 && size > 0 {
+		// Not whole sectors: not a raw disk, but maybe a VMDK's stream.
+		return c.copyVMDK(ctx, p, d, st, ck, save, every, maxDisk, part, nil)
+	}
 	if v == 0 {
-		return errNotRaw
+		return errNotRaw // of unknown length and capacity: staged
 	}
 	if v > maxDisk {
 		return fmt.Errorf("source stream is %d bytes, over the limit of %d (the largest disk allowed): refused", v, maxDisk)

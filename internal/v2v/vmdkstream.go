@@ -38,6 +38,8 @@ const (
 	vmdkMaxOverhead   = 16 << 20
 	vmdkMaxDescriptor = 1 << 20
 
+	vmdkGDAtEnd = ^uint64(0)
+
 	vmdkMarkerEOS    = 0
 	vmdkMarkerGT     = 1
 	vmdkMarkerGD     = 2
@@ -51,6 +53,12 @@ type vmdkHeader struct {
 	descOffset int64 // bytes
 	descSize   int64 // bytes
 	overhead   int64 // bytes: the first marker's offset
+	// tablesAtEnd: the grain directory is at the end (GD_AT_END), after
+	// the grains, with the footer and the end-of-stream marker, as
+	// VMware streams it; otherwise it is in the header's area (as
+	// qemu-img writes a streamOptimized VMDK) and no such marker need
+	// end the stream.
+	tablesAtEnd bool
 }
 
 // parseVMDKHeader checks a streamOptimized VMDK's header against the
@@ -65,7 +73,7 @@ func parseVMDKHeader(b []byte, maxDisk int64) (vmdkHeader, error) {
 	version, flags := le.Uint32(b[4:]), le.Uint32(b[8:])
 	capacity, grain := le.Uint64(b[12:]), le.Uint64(b[20:])
 	descOffset, descSize := le.Uint64(b[28:]), le.Uint64(b[36:])
-	overhead := le.Uint64(b[64:])
+	gd, overhead := le.Uint64(b[56:]), le.Uint64(b[64:])
 	compress := le.Uint16(b[77:])
 	if version < 1 || version > 3 || flags&(vmdkFlagCompressed|vmdkFlagMarkers) != vmdkFlagCompressed|vmdkFlagMarkers || compress != vmdkCompressDeflate {
 		return vmdkHeader{}, fmt.Errorf("%w: VMDK header version %d, flags %#x, compressAlgorithm %d", errNotStreamable, version, flags, compress)
@@ -88,7 +96,7 @@ func parseVMDKHeader(b []byte, maxDisk int64) (vmdkHeader, error) {
 	return vmdkHeader{
 		capacity: int64(capacity) * vmdkSector, grain: int64(grain) * vmdkSector,
 		descOffset: int64(descOffset) * vmdkSector, descSize: int64(descSize) * vmdkSector,
-		overhead: int64(overhead) * vmdkSector,
+		overhead: int64(overhead) * vmdkSector, tablesAtEnd: gd == vmdkGDAtEnd,
 	}, nil
 }
 
@@ -265,10 +273,18 @@ func (c *Copier) copyVMDK(ctx context.Context, p VMPlan, d DiskPlan, st Stream, 
 			return ctx.Err()
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			if size < 0 || in.pos >= size {
+			switch {
+			case size >= 0 && in.pos < size:
+				err = io.ErrUnexpectedEOF // broke: resumed below
+			case ck.VMDKTablesAtEnd:
 				return fmt.Errorf("the VMDK stream ends at byte %d before its end-of-stream marker: refused", in.pos)
+			case size < 0:
+				// Its grain tables were in its header: an end without
+				// the marker may be a cut. qemu-img reads the tables.
+				return fmt.Errorf("%w: the VMDK stream of unknown length ends at byte %d without an end-of-stream marker", errNotStreamable, in.pos)
+			default:
+				return fmt.Errorf("the VMDK stream ends at byte %d, inside a marker or a grain: refused", in.pos)
 			}
-			err = io.ErrUnexpectedEOF
 		}
 		if errors.Is(err, errPastLimit) {
 			return err
@@ -290,9 +306,19 @@ func (c *Copier) copyVMDK(ctx context.Context, p VMPlan, d DiskPlan, st Stream, 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		// All of a stream whose tables are in its header, as qemu-img
+		// writes it, ends with its last grain (and its padding, or not):
+		// no end-of-stream marker need follow.
+		whole := func() bool { return in.pos == size && !ck.VMDKTablesAtEnd }
+		if whole() {
+			return c.endVMDK(ctx, p, d, w, v, ck, save, flush, m)
+		}
 		if pad := (vmdkSector - in.pos%vmdkSector) % vmdkSector; pad > 0 {
-			if err := in.skip(pad); err != nil {
+			if err := in.skip(pad); err != nil && !whole() {
 				return broke(err)
+			}
+			if whole() {
+				return c.endVMDK(ctx, p, d, w, v, ck, save, flush, m)
 			}
 		}
 		at := in.pos
@@ -421,7 +447,7 @@ func (c *Copier) startVMDK(ctx context.Context, d DiskPlan, in *vmdkReader, size
 	if err := createPart(ctx, part, h.capacity); err != nil {
 		return err
 	}
-	*ck = checkpoint{Mode: modeVMDK, StreamSize: size, VirtualSize: h.capacity, GrainSize: h.grain}
+	*ck = checkpoint{Mode: modeVMDK, StreamSize: size, VirtualSize: h.capacity, GrainSize: h.grain, VMDKTablesAtEnd: h.tablesAtEnd}
 	return nil
 }
 

@@ -32,6 +32,9 @@ type testVMDK struct {
 	descriptor      string   // default: a streamOptimized one
 	extra           [][]byte // sectors put before the tables
 	truncate        bool     // no tables, footer or end-of-stream marker
+	// gdInHeader: the grain directory said to be in the header's area
+	// (as qemu-img writes it) and nothing after the grains.
+	gdInHeader bool
 }
 
 // build writes the VMDK as VMware's format says and qemu reads it: the
@@ -69,7 +72,14 @@ func (o testVMDK) build(t testing.TB, grains []testGrain) []byte {
 		return m
 	}
 	pad := func(b []byte) []byte { return append(b, make([]byte, (512-len(b)%512)%512)...) }
-	out := header(^uint64(0))
+	if o.gdInHeader {
+		o.truncate = true
+	}
+	gd0 := ^uint64(0)
+	if o.gdInHeader {
+		gd0 = 30
+	}
+	out := header(gd0)
 	desc := o.descriptor
 	if desc == "" {
 		desc = "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"streamOptimized\"\n\nRW " + strconvItoa(int64(o.capacity)) + " SPARSE \"x.vmdk\"\n"
@@ -137,11 +147,21 @@ func grainOf(lba, sectors uint64) []byte {
 // directory under dir, telling which phases it went through.
 func vmdkCopy(t *testing.T, dir, path string, maxDisk int64) ([]DiskResult, map[string]bool, error) {
 	t.Helper()
+	return vmdkCopyFrom(t, dir, &fileStream{path: path}, maxDisk)
+}
+
+// sizeless is a stream of unknown length, as an NFC lease's.
+type sizeless struct{ *fileStream }
+
+func (sizeless) Size() int64 { return -1 }
+
+func vmdkCopyFrom(t *testing.T, dir string, st Stream, maxDisk int64) ([]DiskResult, map[string]bool, error) {
+	t.Helper()
 	var mu sync.Mutex
 	phases := map[string]bool{}
 	hw := Hardware{Name: "vm", VCPUs: 1, MemoryMiB: 128, Disks: []Disk{{Name: "vda", Bus: BusVirtio, Source: DiskSource{Kind: SourceStream}}}}
 	c := &Copier{Dir: filepath.Join(dir, "job"), MaxDiskBytes: maxDisk, CheckpointBytes: 1 << 20,
-		Streams:  func(context.Context, string, Disk) (Stream, error) { return &fileStream{path: path}, nil },
+		Streams:  func(context.Context, string, Disk) (Stream, error) { return st, nil },
 		Progress: func(p Progress) { mu.Lock(); phases[p.Phase] = true; mu.Unlock() }}
 	res, err := c.CopyVM(context.Background(), PlanVM(hw, Options{Host: "h"}))
 	return res, phases, err
@@ -380,5 +400,70 @@ func TestVMDKStreamChangedAtCheckpoint(t *testing.T) {
 	os.WriteFile(rawPath, raw, 0o600)
 	if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "qcow2", rawPath, res[0].Path).CombinedOutput(); err != nil {
 		t.Fatalf("the copy is not the new stream's disk: %v: %s", err, out)
+	}
+}
+
+// TestVMDKStreamQemuLayout: qemu-img writes a streamOptimized VMDK's
+// grain tables in its header's area and no end-of-stream marker after
+// its grains. Of known length, such a stream ends with its last grain and
+// is written directly; of unknown length (an end that may be a cut) it is
+// staged, where qemu-img reads its tables; cut inside its last grain, it
+// is refused.
+func TestVMDKStreamQemuLayout(t *testing.T) {
+	guest.RequireQEMU(t)
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "disk.raw")
+	data := make([]byte, 4<<20)
+	for i := range 1 << 20 {
+		data[i] = byte(i%251 + 1)
+	}
+	for i := len(data) - 64<<10; i < len(data); i++ {
+		data[i] = byte(i%13 + 1) // the last grain holds data
+	}
+	os.WriteFile(raw, data, 0o600)
+	vmdk := filepath.Join(dir, "disk.vmdk")
+	run(t, "qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw, vmdk)
+	b, _ := os.ReadFile(vmdk)
+	if binary.LittleEndian.Uint64(b[56:]) == vmdkGDAtEnd {
+		t.Fatal("qemu-img's VMDK has its tables at the end: not the layout tested")
+	}
+	// qemu-img grows the file in steps: the zero sectors past its last
+	// grain (which would read as an end-of-stream marker) are dropped,
+	// as a file that ends where its last grain does.
+	for bytes.Equal(b[len(b)-512:], make([]byte, 512)) {
+		b = b[:len(b)-512]
+	}
+	os.WriteFile(vmdk, b, 0o600)
+	run(t, "qemu-img", "compare", "-f", "raw", "-F", "vmdk", raw, vmdk)
+	cut := filepath.Join(dir, "cut.vmdk")
+	os.WriteFile(cut, b[:len(b)-512+20], 0o600) // inside the last grain
+	for _, tc := range []struct {
+		name   string
+		st     Stream
+		staged bool
+		want   string
+	}{
+		{"known length", &fileStream{path: vmdk}, false, ""},
+		{"unknown length", sizeless{&fileStream{path: vmdk}}, true, ""},
+		{"cut inside its last grain", &fileStream{path: cut}, false, "inside a marker or a grain"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, phases, err := vmdkCopyFrom(t, t.TempDir(), tc.st, 0)
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("copy: %v, want an error saying %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if phases[PhaseConvert] != tc.staged {
+				t.Errorf("phases %v: staged %v, want %v", phases, phases[PhaseConvert], tc.staged)
+			}
+			if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "qcow2", raw, res[0].Path).CombinedOutput(); err != nil {
+				t.Fatalf("the copy differs: %v: %s", err, out)
+			}
+		})
 	}
 }
