@@ -298,7 +298,7 @@ func TestVMDKStreamResumes(t *testing.T) {
 	p := PlanVM(hw, Options{Host: "h"})
 	job := filepath.Join(dir, "job")
 	var staged []string
-	var resumed int64
+	var resumed, looked int64
 	c := &Copier{Dir: job, CheckpointBytes: 1 << 20,
 		Streams: func(context.Context, string, Disk) (Stream, error) { return st, nil },
 		Progress: func(pr Progress) {
@@ -306,6 +306,7 @@ func TestVMDKStreamResumes(t *testing.T) {
 			if pr.Phase != PhaseStream {
 				return
 			}
+			looked++
 			for _, f := range listFiles(t, job) {
 				if !strings.HasSuffix(f, ".qcow2.part") && !strings.HasSuffix(f, ".checkpoint.json") {
 					staged = append(staged, f)
@@ -324,6 +325,9 @@ func TestVMDKStreamResumes(t *testing.T) {
 	}
 	if resumed <= 0 {
 		t.Errorf("progress never said the copy resumed")
+	}
+	if looked < 2 {
+		t.Errorf("the job directory was looked at %d times during the copy", looked)
 	}
 	if len(staged) > 0 {
 		t.Errorf("the job directory held %v during the copy", staged)
