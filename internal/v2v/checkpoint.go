@@ -22,6 +22,14 @@ type checkpoint struct {
 	// stream's bytes (in modeDirect, of its content digest) up to it.
 	Offset int64  `json:"offset,omitempty"`
 	Hash   []byte `json:"hash,omitempty"`
+	// ContentOffset and GrainSize are, in modeVMDK, the disk offset of
+	// the chunk the grain marker at Offset begins (the digest covers
+	// the disk up to it) and the VMDK's grain size in bytes.
+	ContentOffset int64 `json:"contentOffset,omitempty"`
+	GrainSize     int64 `json:"grainSize,omitempty"`
+	// VMDKTablesAtEnd: the VMDK's grain directory follows its grains, so
+	// its stream must end with an end-of-stream marker.
+	VMDKTablesAtEnd bool `json:"vmdkTablesAtEnd,omitempty"`
 	// StreamSize is the stream's size when it began: a source that
 	// changed size since starts over.
 	StreamSize int64 `json:"streamSize,omitempty"`

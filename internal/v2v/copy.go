@@ -44,8 +44,9 @@ type DiskResult struct {
 	Path         string `json:"path"`
 	SourceFormat string `json:"sourceFormat"`
 	VirtualSize  int64  `json:"virtualSize"`
-	// SHA256 is the qcow2 file's SHA-256, or, for a raw stream written
-	// directly, the content digest of the disk (contentDigest).
+	// SHA256 is the qcow2 file's SHA-256, or, for a raw stream or a
+	// streamOptimized VMDK written directly, the content digest of the
+	// disk (contentDigest).
 	SHA256 string `json:"sha256"`
 	// Verified: read back and compared with the source.
 	Verified bool `json:"verified"`
@@ -129,7 +130,7 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 		return DiskResult{}, fmt.Errorf("VM %s disk %s: %w", p.Name, d.From.Name, err)
 	}
 	if ck.Done {
-		if ck.Mode == modeDirect && sameFile(out, ck) || ck.Mode != modeDirect && fileMatches(ctx, out, ck.SHA256) {
+		if writtenDirectly(ck.Mode) && sameFile(out, ck) || !writtenDirectly(ck.Mode) && fileMatches(ctx, out, ck.SHA256) {
 			c.logger().Info("disk already copied", "vm", p.Name, "disk", d.Name)
 			c.report(Progress{VM: p.Name, Disk: d.Name, Phase: PhaseDone, Done: ck.VirtualSize, Total: ck.VirtualSize})
 			return DiskResult{Name: d.Name, Path: out, SourceFormat: ck.SourceFormat, VirtualSize: ck.VirtualSize, SHA256: ck.SHA256, Verified: true, AdaptError: ck.AdaptError}, nil
@@ -164,8 +165,9 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 		if every <= 0 {
 			every = 64 << 20
 		}
-		if ck.Mode == modeDirect || ck.Mode == "" && ck.Offset == 0 && !ck.Staged {
-			// A raw disk is written into its qcow2 as it streams.
+		if writtenDirectly(ck.Mode) || ck.Mode == "" && ck.Offset == 0 && !ck.Staged {
+			// A raw disk, or a streamOptimized VMDK's grains, are
+			// written into its qcow2 as it streams.
 			st, err := c.Streams(ctx, p.Source.Name, d.From)
 			if err != nil {
 				return fail(&resumable{fmt.Errorf("opening source disk: %w", err)})
@@ -173,8 +175,20 @@ func (c *Copier) copyDisk(ctx context.Context, dir string, p VMPlan, d DiskPlan)
 			part := out + ".part"
 			src = part
 			err = errNotRaw
-			if df, ok := st.(interface{ DeclaredFormat() string }); !ok || df.DeclaredFormat() == "" || df.DeclaredFormat() == "raw" {
+			declared := ""
+			if df, ok := st.(interface{ DeclaredFormat() string }); ok {
+				declared = df.DeclaredFormat()
+			}
+			switch {
+			case ck.Mode == modeVMDK || declared == images.FormatVMDK:
+				err = c.copyVMDK(ctx, p, d, st, &ck, save, every, maxDisk, part, nil)
+			case declared == "" || declared == images.FormatRaw:
+				// A VMDK's header seen here goes to copyVMDK.
 				err = c.copyDirect(ctx, p, d, st, &ck, save, every, maxDisk, part)
+			}
+			if errors.Is(err, errNotStreamable) {
+				c.logger().Info("stream staged", "vm", p.Name, "disk", d.Name, "reason", err)
+				err = errNotRaw
 			}
 			if err == nil {
 				return c.finishDirect(ctx, p, d, &ck, save, part, out, fail)
@@ -266,7 +280,10 @@ func (c *Copier) finishDirect(ctx context.Context, p VMPlan, d DiskPlan, ck *che
 	if err := os.Rename(part, out); err != nil {
 		return fail(fmt.Errorf("keeping the written disk: %w", err))
 	}
-	sum := ck.StreamSHA256
+	sum, format := ck.StreamSHA256, images.FormatRaw
+	if ck.Mode == modeVMDK {
+		format = images.FormatVMDK
+	}
 	if p.Adaptation == "virt-v2v-in-place" && !ck.Adapted {
 		if err := c.adapt(ctx, p, d, out); err != nil {
 			_ = os.Remove(out)
@@ -284,15 +301,20 @@ func (c *Copier) finishDirect(ctx context.Context, p VMPlan, d DiskPlan, ck *che
 	if err != nil {
 		return fail(fmt.Errorf("keeping the written disk: %w", err))
 	}
-	ck.Done, ck.SourceFormat, ck.SHA256 = true, images.FormatRaw, sum
+	ck.Done, ck.SourceFormat, ck.SHA256 = true, format, sum
 	ck.QcowSize, ck.QcowModTime = fi.Size(), fi.ModTime().UnixNano()
 	if err := save(); err != nil {
 		return fail(err)
 	}
 	c.report(Progress{VM: p.Name, Disk: d.Name, Phase: PhaseDone, Done: ck.VirtualSize, Total: ck.VirtualSize})
-	c.logger().Info("disk copied", "vm", p.Name, "disk", d.Name, "format", images.FormatRaw, "virtual_size", ck.VirtualSize, "written", "directly")
-	return DiskResult{Name: d.Name, Path: out, SourceFormat: images.FormatRaw, VirtualSize: ck.VirtualSize, SHA256: sum, Verified: true}, nil
+	c.logger().Info("disk copied", "vm", p.Name, "disk", d.Name, "format", format, "virtual_size", ck.VirtualSize, "written", "directly")
+	return DiskResult{Name: d.Name, Path: out, SourceFormat: format, VirtualSize: ck.VirtualSize, SHA256: sum, Verified: true}, nil
 }
+
+// writtenDirectly tells whether a streamed disk of this checkpoint mode
+// is written into its qcow2 as it streams (its SHA256 is then the
+// content digest, not the file's).
+func writtenDirectly(mode string) bool { return mode == modeDirect || mode == modeVMDK }
 
 // sameFile tells whether the file at path is the one the checkpoint
 // saw done (size and modification time).

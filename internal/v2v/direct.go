@@ -1,6 +1,7 @@
 package v2v
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -98,12 +99,17 @@ func directSize(st Stream, capacity int64) int64 {
 // a restarted copy goes on from there. Then the qcow2 is read back once
 // through the same export and its digest matched with the stream's.
 // errNotRaw says the stream is not a raw disk (its first or last bytes
-// are another format's): nothing of it is kept.
+// are another format's): nothing of it is kept. A stream that begins
+// with a VMDK's sparse extent header goes to copyVMDK.
 func (c *Copier) copyDirect(ctx context.Context, p VMPlan, d DiskPlan, st Stream, ck *checkpoint, save func() error, every, maxDisk int64, part string) error {
 	size := st.Size()
 	v := directSize(st, d.From.CapacityBytes)
+	if v == 0 && size > 0 {
+		// Not whole sectors: not a raw disk, but maybe a VMDK's stream.
+		return c.copyVMDK(ctx, p, d, st, ck, save, every, maxDisk, part, nil)
+	}
 	if v == 0 {
-		return errNotRaw
+		return errNotRaw // of unknown length and capacity: staged
 	}
 	if v > maxDisk {
 		return fmt.Errorf("source stream is %d bytes, over the limit of %d (the largest disk allowed): refused", v, maxDisk)
@@ -126,55 +132,32 @@ func (c *Copier) copyDirect(ctx context.Context, p VMPlan, d DiskPlan, st Stream
 	if ck.Offset == 0 {
 		// Its first bytes tell whether it is a raw disk, as an image
 		// import would detect it.
-		if head := ra.peek(); !images.LooksRaw(head[:min(len(head), 4096)], nil) {
+		head := ra.peek()
+		if bytes.HasPrefix(head, []byte("KDMV")) {
+			// A VMDK's sparse extent: a streamOptimized one is
+			// written as it streams too, from this same read.
+			return c.copyVMDK(ctx, p, d, st, ck, save, every, maxDisk, part, ra)
+		}
+		if !images.LooksRaw(head[:min(len(head), 4096)], nil) {
 			return errNotRaw
 		}
-		_ = os.Remove(part)
-		if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", part, strconv.FormatInt(v, 10)).CombinedOutput(); err != nil {
-			return fmt.Errorf("creating the disk's qcow2: %w: %s", err, lastLine(out))
+		if err := createPart(ctx, part, v); err != nil {
+			return err
 		}
 		*ck = checkpoint{Mode: modeDirect, StreamSize: size, VirtualSize: v}
 		if err := save(); err != nil {
 			return err
 		}
 	}
-	dg, err := newContentDigest(ck.Hash)
+	w, err := openPart(ctx, part, v, ck.Offset, ck, save)
 	if err != nil {
-		*ck = checkpoint{}
-		_ = save()
-		return &resumable{err}
+		return err
 	}
-	exp, err := exportQCOW2(ctx, part)
-	if err != nil {
-		// Kept for the next run (a daemon of a killed run may still
-		// hold the qcow2's lock for a moment).
-		return &resumable{err}
-	}
-	defer exp.stop()
-	if exp.size != v {
-		*ck = checkpoint{}
-		_ = save()
-		return &resumable{fmt.Errorf("the partial disk is %d bytes, not %d: starting over on the next run", exp.size, v)}
-	}
-	if ck.Offset > 0 {
-		// What lies past the checkpoint was written after its last
-		// flush, or not: make it zeros again.
-		if err := exp.Zero(ck.Offset, v); err != nil {
-			return err
-		}
-	}
+	defer w.exp.stop()
 	m := newMeter(c.Progress, p.Name, d.Name, PhaseStream, ck.Offset, v)
 	off, saved := ck.Offset, ck.Offset
 	checkpointAt := func(off int64) error {
-		if err := exp.Flush(); err != nil {
-			return err
-		}
-		state, err := dg.state()
-		if err != nil {
-			return err
-		}
-		ck.Offset, ck.Hash = off, state
-		return save()
+		return w.checkpoint(ck, save, func() { ck.Offset = off })
 	}
 	var tail []byte
 	for off < v {
@@ -196,10 +179,8 @@ func (c *Copier) copyDirect(ctx context.Context, p VMPlan, d DiskPlan, st Stream
 			}
 			return &resumable{fmt.Errorf("source stream broke at byte %d of %d: %w", off+int64(len(buf)), v, rerr)}
 		}
-		if !dg.add(buf) {
-			if err := exp.WriteAt(buf, off); err != nil {
-				return err
-			}
+		if err := w.put(buf, off); err != nil {
+			return err
 		}
 		off += want
 		if off == v {
@@ -224,8 +205,94 @@ func (c *Copier) copyDirect(ctx context.Context, p VMPlan, d DiskPlan, st Stream
 	if !images.LooksRaw(nil, tail) {
 		return errNotRaw // a fixed VHD, say: its footer is the last sector
 	}
-	want := dg.sum()
-	got, err := c.readBack(ctx, p, d, exp, v)
+	if err := c.verifyPart(ctx, p, d, w, v, ck, save); err != nil {
+		return err
+	}
+	ck.Offset = v
+	return nil
+}
+
+// createPart makes the empty qcow2 of v bytes at part that a stream is
+// written into (an earlier one is replaced).
+func createPart(ctx context.Context, part string, v int64) error {
+	_ = os.Remove(part)
+	if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", part, strconv.FormatInt(v, 10)).CombinedOutput(); err != nil {
+		return fmt.Errorf("creating the disk's qcow2: %w: %s", err, lastLine(out))
+	}
+	return nil
+}
+
+// partWriter writes a stream's chunks into the qcow2 part through its
+// NBD export, keeping the content digest of what it was given.
+type partWriter struct {
+	exp *qcow2Export
+	dg  *contentDigest
+}
+
+// openPart exports the qcow2 part of v bytes to write into it from the
+// content offset from on, with the checkpoint's digest state: what lies
+// past from was written after the last flush, or not, and is made zeros
+// again. A part or a state that cannot be resumed resets the checkpoint
+// (the next run starts over). The caller stops the export.
+func openPart(ctx context.Context, part string, v, from int64, ck *checkpoint, save func() error) (*partWriter, error) {
+	dg, err := newContentDigest(ck.Hash)
+	if err != nil {
+		*ck = checkpoint{}
+		_ = save()
+		return nil, &resumable{err}
+	}
+	exp, err := exportQCOW2(ctx, part)
+	if err != nil {
+		// Kept for the next run (a daemon of a killed run may still
+		// hold the qcow2's lock for a moment).
+		return nil, &resumable{err}
+	}
+	if exp.size != v {
+		exp.stop()
+		*ck = checkpoint{}
+		_ = save()
+		return nil, &resumable{fmt.Errorf("the partial disk is %d bytes, not %d: starting over on the next run", exp.size, v)}
+	}
+	if from > 0 {
+		if err := exp.Zero(from, v); err != nil {
+			exp.stop()
+			return nil, err
+		}
+	}
+	return &partWriter{exp: exp, dg: dg}, nil
+}
+
+// put hashes the chunk at content offset off and writes it unless it is
+// all zeros (the qcow2 leaves those unallocated).
+func (w *partWriter) put(chunk []byte, off int64) error {
+	if w.dg.add(chunk) {
+		return nil
+	}
+	return w.exp.WriteAt(chunk, off)
+}
+
+// checkpoint flushes the qcow2, then saves the checkpoint with the
+// digest's state and what set records of where the copy is.
+func (w *partWriter) checkpoint(ck *checkpoint, save func() error, set func()) error {
+	if err := w.exp.Flush(); err != nil {
+		return err
+	}
+	state, err := w.dg.state()
+	if err != nil {
+		return err
+	}
+	set()
+	ck.Hash = state
+	return save()
+}
+
+// verifyPart reads the qcow2 of v bytes back through its export and
+// matches its content digest with the stream's, then flushes and stops
+// the export; the checkpoint keeps the digest (StreamSHA256). A
+// mismatch resets the checkpoint: the next run starts over.
+func (c *Copier) verifyPart(ctx context.Context, p VMPlan, d DiskPlan, w *partWriter, v int64, ck *checkpoint, save func() error) error {
+	want := w.dg.sum()
+	got, err := c.readBack(ctx, p, d, w.exp, v)
 	if err != nil {
 		return err
 	}
@@ -234,13 +301,13 @@ func (c *Copier) copyDirect(ctx context.Context, p VMPlan, d DiskPlan, st Stream
 		_ = save()
 		return fmt.Errorf("the written disk reads back as digest %s, the stream was %s: starting over on the next run", got, want)
 	}
-	if err := exp.Flush(); err != nil {
+	if err := w.exp.Flush(); err != nil {
 		return err
 	}
-	if err := exp.stop(); err != nil {
+	if err := w.exp.stop(); err != nil {
 		return err
 	}
-	ck.Offset, ck.Hash, ck.StreamSHA256 = v, nil, want
+	ck.Hash, ck.StreamSHA256 = nil, want
 	return nil
 }
 

@@ -3,6 +3,7 @@ package v2v
 import (
 	"context"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,7 +35,8 @@ func killPlan() VMPlan {
 	return PlanVM(hw, Options{Host: "h"})
 }
 
-// TestKilledCopyChild is the process TestRawCopyKilledResumes kills.
+// TestKilledCopyChild is the process TestRawCopyKilledResumes and
+// TestVMDKCopyKilledResumes kill.
 func TestKilledCopyChild(t *testing.T) {
 	job, disk := os.Getenv("POLYVISOR_V2V_KILL_JOB"), os.Getenv("POLYVISOR_V2V_KILL_DISK")
 	if job == "" {
@@ -59,6 +61,45 @@ func TestRawCopyKilledResumes(t *testing.T) {
 		}
 	}
 	os.WriteFile(disk, data, 0o600)
+	was, resumed, res := killAndResume(t, disk, job)
+	if was.Mode != modeDirect || resumed < was.Offset || resumed == 0 {
+		t.Errorf("resumed at %d, the killed copy's checkpoint %+v", resumed, was)
+	}
+	if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "qcow2", disk, res[0].Path).CombinedOutput(); err != nil {
+		t.Fatalf("the resumed copy differs: %v: %s", err, out)
+	}
+}
+
+// TestVMDKCopyKilledResumes: the same with a streamOptimized VMDK's
+// stream: the copy resumes at its checkpoint's grain marker and disk
+// offset, and its result is the disk.
+func TestVMDKCopyKilledResumes(t *testing.T) {
+	dir := t.TempDir()
+	raw, disk, job := filepath.Join(dir, "disk.raw"), filepath.Join(dir, "disk.vmdk"), filepath.Join(dir, "job")
+	data := make([]byte, 48<<20)
+	r := rand.NewChaCha8([32]byte{2})
+	for i := 0; i < len(data); i += 1 << 20 {
+		if (i>>20)%3 != 2 {
+			r.Read(data[i : i+1<<20]) // random: its grains do not shrink
+		}
+	}
+	os.WriteFile(raw, data, 0o600)
+	run(t, "qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw, disk)
+	was, resumed, res := killAndResume(t, disk, job)
+	if was.Mode != modeVMDK || was.ContentOffset == 0 || resumed != was.ContentOffset {
+		t.Errorf("resumed at %d, the killed copy's checkpoint %+v", resumed, was)
+	}
+	if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "qcow2", raw, res[0].Path).CombinedOutput(); err != nil {
+		t.Fatalf("the resumed copy differs: %v: %s", err, out)
+	}
+}
+
+// killAndResume runs the copy of the stream of disk into job in a child
+// process, kills it (SIGKILL) once its checkpoint passed 8 MiB of the
+// stream, and copies again: the checkpoint it was killed at, where the
+// copy said it resumed, and its result.
+func killAndResume(t *testing.T, disk, job string) (checkpoint, int64, []DiskResult) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestKilledCopyChild$")
 	cmd.Env = append(os.Environ(), "POLYVISOR_V2V_KILL_JOB="+job, "POLYVISOR_V2V_KILL_DISK="+disk)
 	if err := cmd.Start(); err != nil {
@@ -97,10 +138,5 @@ func TestRawCopyKilledResumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if was.Mode != modeDirect || resumed < was.Offset || resumed == 0 {
-		t.Errorf("resumed at %d, the killed copy's checkpoint %+v", resumed, was)
-	}
-	if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "qcow2", disk, res[0].Path).CombinedOutput(); err != nil {
-		t.Fatalf("the resumed copy differs: %v: %s", err, out)
-	}
+	return was, resumed, res
 }

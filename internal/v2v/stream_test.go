@@ -263,9 +263,10 @@ func TestStreamDirectResumeRezeroes(t *testing.T) {
 	}
 }
 
-// TestStreamNotRawIsStaged: a stream whose first bytes (a VMDK) or last
-// sector (a fixed VHD's footer) are another format's is not written
-// directly but staged and converted with an image import's checks.
+// TestStreamNotRawIsStaged: a stream whose first bytes (a VMDK that is
+// not streamOptimized) or last sector (a fixed VHD's footer) are another
+// format's is not written directly but staged and converted with an
+// image import's checks.
 func TestStreamNotRawIsStaged(t *testing.T) {
 	guest.RequireQEMU(t)
 	dir := t.TempDir()
@@ -275,16 +276,21 @@ func TestStreamNotRawIsStaged(t *testing.T) {
 		data[i] = byte(i%251 + 1)
 	}
 	os.WriteFile(raw, data, 0o600)
-	for _, f := range []struct{ format, opts string }{{"vmdk", "subformat=streamOptimized"}, {"vpc", "subformat=fixed,force_size=on"}} {
+	for _, f := range []struct{ format, opts string }{{"vmdk", "subformat=monolithicSparse"}, {"vpc", "subformat=fixed,force_size=on"}} {
 		t.Run(f.format, func(t *testing.T) {
 			img := filepath.Join(dir, "disk."+f.format)
 			run(t, "qemu-img", "convert", "-f", "raw", "-O", f.format, "-o", f.opts, raw, img)
 			hw := Hardware{Name: "lv", VCPUs: 1, MemoryMiB: 128, Disks: []Disk{{Name: "vda", Bus: BusVirtio, Source: DiskSource{Kind: SourceStream}}}}
+			converted := false
 			c := &Copier{Dir: filepath.Join(t.TempDir(), "job"),
-				Streams: func(context.Context, string, Disk) (Stream, error) { return &fileStream{path: img}, nil }}
+				Streams:  func(context.Context, string, Disk) (Stream, error) { return &fileStream{path: img}, nil },
+				Progress: func(p Progress) { converted = converted || p.Phase == PhaseConvert }}
 			res, err := c.CopyVM(context.Background(), PlanVM(hw, Options{Host: "h"}))
 			if err != nil {
 				t.Fatal(err)
+			}
+			if !converted {
+				t.Error("not staged and converted")
 			}
 			if res[0].SourceFormat != f.format {
 				t.Errorf("source format %q, want %q", res[0].SourceFormat, f.format)

@@ -2,8 +2,6 @@ package v2v
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"os"
 	"os/exec"
@@ -101,7 +99,7 @@ func TestVSphereVMMoves(t *testing.T) {
 		t.Fatalf("the migration snapshot is gone after an unfinished copy: %v", err)
 	}
 	ck, err := loadCheckpoint(filepath.Join(dir, "job", plan.Name, "root.checkpoint.json"))
-	if err != nil || ck.Offset < 1<<20 || ck.Staged {
+	if err != nil || ck.Mode != modeVMDK || ck.Offset < 1<<20 || ck.ContentOffset <= 0 || ck.Staged {
 		t.Fatalf("checkpoint after the interruption: %+v %v", ck, err)
 	}
 
@@ -115,16 +113,18 @@ func TestVSphereVMMoves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resumed != ck.Offset {
-		t.Errorf("second run resumed at %d, the checkpoint was at %d", resumed, ck.Offset)
+	if resumed != ck.ContentOffset {
+		t.Errorf("second run resumed at disk byte %d, the checkpoint was at %d", resumed, ck.ContentOffset)
 	}
-	// The stream staged in full is the VMDK on the datastore, byte for
-	// byte, and the copy is the guest's disk.
+	// The VMDK's grains were written as they streamed (nothing staged):
+	// the disk's content digest is the guest disk's, and the copy is
+	// the guest's disk.
 	ck, _ = loadCheckpoint(filepath.Join(dir, "job", plan.Name, "root.checkpoint.json"))
-	b, _ := os.ReadFile(vmdk)
-	sum := sha256.Sum256(b)
-	if ck.StreamSHA256 != hex.EncodeToString(sum[:]) {
-		t.Errorf("streamed SHA-256 %s, the VMDK's %x", ck.StreamSHA256, sum)
+	raw := filepath.Join(dir, "guest.raw")
+	convertGuest(t, g, "raw", "", raw)
+	b, _ := os.ReadFile(raw)
+	if want := digestOf(t, b); ck.StreamSHA256 != want || res[0].SHA256 != want {
+		t.Errorf("content digest %s (result %s), the guest disk's %s", ck.StreamSHA256, res[0].SHA256, want)
 	}
 	if out, err := exec.Command("qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", g.Boot, res[0].Path).CombinedOutput(); err != nil {
 		t.Fatalf("the copy differs from the guest's disk: %v: %s", err, out)
