@@ -84,3 +84,63 @@ func TestNBDExports(t *testing.T) {
 		}
 	}
 }
+
+// TestNeedsLock: a volume the nbd daemon serves is taken from it only when
+// qemu-img must change its file (grow it, take a snapshot, create it); a
+// detach, which changes nothing in the file, leaves the export up. The
+// size is read while the daemon holds the file.
+func TestNeedsLock(t *testing.T) {
+	for _, bin := range []string{"qemu-storage-daemon", "qemu-img"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("%s is not installed (apt-get install qemu-system-x86 qemu-utils)", bin)
+		}
+	}
+	ctx := context.Background()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := t.TempDir()
+	pool := &api.Pool{Meta: api.Meta{Name: "n"}, Spec: api.PoolSpec{Kind: api.PoolNBD, Path: dir, Hosts: []string{"h1"}, Address: addr}}
+	vs := newVolumes(&Agent{cfg: Config{Host: "h1"}, log: slog.Default()})
+	path := filepath.Join(dir, "v.qcow2")
+	if err := qemuImg(ctx, "create", "-q", "-f", "qcow2", path, "16M"); err != nil {
+		t.Fatal(err)
+	}
+	v := &api.Volume{Meta: api.Meta{Name: "v"}, Spec: api.VolumeSpec{Path: path, SizeMiB: 16, Export: "nbd://" + addr + "/uid-1"}}
+	t.Cleanup(func() { vs.stopNBD(context.Background(), pool) })
+	if err := vs.export(ctx, pool, v); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		step  string
+		size  int64
+		snaps []string
+		want  bool
+	}{
+		{"as it is", 16, nil, false},
+		{"smaller than the file", 8, nil, false},
+		{"to grow", 32, nil, true},
+		{"a snapshot to take", 16, []string{"s1"}, true},
+	} {
+		w := *v
+		w.Spec.SizeMiB, w.Spec.Snapshots = c.size, c.snaps
+		if got := needsLock(ctx, &w); got != c.want {
+			t.Errorf("%s: needs the lock %v, want %v", c.step, got, c.want)
+		}
+	}
+	if err := os.WriteFile(snapshotFile(path, "s1"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w := *v
+	w.Spec.Snapshots = []string{"s1"}
+	if needsLock(ctx, &w) {
+		t.Error("a snapshot already taken needs the lock")
+	}
+	w.Spec.Path = filepath.Join(dir, "absent.qcow2")
+	if !needsLock(ctx, &w) {
+		t.Error("a file to create does not need the lock")
+	}
+}

@@ -194,8 +194,11 @@ func (vs *volumes) converge(ctx context.Context, v *api.Volume) {
 	}
 	var st api.VolumeStatus
 	var err error
-	if nbd && v.Spec.AttachedTo == "" {
-		// qemu-img needs the file's lock, which the daemon holds.
+	if nbd && v.Spec.AttachedTo == "" && needsLock(ctx, v) {
+		// qemu-img needs the file's lock, which the daemon holds. A
+		// volume with nothing to change keeps its export: a detach
+		// changes nothing in the file, and taking the export down
+		// would wait for the VM's host to let go of it.
 		err = vs.unexport(ctx, pool, v)
 	}
 	if err == nil {
@@ -372,6 +375,22 @@ type imageInfo struct {
 }
 
 // imgInfo reads a qcow2 file's sizes, sharing it with a QEMU that holds it.
+// needsLock tells whether making v changes its file with qemu-img, which
+// needs the file's lock: a file to create, a size to grow to, a snapshot
+// to take. Unsure (the file unreadable), it says so.
+func needsLock(ctx context.Context, v *api.Volume) bool {
+	info, err := imgInfo(ctx, v.Spec.Path)
+	if err != nil || info.VirtualSize < v.Spec.SizeMiB<<20 {
+		return true
+	}
+	for _, snap := range v.Spec.Snapshots {
+		if _, err := os.Stat(snapshotFile(v.Spec.Path, snap)); err != nil {
+			return true
+		}
+	}
+	return false
+}
+
 func imgInfo(ctx context.Context, path string) (imageInfo, error) {
 	var info imageInfo
 	out, err := exec.CommandContext(ctx, "qemu-img", "info", "-U", "-f", "qcow2", "--output=json", path).Output()
