@@ -137,6 +137,17 @@ func (s *Server) upsertHost(ctx context.Context, name string, st api.HostStatus)
 			}
 			return h, nil
 		}
+		// Most heartbeats change nothing (an unfenced host, its status as
+		// stored, its last one persisted recently): answered without
+		// copying the host.
+		if cur.Fence == nil && now.Sub(cur.Status.LastHeartbeat) < heartbeatPersist {
+			same := st
+			same.State, same.LastHeartbeat = hostState(st), cur.Status.LastHeartbeat
+			same.Allocated, same.Capacity = api.Allocation{}, api.HostCapacity{}
+			if hostStatusEqual(same, cur.Status) {
+				return cur, nil
+			}
+		}
 		next := store.Clone(cur)
 		next.Status = st
 		next.Status.State, next.Status.LastHeartbeat = hostState(st), cur.Status.LastHeartbeat
