@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"unicode/utf8"
 )
 
 // Member is a disk image held in a byte range of a file, read in place:
@@ -28,6 +29,11 @@ func (m Member) source() (diskSource, error) {
 	abs, err := safePath(m.File)
 	if err != nil {
 		return diskSource{}, err
+	}
+	if !utf8.ValidString(abs) {
+		// The json: name qemu-img opens would carry U+FFFD for the bad
+		// bytes: another file than the one checked here.
+		return diskSource{}, fmt.Errorf("opening image: the path %q is not valid UTF-8: refused", abs)
 	}
 	fi, err := os.Stat(abs)
 	if err != nil {

@@ -126,3 +126,31 @@ func TestMemberOwnExtent(t *testing.T) {
 		}
 	}
 }
+
+// A member's file whose path is not valid UTF-8 is refused: qemu-img's
+// json: name would carry U+FFFD for the bad bytes and open another file
+// than the one checked (here a twin beside it, of other contents).
+func TestMemberPathNotUTF8(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "a\xff.ova")
+	twin := filepath.Join(dir, "a\uFFFD.ova")
+	for _, f := range []struct {
+		path string
+		b    byte
+	}{{bad, 'A'}, {twin, 'B'}} {
+		if err := os.WriteFile(f.path, []byte(strings.Repeat(string(f.b), 1<<20)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := Member{File: bad, Offset: 0, Size: 1 << 20}
+	out := filepath.Join(t.TempDir(), "out.qcow2")
+	if _, err := ImportMember(context.Background(), m, out, nil, WithMaxVirtualBytes(1<<30)); err == nil || !strings.Contains(err.Error(), "not valid UTF-8") {
+		t.Fatalf("import of a member of %q: %v, want refused", bad, err)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("an image was written")
+	}
+	if err := CompareMember(context.Background(), FormatRaw, m, FormatQCOW2, out); err == nil {
+		t.Fatal("compare of a member of a non-UTF-8 path passed")
+	}
+}

@@ -90,7 +90,13 @@ func parseVMDKHeader(b []byte, maxDisk int64) (vmdkHeader, error) {
 	if overhead < 1 || overhead > vmdkMaxOverhead/vmdkSector {
 		return vmdkHeader{}, fmt.Errorf("VMDK header: overHead of %d sectors is not within 1 to %d: refused", overhead, vmdkMaxOverhead/vmdkSector)
 	}
-	if descOffset != 0 && (descOffset < 1 || descSize > vmdkMaxDescriptor/vmdkSector || descOffset+descSize > overhead) {
+	if descOffset == 0 {
+		// No embedded descriptor to check for a parent disk: the image
+		// import's checks, which look as QEMU does, take it.
+		return vmdkHeader{}, fmt.Errorf("%w: a VMDK header without an embedded descriptor", errNotStreamable)
+	}
+	// Compared without a sum that could wrap round.
+	if descOffset > overhead || descSize > vmdkMaxDescriptor/vmdkSector || descSize > overhead-descOffset {
 		return vmdkHeader{}, fmt.Errorf("VMDK header: descriptor of %d sectors at sector %d does not lie within the overHead of %d sectors: refused", descSize, descOffset, overhead)
 	}
 	return vmdkHeader{

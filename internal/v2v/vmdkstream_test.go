@@ -5,6 +5,7 @@ import (
 	"compress/zlib"
 	"context"
 	"encoding/binary"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -469,5 +470,27 @@ func TestVMDKStreamQemuLayout(t *testing.T) {
 				t.Fatalf("the copy differs: %v: %s", err, out)
 			}
 		})
+	}
+}
+
+// A descriptor's place that wraps round 2^64 is refused, not taken for a
+// descriptor within the header's area (whose check for a parent disk it
+// would skip); a header without an embedded descriptor is left to
+// staging, whose checks look for a parent as QEMU does.
+func TestVMDKHeaderDescriptorBounds(t *testing.T) {
+	const grain, capacity = 128, 4096
+	desc := "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=87654321\ncreateType=\"monolithicSparse\"\nparentFileNameHint=\"/etc/shadow\"\nRW 4096 SPARSE \"x.vmdk\"\n"
+	b := testVMDK{capacity: capacity, grain: grain, descriptor: desc}.build(t, []testGrain{{lba: 0, data: grainOf(0, grain)}})
+	if _, err := parseVMDKHeader(b[:512], 64<<20); err != nil {
+		t.Fatalf("the header as made: %v", err)
+	}
+	h := bytes.Clone(b[:512])
+	binary.LittleEndian.PutUint64(h[28:], ^uint64(0))
+	if _, err := parseVMDKHeader(h, 64<<20); err == nil || errors.Is(err, errNotStreamable) || !strings.Contains(err.Error(), "does not lie within") {
+		t.Fatalf("descriptor at sector 2^64-1: %v, want refused", err)
+	}
+	binary.LittleEndian.PutUint64(h[28:], 0)
+	if _, err := parseVMDKHeader(h, 64<<20); !errors.Is(err, errNotStreamable) {
+		t.Fatalf("no embedded descriptor: %v, want it staged", err)
 	}
 }
