@@ -19,19 +19,8 @@ import (
 // rather than starting a second, takes the export down so qemu-img can
 // take the file's lock, and ends the daemon with the pool.
 func TestNBDExports(t *testing.T) {
-	for _, bin := range []string{"qemu-storage-daemon", "qemu-img"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s is not installed (apt-get install qemu-system-x86 qemu-utils)", bin)
-		}
-	}
 	ctx := context.Background()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	dir := t.TempDir()
+	dir, addr := nbdTestPool(t)
 	pool := &api.Pool{Meta: api.Meta{Name: "n"}, Spec: api.PoolSpec{Kind: api.PoolNBD, Path: dir, Hosts: []string{"h1", "h2"}, Address: addr}}
 	vs := newVolumes(&Agent{cfg: Config{Host: "h1"}, log: slog.Default()})
 	if !vs.nbdServing(pool) || newVolumes(&Agent{cfg: Config{Host: "h2"}, log: slog.Default()}).nbdServing(pool) {
@@ -90,19 +79,8 @@ func TestNBDExports(t *testing.T) {
 // detach, which changes nothing in the file, leaves the export up. The
 // size is read while the daemon holds the file.
 func TestNeedsLock(t *testing.T) {
-	for _, bin := range []string{"qemu-storage-daemon", "qemu-img"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s is not installed (apt-get install qemu-system-x86 qemu-utils)", bin)
-		}
-	}
 	ctx := context.Background()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	dir := t.TempDir()
+	dir, addr := nbdTestPool(t)
 	pool := &api.Pool{Meta: api.Meta{Name: "n"}, Spec: api.PoolSpec{Kind: api.PoolNBD, Path: dir, Hosts: []string{"h1"}, Address: addr}}
 	vs := newVolumes(&Agent{cfg: Config{Host: "h1"}, log: slog.Default()})
 	path := filepath.Join(dir, "v.qcow2")
@@ -143,4 +121,22 @@ func TestNeedsLock(t *testing.T) {
 	if !needsLock(ctx, &w) {
 		t.Error("a file to create does not need the lock")
 	}
+}
+
+// nbdTestPool is an nbd pool's directory and a free address for its
+// daemon; it skips without QEMU's storage tools.
+func nbdTestPool(t *testing.T) (dir, addr string) {
+	t.Helper()
+	for _, bin := range []string{"qemu-storage-daemon", "qemu-img"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("%s is not installed (apt-get install qemu-system-x86 qemu-utils)", bin)
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = l.Addr().String()
+	l.Close()
+	return t.TempDir(), addr
 }

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
 )
 
 // The join tokens of a fleet come from a file, one per line, or from the
@@ -57,17 +59,7 @@ func TestAgentSimulateFlags(t *testing.T) {
 		{[]string{"--simulate", "2", "--server", "https://127.0.0.1:1", "--simulate-prefix", "Bad_"}, "not a valid host name"},
 		{[]string{"--simulate", "1", "--server", "https://127.0.0.1:1", "--debug-pprof-listen", "0.0.0.0:6060", "--join-token", "pvj_a." + strings.Repeat("ab", 32)}, "loopback"},
 	} {
-		cmd := AgentCommand()
-		var out bytes.Buffer
-		cmd.SetOut(&out)
-		cmd.SetErr(&out)
-		cmd.SetArgs(append(c.args, "--data-dir", t.TempDir()))
-		ctx, cancel := context.WithCancel(context.Background())
-		err := cmd.ExecuteContext(ctx)
-		cancel()
-		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("agent %s: %v, want %q", strings.Join(c.args, " "), err, c.want)
-		}
+		refusedFlags(t, AgentCommand, c.args, c.want)
 	}
 }
 
@@ -81,16 +73,23 @@ func TestServerFlags(t *testing.T) {
 		{[]string{"--placement-sample-percent", "-1"}, "--placement-sample-percent"},
 		{[]string{"--audit-when-full", "drop"}, "--audit-when-full"},
 	} {
-		cmd := ServerCommand()
-		var out bytes.Buffer
-		cmd.SetOut(&out)
-		cmd.SetErr(&out)
-		cmd.SetArgs(append(c.args, "--data-dir", t.TempDir()))
-		ctx, cancel := context.WithCancel(context.Background())
-		err := cmd.ExecuteContext(ctx)
-		cancel()
-		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("server %s: %v, want %q", strings.Join(c.args, " "), err, c.want)
-		}
+		refusedFlags(t, ServerCommand, c.args, c.want)
+	}
+}
+
+// refusedFlags runs the command made by newCmd with args (and a data dir
+// of its own) and wants it refused with an error that says want.
+func refusedFlags(t *testing.T, newCmd func() *cobra.Command, args []string, want string) {
+	t.Helper()
+	cmd := newCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(append(args, "--data-dir", t.TempDir()))
+	ctx, cancel := context.WithCancel(context.Background())
+	err := cmd.ExecuteContext(ctx)
+	cancel()
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("%s %s: %v, want %q", cmd.Name(), strings.Join(args, " "), err, want)
 	}
 }

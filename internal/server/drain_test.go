@@ -47,23 +47,7 @@ func TestDrainSurvivesItsServer(t *testing.T) {
 
 	e2 := e.ctlReopen(Config{})
 	h2 := e2.as("h2", "")
-	var final *api.Operation
-	ctlEventually(t, 60*time.Second, "the restarted server ends the drain", func() error {
-		for _, m := range listAll(e2.s.ops, func(o *api.Operation) bool { return o.Kind == api.OpVMMigrate && !o.Done() }) {
-			if vm, ok := e2.s.vms.Get(ops.TargetKey(m.Target)); ok && vm.Spec.Migration != nil && vm.Spec.Migration.Operation == m.ID {
-				_, _ = h2.PutAgentMigration(ctx, api.AgentMigration{Operation: m.ID, State: api.IncomingRunning})
-			}
-		}
-		cur, err := e2.super.GetOperation(ctx, op.ID)
-		if err != nil {
-			return err
-		}
-		if !cur.Done() {
-			return fmt.Errorf("drain %s: %s", cur.Status, cur.Message)
-		}
-		final = cur
-		return nil
-	})
+	final := e2.playDrain(t, ctx, h2, op.ID, 60*time.Second, "the restarted server ends the drain")
 	if final.Status != api.OpSucceeded {
 		t.Fatalf("drain after the restart: %s %+v", final.Status, final.Error)
 	}
@@ -136,4 +120,28 @@ func TestDrainAcrossServers(t *testing.T) {
 	if vm, _ := pa.GetVM(ctx, "a-run"); vm.Spec.Host != "h1" {
 		t.Errorf("a-run on %s after the cancelled drain", vm.Spec.Host)
 	}
+}
+
+// playDrain plays the target host h2 taking each move of the drain op as
+// it comes, until the drain ends, and returns its operation then.
+func (e *env) playDrain(t *testing.T, ctx context.Context, h2 *client.Client, op string, within time.Duration, what string) *api.Operation {
+	t.Helper()
+	var final *api.Operation
+	ctlEventually(t, within, what, func() error {
+		for _, m := range listAll(e.s.ops, func(o *api.Operation) bool { return o.Kind == api.OpVMMigrate && !o.Done() }) {
+			if vm, ok := e.s.vms.Get(ops.TargetKey(m.Target)); ok && vm.Spec.Migration != nil && vm.Spec.Migration.Operation == m.ID {
+				_, _ = h2.PutAgentMigration(ctx, api.AgentMigration{Operation: m.ID, State: api.IncomingRunning})
+			}
+		}
+		cur, err := e.super.GetOperation(ctx, op)
+		if err != nil {
+			return err
+		}
+		if !cur.Done() {
+			return fmt.Errorf("drain %s: %s", cur.Status, cur.Message)
+		}
+		final = cur
+		return nil
+	})
+	return final
 }

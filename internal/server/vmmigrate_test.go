@@ -9,7 +9,6 @@ import (
 
 	"github.com/polyvisor/polyvisor/api"
 	"github.com/polyvisor/polyvisor/client"
-	"github.com/polyvisor/polyvisor/internal/controller/ops"
 )
 
 // TestMigrateThroughTheAPI plays both hosts' agents with their host
@@ -294,23 +293,7 @@ func TestDrainOperation(t *testing.T) {
 		t.Errorf("a member reading the drain: %v, want 404", err)
 	}
 	// Play h2 taking each move as it comes.
-	var final *api.Operation
-	ctlEventually(t, 30*time.Second, "the drain ends", func() error {
-		for _, m := range listAll(e.s.ops, func(o *api.Operation) bool { return o.Kind == api.OpVMMigrate && !o.Done() }) {
-			if vm, ok := e.s.vms.Get(ops.TargetKey(m.Target)); ok && vm.Spec.Migration != nil && vm.Spec.Migration.Operation == m.ID {
-				h2.PutAgentMigration(ctx, api.AgentMigration{Operation: m.ID, State: api.IncomingRunning})
-			}
-		}
-		cur, err := e.super.GetOperation(ctx, op.ID)
-		if err != nil {
-			return err
-		}
-		if !cur.Done() {
-			return fmt.Errorf("drain %s: %s", cur.Status, cur.Message)
-		}
-		final = cur
-		return nil
-	})
+	final := e.playDrain(t, ctx, h2, op.ID, 30*time.Second, "the drain ends")
 	if final.Status != api.OpFailed || final.Error == nil || !strings.Contains(final.Error.Message, "pa/c-pause") {
 		t.Errorf("drain with a paused vm: %s %+v", final.Status, final.Error)
 	}
